@@ -1,0 +1,61 @@
+"""Stripe-shaped API errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StripeError(Exception):
+    """An error answered in Stripe's JSON shape: `{"error": {type, code, message, param}}`."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.type = type
+        self.code = code
+        self.param = param
+        self.extra = extra
+
+    def body(self, request_id: str | None = None) -> dict[str, Any]:
+        error: dict[str, Any] = {"type": self.type, "message": self.message}
+        if self.code:
+            error["code"] = self.code
+            error["doc_url"] = f"https://stripe.com/docs/error-codes/{self.code.replace('_', '-')}"
+        if self.param:
+            error["param"] = self.param
+        if request_id:
+            error["request_log_url"] = f"https://dashboard.stripe.com/test/logs/{request_id}"
+        error.update(self.extra)
+        return {"error": error}
+
+
+def resource_missing(kind: str, object_id: str, param: str = "id") -> StripeError:
+    return StripeError(
+        f"No such {kind}: '{object_id}'", status=404, code="resource_missing", param=param
+    )
+
+
+def parameter_missing(param: str) -> StripeError:
+    return StripeError(
+        f"Missing required param: {param}.", code="parameter_missing", param=param
+    )
+
+
+def parameter_invalid(param: str, message: str) -> StripeError:
+    return StripeError(message, code="parameter_invalid_string", param=param)
+
+
+def card_error(message: str, *, code: str, decline_code: str | None = None, **extra: Any) -> StripeError:
+    if decline_code:
+        extra["decline_code"] = decline_code
+    return StripeError(message, status=402, type="card_error", code=code, **extra)

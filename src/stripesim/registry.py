@@ -1,0 +1,96 @@
+"""The route registry: resource modules declare Stripe endpoints and hosted pages here."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stripesim.state import Account, Simulator
+
+Handler = Callable[..., Any]
+
+
+@dataclass
+class Ctx:
+    """What a handler knows about the request it answers."""
+
+    sim: Simulator
+    account: Account
+    request_id: str
+    idempotency_key: str | None
+    base_url: str
+    api_key: str = ""
+
+    def now(self, clock_id: str | None = None) -> int:
+        return self.sim.now(self.account, clock_id)
+
+    def now_for_customer(self, customer_id: Any) -> int:
+        """Time as the customer's test clock (if any) sees it."""
+        return self.sim.now(self.account, self.sim.clock_of(self.account, customer_id))
+
+    def build(self, kind: str, prefix: str, **fields: Any) -> dict[str, Any]:
+        return self.sim.build(kind, prefix, self.account, **fields)
+
+    def emit(self, event_type: str, obj: dict[str, Any], *, previous: dict[str, Any] | None = None,
+             created: int | None = None) -> dict[str, Any]:
+        return self.sim.emit(
+            self.account, event_type, obj, previous=previous, created=created,
+            request_id=self.request_id, idempotency_key=self.idempotency_key,
+        )
+
+
+@dataclass
+class ApiRoute:
+    method: str
+    path: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    params: str | None
+
+
+@dataclass
+class PageRoute:
+    path: str
+    methods: list[str]
+    handler: Handler  # async (request, sim) -> Response
+
+
+API_ROUTES: list[ApiRoute] = []
+PAGE_ROUTES: list[PageRoute] = []
+
+
+def route(method: str, path: str, params: str | None = None) -> Callable[[Handler], Handler]:
+    """Register `handler(ctx, params, **path_params)` for a Stripe endpoint.
+
+    `params` names the SDK's parameter type in `stripe.params` (e.g. "CustomerCreateParams",
+    "billing.MeterEventCreateParams"); unknown and missing parameters are checked against it.
+    """
+
+    def register(handler: Handler) -> Handler:
+        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$"
+        API_ROUTES.append(ApiRoute(method.upper(), path, re.compile(regex), handler, params))
+        # Literal paths win over patterns: /v1/customers/search before /v1/customers/{id}.
+        API_ROUTES.sort(key=lambda r: (r.path.count("{"), -len(r.path)))
+        return handler
+
+    return register
+
+
+def page(path: str, methods: tuple[str, ...] = ("GET",)) -> Callable[[Handler], Handler]:
+    """Register an HTML page (Checkout, Portal) served beside the API."""
+
+    def register(handler: Handler) -> Handler:
+        PAGE_ROUTES.append(PageRoute(path, list(methods), handler))
+        return handler
+
+    return register
+
+
+def match(method: str, path: str) -> tuple[ApiRoute, dict[str, str]] | None:
+    for candidate in API_ROUTES:
+        found = candidate.pattern.match(path)
+        if found and candidate.method == method:
+            return candidate, found.groupdict()
+    return None

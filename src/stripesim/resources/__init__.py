@@ -1,0 +1,1 @@
+"""Stripe resources: each module registers its routes with `stripesim.registry.route`."""

@@ -1,0 +1,101 @@
+"""Fixtures for stripesim's own suite: a served simulator, the real SDK pointed at it, a webhook sink."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import stripe
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from stripesim.fixtures import example_keys
+from stripesim.testing import RunningSim, free_port, run_simulator
+
+
+@pytest.fixture(scope="session")
+def served_sim() -> Iterator[RunningSim]:
+    with run_simulator() as running:
+        yield running
+
+
+@pytest.fixture
+def sim(served_sim: RunningSim) -> RunningSim:
+    """The running simulator, reset to an empty account for each test."""
+    served_sim.webhooks.flush(timeout=5)
+    served_sim.sim.reset()
+    return served_sim
+
+
+@pytest.fixture
+def client(sim: RunningSim) -> stripe.StripeClient:
+    """The official SDK, talking HTTP to the simulator."""
+    return stripe.StripeClient(
+        "sk_test_stripesim", base_addresses={"api": sim.url}, max_network_retries=0
+    )
+
+
+@dataclass
+class WebhookSink:
+    """A real HTTP endpoint that records what Stripe (the simulator) posts to it."""
+
+    url: str
+    received: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
+    status: int = 200
+
+    def events(self, secret: str) -> list[Any]:
+        """Every received delivery, verified and parsed by the SDK as Stripe's docs say to."""
+        return [
+            stripe.Webhook.construct_event(body, headers["stripe-signature"], secret)
+            for body, headers in self.received
+        ]
+
+    def types(self, secret: str) -> list[str]:
+        return [event.type for event in self.events(secret)]
+
+
+@pytest.fixture(scope="session")
+def _sink_server() -> Iterator[WebhookSink]:
+    sink = WebhookSink(url="")
+
+    async def receive(request: Request) -> Response:
+        sink.received.append((await request.body(), dict(request.headers)))
+        return Response(status_code=sink.status)
+
+    app = Starlette(routes=[Route("/hook", receive, methods=["POST"])])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        threading.Event().wait(0.01)
+    sink.url = f"http://127.0.0.1:{port}/hook"
+    yield sink
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def webhook_sink(_sink_server: WebhookSink, sim: RunningSim) -> WebhookSink:
+    """A sink registered as a webhook endpoint (secret in `sink.secret`), empty at the start."""
+    _sink_server.received.clear()
+    _sink_server.status = 200
+    endpoint = sim.sim.add_webhook_endpoint(_sink_server.url, secret="whsec_test_sink")
+    _sink_server.secret = endpoint["secret"]  # type: ignore[attr-defined]
+    return _sink_server
+
+
+def assert_stripe_shape(obj: Any, kind: str, *, allow_missing: set[str] | frozenset[str] = frozenset()) -> None:
+    """Check an object's top-level keys against Stripe's example object for `kind` (fixtures3.json)."""
+    data = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    expected = example_keys(kind)
+    missing = expected - set(data) - set(allow_missing)
+    extra = set(data) - expected
+    assert not missing, f"{kind} lacks keys Stripe has: {sorted(missing)}"
+    assert not extra, f"{kind} has keys Stripe's example lacks: {sorted(extra)}"
