@@ -34,8 +34,9 @@ def load_resources() -> None:
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
-                    headers=headers)
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def _error(error: StripeError, request_id: str) -> Response:
@@ -58,8 +59,11 @@ def _api_key(request: Request) -> str:
             status=401,
         )
     if credential.startswith(("sk_live_", "rk_live_")):
-        raise StripeError("stripesim accepts only test mode keys (sk_test_…, rk_test_…).",
-                          status=401, code="api_key_expired")
+        raise StripeError(
+            "stripesim accepts only test mode keys (sk_test_…, rk_test_…).",
+            status=401,
+            code="api_key_expired",
+        )
     if not credential.startswith(("sk_test_", "rk_test_")):
         raise StripeError(f"Invalid API Key provided: {credential[:8]}***", status=401)
     return credential
@@ -91,8 +95,12 @@ class Api:
             api_key = _api_key(request)
             fault = self._fault(method, path)
             if fault == "429":
-                raise StripeError("Too many requests hit the API too quickly.", status=429,
-                                  code="rate_limit", type="invalid_request_error")
+                raise StripeError(
+                    "Too many requests hit the API too quickly.",
+                    status=429,
+                    code="rate_limit",
+                    type="invalid_request_error",
+                )
             if fault == "500":
                 raise StripeError("An unknown error occurred", status=500, type="api_error")
             body = (await request.body()).decode()
@@ -105,8 +113,10 @@ class Api:
             found = match(method, path)
             if found is None:
                 raise StripeError(
-                    f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs "
-                    "or we can help at https://support.stripe.com/.", status=404,
+                    f"Unrecognized request URL ({method}: {path}). "
+                    "Please see https://stripe.com/docs "
+                    "or we can help at https://support.stripe.com/.",
+                    status=404,
                 )
             api_route, path_params = found
             idempotency_key = request.headers.get("idempotency-key") if method == "POST" else None
@@ -123,13 +133,26 @@ class Api:
                                 f"'{idempotency_key}' if you meant to execute a different request.",
                                 type="idempotency_error",
                             )
-                        return Response(cached[2], status_code=cached[1], media_type="application/json",
-                                        headers={"Idempotent-Replayed": "true", "Request-Id": request_id,
-                                                 "Stripe-Version": API_VERSION})
+                        return Response(
+                            cached[2],
+                            status_code=cached[1],
+                            media_type="application/json",
+                            headers={
+                                "Idempotent-Replayed": "true",
+                                "Request-Id": request_id,
+                                "Stripe-Version": API_VERSION,
+                            },
+                        )
                 if api_route.params:
                     param_types.validate(api_route.params, data)
-                ctx = Ctx(self.sim, account, request_id, idempotency_key, str(request.base_url).rstrip("/"),
-                          api_key)
+                ctx = Ctx(
+                    self.sim,
+                    account,
+                    request_id,
+                    idempotency_key,
+                    str(request.base_url).rstrip("/"),
+                    api_key,
+                )
                 self.sim.base_url = ctx.base_url
                 try:
                     result = api_route.handler(ctx, data, **path_params)
@@ -143,8 +166,12 @@ class Api:
                     account.idempotency[idempotency_key] = (fingerprint, status, payload)
             if fault == "timeout":
                 await asyncio.sleep(self.sim.faults.timeout_seconds)
-            return Response(payload, status_code=status, media_type="application/json",
-                            headers={"Request-Id": request_id, "Stripe-Version": API_VERSION})
+            return Response(
+                payload,
+                status_code=status,
+                media_type="application/json",
+                headers={"Request-Id": request_id, "Stripe-Version": API_VERSION},
+            )
         except StripeError as error:
             return _error(error, request_id)
 
@@ -155,7 +182,7 @@ def _sim_routes(sim: Simulator, dispatcher: WebhookDispatcher) -> list[Route]:
         if not raw:
             return dict(request.query_params)
         if request.headers.get("content-type", "").startswith("application/json"):
-            return orjson.loads(raw)  # type: ignore[no-any-return]
+            return orjson.loads(raw)
         return decode_form(raw.decode())
 
     async def reset(request: Request) -> Response:
@@ -192,7 +219,9 @@ def _sim_routes(sim: Simulator, dispatcher: WebhookDispatcher) -> list[Route]:
                 settings.shuffle = str(data["shuffle"]).lower() in ("1", "true")
             if "drop_objects" in data:
                 settings.dropped_objects.update(data["drop_objects"])
-        return _json({"webhooks": {**settings.__dict__, "dropped_objects": sorted(settings.dropped_objects)}})
+        return _json(
+            {"webhooks": {**settings.__dict__, "dropped_objects": sorted(settings.dropped_objects)}}
+        )
 
     async def flush(request: Request) -> Response:
         done = await asyncio.to_thread(dispatcher.flush, 30.0)
@@ -221,7 +250,7 @@ def create_app(sim: Simulator | None = None, *, deliver_webhooks: bool = True) -
 
     def bind(handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
-            return await handler(request, sim)  # type: ignore[no-any-return]
+            return await handler(request, sim)
 
         return endpoint
 
@@ -252,4 +281,6 @@ def create_app(sim: Simulator | None = None, *, deliver_webhooks: bool = True) -
 
 
 def json_error(message: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": {"type": "invalid_request_error", "message": message}}, status_code=status)
+    return JSONResponse(
+        {"error": {"type": "invalid_request_error", "message": message}}, status_code=status
+    )

@@ -46,16 +46,16 @@ def resource_missing(kind: str, object_id: str, param: str = "id") -> StripeErro
 
 
 def parameter_missing(param: str) -> StripeError:
-    return StripeError(
-        f"Missing required param: {param}.", code="parameter_missing", param=param
-    )
+    return StripeError(f"Missing required param: {param}.", code="parameter_missing", param=param)
 
 
 def parameter_invalid(param: str, message: str) -> StripeError:
     return StripeError(message, code="parameter_invalid_string", param=param)
 
 
-def card_error(message: str, *, code: str, decline_code: str | None = None, **extra: Any) -> StripeError:
+def card_error(
+    message: str, *, code: str, decline_code: str | None = None, **extra: Any
+) -> StripeError:
     if decline_code:
         extra["decline_code"] = decline_code
     return StripeError(message, status=402, type="card_error", code=code, **extra)

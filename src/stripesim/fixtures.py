@@ -13,12 +13,12 @@ import orjson
 @cache
 def _all() -> dict[str, Any]:
     text = resources.files("stripesim").joinpath("data/fixtures3.json").read_text()
-    return json.loads(text)["resources"]  # type: ignore[no-any-return]
+    return json.loads(text)["resources"]
 
 
 def example(kind: str) -> dict[str, Any]:
-    """Return a fresh copy of Stripe's example object for `kind` (e.g. "customer", "billing.meter")."""
-    return orjson.loads(orjson.dumps(_all()[kind]))  # type: ignore[no-any-return]
+    """Return a fresh copy of Stripe's example object for `kind` (e.g. "billing.meter")."""
+    return orjson.loads(orjson.dumps(_all()[kind]))
 
 
 def example_keys(kind: str) -> set[str]:

@@ -1,4 +1,4 @@
-"""Decode Stripe's form encoding (`items[0][price]=…`, `expand[]=…`, `metadata[k]=…`) into nested data."""
+"""Decode Stripe's form encoding (`items[0][price]=…`, `expand[]=…`) into nested data."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ def decode_form(body: str) -> dict[str, Any]:
     for raw_key, value in parse_qsl(body, keep_blank_values=True):
         match = _KEY.match(raw_key)
         if not match:
-            raise StripeError(f"Invalid parameter name: {raw_key}", code="parameter_unknown", param=raw_key)
+            raise StripeError(
+                f"Invalid parameter name: {raw_key}", code="parameter_unknown", param=raw_key
+            )
         parts = [match.group(1), *_PART.findall(match.group(2))]
         node: Any = root
         for index, part in enumerate(parts):
@@ -32,7 +34,9 @@ def decode_form(body: str) -> dict[str, Any]:
                 node = node.setdefault(part, {})
                 if not isinstance(node, dict):
                     raise StripeError(
-                        f"Invalid nesting for parameter {raw_key}", code="parameter_invalid", param=raw_key
+                        f"Invalid nesting for parameter {raw_key}",
+                        code="parameter_invalid",
+                        param=raw_key,
                     )
     return _listify(root)
 

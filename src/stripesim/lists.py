@@ -13,7 +13,9 @@ from stripesim.state import Account, snapshot
 _CREATED_OPS = {"gt": int.__gt__, "gte": int.__ge__, "lt": int.__lt__, "lte": int.__le__}
 
 
-def as_int(params: dict[str, Any], key: str, default: int | None = None, *, param: str | None = None) -> int | None:
+def as_int(
+    params: dict[str, Any], key: str, default: int | None = None, *, param: str | None = None
+) -> int | None:
     """The integer parameter `key`, or a Stripe `parameter_invalid_integer` error."""
     value = params.get(key)
     if value is None or value == "":
@@ -44,7 +46,9 @@ def as_decimal(params: dict[str, Any], key: str, default: Decimal | None = None)
     try:
         return Decimal(str(value))
     except InvalidOperation:
-        raise StripeError(f"Invalid decimal: {value}", code="parameter_invalid_string", param=key) from None
+        raise StripeError(
+            f"Invalid decimal: {value}", code="parameter_invalid_string", param=key
+        ) from None
 
 
 def require(params: dict[str, Any], *keys: str) -> None:
@@ -53,11 +57,15 @@ def require(params: dict[str, Any], *keys: str) -> None:
             raise parameter_missing(key)
 
 
-def one_of(params: dict[str, Any], key: str, allowed: Iterable[str], default: str | None = None) -> str | None:
+def one_of(
+    params: dict[str, Any], key: str, allowed: Iterable[str], default: str | None = None
+) -> str | None:
     value = params.get(key, default)
     if value is not None and value not in allowed:
         raise StripeError(
-            f"Invalid {key}: must be one of {', '.join(allowed)}", code="parameter_invalid_string", param=key
+            f"Invalid {key}: must be one of {', '.join(allowed)}",
+            code="parameter_invalid_string",
+            param=key,
         )
     return value
 
@@ -86,8 +94,11 @@ def matches_created(obj: dict[str, Any], created: Any) -> bool:
     if isinstance(created, dict):
         for op, bound in created.items():
             if op not in _CREATED_OPS:
-                raise StripeError(f"Received unknown parameter: created[{op}]", code="parameter_unknown",
-                                  param=f"created[{op}]")
+                raise StripeError(
+                    f"Received unknown parameter: created[{op}]",
+                    code="parameter_unknown",
+                    param=f"created[{op}]",
+                )
             if not _CREATED_OPS[op](int(obj["created"]), int(bound)):
                 return False
         return True
@@ -103,16 +114,20 @@ def paginate(
     where: Callable[[dict[str, Any]], bool] | None = None,
     objects: Iterable[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A Stripe list: newest first, `limit`, `starting_after`, `ending_before`, `created` filters."""
+    """A Stripe list: newest first, limit, starting_after, ending_before, created filters."""
     limit = as_int(params, "limit", 10)
     assert limit is not None
     if not 1 <= limit <= 100:
-        raise StripeError("Invalid limit: must be between 1 and 100", code="parameter_invalid_integer",
-                          param="limit")
+        raise StripeError(
+            "Invalid limit: must be between 1 and 100",
+            code="parameter_invalid_integer",
+            param="limit",
+        )
     pool = list(objects if objects is not None else account.all(kind))
     # Newest first; objects created in the same second keep reverse creation order.
     rows = [
-        obj for obj in reversed(pool)
+        obj
+        for obj in reversed(pool)
         if matches_created(obj, params.get("created")) and (where is None or where(obj))
     ]
     rows.sort(key=lambda obj: -int(obj.get("created") or 0))
@@ -137,13 +152,14 @@ def _cursor_index(ids: list[str], cursor: str, param: str) -> int:
     try:
         return ids.index(cursor)
     except ValueError:
-        raise StripeError(f"No such object: '{cursor}'", status=404, code="resource_missing",
-                          param=param) from None
+        raise StripeError(
+            f"No such object: '{cursor}'", status=404, code="resource_missing", param=param
+        ) from None
 
 
 def _list_expand(params: dict[str, Any]) -> list[str]:
     # In a list, `expand[]=data.customer` expands inside each element.
-    return [path[len("data."):] for path in params.get("expand") or [] if path.startswith("data.")]
+    return [path[len("data.") :] for path in params.get("expand") or [] if path.startswith("data.")]
 
 
 _SEARCH_CLAUSE = re.compile(
@@ -151,9 +167,7 @@ _SEARCH_CLAUSE = re.compile(
 )
 
 
-def search(
-    account: Account, kind: str, params: dict[str, Any], url: str
-) -> dict[str, Any]:
+def search(account: Account, kind: str, params: dict[str, Any], url: str) -> dict[str, Any]:
     """Stripe's search subset: `field:'v'`, `metadata['k']:'v'`, `created>N`, joined by AND/OR."""
     query = params.get("query") or ""
     if not query:
@@ -197,14 +211,16 @@ def _clause_hits(obj: dict[str, Any], clause: dict[str, str]) -> bool:
     if actual is None:
         return False
     number, bound = int(actual), int(value)
-    return {">": number > bound, "<": number < bound, ">=": number >= bound, "<=": number <= bound}[op]
+    return {">": number > bound, "<": number < bound, ">=": number >= bound, "<=": number <= bound}[
+        op
+    ]
 
 
 def render(obj: dict[str, Any]) -> dict[str, Any]:
     """The object as the API returns it: a copy without the simulator's private `_` keys."""
     copy = snapshot(obj)
     _strip_private(copy)
-    return copy  # type: ignore[no-any-return]
+    return copy
 
 
 def _strip_private(node: Any) -> None:

@@ -7,6 +7,7 @@ as Stripe does. Only the names and nesting are checked here; handlers coerce val
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import sys
 from functools import cache
@@ -31,7 +32,9 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 class Shape:
     """The accepted keys of one TypedDict, with the shapes of nested values."""
 
-    def __init__(self, fields: dict[str, Shape | None], required: frozenset[str], open_: bool) -> None:
+    def __init__(
+        self, fields: dict[str, Shape | None], required: frozenset[str], open_: bool
+    ) -> None:
         self.fields = fields
         self.required = required
         self.open = open_
@@ -42,7 +45,7 @@ def params_class(dotted: str) -> type:
     """Resolve `billing.MeterEventCreateParams` to the class in `stripe.params`."""
     package, _, name = dotted.rpartition(".")
     module = importlib.import_module("stripe.params" + (f".{package}" if package else ""))
-    return getattr(module, name)  # type: ignore[no-any-return]
+    return getattr(module, name)
 
 
 @cache
@@ -50,7 +53,7 @@ def shape_of(cls: type) -> Shape:
     fields: dict[str, Shape | None] = {}
     required: set[str] = set()
     for klass in reversed(cls.__mro__):
-        annotations = klass.__dict__.get("__annotations__", {})
+        annotations = inspect.get_annotations(klass)
         module = sys.modules[klass.__module__]
         for key, annotation in annotations.items():
             if key in _REQUEST_OPTIONS:

@@ -33,11 +33,22 @@ class Ctx:
     def build(self, kind: str, prefix: str, **fields: Any) -> dict[str, Any]:
         return self.sim.build(kind, prefix, self.account, **fields)
 
-    def emit(self, event_type: str, obj: dict[str, Any], *, previous: dict[str, Any] | None = None,
-             created: int | None = None) -> dict[str, Any]:
+    def emit(
+        self,
+        event_type: str,
+        obj: dict[str, Any],
+        *,
+        previous: dict[str, Any] | None = None,
+        created: int | None = None,
+    ) -> dict[str, Any]:
         return self.sim.emit(
-            self.account, event_type, obj, previous=previous, created=created,
-            request_id=self.request_id, idempotency_key=self.idempotency_key,
+            self.account,
+            event_type,
+            obj,
+            previous=previous,
+            created=created,
+            request_id=self.request_id,
+            idempotency_key=self.idempotency_key,
         )
 
 

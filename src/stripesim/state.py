@@ -72,11 +72,15 @@ class Account:
         self.order.setdefault(obj["object"], []).append(obj["id"])
         return obj
 
-    def get(self, object_id: str, kind: str, *, param: str = "id", label: str | None = None) -> dict[str, Any]:
+    def get(
+        self, object_id: str, kind: str, *, param: str = "id", label: str | None = None
+    ) -> dict[str, Any]:
         """The stored object `object_id` of type `kind`, or Stripe's 404."""
         obj = self.objects.get(object_id) if isinstance(object_id, str) else None
         if obj is None or obj.get("object") != kind or obj.get("deleted"):
-            raise resource_missing(label or kind.split(".")[-1].replace("_", " "), str(object_id), param)
+            raise resource_missing(
+                label or kind.split(".")[-1].replace("_", " "), str(object_id), param
+            )
         return obj
 
     def find(self, object_id: Any) -> dict[str, Any] | None:
@@ -172,7 +176,7 @@ class Simulator:
         return customer.get("test_clock") if customer else None
 
     def advance(self, seconds: int) -> None:
-        """Move the simulator's own clock (objects not on a test clock) forward and run what falls due."""
+        """Move the simulator's clock (objects on no test clock) forward; run what falls due."""
         if seconds < 0:
             raise StripeError("Time only moves forward.", param="seconds")
         with self.lock:

@@ -31,7 +31,7 @@ class RunningSim:
 
     @property
     def webhooks(self) -> WebhookDispatcher:
-        return self.app.state.webhooks  # type: ignore[no-any-return]
+        return self.app.state.webhooks
 
 
 @contextlib.contextmanager

@@ -68,7 +68,9 @@ class WebhookDispatcher:
     def start(self) -> None:
         if self._thread is None:
             self._stop = False
-            self._thread = threading.Thread(target=self._run, name="stripesim-webhooks", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="stripesim-webhooks", daemon=True
+            )
             self._thread.start()
 
     def stop(self) -> None:
@@ -121,7 +123,9 @@ class WebhookDispatcher:
         with httpx.Client(timeout=self.timeout) as client:
             while True:
                 with self._cond:
-                    while not self._stop and (not self._queue or self._queue[0].due > time.monotonic()):
+                    while not self._stop and (
+                        not self._queue or self._queue[0].due > time.monotonic()
+                    ):
                         wait = self._queue[0].due - time.monotonic() if self._queue else None
                         self._cond.wait(wait if wait is None else max(wait, 0.001))
                     if self._stop:
@@ -162,8 +166,12 @@ class WebhookDispatcher:
             return
         settings = self.sim.webhooks
         if delivery.attempt + 1 >= settings.max_attempts:
-            log.warning("webhook %s to %s abandoned after %d attempts", delivery.event_id, url,
-                        delivery.attempt + 1)
+            log.warning(
+                "webhook %s to %s abandoned after %d attempts",
+                delivery.event_id,
+                url,
+                delivery.attempt + 1,
+            )
             return
         delivery.attempt += 1
         delivery.due = time.monotonic() + settings.retry_base_seconds * 2 ** (delivery.attempt - 1)

@@ -1,4 +1,4 @@
-"""Fixtures for stripesim's own suite: a served simulator, the real SDK pointed at it, a webhook sink."""
+"""Fixtures for stripesim's own suite (the simulator and SDK client come from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -16,29 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from stripesim.fixtures import example_keys
-from stripesim.testing import RunningSim, free_port, run_simulator
-
-
-@pytest.fixture(scope="session")
-def served_sim() -> Iterator[RunningSim]:
-    with run_simulator() as running:
-        yield running
-
-
-@pytest.fixture
-def sim(served_sim: RunningSim) -> RunningSim:
-    """The running simulator, reset to an empty account for each test."""
-    served_sim.webhooks.flush(timeout=5)
-    served_sim.sim.reset()
-    return served_sim
-
-
-@pytest.fixture
-def client(sim: RunningSim) -> stripe.StripeClient:
-    """The official SDK, talking HTTP to the simulator."""
-    return stripe.StripeClient(
-        "sk_test_stripesim", base_addresses={"api": sim.url}, max_network_retries=0
-    )
+from stripesim.testing import RunningSim, free_port
 
 
 @dataclass

@@ -7,8 +7,16 @@ from typing import Any
 from stripesim.lists import paginate, search, update_metadata
 from stripesim.registry import Ctx, route
 
-_UPDATABLE = ("email", "name", "description", "phone", "address", "shipping", "preferred_locales",
-              "tax_exempt")
+_UPDATABLE = (
+    "email",
+    "name",
+    "description",
+    "phone",
+    "address",
+    "shipping",
+    "preferred_locales",
+    "tax_exempt",
+)
 
 
 def _previous(obj: dict[str, Any], keys: list[str]) -> dict[str, Any]:
@@ -35,10 +43,13 @@ def create_customer(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         default_source=None,
         delinquent=False,
         discount=None,
-        invoice_prefix=ctx.sim.platform.id[-4:].upper() + f"{len(ctx.account.order.get('customer', [])):04d}",
+        invoice_prefix=ctx.sim.platform.id[-4:].upper()
+        + f"{len(ctx.account.order.get('customer', [])):04d}",
         invoice_settings={
             "custom_fields": None,
-            "default_payment_method": (params.get("invoice_settings") or {}).get("default_payment_method"),
+            "default_payment_method": (params.get("invoice_settings") or {}).get(
+                "default_payment_method"
+            ),
             "footer": None,
             "rendering_options": None,
         },
@@ -81,12 +92,20 @@ def update_customer(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[
         previous["invoice_settings"] = dict(customer["invoice_settings"])
         pm = settings["default_payment_method"] or None
         if pm:
-            ctx.account.get(pm, "payment_method", param="invoice_settings[default_payment_method]",
-                            label="PaymentMethod")
+            ctx.account.get(
+                pm,
+                "payment_method",
+                param="invoice_settings[default_payment_method]",
+                label="PaymentMethod",
+            )
         customer["invoice_settings"]["default_payment_method"] = pm
     if previous:
-        ctx.emit("customer.updated", customer, previous=previous,
-                 created=ctx.now_for_customer(customer_id))
+        ctx.emit(
+            "customer.updated",
+            customer,
+            previous=previous,
+            created=ctx.now_for_customer(customer_id),
+        )
     return customer
 
 
@@ -96,7 +115,8 @@ def delete_customer(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[
     now = ctx.now_for_customer(customer_id)
     for subscription in ctx.account.all("subscription"):
         if subscription["customer"] == customer_id and subscription["status"] not in (
-            "canceled", "incomplete_expired"
+            "canceled",
+            "incomplete_expired",
         ):
             for hook in CANCEL_HOOKS:
                 hook(ctx, subscription)
@@ -110,9 +130,14 @@ def list_customers(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     email = params.get("email")
     clock = params.get("test_clock")
     return paginate(
-        ctx.account, "customer", params, "/v1/customers",
-        where=lambda c: (email is None or c.get("email") == email)
-        and (clock is None or c.get("test_clock") == clock),
+        ctx.account,
+        "customer",
+        params,
+        "/v1/customers",
+        where=lambda c: (
+            (email is None or c.get("email") == email)
+            and (clock is None or c.get("test_clock") == clock)
+        ),
     )
 
 

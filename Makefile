@@ -1,0 +1,34 @@
+# The two commands a newcomer runs: `make dev` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test lint check bench bench-stripesim clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run the simulator, the server on SQLite, the demo catalog and data; prints the URLs.
+dev: $(STAMP)
+	$(BIN)/tollgate dev
+
+## Lint, format check, types, import contracts, then every test (SQLite and PostgreSQL).
+test: $(STAMP) lint
+	$(BIN)/pytest -n 2 --dist loadgroup
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## Every benchmark in bench/, printing its figures.
+bench: $(STAMP)
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .tollgate-dev .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,28 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from tollgate import __version__
+from tollgate.api import errors
+from tollgate.api.middleware import BodyLimit, Metrics
+from tollgate.api.routes import api_keys, catalog, health
+from tollgate.bootstrap import Container
+
+
+def create_app(container: Container) -> FastAPI:
+    """The API over `container`; one app per process."""
+    app = FastAPI(
+        title="Tollgate",
+        version=__version__,
+        description="Billing, entitlements and usage metering for SaaS products on Stripe.",
+    )
+    app.state.container = container
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(catalog.router)
+    app.include_router(api_keys.router)
+    app.add_middleware(Metrics)
+    app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
+    return app

@@ -1,0 +1,47 @@
+"""Request dependencies: the container, and the caller's API key with its scope."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+
+from tollgate.bootstrap import Container
+from tollgate.domain.errors import TollgateError
+from tollgate.services.api_keys import Principal
+
+
+class Unauthenticated(TollgateError):
+    type = "authentication_error"
+
+
+class Forbidden(TollgateError):
+    type = "permission_error"
+
+
+def container(request: Request) -> Container:
+    return request.app.state.container
+
+
+def require_scope(scope: str) -> Callable[[Request], Principal]:
+    """A dependency that admits keys with `scope` (a write key may do everything)."""
+
+    def dependency(request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        kind, _, secret = header.partition(" ")
+        if kind.lower() != "bearer" or not secret.strip():
+            raise Unauthenticated("send your API key as 'Authorization: Bearer <key>'")
+        principal = container(request).authenticator.authenticate(secret.strip())
+        if principal is None:
+            raise Unauthenticated("the API key is not valid (unknown or revoked)")
+        if not principal.allows(scope):
+            raise Forbidden(
+                f"this API key has scope '{principal.scope}'; this route needs '{scope}'"
+            )
+        return principal
+
+    return dependency
+
+
+read_scope = require_scope("read")
+write_scope = require_scope("write")

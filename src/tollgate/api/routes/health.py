@@ -1,0 +1,45 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from tollgate.api.deps import container
+from tollgate.bootstrap import Container
+from tollgate.db.migrate import current_revision, head_revision
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(app: Container = Depends(container)) -> JSONResponse:
+    """The database answers and its schema is at the newest migration."""
+    checks: dict[str, str] = {}
+    try:
+        with app.db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+        current, head = current_revision(app.db.engine), head_revision(app.db.url)
+        checks["migrations"] = "ok" if current == head else f"at {current}, newest is {head}"
+    except Exception as error:  # any failure means "not ready", with the reason
+        checks.setdefault("database", f"unreachable: {type(error).__name__}")
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics")
+def metrics() -> Response:
+    """Prometheus metrics of this process."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,54 @@
+"""Wire the pieces together once: settings, database, clock, catalog, Stripe gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from tollgate.catalog_file import load_catalog_file
+from tollgate.clock import Clock, SystemClock
+from tollgate.config import ConfigError, Settings
+from tollgate.db.unit_of_work import Database
+from tollgate.domain.catalog import Catalog
+from tollgate.services.api_keys import ApiKeyAuthenticator
+from tollgate.stripe.gateway import StripeGateway
+
+
+@dataclass
+class Container:
+    """Everything a route, command or job needs, built from the settings."""
+
+    settings: Settings
+    db: Database
+    clock: Clock = field(default_factory=SystemClock)
+    catalog_override: Catalog | None = None
+    gateway_override: StripeGateway | None = None
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        if self.catalog_override is not None:
+            return self.catalog_override
+        path = self.settings.catalog_path
+        if not path.exists():
+            raise ConfigError(
+                f"TOLLGATE_CATALOG: {path} does not exist (start from catalog.example.yaml)"
+            )
+        return load_catalog_file(path)
+
+    @cached_property
+    def stripe(self) -> StripeGateway:
+        """The Stripe gateway; raises ConfigError when no STRIPE_SECRET_KEY is set."""
+        if self.gateway_override is not None:
+            return self.gateway_override
+        return StripeGateway.from_settings(self.settings)
+
+    @cached_property
+    def authenticator(self) -> ApiKeyAuthenticator:
+        return ApiKeyAuthenticator(db=self.db, bootstrap=self.settings.bootstrap_api_keys)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def build_container(settings: Settings, **overrides: object) -> Container:
+    return Container(settings=settings, db=Database(settings.database_url), **overrides)  # type: ignore[arg-type]

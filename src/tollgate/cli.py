@@ -1,0 +1,239 @@
+"""The `tollgate` command. Each command is a few lines over a service; errors are one line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from tollgate.config import ConfigError, Settings, load_settings
+from tollgate.domain.errors import CatalogError, TollgateError
+
+app = typer.Typer(
+    help="Tollgate: billing, entitlements and usage metering on Stripe.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema: migrations.", no_args_is_help=True)
+catalog_app = typer.Typer(
+    help="Plans as code: validate, diff and sync the catalog.", no_args_is_help=True
+)
+apikeys_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(apikeys_app, name="apikeys")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def one_line_errors(command: F) -> F:
+    """Turn Tollgate's expected errors into `error: …` on stderr and exit status 2."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CatalogError as error:
+            typer.echo(f"error: the catalog has {len(error.problems)} problem(s):", err=True)
+            for problem in error.problems:
+                typer.echo(f"  {problem}", err=True)
+            raise typer.Exit(2) from None
+        except (ConfigError, TollgateError) as error:
+            fail(str(error))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(**overrides)
+
+
+# -- serve ----------------------------------------------------------------------------------
+
+
+@app.command()
+@one_line_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the API server (the database must be migrated: `tollgate db upgrade`)."""
+    from tollgate.server import run_server
+
+    run_server(_settings(), host=host, port=port)
+
+
+@app.command()
+@one_line_errors
+def dev(
+    port: Annotated[int, typer.Option(help="Port of the Tollgate API.")] = 8000,
+    stripe_port: Annotated[int, typer.Option(help="Port of the simulated Stripe.")] = 12111,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the dev database lives (recreated).")
+    ] = Path(".tollgate-dev"),
+) -> None:
+    """Start the Stripe simulator and the server on SQLite with the demo catalog and data."""
+    from tollgate.devserver import run_dev
+
+    run_dev(port=port, stripe_port=stripe_port, data_dir=data_dir)
+
+
+# -- db ---------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+@one_line_errors
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from tollgate.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@db_app.command("downgrade")
+@one_line_errors
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]) -> None:
+    """Revert migrations down to REVISION (`base` removes every table)."""
+    from tollgate.db.migrate import downgrade
+
+    downgrade(_settings().database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@db_app.command("current")
+@one_line_errors
+def db_current() -> None:
+    """Print the database's migration revision and the newest one."""
+    from tollgate.db.migrate import current_revision, head_revision
+    from tollgate.db.unit_of_work import Database
+
+    settings = _settings()
+    database = Database(settings.database_url)
+    current, newest = current_revision(database.engine), head_revision(settings.database_url)
+    typer.echo(f"current: {current}  newest: {newest}")
+
+
+# -- catalog ----------------------------------------------------------------------------------
+
+
+def _catalog_path(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    return _settings().catalog_path
+
+
+@catalog_app.command("validate")
+@one_line_errors
+def catalog_validate(
+    path: Annotated[
+        Path | None, typer.Argument(help="Catalog file (default: TOLLGATE_CATALOG).")
+    ] = None,
+) -> None:
+    """Check the catalog file; print every problem with the path of the offending key."""
+    from tollgate.catalog_file import load_catalog_file
+
+    target = _catalog_path(path)
+    catalog = load_catalog_file(target)
+    typer.echo(f"{target}: ok ({len(catalog.plans)} plans, {len(catalog.features)} features)")
+
+
+def _gateway_and_catalog(path: Path | None) -> tuple[Any, Any]:
+    from tollgate.catalog_file import load_catalog_file
+    from tollgate.stripe.gateway import StripeGateway
+
+    settings = _settings()
+    catalog = load_catalog_file(path or settings.catalog_path)
+    return StripeGateway.from_settings(settings), catalog
+
+
+@catalog_app.command("diff")
+@one_line_errors
+def catalog_diff(
+    path: Annotated[
+        Path | None, typer.Argument(help="Catalog file (default: TOLLGATE_CATALOG).")
+    ] = None,
+) -> None:
+    """Show what `catalog sync` would change in Stripe, one line per change."""
+    from tollgate.services.catalog import diff_catalog
+
+    gateway, catalog = _gateway_and_catalog(path)
+    changes = diff_catalog(catalog=catalog, gateway=gateway)
+    for change in changes:
+        typer.echo(change.describe())
+    typer.echo(
+        f"{len(changes)} change(s)" if changes else "Stripe matches the catalog: nothing to do"
+    )
+
+
+@catalog_app.command("sync")
+@one_line_errors
+def catalog_sync(
+    path: Annotated[
+        Path | None, typer.Argument(help="Catalog file (default: TOLLGATE_CATALOG).")
+    ] = None,
+) -> None:
+    """Create or update products, prices and meters in Stripe; running it twice changes nothing."""
+    from tollgate.services.catalog import sync_catalog
+
+    gateway, catalog = _gateway_and_catalog(path)
+    changes = sync_catalog(catalog=catalog, gateway=gateway)
+    for change in changes:
+        typer.echo(change.describe())
+    typer.echo(
+        f"{len(changes)} change(s) made" if changes else "Stripe matches the catalog: nothing to do"
+    )
+
+
+# -- api keys ---------------------------------------------------------------------------------
+
+
+@apikeys_app.command("create")
+@one_line_errors
+def apikeys_create(
+    name: Annotated[str, typer.Option(help="Who the key is for, e.g. 'web-app'.")],
+    scope: Annotated[
+        str, typer.Option(help="read (GET routes and entitlement checks) or write.")
+    ] = "write",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Make an API key; its secret is printed once and stored only as a hash."""
+    from tollgate.clock import SystemClock
+    from tollgate.db.unit_of_work import Database
+    from tollgate.server import require_migrated
+    from tollgate.services.api_keys import create_api_key
+
+    settings = _settings()
+    database = Database(settings.database_url)
+    require_migrated(database)
+    created = create_api_key(db=database, clock=SystemClock(), name=name, scope=scope)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "id": created.id,
+                    "name": created.name,
+                    "scope": created.scope,
+                    "secret": created.secret,
+                }
+            )
+        )
+    else:
+        typer.echo(f"created key '{created.name}' ({created.scope}): {created.secret}")
+        typer.echo("store it now: Tollgate keeps only its hash.")
+
+
+def main() -> None:
+    """Entry point of the `tollgate` console script."""
+    app()

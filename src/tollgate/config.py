@@ -1,0 +1,150 @@
+"""Settings, read in one place: environment variables or a `.env` file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tollgate.money import normalize_currency
+
+Scope = Literal["read", "write"]
+SCOPES: tuple[Scope, ...] = ("read", "write")
+_PLACEHOLDERS = ("changeme", "change-me", "placeholder", "xxx", "your_key", "sk_test_...")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class BootstrapKey:
+    """An API key given in TOLLGATE_API_KEYS (`name:scope:secret`)."""
+
+    name: str
+    scope: Scope
+    secret: SecretStr
+
+
+class Settings(BaseSettings):
+    """Every setting Tollgate reads; names are the environment variables of DESIGN.md."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    env: Literal["dev", "test", "production"] = Field("production", alias="TOLLGATE_ENV")
+    database_url: str = Field("sqlite:///./tollgate.db", alias="TOLLGATE_DATABASE_URL")
+    catalog_path: Path = Field(Path("./catalog.yaml"), alias="TOLLGATE_CATALOG")
+    api_keys_raw: SecretStr = Field(SecretStr(""), alias="TOLLGATE_API_KEYS")
+    default_currency: str = Field("usd", alias="TOLLGATE_DEFAULT_CURRENCY")
+    sync_catalog_on_start: bool = Field(False, alias="TOLLGATE_SYNC_CATALOG_ON_START")
+    max_body_bytes: int = Field(1024 * 1024, alias="TOLLGATE_MAX_BODY_BYTES", ge=1024)
+    webhook_tolerance_seconds: int = Field(300, alias="TOLLGATE_WEBHOOK_TOLERANCE", ge=1, le=3600)
+
+    stripe_secret_key: SecretStr | None = Field(None, alias="STRIPE_SECRET_KEY")
+    stripe_webhook_secrets_raw: SecretStr = Field(SecretStr(""), alias="STRIPE_WEBHOOK_SECRETS")
+    stripe_api_base: str | None = Field(None, alias="STRIPE_API_BASE")
+    stripe_automatic_tax: bool = Field(False, alias="STRIPE_AUTOMATIC_TAX")
+    stripe_max_retries: int = Field(3, alias="STRIPE_MAX_RETRIES", ge=0, le=10)
+    stripe_timeout_seconds: float = Field(30.0, alias="STRIPE_TIMEOUT", gt=0, le=120)
+
+    @field_validator("default_currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return normalize_currency(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "postgres")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value[len("postgres://") :]
+        if value.startswith("postgresql://"):
+            # psycopg 3 is the driver we ship.
+            value = "postgresql+psycopg://" + value[len("postgresql://") :]
+        return value
+
+    @field_validator("stripe_secret_key")
+    @classmethod
+    def _stripe_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        key = value.get_secret_value()
+        if not key.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")):
+            raise ValueError("must start with sk_test_, sk_live_, rk_test_ or rk_live_")
+        return value
+
+    @field_validator("stripe_webhook_secrets_raw")
+    @classmethod
+    def _webhook_secrets(cls, value: SecretStr) -> SecretStr:
+        for secret in _split(value.get_secret_value()):
+            if not secret.startswith("whsec_"):
+                raise ValueError("each secret must start with whsec_")
+        return value
+
+    @field_validator("api_keys_raw")
+    @classmethod
+    def _api_keys(cls, value: SecretStr) -> SecretStr:
+        for entry in _split(value.get_secret_value()):
+            parts = entry.split(":")
+            if len(parts) != 3 or not all(parts):
+                raise ValueError("each key must be name:scope:secret")
+            if parts[1] not in SCOPES:
+                raise ValueError(f"key '{parts[0]}' has scope '{parts[1]}'; scopes are read, write")
+            if len(parts[2]) < 16:
+                raise ValueError(f"key '{parts[0]}' secret must be at least 16 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _no_placeholders_outside_dev(self) -> Settings:
+        if self.env == "dev":
+            return self
+        secrets = [self.stripe_secret_key.get_secret_value()] if self.stripe_secret_key else []
+        secrets += self.stripe_webhook_secrets
+        secrets += [key.secret.get_secret_value() for key in self.bootstrap_api_keys]
+        for secret in secrets:
+            if any(marker in secret.lower() for marker in _PLACEHOLDERS):
+                raise ValueError("a placeholder secret is set; replace it outside TOLLGATE_ENV=dev")
+        return self
+
+    @cached_property
+    def stripe_webhook_secrets(self) -> list[str]:
+        return _split(self.stripe_webhook_secrets_raw.get_secret_value())
+
+    @cached_property
+    def bootstrap_api_keys(self) -> list[BootstrapKey]:
+        keys = []
+        for entry in _split(self.api_keys_raw.get_secret_value()):
+            name, scope, secret = entry.split(":")
+            keys.append(BootstrapKey(name, scope, SecretStr(secret)))  # type: ignore[arg-type]
+        return keys
+
+    @property
+    def stripe_live(self) -> bool:
+        key = self.stripe_secret_key.get_secret_value() if self.stripe_secret_key else ""
+        return "_live_" in key
+
+
+def _split(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+_FIELD_ALIASES = {name: field.alias for name, field in Settings.model_fields.items()}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning a validation failure into one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        first = error.errors()[0]
+        location = first["loc"][0] if first["loc"] else ""
+        variable = _FIELD_ALIASES.get(str(location), str(location)) or "settings"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{variable}: {message}") from None

@@ -1,0 +1,71 @@
+"""`tollgate dev`: the simulator, the server on SQLite, the demo catalog and data, the URLs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import typer
+import uvicorn
+
+from tollgate.api.app import create_app
+from tollgate.bootstrap import build_container
+from tollgate.catalog_file import example_catalog_path
+from tollgate.config import ConfigError, load_settings
+from tollgate.db.migrate import upgrade
+from tollgate.services.api_keys import create_api_key
+from tollgate.services.catalog import sync_catalog
+
+DEV_STRIPE_KEY = "sk_test_tollgate_dev_simulator"
+
+
+def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
+    """Serve everything a newcomer needs to watch Tollgate work, with no Stripe account."""
+    given_key = os.environ.get("STRIPE_SECRET_KEY", "")
+    if "_live_" in given_key:
+        raise ConfigError("STRIPE_SECRET_KEY: a live key cannot be used with `tollgate dev`")
+    # stripesim is a dev dependency wired in only here and in tests.
+    from stripesim.testing import run_simulator
+
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    database_url = f"sqlite:///{data_dir.resolve()}/tollgate.db"
+    with run_simulator(port=stripe_port) as stripe_sim:
+        settings = load_settings(
+            TOLLGATE_ENV="dev",
+            TOLLGATE_DATABASE_URL=database_url,
+            TOLLGATE_CATALOG=str(example_catalog_path()),
+            STRIPE_SECRET_KEY=DEV_STRIPE_KEY,
+            STRIPE_API_BASE=stripe_sim.url,
+            STRIPE_MAX_RETRIES=1,
+        )
+        upgrade(settings.database_url)
+        container = build_container(settings)
+        changes = sync_catalog(catalog=container.catalog, gateway=container.stripe)
+        write_key = create_api_key(
+            db=container.db, clock=container.clock, name="dev-write", scope="write"
+        )
+        read_key = create_api_key(
+            db=container.db, clock=container.clock, name="dev-read", scope="read"
+        )
+        api = f"http://127.0.0.1:{port}"
+        lines = [
+            "",
+            "Tollgate dev is running (Ctrl-C stops it)",
+            f"  API            {api}",
+            f"  API docs       {api}/docs   (OpenAPI: {api}/openapi.json)",
+            f"  health         {api}/healthz   ready: {api}/readyz   metrics: {api}/metrics",
+            f"  Stripe (sim)   {stripe_sim.url}   key: {DEV_STRIPE_KEY}",
+            f"  database       {database_url}",
+            f"  catalog        {settings.catalog_path} ({len(changes)} Stripe objects synced)",
+            f"  write API key  {write_key.secret}",
+            f"  read API key   {read_key.secret}",
+            "",
+            "Try:",
+            f"  curl -s -H 'Authorization: Bearer {read_key.secret}' {api}/v1/catalog",
+            "",
+        ]
+        typer.echo("\n".join(lines))
+        uvicorn.run(create_app(container), host="127.0.0.1", port=port, log_level="warning")

@@ -1,0 +1,21 @@
+"""Prometheus metrics, defined once and shared by the API, services and jobs."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+HTTP_REQUESTS = Counter(
+    "tollgate_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "tollgate_http_request_seconds",
+    "Time to answer an HTTP request",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+STRIPE_CALLS = Counter(
+    "tollgate_stripe_calls_total", "Calls made to the Stripe API", ["operation", "outcome"]
+)
+STRIPE_RATE_LIMIT_RETRIES = Counter(
+    "tollgate_stripe_rate_limit_retries_total", "Stripe calls retried after a 429"
+)

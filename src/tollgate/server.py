@@ -1,0 +1,42 @@
+"""Start the API server: refuse an un-migrated database, sync the catalog if asked, serve."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from tollgate.api.app import create_app
+from tollgate.bootstrap import Container, build_container
+from tollgate.config import ConfigError, Settings
+from tollgate.db.migrate import current_revision, head_revision
+from tollgate.db.unit_of_work import Database
+from tollgate.services.catalog import sync_catalog
+
+log = logging.getLogger("tollgate")
+
+
+def require_migrated(database: Database) -> None:
+    """Raise a clear error unless the schema is at the newest migration."""
+    current, head = current_revision(database.engine), head_revision(database.url)
+    if current != head:
+        state = "is empty" if current is None else f"is at {current}"
+        raise ConfigError(
+            f"TOLLGATE_DATABASE_URL: the database {state}, the newest migration is {head}; "
+            "run `tollgate db upgrade` first"
+        )
+
+
+def prepare(container: Container) -> None:
+    """Checks and work done once before serving."""
+    require_migrated(container.db)
+    _ = container.catalog  # a bad catalog stops the start, with every problem listed
+    if container.settings.sync_catalog_on_start:
+        changes = sync_catalog(catalog=container.catalog, gateway=container.stripe)
+        log.info("catalog synced: %d change(s)", len(changes))
+
+
+def run_server(settings: Settings, *, host: str, port: int) -> None:
+    container = build_container(settings)
+    prepare(container)
+    uvicorn.run(create_app(container), host=host, port=port, log_level="info", access_log=False)

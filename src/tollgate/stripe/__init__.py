@@ -1,0 +1,1 @@
+"""The only package that imports the `stripe` SDK: a gateway in Tollgate's own terms."""

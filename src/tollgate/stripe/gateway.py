@@ -1,0 +1,299 @@
+"""Every call Tollgate makes to Stripe goes through `StripeGateway`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import stripe
+
+from tollgate.config import ConfigError, Settings
+from tollgate.domain.catalog_sync import (
+    ArchivePrice,
+    CatalogChange,
+    CreateMeter,
+    CreatePrice,
+    CreateProduct,
+    DesiredPrice,
+    ExistingMeter,
+    ExistingPrice,
+    ExistingProduct,
+    ReplacePrice,
+    UpdateMeter,
+    UpdateProduct,
+    price_fingerprint,
+)
+from tollgate.metrics import STRIPE_CALLS, STRIPE_RATE_LIMIT_RETRIES
+from tollgate.stripe.errors import (
+    PaymentDeclined,
+    StripeAuthenticationFailed,
+    StripeFailure,
+    StripeNotFound,
+    StripeUnavailable,
+)
+
+log = logging.getLogger("tollgate.stripe")
+
+# The API version this SDK release is generated for; every request is pinned to it.
+PINNED_API_VERSION: str = stripe.api_version
+T = TypeVar("T")
+
+
+def make_client(settings: Settings) -> stripe.StripeClient:
+    """A StripeClient for the configured key and API base, pinned and with network retries."""
+    if settings.stripe_secret_key is None:
+        raise ConfigError(
+            "STRIPE_SECRET_KEY: required to talk to Stripe (sk_test_…, sk_live_… or rk_…)"
+        )
+    base = settings.stripe_api_base.rstrip("/") if settings.stripe_api_base else None
+    return stripe.StripeClient(
+        settings.stripe_secret_key.get_secret_value(),
+        stripe_version=PINNED_API_VERSION,
+        base_addresses={"api": base, "connect": base, "files": base, "meter_events": base}
+        if base
+        else {},
+        max_network_retries=settings.stripe_max_retries,
+        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
+    )
+
+
+class StripeGateway:
+    """Stripe in Tollgate's terms: plain values in and out, Tollgate's errors, safe retries.
+
+    The SDK retries connection errors, timeouts, 409 and 5xx itself (`max_network_retries`), and
+    reuses the request's idempotency key on each retry; 429 is retried here with backoff. Every
+    write carries an idempotency key derived from local ids, so a retry never makes a second object.
+    """
+
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        *,
+        stripe_account: str | None = None,
+        rate_limit_retries: int = 4,
+        rate_limit_backoff: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self._account = stripe_account
+        self._rate_limit_retries = rate_limit_retries
+        self._rate_limit_backoff = rate_limit_backoff
+        self._sleep = sleep
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StripeGateway:
+        return cls(make_client(settings))
+
+    def for_account(self, stripe_account: str | None) -> StripeGateway:
+        """The same gateway acting on a connected account (`Stripe-Account` header)."""
+        return StripeGateway(
+            self._client,
+            stripe_account=stripe_account,
+            rate_limit_retries=self._rate_limit_retries,
+            rate_limit_backoff=self._rate_limit_backoff,
+            sleep=self._sleep,
+        )
+
+    # -- the one path every call takes -----------------------------------------------------
+
+    def _call(
+        self,
+        operation: str,
+        method: Callable[..., T],
+        *args: Any,
+        params: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> T:
+        options: dict[str, Any] = {}
+        if idempotency_key:
+            options["idempotency_key"] = idempotency_key
+        if self._account:
+            options["stripe_account"] = self._account
+        attempt = 0
+        while True:
+            try:
+                result = method(*args, params=params or {}, options=options)
+            except stripe.RateLimitError as error:
+                if attempt >= self._rate_limit_retries:
+                    STRIPE_CALLS.labels(operation, "rate_limited").inc()
+                    raise StripeUnavailable(f"Stripe kept rate-limiting {operation}") from error
+                STRIPE_RATE_LIMIT_RETRIES.inc()
+                self._sleep(self._rate_limit_backoff * 2**attempt)
+                attempt += 1
+                continue
+            except stripe.StripeError as error:
+                STRIPE_CALLS.labels(operation, "error").inc()
+                raise _translate(operation, error) from error
+            STRIPE_CALLS.labels(operation, "ok").inc()
+            return result
+
+    def _list(
+        self, operation: str, method: Callable[..., Any], params: dict[str, Any]
+    ) -> Iterable[Any]:
+        page = self._call(operation, method, params={"limit": 100, **params})
+        yield from page.auto_paging_iter()
+
+    # -- catalog ---------------------------------------------------------------------------
+
+    def catalog_state(
+        self,
+    ) -> tuple[list[ExistingProduct], list[ExistingPrice], list[ExistingMeter]]:
+        """What Stripe holds now: every product, price (active or not) and billing meter."""
+        v1 = self._client.v1
+        meters = [
+            ExistingMeter(m.id, m.event_name, m.display_name, m.status)
+            for m in self._list("meters.list", v1.billing.meters.list, {})
+        ]
+        event_names = {meter.id: meter.event_name for meter in meters}
+        products = [
+            ExistingProduct(p.id, p.name, bool(p.active), dict(p.metadata or {}))
+            for p in self._list("products.list", v1.products.list, {})
+        ]
+        prices = [
+            _existing_price(price, event_names)
+            for price in self._list("prices.list", v1.prices.list, {})
+            if price.recurring is not None
+        ]
+        return products, prices, meters
+
+    def apply_catalog_change(self, change: CatalogChange, meter_ids: dict[str, str]) -> None:
+        """Make one planned change in Stripe; `meter_ids` maps event names to meter ids."""
+        v1 = self._client.v1
+        if isinstance(change, CreateMeter):
+            meter = self._call(
+                "meters.create",
+                v1.billing.meters.create,
+                params={
+                    "display_name": change.meter.display_name,
+                    "event_name": change.meter.event_name,
+                    "default_aggregation": {"formula": change.meter.formula},
+                    "customer_mapping": {
+                        "type": "by_id",
+                        "event_payload_key": "stripe_customer_id",
+                    },
+                    "value_settings": {"event_payload_key": "value"},
+                },
+                idempotency_key=f"meter-create-{change.meter.event_name}",
+            )
+            meter_ids[change.meter.event_name] = meter.id
+        elif isinstance(change, UpdateMeter):
+            meter_ids[change.meter.event_name] = change.existing.id
+            if change.existing.status != "active":
+                self._call("meters.reactivate", v1.billing.meters.reactivate, change.existing.id)
+            if change.existing.display_name != change.meter.display_name:
+                self._call(
+                    "meters.update",
+                    v1.billing.meters.update,
+                    change.existing.id,
+                    params={"display_name": change.meter.display_name},
+                )
+        elif isinstance(change, CreateProduct):
+            self._call(
+                "products.create",
+                v1.products.create,
+                params={
+                    "id": change.product.id,
+                    "name": change.product.name,
+                    "metadata": change.product.metadata,
+                },
+                idempotency_key=f"product-create-{change.product.id}",
+            )
+        elif isinstance(change, UpdateProduct):
+            self._call(
+                "products.update",
+                v1.products.update,
+                change.product.id,
+                params={
+                    "name": change.product.name,
+                    "active": True,
+                    "metadata": change.product.metadata,
+                },
+            )
+        elif isinstance(change, CreatePrice | ReplacePrice):
+            transfer = isinstance(change, ReplacePrice) or change.transfer_lookup_key
+            self._create_price(change.price, meter_ids, transfer_lookup_key=transfer)
+            if isinstance(change, ReplacePrice):
+                self._archive_price(change.old.id)
+        elif isinstance(change, ArchivePrice):
+            self._archive_price(change.old.id)
+        else:  # pragma: no cover - the union is exhaustive
+            raise TypeError(f"unknown catalog change {change!r}")
+
+    def _create_price(
+        self, price: DesiredPrice, meter_ids: dict[str, str], *, transfer_lookup_key: bool
+    ) -> None:
+        recurring: dict[str, Any] = {"interval": price.interval, "usage_type": price.usage_type}
+        if price.meter_event_name:
+            recurring["meter"] = meter_ids[price.meter_event_name]
+        params: dict[str, Any] = {
+            "product": price.product,
+            "currency": price.currency,
+            "recurring": recurring,
+            "lookup_key": price.lookup_key,
+            "transfer_lookup_key": transfer_lookup_key,
+            "nickname": price.nickname or None,
+            "metadata": price.metadata,
+        }
+        if price.unit_amount is not None:
+            params["unit_amount"] = price.unit_amount
+        else:
+            params["unit_amount_decimal"] = price.unit_amount_decimal_text
+        if price.transform_quantity:
+            params["transform_quantity"] = price.transform_quantity
+        params = {key: value for key, value in params.items() if value is not None}
+        terms = hashlib.sha256(repr(price.fingerprint).encode()).hexdigest()[:16]
+        self._call(
+            "prices.create",
+            self._client.v1.prices.create,
+            params=params,
+            idempotency_key=f"price-create-{price.lookup_key}-{terms}",
+        )
+
+    def _archive_price(self, price_id: str) -> None:
+        self._call(
+            "prices.update", self._client.v1.prices.update, price_id, params={"active": False}
+        )
+
+
+def _existing_price(price: Any, event_names: dict[str, str]) -> ExistingPrice:
+    recurring = price.recurring
+    amount = (
+        price.unit_amount_decimal if price.unit_amount_decimal is not None else price.unit_amount
+    )
+    transform = price.transform_quantity
+    return ExistingPrice(
+        id=price.id,
+        lookup_key=price.lookup_key,
+        product=price.product if isinstance(price.product, str) else price.product.id,
+        active=bool(price.active),
+        fingerprint=price_fingerprint(
+            currency=price.currency,
+            interval=recurring.interval,
+            usage_type=recurring.usage_type,
+            unit_amount_decimal=Decimal(str(amount if amount is not None else 0)),
+            meter_event_name=event_names.get(recurring.meter) if recurring.get("meter") else None,
+            divide_by=int(transform.divide_by) if transform else None,
+        ),
+    )
+
+
+def _translate(operation: str, error: stripe.StripeError) -> StripeFailure:
+    """Stripe's error as Tollgate's; messages are Stripe's, which never echo a full key."""
+    message = error.user_message or str(error) or "Stripe error"
+    code = getattr(error, "code", None)
+    param = getattr(error, "param", None)
+    if isinstance(error, stripe.CardError):
+        return PaymentDeclined(message, param=param, code=code)
+    if isinstance(error, stripe.AuthenticationError | stripe.PermissionError):
+        return StripeAuthenticationFailed(f"Stripe refused the API key for {operation}: {message}")
+    if isinstance(error, stripe.APIConnectionError):
+        return StripeUnavailable(f"Stripe could not be reached for {operation}: {message}")
+    if isinstance(error, stripe.InvalidRequestError) and error.http_status == 404:
+        return StripeNotFound(message, param=param, code=code)
+    if isinstance(error, stripe.APIError) or (error.http_status or 0) >= 500:
+        return StripeUnavailable(f"Stripe failed during {operation}: {message}")
+    return StripeFailure(f"Stripe rejected {operation}: {message}", param=param, code=code)

@@ -1,0 +1,47 @@
+"""Migrations upgrade and downgrade on SQLite and PostgreSQL, and match the models."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from tollgate.db.migrate import current_revision, downgrade, head_revision, upgrade
+from tollgate.db.models import Base
+from tollgate.db.unit_of_work import Database
+
+
+def _tables(database: Database) -> set[str]:
+    return set(sa.inspect(database.engine).get_table_names()) - {"alembic_version"}
+
+
+def test_upgrade_then_downgrade_then_upgrade(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        upgrade(database_url)
+        assert current_revision(database.engine) == head_revision(database_url)
+        assert _tables(database) == set(Base.metadata.tables)
+        downgrade(database_url, "base")
+        assert current_revision(database.engine) is None
+        assert _tables(database) == set()
+        upgrade(database_url)
+        assert _tables(database) == set(Base.metadata.tables)
+    finally:
+        database.dispose()
+
+
+def test_migrations_match_the_models(migrated_url: str) -> None:
+    database = Database(migrated_url)
+    try:
+        with database.engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        database.dispose()
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    database = Database(f"sqlite:///{tmp_path / 'wal.db'}")
+    with database.engine.connect() as connection:
+        assert connection.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+    database.dispose()
