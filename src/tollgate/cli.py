@@ -237,3 +237,7 @@ def apikeys_create(
 def main() -> None:
     """Entry point of the `tollgate` console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""The API's foundation: health, readiness, metrics, OpenAPI, API-key scopes, error shape, limits."""
+"""The API foundation: health, readiness, metrics, OpenAPI, key scopes, error shape, limits."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ def test_readyz_is_ready_on_a_migrated_database(api: TestClient) -> None:
     assert answer.json()["checks"] == {"database": "ok", "migrations": "ok"}
 
 
-def test_readyz_is_not_ready_when_migrations_are_behind(container: Container, make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_readyz_is_not_ready_when_migrations_are_behind(
+    container: Container, make_settings
+) -> None:  # type: ignore[no-untyped-def]
     downgrade(container.db.url, "base")
     behind = build_container(make_settings(container.db.url))
     with TestClient(create_app(behind)) as api:
@@ -71,7 +73,9 @@ def test_read_key_reads_but_cannot_write(api: TestClient, read_key: str) -> None
 def test_write_key_mints_a_key_that_works_and_is_stored_hashed(
     api: TestClient, write_key: str, container: Container
 ) -> None:
-    answer = api.post("/v1/api-keys", headers=_auth(write_key), json={"name": "frontend", "scope": "read"})
+    answer = api.post(
+        "/v1/api-keys", headers=_auth(write_key), json={"name": "frontend", "scope": "read"}
+    )
     assert answer.status_code == 201
     secret = answer.json()["secret"]
     assert api.get("/v1/catalog", headers=_auth(secret)).status_code == 200
@@ -97,12 +101,19 @@ def test_catalog_lists_plans_with_money_fields(api: TestClient, read_key: str) -
     assert catalog["default_plan"] == "free"
 
 
-def test_bad_body_is_400_and_changes_nothing(api: TestClient, write_key: str, container: Container) -> None:
-    answer = api.post("/v1/api-keys", headers={**_auth(write_key), "Content-Type": "application/json"},
-                      content=b"{not json")
+def test_bad_body_is_400_and_changes_nothing(
+    api: TestClient, write_key: str, container: Container
+) -> None:
+    answer = api.post(
+        "/v1/api-keys",
+        headers={**_auth(write_key), "Content-Type": "application/json"},
+        content=b"{not json",
+    )
     assert answer.status_code == 400
     assert answer.json()["error"]["message"] == "the request body is not valid JSON"
-    answer = api.post("/v1/api-keys", headers=_auth(write_key), json={"name": "x", "scope": "admin"})
+    answer = api.post(
+        "/v1/api-keys", headers=_auth(write_key), json={"name": "x", "scope": "admin"}
+    )
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == "scope"
     with container.db.transaction() as session:
@@ -110,8 +121,11 @@ def test_bad_body_is_400_and_changes_nothing(api: TestClient, write_key: str, co
 
 
 def test_body_over_one_mebibyte_is_413(api: TestClient, write_key: str) -> None:
-    answer = api.post("/v1/api-keys", headers={**_auth(write_key), "Content-Type": "application/json"},
-                      content=b"x" * (1024 * 1024 + 1))
+    answer = api.post(
+        "/v1/api-keys",
+        headers={**_auth(write_key), "Content-Type": "application/json"},
+        content=b"x" * (1024 * 1024 + 1),
+    )
     assert answer.status_code == 413
     assert answer.json()["error"]["type"] == "request_too_large"
 

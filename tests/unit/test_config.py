@@ -20,12 +20,28 @@ def test_defaults_follow_the_design() -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "says"),
     [
-        ("TOLLGATE_DEFAULT_CURRENCY", "usdd", "TOLLGATE_DEFAULT_CURRENCY: 'usdd' is not an ISO 4217"),
-        ("STRIPE_WEBHOOK_SECRETS", "whsec_ok,nope", "STRIPE_WEBHOOK_SECRETS: each secret must start with whsec_"),
+        (
+            "TOLLGATE_DEFAULT_CURRENCY",
+            "usdd",
+            "TOLLGATE_DEFAULT_CURRENCY: 'usdd' is not an ISO 4217",
+        ),
+        (
+            "STRIPE_WEBHOOK_SECRETS",
+            "whsec_ok,nope",
+            "STRIPE_WEBHOOK_SECRETS: each secret must start with whsec_",
+        ),
         ("STRIPE_SECRET_KEY", "pk_test_123", "STRIPE_SECRET_KEY: must start with sk_test_"),
-        ("TOLLGATE_API_KEYS", "web:admin:0123456789abcdef", "TOLLGATE_API_KEYS: key 'web' has scope 'admin'"),
+        (
+            "TOLLGATE_API_KEYS",
+            "web:admin:0123456789abcdef",
+            "TOLLGATE_API_KEYS: key 'web' has scope 'admin'",
+        ),
         ("TOLLGATE_API_KEYS", "web:read", "TOLLGATE_API_KEYS: each key must be name:scope:secret"),
-        ("TOLLGATE_DATABASE_URL", "mysql://x", "TOLLGATE_DATABASE_URL: must be a sqlite:/// or postgresql://"),
+        (
+            "TOLLGATE_DATABASE_URL",
+            "mysql://x",
+            "TOLLGATE_DATABASE_URL: must be a sqlite:/// or postgresql://",
+        ),
         ("TOLLGATE_WEBHOOK_TOLERANCE", "0", "TOLLGATE_WEBHOOK_TOLERANCE"),
     ],
 )
@@ -51,7 +67,9 @@ def test_placeholder_secret_is_refused_outside_dev() -> None:
 def test_settings_come_from_environment_and_env_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / ".env").write_text("TOLLGATE_DEFAULT_CURRENCY=EUR\nSTRIPE_WEBHOOK_SECRETS=whsec_a, whsec_b\n")
+    (tmp_path / ".env").write_text(
+        "TOLLGATE_DEFAULT_CURRENCY=EUR\nSTRIPE_WEBHOOK_SECRETS=whsec_a, whsec_b\n"
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TOLLGATE_API_KEYS", "app:write:0123456789abcdef0123")
     settings = load_settings()

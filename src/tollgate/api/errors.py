@@ -32,9 +32,7 @@ def status_of(error: TollgateError) -> int:
     return int(getattr(error, "status", 400))
 
 
-def error_response(
-    status: int, type_: str, message: str, param: str | None = None
-) -> JSONResponse:
+def error_response(status: int, type_: str, message: str, param: str | None = None) -> JSONResponse:
     body: dict[str, str] = {"type": type_, "message": message}
     if param:
         body["param"] = param

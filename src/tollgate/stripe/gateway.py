@@ -150,7 +150,7 @@ class StripeGateway:
         ]
         event_names = {meter.id: meter.event_name for meter in meters}
         products = [
-            ExistingProduct(p.id, p.name, bool(p.active), dict(p.metadata or {}))
+            ExistingProduct(p.id, p.name, bool(p.active), _plain(p.metadata))
             for p in self._list("products.list", v1.products.list, {})
         ]
         prices = [
@@ -259,6 +259,11 @@ class StripeGateway:
         )
 
 
+def _plain(value: Any) -> dict[str, Any]:
+    """A StripeObject (or None) as a plain dict."""
+    return value.to_dict() if value is not None else {}
+
+
 def _existing_price(price: Any, event_names: dict[str, str]) -> ExistingPrice:
     recurring = price.recurring
     amount = (
@@ -275,7 +280,7 @@ def _existing_price(price: Any, event_names: dict[str, str]) -> ExistingPrice:
             interval=recurring.interval,
             usage_type=recurring.usage_type,
             unit_amount_decimal=Decimal(str(amount if amount is not None else 0)),
-            meter_event_name=event_names.get(recurring.meter) if recurring.get("meter") else None,
+            meter_event_name=event_names.get(recurring.meter) if recurring.meter else None,
             divide_by=int(transform.divide_by) if transform else None,
         ),
     )

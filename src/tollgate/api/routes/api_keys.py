@@ -30,4 +30,6 @@ class ApiKeyCreated(BaseModel):
 def post_api_key(body: ApiKeyCreate, app: Container = Depends(container)) -> ApiKeyCreated:
     """Create an API key; the secret is in this answer only."""
     created = create_api_key(db=app.db, clock=app.clock, name=body.name, scope=body.scope)
-    return ApiKeyCreated(id=created.id, name=created.name, scope=created.scope, secret=created.secret)
+    return ApiKeyCreated(
+        id=created.id, name=created.name, scope=created.scope, secret=created.secret
+    )
