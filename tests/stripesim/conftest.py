@@ -69,8 +69,10 @@ def webhook_sink(_sink_server: WebhookSink, sim: RunningSim) -> WebhookSink:
     return _sink_server
 
 
-def assert_stripe_shape(obj: Any, kind: str, *, allow_missing: set[str] | frozenset[str] = frozenset()) -> None:
-    """Check an object's top-level keys against Stripe's example object for `kind` (fixtures3.json)."""
+def assert_stripe_shape(
+    obj: Any, kind: str, *, allow_missing: set[str] | frozenset[str] = frozenset()
+) -> None:
+    """Check an object's top-level keys against Stripe's example object for `kind`."""
     data = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
     expected = example_keys(kind)
     missing = expected - set(data) - set(allow_missing)

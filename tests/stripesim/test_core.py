@@ -9,7 +9,9 @@ from tests.stripesim.conftest import assert_stripe_shape
 
 
 def test_customer_has_stripes_shape_and_round_trips(client: stripe.StripeClient) -> None:
-    customer = client.v1.customers.create(params={"email": "ada@example.com", "metadata": {"org": "o1"}})
+    customer = client.v1.customers.create(
+        params={"email": "ada@example.com", "metadata": {"org": "o1"}}
+    )
     assert customer.id.startswith("cus_")
     assert customer.livemode is False
     assert_stripe_shape(customer, "customer")
