@@ -95,3 +95,12 @@ def test_missing_stripe_key_is_one_line(run, monkeypatch: pytest.MonkeyPatch) ->
     result = run("catalog", "diff")
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: STRIPE_SECRET_KEY: required")
+
+
+def test_dev_refuses_a_live_key(run, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_live_realmoney123")
+    result = run("dev", "--port", "1", "--stripe-port", "2")
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: STRIPE_SECRET_KEY: a live key cannot be used with `tollgate dev`"
+    )

@@ -1,0 +1,35 @@
+"""What `serve` checks and does before it listens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import stripe
+
+from tollgate.bootstrap import build_container
+from tollgate.config import ConfigError, Settings
+from tollgate.db.unit_of_work import Database
+from tollgate.server import prepare
+
+
+def test_serve_can_sync_the_catalog_on_start(
+    db: Database, make_settings: Callable[..., Settings], client: stripe.StripeClient
+) -> None:
+    container = build_container(make_settings(db.url, TOLLGATE_SYNC_CATALOG_ON_START="true"))
+    try:
+        prepare(container)
+    finally:
+        container.close()
+    assert client.v1.products.retrieve("tg_plan_pro").name == "Pro"
+
+
+def test_serve_refuses_a_missing_catalog(
+    db: Database, make_settings: Callable[..., Settings], tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    container = build_container(make_settings(db.url, TOLLGATE_CATALOG=str(tmp_path / "nope.yaml")))
+    try:
+        with pytest.raises(ConfigError, match=r"^TOLLGATE_CATALOG: .*nope.yaml does not exist"):
+            prepare(container)
+    finally:
+        container.close()
