@@ -69,6 +69,20 @@ def _api_key(request: Request) -> str:
     return credential
 
 
+_BASE_URLS: dict[tuple[str, str], str] = {}
+
+
+def _base_url(request: Request) -> str:
+    """The URL clients reach us at (for hosted page links), cached per scheme and Host."""
+    key = (request.scope.get("scheme", "http"), request.headers.get("host", ""))
+    url = _BASE_URLS.get(key)
+    if url is None:
+        if len(_BASE_URLS) > 64:
+            _BASE_URLS.clear()
+        url = _BASE_URLS[key] = str(request.base_url).rstrip("/")
+    return url
+
+
 class Api:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
@@ -90,10 +104,23 @@ class Api:
 
     async def handle(self, request: Request) -> Response:
         request_id = new_id("req", 14)
-        method, path = request.method, request.url.path
+        method, path = request.method, request.scope["path"]
         try:
             api_key = _api_key(request)
             fault = self._fault(method, path)
+            if fault == "lock_timeout":
+                # A 429 Stripe's SDKs retry on their own: it carries `Stripe-Should-Retry: true`.
+                error = StripeError(
+                    "This object cannot be accessed right now because another API request or "
+                    "Stripe process is currently accessing it.",
+                    status=429,
+                    code="lock_timeout",
+                )
+                return _json(
+                    error.body(request_id),
+                    429,
+                    {"Request-Id": request_id, "Stripe-Should-Retry": "true"},
+                )
             if fault == "429":
                 raise StripeError(
                     "Too many requests hit the API too quickly.",
@@ -104,12 +131,14 @@ class Api:
             if fault == "500":
                 raise StripeError("An unknown error occurred", status=500, type="api_error")
             body = (await request.body()).decode()
+            # The raw scope is much cheaper than building `request.url` on every request.
+            query = request.scope.get("query_string", b"").decode("latin-1")
             if method == "POST":
                 data = decode_form(body)
-                if request.url.query:
-                    data.update(decode_form(request.url.query))
+                if query:
+                    data.update(decode_form(query))
             else:
-                data = decode_form(request.url.query)
+                data = decode_form(query)
             found = match(method, path)
             if found is None:
                 raise StripeError(
@@ -150,7 +179,7 @@ class Api:
                     account,
                     request_id,
                     idempotency_key,
-                    str(request.base_url).rstrip("/"),
+                    _base_url(request),
                     api_key,
                 )
                 self.sim.base_url = ctx.base_url
@@ -227,6 +256,29 @@ def _sim_routes(sim: Simulator, dispatcher: WebhookDispatcher) -> list[Route]:
         done = await asyncio.to_thread(dispatcher.flush, 30.0)
         return _json({"flushed": done, "pending": dispatcher.pending()})
 
+    async def billing_settings(request: Request) -> Response:
+        # The billing engine's account settings: retry schedule, status after the last retry.
+        data = await body_of(request)
+        with sim.lock:
+            settings = sim.billing
+            for name in (
+                "subscription_status_after_final_attempt",
+                "invoice_status_after_final_attempt",
+            ):
+                if name in data:
+                    setattr(settings, name, str(data[name]))
+            for name in (
+                "upcoming_days",
+                "trial_will_end_days",
+                "finalize_delay_seconds",
+                "incomplete_expiry_seconds",
+            ):
+                if name in data:
+                    setattr(settings, name, int(data[name]))
+            if "retry_days" in data:
+                settings.retry_days = [int(day) for day in data["retry_days"]]
+        return _json({"billing": sim.billing.__dict__})
+
     async def save(request: Request) -> Response:
         sim.save()
         return _json({"saved": str(sim.state_file or "stripesim-state.json")})
@@ -238,6 +290,7 @@ def _sim_routes(sim: Simulator, dispatcher: WebhookDispatcher) -> list[Route]:
         Route("/_sim/webhooks", webhook_settings, methods=["POST"]),
         Route("/_sim/webhooks/flush", flush, methods=["POST"]),
         Route("/_sim/save", save, methods=["POST"]),
+        Route("/_sim/billing", billing_settings, methods=["POST"]),
     ]
 
 
@@ -245,6 +298,9 @@ def create_app(sim: Simulator | None = None, *, deliver_webhooks: bool = True) -
     """The simulator as an ASGI app; `app.state.sim` and `app.state.webhooks` are its internals."""
     load_resources()
     sim = sim or Simulator()
+    from stripesim.billing import install
+
+    install(sim)  # the billing engine's time hook (renewals, trials, retries)
     dispatcher = WebhookDispatcher(sim)
     api = Api(sim)
 

@@ -33,11 +33,16 @@ class Shape:
     """The accepted keys of one TypedDict, with the shapes of nested values."""
 
     def __init__(
-        self, fields: dict[str, Shape | None], required: frozenset[str], open_: bool
+        self,
+        fields: dict[str, Shape | None],
+        required: frozenset[str],
+        open_: bool,
+        values: Shape | None = None,
     ) -> None:
         self.fields = fields
         self.required = required
         self.open = open_
+        self.values = values  # for maps keyed by anything (e.g. currency): each value's shape
 
 
 @cache
@@ -65,8 +70,17 @@ def shape_of(cls: type) -> Shape:
     return Shape(fields, frozenset(required), open_=False)
 
 
+_MAP_OF = re.compile(r"Dict\[str, (\w+)\]")
+
+
 def _nested_shape(text: str, module: Any) -> Shape | None:
     """The shape of a value whose annotation is `text`, or None when any value goes."""
+    mapped = _MAP_OF.search(text)
+    if mapped:
+        # `Dict[str, XParams]` (e.g. `currency_options[eur][unit_amount]`): any key, typed values.
+        candidate = getattr(module, mapped.group(1), None)
+        if isinstance(candidate, type) and hasattr(candidate, "__required_keys__"):
+            return Shape({}, frozenset(), open_=False, values=shape_of(candidate))
     typed_dicts = []
     for name in _NAME.findall(text.replace("ForwardRef", " ")):
         candidate = getattr(module, name, None)
@@ -101,6 +115,10 @@ def _check(shape: Shape, value: Any, prefix: str) -> None:
             _check(shape, item, f"{prefix}[{index}]")
         return
     if not isinstance(value, dict):
+        return
+    if shape.values is not None:
+        for key, item in value.items():
+            _check(shape.values, item, f"{prefix}[{key}]")
         return
     for key, item in value.items():
         name = f"{prefix}[{key}]" if prefix else key

@@ -22,9 +22,14 @@ PLATFORM_ACCOUNT = "acct_1SimPlatform0000"
 _ALPHABET = string.ascii_letters + string.digits
 
 
+# Maps each random byte to an id character; one `token_bytes` call is far cheaper than a
+# `secrets.choice` per character (ids were the costliest part of a create request).
+_ID_TABLE = bytes(ord(_ALPHABET[byte % len(_ALPHABET)]) for byte in range(256))
+
+
 def new_id(prefix: str, length: int = 24) -> str:
     """A Stripe-looking id such as `cus_Q8u3…`."""
-    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    return f"{prefix}_" + secrets.token_bytes(length).translate(_ID_TABLE).decode()
 
 
 def snapshot(obj: Any) -> Any:
@@ -55,6 +60,24 @@ class WebhookSettings:
     retry_base_seconds: float = 1.0
     max_attempts: int = 8
     dropped_objects: set[str] = field(default_factory=set)
+
+
+@dataclass
+class BillingSettings:
+    """How the billing engine collects (stripesim's stand-in for the Dashboard's billing settings).
+
+    Documented choices: renewal invoices stay draft one hour (Stripe's documented delay), then
+    finalize and charge; failed payments retry 3, 5 and 7 days after the previous attempt (4
+    attempts over about two weeks); `invoice.upcoming` goes out 7 days before a renewal.
+    """
+
+    retry_days: list[int] = field(default_factory=lambda: [3, 5, 7])
+    subscription_status_after_final_attempt: str = "canceled"  # canceled | unpaid | past_due
+    invoice_status_after_final_attempt: str = "open"  # open (past due) | uncollectible
+    upcoming_days: int = 7
+    trial_will_end_days: int = 3
+    finalize_delay_seconds: int = 3600
+    incomplete_expiry_seconds: int = 23 * 3600
 
 
 class Account:
@@ -117,6 +140,7 @@ class Simulator:
         self.offset = 0  # seconds added to wall time by /_sim/clock/advance
         self.faults = Faults()
         self.webhooks = WebhookSettings()
+        self.billing = BillingSettings()
         self.base_url = "http://127.0.0.1:12111"
         self.state_file = Path(state_file) if state_file else None
         self.time_hooks: list[TimeHook] = []
@@ -136,6 +160,7 @@ class Simulator:
             self.offset = 0
             self.faults = Faults()
             self.webhooks = WebhookSettings()
+            self.billing = BillingSettings()
             url, secret = self._webhook_boot
             if url:
                 # One endpoint for the platform's events and one for connected accounts' events.

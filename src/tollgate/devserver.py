@@ -14,10 +14,30 @@ from tollgate.bootstrap import build_container
 from tollgate.catalog_file import example_catalog_path
 from tollgate.config import ConfigError, load_settings
 from tollgate.db.migrate import upgrade
+from tollgate.domain.catalog_sync import base_price_lookup_key
 from tollgate.services.api_keys import create_api_key
 from tollgate.services.catalog import sync_catalog
+from tollgate.stripe.gateway import StripeGateway
 
 DEV_STRIPE_KEY = "sk_test_tollgate_dev_simulator"
+
+
+def _demo_checkout(gateway: StripeGateway, api: str) -> str:
+    """Make the demo customer in the simulated Stripe and a Checkout link for a Pro trial."""
+    stripe_customer = gateway.create_customer(
+        customer_id="acme-inc", email="billing@acme.example", name="Acme Inc"
+    )
+    _, url = gateway.create_checkout_session(
+        request_id="dev-demo",
+        stripe_customer_id=stripe_customer,
+        price_lookup_key=base_price_lookup_key("pro", "month", "usd"),
+        quantity=1,
+        trial_days=14,
+        success_url=f"{api}/docs?checkout=success",
+        cancel_url=f"{api}/docs?checkout=canceled",
+        client_reference_id="acme-inc",
+    )
+    return url
 
 
 def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
@@ -51,6 +71,7 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
             db=container.db, clock=container.clock, name="dev-read", scope="read"
         )
         api = f"http://127.0.0.1:{port}"
+        checkout_url = _demo_checkout(container.stripe, api)
         lines = [
             "",
             "Tollgate dev is running (Ctrl-C stops it)",
@@ -62,6 +83,8 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
             f"  catalog        {settings.catalog_path} ({len(changes)} Stripe objects synced)",
             f"  write API key  {write_key.secret}",
             f"  read API key   {read_key.secret}",
+            f"  demo checkout  {checkout_url}",
+            "                 (acme-inc starts a 14-day Pro trial; card 4242 4242 4242 4242)",
             "",
             "Try:",
             f"  curl -s -H 'Authorization: Bearer {read_key.secret}' {api}/v1/catalog",

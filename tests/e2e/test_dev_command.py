@@ -39,7 +39,7 @@ def test_dev_serves_health_openapi_and_the_catalog(tmp_path: Path) -> None:
     try:
         output = ""
         deadline = time.monotonic() + 60
-        while "read API key" not in output:
+        while "curl -s" not in output:
             assert process.poll() is None, output + (
                 process.stdout.read() if process.stdout else ""
             )
@@ -66,6 +66,11 @@ def test_dev_serves_health_openapi_and_the_catalog(tmp_path: Path) -> None:
             "team",
         }
         assert f"http://127.0.0.1:{stripe_port}" in output
+        checkout = re.search(r"demo checkout\s+(\S+)", output)
+        assert checkout, output
+        page = httpx.get(checkout.group(1))
+        assert page.status_code == 200
+        assert "4242" in page.text
     finally:
         process.terminate()
         process.wait(timeout=20)

@@ -137,6 +137,75 @@ class StripeGateway:
         page = self._call(operation, method, params={"limit": 100, **params})
         yield from page.auto_paging_iter()
 
+    # -- customers and checkout ---------------------------------------------------------------
+
+    def create_customer(
+        self,
+        *,
+        customer_id: str,
+        email: str,
+        name: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """Create the Stripe customer for Tollgate customer `customer_id`; returns its `cus_` id."""
+        params: dict[str, Any] = {
+            "email": email,
+            # Stamped so a dashboard search for the app's id finds the Stripe customer.
+            "metadata": {**(metadata or {}), "tollgate_customer_id": customer_id},
+        }
+        if name:
+            params["name"] = name
+        customer = self._call(
+            "customers.create",
+            self._client.v1.customers.create,
+            params=params,
+            idempotency_key=f"customer-create-{customer_id}",
+        )
+        return str(customer.id)
+
+    def price_id(self, lookup_key: str) -> str:
+        """The id of the active price holding `lookup_key`."""
+        prices = self._call(
+            "prices.list",
+            self._client.v1.prices.list,
+            params={"lookup_keys": [lookup_key], "active": True, "limit": 1},
+        ).data
+        if not prices:
+            raise StripeNotFound(f"no active price has lookup key {lookup_key}; run catalog sync")
+        return str(prices[0].id)
+
+    def create_checkout_session(
+        self,
+        *,
+        request_id: str,
+        stripe_customer_id: str,
+        price_lookup_key: str,
+        quantity: int,
+        success_url: str,
+        cancel_url: str,
+        trial_days: int = 0,
+        client_reference_id: str | None = None,
+    ) -> tuple[str, str]:
+        """A subscription-mode Checkout Session; returns its id and hosted URL."""
+        params: dict[str, Any] = {
+            "mode": "subscription",
+            "customer": stripe_customer_id,
+            "line_items": [{"price": self.price_id(price_lookup_key), "quantity": quantity}],
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+        }
+        if trial_days:
+            params["subscription_data"] = {"trial_period_days": trial_days}
+        if client_reference_id:
+            params["client_reference_id"] = client_reference_id
+        session = self._call(
+            "checkout.sessions.create",
+            self._client.v1.checkout.sessions.create,
+            params=params,
+            idempotency_key=f"checkout-create-{stripe_customer_id}-{request_id}",
+        )
+        return str(session.id), str(session.url)
+
     # -- catalog ---------------------------------------------------------------------------
 
     def catalog_state(

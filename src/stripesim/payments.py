@@ -1,0 +1,840 @@
+"""Moving money: PaymentMethods from test cards, PaymentIntents, Charges, Refunds and Disputes.
+
+Shared by the payment routes, Checkout, the Portal and the billing engine (`collect_payment`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from stripesim import cards
+from stripesim.errors import StripeError, resource_missing
+from stripesim.lists import render
+from stripesim.registry import Ctx
+from stripesim.state import new_id, snapshot
+
+ZERO_DECIMAL = {
+    "bif",
+    "clp",
+    "djf",
+    "gnf",
+    "jpy",
+    "kmf",
+    "krw",
+    "mga",
+    "pyg",
+    "rwf",
+    "ugx",
+    "vnd",
+    "vuv",
+    "xaf",
+    "xof",
+    "xpf",
+}
+NO_PAYMENT_METHOD = (
+    "This customer has no attached payment source or default payment method. Please consider "
+    "adding a default payment method. For more information, visit "
+    "https://stripe.com/docs/billing/subscriptions/payment-methods-setting#payment-method-priority."
+)
+
+
+@dataclass
+class PaymentOutcome:
+    """What happened when money was asked for."""
+
+    status: str  # "succeeded" | "failed" | "requires_action"
+    payment_intent: dict[str, Any]
+    charge: dict[str, Any] | None
+    error: StripeError | None
+
+
+def client_secret(object_id: str) -> str:
+    return f"{object_id}_secret_{secrets.token_urlsafe(18).replace('-', 'x').replace('_', 'y')}"
+
+
+def format_amount(amount: int, currency: str) -> str:
+    """`1999, "usd"` → `$19.99`; zero-decimal currencies stay whole (`500 JPY`)."""
+    currency = currency.lower()
+    if currency in ZERO_DECIMAL:
+        return f"{amount:,} {currency.upper()}"
+    whole, cents = divmod(abs(amount), 100)
+    sign = "-" if amount < 0 else ""
+    symbol = {"usd": "$", "eur": "€", "gbp": "£"}.get(currency)
+    text = f"{whole:,}.{cents:02d}"
+    return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {currency.upper()}"
+
+
+# -- PaymentMethods ------------------------------------------------------------------------
+
+
+def new_card_payment_method(
+    ctx: Ctx,
+    card: cards.CardSpec,
+    *,
+    exp_month: int | None = None,
+    exp_year: int | None = None,
+    cvc: str | None = None,
+    billing_details: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    created: int | None = None,
+) -> dict[str, Any]:
+    """Store a new, unattached card PaymentMethod for a test card."""
+    now = created or ctx.now()
+    year = datetime.fromtimestamp(now, UTC).year
+    month = int(exp_month) if exp_month is not None else 12
+    year_value = int(exp_year) if exp_year is not None else year + 3
+    if year_value < 100:
+        year_value += 2000
+    if not 1 <= month <= 12:
+        raise StripeError(
+            "Your card's expiration month is invalid.",
+            status=402,
+            type="card_error",
+            code="invalid_expiry_month",
+            param="card[exp_month]",
+        )
+    current = datetime.fromtimestamp(now, UTC)
+    if year_value < current.year or year_value > current.year + 50:
+        raise StripeError(
+            "Your card's expiration year is invalid.",
+            status=402,
+            type="card_error",
+            code="invalid_expiry_year",
+            param="card[exp_year]",
+        )
+    if year_value == current.year and month < current.month:
+        raise StripeError(
+            "Your card's expiration date is in the past.",
+            status=402,
+            type="card_error",
+            code="invalid_expiry_month",
+            param="card[exp_month]",
+        )
+    if cvc is not None and not (str(cvc).isdigit() and len(str(cvc)) in (3, 4)):
+        raise StripeError(
+            "Your card's security code is invalid.",
+            status=402,
+            type="card_error",
+            code="invalid_cvc",
+            param="card[cvc]",
+        )
+    details: dict[str, Any] = {
+        "address": {
+            "city": None,
+            "country": None,
+            "line1": None,
+            "line2": None,
+            "postal_code": None,
+            "state": None,
+        },
+        "email": None,
+        "name": None,
+        "phone": None,
+        "tax_id": None,
+    }
+    for key, value in (billing_details or {}).items():
+        if key == "address" and isinstance(value, dict):
+            details["address"].update(value)
+        elif key in details:
+            details[key] = value or None
+    pm = ctx.build(
+        "payment_method",
+        "pm",
+        created=now,
+        allow_redisplay="unspecified",
+        billing_details=details,
+        card={
+            "brand": card.brand,
+            "checks": {
+                "address_line1_check": None,
+                "address_postal_code_check": None,
+                "cvc_check": "pass" if cvc else None,
+            },
+            "country": card.country,
+            "display_brand": card.brand,
+            "exp_month": month,
+            "exp_year": year_value,
+            "fingerprint": card.fingerprint,
+            "funding": card.funding,
+            "generated_from": None,
+            "last4": card.last4,
+            "networks": {"available": [card.brand], "preferred": None},
+            "three_d_secure_usage": {"supported": True},
+            "wallet": None,
+            "regulated_status": "unregulated",
+        },
+        customer=None,
+        type="card",
+        customer_account=None,
+        _test_card=card.key,
+    )
+    if metadata:
+        pm["metadata"] = {key: str(value) for key, value in metadata.items()}
+    return ctx.account.add(pm)
+
+
+def payment_method_for(ctx: Ctx, pm_id: str, *, param: str = "payment_method") -> dict[str, Any]:
+    """The stored PaymentMethod `pm_id`; Stripe's magic `pm_card_*` ids give a fresh one."""
+    card = cards.BY_PM_ID.get(pm_id)
+    if card is not None:
+        return new_card_payment_method(ctx, card)
+    obj = ctx.account.find(pm_id)
+    if obj is None or obj.get("object") != "payment_method":
+        raise resource_missing("PaymentMethod", str(pm_id), param)
+    return obj
+
+
+def attach_payment_method(ctx: Ctx, pm: dict[str, Any], customer_id: str) -> dict[str, Any]:
+    """Attach `pm` to a customer; cards that fail Stripe's card check raise a 402 card error."""
+    customer = ctx.account.get(customer_id, "customer", param="customer")
+    if pm.get("customer") == customer_id:
+        return pm
+    if pm.get("customer"):
+        raise StripeError(
+            "The payment method you provided has already been attached to a customer.",
+            param="payment_method",
+        )
+    card = cards.by_key(pm.get("_test_card"))
+    if card.behaviour == cards.DECLINE:
+        error = card.decline()
+        error.param = ""
+        raise error
+    pm["customer"] = customer["id"]
+    ctx.emit("payment_method.attached", pm, created=ctx.now_for_customer(customer_id))
+    return pm
+
+
+def detach_payment_method(ctx: Ctx, pm: dict[str, Any]) -> dict[str, Any]:
+    """Detach `pm` from its customer (clearing it as the customer's default)."""
+    customer_id = pm.get("customer")
+    if not customer_id:
+        raise StripeError(
+            "The payment method you provided is not attached to a customer so detachment "
+            "is impossible.",
+            code="payment_method_unexpected_state",
+        )
+    now = ctx.now_for_customer(customer_id)
+    previous = {"customer": customer_id}
+    pm["customer"] = None
+    customer = ctx.account.find(customer_id)
+    if customer and customer.get("invoice_settings", {}).get("default_payment_method") == pm["id"]:
+        before = dict(customer["invoice_settings"])
+        customer["invoice_settings"]["default_payment_method"] = None
+        ctx.emit("customer.updated", customer, previous={"invoice_settings": before}, created=now)
+    ctx.emit("payment_method.detached", pm, previous=previous, created=now)
+    return pm
+
+
+def resolve_payment_method(
+    ctx: Ctx,
+    customer_id: str,
+    *,
+    explicit: str | None = None,
+    subscription: dict[str, Any] | None = None,
+) -> str | None:
+    """Pick the payer: explicit, the subscription's, the customer's default, the newest card."""
+    if explicit:
+        return str(payment_method_for(ctx, explicit)["id"])
+    if subscription and subscription.get("default_payment_method"):
+        return str(subscription["default_payment_method"])
+    customer = ctx.account.find(customer_id)
+    if customer is None:
+        return None
+    default = (customer.get("invoice_settings") or {}).get("default_payment_method")
+    if default:
+        return str(default)
+    attached = [
+        pm
+        for pm in ctx.account.all("payment_method")
+        if pm.get("customer") == customer_id and pm.get("type") == "card"
+    ]
+    return str(attached[-1]["id"]) if attached else None
+
+
+# -- PaymentIntents and Charges ------------------------------------------------------------
+
+
+def new_payment_intent(
+    ctx: Ctx,
+    *,
+    amount: int,
+    currency: str,
+    customer_id: str | None,
+    payment_method_id: str | None,
+    created: int,
+    description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    capture_method: str = "automatic",
+    application_fee_amount: int | None = None,
+    automatic_payment_methods: bool = False,
+    setup_future_usage: str | None = None,
+    receipt_email: str | None = None,
+    statement_descriptor: str | None = None,
+    invoice_id: str | None = None,
+) -> dict[str, Any]:
+    """Store a new PaymentIntent (not yet confirmed) and emit `payment_intent.created`."""
+    pi_id = new_id("pi")
+    pi = ctx.build(
+        "payment_intent",
+        "pi",
+        id=pi_id,
+        created=created,
+        amount=amount,
+        amount_capturable=0,
+        amount_details={"tip": {}},
+        amount_received=0,
+        application=None,
+        application_fee_amount=application_fee_amount,
+        automatic_payment_methods={"allow_redirects": "always", "enabled": True}
+        if automatic_payment_methods
+        else None,
+        canceled_at=None,
+        cancellation_reason=None,
+        capture_method=capture_method,
+        client_secret=client_secret(pi_id),
+        confirmation_method="automatic",
+        currency=currency.lower(),
+        customer=customer_id,
+        description=description,
+        last_payment_error=None,
+        latest_charge=None,
+        next_action=None,
+        on_behalf_of=None,
+        payment_method=payment_method_id,
+        payment_method_configuration_details=None,
+        payment_method_options={
+            "card": {
+                "installments": None,
+                "mandate_options": None,
+                "network": None,
+                "request_three_d_secure": "automatic",
+            }
+        },
+        payment_method_types=["card"],
+        processing=None,
+        receipt_email=receipt_email,
+        review=None,
+        setup_future_usage=setup_future_usage,
+        shipping=None,
+        statement_descriptor=statement_descriptor,
+        statement_descriptor_suffix=None,
+        status="requires_confirmation" if payment_method_id else "requires_payment_method",
+        transfer_data=None,
+        transfer_group=None,
+        source=None,
+        excluded_payment_method_types=None,
+        customer_account=None,
+        managed_payments=None,
+        _invoice=invoice_id,
+    )
+    if metadata:
+        pi["metadata"] = {key: str(value) for key, value in metadata.items()}
+    ctx.account.add(pi)
+    ctx.emit("payment_intent.created", pi, created=created)
+    return pi
+
+
+def _new_charge(
+    ctx: Ctx,
+    pi: dict[str, Any],
+    pm: dict[str, Any],
+    card: cards.CardSpec,
+    now: int,
+    *,
+    succeeded: bool,
+    capture: bool,
+    error: StripeError | None,
+) -> dict[str, Any]:
+    charge_id = new_id("ch")
+    fee_amount = pi.get("application_fee_amount")
+    captured = succeeded and capture
+    outcome = {
+        "advice_code": None,
+        "network_advice_code": None,
+        "network_decline_code": None,
+        "network_status": "approved_by_network" if succeeded else "declined_by_network",
+        "reason": None
+        if succeeded
+        else (error.extra.get("decline_code") if error else "generic_decline"),
+        "risk_level": "normal",
+        "risk_score": 32,
+        "seller_message": "Payment complete."
+        if succeeded
+        else "The bank did not return any further details with this decline.",
+        "type": "authorized" if succeeded else "issuer_declined",
+    }
+    pm_card = pm["card"]
+    charge = ctx.build(
+        "charge",
+        "ch",
+        id=charge_id,
+        created=now,
+        amount=pi["amount"],
+        amount_captured=pi["amount"] if captured else 0,
+        amount_refunded=0,
+        application=None,
+        application_fee=new_id("fee")
+        if fee_amount and ctx.account.id != ctx.sim.platform.id and captured
+        else None,
+        application_fee_amount=fee_amount,
+        balance_transaction=new_id("txn") if captured else None,
+        billing_details=snapshot(pm["billing_details"]),
+        calculated_statement_descriptor="STRIPESIM",
+        captured=captured,
+        currency=pi["currency"],
+        customer=pi["customer"],
+        description=pi["description"],
+        disputed=False,
+        failure_balance_transaction=None,
+        failure_code=None if succeeded or error is None else error.code,
+        failure_message=None if succeeded or error is None else error.message,
+        fraud_details={},
+        on_behalf_of=None,
+        outcome=outcome,
+        paid=succeeded,
+        payment_intent=pi["id"],
+        payment_method=pm["id"],
+        payment_method_details={
+            "card": {
+                "amount_authorized": pi["amount"] if succeeded else None,
+                "authorization_code": None,
+                "brand": pm_card["brand"],
+                "checks": snapshot(pm_card["checks"]),
+                "country": pm_card["country"],
+                "exp_month": pm_card["exp_month"],
+                "exp_year": pm_card["exp_year"],
+                "extended_authorization": {"status": "disabled"},
+                "fingerprint": pm_card["fingerprint"],
+                "funding": pm_card["funding"],
+                "incremental_authorization": {"status": "unavailable"},
+                "installments": None,
+                "last4": pm_card["last4"],
+                "mandate": None,
+                "multicapture": {"status": "unavailable"},
+                "network": pm_card["brand"],
+                "network_token": {"used": False},
+                "network_transaction_id": str(secrets.randbelow(10**15)).zfill(15)
+                if succeeded
+                else None,
+                "overcapture": {"maximum_amount_capturable": pi["amount"], "status": "unavailable"},
+                "regulated_status": "unregulated",
+                "three_d_secure": None,
+                "wallet": None,
+            },
+            "type": "card",
+        },
+        receipt_email=pi.get("receipt_email"),
+        receipt_number=None,
+        receipt_url=f"{ctx.base_url}/receipts/{charge_id}",
+        refunded=False,
+        refunds={
+            "object": "list",
+            "data": [],
+            "has_more": False,
+            "total_count": 0,
+            "url": f"/v1/charges/{charge_id}/refunds",
+        },
+        review=None,
+        shipping=None,
+        source_transfer=None,
+        statement_descriptor=pi.get("statement_descriptor"),
+        statement_descriptor_suffix=None,
+        status="succeeded" if succeeded else "failed",
+        transfer_data=None,
+        transfer_group=None,
+        source=None,
+    )
+    if card.behaviour == cards.DECLINE_AFTER_ATTACH and not succeeded:
+        charge["outcome"]["reason"] = "generic_decline"
+    return ctx.account.add(charge)
+
+
+def _payment_error(
+    error: StripeError, pi: dict[str, Any], pm: dict[str, Any], charge: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The `last_payment_error` hash Stripe puts on a failed PaymentIntent."""
+    body = error.body()["error"]
+    body.pop("request_log_url", None)
+    body["payment_method"] = render(pm)
+    if charge is not None:
+        body["charge"] = charge["id"]
+    return body
+
+
+def attempt(
+    ctx: Ctx,
+    pi: dict[str, Any],
+    *,
+    now: int,
+    off_session: bool,
+    billing: bool,
+    capture: bool = True,
+) -> PaymentOutcome:
+    """Confirm `pi` with its payment method: succeed, decline, or stop for authentication.
+
+    `billing` marks Stripe Billing's own attempts (invoices), where an authentication-required card
+    leaves the PaymentIntent in `requires_action` even off-session; a merchant's off-session
+    PaymentIntent instead fails with `authentication_required`.
+    """
+    pm_id = pi.get("payment_method")
+    if not pm_id:
+        error = StripeError(
+            NO_PAYMENT_METHOD, status=402, code="invoice_payment_intent_requires_action"
+        )
+        pi["status"] = "requires_payment_method"
+        return PaymentOutcome("failed", pi, None, error)
+    pm = ctx.account.get(pm_id, "payment_method", param="payment_method", label="PaymentMethod")
+    card = cards.by_key(pm.get("_test_card"))
+    previous_status = pi["status"]
+
+    if card.behaviour == cards.AUTHENTICATE and not _authenticated(pi, pm, card, off_session):
+        error = cards.authentication_error()
+        if off_session and not billing:
+            charge = _new_charge(
+                ctx, pi, pm, card, now, succeeded=False, capture=capture, error=error
+            )
+            return _fail(ctx, pi, pm, charge, error, now)
+        pi["status"] = "requires_action"
+        pi["next_action"] = {
+            "type": "use_stripe_sdk",
+            "use_stripe_sdk": {
+                "type": "three_d_secure_redirect",
+                "stripe_js": f"{ctx.base_url}/3ds/{pi['id']}",
+                "source": None,
+            },
+        }
+        pi["last_payment_error"] = None
+        ctx.emit(
+            "payment_intent.requires_action", pi, previous={"status": previous_status}, created=now
+        )
+        return PaymentOutcome("requires_action", pi, None, error)
+
+    if card.behaviour in (cards.DECLINE, cards.DECLINE_AFTER_ATTACH):
+        error = card.decline()
+        charge = _new_charge(ctx, pi, pm, card, now, succeeded=False, capture=capture, error=error)
+        return _fail(ctx, pi, pm, charge, error, now)
+
+    charge = _new_charge(ctx, pi, pm, card, now, succeeded=True, capture=capture, error=None)
+    pi["latest_charge"] = charge["id"]
+    pi["last_payment_error"] = None
+    pi["next_action"] = None
+    if capture:
+        pi["status"] = "succeeded"
+        pi["amount_received"] = pi["amount"]
+        pi["amount_capturable"] = 0
+    else:
+        pi["status"] = "requires_capture"
+        pi["amount_capturable"] = pi["amount"]
+    ctx.emit("charge.succeeded", charge, created=now)
+    if capture:
+        ctx.emit("payment_intent.succeeded", pi, created=now)
+    else:
+        ctx.emit(
+            "payment_intent.amount_capturable_updated",
+            pi,
+            previous={"amount_capturable": 0},
+            created=now,
+        )
+    if card.behaviour == cards.DISPUTE and capture:
+        open_dispute(ctx, charge, now)
+    return PaymentOutcome("succeeded", pi, charge, None)
+
+
+def _authenticated(
+    pi: dict[str, Any], pm: dict[str, Any], card: cards.CardSpec, off_session: bool
+) -> bool:
+    """Whether a card that needs 3D Secure may be charged now."""
+    if pi.get("_authenticated"):
+        return True
+    if pm.pop("_authenticate_next", False):
+        # The cardholder just completed the challenge on a hosted page (Checkout, Portal).
+        pi["_authenticated"] = True
+        return True
+    # 4000002500003155: once set up with authentication, off-session payments need none.
+    return bool(
+        off_session
+        and card.key == "authenticationRequiredOnSetup"
+        and pm.get("_setup_authenticated")
+    )
+
+
+def _fail(
+    ctx: Ctx,
+    pi: dict[str, Any],
+    pm: dict[str, Any],
+    charge: dict[str, Any],
+    error: StripeError,
+    now: int,
+) -> PaymentOutcome:
+    pi["status"] = "requires_payment_method"
+    pi["latest_charge"] = charge["id"]
+    pi["next_action"] = None
+    pi["last_payment_error"] = _payment_error(error, pi, pm, charge)
+    ctx.emit("charge.failed", charge, created=now)
+    ctx.emit("payment_intent.payment_failed", pi, created=now)
+    error.extra.setdefault("charge", charge["id"])
+    error.extra["payment_intent"] = render(pi)
+    return PaymentOutcome("failed", pi, charge, error)
+
+
+def collect_payment(
+    ctx: Ctx,
+    *,
+    customer_id: str,
+    amount: int,
+    currency: str,
+    payment_method_id: str | None,
+    description: str | None = None,
+    invoice_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    off_session: bool = True,
+    application_fee_amount: int | None = None,
+) -> PaymentOutcome:
+    """Create and confirm a PaymentIntent for `amount`; declines come back as a failed outcome."""
+    now = ctx.now_for_customer(customer_id)
+    if payment_method_id:
+        payment_method_id = str(payment_method_for(ctx, payment_method_id)["id"])
+    pi = new_payment_intent(
+        ctx,
+        amount=amount,
+        currency=currency,
+        customer_id=customer_id,
+        payment_method_id=payment_method_id,
+        created=now,
+        description=description,
+        metadata=metadata,
+        application_fee_amount=application_fee_amount,
+        invoice_id=invoice_id,
+    )
+    return attempt(ctx, pi, now=now, off_session=off_session, billing=True)
+
+
+def capture_payment_intent(
+    ctx: Ctx, pi: dict[str, Any], amount: int | None, now: int
+) -> dict[str, Any]:
+    """Capture an authorized PaymentIntent (all, or less; the rest is released)."""
+    if pi["status"] != "requires_capture":
+        raise StripeError(
+            f"This PaymentIntent could not be captured because it has a status of {pi['status']}. "
+            "Only a PaymentIntent with one of the following statuses may be captured: "
+            "requires_capture.",
+            code="payment_intent_unexpected_state",
+        )
+    amount = pi["amount"] if amount is None else amount
+    if not 0 < amount <= pi["amount_capturable"]:
+        raise StripeError(
+            "The amount to capture must be positive and at most the amount capturable.",
+            code="amount_too_large",
+            param="amount_to_capture",
+        )
+    charge = ctx.account.get(pi["latest_charge"], "charge")
+    previous = {"amount_captured": charge["amount_captured"], "captured": False}
+    charge["captured"] = True
+    charge["amount_captured"] = amount
+    charge["balance_transaction"] = new_id("txn")
+    if amount < charge["amount"]:
+        # Stripe refunds the uncaptured rest.
+        charge["amount_refunded"] = charge["amount"] - amount
+    pi["status"] = "succeeded"
+    pi["amount_received"] = amount
+    pi["amount_capturable"] = 0
+    ctx.emit("charge.captured", charge, previous=previous, created=now)
+    ctx.emit("payment_intent.succeeded", pi, created=now)
+    return pi
+
+
+# -- Disputes ------------------------------------------------------------------------------
+
+_EVIDENCE_FIELDS = [
+    "access_activity_log",
+    "billing_address",
+    "cancellation_policy",
+    "cancellation_policy_disclosure",
+    "cancellation_rebuttal",
+    "customer_communication",
+    "customer_email_address",
+    "customer_name",
+    "customer_purchase_ip",
+    "customer_signature",
+    "duplicate_charge_documentation",
+    "duplicate_charge_explanation",
+    "duplicate_charge_id",
+    "product_description",
+    "receipt",
+    "refund_policy",
+    "refund_policy_disclosure",
+    "refund_refusal_explanation",
+    "service_date",
+    "service_documentation",
+    "shipping_address",
+    "shipping_carrier",
+    "shipping_date",
+    "shipping_documentation",
+    "shipping_tracking_number",
+    "uncategorized_file",
+    "uncategorized_text",
+]
+EVIDENCE_FIELDS = frozenset(_EVIDENCE_FIELDS)
+
+
+def open_dispute(ctx: Ctx, charge: dict[str, Any], now: int) -> dict[str, Any]:
+    """Open a fraudulent dispute on `charge`, as the 0259 test card does right after paying."""
+    due = (now // 86400 + 8) * 86400 - 1  # end of the 7th day after, like Stripe's due_by
+    dispute = ctx.build(
+        "dispute",
+        "dp",
+        created=now,
+        amount=charge["amount"],
+        balance_transactions=[],
+        charge=charge["id"],
+        currency=charge["currency"],
+        evidence={field: None for field in _EVIDENCE_FIELDS} | {"enhanced_evidence": {}},
+        evidence_details={
+            "due_by": due,
+            "has_evidence": False,
+            "past_due": False,
+            "submission_count": 0,
+            "enhanced_eligibility": {},
+        },
+        is_charge_refundable=False,
+        payment_intent=charge["payment_intent"],
+        payment_method_details={
+            "card": {
+                "brand": charge["payment_method_details"]["card"]["brand"],
+                "case_type": "chargeback",
+                "network_reason_code": "10.4",
+                "network": charge["payment_method_details"]["card"]["network"],
+            },
+            "type": "card",
+        },
+        reason="fraudulent",
+        status="needs_response",
+        enhanced_eligibility_types=[],
+    )
+    ctx.account.add(dispute)
+    charge["disputed"] = True
+    ctx.emit("charge.dispute.created", dispute, created=now)
+    dispute["balance_transactions"] = [new_id("txn")]
+    ctx.emit("charge.dispute.funds_withdrawn", dispute, created=now)
+    return dispute
+
+
+def close_dispute(ctx: Ctx, dispute: dict[str, Any], status: str, now: int) -> dict[str, Any]:
+    """End a dispute as `won` or `lost` and emit `charge.dispute.closed`."""
+    previous = {"status": dispute["status"]}
+    dispute["status"] = status
+    dispute["is_charge_refundable"] = False
+    if status == "won":
+        dispute["balance_transactions"].append(new_id("txn"))
+        ctx.emit("charge.dispute.funds_reinstated", dispute, created=now)
+    ctx.emit("charge.dispute.closed", dispute, previous=previous, created=now)
+    return dispute
+
+
+# -- Refunds -------------------------------------------------------------------------------
+
+
+def refund(
+    ctx: Ctx,
+    charge_id: str,
+    amount: int | None = None,
+    reason: str | None = None,
+    *,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Refund all or part of a succeeded charge and emit `refund.created` + `charge.refunded`."""
+    charge = ctx.account.get(charge_id, "charge", param="charge")
+    now = ctx.now_for_customer(charge.get("customer"))
+    if charge["status"] != "succeeded" or not charge["captured"]:
+        raise StripeError(
+            f"Charge {charge_id} has not been captured or did not succeed.",
+            code="charge_not_refundable",
+            param="charge",
+        )
+    if charge["disputed"]:
+        dispute = next((d for d in ctx.account.all("dispute") if d["charge"] == charge_id), None)
+        if dispute is None or dispute["status"] in ("needs_response", "under_review", "lost"):
+            raise StripeError(
+                f"Charge {charge_id} has been charged back; cannot issue a refund.",
+                code="charge_disputed",
+                param="charge",
+            )
+    remaining = charge["amount_captured"] - charge["amount_refunded"]
+    if remaining <= 0:
+        raise StripeError(
+            f"Charge {charge_id} has already been refunded.",
+            code="charge_already_refunded",
+            param="charge",
+        )
+    amount = remaining if amount is None else amount
+    if amount <= 0:
+        raise StripeError(
+            "Invalid positive integer", code="parameter_invalid_integer", param="amount"
+        )
+    if amount > remaining:
+        raise StripeError(
+            f"Refund amount ({format_amount(amount, charge['currency'])}) is greater than "
+            "unrefunded amount "
+            f"on charge ({format_amount(remaining, charge['currency'])})",
+            code="amount_too_large",
+            param="amount",
+        )
+    if reason is not None and reason not in ("duplicate", "fraudulent", "requested_by_customer"):
+        raise StripeError(
+            "Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer",
+            code="parameter_invalid_string",
+            param="reason",
+        )
+    refund_obj = ctx.build(
+        "refund",
+        "re",
+        created=now,
+        amount=amount,
+        balance_transaction=new_id("txn"),
+        charge=charge_id,
+        currency=charge["currency"],
+        destination_details={
+            "card": {
+                "reference": None,
+                "reference_status": "pending",
+                "reference_type": "acquirer_reference_number",
+                "type": "refund",
+            },
+            "type": "card",
+        },
+        payment_intent=charge["payment_intent"],
+        reason=reason,
+        receipt_number=None,
+        source_transfer_reversal=None,
+        status="succeeded",
+        transfer_reversal=None,
+        customer=charge.get("customer"),
+        customer_account=None,
+        payment_method=charge.get("payment_method"),
+    )
+    if metadata:
+        refund_obj["metadata"] = {key: str(value) for key, value in metadata.items()}
+    ctx.account.add(refund_obj)
+    previous = {"amount_refunded": charge["amount_refunded"], "refunded": charge["refunded"]}
+    charge["amount_refunded"] += amount
+    charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+    sync_charge_refunds(ctx, charge)
+    ctx.emit("refund.created", refund_obj, created=now)
+    ctx.emit("charge.refunded", charge, previous=previous, created=now)
+    return refund_obj
+
+
+def sync_charge_refunds(ctx: Ctx, charge: dict[str, Any]) -> None:
+    """Refresh the embedded `refunds` list on a charge from the stored refunds."""
+    rows = [render(r) for r in ctx.account.all("refund") if r["charge"] == charge["id"]]
+    rows.reverse()
+    charge["refunds"] = {
+        "object": "list",
+        "data": rows[:10],
+        "has_more": len(rows) > 10,
+        "total_count": len(rows),
+        "url": f"/v1/charges/{charge['id']}/refunds",
+    }

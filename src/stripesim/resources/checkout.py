@@ -1,0 +1,863 @@
+"""Checkout Sessions (subscription, payment and setup mode) and their hosted payment page."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from stripesim import cards, payments
+from stripesim.errors import StripeError, parameter_missing
+from stripesim.lists import as_bool, as_int, one_of, paginate, render, update_metadata
+from stripesim.registry import Ctx, page, route
+from stripesim.resources.payment_methods import confirm_setup_intent, new_setup_intent
+from stripesim.state import Account, Simulator, new_id
+
+DEFAULT_LIFETIME = 24 * 3600
+_MODES = ("payment", "setup", "subscription")
+
+
+# -- shared by the hosted pages ------------------------------------------------------------
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("stripesim", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+)
+_templates.filters["money"] = lambda amount, currency: payments.format_amount(
+    int(amount), currency or "usd"
+)
+
+
+def render_page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_templates.get_template(template).render(**context), status_code=status)
+
+
+def find_object(sim: Simulator, object_id: str, kind: str) -> tuple[Account, dict[str, Any]] | None:
+    """An object by id in whichever account (platform or connected) holds it."""
+    for account in sim.accounts.values():
+        obj = account.find(object_id)
+        if obj is not None and obj.get("object") == kind:
+            return account, obj
+    return None
+
+
+def page_ctx(sim: Simulator, account: Account, request: Request) -> Ctx:
+    """A context for a hosted page acting in `account` (events carry no API request id)."""
+    return Ctx(sim, account, None, None, str(request.base_url).rstrip("/"))  # type: ignore[arg-type]
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    form = await request.form()
+    return {key: str(value) for key, value in form.items()}
+
+
+def card_from_form(ctx: Ctx, form: dict[str, str], *, created: int) -> dict[str, Any]:
+    """A PaymentMethod from the hosted page's card fields; bad input raises a card error."""
+    number = form.get("card_number", "").strip()
+    if not number:
+        raise StripeError(
+            "Your card number is incomplete.",
+            status=402,
+            type="card_error",
+            code="incomplete_number",
+        )
+    spec = cards.by_number(number)
+    expiry = form.get("card_expiry", "").replace(" ", "")
+    month_text, _, year_text = expiry.partition("/")
+    if not (month_text.isdigit() and year_text.isdigit()):
+        raise StripeError(
+            "Your card's expiration date is incomplete.",
+            status=402,
+            type="card_error",
+            code="incomplete_expiry",
+        )
+    return payments.new_card_payment_method(
+        ctx,
+        spec,
+        exp_month=int(month_text),
+        exp_year=int(year_text),
+        cvc=form.get("card_cvc") or None,
+        billing_details={"name": form.get("cardholder_name") or None, "email": form.get("email")},
+        created=created,
+    )
+
+
+# -- sessions --------------------------------------------------------------------------------
+
+
+def _line_items(ctx: Ctx, raw: Any, mode: str) -> list[dict[str, Any]]:
+    from stripesim.resources.prices import build_price, price_amount, public_view
+
+    if raw in (None, "", []):
+        if mode == "setup":
+            return []
+        raise StripeError(
+            f"`line_items` is required in `{mode}` mode.",
+            code="parameter_missing",
+            param="line_items",
+        )
+    if mode == "setup":
+        raise StripeError("You cannot pass `line_items` in `setup` mode.", param="line_items")
+    if not isinstance(raw, list):
+        raise StripeError("Invalid array", param="line_items")
+    items = []
+    for index, line in enumerate(raw):
+        prefix = f"line_items[{index}]"
+        if line.get("price"):
+            price = ctx.account.get(line["price"], "price", param=f"{prefix}[price]")
+            if not price.get("active", True):
+                raise StripeError(
+                    "The price specified is inactive. This field only accepts active prices.",
+                    param=f"{prefix}[price]",
+                )
+        elif isinstance(line.get("price_data"), dict):
+            price = build_price(ctx, line["price_data"], param_prefix=f"{prefix}[price_data]")
+        else:
+            raise parameter_missing(f"{prefix}[price]")
+        recurring = price.get("recurring")
+        if mode == "payment" and recurring:
+            raise StripeError(
+                "You specified `payment` mode but passed a recurring price. Either switch to "
+                "`subscription` mode or use only one-time prices.",
+                param=f"{prefix}[price]",
+            )
+        metered = bool(recurring and recurring.get("usage_type") == "metered")
+        quantity = None if metered else as_int(line, "quantity", 1, param=f"{prefix}[quantity]")
+        if quantity is not None and quantity < 1:
+            raise StripeError(
+                "Quantity must be at least 1.",
+                code="parameter_invalid_integer",
+                param=f"{prefix}[quantity]",
+            )
+        amount = (
+            0
+            if metered
+            else int(price_amount(price, quantity or 1).quantize(Decimal(1), ROUND_HALF_UP))
+        )
+        product = ctx.account.find(price["product"]) or {}
+        items.append(
+            {
+                "id": new_id("li"),
+                "object": "item",
+                "amount_discount": 0,
+                "amount_subtotal": amount,
+                "amount_tax": 0,
+                "amount_total": amount,
+                "currency": price["currency"],
+                "description": product.get("name") or price.get("nickname"),
+                "price": public_view(render(price)),
+                "quantity": quantity,
+                "metadata": dict(line.get("metadata") or {}) or None,
+                "adjustable_quantity": None,
+            }
+        )
+    if mode == "subscription" and not any(item["price"].get("recurring") for item in items):
+        raise StripeError(
+            "You must provide at least one recurring price in `subscription` mode when using "
+            "prices.",
+            param="line_items",
+        )
+    currencies = {item["currency"] for item in items}
+    if len(currencies) > 1:
+        raise StripeError(
+            "All prices on a Checkout Session must have the same currency.", param="line_items"
+        )
+    return items
+
+
+def _trial_days(session: dict[str, Any]) -> int | None:
+    data = session.get("_subscription_data") or {}
+    days = as_int(data, "trial_period_days", param="subscription_data[trial_period_days]")
+    if days:
+        return days
+    for item in session.get("_line_items") or []:
+        recurring = item["price"].get("recurring") or {}
+        if recurring.get("trial_period_days"):
+            return int(recurring["trial_period_days"])
+    return None
+
+
+def _has_trial(session: dict[str, Any]) -> bool:
+    data = session.get("_subscription_data") or {}
+    return bool(_trial_days(session) or data.get("trial_end"))
+
+
+def _subtotal_now(session: dict[str, Any]) -> int:
+    if session["mode"] == "setup" or (session["mode"] == "subscription" and _has_trial(session)):
+        return 0
+    return sum(item["amount_total"] for item in session.get("_line_items") or [])
+
+
+def _due_now(session: dict[str, Any]) -> int:
+    return max(0, _subtotal_now(session) - int(session.get("_discount_amount") or 0))
+
+
+def _check_discounts(ctx: Ctx, raw: Any, currency: str | None, subtotal: int) -> int:
+    """Validate `discounts[i][coupon]` and return the amount they take off `subtotal`."""
+    if raw in (None, ""):
+        return 0
+    if not isinstance(raw, list) or len(raw) > 1:
+        raise StripeError(
+            "You may only specify one discount on a Checkout Session.", param="discounts"
+        )
+    off = 0
+    for index, entry in enumerate(raw):
+        if entry.get("promotion_code"):
+            raise StripeError(
+                "stripesim does not simulate promotion codes; pass `coupon`.",
+                param=f"discounts[{index}][promotion_code]",
+            )
+        if not entry.get("coupon"):
+            raise parameter_missing(f"discounts[{index}][coupon]")
+        coupon = ctx.account.get(entry["coupon"], "coupon", param=f"discounts[{index}][coupon]")
+        if not coupon.get("valid", True):
+            raise StripeError(
+                f"Coupon expired: {coupon['id']}", param=f"discounts[{index}][coupon]"
+            )
+        if coupon.get("percent_off") is not None:
+            share = Decimal(str(coupon["percent_off"])) * subtotal / 100
+            off += int(share.quantize(Decimal(1), ROUND_HALF_UP))
+        elif coupon.get("amount_off") is not None:
+            if coupon.get("currency") != currency:
+                raise StripeError(
+                    f"The coupon currency ({coupon.get('currency')}) does not match the Checkout "
+                    f"Session's currency ({currency}).",
+                    param=f"discounts[{index}][coupon]",
+                )
+            off += int(coupon["amount_off"])
+    return min(off, subtotal)
+
+
+def _needs_card(session: dict[str, Any]) -> bool:
+    return not (
+        session.get("payment_method_collection") == "if_required" and _due_now(session) == 0
+    )
+
+
+@route("POST", "/v1/checkout/sessions", "checkout.SessionCreateParams")
+def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
+    if not params.get("mode"):
+        raise parameter_missing("mode")
+    mode = one_of(params, "mode", _MODES)
+    assert mode is not None
+    customer_id = params.get("customer")
+    customer = None
+    if customer_id:
+        customer = ctx.account.get(customer_id, "customer", param="customer")
+        if params.get("customer_email"):
+            raise StripeError(
+                "You may only specify one of these parameters: customer, customer_email.",
+                param="customer_email",
+            )
+    if params.get("ui_mode") not in (None, "", "hosted"):
+        raise StripeError("stripesim serves only the hosted Checkout page.", param="ui_mode")
+    now = ctx.now_for_customer(customer_id)
+    expires_at = as_int(params, "expires_at", now + DEFAULT_LIFETIME)
+    assert expires_at is not None
+    if not now + 1800 <= expires_at <= now + DEFAULT_LIFETIME:
+        raise StripeError(
+            "The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout "
+            "Session creation.",
+            param="expires_at",
+        )
+    items = _line_items(ctx, params.get("line_items"), mode)
+    currency = params.get("currency") or (items[0]["currency"] if items else None) or None
+    if currency:
+        currency = str(currency).lower()
+    elif mode == "setup":
+        # With dynamic payment methods Stripe needs the currency to pick them in setup mode.
+        raise parameter_missing("currency")
+    subscription_data = params.get("subscription_data") or {}
+    if subscription_data and mode != "subscription":
+        raise StripeError(
+            "You can only specify `subscription_data` in `subscription` mode.",
+            param="subscription_data",
+        )
+    collection = one_of(params, "payment_method_collection", ("always", "if_required"))
+    if collection and mode != "subscription":
+        raise StripeError(
+            "`payment_method_collection` can only be set in `subscription` mode.",
+            param="payment_method_collection",
+        )
+    customer_creation = one_of(params, "customer_creation", ("always", "if_required"))
+    if customer_creation and mode != "payment":
+        raise StripeError(
+            "`customer_creation` can only be used in `payment` mode.", param="customer_creation"
+        )
+    if customer_creation and customer_id:
+        raise StripeError(
+            "You may only specify one of these parameters: customer, customer_creation.",
+            param="customer_creation",
+        )
+    if as_bool(params.get("invoice_creation") or {}, "enabled", False):
+        raise StripeError(
+            "stripesim does not simulate `invoice_creation` for payment-mode sessions yet.",
+            param="invoice_creation[enabled]",
+        )
+    automatic_tax = as_bool(params.get("automatic_tax") or {}, "enabled", False)
+    session_id = "cs_test_" + new_id("x", 58)[2:]
+    email = params.get("customer_email") or (customer or {}).get("email")
+    session = ctx.build(
+        "checkout.session",
+        "cs_test",
+        id=session_id,
+        created=now,
+        after_expiration=None,
+        allow_promotion_codes=as_bool(params, "allow_promotion_codes"),
+        amount_subtotal=None,
+        amount_total=None,
+        automatic_tax={
+            "enabled": bool(automatic_tax),
+            "liability": {"type": "self"} if automatic_tax else None,
+            "status": "complete" if automatic_tax else None,
+            "provider": "stripe" if automatic_tax else None,
+        },
+        billing_address_collection=params.get("billing_address_collection") or None,
+        cancel_url=params.get("cancel_url") or None,
+        client_reference_id=params.get("client_reference_id") or None,
+        client_secret=None,
+        consent=None,
+        consent_collection=None,
+        currency=currency,
+        custom_fields=[],
+        custom_text={
+            "after_submit": None,
+            "shipping_address": None,
+            "submit": None,
+            "terms_of_service_acceptance": None,
+        },
+        customer=customer_id,
+        customer_creation=None
+        if customer_id
+        else (customer_creation or ("if_required" if mode == "payment" else "always")),
+        customer_details={
+            "address": None,
+            "email": email,
+            "name": None,
+            "phone": None,
+            "tax_exempt": "none",
+            "tax_ids": None,
+            "business_name": None,
+            "individual_name": None,
+        }
+        if email
+        else None,
+        customer_email=params.get("customer_email") or None,
+        expires_at=expires_at,
+        invoice=None,
+        invoice_creation={
+            "enabled": False,
+            "invoice_data": {
+                "account_tax_ids": None,
+                "custom_fields": None,
+                "description": None,
+                "footer": None,
+                "issuer": None,
+                "metadata": {},
+                "rendering_options": None,
+            },
+        }
+        if mode == "payment"
+        else None,
+        locale=params.get("locale") or None,
+        mode=mode,
+        payment_intent=None,
+        payment_link=None,
+        payment_method_collection=collection or "always",
+        payment_method_configuration_details=None,
+        payment_method_options={"card": {"request_three_d_secure": "automatic"}},
+        payment_method_types=["card"],
+        payment_status="no_payment_required" if mode == "setup" else "unpaid",
+        phone_number_collection={"enabled": False},
+        recovered_from=None,
+        saved_payment_method_options=None,
+        setup_intent=None,
+        shipping_address_collection=None,
+        shipping_cost=None,
+        shipping_options=[],
+        status="open",
+        submit_type=params.get("submit_type") or None,
+        subscription=None,
+        success_url=params.get("success_url") or None,
+        total_details=None,
+        ui_mode="hosted",
+        url=f"{ctx.base_url}/checkout/{session_id}",
+        adaptive_pricing={"enabled": False},
+        discounts=[],
+        collected_information=None,
+        permissions=None,
+        wallet_options=None,
+        origin_context=None,
+        currency_conversion=None,
+        customer_account=None,
+        integration_identifier=None,
+        managed_payments=None,
+        _account=ctx.account.id,
+        _line_items=items,
+        _subscription_data=subscription_data,
+        _payment_intent_data=params.get("payment_intent_data") or {},
+        _setup_intent_data=params.get("setup_intent_data") or {},
+        _discounts=params.get("discounts") or [],
+    )
+    if mode != "setup":
+        subtotal = _subtotal_now(session)
+        discount = _check_discounts(ctx, params.get("discounts"), currency, subtotal)
+        session["_discount_amount"] = discount
+        session["amount_subtotal"] = subtotal
+        session["amount_total"] = subtotal - discount
+        session["total_details"] = {
+            "amount_discount": discount,
+            "amount_shipping": 0,
+            "amount_tax": 0,
+        }
+    elif params.get("discounts"):
+        raise StripeError("You cannot pass `discounts` in `setup` mode.", param="discounts")
+    if isinstance(params.get("discounts"), list):
+        session["discounts"] = [
+            {"coupon": d.get("coupon"), "promotion_code": None} for d in params["discounts"]
+        ]
+    update_metadata(session, params.get("metadata"))
+    ctx.account.add(session)
+    if expire_due_sessions not in ctx.sim.time_hooks:
+        ctx.sim.time_hooks.append(expire_due_sessions)
+    return session
+
+
+def expire_session(ctx: Ctx, session: dict[str, Any], now: int) -> None:
+    session["status"] = "expired"
+    session["url"] = None
+    ctx.emit("checkout.session.expired", session, created=now)
+
+
+def _lazy_expire(ctx: Ctx, session: dict[str, Any]) -> dict[str, Any]:
+    if session["status"] == "open":
+        now = ctx.now_for_customer(session.get("customer"))
+        if now >= session["expires_at"]:
+            expire_session(ctx, session, session["expires_at"])
+    return session
+
+
+def expire_due_sessions(
+    sim: Simulator, account: Account, clock_id: str | None, target: int
+) -> None:
+    """Time hook: open sessions past `expires_at` (on this clock) expire."""
+    ctx = Ctx(sim, account, None, None, sim.base_url)  # type: ignore[arg-type]
+    for session in list(account.all("checkout.session")):
+        if session["status"] != "open" or session["expires_at"] > target:
+            continue
+        if sim.clock_of(account, session.get("customer")) != clock_id:
+            continue
+        expire_session(ctx, session, session["expires_at"])
+
+
+def _with_line_items(session: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    if "line_items" not in (params.get("expand") or []):
+        return session
+    return {**session, "line_items": _line_item_list(session, {})}
+
+
+def _line_item_list(session: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    items = list(session.get("_line_items") or [])
+    limit = as_int(params, "limit", 10) or 10
+    ids = [item["id"] for item in items]
+    start = 0
+    if params.get("starting_after") in ids:
+        start = ids.index(params["starting_after"]) + 1
+    end = start + limit
+    if params.get("ending_before") in ids:
+        end = ids.index(params["ending_before"])
+        start = max(0, end - limit)
+    page_items = items[start:end]
+    return {
+        "object": "list",
+        "data": page_items,
+        "has_more": end < len(items) if not params.get("ending_before") else start > 0,
+        "url": f"/v1/checkout/sessions/{session['id']}/line_items",
+    }
+
+
+def _session(ctx: Ctx, session_id: str) -> dict[str, Any]:
+    session = ctx.account.get(session_id, "checkout.session", label="checkout.session")
+    return _lazy_expire(ctx, session)
+
+
+@route("GET", "/v1/checkout/sessions/{session_id}", "checkout.SessionRetrieveParams")
+def retrieve_session(ctx: Ctx, params: dict[str, Any], session_id: str) -> dict[str, Any]:
+    return _with_line_items(_session(ctx, session_id), params)
+
+
+@route("POST", "/v1/checkout/sessions/{session_id}", "checkout.SessionUpdateParams")
+def update_session(ctx: Ctx, params: dict[str, Any], session_id: str) -> dict[str, Any]:
+    session = _session(ctx, session_id)
+    if "metadata" in params:
+        update_metadata(session, params["metadata"])
+    return _with_line_items(session, params)
+
+
+@route(
+    "GET",
+    "/v1/checkout/sessions/{session_id}/line_items",
+    "checkout.SessionListLineItemsParams",
+)
+def list_line_items(ctx: Ctx, params: dict[str, Any], session_id: str) -> dict[str, Any]:
+    return _line_item_list(_session(ctx, session_id), params)
+
+
+@route("POST", "/v1/checkout/sessions/{session_id}/expire", "checkout.SessionExpireParams")
+def expire(ctx: Ctx, params: dict[str, Any], session_id: str) -> dict[str, Any]:
+    session = _session(ctx, session_id)
+    if session["status"] != "open":
+        raise StripeError(
+            f"This Checkout Session is not in an expireable state (status: {session['status']}). "
+            'Only Checkout Sessions with a status in ["open"] can be expired.'
+        )
+    expire_session(ctx, session, ctx.now_for_customer(session.get("customer")))
+    return session
+
+
+@route("GET", "/v1/checkout/sessions", "checkout.SessionListParams")
+def list_sessions(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
+    for session in list(ctx.account.all("checkout.session")):
+        _lazy_expire(ctx, session)
+    wanted = {
+        key: params.get(key)
+        for key in ("customer", "payment_intent", "subscription", "status", "payment_link")
+        if params.get(key)
+    }
+    email = (params.get("customer_details") or {}).get("email")
+
+    def where(session: dict[str, Any]) -> bool:
+        if any(session.get(key) != value for key, value in wanted.items()):
+            return False
+        return email is None or (session.get("customer_details") or {}).get("email") == email
+
+    return paginate(ctx.account, "checkout.session", params, "/v1/checkout/sessions", where=where)
+
+
+# -- completing a session ------------------------------------------------------------------
+
+
+class CheckoutDeclined(Exception):
+    """The buyer's payment did not go through; the page shows `error` and stays open."""
+
+    def __init__(self, error: StripeError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _customer_for(
+    ctx: Ctx, session: dict[str, Any], email: str | None, pm: dict[str, Any] | None
+) -> str | None:
+    if session.get("customer"):
+        return str(session["customer"])
+    if session["mode"] == "payment" and session.get("customer_creation") != "always":
+        return None
+    from stripesim.resources.customers import create_customer
+
+    params = {"email": email} if email else {}
+    name = (pm or {}).get("billing_details", {}).get("name")
+    if name:
+        params["name"] = name
+    customer = create_customer(ctx, params)
+    return str(customer["id"])
+
+
+def _prepare_card(ctx: Ctx, pm: dict[str, Any]) -> None:
+    """The buyer completes any 3D Secure challenge on the page, as in Stripe's test modal."""
+    spec = cards.by_key(pm.get("_test_card"))
+    if spec.behaviour == cards.AUTHENTICATE:
+        pm["_authenticate_next"] = True
+        # Checkout sets the card up for the subscription's future off-session payments.
+        pm["_setup_authenticated"] = True
+
+
+def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
+    """Pay or set up as the buyer asked; raise CheckoutDeclined (leaving the session open)."""
+    now = ctx.now_for_customer(session.get("customer"))
+    email = (form.get("email") or "").strip() or session.get("customer_email")
+    if not session.get("customer") and not email and session["mode"] != "setup":
+        raise CheckoutDeclined(StripeError("Your email is incomplete.", param="email"))
+    pm = None
+    if _needs_card(session):
+        try:
+            pm = card_from_form(ctx, form, created=now)
+        except StripeError as error:
+            raise CheckoutDeclined(error) from None
+        spec = cards.by_key(pm.get("_test_card"))
+        if spec.behaviour == cards.DECLINE:
+            raise CheckoutDeclined(spec.decline())
+        if spec.behaviour == cards.DECLINE_AFTER_ATTACH and _due_now(session) > 0:
+            # Checkout confirms the first payment before it creates the subscription.
+            raise CheckoutDeclined(spec.decline())
+    if session["mode"] == "subscription":
+        _complete_subscription(ctx, session, pm, email, now)
+    elif session["mode"] == "payment":
+        _complete_payment(ctx, session, pm, email, now)
+    else:
+        _complete_setup(ctx, session, pm, email, now)
+    customer_id = session.get("customer")
+    customer = ctx.account.find(customer_id) if customer_id else None
+    session["customer_details"] = {
+        "address": None,
+        "email": (customer or {}).get("email") or email,
+        "name": (pm or {}).get("billing_details", {}).get("name"),
+        "phone": None,
+        "tax_exempt": (customer or {}).get("tax_exempt", "none"),
+        "tax_ids": [],
+        "business_name": None,
+        "individual_name": None,
+    }
+    session["status"] = "complete"
+    session["url"] = None
+    ctx.emit("checkout.session.completed", session, created=ctx.now_for_customer(customer_id))
+    return session
+
+
+def _complete_subscription(
+    ctx: Ctx, session: dict[str, Any], pm: dict[str, Any] | None, email: str | None, now: int
+) -> None:
+    from stripesim import billing
+
+    customer_id = _customer_for(ctx, session, email, pm)
+    assert customer_id is not None
+    if pm is not None:
+        try:
+            payments.attach_payment_method(ctx, pm, customer_id)
+        except StripeError as error:
+            raise CheckoutDeclined(error) from None
+        _prepare_card(ctx, pm)
+    data = session.get("_subscription_data") or {}
+    items: list[dict[str, Any]] = []
+    one_time: list[dict[str, Any]] = []
+    for item in session["_line_items"]:
+        entry: dict[str, Any] = {"price": item["price"]["id"]}
+        if item["quantity"] is not None:
+            entry["quantity"] = str(item["quantity"])
+        # One-time prices in subscription mode go on the first invoice only.
+        (items if item["price"].get("recurring") else one_time).append(entry)
+    params: dict[str, Any] = {"customer": customer_id, "items": items}
+    if one_time:
+        params["add_invoice_items"] = one_time
+    if pm is not None:
+        params["default_payment_method"] = pm["id"]
+    days = _trial_days(session)
+    if days:
+        params["trial_period_days"] = str(days)
+    for key in (
+        "trial_end",
+        "trial_settings",
+        "metadata",
+        "application_fee_percent",
+        "description",
+        "default_tax_rates",
+        "billing_cycle_anchor",
+        "proration_behavior",
+        "transfer_data",
+        "on_behalf_of",
+        "invoice_settings",
+    ):
+        if data.get(key) not in (None, ""):
+            params[key] = data[key]
+    if session["automatic_tax"]["enabled"]:
+        params["automatic_tax"] = {"enabled": "true"}
+    if session.get("_discounts"):
+        params["discounts"] = session["_discounts"]
+    subscription = billing.create_subscription(ctx, params)
+    if pm is not None:
+        pm.pop("_authenticate_next", None)  # a trial took no payment: the challenge is spent
+    if subscription["status"] not in ("active", "trialing"):
+        # The first payment failed (or needs action Checkout could not take): Checkout keeps the
+        # buyer on the page; the incomplete subscription is canceled rather than left behind.
+        failure = _payment_error_of(ctx, subscription)
+        billing.cancel_subscription(ctx, subscription["id"])
+        raise CheckoutDeclined(failure)
+    session["customer"] = customer_id
+    session["subscription"] = subscription["id"]
+    session["invoice"] = subscription.get("latest_invoice")
+    session["payment_status"] = "paid" if _due_now(session) > 0 else "no_payment_required"
+
+
+def _payment_error_of(ctx: Ctx, subscription: dict[str, Any]) -> StripeError:
+    invoice = ctx.account.find(subscription.get("latest_invoice"))
+    for pi in reversed(list(ctx.account.all("payment_intent"))):
+        if (
+            invoice is not None
+            and pi.get("_invoice") == invoice["id"]
+            and pi.get("last_payment_error")
+        ):
+            error = pi["last_payment_error"]
+            return StripeError(
+                error.get("message") or "Your card was declined.",
+                status=402,
+                type="card_error",
+                code=error.get("code"),
+            )
+    return StripeError(
+        "Your card was declined.", status=402, type="card_error", code="card_declined"
+    )
+
+
+def _complete_payment(
+    ctx: Ctx, session: dict[str, Any], pm: dict[str, Any] | None, email: str | None, now: int
+) -> None:
+    assert pm is not None
+    customer_id = _customer_for(ctx, session, email, pm)
+    data = session.get("_payment_intent_data") or {}
+    pi = ctx.account.find(session.get("_payment_intent"))
+    if pi is None:
+        pi = payments.new_payment_intent(
+            ctx,
+            amount=_due_now(session),
+            currency=session["currency"],
+            customer_id=customer_id,
+            payment_method_id=pm["id"],
+            created=now,
+            description=data.get("description"),
+            metadata=data.get("metadata") or None,
+            capture_method=data.get("capture_method") or "automatic",
+            application_fee_amount=as_int(data, "application_fee_amount"),
+            setup_future_usage=data.get("setup_future_usage"),
+            receipt_email=data.get("receipt_email") or email,
+        )
+        session["_payment_intent"] = pi["id"]
+    else:
+        pi["payment_method"] = pm["id"]
+        pi["customer"] = customer_id or pi.get("customer")
+    _prepare_card(ctx, pm)
+    outcome = payments.attempt(
+        ctx, pi, now=now, off_session=False, billing=False, capture=pi["capture_method"] != "manual"
+    )
+    if outcome.status != "succeeded":
+        assert outcome.error is not None
+        raise CheckoutDeclined(outcome.error)
+    if customer_id and data.get("setup_future_usage"):
+        payments.attach_payment_method(ctx, pm, customer_id)
+    session["customer"] = customer_id
+    session["payment_intent"] = pi["id"]
+    session["payment_status"] = "paid"
+
+
+def _complete_setup(
+    ctx: Ctx, session: dict[str, Any], pm: dict[str, Any] | None, email: str | None, now: int
+) -> None:
+    assert pm is not None
+    customer_id = session.get("customer")
+    data = session.get("_setup_intent_data") or {}
+    seti = new_setup_intent(
+        ctx,
+        customer_id=customer_id,
+        payment_method_id=pm["id"],
+        created=now,
+        description=data.get("description"),
+        metadata=data.get("metadata") or None,
+    )
+    _prepare_card(ctx, pm)
+    seti["_authenticated"] = True  # the buyer completes any challenge in the page
+    try:
+        confirm_setup_intent(ctx, seti, now)
+    except StripeError as error:
+        raise CheckoutDeclined(error) from None
+    session["setup_intent"] = seti["id"]
+    session["payment_status"] = "no_payment_required"
+
+
+# -- the hosted page -------------------------------------------------------------------------
+
+
+def _page_context(ctx: Ctx, session: dict[str, Any]) -> dict[str, Any]:
+    currency = session.get("currency") or "usd"
+    interval_text = None
+    recurring_total = 0
+    for item in session.get("_line_items") or []:
+        recurring = item["price"].get("recurring")
+        if recurring:
+            recurring_total += item["amount_total"]
+            count = recurring.get("interval_count") or 1
+            interval_text = (
+                f"per {recurring['interval']}"
+                if count == 1
+                else f"every {count} {recurring['interval']}s"
+            )
+    customer = ctx.account.find(session.get("customer")) if session.get("customer") else None
+    trial_days = _trial_days(session) if session["mode"] == "subscription" else None
+    if session["mode"] == "setup":
+        button = "Save card"
+    elif trial_days or (session["mode"] == "subscription" and _has_trial(session)):
+        button = "Start trial"
+    elif session["mode"] == "subscription":
+        button = "Subscribe"
+    else:
+        button = "Pay"
+    return {
+        "session": session,
+        "items": session.get("_line_items") or [],
+        "currency": currency,
+        "due_now": _due_now(session),
+        "subtotal": _subtotal_now(session),
+        "discount": int(session.get("_discount_amount") or 0),
+        "recurring_total": recurring_total,
+        "interval_text": interval_text,
+        "trial_days": trial_days,
+        "customer_email": (customer or {}).get("email"),
+        "ask_email": customer is None and session["mode"] != "setup",
+        "needs_card": _needs_card(session),
+        "button": button,
+        "business": "stripesim test business",
+    }
+
+
+@page("/checkout/{session_id}", methods=("GET", "POST"))
+async def checkout_page(request: Request, sim: Simulator) -> Response:
+    """The hosted Checkout page: review the order and pay with a test card."""
+    session_id = request.path_params["session_id"]
+    form = await form_of(request) if request.method == "POST" else {}
+    with sim.lock:
+        found = find_object(sim, session_id, "checkout.session")
+        if found is None:
+            return render_page(
+                "message.html", 404, title="Not found", message="This Checkout page does not exist."
+            )
+        account, session = found
+        ctx = page_ctx(sim, account, request)
+        _lazy_expire(ctx, session)
+        if session["status"] == "expired":
+            return render_page(
+                "message.html",
+                410,
+                title="Session expired",
+                message="This Checkout Session has expired.",
+                link=session.get("cancel_url"),
+            )
+        if session["status"] == "complete":
+            return render_page(
+                "message.html",
+                200,
+                title="Already paid",
+                message="This Checkout Session is complete.",
+                link=_success_url(session),
+            )
+        context = _page_context(ctx, session)
+        if request.method == "GET":
+            return render_page("checkout.html", form=form, error=None, **context)
+        try:
+            complete_session(ctx, session, form)
+        except CheckoutDeclined as declined:
+            return render_page(
+                "checkout.html",
+                402 if declined.error.status == 402 else 400,
+                form=form,
+                error=declined.error.message,
+                **_page_context(ctx, session),
+            )
+        target = _success_url(session)
+    if target:
+        return RedirectResponse(target, status_code=303)
+    return render_page("message.html", 200, title="Thanks", message="Your payment is complete.")
+
+
+def _success_url(session: dict[str, Any]) -> str | None:
+    url = session.get("success_url")
+    return url.replace("{CHECKOUT_SESSION_ID}", session["id"]) if url else None

@@ -1,0 +1,583 @@
+"""Invoices and invoice items: drafts, finalize, pay, void, uncollectible, send, previews, lines."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from stripesim import billing
+from stripesim.errors import StripeError, parameter_missing
+from stripesim.lists import as_bool, as_int, paginate, search, update_metadata
+from stripesim.registry import Ctx, page, route
+from stripesim.state import Simulator, snapshot
+
+
+def _invoice(ctx: Ctx, invoice_id: str) -> dict[str, Any]:
+    return ctx.account.get(invoice_id, "invoice")
+
+
+def _now(ctx: Ctx, invoice: dict[str, Any]) -> int:
+    return ctx.now_for_customer(invoice["customer"])
+
+
+def _draft_only(invoice: dict[str, Any]) -> None:
+    if invoice["status"] != "draft":
+        raise StripeError(
+            f"You can only modify draft invoices. This invoice is {invoice['status']}.",
+            code="invoice_not_editable",
+        )
+
+
+# -- invoices --------------------------------------------------------------------------------------
+
+
+@route("POST", "/v1/invoices", "InvoiceCreateParams")
+def create_invoice(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
+    customer_id = params.get("customer")
+    if not customer_id:
+        raise parameter_missing("customer")
+    customer = ctx.account.get(customer_id, "customer", param="customer")
+    now = ctx.now_for_customer(customer_id)
+    sub = None
+    if params.get("subscription"):
+        sub = ctx.account.get(params["subscription"], "subscription", param="subscription")
+    collection = params.get("collection_method") or "charge_automatically"
+    if collection not in ("charge_automatically", "send_invoice"):
+        raise StripeError("Invalid collection_method", param="collection_method")
+    days = as_int(params, "days_until_due")
+    due_date = as_int(params, "due_date")
+    if collection == "send_invoice" and days is None and due_date is None:
+        raise StripeError(
+            "You must specify either `days_until_due` or `due_date` for invoices with "
+            "`collection_method=send_invoice`.",
+            param="days_until_due",
+        )
+    behavior = params.get("pending_invoice_items_behavior") or "exclude"
+    pending = billing.pending_items(ctx, customer_id, sub["id"] if sub else None)
+    currency = (
+        params.get("currency")
+        or (pending[0]["currency"] if pending else None)
+        or customer.get("currency")
+        or (sub["currency"] if sub else "usd")
+    ).lower()
+    invoice = billing.new_invoice(
+        ctx,
+        customer,
+        now=now,
+        currency=currency,
+        billing_reason="manual",
+        collection_method=collection,
+        subscription=sub,
+        auto_advance=bool(as_bool(params, "auto_advance", False)),
+        default_tax_rates=billing.tax_rate_objects(
+            ctx, params.get("default_tax_rates"), "default_tax_rates"
+        ),
+        description=params.get("description") or None,
+        default_payment_method=params.get("default_payment_method") or None,
+    )
+    invoice["discounts"] = billing.new_discounts(
+        ctx, params.get("discounts"), customer_id=customer_id, now=now, invoice_id=invoice["id"]
+    )
+    invoice["due_date"] = due_date
+    invoice["_days_until_due"] = days
+    update_metadata(invoice, params.get("metadata"))
+    if behavior == "include":
+        for item in pending:
+            if item["currency"] == currency:
+                billing.add_invoice_item_line(ctx, invoice, item)
+    if invoice["auto_advance"]:
+        invoice["_finalize_at"] = now + billing.settings(ctx.sim).finalize_delay_seconds
+        invoice["automatically_finalizes_at"] = invoice["_finalize_at"]
+    billing.compute_totals(ctx, invoice)
+    ctx.emit("invoice.created", invoice, created=now)
+    return invoice
+
+
+@route("POST", "/v1/invoices/create_preview", "InvoiceCreatePreviewParams")
+def create_preview(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
+    details = params.get("subscription_details") or {}
+    if params.get("subscription"):
+        sub = ctx.account.get(params["subscription"], "subscription", param="subscription")
+        now = ctx.now_for_customer(sub["customer"])
+        preview = billing.preview_invoice(ctx, sub, details, now)
+        return preview
+    customer_id = params.get("customer")
+    if not customer_id:
+        raise StripeError(
+            "You must specify either `customer` or `subscription` to preview an invoice.",
+            param="customer",
+        )
+    customer = ctx.account.get(customer_id, "customer", param="customer")
+    now = ctx.now_for_customer(customer_id)
+    pending = billing.pending_items(ctx, customer_id, None)
+    currency = (
+        params.get("currency") or (pending[0]["currency"] if pending else None) or "usd"
+    ).lower()
+    invoice = billing.new_invoice(
+        ctx, customer, now=now, currency=currency, billing_reason="manual", store=False
+    )
+    invoice["id"] = None
+    for item in pending:
+        billing.add_invoice_item_line(ctx, invoice, item)
+    billing.compute_totals(ctx, invoice)
+    return invoice
+
+
+@route("GET", "/v1/invoices/search", "InvoiceSearchParams")
+def search_invoices(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
+    return search(ctx.account, "invoice", params, "/v1/invoices/search")
+
+
+@route("GET", "/v1/invoices/{invoice_id}", "InvoiceRetrieveParams")
+def retrieve_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[str, Any]:
+    return _invoice(ctx, invoice_id)
+
+
+@route("POST", "/v1/invoices/{invoice_id}", "InvoiceUpdateParams")
+def update_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[str, Any]:
+    invoice = _invoice(ctx, invoice_id)
+    now = _now(ctx, invoice)
+    before = snapshot(invoice)
+    editable_open = {"metadata", "auto_advance", "expand", "description", "footer"}
+    if invoice["status"] != "draft" and set(params) - editable_open:
+        _draft_only(invoice)
+    update_metadata(invoice, params.get("metadata"))
+    if "auto_advance" in params:
+        invoice["auto_advance"] = bool(as_bool(params, "auto_advance"))
+        if invoice["status"] == "draft":
+            invoice["_finalize_at"] = (
+                now + billing.settings(ctx.sim).finalize_delay_seconds
+                if invoice["auto_advance"]
+                else None
+            )
+            invoice["automatically_finalizes_at"] = invoice["_finalize_at"]
+    for key in ("description", "footer", "default_payment_method", "statement_descriptor"):
+        if key in params:
+            invoice[key] = params[key] or None
+    if "collection_method" in params:
+        invoice["collection_method"] = params["collection_method"]
+    if "days_until_due" in params:
+        invoice["_days_until_due"] = as_int(params, "days_until_due")
+    if "due_date" in params:
+        invoice["due_date"] = as_int(params, "due_date")
+    if "default_tax_rates" in params:
+        invoice["default_tax_rates"] = billing.tax_rate_objects(
+            ctx, params["default_tax_rates"], "default_tax_rates"
+        )
+    if "discounts" in params:
+        invoice["discounts"] = (
+            billing.new_discounts(
+                ctx,
+                params["discounts"],
+                customer_id=invoice["customer"],
+                now=now,
+                invoice_id=invoice_id,
+            )
+            if params["discounts"] != ""
+            else []
+        )
+    if invoice["status"] == "draft":
+        billing.compute_totals(ctx, invoice)
+    previous = {
+        key: before[key]
+        for key in invoice
+        if not key.startswith("_") and before.get(key) != invoice[key]
+    }
+    if previous:
+        ctx.emit("invoice.updated", invoice, previous=previous, created=now)
+    return invoice
+
+
+@route("DELETE", "/v1/invoices/{invoice_id}", "InvoiceDeleteParams")
+def delete_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[str, Any]:
+    invoice = _invoice(ctx, invoice_id)
+    if invoice["status"] != "draft":
+        raise StripeError(
+            "You can only delete draft invoices. Use void for finalized invoices.",
+            code="invoice_not_editable",
+        )
+    for item in ctx.account.all("invoiceitem"):
+        if item.get("invoice") == invoice_id:
+            item["deleted"] = True
+    invoice["deleted"] = True
+    ctx.emit("invoice.deleted", invoice, created=_now(ctx, invoice))
+    return {"id": invoice_id, "object": "invoice", "deleted": True}
+
+
+@route("POST", "/v1/invoices/{invoice_id}/finalize", "InvoiceFinalizeInvoiceParams")
+def finalize_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[str, Any]:
+    invoice = _invoice(ctx, invoice_id)
+    now = _now(ctx, invoice)
+    if "auto_advance" in params:
+        invoice["auto_advance"] = bool(as_bool(params, "auto_advance"))
+    billing.finalize(ctx, invoice, now)
+    if (
+        invoice["status"] == "open"
+        and invoice["auto_advance"]
+        and invoice["collection_method"] == "charge_automatically"
+    ):
+        # Automatic collection charges an invoice as it is finalized.
+        billing.attempt_payment(ctx, invoice, now)
+    return invoice
+
+
+@route("POST", "/v1/invoices/{invoice_id}/pay", "InvoicePayParams")
+def pay_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[str, Any]:
+    invoice = _invoice(ctx, invoice_id)
+    now = _now(ctx, invoice)
+    if invoice["status"] == "draft":
+        billing.finalize(ctx, invoice, now)
+        if invoice["status"] == "paid":
+            return invoice
+    if invoice["status"] == "paid":
+        raise StripeError("Invoice is already paid")
+    if invoice["status"] not in ("open", "uncollectible"):
+        raise StripeError(f"This invoice can't be paid because it is {invoice['status']}.")
+    if as_bool(params, "paid_out_of_band", False):
+        billing.mark_paid(ctx, invoice, now, None, out_of_band=True)
+        return invoice
+    outcome = billing.attempt_payment(
+        ctx,
+        invoice,
+        now,
+        payment_method=params.get("payment_method") or None,
+        off_session=bool(as_bool(params, "off_session", True)),
+        automatic=False,
+    )
+    if outcome.status != "succeeded":
+        raise outcome.error or StripeError(
+            "Your card was declined.", status=402, type="card_error", code="card_declined"
+        )
+    return invoice
+
+
+@route("POST", "/v1/invoices/{invoice_id}/void", "InvoiceVoidInvoiceParams")
+def void_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[str, Any]:
+    invoice = _invoice(ctx, invoice_id)
+    billing.void_invoice(ctx, invoice, _now(ctx, invoice))
+    return invoice
+
+
+@route("POST", "/v1/invoices/{invoice_id}/mark_uncollectible", "InvoiceMarkUncollectibleParams")
+def mark_uncollectible(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[str, Any]:
+    invoice = _invoice(ctx, invoice_id)
+    billing.mark_uncollectible(ctx, invoice, _now(ctx, invoice))
+    return invoice
+
+
+@route("POST", "/v1/invoices/{invoice_id}/send", "InvoiceSendInvoiceParams")
+def send_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[str, Any]:
+    invoice = _invoice(ctx, invoice_id)
+    now = _now(ctx, invoice)
+    if invoice["collection_method"] != "send_invoice":
+        raise StripeError(
+            "You can only manually send an invoice if its collection method is 'send_invoice'.",
+        )
+    if invoice["status"] == "draft":
+        billing.finalize(ctx, invoice, now)
+        return invoice
+    if invoice["status"] != "open":
+        raise StripeError(f"You can't send an invoice that is {invoice['status']}.")
+    ctx.emit("invoice.sent", invoice, created=now)
+    return invoice
+
+
+@route("GET", "/v1/invoices/{invoice_id}/lines", "InvoiceListLinesParams")
+def list_lines(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[str, Any]:
+    invoice = _invoice(ctx, invoice_id)
+    # Lines keep invoice order; paginate lists newest first, so hand it the reverse.
+    lines = list(reversed(invoice["lines"]["data"]))
+    return paginate(
+        ctx.account, "line_item", params, f"/v1/invoices/{invoice_id}/lines", objects=lines
+    )
+
+
+@route("GET", "/v1/invoices", "InvoiceListParams")
+def list_invoices(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
+    customer = params.get("customer")
+    subscription = params.get("subscription")
+    status = params.get("status")
+    collection = params.get("collection_method")
+    return paginate(
+        ctx.account,
+        "invoice",
+        params,
+        "/v1/invoices",
+        where=lambda inv: (
+            (customer is None or inv["customer"] == customer)
+            and (subscription is None or inv.get("subscription") == subscription)
+            and (status is None or inv["status"] == status)
+            and (collection is None or inv["collection_method"] == collection)
+        ),
+    )
+
+
+# -- invoice items ---------------------------------------------------------------------------------
+
+
+def _period(params: dict[str, Any], now: int) -> tuple[int, int]:
+    raw = params.get("period")
+    if not isinstance(raw, dict):
+        return now, now
+    start = as_int(raw, "start", param="period[start]")
+    end = as_int(raw, "end", param="period[end]")
+    if start is None or end is None:
+        raise parameter_missing("period[start]" if start is None else "period[end]")
+    if end < start:
+        raise StripeError("The period end must be after the period start.", param="period[end]")
+    return start, end
+
+
+def _item_amount(
+    ctx: Ctx, params: dict[str, Any]
+) -> tuple[int, str, dict[str, Any] | None, int, str | None]:
+    """(amount, currency, price, quantity, unit_amount_decimal) from invoice-item params."""
+    quantity = as_int(params, "quantity", 1)
+    assert quantity is not None
+    pricing = params.get("pricing") or {}
+    price_id = pricing.get("price") or params.get("price")
+    if price_id:
+        price = ctx.account.get(price_id, "price", param="pricing[price]")
+        exact = billing.exact_amount(price, quantity)
+        return (
+            billing.round_minor(exact),
+            price["currency"],
+            price,
+            quantity,
+            price.get("unit_amount_decimal"),
+        )
+    data = params.get("price_data")
+    if isinstance(data, dict):
+        unit = data.get("unit_amount_decimal") or data.get("unit_amount")
+        if unit in (None, "") or not data.get("currency"):
+            raise parameter_missing(
+                "price_data[unit_amount]" if unit in (None, "") else "price_data[currency]"
+            )
+        exact = Decimal(str(unit)) * quantity
+        return billing.round_minor(exact), str(data["currency"]).lower(), None, quantity, str(unit)
+    if params.get("unit_amount_decimal") not in (None, ""):
+        try:
+            unit = Decimal(str(params["unit_amount_decimal"]))
+        except InvalidOperation:
+            raise StripeError("Invalid decimal", param="unit_amount_decimal") from None
+        if not params.get("currency"):
+            raise parameter_missing("currency")
+        return (
+            billing.round_minor(unit * quantity),
+            str(params["currency"]).lower(),
+            None,
+            quantity,
+            params["unit_amount_decimal"],
+        )
+    amount = as_int(params, "amount")
+    if amount is None:
+        raise parameter_missing("amount")
+    if not params.get("currency"):
+        raise parameter_missing("currency")
+    return amount, str(params["currency"]).lower(), None, quantity, None
+
+
+@route("POST", "/v1/invoiceitems", "InvoiceItemCreateParams")
+def create_invoice_item(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
+    customer_id = params.get("customer")
+    if not customer_id:
+        raise parameter_missing("customer")
+    ctx.account.get(customer_id, "customer", param="customer")
+    now = ctx.now_for_customer(customer_id)
+    amount, currency, price, quantity, unit_decimal = _item_amount(ctx, params)
+    invoice = None
+    if params.get("invoice"):
+        invoice = ctx.account.get(params["invoice"], "invoice", param="invoice")
+        _draft_only(invoice)
+    sub = None
+    if params.get("subscription"):
+        sub = ctx.account.get(params["subscription"], "subscription", param="subscription")
+    description = params.get("description") or (billing.product_name(ctx, price) if price else None)
+    item = billing.new_invoice_item(
+        ctx,
+        customer_id=customer_id,
+        amount=amount,
+        currency=currency,
+        description=description or "",
+        now=now,
+        period=_period(params, now),
+        price=price,
+        quantity=quantity,
+        subscription_id=sub["id"] if sub else None,
+        tax_rates=billing.tax_rate_objects(ctx, params.get("tax_rates"), "tax_rates"),
+        discountable=bool(as_bool(params, "discountable", True)),
+        unit_amount_decimal=unit_decimal,
+        metadata=params.get("metadata"),
+        emit=False,
+    )
+    if not description:
+        item["description"] = None
+    if invoice is not None:
+        billing.add_invoice_item_line(ctx, invoice, item)
+        billing.compute_totals(ctx, invoice)
+    ctx.emit("invoiceitem.created", item, created=now)
+    return item
+
+
+@route("GET", "/v1/invoiceitems/{item_id}", "InvoiceItemRetrieveParams")
+def retrieve_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[str, Any]:
+    return ctx.account.get(item_id, "invoiceitem", label="invoiceitem")
+
+
+def _editable_item(ctx: Ctx, item: dict[str, Any]) -> dict[str, Any] | None:
+    """The draft invoice holding `item` (None when pending); finalized ones are locked."""
+    invoice = ctx.account.find(item.get("invoice"))
+    if invoice is not None and invoice["status"] != "draft":
+        raise StripeError(
+            "The invoice item is on a finalized invoice and can no longer be changed.",
+            code="invoice_not_editable",
+        )
+    return invoice
+
+
+@route("POST", "/v1/invoiceitems/{item_id}", "InvoiceItemUpdateParams")
+def update_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[str, Any]:
+    item = ctx.account.get(item_id, "invoiceitem", label="invoiceitem")
+    invoice = _editable_item(ctx, item)
+    now = ctx.now_for_customer(item["customer"])
+    before = snapshot(item)
+    if any(
+        key in params
+        for key in ("amount", "quantity", "pricing", "price_data", "unit_amount_decimal")
+    ):
+        merged = {
+            "currency": item["currency"],
+            "amount": item["amount"],
+            "quantity": item["quantity"],
+        }
+        if "amount" not in params and not any(
+            k in params for k in ("pricing", "price_data", "unit_amount_decimal")
+        ):
+            details = (item.get("pricing") or {}).get("price_details")
+            if details:
+                merged["pricing"] = {"price": details["price"]}
+            elif item["pricing"].get("unit_amount_decimal"):
+                merged.pop("amount")
+                merged["unit_amount_decimal"] = item["pricing"]["unit_amount_decimal"]
+        merged.update(
+            {
+                key: params[key]
+                for key in ("amount", "quantity", "pricing", "price_data", "unit_amount_decimal")
+                if key in params
+            }
+        )
+        amount, _, price, quantity, unit_decimal = _item_amount(ctx, merged)
+        item.update(
+            amount=amount, net_amount=amount, quantity=quantity, quantity_decimal=str(quantity)
+        )
+        item["pricing"] = {
+            "price_details": {"price": price["id"], "product": price.get("product")}
+            if price
+            else None,
+            "type": "price_details",
+            "unit_amount_decimal": unit_decimal,
+        }
+    if "description" in params:
+        item["description"] = params["description"] or None
+    if "discountable" in params:
+        item["discountable"] = bool(as_bool(params, "discountable"))
+    if "period" in params:
+        start, end = _period(params, now)
+        item["period"] = {"end": end, "start": start}
+    if "tax_rates" in params:
+        item["tax_rates"] = billing.tax_rate_objects(ctx, params["tax_rates"], "tax_rates")
+    update_metadata(item, params.get("metadata"))
+    if invoice is not None:
+        invoice["lines"]["data"] = [
+            line
+            for line in invoice["lines"]["data"]
+            if (
+                line["parent"].get("invoice_item_details")
+                or line["parent"].get("subscription_item_details")
+                or {}
+            ).get("invoice_item")
+            != item_id
+        ]
+        billing.add_invoice_item_line(ctx, invoice, item)
+        billing.compute_totals(ctx, invoice)
+    previous = {
+        key: before[key] for key in item if not key.startswith("_") and before.get(key) != item[key]
+    }
+    if previous:
+        ctx.emit("invoiceitem.updated", item, previous=previous, created=now)
+    return item
+
+
+@route("DELETE", "/v1/invoiceitems/{item_id}", "InvoiceItemDeleteParams")
+def delete_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[str, Any]:
+    item = ctx.account.get(item_id, "invoiceitem", label="invoiceitem")
+    invoice = _editable_item(ctx, item)
+    if invoice is not None:
+        invoice["lines"]["data"] = [
+            line
+            for line in invoice["lines"]["data"]
+            if (
+                line["parent"].get("invoice_item_details")
+                or line["parent"].get("subscription_item_details")
+                or {}
+            ).get("invoice_item")
+            != item_id
+        ]
+        billing.compute_totals(ctx, invoice)
+    item["deleted"] = True
+    ctx.emit("invoiceitem.deleted", item, created=ctx.now_for_customer(item["customer"]))
+    return {"id": item_id, "object": "invoiceitem", "deleted": True}
+
+
+@route("GET", "/v1/invoiceitems", "InvoiceItemListParams")
+def list_invoice_items(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
+    customer = params.get("customer")
+    invoice = params.get("invoice")
+    pending = as_bool(params, "pending")
+    return paginate(
+        ctx.account,
+        "invoiceitem",
+        params,
+        "/v1/invoiceitems",
+        objects=sorted(ctx.account.all("invoiceitem"), key=lambda i: i["date"]),
+        where=lambda i: (
+            (customer is None or i["customer"] == customer)
+            and (invoice is None or i.get("invoice") == invoice)
+            and (pending is None or (i.get("invoice") is None) == pending)
+        ),
+    )
+
+
+# -- hosted invoice page ---------------------------------------------------------------------------
+
+
+@page("/i/{invoice_id}", methods=("GET",))
+async def hosted_invoice(request: Request, sim: Simulator) -> Response:
+    """A plain page showing the invoice (Stripe's hosted invoice page, minus paying)."""
+    from html import escape
+
+    from stripesim.payments import format_amount
+
+    invoice_id = request.path_params["invoice_id"]
+    with sim.lock:
+        invoice = None
+        for account in sim.accounts.values():
+            found = account.find(invoice_id)
+            if found is not None and found.get("object") == "invoice":
+                invoice = snapshot(found)
+    if invoice is None:
+        return HTMLResponse("<h1>Invoice not found</h1>", status_code=404)
+    rows = "".join(
+        f"<tr><td>{escape(line['description'] or '')}</td>"
+        f"<td>{escape(format_amount(line['amount'], line['currency']))}</td></tr>"
+        for line in invoice["lines"]["data"]
+    )
+    body = (
+        f"<h1>Invoice {escape(invoice.get('number') or invoice_id)}</h1>"
+        f"<p>Status: {escape(invoice['status'])}</p><table>{rows}</table>"
+        f"<p>Amount due: {escape(format_amount(invoice['amount_due'], invoice['currency']))}</p>"
+    )
+    return HTMLResponse(f"<!doctype html><html><body>{body}</body></html>")
