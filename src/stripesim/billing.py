@@ -29,32 +29,13 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from stripesim.currency import ZERO_DECIMAL
 from stripesim.errors import StripeError, parameter_missing, resource_missing
 from stripesim.lists import as_bool, as_int, render, update_metadata
 from stripesim.registry import Ctx
 from stripesim.state import Account, BillingSettings, Simulator, new_id, snapshot
 
 DAY = 86400
-ZERO_DECIMAL = frozenset(
-    [
-        "bif",
-        "clp",
-        "djf",
-        "gnf",
-        "jpy",
-        "kmf",
-        "krw",
-        "mga",
-        "pyg",
-        "rwf",
-        "ugx",
-        "vnd",
-        "vuv",
-        "xaf",
-        "xof",
-        "xpf",
-    ]
-)
 LIVE_STATUSES = ("trialing", "active", "past_due", "unpaid", "paused", "incomplete")
 TIMES = "\N{MULTIPLICATION SIGN}"  # Stripe's line descriptions read "3 <times> Seat"
 _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "cad": "CA$", "aud": "A$"}

@@ -11,29 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stripesim import cards
+from stripesim.currency import ZERO_DECIMAL
 from stripesim.errors import StripeError, resource_missing
 from stripesim.lists import render
 from stripesim.registry import Ctx
 from stripesim.state import new_id, snapshot
 
-ZERO_DECIMAL = {
-    "bif",
-    "clp",
-    "djf",
-    "gnf",
-    "jpy",
-    "kmf",
-    "krw",
-    "mga",
-    "pyg",
-    "rwf",
-    "ugx",
-    "vnd",
-    "vuv",
-    "xaf",
-    "xof",
-    "xpf",
-}
 NO_PAYMENT_METHOD = (
     "This customer has no attached payment source or default payment method. Please consider "
     "adding a default payment method. For more information, visit "

@@ -8,9 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from stripesim import cards, payments
+from stripesim.currency import ZERO_DECIMAL
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, render, search, update_metadata
-from stripesim.payments import ZERO_DECIMAL, attach_payment_method, payment_method_for
+from stripesim.payments import attach_payment_method, payment_method_for
 from stripesim.registry import Ctx, page, route
 from stripesim.state import Simulator
 

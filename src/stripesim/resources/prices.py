@@ -5,24 +5,13 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any
 
+from stripesim.currency import CURRENCIES
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, paginate, search, update_metadata
 from stripesim.registry import Ctx, route
 from stripesim.resources.products import build_product, param_name, reference
 
 # Currencies Stripe settles or presents (ISO 4217, lowercase).
-_CURRENCY_CODES = """
-aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd bob brl bsd bwp byn bzd cad
-cdf chf clp cny cop crc cve czk djf dkk dop dzd egp etb eur fjd fkp gbp gel gip gmd gnf gtq gyd hkd
-hnl htg huf idr ils inr isk jmd jod jpy kes kgs khr kmf krw kwd kyd kzt lak lbp lkr lrd lsl mad mdl
-mga mkd mmk mnt mop mur mvr mwk mxn myr mzn nad ngn nio nok npr nzd omr pab pen pgk php pkr pln pyg
-qar ron rsd rub rwf sar sbd scr sek sgd shp sle sos srd std szl thb tjs tnd top try ttd twd tzs uah
-ugx usd uyu uzs vnd vuv wst xaf xcd xof xpf yer zar zmw
-"""
-CURRENCIES = frozenset(_CURRENCY_CODES.split())
-# Amounts in these are whole units (no minor unit): 500 JPY is `unit_amount=500`.
-_ZERO_DECIMAL_CODES = "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf"
-ZERO_DECIMAL = frozenset(_ZERO_DECIMAL_CODES.split())
 
 _INTERVALS = ("day", "week", "month", "year")
 _MAX_INTERVAL_DAYS = {"day": 1, "week": 7, "month": 31, "year": 366}
