@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -27,6 +28,10 @@ apikeys_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=Tru
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(apikeys_app, name="apikeys")
+events_app = typer.Typer(
+    help="Stripe events received at /webhooks/stripe: list, replay, retry.", no_args_is_help=True
+)
+app.add_typer(events_app, name="events")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -232,6 +237,87 @@ def apikeys_create(
     else:
         typer.echo(f"created key '{created.name}' ({created.scope}): {created.secret}")
         typer.echo("store it now: Tollgate keeps only its hash.")
+
+
+# -- stripe events ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _migrated_database() -> Iterator[Any]:
+    from tollgate.db.unit_of_work import Database
+    from tollgate.server import require_migrated
+
+    database = Database(_settings().database_url)
+    try:
+        require_migrated(database)
+        yield database
+    finally:
+        database.dispose()
+
+
+def _optional_gateway() -> Any:
+    from tollgate.stripe.gateway import StripeGateway
+
+    settings = _settings()
+    return StripeGateway.from_settings(settings) if settings.stripe_secret_key else None
+
+
+@events_app.command("list")
+@one_line_errors
+def events_list(
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only this status: pending, processing, succeeded, failed, ignored."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many events to show.")] = 50,
+) -> None:
+    """List stored events, newest first: id, type, status, attempts (and a failure's error)."""
+    from tollgate.services.webhooks import list_stripe_events
+
+    with _migrated_database() as database:
+        events = list_stripe_events(db=database, status=status, limit=limit)
+    for event in events:
+        line = f"{event.id}  {event.type}  {event.status}  {event.attempts}"
+        if event.status == "failed" and event.last_error:
+            line += f"  {event.last_error}"
+        typer.echo(line)
+    if not events:
+        typer.echo("no events")
+
+
+@events_app.command("replay")
+@one_line_errors
+def events_replay(
+    event_id: Annotated[str, typer.Argument(help="The stored event's id (evt_…).")],
+) -> None:
+    """Apply one stored event again; harmless if applied before (newer state is kept)."""
+    from tollgate.clock import SystemClock
+    from tollgate.services.webhooks import replay_stripe_event
+
+    with _migrated_database() as database:
+        result = replay_stripe_event(
+            db=database, gateway=_optional_gateway(), event_id=event_id, clock=SystemClock()
+        )
+    if result.failed:
+        fail(f"{event_id} failed again: {result.error}")
+    typer.echo(f"{event_id}: {result.outcome} ({result.changes} change(s))")
+
+
+@events_app.command("retry")
+@one_line_errors
+def events_retry(
+    limit: Annotated[int, typer.Option(min=1, help="At most this many events.")] = 100,
+) -> None:
+    """Retry failed events that are due and events stuck for over five minutes, once."""
+    from tollgate.clock import SystemClock
+    from tollgate.jobs.webhooks import retry_failed_webhooks
+
+    with _migrated_database() as database:
+        report = retry_failed_webhooks(
+            db=database, gateway=_optional_gateway(), clock=SystemClock(), limit=limit
+        )
+    retried = len(report.results)
+    typer.echo(f"{retried} event(s) retried: {report.succeeded} applied, {report.failed} failed")
 
 
 def main() -> None:

@@ -19,3 +19,13 @@ STRIPE_CALLS = Counter(
 STRIPE_RATE_LIMIT_RETRIES = Counter(
     "tollgate_stripe_rate_limit_retries_total", "Stripe calls retried after a 429"
 )
+STRIPE_REFETCHES = Counter(
+    "tollgate_stripe_refetches_total",
+    "Objects fetched from Stripe while applying webhooks, by why the event alone was not enough",
+    ["object_type", "reason"],
+)
+WEBHOOK_EVENTS = Counter(
+    "tollgate_webhook_events_total",
+    "Stripe events processed, by how processing ended (succeeded, failed, duplicate, …)",
+    ["outcome"],
+)

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import MetaData, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tollgate.db.types import UTCDateTime
@@ -35,3 +46,223 @@ class ApiKey(Base):
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+# -- Stripe webhooks: the inbox, and the mirror its handlers keep ----------------------------
+
+STRIPE_ID = 255
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+AUTO_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class StripeEvent(Base):
+    """A Stripe event as delivered (raw body kept), and how far its processing got."""
+
+    __tablename__ = "stripe_events"
+    __table_args__ = (
+        Index("ix_stripe_events_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_stripe_events_created", "created"),
+        Index("ix_stripe_events_object_id", "object_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    object_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    object_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    stripe_account: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    api_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # pending | processing | succeeded | failed | ignored
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    payload: Mapped[str] = mapped_column(Text)
+
+
+class Customer(Base):
+    """A billing customer: the app's organisation, and its Stripe customer unless offline."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    stripe_customer_id: Mapped[str | None] = mapped_column(
+        String(STRIPE_ID), unique=True, nullable=True
+    )
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    offline: Mapped[bool] = mapped_column(Boolean, default=False)
+    stripe_account: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Bumped in the same transaction as any change to what the customer may do, so a cached
+    # entitlement decision that remembers the version it was made at knows it is stale.
+    state_version: Mapped[int] = mapped_column(Integer, default=0)
+    watermark_created: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Subscription(Base):
+    """A Stripe subscription as last seen; `status` is Stripe's own."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancel_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    trial_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    trial_end: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    current_period_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    collection_method: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    plan: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    interval: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    seats: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latest_invoice: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    watermark_created: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SubscriptionItem(Base):
+    """One price on a subscription, with its quantity and period."""
+
+    __tablename__ = "subscription_items"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    subscription_id: Mapped[str] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    price_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    lookup_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    usage_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    quantity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    current_period_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Invoice(Base):
+    """A Stripe invoice as last seen; amounts are integer minor units of `currency`."""
+
+    __tablename__ = "invoices"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    # No foreign key: an invoice's events may arrive before its subscription's.
+    subscription_id: Mapped[str | None] = mapped_column(
+        String(STRIPE_ID), nullable=True, index=True
+    )
+    status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_due: Mapped[int] = mapped_column(BigInteger)
+    amount_paid: Mapped[int] = mapped_column(BigInteger)
+    amount_remaining: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[int] = mapped_column(BigInteger)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_payment_attempt: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    hosted_invoice_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    invoice_pdf: Mapped[str | None] = mapped_column(Text, nullable=True)
+    billing_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    watermark_created: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class InvoicePayment(Base):
+    """A payment toward an invoice: the link from a PaymentIntent or charge to its invoice."""
+
+    __tablename__ = "invoice_payments"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    invoice_id: Mapped[str] = mapped_column(String(STRIPE_ID), index=True)
+    payment_intent: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True, index=True)
+    charge_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True, index=True)
+    status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class Charge(Base):
+    """A charge, recorded against its customer and (when known) its invoice."""
+
+    __tablename__ = "charges"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(
+        ForeignKey("customers.id"), nullable=True, index=True
+    )
+    payment_intent: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True, index=True)
+    invoice_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True, index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(32))
+    refunded: Mapped[bool] = mapped_column(Boolean, default=False)
+    disputed: Mapped[bool] = mapped_column(Boolean, default=False)
+    watermark_created: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Refund(Base):
+    """A refund of (part of) a charge."""
+
+    __tablename__ = "refunds"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    charge_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True, index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Dispute(Base):
+    """A dispute (chargeback) of a charge."""
+
+    __tablename__ = "disputes"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    charge_id: Mapped[str] = mapped_column(String(STRIPE_ID), index=True)
+    payment_intent: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    watermark_created: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditLog(Base):
+    """One applied change: who or what made it, when, the fields before and after, the event."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_object", "object_type", "object_id"),)
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(255))
+    object_type: Mapped[str] = mapped_column(String(64))
+    object_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    action: Mapped[str] = mapped_column(String(32))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True, index=True)

@@ -327,6 +327,45 @@ class StripeGateway:
             "prices.update", self._client.v1.prices.update, price_id, params={"active": False}
         )
 
+    # -- reading objects back (webhook re-fetches) -----------------------------------------
+
+    def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
+        """The customer as Stripe has it now (a deleted one is `{"id", "deleted": true}`)."""
+        return self._retrieve("customers.retrieve", self._client.v1.customers.retrieve, customer_id)
+
+    def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
+        """The subscription as Stripe has it now, with its items."""
+        return self._retrieve(
+            "subscriptions.retrieve", self._client.v1.subscriptions.retrieve, subscription_id
+        )
+
+    def retrieve_invoice(self, invoice_id: str) -> dict[str, Any]:
+        """The invoice as Stripe has it now."""
+        return self._retrieve("invoices.retrieve", self._client.v1.invoices.retrieve, invoice_id)
+
+    def retrieve_charge(self, charge_id: str) -> dict[str, Any]:
+        """The charge as Stripe has it now."""
+        return self._retrieve("charges.retrieve", self._client.v1.charges.retrieve, charge_id)
+
+    def retrieve_dispute(self, dispute_id: str) -> dict[str, Any]:
+        """The dispute as Stripe has it now."""
+        return self._retrieve("disputes.retrieve", self._client.v1.disputes.retrieve, dispute_id)
+
+    def list_refunds(self, charge_id: str) -> list[dict[str, Any]]:
+        """Every refund of the charge."""
+        return [
+            refund.to_dict(for_json=True)
+            for refund in self._list(
+                "refunds.list", self._client.v1.refunds.list, {"charge": charge_id}
+            )
+        ]
+
+    def _retrieve(
+        self, operation: str, method: Callable[..., Any], object_id: str
+    ) -> dict[str, Any]:
+        found = self._call(operation, method, object_id)
+        return dict(found.to_dict(for_json=True))
+
 
 def _plain(value: Any) -> dict[str, Any]:
     """A StripeObject (or None) as a plain dict."""

@@ -1,0 +1,234 @@
+"""Measure Stripe webhook intake: signed events over HTTP to `tollgate serve`, until committed.
+
+Each POST answers 200 only after the event is stored and applied (the route processes inline),
+so the request's latency is the time from request to committed state. Every event is a new
+`customer.subscription.updated` (a new event id and a newer `created`), so every one is
+verified, inserted, claimed, applied to the mirror, audited and invalidates its customer.
+
+Run: `.venv/bin/python bench/webhooks.py [--seconds 5] [--concurrency 32] [--database both]`
+(PostgreSQL from TOLLGATE_BENCH_POSTGRES_URL, default the test server's URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import itertools
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# bench/stripesim.py is named like the simulator's package: keep this folder off the import path.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
+
+import httpx  # noqa: E402
+import orjson  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+from stripesim.fixtures import example  # noqa: E402
+from stripesim.testing import free_port  # noqa: E402
+from tollgate.db.migrate import upgrade  # noqa: E402
+
+SECRET = "whsec_bench_0123456789abcdef"
+REPO = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get(
+    "TOLLGATE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+CUSTOMERS = 500
+
+
+def _sign(body: bytes) -> str:
+    timestamp = int(time.time())
+    digest = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def _event(event_type: str, obj: dict[str, object], created: int) -> bytes:
+    event = example("event")
+    event.update(
+        id=f"evt_{secrets.token_hex(12)}",
+        type=event_type,
+        created=created,
+        data={"object": obj},
+        api_version="2026-10-28.endive",
+    )
+    return orjson.dumps(event)
+
+
+def _customer(index: int) -> dict[str, object]:
+    obj = example("customer")
+    obj.update(id=f"cus_bench{index:06d}", email=f"org{index}@bench.example", discount=None)
+    obj["metadata"] = {"tollgate_customer_id": f"org-{index}"}
+    return obj
+
+
+def _subscription(index: int, seats: int) -> dict[str, object]:
+    obj = example("subscription")
+    item = obj["items"]["data"][0]
+    item.update(id=f"si_bench{index:06d}", quantity=seats)
+    item["price"]["metadata"] = {"tollgate_plan": "pro", "tollgate_interval": "month"}
+    obj.update(
+        id=f"sub_bench{index:06d}",
+        customer=f"cus_bench{index:06d}",
+        status="active",
+        cancel_at=None,
+        cancel_at_period_end=False,
+    )
+    return obj
+
+
+def _start_server(database_url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "TOLLGATE_ENV": "test",
+        "TOLLGATE_DATABASE_URL": database_url,
+        "TOLLGATE_CATALOG": str(REPO / "catalog.example.yaml"),
+        "STRIPE_WEBHOOK_SECRETS": SECRET,
+        "STRIPE_SECRET_KEY": "sk_test_bench_no_calls_expected",
+        "STRIPE_API_BASE": "http://127.0.0.1:9",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tollgate.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise RuntimeError("tollgate serve did not start")
+        time.sleep(0.1)
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: httpx's client costs more CPU than the server here."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> _Connection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def post(self, path: str, body: bytes) -> int:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Stripe-Signature: {_sign(body)}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        await self.reader.readexactly(length)
+        return int(status_line.split()[1])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def _load(port: int, seconds: float, concurrency: int) -> tuple[int, int, list[float]]:
+    created = itertools.count(2_000_000_000)
+    latencies: list[float] = []
+    failures = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal failures
+        connection = await _Connection.open(port)
+        try:
+            for index in itertools.count(offset, concurrency):
+                if time.perf_counter() >= stop:
+                    return
+                body = _event(
+                    "customer.subscription.updated",
+                    _subscription(index % CUSTOMERS, seats=1 + index % 50),
+                    next(created),
+                )
+                started = time.perf_counter()
+                status = await connection.post("/webhooks/stripe", body)
+                latencies.append(time.perf_counter() - started)
+                if status != 200:
+                    failures += 1
+        finally:
+            connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(offset) for offset in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return int(len(latencies) / elapsed), failures, latencies
+
+
+async def _seed(url: str) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        for index in range(CUSTOMERS):
+            body = _event("customer.created", _customer(index), 1_900_000_000)
+            answer = await client.post(url, content=body, headers={"Stripe-Signature": _sign(body)})
+            answer.raise_for_status()
+
+
+def run(name: str, database_url: str, seconds: float, concurrency: int) -> None:
+    upgrade(database_url)
+    port = free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        server = _start_server(database_url, port, Path(workdir))
+        try:
+            asyncio.run(_seed(f"http://127.0.0.1:{port}/webhooks/stripe"))
+            rate, failures, latencies = asyncio.run(_load(port, seconds, concurrency))
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=30)
+    quantiles = statistics.quantiles(latencies, n=100)
+    note = f", {failures} not 200" if failures else ""
+    print(
+        f"{name}: {rate:,} events/s sustained over {seconds:.0f} s "
+        f"({len(latencies):,} events, {concurrency} connections{note}); "
+        f"request to committed state p50 {quantiles[49] * 1000:.1f} ms, "
+        f"p99 {quantiles[98] * 1000:.1f} ms",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
+    args = parser.parse_args()
+    if args.database in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory() as folder:
+            run("sqlite", f"sqlite:///{folder}/bench.db", args.seconds, args.concurrency)
+    if args.database in ("postgresql", "both"):
+        schema = f"bench_{secrets.token_hex(4)}"
+        admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+            url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+            run("postgresql", url, args.seconds, args.concurrency)
+        finally:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Scheduled jobs, each safe to run twice and on several replicas at once."""

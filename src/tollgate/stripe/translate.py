@@ -1,0 +1,234 @@
+"""Translate Stripe's JSON objects (plain dicts, API version 2026-10-28) into Tollgate's snapshots.
+
+Pure functions over dicts: event payloads and `StripeObject.to_dict()` results read the same.
+Where the API moved a field, the current place is read first: an invoice names its subscription
+under `parent.subscription_details.subscription`, and subscription periods live on the items
+(`items.data[].current_period_*`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from tollgate.domain.events import (
+    ChargeSnapshot,
+    CheckoutSessionSnapshot,
+    CustomerSnapshot,
+    DisputeSnapshot,
+    InvoicePaymentSnapshot,
+    InvoiceSnapshot,
+    RefundSnapshot,
+    SubscriptionItemSnapshot,
+    SubscriptionSnapshot,
+)
+
+APP_ID_KEY = "tollgate_customer_id"
+PLAN_KEY = "tollgate_plan"
+FEATURE_KEY = "tollgate_feature"
+
+
+def object_id(value: Any) -> str | None:
+    """Return the id of a field that is either an id or an expanded object."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return str(value["id"])
+    return None
+
+
+def timestamp(value: Any) -> datetime | None:
+    """Return Stripe's Unix seconds as an aware UTC datetime."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return datetime.fromtimestamp(int(value), UTC)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(key): str(item) for key, item in value.items() if item is not None}
+
+
+def _list_data(value: Any) -> list[dict[str, Any]] | None:
+    """Return a list object's complete data, or None when absent or only a first page."""
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, dict)]
+    if not isinstance(value, dict) or not isinstance(value.get("data"), list):
+        return None
+    if value.get("has_more"):
+        return None
+    return [item for item in value["data"] if isinstance(item, dict)]
+
+
+def customer_snapshot(obj: dict[str, Any], *, deleted: bool = False) -> CustomerSnapshot:
+    """Return the customer; `deleted` marks one whose `customer.deleted` event this is."""
+    metadata = _metadata(obj.get("metadata"))
+    currency = _str(obj.get("currency"))
+    return CustomerSnapshot(
+        stripe_id=str(obj["id"]),
+        app_id=metadata.get(APP_ID_KEY) or str(obj["id"]),
+        email=_str(obj.get("email")),
+        name=_str(obj.get("name")),
+        currency=currency.lower() if currency else None,
+        metadata=metadata,
+        deleted=deleted or bool(obj.get("deleted")),
+    )
+
+
+def subscription_item_snapshot(obj: dict[str, Any]) -> SubscriptionItemSnapshot:
+    """Return one subscription item, with its price's plan and feature from metadata."""
+    price = _dict(obj.get("price"))
+    recurring = _dict(price.get("recurring"))
+    metadata = _metadata(price.get("metadata"))
+    quantity = obj.get("quantity")
+    return SubscriptionItemSnapshot(
+        id=str(obj["id"]),
+        price_id=object_id(obj.get("price")) or "",
+        lookup_key=_str(price.get("lookup_key")),
+        usage_type=_str(recurring.get("usage_type")),
+        quantity=quantity if isinstance(quantity, int) and not isinstance(quantity, bool) else None,
+        interval=_str(recurring.get("interval")),
+        plan=metadata.get(PLAN_KEY),
+        feature=metadata.get(FEATURE_KEY),
+        current_period_start=timestamp(obj.get("current_period_start")),
+        current_period_end=timestamp(obj.get("current_period_end")),
+    )
+
+
+def subscription_snapshot(obj: dict[str, Any]) -> SubscriptionSnapshot:
+    """Return the subscription with its items (items in id order, so snapshots compare)."""
+    items = _list_data(obj.get("items")) or []
+    currency = _str(obj.get("currency"))
+    return SubscriptionSnapshot(
+        id=str(obj["id"]),
+        stripe_customer_id=object_id(obj.get("customer")) or "",
+        status=str(obj.get("status") or "incomplete"),
+        cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
+        cancel_at=timestamp(obj.get("cancel_at")),
+        canceled_at=timestamp(obj.get("canceled_at")),
+        ended_at=timestamp(obj.get("ended_at")),
+        trial_start=timestamp(obj.get("trial_start")),
+        trial_end=timestamp(obj.get("trial_end")),
+        collection_method=_str(obj.get("collection_method")),
+        currency=currency.lower() if currency else None,
+        latest_invoice=object_id(obj.get("latest_invoice")),
+        items=tuple(
+            sorted((subscription_item_snapshot(item) for item in items), key=lambda i: i.id)
+        ),
+    )
+
+
+def invoice_subscription_id(obj: dict[str, Any]) -> str | None:
+    """Return the invoice's subscription: `parent.subscription_details`, else the old field."""
+    details = _dict(_dict(obj.get("parent")).get("subscription_details"))
+    if object_id(details.get("subscription")):
+        return object_id(details.get("subscription"))
+    return object_id(obj.get("subscription"))
+
+
+def invoice_payment_snapshot(obj: dict[str, Any], invoice_id: str) -> InvoicePaymentSnapshot:
+    """Return one `invoice_payment`: which PaymentIntent or charge paid the invoice."""
+    payment = _dict(obj.get("payment"))
+    return InvoicePaymentSnapshot(
+        id=str(obj["id"]),
+        invoice_id=object_id(obj.get("invoice")) or invoice_id,
+        payment_intent=object_id(payment.get("payment_intent")),
+        charge_id=object_id(payment.get("charge")),
+        status=_str(obj.get("status")),
+    )
+
+
+def invoice_snapshot(obj: dict[str, Any]) -> InvoiceSnapshot:
+    """Return the invoice, with the payments the payload lists (`payments`, when included)."""
+    invoice_id = str(obj["id"])
+    payments = _list_data(obj.get("payments")) or []
+    return InvoiceSnapshot(
+        id=invoice_id,
+        stripe_customer_id=object_id(obj.get("customer")) or "",
+        subscription_id=invoice_subscription_id(obj),
+        status=_str(obj.get("status")),
+        currency=str(obj.get("currency") or "").lower(),
+        amount_due=_int(obj.get("amount_due")),
+        amount_paid=_int(obj.get("amount_paid")),
+        amount_remaining=_int(obj.get("amount_remaining")),
+        total=_int(obj.get("total")),
+        attempt_count=_int(obj.get("attempt_count")),
+        next_payment_attempt=timestamp(obj.get("next_payment_attempt")),
+        hosted_invoice_url=_str(obj.get("hosted_invoice_url")),
+        invoice_pdf=_str(obj.get("invoice_pdf")),
+        billing_reason=_str(obj.get("billing_reason")),
+        number=_str(obj.get("number")),
+        period_start=timestamp(obj.get("period_start")),
+        period_end=timestamp(obj.get("period_end")),
+        payments=tuple(
+            invoice_payment_snapshot(payment, invoice_id)
+            for payment in payments
+            if isinstance(payment.get("id"), str)
+        ),
+    )
+
+
+def refund_snapshot(obj: dict[str, Any]) -> RefundSnapshot:
+    """Return one refund."""
+    return RefundSnapshot(
+        id=str(obj["id"]),
+        charge_id=object_id(obj.get("charge")),
+        amount=_int(obj.get("amount")),
+        currency=str(obj.get("currency") or "").lower(),
+        status=_str(obj.get("status")),
+        reason=_str(obj.get("reason")),
+    )
+
+
+def charge_snapshot(obj: dict[str, Any]) -> ChargeSnapshot:
+    """Return the charge; `refunds` is None unless the payload lists every refund."""
+    refunds = _list_data(obj.get("refunds"))
+    return ChargeSnapshot(
+        id=str(obj["id"]),
+        stripe_customer_id=object_id(obj.get("customer")),
+        payment_intent=object_id(obj.get("payment_intent")),
+        amount=_int(obj.get("amount")),
+        amount_refunded=_int(obj.get("amount_refunded")),
+        currency=str(obj.get("currency") or "").lower(),
+        status=str(obj.get("status") or "pending"),
+        refunded=bool(obj.get("refunded")),
+        disputed=bool(obj.get("disputed")),
+        refunds=None if refunds is None else tuple(refund_snapshot(r) for r in refunds),
+    )
+
+
+def dispute_snapshot(obj: dict[str, Any]) -> DisputeSnapshot:
+    """Return the dispute."""
+    return DisputeSnapshot(
+        id=str(obj["id"]),
+        charge_id=object_id(obj.get("charge")) or "",
+        payment_intent=object_id(obj.get("payment_intent")),
+        amount=_int(obj.get("amount")),
+        currency=str(obj.get("currency") or "").lower(),
+        status=str(obj.get("status") or ""),
+        reason=_str(obj.get("reason")),
+    )
+
+
+def checkout_session_snapshot(obj: dict[str, Any]) -> CheckoutSessionSnapshot:
+    """Return the Checkout Session's customer and subscription."""
+    return CheckoutSessionSnapshot(
+        id=str(obj["id"]),
+        mode=_str(obj.get("mode")),
+        stripe_customer_id=object_id(obj.get("customer")),
+        subscription_id=object_id(obj.get("subscription")),
+        client_reference_id=_str(obj.get("client_reference_id")),
+    )
