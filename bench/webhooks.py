@@ -160,7 +160,8 @@ async def _load(port: int, seconds: float, concurrency: int) -> tuple[int, int, 
                     return
                 body = _event(
                     "customer.subscription.updated",
-                    _subscription(index % CUSTOMERS, seats=1 + index % 50),
+                    # The next event of the same subscription has other seats: every one changes it.
+                    _subscription(index % CUSTOMERS, seats=1 + index // CUSTOMERS % 50),
                     next(created),
                 )
                 started = time.perf_counter()

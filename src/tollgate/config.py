@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tollgate.money import normalize_currency
 
 Scope = Literal["read", "write"]
+ProrationBehavior = Literal["create_prorations", "none", "always_invoice"]
+SeatChangeBehavior = Literal["exact", "incremental"]
+TrialEndBehavior = Literal["release", "cancel"]
 SCOPES: tuple[Scope, ...] = ("read", "write")
 _PLACEHOLDERS = ("changeme", "change-me", "placeholder", "xxx", "your_key", "sk_test_...")
 
@@ -52,6 +56,24 @@ class Settings(BaseSettings):
     stripe_automatic_tax: bool = Field(False, alias="STRIPE_AUTOMATIC_TAX")
     stripe_max_retries: int = Field(3, alias="STRIPE_MAX_RETRIES", ge=0, le=10)
     stripe_timeout_seconds: float = Field(30.0, alias="STRIPE_TIMEOUT", gt=0, le=120)
+
+    # -- customers and subscriptions -----------------------------------------------------------
+    # Credits granted to each new customer, recorded for the credits capability to spend.
+    onboard_credits: int = Field(0, alias="TOLLGATE_ONBOARD_CREDITS", ge=0)
+    # Changes applied at renewal (a downgrade kept until the period ends).
+    proration_behavior: ProrationBehavior = Field("none", alias="TOLLGATE_PRORATION_BEHAVIOR")
+    # Changes applied now (an upgrade, seats, or a downgrade asked for now).
+    immediate_proration_behavior: ProrationBehavior = Field(
+        "create_prorations", alias="TOLLGATE_IMMEDIATE_PRORATION_BEHAVIOR"
+    )
+    # exact: the seat count follows the app's member count; incremental: it never goes down.
+    seat_change_behavior: SeatChangeBehavior = Field("exact", alias="TOLLGATE_SEAT_CHANGE_BEHAVIOR")
+    # What a trial without a payment method becomes: release (invoice it) or cancel.
+    trial_end_behavior: TrialEndBehavior = Field("release", alias="TOLLGATE_TRIAL_END_BEHAVIOR")
+    # The platform's share of a connected account's subscription invoices (Stripe Connect).
+    application_fee_percent: Decimal | None = Field(
+        None, alias="TOLLGATE_APPLICATION_FEE_PERCENT", ge=0, le=100
+    )
 
     @field_validator("default_currency")
     @classmethod

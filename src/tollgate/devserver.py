@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -10,34 +11,40 @@ import typer
 import uvicorn
 
 from tollgate.api.app import create_app
-from tollgate.bootstrap import build_container
+from tollgate.bootstrap import Container, build_container
 from tollgate.catalog_file import example_catalog_path
 from tollgate.config import ConfigError, load_settings
 from tollgate.db.migrate import upgrade
-from tollgate.domain.catalog_sync import base_price_lookup_key
 from tollgate.services.api_keys import create_api_key
 from tollgate.services.catalog import sync_catalog
-from tollgate.stripe.gateway import StripeGateway
+from tollgate.services.customers import NewCustomer, create_customer
+from tollgate.services.subscriptions import start_checkout
 
 DEV_STRIPE_KEY = "sk_test_tollgate_dev_simulator"
 
 
-def _demo_checkout(gateway: StripeGateway, api: str) -> str:
-    """Make the demo customer in the simulated Stripe and a Checkout link for a Pro trial."""
-    stripe_customer = gateway.create_customer(
-        customer_id="acme-inc", email="billing@acme.example", name="Acme Inc"
+def _demo_checkout(container: Container, api: str) -> str:
+    """Sign up the demo customer through the customers service; return a Pro trial Checkout."""
+    create_customer(
+        db=container.db,
+        catalog=container.catalog,
+        gateway=container.stripe,
+        settings=container.settings,
+        clock=container.clock,
+        new=NewCustomer(id="acme-inc", email="billing@acme.example", name="Acme Inc"),
     )
-    _, url = gateway.create_checkout_session(
-        request_id="dev-demo",
-        stripe_customer_id=stripe_customer,
-        price_lookup_key=base_price_lookup_key("pro", "month", "usd"),
-        quantity=1,
-        trial_days=14,
+    session = start_checkout(
+        db=container.db,
+        catalog=container.catalog,
+        gateway=container.stripe,
+        settings=container.settings,
+        customer_id="acme-inc",
+        plan="pro",
+        interval="month",
         success_url=f"{api}/docs?checkout=success",
         cancel_url=f"{api}/docs?checkout=canceled",
-        client_reference_id="acme-inc",
     )
-    return url
+    return session.url
 
 
 def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
@@ -52,6 +59,7 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     database_url = f"sqlite:///{data_dir.resolve()}/tollgate.db"
+    webhook_secret = f"whsec_{secrets.token_hex(16)}"
     with run_simulator(port=stripe_port) as stripe_sim:
         settings = load_settings(
             TOLLGATE_ENV="dev",
@@ -60,6 +68,7 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
             STRIPE_SECRET_KEY=DEV_STRIPE_KEY,
             STRIPE_API_BASE=stripe_sim.url,
             STRIPE_MAX_RETRIES=1,
+            STRIPE_WEBHOOK_SECRETS=webhook_secret,
         )
         upgrade(settings.database_url)
         container = build_container(settings)
@@ -71,7 +80,14 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
             db=container.db, clock=container.clock, name="dev-read", scope="read"
         )
         api = f"http://127.0.0.1:{port}"
-        checkout_url = _demo_checkout(container.stripe, api)
+        # The simulator sends its signed events to this server, as Stripe would in production,
+        # so paying the demo checkout flips acme-inc to Pro within a second.
+        with stripe_sim.sim.lock:
+            for connect in (False, True):
+                stripe_sim.sim.add_webhook_endpoint(
+                    f"{api}/webhooks/stripe", secret=webhook_secret, connect=connect
+                )
+        checkout_url = _demo_checkout(container, api)
         lines = [
             "",
             "Tollgate dev is running (Ctrl-C stops it)",
@@ -88,6 +104,7 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
             "",
             "Try:",
             f"  curl -s -H 'Authorization: Bearer {read_key.secret}' {api}/v1/catalog",
+            f"  curl -s -H 'Authorization: Bearer {read_key.secret}' {api}/v1/customers/acme-inc",
             "",
         ]
         typer.echo("\n".join(lines))

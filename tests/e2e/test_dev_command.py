@@ -71,6 +71,19 @@ def test_dev_serves_health_openapi_and_the_catalog(tmp_path: Path) -> None:
         page = httpx.get(checkout.group(1))
         assert page.status_code == 200
         assert "4242" in page.text
+        # Paying the demo checkout reaches Tollgate as the simulator's webhooks.
+        form = {"card_number": "4242424242424242", "card_expiry": "12 / 34", "card_cvc": "123"}
+        paid = httpx.post(checkout.group(1), data=form)
+        assert paid.status_code in (200, 303), paid.text
+        customer: dict[str, object] = {}
+        while customer.get("status") != "trialing":
+            assert time.monotonic() < deadline, customer
+            time.sleep(0.1)
+            customer = httpx.get(
+                f"{api}/v1/customers/acme-inc",
+                headers={"Authorization": f"Bearer {key.group(1)}"},
+            ).json()
+        assert customer["plan"] == "pro"
     finally:
         process.terminate()
         process.wait(timeout=20)

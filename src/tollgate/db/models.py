@@ -15,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -105,6 +106,14 @@ class Customer(Base):
     watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Kept by Tollgate, never by webhooks: the plan a customer has without a Stripe subscription
+    # (an offline customer's plan; None means the catalog's default plan), the currency the app
+    # asked for before a subscription fixes one, the billing address, and the SHA-256 of the
+    # creating request, so a repeat is recognised (same: answered again; different: 409).
+    plan: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    requested_currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    address: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    creation_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Subscription(Base):
@@ -266,3 +275,42 @@ class AuditLog(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True, index=True)
+
+
+# -- customers and subscriptions: what Tollgate itself keeps ----------------------------------
+
+
+class CreditGrant(Base):
+    """Credits granted to a customer (onboarding, …), recorded for the credits capability."""
+
+    __tablename__ = "credit_grants"
+    __table_args__ = (UniqueConstraint("customer_id", "reason"),)
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(64))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PlanChange(Base):
+    """A plan, interval or seat change Tollgate applies to a subscription when its period ends.
+
+    Stripe has no pending change without a subscription schedule, so Tollgate keeps the change
+    and `apply_due_plan_changes` makes it in Stripe shortly before the renewal it takes effect at.
+    """
+
+    __tablename__ = "plan_changes"
+    __table_args__ = (Index("ix_plan_changes_status_effective_at", "status", "effective_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    subscription_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    plan: Mapped[str] = mapped_column(String(64))
+    interval: Mapped[str] = mapped_column(String(16))
+    seats: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # pending | applied | canceled
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,26 +1,31 @@
 """One handler per Stripe event type, keeping the local mirror of Stripe's objects.
 
-Each handler runs inside the transaction `process_stripe_event` opened for the event. A handler
-applies the event's snapshot behind the object's watermark (see tollgate.domain.events.decide)
-and never calls Stripe itself. When it needs an object the event does not carry, it calls
-`ctx.fetch`. The first time that raises NeedsFetch, which rolls the transaction back; the caller
-fetches outside any transaction and runs the handler again with the object at hand. So no row
-lock or SQLite write lock is held while Stripe answers.
+Each handler runs inside the transaction its caller opened for the event (see
+tollgate.services.webhooks), on a SQLAlchemy Core connection: webhooks are the hottest write path,
+and plain statements cost a fraction of the ORM's unit of work. A handler applies the event's
+snapshot behind the object's watermark (see tollgate.domain.events.decide) and never calls Stripe
+itself. When it needs an object the event does not carry, it calls `ctx.fetch`. The first time
+that raises NeedsFetch, which rolls the transaction back; the caller fetches outside any
+transaction and runs the handler again with the object at hand. So no row lock or SQLite write
+lock is held while Stripe answers.
 
 Locks: every handler locks the customer row first (PostgreSQL `FOR UPDATE`), then the object's
 row. All events of one customer therefore apply one at a time, always taking locks in the same
-order. On SQLite the processing transaction already holds the database's write lock.
+order. The object is read by a statement of its own after the customer's lock is granted: under
+READ COMMITTED a statement sees what was committed when it started, so a join that waited for
+the customer's lock could read the object as it was before the previous holder's commit. On
+SQLite the transaction already holds the database's write lock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Select, Table, Update, bindparam, delete, select, update
 
 from tollgate.db.models import (
     AuditLog,
@@ -62,6 +67,18 @@ from tollgate.stripe.translate import (
     subscription_snapshot,
 )
 
+AUDIT_LOG: Table = AuditLog.__table__  # type: ignore[assignment]
+CHARGES: Table = Charge.__table__  # type: ignore[assignment]
+CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
+DISPUTES: Table = Dispute.__table__  # type: ignore[assignment]
+INVOICES: Table = Invoice.__table__  # type: ignore[assignment]
+INVOICE_PAYMENTS: Table = InvoicePayment.__table__  # type: ignore[assignment]
+REFUNDS: Table = Refund.__table__  # type: ignore[assignment]
+SUBSCRIPTIONS: Table = Subscription.__table__  # type: ignore[assignment]
+SUBSCRIPTION_ITEMS: Table = SubscriptionItem.__table__  # type: ignore[assignment]
+
+Row = Mapping[Any, Any]
+
 
 class UnknownStripeObject(TollgateError):
     """An event refers to an object Stripe does not have (in this account)."""
@@ -84,15 +101,82 @@ class NeedsFetch(Exception):
         return (self.object_type, self.object_id)
 
 
+# -- statements, built once -------------------------------------------------------------------
+
+
+@cache
+def _by_id(table: Table, *, lock: bool) -> Select[Any]:
+    query = select(table).where(table.c.id == bindparam("row_id"))
+    return query.with_for_update() if lock else query
+
+
+@cache
+def _update_by_id(table: Table) -> Update:
+    # The SET clause comes from the parameters each execution passes.
+    return update(table).where(table.c.id == bindparam("row_id"))
+
+
+_BY_STRIPE_CUSTOMER_ID = CUSTOMERS.c.stripe_customer_id == bindparam("stripe_customer_id")
+_CUSTOMER_BY_STRIPE_ID = select(CUSTOMERS).where(_BY_STRIPE_CUSTOMER_ID).with_for_update()
+_LOCK_CUSTOMER = select(CUSTOMERS.c.id).where(_BY_STRIPE_CUSTOMER_ID).with_for_update()
+_SUBSCRIPTION_KEYS = (
+    "customer_id",
+    "status",
+    "cancel_at_period_end",
+    "cancel_at",
+    "canceled_at",
+    "ended_at",
+    "trial_start",
+    "trial_end",
+    "current_period_start",
+    "current_period_end",
+    "collection_method",
+    "currency",
+    "plan",
+    "interval",
+    "seats",
+    "latest_invoice",
+    "watermark_created",
+    "watermark_event_id",
+)
+_ITEM_KEYS = (
+    "id",
+    "price_id",
+    "lookup_key",
+    "usage_type",
+    "quantity",
+    "current_period_start",
+    "current_period_end",
+)
+# The subscription and its items in one statement; the items are written only together with
+# the subscription row, so locking that row covers them.
+_SUBSCRIPTION_WITH_ITEMS = (
+    select(
+        *(SUBSCRIPTIONS.c[key] for key in _SUBSCRIPTION_KEYS),
+        *(SUBSCRIPTION_ITEMS.c[key].label(f"item_{key}") for key in _ITEM_KEYS),
+    )
+    .outerjoin(SUBSCRIPTION_ITEMS, SUBSCRIPTION_ITEMS.c.subscription_id == SUBSCRIPTIONS.c.id)
+    .where(SUBSCRIPTIONS.c.id == bindparam("row_id"))
+    .order_by(SUBSCRIPTION_ITEMS.c.id)
+    .with_for_update(of=SUBSCRIPTIONS)
+)
+_BUMP_STATE_VERSION = (
+    update(CUSTOMERS)
+    .where(CUSTOMERS.c.id == bindparam("row_id"))
+    .values(state_version=CUSTOMERS.c.state_version + 1, updated_at=bindparam("now"))
+)
+
+
 @dataclass
 class HandlerContext:
     """What a handler knows: the transaction, the event, and objects fetched from Stripe."""
 
-    session: Session
+    connection: Connection
     event: dict[str, Any]
     now: datetime
     fetched: dict[tuple[str, str], Any]
-    touched: dict[str, Customer] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)
+    audit_rows: list[dict[str, Any]] = field(default_factory=list)
     changes: int = 0
 
     @property
@@ -115,6 +199,14 @@ class HandlerContext:
             return self.fetched[key]
         raise NeedsFetch(object_type, object_id, reason, self.account)
 
+    def row(self, table: Table, object_id: str, *, lock: bool = False) -> Row | None:
+        """Return the mirror row with this id (locked with `lock` on PostgreSQL), or None."""
+        return (
+            self.connection.execute(_by_id(table, lock=lock), {"row_id": object_id})
+            .mappings()
+            .first()
+        )
+
     def audit(
         self,
         object_type: str,
@@ -122,33 +214,35 @@ class HandlerContext:
         action: str,
         before: dict[str, Any] | None,
         after: dict[str, Any],
-        customer: Customer | None,
+        customer_id: str | None,
     ) -> None:
         """Record a change that was applied, and mark its customer's cached state stale."""
         old, new = changed_fields(before, after)
         if not new:
             return
-        self.session.add(
-            AuditLog(
-                at=self.now,
-                actor=f"stripe:{self.event_id}",
-                object_type=object_type,
-                object_id=object_id,
-                action=action,
-                before=_jsonable(old) if before is not None else None,
-                after=_jsonable(new),
-                event_id=self.event_id,
-            )
+        self.audit_rows.append(
+            {
+                "at": self.now,
+                "actor": f"stripe:{self.event_id}",
+                "object_type": object_type,
+                "object_id": object_id,
+                "action": action,
+                "before": _jsonable(old) if before is not None else None,
+                "after": _jsonable(new),
+                "event_id": self.event_id,
+            }
         )
         self.changes += 1
-        if customer is not None:
-            self.touched[customer.id] = customer
+        if customer_id is not None:
+            self.touched.add(customer_id)
 
     def finish(self) -> None:
-        """Bump `state_version` once for each customer whose state this event changed."""
-        for customer in self.touched.values():
-            customer.state_version += 1
-            customer.updated_at = self.now
+        """Write the audit rows, and bump `state_version` once per customer this event changed."""
+        if self.audit_rows:
+            self.connection.execute(AUDIT_LOG.insert(), self.audit_rows)
+        # In id order, so two events touching the same customers lock them in one order.
+        for customer_id in sorted(self.touched):
+            self.connection.execute(_BUMP_STATE_VERSION, {"row_id": customer_id, "now": self.now})
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
@@ -165,16 +259,16 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _stored(row: Any, keys: Iterable[str]) -> dict[str, Any]:
-    return {key: getattr(row, key) for key in keys}
+def _stored(row: Row, keys: Iterable[str]) -> dict[str, Any]:
+    return {key: row[key] for key in keys}
 
 
-def _decide(ctx: HandlerContext, row: Any, differs: bool, progress: int) -> Decision:
+def _decide(ctx: HandlerContext, row: Row | None, differs: bool, progress: int) -> Decision:
     if row is None:
         return Decision.APPLY
     return decide(
-        stored_created=row.watermark_created,
-        stored_event_id=row.watermark_event_id,
+        stored_created=row["watermark_created"],
+        stored_event_id=row["watermark_event_id"],
         incoming_created=ctx.created,
         incoming_event_id=ctx.event_id,
         differs=differs,
@@ -184,33 +278,35 @@ def _decide(ctx: HandlerContext, row: Any, differs: bool, progress: int) -> Deci
 
 def _write(
     ctx: HandlerContext,
-    model: type[Any],
+    table: Table,
     object_type: str,
     object_id: str,
-    row: Any,
+    row: Row | None,
     values: dict[str, Any],
-    customer: Customer | None,
+    customer_id: str | None,
     *,
     audited: dict[str, Any] | None = None,
     before_extra: dict[str, Any] | None = None,
     action: str | None = None,
-) -> Any:
-    """Insert or update a watermarked mirror row, and audit what changed."""
+) -> dict[str, Any]:
+    """Insert or update a watermarked mirror row, audit what changed; return the row as written."""
     before = None if row is None else {**_stored(row, values), **(before_extra or {})}
-    if row is None:
-        row = model(id=object_id, created_at=ctx.now, updated_at=ctx.now, **values)
-        ctx.session.add(row)
-    else:
-        for key, value in values.items():
-            setattr(row, key, value)
-    row.watermark_created = ctx.created
-    row.watermark_event_id = ctx.event_id
     after = {**values, **(audited or {})}
-    if before is None or before != after:
-        row.updated_at = ctx.now
+    watermark = {"watermark_created": ctx.created, "watermark_event_id": ctx.event_id}
+    if row is None:
+        written = {**values, **watermark, "id": object_id, "created_at": ctx.now}
+        ctx.connection.execute(table.insert(), {**written, "updated_at": ctx.now})
+    else:
+        # Only what changed: fewer values to convert and send, the same row in the end.
+        written = {key: value for key, value in values.items() if row[key] != value}
+        written.update(watermark)
+        if before != after:
+            written["updated_at"] = ctx.now
+        ctx.connection.execute(_update_by_id(table), {**written, "row_id": object_id})
+        written = {**row, **values, **written}
     action = action or ("created" if before is None else "updated")
-    ctx.audit(object_type, object_id, action, before, after, customer)
-    return row
+    ctx.audit(object_type, object_id, action, before, after, customer_id)
+    return written
 
 
 # -- customers ----------------------------------------------------------------------------
@@ -221,76 +317,74 @@ def _customer_values(snapshot: CustomerSnapshot, account: str | None) -> dict[st
         "email": snapshot.email,
         "name": snapshot.name,
         "currency": snapshot.currency,
-        "metadata_": dict(snapshot.metadata),
+        "metadata": dict(snapshot.metadata),
         "deleted": snapshot.deleted,
         "stripe_account": account,
     }
 
 
-def _customer_by_stripe_id(ctx: HandlerContext, stripe_customer_id: str) -> Customer | None:
-    return ctx.session.scalars(
-        select(Customer).where(Customer.stripe_customer_id == stripe_customer_id).with_for_update()
-    ).first()
+def _customer_by_stripe_id(ctx: HandlerContext, stripe_customer_id: str) -> Row | None:
+    return (
+        ctx.connection.execute(_CUSTOMER_BY_STRIPE_ID, {"stripe_customer_id": stripe_customer_id})
+        .mappings()
+        .first()
+    )
 
 
 def _new_customer(
     ctx: HandlerContext, snapshot: CustomerSnapshot, app_id_hint: str | None = None
-) -> Customer:
+) -> Row:
     """Create the mirror row of a customer seen for the first time, under the app's id."""
     app_id = snapshot.app_id if snapshot.app_id != snapshot.stripe_id else app_id_hint
     row = None
     if app_id:
         # The app may have made the customer (e.g. offline) before Stripe had it.
-        row = ctx.session.get(Customer, app_id, with_for_update=True)
-        if row is not None and row.stripe_customer_id not in (None, snapshot.stripe_id):
+        row = ctx.row(CUSTOMERS, app_id, lock=True)
+        if row is not None and row["stripe_customer_id"] not in (None, snapshot.stripe_id):
             row, app_id = None, None  # that id is another Stripe customer's: use the cus_ id
     values = _customer_values(snapshot, ctx.account)
-    if row is not None:
-        before = {**_stored(row, values), "stripe_customer_id": row.stripe_customer_id}
-        for key, value in values.items():
-            setattr(row, key, value)
-        row.stripe_customer_id = snapshot.stripe_id
-        row.watermark_created, row.watermark_event_id = ctx.created, ctx.event_id
-        after = {**values, "stripe_customer_id": snapshot.stripe_id}
-        ctx.audit("customer", row.id, "linked", before, after, row)
-        return row
-    row = Customer(
-        id=app_id or snapshot.stripe_id,
-        stripe_customer_id=snapshot.stripe_id,
-        offline=False,
-        state_version=0,
-        watermark_created=ctx.created,
-        watermark_event_id=ctx.event_id,
-        created_at=ctx.now,
-        updated_at=ctx.now,
+    linked = {
         **values,
-    )
-    ctx.session.add(row)
-    ctx.audit(
-        "customer",
-        row.id,
-        "created",
-        None,
-        {**values, "stripe_customer_id": snapshot.stripe_id},
-        row,
-    )
-    return row
+        "stripe_customer_id": snapshot.stripe_id,
+        "watermark_created": ctx.created,
+        "watermark_event_id": ctx.event_id,
+    }
+    if row is not None:
+        before = {**_stored(row, values), "stripe_customer_id": row["stripe_customer_id"]}
+        ctx.connection.execute(_update_by_id(CUSTOMERS), {**linked, "row_id": row["id"]})
+        after = {**values, "stripe_customer_id": snapshot.stripe_id}
+        ctx.audit("customer", row["id"], "linked", before, after, row["id"])
+        return {**row, **linked}
+    created = {
+        **linked,
+        "id": app_id or snapshot.stripe_id,
+        "offline": False,
+        "state_version": 0,
+        "created_at": ctx.now,
+        "updated_at": ctx.now,
+    }
+    ctx.connection.execute(CUSTOMERS.insert(), created)
+    after = {**values, "stripe_customer_id": snapshot.stripe_id}
+    ctx.audit("customer", created["id"], "created", None, after, created["id"])
+    return created
 
 
 def _lock_customer(
     ctx: HandlerContext, stripe_customer_id: str, *, app_id_hint: str | None = None
-) -> Customer:
-    """Lock the customer's row, creating it from Stripe's copy the first time it is seen."""
-    row = _customer_by_stripe_id(ctx, stripe_customer_id)
-    if row is not None:
-        return row
+) -> str:
+    """Lock the customer's row and return its id; create it from Stripe's copy if first seen."""
+    customer_id: str | None = ctx.connection.scalar(
+        _LOCK_CUSTOMER, {"stripe_customer_id": stripe_customer_id}
+    )
+    if customer_id is not None:
+        return customer_id
     found = ctx.fetch("customer", stripe_customer_id, "first_seen")
     if not found:
         raise UnknownStripeObject(
             f"customer {stripe_customer_id} is not in Stripe"
             + (f" account {ctx.account}" if ctx.account else "")
         )
-    return _new_customer(ctx, customer_snapshot(found), app_id_hint)
+    return str(_new_customer(ctx, customer_snapshot(found), app_id_hint)["id"])
 
 
 def _apply_customer(ctx: HandlerContext, obj: dict[str, Any], *, deleted: bool = False) -> None:
@@ -301,10 +395,10 @@ def _apply_customer(ctx: HandlerContext, obj: dict[str, Any], *, deleted: bool =
         return
     values = _customer_values(snapshot, ctx.account)
     # Stripe cannot undelete a customer, so deletion stays whatever order events come in.
-    values["deleted"] = snapshot.deleted or row.deleted
+    values["deleted"] = snapshot.deleted or row["deleted"]
     differs = _stored(row, values) != values
     progress = compare_progress(
-        customer_progress(values["deleted"]), customer_progress(row.deleted)
+        customer_progress(values["deleted"]), customer_progress(row["deleted"])
     )
     decision = _decide(ctx, row, differs, progress)
     if decision is Decision.SKIP:
@@ -314,9 +408,9 @@ def _apply_customer(ctx: HandlerContext, obj: dict[str, Any], *, deleted: bool =
         if not found:
             return
         values = _customer_values(customer_snapshot(found), ctx.account)
-        values["deleted"] = values["deleted"] or row.deleted
-    action = "deleted" if values["deleted"] and not row.deleted else None
-    _write(ctx, Customer, "customer", row.id, row, values, row, action=action)
+        values["deleted"] = values["deleted"] or row["deleted"]
+    action = "deleted" if values["deleted"] and not row["deleted"] else None
+    _write(ctx, CUSTOMERS, "customer", row["id"], row, values, row["id"], action=action)
 
 
 def on_customer_created(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -358,44 +452,40 @@ def _subscription_values(snapshot: SubscriptionSnapshot, customer_id: str) -> di
     }
 
 
-_ITEM_KEYS = (
-    "id",
-    "price_id",
-    "lookup_key",
-    "usage_type",
-    "quantity",
-    "current_period_start",
-    "current_period_end",
-)
-
-
 def _item_values(snapshot: SubscriptionSnapshot) -> list[dict[str, Any]]:
     return [{key: getattr(item, key) for key in _ITEM_KEYS} for item in snapshot.items]
 
 
-def _stored_items(session: Session, subscription_id: str) -> list[SubscriptionItem]:
-    return list(
-        session.scalars(
-            select(SubscriptionItem)
-            .where(SubscriptionItem.subscription_id == subscription_id)
-            .order_by(SubscriptionItem.id)
-        )
+def _subscription_with_items(
+    ctx: HandlerContext, subscription_id: str
+) -> tuple[Row | None, list[dict[str, Any]]]:
+    """Return the stored subscription (locked) and its items in id order."""
+    rows = (
+        ctx.connection.execute(_SUBSCRIPTION_WITH_ITEMS, {"row_id": subscription_id})
+        .mappings()
+        .all()
     )
+    if not rows:
+        return None, []
+    items = [
+        {key: row[f"item_{key}"] for key in _ITEM_KEYS}
+        for row in rows
+        if row["item_id"] is not None
+    ]
+    return rows[0], items
 
 
 def _apply_subscription(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     snapshot = subscription_snapshot(obj)
-    customer = _lock_customer(ctx, snapshot.stripe_customer_id)
-    row = ctx.session.get(Subscription, snapshot.id, with_for_update=True)
-    values = _subscription_values(snapshot, customer.id)
+    customer_id = _lock_customer(ctx, snapshot.stripe_customer_id)
+    row, stored_items = _subscription_with_items(ctx, snapshot.id)
+    values = _subscription_values(snapshot, customer_id)
     items = _item_values(snapshot)
-    item_rows = _stored_items(ctx.session, snapshot.id) if row is not None else []
-    stored_items = [_stored(item, _ITEM_KEYS) for item in item_rows]
     if row is not None:
         differs = _stored(row, values) != values or stored_items != items
         progress = compare_progress(
             subscription_progress(snapshot.status, snapshot.current_period_start),
-            subscription_progress(row.status, row.current_period_start),
+            subscription_progress(row["status"], row["current_period_start"]),
         )
         decision = _decide(ctx, row, differs, progress)
         if decision is Decision.SKIP:
@@ -405,24 +495,22 @@ def _apply_subscription(ctx: HandlerContext, obj: dict[str, Any]) -> None:
             if not found:
                 return
             snapshot = subscription_snapshot(found)
-            values = _subscription_values(snapshot, customer.id)
+            values = _subscription_values(snapshot, customer_id)
             items = _item_values(snapshot)
+    # The subscription row is written first: its items reference it.
     _write(
         ctx,
-        Subscription,
+        SUBSCRIPTIONS,
         "subscription",
         snapshot.id,
         row,
         values,
-        customer,
+        customer_id,
         audited={"items": _item_summary(items)},
         before_extra={"items": _item_summary(stored_items)} if row is not None else None,
     )
-    if row is None:
-        # Items reference the subscription row, so it must exist before they are inserted.
-        ctx.session.flush()
     if items != stored_items:
-        _replace_items(ctx.session, snapshot.id, items, item_rows)
+        _replace_items(ctx, snapshot.id, items, stored_items)
 
 
 def _item_summary(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -433,23 +521,30 @@ def _item_summary(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _replace_items(
-    session: Session,
+    ctx: HandlerContext,
     subscription_id: str,
     items: list[dict[str, Any]],
-    stored: list[SubscriptionItem],
+    stored: list[dict[str, Any]],
 ) -> None:
     wanted = {item["id"]: item for item in items}
-    existing = {item.id: item for item in stored}
-    for item_id, gone in existing.items():
-        if item_id not in wanted:
-            session.delete(gone)
+    existing = {item["id"]: item for item in stored}
+    gone = [item_id for item_id in existing if item_id not in wanted]
+    if gone:
+        ctx.connection.execute(delete(SUBSCRIPTION_ITEMS).where(SUBSCRIPTION_ITEMS.c.id.in_(gone)))
+    added = [
+        {**values, "subscription_id": subscription_id}
+        for item_id, values in wanted.items()
+        if item_id not in existing
+    ]
+    if added:
+        ctx.connection.execute(SUBSCRIPTION_ITEMS.insert(), added)
     for item_id, values in wanted.items():
-        row = existing.get(item_id)
-        if row is None:
-            session.add(SubscriptionItem(subscription_id=subscription_id, **values))
-        else:
-            for key, value in values.items():
-                setattr(row, key, value)
+        stored_values = existing.get(item_id)
+        if stored_values is not None and stored_values != values:
+            changed = {key: value for key, value in values.items() if stored_values[key] != value}
+            ctx.connection.execute(
+                _update_by_id(SUBSCRIPTION_ITEMS), {**changed, "row_id": item_id}
+            )
 
 
 def on_customer_subscription_created(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -508,35 +603,35 @@ def _invoice_values(snapshot: Any, customer_id: str) -> dict[str, Any]:
 
 def _apply_invoice(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     snapshot = invoice_snapshot(obj)
-    customer = _lock_customer(ctx, snapshot.stripe_customer_id)
-    row = ctx.session.get(Invoice, snapshot.id, with_for_update=True)
-    values = _invoice_values(snapshot, customer.id)
+    customer_id = _lock_customer(ctx, snapshot.stripe_customer_id)
+    row = ctx.row(INVOICES, snapshot.id, lock=True)
+    values = _invoice_values(snapshot, customer_id)
     if row is not None:
         differs = _stored(row, values) != values
         progress = compare_progress(
             invoice_progress(snapshot.status, snapshot.attempt_count, snapshot.amount_paid),
-            invoice_progress(row.status, row.attempt_count, row.amount_paid),
+            invoice_progress(row["status"], row["attempt_count"], row["amount_paid"]),
         )
         decision = _decide(ctx, row, differs, progress)
         if decision is Decision.SKIP:
-            _record_invoice_payments(ctx, snapshot.payments, customer)
+            _record_invoice_payments(ctx, snapshot.payments, customer_id)
             return
         if decision is Decision.REFETCH:
             found = ctx.fetch("invoice", snapshot.id, "same_second")
             if not found:
                 return
             snapshot = invoice_snapshot(found)
-            values = _invoice_values(snapshot, customer.id)
-    _write(ctx, Invoice, "invoice", snapshot.id, row, values, customer)
-    _record_invoice_payments(ctx, snapshot.payments, customer)
+            values = _invoice_values(snapshot, customer_id)
+    _write(ctx, INVOICES, "invoice", snapshot.id, row, values, customer_id)
+    _record_invoice_payments(ctx, snapshot.payments, customer_id)
 
 
 def _record_invoice_payments(
-    ctx: HandlerContext, payments: Iterable[InvoicePaymentSnapshot], customer: Customer | None
+    ctx: HandlerContext, payments: Iterable[InvoicePaymentSnapshot], customer_id: str | None
 ) -> None:
     """Keep which PaymentIntent or charge paid which invoice, and link those charges."""
     for payment in payments:
-        row = ctx.session.get(InvoicePayment, payment.id)
+        row = ctx.row(INVOICE_PAYMENTS, payment.id)
         values = {
             "invoice_id": payment.invoice_id,
             "payment_intent": payment.payment_intent,
@@ -544,23 +639,27 @@ def _record_invoice_payments(
             "status": payment.status,
         }
         if row is None:
-            ctx.session.add(InvoicePayment(id=payment.id, **values))
-        else:
-            for key, value in values.items():
-                setattr(row, key, value)
-        ctx.session.flush()
+            ctx.connection.execute(INVOICE_PAYMENTS.insert(), {**values, "id": payment.id})
+        elif _stored(row, values) != values:
+            ctx.connection.execute(
+                _update_by_id(INVOICE_PAYMENTS), {**values, "row_id": payment.id}
+            )
         paid_by = []
         if payment.payment_intent:
-            paid_by.append(Charge.payment_intent == payment.payment_intent)
+            paid_by.append(CHARGES.c.payment_intent == payment.payment_intent)
         if payment.charge_id:
-            paid_by.append(Charge.id == payment.charge_id)
+            paid_by.append(CHARGES.c.id == payment.charge_id)
         for condition in paid_by:
-            linked = ctx.session.execute(
-                update(Charge)
-                .where(condition, Charge.invoice_id.is_(None))
-                .values(invoice_id=payment.invoice_id, updated_at=ctx.now)
-                .returning(Charge.id)
-            ).scalars()
+            linked = (
+                ctx.connection.execute(
+                    update(CHARGES)
+                    .where(condition, CHARGES.c.invoice_id.is_(None))
+                    .values(invoice_id=payment.invoice_id, updated_at=ctx.now)
+                    .returning(CHARGES.c.id)
+                )
+                .scalars()
+                .all()
+            )
             for charge_id in linked:
                 ctx.audit(
                     "charge",
@@ -568,7 +667,7 @@ def _record_invoice_payments(
                     "linked",
                     {"invoice_id": None},
                     {"invoice_id": payment.invoice_id},
-                    customer,
+                    customer_id,
                 )
 
 
@@ -617,9 +716,8 @@ def on_invoice_payment_paid(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     if not isinstance(invoice_id, str):
         return
     payment = invoice_payment_snapshot(obj, invoice_id)
-    invoice = ctx.session.get(Invoice, invoice_id)
-    customer = ctx.session.get(Customer, invoice.customer_id) if invoice else None
-    _record_invoice_payments(ctx, [payment], customer)
+    invoice = ctx.row(INVOICES, invoice_id)
+    _record_invoice_payments(ctx, [payment], invoice["customer_id"] if invoice else None)
 
 
 # -- payments -------------------------------------------------------------------------------
@@ -634,28 +732,27 @@ def on_payment_intent_payment_failed(ctx: HandlerContext, obj: dict[str, Any]) -
 
 
 def _charge_values(
-    ctx: HandlerContext, snapshot: ChargeSnapshot, customer: Customer | None, row: Charge | None
+    ctx: HandlerContext, snapshot: ChargeSnapshot, customer_id: str | None, row: Row | None
 ) -> dict[str, Any]:
-    invoice_id = row.invoice_id if row is not None else None
+    invoice_id = row["invoice_id"] if row is not None else None
     if invoice_id is None:
-        paid_by = [InvoicePayment.charge_id == snapshot.id]
+        paid_by = [INVOICE_PAYMENTS.c.charge_id == snapshot.id]
         if snapshot.payment_intent:
-            paid_by.append(InvoicePayment.payment_intent == snapshot.payment_intent)
+            paid_by.append(INVOICE_PAYMENTS.c.payment_intent == snapshot.payment_intent)
         for condition in paid_by:
-            invoice_id = (
-                invoice_id
-                or ctx.session.scalars(
-                    select(InvoicePayment.invoice_id).where(condition).limit(1)
-                ).first()
+            invoice_id = invoice_id or ctx.connection.scalar(
+                select(INVOICE_PAYMENTS.c.invoice_id).where(condition).limit(1)
             )
-    disputed = snapshot.disputed or (row is not None and row.disputed)
+    disputed = snapshot.disputed or (row is not None and bool(row["disputed"]))
     if not disputed:
         disputed = (
-            ctx.session.scalars(select(Dispute.id).where(Dispute.charge_id == snapshot.id)).first()
+            ctx.connection.scalar(
+                select(DISPUTES.c.id).where(DISPUTES.c.charge_id == snapshot.id).limit(1)
+            )
             is not None
         )
     return {
-        "customer_id": customer.id if customer else None,
+        "customer_id": customer_id,
         "payment_intent": snapshot.payment_intent,
         "invoice_id": invoice_id,
         "amount": snapshot.amount,
@@ -667,20 +764,22 @@ def _charge_values(
     }
 
 
-def _apply_charge(ctx: HandlerContext, obj: dict[str, Any], *, refunds_wanted: bool) -> Charge:
+def _apply_charge(ctx: HandlerContext, obj: dict[str, Any], *, refunds_wanted: bool) -> Row:
     snapshot = charge_snapshot(obj)
-    customer = (
+    customer_id = (
         _lock_customer(ctx, snapshot.stripe_customer_id) if snapshot.stripe_customer_id else None
     )
-    row = ctx.session.get(Charge, snapshot.id, with_for_update=True)
-    values = _charge_values(ctx, snapshot, customer, row)
+    row = ctx.row(CHARGES, snapshot.id, lock=True)
+    values = _charge_values(ctx, snapshot, customer_id, row)
     if row is not None:
         differs = _stored(row, values) != values
         progress = compare_progress(
             charge_progress(
                 snapshot.status, snapshot.amount_refunded, snapshot.refunded, snapshot.disputed
             ),
-            charge_progress(row.status, row.amount_refunded, row.refunded, row.disputed),
+            charge_progress(
+                row["status"], row["amount_refunded"], row["refunded"], row["disputed"]
+            ),
         )
         decision = _decide(ctx, row, differs, progress)
         if decision is Decision.SKIP:
@@ -690,23 +789,23 @@ def _apply_charge(ctx: HandlerContext, obj: dict[str, Any], *, refunds_wanted: b
             if not found:
                 return row
             snapshot = charge_snapshot(found)
-            values = _charge_values(ctx, snapshot, customer, row)
-    row = _write(ctx, Charge, "charge", snapshot.id, row, values, customer)
+            values = _charge_values(ctx, snapshot, customer_id, row)
+    written = _write(ctx, CHARGES, "charge", snapshot.id, row, values, customer_id)
     refunds = snapshot.refunds
     if refunds is None and refunds_wanted and snapshot.amount_refunded > 0:
         # The charge's refunds list is not in this API version's payload by default.
         fetched = ctx.fetch("refunds", snapshot.id, "thin")
         refunds = tuple(refund_snapshot(refund) for refund in fetched or [])
     for refund in refunds or ():
-        _apply_refund_snapshot(ctx, refund, customer)
-    return row
+        _apply_refund_snapshot(ctx, refund, customer_id)
+    return written
 
 
 def _apply_refund_snapshot(
-    ctx: HandlerContext, snapshot: RefundSnapshot, customer: Customer | None
+    ctx: HandlerContext, snapshot: RefundSnapshot, customer_id: str | None
 ) -> None:
-    row = ctx.session.get(Refund, snapshot.id, with_for_update=True)
-    if row is not None and refund_is_behind(snapshot.status, row.status):
+    row = ctx.row(REFUNDS, snapshot.id, lock=True)
+    if row is not None and refund_is_behind(snapshot.status, row["status"]):
         return
     values = {
         "charge_id": snapshot.charge_id,
@@ -717,13 +816,16 @@ def _apply_refund_snapshot(
     }
     before = None if row is None else _stored(row, values)
     if row is None:
-        ctx.session.add(Refund(id=snapshot.id, created_at=ctx.now, updated_at=ctx.now, **values))
+        ctx.connection.execute(
+            REFUNDS.insert(),
+            {**values, "id": snapshot.id, "created_at": ctx.now, "updated_at": ctx.now},
+        )
     elif before != values:
-        for key, value in values.items():
-            setattr(row, key, value)
-        row.updated_at = ctx.now
+        ctx.connection.execute(
+            _update_by_id(REFUNDS), {**values, "updated_at": ctx.now, "row_id": snapshot.id}
+        )
     ctx.audit(
-        "refund", snapshot.id, "created" if row is None else "updated", before, values, customer
+        "refund", snapshot.id, "created" if row is None else "updated", before, values, customer_id
     )
 
 
@@ -745,11 +847,8 @@ def on_charge_refunded(ctx: HandlerContext, obj: dict[str, Any]) -> None:
 def on_refund_created(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a refund."""
     snapshot = refund_snapshot(obj)
-    charge = ctx.session.get(Charge, snapshot.charge_id) if snapshot.charge_id else None
-    customer = (
-        ctx.session.get(Customer, charge.customer_id) if charge and charge.customer_id else None
-    )
-    _apply_refund_snapshot(ctx, snapshot, customer)
+    charge = ctx.row(CHARGES, snapshot.charge_id) if snapshot.charge_id else None
+    _apply_refund_snapshot(ctx, snapshot, charge["customer_id"] if charge else None)
 
 
 def on_refund_updated(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -759,18 +858,17 @@ def on_refund_updated(ctx: HandlerContext, obj: dict[str, Any]) -> None:
 
 def _apply_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     snapshot = dispute_snapshot(obj)
-    charge = ctx.session.get(Charge, snapshot.charge_id)
+    charge = ctx.row(CHARGES, snapshot.charge_id)
     if charge is None:
         # Record the dispute against the charge's customer and invoice: fetch the charge.
         found = ctx.fetch("charge", snapshot.charge_id, "first_seen")
         if not found:
             raise UnknownStripeObject(f"charge {snapshot.charge_id} is not in Stripe")
         charge = _apply_charge(ctx, found, refunds_wanted=False)
-        ctx.session.flush()
-    customer = None
-    if charge.customer_id:
-        customer = ctx.session.get(Customer, charge.customer_id, with_for_update=True)
-    row = ctx.session.get(Dispute, snapshot.id, with_for_update=True)
+    customer_id = charge["customer_id"]
+    if customer_id:
+        ctx.row(CUSTOMERS, customer_id, lock=True)
+    row = ctx.row(DISPUTES, snapshot.id, lock=True)
     values = {
         "charge_id": snapshot.charge_id,
         "payment_intent": snapshot.payment_intent,
@@ -781,7 +879,9 @@ def _apply_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     }
     if row is not None:
         differs = _stored(row, values) != values
-        progress = compare_progress(dispute_progress(snapshot.status), dispute_progress(row.status))
+        progress = compare_progress(
+            dispute_progress(snapshot.status), dispute_progress(row["status"])
+        )
         decision = _decide(ctx, row, differs, progress)
         if decision is Decision.SKIP:
             return
@@ -791,12 +891,14 @@ def _apply_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
                 return
             snapshot = dispute_snapshot(found)
             values = {**values, "status": snapshot.status, "reason": snapshot.reason}
-    _write(ctx, Dispute, "dispute", snapshot.id, row, values, customer)
-    if not charge.disputed:
-        charge.disputed = True
-        charge.updated_at = ctx.now
+    _write(ctx, DISPUTES, "dispute", snapshot.id, row, values, customer_id)
+    if not charge["disputed"]:
+        ctx.connection.execute(
+            _update_by_id(CHARGES),
+            {"disputed": True, "updated_at": ctx.now, "row_id": charge["id"]},
+        )
         ctx.audit(
-            "charge", charge.id, "disputed", {"disputed": False}, {"disputed": True}, customer
+            "charge", charge["id"], "disputed", {"disputed": False}, {"disputed": True}, customer_id
         )
 
 
@@ -830,7 +932,7 @@ def on_checkout_session_completed(ctx: HandlerContext, obj: dict[str, Any]) -> N
     _lock_customer(ctx, session.stripe_customer_id, app_id_hint=session.client_reference_id)
     if session.mode != "subscription" or not session.subscription_id:
         return
-    if ctx.session.get(Subscription, session.subscription_id) is not None:
+    if ctx.row(SUBSCRIPTIONS, session.subscription_id) is not None:
         return
     found = ctx.fetch("subscription", session.subscription_id, "thin")
     if not found:

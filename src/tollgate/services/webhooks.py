@@ -1,37 +1,47 @@
 """Stripe webhooks: store each event once (persist first), then apply it exactly once.
 
-`receive_stripe_event` checks the signature and inserts the raw event into the inbox with
-`INSERT … ON CONFLICT DO NOTHING`, so a concurrent duplicate never raises. `process_stripe_event`
-claims the inbox row and runs the event's handler in one transaction. It writes the mirror, the
-audit rows, the customers' `state_version` and the row's final status together. If the handler
-fails, that transaction rolls back and a second one marks the row failed with its error and a
-backoff.
+`apply_stripe_delivery` is what a delivery runs. It checks the signature, then in ONE transaction
+inserts the raw event into the inbox (`INSERT … ON CONFLICT DO NOTHING`, already marked
+succeeded), runs the event's handler, and commits the mirror, the audit rows, the customers'
+`state_version` and the inbox row together. So the row is stored before it is processed, and
+the effects and the row's status commit at once: either both are there or neither is. If the
+handler fails, that transaction rolls back and a second one stores the event as failed, with its
+error and a backoff (or, if another delivery stored it meanwhile, marks that row failed unless
+it was applied). A duplicate whose row is already applied changes nothing.
+
+An event that needs an object from Stripe, or a redelivery of a stored event that is not applied
+yet, takes the slow path: the event is stored as pending, then `process_stripe_event` claims the
+row, holds a lease while Stripe answers (outside any transaction), and applies it. The retry job
+and `tollgate events replay` use the same slow path.
 
 Claiming: on PostgreSQL `SELECT … FOR UPDATE SKIP LOCKED`, so a second worker on the same event
-moves on at once. On SQLite the transaction's first statement is a write, so it holds the
-database's single write lock before it reads the row's status. Either way, only one transaction
-at a time decides whether an event still needs applying.
+moves on at once; a second delivery's inbox insert waits on the first's uncommitted row, then
+sees it applied. On SQLite each transaction's first statement is a write, so it holds the
+database's single write lock before it reads anything. Either way, only one transaction at a time
+decides whether an event still needs applying.
 
 Inbox statuses: pending (stored, not applied yet); processing (a worker is fetching an object
 from Stripe for it, under a 5-minute lease); succeeded; failed (with last_error and
 next_attempt_at); ignored (a type Tollgate has no handler for).
+
+The hot path uses SQLAlchemy Core statements built once, not the ORM's unit of work.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Any, ClassVar
 
 import orjson
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import Session
 
 from tollgate.clock import Clock
 from tollgate.config import ConfigError, Settings
@@ -40,7 +50,7 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
 from tollgate.domain.events import retry_delay
 from tollgate.metrics import STRIPE_REFETCHES, WEBHOOK_EVENTS
-from tollgate.services.webhook_handlers import HANDLERS, HandlerContext, NeedsFetch
+from tollgate.services.webhook_handlers import HANDLERS, Handler, HandlerContext, NeedsFetch
 from tollgate.stripe.errors import StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.signatures import parse_event, verify_signature
@@ -48,6 +58,7 @@ from tollgate.stripe.translate import timestamp
 
 log = logging.getLogger("tollgate.webhooks")
 
+EVENTS: Table = StripeEvent.__table__  # type: ignore[assignment]
 LEASE = timedelta(minutes=5)
 STUCK_AFTER = timedelta(minutes=5)
 # Each round may ask Stripe for one object (the customer, then the subscription, …).
@@ -61,6 +72,37 @@ _RETRYABLE_SQLSTATES = {"40001", "40P01"}
 _SECRET_TEXT = re.compile(
     r"\b(?:(?:sk|rk|pk)_(?:test|live)_|whsec_|tg_(?:read|write)_)[A-Za-z0-9_\-]+"
 )
+
+_BY_ID = EVENTS.c.id == bindparam("event_id")
+_STATUS = select(EVENTS.c.status).where(_BY_ID)
+_ROW = select(EVENTS).where(_BY_ID)
+_ROW_FOR_UPDATE = _ROW.with_for_update()
+_ROW_FOR_UPDATE_SKIP_LOCKED = _ROW.with_for_update(skip_locked=True)
+# SQLite: a write that changes nothing, to take the database's write lock before reading.
+_TAKE_WRITE_LOCK = update(EVENTS).where(_BY_ID).values(attempts=EVENTS.c.attempts)
+_FINISHED = (
+    update(EVENTS)
+    .where(_BY_ID)
+    .values(
+        status=bindparam("status"),
+        attempts=EVENTS.c.attempts + 1,
+        processed_at=bindparam("now"),
+        last_error=None,
+        next_attempt_at=None,
+    )
+)
+_LEASED = (
+    update(EVENTS)
+    .where(_BY_ID)
+    .values(status="processing", next_attempt_at=bindparam("lease_until"))
+)
+_MARK_FAILED = (
+    update(EVENTS)
+    .where(_BY_ID, EVENTS.c.status.not_in(_DONE))
+    .values(status="failed", attempts=EVENTS.c.attempts + 1, last_error=bindparam("message"))
+    .returning(EVENTS.c.attempts)
+)
+_BACK_OFF = update(EVENTS).where(_BY_ID).values(next_attempt_at=bindparam("retry_at"))
 
 
 class ProcessMode(StrEnum):
@@ -97,7 +139,8 @@ class ProcessResult:
     """How applying one event ended.
 
     `outcome` is succeeded, ignored, duplicate (already applied), in_progress (another worker
-    has it), not_due (a failed event waiting for its next attempt) or failed.
+    has it), not_due (a failed event waiting for its next attempt), failed, or pending (stored,
+    not applied yet: see `apply_stripe_delivery`).
     """
 
     event_id: str
@@ -108,6 +151,10 @@ class ProcessResult:
     @property
     def failed(self) -> bool:
         return self.outcome == "failed"
+
+    @property
+    def pending(self) -> bool:
+        return self.outcome == "pending"
 
 
 @dataclass(frozen=True)
@@ -127,6 +174,79 @@ class StoredEvent:
 # -- receiving -------------------------------------------------------------------------------
 
 
+def apply_stripe_delivery(
+    *,
+    db: Database,
+    raw_body: bytes,
+    signature_header: str | None,
+    settings: Settings,
+    clock: Clock,
+) -> ProcessResult:
+    """Verify a delivery, then store and apply it in one transaction; raise InvalidWebhook.
+
+    A bad delivery stores nothing. A duplicate of an applied event answers `duplicate` and
+    changes nothing. A failure leaves the event stored as failed, for Stripe and the retry job.
+    `pending` means stored but not applied: it needs an object from Stripe, or an earlier
+    delivery left it unapplied; finish it with `process_stripe_event`, which never runs here
+    because it may wait for Stripe.
+    """
+    now = clock.now()
+    event = _verified_event(raw_body, signature_header, settings, now)
+    stored = _inbox_row(event, raw_body, now)
+    handler = HANDLERS.get(event["type"])
+    conflicts = 0
+    while True:
+        try:
+            with db.write_connection() as connection:
+                result = _store_and_apply(connection, db.dialect, event, stored, handler, now)
+        except NeedsFetch:
+            # Stripe must be asked first, and never inside a transaction: store the event for
+            # the path that holds a lease while Stripe answers.
+            with db.write_connection() as connection:
+                _insert_new(connection, db.dialect, stored)
+            return ProcessResult(stored["id"], "pending")
+        except DBAPIError as error:
+            conflicts += 1
+            if _is_conflict(error) and conflicts <= MAX_CONFLICT_RETRIES:
+                # Another transaction inserted the same new row first, or a deadlock was broken:
+                # run again, and this time see what it committed.
+                continue
+            return _store_failed(db, stored, now, error)
+        except Exception as error:  # every failure is kept on the row for the retry job
+            return _store_failed(db, stored, now, error)
+        if result.outcome in ("succeeded", "ignored"):
+            WEBHOOK_EVENTS.labels(result.outcome).inc()
+        return result
+
+
+def _store_and_apply(
+    connection: Connection,
+    dialect: str,
+    event: dict[str, Any],
+    stored: dict[str, Any],
+    handler: Handler | None,
+    now: datetime,
+) -> ProcessResult:
+    """Insert the event already marked done and apply it; `pending` if stored but not done."""
+    event_id = stored["id"]
+    # Marked done at once: the row commits only together with the handler's effects.
+    done = {
+        **stored,
+        "status": "succeeded" if handler else "ignored",
+        "attempts": 1 if handler else 0,
+        "processed_at": now,
+    }
+    if not _insert_new(connection, dialect, done):
+        status = connection.scalar(_STATUS, {"event_id": event_id})
+        return ProcessResult(event_id, "duplicate" if status in _DONE else "pending")
+    if handler is None:
+        return ProcessResult(event_id, "ignored")
+    context = HandlerContext(connection=connection, event=event, now=now, fetched={})
+    handler(context, event["data"]["object"])
+    context.finish()
+    return ProcessResult(event_id, "succeeded", changes=context.changes)
+
+
 def receive_stripe_event(
     *,
     db: Database,
@@ -135,11 +255,30 @@ def receive_stripe_event(
     settings: Settings,
     clock: Clock,
 ) -> ReceiveResult:
-    """Verify a delivery and store it in the inbox once; raise InvalidWebhook and store nothing."""
+    """Verify a delivery and store it in the inbox once, without applying it."""
+    now = clock.now()
+    event = _verified_event(raw_body, signature_header, settings, now)
+    stored = _inbox_row(event, raw_body, now)
+    known = event["type"] in HANDLERS
+    if not known:
+        stored.update(status="ignored", processed_at=now)
+    with db.write_connection() as connection:
+        inserted = _insert_new(connection, db.dialect, stored)
+        status = stored["status"]
+        if not inserted:
+            status = connection.scalar(_STATUS, {"event_id": stored["id"]}) or status
+    if not known and inserted:
+        WEBHOOK_EVENTS.labels("ignored").inc()
+    return ReceiveResult(stored["id"], event["type"], duplicate=not inserted, status=status)
+
+
+def _verified_event(
+    raw_body: bytes, signature_header: str | None, settings: Settings, now: datetime
+) -> dict[str, Any]:
+    """Return the delivery's event once its signature is checked; raise InvalidWebhook."""
     secrets = settings.stripe_webhook_secrets
     if not secrets:
         raise ConfigError("STRIPE_WEBHOOK_SECRETS: required to accept Stripe webhooks (whsec_…)")
-    now = clock.now()
     verify_signature(
         payload=raw_body,
         header=signature_header,
@@ -147,11 +286,13 @@ def receive_stripe_event(
         tolerance_seconds=settings.webhook_tolerance_seconds,
         now=now,
     )
-    event = parse_event(raw_body)
+    return parse_event(raw_body)
+
+
+def _inbox_row(event: dict[str, Any], raw_body: bytes, now: datetime) -> dict[str, Any]:
+    """Return the inbox row for a verified event, as stored before it is applied."""
     obj = event["data"]["object"]
-    known = event["type"] in HANDLERS
-    status = "pending" if known else "ignored"
-    values: dict[str, Any] = {
+    return {
         "id": event["id"],
         "type": event["type"],
         "object_type": _short(obj.get("object"), 64),
@@ -160,35 +301,52 @@ def receive_stripe_event(
         "api_version": _short(event.get("api_version"), 64),
         "created": timestamp(event["created"]),
         "received_at": now,
-        "status": status,
+        "status": "pending",
         "attempts": 0,
-        "processed_at": None if known else now,
+        "last_error": None,
+        "next_attempt_at": None,
+        "processed_at": None,
         # orjson accepted the body, so it is valid UTF-8.
         "payload": raw_body.decode("utf-8"),
     }
-    insert = _insert(db.dialect)(StripeEvent).values(**values)
-    with db.write_transaction() as session:
-        # RETURNING, not rowcount: the ORM's insert does not report rowcount on every driver.
-        inserted = (
-            session.execute(
-                insert.on_conflict_do_nothing(index_elements=["id"]).returning(StripeEvent.id)
-            ).first()
-            is not None
-        )
-        if not inserted:
-            stored = session.scalar(select(StripeEvent.status).where(StripeEvent.id == event["id"]))
-            status = stored or status
-    if not known and inserted:
-        WEBHOOK_EVENTS.labels("ignored").inc()
-    return ReceiveResult(event["id"], event["type"], duplicate=not inserted, status=status)
 
 
-def _insert(dialect: str) -> Callable[..., Any]:
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+@cache
+def _insert_if_new(dialect: str) -> Any:
+    insert: Callable[..., Any] = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # RETURNING, not rowcount, tells whether the row is new: rowcount is not reliable everywhere.
+    return insert(EVENTS).on_conflict_do_nothing(index_elements=["id"]).returning(EVENTS.c.id)
+
+
+def _insert_new(connection: Connection, dialect: str, row: dict[str, Any]) -> bool:
+    """Insert an inbox row unless its event id is stored; return whether it was inserted."""
+    return connection.execute(_insert_if_new(dialect), row).first() is not None
 
 
 def _short(value: Any, limit: int) -> str | None:
     return value[:limit] if isinstance(value, str) else None
+
+
+def _store_failed(
+    db: Database, stored: dict[str, Any], now: datetime, error: BaseException
+) -> ProcessResult:
+    """Store an event whose first application failed, as failed, in a transaction of its own."""
+    event_id = stored["id"]
+    message = describe_error(error)
+    log.warning("stripe event %s failed: %s", event_id, message)
+    failed = {
+        **stored,
+        "status": "failed",
+        "attempts": 1,
+        "last_error": message,
+        "next_attempt_at": now + retry_delay(1),
+    }
+    with db.write_connection() as connection:
+        if not _insert_new(connection, db.dialect, failed):
+            # Another delivery stored it meanwhile: count this failure there, unless applied.
+            _mark_failed(connection, event_id, message, now)
+    WEBHOOK_EVENTS.labels("failed").inc()
+    return ProcessResult(event_id, "failed", error=message)
 
 
 # -- processing ------------------------------------------------------------------------------
@@ -209,9 +367,9 @@ def process_stripe_event(
     rounds = 0
     while True:
         try:
-            with db.write_transaction() as session:
+            with db.write_connection() as connection:
                 result = _process_once(
-                    session, db.dialect, event_id, clock.now(), fetched, mode, owned
+                    connection, db.dialect, event_id, clock.now(), fetched, mode, owned
                 )
             WEBHOOK_EVENTS.labels(result.outcome).inc()
             return result
@@ -236,8 +394,6 @@ def process_stripe_event(
         except DBAPIError as error:
             conflicts += 1
             if _is_conflict(error) and conflicts <= MAX_CONFLICT_RETRIES:
-                # Another transaction inserted the same new row first, or a deadlock was broken:
-                # run again, and this time see what it committed.
                 continue
             return _fail(db, event_id, clock, error)
         except Exception as error:  # every failure is kept on the row for the retry job
@@ -245,7 +401,7 @@ def process_stripe_event(
 
 
 def _process_once(
-    session: Session,
+    connection: Connection,
     dialect: str,
     event_id: str,
     now: datetime,
@@ -255,77 +411,65 @@ def _process_once(
 ) -> ProcessResult:
     # The lease holder waits: whoever holds the row now only reads it to refuse, and a holder
     # that skipped it would leave its own event processing until the lease ran out.
-    row = _claim(session, dialect, event_id, wait=owned)
+    row = _claim(connection, dialect, event_id, wait=owned)
     if row is None:
-        exists = session.scalar(select(StripeEvent.id).where(StripeEvent.id == event_id))
-        if exists is None:
+        if connection.scalar(_STATUS, {"event_id": event_id}) is None:
             raise NotFound(f"no stored Stripe event {event_id}")
         return ProcessResult(event_id, "in_progress")
     refusal = _refusal(row, now, mode, owned)
     if refusal:
         return ProcessResult(event_id, refusal)
-    handler = HANDLERS.get(row.type)
-    row.attempts += 1
-    row.processed_at = now
-    row.last_error = None
-    row.next_attempt_at = None
-    if handler is None:
-        row.status = "ignored"
-        return ProcessResult(event_id, "ignored")
-    event = orjson.loads(row.payload)
-    context = HandlerContext(session=session, event=event, now=now, fetched=fetched)
-    handler(context, event["data"]["object"])
-    context.finish()
-    row.status = "succeeded"
-    return ProcessResult(event_id, "succeeded", changes=context.changes)
+    handler = HANDLERS.get(row["type"])
+    outcome, changes = "ignored", 0
+    if handler is not None:
+        event = orjson.loads(row["payload"])
+        context = HandlerContext(connection=connection, event=event, now=now, fetched=fetched)
+        handler(context, event["data"]["object"])
+        context.finish()
+        outcome, changes = "succeeded", context.changes
+    connection.execute(_FINISHED, {"event_id": event_id, "status": outcome, "now": now})
+    return ProcessResult(event_id, outcome, changes=changes)
 
 
 def _claim(
-    session: Session, dialect: str, event_id: str, *, wait: bool = False
-) -> StripeEvent | None:
+    connection: Connection, dialect: str, event_id: str, *, wait: bool = False
+) -> Mapping[Any, Any] | None:
     """Lock the inbox row for this transaction; None if another worker holds it and not `wait`."""
+    key = {"event_id": event_id}
     if dialect == "postgresql":
-        return session.scalars(
-            select(StripeEvent)
-            .where(StripeEvent.id == event_id)
-            .with_for_update(skip_locked=not wait)
-        ).first()
+        query = _ROW_FOR_UPDATE if wait else _ROW_FOR_UPDATE_SKIP_LOCKED
+        return connection.execute(query, key).mappings().first()
     # SQLite: writing first takes the database's write lock before the status is read, so
     # two transactions never both see "pending" (a read-then-write transaction could).
-    session.execute(
-        update(StripeEvent)
-        .where(StripeEvent.id == event_id)
-        .values(attempts=StripeEvent.attempts)
-        .execution_options(synchronize_session=False)
-    )
-    return session.get(StripeEvent, event_id)
+    connection.execute(_TAKE_WRITE_LOCK, key)
+    return connection.execute(_ROW, key).mappings().first()
 
 
-def _refusal(row: StripeEvent, now: datetime, mode: ProcessMode, owned: bool) -> str | None:
+def _refusal(row: Mapping[str, Any], now: datetime, mode: ProcessMode, owned: bool) -> str | None:
     """Return why this row is not to be applied now, or None to apply it."""
-    if row.status in _DONE and mode is not ProcessMode.REPLAY:
+    status, next_attempt_at = row["status"], row["next_attempt_at"]
+    if status in _DONE and mode is not ProcessMode.REPLAY:
         return "duplicate"
-    leased = row.next_attempt_at is not None and row.next_attempt_at > now
-    if row.status == "processing" and leased and not owned:
+    leased = next_attempt_at is not None and next_attempt_at > now
+    if status == "processing" and leased and not owned:
         return "in_progress"
-    if row.status == "failed" and mode is ProcessMode.RETRY and leased:
+    if status == "failed" and mode is ProcessMode.RETRY and leased:
         return "not_due"
     return None
 
 
 def _take_lease(db: Database, event_id: str, now: datetime, mode: ProcessMode) -> str | None:
     """Mark the event processing for LEASE; return why not (e.g. another worker has it)."""
-    with db.write_transaction() as session:
+    with db.write_connection() as connection:
         # Wait for a worker holding the row rather than skip it: it may be rolling back to fetch
         # as this one is, and two workers that skipped each other would both walk away.
-        row = _claim(session, db.dialect, event_id, wait=True)
+        row = _claim(connection, db.dialect, event_id, wait=True)
         if row is None:
             return "in_progress"
         refusal = _refusal(row, now, mode, owned=False)
         if refusal:
             return refusal
-        row.status = "processing"
-        row.next_attempt_at = now + LEASE
+        connection.execute(_LEASED, {"event_id": event_id, "lease_until": now + LEASE})
         return None
 
 
@@ -362,20 +506,19 @@ def _is_conflict(error: DBAPIError) -> bool:
 def _fail(db: Database, event_id: str, clock: Clock, error: BaseException) -> ProcessResult:
     """Mark the event failed with its error and when to try again, in a transaction of its own."""
     message = describe_error(error)
-    now = clock.now()
     log.warning("stripe event %s failed: %s", event_id, message)
-    with db.write_transaction() as session:
-        session.execute(
-            update(StripeEvent)
-            .where(StripeEvent.id == event_id, StripeEvent.status.not_in(_DONE))
-            .values(status="failed", attempts=StripeEvent.attempts + 1, last_error=message)
-            .execution_options(synchronize_session=False)
-        )
-        row = session.get(StripeEvent, event_id)
-        if row is not None and row.status == "failed":
-            row.next_attempt_at = now + retry_delay(row.attempts)
+    with db.write_connection() as connection:
+        _mark_failed(connection, event_id, message, clock.now())
     WEBHOOK_EVENTS.labels("failed").inc()
     return ProcessResult(event_id, "failed", error=message)
+
+
+def _mark_failed(connection: Connection, event_id: str, message: str, now: datetime) -> None:
+    """Mark a stored event failed (unless it was applied meanwhile) and set its next attempt."""
+    attempts = connection.scalar(_MARK_FAILED, {"event_id": event_id, "message": message})
+    if attempts is not None:
+        retry_at = now + retry_delay(attempts)
+        connection.execute(_BACK_OFF, {"event_id": event_id, "retry_at": retry_at})
 
 
 def describe_error(error: BaseException) -> str:

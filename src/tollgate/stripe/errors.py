@@ -44,3 +44,10 @@ class PaymentDeclined(StripeFailure):
 
     type: ClassVar[str] = "card_declined"
     status: ClassVar[int] = 402
+
+
+class IdempotencyKeyReused(StripeFailure):
+    """An idempotency key came back with other parameters than it was first used with."""
+
+    type: ClassVar[str] = "idempotency_error"
+    status: ClassVar[int] = 409

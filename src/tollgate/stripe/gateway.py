@@ -29,6 +29,7 @@ from tollgate.domain.catalog_sync import (
 )
 from tollgate.metrics import STRIPE_CALLS, STRIPE_RATE_LIMIT_RETRIES
 from tollgate.stripe.errors import (
+    IdempotencyKeyReused,
     PaymentDeclined,
     StripeAuthenticationFailed,
     StripeFailure,
@@ -146,6 +147,8 @@ class StripeGateway:
         email: str,
         name: str | None = None,
         metadata: dict[str, str] | None = None,
+        address: dict[str, str] | None = None,
+        test_clock: str | None = None,
     ) -> str:
         """Create the Stripe customer for Tollgate customer `customer_id`; returns its `cus_` id."""
         params: dict[str, Any] = {
@@ -155,6 +158,10 @@ class StripeGateway:
         }
         if name:
             params["name"] = name
+        if address:
+            params["address"] = address
+        if test_clock:
+            params["test_clock"] = test_clock
         customer = self._call(
             "customers.create",
             self._client.v1.customers.create,
@@ -205,6 +212,164 @@ class StripeGateway:
             idempotency_key=f"checkout-create-{stripe_customer_id}-{request_id}",
         )
         return str(session.id), str(session.url)
+
+    def update_customer(
+        self,
+        stripe_customer_id: str,
+        *,
+        idempotency_key: str,
+        email: str | None = None,
+        name: str | None = None,
+        address: dict[str, str] | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Change the Stripe customer's email, name, address or metadata (None: left alone)."""
+        params: dict[str, Any] = {}
+        if email is not None:
+            params["email"] = email
+        if name is not None:
+            params["name"] = name
+        if address is not None:
+            params["address"] = address
+        if metadata is not None:
+            params["metadata"] = metadata
+        self._call(
+            "customers.update",
+            self._client.v1.customers.update,
+            stripe_customer_id,
+            params=params,
+            idempotency_key=idempotency_key,
+        )
+
+    def price_ids(self, lookup_keys: Iterable[str]) -> dict[str, str]:
+        """Return the ids of the active prices holding `lookup_keys`, by lookup key."""
+        wanted = sorted(set(lookup_keys))
+        found: dict[str, str] = {}
+        # Stripe takes at most 10 lookup keys a request.
+        for start in range(0, len(wanted), 10):
+            chunk = wanted[start : start + 10]
+            page = self._call(
+                "prices.list",
+                self._client.v1.prices.list,
+                params={"lookup_keys": chunk, "active": True, "limit": 100},
+            )
+            found.update({str(price.lookup_key): str(price.id) for price in page.data})
+        missing = [key for key in wanted if key not in found]
+        if missing:
+            raise StripeNotFound(
+                f"no active price has lookup key {', '.join(missing)}; run `tollgate catalog sync`"
+            )
+        return found
+
+    def open_checkout_session(
+        self,
+        *,
+        idempotency_key: str,
+        stripe_customer_id: str,
+        line_items: list[tuple[str, int | None]],
+        success_url: str,
+        cancel_url: str,
+        client_reference_id: str,
+        trial_days: int = 0,
+        trial_end_behavior: str = "create_invoice",
+        automatic_tax: bool = False,
+        application_fee_percent: Decimal | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> tuple[str, str]:
+        """Open a subscription-mode Checkout Session over (price id, quantity) lines.
+
+        Returns the session's id and hosted URL. A quantity of None is a metered price.
+        """
+        subscription_data: dict[str, Any] = {
+            "metadata": metadata or {},
+            "trial_settings": {"end_behavior": {"missing_payment_method": trial_end_behavior}},
+        }
+        if trial_days:
+            subscription_data["trial_period_days"] = trial_days
+        if application_fee_percent is not None:
+            subscription_data["application_fee_percent"] = float(application_fee_percent)
+        params: dict[str, Any] = {
+            "mode": "subscription",
+            "customer": stripe_customer_id,
+            "client_reference_id": client_reference_id,
+            "line_items": [
+                {"price": price} if quantity is None else {"price": price, "quantity": quantity}
+                for price, quantity in line_items
+            ],
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "subscription_data": subscription_data,
+            "metadata": metadata or {},
+        }
+        if automatic_tax:
+            params["automatic_tax"] = {"enabled": True}
+        session = self._call(
+            "checkout.sessions.create",
+            self._client.v1.checkout.sessions.create,
+            params=params,
+            idempotency_key=idempotency_key,
+        )
+        return str(session.id), str(session.url)
+
+    def open_portal_session(
+        self, *, idempotency_key: str, stripe_customer_id: str, return_url: str
+    ) -> str:
+        """Open a Customer Portal session; returns its URL."""
+        session = self._call(
+            "billing_portal.sessions.create",
+            self._client.v1.billing_portal.sessions.create,
+            params={"customer": stripe_customer_id, "return_url": return_url},
+            idempotency_key=idempotency_key,
+        )
+        return str(session.url)
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    def list_subscriptions(self, stripe_customer_id: str) -> list[dict[str, Any]]:
+        """Every subscription of the customer that has not ended, newest first."""
+        return [
+            subscription.to_dict(for_json=True)
+            for subscription in self._list(
+                "subscriptions.list",
+                self._client.v1.subscriptions.list,
+                {"customer": stripe_customer_id},
+            )
+        ]
+
+    def create_subscription(
+        self, *, idempotency_key: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create a subscription with Stripe's parameters; returns it."""
+        created = self._call(
+            "subscriptions.create",
+            self._client.v1.subscriptions.create,
+            params=params,
+            idempotency_key=idempotency_key,
+        )
+        return dict(created.to_dict(for_json=True))
+
+    def update_subscription(
+        self, subscription_id: str, *, idempotency_key: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Update a subscription with Stripe's parameters; returns it."""
+        updated = self._call(
+            "subscriptions.update",
+            self._client.v1.subscriptions.update,
+            subscription_id,
+            params=params,
+            idempotency_key=idempotency_key,
+        )
+        return dict(updated.to_dict(for_json=True))
+
+    def cancel_subscription(self, subscription_id: str, *, idempotency_key: str) -> dict[str, Any]:
+        """Cancel a subscription now; returns it."""
+        canceled = self._call(
+            "subscriptions.cancel",
+            self._client.v1.subscriptions.cancel,
+            subscription_id,
+            idempotency_key=idempotency_key,
+        )
+        return dict(canceled.to_dict(for_json=True))
 
     # -- catalog ---------------------------------------------------------------------------
 
@@ -397,12 +562,22 @@ def _existing_price(price: Any, event_names: dict[str, str]) -> ExistingPrice:
 def _translate(operation: str, error: stripe.StripeError) -> StripeFailure:
     """Stripe's error as Tollgate's; messages are Stripe's, which never echo a full key."""
     message = error.user_message or str(error) or "Stripe error"
-    code = getattr(error, "code", None)
+    body: dict[str, Any] = error.json_body if isinstance(error.json_body, dict) else {}
+    details: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
+    # The SDK fills `code` for some error classes only; the body always has it.
+    code = getattr(error, "code", None) or details.get("code")
     param = getattr(error, "param", None)
+    if isinstance(error, stripe.IdempotencyError):
+        return IdempotencyKeyReused(
+            "this Idempotency-Key was used before with a different request; "
+            "use a new key for a new request"
+        )
     if isinstance(error, stripe.CardError):
         return PaymentDeclined(message, param=param, code=code)
     if isinstance(error, stripe.AuthenticationError | stripe.PermissionError):
-        return StripeAuthenticationFailed(f"Stripe refused the API key for {operation}: {message}")
+        return StripeAuthenticationFailed(
+            f"Stripe refused the API key for {operation}: {message}", code=code
+        )
     if isinstance(error, stripe.APIConnectionError):
         return StripeUnavailable(f"Stripe could not be reached for {operation}: {message}")
     if isinstance(error, stripe.InvalidRequestError) and error.http_status == 404:
