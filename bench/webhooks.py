@@ -1,9 +1,15 @@
 """Measure Stripe webhook intake: signed events over HTTP to `tollgate serve`, until committed.
 
-Each POST answers 200 only after the event is stored and applied (the route processes inline),
-so the request's latency is the time from request to committed state. Every event is a new
-`customer.subscription.updated` (a new event id and a newer `created`), so every one is
-verified, inserted, claimed, applied to the mirror, audited and invalidates its customer.
+Each POST answers 200 only after the event is stored and applied and the transaction has
+committed, so the request's latency is the time from request to committed state. Every event is a
+new `customer.subscription.updated` (a new event id, a newer `created`, other seats than the
+subscription's last event), so every one is verified, inserted, applied to the mirror (the
+subscription and its item), audited and invalidates its customer. Afterwards the bench checks
+the database: one succeeded inbox row, one audit row and one `state_version` bump per 200.
+
+The client keeps `--concurrency` deliveries in flight, as Stripe does (it sends many deliveries
+to an endpoint at once). It runs on the same machine, so it also takes CPU from the server; the
+server's own CPU use is printed to tell a saturated server from a busy machine.
 
 Run: `.venv/bin/python bench/webhooks.py [--seconds 5] [--concurrency 32] [--database both]`
 (PostgreSQL from TOLLGATE_BENCH_POSTGRES_URL, default the test server's URL).
@@ -186,6 +192,51 @@ async def _seed(url: str) -> None:
             answer.raise_for_status()
 
 
+def _process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far; Linux only, else 0."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_seconds() -> float:
+    """CPU time all processes have used so far (every core); Linux only, else 0."""
+    try:
+        ticks = [int(value) for value in Path("/proc/stat").read_text().split()[1:9]]
+    except OSError:
+        return 0.0
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _check_committed(database_url: str, answered: int) -> str:
+    """Check the database holds what the 200s promised; return a line saying so."""
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            stored, audited, versions = connection.execute(
+                sa.text(
+                    "SELECT"
+                    " (SELECT count(*) FROM stripe_events"
+                    "  WHERE type = 'customer.subscription.updated' AND status = 'succeeded'),"
+                    " (SELECT count(*) FROM audit_log WHERE object_type = 'subscription'),"
+                    " (SELECT sum(state_version) FROM customers)"
+                )
+            ).one()
+    finally:
+        engine.dispose()
+    # Each seeded customer.created bumped its customer once; each delivery bumps it once more.
+    expected = (answered, answered, answered + CUSTOMERS)
+    if (stored, audited, versions) != expected:
+        raise SystemExit(
+            f"committed state does not match the answers: {stored} succeeded, {audited} audit "
+            f"rows, state_version sum {versions}; expected {expected}"
+        )
+    return f"{answered:,} events stored as succeeded, audited and counted in state_version"
+
+
 def run(name: str, database_url: str, seconds: float, concurrency: int) -> None:
     upgrade(database_url)
     port = free_port()
@@ -193,17 +244,28 @@ def run(name: str, database_url: str, seconds: float, concurrency: int) -> None:
         server = _start_server(database_url, port, Path(workdir))
         try:
             asyncio.run(_seed(f"http://127.0.0.1:{port}/webhooks/stripe"))
+            server_cpu, machine_cpu = _process_cpu_seconds(server.pid), _machine_busy_seconds()
+            started = time.perf_counter()
             rate, failures, latencies = asyncio.run(_load(port, seconds, concurrency))
+            elapsed = time.perf_counter() - started
+            server_cpu = _process_cpu_seconds(server.pid) - server_cpu
+            machine_cpu = _machine_busy_seconds() - machine_cpu
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=30)
+    checked = _check_committed(database_url, len(latencies) - failures)
     quantiles = statistics.quantiles(latencies, n=100)
     note = f", {failures} not 200" if failures else ""
     print(
         f"{name}: {rate:,} events/s sustained over {seconds:.0f} s "
         f"({len(latencies):,} events, {concurrency} connections{note}); "
         f"request to committed state p50 {quantiles[49] * 1000:.1f} ms, "
-        f"p99 {quantiles[98] * 1000:.1f} ms",
+        f"p99 {quantiles[98] * 1000:.1f} ms\n"
+        f"  server process: {server_cpu / elapsed:.0%} of one core, "
+        f"{server_cpu / max(len(latencies), 1) * 1e6:.0f} µs CPU per event; "
+        f"the machine was {machine_cpu / elapsed / (os.cpu_count() or 1):.0%} busy "
+        f"({os.cpu_count()} cores)\n"
+        f"  checked: {checked}",
         flush=True,
     )
 

@@ -93,6 +93,38 @@ def dev(
     run_dev(port=port, stripe_port=stripe_port, data_dir=data_dir)
 
 
+@app.command()
+@one_line_errors
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Run every job once, then exit.")] = False,
+) -> None:
+    """Run the scheduled jobs (webhook retries, pending plan changes) until stopped."""
+    import signal
+    import threading
+
+    from tollgate.bootstrap import build_container
+    from tollgate.jobs.schedule import SCHEDULE, Worker
+    from tollgate.server import require_migrated
+
+    container = build_container(_settings())
+    require_migrated(container.db)
+    runner = Worker(container)
+    if once:
+        for name, report in runner.run_due().items():
+            outcome = f"failed: {report}" if isinstance(report, Exception) else "done"
+            typer.echo(f"{name}: {outcome}")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    typer.echo("worker running: " + ", ".join(f"{job.name} every {job.every}" for job in SCHEDULE))
+    try:
+        runner.run_forever(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        container.close()
+
+
 # -- db ---------------------------------------------------------------------------------------
 
 

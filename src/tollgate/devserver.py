@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import threading
 from pathlib import Path
 
 import typer
@@ -15,6 +16,7 @@ from tollgate.bootstrap import Container, build_container
 from tollgate.catalog_file import example_catalog_path
 from tollgate.config import ConfigError, load_settings
 from tollgate.db.migrate import upgrade
+from tollgate.jobs.schedule import Worker
 from tollgate.services.api_keys import create_api_key
 from tollgate.services.catalog import sync_catalog
 from tollgate.services.customers import NewCustomer, create_customer
@@ -108,4 +110,14 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
             "",
         ]
         typer.echo("\n".join(lines))
-        uvicorn.run(create_app(container), host="127.0.0.1", port=port, log_level="warning")
+        # The scheduled jobs (webhook retries, pending plan changes) run beside the server.
+        stop = threading.Event()
+        jobs = threading.Thread(
+            target=Worker(container).run_forever, args=(stop,), name="tollgate-worker", daemon=True
+        )
+        jobs.start()
+        try:
+            uvicorn.run(create_app(container), host="127.0.0.1", port=port, log_level="warning")
+        finally:
+            stop.set()
+            jobs.join(timeout=10)

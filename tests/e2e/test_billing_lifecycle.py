@@ -8,10 +8,13 @@ Each runs on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import CARD_DECLINED, DAY, World
@@ -405,3 +408,22 @@ def test_moving_to_the_free_plan_cancels_at_period_end_and_checkout_is_refused_m
         "free",
         "none",
     )
+
+
+def test_the_same_sign_up_sent_eight_times_at_once_makes_one_customer(world: World) -> None:
+    body = {"id": "rush", "email": "billing@rush.example", "name": "Rush"}
+    barrier = threading.Barrier(8)
+
+    def sign_up(_: int) -> tuple[int, Any]:
+        with httpx.Client(base_url=world.base_url, headers=world.http.headers) as http:
+            barrier.wait()
+            answer = http.post("/v1/customers", json=body, timeout=60)
+            return answer.status_code, answer.json()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(sign_up, range(8)))
+    assert sorted(status for status, _ in answers) == [200] * 7 + [201]
+    assert len({body["stripe_customer_id"] for _, body in answers}) == 1
+    assert world.stripe_count("customer") == 1
+    world.settle()
+    assert world.customer("rush")["stripe_customer_id"] == answers[0][1]["stripe_customer_id"]

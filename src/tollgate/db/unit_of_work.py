@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -47,6 +47,7 @@ class Database:
         # SQLite has one writer at a time. This process's threads queue on a lock, because
         # SQLite's busy handler sleeps up to 100 ms between tries and ruins latency under load.
         self._write_lock = threading.Lock() if url.startswith("sqlite") else None
+        self._pins = threading.local()
 
     @property
     def dialect(self) -> str:
@@ -70,13 +71,36 @@ class Database:
 
     @contextmanager
     def write_connection(self) -> Iterator[Connection]:
-        """One Core transaction that writes (no ORM session); on SQLite, writers take turns."""
-        if self._write_lock is None:
-            with self.engine.begin() as connection:
-                yield connection
+        """One Core transaction that writes (no ORM session); on SQLite, writers take turns.
+
+        Inside `pinned()` the transaction runs on this thread's pinned connection.
+        """
+        pinned: Connection | None = getattr(self._pins, "connection", None)
+        with self._write_lock or nullcontext():
+            if pinned is None:
+                with self.engine.begin() as connection:
+                    yield connection
+            else:
+                with pinned.begin():
+                    yield pinned
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Run this thread's `write_connection` transactions on one connection until the end.
+
+        For a thread that does nothing but write (see the webhook route): it skips a checkout
+        per transaction, and on PostgreSQL the pre-ping round trip that comes with each. A
+        connection that dies is replaced by the next transaction, as at a checkout.
+        """
+        if getattr(self._pins, "connection", None) is not None:
+            yield
             return
-        with self._write_lock, self.engine.begin() as connection:
-            yield connection
+        with self.engine.connect() as connection:
+            self._pins.connection = connection
+            try:
+                yield
+            finally:
+                self._pins.connection = None
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
@@ -272,7 +273,7 @@ def _price_ids(gateway: StripeGateway, keys: list[str]) -> dict[str, str]:
         raise CatalogNotSynced(error.message) from error
 
 
-def _fee(settings: Settings, customer: _Customer) -> Any:
+def _fee(settings: Settings, customer: _Customer) -> Decimal | None:
     """Return the platform's fee percent for a connected account's subscription, else None."""
     return settings.application_fee_percent if customer.account else None
 

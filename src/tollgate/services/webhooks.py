@@ -498,7 +498,10 @@ def _fetch(gateway: StripeGateway | None, need: NeedsFetch) -> Any:
 
 
 def _is_conflict(error: DBAPIError) -> bool:
-    if isinstance(error, IntegrityError):
+    """Return whether running the transaction again may succeed."""
+    if isinstance(error, IntegrityError) or error.connection_invalidated:
+        # Another transaction inserted the same row first; or the connection died (say, the
+        # database restarted) and the next transaction gets a fresh one.
         return True
     return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 

@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from tollgate.api.deps import container
 from tollgate.bootstrap import Container
 from tollgate.config import ConfigError
+from tollgate.db.unit_of_work import Database
 from tollgate.services.webhooks import (
     ProcessResult,
     WebhookProcessingFailed,
@@ -49,13 +51,14 @@ async def post_stripe_webhook(request: Request) -> Response:
     # the thread pool, a round trip that costs more than checking the signature.
     app = container(request)
     result = await _appliers[app.db.dialect == "sqlite"].run(
+        app.db,
         lambda: apply_stripe_delivery(
             db=app.db,
             raw_body=body,
             signature_header=signature,
             settings=app.settings,
             clock=app.clock,
-        )
+        ),
     )
     if result.pending:
         result = await run_in_threadpool(_process, app, result.event_id)
@@ -84,16 +87,22 @@ def _gateway(app: Container) -> StripeGateway | None:
 
 @dataclass(frozen=True)
 class _Job:
+    db: Database
     work: Callable[[], ProcessResult]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[ProcessResult]
 
 
-class _Appliers:
-    """Threads that run deliveries: up to `threads` at once, each taking up to `batch` jobs.
+_Outcome = tuple[_Job, Any, BaseException | None]
 
-    Threads start when jobs arrive and end after a while without any, so an idle process (or a
-    test's app) keeps none.
+
+class _Appliers:
+    """Threads that run deliveries: up to `threads` at once, answering `batch` at a time.
+
+    A thread keeps taking jobs while any are queued, on one pinned connection per database,
+    and hands back answers a batch at a time: one wake-up of the event loop for many
+    deliveries. Threads start when jobs arrive and end after a while without any, so an idle
+    process (or a test's app) keeps none.
     """
 
     IDLE_SECONDS = 10.0
@@ -106,10 +115,10 @@ class _Appliers:
         self._running = 0
         self._waiting = 0
 
-    async def run(self, work: Callable[[], ProcessResult]) -> ProcessResult:
+    async def run(self, db: Database, work: Callable[[], ProcessResult]) -> ProcessResult:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ProcessResult] = loop.create_future()
-        self._jobs.put(_Job(work, loop, future))
+        self._jobs.put(_Job(db, work, loop, future))
         with self._lock:
             if self._waiting == 0 and self._running < self._threads:
                 self._running += 1
@@ -117,46 +126,68 @@ class _Appliers:
         return await future
 
     def _serve(self) -> None:
+        while (job := self._next(block=True)) is not None:
+            with ExitStack() as pins:
+                pinned: set[int] = set()
+                outcomes: list[_Outcome] = []
+                while job is not None:
+                    if id(job.db) not in pinned:
+                        pinned.add(id(job.db))
+                        try:
+                            pins.enter_context(job.db.pinned())
+                        except Exception:  # the job runs unpinned, and meets the error itself
+                            log.exception("could not pin a database connection")
+                    outcomes.append(_run(job))
+                    if len(outcomes) >= self._batch:
+                        _answer(outcomes)
+                        outcomes = []
+                    job = self._next(block=False)
+                _answer(outcomes)
+
+    def _next(self, *, block: bool) -> _Job | None:
+        """Return the next job; None when none is queued, or (blocking) when this thread ends."""
+        if not block:
+            try:
+                return self._jobs.get_nowait()
+            except queue.Empty:
+                return None
         while True:
             with self._lock:
                 self._waiting += 1
             try:
-                first = self._jobs.get(timeout=self.IDLE_SECONDS)
+                job = self._jobs.get(timeout=self.IDLE_SECONDS)
             except queue.Empty:
                 with self._lock:
                     self._waiting -= 1
                     # A job put after the timeout is seen here, under the lock `run` takes.
                     if self._jobs.empty():
                         self._running -= 1
-                        return
+                        return None
                 continue
             with self._lock:
                 self._waiting -= 1
-            jobs = [first]
-            while len(jobs) < self._batch:
-                try:
-                    jobs.append(self._jobs.get_nowait())
-                except queue.Empty:
-                    break
-            self._run_batch(jobs)
-
-    def _run_batch(self, jobs: list[_Job]) -> None:
-        done: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
-        for job in jobs:
-            try:
-                outcome: tuple[_Job, Any, BaseException | None] = (job, job.work(), None)
-            except Exception as error:  # handed to the request, which answers for it
-                outcome = (job, None, error)
-            done.setdefault(job.loop, []).append(outcome)
-        # One wake-up of each event loop per batch, not one per delivery.
-        for loop, outcomes in done.items():
-            try:
-                loop.call_soon_threadsafe(_settle, outcomes)
-            except RuntimeError:  # the loop closed: nobody is waiting for these any more
-                log.debug("event loop closed before %d webhook answers", len(outcomes))
+            return job
 
 
-def _settle(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
+def _run(job: _Job) -> _Outcome:
+    try:
+        return (job, job.work(), None)
+    except Exception as error:  # handed to the request, which answers for it
+        return (job, None, error)
+
+
+def _answer(outcomes: list[_Outcome]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, answers in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, answers)
+        except RuntimeError:  # the loop closed: nobody is waiting for these any more
+            log.debug("event loop closed before %d webhook answers", len(answers))
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
     for job, result, error in outcomes:
         if job.future.done():  # the request was cancelled (the client went away)
             continue
