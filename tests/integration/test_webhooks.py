@@ -57,7 +57,7 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.events import tollgate_status
 from tollgate.jobs.webhooks import retry_failed_webhooks
 from tollgate.metrics import STRIPE_REFETCHES
-from tollgate.services.webhooks import receive_stripe_event
+from tollgate.services.webhooks import apply_stripe_delivery, receive_stripe_event
 
 SECRET = "whsec_tollgate_tests_current_0123"
 OLD_SECRET = "whsec_tollgate_tests_previous_0123"
@@ -863,6 +863,66 @@ def test_a_forced_database_error_is_500_and_the_retry_job_applies_it_once(hooks:
     assert hooks.get(StripeEvent, event["id"]).attempts == 2
     assert retry_failed_webhooks(db=hooks.db, gateway=None, clock=due).results == []
     assert hooks.deliver(event)["status"] == "duplicate"
+
+
+def test_a_write_failing_after_the_reads_leaves_nothing_applied(hooks: Hooks) -> None:
+    # The audit insert is among the last writes (on PostgreSQL they go in one pipeline, and the
+    # error comes back after the others ran): the whole event must still roll back.
+    cus_id = known_customer(hooks)
+    sub_id = new_id("sub")
+    hooks.deliver(event_obj("customer.subscription.created", subscription_obj(sub_id, cus_id)))
+    version = hooks.get(Customer, "acme").state_version
+    event = event_obj(
+        "customer.subscription.updated", subscription_obj(sub_id, cus_id, seats=4), created=T0 + 5
+    )
+    _rename(hooks.db, "audit_log", "audit_log_away")
+    try:
+        answer = hooks.post(event)
+    finally:
+        _rename(hooks.db, "audit_log_away", "audit_log")
+    assert answer.status_code == 500
+    stored = hooks.get(StripeEvent, event["id"])
+    assert (stored.status, stored.attempts) == ("failed", 1)
+    assert "audit_log" in (stored.last_error or "")
+    assert (hooks.get(Subscription, sub_id).seats, hooks.items(sub_id)) == (
+        1,
+        [("price_pro_month", 1)],
+    )
+    assert hooks.get(Customer, "acme").state_version == version
+    # Stripe delivers it again: applied once.
+    assert hooks.deliver(event)["status"] == "succeeded"
+    assert hooks.get(Subscription, sub_id).seats == 4
+    assert hooks.count(AuditLog, AuditLog.event_id == event["id"]) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_connection_that_died_is_replaced_without_failing_the_event(hooks: Hooks) -> None:
+    cus_id = known_customer(hooks)
+
+    def deliver(event: dict[str, Any]) -> str:
+        body = orjson.dumps(event)
+        return apply_stripe_delivery(
+            db=hooks.db,
+            raw_body=body,
+            signature_header=stripe.WebhookSignature.generate_signature_header(
+                body.decode(), SECRET
+            ),
+            settings=hooks.container.settings,
+            clock=hooks.container.clock,
+        ).outcome
+
+    # A pinned connection, as the webhook route's threads keep one, that dies between events.
+    with hooks.db.pinned():
+        first = customer_obj(cus_id, app_id="acme", email="first@acme.example")
+        assert deliver(event_obj("customer.updated", first, created=T0 + 1)) == "succeeded"
+        with hooks.db.write_connection() as pinned:
+            backend = pinned.scalar(sa.text("SELECT pg_backend_pid()"))
+        with hooks.db.engine.connect() as other:
+            other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        renamed = customer_obj(cus_id, app_id="acme", email="renamed@acme.example")
+        assert deliver(event_obj("customer.updated", renamed, created=T0 + 5)) == "succeeded"
+    assert hooks.get(Customer, "acme").email == "renamed@acme.example"
 
 
 def test_an_event_for_a_customer_stripe_lacks_fails_until_stripe_retries_later(

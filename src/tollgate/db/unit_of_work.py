@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Executable, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -104,3 +105,32 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def execute_writes(connection: Connection, writes: Sequence[tuple[Executable, Any]]) -> None:
+    """Run statements that return no rows, in order; on PostgreSQL in one round trip.
+
+    psycopg's pipeline mode sends them together and reads their results after the last, instead
+    of waiting for each. An error in any of them is raised as SQLAlchemy would raise it.
+    """
+    driver: Any = connection.connection.driver_connection
+    if len(writes) < 2 or not hasattr(driver, "pipeline"):
+        for statement, parameters in writes:
+            connection.execute(statement, parameters)
+        return
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        with driver.pipeline():
+            for statement, parameters in writes:
+                connection.execute(statement, parameters)
+    except DBAPIError:
+        raise
+    except dbapi.Error as error:
+        # Raised by the pipeline's last read, outside SQLAlchemy: wrap it as SQLAlchemy does, and
+        # drop the connection if it died.
+        gone = connection.dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
+        if gone:
+            connection.invalidate(error)
+        raise DBAPIError.instance(
+            None, None, error, dbapi.Error, connection_invalidated=gone, dialect=connection.dialect
+        ) from error

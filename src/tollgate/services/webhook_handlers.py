@@ -19,13 +19,25 @@ SQLite the transaction already holds the database's write lock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, Update, bindparam, delete, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Executable,
+    Insert,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    select,
+    update,
+)
 
 from tollgate.db.models import (
     AuditLog,
@@ -38,6 +50,7 @@ from tollgate.db.models import (
     Subscription,
     SubscriptionItem,
 )
+from tollgate.db.unit_of_work import execute_writes
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.events import (
     ChargeSnapshot,
@@ -111,6 +124,13 @@ def _by_id(table: Table, *, lock: bool) -> Select[Any]:
 
 
 @cache
+def _insert(table: Table) -> Insert:
+    # Inline: nothing is read back (no RETURNING of generated keys), so the insert can wait
+    # with other writes (see HandlerContext.write).
+    return table.insert().inline()
+
+
+@cache
 def _update_by_id(table: Table) -> Update:
     # The SET clause comes from the parameters each execution passes.
     return update(table).where(table.c.id == bindparam("row_id"))
@@ -160,6 +180,22 @@ _SUBSCRIPTION_WITH_ITEMS = (
     .order_by(SUBSCRIPTION_ITEMS.c.id)
     .with_for_update(of=SUBSCRIPTIONS)
 )
+# SQLite only: the transaction holds the database's write lock from its first statement, so the
+# customer, the subscription and its items can come in one read. (PostgreSQL must have the
+# customer's lock granted before it reads the subscription; see the module's docstring.)
+_CUSTOMER_SUBSCRIPTION_WITH_ITEMS = (
+    select(
+        CUSTOMERS.c.id.label("locked_customer_id"),
+        SUBSCRIPTIONS.c.id.label("subscription_id"),
+        *(SUBSCRIPTIONS.c[key] for key in _SUBSCRIPTION_KEYS),
+        *(SUBSCRIPTION_ITEMS.c[key].label(f"item_{key}") for key in _ITEM_KEYS),
+    )
+    .select_from(CUSTOMERS)
+    .outerjoin(SUBSCRIPTIONS, SUBSCRIPTIONS.c.id == bindparam("row_id"))
+    .outerjoin(SUBSCRIPTION_ITEMS, SUBSCRIPTION_ITEMS.c.subscription_id == SUBSCRIPTIONS.c.id)
+    .where(_BY_STRIPE_CUSTOMER_ID)
+    .order_by(SUBSCRIPTION_ITEMS.c.id)
+)
 _BUMP_STATE_VERSION = (
     update(CUSTOMERS)
     .where(CUSTOMERS.c.id == bindparam("row_id"))
@@ -177,6 +213,7 @@ class HandlerContext:
     fetched: dict[tuple[str, str], Any]
     touched: set[str] = field(default_factory=set)
     audit_rows: list[dict[str, Any]] = field(default_factory=list)
+    pending_writes: list[tuple[Executable, Any]] = field(default_factory=list)
     changes: int = 0
 
     @property
@@ -199,13 +236,31 @@ class HandlerContext:
             return self.fetched[key]
         raise NeedsFetch(object_type, object_id, reason, self.account)
 
+    def read(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
+        """Run a statement whose rows are needed now, after the writes still waiting."""
+        self.flush()
+        return self.connection.execute(statement, parameters)
+
+    def scalar(self, statement: Executable, parameters: Any = None) -> Any:
+        """Return the first column of the first row a statement reads, or None."""
+        return self.read(statement, parameters).scalar()
+
     def row(self, table: Table, object_id: str, *, lock: bool = False) -> Row | None:
         """Return the mirror row with this id (locked with `lock` on PostgreSQL), or None."""
-        return (
-            self.connection.execute(_by_id(table, lock=lock), {"row_id": object_id})
-            .mappings()
-            .first()
-        )
+        return self.read(_by_id(table, lock=lock), {"row_id": object_id}).mappings().first()
+
+    def write(self, statement: Executable, parameters: Any = None) -> None:
+        """Queue a statement that returns nothing; it runs before the next read, or at the end.
+
+        On PostgreSQL the queued writes go to the database together, in one round trip.
+        """
+        self.pending_writes.append((statement, parameters))
+
+    def flush(self) -> None:
+        """Run the writes still waiting."""
+        if self.pending_writes:
+            writes, self.pending_writes = self.pending_writes, []
+            execute_writes(self.connection, writes)
 
     def audit(
         self,
@@ -239,10 +294,11 @@ class HandlerContext:
     def finish(self) -> None:
         """Write the audit rows, and bump `state_version` once per customer this event changed."""
         if self.audit_rows:
-            self.connection.execute(AUDIT_LOG.insert(), self.audit_rows)
+            self.write(_insert(AUDIT_LOG), self.audit_rows)
         # In id order, so two events touching the same customers lock them in one order.
         for customer_id in sorted(self.touched):
-            self.connection.execute(_BUMP_STATE_VERSION, {"row_id": customer_id, "now": self.now})
+            self.write(_BUMP_STATE_VERSION, {"row_id": customer_id, "now": self.now})
+        self.flush()
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
@@ -295,14 +351,14 @@ def _write(
     watermark = {"watermark_created": ctx.created, "watermark_event_id": ctx.event_id}
     if row is None:
         written = {**values, **watermark, "id": object_id, "created_at": ctx.now}
-        ctx.connection.execute(table.insert(), {**written, "updated_at": ctx.now})
+        ctx.write(_insert(table), {**written, "updated_at": ctx.now})
     else:
         # Only what changed: fewer values to convert and send, the same row in the end.
         written = {key: value for key, value in values.items() if row[key] != value}
         written.update(watermark)
         if before != after:
             written["updated_at"] = ctx.now
-        ctx.connection.execute(_update_by_id(table), {**written, "row_id": object_id})
+        ctx.write(_update_by_id(table), {**written, "row_id": object_id})
         written = {**row, **values, **written}
     action = action or ("created" if before is None else "updated")
     ctx.audit(object_type, object_id, action, before, after, customer_id)
@@ -325,7 +381,7 @@ def _customer_values(snapshot: CustomerSnapshot, account: str | None) -> dict[st
 
 def _customer_by_stripe_id(ctx: HandlerContext, stripe_customer_id: str) -> Row | None:
     return (
-        ctx.connection.execute(_CUSTOMER_BY_STRIPE_ID, {"stripe_customer_id": stripe_customer_id})
+        ctx.read(_CUSTOMER_BY_STRIPE_ID, {"stripe_customer_id": stripe_customer_id})
         .mappings()
         .first()
     )
@@ -351,7 +407,7 @@ def _new_customer(
     }
     if row is not None:
         before = {**_stored(row, values), "stripe_customer_id": row["stripe_customer_id"]}
-        ctx.connection.execute(_update_by_id(CUSTOMERS), {**linked, "row_id": row["id"]})
+        ctx.write(_update_by_id(CUSTOMERS), {**linked, "row_id": row["id"]})
         after = {**values, "stripe_customer_id": snapshot.stripe_id}
         ctx.audit("customer", row["id"], "linked", before, after, row["id"])
         return {**row, **linked}
@@ -363,7 +419,7 @@ def _new_customer(
         "created_at": ctx.now,
         "updated_at": ctx.now,
     }
-    ctx.connection.execute(CUSTOMERS.insert(), created)
+    ctx.write(_insert(CUSTOMERS), created)
     after = {**values, "stripe_customer_id": snapshot.stripe_id}
     ctx.audit("customer", created["id"], "created", None, after, created["id"])
     return created
@@ -373,9 +429,7 @@ def _lock_customer(
     ctx: HandlerContext, stripe_customer_id: str, *, app_id_hint: str | None = None
 ) -> str:
     """Lock the customer's row and return its id; create it from Stripe's copy if first seen."""
-    customer_id: str | None = ctx.connection.scalar(
-        _LOCK_CUSTOMER, {"stripe_customer_id": stripe_customer_id}
-    )
+    customer_id: str | None = ctx.scalar(_LOCK_CUSTOMER, {"stripe_customer_id": stripe_customer_id})
     if customer_id is not None:
         return customer_id
     found = ctx.fetch("customer", stripe_customer_id, "first_seen")
@@ -456,15 +510,28 @@ def _item_values(snapshot: SubscriptionSnapshot) -> list[dict[str, Any]]:
     return [{key: getattr(item, key) for key in _ITEM_KEYS} for item in snapshot.items]
 
 
-def _subscription_with_items(
-    ctx: HandlerContext, subscription_id: str
-) -> tuple[Row | None, list[dict[str, Any]]]:
-    """Return the stored subscription (locked) and its items in id order."""
-    rows = (
-        ctx.connection.execute(_SUBSCRIPTION_WITH_ITEMS, {"row_id": subscription_id})
-        .mappings()
-        .all()
-    )
+def _customer_and_subscription(
+    ctx: HandlerContext, stripe_customer_id: str, subscription_id: str
+) -> tuple[str, Row | None, list[dict[str, Any]]]:
+    """Lock the customer; return its id, the stored subscription (locked) and its items."""
+    if ctx.connection.dialect.name == "sqlite":
+        rows = (
+            ctx.read(
+                _CUSTOMER_SUBSCRIPTION_WITH_ITEMS,
+                {"stripe_customer_id": stripe_customer_id, "row_id": subscription_id},
+            )
+            .mappings()
+            .all()
+        )
+        if rows:
+            stored = rows if rows[0]["subscription_id"] is not None else []
+            return str(rows[0]["locked_customer_id"]), *_subscription_and_items(stored)
+    customer_id = _lock_customer(ctx, stripe_customer_id)
+    rows = ctx.read(_SUBSCRIPTION_WITH_ITEMS, {"row_id": subscription_id}).mappings().all()
+    return customer_id, *_subscription_and_items(rows)
+
+
+def _subscription_and_items(rows: Sequence[Row]) -> tuple[Row | None, list[dict[str, Any]]]:
     if not rows:
         return None, []
     items = [
@@ -477,8 +544,9 @@ def _subscription_with_items(
 
 def _apply_subscription(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     snapshot = subscription_snapshot(obj)
-    customer_id = _lock_customer(ctx, snapshot.stripe_customer_id)
-    row, stored_items = _subscription_with_items(ctx, snapshot.id)
+    customer_id, row, stored_items = _customer_and_subscription(
+        ctx, snapshot.stripe_customer_id, snapshot.id
+    )
     values = _subscription_values(snapshot, customer_id)
     items = _item_values(snapshot)
     if row is not None:
@@ -530,21 +598,19 @@ def _replace_items(
     existing = {item["id"]: item for item in stored}
     gone = [item_id for item_id in existing if item_id not in wanted]
     if gone:
-        ctx.connection.execute(delete(SUBSCRIPTION_ITEMS).where(SUBSCRIPTION_ITEMS.c.id.in_(gone)))
+        ctx.write(delete(SUBSCRIPTION_ITEMS).where(SUBSCRIPTION_ITEMS.c.id.in_(gone)))
     added = [
         {**values, "subscription_id": subscription_id}
         for item_id, values in wanted.items()
         if item_id not in existing
     ]
     if added:
-        ctx.connection.execute(SUBSCRIPTION_ITEMS.insert(), added)
+        ctx.write(_insert(SUBSCRIPTION_ITEMS), added)
     for item_id, values in wanted.items():
         stored_values = existing.get(item_id)
         if stored_values is not None and stored_values != values:
             changed = {key: value for key, value in values.items() if stored_values[key] != value}
-            ctx.connection.execute(
-                _update_by_id(SUBSCRIPTION_ITEMS), {**changed, "row_id": item_id}
-            )
+            ctx.write(_update_by_id(SUBSCRIPTION_ITEMS), {**changed, "row_id": item_id})
 
 
 def on_customer_subscription_created(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -639,11 +705,9 @@ def _record_invoice_payments(
             "status": payment.status,
         }
         if row is None:
-            ctx.connection.execute(INVOICE_PAYMENTS.insert(), {**values, "id": payment.id})
+            ctx.write(_insert(INVOICE_PAYMENTS), {**values, "id": payment.id})
         elif _stored(row, values) != values:
-            ctx.connection.execute(
-                _update_by_id(INVOICE_PAYMENTS), {**values, "row_id": payment.id}
-            )
+            ctx.write(_update_by_id(INVOICE_PAYMENTS), {**values, "row_id": payment.id})
         paid_by = []
         if payment.payment_intent:
             paid_by.append(CHARGES.c.payment_intent == payment.payment_intent)
@@ -651,7 +715,7 @@ def _record_invoice_payments(
             paid_by.append(CHARGES.c.id == payment.charge_id)
         for condition in paid_by:
             linked = (
-                ctx.connection.execute(
+                ctx.read(
                     update(CHARGES)
                     .where(condition, CHARGES.c.invoice_id.is_(None))
                     .values(invoice_id=payment.invoice_id, updated_at=ctx.now)
@@ -740,15 +804,13 @@ def _charge_values(
         if snapshot.payment_intent:
             paid_by.append(INVOICE_PAYMENTS.c.payment_intent == snapshot.payment_intent)
         for condition in paid_by:
-            invoice_id = invoice_id or ctx.connection.scalar(
+            invoice_id = invoice_id or ctx.scalar(
                 select(INVOICE_PAYMENTS.c.invoice_id).where(condition).limit(1)
             )
     disputed = snapshot.disputed or (row is not None and bool(row["disputed"]))
     if not disputed:
         disputed = (
-            ctx.connection.scalar(
-                select(DISPUTES.c.id).where(DISPUTES.c.charge_id == snapshot.id).limit(1)
-            )
+            ctx.scalar(select(DISPUTES.c.id).where(DISPUTES.c.charge_id == snapshot.id).limit(1))
             is not None
         )
     return {
@@ -816,14 +878,12 @@ def _apply_refund_snapshot(
     }
     before = None if row is None else _stored(row, values)
     if row is None:
-        ctx.connection.execute(
-            REFUNDS.insert(),
+        ctx.write(
+            _insert(REFUNDS),
             {**values, "id": snapshot.id, "created_at": ctx.now, "updated_at": ctx.now},
         )
     elif before != values:
-        ctx.connection.execute(
-            _update_by_id(REFUNDS), {**values, "updated_at": ctx.now, "row_id": snapshot.id}
-        )
+        ctx.write(_update_by_id(REFUNDS), {**values, "updated_at": ctx.now, "row_id": snapshot.id})
     ctx.audit(
         "refund", snapshot.id, "created" if row is None else "updated", before, values, customer_id
     )
@@ -893,7 +953,7 @@ def _apply_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
             values = {**values, "status": snapshot.status, "reason": snapshot.reason}
     _write(ctx, DISPUTES, "dispute", snapshot.id, row, values, customer_id)
     if not charge["disputed"]:
-        ctx.connection.execute(
+        ctx.write(
             _update_by_id(CHARGES),
             {"disputed": True, "updated_at": ctx.now, "row_id": charge["id"]},
         )
