@@ -1634,6 +1634,36 @@ def _apply_item_changes(
     items_of(ctx.account, sub)
 
 
+def _proration_item(
+    ctx: Ctx,
+    sub: dict[str, Any],
+    at: int,
+    now: int,
+    amount: int,
+    description: str,
+    price: dict[str, Any],
+    quantity: int,
+    item_id: str | None,
+    tax_rates: Any = None,
+) -> dict[str, Any]:
+    """A pending proration line on `sub` for the rest of its current period from `at`."""
+    return new_invoice_item(
+        ctx,
+        customer_id=sub["customer"],
+        amount=amount,
+        currency=sub["currency"],
+        description=description,
+        now=now,
+        period=(at, sub["_period"][1]),
+        price=price,
+        quantity=quantity,
+        subscription_id=sub["id"],
+        item_id=item_id,
+        proration=True,
+        tax_rates=tax_rates,
+    )
+
+
 def update_subscription(ctx: Ctx, subscription_id: str, params: dict[str, Any]) -> dict[str, Any]:
     """Update a subscription (`POST /v1/subscriptions/{id}`): items, prorations, cancel, pause."""
     sub = ctx.account.get(subscription_id, "subscription")
@@ -1801,23 +1831,12 @@ def update_subscription(ctx: Ctx, subscription_id: str, params: dict[str, Any]) 
                     ),
                     None,
                 )
+            tax_rates = (
+                item.get("tax_rates") if isinstance(item, dict) and item.get("object") else None
+            )
             proration_items.append(
-                new_invoice_item(
-                    ctx,
-                    customer_id=sub["customer"],
-                    amount=amount,
-                    currency=sub["currency"],
-                    description=description,
-                    now=now,
-                    period=(at, sub["_period"][1]),
-                    price=price,
-                    quantity=qty,
-                    subscription_id=sub["id"],
-                    item_id=item_id,
-                    proration=True,
-                    tax_rates=item.get("tax_rates")
-                    if isinstance(item, dict) and item.get("object")
-                    else None,
+                _proration_item(
+                    ctx, sub, at, now, amount, description, price, qty, item_id, tax_rates
                 )
             )
     # Plain fields.
@@ -1826,20 +1845,7 @@ def update_subscription(ctx: Ctx, subscription_id: str, params: dict[str, Any]) 
     if reset_anchor and sub["status"] not in ("trialing",):
         # A new period starts now: credit the unused time and bill the new period at once.
         for amount, description, price, qty, item_id in anchor_credits:
-            new_invoice_item(
-                ctx,
-                customer_id=sub["customer"],
-                amount=amount,
-                currency=sub["currency"],
-                description=description,
-                now=now,
-                period=(at, sub["_period"][1]),
-                price=price,
-                quantity=qty,
-                subscription_id=sub["id"],
-                item_id=item_id,
-                proration=True,
-            )
+            _proration_item(ctx, sub, at, now, amount, description, price, qty, item_id)
         old_start = sub["_period"][0]
         interval_name, interval_count = sub["_interval"]
         sub["billing_cycle_anchor"] = now
