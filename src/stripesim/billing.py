@@ -2547,6 +2547,24 @@ def shortest_interval_seconds(ctx: Ctx, clock_id: str) -> int | None:
 # -- previews -------------------------------------------------------------------------------------
 
 
+def _add_proration_lines(
+    invoice: dict[str, Any], sub: dict[str, Any], prorations: list[Any], at: int, end: int
+) -> None:
+    """Add previewed proration lines (amount, description, price, qty, item id) to `invoice`."""
+    for amount, description, price, qty, item_id in prorations:
+        _line(
+            invoice,
+            amount=amount,
+            description=description,
+            period=(at, end),
+            quantity=qty,
+            price=price,
+            subscription_id=sub["id"],
+            item_id=item_id,
+            proration=True,
+        )
+
+
 def preview_invoice(
     ctx: Ctx, sub: dict[str, Any], details: dict[str, Any], now: int
 ) -> dict[str, Any]:
@@ -2631,36 +2649,14 @@ def preview_invoice(
     invoice["id"] = None
     if behavior == "always_invoice" and prorations:
         invoice["billing_reason"] = "subscription_update"
-        for amount, description, price, qty, item_id in prorations:
-            _line(
-                invoice,
-                amount=amount,
-                description=description,
-                period=(at, end),
-                quantity=qty,
-                price=price,
-                subscription_id=sub["id"],
-                item_id=item_id,
-                proration=True,
-            )
+        _add_proration_lines(invoice, sub, prorations, at, end)
         invoice["period_start"] = invoice["period_end"] = at
         compute_totals(ctx, invoice)
         return invoice
     for item in pending_items(ctx, sub["customer"], sub["id"]):
         add_invoice_item_line(ctx, invoice, item)
     if behavior != "none":
-        for amount, description, price, qty, item_id in prorations:
-            _line(
-                invoice,
-                amount=amount,
-                description=description,
-                period=(at, end),
-                quantity=qty,
-                price=price,
-                subscription_id=sub["id"],
-                item_id=item_id,
-                proration=True,
-            )
+        _add_proration_lines(invoice, sub, prorations, at, end)
     from stripesim.metering import usage_total
 
     next_end = add_interval(end, interval_name, interval_count)
