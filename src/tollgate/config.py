@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         None, alias="TOLLGATE_APPLICATION_FEE_PERCENT", ge=0, le=100
     )
 
+    # -- entitlements and usage metering (issue 6) ---------------------------------------------
+
+    # -- jobs, notifications, dunning, reconciliation (issue 7) ---------------------------------
+
+    # -- credits (issue 8) ---------------------------------------------------------------------
+
     @field_validator("default_currency")
     @classmethod
     def _currency(cls, value: str) -> str:

@@ -314,3 +314,15 @@ class PlanChange(Base):
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- usage metering and entitlements (migration 0004) ------------------------------------------
+
+
+# -- notifications, app webhooks, job locks, dunning (migration 0005) -------------------------
+
+
+# -- reconciliation (migration 0006) -----------------------------------------------------------
+
+
+# -- credits ledger (migration 0007) -----------------------------------------------------------
