@@ -10,6 +10,7 @@ from tollgate.clock import Clock, SystemClock
 from tollgate.config import ConfigError, Settings
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
+from tollgate.services import changes as _changes  # noqa: F401  (registers the ORM change hook)
 from tollgate.services.api_keys import ApiKeyAuthenticator
 from tollgate.stripe.gateway import StripeGateway
 

@@ -319,6 +319,22 @@ class PlanChange(Base):
 # -- usage metering and entitlements (migration 0004) ------------------------------------------
 
 
+class CustomerChange(Base):
+    """A change to what a customer may do, in commit order: the feed that invalidates caches.
+
+    Written in the same transaction as the change (with the customer's `state_version` bump);
+    servers and clients poll or stream it to drop cached entitlement decisions.
+    """
+
+    __tablename__ = "customer_changes"
+
+    seq: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    # subscription | plan | usage | threshold | credits | dunning | customer
+    reason: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 # -- notifications, app webhooks, job locks, dunning (migration 0005) -------------------------
 
 

@@ -69,6 +69,8 @@ from tollgate.domain.events import (
     refund_is_behind,
     subscription_progress,
 )
+from tollgate.services.changes import CHANGES as CUSTOMER_CHANGES
+from tollgate.services.changes import feed_rows
 from tollgate.stripe.translate import (
     charge_snapshot,
     checkout_session_snapshot,
@@ -298,6 +300,9 @@ class HandlerContext:
         # In id order, so two events touching the same customers lock them in one order.
         for customer_id in sorted(self.touched):
             self.write(_BUMP_STATE_VERSION, {"row_id": customer_id, "now": self.now})
+        if self.touched:
+            rows = feed_rows(sorted(self.touched), reason="subscription", now=self.now)
+            self.write(_insert(CUSTOMER_CHANGES), rows)
         self.flush()
 
 
