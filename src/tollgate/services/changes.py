@@ -11,13 +11,23 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, event, insert, inspect, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    bindparam,
+    delete,
+    event,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from tollgate.db.models import Customer, CustomerChange
 
-CUSTOMERS = Customer.__table__
-CHANGES = CustomerChange.__table__
+CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
+CHANGES: Table = CustomerChange.__table__  # type: ignore[assignment]
 
 _BUMP = (
     update(CUSTOMERS)
