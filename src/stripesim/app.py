@@ -248,9 +248,14 @@ def _sim_routes(sim: Simulator, dispatcher: WebhookDispatcher) -> list[Route]:
                 settings.shuffle = str(data["shuffle"]).lower() in ("1", "true")
             if "drop_objects" in data:
                 settings.dropped_objects.update(data["drop_objects"])
-        return _json(
-            {"webhooks": {**settings.__dict__, "dropped_objects": sorted(settings.dropped_objects)}}
-        )
+            if "drop_related" in data:
+                settings.dropped_related.update(data["drop_related"])
+            shown = {
+                **settings.__dict__,
+                "dropped_objects": sorted(settings.dropped_objects),
+                "dropped_related": sorted(settings.dropped_related),
+            }
+        return _json({"webhooks": shown})
 
     async def flush(request: Request) -> Response:
         done = await asyncio.to_thread(dispatcher.flush, 30.0)

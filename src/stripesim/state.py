@@ -60,6 +60,9 @@ class WebhookSettings:
     retry_base_seconds: float = 1.0
     max_attempts: int = 8
     dropped_objects: set[str] = field(default_factory=set)
+    # Deliveries about objects that name one of these ids (their customer, subscription, invoice,
+    # charge or payment intent) are dropped too: a way to lose objects not made yet.
+    dropped_related: set[str] = field(default_factory=set)
 
 
 @dataclass

@@ -39,6 +39,20 @@ def subscribed(endpoint: dict[str, Any], event: dict[str, Any], account: Account
     return "*" in enabled or event["type"] in enabled
 
 
+_RELATED = ("customer", "subscription", "invoice", "charge", "payment_intent")
+
+
+def _names_any(obj: dict[str, Any], ids: set[str]) -> bool:
+    """Whether the object refers to one of `ids` (as an id or an expanded object)."""
+    for key in _RELATED:
+        value = obj.get(key)
+        if isinstance(value, dict):
+            value = value.get("id")
+        if isinstance(value, str) and value in ids:
+            return True
+    return False
+
+
 @dataclass(order=True)
 class _Delivery:
     due: float
@@ -85,8 +99,12 @@ class WebhookDispatcher:
         if not self.sim.deliver_webhooks:
             return
         settings = self.sim.webhooks
-        object_id = event["data"]["object"].get("id")
-        if object_id in settings.dropped_objects or random.random() < settings.drop_rate:
+        obj = event["data"]["object"]
+        if (
+            obj.get("id") in settings.dropped_objects
+            or (settings.dropped_related and _names_any(obj, settings.dropped_related))
+            or random.random() < settings.drop_rate
+        ):
             self.dropped.append(event["id"])
             return
         now = time.monotonic()

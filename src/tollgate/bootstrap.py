@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 
 from tollgate.catalog_file import load_catalog_file
@@ -12,6 +13,8 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.services import changes as _changes  # noqa: F401  (registers the ORM change hook)
 from tollgate.services.api_keys import ApiKeyAuthenticator
+from tollgate.services.dunning import use_dunning_policy
+from tollgate.services.entitlements import EntitlementCache
 from tollgate.stripe.gateway import StripeGateway
 
 
@@ -44,6 +47,23 @@ class Container:
         return StripeGateway.from_settings(self.settings)
 
     @cached_property
+    def entitlements(self) -> EntitlementCache:
+        """This process's cache of entitlement decisions (dropped as the change feed says)."""
+        return EntitlementCache(
+            db=self.db,
+            catalog=self.catalog,
+            clock=self.clock,
+            grace=self.grace,
+            ttl=self.settings.entitlement_cache_ttl,
+            refresh_interval=self.settings.entitlement_refresh,
+        )
+
+    @property
+    def grace(self) -> timedelta:
+        """How long a past-due subscription keeps its plan."""
+        return timedelta(days=self.settings.past_due_grace_days)
+
+    @cached_property
     def authenticator(self) -> ApiKeyAuthenticator:
         return ApiKeyAuthenticator(db=self.db, bootstrap=self.settings.bootstrap_api_keys)
 
@@ -52,4 +72,5 @@ class Container:
 
 
 def build_container(settings: Settings, **overrides: object) -> Container:
+    use_dunning_policy(settings.dunning_policy)  # webhook handlers get no settings of their own
     return Container(settings=settings, db=Database(settings.database_url), **overrides)  # type: ignore[arg-type]

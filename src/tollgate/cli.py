@@ -352,6 +352,107 @@ def events_retry(
     typer.echo(f"{retried} event(s) retried: {report.succeeded} applied, {report.failed} failed")
 
 
+# -- reconciliation ----------------------------------------------------------------------------
+
+
+@app.command("reconcile")
+@one_line_errors
+def reconcile_command(
+    since: Annotated[
+        str, typer.Option(help="Window: 24h, 90m, 7d, or an ISO 8601 time (UTC unless given).")
+    ] = "24h",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    limit: Annotated[int, typer.Option(min=0, help="Drifts listed in the table.")] = 50,
+) -> None:
+    """Compare what Stripe made in the window with the mirror; heal what Stripe owns, report all."""
+    from tollgate.bootstrap import build_container
+    from tollgate.domain.reconcile import parse_window
+    from tollgate.server import require_migrated
+    from tollgate.services.reconcile import list_drifts, reconcile
+
+    container = build_container(_settings())
+    try:
+        require_migrated(container.db)
+        now = container.clock.now()
+        try:
+            window_start = parse_window(since, now)
+        except ValueError as error:
+            fail(f"--since: {error}")
+        report = reconcile(
+            db=container.db, gateway=container.stripe, clock=container.clock, since=window_start
+        )
+        if as_json:
+            drifts = list_drifts(db=container.db, run_id=report.run_id)
+            typer.echo(json.dumps(_report_json(report, drifts), indent=2))
+        else:
+            _print_report(report, list_drifts(db=container.db, run_id=report.run_id, limit=limit))
+    finally:
+        container.close()
+
+
+def _report_json(report: Any, drifts: Any) -> dict[str, Any]:
+    return {
+        "id": report.run_id,
+        "status": report.status,
+        "window": {"start": report.window_start.isoformat(), "end": report.window_end.isoformat()},
+        "started_at": report.started_at.isoformat(),
+        "finished_at": report.finished_at.isoformat() if report.finished_at else None,
+        "checked": report.checked,
+        "counts": report.counts,
+        "healed": report.healed,
+        "drifts": [
+            {
+                "kind": drift.kind,
+                "object_type": drift.object_type,
+                "object_id": drift.object_id,
+                "stripe_account": drift.stripe_account,
+                "local": drift.local,
+                "stripe": drift.stripe,
+                "healed": drift.healed,
+            }
+            for drift in drifts
+        ],
+    }
+
+
+def _print_report(report: Any, drifts: Any) -> None:
+    from tollgate.domain.reconcile import DriftKind
+
+    typer.echo(
+        f"reconciliation {report.run_id}: {report.window_start:%Y-%m-%d %H:%M:%S} to "
+        f"{report.window_end:%Y-%m-%d %H:%M:%S} UTC, {report.checked} object(s) checked, "
+        f"{report.drifts} drift(s), {report.healed} healed"
+    )
+    typer.echo(f"{'kind':<20} {'count':>6}")
+    for kind in DriftKind:
+        typer.echo(f"{kind.value:<20} {report.counts.get(kind.value, 0):>6}")
+    rows = [
+        (
+            drift.kind,
+            f"{drift.object_type} {drift.object_id}",
+            _values(drift.local),
+            _values(drift.stripe),
+            "healed" if drift.healed else "-",
+        )
+        for drift in drifts
+    ]
+    if rows:
+        typer.echo("")
+        header = ("kind", "object", "local", "stripe", "healed")
+        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            cells = (str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+            typer.echo("  ".join(cells).rstrip())
+        if len(rows) < report.drifts:
+            typer.echo(f"… and {report.drifts - len(rows)} more (--json lists every drift)")
+
+
+def _values(values: dict[str, Any] | None) -> str:
+    if values is None:
+        return "(none)"
+    return ", ".join(f"{key}={value}" for key, value in values.items())
+
+
 def main() -> None:
     """Entry point of the `tollgate` console script."""
     app()

@@ -14,23 +14,35 @@ code written against one runs against the other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar
 
 import httpx
+from starlette.requests import Request
 
+from tollgate.app_webhooks import AppWebhookSignatureError, verify_app_webhook  # noqa: F401
+from tollgate.domain.entitlements import Code, Decision
 from tollgate.domain.errors import Conflict, InvalidRequest, NotFound, TollgateError
 
 if TYPE_CHECKING:
     from tollgate.bootstrap import Container
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = [
     "ApiError",
     "CheckoutSession",
     "Conflict",
     "Customer",
+    "Decision",
+    "FeatureDenied",
     "InvalidRequest",
     "LocalTollgate",
     "NotFound",
@@ -38,6 +50,7 @@ __all__ = [
     "Subscription",
     "Tollgate",
     "TollgateError",
+    "require_feature",
 ]
 
 
@@ -329,12 +342,210 @@ class _Verbs:
         )
         return _subscription(answer)
 
+    def record_usage(
+        self, events: list[Mapping[str, Any]], *, enforce_limits: bool | None = None
+    ) -> dict[str, Any]:
+        """Record usage events (each counted once per `id`): {accepted, duplicates, rejected}."""
+        body: dict[str, Any] = {"events": [dict(event) for event in events]}
+        if enforce_limits is not None:
+            body["enforce_limits"] = enforce_limits
+        return dict(self.transport.request("POST", "/v1/usage", json=body, key=None))
+
+    def get_entitlements(self, id: str) -> dict[str, Any]:
+        """Return every feature the customer has now, with plan, status and access."""
+        return dict(self.transport.request("GET", f"/v1/customers/{id}/entitlements", key=None))
+
+    def get_usage(self, id: str) -> dict[str, Any]:
+        """Return the customer's usage this period per meter."""
+        return dict(self.transport.request("GET", f"/v1/customers/{id}/usage", key=None))
+
     def resume_subscription(self, id: str, *, idempotency_key: str | None = None) -> Subscription:
         """Undo a cancel at period end."""
         answer = self.transport.request(
             "POST", f"/v1/customers/{id}/subscription/resume", key=idempotency_key
         )
         return _subscription(answer)
+
+
+# -- entitlements and usage ------------------------------------------------------------------
+
+# Codes a payment would fix answer 402 Payment Required; a feature outside the plan is 403.
+_PAYMENT_CODES = frozenset({Code.LIMIT_EXCEEDED, Code.PAYMENT_OVERDUE, Code.INSUFFICIENT_CREDITS})
+
+
+class FeatureDenied(TollgateError):
+    """The customer may not use the feature now; `decision` says why (`reason`, `code`)."""
+
+    type: ClassVar[str] = "feature_denied"
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.reason, param=decision.feature)
+        self.decision = decision
+        self.status = 402 if decision.code in _PAYMENT_CODES else 403
+
+
+def decision_from_json(data: Mapping[str, Any]) -> Decision:
+    """Return the Decision an entitlement check answered."""
+    return Decision(
+        allowed=bool(data["allowed"]),
+        feature=str(data["feature"]),
+        reason=str(data["reason"]),
+        code=Code(data["code"]),
+        limit=data.get("limit"),
+        used=data.get("used"),
+        remaining=data.get("remaining"),
+        warning=data.get("warning"),
+    )
+
+
+class _Gate:
+    """`check`, and what is built on it: a decorator and a FastAPI dependency."""
+
+    def check(
+        self, customer: str, feature: str, quantity: int = 1, *, in_use: int | None = None
+    ) -> Decision:
+        raise NotImplementedError
+
+    def require(
+        self, customer: str, feature: str, quantity: int = 1, *, in_use: int | None = None
+    ) -> Decision:
+        """Return the decision if allowed; raise FeatureDenied (402/403) if not."""
+        decision = self.check(customer, feature, quantity, in_use=in_use)
+        if not decision.allowed:
+            raise FeatureDenied(decision)
+        return decision
+
+    def requires(
+        self, feature: str, *, customer_arg: str = "customer", quantity: int = 1
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorate a function so it runs only if the customer (named by an argument) may use
+        the feature; otherwise it raises FeatureDenied.
+
+            @billing.requires("marketplace", customer_arg="org_id")
+            def publish(org_id: str, listing: Listing) -> None: ...
+        """
+
+        def decorate(function: Callable[P, R]) -> Callable[P, R]:
+            signature = inspect.signature(function)
+            if customer_arg not in signature.parameters:
+                raise TypeError(f"{function.__name__} has no argument {customer_arg!r}")
+
+            @functools.wraps(function)
+            def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+                bound = signature.bind_partial(*args, **kwargs)
+                self.require(str(bound.arguments[customer_arg]), feature, quantity)
+                return function(*args, **kwargs)
+
+            return guarded
+
+        return decorate
+
+
+def require_feature(
+    gate: _Gate,
+    feature: str,
+    *,
+    customer: str | Callable[[Any], str] = "customer_id",
+    quantity: int = 1,
+) -> Callable[..., Any]:
+    """A FastAPI dependency: answers 402/403 with the reason unless the customer may use the
+    feature. `customer` names the path or query parameter holding the customer's id, or is a
+    function of the request returning it.
+
+        @app.post("/orgs/{customer_id}/listings",
+                  dependencies=[Depends(require_feature(billing, "marketplace"))])
+    """
+    from fastapi import HTTPException
+    from starlette.concurrency import run_in_threadpool
+
+    async def dependency(request: Request) -> Decision:
+        customer_id: Any
+        if callable(customer):
+            customer_id = customer(request)
+        else:
+            customer_id = request.path_params.get(customer) or request.query_params.get(customer)
+        if not customer_id:
+            raise HTTPException(400, detail=f"no customer id in {customer!r}")
+        if isinstance(gate, LocalTollgate):
+            decision = gate.check(str(customer_id), feature, quantity)
+        else:  # over HTTP: off the event loop
+            decision = await run_in_threadpool(gate.check, str(customer_id), feature, quantity)
+        if not decision.allowed:
+            status = 402 if decision.code in _PAYMENT_CODES else 403
+            raise HTTPException(status, detail=decision.to_json())
+        return decision
+
+    return dependency
+
+
+class _DecisionCache:
+    """Decisions kept for `ttl` seconds, dropped early when Tollgate says a customer changed."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.entries: dict[tuple[str, str, int, int | None], tuple[float, Decision]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, int, int | None]) -> Decision | None:
+        found = self.entries.get(key)
+        if found is None or found[0] < time.monotonic():
+            return None
+        return found[1]
+
+    def put(self, key: tuple[str, str, int, int | None], decision: Decision) -> None:
+        self.entries[key] = (time.monotonic() + self.ttl, decision)
+
+    def forget(self, customers: set[str]) -> None:
+        with self.lock:
+            for key in [key for key in self.entries if key[0] in customers]:
+                self.entries.pop(key, None)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+class _ChangeFollower:
+    """Long-polls Tollgate's change feed and drops cached decisions of customers that changed."""
+
+    def __init__(self, client: httpx.Client, cache: _DecisionCache, wait: float = 2.0) -> None:
+        # A connection of its own, so closing it ends a poll in flight at once.
+        self.client = httpx.Client(
+            base_url=client.base_url, headers=client.headers, transport=client._transport
+        )
+        self.cache = cache
+        self.wait = wait
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="tollgate-changes", daemon=True)
+        self.ready = threading.Event()
+        self.thread.start()
+
+    def _run(self) -> None:
+        last: int | None = None
+        while not self.stop.is_set():
+            try:
+                params: dict[str, Any] = {} if last is None else {"after": last, "wait": self.wait}
+                answer = self.client.get("/v1/changes", params=params, timeout=self.wait + 10)
+                answer.raise_for_status()
+                body = answer.json()
+                if last is None:
+                    self.cache.clear()  # anything cached before the feed was followed
+                    self.ready.set()
+                last = int(body["last"])
+                changed = {change["customer"] for change in body["changes"]}
+                if changed:
+                    self.cache.forget(changed)
+            except (httpx.HTTPError, RuntimeError, ValueError, KeyError):
+                if self.stop.is_set():
+                    return
+                # Unreachable: nothing is known, so nothing cached is trusted; try again soon.
+                self.cache.clear()
+                last = None
+                self.stop.wait(1.0)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.client.close()
+        self.thread.join(timeout=2)
 
 
 # -- over HTTP -------------------------------------------------------------------------------
@@ -366,8 +577,13 @@ def _error_of(answer: httpx.Response) -> TollgateError:
     return ApiError(message, param=param, type_=kind, status=answer.status_code)
 
 
-class Tollgate(_Verbs):
-    """Tollgate's API over HTTP with an API key; use as a context manager or call `close()`."""
+class Tollgate(_Verbs, _Gate):
+    """Tollgate's API over HTTP with an API key; use as a context manager or call `close()`.
+
+    `check` answers from a local cache for up to `decision_ttl` seconds; with `follow_changes`
+    a background thread long-polls Tollgate's change feed and drops a customer's cached
+    decisions as soon as a plan, status, dunning, credit or usage-threshold change commits.
+    """
 
     def __init__(
         self,
@@ -376,6 +592,8 @@ class Tollgate(_Verbs):
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        decision_ttl: float = 1.0,
+        follow_changes: bool = True,
     ) -> None:
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"),
@@ -384,8 +602,35 @@ class Tollgate(_Verbs):
             transport=transport,
         )
         super().__init__(_Http(self._client))
+        self._decisions = _DecisionCache(decision_ttl)
+        self._follow = follow_changes and decision_ttl > 0
+        self._follower: _ChangeFollower | None = None
+
+    def check(
+        self, customer: str, feature: str, quantity: int = 1, *, in_use: int | None = None
+    ) -> Decision:
+        """Return whether the customer may use `quantity` more of `feature` now."""
+        key = (customer, feature, quantity, in_use)
+        decision = self._decisions.get(key)
+        if decision is not None:
+            return decision
+        if self._follow and self._follower is None:
+            self._follower = _ChangeFollower(self._client, self._decisions)
+            self._follower.ready.wait(timeout=5)
+        params: dict[str, Any] = {"quantity": quantity}
+        if in_use is not None:
+            params["in_use"] = in_use
+        answer = self.transport.request(
+            "GET", f"/v1/customers/{customer}/entitlements/{feature}", params=params, key=None
+        )
+        decision = decision_from_json(answer)
+        if self._decisions.ttl > 0:
+            self._decisions.put(key, decision)
+        return decision
 
     def close(self) -> None:
+        if self._follower is not None:
+            self._follower.close()
         self._client.close()
 
     def __enter__(self) -> Tollgate:
@@ -425,6 +670,8 @@ class _InProcess:
         from tollgate.services import customers, subscriptions
 
         app = self.container
+        if path == "/v1/usage":
+            return self._usage(dict(json or {}))
         parts = path.strip("/").split("/")[2:]  # after v1/customers
         body = dict(json or {})
         gateway = _gateway(app)
@@ -482,6 +729,19 @@ class _InProcess:
                 idempotency_key=key,
             )
             return {"url": url}
+        if (method, rest) == ("GET", "entitlements"):
+            return app.entitlements.entitlements(customer_id).to_json()
+        if (method, rest) == ("GET", "usage"):
+            from tollgate.services.usage import get_usage
+
+            usage = get_usage(
+                db=app.db,
+                catalog=app.catalog,
+                clock=app.clock,
+                customer_id=customer_id,
+                grace=app.grace,
+            )
+            return usage.to_json()
         common: dict[str, Any] = {
             "db": app.db,
             "catalog": app.catalog,
@@ -506,6 +766,23 @@ class _InProcess:
             return schemas.subscription_json(subscriptions.resume_subscription(**common))
         raise NotFound(f"no such route: {method} {path}")
 
+    def _usage(self, body: dict[str, Any]) -> Any:
+        from tollgate.services.usage import record_usage
+
+        app = self.container
+        if "events" not in body:
+            raise InvalidRequest("send {events: [...]}", param="events")
+        report = record_usage(
+            db=app.db,
+            catalog=app.catalog,
+            clock=app.clock,
+            events=body["events"],
+            enforce_limits=body.get("enforce_limits", app.settings.usage_enforce_limits),
+            grace=app.grace,
+        )
+        app.entitlements.forget(report.customers)
+        return report.to_json()
+
 
 def _gateway(app: Container) -> Any:
     from tollgate.config import ConfigError
@@ -516,7 +793,7 @@ def _gateway(app: Container) -> Any:
         return None
 
 
-class LocalTollgate(_Verbs):
+class LocalTollgate(_Verbs, _Gate):
     """Tollgate in-process: the same verbs and answers, over the service layer of `container`.
 
     Input is checked by the API's own request models, so bad input raises InvalidRequest here
@@ -525,3 +802,11 @@ class LocalTollgate(_Verbs):
 
     def __init__(self, container: Container) -> None:
         super().__init__(_InProcess(container))
+        self.container = container
+
+    def check(
+        self, customer: str, feature: str, quantity: int = 1, *, in_use: int | None = None
+    ) -> Decision:
+        """Return whether the customer may use `quantity` more of `feature` now (cached in
+        process, dropped as the change feed says)."""
+        return self.container.entitlements.check(customer, feature, quantity, in_use=in_use)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import time
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tollgate.domain.dunning import DEFAULT_POLICY as DEFAULT_DUNNING_POLICY
+from tollgate.domain.dunning import DunningPolicy, parse_dunning_policy
 from tollgate.money import normalize_currency
 
 Scope = Literal["read", "write"]
@@ -76,15 +79,55 @@ class Settings(BaseSettings):
     )
 
     # -- entitlements and usage metering (issue 6) ---------------------------------------------
+    # How long a past-due subscription keeps its plan before access is reduced.
+    past_due_grace_days: int = Field(7, alias="TOLLGATE_PAST_DUE_GRACE_DAYS", ge=0, le=365)
+    # The most a cached decision can lag usage recorded by another process (seconds).
+    entitlement_cache_ttl: float = Field(1.0, alias="TOLLGATE_ENTITLEMENT_CACHE_TTL", ge=0, le=60)
+    # How often a server looks at the change feed to drop changed customers' decisions (seconds).
+    entitlement_refresh: float = Field(0.005, alias="TOLLGATE_ENTITLEMENT_REFRESH", ge=0.001, le=5)
+    # Refuse usage past a hard limit (false: record it, and let the app decide).
+    usage_enforce_limits: bool = Field(True, alias="TOLLGATE_USAGE_ENFORCE_LIMITS")
+    # Hot counters and the hard-limit check in Redis (the database stays the record).
+    redis_url: str | None = Field(None, alias="TOLLGATE_REDIS_URL")
 
     # -- jobs, notifications, dunning, reconciliation (issue 7) ---------------------------------
+    # smtp://user:pass@host:587?starttls=true, smtps://…:465, file:///dir (.eml files), console:
+    smtp_url: SecretStr | None = Field(None, alias="TOLLGATE_SMTP_URL")
+    email_from: str = Field("Tollgate <billing@localhost>", alias="TOLLGATE_EMAIL_FROM")
+    # Operator's templates, looked up before the built-in ones (same file names).
+    templates_dir: Path | None = Field(None, alias="TOLLGATE_TEMPLATES_DIR")
+    # The app's billing page linked from emails ({customer_id} is replaced); it opens the portal.
+    billing_url: str | None = Field(None, alias="TOLLGATE_BILLING_URL")
+    notify_max_attempts: int = Field(12, alias="TOLLGATE_NOTIFY_MAX_ATTEMPTS", ge=1, le=100)
+    app_webhook_url: str | None = Field(None, alias="TOLLGATE_APP_WEBHOOK_URL")
+    app_webhook_secret: SecretStr = Field(SecretStr(""), alias="TOLLGATE_APP_WEBHOOK_SECRET")
+    # attempt:template:access steps keyed by the failed invoice's attempt_count.
+    dunning_policy_raw: str = Field(DEFAULT_DUNNING_POLICY, alias="TOLLGATE_DUNNING_POLICY")
+    # When the nightly reconciliation with Stripe runs, HH:MM in UTC.
+    reconcile_at: time = Field(time(2, 0), alias="TOLLGATE_RECONCILE_AT")
 
     # -- credits (issue 8) ---------------------------------------------------------------------
+    # How far below zero a new customer's credits may go (set per customer through the API).
+    credit_overdraft_allowance: int = Field(0, alias="TOLLGATE_CREDIT_OVERDRAFT_ALLOWANCE", ge=0)
+    # The overdraft is invoiced on this day of the month, for the month this many months away
+    # (-1: the previous month).
+    credit_overdraft_invoice_day: int = Field(
+        1, alias="TOLLGATE_CREDIT_OVERDRAFT_INVOICE_DAY", ge=1, le=28
+    )
+    credit_overdraft_invoice_range_shift: int = Field(
+        -1, alias="TOLLGATE_CREDIT_OVERDRAFT_INVOICE_RANGE_SHIFT", ge=-12, le=0
+    )
 
     @field_validator("default_currency")
     @classmethod
     def _currency(cls, value: str) -> str:
         return normalize_currency(value)
+
+    @field_validator("dunning_policy_raw")
+    @classmethod
+    def _dunning_policy(cls, value: str) -> str:
+        parse_dunning_policy(value)
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -152,6 +195,10 @@ class Settings(BaseSettings):
             name, scope, secret = entry.split(":")
             keys.append(BootstrapKey(name, scope, SecretStr(secret)))  # type: ignore[arg-type]
         return keys
+
+    @cached_property
+    def dunning_policy(self) -> DunningPolicy:
+        return parse_dunning_policy(self.dunning_policy_raw)
 
     @property
     def stripe_live(self) -> bool:

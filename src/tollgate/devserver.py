@@ -71,6 +71,7 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
             STRIPE_API_BASE=stripe_sim.url,
             STRIPE_MAX_RETRIES=1,
             STRIPE_WEBHOOK_SECRETS=webhook_secret,
+            TOLLGATE_SMTP_URL=f"file://{(data_dir / 'mail').resolve()}",
         )
         upgrade(settings.database_url)
         container = build_container(settings)
@@ -101,6 +102,7 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
             f"  catalog        {settings.catalog_path} ({len(changes)} Stripe objects synced)",
             f"  write API key  {write_key.secret}",
             f"  read API key   {read_key.secret}",
+            f"  emails         .eml files in {(data_dir / 'mail').resolve()}",
             f"  demo checkout  {checkout_url}",
             "                 (acme-inc starts a 14-day Pro trial; card 4242 4242 4242 4242)",
             "",

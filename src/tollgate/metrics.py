@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
     "tollgate_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -27,5 +27,37 @@ STRIPE_REFETCHES = Counter(
 WEBHOOK_EVENTS = Counter(
     "tollgate_webhook_events_total",
     "Stripe events processed, by how processing ended (succeeded, failed, duplicate, …)",
+    ["outcome"],
+)
+RECONCILE_RUNS = Counter(
+    "tollgate_reconcile_runs_total", "Reconciliations with Stripe, by how they ended", ["outcome"]
+)
+RECONCILE_DRIFTS = Counter(
+    "tollgate_reconcile_drifts_total",
+    "Drifts between the mirror and Stripe found by reconciliation",
+    ["kind", "object_type"],
+)
+RECONCILE_HEALED = Counter(
+    "tollgate_reconcile_healed_total",
+    "Drifts healed by applying Stripe's object through the webhook handlers",
+    ["object_type"],
+)
+RECONCILE_LAST_DRIFTS = Gauge(
+    "tollgate_reconcile_last_run_drifts", "Drifts the last finished reconciliation found", ["kind"]
+)
+RECONCILE_LAST_SUCCESS = Gauge(
+    "tollgate_reconcile_last_success_timestamp_seconds",
+    "When the last reconciliation that finished started (Unix seconds)",
+)
+METER_SYNC_LAG = Gauge(
+    "tollgate_meter_sync_lag_seconds",
+    "Age of the oldest overage not yet accepted by Stripe's meters (0 when all are sent)",
+)
+METER_UNITS_SENT = Counter(
+    "tollgate_meter_units_sent_total", "Overage units Stripe's meters accepted", ["feature"]
+)
+USAGE_EVENTS = Counter(
+    "tollgate_usage_events_total",
+    "Usage events by outcome (accepted, duplicate, rejected)",
     ["outcome"],
 )

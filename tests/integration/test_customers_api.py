@@ -19,7 +19,7 @@ from stripesim.testing import RunningSim
 from tollgate.api.app import create_app
 from tollgate.bootstrap import Container, build_container
 from tollgate.config import Settings
-from tollgate.db.models import CreditGrant, Customer, PlanChange
+from tollgate.db.models import CreditTransaction, Customer, PlanChange
 from tollgate.db.unit_of_work import Database
 from tollgate.services.api_keys import create_api_key
 from tollgate.services.catalog import sync_catalog
@@ -173,8 +173,8 @@ def test_onboarding_credits_are_recorded_once_per_customer(
         "/v1/customers", json={"id": "creditco", "email": "billing@acme.example", "offline": True}
     )
     with db.transaction() as session:
-        grants = session.scalars(sa.select(CreditGrant)).all()
-        assert [(g.customer_id, g.credits, g.reason) for g in grants] == [
+        grants = session.scalars(sa.select(CreditTransaction)).all()
+        assert [(g.customer_id, g.amount, g.reason) for g in grants] == [
             ("creditco", 500, "onboarding")
         ]
 

@@ -235,13 +235,14 @@ def test_unknown_catalog_currency_is_reported() -> None:
     [
         (
             lambda d: d.update(plan={}),
-            "plan: unknown key 'plan' (expected one of: currency, default_plan, features, "
-            "plans); did you mean 'plans'?",
+            "plan: unknown key 'plan' (expected one of: credit_overdraft_product, credit_packs, "
+            "currency, default_plan, features, plans); did you mean 'plans'?",
         ),
         (
             lambda d: d["plans"]["pro"].update(trail_days=7),
             "plans.pro.trail_days: unknown key 'trail_days' (expected one of: custom, features, "
-            "invoice, name, prices, seats, trial_days); did you mean 'trial_days'?",
+            "invoice, name, on_start_credits, prices, reduced_access, seats, trial_days); "
+            "did you mean 'trial_days'?",
         ),
         (
             lambda d: d["plans"]["pro"]["prices"][0].update(amout="1"),
@@ -250,8 +251,8 @@ def test_unknown_catalog_currency_is_reported() -> None:
         ),
         (
             lambda d: d["features"]["runs"].update(units="run"),
-            "features.runs.units: unknown key 'units' (expected one of: aggregation, name, type, "
-            "unit); did you mean 'unit'?",
+            "features.runs.units: unknown key 'units' (expected one of: aggregation, "
+            "credits_per_unit, name, type, unit); did you mean 'unit'?",
         ),
         (
             lambda d: d["plans"]["pro"]["features"]["runs"].update(include=5),

@@ -7,7 +7,16 @@ from fastapi import FastAPI
 from tollgate import __version__
 from tollgate.api import errors
 from tollgate.api.middleware import BodyLimit, Metrics
-from tollgate.api.routes import api_keys, catalog, customers, health, webhooks
+from tollgate.api.routes import (
+    api_keys,
+    catalog,
+    credits,
+    customers,
+    entitlements,
+    health,
+    usage,
+    webhooks,
+)
 from tollgate.bootstrap import Container
 
 
@@ -24,7 +33,10 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(api_keys.router)
     app.include_router(customers.router)
+    app.include_router(credits.router)
     app.include_router(webhooks.router)
+    app.include_router(entitlements.router)
+    app.include_router(usage.router)
     app.add_middleware(Metrics)
     app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
@@ -23,10 +23,11 @@ def container(request: Request) -> Container:
     return request.app.state.container
 
 
-def require_scope(scope: str) -> Callable[[Request], Principal]:
+def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency that admits keys with `scope` (a write key may do everything)."""
 
-    def dependency(request: Request) -> Principal:
+    async def dependency(request: Request) -> Principal:
+        # Async: run on the event loop, not a thread (the key lookup is cached in process).
         header = request.headers.get("authorization", "")
         kind, _, secret = header.partition(" ")
         if kind.lower() != "bearer" or not secret.strip():

@@ -114,6 +114,9 @@ class Customer(Base):
     requested_currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
     address: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     creation_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Dunning's hold on access while past due: None follows the subscription, else
+    # full | reduced | default (set by the dunning policy, cleared when a payment recovers).
+    dunning_access: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Subscription(Base):
@@ -280,19 +283,6 @@ class AuditLog(Base):
 # -- customers and subscriptions: what Tollgate itself keeps ----------------------------------
 
 
-class CreditGrant(Base):
-    """Credits granted to a customer (onboarding, …), recorded for the credits capability."""
-
-    __tablename__ = "credit_grants"
-    __table_args__ = (UniqueConstraint("customer_id", "reason"),)
-
-    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
-    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
-    credits: Mapped[int] = mapped_column(BigInteger)
-    reason: Mapped[str] = mapped_column(String(64))
-    granted_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
 class PlanChange(Base):
     """A plan, interval or seat change Tollgate applies to a subscription when its period ends.
 
@@ -335,10 +325,256 @@ class CustomerChange(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class UsageEvent(Base):
+    """A usage event as accepted: its id is the app's, so a repeat is recognised forever."""
+
+    __tablename__ = "usage_events"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    meter: Mapped[str] = mapped_column(String(64))
+    value: Mapped[int] = mapped_column(BigInteger)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UsageCounter(Base):
+    """A customer's aggregate of one meter in one billing period [period_start, period_end)."""
+
+    __tablename__ = "usage_counters"
+
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    meter: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The latest event so far, for `last` aggregation (ordered by the events' own time).
+    last_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    # Overage units already written to the meter outbox for this period.
+    reported: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UsageThreshold(Base):
+    """A warning level (percent of the included quantity) that usage crossed, once a period."""
+
+    __tablename__ = "usage_thresholds"
+
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    meter: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    percent: Mapped[int] = mapped_column(Integer, primary_key=True)
+    used: Mapped[int] = mapped_column(BigInteger)
+    crossed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class MeterOutbox(Base):
+    """Overage to report to a Stripe billing meter, written with the usage that caused it.
+
+    The sync job groups pending rows and stamps the group with an `identifier` before calling
+    Stripe, so a resend after a crash or timeout carries the same identifier and counts once.
+    """
+
+    __tablename__ = "meter_outbox"
+    __table_args__ = (
+        Index("ix_meter_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_meter_outbox_identifier", "identifier"),
+    )
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    stripe_customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    stripe_account: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    feature: Mapped[str] = mapped_column(String(64))
+    event_name: Mapped[str] = mapped_column(String(100))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    value: Mapped[int] = mapped_column(BigInteger)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # pending | claimed (identifier stamped, being sent) | sent | failed (Stripe refused it)
+    status: Mapped[str] = mapped_column(String(16))
+    identifier: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 # -- notifications, app webhooks, job locks, dunning (migration 0005) -------------------------
+
+
+class Notification(Base):
+    """An email to send, once per (customer, template, cause): the outbox the worker delivers."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "template", "cause"),
+        Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    # No foreign key: a notification outlives nothing, but must never block the change causing it.
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    template: Mapped[str] = mapped_column(String(64))
+    cause: Mapped[str] = mapped_column(String(STRIPE_ID))
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # pending | sent | skipped (no address) | failed (gave up)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AppEvent(Base):
+    """A webhook to the app, keyed by its event id (derived from its cause, so repeats are one)."""
+
+    __tablename__ = "app_events"
+    __table_args__ = (Index("ix_app_events_status_next_attempt_at", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    cause: Mapped[str] = mapped_column(String(STRIPE_ID))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # pending | delivered | failed (gave up)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class JobLock(Base):
+    """Who runs a job until when, on SQLite (PostgreSQL uses an advisory lock instead)."""
+
+    __tablename__ = "job_locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    locked_until: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 # -- reconciliation (migration 0006) -----------------------------------------------------------
 
 
+class ReconciliationRun(Base):
+    """One comparison of the mirror with Stripe over a window, and what it found."""
+
+    __tablename__ = "reconciliation_runs"
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    # cli | nightly
+    trigger: Mapped[str] = mapped_column(String(16))
+    # The nightly slot this run took; unique, so replicas racing for one night run it once.
+    scheduled_for: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), nullable=True, unique=True
+    )
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # running | succeeded | failed
+    status: Mapped[str] = mapped_column(String(16))
+    checked: Mapped[int] = mapped_column(Integer, default=0)
+    # Drifts by kind: {"missing_locally": 3, …}
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    healed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ReconciliationDrift(Base):
+    """One object the mirror and Stripe disagree on, with both sides' differing values."""
+
+    __tablename__ = "reconciliation_drifts"
+    __table_args__ = (Index("ix_reconciliation_drifts_object", "object_type", "object_id"),)
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(
+        AUTO_ID, ForeignKey("reconciliation_runs.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    object_type: Mapped[str] = mapped_column(String(64))
+    object_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    stripe_account: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    local: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    stripe: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    healed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
 # -- credits ledger (migration 0007) -----------------------------------------------------------
+
+
+class CreditAccount(Base):
+    """One account of a customer's credits ledger, with its balance (the sum of its entries).
+
+    Every customer has its wallet (`customer`) and its own system accounts (`grants`,
+    `purchases`, `usage`, `expired`, `overdraft`), so a burn locks only its customer's rows.
+    """
+
+    __tablename__ = "credit_accounts"
+    __table_args__ = (UniqueConstraint("customer_id", "account"),)
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    account: Mapped[str] = mapped_column(String(16))
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    # How far below zero the wallet may go (kept on the wallet row only; 0 on the others).
+    allowance: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CreditTransaction(Base):
+    """One balanced change to a customer's credits: why, who, and its key (once per customer)."""
+
+    __tablename__ = "credit_transactions"
+    __table_args__ = (UniqueConstraint("customer_id", "idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    # grant | purchase | burn | expiry | clawback | overdraft_invoice
+    kind: Mapped[str] = mapped_column(String(32))
+    # The credits asked for (a grant's size, a burn's units times price): a repeat must match.
+    amount: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(255))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    # "api:<key name>", "system" or "stripe:<event id>"
+    actor: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CreditEntry(Base):
+    """One side of a credits transaction: a signed amount into one account (of one lot)."""
+
+    __tablename__ = "credit_entries"
+    __table_args__ = (Index("ix_credit_entries_customer_id_account", "customer_id", "account"),)
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("credit_transactions.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    account: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    lot_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CreditLot(Base):
+    """Credits that came in together (a grant or a purchase), what is left, when they expire."""
+
+    __tablename__ = "credit_lots"
+    __table_args__ = (Index("ix_credit_lots_expires_at", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("credit_transactions.id"))
+    source: Mapped[str] = mapped_column(String(16))
+    credits: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # A purchase's PaymentIntent, so a refund of its charge finds the credits to take back.
+    payment_intent: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -61,6 +61,8 @@ class Feature:
     name: str
     unit: str | None = None
     aggregation: Aggregation = Aggregation.SUM
+    # Credits one unit of a metered feature burns (None: not priced in credits).
+    credits_per_unit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,10 @@ class Plan:
     seats: SeatPolicy | None = None
     collection_method: CollectionMethod = CollectionMethod.CHARGE_AUTOMATICALLY
     days_until_due: int | None = None
+    # Credits granted at the start of each billing period (they expire when it ends).
+    on_start_credits: int = 0
+    # The plan whose features a past-due customer keeps after the grace period (None: default).
+    reduced_access: str | None = None
 
     @property
     def is_free(self) -> bool:
@@ -210,6 +216,36 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class OneTimePrice:
+    """A price paid once (a credit pack, or one overdrawn credit)."""
+
+    currency: str
+    amount_minor: int
+
+
+@dataclass(frozen=True)
+class CreditPack:
+    """Credits sold together through Checkout for a one-time price per currency."""
+
+    id: str
+    name: str
+    credits: int
+    prices: tuple[OneTimePrice, ...]
+
+    def price_in(self, currency: str) -> OneTimePrice | None:
+        """Return the pack's price in the currency, if it has one."""
+        return next((price for price in self.prices if price.currency == currency), None)
+
+
+@dataclass(frozen=True)
+class CreditProduct:
+    """What one overdrawn credit costs when the overdraft is invoiced (the first price is used)."""
+
+    name: str
+    prices: tuple[OneTimePrice, ...]
+
+
+@dataclass(frozen=True)
 class Catalog:
     """The whole catalog: features, plans and where customers without a subscription land."""
 
@@ -217,6 +253,8 @@ class Catalog:
     default_plan: str | None
     features: dict[str, Feature]
     plans: dict[str, Plan]
+    credit_packs: dict[str, CreditPack] = field(default_factory=dict)
+    credit_overdraft_product: CreditProduct | None = None
 
     @property
     def currencies(self) -> tuple[str, ...]:
@@ -252,9 +290,29 @@ def parse_catalog(data: Mapping[str, Any]) -> Catalog:
     return catalog
 
 
-_TOP_KEYS = ("currency", "default_plan", "features", "plans")
-_FEATURE_KEYS = ("type", "name", "unit", "aggregation")
-_PLAN_KEYS = ("name", "prices", "features", "trial_days", "custom", "invoice", "seats")
+_TOP_KEYS = (
+    "currency",
+    "default_plan",
+    "features",
+    "plans",
+    "credit_packs",
+    "credit_overdraft_product",
+)
+_FEATURE_KEYS = ("type", "name", "unit", "aggregation", "credits_per_unit")
+_CREDIT_PACK_KEYS = ("name", "credits", "prices")
+_CREDIT_PRODUCT_KEYS = ("name", "prices")
+_ONE_TIME_PRICE_KEYS = ("currency", "amount")
+_PLAN_KEYS = (
+    "name",
+    "prices",
+    "features",
+    "trial_days",
+    "custom",
+    "invoice",
+    "seats",
+    "reduced_access",
+    "on_start_credits",
+)
 _PRICE_KEYS = ("interval", "currency", "amount")
 _INVOICE_KEYS = ("collection_method", "days_until_due")
 _SEATS_KEYS = ("min", "max")
@@ -291,7 +349,80 @@ class _CatalogParser:
         self.parse_features(data.get("features"))
         plans = self.parse_plans(data.get("plans"))
         default_plan = self.parse_default_plan(data.get("default_plan"), plans)
-        return Catalog(self.currency, default_plan, dict(self.features), plans)
+        for plan in plans.values():
+            if plan.reduced_access is not None and plan.reduced_access not in plans:
+                self.report(
+                    _join(_join("plans", plan.id), "reduced_access"),
+                    f"unknown plan {plan.reduced_access!r}"
+                    + _did_you_mean(plan.reduced_access, plans),
+                )
+        packs = self.parse_credit_packs(data.get("credit_packs"))
+        overdraft = None
+        if data.get("credit_overdraft_product") is not None:
+            overdraft = self.parse_credit_product(
+                data["credit_overdraft_product"], "credit_overdraft_product"
+            )
+        return Catalog(self.currency, default_plan, dict(self.features), plans, packs, overdraft)
+
+    def parse_credit_packs(self, raw: object) -> dict[str, CreditPack]:
+        packs: dict[str, CreditPack] = {}
+        spec = self.mapping(raw, "credit_packs", "credit_packs") if raw is not None else None
+        for key, value in (spec or {}).items():
+            path = _join("credit_packs", str(key))
+            if not self.check_id(key, path, "credit pack"):
+                continue
+            pack = self.mapping(value, path, "a credit pack")
+            if pack is None:
+                continue
+            self.check_keys(pack, path, _CREDIT_PACK_KEYS)
+            name = self.text(pack.get("name", key), _join(path, "name"))
+            credits = self.whole_number(pack.get("credits"), _join(path, "credits"), 1)
+            prices = self.parse_one_time_prices(pack.get("prices"), _join(path, "prices"))
+            if name is not None and credits is not None and prices:
+                packs[key] = CreditPack(key, name, credits, prices)
+        return packs
+
+    def parse_credit_product(self, raw: object, path: str) -> CreditProduct | None:
+        spec = self.mapping(raw, path, path)
+        if spec is None:
+            return None
+        self.check_keys(spec, path, _CREDIT_PRODUCT_KEYS)
+        name = self.text(spec.get("name", "Credit overdraft"), _join(path, "name"))
+        prices = self.parse_one_time_prices(spec.get("prices"), _join(path, "prices"))
+        if name is None or not prices:
+            return None
+        return CreditProduct(name, prices)
+
+    def parse_one_time_prices(self, raw: object, path: str) -> tuple[OneTimePrice, ...]:
+        if not isinstance(raw, list) or not raw:
+            self.report(path, f"must be a non-empty list of prices, not {_describe(raw)}")
+            return ()
+        prices: list[OneTimePrice] = []
+        for index, item in enumerate(raw):
+            item_path = f"{path}[{index}]"
+            spec = self.mapping(item, item_path, "a price")
+            if spec is None:
+                continue
+            self.check_keys(spec, item_path, _ONE_TIME_PRICE_KEYS)
+            currency = self.currency_code(spec.get("currency", self.currency), item_path)
+            if currency is None:
+                continue
+            if any(price.currency == currency for price in prices):
+                self.report(item_path, f"duplicate price in {currency}")
+                continue
+            if "amount" not in spec:
+                self.report(_join(item_path, "amount"), 'missing; e.g. amount: "10.00"')
+                continue
+            try:
+                amount = to_minor_int(spec["amount"], currency)
+            except (TypeError, ValueError) as exc:
+                self.report(_join(item_path, "amount"), str(exc))
+                continue
+            if amount <= 0:
+                self.report(_join(item_path, "amount"), "must be more than zero")
+                continue
+            prices.append(OneTimePrice(currency, amount))
+        return tuple(prices)
 
     def check_keys(self, mapping: Mapping[Any, Any], path: str, allowed: Iterable[str]) -> None:
         allowed = tuple(allowed)
@@ -389,9 +520,19 @@ class _CatalogParser:
         aggregation: Aggregation | None = Aggregation.SUM
         if "aggregation" in spec and metered:
             aggregation = self.choice(spec["aggregation"], _join(path, "aggregation"), Aggregation)
+        credits_per_unit = None
+        if "credits_per_unit" in spec:
+            if metered:
+                credits_per_unit = self.whole_number(
+                    spec["credits_per_unit"], _join(path, "credits_per_unit"), 1
+                )
+            elif feature_type is not None:
+                self.report(
+                    _join(path, "credits_per_unit"), "only metered features take 'credits_per_unit'"
+                )
         if feature_type is None or name is None or aggregation is None:
             return None
-        return Feature(feature_id, feature_type, name, unit, aggregation)
+        return Feature(feature_id, feature_type, name, unit, aggregation, credits_per_unit)
 
     def text(self, value: object, path: str) -> str | None:
         if isinstance(value, str) and value.strip():
@@ -453,9 +594,18 @@ class _CatalogParser:
         features = self.parse_plan_features(
             spec.get("features"), _join(path, "features"), prices, seats
         )
+        on_start_credits = 0
+        if "on_start_credits" in spec:
+            on_start_credits = (
+                self.whole_number(spec["on_start_credits"], _join(path, "on_start_credits"), 0) or 0
+            )
+        reduced_access = None
+        if spec.get("reduced_access") is not None:
+            reduced_access = self.text(spec["reduced_access"], _join(path, "reduced_access"))
         if len(self.problems) > count or name is None:
             return None
         return Plan(
+            reduced_access=reduced_access,
             id=plan_id,
             name=name,
             prices=prices,
@@ -465,6 +615,7 @@ class _CatalogParser:
             seats=seats,
             collection_method=collection_method,
             days_until_due=days_until_due,
+            on_start_credits=on_start_credits,
         )
 
     def parse_prices(self, raw: object, path: str) -> tuple[PlanPrice, ...]:

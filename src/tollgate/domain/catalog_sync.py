@@ -226,6 +226,7 @@ def desired_stripe_catalog(catalog: Catalog) -> DesiredCatalog:
         )
         for feature_id in billed_features
     ]
+    products += desired_credit_products(catalog)
     meters = [
         DesiredMeter(meter_event_name(feature_id), catalog.features[feature_id].name)
         for feature_id in billed_features
@@ -502,3 +503,139 @@ def plan_catalog_changes(
 def _has_metadata(actual: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
     # Only Tollgate's keys matter; metadata someone added in the dashboard is left alone.
     return all(actual.get(key) == value for key, value in wanted.items())
+
+
+# -- credits (issue 8): packs sold once through Checkout, and the overdraft's price -----------
+
+PACK_PRODUCT_PREFIX = "tg_pack_"
+OVERDRAFT_PRODUCT_ID = "tg_credit_overdraft"
+
+
+def pack_product_id(pack_id: str) -> str:
+    """Return the Stripe product id of a credit pack."""
+    return f"{PACK_PRODUCT_PREFIX}{pack_id}"
+
+
+def pack_price_lookup_key(pack_id: str, currency: str) -> str:
+    """Return the lookup key of a credit pack's one-time price."""
+    return f"{TOLLGATE_PREFIX}pack_{pack_id}_{currency}"
+
+
+def overdraft_price_lookup_key(currency: str) -> str:
+    """Return the lookup key of the price of one overdrawn credit."""
+    return f"{TOLLGATE_PREFIX}credit_overdraft_{currency}"
+
+
+@dataclass(frozen=True)
+class DesiredOneTimePrice:
+    """A one-time Stripe price Tollgate needs (a pack, an overdrawn credit)."""
+
+    lookup_key: str
+    product: str
+    currency: str
+    unit_amount: int
+    nickname: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CreateOneTimePrice:
+    """Create a one-time price (taking over its lookup key), archiving the one it replaces."""
+
+    kind: ClassVar[str] = "create_one_time_price"
+    price: DesiredOneTimePrice
+    replaces: str | None = None
+
+    def describe(self) -> str:
+        """Return one line for `tollgate catalog diff`."""
+        amount = format_minor(Decimal(self.price.unit_amount), self.price.currency)
+        verb = "~" if self.replaces else "+"
+        return f"{verb} price {self.price.lookup_key}: {amount} once"
+
+
+@dataclass(frozen=True)
+class ArchiveOneTimePrice:
+    """Archive a one-time price the catalog no longer has."""
+
+    kind: ClassVar[str] = "archive_one_time_price"
+    price_id: str
+    lookup_key: str
+
+    def describe(self) -> str:
+        """Return one line for `tollgate catalog diff`."""
+        return f"- price {self.lookup_key} (archived)"
+
+
+def desired_credit_products(catalog: Catalog) -> list[DesiredProduct]:
+    """Return the products of the catalog's credit packs and overdraft."""
+    products = [
+        DesiredProduct(pack_product_id(pack.id), pack.name, {"tollgate_credit_pack": pack.id})
+        for pack in catalog.credit_packs.values()
+    ]
+    if catalog.credit_overdraft_product is not None:
+        products.append(
+            DesiredProduct(
+                OVERDRAFT_PRODUCT_ID,
+                catalog.credit_overdraft_product.name,
+                {"tollgate_credit_overdraft": "true"},
+            )
+        )
+    return products
+
+
+def desired_credit_prices(catalog: Catalog) -> tuple[DesiredOneTimePrice, ...]:
+    """Return the one-time prices of the catalog's credit packs and overdraft."""
+    prices = [
+        DesiredOneTimePrice(
+            lookup_key=pack_price_lookup_key(pack.id, price.currency),
+            product=pack_product_id(pack.id),
+            currency=price.currency,
+            unit_amount=price.amount_minor,
+            nickname=f"{pack.name} ({pack.credits} credits, {price.currency.upper()})",
+            metadata={"tollgate_credit_pack": pack.id, "tollgate_credits": str(pack.credits)},
+        )
+        for pack in catalog.credit_packs.values()
+        for price in pack.prices
+    ]
+    overdraft = catalog.credit_overdraft_product
+    if overdraft is not None:
+        prices += [
+            DesiredOneTimePrice(
+                lookup_key=overdraft_price_lookup_key(price.currency),
+                product=OVERDRAFT_PRODUCT_ID,
+                currency=price.currency,
+                unit_amount=price.amount_minor,
+                nickname=f"{overdraft.name} (per credit, {price.currency.upper()})",
+                metadata={"tollgate_credit_overdraft": "true"},
+            )
+            for price in overdraft.prices
+        ]
+    return tuple(prices)
+
+
+def plan_credit_price_changes(
+    desired: Iterable[DesiredOneTimePrice], existing: Iterable[Mapping[str, object]]
+) -> list[CreateOneTimePrice | ArchiveOneTimePrice]:
+    """Return the one-time price changes that make Stripe match; `existing` as the gateway lists."""
+    active = {
+        str(price["lookup_key"]): price
+        for price in existing
+        if price["active"] and price["lookup_key"]
+    }
+    changes: list[CreateOneTimePrice | ArchiveOneTimePrice] = []
+    wanted = set()
+    for price in desired:
+        wanted.add(price.lookup_key)
+        current = active.get(price.lookup_key)
+        if current is None:
+            changes.append(CreateOneTimePrice(price))
+        elif (current["unit_amount"], current["currency"], current["product"]) != (
+            price.unit_amount,
+            price.currency,
+            price.product,
+        ):
+            changes.append(CreateOneTimePrice(price, replaces=str(current["id"])))
+    for key, current in sorted(active.items()):
+        if key not in wanted:
+            changes.append(ArchiveOneTimePrice(str(current["id"]), key))
+    return changes

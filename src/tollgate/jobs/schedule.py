@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tollgate.bootstrap import Container
+from tollgate.jobs.app_webhooks import deliver_app_webhooks
+from tollgate.jobs.credits import (
+    expire_due_credits,
+    grant_period_credits,
+    invoice_credit_overdraft,
+)
+from tollgate.jobs.locks import claim_interval, release_interval, run_alone
+from tollgate.jobs.meter_usage import sync_meter_usage
+from tollgate.jobs.notifications import deliver_notifications
 from tollgate.jobs.plan_changes import apply_pending_plan_changes
+from tollgate.jobs.reconcile import reconcile_nightly
 from tollgate.jobs.webhooks import retry_failed_webhooks
 
 log = logging.getLogger("tollgate.jobs")
@@ -33,16 +46,32 @@ SCHEDULE: tuple[Job, ...] = (
     # Pending downgrades are applied up to 10 minutes before the period ends; every 2 minutes
     # leaves several chances before the renewal bills.
     Job("apply_pending_plan_changes", timedelta(minutes=2), apply_pending_plan_changes),
+    # Overage must reach Stripe before the period's invoice is finalised (about an hour after
+    # the period ends); every 30 s keeps the lag (a metric) small and the calls aggregated.
+    Job("sync_meter_usage", timedelta(seconds=30), sync_meter_usage),
+    Job("expire_credits", timedelta(minutes=5), expire_due_credits),
+    Job("grant_plan_credits", timedelta(minutes=5), grant_period_credits),
+    Job("invoice_credit_overdraft", timedelta(hours=1), invoice_credit_overdraft),
+    Job("deliver_notifications", timedelta(seconds=10), deliver_notifications),
+    Job("deliver_app_webhooks", timedelta(seconds=10), deliver_app_webhooks),
+    # Once a day after TOLLGATE_RECONCILE_AT; the job checks that it is due itself.
+    Job("reconcile_nightly", timedelta(minutes=5), reconcile_nightly),
 )
+
+# Another worker has this interval of the job (or is still running it).
+SKIPPED = "skipped: another worker has it"
 
 
 class Worker:
     """Run each job of a schedule when it is due; a failing job is logged and tried next time."""
 
-    def __init__(self, app: Container, schedule: tuple[Job, ...] = SCHEDULE) -> None:
+    def __init__(
+        self, app: Container, schedule: tuple[Job, ...] = SCHEDULE, holder: str | None = None
+    ) -> None:
         self.app = app
         self.schedule = schedule
         self.last_run: dict[str, datetime] = {}
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def due(self, now: datetime) -> list[Job]:
         return [
@@ -52,17 +81,33 @@ class Worker:
         ]
 
     def run_due(self) -> dict[str, object]:
-        """Run every job that is due now; returns each one's report (or its error)."""
+        """Run every job that is due now; returns each one's report, error or SKIPPED.
+
+        Across replicas, the first worker to claim a job's interval runs it; the others skip it.
+        """
         now = self.app.clock.now()
         reports: dict[str, object] = {}
         for job in self.due(now):
             self.last_run[job.name] = now
-            try:
-                reports[job.name] = job.run(self.app)
-            except Exception as error:  # one job's failure must not stop the others
-                log.exception("job %s failed", job.name)
-                reports[job.name] = error
+            reports[job.name] = self._run_claimed(job, now)
         return reports
+
+    def _run_claimed(self, job: Job, now: datetime) -> object:
+        db = self.app.db
+        try:
+            if not claim_interval(db, name=job.name, holder=self.holder, now=now, every=job.every):
+                return SKIPPED
+            with run_alone(db, job.name) as alone:
+                if not alone:
+                    return SKIPPED
+                return job.run(self.app)
+        except Exception as error:  # one job's failure must not stop the others
+            log.exception("job %s failed", job.name)
+            try:
+                release_interval(db, name=job.name, holder=self.holder, now=now)
+            except Exception:  # the database may be what failed; the claim then just expires
+                log.exception("job %s: could not release its claim", job.name)
+            return error
 
     def run_forever(self, stop: threading.Event, tick_seconds: float = 1.0) -> None:
         while not stop.is_set():

@@ -4,24 +4,60 @@ from __future__ import annotations
 
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.catalog_sync import (
+    ArchiveOneTimePrice,
     CatalogChange,
+    CreateOneTimePrice,
+    desired_credit_prices,
     desired_stripe_catalog,
     plan_catalog_changes,
+    plan_credit_price_changes,
 )
 from tollgate.stripe.gateway import StripeGateway
 
+AnyChange = CatalogChange | CreateOneTimePrice | ArchiveOneTimePrice
 
-def diff_catalog(*, catalog: Catalog, gateway: StripeGateway) -> list[CatalogChange]:
+
+def diff_catalog(*, catalog: Catalog, gateway: StripeGateway) -> list[AnyChange]:
     """The changes `sync_catalog` would make, without making them."""
     products, prices, meters = gateway.catalog_state()
-    return plan_catalog_changes(desired_stripe_catalog(catalog), products, prices, meters)
+    changes = plan_catalog_changes(desired_stripe_catalog(catalog), products, prices, meters)
+    return changes + _credit_price_changes(catalog, gateway)
 
 
-def sync_catalog(*, catalog: Catalog, gateway: StripeGateway) -> list[CatalogChange]:
+def _credit_price_changes(
+    catalog: Catalog, gateway: StripeGateway
+) -> list[CreateOneTimePrice | ArchiveOneTimePrice]:
+    desired = desired_credit_prices(catalog)
+    return plan_credit_price_changes(desired, gateway.one_time_prices())
+
+
+def _apply_credit_price_change(
+    gateway: StripeGateway, change: CreateOneTimePrice | ArchiveOneTimePrice
+) -> None:
+    if isinstance(change, ArchiveOneTimePrice):
+        gateway.archive_price(change.price_id)
+        return
+    price = change.price
+    gateway.create_one_time_price(
+        lookup_key=price.lookup_key,
+        product=price.product,
+        currency=price.currency,
+        unit_amount=price.unit_amount,
+        nickname=price.nickname,
+        metadata=price.metadata,
+    )
+    if change.replaces:
+        gateway.archive_price(change.replaces)
+
+
+def sync_catalog(*, catalog: Catalog, gateway: StripeGateway) -> list[AnyChange]:
     """Create or update Stripe's products, prices and meters to match the catalog; idempotent."""
     products, prices, meters = gateway.catalog_state()
     changes = plan_catalog_changes(desired_stripe_catalog(catalog), products, prices, meters)
     meter_ids = {meter.event_name: meter.id for meter in meters if meter.status == "active"}
     for change in changes:
         gateway.apply_catalog_change(change, meter_ids)
-    return changes
+    credit_changes = _credit_price_changes(catalog, gateway)
+    for credit_change in credit_changes:
+        _apply_credit_price_change(gateway, credit_change)
+    return changes + credit_changes

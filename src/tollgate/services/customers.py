@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from tollgate.clock import Clock
 from tollgate.config import ConfigError, Settings
-from tollgate.db.models import CreditGrant, Customer, PlanChange, Subscription
+from tollgate.db.models import Customer, PlanChange, Subscription
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import Conflict, InvalidRequest, NotFound, TollgateError
@@ -35,6 +35,7 @@ from tollgate.domain.subscriptions import (
 )
 from tollgate.money import normalize_currency
 from tollgate.services.catalog import sync_catalog
+from tollgate.services.credits import forget_credits, grant_onboarding_credits
 from tollgate.stripe.errors import StripeFailure, StripeUnavailable
 from tollgate.stripe.gateway import StripeGateway
 
@@ -375,16 +376,10 @@ def _insert_customer(
                     creation_fingerprint=digest,
                 )
             )
-            if settings.onboard_credits:
-                session.flush()
-                session.add(
-                    CreditGrant(
-                        customer_id=new.id,
-                        credits=settings.onboard_credits,
-                        reason=ONBOARDING,
-                        granted_at=now,
-                    )
-                )
+            session.flush()
+            grant_onboarding_credits(
+                session.connection(), customer_id=new.id, settings=settings, now=now
+            )
             return True
     except IntegrityError:
         # The same id was inserted by a concurrent request (or a webhook) a moment ago.
@@ -447,10 +442,7 @@ def _forget_customer(db: Database, customer_id: str) -> None:
         row = session.get(Customer, customer_id, with_for_update=True)
         if row is None or row.stripe_customer_id is not None:
             return
-        for grant in session.scalars(
-            select(CreditGrant).where(CreditGrant.customer_id == customer_id)
-        ):
-            session.delete(grant)
+        forget_credits(session.connection(), customer_id)
         session.flush()
         session.delete(row)
 

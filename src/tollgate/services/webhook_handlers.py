@@ -69,8 +69,10 @@ from tollgate.domain.events import (
     refund_is_behind,
     subscription_progress,
 )
+from tollgate.services import notifications
 from tollgate.services.changes import CHANGES as CUSTOMER_CHANGES
 from tollgate.services.changes import feed_rows
+from tollgate.services.credits import claw_back_refunds, grant_purchased_credits
 from tollgate.stripe.translate import (
     charge_snapshot,
     checkout_session_snapshot,
@@ -231,6 +233,13 @@ class HandlerContext:
         account = self.event.get("account")
         return account if isinstance(account, str) else None
 
+    @property
+    def actor(self) -> str:
+        """Return who made the change: the Stripe event, or Tollgate's own (reconciliation)."""
+        # Only Tollgate sets `tollgate_actor`, on events it builds itself; a delivery is signed.
+        actor = self.event.get("tollgate_actor")
+        return actor if isinstance(actor, str) else f"stripe:{self.event_id}"
+
     def fetch(self, object_type: str, object_id: str, reason: str) -> Any:
         """Return the object as Stripe has it now (None when Stripe has no such object)."""
         key = (object_type, object_id)
@@ -280,7 +289,7 @@ class HandlerContext:
         self.audit_rows.append(
             {
                 "at": self.now,
-                "actor": f"stripe:{self.event_id}",
+                "actor": self.actor,
                 "object_type": object_type,
                 "object_id": object_id,
                 "action": action,
@@ -621,31 +630,37 @@ def _replace_items(
 def on_customer_subscription_created(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a new subscription: status, plan, seats, periods, trial."""
     _apply_subscription(ctx, obj)
+    notifications.notice_subscription_event(ctx, obj)
 
 
 def on_customer_subscription_updated(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a changed subscription (status, plan, seats, cancel at period end, …)."""
     _apply_subscription(ctx, obj)
+    notifications.notice_subscription_event(ctx, obj)
 
 
 def on_customer_subscription_deleted(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a subscription that ended (its snapshot says canceled)."""
     _apply_subscription(ctx, obj)
+    notifications.notice_subscription_event(ctx, obj)
 
 
 def on_customer_subscription_paused(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a paused subscription."""
     _apply_subscription(ctx, obj)
+    notifications.notice_subscription_event(ctx, obj)
 
 
 def on_customer_subscription_resumed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a resumed subscription."""
     _apply_subscription(ctx, obj)
+    notifications.notice_subscription_event(ctx, obj)
 
 
 def on_customer_subscription_trial_will_end(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror the subscription whose trial ends in three days (its snapshot is current)."""
     _apply_subscription(ctx, obj)
+    notifications.notice_subscription_event(ctx, obj)
 
 
 # -- invoices -------------------------------------------------------------------------------
@@ -753,16 +768,19 @@ def on_invoice_finalized(ctx: HandlerContext, obj: dict[str, Any]) -> None:
 def on_invoice_paid(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a paid invoice."""
     _apply_invoice(ctx, obj)
+    notifications.notice_invoice_paid(ctx, obj)
 
 
 def on_invoice_payment_succeeded(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror an invoice whose payment succeeded."""
     _apply_invoice(ctx, obj)
+    notifications.notice_invoice_paid(ctx, obj)
 
 
 def on_invoice_payment_failed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror an invoice whose payment failed: attempt count and next attempt."""
     _apply_invoice(ctx, obj)
+    notifications.notice_invoice_payment_failed(ctx, obj)
 
 
 def on_invoice_voided(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -907,6 +925,8 @@ def on_charge_failed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
 def on_charge_refunded(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a refunded charge and its refunds, against its invoice and customer."""
     _apply_charge(ctx, obj, refunds_wanted=True)
+    ctx.flush()
+    claw_back_refunds(ctx.connection, charge_id=obj["id"], now=ctx.now, actor=ctx.actor)
 
 
 def on_refund_created(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -914,6 +934,9 @@ def on_refund_created(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     snapshot = refund_snapshot(obj)
     charge = ctx.row(CHARGES, snapshot.charge_id) if snapshot.charge_id else None
     _apply_refund_snapshot(ctx, snapshot, charge["customer_id"] if charge else None)
+    if charge is not None:
+        ctx.flush()
+        claw_back_refunds(ctx.connection, charge_id=charge["id"], now=ctx.now, actor=ctx.actor)
 
 
 def on_refund_updated(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -994,7 +1017,15 @@ def on_checkout_session_completed(ctx: HandlerContext, obj: dict[str, Any]) -> N
     session = checkout_session_snapshot(obj)
     if not session.stripe_customer_id:
         return
-    _lock_customer(ctx, session.stripe_customer_id, app_id_hint=session.client_reference_id)
+    customer_id = _lock_customer(
+        ctx, session.stripe_customer_id, app_id_hint=session.client_reference_id
+    )
+    if session.mode == "payment":
+        ctx.flush()
+        grant_purchased_credits(
+            ctx.connection, customer_id=customer_id, session=obj, now=ctx.now, actor=ctx.actor
+        )
+        return
     if session.mode != "subscription" or not session.subscription_id:
         return
     if ctx.row(SUBSCRIPTIONS, session.subscription_id) is not None:

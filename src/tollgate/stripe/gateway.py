@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -137,6 +137,41 @@ class StripeGateway:
     ) -> Iterable[Any]:
         page = self._call(operation, method, params={"limit": 100, **params})
         yield from page.auto_paging_iter()
+
+    # -- usage -----------------------------------------------------------------------------------
+
+    def report_meter_event(
+        self,
+        *,
+        event_name: str,
+        stripe_customer_id: str,
+        value: int,
+        identifier: str,
+        timestamp: int,
+    ) -> bool:
+        """Send usage to a billing meter; False if Stripe already has this `identifier`.
+
+        Stripe counts an identifier once within 24 hours and refuses a repeat with a 400, so a
+        resend after a timeout or a crash is recognised here and counted as done.
+        """
+        params = {
+            "event_name": event_name,
+            "identifier": identifier,
+            "timestamp": timestamp,
+            "payload": {"stripe_customer_id": stripe_customer_id, "value": str(value)},
+        }
+        try:
+            self._call(
+                "report_meter_event",
+                self._client.v1.billing.meter_events.create,
+                params=params,
+                idempotency_key=f"meter-{identifier}",
+            )
+        except StripeFailure as error:
+            if error.param == "identifier" and "already exists" in error.message:
+                return False
+            raise
+        return True
 
     # -- customers and checkout ---------------------------------------------------------------
 
@@ -530,6 +565,177 @@ class StripeGateway:
     ) -> dict[str, Any]:
         found = self._call(operation, method, object_id)
         return dict(found.to_dict(for_json=True))
+
+    # -- credits (issue 8) -----------------------------------------------------------------
+
+    def open_credit_checkout_session(
+        self,
+        *,
+        idempotency_key: str,
+        stripe_customer_id: str,
+        price_lookup_key: str,
+        success_url: str,
+        cancel_url: str,
+        client_reference_id: str,
+        metadata: dict[str, str],
+    ) -> tuple[str, str]:
+        """Open a payment-mode Checkout Session for one credit pack; returns its id and URL."""
+        session = self._call(
+            "checkout.sessions.create",
+            self._client.v1.checkout.sessions.create,
+            params={
+                "mode": "payment",
+                "customer": stripe_customer_id,
+                "client_reference_id": client_reference_id,
+                "line_items": [{"price": self.price_id(price_lookup_key), "quantity": 1}],
+                "success_url": success_url,
+                "cancel_url": cancel_url,
+                "metadata": metadata,
+                "payment_intent_data": {"metadata": metadata},
+            },
+            idempotency_key=idempotency_key,
+        )
+        return str(session.id), str(session.url)
+
+    def invoice_credit_overdraft(
+        self,
+        *,
+        idempotency_key: str,
+        stripe_customer_id: str,
+        price_lookup_key: str,
+        credits: int,
+        description: str,
+        metadata: dict[str, str],
+    ) -> str:
+        """Invoice overdrawn credits: a draft invoice, its item, then finalized; returns its id."""
+        v1 = self._client.v1
+        invoice = self._call(
+            "invoices.create",
+            v1.invoices.create,
+            params={
+                "customer": stripe_customer_id,
+                "collection_method": "charge_automatically",
+                "pending_invoice_items_behavior": "exclude",
+                "description": description,
+                "metadata": metadata,
+            },
+            idempotency_key=f"{idempotency_key}-invoice",
+        )
+        self._call(
+            "invoiceitems.create",
+            v1.invoice_items.create,
+            params={
+                "customer": stripe_customer_id,
+                "invoice": invoice.id,
+                "pricing": {"price": self.price_id(price_lookup_key)},
+                "quantity": credits,
+                "description": description,
+                "metadata": metadata,
+            },
+            idempotency_key=f"{idempotency_key}-item",
+        )
+        if invoice.status == "draft":
+            self._call(
+                "invoices.finalize_invoice",
+                v1.invoices.finalize_invoice,
+                invoice.id,
+                idempotency_key=f"{idempotency_key}-finalize",
+            )
+        return str(invoice.id)
+
+    def one_time_prices(self) -> list[dict[str, Any]]:
+        """Every one-time price Tollgate made (lookup key `tollgate_…`), active or not."""
+        return [
+            {
+                "id": price.id,
+                "lookup_key": price.lookup_key,
+                "product": price.product if isinstance(price.product, str) else price.product.id,
+                "active": bool(price.active),
+                "currency": price.currency,
+                "unit_amount": price.unit_amount,
+            }
+            for price in self._list("prices.list", self._client.v1.prices.list, {})
+            if price.recurring is None and (price.lookup_key or "").startswith("tollgate_")
+        ]
+
+    def create_one_time_price(
+        self,
+        *,
+        lookup_key: str,
+        product: str,
+        currency: str,
+        unit_amount: int,
+        nickname: str,
+        metadata: dict[str, str],
+    ) -> None:
+        """Create a one-time price, taking its lookup key from any price that holds it."""
+        self._call(
+            "prices.create",
+            self._client.v1.prices.create,
+            params={
+                "product": product,
+                "currency": currency,
+                "unit_amount": unit_amount,
+                "lookup_key": lookup_key,
+                "transfer_lookup_key": True,
+                "nickname": nickname,
+                "metadata": metadata,
+            },
+            idempotency_key=f"price-create-{lookup_key}-{unit_amount}",
+        )
+
+    def archive_price(self, price_id: str) -> None:
+        """Archive a price; whoever bought it keeps what they bought."""
+        self._archive_price(price_id)
+
+    # -- reconciliation: what Stripe made in a window, a page at a time ----------------------
+
+    def list_created_since(
+        self, object_type: str, created_gte: int, *, page_size: int = 100
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield pages of the `object_type`s Stripe made since `created_gte` (Unix seconds).
+
+        Types: subscription (any status), invoice, charge, refund, dispute. One page is held at
+        a time, and each page's call goes through the 429 backoff. Pages are read as plain JSON:
+        building the SDK's objects cost ten times more than the request itself.
+        """
+        path, extra = _LISTINGS[object_type]
+
+        def list_page(*, params: dict[str, Any], options: dict[str, Any]) -> Any:
+            return self._client.raw_request("get", path, **params, **options).data
+
+        params: dict[str, Any] = {"created": {"gte": created_gte}, "limit": page_size, **extra}
+        while True:
+            page = self._call(f"{object_type}s.list", list_page, params=params)
+            objects: list[dict[str, Any]] = page["data"]
+            if objects:
+                yield objects
+            if not page.get("has_more") or not objects:
+                return
+            params = {**params, "starting_after": objects[-1]["id"]}
+
+    def retrieve_object(self, object_type: str, object_id: str) -> dict[str, Any]:
+        """The subscription, invoice, charge, refund or dispute as Stripe has it now."""
+        if object_type == "refund":
+            return self._retrieve("refunds.retrieve", self._client.v1.refunds.retrieve, object_id)
+        retrieve: dict[str, Callable[[str], dict[str, Any]]] = {
+            "subscription": self.retrieve_subscription,
+            "invoice": self.retrieve_invoice,
+            "charge": self.retrieve_charge,
+            "dispute": self.retrieve_dispute,
+        }
+        return retrieve[object_type](object_id)
+
+
+# Where each reconciled type is listed, and what else the list needs.
+_LISTINGS: dict[str, tuple[str, dict[str, Any]]] = {
+    # Without `status=all` Stripe leaves out canceled subscriptions.
+    "subscription": ("/v1/subscriptions", {"status": "all"}),
+    "invoice": ("/v1/invoices", {}),
+    "charge": ("/v1/charges", {}),
+    "refund": ("/v1/refunds", {}),
+    "dispute": ("/v1/disputes", {}),
+}
 
 
 def _plain(value: Any) -> dict[str, Any]:

@@ -1,0 +1,109 @@
+"""What the bench scripts share: a `tollgate serve` subprocess, a database per run, CPU clocks.
+
+Loaded by path (`bench/stripesim.py` shadows the simulator's package name, so the bench folder
+stays off the import path).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+from stripesim.testing import free_port
+from tollgate.db.migrate import upgrade
+
+REPO = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get(
+    "TOLLGATE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+API_KEY = "bench_write_key_0123456789abcdef"
+
+
+@contextmanager
+def database(kind: str) -> Iterator[str]:
+    """A fresh, migrated database: a SQLite file, or a PostgreSQL schema dropped afterwards."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite:///{folder}/bench.db"
+            upgrade(url)
+            yield url
+        return
+    schema = f"bench_{secrets.token_hex(4)}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def server(database_url: str, **settings: str) -> Iterator[tuple[str, int]]:
+    """`tollgate serve` in a subprocess on a free port: yields its base URL and its pid."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TOLLGATE_ENV": "test",
+        "TOLLGATE_DATABASE_URL": database_url,
+        "TOLLGATE_CATALOG": str(REPO / "catalog.example.yaml"),
+        "TOLLGATE_API_KEYS": f"bench:write:{API_KEY}",
+        "STRIPE_SECRET_KEY": "sk_test_bench_no_calls_expected",
+        "STRIPE_API_BASE": "http://127.0.0.1:9",
+        **settings,
+    }
+    with tempfile.TemporaryDirectory() as workdir:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tollgate.cli", "serve", "--port", str(port)],
+            env=env,
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{base_url}/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("tollgate serve did not start")
+                time.sleep(0.1)
+            yield base_url, process.pid
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far; Linux only, else 0."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}

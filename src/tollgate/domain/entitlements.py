@@ -1,0 +1,470 @@
+"""The entitlement decision: what a customer may do, from catalog, status, usage and credits.
+
+Pure: the caller passes the customer's state and the time. Which plan's features apply:
+- trialing, active and canceling (until the period ends): the subscribed plan;
+- past_due: the subscribed plan for a grace period, then the plan's reduced access (the plan
+  named by its `reduced_access`, else the default plan); the dunning policy, per failed
+  attempt, may instead keep full access or downgrade to the default plan at once;
+- unpaid, canceled, incomplete, incomplete_expired, paused and none: the default plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from tollgate.domain.catalog import Aggregation, Catalog, FeatureType, Plan, PlanFeature
+from tollgate.domain.metering import Period, overage_minor, percent_used
+from tollgate.money import format_minor
+
+FULL_ACCESS_STATUSES = frozenset({"trialing", "active", "canceling"})
+
+
+class Access(StrEnum):
+    """How much of the subscribed plan a customer gets."""
+
+    FULL = "full"  # the subscribed plan
+    REDUCED = "reduced"  # the plan's reduced access (payment overdue past the grace period)
+    DEFAULT = "default"  # the default plan
+
+
+class Code(StrEnum):
+    """Why a decision came out as it did, for programs (the reason is for people)."""
+
+    ALLOWED = "allowed"
+    NOT_IN_PLAN = "not_in_plan"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    PAYMENT_OVERDUE = "payment_overdue"
+    INSUFFICIENT_CREDITS = "insufficient_credits"
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerState:
+    """What the decision depends on, read from the mirror and the counters."""
+
+    customer_id: str
+    plan: str | None  # the subscribed (or assigned, or default) plan
+    status: str  # Tollgate's status: Stripe's, canceling, or none
+    period: Period
+    interval: str | None = None  # month | year; None for calendar months
+    currency: str = "usd"
+    usage: Mapping[str, int] = field(default_factory=dict)  # metered feature -> aggregate
+    seats: int | None = None
+    past_due_since: datetime | None = None
+    dunning_access: str | None = None  # set by the dunning policy: full | reduced | default
+    credit_balance: int = 0
+    credit_allowance: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureEntitlement:
+    """What the customer has of one feature now."""
+
+    feature: str
+    name: str
+    type: FeatureType
+    enabled: bool
+    limit: int | None  # the most that may be used (None = no cap)
+    used: int | None  # this period's usage (metered), the seat count (seats), else None
+    remaining: int | None  # limit - used for capped features; included left for soft ones
+    hard: bool
+    included: int | None = None
+    overage: bool = False  # usage past `included` is billed
+    percent: float | None = None
+    credits_per_unit: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "type": self.type.value,
+            "enabled": self.enabled,
+            "limit": self.limit,
+            "used": self.used,
+            "remaining": self.remaining,
+            "hard": self.hard,
+            "included": self.included,
+            "overage": self.overage,
+            "percent": self.percent,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to "may this customer use `quantity` of `feature`?"."""
+
+    allowed: bool
+    feature: str
+    reason: str
+    code: Code
+    limit: int | None
+    used: int | None
+    remaining: int | None
+    warning: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "allowed": self.allowed,
+            "feature": self.feature,
+            "reason": self.reason,
+            "code": self.code.value,
+            "limit": self.limit,
+            "used": self.used,
+            "remaining": self.remaining,
+            "warning": self.warning,
+        }
+
+
+@dataclass(frozen=True)
+class Entitlements:
+    """Every feature a customer has, and until when that holds if nothing else changes."""
+
+    customer_id: str
+    plan: str | None  # the subscribed plan
+    access_plan: str | None  # the plan whose features apply
+    status: str
+    access: Access
+    period: Period
+    features: dict[str, FeatureEntitlement]
+    valid_until: datetime
+    state: CustomerState
+    catalog: Catalog
+
+    def decide(self, feature_id: str, quantity: int = 1, *, in_use: int | None = None) -> Decision:
+        """Return whether `quantity` more of the feature may be used now (see `decide`)."""
+        return decide(self, feature_id, quantity, in_use=in_use)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "customer": self.customer_id,
+            "plan": self.plan,
+            "access_plan": self.access_plan,
+            "status": self.status,
+            "access": self.access.value,
+            "period_start": self.period.start.isoformat(),
+            "period_end": self.period.end.isoformat(),
+            "features": {key: value.to_json() for key, value in self.features.items()},
+        }
+
+
+def access_of(
+    state: CustomerState, grace: timedelta, now: datetime
+) -> tuple[Access, datetime | None]:
+    """Return how much of its plan the customer gets, and when time alone changes that."""
+    if state.status in FULL_ACCESS_STATUSES:
+        return Access.FULL, None
+    if state.status == "past_due":
+        # The dunning policy's levels: keep (full), reduce after the grace period (reduced,
+        # also the rule without a policy), downgrade to the default plan (default).
+        if state.dunning_access in (Access.FULL, Access.DEFAULT):
+            return Access(state.dunning_access), None
+        if state.past_due_since is None:
+            return Access.FULL, None
+        grace_end = state.past_due_since + grace
+        if now < grace_end:
+            return Access.FULL, grace_end
+        return Access.REDUCED, None
+    return Access.DEFAULT, None
+
+
+def access_plan(catalog: Catalog, state: CustomerState, access: Access) -> Plan | None:
+    """Return the plan whose features the customer gets at this access."""
+    subscribed = catalog.plans.get(state.plan) if state.plan else None
+    if access is Access.FULL and subscribed is not None:
+        return subscribed
+    if access is Access.REDUCED and subscribed is not None and subscribed.reduced_access:
+        return catalog.plans.get(subscribed.reduced_access)
+    if catalog.default_plan is None:
+        return None
+    return catalog.plans.get(catalog.default_plan)
+
+
+def entitlements(
+    catalog: Catalog,
+    state: CustomerState,
+    *,
+    now: datetime,
+    grace: timedelta,
+    credit_prices: Mapping[str, int] | None = None,
+) -> Entitlements:
+    """Return everything the customer may do now."""
+    access, access_changes_at = access_of(state, grace, now)
+    plan = access_plan(catalog, state, access)
+    features = {
+        feature_id: _feature(
+            catalog, plan, feature_id, state, (credit_prices or {}).get(feature_id)
+        )
+        for feature_id in catalog.features
+    }
+    valid_until = state.period.end
+    if access_changes_at is not None:
+        valid_until = min(valid_until, access_changes_at)
+    return Entitlements(
+        customer_id=state.customer_id,
+        plan=state.plan,
+        access_plan=plan.id if plan else None,
+        status=state.status,
+        access=access,
+        period=state.period,
+        features=features,
+        valid_until=valid_until,
+        state=state,
+        catalog=catalog,
+    )
+
+
+def _feature(
+    catalog: Catalog,
+    plan: Plan | None,
+    feature_id: str,
+    state: CustomerState,
+    credits_per_unit: int | None,
+) -> FeatureEntitlement:
+    feature = catalog.features[feature_id]
+    grant = plan.features.get(feature_id) if plan else None
+    if grant is None:
+        grant = PlanFeature.off(feature)
+    used: int | None = None
+    if feature.type is FeatureType.METERED:
+        used = state.usage.get(feature_id, 0)
+    elif feature.type is FeatureType.SEATS:
+        used = state.seats or 0
+    remaining: int | None = None
+    if grant.limit is not None and used is not None:
+        remaining = max(0, grant.limit - used)
+    elif grant.included is not None and used is not None:
+        remaining = max(0, grant.included - used)
+    return FeatureEntitlement(
+        feature=feature_id,
+        name=feature.name,
+        type=feature.type,
+        enabled=grant.enabled,
+        limit=grant.limit,
+        used=used,
+        remaining=remaining,
+        hard=grant.hard if feature.type is FeatureType.METERED else grant.limit is not None,
+        included=grant.included,
+        overage=grant.overage is not None and not grant.hard,
+        percent=percent_used(used or 0, grant.included) if used is not None else None,
+        credits_per_unit=credits_per_unit,
+    )
+
+
+# -- one decision ----------------------------------------------------------------------------
+
+
+def decide(
+    granted: Entitlements, feature_id: str, quantity: int = 1, *, in_use: int | None = None
+) -> Decision:
+    """Return whether `quantity` more of a feature may be used now, with a reason for people.
+
+    For a metered feature `quantity` is the usage about to be recorded (for `max` and `last`
+    aggregations, the new reading); for a limit feature, how many more the app wants, given
+    `in_use` (the app's own count; Tollgate does not count workflows); for seats, more seats.
+    """
+    entitlement = granted.features[feature_id]
+    plan_name = _plan_name(granted)
+    lapsed = granted.access is not Access.FULL and granted.status != "none"
+    overdue = granted.status == "past_due" and granted.access is not Access.FULL
+    denied_code = Code.PAYMENT_OVERDUE if overdue else Code.NOT_IN_PLAN
+    prefix = _access_prefix(granted) if lapsed else ""
+    unit_name = _unit(granted, feature_id)
+
+    def answer(allowed: bool, code: Code, reason: str, warning: str | None = None) -> Decision:
+        return Decision(
+            allowed=allowed,
+            feature=feature_id,
+            reason=prefix + reason,
+            code=code,
+            limit=entitlement.limit,
+            used=entitlement.used,
+            remaining=entitlement.remaining,
+            warning=warning,
+        )
+
+    if not entitlement.enabled:
+        upgrade = _upgrade_hint(granted, feature_id, quantity)
+        return answer(
+            False,
+            denied_code,
+            f"{plan_name} does not include {entitlement.name}{upgrade}.",
+        )
+
+    if entitlement.type is FeatureType.BOOLEAN:
+        return answer(True, Code.ALLOWED, f"{plan_name} includes {entitlement.name}.")
+
+    if entitlement.type in (FeatureType.LIMIT, FeatureType.SEATS):
+        current = entitlement.used if entitlement.type is FeatureType.SEATS else in_use or 0
+        current = current or 0
+        if entitlement.limit is None:
+            return answer(True, Code.ALLOWED, f"{plan_name}: unlimited {unit_name(2)}.")
+        wanted = current + quantity
+        text = f"{plan_name}: up to {_count(entitlement.limit, unit_name)}, {current:,} in use"
+        if wanted > entitlement.limit:
+            upgrade = _upgrade_hint(granted, feature_id, wanted)
+            return answer(False, Code.LIMIT_EXCEEDED, f"{text}{upgrade or ''}.")
+        return answer(True, Code.ALLOWED, f"{text}.")
+
+    return _decide_metered(granted, entitlement, quantity, plan_name, unit_name, answer)
+
+
+def _decide_metered(
+    granted: Entitlements,
+    entitlement: FeatureEntitlement,
+    quantity: int,
+    plan_name: str,
+    unit_name: _UnitName,
+    answer: _Answer,
+) -> Decision:
+    feature_id = entitlement.feature
+    used = entitlement.used or 0
+    aggregation = granted.catalog.features[feature_id].aggregation
+    after = used + quantity if aggregation is Aggregation.SUM else max(used, quantity)
+    per = _per_period(granted)
+
+    if entitlement.credits_per_unit:
+        cost = quantity * entitlement.credits_per_unit
+        state = granted.state
+        if state.credit_balance - cost < -state.credit_allowance:
+            return answer(
+                False,
+                Code.INSUFFICIENT_CREDITS,
+                f"{entitlement.name} costs {entitlement.credits_per_unit:,} credits a "
+                f"{unit_name(1)}; {cost:,} needed, balance {state.credit_balance:,}"
+                + (
+                    f" (overdraft allowed to -{state.credit_allowance:,})"
+                    if state.credit_allowance
+                    else ""
+                )
+                + "; buy credits to continue.",
+            )
+
+    if entitlement.hard:
+        if entitlement.limit is None:
+            return answer(True, Code.ALLOWED, f"{plan_name}: unlimited {unit_name(2)}.")
+        text = f"{plan_name}: {_count(entitlement.limit, unit_name)} {per}, {used:,} used"
+        if after > entitlement.limit:
+            upgrade = _upgrade_hint(granted, feature_id, after)
+            return answer(False, Code.LIMIT_EXCEEDED, f"{text}{upgrade or ''}.")
+        return answer(True, Code.ALLOWED, f"{text}.", _warning(entitlement, after, granted))
+
+    included = entitlement.included
+    if included is None:
+        return answer(True, Code.ALLOWED, f"{plan_name}: unlimited {unit_name(2)}.")
+    text = f"{plan_name}: {_count(included, unit_name)} {per} included, {used:,} used"
+    if entitlement.percent is not None:
+        text += f" ({entitlement.percent:g} %)"
+    rate = _overage_rate(granted, feature_id, unit_name)
+    if rate:
+        text += f"; beyond that {rate}"
+    return answer(True, Code.ALLOWED, f"{text}.", _warning(entitlement, after, granted))
+
+
+def _warning(entitlement: FeatureEntitlement, after: int, granted: Entitlements) -> str | None:
+    included = entitlement.included
+    if not included:
+        return None
+    grant = _grant(granted, entitlement.feature)
+    reached = [percent for percent in grant.warn_at if after * 100 >= percent * included]
+    if not reached:
+        return None
+    top = max(reached)
+    if top >= 100:
+        if entitlement.hard:
+            return f"{entitlement.name}: the limit of {included:,} is reached."
+        return f"{entitlement.name}: the {included:,} included are used up; more is billed."
+    return f"{entitlement.name}: {top} % of the {included:,} included is used."
+
+
+# -- words -----------------------------------------------------------------------------------
+
+
+class _UnitName:
+    """A callable giving the feature's unit in the singular (1) or plural (any other count)."""
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+
+    def __call__(self, count: int) -> str:
+        word = self.word
+        if count == 1:
+            return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+        if word.endswith("s") or word.isupper() or word[-2:].isupper():
+            return word
+        return word + "s"
+
+
+class _Answer(Protocol):  # the shape of `answer` inside decide(), for type checkers
+    def __call__(
+        self, allowed: bool, code: Code, reason: str, warning: str | None = None
+    ) -> Decision: ...
+
+
+def _unit(granted: Entitlements, feature_id: str) -> _UnitName:
+    feature = granted.catalog.features[feature_id]
+    return _UnitName(feature.unit or feature.name.lower())
+
+
+def _count(count: int, unit_name: _UnitName) -> str:
+    return f"{count:,} {unit_name(count)}"
+
+
+def _plan_name(granted: Entitlements) -> str:
+    plan = granted.catalog.plans.get(granted.access_plan or "")
+    return f"{plan.name} plan" if plan else "No plan"
+
+
+def _access_prefix(granted: Entitlements) -> str:
+    subscribed = granted.catalog.plans.get(granted.plan or "")
+    name = f"{subscribed.name} " if subscribed else ""
+    if granted.status == "past_due":
+        return f"Payment overdue: the {name}subscription is limited to the {_plan_name(granted)}. "
+    return f"The {name}subscription is {granted.status.replace('_', ' ')}. "
+
+
+def _per_period(granted: Entitlements) -> str:
+    return "a year" if granted.state.interval == "year" else "a month"
+
+
+def _grant(granted: Entitlements, feature_id: str) -> PlanFeature:
+    plan = granted.catalog.plans.get(granted.access_plan or "")
+    feature = granted.catalog.features[feature_id]
+    if plan is None:
+        return PlanFeature.off(feature)
+    return plan.features.get(feature_id) or PlanFeature.off(feature)
+
+
+def _overage_rate(granted: Entitlements, feature_id: str, unit_name: _UnitName) -> str | None:
+    grant = _grant(granted, feature_id)
+    if grant.overage is None:
+        return None
+    currency = granted.state.currency
+    try:
+        price = overage_minor(grant.overage, grant.overage.per, currency)
+        exact = grant.overage.amount_in(currency)
+    except KeyError:
+        return None
+    amount = format_minor(exact if exact != price else price, currency)
+    per = grant.overage.per
+    return f"{amount} per {_count(per, unit_name) if per > 1 else unit_name(1)}"
+
+
+def _upgrade_hint(granted: Entitlements, feature_id: str, needed: int) -> str:
+    """Return "; upgrade to Pro for more", naming the first self-serve plan (in catalog order,
+    which lists plans from small to large) that has room for `needed`."""
+    catalog = granted.catalog
+    current = catalog.plans.get(granted.access_plan or "")
+    if granted.status == "past_due" and granted.access is not Access.FULL:
+        return "; pay the overdue invoice to restore it"
+    for plan in catalog.plans.values():
+        if plan.custom or plan.is_free or (current is not None and plan.id == current.id):
+            continue
+        grant = plan.features.get(feature_id)
+        if grant is None or not grant.enabled:
+            continue
+        if grant.limit is not None and grant.limit < needed:
+            continue
+        has_some = current is not None and _grant(granted, feature_id).enabled
+        return f"; upgrade to {plan.name} for {'more' if has_some else 'it'}"
+    return ""

@@ -1,0 +1,146 @@
+"""Usage metering rules: billing periods, aggregation, limits, thresholds and overage."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from tollgate.domain.catalog import Aggregation, Overage, PlanFeature
+
+MAX_BATCH = 1000
+# How far ahead of the server's clock a usage timestamp may be (clock skew between hosts).
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A half-open billing period [start, end) in UTC."""
+
+    start: datetime
+    end: datetime
+
+    def __contains__(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+    def days_left(self, now: datetime) -> int:
+        """Return the whole days until the period ends, counting a part day as one."""
+        seconds = (self.end - now).total_seconds()
+        return max(0, math.ceil(seconds / 86400))
+
+
+def calendar_month(moment: datetime) -> Period:
+    """Return the UTC calendar month holding `moment` (the period of customers without Stripe)."""
+    moment = moment.astimezone(UTC)
+    start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return Period(start, datetime(year, month, 1, tzinfo=UTC))
+
+
+def open_period(
+    subscription_start: datetime | None, subscription_end: datetime | None, now: datetime
+) -> Period:
+    """Return the period usage counts in now: the subscription's current one, else the month."""
+    if subscription_start is not None and subscription_end is not None:
+        return Period(subscription_start, subscription_end)
+    return calendar_month(now)
+
+
+def usage_timestamp_problem(occurred_at: datetime, period: Period, now: datetime) -> str | None:
+    """Return why a usage timestamp cannot count in the open period, or None if it can."""
+    if occurred_at > now + FUTURE_TOLERANCE:
+        return (
+            f"timestamp {occurred_at.isoformat()} is more than 5 minutes in the future "
+            f"(server time {now.isoformat()})"
+        )
+    if occurred_at < period.start:
+        return (
+            f"timestamp {occurred_at.isoformat()} is before the open billing period, "
+            f"which started {period.start.isoformat()}"
+        )
+    if occurred_at >= period.end:
+        return (
+            f"timestamp {occurred_at.isoformat()} is after the billing period that ends "
+            f"{period.end.isoformat()}; the renewal has not been seen yet, retry shortly"
+        )
+    return None
+
+
+@dataclass(slots=True)
+class Counter:
+    """A customer's aggregate of one meter in one period, as it changes within a batch.
+
+    `last_at`/`last_id` order `last` aggregation by the events' own time, so events that arrive
+    out of order still end at the value of the latest one.
+    """
+
+    value: int
+    last_at: datetime | None = None
+    last_id: str | None = None
+
+    def after(self, aggregation: Aggregation, value: int) -> int:
+        """Return what the aggregate would become with one more event of `value`."""
+        if aggregation is Aggregation.SUM:
+            return self.value + value
+        if aggregation is Aggregation.MAX:
+            return max(self.value, value)
+        return value
+
+    def add(
+        self, aggregation: Aggregation, value: int, occurred_at: datetime, event_id: str
+    ) -> None:
+        """Count one event."""
+        if aggregation is Aggregation.LAST:
+            if self.last_at is not None and (occurred_at, event_id) < (
+                self.last_at,
+                self.last_id or "",
+            ):
+                return  # an older reading than the one the counter holds
+            self.value = value
+            self.last_at, self.last_id = occurred_at, event_id
+        else:
+            self.value = self.after(aggregation, value)
+
+
+def over_hard_limit(
+    grant: PlanFeature, counter: Counter, aggregation: Aggregation, value: int
+) -> bool:
+    """Return whether one more event of `value` would take usage past a hard limit."""
+    if not grant.hard or grant.limit is None:
+        return False
+    return counter.after(aggregation, value) > grant.limit
+
+
+def crossed_thresholds(grant: PlanFeature, before: int, after: int) -> list[int]:
+    """Return the warning percentages (of the included quantity) that usage crossed upward."""
+    included = grant.included
+    if not included or not grant.warn_at:
+        return []
+    # Exact integer comparison: `after * 100 >= percent * included` means used >= percent %.
+    return [
+        percent for percent in grant.warn_at if before * 100 < percent * included <= after * 100
+    ]
+
+
+def overage_units(grant: PlanFeature, used: int) -> int:
+    """Return the usage beyond what the plan includes that is billed as overage."""
+    if grant.overage is None or grant.included is None or grant.hard:
+        return 0
+    return max(0, used - grant.included)
+
+
+def overage_minor(overage: Overage, units: int, currency: str) -> int:
+    """Return the price of `units` of overage in minor units: per started block of `per`."""
+    if units <= 0:
+        return 0
+    blocks = -(-units // overage.per)
+    amount = overage.amount_in(currency) * blocks
+    return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def percent_used(used: int, included: int | None) -> float | None:
+    """Return usage as a percentage of the included quantity (None when unlimited or zero)."""
+    if not included:
+        return None
+    return round(used * 100 / included, 2)

@@ -1,0 +1,210 @@
+"""Compare the mirror with Stripe: which fields count, what kind of drift a difference is.
+
+Stripe is the system of record for money and subscription state, so a drift in those is healed
+by applying Stripe's current object. A local object Stripe does not have is only reported:
+Tollgate cannot know whether Stripe lost it or Tollgate made it up, and deleting records of money
+is not a decision to take automatically.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from enum import StrEnum
+from typing import Any
+
+
+class DriftKind(StrEnum):
+    """How the mirror and Stripe disagree about one object."""
+
+    MISSING_LOCALLY = "missing_locally"
+    STATUS_DIFFERS = "status_differs"
+    AMOUNT_DIFFERS = "amount_differs"
+    UNKNOWN_TO_STRIPE = "unknown_to_stripe"
+    USAGE_DIFFERS = "usage_differs"
+
+
+# What Stripe is the record for: applying its object fixes these.
+HEALABLE = frozenset(
+    {DriftKind.MISSING_LOCALLY, DriftKind.STATUS_DIFFERS, DriftKind.AMOUNT_DIFFERS}
+)
+
+# Applying a charge also applies its refunds, and applying a dispute fetches its charge when
+# missing: refunds come before charges and charges before disputes, so each drift is seen and
+# reported before healing another object mends it in passing.
+OBJECT_TYPES = ("subscription", "invoice", "refund", "charge", "dispute")
+
+
+@dataclass(frozen=True, slots=True)
+class Compared:
+    """The fields compared for one object type: its state, then its money."""
+
+    state: tuple[str, ...]
+    money: tuple[str, ...]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.state + self.money
+
+
+# Field names are the mirror's column names and the snapshots' attribute names alike. Only
+# fields a webhook handler copies straight from Stripe's object are compared, so applying that
+# object always makes them equal (a derived field such as a charge's invoice link is not).
+COMPARED: dict[str, Compared] = {
+    "subscription": Compared(
+        state=(
+            "status",
+            "cancel_at_period_end",
+            "plan",
+            "interval",
+            "seats",
+            "trial_end",
+            "current_period_end",
+        ),
+        money=("currency",),
+    ),
+    "invoice": Compared(
+        state=("status",),
+        money=("currency", "amount_due", "amount_paid", "amount_remaining", "total"),
+    ),
+    "charge": Compared(
+        state=("status", "refunded"), money=("currency", "amount", "amount_refunded")
+    ),
+    "refund": Compared(state=("status",), money=("currency", "amount")),
+    "dispute": Compared(state=("status",), money=("currency", "amount")),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """One disagreement: the values each side holds (only the fields that differ)."""
+
+    kind: DriftKind
+    object_type: str
+    object_id: str
+    local: Mapping[str, Any] | None
+    stripe: Mapping[str, Any] | None
+
+    @property
+    def healable(self) -> bool:
+        return self.kind in HEALABLE
+
+
+def compare_object(
+    object_type: str,
+    object_id: str,
+    *,
+    local: Mapping[str, Any] | None,
+    stripe: Mapping[str, Any] | None,
+) -> Drift | None:
+    """Return how the mirror's copy differs from Stripe's, or None when they agree.
+
+    A difference in state wins over one in money: a voided invoice also owes nothing.
+    """
+    compared = COMPARED[object_type]
+    if local is None and stripe is None:
+        return None
+    if local is None:
+        assert stripe is not None
+        shown = {name: stripe[name] for name in compared.fields}
+        return Drift(DriftKind.MISSING_LOCALLY, object_type, object_id, None, shown)
+    if stripe is None:
+        shown = {name: local[name] for name in compared.fields}
+        return Drift(DriftKind.UNKNOWN_TO_STRIPE, object_type, object_id, shown, None)
+    differing = [name for name in compared.fields if local[name] != stripe[name]]
+    if not differing:
+        return None
+    kind = (
+        DriftKind.STATUS_DIFFERS
+        if any(name in compared.state for name in differing)
+        else DriftKind.AMOUNT_DIFFERS
+    )
+    return Drift(
+        kind,
+        object_type,
+        object_id,
+        {name: local[name] for name in differing},
+        {name: stripe[name] for name in differing},
+    )
+
+
+def heal_event_type(object_type: str, stripe: Mapping[str, Any]) -> str:
+    """Return the event type Stripe sends for an object in this state, to apply it as one."""
+    status = stripe.get("status")
+    if object_type == "subscription":
+        if status == "canceled":
+            return "customer.subscription.deleted"
+        return "customer.subscription.updated"
+    if object_type == "invoice":
+        return {
+            "draft": "invoice.created",
+            "paid": "invoice.paid",
+            "void": "invoice.voided",
+            "uncollectible": "invoice.marked_uncollectible",
+        }.get(str(status), "invoice.finalized")
+    if object_type == "charge":
+        if stripe.get("amount_refunded"):
+            return "charge.refunded"
+        return "charge.failed" if status == "failed" else "charge.succeeded"
+    if object_type == "refund":
+        return "refund.updated"
+    if object_type == "dispute":
+        closed = status in ("won", "lost", "warning_closed")
+        return "charge.dispute.closed" if closed else "charge.dispute.updated"
+    raise ValueError(f"no event applies a {object_type}")
+
+
+def heal_event_created(now: datetime, stored_watermark: int | None) -> int:
+    """Return the `created` second of a healing event: after whatever the mirror holds.
+
+    Stripe's object was read after the stored event was made, so it is newer even when
+    Stripe's clock runs ahead of this one.
+    """
+    return max(int(now.timestamp()), (stored_watermark or 0) + 1)
+
+
+_WINDOW = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_window(text: str, now: datetime) -> datetime:
+    """Return the start of a window given as `24h`, `90m`, `7d` or an ISO 8601 time."""
+    match = _WINDOW.match(text)
+    if match:
+        amount = int(match.group(1))
+        if amount <= 0:
+            raise ValueError(f"{text!r}: the window must be longer than 0")
+        return now - timedelta(**{_UNITS[match.group(2)]: amount})
+    try:
+        since = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a window (24h, 90m, 7d) or an ISO 8601 time") from None
+    since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    if since >= now:
+        raise ValueError(f"{text!r} is not in the past")
+    return since.astimezone(UTC)
+
+
+# Nightly windows overlap by this much, so an object made while one run starts is not missed.
+NIGHTLY_OVERLAP = timedelta(hours=1)
+NIGHTLY_WINDOW = timedelta(hours=24)
+
+
+def nightly_slot(now: datetime, at: time) -> datetime | None:
+    """Return today's scheduled run time if it has passed, else None (not due yet today)."""
+    slot = datetime.combine(now.astimezone(UTC).date(), at.replace(tzinfo=None), UTC)
+    return slot if now >= slot else None
+
+
+def nightly_since(now: datetime, last_succeeded_until: datetime | None) -> datetime:
+    """Return where a nightly window starts: the last good run's end, or a day back, overlapped.
+
+    After failed nights the window reaches back to the last run that finished, so nothing in
+    between goes unchecked.
+    """
+    since = now - NIGHTLY_WINDOW
+    if last_succeeded_until is not None:
+        since = min(since, last_succeeded_until)
+    return since - NIGHTLY_OVERLAP

@@ -1,0 +1,12 @@
+"""Report overage to Stripe's billing meters from the meter outbox."""
+
+from __future__ import annotations
+
+from tollgate.bootstrap import Container
+from tollgate.services.meter_usage import MeterSyncReport
+from tollgate.services.meter_usage import sync_meter_usage as sync
+
+
+def sync_meter_usage(app: Container) -> MeterSyncReport:
+    """Send the overage recorded since the last run (aggregated per customer and meter)."""
+    return sync(db=app.db, gateway=app.stripe, clock=app.clock)

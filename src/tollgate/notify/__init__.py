@@ -1,0 +1,1 @@
+"""Notifications to people: emails rendered from templates and sent through SMTP or a dev sink."""

@@ -1,0 +1,104 @@
+"""Dunning: a failed invoice payment sends the policy's email and holds back access.
+
+The policy comes from the settings (`TOLLGATE_DUNNING_POLICY`). Webhook handlers get no
+settings, so `build_container` hands the process's policy over with `use_dunning_policy`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, select, update
+
+from tollgate.db.models import Customer
+from tollgate.domain.dunning import (
+    DEFAULT_POLICY,
+    Access,
+    DunningPolicy,
+    access_after_failure,
+    parse_dunning_policy,
+)
+from tollgate.services.changes import note_customer_changes
+from tollgate.services.outbox import queue_app_event, queue_email
+
+CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
+
+_policy: list[DunningPolicy] = [parse_dunning_policy(DEFAULT_POLICY)]
+
+
+def use_dunning_policy(policy: DunningPolicy) -> None:
+    """Make `policy` the one failed payments follow in this process."""
+    _policy[0] = policy
+
+
+def dunning_policy() -> DunningPolicy:
+    """Return the policy failed payments follow in this process."""
+    return _policy[0]
+
+
+def dunning_access(connection: Connection, customer_id: str) -> Access | None:
+    """Return the customer's dunning access (None: access follows the subscription)."""
+    value = connection.execute(
+        select(CUSTOMERS.c.dunning_access).where(CUSTOMERS.c.id == customer_id)
+    ).scalar()
+    return value
+
+
+def record_failed_attempt(
+    connection: Connection,
+    *,
+    customer_id: str,
+    invoice: dict[str, Any],
+    attempt_count: int,
+    cause: str,
+    now: datetime,
+) -> None:
+    """Send the email for the failed `attempt_count` and hold access back as the policy says.
+
+    `invoice` holds the facts the email shows; `attempt_count` for access is the highest the
+    mirror has seen, so a late event for an earlier attempt changes nothing.
+    """
+    policy = dunning_policy()
+    step = policy.step_for(int(invoice["attempt_count"]))
+    if step is not None:
+        queue_email(
+            connection,
+            customer_id=customer_id,
+            template=step.template,
+            # Per step, not per attempt: attempts past the last step repeat no email.
+            cause=f"{cause}:{step.attempt_count}",
+            facts=invoice,
+            now=now,
+        )
+    current = dunning_access(connection, customer_id)
+    wanted = access_after_failure(policy, attempt_count, current)
+    if wanted != current:
+        _set_access(connection, customer_id, wanted, cause=f"{cause}:{wanted}", now=now)
+
+
+def clear_dunning(connection: Connection, *, customer_id: str, cause: str, now: datetime) -> bool:
+    """Give access back to the subscription's own status; True when dunning was holding it."""
+    if dunning_access(connection, customer_id) is None:
+        return False
+    _set_access(connection, customer_id, None, cause=f"{cause}:restored", now=now)
+    return True
+
+
+def _set_access(
+    connection: Connection, customer_id: str, access: Access | None, *, cause: str, now: datetime
+) -> None:
+    connection.execute(
+        update(CUSTOMERS)
+        .where(CUSTOMERS.c.id == customer_id)
+        .values(dunning_access=access, updated_at=now)
+    )
+    note_customer_changes(connection, [customer_id], reason="dunning", now=now)
+    queue_app_event(
+        connection,
+        event_type="customer.entitlements_changed",
+        customer_id=customer_id,
+        data={"customer": customer_id, "reason": "dunning", "dunning_access": access},
+        cause=cause,
+        now=now,
+    )

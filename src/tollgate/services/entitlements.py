@@ -1,0 +1,369 @@
+"""Entitlements: read a customer's state, decide, and keep decisions cached until they change.
+
+The cache is per process. An entry is dropped when its customer appears in the change feed
+(`customer_changes`, written in the same transaction as any change to plan, status, dunning,
+credits or a usage threshold), when time alone changes the answer (period end, end of a
+past-due grace period), and after `ttl` seconds at most, which bounds how stale a metered
+feature's `used` can be when another process records the usage. Usage recorded through this
+process drops the entry at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Table, select
+
+from tollgate.clock import Clock
+from tollgate.db.models import Customer, Subscription, UsageCounter
+from tollgate.db.unit_of_work import Database
+from tollgate.domain.catalog import Catalog, FeatureType
+from tollgate.domain.entitlements import CustomerState, Decision, Entitlements, entitlements
+from tollgate.domain.errors import NotFound
+from tollgate.domain.events import ENDED_STATUSES
+from tollgate.domain.metering import Period, open_period
+from tollgate.domain.subscriptions import customer_currency, customer_plan
+from tollgate.services.changes import CHANGES
+
+CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
+SUBSCRIPTIONS: Table = Subscription.__table__  # type: ignore[assignment]
+COUNTERS: Table = UsageCounter.__table__  # type: ignore[assignment]
+
+_CUSTOMER_COLUMNS = (
+    CUSTOMERS.c.id,
+    CUSTOMERS.c.deleted,
+    CUSTOMERS.c.offline,
+    CUSTOMERS.c.plan,
+    CUSTOMERS.c.currency,
+    CUSTOMERS.c.requested_currency,
+    CUSTOMERS.c.stripe_customer_id,
+    CUSTOMERS.c.stripe_account,
+    CUSTOMERS.c.dunning_access,
+)
+_SUBSCRIPTION_COLUMNS = (
+    SUBSCRIPTIONS.c.id,
+    SUBSCRIPTIONS.c.customer_id,
+    SUBSCRIPTIONS.c.status,
+    SUBSCRIPTIONS.c.plan,
+    SUBSCRIPTIONS.c.interval,
+    SUBSCRIPTIONS.c.seats,
+    SUBSCRIPTIONS.c.currency,
+    SUBSCRIPTIONS.c.cancel_at_period_end,
+    SUBSCRIPTIONS.c.cancel_at,
+    SUBSCRIPTIONS.c.current_period_start,
+    SUBSCRIPTIONS.c.current_period_end,
+    SUBSCRIPTIONS.c.created_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BillingCustomer:
+    """What metering and entitlements need of a customer: plan, status and open period."""
+
+    id: str
+    plan: str | None
+    status: str
+    period: Period
+    interval: str | None
+    currency: str
+    seats: int | None
+    stripe_customer_id: str | None
+    stripe_account: str | None
+    offline: bool
+    dunning_access: str | None
+    past_due_since: datetime | None
+
+
+def load_billing_customers(
+    connection: Connection, catalog: Catalog, customer_ids: Iterable[str], now: datetime
+) -> dict[str, BillingCustomer]:
+    """Return the live customers among `customer_ids` with their plan, status and period."""
+    ids = sorted(set(customer_ids))
+    found: dict[str, BillingCustomer] = {}
+    for chunk in _chunks(ids, 500):
+        customers = {
+            row.id: row
+            for row in connection.execute(
+                select(*_CUSTOMER_COLUMNS).where(CUSTOMERS.c.id.in_(chunk))
+            )
+            if not row.deleted
+        }
+        if not customers:
+            continue
+        subscriptions: dict[str, Any] = {}
+        rows = connection.execute(
+            select(*_SUBSCRIPTION_COLUMNS).where(SUBSCRIPTIONS.c.customer_id.in_(list(customers)))
+        )
+        for held in rows.all():
+            best = subscriptions.get(held.customer_id)
+            if best is None or _holds_plan_before(held, best):
+                subscriptions[held.customer_id] = held
+        for customer_id, customer in customers.items():
+            found[customer_id] = _billing_customer(
+                catalog, customer, subscriptions.get(customer_id), now
+            )
+    return found
+
+
+def _holds_plan_before(row: Any, other: Any) -> bool:
+    # The same order as customers.current_subscription: live first, then newest.
+    def key(sub: Any) -> tuple[int, datetime, str]:
+        return (0 if sub.status in ENDED_STATUSES else 1, sub.created_at, sub.id)
+
+    return key(row) > key(other)
+
+
+def _billing_customer(
+    catalog: Catalog, row: Any, subscription: Any | None, now: datetime
+) -> BillingCustomer:
+    live = subscription is not None and subscription.status not in ENDED_STATUSES
+    held: Any = subscription if live else None
+    derived = customer_plan(
+        subscription_plan=subscription.plan if subscription is not None else None,
+        subscription_status=subscription.status if subscription is not None else None,
+        cancel_at_period_end=bool(subscription is not None and subscription.cancel_at_period_end),
+        cancel_at=subscription.cancel_at if subscription is not None else None,
+        assigned_plan=row.plan,
+        offline=row.offline,
+        default_plan=catalog.default_plan,
+    )
+    period = open_period(
+        held.current_period_start if held is not None else None,
+        held.current_period_end if held is not None else None,
+        now,
+    )
+    currency, _ = customer_currency(
+        fixed=row.currency or (subscription.currency if subscription is not None else None),
+        requested=row.requested_currency,
+        catalog_currency=catalog.currency,
+    )
+    # The grace of a past-due subscription counts from the start of the period whose invoice
+    # is unpaid: a fact of the mirror that does not depend on the order events arrived in.
+    past_due_since = (
+        held.current_period_start if held is not None and derived.status == "past_due" else None
+    )
+    return BillingCustomer(
+        id=row.id,
+        plan=derived.plan,
+        status=derived.status,
+        period=period,
+        interval=held.interval if held is not None else None,
+        currency=currency,
+        seats=held.seats if held is not None else None,
+        stripe_customer_id=row.stripe_customer_id,
+        stripe_account=row.stripe_account,
+        offline=row.offline,
+        dunning_access=row.dunning_access,
+        past_due_since=past_due_since,
+    )
+
+
+def period_usage(connection: Connection, customer_id: str, period: Period) -> dict[str, int]:
+    """Return the customer's usage per meter in the period."""
+    rows = connection.execute(
+        select(COUNTERS.c.meter, COUNTERS.c.value).where(
+            COUNTERS.c.customer_id == customer_id, COUNTERS.c.period_start == period.start
+        )
+    )
+    return {row.meter: int(row.value) for row in rows}
+
+
+def credit_prices(catalog: Catalog) -> dict[str, int]:
+    """Return the credits each unit of a credit-priced metered feature costs."""
+    prices: dict[str, int] = {}
+    for feature_id, feature in catalog.features.items():
+        per_unit = getattr(feature, "credits_per_unit", None)
+        if feature.type is FeatureType.METERED and per_unit:
+            prices[feature_id] = int(per_unit)
+    return prices
+
+
+def read_entitlements(
+    connection: Connection,
+    *,
+    catalog: Catalog,
+    customer_id: str,
+    now: datetime,
+    grace: timedelta,
+) -> Entitlements:
+    """Return the customer's entitlements as the database has them now."""
+    customer = load_billing_customers(connection, catalog, [customer_id], now).get(customer_id)
+    if customer is None:
+        raise NotFound(f"no customer {customer_id!r}", param="customer")
+    prices = credit_prices(catalog)
+    balance, allowance = credit_position(connection, customer_id) if prices else (0, 0)
+    state = CustomerState(
+        customer_id=customer.id,
+        plan=customer.plan,
+        status=customer.status,
+        period=customer.period,
+        interval=customer.interval,
+        currency=customer.currency,
+        usage=period_usage(connection, customer_id, customer.period),
+        seats=customer.seats,
+        past_due_since=customer.past_due_since,
+        dunning_access=customer.dunning_access,
+        credit_balance=balance,
+        credit_allowance=allowance,
+    )
+    return entitlements(catalog, state, now=now, grace=grace, credit_prices=prices)
+
+
+def credit_position(connection: Connection, customer_id: str) -> tuple[int, int]:
+    """Return the customer's credit balance and overdraft allowance."""
+    from tollgate.services import credits  # the credits capability; imported where used
+
+    position = credits.credit_position(connection, customer_id)
+    return int(position.balance), int(position.allowance)
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# -- the cache -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Entry:
+    granted: Entitlements
+    expires: float  # time.monotonic() after which the entry is reloaded
+    valid_until: datetime  # the clock time after which time alone changes the answer
+    decisions: dict[tuple[str, int, int | None], Decision]
+
+
+class EntitlementCache:
+    """Entitlements per customer, cached in this process and dropped when they change."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        catalog: Catalog,
+        clock: Clock,
+        grace: timedelta,
+        ttl: float = 1.0,
+        refresh_interval: float = 0.01,
+    ) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.clock = clock
+        self.grace = grace
+        self.ttl = ttl
+        self.refresh_interval = refresh_interval
+        self._entries: dict[str, _Entry] = {}
+        self._refresh_lock = threading.Lock()
+        self._next_refresh = 0.0
+        self._seen: dict[int, None] = {}  # recent feed sequence numbers, oldest first
+        self._last_seq: int | None = None
+        self.loads = 0
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def entitlements(self, customer_id: str) -> Entitlements:
+        """Return the customer's entitlements, from the cache when still true."""
+        entry = self._fresh_entry(customer_id)
+        return entry.granted
+
+    def check(
+        self, customer_id: str, feature: str, quantity: int = 1, *, in_use: int | None = None
+    ) -> Decision:
+        """Return whether the customer may use `quantity` more of `feature` now."""
+        entry = self._fresh_entry(customer_id)
+        key = (feature, quantity, in_use)
+        decision = entry.decisions.get(key)
+        if decision is None:
+            if feature not in entry.granted.features:
+                self.catalog.feature(feature)  # raises NotFound naming the features
+            decision = entry.granted.decide(feature, quantity, in_use=in_use)
+            entry.decisions[key] = decision
+        return decision
+
+    def cached(self, customer_id: str) -> Entitlements | None:
+        """Return the cached entry without loading or refreshing (for tests and metrics)."""
+        entry = self._entries.get(customer_id)
+        return entry.granted if entry else None
+
+    def _fresh_entry(self, customer_id: str) -> _Entry:
+        now_mono = time.monotonic()
+        if now_mono >= self._next_refresh:
+            self.refresh(now_mono)
+        entry = self._entries.get(customer_id)
+        if entry is not None and now_mono < entry.expires and self.clock.now() < entry.valid_until:
+            return entry
+        return self._load(customer_id, now_mono)
+
+    def _load(self, customer_id: str, now_mono: float) -> _Entry:
+        now = self.clock.now()
+        with self.db.engine.connect() as connection:
+            granted = read_entitlements(
+                connection,
+                catalog=self.catalog,
+                customer_id=customer_id,
+                now=now,
+                grace=self.grace,
+            )
+            connection.rollback()
+        self.loads += 1
+        entry = _Entry(granted, now_mono + self.ttl, granted.valid_until, {})
+        self._entries[customer_id] = entry
+        return entry
+
+    # -- invalidation -----------------------------------------------------------------------
+
+    def forget(self, customer_ids: Iterable[str]) -> None:
+        """Drop the customers' cached entries (after this process changed them)."""
+        for customer_id in customer_ids:
+            self._entries.pop(customer_id, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def refresh(self, now_mono: float | None = None) -> None:
+        """Drop entries of customers that changed since the last look at the change feed."""
+        if not self._refresh_lock.acquire(blocking=False):
+            return  # another thread is looking; this read uses the cache as it is
+        try:
+            now_mono = time.monotonic() if now_mono is None else now_mono
+            self._next_refresh = now_mono + self.refresh_interval
+            with self.db.engine.connect() as connection:
+                if self._last_seq is None:
+                    self._last_seq = _newest(connection)
+                    self._entries.clear()
+                    connection.rollback()
+                    return
+                # Sequence numbers can commit out of order on PostgreSQL: look back a little
+                # and skip what was seen already.
+                # Plain driver SQL: this runs every few milliseconds under load.
+                sql = _FEED_SQL[connection.dialect.name == "postgresql"]
+                rows = connection.exec_driver_sql(sql, {"after": self._last_seq - _LOOK_BACK}).all()
+                connection.rollback()
+            for seq, customer_id in rows:
+                if seq in self._seen:
+                    continue
+                self._seen[seq] = None
+                self._entries.pop(customer_id, None)
+                if seq > self._last_seq:
+                    self._last_seq = seq
+            while len(self._seen) > 4 * _LOOK_BACK:
+                del self._seen[next(iter(self._seen))]
+        finally:
+            self._refresh_lock.release()
+
+
+_LOOK_BACK = 256
+_FEED_SQL = {
+    False: "SELECT seq, customer_id FROM customer_changes WHERE seq > :after ORDER BY seq",
+    True: "SELECT seq, customer_id FROM customer_changes WHERE seq > %(after)s ORDER BY seq",
+}
+
+
+def _newest(connection: Connection) -> int:
+    seq = connection.execute(select(CHANGES.c.seq).order_by(CHANGES.c.seq.desc()).limit(1)).scalar()
+    return int(seq or 0)

@@ -1,0 +1,207 @@
+"""What a Stripe event tells the customer and the app: emails and app webhooks to queue.
+
+Called by the webhook handlers after they applied the event, in the event's transaction, so a
+rolled-back (and re-run) handler leaves nothing behind. Each trigger reads the event's own
+snapshot (and `previous_attributes`), not the mirror's transition: the mirror may already be
+ahead when events come out of order, while each event still says what happened. Keys (invoice
+id and attempt, subscription id and trial end, …) make a duplicated event queue nothing new.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table, select
+
+from tollgate.db.models import Customer, Invoice
+from tollgate.services.dunning import clear_dunning, record_failed_attempt
+from tollgate.services.outbox import queue_app_event, queue_email
+from tollgate.stripe.translate import invoice_snapshot, subscription_snapshot
+
+if TYPE_CHECKING:
+    from tollgate.domain.events import InvoiceSnapshot, SubscriptionSnapshot
+    from tollgate.services.webhook_handlers import HandlerContext
+
+CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
+INVOICES: Table = Invoice.__table__  # type: ignore[assignment]
+
+# Invoice states after which a failed-payment event is old news.
+_SETTLED = ("paid", "void", "uncollectible")
+
+
+def notice_subscription_event(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Queue what a `customer.subscription.*` event means: trial, cancel and status emails."""
+    snapshot = subscription_snapshot(obj)
+    customer_id = _customer_id(ctx, snapshot.stripe_customer_id)
+    if customer_id is None:
+        return
+    kind = str(ctx.event.get("type", ""))
+    previous: dict[str, Any] = (ctx.event.get("data") or {}).get("previous_attributes") or {}
+    connection, now = ctx.connection, ctx.now
+    facts = _subscription_facts(snapshot, obj)
+
+    def email(template: str, cause: str) -> None:
+        queue_email(
+            connection,
+            customer_id=customer_id,
+            template=template,
+            cause=cause,
+            facts=facts,
+            now=now,
+        )
+
+    trial_key = f"{snapshot.id}:{_stamp(snapshot.trial_end)}"
+    if kind == "customer.subscription.created" and snapshot.status == "trialing":
+        if snapshot.trial_end is not None and snapshot.trial_end.timestamp() > ctx.created:
+            email("trial_started", trial_key)
+    elif kind == "customer.subscription.trial_will_end" and snapshot.trial_end is not None:
+        email("trial_ending", trial_key)
+    elif kind == "customer.subscription.deleted":
+        # After a final failed payment the customer was told already (downgraded_payment_failed).
+        dunned = clear_dunning(connection, customer_id=customer_id, cause=snapshot.id, now=now)
+        if not dunned:
+            email("downgraded_to_free", snapshot.id)
+    if previous.get("status") == "trialing" and snapshot.status == "active":
+        email("trial_converted", trial_key)
+    if previous.get("status") in ("past_due", "unpaid") and snapshot.status == "active":
+        clear_dunning(connection, customer_id=customer_id, cause=ctx.event_id, now=now)
+    if _cancel_requested(snapshot, previous) and snapshot.status != "canceled":
+        stamp = _stamp(snapshot.canceled_at or snapshot.cancel_at)
+        email("subscription_canceled", f"{snapshot.id}:{stamp}")
+
+    status_changed = "status" in previous or kind in (
+        "customer.subscription.created",
+        "customer.subscription.deleted",
+    )
+    data = {
+        "customer": customer_id,
+        "subscription": snapshot.id,
+        "status": snapshot.status,
+        "plan": snapshot.plan,
+        "occurred_at": datetime.fromtimestamp(ctx.created, tz=UTC),
+    }
+    if status_changed:
+        queue_app_event(
+            connection,
+            event_type="customer.subscription_status_changed",
+            customer_id=customer_id,
+            data={**data, "previous_status": previous.get("status")},
+            cause=ctx.event_id,
+            now=now,
+        )
+    if status_changed or previous.keys() & {"items", "plan", "quantity", "cancel_at_period_end"}:
+        queue_app_event(
+            connection,
+            event_type="customer.entitlements_changed",
+            customer_id=customer_id,
+            data={**data, "reason": "subscription"},
+            cause=ctx.event_id,
+            now=now,
+        )
+
+
+def notice_invoice_paid(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Queue the receipt of a paid invoice; after failures, say access is restored instead."""
+    snapshot = invoice_snapshot(obj)
+    customer_id = _customer_id(ctx, snapshot.stripe_customer_id)
+    if customer_id is None or snapshot.status != "paid":
+        return
+    restored = clear_dunning(
+        ctx.connection, customer_id=customer_id, cause=snapshot.id, now=ctx.now
+    )
+    if snapshot.amount_paid <= 0:
+        return  # a trial's or fully credited invoice: nothing to give a receipt for
+    recovered = restored or snapshot.attempt_count > 1
+    queue_email(
+        ctx.connection,
+        customer_id=customer_id,
+        template="payment_recovered" if recovered else "payment_succeeded",
+        cause=snapshot.id,
+        facts=_invoice_facts(snapshot),
+        now=ctx.now,
+    )
+
+
+def notice_invoice_payment_failed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Apply the dunning step for a failed attempt, unless the invoice has been settled since."""
+    snapshot = invoice_snapshot(obj)
+    customer_id = _customer_id(ctx, snapshot.stripe_customer_id)
+    if customer_id is None or snapshot.attempt_count < 1:
+        return
+    stored = ctx.read(
+        select(INVOICES.c.status, INVOICES.c.attempt_count).where(INVOICES.c.id == snapshot.id)
+    ).first()
+    if stored is not None and stored.status in _SETTLED:
+        return
+    seen = max(snapshot.attempt_count, stored.attempt_count if stored is not None else 0)
+    record_failed_attempt(
+        ctx.connection,
+        customer_id=customer_id,
+        # Stripe's time, not ours: the days left count from when the attempt failed.
+        invoice=_invoice_facts(snapshot, now=datetime.fromtimestamp(ctx.created, UTC)),
+        attempt_count=seen,
+        cause=snapshot.id,
+        now=ctx.now,
+    )
+
+
+def _customer_id(ctx: HandlerContext, stripe_customer_id: str | None) -> str | None:
+    if not stripe_customer_id:
+        return None
+    found = ctx.scalar(
+        select(CUSTOMERS.c.id).where(CUSTOMERS.c.stripe_customer_id == stripe_customer_id)
+    )
+    return str(found) if found is not None else None
+
+
+def _cancel_requested(snapshot: SubscriptionSnapshot, previous: dict[str, Any]) -> bool:
+    if snapshot.cancel_at_period_end and previous.get("cancel_at_period_end") is False:
+        return True
+    return snapshot.cancel_at is not None and "cancel_at" in previous and not previous["cancel_at"]
+
+
+def _stamp(at: datetime | None) -> str:
+    return str(int(at.timestamp())) if at is not None else "none"
+
+
+def _subscription_facts(snapshot: SubscriptionSnapshot, obj: dict[str, Any]) -> dict[str, Any]:
+    base = snapshot.base_item
+    price: dict[str, Any] = {}
+    for item in (obj.get("items") or {}).get("data") or []:
+        if base is not None and item.get("id") == base.id:
+            price = item.get("price") or {}
+    unit = price.get("unit_amount")
+    quantity = base.quantity if base is not None and base.quantity else 1
+    currency = snapshot.currency or price.get("currency")
+    amount = {"amount": int(unit) * quantity, "currency": currency} if unit and currency else None
+    return {
+        "subscription": snapshot.id,
+        "plan": snapshot.plan,
+        "interval": snapshot.interval,
+        "seats": snapshot.seats,
+        "amount": amount,
+        "trial_end": snapshot.trial_end,
+        "current_period_end": snapshot.current_period_end,
+        "access_until": snapshot.cancel_at or snapshot.current_period_end,
+        "ended_at": snapshot.ended_at,
+    }
+
+
+def _invoice_facts(snapshot: InvoiceSnapshot, now: datetime | None = None) -> dict[str, Any]:
+    days_left = None
+    if now is not None and snapshot.next_payment_attempt is not None:
+        days_left = max(0, (snapshot.next_payment_attempt - now).days)
+    return {
+        "invoice": snapshot.id,
+        "number": snapshot.number,
+        "amount_due": {"amount": snapshot.amount_due, "currency": snapshot.currency},
+        "amount_paid": {"amount": snapshot.amount_paid, "currency": snapshot.currency},
+        "attempt_count": snapshot.attempt_count,
+        "next_payment_attempt": snapshot.next_payment_attempt,
+        "days_left": days_left,
+        "hosted_invoice_url": snapshot.hosted_invoice_url,
+        "invoice_pdf": snapshot.invoice_pdf,
+        "period_start": snapshot.period_start,
+        "period_end": snapshot.period_end,
+    }

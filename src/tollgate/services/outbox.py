@@ -1,0 +1,361 @@
+"""The outbox: emails and app webhooks written in the transaction of the change that causes them.
+
+Each row has a key (customer, template and cause for an email; an event id derived from type,
+customer and cause for an app webhook), so writing it again, when a webhook is redelivered or
+a handler re-runs, is a no-op. The worker delivers what is pending (`jobs/notifications.py`,
+`jobs/app_webhooks.py`); a rolled-back transaction takes its outbox rows with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import httpx
+from sqlalchemy import Connection, Table, and_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tollgate.app_webhooks import SIGNATURE_HEADER, sign_app_webhook
+from tollgate.clock import Clock
+from tollgate.config import Settings
+from tollgate.db.models import AppEvent, Customer, Notification
+from tollgate.db.unit_of_work import Database
+from tollgate.domain.catalog import Catalog
+from tollgate.notify.email import (
+    EmailError,
+    EmailRenderer,
+    Transport,
+    build_message,
+    transport_from_url,
+)
+
+log = logging.getLogger("tollgate.outbox")
+
+NOTIFICATIONS: Table = Notification.__table__  # type: ignore[assignment]
+CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
+APP_EVENTS: Table = AppEvent.__table__  # type: ignore[assignment]
+
+APP_EVENT_TYPES = (
+    "customer.entitlements_changed",
+    "customer.usage_threshold_crossed",
+    "customer.subscription_status_changed",
+)
+
+
+def queue_email(
+    connection: Connection,
+    *,
+    customer_id: str,
+    template: str,
+    cause: str,
+    facts: Mapping[str, Any],
+    now: datetime,
+) -> None:
+    """Queue the email `template` to the customer once for `cause`; a repeat is a no-op."""
+    row = {
+        "customer_id": customer_id,
+        "template": template,
+        "cause": cause,
+        "facts": to_json(facts),
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+    _insert_ignoring_duplicates(connection, NOTIFICATIONS, row)
+
+
+def queue_app_event(
+    connection: Connection,
+    *,
+    event_type: str,
+    customer_id: str,
+    data: Mapping[str, Any],
+    cause: str,
+    now: datetime,
+) -> None:
+    """Queue the app webhook `event_type` once for `cause`; a repeat is a no-op."""
+    if event_type not in APP_EVENT_TYPES:
+        raise ValueError(f"unknown app event type {event_type!r}")
+    row = {
+        "id": app_event_id(event_type, customer_id, cause),
+        "type": event_type,
+        "customer_id": customer_id,
+        "cause": cause,
+        "data": to_json(data),
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+    _insert_ignoring_duplicates(connection, APP_EVENTS, row)
+
+
+def app_event_id(event_type: str, customer_id: str, cause: str) -> str:
+    """Return the event id of an app event: the same cause always gives the same id."""
+    digest = hashlib.sha256(f"{event_type}\0{customer_id}\0{cause}".encode()).hexdigest()
+    return f"tgevt_{digest[:40]}"
+
+
+def to_json(value: Any) -> Any:
+    """Return `value` with datetimes and dates as ISO strings, decimals and enums as text."""
+    if isinstance(value, Mapping):
+        return {str(key): to_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_json(item) for item in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Enum):
+        return to_json(value.value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _insert_ignoring_duplicates(connection: Connection, table: Table, row: dict[str, Any]) -> None:
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    connection.execute(dialect.insert(table).values(row).on_conflict_do_nothing())
+
+
+# -- delivery (the worker's side) --------------------------------------------------------------
+
+# A claimed row is left alone this long: time enough to send it, short enough to retry soon
+# after a worker died mid-send.
+CLAIM_LEASE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What one delivery run did."""
+
+    sent: int = 0
+    retrying: int = 0
+    gave_up: int = 0
+    skipped: int = 0
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Return the wait after the `attempts`-th failure: 30 s, doubling, at most an hour."""
+    return min(timedelta(seconds=30 * 2 ** max(attempts - 1, 0)), timedelta(hours=1))
+
+
+def deliver_emails(
+    *,
+    db: Database,
+    settings: Settings,
+    catalog: Catalog,
+    clock: Clock,
+    transport: Transport | None = None,
+    limit: int = 100,
+) -> DeliveryReport:
+    """Send the due emails of the outbox; a failure is retried with backoff, then given up."""
+    if transport is None:
+        if settings.smtp_url is None:
+            return DeliveryReport()  # nowhere to send: mails wait in the outbox
+        transport = transport_from_url(settings.smtp_url.get_secret_value())
+    renderer = EmailRenderer(settings.templates_dir)
+    now = clock.now()
+    counts = {"sent": 0, "retrying": 0, "gave_up": 0, "skipped": 0}
+    for row_id in _claim_due(db, NOTIFICATIONS, now, limit):
+        with db.transaction() as session:
+            row = (
+                session.connection()
+                .execute(
+                    select(NOTIFICATIONS, CUSTOMERS.c.email, CUSTOMERS.c.name)
+                    .outerjoin(CUSTOMERS, CUSTOMERS.c.id == NOTIFICATIONS.c.customer_id)
+                    .where(NOTIFICATIONS.c.id == row_id)
+                )
+                .mappings()
+                .one()
+            )
+        if not row["email"]:
+            _finish(db, NOTIFICATIONS, row_id, "skipped", "the customer has no email address", now)
+            counts["skipped"] += 1
+            continue
+        try:
+            subject, text, html = renderer.render(
+                row["template"], _email_context(row, settings, catalog)
+            )
+            message = build_message(
+                sender=settings.email_from,
+                recipient=row["email"],
+                subject=subject,
+                text=text,
+                html=html,
+                message_id=f"<tollgate-notification-{row_id}@tollgate>",
+                now=now,
+            )
+            transport.send(message)
+        except Exception as error:  # a template or server error: keep the mail, try later
+            outcome = _retry_later(db, NOTIFICATIONS, row, _describe(error), settings, clock.now())
+            counts[outcome] += 1
+            continue
+        _finish(db, NOTIFICATIONS, row_id, "sent", None, clock.now())
+        counts["sent"] += 1
+    return DeliveryReport(**counts)
+
+
+def deliver_app_events(
+    *,
+    db: Database,
+    settings: Settings,
+    clock: Clock,
+    post: Callable[[str, bytes, dict[str, str]], int] | None = None,
+    limit: int = 100,
+) -> DeliveryReport:
+    """POST the due app webhooks, signed; a non-2xx answer is retried with backoff."""
+    url = settings.app_webhook_url
+    secret = settings.app_webhook_secret.get_secret_value()
+    if not url or not secret:
+        return DeliveryReport()  # no app endpoint (or no secret to sign with): events wait
+    send = post or _http_post
+    now = clock.now()
+    counts = {"sent": 0, "retrying": 0, "gave_up": 0, "skipped": 0}
+    for event_id in _claim_due(db, APP_EVENTS, now, limit):
+        with db.transaction() as session:
+            row = (
+                session.connection()
+                .execute(select(APP_EVENTS).where(APP_EVENTS.c.id == event_id))
+                .mappings()
+                .one()
+            )
+        body = json.dumps(
+            {
+                "id": row["id"],
+                "type": row["type"],
+                "created": int(row["created_at"].timestamp()),
+                "data": row["data"],
+            },
+            separators=(",", ":"),
+        ).encode()
+        sent_at = int(clock.now().timestamp())
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign_app_webhook(body, secret, sent_at),
+            "Tollgate-Event-Id": row["id"],
+        }
+        try:
+            status = send(url, body, headers)
+            error = None if 200 <= status < 300 else f"the app answered {status}"
+        except httpx.HTTPError as failure:
+            error = _describe(failure)
+        if error is None:
+            _finish(db, APP_EVENTS, event_id, "delivered", None, clock.now())
+            counts["sent"] += 1
+        else:
+            counts[_retry_later(db, APP_EVENTS, row, error, settings, clock.now())] += 1
+    return DeliveryReport(**counts)
+
+
+def _http_post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    return httpx.post(url, content=body, headers=headers, timeout=10).status_code
+
+
+def _claim_due(db: Database, table: Table, now: datetime, limit: int) -> list[Any]:
+    """Claim due pending rows for this worker: each is pushed a lease ahead, once."""
+    with db.transaction() as session:
+        due = (
+            session.connection()
+            .execute(
+                select(table.c.id)
+                .where(and_(table.c.status == "pending", table.c.next_attempt_at <= now))
+                .order_by(table.c.next_attempt_at, table.c.id)
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
+    claimed = []
+    for row_id in due:
+        with db.write_connection() as connection:
+            taken = connection.execute(
+                update(table)
+                .where(
+                    and_(
+                        table.c.id == row_id,
+                        table.c.status == "pending",
+                        table.c.next_attempt_at <= now,
+                    )
+                )
+                .values(next_attempt_at=now + CLAIM_LEASE)
+            )
+        if taken.rowcount:
+            claimed.append(row_id)
+    return claimed
+
+
+def _finish(
+    db: Database, table: Table, row_id: Any, status: str, error: str | None, now: datetime
+) -> None:
+    done = {"sent_at": now} if table is NOTIFICATIONS else {"delivered_at": now}
+    with db.write_connection() as connection:
+        connection.execute(
+            update(table)
+            .where(table.c.id == row_id)
+            .values(
+                status=status,
+                attempts=table.c.attempts + 1,
+                last_error=error,
+                next_attempt_at=None,
+                **done,
+            )
+        )
+
+
+def _retry_later(
+    db: Database,
+    table: Table,
+    row: Mapping[Any, Any],
+    error: str,
+    settings: Settings,
+    now: datetime,
+) -> str:
+    attempts = int(row["attempts"]) + 1
+    gave_up = attempts >= settings.notify_max_attempts
+    log.warning("%s %s attempt %d failed: %s", table.name, row["id"], attempts, error)
+    with db.write_connection() as connection:
+        connection.execute(
+            update(table)
+            .where(table.c.id == row["id"])
+            .values(
+                status="failed" if gave_up else "pending",
+                attempts=attempts,
+                last_error=error[:2000],
+                next_attempt_at=None if gave_up else now + retry_delay(attempts),
+            )
+        )
+    return "gave_up" if gave_up else "retrying"
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, EmailError):
+        return str(error)
+    # Connection errors name the URL at most; never a password (SMTP ones are EmailErrors).
+    return f"{type(error).__name__}: {error}"[:500]
+
+
+def _email_context(row: Mapping[Any, Any], settings: Settings, catalog: Catalog) -> dict[str, Any]:
+    facts = dict(row["facts"] or {})
+    plan = catalog.plans.get(str(facts.get("plan"))) if facts.get("plan") else None
+    default = catalog.plans.get(catalog.default_plan) if catalog.default_plan else None
+    billing_url = (
+        settings.billing_url.replace("{customer_id}", row["customer_id"])
+        if settings.billing_url
+        else None
+    )
+    return {
+        **facts,
+        "customer": {"id": row["customer_id"], "name": row["name"], "email": row["email"]},
+        "plan_name": plan.name if plan else facts.get("plan"),
+        "default_plan_name": default.name if default else "free",
+        "billing_url": billing_url,
+    }

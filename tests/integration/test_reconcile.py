@@ -1,0 +1,177 @@
+"""Reconciliation against stripesim: what Stripe lacks is reported, the CLI, the nightly job.
+
+The simulator here has no webhook endpoint, so whatever is made in Stripe is missing locally
+until reconciliation applies it. Every test runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import stripe
+from prometheus_client import REGISTRY
+from typer.testing import CliRunner
+
+from stripesim.testing import RunningSim
+from tests.conftest import EXAMPLE_CATALOG
+from tollgate.bootstrap import Container, build_container
+from tollgate.cli import app as cli_app
+from tollgate.clock import FrozenClock
+from tollgate.config import Settings
+from tollgate.db.models import AuditLog, Charge, Customer, ReconciliationRun
+from tollgate.db.unit_of_work import Database
+from tollgate.jobs.reconcile import reconcile_nightly
+from tollgate.services.reconcile import ReconcileReport, list_drifts, reconcile
+
+
+def _paid_charge(client: stripe.StripeClient, amount: int = 1200) -> tuple[str, str]:
+    customer = client.v1.customers.create(params={"email": "billing@acme.example"})
+    intent = client.v1.payment_intents.create(
+        params={
+            "amount": amount,
+            "currency": "usd",
+            "customer": customer.id,
+            "payment_method": "pm_card_visa",
+            "confirm": True,
+        }
+    )
+    return customer.id, str(intent.latest_charge)
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_local_charge_unknown_to_stripe_is_reported_and_kept(
+    container: Container, client: stripe.StripeClient
+) -> None:
+    now = container.clock.now()
+    with container.db.transaction() as session:
+        session.add(Customer(id="acme", email="a@acme.example", created_at=now, updated_at=now))
+        session.flush()
+        session.add(
+            Charge(
+                id="ch_only_here",
+                customer_id="acme",
+                amount=500,
+                currency="usd",
+                status="succeeded",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    _, known = _paid_charge(client)
+    failed_before = _metric("tollgate_reconcile_runs_total", outcome="failed")
+
+    report = reconcile(
+        db=container.db,
+        gateway=container.stripe,
+        clock=container.clock,
+        since=now - timedelta(hours=1),
+    )
+
+    assert report.counts == {"missing_locally": 1, "unknown_to_stripe": 1}
+    assert report.healed == 1
+    drifts = {
+        drift.object_id: drift for drift in list_drifts(db=container.db, run_id=report.run_id)
+    }
+    ghost = drifts["ch_only_here"]
+    assert (ghost.kind, ghost.healed, ghost.stripe) == ("unknown_to_stripe", False, None)
+    assert ghost.local == {
+        "status": "succeeded",
+        "refunded": False,
+        "currency": "usd",
+        "amount": 500,
+        "amount_refunded": 0,
+    }
+    assert drifts[known].kind == "missing_locally" and drifts[known].healed
+    with container.db.engine.connect() as connection:
+        assert connection.scalar(sa.select(Charge.id).where(Charge.id == "ch_only_here"))
+        assert not connection.scalar(
+            sa.select(sa.func.count())
+            .select_from(AuditLog)
+            .where(AuditLog.object_id == "ch_only_here")
+        )
+        healed_by = connection.scalar(sa.select(AuditLog.actor).where(AuditLog.object_id == known))
+    assert healed_by == f"reconcile:{report.run_id}"
+    assert _metric("tollgate_reconcile_last_run_drifts", kind="unknown_to_stripe") == 1
+    assert _metric("tollgate_reconcile_runs_total", outcome="failed") == failed_before
+
+
+@pytest.fixture
+def run_cli(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, migrated_url: str, sim: RunningSim
+) -> Callable[..., object]:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TOLLGATE_ENV", "test")
+    monkeypatch.setenv("TOLLGATE_DATABASE_URL", migrated_url)
+    monkeypatch.setenv("TOLLGATE_CATALOG", str(EXAMPLE_CATALOG))
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_cli")
+    monkeypatch.setenv("STRIPE_API_BASE", sim.url)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(cli_app, list(args))
+
+
+def test_cli_prints_a_table_then_json(run_cli, client: stripe.StripeClient) -> None:  # type: ignore[no-untyped-def]
+    _, charge = _paid_charge(client, amount=4200)
+
+    table = run_cli("reconcile", "--since", "24h")
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    assert "object(s) checked, 1 drift(s), 1 healed" in lines[0]
+    assert "missing_locally           1" in table.output
+    drift_line = next(line for line in lines if charge in line)
+    assert drift_line.startswith("missing_locally  charge " + charge)
+    assert "(none)" in drift_line and "amount=4200" in drift_line
+    assert drift_line.endswith("healed")
+
+    answer = run_cli("reconcile", "--since", "24h", "--json")
+    assert answer.exit_code == 0, answer.output
+    report = json.loads(answer.output)
+    assert (report["status"], report["counts"], report["healed"]) == ("succeeded", {}, 0)
+    assert report["drifts"] == [] and report["checked"] >= 1
+
+    bad = run_cli("reconcile", "--since", "yesterday")
+    assert bad.exit_code == 2
+    assert "--since: 'yesterday' is not a window" in bad.output
+
+
+@pytest.fixture
+def nightly(
+    db: Database, make_settings: Callable[..., Settings]
+) -> Iterator[tuple[Container, FrozenClock]]:
+    clock = FrozenClock(datetime.now(UTC).replace(hour=1, minute=30, second=0, microsecond=0))
+    built = build_container(make_settings(db.url, TOLLGATE_RECONCILE_AT="02:00"), clock=clock)
+    yield built, clock
+    built.close()
+
+
+def test_nightly_job_runs_once_a_day_after_its_time(
+    nightly: tuple[Container, FrozenClock],
+) -> None:
+    app, clock = nightly
+    assert reconcile_nightly(app) == "not due yet today"
+
+    clock.advance(timedelta(hours=1))
+    first = reconcile_nightly(app)
+    assert isinstance(first, ReconcileReport)
+    assert (first.trigger, first.status) == ("nightly", "succeeded")
+    assert first.window_start == clock.now() - timedelta(hours=25)
+    clock.advance(timedelta(minutes=30))
+    assert reconcile_nightly(app) == "done today"
+
+    clock.advance(timedelta(hours=23, minutes=40))
+    second = reconcile_nightly(app)
+    assert isinstance(second, ReconcileReport)
+    # The window reaches back to where the last run stopped, with an hour of overlap.
+    assert second.window_start == first.window_end - timedelta(hours=1)
+    with app.db.engine.connect() as connection:
+        slots = connection.execute(
+            sa.select(ReconciliationRun.scheduled_for).order_by(ReconciliationRun.id)
+        ).scalars()
+        assert [slot.hour for slot in slots] == [2, 2]
