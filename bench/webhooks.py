@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import importlib.util
 import itertools
 import os
 import secrets
@@ -43,6 +44,12 @@ import sqlalchemy as sa  # noqa: E402
 from stripesim.fixtures import example  # noqa: E402
 from stripesim.testing import free_port  # noqa: E402
 from tollgate.db.migrate import upgrade  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("bench_harness", _HERE / "harness.py")
+assert _spec and _spec.loader
+harness = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(harness)
+_process_cpu_seconds = harness.process_cpu_seconds
 
 SECRET = "whsec_bench_0123456789abcdef"
 REPO = Path(__file__).resolve().parent.parent
@@ -196,15 +203,6 @@ async def _seed(url: str) -> None:
             body = _event("customer.created", _customer(index), 1_900_000_000)
             answer = await client.post(url, content=body, headers={"Stripe-Signature": _sign(body)})
             answer.raise_for_status()
-
-
-def _process_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far; Linux only, else 0."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _machine_busy_seconds() -> float:
