@@ -150,11 +150,13 @@ def burn(
     position: CreditPosition, lots: Sequence[Lot], credits: int, now: datetime
 ) -> Movement | None:
     """Return usage burning `credits`, or None when it would go below -allowance."""
-    if credits == 0:
-        return Movement(())
     spendable = spendable_balance(position.balance, lots, now)
+    # Checked first even for nothing: a wallet already past its allowance (a refund clawed back
+    # credits that were spent) spends nothing more, as the entitlement decision says too.
     if not CreditPosition(spendable, position.allowance).allows(credits):
         return None
+    if credits == 0:
+        return Movement(())
     return debit(lots, credits, USAGE, now)
 
 
