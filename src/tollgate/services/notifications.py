@@ -17,7 +17,6 @@ from sqlalchemy import Table, select
 from tollgate.db.models import Customer, Invoice
 from tollgate.services.dunning import clear_dunning, record_failed_attempt
 from tollgate.services.outbox import queue_app_event, queue_email
-from tollgate.stripe.translate import invoice_snapshot, subscription_snapshot
 
 if TYPE_CHECKING:
     from tollgate.domain.events import InvoiceSnapshot, SubscriptionSnapshot
@@ -30,12 +29,14 @@ INVOICES: Table = Invoice.__table__  # type: ignore[assignment]
 _SETTLED = ("paid", "void", "uncollectible")
 
 
-def notice_subscription_event(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Queue what a `customer.subscription.*` event means: trial, cancel and status emails."""
-    snapshot = subscription_snapshot(obj)
-    customer_id = _customer_id(ctx, snapshot.stripe_customer_id)
-    if customer_id is None:
-        return
+def notice_subscription_event(
+    ctx: HandlerContext, obj: dict[str, Any], snapshot: SubscriptionSnapshot, customer_id: str
+) -> None:
+    """Queue what a `customer.subscription.*` event means: trial, cancel and status emails.
+
+    `snapshot` is the event's own subscription and `customer_id` its customer, as the handler
+    that applied it found them.
+    """
     kind = str(ctx.event.get("type", ""))
     previous: dict[str, Any] = (ctx.event.get("data") or {}).get("previous_attributes") or {}
     connection, now = ctx.connection, ctx.now
@@ -101,11 +102,9 @@ def notice_subscription_event(ctx: HandlerContext, obj: dict[str, Any]) -> None:
         )
 
 
-def notice_invoice_paid(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+def notice_invoice_paid(ctx: HandlerContext, snapshot: InvoiceSnapshot, customer_id: str) -> None:
     """Queue the receipt of a paid invoice; after failures, say access is restored instead."""
-    snapshot = invoice_snapshot(obj)
-    customer_id = _customer_id(ctx, snapshot.stripe_customer_id)
-    if customer_id is None or snapshot.status != "paid":
+    if snapshot.status != "paid":
         return
     restored = clear_dunning(
         ctx.connection, customer_id=customer_id, cause=snapshot.id, now=ctx.now
@@ -123,11 +122,11 @@ def notice_invoice_paid(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     )
 
 
-def notice_invoice_payment_failed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+def notice_invoice_payment_failed(
+    ctx: HandlerContext, snapshot: InvoiceSnapshot, customer_id: str
+) -> None:
     """Apply the dunning step for a failed attempt, unless the invoice has been settled since."""
-    snapshot = invoice_snapshot(obj)
-    customer_id = _customer_id(ctx, snapshot.stripe_customer_id)
-    if customer_id is None or snapshot.attempt_count < 1:
+    if snapshot.attempt_count < 1:
         return
     stored = ctx.read(
         select(INVOICES.c.status, INVOICES.c.attempt_count).where(INVOICES.c.id == snapshot.id)
@@ -144,15 +143,6 @@ def notice_invoice_payment_failed(ctx: HandlerContext, obj: dict[str, Any]) -> N
         cause=snapshot.id,
         now=ctx.now,
     )
-
-
-def _customer_id(ctx: HandlerContext, stripe_customer_id: str | None) -> str | None:
-    if not stripe_customer_id:
-        return None
-    found = ctx.scalar(
-        select(CUSTOMERS.c.id).where(CUSTOMERS.c.stripe_customer_id == stripe_customer_id)
-    )
-    return str(found) if found is not None else None
 
 
 def _cancel_requested(snapshot: SubscriptionSnapshot, previous: dict[str, Any]) -> bool:

@@ -57,6 +57,7 @@ from tollgate.domain.events import (
     CustomerSnapshot,
     Decision,
     InvoicePaymentSnapshot,
+    InvoiceSnapshot,
     RefundSnapshot,
     SubscriptionSnapshot,
     changed_fields,
@@ -556,8 +557,11 @@ def _subscription_and_items(rows: Sequence[Row]) -> tuple[Row | None, list[dict[
     return rows[0], items
 
 
-def _apply_subscription(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    snapshot = subscription_snapshot(obj)
+def _apply_subscription(
+    ctx: HandlerContext, obj: dict[str, Any]
+) -> tuple[SubscriptionSnapshot, str]:
+    """Apply the event's subscription; return its snapshot (as the event has it) and customer."""
+    snapshot = event_snapshot = subscription_snapshot(obj)
     customer_id, row, stored_items = _customer_and_subscription(
         ctx, snapshot.stripe_customer_id, snapshot.id
     )
@@ -571,11 +575,11 @@ def _apply_subscription(ctx: HandlerContext, obj: dict[str, Any]) -> None:
         )
         decision = _decide(ctx, row, differs, progress)
         if decision is Decision.SKIP:
-            return
+            return event_snapshot, customer_id
         if decision is Decision.REFETCH:
             found = ctx.fetch("subscription", snapshot.id, "same_second")
             if not found:
-                return
+                return event_snapshot, customer_id
             snapshot = subscription_snapshot(found)
             values = _subscription_values(snapshot, customer_id)
             items = _item_values(snapshot)
@@ -593,6 +597,7 @@ def _apply_subscription(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     )
     if items != stored_items:
         _replace_items(ctx, snapshot.id, items, stored_items)
+    return event_snapshot, customer_id
 
 
 def _item_summary(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -629,38 +634,32 @@ def _replace_items(
 
 def on_customer_subscription_created(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a new subscription: status, plan, seats, periods, trial."""
-    _apply_subscription(ctx, obj)
-    notifications.notice_subscription_event(ctx, obj)
+    notifications.notice_subscription_event(ctx, obj, *_apply_subscription(ctx, obj))
 
 
 def on_customer_subscription_updated(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a changed subscription (status, plan, seats, cancel at period end, …)."""
-    _apply_subscription(ctx, obj)
-    notifications.notice_subscription_event(ctx, obj)
+    notifications.notice_subscription_event(ctx, obj, *_apply_subscription(ctx, obj))
 
 
 def on_customer_subscription_deleted(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a subscription that ended (its snapshot says canceled)."""
-    _apply_subscription(ctx, obj)
-    notifications.notice_subscription_event(ctx, obj)
+    notifications.notice_subscription_event(ctx, obj, *_apply_subscription(ctx, obj))
 
 
 def on_customer_subscription_paused(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a paused subscription."""
-    _apply_subscription(ctx, obj)
-    notifications.notice_subscription_event(ctx, obj)
+    notifications.notice_subscription_event(ctx, obj, *_apply_subscription(ctx, obj))
 
 
 def on_customer_subscription_resumed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a resumed subscription."""
-    _apply_subscription(ctx, obj)
-    notifications.notice_subscription_event(ctx, obj)
+    notifications.notice_subscription_event(ctx, obj, *_apply_subscription(ctx, obj))
 
 
 def on_customer_subscription_trial_will_end(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror the subscription whose trial ends in three days (its snapshot is current)."""
-    _apply_subscription(ctx, obj)
-    notifications.notice_subscription_event(ctx, obj)
+    notifications.notice_subscription_event(ctx, obj, *_apply_subscription(ctx, obj))
 
 
 # -- invoices -------------------------------------------------------------------------------
@@ -687,8 +686,9 @@ def _invoice_values(snapshot: Any, customer_id: str) -> dict[str, Any]:
     }
 
 
-def _apply_invoice(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    snapshot = invoice_snapshot(obj)
+def _apply_invoice(ctx: HandlerContext, obj: dict[str, Any]) -> tuple[InvoiceSnapshot, str]:
+    """Apply the event's invoice; return its snapshot (as the event has it) and customer."""
+    snapshot = event_snapshot = invoice_snapshot(obj)
     customer_id = _lock_customer(ctx, snapshot.stripe_customer_id)
     row = ctx.row(INVOICES, snapshot.id, lock=True)
     values = _invoice_values(snapshot, customer_id)
@@ -701,15 +701,16 @@ def _apply_invoice(ctx: HandlerContext, obj: dict[str, Any]) -> None:
         decision = _decide(ctx, row, differs, progress)
         if decision is Decision.SKIP:
             _record_invoice_payments(ctx, snapshot.payments, customer_id)
-            return
+            return event_snapshot, customer_id
         if decision is Decision.REFETCH:
             found = ctx.fetch("invoice", snapshot.id, "same_second")
             if not found:
-                return
+                return event_snapshot, customer_id
             snapshot = invoice_snapshot(found)
             values = _invoice_values(snapshot, customer_id)
     _write(ctx, INVOICES, "invoice", snapshot.id, row, values, customer_id)
     _record_invoice_payments(ctx, snapshot.payments, customer_id)
+    return event_snapshot, customer_id
 
 
 def _record_invoice_payments(
@@ -767,20 +768,17 @@ def on_invoice_finalized(ctx: HandlerContext, obj: dict[str, Any]) -> None:
 
 def on_invoice_paid(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a paid invoice."""
-    _apply_invoice(ctx, obj)
-    notifications.notice_invoice_paid(ctx, obj)
+    notifications.notice_invoice_paid(ctx, *_apply_invoice(ctx, obj))
 
 
 def on_invoice_payment_succeeded(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror an invoice whose payment succeeded."""
-    _apply_invoice(ctx, obj)
-    notifications.notice_invoice_paid(ctx, obj)
+    notifications.notice_invoice_paid(ctx, *_apply_invoice(ctx, obj))
 
 
 def on_invoice_payment_failed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror an invoice whose payment failed: attempt count and next attempt."""
-    _apply_invoice(ctx, obj)
-    notifications.notice_invoice_payment_failed(ctx, obj)
+    notifications.notice_invoice_payment_failed(ctx, *_apply_invoice(ctx, obj))
 
 
 def on_invoice_voided(ctx: HandlerContext, obj: dict[str, Any]) -> None:
