@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +28,7 @@ from tollgate.domain.errors import NotFound
 from tollgate.domain.events import ENDED_STATUSES
 from tollgate.domain.metering import Period, open_period
 from tollgate.domain.subscriptions import customer_currency, customer_plan
-from tollgate.services.changes import CHANGES
+from tollgate.services.changes import last_change
 
 CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
 SUBSCRIPTIONS: Table = Subscription.__table__  # type: ignore[assignment]
@@ -177,9 +177,8 @@ def credit_prices(catalog: Catalog) -> dict[str, int]:
     """Return the credits each unit of a credit-priced metered feature costs."""
     prices: dict[str, int] = {}
     for feature_id, feature in catalog.features.items():
-        per_unit = getattr(feature, "credits_per_unit", None)
-        if feature.type is FeatureType.METERED and per_unit:
-            prices[feature_id] = int(per_unit)
+        if feature.type is FeatureType.METERED and feature.credits_per_unit:
+            prices[feature_id] = feature.credits_per_unit
     return prices
 
 
@@ -197,21 +196,37 @@ def read_entitlements(
         raise NotFound(f"no customer {customer_id!r}", param="customer")
     prices = credit_prices(catalog)
     balance, allowance = credit_position(connection, customer_id) if prices else (0, 0)
-    state = CustomerState(
+    state = customer_state(
+        customer,
+        period_usage(connection, customer_id, customer.period),
+        credit_balance=balance,
+        credit_allowance=allowance,
+    )
+    return entitlements(catalog, state, now=now, grace=grace, credit_prices=prices)
+
+
+def customer_state(
+    customer: BillingCustomer,
+    usage: Mapping[str, int],
+    *,
+    credit_balance: int = 0,
+    credit_allowance: int = 0,
+) -> CustomerState:
+    """Return what the entitlement decision needs of a customer, with its usage and credits."""
+    return CustomerState(
         customer_id=customer.id,
         plan=customer.plan,
         status=customer.status,
         period=customer.period,
         interval=customer.interval,
         currency=customer.currency,
-        usage=period_usage(connection, customer_id, customer.period),
+        usage=usage,
         seats=customer.seats,
         past_due_since=customer.past_due_since,
         dunning_access=customer.dunning_access,
-        credit_balance=balance,
-        credit_allowance=allowance,
+        credit_balance=credit_balance,
+        credit_allowance=credit_allowance,
     )
-    return entitlements(catalog, state, now=now, grace=grace, credit_prices=prices)
 
 
 def credit_position(connection: Connection, customer_id: str) -> tuple[int, int]:
@@ -334,7 +349,7 @@ class EntitlementCache:
             self._next_refresh = now_mono + self.refresh_interval
             with self.db.engine.connect() as connection:
                 if self._last_seq is None:
-                    self._last_seq = _newest(connection)
+                    self._last_seq = last_change(connection)
                     self._entries.clear()
                     connection.rollback()
                     return
@@ -362,8 +377,3 @@ _FEED_SQL = {
     False: "SELECT seq, customer_id FROM customer_changes WHERE seq > :after ORDER BY seq",
     True: "SELECT seq, customer_id FROM customer_changes WHERE seq > %(after)s ORDER BY seq",
 }
-
-
-def _newest(connection: Connection) -> int:
-    seq = connection.execute(select(CHANGES.c.seq).order_by(CHANGES.c.seq.desc()).limit(1)).scalar()
-    return int(seq or 0)

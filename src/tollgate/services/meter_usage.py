@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, func, select, update
+from sqlalchemy import Table, func, select, update
 
 from tollgate.clock import Clock
 from tollgate.db.models import MeterOutbox
+from tollgate.db.types import UTCDateTime
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.events import retry_delay
 from tollgate.metrics import METER_SYNC_LAG, METER_UNITS_SENT
@@ -112,9 +113,9 @@ def _due_groups(db: Database, now: datetime, batch: int) -> list[_Group]:
                 OUTBOX.c.event_name,
                 OUTBOX.c.feature,
                 func.sum(OUTBOX.c.value).label("value"),
-                func.max(OUTBOX.c.occurred_at).label("occurred_at"),
-                func.min(OUTBOX.c.period_start).label("period_start"),
-                func.min(OUTBOX.c.period_end).label("period_end"),
+                func.max(OUTBOX.c.occurred_at, type_=UTCDateTime()).label("occurred_at"),
+                func.min(OUTBOX.c.period_start, type_=UTCDateTime()).label("period_start"),
+                func.min(OUTBOX.c.period_end, type_=UTCDateTime()).label("period_end"),
                 func.max(OUTBOX.c.attempts).label("attempts"),
             )
             .where(
@@ -140,20 +141,13 @@ def _due_groups(db: Database, now: datetime, batch: int) -> list[_Group]:
             event_name=row.event_name,
             feature=row.feature,
             value=int(row.value),
-            occurred_at=_aware(row.occurred_at),
-            period_start=_aware(row.period_start),
-            period_end=_aware(row.period_end),
+            occurred_at=row.occurred_at,
+            period_start=row.period_start,
+            period_end=row.period_end,
             attempts=int(row.attempts or 0),
         )
         for row in rows
     ]
-
-
-def _aware(value: Any) -> datetime:
-    # Aggregates skip the column type, so SQLite hands back text and naive datetimes.
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _send(
@@ -226,25 +220,9 @@ def _mark(
 def _measure_lag(db: Database, now: datetime) -> None:
     with db.engine.connect() as connection:
         oldest = connection.execute(
-            select(func.min(OUTBOX.c.created_at)).where(OUTBOX.c.status.in_(("pending", "claimed")))
+            select(func.min(OUTBOX.c.created_at, type_=UTCDateTime())).where(
+                OUTBOX.c.status.in_(("pending", "claimed"))
+            )
         ).scalar()
         connection.rollback()
-    METER_SYNC_LAG.set(max(0.0, (now - _aware(oldest)).total_seconds()) if oldest else 0.0)
-
-
-def overage_sent(
-    connection: Connection, customer_id: str, feature: str, period_start: datetime
-) -> int:
-    """Return the overage units of a period that Stripe's meter has accepted."""
-    total = connection.execute(
-        select(func.coalesce(func.sum(OUTBOX.c.value), 0)).where(
-            and_(
-                OUTBOX.c.customer_id == customer_id,
-                OUTBOX.c.feature == feature,
-                OUTBOX.c.period_start
-                == bindparam("start", period_start, type_=OUTBOX.c.period_start.type),
-                OUTBOX.c.status == "sent",
-            )
-        )
-    ).scalar()
-    return int(total or 0)
+    METER_SYNC_LAG.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)

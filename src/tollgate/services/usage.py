@@ -25,7 +25,7 @@ from tollgate.db.models import MeterOutbox, UsageCounter, UsageEvent, UsageThres
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, FeatureType, PlanFeature
 from tollgate.domain.catalog_sync import meter_event_name
-from tollgate.domain.entitlements import CustomerState, access_of, access_plan, entitlements
+from tollgate.domain.entitlements import access_of, access_plan, entitlements
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.metering import (
     MAX_BATCH,
@@ -43,6 +43,7 @@ from tollgate.services.changes import CHANGES, feed_rows
 from tollgate.services.entitlements import (
     BillingCustomer,
     credit_prices,
+    customer_state,
     load_billing_customers,
     period_usage,
 )
@@ -395,32 +396,13 @@ def _grants(
     catalog: Catalog, customer: BillingCustomer, now: datetime, grace: timedelta
 ) -> dict[str, PlanFeature]:
     """Return what the customer's access plan grants of each feature now."""
-    state = _state(customer, {})
+    state = customer_state(customer, {})
     access, _ = access_of(state, grace, now)
     plan = access_plan(catalog, state, access)
     return {
         feature_id: (plan.features.get(feature_id) if plan else None) or PlanFeature.off(feature)
         for feature_id, feature in catalog.features.items()
     }
-
-
-def _state(customer: BillingCustomer, usage: Mapping[str, int]) -> CustomerState:
-    return CustomerState(
-        customer_id=customer.id,
-        plan=customer.plan,
-        status=customer.status,
-        period=customer.period,
-        interval=customer.interval,
-        currency=customer.currency,
-        usage=usage,
-        seats=customer.seats,
-        past_due_since=customer.past_due_since,
-        dunning_access=customer.dunning_access,
-    )
-
-
-# The two statements below run once per event: written for the driver directly, since
-# SQLAlchemy's per-row parameter processing costs more than the database's own work here.
 
 
 def _recorded_ids(connection: Connection, ids: list[str]) -> set[str]:
@@ -478,7 +460,7 @@ def _sqlite_time(moment: datetime) -> str:
 def _limit_reason(
     catalog: Catalog, tally: _Tally, value: int, now: datetime, grace: timedelta
 ) -> str:
-    state = _state(tally.customer, {tally.meter: tally.counter.value})
+    state = customer_state(tally.customer, {tally.meter: tally.counter.value})
     decision = entitlements(catalog, state, now=now, grace=grace).decide(tally.meter, value)
     return decision.reason
 
