@@ -68,6 +68,8 @@ class Container:
         return ApiKeyAuthenticator(db=self.db, bootstrap=self.settings.bootstrap_api_keys)
 
     def close(self) -> None:
+        if "entitlements" in self.__dict__:
+            self.entitlements.stop_background()
         self.db.dispose()
 
 

@@ -40,6 +40,8 @@ __all__ = [
     "ApiError",
     "CheckoutSession",
     "Conflict",
+    "CreditEntry",
+    "Credits",
     "Customer",
     "Decision",
     "FeatureDenied",
@@ -131,6 +133,34 @@ class CheckoutSession:
     url: str
 
 
+@dataclass(frozen=True)
+class CreditEntry:
+    """One change to a customer's credits: `amount` in (+) or out of (-) the balance, and why.
+
+    A grant or purchase also says when its credits expire and how many of them are left.
+    """
+
+    id: int
+    kind: str  # grant, purchase, burn, expiry, clawback, overdraft_invoice
+    amount: int
+    reason: str
+    idempotency_key: str
+    actor: str
+    created: datetime
+    expires_at: datetime | None = None
+    remaining: int | None = None
+
+
+@dataclass(frozen=True)
+class Credits:
+    """A customer's credits: the balance, how far below zero it may go, the newest entries."""
+
+    customer: str
+    balance: int
+    allowance: int
+    entries: list[CreditEntry]
+
+
 def _time(value: Any) -> datetime | None:
     if value is None:
         return None
@@ -182,6 +212,31 @@ def _subscription(data: Mapping[str, Any]) -> Subscription:
             if pending
             else None
         ),
+    )
+
+
+def _credit_entry(data: Mapping[str, Any]) -> CreditEntry:
+    created = _time(data["created"])
+    assert created is not None
+    return CreditEntry(
+        id=int(data["id"]),
+        kind=str(data["kind"]),
+        amount=int(data["amount"]),
+        reason=str(data["reason"]),
+        idempotency_key=str(data["idempotency_key"]),
+        actor=str(data["actor"]),
+        created=created,
+        expires_at=_time(data.get("expires_at")),
+        remaining=data.get("remaining"),
+    )
+
+
+def _credits(data: Mapping[str, Any]) -> Credits:
+    return Credits(
+        customer=str(data["customer"]),
+        balance=int(data["balance"]),
+        allowance=int(data["allowance"]),
+        entries=[_credit_entry(entry) for entry in data["entries"]],
     )
 
 
@@ -365,6 +420,59 @@ class _Verbs:
             "POST", f"/v1/customers/{id}/subscription/resume", key=idempotency_key
         )
         return _subscription(answer)
+
+    # -- credits ------------------------------------------------------------------------------
+
+    def get_credits(self, id: str, *, limit: int | None = None) -> Credits:
+        """Return the customer's credits balance, allowance and newest entries (100 by default)."""
+        params = _given(limit=limit) or None
+        return _credits(
+            self.transport.request("GET", f"/v1/customers/{id}/credits", params=params, key=None)
+        )
+
+    def grant_credits(
+        self,
+        id: str,
+        *,
+        amount: int,
+        reason: str,
+        idempotency_key: str,
+        expires_at: datetime | None = None,
+    ) -> CreditEntry:
+        """Grant credits (support, promotion), once per `idempotency_key`; a repeat answers the
+        first grant. Credits with `expires_at` (an aware datetime) are spent first."""
+        body: dict[str, Any] = {
+            "amount": amount,
+            "reason": reason,
+            "idempotency_key": idempotency_key,
+        }
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
+        answer = self.transport.request("POST", f"/v1/customers/{id}/credits", json=body, key=None)
+        self._credits_changed(id)
+        return _credit_entry(answer)
+
+    def _credits_changed(self, id: str) -> None:
+        """Hook: this client changed the customer's credits (a cached decision is stale)."""
+
+    def buy_credits(
+        self,
+        id: str,
+        *,
+        pack: str,
+        success_url: str,
+        cancel_url: str,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Return the URL of a hosted Checkout page selling the credit pack to the customer; the
+        credits arrive once Stripe reports the payment."""
+        answer = self.transport.request(
+            "POST",
+            f"/v1/customers/{id}/credits/checkout",
+            json={"pack": pack, "success_url": success_url, "cancel_url": cancel_url},
+            key=idempotency_key,
+        )
+        return str(answer["url"])
 
 
 # -- entitlements and usage ------------------------------------------------------------------
@@ -628,6 +736,10 @@ class Tollgate(_Verbs, _Gate):
             self._decisions.put(key, decision)
         return decision
 
+    def _credits_changed(self, id: str) -> None:
+        # The change feed would say so too, a poll later; this client knows already.
+        self._decisions.forget({id})
+
     def close(self) -> None:
         if self._follower is not None:
             self._follower.close()
@@ -731,6 +843,8 @@ class _InProcess:
             return {"url": url}
         if (method, rest) == ("GET", "entitlements"):
             return app.entitlements.entitlements(customer_id).to_json()
+        if rest == "credits" or rest.startswith("credits/"):
+            return self._credits(method, customer_id, rest, body, params, key)
         if (method, rest) == ("GET", "usage"):
             from tollgate.services.usage import get_usage
 
@@ -765,6 +879,60 @@ class _InProcess:
         if (method, rest) == ("POST", "subscription/resume"):
             return schemas.subscription_json(subscriptions.resume_subscription(**common))
         raise NotFound(f"no such route: {method} {path}")
+
+    def _credits(
+        self,
+        method: str,
+        customer_id: str,
+        rest: str,
+        body: dict[str, Any],
+        params: Any,
+        key: str | None,
+    ) -> Any:
+        from tollgate.api.routes.credits import (
+            CreditCheckoutCreate,
+            CreditGrantCreate,
+            credits_json,
+            entry_json,
+        )
+        from tollgate.services import credits
+
+        app = self.container
+        if (method, rest) == ("GET", "credits"):
+            limit = (params or {}).get("limit", 100)
+            if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+                raise InvalidRequest("limit must be a whole number from 1 to 1000", param="limit")
+            return credits_json(
+                credits.list_credits(db=app.db, customer_id=customer_id, limit=limit)
+            )
+        if (method, rest) == ("POST", "credits"):
+            grant = CreditGrantCreate(**body)
+            result = credits.grant_credits(
+                db=app.db,
+                clock=app.clock,
+                customer_id=customer_id,
+                amount=grant.amount,
+                reason=grant.reason,
+                idempotency_key=grant.idempotency_key,
+                actor="library",
+                expires_at=grant.expires_at,
+            )
+            app.entitlements.forget([customer_id])
+            return entry_json(result.entry)
+        if (method, rest) == ("POST", "credits/checkout"):
+            asked = CreditCheckoutCreate(**body)
+            checkout = credits.start_credit_checkout(
+                db=app.db,
+                catalog=app.catalog,
+                gateway=_gateway(app),
+                customer_id=customer_id,
+                pack=asked.pack,
+                success_url=asked.success_url,
+                cancel_url=asked.cancel_url,
+                idempotency_key=key,
+            )
+            return {"session_id": checkout.session_id, "url": checkout.url}
+        raise NotFound(f"no such route: {method} /v1/customers/{customer_id}/{rest}")
 
     def _usage(self, body: dict[str, Any]) -> Any:
         from tollgate.services.usage import record_usage

@@ -118,8 +118,10 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
             target=Worker(container).run_forever, args=(stop,), name="tollgate-worker", daemon=True
         )
         jobs.start()
+        container.entitlements.start_background()
         try:
             uvicorn.run(create_app(container), host="127.0.0.1", port=port, log_level="warning")
         finally:
             stop.set()
             jobs.join(timeout=10)
+            container.entitlements.stop_background()

@@ -39,4 +39,8 @@ def prepare(container: Container) -> None:
 def run_server(settings: Settings, *, host: str, port: int) -> None:
     container = build_container(settings)
     prepare(container)
-    uvicorn.run(create_app(container), host=host, port=port, log_level="info", access_log=False)
+    container.entitlements.start_background()
+    try:
+        uvicorn.run(create_app(container), host=host, port=port, log_level="info", access_log=False)
+    finally:
+        container.close()

@@ -149,6 +149,10 @@ def test_promotional_credits_expire_by_an_entry(world: Any) -> None:
         )  # fmt: skip
     assert expire_credits(db=container.db, clock=clock) == 0
     clock.advance(timedelta(days=8))
+    with container.db.transaction() as session:
+        # Before the expiry job runs, the expired credits are no longer spendable.
+        assert credit_position(session.connection(), "acme").balance == 120
+        assert credit_position(session.connection(), "acme", now=clock.now()).balance == 100
     assert expire_credits(db=container.db, clock=clock) == 1
     assert expire_credits(db=container.db, clock=clock) == 0
     body = credits(api)

@@ -275,6 +275,76 @@ def test_a_change_committed_by_another_process_reaches_the_cached_decision(
     assert feed["last"] > changes["last"]
 
 
+def test_the_short_way_for_checks_answers_as_the_full_app_does(
+    make_api: Callable[..., tuple[TestClient, Container]],
+) -> None:
+    # A query parameter the routes don't know sends a request past the short way, through
+    # FastAPI's routing and validation: both must give the same answer.
+    api, _ = make_api()
+    offline_customer(api, "acme")
+    post_usage(api, runs("acme", range(30)))
+    for path in (
+        "/v1/customers/acme/entitlements",
+        "/v1/customers/acme/entitlements/runs",
+        "/v1/customers/acme/entitlements/runs?quantity=971",
+        "/v1/customers/acme/entitlements/runs?quantity=0",
+        "/v1/customers/acme/entitlements/workflows?in_use=1&quantity=2",
+        "/v1/customers/acme/entitlements/sso",
+    ):
+        short = api.get(path)
+        full = api.get(f"{path}{'&' if '?' in path else '?'}via=app")
+        assert (short.status_code, short.json()) == (full.status_code, full.json()), path
+    # What the short way leaves to the app is answered as every route answers it.
+    for path, status in (
+        ("/v1/customers/acme/entitlements/runs?quantity=-1", 400),
+        ("/v1/customers/acme/entitlements/runs?quantity=many", 400),
+        ("/v1/customers/acme/entitlements/teleport", 404),
+        ("/v1/customers/nobody/entitlements/runs", 404),
+        ("/v1/customers/nobody/entitlements", 404),
+    ):
+        answer = api.get(path)
+        assert answer.status_code == status, (path, answer.text)
+        assert answer.json()["error"]["message"], path
+    for header in ("Bearer not-a-key", "Basic abc", ""):
+        answer = api.get("/v1/customers/acme/entitlements/runs", headers={"Authorization": header})
+        assert (
+            answer.status_code == 401 and answer.json()["error"]["type"] == "authentication_error"
+        )
+    metrics = api.get("/metrics").text
+    check_route = "/v1/customers/{customer_id}/entitlements/{feature}"
+    assert f'route="{check_route}",status="200"' in metrics
+
+
+def test_with_the_background_refresher_the_cache_follows_changes_without_requests(
+    make_api: Callable[..., tuple[TestClient, Container]],
+) -> None:
+    first, first_app = make_api(TOLLGATE_ENTITLEMENT_CACHE_TTL=0.2)
+    second, _ = make_api()
+    cache = first_app.entitlements
+    cache.start_background()
+    offline_customer(first, "acme")
+    assert first.get("/v1/customers/acme/entitlements/runs").json()["used"] == 0
+
+    # Usage through another process: the entry that was read is renewed in the background
+    # before its TTL runs out, so no request has to wait for the database.
+    post_usage(second, runs("acme", range(40)))
+    deadline = time.monotonic() + 2
+    while (entry := cache.cached("acme")) is None or entry.features["runs"].used != 40:
+        assert time.monotonic() < deadline, "the background never renewed the entry"
+        time.sleep(0.01)
+    # A change in the feed drops the entry without any request looking at the feed.
+    upgraded = second.put(
+        "/v1/customers/acme/subscription", json={"plan": "pro", "interval": "month"}
+    )
+    assert upgraded.status_code == 200, upgraded.text
+    deadline = time.monotonic() + 2
+    while (entry := cache.cached("acme")) is not None and entry.plan != "pro":
+        assert time.monotonic() < deadline, "the background never read the change feed"
+        time.sleep(0.01)
+    assert first.get("/v1/customers/acme/entitlements/marketplace").json()["allowed"] is True
+    cache.stop_background()
+
+
 def test_usage_recorded_through_another_process_is_seen_within_the_cache_ttl(
     make_api: Callable[..., tuple[TestClient, Container]],
 ) -> None:

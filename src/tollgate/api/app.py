@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from tollgate import __version__
 from tollgate.api import errors
+from tollgate.api.fastpath import EntitlementFastPath
 from tollgate.api.middleware import BodyLimit, Metrics
 from tollgate.api.routes import (
     api_keys,
@@ -41,4 +42,6 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(credits.router)
     app.add_middleware(Metrics)
     app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
+    # Outermost of ours: valid entitlement reads are answered before the rest of the stack.
+    app.add_middleware(EntitlementFastPath, container=container)
     return app

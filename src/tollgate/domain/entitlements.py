@@ -330,7 +330,8 @@ def _decide_metered(
             return answer(
                 False,
                 Code.INSUFFICIENT_CREDITS,
-                f"{entitlement.name} costs {entitlement.credits_per_unit:,} credits a "
+                # The feature's name is often plural ("AI calls"): no verb to agree with it.
+                f"{entitlement.name}: {entitlement.credits_per_unit:,} credits a "
                 f"{unit_name(1)}; {cost:,} needed, balance {state.credit_balance:,}"
                 + (
                     f" (overdraft allowed to -{state.credit_allowance:,})"

@@ -60,6 +60,7 @@ from tollgate.domain.credits import (
     ledger_differences,
     overdraft_range,
     overdraft_to_invoice,
+    spendable_balance,
 )
 from tollgate.domain.errors import Conflict, InvalidRequest, NotFound
 from tollgate.domain.subscriptions import request_id
@@ -289,8 +290,14 @@ def _expire_due(
     return still_open
 
 
-def credit_position(connection: Connection, customer_id: str) -> CreditPosition:
-    """Return the customer's wallet balance and overdraft allowance (zeros without a wallet)."""
+def credit_position(
+    connection: Connection, customer_id: str, *, now: datetime | None = None
+) -> CreditPosition:
+    """Return the customer's wallet balance and overdraft allowance (zeros without a wallet).
+
+    With `now`, the balance is what may be spent then: credits of lots already past their
+    expiry (not yet written off by the expiry job) do not count, as a burn would not spend them.
+    """
     row = connection.execute(
         select(ACCOUNTS_TABLE.c.balance, ACCOUNTS_TABLE.c.allowance).where(
             ACCOUNTS_TABLE.c.customer_id == customer_id, ACCOUNTS_TABLE.c.account == WALLET
@@ -298,7 +305,10 @@ def credit_position(connection: Connection, customer_id: str) -> CreditPosition:
     ).first()
     if row is None:
         return CreditPosition(0, 0)
-    return CreditPosition(int(row.balance), int(row.allowance))
+    balance = int(row.balance)
+    if now is not None:
+        balance = spendable_balance(balance, _open_lots(connection, customer_id), now)
+    return CreditPosition(balance, int(row.allowance))
 
 
 def burn_for_usage(

@@ -10,6 +10,7 @@ process drops the entry at once.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -195,7 +196,7 @@ def read_entitlements(
     if customer is None:
         raise NotFound(f"no customer {customer_id!r}", param="customer")
     prices = credit_prices(catalog)
-    balance, allowance = credit_position(connection, customer_id) if prices else (0, 0)
+    balance, allowance = credit_position(connection, customer_id, now) if prices else (0, 0)
     state = customer_state(
         customer,
         period_usage(connection, customer_id, customer.period),
@@ -229,11 +230,12 @@ def customer_state(
     )
 
 
-def credit_position(connection: Connection, customer_id: str) -> tuple[int, int]:
-    """Return the customer's credit balance and overdraft allowance."""
+def credit_position(connection: Connection, customer_id: str, now: datetime) -> tuple[int, int]:
+    """Return the credits the customer may spend `now` (lots past expiry don't count) and the
+    overdraft allowance."""
     from tollgate.services import credits  # the credits capability; imported where used
 
-    position = credits.credit_position(connection, customer_id)
+    position = credits.credit_position(connection, customer_id, now=now)
     return int(position.balance), int(position.allowance)
 
 
@@ -251,6 +253,7 @@ class _Entry:
     expires: float  # time.monotonic() after which the entry is reloaded
     valid_until: datetime  # the clock time after which time alone changes the answer
     decisions: dict[tuple[str, int, int | None], Decision]
+    read: bool = False  # read since it was loaded (the background refresher renews such entries)
 
 
 class EntitlementCache:
@@ -277,6 +280,9 @@ class EntitlementCache:
         self._next_refresh = 0.0
         self._seen: dict[int, None] = {}  # recent feed sequence numbers, oldest first
         self._last_seq: int | None = None
+        self._drops: dict[str, int] = {}  # per customer: how often its entry was dropped
+        self._background: threading.Thread | None = None
+        self._stop = threading.Event()
         self.loads = 0
 
     # -- reading ----------------------------------------------------------------------------
@@ -284,6 +290,7 @@ class EntitlementCache:
     def entitlements(self, customer_id: str) -> Entitlements:
         """Return the customer's entitlements, from the cache when still true."""
         entry = self._fresh_entry(customer_id)
+        entry.read = True
         return entry.granted
 
     def check(
@@ -291,6 +298,7 @@ class EntitlementCache:
     ) -> Decision:
         """Return whether the customer may use `quantity` more of `feature` now."""
         entry = self._fresh_entry(customer_id)
+        entry.read = True
         key = (feature, quantity, in_use)
         decision = entry.decisions.get(key)
         if decision is None:
@@ -307,7 +315,7 @@ class EntitlementCache:
 
     def _fresh_entry(self, customer_id: str) -> _Entry:
         now_mono = time.monotonic()
-        if now_mono >= self._next_refresh:
+        if now_mono >= self._next_refresh and self._background is None:
             self.refresh(now_mono)
         entry = self._entries.get(customer_id)
         if entry is not None and now_mono < entry.expires and self.clock.now() < entry.valid_until:
@@ -315,6 +323,7 @@ class EntitlementCache:
         return self._load(customer_id, now_mono)
 
     def _load(self, customer_id: str, now_mono: float) -> _Entry:
+        drops = self._drops.get(customer_id, 0)
         now = self.clock.now()
         with self.db.engine.connect() as connection:
             granted = read_entitlements(
@@ -327,6 +336,10 @@ class EntitlementCache:
             connection.rollback()
         self.loads += 1
         entry = _Entry(granted, now_mono + self.ttl, granted.valid_until, {})
+        if self._drops.get(customer_id, 0) != drops:
+            # Dropped while it was read (another thread's change committed meanwhile): answer
+            # this once, and read again next time rather than keep what may be stale.
+            entry.expires = now_mono
         self._entries[customer_id] = entry
         return entry
 
@@ -335,10 +348,15 @@ class EntitlementCache:
     def forget(self, customer_ids: Iterable[str]) -> None:
         """Drop the customers' cached entries (after this process changed them)."""
         for customer_id in customer_ids:
-            self._entries.pop(customer_id, None)
+            self._drop(customer_id)
 
     def clear(self) -> None:
-        self._entries.clear()
+        for customer_id in list(self._entries):
+            self._drop(customer_id)
+
+    def _drop(self, customer_id: str) -> None:
+        self._drops[customer_id] = self._drops.get(customer_id, 0) + 1
+        self._entries.pop(customer_id, None)
 
     def refresh(self, now_mono: float | None = None) -> None:
         """Drop entries of customers that changed since the last look at the change feed."""
@@ -350,7 +368,7 @@ class EntitlementCache:
             with self.db.engine.connect() as connection:
                 if self._last_seq is None:
                     self._last_seq = last_change(connection)
-                    self._entries.clear()
+                    self.clear()
                     connection.rollback()
                     return
                 # Sequence numbers can commit out of order on PostgreSQL: look back a little
@@ -363,7 +381,7 @@ class EntitlementCache:
                 if seq in self._seen:
                     continue
                 self._seen[seq] = None
-                self._entries.pop(customer_id, None)
+                self._drop(customer_id)
                 if seq > self._last_seq:
                     self._last_seq = seq
             while len(self._seen) > 4 * _LOOK_BACK:
@@ -371,8 +389,48 @@ class EntitlementCache:
         finally:
             self._refresh_lock.release()
 
+    # -- the background refresher (servers) --------------------------------------------------
+
+    def start_background(self) -> None:
+        """Look at the change feed and renew entries in a thread, off the request path.
+
+        A server answers checks on its event loop; a database read there (the feed every few
+        milliseconds, an entry at the end of its TTL) holds every other request up for a round
+        trip. With the refresher running, requests read the feed never and load only what was
+        never cached: entries that were read are renewed before their TTL runs out.
+        """
+        if self._background is not None:
+            return
+        self._stop.clear()
+        self._background = threading.Thread(
+            target=self._refresh_forever, name="tollgate-entitlements", daemon=True
+        )
+        self._background.start()
+
+    def stop_background(self) -> None:
+        thread, self._background = self._background, None
+        if thread is not None:
+            self._stop.set()
+            thread.join(timeout=5)
+
+    def _refresh_forever(self) -> None:
+        while not self._stop.wait(self.refresh_interval):
+            try:
+                self.refresh()
+                self._renew(time.monotonic())
+            except Exception:  # the next round tries again; requests fall back to loading
+                log.exception("entitlement cache refresh failed")
+
+    def _renew(self, now_mono: float) -> None:
+        """Reload entries read since their load whose TTL runs out within a quarter of it."""
+        soon = now_mono + self.ttl / 4
+        for customer_id, entry in list(self._entries.items()):
+            if entry.read and entry.expires <= soon:
+                self._load(customer_id, now_mono)
+
 
 _LOOK_BACK = 256
+log = logging.getLogger("tollgate.entitlements")
 _FEED_SQL = {
     False: "SELECT seq, customer_id FROM customer_changes WHERE seq > :after ORDER BY seq",
     True: "SELECT seq, customer_id FROM customer_changes WHERE seq > %(after)s ORDER BY seq",

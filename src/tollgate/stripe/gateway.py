@@ -639,6 +639,9 @@ class StripeGateway:
                 "invoices.finalize_invoice",
                 v1.invoices.finalize_invoice,
                 invoice.id,
+                # Invoices made through the API are not collected unless told to: charge the
+                # card now, and let Stripe retry a failed payment on its own schedule.
+                params={"auto_advance": True},
                 idempotency_key=f"{idempotency_key}-finalize",
             )
         return str(invoice.id)

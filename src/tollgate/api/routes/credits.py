@@ -15,6 +15,7 @@ from tollgate.config import ConfigError
 from tollgate.services.api_keys import Principal
 from tollgate.services.credits import (
     CreditEntryView,
+    CreditsView,
     grant_credits,
     list_credits,
     set_credit_allowance,
@@ -61,6 +62,16 @@ def entry_json(entry: CreditEntryView) -> dict[str, Any]:
     }
 
 
+def credits_json(view: CreditsView) -> dict[str, Any]:
+    """Return a customer's credits in the API's shape."""
+    return {
+        "customer": view.customer_id,
+        "balance": view.balance,
+        "allowance": view.allowance,
+        "entries": [entry_json(entry) for entry in view.entries],
+    }
+
+
 @router.get("/{customer_id}/credits", dependencies=[Depends(read_scope)])
 def get_credits(
     customer_id: str,
@@ -68,13 +79,7 @@ def get_credits(
     limit: int = Query(100, ge=1, le=1000, description="How many entries, newest first."),
 ) -> dict[str, Any]:
     """The credits balance, the overdraft allowance and the newest entries."""
-    view = list_credits(db=app.db, customer_id=customer_id, limit=limit)
-    return {
-        "customer": view.customer_id,
-        "balance": view.balance,
-        "allowance": view.allowance,
-        "entries": [entry_json(entry) for entry in view.entries],
-    }
+    return credits_json(list_credits(db=app.db, customer_id=customer_id, limit=limit))
 
 
 @router.post("/{customer_id}/credits")
@@ -95,6 +100,8 @@ def post_credits(
         actor=f"api:{principal.name}",
         expires_at=body.expires_at,
     )
+    # This process answers the next check from the new balance, not the feed's next look.
+    app.entitlements.forget([customer_id])
     return JSONResponse(entry_json(result.entry), status_code=201 if result.created else 200)
 
 
@@ -106,6 +113,7 @@ def put_credit_allowance(
     allowance = set_credit_allowance(
         db=app.db, clock=app.clock, customer_id=customer_id, allowance=body.allowance
     )
+    app.entitlements.forget([customer_id])
     return {"allowance": allowance}
 
 
