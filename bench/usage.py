@@ -5,7 +5,12 @@ every event is new (a fresh id), for one of 200 customers on the Pro plan (soft 
 refused), so each is deduplicated, counted in its customer's period counter and stored. Then the
 bench checks the database: the counters add up to the events the answers accepted.
 
-Run: `.venv/bin/python bench/usage.py [--seconds 10] [--database both]`
+With `+redis` (TOLLGATE_REDIS_URL set, the Redis at 127.0.0.1:6379), the counters are counted
+in Redis and the database gets the events and one pending row per counter per batch; the bench
+then folds the pending rows into the counters (what the worker's flush job does every second),
+prints how fast, and checks the counters and the Redis counters against the accepted events.
+
+Run: `.venv/bin/python bench/usage.py [--seconds 10] [--database all]`
 Targets (2 cores): 50,000 events/s on SQLite, 20,000 on PostgreSQL.
 """
 
@@ -65,8 +70,20 @@ def _client(base_url: str, seconds: float, results: multiprocessing.Queue) -> No
     results.put((accepted, latencies))
 
 
-def run(kind: str, seconds: float, clients: int) -> None:
-    with harness.database(kind) as url, harness.server(url) as (base_url, pid):
+REDIS_URL = os.environ.get("TOLLGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def run(backend: str, seconds: float, clients: int) -> None:
+    kind, _, counters = backend.partition("+")
+    settings = (
+        {"TOLLGATE_REDIS_URL": REDIS_URL, "TOLLGATE_REDIS_PREFIX": f"bench-{secrets.token_hex(4)}:"}
+        if counters == "redis"
+        else {}
+    )
+    with (
+        harness.database(kind) as url,
+        harness.server(url, **settings) as (base_url, pid),
+    ):
         with httpx.Client(base_url=base_url, headers=harness.headers(), timeout=60) as http:
             for index in range(CUSTOMERS):
                 body = {"id": f"org-{index}", "email": f"o{index}@bench.example", "offline": True}
@@ -87,6 +104,7 @@ def run(kind: str, seconds: float, clients: int) -> None:
             worker.join()
         accepted = sum(count for count, _ in outcomes)
         latencies = [value for _, found in outcomes for value in found]
+        folding = _fold(url, settings, accepted) if settings else ""
         engine = sa.create_engine(url)
         with engine.connect() as connection:
             counted, stored = connection.execute(
@@ -100,14 +118,49 @@ def run(kind: str, seconds: float, clients: int) -> None:
         raise SystemExit(f"{accepted:,} accepted but {counted:,} counted, {stored:,} stored")
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
     print(
-        f"{kind}: {accepted / elapsed:,.0f} events/s over {elapsed:.1f} s "
+        f"{backend}: {accepted / elapsed:,.0f} events/s over {elapsed:.1f} s "
         f"({accepted:,} events in {len(latencies):,} batches of {BATCH:,} from {clients} "
         f"client processes); batch latency p50 {quantiles[49] * 1000:.0f} ms, "
         f"p99 {quantiles[98] * 1000:.0f} ms\n"
         f"  server process: {cpu / elapsed:.0%} of one core, "
         f"{cpu / max(accepted, 1) * 1e6:.1f} µs CPU per event; "
-        f"checked: counters and stored events equal the {accepted:,} accepted",
+        f"checked: counters and stored events equal the {accepted:,} accepted{folding}",
         flush=True,
+    )
+
+
+def _fold(url: str, settings: dict[str, str], accepted: int) -> str:
+    """Fold the pending rows into the counters as the worker would; check Redis; drop its keys."""
+    from tollgate.bootstrap import build_container
+    from tollgate.config import load_settings
+    from tollgate.services.usage import flush_usage
+
+    app = build_container(
+        load_settings(
+            TOLLGATE_ENV="test",
+            TOLLGATE_DATABASE_URL=url,
+            TOLLGATE_CATALOG=str(harness.REPO / "catalog.example.yaml"),
+            **settings,
+        )
+    )
+    try:
+        started = time.perf_counter()
+        folded = flush_usage(db=app.db, catalog=app.catalog, clock=app.clock)
+        took = time.perf_counter() - started
+        counters = app.usage_counters
+        assert counters is not None
+        keys = list(counters.scan())
+        in_redis = sum(int(counters.client.hget(key, "v") or 0) for key in keys)
+        if in_redis != accepted:
+            raise SystemExit(f"{accepted:,} accepted but Redis counted {in_redis:,}")
+        if keys:
+            counters.client.delete(*keys)
+    finally:
+        app.close()
+    rate = folded.rows / max(took, 1e-9)
+    return (
+        f" and Redis's {len(keys)} counters\n  flush: {folded.rows:,} pending rows folded"
+        f" ({folded.counters:,} counter updates) in {took:.2f} s ({rate:,.0f} rows/s)"
     )
 
 
@@ -115,11 +168,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=2)
-    parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
+    backends = ["sqlite", "postgresql", "postgresql+redis", "sqlite+redis"]
+    parser.add_argument(
+        "--database",
+        choices=[*backends, "both", "all"],
+        default="all",
+        help="both: sqlite and postgresql; all: those and postgresql+redis",
+    )
+    parser.add_argument(
+        "--redis", action="store_true", help="count in Redis (the +redis variants) only"
+    )
     args = parser.parse_args()
-    kinds = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
-    for kind in kinds:
-        run(kind, args.seconds, args.clients)
+    chosen = {"both": backends[:2], "all": backends[:3]}.get(args.database, [args.database])
+    if args.redis:
+        chosen = [kind if kind.endswith("+redis") else f"{kind}+redis" for kind in chosen]
+        chosen = list(dict.fromkeys(chosen))
+    for backend in chosen:
+        run(backend, args.seconds, args.clients)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from tollgate.services import changes as _changes  # noqa: F401  (registers the 
 from tollgate.services.api_keys import ApiKeyAuthenticator
 from tollgate.services.dunning import use_dunning_policy
 from tollgate.services.entitlements import EntitlementCache
+from tollgate.services.usage_redis import RedisCounters
 from tollgate.stripe.gateway import StripeGateway
 
 
@@ -67,9 +68,19 @@ class Container:
     def authenticator(self) -> ApiKeyAuthenticator:
         return ApiKeyAuthenticator(db=self.db, bootstrap=self.settings.bootstrap_api_keys)
 
+    @cached_property
+    def usage_counters(self) -> RedisCounters | None:
+        """The hot usage counters in Redis, or None when TOLLGATE_REDIS_URL is not set."""
+        if not self.settings.redis_url:
+            return None
+        return RedisCounters(self.settings.redis_url, prefix=self.settings.redis_prefix)
+
     def close(self) -> None:
         if "entitlements" in self.__dict__:
             self.entitlements.stop_background()
+        counters = self.__dict__.get("usage_counters")
+        if counters is not None:
+            counters.close()
         self.db.dispose()
 
 

@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     usage_enforce_limits: bool = Field(True, alias="TOLLGATE_USAGE_ENFORCE_LIMITS")
     # Hot counters and the hard-limit check in Redis (the database stays the record).
     redis_url: str | None = Field(None, alias="TOLLGATE_REDIS_URL")
+    # Where this deployment's counters live in that Redis (several deployments can share one).
+    redis_prefix: str = Field("tollgate:", alias="TOLLGATE_REDIS_PREFIX", min_length=1)
 
     # -- jobs, notifications, dunning, reconciliation (issue 7) ---------------------------------
     # smtp://user:pass@host:587?starttls=true, smtps://…:465, file:///dir (.eml files), console:
@@ -105,6 +107,11 @@ class Settings(BaseSettings):
     dunning_policy_raw: str = Field(DEFAULT_DUNNING_POLICY, alias="TOLLGATE_DUNNING_POLICY")
     # When the nightly reconciliation with Stripe runs, HH:MM in UTC.
     reconcile_at: time = Field(time(2, 0), alias="TOLLGATE_RECONCILE_AT")
+    # Checkout Sessions Tollgate opened and still open after this many minutes are expired, so
+    # a forgotten tab cannot subscribe on stale terms (Stripe's own expiry is 24 hours).
+    checkout_expire_after_minutes: int = Field(
+        120, alias="TOLLGATE_CHECKOUT_EXPIRE_AFTER_MINUTES", ge=30, le=1440
+    )
 
     # -- credits (issue 8) ---------------------------------------------------------------------
     # How far below zero a new customer's credits may go (set per customer through the API).
@@ -127,6 +134,15 @@ class Settings(BaseSettings):
     @classmethod
     def _dunning_policy(cls, value: str) -> str:
         parse_dunning_policy(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
     @field_validator("database_url")

@@ -1,23 +1,62 @@
 """Metering stories over HTTP against stripesim: hard limits under concurrency, overage billed
 once through a crash, renewals, downgrades and past-due grace changing decisions.
+
+Each story runs on SQLite, PostgreSQL, and PostgreSQL with the counters in Redis.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import DAY, World
+from tests.redis_space import redis_space
 from tollgate.bootstrap import build_container
 from tollgate.clock import FrozenClock
 from tollgate.services.meter_usage import sync_meter_usage
+from tollgate.services.usage import flush_usage
+
+pytestmark = pytest.mark.parametrize(
+    ("database_url", "counted_in"),
+    [
+        ("sqlite", "database"),
+        pytest.param("postgresql", "database", marks=pytest.mark.postgres),
+        pytest.param("postgresql", "redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    ],
+    ids=["sqlite", "postgresql", "postgresql+redis"],
+    indirect=["database_url"],
+)
 
 T0 = 1_790_000_000  # 2026-09-21T14:13:20Z
 HOUR = 3600
+
+
+@pytest.fixture
+def counted_in() -> str:
+    return "database"  # each test is parametrised over this (see pytestmark)
+
+
+@pytest.fixture
+def counters(counted_in: str) -> Iterator[dict[str, str]]:
+    """The settings that put usage counters in Redis (under this test's prefix), or none."""
+    if counted_in == "database":
+        yield {}
+        return
+    with redis_space() as settings:
+        yield settings
+
+
+@pytest.fixture
+def world(make_world: Callable[..., World], counters: dict[str, str]) -> World:
+    world = make_world(**counters)
+    assert (world.container.usage_counters is not None) == bool(counters)
+    return world
 
 
 def iso(ts: int) -> str:
@@ -64,38 +103,45 @@ def meter_total(world: World, stripe_customer_id: str, start: int, end: int) -> 
     return int(sum(summary.aggregated_value for summary in summaries.data))
 
 
+def free_runs(client: int, batch: int) -> list[dict[str, Any]]:
+    return [
+        {"id": f"c{client}-b{batch}-{i}", "customer": "free-org", "meter": "runs", "value": 1}
+        for i in range(20)
+    ]
+
+
 def test_the_free_hard_limit_holds_under_20_concurrent_clients(world: World) -> None:
     world.create_customer("free-org")
 
-    def client(n: int) -> int:
+    def client(n: int) -> dict[tuple[int, int], int]:
+        accepted = {}
         with httpx.Client(base_url=world.base_url, headers=dict(world.http.headers)) as http:
-            accepted = 0
             for batch in range(5):
-                events = [
-                    {
-                        "id": f"c{n}-b{batch}-{i}",
-                        "customer": "free-org",
-                        "meter": "runs",
-                        "value": 1,
-                    }
-                    for i in range(20)
-                ]
-                answer = http.post("/v1/usage", json={"events": events})
+                answer = http.post("/v1/usage", json={"events": free_runs(n, batch)})
                 assert answer.status_code == 200, answer.text
-                accepted += answer.json()["accepted"]
-            return accepted
+                accepted[(n, batch)] = answer.json()["accepted"]
+        return accepted
 
     with ThreadPoolExecutor(20) as pool:
-        total = sum(pool.map(client, range(20)))  # 2,000 runs tried
-    assert total == 1000
+        batches = {key: n for found in pool.map(client, range(20)) for key, n in found.items()}
+    assert sum(batches.values()) == 1000  # of 2,000 runs tried
     usage = world.call("GET", "/v1/customers/free-org/usage")["meters"]["runs"]
     assert (usage["used"], usage["percentage"]) == (1000, 100.0)
     check = world.call("GET", "/v1/customers/free-org/entitlements/runs")
     assert check["allowed"] is False and check["code"] == "limit_exceeded"
 
+    # Whole batches sent again: what counted is a duplicate, what was refused is refused again.
+    for (n, batch), accepted in sorted(batches.items())[:10]:
+        again = record(world, free_runs(n, batch))
+        assert (again["accepted"], again["duplicates"]) == (0, accepted)
+        assert [r["error"]["code"] for r in again["rejected"]] == ["limit_exceeded"] * (
+            20 - accepted
+        )
+    assert world.call("GET", "/v1/customers/free-org/usage")["meters"]["runs"]["used"] == 1000
+
 
 def test_pro_overage_is_billed_once_through_a_crash_and_the_renewal_resets_the_counter(
-    world: World, make_settings: Any
+    world: World, make_settings: Any, counters: dict[str, str]
 ) -> None:
     clock = world.test_clock(T0)
     customer = pro_customer(world, "pro-org", clock)
@@ -103,9 +149,18 @@ def test_pro_overage_is_billed_once_through_a_crash_and_the_renewal_resets_the_c
     # 100,000 included; 102,500 used -> 2,500 over -> 3 started blocks of 1,000 at $0.50.
     assert record(world, runs("pro-org", 0, 100, 1_000, T0 + 60))["accepted"] == 100
     assert record(world, runs("pro-org", 5000, 5, 500, T0 + 120))["accepted"] == 5
+    retried = record(world, runs("pro-org", 0, 100, 1_000, T0 + 60))  # the whole batch again
+    assert (retried["accepted"], retried["duplicates"], retried["rejected"]) == (0, 100, [])
     usage = world.call("GET", "/v1/customers/pro-org/usage")["meters"]["runs"]
     assert (usage["used"], usage["overage"]) == (102_500, 2_500)
     assert usage["estimated_overage"] == {"amount": 150, "currency": "usd"}
+    # Counted in Redis, the overage is queued when the usage is folded into the database
+    # counters (the worker does it every second); counted in the database, it already is.
+    container = world.container
+    folded = flush_usage(
+        db=container.db, catalog=container.catalog, clock=container.clock, grace=container.grace
+    )
+    assert folded.overage == (1 if counters else 0)
 
     # The job sends, Stripe acts, but the answer never arrives (a timeout: the job "crashes").
     settings = make_settings(world.db.url, STRIPE_TIMEOUT=1, STRIPE_MAX_RETRIES=0)
@@ -168,10 +223,14 @@ def test_canceling_keeps_the_plan_to_period_end_then_the_default_plan_applies(
     assert gone["allowed"] is False and gone["reason"].startswith("Free plan does not include")
 
 
-def test_past_due_keeps_access_for_the_grace_period_then_reduces_it(make_world: Any) -> None:
+def test_past_due_keeps_access_for_the_grace_period_then_reduces_it(
+    make_world: Any, counters: dict[str, str]
+) -> None:
     # The dunning policy reduces access after the grace period from the first failure.
     world = make_world(
-        TOLLGATE_PAST_DUE_GRACE_DAYS=3, TOLLGATE_DUNNING_POLICY="1:payment_failed_soft:reduced"
+        TOLLGATE_PAST_DUE_GRACE_DAYS=3,
+        TOLLGATE_DUNNING_POLICY="1:payment_failed_soft:reduced",
+        **counters,
     )
     start = int(time.time())  # Tollgate's clock is real time: the test clock starts there too
     clock = world.test_clock(start)

@@ -402,6 +402,30 @@ class MeterOutbox(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class UsagePending(Base):
+    """Usage counted in Redis and committed with its events, not yet folded into usage_counters.
+
+    One row per counter per batch (the batch's sum, max or latest reading). The flush job folds
+    rows into their counters and deletes them in one transaction (migration 0008).
+    """
+
+    __tablename__ = "usage_pending"
+    __table_args__ = (
+        Index("ix_usage_pending_customer_id_period_start", "customer_id", "period_start"),
+    )
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    meter: Mapped[str] = mapped_column(String(64))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    aggregation: Mapped[str] = mapped_column(String(8))  # sum | max | last
+    value: Mapped[int] = mapped_column(BigInteger)
+    last_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 # -- notifications, app webhooks, job locks, dunning (migration 0005) -------------------------
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 
 from tollgate.domain.catalog import Aggregation, Overage, PlanFeature
 
@@ -33,8 +35,13 @@ class Period:
 def calendar_month(moment: datetime) -> Period:
     """Return the UTC calendar month holding `moment` (the period of customers without Stripe)."""
     moment = moment.astimezone(UTC)
-    start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
-    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return _month(moment.year, moment.month)
+
+
+@lru_cache(maxsize=64)  # asked for every customer without Stripe in every usage batch
+def _month(year: int, month: int) -> Period:
+    start = datetime(year, month, 1, tzinfo=UTC)
+    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
     return Period(start, datetime(year, month, 1, tzinfo=UTC))
 
 
@@ -144,3 +151,22 @@ def percent_used(used: int, included: int | None) -> float | None:
     if not included:
         return None
     return round(used * 100 / included, 2)
+
+
+def usage_with_pending(
+    rows: Iterable[tuple[str, int, datetime | None, str | None, str]],
+) -> dict[str, int]:
+    """Return usage per meter from counter rows and pending rows (meter, value, last at, last id,
+    aggregation; an empty aggregation marks a counter row), pending ones folded in."""
+    counters: dict[str, Counter] = {}
+    pending = []
+    for meter, value, last_at, last_id, aggregation in rows:
+        if aggregation:
+            pending.append((meter, value, last_at, last_id, aggregation))
+        else:
+            counters[meter] = Counter(int(value), last_at, last_id)
+    for meter, value, last_at, last_id, aggregation in pending:
+        counter = counters.setdefault(meter, Counter(0))
+        assert last_at is not None  # every pending row holds its batch's latest time
+        counter.add(Aggregation(aggregation), int(value), last_at, last_id or "")
+    return {meter: counter.value for meter, counter in counters.items()}

@@ -23,6 +23,7 @@ from tollgate.jobs.meter_usage import sync_meter_usage
 from tollgate.jobs.notifications import deliver_notifications
 from tollgate.jobs.plan_changes import apply_pending_plan_changes
 from tollgate.jobs.reconcile import reconcile_nightly
+from tollgate.jobs.usage_counters import flush_usage_counters, resync_usage_counters
 from tollgate.jobs.webhooks import retry_failed_webhooks
 
 log = logging.getLogger("tollgate.jobs")
@@ -49,6 +50,10 @@ SCHEDULE: tuple[Job, ...] = (
     # Overage must reach Stripe before the period's invoice is finalised (about an hour after
     # the period ends); every 30 s keeps the lag (a metric) small and the calls aggregated.
     Job("sync_meter_usage", timedelta(seconds=30), sync_meter_usage),
+    # With Redis counters: fold pending usage into the database counters (readers add what is
+    # pending meanwhile), and correct counters a crash left over-counted (two looks apart).
+    Job("flush_usage_counters", timedelta(seconds=1), flush_usage_counters),
+    Job("resync_usage_counters", timedelta(minutes=1), resync_usage_counters),
     Job("expire_credits", timedelta(minutes=5), expire_due_credits),
     Job("grant_plan_credits", timedelta(minutes=5), grant_period_credits),
     Job("invoice_credit_overdraft", timedelta(hours=1), invoice_credit_overdraft),

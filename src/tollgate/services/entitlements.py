@@ -18,22 +18,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, bindparam, literal, select, union_all
 
 from tollgate.clock import Clock
-from tollgate.db.models import Customer, Subscription, UsageCounter
+from tollgate.db.models import Customer, Subscription, UsageCounter, UsagePending
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, FeatureType
 from tollgate.domain.entitlements import CustomerState, Decision, Entitlements, entitlements
 from tollgate.domain.errors import NotFound
 from tollgate.domain.events import ENDED_STATUSES
-from tollgate.domain.metering import Period, open_period
+from tollgate.domain.metering import Period, open_period, usage_with_pending
 from tollgate.domain.subscriptions import customer_currency, customer_plan
 from tollgate.services.changes import last_change
 
 CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
 SUBSCRIPTIONS: Table = Subscription.__table__  # type: ignore[assignment]
 COUNTERS: Table = UsageCounter.__table__  # type: ignore[assignment]
+PENDING: Table = UsagePending.__table__  # type: ignore[assignment]
 
 _CUSTOMER_COLUMNS = (
     CUSTOMERS.c.id,
@@ -165,13 +166,35 @@ def _billing_customer(
 
 
 def period_usage(connection: Connection, customer_id: str, period: Period) -> dict[str, int]:
-    """Return the customer's usage per meter in the period."""
-    rows = connection.execute(
-        select(COUNTERS.c.meter, COUNTERS.c.value).where(
-            COUNTERS.c.customer_id == customer_id, COUNTERS.c.period_start == period.start
-        )
+    """Return the customer's usage per meter in the period (with pending usage folded in)."""
+    return usage_with_pending(
+        connection.execute(_PERIOD_USAGE, {"customer": customer_id, "start": period.start}).all()
     )
-    return {row.meter: int(row.value) for row in rows}
+
+
+# The counters, and the usage counted in Redis not yet folded into them (usage_pending).
+_PERIOD_USAGE = union_all(
+    select(
+        COUNTERS.c.meter,
+        COUNTERS.c.value,
+        COUNTERS.c.last_at,
+        COUNTERS.c.last_event_id,
+        literal("").label("aggregation"),
+    ).where(
+        COUNTERS.c.customer_id == bindparam("customer"),
+        COUNTERS.c.period_start == bindparam("start"),
+    ),
+    select(
+        PENDING.c.meter,
+        PENDING.c.value,
+        PENDING.c.last_at,
+        PENDING.c.last_event_id,
+        PENDING.c.aggregation,
+    ).where(
+        PENDING.c.customer_id == bindparam("customer"),
+        PENDING.c.period_start == bindparam("start"),
+    ),
+)
 
 
 def credit_prices(catalog: Catalog) -> dict[str, int]:
@@ -281,6 +304,8 @@ class EntitlementCache:
         self._seen: dict[int, None] = {}  # recent feed sequence numbers, oldest first
         self._last_seq: int | None = None
         self._drops: dict[str, int] = {}  # per customer: how often its entry was dropped
+        self._asked = False  # a request read the cache since the refresher's last round
+        self._inline_lag = 0.0  # how late the refresher may be before a request looks itself
         self._background: threading.Thread | None = None
         self._stop = threading.Event()
         self.loads = 0
@@ -315,8 +340,9 @@ class EntitlementCache:
 
     def _fresh_entry(self, customer_id: str) -> _Entry:
         now_mono = time.monotonic()
-        if now_mono >= self._next_refresh and self._background is None:
-            self.refresh(now_mono)
+        self._asked = True
+        if now_mono >= self._next_refresh + self._inline_lag:
+            self.refresh(now_mono)  # no refresher, or an idle one that is asleep: look now
         entry = self._entries.get(customer_id)
         if entry is not None and now_mono < entry.expires and self.clock.now() < entry.valid_until:
             return entry
@@ -402,6 +428,7 @@ class EntitlementCache:
         if self._background is not None:
             return
         self._stop.clear()
+        self._inline_lag = 2 * self.refresh_interval
         self._background = threading.Thread(
             target=self._refresh_forever, name="tollgate-entitlements", daemon=True
         )
@@ -412,9 +439,15 @@ class EntitlementCache:
         if thread is not None:
             self._stop.set()
             thread.join(timeout=5)
+        self._inline_lag = 0.0
 
     def _refresh_forever(self) -> None:
-        while not self._stop.wait(self.refresh_interval):
+        # While requests come, every `refresh_interval`; idle, ten times a second (the first
+        # request after a pause looks at the feed itself, so it never reads a dropped entry).
+        pause = self.refresh_interval
+        while not self._stop.wait(pause):
+            pause = self.refresh_interval if self._asked else max(0.1, self.refresh_interval)
+            self._asked = False
             try:
                 self.refresh()
                 self._renew(time.monotonic())

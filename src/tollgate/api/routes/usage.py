@@ -73,6 +73,7 @@ async def post_usage(request: Request, app: Container = Depends(container)) -> R
             events=body["events"],
             enforce_limits=enforce,
             grace=app.grace,
+            counters=app.usage_counters,
         )
     )
     app.entitlements.forget(report.customers)

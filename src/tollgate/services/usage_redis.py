@@ -1,0 +1,381 @@
+"""Hot usage counters in Redis: the hard-limit check and the increment as one atomic step.
+
+With `TOLLGATE_REDIS_URL` set, `record_usage` counts a batch here, in one Lua script that walks
+the batch's events in order, refuses each one that would pass a hard limit and increments the
+rest, so concurrent batches from any number of processes cannot overshoot a limit. The database
+stays the record: the events, and one pending row per counter per batch (usage_pending), commit
+in the request's transaction, and a flush job folds pending rows into usage_counters.
+
+A counter is a hash `<prefix>u:<period start>:<meter>:<customer>` with fields `v` (the value),
+`a`/`i` (time and id of the latest reading, for `last` meters), `w` (the highest warning percent
+known to be recorded), `n` (how many batches touched it) and `g` (a generation stamped when the
+hash is built from the database). A missing hash (Redis restarted, a key evicted or expired) is
+built from the database before use. When the transaction fails after the script, the increment
+is given back (a `sum` is decremented if the hash is still the same generation; `max` and `last`
+hashes are dropped and rebuilt). A process that dies between the script and its commit leaves
+the hash over-counted until `resync` sees it differ from the database twice with nobody touching
+it in between, and sets it to the database's value.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import redis
+
+from tollgate.domain.catalog import Aggregation
+from tollgate.domain.errors import TollgateError
+
+log = logging.getLogger("tollgate.usage")
+
+# How long a counter hash outlives its period (late reads, the flush of the last batches).
+KEEP_AFTER_PERIOD = timedelta(days=7)
+
+_AGGREGATION_CODE = {Aggregation.SUM: "s", Aggregation.MAX: "m", Aggregation.LAST: "l"}
+
+# KEYS: the counters. ARGV: counter count C; C times (aggregation code, limit or -1); the
+# events as one string of "counter value time" triples (time in microseconds, for `last`
+# meters only); then the id of each event of a `last` meter, in order.
+# Returns {0, missing counter indexes...} without changing anything when a hash is missing,
+# else {1, "10…" (accepted or not per event), "before after w generation" of each counter}.
+_COUNT = """
+local c = tonumber(ARGV[1])
+local missing = {}
+for k = 1, c do
+  if redis.call('EXISTS', KEYS[k]) == 0 then missing[#missing + 1] = k end
+end
+if #missing > 0 then
+  table.insert(missing, 1, 0)
+  return missing
+end
+local value, before, at, id, w, gen = {}, {}, {}, {}, {}, {}
+for k = 1, c do
+  local h = redis.call('HMGET', KEYS[k], 'v', 'a', 'i', 'w', 'g')
+  value[k] = tonumber(h[1]) or 0
+  before[k] = value[k]
+  at[k] = tonumber(h[2]) or -1
+  id[k] = h[3] or ''
+  w[k] = tonumber(h[4]) or 0
+  gen[k] = h[5] or ''
+end
+local decisions = {}
+local base = 2 + 2 * c
+local ids = base
+for k, v, t in string.gmatch(ARGV[base], '(%d+) (%d+) (%d+)') do
+  k = tonumber(k)
+  v = tonumber(v)
+  local agg = ARGV[2 * k]
+  local limit = tonumber(ARGV[2 * k + 1])
+  local eid = ''
+  if agg == 'l' then
+    ids = ids + 1
+    eid = ARGV[ids]
+  end
+  local after
+  if agg == 's' then after = value[k] + v
+  elseif agg == 'm' then after = math.max(value[k], v)
+  else after = v end
+  if limit >= 0 and after > limit then
+    decisions[#decisions + 1] = '0'
+  else
+    decisions[#decisions + 1] = '1'
+    if agg == 'l' then
+      t = tonumber(t)
+      if t > at[k] or (t == at[k] and eid >= id[k]) then
+        value[k] = v
+        at[k] = t
+        id[k] = eid
+      end
+    else
+      value[k] = after
+    end
+  end
+end
+local out = {}
+for k = 1, c do
+  if value[k] ~= before[k] or ARGV[2 * k] == 'l' then
+    redis.call('HSET', KEYS[k], 'v', string.format('%.0f', value[k]))
+    if ARGV[2 * k] == 'l' and at[k] >= 0 then
+      redis.call('HSET', KEYS[k], 'a', string.format('%.0f', at[k]), 'i', id[k])
+    end
+  end
+  redis.call('HINCRBY', KEYS[k], 'n', 1)
+  out[#out + 1] = string.format('%.0f %.0f %d %s', before[k], value[k], w[k], gen[k])
+end
+return {1, table.concat(decisions), table.concat(out, ' ')}
+"""
+
+# KEYS: counters to build. ARGV: 5 per key (value, latest time or -1, latest id, generation,
+# expire-at Unix seconds). A hash that exists already is left alone (another process built it).
+_BUILD = """
+for k = 1, #KEYS do
+  local b = 5 * (k - 1)
+  if redis.call('EXISTS', KEYS[k]) == 0 then
+    redis.call('HSET', KEYS[k], 'v', ARGV[b + 1], 'a', ARGV[b + 2], 'i', ARGV[b + 3],
+               'w', 0, 'n', 0, 'g', ARGV[b + 4])
+    redis.call('EXPIREAT', KEYS[k], ARGV[b + 5])
+  end
+end
+return #KEYS
+"""
+
+# KEYS: counters. ARGV: 3 per key (aggregation code, amount, generation). A `sum` hash of the
+# same generation gives the amount back; any other hash is dropped, to be built again.
+_GIVE_BACK = """
+for k = 1, #KEYS do
+  local b = 3 * (k - 1)
+  local gen = redis.call('HGET', KEYS[k], 'g')
+  if gen == ARGV[b + 3] and ARGV[b + 1] == 's' then
+    redis.call('HINCRBY', KEYS[k], 'v', -tonumber(ARGV[b + 2]))
+  elseif gen then
+    redis.call('DEL', KEYS[k])
+  end
+end
+return #KEYS
+"""
+
+# KEYS: counters. ARGV: percent per key. Raise `w` (thresholds known to be recorded).
+_MARK = """
+for k = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    local w = tonumber(redis.call('HGET', KEYS[k], 'w')) or 0
+    if tonumber(ARGV[k]) > w then redis.call('HSET', KEYS[k], 'w', ARGV[k]) end
+  end
+end
+return #KEYS
+"""
+
+# KEYS: one counter. ARGV: touches seen, value seen, database value. If no batch touched the
+# hash since it was seen and it still differs from the database as it did then, set it to the
+# database's value (1); else note what was seen now (0).
+_RESYNC = """
+local h = redis.call('HMGET', KEYS[1], 'n', 'v', 'o')
+if not h[1] then return -1 end
+if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return -1 end
+local seen = ARGV[1] .. ':' .. ARGV[2] .. ':' .. ARGV[3]
+if h[2] == ARGV[3] then
+  redis.call('HDEL', KEYS[1], 'o')
+  return 2
+end
+if h[3] == seen then
+  redis.call('HSET', KEYS[1], 'v', ARGV[3])
+  redis.call('HDEL', KEYS[1], 'o')
+  return 1
+end
+redis.call('HSET', KEYS[1], 'o', seen)
+return 0
+"""
+
+
+class CountersUnavailable(TollgateError):
+    """Redis did not answer: the batch is refused whole (nothing counted), to be sent again."""
+
+    type: ClassVar[str] = "service_unavailable"
+    status: ClassVar[int] = 503
+
+
+@dataclass(frozen=True, slots=True)
+class CounterKey:
+    """One customer's counter of one meter in one billing period."""
+
+    customer: str
+    meter: str
+    period_start: datetime
+    period_end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A counter as the database has it (folded counter plus pending rows)."""
+
+    value: int
+    last_at: datetime | None = None
+    last_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """What a batch did to one counter in Redis."""
+
+    key: CounterKey
+    aggregation: Aggregation
+    before: int
+    after: int
+    warned: int  # the highest warning percent known to be recorded this period
+    generation: str
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The script's answer: accepted or not per event, and each counter before and after."""
+
+    accepted: list[bool]
+    moved: dict[CounterKey, Moved]
+
+
+# Reads the database's value of counters missing from Redis (in the caller's transaction).
+LoadStored = Callable[[Sequence[CounterKey]], Mapping[CounterKey, Stored]]
+
+
+class RedisCounters:
+    """The hot counters of one Tollgate deployment in one Redis (under a key prefix)."""
+
+    def __init__(self, url: str, *, prefix: str = "tollgate:") -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self.prefix = prefix
+        self._count = self.client.register_script(_COUNT)
+        self._build = self.client.register_script(_BUILD)
+        self._give_back = self.client.register_script(_GIVE_BACK)
+        self._mark = self.client.register_script(_MARK)
+        self._resync = self.client.register_script(_RESYNC)
+        self.builds = 0  # hashes built from the database (for tests and metrics)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def key(self, counter: CounterKey) -> str:
+        start = int(counter.period_start.timestamp())
+        return f"{self.prefix}u:{start}:{counter.meter}:{counter.customer}"
+
+    def parse_key(self, raw: str) -> tuple[str, str, datetime] | None:
+        """Return (customer, meter, period start) of a counter key, or None if not one."""
+        if not raw.startswith(f"{self.prefix}u:"):
+            return None
+        start, meter, customer = raw[len(self.prefix) + 2 :].split(":", 2)
+        return customer, meter, datetime.fromtimestamp(int(start), UTC)
+
+    # -- counting --------------------------------------------------------------------------
+
+    def count(
+        self,
+        counters: Sequence[tuple[CounterKey, Aggregation, int | None]],
+        events: Sequence[tuple[int, int, datetime, str]],
+        load: LoadStored,
+        now: datetime,
+    ) -> Counted:
+        """Check and count events in order: (counter index, value, time, id) each.
+
+        `counters` gives each counter's aggregation and hard limit (None: not limited).
+        """
+        keys = [self.key(counter) for counter, _, _ in counters]
+        argv: list[Any] = [len(counters)]
+        for _, aggregation, limit in counters:
+            argv += [_AGGREGATION_CODE[aggregation], -1 if limit is None else limit]
+        last = {
+            index
+            for index, (_, aggregation, _) in enumerate(counters)
+            if aggregation is Aggregation.LAST
+        }
+        argv.append(
+            " ".join(
+                f"{index + 1} {value} {_micros(occurred_at) if index in last else 0}"
+                for index, value, occurred_at, _ in events
+            )
+        )
+        if last:
+            argv += [event_id for index, _, _, event_id in events if index in last]
+        try:
+            for _ in range(3):
+                answer = self._count(keys=keys, args=argv)
+                if answer[0] == 1:
+                    break
+                self._build_missing([counters[int(k) - 1][0] for k in answer[1:]], load, now)
+            else:
+                raise RuntimeError("Redis counters kept disappearing while being built")
+        except redis.RedisError as error:
+            # The URL stays out of the message: it may hold a password.
+            raise CountersUnavailable(
+                f"the usage counters (Redis) did not answer ({type(error).__name__}); nothing "
+                "of this batch was counted, send it again"
+            ) from None
+        decisions = _text(answer[1])
+        numbers = _text(answer[2]).split(" ")
+        moved: dict[CounterKey, Moved] = {}
+        for position, (counter, aggregation, _) in enumerate(counters):
+            before, after, warned, generation = numbers[4 * position : 4 * position + 4]
+            moved[counter] = Moved(
+                counter, aggregation, int(before), int(after), int(warned), generation
+            )
+        return Counted([mark == "1" for mark in decisions], moved)
+
+    def _build_missing(
+        self, missing: Sequence[CounterKey], load: LoadStored, now: datetime
+    ) -> None:
+        stored = load(missing)
+        args: list[Any] = []
+        for counter in missing:
+            found = stored.get(counter, Stored(0))
+            # A period that ended (usage recorded late, a test clock) still keeps a while.
+            expires = max(counter.period_end, now) + KEEP_AFTER_PERIOD
+            args += [
+                found.value,
+                _micros(found.last_at) if found.last_at is not None else -1,
+                found.last_id or "",
+                secrets.token_hex(6),
+                int(expires.timestamp()),
+            ]
+        self._build(keys=[self.key(counter) for counter in missing], args=args)
+        self.builds += len(missing)
+        log.info("built %d usage counters in Redis from the database", len(missing))
+
+    def give_back(self, moves: Iterable[tuple[Moved, int]]) -> None:
+        """Undo increments of a batch that did not commit: (counter move, amount) each."""
+        keys: list[str] = []
+        args: list[Any] = []
+        for move, amount in moves:
+            if amount == 0 and move.aggregation is Aggregation.SUM:
+                continue
+            keys.append(self.key(move.key))
+            args += [_AGGREGATION_CODE[move.aggregation], amount, move.generation]
+        if not keys:
+            return
+        try:
+            self._give_back(keys=keys, args=args)
+        except redis.RedisError:
+            # Left over-counted: `resync` corrects it, and a rebuilt hash starts from the database.
+            log.exception("could not give back %d usage counter increments", len(keys))
+
+    def mark_warned(self, marks: Mapping[CounterKey, int]) -> None:
+        """Note warning percents now recorded in the database, so batches stop re-checking."""
+        if not marks:
+            return
+        try:
+            self._mark(keys=[self.key(counter) for counter in marks], args=list(marks.values()))
+        except redis.RedisError:  # only saves later batches a look at the thresholds table
+            log.exception("could not note recorded usage thresholds in Redis")
+
+    # -- resync ----------------------------------------------------------------------------
+
+    def scan(self) -> Iterable[str]:
+        """Yield the keys of every counter under this prefix."""
+        for raw in self.client.scan_iter(match=f"{self.prefix}u:*", count=1000):
+            yield raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def snapshot(self, keys: Sequence[str]) -> list[tuple[int, int] | None]:
+        """Return (touches, value) of each key, None where it is gone."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, "n", "v")
+        found: list[tuple[int, int] | None] = []
+        for touches, value in pipe.execute():
+            found.append(None if touches is None or value is None else (int(touches), int(value)))
+        return found
+
+    def resync_one(self, key: str, touches: int, value: int, stored: int) -> int:
+        """Compare one counter with the database (see `_RESYNC`): 1 if it was corrected."""
+        return int(self._resync(keys=[key], args=[touches, value, stored]))
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _micros(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)
