@@ -23,7 +23,15 @@ from tollgate.bootstrap import Container, build_container
 from tollgate.cli import app as cli_app
 from tollgate.clock import FrozenClock
 from tollgate.config import Settings
-from tollgate.db.models import AuditLog, Charge, Customer, ReconciliationRun
+from tollgate.db.models import (
+    AuditLog,
+    Charge,
+    CreditEntry,
+    CreditTransaction,
+    Customer,
+    ReconciliationRun,
+    StripeEvent,
+)
 from tollgate.db.unit_of_work import Database
 from tollgate.jobs.reconcile import reconcile_nightly
 from tollgate.services.reconcile import ReconcileReport, list_drifts, reconcile
@@ -175,3 +183,113 @@ def test_nightly_job_runs_once_a_day_after_its_time(
             sa.select(ReconciliationRun.scheduled_for).order_by(ReconciliationRun.id)
         ).scalars()
         assert [slot.hour for slot in slots] == [2, 2]
+
+
+def test_a_credit_ledger_problem_is_reported_by_kind_and_left_alone(container: Container) -> None:
+    now = container.clock.now()
+    with container.db.transaction() as session:
+        session.add(
+            Customer(id="ledger-org", email="a@ledger.example", created_at=now, updated_at=now)
+        )
+        session.flush()
+        # A wallet entry written behind the ledger's back: no balance, no other side.
+        transaction = CreditTransaction(
+            customer_id="ledger-org",
+            kind="grant",
+            amount=50,
+            reason="inserted by hand",
+            idempotency_key="by-hand-1",
+            actor="test",
+            created_at=now,
+        )
+        session.add(transaction)
+        session.flush()
+        session.add(
+            CreditEntry(
+                transaction_id=transaction.id,
+                customer_id="ledger-org",
+                account="wallet",
+                amount=50,
+                created_at=now,
+            )
+        )
+
+    report = reconcile(
+        db=container.db,
+        gateway=container.stripe,
+        clock=container.clock,
+        since=now - timedelta(hours=1),
+    )
+
+    assert report.status == "succeeded"
+    assert report.counts == {"ledger_unbalanced": 2} and report.healed == 0
+    drifts = list(list_drifts(db=container.db, run_id=report.run_id))
+    assert {(d.kind, d.object_type, d.object_id, d.healed) for d in drifts} == {
+        ("ledger_unbalanced", "credit_ledger", "ledger-org", False)
+    }
+    problems = sorted(str(d.local["problem"]) for d in drifts if d.local)
+    assert problems == [
+        "credits account wallet of customer 'ledger-org': balance 0 but its entries sum to 50",
+        "credits of customer 'ledger-org': accounts sum to 50, not 0",
+    ]
+    with container.db.engine.connect() as connection:
+        entries = connection.scalar(
+            sa.select(sa.func.count())
+            .select_from(CreditEntry)
+            .where(CreditEntry.customer_id == "ledger-org")
+        )
+    assert entries == 1  # reported, not repaired
+    assert _metric("tollgate_reconcile_last_run_drifts", kind="ledger_unbalanced") == 2
+
+
+def test_an_object_that_cannot_be_healed_fails_alone_and_heals_on_a_later_run(
+    container: Container, client: stripe.StripeClient, sim: RunningSim
+) -> None:
+    now = container.clock.now()
+    _, healthy = _paid_charge(client, amount=1100)
+    unlucky_customer, unlucky = _paid_charge(client, amount=2200)
+    # Stripe fails every read of one customer for a while: its charge cannot be applied.
+    with sim.sim.lock:
+        sim.sim.faults.queued.extend(
+            {"kind": "500", "method": "GET", "path": f"/v1/customers/{unlucky_customer}"}
+            for _ in range(12)
+        )
+
+    first = reconcile(
+        db=container.db,
+        gateway=container.stripe,
+        clock=container.clock,
+        since=now - timedelta(hours=1),
+    )
+
+    assert first.status == "succeeded"
+    assert first.counts == {"missing_locally": 2} and first.healed == 1
+    healed = {d.object_id: d.healed for d in list_drifts(db=container.db, run_id=first.run_id)}
+    assert healed == {healthy: True, unlucky: False}
+    with container.db.engine.connect() as connection:
+        stored = connection.execute(
+            sa.select(StripeEvent.status, StripeEvent.last_error).where(
+                StripeEvent.id == f"reconcile:{first.run_id}:{unlucky}"
+            )
+        ).one()
+        assert connection.scalar(sa.select(Charge.id).where(Charge.id == healthy)) == healthy
+        assert connection.scalar(sa.select(Charge.id).where(Charge.id == unlucky)) is None
+    # Kept failed, with its error, for the webhook retry job.
+    assert stored.status == "failed" and "StripeUnavailable" in str(stored.last_error)
+
+    with sim.sim.lock:
+        sim.sim.faults.queued.clear()
+    second = reconcile(
+        db=container.db,
+        gateway=container.stripe,
+        clock=container.clock,
+        since=now - timedelta(hours=1),
+    )
+    assert second.counts == {"missing_locally": 1} and second.healed == 1
+    third = reconcile(
+        db=container.db,
+        gateway=container.stripe,
+        clock=container.clock,
+        since=now - timedelta(hours=1),
+    )
+    assert third.counts == {} and third.healed == 0

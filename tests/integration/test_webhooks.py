@@ -48,6 +48,7 @@ from tollgate.db.models import (
     Customer,
     Dispute,
     Invoice,
+    InvoicePayment,
     Refund,
     StripeEvent,
     Subscription,
@@ -57,7 +58,14 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.events import tollgate_status
 from tollgate.jobs.webhooks import retry_failed_webhooks
 from tollgate.metrics import STRIPE_REFETCHES
-from tollgate.services.webhooks import apply_stripe_delivery, receive_stripe_event
+from tollgate.services.api_keys import create_api_key
+from tollgate.services.webhooks import (
+    Delivery,
+    apply_stripe_deliveries,
+    apply_stripe_delivery,
+    receive_stripe_event,
+    verify_stripe_delivery,
+)
 
 SECRET = "whsec_tollgate_tests_current_0123"
 OLD_SECRET = "whsec_tollgate_tests_previous_0123"
@@ -730,6 +738,25 @@ def test_a_body_over_the_limit_is_413_and_stores_nothing(hooks: Hooks) -> None:
     assert hooks.count(StripeEvent) == 0
 
 
+def test_a_streamed_body_over_the_limit_is_413_and_stores_nothing(hooks: Hooks) -> None:
+    # No Content-Length: the limit is enforced as the chunks arrive.
+    event = _subscription_event(hooks)
+    event["data"]["object"]["description"] = "x" * (1024 * 1024)
+    body = orjson.dumps(event)
+    header = stripe.WebhookSignature.generate_signature_header(body.decode(), SECRET)
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    answer = hooks.api.post(
+        "/webhooks/stripe", content=chunks(), headers={"Stripe-Signature": header}
+    )
+    assert answer.status_code == 413
+    assert answer.json()["error"]["type"] == "request_too_large"
+    assert hooks.count(StripeEvent) == 0
+
+
 def test_without_webhook_secrets_deliveries_are_refused(
     container: Container, api: TestClient
 ) -> None:
@@ -944,6 +971,54 @@ def test_an_event_for_a_customer_stripe_lacks_fails_until_stripe_retries_later(
     assert hooks.get(StripeEvent, event["id"]).attempts == 2
 
 
+def test_a_customer_made_in_the_dashboard_is_mirrored_under_its_stripe_id(hooks: Hooks) -> None:
+    # No `tollgate_customer_id` in its metadata: the app never named it, so its id is the cus_ id.
+    cus_id = new_id("cus")
+    before = refetches("customer", "first_seen")
+    hooks.deliver(event_obj("customer.created", customer_obj(cus_id)))
+    customer = hooks.get(Customer, cus_id)
+    assert (customer.stripe_customer_id, customer.email) == (cus_id, "billing@acme.example")
+    assert refetches("customer", "first_seen") == before  # the event carried the whole customer
+    assert _audit_actions(hooks, "customer", cus_id) == ["created"]
+
+
+@pytest.mark.parametrize("app_id", [None, "org-7"])
+def test_a_subscription_of_a_customer_first_seen_fetches_the_customer_once(
+    hooks: Hooks, client: stripe.StripeClient, app_id: str | None
+) -> None:
+    # Made in Stripe's dashboard: Tollgate had no event about the customer before this one.
+    prices = _sdk_catalog(client)
+    metadata = {"tollgate_customer_id": app_id} if app_id else {}
+    customer = client.v1.customers.create(
+        params={"email": "owner@dashboard.example", "metadata": metadata}
+    )
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": prices["team"]}]}
+    )
+    event = event_obj("customer.subscription.created", sub.to_dict(for_json=True))
+    before = refetches("customer", "first_seen")
+    assert hooks.deliver(event)["status"] == "succeeded"
+    assert refetches("customer", "first_seen") == before + 1
+    local_id = app_id or customer.id
+    mirrored = hooks.get(Customer, local_id)
+    assert (mirrored.stripe_customer_id, mirrored.email) == (customer.id, "owner@dashboard.example")
+    assert hooks.get(Subscription, sub.id).customer_id == local_id
+    assert _audit_actions(hooks, "customer", local_id) == ["created"]
+    # The app reads it like any other customer: entitlements follow the subscription at once.
+    key = create_api_key(db=hooks.db, clock=hooks.container.clock, name="app", scope="read")
+    answer = hooks.api.get(
+        f"/v1/customers/{local_id}/entitlements",
+        headers={"Authorization": f"Bearer {key.secret}"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["plan"] == "team"
+    # Later events of the same customer need no fetch: it is known now.
+    renamed = {**customer.to_dict(for_json=True), "email": "finance@dashboard.example"}
+    hooks.deliver(event_obj("customer.updated", renamed, created=int(time.time()) + 5))
+    assert refetches("customer", "first_seen") == before + 1
+    assert hooks.get(Customer, local_id).email == "finance@dashboard.example"
+
+
 def test_an_event_stored_by_a_worker_that_died_is_applied_by_the_retry_job(hooks: Hooks) -> None:
     cus_id = known_customer(hooks)
     sub_id = new_id("sub")
@@ -1070,6 +1145,83 @@ def test_fifty_copies_of_one_event_at_once_apply_once_and_all_answer_200(hooks: 
     assert hooks.get(StripeEvent, event["id"]).attempts == 1
     assert hooks.get(Subscription, sub_id).seats == 7
     assert hooks.get(Customer, "acme").state_version == version + 1
+
+
+def test_events_sharing_a_transaction_fail_alone_and_the_rest_apply_once(hooks: Hooks) -> None:
+    # Group commit: deliveries queued together share one transaction. One that fails (here a
+    # subscription item without an id, which its handler cannot read) must fail only itself.
+    cus_id = known_customer(hooks)
+    sub_id = new_id("sub")
+    hooks.deliver(event_obj("customer.subscription.created", subscription_obj(sub_id, cus_id)))
+    version = hooks.get(Customer, "acme").state_version
+    seats = event_obj(
+        "customer.subscription.updated", subscription_obj(sub_id, cus_id, seats=5), created=T0 + 5
+    )
+    broken_obj = subscription_obj(new_id("sub"), cus_id)
+    del broken_obj["items"]["data"][0]["id"]
+    broken = event_obj("customer.subscription.updated", broken_obj, created=T0 + 5)
+    renamed = event_obj(
+        "customer.updated",
+        customer_obj(cus_id, app_id="acme", email="ops@acme.example"),
+        created=T0 + 6,
+    )
+    unknown = event_obj("customer.tax_id.created", {"id": "txi_1", "object": "tax_id"})
+    group = [seats, broken, renamed, seats, unknown]
+
+    def verified(event: dict[str, Any]) -> Delivery:
+        body = orjson.dumps(event)
+        header = stripe.WebhookSignature.generate_signature_header(body.decode(), SECRET)
+        return verify_stripe_delivery(
+            raw_body=body,
+            signature_header=header,
+            settings=hooks.container.settings,
+            clock=hooks.container.clock,
+        )
+
+    results = apply_stripe_deliveries(
+        db=hooks.db, deliveries=[verified(event) for event in group], clock=hooks.container.clock
+    )
+    assert [result.outcome for result in results] == [
+        "succeeded",
+        "failed",
+        "succeeded",
+        "duplicate",
+        "ignored",
+    ]
+    assert results[0].customers == ("acme",)
+    assert "KeyError" in (results[1].error or "")
+    failed = hooks.get(StripeEvent, broken["id"])
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert hooks.get(StripeEvent, unknown["id"]).status == "ignored"
+    assert hooks.get(Subscription, sub_id).seats == 5
+    assert hooks.get(Customer, "acme").email == "ops@acme.example"
+    for event in (seats, renamed):
+        assert hooks.get(StripeEvent, event["id"]).attempts == 1
+        assert hooks.count(AuditLog, AuditLog.event_id == event["id"]) == 1
+    assert hooks.get(Customer, "acme").state_version == version + 2
+    # Without a failure, a group commits together, each event applied and audited once.
+    later = [
+        event_obj(
+            "customer.subscription.updated",
+            subscription_obj(sub_id, cus_id, seats=count),
+            created=T0 + 10 + count,
+        )
+        for count in (6, 7, 8)
+    ]
+    results = apply_stripe_deliveries(
+        db=hooks.db,
+        deliveries=[verified(event) for event in [*later, later[0]]],
+        clock=hooks.container.clock,
+    )
+    assert [result.outcome for result in results] == [
+        "succeeded",
+        "succeeded",
+        "succeeded",
+        "duplicate",
+    ]
+    assert hooks.get(Subscription, sub_id).seats == 8
+    assert hooks.get(Customer, "acme").state_version == version + 5
+    assert hooks.count(AuditLog, AuditLog.event_id.in_([e["id"] for e in later])) == 3
 
 
 def _sdk_catalog(client: stripe.StripeClient) -> dict[str, str]:
@@ -1350,3 +1502,167 @@ def test_any_order_with_duplicates_ends_in_the_same_mirror_as_in_order(
     truth = events[-1]["data"]["object"]
     assert in_order[0] == truth["status"]
     assert in_order[1] == truth["cancel_at_period_end"]
+
+
+# The path a paid subscription takes, from its trial to its end (plan changes are put in it).
+LIFECYCLE = ["activate", "past_due", "recover", "cancel_at_period_end", "canceled"]
+
+
+def _money_events(
+    cus_id: str, sub_id: str, refunds: list[int], *, refund_all: bool
+) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, str]]:
+    """The renewal's invoice, its charge, and refunds of it, in the order Stripe sends them."""
+    ids = {"invoice": new_id("in"), "payment_intent": new_id("pi"), "charge": new_id("ch")}
+    in_id, pi_id, ch_id = ids["invoice"], ids["payment_intent"], ids["charge"]
+    amount = 2900
+    amounts = [*refunds, amount - sum(refunds)] if refund_all else refunds
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("invoice.created", invoice_obj(in_id, cus_id, sub_id=sub_id)),
+        ("invoice.finalized", invoice_obj(in_id, cus_id, sub_id=sub_id, status="open")),
+        (
+            "invoice.paid",
+            invoice_obj(
+                in_id,
+                cus_id,
+                sub_id=sub_id,
+                status="paid",
+                amount_paid=amount,
+                attempt_count=1,
+                payment_intent=pi_id,
+            ),
+        ),
+        ("charge.succeeded", charge_obj(ch_id, cus_id, payment_intent=pi_id, amount=amount)),
+    ]
+    made: list[dict[str, Any]] = []
+    for index, part in enumerate(amounts):
+        refund = refund_obj(f"re_{ch_id[3:]}{index}", ch_id, part)
+        events.append(("refund.created", {**refund, "status": "pending"}))
+        made.append(refund)
+        charge = charge_obj(
+            ch_id, cus_id, payment_intent=pi_id, amount=amount, refunds=[dict(r) for r in made]
+        )
+        events.append(("charge.refunded", charge))
+    return events, ids
+
+
+def _money_mirror(hooks: Hooks, ids: dict[str, str]) -> tuple[Any, ...]:
+    invoice = hooks.get(Invoice, ids["invoice"])
+    charge = hooks.get(Charge, ids["charge"])
+    with hooks.db.transaction() as session:
+        refunds = sorted(
+            (row.id, row.charge_id, row.amount, row.status)
+            for row in session.scalars(sa.select(Refund).where(Refund.charge_id == ids["charge"]))
+        )
+    return (
+        (invoice.customer_id, invoice.subscription_id, invoice.status, invoice.amount_paid),
+        (
+            charge.customer_id,
+            charge.invoice_id,
+            charge.status,
+            charge.amount_refunded,
+            charge.refunded,
+        ),
+        tuple(refunds),
+    )
+
+
+def _forget_everything_of(hooks: Hooks, sub_id: str, ids: dict[str, str]) -> None:
+    with hooks.db.transaction() as session:
+        refund_ids = list(
+            session.scalars(sa.select(Refund.id).where(Refund.charge_id == ids["charge"]))
+        )
+        objects = [sub_id, ids["invoice"], ids["charge"], *refund_ids]
+        session.execute(sa.delete(Refund).where(Refund.charge_id == ids["charge"]))
+        session.execute(sa.delete(Charge).where(Charge.id == ids["charge"]))
+        session.execute(
+            sa.delete(InvoicePayment).where(InvoicePayment.invoice_id == ids["invoice"])
+        )
+        session.execute(sa.delete(Invoice).where(Invoice.id == ids["invoice"]))
+        session.execute(sa.delete(StripeEvent).where(StripeEvent.object_id.in_(objects)))
+        session.execute(sa.delete(AuditLog).where(AuditLog.object_id.in_(objects)))
+    _forget(hooks, sub_id)
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    plan_changes=st.lists(
+        st.tuples(st.integers(0, len(LIFECYCLE) - 1), st.sampled_from(["pro", "team"])),
+        max_size=3,
+    ),
+    refunds=st.lists(st.integers(100, 900), min_size=1, max_size=3),
+    refund_all=st.booleans(),
+    gaps=st.lists(st.sampled_from([0, 0, 1]), min_size=24, max_size=24),
+    order=st.randoms(use_true_random=False),
+    duplicates=st.lists(st.integers(0, 40), max_size=8),
+)
+def test_a_lifecycle_with_plan_changes_and_refunds_ends_the_same_in_any_order(
+    hooks: Hooks,
+    sim: RunningSim,
+    client: stripe.StripeClient,
+    plan_changes: list[tuple[int, str]],
+    refunds: list[int],
+    refund_all: bool,
+    gaps: list[int],
+    order: random.Random,
+    duplicates: list[int],
+) -> None:
+    # Trial → active → past_due → active → canceling → canceled, with plan changes anywhere
+    # before the end, the renewal's invoice paid by a charge that is then refunded (in part or
+    # whole). Many events share a second; duplicates are delivered at any point.
+    world = hooks.world
+    if not world:
+        world["prices"] = _sdk_catalog(client)
+        world["customer"] = client.v1.customers.create(
+            params={"metadata": {"tollgate_customer_id": "acme"}}
+        ).id
+    prices: dict[str, str] = world["prices"]
+    sub = client.v1.subscriptions.create(
+        params={
+            "customer": world["customer"],
+            "items": [{"price": prices["pro"]}],
+            "trial_period_days": 14,
+        }
+    )
+    assert sub.status == "trialing"
+    steps = list(LIFECYCLE)
+    for position, plan in sorted(plan_changes, reverse=True):
+        steps.insert(position, f"plan:{plan}")
+    snapshots = [("customer.subscription.created", sub.to_dict(for_json=True))]
+    for step in steps:
+        _mutate(sim, sub.id, step, prices)
+        kind = (
+            "customer.subscription.deleted"
+            if step == "canceled"
+            else "customer.subscription.updated"
+        )
+        snapshots.append((kind, client.v1.subscriptions.retrieve(sub.id).to_dict(for_json=True)))
+    money, ids = _money_events(world["customer"], sub.id, refunds, refund_all=refund_all)
+    timeline = [*snapshots[:3], *money, *snapshots[3:]]
+    events = [
+        event_obj(kind, obj, created=T0 + sum(gaps[:index]))
+        for index, (kind, obj) in enumerate(timeline)
+    ]
+
+    for event in events:
+        hooks.deliver(event)
+    in_order = (_mirror(hooks, sub.id), _money_mirror(hooks, ids))
+    _forget_everything_of(hooks, sub.id, ids)
+
+    deliveries = [*events, *(events[index % len(events)] for index in duplicates)]
+    order.shuffle(deliveries)
+    for event in deliveries:
+        hooks.deliver(event)
+    assert (_mirror(hooks, sub.id), _money_mirror(hooks, ids)) == in_order
+    # And in-order delivery itself ended where Stripe did.
+    (status, canceling, *_), (invoice, charge, refunded) = in_order
+    assert (status, canceling) == ("canceled", False)
+    assert invoice[2:] == ("paid", 2900)
+    total = 2900 if refund_all else sum(refunds)
+    assert charge == ("acme", ids["invoice"], "succeeded", total, refund_all)
+    parts = [*refunds, *([2900 - sum(refunds)] if refund_all else [])]
+    assert sorted(row[2] for row in refunded) == sorted(parts)
+    assert {row[3] for row in refunded} == {"succeeded"}

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 
 import pytest
 
 from tollgate.domain.reconcile import (
     DriftKind,
     compare_object,
+    compare_usage,
     heal_event_created,
     heal_event_type,
+    ledger_drift,
+    meter_event_moment,
+    minute_window,
     nightly_since,
     nightly_slot,
     parse_window,
@@ -111,3 +116,71 @@ def test_the_nightly_window_reaches_back_to_the_last_good_run() -> None:
     three_days_ago = NOW - timedelta(days=3)
     assert nightly_since(NOW, three_days_ago) == three_days_ago - timedelta(hours=1)
     assert nightly_since(NOW, NOW - timedelta(hours=2)) == NOW - timedelta(hours=25)
+
+
+# -- usage on meters and the credit ledger -------------------------------------------------------
+
+PERIOD_START = datetime(2026, 11, 3, 9, 41, 17, tzinfo=UTC)
+PERIOD_END = datetime(2026, 12, 3, 9, 41, 17, tzinfo=UTC)
+
+
+def test_a_period_is_widened_to_whole_minutes_for_stripes_summaries() -> None:
+    assert minute_window(PERIOD_START, PERIOD_END) == (
+        datetime(2026, 11, 3, 9, 41, tzinfo=UTC),
+        datetime(2026, 12, 3, 9, 42, tzinfo=UTC),
+    )
+    aligned = datetime(2026, 11, 3, 9, 41, tzinfo=UTC)
+    assert minute_window(aligned, aligned + timedelta(days=30)) == (
+        aligned,
+        aligned + timedelta(days=30),
+    )
+
+
+def test_a_meter_events_moment_stays_inside_its_period() -> None:
+    inside = PERIOD_START + timedelta(days=2)
+    assert meter_event_moment(inside, PERIOD_START, PERIOD_END) == inside
+    late = PERIOD_END + timedelta(minutes=5)  # usage of the period, sent after it ended
+    assert meter_event_moment(late, PERIOD_START, PERIOD_END) == PERIOD_END - timedelta(seconds=1)
+    early = PERIOD_START - timedelta(hours=1)
+    assert meter_event_moment(early, PERIOD_START, PERIOD_END) == PERIOD_START
+
+
+def test_usage_drift_only_when_the_meter_disagrees_or_is_missing() -> None:
+    window = minute_window(PERIOD_START, PERIOD_END)
+    same = compare_usage(
+        "org:runs:p", feature="runs", window=window, sent=2500, meter_id="mtr_1",
+        aggregated=Decimal(2500),
+    )  # fmt: skip
+    assert same is None
+    more = compare_usage(
+        "org:runs:p", feature="runs", window=window, sent=2500, meter_id="mtr_1",
+        aggregated=Decimal("2900.5"),
+    )  # fmt: skip
+    assert more is not None and (more.kind, more.object_type) == (
+        DriftKind.USAGE_DIFFERS,
+        "meter_usage",
+    )
+    assert not more.healable
+    assert more.local == {
+        "feature": "runs",
+        "start": "2026-11-03T09:41:00+00:00",
+        "end": "2026-12-03T09:42:00+00:00",
+        "overage_sent": 2500,
+    }
+    assert more.stripe == {"meter": "mtr_1", "aggregated_value": "2900.5"}
+    gone = compare_usage(
+        "org:runs:p", feature="runs", window=window, sent=0, meter_id=None, aggregated=Decimal(0)
+    )
+    assert gone is not None and gone.stripe == {"meter": None, "aggregated_value": 0}
+
+
+def test_a_ledger_problem_is_a_drift_of_the_customer_it_names() -> None:
+    problem = "credits of customer 'acme': accounts sum to 50, not 0"
+    drift = ledger_drift(problem)
+    assert (drift.kind, drift.object_type, drift.object_id) == (
+        DriftKind.LEDGER_UNBALANCED,
+        "credit_ledger",
+        "acme",
+    )
+    assert drift.local == {"problem": problem} and drift.stripe is None and not drift.healable
+    assert ledger_drift("books do not balance").object_id == "ledger"

@@ -42,6 +42,8 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(credits.router)
     app.add_middleware(Metrics)
     app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
+    # Stripe's deliveries are taken before FastAPI's stack too (see routes/webhooks.py).
+    app.add_middleware(webhooks.StripeWebhookFastPath, container=container)
     # Outermost of ours: valid entitlement reads are answered before the rest of the stack.
     app.add_middleware(EntitlementFastPath, container=container)
     return app

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +25,7 @@ class DriftKind(StrEnum):
     AMOUNT_DIFFERS = "amount_differs"
     UNKNOWN_TO_STRIPE = "unknown_to_stripe"
     USAGE_DIFFERS = "usage_differs"
+    LEDGER_UNBALANCED = "ledger_unbalanced"
 
 
 # What Stripe is the record for: applying its object fixes these.
@@ -128,6 +130,73 @@ def compare_object(
         {name: local[name] for name in differing},
         {name: stripe[name] for name in differing},
     )
+
+
+# Stripe aggregates meter events asynchronously: what was sent this recently may not be in its
+# summaries yet, so such a period is left for the next run.
+METER_SETTLE = timedelta(minutes=15)
+
+
+def meter_event_moment(
+    occurred_at: datetime, period_start: datetime, period_end: datetime
+) -> datetime:
+    """Return the timestamp a meter event carries: its time, kept inside its billing period.
+
+    Stripe bills an event in the period holding its timestamp (tollgate.services.meter_usage
+    sends each group at its latest usage, kept inside the period the same way).
+    """
+    return min(max(occurred_at, period_start), period_end - timedelta(seconds=1))
+
+
+def minute_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """Return [start, end) widened to whole minutes: Stripe's meter summaries start and end so."""
+    low = start.replace(second=0, microsecond=0)
+    high = end.replace(second=0, microsecond=0)
+    if high < end:
+        high += timedelta(minutes=1)
+    return low, high
+
+
+def compare_usage(
+    object_id: str,
+    *,
+    feature: str,
+    window: tuple[datetime, datetime],
+    sent: int,
+    meter_id: str | None,
+    aggregated: Decimal,
+) -> Drift | None:
+    """Return how the overage Tollgate sent in a window differs from what Stripe's meter holds.
+
+    Only Tollgate's side is the record here (it counted the usage); nothing is healed.
+    """
+    if meter_id is not None and aggregated == sent:
+        return None
+    start, end = (at.isoformat() for at in window)
+    return Drift(
+        DriftKind.USAGE_DIFFERS,
+        "meter_usage",
+        object_id,
+        {"feature": feature, "start": start, "end": end, "overage_sent": sent},
+        {"meter": meter_id, "aggregated_value": _plain_number(aggregated)},
+    )
+
+
+def _plain_number(value: Decimal) -> int | str:
+    return int(value) if value == value.to_integral_value() else str(value)
+
+
+def ledger_drift(problem: str) -> Drift:
+    """Return a problem the credit ledger's own check found, as a drift (never healed).
+
+    The object is the customer the problem names (`customer '<id>'`), else the ledger.
+    """
+    named = _LEDGER_CUSTOMER.search(problem)
+    owner = named.group(1) if named else "ledger"
+    return Drift(DriftKind.LEDGER_UNBALANCED, "credit_ledger", owner, {"problem": problem}, None)
+
+
+_LEDGER_CUSTOMER = re.compile(r"customer '([^']+)'")
 
 
 def heal_event_type(object_type: str, stripe: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from tollgate.bootstrap import Container
 from tollgate.jobs.app_webhooks import deliver_app_webhooks
+from tollgate.jobs.checkout_sessions import expire_open_checkouts
 from tollgate.jobs.credits import (
     expire_due_credits,
     grant_period_credits,
@@ -23,6 +24,7 @@ from tollgate.jobs.meter_usage import sync_meter_usage
 from tollgate.jobs.notifications import deliver_notifications
 from tollgate.jobs.plan_changes import apply_pending_plan_changes
 from tollgate.jobs.reconcile import reconcile_nightly
+from tollgate.jobs.trials import remind_trials
 from tollgate.jobs.usage_counters import flush_usage_counters, resync_usage_counters
 from tollgate.jobs.webhooks import retry_failed_webhooks
 
@@ -59,6 +61,11 @@ SCHEDULE: tuple[Job, ...] = (
     Job("invoice_credit_overdraft", timedelta(hours=1), invoice_credit_overdraft),
     Job("deliver_notifications", timedelta(seconds=10), deliver_notifications),
     Job("deliver_app_webhooks", timedelta(seconds=10), deliver_app_webhooks),
+    # Trials whose `trial_will_end` never came get their reminder three days before the end;
+    # hourly is early enough, and the notification key sends it once.
+    Job("remind_trials_ending", timedelta(hours=1), remind_trials),
+    # Sessions open past TOLLGATE_CHECKOUT_EXPIRE_AFTER_MINUTES (at least 30) are expired.
+    Job("expire_open_checkouts", timedelta(minutes=10), expire_open_checkouts),
     # Once a day after TOLLGATE_RECONCILE_AT; the job checks that it is due itself.
     Job("reconcile_nightly", timedelta(minutes=5), reconcile_nightly),
 )

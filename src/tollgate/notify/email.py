@@ -2,8 +2,10 @@
 
 `TOLLGATE_SMTP_URL` picks the transport: `smtp://user:pass@host:587?starttls=true`,
 `smtps://user:pass@host:465` (TLS from the start), `file:///dir` (one .eml file per mail) or
-`console:` (printed). Templates are Jinja2 pairs `<name>.txt` and `<name>.html`; the text part's
-first line is `Subject: …`. Files in `TOLLGATE_TEMPLATES_DIR` replace the built-in ones.
+`console:` (printed). The server's certificate is checked against the system's trusted CAs, or
+those in `&cafile=/path/ca.pem`; with STARTTLS, the password is only sent after TLS is up.
+Templates are Jinja2 pairs `<name>.txt` and `<name>.html`; the text part's first line is
+`Subject: …`. Files in `TOLLGATE_TEMPLATES_DIR` replace the built-in ones.
 """
 
 from __future__ import annotations
@@ -143,13 +145,27 @@ def transport_from_url(url: str) -> Transport:
         raise EmailError("TOLLGATE_SMTP_URL names no host")
     query = parse_qs(parts.query)
     tls = parts.scheme == "smtps"
+    starttls = query.get("starttls", ["false"])[0].lower() in ("1", "true", "yes")
+    context = None
+    if "cafile" in query:
+        # A private CA's certificates (PEM), instead of the system's trusted ones.
+        cafile = Path(query["cafile"][0])
+        if not cafile.is_file():
+            raise EmailError(f"TOLLGATE_SMTP_URL: cafile {cafile} is not a file")
+        try:
+            context = ssl.create_default_context(cafile=str(cafile))
+        except (OSError, ssl.SSLError) as error:
+            raise EmailError(
+                f"TOLLGATE_SMTP_URL: cafile {cafile} holds no usable certificate"
+            ) from error
     return SmtpTransport(
         host=parts.hostname,
         port=parts.port or (465 if tls else 25),
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         tls=tls,
-        starttls=query.get("starttls", ["false"])[0].lower() in ("1", "true", "yes"),
+        starttls=starttls,
+        ssl_context=context,
     )
 
 

@@ -52,7 +52,7 @@ def notice_subscription_event(
             now=now,
         )
 
-    trial_key = f"{snapshot.id}:{_stamp(snapshot.trial_end)}"
+    trial_key = trial_cause(snapshot.id, snapshot.trial_end)
     if kind == "customer.subscription.created" and snapshot.status == "trialing":
         if snapshot.trial_end is not None and snapshot.trial_end.timestamp() > ctx.created:
             email("trial_started", trial_key)
@@ -149,6 +149,11 @@ def _cancel_requested(snapshot: SubscriptionSnapshot, previous: dict[str, Any]) 
     if snapshot.cancel_at_period_end and previous.get("cancel_at_period_end") is False:
         return True
     return snapshot.cancel_at is not None and "cancel_at" in previous and not previous["cancel_at"]
+
+
+def trial_cause(subscription_id: str, trial_end: datetime | None) -> str:
+    """Return the cause of a trial's emails: one of each per subscription and trial end."""
+    return f"{subscription_id}:{_stamp(trial_end)}"
 
 
 def _stamp(at: datetime | None) -> str:

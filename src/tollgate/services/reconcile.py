@@ -1,29 +1,41 @@
 """Reconcile the mirror with Stripe: report every drift, heal what Stripe is the record for.
 
 `reconcile` pages through what Stripe made in a window (subscriptions, invoices, charges,
-refunds, disputes; `created` filters, one page of 100 in memory at a time), compares each object
-with its mirror row (see tollgate.domain.reconcile) and stores every drift in the run's report.
+refunds, disputes; `created` filters, pages of 100, the next page read by a thread while this one
+is checked, so at most two are in memory), compares each object with its mirror row (see
+tollgate.domain.reconcile) and stores every drift in the run's report.
 
 A drift Stripe is the record for is healed through the webhook path, not beside it: Tollgate
 builds the event Stripe sends for the object in its current state (id
-`reconcile:<run>:<object id>`, `tollgate_actor` `reconcile:<run>`), stores it in the inbox and
-applies it with `process_stripe_event`. So watermarks, audit rows, `state_version` bumps, the
-change feed and notifications happen exactly as for a delivered event, and a failure is retried
-by the webhook retry job. Local objects made in the window that Stripe did not list are looked up
-one by one; those Stripe does not have are reported, never deleted. When nothing drifted,
-nothing is written but the report.
+`reconcile:<run>:<object id>`, `tollgate_actor` `reconcile:<run>`), and
+`services.webhooks.apply_built_events` stores it in the inbox and applies it with the webhook
+handlers. So watermarks, audit rows, `state_version` bumps, the change feed and notifications
+happen exactly as for a delivered event. A page's events are applied many to a transaction
+(the listed object is the current state: nothing is fetched again, and customers seen for the
+first time are read before the transaction); on PostgreSQL a page is split by customer over
+HEAL_LANES threads. An event that fails is applied alone and kept failed, with its error, for
+the webhook retry job; it fails no other. Local objects made in the window that Stripe did not
+list are looked up one by one; those Stripe does not have are reported, never deleted.
+
+Two checks report without healing, because Tollgate is the record there: the overage sent to
+each billing meter per customer and period against Stripe's meter event summaries
+(`usage_differs`), and the credit ledger's own check (`ledger_unbalanced`). When nothing
+drifted, nothing is written but the report.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 
-import orjson
-from sqlalchemy import Select, Table, insert, select, update
+from sqlalchemy import Select, Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tollgate.clock import Clock
@@ -32,22 +44,28 @@ from tollgate.db.models import (
     Customer,
     Dispute,
     Invoice,
+    MeterOutbox,
     ReconciliationDrift,
     ReconciliationRun,
     Refund,
-    StripeEvent,
     Subscription,
 )
+from tollgate.db.types import UTCDateTime
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.reconcile import (
     COMPARED,
+    METER_SETTLE,
     OBJECT_TYPES,
     Drift,
     DriftKind,
     compare_object,
+    compare_usage,
     heal_event_created,
     heal_event_type,
+    ledger_drift,
+    meter_event_moment,
+    minute_window,
 )
 from tollgate.metrics import (
     RECONCILE_DRIFTS,
@@ -56,8 +74,9 @@ from tollgate.metrics import (
     RECONCILE_LAST_SUCCESS,
     RECONCILE_RUNS,
 )
-from tollgate.services.webhooks import describe_error, process_stripe_event
-from tollgate.stripe.errors import StripeNotFound
+from tollgate.services.credits import ledger_problems
+from tollgate.services.webhooks import ProcessResult, apply_built_events, describe_error
+from tollgate.stripe.errors import StripeFailure, StripeNotFound
 from tollgate.stripe.gateway import PINNED_API_VERSION, StripeGateway
 from tollgate.stripe.translate import (
     charge_snapshot,
@@ -66,13 +85,14 @@ from tollgate.stripe.translate import (
     refund_snapshot,
     subscription_snapshot,
 )
+from tollgate.stripe.translate import object_id as stripe_id_of
 
 log = logging.getLogger("tollgate.reconcile")
 
 CHARGES: Table = Charge.__table__  # type: ignore[assignment]
 CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
 DRIFTS: Table = ReconciliationDrift.__table__  # type: ignore[assignment]
-EVENTS: Table = StripeEvent.__table__  # type: ignore[assignment]
+OUTBOX: Table = MeterOutbox.__table__  # type: ignore[assignment]
 RUNS: Table = ReconciliationRun.__table__  # type: ignore[assignment]
 TABLES: dict[str, Table] = {
     "subscription": Subscription.__table__,  # type: ignore[dict-item]
@@ -89,6 +109,10 @@ SNAPSHOTS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "dispute": dispute_snapshot,
 }
 PAGE_SIZE = 100
+# Threads healing a page at once on PostgreSQL (SQLite has one writer: one lane there).
+HEAL_LANES = 4
+# Customers seen for the first time read from Stripe at once, before a page is healed.
+CUSTOMER_READERS = 4
 
 
 class AlreadyReconciled(TollgateError):
@@ -141,6 +165,7 @@ class _Run:
     clock: Clock
     run_id: int
     since: datetime
+    lanes: int = 1
     account: str | None = None
     checked: int = 0
     healed: int = 0
@@ -167,23 +192,75 @@ def reconcile(
     AlreadyReconciled, on every replica, before it calls Stripe.
     """
     started = clock.now()
-    run = _Run(db, gateway, clock, _start_run(db, trigger, scheduled_for, since, started), since)
+    run = _Run(
+        db,
+        gateway,
+        clock,
+        _start_run(db, trigger, scheduled_for, since, started),
+        since,
+        lanes=HEAL_LANES if db.dialect == "postgresql" else 1,
+    )
     try:
-        for account in (None, *_connected_accounts(db)):
+        for account in (None, *connected_accounts(db)):
             run.account = account
             for object_type in OBJECT_TYPES:
                 seen: set[str] = set()
                 pages = run.target.list_created_since(
                     object_type, int(since.timestamp()), page_size=page_size
                 )
-                for page in pages:
+                for page in _read_ahead(pages):
                     seen.update(str(obj["id"]) for obj in page)
                     _reconcile_page(run, object_type, page)
                 _look_up_unlisted(run, object_type, seen, page_size)
+        _check_usage(run)
+        _check_ledger(run)
     except Exception as error:
         _finish_run(run, "failed", describe_error(error))
         raise
     return _finish_run(run, "succeeded", None)
+
+
+def _read_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """Yield Stripe's pages while a thread asks for the next one, so the two waits overlap.
+
+    One page waits at most, besides the one being reconciled: memory stays flat. An error
+    reading a page is raised here, where that page would have been.
+    """
+    waiting: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(kind: str, value: Any) -> bool:
+        """Queue what was read; False once the reconciliation stopped taking pages."""
+        while not stop.is_set():
+            try:
+                waiting.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for page in pages:
+                if not hand_over("page", page):
+                    return
+            hand_over("end", None)
+        except BaseException as error:  # handed to the reconciling thread, raised there
+            hand_over("error", error)
+
+    reader = threading.Thread(target=read, name="reconcile-pages", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = waiting.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        reader.join()
 
 
 # -- one page --------------------------------------------------------------------------------
@@ -254,15 +331,24 @@ def _heal(
         if run.account:
             event["account"] = run.account
         events.append(event)
-    # Stored first, as a delivery is: an event that fails stays for the webhook retry job.
-    with run.db.write_connection() as connection:
-        connection.execute(insert(EVENTS), [_inbox_row(event, now) for event in events])
-    for event in events:
-        result = process_stripe_event(
-            db=run.db, gateway=run.gateway, event_id=event["id"], clock=run.clock
+    fetched = _first_seen_customers(run, [obj for obj, _ in drifted])
+
+    def apply(lane: list[dict[str, Any]]) -> list[ProcessResult]:
+        # A lane's events go in as few transactions as they can; one that fails stays stored,
+        # failed, for the webhook retry job.
+        return apply_built_events(
+            db=run.db, gateway=run.gateway, events=lane, clock=run.clock, fetched=dict(fetched)
         )
+
+    lanes = _lanes(events, run.lanes)
+    if len(lanes) == 1:
+        results = apply(lanes[0])
+    else:
+        with ThreadPoolExecutor(len(lanes), thread_name_prefix="reconcile-heal") as pool:
+            results = [result for done in pool.map(apply, lanes) for result in done]
+    for result in results:
         if result.failed:
-            log.warning("reconcile could not apply %s: %s", event["id"], result.error)
+            log.warning("reconcile could not apply %s: %s", result.event_id, result.error)
     ids = [str(obj["id"]) for obj, _ in drifted]
     rows = _local_rows(run.db, object_type, ids)
     return {
@@ -278,24 +364,57 @@ def _heal(
     }
 
 
-def _inbox_row(event: dict[str, Any], now: datetime) -> dict[str, Any]:
-    obj = event["data"]["object"]
-    return {
-        "id": event["id"],
-        "type": event["type"],
-        "object_type": obj.get("object"),
-        "object_id": obj["id"],
-        "stripe_account": event.get("account"),
-        "api_version": event["api_version"],
-        "created": datetime.fromtimestamp(event["created"], UTC),
-        "received_at": now,
-        "status": "pending",
-        "attempts": 0,
-        "last_error": None,
-        "next_attempt_at": None,
-        "processed_at": None,
-        "payload": orjson.dumps(event).decode(),
-    }
+def _lanes(events: list[dict[str, Any]], lanes: int) -> list[list[dict[str, Any]]]:
+    """Split events into up to `lanes` lists, all of one customer's (or charge's) in one list.
+
+    On PostgreSQL each lane is applied by a thread of its own: a handler spends most of its time
+    waiting for the database, and lanes never wait for each other's customer locks.
+    """
+    lane_of: dict[str, int] = {}
+    split: list[list[dict[str, Any]]] = [[] for _ in range(max(1, lanes))]
+    for event in events:
+        obj = event["data"]["object"]
+        owner = stripe_id_of(obj.get("customer")) or stripe_id_of(obj.get("charge")) or obj["id"]
+        lane = lane_of.setdefault(owner, len(lane_of) % len(split))
+        split[lane].append(event)
+    return [lane for lane in split if lane]
+
+
+def _first_seen_customers(run: _Run, objects: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """Fetch the customers of these objects the mirror lacks, keyed as the handlers ask for them.
+
+    A handler that meets a customer for the first time asks for it from Stripe, which ends its
+    page's transaction early; reading them all before the transaction keeps it whole.
+    """
+    stripe_ids = {stripe_id_of(obj.get("customer")) for obj in objects} - {None}
+    if not stripe_ids:
+        return {}
+    with run.db.engine.connect() as connection:
+        known = set(
+            connection.execute(
+                select(CUSTOMERS.c.stripe_customer_id).where(
+                    CUSTOMERS.c.stripe_customer_id.in_(stripe_ids)
+                )
+            ).scalars()
+        )
+    target = run.target
+
+    def read(stripe_id: str) -> tuple[tuple[str, str], Any] | None:
+        try:
+            return ("customer", stripe_id), target.retrieve_customer(stripe_id)
+        except StripeNotFound:
+            return ("customer", stripe_id), None
+        except StripeFailure as error:
+            # Left out: the handler asks for it again, and its event keeps the error if it fails.
+            log.warning("reconcile could not read customer %s: %s", stripe_id, error)
+            return None
+
+    missing = sorted(str(stripe_id) for stripe_id in stripe_ids - known)
+    if len(missing) < 2:
+        return dict(found for found in map(read, missing) if found)
+    # A few at once: each is a round trip to Stripe, and test mode allows 25 requests a second.
+    with ThreadPoolExecutor(CUSTOMER_READERS, thread_name_prefix="reconcile-customers") as pool:
+        return dict(found for found in pool.map(read, missing) if found)
 
 
 def _record(run: _Run, drifts: list[tuple[Drift, bool]]) -> None:
@@ -397,7 +516,8 @@ def _local_in_window(object_type: str, account: str | None, since: datetime) -> 
     return query.where(on_account).order_by(table.c.id)
 
 
-def _connected_accounts(db: Database) -> list[str]:
+def connected_accounts(db: Database) -> list[str]:
+    """Return the connected accounts the mirror's customers live in."""
     with db.engine.connect() as connection:
         return list(
             connection.execute(
@@ -407,6 +527,122 @@ def _connected_accounts(db: Database) -> list[str]:
                 .order_by(CUSTOMERS.c.stripe_account)
             ).scalars()
         )
+
+
+# -- usage reported to meters, and the credit ledger (reported, never healed) -----------------
+
+
+def _check_usage(run: _Run) -> None:
+    """Compare the overage Tollgate sent for each customer, meter and period with Stripe's meter.
+
+    Periods that ended before the window are not looked at again. Only overage already sent
+    counts; a period with some in flight (claimed, or sent too recently for Stripe to have
+    aggregated it) is left for the next run.
+    """
+    now = run.clock.now()
+    meters: dict[str | None, dict[str, str]] = {}
+    for period in _sent_periods(run):
+        account = period.stripe_account
+        target = run.gateway.for_account(account) if account else run.gateway
+        window = minute_window(period.period_start, period.period_end)
+        sent = _sent_in(run.db, period, window, settled_before=now - METER_SETTLE)
+        if sent is None:
+            continue
+        if account not in meters:
+            meters[account] = target.meter_ids()
+        meter_id = meters[account].get(period.event_name)
+        aggregated = Decimal(0)
+        if meter_id is not None:
+            aggregated = target.meter_usage(
+                meter_id,
+                period.stripe_customer_id,
+                int(window[0].timestamp()),
+                int(window[1].timestamp()),
+            )
+        run.checked += 1
+        object_id = (
+            f"{period.customer_id}:{period.feature}:{period.period_start:%Y-%m-%dT%H:%M:%SZ}"
+        )
+        drift = compare_usage(
+            object_id,
+            feature=period.feature,
+            window=window,
+            sent=sent,
+            meter_id=meter_id,
+            aggregated=aggregated,
+        )
+        if drift is not None:
+            run.account = account
+            _record(run, [(drift, False)])
+    run.account = None
+
+
+def _sent_periods(run: _Run) -> list[Any]:
+    """Each customer's meter period, ending in the window or later, with overage sent."""
+    with run.db.engine.connect() as connection:
+        return list(
+            connection.execute(
+                select(
+                    OUTBOX.c.stripe_account,
+                    OUTBOX.c.customer_id,
+                    OUTBOX.c.stripe_customer_id,
+                    OUTBOX.c.feature,
+                    OUTBOX.c.event_name,
+                    OUTBOX.c.period_start,
+                    OUTBOX.c.period_end,
+                )
+                .where(OUTBOX.c.status == "sent", OUTBOX.c.period_end > run.since)
+                .distinct()
+                .order_by(OUTBOX.c.customer_id, OUTBOX.c.feature, OUTBOX.c.period_start)
+            )
+        )
+
+
+def _sent_in(
+    db: Database, period: Any, window: tuple[datetime, datetime], *, settled_before: datetime
+) -> int | None:
+    """Return the overage sent with a timestamp in the window, or None if some is in flight.
+
+    Each group of outbox rows went to Stripe as one event, timestamped as meter_usage does.
+    """
+    start, end = window
+    with db.engine.connect() as connection:
+        groups = connection.execute(
+            select(
+                OUTBOX.c.status,
+                func.sum(OUTBOX.c.value).label("value"),
+                func.max(OUTBOX.c.occurred_at, type_=UTCDateTime()).label("occurred_at"),
+                func.min(OUTBOX.c.period_start, type_=UTCDateTime()).label("period_start"),
+                func.min(OUTBOX.c.period_end, type_=UTCDateTime()).label("period_end"),
+                func.max(OUTBOX.c.sent_at, type_=UTCDateTime()).label("sent_at"),
+            )
+            .where(
+                OUTBOX.c.stripe_customer_id == period.stripe_customer_id,
+                OUTBOX.c.event_name == period.event_name,
+                OUTBOX.c.status.in_(("claimed", "sent")),
+                OUTBOX.c.period_start < end,
+                OUTBOX.c.period_end > start,
+            )
+            .group_by(OUTBOX.c.identifier, OUTBOX.c.status)
+        ).all()
+    sent = 0
+    for group in groups:
+        moment = meter_event_moment(group.occurred_at, group.period_start, group.period_end)
+        if not start <= moment < end:
+            continue
+        if group.status != "sent" or group.sent_at is None or group.sent_at > settled_before:
+            return None
+        sent += int(group.value)
+    return sent
+
+
+def _check_ledger(run: _Run) -> None:
+    """Report each problem the credit ledger's own check finds."""
+    with run.db.engine.connect() as connection:
+        problems = ledger_problems(connection)
+    if problems:
+        run.account = None
+        _record(run, [(ledger_drift(problem), False) for problem in problems])
 
 
 # -- the stored report -------------------------------------------------------------------------

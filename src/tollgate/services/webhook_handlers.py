@@ -209,8 +209,50 @@ _BUMP_STATE_VERSION = (
 
 
 @dataclass
+class SharedWrites:
+    """The writes of events applied together in one transaction (group commit).
+
+    Their queued statements wait in one list, so one event's writes go to the database just
+    before the next event's first read; their audit rows, `state_version` bumps and change-feed
+    rows are written by one statement each when the last event is applied.
+    """
+
+    pending: list[tuple[Executable, Any]] = field(default_factory=list)
+    audit_rows: list[dict[str, Any]] = field(default_factory=list)
+    bumps: list[dict[str, Any]] = field(default_factory=list)
+    feed: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, connection: Connection) -> None:
+        """Run every write still waiting, in the transaction the events share."""
+        _queue_changes(self.pending, self.audit_rows, self.bumps, self.feed)
+        self.audit_rows, self.bumps, self.feed = [], [], []
+        if self.pending:
+            writes = list(self.pending)
+            self.pending.clear()  # in place: the events' contexts hold this list
+            execute_writes(connection, writes)
+
+
+def _queue_changes(
+    pending: list[tuple[Executable, Any]],
+    audit_rows: list[dict[str, Any]],
+    bumps: list[dict[str, Any]],
+    feed: list[dict[str, Any]],
+) -> None:
+    if audit_rows:
+        pending.append((_insert(AUDIT_LOG), audit_rows))
+    if bumps:
+        pending.append((_BUMP_STATE_VERSION, bumps))
+    if feed:
+        pending.append((_insert(CUSTOMER_CHANGES), feed))
+
+
+@dataclass
 class HandlerContext:
-    """What a handler knows: the transaction, the event, and objects fetched from Stripe."""
+    """What a handler knows: the transaction, the event, and objects fetched from Stripe.
+
+    With `shared`, the event is one of several applied in one transaction, and its writes
+    wait with theirs (see SharedWrites).
+    """
 
     connection: Connection
     event: dict[str, Any]
@@ -220,6 +262,11 @@ class HandlerContext:
     audit_rows: list[dict[str, Any]] = field(default_factory=list)
     pending_writes: list[tuple[Executable, Any]] = field(default_factory=list)
     changes: int = 0
+    shared: SharedWrites | None = None
+
+    def __post_init__(self) -> None:
+        if self.shared is not None:
+            self.pending_writes = self.shared.pending
 
     @property
     def event_id(self) -> str:
@@ -271,7 +318,9 @@ class HandlerContext:
     def flush(self) -> None:
         """Run the writes still waiting."""
         if self.pending_writes:
-            writes, self.pending_writes = self.pending_writes, []
+            writes = list(self.pending_writes)
+            # Emptied in place: the list may be the one the events of a group share.
+            self.pending_writes.clear()
             execute_writes(self.connection, writes)
 
     def audit(
@@ -304,15 +353,20 @@ class HandlerContext:
             self.touched.add(customer_id)
 
     def finish(self) -> None:
-        """Write the audit rows, and bump `state_version` once per customer this event changed."""
-        if self.audit_rows:
-            self.write(_insert(AUDIT_LOG), self.audit_rows)
+        """Write the audit rows, and bump `state_version` once per customer this event changed.
+
+        With `shared`, they are handed to the group, which writes them after its last event.
+        """
         # In id order, so two events touching the same customers lock them in one order.
-        for customer_id in sorted(self.touched):
-            self.write(_BUMP_STATE_VERSION, {"row_id": customer_id, "now": self.now})
-        if self.touched:
-            rows = feed_rows(sorted(self.touched), reason="subscription", now=self.now)
-            self.write(_insert(CUSTOMER_CHANGES), rows)
+        touched = sorted(self.touched)
+        bumps = [{"row_id": customer_id, "now": self.now} for customer_id in touched]
+        feed = feed_rows(touched, reason="subscription", now=self.now)
+        if self.shared is not None:
+            self.shared.audit_rows.extend(self.audit_rows)
+            self.shared.bumps.extend(bumps)
+            self.shared.feed.extend(feed)
+            return
+        _queue_changes(self.pending_writes, self.audit_rows, bumps, feed)
         self.flush()
 
 

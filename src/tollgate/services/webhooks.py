@@ -9,6 +9,12 @@ handler fails, that transaction rolls back and a second one stores the event as 
 error and a backoff (or, if another delivery stored it meanwhile, marks that row failed unless
 it was applied). A duplicate whose row is already applied changes nothing.
 
+`apply_stripe_deliveries` does the same for deliveries that arrived together, verified first
+(`verify_stripe_delivery`), in ONE transaction for all of them (group commit): one inbox insert,
+each event's handler in turn, one insert of all their audit rows and change-feed rows, one
+commit. If anything in it raises, it rolls back and each delivery runs alone, as above, so one
+bad event fails no other.
+
 An event that needs an object from Stripe, or a redelivery of a stored event that is not applied
 yet, takes the slow path: the event is stored as pending, then `process_stripe_event` claims the
 row, holds a lease while Stripe answers (outside any transaction), and applies it. The retry job
@@ -31,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -50,7 +56,13 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
 from tollgate.domain.events import retry_delay
 from tollgate.metrics import STRIPE_REFETCHES, WEBHOOK_EVENTS
-from tollgate.services.webhook_handlers import HANDLERS, Handler, HandlerContext, NeedsFetch
+from tollgate.services.webhook_handlers import (
+    HANDLERS,
+    Handler,
+    HandlerContext,
+    NeedsFetch,
+    SharedWrites,
+)
 from tollgate.stripe.errors import StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.signatures import parse_event, verify_signature
@@ -75,6 +87,9 @@ _SECRET_TEXT = re.compile(
 
 _BY_ID = EVENTS.c.id == bindparam("event_id")
 _STATUS = select(EVENTS.c.status).where(_BY_ID)
+_STATUSES = select(EVENTS.c.id, EVENTS.c.status).where(
+    EVENTS.c.id.in_(bindparam("event_ids", expanding=True))
+)
 _ROW = select(EVENTS).where(_BY_ID)
 _ROW_FOR_UPDATE = _ROW.with_for_update()
 _ROW_FOR_UPDATE_SKIP_LOCKED = _ROW.with_for_update(skip_locked=True)
@@ -147,6 +162,8 @@ class ProcessResult:
     outcome: str
     error: str | None = None
     changes: int = 0
+    # The customers whose state the event changed (whose cached entitlements are stale).
+    customers: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -174,6 +191,39 @@ class StoredEvent:
 # -- receiving -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A delivery whose signature is checked: the event, and its inbox row as first stored."""
+
+    event: dict[str, Any]
+    stored: dict[str, Any]
+
+    @property
+    def event_id(self) -> str:
+        return str(self.stored["id"])
+
+    @property
+    def stripe_customer(self) -> str:
+        """Return the Stripe customer the event is about ("" if it does not say)."""
+        obj = self.event["data"]["object"]
+        customer = obj.get("customer")
+        if isinstance(customer, dict):  # expanded
+            customer = customer.get("id")
+        if isinstance(customer, str):
+            return customer
+        own_id = obj.get("id")
+        return own_id if obj.get("object") == "customer" and isinstance(own_id, str) else ""
+
+
+def verify_stripe_delivery(
+    *, raw_body: bytes, signature_header: str | None, settings: Settings, clock: Clock
+) -> Delivery:
+    """Check a delivery's signature and parse its event; raise InvalidWebhook. Stores nothing."""
+    now = clock.now()
+    event = _verified_event(raw_body, signature_header, settings, now)
+    return Delivery(event, _inbox_row(event, raw_body, now))
+
+
 def apply_stripe_delivery(
     *,
     db: Database,
@@ -190,9 +240,43 @@ def apply_stripe_delivery(
     delivery left it unapplied; finish it with `process_stripe_event`, which never runs here
     because it may wait for Stripe.
     """
+    delivery = verify_stripe_delivery(
+        raw_body=raw_body, signature_header=signature_header, settings=settings, clock=clock
+    )
+    return _apply_alone(db, delivery, delivery.stored["received_at"])
+
+
+def apply_stripe_deliveries(
+    *, db: Database, deliveries: Sequence[Delivery], clock: Clock
+) -> list[ProcessResult]:
+    """Store and apply verified deliveries in one transaction (group commit); a result each.
+
+    One commit for many events: what limits a database's write rate is its commits (PostgreSQL
+    waits for the disk at each). The events apply in the order given, each behind its object's
+    watermark and its customer's lock, exactly as if each had a transaction of its own, and
+    their answers wait for the shared commit. If anything raises in that transaction (an event
+    needing an object from Stripe, a failing handler, a conflict with another process), it rolls
+    back and each delivery runs alone, as `apply_stripe_delivery` runs it: so one bad event fails
+    only itself, stored failed with its error.
+    """
+    if len(deliveries) == 1:
+        return [_apply_alone(db, deliveries[0], clock.now())]
     now = clock.now()
-    event = _verified_event(raw_body, signature_header, settings, now)
-    stored = _inbox_row(event, raw_body, now)
+    try:
+        with db.write_connection() as connection:
+            results = _store_and_apply_many(connection, db.dialect, deliveries, now)
+    except Exception as error:  # each delivery alone, so only the one at fault fails
+        log.debug("group of %d events applied one by one: %s", len(deliveries), error)
+        return [_apply_alone(db, delivery, now) for delivery in deliveries]
+    for result in results:
+        if result.outcome in _DONE:
+            WEBHOOK_EVENTS.labels(result.outcome).inc()
+    return results
+
+
+def _apply_alone(db: Database, delivery: Delivery, now: datetime) -> ProcessResult:
+    """Store and apply one delivery in a transaction of its own; keep a failure on its row."""
+    event, stored = delivery.event, delivery.stored
     handler = HANDLERS.get(event["type"])
     conflicts = 0
     while True:
@@ -214,9 +298,67 @@ def apply_stripe_delivery(
             return _store_failed(db, stored, now, error)
         except Exception as error:  # every failure is kept on the row for the retry job
             return _store_failed(db, stored, now, error)
-        if result.outcome in ("succeeded", "ignored"):
+        if result.outcome in _DONE:
             WEBHOOK_EVENTS.labels(result.outcome).inc()
         return result
+
+
+def _store_and_apply_many(
+    connection: Connection, dialect: str, deliveries: Sequence[Delivery], now: datetime
+) -> list[ProcessResult]:
+    """Insert the events already marked done, in one statement, then apply the new ones."""
+    handlers = [HANDLERS.get(delivery.event["type"]) for delivery in deliveries]
+    rows = [
+        _marked_done(delivery.stored, handler, now)
+        for delivery, handler in zip(deliveries, handlers, strict=True)
+    ]
+    # Of ids given twice, the first is inserted and applied; the other answers as a duplicate.
+    inserted = set(connection.execute(_insert_if_new(dialect), rows).scalars())
+    stored_before = [row["id"] for row in rows if row["id"] not in inserted]
+    statuses: dict[str, str] = {}
+    if stored_before:
+        statuses = dict(connection.execute(_STATUSES, {"event_ids": stored_before}).all())
+    shared = SharedWrites()
+    results: list[ProcessResult] = []
+    for delivery, handler in zip(deliveries, handlers, strict=True):
+        event_id = delivery.event_id
+        if event_id not in inserted:
+            status = statuses.get(event_id)
+            results.append(ProcessResult(event_id, "duplicate" if status in _DONE else "pending"))
+            continue
+        inserted.discard(event_id)
+        statuses[event_id] = "succeeded"  # a later copy in this group is its duplicate
+        if handler is None:
+            results.append(ProcessResult(event_id, "ignored"))
+            continue
+        event = delivery.event
+        context = HandlerContext(
+            connection=connection, event=event, now=now, fetched={}, shared=shared
+        )
+        handler(context, event["data"]["object"])
+        context.finish()
+        results.append(_applied(context))
+    shared.write(connection)
+    return results
+
+
+def _marked_done(stored: dict[str, Any], handler: Handler | None, now: datetime) -> dict[str, Any]:
+    # Marked done at once: the row commits only together with the handler's effects.
+    return {
+        **stored,
+        "status": "succeeded" if handler else "ignored",
+        "attempts": 1 if handler else 0,
+        "processed_at": now,
+    }
+
+
+def _applied(context: HandlerContext) -> ProcessResult:
+    return ProcessResult(
+        context.event_id,
+        "succeeded",
+        changes=context.changes,
+        customers=tuple(sorted(context.touched)),
+    )
 
 
 def _store_and_apply(
@@ -226,25 +368,21 @@ def _store_and_apply(
     stored: dict[str, Any],
     handler: Handler | None,
     now: datetime,
+    fetched: dict[tuple[str, str], Any] | None = None,
 ) -> ProcessResult:
     """Insert the event already marked done and apply it; `pending` if stored but not done."""
     event_id = stored["id"]
-    # Marked done at once: the row commits only together with the handler's effects.
-    done = {
-        **stored,
-        "status": "succeeded" if handler else "ignored",
-        "attempts": 1 if handler else 0,
-        "processed_at": now,
-    }
-    if not _insert_new(connection, dialect, done):
+    if not _insert_new(connection, dialect, _marked_done(stored, handler, now)):
         status = connection.scalar(_STATUS, {"event_id": event_id})
         return ProcessResult(event_id, "duplicate" if status in _DONE else "pending")
     if handler is None:
         return ProcessResult(event_id, "ignored")
-    context = HandlerContext(connection=connection, event=event, now=now, fetched={})
+    context = HandlerContext(
+        connection=connection, event=event, now=now, fetched={} if fetched is None else fetched
+    )
     handler(context, event["data"]["object"])
     context.finish()
-    return ProcessResult(event_id, "succeeded", changes=context.changes)
+    return _applied(context)
 
 
 def receive_stripe_event(
@@ -420,15 +558,15 @@ def _process_once(
     if refusal:
         return ProcessResult(event_id, refusal)
     handler = HANDLERS.get(row["type"])
-    outcome, changes = "ignored", 0
+    result = ProcessResult(event_id, "ignored")
     if handler is not None:
         event = orjson.loads(row["payload"])
         context = HandlerContext(connection=connection, event=event, now=now, fetched=fetched)
         handler(context, event["data"]["object"])
         context.finish()
-        outcome, changes = "succeeded", context.changes
-    connection.execute(_FINISHED, {"event_id": event_id, "status": outcome, "now": now})
-    return ProcessResult(event_id, outcome, changes=changes)
+        result = _applied(context)
+    connection.execute(_FINISHED, {"event_id": event_id, "status": result.outcome, "now": now})
+    return result
 
 
 def _claim(
@@ -599,3 +737,84 @@ def replay_stripe_event(
     return process_stripe_event(
         db=db, gateway=gateway, event_id=event_id, clock=clock, mode=ProcessMode.REPLAY
     )
+
+
+# -- events Tollgate builds itself (reconciliation) ---------------------------------------------
+
+
+def apply_built_events(
+    *,
+    db: Database,
+    gateway: StripeGateway | None,
+    events: list[dict[str, Any]],
+    clock: Clock,
+    fetched: dict[tuple[str, str], Any] | None = None,
+) -> list[ProcessResult]:
+    """Store and apply events Tollgate built itself, many to a transaction; one result each.
+
+    Each event is stored already applied in the transaction that applies it, as a delivery is.
+    When one raises, the transaction rolls back and the events before it commit in one of their
+    own. An event that needs an object from Stripe gets it fetched outside any transaction, then
+    goes on with the rest; one that fails is left to `process_stripe_event` alone, so it keeps
+    its error and its retries and fails no other event. `fetched` holds objects the caller
+    read from Stripe already, keyed as `NeedsFetch.key`.
+    """
+    now = clock.now()
+    fetched = {} if fetched is None else fetched
+    results: list[ProcessResult] = []
+    pending = list(events)
+    take = len(pending)
+    rounds = conflicts = 0
+    while pending:
+        applied: list[ProcessResult] = []
+        try:
+            with db.write_connection() as connection:
+                for event in pending[:take]:
+                    stored = _inbox_row(event, orjson.dumps(event), now)
+                    handler = HANDLERS.get(event["type"])
+                    applied.append(
+                        _store_and_apply(
+                            connection, db.dialect, event, stored, handler, now, fetched
+                        )
+                    )
+        except Exception as error:
+            if applied:
+                take = len(applied)  # the events before the one that raised go first
+                continue
+            retry = False
+            if isinstance(error, NeedsFetch) and rounds < MAX_FETCH_ROUNDS:
+                rounds += 1
+                try:
+                    fetched[error.key] = _fetch(gateway, error)
+                except Exception:  # Stripe failed: the event's own path records why
+                    retry = False
+                else:
+                    retry = True
+            elif isinstance(error, DBAPIError) and _is_conflict(error):
+                conflicts += 1
+                retry = conflicts <= MAX_CONFLICT_RETRIES
+            if not retry:
+                results.append(_apply_built_alone(db, gateway, pending[0], now, clock))
+                pending = pending[1:]
+                take, rounds, conflicts = len(pending), 0, 0
+            continue
+        for result in applied:
+            if result.pending:
+                result = process_stripe_event(
+                    db=db, gateway=gateway, event_id=result.event_id, clock=clock
+                )
+            elif result.outcome in _DONE:
+                WEBHOOK_EVENTS.labels(result.outcome).inc()
+            results.append(result)
+        pending = pending[len(applied) :]
+        take, rounds, conflicts = len(pending), 0, 0
+    return results
+
+
+def _apply_built_alone(
+    db: Database, gateway: StripeGateway | None, event: dict[str, Any], now: datetime, clock: Clock
+) -> ProcessResult:
+    """Store one event pending, then apply it on the path that keeps its failure for a retry."""
+    with db.write_connection() as connection:
+        _insert_new(connection, db.dialect, _inbox_row(event, orjson.dumps(event), now))
+    return process_stripe_event(db=db, gateway=gateway, event_id=event["id"], clock=clock)

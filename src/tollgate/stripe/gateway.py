@@ -717,6 +717,60 @@ class StripeGateway:
                 return
             params = {**params, "starting_after": objects[-1]["id"]}
 
+    def meter_ids(self) -> dict[str, str]:
+        """Map each billing meter's event name to its id (an active meter over an inactive one)."""
+        found: dict[str, str] = {}
+        meters = self._list("meters.list", self._client.v1.billing.meters.list, {})
+        for meter in sorted(meters, key=lambda meter: meter.status == "active"):
+            found[str(meter.event_name)] = str(meter.id)
+        return found
+
+    def meter_usage(self, meter_id: str, stripe_customer_id: str, start: int, end: int) -> Decimal:
+        """What the meter aggregated for the customer in [start, end) (Unix seconds, whole minutes).
+
+        Stripe aggregates only what it has processed; events sent in the last minutes may be
+        missing yet.
+        """
+        service = self._client.v1.billing.meters.event_summaries
+
+        def list_summaries(*, params: dict[str, Any], options: dict[str, Any]) -> Any:
+            return service.list(meter_id, params=params, options=options)  # type: ignore[arg-type]
+
+        summaries = self._list(
+            "meter_event_summaries.list",
+            list_summaries,
+            {"customer": stripe_customer_id, "start_time": start, "end_time": end},
+        )
+        return sum((Decimal(str(summary.aggregated_value)) for summary in summaries), Decimal(0))
+
+    def expire_checkout_session(self, session_id: str) -> bool:
+        """Expire an open Checkout Session; False if it was no longer open (paid, expired)."""
+        try:
+            self._call(
+                "checkout.sessions.expire", self._client.v1.checkout.sessions.expire, session_id
+            )
+        except StripeFailure as error:
+            if "not in an expireable state" in error.message:
+                return False
+            raise
+        return True
+
+    def open_checkout_sessions(self, created_before: int) -> Iterator[dict[str, Any]]:
+        """Yield the Checkout Sessions still open that were made before `created_before`."""
+        sessions = self._list(
+            "checkout.sessions.list",
+            self._client.v1.checkout.sessions.list,
+            {"status": "open", "created": {"lt": created_before}},
+        )
+        for session in sessions:
+            yield {
+                "id": str(session.id),
+                "mode": session.mode,
+                "created": int(session.created),
+                "customer": session.customer if isinstance(session.customer, str) else None,
+                "metadata": _plain(session.metadata),
+            }
+
     def retrieve_object(self, object_type: str, object_id: str) -> dict[str, Any]:
         """The subscription, invoice, charge, refund or dispute as Stripe has it now."""
         if object_type == "refund":
