@@ -29,6 +29,8 @@ from tollgate.db.models import (
     CreditEntry,
     CreditTransaction,
     Customer,
+    Invoice,
+    Notification,
     ReconciliationRun,
     StripeEvent,
 )
@@ -293,3 +295,49 @@ def test_an_object_that_cannot_be_healed_fails_alone_and_heals_on_a_later_run(
         since=now - timedelta(hours=1),
     )
     assert third.counts == {} and third.healed == 0
+
+
+def _paid_invoice(client: stripe.StripeClient, amount: int) -> str:
+    customer = client.v1.customers.create(params={"email": "billing@acme.example"})
+    client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
+    client.v1.invoice_items.create(
+        params={"customer": customer.id, "amount": amount, "currency": "usd"}
+    )
+    invoice = client.v1.invoices.create(
+        params={"customer": customer.id, "pending_invoice_items_behavior": "include"}
+    )
+    client.v1.invoices.finalize_invoice(invoice.id)
+    paid = client.v1.invoices.pay(invoice.id, params={"payment_method": "pm_card_visa"})
+    assert paid.status == "paid"
+    return str(paid.id)
+
+
+def test_healing_a_payment_older_than_stripes_retries_sends_no_receipt(
+    container: Container, client: stripe.StripeClient
+) -> None:
+    # A new install reconciling weeks back: the old payment is mirrored, and nobody gets a
+    # receipt for it. A payment whose delivery was lost recently still gets its receipt.
+    old = _paid_invoice(client, 1500)
+    later = FrozenClock(container.clock.now() + timedelta(days=10))
+    report = reconcile(
+        db=container.db,
+        gateway=container.stripe,
+        clock=later,
+        since=later.now() - timedelta(days=11),
+    )
+    assert report.status == "succeeded" and report.healed >= 1
+    recent = _paid_invoice(client, 2500)
+    report = reconcile(
+        db=container.db,
+        gateway=container.stripe,
+        clock=container.clock,
+        since=container.clock.now() - timedelta(hours=1),
+    )
+    assert report.status == "succeeded"
+    with container.db.engine.connect() as connection:
+        mirrored = connection.execute(sa.select(Invoice.id, Invoice.status)).all()
+        receipts = connection.execute(
+            sa.select(Notification.cause).where(Notification.template == "payment_succeeded")
+        ).all()
+    assert {(old, "paid"), (recent, "paid")} <= set(mirrored)
+    assert [cause for (cause,) in receipts] == [recent]

@@ -455,14 +455,23 @@ class EntitlementCache:
                 log.exception("entitlement cache refresh failed")
 
     def _renew(self, now_mono: float) -> None:
-        """Reload entries read since their load whose TTL runs out within a quarter of it."""
+        """Reload entries read since their load whose TTL runs out within a quarter of it.
+
+        A few per round, soonest first: entries loaded together (a server's first seconds) would
+        otherwise be renewed together, holding the interpreter from requests for a burst.
+        """
         soon = now_mono + self.ttl / 4
-        for customer_id, entry in list(self._entries.items()):
-            if entry.read and entry.expires <= soon:
-                self._load(customer_id, now_mono)
+        due = [
+            (entry.expires, customer_id)
+            for customer_id, entry in list(self._entries.items())
+            if entry.read and entry.expires <= soon
+        ]
+        for _, customer_id in sorted(due)[:_RENEW_PER_ROUND]:
+            self._load(customer_id, now_mono)
 
 
 _LOOK_BACK = 256
+_RENEW_PER_ROUND = 8
 log = logging.getLogger("tollgate.entitlements")
 _FEED_SQL = {
     False: "SELECT seq, customer_id FROM customer_changes WHERE seq > :after ORDER BY seq",

@@ -9,7 +9,7 @@ id and attempt, subscription id and trial end, …) make a duplicated event queu
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, select
@@ -27,6 +27,11 @@ INVOICES: Table = Invoice.__table__  # type: ignore[assignment]
 
 # Invoice states after which a failed-payment event is old news.
 _SETTLED = ("paid", "void", "uncollectible")
+
+# Stripe retries a delivery for three days. A payment older than that which only reconciliation
+# brings in (a new install reconciling a month back, say) is history: it is mirrored, and the
+# receipt Stripe's own emails may have sent long ago is not sent again.
+RECEIPT_WINDOW = timedelta(days=3)
 
 
 def notice_subscription_event(
@@ -111,6 +116,8 @@ def notice_invoice_paid(ctx: HandlerContext, snapshot: InvoiceSnapshot, customer
     )
     if snapshot.amount_paid <= 0:
         return  # a trial's or fully credited invoice: nothing to give a receipt for
+    if _healed_history(ctx):
+        return
     recovered = restored or snapshot.attempt_count > 1
     queue_email(
         ctx.connection,
@@ -143,6 +150,17 @@ def notice_invoice_payment_failed(
         cause=snapshot.id,
         now=ctx.now,
     )
+
+
+def _healed_history(ctx: HandlerContext) -> bool:
+    """Whether reconciliation (not a delivery) applied a payment made before RECEIPT_WINDOW."""
+    if not ctx.actor.startswith("reconcile:"):
+        return False
+    invoice = (ctx.event.get("data") or {}).get("object") or {}
+    paid_at = (invoice.get("status_transitions") or {}).get("paid_at") or invoice.get("created")
+    if not isinstance(paid_at, int):
+        return False
+    return ctx.now - datetime.fromtimestamp(paid_at, UTC) > RECEIPT_WINDOW
 
 
 def _cancel_requested(snapshot: SubscriptionSnapshot, previous: dict[str, Any]) -> bool:
