@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import uvicorn
 
@@ -40,6 +41,11 @@ def run_server(settings: Settings, *, host: str, port: int) -> None:
     container = build_container(settings)
     prepare(container)
     container.entitlements.start_background()
+    # The event loop shares the interpreter with background threads (the entitlement cache's
+    # refresher, the webhook writers) that release it for I/O and hashing; by default it waits up
+    # to 5 ms to get it back, which shows as tail latency. 0.5 ms measured 5-14 % more webhook
+    # events/s and a lower check p99 here.
+    sys.setswitchinterval(0.0005)
     try:
         uvicorn.run(create_app(container), host=host, port=port, log_level="info", access_log=False)
     finally:
