@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tollgate.api.errors import error_response
 from tollgate.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 
@@ -15,8 +16,10 @@ class BodyTooLarge(Exception):
     pass
 
 
-def _error_body(message: str) -> bytes:
-    return orjson.dumps({"error": {"type": "request_too_large", "message": message}})
+def body_too_large(limit: int) -> JSONResponse:
+    """The 413 answer to a body over `limit` bytes, declared or streamed."""
+    message = f"the request body is larger than {limit} bytes"
+    return error_response(413, "request_too_large", message)
 
 
 class BodyLimit:
@@ -30,10 +33,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = f"the request body is larger than {self.limit} bytes"
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _send_413(send, message)
+                await body_too_large(self.limit)(scope, receive, send)
                 return
         seen = 0
         started = False
@@ -57,22 +59,7 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await _send_413(send, message)
-
-
-async def _send_413(send: Send, message: str) -> None:
-    body = _error_body(message)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+                await body_too_large(self.limit)(scope, receive, send)
 
 
 class Metrics:

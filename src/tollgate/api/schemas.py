@@ -5,10 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
 
 from tollgate.domain.catalog import Catalog, Plan, PlanFeature
 from tollgate.money import Money
+
+
+def json_response(body: object) -> Response:
+    """A 200 JSON answer serialized by orjson (FastAPI's own encoder is several times slower)."""
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 def _feature_json(feature: PlanFeature) -> dict[str, Any]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import Connection
 
 from tollgate.api.deps import container, read_scope
+from tollgate.api.schemas import json_response
 from tollgate.bootstrap import Container
 from tollgate.services.changes import changes_after, last_change
 
@@ -18,14 +18,10 @@ router = APIRouter(tags=["entitlements"], dependencies=[Depends(read_scope)])
 MAX_WAIT_SECONDS = 30.0
 
 
-def _json(body: object) -> Response:
-    return Response(orjson.dumps(body), media_type="application/json")
-
-
 @router.get("/v1/customers/{customer_id}/entitlements")
 async def get_entitlements(customer_id: str, request: Request) -> Response:
     """Every feature the customer has now: type, enabled, limit, used, remaining, hard."""
-    return _json(container(request).entitlements.entitlements(customer_id).to_json())
+    return json_response(container(request).entitlements.entitlements(customer_id).to_json())
 
 
 @router.get("/v1/customers/{customer_id}/entitlements/{feature}")
@@ -43,7 +39,7 @@ async def check_entitlement(
     # the thread pool, a round trip that costs more than the check itself.
     cache = container(request).entitlements
     decision = cache.check(customer_id, feature, quantity, in_use=in_use)
-    return _json(decision.to_json())
+    return json_response(decision.to_json())
 
 
 @router.get("/v1/changes")
@@ -64,7 +60,7 @@ async def get_changes(
             or time.monotonic() >= deadline
             or await request.is_disconnected()
         ):
-            return _json(
+            return json_response(
                 {
                     "last": last,
                     "changes": [

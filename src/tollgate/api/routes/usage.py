@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from tollgate.api.deps import container, read_scope, write_scope
+from tollgate.api.schemas import json_response
 from tollgate.bootstrap import Container
 from tollgate.domain.errors import InvalidRequest
 from tollgate.services.usage import get_usage, record_usage
@@ -49,10 +50,6 @@ _BODY = {
 }
 
 
-def _json(body: object, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
-
-
 @router.post("/v1/usage", dependencies=[Depends(write_scope)], openapi_extra={"requestBody": _BODY})
 async def post_usage(request: Request, app: Container = Depends(container)) -> Response:
     """Record up to 1,000 usage events, each exactly once per `id`."""
@@ -77,7 +74,7 @@ async def post_usage(request: Request, app: Container = Depends(container)) -> R
         )
     )
     app.entitlements.forget(report.customers)
-    return _json(report.to_json())
+    return json_response(report.to_json())
 
 
 @router.get("/v1/customers/{customer_id}/usage", dependencies=[Depends(read_scope)])
@@ -86,4 +83,4 @@ def get_customer_usage(customer_id: str, app: Container = Depends(container)) ->
     usage = get_usage(
         db=app.db, catalog=app.catalog, clock=app.clock, customer_id=customer_id, grace=app.grace
     )
-    return _json(usage.to_json())
+    return json_response(usage.to_json())

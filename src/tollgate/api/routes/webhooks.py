@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate.api.deps import container
 from tollgate.api.errors import error_response, status_of
+from tollgate.api.middleware import body_too_large
 from tollgate.bootstrap import Container
 from tollgate.clock import Clock
 from tollgate.config import ConfigError
@@ -117,12 +118,12 @@ class StripeWebhookFastPath:
         signature: str | None = None
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                return self._too_large()
+                return body_too_large(self.limit)
             if name == b"stripe-signature":
                 signature = value.decode("latin-1")
         body = await _read_body(receive, self.limit)
         if body is None:
-            return self._too_large()
+            return body_too_large(self.limit)
         try:
             answer = await take_stripe_delivery(self.container, body, signature)
         except TollgateError as error:
@@ -133,10 +134,6 @@ class StripeWebhookFastPath:
             log.exception("POST %s failed", ROUTE)
             return error_response(500, "api_error", "internal error")
         return Response(answer, media_type="application/json")
-
-    def _too_large(self) -> Response:
-        message = f"the request body is larger than {self.limit} bytes"
-        return error_response(413, "request_too_large", message)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
