@@ -20,10 +20,11 @@ SQLite the transaction already holds the database's write lock.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ClauseElement,
@@ -55,7 +56,6 @@ from tollgate.db.models import (
     SubscriptionItem,
 )
 from tollgate.db.types import UTCDateTime
-from tollgate.db.unit_of_work import execute_writes
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.events import (
     ChargeSnapshot,
@@ -148,9 +148,8 @@ def _update_by_id(table: Table) -> Update:
     return statement
 
 
-# Queued writes that run on the driver's cursor on SQLite (see _driver_execute): updates by id,
-# which have no defaults for SQLAlchemy to fill in. PostgreSQL sends its queued writes together
-# in one round trip instead (see execute_writes).
+# Queued writes that run on the driver's cursor (see _run): updates by id, which have no defaults
+# for SQLAlchemy to fill in.
 _BY_DRIVER: set[ClauseElement] = set()
 
 
@@ -316,56 +315,83 @@ def _result_processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any
     return remembered
 
 
-def _driver_execute(
+def _run(
     connection: Connection,
-    statement: ClauseElement,
-    parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-) -> list[dict[str, Any]]:
-    """Run a statement on the driver's cursor; return its rows (processed) as dicts.
+    writes: Sequence[tuple[Executable, Any]],
+    reads: Sequence[tuple[ClauseElement, Mapping[str, Any]]] = (),
+) -> list[list[dict[str, Any]]]:
+    """Run queued writes, then reads; return each read's rows (processed, as dicts).
 
-    With a list of parameter sets (all with the same keys), it runs once for each, as the
-    driver's `executemany`, and returns no rows.
+    On PostgreSQL they go to the database together, in one round trip (psycopg's pipeline
+    mode). The server still runs each statement after the one before it has finished, each
+    with a snapshot of its own, so a read sent after a row lock sees what the lock's previous
+    holder committed. Reads, and the writes in _BY_DRIVER, run on the driver's cursor (see
+    _driver_statement); other writes through SQLAlchemy. Errors are raised as SQLAlchemy
+    raises them, so callers see no difference.
     """
-    rows: Sequence[Mapping[str, Any]] = (
-        [parameters] if isinstance(parameters, Mapping) else parameters
-    )
-    many = not isinstance(parameters, Mapping)
-    compiled = _driver_statement(statement, connection.dialect, frozenset(rows[0]))
-    arguments: Any = (
-        [compiled.arguments(row) for row in rows] if many else compiled.arguments(rows[0])
-    )
+    dialect = connection.dialect
     dbapi_connection: Any = connection.connection.driver_connection
+    pipelined = dialect.name == "postgresql" and len(writes) + len(reads) > 1
+    cursors: list[tuple[Any, _DriverStatement]] = []
+    results: list[list[dict[str, Any]]] = []
+    sent: tuple[str, Any] | None = None  # the driver statement that ran last, for errors
     try:
-        cursor = dbapi_connection.cursor()
-        try:
-            if many:
-                cursor.executemany(compiled.sql, arguments)
-                raw: list[Any] = []
-            else:
+        with dbapi_connection.pipeline() if pipelined else nullcontext():
+            for statement, parameters in writes:
+                if statement in _BY_DRIVER and _same_keys(parameters):
+                    sets = [parameters] if isinstance(parameters, Mapping) else parameters
+                    compiled = _driver_statement(
+                        cast(ClauseElement, statement), dialect, frozenset(sets[0])
+                    )
+                    arguments: Any = [compiled.arguments(row) for row in sets]
+                    sent = (compiled.sql, arguments)
+                    cursor = dbapi_connection.cursor()
+                    cursors.append((cursor, compiled))
+                    cursor.executemany(compiled.sql, arguments)
+                else:
+                    connection.execute(statement, parameters)
+            for read, parameters in reads:
+                compiled = _driver_statement(read, dialect, frozenset(parameters))
+                arguments = compiled.arguments(parameters)
+                sent = (compiled.sql, arguments)
+                cursor = dbapi_connection.cursor()
+                cursors.append((cursor, compiled))
                 cursor.execute(compiled.sql, arguments)
-                raw = cursor.fetchall() if compiled.keys else []
-        finally:
-            cursor.close()
-    except connection.dialect.loaded_dbapi.Error as error:
-        # As SQLAlchemy raises it (and drops the connection if it died).
-        gone = connection.dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
+                if not pipelined:
+                    results.append(_fetched(cursor, compiled))
+        if pipelined:
+            results = [_fetched(cursor, compiled) for cursor, compiled in cursors[-len(reads) :]]
+    except DBAPIError:  # from a write run through SQLAlchemy: raised as it is
+        raise
+    except dialect.loaded_dbapi.Error as error:
+        # As SQLAlchemy raises it (and drops the connection if it died). In a pipeline the
+        # failing statement is not known.
+        gone = dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
         if gone:
             connection.invalidate(error)
+        statement_sql, arguments = sent if sent and not pipelined else (None, None)
         raise DBAPIError.instance(
-            compiled.sql,
+            statement_sql,
             arguments,
             error,
-            connection.dialect.loaded_dbapi.Error,
+            dialect.loaded_dbapi.Error,
             connection_invalidated=gone,
-            dialect=connection.dialect,
+            dialect=dialect,
         ) from error
+    finally:
+        for cursor, _ in cursors:
+            cursor.close()
+    return results
+
+
+def _fetched(cursor: Any, compiled: _DriverStatement) -> list[dict[str, Any]]:
     keys, processors = compiled.keys, compiled.results
     return [
         {
             key: value if process is None else process(value)
             for key, process, value in zip(keys, processors, row, strict=True)
         }
-        for row in raw
+        for row in (cursor.fetchall() if keys else ())
     ]
 
 
@@ -390,18 +416,7 @@ class SharedWrites:
         if self.pending:
             writes = list(self.pending)
             self.pending.clear()  # in place: the events' contexts hold this list
-            _run_writes(connection, writes)
-
-
-def _run_writes(connection: Connection, writes: Sequence[tuple[Executable, Any]]) -> None:
-    if connection.dialect.name != "sqlite":
-        execute_writes(connection, writes)
-        return
-    for statement, parameters in writes:
-        if statement in _BY_DRIVER and _same_keys(parameters):
-            _driver_execute(connection, statement, parameters)  # type: ignore[arg-type]
-        else:
-            connection.execute(statement, parameters)
+            _run(connection, writes)
 
 
 def _same_keys(parameters: Any) -> bool:
@@ -483,9 +498,14 @@ class HandlerContext:
         return self.connection.execute(statement, parameters)
 
     def rows(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Like `read`, on the driver's cursor (see _driver_execute): the rows, as dicts."""
-        self.flush()
-        return _driver_execute(self.connection, statement, parameters)
+        """Like `read`, on the driver's cursor (see _run): the rows, as dicts."""
+        return self.rows_of([(statement, parameters)])[0]
+
+    def rows_of(
+        self, reads: Sequence[tuple[ClauseElement, Mapping[str, Any]]]
+    ) -> list[list[dict[str, Any]]]:
+        """Run the writes still waiting, then these reads: one round trip on PostgreSQL."""
+        return _run(self.connection, self._take_writes(), reads)
 
     def scalar(self, statement: Executable, parameters: Any = None) -> Any:
         """Return the first column of the first row a statement reads, or None."""
@@ -506,10 +526,13 @@ class HandlerContext:
     def flush(self) -> None:
         """Run the writes still waiting."""
         if self.pending_writes:
-            writes = list(self.pending_writes)
-            # Emptied in place: the list may be the one the events of a group share.
-            self.pending_writes.clear()
-            _run_writes(self.connection, writes)
+            _run(self.connection, self._take_writes())
+
+    def _take_writes(self) -> list[tuple[Executable, Any]]:
+        writes = list(self.pending_writes)
+        # Emptied in place: the list may be the one the events of a group share.
+        self.pending_writes.clear()
+        return writes
 
     def audit(
         self,
@@ -695,6 +718,26 @@ def _lock_customer(
     return str(_new_customer(ctx, customer_snapshot(found), app_id_hint)["id"])
 
 
+def _lock_customer_and_read(
+    ctx: HandlerContext, stripe_customer_id: str, statement: ClauseElement, row_id: str
+) -> tuple[str, list[dict[str, Any]]]:
+    """Lock the customer, then read the object's rows behind that lock; return both.
+
+    One round trip on PostgreSQL: the read is sent with the lock, and runs once it is granted.
+    """
+    locked, rows = ctx.rows_of(
+        [
+            (_LOCK_CUSTOMER, {"stripe_customer_id": stripe_customer_id}),
+            (statement, {"row_id": row_id}),
+        ]
+    )
+    if locked:
+        return str(locked[0]["id"]), rows
+    # First seen: made (or fetched) now, so the object is read again behind its lock.
+    customer_id = _lock_customer(ctx, stripe_customer_id)
+    return customer_id, ctx.rows(statement, {"row_id": row_id})
+
+
 def _apply_customer(ctx: HandlerContext, obj: dict[str, Any], *, deleted: bool = False) -> None:
     snapshot = customer_snapshot(obj, deleted=deleted)
     row = _customer_by_stripe_id(ctx, snapshot.stripe_id)
@@ -776,8 +819,9 @@ def _customer_and_subscription(
         if rows:
             stored = rows if rows[0]["subscription_id"] is not None else []
             return str(rows[0]["locked_customer_id"]), *_subscription_and_items(stored)
-    customer_id = _lock_customer(ctx, stripe_customer_id)
-    rows = ctx.rows(_SUBSCRIPTION_WITH_ITEMS, {"row_id": subscription_id})
+    customer_id, rows = _lock_customer_and_read(
+        ctx, stripe_customer_id, _SUBSCRIPTION_WITH_ITEMS, subscription_id
+    )
     return customer_id, *_subscription_and_items(rows)
 
 
@@ -924,8 +968,10 @@ def _invoice_values(snapshot: Any, customer_id: str) -> dict[str, Any]:
 def _apply_invoice(ctx: HandlerContext, obj: dict[str, Any]) -> tuple[InvoiceSnapshot, str]:
     """Apply the event's invoice; return its snapshot (as the event has it) and customer."""
     snapshot = event_snapshot = invoice_snapshot(obj)
-    customer_id = _lock_customer(ctx, snapshot.stripe_customer_id)
-    row = ctx.row(INVOICES, snapshot.id, lock=True)
+    customer_id, rows = _lock_customer_and_read(
+        ctx, snapshot.stripe_customer_id, _by_id(INVOICES, lock=True), snapshot.id
+    )
+    row = rows[0] if rows else None
     values = _invoice_values(snapshot, customer_id)
     if row is not None:
         differs = _stored(row, values) != values
@@ -1084,10 +1130,15 @@ def _charge_values(
 
 def _apply_charge(ctx: HandlerContext, obj: dict[str, Any], *, refunds_wanted: bool) -> Row:
     snapshot = charge_snapshot(obj)
-    customer_id = (
-        _lock_customer(ctx, snapshot.stripe_customer_id) if snapshot.stripe_customer_id else None
-    )
-    row = ctx.row(CHARGES, snapshot.id, lock=True)
+    customer_id: str | None = None
+    row: Row | None
+    if snapshot.stripe_customer_id:
+        customer_id, rows = _lock_customer_and_read(
+            ctx, snapshot.stripe_customer_id, _by_id(CHARGES, lock=True), snapshot.id
+        )
+        row = rows[0] if rows else None
+    else:
+        row = ctx.row(CHARGES, snapshot.id, lock=True)
     values = _charge_values(ctx, snapshot, customer_id, row)
     if row is not None:
         differs = _stored(row, values) != values

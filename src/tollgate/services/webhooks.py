@@ -313,7 +313,7 @@ def _store_and_apply_many(
         for delivery, handler in zip(deliveries, handlers, strict=True)
     ]
     # Of ids given twice, the first is inserted and applied; the other answers as a duplicate.
-    inserted = set(connection.execute(_insert_if_new(dialect), rows).scalars())
+    inserted = _insert_many_new(connection, dialect, rows)
     stored_before = [row["id"] for row in rows if row["id"] not in inserted]
     statuses: dict[str, str] = {}
     if stored_before:
@@ -454,6 +454,47 @@ def _insert_if_new(dialect: str) -> Any:
     insert: Callable[..., Any] = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # RETURNING, not rowcount, tells whether the row is new: rowcount is not reliable everywhere.
     return insert(EVENTS).on_conflict_do_nothing(index_elements=["id"]).returning(EVENTS.c.id)
+
+
+# PostgreSQL: a group's inbox rows as one array per column. The statement's text is the same
+# for any number of rows, so psycopg parses it once and the server prepares it; a multi-row
+# VALUES list would be a new statement for every group size, parsed each time (about 1 ms for
+# a group of 8 events).
+_INBOX_COLUMNS = (
+    "id",
+    "type",
+    "object_type",
+    "object_id",
+    "stripe_account",
+    "api_version",
+    "created",
+    "received_at",
+    "status",
+    "attempts",
+    "last_error",
+    "next_attempt_at",
+    "processed_at",
+    "payload",
+)
+# Arrays in binary (%b): text arrays in text form are escaped character by character.
+_PG_INSERT_MANY_NEW = (
+    "INSERT INTO stripe_events (id, type, object_type, object_id, stripe_account, api_version,"
+    " created, received_at, status, attempts, last_error, next_attempt_at, processed_at, payload)"
+    " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+    " %b::text[], %b::timestamptz[], %b::timestamptz[], %b::text[], %b::integer[], %b::text[],"
+    " %b::timestamptz[], %b::timestamptz[], %b::text[])"
+    " ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+
+
+def _insert_many_new(
+    connection: Connection, dialect: str, rows: Sequence[dict[str, Any]]
+) -> set[str]:
+    """Insert inbox rows whose event ids are not stored; return the ids inserted."""
+    if dialect != "postgresql":
+        return set(connection.execute(_insert_if_new(dialect), rows).scalars())
+    columns = tuple([row[name] for row in rows] for name in _INBOX_COLUMNS)
+    return {found for (found,) in connection.exec_driver_sql(_PG_INSERT_MANY_NEW, columns)}
 
 
 def _insert_new(connection: Connection, dialect: str, row: dict[str, Any]) -> bool:

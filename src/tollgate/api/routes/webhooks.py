@@ -1,15 +1,17 @@
 """Stripe's webhook endpoint: checked by signature (no API key), stored and applied at once.
 
 The signature is checked on the event loop (microseconds: an HMAC and an orjson parse), so a bad
-delivery never waits behind good ones. Verified deliveries are applied by writer threads (one on
-SQLite; on PostgreSQL a few, each owning a share of the customers), never on the event loop (a
-transaction may wait for a lock, and every other route would wait with it). A writer takes every
-delivery queued since its last commit and applies them in one transaction, answering each after
-the shared commit (group commit; see `apply_stripe_deliveries`, which falls back to one
-transaction per event when one of them fails). Commits are what limit a database's write rate,
-PostgreSQL's above all (each waits for the disk), so under load many events share one; alone, an
-event still commits at once. An event that needs an object from Stripe finishes on the general
-thread pool, so a slow answer from Stripe holds up no other delivery.
+delivery never waits behind good ones. Verified deliveries are applied by a writer thread, never
+on the event loop (a transaction may wait for a lock, and every other route would wait with
+it). The writer takes every delivery queued since its last commit and applies them in one
+transaction, answering each after the shared commit (group commit; see
+`apply_stripe_deliveries`, which falls back to one transaction per event when one of them
+fails). Commits are what limit a database's write rate, PostgreSQL's above all (each waits for
+the disk), so under load many events share one; alone, an event still commits at once. One
+thread means a delivery whose customer is locked by another transaction (a job, another process)
+holds up this process's later deliveries until that lock is released; Tollgate's transactions
+are short. An event that needs an object from Stripe finishes on the general thread pool, so a
+slow answer from Stripe holds up no other delivery.
 
 `StripeWebhookFastPath` takes the same deliveries before FastAPI's stack: routing, parameter
 solving and middleware cost more CPU than checking, storing and applying an event. It answers
@@ -24,7 +26,6 @@ import logging
 import queue
 import threading
 import time
-import zlib
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -79,7 +80,7 @@ async def take_stripe_delivery(app: Container, body: bytes, signature: str | Non
     delivery = verify_stripe_delivery(
         raw_body=body, signature_header=signature, settings=app.settings, clock=app.clock
     )
-    result = await _writer_for(app.db, delivery).apply(app.db, app.clock, delivery)
+    result = await _writer.apply(app.db, app.clock, delivery)
     if result.pending:
         result = await run_in_threadpool(_process, app, result.event_id)
     if result.failed:
@@ -277,19 +278,10 @@ def _settle(outcomes: list[tuple[_Job, ProcessResult | BaseException]]) -> None:
             job.future.set_result(outcome)
 
 
-def _writer_for(db: Database, delivery: Delivery) -> _GroupWriter:
-    writers = _writers[db.dialect == "sqlite"]
-    if len(writers) == 1:
-        return writers[0]
-    return writers[zlib.crc32(delivery.stripe_customer.encode()) % len(writers)]
-
-
-# Measured with bench/webhooks.py. SQLite has one writer at a time, so one thread applies every
-# delivery. PostgreSQL: four threads, so round trips to the database overlap; each owns the
-# customers whose Stripe id hashes to it, so two of them never wait on one customer's lock (nor
-# deadlock over two). At most `group` deliveries share a transaction: enough to amortise a
-# commit, few enough that the first of a group does not wait long for the last.
-_writers = {
-    True: [_GroupWriter(group=64)],
-    False: [_GroupWriter(group=32) for _ in range(4)],
-}
+# Measured with bench/webhooks.py: one thread applies every delivery, on SQLite (one writer at a
+# time anyway) and on PostgreSQL, where an event's statements go in one or two round trips (see
+# services/webhook_handlers._run) and more threads only fought over the interpreter's lock: four
+# threads, each owning a share of the customers, did 20-25 % fewer events/s than one. At most 64
+# deliveries share a transaction: enough to amortise a commit, few enough that the first of a
+# group does not wait long for the last.
+_writer = _GroupWriter(group=64)
