@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
+from functools import cache
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, Table, and_, select, update
+from sqlalchemy import Connection, Insert, Table, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tollgate.app_webhooks import SIGNATURE_HEADER, sign_app_webhook
@@ -122,8 +123,14 @@ def to_json(value: Any) -> Any:
 
 
 def _insert_ignoring_duplicates(connection: Connection, table: Table, row: dict[str, Any]) -> None:
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    connection.execute(dialect.insert(table).values(row).on_conflict_do_nothing())
+    connection.execute(_insert_once(connection.dialect.name, table), row)
+
+
+@cache
+def _insert_once(dialect: str, table: Table) -> Insert:
+    # Built once: the values come as parameters, so SQLAlchemy compiles the statement once too.
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing()
 
 
 # -- delivery (the worker's side) --------------------------------------------------------------

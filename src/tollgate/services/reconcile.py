@@ -12,10 +12,10 @@ builds the event Stripe sends for the object in its current state (id
 handlers. So watermarks, audit rows, `state_version` bumps, the change feed and notifications
 happen exactly as for a delivered event. A page's events are applied many to a transaction
 (the listed object is the current state: nothing is fetched again, and customers seen for the
-first time are read before the transaction); on PostgreSQL a page is split by customer over
-HEAL_LANES threads. An event that fails is applied alone and kept failed, with its error, for
-the webhook retry job; it fails no other. Local objects made in the window that Stripe did not
-list are looked up one by one; those Stripe does not have are reported, never deleted.
+first time are read before the transaction). An event that fails is applied alone and kept
+failed, with its error, for the webhook retry job; it fails no other. Local objects made in the
+window that Stripe did not list are looked up one by one; those Stripe does not have are
+reported, never deleted.
 
 Two checks report without healing, because Tollgate is the record there: the overage sent to
 each billing meter per customer and period against Stripe's meter event summaries
@@ -75,7 +75,7 @@ from tollgate.metrics import (
     RECONCILE_RUNS,
 )
 from tollgate.services.credits import ledger_problems
-from tollgate.services.webhooks import ProcessResult, apply_built_events, describe_error
+from tollgate.services.webhooks import apply_built_events, describe_error
 from tollgate.stripe.errors import StripeFailure, StripeNotFound
 from tollgate.stripe.gateway import PINNED_API_VERSION, StripeGateway
 from tollgate.stripe.translate import (
@@ -109,8 +109,6 @@ SNAPSHOTS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "dispute": dispute_snapshot,
 }
 PAGE_SIZE = 100
-# Threads healing a page at once on PostgreSQL (SQLite has one writer: one lane there).
-HEAL_LANES = 4
 # Customers seen for the first time read from Stripe at once, before a page is healed.
 CUSTOMER_READERS = 4
 
@@ -165,7 +163,6 @@ class _Run:
     clock: Clock
     run_id: int
     since: datetime
-    lanes: int = 1
     account: str | None = None
     checked: int = 0
     healed: int = 0
@@ -198,7 +195,6 @@ def reconcile(
         clock,
         _start_run(db, trigger, scheduled_for, since, started),
         since,
-        lanes=HEAL_LANES if db.dialect == "postgresql" else 1,
     )
     try:
         for account in (None, *connected_accounts(db)):
@@ -333,19 +329,12 @@ def _heal(
         events.append(event)
     fetched = _first_seen_customers(run, [obj for obj, _ in drifted])
 
-    def apply(lane: list[dict[str, Any]]) -> list[ProcessResult]:
-        # A lane's events go in as few transactions as they can; one that fails stays stored,
-        # failed, for the webhook retry job.
-        return apply_built_events(
-            db=run.db, gateway=run.gateway, events=lane, clock=run.clock, fetched=dict(fetched)
-        )
-
-    lanes = _lanes(events, run.lanes)
-    if len(lanes) == 1:
-        results = apply(lanes[0])
-    else:
-        with ThreadPoolExecutor(len(lanes), thread_name_prefix="reconcile-heal") as pool:
-            results = [result for done in pool.map(apply, lanes) for result in done]
+    # The page's events go in as few transactions as they can (one thread: on PostgreSQL, four
+    # threads split by customer were slower, fighting over the interpreter's lock); one that
+    # fails stays stored, failed, for the webhook retry job.
+    results = apply_built_events(
+        db=run.db, gateway=run.gateway, events=events, clock=run.clock, fetched=fetched
+    )
     for result in results:
         if result.failed:
             log.warning("reconcile could not apply %s: %s", result.event_id, result.error)
@@ -362,22 +351,6 @@ def _heal(
         )
         is None
     }
-
-
-def _lanes(events: list[dict[str, Any]], lanes: int) -> list[list[dict[str, Any]]]:
-    """Split events into up to `lanes` lists, all of one customer's (or charge's) in one list.
-
-    On PostgreSQL each lane is applied by a thread of its own: a handler spends most of its time
-    waiting for the database, and lanes never wait for each other's customer locks.
-    """
-    lane_of: dict[str, int] = {}
-    split: list[list[dict[str, Any]]] = [[] for _ in range(max(1, lanes))]
-    for event in events:
-        obj = event["data"]["object"]
-        owner = stripe_id_of(obj.get("customer")) or stripe_id_of(obj.get("charge")) or obj["id"]
-        lane = lane_of.setdefault(owner, len(lane_of) % len(split))
-        split[lane].append(event)
-    return [lane for lane in split if lane]
 
 
 def _first_seen_customers(run: _Run, objects: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:

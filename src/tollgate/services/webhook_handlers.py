@@ -1101,20 +1101,22 @@ def _charge_values(
     ctx: HandlerContext, snapshot: ChargeSnapshot, customer_id: str | None, row: Row | None
 ) -> dict[str, Any]:
     invoice_id = row["invoice_id"] if row is not None else None
-    if invoice_id is None:
-        paid_by = [INVOICE_PAYMENTS.c.charge_id == snapshot.id]
-        if snapshot.payment_intent:
-            paid_by.append(INVOICE_PAYMENTS.c.payment_intent == snapshot.payment_intent)
-        for condition in paid_by:
-            invoice_id = invoice_id or ctx.scalar(
-                select(INVOICE_PAYMENTS.c.invoice_id).where(condition).limit(1)
-            )
     disputed = snapshot.disputed or (row is not None and bool(row["disputed"]))
+    # What the mirror does not say yet, asked in one round trip: the invoice the charge paid (by
+    # the charge, else by its PaymentIntent) and whether a dispute of it arrived first.
+    reads: list[tuple[ClauseElement, Mapping[str, Any]]] = []
+    if invoice_id is None:
+        reads.append((_INVOICE_PAID_BY_CHARGE, {"charge_id": snapshot.id}))
+        if snapshot.payment_intent:
+            reads.append((_INVOICE_PAID_BY_INTENT, {"payment_intent": snapshot.payment_intent}))
     if not disputed:
-        disputed = (
-            ctx.scalar(select(DISPUTES.c.id).where(DISPUTES.c.charge_id == snapshot.id).limit(1))
-            is not None
-        )
+        reads.append((_DISPUTE_OF_CHARGE, {"charge_id": snapshot.id}))
+    found = iter(ctx.rows_of(reads) if reads else [])
+    if invoice_id is None:
+        candidates = [next(found)] + ([next(found)] if snapshot.payment_intent else [])
+        invoice_id = next((rows[0]["invoice_id"] for rows in candidates if rows), None)
+    if not disputed:
+        disputed = bool(next(found))
     return {
         "customer_id": customer_id,
         "payment_intent": snapshot.payment_intent,
@@ -1126,6 +1128,21 @@ def _charge_values(
         "refunded": snapshot.refunded,
         "disputed": disputed,
     }
+
+
+_INVOICE_PAID_BY_CHARGE = (
+    select(INVOICE_PAYMENTS.c.invoice_id)
+    .where(INVOICE_PAYMENTS.c.charge_id == bindparam("charge_id"))
+    .limit(1)
+)
+_INVOICE_PAID_BY_INTENT = (
+    select(INVOICE_PAYMENTS.c.invoice_id)
+    .where(INVOICE_PAYMENTS.c.payment_intent == bindparam("payment_intent"))
+    .limit(1)
+)
+_DISPUTE_OF_CHARGE = (
+    select(DISPUTES.c.id).where(DISPUTES.c.charge_id == bindparam("charge_id")).limit(1)
+)
 
 
 def _apply_charge(ctx: HandlerContext, obj: dict[str, Any], *, refunds_wanted: bool) -> Row:

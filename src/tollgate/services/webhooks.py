@@ -304,9 +304,18 @@ def _apply_alone(db: Database, delivery: Delivery, now: datetime) -> ProcessResu
 
 
 def _store_and_apply_many(
-    connection: Connection, dialect: str, deliveries: Sequence[Delivery], now: datetime
+    connection: Connection,
+    dialect: str,
+    deliveries: Sequence[Delivery],
+    now: datetime,
+    fetched: dict[tuple[str, str], Any] | None = None,
+    results: list[ProcessResult] | None = None,
 ) -> list[ProcessResult]:
-    """Insert the events already marked done, in one statement, then apply the new ones."""
+    """Insert the events already marked done, in one statement, then apply the new ones.
+
+    The results are appended to `results` (a new list by default) as each event is applied, so
+    when one raises, the caller knows how many came before it.
+    """
     handlers = [HANDLERS.get(delivery.event["type"]) for delivery in deliveries]
     rows = [
         _marked_done(delivery.stored, handler, now)
@@ -319,7 +328,7 @@ def _store_and_apply_many(
     if stored_before:
         statuses = dict(connection.execute(_STATUSES, {"event_ids": stored_before}).all())
     shared = SharedWrites()
-    results: list[ProcessResult] = []
+    results = [] if results is None else results
     for delivery, handler in zip(deliveries, handlers, strict=True):
         event_id = delivery.event_id
         if event_id not in inserted:
@@ -333,7 +342,11 @@ def _store_and_apply_many(
             continue
         event = delivery.event
         context = HandlerContext(
-            connection=connection, event=event, now=now, fetched={}, shared=shared
+            connection=connection,
+            event=event,
+            now=now,
+            fetched={} if fetched is None else fetched,
+            shared=shared,
         )
         handler(context, event["data"]["object"])
         context.finish()
@@ -803,23 +816,16 @@ def apply_built_events(
     now = clock.now()
     fetched = {} if fetched is None else fetched
     results: list[ProcessResult] = []
-    pending = list(events)
+    pending = [Delivery(event, _inbox_row(event, orjson.dumps(event), now)) for event in events]
     take = len(pending)
     rounds = conflicts = 0
     while pending:
         applied: list[ProcessResult] = []
         try:
             with db.write_connection() as connection:
-                for event in pending[:take]:
-                    stored = _inbox_row(event, orjson.dumps(event), now)
-                    handler = HANDLERS.get(event["type"])
-                    applied.append(
-                        _store_and_apply(
-                            connection, db.dialect, event, stored, handler, now, fetched
-                        )
-                    )
+                _store_and_apply_many(connection, db.dialect, pending[:take], now, fetched, applied)
         except Exception as error:
-            if applied:
+            if 0 < len(applied) < take:
                 take = len(applied)  # the events before the one that raised go first
                 continue
             retry = False
@@ -835,7 +841,7 @@ def apply_built_events(
                 conflicts += 1
                 retry = conflicts <= MAX_CONFLICT_RETRIES
             if not retry:
-                results.append(_apply_built_alone(db, gateway, pending[0], now, clock))
+                results.append(_apply_built_alone(db, gateway, pending[0].event, now, clock))
                 pending = pending[1:]
                 take, rounds, conflicts = len(pending), 0, 0
             continue
