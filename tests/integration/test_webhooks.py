@@ -1666,3 +1666,45 @@ def test_a_lifecycle_with_plan_changes_and_refunds_ends_the_same_in_any_order(
     parts = [*refunds, *([2900 - sum(refunds)] if refund_all else [])]
     assert sorted(row[2] for row in refunded) == sorted(parts)
     assert {row[3] for row in refunded} == {"succeeded"}
+
+
+def test_a_groups_inbox_rows_are_stored_exactly_as_delivered(hooks: Hooks) -> None:
+    # A group's inbox rows go in as one statement (on PostgreSQL, one array per column): every
+    # column must come back as the delivery's own row, the raw body byte for byte, nulls kept.
+    cus_id = known_customer(hooks)
+    quoted = customer_obj(cus_id, app_id="acme", email='"ops"@acme.example')
+    quoted["name"] = 'Ünïcode \\ "quoted" — {braces}, commas'
+    events = [
+        event_obj("customer.updated", quoted, created=T0 + 20),
+        {
+            **event_obj("customer.tax_id.created", {"id": "txi_2", "object": "tax_id"}),
+            "account": "acct_1",
+        },
+    ]
+    events[1].pop("api_version", None)
+    deliveries = []
+    for event in events:
+        body = orjson.dumps(event)
+        header = stripe.WebhookSignature.generate_signature_header(body.decode(), SECRET)
+        deliveries.append(
+            verify_stripe_delivery(
+                raw_body=body,
+                signature_header=header,
+                settings=hooks.container.settings,
+                clock=hooks.container.clock,
+            )
+        )
+    results = apply_stripe_deliveries(
+        db=hooks.db, deliveries=deliveries, clock=hooks.container.clock
+    )
+    assert [result.outcome for result in results] == ["succeeded", "ignored"]
+    for delivery, status in zip(deliveries, ("succeeded", "ignored"), strict=True):
+        row = hooks.get(StripeEvent, delivery.event_id)
+        expected = {**delivery.stored, "status": status}
+        for column in ("id", "type", "object_type", "object_id", "stripe_account", "api_version"):
+            assert getattr(row, column) == expected[column], column
+        assert (row.created, row.received_at) == (expected["created"], expected["received_at"])
+        assert row.payload == expected["payload"]
+        assert (row.status, row.last_error, row.next_attempt_at) == (status, None, None)
+        assert row.processed_at is not None
+    assert hooks.get(Customer, "acme").name == quoted["name"]

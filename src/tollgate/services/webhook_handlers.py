@@ -14,7 +14,9 @@ row. All events of one customer therefore apply one at a time, always taking loc
 order. The object is read by a statement of its own after the customer's lock is granted: under
 READ COMMITTED a statement sees what was committed when it started, so a join that waited for
 the customer's lock could read the object as it was before the previous holder's commit. On
-SQLite the transaction already holds the database's write lock.
+PostgreSQL that read is sent together with the lock (and the writes still queued) in one round
+trip: the server runs it only once the lock is granted (see `_run`). On SQLite the transaction
+already holds the database's write lock.
 """
 
 from __future__ import annotations
