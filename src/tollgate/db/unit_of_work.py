@@ -8,7 +8,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Executable, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -118,19 +118,34 @@ def execute_writes(connection: Connection, writes: Sequence[tuple[Executable, An
         for statement, parameters in writes:
             connection.execute(statement, parameters)
         return
-    dbapi = connection.dialect.loaded_dbapi
     try:
         with driver.pipeline():
             for statement, parameters in writes:
                 connection.execute(statement, parameters)
     except DBAPIError:
         raise
-    except dbapi.Error as error:
-        # Raised by the pipeline's last read, outside SQLAlchemy: wrap it as SQLAlchemy does, and
-        # drop the connection if it died.
-        gone = connection.dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
-        if gone:
-            connection.invalidate(error)
-        raise DBAPIError.instance(
-            None, None, error, dbapi.Error, connection_invalidated=gone, dialect=connection.dialect
-        ) from error
+    except connection.dialect.loaded_dbapi.Error as error:
+        # Raised by the pipeline's last read, outside SQLAlchemy.
+        raise driver_error(connection, error) from error
+
+
+def driver_error(
+    connection: Connection, error: Any, statement: str | None = None, parameters: Any = None
+) -> StatementError:
+    """Return a driver's error as SQLAlchemy raises it, and drop the connection if it died.
+
+    For errors raised by the driver outside SQLAlchemy (driver cursors, psycopg's pipeline), so
+    callers catch and retry them as any other.
+    """
+    dialect = connection.dialect
+    gone = dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
+    if gone:
+        connection.invalidate(error)
+    return DBAPIError.instance(
+        statement,
+        parameters,
+        error,
+        dialect.loaded_dbapi.Error,
+        connection_invalidated=gone,
+        dialect=dialect,
+    )

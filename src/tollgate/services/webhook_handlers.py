@@ -58,6 +58,7 @@ from tollgate.db.models import (
     SubscriptionItem,
 )
 from tollgate.db.types import UTCDateTime
+from tollgate.db.unit_of_work import driver_error
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.events import (
     ChargeSnapshot,
@@ -334,8 +335,8 @@ def _run(
     dialect = connection.dialect
     dbapi_connection: Any = connection.connection.driver_connection
     pipelined = dialect.name == "postgresql" and len(writes) + len(reads) > 1
-    cursors: list[tuple[Any, _DriverStatement]] = []
-    results: list[list[dict[str, Any]]] = []
+    cursors: list[Any] = []
+    reading: list[tuple[Any, _DriverStatement]] = []
     sent: tuple[str, Any] | None = None  # the driver statement that ran last, for errors
     try:
         with dbapi_connection.pipeline() if pipelined else nullcontext():
@@ -347,8 +348,7 @@ def _run(
                     )
                     arguments: Any = [compiled.arguments(row) for row in sets]
                     sent = (compiled.sql, arguments)
-                    cursor = dbapi_connection.cursor()
-                    cursors.append((cursor, compiled))
+                    cursors.append(cursor := dbapi_connection.cursor())
                     cursor.executemany(compiled.sql, arguments)
                 else:
                     connection.execute(statement, parameters)
@@ -356,34 +356,20 @@ def _run(
                 compiled = _driver_statement(read, dialect, frozenset(parameters))
                 arguments = compiled.arguments(parameters)
                 sent = (compiled.sql, arguments)
-                cursor = dbapi_connection.cursor()
-                cursors.append((cursor, compiled))
+                cursors.append(cursor := dbapi_connection.cursor())
+                reading.append((cursor, compiled))
                 cursor.execute(compiled.sql, arguments)
-                if not pipelined:
-                    results.append(_fetched(cursor, compiled))
-        if pipelined:
-            results = [_fetched(cursor, compiled) for cursor, compiled in cursors[-len(reads) :]]
+        # Each cursor keeps its own rows (in a pipeline, read when it ended).
+        return [_fetched(cursor, compiled) for cursor, compiled in reading]
     except DBAPIError:  # from a write run through SQLAlchemy: raised as it is
         raise
     except dialect.loaded_dbapi.Error as error:
-        # As SQLAlchemy raises it (and drops the connection if it died). In a pipeline the
-        # failing statement is not known.
-        gone = dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
-        if gone:
-            connection.invalidate(error)
+        # In a pipeline the failing statement is not known.
         statement_sql, arguments = sent if sent and not pipelined else (None, None)
-        raise DBAPIError.instance(
-            statement_sql,
-            arguments,
-            error,
-            dialect.loaded_dbapi.Error,
-            connection_invalidated=gone,
-            dialect=dialect,
-        ) from error
+        raise driver_error(connection, error, statement_sql, arguments) from error
     finally:
-        for cursor, _ in cursors:
+        for cursor in cursors:
             cursor.close()
-    return results
 
 
 def _fetched(cursor: Any, compiled: _DriverStatement) -> list[dict[str, Any]]:

@@ -841,7 +841,7 @@ def apply_built_events(
                 conflicts += 1
                 retry = conflicts <= MAX_CONFLICT_RETRIES
             if not retry:
-                results.append(_apply_built_alone(db, gateway, pending[0].event, now, clock))
+                results.append(_apply_built_alone(db, gateway, pending[0], clock))
                 pending = pending[1:]
                 take, rounds, conflicts = len(pending), 0, 0
             continue
@@ -859,9 +859,9 @@ def apply_built_events(
 
 
 def _apply_built_alone(
-    db: Database, gateway: StripeGateway | None, event: dict[str, Any], now: datetime, clock: Clock
+    db: Database, gateway: StripeGateway | None, delivery: Delivery, clock: Clock
 ) -> ProcessResult:
     """Store one event pending, then apply it on the path that keeps its failure for a retry."""
     with db.write_connection() as connection:
-        _insert_new(connection, db.dialect, _inbox_row(event, orjson.dumps(event), now))
-    return process_stripe_event(db=db, gateway=gateway, event_id=event["id"], clock=clock)
+        _insert_new(connection, db.dialect, delivery.stored)
+    return process_stripe_event(db=db, gateway=gateway, event_id=delivery.event_id, clock=clock)
