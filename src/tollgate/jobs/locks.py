@@ -14,13 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, and_, func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tollgate.db.models import JobLock
+from tollgate.db.tables import JOB_LOCKS
 from tollgate.db.unit_of_work import Database
-
-JOB_LOCKS: Table = JobLock.__table__  # type: ignore[assignment]
 
 
 def advisory_key(name: str) -> int:

@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Table,
     bindparam,
     delete,
     event,
@@ -25,9 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from tollgate.db.models import Customer, CustomerChange
-
-CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
-CHANGES: Table = CustomerChange.__table__  # type: ignore[assignment]
+from tollgate.db.tables import CUSTOMER_CHANGES, CUSTOMERS
 
 _BUMP = (
     update(CUSTOMERS)
@@ -44,7 +41,7 @@ def note_customer_changes(
     if not ids:
         return
     connection.execute(_BUMP, [{"row_id": customer_id} for customer_id in ids])
-    connection.execute(insert(CHANGES), feed_rows(ids, reason=reason, now=now))
+    connection.execute(insert(CUSTOMER_CHANGES), feed_rows(ids, reason=reason, now=now))
 
 
 def feed_rows(customer_ids: Iterable[str], *, reason: str, now: datetime) -> list[dict[str, Any]]:
@@ -57,9 +54,9 @@ def changes_after(
 ) -> list[tuple[int, str, str]]:
     """Return `(seq, customer_id, reason)` of the changes after `seq`, oldest first."""
     rows = connection.execute(
-        select(CHANGES.c.seq, CHANGES.c.customer_id, CHANGES.c.reason)
-        .where(CHANGES.c.seq > seq)
-        .order_by(CHANGES.c.seq)
+        select(CUSTOMER_CHANGES.c.seq, CUSTOMER_CHANGES.c.customer_id, CUSTOMER_CHANGES.c.reason)
+        .where(CUSTOMER_CHANGES.c.seq > seq)
+        .order_by(CUSTOMER_CHANGES.c.seq)
         .limit(limit)
     )
     return [(row.seq, row.customer_id, row.reason) for row in rows]
@@ -68,7 +65,9 @@ def changes_after(
 def last_change(connection: Connection) -> int:
     """Return the newest change's sequence number (0 for an empty feed)."""
     return int(
-        connection.execute(select(CHANGES.c.seq).order_by(CHANGES.c.seq.desc()).limit(1)).scalar()
+        connection.execute(
+            select(CUSTOMER_CHANGES.c.seq).order_by(CUSTOMER_CHANGES.c.seq.desc()).limit(1)
+        ).scalar()
         or 0
     )
 
@@ -76,7 +75,9 @@ def last_change(connection: Connection) -> int:
 def prune_changes(connection: Connection, *, keep: int = 100_000) -> int:
     """Delete all but the newest `keep` feed rows; returns how many went."""
     newest = last_change(connection)
-    result = connection.execute(delete(CHANGES).where(CHANGES.c.seq <= newest - keep))
+    result = connection.execute(
+        delete(CUSTOMER_CHANGES).where(CUSTOMER_CHANGES.c.seq <= newest - keep)
+    )
     return int(result.rowcount or 0)
 
 

@@ -18,20 +18,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tollgate.clock import Clock
 from tollgate.config import Settings
-from tollgate.db.models import (
-    Charge,
-    CreditAccount,
-    CreditEntry,
-    CreditLot,
-    CreditTransaction,
-    Customer,
-    Refund,
-    Subscription,
+from tollgate.db.tables import (
+    CHARGES,
+    CREDIT_ACCOUNTS,
+    CREDIT_ENTRIES,
+    CREDIT_LOTS,
+    CREDIT_TRANSACTIONS,
+    CUSTOMERS,
+    REFUNDS,
+    SUBSCRIPTIONS,
 )
 from tollgate.db.unit_of_work import Database, execute_writes
 from tollgate.domain.catalog import Catalog
@@ -67,42 +67,35 @@ from tollgate.domain.subscriptions import request_id
 from tollgate.services.changes import note_customer_changes
 from tollgate.stripe.gateway import StripeGateway
 
-ACCOUNTS_TABLE: Table = CreditAccount.__table__  # type: ignore[assignment]
-TRANSACTIONS: Table = CreditTransaction.__table__  # type: ignore[assignment]
-ENTRIES: Table = CreditEntry.__table__  # type: ignore[assignment]
-LOTS: Table = CreditLot.__table__  # type: ignore[assignment]
-CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
-CHARGES: Table = Charge.__table__  # type: ignore[assignment]
-REFUNDS: Table = Refund.__table__  # type: ignore[assignment]
-SUBSCRIPTIONS: Table = Subscription.__table__  # type: ignore[assignment]
-
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 LIVE_STATUSES = ("active", "trialing")
 _WALLET_ROW = (
-    select(ACCOUNTS_TABLE.c.balance, ACCOUNTS_TABLE.c.allowance)
+    select(CREDIT_ACCOUNTS.c.balance, CREDIT_ACCOUNTS.c.allowance)
     .where(
-        ACCOUNTS_TABLE.c.customer_id == bindparam("customer_id"),
-        ACCOUNTS_TABLE.c.account == WALLET,
+        CREDIT_ACCOUNTS.c.customer_id == bindparam("customer_id"),
+        CREDIT_ACCOUNTS.c.account == WALLET,
     )
     .with_for_update()
 )
-_OPEN_LOTS = select(LOTS.c.id, LOTS.c.remaining, LOTS.c.expires_at).where(
-    LOTS.c.customer_id == bindparam("customer_id"), LOTS.c.remaining > 0
+_OPEN_LOTS = select(CREDIT_LOTS.c.id, CREDIT_LOTS.c.remaining, CREDIT_LOTS.c.expires_at).where(
+    CREDIT_LOTS.c.customer_id == bindparam("customer_id"), CREDIT_LOTS.c.remaining > 0
 )
-_BY_KEY = select(TRANSACTIONS).where(
-    TRANSACTIONS.c.customer_id == bindparam("customer_id"),
-    TRANSACTIONS.c.idempotency_key == bindparam("key"),
+_BY_KEY = select(CREDIT_TRANSACTIONS).where(
+    CREDIT_TRANSACTIONS.c.customer_id == bindparam("customer_id"),
+    CREDIT_TRANSACTIONS.c.idempotency_key == bindparam("key"),
 )
 _MOVE_BALANCE = (
-    update(ACCOUNTS_TABLE)
+    update(CREDIT_ACCOUNTS)
     .where(
-        ACCOUNTS_TABLE.c.customer_id == bindparam("owner"),
-        ACCOUNTS_TABLE.c.account == bindparam("name"),
+        CREDIT_ACCOUNTS.c.customer_id == bindparam("owner"),
+        CREDIT_ACCOUNTS.c.account == bindparam("name"),
     )
-    .values(balance=ACCOUNTS_TABLE.c.balance + bindparam("delta"), updated_at=bindparam("now"))
+    .values(balance=CREDIT_ACCOUNTS.c.balance + bindparam("delta"), updated_at=bindparam("now"))
 )
 _SET_REMAINING = (
-    update(LOTS).where(LOTS.c.id == bindparam("lot")).values(remaining=bindparam("left"))
+    update(CREDIT_LOTS)
+    .where(CREDIT_LOTS.c.id == bindparam("lot"))
+    .values(remaining=bindparam("left"))
 )
 
 
@@ -164,7 +157,7 @@ def open_credit_accounts(
         for account in ACCOUNTS
     ]
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(ACCOUNTS_TABLE).on_conflict_do_nothing(
+    statement = dialect.insert(CREDIT_ACCOUNTS).on_conflict_do_nothing(
         index_elements=["customer_id", "account"]
     )
     connection.execute(statement, rows)
@@ -204,7 +197,7 @@ def _record(
 ) -> int:
     """Write one transaction: its row, its entries, the lots it changes and the balances."""
     transaction_id = connection.execute(
-        insert(TRANSACTIONS)
+        insert(CREDIT_TRANSACTIONS)
         .values(
             customer_id=customer_id,
             kind=kind,
@@ -214,12 +207,12 @@ def _record(
             actor=actor,
             created_at=now,
         )
-        .returning(TRANSACTIONS.c.id)
+        .returning(CREDIT_TRANSACTIONS.c.id)
     ).scalar_one()
     new_lot_id = None
     if lot is not None:
         new_lot_id = connection.execute(
-            insert(LOTS)
+            insert(CREDIT_LOTS)
             .values(
                 customer_id=customer_id,
                 transaction_id=transaction_id,
@@ -230,7 +223,7 @@ def _record(
                 payment_intent=lot.payment_intent,
                 created_at=now,
             )
-            .returning(LOTS.c.id)
+            .returning(CREDIT_LOTS.c.id)
         ).scalar_one()
     if not movement.postings:
         return int(transaction_id)
@@ -250,7 +243,7 @@ def _record(
     deltas: dict[str, int] = {}
     for posting in movement.postings:
         deltas[posting.account] = deltas.get(posting.account, 0) + posting.amount
-    writes: list[tuple[Any, Any]] = [(insert(ENTRIES), entries)]
+    writes: list[tuple[Any, Any]] = [(insert(CREDIT_ENTRIES), entries)]
     if movement.lots:
         writes.append((_SET_REMAINING, [{"lot": i, "left": left} for i, left in movement.lots]))
     writes.append(
@@ -299,8 +292,8 @@ def credit_position(
     expiry (not yet written off by the expiry job) do not count, as a burn would not spend them.
     """
     row = connection.execute(
-        select(ACCOUNTS_TABLE.c.balance, ACCOUNTS_TABLE.c.allowance).where(
-            ACCOUNTS_TABLE.c.customer_id == customer_id, ACCOUNTS_TABLE.c.account == WALLET
+        select(CREDIT_ACCOUNTS.c.balance, CREDIT_ACCOUNTS.c.allowance).where(
+            CREDIT_ACCOUNTS.c.customer_id == customer_id, CREDIT_ACCOUNTS.c.account == WALLET
         )
     ).first()
     if row is None:
@@ -373,7 +366,7 @@ def grant_credits_in(
     existing = _find(connection, customer_id, key)
     if existing is not None:
         lot_expiry = connection.execute(
-            select(LOTS.c.expires_at).where(LOTS.c.transaction_id == existing["id"])
+            select(CREDIT_LOTS.c.expires_at).where(CREDIT_LOTS.c.transaction_id == existing["id"])
         ).scalar()
         same = (existing["kind"], existing["amount"], existing["reason"], lot_expiry) == (
             kind,
@@ -489,7 +482,7 @@ def grant_onboarding_credits(
 
 def forget_credits(connection: Connection, customer_id: str) -> None:
     """Delete every credits row of a customer that is being removed (bad input undone)."""
-    for table in (ENTRIES, LOTS, TRANSACTIONS, ACCOUNTS_TABLE):
+    for table in (CREDIT_ENTRIES, CREDIT_LOTS, CREDIT_TRANSACTIONS, CREDIT_ACCOUNTS):
         connection.execute(table.delete().where(table.c.customer_id == customer_id))
 
 
@@ -509,8 +502,10 @@ def set_credit_allowance(*, db: Database, clock: Clock, customer_id: str, allowa
         _require_customer(connection, customer_id)
         _lock_wallet(connection, customer_id, now)
         connection.execute(
-            update(ACCOUNTS_TABLE)
-            .where(ACCOUNTS_TABLE.c.customer_id == customer_id, ACCOUNTS_TABLE.c.account == WALLET)
+            update(CREDIT_ACCOUNTS)
+            .where(
+                CREDIT_ACCOUNTS.c.customer_id == customer_id, CREDIT_ACCOUNTS.c.account == WALLET
+            )
             .values(allowance=allowance, updated_at=now)
         )
         note_customer_changes(connection, [customer_id], reason="credits", now=now)
@@ -537,24 +532,24 @@ def _entries(
     transaction_ids: Iterable[int] | None = None,
     limit: int = 100,
 ) -> list[CreditEntryView]:
-    query = select(TRANSACTIONS).where(TRANSACTIONS.c.customer_id == customer_id)
+    query = select(CREDIT_TRANSACTIONS).where(CREDIT_TRANSACTIONS.c.customer_id == customer_id)
     if transaction_ids is not None:
-        query = query.where(TRANSACTIONS.c.id.in_(list(transaction_ids)))
-    rows = connection.execute(query.order_by(TRANSACTIONS.c.id.desc()).limit(limit)).all()
+        query = query.where(CREDIT_TRANSACTIONS.c.id.in_(list(transaction_ids)))
+    rows = connection.execute(query.order_by(CREDIT_TRANSACTIONS.c.id.desc()).limit(limit)).all()
     ids = [row.id for row in rows]
     wallet = dict(
         connection.execute(
-            select(ENTRIES.c.transaction_id, func.sum(ENTRIES.c.amount))
-            .where(ENTRIES.c.transaction_id.in_(ids), ENTRIES.c.account == WALLET)
-            .group_by(ENTRIES.c.transaction_id)
+            select(CREDIT_ENTRIES.c.transaction_id, func.sum(CREDIT_ENTRIES.c.amount))
+            .where(CREDIT_ENTRIES.c.transaction_id.in_(ids), CREDIT_ENTRIES.c.account == WALLET)
+            .group_by(CREDIT_ENTRIES.c.transaction_id)
         ).all()
     )
     lots = {
         row.transaction_id: row
         for row in connection.execute(
-            select(LOTS.c.transaction_id, LOTS.c.expires_at, LOTS.c.remaining).where(
-                LOTS.c.transaction_id.in_(ids)
-            )
+            select(
+                CREDIT_LOTS.c.transaction_id, CREDIT_LOTS.c.expires_at, CREDIT_LOTS.c.remaining
+            ).where(CREDIT_LOTS.c.transaction_id.in_(ids))
         )
     }
     return [
@@ -591,10 +586,10 @@ def expire_credits(*, db: Database, clock: Clock, limit: int = 500) -> int:
         customers = list(
             session.connection()
             .execute(
-                select(LOTS.c.customer_id)
-                .where(LOTS.c.remaining > 0, LOTS.c.expires_at <= now)
-                .group_by(LOTS.c.customer_id)
-                .order_by(LOTS.c.customer_id)
+                select(CREDIT_LOTS.c.customer_id)
+                .where(CREDIT_LOTS.c.remaining > 0, CREDIT_LOTS.c.expires_at <= now)
+                .group_by(CREDIT_LOTS.c.customer_id)
+                .order_by(CREDIT_LOTS.c.customer_id)
                 .limit(limit)
             )
             .scalars()
@@ -650,8 +645,8 @@ def grant_plan_credits(*, db: Database, catalog: Catalog, clock: Clock) -> int:
         done = set(
             session.connection()
             .execute(
-                select(TRANSACTIONS.c.idempotency_key).where(
-                    TRANSACTIONS.c.idempotency_key.in_(sorted(wanted))
+                select(CREDIT_TRANSACTIONS.c.idempotency_key).where(
+                    CREDIT_TRANSACTIONS.c.idempotency_key.in_(sorted(wanted))
                 )
             )
             .scalars()
@@ -755,9 +750,9 @@ def claw_back_refunds(connection: Connection, *, charge_id: str, now: datetime, 
         return 0
     lot = (
         connection.execute(
-            select(LOTS.c.id, LOTS.c.customer_id, LOTS.c.credits)
-            .where(LOTS.c.payment_intent == charge["payment_intent"])
-            .order_by(LOTS.c.id)
+            select(CREDIT_LOTS.c.id, CREDIT_LOTS.c.customer_id, CREDIT_LOTS.c.credits)
+            .where(CREDIT_LOTS.c.payment_intent == charge["payment_intent"])
+            .order_by(CREDIT_LOTS.c.id)
         )
         .mappings()
         .first()
@@ -774,9 +769,9 @@ def claw_back_refunds(connection: Connection, *, charge_id: str, now: datetime, 
     keys = {f"refund:{refund.id}": refund for refund in refunds}
     done = set(
         connection.execute(
-            select(TRANSACTIONS.c.idempotency_key).where(
-                TRANSACTIONS.c.customer_id == customer_id,
-                TRANSACTIONS.c.idempotency_key.in_(sorted(keys)),
+            select(CREDIT_TRANSACTIONS.c.idempotency_key).where(
+                CREDIT_TRANSACTIONS.c.customer_id == customer_id,
+                CREDIT_TRANSACTIONS.c.idempotency_key.in_(sorted(keys)),
             )
         ).scalars()
     )
@@ -843,27 +838,27 @@ def overdraft_due(
         connection = session.connection()
         rows = connection.execute(
             select(
-                ACCOUNTS_TABLE.c.customer_id,
-                ACCOUNTS_TABLE.c.balance,
+                CREDIT_ACCOUNTS.c.customer_id,
+                CREDIT_ACCOUNTS.c.balance,
                 CUSTOMERS.c.stripe_customer_id,
             )
-            .join(CUSTOMERS, CUSTOMERS.c.id == ACCOUNTS_TABLE.c.customer_id)
+            .join(CUSTOMERS, CUSTOMERS.c.id == CREDIT_ACCOUNTS.c.customer_id)
             .where(
-                ACCOUNTS_TABLE.c.account == WALLET,
-                ACCOUNTS_TABLE.c.balance < 0,
+                CREDIT_ACCOUNTS.c.account == WALLET,
+                CREDIT_ACCOUNTS.c.balance < 0,
                 CUSTOMERS.c.offline.is_(False),
                 CUSTOMERS.c.stripe_customer_id.is_not(None),
             )
-            .order_by(ACCOUNTS_TABLE.c.customer_id)
+            .order_by(CREDIT_ACCOUNTS.c.customer_id)
         ).all()
         for row in rows:
             if _find(connection, row.customer_id, key) is not None:
                 continue
             balance_at_end = connection.execute(
-                select(func.coalesce(func.sum(ENTRIES.c.amount), 0)).where(
-                    ENTRIES.c.customer_id == row.customer_id,
-                    ENTRIES.c.account == WALLET,
-                    ENTRIES.c.created_at < period.end,
+                select(func.coalesce(func.sum(CREDIT_ENTRIES.c.amount), 0)).where(
+                    CREDIT_ENTRIES.c.customer_id == row.customer_id,
+                    CREDIT_ENTRIES.c.account == WALLET,
+                    CREDIT_ENTRIES.c.created_at < period.end,
                 )
             ).scalar_one()
             credits = overdraft_to_invoice(
@@ -915,21 +910,27 @@ def ledger_problems(connection: Connection) -> list[str]:
     balances = {
         (row.customer_id, row.account): int(row.balance)
         for row in connection.execute(
-            select(ACCOUNTS_TABLE.c.customer_id, ACCOUNTS_TABLE.c.account, ACCOUNTS_TABLE.c.balance)
+            select(
+                CREDIT_ACCOUNTS.c.customer_id, CREDIT_ACCOUNTS.c.account, CREDIT_ACCOUNTS.c.balance
+            )
         )
     }
     sums = {
         (row.customer_id, row.account): int(row.total)
         for row in connection.execute(
             select(
-                ENTRIES.c.customer_id, ENTRIES.c.account, func.sum(ENTRIES.c.amount).label("total")
-            ).group_by(ENTRIES.c.customer_id, ENTRIES.c.account)
+                CREDIT_ENTRIES.c.customer_id,
+                CREDIT_ENTRIES.c.account,
+                func.sum(CREDIT_ENTRIES.c.amount).label("total"),
+            ).group_by(CREDIT_ENTRIES.c.customer_id, CREDIT_ENTRIES.c.account)
         )
     }
     problems = ledger_differences(balances, sums)
     lots = dict(
         connection.execute(
-            select(LOTS.c.customer_id, func.sum(LOTS.c.remaining)).group_by(LOTS.c.customer_id)
+            select(CREDIT_LOTS.c.customer_id, func.sum(CREDIT_LOTS.c.remaining)).group_by(
+                CREDIT_LOTS.c.customer_id
+            )
         ).all()
     )
     for (customer_id, account), balance in sorted(balances.items()):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, select, update
 
-from tollgate.db.models import Customer
+from tollgate.db.tables import CUSTOMERS
 from tollgate.domain.dunning import (
     DEFAULT_POLICY,
     Access,
@@ -21,8 +21,6 @@ from tollgate.domain.dunning import (
 )
 from tollgate.services.changes import note_customer_changes
 from tollgate.services.outbox import queue_app_event, queue_email
-
-CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
 
 _policy: list[DunningPolicy] = [parse_dunning_policy(DEFAULT_POLICY)]
 

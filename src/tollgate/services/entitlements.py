@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, literal, select, union_all
+from sqlalchemy import Connection, bindparam, literal, select, union_all
 
 from tollgate.clock import Clock
-from tollgate.db.models import Customer, Subscription, UsageCounter, UsagePending
+from tollgate.db.tables import CUSTOMERS, SUBSCRIPTIONS, USAGE_COUNTERS, USAGE_PENDING
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, FeatureType
 from tollgate.domain.entitlements import CustomerState, Decision, Entitlements, entitlements
@@ -30,11 +30,6 @@ from tollgate.domain.events import ENDED_STATUSES
 from tollgate.domain.metering import Period, open_period, usage_with_pending
 from tollgate.domain.subscriptions import customer_currency, customer_plan
 from tollgate.services.changes import last_change
-
-CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
-SUBSCRIPTIONS: Table = Subscription.__table__  # type: ignore[assignment]
-COUNTERS: Table = UsageCounter.__table__  # type: ignore[assignment]
-PENDING: Table = UsagePending.__table__  # type: ignore[assignment]
 
 _CUSTOMER_COLUMNS = (
     CUSTOMERS.c.id,
@@ -175,24 +170,24 @@ def period_usage(connection: Connection, customer_id: str, period: Period) -> di
 # The counters, and the usage counted in Redis not yet folded into them (usage_pending).
 _PERIOD_USAGE = union_all(
     select(
-        COUNTERS.c.meter,
-        COUNTERS.c.value,
-        COUNTERS.c.last_at,
-        COUNTERS.c.last_event_id,
+        USAGE_COUNTERS.c.meter,
+        USAGE_COUNTERS.c.value,
+        USAGE_COUNTERS.c.last_at,
+        USAGE_COUNTERS.c.last_event_id,
         literal("").label("aggregation"),
     ).where(
-        COUNTERS.c.customer_id == bindparam("customer"),
-        COUNTERS.c.period_start == bindparam("start"),
+        USAGE_COUNTERS.c.customer_id == bindparam("customer"),
+        USAGE_COUNTERS.c.period_start == bindparam("start"),
     ),
     select(
-        PENDING.c.meter,
-        PENDING.c.value,
-        PENDING.c.last_at,
-        PENDING.c.last_event_id,
-        PENDING.c.aggregation,
+        USAGE_PENDING.c.meter,
+        USAGE_PENDING.c.value,
+        USAGE_PENDING.c.last_at,
+        USAGE_PENDING.c.last_event_id,
+        USAGE_PENDING.c.aggregation,
     ).where(
-        PENDING.c.customer_id == bindparam("customer"),
-        PENDING.c.period_start == bindparam("start"),
+        USAGE_PENDING.c.customer_id == bindparam("customer"),
+        USAGE_PENDING.c.period_start == bindparam("start"),
     ),
 )
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import func, select, update
 
 from tollgate.clock import Clock
-from tollgate.db.models import MeterOutbox
+from tollgate.db.tables import METER_OUTBOX
 from tollgate.db.types import UTCDateTime
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.events import retry_delay
@@ -28,7 +28,6 @@ from tollgate.stripe.gateway import StripeGateway
 
 log = logging.getLogger("tollgate.meter_usage")
 
-OUTBOX: Table = MeterOutbox.__table__  # type: ignore[assignment]
 MAX_ATTEMPTS = 20
 
 
@@ -61,14 +60,14 @@ def _claim(db: Database, now: datetime, batch: int) -> int:
     with db.write_connection() as connection:
         query = (
             select(
-                OUTBOX.c.id,
-                OUTBOX.c.stripe_account,
-                OUTBOX.c.stripe_customer_id,
-                OUTBOX.c.event_name,
-                OUTBOX.c.period_start,
+                METER_OUTBOX.c.id,
+                METER_OUTBOX.c.stripe_account,
+                METER_OUTBOX.c.stripe_customer_id,
+                METER_OUTBOX.c.event_name,
+                METER_OUTBOX.c.period_start,
             )
-            .where(OUTBOX.c.status == "pending")
-            .order_by(OUTBOX.c.id)
+            .where(METER_OUTBOX.c.status == "pending")
+            .order_by(METER_OUTBOX.c.id)
             .limit(batch)
         )
         if connection.dialect.name == "postgresql":
@@ -82,8 +81,8 @@ def _claim(db: Database, now: datetime, batch: int) -> int:
             # two Tollgate databases (say, a reset dev one) from colliding in one Stripe account.
             identifier = f"tg-{stripe_customer_id}-{ids[0]}-{ids[-1]}"
             connection.execute(
-                update(OUTBOX)
-                .where(OUTBOX.c.id.in_(ids), OUTBOX.c.status == "pending")
+                update(METER_OUTBOX)
+                .where(METER_OUTBOX.c.id.in_(ids), METER_OUTBOX.c.status == "pending")
                 .values(status="claimed", identifier=identifier)
             )
         return len(groups)
@@ -107,29 +106,30 @@ def _due_groups(db: Database, now: datetime, batch: int) -> list[_Group]:
     with db.engine.connect() as connection:
         rows = connection.execute(
             select(
-                OUTBOX.c.identifier,
-                OUTBOX.c.stripe_account,
-                OUTBOX.c.stripe_customer_id,
-                OUTBOX.c.event_name,
-                OUTBOX.c.feature,
-                func.sum(OUTBOX.c.value).label("value"),
-                func.max(OUTBOX.c.occurred_at, type_=UTCDateTime()).label("occurred_at"),
-                func.min(OUTBOX.c.period_start, type_=UTCDateTime()).label("period_start"),
-                func.min(OUTBOX.c.period_end, type_=UTCDateTime()).label("period_end"),
-                func.max(OUTBOX.c.attempts).label("attempts"),
+                METER_OUTBOX.c.identifier,
+                METER_OUTBOX.c.stripe_account,
+                METER_OUTBOX.c.stripe_customer_id,
+                METER_OUTBOX.c.event_name,
+                METER_OUTBOX.c.feature,
+                func.sum(METER_OUTBOX.c.value).label("value"),
+                func.max(METER_OUTBOX.c.occurred_at, type_=UTCDateTime()).label("occurred_at"),
+                func.min(METER_OUTBOX.c.period_start, type_=UTCDateTime()).label("period_start"),
+                func.min(METER_OUTBOX.c.period_end, type_=UTCDateTime()).label("period_end"),
+                func.max(METER_OUTBOX.c.attempts).label("attempts"),
             )
             .where(
-                OUTBOX.c.status == "claimed",
-                (OUTBOX.c.next_attempt_at.is_(None)) | (OUTBOX.c.next_attempt_at <= now),
+                METER_OUTBOX.c.status == "claimed",
+                (METER_OUTBOX.c.next_attempt_at.is_(None))
+                | (METER_OUTBOX.c.next_attempt_at <= now),
             )
             .group_by(
-                OUTBOX.c.identifier,
-                OUTBOX.c.stripe_account,
-                OUTBOX.c.stripe_customer_id,
-                OUTBOX.c.event_name,
-                OUTBOX.c.feature,
+                METER_OUTBOX.c.identifier,
+                METER_OUTBOX.c.stripe_account,
+                METER_OUTBOX.c.stripe_customer_id,
+                METER_OUTBOX.c.event_name,
+                METER_OUTBOX.c.feature,
             )
-            .order_by(func.min(OUTBOX.c.id))
+            .order_by(func.min(METER_OUTBOX.c.id))
             .limit(batch)
         ).all()
         connection.rollback()
@@ -203,16 +203,18 @@ def _mark(
         values = {"status": "sent", "sent_at": now, "last_error": None}
     elif retry:
         values = {
-            "attempts": OUTBOX.c.attempts + 1,
+            "attempts": METER_OUTBOX.c.attempts + 1,
             "next_attempt_at": now + retry_delay(group.attempts + 1),
             "last_error": error,
         }
     else:
-        values = {"status": "failed", "attempts": OUTBOX.c.attempts + 1, "last_error": error}
+        values = {"status": "failed", "attempts": METER_OUTBOX.c.attempts + 1, "last_error": error}
     with db.write_connection() as connection:
         connection.execute(
-            update(OUTBOX)
-            .where(OUTBOX.c.identifier == group.identifier, OUTBOX.c.status == "claimed")
+            update(METER_OUTBOX)
+            .where(
+                METER_OUTBOX.c.identifier == group.identifier, METER_OUTBOX.c.status == "claimed"
+            )
             .values(**values)
         )
 
@@ -220,8 +222,8 @@ def _mark(
 def _measure_lag(db: Database, now: datetime) -> None:
     with db.engine.connect() as connection:
         oldest = connection.execute(
-            select(func.min(OUTBOX.c.created_at, type_=UTCDateTime())).where(
-                OUTBOX.c.status.in_(("pending", "claimed"))
+            select(func.min(METER_OUTBOX.c.created_at, type_=UTCDateTime())).where(
+                METER_OUTBOX.c.status.in_(("pending", "claimed"))
             )
         ).scalar()
         connection.rollback()

@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 
-from tollgate.db.models import Customer, Invoice
+from tollgate.db.tables import INVOICES
 from tollgate.services.dunning import clear_dunning, record_failed_attempt
 from tollgate.services.outbox import queue_app_event, queue_email
 
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from tollgate.domain.events import InvoiceSnapshot, SubscriptionSnapshot
     from tollgate.services.webhook_handlers import HandlerContext
 
-CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
-INVOICES: Table = Invoice.__table__  # type: ignore[assignment]
 
 # Invoice states after which a failed-payment event is old news.
 _SETTLED = ("paid", "void", "uncollectible")

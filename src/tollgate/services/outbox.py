@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from tollgate.app_webhooks import SIGNATURE_HEADER, sign_app_webhook
 from tollgate.clock import Clock
 from tollgate.config import Settings
-from tollgate.db.models import AppEvent, Customer, Notification
+from tollgate.db.tables import APP_EVENTS, CUSTOMERS, NOTIFICATIONS
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.notify.email import (
@@ -39,9 +39,6 @@ from tollgate.notify.email import (
 
 log = logging.getLogger("tollgate.outbox")
 
-NOTIFICATIONS: Table = Notification.__table__  # type: ignore[assignment]
-CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
-APP_EVENTS: Table = AppEvent.__table__  # type: ignore[assignment]
 
 APP_EVENT_TYPES = (
     "customer.entitlements_changed",

@@ -39,16 +39,16 @@ from sqlalchemy import Select, Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tollgate.clock import Clock
-from tollgate.db.models import (
-    Charge,
-    Customer,
-    Dispute,
-    Invoice,
-    MeterOutbox,
-    ReconciliationDrift,
-    ReconciliationRun,
-    Refund,
-    Subscription,
+from tollgate.db.tables import (
+    CHARGES,
+    CUSTOMERS,
+    DISPUTES,
+    INVOICES,
+    METER_OUTBOX,
+    RECONCILIATION_DRIFTS,
+    RECONCILIATION_RUNS,
+    REFUNDS,
+    SUBSCRIPTIONS,
 )
 from tollgate.db.types import UTCDateTime
 from tollgate.db.unit_of_work import Database
@@ -89,17 +89,12 @@ from tollgate.stripe.translate import object_id as stripe_id_of
 
 log = logging.getLogger("tollgate.reconcile")
 
-CHARGES: Table = Charge.__table__  # type: ignore[assignment]
-CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
-DRIFTS: Table = ReconciliationDrift.__table__  # type: ignore[assignment]
-OUTBOX: Table = MeterOutbox.__table__  # type: ignore[assignment]
-RUNS: Table = ReconciliationRun.__table__  # type: ignore[assignment]
 TABLES: dict[str, Table] = {
-    "subscription": Subscription.__table__,  # type: ignore[dict-item]
-    "invoice": Invoice.__table__,  # type: ignore[dict-item]
+    "subscription": SUBSCRIPTIONS,
+    "invoice": INVOICES,
     "charge": CHARGES,
-    "refund": Refund.__table__,  # type: ignore[dict-item]
-    "dispute": Dispute.__table__,  # type: ignore[dict-item]
+    "refund": REFUNDS,
+    "dispute": DISPUTES,
 }
 SNAPSHOTS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "subscription": subscription_snapshot,
@@ -394,7 +389,7 @@ def _record(run: _Run, drifts: list[tuple[Drift, bool]]) -> None:
     """Store a page's drifts in the report and count them."""
     with run.db.write_connection() as connection:
         connection.execute(
-            insert(DRIFTS),
+            insert(RECONCILIATION_DRIFTS),
             [
                 {
                     "run_id": run.run_id,
@@ -556,17 +551,19 @@ def _sent_periods(run: _Run) -> list[Any]:
         return list(
             connection.execute(
                 select(
-                    OUTBOX.c.stripe_account,
-                    OUTBOX.c.customer_id,
-                    OUTBOX.c.stripe_customer_id,
-                    OUTBOX.c.feature,
-                    OUTBOX.c.event_name,
-                    OUTBOX.c.period_start,
-                    OUTBOX.c.period_end,
+                    METER_OUTBOX.c.stripe_account,
+                    METER_OUTBOX.c.customer_id,
+                    METER_OUTBOX.c.stripe_customer_id,
+                    METER_OUTBOX.c.feature,
+                    METER_OUTBOX.c.event_name,
+                    METER_OUTBOX.c.period_start,
+                    METER_OUTBOX.c.period_end,
                 )
-                .where(OUTBOX.c.status == "sent", OUTBOX.c.period_end > run.since)
+                .where(METER_OUTBOX.c.status == "sent", METER_OUTBOX.c.period_end > run.since)
                 .distinct()
-                .order_by(OUTBOX.c.customer_id, OUTBOX.c.feature, OUTBOX.c.period_start)
+                .order_by(
+                    METER_OUTBOX.c.customer_id, METER_OUTBOX.c.feature, METER_OUTBOX.c.period_start
+                )
             )
         )
 
@@ -582,21 +579,21 @@ def _sent_in(
     with db.engine.connect() as connection:
         groups = connection.execute(
             select(
-                OUTBOX.c.status,
-                func.sum(OUTBOX.c.value).label("value"),
-                func.max(OUTBOX.c.occurred_at, type_=UTCDateTime()).label("occurred_at"),
-                func.min(OUTBOX.c.period_start, type_=UTCDateTime()).label("period_start"),
-                func.min(OUTBOX.c.period_end, type_=UTCDateTime()).label("period_end"),
-                func.max(OUTBOX.c.sent_at, type_=UTCDateTime()).label("sent_at"),
+                METER_OUTBOX.c.status,
+                func.sum(METER_OUTBOX.c.value).label("value"),
+                func.max(METER_OUTBOX.c.occurred_at, type_=UTCDateTime()).label("occurred_at"),
+                func.min(METER_OUTBOX.c.period_start, type_=UTCDateTime()).label("period_start"),
+                func.min(METER_OUTBOX.c.period_end, type_=UTCDateTime()).label("period_end"),
+                func.max(METER_OUTBOX.c.sent_at, type_=UTCDateTime()).label("sent_at"),
             )
             .where(
-                OUTBOX.c.stripe_customer_id == period.stripe_customer_id,
-                OUTBOX.c.event_name == period.event_name,
-                OUTBOX.c.status.in_(("claimed", "sent")),
-                OUTBOX.c.period_start < end,
-                OUTBOX.c.period_end > start,
+                METER_OUTBOX.c.stripe_customer_id == period.stripe_customer_id,
+                METER_OUTBOX.c.event_name == period.event_name,
+                METER_OUTBOX.c.status.in_(("claimed", "sent")),
+                METER_OUTBOX.c.period_start < end,
+                METER_OUTBOX.c.period_end > start,
             )
-            .group_by(OUTBOX.c.identifier, OUTBOX.c.status)
+            .group_by(METER_OUTBOX.c.identifier, METER_OUTBOX.c.status)
         ).all()
     sent = 0
     for group in groups:
@@ -628,7 +625,7 @@ def _start_run(
         with db.write_connection() as connection:
             return int(
                 connection.execute(
-                    insert(RUNS)
+                    insert(RECONCILIATION_RUNS)
                     .values(
                         trigger=trigger,
                         scheduled_for=scheduled_for,
@@ -640,7 +637,7 @@ def _start_run(
                         counts={},
                         healed=0,
                     )
-                    .returning(RUNS.c.id)
+                    .returning(RECONCILIATION_RUNS.c.id)
                 ).scalar_one()
             )
     except IntegrityError:
@@ -652,8 +649,8 @@ def _finish_run(run: _Run, status: str, error: str | None) -> ReconcileReport:
     counts = {str(kind): count for kind, count in sorted(run.counts.items())}
     with run.db.write_connection() as connection:
         connection.execute(
-            update(RUNS)
-            .where(RUNS.c.id == run.run_id)
+            update(RECONCILIATION_RUNS)
+            .where(RECONCILIATION_RUNS.c.id == run.run_id)
             .values(
                 status=status,
                 finished_at=finished,
@@ -675,7 +672,13 @@ def _finish_run(run: _Run, status: str, error: str | None) -> ReconcileReport:
 def get_reconciliation(*, db: Database, run_id: int) -> ReconcileReport:
     """Return one stored run."""
     with db.engine.connect() as connection:
-        row = connection.execute(select(RUNS).where(RUNS.c.id == run_id)).mappings().one()
+        row = (
+            connection.execute(
+                select(RECONCILIATION_RUNS).where(RECONCILIATION_RUNS.c.id == run_id)
+            )
+            .mappings()
+            .one()
+        )
     return _report(row)
 
 
@@ -697,7 +700,11 @@ def _report(row: Mapping[Any, Any]) -> ReconcileReport:
 
 def list_drifts(*, db: Database, run_id: int, limit: int | None = None) -> Iterator[DriftRecord]:
     """Stream a run's drifts in the order they were found."""
-    query = select(DRIFTS).where(DRIFTS.c.run_id == run_id).order_by(DRIFTS.c.id)
+    query = (
+        select(RECONCILIATION_DRIFTS)
+        .where(RECONCILIATION_DRIFTS.c.run_id == run_id)
+        .order_by(RECONCILIATION_DRIFTS.c.id)
+    )
     if limit is not None:
         query = query.limit(limit)
     with db.engine.connect() as connection:
@@ -719,7 +726,9 @@ def nightly_run_taken(*, db: Database, scheduled_for: datetime) -> bool:
     with db.engine.connect() as connection:
         return (
             connection.execute(
-                select(RUNS.c.id).where(RUNS.c.scheduled_for == scheduled_for)
+                select(RECONCILIATION_RUNS.c.id).where(
+                    RECONCILIATION_RUNS.c.scheduled_for == scheduled_for
+                )
             ).first()
             is not None
         )
@@ -729,8 +738,11 @@ def last_nightly_window_end(*, db: Database) -> datetime | None:
     """Return where the last nightly run that finished stopped looking, or None."""
     with db.engine.connect() as connection:
         return connection.execute(
-            select(RUNS.c.window_end)
-            .where(RUNS.c.trigger == "nightly", RUNS.c.status == "succeeded")
-            .order_by(RUNS.c.window_end.desc())
+            select(RECONCILIATION_RUNS.c.window_end)
+            .where(
+                RECONCILIATION_RUNS.c.trigger == "nightly",
+                RECONCILIATION_RUNS.c.status == "succeeded",
+            )
+            .order_by(RECONCILIATION_RUNS.c.window_end.desc())
             .limit(1)
         ).scalar()

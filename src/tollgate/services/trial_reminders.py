@@ -14,17 +14,16 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 
 from tollgate.clock import Clock
-from tollgate.db.models import Subscription
+from tollgate.db.tables import SUBSCRIPTIONS
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import TollgateError
 from tollgate.services.notifications import trial_cause
 from tollgate.services.outbox import queue_email
 
-SUBSCRIPTIONS: Table = Subscription.__table__  # type: ignore[assignment]
 # As Stripe's `trial_will_end`.
 REMINDER_LEAD = timedelta(days=3)
 

@@ -30,7 +30,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from tollgate.clock import Clock
-from tollgate.db.models import MeterOutbox, UsageCounter, UsageEvent, UsagePending, UsageThreshold
+from tollgate.db.tables import (
+    CUSTOMER_CHANGES,
+    METER_OUTBOX,
+    USAGE_COUNTERS,
+    USAGE_PENDING,
+    USAGE_THRESHOLDS,
+)
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Aggregation, Catalog, FeatureType, PlanFeature
 from tollgate.domain.catalog_sync import meter_event_name
@@ -48,7 +54,7 @@ from tollgate.domain.metering import (
     usage_timestamp_problem,
 )
 from tollgate.money import Money
-from tollgate.services.changes import CHANGES, feed_rows
+from tollgate.services.changes import feed_rows
 from tollgate.services.entitlements import (
     BillingCustomer,
     credit_prices,
@@ -60,11 +66,6 @@ from tollgate.services.usage_redis import CounterKey, Moved, RedisCounters, Stor
 
 log = logging.getLogger("tollgate.usage")
 
-EVENTS: Table = UsageEvent.__table__  # type: ignore[assignment]
-COUNTERS: Table = UsageCounter.__table__  # type: ignore[assignment]
-THRESHOLDS: Table = UsageThreshold.__table__  # type: ignore[assignment]
-OUTBOX: Table = MeterOutbox.__table__  # type: ignore[assignment]
-PENDING: Table = UsagePending.__table__  # type: ignore[assignment]
 
 MAX_ID_LENGTH = 255
 _RETRIES = 3
@@ -581,13 +582,13 @@ def _stored_counters(
     customers = sorted({key.customer for key in keys})
     rows = connection.execute(
         select(
-            COUNTERS.c.customer_id,
-            COUNTERS.c.meter,
-            COUNTERS.c.period_start,
-            COUNTERS.c.value,
-            COUNTERS.c.last_at,
-            COUNTERS.c.last_event_id,
-        ).where(COUNTERS.c.customer_id.in_(customers))
+            USAGE_COUNTERS.c.customer_id,
+            USAGE_COUNTERS.c.meter,
+            USAGE_COUNTERS.c.period_start,
+            USAGE_COUNTERS.c.value,
+            USAGE_COUNTERS.c.last_at,
+            USAGE_COUNTERS.c.last_event_id,
+        ).where(USAGE_COUNTERS.c.customer_id.in_(customers))
     )
     for row in rows:
         key = wanted.get((row.customer_id, row.meter, row.period_start))
@@ -595,16 +596,16 @@ def _stored_counters(
             found[key] = Counter(int(row.value), row.last_at, row.last_event_id)
     rows = connection.execute(
         select(
-            PENDING.c.customer_id,
-            PENDING.c.meter,
-            PENDING.c.period_start,
-            PENDING.c.aggregation,
-            PENDING.c.value,
-            PENDING.c.last_at,
-            PENDING.c.last_event_id,
+            USAGE_PENDING.c.customer_id,
+            USAGE_PENDING.c.meter,
+            USAGE_PENDING.c.period_start,
+            USAGE_PENDING.c.aggregation,
+            USAGE_PENDING.c.value,
+            USAGE_PENDING.c.last_at,
+            USAGE_PENDING.c.last_event_id,
         )
-        .where(PENDING.c.customer_id.in_(customers))
-        .order_by(PENDING.c.id)
+        .where(USAGE_PENDING.c.customer_id.in_(customers))
+        .order_by(USAGE_PENDING.c.id)
     )
     for row in rows:
         key = wanted.get((row.customer_id, row.meter, row.period_start))
@@ -1070,7 +1071,7 @@ def _write_counters(
     if updates:
         _update_counters(connection, updates, now)
     if outbox:
-        connection.execute(insert(OUTBOX), outbox)
+        connection.execute(insert(METER_OUTBOX), outbox)
     if crossed:
         _record_thresholds(connection, catalog, crossed, now, report)
     return len(outbox)
@@ -1124,7 +1125,7 @@ def _record_thresholds(
         customer = tally.customer
         # RETURNING tells whether the row is new (PostgreSQL's rowcount does not, here).
         inserted = connection.execute(
-            _insert_missing(connection, THRESHOLDS).returning(THRESHOLDS.c.percent),
+            _insert_missing(connection, USAGE_THRESHOLDS).returning(USAGE_THRESHOLDS.c.percent),
             {
                 "customer_id": customer.id,
                 "meter": tally.meter,
@@ -1158,7 +1159,9 @@ def _record_thresholds(
         )
     if changed:
         # A crossing can flip a decision (a hard limit reached): every process drops its cache.
-        connection.execute(insert(CHANGES), feed_rows(sorted(changed), reason="threshold", now=now))
+        connection.execute(
+            insert(CUSTOMER_CHANGES), feed_rows(sorted(changed), reason="threshold", now=now)
+        )
 
 
 def threshold_facts(catalog: Catalog, tally: _Tally, percent: int) -> dict[str, Any]:

@@ -46,16 +46,17 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-from tollgate.db.models import (
-    AuditLog,
-    Charge,
-    Customer,
-    Dispute,
-    Invoice,
-    InvoicePayment,
-    Refund,
-    Subscription,
-    SubscriptionItem,
+from tollgate.db.tables import (
+    AUDIT_LOG,
+    CHARGES,
+    CUSTOMER_CHANGES,
+    CUSTOMERS,
+    DISPUTES,
+    INVOICE_PAYMENTS,
+    INVOICES,
+    REFUNDS,
+    SUBSCRIPTION_ITEMS,
+    SUBSCRIPTIONS,
 )
 from tollgate.db.types import UTCDateTime
 from tollgate.db.unit_of_work import driver_error
@@ -79,7 +80,6 @@ from tollgate.domain.events import (
     subscription_progress,
 )
 from tollgate.services import notifications
-from tollgate.services.changes import CHANGES as CUSTOMER_CHANGES
 from tollgate.services.changes import feed_rows
 from tollgate.services.credits import claw_back_refunds, grant_purchased_credits
 from tollgate.stripe.translate import (
@@ -92,16 +92,6 @@ from tollgate.stripe.translate import (
     refund_snapshot,
     subscription_snapshot,
 )
-
-AUDIT_LOG: Table = AuditLog.__table__  # type: ignore[assignment]
-CHARGES: Table = Charge.__table__  # type: ignore[assignment]
-CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
-DISPUTES: Table = Dispute.__table__  # type: ignore[assignment]
-INVOICES: Table = Invoice.__table__  # type: ignore[assignment]
-INVOICE_PAYMENTS: Table = InvoicePayment.__table__  # type: ignore[assignment]
-REFUNDS: Table = Refund.__table__  # type: ignore[assignment]
-SUBSCRIPTIONS: Table = Subscription.__table__  # type: ignore[assignment]
-SUBSCRIPTION_ITEMS: Table = SubscriptionItem.__table__  # type: ignore[assignment]
 
 Row = Mapping[Any, Any]
 

@@ -45,13 +45,14 @@ from functools import cache
 from typing import Any, ClassVar
 
 import orjson
-from sqlalchemy import Connection, Table, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from tollgate.clock import Clock
 from tollgate.config import ConfigError, Settings
 from tollgate.db.models import StripeEvent
+from tollgate.db.tables import STRIPE_EVENTS
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
 from tollgate.domain.events import retry_delay
@@ -70,7 +71,6 @@ from tollgate.stripe.translate import timestamp
 
 log = logging.getLogger("tollgate.webhooks")
 
-EVENTS: Table = StripeEvent.__table__  # type: ignore[assignment]
 LEASE = timedelta(minutes=5)
 STUCK_AFTER = timedelta(minutes=5)
 # Each round may ask Stripe for one object (the customer, then the subscription, …).
@@ -85,39 +85,39 @@ _SECRET_TEXT = re.compile(
     r"\b(?:(?:sk|rk|pk)_(?:test|live)_|whsec_|tg_(?:read|write)_)[A-Za-z0-9_\-]+"
 )
 
-_BY_ID = EVENTS.c.id == bindparam("event_id")
-_STATUS = select(EVENTS.c.status).where(_BY_ID)
-_STATUSES = select(EVENTS.c.id, EVENTS.c.status).where(
-    EVENTS.c.id.in_(bindparam("event_ids", expanding=True))
+_BY_ID = STRIPE_EVENTS.c.id == bindparam("event_id")
+_STATUS = select(STRIPE_EVENTS.c.status).where(_BY_ID)
+_STATUSES = select(STRIPE_EVENTS.c.id, STRIPE_EVENTS.c.status).where(
+    STRIPE_EVENTS.c.id.in_(bindparam("event_ids", expanding=True))
 )
-_ROW = select(EVENTS).where(_BY_ID)
+_ROW = select(STRIPE_EVENTS).where(_BY_ID)
 _ROW_FOR_UPDATE = _ROW.with_for_update()
 _ROW_FOR_UPDATE_SKIP_LOCKED = _ROW.with_for_update(skip_locked=True)
 # SQLite: a write that changes nothing, to take the database's write lock before reading.
-_TAKE_WRITE_LOCK = update(EVENTS).where(_BY_ID).values(attempts=EVENTS.c.attempts)
+_TAKE_WRITE_LOCK = update(STRIPE_EVENTS).where(_BY_ID).values(attempts=STRIPE_EVENTS.c.attempts)
 _FINISHED = (
-    update(EVENTS)
+    update(STRIPE_EVENTS)
     .where(_BY_ID)
     .values(
         status=bindparam("status"),
-        attempts=EVENTS.c.attempts + 1,
+        attempts=STRIPE_EVENTS.c.attempts + 1,
         processed_at=bindparam("now"),
         last_error=None,
         next_attempt_at=None,
     )
 )
 _LEASED = (
-    update(EVENTS)
+    update(STRIPE_EVENTS)
     .where(_BY_ID)
     .values(status="processing", next_attempt_at=bindparam("lease_until"))
 )
 _MARK_FAILED = (
-    update(EVENTS)
-    .where(_BY_ID, EVENTS.c.status.not_in(_DONE))
-    .values(status="failed", attempts=EVENTS.c.attempts + 1, last_error=bindparam("message"))
-    .returning(EVENTS.c.attempts)
+    update(STRIPE_EVENTS)
+    .where(_BY_ID, STRIPE_EVENTS.c.status.not_in(_DONE))
+    .values(status="failed", attempts=STRIPE_EVENTS.c.attempts + 1, last_error=bindparam("message"))
+    .returning(STRIPE_EVENTS.c.attempts)
 )
-_BACK_OFF = update(EVENTS).where(_BY_ID).values(next_attempt_at=bindparam("retry_at"))
+_BACK_OFF = update(STRIPE_EVENTS).where(_BY_ID).values(next_attempt_at=bindparam("retry_at"))
 
 
 class ProcessMode(StrEnum):
@@ -466,7 +466,11 @@ def _inbox_row(event: dict[str, Any], raw_body: bytes, now: datetime) -> dict[st
 def _insert_if_new(dialect: str) -> Any:
     insert: Callable[..., Any] = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # RETURNING, not rowcount, tells whether the row is new: rowcount is not reliable everywhere.
-    return insert(EVENTS).on_conflict_do_nothing(index_elements=["id"]).returning(EVENTS.c.id)
+    return (
+        insert(STRIPE_EVENTS)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(STRIPE_EVENTS.c.id)
+    )
 
 
 # PostgreSQL: a group's inbox rows as one array per column. The statement's text is the same

@@ -1,0 +1,45 @@
+"""The tables as SQLAlchemy Core handles, typed, for statements built outside the ORM."""
+
+from __future__ import annotations
+
+from sqlalchemy import Table
+
+from tollgate.db.models import Base
+
+
+def _table(name: str) -> Table:
+    return Base.metadata.tables[name]
+
+
+API_KEYS = _table("api_keys")
+# Stripe webhooks: the inbox, and the mirror its handlers keep.
+STRIPE_EVENTS = _table("stripe_events")
+CUSTOMERS = _table("customers")
+SUBSCRIPTIONS = _table("subscriptions")
+SUBSCRIPTION_ITEMS = _table("subscription_items")
+INVOICES = _table("invoices")
+INVOICE_PAYMENTS = _table("invoice_payments")
+CHARGES = _table("charges")
+REFUNDS = _table("refunds")
+DISPUTES = _table("disputes")
+AUDIT_LOG = _table("audit_log")
+PLAN_CHANGES = _table("plan_changes")
+# Usage metering and entitlements.
+CUSTOMER_CHANGES = _table("customer_changes")
+USAGE_EVENTS = _table("usage_events")
+USAGE_COUNTERS = _table("usage_counters")
+USAGE_THRESHOLDS = _table("usage_thresholds")
+USAGE_PENDING = _table("usage_pending")
+METER_OUTBOX = _table("meter_outbox")
+# Notifications, app webhooks, job locks.
+NOTIFICATIONS = _table("notifications")
+APP_EVENTS = _table("app_events")
+JOB_LOCKS = _table("job_locks")
+# Reconciliation.
+RECONCILIATION_RUNS = _table("reconciliation_runs")
+RECONCILIATION_DRIFTS = _table("reconciliation_drifts")
+# The credits ledger.
+CREDIT_ACCOUNTS = _table("credit_accounts")
+CREDIT_TRANSACTIONS = _table("credit_transactions")
+CREDIT_ENTRIES = _table("credit_entries")
+CREDIT_LOTS = _table("credit_lots")
