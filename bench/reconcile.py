@@ -135,6 +135,7 @@ def measure(kind: str, sim_url: str) -> dict[str, float]:
                     report: ReconcileReport = reconcile(
                         db=container.db,
                         gateway=container.stripe,
+                        dunning=container.dunning_policy,
                         clock=container.clock,
                         since=container.clock.now() - timedelta(days=1),
                     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
@@ -11,11 +12,12 @@ from tollgate.clock import Clock, SystemClock
 from tollgate.config import ConfigError, Settings
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
+from tollgate.domain.dunning import DunningPolicy
 from tollgate.services import changes as _changes  # noqa: F401  (registers the ORM change hook)
 from tollgate.services.api_keys import ApiKeyAuthenticator
-from tollgate.services.dunning import use_dunning_policy
 from tollgate.services.entitlements import EntitlementCache
 from tollgate.services.usage_redis import RedisCounters
+from tollgate.services.webhooks import WebhookIntake
 from tollgate.stripe.gateway import StripeGateway
 
 
@@ -47,6 +49,36 @@ class Container:
             return self.gateway_override
         return StripeGateway.from_settings(self.settings)
 
+    def optional_stripe(self) -> StripeGateway | None:
+        """The Stripe gateway, or None without a STRIPE_SECRET_KEY (for work that may not need
+        Stripe: offline customers, most webhook events)."""
+        try:
+            return self.stripe
+        except ConfigError:
+            return None
+
+    @cached_property
+    def dunning_policy(self) -> DunningPolicy:
+        """What a failed payment does to email and access (TOLLGATE_DUNNING_POLICY)."""
+        return self.settings.dunning_policy
+
+    @cached_property
+    def webhook_intake(self) -> WebhookIntake:
+        """Where Stripe's deliveries go: verified, stored and applied by one writer thread."""
+        return WebhookIntake(
+            db=self.db,
+            clock=self.clock,
+            settings=self.settings,
+            dunning=self.dunning_policy,
+            gateway=self.optional_stripe,
+            on_change=self.forget_decisions,
+        )
+
+    def forget_decisions(self, customers: Sequence[str]) -> None:
+        """Drop this process's cached entitlement decisions of these customers, if any."""
+        if "entitlements" in self.__dict__:
+            self.entitlements.forget(customers)
+
     @cached_property
     def entitlements(self) -> EntitlementCache:
         """This process's cache of entitlement decisions (dropped as the change feed says)."""
@@ -76,6 +108,8 @@ class Container:
         return RedisCounters(self.settings.redis_url, prefix=self.settings.redis_prefix)
 
     def close(self) -> None:
+        if "webhook_intake" in self.__dict__:
+            self.webhook_intake.close()
         if "entitlements" in self.__dict__:
             self.entitlements.stop_background()
         counters = self.__dict__.get("usage_counters")
@@ -85,5 +119,4 @@ class Container:
 
 
 def build_container(settings: Settings, **overrides: object) -> Container:
-    use_dunning_policy(settings.dunning_policy)  # webhook handlers get no settings of their own
     return Container(settings=settings, db=Database(settings.database_url), **overrides)  # type: ignore[arg-type]

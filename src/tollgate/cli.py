@@ -328,7 +328,11 @@ def events_replay(
 
     with _migrated_database() as database:
         result = replay_stripe_event(
-            db=database, gateway=_optional_gateway(), event_id=event_id, clock=SystemClock()
+            db=database,
+            gateway=_optional_gateway(),
+            event_id=event_id,
+            clock=SystemClock(),
+            dunning=_settings().dunning_policy,
         )
     if result.failed:
         fail(f"{event_id} failed again: {result.error}")
@@ -346,7 +350,11 @@ def events_retry(
 
     with _migrated_database() as database:
         report = retry_failed_webhooks(
-            db=database, gateway=_optional_gateway(), clock=SystemClock(), limit=limit
+            db=database,
+            gateway=_optional_gateway(),
+            clock=SystemClock(),
+            dunning=_settings().dunning_policy,
+            limit=limit,
         )
     retried = len(report.results)
     typer.echo(f"{retried} event(s) retried: {report.succeeded} applied, {report.failed} failed")
@@ -379,7 +387,11 @@ def reconcile_command(
         except ValueError as error:
             fail(f"--since: {error}")
         report = reconcile(
-            db=container.db, gateway=container.stripe, clock=container.clock, since=window_start
+            db=container.db,
+            gateway=container.stripe,
+            dunning=container.dunning_policy,
+            clock=container.clock,
+            since=window_start,
         )
         if as_json:
             drifts = list_drifts(db=container.db, run_id=report.run_id)

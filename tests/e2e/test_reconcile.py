@@ -171,6 +171,7 @@ def test_lost_deliveries_for_20_random_objects_are_reported_healed_then_quiet(
     report = reconcile(
         db=world.db,
         gateway=world.container.stripe,
+        dunning=world.container.dunning_policy,
         clock=clock,
         since=clock.now() - timedelta(hours=1),
     )
@@ -207,6 +208,7 @@ def test_lost_deliveries_for_20_random_objects_are_reported_healed_then_quiet(
     again = reconcile(
         db=world.db,
         gateway=world.container.stripe,
+        dunning=world.container.dunning_policy,
         clock=clock,
         since=clock.now() - timedelta(hours=1),
     )

@@ -22,6 +22,7 @@ def _reconcile(world: World, later: timedelta) -> list[object]:
     report = reconcile(
         db=world.db,
         gateway=world.container.stripe,
+        dunning=world.container.dunning_policy,
         clock=clock,
         since=datetime.fromtimestamp(T0, UTC) - timedelta(hours=1),
     )

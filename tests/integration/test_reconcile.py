@@ -81,6 +81,7 @@ def test_a_local_charge_unknown_to_stripe_is_reported_and_kept(
     report = reconcile(
         db=container.db,
         gateway=container.stripe,
+        dunning=container.dunning_policy,
         clock=container.clock,
         since=now - timedelta(hours=1),
     )
@@ -219,6 +220,7 @@ def test_a_credit_ledger_problem_is_reported_by_kind_and_left_alone(container: C
     report = reconcile(
         db=container.db,
         gateway=container.stripe,
+        dunning=container.dunning_policy,
         clock=container.clock,
         since=now - timedelta(hours=1),
     )
@@ -260,6 +262,7 @@ def test_an_object_that_cannot_be_healed_fails_alone_and_heals_on_a_later_run(
     first = reconcile(
         db=container.db,
         gateway=container.stripe,
+        dunning=container.dunning_policy,
         clock=container.clock,
         since=now - timedelta(hours=1),
     )
@@ -284,6 +287,7 @@ def test_an_object_that_cannot_be_healed_fails_alone_and_heals_on_a_later_run(
     second = reconcile(
         db=container.db,
         gateway=container.stripe,
+        dunning=container.dunning_policy,
         clock=container.clock,
         since=now - timedelta(hours=1),
     )
@@ -291,6 +295,7 @@ def test_an_object_that_cannot_be_healed_fails_alone_and_heals_on_a_later_run(
     third = reconcile(
         db=container.db,
         gateway=container.stripe,
+        dunning=container.dunning_policy,
         clock=container.clock,
         since=now - timedelta(hours=1),
     )
@@ -322,6 +327,7 @@ def test_healing_a_payment_older_than_stripes_retries_sends_no_receipt(
     report = reconcile(
         db=container.db,
         gateway=container.stripe,
+        dunning=container.dunning_policy,
         clock=later,
         since=later.now() - timedelta(days=11),
     )
@@ -330,6 +336,7 @@ def test_healing_a_payment_older_than_stripes_retries_sends_no_receipt(
     report = reconcile(
         db=container.db,
         gateway=container.stripe,
+        dunning=container.dunning_policy,
         clock=container.clock,
         since=container.clock.now() - timedelta(hours=1),
     )

@@ -21,11 +21,11 @@ from tollgate.clock import FrozenClock
 from tollgate.config import Settings
 from tollgate.db.models import Customer, Notification, Subscription
 from tollgate.db.unit_of_work import Database
+from tollgate.domain.subscriptions import trial_cause
 from tollgate.jobs.schedule import SCHEDULE, Worker
 from tollgate.services.api_keys import create_api_key
 from tollgate.services.catalog import sync_catalog
 from tollgate.services.checkout_expiry import expire_stale_checkouts
-from tollgate.services.notifications import trial_cause
 from tollgate.services.outbox import queue_email
 from tollgate.services.trial_reminders import remind_trials_ending
 

@@ -54,6 +54,7 @@ from tollgate.db.models import (
     Subscription,
     SubscriptionItem,
 )
+from tollgate.db.queries import stripe_events
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.events import tollgate_status
 from tollgate.jobs.webhooks import retry_failed_webhooks
@@ -62,8 +63,6 @@ from tollgate.services.api_keys import create_api_key
 from tollgate.services.webhooks import (
     Delivery,
     apply_stripe_deliveries,
-    apply_stripe_delivery,
-    receive_stripe_event,
     verify_stripe_delivery,
 )
 
@@ -881,14 +880,26 @@ def test_a_forced_database_error_is_500_and_the_retry_job_applies_it_once(hooks:
     assert hooks.get(Customer, "acme").state_version == version
 
     not_yet = FrozenClock(stored.next_attempt_at - timedelta(seconds=1))
-    assert retry_failed_webhooks(db=hooks.db, gateway=None, clock=not_yet).results == []
+    assert (
+        retry_failed_webhooks(
+            db=hooks.db, gateway=None, clock=not_yet, dunning=hooks.container.dunning_policy
+        ).results
+        == []
+    )
     due = FrozenClock(stored.next_attempt_at)
-    report = retry_failed_webhooks(db=hooks.db, gateway=None, clock=due)
+    report = retry_failed_webhooks(
+        db=hooks.db, gateway=None, clock=due, dunning=hooks.container.dunning_policy
+    )
     assert [result.outcome for result in report.results] == ["succeeded"]
     assert hooks.get(Subscription, sub_id).status == "active"
     assert hooks.count(AuditLog, AuditLog.event_id == event["id"]) == 1
     assert hooks.get(StripeEvent, event["id"]).attempts == 2
-    assert retry_failed_webhooks(db=hooks.db, gateway=None, clock=due).results == []
+    assert (
+        retry_failed_webhooks(
+            db=hooks.db, gateway=None, clock=due, dunning=hooks.container.dunning_policy
+        ).results
+        == []
+    )
     assert hooks.deliver(event)["status"] == "duplicate"
 
 
@@ -929,15 +940,20 @@ def test_a_connection_that_died_is_replaced_without_failing_the_event(hooks: Hoo
 
     def deliver(event: dict[str, Any]) -> str:
         body = orjson.dumps(event)
-        return apply_stripe_delivery(
-            db=hooks.db,
+        delivery = verify_stripe_delivery(
             raw_body=body,
             signature_header=stripe.WebhookSignature.generate_signature_header(
                 body.decode(), SECRET
             ),
             settings=hooks.container.settings,
             clock=hooks.container.clock,
-        ).outcome
+        )
+        return apply_stripe_deliveries(
+            db=hooks.db,
+            deliveries=[delivery],
+            clock=hooks.container.clock,
+            dunning=hooks.container.dunning_policy,
+        )[0].outcome
 
     # A pinned connection, as the webhook route's threads keep one, that dies between events.
     with hooks.db.pinned():
@@ -1026,18 +1042,30 @@ def test_an_event_stored_by_a_worker_that_died_is_applied_by_the_retry_job(hooks
         event_obj("customer.subscription.created", subscription_obj(sub_id, cus_id))
     )
     header = stripe.WebhookSignature.generate_signature_header(body.decode(), SECRET)
-    received = receive_stripe_event(
-        db=hooks.db,
+    # Stored as a delivery is before its handler runs; then the worker died.
+    delivery = verify_stripe_delivery(
         raw_body=body,
         signature_header=header,
         settings=hooks.container.settings,
         clock=hooks.container.clock,
     )
-    assert received.status == "pending"
+    with hooks.db.write_connection() as connection:
+        assert stripe_events.insert_new(connection, delivery.stored)
+    assert hooks.get(StripeEvent, delivery.event_id).status == "pending"
     soon = FrozenClock(datetime.now(UTC) + timedelta(minutes=1))
-    assert retry_failed_webhooks(db=hooks.db, gateway=None, clock=soon).results == []
+    assert (
+        retry_failed_webhooks(
+            db=hooks.db, gateway=None, clock=soon, dunning=hooks.container.dunning_policy
+        ).results
+        == []
+    )
     later = FrozenClock(datetime.now(UTC) + timedelta(minutes=6))
-    assert retry_failed_webhooks(db=hooks.db, gateway=None, clock=later).succeeded == 1
+    assert (
+        retry_failed_webhooks(
+            db=hooks.db, gateway=None, clock=later, dunning=hooks.container.dunning_policy
+        ).succeeded
+        == 1
+    )
     assert hooks.get(Subscription, sub_id).status == "active"
 
 
@@ -1179,7 +1207,10 @@ def test_events_sharing_a_transaction_fail_alone_and_the_rest_apply_once(hooks: 
         )
 
     results = apply_stripe_deliveries(
-        db=hooks.db, deliveries=[verified(event) for event in group], clock=hooks.container.clock
+        db=hooks.db,
+        deliveries=[verified(event) for event in group],
+        clock=hooks.container.clock,
+        dunning=hooks.container.dunning_policy,
     )
     assert [result.outcome for result in results] == [
         "succeeded",
@@ -1212,6 +1243,7 @@ def test_events_sharing_a_transaction_fail_alone_and_the_rest_apply_once(hooks: 
         db=hooks.db,
         deliveries=[verified(event) for event in [*later, later[0]]],
         clock=hooks.container.clock,
+        dunning=hooks.container.dunning_policy,
     )
     assert [result.outcome for result in results] == [
         "succeeded",
@@ -1695,7 +1727,10 @@ def test_a_groups_inbox_rows_are_stored_exactly_as_delivered(hooks: Hooks) -> No
             )
         )
     results = apply_stripe_deliveries(
-        db=hooks.db, deliveries=deliveries, clock=hooks.container.clock
+        db=hooks.db,
+        deliveries=deliveries,
+        clock=hooks.container.clock,
+        dunning=hooks.container.dunning_policy,
     )
     assert [result.outcome for result in results] == ["succeeded", "ignored"]
     for delivery, status in zip(deliveries, ("succeeded", "ignored"), strict=True):

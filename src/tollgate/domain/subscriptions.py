@@ -351,3 +351,9 @@ def request_id(idempotency_key: str | None, content: Mapping[str, Any], *state: 
     if idempotency_key:
         return hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
     return fingerprint({"content": dict(content), "state": list(state)})[:32]
+
+
+def trial_cause(subscription_id: str, trial_end: datetime | None) -> str:
+    """Return the cause of a trial's emails: one of each per subscription and trial end."""
+    stamp = str(int(trial_end.timestamp())) if trial_end is not None else "none"
+    return f"{subscription_id}:{stamp}"

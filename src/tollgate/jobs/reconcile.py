@@ -26,6 +26,7 @@ def reconcile_nightly(app: Container) -> object:
         return reconcile(
             db=app.db,
             gateway=app.stripe,
+            dunning=app.dunning_policy,
             clock=app.clock,
             since=since,
             trigger="nightly",

@@ -41,7 +41,9 @@ class Job:
 
 
 def _retry_webhooks(app: Container) -> object:
-    return retry_failed_webhooks(db=app.db, gateway=app.stripe, clock=app.clock)
+    return retry_failed_webhooks(
+        db=app.db, gateway=app.stripe, clock=app.clock, dunning=app.dunning_policy
+    )
 
 
 SCHEDULE: tuple[Job, ...] = (

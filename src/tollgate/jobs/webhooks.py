@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from tollgate.clock import Clock
 from tollgate.db.unit_of_work import Database
+from tollgate.domain.dunning import DunningPolicy
 from tollgate.services.webhooks import (
     ProcessMode,
     ProcessResult,
@@ -31,14 +32,24 @@ class RetryReport:
 
 
 def retry_failed_webhooks(
-    *, db: Database, gateway: StripeGateway | None, clock: Clock, limit: int = 100
+    *,
+    db: Database,
+    gateway: StripeGateway | None,
+    clock: Clock,
+    dunning: DunningPolicy,
+    limit: int = 100,
 ) -> RetryReport:
     """Apply again up to `limit` due events: failed ones past their backoff, and stuck ones."""
     # Each event is claimed on its own, so two replicas running this at once apply it once.
     return RetryReport(
         [
             process_stripe_event(
-                db=db, gateway=gateway, event_id=event_id, clock=clock, mode=ProcessMode.RETRY
+                db=db,
+                gateway=gateway,
+                event_id=event_id,
+                clock=clock,
+                dunning=dunning,
+                mode=ProcessMode.RETRY,
             )
             for event_id in due_stripe_events(db=db, clock=clock, limit=limit)
         ]

@@ -1,7 +1,7 @@
 """Dunning: a failed invoice payment sends the policy's email and holds back access.
 
-The policy comes from the settings (`TOLLGATE_DUNNING_POLICY`). Webhook handlers get no
-settings, so `build_container` hands the process's policy over with `use_dunning_policy`.
+The policy comes from the settings (`TOLLGATE_DUNNING_POLICY`); whoever applies Stripe's events
+passes it in (the webhook handlers find it on their context).
 """
 
 from __future__ import annotations
@@ -12,27 +12,9 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from tollgate.db.tables import CUSTOMERS
-from tollgate.domain.dunning import (
-    DEFAULT_POLICY,
-    Access,
-    DunningPolicy,
-    access_after_failure,
-    parse_dunning_policy,
-)
+from tollgate.domain.dunning import Access, DunningPolicy, access_after_failure
 from tollgate.services.changes import note_customer_changes
 from tollgate.services.outbox import queue_app_event, queue_email
-
-_policy: list[DunningPolicy] = [parse_dunning_policy(DEFAULT_POLICY)]
-
-
-def use_dunning_policy(policy: DunningPolicy) -> None:
-    """Make `policy` the one failed payments follow in this process."""
-    _policy[0] = policy
-
-
-def dunning_policy() -> DunningPolicy:
-    """Return the policy failed payments follow in this process."""
-    return _policy[0]
 
 
 def dunning_access(connection: Connection, customer_id: str) -> Access | None:
@@ -46,6 +28,7 @@ def dunning_access(connection: Connection, customer_id: str) -> Access | None:
 def record_failed_attempt(
     connection: Connection,
     *,
+    policy: DunningPolicy,
     customer_id: str,
     invoice: dict[str, Any],
     attempt_count: int,
@@ -57,7 +40,6 @@ def record_failed_attempt(
     `invoice` holds the facts the email shows; `attempt_count` for access is the highest the
     mirror has seen, so a late event for an earlier attempt changes nothing.
     """
-    policy = dunning_policy()
     step = policy.step_for(int(invoice["attempt_count"]))
     if step is not None:
         queue_email(

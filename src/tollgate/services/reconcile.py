@@ -52,6 +52,7 @@ from tollgate.db.tables import (
 )
 from tollgate.db.types import UTCDateTime
 from tollgate.db.unit_of_work import Database
+from tollgate.domain.dunning import DunningPolicy
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.reconcile import (
     COMPARED,
@@ -155,6 +156,7 @@ class _Run:
 
     db: Database
     gateway: StripeGateway
+    dunning: DunningPolicy
     clock: Clock
     run_id: int
     since: datetime
@@ -172,6 +174,7 @@ def reconcile(
     *,
     db: Database,
     gateway: StripeGateway,
+    dunning: DunningPolicy,
     clock: Clock,
     since: datetime,
     trigger: str = "cli",
@@ -187,6 +190,7 @@ def reconcile(
     run = _Run(
         db,
         gateway,
+        dunning,
         clock,
         _start_run(db, trigger, scheduled_for, since, started),
         since,
@@ -328,7 +332,12 @@ def _heal(
     # threads split by customer were slower, fighting over the interpreter's lock); one that
     # fails stays stored, failed, for the webhook retry job.
     results = apply_built_events(
-        db=run.db, gateway=run.gateway, events=events, clock=run.clock, fetched=fetched
+        db=run.db,
+        gateway=run.gateway,
+        events=events,
+        clock=run.clock,
+        dunning=run.dunning,
+        fetched=fetched,
     )
     for result in results:
         if result.failed:

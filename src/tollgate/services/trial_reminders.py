@@ -21,7 +21,7 @@ from tollgate.db.tables import SUBSCRIPTIONS
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import TollgateError
-from tollgate.services.notifications import trial_cause
+from tollgate.domain.subscriptions import trial_cause
 from tollgate.services.outbox import queue_email
 
 # As Stripe's `trial_will_end`.

@@ -10,18 +10,14 @@ id and attempt, subscription id and trial end, …) make a duplicated event queu
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import select
-
-from tollgate.db.tables import INVOICES
+from tollgate.db.queries import mirror
+from tollgate.domain.events import InvoiceSnapshot, SubscriptionSnapshot
+from tollgate.domain.subscriptions import trial_cause
 from tollgate.services.dunning import clear_dunning, record_failed_attempt
 from tollgate.services.outbox import queue_app_event, queue_email
-
-if TYPE_CHECKING:
-    from tollgate.domain.events import InvoiceSnapshot, SubscriptionSnapshot
-    from tollgate.services.webhook_handlers import HandlerContext
-
+from tollgate.services.webhooks.context import HandlerContext
 
 # Invoice states after which a failed-payment event is old news.
 _SETTLED = ("paid", "void", "uncollectible")
@@ -133,14 +129,13 @@ def notice_invoice_payment_failed(
     """Apply the dunning step for a failed attempt, unless the invoice has been settled since."""
     if snapshot.attempt_count < 1:
         return
-    stored = ctx.read(
-        select(INVOICES.c.status, INVOICES.c.attempt_count).where(INVOICES.c.id == snapshot.id)
-    ).first()
-    if stored is not None and stored.status in _SETTLED:
+    stored = ctx.rows(mirror.INVOICE_PAYMENT_STATE, row_id=snapshot.id)
+    if stored and stored[0]["status"] in _SETTLED:
         return
-    seen = max(snapshot.attempt_count, stored.attempt_count if stored is not None else 0)
+    seen = max(snapshot.attempt_count, stored[0]["attempt_count"] if stored else 0)
     record_failed_attempt(
         ctx.connection,
+        policy=ctx.dunning,
         customer_id=customer_id,
         # Stripe's time, not ours: the days left count from when the attempt failed.
         invoice=_invoice_facts(snapshot, now=datetime.fromtimestamp(ctx.created, UTC)),
@@ -165,11 +160,6 @@ def _cancel_requested(snapshot: SubscriptionSnapshot, previous: dict[str, Any]) 
     if snapshot.cancel_at_period_end and previous.get("cancel_at_period_end") is False:
         return True
     return snapshot.cancel_at is not None and "cancel_at" in previous and not previous["cancel_at"]
-
-
-def trial_cause(subscription_id: str, trial_end: datetime | None) -> str:
-    """Return the cause of a trial's emails: one of each per subscription and trial end."""
-    return f"{subscription_id}:{_stamp(trial_end)}"
 
 
 def _stamp(at: datetime | None) -> str:

@@ -1,0 +1,260 @@
+"""The mirror of Stripe's objects that the webhook handlers keep, as statements built once.
+
+Handlers queue writes and send reads through their context (see tollgate.db.execution), so these
+are statements and readers, not functions that run them: a handler's writes go to the database
+together with its next read.
+
+Locks: every handler locks the customer row first (PostgreSQL `FOR UPDATE`), then the object's
+row, so the events of one customer apply one at a time, always taking locks in the same order.
+The object is read by a statement of its own after the customer's lock is granted: under READ
+COMMITTED a statement sees what was committed when it started, so a join that waited for the
+customer's lock could read the object as it was before the previous holder's commit. On
+PostgreSQL that read is sent together with the lock in one round trip and runs once the lock is
+granted. On SQLite the transaction already holds the database's write lock, so the customer and
+the object come in one statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Insert, Select, Table, bindparam, delete, select, update
+
+from tollgate.db.execution import OnDriver, Read, Rows, on_driver
+from tollgate.db.tables import (
+    AUDIT_LOG,
+    CHARGES,
+    CUSTOMER_CHANGES,
+    CUSTOMERS,
+    DISPUTES,
+    INVOICE_PAYMENTS,
+    INVOICES,
+    REFUNDS,
+    SUBSCRIPTION_ITEMS,
+    SUBSCRIPTIONS,
+)
+
+Row = Mapping[str, Any]
+# Runs reads (after the writes still queued) and returns their rows: the handler context's.
+Reader = Callable[[Sequence[Read]], list[Rows]]
+
+MIRROR_TABLES = (
+    CUSTOMERS,
+    SUBSCRIPTIONS,
+    SUBSCRIPTION_ITEMS,
+    INVOICES,
+    INVOICE_PAYMENTS,
+    CHARGES,
+    REFUNDS,
+    DISPUTES,
+)
+
+
+def _by_id(table: Table, *, lock: bool) -> Select[Any]:
+    query = select(table).where(table.c.id == bindparam("row_id"))
+    return query.with_for_update() if lock else query
+
+
+# Per table: the row by id, the row by id locked, an insert and an update by id. Inserts are
+# inline (nothing is read back), so they can wait with other writes; updates by id run on the
+# driver (no column defaults), their SET clause coming from each execution's parameters.
+_ROW = {table.name: _by_id(table, lock=False) for table in MIRROR_TABLES}
+_LOCKED_ROW = {table.name: _by_id(table, lock=True) for table in MIRROR_TABLES}
+_INSERT = {table.name: table.insert().inline() for table in (*MIRROR_TABLES, AUDIT_LOG)}
+_UPDATE = {
+    table.name: on_driver(update(table).where(table.c.id == bindparam("row_id")))
+    for table in MIRROR_TABLES
+}
+
+
+def row_by_id(table: Table, *, lock: bool = False) -> Select[Any]:
+    """The row with id `row_id` (locked on PostgreSQL with `lock`)."""
+    return (_LOCKED_ROW if lock else _ROW)[table.name]
+
+
+def insert_row(table: Table) -> Insert:
+    """An insert of a mirror (or audit) row, from the parameters given."""
+    return _INSERT[table.name]
+
+
+def update_by_id(table: Table) -> OnDriver:
+    """An update of the row with id `row_id`, setting the other parameters given."""
+    return _UPDATE[table.name]
+
+
+# -- customers ---------------------------------------------------------------------------------
+
+_BY_STRIPE_CUSTOMER_ID = CUSTOMERS.c.stripe_customer_id == bindparam("stripe_customer_id")
+CUSTOMER_BY_STRIPE_ID = select(CUSTOMERS).where(_BY_STRIPE_CUSTOMER_ID).with_for_update()
+LOCK_CUSTOMER = select(CUSTOMERS.c.id).where(_BY_STRIPE_CUSTOMER_ID).with_for_update()
+BUMP_STATE_VERSION = on_driver(
+    update(CUSTOMERS)
+    .where(CUSTOMERS.c.id == bindparam("row_id"))
+    .values(state_version=CUSTOMERS.c.state_version + 1, updated_at=bindparam("now"))
+)
+# The group's writes after its last event: no column defaults for SQLAlchemy to fill in (the
+# audit row's and the feed row's keys are the database's own autoincrement).
+INSERT_AUDIT = on_driver(AUDIT_LOG.insert().inline())
+INSERT_FEED = on_driver(CUSTOMER_CHANGES.insert().inline())
+
+
+def lock_customer_and_read(
+    read: Reader, stripe_customer_id: str, statement: Select[Any], row_id: str
+) -> tuple[str | None, Rows]:
+    """Lock the customer, then read the object's rows behind that lock; return both.
+
+    The customer's id is None when the mirror does not have it yet. One round trip on
+    PostgreSQL: the read is sent with the lock, and runs once it is granted.
+    """
+    locked, rows = read(
+        [
+            (LOCK_CUSTOMER, {"stripe_customer_id": stripe_customer_id}),
+            (statement, {"row_id": row_id}),
+        ]
+    )
+    return (str(locked[0]["id"]) if locked else None), rows
+
+
+# -- subscriptions and their items ---------------------------------------------------------------
+
+SUBSCRIPTION_KEYS = (
+    "customer_id",
+    "status",
+    "cancel_at_period_end",
+    "cancel_at",
+    "canceled_at",
+    "ended_at",
+    "trial_start",
+    "trial_end",
+    "current_period_start",
+    "current_period_end",
+    "collection_method",
+    "currency",
+    "plan",
+    "interval",
+    "seats",
+    "latest_invoice",
+    "watermark_created",
+    "watermark_event_id",
+)
+ITEM_KEYS = (
+    "id",
+    "price_id",
+    "lookup_key",
+    "usage_type",
+    "quantity",
+    "current_period_start",
+    "current_period_end",
+)
+# The subscription and its items in one statement; the items are written only together with
+# the subscription row, so locking that row covers them.
+_SUBSCRIPTION_WITH_ITEMS = (
+    select(
+        *(SUBSCRIPTIONS.c[key] for key in SUBSCRIPTION_KEYS),
+        *(SUBSCRIPTION_ITEMS.c[key].label(f"item_{key}") for key in ITEM_KEYS),
+    )
+    .outerjoin(SUBSCRIPTION_ITEMS, SUBSCRIPTION_ITEMS.c.subscription_id == SUBSCRIPTIONS.c.id)
+    .where(SUBSCRIPTIONS.c.id == bindparam("row_id"))
+    .order_by(SUBSCRIPTION_ITEMS.c.id)
+    .with_for_update(of=SUBSCRIPTIONS)
+)
+# SQLite only: the customer, the subscription and its items in one read (see the docstring).
+_CUSTOMER_SUBSCRIPTION_WITH_ITEMS = (
+    select(
+        CUSTOMERS.c.id.label("locked_customer_id"),
+        SUBSCRIPTIONS.c.id.label("subscription_id"),
+        *(SUBSCRIPTIONS.c[key] for key in SUBSCRIPTION_KEYS),
+        *(SUBSCRIPTION_ITEMS.c[key].label(f"item_{key}") for key in ITEM_KEYS),
+    )
+    .select_from(CUSTOMERS)
+    .outerjoin(SUBSCRIPTIONS, SUBSCRIPTIONS.c.id == bindparam("row_id"))
+    .outerjoin(SUBSCRIPTION_ITEMS, SUBSCRIPTION_ITEMS.c.subscription_id == SUBSCRIPTIONS.c.id)
+    .where(_BY_STRIPE_CUSTOMER_ID)
+    .order_by(SUBSCRIPTION_ITEMS.c.id)
+)
+
+
+def lock_customer_and_subscription(
+    read: Reader, dialect: str, stripe_customer_id: str, subscription_id: str
+) -> tuple[str | None, Row | None, list[dict[str, Any]]]:
+    """Lock the customer; return its id (None if unknown), the subscription (locked), its items."""
+    if dialect == "sqlite":
+        (rows,) = read(
+            [
+                (
+                    _CUSTOMER_SUBSCRIPTION_WITH_ITEMS,
+                    {"stripe_customer_id": stripe_customer_id, "row_id": subscription_id},
+                )
+            ]
+        )
+        if not rows:
+            return None, None, []
+        stored = rows if rows[0]["subscription_id"] is not None else []
+        return str(rows[0]["locked_customer_id"]), *subscription_and_items(stored)
+    customer_id, rows = lock_customer_and_read(
+        read, stripe_customer_id, _SUBSCRIPTION_WITH_ITEMS, subscription_id
+    )
+    return customer_id, *subscription_and_items(rows)
+
+
+def read_subscription(
+    read: Reader, subscription_id: str
+) -> tuple[Row | None, list[dict[str, Any]]]:
+    """Return the subscription (locked) and its items, once its customer is locked."""
+    (rows,) = read([(_SUBSCRIPTION_WITH_ITEMS, {"row_id": subscription_id})])
+    return subscription_and_items(rows)
+
+
+def subscription_and_items(rows: Sequence[Row]) -> tuple[Row | None, list[dict[str, Any]]]:
+    """Split the joined rows of a subscription into the subscription and its items."""
+    if not rows:
+        return None, []
+    items = [
+        {key: row[f"item_{key}"] for key in ITEM_KEYS} for row in rows if row["item_id"] is not None
+    ]
+    return rows[0], items
+
+
+def delete_items(item_ids: Sequence[str]) -> Any:
+    """Delete subscription items by id."""
+    return delete(SUBSCRIPTION_ITEMS).where(SUBSCRIPTION_ITEMS.c.id.in_(item_ids))
+
+
+# -- invoices, charges, disputes ---------------------------------------------------------------
+
+INVOICE_PAID_BY_CHARGE = (
+    select(INVOICE_PAYMENTS.c.invoice_id)
+    .where(INVOICE_PAYMENTS.c.charge_id == bindparam("charge_id"))
+    .limit(1)
+)
+INVOICE_PAID_BY_INTENT = (
+    select(INVOICE_PAYMENTS.c.invoice_id)
+    .where(INVOICE_PAYMENTS.c.payment_intent == bindparam("payment_intent"))
+    .limit(1)
+)
+DISPUTE_OF_CHARGE = (
+    select(DISPUTES.c.id).where(DISPUTES.c.charge_id == bindparam("charge_id")).limit(1)
+)
+INVOICE_PAYMENT_STATE = select(INVOICES.c.status, INVOICES.c.attempt_count).where(
+    INVOICES.c.id == bindparam("row_id")
+)
+# Charges paid toward an invoice that do not name it yet: linked, their ids returned. (The
+# parameters are not named as columns: SQLAlchemy keeps those names for the SET clause.)
+_LINK = CHARGES.c.invoice_id.is_(None)
+_LINK_VALUES: dict[str, Any] = {
+    "invoice_id": bindparam("paid_invoice"),
+    "updated_at": bindparam("now"),
+}
+LINK_CHARGES_BY_INTENT = (
+    update(CHARGES)
+    .where(CHARGES.c.payment_intent == bindparam("paid_by_intent"), _LINK)
+    .values(**_LINK_VALUES)
+    .returning(CHARGES.c.id)
+)
+LINK_CHARGE_BY_ID = (
+    update(CHARGES)
+    .where(CHARGES.c.id == bindparam("charge_id"), _LINK)
+    .values(**_LINK_VALUES)
+    .returning(CHARGES.c.id)
+)

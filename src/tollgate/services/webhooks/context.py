@@ -1,0 +1,203 @@
+"""What a webhook handler works with: the event, its transaction, and a few verbs over them.
+
+A handler reads with `read`/`rows`/`row`, queues writes with `write` (they go to the database
+with its next read, in one round trip on PostgreSQL), records what it changed with `audit`, and
+asks for an object the event does not carry with `fetch`. Handlers never call Stripe: the first
+`fetch` of an object raises NeedsFetch, which rolls the transaction back; the caller fetches
+outside any transaction and runs the handler again with the object at hand, so no row lock or
+SQLite write lock is held while Stripe answers.
+
+Events applied together in one transaction (group commit) share one `GroupWrites`: each event's
+writes wait in its queue, and their audit rows, `state_version` bumps and change-feed rows are
+written by one statement each after the last event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ClauseElement, Connection, Table
+
+from tollgate.db import execution
+from tollgate.db.execution import Read, Rows, Statement, Write
+from tollgate.db.queries import mirror
+from tollgate.domain.dunning import DunningPolicy
+from tollgate.domain.errors import TollgateError
+from tollgate.domain.events import changed_fields
+from tollgate.services.changes import feed_rows
+
+Row = Mapping[str, Any]
+
+
+class UnknownStripeObject(TollgateError):
+    """An event refers to an object Stripe does not have (in this account)."""
+
+    type = "unknown_stripe_object"
+
+
+class NeedsFetch(Exception):
+    """Raised inside a handler to have the caller fetch an object from Stripe, then rerun it."""
+
+    def __init__(self, object_type: str, object_id: str, reason: str, account: str | None):
+        super().__init__(f"{object_type} {object_id} needed from Stripe ({reason})")
+        self.object_type = object_type
+        self.object_id = object_id
+        self.reason = reason
+        self.account = account
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.object_type, self.object_id)
+
+
+@dataclass
+class GroupWrites:
+    """The writes of the events applied in one transaction, waiting to go to the database."""
+
+    queued: list[Write] = field(default_factory=list)
+    audit_rows: list[dict[str, Any]] = field(default_factory=list)
+    bumps: list[dict[str, Any]] = field(default_factory=list)
+    feed: list[dict[str, Any]] = field(default_factory=list)
+
+    def take(self) -> list[Write]:
+        """Return the queued writes, leaving the queue empty."""
+        writes, self.queued = self.queued, []
+        return writes
+
+    def write(self, connection: Connection) -> None:
+        """Run every write still waiting, with the group's audit, bumps and feed rows."""
+        if self.audit_rows:
+            self.queued.append((mirror.INSERT_AUDIT, self.audit_rows))
+        if self.bumps:
+            self.queued.append((mirror.BUMP_STATE_VERSION, self.bumps))
+        if self.feed:
+            self.queued.append((mirror.INSERT_FEED, self.feed))
+        self.audit_rows, self.bumps, self.feed = [], [], []
+        if self.queued:
+            execution.run(connection, self.take())
+
+
+@dataclass
+class HandlerContext:
+    """One event being applied: its transaction, the objects fetched for it, what it changed."""
+
+    connection: Connection
+    event: dict[str, Any]
+    now: datetime
+    dunning: DunningPolicy
+    fetched: Mapping[tuple[str, str], Any]
+    group: GroupWrites = field(default_factory=GroupWrites)
+    touched: set[str] = field(default_factory=set)
+    audit_rows: list[dict[str, Any]] = field(default_factory=list)
+    changes: int = 0
+
+    @property
+    def event_id(self) -> str:
+        return str(self.event["id"])
+
+    @property
+    def created(self) -> int:
+        return int(self.event["created"])
+
+    @property
+    def dialect(self) -> str:
+        return self.connection.dialect.name
+
+    @property
+    def account(self) -> str | None:
+        account = self.event.get("account")
+        return account if isinstance(account, str) else None
+
+    @property
+    def actor(self) -> str:
+        """Return who made the change: the Stripe event, or Tollgate's own (reconciliation)."""
+        # Only Tollgate sets `tollgate_actor`, on events it builds itself; a delivery is signed.
+        actor = self.event.get("tollgate_actor")
+        return actor if isinstance(actor, str) else f"stripe:{self.event_id}"
+
+    def fetch(self, object_type: str, object_id: str, reason: str) -> Any:
+        """Return the object as Stripe has it now (None when Stripe has no such object)."""
+        key = (object_type, object_id)
+        if key in self.fetched:
+            return self.fetched[key]
+        raise NeedsFetch(object_type, object_id, reason, self.account)
+
+    def read(self, reads: Sequence[Read]) -> list[Rows]:
+        """Run the writes still waiting, then these reads; return each one's rows.
+
+        One round trip on PostgreSQL.
+        """
+        return execution.run(self.connection, self.group.take(), reads)
+
+    def rows(self, statement: ClauseElement, **parameters: Any) -> Rows:
+        """Return the rows one statement reads (after the writes still waiting)."""
+        return self.read([(statement, parameters)])[0]
+
+    def row(self, table: Table, object_id: str, *, lock: bool = False) -> Row | None:
+        """Return the mirror row with this id (locked with `lock` on PostgreSQL), or None."""
+        found = self.rows(mirror.row_by_id(table, lock=lock), row_id=object_id)
+        return found[0] if found else None
+
+    def write(self, statement: Statement, parameters: Any = None) -> None:
+        """Queue a statement that returns nothing; it runs before the next read, or at the end."""
+        self.group.queued.append((statement, parameters))
+
+    def flush(self) -> None:
+        """Run the writes still waiting (before another service uses the connection)."""
+        if self.group.queued:
+            execution.run(self.connection, self.group.take())
+
+    def audit(
+        self,
+        object_type: str,
+        object_id: str,
+        action: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any],
+        customer_id: str | None,
+    ) -> None:
+        """Record a change that was applied, and mark its customer's cached state stale."""
+        old, new = changed_fields(before, after)
+        if not new:
+            return
+        self.audit_rows.append(
+            {
+                "at": self.now,
+                "actor": self.actor,
+                "object_type": object_type,
+                "object_id": object_id,
+                "action": action,
+                "before": _jsonable(old) if before is not None else None,
+                "after": _jsonable(new),
+                "event_id": self.event_id,
+            }
+        )
+        self.changes += 1
+        if customer_id is not None:
+            self.touched.add(customer_id)
+
+    def finish(self) -> None:
+        """Hand the audit rows, one `state_version` bump per customer changed and their feed
+        rows to the group, which writes them after its last event."""
+        # In id order, so two events touching the same customers lock them in one order.
+        touched = sorted(self.touched)
+        self.group.audit_rows.extend(self.audit_rows)
+        self.group.bumps.extend({"row_id": customer, "now": self.now} for customer in touched)
+        self.group.feed.extend(feed_rows(touched, reason="subscription", now=self.now))
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: _json_value(value) for key, value in values.items()}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    return value
