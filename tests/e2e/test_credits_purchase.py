@@ -16,7 +16,8 @@ import yaml
 from tests.conftest import EXAMPLE_CATALOG
 from tests.e2e.conftest import World
 from tollgate.clock import FrozenClock
-from tollgate.services.credits import burn_for_usage, invoice_overdrafts, ledger_problems
+from tollgate.services.credit_ledger import burn_for_usage, ledger_problems
+from tollgate.services.credits import invoice_overdrafts
 
 
 def credits_catalog(tmp_path: Path) -> str:

@@ -23,7 +23,7 @@ from tests.e2e.conftest import World
 from tests.e2e.test_credits_purchase import credits_catalog
 from tollgate.bootstrap import build_container
 from tollgate.jobs.credits import invoice_credit_overdraft
-from tollgate.services.credits import ledger_problems
+from tollgate.services.credit_ledger import ledger_problems
 
 HOUR = 3600
 

@@ -23,12 +23,8 @@ from tollgate.config import Settings
 from tollgate.db.models import CreditEntry, CreditTransaction
 from tollgate.db.unit_of_work import Database
 from tollgate.services.api_keys import create_api_key
-from tollgate.services.credits import (
-    burn_for_usage,
-    credit_position,
-    expire_credits,
-    ledger_problems,
-)
+from tollgate.services.credit_ledger import burn_for_usage, credit_position, ledger_problems
+from tollgate.services.credits import expire_credits
 
 T0 = datetime(2026, 11, 20, 12, tzinfo=UTC)
 

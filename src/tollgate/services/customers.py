@@ -35,7 +35,7 @@ from tollgate.domain.subscriptions import (
 )
 from tollgate.money import normalize_currency
 from tollgate.services.catalog import sync_catalog
-from tollgate.services.credits import forget_credits, grant_onboarding_credits
+from tollgate.services.credit_ledger import forget_credits, grant_onboarding_credits
 from tollgate.stripe.errors import StripeFailure, StripeUnavailable
 from tollgate.stripe.gateway import StripeGateway
 

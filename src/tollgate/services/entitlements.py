@@ -29,6 +29,7 @@ from tollgate.domain.errors import NotFound
 from tollgate.domain.events import ENDED_STATUSES
 from tollgate.domain.metering import Period, open_period, usage_with_pending
 from tollgate.domain.subscriptions import customer_currency, customer_plan
+from tollgate.services import credit_ledger
 from tollgate.services.changes import last_change
 
 _CUSTOMER_COLUMNS = (
@@ -251,9 +252,7 @@ def customer_state(
 def credit_position(connection: Connection, customer_id: str, now: datetime) -> tuple[int, int]:
     """Return the credits the customer may spend `now` (lots past expiry don't count) and the
     overdraft allowance."""
-    from tollgate.services import credits  # the credits capability; imported where used
-
-    position = credits.credit_position(connection, customer_id, now=now)
+    position = credit_ledger.credit_position(connection, customer_id, now=now)
     return int(position.balance), int(position.allowance)
 
 

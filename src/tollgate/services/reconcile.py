@@ -75,7 +75,7 @@ from tollgate.metrics import (
     RECONCILE_LAST_SUCCESS,
     RECONCILE_RUNS,
 )
-from tollgate.services.credits import ledger_problems
+from tollgate.services.credit_ledger import ledger_problems
 from tollgate.services.webhooks import apply_built_events, describe_error
 from tollgate.stripe.errors import StripeFailure, StripeNotFound
 from tollgate.stripe.gateway import PINNED_API_VERSION, StripeGateway

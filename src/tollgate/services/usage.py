@@ -55,6 +55,7 @@ from tollgate.domain.metering import (
 )
 from tollgate.money import Money
 from tollgate.services.changes import feed_rows
+from tollgate.services.credit_ledger import burn_for_usage
 from tollgate.services.entitlements import (
     BillingCustomer,
     credit_prices,
@@ -997,10 +998,8 @@ def _limit_reason(
 
 
 def _burn(connection: Connection, event: _Event, per_unit: int, now: datetime) -> bool:
-    from tollgate.services import credits  # the credits capability; imported where used
-
     return bool(
-        credits.burn_for_usage(
+        burn_for_usage(
             connection,
             customer_id=event.customer,
             feature=event.meter,

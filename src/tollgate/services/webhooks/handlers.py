@@ -45,7 +45,7 @@ from tollgate.domain.events import (
     refund_is_behind,
     subscription_progress,
 )
-from tollgate.services.credits import claw_back_refunds, grant_purchased_credits
+from tollgate.services.credit_ledger import claw_back_refunds, grant_purchased_credits
 from tollgate.services.webhooks import notices
 from tollgate.services.webhooks.context import HandlerContext, UnknownStripeObject
 from tollgate.stripe.translate import (
