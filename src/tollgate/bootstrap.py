@@ -13,7 +13,6 @@ from tollgate.config import ConfigError, Settings
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.dunning import DunningPolicy
-from tollgate.services import changes as _changes  # noqa: F401  (registers the ORM change hook)
 from tollgate.services.api_keys import ApiKeyAuthenticator
 from tollgate.services.entitlements import EntitlementCache
 from tollgate.services.usage_redis import RedisCounters

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from tollgate.db.dialects import insert_if_new
 from tollgate.db.tables import JOB_LOCKS
 from tollgate.db.unit_of_work import Database
 
@@ -41,13 +41,9 @@ def claim_interval(
         )
         if taken.rowcount:
             return True
-        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
         inserted = connection.execute(
-            dialect.insert(JOB_LOCKS)
-            .values(name=name, holder=holder, locked_until=until)
-            .on_conflict_do_nothing()
-            # psycopg reports no row count for this insert; what it returns says if it took.
-            .returning(JOB_LOCKS.c.name)
+            insert_if_new(connection, JOB_LOCKS, returning=("name",)),
+            {"name": name, "holder": holder, "locked_until": until},
         )
         return inserted.first() is not None
 

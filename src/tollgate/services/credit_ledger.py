@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 
 from tollgate.config import Settings
 from tollgate.db.queries import credits as ledger
+from tollgate.db.queries.changes import note_customer_changes
 from tollgate.domain.credits import (
     ACCOUNTS,
     BURN,
@@ -43,7 +44,6 @@ from tollgate.domain.credits import (
     spendable_balance,
 )
 from tollgate.domain.errors import Conflict
-from tollgate.services.changes import note_customer_changes
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from tollgate.clock import Clock
 from tollgate.config import Settings
 from tollgate.db.queries import credits as ledger
+from tollgate.db.queries.changes import note_customer_changes
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.catalog_sync import overdraft_price_lookup_key, pack_price_lookup_key
@@ -31,7 +32,6 @@ from tollgate.domain.credits import (
 )
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.subscriptions import request_id
-from tollgate.services.changes import note_customer_changes
 from tollgate.services.credit_ledger import (
     NewLot,
     credit_position,

@@ -11,9 +11,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from tollgate.db.queries.changes import note_customer_changes
 from tollgate.db.tables import CUSTOMERS
 from tollgate.domain.dunning import Access, DunningPolicy, access_after_failure
-from tollgate.services.changes import note_customer_changes
 from tollgate.services.outbox import queue_app_event, queue_email
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, literal, select, union_all
 
 from tollgate.clock import Clock
+from tollgate.db.queries.changes import customers_changed_after, last_change
 from tollgate.db.tables import CUSTOMERS, SUBSCRIPTIONS, USAGE_COUNTERS, USAGE_PENDING
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, FeatureType
@@ -30,7 +31,6 @@ from tollgate.domain.events import ENDED_STATUSES
 from tollgate.domain.metering import Period, open_period, usage_with_pending
 from tollgate.domain.subscriptions import customer_currency, customer_plan
 from tollgate.services import credit_ledger
-from tollgate.services.changes import last_change
 
 _CUSTOMER_COLUMNS = (
     CUSTOMERS.c.id,
@@ -393,9 +393,7 @@ class EntitlementCache:
                     return
                 # Sequence numbers can commit out of order on PostgreSQL: look back a little
                 # and skip what was seen already.
-                # Plain driver SQL: this runs every few milliseconds under load.
-                sql = _FEED_SQL[connection.dialect.name == "postgresql"]
-                rows = connection.exec_driver_sql(sql, {"after": self._last_seq - _LOOK_BACK}).all()
+                rows = customers_changed_after(connection, self._last_seq - _LOOK_BACK)
                 connection.rollback()
             for seq, customer_id in rows:
                 if seq in self._seen:
@@ -467,7 +465,3 @@ class EntitlementCache:
 _LOOK_BACK = 256
 _RENEW_PER_ROUND = 8
 log = logging.getLogger("tollgate.entitlements")
-_FEED_SQL = {
-    False: "SELECT seq, customer_id FROM customer_changes WHERE seq > :after ORDER BY seq",
-    True: "SELECT seq, customer_id FROM customer_changes WHERE seq > %(after)s ORDER BY seq",
-}

@@ -69,9 +69,9 @@ def _claim(db: Database, now: datetime, batch: int) -> int:
             .where(METER_OUTBOX.c.status == "pending")
             .order_by(METER_OUTBOX.c.id)
             .limit(batch)
+            # Replicas claim different rows on PostgreSQL; SQLite's writer holds the database.
+            .with_for_update(skip_locked=True)
         )
-        if connection.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         for row in connection.execute(query):
             key = (row.stripe_account, row.stripe_customer_id, row.event_name, row.period_start)

@@ -16,16 +16,15 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
-from functools import cache
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, Insert, Table, and_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, and_, select, update
 
 from tollgate.app_webhooks import SIGNATURE_HEADER, sign_app_webhook
 from tollgate.clock import Clock
 from tollgate.config import Settings
+from tollgate.db.dialects import insert_if_new
 from tollgate.db.tables import APP_EVENTS, CUSTOMERS, NOTIFICATIONS
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
@@ -120,14 +119,7 @@ def to_json(value: Any) -> Any:
 
 
 def _insert_ignoring_duplicates(connection: Connection, table: Table, row: dict[str, Any]) -> None:
-    connection.execute(_insert_once(connection.dialect.name, table), row)
-
-
-@cache
-def _insert_once(dialect: str, table: Table) -> Insert:
-    # Built once: the values come as parameters, so SQLAlchemy compiles the statement once too.
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).on_conflict_do_nothing()
+    connection.execute(insert_if_new(connection, table), row)
 
 
 # -- delivery (the worker's side) --------------------------------------------------------------

@@ -17,10 +17,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from tollgate.clock import Clock
 from tollgate.config import Settings
 from tollgate.db.models import Customer, PlanChange
+from tollgate.db.queries.changes import note_customer_changes
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, CollectionMethod
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
@@ -621,9 +623,14 @@ def _keep_plan_change(
             updated_at=now,
         )
         session.add(change)
-        customer.state_version += 1
         customer.updated_at = now
+        _note_change(session, customer_id, now)
         return PendingChangeView(change.plan, change.interval, change.seats, effective_at)
+
+
+def _note_change(session: Session, customer_id: str, now: datetime) -> None:
+    """Mark the customer's cached decisions stale: its `state_version`, the change feed."""
+    note_customer_changes(session.connection(), [customer_id], reason="customer", now=now)
 
 
 def _cancel_pending(session: Any, customer_id: str, now: datetime) -> int:
@@ -642,10 +649,9 @@ def _supersede_plan_changes(db: Database, customer_id: str, clock: Clock) -> Non
         if pending_plan_change(session, customer_id) is None:
             return
     with db.write_transaction() as session:
-        if _cancel_pending(session, customer_id, clock.now()):
-            customer = session.get(Customer, customer_id, with_for_update=True)
-            if customer is not None:
-                customer.state_version += 1
+        now = clock.now()
+        if _cancel_pending(session, customer_id, now):
+            _note_change(session, customer_id, now)
 
 
 def _after_write(db: Database, customer_id: str, clock: Clock) -> None:
@@ -660,8 +666,8 @@ def _after_write(db: Database, customer_id: str, clock: Clock) -> None:
         if customer is None:
             return
         _cancel_pending(session, customer_id, now)
-        customer.state_version += 1
         customer.updated_at = now
+        _note_change(session, customer_id, now)
 
 
 def _change_offline_plan(
@@ -678,8 +684,8 @@ def _change_offline_plan(
         row = load_customer(session, customer_id, lock=True)
         if row.plan != plan.id:
             row.plan = plan.id
-            row.state_version += 1
             row.updated_at = clock.now()
+            _note_change(session, customer_id, row.updated_at)
     return get_subscription(db=db, catalog=catalog, customer_id=customer_id)
 
 
@@ -700,8 +706,8 @@ def _change_to_free(
         plan = None if wanted.plan == catalog.default_plan else wanted.plan
         if row.plan != plan:
             row.plan = plan
-            row.state_version += 1
             row.updated_at = clock.now()
+            _note_change(session, customer_id, row.updated_at)
     if live is None:
         return get_subscription(db=db, catalog=catalog, customer_id=customer_id)
     return cancel_subscription(
@@ -740,8 +746,8 @@ def cancel_subscription(
             row = load_customer(session, customer_id, lock=True)
             if row.plan is not None:
                 row.plan = None
-                row.state_version += 1
                 row.updated_at = clock.now()
+                _note_change(session, customer_id, row.updated_at)
         return get_subscription(db=db, catalog=catalog, customer_id=customer_id)
     customer, target = _online_customer(db, catalog, gateway, customer_id)
     live = _live_subscription(target, customer.stripe_id)

@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from tollgate.clock import Clock
+from tollgate.db.queries.changes import feed_rows
 from tollgate.db.tables import (
     CUSTOMER_CHANGES,
     METER_OUTBOX,
@@ -54,7 +55,6 @@ from tollgate.domain.metering import (
     usage_timestamp_problem,
 )
 from tollgate.money import Money
-from tollgate.services.changes import feed_rows
 from tollgate.services.credit_ledger import burn_for_usage
 from tollgate.services.entitlements import (
     BillingCustomer,

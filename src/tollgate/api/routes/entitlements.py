@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 from tollgate.api.deps import container, read_scope
 from tollgate.api.schemas import json_response
 from tollgate.bootstrap import Container
-from tollgate.services.changes import changes_after, last_change
+from tollgate.db.queries.changes import changes_after, last_change
 
 router = APIRouter(tags=["entitlements"], dependencies=[Depends(read_scope)])
 

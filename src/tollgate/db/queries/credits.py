@@ -68,7 +68,7 @@ _SET_ALLOWANCE = (
 def open_accounts(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Create accounts (customer, account, balance, allowance, updated at), unless they exist."""
     statement = insert_if_new(
-        connection.dialect.name, CREDIT_ACCOUNTS, index_elements=("customer_id", "account")
+        connection, CREDIT_ACCOUNTS, index_elements=("customer_id", "account")
     )
     connection.execute(statement, list(rows))
 

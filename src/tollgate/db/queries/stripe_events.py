@@ -85,9 +85,7 @@ _PG_INSERT_MANY_NEW = (
 
 
 def _insert_if_new(connection: Connection) -> Any:
-    return insert_if_new(
-        connection.dialect.name, STRIPE_EVENTS, index_elements=("id",), returning=("id",)
-    )
+    return insert_if_new(connection, STRIPE_EVENTS, index_elements=("id",), returning=("id",))
 
 
 def insert_new(connection: Connection, row: Mapping[str, Any]) -> bool:

@@ -24,10 +24,10 @@ from sqlalchemy import ClauseElement, Connection, Table
 from tollgate.db import execution
 from tollgate.db.execution import Read, Rows, Statement, Write
 from tollgate.db.queries import mirror
+from tollgate.db.queries.changes import feed_rows
 from tollgate.domain.dunning import DunningPolicy
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.events import changed_fields
-from tollgate.services.changes import feed_rows
 
 Row = Mapping[str, Any]
 

@@ -1,29 +1,19 @@
 """The change feed: every change to what a customer may do, written with the change itself.
 
 A cached entitlement decision is stale once its customer appears in the feed after it was made.
-Writers call `note_customer_changes` inside the transaction that makes the change; the ORM's
-`state_version` bumps are noted by a flush hook, so no service can change access and forget.
+Writers note changes inside the transaction that makes them (`note_customer_changes`, or
+`feed_rows` for writers batching their statements), which also bumps the customers'
+`state_version`; servers and clients read the feed to drop cached decisions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    bindparam,
-    delete,
-    event,
-    insert,
-    inspect,
-    select,
-    update,
-)
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
-from tollgate.db.models import Customer, CustomerChange
 from tollgate.db.tables import CUSTOMER_CHANGES, CUSTOMERS
 
 _BUMP = (
@@ -31,12 +21,20 @@ _BUMP = (
     .where(CUSTOMERS.c.id == bindparam("row_id"))
     .values(state_version=CUSTOMERS.c.state_version + 1)
 )
+# Plain driver SQL, in each driver's parameter style: servers read this every few milliseconds.
+_SEEN_SINCE = {
+    dialect: f"SELECT seq, customer_id FROM customer_changes WHERE seq > {after} ORDER BY seq"  # noqa: S608 (a placeholder)
+    for dialect, after in (("sqlite", ":after"), ("postgresql", "%(after)s"))
+}
 
 
 def note_customer_changes(
     connection: Connection, customer_ids: Iterable[str], *, reason: str, now: datetime
 ) -> None:
-    """Mark the customers' cached decisions stale: bump `state_version`, append to the feed."""
+    """Mark the customers' cached decisions stale: bump `state_version`, append to the feed.
+
+    `reason`: subscription | plan | usage | threshold | credits | dunning | customer.
+    """
     ids = sorted(set(customer_ids))  # one lock order for every writer
     if not ids:
         return
@@ -62,14 +60,19 @@ def changes_after(
     return [(row.seq, row.customer_id, row.reason) for row in rows]
 
 
+def customers_changed_after(connection: Connection, seq: int) -> list[tuple[int, str]]:
+    """Return `(seq, customer_id)` of every change after `seq`, oldest first (the fast read)."""
+    sql = _SEEN_SINCE[connection.dialect.name]
+    return [
+        (int(seq), str(customer))
+        for seq, customer in connection.exec_driver_sql(sql, {"after": seq})
+    ]
+
+
 def last_change(connection: Connection) -> int:
     """Return the newest change's sequence number (0 for an empty feed)."""
-    return int(
-        connection.execute(
-            select(CUSTOMER_CHANGES.c.seq).order_by(CUSTOMER_CHANGES.c.seq.desc()).limit(1)
-        ).scalar()
-        or 0
-    )
+    newest = select(CUSTOMER_CHANGES.c.seq).order_by(CUSTOMER_CHANGES.c.seq.desc()).limit(1)
+    return int(connection.execute(newest).scalar() or 0)
 
 
 def prune_changes(connection: Connection, *, keep: int = 100_000) -> int:
@@ -79,12 +82,3 @@ def prune_changes(connection: Connection, *, keep: int = 100_000) -> int:
         delete(CUSTOMER_CHANGES).where(CUSTOMER_CHANGES.c.seq <= newest - keep)
     )
     return int(result.rowcount or 0)
-
-
-@event.listens_for(Session, "before_flush")
-def _note_orm_bumps(session: Session, _context: Any, _instances: Any) -> None:
-    # Services that change a customer through the ORM bump `state_version`; note each in the feed.
-    for obj in session.dirty:
-        if isinstance(obj, Customer) and inspect(obj).attrs.state_version.history.has_changes():
-            # `at` is informational (pruning goes by sequence), so the wall clock will do here.
-            session.add(CustomerChange(customer_id=obj.id, reason="customer", at=datetime.now(UTC)))
