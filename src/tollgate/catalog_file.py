@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from tollgate.domain.catalog import Catalog, parse_catalog
+from tollgate.domain.catalog import Catalog
+from tollgate.domain.catalog_parser import parse_catalog
 from tollgate.domain.errors import CatalogError, CatalogProblem
 
 EXAMPLE_CATALOG_NAME = "catalog.example.yaml"

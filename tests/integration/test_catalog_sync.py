@@ -14,7 +14,8 @@ import yaml
 from stripesim.testing import RunningSim
 from tollgate.catalog_file import load_catalog_file
 from tollgate.config import load_settings
-from tollgate.domain.catalog import Catalog, parse_catalog
+from tollgate.domain.catalog import Catalog
+from tollgate.domain.catalog_parser import parse_catalog
 from tollgate.metrics import STRIPE_RATE_LIMIT_RETRIES
 from tollgate.services.catalog import diff_catalog, sync_catalog
 from tollgate.stripe.errors import StripeAuthenticationFailed, StripeUnavailable

@@ -19,8 +19,8 @@ from tollgate.domain.catalog import (
     Overage,
     PlanPrice,
     SeatPolicy,
-    parse_catalog,
 )
+from tollgate.domain.catalog_parser import parse_catalog
 from tollgate.domain.errors import (
     CatalogError,
     CatalogProblem,

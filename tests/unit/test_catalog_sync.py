@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tollgate.domain.catalog import Catalog, Interval, parse_catalog
+from tollgate.domain.catalog import Catalog, Interval
+from tollgate.domain.catalog_parser import parse_catalog
 from tollgate.domain.catalog_sync import (
     ArchivePrice,
     CatalogChange,
