@@ -1,4 +1,9 @@
-"""The `tollgate` command. Each command is a few lines over a service; errors are one line."""
+"""The `tollgate` command. Each command is a few lines over a service; errors are one line.
+
+Commands import what they use inside themselves, on purpose: importing the server, the services
+and the Stripe SDK up front would make every command, `--help` included, wait for all of them
+(measured: `import tollgate.cli` 0.7 s, with those modules 5.4 s on a busy two-core machine).
+"""
 
 from __future__ import annotations
 
