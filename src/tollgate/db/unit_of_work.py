@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Executable, create_engine, event
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -105,47 +104,3 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def execute_writes(connection: Connection, writes: Sequence[tuple[Executable, Any]]) -> None:
-    """Run statements that return no rows, in order; on PostgreSQL in one round trip.
-
-    psycopg's pipeline mode sends them together and reads their results after the last, instead
-    of waiting for each. An error in any of them is raised as SQLAlchemy would raise it.
-    """
-    driver: Any = connection.connection.driver_connection
-    if len(writes) < 2 or not hasattr(driver, "pipeline"):
-        for statement, parameters in writes:
-            connection.execute(statement, parameters)
-        return
-    try:
-        with driver.pipeline():
-            for statement, parameters in writes:
-                connection.execute(statement, parameters)
-    except DBAPIError:
-        raise
-    except connection.dialect.loaded_dbapi.Error as error:
-        # Raised by the pipeline's last read, outside SQLAlchemy.
-        raise driver_error(connection, error) from error
-
-
-def driver_error(
-    connection: Connection, error: Any, statement: str | None = None, parameters: Any = None
-) -> StatementError:
-    """Return a driver's error as SQLAlchemy raises it, and drop the connection if it died.
-
-    For errors raised by the driver outside SQLAlchemy (driver cursors, psycopg's pipeline), so
-    callers catch and retry them as any other.
-    """
-    dialect = connection.dialect
-    gone = dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
-    if gone:
-        connection.invalidate(error)
-    return DBAPIError.instance(
-        statement,
-        parameters,
-        error,
-        dialect.loaded_dbapi.Error,
-        connection_invalidated=gone,
-        dialect=dialect,
-    )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from typing import TypeVar
 
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.money import Money, normalize_currency
@@ -172,13 +173,7 @@ class Plan:
 
     def feature(self, feature_id: str) -> PlanFeature:
         """Return what the plan grants of a feature, or raise NotFound."""
-        try:
-            return self.features[feature_id]
-        except KeyError:
-            raise NotFound(
-                f"unknown feature {feature_id!r} (features are: {listing(self.features)})",
-                param="feature",
-            ) from None
+        return _known(self.features, feature_id, "feature")
 
     def price_for(self, interval: str, currency: str) -> PlanPrice:
         """Return the plan's price for the interval and currency, or raise InvalidRequest."""
@@ -261,22 +256,24 @@ class Catalog:
 
     def plan(self, plan_id: str) -> Plan:
         """Return the plan, or raise NotFound naming the plans there are."""
-        try:
-            return self.plans[plan_id]
-        except KeyError:
-            raise NotFound(
-                f"unknown plan {plan_id!r} (plans are: {listing(self.plans)})", param="plan"
-            ) from None
+        return _known(self.plans, plan_id, "plan")
 
     def feature(self, feature_id: str) -> Feature:
         """Return the feature, or raise NotFound naming the features there are."""
-        try:
-            return self.features[feature_id]
-        except KeyError:
-            raise NotFound(
-                f"unknown feature {feature_id!r} (features are: {listing(self.features)})",
-                param="feature",
-            ) from None
+        return _known(self.features, feature_id, "feature")
+
+
+_Item = TypeVar("_Item")
+
+
+def _known(items: Mapping[str, _Item], key: str, kind: str) -> _Item:
+    """Return `items[key]`, or raise NotFound naming the `kind`s there are."""
+    try:
+        return items[key]
+    except KeyError:
+        raise NotFound(
+            f"unknown {kind} {key!r} ({kind}s are: {listing(items)})", param=kind
+        ) from None
 
 
 def listing(ids: Iterable[str]) -> str:

@@ -758,14 +758,9 @@ def cancel_subscription(
         if current.cancel_at_period_end:
             _supersede_plan_changes(db, customer_id, clock)
             return _stripe_view(current)
-        key = request_id(idempotency_key, {"cancel": current.id}, customer.state_version)
-        updated = target.update_subscription(
-            current.id,
-            idempotency_key=f"sub-cancel-{customer_id}-{key}",
-            params={"cancel_at_period_end": True},
+        return _set_cancel_at_period_end(
+            db, clock, customer, target, current, True, idempotency_key
         )
-        _after_write(db, customer_id, clock)
-        return _stripe_view(subscription_snapshot(updated))
     key = request_id(idempotency_key, {"cancel_now": current.id}, customer.state_version)
     try:
         canceled = target.cancel_subscription(
@@ -801,13 +796,27 @@ def resume_subscription(
     current = live
     if not current.cancel_at_period_end and current.cancel_at is None:
         return _stripe_view(current)
-    key = request_id(idempotency_key, {"resume": current.id}, customer.state_version)
+    return _set_cancel_at_period_end(db, clock, customer, target, current, False, idempotency_key)
+
+
+def _set_cancel_at_period_end(
+    db: Database,
+    clock: Clock,
+    customer: _Customer,
+    target: StripeGateway,
+    current: SubscriptionSnapshot,
+    cancel: bool,
+    idempotency_key: str | None,
+) -> SubscriptionView:
+    """Ask Stripe to cancel the subscription at period end (or not any more); the view after."""
+    verb = "cancel" if cancel else "resume"
+    key = request_id(idempotency_key, {verb: current.id}, customer.state_version)
     updated = target.update_subscription(
         current.id,
-        idempotency_key=f"sub-resume-{customer_id}-{key}",
-        params={"cancel_at_period_end": False},
+        idempotency_key=f"sub-{verb}-{customer.id}-{key}",
+        params={"cancel_at_period_end": cancel},
     )
-    _after_write(db, customer_id, clock)
+    _after_write(db, customer.id, clock)
     return _stripe_view(subscription_snapshot(updated))
 
 

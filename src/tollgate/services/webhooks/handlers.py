@@ -231,13 +231,8 @@ def _apply_customer(ctx: HandlerContext, obj: dict[str, Any], *, deleted: bool =
     _write(ctx, CUSTOMERS, "customer", row["id"], row, values, row["id"], action=action)
 
 
-def on_customer_created(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a new Stripe customer."""
-    _apply_customer(ctx, obj)
-
-
-def on_customer_updated(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a changed Stripe customer (email, name, currency, metadata)."""
+def on_customer(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Mirror a new or changed Stripe customer (email, name, currency, metadata)."""
     _apply_customer(ctx, obj)
 
 
@@ -363,33 +358,10 @@ def _replace_items(
             ctx.write(mirror.update_by_id(SUBSCRIPTION_ITEMS), {**changed, "row_id": item_id})
 
 
-def on_customer_subscription_created(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a new subscription: status, plan, seats, periods, trial."""
-    notices.notice_subscription_event(ctx, obj, *_apply_subscription(ctx, obj))
-
-
-def on_customer_subscription_updated(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a changed subscription (status, plan, seats, cancel at period end, …)."""
-    notices.notice_subscription_event(ctx, obj, *_apply_subscription(ctx, obj))
-
-
-def on_customer_subscription_deleted(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a subscription that ended (its snapshot says canceled)."""
-    notices.notice_subscription_event(ctx, obj, *_apply_subscription(ctx, obj))
-
-
-def on_customer_subscription_paused(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a paused subscription."""
-    notices.notice_subscription_event(ctx, obj, *_apply_subscription(ctx, obj))
-
-
-def on_customer_subscription_resumed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a resumed subscription."""
-    notices.notice_subscription_event(ctx, obj, *_apply_subscription(ctx, obj))
-
-
-def on_customer_subscription_trial_will_end(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror the subscription whose trial ends in three days (its snapshot is current)."""
+def on_subscription(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Mirror the subscription a `customer.subscription.*` event carries (created, updated,
+    deleted, paused, resumed, trial_will_end: the snapshot is current in each) and queue what
+    the event tells the customer and the app."""
     notices.notice_subscription_event(ctx, obj, *_apply_subscription(ctx, obj))
 
 
@@ -480,39 +452,19 @@ def _record_invoice_payments(
                 )
 
 
-def on_invoice_created(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a new (draft) invoice."""
-    _apply_invoice(ctx, obj)
-
-
-def on_invoice_finalized(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a finalized invoice: its number, hosted page and PDF now exist."""
+def on_invoice(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Mirror an invoice as the event carries it (created, finalized, voided, uncollectible)."""
     _apply_invoice(ctx, obj)
 
 
 def on_invoice_paid(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a paid invoice."""
-    notices.notice_invoice_paid(ctx, *_apply_invoice(ctx, obj))
-
-
-def on_invoice_payment_succeeded(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror an invoice whose payment succeeded."""
+    """Mirror a paid invoice (`invoice.paid`, `invoice.payment_succeeded`); queue its receipt."""
     notices.notice_invoice_paid(ctx, *_apply_invoice(ctx, obj))
 
 
 def on_invoice_payment_failed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror an invoice whose payment failed: attempt count and next attempt."""
+    """Mirror an invoice whose payment failed: attempt count and next attempt; dunning."""
     notices.notice_invoice_payment_failed(ctx, *_apply_invoice(ctx, obj))
-
-
-def on_invoice_voided(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a voided invoice."""
-    _apply_invoice(ctx, obj)
-
-
-def on_invoice_marked_uncollectible(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror an invoice marked uncollectible."""
-    _apply_invoice(ctx, obj)
 
 
 def on_invoice_upcoming(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -643,13 +595,8 @@ def _apply_refund_snapshot(
     )
 
 
-def on_charge_succeeded(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a succeeded charge against its customer (and invoice, once known)."""
-    _apply_charge(ctx, obj, refunds_wanted=False)
-
-
-def on_charge_failed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a failed charge."""
+def on_charge(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Mirror a succeeded or failed charge against its customer (and invoice, once known)."""
     _apply_charge(ctx, obj, refunds_wanted=False)
 
 
@@ -660,19 +607,14 @@ def on_charge_refunded(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     claw_back_refunds(ctx.connection, charge_id=obj["id"], now=ctx.now, actor=ctx.actor)
 
 
-def on_refund_created(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a refund."""
+def on_refund(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Mirror a new refund, or one whose status changed; take back credits it refunded."""
     snapshot = refund_snapshot(obj)
     charge = ctx.row(CHARGES, snapshot.charge_id) if snapshot.charge_id else None
     _apply_refund_snapshot(ctx, snapshot, charge["customer_id"] if charge else None)
     if charge is not None:
         ctx.flush()
         claw_back_refunds(ctx.connection, charge_id=charge["id"], now=ctx.now, actor=ctx.actor)
-
-
-def on_refund_updated(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a refund whose status changed."""
-    on_refund_created(ctx, obj)
 
 
 def _apply_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -721,18 +663,9 @@ def _apply_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
         )
 
 
-def on_charge_dispute_created(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Record a dispute against its charge, invoice and customer."""
-    _apply_dispute(ctx, obj)
-
-
-def on_charge_dispute_updated(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a dispute whose status changed."""
-    _apply_dispute(ctx, obj)
-
-
-def on_charge_dispute_closed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror a closed dispute (won, lost or warning closed)."""
+def on_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Record a dispute against its charge, invoice and customer; mirror its status (won, lost
+    or warning closed when it closes)."""
     _apply_dispute(ctx, obj)
 
 
@@ -771,33 +704,33 @@ Handler = Callable[[HandlerContext, dict[str, Any]], None]
 
 HANDLERS: dict[str, Handler] = {
     "checkout.session.completed": on_checkout_session_completed,
-    "customer.created": on_customer_created,
-    "customer.updated": on_customer_updated,
+    "customer.created": on_customer,
+    "customer.updated": on_customer,
     "customer.deleted": on_customer_deleted,
-    "customer.subscription.created": on_customer_subscription_created,
-    "customer.subscription.updated": on_customer_subscription_updated,
-    "customer.subscription.deleted": on_customer_subscription_deleted,
-    "customer.subscription.paused": on_customer_subscription_paused,
-    "customer.subscription.resumed": on_customer_subscription_resumed,
-    "customer.subscription.trial_will_end": on_customer_subscription_trial_will_end,
-    "invoice.created": on_invoice_created,
-    "invoice.finalized": on_invoice_finalized,
+    "customer.subscription.created": on_subscription,
+    "customer.subscription.updated": on_subscription,
+    "customer.subscription.deleted": on_subscription,
+    "customer.subscription.paused": on_subscription,
+    "customer.subscription.resumed": on_subscription,
+    "customer.subscription.trial_will_end": on_subscription,
+    "invoice.created": on_invoice,
+    "invoice.finalized": on_invoice,
     "invoice.paid": on_invoice_paid,
-    "invoice.payment_succeeded": on_invoice_payment_succeeded,
+    "invoice.payment_succeeded": on_invoice_paid,
     "invoice.payment_failed": on_invoice_payment_failed,
     "invoice.upcoming": on_invoice_upcoming,
-    "invoice.voided": on_invoice_voided,
-    "invoice.marked_uncollectible": on_invoice_marked_uncollectible,
+    "invoice.voided": on_invoice,
+    "invoice.marked_uncollectible": on_invoice,
     "invoice_payment.paid": on_invoice_payment_paid,
     "payment_intent.succeeded": on_payment_intent_succeeded,
     "payment_intent.payment_failed": on_payment_intent_payment_failed,
-    "charge.succeeded": on_charge_succeeded,
-    "charge.failed": on_charge_failed,
+    "charge.succeeded": on_charge,
+    "charge.failed": on_charge,
     "charge.refunded": on_charge_refunded,
-    "refund.created": on_refund_created,
-    "refund.updated": on_refund_updated,
-    "charge.refund.updated": on_refund_updated,
-    "charge.dispute.created": on_charge_dispute_created,
-    "charge.dispute.updated": on_charge_dispute_updated,
-    "charge.dispute.closed": on_charge_dispute_closed,
+    "refund.created": on_refund,
+    "refund.updated": on_refund,
+    "charge.refund.updated": on_refund,
+    "charge.dispute.created": on_dispute,
+    "charge.dispute.updated": on_dispute,
+    "charge.dispute.closed": on_dispute,
 }
