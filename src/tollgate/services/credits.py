@@ -66,6 +66,7 @@ from tollgate.domain.errors import Conflict, InvalidRequest, NotFound
 from tollgate.domain.subscriptions import request_id
 from tollgate.services.changes import note_customer_changes
 from tollgate.stripe.gateway import StripeGateway
+from tollgate.views import CheckoutSession, CreditEntryView, CreditsView
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 LIVE_STATUSES = ("active", "trialing")
@@ -97,31 +98,6 @@ _SET_REMAINING = (
     .where(CREDIT_LOTS.c.id == bindparam("lot"))
     .values(remaining=bindparam("left"))
 )
-
-
-@dataclass(frozen=True)
-class CreditEntryView:
-    """One transaction as the customer's wallet saw it: how much came in (+) or went out (-)."""
-
-    id: int
-    kind: str
-    amount: int
-    reason: str
-    idempotency_key: str
-    actor: str
-    created: datetime
-    expires_at: datetime | None = None
-    remaining: int | None = None
-
-
-@dataclass(frozen=True)
-class CreditsView:
-    """A customer's credits: balance, allowance, and the newest transactions first."""
-
-    customer_id: str
-    balance: int
-    allowance: int
-    entries: list[CreditEntryView]
 
 
 @dataclass(frozen=True)
@@ -946,14 +922,6 @@ def ledger_problems(connection: Connection) -> list[str]:
 # -- buying a pack ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CreditCheckout:
-    """A Checkout Session selling a credit pack."""
-
-    session_id: str
-    url: str
-
-
 def start_credit_checkout(
     *,
     db: Database,
@@ -964,7 +932,7 @@ def start_credit_checkout(
     success_url: str,
     cancel_url: str,
     idempotency_key: str | None = None,
-) -> CreditCheckout:
+) -> CheckoutSession:
     """Open a payment-mode Checkout Session for a credit pack in the customer's currency.
 
     The credits are granted when Stripe reports the session completed and paid.
@@ -1013,7 +981,7 @@ def start_credit_checkout(
             "tollgate_credits": str(chosen.credits),
         },
     )
-    return CreditCheckout(session_id, url)
+    return CheckoutSession(session_id, url)
 
 
 # -- invoicing the overdraft -------------------------------------------------------------------
