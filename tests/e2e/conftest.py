@@ -21,8 +21,10 @@ import stripe
 import uvicorn
 
 from stripesim.testing import RunningSim, free_port
+from tests.redis_space import redis_space
 from tollgate.api.app import create_app
 from tollgate.bootstrap import Container, build_container
+from tollgate.client import LocalTollgate, Tollgate
 from tollgate.config import Settings
 from tollgate.db.unit_of_work import Database
 from tollgate.services.api_keys import create_api_key
@@ -178,3 +180,35 @@ def make_world(
 @pytest.fixture
 def world(make_world: Callable[..., World]) -> World:
     return make_world()
+
+
+# -- the Python client, over each backend and each way of counting usage ------------------
+
+
+@pytest.fixture(params=["database", pytest.param("redis", marks=pytest.mark.redis)])
+def counters(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Settings that count usage in the database alone, or in Redis before it."""
+    if request.param == "database":
+        yield {}
+        return
+    with redis_space() as settings:
+        yield settings
+
+
+@pytest.fixture(params=["http", "local"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """How the client reaches Tollgate: over HTTP, or in process over its container."""
+    return str(request.param)
+
+
+@contextmanager
+def open_client(
+    backend: str, container: Container, base_url: str, key: str, **http_options: Any
+) -> Iterator[Tollgate | LocalTollgate]:
+    """The client over `backend`: the served Tollgate's API, or its container in process."""
+    if backend == "http":
+        with Tollgate(base_url, key, **http_options) as client:
+            yield client
+    else:
+        with LocalTollgate(container) as client:
+            yield client

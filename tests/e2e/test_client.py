@@ -1,13 +1,16 @@
-"""The Python client, over HTTP and in-process: the same verbs, dataclasses and errors."""
+"""The Python client, over HTTP and in-process: the same verbs, views and errors.
+
+Each story runs over both backends, with usage counted in the database and in Redis.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import pytest
 
-from tests.e2e.conftest import World
+from tests.e2e.conftest import World, open_client
 from tollgate.client import (
     ApiError,
     CheckoutSession,
@@ -21,13 +24,15 @@ from tollgate.client import (
 )
 
 
-@pytest.fixture(params=["http", "in_process"])
-def billing(request: pytest.FixtureRequest, world: World) -> Iterator[Tollgate | LocalTollgate]:
-    if request.param == "http":
-        with Tollgate(world.base_url, world.key) as client:
-            yield client
-    else:
-        yield LocalTollgate(world.container)
+@pytest.fixture
+def world(make_world: Callable[..., World], counters: dict[str, str]) -> World:
+    return make_world(**counters)
+
+
+@pytest.fixture
+def billing(backend: str, world: World) -> Iterator[Tollgate | LocalTollgate]:
+    with open_client(backend, world.container, world.base_url, world.key) as client:
+        yield client
 
 
 def test_the_client_signs_up_checks_out_and_manages_the_subscription(
@@ -91,7 +96,10 @@ def test_the_client_raises_tollgates_errors(billing: Tollgate | LocalTollgate) -
     assert (moved.plan, moved.status) == ("pro", "active")
 
 
-def test_a_bad_key_is_an_api_error_with_its_type_and_status(world: World) -> None:
+def test_a_bad_key_is_an_api_error_with_its_type_and_status(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
     with (
         Tollgate(world.base_url, "tg_write_not-a-key") as client,
         pytest.raises(ApiError) as raised,

@@ -1,5 +1,6 @@
 """The Python client's credit verbs, over HTTP and in-process: the balance and its entries,
 support grants, a pack bought on the hosted Checkout page, and the cached gate told of grants.
+Usage is counted in the database and in Redis.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import World
+from tests.e2e.conftest import World, open_client
 from tests.e2e.test_credits_usage import usage_catalog
 from tollgate.client import (
     Conflict,
@@ -25,19 +26,19 @@ from tollgate.client import (
 
 
 @pytest.fixture
-def credits_world(make_world: Callable[..., World], tmp_path: Path) -> World:
-    return make_world(TOLLGATE_CATALOG=usage_catalog(tmp_path), TOLLGATE_ONBOARD_CREDITS=100)
+def credits_world(
+    make_world: Callable[..., World], tmp_path: Path, counters: dict[str, str]
+) -> World:
+    return make_world(
+        TOLLGATE_CATALOG=usage_catalog(tmp_path), TOLLGATE_ONBOARD_CREDITS=100, **counters
+    )
 
 
-@pytest.fixture(params=["http", "in_process"])
-def billing(
-    request: pytest.FixtureRequest, credits_world: World
-) -> Iterator[Tollgate | LocalTollgate]:
-    if request.param == "http":
-        with Tollgate(credits_world.base_url, credits_world.key) as client:
-            yield client
-    else:
-        yield LocalTollgate(credits_world.container)
+@pytest.fixture
+def billing(backend: str, credits_world: World) -> Iterator[Tollgate | LocalTollgate]:
+    world = credits_world
+    with open_client(backend, world.container, world.base_url, world.key) as client:
+        yield client
 
 
 def test_the_client_reads_grants_and_sells_credits(

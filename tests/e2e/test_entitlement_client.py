@@ -1,5 +1,6 @@
 """The Python client's gate: `check` over HTTP (cached, told of changes) and in process, the
-decorator, and the FastAPI dependency answering 402/403 with the reason.
+decorator, and the FastAPI dependency answering 402/403 with the reason; over both backends,
+with usage counted in the database and in Redis.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from tests.e2e.conftest import serve
+from tests.e2e.conftest import open_client, serve
 from tollgate.bootstrap import Container, build_container
 from tollgate.client import FeatureDenied, LocalTollgate, Tollgate, require_feature
 from tollgate.config import Settings
@@ -22,9 +23,9 @@ from tollgate.services.api_keys import create_api_key
 
 @pytest.fixture
 def served(
-    db: Database, make_settings: Callable[..., Settings]
+    db: Database, make_settings: Callable[..., Settings], counters: dict[str, str]
 ) -> Iterator[tuple[Container, str, str]]:
-    container = build_container(make_settings(db.url, STRIPE_SECRET_KEY=""))
+    container = build_container(make_settings(db.url, STRIPE_SECRET_KEY="", **counters))
     key = create_api_key(db=container.db, clock=container.clock, name="app", scope="write")
     with serve(container) as base_url:
         yield container, base_url, key.secret
@@ -36,9 +37,12 @@ def sign_up(billing: Tollgate | LocalTollgate, customer: str, plan: str | None =
     billing.create_customer(customer, email=f"b@{customer}.example", **fields)
 
 
-def test_check_over_http_is_cached_and_told_of_changes(served: tuple[Container, str, str]) -> None:
-    _, base_url, key = served
-    with Tollgate(base_url, key, decision_ttl=30) as billing:
+def test_check_is_cached_and_told_of_changes(
+    served: tuple[Container, str, str], backend: str
+) -> None:
+    # Over HTTP the client keeps decisions 30 s unless the change feed says otherwise; in
+    # process the container's cache keeps them, followed by the same feed.
+    with open_client(backend, *served, decision_ttl=30) as billing:
         sign_up(billing, "acme")
         first = billing.check("acme", "marketplace")
         assert not first.allowed and first.reason.startswith("Free plan does not include")
@@ -58,16 +62,20 @@ def test_check_over_http_is_cached_and_told_of_changes(served: tuple[Container, 
         assert billing.get_entitlements("acme")["features"]["marketplace"]["enabled"] is True
 
 
-def test_the_decorator_and_the_dependency_refuse_with_the_reason(
-    served: tuple[Container, str, str],
-) -> None:
-    container, base_url, key = served
-    local = LocalTollgate(container)
-    sign_up(local, "small")
-    sign_up(local, "big", plan="pro")
-    local.record_usage([{"id": "s-1", "customer": "small", "meter": "runs", "value": 1000}])
+@pytest.fixture
+def billing(served: tuple[Container, str, str], backend: str) -> Iterator[Tollgate | LocalTollgate]:
+    with open_client(backend, *served) as client:
+        yield client
 
-    @local.requires("marketplace", customer_arg="org")
+
+def test_the_decorator_and_the_dependency_refuse_with_the_reason(
+    billing: Tollgate | LocalTollgate,
+) -> None:
+    sign_up(billing, "small")
+    sign_up(billing, "big", plan="pro")
+    billing.record_usage([{"id": "s-1", "customer": "small", "meter": "runs", "value": 1000}])
+
+    @billing.requires("marketplace", customer_arg="org")
     def publish(org: str, title: str) -> str:
         return f"{org}:{title}"
 
@@ -80,28 +88,27 @@ def test_the_decorator_and_the_dependency_refuse_with_the_reason(
         == "Free plan does not include Marketplace; upgrade to Pro for it."
     )
 
-    with Tollgate(base_url, key) as remote:
-        app = FastAPI()
+    app = FastAPI()
 
-        @app.post(
-            "/orgs/{customer_id}/listings",
-            dependencies=[Depends(require_feature(remote, "marketplace"))],
+    @app.post(
+        "/orgs/{customer_id}/listings",
+        dependencies=[Depends(require_feature(billing, "marketplace"))],
+    )
+    def listings(customer_id: str) -> dict[str, str]:
+        return {"published": customer_id}
+
+    @app.post("/orgs/{customer_id}/runs")
+    def run(customer_id: str, decision: Any = Depends(require_feature(billing, "runs"))) -> Any:
+        return {"remaining": decision.remaining}
+
+    with TestClient(app) as web:
+        assert web.post("/orgs/big/listings").json() == {"published": "big"}
+        refused = web.post("/orgs/small/listings")
+        assert refused.status_code == 403
+        assert refused.json()["detail"]["code"] == "not_in_plan"
+        over = web.post("/orgs/small/runs")
+        assert over.status_code == 402
+        assert over.json()["detail"]["reason"] == (
+            "Free plan: 1,000 runs a month, 1,000 used; upgrade to Pro for more."
         )
-        def listings(customer_id: str) -> dict[str, str]:
-            return {"published": customer_id}
-
-        @app.post("/orgs/{customer_id}/runs")
-        def run(customer_id: str, decision: Any = Depends(require_feature(local, "runs"))) -> Any:
-            return {"remaining": decision.remaining}
-
-        with TestClient(app) as web:
-            assert web.post("/orgs/big/listings").json() == {"published": "big"}
-            refused = web.post("/orgs/small/listings")
-            assert refused.status_code == 403
-            assert refused.json()["detail"]["code"] == "not_in_plan"
-            over = web.post("/orgs/small/runs")
-            assert over.status_code == 402
-            assert over.json()["detail"]["reason"] == (
-                "Free plan: 1,000 runs a month, 1,000 used; upgrade to Pro for more."
-            )
-            assert web.post("/orgs/big/runs").json() == {"remaining": 100_000}
+        assert web.post("/orgs/big/runs").json() == {"remaining": 100_000}

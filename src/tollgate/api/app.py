@@ -21,8 +21,12 @@ from tollgate.api.routes import (
 from tollgate.bootstrap import Container
 
 
-def create_app(container: Container) -> FastAPI:
-    """The API over `container`; one app per process."""
+def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
+    """The API over `container`; one app per process.
+
+    `fast_paths=False` leaves out the ASGI layers that answer webhooks and entitlement reads
+    before FastAPI's stack, so the routes they shadow answer everything (a test compares both).
+    """
     app = FastAPI(
         title="Tollgate",
         version=__version__,
@@ -42,8 +46,9 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(credits.router)
     app.add_middleware(Metrics)
     app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
-    # Stripe's deliveries are taken before FastAPI's stack too (see routes/webhooks.py).
-    app.add_middleware(webhooks.StripeWebhookFastPath, container=container)
-    # Outermost of ours: valid entitlement reads are answered before the rest of the stack.
-    app.add_middleware(EntitlementFastPath, container=container)
+    if fast_paths:
+        # Stripe's deliveries are taken before FastAPI's stack too (see routes/webhooks.py).
+        app.add_middleware(webhooks.StripeWebhookFastPath, container=container)
+        # Outermost of ours: valid entitlement reads are answered before the rest of the stack.
+        app.add_middleware(EntitlementFastPath, container=container)
     return app

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from tollgate.api.deps import Forbidden, Unauthenticated
+from tollgate.api.schemas import invalid_input
 from tollgate.config import ConfigError
 from tollgate.domain.errors import CatalogError, Conflict, InvalidRequest, NotFound, TollgateError
 
@@ -47,17 +48,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        first = error.errors()[0]
-        location = [
-            str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")
-        ]
-        param = ".".join(location) or None
-        message = first.get("msg", "invalid request")
-        if first.get("type") == "json_invalid":
-            message, param = "the request body is not valid JSON", None
-        elif param:
-            message = f"{param}: {message}"
-        return error_response(400, "invalid_request_error", message, param)
+        refused = invalid_input(error.errors()[0])
+        return error_response(400, refused.type, refused.message, refused.param)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:

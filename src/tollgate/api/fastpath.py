@@ -17,6 +17,7 @@ import time
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tollgate.api.deps import authorize
 from tollgate.bootstrap import Container
 from tollgate.domain.errors import TollgateError
 from tollgate.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -89,11 +90,11 @@ class EntitlementFastPath:
     def _may_read(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
             if name == b"authorization":
-                kind, _, secret = value.decode("latin-1").partition(" ")
-                if kind.lower() != "bearer" or not secret.strip():
-                    return False
-                principal = self.container.authenticator.authenticate(secret.strip())
-                return principal is not None and principal.allows("read")
+                try:
+                    authorize(self.container.authenticator, value.decode("latin-1"), "read")
+                except TollgateError:
+                    return False  # the app answers it, as the route's dependency does
+                return True
         return False
 
 

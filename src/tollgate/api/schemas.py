@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 from starlette.responses import Response
 
 from tollgate.domain.catalog import Catalog, Plan, PlanFeature
+from tollgate.domain.errors import InvalidRequest
 from tollgate.money import Money
 
 
@@ -73,11 +75,21 @@ def catalog_json(catalog: Catalog) -> dict[str, Any]:
 # -- customers and subscriptions -------------------------------------------------------------
 
 
-def timestamp_json(value: datetime | None) -> str | None:
-    """Return an aware datetime as ISO 8601 UTC (`2026-11-20T10:00:00Z`)."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+def invalid_input(problem: Mapping[str, Any]) -> InvalidRequest:
+    """Return the error for a request model's complaint (FastAPI's or the in-process client's).
+
+    The parameter is named without FastAPI's "body" / "query" / "path" prefix.
+    """
+    location = [
+        str(part) for part in problem.get("loc", ()) if part not in ("body", "query", "path")
+    ]
+    param = ".".join(location) or None
+    message = str(problem.get("msg", "invalid request"))
+    if problem.get("type") == "json_invalid":
+        message, param = "the request body is not valid JSON", None
+    elif param:
+        message = f"{param}: {message}"
+    return InvalidRequest(message, param=param)
 
 
 class _Body(BaseModel):
@@ -141,47 +153,47 @@ class SubscriptionPut(_Body):
     )
 
 
-def customer_json(customer: Any) -> dict[str, Any]:
-    """Return a CustomerView in the API's shape."""
-    return {
-        "id": customer.id,
-        "email": customer.email,
-        "name": customer.name,
-        "stripe_customer_id": customer.stripe_customer_id,
-        "offline": customer.offline,
-        "currency": customer.currency,
-        "plan": customer.plan,
-        "status": customer.status,
-        "metadata": customer.metadata,
-        "created": timestamp_json(customer.created),
-        "address": customer.address,
-        "stripe_account": customer.stripe_account,
-    }
+# -- credits ---------------------------------------------------------------------------------
 
 
-def subscription_json(subscription: Any) -> dict[str, Any]:
-    """Return a SubscriptionView in the API's shape."""
-    pending = subscription.pending_change
-    return {
-        "plan": subscription.plan,
-        "interval": subscription.interval,
-        "status": subscription.status,
-        "seats": subscription.seats,
-        "currency": subscription.currency,
-        "trial_end": timestamp_json(subscription.trial_end),
-        "current_period_start": timestamp_json(subscription.current_period_start),
-        "current_period_end": timestamp_json(subscription.current_period_end),
-        "cancel_at_period_end": subscription.cancel_at_period_end,
-        "collection_method": subscription.collection_method,
-        "stripe_subscription_id": subscription.stripe_subscription_id,
-        "pending_change": (
-            {
-                "plan": pending.plan,
-                "interval": pending.interval,
-                "seats": pending.seats,
-                "effective_at": timestamp_json(pending.effective_at),
-            }
-            if pending
-            else None
-        ),
-    }
+class CreditsQuery(BaseModel):
+    limit: int = Field(100, ge=1, le=1000, description="How many entries, newest first.")
+
+
+class CreditGrantCreate(_Body):
+    amount: StrictInt = Field(description="Whole credits to grant (1 or more).")
+    reason: str
+    idempotency_key: str = Field(description="The same key again grants nothing more.")
+    expires_at: AwareDatetime | None = Field(None, description="When unspent credits expire.")
+
+
+class CreditAllowancePut(_Body):
+    allowance: StrictInt = Field(description="How far below zero the balance may go.")
+
+
+class CreditCheckoutCreate(_Body):
+    pack: str
+    success_url: str
+    cancel_url: str
+
+
+# -- usage -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageBatch:
+    """A `POST /v1/usage` body. Checked by hand, not by a model: a batch holds up to 1,000
+    events, and `record_usage` checks each one (a bad event is rejected, not the batch)."""
+
+    events: Any
+    enforce_limits: bool | None  # None: the settings' TOLLGATE_USAGE_ENFORCE_LIMITS
+
+    @classmethod
+    def parse(cls, body: Any) -> UsageBatch:
+        if not isinstance(body, dict) or "events" not in body:
+            message = 'send {"events": [{id, customer, meter, value}, ...]}'
+            raise InvalidRequest(message, param="events")
+        enforce = body.get("enforce_limits")
+        if "enforce_limits" in body and not isinstance(enforce, bool):
+            raise InvalidRequest("enforce_limits must be true or false", param="enforce_limits")
+        return cls(body["events"], enforce)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from tollgate.domain.catalog import Aggregation, Catalog, FeatureType, Plan, PlanFeature
 from tollgate.domain.metering import Period, overage_minor, percent_used
@@ -114,6 +114,20 @@ class Decision:
             "remaining": self.remaining,
             "warning": self.warning,
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Decision:
+        """Return the decision `to_json` described (what a client reads from the API)."""
+        return cls(
+            allowed=bool(data["allowed"]),
+            feature=str(data["feature"]),
+            reason=str(data["reason"]),
+            code=Code(data["code"]),
+            limit=data.get("limit"),
+            used=data.get("used"),
+            remaining=data.get("remaining"),
+            warning=data.get("warning"),
+        )
 
 
 @dataclass(frozen=True)

@@ -44,34 +44,10 @@ from tollgate.services.credit_ledger import (
 )
 from tollgate.services.customers import check_url, customer_view, load_customer, stripe_customer
 from tollgate.stripe.gateway import StripeGateway
+from tollgate.views import CheckoutSession, CreditEntryView, CreditsView
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 LIVE_STATUSES = ("active", "trialing")
-
-
-@dataclass(frozen=True)
-class CreditEntryView:
-    """One transaction as the customer's wallet saw it: how much came in (+) or went out (-)."""
-
-    id: int
-    kind: str
-    amount: int
-    reason: str
-    idempotency_key: str
-    actor: str
-    created: datetime
-    expires_at: datetime | None = None
-    remaining: int | None = None
-
-
-@dataclass(frozen=True)
-class CreditsView:
-    """A customer's credits: balance, allowance, and the newest transactions first."""
-
-    customer_id: str
-    balance: int
-    allowance: int
-    entries: list[CreditEntryView]
 
 
 @dataclass(frozen=True)
@@ -344,14 +320,6 @@ def settle_invoiced_overdraft(
 # -- buying a pack ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CreditCheckout:
-    """A Checkout Session selling a credit pack."""
-
-    session_id: str
-    url: str
-
-
 def start_credit_checkout(
     *,
     db: Database,
@@ -362,7 +330,7 @@ def start_credit_checkout(
     success_url: str,
     cancel_url: str,
     idempotency_key: str | None = None,
-) -> CreditCheckout:
+) -> CheckoutSession:
     """Open a payment-mode Checkout Session for a credit pack in the customer's currency.
 
     The credits are granted when Stripe reports the session completed and paid.
@@ -403,7 +371,7 @@ def start_credit_checkout(
             "tollgate_credits": str(chosen.credits),
         },
     )
-    return CreditCheckout(session_id, url)
+    return CheckoutSession(session_id, url)
 
 
 # -- invoicing the overdraft -------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, select
@@ -38,6 +37,7 @@ from tollgate.services.catalog import sync_catalog
 from tollgate.services.credit_ledger import forget_credits, grant_onboarding_credits
 from tollgate.stripe.errors import StripeFailure, StripeUnavailable
 from tollgate.stripe.gateway import StripeGateway
+from tollgate.views import CustomerView
 
 CUSTOMER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,254}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
@@ -54,24 +54,6 @@ class CustomerNotInStripe(TollgateError):
 
 
 # -- what the services return ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CustomerView:
-    """A customer as the API shows it: plan and status come from its subscription."""
-
-    id: str
-    email: str | None
-    name: str | None
-    stripe_customer_id: str | None
-    offline: bool
-    currency: str
-    plan: str | None
-    status: str
-    metadata: dict[str, str]
-    created: datetime
-    address: dict[str, str] | None = None
-    stripe_account: str | None = None
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ from tollgate.services.customers import (
 from tollgate.stripe.errors import StripeFailure, StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import subscription_snapshot
+from tollgate.views import CheckoutSession, PendingChangeView, SubscriptionView
 
 log = logging.getLogger("tollgate.subscriptions")
 
@@ -79,42 +80,6 @@ class AlreadySubscribed(TollgateError):
 
 
 # -- what the services return ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PendingChangeView:
-    """A plan change Tollgate makes when the period ends."""
-
-    plan: str
-    interval: str
-    seats: int | None
-    effective_at: datetime
-
-
-@dataclass(frozen=True)
-class SubscriptionView:
-    """The customer's subscription as the API shows it."""
-
-    plan: str | None
-    interval: str | None
-    status: str
-    seats: int | None
-    currency: str | None
-    trial_end: datetime | None
-    current_period_start: datetime | None
-    current_period_end: datetime | None
-    cancel_at_period_end: bool
-    collection_method: str | None
-    stripe_subscription_id: str | None
-    pending_change: PendingChangeView | None = None
-
-
-@dataclass(frozen=True)
-class CheckoutSession:
-    """A hosted Checkout page for the customer."""
-
-    session_id: str
-    url: str
 
 
 @dataclass(frozen=True)

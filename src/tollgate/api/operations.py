@@ -1,0 +1,227 @@
+"""The API's use cases over a Container: what each route does, without HTTP.
+
+Each function takes a request the API's own models checked, calls one service with the
+container's database, catalog, Stripe gateway, settings, clock and usage counters, does what
+the route does after it (this process's cached decisions dropped at once), and returns the
+service's view. The routes answer the view's JSON; the in-process client (`LocalTollgate`)
+returns the view itself, so the two cannot wire a service differently.
+
+Entitlement reads have no function here: routes, the fast path and the client all ask the
+container's cache (`app.entitlements`) directly, the one place they are answered from.
+"""
+
+from __future__ import annotations
+
+from tollgate.api.schemas import (
+    CheckoutCreate,
+    CreditAllowancePut,
+    CreditCheckoutCreate,
+    CreditGrantCreate,
+    CreditsQuery,
+    CustomerCreate,
+    CustomerUpdate,
+    PortalCreate,
+    SubscriptionPut,
+    UsageBatch,
+)
+from tollgate.bootstrap import Container
+from tollgate.config import ConfigError
+from tollgate.services import credits, customers, subscriptions, usage
+from tollgate.stripe.gateway import StripeGateway
+from tollgate.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
+
+
+def optional_gateway(app: Container) -> StripeGateway | None:
+    """The Stripe gateway, or None without a Stripe key: offline customers need none, and the
+    services refuse what does."""
+    try:
+        return app.stripe
+    except ConfigError:
+        return None
+
+
+# -- customers -------------------------------------------------------------------------------
+
+
+def create_customer(app: Container, body: CustomerCreate) -> customers.CreatedCustomer:
+    return customers.create_customer(
+        db=app.db,
+        catalog=app.catalog,
+        gateway=optional_gateway(app),
+        settings=app.settings,
+        clock=app.clock,
+        new=customers.NewCustomer(**body.model_dump()),
+    )
+
+
+def get_customer(app: Container, customer_id: str) -> CustomerView:
+    return customers.get_customer(db=app.db, catalog=app.catalog, customer_id=customer_id)
+
+
+def update_customer(
+    app: Container, customer_id: str, body: CustomerUpdate, *, idempotency_key: str | None
+) -> CustomerView:
+    changes = customers.CustomerChanges(
+        email=body.email,
+        name=body.name,
+        address=body.address,
+        metadata=body.metadata,
+        fields=frozenset(body.model_fields_set),
+    )
+    return customers.update_customer(
+        db=app.db,
+        catalog=app.catalog,
+        gateway=optional_gateway(app),
+        clock=app.clock,
+        customer_id=customer_id,
+        changes=changes,
+        idempotency_key=idempotency_key,
+    )
+
+
+def open_portal(
+    app: Container, customer_id: str, body: PortalCreate, *, idempotency_key: str | None
+) -> str:
+    return customers.open_portal(
+        db=app.db,
+        gateway=optional_gateway(app),
+        customer_id=customer_id,
+        return_url=body.return_url,
+        idempotency_key=idempotency_key,
+    )
+
+
+# -- subscriptions ---------------------------------------------------------------------------
+
+
+def start_checkout(
+    app: Container, customer_id: str, body: CheckoutCreate, *, idempotency_key: str | None
+) -> CheckoutSession:
+    return subscriptions.start_checkout(
+        db=app.db,
+        catalog=app.catalog,
+        gateway=optional_gateway(app),
+        settings=app.settings,
+        customer_id=customer_id,
+        idempotency_key=idempotency_key,
+        **body.model_dump(),
+    )
+
+
+def get_subscription(app: Container, customer_id: str) -> SubscriptionView:
+    return subscriptions.get_subscription(db=app.db, catalog=app.catalog, customer_id=customer_id)
+
+
+def change_subscription(
+    app: Container, customer_id: str, body: SubscriptionPut, *, idempotency_key: str | None
+) -> SubscriptionView:
+    return subscriptions.change_subscription(
+        db=app.db,
+        catalog=app.catalog,
+        gateway=optional_gateway(app),
+        settings=app.settings,
+        clock=app.clock,
+        customer_id=customer_id,
+        wanted=subscriptions.SubscriptionRequest(**body.model_dump()),
+        idempotency_key=idempotency_key,
+    )
+
+
+def cancel_subscription(
+    app: Container, customer_id: str, *, at_period_end: bool, idempotency_key: str | None
+) -> SubscriptionView:
+    return subscriptions.cancel_subscription(
+        db=app.db,
+        catalog=app.catalog,
+        gateway=optional_gateway(app),
+        clock=app.clock,
+        customer_id=customer_id,
+        at_period_end=at_period_end,
+        idempotency_key=idempotency_key,
+    )
+
+
+def resume_subscription(
+    app: Container, customer_id: str, *, idempotency_key: str | None
+) -> SubscriptionView:
+    return subscriptions.resume_subscription(
+        db=app.db,
+        catalog=app.catalog,
+        gateway=optional_gateway(app),
+        clock=app.clock,
+        customer_id=customer_id,
+        idempotency_key=idempotency_key,
+    )
+
+
+# -- usage -----------------------------------------------------------------------------------
+
+
+def record_usage(app: Container, batch: UsageBatch) -> usage.UsageReport:
+    """Record the batch (in Redis first when TOLLGATE_REDIS_URL is set)."""
+    enforce = app.settings.usage_enforce_limits
+    report = usage.record_usage(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        events=batch.events,
+        enforce_limits=enforce if batch.enforce_limits is None else batch.enforce_limits,
+        grace=app.grace,
+        counters=app.usage_counters,
+    )
+    app.entitlements.forget(report.customers)
+    return report
+
+
+def get_usage(app: Container, customer_id: str) -> usage.CustomerUsage:
+    return usage.get_usage(
+        db=app.db, catalog=app.catalog, clock=app.clock, customer_id=customer_id, grace=app.grace
+    )
+
+
+# -- credits ---------------------------------------------------------------------------------
+
+
+def list_credits(app: Container, customer_id: str, query: CreditsQuery) -> CreditsView:
+    return credits.list_credits(db=app.db, customer_id=customer_id, limit=query.limit)
+
+
+def grant_credits(
+    app: Container, customer_id: str, body: CreditGrantCreate, *, actor: str
+) -> credits.GrantResult:
+    result = credits.grant_credits(
+        db=app.db,
+        clock=app.clock,
+        customer_id=customer_id,
+        amount=body.amount,
+        reason=body.reason,
+        idempotency_key=body.idempotency_key,
+        actor=actor,
+        expires_at=body.expires_at,
+    )
+    # This process answers the next check from the new balance, not the feed's next look.
+    app.entitlements.forget([customer_id])
+    return result
+
+
+def set_credit_allowance(app: Container, customer_id: str, body: CreditAllowancePut) -> int:
+    allowance = credits.set_credit_allowance(
+        db=app.db, clock=app.clock, customer_id=customer_id, allowance=body.allowance
+    )
+    app.entitlements.forget([customer_id])
+    return allowance
+
+
+def start_credit_checkout(
+    app: Container, customer_id: str, body: CreditCheckoutCreate, *, idempotency_key: str | None
+) -> CheckoutSession:
+    return credits.start_credit_checkout(
+        db=app.db,
+        catalog=app.catalog,
+        gateway=optional_gateway(app),
+        customer_id=customer_id,
+        pack=body.pack,
+        success_url=body.success_url,
+        cancel_url=body.cancel_url,
+        idempotency_key=idempotency_key,
+    )
