@@ -25,20 +25,8 @@ from tollgate.api.schemas import (
     UsageBatch,
 )
 from tollgate.bootstrap import Container
-from tollgate.config import ConfigError
 from tollgate.services import credits, customers, subscriptions, usage
-from tollgate.stripe.gateway import StripeGateway
 from tollgate.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
-
-
-def optional_gateway(app: Container) -> StripeGateway | None:
-    """The Stripe gateway, or None without a Stripe key: offline customers need none, and the
-    services refuse what does."""
-    try:
-        return app.stripe
-    except ConfigError:
-        return None
-
 
 # -- customers -------------------------------------------------------------------------------
 
@@ -47,7 +35,7 @@ def create_customer(app: Container, body: CustomerCreate) -> customers.CreatedCu
     return customers.create_customer(
         db=app.db,
         catalog=app.catalog,
-        gateway=optional_gateway(app),
+        gateway=app.optional_stripe(),
         settings=app.settings,
         clock=app.clock,
         new=customers.NewCustomer(**body.model_dump()),
@@ -71,7 +59,7 @@ def update_customer(
     return customers.update_customer(
         db=app.db,
         catalog=app.catalog,
-        gateway=optional_gateway(app),
+        gateway=app.optional_stripe(),
         clock=app.clock,
         customer_id=customer_id,
         changes=changes,
@@ -84,7 +72,7 @@ def open_portal(
 ) -> str:
     return customers.open_portal(
         db=app.db,
-        gateway=optional_gateway(app),
+        gateway=app.optional_stripe(),
         customer_id=customer_id,
         return_url=body.return_url,
         idempotency_key=idempotency_key,
@@ -100,7 +88,7 @@ def start_checkout(
     return subscriptions.start_checkout(
         db=app.db,
         catalog=app.catalog,
-        gateway=optional_gateway(app),
+        gateway=app.optional_stripe(),
         settings=app.settings,
         customer_id=customer_id,
         idempotency_key=idempotency_key,
@@ -118,7 +106,7 @@ def change_subscription(
     return subscriptions.change_subscription(
         db=app.db,
         catalog=app.catalog,
-        gateway=optional_gateway(app),
+        gateway=app.optional_stripe(),
         settings=app.settings,
         clock=app.clock,
         customer_id=customer_id,
@@ -133,7 +121,7 @@ def cancel_subscription(
     return subscriptions.cancel_subscription(
         db=app.db,
         catalog=app.catalog,
-        gateway=optional_gateway(app),
+        gateway=app.optional_stripe(),
         clock=app.clock,
         customer_id=customer_id,
         at_period_end=at_period_end,
@@ -147,7 +135,7 @@ def resume_subscription(
     return subscriptions.resume_subscription(
         db=app.db,
         catalog=app.catalog,
-        gateway=optional_gateway(app),
+        gateway=app.optional_stripe(),
         clock=app.clock,
         customer_id=customer_id,
         idempotency_key=idempotency_key,
@@ -218,7 +206,7 @@ def start_credit_checkout(
     return credits.start_credit_checkout(
         db=app.db,
         catalog=app.catalog,
-        gateway=optional_gateway(app),
+        gateway=app.optional_stripe(),
         customer_id=customer_id,
         pack=body.pack,
         success_url=body.success_url,
