@@ -70,6 +70,34 @@ def one_of(
     return value
 
 
+def required_object(
+    account: Account, params: dict[str, Any], key: str, kind: str, *, label: str | None = None
+) -> dict[str, Any]:
+    """Return the object the required parameter `key` names (Stripe's missing or 404 error)."""
+    object_id = params.get(key)
+    if not object_id:
+        raise parameter_missing(key)
+    return account.get(object_id, kind, param=key, label=label)
+
+
+def param_name(prefix: str, path: str) -> str:
+    """Return `path` (e.g. `recurring[interval]`) as a parameter nested under `prefix`, if any."""
+    if not prefix:
+        return path
+    head, bracket, rest = path.partition("[")
+    return f"{prefix}[{head}]" + (bracket + rest if bracket else "")
+
+
+def reference(
+    account: Account, object_id: Any, kind: str, param: str, label: str
+) -> dict[str, Any]:
+    """Return the object a parameter names; Stripe answers 400 `resource_missing` if absent."""
+    obj = account.find(object_id)
+    if obj is None or obj.get("object") != kind or obj.get("deleted"):
+        raise StripeError(f"No such {label}: '{object_id}'", code="resource_missing", param=param)
+    return obj
+
+
 def update_metadata(obj: dict[str, Any], metadata: Any) -> None:
     """Apply Stripe's metadata rules: `metadata[k]=""` deletes k, `metadata=""` clears all."""
     if metadata is None:
@@ -263,3 +291,20 @@ def _expand_path(account: Account, node: Any, parts: list[str]) -> None:
             expanded.append(render(target) if target is not None else item)
         node[head] = value = expanded
     _expand_path(account, value, rest)
+
+
+def apply_changes(
+    obj: dict[str, Any], values: dict[str, Any], params: dict[str, Any]
+) -> dict[str, Any]:
+    """Set `values` and any `metadata` in `params` on `obj`; return what changed, as it was."""
+    previous: dict[str, Any] = {}
+    for key, value in values.items():
+        if obj.get(key) != value:
+            previous[key] = obj.get(key)
+            obj[key] = value
+    if "metadata" in params:
+        before = dict(obj.get("metadata") or {})
+        update_metadata(obj, params["metadata"])
+        if obj["metadata"] != before:
+            previous["metadata"] = before
+    return previous

@@ -5,14 +5,23 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
-from stripesim import cards, payments
+from stripesim import billing, cards, payments
+from stripesim.catalog import build_price, price_amount, public_view
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, render, update_metadata
+from stripesim.pages import (
+    card_from_form,
+    find_object,
+    form_of,
+    message_page,
+    page_ctx,
+    render_page,
+)
 from stripesim.registry import Ctx, page, route
+from stripesim.resources.customers import create_customer
 from stripesim.resources.payment_methods import confirm_setup_intent, new_setup_intent
 from stripesim.state import Account, Simulator, new_id
 
@@ -20,77 +29,10 @@ DEFAULT_LIFETIME = 24 * 3600
 _MODES = ("payment", "setup", "subscription")
 
 
-# -- shared by the hosted pages ------------------------------------------------------------
-
-_templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("stripesim", "templates"),
-    autoescape=jinja2.select_autoescape(["html"]),
-)
-_templates.filters["money"] = lambda amount, currency: payments.format_amount(
-    int(amount), currency or "usd"
-)
-
-
-def render_page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(_templates.get_template(template).render(**context), status_code=status)
-
-
-def find_object(sim: Simulator, object_id: str, kind: str) -> tuple[Account, dict[str, Any]] | None:
-    """An object by id in whichever account (platform or connected) holds it."""
-    for account in sim.accounts.values():
-        obj = account.find(object_id)
-        if obj is not None and obj.get("object") == kind:
-            return account, obj
-    return None
-
-
-def page_ctx(sim: Simulator, account: Account, request: Request) -> Ctx:
-    """A context for a hosted page acting in `account` (events carry no API request id)."""
-    return Ctx(sim, account, None, None, str(request.base_url).rstrip("/"))  # type: ignore[arg-type]
-
-
-async def form_of(request: Request) -> dict[str, str]:
-    form = await request.form()
-    return {key: str(value) for key, value in form.items()}
-
-
-def card_from_form(ctx: Ctx, form: dict[str, str], *, created: int) -> dict[str, Any]:
-    """A PaymentMethod from the hosted page's card fields; bad input raises a card error."""
-    number = form.get("card_number", "").strip()
-    if not number:
-        raise StripeError(
-            "Your card number is incomplete.",
-            status=402,
-            type="card_error",
-            code="incomplete_number",
-        )
-    spec = cards.by_number(number)
-    expiry = form.get("card_expiry", "").replace(" ", "")
-    month_text, _, year_text = expiry.partition("/")
-    if not (month_text.isdigit() and year_text.isdigit()):
-        raise StripeError(
-            "Your card's expiration date is incomplete.",
-            status=402,
-            type="card_error",
-            code="incomplete_expiry",
-        )
-    return payments.new_card_payment_method(
-        ctx,
-        spec,
-        exp_month=int(month_text),
-        exp_year=int(year_text),
-        cvc=form.get("card_cvc") or None,
-        billing_details={"name": form.get("cardholder_name") or None, "email": form.get("email")},
-        created=created,
-    )
-
-
 # -- sessions --------------------------------------------------------------------------------
 
 
 def _line_items(ctx: Ctx, raw: Any, mode: str) -> list[dict[str, Any]]:
-    from stripesim.resources.prices import build_price, price_amount, public_view
-
     if raw in (None, "", []):
         if mode == "setup":
             return []
@@ -555,8 +497,6 @@ def _customer_for(
         return str(session["customer"])
     if session["mode"] == "payment" and session.get("customer_creation") != "always":
         return None
-    from stripesim.resources.customers import create_customer
-
     params = {"email": email} if email else {}
     name = (pm or {}).get("billing_details", {}).get("name")
     if name:
@@ -619,8 +559,6 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
 def _complete_subscription(
     ctx: Ctx, session: dict[str, Any], pm: dict[str, Any] | None, email: str | None, now: int
 ) -> None:
-    from stripesim import billing
-
     customer_id = _customer_for(ctx, session, email, pm)
     assert customer_id is not None
     if pm is not None:
@@ -817,27 +755,17 @@ async def checkout_page(request: Request, sim: Simulator) -> Response:
     with sim.lock:
         found = find_object(sim, session_id, "checkout.session")
         if found is None:
-            return render_page(
-                "message.html", 404, title="Not found", message="This Checkout page does not exist."
-            )
+            return message_page(404, "Not found", "This Checkout page does not exist.")
         account, session = found
         ctx = page_ctx(sim, account, request)
         _lazy_expire(ctx, session)
         if session["status"] == "expired":
-            return render_page(
-                "message.html",
-                410,
-                title="Session expired",
-                message="This Checkout Session has expired.",
-                link=session.get("cancel_url"),
+            return message_page(
+                410, "Session expired", "This Checkout Session has expired.", session["cancel_url"]
             )
         if session["status"] == "complete":
-            return render_page(
-                "message.html",
-                200,
-                title="Already paid",
-                message="This Checkout Session is complete.",
-                link=_success_url(session),
+            return message_page(
+                200, "Already paid", "This Checkout Session is complete.", _success_url(session)
             )
         context = _page_context(ctx, session)
         if request.method == "GET":
@@ -855,7 +783,7 @@ async def checkout_page(request: Request, sim: Simulator) -> Response:
         target = _success_url(session)
     if target:
         return RedirectResponse(target, status_code=303)
-    return render_page("message.html", 200, title="Thanks", message="Your payment is complete.")
+    return message_page(200, "Thanks", "Your payment is complete.")
 
 
 def _success_url(session: dict[str, Any]) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 from stripesim import billing
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_decimal, as_int, paginate, update_metadata
-from stripesim.registry import Ctx, route
+from stripesim.registry import Ctx, changed_since, route
 from stripesim.state import snapshot
 
 
@@ -101,9 +101,7 @@ def update_coupon(ctx: Ctx, params: dict[str, Any], coupon_id: str) -> dict[str,
     if "name" in params:
         coupon["name"] = params["name"] or None
     update_metadata(coupon, params.get("metadata"))
-    previous = {key: before[key] for key in coupon if before.get(key) != coupon[key]}
-    if previous:
-        ctx.emit("coupon.updated", coupon, previous=previous, created=ctx.now())
+    ctx.emit_update("coupon.updated", coupon, changed_since(before, coupon), created=ctx.now())
     return coupon
 
 
@@ -174,9 +172,7 @@ def update_tax_rate(ctx: Ctx, params: dict[str, Any], rate_id: str) -> dict[str,
     if "active" in params:
         rate["active"] = bool(as_bool(params, "active"))
     update_metadata(rate, params.get("metadata"))
-    previous = {key: before[key] for key in rate if before.get(key) != rate[key]}
-    if previous:
-        ctx.emit("tax_rate.updated", rate, previous=previous, created=ctx.now())
+    ctx.emit_update("tax_rate.updated", rate, changed_since(before, rate), created=ctx.now())
     return rate
 
 

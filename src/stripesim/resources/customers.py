@@ -99,13 +99,9 @@ def update_customer(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[
                 label="PaymentMethod",
             )
         customer["invoice_settings"]["default_payment_method"] = pm
-    if previous:
-        ctx.emit(
-            "customer.updated",
-            customer,
-            previous=previous,
-            created=ctx.now_for_customer(customer_id),
-        )
+    ctx.emit_update(
+        "customer.updated", customer, previous, created=ctx.now_for_customer(customer_id)
+    )
     return customer
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from html import escape
 from typing import Any
 
 from starlette.requests import Request
@@ -10,8 +11,10 @@ from starlette.responses import HTMLResponse, Response
 
 from stripesim import billing
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, as_int, paginate, search, update_metadata
-from stripesim.registry import Ctx, page, route
+from stripesim.lists import as_bool, as_int, paginate, required_object, search, update_metadata
+from stripesim.pages import find_object
+from stripesim.payments import format_amount
+from stripesim.registry import Ctx, changed_since, page, route
 from stripesim.state import Simulator, snapshot
 
 
@@ -36,10 +39,8 @@ def _draft_only(invoice: dict[str, Any]) -> None:
 
 @route("POST", "/v1/invoices", "InvoiceCreateParams")
 def create_invoice(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    customer_id = params.get("customer")
-    if not customer_id:
-        raise parameter_missing("customer")
-    customer = ctx.account.get(customer_id, "customer", param="customer")
+    customer = required_object(ctx.account, params, "customer", "customer")
+    customer_id = customer["id"]
     now = ctx.now_for_customer(customer_id)
     sub = None
     if params.get("subscription"):
@@ -181,13 +182,7 @@ def update_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[st
         )
     if invoice["status"] == "draft":
         billing.compute_totals(ctx, invoice)
-    previous = {
-        key: before[key]
-        for key in invoice
-        if not key.startswith("_") and before.get(key) != invoice[key]
-    }
-    if previous:
-        ctx.emit("invoice.updated", invoice, previous=previous, created=now)
+    ctx.emit_update("invoice.updated", invoice, changed_since(before, invoice), created=now)
     return invoice
 
 
@@ -382,10 +377,7 @@ def _item_amount(
 
 @route("POST", "/v1/invoiceitems", "InvoiceItemCreateParams")
 def create_invoice_item(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    customer_id = params.get("customer")
-    if not customer_id:
-        raise parameter_missing("customer")
-    ctx.account.get(customer_id, "customer", param="customer")
+    customer_id = required_object(ctx.account, params, "customer", "customer")["id"]
     now = ctx.now_for_customer(customer_id)
     amount, currency, price, quantity, unit_decimal = _item_amount(ctx, params)
     invoice = None
@@ -436,6 +428,14 @@ def _editable_item(ctx: Ctx, item: dict[str, Any]) -> dict[str, Any] | None:
             code="invoice_not_editable",
         )
     return invoice
+
+
+def _drop_item_line(invoice: dict[str, Any], item_id: str) -> None:
+    """Take an invoice item's line off its draft invoice."""
+    lines = invoice["lines"]["data"]
+    invoice["lines"]["data"] = [
+        line for line in lines if billing.line_invoice_item(line) != item_id
+    ]
 
 
 @route("POST", "/v1/invoiceitems/{item_id}", "InvoiceItemUpdateParams")
@@ -491,23 +491,10 @@ def update_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[
         item["tax_rates"] = billing.tax_rate_objects(ctx, params["tax_rates"], "tax_rates")
     update_metadata(item, params.get("metadata"))
     if invoice is not None:
-        invoice["lines"]["data"] = [
-            line
-            for line in invoice["lines"]["data"]
-            if (
-                line["parent"].get("invoice_item_details")
-                or line["parent"].get("subscription_item_details")
-                or {}
-            ).get("invoice_item")
-            != item_id
-        ]
+        _drop_item_line(invoice, item_id)
         billing.add_invoice_item_line(ctx, invoice, item)
         billing.compute_totals(ctx, invoice)
-    previous = {
-        key: before[key] for key in item if not key.startswith("_") and before.get(key) != item[key]
-    }
-    if previous:
-        ctx.emit("invoiceitem.updated", item, previous=previous, created=now)
+    ctx.emit_update("invoiceitem.updated", item, changed_since(before, item), created=now)
     return item
 
 
@@ -516,16 +503,7 @@ def delete_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[
     item = ctx.account.get(item_id, "invoiceitem", label="invoiceitem")
     invoice = _editable_item(ctx, item)
     if invoice is not None:
-        invoice["lines"]["data"] = [
-            line
-            for line in invoice["lines"]["data"]
-            if (
-                line["parent"].get("invoice_item_details")
-                or line["parent"].get("subscription_item_details")
-                or {}
-            ).get("invoice_item")
-            != item_id
-        ]
+        _drop_item_line(invoice, item_id)
         billing.compute_totals(ctx, invoice)
     item["deleted"] = True
     ctx.emit("invoiceitem.deleted", item, created=ctx.now_for_customer(item["customer"]))
@@ -557,17 +535,10 @@ def list_invoice_items(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
 @page("/i/{invoice_id}", methods=("GET",))
 async def hosted_invoice(request: Request, sim: Simulator) -> Response:
     """A plain page showing the invoice (Stripe's hosted invoice page, minus paying)."""
-    from html import escape
-
-    from stripesim.payments import format_amount
-
     invoice_id = request.path_params["invoice_id"]
     with sim.lock:
-        invoice = None
-        for account in sim.accounts.values():
-            found = account.find(invoice_id)
-            if found is not None and found.get("object") == "invoice":
-                invoice = snapshot(found)
+        found = find_object(sim, invoice_id, "invoice")
+        invoice = snapshot(found[1]) if found is not None else None
     if invoice is None:
         return HTMLResponse("<h1>Invoice not found</h1>", status_code=404)
     rows = "".join(

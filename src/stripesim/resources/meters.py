@@ -16,10 +16,9 @@ from decimal import Decimal
 from typing import Any
 
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_int, paginate
+from stripesim.lists import as_int, paginate, reference
 from stripesim.metering import METER_EVENT, aggregate, counted_events
 from stripesim.registry import Ctx, route
-from stripesim.resources.products import reference
 from stripesim.state import Account, new_id
 
 METER = "billing.meter"
@@ -143,18 +142,24 @@ def update_meter(ctx: Ctx, params: dict[str, Any], meter_id: str) -> dict[str, A
     return meter
 
 
+def _set_status(ctx: Ctx, meter: dict[str, Any], status: str, event_type: str) -> None:
+    """Move a meter to `active` or `inactive` and announce it."""
+    now = ctx.now()
+    previous = {
+        "status": meter["status"],
+        "status_transitions": dict(meter["status_transitions"]),
+        "updated": meter["updated"],
+    }
+    deactivated_at = now if status == "inactive" else None
+    meter.update(status=status, updated=now, status_transitions={"deactivated_at": deactivated_at})
+    ctx.emit(event_type, meter, previous=previous)
+
+
 @route("POST", "/v1/billing/meters/{meter_id}/deactivate", "billing.MeterDeactivateParams")
 def deactivate_meter(ctx: Ctx, params: dict[str, Any], meter_id: str) -> dict[str, Any]:
     meter = ctx.account.get(meter_id, METER, label="billing meter")
     if meter["status"] == "active":
-        now = ctx.now()
-        previous = {
-            "status": "active",
-            "status_transitions": dict(meter["status_transitions"]),
-            "updated": meter["updated"],
-        }
-        meter.update(status="inactive", updated=now, status_transitions={"deactivated_at": now})
-        ctx.emit("billing.meter.deactivated", meter, previous=previous)
+        _set_status(ctx, meter, "inactive", "billing.meter.deactivated")
     return meter
 
 
@@ -167,15 +172,7 @@ def reactivate_meter(ctx: Ctx, params: dict[str, Any], meter_id: str) -> dict[st
             raise StripeError(
                 f"An active meter ({clash['id']}) already uses event_name `{meter['event_name']}`.",
             )
-        previous = {
-            "status": "inactive",
-            "status_transitions": dict(meter["status_transitions"]),
-            "updated": meter["updated"],
-        }
-        meter.update(
-            status="active", updated=ctx.now(), status_transitions={"deactivated_at": None}
-        )
-        ctx.emit("billing.meter.reactivated", meter, previous=previous)
+        _set_status(ctx, meter, "active", "billing.meter.reactivated")
     return meter
 
 
@@ -341,7 +338,7 @@ def _summary_id(meter_id: str, customer_id: str, start: int, end: int) -> str:
 def list_event_summaries(ctx: Ctx, params: dict[str, Any], meter_id: str) -> dict[str, Any]:
     meter = ctx.account.get(meter_id, METER, label="billing meter")
     customer_id = params["customer"]
-    reference(ctx, customer_id, "customer", "customer", "customer")
+    reference(ctx.account, customer_id, "customer", "customer", "customer")
     start = as_int(params, "start_time")
     end = as_int(params, "end_time")
     assert start is not None and end is not None

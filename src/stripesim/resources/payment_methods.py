@@ -122,13 +122,7 @@ def update_payment_method(ctx: Ctx, params: dict[str, Any], pm_id: str) -> dict[
         pm["allow_redisplay"] = one_of(
             params, "allow_redisplay", ("always", "limited", "unspecified")
         )
-    if previous:
-        ctx.emit(
-            "payment_method.updated",
-            pm,
-            previous=previous,
-            created=ctx.now_for_customer(pm.get("customer")),
-        )
+    ctx.emit_update("payment_method.updated", pm, previous)
     return pm
 
 

@@ -9,11 +9,19 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from stripesim import cards, payments
+from stripesim import billing, cards, payments
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, one_of, paginate, update_metadata
+from stripesim.lists import as_bool, one_of, paginate, required_object, update_metadata
+from stripesim.pages import (
+    card_from_form,
+    find_object,
+    form_of,
+    message_page,
+    page_ctx,
+    render_page,
+)
 from stripesim.registry import Ctx, page, route
-from stripesim.resources.checkout import card_from_form, find_object, form_of, page_ctx, render_page
+from stripesim.resources.customers import update_customer
 from stripesim.state import Simulator, new_id
 
 _CANCEL_MODES = ("at_period_end", "immediately")
@@ -325,10 +333,7 @@ def _flow(ctx: Ctx, raw: Any, customer_id: str) -> dict[str, Any] | None:
 
 @route("POST", "/v1/billing_portal/sessions", "billing_portal.SessionCreateParams")
 def create_portal_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    customer_id = params.get("customer")
-    if not customer_id:
-        raise parameter_missing("customer")
-    ctx.account.get(customer_id, "customer", param="customer")
+    customer_id = required_object(ctx.account, params, "customer", "customer")["id"]
     if params.get("configuration"):
         config = ctx.account.get(
             params["configuration"],
@@ -505,8 +510,6 @@ def _owned_subscription(ctx: Ctx, session: dict[str, Any], sub_id: str) -> dict[
 
 def _act(ctx: Ctx, session: dict[str, Any], config: dict[str, Any], form: dict[str, str]) -> str:
     """Run one portal action through the billing engine; returns the notice key."""
-    from stripesim import billing
-
     action = form.get("action")
     features = config["features"]
     if action == "cancel":
@@ -565,8 +568,6 @@ def _act(ctx: Ctx, session: dict[str, Any], config: dict[str, Any], form: dict[s
         allowed = features["customer_update"]
         if not allowed["enabled"]:
             raise PortalError(StripeError("Updating your details is not enabled.", status=403))
-        from stripesim.resources.customers import update_customer
-
         changes = {
             key: form[key].strip()
             for key in ("email", "name", "phone")
@@ -584,9 +585,6 @@ def _act(ctx: Ctx, session: dict[str, Any], config: dict[str, Any], form: dict[s
 
 
 def _update_card(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) -> str:
-    from stripesim import billing
-    from stripesim.resources.customers import update_customer
-
     customer_id = session["customer"]
     now = ctx.now_for_customer(customer_id)
     try:
@@ -615,9 +613,7 @@ async def portal_page(request: Request, sim: Simulator) -> Response:
     with sim.lock:
         found = find_object(sim, session_id, "billing_portal.session")
         if found is None:
-            return render_page(
-                "message.html", 404, title="Not found", message="This portal link does not exist."
-            )
+            return message_page(404, "Not found", "This portal link does not exist.")
         account, session = found
         ctx = page_ctx(sim, account, request)
         config = ctx.account.get(session["configuration"], "billing_portal.configuration")
@@ -642,12 +638,6 @@ async def portal_page(request: Request, sim: Simulator) -> Response:
             return RedirectResponse(after["redirect"]["return_url"], status_code=303)
         if after.get("type") == "hosted_confirmation":
             message = (after.get("hosted_confirmation") or {}).get("custom_message")
-            return render_page(
-                "message.html",
-                200,
-                title="Done",
-                message=message or _NOTICES[notice_key],
-                link=session["return_url"],
-            )
+            return message_page(200, "Done", message or _NOTICES[notice_key], session["return_url"])
     query = urlencode({"notice": notice_key})
     return RedirectResponse(f"/portal/{session_id}?{query}", status_code=303)

@@ -6,7 +6,7 @@ from typing import Any
 
 from stripesim import billing
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, paginate, search
+from stripesim.lists import as_bool, paginate, required_object, search
 from stripesim.registry import Ctx, route
 from stripesim.resources.customers import CANCEL_HOOKS
 
@@ -112,10 +112,8 @@ def _item_change(params: dict[str, Any]) -> dict[str, Any]:
 
 @route("POST", "/v1/subscription_items", "SubscriptionItemCreateParams")
 def create_subscription_item(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    subscription_id = params.get("subscription")
-    if not subscription_id:
-        raise parameter_missing("subscription")
-    sub = ctx.account.get(subscription_id, "subscription", param="subscription")
+    sub = required_object(ctx.account, params, "subscription", "subscription")
+    subscription_id = sub["id"]
     if not params.get("price"):
         raise parameter_missing("price")
     before = set(sub["_item_ids"])
@@ -169,10 +167,8 @@ def delete_subscription_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> 
 
 @route("GET", "/v1/subscription_items", "SubscriptionItemListParams")
 def list_subscription_items(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    subscription_id = params.get("subscription")
-    if not subscription_id:
-        raise parameter_missing("subscription")
-    sub = ctx.account.get(subscription_id, "subscription", param="subscription")
+    sub = required_object(ctx.account, params, "subscription", "subscription")
+    subscription_id = sub["id"]
     items = billing.items_of(ctx.account, sub)
     return paginate(
         ctx.account,

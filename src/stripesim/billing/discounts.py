@@ -1,0 +1,139 @@
+"""Tax rates and discounts as invoices and subscriptions apply them."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from typing import Any
+
+from stripesim.billing.periods import add_interval
+from stripesim.errors import StripeError, parameter_missing
+from stripesim.lists import render
+from stripesim.registry import Ctx
+
+
+def coupon_id() -> str:
+    """Return a new coupon id as Stripe makes them: eight capitals and digits."""
+    return "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(8))
+
+
+def tax_rate_objects(ctx: Ctx, ids: Any, param: str) -> list[dict[str, Any]]:
+    """Return the tax rates a parameter names, as embedded in subscriptions and invoices."""
+    if ids in (None, ""):
+        return []
+    if not isinstance(ids, list):
+        ids = [ids]
+    rates = []
+    for index, rate_id in enumerate(ids):
+        rate = ctx.account.get(rate_id, "tax_rate", param=f"{param}[{index}]", label="tax rate")
+        rates.append(render(rate))
+    return rates
+
+
+def coupon_valid(coupon: dict[str, Any], now: int) -> bool:
+    """Tell whether a coupon can still be redeemed (redemptions left, not past `redeem_by`)."""
+    if (
+        coupon.get("max_redemptions") is not None
+        and coupon["times_redeemed"] >= coupon["max_redemptions"]
+    ):
+        return False
+    return not (coupon.get("redeem_by") is not None and now > int(coupon["redeem_by"]))
+
+
+def new_discounts(
+    ctx: Ctx,
+    raw: Any,
+    *,
+    customer_id: str,
+    now: int,
+    subscription_id: str | None = None,
+    invoice_id: str | None = None,
+    param: str = "discounts",
+) -> list[str]:
+    """Store discounts for `discounts[i][coupon]` (or reuse `discounts[i][discount]`); their ids."""
+    if raw in (None, ""):
+        return []
+    if not isinstance(raw, list):
+        raise StripeError("Invalid array", param=param)
+    ids = []
+    for index, entry in enumerate(raw):
+        entry_param = f"{param}[{index}]"
+        if not isinstance(entry, dict):
+            raise StripeError("Invalid hash", param=entry_param)
+        if entry.get("discount"):
+            ctx.account.get(entry["discount"], "discount", param=f"{entry_param}[discount]")
+            ids.append(entry["discount"])
+            continue
+        coupon = _redeemable_coupon(ctx, entry, entry_param, now)
+        discount = _new_discount(ctx, coupon, customer_id, now, subscription_id, invoice_id)
+        ids.append(discount["id"])
+    return ids
+
+
+def _redeemable_coupon(ctx: Ctx, entry: dict[str, Any], param: str, now: int) -> dict[str, Any]:
+    if entry.get("promotion_code"):
+        raise StripeError(
+            "stripesim does not simulate promotion codes; pass `coupon`.",
+            param=f"{param}[promotion_code]",
+        )
+    coupon_id = entry.get("coupon")
+    if not coupon_id:
+        raise parameter_missing(f"{param}[coupon]")
+    coupon = ctx.account.get(coupon_id, "coupon", param=f"{param}[coupon]")
+    if not coupon_valid(coupon, now):
+        raise StripeError(f"Coupon expired: {coupon_id}", param=f"{param}[coupon]")
+    return coupon
+
+
+def _new_discount(
+    ctx: Ctx,
+    coupon: dict[str, Any],
+    customer_id: str,
+    now: int,
+    subscription_id: str | None,
+    invoice_id: str | None,
+) -> dict[str, Any]:
+    """Store a discount redeeming `coupon` once more."""
+    end = None
+    if coupon["duration"] == "repeating":
+        end = add_interval(now, "month", int(coupon.get("duration_in_months") or 1))
+    discount = ctx.build(
+        "discount",
+        "di",
+        checkout_session=None,
+        customer=customer_id,
+        end=end,
+        invoice=invoice_id,
+        invoice_item=None,
+        promotion_code=None,
+        start=now,
+        subscription=subscription_id,
+        subscription_item=None,
+        source={"coupon": coupon["id"], "type": "coupon"},
+        customer_account=None,
+        _coupon=coupon["id"],
+    )
+    discount.pop("created", None)
+    discount.pop("livemode", None)
+    discount.pop("metadata", None)
+    ctx.account.add(discount)
+    coupon["times_redeemed"] += 1
+    coupon["valid"] = coupon_valid(coupon, now)
+    return discount
+
+
+def active_discounts(
+    ctx: Ctx, ids: list[str], at: int
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Return (discount, coupon) for each discount still in force at `at`."""
+    found = []
+    for discount_id in ids or []:
+        discount = ctx.account.find(discount_id)
+        if discount is None or discount.get("_consumed"):
+            continue
+        if discount.get("end") is not None and at >= int(discount["end"]):
+            continue
+        coupon = ctx.account.find(discount["source"]["coupon"])
+        if coupon is not None:
+            found.append((discount, coupon))
+    return found
