@@ -193,6 +193,8 @@ class Api:
                     status, payload = error.status, orjson.dumps(error.body(request_id))
                 if idempotency_key and status < 500:
                     account.idempotency[idempotency_key] = (fingerprint, status, payload)
+                for listener in self.sim.exchange_listeners:
+                    listener(method, api_route.path, status, payload)
             if fault == "timeout":
                 await asyncio.sleep(self.sim.faults.timeout_seconds)
             return Response(

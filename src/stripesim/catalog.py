@@ -266,8 +266,8 @@ def _recurring(ctx: Ctx, raw: Any, prefix: str) -> dict[str, Any] | None:
 def lookup_key_owner(
     ctx: Ctx, lookup_key: str, *, besides: str | None = None
 ) -> dict[str, Any] | None:
-    for price in ctx.account.all("price"):
-        if price["lookup_key"] == lookup_key and price["active"] and price["id"] != besides:
+    for price in ctx.account.where("price", lookup_key=lookup_key, active=True):
+        if price["id"] != besides:
             return price
     return None
 
@@ -494,6 +494,28 @@ def build_price(ctx: Ctx, params: dict[str, Any], *, param_prefix: str = "") -> 
     return price
 
 
+def inline_price(ctx: Ctx, currency: str, unit_amount_decimal: str, name: str) -> dict[str, Any]:
+    """Store the inactive price (and product) Stripe makes behind an amount-only invoice item."""
+    # Stripe names it in the item's `pricing.price_details` and announces no event for either.
+    now = ctx.now()
+    product = ctx.build(
+        "product", "prod", created=now, updated=now, active=False, name=name or "Invoice item"
+    )
+    ctx.account.add(product)
+    exact = Decimal(unit_amount_decimal)
+    price = ctx.build(
+        "price",
+        "price",
+        created=now,
+        active=False,
+        currency=currency,
+        product=product["id"],
+        unit_amount=int(exact) if exact == exact.to_integral_value() else None,
+        unit_amount_decimal=decimal_text(exact),
+    )
+    return ctx.account.add(price)
+
+
 # -- amounts, for the billing engine ------------------------------------------------------------
 
 
@@ -515,10 +537,8 @@ def _tier_amount(tier: dict[str, Any], units: Decimal) -> Decimal:
 
 
 def price_amount(price: dict[str, Any], quantity: int | Decimal) -> Decimal:
-    """The exact (maybe sub-cent) amount, in minor units, for `quantity` units of `price`.
-
-    Round the result half-up to an integer for an invoice line (Stripe rounds line totals).
-    """
+    """Return the exact (maybe sub-cent) amount, in minor units, of `quantity` units of `price`."""
+    # Callers round it half-up per invoice line, as Stripe rounds line totals.
     units = billable_quantity(price, quantity)
     if price["billing_scheme"] != "tiered":
         if price.get("unit_amount_decimal") is None:

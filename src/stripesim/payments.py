@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from stripesim import cards
+from stripesim import balances, cards, objects
 from stripesim.currency import ZERO_DECIMAL
 from stripesim.errors import StripeError, resource_missing
 from stripesim.lists import render
@@ -229,12 +229,8 @@ def resolve_payment_method(
     default = (customer.get("invoice_settings") or {}).get("default_payment_method")
     if default:
         return str(default)
-    attached = [
-        pm
-        for pm in ctx.account.all("payment_method")
-        if pm.get("customer") == customer_id and pm.get("type") == "card"
-    ]
-    return str(attached[-1]["id"]) if attached else None
+    newest = ctx.account.newest("payment_method", customer=customer_id, type="card")
+    return str(newest["id"]) if newest else None
 
 
 # -- PaymentIntents and Charges ------------------------------------------------------------
@@ -363,7 +359,7 @@ def _new_charge(
         if fee_amount and ctx.account.id != ctx.sim.platform.id and captured
         else None,
         application_fee_amount=fee_amount,
-        balance_transaction=new_id("txn") if captured else None,
+        balance_transaction=None,
         billing_details=snapshot(pm["billing_details"]),
         calculated_statement_descriptor="STRIPESIM",
         captured=captured,
@@ -380,35 +376,7 @@ def _new_charge(
         paid=succeeded,
         payment_intent=pi["id"],
         payment_method=pm["id"],
-        payment_method_details={
-            "card": {
-                "amount_authorized": pi["amount"] if succeeded else None,
-                "authorization_code": None,
-                "brand": pm_card["brand"],
-                "checks": snapshot(pm_card["checks"]),
-                "country": pm_card["country"],
-                "exp_month": pm_card["exp_month"],
-                "exp_year": pm_card["exp_year"],
-                "extended_authorization": {"status": "disabled"},
-                "fingerprint": pm_card["fingerprint"],
-                "funding": pm_card["funding"],
-                "incremental_authorization": {"status": "unavailable"},
-                "installments": None,
-                "last4": pm_card["last4"],
-                "mandate": None,
-                "multicapture": {"status": "unavailable"},
-                "network": pm_card["brand"],
-                "network_token": {"used": False},
-                "network_transaction_id": str(secrets.randbelow(10**15)).zfill(15)
-                if succeeded
-                else None,
-                "overcapture": {"maximum_amount_capturable": pi["amount"], "status": "unavailable"},
-                "regulated_status": "unregulated",
-                "three_d_secure": None,
-                "wallet": None,
-            },
-            "type": "card",
-        },
+        payment_method_details={"card": _card_details(pi, pm_card, succeeded), "type": "card"},
         receipt_email=pi.get("receipt_email"),
         receipt_number=None,
         receipt_url=f"{ctx.base_url}/receipts/{charge_id}",
@@ -432,7 +400,46 @@ def _new_charge(
     )
     if card.behaviour == cards.DECLINE_AFTER_ATTACH and not succeeded:
         charge["outcome"]["reason"] = "generic_decline"
-    return ctx.account.add(charge)
+    ctx.account.add(charge)
+    if captured:
+        _record_charge(ctx, charge, charge["amount"], now)
+    return charge
+
+
+def _record_charge(ctx: Ctx, charge: dict[str, Any], amount: int, now: int) -> None:
+    """Put a captured charge's money (less Stripe's fee) in the balance."""
+    txn = balances.record_transaction(
+        ctx,
+        amount=amount,
+        currency=charge["currency"],
+        kind="charge",
+        category="charge",
+        source=charge["id"],
+        description=charge.get("description"),
+        now=now,
+        fee=balances.card_fee(amount),
+    )
+    charge["balance_transaction"] = txn["id"]
+
+
+def _card_details(pi: dict[str, Any], card: dict[str, Any], succeeded: bool) -> dict[str, Any]:
+    """Return a card charge's `payment_method_details.card` from the card charged."""
+    details = objects.payments.card_charge_details()
+    details.update(
+        amount_authorized=pi["amount"] if succeeded else None,
+        brand=card["brand"],
+        checks=snapshot(card["checks"]),
+        country=card["country"],
+        exp_month=card["exp_month"],
+        exp_year=card["exp_year"],
+        fingerprint=card["fingerprint"],
+        funding=card["funding"],
+        last4=card["last4"],
+        network=card["brand"],
+        network_transaction_id=str(secrets.randbelow(10**15)).zfill(15) if succeeded else None,
+        overcapture={"maximum_amount_capturable": pi["amount"], "status": "unavailable"},
+    )
+    return details
 
 
 def _payment_error(
@@ -617,7 +624,7 @@ def capture_payment_intent(
     previous = {"amount_captured": charge["amount_captured"], "captured": False}
     charge["captured"] = True
     charge["amount_captured"] = amount
-    charge["balance_transaction"] = new_id("txn")
+    _record_charge(ctx, charge, amount, now)
     if amount < charge["amount"]:
         # Stripe refunds the uncaptured rest.
         charge["amount_refunded"] = charge["amount"] - amount
@@ -700,7 +707,20 @@ def open_dispute(ctx: Ctx, charge: dict[str, Any], now: int) -> dict[str, Any]:
     ctx.account.add(dispute)
     charge["disputed"] = True
     ctx.emit("charge.dispute.created", dispute, created=now)
-    dispute["balance_transactions"] = [new_id("txn")]
+    withdrawal = balances.record_transaction(
+        ctx,
+        amount=-dispute["amount"],
+        currency=dispute["currency"],
+        kind="adjustment",
+        category="dispute",
+        source=dispute["id"],
+        description=f"Chargeback withdrawal for {charge['id']}",
+        now=now,
+        fee=balances.DISPUTE_FEE,
+        fee_description="Dispute fee",
+    )
+    # A dispute carries its balance transactions in full, not as ids.
+    dispute["balance_transactions"] = [render(withdrawal)]
     ctx.emit("charge.dispute.funds_withdrawn", dispute, created=now)
     return dispute
 
@@ -711,7 +731,19 @@ def close_dispute(ctx: Ctx, dispute: dict[str, Any], status: str, now: int) -> d
     dispute["status"] = status
     dispute["is_charge_refundable"] = False
     if status == "won":
-        dispute["balance_transactions"].append(new_id("txn"))
+        reversal = balances.record_transaction(
+            ctx,
+            amount=dispute["amount"],
+            currency=dispute["currency"],
+            kind="adjustment",
+            category="dispute_reversal",
+            source=dispute["id"],
+            description=f"Chargeback reversal for {dispute['charge']}",
+            now=now,
+            fee=-balances.DISPUTE_FEE,
+            fee_description="Dispute fee refunded",
+        )
+        dispute["balance_transactions"].append(render(reversal))
         ctx.emit("charge.dispute.funds_reinstated", dispute, created=now)
     ctx.emit("charge.dispute.closed", dispute, previous=previous, created=now)
     return dispute
@@ -738,7 +770,7 @@ def refund(
             param="charge",
         )
     if charge["disputed"]:
-        dispute = next((d for d in ctx.account.all("dispute") if d["charge"] == charge_id), None)
+        dispute = next(iter(ctx.account.where("dispute", charge=charge_id)), None)
         if dispute is None or dispute["status"] in ("needs_response", "under_review", "lost"):
             raise StripeError(
                 f"Charge {charge_id} has been charged back; cannot issue a refund.",
@@ -776,13 +808,14 @@ def refund(
         "re",
         created=now,
         amount=amount,
-        balance_transaction=new_id("txn"),
+        balance_transaction=None,
         charge=charge_id,
         currency=charge["currency"],
         destination_details={
             "card": {
-                "reference": None,
-                "reference_status": "pending",
+                # The acquirer reference number (ARN) the cardholder's bank can trace.
+                "reference": str(secrets.randbelow(10**23)).zfill(23),
+                "reference_status": "available",
                 "reference_type": "acquirer_reference_number",
                 "type": "refund",
             },
@@ -801,6 +834,16 @@ def refund(
     if metadata:
         refund_obj["metadata"] = {key: str(value) for key, value in metadata.items()}
     ctx.account.add(refund_obj)
+    refund_obj["balance_transaction"] = balances.record_transaction(
+        ctx,
+        amount=-amount,
+        currency=charge["currency"],
+        kind="refund",
+        category="refund",
+        source=refund_obj["id"],
+        description="REFUND FOR CHARGE",
+        now=now,
+    )["id"]
     previous = {"amount_refunded": charge["amount_refunded"], "refunded": charge["refunded"]}
     charge["amount_refunded"] += amount
     charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
@@ -812,8 +855,9 @@ def refund(
 
 def sync_charge_refunds(ctx: Ctx, charge: dict[str, Any]) -> None:
     """Refresh the embedded `refunds` list on a charge from the stored refunds."""
-    rows = [render(r) for r in ctx.account.all("refund") if r["charge"] == charge["id"]]
-    rows.reverse()
+    keys = ctx.account.table("refund").keys
+    found = ctx.account.where("refund", charge=charge["id"])
+    rows = [render(r) for r in sorted(found, key=lambda r: keys[r["id"]][1], reverse=True)]
     charge["refunds"] = {
         "object": "list",
         "data": rows[:10],

@@ -30,7 +30,12 @@ from stripesim.billing.collection import (
 )
 from stripesim.billing.context import engine_ctx, settings
 from stripesim.billing.create import create_subscription
-from stripesim.billing.discounts import coupon_id, new_discounts, tax_rate_objects
+from stripesim.billing.discounts import (
+    coupon_id,
+    new_discounts,
+    redeemable_promotion_code,
+    tax_rate_objects,
+)
 from stripesim.billing.engine import install, shortest_interval_seconds, time_hook
 from stripesim.billing.invoices import (
     add_invoice_item_line,
@@ -72,6 +77,7 @@ __all__ = [
     "preview_invoice",
     "pricing_of",
     "product_name",
+    "redeemable_promotion_code",
     "resume_subscription",
     "retry_open_invoices",
     "round_minor",

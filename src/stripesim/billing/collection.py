@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from stripesim.balances import adjust_customer_balance
 from stripesim.billing.amounts import round_minor
 from stripesim.billing.context import settings
 from stripesim.billing.discounts import active_discounts
@@ -40,7 +41,7 @@ def finalize(ctx: Ctx, invoice: dict[str, Any], now: int) -> None:
             code="invoice_not_editable",
         )
     compute_totals(ctx, invoice)
-    _apply_customer_balance(ctx, invoice)
+    _apply_customer_balance(ctx, invoice, now)
     invoice["status"] = "open"
     invoice["number"] = _number(ctx, invoice)
     invoice["effective_at"] = now
@@ -65,7 +66,7 @@ def finalize(ctx: Ctx, invoice: dict[str, Any], now: int) -> None:
         mark_paid(ctx, invoice, now, None)
 
 
-def _apply_customer_balance(ctx: Ctx, invoice: dict[str, Any]) -> None:
+def _apply_customer_balance(ctx: Ctx, invoice: dict[str, Any], now: int) -> None:
     """Take the customer's credit (negative balance) or debt off or onto the amount due."""
     customer = ctx.account.find(invoice["customer"]) or {}
     balance = int(customer.get("balance") or 0)
@@ -75,7 +76,15 @@ def _apply_customer_balance(ctx: Ctx, invoice: dict[str, Any]) -> None:
     invoice["ending_balance"] = min(applied, 0)
     invoice["amount_remaining"] = invoice["amount_due"] - invoice["amount_paid"]
     if balance != invoice["ending_balance"] and customer:
-        customer["balance"] = invoice["ending_balance"]
+        adjust_customer_balance(
+            ctx,
+            customer,
+            invoice["ending_balance"] - balance,
+            invoice["currency"],
+            kind="applied_to_invoice",
+            now=now,
+            invoice=invoice["id"],
+        )
 
 
 def _spend_once_coupons(ctx: Ctx, invoice: dict[str, Any], now: int) -> None:
@@ -111,7 +120,7 @@ def mark_paid(
     ctx.emit("invoice.paid", invoice, created=now)
     if not out_of_band:
         ctx.emit("invoice.payment_succeeded", invoice, created=now)
-    sub = ctx.account.find(invoice.get("subscription"))
+    sub = ctx.account.find(invoice.get("_subscription"))
     if sub is not None:
         _settle_subscription(ctx, sub, now)
     pending = invoice.pop("_pending_update", None)
@@ -151,11 +160,7 @@ def application_fee(sub: dict[str, Any] | None, amount: int) -> int | None:
 
 def open_invoices_of(ctx: Ctx, sub: dict[str, Any]) -> list[dict[str, Any]]:
     """Return the subscription's open invoices."""
-    return [
-        inv
-        for inv in ctx.account.all("invoice")
-        if inv.get("subscription") == sub["id"] and inv["status"] == "open"
-    ]
+    return ctx.account.where("invoice", _subscription=sub["id"], status="open")
 
 
 def charge_invoice(
@@ -199,7 +204,7 @@ def attempt_payment(
     automatic: bool = True,
 ) -> Any:
     """Charge an open invoice once; record the attempt and its events. Returns the outcome."""
-    sub = ctx.account.find(invoice.get("subscription"))
+    sub = ctx.account.find(invoice.get("_subscription"))
     if outcome is None:
         outcome = charge_invoice(
             ctx, invoice, sub, payment_method=payment_method, off_session=off_session
@@ -314,12 +319,8 @@ def mark_uncollectible(ctx: Ctx, invoice: dict[str, Any], now: int) -> None:
 def retry_open_invoices(ctx: Ctx, customer_id: str) -> None:
     """Try the customer's open, automatically-charged invoices now (after a card update)."""
     now = ctx.now_for_customer(customer_id)
-    for invoice in list(ctx.account.all("invoice")):
-        if (
-            invoice["customer"] == customer_id
-            and invoice["status"] == "open"
-            and invoice["collection_method"] == "charge_automatically"
-        ):
+    for invoice in ctx.account.where("invoice", customer=customer_id, status="open"):
+        if invoice["collection_method"] == "charge_automatically":
             attempt_payment(ctx, invoice, now, automatic=False)
 
 

@@ -331,7 +331,7 @@ def _new_subscription(ctx: Ctx, params: dict[str, Any], request: _Request) -> di
         trial_start=now if request.trial_end is not None else None,
         cancel_at_period_end=False,
         billing_thresholds=None,
-        billing_mode={"flexible": None, "type": "classic", "updated_at": None},
+        billing_mode={"flexible": None, "type": "classic", "updated_at": now},
         customer_account=None,
         managed_payments=None,
         billing_schedules=[],
@@ -434,8 +434,4 @@ def _forget(ctx: Ctx, created: list[str]) -> None:
     """Undo a create that failed part way: remove what it stored."""
     for object_id in reversed(created):
         if object_id in ctx.account.objects:
-            obj = ctx.account.objects[object_id]
-            if obj.get("object") == "invoiceitem" or object_id in ctx.account.order.get(
-                obj["object"], []
-            ):
-                ctx.account.remove(object_id)
+            ctx.account.remove(object_id)

@@ -64,18 +64,69 @@ def new_discounts(
             ctx.account.get(entry["discount"], "discount", param=f"{entry_param}[discount]")
             ids.append(entry["discount"])
             continue
-        coupon = _redeemable_coupon(ctx, entry, entry_param, now)
+        promo = None
+        if entry.get("promotion_code"):
+            promo = redeemable_promotion_code(
+                ctx, entry["promotion_code"], f"{entry_param}[promotion_code]", now, customer_id
+            )
+            coupon = ctx.account.get(promo["promotion"]["coupon"], "coupon")
+        else:
+            coupon = _redeemable_coupon(ctx, entry, entry_param, now)
         discount = _new_discount(ctx, coupon, customer_id, now, subscription_id, invoice_id)
+        if promo is not None:
+            discount["promotion_code"] = promo["id"]
+            promo["times_redeemed"] += 1
         ids.append(discount["id"])
     return ids
 
 
+def redeemable_promotion_code(
+    ctx: Ctx,
+    promo_id: Any,
+    param: str,
+    now: int,
+    customer_id: str | None,
+    *,
+    amount: int | None = None,
+    currency: str | None = None,
+) -> dict[str, Any]:
+    """Return the promotion code `promo_id` if `customer_id` may redeem it now, else refuse."""
+    promo = ctx.account.get(promo_id, "promotion_code", param=param, label="promotion code")
+    coupon = ctx.account.get(promo["promotion"]["coupon"], "coupon", param=param)
+    restrictions = promo["restrictions"]
+    problem = None
+    if not promo["active"]:
+        problem = "This promotion code is inactive."
+    elif promo.get("expires_at") is not None and now >= int(promo["expires_at"]):
+        problem = "This promotion code has expired."
+    elif (
+        promo.get("max_redemptions") is not None
+        and promo["times_redeemed"] >= promo["max_redemptions"]
+    ):
+        problem = "This promotion code has been redeemed the most times it can be."
+    elif promo.get("customer") and promo["customer"] != customer_id:
+        problem = "This promotion code cannot be redeemed by this customer."
+    elif restrictions["first_time_transaction"] and customer_id and _has_paid(ctx, customer_id):
+        problem = "This promotion code is only valid for a customer's first purchase."
+    elif (
+        amount is not None
+        and restrictions.get("minimum_amount") is not None
+        and restrictions.get("minimum_amount_currency") == currency
+        and amount < restrictions["minimum_amount"]
+    ):
+        problem = "This promotion code needs a larger order."
+    elif not coupon_valid(coupon, now):
+        problem = f"Coupon expired: {coupon['id']}"
+    if problem is not None:
+        raise StripeError(problem, param=param)
+    return promo
+
+
+def _has_paid(ctx: Ctx, customer_id: str) -> bool:
+    return any(charge["paid"] for charge in ctx.account.where("charge", customer=customer_id))
+
+
 def _redeemable_coupon(ctx: Ctx, entry: dict[str, Any], param: str, now: int) -> dict[str, Any]:
-    if entry.get("promotion_code"):
-        raise StripeError(
-            "stripesim does not simulate promotion codes; pass `coupon`.",
-            param=f"{param}[promotion_code]",
-        )
     coupon_id = entry.get("coupon")
     if not coupon_id:
         raise parameter_missing(f"{param}[coupon]")

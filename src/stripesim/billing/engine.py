@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from stripesim.billing import schedules
 from stripesim.billing.collection import (
     attempt_payment,
     finalize,
@@ -56,8 +57,8 @@ def shortest_interval_seconds(ctx: Ctx, clock_id: str) -> int | None:
     """Return the shortest billing interval among the clock's live subscriptions, in seconds."""
     lengths = [
         interval_seconds(*sub["_interval"])
-        for sub in ctx.account.all("subscription")
-        if sub.get("test_clock") == clock_id and sub["status"] not in ENDED
+        for sub in ctx.account.where("subscription", test_clock=clock_id)
+        if sub["status"] not in ENDED
     ]
     return min(lengths) if lengths else None
 
@@ -90,11 +91,16 @@ def _act(action: Callable[..., Any], obj: dict[str, Any]) -> Callable[[Ctx, int]
 
 def _due(ctx: Ctx, clock_id: str | None) -> Iterator[Due]:
     """Yield everything scheduled for objects on `clock_id`."""
-    for sub in ctx.account.all("subscription"):
-        if sub.get("test_clock") == clock_id and sub["status"] not in ENDED:
+    for sub in ctx.account.where("subscription", test_clock=clock_id):
+        if sub["status"] not in ENDED:
             yield from _due_for_subscription(ctx, sub)
-    for invoice in ctx.account.all("invoice"):
-        if invoice.get("test_clock") == clock_id:
+    for schedule in ctx.account.where("subscription_schedule", test_clock=clock_id):
+        when = schedules.due_at(schedule)
+        if when is not None:
+            # Before a renewal at the same moment, so the renewal bills the new phase's prices.
+            yield when, 2, schedule["id"], _act(schedules.advance, schedule)
+    for invoice in ctx.account.where("invoice", test_clock=clock_id):
+        if invoice["status"] in ("draft", "open"):
             yield from _due_for_invoice(invoice)
 
 
@@ -235,7 +241,7 @@ def _upcoming(ctx: Ctx, sub: dict[str, Any], now: int) -> None:
 def _overdue(ctx: Ctx, invoice: dict[str, Any], now: int) -> None:
     invoice["_overdue"] = True
     ctx.emit("invoice.overdue", invoice, created=now)
-    sub = ctx.account.find(invoice.get("subscription"))
+    sub = ctx.account.find(invoice.get("_subscription"))
     if sub is not None and sub["status"] == "active":
         before = snapshot(sub)
         sub["status"] = "past_due"

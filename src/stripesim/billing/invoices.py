@@ -9,6 +9,7 @@ from stripesim.billing.amounts import TIMES, fmt_date, line_text, prorate, qty_t
 from stripesim.billing.discounts import active_discounts
 from stripesim.billing.items import items_of
 from stripesim.billing.prices import current_price, exact_amount, is_metered, product_name
+from stripesim.catalog import inline_price
 from stripesim.lists import update_metadata
 from stripesim.metering import usage_total
 from stripesim.registry import Ctx
@@ -18,12 +19,11 @@ _ENDED = ("canceled", "incomplete_expired")
 
 
 def pricing_of(price: dict[str, Any] | None, unit_amount_decimal: str | None) -> dict[str, Any]:
-    """Return the `pricing` hash of a line or invoice item."""
-    return {
-        "price_details": {"price": price["id"], "product": price.get("product")} if price else None,
-        "type": "price_details",
-        "unit_amount_decimal": unit_amount_decimal,
-    }
+    """Return the `pricing` hash of a line or invoice item (`price_details` only with a price)."""
+    pricing: dict[str, Any] = {"type": "price_details", "unit_amount_decimal": unit_amount_decimal}
+    if price is not None:
+        pricing["price_details"] = {"price": price["id"], "product": price.get("product")}
+    return pricing
 
 
 def new_invoice(
@@ -80,7 +80,10 @@ def new_invoice(
         customer_phone=customer.get("phone"),
         customer_shipping=customer.get("shipping"),
         customer_tax_exempt=customer.get("tax_exempt") or "none",
-        customer_tax_ids=[],
+        customer_tax_ids=[
+            {"type": tax_id["type"], "value": tax_id["value"]}
+            for tax_id in ctx.account.where("tax_id", customer=customer["id"])
+        ],
         default_payment_method=default_payment_method,
         default_source=None,
         default_tax_rates=default_tax_rates or [],
@@ -128,7 +131,6 @@ def new_invoice(
             "paid_at": None,
             "voided_at": None,
         },
-        subscription=subscription["id"] if subscription else None,
         subtotal=0,
         subtotal_excluding_tax=0,
         test_clock=customer.get("test_clock"),
@@ -142,6 +144,8 @@ def new_invoice(
         amount_overpaid=0,
         parent=_invoice_parent(subscription),
         customer_account=None,
+        # Stripe names an invoice's subscription under `parent` only (since 2025-03-31.basil).
+        _subscription=subscription["id"] if subscription else None,
         _finalize_at=None,
         _payment_intents=[],
         _overdue=False,
@@ -366,9 +370,7 @@ def pending_items(
 ) -> list[dict[str, Any]]:
     """Return the customer's pending invoice items for an invoice of `subscription_id`."""
     found = []
-    for item in ctx.account.all("invoiceitem"):
-        if item["customer"] != customer_id or item.get("invoice") is not None:
-            continue
+    for item in ctx.account.where("invoiceitem", customer=customer_id, invoice=None):
         owner = item.get("_subscription")
         # Items of a subscription that ended go on the customer's next invoice.
         ended = owner is not None and (ctx.account.find(owner) or {}).get("status") in _ENDED
@@ -433,6 +435,8 @@ def new_invoice_item(
             unit_amount_decimal = price.get("unit_amount_decimal")
         elif quantity:
             unit_amount_decimal = qty_text(Decimal(amount) / Decimal(quantity))
+    if price is None:
+        price = inline_price(ctx, currency, unit_amount_decimal or "0", description)
     item = ctx.build(
         "invoiceitem",
         "ii",

@@ -60,7 +60,6 @@ def new_item(
         created=now,
         discounts=[],
         price=public_price(price),
-        quantity=None if is_metered(price) else quantity,
         subscription=sub["id"],
         tax_rates=tax_rates or [],
         plan=plan_of(price),
@@ -68,10 +67,19 @@ def new_item(
         current_period_end=sub["_period"][1],
         billing_thresholds=None,
     )
+    set_quantity(item, price, quantity)
     update_metadata(item, metadata)
     ctx.account.add(item)
     sub["_item_ids"].append(item["id"])
     return item
+
+
+def set_quantity(item: dict[str, Any], price: dict[str, Any], quantity: int | None) -> None:
+    """Give a licensed item its quantity; a metered one has none (Stripe leaves the key out)."""
+    if is_metered(price):
+        item.pop("quantity", None)
+    elif quantity is not None:
+        item["quantity"] = int(quantity)
 
 
 def set_period(ctx: Ctx, sub: dict[str, Any], start: int, end: int) -> None:
@@ -90,14 +98,12 @@ def apply_item_changes(
         item = ctx.account.find(change.get("id"))
         if change.get("deleted") and item is not None:
             sub["_item_ids"].remove(item["id"])
-            item["deleted"] = True
+            ctx.account.delete(item)
         elif item is not None:
-            if change.get("price"):
-                price = ctx.account.get(change["price"], "price")
-                item["price"] = public_price(price)
-                item["plan"] = plan_of(price)
-            if change.get("quantity") is not None:
-                item["quantity"] = int(change["quantity"])
+            price = ctx.account.get(change.get("price") or item["price"]["id"], "price")
+            item["price"] = public_price(price)
+            item["plan"] = plan_of(price)
+            set_quantity(item, price, change.get("quantity"))
         elif change.get("price"):
             price = ctx.account.get(change["price"], "price")
             new_item(ctx, sub, price, int(change.get("quantity") or 1), now)

@@ -11,7 +11,7 @@ from stripesim.billing.collection import (
 )
 from stripesim.billing.invoices import pending_items, subscription_invoice
 from stripesim.billing.items import emit_updated, items_of, set_period
-from stripesim.billing.periods import add_interval, next_boundary
+from stripesim.billing.periods import add_interval, anchor_choice, next_boundary
 from stripesim.billing.prices import current_price
 from stripesim.billing.proration import proration_item, proration_lines
 from stripesim.errors import StripeError
@@ -67,13 +67,11 @@ def cancel_subscription(
 
 
 def _drop_pending_prorations(ctx: Ctx, sub: dict[str, Any], now: int) -> None:
-    """Canceling now drops the subscription's pending prorations.
-
-    Stripe keeps them only when the subscription ends at its period end, billing them then.
-    """
+    """Drop the subscription's pending prorations, as canceling now does."""
+    # Stripe keeps them only when the subscription ends at its period end, billing them then.
     for pending in pending_items(ctx, sub["customer"], sub["id"]):
         if pending.get("_subscription") == sub["id"] and pending.get("proration"):
-            pending["deleted"] = True
+            ctx.account.delete(pending)
             ctx.emit("invoiceitem.deleted", pending, created=now)
 
 
@@ -120,7 +118,7 @@ def resume_subscription(ctx: Ctx, subscription_id: str, params: dict[str, Any]) 
     before = snapshot(sub)
     interval_name, interval_count = sub["_interval"]
     partial = None
-    if params.get("billing_cycle_anchor") == "unchanged":
+    if anchor_choice(params) == "unchanged":
         end = next_boundary(sub["billing_cycle_anchor"], interval_name, interval_count, now)
         partial = end - add_interval(end, interval_name, -interval_count)
         set_period(ctx, sub, now, end)

@@ -66,3 +66,10 @@ def future_time(params: dict[str, Any], key: str, now: int) -> int:
             "Invalid timestamp: must be an integer Unix timestamp in the future.", param=key
         )
     return value
+
+
+def anchor_choice(params: dict[str, Any]) -> str | None:
+    """Return how an update or resume moves the anchor: `now`, `unchanged` or None."""
+    # API 2026-10-28 passes `billing_cycle_anchor[type]`; older versions passed the bare value.
+    anchor = params.get("billing_cycle_anchor")
+    return str(anchor.get("type")) if isinstance(anchor, dict) else anchor

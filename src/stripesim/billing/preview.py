@@ -35,7 +35,8 @@ def preview_invoice(
     invoice = new_subscription_invoice(
         ctx, sub, now=now, reason="upcoming", period=(start, end), auto_advance=False, store=False
     )
-    invoice["id"] = None
+    # A preview is not stored, but Stripe still names it: `upcoming_in_…`.
+    invoice["id"] = new_id("upcoming_in")
     if behavior == "always_invoice" and prorations:
         # The change would be invoiced at once: the preview is that invoice.
         invoice["billing_reason"] = "subscription_update"

@@ -28,7 +28,7 @@ from stripesim.billing.invoices import (
 )
 from stripesim.billing.items import apply_item_changes, emit_updated, items_of, new_item, set_period
 from stripesim.billing.lifecycle import ENDED, end_trial
-from stripesim.billing.periods import add_interval, future_time, interval_of
+from stripesim.billing.periods import add_interval, anchor_choice, future_time, interval_of
 from stripesim.billing.prices import current_price, is_metered, item_price, plan_of, public_price
 from stripesim.billing.proration import (
     Proration,
@@ -78,7 +78,7 @@ def update_subscription(ctx: Ctx, subscription_id: str, params: dict[str, Any]) 
     assert at is not None
     items = items_of(ctx.account, sub)
     parsed, new_interval = _read_item_changes(ctx, sub, params.get("items") or [], items)
-    reset_anchor = params.get("billing_cycle_anchor") == "now" or new_interval is not None
+    reset_anchor = anchor_choice(params) == "now" or new_interval is not None
     prorations, changes = _plan_item_changes(ctx, sub, parsed, at)
     if (
         payment_behavior in ("pending_if_incomplete", "error_if_incomplete")
@@ -330,10 +330,8 @@ def _pending_update(
     *,
     strict: bool = False,
 ) -> dict[str, Any]:
-    """Bill an item change first and apply it only once paid (`pending_if_incomplete`).
-
-    With `strict` (`error_if_incomplete`) a failed payment voids the invoice and answers 402.
-    """
+    """Bill an item change first and apply it only once paid (`pending_if_incomplete`)."""
+    # With `strict` (`error_if_incomplete`) a failed payment voids the invoice and answers 402.
     invoice = _pending_update_invoice(ctx, sub, changes, prorations, now, at)
     sub["latest_invoice"] = invoice["id"]
     ctx.emit("invoice.created", invoice, created=now)
@@ -357,6 +355,9 @@ def _pending_update(
         )
     sub["pending_update"] = {
         "billing_cycle_anchor": None,
+        "discount": None,
+        "discounts": None,
+        "metadata": None,
         "expires_at": now + settings(ctx.sim).incomplete_expiry_seconds,
         "subscription_items": [_pending_item_view(ctx, change) for change in changes],
         "trial_end": None,
@@ -396,9 +397,8 @@ def _undo_pending_invoice(
     """Void the invoice of a refused change; its items go back to pending, as if never billed."""
     invoice.pop("_pending_update", None)
     void_invoice(ctx, invoice, now)
-    for item in ctx.account.all("invoiceitem"):
-        if item.get("invoice") == invoice["id"]:
-            item["invoice"] = None
+    for item in ctx.account.where("invoiceitem", invoice=invoice["id"]):
+        item["invoice"] = None
     sub["latest_invoice"] = before.get("latest_invoice")
 
 
@@ -414,6 +414,8 @@ def _pending_item_view(ctx: Ctx, change: dict[str, Any]) -> dict[str, Any]:
         view["plan"] = plan_of(price)
     if change.get("quantity") is not None:
         view["quantity"] = change["quantity"]
+    elif change.get("price") and is_metered(ctx.account.get(change["price"], "price")):
+        view.pop("quantity", None)
     if change.get("deleted"):
         view["deleted"] = True
     return view

@@ -137,8 +137,10 @@ def _due_now(session: dict[str, Any]) -> int:
     return max(0, _subtotal_now(session) - int(session.get("_discount_amount") or 0))
 
 
-def _check_discounts(ctx: Ctx, raw: Any, currency: str | None, subtotal: int) -> int:
-    """Validate `discounts[i][coupon]` and return the amount they take off `subtotal`."""
+def _check_discounts(
+    ctx: Ctx, raw: Any, currency: str | None, subtotal: int, customer_id: str | None, now: int
+) -> int:
+    """Validate `discounts[i][coupon|promotion_code]`; return what they take off `subtotal`."""
     if raw in (None, ""):
         return 0
     if not isinstance(raw, list) or len(raw) > 1:
@@ -148,10 +150,16 @@ def _check_discounts(ctx: Ctx, raw: Any, currency: str | None, subtotal: int) ->
     off = 0
     for index, entry in enumerate(raw):
         if entry.get("promotion_code"):
-            raise StripeError(
-                "stripesim does not simulate promotion codes; pass `coupon`.",
-                param=f"discounts[{index}][promotion_code]",
+            promo = billing.redeemable_promotion_code(
+                ctx,
+                entry["promotion_code"],
+                f"discounts[{index}][promotion_code]",
+                now,
+                customer_id,
+                amount=subtotal,
+                currency=currency,
             )
+            entry = {**entry, "coupon": promo["promotion"]["coupon"]}
         if not entry.get("coupon"):
             raise parameter_missing(f"discounts[{index}][coupon]")
         coupon = ctx.account.get(entry["coupon"], "coupon", param=f"discounts[{index}][coupon]")
@@ -194,7 +202,7 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
                 "You may only specify one of these parameters: customer, customer_email.",
                 param="customer_email",
             )
-    if params.get("ui_mode") not in (None, "", "hosted"):
+    if params.get("ui_mode") not in (None, "", "hosted_page"):
         raise StripeError("stripesim serves only the hosted Checkout page.", param="ui_mode")
     now = ctx.now_for_customer(customer_id)
     expires_at = as_int(params, "expires_at", now + DEFAULT_LIFETIME)
@@ -325,7 +333,7 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         subscription=None,
         success_url=params.get("success_url") or None,
         total_details=None,
-        ui_mode="hosted",
+        ui_mode="hosted_page",
         url=f"{ctx.base_url}/checkout/{session_id}",
         adaptive_pricing={"enabled": False},
         discounts=[],
@@ -346,7 +354,9 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     )
     if mode != "setup":
         subtotal = _subtotal_now(session)
-        discount = _check_discounts(ctx, params.get("discounts"), currency, subtotal)
+        discount = _check_discounts(
+            ctx, params.get("discounts"), currency, subtotal, customer_id, now
+        )
         session["_discount_amount"] = discount
         session["amount_subtotal"] = subtotal
         session["amount_total"] = subtotal - discount
@@ -359,7 +369,12 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         raise StripeError("You cannot pass `discounts` in `setup` mode.", param="discounts")
     if isinstance(params.get("discounts"), list):
         session["discounts"] = [
-            {"coupon": d.get("coupon"), "promotion_code": None} for d in params["discounts"]
+            {
+                "coupon": d.get("coupon")
+                or ctx.account.get(d["promotion_code"], "promotion_code")["promotion"]["coupon"],
+                "promotion_code": d.get("promotion_code") or None,
+            }
+            for d in params["discounts"]
         ]
     update_metadata(session, params.get("metadata"))
     ctx.account.add(session)
@@ -387,8 +402,8 @@ def expire_due_sessions(
 ) -> None:
     """Time hook: open sessions past `expires_at` (on this clock) expire."""
     ctx = Ctx(sim, account, None, None, sim.base_url)  # type: ignore[arg-type]
-    for session in list(account.all("checkout.session")):
-        if session["status"] != "open" or session["expires_at"] > target:
+    for session in account.where("checkout.session", status="open"):
+        if session["expires_at"] > target:
             continue
         if sim.clock_of(account, session.get("customer")) != clock_id:
             continue
@@ -462,21 +477,21 @@ def expire(ctx: Ctx, params: dict[str, Any], session_id: str) -> dict[str, Any]:
 
 @route("GET", "/v1/checkout/sessions", "checkout.SessionListParams")
 def list_sessions(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    for session in list(ctx.account.all("checkout.session")):
+    for session in ctx.account.where("checkout.session", status="open"):
         _lazy_expire(ctx, session)
-    wanted = {
-        key: params.get(key)
+    filters = {
+        key: params.get(key) or None
         for key in ("customer", "payment_intent", "subscription", "status", "payment_link")
-        if params.get(key)
     }
     email = (params.get("customer_details") or {}).get("email")
-
-    def where(session: dict[str, Any]) -> bool:
-        if any(session.get(key) != value for key, value in wanted.items()):
-            return False
-        return email is None or (session.get("customer_details") or {}).get("email") == email
-
-    return paginate(ctx.account, "checkout.session", params, "/v1/checkout/sessions", where=where)
+    return paginate(
+        ctx.account,
+        "checkout.session",
+        params,
+        "/v1/checkout/sessions",
+        filters=filters,
+        where=lambda s: email is None or (s.get("customer_details") or {}).get("email") == email,
+    )
 
 
 # -- completing a session ------------------------------------------------------------------
@@ -620,7 +635,7 @@ def _complete_subscription(
 
 def _payment_error_of(ctx: Ctx, subscription: dict[str, Any]) -> StripeError:
     invoice = ctx.account.find(subscription.get("latest_invoice"))
-    for pi in reversed(list(ctx.account.all("payment_intent"))):
+    for pi in reversed(ctx.account.where("payment_intent", customer=subscription["customer"])):
         if (
             invoice is not None
             and pi.get("_invoice") == invoice["id"]

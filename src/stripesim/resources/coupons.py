@@ -58,7 +58,7 @@ def create_coupon(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         )
     coupon_id = params.get("id") or billing.coupon_id()
     existing = ctx.account.find(coupon_id)
-    if existing is not None and not existing.get("deleted"):
+    if existing is not None and not existing.get("_deleted"):
         raise StripeError("Coupon already exists.", code="resource_already_exists", param="id")
     if existing is not None:
         ctx.account.remove(coupon_id)
@@ -108,7 +108,7 @@ def update_coupon(ctx: Ctx, params: dict[str, Any], coupon_id: str) -> dict[str,
 @route("DELETE", "/v1/coupons/{coupon_id}", "CouponDeleteParams")
 def delete_coupon(ctx: Ctx, params: dict[str, Any], coupon_id: str) -> dict[str, Any]:
     coupon = ctx.account.get(coupon_id, "coupon")
-    coupon["deleted"] = True
+    ctx.account.delete(coupon)
     coupon["valid"] = False
     ctx.emit("coupon.deleted", coupon, created=ctx.now())
     return {"id": coupon_id, "object": "coupon", "deleted": True}
@@ -185,8 +185,5 @@ def list_tax_rates(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "tax_rate",
         params,
         "/v1/tax_rates",
-        where=lambda r: (
-            (active is None or r["active"] == active)
-            and (inclusive is None or r["inclusive"] == inclusive)
-        ),
+        filters={"active": active, "inclusive": inclusive},
     )

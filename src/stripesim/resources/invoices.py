@@ -10,12 +10,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from stripesim import billing
+from stripesim.catalog import inline_price
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, paginate, required_object, search, update_metadata
 from stripesim.pages import find_object
 from stripesim.payments import format_amount
 from stripesim.registry import Ctx, changed_since, page, route
-from stripesim.state import Simulator, snapshot
+from stripesim.state import Simulator, new_id, snapshot
 
 
 def _invoice(ctx: Ctx, invoice_id: str) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def create_preview(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     invoice = billing.new_invoice(
         ctx, customer, now=now, currency=currency, billing_reason="manual", store=False
     )
-    invoice["id"] = None
+    invoice["id"] = new_id("upcoming_in")
     for item in pending:
         billing.add_invoice_item_line(ctx, invoice, item)
     billing.compute_totals(ctx, invoice)
@@ -196,8 +197,8 @@ def delete_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[st
         )
     for item in ctx.account.all("invoiceitem"):
         if item.get("invoice") == invoice_id:
-            item["deleted"] = True
-    invoice["deleted"] = True
+            ctx.account.delete(item)
+    ctx.account.delete(invoice)
     ctx.emit("invoice.deleted", invoice, created=_now(ctx, invoice))
     return {"id": invoice_id, "object": "invoice", "deleted": True}
 
@@ -301,12 +302,12 @@ def list_invoices(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "invoice",
         params,
         "/v1/invoices",
-        where=lambda inv: (
-            (customer is None or inv["customer"] == customer)
-            and (subscription is None or inv.get("subscription") == subscription)
-            and (status is None or inv["status"] == status)
-            and (collection is None or inv["collection_method"] == collection)
-        ),
+        filters={
+            "customer": customer,
+            "_subscription": subscription,
+            "status": status,
+            "collection_method": collection,
+        },
     )
 
 
@@ -443,7 +444,6 @@ def update_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[
     item = ctx.account.get(item_id, "invoiceitem", label="invoiceitem")
     invoice = _editable_item(ctx, item)
     now = ctx.now_for_customer(item["customer"])
-    before = snapshot(item)
     if any(
         key in params
         for key in ("amount", "quantity", "pricing", "price_data", "unit_amount_decimal")
@@ -473,13 +473,9 @@ def update_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[
         item.update(
             amount=amount, net_amount=amount, quantity=quantity, quantity_decimal=str(quantity)
         )
-        item["pricing"] = {
-            "price_details": {"price": price["id"], "product": price.get("product")}
-            if price
-            else None,
-            "type": "price_details",
-            "unit_amount_decimal": unit_decimal,
-        }
+        if price is None:
+            price = inline_price(ctx, item["currency"], unit_decimal or str(amount), "")
+        item["pricing"] = billing.pricing_of(price, unit_decimal)
     if "description" in params:
         item["description"] = params["description"] or None
     if "discountable" in params:
@@ -494,7 +490,7 @@ def update_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[
         _drop_item_line(invoice, item_id)
         billing.add_invoice_item_line(ctx, invoice, item)
         billing.compute_totals(ctx, invoice)
-    ctx.emit_update("invoiceitem.updated", item, changed_since(before, item), created=now)
+    # Stripe sends no `invoiceitem.updated`: the change shows on the item and its invoice.
     return item
 
 
@@ -505,7 +501,7 @@ def delete_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[
     if invoice is not None:
         _drop_item_line(invoice, item_id)
         billing.compute_totals(ctx, invoice)
-    item["deleted"] = True
+    ctx.account.delete(item)
     ctx.emit("invoiceitem.deleted", item, created=ctx.now_for_customer(item["customer"]))
     return {"id": item_id, "object": "invoiceitem", "deleted": True}
 
@@ -520,12 +516,8 @@ def list_invoice_items(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "invoiceitem",
         params,
         "/v1/invoiceitems",
-        objects=sorted(ctx.account.all("invoiceitem"), key=lambda i: i["date"]),
-        where=lambda i: (
-            (customer is None or i["customer"] == customer)
-            and (invoice is None or i.get("invoice") == invoice)
-            and (pending is None or (i.get("invoice") is None) == pending)
-        ),
+        filters={"customer": customer, "invoice": invoice},
+        where=lambda i: pending is None or (i.get("invoice") is None) == pending,
     )
 
 

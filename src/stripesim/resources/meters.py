@@ -190,7 +190,7 @@ def list_meters(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         METER,
         params,
         "/v1/billing/meters",
-        where=lambda meter: status is None or meter["status"] == status,
+        filters={"status": status},
     )
 
 
@@ -214,7 +214,7 @@ def _processing_error(
     if customer_id is None:
         return None, "meter_event_no_customer_defined"
     customer = ctx.account.find(customer_id)
-    if customer is None or customer.get("object") != "customer" or customer.get("deleted"):
+    if customer is None or customer.get("object") != "customer" or customer.get("_deleted"):
         return customer_id, "meter_event_customer_not_found"
     if meter["default_aggregation"]["formula"] != "count":
         raw = payload.get(meter["value_settings"]["event_payload_key"])

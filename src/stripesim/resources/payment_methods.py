@@ -149,10 +149,7 @@ def _list_for_customer(
         "payment_method",
         params,
         url,
-        where=lambda pm: (
-            (customer_id is None or pm.get("customer") == customer_id)
-            and (kind is None or pm.get("type") == kind)
-        ),
+        filters={"customer": customer_id, "type": kind},
     )
 
 
@@ -385,8 +382,5 @@ def list_setup_intents(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "setup_intent",
         params,
         "/v1/setup_intents",
-        where=lambda s: (
-            (customer_id is None or s.get("customer") == customer_id)
-            and (pm_id is None or s.get("payment_method") == pm_id)
-        ),
+        filters={"customer": customer_id, "payment_method": pm_id},
     )

@@ -241,7 +241,7 @@ def list_payment_intents(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "payment_intent",
         params,
         "/v1/payment_intents",
-        where=lambda pi: customer_id is None or pi.get("customer") == customer_id,
+        filters={"customer": customer_id},
     )
 
 
@@ -299,11 +299,7 @@ def list_charges(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "charge",
         params,
         "/v1/charges",
-        where=lambda c: (
-            (customer_id is None or c.get("customer") == customer_id)
-            and (pi_id is None or c.get("payment_intent") == pi_id)
-            and (group is None or c.get("transfer_group") == group)
-        ),
+        filters={"customer": customer_id, "payment_intent": pi_id, "transfer_group": group},
     )
 
 
@@ -315,7 +311,7 @@ def list_charge_refunds(ctx: Ctx, params: dict[str, Any], charge_id: str) -> dic
         "refund",
         params,
         f"/v1/charges/{charge_id}/refunds",
-        where=lambda r: r["charge"] == charge_id,
+        filters={"charge": charge_id},
     )
 
 
@@ -390,10 +386,7 @@ def list_refunds(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "refund",
         params,
         "/v1/refunds",
-        where=lambda r: (
-            (charge_id is None or r["charge"] == charge_id)
-            and (pi_id is None or r.get("payment_intent") == pi_id)
-        ),
+        filters={"charge": charge_id, "payment_intent": pi_id},
     )
 
 
@@ -462,10 +455,7 @@ def list_disputes(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "dispute",
         params,
         "/v1/disputes",
-        where=lambda d: (
-            (charge_id is None or d["charge"] == charge_id)
-            and (pi_id is None or d.get("payment_intent") == pi_id)
-        ),
+        filters={"charge": charge_id, "payment_intent": pi_id},
     )
 
 

@@ -20,9 +20,9 @@ from stripesim.pages import (
     page_ctx,
     render_page,
 )
-from stripesim.registry import Ctx, page, route
+from stripesim.registry import Ctx, changed_since, page, route
 from stripesim.resources.customers import update_customer
-from stripesim.state import Simulator, new_id
+from stripesim.state import Simulator, new_id, snapshot
 
 _CANCEL_MODES = ("at_period_end", "immediately")
 _PRORATIONS = ("none", "create_prorations", "always_invoice")
@@ -182,7 +182,9 @@ def _new_configuration(ctx: Ctx, params: dict[str, Any], *, is_default: bool) ->
             "url": f"{ctx.base_url}/portal/login/{new_id('x', 20)[2:]}",
         }
     update_metadata(config, params.get("metadata"))
-    return ctx.account.add(config)
+    ctx.account.add(config)
+    ctx.emit("billing_portal.configuration.created", config, created=now)
+    return config
 
 
 def default_configuration(ctx: Ctx) -> dict[str, Any]:
@@ -227,6 +229,7 @@ def retrieve_configuration(ctx: Ctx, params: dict[str, Any], config_id: str) -> 
 )
 def update_configuration(ctx: Ctx, params: dict[str, Any], config_id: str) -> dict[str, Any]:
     config = ctx.account.get(config_id, "billing_portal.configuration", label="configuration")
+    before = snapshot(config)
     if "active" in params:
         active = as_bool(params, "active")
         if active is False and config["is_default"]:
@@ -246,7 +249,12 @@ def update_configuration(ctx: Ctx, params: dict[str, Any], config_id: str) -> di
         config["features"] = merged
     if "metadata" in params:
         update_metadata(config, params["metadata"])
-    config["updated"] = ctx.now()
+    previous = changed_since(before, config)
+    if previous:
+        now = ctx.now()
+        previous["updated"] = config["updated"]
+        config["updated"] = now
+        ctx.emit("billing_portal.configuration.updated", config, previous=previous, created=now)
     return config
 
 
@@ -258,10 +266,7 @@ def list_configurations(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "billing_portal.configuration",
         params,
         "/v1/billing_portal/configurations",
-        where=lambda c: (
-            (active is None or c["active"] == active)
-            and (is_default is None or c["is_default"] == is_default)
-        ),
+        filters={"active": active, "is_default": is_default},
     )
 
 
@@ -369,7 +374,9 @@ def create_portal_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         customer_account=None,
         _account=ctx.account.id,
     )
-    return ctx.account.add(session)
+    ctx.account.add(session)
+    ctx.emit("billing_portal.session.created", session, created=now)
+    return session
 
 
 # -- the hosted page -------------------------------------------------------------------------
@@ -398,9 +405,8 @@ def _price_label(ctx: Ctx, price: dict[str, Any]) -> str:
 def _subscriptions(ctx: Ctx, customer_id: str) -> list[dict[str, Any]]:
     return [
         sub
-        for sub in reversed(list(ctx.account.all("subscription")))
-        if sub["customer"] == customer_id
-        and sub["status"] not in ("canceled", "incomplete_expired")
+        for sub in reversed(ctx.account.where("subscription", customer=customer_id))
+        if sub["status"] not in ("canceled", "incomplete_expired")
     ]
 
 
@@ -453,8 +459,8 @@ def _page_context(ctx: Ctx, session: dict[str, Any], config: dict[str, Any]) -> 
     if features["invoice_history"]["enabled"]:
         rows = [
             inv
-            for inv in ctx.account.all("invoice")
-            if inv.get("customer") == customer["id"] and inv.get("status") != "draft"
+            for inv in ctx.account.where("invoice", customer=customer["id"])
+            if inv.get("status") != "draft"
         ]
         for inv in reversed(rows[-24:]):
             invoices.append(

@@ -92,11 +92,7 @@ def list_prices(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     def wanted(price: dict[str, Any]) -> bool:
         rec = price.get("recurring") or {}
         return (
-            (active is None or price["active"] == active)
-            and (product is None or price["product"] == product)
-            and (kind is None or price["type"] == kind)
-            and (currency is None or price["currency"] == currency)
-            and (not lookup_keys or price["lookup_key"] in lookup_keys)
+            (not lookup_keys or price["lookup_key"] in lookup_keys)
             and all(
                 rec.get(key) == recurring[key]
                 for key in ("interval", "usage_type", "meter")
@@ -106,13 +102,23 @@ def list_prices(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         )
 
     with_tiers = _wants_tiers(params, in_list=True)
-    views = [
-        public_view(price, with_tiers=with_tiers)
-        for price in ctx.account.all("price")
-        if wanted(price)
-    ]
     clean = {
         **params,
         "expand": [path for path in params.get("expand") or [] if path != "data.tiers"],
     }
-    return paginate(ctx.account, "price", clean, "/v1/prices", objects=views)
+    return paginate(
+        ctx.account,
+        "price",
+        clean,
+        "/v1/prices",
+        filters={
+            "active": active,
+            "product": product,
+            "type": kind,
+            "currency": currency,
+            # One lookup key is an index lookup; several are checked one by one.
+            "lookup_key": next(iter(lookup_keys)) if len(lookup_keys) == 1 else None,
+        },
+        where=wanted,
+        view=lambda price: public_view(price, with_tiers=with_tiers),
+    )

@@ -100,12 +100,12 @@ def update_product(ctx: Ctx, params: dict[str, Any], product_id: str) -> dict[st
 @route("DELETE", "/v1/products/{product_id}", "ProductDeleteParams")
 def delete_product(ctx: Ctx, params: dict[str, Any], product_id: str) -> dict[str, Any]:
     product = ctx.account.get(product_id, "product")
-    if any(price["product"] == product_id for price in ctx.account.all("price")):
+    if ctx.account.where("price", product=product_id):
         raise StripeError(
             "This product cannot be deleted because it has one or more user-created prices.",
         )
     ctx.emit("product.deleted", product)  # the full product, as it was
-    product["deleted"] = True
+    ctx.account.delete(product)
     return {"id": product_id, "object": "product", "deleted": True}
 
 
@@ -121,11 +121,6 @@ def list_products(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "product",
         params,
         "/v1/products",
-        where=lambda p: (
-            (active is None or p["active"] == active)
-            and (not ids or p["id"] in ids)
-            and (shippable is None or p.get("shippable") == shippable)
-            and (kind is None or p.get("type") == kind)
-            and (url is None or p.get("url") == url)
-        ),
+        filters={"active": active, "shippable": shippable, "type": kind, "url": url},
+        where=lambda p: not ids or p["id"] in ids,
     )
