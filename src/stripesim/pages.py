@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import jinja2
@@ -34,6 +36,16 @@ def find_object(sim: Simulator, object_id: str, kind: str) -> tuple[Account, dic
         if obj is not None and obj.get("object") == kind:
             return account, obj
     return None
+
+
+@contextlib.contextmanager
+def hosted(
+    sim: Simulator, request: Request, object_id: str, kind: str
+) -> Iterator[tuple[Ctx, dict[str, Any]] | None]:
+    """Hold the simulator's lock over a page's work on `object_id` (None when it is unknown)."""
+    with sim.lock:
+        found = find_object(sim, object_id, kind)
+        yield (page_ctx(sim, found[0], request), found[1]) if found is not None else None
 
 
 def page_ctx(sim: Simulator, account: Account, request: Request) -> Ctx:

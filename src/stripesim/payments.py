@@ -104,20 +104,7 @@ def new_card_payment_method(
             code="invalid_cvc",
             param="card[cvc]",
         )
-    details: dict[str, Any] = {
-        "address": {
-            "city": None,
-            "country": None,
-            "line1": None,
-            "line2": None,
-            "postal_code": None,
-            "state": None,
-        },
-        "email": None,
-        "name": None,
-        "phone": None,
-        "tax_id": None,
-    }
+    details = objects.payments.billing_details()
     for key, value in (billing_details or {}).items():
         if key == "address" and isinstance(value, dict):
             details["address"].update(value)
@@ -255,11 +242,9 @@ def new_payment_intent(
     invoice_id: str | None = None,
 ) -> dict[str, Any]:
     """Store a new PaymentIntent (not yet confirmed) and emit `payment_intent.created`."""
-    pi_id = new_id("pi")
     pi = ctx.build(
         "payment_intent",
         "pi",
-        id=pi_id,
         created=created,
         amount=amount,
         amount_capturable=0,
@@ -273,7 +258,6 @@ def new_payment_intent(
         canceled_at=None,
         cancellation_reason=None,
         capture_method=capture_method,
-        client_secret=client_secret(pi_id),
         confirmation_method="automatic",
         currency=currency.lower(),
         customer=customer_id,
@@ -309,6 +293,7 @@ def new_payment_intent(
         managed_payments=None,
         _invoice=invoice_id,
     )
+    pi["client_secret"] = client_secret(pi["id"])
     if metadata:
         pi["metadata"] = {key: str(value) for key, value in metadata.items()}
     ctx.account.add(pi)
@@ -638,36 +623,7 @@ def capture_payment_intent(
 
 # -- Disputes ------------------------------------------------------------------------------
 
-_EVIDENCE_FIELDS = [
-    "access_activity_log",
-    "billing_address",
-    "cancellation_policy",
-    "cancellation_policy_disclosure",
-    "cancellation_rebuttal",
-    "customer_communication",
-    "customer_email_address",
-    "customer_name",
-    "customer_purchase_ip",
-    "customer_signature",
-    "duplicate_charge_documentation",
-    "duplicate_charge_explanation",
-    "duplicate_charge_id",
-    "product_description",
-    "receipt",
-    "refund_policy",
-    "refund_policy_disclosure",
-    "refund_refusal_explanation",
-    "service_date",
-    "service_documentation",
-    "shipping_address",
-    "shipping_carrier",
-    "shipping_date",
-    "shipping_documentation",
-    "shipping_tracking_number",
-    "uncategorized_file",
-    "uncategorized_text",
-]
-EVIDENCE_FIELDS = frozenset(_EVIDENCE_FIELDS)
+EVIDENCE_FIELDS = frozenset(objects.payments.DISPUTE_EVIDENCE)
 
 
 def open_dispute(ctx: Ctx, charge: dict[str, Any], now: int) -> dict[str, Any]:
@@ -681,14 +637,6 @@ def open_dispute(ctx: Ctx, charge: dict[str, Any], now: int) -> dict[str, Any]:
         balance_transactions=[],
         charge=charge["id"],
         currency=charge["currency"],
-        evidence={field: None for field in _EVIDENCE_FIELDS} | {"enhanced_evidence": {}},
-        evidence_details={
-            "due_by": due,
-            "has_evidence": False,
-            "past_due": False,
-            "submission_count": 0,
-            "enhanced_eligibility": {},
-        },
         is_charge_refundable=False,
         payment_intent=charge["payment_intent"],
         payment_method_details={
@@ -704,25 +652,34 @@ def open_dispute(ctx: Ctx, charge: dict[str, Any], now: int) -> dict[str, Any]:
         status="needs_response",
         enhanced_eligibility_types=[],
     )
+    dispute["evidence_details"]["due_by"] = due
     ctx.account.add(dispute)
     charge["disputed"] = True
     ctx.emit("charge.dispute.created", dispute, created=now)
-    withdrawal = balances.record_transaction(
-        ctx,
-        amount=-dispute["amount"],
-        currency=dispute["currency"],
-        kind="adjustment",
-        category="dispute",
-        source=dispute["id"],
-        description=f"Chargeback withdrawal for {charge['id']}",
-        now=now,
-        fee=balances.DISPUTE_FEE,
-        fee_description="Dispute fee",
-    )
-    # A dispute carries its balance transactions in full, not as ids.
-    dispute["balance_transactions"] = [render(withdrawal)]
+    _move_dispute_funds(ctx, dispute, now, withdrawn=True)
     ctx.emit("charge.dispute.funds_withdrawn", dispute, created=now)
     return dispute
+
+
+def _move_dispute_funds(ctx: Ctx, dispute: dict[str, Any], now: int, *, withdrawn: bool) -> None:
+    """Take the disputed amount and fee out of the balance, or give both back (a won dispute)."""
+    sign = -1 if withdrawn else 1
+    txn = balances.record_transaction(
+        ctx,
+        amount=sign * dispute["amount"],
+        currency=dispute["currency"],
+        kind="adjustment",
+        category="dispute" if withdrawn else "dispute_reversal",
+        source=dispute["id"],
+        description=(
+            f"Chargeback {'withdrawal' if withdrawn else 'reversal'} for {dispute['charge']}"
+        ),
+        now=now,
+        fee=-sign * balances.DISPUTE_FEE,
+        fee_description="Dispute fee" if withdrawn else "Dispute fee refunded",
+    )
+    # A dispute carries its balance transactions in full, not as ids.
+    dispute["balance_transactions"].append(render(txn))
 
 
 def close_dispute(ctx: Ctx, dispute: dict[str, Any], status: str, now: int) -> dict[str, Any]:
@@ -731,19 +688,7 @@ def close_dispute(ctx: Ctx, dispute: dict[str, Any], status: str, now: int) -> d
     dispute["status"] = status
     dispute["is_charge_refundable"] = False
     if status == "won":
-        reversal = balances.record_transaction(
-            ctx,
-            amount=dispute["amount"],
-            currency=dispute["currency"],
-            kind="adjustment",
-            category="dispute_reversal",
-            source=dispute["id"],
-            description=f"Chargeback reversal for {dispute['charge']}",
-            now=now,
-            fee=-balances.DISPUTE_FEE,
-            fee_description="Dispute fee refunded",
-        )
-        dispute["balance_transactions"].append(render(reversal))
+        _move_dispute_funds(ctx, dispute, now, withdrawn=False)
         ctx.emit("charge.dispute.funds_reinstated", dispute, created=now)
     ctx.emit("charge.dispute.closed", dispute, previous=previous, created=now)
     return dispute

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from stripesim import objects
 from stripesim.billing.amounts import TIMES, fmt_date, line_text, prorate, qty_text, round_minor
 from stripesim.billing.discounts import active_discounts
 from stripesim.billing.items import items_of
@@ -221,34 +222,28 @@ def add_line(
     """Append a line to `invoice` (totals are left to `compute_totals`)."""
     if unit_amount_decimal is None and price is not None:
         unit_amount_decimal = price.get("unit_amount_decimal")
-    line = {
-        "id": new_id("il"),
-        "object": "line_item",
-        "amount": amount,
-        "currency": invoice["currency"],
-        "description": description,
-        "discount_amounts": [],
-        "discountable": discountable,
-        "discounts": [],
-        "invoice": invoice["id"],
-        "livemode": False,
-        "metadata": {},
-        "period": {"end": period[1], "start": period[0]},
-        "quantity": None if quantity is None else int(Decimal(quantity)),
-        "subscription": subscription_id,
-        "pretax_credit_amounts": [],
-        "taxes": [],
-        "parent": _line_parent(
+    line = objects.new("line_item")
+    line.update(
+        id=new_id("il"),
+        amount=amount,
+        currency=invoice["currency"],
+        description=description,
+        discountable=discountable,
+        invoice=invoice["id"],
+        period={"end": period[1], "start": period[0]},
+        quantity=None if quantity is None else int(Decimal(quantity)),
+        subscription=subscription_id,
+        parent=_line_parent(
             item_id=item_id,
             invoice_item=invoice_item,
             proration=proration,
             subscription_id=subscription_id,
         ),
-        "pricing": pricing_of(price, unit_amount_decimal),
-        "subtotal": amount,
-        "quantity_decimal": None if quantity is None else qty_text(quantity),
-        "_tax_rates": [rate["id"] for rate in (tax_rates or [])],
-    }
+        pricing=pricing_of(price, unit_amount_decimal),
+        subtotal=amount,
+        quantity_decimal=None if quantity is None else qty_text(quantity),
+        _tax_rates=[rate["id"] for rate in (tax_rates or [])],
+    )
     invoice["lines"]["data"].append(line)
     invoice["lines"]["total_count"] = len(invoice["lines"]["data"])
     return line

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from stripesim import objects
 from stripesim.catalog import build_price, price_amount
 from stripesim.errors import parameter_missing
 from stripesim.lists import render
@@ -48,27 +49,27 @@ def product_name(ctx: Ctx, price: dict[str, Any]) -> str:
 def plan_of(price: dict[str, Any]) -> dict[str, Any]:
     """Return the legacy `plan` view of a recurring price, as Stripe still embeds it in items."""
     recurring = price.get("recurring") or {}
-    return {
-        "active": price.get("active", True),
-        "amount": price.get("unit_amount"),
-        "amount_decimal": price.get("unit_amount_decimal"),
-        "billing_scheme": price.get("billing_scheme", "per_unit"),
-        "created": price.get("created"),
-        "currency": price.get("currency"),
-        "id": price["id"],
-        "interval": recurring.get("interval"),
-        "interval_count": recurring.get("interval_count", 1),
-        "livemode": False,
-        "metadata": dict(price.get("metadata") or {}),
-        "meter": recurring.get("meter"),
-        "nickname": price.get("nickname"),
-        "object": "plan",
-        "product": price.get("product"),
-        "tiers_mode": price.get("tiers_mode"),
-        "transform_usage": price.get("transform_quantity"),
-        "trial_period_days": recurring.get("trial_period_days"),
-        "usage_type": recurring.get("usage_type", "licensed"),
-    }
+    plan = objects.new("plan")
+    plan.update(
+        active=price.get("active", True),
+        amount=price.get("unit_amount"),
+        amount_decimal=price.get("unit_amount_decimal"),
+        billing_scheme=price.get("billing_scheme", "per_unit"),
+        created=price.get("created"),
+        currency=price.get("currency"),
+        id=price["id"],
+        interval=recurring.get("interval"),
+        interval_count=recurring.get("interval_count", 1),
+        metadata=dict(price.get("metadata") or {}),
+        meter=recurring.get("meter"),
+        nickname=price.get("nickname"),
+        product=price.get("product"),
+        tiers_mode=price.get("tiers_mode"),
+        transform_usage=price.get("transform_quantity"),
+        trial_period_days=recurring.get("trial_period_days"),
+        usage_type=recurring.get("usage_type", "licensed"),
+    )
+    return plan
 
 
 def exact_amount(price: dict[str, Any], quantity: int | Decimal) -> Decimal:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from stripesim import objects
 from stripesim.billing.collection import (
     charge_invoice,
     finalize,
@@ -39,7 +40,7 @@ from stripesim.billing.proration import (
 from stripesim.errors import StripeError, parameter_missing, resource_missing
 from stripesim.lists import as_bool, as_int, render, update_metadata
 from stripesim.registry import Ctx
-from stripesim.state import snapshot
+from stripesim.state import new_id, snapshot
 
 _ENDED_EDITABLE = {"metadata", "cancellation_details", "expand"}
 
@@ -359,7 +360,12 @@ def _pending_update(
         "discounts": None,
         "metadata": None,
         "expires_at": now + settings(ctx.sim).incomplete_expiry_seconds,
-        "subscription_items": [_pending_item_view(ctx, change) for change in changes],
+        # The items the subscription will have: a removed one is simply not among them.
+        "subscription_items": [
+            _pending_item_view(ctx, change, sub["id"])
+            for change in changes
+            if not change.get("deleted")
+        ],
         "trial_end": None,
         "trial_from_plan": None,
     }
@@ -402,12 +408,14 @@ def _undo_pending_invoice(
     sub["latest_invoice"] = before.get("latest_invoice")
 
 
-def _pending_item_view(ctx: Ctx, change: dict[str, Any]) -> dict[str, Any]:
+def _pending_item_view(ctx: Ctx, change: dict[str, Any], sub_id: str) -> dict[str, Any]:
     """Show a waiting item change as Stripe does in `pending_update.subscription_items`."""
     item = ctx.account.find(change.get("id")) if change.get("id") else None
-    view: dict[str, Any] = (
-        render(item) if item is not None else {"id": None, "object": "subscription_item"}
-    )
+    if item is not None:
+        view = render(item)
+    else:
+        view = objects.new("subscription_item")
+        view.update(id=new_id("si"), subscription=sub_id)
     if change.get("price"):
         price = ctx.account.get(change["price"], "price")
         view["price"] = public_price(price)
@@ -416,8 +424,6 @@ def _pending_item_view(ctx: Ctx, change: dict[str, Any]) -> dict[str, Any]:
         view["quantity"] = change["quantity"]
     elif change.get("price") and is_metered(ctx.account.get(change["price"], "price")):
         view.pop("quantity", None)
-    if change.get("deleted"):
-        view["deleted"] = True
     return view
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from stripesim.objects import billing, catalog, customers, payments, platform, sessions
-from stripesim.objects.base import TEMPLATES, address, empty_list, shipping
+from stripesim.objects.base import TEMPLATES, address, deleted, empty_list, shipping
 
-__all__ = ["address", "empty_list", "kinds", "new", "shipping"]
+__all__ = ["address", "deleted", "empty_list", "kinds", "new", "shipping"]
 
 # The group modules register their kinds when imported; naming them keeps that import explicit.
 _GROUPS = (billing, catalog, customers, payments, platform, sessions)

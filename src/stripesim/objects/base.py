@@ -45,6 +45,11 @@ def shipping(given: Any) -> dict[str, Any] | None:
     }
 
 
+def deleted(kind: str, object_id: str) -> dict[str, Any]:
+    """Return what Stripe answers for a deleted object: its id, kind and `deleted: true`."""
+    return {"id": object_id, "object": kind, "deleted": True}
+
+
 def empty_list(url: str) -> dict[str, Any]:
     """Return an embedded list with nothing in it yet."""
     return {"object": "list", "data": [], "has_more": False, "total_count": 0, "url": url}

@@ -205,7 +205,7 @@ def delete_account(ctx: Ctx, params: dict[str, Any], account_id: str) -> dict[st
     ctx.sim.platform.delete(account)
     # Its space goes too: `Stripe-Account` for it now answers account_invalid.
     ctx.sim.accounts.pop(account_id, None)
-    return {"id": account_id, "object": KIND, "deleted": True}
+    return objects.deleted(KIND, account_id)
 
 
 @route("GET", "/v1/accounts", "AccountListParams")

@@ -8,16 +8,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from stripesim import billing, cards, payments
+from stripesim import billing, cards, objects, payments
 from stripesim.catalog import build_price, price_amount, public_view
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, render, update_metadata
 from stripesim.pages import (
     card_from_form,
-    find_object,
     form_of,
+    hosted,
     message_page,
-    page_ctx,
     render_page,
 )
 from stripesim.registry import Ctx, page, route
@@ -80,22 +79,18 @@ def _line_items(ctx: Ctx, raw: Any, mode: str) -> list[dict[str, Any]]:
             else int(price_amount(price, quantity or 1).quantize(Decimal(1), ROUND_HALF_UP))
         )
         product = ctx.account.find(price["product"]) or {}
-        items.append(
-            {
-                "id": new_id("li"),
-                "object": "item",
-                "amount_discount": 0,
-                "amount_subtotal": amount,
-                "amount_tax": 0,
-                "amount_total": amount,
-                "currency": price["currency"],
-                "description": product.get("name") or price.get("nickname"),
-                "price": public_view(render(price)),
-                "quantity": quantity,
-                "metadata": dict(line.get("metadata") or {}) or None,
-                "adjustable_quantity": None,
-            }
+        item = objects.new("item")
+        item.update(
+            id=new_id("li"),
+            amount_subtotal=amount,
+            amount_total=amount,
+            currency=price["currency"],
+            description=product.get("name") or price.get("nickname"),
+            price=public_view(render(price)),
+            quantity=quantity,
+            metadata=dict(line.get("metadata") or {}),
         )
+        items.append(item)
     if mode == "subscription" and not any(item["price"].get("recurring") for item in items):
         raise StripeError(
             "You must provide at least one recurring price in `subscription` mode when using "
@@ -767,12 +762,10 @@ async def checkout_page(request: Request, sim: Simulator) -> Response:
     """The hosted Checkout page: review the order and pay with a test card."""
     session_id = request.path_params["session_id"]
     form = await form_of(request) if request.method == "POST" else {}
-    with sim.lock:
-        found = find_object(sim, session_id, "checkout.session")
+    with hosted(sim, request, session_id, "checkout.session") as found:
         if found is None:
             return message_page(404, "Not found", "This Checkout page does not exist.")
-        account, session = found
-        ctx = page_ctx(sim, account, request)
+        ctx, session = found
         _lazy_expire(ctx, session)
         if session["status"] == "expired":
             return message_page(

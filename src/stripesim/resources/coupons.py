@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from stripesim import billing
+from stripesim import billing, objects
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_decimal, as_int, paginate, update_metadata
 from stripesim.registry import Ctx, changed_since, route
@@ -111,7 +111,7 @@ def delete_coupon(ctx: Ctx, params: dict[str, Any], coupon_id: str) -> dict[str,
     ctx.account.delete(coupon)
     coupon["valid"] = False
     ctx.emit("coupon.deleted", coupon, created=ctx.now())
-    return {"id": coupon_id, "object": "coupon", "deleted": True}
+    return objects.deleted("coupon", coupon_id)
 
 
 @route("GET", "/v1/coupons", "CouponListParams")

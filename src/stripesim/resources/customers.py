@@ -76,7 +76,7 @@ def search_customers(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
 def retrieve_customer(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[str, Any]:
     obj = ctx.account.find(customer_id)
     if obj is not None and obj.get("object") == "customer" and obj.get("_deleted"):
-        return {"id": customer_id, "object": "customer", "deleted": True}
+        return objects.deleted("customer", customer_id)
     return ctx.account.get(customer_id, "customer")
 
 
@@ -113,7 +113,7 @@ def delete_customer(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[
                 hook(ctx, subscription)
     ctx.account.delete(customer)
     ctx.emit("customer.deleted", customer, created=now)
-    return {"id": customer_id, "object": "customer", "deleted": True}
+    return objects.deleted("customer", customer_id)
 
 
 @route("GET", "/v1/customers", "CustomerListParams")

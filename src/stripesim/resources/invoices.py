@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from stripesim import billing
+from stripesim import billing, objects
 from stripesim.catalog import inline_price
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, paginate, required_object, search, update_metadata
@@ -200,7 +200,7 @@ def delete_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[st
             ctx.account.delete(item)
     ctx.account.delete(invoice)
     ctx.emit("invoice.deleted", invoice, created=_now(ctx, invoice))
-    return {"id": invoice_id, "object": "invoice", "deleted": True}
+    return objects.deleted("invoice", invoice_id)
 
 
 @route("POST", "/v1/invoices/{invoice_id}/finalize", "InvoiceFinalizeInvoiceParams")
@@ -503,7 +503,7 @@ def delete_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[
         billing.compute_totals(ctx, invoice)
     ctx.account.delete(item)
     ctx.emit("invoiceitem.deleted", item, created=ctx.now_for_customer(item["customer"]))
-    return {"id": item_id, "object": "invoiceitem", "deleted": True}
+    return objects.deleted("invoiceitem", item_id)
 
 
 @route("GET", "/v1/invoiceitems", "InvoiceItemListParams")

@@ -15,6 +15,7 @@ import weakref
 from decimal import Decimal
 from typing import Any
 
+from stripesim import objects
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_int, paginate, reference
 from stripesim.metering import METER_EVENT, aggregate, counted_events
@@ -368,17 +369,15 @@ def list_event_summaries(ctx: Ctx, params: dict[str, Any], meter_id: str) -> dic
     summaries = []  # oldest first: `paginate` lists newest first
     for low, high in bounds:
         in_window = [e for e in events if low <= int(e["timestamp"]) < high]
-        summaries.append(
-            {
-                "id": _summary_id(meter_id, customer_id, low, high),
-                "object": "billing.meter_event_summary",
-                "aggregated_value": _number(aggregate(in_window, formula, value_key)),
-                "end_time": high,
-                "livemode": False,
-                "meter": meter_id,
-                "start_time": low,
-            }
+        summary = objects.new("billing.meter_event_summary")
+        summary.update(
+            id=_summary_id(meter_id, customer_id, low, high),
+            aggregated_value=_number(aggregate(in_window, formula, value_key)),
+            end_time=high,
+            meter=meter_id,
+            start_time=low,
         )
+        summaries.append(summary)
     return paginate(
         ctx.account,
         "billing.meter_event_summary",

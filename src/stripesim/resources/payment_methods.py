@@ -202,16 +202,13 @@ def new_setup_intent(
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Store a SetupIntent and emit `setup_intent.created`."""
-    seti_id = new_id("seti")
     seti = ctx.build(
         "setup_intent",
         "seti",
-        id=seti_id,
         created=created,
         application=None,
         automatic_payment_methods=None,
         cancellation_reason=None,
-        client_secret=client_secret(seti_id),
         customer=customer_id,
         description=description,
         flow_directions=None,
@@ -235,6 +232,7 @@ def new_setup_intent(
         usage=usage,
         excluded_payment_method_types=None,
     )
+    seti["client_secret"] = client_secret(seti["id"])
     if metadata:
         update_metadata(seti, metadata)
     ctx.account.add(seti)

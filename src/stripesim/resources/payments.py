@@ -12,10 +12,9 @@ from stripesim.currency import ZERO_DECIMAL
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, render, search, update_metadata
 from stripesim.pages import (
-    find_object,
     form_of,
+    hosted,
     message_page,
-    page_ctx,
     render_page,
 )
 from stripesim.payments import attach_payment_method, payment_method_for
@@ -528,12 +527,10 @@ async def three_d_secure_page(request: Request, sim: Simulator) -> Response:
     intent_id = request.path_params["intent_id"]
     kind = "setup_intent" if intent_id.startswith("seti_") else "payment_intent"
     form = await form_of(request) if request.method == "POST" else {}
-    with sim.lock:
-        found = find_object(sim, intent_id, kind)
+    with hosted(sim, request, intent_id, kind) as found:
         if found is None:
             return message_page(404, "Not found", "There is nothing to authenticate here.")
-        account, intent = found
-        ctx = page_ctx(sim, account, request)
+        ctx, intent = found
         if intent["status"] != "requires_action":
             shown = f"This {kind.replace('_', ' ')} is {intent['status']}."
             return message_page(409, "Nothing to authenticate", shown)

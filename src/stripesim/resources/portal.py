@@ -9,15 +9,14 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from stripesim import billing, cards, payments
+from stripesim import billing, cards, objects, payments
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, one_of, paginate, required_object, update_metadata
 from stripesim.pages import (
     card_from_form,
-    find_object,
     form_of,
+    hosted,
     message_page,
-    page_ctx,
     render_page,
 )
 from stripesim.registry import Ctx, changed_since, page, route
@@ -41,26 +40,7 @@ _NOTICES = {
 
 
 def _default_features() -> dict[str, Any]:
-    return {
-        "customer_update": {"allowed_updates": [], "enabled": False},
-        "invoice_history": {"enabled": False},
-        "payment_method_update": {"enabled": False, "payment_method_configuration": None},
-        "subscription_cancel": {
-            "cancellation_reason": {"enabled": False, "options": []},
-            "enabled": False,
-            "mode": "at_period_end",
-            "proration_behavior": "none",
-        },
-        "subscription_update": {
-            "default_allowed_updates": [],
-            "enabled": False,
-            "products": [],
-            "proration_behavior": "none",
-            "schedule_at_period_end": {"conditions": []},
-            "trial_update_behavior": "end_trial",
-            "billing_cycle_anchor": None,
-        },
-    }
+    return dict(objects.new("billing_portal.configuration")["features"])
 
 
 def _flag(raw: dict[str, Any], key: str, param: str) -> bool:
@@ -358,11 +338,9 @@ def create_portal_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
             param="return_url",
         )
     now = ctx.now_for_customer(customer_id)
-    session_id = new_id("bps")
     session = ctx.build(
         "billing_portal.session",
         "bps",
-        id=session_id,
         created=now,
         configuration=config["id"],
         customer=customer_id,
@@ -370,10 +348,10 @@ def create_portal_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         locale=params.get("locale") or None,
         on_behalf_of=params.get("on_behalf_of") or None,
         return_url=return_url,
-        url=f"{ctx.base_url}/portal/{session_id}",
         customer_account=None,
         _account=ctx.account.id,
     )
+    session["url"] = f"{ctx.base_url}/portal/{session['id']}"
     ctx.account.add(session)
     ctx.emit("billing_portal.session.created", session, created=now)
     return session
@@ -616,12 +594,10 @@ async def portal_page(request: Request, sim: Simulator) -> Response:
     """The hosted customer portal: subscriptions, card, invoices, and the actions they allow."""
     session_id = request.path_params["session_id"]
     form = await form_of(request) if request.method == "POST" else {}
-    with sim.lock:
-        found = find_object(sim, session_id, "billing_portal.session")
+    with hosted(sim, request, session_id, "billing_portal.session") as found:
         if found is None:
             return message_page(404, "Not found", "This portal link does not exist.")
-        account, session = found
-        ctx = page_ctx(sim, account, request)
+        ctx, session = found
         config = ctx.account.get(session["configuration"], "billing_portal.configuration")
         if request.method == "GET":
             notice = _NOTICES.get(request.query_params.get("notice", ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stripesim import objects
 from stripesim.catalog import (
     build_price,
     build_product,
@@ -106,7 +107,7 @@ def delete_product(ctx: Ctx, params: dict[str, Any], product_id: str) -> dict[st
         )
     ctx.emit("product.deleted", product)  # the full product, as it was
     ctx.account.delete(product)
-    return {"id": product_id, "object": "product", "deleted": True}
+    return objects.deleted("product", product_id)
 
 
 @route("GET", "/v1/products", "ProductListParams")

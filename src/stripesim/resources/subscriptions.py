@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stripesim import billing
+from stripesim import billing, objects
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, paginate, required_object, search
 from stripesim.registry import Ctx, route
@@ -170,7 +170,7 @@ def delete_subscription_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> 
         item["subscription"],
         {"items": [{"id": item_id, "deleted": "true"}], **_item_change(params)},
     )
-    return {"id": item_id, "object": "subscription_item", "deleted": True}
+    return objects.deleted("subscription_item", item_id)
 
 
 @route("GET", "/v1/subscription_items", "SubscriptionItemListParams")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stripesim import objects
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import paginate, param_name
 from stripesim.registry import Ctx, route
@@ -109,7 +110,7 @@ def delete_tax_id(
     tax_id = _owned(ctx, customer_id, tax_id_id)
     ctx.account.delete(tax_id)
     ctx.emit("customer.tax_id.deleted", tax_id, created=ctx.now_for_customer(customer_id))
-    return {"id": tax_id_id, "object": KIND, "deleted": True}
+    return objects.deleted(KIND, tax_id_id)
 
 
 @route("GET", "/v1/customers/{customer_id}/tax_ids", "CustomerTaxIdListParams")

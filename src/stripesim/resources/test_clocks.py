@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stripesim import billing
+from stripesim import billing, objects
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_int, paginate, render
 from stripesim.registry import Ctx, route
@@ -57,7 +57,7 @@ def delete_test_clock(ctx: Ctx, params: dict[str, Any], clock_id: str) -> dict[s
         delete_customer(ctx, {}, customer["id"])
     ctx.account.delete(clock)
     ctx.emit("test_helpers.test_clock.deleted", clock, created=ctx.now())
-    return {"id": clock_id, "object": _KIND, "deleted": True}
+    return objects.deleted(_KIND, clock_id)
 
 
 @route(
