@@ -68,7 +68,6 @@ def record_transaction(
         net=amount - fee,
         reporting_category=category,
         source=source,
-        status="pending",
         type=kind,
     )
     return ctx.account.add(txn)

@@ -52,7 +52,6 @@ def build_product(ctx: Ctx, params: dict[str, Any], *, param_prefix: str = "") -
         created=now,
         updated=now,
         active=as_bool(params, "active", True),
-        default_price=None,
         description=params.get("description") or None,
         images=list(params.get("images") or []),
         marketing_features=product_features(params.get("marketing_features")),

@@ -114,7 +114,6 @@ def new_card_payment_method(
         "payment_method",
         "pm",
         created=now,
-        allow_redisplay="unspecified",
         billing_details=details,
         card={
             "brand": card.brand,
@@ -136,9 +135,6 @@ def new_card_payment_method(
             "wallet": None,
             "regulated_status": "unregulated",
         },
-        customer=None,
-        type="card",
-        customer_account=None,
         _test_card=card.key,
     )
     if metadata:
@@ -247,27 +243,15 @@ def new_payment_intent(
         "pi",
         created=created,
         amount=amount,
-        amount_capturable=0,
-        amount_details={"tip": {}},
-        amount_received=0,
-        application=None,
         application_fee_amount=application_fee_amount,
         automatic_payment_methods={"allow_redirects": "always", "enabled": True}
         if automatic_payment_methods
         else None,
-        canceled_at=None,
-        cancellation_reason=None,
         capture_method=capture_method,
-        confirmation_method="automatic",
         currency=currency.lower(),
         customer=customer_id,
         description=description,
-        last_payment_error=None,
-        latest_charge=None,
-        next_action=None,
-        on_behalf_of=None,
         payment_method=payment_method_id,
-        payment_method_configuration_details=None,
         payment_method_options={
             "card": {
                 "installments": None,
@@ -276,21 +260,10 @@ def new_payment_intent(
                 "request_three_d_secure": "automatic",
             }
         },
-        payment_method_types=["card"],
-        processing=None,
         receipt_email=receipt_email,
-        review=None,
         setup_future_usage=setup_future_usage,
-        shipping=None,
         statement_descriptor=statement_descriptor,
-        statement_descriptor_suffix=None,
         status="requires_confirmation" if payment_method_id else "requires_payment_method",
-        transfer_data=None,
-        transfer_group=None,
-        source=None,
-        excluded_payment_method_types=None,
-        customer_account=None,
-        managed_payments=None,
         _invoice=invoice_id,
     )
     pi["client_secret"] = client_secret(pi["id"])
@@ -338,34 +311,25 @@ def _new_charge(
         created=now,
         amount=pi["amount"],
         amount_captured=pi["amount"] if captured else 0,
-        amount_refunded=0,
-        application=None,
         application_fee=new_id("fee")
         if fee_amount and ctx.account.id != ctx.sim.platform.id and captured
         else None,
         application_fee_amount=fee_amount,
-        balance_transaction=None,
         billing_details=snapshot(pm["billing_details"]),
         calculated_statement_descriptor="STRIPESIM",
         captured=captured,
         currency=pi["currency"],
         customer=pi["customer"],
         description=pi["description"],
-        disputed=False,
-        failure_balance_transaction=None,
         failure_code=None if succeeded or error is None else error.code,
         failure_message=None if succeeded or error is None else error.message,
-        fraud_details={},
-        on_behalf_of=None,
         outcome=outcome,
         paid=succeeded,
         payment_intent=pi["id"],
         payment_method=pm["id"],
         payment_method_details={"card": _card_details(pi, pm_card, succeeded), "type": "card"},
         receipt_email=pi.get("receipt_email"),
-        receipt_number=None,
         receipt_url=f"{ctx.base_url}/receipts/{charge_id}",
-        refunded=False,
         refunds={
             "object": "list",
             "data": [],
@@ -373,15 +337,8 @@ def _new_charge(
             "total_count": 0,
             "url": f"/v1/charges/{charge_id}/refunds",
         },
-        review=None,
-        shipping=None,
-        source_transfer=None,
         statement_descriptor=pi.get("statement_descriptor"),
-        statement_descriptor_suffix=None,
         status="succeeded" if succeeded else "failed",
-        transfer_data=None,
-        transfer_group=None,
-        source=None,
     )
     if card.behaviour == cards.DECLINE_AFTER_ATTACH and not succeeded:
         charge["outcome"]["reason"] = "generic_decline"
@@ -634,10 +591,8 @@ def open_dispute(ctx: Ctx, charge: dict[str, Any], now: int) -> dict[str, Any]:
         "dp",
         created=now,
         amount=charge["amount"],
-        balance_transactions=[],
         charge=charge["id"],
         currency=charge["currency"],
-        is_charge_refundable=False,
         payment_intent=charge["payment_intent"],
         payment_method_details={
             "card": {
@@ -649,8 +604,6 @@ def open_dispute(ctx: Ctx, charge: dict[str, Any], now: int) -> dict[str, Any]:
             "type": "card",
         },
         reason="fraudulent",
-        status="needs_response",
-        enhanced_eligibility_types=[],
     )
     dispute["evidence_details"]["due_by"] = due
     ctx.account.add(dispute)
@@ -753,7 +706,6 @@ def refund(
         "re",
         created=now,
         amount=amount,
-        balance_transaction=None,
         charge=charge_id,
         currency=charge["currency"],
         destination_details={
@@ -768,12 +720,7 @@ def refund(
         },
         payment_intent=charge["payment_intent"],
         reason=reason,
-        receipt_number=None,
-        source_transfer_reversal=None,
-        status="succeeded",
-        transfer_reversal=None,
         customer=charge.get("customer"),
-        customer_account=None,
         payment_method=charge.get("payment_method"),
     )
     if metadata:

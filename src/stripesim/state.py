@@ -310,7 +310,6 @@ class Simulator:
             data={"object": snapshot(obj)}
             | ({"previous_attributes": snapshot(previous)} if previous else {}),
             request={"id": request_id, "idempotency_key": idempotency_key},
-            pending_webhooks=0,
         )
         event.pop("context", None)
         if account.id != PLATFORM_ACCOUNT:
@@ -337,10 +336,7 @@ class Simulator:
             url=url,
             secret=secret or "whsec_" + secrets.token_hex(16),
             enabled_events=enabled_events or ["*"],
-            status="enabled",
             api_version=API_VERSION,
-            application=None,
-            description=None,
             _connect=connect,
         )
         return account.add(endpoint)

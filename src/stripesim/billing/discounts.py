@@ -151,17 +151,12 @@ def _new_discount(
     discount = ctx.build(
         "discount",
         "di",
-        checkout_session=None,
         customer=customer_id,
         end=end,
         invoice=invoice_id,
-        invoice_item=None,
-        promotion_code=None,
         start=now,
         subscription=subscription_id,
-        subscription_item=None,
         source={"coupon": coupon["id"], "type": "coupon"},
-        customer_account=None,
         _coupon=coupon["id"],
     )
     discount.pop("created", None)

@@ -58,14 +58,12 @@ def new_item(
         "subscription_item",
         "si",
         created=now,
-        discounts=[],
         price=public_price(price),
         subscription=sub["id"],
         tax_rates=tax_rates or [],
         plan=plan_of(price),
         current_period_start=sub["_period"][0],
         current_period_end=sub["_period"][1],
-        billing_thresholds=None,
     )
     set_quantity(item, price, quantity)
     update_metadata(item, metadata)

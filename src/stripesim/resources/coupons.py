@@ -76,8 +76,6 @@ def create_coupon(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         name=name,
         percent_off=_number(percent) if percent is not None else None,
         redeem_by=as_int(params, "redeem_by"),
-        times_redeemed=0,
-        valid=True,
     )
     if params.get("applies_to"):
         coupon["_applies_to"] = {
@@ -144,12 +142,9 @@ def create_tax_rate(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         effective_percentage=_number(percentage),
         inclusive=bool(as_bool(params, "inclusive")),
         jurisdiction=params.get("jurisdiction") or None,
-        jurisdiction_level=None,
         percentage=_number(percentage),
         state=params.get("state") or None,
         tax_type=params.get("tax_type") or None,
-        flat_amount=None,
-        rate_type="percentage",
     )
     update_metadata(rate, params.get("metadata"))
     ctx.account.add(rate)

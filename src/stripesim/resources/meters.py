@@ -318,7 +318,6 @@ def create_meter_event_adjustment(ctx: Ctx, params: dict[str, Any]) -> dict[str,
         cancel={"identifier": identifier},
         event_name=event["event_name"],
         status="complete",
-        type="cancel",
     )
     adjustment.pop("id")  # Stripe's adjustment object has no id
     return adjustment

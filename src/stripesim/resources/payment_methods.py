@@ -206,19 +206,9 @@ def new_setup_intent(
         "setup_intent",
         "seti",
         created=created,
-        application=None,
-        automatic_payment_methods=None,
-        cancellation_reason=None,
         customer=customer_id,
         description=description,
-        flow_directions=None,
-        last_setup_error=None,
-        latest_attempt=None,
-        mandate=None,
-        next_action=None,
-        on_behalf_of=None,
         payment_method=payment_method_id,
-        payment_method_configuration_details=None,
         payment_method_options={
             "card": {
                 "mandate_options": None,
@@ -226,11 +216,8 @@ def new_setup_intent(
                 "request_three_d_secure": "automatic",
             }
         },
-        payment_method_types=["card"],
-        single_use_mandate=None,
         status="requires_confirmation" if payment_method_id else "requires_payment_method",
         usage=usage,
-        excluded_payment_method_types=None,
     )
     seti["client_secret"] = client_secret(seti["id"])
     if metadata:

@@ -140,8 +140,6 @@ def _new_configuration(ctx: Ctx, params: dict[str, Any], *, is_default: bool) ->
         "billing_portal.configuration",
         "bpc",
         created=now,
-        active=True,
-        application=None,
         business_profile={
             "headline": profile.get("headline") or None,
             "privacy_policy_url": profile.get("privacy_policy_url") or None,
@@ -150,7 +148,6 @@ def _new_configuration(ctx: Ctx, params: dict[str, Any], *, is_default: bool) ->
         default_return_url=params.get("default_return_url") or None,
         features=_default_features(),
         is_default=is_default,
-        login_page={"enabled": False, "url": None},
         updated=now,
         name=params.get("name") or None,
     )
@@ -348,7 +345,6 @@ def create_portal_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         locale=params.get("locale") or None,
         on_behalf_of=params.get("on_behalf_of") or None,
         return_url=return_url,
-        customer_account=None,
         _account=ctx.account.id,
     )
     session["url"] = f"{ctx.base_url}/portal/{session['id']}"
