@@ -372,6 +372,8 @@ class Simulator:
                 for ids in stored["order"].values():
                     for object_id in ids:
                         obj = stored["objects"][object_id]
+                        if obj.pop("deleted", None) is True:
+                            obj["_deleted"] = True  # a state saved before deletions were private
                         account.add(Record(obj))
                 account.sequence = stored["sequence"]
                 self.accounts[account_id] = account

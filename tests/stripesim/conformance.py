@@ -69,8 +69,7 @@ def recorded_run() -> Iterator[Recording]:
 
 @dataclass
 class World:
-    """The scenario's shared state: the client, the served simulator, and what earlier steps
-    made."""
+    """The scenario's shared state: the client, the served simulator, what earlier steps made."""
 
     client: stripe.StripeClient
     running: RunningSim
