@@ -41,7 +41,6 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from stripesim.fixtures import example  # noqa: E402
 from stripesim.testing import free_port  # noqa: E402
 from tollgate.db.migrate import upgrade  # noqa: E402
 
@@ -57,6 +56,19 @@ POSTGRES_URL = os.environ.get(
     "TOLLGATE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 CUSTOMERS = 500
+# Stripe's published example objects, read from beside the repository (never copied into it).
+STRIPE_EXAMPLES = REPO.parent / "shared" / "stripe" / "fixtures3.json"
+
+
+_EXAMPLES: dict[str, bytes] = {}
+
+
+def example(kind: str) -> dict[str, object]:
+    """Return a fresh copy of Stripe's example object for `kind`."""
+    if not _EXAMPLES:
+        resources = orjson.loads(STRIPE_EXAMPLES.read_bytes())["resources"]
+        _EXAMPLES.update({name: orjson.dumps(obj) for name, obj in resources.items()})
+    return dict(orjson.loads(_EXAMPLES[kind]))
 
 
 def _sign(body: bytes) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import importlib
@@ -19,6 +20,7 @@ from starlette.routing import Route
 
 from stripesim import params as param_types
 from stripesim import resources
+from stripesim.billing import install as install_billing
 from stripesim.errors import StripeError
 from stripesim.forms import decode_form
 from stripesim.lists import expand, render
@@ -47,8 +49,6 @@ def _api_key(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     if scheme.lower() == "basic":
-        import base64
-
         credential = base64.b64decode(credential).decode().partition(":")[0]
     elif scheme.lower() != "bearer":
         credential = ""
@@ -193,6 +193,8 @@ class Api:
                     status, payload = error.status, orjson.dumps(error.body(request_id))
                 if idempotency_key and status < 500:
                     account.idempotency[idempotency_key] = (fingerprint, status, payload)
+                for listener in self.sim.exchange_listeners:
+                    listener(method, api_route.path, status, payload)
             if fault == "timeout":
                 await asyncio.sleep(self.sim.faults.timeout_seconds)
             return Response(
@@ -303,9 +305,7 @@ def create_app(sim: Simulator | None = None, *, deliver_webhooks: bool = True) -
     """The simulator as an ASGI app; `app.state.sim` and `app.state.webhooks` are its internals."""
     load_resources()
     sim = sim or Simulator()
-    from stripesim.billing import install
-
-    install(sim)  # the billing engine's time hook (renewals, trials, retries)
+    install_billing(sim)  # the billing engine's time hook (renewals, trials, retries)
     dispatcher = WebhookDispatcher(sim)
     api = Api(sim)
 

@@ -24,10 +24,9 @@ def counted_events(
     account: Account, meter_id: str, stripe_customer_id: str, start: int, end: int
 ) -> Iterator[dict[str, Any]]:
     """The meter's live events for the customer with `start <= timestamp < end`, oldest first."""
-    for event in account.all(METER_EVENT):
+    for event in account.where(METER_EVENT, _customer=stripe_customer_id):
         if (
             event.get("_meter") == meter_id
-            and event.get("_customer") == stripe_customer_id
             and not event.get("_cancelled")
             and not event.get("_error")
             and start <= int(event["timestamp"]) < end

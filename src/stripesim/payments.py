@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from stripesim import cards
+from stripesim import balances, cards, objects
 from stripesim.currency import ZERO_DECIMAL
 from stripesim.errors import StripeError, resource_missing
 from stripesim.lists import render
@@ -104,20 +104,7 @@ def new_card_payment_method(
             code="invalid_cvc",
             param="card[cvc]",
         )
-    details: dict[str, Any] = {
-        "address": {
-            "city": None,
-            "country": None,
-            "line1": None,
-            "line2": None,
-            "postal_code": None,
-            "state": None,
-        },
-        "email": None,
-        "name": None,
-        "phone": None,
-        "tax_id": None,
-    }
+    details = objects.payments.billing_details()
     for key, value in (billing_details or {}).items():
         if key == "address" and isinstance(value, dict):
             details["address"].update(value)
@@ -127,7 +114,6 @@ def new_card_payment_method(
         "payment_method",
         "pm",
         created=now,
-        allow_redisplay="unspecified",
         billing_details=details,
         card={
             "brand": card.brand,
@@ -149,9 +135,6 @@ def new_card_payment_method(
             "wallet": None,
             "regulated_status": "unregulated",
         },
-        customer=None,
-        type="card",
-        customer_account=None,
         _test_card=card.key,
     )
     if metadata:
@@ -229,12 +212,8 @@ def resolve_payment_method(
     default = (customer.get("invoice_settings") or {}).get("default_payment_method")
     if default:
         return str(default)
-    attached = [
-        pm
-        for pm in ctx.account.all("payment_method")
-        if pm.get("customer") == customer_id and pm.get("type") == "card"
-    ]
-    return str(attached[-1]["id"]) if attached else None
+    newest = ctx.account.newest("payment_method", customer=customer_id, type="card")
+    return str(newest["id"]) if newest else None
 
 
 # -- PaymentIntents and Charges ------------------------------------------------------------
@@ -259,35 +238,20 @@ def new_payment_intent(
     invoice_id: str | None = None,
 ) -> dict[str, Any]:
     """Store a new PaymentIntent (not yet confirmed) and emit `payment_intent.created`."""
-    pi_id = new_id("pi")
     pi = ctx.build(
         "payment_intent",
         "pi",
-        id=pi_id,
         created=created,
         amount=amount,
-        amount_capturable=0,
-        amount_details={"tip": {}},
-        amount_received=0,
-        application=None,
         application_fee_amount=application_fee_amount,
         automatic_payment_methods={"allow_redirects": "always", "enabled": True}
         if automatic_payment_methods
         else None,
-        canceled_at=None,
-        cancellation_reason=None,
         capture_method=capture_method,
-        client_secret=client_secret(pi_id),
-        confirmation_method="automatic",
         currency=currency.lower(),
         customer=customer_id,
         description=description,
-        last_payment_error=None,
-        latest_charge=None,
-        next_action=None,
-        on_behalf_of=None,
         payment_method=payment_method_id,
-        payment_method_configuration_details=None,
         payment_method_options={
             "card": {
                 "installments": None,
@@ -296,23 +260,13 @@ def new_payment_intent(
                 "request_three_d_secure": "automatic",
             }
         },
-        payment_method_types=["card"],
-        processing=None,
         receipt_email=receipt_email,
-        review=None,
         setup_future_usage=setup_future_usage,
-        shipping=None,
         statement_descriptor=statement_descriptor,
-        statement_descriptor_suffix=None,
         status="requires_confirmation" if payment_method_id else "requires_payment_method",
-        transfer_data=None,
-        transfer_group=None,
-        source=None,
-        excluded_payment_method_types=None,
-        customer_account=None,
-        managed_payments=None,
         _invoice=invoice_id,
     )
+    pi["client_secret"] = client_secret(pi["id"])
     if metadata:
         pi["metadata"] = {key: str(value) for key, value in metadata.items()}
     ctx.account.add(pi)
@@ -357,62 +311,25 @@ def _new_charge(
         created=now,
         amount=pi["amount"],
         amount_captured=pi["amount"] if captured else 0,
-        amount_refunded=0,
-        application=None,
         application_fee=new_id("fee")
         if fee_amount and ctx.account.id != ctx.sim.platform.id and captured
         else None,
         application_fee_amount=fee_amount,
-        balance_transaction=new_id("txn") if captured else None,
         billing_details=snapshot(pm["billing_details"]),
         calculated_statement_descriptor="STRIPESIM",
         captured=captured,
         currency=pi["currency"],
         customer=pi["customer"],
         description=pi["description"],
-        disputed=False,
-        failure_balance_transaction=None,
         failure_code=None if succeeded or error is None else error.code,
         failure_message=None if succeeded or error is None else error.message,
-        fraud_details={},
-        on_behalf_of=None,
         outcome=outcome,
         paid=succeeded,
         payment_intent=pi["id"],
         payment_method=pm["id"],
-        payment_method_details={
-            "card": {
-                "amount_authorized": pi["amount"] if succeeded else None,
-                "authorization_code": None,
-                "brand": pm_card["brand"],
-                "checks": snapshot(pm_card["checks"]),
-                "country": pm_card["country"],
-                "exp_month": pm_card["exp_month"],
-                "exp_year": pm_card["exp_year"],
-                "extended_authorization": {"status": "disabled"},
-                "fingerprint": pm_card["fingerprint"],
-                "funding": pm_card["funding"],
-                "incremental_authorization": {"status": "unavailable"},
-                "installments": None,
-                "last4": pm_card["last4"],
-                "mandate": None,
-                "multicapture": {"status": "unavailable"},
-                "network": pm_card["brand"],
-                "network_token": {"used": False},
-                "network_transaction_id": str(secrets.randbelow(10**15)).zfill(15)
-                if succeeded
-                else None,
-                "overcapture": {"maximum_amount_capturable": pi["amount"], "status": "unavailable"},
-                "regulated_status": "unregulated",
-                "three_d_secure": None,
-                "wallet": None,
-            },
-            "type": "card",
-        },
+        payment_method_details={"card": _card_details(pi, pm_card, succeeded), "type": "card"},
         receipt_email=pi.get("receipt_email"),
-        receipt_number=None,
         receipt_url=f"{ctx.base_url}/receipts/{charge_id}",
-        refunded=False,
         refunds={
             "object": "list",
             "data": [],
@@ -420,19 +337,51 @@ def _new_charge(
             "total_count": 0,
             "url": f"/v1/charges/{charge_id}/refunds",
         },
-        review=None,
-        shipping=None,
-        source_transfer=None,
         statement_descriptor=pi.get("statement_descriptor"),
-        statement_descriptor_suffix=None,
         status="succeeded" if succeeded else "failed",
-        transfer_data=None,
-        transfer_group=None,
-        source=None,
     )
     if card.behaviour == cards.DECLINE_AFTER_ATTACH and not succeeded:
         charge["outcome"]["reason"] = "generic_decline"
-    return ctx.account.add(charge)
+    ctx.account.add(charge)
+    if captured:
+        _record_charge(ctx, charge, charge["amount"], now)
+    return charge
+
+
+def _record_charge(ctx: Ctx, charge: dict[str, Any], amount: int, now: int) -> None:
+    """Put a captured charge's money (less Stripe's fee) in the balance."""
+    txn = balances.record_transaction(
+        ctx,
+        amount=amount,
+        currency=charge["currency"],
+        kind="charge",
+        category="charge",
+        source=charge["id"],
+        description=charge.get("description"),
+        now=now,
+        fee=balances.card_fee(amount),
+    )
+    charge["balance_transaction"] = txn["id"]
+
+
+def _card_details(pi: dict[str, Any], card: dict[str, Any], succeeded: bool) -> dict[str, Any]:
+    """Return a card charge's `payment_method_details.card` from the card charged."""
+    details = objects.payments.card_charge_details()
+    details.update(
+        amount_authorized=pi["amount"] if succeeded else None,
+        brand=card["brand"],
+        checks=snapshot(card["checks"]),
+        country=card["country"],
+        exp_month=card["exp_month"],
+        exp_year=card["exp_year"],
+        fingerprint=card["fingerprint"],
+        funding=card["funding"],
+        last4=card["last4"],
+        network=card["brand"],
+        network_transaction_id=str(secrets.randbelow(10**15)).zfill(15) if succeeded else None,
+        overcapture={"maximum_amount_capturable": pi["amount"], "status": "unavailable"},
+    )
+    return details
 
 
 def _payment_error(
@@ -617,7 +566,7 @@ def capture_payment_intent(
     previous = {"amount_captured": charge["amount_captured"], "captured": False}
     charge["captured"] = True
     charge["amount_captured"] = amount
-    charge["balance_transaction"] = new_id("txn")
+    _record_charge(ctx, charge, amount, now)
     if amount < charge["amount"]:
         # Stripe refunds the uncaptured rest.
         charge["amount_refunded"] = charge["amount"] - amount
@@ -631,36 +580,7 @@ def capture_payment_intent(
 
 # -- Disputes ------------------------------------------------------------------------------
 
-_EVIDENCE_FIELDS = [
-    "access_activity_log",
-    "billing_address",
-    "cancellation_policy",
-    "cancellation_policy_disclosure",
-    "cancellation_rebuttal",
-    "customer_communication",
-    "customer_email_address",
-    "customer_name",
-    "customer_purchase_ip",
-    "customer_signature",
-    "duplicate_charge_documentation",
-    "duplicate_charge_explanation",
-    "duplicate_charge_id",
-    "product_description",
-    "receipt",
-    "refund_policy",
-    "refund_policy_disclosure",
-    "refund_refusal_explanation",
-    "service_date",
-    "service_documentation",
-    "shipping_address",
-    "shipping_carrier",
-    "shipping_date",
-    "shipping_documentation",
-    "shipping_tracking_number",
-    "uncategorized_file",
-    "uncategorized_text",
-]
-EVIDENCE_FIELDS = frozenset(_EVIDENCE_FIELDS)
+EVIDENCE_FIELDS = frozenset(objects.payments.DISPUTE_EVIDENCE)
 
 
 def open_dispute(ctx: Ctx, charge: dict[str, Any], now: int) -> dict[str, Any]:
@@ -671,18 +591,8 @@ def open_dispute(ctx: Ctx, charge: dict[str, Any], now: int) -> dict[str, Any]:
         "dp",
         created=now,
         amount=charge["amount"],
-        balance_transactions=[],
         charge=charge["id"],
         currency=charge["currency"],
-        evidence={field: None for field in _EVIDENCE_FIELDS} | {"enhanced_evidence": {}},
-        evidence_details={
-            "due_by": due,
-            "has_evidence": False,
-            "past_due": False,
-            "submission_count": 0,
-            "enhanced_eligibility": {},
-        },
-        is_charge_refundable=False,
         payment_intent=charge["payment_intent"],
         payment_method_details={
             "card": {
@@ -694,15 +604,35 @@ def open_dispute(ctx: Ctx, charge: dict[str, Any], now: int) -> dict[str, Any]:
             "type": "card",
         },
         reason="fraudulent",
-        status="needs_response",
-        enhanced_eligibility_types=[],
     )
+    dispute["evidence_details"]["due_by"] = due
     ctx.account.add(dispute)
     charge["disputed"] = True
     ctx.emit("charge.dispute.created", dispute, created=now)
-    dispute["balance_transactions"] = [new_id("txn")]
+    _move_dispute_funds(ctx, dispute, now, withdrawn=True)
     ctx.emit("charge.dispute.funds_withdrawn", dispute, created=now)
     return dispute
+
+
+def _move_dispute_funds(ctx: Ctx, dispute: dict[str, Any], now: int, *, withdrawn: bool) -> None:
+    """Take the disputed amount and fee out of the balance, or give both back (a won dispute)."""
+    sign = -1 if withdrawn else 1
+    txn = balances.record_transaction(
+        ctx,
+        amount=sign * dispute["amount"],
+        currency=dispute["currency"],
+        kind="adjustment",
+        category="dispute" if withdrawn else "dispute_reversal",
+        source=dispute["id"],
+        description=(
+            f"Chargeback {'withdrawal' if withdrawn else 'reversal'} for {dispute['charge']}"
+        ),
+        now=now,
+        fee=-sign * balances.DISPUTE_FEE,
+        fee_description="Dispute fee" if withdrawn else "Dispute fee refunded",
+    )
+    # A dispute carries its balance transactions in full, not as ids.
+    dispute["balance_transactions"].append(render(txn))
 
 
 def close_dispute(ctx: Ctx, dispute: dict[str, Any], status: str, now: int) -> dict[str, Any]:
@@ -711,7 +641,7 @@ def close_dispute(ctx: Ctx, dispute: dict[str, Any], status: str, now: int) -> d
     dispute["status"] = status
     dispute["is_charge_refundable"] = False
     if status == "won":
-        dispute["balance_transactions"].append(new_id("txn"))
+        _move_dispute_funds(ctx, dispute, now, withdrawn=False)
         ctx.emit("charge.dispute.funds_reinstated", dispute, created=now)
     ctx.emit("charge.dispute.closed", dispute, previous=previous, created=now)
     return dispute
@@ -738,7 +668,7 @@ def refund(
             param="charge",
         )
     if charge["disputed"]:
-        dispute = next((d for d in ctx.account.all("dispute") if d["charge"] == charge_id), None)
+        dispute = next(iter(ctx.account.where("dispute", charge=charge_id)), None)
         if dispute is None or dispute["status"] in ("needs_response", "under_review", "lost"):
             raise StripeError(
                 f"Charge {charge_id} has been charged back; cannot issue a refund.",
@@ -776,13 +706,13 @@ def refund(
         "re",
         created=now,
         amount=amount,
-        balance_transaction=new_id("txn"),
         charge=charge_id,
         currency=charge["currency"],
         destination_details={
             "card": {
-                "reference": None,
-                "reference_status": "pending",
+                # The acquirer reference number (ARN) the cardholder's bank can trace.
+                "reference": str(secrets.randbelow(10**23)).zfill(23),
+                "reference_status": "available",
                 "reference_type": "acquirer_reference_number",
                 "type": "refund",
             },
@@ -790,17 +720,22 @@ def refund(
         },
         payment_intent=charge["payment_intent"],
         reason=reason,
-        receipt_number=None,
-        source_transfer_reversal=None,
-        status="succeeded",
-        transfer_reversal=None,
         customer=charge.get("customer"),
-        customer_account=None,
         payment_method=charge.get("payment_method"),
     )
     if metadata:
         refund_obj["metadata"] = {key: str(value) for key, value in metadata.items()}
     ctx.account.add(refund_obj)
+    refund_obj["balance_transaction"] = balances.record_transaction(
+        ctx,
+        amount=-amount,
+        currency=charge["currency"],
+        kind="refund",
+        category="refund",
+        source=refund_obj["id"],
+        description="REFUND FOR CHARGE",
+        now=now,
+    )["id"]
     previous = {"amount_refunded": charge["amount_refunded"], "refunded": charge["refunded"]}
     charge["amount_refunded"] += amount
     charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
@@ -812,8 +747,9 @@ def refund(
 
 def sync_charge_refunds(ctx: Ctx, charge: dict[str, Any]) -> None:
     """Refresh the embedded `refunds` list on a charge from the stored refunds."""
-    rows = [render(r) for r in ctx.account.all("refund") if r["charge"] == charge["id"]]
-    rows.reverse()
+    keys = ctx.account.table("refund").keys
+    found = ctx.account.where("refund", charge=charge["id"])
+    rows = [render(r) for r in sorted(found, key=lambda r: keys[r["id"]][1], reverse=True)]
     charge["refunds"] = {
         "object": "list",
         "data": rows[:10],

@@ -51,6 +51,26 @@ class Ctx:
             idempotency_key=self.idempotency_key,
         )
 
+    def emit_update(
+        self,
+        event_type: str,
+        obj: dict[str, Any],
+        previous: dict[str, Any],
+        *,
+        created: int | None = None,
+    ) -> None:
+        """Emit an update event when anything changed, dated by the object's customer's clock."""
+        if previous:
+            when = created if created is not None else self.now_for_customer(obj.get("customer"))
+            self.emit(event_type, obj, previous=previous, created=when)
+
+
+def changed_since(before: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
+    """Return the public top-level values of `before` that `obj` no longer has."""
+    return {
+        key: before[key] for key in obj if not key.startswith("_") and before.get(key) != obj[key]
+    }
+
 
 @dataclass
 class ApiRoute:

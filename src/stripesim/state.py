@@ -14,8 +14,10 @@ from typing import Any
 
 import orjson
 
+from stripesim import objects
 from stripesim.errors import StripeError, resource_missing
-from stripesim.fixtures import example
+from stripesim.event_types import EVENT_TYPES
+from stripesim.tables import Record, Table
 
 API_VERSION = "2026-10-28.endive"
 PLATFORM_ACCOUNT = "acct_1SimPlatform0000"
@@ -89,39 +91,89 @@ class Account:
     def __init__(self, account_id: str) -> None:
         self.id = account_id
         self.objects: dict[str, dict[str, Any]] = {}
-        self.order: dict[str, list[str]] = {}  # object type -> ids, oldest first
+        self.tables: dict[str, Table] = {}
         self.idempotency: dict[str, tuple[str, int, bytes]] = {}
         self.sequence = 0
 
+    def table(self, kind: str) -> Table:
+        """Return the table of objects of `kind` (empty if there are none yet)."""
+        found = self.tables.get(kind)
+        if found is None:
+            found = self.tables[kind] = Table(kind)
+        return found
+
+    @property
+    def order(self) -> dict[str, list[str]]:
+        """Return every kind's ids, oldest first (what a saved state keeps)."""
+        return {kind: list(table.inserted) for kind, table in self.tables.items()}
+
     def add(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store a new object and return the stored one (kept current in its table's indexes)."""
+        table = self.table(obj["object"])
+        if not isinstance(obj, Record):
+            # Objects made outside `build` (tests seed Stripe's world) are stored as Records.
+            obj = Record(obj)
         self.objects[obj["id"]] = obj
-        self.order.setdefault(obj["object"], []).append(obj["id"])
+        table.add(obj)
         return obj
 
     def get(
         self, object_id: str, kind: str, *, param: str = "id", label: str | None = None
     ) -> dict[str, Any]:
-        """The stored object `object_id` of type `kind`, or Stripe's 404."""
+        """Return the stored object `object_id` of type `kind`, or raise Stripe's 404."""
         obj = self.objects.get(object_id) if isinstance(object_id, str) else None
-        if obj is None or obj.get("object") != kind or obj.get("deleted"):
+        if obj is None or obj.get("object") != kind or obj.get("_deleted"):
             raise resource_missing(
                 label or kind.split(".")[-1].replace("_", " "), str(object_id), param
             )
         return obj
 
     def find(self, object_id: Any) -> dict[str, Any] | None:
+        """Return the stored object `object_id` (deleted ones too), or None."""
         return self.objects.get(object_id) if isinstance(object_id, str) else None
 
     def all(self, kind: str) -> Iterable[dict[str, Any]]:
-        """Every live object of type `kind`, oldest first."""
-        for object_id in self.order.get(kind, []):
+        """Yield every live object of type `kind`, oldest first."""
+        table = self.tables.get(kind)
+        for object_id in list(table.inserted) if table else []:
             obj = self.objects[object_id]
-            if not obj.get("deleted"):
+            if not obj.get("_deleted"):
                 yield obj
 
+    def where(self, kind: str, **filters: Any) -> list[dict[str, Any]]:
+        """Return the live objects of `kind` whose fields equal `filters`, in list order."""
+        table = self.tables.get(kind)
+        if table is None:
+            return []
+        candidates, rest = table.candidates(filters)
+        found = []
+        for object_id in list(candidates.ids):
+            obj = self.objects[object_id]
+            if not obj.get("_deleted") and all(obj.get(k) == v for k, v in rest.items()):
+                found.append(obj)
+        return found
+
+    def newest(self, kind: str, **filters: Any) -> dict[str, Any] | None:
+        """Return the live object of `kind` matching `filters` that was stored last, if any."""
+        found = self.where(kind, **filters)
+        if not found:
+            return None
+        keys = self.tables[kind].keys
+        return max(found, key=lambda obj: keys[obj["id"]][1])
+
+    def count(self, kind: str) -> int:
+        """Return how many objects of `kind` were ever stored (deleted ones too)."""
+        table = self.tables.get(kind)
+        return len(table.inserted) if table else 0
+
+    def delete(self, obj: dict[str, Any]) -> None:
+        """Mark an object deleted: gone from lists and lookups, kept for its last events."""
+        obj["_deleted"] = True
+
     def remove(self, object_id: str) -> None:
+        """Forget an object entirely (a create that failed part way, a removed endpoint)."""
         obj = self.objects.pop(object_id)
-        self.order[obj["object"]].remove(object_id)
+        self.tables[obj["object"]].remove(obj)
 
 
 TimeHook = Callable[["Simulator", Account, "str | None", int], None]
@@ -148,6 +200,8 @@ class Simulator:
         self.state_file = Path(state_file) if state_file else None
         self.time_hooks: list[TimeHook] = []
         self.event_listeners: list[Callable[[Account, dict[str, Any]], None]] = []
+        # Called with (method, route path template, status, body) for each answered API call.
+        self.exchange_listeners: list[Callable[[str, str, int, bytes], None]] = []
         self._webhook_boot = (webhook_url, webhook_secret)
         self.deliver_webhooks = deliver_webhooks
         self.reset()
@@ -217,15 +271,15 @@ class Simulator:
     # -- objects -------------------------------------------------------------------------
 
     def build(self, kind: str, prefix: str, account: Account, **fields: Any) -> dict[str, Any]:
-        """A new object of `kind`: Stripe's example shape, our id, `created`, then `fields`."""
-        obj = example(kind)
+        """Return a new object of `kind`: its template, our id, `created`, then `fields`."""
+        obj = Record(objects.new(kind))
+        unknown = [key for key in fields if key not in obj and not key.startswith("_")]
+        if unknown:
+            # A key Stripe does not send is a bug in the caller, not something to pass on.
+            raise KeyError(f"{kind} has no key {', '.join(unknown)}")
         obj["id"] = fields.pop("id", None) or new_id(prefix)
         if "created" in obj:
             obj["created"] = fields.pop("created", None) or self.wall_time()
-        if "livemode" in obj:
-            obj["livemode"] = False
-        if "metadata" in obj:
-            obj["metadata"] = {}
         obj.update(fields)
         return obj
 
@@ -243,6 +297,8 @@ class Simulator:
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Record a Stripe event about `obj` and queue it for every subscribed endpoint."""
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"Stripe sends no {event_type!r} event")
         account.sequence += 1
         event = self.build(
             "event",
@@ -254,7 +310,6 @@ class Simulator:
             data={"object": snapshot(obj)}
             | ({"previous_attributes": snapshot(previous)} if previous else {}),
             request={"id": request_id, "idempotency_key": idempotency_key},
-            pending_webhooks=0,
         )
         event.pop("context", None)
         if account.id != PLATFORM_ACCOUNT:
@@ -281,10 +336,7 @@ class Simulator:
             url=url,
             secret=secret or "whsec_" + secrets.token_hex(16),
             enabled_events=enabled_events or ["*"],
-            status="enabled",
             api_version=API_VERSION,
-            application=None,
-            description=None,
             _connect=connect,
         )
         return account.add(endpoint)
@@ -317,7 +369,11 @@ class Simulator:
             self.accounts = {}
             for account_id, stored in data["accounts"].items():
                 account = Account(account_id)
-                account.objects = stored["objects"]
-                account.order = stored["order"]
+                for ids in stored["order"].values():
+                    for object_id in ids:
+                        obj = stored["objects"][object_id]
+                        if obj.pop("deleted", None) is True:
+                            obj["_deleted"] = True  # a state saved before deletions were private
+                        account.add(Record(obj))
                 account.sequence = stored["sequence"]
                 self.accounts[account_id] = account

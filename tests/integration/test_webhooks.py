@@ -33,10 +33,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from stripesim.fixtures import example
 from stripesim.lists import render
 from stripesim.testing import RunningSim, free_port
 from tests.conftest import EXAMPLE_CATALOG
+from tests.stripe_reference import example
 from tollgate.api.app import create_app
 from tollgate.bootstrap import Container, build_container
 from tollgate.cli import app as cli_app

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 import stripe
 
-from stripesim.resources.prices import price_amount
+from stripesim.catalog import price_amount
 from tests.stripesim.conftest import assert_stripe_shape
 
 

@@ -472,7 +472,9 @@ def test_trial_without_payment_method_ends_per_trial_settings(
     assert event in webhook_sink.types(webhook_sink.secret)
     if behavior == "pause":
         set_card(client, customer, "pm_card_visa")
-        resumed = client.v1.subscriptions.resume(sub.id, params={"billing_cycle_anchor": "now"})
+        resumed = client.v1.subscriptions.resume(
+            sub.id, params={"billing_cycle_anchor": {"type": "now"}}
+        )
         assert resumed.status == "active"
         assert invoices_of(client, sub.id)[-1].amount_paid == 2900
         sim.webhooks.flush(timeout=10)
@@ -698,7 +700,7 @@ def test_billing_cycle_anchor_now_credits_every_item(client: stripe.StripeClient
         params={"customer": customer, "items": [{"price": price(client)}]}
     )
     advance(client, clock, JAN_16)
-    client.v1.subscriptions.update(sub.id, params={"billing_cycle_anchor": "now"})
+    client.v1.subscriptions.update(sub.id, params={"billing_cycle_anchor": {"type": "now"}})
     invoice = invoices_of(client, sub.id)[-1]
     assert sorted(line.amount for line in invoice.lines.data) == [-1497, 2900]
     assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].current_period_end == (

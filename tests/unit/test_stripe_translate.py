@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from stripesim.fixtures import example
+from tests.stripe_reference import example
 from tollgate.domain.events import tollgate_status
 from tollgate.stripe.translate import (
     charge_snapshot,

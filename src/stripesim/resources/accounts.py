@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from stripesim import objects
 from stripesim.errors import StripeError
-from stripesim.fixtures import example
 from stripesim.lists import as_bool, paginate, update_metadata
 from stripesim.registry import Ctx, route
 from stripesim.state import PLATFORM_ACCOUNT, Account, new_id
@@ -26,19 +26,6 @@ _TYPES = ("standard", "express", "custom")
 
 def _currency_for(country: str) -> str:
     return "eur" if country in _EURO else _CURRENCY_BY_COUNTRY.get(country, "usd")
-
-
-def _no_requirements() -> dict[str, Any]:
-    return {
-        "alternatives": [],
-        "current_deadline": None,
-        "currently_due": [],
-        "disabled_reason": None,
-        "errors": [],
-        "eventually_due": [],
-        "past_due": [],
-        "pending_verification": [],
-    }
 
 
 def _merge(target: dict[str, Any], given: Any) -> None:
@@ -79,22 +66,18 @@ def _account_type(params: dict[str, Any]) -> str:
 
 
 def _build_account(account_id: str, *, created: int, params: dict[str, Any]) -> dict[str, Any]:
-    obj = example(KIND)
+    obj = objects.new(KIND)
     country = str(params.get("country") or "US").upper()
     kind = _account_type(params)
     capabilities = _capabilities(params.get("capabilities"))
     business_profile = obj["business_profile"]
-    for key in list(business_profile):
-        if not isinstance(business_profile[key], dict):
-            business_profile[key] = None
-    business_profile["annual_revenue"] = None
-    business_profile["support_address"] = None
     _merge(business_profile, params.get("business_profile"))
+    if business_profile["support_address"] is not None:
+        business_profile["support_address"] = objects.address(business_profile["support_address"])
     settings = obj["settings"]
     settings["dashboard"]["display_name"] = business_profile.get("name")
     _merge(settings, params.get("settings"))
-    tos = {"date": None, "ip": None, "user_agent": None}
-    _merge(tos, params.get("tos_acceptance"))
+    _merge(obj["tos_acceptance"], params.get("tos_acceptance"))
     active = (
         capabilities.get("card_payments") == "active" or capabilities.get("transfers") == "active"
     )
@@ -112,16 +95,7 @@ def _build_account(account_id: str, *, created: int, params: dict[str, Any]) -> 
         created=created,
         default_currency=(params.get("default_currency") or _currency_for(country)).lower(),
         email=params.get("email") or None,
-        external_accounts={
-            "object": "list",
-            "data": [],
-            "has_more": False,
-            "url": f"/v1/accounts/{account_id}/external_accounts",
-        },
-        future_requirements=_no_requirements(),
-        metadata={},
-        requirements=_no_requirements(),
-        tos_acceptance=tos,
+        external_accounts=objects.empty_list(f"/v1/accounts/{account_id}/external_accounts"),
         type=kind,
     )
     update_metadata(obj, params.get("metadata"))
@@ -228,10 +202,10 @@ def delete_account(ctx: Ctx, params: dict[str, Any], account_id: str) -> dict[st
     if account_id == PLATFORM_ACCOUNT:
         raise StripeError("You cannot delete your own account through the API.", param="account")
     account = _connected(ctx, account_id)
-    account["deleted"] = True
+    ctx.sim.platform.delete(account)
     # Its space goes too: `Stripe-Account` for it now answers account_invalid.
     ctx.sim.accounts.pop(account_id, None)
-    return {"id": account_id, "object": KIND, "deleted": True}
+    return objects.deleted(KIND, account_id)
 
 
 @route("GET", "/v1/accounts", "AccountListParams")

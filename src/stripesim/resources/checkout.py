@@ -5,14 +5,22 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
-from stripesim import cards, payments
+from stripesim import billing, cards, objects, payments
+from stripesim.catalog import build_price, price_amount, public_view
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, render, update_metadata
+from stripesim.pages import (
+    card_from_form,
+    form_of,
+    hosted,
+    message_page,
+    render_page,
+)
 from stripesim.registry import Ctx, page, route
+from stripesim.resources.customers import create_customer
 from stripesim.resources.payment_methods import confirm_setup_intent, new_setup_intent
 from stripesim.state import Account, Simulator, new_id
 
@@ -20,77 +28,10 @@ DEFAULT_LIFETIME = 24 * 3600
 _MODES = ("payment", "setup", "subscription")
 
 
-# -- shared by the hosted pages ------------------------------------------------------------
-
-_templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("stripesim", "templates"),
-    autoescape=jinja2.select_autoescape(["html"]),
-)
-_templates.filters["money"] = lambda amount, currency: payments.format_amount(
-    int(amount), currency or "usd"
-)
-
-
-def render_page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(_templates.get_template(template).render(**context), status_code=status)
-
-
-def find_object(sim: Simulator, object_id: str, kind: str) -> tuple[Account, dict[str, Any]] | None:
-    """An object by id in whichever account (platform or connected) holds it."""
-    for account in sim.accounts.values():
-        obj = account.find(object_id)
-        if obj is not None and obj.get("object") == kind:
-            return account, obj
-    return None
-
-
-def page_ctx(sim: Simulator, account: Account, request: Request) -> Ctx:
-    """A context for a hosted page acting in `account` (events carry no API request id)."""
-    return Ctx(sim, account, None, None, str(request.base_url).rstrip("/"))  # type: ignore[arg-type]
-
-
-async def form_of(request: Request) -> dict[str, str]:
-    form = await request.form()
-    return {key: str(value) for key, value in form.items()}
-
-
-def card_from_form(ctx: Ctx, form: dict[str, str], *, created: int) -> dict[str, Any]:
-    """A PaymentMethod from the hosted page's card fields; bad input raises a card error."""
-    number = form.get("card_number", "").strip()
-    if not number:
-        raise StripeError(
-            "Your card number is incomplete.",
-            status=402,
-            type="card_error",
-            code="incomplete_number",
-        )
-    spec = cards.by_number(number)
-    expiry = form.get("card_expiry", "").replace(" ", "")
-    month_text, _, year_text = expiry.partition("/")
-    if not (month_text.isdigit() and year_text.isdigit()):
-        raise StripeError(
-            "Your card's expiration date is incomplete.",
-            status=402,
-            type="card_error",
-            code="incomplete_expiry",
-        )
-    return payments.new_card_payment_method(
-        ctx,
-        spec,
-        exp_month=int(month_text),
-        exp_year=int(year_text),
-        cvc=form.get("card_cvc") or None,
-        billing_details={"name": form.get("cardholder_name") or None, "email": form.get("email")},
-        created=created,
-    )
-
-
 # -- sessions --------------------------------------------------------------------------------
 
 
 def _line_items(ctx: Ctx, raw: Any, mode: str) -> list[dict[str, Any]]:
-    from stripesim.resources.prices import build_price, price_amount, public_view
-
     if raw in (None, "", []):
         if mode == "setup":
             return []
@@ -138,22 +79,18 @@ def _line_items(ctx: Ctx, raw: Any, mode: str) -> list[dict[str, Any]]:
             else int(price_amount(price, quantity or 1).quantize(Decimal(1), ROUND_HALF_UP))
         )
         product = ctx.account.find(price["product"]) or {}
-        items.append(
-            {
-                "id": new_id("li"),
-                "object": "item",
-                "amount_discount": 0,
-                "amount_subtotal": amount,
-                "amount_tax": 0,
-                "amount_total": amount,
-                "currency": price["currency"],
-                "description": product.get("name") or price.get("nickname"),
-                "price": public_view(render(price)),
-                "quantity": quantity,
-                "metadata": dict(line.get("metadata") or {}) or None,
-                "adjustable_quantity": None,
-            }
+        item = objects.new("item")
+        item.update(
+            id=new_id("li"),
+            amount_subtotal=amount,
+            amount_total=amount,
+            currency=price["currency"],
+            description=product.get("name") or price.get("nickname"),
+            price=public_view(render(price)),
+            quantity=quantity,
+            metadata=dict(line.get("metadata") or {}),
         )
+        items.append(item)
     if mode == "subscription" and not any(item["price"].get("recurring") for item in items):
         raise StripeError(
             "You must provide at least one recurring price in `subscription` mode when using "
@@ -195,8 +132,10 @@ def _due_now(session: dict[str, Any]) -> int:
     return max(0, _subtotal_now(session) - int(session.get("_discount_amount") or 0))
 
 
-def _check_discounts(ctx: Ctx, raw: Any, currency: str | None, subtotal: int) -> int:
-    """Validate `discounts[i][coupon]` and return the amount they take off `subtotal`."""
+def _check_discounts(
+    ctx: Ctx, raw: Any, currency: str | None, subtotal: int, customer_id: str | None, now: int
+) -> int:
+    """Validate `discounts[i][coupon|promotion_code]`; return what they take off `subtotal`."""
     if raw in (None, ""):
         return 0
     if not isinstance(raw, list) or len(raw) > 1:
@@ -206,10 +145,16 @@ def _check_discounts(ctx: Ctx, raw: Any, currency: str | None, subtotal: int) ->
     off = 0
     for index, entry in enumerate(raw):
         if entry.get("promotion_code"):
-            raise StripeError(
-                "stripesim does not simulate promotion codes; pass `coupon`.",
-                param=f"discounts[{index}][promotion_code]",
+            promo = billing.redeemable_promotion_code(
+                ctx,
+                entry["promotion_code"],
+                f"discounts[{index}][promotion_code]",
+                now,
+                customer_id,
+                amount=subtotal,
+                currency=currency,
             )
+            entry = {**entry, "coupon": promo["promotion"]["coupon"]}
         if not entry.get("coupon"):
             raise parameter_missing(f"discounts[{index}][coupon]")
         coupon = ctx.account.get(entry["coupon"], "coupon", param=f"discounts[{index}][coupon]")
@@ -252,7 +197,7 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
                 "You may only specify one of these parameters: customer, customer_email.",
                 param="customer_email",
             )
-    if params.get("ui_mode") not in (None, "", "hosted"):
+    if params.get("ui_mode") not in (None, "", "hosted_page"):
         raise StripeError("stripesim serves only the hosted Checkout page.", param="ui_mode")
     now = ctx.now_for_customer(customer_id)
     expires_at = as_int(params, "expires_at", now + DEFAULT_LIFETIME)
@@ -305,10 +250,7 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "cs_test",
         id=session_id,
         created=now,
-        after_expiration=None,
         allow_promotion_codes=as_bool(params, "allow_promotion_codes"),
-        amount_subtotal=None,
-        amount_total=None,
         automatic_tax={
             "enabled": bool(automatic_tax),
             "liability": {"type": "self"} if automatic_tax else None,
@@ -318,11 +260,7 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         billing_address_collection=params.get("billing_address_collection") or None,
         cancel_url=params.get("cancel_url") or None,
         client_reference_id=params.get("client_reference_id") or None,
-        client_secret=None,
-        consent=None,
-        consent_collection=None,
         currency=currency,
-        custom_fields=[],
         custom_text={
             "after_submit": None,
             "shipping_address": None,
@@ -347,7 +285,6 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         else None,
         customer_email=params.get("customer_email") or None,
         expires_at=expires_at,
-        invoice=None,
         invoice_creation={
             "enabled": False,
             "invoice_data": {
@@ -364,37 +301,13 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         else None,
         locale=params.get("locale") or None,
         mode=mode,
-        payment_intent=None,
-        payment_link=None,
         payment_method_collection=collection or "always",
-        payment_method_configuration_details=None,
         payment_method_options={"card": {"request_three_d_secure": "automatic"}},
-        payment_method_types=["card"],
         payment_status="no_payment_required" if mode == "setup" else "unpaid",
-        phone_number_collection={"enabled": False},
-        recovered_from=None,
-        saved_payment_method_options=None,
-        setup_intent=None,
-        shipping_address_collection=None,
-        shipping_cost=None,
-        shipping_options=[],
-        status="open",
         submit_type=params.get("submit_type") or None,
-        subscription=None,
         success_url=params.get("success_url") or None,
-        total_details=None,
-        ui_mode="hosted",
         url=f"{ctx.base_url}/checkout/{session_id}",
         adaptive_pricing={"enabled": False},
-        discounts=[],
-        collected_information=None,
-        permissions=None,
-        wallet_options=None,
-        origin_context=None,
-        currency_conversion=None,
-        customer_account=None,
-        integration_identifier=None,
-        managed_payments=None,
         _account=ctx.account.id,
         _line_items=items,
         _subscription_data=subscription_data,
@@ -404,7 +317,9 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     )
     if mode != "setup":
         subtotal = _subtotal_now(session)
-        discount = _check_discounts(ctx, params.get("discounts"), currency, subtotal)
+        discount = _check_discounts(
+            ctx, params.get("discounts"), currency, subtotal, customer_id, now
+        )
         session["_discount_amount"] = discount
         session["amount_subtotal"] = subtotal
         session["amount_total"] = subtotal - discount
@@ -417,7 +332,12 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         raise StripeError("You cannot pass `discounts` in `setup` mode.", param="discounts")
     if isinstance(params.get("discounts"), list):
         session["discounts"] = [
-            {"coupon": d.get("coupon"), "promotion_code": None} for d in params["discounts"]
+            {
+                "coupon": d.get("coupon")
+                or ctx.account.get(d["promotion_code"], "promotion_code")["promotion"]["coupon"],
+                "promotion_code": d.get("promotion_code") or None,
+            }
+            for d in params["discounts"]
         ]
     update_metadata(session, params.get("metadata"))
     ctx.account.add(session)
@@ -445,8 +365,8 @@ def expire_due_sessions(
 ) -> None:
     """Time hook: open sessions past `expires_at` (on this clock) expire."""
     ctx = Ctx(sim, account, None, None, sim.base_url)  # type: ignore[arg-type]
-    for session in list(account.all("checkout.session")):
-        if session["status"] != "open" or session["expires_at"] > target:
+    for session in account.where("checkout.session", status="open"):
+        if session["expires_at"] > target:
             continue
         if sim.clock_of(account, session.get("customer")) != clock_id:
             continue
@@ -520,21 +440,21 @@ def expire(ctx: Ctx, params: dict[str, Any], session_id: str) -> dict[str, Any]:
 
 @route("GET", "/v1/checkout/sessions", "checkout.SessionListParams")
 def list_sessions(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    for session in list(ctx.account.all("checkout.session")):
+    for session in ctx.account.where("checkout.session", status="open"):
         _lazy_expire(ctx, session)
-    wanted = {
-        key: params.get(key)
+    filters = {
+        key: params.get(key) or None
         for key in ("customer", "payment_intent", "subscription", "status", "payment_link")
-        if params.get(key)
     }
     email = (params.get("customer_details") or {}).get("email")
-
-    def where(session: dict[str, Any]) -> bool:
-        if any(session.get(key) != value for key, value in wanted.items()):
-            return False
-        return email is None or (session.get("customer_details") or {}).get("email") == email
-
-    return paginate(ctx.account, "checkout.session", params, "/v1/checkout/sessions", where=where)
+    return paginate(
+        ctx.account,
+        "checkout.session",
+        params,
+        "/v1/checkout/sessions",
+        filters=filters,
+        where=lambda s: email is None or (s.get("customer_details") or {}).get("email") == email,
+    )
 
 
 # -- completing a session ------------------------------------------------------------------
@@ -555,8 +475,6 @@ def _customer_for(
         return str(session["customer"])
     if session["mode"] == "payment" and session.get("customer_creation") != "always":
         return None
-    from stripesim.resources.customers import create_customer
-
     params = {"email": email} if email else {}
     name = (pm or {}).get("billing_details", {}).get("name")
     if name:
@@ -619,8 +537,6 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
 def _complete_subscription(
     ctx: Ctx, session: dict[str, Any], pm: dict[str, Any] | None, email: str | None, now: int
 ) -> None:
-    from stripesim import billing
-
     customer_id = _customer_for(ctx, session, email, pm)
     assert customer_id is not None
     if pm is not None:
@@ -682,7 +598,7 @@ def _complete_subscription(
 
 def _payment_error_of(ctx: Ctx, subscription: dict[str, Any]) -> StripeError:
     invoice = ctx.account.find(subscription.get("latest_invoice"))
-    for pi in reversed(list(ctx.account.all("payment_intent"))):
+    for pi in reversed(ctx.account.where("payment_intent", customer=subscription["customer"])):
         if (
             invoice is not None
             and pi.get("_invoice") == invoice["id"]
@@ -814,30 +730,18 @@ async def checkout_page(request: Request, sim: Simulator) -> Response:
     """The hosted Checkout page: review the order and pay with a test card."""
     session_id = request.path_params["session_id"]
     form = await form_of(request) if request.method == "POST" else {}
-    with sim.lock:
-        found = find_object(sim, session_id, "checkout.session")
+    with hosted(sim, request, session_id, "checkout.session") as found:
         if found is None:
-            return render_page(
-                "message.html", 404, title="Not found", message="This Checkout page does not exist."
-            )
-        account, session = found
-        ctx = page_ctx(sim, account, request)
+            return message_page(404, "Not found", "This Checkout page does not exist.")
+        ctx, session = found
         _lazy_expire(ctx, session)
         if session["status"] == "expired":
-            return render_page(
-                "message.html",
-                410,
-                title="Session expired",
-                message="This Checkout Session has expired.",
-                link=session.get("cancel_url"),
+            return message_page(
+                410, "Session expired", "This Checkout Session has expired.", session["cancel_url"]
             )
         if session["status"] == "complete":
-            return render_page(
-                "message.html",
-                200,
-                title="Already paid",
-                message="This Checkout Session is complete.",
-                link=_success_url(session),
+            return message_page(
+                200, "Already paid", "This Checkout Session is complete.", _success_url(session)
             )
         context = _page_context(ctx, session)
         if request.method == "GET":
@@ -855,7 +759,7 @@ async def checkout_page(request: Request, sim: Simulator) -> Response:
         target = _success_url(session)
     if target:
         return RedirectResponse(target, status_code=303)
-    return render_page("message.html", 200, title="Thanks", message="Your payment is complete.")
+    return message_page(200, "Thanks", "Your payment is complete.")
 
 
 def _success_url(session: dict[str, Any]) -> str | None:

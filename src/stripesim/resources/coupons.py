@@ -5,10 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from stripesim import billing
+from stripesim import billing, objects
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_decimal, as_int, paginate, update_metadata
-from stripesim.registry import Ctx, route
+from stripesim.registry import Ctx, changed_since, route
 from stripesim.state import snapshot
 
 
@@ -58,7 +58,7 @@ def create_coupon(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         )
     coupon_id = params.get("id") or billing.coupon_id()
     existing = ctx.account.find(coupon_id)
-    if existing is not None and not existing.get("deleted"):
+    if existing is not None and not existing.get("_deleted"):
         raise StripeError("Coupon already exists.", code="resource_already_exists", param="id")
     if existing is not None:
         ctx.account.remove(coupon_id)
@@ -76,8 +76,6 @@ def create_coupon(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         name=name,
         percent_off=_number(percent) if percent is not None else None,
         redeem_by=as_int(params, "redeem_by"),
-        times_redeemed=0,
-        valid=True,
     )
     if params.get("applies_to"):
         coupon["_applies_to"] = {
@@ -101,19 +99,17 @@ def update_coupon(ctx: Ctx, params: dict[str, Any], coupon_id: str) -> dict[str,
     if "name" in params:
         coupon["name"] = params["name"] or None
     update_metadata(coupon, params.get("metadata"))
-    previous = {key: before[key] for key in coupon if before.get(key) != coupon[key]}
-    if previous:
-        ctx.emit("coupon.updated", coupon, previous=previous, created=ctx.now())
+    ctx.emit_update("coupon.updated", coupon, changed_since(before, coupon), created=ctx.now())
     return coupon
 
 
 @route("DELETE", "/v1/coupons/{coupon_id}", "CouponDeleteParams")
 def delete_coupon(ctx: Ctx, params: dict[str, Any], coupon_id: str) -> dict[str, Any]:
     coupon = ctx.account.get(coupon_id, "coupon")
-    coupon["deleted"] = True
+    ctx.account.delete(coupon)
     coupon["valid"] = False
     ctx.emit("coupon.deleted", coupon, created=ctx.now())
-    return {"id": coupon_id, "object": "coupon", "deleted": True}
+    return objects.deleted("coupon", coupon_id)
 
 
 @route("GET", "/v1/coupons", "CouponListParams")
@@ -146,12 +142,9 @@ def create_tax_rate(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         effective_percentage=_number(percentage),
         inclusive=bool(as_bool(params, "inclusive")),
         jurisdiction=params.get("jurisdiction") or None,
-        jurisdiction_level=None,
         percentage=_number(percentage),
         state=params.get("state") or None,
         tax_type=params.get("tax_type") or None,
-        flat_amount=None,
-        rate_type="percentage",
     )
     update_metadata(rate, params.get("metadata"))
     ctx.account.add(rate)
@@ -174,9 +167,7 @@ def update_tax_rate(ctx: Ctx, params: dict[str, Any], rate_id: str) -> dict[str,
     if "active" in params:
         rate["active"] = bool(as_bool(params, "active"))
     update_metadata(rate, params.get("metadata"))
-    previous = {key: before[key] for key in rate if before.get(key) != rate[key]}
-    if previous:
-        ctx.emit("tax_rate.updated", rate, previous=previous, created=ctx.now())
+    ctx.emit_update("tax_rate.updated", rate, changed_since(before, rate), created=ctx.now())
     return rate
 
 
@@ -189,8 +180,5 @@ def list_tax_rates(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "tax_rate",
         params,
         "/v1/tax_rates",
-        where=lambda r: (
-            (active is None or r["active"] == active)
-            and (inclusive is None or r["inclusive"] == inclusive)
-        ),
+        filters={"active": active, "inclusive": inclusive},
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from stripesim.lists import paginate, search, update_metadata
+from stripesim import objects
+from stripesim.lists import apply_changes, paginate, search, update_metadata
 from stripesim.registry import Ctx, route
+from stripesim.resources.tax_ids import check_tax_id, new_tax_id
 
 _UPDATABLE = (
     "email",
@@ -19,8 +21,17 @@ _UPDATABLE = (
 )
 
 
-def _previous(obj: dict[str, Any], keys: list[str]) -> dict[str, Any]:
-    return {key: obj.get(key) for key in keys}
+def _value(key: str, raw: Any) -> Any:
+    """Return a customer field as Stripe stores it from the request's value."""
+    if key == "address":
+        return objects.address(raw) if isinstance(raw, dict) and raw else None
+    if key == "shipping":
+        return objects.shipping(raw)
+    if key == "preferred_locales":
+        return list(raw or [])
+    if key == "tax_exempt":
+        return raw or "none"
+    return raw or None
 
 
 @route("POST", "/v1/customers", "CustomerCreateParams")
@@ -28,39 +39,31 @@ def create_customer(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     clock_id = params.get("test_clock")
     if clock_id:
         ctx.account.get(clock_id, "test_helpers.test_clock", param="test_clock", label="test clock")
+    pm = (params.get("invoice_settings") or {}).get("default_payment_method") or None
     customer = ctx.build(
         "customer",
         "cus",
         created=ctx.now(clock_id),
-        email=params.get("email"),
-        name=params.get("name"),
-        description=params.get("description"),
-        phone=params.get("phone"),
-        address=params.get("address"),
-        shipping=params.get("shipping"),
         balance=int(params.get("balance") or 0),
-        currency=None,
-        default_source=None,
-        delinquent=False,
-        discount=None,
-        invoice_prefix=ctx.sim.platform.id[-4:].upper()
-        + f"{len(ctx.account.order.get('customer', [])):04d}",
+        invoice_prefix=ctx.sim.platform.id[-4:].upper() + f"{ctx.account.count('customer'):04d}",
         invoice_settings={
             "custom_fields": None,
-            "default_payment_method": (params.get("invoice_settings") or {}).get(
-                "default_payment_method"
-            ),
+            "default_payment_method": pm,
             "footer": None,
             "rendering_options": None,
         },
-        next_invoice_sequence=1,
-        preferred_locales=params.get("preferred_locales") or [],
-        tax_exempt=params.get("tax_exempt") or "none",
         test_clock=clock_id,
+        **{key: _value(key, params.get(key)) for key in _UPDATABLE},
     )
     update_metadata(customer, params.get("metadata"))
+    tax_ids = [
+        check_tax_id(entry, f"tax_id_data[{index}]")
+        for index, entry in enumerate(params.get("tax_id_data") or [])
+    ]
     ctx.account.add(customer)
     ctx.emit("customer.created", customer, created=customer["created"])
+    for kind, value in tax_ids:
+        new_tax_id(ctx, customer, kind, value)
     return customer
 
 
@@ -72,21 +75,16 @@ def search_customers(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
 @route("GET", "/v1/customers/{customer_id}", "CustomerRetrieveParams")
 def retrieve_customer(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[str, Any]:
     obj = ctx.account.find(customer_id)
-    if obj is not None and obj.get("object") == "customer" and obj.get("deleted"):
-        return {"id": customer_id, "object": "customer", "deleted": True}
+    if obj is not None and obj.get("object") == "customer" and obj.get("_deleted"):
+        return objects.deleted("customer", customer_id)
     return ctx.account.get(customer_id, "customer")
 
 
 @route("POST", "/v1/customers/{customer_id}", "CustomerUpdateParams")
 def update_customer(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[str, Any]:
     customer = ctx.account.get(customer_id, "customer")
-    changed = [key for key in _UPDATABLE if key in params and params[key] != customer.get(key)]
-    previous = _previous(customer, changed)
-    for key in changed:
-        customer[key] = params[key] or None
-    if "metadata" in params:
-        previous["metadata"] = dict(customer.get("metadata") or {})
-        update_metadata(customer, params["metadata"])
+    values = {key: _value(key, params[key]) for key in _UPDATABLE if key in params}
+    previous = apply_changes(customer, values, params)
     settings = params.get("invoice_settings")
     if isinstance(settings, dict) and "default_payment_method" in settings:
         previous["invoice_settings"] = dict(customer["invoice_settings"])
@@ -99,13 +97,9 @@ def update_customer(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[
                 label="PaymentMethod",
             )
         customer["invoice_settings"]["default_payment_method"] = pm
-    if previous:
-        ctx.emit(
-            "customer.updated",
-            customer,
-            previous=previous,
-            created=ctx.now_for_customer(customer_id),
-        )
+    ctx.emit_update(
+        "customer.updated", customer, previous, created=ctx.now_for_customer(customer_id)
+    )
     return customer
 
 
@@ -113,16 +107,13 @@ def update_customer(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[
 def delete_customer(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[str, Any]:
     customer = ctx.account.get(customer_id, "customer")
     now = ctx.now_for_customer(customer_id)
-    for subscription in ctx.account.all("subscription"):
-        if subscription["customer"] == customer_id and subscription["status"] not in (
-            "canceled",
-            "incomplete_expired",
-        ):
+    for subscription in ctx.account.where("subscription", customer=customer_id):
+        if subscription["status"] not in ("canceled", "incomplete_expired"):
             for hook in CANCEL_HOOKS:
                 hook(ctx, subscription)
-    customer["deleted"] = True
+    ctx.account.delete(customer)
     ctx.emit("customer.deleted", customer, created=now)
-    return {"id": customer_id, "object": "customer", "deleted": True}
+    return objects.deleted("customer", customer_id)
 
 
 @route("GET", "/v1/customers", "CustomerListParams")
@@ -134,10 +125,7 @@ def list_customers(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "customer",
         params,
         "/v1/customers",
-        where=lambda c: (
-            (email is None or c.get("email") == email)
-            and (clock is None or c.get("test_clock") == clock)
-        ),
+        filters={"email": email, "test_clock": clock},
     )
 
 

@@ -45,8 +45,11 @@ def list_events(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
             return True
         return (event.get("pending_webhooks", 0) == 0) == delivered
 
-    events = sorted(ctx.account.all("event"), key=lambda e: (int(e["created"]), e["_sequence"]))
-    return paginate(ctx.account, "event", params, "/v1/events", where=wanted, objects=events)
+    pattern = params.get("type")
+    exact = pattern if pattern and "*" not in pattern else None
+    return paginate(
+        ctx.account, "event", params, "/v1/events", filters={"type": exact}, where=wanted
+    )
 
 
 @route("GET", "/v1/events/{event_id}", "EventRetrieveParams")

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from html import escape
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from stripesim import billing
+from stripesim import billing, objects
+from stripesim.catalog import inline_price
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, as_int, paginate, search, update_metadata
-from stripesim.registry import Ctx, page, route
-from stripesim.state import Simulator, snapshot
+from stripesim.lists import as_bool, as_int, paginate, required_object, search, update_metadata
+from stripesim.pages import find_object
+from stripesim.payments import format_amount
+from stripesim.registry import Ctx, changed_since, page, route
+from stripesim.state import Simulator, new_id, snapshot
 
 
 def _invoice(ctx: Ctx, invoice_id: str) -> dict[str, Any]:
@@ -36,10 +40,8 @@ def _draft_only(invoice: dict[str, Any]) -> None:
 
 @route("POST", "/v1/invoices", "InvoiceCreateParams")
 def create_invoice(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    customer_id = params.get("customer")
-    if not customer_id:
-        raise parameter_missing("customer")
-    customer = ctx.account.get(customer_id, "customer", param="customer")
+    customer = required_object(ctx.account, params, "customer", "customer")
+    customer_id = customer["id"]
     now = ctx.now_for_customer(customer_id)
     sub = None
     if params.get("subscription"):
@@ -119,7 +121,7 @@ def create_preview(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     invoice = billing.new_invoice(
         ctx, customer, now=now, currency=currency, billing_reason="manual", store=False
     )
-    invoice["id"] = None
+    invoice["id"] = new_id("upcoming_in")
     for item in pending:
         billing.add_invoice_item_line(ctx, invoice, item)
     billing.compute_totals(ctx, invoice)
@@ -181,13 +183,7 @@ def update_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[st
         )
     if invoice["status"] == "draft":
         billing.compute_totals(ctx, invoice)
-    previous = {
-        key: before[key]
-        for key in invoice
-        if not key.startswith("_") and before.get(key) != invoice[key]
-    }
-    if previous:
-        ctx.emit("invoice.updated", invoice, previous=previous, created=now)
+    ctx.emit_update("invoice.updated", invoice, changed_since(before, invoice), created=now)
     return invoice
 
 
@@ -201,10 +197,10 @@ def delete_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[st
         )
     for item in ctx.account.all("invoiceitem"):
         if item.get("invoice") == invoice_id:
-            item["deleted"] = True
-    invoice["deleted"] = True
+            ctx.account.delete(item)
+    ctx.account.delete(invoice)
     ctx.emit("invoice.deleted", invoice, created=_now(ctx, invoice))
-    return {"id": invoice_id, "object": "invoice", "deleted": True}
+    return objects.deleted("invoice", invoice_id)
 
 
 @route("POST", "/v1/invoices/{invoice_id}/finalize", "InvoiceFinalizeInvoiceParams")
@@ -306,12 +302,12 @@ def list_invoices(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "invoice",
         params,
         "/v1/invoices",
-        where=lambda inv: (
-            (customer is None or inv["customer"] == customer)
-            and (subscription is None or inv.get("subscription") == subscription)
-            and (status is None or inv["status"] == status)
-            and (collection is None or inv["collection_method"] == collection)
-        ),
+        filters={
+            "customer": customer,
+            "_subscription": subscription,
+            "status": status,
+            "collection_method": collection,
+        },
     )
 
 
@@ -382,10 +378,7 @@ def _item_amount(
 
 @route("POST", "/v1/invoiceitems", "InvoiceItemCreateParams")
 def create_invoice_item(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    customer_id = params.get("customer")
-    if not customer_id:
-        raise parameter_missing("customer")
-    ctx.account.get(customer_id, "customer", param="customer")
+    customer_id = required_object(ctx.account, params, "customer", "customer")["id"]
     now = ctx.now_for_customer(customer_id)
     amount, currency, price, quantity, unit_decimal = _item_amount(ctx, params)
     invoice = None
@@ -438,12 +431,19 @@ def _editable_item(ctx: Ctx, item: dict[str, Any]) -> dict[str, Any] | None:
     return invoice
 
 
+def _drop_item_line(invoice: dict[str, Any], item_id: str) -> None:
+    """Take an invoice item's line off its draft invoice."""
+    lines = invoice["lines"]["data"]
+    invoice["lines"]["data"] = [
+        line for line in lines if billing.line_invoice_item(line) != item_id
+    ]
+
+
 @route("POST", "/v1/invoiceitems/{item_id}", "InvoiceItemUpdateParams")
 def update_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[str, Any]:
     item = ctx.account.get(item_id, "invoiceitem", label="invoiceitem")
     invoice = _editable_item(ctx, item)
     now = ctx.now_for_customer(item["customer"])
-    before = snapshot(item)
     if any(
         key in params
         for key in ("amount", "quantity", "pricing", "price_data", "unit_amount_decimal")
@@ -473,13 +473,9 @@ def update_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[
         item.update(
             amount=amount, net_amount=amount, quantity=quantity, quantity_decimal=str(quantity)
         )
-        item["pricing"] = {
-            "price_details": {"price": price["id"], "product": price.get("product")}
-            if price
-            else None,
-            "type": "price_details",
-            "unit_amount_decimal": unit_decimal,
-        }
+        if price is None:
+            price = inline_price(ctx, item["currency"], unit_decimal or str(amount), "")
+        item["pricing"] = billing.pricing_of(price, unit_decimal)
     if "description" in params:
         item["description"] = params["description"] or None
     if "discountable" in params:
@@ -491,23 +487,10 @@ def update_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[
         item["tax_rates"] = billing.tax_rate_objects(ctx, params["tax_rates"], "tax_rates")
     update_metadata(item, params.get("metadata"))
     if invoice is not None:
-        invoice["lines"]["data"] = [
-            line
-            for line in invoice["lines"]["data"]
-            if (
-                line["parent"].get("invoice_item_details")
-                or line["parent"].get("subscription_item_details")
-                or {}
-            ).get("invoice_item")
-            != item_id
-        ]
+        _drop_item_line(invoice, item_id)
         billing.add_invoice_item_line(ctx, invoice, item)
         billing.compute_totals(ctx, invoice)
-    previous = {
-        key: before[key] for key in item if not key.startswith("_") and before.get(key) != item[key]
-    }
-    if previous:
-        ctx.emit("invoiceitem.updated", item, previous=previous, created=now)
+    # Stripe sends no `invoiceitem.updated`: the change shows on the item and its invoice.
     return item
 
 
@@ -516,20 +499,11 @@ def delete_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[
     item = ctx.account.get(item_id, "invoiceitem", label="invoiceitem")
     invoice = _editable_item(ctx, item)
     if invoice is not None:
-        invoice["lines"]["data"] = [
-            line
-            for line in invoice["lines"]["data"]
-            if (
-                line["parent"].get("invoice_item_details")
-                or line["parent"].get("subscription_item_details")
-                or {}
-            ).get("invoice_item")
-            != item_id
-        ]
+        _drop_item_line(invoice, item_id)
         billing.compute_totals(ctx, invoice)
-    item["deleted"] = True
+    ctx.account.delete(item)
     ctx.emit("invoiceitem.deleted", item, created=ctx.now_for_customer(item["customer"]))
-    return {"id": item_id, "object": "invoiceitem", "deleted": True}
+    return objects.deleted("invoiceitem", item_id)
 
 
 @route("GET", "/v1/invoiceitems", "InvoiceItemListParams")
@@ -542,12 +516,8 @@ def list_invoice_items(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "invoiceitem",
         params,
         "/v1/invoiceitems",
-        objects=sorted(ctx.account.all("invoiceitem"), key=lambda i: i["date"]),
-        where=lambda i: (
-            (customer is None or i["customer"] == customer)
-            and (invoice is None or i.get("invoice") == invoice)
-            and (pending is None or (i.get("invoice") is None) == pending)
-        ),
+        filters={"customer": customer, "invoice": invoice},
+        where=lambda i: pending is None or (i.get("invoice") is None) == pending,
     )
 
 
@@ -557,17 +527,10 @@ def list_invoice_items(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
 @page("/i/{invoice_id}", methods=("GET",))
 async def hosted_invoice(request: Request, sim: Simulator) -> Response:
     """A plain page showing the invoice (Stripe's hosted invoice page, minus paying)."""
-    from html import escape
-
-    from stripesim.payments import format_amount
-
     invoice_id = request.path_params["invoice_id"]
     with sim.lock:
-        invoice = None
-        for account in sim.accounts.values():
-            found = account.find(invoice_id)
-            if found is not None and found.get("object") == "invoice":
-                invoice = snapshot(found)
+        found = find_object(sim, invoice_id, "invoice")
+        invoice = snapshot(found[1]) if found is not None else None
     if invoice is None:
         return HTMLResponse("<h1>Invoice not found</h1>", status_code=404)
     rows = "".join(

@@ -15,11 +15,11 @@ import weakref
 from decimal import Decimal
 from typing import Any
 
+from stripesim import objects
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_int, paginate
+from stripesim.lists import as_int, paginate, reference
 from stripesim.metering import METER_EVENT, aggregate, counted_events
 from stripesim.registry import Ctx, route
-from stripesim.resources.products import reference
 from stripesim.state import Account, new_id
 
 METER = "billing.meter"
@@ -143,18 +143,24 @@ def update_meter(ctx: Ctx, params: dict[str, Any], meter_id: str) -> dict[str, A
     return meter
 
 
+def _set_status(ctx: Ctx, meter: dict[str, Any], status: str, event_type: str) -> None:
+    """Move a meter to `active` or `inactive` and announce it."""
+    now = ctx.now()
+    previous = {
+        "status": meter["status"],
+        "status_transitions": dict(meter["status_transitions"]),
+        "updated": meter["updated"],
+    }
+    deactivated_at = now if status == "inactive" else None
+    meter.update(status=status, updated=now, status_transitions={"deactivated_at": deactivated_at})
+    ctx.emit(event_type, meter, previous=previous)
+
+
 @route("POST", "/v1/billing/meters/{meter_id}/deactivate", "billing.MeterDeactivateParams")
 def deactivate_meter(ctx: Ctx, params: dict[str, Any], meter_id: str) -> dict[str, Any]:
     meter = ctx.account.get(meter_id, METER, label="billing meter")
     if meter["status"] == "active":
-        now = ctx.now()
-        previous = {
-            "status": "active",
-            "status_transitions": dict(meter["status_transitions"]),
-            "updated": meter["updated"],
-        }
-        meter.update(status="inactive", updated=now, status_transitions={"deactivated_at": now})
-        ctx.emit("billing.meter.deactivated", meter, previous=previous)
+        _set_status(ctx, meter, "inactive", "billing.meter.deactivated")
     return meter
 
 
@@ -167,15 +173,7 @@ def reactivate_meter(ctx: Ctx, params: dict[str, Any], meter_id: str) -> dict[st
             raise StripeError(
                 f"An active meter ({clash['id']}) already uses event_name `{meter['event_name']}`.",
             )
-        previous = {
-            "status": "inactive",
-            "status_transitions": dict(meter["status_transitions"]),
-            "updated": meter["updated"],
-        }
-        meter.update(
-            status="active", updated=ctx.now(), status_transitions={"deactivated_at": None}
-        )
-        ctx.emit("billing.meter.reactivated", meter, previous=previous)
+        _set_status(ctx, meter, "active", "billing.meter.reactivated")
     return meter
 
 
@@ -193,7 +191,7 @@ def list_meters(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         METER,
         params,
         "/v1/billing/meters",
-        where=lambda meter: status is None or meter["status"] == status,
+        filters={"status": status},
     )
 
 
@@ -217,7 +215,7 @@ def _processing_error(
     if customer_id is None:
         return None, "meter_event_no_customer_defined"
     customer = ctx.account.find(customer_id)
-    if customer is None or customer.get("object") != "customer" or customer.get("deleted"):
+    if customer is None or customer.get("object") != "customer" or customer.get("_deleted"):
         return customer_id, "meter_event_customer_not_found"
     if meter["default_aggregation"]["formula"] != "count":
         raw = payload.get(meter["value_settings"]["event_payload_key"])
@@ -320,7 +318,6 @@ def create_meter_event_adjustment(ctx: Ctx, params: dict[str, Any]) -> dict[str,
         cancel={"identifier": identifier},
         event_name=event["event_name"],
         status="complete",
-        type="cancel",
     )
     adjustment.pop("id")  # Stripe's adjustment object has no id
     return adjustment
@@ -341,7 +338,7 @@ def _summary_id(meter_id: str, customer_id: str, start: int, end: int) -> str:
 def list_event_summaries(ctx: Ctx, params: dict[str, Any], meter_id: str) -> dict[str, Any]:
     meter = ctx.account.get(meter_id, METER, label="billing meter")
     customer_id = params["customer"]
-    reference(ctx, customer_id, "customer", "customer", "customer")
+    reference(ctx.account, customer_id, "customer", "customer", "customer")
     start = as_int(params, "start_time")
     end = as_int(params, "end_time")
     assert start is not None and end is not None
@@ -371,17 +368,15 @@ def list_event_summaries(ctx: Ctx, params: dict[str, Any], meter_id: str) -> dic
     summaries = []  # oldest first: `paginate` lists newest first
     for low, high in bounds:
         in_window = [e for e in events if low <= int(e["timestamp"]) < high]
-        summaries.append(
-            {
-                "id": _summary_id(meter_id, customer_id, low, high),
-                "object": "billing.meter_event_summary",
-                "aggregated_value": _number(aggregate(in_window, formula, value_key)),
-                "end_time": high,
-                "livemode": False,
-                "meter": meter_id,
-                "start_time": low,
-            }
+        summary = objects.new("billing.meter_event_summary")
+        summary.update(
+            id=_summary_id(meter_id, customer_id, low, high),
+            aggregated_value=_number(aggregate(in_window, formula, value_key)),
+            end_time=high,
+            meter=meter_id,
+            start_time=low,
         )
+        summaries.append(summary)
     return paginate(
         ctx.account,
         "billing.meter_event_summary",

@@ -122,13 +122,7 @@ def update_payment_method(ctx: Ctx, params: dict[str, Any], pm_id: str) -> dict[
         pm["allow_redisplay"] = one_of(
             params, "allow_redisplay", ("always", "limited", "unspecified")
         )
-    if previous:
-        ctx.emit(
-            "payment_method.updated",
-            pm,
-            previous=previous,
-            created=ctx.now_for_customer(pm.get("customer")),
-        )
+    ctx.emit_update("payment_method.updated", pm, previous)
     return pm
 
 
@@ -155,10 +149,7 @@ def _list_for_customer(
         "payment_method",
         params,
         url,
-        where=lambda pm: (
-            (customer_id is None or pm.get("customer") == customer_id)
-            and (kind is None or pm.get("type") == kind)
-        ),
+        filters={"customer": customer_id, "type": kind},
     )
 
 
@@ -211,26 +202,13 @@ def new_setup_intent(
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Store a SetupIntent and emit `setup_intent.created`."""
-    seti_id = new_id("seti")
     seti = ctx.build(
         "setup_intent",
         "seti",
-        id=seti_id,
         created=created,
-        application=None,
-        automatic_payment_methods=None,
-        cancellation_reason=None,
-        client_secret=client_secret(seti_id),
         customer=customer_id,
         description=description,
-        flow_directions=None,
-        last_setup_error=None,
-        latest_attempt=None,
-        mandate=None,
-        next_action=None,
-        on_behalf_of=None,
         payment_method=payment_method_id,
-        payment_method_configuration_details=None,
         payment_method_options={
             "card": {
                 "mandate_options": None,
@@ -238,12 +216,10 @@ def new_setup_intent(
                 "request_three_d_secure": "automatic",
             }
         },
-        payment_method_types=["card"],
-        single_use_mandate=None,
         status="requires_confirmation" if payment_method_id else "requires_payment_method",
         usage=usage,
-        excluded_payment_method_types=None,
     )
+    seti["client_secret"] = client_secret(seti["id"])
     if metadata:
         update_metadata(seti, metadata)
     ctx.account.add(seti)
@@ -391,8 +367,5 @@ def list_setup_intents(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "setup_intent",
         params,
         "/v1/setup_intents",
-        where=lambda s: (
-            (customer_id is None or s.get("customer") == customer_id)
-            and (pm_id is None or s.get("payment_method") == pm_id)
-        ),
+        filters={"customer": customer_id, "payment_method": pm_id},
     )

@@ -7,12 +7,19 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stripesim import cards, payments
+from stripesim import billing, cards, payments
 from stripesim.currency import ZERO_DECIMAL
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, render, search, update_metadata
+from stripesim.pages import (
+    form_of,
+    hosted,
+    message_page,
+    render_page,
+)
 from stripesim.payments import attach_payment_method, payment_method_for
 from stripesim.registry import Ctx, page, route
+from stripesim.resources.payment_methods import confirm_setup_intent
 from stripesim.state import Simulator
 
 _MINIMUM = {"usd": 50, "eur": 50, "gbp": 30, "cad": 50, "aud": 50, "chf": 50, "jpy": 50}
@@ -233,7 +240,7 @@ def list_payment_intents(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "payment_intent",
         params,
         "/v1/payment_intents",
-        where=lambda pi: customer_id is None or pi.get("customer") == customer_id,
+        filters={"customer": customer_id},
     )
 
 
@@ -268,13 +275,7 @@ def update_charge(ctx: Ctx, params: dict[str, Any], charge_id: str) -> dict[str,
         ctx.account.get(params["customer"], "customer", param="customer")
         previous["customer"] = None
         charge["customer"] = params["customer"]
-    if previous:
-        ctx.emit(
-            "charge.updated",
-            charge,
-            previous=previous,
-            created=ctx.now_for_customer(charge.get("customer")),
-        )
+    ctx.emit_update("charge.updated", charge, previous)
     return charge
 
 
@@ -297,11 +298,7 @@ def list_charges(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "charge",
         params,
         "/v1/charges",
-        where=lambda c: (
-            (customer_id is None or c.get("customer") == customer_id)
-            and (pi_id is None or c.get("payment_intent") == pi_id)
-            and (group is None or c.get("transfer_group") == group)
-        ),
+        filters={"customer": customer_id, "payment_intent": pi_id, "transfer_group": group},
     )
 
 
@@ -313,7 +310,7 @@ def list_charge_refunds(ctx: Ctx, params: dict[str, Any], charge_id: str) -> dic
         "refund",
         params,
         f"/v1/charges/{charge_id}/refunds",
-        where=lambda r: r["charge"] == charge_id,
+        filters={"charge": charge_id},
     )
 
 
@@ -388,10 +385,7 @@ def list_refunds(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "refund",
         params,
         "/v1/refunds",
-        where=lambda r: (
-            (charge_id is None or r["charge"] == charge_id)
-            and (pi_id is None or r.get("payment_intent") == pi_id)
-        ),
+        filters={"charge": charge_id, "payment_intent": pi_id},
     )
 
 
@@ -460,10 +454,7 @@ def list_disputes(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "dispute",
         params,
         "/v1/disputes",
-        where=lambda d: (
-            (charge_id is None or d["charge"] == charge_id)
-            and (pi_id is None or d.get("payment_intent") == pi_id)
-        ),
+        filters={"charge": charge_id, "payment_intent": pi_id},
     )
 
 
@@ -500,8 +491,6 @@ def _authenticate_payment(ctx: Ctx, pi: dict[str, Any], succeed: bool) -> str:
     )
     invoice = ctx.account.find(pi.get("_invoice"))
     if outcome.status == "succeeded" and invoice is not None and invoice.get("status") == "open":
-        from stripesim import billing
-
         billing.mark_paid(ctx, invoice, now, None)
     return (
         "Authentication complete."
@@ -511,8 +500,6 @@ def _authenticate_payment(ctx: Ctx, pi: dict[str, Any], succeed: bool) -> str:
 
 
 def _authenticate_setup(ctx: Ctx, seti: dict[str, Any], succeed: bool) -> str:
-    from stripesim.resources.payment_methods import confirm_setup_intent
-
     now = ctx.now_for_customer(seti.get("customer"))
     pm = ctx.account.get(seti["payment_method"], "payment_method")
     if not succeed:
@@ -537,29 +524,16 @@ def _authenticate_setup(ctx: Ctx, seti: dict[str, Any], succeed: bool) -> str:
 @page("/3ds/{intent_id}", methods=("GET", "POST"))
 async def three_d_secure_page(request: Request, sim: Simulator) -> Response:
     """Stripe's test 3D Secure challenge: complete or fail authentication of an intent."""
-    from stripesim.resources.checkout import find_object, form_of, page_ctx, render_page
-
     intent_id = request.path_params["intent_id"]
     kind = "setup_intent" if intent_id.startswith("seti_") else "payment_intent"
     form = await form_of(request) if request.method == "POST" else {}
-    with sim.lock:
-        found = find_object(sim, intent_id, kind)
+    with hosted(sim, request, intent_id, kind) as found:
         if found is None:
-            return render_page(
-                "message.html",
-                404,
-                title="Not found",
-                message="There is nothing to authenticate here.",
-            )
-        account, intent = found
-        ctx = page_ctx(sim, account, request)
+            return message_page(404, "Not found", "There is nothing to authenticate here.")
+        ctx, intent = found
         if intent["status"] != "requires_action":
-            return render_page(
-                "message.html",
-                409,
-                title="Nothing to authenticate",
-                message=f"This {kind.replace('_', ' ')} is {intent['status']}.",
-            )
+            shown = f"This {kind.replace('_', ' ')} is {intent['status']}."
+            return message_page(409, "Nothing to authenticate", shown)
         if request.method == "GET":
             amount = (
                 payments.format_amount(intent["amount"], intent["currency"])
@@ -572,6 +546,4 @@ async def three_d_secure_page(request: Request, sim: Simulator) -> Response:
             message = _authenticate_payment(ctx, intent, succeed)
         else:
             message = _authenticate_setup(ctx, intent, succeed)
-        return render_page(
-            "message.html", 200, title=message, message=f"{intent_id}: {intent['status']}"
-        )
+        return message_page(200, message, f"{intent_id}: {intent['status']}")

@@ -9,12 +9,19 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from stripesim import cards, payments
+from stripesim import billing, cards, objects, payments
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, one_of, paginate, update_metadata
-from stripesim.registry import Ctx, page, route
-from stripesim.resources.checkout import card_from_form, find_object, form_of, page_ctx, render_page
-from stripesim.state import Simulator, new_id
+from stripesim.lists import as_bool, one_of, paginate, required_object, update_metadata
+from stripesim.pages import (
+    card_from_form,
+    form_of,
+    hosted,
+    message_page,
+    render_page,
+)
+from stripesim.registry import Ctx, changed_since, page, route
+from stripesim.resources.customers import update_customer
+from stripesim.state import Simulator, new_id, snapshot
 
 _CANCEL_MODES = ("at_period_end", "immediately")
 _PRORATIONS = ("none", "create_prorations", "always_invoice")
@@ -33,26 +40,7 @@ _NOTICES = {
 
 
 def _default_features() -> dict[str, Any]:
-    return {
-        "customer_update": {"allowed_updates": [], "enabled": False},
-        "invoice_history": {"enabled": False},
-        "payment_method_update": {"enabled": False, "payment_method_configuration": None},
-        "subscription_cancel": {
-            "cancellation_reason": {"enabled": False, "options": []},
-            "enabled": False,
-            "mode": "at_period_end",
-            "proration_behavior": "none",
-        },
-        "subscription_update": {
-            "default_allowed_updates": [],
-            "enabled": False,
-            "products": [],
-            "proration_behavior": "none",
-            "schedule_at_period_end": {"conditions": []},
-            "trial_update_behavior": "end_trial",
-            "billing_cycle_anchor": None,
-        },
-    }
+    return dict(objects.new("billing_portal.configuration")["features"])
 
 
 def _flag(raw: dict[str, Any], key: str, param: str) -> bool:
@@ -152,8 +140,6 @@ def _new_configuration(ctx: Ctx, params: dict[str, Any], *, is_default: bool) ->
         "billing_portal.configuration",
         "bpc",
         created=now,
-        active=True,
-        application=None,
         business_profile={
             "headline": profile.get("headline") or None,
             "privacy_policy_url": profile.get("privacy_policy_url") or None,
@@ -162,7 +148,6 @@ def _new_configuration(ctx: Ctx, params: dict[str, Any], *, is_default: bool) ->
         default_return_url=params.get("default_return_url") or None,
         features=_default_features(),
         is_default=is_default,
-        login_page={"enabled": False, "url": None},
         updated=now,
         name=params.get("name") or None,
     )
@@ -174,7 +159,9 @@ def _new_configuration(ctx: Ctx, params: dict[str, Any], *, is_default: bool) ->
             "url": f"{ctx.base_url}/portal/login/{new_id('x', 20)[2:]}",
         }
     update_metadata(config, params.get("metadata"))
-    return ctx.account.add(config)
+    ctx.account.add(config)
+    ctx.emit("billing_portal.configuration.created", config, created=now)
+    return config
 
 
 def default_configuration(ctx: Ctx) -> dict[str, Any]:
@@ -219,6 +206,7 @@ def retrieve_configuration(ctx: Ctx, params: dict[str, Any], config_id: str) -> 
 )
 def update_configuration(ctx: Ctx, params: dict[str, Any], config_id: str) -> dict[str, Any]:
     config = ctx.account.get(config_id, "billing_portal.configuration", label="configuration")
+    before = snapshot(config)
     if "active" in params:
         active = as_bool(params, "active")
         if active is False and config["is_default"]:
@@ -238,7 +226,12 @@ def update_configuration(ctx: Ctx, params: dict[str, Any], config_id: str) -> di
         config["features"] = merged
     if "metadata" in params:
         update_metadata(config, params["metadata"])
-    config["updated"] = ctx.now()
+    previous = changed_since(before, config)
+    if previous:
+        now = ctx.now()
+        previous["updated"] = config["updated"]
+        config["updated"] = now
+        ctx.emit("billing_portal.configuration.updated", config, previous=previous, created=now)
     return config
 
 
@@ -250,10 +243,7 @@ def list_configurations(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         "billing_portal.configuration",
         params,
         "/v1/billing_portal/configurations",
-        where=lambda c: (
-            (active is None or c["active"] == active)
-            and (is_default is None or c["is_default"] == is_default)
-        ),
+        filters={"active": active, "is_default": is_default},
     )
 
 
@@ -325,10 +315,7 @@ def _flow(ctx: Ctx, raw: Any, customer_id: str) -> dict[str, Any] | None:
 
 @route("POST", "/v1/billing_portal/sessions", "billing_portal.SessionCreateParams")
 def create_portal_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    customer_id = params.get("customer")
-    if not customer_id:
-        raise parameter_missing("customer")
-    ctx.account.get(customer_id, "customer", param="customer")
+    customer_id = required_object(ctx.account, params, "customer", "customer")["id"]
     if params.get("configuration"):
         config = ctx.account.get(
             params["configuration"],
@@ -348,11 +335,9 @@ def create_portal_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
             param="return_url",
         )
     now = ctx.now_for_customer(customer_id)
-    session_id = new_id("bps")
     session = ctx.build(
         "billing_portal.session",
         "bps",
-        id=session_id,
         created=now,
         configuration=config["id"],
         customer=customer_id,
@@ -360,11 +345,12 @@ def create_portal_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         locale=params.get("locale") or None,
         on_behalf_of=params.get("on_behalf_of") or None,
         return_url=return_url,
-        url=f"{ctx.base_url}/portal/{session_id}",
-        customer_account=None,
         _account=ctx.account.id,
     )
-    return ctx.account.add(session)
+    session["url"] = f"{ctx.base_url}/portal/{session['id']}"
+    ctx.account.add(session)
+    ctx.emit("billing_portal.session.created", session, created=now)
+    return session
 
 
 # -- the hosted page -------------------------------------------------------------------------
@@ -393,9 +379,8 @@ def _price_label(ctx: Ctx, price: dict[str, Any]) -> str:
 def _subscriptions(ctx: Ctx, customer_id: str) -> list[dict[str, Any]]:
     return [
         sub
-        for sub in reversed(list(ctx.account.all("subscription")))
-        if sub["customer"] == customer_id
-        and sub["status"] not in ("canceled", "incomplete_expired")
+        for sub in reversed(ctx.account.where("subscription", customer=customer_id))
+        if sub["status"] not in ("canceled", "incomplete_expired")
     ]
 
 
@@ -448,8 +433,8 @@ def _page_context(ctx: Ctx, session: dict[str, Any], config: dict[str, Any]) -> 
     if features["invoice_history"]["enabled"]:
         rows = [
             inv
-            for inv in ctx.account.all("invoice")
-            if inv.get("customer") == customer["id"] and inv.get("status") != "draft"
+            for inv in ctx.account.where("invoice", customer=customer["id"])
+            if inv.get("status") != "draft"
         ]
         for inv in reversed(rows[-24:]):
             invoices.append(
@@ -505,8 +490,6 @@ def _owned_subscription(ctx: Ctx, session: dict[str, Any], sub_id: str) -> dict[
 
 def _act(ctx: Ctx, session: dict[str, Any], config: dict[str, Any], form: dict[str, str]) -> str:
     """Run one portal action through the billing engine; returns the notice key."""
-    from stripesim import billing
-
     action = form.get("action")
     features = config["features"]
     if action == "cancel":
@@ -565,8 +548,6 @@ def _act(ctx: Ctx, session: dict[str, Any], config: dict[str, Any], form: dict[s
         allowed = features["customer_update"]
         if not allowed["enabled"]:
             raise PortalError(StripeError("Updating your details is not enabled.", status=403))
-        from stripesim.resources.customers import update_customer
-
         changes = {
             key: form[key].strip()
             for key in ("email", "name", "phone")
@@ -584,9 +565,6 @@ def _act(ctx: Ctx, session: dict[str, Any], config: dict[str, Any], form: dict[s
 
 
 def _update_card(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) -> str:
-    from stripesim import billing
-    from stripesim.resources.customers import update_customer
-
     customer_id = session["customer"]
     now = ctx.now_for_customer(customer_id)
     try:
@@ -612,14 +590,10 @@ async def portal_page(request: Request, sim: Simulator) -> Response:
     """The hosted customer portal: subscriptions, card, invoices, and the actions they allow."""
     session_id = request.path_params["session_id"]
     form = await form_of(request) if request.method == "POST" else {}
-    with sim.lock:
-        found = find_object(sim, session_id, "billing_portal.session")
+    with hosted(sim, request, session_id, "billing_portal.session") as found:
         if found is None:
-            return render_page(
-                "message.html", 404, title="Not found", message="This portal link does not exist."
-            )
-        account, session = found
-        ctx = page_ctx(sim, account, request)
+            return message_page(404, "Not found", "This portal link does not exist.")
+        ctx, session = found
         config = ctx.account.get(session["configuration"], "billing_portal.configuration")
         if request.method == "GET":
             notice = _NOTICES.get(request.query_params.get("notice", ""))
@@ -642,12 +616,6 @@ async def portal_page(request: Request, sim: Simulator) -> Response:
             return RedirectResponse(after["redirect"]["return_url"], status_code=303)
         if after.get("type") == "hosted_confirmation":
             message = (after.get("hosted_confirmation") or {}).get("custom_message")
-            return render_page(
-                "message.html",
-                200,
-                title="Done",
-                message=message or _NOTICES[notice_key],
-                link=session["return_url"],
-            )
+            return message_page(200, "Done", message or _NOTICES[notice_key], session["return_url"])
     query = urlencode({"notice": notice_key})
     return RedirectResponse(f"/portal/{session_id}?{query}", status_code=303)

@@ -1,406 +1,20 @@
-"""Prices: recurring or one-time, per-unit or tiered, licensed or metered; lookup keys."""
+"""Prices: routes over the catalog (recurring or one-time, per-unit or tiered, lookup keys)."""
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any
 
-from stripesim.currency import CURRENCIES
-from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, as_int, paginate, search, update_metadata
+from stripesim.catalog import (
+    build_price,
+    check_lookup_key,
+    lookup_key_owner,
+    public_view,
+    tax_behavior_of,
+    transfer_lookup_key,
+)
+from stripesim.errors import StripeError
+from stripesim.lists import apply_changes, as_bool, paginate, search
 from stripesim.registry import Ctx, route
-from stripesim.resources.products import build_product, param_name, reference
-
-# Currencies Stripe settles or presents (ISO 4217, lowercase).
-
-_INTERVALS = ("day", "week", "month", "year")
-_MAX_INTERVAL_DAYS = {"day": 1, "week": 7, "month": 31, "year": 366}
-_TAX_BEHAVIORS = ("inclusive", "exclusive", "unspecified")
-
-
-def currency_of(params: dict[str, Any], key: str = "currency", *, param: str | None = None) -> str:
-    """The lowercased currency parameter, or Stripe's error for one it does not support."""
-    raw = params.get(key)
-    if raw in (None, ""):
-        raise parameter_missing(param or key)
-    currency = str(raw).lower()
-    if currency not in CURRENCIES:
-        raise StripeError(
-            f"Invalid currency: {currency}. Stripe currently supports these currencies: "
-            + ", ".join(sorted(CURRENCIES)),
-            code="parameter_invalid_string",
-            param=param or key,
-        )
-    return currency
-
-
-def decimal_text(value: Decimal) -> str:
-    """A decimal as Stripe prints `*_decimal` fields: no exponent, no trailing zeros."""
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
-
-
-def _amount_pair(
-    source: dict[str, Any], int_key: str, decimal_key: str, prefix: str
-) -> tuple[int | None, str | None]:
-    """(`x`, `x_decimal`) from either form, kept consistent as Stripe does."""
-    int_param, decimal_param = param_name(prefix, int_key), param_name(prefix, decimal_key)
-    has_int = source.get(int_key) not in (None, "")
-    has_decimal = source.get(decimal_key) not in (None, "")
-    if has_int and has_decimal:
-        raise StripeError(
-            f"You may only specify one of these parameters: {int_key}, {decimal_key}.",
-            param=decimal_param,
-        )
-    if has_int:
-        amount = as_int(source, int_key, param=int_param)
-        assert amount is not None
-        if amount < 0:
-            raise StripeError(
-                f"Invalid {int_key}: must be greater than or equal to 0",
-                code="parameter_invalid_integer",
-                param=int_param,
-            )
-        return amount, str(amount)
-    if has_decimal:
-        try:
-            exact = Decimal(str(source[decimal_key]))
-        except InvalidOperation:
-            raise StripeError(
-                f"Invalid decimal: {source[decimal_key]}",
-                code="parameter_invalid_string",
-                param=decimal_param,
-            ) from None
-        if not exact.is_finite() or exact < 0:
-            raise StripeError(
-                f"Invalid {decimal_key}: must be a non-negative decimal",
-                code="parameter_invalid_string",
-                param=decimal_param,
-            )
-        if exact != exact.quantize(Decimal("1e-12")):
-            raise StripeError(
-                f"Invalid {decimal_key}: at most 12 decimal places are allowed",
-                code="parameter_invalid_string",
-                param=decimal_param,
-            )
-        # A whole decimal is also an integer amount; a sub-cent one leaves the integer null.
-        whole = int(exact) if exact == exact.to_integral_value() else None
-        return whole, decimal_text(exact)
-    return None, None
-
-
-def _tiers(params: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    raw = params.get("tiers")
-    if not raw or not isinstance(raw, list):
-        raise parameter_missing(param_name(prefix, "tiers"))
-    tiers: list[dict[str, Any]] = []
-    previous_bound = 0
-    for index, tier in enumerate(raw):
-        param = param_name(prefix, f"tiers[{index}]")
-        if not isinstance(tier, dict) or tier.get("up_to") in (None, ""):
-            raise parameter_missing(f"{param}[up_to]")
-        last = index == len(raw) - 1
-        if tier["up_to"] == "inf":
-            if not last:
-                raise StripeError(
-                    "Only the last tier may have `up_to=inf`.", param=f"{param}[up_to]"
-                )
-            up_to = None
-        else:
-            up_to = as_int(tier, "up_to", param=f"{param}[up_to]")
-            assert up_to is not None
-            if last:
-                raise StripeError("The last tier must have `up_to=inf`.", param=f"{param}[up_to]")
-            if up_to <= previous_bound:
-                raise StripeError(
-                    "Tiers must be in ascending order of `up_to`, each above zero.",
-                    param=f"{param}[up_to]",
-                )
-            previous_bound = up_to
-        unit, unit_decimal = _amount_pair(tier, "unit_amount", "unit_amount_decimal", param)
-        flat, flat_decimal = _amount_pair(tier, "flat_amount", "flat_amount_decimal", param)
-        if unit_decimal is None and flat_decimal is None:
-            raise StripeError(
-                "Each tier needs at least one of `unit_amount`, `unit_amount_decimal`, "
-                "`flat_amount` or `flat_amount_decimal`.",
-                param=param,
-            )
-        tiers.append(
-            {
-                "flat_amount": flat,
-                "flat_amount_decimal": flat_decimal,
-                "unit_amount": unit,
-                "unit_amount_decimal": unit_decimal,
-                "up_to": up_to,
-            }
-        )
-    return tiers
-
-
-def _recurring(ctx: Ctx, raw: Any, prefix: str) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-
-    def name(key: str) -> str:
-        return param_name(prefix, f"recurring[{key}]")
-
-    if not isinstance(raw, dict) or not raw.get("interval"):
-        raise parameter_missing(name("interval"))
-    interval = raw["interval"]
-    if interval not in _INTERVALS:
-        raise StripeError(
-            "Invalid recurring[interval]: must be one of day, week, month, or year",
-            code="parameter_invalid_string",
-            param=name("interval"),
-        )
-    count = as_int(raw, "interval_count", 1, param=name("interval_count"))
-    assert count is not None
-    if count < 1 or count * _MAX_INTERVAL_DAYS[interval] > 3 * 366:
-        raise StripeError(
-            "The maximum billing interval is three years (3 years, 36 months, or 156 weeks).",
-            param=name("interval_count"),
-        )
-    usage_type = raw.get("usage_type") or "licensed"
-    if usage_type not in ("licensed", "metered"):
-        raise StripeError(
-            "Invalid recurring[usage_type]: must be one of licensed or metered",
-            code="parameter_invalid_string",
-            param=name("usage_type"),
-        )
-    meter_id = raw.get("meter") or None
-    if usage_type == "metered":
-        if not meter_id:
-            raise StripeError(
-                "A meter is required for prices with `recurring[usage_type]=metered`: pass "
-                "`recurring[meter]` (legacy usage records are not supported in this API version).",
-                code="parameter_missing",
-                param=name("meter"),
-            )
-        meter = reference(ctx, meter_id, "billing.meter", name("meter"), "meter")
-        if meter["status"] != "active":
-            raise StripeError(
-                f"You can't attach a deactivated meter ({meter_id}) to a price.",
-                param=name("meter"),
-            )
-    elif meter_id:
-        raise StripeError(
-            "`recurring[meter]` can only be set when `recurring[usage_type]=metered`.",
-            param=name("meter"),
-        )
-    trial_days = as_int(raw, "trial_period_days", param=name("trial_period_days"))
-    return {
-        "interval": interval,
-        "interval_count": count,
-        "meter": meter_id,
-        "usage_type": usage_type,
-        "trial_period_days": trial_days,
-    }
-
-
-def _lookup_key_owner(
-    ctx: Ctx, lookup_key: str, *, besides: str | None = None
-) -> dict[str, Any] | None:
-    for price in ctx.account.all("price"):
-        if price["lookup_key"] == lookup_key and price["active"] and price["id"] != besides:
-            return price
-    return None
-
-
-def _check_lookup_key(
-    ctx: Ctx, params: dict[str, Any], prefix: str, besides: str | None = None
-) -> tuple[str | None, dict[str, Any] | None]:
-    """The requested lookup key and the active price that must give it up (when transferring)."""
-    lookup_key = params.get("lookup_key") or None
-    if lookup_key is None:
-        return None, None
-    if len(lookup_key) > 200:
-        raise StripeError(
-            "Invalid lookup_key: must be at most 200 characters",
-            code="parameter_invalid_string",
-            param=param_name(prefix, "lookup_key"),
-        )
-    owner = _lookup_key_owner(ctx, lookup_key, besides=besides)
-    if owner is not None and not as_bool(params, "transfer_lookup_key", False):
-        raise StripeError(
-            f"A price (`{owner['id']}`) already uses that lookup key. Pass "
-            "`transfer_lookup_key=true` to transfer it to this price.",
-            param=param_name(prefix, "lookup_key"),
-        )
-    return lookup_key, owner
-
-
-def check_price_params(
-    ctx: Ctx, params: dict[str, Any], *, param_prefix: str = "", product_pending: bool = False
-) -> dict[str, Any]:
-    """Validate price-create params and return the computed fields (without storing anything)."""
-    prefix = param_prefix
-
-    def name(key: str) -> str:
-        return param_name(prefix, key)
-
-    currency = currency_of(params, param=name("currency"))
-    if params.get("currency_options"):
-        # Refused rather than ignored: a price silently missing its other currencies would bill
-        # wrong amounts. One price per currency works instead.
-        raise StripeError(
-            "stripesim does not support `currency_options`; create one price per currency.",
-            param=name("currency_options"),
-        )
-    scheme = params.get("billing_scheme") or "per_unit"
-    if scheme not in ("per_unit", "tiered"):
-        raise StripeError(
-            "Invalid billing_scheme: must be one of per_unit or tiered",
-            code="parameter_invalid_string",
-            param=name("billing_scheme"),
-        )
-    recurring = _recurring(ctx, params.get("recurring"), prefix)
-    custom = params.get("custom_unit_amount")
-    fields: dict[str, Any] = {
-        "currency": currency,
-        "billing_scheme": scheme,
-        "recurring": recurring,
-        "type": "recurring" if recurring else "one_time",
-        "custom_unit_amount": None,
-        "tiers_mode": None,
-        "tiers": None,
-        "transform_quantity": None,
-        "unit_amount": None,
-        "unit_amount_decimal": None,
-    }
-    if scheme == "tiered":
-        for key in ("unit_amount", "unit_amount_decimal"):
-            if params.get(key) not in (None, ""):
-                raise StripeError(
-                    f"`{key}` cannot be set with `billing_scheme=tiered`; set the "
-                    "amounts on `tiers`.",
-                    param=name(key),
-                )
-        mode = params.get("tiers_mode")
-        if not mode:
-            raise parameter_missing(name("tiers_mode"))
-        if mode not in ("graduated", "volume"):
-            raise StripeError(
-                "Invalid tiers_mode: must be one of graduated or volume",
-                code="parameter_invalid_string",
-                param=name("tiers_mode"),
-            )
-        tiers = _tiers(params, prefix)
-        fields.update(tiers_mode=mode, tiers=tiers)
-        if params.get("transform_quantity"):
-            raise StripeError(
-                "`transform_quantity` cannot be combined with `billing_scheme=tiered`.",
-                param=name("transform_quantity"),
-            )
-    else:
-        if params.get("tiers") or params.get("tiers_mode"):
-            raise StripeError(
-                "`tiers` can only be set with `billing_scheme=tiered`.", param=name("tiers")
-            )
-        if isinstance(custom, dict) and as_bool(custom, "enabled", False):
-            if recurring:
-                raise StripeError(
-                    "`custom_unit_amount` is only supported for one-time prices.",
-                    param=name("custom_unit_amount"),
-                )
-            fields["custom_unit_amount"] = {
-                "maximum": as_int(custom, "maximum"),
-                "minimum": as_int(custom, "minimum"),
-                "preset": as_int(custom, "preset"),
-            }
-        else:
-            unit, unit_decimal = _amount_pair(params, "unit_amount", "unit_amount_decimal", prefix)
-            if unit_decimal is None:
-                raise parameter_missing(name("unit_amount"))
-            fields.update(unit_amount=unit, unit_amount_decimal=unit_decimal)
-    transform = params.get("transform_quantity")
-    if transform:
-        divide_by = as_int(transform, "divide_by", param=name("transform_quantity[divide_by]"))
-        rounding = transform.get("round")
-        if not divide_by or divide_by < 1:
-            raise StripeError(
-                "transform_quantity[divide_by] must be a positive integer.",
-                param=name("transform_quantity[divide_by]"),
-            )
-        if rounding not in ("up", "down"):
-            raise StripeError(
-                "Invalid transform_quantity[round]: must be one of up or down",
-                code="parameter_invalid_string",
-                param=name("transform_quantity[round]"),
-            )
-        fields["transform_quantity"] = {"divide_by": divide_by, "round": rounding}
-    tax_behavior = params.get("tax_behavior") or "unspecified"
-    if tax_behavior not in _TAX_BEHAVIORS:
-        raise StripeError(
-            "Invalid tax_behavior: must be one of inclusive, exclusive, unspecified",
-            code="parameter_invalid_string",
-            param=name("tax_behavior"),
-        )
-    fields["tax_behavior"] = tax_behavior
-    product_id = params.get("product")
-    product_data = params.get("product_data")
-    if product_id and product_data:
-        raise StripeError(
-            "You may only specify one of these parameters: product, product_data.",
-            param=name("product_data"),
-        )
-    if product_pending:
-        pass  # `default_price_data`: the product is being created with the price
-    elif product_id:
-        reference(ctx, product_id, "product", name("product"), "product")
-    elif not product_data:
-        raise parameter_missing(name("product"))
-    elif not product_data.get("name"):
-        raise parameter_missing(name("product_data[name]"))
-    lookup_key, owner = _check_lookup_key(ctx, params, prefix)
-    fields["lookup_key"] = lookup_key
-    fields["_lookup_owner"] = owner
-    return fields
-
-
-def public_view(price: dict[str, Any], *, with_tiers: bool = False) -> dict[str, Any]:
-    """The price as the API shows it: `tiers` only with `expand[]=tiers`, as at Stripe."""
-    view = {key: value for key, value in price.items() if key != "tiers"}
-    if with_tiers:
-        view["tiers"] = price.get("tiers") or []
-    return view
-
-
-def _transfer(ctx: Ctx, owner: dict[str, Any] | None) -> None:
-    """Take the lookup key away from the price that had it (`transfer_lookup_key=true`)."""
-    if owner is None:
-        return
-    previous = {"lookup_key": owner["lookup_key"]}
-    owner["lookup_key"] = None
-    ctx.emit("price.updated", public_view(owner), previous=previous)
-
-
-def build_price(ctx: Ctx, params: dict[str, Any], *, param_prefix: str = "") -> dict[str, Any]:
-    """Create, store and announce a price from create params (validated here)."""
-    fields = check_price_params(ctx, params, param_prefix=param_prefix)
-    owner = fields.pop("_lookup_owner")
-    product_id = params.get("product")
-    if not product_id:
-        product_id = build_product(ctx, params["product_data"], param_prefix="product_data")["id"]
-    tiers = fields.pop("tiers")
-    price = ctx.build(
-        "price",
-        "price",
-        created=ctx.now(),
-        active=as_bool(params, "active", True),
-        nickname=params.get("nickname") or None,
-        product=product_id,
-        **fields,
-    )
-    if tiers is not None:
-        # Stored on the object for the billing engine; shown only with `expand[]=tiers`.
-        price["tiers"] = tiers
-    update_metadata(price, params.get("metadata"))
-    _transfer(ctx, owner)
-    ctx.account.add(price)
-    ctx.emit("price.created", public_view(price), created=price["created"])
-    return price
 
 
 def _wants_tiers(params: dict[str, Any], *, in_list: bool = False) -> bool:
@@ -428,15 +42,8 @@ def retrieve_price(ctx: Ctx, params: dict[str, Any], price_id: str) -> dict[str,
 @route("POST", "/v1/prices/{price_id}", "PriceUpdateParams")
 def update_price(ctx: Ctx, params: dict[str, Any], price_id: str) -> dict[str, Any]:
     price = ctx.account.get(price_id, "price")
-    previous: dict[str, Any] = {}
     if "tax_behavior" in params:
-        behavior = params["tax_behavior"]
-        if behavior not in _TAX_BEHAVIORS:
-            raise StripeError(
-                "Invalid tax_behavior: must be one of inclusive, exclusive, unspecified",
-                code="parameter_invalid_string",
-                param="tax_behavior",
-            )
+        behavior = tax_behavior_of(params["tax_behavior"], "tax_behavior")
         if price["tax_behavior"] not in ("unspecified", behavior):
             raise StripeError(
                 "tax_behavior cannot be changed once it is set to inclusive or exclusive.",
@@ -449,7 +56,7 @@ def update_price(ctx: Ctx, params: dict[str, Any], price_id: str) -> dict[str, A
         )
     owner = None
     if params.get("lookup_key"):
-        _, owner = _check_lookup_key(ctx, params, "", besides=price_id)
+        _, owner = check_lookup_key(ctx, params, "", besides=price_id)
     values: dict[str, Any] = {}
     if "active" in params:
         values["active"] = as_bool(params, "active")
@@ -461,21 +68,13 @@ def update_price(ctx: Ctx, params: dict[str, Any], price_id: str) -> dict[str, A
         values["tax_behavior"] = params["tax_behavior"]
     if values.get("active") and price["lookup_key"] and "lookup_key" not in params:
         # Reactivating a price whose key another active price took meanwhile is a clash too.
-        clash = _lookup_key_owner(ctx, price["lookup_key"], besides=price_id)
+        clash = lookup_key_owner(ctx, price["lookup_key"], besides=price_id)
         if clash is not None:
             raise StripeError(
                 f"A price (`{clash['id']}`) already uses that lookup key.", param="active"
             )
-    _transfer(ctx, owner)
-    for key, value in values.items():
-        if price.get(key) != value:
-            previous[key] = price.get(key)
-            price[key] = value
-    if "metadata" in params:
-        before = dict(price.get("metadata") or {})
-        update_metadata(price, params["metadata"])
-        if price["metadata"] != before:
-            previous["metadata"] = before
+    transfer_lookup_key(ctx, owner)
+    previous = apply_changes(price, values, params)
     if previous:
         ctx.emit("price.updated", public_view(price), previous=previous)
     return public_view(price, with_tiers=_wants_tiers(params))
@@ -493,11 +92,7 @@ def list_prices(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     def wanted(price: dict[str, Any]) -> bool:
         rec = price.get("recurring") or {}
         return (
-            (active is None or price["active"] == active)
-            and (product is None or price["product"] == product)
-            and (kind is None or price["type"] == kind)
-            and (currency is None or price["currency"] == currency)
-            and (not lookup_keys or price["lookup_key"] in lookup_keys)
+            (not lookup_keys or price["lookup_key"] in lookup_keys)
             and all(
                 rec.get(key) == recurring[key]
                 for key in ("interval", "usage_type", "meter")
@@ -507,61 +102,23 @@ def list_prices(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         )
 
     with_tiers = _wants_tiers(params, in_list=True)
-    views = [
-        public_view(price, with_tiers=with_tiers)
-        for price in ctx.account.all("price")
-        if wanted(price)
-    ]
     clean = {
         **params,
         "expand": [path for path in params.get("expand") or [] if path != "data.tiers"],
     }
-    return paginate(ctx.account, "price", clean, "/v1/prices", objects=views)
-
-
-# -- amounts, for the billing engine ------------------------------------------------------------
-
-
-def billable_quantity(price: dict[str, Any], quantity: int | Decimal) -> Decimal:
-    """The quantity after `transform_quantity` (divide, then round up or down)."""
-    amount = Decimal(quantity)
-    transform = price.get("transform_quantity")
-    if not transform:
-        return amount
-    divided = amount / Decimal(transform["divide_by"])
-    rounding = ROUND_CEILING if transform["round"] == "up" else ROUND_FLOOR
-    return divided.to_integral_value(rounding=rounding)
-
-
-def _tier_amount(tier: dict[str, Any], units: Decimal) -> Decimal:
-    unit = Decimal(tier["unit_amount_decimal"] or 0)
-    flat = Decimal(tier["flat_amount_decimal"] or 0)
-    return unit * units + (flat if units > 0 else Decimal(0))
-
-
-def price_amount(price: dict[str, Any], quantity: int | Decimal) -> Decimal:
-    """The exact (maybe sub-cent) amount, in minor units, for `quantity` units of `price`.
-
-    Round the result half-up to an integer for an invoice line (Stripe rounds line totals).
-    """
-    units = billable_quantity(price, quantity)
-    if price["billing_scheme"] != "tiered":
-        if price.get("unit_amount_decimal") is None:
-            return Decimal(0)
-        return Decimal(price["unit_amount_decimal"]) * units
-    tiers = price.get("tiers") or []
-    if price["tiers_mode"] == "volume":
-        # The whole quantity is priced at the tier it falls into.
-        for tier in tiers:
-            if tier["up_to"] is None or units <= tier["up_to"]:
-                return _tier_amount(tier, units) if units > 0 else Decimal(0)
-        return Decimal(0)
-    total = Decimal(0)
-    lower = Decimal(0)
-    for tier in tiers:
-        if units <= lower:
-            break
-        upper = units if tier["up_to"] is None else min(units, Decimal(tier["up_to"]))
-        total += _tier_amount(tier, upper - lower)
-        lower = upper
-    return total
+    return paginate(
+        ctx.account,
+        "price",
+        clean,
+        "/v1/prices",
+        filters={
+            "active": active,
+            "product": product,
+            "type": kind,
+            "currency": currency,
+            # One lookup key is an index lookup; several are checked one by one.
+            "lookup_key": next(iter(lookup_keys)) if len(lookup_keys) == 1 else None,
+        },
+        where=wanted,
+        view=lambda price: public_view(price, with_tiers=with_tiers),
+    )

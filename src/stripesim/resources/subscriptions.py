@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stripesim import billing
+from stripesim import billing, objects
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, paginate, search
+from stripesim.lists import as_bool, paginate, required_object, search
 from stripesim.registry import Ctx, route
 from stripesim.resources.customers import CANCEL_HOOKS
 
@@ -33,9 +33,13 @@ def create_subscription(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
 
 @route("GET", "/v1/subscriptions/search", "SubscriptionSearchParams")
 def search_subscriptions(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    for sub in ctx.account.all("subscription"):
-        billing.items_of(ctx.account, sub)
-    return search(ctx.account, "subscription", params, "/v1/subscriptions/search")
+    return search(
+        ctx.account,
+        "subscription",
+        params,
+        "/v1/subscriptions/search",
+        view=lambda s: _view(ctx, s),
+    )
 
 
 @route("GET", "/v1/subscriptions/{subscription_id}", "SubscriptionRetrieveParams")
@@ -81,24 +85,28 @@ def list_subscriptions(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     collection = params.get("collection_method")
 
     def where(sub: dict[str, Any]) -> bool:
-        if status in (None, ""):
-            if sub["status"] in _ENDED:
-                return False
-        elif status == "ended":
-            if sub["status"] not in _ENDED:
-                return False
-        elif status != "all" and sub["status"] != status:
+        # No status lists every subscription not ended; `ended` the ended ones; `all` all.
+        if status in (None, "") and sub["status"] in _ENDED:
             return False
-        if customer and sub["customer"] != customer:
-            return False
-        if clock and sub.get("test_clock") != clock:
-            return False
-        if collection and sub["collection_method"] != collection:
+        if status == "ended" and sub["status"] not in _ENDED:
             return False
         items = billing.items_of(ctx.account, sub)
         return not (price and all(item["price"]["id"] != price for item in items))
 
-    return paginate(ctx.account, "subscription", params, "/v1/subscriptions", where=where)
+    exact = status if status not in (None, "", "ended", "all") else None
+    return paginate(
+        ctx.account,
+        "subscription",
+        params,
+        "/v1/subscriptions",
+        filters={
+            "customer": customer or None,
+            "test_clock": clock or None,
+            "collection_method": collection or None,
+            "status": exact,
+        },
+        where=where,
+    )
 
 
 # -- subscription items ----------------------------------------------------------------------------
@@ -112,10 +120,8 @@ def _item_change(params: dict[str, Any]) -> dict[str, Any]:
 
 @route("POST", "/v1/subscription_items", "SubscriptionItemCreateParams")
 def create_subscription_item(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    subscription_id = params.get("subscription")
-    if not subscription_id:
-        raise parameter_missing("subscription")
-    sub = ctx.account.get(subscription_id, "subscription", param="subscription")
+    sub = required_object(ctx.account, params, "subscription", "subscription")
+    subscription_id = sub["id"]
     if not params.get("price"):
         raise parameter_missing("price")
     before = set(sub["_item_ids"])
@@ -164,15 +170,13 @@ def delete_subscription_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> 
         item["subscription"],
         {"items": [{"id": item_id, "deleted": "true"}], **_item_change(params)},
     )
-    return {"id": item_id, "object": "subscription_item", "deleted": True}
+    return objects.deleted("subscription_item", item_id)
 
 
 @route("GET", "/v1/subscription_items", "SubscriptionItemListParams")
 def list_subscription_items(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    subscription_id = params.get("subscription")
-    if not subscription_id:
-        raise parameter_missing("subscription")
-    sub = ctx.account.get(subscription_id, "subscription", param="subscription")
+    sub = required_object(ctx.account, params, "subscription", "subscription")
+    subscription_id = sub["id"]
     items = billing.items_of(ctx.account, sub)
     return paginate(
         ctx.account,

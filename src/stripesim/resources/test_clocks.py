@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stripesim import billing
+from stripesim import billing, objects
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_int, paginate, render
 from stripesim.registry import Ctx, route
@@ -53,12 +53,11 @@ def list_test_clocks(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
 def delete_test_clock(ctx: Ctx, params: dict[str, Any], clock_id: str) -> dict[str, Any]:
     clock = _clock(ctx, clock_id)
     # Deleting a clock deletes the customers on it (and so cancels their subscriptions).
-    for customer in list(ctx.account.all("customer")):
-        if customer.get("test_clock") == clock_id:
-            delete_customer(ctx, {}, customer["id"])
-    clock["deleted"] = True
+    for customer in ctx.account.where("customer", test_clock=clock_id):
+        delete_customer(ctx, {}, customer["id"])
+    ctx.account.delete(clock)
     ctx.emit("test_helpers.test_clock.deleted", clock, created=ctx.now())
-    return {"id": clock_id, "object": _KIND, "deleted": True}
+    return objects.deleted(_KIND, clock_id)
 
 
 @route(

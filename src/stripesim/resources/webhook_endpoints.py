@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 from urllib.parse import urlparse
 
+from stripesim import objects
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, paginate, update_metadata
 from stripesim.registry import Ctx, route
@@ -93,7 +94,7 @@ def delete_webhook_endpoint(ctx: Ctx, params: dict[str, Any], endpoint_id: str) 
     ctx.account.get(endpoint_id, KIND, label="webhook endpoint")
     # Removed outright: deliveries still queued for it find no endpoint and stop.
     ctx.account.remove(endpoint_id)
-    return {"id": endpoint_id, "object": KIND, "deleted": True}
+    return objects.deleted(KIND, endpoint_id)
 
 
 @route("GET", "/v1/webhook_endpoints", "WebhookEndpointListParams")

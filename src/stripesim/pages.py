@@ -1,0 +1,95 @@
+"""What the hosted pages (Checkout, the Portal, 3D Secure, invoices) share: templates, lookups."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from stripesim import cards, payments
+from stripesim.errors import StripeError
+from stripesim.registry import Ctx
+from stripesim.state import Account, Simulator
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("stripesim", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+)
+_templates.filters["money"] = lambda amount, currency: payments.format_amount(
+    int(amount), currency or "usd"
+)
+
+
+def render_page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """Render one of the simulator's page templates."""
+    return HTMLResponse(_templates.get_template(template).render(**context), status_code=status)
+
+
+def find_object(sim: Simulator, object_id: str, kind: str) -> tuple[Account, dict[str, Any]] | None:
+    """Find an object by id in whichever account (platform or connected) holds it."""
+    for account in sim.accounts.values():
+        obj = account.find(object_id)
+        if obj is not None and obj.get("object") == kind:
+            return account, obj
+    return None
+
+
+@contextlib.contextmanager
+def hosted(
+    sim: Simulator, request: Request, object_id: str, kind: str
+) -> Iterator[tuple[Ctx, dict[str, Any]] | None]:
+    """Hold the simulator's lock over a page's work on `object_id` (None when it is unknown)."""
+    with sim.lock:
+        found = find_object(sim, object_id, kind)
+        yield (page_ctx(sim, found[0], request), found[1]) if found is not None else None
+
+
+def page_ctx(sim: Simulator, account: Account, request: Request) -> Ctx:
+    """Return a context for a hosted page acting in `account` (events carry no request id)."""
+    return Ctx(sim, account, None, None, str(request.base_url).rstrip("/"))  # type: ignore[arg-type]
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    """Read a posted HTML form."""
+    form = await request.form()
+    return {key: str(value) for key, value in form.items()}
+
+
+def card_from_form(ctx: Ctx, form: dict[str, str], *, created: int) -> dict[str, Any]:
+    """Make a PaymentMethod from a page's card fields; bad input raises a card error."""
+    number = form.get("card_number", "").strip()
+    if not number:
+        raise StripeError(
+            "Your card number is incomplete.",
+            status=402,
+            type="card_error",
+            code="incomplete_number",
+        )
+    spec = cards.by_number(number)
+    expiry = form.get("card_expiry", "").replace(" ", "")
+    month_text, _, year_text = expiry.partition("/")
+    if not (month_text.isdigit() and year_text.isdigit()):
+        raise StripeError(
+            "Your card's expiration date is incomplete.",
+            status=402,
+            type="card_error",
+            code="incomplete_expiry",
+        )
+    return payments.new_card_payment_method(
+        ctx,
+        spec,
+        exp_month=int(month_text),
+        exp_year=int(year_text),
+        cvc=form.get("card_cvc") or None,
+        billing_details={"name": form.get("cardholder_name") or None, "email": form.get("email")},
+        created=created,
+    )
+
+
+def message_page(status: int, title: str, message: str, link: str | None = None) -> HTMLResponse:
+    """Render a page that only says something (and perhaps links on)."""
+    return render_page("message.html", status, title=title, message=message, link=link)
