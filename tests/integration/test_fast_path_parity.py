@@ -21,7 +21,7 @@ import stripe
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from stripesim.fixtures import example
+from tests.stripe_reference import example
 from tollgate.api.app import create_app
 from tollgate.api.fastpath import EntitlementFastPath
 from tollgate.bootstrap import Container, build_container
