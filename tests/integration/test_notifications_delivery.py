@@ -16,7 +16,6 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from stripesim.testing import free_port
-from tollgate.app_webhooks import AppWebhookSignatureError
 from tollgate.bootstrap import Container, build_container
 from tollgate.client import verify_app_webhook
 from tollgate.clock import FrozenClock
@@ -29,6 +28,7 @@ from tollgate.services.outbox import (
     queue_app_event,
     queue_email,
 )
+from tollgate_client.app_webhooks import AppWebhookSignatureError
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 SMTP_PASSWORD = "s3cret-smtp-password"

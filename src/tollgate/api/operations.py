@@ -26,7 +26,7 @@ from tollgate.api.schemas import (
 )
 from tollgate.bootstrap import Container
 from tollgate.services import credits, customers, subscriptions, usage
-from tollgate.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
+from tollgate_client.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
 
 # -- customers -------------------------------------------------------------------------------
 

@@ -28,10 +28,10 @@ from tollgate.api.schemas import (
     invalid_input,
 )
 from tollgate.bootstrap import Container
-from tollgate.client.backend import Body
-from tollgate.client.verbs import Client
 from tollgate.domain.entitlements import Decision
-from tollgate.views import (
+from tollgate_client.backend import Body
+from tollgate_client.verbs import Client
+from tollgate_client.views import (
     CheckoutSession,
     CreditEntryView,
     CreditsView,

@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 from tollgate.domain.catalog import Aggregation, Catalog, FeatureType, Plan, PlanFeature
 from tollgate.domain.metering import Period, overage_minor, percent_used
 from tollgate.money import format_minor
+from tollgate_client.decisions import Code, Decision
 
 FULL_ACCESS_STATUSES = frozenset({"trialing", "active", "canceling"})
 
@@ -29,16 +30,6 @@ class Access(StrEnum):
     FULL = "full"  # the subscribed plan
     REDUCED = "reduced"  # the plan's reduced access (payment overdue past the grace period)
     DEFAULT = "default"  # the default plan
-
-
-class Code(StrEnum):
-    """Why a decision came out as it did, for programs (the reason is for people)."""
-
-    ALLOWED = "allowed"
-    NOT_IN_PLAN = "not_in_plan"
-    LIMIT_EXCEEDED = "limit_exceeded"
-    PAYMENT_OVERDUE = "payment_overdue"
-    INSUFFICIENT_CREDITS = "insufficient_credits"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,46 +79,6 @@ class FeatureEntitlement:
             "overage": self.overage,
             "percent": self.percent,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer to "may this customer use `quantity` of `feature`?"."""
-
-    allowed: bool
-    feature: str
-    reason: str
-    code: Code
-    limit: int | None
-    used: int | None
-    remaining: int | None
-    warning: str | None = None
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "allowed": self.allowed,
-            "feature": self.feature,
-            "reason": self.reason,
-            "code": self.code.value,
-            "limit": self.limit,
-            "used": self.used,
-            "remaining": self.remaining,
-            "warning": self.warning,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Decision:
-        """Return the decision `to_json` described (what a client reads from the API)."""
-        return cls(
-            allowed=bool(data["allowed"]),
-            feature=str(data["feature"]),
-            reason=str(data["reason"]),
-            code=Code(data["code"]),
-            limit=data.get("limit"),
-            used=data.get("used"),
-            remaining=data.get("remaining"),
-            warning=data.get("warning"),
-        )
 
 
 @dataclass(frozen=True)

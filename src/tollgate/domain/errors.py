@@ -6,41 +6,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-
-class TollgateError(Exception):
-    """Base of Tollgate's expected errors: a stable `type`, a message and the offending param."""
-
-    type: ClassVar[str] = "tollgate_error"
-
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-
-    def to_json(self) -> dict[str, str]:
-        """Return the body of the API's {"error": ...} answer."""
-        body = {"type": self.type, "message": self.message}
-        if self.param is not None:
-            body["param"] = self.param
-        return body
-
-
-class InvalidRequest(TollgateError):
-    """The request is malformed or asks for something the catalog or state does not allow."""
-
-    type: ClassVar[str] = "invalid_request_error"
-
-
-class NotFound(TollgateError):
-    """The named object does not exist."""
-
-    type: ClassVar[str] = "not_found"
-
-
-class Conflict(TollgateError):
-    """The request contradicts the current state, e.g. a repeat with different content."""
-
-    type: ClassVar[str] = "conflict"
+# The errors the API answers with are the client's own classes, so an app catches the same ones
+# from the HTTP client and the in-process client.
+from tollgate_client.errors import Conflict as Conflict
+from tollgate_client.errors import InvalidRequest as InvalidRequest
+from tollgate_client.errors import NotFound as NotFound
+from tollgate_client.errors import TollgateError as TollgateError
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from tollgate.services.credit_ledger import (
 )
 from tollgate.services.customers import check_url, customer_view, load_customer, stripe_customer
 from tollgate.stripe.gateway import StripeGateway
-from tollgate.views import CheckoutSession, CreditEntryView, CreditsView
+from tollgate_client.views import CheckoutSession, CreditEntryView, CreditsView
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 LIVE_STATUSES = ("active", "trialing")

@@ -37,7 +37,7 @@ from tollgate.services.catalog import sync_catalog
 from tollgate.services.credit_ledger import forget_credits, grant_onboarding_credits
 from tollgate.stripe.errors import StripeFailure, StripeUnavailable
 from tollgate.stripe.gateway import StripeGateway
-from tollgate.views import CustomerView
+from tollgate_client.views import CustomerView
 
 CUSTOMER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,254}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")

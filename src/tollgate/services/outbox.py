@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 from sqlalchemy import Connection, Table, and_, select, update
 
-from tollgate.app_webhooks import SIGNATURE_HEADER, sign_app_webhook
 from tollgate.clock import Clock
 from tollgate.config import Settings
 from tollgate.db.dialects import insert_if_new
@@ -35,6 +34,7 @@ from tollgate.notify.email import (
     build_message,
     transport_from_url,
 )
+from tollgate_client.app_webhooks import SIGNATURE_HEADER, sign_app_webhook
 
 log = logging.getLogger("tollgate.outbox")
 

@@ -57,7 +57,7 @@ from tollgate.services.customers import (
 from tollgate.stripe.errors import StripeFailure, StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import subscription_snapshot
-from tollgate.views import CheckoutSession, PendingChangeView, SubscriptionView
+from tollgate_client.views import CheckoutSession, PendingChangeView, SubscriptionView
 
 log = logging.getLogger("tollgate.subscriptions")
 

@@ -8,12 +8,11 @@ from typing import Any
 
 import httpx
 
-from tollgate.client.backend import Body
-from tollgate.client.errors import ApiError
-from tollgate.client.verbs import Client
-from tollgate.domain.entitlements import Decision
-from tollgate.domain.errors import Conflict, InvalidRequest, NotFound, TollgateError
-from tollgate.views import (
+from tollgate_client.backend import Body
+from tollgate_client.decisions import Decision
+from tollgate_client.errors import ApiError, Conflict, InvalidRequest, NotFound, TollgateError
+from tollgate_client.verbs import Client
+from tollgate_client.views import (
     CheckoutSession,
     CreditEntryView,
     CreditsView,

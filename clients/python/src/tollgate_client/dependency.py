@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from tollgate.client.errors import denied_status
-from tollgate.client.verbs import Client
-from tollgate.domain.entitlements import Decision
+from tollgate_client.decisions import Decision
+from tollgate_client.errors import denied_status
+from tollgate_client.verbs import Client
 
 
 def require_feature(

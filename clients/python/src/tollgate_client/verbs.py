@@ -8,10 +8,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, ParamSpec, Self, TypeVar
 
-from tollgate.client.backend import Backend
-from tollgate.client.errors import FeatureDenied
-from tollgate.domain.entitlements import Decision
-from tollgate.views import (
+from tollgate_client.backend import Backend
+from tollgate_client.decisions import Decision
+from tollgate_client.errors import FeatureDenied
+from tollgate_client.views import (
     CheckoutSession,
     CreditEntryView,
     CreditsView,

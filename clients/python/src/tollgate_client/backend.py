@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from tollgate.domain.entitlements import Decision
-from tollgate.views import (
+from tollgate_client.decisions import Decision
+from tollgate_client.views import (
     CheckoutSession,
     CreditEntryView,
     CreditsView,
