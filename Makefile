@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	touch $(STAMP)
 
 ## Run the simulator, the server on SQLite, the demo catalog and data; prints the URLs.
+## `make dev ARGS='--port 8001 --catalog plans.yaml'` passes options on.
 dev: $(STAMP)
-	$(BIN)/tollgate dev
+	$(BIN)/tollgate dev $(ARGS)
 
 ## Lint, format check, types, import contracts, then every test (SQLite and PostgreSQL).
 test: $(STAMP) lint

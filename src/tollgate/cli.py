@@ -8,6 +8,8 @@ and the Stripe SDK up front would make every command, `--help` included, wait fo
 from __future__ import annotations
 
 import json
+import os
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -39,6 +41,33 @@ events_app = typer.Typer(
 app.add_typer(events_app, name="events")
 
 F = TypeVar("F", bound=Callable[..., Any])
+DEV_DIR = ".tollgate-dev"
+
+
+@app.callback()
+def main_options(
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help=f"Use the running `tollgate dev` (its settings in {DEV_DIR}/env).",
+        ),
+    ] = False,
+) -> None:
+    """Tollgate: billing, entitlements and usage metering on Stripe."""
+    if dev:
+        _use_dev_settings(Path(DEV_DIR) / "env")
+
+
+def _use_dev_settings(path: Path) -> None:
+    """Load the `export NAME=value` lines `tollgate dev` wrote into this process's environment."""
+    if not path.exists():
+        fail(f"{path} not found: start the dev instance with `make dev` (or `tollgate dev`) here")
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            name, _, quoted = line.removeprefix("export ").partition("=")
+            values = shlex.split(quoted)
+            os.environ[name] = values[0] if values else ""
 
 
 def fail(message: str) -> None:
@@ -90,12 +119,16 @@ def dev(
     stripe_port: Annotated[int, typer.Option(help="Port of the simulated Stripe.")] = 12111,
     data_dir: Annotated[
         Path, typer.Option(help="Where the dev database lives (recreated).")
-    ] = Path(".tollgate-dev"),
+    ] = Path(DEV_DIR),
+    catalog: Annotated[
+        Path | None,
+        typer.Option(help="Your plans YAML (default: the example catalog); checked first."),
+    ] = None,
 ) -> None:
     """Start the Stripe simulator and the server on SQLite with the demo catalog and data."""
     from tollgate.devserver import run_dev
 
-    run_dev(port=port, stripe_port=stripe_port, data_dir=data_dir)
+    run_dev(port=port, stripe_port=stripe_port, data_dir=data_dir, catalog=catalog)
 
 
 @app.command()
@@ -163,7 +196,9 @@ def db_current() -> None:
 
     settings = _settings()
     database = Database(settings.database_url)
-    current, newest = current_revision(database.engine), head_revision(settings.database_url)
+    newest = head_revision(settings.database_url)
+    missing = database.missing_file()
+    current = f"none (no database at {missing})" if missing else current_revision(database.engine)
     typer.echo(f"current: {current}  newest: {newest}")
 
 

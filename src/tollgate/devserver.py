@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
+import socket
 import threading
 from pathlib import Path
 
@@ -13,8 +15,8 @@ import uvicorn
 
 from tollgate.api.app import create_app
 from tollgate.bootstrap import Container, build_container
-from tollgate.catalog_file import example_catalog_path
-from tollgate.config import ConfigError, load_settings
+from tollgate.catalog_file import example_catalog_path, load_catalog_file
+from tollgate.config import ConfigError, Settings, load_settings
 from tollgate.db.migrate import upgrade
 from tollgate.jobs.schedule import Worker
 from tollgate.services.api_keys import create_api_key
@@ -23,6 +25,46 @@ from tollgate.services.customers import NewCustomer, create_customer
 from tollgate.services.subscriptions import start_checkout
 
 DEV_STRIPE_KEY = "sk_test_tollgate_dev_simulator"
+# What `tollgate dev` writes for the other commands: `source` it, or run `tollgate --dev …`.
+ENV_FILE = "env"
+
+
+def require_free_port(port: int, flag: str, what: str) -> None:
+    """Raise a one-line error naming the flag that moves `what` when `port` is taken."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise ConfigError(
+                f"port {port} for {what} is taken (another `tollgate dev`?); "
+                f"choose another with `tollgate dev {flag} PORT` (`make dev ARGS='{flag} PORT'`)"
+            ) from None
+
+
+def write_env_file(data_dir: Path, settings: Settings, *, api_url: str, api_key: str) -> Path:
+    """Write the dev instance's settings as `export` lines; return the file's path.
+
+    It holds the simulator's key and local API keys, so only its owner may read it.
+    """
+    values = {
+        "TOLLGATE_ENV": "dev",
+        "TOLLGATE_DATABASE_URL": settings.database_url,
+        "TOLLGATE_CATALOG": str(settings.catalog_path),
+        "STRIPE_SECRET_KEY": DEV_STRIPE_KEY,
+        "STRIPE_API_BASE": settings.stripe_api_base or "",
+        "STRIPE_WEBHOOK_SECRETS": ",".join(settings.stripe_webhook_secrets),
+        "TOLLGATE_SMTP_URL": settings.smtp_url.get_secret_value() if settings.smtp_url else "",
+        "TOLLGATE_URL": api_url,
+        "TOLLGATE_API_KEY": api_key,
+    }
+    path = (data_dir / ENV_FILE).resolve()
+    path.write_text(
+        "# Written by `tollgate dev`: `source` this file to point tollgate commands at it.\n"
+        + "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
+    )
+    path.chmod(0o600)
+    return path
 
 
 def _demo_checkout(container: Container, api: str) -> str:
@@ -49,11 +91,15 @@ def _demo_checkout(container: Container, api: str) -> str:
     return session.url
 
 
-def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
+def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None = None) -> None:
     """Serve everything a newcomer needs to watch Tollgate work, with no Stripe account."""
     given_key = os.environ.get("STRIPE_SECRET_KEY", "")
     if "_live_" in given_key:
         raise ConfigError("STRIPE_SECRET_KEY: a live key cannot be used with `tollgate dev`")
+    catalog_path = (catalog or example_catalog_path()).resolve()
+    load_catalog_file(catalog_path)  # every problem listed, with its path, before anything runs
+    require_free_port(port, "--port", "Tollgate's API")
+    require_free_port(stripe_port, "--stripe-port", "the Stripe simulator")
     # stripesim is a dev dependency wired in only here and in tests.
     from stripesim.testing import run_simulator
 
@@ -66,7 +112,7 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
         settings = load_settings(
             TOLLGATE_ENV="dev",
             TOLLGATE_DATABASE_URL=database_url,
-            TOLLGATE_CATALOG=str(example_catalog_path()),
+            TOLLGATE_CATALOG=str(catalog_path),
             STRIPE_SECRET_KEY=DEV_STRIPE_KEY,
             STRIPE_API_BASE=stripe_sim.url,
             STRIPE_MAX_RETRIES=1,
@@ -90,6 +136,7 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
                 stripe_sim.sim.add_webhook_endpoint(
                     f"{api}/webhooks/stripe", secret=webhook_secret, connect=connect
                 )
+        env_file = write_env_file(data_dir, settings, api_url=api, api_key=write_key.secret)
         checkout_url = _demo_checkout(container, api)
         lines = [
             "",
@@ -103,6 +150,8 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path) -> None:
             f"  write API key  {write_key.secret}",
             f"  read API key   {read_key.secret}",
             f"  emails         .eml files in {(data_dir / 'mail').resolve()}",
+            f"  settings       {env_file}: `source {env_file}` in another terminal (or run",
+            "                 `tollgate --dev …`), and every tollgate command uses this instance",
             f"  demo checkout  {checkout_url}",
             "                 (acme-inc starts a 14-day Pro trial; card 4242 4242 4242 4242)",
             "",

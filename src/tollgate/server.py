@@ -18,7 +18,18 @@ log = logging.getLogger("tollgate")
 
 
 def require_migrated(database: Database) -> None:
-    """Raise a clear error unless the schema is at the newest migration."""
+    """Raise a clear error unless the schema is at the newest migration.
+
+    A SQLite file that does not exist is not created here: only `tollgate db upgrade` (and
+    `tollgate dev`) make a database.
+    """
+    missing = database.missing_file()
+    if missing is not None:
+        raise ConfigError(
+            f"TOLLGATE_DATABASE_URL: the database is empty (there is no file at {missing}); "
+            "run `tollgate db upgrade` first, or use the running dev instance: "
+            "`source .tollgate-dev/env` (or `tollgate --dev …`)"
+        )
     current, head = current_revision(database.engine), head_revision(database.url)
     if current != head:
         state = "is empty" if current is None else f"is at {current}"

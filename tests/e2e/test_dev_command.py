@@ -4,37 +4,51 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from stripesim.testing import free_port
 
+CLI = [sys.executable, "-m", "tollgate.cli"]
 
-def test_dev_serves_health_openapi_and_the_catalog(tmp_path: Path) -> None:
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("TOLLGATE_", "STRIPE_"))}
+
+
+@dataclass
+class Dev:
+    output: str
+    api: str
+    stripe_port: int
+    cwd: Path
+
+    def key(self, scope: str) -> str:
+        found = re.search(rf"{scope} API key\s+(\S+)", self.output)
+        assert found, self.output
+        return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
+    """`tollgate dev` started in a directory of its own, with its default data dir."""
+    cwd = tmp_path_factory.mktemp("dev")
     port, stripe_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOLLGATE_", "STRIPE_"))}
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tollgate.cli",
-            "dev",
-            "--port",
-            str(port),
-            "--stripe-port",
-            str(stripe_port),
-            "--data-dir",
-            str(tmp_path / "dev"),
-        ],
+        [*CLI, "dev", "--port", str(port), "--stripe-port", str(stripe_port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env,
-        cwd=tmp_path,
+        env=_clean_env(),
+        cwd=cwd,
     )
     try:
         output = ""
@@ -53,39 +67,123 @@ def test_dev_serves_health_openapi_and_the_catalog(tmp_path: Path) -> None:
             except httpx.TransportError:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
-        assert httpx.get(f"{api}/openapi.json").json()["info"]["title"] == "Tollgate"
-        key = re.search(r"read API key\s+(\S+)", output)
-        assert key, output
-        catalog = httpx.get(
-            f"{api}/v1/catalog", headers={"Authorization": f"Bearer {key.group(1)}"}
-        )
-        assert {plan["id"] for plan in catalog.json()["plans"]} == {
-            "free",
-            "pro",
-            "enterprise",
-            "team",
-        }
-        assert f"http://127.0.0.1:{stripe_port}" in output
-        checkout = re.search(r"demo checkout\s+(\S+)", output)
-        assert checkout, output
-        page = httpx.get(checkout.group(1))
-        assert page.status_code == 200
-        assert "4242" in page.text
-        # Paying the demo checkout reaches Tollgate as the simulator's webhooks.
-        form = {"card_number": "4242424242424242", "card_expiry": "12 / 34", "card_cvc": "123"}
-        paid = httpx.post(checkout.group(1), data=form)
-        assert paid.status_code in (200, 303), paid.text
-        customer: dict[str, object] = {}
-        while customer.get("status") != "trialing":
-            assert time.monotonic() < deadline, customer
-            time.sleep(0.1)
-            customer = httpx.get(
-                f"{api}/v1/customers/acme-inc",
-                headers={"Authorization": f"Bearer {key.group(1)}"},
-            ).json()
-        assert customer["plan"] == "pro"
+        yield Dev(output, api, stripe_port, cwd)
     finally:
         process.terminate()
         process.wait(timeout=20)
         if process.stdout:
             process.stdout.close()
+
+
+def test_dev_serves_health_openapi_and_the_catalog(dev: Dev) -> None:
+    api, key = dev.api, dev.key("read")
+    assert httpx.get(f"{api}/openapi.json").json()["info"]["title"] == "Tollgate"
+    catalog = httpx.get(f"{api}/v1/catalog", headers={"Authorization": f"Bearer {key}"})
+    assert {plan["id"] for plan in catalog.json()["plans"]} == {
+        "free",
+        "pro",
+        "enterprise",
+        "team",
+    }
+    assert f"http://127.0.0.1:{dev.stripe_port}" in dev.output
+    checkout = re.search(r"demo checkout\s+(\S+)", dev.output)
+    assert checkout, dev.output
+    page = httpx.get(checkout.group(1))
+    assert page.status_code == 200
+    assert "4242" in page.text
+    # Paying the demo checkout reaches Tollgate as the simulator's webhooks.
+    form = {"card_number": "4242424242424242", "card_expiry": "12 / 34", "card_cvc": "123"}
+    paid = httpx.post(checkout.group(1), data=form)
+    assert paid.status_code in (200, 303), paid.text
+    customer: dict[str, object] = {}
+    deadline = time.monotonic() + 30
+    while customer.get("status") != "trialing":
+        assert time.monotonic() < deadline, customer
+        time.sleep(0.1)
+        customer = httpx.get(
+            f"{api}/v1/customers/acme-inc", headers={"Authorization": f"Bearer {key}"}
+        ).json()
+    assert customer["plan"] == "pro"
+
+
+def test_other_commands_use_the_dev_instance_through_its_settings_file(dev: Dev) -> None:
+    env_file = dev.cwd / ".tollgate-dev" / "env"
+    assert f"settings       {env_file.resolve()}" in dev.output
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"  # it holds the dev keys
+    through_flag = subprocess.run(
+        [*CLI, "--dev", "db", "current"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=dev.cwd,
+    )
+    assert through_flag.returncode == 0, through_flag.stderr
+    assert "none" not in through_flag.stdout, through_flag.stdout
+    sourced = subprocess.run(
+        ["bash", "-c", f"source {env_file} && {' '.join(CLI)} catalog validate"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=dev.cwd,
+    )
+    assert sourced.returncode == 0, sourced.stderr
+    assert "ok (4 plans" in sourced.stdout
+    assert not (dev.cwd / "tollgate.db").exists()
+
+
+def test_a_taken_port_is_named_with_the_flag_that_moves_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [*CLI, "dev", "--port", str(port), "--stripe-port", str(free_port())],
+            capture_output=True,
+            text=True,
+            env=_clean_env(),
+            cwd=tmp_path,
+            timeout=60,
+        )
+    assert run.returncode == 2
+    assert f"port {port} for Tollgate's API is taken" in run.stderr
+    assert "tollgate dev --port PORT" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / ".tollgate-dev").exists()
+
+
+def test_dev_checks_its_catalog_first_and_lists_every_problem(tmp_path: Path) -> None:
+    plans = tmp_path / "plans.yaml"
+    plans.write_text(
+        "currency: usdd\ndefault_plan: free\nfeatures: {}\n"
+        "plans:\n  free: {name: Free, prices: []}\n"
+    )
+    run = subprocess.run(
+        [*CLI, "dev", "--catalog", str(plans), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "currency: 'usdd' is not an ISO 4217 currency code" in run.stderr
+    assert not (tmp_path / ".tollgate-dev").exists()
+
+
+def test_commands_never_create_a_database_they_were_not_asked_to(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [*CLI, "events", "list"], capture_output=True, text=True, env=_clean_env(), cwd=tmp_path
+    )
+    assert run.returncode == 2
+    assert "the database is empty (there is no file at" in run.stderr
+    assert "source .tollgate-dev/env" in run.stderr
+    assert not (tmp_path / "tollgate.db").exists()
+    missing = subprocess.run(
+        [*CLI, "--dev", "events", "list"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=tmp_path,
+    )
+    assert missing.returncode == 2
+    assert "start the dev instance with `make dev`" in missing.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -52,6 +53,14 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def missing_file(self) -> Path | None:
+        """Return the SQLite file this database would create on first use, if it does not exist."""
+        database = self.engine.url.database
+        if self.dialect != "sqlite" or not database or database == ":memory:":
+            return None
+        path = Path(database)
+        return None if path.exists() else path.resolve()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
