@@ -15,7 +15,7 @@ from tollgate.services import changes as _changes  # noqa: F401  (registers the 
 from tollgate.services.api_keys import ApiKeyAuthenticator
 from tollgate.services.dunning import use_dunning_policy
 from tollgate.services.entitlements import EntitlementCache
-from tollgate.services.usage_redis import RedisCounters
+from tollgate.services.usage import RedisCounters
 from tollgate.stripe.gateway import StripeGateway
 
 

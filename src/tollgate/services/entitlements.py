@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, literal, select, union_all
+from sqlalchemy import Connection, select
 
 from tollgate.clock import Clock
-from tollgate.db.tables import CUSTOMERS, SUBSCRIPTIONS, USAGE_COUNTERS, USAGE_PENDING
+from tollgate.db.queries import usage as usage_queries
+from tollgate.db.tables import CUSTOMERS, SUBSCRIPTIONS
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, FeatureType
 from tollgate.domain.entitlements import CustomerState, Decision, Entitlements, entitlements
@@ -163,33 +164,8 @@ def _billing_customer(
 def period_usage(connection: Connection, customer_id: str, period: Period) -> dict[str, int]:
     """Return the customer's usage per meter in the period (with pending usage folded in)."""
     return usage_with_pending(
-        connection.execute(_PERIOD_USAGE, {"customer": customer_id, "start": period.start}).all()
+        usage_queries.period_usage_rows(connection, customer_id, period.start)
     )
-
-
-# The counters, and the usage counted in Redis not yet folded into them (usage_pending).
-_PERIOD_USAGE = union_all(
-    select(
-        USAGE_COUNTERS.c.meter,
-        USAGE_COUNTERS.c.value,
-        USAGE_COUNTERS.c.last_at,
-        USAGE_COUNTERS.c.last_event_id,
-        literal("").label("aggregation"),
-    ).where(
-        USAGE_COUNTERS.c.customer_id == bindparam("customer"),
-        USAGE_COUNTERS.c.period_start == bindparam("start"),
-    ),
-    select(
-        USAGE_PENDING.c.meter,
-        USAGE_PENDING.c.value,
-        USAGE_PENDING.c.last_at,
-        USAGE_PENDING.c.last_event_id,
-        USAGE_PENDING.c.aggregation,
-    ).where(
-        USAGE_PENDING.c.customer_id == bindparam("customer"),
-        USAGE_PENDING.c.period_start == bindparam("start"),
-    ),
-)
 
 
 def credit_prices(catalog: Catalog) -> dict[str, int]:

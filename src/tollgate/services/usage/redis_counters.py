@@ -1,10 +1,11 @@
-"""Hot usage counters in Redis: the hard-limit check and the increment as one atomic step.
+"""Usage counted in Redis: the hard-limit check and the increment as one atomic step.
 
 With `TOLLGATE_REDIS_URL` set, `record_usage` counts a batch here, in one Lua script that walks
-the batch's events in order, refuses each one that would pass a hard limit and increments the
-rest, so concurrent batches from any number of processes cannot overshoot a limit. The database
-stays the record: the events, and one pending row per counter per batch (usage_pending), commit
-in the request's transaction, and a flush job folds pending rows into usage_counters.
+the batch's new events in order, refuses each one that would pass a hard limit and increments
+the rest, so concurrent batches from any number of processes cannot overshoot a limit. The
+database stays the record: the events, and one pending row per counter per batch
+(usage_pending), commit in the request's transaction, and `flush_usage` folds pending rows into
+usage_counters.
 
 A counter is a hash `<prefix>u:<period start>:<meter>:<customer>` with fields `v` (the value),
 `a`/`i` (time and id of the latest reading, for `last` meters), `w` (the highest warning percent
@@ -12,24 +13,32 @@ known to be recorded), `n` (how many batches touched it) and `g` (a generation s
 hash is built from the database). A missing hash (Redis restarted, a key evicted or expired) is
 built from the database before use. When the transaction fails after the script, the increment
 is given back (a `sum` is decremented if the hash is still the same generation; `max` and `last`
-hashes are dropped and rebuilt). A process that dies between the script and its commit leaves
-the hash over-counted until `resync` sees it differ from the database twice with nobody touching
-it in between, and sets it to the database's value.
+hashes are dropped and rebuilt); so is an event's, when its credits are used up. A process that
+dies between the script and its commit leaves the hash over-counted until `resync_usage` sees it
+differ from the database twice with nobody touching it in between, and sets it to the
+database's value.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar
 
 import redis
+from sqlalchemy import Connection
 
+from tollgate.db.queries import usage as queries
 from tollgate.domain.catalog import Aggregation
 from tollgate.domain.errors import TollgateError
+from tollgate.domain.metering import Counter, fold_pending
+from tollgate.services.usage.counters import Tally
+from tollgate.services.usage.events import Event
 
 log = logging.getLogger("tollgate.usage")
 
@@ -238,6 +247,17 @@ class RedisCounters:
     def close(self) -> None:
         self.client.close()
 
+    @contextmanager
+    def batch(self) -> Iterator[RedisBatch]:
+        """Return one batch's counters: given back if its transaction fails, marked after."""
+        batch = RedisBatch(self)
+        try:
+            yield batch
+        except BaseException:
+            batch.give_back_held()
+            raise
+        batch.mark_recorded()
+
     # -- keys ------------------------------------------------------------------------------
 
     def key(self, counter: CounterKey) -> str:
@@ -379,3 +399,147 @@ def _text(raw: Any) -> str:
 
 def _micros(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
+
+
+# -- one batch -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Held:
+    """What the script counted in one counter on behalf of a batch not yet committed."""
+
+    move: Moved
+    amount: int = 0
+    events: int = 0
+    refused: int = 0  # of `amount`: refused for credits, to give back before the commit
+    refusals: int = 0
+
+
+class RedisBatch:
+    """One batch's counters in Redis: checked and counted by one script, pending rows written."""
+
+    def __init__(self, counters: RedisCounters) -> None:
+        self.counters = counters
+        self._held: dict[Tally, _Held] = {}
+        self._fits: dict[int, bool] = {}  # by event index: the script's answer
+
+    def lock(self, connection: Connection, tallies: Sequence[Tally], now: datetime) -> None:
+        pass  # nothing to hold before the ids are known: `check` counts only new events
+
+    def check(
+        self, connection: Connection, events: Sequence[tuple[Tally, Event]], now: datetime
+    ) -> None:
+        tallies = sorted({tally for tally, _ in events}, key=lambda tally: tally.key)
+        position = {tally: index for index, tally in enumerate(tallies)}
+        specs = [
+            (
+                CounterKey(tally.customer.id, tally.meter, tally.period.start, tally.period.end),
+                tally.aggregation,
+                tally.limit,
+            )
+            for tally in tallies
+        ]
+        counted = self.counters.count(
+            specs,
+            [
+                (position[tally], event.value, event.occurred_at, event.id)
+                for tally, event in events
+            ],
+            partial(stored_counters, connection),
+            now,
+        )
+        for tally, (key, _, _) in zip(tallies, specs, strict=True):
+            move = counted.moved[key]
+            tally.before, tally.counter.value, tally.warned = move.before, move.after, move.warned
+            self._held[tally] = _Held(move)
+        for (tally, event), accepted in zip(events, counted.accepted, strict=True):
+            self._fits[event.index] = accepted
+            if accepted:
+                held = self._held[tally]
+                held.amount += event.value
+                held.events += 1
+
+    def fits(self, tally: Tally, event: Event) -> bool:
+        return self._fits[event.index]
+
+    def count(self, tally: Tally, event: Event) -> None:
+        pass  # the script counted it
+
+    def refuse(self, tally: Tally, event: Event) -> None:
+        held = self._held[tally]
+        held.refused += event.value
+        held.refusals += 1
+
+    def write(self, connection: Connection, moved: Sequence[Tally], now: datetime) -> None:
+        refused = [held for held in self._held.values() if held.refusals]
+        if refused:
+            # Counted in Redis but refused for credits: given back now, not when the batch ends.
+            self.counters.give_back([(held.move, held.refused) for held in refused])
+            for held in refused:
+                held.amount -= held.refused
+                held.events -= held.refusals
+                held.refused = held.refusals = 0
+        if moved:
+            queries.insert_pending(connection, [_pending_row(tally, now) for tally in moved])
+
+    def give_back_held(self) -> None:
+        """Undo what the script counted for this batch (its transaction failed)."""
+        held = [(held.move, held.amount) for held in self._held.values() if held.events]
+        if held:
+            self.counters.give_back(held)
+
+    def mark_recorded(self) -> None:
+        """Note in Redis the warning levels this batch recorded (it committed)."""
+        marks = {
+            held.move.key: tally.warned
+            for tally, held in self._held.items()
+            if tally.warned > held.move.warned
+        }
+        if marks:
+            self.counters.mark_warned(marks)
+
+
+def _pending_row(tally: Tally, now: datetime) -> queries.NewPending:
+    """Return the usage_pending row of one counter's events in a batch."""
+    events = tally.accepted
+    latest = max(events, key=lambda event: (event.occurred_at, event.id))
+    if tally.aggregation is Aggregation.SUM:
+        value = sum(event.value for event in events)
+    elif tally.aggregation is Aggregation.MAX:
+        value = max(event.value for event in events)
+    else:
+        value = latest.value
+    return (
+        tally.customer.id,
+        tally.meter,
+        tally.period.start,
+        tally.period.end,
+        tally.aggregation.value,
+        value,
+        latest.occurred_at,
+        latest.id,
+        now,
+    )
+
+
+def stored_counters(connection: Connection, keys: Sequence[CounterKey]) -> dict[CounterKey, Stored]:
+    """Return the database's value of counters: the folded counter plus pending rows."""
+    wanted = {(key.customer, key.meter, key.period_start): key for key in keys}
+    customers = sorted({key.customer for key in keys})
+    found: dict[CounterKey, Counter] = {}
+    for row in queries.counters_of(connection, customers):
+        key = wanted.get((row.customer_id, row.meter, row.period_start))
+        if key is not None:
+            found[key] = Counter(int(row.value), row.last_at, row.last_event_id)
+    fold_pending(
+        found,
+        (
+            (key, row.aggregation, row.value, row.last_at, row.last_event_id)
+            for row in queries.pending_of(connection, customers)
+            if (key := wanted.get((row.customer_id, row.meter, row.period_start))) is not None
+        ),
+    )
+    return {
+        key: Stored(counter.value, counter.last_at, counter.last_id)
+        for key, counter in found.items()
+    }
