@@ -123,28 +123,23 @@ def over_limit(counter: Counter, aggregation: Aggregation, value: int, limit: in
     return limit is not None and counter.after(aggregation, value) > limit
 
 
-def thresholds_due(grant: PlanFeature, warned: int, used: int) -> list[int]:
-    """Return the warning percentages (of the included quantity) `used` has reached above
-    `warned`, the highest one known to be recorded."""
+def thresholds_due(
+    grant: PlanFeature, before: int, after: int, recorded: int | None = None
+) -> list[int]:
+    """Return the warning percentages (of the included quantity) usage has reached at `after`
+    and that are not recorded yet: those above `recorded`, the highest one known to be recorded,
+    or when that is not known (None), those `before` had not reached."""
     included = grant.included
     if not included or not grant.warn_at:
         return []
-    # Exact integer comparison: `used * 100 >= percent * included` means used >= percent %.
-    return [
-        percent
-        for percent in grant.warn_at
-        if percent > warned and percent * included <= used * 100
-    ]
-
-
-def warning_reached(grant: PlanFeature, used: int) -> int:
-    """Return the highest warning percentage `used` has reached (0 for none)."""
-    return max(thresholds_due(grant, 0, used), default=0)
+    # Exact integer comparison: `after * 100 >= percent * included` means used >= percent %.
+    floor = before * 100 if recorded is None else recorded * included
+    return [percent for percent in grant.warn_at if floor < percent * included <= after * 100]
 
 
 def crossed_thresholds(grant: PlanFeature, before: int, after: int) -> list[int]:
     """Return the warning percentages (of the included quantity) that usage crossed upward."""
-    return thresholds_due(grant, warning_reached(grant, before), after)
+    return thresholds_due(grant, before, after)
 
 
 def overage_units(grant: PlanFeature, used: int) -> int:

@@ -59,7 +59,7 @@ def load_billing_customers(
     for customer, subscriptions in billing_queries.customers_with_subscriptions(
         connection, customer_ids
     ):
-        held = max(subscriptions, key=_holding_order, default=None)
+        held = max(subscriptions, key=_holding_order) if subscriptions else None
         found[customer.id] = _billing_customer(catalog, customer, held, now)
     return found
 

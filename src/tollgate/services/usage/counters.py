@@ -39,7 +39,9 @@ class Tally:
     counter: Counter = field(default_factory=lambda: Counter(0))
     before: int = 0
     reported: int = 0  # overage units already queued for Stripe (the database's counters)
-    warned: int = 0  # the highest warning percent known to be recorded this period
+    # The highest warning percent known to be recorded this period; None: the levels `before`
+    # reached (the database's counters record a level in the transaction that reaches it).
+    warned: int | None = None
     latest: datetime | None = None  # the latest time counted into `counter` by this batch
     accepted: list[Event] = field(default_factory=list)  # this batch's events counted here
 

@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 
 from tollgate.db.queries import usage as queries
 from tollgate.domain.catalog_sync import meter_event_name
-from tollgate.domain.metering import Counter, over_limit, overage_units, warning_reached
+from tollgate.domain.metering import Counter, over_limit, overage_units
 from tollgate.services.entitlements import BillingCustomer
 from tollgate.services.usage.counters import Tally
 from tollgate.services.usage.events import Event
@@ -69,8 +69,6 @@ def lock_tallies(connection: Connection, tallies: Sequence[Tally], now: datetime
         tally.counter = Counter(found.value, found.last_at, found.last_id)
         tally.before = found.value
         tally.reported = found.reported
-        # Every warning level the counter had reached was recorded with the usage that reached it.
-        tally.warned = warning_reached(tally.grant, found.value)
 
 
 def write_tallies(connection: Connection, moved: Sequence[Tally], now: datetime) -> int:

@@ -493,7 +493,7 @@ class RedisBatch:
         marks = {
             held.move.key: tally.warned
             for tally, held in self._held.items()
-            if tally.warned > held.move.warned
+            if tally.warned is not None and tally.warned > held.move.warned
         }
         if marks:
             self.counters.mark_warned(marks)

@@ -25,14 +25,15 @@ def record_thresholds(
     queue its notices; return how many were new this period.
 
     A level is due when the counter's value reaches it and it is above `warned`, the highest
-    level known to be recorded: so a batch that crossed a level and then failed does not leave
-    it unrecorded (the insert ignores a repeat). Each tally's `warned` is raised to what it
-    recorded.
+    level known to be recorded (Redis's counters: so a batch that crossed a level and then
+    failed does not leave it unrecorded; the insert ignores a repeat), or, where that is not
+    known, when the batch crossed it (the database's counters). Each tally's `warned` is raised
+    to what it recorded.
     """
     new = 0
     changed: set[str] = set()
     for tally in tallies:
-        due = thresholds_due(tally.grant, tally.warned, tally.counter.value)
+        due = thresholds_due(tally.grant, tally.before, tally.counter.value, tally.warned)
         if not due:
             continue
         customer = tally.customer
