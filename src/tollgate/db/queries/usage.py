@@ -33,13 +33,9 @@ CounterUpdate = tuple[str, str, datetime, int, datetime | None, str | None, int]
 NewPending = tuple[str, str, datetime, datetime, str, int, datetime, str, datetime]
 
 
-class LockedCounter(NamedTuple):
-    """A counter as locked for a transaction."""
-
-    value: int
-    last_at: datetime | None
-    last_id: str | None
-    reported: int  # overage units already written to the meter outbox this period
+# A counter as locked for a transaction: (value, last at, last event id, overage units already
+# written to the meter outbox this period).
+LockedCounter = tuple[int, datetime | None, str | None, int]
 
 
 class PendingRow(NamedTuple):
@@ -122,7 +118,12 @@ def lock_counters(
         rows = _json(counters)
         connection.exec_driver_sql(_PG_INSERT_COUNTERS, {"rows": rows, "now": now})
         return {
-            (row[0], row[1], row[2].astimezone(UTC)): _locked(row)
+            (row[0], row[1], row[2].astimezone(UTC)): (
+                int(row[3]),
+                _aware(row[4]),
+                row[5],
+                int(row[6]),
+            )
             for row in connection.exec_driver_sql(_PG_LOCK_COUNTERS, {"rows": rows})
         }
     stamp = _sqlite_time(now)
@@ -154,12 +155,13 @@ def lock_counters(
             tuple(chunk),
         )
         for row in selected:
-            found[by_text[(row[0], row[1], row[2])]] = _locked(row)
+            found[by_text[(row[0], row[1], row[2])]] = (
+                int(row[3]),
+                _aware(row[4]),
+                row[5],
+                int(row[6]),
+            )
     return found
-
-
-def _locked(row: Any) -> LockedCounter:
-    return LockedCounter(int(row[3]), _aware(row[4]), row[5], int(row[6]))
 
 
 _SQLITE_LOCK_COUNTERS = (

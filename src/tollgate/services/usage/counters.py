@@ -31,7 +31,8 @@ from tollgate.services.usage.events import Event
 class Tally:
     """One counter as a batch moves it: whose, what the plan grants, its value before and now."""
 
-    customer: BillingCustomer  # its period is the counter's
+    customer: BillingCustomer
+    period: Period  # the counter's (the customer's open one, or an ended one being folded)
     meter: str
     aggregation: Aggregation
     grant: PlanFeature
@@ -42,22 +43,12 @@ class Tally:
     # The highest warning percent known to be recorded this period; None: the levels `before`
     # reached (the database's counters record a level in the transaction that reaches it).
     warned: int | None = None
-    latest: datetime | None = None  # the latest time counted into `counter` by this batch
+    latest: datetime | None = None  # the latest time counted into `counter` here (the database's)
     accepted: list[Event] = field(default_factory=list)  # this batch's events counted here
 
     @property
-    def period(self) -> Period:
-        return self.customer.period
-
-    @property
     def key(self) -> CounterId:
-        return (self.customer.id, self.meter, self.customer.period.start)
-
-    def count(self, aggregation: Aggregation, value: int, at: datetime, reading_id: str) -> None:
-        """Move the counter by one reading (an event, or a pending row being folded)."""
-        self.counter.add(aggregation, value, at, reading_id)
-        if self.latest is None or at > self.latest:
-            self.latest = at
+        return (self.customer.id, self.meter, self.period.start)
 
 
 class CounterBatch(Protocol):

@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 
 from tollgate.db.queries import usage as queries
 from tollgate.domain.catalog_sync import meter_event_name
-from tollgate.domain.metering import Counter, over_limit, overage_units
+from tollgate.domain.metering import over_limit, overage_units
 from tollgate.services.entitlements import BillingCustomer
 from tollgate.services.usage.counters import Tally
 from tollgate.services.usage.events import Event
@@ -45,7 +45,9 @@ class DatabaseCounters:
         )
 
     def count(self, tally: Tally, event: Event) -> None:
-        tally.count(tally.aggregation, event.value, event.occurred_at, event.id)
+        tally.counter.add(tally.aggregation, event.value, event.occurred_at, event.id)
+        if tally.latest is None or event.occurred_at > tally.latest:
+            tally.latest = event.occurred_at
 
     def refuse(self, tally: Tally, event: Event) -> None:
         pass  # refused before `count`: the counter never moved
@@ -56,19 +58,16 @@ class DatabaseCounters:
 
 def lock_tallies(connection: Connection, tallies: Sequence[Tally], now: datetime) -> None:
     """Lock the tallies' counters (given in key order), creating missing ones, and read them."""
-    locked = queries.lock_counters(
-        connection,
-        [
-            (tally.customer.id, tally.meter, tally.period.start, tally.period.end)
-            for tally in tallies
-        ],
-        now,
-    )
-    for tally in tallies:
-        found = locked[tally.key]
-        tally.counter = Counter(found.value, found.last_at, found.last_id)
-        tally.before = found.value
-        tally.reported = found.reported
+    counters = [
+        (tally.customer.id, tally.meter, tally.period.start, tally.period.end) for tally in tallies
+    ]
+    locked = queries.lock_counters(connection, counters, now)
+    for tally, (customer_id, meter, start, _) in zip(tallies, counters, strict=True):
+        value, last_at, last_id, reported = locked[(customer_id, meter, start)]
+        counter = tally.counter
+        counter.value, counter.last_at, counter.last_id = value, last_at, last_id
+        tally.before = value
+        tally.reported = reported
 
 
 def write_tallies(connection: Connection, moved: Sequence[Tally], now: datetime) -> int:

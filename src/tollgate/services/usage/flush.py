@@ -77,12 +77,7 @@ def _flush_once(
         tallies = _tallies(connection, catalog, rows, now, grace)
         lock_tallies(connection, list(tallies.values()), now)
         for row in rows:
-            tallies[(row.customer_id, row.meter, row.period_start)].count(
-                Aggregation(row.aggregation),
-                row.value,
-                row.last_at if row.last_at is not None else now,
-                row.last_event_id or "",
-            )
+            _fold(tallies[(row.customer_id, row.meter, row.period_start)], row, now)
         overage = write_tallies(connection, list(tallies.values()), now)
         record_thresholds(connection, catalog, tallies.values(), now)
         queries.delete_pending(connection, [row.id for row in rows])
@@ -108,12 +103,21 @@ def _tallies(
             customer = replace(customer, period=Period(start, end))
         tallies[(customer_id, meter, start)] = Tally(
             customer=customer,
+            period=customer.period,
             meter=meter,
             aggregation=catalog.features[meter].aggregation,
             grant=granted(catalog, customer, now, grace, grants)[meter],
             limit=None,
         )
     return tallies
+
+
+def _fold(tally: Tally, row: PendingRow, now: datetime) -> None:
+    """Count a pending row into its counter, as its batch's events would have been."""
+    at = row.last_at if row.last_at is not None else now
+    tally.counter.add(Aggregation(row.aggregation), row.value, at, row.last_event_id or "")
+    if tally.latest is None or at > tally.latest:
+        tally.latest = at
 
 
 def _gone_customer(catalog: Catalog, customer_id: str) -> BillingCustomer:

@@ -120,7 +120,7 @@ def _record(
             )
         moved = [tally for tally in tallies.values() if tally.accepted]
         counters.write(connection, moved, now)
-        report.customers.update(tally.customer.id for tally in moved)
+        report.customers.update([tally.customer.id for tally in moved])
         report.thresholds += record_thresholds(connection, catalog, moved, now)
     return report
 
@@ -175,6 +175,7 @@ def _tallies(
         grant = granted(catalog, customer, now, grace, grants)[meter]
         tallies[(customer_id, meter)] = Tally(
             customer=customer,
+            period=customer.period,
             meter=meter,
             aggregation=catalog.features[meter].aggregation,
             grant=grant,

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from itertools import compress
 from typing import Any, ClassVar
 
 import redis
@@ -404,24 +405,17 @@ def _micros(moment: datetime) -> int:
 # -- one batch -------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Held:
-    """What the script counted in one counter on behalf of a batch not yet committed."""
-
-    move: Moved
-    amount: int = 0
-    events: int = 0
-    refused: int = 0  # of `amount`: refused for credits, to give back before the commit
-    refusals: int = 0
-
-
 class RedisBatch:
     """One batch's counters in Redis: checked and counted by one script, pending rows written."""
 
     def __init__(self, counters: RedisCounters) -> None:
         self.counters = counters
-        self._held: dict[Tally, _Held] = {}
+        self._moves: dict[Tally, Moved] = {}
         self._fits: dict[int, bool] = {}  # by event index: the script's answer
+        # What the script counted on behalf of this batch, and of that, what was refused for
+        # credits and is still to be given back.
+        self._counted: list[tuple[Tally, Event]] = []
+        self._refused: list[tuple[Tally, Event]] = []
 
     def lock(self, connection: Connection, tallies: Sequence[Tally], now: datetime) -> None:
         pass  # nothing to hold before the ids are known: `check` counts only new events
@@ -429,7 +423,7 @@ class RedisBatch:
     def check(
         self, connection: Connection, events: Sequence[tuple[Tally, Event]], now: datetime
     ) -> None:
-        tallies = sorted({tally for tally, _ in events}, key=lambda tally: tally.key)
+        tallies = sorted({tally: None for tally, _ in events}, key=lambda tally: tally.key)
         position = {tally: index for index, tally in enumerate(tallies)}
         specs = [
             (
@@ -449,15 +443,10 @@ class RedisBatch:
             now,
         )
         for tally, (key, _, _) in zip(tallies, specs, strict=True):
-            move = counted.moved[key]
+            move = self._moves[tally] = counted.moved[key]
             tally.before, tally.counter.value, tally.warned = move.before, move.after, move.warned
-            self._held[tally] = _Held(move)
-        for (tally, event), accepted in zip(events, counted.accepted, strict=True):
-            self._fits[event.index] = accepted
-            if accepted:
-                held = self._held[tally]
-                held.amount += event.value
-                held.events += 1
+        self._fits = dict(zip([event.index for _, event in events], counted.accepted, strict=True))
+        self._counted = list(compress(events, counted.accepted))
 
     def fits(self, tally: Tally, event: Event) -> bool:
         return self._fits[event.index]
@@ -466,37 +455,39 @@ class RedisBatch:
         pass  # the script counted it
 
     def refuse(self, tally: Tally, event: Event) -> None:
-        held = self._held[tally]
-        held.refused += event.value
-        held.refusals += 1
+        self._refused.append((tally, event))
 
     def write(self, connection: Connection, moved: Sequence[Tally], now: datetime) -> None:
-        refused = [held for held in self._held.values() if held.refusals]
-        if refused:
+        if self._refused:
             # Counted in Redis but refused for credits: given back now, not when the batch ends.
-            self.counters.give_back([(held.move, held.refused) for held in refused])
-            for held in refused:
-                held.amount -= held.refused
-                held.events -= held.refusals
-                held.refused = held.refusals = 0
+            self.counters.give_back(self._amounts(self._refused))
+            refused = {event.index for _, event in self._refused}
+            self._counted = [pair for pair in self._counted if pair[1].index not in refused]
+            self._refused = []
         if moved:
             queries.insert_pending(connection, [_pending_row(tally, now) for tally in moved])
 
     def give_back_held(self) -> None:
         """Undo what the script counted for this batch (its transaction failed)."""
-        held = [(held.move, held.amount) for held in self._held.values() if held.events]
-        if held:
-            self.counters.give_back(held)
+        if self._counted:
+            self.counters.give_back(self._amounts(self._counted))
 
     def mark_recorded(self) -> None:
         """Note in Redis the warning levels this batch recorded (it committed)."""
         marks = {
-            held.move.key: tally.warned
-            for tally, held in self._held.items()
-            if tally.warned is not None and tally.warned > held.move.warned
+            move.key: tally.warned
+            for tally, move in self._moves.items()
+            if tally.warned is not None and tally.warned > move.warned
         }
         if marks:
             self.counters.mark_warned(marks)
+
+    def _amounts(self, events: Sequence[tuple[Tally, Event]]) -> list[tuple[Moved, int]]:
+        """Return what `events` add up to per counter: (counter move, amount) each."""
+        amounts: dict[Tally, int] = {}
+        for tally, event in events:
+            amounts[tally] = amounts.get(tally, 0) + event.value
+        return [(self._moves[tally], amount) for tally, amount in amounts.items()]
 
 
 def _pending_row(tally: Tally, now: datetime) -> queries.NewPending:
