@@ -107,25 +107,28 @@ def lock_counters(
     connection: Connection,
     counters: Sequence[tuple[str, str, datetime, datetime]],
     now: datetime,
-) -> dict[CounterId, LockedCounter]:
-    """Return counters (customer id, meter, period start, period end each) locked for this
-    transaction, creating missing ones at zero.
+) -> list[LockedCounter]:
+    """Return counters (customer id, meter, period start, period end each, distinct) locked for
+    this transaction, in the order asked, creating missing ones at zero.
 
     PostgreSQL locks the rows in key order (`FOR UPDATE`), so batches over the same counters
     take turns instead of deadlocking; on SQLite the write transaction holds the database.
     """
+    found: list[Any] = [None] * len(counters)
     if _postgres(connection):
         rows = _json(counters)
         connection.exec_driver_sql(_PG_INSERT_COUNTERS, {"rows": rows, "now": now})
-        return {
-            (row[0], row[1], row[2].astimezone(UTC)): (
+        asked = {
+            (customer, meter, start): i for i, (customer, meter, start, _) in enumerate(counters)
+        }
+        for row in connection.exec_driver_sql(_PG_LOCK_COUNTERS, {"rows": rows}):
+            found[asked[(row[0], row[1], row[2].astimezone(UTC))]] = (
                 int(row[3]),
                 _aware(row[4]),
                 row[5],
                 int(row[6]),
             )
-            for row in connection.exec_driver_sql(_PG_LOCK_COUNTERS, {"rows": rows})
-        }
+        return found
     stamp = _sqlite_time(now)
     starts = [_sqlite_time(start) for _, _, start, _ in counters]
     connection.exec_driver_sql(
@@ -137,10 +140,9 @@ def lock_counters(
         ],
     )
     by_text = {
-        (customer, meter, start): (customer, meter, moment)
-        for (customer, meter, moment, _), start in zip(counters, starts, strict=True)
+        (customer, meter, start): i
+        for i, ((customer, meter, _, _), start) in enumerate(zip(counters, starts, strict=True))
     }
-    found: dict[CounterId, LockedCounter] = {}
     for first in range(0, len(counters), 300):
         chunk = [
             part

@@ -11,7 +11,7 @@ the warning levels now recorded). Each counter a batch touches is a `Tally` both
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -44,11 +44,15 @@ class Tally:
     # reached (the database's counters record a level in the transaction that reaches it).
     warned: int | None = None
     latest: datetime | None = None  # the latest time counted into `counter` here (the database's)
-    accepted: list[Event] = field(default_factory=list)  # this batch's events counted here
+    accepted: int = 0  # how many of this batch's events were counted here
 
     @property
     def key(self) -> CounterId:
         return (self.customer.id, self.meter, self.period.start)
+
+
+# A batch's tallies by (customer id, meter): a customer counts in one period per batch.
+Tallies = Mapping[tuple[str, str], Tally]
 
 
 class CounterBatch(Protocol):
@@ -58,7 +62,7 @@ class CounterBatch(Protocol):
         """Take the batch's counters (in key order) before its ids are checked."""
 
     def check(
-        self, connection: Connection, events: Sequence[tuple[Tally, Event]], now: datetime
+        self, connection: Connection, tallies: Tallies, events: Sequence[Event], now: datetime
     ) -> None:
         """Look at the batch's new events, in order, once they are known."""
 

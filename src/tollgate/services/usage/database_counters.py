@@ -20,7 +20,7 @@ from tollgate.db.queries import usage as queries
 from tollgate.domain.catalog_sync import meter_event_name
 from tollgate.domain.metering import over_limit, overage_units
 from tollgate.services.entitlements import BillingCustomer
-from tollgate.services.usage.counters import Tally
+from tollgate.services.usage.counters import Tallies, Tally
 from tollgate.services.usage.events import Event
 
 
@@ -35,7 +35,7 @@ class DatabaseCounters:
         lock_tallies(connection, tallies, now)
 
     def check(
-        self, connection: Connection, events: Sequence[tuple[Tally, Event]], now: datetime
+        self, connection: Connection, tallies: Tallies, events: Sequence[Event], now: datetime
     ) -> None:
         pass  # each event is decided in `fits`, against its counter as the batch moved it
 
@@ -62,8 +62,7 @@ def lock_tallies(connection: Connection, tallies: Sequence[Tally], now: datetime
         (tally.customer.id, tally.meter, tally.period.start, tally.period.end) for tally in tallies
     ]
     locked = queries.lock_counters(connection, counters, now)
-    for tally, (customer_id, meter, start, _) in zip(tallies, counters, strict=True):
-        value, last_at, last_id, reported = locked[(customer_id, meter, start)]
+    for tally, (value, last_at, last_id, reported) in zip(tallies, locked, strict=True):
         counter = tally.counter
         counter.value, counter.last_at, counter.last_id = value, last_at, last_id
         tally.before = value

@@ -91,15 +91,13 @@ def _record(
             return report
         tallies = _tallies(catalog, customers, wanted, now, grace, enforce_limits)
         counters.lock(connection, list(tallies.values()), now)  # the database's, in key order
-        fresh = [
-            (tallies[(event.customer, event.meter)], event)
-            for event in _unrecorded(connection, wanted, report)
-        ]
+        fresh = _unrecorded(connection, wanted, report)
         if not fresh:
             return report
-        counters.check(connection, fresh, now)  # Redis's: every new event in one script
+        counters.check(connection, tallies, fresh, now)  # Redis's: every new event in one script
         accepted: list[Event] = []
-        for tally, event in fresh:
+        for event in fresh:
+            tally = tallies[(event.customer, event.meter)]
             if not counters.fits(tally, event):
                 report.rejected.append(reasons.rejection(tally, event))
                 continue
@@ -109,7 +107,7 @@ def _record(
                 report.rejected.append(_credit_rejection(catalog, event, per_unit))
                 continue
             counters.count(tally, event)
-            tally.accepted.append(event)
+            tally.accepted += 1
             accepted.append(event)
         report.accepted = len(accepted)
         if accepted:

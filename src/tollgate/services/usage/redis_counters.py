@@ -38,7 +38,7 @@ from tollgate.db.queries import usage as queries
 from tollgate.domain.catalog import Aggregation
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.metering import Counter, fold_pending
-from tollgate.services.usage.counters import Tally
+from tollgate.services.usage.counters import Tallies, Tally
 from tollgate.services.usage.events import Event
 
 log = logging.getLogger("tollgate.usage")
@@ -421,32 +421,30 @@ class RedisBatch:
         pass  # nothing to hold before the ids are known: `check` counts only new events
 
     def check(
-        self, connection: Connection, events: Sequence[tuple[Tally, Event]], now: datetime
+        self, connection: Connection, tallies: Tallies, events: Sequence[Event], now: datetime
     ) -> None:
-        tallies = sorted({tally: None for tally, _ in events}, key=lambda tally: tally.key)
-        position = {tally: index for index, tally in enumerate(tallies)}
+        pairs = [(tallies[(event.customer, event.meter)], event) for event in events]
+        touched = sorted({tally: None for tally, _ in pairs}, key=lambda tally: tally.key)
+        position = {tally: index for index, tally in enumerate(touched)}
         specs = [
             (
                 CounterKey(tally.customer.id, tally.meter, tally.period.start, tally.period.end),
                 tally.aggregation,
                 tally.limit,
             )
-            for tally in tallies
+            for tally in touched
         ]
         counted = self.counters.count(
             specs,
-            [
-                (position[tally], event.value, event.occurred_at, event.id)
-                for tally, event in events
-            ],
+            [(position[tally], event.value, event.occurred_at, event.id) for tally, event in pairs],
             partial(stored_counters, connection),
             now,
         )
-        for tally, (key, _, _) in zip(tallies, specs, strict=True):
+        for tally, (key, _, _) in zip(touched, specs, strict=True):
             move = self._moves[tally] = counted.moved[key]
             tally.before, tally.counter.value, tally.warned = move.before, move.after, move.warned
-        self._fits = dict(zip([event.index for _, event in events], counted.accepted, strict=True))
-        self._counted = list(compress(events, counted.accepted))
+        self._fits = dict(zip([event.index for event in events], counted.accepted, strict=True))
+        self._counted = list(compress(pairs, counted.accepted))
 
     def fits(self, tally: Tally, event: Event) -> bool:
         return self._fits[event.index]
@@ -465,7 +463,12 @@ class RedisBatch:
             self._counted = [pair for pair in self._counted if pair[1].index not in refused]
             self._refused = []
         if moved:
-            queries.insert_pending(connection, [_pending_row(tally, now) for tally in moved])
+            batches: dict[Tally, list[Event]] = {tally: [] for tally in moved}
+            for tally, event in self._counted:
+                batches[tally].append(event)
+            queries.insert_pending(
+                connection, [_pending_row(tally, events, now) for tally, events in batches.items()]
+            )
 
     def give_back_held(self) -> None:
         """Undo what the script counted for this batch (its transaction failed)."""
@@ -482,17 +485,16 @@ class RedisBatch:
         if marks:
             self.counters.mark_warned(marks)
 
-    def _amounts(self, events: Sequence[tuple[Tally, Event]]) -> list[tuple[Moved, int]]:
-        """Return what `events` add up to per counter: (counter move, amount) each."""
+    def _amounts(self, pairs: Sequence[tuple[Tally, Event]]) -> list[tuple[Moved, int]]:
+        """Return what the events add up to per counter: (counter move, amount) each."""
         amounts: dict[Tally, int] = {}
-        for tally, event in events:
+        for tally, event in pairs:
             amounts[tally] = amounts.get(tally, 0) + event.value
         return [(self._moves[tally], amount) for tally, amount in amounts.items()]
 
 
-def _pending_row(tally: Tally, now: datetime) -> queries.NewPending:
+def _pending_row(tally: Tally, events: list[Event], now: datetime) -> queries.NewPending:
     """Return the usage_pending row of one counter's events in a batch."""
-    events = tally.accepted
     latest = max(events, key=lambda event: (event.occurred_at, event.id))
     if tally.aggregation is Aggregation.SUM:
         value = sum(event.value for event in events)
