@@ -15,7 +15,7 @@ from tollgate.domain.catalog import Catalog
 from tollgate.domain.dunning import DunningPolicy
 from tollgate.services.api_keys import ApiKeyAuthenticator
 from tollgate.services.entitlements import EntitlementCache
-from tollgate.services.usage_redis import RedisCounters
+from tollgate.services.usage import RedisCounters
 from tollgate.services.webhooks import WebhookIntake
 from tollgate.stripe.gateway import StripeGateway
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from fastapi.testclient import TestClient
 
 from tollgate.api.app import create_app
@@ -22,6 +24,8 @@ from tollgate.config import Settings
 from tollgate.db.models import Notification, UsageCounter, UsageEvent, UsageThreshold
 from tollgate.db.unit_of_work import Database
 from tollgate.services.api_keys import create_api_key
+
+EXAMPLE_CATALOG = Path(__file__).parents[2] / "catalog.example.yaml"
 
 
 @pytest.fixture
@@ -194,6 +198,32 @@ def test_the_free_hard_limit_refuses_past_1000_unless_told_to_record(
 
     recorded = post_usage(api, runs("tiny", range(1000, 1003)), enforce_limits=False)
     assert recorded["accepted"] == 3 and used(api, "tiny") == 1003
+
+
+def runs_priced_in_credits(tmp_path: Path) -> str:
+    """The example catalog with each run costing 5 credits (Free still stops at 1,000 runs)."""
+    catalog = yaml.safe_load(EXAMPLE_CATALOG.read_text())
+    catalog["features"]["runs"]["credits_per_unit"] = 5
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(catalog))
+    return str(path)
+
+
+def test_an_event_refused_for_credits_leaves_room_under_the_limit_for_the_next(
+    make_api: Callable[..., tuple[TestClient, Container]], tmp_path: Path
+) -> None:
+    # Counted in the database, each event is decided in turn: one refused for its credits never
+    # counted, so the next one is checked against the limit without it.
+    api, _ = make_api(
+        TOLLGATE_CATALOG=runs_priced_in_credits(tmp_path), TOLLGATE_ONBOARD_CREDITS=10
+    )
+    offline_customer(api, "tiny")  # 10 credits: 2 runs
+    report = post_usage(api, [*runs("tiny", [0], value=999), *runs("tiny", [1], value=2)])
+    assert report["accepted"] == 1
+    assert [(r["index"], r["error"]["code"]) for r in report["rejected"]] == [
+        (0, "insufficient_credits")
+    ]
+    assert used(api, "tiny") == 2
 
 
 def test_thresholds_are_recorded_once_a_period_with_their_notifications(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import DBAPIError
 
+from tests.integration.test_usage_and_entitlements import runs_priced_in_credits
 from tests.redis_space import drop_keys, redis_space
 from tollgate.api.app import create_app
 from tollgate.bootstrap import Container, build_container
@@ -22,8 +24,14 @@ from tollgate.db.models import Notification, UsageCounter, UsageEvent, UsagePend
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Aggregation
 from tollgate.services.api_keys import create_api_key
-from tollgate.services.usage import flush_usage, record_usage, resync_usage
-from tollgate.services.usage_redis import CounterKey, RedisCounters, Stored
+from tollgate.services.usage import (
+    CounterKey,
+    RedisCounters,
+    Stored,
+    flush_usage,
+    record_usage,
+    resync_usage,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -242,6 +250,41 @@ def test_a_counter_left_over_counted_by_a_crash_is_corrected_by_the_resync(
     assert in_redis(app, "tiny") == used(api, "tiny") == 920
     assert post(api, runs("tiny", range(1000, 1100)))["accepted"] == 80
     assert resync_usage(db=app.db, counters=counters).matching == 1
+
+
+def test_an_event_refused_for_credits_is_given_back_to_the_redis_counter(
+    db: Database, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # The script checks and counts the whole batch before any credits are burned: the event
+    # after one refused for its credits was checked with it counted, and the refused event's
+    # count is given back before the batch commits.
+    catalog = runs_priced_in_credits(tmp_path)
+    with redis_space() as space:
+        app = build_container(
+            make_settings(
+                db.url,
+                STRIPE_SECRET_KEY="",
+                TOLLGATE_CATALOG=catalog,
+                TOLLGATE_ONBOARD_CREDITS=10,
+                **space,
+            )
+        )
+        key = create_api_key(db=app.db, clock=app.clock, name="app", scope="write")
+        try:
+            with TestClient(create_app(app)) as api:
+                api.headers["Authorization"] = f"Bearer {key.secret}"
+                customer(api, "tiny")  # 10 credits: 2 runs
+                report = post(api, runs("tiny", range(1), value=999) + runs("tiny", range(1, 2), 2))
+                assert report["accepted"] == 0
+                assert [(r["index"], r["error"]["code"]) for r in report["rejected"]] == [
+                    (0, "insufficient_credits"),
+                    (1, "limit_exceeded"),
+                ]
+                assert in_redis(app, "tiny") == 0 and used(api, "tiny") == 0
+                assert post(api, runs("tiny", range(2, 3), value=2))["accepted"] == 1
+                assert in_redis(app, "tiny") == 2 == used(api, "tiny")
+        finally:
+            app.close()
 
 
 def test_thresholds_are_recorded_once_a_period_with_redis_counters(

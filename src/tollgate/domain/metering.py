@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
+from typing import TypeVar
 
 from tollgate.domain.catalog import Aggregation, Overage, PlanFeature
 
 MAX_BATCH = 1000
 # How far ahead of the server's clock a usage timestamp may be (clock skew between hosts).
 FUTURE_TOLERANCE = timedelta(minutes=5)
+
+Key = TypeVar("Key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,24 +113,33 @@ class Counter:
             self.value = self.after(aggregation, value)
 
 
-def over_hard_limit(
-    grant: PlanFeature, counter: Counter, aggregation: Aggregation, value: int
-) -> bool:
-    """Return whether one more event of `value` would take usage past a hard limit."""
-    if not grant.hard or grant.limit is None:
-        return False
-    return counter.after(aggregation, value) > grant.limit
+def enforced_limit(grant: PlanFeature, enforce: bool) -> int | None:
+    """Return the hard limit usage may not pass (None: none, or not enforced)."""
+    return grant.limit if enforce and grant.hard else None
 
 
-def crossed_thresholds(grant: PlanFeature, before: int, after: int) -> list[int]:
-    """Return the warning percentages (of the included quantity) that usage crossed upward."""
+def over_limit(counter: Counter, aggregation: Aggregation, value: int, limit: int | None) -> bool:
+    """Return whether one more event of `value` would take the counter past `limit`."""
+    return limit is not None and counter.after(aggregation, value) > limit
+
+
+def thresholds_due(
+    grant: PlanFeature, before: int, after: int, recorded: int | None = None
+) -> list[int]:
+    """Return the warning percentages (of the included quantity) usage has reached at `after`
+    and that are not recorded yet: those above `recorded`, the highest one known to be recorded,
+    or when that is not known (None), those `before` had not reached."""
     included = grant.included
     if not included or not grant.warn_at:
         return []
     # Exact integer comparison: `after * 100 >= percent * included` means used >= percent %.
-    return [
-        percent for percent in grant.warn_at if before * 100 < percent * included <= after * 100
-    ]
+    floor = before * 100 if recorded is None else recorded * included
+    return [percent for percent in grant.warn_at if floor < percent * included <= after * 100]
+
+
+def crossed_thresholds(grant: PlanFeature, before: int, after: int) -> list[int]:
+    """Return the warning percentages (of the included quantity) that usage crossed upward."""
+    return thresholds_due(grant, before, after)
 
 
 def overage_units(grant: PlanFeature, used: int) -> int:
@@ -162,11 +174,20 @@ def usage_with_pending(
     pending = []
     for meter, value, last_at, last_id, aggregation in rows:
         if aggregation:
-            pending.append((meter, value, last_at, last_id, aggregation))
+            pending.append((meter, aggregation, value, last_at, last_id))
         else:
             counters[meter] = Counter(int(value), last_at, last_id)
-    for meter, value, last_at, last_id, aggregation in pending:
-        counter = counters.setdefault(meter, Counter(0))
+    return {meter: counter.value for meter, counter in fold_pending(counters, pending).items()}
+
+
+def fold_pending(
+    counters: dict[Key, Counter],
+    pending: Iterable[tuple[Key, str, int, datetime | None, str | None]],
+) -> dict[Key, Counter]:
+    """Fold pending rows (key, aggregation, value, last at, last id; oldest first) into
+    `counters`, starting at zero where a key has none; return `counters`."""
+    for key, aggregation, value, last_at, last_id in pending:
         assert last_at is not None  # every pending row holds its batch's latest time
+        counter = counters.setdefault(key, Counter(0))
         counter.add(Aggregation(aggregation), int(value), last_at, last_id or "")
-    return {meter: counter.value for meter, counter in counters.items()}
+    return counters

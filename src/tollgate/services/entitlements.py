@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, literal, select, union_all
+from sqlalchemy import Connection
 
 from tollgate.clock import Clock
+from tollgate.db.queries import billing as billing_queries
+from tollgate.db.queries import usage as usage_queries
 from tollgate.db.queries.changes import customers_changed_after, last_change
-from tollgate.db.tables import CUSTOMERS, SUBSCRIPTIONS, USAGE_COUNTERS, USAGE_PENDING
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, FeatureType
 from tollgate.domain.entitlements import CustomerState, Decision, Entitlements, entitlements
@@ -31,32 +32,6 @@ from tollgate.domain.events import ENDED_STATUSES
 from tollgate.domain.metering import Period, open_period, usage_with_pending
 from tollgate.domain.subscriptions import customer_currency, customer_plan
 from tollgate.services import credit_ledger
-
-_CUSTOMER_COLUMNS = (
-    CUSTOMERS.c.id,
-    CUSTOMERS.c.deleted,
-    CUSTOMERS.c.offline,
-    CUSTOMERS.c.plan,
-    CUSTOMERS.c.currency,
-    CUSTOMERS.c.requested_currency,
-    CUSTOMERS.c.stripe_customer_id,
-    CUSTOMERS.c.stripe_account,
-    CUSTOMERS.c.dunning_access,
-)
-_SUBSCRIPTION_COLUMNS = (
-    SUBSCRIPTIONS.c.id,
-    SUBSCRIPTIONS.c.customer_id,
-    SUBSCRIPTIONS.c.status,
-    SUBSCRIPTIONS.c.plan,
-    SUBSCRIPTIONS.c.interval,
-    SUBSCRIPTIONS.c.seats,
-    SUBSCRIPTIONS.c.currency,
-    SUBSCRIPTIONS.c.cancel_at_period_end,
-    SUBSCRIPTIONS.c.cancel_at,
-    SUBSCRIPTIONS.c.current_period_start,
-    SUBSCRIPTIONS.c.current_period_end,
-    SUBSCRIPTIONS.c.created_at,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,39 +56,22 @@ def load_billing_customers(
     connection: Connection, catalog: Catalog, customer_ids: Iterable[str], now: datetime
 ) -> dict[str, BillingCustomer]:
     """Return the live customers among `customer_ids` with their plan, status and period."""
-    ids = sorted(set(customer_ids))
     found: dict[str, BillingCustomer] = {}
-    for chunk in _chunks(ids, 500):
-        customers = {
-            row.id: row
-            for row in connection.execute(
-                select(*_CUSTOMER_COLUMNS).where(CUSTOMERS.c.id.in_(chunk))
-            )
-            if not row.deleted
-        }
-        if not customers:
-            continue
-        subscriptions: dict[str, Any] = {}
-        rows = connection.execute(
-            select(*_SUBSCRIPTION_COLUMNS).where(SUBSCRIPTIONS.c.customer_id.in_(list(customers)))
-        )
-        for held in rows.all():
-            best = subscriptions.get(held.customer_id)
-            if best is None or _holds_plan_before(held, best):
-                subscriptions[held.customer_id] = held
-        for customer_id, customer in customers.items():
-            found[customer_id] = _billing_customer(
-                catalog, customer, subscriptions.get(customer_id), now
-            )
+    for customer, subscriptions in billing_queries.customers_with_subscriptions(
+        connection, customer_ids
+    ):
+        held = max(subscriptions, key=_holding_order) if subscriptions else None
+        found[customer.id] = _billing_customer(catalog, customer, held, now)
     return found
 
 
-def _holds_plan_before(row: Any, other: Any) -> bool:
+def _holding_order(subscription: Any) -> tuple[int, datetime, str]:
     # The same order as customers.current_subscription: live first, then newest.
-    def key(sub: Any) -> tuple[int, datetime, str]:
-        return (0 if sub.status in ENDED_STATUSES else 1, sub.created_at, sub.id)
-
-    return key(row) > key(other)
+    return (
+        0 if subscription.status in ENDED_STATUSES else 1,
+        subscription.created_at,
+        subscription.id,
+    )
 
 
 def _billing_customer(
@@ -164,33 +122,8 @@ def _billing_customer(
 def period_usage(connection: Connection, customer_id: str, period: Period) -> dict[str, int]:
     """Return the customer's usage per meter in the period (with pending usage folded in)."""
     return usage_with_pending(
-        connection.execute(_PERIOD_USAGE, {"customer": customer_id, "start": period.start}).all()
+        usage_queries.period_usage_rows(connection, customer_id, period.start)
     )
-
-
-# The counters, and the usage counted in Redis not yet folded into them (usage_pending).
-_PERIOD_USAGE = union_all(
-    select(
-        USAGE_COUNTERS.c.meter,
-        USAGE_COUNTERS.c.value,
-        USAGE_COUNTERS.c.last_at,
-        USAGE_COUNTERS.c.last_event_id,
-        literal("").label("aggregation"),
-    ).where(
-        USAGE_COUNTERS.c.customer_id == bindparam("customer"),
-        USAGE_COUNTERS.c.period_start == bindparam("start"),
-    ),
-    select(
-        USAGE_PENDING.c.meter,
-        USAGE_PENDING.c.value,
-        USAGE_PENDING.c.last_at,
-        USAGE_PENDING.c.last_event_id,
-        USAGE_PENDING.c.aggregation,
-    ).where(
-        USAGE_PENDING.c.customer_id == bindparam("customer"),
-        USAGE_PENDING.c.period_start == bindparam("start"),
-    ),
-)
 
 
 def credit_prices(catalog: Catalog) -> dict[str, int]:
@@ -254,11 +187,6 @@ def credit_position(connection: Connection, customer_id: str, now: datetime) -> 
     overdraft allowance."""
     position = credit_ledger.credit_position(connection, customer_id, now=now)
     return int(position.balance), int(position.allowance)
-
-
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 # -- the cache -------------------------------------------------------------------------------

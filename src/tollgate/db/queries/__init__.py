@@ -1,1 +1,5 @@
-"""Named statements, one module per table group; the dialect differences stay in here."""
+"""Named statements, one module per table group.
+
+Services call these instead of writing SQL: every dialect fork (PostgreSQL or SQLite) and every
+driver-level speed trick lives here, measured and commented where it is.
+"""

@@ -1,10 +1,11 @@
-"""Hot usage counters in Redis: the hard-limit check and the increment as one atomic step.
+"""Usage counted in Redis: the hard-limit check and the increment as one atomic step.
 
 With `TOLLGATE_REDIS_URL` set, `record_usage` counts a batch here, in one Lua script that walks
-the batch's events in order, refuses each one that would pass a hard limit and increments the
-rest, so concurrent batches from any number of processes cannot overshoot a limit. The database
-stays the record: the events, and one pending row per counter per batch (usage_pending), commit
-in the request's transaction, and a flush job folds pending rows into usage_counters.
+the batch's new events in order, refuses each one that would pass a hard limit and increments
+the rest, so concurrent batches from any number of processes cannot overshoot a limit. The
+database stays the record: the events, and one pending row per counter per batch
+(usage_pending), commit in the request's transaction, and `flush_usage` folds pending rows into
+usage_counters.
 
 A counter is a hash `<prefix>u:<period start>:<meter>:<customer>` with fields `v` (the value),
 `a`/`i` (time and id of the latest reading, for `last` meters), `w` (the highest warning percent
@@ -12,24 +13,33 @@ known to be recorded), `n` (how many batches touched it) and `g` (a generation s
 hash is built from the database). A missing hash (Redis restarted, a key evicted or expired) is
 built from the database before use. When the transaction fails after the script, the increment
 is given back (a `sum` is decremented if the hash is still the same generation; `max` and `last`
-hashes are dropped and rebuilt). A process that dies between the script and its commit leaves
-the hash over-counted until `resync` sees it differ from the database twice with nobody touching
-it in between, and sets it to the database's value.
+hashes are dropped and rebuilt); so is an event's, when its credits are used up. A process that
+dies between the script and its commit leaves the hash over-counted until `resync_usage` sees it
+differ from the database twice with nobody touching it in between, and sets it to the
+database's value.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from itertools import compress
 from typing import Any, ClassVar
 
 import redis
+from sqlalchemy import Connection
 
+from tollgate.db.queries import usage as queries
 from tollgate.domain.catalog import Aggregation
 from tollgate.domain.errors import TollgateError
+from tollgate.domain.metering import Counter, fold_pending
+from tollgate.services.usage.counters import Tallies, Tally
+from tollgate.services.usage.events import Event
 
 log = logging.getLogger("tollgate.usage")
 
@@ -238,6 +248,17 @@ class RedisCounters:
     def close(self) -> None:
         self.client.close()
 
+    @contextmanager
+    def batch(self) -> Iterator[RedisBatch]:
+        """Return one batch's counters: given back if its transaction fails, marked after."""
+        batch = RedisBatch(self)
+        try:
+            yield batch
+        except BaseException:
+            batch.give_back_held()
+            raise
+        batch.mark_recorded()
+
     # -- keys ------------------------------------------------------------------------------
 
     def key(self, counter: CounterKey) -> str:
@@ -379,3 +400,139 @@ def _text(raw: Any) -> str:
 
 def _micros(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
+
+
+# -- one batch -------------------------------------------------------------------------------
+
+
+class RedisBatch:
+    """One batch's counters in Redis: checked and counted by one script, pending rows written."""
+
+    def __init__(self, counters: RedisCounters) -> None:
+        self.counters = counters
+        self._moves: dict[Tally, Moved] = {}
+        self._fits: dict[int, bool] = {}  # by event index: the script's answer
+        # What the script counted on behalf of this batch, and of that, what was refused for
+        # credits and is still to be given back.
+        self._counted: list[tuple[Tally, Event]] = []
+        self._refused: list[tuple[Tally, Event]] = []
+
+    def lock(self, connection: Connection, tallies: Sequence[Tally], now: datetime) -> None:
+        pass  # nothing to hold before the ids are known: `check` counts only new events
+
+    def check(
+        self, connection: Connection, tallies: Tallies, events: Sequence[Event], now: datetime
+    ) -> None:
+        pairs = [(tallies[(event.customer, event.meter)], event) for event in events]
+        touched = sorted({tally: None for tally, _ in pairs}, key=lambda tally: tally.key)
+        position = {tally: index for index, tally in enumerate(touched)}
+        specs = [
+            (
+                CounterKey(tally.customer.id, tally.meter, tally.period.start, tally.period.end),
+                tally.aggregation,
+                tally.limit,
+            )
+            for tally in touched
+        ]
+        counted = self.counters.count(
+            specs,
+            [(position[tally], event.value, event.occurred_at, event.id) for tally, event in pairs],
+            partial(stored_counters, connection),
+            now,
+        )
+        for tally, (key, _, _) in zip(touched, specs, strict=True):
+            move = self._moves[tally] = counted.moved[key]
+            tally.before, tally.counter.value, tally.warned = move.before, move.after, move.warned
+        self._fits = dict(zip([event.index for event in events], counted.accepted, strict=True))
+        self._counted = list(compress(pairs, counted.accepted))
+
+    def fits(self, tally: Tally, event: Event) -> bool:
+        return self._fits[event.index]
+
+    def count(self, tally: Tally, event: Event) -> None:
+        pass  # the script counted it
+
+    def refuse(self, tally: Tally, event: Event) -> None:
+        self._refused.append((tally, event))
+
+    def write(self, connection: Connection, moved: Sequence[Tally], now: datetime) -> None:
+        if self._refused:
+            # Counted in Redis but refused for credits: given back now, not when the batch ends.
+            self.counters.give_back(self._amounts(self._refused))
+            refused = {event.index for _, event in self._refused}
+            self._counted = [pair for pair in self._counted if pair[1].index not in refused]
+            self._refused = []
+        if moved:
+            batches: dict[Tally, list[Event]] = {tally: [] for tally in moved}
+            for tally, event in self._counted:
+                batches[tally].append(event)
+            queries.insert_pending(
+                connection, [_pending_row(tally, events, now) for tally, events in batches.items()]
+            )
+
+    def give_back_held(self) -> None:
+        """Undo what the script counted for this batch (its transaction failed)."""
+        if self._counted:
+            self.counters.give_back(self._amounts(self._counted))
+
+    def mark_recorded(self) -> None:
+        """Note in Redis the warning levels this batch recorded (it committed)."""
+        marks = {
+            move.key: tally.warned
+            for tally, move in self._moves.items()
+            if tally.warned is not None and tally.warned > move.warned
+        }
+        if marks:
+            self.counters.mark_warned(marks)
+
+    def _amounts(self, pairs: Sequence[tuple[Tally, Event]]) -> list[tuple[Moved, int]]:
+        """Return what the events add up to per counter: (counter move, amount) each."""
+        amounts: dict[Tally, int] = {}
+        for tally, event in pairs:
+            amounts[tally] = amounts.get(tally, 0) + event.value
+        return [(self._moves[tally], amount) for tally, amount in amounts.items()]
+
+
+def _pending_row(tally: Tally, events: list[Event], now: datetime) -> queries.NewPending:
+    """Return the usage_pending row of one counter's events in a batch."""
+    latest = max(events, key=lambda event: (event.occurred_at, event.id))
+    if tally.aggregation is Aggregation.SUM:
+        value = sum(event.value for event in events)
+    elif tally.aggregation is Aggregation.MAX:
+        value = max(event.value for event in events)
+    else:
+        value = latest.value
+    return (
+        tally.customer.id,
+        tally.meter,
+        tally.period.start,
+        tally.period.end,
+        tally.aggregation.value,
+        value,
+        latest.occurred_at,
+        latest.id,
+        now,
+    )
+
+
+def stored_counters(connection: Connection, keys: Sequence[CounterKey]) -> dict[CounterKey, Stored]:
+    """Return the database's value of counters: the folded counter plus pending rows."""
+    wanted = {(key.customer, key.meter, key.period_start): key for key in keys}
+    customers = sorted({key.customer for key in keys})
+    found: dict[CounterKey, Counter] = {}
+    for row in queries.counters_of(connection, customers):
+        key = wanted.get((row.customer_id, row.meter, row.period_start))
+        if key is not None:
+            found[key] = Counter(int(row.value), row.last_at, row.last_event_id)
+    fold_pending(
+        found,
+        (
+            (key, row.aggregation, row.value, row.last_at, row.last_event_id)
+            for row in queries.pending_of(connection, customers)
+            if (key := wanted.get((row.customer_id, row.meter, row.period_start))) is not None
+        ),
+    )
+    return {
+        key: Stored(counter.value, counter.last_at, counter.last_id)
+        for key, counter in found.items()
+    }

@@ -1,0 +1,67 @@
+"""What metering and entitlements read of customers: their row and their subscriptions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from tollgate.db.tables import CUSTOMERS, SUBSCRIPTIONS
+
+_CUSTOMER_COLUMNS = (
+    CUSTOMERS.c.id,
+    CUSTOMERS.c.deleted,
+    CUSTOMERS.c.offline,
+    CUSTOMERS.c.plan,
+    CUSTOMERS.c.currency,
+    CUSTOMERS.c.requested_currency,
+    CUSTOMERS.c.stripe_customer_id,
+    CUSTOMERS.c.stripe_account,
+    CUSTOMERS.c.dunning_access,
+)
+_SUBSCRIPTION_COLUMNS = (
+    SUBSCRIPTIONS.c.id,
+    SUBSCRIPTIONS.c.customer_id,
+    SUBSCRIPTIONS.c.status,
+    SUBSCRIPTIONS.c.plan,
+    SUBSCRIPTIONS.c.interval,
+    SUBSCRIPTIONS.c.seats,
+    SUBSCRIPTIONS.c.currency,
+    SUBSCRIPTIONS.c.cancel_at_period_end,
+    SUBSCRIPTIONS.c.cancel_at,
+    SUBSCRIPTIONS.c.current_period_start,
+    SUBSCRIPTIONS.c.current_period_end,
+    SUBSCRIPTIONS.c.created_at,
+)
+
+
+def customers_with_subscriptions(
+    connection: Connection, customer_ids: Iterable[str]
+) -> Iterator[tuple[Any, Sequence[Any]]]:
+    """Yield each customer among `customer_ids` that is not deleted, with all its
+    subscriptions (two statements per 500 customers)."""
+    ids = sorted(set(customer_ids))
+    for chunk in _chunks(ids, 500):
+        customers = {
+            row.id: row
+            for row in connection.execute(
+                select(*_CUSTOMER_COLUMNS).where(CUSTOMERS.c.id.in_(chunk))
+            )
+            if not row.deleted
+        }
+        if not customers:
+            continue
+        held: dict[str, list[Any]] = {}
+        rows = connection.execute(
+            select(*_SUBSCRIPTION_COLUMNS).where(SUBSCRIPTIONS.c.customer_id.in_(list(customers)))
+        )
+        for subscription in rows.all():
+            held.setdefault(subscription.customer_id, []).append(subscription)
+        for customer_id, customer in customers.items():
+            yield customer, held.get(customer_id, ())
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,433 @@
+"""Usage metering's statements: events, counters, pending rows, thresholds and meter outbox rows.
+
+Recording usage is the hottest write path (a batch of 1,000 events per call, tens of thousands
+of events a second), so its batch statements go to the driver directly, each dialect in the form
+its driver reads fastest: PostgreSQL takes a batch's rows as one JSON array of arrays (orjson
+writes it in C, where psycopg would adapt each element of several arrays in Python); SQLite
+takes `executemany` with times already in the text SQLAlchemy stores (see `tollgate.db.types`),
+cached because periods and batch times repeat. Times read back come out as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import orjson
+from sqlalchemy import Connection, bindparam, insert, literal, select, union_all
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tollgate.db.tables import METER_OUTBOX, USAGE_COUNTERS, USAGE_PENDING, USAGE_THRESHOLDS
+
+# (customer id, meter, period start): one counter.
+CounterId = tuple[str, str, datetime]
+# An accepted event: (id, customer id, meter, value, occurred at).
+EventRow = tuple[str, str, str, int, datetime]
+# A counter as a batch leaves it: (customer id, meter, period start, value, last at, last event
+# id, overage units reported).
+CounterUpdate = tuple[str, str, datetime, int, datetime | None, str | None, int]
+# Usage counted in Redis, one row per counter per batch: (customer id, meter, period start,
+# period end, aggregation, value, last at, last event id, recorded at).
+NewPending = tuple[str, str, datetime, datetime, str, int, datetime, str, datetime]
+
+
+# A counter as locked for a transaction: (value, last at, last event id, overage units already
+# written to the meter outbox this period).
+LockedCounter = tuple[int, datetime | None, str | None, int]
+
+
+class PendingRow(NamedTuple):
+    """Usage counted in Redis and committed, not yet folded into its counter."""
+
+    id: int
+    customer_id: str
+    meter: str
+    period_start: datetime
+    period_end: datetime
+    aggregation: str
+    value: int
+    last_at: datetime | None
+    last_event_id: str | None
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+def recorded_ids(connection: Connection, ids: Sequence[str]) -> set[str]:
+    """Return which of `ids` were recorded before."""
+    if _postgres(connection):
+        rows = connection.exec_driver_sql(
+            "SELECT id FROM usage_events WHERE id = ANY(ARRAY(SELECT"
+            " jsonb_array_elements_text(%(ids)s::jsonb)))",
+            {"ids": _json(ids)},
+        )
+        return {row[0] for row in rows}
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = connection.exec_driver_sql(
+            f"SELECT id FROM usage_events WHERE id IN ({marks})",  # noqa: S608 (placeholders only)
+            tuple(chunk),
+        )
+        found.update(row[0] for row in rows)
+    return found
+
+
+def insert_events(connection: Connection, rows: Sequence[EventRow], now: datetime) -> None:
+    """Insert accepted events, recorded at `now`."""
+    if _postgres(connection):
+        connection.exec_driver_sql(_PG_INSERT_EVENTS, {"rows": _json(rows), "now": now})
+        return
+    recorded = _sqlite_time(now)
+    times = {now: recorded}  # events without a timestamp share the batch's time
+    for row in rows:
+        if row[4] not in times:
+            times[row[4]] = _sqlite_time(row[4])
+    connection.exec_driver_sql(
+        "INSERT INTO usage_events (id, customer_id, meter, value, occurred_at, recorded_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(row[0], row[1], row[2], row[3], times[row[4]], recorded) for row in rows],
+    )
+
+
+_PG_INSERT_EVENTS = (
+    "INSERT INTO usage_events (id, customer_id, meter, value, occurred_at, recorded_at)"
+    " SELECT r->>0, r->>1, r->>2, (r->>3)::bigint, (r->>4)::timestamptz, %(now)s"
+    " FROM jsonb_array_elements(%(rows)s::jsonb) AS r"
+)
+
+
+# -- counters --------------------------------------------------------------------------------
+
+
+def lock_counters(
+    connection: Connection,
+    counters: Sequence[tuple[str, str, datetime, datetime]],
+    now: datetime,
+) -> list[LockedCounter]:
+    """Return counters (customer id, meter, period start, period end each, distinct) locked for
+    this transaction, in the order asked, creating missing ones at zero.
+
+    PostgreSQL locks the rows in key order (`FOR UPDATE`), so batches over the same counters
+    take turns instead of deadlocking; on SQLite the write transaction holds the database.
+    """
+    found: list[Any] = [None] * len(counters)
+    if _postgres(connection):
+        rows = _json(counters)
+        connection.exec_driver_sql(_PG_INSERT_COUNTERS, {"rows": rows, "now": now})
+        asked = {
+            (customer, meter, start): i for i, (customer, meter, start, _) in enumerate(counters)
+        }
+        for row in connection.exec_driver_sql(_PG_LOCK_COUNTERS, {"rows": rows}):
+            found[asked[(row[0], row[1], row[2].astimezone(UTC))]] = (
+                int(row[3]),
+                _aware(row[4]),
+                row[5],
+                int(row[6]),
+            )
+        return found
+    stamp = _sqlite_time(now)
+    starts = [_sqlite_time(start) for _, _, start, _ in counters]
+    connection.exec_driver_sql(
+        "INSERT INTO usage_counters (customer_id, meter, period_start, period_end, value,"
+        " reported, updated_at) VALUES (?, ?, ?, ?, 0, 0, ?) ON CONFLICT DO NOTHING",
+        [
+            (customer, meter, start, _sqlite_time(end), stamp)
+            for (customer, meter, _, end), start in zip(counters, starts, strict=True)
+        ],
+    )
+    by_text = {
+        (customer, meter, start): i
+        for i, ((customer, meter, _, _), start) in enumerate(zip(counters, starts, strict=True))
+    }
+    for first in range(0, len(counters), 300):
+        chunk = [
+            part
+            for (customer, meter, _, _), start in zip(
+                counters[first : first + 300], starts[first : first + 300], strict=True
+            )
+            for part in (customer, meter, start)
+        ]
+        marks = ",".join(["(?, ?, ?)"] * (len(chunk) // 3))
+        selected = connection.exec_driver_sql(
+            _SQLITE_LOCK_COUNTERS + f" IN (VALUES {marks})",  # placeholders only
+            tuple(chunk),
+        )
+        for row in selected:
+            found[by_text[(row[0], row[1], row[2])]] = (
+                int(row[3]),
+                _aware(row[4]),
+                row[5],
+                int(row[6]),
+            )
+    return found
+
+
+_SQLITE_LOCK_COUNTERS = (
+    "SELECT customer_id, meter, period_start, value, last_at, last_event_id, reported"
+    " FROM usage_counters WHERE (customer_id, meter, period_start)"
+)
+_PG_INSERT_COUNTERS = (
+    "INSERT INTO usage_counters (customer_id, meter, period_start, period_end, value, reported,"
+    " updated_at) SELECT r->>0, r->>1, (r->>2)::timestamptz, (r->>3)::timestamptz, 0, 0,"
+    " %(now)s FROM jsonb_array_elements(%(rows)s::jsonb) AS r ON CONFLICT DO NOTHING"
+)
+_PG_LOCK_COUNTERS = (
+    "SELECT customer_id, meter, period_start, value, last_at, last_event_id, reported"
+    " FROM usage_counters WHERE (customer_id, meter, period_start) IN (SELECT r->>0, r->>1,"
+    " (r->>2)::timestamptz FROM jsonb_array_elements(%(rows)s::jsonb) AS r)"
+    " ORDER BY customer_id, meter, period_start FOR UPDATE"
+)
+
+
+def update_counters(
+    connection: Connection, updates: Sequence[CounterUpdate], now: datetime
+) -> None:
+    """Set counters' value, latest reading and reported overage."""
+    if _postgres(connection):
+        connection.exec_driver_sql(_PG_UPDATE_COUNTERS, {"rows": _json(updates), "now": now})
+        return
+    stamp = _sqlite_time(now)
+    connection.exec_driver_sql(
+        "UPDATE usage_counters SET value = ?, last_at = ?, last_event_id = ?, reported = ?,"
+        " updated_at = ? WHERE customer_id = ? AND meter = ? AND period_start = ?",
+        [
+            (
+                value,
+                _sqlite_time(last_at) if last_at is not None else None,
+                last_id,
+                reported,
+                stamp,
+                customer_id,
+                meter,
+                _sqlite_time(start),
+            )
+            for customer_id, meter, start, value, last_at, last_id, reported in updates
+        ],
+    )
+
+
+_PG_UPDATE_COUNTERS = (
+    "UPDATE usage_counters AS c SET value = (r->>3)::bigint, last_at = (r->>4)::timestamptz,"
+    " last_event_id = r->>5, reported = (r->>6)::bigint, updated_at = %(now)s"
+    " FROM jsonb_array_elements(%(rows)s::jsonb) AS r"
+    " WHERE c.customer_id = r->>0 AND c.meter = r->>1 AND c.period_start = (r->>2)::timestamptz"
+)
+
+
+def counters_of(connection: Connection, customer_ids: Sequence[str]) -> Sequence[Any]:
+    """Return the customers' counters: customer_id, meter, period_start, value, last_at,
+    last_event_id each."""
+    return connection.execute(
+        select(
+            USAGE_COUNTERS.c.customer_id,
+            USAGE_COUNTERS.c.meter,
+            USAGE_COUNTERS.c.period_start,
+            USAGE_COUNTERS.c.value,
+            USAGE_COUNTERS.c.last_at,
+            USAGE_COUNTERS.c.last_event_id,
+        ).where(USAGE_COUNTERS.c.customer_id.in_(customer_ids))
+    ).all()
+
+
+def period_usage_rows(
+    connection: Connection, customer_id: str, period_start: datetime
+) -> Sequence[Any]:
+    """Return a customer's counters of a period and its pending rows, oldest first: meter,
+    value, last_at, last_event_id, aggregation each (empty for a counter)."""
+    return connection.execute(_PERIOD_USAGE, {"customer": customer_id, "start": period_start}).all()
+
+
+# The counters, and the usage counted in Redis not yet folded into them (usage_pending).
+_PERIOD_USAGE = union_all(
+    select(
+        USAGE_COUNTERS.c.meter,
+        USAGE_COUNTERS.c.value,
+        USAGE_COUNTERS.c.last_at,
+        USAGE_COUNTERS.c.last_event_id,
+        literal("").label("aggregation"),
+    ).where(
+        USAGE_COUNTERS.c.customer_id == bindparam("customer"),
+        USAGE_COUNTERS.c.period_start == bindparam("start"),
+    ),
+    select(
+        USAGE_PENDING.c.meter,
+        USAGE_PENDING.c.value,
+        USAGE_PENDING.c.last_at,
+        USAGE_PENDING.c.last_event_id,
+        USAGE_PENDING.c.aggregation,
+    ).where(
+        USAGE_PENDING.c.customer_id == bindparam("customer"),
+        USAGE_PENDING.c.period_start == bindparam("start"),
+    ),
+)
+
+
+# -- pending rows (usage counted in Redis) ----------------------------------------------------
+
+
+def insert_pending(connection: Connection, rows: Sequence[NewPending]) -> None:
+    """Insert usage_pending rows."""
+    if _postgres(connection):
+        connection.exec_driver_sql(
+            "INSERT INTO usage_pending (customer_id, meter, period_start, period_end,"
+            " aggregation, value, last_at, last_event_id, recorded_at)"
+            " SELECT r->>0, r->>1, (r->>2)::timestamptz, (r->>3)::timestamptz, r->>4,"
+            " (r->>5)::bigint, (r->>6)::timestamptz, r->>7, (r->>8)::timestamptz"
+            " FROM jsonb_array_elements(%(rows)s::jsonb) AS r",
+            {"rows": _json(rows)},
+        )
+        return
+    times: dict[datetime, str] = {}  # a batch's rows share their periods and times
+
+    def text(moment: datetime) -> str:
+        found = times.get(moment)
+        if found is None:
+            found = times[moment] = _sqlite_time(moment)
+        return found
+
+    connection.exec_driver_sql(
+        "INSERT INTO usage_pending (customer_id, meter, period_start, period_end, aggregation,"
+        " value, last_at, last_event_id, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (c, m, text(s), text(e), a, v, text(la), li, text(at))
+            for c, m, s, e, a, v, la, li, at in rows
+        ],
+    )
+
+
+def pending_of(connection: Connection, customer_ids: Sequence[str]) -> Sequence[Any]:
+    """Return the customers' pending rows, oldest first: customer_id, meter, period_start,
+    aggregation, value, last_at, last_event_id each."""
+    return connection.execute(
+        select(
+            USAGE_PENDING.c.customer_id,
+            USAGE_PENDING.c.meter,
+            USAGE_PENDING.c.period_start,
+            USAGE_PENDING.c.aggregation,
+            USAGE_PENDING.c.value,
+            USAGE_PENDING.c.last_at,
+            USAGE_PENDING.c.last_event_id,
+        )
+        .where(USAGE_PENDING.c.customer_id.in_(customer_ids))
+        .order_by(USAGE_PENDING.c.id)
+    ).all()
+
+
+def oldest_pending(connection: Connection, limit: int) -> list[PendingRow]:
+    """Return up to `limit` pending rows, oldest first, for this transaction to fold.
+
+    On PostgreSQL the rows are locked and rows another flush holds are skipped, so flushes on
+    several replicas fold different rows; on SQLite the write transaction holds the database.
+    """
+    if _postgres(connection):
+        rows = connection.exec_driver_sql(_PG_OLDEST_PENDING, {"limit": limit})
+    else:
+        rows = connection.exec_driver_sql(_SQLITE_OLDEST_PENDING, (limit,))
+    return [
+        PendingRow(
+            int(row[0]),
+            row[1],
+            row[2],
+            _aware(row[3]),
+            _aware(row[4]),
+            row[5],
+            int(row[6]),
+            _aware(row[7]),
+            row[8],
+        )
+        for row in rows
+    ]
+
+
+_PENDING_COLUMNS = (
+    "id, customer_id, meter, period_start, period_end, aggregation, value, last_at, last_event_id"
+)
+_PG_OLDEST_PENDING = (
+    f"SELECT {_PENDING_COLUMNS} FROM usage_pending ORDER BY id LIMIT %(limit)s"  # noqa: S608
+    " FOR UPDATE SKIP LOCKED"
+)
+_SQLITE_OLDEST_PENDING = f"SELECT {_PENDING_COLUMNS} FROM usage_pending ORDER BY id LIMIT ?"  # noqa: S608
+
+
+def delete_pending(connection: Connection, ids: Sequence[int]) -> None:
+    """Delete pending rows this transaction read with `oldest_pending` (ids ascending)."""
+    if _postgres(connection):
+        connection.exec_driver_sql(
+            "DELETE FROM usage_pending WHERE id = ANY(%(ids)s)", {"ids": list(ids)}
+        )
+    else:  # one writer at a time: the rows read are every row up to the last id
+        connection.exec_driver_sql("DELETE FROM usage_pending WHERE id <= ?", (ids[-1],))
+
+
+# -- thresholds and overage ------------------------------------------------------------------
+
+
+def insert_threshold(
+    connection: Connection,
+    *,
+    customer_id: str,
+    meter: str,
+    period_start: datetime,
+    percent: int,
+    used: int,
+    crossed_at: datetime,
+) -> bool:
+    """Record that usage crossed a warning level in a period; False if it was recorded before."""
+    # RETURNING tells whether the row is new (PostgreSQL's rowcount does not, here).
+    inserted = connection.execute(
+        _INSERT_THRESHOLD[_postgres(connection)],
+        {
+            "customer_id": customer_id,
+            "meter": meter,
+            "period_start": period_start,
+            "percent": percent,
+            "used": used,
+            "crossed_at": crossed_at,
+        },
+    ).first()
+    return inserted is not None
+
+
+_INSERT_THRESHOLD = {
+    True: postgresql.insert(USAGE_THRESHOLDS)
+    .on_conflict_do_nothing()
+    .returning(USAGE_THRESHOLDS.c.percent),
+    False: sqlite.insert(USAGE_THRESHOLDS)
+    .on_conflict_do_nothing()
+    .returning(USAGE_THRESHOLDS.c.percent),
+}
+
+
+def queue_meter_events(connection: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write overage for the meter sync job to send to Stripe (meter_outbox rows)."""
+    connection.execute(insert(METER_OUTBOX), list(rows))
+
+
+# -- the dialects ----------------------------------------------------------------------------
+
+
+def _postgres(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def _json(rows: Any) -> str:
+    return orjson.dumps(rows).decode()
+
+
+@lru_cache(maxsize=4096)  # periods and batch times repeat across rows and batches
+def _sqlite_time(moment: datetime) -> str:
+    # SQLAlchemy's SQLite DATETIME format, of the naive UTC time (see tollgate.db.types).
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _aware(value: Any) -> Any:
+    """Return a time read through the driver as an aware UTC datetime (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)

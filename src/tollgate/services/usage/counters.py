@@ -1,0 +1,113 @@
+"""Where usage is counted: one interface over the database's counters and Redis's.
+
+`record_usage` runs one decision loop over a batch and leaves to a `CounterStore` only what
+differs between the two: when the counters are taken (the database locks them before the
+batch's ids are checked; Redis checks and counts every new event in one script after), how an
+event is found to fit its hard limit, what a refused event costs (nothing in the database;
+Redis gives the count back), and what the store writes with the events (the database: the
+counters and the overage for Stripe; Redis: one pending row per counter, and after the commit
+the warning levels now recorded). Each counter a batch touches is a `Tally` both fill in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Connection
+
+from tollgate.db.queries.usage import CounterId
+from tollgate.domain.catalog import Aggregation, Catalog, PlanFeature
+from tollgate.domain.entitlements import access_of, access_plan
+from tollgate.domain.metering import Counter, Period
+from tollgate.services.entitlements import BillingCustomer, customer_state
+from tollgate.services.usage.events import Event
+
+
+@dataclass(eq=False, slots=True)
+class Tally:
+    """One counter as a batch moves it: whose, what the plan grants, its value before and now."""
+
+    customer: BillingCustomer
+    period: Period  # the counter's (the customer's open one, or an ended one being folded)
+    meter: str
+    aggregation: Aggregation
+    grant: PlanFeature
+    limit: int | None  # the hard limit this batch holds the counter to (None: none)
+    counter: Counter = field(default_factory=lambda: Counter(0))
+    before: int = 0
+    reported: int = 0  # overage units already queued for Stripe (the database's counters)
+    # The highest warning percent known to be recorded this period; None: the levels `before`
+    # reached (the database's counters record a level in the transaction that reaches it).
+    warned: int | None = None
+    latest: datetime | None = None  # the latest time counted into `counter` here (the database's)
+    accepted: int = 0  # how many of this batch's events were counted here
+
+    @property
+    def key(self) -> CounterId:
+        return (self.customer.id, self.meter, self.period.start)
+
+
+# A batch's tallies by (customer id, meter): a customer counts in one period per batch.
+Tallies = Mapping[tuple[str, str], Tally]
+
+
+class CounterBatch(Protocol):
+    """One batch's counters in a store, from before its ids are checked to its commit."""
+
+    def lock(self, connection: Connection, tallies: Sequence[Tally], now: datetime) -> None:
+        """Take the batch's counters (in key order) before its ids are checked."""
+
+    def check(
+        self, connection: Connection, tallies: Tallies, events: Sequence[Event], now: datetime
+    ) -> None:
+        """Look at the batch's new events, in order, once they are known."""
+
+    def fits(self, tally: Tally, event: Event) -> bool:
+        """Return whether the event fits its counter's hard limit."""
+
+    def count(self, tally: Tally, event: Event) -> None:
+        """Count an event that fits and was paid for."""
+
+    def refuse(self, tally: Tally, event: Event) -> None:
+        """Take back an event that fit but is refused (its credits are used up)."""
+
+    def write(self, connection: Connection, moved: Sequence[Tally], now: datetime) -> None:
+        """Write what the store keeps in the database, with the batch's events."""
+
+
+class CounterStore(Protocol):
+    """Where a deployment counts usage: the database, or Redis (TOLLGATE_REDIS_URL)."""
+
+    def batch(self) -> AbstractContextManager[CounterBatch]:
+        """Return the counters of one batch, around its transaction."""
+
+
+# Grants by what decides them (plan, status, dunning access, past due since), for one batch.
+GrantMemo = dict[tuple[Any, ...], dict[str, PlanFeature]]
+
+
+def granted(
+    catalog: Catalog,
+    customer: BillingCustomer,
+    now: datetime,
+    grace: timedelta,
+    memo: GrantMemo | None = None,
+) -> dict[str, PlanFeature]:
+    """Return what the customer's access plan grants of each feature now."""
+    if memo is not None:
+        key = (customer.plan, customer.status, customer.dunning_access, customer.past_due_since)
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = granted(catalog, customer, now, grace)
+        return found
+    state = customer_state(customer, {})
+    access, _ = access_of(state, grace, now)
+    plan = access_plan(catalog, state, access)
+    return {
+        feature_id: (plan.features.get(feature_id) if plan else None) or PlanFeature.off(feature)
+        for feature_id, feature in catalog.features.items()
+    }

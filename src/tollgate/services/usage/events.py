@@ -1,0 +1,150 @@
+"""A batch of usage events as the app sends it: checked, with a reason for each one refused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tollgate.domain.catalog import Catalog, FeatureType
+from tollgate.domain.errors import InvalidRequest
+from tollgate.domain.metering import MAX_BATCH
+
+MAX_ID_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why one event of a batch was not counted."""
+
+    index: int
+    id: str | None
+    code: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "id": self.id,
+            "error": {"code": self.code, "message": self.message},
+        }
+
+
+@dataclass
+class UsageReport:
+    """What a batch did: counted, already counted before, and rejected with reasons."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    customers: set[str] = field(default_factory=set)  # whose usage changed
+    thresholds: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": [rejection.to_json() for rejection in self.rejected],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One well-formed usage event of a batch; `index` is its place in the batch."""
+
+    index: int
+    id: str
+    customer: str
+    meter: str
+    value: int
+    occurred_at: datetime
+
+
+def parse_events(raw: Any, catalog: Catalog, now: datetime) -> tuple[list[Event], list[Rejection]]:
+    """Return the well-formed events of a batch and a rejection for each malformed one."""
+    if not isinstance(raw, list):
+        raise InvalidRequest("events must be a list of usage events", param="events")
+    if not raw:
+        raise InvalidRequest("events is empty; send 1 to 1,000 usage events", param="events")
+    if len(raw) > MAX_BATCH:
+        raise InvalidRequest(
+            f"{len(raw):,} events in one call; send at most {MAX_BATCH:,}", param="events"
+        )
+    metered = {
+        feature_id
+        for feature_id, feature in catalog.features.items()
+        if feature.type is FeatureType.METERED
+    }
+    events: list[Event] = []
+    rejected: list[Rejection] = []
+    for index, item in enumerate(raw):
+        problem = _event_problem(item, metered)
+        if problem is not None:
+            event_id = item.get("id") if isinstance(item, dict) else None
+            rejected.append(
+                Rejection(index, event_id if isinstance(event_id, str) else None, *problem)
+            )
+            continue
+        occurred_at = _timestamp(item.get("timestamp"), now)
+        if occurred_at is None:
+            rejected.append(
+                Rejection(
+                    index,
+                    item["id"],
+                    "invalid_timestamp",
+                    "timestamp must be an ISO 8601 time or Unix seconds",
+                )
+            )
+            continue
+        value = item["value"]
+        events.append(
+            Event(index, item["id"], item["customer"], item["meter"], int(value), occurred_at)
+        )
+    return events, rejected
+
+
+def _event_problem(item: Any, metered: set[str]) -> tuple[str, str] | None:
+    if not isinstance(item, dict):
+        return "invalid_event", "each event must be an object {id, customer, meter, value}"
+    event_id = item.get("id")
+    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID_LENGTH:
+        return "invalid_id", f"id must be a string of 1 to {MAX_ID_LENGTH} characters"
+    if not isinstance(item.get("customer"), str) or not item["customer"]:
+        return "invalid_customer", "customer must be the customer's id"
+    meter = item.get("meter")
+    if not isinstance(meter, str) or meter not in metered:
+        return "unknown_meter", (
+            f"unknown meter {meter!r}; metered features are: {', '.join(sorted(metered))}"
+        )
+    value = item.get("value")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "invalid_value", "value must be a whole number (Stripe meters count whole units)"
+    if value < 0:
+        return "invalid_value", "value must not be negative"
+    if value >= 2**53:
+        return "invalid_value", "value is too large"
+    unknown = set(item) - {"id", "customer", "meter", "value", "timestamp"}
+    if unknown:
+        return "invalid_event", f"unknown field(s): {', '.join(sorted(unknown))}"
+    return None
+
+
+def _timestamp(raw: Any, now: datetime) -> datetime | None:
+    if raw is None:
+        return now
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        try:
+            return datetime.fromtimestamp(raw, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(raw, str):
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError:
+            return None
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return None

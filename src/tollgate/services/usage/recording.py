@@ -1,0 +1,235 @@
+"""Record a batch of usage: each new event counted once, within its hard limit and its credits.
+
+One batch is one transaction, and one decision loop whichever store counts (see `counters`):
+the batch's customers are read and late or unknown events set aside; the counters are taken;
+events recorded before are dropped; then each event in order is checked against its hard limit,
+pays its credits and is counted. The accepted events are stored, the store writes its part, and
+the warning levels the counters reached are recorded with their notices, all in the transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from tollgate.clock import Clock
+from tollgate.db.queries import usage as queries
+from tollgate.db.queries.usage import CounterId
+from tollgate.db.unit_of_work import Database
+from tollgate.domain.catalog import Catalog
+from tollgate.domain.entitlements import entitlements
+from tollgate.domain.metering import enforced_limit, usage_timestamp_problem
+from tollgate.services import credit_ledger
+from tollgate.services.entitlements import (
+    BillingCustomer,
+    credit_prices,
+    customer_state,
+    load_billing_customers,
+)
+from tollgate.services.usage.counters import CounterStore, GrantMemo, Tally, granted
+from tollgate.services.usage.database_counters import DatabaseCounters
+from tollgate.services.usage.events import Event, Rejection, UsageReport, parse_events
+from tollgate.services.usage.thresholds import record_thresholds
+
+_RETRIES = 3
+DATABASE_COUNTERS = DatabaseCounters()
+
+
+def record_usage(
+    *,
+    db: Database,
+    catalog: Catalog,
+    clock: Clock,
+    events: Any,
+    enforce_limits: bool = True,
+    grace: timedelta = timedelta(days=7),
+    counters: CounterStore | None = None,
+) -> UsageReport:
+    """Count each new event once; reject the malformed, the unknown and those over a limit.
+
+    `counters` is where usage is counted: the container's `usage_counters` (Redis, when
+    TOLLGATE_REDIS_URL is set), or by default the database.
+    """
+    now = clock.now()
+    parsed, rejected = parse_events(events, catalog, now)
+    store = DATABASE_COUNTERS if counters is None else counters
+    for attempt in range(_RETRIES):
+        try:
+            report = _record(
+                db, catalog, parsed, now, store=store, enforce_limits=enforce_limits, grace=grace
+            )
+        except IntegrityError:
+            # Another batch recorded one of these ids for another counter between our look
+            # and our insert; the whole batch is decided again against what it committed.
+            if attempt == _RETRIES - 1:
+                raise
+            continue
+        report.rejected = sorted(rejected + report.rejected, key=lambda r: r.index)
+        return report
+    raise AssertionError("unreachable")
+
+
+def _record(
+    db: Database,
+    catalog: Catalog,
+    events: list[Event],
+    now: datetime,
+    *,
+    store: CounterStore,
+    enforce_limits: bool,
+    grace: timedelta,
+) -> UsageReport:
+    report = UsageReport()
+    reasons = _LimitReasons(catalog, now, grace)
+    prices = credit_prices(catalog)
+    with store.batch() as counters, db.write_connection() as connection:
+        customers, wanted = _screen(connection, catalog, events, now, report)
+        if not wanted:
+            return report
+        tallies = _tallies(catalog, customers, wanted, now, grace, enforce_limits)
+        counters.lock(connection, list(tallies.values()), now)  # the database's, in key order
+        fresh = _unrecorded(connection, wanted, report)
+        if not fresh:
+            return report
+        counters.check(connection, tallies, fresh, now)  # Redis's: every new event in one script
+        accepted: list[Event] = []
+        for event in fresh:
+            tally = tallies[(event.customer, event.meter)]
+            if not counters.fits(tally, event):
+                report.rejected.append(reasons.rejection(tally, event))
+                continue
+            per_unit = prices.get(event.meter)
+            if per_unit and not _burn_credits(connection, event, per_unit, now):
+                counters.refuse(tally, event)
+                report.rejected.append(_credit_rejection(catalog, event, per_unit))
+                continue
+            counters.count(tally, event)
+            tally.accepted += 1
+            accepted.append(event)
+        report.accepted = len(accepted)
+        if accepted:
+            queries.insert_events(
+                connection,
+                [(e.id, e.customer, e.meter, e.value, e.occurred_at) for e in accepted],
+                now,
+            )
+        moved = [tally for tally in tallies.values() if tally.accepted]
+        counters.write(connection, moved, now)
+        report.customers.update([tally.customer.id for tally in moved])
+        report.thresholds += record_thresholds(connection, catalog, moved, now)
+    return report
+
+
+def _screen(
+    connection: Connection,
+    catalog: Catalog,
+    events: list[Event],
+    now: datetime,
+    report: UsageReport,
+) -> tuple[dict[str, BillingCustomer], list[Event]]:
+    """Return the batch's customers and its events that may count (unknown or late ones out)."""
+    customers = load_billing_customers(
+        connection, catalog, {event.customer for event in events}, now
+    )
+    wanted: list[Event] = []
+    seen: set[str] = set()
+    for event in events:
+        if event.id in seen:
+            report.duplicates += 1
+            continue
+        seen.add(event.id)
+        customer = customers.get(event.customer)
+        if customer is None:
+            report.rejected.append(
+                Rejection(
+                    event.index, event.id, "unknown_customer", f"no customer {event.customer!r}"
+                )
+            )
+            continue
+        problem = usage_timestamp_problem(event.occurred_at, customer.period, now)
+        if problem is not None:
+            report.rejected.append(Rejection(event.index, event.id, "invalid_timestamp", problem))
+            continue
+        wanted.append(event)
+    return customers, wanted
+
+
+def _tallies(
+    catalog: Catalog,
+    customers: dict[str, BillingCustomer],
+    events: list[Event],
+    now: datetime,
+    grace: timedelta,
+    enforce_limits: bool,
+) -> dict[tuple[str, str], Tally]:
+    """Return a tally of each counter the events count in, by (customer, meter), in key order."""
+    grants: GrantMemo = {}
+    tallies: dict[tuple[str, str], Tally] = {}
+    for customer_id, meter in sorted({(event.customer, event.meter) for event in events}):
+        customer = customers[customer_id]
+        grant = granted(catalog, customer, now, grace, grants)[meter]
+        tallies[(customer_id, meter)] = Tally(
+            customer=customer,
+            period=customer.period,
+            meter=meter,
+            aggregation=catalog.features[meter].aggregation,
+            grant=grant,
+            limit=enforced_limit(grant, enforce_limits),
+        )
+    return tallies
+
+
+def _unrecorded(connection: Connection, events: list[Event], report: UsageReport) -> list[Event]:
+    """Return the events whose ids were never recorded; count the others as duplicates."""
+    known = queries.recorded_ids(connection, [event.id for event in events])
+    if not known:
+        return events
+    report.duplicates += sum(1 for event in events if event.id in known)
+    return [event for event in events if event.id not in known]
+
+
+def _burn_credits(connection: Connection, event: Event, per_unit: int, now: datetime) -> bool:
+    return bool(
+        credit_ledger.burn_for_usage(
+            connection,
+            customer_id=event.customer,
+            feature=event.meter,
+            units=event.value,
+            credits_per_unit=per_unit,
+            usage_key=f"usage:{event.id}",
+            now=now,
+        )
+    )
+
+
+def _credit_rejection(catalog: Catalog, event: Event, per_unit: int) -> Rejection:
+    return Rejection(
+        event.index,
+        event.id,
+        "insufficient_credits",
+        f"{catalog.features[event.meter].name} costs {per_unit:,} credits a unit "
+        "and the customer's credits (with any overdraft allowance) are used up",
+    )
+
+
+class _LimitReasons:
+    """Why events did not fit a hard limit, in the words of the entitlement decision."""
+
+    def __init__(self, catalog: Catalog, now: datetime, grace: timedelta) -> None:
+        self.catalog = catalog
+        self.now = now
+        self.grace = grace
+        # A reason is a whole entitlement decision: worked out once per counter, value and used.
+        self._reasons: dict[tuple[CounterId, int, int], str] = {}
+
+    def rejection(self, tally: Tally, event: Event) -> Rejection:
+        memo = (tally.key, event.value, tally.counter.value)
+        reason = self._reasons.get(memo)
+        if reason is None:
+            state = customer_state(tally.customer, {tally.meter: tally.counter.value})
+            decision = entitlements(self.catalog, state, now=self.now, grace=self.grace)
+            reason = self._reasons[memo] = decision.decide(tally.meter, event.value).reason
+        return Rejection(event.index, event.id, "limit_exceeded", reason)
