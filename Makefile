@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+JS_STAMP := $(VENV)/.js-installed
 
 .PHONY: dev test lint check bench bench-stripesim clean
 
@@ -18,8 +19,12 @@ dev: $(STAMP)
 	$(BIN)/tollgate dev $(ARGS)
 
 ## Lint, format check, types, import contracts, then every test (SQLite and PostgreSQL).
-test: $(STAMP) lint
+test: $(STAMP) $(JS_STAMP) lint
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+$(JS_STAMP): $(STAMP) clients/js/package-lock.json
+	npm ci --prefix clients/js --silent
+	touch $(JS_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
