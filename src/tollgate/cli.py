@@ -112,9 +112,17 @@ def serve(
     run_server(_settings(), host=host, port=port)
 
 
-@app.command()
+dev_app = typer.Typer(
+    help="The simulator, the server on SQLite, the demo catalog and data, one clock.",
+    invoke_without_command=True,
+)
+app.add_typer(dev_app, name="dev")
+
+
+@dev_app.callback()
 @one_line_errors
 def dev(
+    context: typer.Context,
     port: Annotated[int, typer.Option(help="Port of the Tollgate API.")] = 8000,
     stripe_port: Annotated[int, typer.Option(help="Port of the simulated Stripe.")] = 12111,
     data_dir: Annotated[
@@ -126,9 +134,41 @@ def dev(
     ] = None,
 ) -> None:
     """Start the Stripe simulator and the server on SQLite with the demo catalog and data."""
+    if context.invoked_subcommand is not None:
+        return
     from tollgate.devserver import run_dev
 
     run_dev(port=port, stripe_port=stripe_port, data_dir=data_dir, catalog=catalog)
+
+
+@dev_app.command("advance")
+@one_line_errors
+def dev_advance(
+    by: Annotated[
+        str, typer.Argument(help="How far: 90m, 12h, 3d, 2w, 1mo, 1y, or an ISO 8601 time.")
+    ],
+) -> None:
+    """Move the running dev instance's clocks forward: the simulated Stripe's and Tollgate's."""
+    import httpx
+
+    if not os.environ.get("TOLLGATE_URL"):
+        _use_dev_settings(Path(DEV_DIR) / "env")
+    url, key = os.environ["TOLLGATE_URL"], os.environ.get("TOLLGATE_API_KEY", "")
+    try:
+        answer = httpx.post(
+            f"{url}/dev/clock/advance",
+            json={"by": by},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=600,
+        )
+    except httpx.TransportError:
+        fail(f"no dev instance answers at {url}: is `make dev` running?")
+    body = answer.json()
+    if answer.status_code != 200:
+        fail(str(body.get("error", {}).get("message", answer.text)))
+    typer.echo(
+        f"Stripe (simulated) is at {body['stripe_time']}, Tollgate at {body['tollgate_time']}"
+    )
 
 
 @app.command()

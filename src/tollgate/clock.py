@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -32,3 +33,23 @@ class FrozenClock:
 
     def advance(self, delta: timedelta) -> None:
         self._at += delta
+
+
+class AdjustableClock:
+    """The real clock, moved forward on request: `tollgate dev` keeps it with the simulator's
+    test clock, so usage, trials and renewals are seen at the simulated time."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta(0)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._offset
+
+    def move_to(self, moment: datetime) -> None:
+        """Make `moment` now (never backwards: what was recorded stays in the past)."""
+        if moment.tzinfo is None:
+            raise ValueError("AdjustableClock needs an aware datetime")
+        with self._lock:
+            offset = moment - datetime.now(UTC)
+            self._offset = max(self._offset, offset)

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     stripe_automatic_tax: bool = Field(False, alias="STRIPE_AUTOMATIC_TAX")
     stripe_max_retries: int = Field(3, alias="STRIPE_MAX_RETRIES", ge=0, le=10)
     stripe_timeout_seconds: float = Field(30.0, alias="STRIPE_TIMEOUT", gt=0, le=120)
+    # Test mode only: new platform customers are attached to this test clock (`tollgate dev`
+    # sets it, so `tollgate dev advance` moves every demo customer's billing at once).
+    stripe_test_clock: str | None = Field(
+        None, alias="STRIPE_TEST_CLOCK", pattern=r"^clock_[A-Za-z0-9]{1,250}$"
+    )
 
     # -- customers and subscriptions -----------------------------------------------------------
     # Credits granted to each new customer, recorded for the credits capability to spend.
@@ -187,6 +192,12 @@ class Settings(BaseSettings):
             if len(parts[2]) < 16:
                 raise ValueError(f"key '{parts[0]}' secret must be at least 16 characters")
         return value
+
+    @model_validator(mode="after")
+    def _test_clock_in_test_mode_only(self) -> Settings:
+        if self.stripe_test_clock and self.stripe_live:
+            raise ValueError("STRIPE_TEST_CLOCK: test clocks exist only with a test-mode key")
+        return self
 
     @model_validator(mode="after")
     def _no_placeholders_outside_dev(self) -> Settings:

@@ -16,6 +16,7 @@ import uvicorn
 from tollgate.api.app import create_app
 from tollgate.bootstrap import Container, build_container
 from tollgate.catalog_file import example_catalog_path, load_catalog_file
+from tollgate.clock import AdjustableClock
 from tollgate.config import ConfigError, Settings, load_settings
 from tollgate.db.migrate import upgrade
 from tollgate.jobs.schedule import Worker
@@ -23,6 +24,7 @@ from tollgate.services.api_keys import create_api_key
 from tollgate.services.catalog import sync_catalog
 from tollgate.services.customers import NewCustomer, create_customer
 from tollgate.services.subscriptions import start_checkout
+from tollgate.stripe.gateway import StripeGateway
 
 DEV_STRIPE_KEY = "sk_test_tollgate_dev_simulator"
 # What `tollgate dev` writes for the other commands: `source` it, or run `tollgate --dev …`.
@@ -54,6 +56,7 @@ def write_env_file(data_dir: Path, settings: Settings, *, api_url: str, api_key:
         "STRIPE_SECRET_KEY": DEV_STRIPE_KEY,
         "STRIPE_API_BASE": settings.stripe_api_base or "",
         "STRIPE_WEBHOOK_SECRETS": ",".join(settings.stripe_webhook_secrets),
+        "STRIPE_TEST_CLOCK": settings.stripe_test_clock or "",
         "TOLLGATE_SMTP_URL": settings.smtp_url.get_secret_value() if settings.smtp_url else "",
         "TOLLGATE_URL": api_url,
         "TOLLGATE_API_KEY": api_key,
@@ -109,18 +112,25 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None
     database_url = f"sqlite:///{data_dir.resolve()}/tollgate.db"
     webhook_secret = f"whsec_{secrets.token_hex(16)}"
     with run_simulator(port=stripe_port) as stripe_sim:
-        settings = load_settings(
-            TOLLGATE_ENV="dev",
-            TOLLGATE_DATABASE_URL=database_url,
-            TOLLGATE_CATALOG=str(catalog_path),
-            STRIPE_SECRET_KEY=DEV_STRIPE_KEY,
-            STRIPE_API_BASE=stripe_sim.url,
-            STRIPE_MAX_RETRIES=1,
-            STRIPE_WEBHOOK_SECRETS=webhook_secret,
-            TOLLGATE_SMTP_URL=f"file://{(data_dir / 'mail').resolve()}",
+        values = {
+            "TOLLGATE_ENV": "dev",
+            "TOLLGATE_DATABASE_URL": database_url,
+            "TOLLGATE_CATALOG": str(catalog_path),
+            "STRIPE_SECRET_KEY": DEV_STRIPE_KEY,
+            "STRIPE_API_BASE": stripe_sim.url,
+            "STRIPE_MAX_RETRIES": 1,
+            "STRIPE_WEBHOOK_SECRETS": webhook_secret,
+            "TOLLGATE_SMTP_URL": f"file://{(data_dir / 'mail').resolve()}",
+        }
+        # One clock: every customer joins this test clock, and Tollgate's clock follows it
+        # (`tollgate dev advance 3d`, or the buttons on /dev).
+        clock = AdjustableClock()
+        test_clock = StripeGateway.from_settings(load_settings(**values)).create_test_clock(
+            frozen_time=clock.now(), name="tollgate dev"
         )
+        settings = load_settings(**values, STRIPE_TEST_CLOCK=test_clock)
         upgrade(settings.database_url)
-        container = build_container(settings)
+        container = build_container(settings, clock=clock)
         changes = sync_catalog(catalog=container.catalog, gateway=container.stripe)
         write_key = create_api_key(
             db=container.db, clock=container.clock, name="dev-write", scope="write"
@@ -144,6 +154,8 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None
             f"  API            {api}",
             f"  API docs       {api}/docs   (OpenAPI: {api}/openapi.json)",
             f"  health         {api}/healthz   ready: {api}/readyz   metrics: {api}/metrics",
+            f"  dev page       {api}/dev   (one clock: move Stripe and Tollgate forward together;",
+            "                 or `tollgate dev advance 3d`)",
             f"  Stripe (sim)   {stripe_sim.url}   key: {DEV_STRIPE_KEY}",
             f"  database       {database_url}",
             f"  catalog        {settings.catalog_path} ({len(changes)} Stripe objects synced)",

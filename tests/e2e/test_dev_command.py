@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -187,3 +188,67 @@ def test_commands_never_create_a_database_they_were_not_asked_to(tmp_path: Path)
     )
     assert missing.returncode == 2
     assert "start the dev instance with `make dev`" in missing.stderr
+
+
+def test_one_clock_moves_stripe_and_tollgate_together(dev: Dev) -> None:
+    key = dev.key("write")
+    headers = {"Authorization": f"Bearer {key}"}
+    before = httpx.get(f"{dev.api}/dev/clock", headers=headers).json()
+    run = subprocess.run(
+        [*CLI, "dev", "advance", "15d"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=dev.cwd,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Stripe (simulated) is at" in run.stdout
+    after = httpx.get(f"{dev.api}/dev/clock", headers=headers).json()
+    moved = datetime.fromisoformat(after["stripe_time"]) - datetime.fromisoformat(
+        before["stripe_time"]
+    )
+    assert moved == timedelta(days=15)
+    # Acme's 14-day Pro trial (paid for in the first test) converted on the way.
+    status, deadline = "", time.monotonic() + 30
+    while status != "active":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+        status = httpx.get(f"{dev.api}/v1/customers/acme-inc", headers=headers).json()["status"]
+    # Tollgate's clock follows: usage now is in the customer's open period, not before it.
+    assert datetime.fromisoformat(after["tollgate_time"]) >= datetime.fromisoformat(
+        after["stripe_time"]
+    )
+    customer = httpx.post(
+        f"{dev.api}/v1/customers",
+        headers=headers,
+        json={"id": "dev-clock-org", "email": "clock@dev.example"},
+    ).json()
+    usage = httpx.post(
+        f"{dev.api}/v1/usage",
+        headers=headers,
+        json={
+            "events": [
+                {"id": "clock-run-1", "customer": customer["id"], "meter": "runs", "value": 1}
+            ]
+        },
+    ).json()
+    assert usage["accepted"] == 1, usage
+    # The page shows both clocks; its buttons accept only its own origin.
+    page = httpx.get(f"{dev.api}/dev")
+    assert page.status_code == 200 and "One clock" in page.text
+    foreign = httpx.post(
+        f"{dev.api}/dev/advance", data={"by": "1d"}, headers={"Origin": "https://evil.example"}
+    )
+    assert foreign.status_code == 403
+    own = httpx.post(f"{dev.api}/dev/advance", data={"by": "1h"}, headers={"Origin": dev.api})
+    assert own.status_code == 303
+    bad = subprocess.run(
+        [*CLI, "dev", "advance", "sideways"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=dev.cwd,
+    )
+    assert bad.returncode == 2
+    assert "'sideways' is not a move (90m, 12h, 3d, 2w, 1mo, 1y)" in bad.stderr

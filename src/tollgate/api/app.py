@@ -13,6 +13,7 @@ from tollgate.api.routes import (
     catalog,
     credits,
     customers,
+    dev,
     entitlements,
     health,
     usage,
@@ -44,6 +45,8 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(api_keys.router)
     app.include_router(customers.router)
     app.include_router(credits.router)
+    if container.settings.env == "dev":
+        app.include_router(dev.router)
     app.add_middleware(Metrics)
     app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
     if fast_paths:

@@ -274,7 +274,9 @@ def _check_new_customer(
         "currency": currency,
         "stripe_account": new.stripe_account,
         "address": address,
-        "test_clock": new.test_clock,
+        # A platform customer joins the default test clock, if one is set (`tollgate dev`).
+        "test_clock": new.test_clock
+        or (None if new.offline or new.stripe_account else settings.stripe_test_clock),
     }
 
 

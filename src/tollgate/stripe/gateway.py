@@ -6,6 +6,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -525,6 +526,33 @@ class StripeGateway:
     def _archive_price(self, price_id: str) -> None:
         self._call(
             "prices.update", self._client.v1.prices.update, price_id, params={"active": False}
+        )
+
+    # -- test clocks (test mode; `tollgate dev` moves one) -----------------------------------
+
+    def create_test_clock(self, *, frozen_time: datetime, name: str) -> str:
+        """Create a test clock frozen at `frozen_time`; return its `clock_` id."""
+        clock = self._call(
+            "test_clocks.create",
+            self._client.v1.test_helpers.test_clocks.create,
+            params={"frozen_time": int(frozen_time.timestamp()), "name": name},
+        )
+        return str(clock.id)
+
+    def test_clock_time(self, clock_id: str) -> datetime:
+        """Return the time a test clock is frozen at."""
+        clock = self._call(
+            "test_clocks.retrieve", self._client.v1.test_helpers.test_clocks.retrieve, clock_id
+        )
+        return datetime.fromtimestamp(int(clock.frozen_time), UTC)
+
+    def advance_test_clock(self, clock_id: str, *, to: datetime) -> None:
+        """Move a test clock forward to `to`; Stripe bills, renews and retries on the way."""
+        self._call(
+            "test_clocks.advance",
+            self._client.v1.test_helpers.test_clocks.advance,
+            clock_id,
+            params={"frozen_time": int(to.timestamp())},
         )
 
     # -- reading objects back (webhook re-fetches) -----------------------------------------
