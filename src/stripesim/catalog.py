@@ -5,10 +5,10 @@ Shared by the product and price routes, Checkout's inline `price_data` and the b
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from stripesim.currency import CURRENCIES
+from stripesim.currency import CURRENCIES, format_amount
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, param_name, reference, update_metadata
 from stripesim.registry import Ctx
@@ -559,3 +559,17 @@ def price_amount(price: dict[str, Any], quantity: int | Decimal) -> Decimal:
         total += _tier_amount(tier, upper - lower)
         lower = upper
     return total
+
+
+def metered_rate(price: dict[str, Any], product: dict[str, Any] | None = None) -> str:
+    """Say what a usage-based price charges, as a hosted page shows it: "$0.50 per 1,000 runs".
+
+    The unit is the product's `unit_label` ("run"), else "unit".
+    """
+    block = int((price.get("transform_quantity") or {}).get("divide_by") or 1)
+    per_unit = Decimal(str(price.get("unit_amount_decimal") or price.get("unit_amount") or 0))
+    minor = int((per_unit * block).quantize(Decimal(1), ROUND_HALF_UP))
+    amount = format_amount(minor, price["currency"])
+    unit = str((product or {}).get("unit_label") or "unit")
+    units = unit if block == 1 or unit.endswith("s") else f"{unit}s"
+    return f"{amount} per {units}" if block == 1 else f"{amount} per {block:,} {units}"

@@ -26,12 +26,18 @@ def main(argv: list[str] | None = None) -> int:
         "--duplicate-rate", type=float, default=0.0, help="share of events sent twice"
     )
     serve.add_argument("--shuffle", action="store_true", help="deliver events out of order")
+    serve.add_argument(
+        "--business-name", default="Test business", help="the seller's name on hosted pages"
+    )
     args = parser.parse_args(argv)
     if args.webhook_secret and not args.webhook_secret.startswith("whsec_"):
         print("stripesim: --webhook-secret must start with whsec_", file=sys.stderr)
         return 2
     sim = Simulator(
-        webhook_url=args.webhook, webhook_secret=args.webhook_secret, state_file=args.state
+        webhook_url=args.webhook,
+        webhook_secret=args.webhook_secret,
+        state_file=args.state,
+        business_name=args.business_name,
     )
     sim.webhooks.duplicate_rate = args.duplicate_rate
     sim.webhooks.shuffle = args.shuffle

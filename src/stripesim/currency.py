@@ -14,3 +14,15 @@ CURRENCIES = frozenset(_CURRENCY_CODES.split())
 # Amounts in these are whole units (no minor unit): 500 JPY is `unit_amount=500`.
 _ZERO_DECIMAL_CODES = "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf"
 ZERO_DECIMAL = frozenset(_ZERO_DECIMAL_CODES.split())
+
+
+def format_amount(amount: int, currency: str) -> str:
+    """`1999, "usd"` → `$19.99`; zero-decimal currencies stay whole (`500 JPY`)."""
+    currency = currency.lower()
+    if currency in ZERO_DECIMAL:
+        return f"{amount:,} {currency.upper()}"
+    whole, cents = divmod(abs(amount), 100)
+    sign = "-" if amount < 0 else ""
+    symbol = {"usd": "$", "eur": "€", "gbp": "£"}.get(currency)
+    text = f"{whole:,}.{cents:02d}"
+    return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {currency.upper()}"

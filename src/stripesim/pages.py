@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from stripesim import cards, payments
+from stripesim.currency import format_amount
 from stripesim.errors import StripeError
 from stripesim.registry import Ctx
 from stripesim.state import Account, Simulator
@@ -19,9 +20,7 @@ _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("stripesim", "templates"),
     autoescape=jinja2.select_autoescape(["html"]),
 )
-_templates.filters["money"] = lambda amount, currency: payments.format_amount(
-    int(amount), currency or "usd"
-)
+_templates.filters["money"] = lambda amount, currency: format_amount(int(amount), currency or "usd")
 
 
 def render_page(template: str, status: int = 200, **context: Any) -> HTMLResponse:

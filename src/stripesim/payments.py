@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stripesim import balances, cards, objects
-from stripesim.currency import ZERO_DECIMAL
+from stripesim.currency import format_amount
 from stripesim.errors import StripeError, resource_missing
 from stripesim.lists import render
 from stripesim.registry import Ctx
@@ -36,18 +36,6 @@ class PaymentOutcome:
 
 def client_secret(object_id: str) -> str:
     return f"{object_id}_secret_{secrets.token_urlsafe(18).replace('-', 'x').replace('_', 'y')}"
-
-
-def format_amount(amount: int, currency: str) -> str:
-    """`1999, "usd"` → `$19.99`; zero-decimal currencies stay whole (`500 JPY`)."""
-    currency = currency.lower()
-    if currency in ZERO_DECIMAL:
-        return f"{amount:,} {currency.upper()}"
-    whole, cents = divmod(abs(amount), 100)
-    sign = "-" if amount < 0 else ""
-    symbol = {"usd": "$", "eur": "€", "gbp": "£"}.get(currency)
-    text = f"{whole:,}.{cents:02d}"
-    return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {currency.upper()}"
 
 
 # -- PaymentMethods ------------------------------------------------------------------------

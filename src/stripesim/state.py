@@ -189,8 +189,11 @@ class Simulator:
         webhook_secret: str | None = None,
         state_file: str | Path | None = None,
         deliver_webhooks: bool = True,
+        business_name: str = "Test business",
     ) -> None:
         self.lock = threading.RLock()
+        # The name hosted pages (Checkout, the Portal, invoices) show as the seller's.
+        self.business_name = business_name
         self.accounts: dict[str, Account] = {}
         self.offset = 0  # seconds added to wall time by /_sim/clock/advance
         self.faults = Faults()

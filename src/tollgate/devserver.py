@@ -104,6 +104,7 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None
     require_free_port(port, "--port", "Tollgate's API")
     require_free_port(stripe_port, "--stripe-port", "the Stripe simulator")
     # stripesim is a dev dependency wired in only here and in tests.
+    from stripesim.state import Simulator
     from stripesim.testing import run_simulator
 
     if data_dir.exists():
@@ -111,7 +112,8 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None
     data_dir.mkdir(parents=True)
     database_url = f"sqlite:///{data_dir.resolve()}/tollgate.db"
     webhook_secret = f"whsec_{secrets.token_hex(16)}"
-    with run_simulator(port=stripe_port) as stripe_sim:
+    simulator = Simulator(business_name="Tollgate demo")  # the seller on hosted pages
+    with run_simulator(simulator, port=stripe_port) as stripe_sim:
         values = {
             "TOLLGATE_ENV": "dev",
             "TOLLGATE_DATABASE_URL": database_url,

@@ -414,3 +414,37 @@ def test_sessions_of_a_test_clock_customer_expire_when_the_clock_advances(
     assert session.expires_at == start + DAY
     client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": start + DAY + 60})
     assert client.v1.checkout.sessions.retrieve(session.id).status == "expired"
+
+
+def test_the_hosted_page_shows_a_usage_price_by_its_rate_and_the_sellers_name(
+    client: stripe.StripeClient, sim: RunningSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sim.sim, "business_name", "Acme Workflows")
+    product = client.v1.products.create(params={"name": "Workflow runs", "unit_label": "run"})
+    meter = client.v1.billing.meters.create(
+        params={
+            "display_name": "Runs",
+            "event_name": "runs_overage",
+            "default_aggregation": {"formula": "sum"},
+        }
+    )
+    overage = client.v1.prices.create(
+        params={
+            "currency": "usd",
+            "unit_amount_decimal": "0.05",
+            "product": product.id,
+            "nickname": "Pro: Workflow runs over the 100,000 included (month, USD)",
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+            "transform_quantity": {"divide_by": 1000, "round": "up"},
+        }
+    )
+    session = _session(
+        client,
+        mode="subscription",
+        line_items=[{"price": _price(client).id, "quantity": 1}, {"price": overage.id}],
+    )
+    page = httpx.get(session.url).text
+    assert "<h1>Acme Workflows</h1>" in page
+    assert "$0.50 per 1,000 runs, billed monthly on usage" in page
+    assert "Pro: Workflow runs over the 100,000 included (month, USD)" in page
+    assert "$0.00" not in page

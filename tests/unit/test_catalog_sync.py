@@ -53,7 +53,9 @@ class StripeState:
             for index, meter in enumerate(desired.meters)
         ]
         self.products = [
-            ExistingProduct(product.id, product.name, True, dict(product.metadata))
+            ExistingProduct(
+                product.id, product.name, True, dict(product.metadata), product.unit_label
+            )
             for product in desired.products
         ]
         self.prices = [

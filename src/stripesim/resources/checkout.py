@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from stripesim import billing, cards, objects, payments
-from stripesim.catalog import build_price, price_amount, public_view
+from stripesim.catalog import build_price, metered_rate, price_amount, public_view
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, render, update_metadata
 from stripesim.pages import (
@@ -710,6 +710,12 @@ def _page_context(ctx: Ctx, session: dict[str, Any]) -> dict[str, Any]:
     return {
         "session": session,
         "items": session.get("_line_items") or [],
+        # A usage-based price shows its rate ("$0.50 per 1,000 runs") and its nickname.
+        "rates": {
+            item["id"]: metered_rate(item["price"], ctx.account.find(item["price"]["product"]))
+            for item in session.get("_line_items") or []
+            if (item["price"].get("recurring") or {}).get("usage_type") == "metered"
+        },
         "currency": currency,
         "due_now": _due_now(session),
         "subtotal": _subtotal_now(session),
@@ -721,7 +727,7 @@ def _page_context(ctx: Ctx, session: dict[str, Any]) -> dict[str, Any]:
         "ask_email": customer is None and session["mode"] != "setup",
         "needs_card": _needs_card(session),
         "button": button,
-        "business": "stripesim test business",
+        "business": ctx.sim.business_name,
     }
 
 

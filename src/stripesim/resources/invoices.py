@@ -11,10 +11,10 @@ from starlette.responses import HTMLResponse, Response
 
 from stripesim import billing, objects
 from stripesim.catalog import inline_price
+from stripesim.currency import format_amount
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, paginate, required_object, search, update_metadata
 from stripesim.pages import find_object
-from stripesim.payments import format_amount
 from stripesim.registry import Ctx, changed_since, page, route
 from stripesim.state import Simulator, new_id, snapshot
 

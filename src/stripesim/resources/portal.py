@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from stripesim import billing, cards, objects, payments
+from stripesim.currency import format_amount
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, one_of, paginate, required_object, update_metadata
 from stripesim.pages import (
@@ -372,7 +373,7 @@ def _price_label(ctx: Ctx, price: dict[str, Any]) -> str:
     name = product.get("name") or price.get("nickname") or price["id"]
     if price.get("unit_amount") is None:
         return f"{name} (usage-based)"
-    amount = payments.format_amount(int(price["unit_amount"]), price["currency"])
+    amount = format_amount(int(price["unit_amount"]), price["currency"])
     return f"{name} · {amount} {_interval_text(price)}"
 
 
@@ -399,7 +400,7 @@ def _sub_view(ctx: Ctx, sub: dict[str, Any], config: dict[str, Any]) -> dict[str
                     allowed.append({"id": price_id, "label": _price_label(ctx, option)})
     amount = None
     if first is not None and price is not None and price.get("unit_amount") is not None:
-        amount = payments.format_amount(
+        amount = format_amount(
             int(price["unit_amount"]) * int(first.get("quantity") or 1), price["currency"]
         )
     return {
@@ -442,7 +443,7 @@ def _page_context(ctx: Ctx, session: dict[str, Any], config: dict[str, Any]) -> 
                     "id": inv["id"],
                     "number": inv.get("number") or inv["id"],
                     "date": _date(inv.get("created")),
-                    "amount": payments.format_amount(int(inv.get("total") or 0), inv["currency"]),
+                    "amount": format_amount(int(inv.get("total") or 0), inv["currency"]),
                     "status": inv.get("status"),
                     "url": inv.get("hosted_invoice_url"),
                 }

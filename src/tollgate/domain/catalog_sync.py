@@ -101,6 +101,8 @@ class DesiredProduct:
     id: str
     name: str
     metadata: dict[str, str]
+    # What one unit of a usage-based price is called ("run"): Checkout says "per 1,000 runs".
+    unit_label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ class ExistingProduct:
     name: str
     active: bool
     metadata: Mapping[str, str] = field(default_factory=dict)
+    unit_label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,7 @@ def desired_stripe_catalog(catalog: Catalog) -> DesiredCatalog:
             feature_product_id(feature_id),
             catalog.features[feature_id].name,
             {"tollgate_feature": feature_id},
+            unit_label=catalog.features[feature_id].unit,
         )
         for feature_id in billed_features
     ]
@@ -248,7 +252,8 @@ def desired_stripe_catalog(catalog: Catalog) -> DesiredCatalog:
                 )
             )
         for feature_id in billed_features:
-            overage = plan.features[feature_id].overage
+            grant = plan.features[feature_id]
+            overage = grant.overage
             if overage is None:
                 continue
             feature_name = catalog.features[feature_id].name
@@ -266,8 +271,8 @@ def desired_stripe_catalog(catalog: Catalog) -> DesiredCatalog:
                         meter_event_name=meter_event_name(feature_id),
                         divide_by=overage.per if overage.per > 1 else None,
                         nickname=(
-                            f"{plan.name}: {feature_name} overage "
-                            f"({price.interval}, {price.currency.upper()})"
+                            f"{plan.name}: {feature_name} over the {grant.included or 0:,} "
+                            f"included ({price.interval}, {price.currency.upper()})"
                         ),
                         metadata={
                             "tollgate_plan": plan.id,
@@ -353,7 +358,7 @@ class CreateProduct:
 
 @dataclass(frozen=True)
 class UpdateProduct:
-    """Set a product's name and metadata, and reactivate it if archived."""
+    """Set a product's name, unit label and metadata, and reactivate it if archived."""
 
     kind: ClassVar[str] = "update_product"
     product: DesiredProduct
@@ -364,6 +369,8 @@ class UpdateProduct:
         what = []
         if self.existing.name != self.product.name:
             what.append(f"name {self.existing.name!r} -> {self.product.name!r}")
+        if self.existing.unit_label != self.product.unit_label:
+            what.append(f"unit label {self.existing.unit_label!r} -> {self.product.unit_label!r}")
         if not self.existing.active:
             what.append("reactivated")
         if not _has_metadata(self.existing.metadata, self.product.metadata):
@@ -466,6 +473,7 @@ def plan_catalog_changes(
         elif (
             not existing_product.active
             or existing_product.name != wanted_product.name
+            or existing_product.unit_label != wanted_product.unit_label
             or not _has_metadata(existing_product.metadata, wanted_product.metadata)
         ):
             changes.append(UpdateProduct(wanted_product, existing_product))

@@ -420,7 +420,7 @@ class StripeGateway:
         ]
         event_names = {meter.id: meter.event_name for meter in meters}
         products = [
-            ExistingProduct(p.id, p.name, bool(p.active), _plain(p.metadata))
+            ExistingProduct(p.id, p.name, bool(p.active), _plain(p.metadata), p.unit_label or None)
             for p in self._list("products.list", v1.products.list, {})
         ]
         prices = [
@@ -469,6 +469,11 @@ class StripeGateway:
                     "id": change.product.id,
                     "name": change.product.name,
                     "metadata": change.product.metadata,
+                    **(
+                        {"unit_label": change.product.unit_label}
+                        if change.product.unit_label
+                        else {}
+                    ),
                 },
                 idempotency_key=f"product-create-{change.product.id}",
             )
@@ -481,6 +486,8 @@ class StripeGateway:
                     "name": change.product.name,
                     "active": True,
                     "metadata": change.product.metadata,
+                    # "" unsets a label the catalog no longer gives.
+                    "unit_label": change.product.unit_label or "",
                 },
             )
         elif isinstance(change, CreatePrice | ReplacePrice):
