@@ -39,6 +39,8 @@ events_app = typer.Typer(
     help="Stripe events received at /webhooks/stripe: list, replay, retry.", no_args_is_help=True
 )
 app.add_typer(events_app, name="events")
+emails_app = typer.Typer(help="The emails Tollgate sends: preview one.", no_args_is_help=True)
+app.add_typer(emails_app, name="emails")
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEV_DIR = ".tollgate-dev"
@@ -438,6 +440,51 @@ def events_retry(
         )
     retried = len(report.results)
     typer.echo(f"{retried} event(s) retried: {report.succeeded} applied, {report.failed} failed")
+
+
+# -- emails -----------------------------------------------------------------------------------
+
+
+@emails_app.command("preview")
+@one_line_errors
+def emails_preview(
+    template: Annotated[
+        str, typer.Argument(help="The template: usage_warning, usage_exceeded, trial_ending, …")
+    ],
+    customer: Annotated[
+        str | None,
+        typer.Option(help="As this customer gets it (its newest such mail, or sample facts)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the HTML part to this file instead of printing the text."),
+    ] = None,
+) -> None:
+    """Render an email as a customer gets it: to the terminal (text) or a file (HTML)."""
+    from tollgate.bootstrap import build_container
+    from tollgate.server import require_migrated
+    from tollgate.services.outbox import preview_email
+
+    container = build_container(_settings())
+    try:
+        if customer is not None:
+            require_migrated(container.db)
+        mail = preview_email(
+            db=container.db,
+            settings=container.settings,
+            catalog=container.catalog,
+            clock=container.clock,
+            template=template,
+            customer_id=customer,
+        )
+    finally:
+        container.close()
+    source = "sample facts from the catalog" if mail.sample else "its newest mail"
+    if out is not None:
+        out.write_text(mail.html)
+        typer.echo(f"{out}: {mail.subject!r} ({source})")
+        return
+    typer.echo(f"To: {mail.recipient}\nSubject: {mail.subject}\n({source})\n\n{mail.text}")
 
 
 # -- reconciliation ----------------------------------------------------------------------------

@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     # -- jobs, notifications, dunning, reconciliation (issue 7) ---------------------------------
     # smtp://user:pass@host:587?starttls=true, smtps://…:465, file:///dir (.eml files), console:
     smtp_url: SecretStr | None = Field(None, alias="TOLLGATE_SMTP_URL")
+    # How emails write numbers, money and dates (a customer's metadata `locale` wins).
+    email_locale: str = Field("en", alias="TOLLGATE_EMAIL_LOCALE")
     email_from: str = Field("Tollgate <billing@localhost>", alias="TOLLGATE_EMAIL_FROM")
     # Operator's templates, looked up before the built-in ones (same file names).
     templates_dir: Path | None = Field(None, alias="TOLLGATE_TEMPLATES_DIR")

@@ -141,6 +141,11 @@ class Money:
     def __neg__(self) -> Money:
         return Money(-self.amount_minor, self.currency)
 
+    @property
+    def major(self) -> Decimal:
+        """Return the amount in major units, exactly ("29.00" for 2900 cents)."""
+        return _shift(Decimal(self.amount_minor), -CURRENCY_EXPONENTS[self.currency])
+
     def to_json(self) -> dict[str, int | str]:
         """Return the API shape {"amount": minor units, "currency": code}."""
         return {"amount": self.amount_minor, "currency": self.currency}

@@ -244,7 +244,7 @@ def test_thresholds_are_recorded_once_a_period_with_their_notifications(
     assert [tuple(row) for row in crossed] == [(80, 80_000), (100, 115_000)]
     assert [mail.template for mail in mails] == ["usage_warning", "usage_exceeded"]
     assert mails[1].facts["percent"] == 100 and mails[1].facts["included"] == 100_000
-    assert mails[1].facts["overage_rate_text"] == "$0.50 per 1,000 run"
+    assert mails[1].facts["overage_rate_text"] == "$0.50 per 1,000 runs"
     usage = api.get("/v1/customers/acme/usage").json()["meters"]["runs"]
     assert usage["overage"] == 25_000 and usage["percentage"] == 125.0
     assert usage["estimated_overage"] == {"amount": 1250, "currency": "usd"}

@@ -17,8 +17,8 @@ from enum import StrEnum
 from typing import Protocol
 
 from tollgate.domain.catalog import Aggregation, Catalog, FeatureType, Plan, PlanFeature
-from tollgate.domain.metering import Period, overage_minor, percent_used
-from tollgate.money import format_minor
+from tollgate.domain.metering import Period, percent_used
+from tollgate.domain.wording import UnitName, count_text, overage_rate_text
 from tollgate_client.decisions import Code, Decision
 
 FULL_ACCESS_STATUSES = frozenset({"trialing", "active", "canceling"})
@@ -265,7 +265,7 @@ def decide(
         if entitlement.limit is None:
             return answer(True, Code.ALLOWED, f"{plan_name}: unlimited {unit_name(2)}.")
         wanted = current + quantity
-        text = f"{plan_name}: up to {_count(entitlement.limit, unit_name)}, {current:,} in use"
+        text = f"{plan_name}: up to {count_text(entitlement.limit, unit_name)}, {current:,} in use"
         if wanted > entitlement.limit:
             upgrade = _upgrade_hint(granted, feature_id, wanted)
             return answer(False, Code.LIMIT_EXCEEDED, f"{text}{upgrade or ''}.")
@@ -279,7 +279,7 @@ def _decide_metered(
     entitlement: FeatureEntitlement,
     quantity: int,
     plan_name: str,
-    unit_name: _UnitName,
+    unit_name: UnitName,
     answer: _Answer,
 ) -> Decision:
     feature_id = entitlement.feature
@@ -309,7 +309,7 @@ def _decide_metered(
     if entitlement.hard:
         if entitlement.limit is None:
             return answer(True, Code.ALLOWED, f"{plan_name}: unlimited {unit_name(2)}.")
-        text = f"{plan_name}: {_count(entitlement.limit, unit_name)} {per}, {used:,} used"
+        text = f"{plan_name}: {count_text(entitlement.limit, unit_name)} {per}, {used:,} used"
         if after > entitlement.limit:
             upgrade = _upgrade_hint(granted, feature_id, after)
             return answer(False, Code.LIMIT_EXCEEDED, f"{text}{upgrade or ''}.")
@@ -318,7 +318,7 @@ def _decide_metered(
     included = entitlement.included
     if included is None:
         return answer(True, Code.ALLOWED, f"{plan_name}: unlimited {unit_name(2)}.")
-    text = f"{plan_name}: {_count(included, unit_name)} {per} included, {used:,} used"
+    text = f"{plan_name}: {count_text(included, unit_name)} {per} included, {used:,} used"
     if entitlement.percent is not None:
         text += f" ({entitlement.percent:g} %)"
     rate = _overage_rate(granted, feature_id, unit_name)
@@ -346,34 +346,15 @@ def _warning(entitlement: FeatureEntitlement, after: int, granted: Entitlements)
 # -- words -----------------------------------------------------------------------------------
 
 
-class _UnitName:
-    """A callable giving the feature's unit in the singular (1) or plural (any other count)."""
-
-    def __init__(self, word: str) -> None:
-        self.word = word
-
-    def __call__(self, count: int) -> str:
-        word = self.word
-        if count == 1:
-            return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
-        if word.endswith("s") or word.isupper() or word[-2:].isupper():
-            return word
-        return word + "s"
-
-
 class _Answer(Protocol):  # the shape of `answer` inside decide(), for type checkers
     def __call__(
         self, allowed: bool, code: Code, reason: str, warning: str | None = None
     ) -> Decision: ...
 
 
-def _unit(granted: Entitlements, feature_id: str) -> _UnitName:
+def _unit(granted: Entitlements, feature_id: str) -> UnitName:
     feature = granted.catalog.features[feature_id]
-    return _UnitName(feature.unit or feature.name.lower())
-
-
-def _count(count: int, unit_name: _UnitName) -> str:
-    return f"{count:,} {unit_name(count)}"
+    return UnitName(feature.unit or feature.name.lower())
 
 
 def _plan_name(granted: Entitlements) -> str:
@@ -401,36 +382,36 @@ def _grant(granted: Entitlements, feature_id: str) -> PlanFeature:
     return plan.features.get(feature_id) or PlanFeature.off(feature)
 
 
-def _overage_rate(granted: Entitlements, feature_id: str, unit_name: _UnitName) -> str | None:
-    grant = _grant(granted, feature_id)
-    if grant.overage is None:
-        return None
-    currency = granted.state.currency
-    try:
-        price = overage_minor(grant.overage, grant.overage.per, currency)
-        exact = grant.overage.amount_in(currency)
-    except KeyError:
-        return None
-    amount = format_minor(exact if exact != price else price, currency)
-    per = grant.overage.per
-    return f"{amount} per {_count(per, unit_name) if per > 1 else unit_name(1)}"
+def _overage_rate(granted: Entitlements, feature_id: str, unit_name: UnitName) -> str | None:
+    overage = _grant(granted, feature_id).overage
+    return (
+        None if overage is None else overage_rate_text(overage, granted.state.currency, unit_name)
+    )
 
 
 def _upgrade_hint(granted: Entitlements, feature_id: str, needed: int) -> str:
-    """Return "; upgrade to Pro for more", naming the first self-serve plan (in catalog order,
-    which lists plans from small to large) that has room for `needed`."""
-    catalog = granted.catalog
-    current = catalog.plans.get(granted.access_plan or "")
+    """Return "; upgrade to Pro for more", naming the plan `upgrade_plan` finds."""
     if granted.status == "past_due" and granted.access is not Access.FULL:
         return "; pay the overdue invoice to restore it"
+    plan = upgrade_plan(granted.catalog, granted.access_plan, feature_id, needed)
+    if plan is None:
+        return ""
+    has_some = granted.access_plan in granted.catalog.plans and _grant(granted, feature_id).enabled
+    return f"; upgrade to {plan.name} for {'more' if has_some else 'it'}"
+
+
+def upgrade_plan(
+    catalog: Catalog, current: str | None, feature_id: str, needed: int
+) -> Plan | None:
+    """Return the first self-serve plan (in catalog order, which lists plans from small to
+    large) other than `current` that has room for `needed` of the feature, or None."""
     for plan in catalog.plans.values():
-        if plan.custom or plan.is_free or (current is not None and plan.id == current.id):
+        if plan.custom or plan.is_free or plan.id == current:
             continue
         grant = plan.features.get(feature_id)
         if grant is None or not grant.enabled:
             continue
         if grant.limit is not None and grant.limit < needed:
             continue
-        has_some = current is not None and _grant(granted, feature_id).enabled
-        return f"; upgrade to {plan.name} for {'more' if has_some else 'it'}"
-    return ""
+        return plan
+    return None

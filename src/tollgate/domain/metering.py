@@ -158,6 +158,15 @@ def overage_minor(overage: Overage, units: int, currency: str) -> int:
     return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+def projected_usage(used: int, period: Period, at: datetime) -> int:
+    """Return what usage comes to by the period's end if it goes on at the pace so far."""
+    elapsed = (at - period.start).total_seconds()
+    length = (period.end - period.start).total_seconds()
+    if elapsed <= 0 or length <= 0:
+        return used
+    return max(used, math.ceil(used * length / min(elapsed, length)))
+
+
 def percent_used(used: int, included: int | None) -> float | None:
     """Return usage as a percentage of the included quantity (None when unlimited or zero)."""
     if not included:

@@ -21,14 +21,19 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
+from babel.numbers import format_currency, format_decimal
 from jinja2 import (
     ChoiceLoader,
     Environment,
     FileSystemLoader,
+    pass_context,
     select_autoescape,
 )
+from jinja2.runtime import Context
 
-from tollgate.money import format_minor
+from tollgate.money import Money
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATES = (
@@ -169,17 +174,36 @@ def transport_from_url(url: str) -> Transport:
     )
 
 
-def _money(value: Any) -> str:
+# Numbers, money and dates are written for the reader's locale (the context's `locale`).
+@pass_context
+def _number(context: Context, value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    return format_decimal(value, locale=_locale(context))
+
+
+@pass_context
+def _money(context: Context, value: Any) -> str:
     if not value:
         return ""
-    return format_minor(int(value["amount"]), str(value["currency"]))
+    money = Money(int(value["amount"]), str(value["currency"]))
+    return format_currency(money.major, money.currency.upper(), locale=_locale(context))
 
 
-def _date(value: Any) -> str:
+@pass_context
+def _date(context: Context, value: Any) -> str:
     if not value:
         return ""
     at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return f"{at.day} {at:%B %Y}"
+    return format_date(at, "d MMMM y", locale=_locale(context))
+
+
+def _locale(context: Context) -> Locale:
+    wanted = str(context.get("locale") or "en")
+    try:
+        return Locale.parse(wanted.replace("-", "_"))
+    except (ValueError, UnknownLocaleError):
+        return Locale.parse("en")
 
 
 class EmailRenderer:
@@ -193,6 +217,7 @@ class EmailRenderer:
             autoescape=select_autoescape(["html"], default_for_string=False),
             keep_trailing_newline=True,
         )
+        self.environment.filters["number"] = _number
         self.environment.filters["money"] = _money
         self.environment.filters["date"] = _date
 

@@ -27,13 +27,16 @@ from tollgate.db.dialects import insert_if_new
 from tollgate.db.tables import APP_EVENTS, CUSTOMERS, NOTIFICATIONS
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
+from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.notify.email import (
+    TEMPLATES,
     EmailError,
     EmailRenderer,
     Transport,
     build_message,
     transport_from_url,
 )
+from tollgate.notify.samples import sample_facts
 from tollgate_client.app_webhooks import SIGNATURE_HEADER, sign_app_webhook
 
 log = logging.getLogger("tollgate.outbox")
@@ -139,6 +142,63 @@ class DeliveryReport:
     skipped: int = 0
 
 
+@dataclass(frozen=True)
+class RenderedEmail:
+    """A mail as its customer gets it."""
+
+    recipient: str | None
+    subject: str
+    text: str
+    html: str
+    sample: bool  # rendered from sample facts, not from a mail queued for the customer
+
+
+def preview_email(
+    *,
+    db: Database,
+    settings: Settings,
+    catalog: Catalog,
+    clock: Clock,
+    template: str,
+    customer_id: str | None = None,
+) -> RenderedEmail:
+    """Render `template` as the customer gets it: from its newest mail of that template, or,
+    without one (or without a customer), from sample facts drawn from the catalog."""
+    if template not in TEMPLATES:
+        raise InvalidRequest(
+            f"unknown email template {template!r} (templates are: {', '.join(TEMPLATES)})",
+            param="template",
+        )
+    row: dict[str, Any] = {"customer_id": customer_id or "sample", "name": "Acme Inc"}
+    row.update(email="billing@acme.example", customer_metadata={}, facts=None)
+    if customer_id is not None:
+        with db.engine.connect() as connection:
+            customer = connection.execute(
+                select(CUSTOMERS.c.email, CUSTOMERS.c.name, CUSTOMERS.c.metadata).where(
+                    CUSTOMERS.c.id == customer_id
+                )
+            ).first()
+            if customer is None:
+                raise NotFound(f"no customer {customer_id!r}", param="customer")
+            row.update(email=customer.email, name=customer.name, customer_metadata=customer[2])
+            row["facts"] = connection.scalar(
+                select(NOTIFICATIONS.c.facts)
+                .where(
+                    NOTIFICATIONS.c.customer_id == customer_id,
+                    NOTIFICATIONS.c.template == template,
+                )
+                .order_by(NOTIFICATIONS.c.id.desc())
+                .limit(1)
+            )
+    sample = row["facts"] is None
+    if sample:
+        row["facts"] = to_json(sample_facts(template, catalog, clock.now()))
+    subject, text, html = EmailRenderer(settings.templates_dir).render(
+        template, _email_context(row, settings, catalog)
+    )
+    return RenderedEmail(row["email"], subject, text, html, sample)
+
+
 def retry_delay(attempts: int) -> timedelta:
     """Return the wait after the `attempts`-th failure: 30 s, doubling, at most an hour."""
     return min(timedelta(seconds=30 * 2 ** max(attempts - 1, 0)), timedelta(hours=1))
@@ -166,7 +226,12 @@ def deliver_emails(
             row = (
                 session.connection()
                 .execute(
-                    select(NOTIFICATIONS, CUSTOMERS.c.email, CUSTOMERS.c.name)
+                    select(
+                        NOTIFICATIONS,
+                        CUSTOMERS.c.email,
+                        CUSTOMERS.c.name,
+                        CUSTOMERS.c.metadata.label("customer_metadata"),
+                    )
                     .outerjoin(CUSTOMERS, CUSTOMERS.c.id == NOTIFICATIONS.c.customer_id)
                     .where(NOTIFICATIONS.c.id == row_id)
                 )
@@ -348,8 +413,12 @@ def _email_context(row: Mapping[Any, Any], settings: Settings, catalog: Catalog)
         if settings.billing_url
         else None
     )
+    metadata = row.get("customer_metadata") or {}
     return {
         **facts,
+        # The app may give a customer its language (metadata `locale`, e.g. "de"): numbers,
+        # money and dates are written for it; TOLLGATE_EMAIL_LOCALE otherwise.
+        "locale": metadata.get("locale") or settings.email_locale,
         "customer": {"id": row["customer_id"], "name": row["name"], "email": row["email"]},
         "plan_name": plan.name if plan else facts.get("plan"),
         "default_plan_name": default.name if default else "free",

@@ -12,8 +12,9 @@ from tollgate.db.queries import usage as queries
 from tollgate.db.queries.changes import feed_rows
 from tollgate.db.tables import CUSTOMER_CHANGES
 from tollgate.domain.catalog import Catalog
-from tollgate.domain.metering import overage_minor, thresholds_due
-from tollgate.money import Money
+from tollgate.domain.entitlements import upgrade_plan
+from tollgate.domain.metering import overage_minor, overage_units, projected_usage, thresholds_due
+from tollgate.domain.wording import UnitName, overage_rate_text
 from tollgate.services import outbox
 from tollgate.services.usage.counters import Tally
 
@@ -63,7 +64,7 @@ def record_thresholds(
 def _queue_notices(
     connection: Connection, catalog: Catalog, tally: Tally, percent: int, now: datetime
 ) -> None:
-    facts = threshold_facts(catalog, tally, percent)
+    facts = threshold_facts(catalog, tally, percent, now)
     cause = f"{tally.meter}:{tally.period.start.isoformat()}:{percent}"
     outbox.queue_email(
         connection,
@@ -83,23 +84,34 @@ def _queue_notices(
     )
 
 
-def threshold_facts(catalog: Catalog, tally: Tally, percent: int) -> dict[str, Any]:
-    """Return what a usage warning says: the feature, how much is used of how much, the rate."""
+def threshold_facts(
+    catalog: Catalog, tally: Tally, percent: int, now: datetime | None = None
+) -> dict[str, Any]:
+    """Return what a usage warning says: the feature, how much is used of how much, what
+    happens past the included quantity (blocked, and which plan has room; or the overage rate
+    and what it comes to by the period's end at the pace so far)."""
     feature = catalog.features[tally.meter]
     grant = tally.grant
     customer = tally.customer
+    unit = UnitName(feature.unit or feature.name.lower())
+    used = tally.counter.value
     facts: dict[str, Any] = {
         "feature": tally.meter,
         "feature_name": feature.name,
         "unit": feature.unit,
+        "units": unit(2),
         "percent": percent,
-        "used": tally.counter.value,
+        "used": used,
         "included": grant.included,
         "hard_limit": grant.hard,
         "plan": customer.plan,
         "period_start": tally.period.start.isoformat(),
         "period_end": tally.period.end.isoformat(),
     }
+    if grant.hard:
+        upgrade = upgrade_plan(catalog, customer.plan, tally.meter, used + 1)
+        facts["upgrade_plan"] = upgrade.id if upgrade else None
+        facts["upgrade_plan_name"] = upgrade.name if upgrade else None
     if grant.overage is not None:
         try:
             amount = grant.overage.amount_in(customer.currency)
@@ -111,9 +123,14 @@ def threshold_facts(catalog: Catalog, tally: Tally, percent: int) -> dict[str, A
                 "currency": customer.currency,
                 "per": grant.overage.per,
             }
-            block = overage_minor(grant.overage, grant.overage.per, customer.currency)
-            facts["overage_rate_text"] = (
-                f"{Money(block, customer.currency).format()}"
-                f" per {grant.overage.per:,} {feature.unit or 'units'}"
-            )
+            facts["overage_rate_text"] = overage_rate_text(grant.overage, customer.currency, unit)
+            if not grant.hard and now is not None:
+                projected = projected_usage(used, tally.period, now)
+                facts["projected_used"] = projected
+                facts["projected_overage"] = {
+                    "amount": overage_minor(
+                        grant.overage, overage_units(grant, projected), customer.currency
+                    ),
+                    "currency": customer.currency,
+                }
     return facts
