@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -70,6 +71,24 @@ def _use_dev_settings(path: Path) -> None:
             name, _, quoted = line.removeprefix("export ").partition("=")
             values = shlex.split(quoted)
             os.environ[name] = values[0] if values else ""
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Print rows under their headers (a plain, aligned table, as lists are read)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        *headers, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False
+    )
+    for column in table.columns:  # a row stays one line, so lists can be grepped
+        column.no_wrap, column.overflow = True, "ignore"
+    for row in rows:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    # Piped or captured, a line is as long as its row; on a terminal, as wide as the window.
+    width = None if sys.stdout.isatty() else 10_000
+    Console(width=width, soft_wrap=True).print(table, crop=False)
 
 
 def fail(message: str) -> None:
@@ -183,16 +202,17 @@ def worker(
     import threading
 
     from tollgate.bootstrap import build_container
-    from tollgate.jobs.schedule import SCHEDULE, Worker
+    from tollgate.jobs.schedule import SCHEDULE, Worker, summarize
     from tollgate.server import require_migrated
 
     container = build_container(_settings())
     require_migrated(container.db)
     runner = Worker(container)
     if once:
-        for name, report in runner.run_due().items():
-            outcome = f"failed: {report}" if isinstance(report, Exception) else "done"
-            typer.echo(f"{name}: {outcome}")
+        reports = runner.run_due()
+        _table(("job", "what it did"), [(name, summarize(r)) for name, r in reports.items()])
+        if any(isinstance(report, Exception) for report in reports.values()):
+            raise typer.Exit(1)
         return
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -384,19 +404,37 @@ def events_list(
         typer.Option(help="Only this status: pending, processing, succeeded, failed, ignored."),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="How many events to show.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
 ) -> None:
-    """List stored events, newest first: id, type, status, attempts (and a failure's error)."""
+    """List stored events, newest first: when, type, customer, status, attempts, a failure's
+    error."""
     from tollgate.services.webhooks import list_stripe_events
 
     with _migrated_database() as database:
         events = list_stripe_events(db=database, status=status, limit=limit)
-    for event in events:
-        line = f"{event.id}  {event.type}  {event.status}  {event.attempts}"
-        if event.status == "failed" and event.last_error:
-            line += f"  {event.last_error}"
-        typer.echo(line)
+    if as_json:
+        typer.echo(json.dumps([event.to_json() for event in events], indent=2))
+        return
     if not events:
-        typer.echo("no events")
+        typer.echo("no events" + (f" with status {status}" if status else ""))
+        return
+    errors = any(event.status == "failed" and event.last_error for event in events)
+    headers = ("created (UTC)", "type", "customer", "status", "attempts", "id")
+    _table(
+        (*headers, "error") if errors else headers,
+        [
+            (
+                f"{event.created:%Y-%m-%d %H:%M:%S}",
+                event.type,
+                event.customer or "-",
+                event.status,
+                event.attempts,
+                event.id,
+                *([event.last_error if event.status == "failed" else ""] if errors else []),
+            )
+            for event in events
+        ],
+    )
 
 
 @events_app.command("replay")

@@ -7,6 +7,7 @@ Re-fetches go through the real SDK to stripesim. Every test runs on SQLite and P
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets
@@ -1089,12 +1090,21 @@ def test_events_list_shows_newest_first_and_filters_by_status(hooks: Hooks, cli)
     hooks.deliver(new)
     listed = cli("events", "list")
     assert listed.exit_code == 0, listed.output
-    assert listed.output.splitlines() == [
-        f"{new['id']}  product.created  ignored  0",
-        f"{old['id']}  customer.created  succeeded  1",
+    header, _, *rows = listed.output.splitlines()
+    assert header.split() == ["created", "(UTC)", "type", "customer", "status", "attempts", "id"]
+    # Newest first, a line each: when, type, whose (the new customer is the app's now), status.
+    assert [row.split()[2:7] for row in rows] == [
+        ["product.created", "-", "ignored", "0", new["id"]],
+        ["customer.created", old["data"]["object"]["id"], "succeeded", "1", old["id"]],
     ]
+    assert rows[1].startswith("2026-") or rows[1][:4].isdigit()
     only = cli("events", "list", "--status", "succeeded", "--limit", "5")
-    assert only.output.splitlines() == [f"{old['id']}  customer.created  succeeded  1"]
+    assert [row.split()[-1] for row in only.output.splitlines()[2:]] == [old["id"]]
+    as_json = json.loads(cli("events", "list", "--json").output)
+    assert [(event["id"], event["status"]) for event in as_json] == [
+        (new["id"], "ignored"),
+        (old["id"], "succeeded"),
+    ]
     bad = cli("events", "list", "--status", "done")
     assert bad.exit_code == 2
     assert bad.output.strip() == (

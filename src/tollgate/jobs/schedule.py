@@ -8,7 +8,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from datetime import datetime, timedelta
 
 from tollgate.bootstrap import Container
@@ -74,6 +74,37 @@ SCHEDULE: tuple[Job, ...] = (
 
 # Another worker has this interval of the job (or is still running it).
 SKIPPED = "skipped: another worker has it"
+
+
+def summarize(report: object) -> str:
+    """Say in a few words what a job's run did: its counts ("3 sent, 1 retrying")."""
+    if isinstance(report, Exception):
+        return f"failed: {type(report).__name__}: {report}"
+    if report is None:
+        return "done"
+    if isinstance(report, bool | str):
+        return str(report)
+    if isinstance(report, int):
+        return f"{report:,}"
+    if isinstance(report, list | tuple):
+        return f"{len(report):,}"
+    if is_dataclass(report):
+        counts = {
+            item.name: getattr(report, item.name)
+            for item in fields(report)
+            if isinstance(getattr(report, item.name), int | list)
+        }
+        # Properties a report adds (e.g. a retry's succeeded and failed), after its fields.
+        for name, value in vars(type(report)).items():
+            if isinstance(value, property):
+                counts[name] = getattr(report, name)
+        words = [
+            f"{len(value) if isinstance(value, list) else value:,} {name.replace('_', ' ')}"
+            for name, value in counts.items()
+            if isinstance(value, int | list) and not isinstance(value, bool)
+        ]
+        return ", ".join(words) or "done"
+    return "done"
 
 
 class Worker:

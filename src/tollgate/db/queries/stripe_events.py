@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
 from tollgate.db.dialects import insert_if_new
-from tollgate.db.tables import STRIPE_EVENTS
+from tollgate.db.tables import CUSTOMERS, STRIPE_EVENTS
 
 DONE = ("succeeded", "ignored")
 
@@ -173,10 +173,21 @@ def due(connection: Connection, *, now: datetime, stuck_after: timedelta, limit:
 def newest(connection: Connection, *, status: str | None, limit: int) -> list[Mapping[str, Any]]:
     """Return stored events, newest first, optionally only those with `status`."""
     events = STRIPE_EVENTS.c
-    # Without the payloads: a listing shows what happened, not the raw bodies.
-    query = select(*(column for column in STRIPE_EVENTS.c if column.key != "payload")).order_by(
+    query = select(STRIPE_EVENTS).order_by(
         events.created.desc(), events.received_at.desc(), events.id.desc()
     )
     if status is not None:
         query = query.where(events.status == status)
     return [dict(row) for row in connection.execute(query.limit(limit)).mappings()]
+
+
+def customers_by_stripe_id(connection: Connection, stripe_ids: Sequence[str]) -> dict[str, str]:
+    """Return the app's customer id of each of these Stripe customer ids Tollgate knows."""
+    if not stripe_ids:
+        return {}
+    rows = connection.execute(
+        select(CUSTOMERS.c.stripe_customer_id, CUSTOMERS.c.id).where(
+            CUSTOMERS.c.stripe_customer_id.in_(sorted(set(stripe_ids)))
+        )
+    )
+    return {stripe_id: customer_id for stripe_id, customer_id in rows}

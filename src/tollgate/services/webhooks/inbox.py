@@ -124,6 +124,22 @@ class StoredEvent:
     received_at: datetime
     last_error: str | None
     next_attempt_at: datetime | None
+    # Whose event it is: the app's customer id, or Stripe's `cus_` id for a customer Tollgate
+    # does not know; None for an event about no customer.
+    customer: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "customer": self.customer,
+            "status": self.status,
+            "attempts": self.attempts,
+            "created": self.created.isoformat(),
+            "received_at": self.received_at.isoformat(),
+            "last_error": self.last_error,
+            "next_attempt_at": self.next_attempt_at.isoformat() if self.next_attempt_at else None,
+        }
 
 
 # -- receiving -------------------------------------------------------------------------------
@@ -603,8 +619,28 @@ def list_stripe_events(
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}", param="status")
     with db.engine.connect() as connection:
         rows = inbox.newest(connection, status=status, limit=max(1, limit))
-    names = [field.name for field in fields(StoredEvent)]
-    return [StoredEvent(**{name: row[name] for name in names}) for row in rows]
+        stripe_ids = [_stripe_customer(row["payload"]) for row in rows]
+        known = inbox.customers_by_stripe_id(connection, [sid for sid in stripe_ids if sid])
+    names = [field.name for field in fields(StoredEvent) if field.name != "customer"]
+    return [
+        StoredEvent(
+            **{name: row[name] for name in names},
+            customer=known.get(stripe_id, stripe_id) if stripe_id else None,
+        )
+        for row, stripe_id in zip(rows, stripe_ids, strict=True)
+    ]
+
+
+def _stripe_customer(payload: str) -> str | None:
+    """Return the Stripe customer an event is about (its object's, or the customer itself)."""
+    obj = (orjson.loads(payload).get("data") or {}).get("object") or {}
+    customer = obj.get("customer")
+    if isinstance(customer, dict):  # expanded
+        customer = customer.get("id")
+    if isinstance(customer, str):
+        return customer
+    own_id = obj.get("id")
+    return own_id if obj.get("object") == "customer" and isinstance(own_id, str) else None
 
 
 def replay_stripe_event(
