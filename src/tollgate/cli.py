@@ -91,6 +91,22 @@ def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
     Console(width=width, soft_wrap=True).print(table, crop=False)
 
 
+def _progress() -> Any:
+    """A progress bar on the terminal (on stderr, so output stays clean); none when piped."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
 def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -327,7 +343,13 @@ def catalog_sync(
     from tollgate.services.catalog import sync_catalog
 
     gateway, catalog = _gateway_and_catalog(path)
-    changes = sync_catalog(catalog=catalog, gateway=gateway)
+    with _progress() as bar:
+        task = bar.add_task("syncing the catalog with Stripe", total=None)
+        changes = sync_catalog(
+            catalog=catalog,
+            gateway=gateway,
+            progress=lambda change, done, total: bar.update(task, completed=done, total=total),
+        )
     for change in changes:
         typer.echo(change.describe())
     typer.echo(
@@ -551,13 +573,18 @@ def reconcile_command(
             window_start = parse_window(since, now)
         except ValueError as error:
             fail(f"--since: {error}")
-        report = reconcile(
-            db=container.db,
-            gateway=container.stripe,
-            dunning=container.dunning_policy,
-            clock=container.clock,
-            since=window_start,
-        )
+        with _progress() as bar:
+            task = bar.add_task("comparing Stripe's objects with the mirror", total=None)
+            report = reconcile(
+                db=container.db,
+                gateway=container.stripe,
+                dunning=container.dunning_policy,
+                clock=container.clock,
+                since=window_start,
+                progress=lambda kind, checked: bar.update(
+                    task, completed=checked, description=f"comparing {kind}s: {checked:,} checked"
+                ),
+            )
         if as_json:
             drifts = list_drifts(db=container.db, run_id=report.run_id)
             typer.echo(json.dumps(_report_json(report, drifts), indent=2))

@@ -39,8 +39,17 @@ def _catalog_with(change: Any) -> Catalog:
 
 def test_sync_creates_the_catalog_once(sim: RunningSim, client: stripe.StripeClient) -> None:
     gateway, catalog = _gateway(sim), load_catalog_file(EXAMPLE)
-    first = sync_catalog(catalog=catalog, gateway=gateway)
+    told: list[tuple[str, int, int]] = []
+    first = sync_catalog(
+        catalog=catalog,
+        gateway=gateway,
+        progress=lambda change, done, total: told.append((change.kind, done, total)),
+    )
     assert {change.kind for change in first} == {"create_meter", "create_product", "create_price"}
+    # The progress callback heard of each change as it was made, counting to the total.
+    assert [done for _, done, _ in told] == list(range(1, len(first) + 1))
+    assert told[-1][2] == len(first)
+    assert client.v1.products.retrieve("tg_feature_runs").unit_label == "run"
     assert sync_catalog(catalog=catalog, gateway=gateway) == []
     pro = client.v1.prices.list(params={"lookup_keys": ["tollgate_pro_month_usd"]}).data
     assert [(p.unit_amount, p.currency, p.recurring.interval) for p in pro] == [

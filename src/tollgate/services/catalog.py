@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.catalog_sync import (
     ArchiveOneTimePrice,
@@ -50,14 +52,26 @@ def _apply_credit_price_change(
         gateway.archive_price(change.replaces)
 
 
-def sync_catalog(*, catalog: Catalog, gateway: StripeGateway) -> list[AnyChange]:
-    """Create or update Stripe's products, prices and meters to match the catalog; idempotent."""
+def sync_catalog(
+    *,
+    catalog: Catalog,
+    gateway: StripeGateway,
+    progress: Callable[[AnyChange, int, int], None] | None = None,
+) -> list[AnyChange]:
+    """Create or update Stripe's products, prices and meters to match the catalog; idempotent.
+
+    `progress` is told of each change once made, with how many are done of how many planned.
+    """
     products, prices, meters = gateway.catalog_state()
     changes = plan_catalog_changes(desired_stripe_catalog(catalog), products, prices, meters)
     meter_ids = {meter.event_name: meter.id for meter in meters if meter.status == "active"}
-    for change in changes:
+    for done, change in enumerate(changes, 1):
         gateway.apply_catalog_change(change, meter_ids)
+        if progress is not None:
+            progress(change, done, len(changes))
     credit_changes = _credit_price_changes(catalog, gateway)
-    for credit_change in credit_changes:
+    for done, credit_change in enumerate(credit_changes, len(changes) + 1):
         _apply_credit_price_change(gateway, credit_change)
+        if progress is not None:
+            progress(credit_change, done, len(changes) + len(credit_changes))
     return changes + credit_changes

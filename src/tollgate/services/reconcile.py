@@ -180,11 +180,13 @@ def reconcile(
     trigger: str = "cli",
     scheduled_for: datetime | None = None,
     page_size: int = PAGE_SIZE,
+    progress: Callable[[str, int], None] | None = None,
 ) -> ReconcileReport:
     """Compare what Stripe made since `since` with the mirror; store and return the report.
 
     `scheduled_for` claims a nightly slot: a second run for the same slot raises
-    AlreadyReconciled, on every replica, before it calls Stripe.
+    AlreadyReconciled, on every replica, before it calls Stripe. `progress` is told, after each
+    page, the kind of object being compared and how many objects were checked so far.
     """
     started = clock.now()
     run = _Run(
@@ -206,6 +208,8 @@ def reconcile(
                 for page in _read_ahead(pages):
                     seen.update(str(obj["id"]) for obj in page)
                     _reconcile_page(run, object_type, page)
+                    if progress is not None:
+                        progress(object_type, run.checked)
                 _look_up_unlisted(run, object_type, seen, page_size)
         _check_usage(run)
         _check_ledger(run)
