@@ -20,6 +20,10 @@ from stripesim.testing import free_port
 
 CLI = [sys.executable, "-m", "tollgate.cli"]
 
+# One dev instance serves the module, and the clock test builds on the first test's payment:
+# the whole module runs on one xdist worker, in file order.
+pytestmark = pytest.mark.xdist_group("dev-command")
+
 
 def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("TOLLGATE_", "STRIPE_"))}
