@@ -12,6 +12,7 @@ from tollgate.api.routes import (
     api_keys,
     catalog,
     credits,
+    customer_billing,
     customers,
     dev,
     entitlements,
@@ -45,6 +46,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(api_keys.router)
     app.include_router(customers.router)
+    app.include_router(customer_billing.router)
     app.include_router(credits.router)
     install_pages(app)
     if container.settings.env == "dev":
