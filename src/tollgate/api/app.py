@@ -34,6 +34,8 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
         title="Tollgate",
         version=__version__,
         description="Billing, entitlements and usage metering for SaaS products on Stripe.",
+        docs_url=None,  # /docs and /redoc are served with their files (tollgate.web.api_docs)
+        redoc_url=None,
     )
     app.state.container = container
     errors.install(app)

@@ -7,6 +7,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from tollgate.web import billing
+from tollgate.web.api_docs import install_api_docs
 from tollgate.web.pages import STATIC
 from tollgate.web.theme import theme_css
 
@@ -29,3 +30,4 @@ def install_pages(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(router)
     app.include_router(billing.router)
+    install_api_docs(app)
