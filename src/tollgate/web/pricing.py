@@ -64,7 +64,7 @@ def _features(catalog: Catalog, plan: Plan, currency: str) -> list[FeatureLine]:
             elif grant.limit is None:
                 lines.append(FeatureLine(f"Unlimited {feature.name.lower()}", True))
             else:
-                lines.append(FeatureLine(f"Up to {grant.limit:,} {feature.name.lower()}", True))
+                lines.append(FeatureLine(f"{feature.name}: up to {grant.limit:,}", True))
     return lines
 
 
