@@ -12,6 +12,7 @@ from tollgate.api.routes import (
     api_keys,
     catalog,
     credits,
+    customer_billing,
     customers,
     dev,
     entitlements,
@@ -20,6 +21,7 @@ from tollgate.api.routes import (
     webhooks,
 )
 from tollgate.bootstrap import Container
+from tollgate.web.site import install_pages
 
 
 def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
@@ -32,6 +34,8 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
         title="Tollgate",
         version=__version__,
         description="Billing, entitlements and usage metering for SaaS products on Stripe.",
+        docs_url=None,  # /docs and /redoc are served with their files (tollgate.web.api_docs)
+        redoc_url=None,
     )
     app.state.container = container
     errors.install(app)
@@ -44,7 +48,9 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(api_keys.router)
     app.include_router(customers.router)
+    app.include_router(customer_billing.router)
     app.include_router(credits.router)
+    install_pages(app)
     if container.settings.env == "dev":
         app.include_router(dev.router)
     app.add_middleware(Metrics)
