@@ -132,6 +132,36 @@ class Settings(BaseSettings):
         -1, alias="TOLLGATE_CREDIT_OVERDRAFT_INVOICE_RANGE_SHIFT", ge=-12, le=0
     )
 
+    # -- pages: billing page, pricing table, console (issue 15) ---------------------------------
+    # Signs billing links, page cookies and CSRF tokens; set one value on every replica
+    # (without it, dev and tests use a random one per process and production refuses pages).
+    secret_key: SecretStr = Field(SecretStr(""), alias="TOLLGATE_SECRET_KEY")
+    # Where browsers reach this server (links in billing sessions, Checkout return URLs).
+    public_url: str | None = Field(None, alias="TOLLGATE_PUBLIC_URL", pattern=r"^https?://[^\s]+$")
+    billing_session_ttl: int = Field(900, alias="TOLLGATE_BILLING_SESSION_TTL", ge=30, le=86_400)
+    brand_name: str = Field("Tollgate", alias="TOLLGATE_BRAND_NAME", min_length=1, max_length=80)
+    brand_logo_url: str | None = Field(
+        None, alias="TOLLGATE_BRAND_LOGO_URL", pattern=r"^(https?://|/)[^\s\"'()<>]+$"
+    )
+    brand_color: str = Field(
+        "#3b3bd1", alias="TOLLGATE_BRAND_COLOR", pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"
+    )
+    brand_font: str = Field(
+        "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+        alias="TOLLGATE_BRAND_FONT",
+        pattern=r"^[A-Za-z0-9 ,'\-]{1,200}$",
+    )
+    # Who may show the pages in an iframe: CSP frame-ancestors sources, space-separated.
+    frame_ancestors: str = Field(
+        "'none'", alias="TOLLGATE_FRAME_ANCESTORS", pattern=r"^[A-Za-z0-9 :/.*'\-]{1,1000}$"
+    )
+    # The app's own sign-in: JWTs (RS256/ES256…) verified against its JWKS.
+    jwt_jwks_url: str | None = Field(None, alias="TOLLGATE_JWT_JWKS_URL")
+    jwt_issuer: str | None = Field(None, alias="TOLLGATE_JWT_ISSUER")
+    jwt_audience: str | None = Field(None, alias="TOLLGATE_JWT_AUDIENCE")
+    # The claim that holds Tollgate's customer id (an org or tenant id).
+    jwt_customer_claim: str = Field("org_id", alias="TOLLGATE_JWT_CUSTOMER_CLAIM", min_length=1)
+
     # -- the operator console (issue 16) ---------------------------------------------------------
     # A console session ends after this many idle minutes, and this many hours after sign-in.
     console_idle_minutes: int = Field(30, alias="TOLLGATE_CONSOLE_IDLE_MINUTES", ge=1, le=1440)
@@ -228,6 +258,7 @@ class Settings(BaseSettings):
         secrets = [self.stripe_secret_key.get_secret_value()] if self.stripe_secret_key else []
         secrets += self.stripe_webhook_secrets
         secrets += [key.secret.get_secret_value() for key in self.bootstrap_api_keys]
+        secrets += [self.secret_key.get_secret_value()]
         for secret in secrets:
             if any(marker in secret.lower() for marker in _PLACEHOLDERS):
                 raise ValueError("a placeholder secret is set; replace it outside TOLLGATE_ENV=dev")

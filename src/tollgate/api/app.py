@@ -20,6 +20,7 @@ from tollgate.api.routes import (
     webhooks,
 )
 from tollgate.bootstrap import Container
+from tollgate.web.site import install_pages
 
 
 def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
@@ -45,6 +46,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(api_keys.router)
     app.include_router(customers.router)
     app.include_router(credits.router)
+    install_pages(app)
     if container.settings.env == "dev":
         app.include_router(dev.router)
     app.add_middleware(Metrics)
