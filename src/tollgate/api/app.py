@@ -11,6 +11,7 @@ from tollgate.api.middleware import BodyLimit, Metrics
 from tollgate.api.routes import (
     api_keys,
     catalog,
+    console,
     credits,
     customers,
     dev,
@@ -46,6 +47,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(api_keys.router)
     app.include_router(customers.router)
     app.include_router(credits.router)
+    app.include_router(console.router)
     install_pages(app)
     if container.settings.env == "dev":
         app.include_router(dev.router)

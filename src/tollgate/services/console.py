@@ -255,24 +255,32 @@ class TimelineEntry:
 def customer_timeline(
     *, db: Database, customer_id: str, cursor: str | None = None, limit: int = 50
 ) -> Page:
-    """Return a customer's timeline, newest first, before `cursor`."""
+    """Return a customer's timeline, newest first, after `cursor`."""
     limit = _limit(limit)
-    before = _time(decode_cursor(cursor, 1)[0], "cursor") if cursor else None
+    after: tuple[datetime, str, str] | None = None
+    if cursor:
+        at, kind, ref = decode_cursor(cursor, 3)
+        after = (_time(at, "cursor"), str(kind), str(ref))
     with db.engine.connect() as connection:
         if ledger_queries.customer_deleted(connection, customer_id) in (None, True):
             raise NotFound(f"no customer {customer_id!r}", param="id")
         ids = queries.customer_object_ids(connection, customer_id)
+        # Entries sharing the cursor's time may have been shown: read enough to skip them.
         rows = queries.timeline(
-            connection, customer_id=customer_id, object_ids=ids, before=before, limit=limit + 1
+            connection,
+            customer_id=customer_id,
+            object_ids=ids,
+            before=after[0] if after else None,
+            limit=2 * limit + 1,
         )
-    entries = [_timeline_entry(row) for row in rows]
-    if len(entries) <= limit:
-        return Page(entries, None)
-    # The next page starts strictly before the last shown time: entries sharing that exact
-    # time are all shown on this page.
-    last_at = entries[limit - 1].at
-    shown = [entry for entry in entries if entry.at >= last_at]
-    return Page(shown, encode_cursor(last_at))
+    if after is not None:
+        rows = [row for row in rows if queries.timeline_key(row) < after]
+    entries = [_timeline_entry(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(*queries.timeline_key(last))
+    return Page(entries, next_cursor)
 
 
 def _timeline_entry(row: Mapping[Any, Any]) -> TimelineEntry:
@@ -695,7 +703,8 @@ def summarize(*, db: Database, catalog: Catalog, clock: Clock) -> Summary:
         ("trialing", "active", "canceling", "past_due", "unpaid"), 0
     )
     for group in groups:
-        status = "canceling" if group["canceling"] else group["status"]
+        canceling = group["status"] in queries.LIVE_CANCELABLE and group["cancel_pending"]
+        status = "canceling" if canceling else group["status"]
         by_status[status] = by_status.get(status, 0) + int(group["count"])
         if group["status"] not in MRR_STATUSES or not group["plan"] or not group["currency"]:
             continue
@@ -710,7 +719,7 @@ def summarize(*, db: Database, catalog: Catalog, clock: Clock) -> Summary:
         )
         if price is None:
             continue
-        monthly = monthly_amount(price.amount_minor * int(group["seats"]), str(price.interval))
+        monthly = monthly_amount(price.amount_minor * int(group["seats"] or 1), str(price.interval))
         mrr[(group["plan"], group["currency"])] += monthly * int(group["count"])
         paying[(group["plan"], group["currency"])] += int(group["count"])
     totals: dict[str, int] = defaultdict(int)

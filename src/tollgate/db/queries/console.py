@@ -25,7 +25,6 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    true,
     union_all,
     update,
 )
@@ -137,15 +136,22 @@ def customers_page(
         )
     live = s.status.is_not(None) & s.status.not_in(ENDED)
     if status:
-        query = query.where(_status_matches(status, s, live))
+        # An offline customer with a plan Tollgate keeps is active without a subscription.
+        kept_offline = and_(c.offline.is_(True), c.plan.is_not(None))
+        no_live = ~func.coalesce(live, false())
+        matches = _status_matches(status, s, no_live)
+        if status == "active":
+            matches = or_(matches, and_(no_live, kept_offline))
+        elif status in ("none", "canceled"):
+            matches = and_(matches, ~kept_offline)
+        query = query.where(matches)
         if status not in ("none", "canceled"):
             # Narrow to customers with such a subscription first (ix_subscriptions_status).
             wanted = LIVE_CANCELABLE if status == "canceling" else (status,)
-            query = query.where(
-                c.id.in_(
-                    select(SUBSCRIPTIONS.c.customer_id).where(SUBSCRIPTIONS.c.status.in_(wanted))
-                )
+            having = c.id.in_(
+                select(SUBSCRIPTIONS.c.customer_id).where(SUBSCRIPTIONS.c.status.in_(wanted))
             )
+            query = query.where(or_(having, kept_offline) if status == "active" else having)
     if plan:
         assigned = func.coalesce(c.plan, literal(default_plan)) if default_plan else c.plan
         query = query.where(
@@ -206,9 +212,9 @@ def customers_page(
     return list(rows)
 
 
-def _status_matches(status: str, s: Any, live: ColumnElement[bool]) -> ColumnElement[bool]:
+def _status_matches(status: str, s: Any, no_live: ColumnElement[bool]) -> ColumnElement[bool]:
     if status == "none":
-        return ~func.coalesce(live, false())
+        return and_(no_live, or_(s.status.is_(None), s.status.not_in(ENDED)))
     if status == "canceled":
         return s.status.in_(ENDED)
     if status == "canceling":
@@ -249,7 +255,8 @@ def timeline(
     before: datetime | None,
     limit: int,
 ) -> list[RowMapping]:
-    """Return a customer's newest entries of every kind before `before`, newest first.
+    """Return a customer's newest entries of every kind at or before `before`, newest first
+    (the caller drops those it showed already).
 
     Each source is read through its own index (newest `limit` rows), then merged.
     """
@@ -270,7 +277,7 @@ def timeline(
             a.actor.label("detail"),
             a.object_type.label("status"),
         )
-        .where(a.object_id.in_(ids), *([a.at < before] if before else []))
+        .where(a.object_id.in_(ids), *([a.at <= before] if before else []))
         .order_by(a.at.desc())
         .limit(limit),
         select(
@@ -281,7 +288,7 @@ def timeline(
             e.last_error.label("detail"),
             e.status.label("status"),
         )
-        .where(e.object_id.in_(ids), *([e.created < before] if before else []))
+        .where(e.object_id.in_(ids), *([e.created <= before] if before else []))
         .order_by(e.created.desc())
         .limit(limit),
         select(
@@ -292,7 +299,7 @@ def timeline(
             cast(t.used, String).label("detail"),
             cast(t.percent, String).label("status"),
         )
-        .where(t.customer_id == customer_id, *([t.crossed_at < before] if before else []))
+        .where(t.customer_id == customer_id, *([t.crossed_at <= before] if before else []))
         .order_by(t.crossed_at.desc())
         .limit(limit),
         select(
@@ -303,7 +310,7 @@ def timeline(
             n.last_error.label("detail"),
             n.status.label("status"),
         )
-        .where(n.customer_id == customer_id, *([n.created_at < before] if before else []))
+        .where(n.customer_id == customer_id, *([n.created_at <= before] if before else []))
         .order_by(n.created_at.desc())
         .limit(limit),
         select(
@@ -314,15 +321,20 @@ def timeline(
             w.last_error.label("detail"),
             w.status.label("status"),
         )
-        .where(w.customer_id == customer_id, *([w.created_at < before] if before else []))
+        .where(w.customer_id == customer_id, *([w.created_at <= before] if before else []))
         .order_by(w.created_at.desc())
         .limit(limit),
     ]
     rows: list[RowMapping] = []
     for source in sources:
         rows += connection.execute(source).mappings().all()
-    rows.sort(key=lambda row: (row["at"], row["kind"], str(row["ref"])), reverse=True)
-    return rows[:limit]
+    rows.sort(key=timeline_key, reverse=True)
+    return rows
+
+
+def timeline_key(row: RowMapping) -> tuple[datetime, str, str]:
+    """The order of a timeline, newest first when reversed (ties broken by kind and ref)."""
+    return (row["at"], row["kind"], str(row["ref"]))
 
 
 def audit_rows(connection: Connection, object_ids: Sequence[str], limit: int) -> list[RowMapping]:
@@ -335,22 +347,22 @@ def audit_rows(connection: Connection, object_ids: Sequence[str], limit: int) ->
 
 
 def live_subscriptions(connection: Connection) -> list[RowMapping]:
-    """Return plan, interval, currency, seats, status and cancel flags of live subscriptions,
-    grouped (one row per combination, with its count)."""
+    """Return live subscriptions grouped by plan, interval, currency, seats, status and whether
+    a cancel is pending, with how many there are of each."""
     s = SUBSCRIPTIONS.c
-    canceling = case((_is_canceling(s), true()), else_=false())
+    pending_cancel = s.cancel_at_period_end.is_(True) | s.cancel_at.is_not(None)
     query = (
         select(
             s.plan,
             s.interval,
             s.currency,
-            func.coalesce(s.seats, 1).label("seats"),
+            s.seats,
             s.status,
-            canceling.label("canceling"),
+            pending_cancel.label("cancel_pending"),
             func.count().label("count"),
         )
         .where(s.status.not_in(ENDED))
-        .group_by(s.plan, s.interval, s.currency, func.coalesce(s.seats, 1), s.status, canceling)
+        .group_by(s.plan, s.interval, s.currency, s.seats, s.status, pending_cancel)
     )
     return list(connection.execute(query).mappings().all())
 
