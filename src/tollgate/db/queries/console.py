@@ -640,3 +640,79 @@ def charges_since(connection: Connection, since: datetime) -> list[RowMapping]:
         .order_by(ch.customer_id, ch.created_at)
     )
     return list(connection.execute(query).mappings().all())
+
+
+# -- operators' actions on customers -------------------------------------------------------------
+
+
+def insert_audit(
+    connection: Connection,
+    *,
+    at: datetime,
+    actor: str,
+    object_type: str,
+    object_id: str,
+    action: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    connection.execute(
+        AUDIT_LOG.insert().values(
+            at=at,
+            actor=actor,
+            object_type=object_type,
+            object_id=object_id,
+            action=action[:32],
+            before=before,
+            after=after,
+            event_id=None,
+        )
+    )
+
+
+def customer_row(connection: Connection, customer_id: str) -> RowMapping | None:
+    row = connection.execute(
+        select(CUSTOMERS).where(CUSTOMERS.c.id == customer_id, CUSTOMERS.c.deleted.is_(False))
+    ).first()
+    return row._mapping if row is not None else None
+
+
+def set_customer_offline(
+    connection: Connection, customer_id: str, *, offline: bool, plan: str | None, now: datetime
+) -> None:
+    connection.execute(
+        update(CUSTOMERS)
+        .where(CUSTOMERS.c.id == customer_id)
+        .values(offline=offline, plan=plan, updated_at=now)
+    )
+
+
+def resend_notification(connection: Connection, notification_id: int, now: datetime) -> int:
+    """Make an email due again whatever became of it (sent, skipped or failed)."""
+    done = connection.execute(
+        update(NOTIFICATIONS)
+        .where(NOTIFICATIONS.c.id == notification_id)
+        .values(status="pending", next_attempt_at=now, attempts=0, last_error=None, sent_at=None)
+    )
+    return int(done.rowcount or 0)
+
+
+def invoices_of(connection: Connection, customer_id: str, limit: int) -> list[RowMapping]:
+    i = INVOICES.c
+    query = (
+        select(INVOICES)
+        .where(i.customer_id == customer_id)
+        .order_by(i.created_at.desc(), i.id.desc())
+        .limit(limit)
+    )
+    return list(connection.execute(query).mappings().all())
+
+
+def subscriptions_of(connection: Connection, customer_id: str) -> list[RowMapping]:
+    s = SUBSCRIPTIONS.c
+    query = (
+        select(SUBSCRIPTIONS)
+        .where(s.customer_id == customer_id)
+        .order_by(s.created_at.desc(), s.id.desc())
+    )
+    return list(connection.execute(query).mappings().all())
