@@ -42,6 +42,10 @@ events_app = typer.Typer(
 app.add_typer(events_app, name="events")
 emails_app = typer.Typer(help="The emails Tollgate sends: preview one.", no_args_is_help=True)
 app.add_typer(emails_app, name="emails")
+operators_app = typer.Typer(
+    help="People who sign in to the operator console (/console).", no_args_is_help=True
+)
+app.add_typer(operators_app, name="operators")
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEV_DIR = ".tollgate-dev"
@@ -393,6 +397,67 @@ def apikeys_create(
     else:
         typer.echo(f"created key '{created.name}' ({created.scope}): {created.secret}")
         typer.echo("store it now: Tollgate keeps only its hash.")
+
+
+# -- console operators --------------------------------------------------------------------------
+
+
+@operators_app.command("create")
+@one_line_errors
+def operators_create(
+    name: Annotated[str, typer.Argument(help="The operator's sign-in name, e.g. 'ada'.")],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="readonly (sees), support (also acts on customers) or admin (also catalog, "
+            "operators and API keys)."
+        ),
+    ],
+) -> None:
+    """Make a console operator; the password is asked for (twice) and kept as an argon2 hash."""
+    from tollgate.clock import SystemClock
+    from tollgate.domain.operators import password_problem, role_problem
+    from tollgate.services.operators import create_operator
+
+    problem = role_problem(role)
+    if problem:
+        fail(f"--role: {problem}")
+    password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    problem = password_problem(password)
+    if problem:
+        fail(problem)
+    with _migrated_database() as database:
+        made = create_operator(
+            db=database, clock=SystemClock(), name=name, role=role, password=password
+        )
+    typer.echo(f"created operator '{made.id}' ({made.role}); sign in at /console")
+
+
+@operators_app.command("list")
+@one_line_errors
+def operators_list() -> None:
+    """List the console's operators with their roles."""
+    from tollgate.services.operators import list_operators
+
+    with _migrated_database() as database:
+        found = list_operators(db=database)
+    _table(
+        ("name", "role", "created"),
+        [(o.id, o.role, o.created_at.strftime("%Y-%m-%d %H:%M")) for o in found],
+    )
+
+
+@operators_app.command("sign-out")
+@one_line_errors
+def operators_sign_out(
+    name: Annotated[str, typer.Argument(help="The operator to sign out of every browser.")],
+) -> None:
+    """End every console session of an operator (a lost laptop, a leaver)."""
+    from tollgate.services.operators import sign_out_everywhere
+
+    with _migrated_database() as database:
+        ended = sign_out_everywhere(db=database, operator=name.strip().lower())
+    typer.echo(f"ended {ended} session(s) of '{name}'")
 
 
 # -- stripe events ------------------------------------------------------------------------------

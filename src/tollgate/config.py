@@ -162,6 +162,26 @@ class Settings(BaseSettings):
     # The claim that holds Tollgate's customer id (an org or tenant id).
     jwt_customer_claim: str = Field("org_id", alias="TOLLGATE_JWT_CUSTOMER_CLAIM", min_length=1)
 
+    # -- the operator console (issue 16) ---------------------------------------------------------
+    # A console session ends after this many idle minutes, and this many hours after sign-in.
+    console_idle_minutes: int = Field(30, alias="TOLLGATE_CONSOLE_IDLE_MINUTES", ge=1, le=1440)
+    console_session_hours: int = Field(12, alias="TOLLGATE_CONSOLE_SESSION_HOURS", ge=1, le=720)
+    # Failed sign-ins allowed in 15 minutes, per operator name and per client address.
+    sign_in_failures_per_account: int = Field(
+        5, alias="TOLLGATE_SIGN_IN_FAILURES_PER_ACCOUNT", ge=1, le=1000
+    )
+    sign_in_failures_per_address: int = Field(
+        20, alias="TOLLGATE_SIGN_IN_FAILURES_PER_ADDRESS", ge=1, le=10000
+    )
+    # Payment fees the platform pays (the console's fees view): cards percent + fixed minor
+    # units, ACH debits percent capped at a number of minor units.
+    fee_card_percent: Decimal = Field(
+        Decimal("2.9"), alias="TOLLGATE_FEE_CARD_PERCENT", ge=0, le=100
+    )
+    fee_card_fixed: int = Field(30, alias="TOLLGATE_FEE_CARD_FIXED", ge=0)
+    fee_ach_percent: Decimal = Field(Decimal("0.8"), alias="TOLLGATE_FEE_ACH_PERCENT", ge=0, le=100)
+    fee_ach_cap: int = Field(500, alias="TOLLGATE_FEE_ACH_CAP", ge=0)
+
     @field_validator("default_currency")
     @classmethod
     def _currency(cls, value: str) -> str:

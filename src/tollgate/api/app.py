@@ -11,6 +11,7 @@ from tollgate.api.middleware import BodyLimit, Metrics
 from tollgate.api.routes import (
     api_keys,
     catalog,
+    console,
     credits,
     customer_billing,
     customers,
@@ -21,6 +22,7 @@ from tollgate.api.routes import (
     webhooks,
 )
 from tollgate.bootstrap import Container
+from tollgate.console.pages import install_console
 from tollgate.web.site import install_pages
 
 
@@ -50,7 +52,9 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(customers.router)
     app.include_router(customer_billing.router)
     app.include_router(credits.router)
+    app.include_router(console.router)
     install_pages(app)
+    install_console(app)
     if container.settings.env == "dev":
         app.include_router(dev.router)
     app.add_middleware(Metrics)

@@ -225,6 +225,8 @@ class Charge(Base):
     status: Mapped[str] = mapped_column(String(32))
     refunded: Mapped[bool] = mapped_column(Boolean, default=False)
     disputed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # `payment_method_details.type` (card, us_bank_account, …): what the charge cost in fees.
+    payment_method_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
     watermark_created: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -608,3 +610,62 @@ class CreditLot(Base):
     # A purchase's PaymentIntent, so a refund of its charge finds the credits to take back.
     payment_intent: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- the operator console (migration 0010) -----------------------------------------------------
+
+
+class Operator(Base):
+    """A person who signs in to the console; only an argon2 hash of the password is kept."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # admin | support | readonly
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OperatorSession(Base):
+    """A signed-in browser: the SHA-256 of its cookie, its CSRF secret, its idle and hard ends."""
+
+    __tablename__ = "operator_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(
+        ForeignKey("operators.id", ondelete="CASCADE"), index=True
+    )
+    csrf_secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class SignInAttempt(Base):
+    """One sign-in try, kept a day, so tries are limited per account and per address."""
+
+    __tablename__ = "sign_in_attempts"
+    __table_args__ = (
+        Index("ix_sign_in_attempts_account_at", "account", "at"),
+        Index("ix_sign_in_attempts_address_at", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# The console's reads: a customer's timeline, the lists behind the overview (migration 0010).
+Index("ix_audit_log_object_id_at", AuditLog.object_id, AuditLog.at)
+Index("ix_app_events_customer_id_created_at", AppEvent.customer_id, AppEvent.created_at)
+Index("ix_notifications_customer_id_created_at", Notification.customer_id, Notification.created_at)
+Index("ix_customers_created_at_id", Customer.created_at, Customer.id)
+Index("ix_customers_email", Customer.email)
+Index("ix_subscriptions_status", Subscription.status)
+Index("ix_charges_created_at", Charge.created_at)
+Index("ix_stripe_events_type_created", StripeEvent.type, StripeEvent.created)

@@ -43,3 +43,7 @@ CREDIT_ACCOUNTS = _table("credit_accounts")
 CREDIT_TRANSACTIONS = _table("credit_transactions")
 CREDIT_ENTRIES = _table("credit_entries")
 CREDIT_LOTS = _table("credit_lots")
+# The operator console.
+OPERATORS = _table("operators")
+OPERATOR_SESSIONS = _table("operator_sessions")
+SIGN_IN_ATTEMPTS = _table("sign_in_attempts")

@@ -158,6 +158,7 @@ class ChargeSnapshot:
     refunded: bool
     disputed: bool
     refunds: tuple[RefundSnapshot, ...] | None = None
+    payment_method_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,6 +207,7 @@ def charge_snapshot(obj: dict[str, Any]) -> ChargeSnapshot:
         refunded=bool(obj.get("refunded")),
         disputed=bool(obj.get("disputed")),
         refunds=None if refunds is None else tuple(refund_snapshot(r) for r in refunds),
+        payment_method_type=_str((obj.get("payment_method_details") or {}).get("type")),
     )
 
 

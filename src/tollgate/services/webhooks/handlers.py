@@ -536,6 +536,8 @@ def _charge_values(
         "status": snapshot.status,
         "refunded": snapshot.refunded,
         "disputed": disputed,
+        "payment_method_type": snapshot.payment_method_type
+        or (row["payment_method_type"] if row is not None else None),
     }
 
 
