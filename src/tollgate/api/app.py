@@ -17,6 +17,7 @@ from tollgate.api.routes import (
     entitlements,
     health,
     usage,
+    usage_controls,
     webhooks,
 )
 from tollgate.bootstrap import Container
@@ -45,6 +46,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(api_keys.router)
     app.include_router(customers.router)
     app.include_router(credits.router)
+    app.include_router(usage_controls.router)
     if container.settings.env == "dev":
         app.include_router(dev.router)
     app.add_middleware(Metrics)

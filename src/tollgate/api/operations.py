@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from tollgate.api.schemas import (
     CheckoutCreate,
+    ConsumeCreate,
     CreditAllowancePut,
     CreditCheckoutCreate,
     CreditGrantCreate,
@@ -159,6 +160,24 @@ def record_usage(app: Container, batch: UsageBatch) -> usage.UsageReport:
     )
     app.entitlements.forget(report.customers)
     return report
+
+
+def consume(app: Container, customer_id: str, body: ConsumeCreate) -> usage.Consumed:
+    """Decide and record one use in one step (in Redis first when TOLLGATE_REDIS_URL is set)."""
+    consumed = usage.consume(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        customer_id=customer_id,
+        feature=body.feature,
+        quantity=body.quantity,
+        consumption_id=body.id,
+        grace=app.grace,
+        counters=app.usage_counters,
+    )
+    if not consumed.replayed:
+        app.entitlements.forget([customer_id])
+    return consumed
 
 
 def get_usage(app: Container, customer_id: str) -> usage.CustomerUsage:

@@ -197,3 +197,14 @@ class UsageBatch:
         if "enforce_limits" in body and not isinstance(enforce, bool):
             raise InvalidRequest("enforce_limits must be true or false", param="enforce_limits")
         return cls(body["events"], enforce)
+
+
+# -- usage controls --------------------------------------------------------------------------
+
+
+class ConsumeCreate(_Body):
+    feature: str = Field(description="A metered feature.")
+    quantity: StrictInt = Field(1, ge=0, description="Units to use (the reading, for max/last).")
+    id: str = Field(
+        min_length=1, max_length=255, description="Your id of this use: a retry repeats it."
+    )

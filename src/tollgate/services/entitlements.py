@@ -164,6 +164,7 @@ def customer_state(
     *,
     credit_balance: int = 0,
     credit_allowance: int = 0,
+    held: Mapping[str, int] | None = None,
 ) -> CustomerState:
     """Return what the entitlement decision needs of a customer, with its usage and credits."""
     return CustomerState(
@@ -179,6 +180,7 @@ def customer_state(
         dunning_access=customer.dunning_access,
         credit_balance=credit_balance,
         credit_allowance=credit_allowance,
+        held=held or {},
     )
 
 
