@@ -57,9 +57,11 @@ def insert_consumption(
 # -- reservations ----------------------------------------------------------------------------
 
 
-def insert_reservation(connection: Connection, row: dict[str, Any]) -> None:
-    """Insert a held reservation (its units were added to its counter's `held`)."""
-    connection.execute(USAGE_RESERVATIONS.insert(), row)
+def insert_reservation(connection: Connection, row: dict[str, Any]) -> bool:
+    """Insert a reservation (held: its units were added to its counter's `held`); False if one
+    with its id was inserted first."""
+    statement = insert_if_new(connection, USAGE_RESERVATIONS, returning=("id",))
+    return connection.execute(statement, row).first() is not None
 
 
 def reservation(connection: Connection, reservation_id: str, *, lock: bool = False) -> Any | None:
