@@ -19,6 +19,7 @@ from tollgate.api.routes import (
     entitlements,
     health,
     usage,
+    usage_controls,
     webhooks,
 )
 from tollgate.bootstrap import Container
@@ -52,6 +53,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(customers.router)
     app.include_router(customer_billing.router)
     app.include_router(credits.router)
+    app.include_router(usage_controls.router)
     app.include_router(console.router)
     install_pages(app)
     install_console(app)

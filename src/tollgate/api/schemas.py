@@ -197,3 +197,29 @@ class UsageBatch:
         if "enforce_limits" in body and not isinstance(enforce, bool):
             raise InvalidRequest("enforce_limits must be true or false", param="enforce_limits")
         return cls(body["events"], enforce)
+
+
+# -- usage controls --------------------------------------------------------------------------
+
+
+class ReservationCreate(_Body):
+    feature: str = Field(description="A summed metered feature.")
+    quantity: StrictInt = Field(ge=1, description="Units to hold against the limit.")
+    ttl_seconds: StrictInt = Field(
+        ge=1, le=604_800, description="Released by the expiry job after this (at most 7 days)."
+    )
+    id: str = Field(min_length=1, max_length=230, description="Your id: a retry repeats it.")
+
+
+class ReservationCommit(_Body):
+    quantity: StrictInt = Field(
+        ge=0, description="Units actually used: up to the held ones, or more where they fit."
+    )
+
+
+class ConsumeCreate(_Body):
+    feature: str = Field(description="A metered feature.")
+    quantity: StrictInt = Field(1, ge=0, description="Units to use (the reading, for max/last).")
+    id: str = Field(
+        min_length=1, max_length=255, description="Your id of this use: a retry repeats it."
+    )

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from tollgate.api import operations
 from tollgate.api.schemas import (
     CheckoutCreate,
+    ConsumeCreate,
     CreditCheckoutCreate,
     CreditGrantCreate,
     CreditsQuery,
@@ -133,6 +134,10 @@ class LocalBackend:
     def record_usage(self, body: Body) -> dict[str, Any]:
         report = operations.record_usage(self.container, UsageBatch.parse(dict(body)))
         return report.to_json()
+
+    def consume(self, customer_id: str, body: Body) -> Decision:
+        consumed = operations.consume(self.container, customer_id, _checked(ConsumeCreate, body))
+        return consumed.decision
 
     def get_entitlements(self, customer_id: str) -> dict[str, Any]:
         return self.container.entitlements.entitlements(customer_id).to_json()

@@ -362,6 +362,9 @@ class UsageCounter(Base):
     # Overage units already written to the meter outbox for this period.
     reported: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Units reserved and not yet committed or released (usage_reservations); they count against
+    # the hard limit like used units (migration 0011).
+    held: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class UsageThreshold(Base):
@@ -432,6 +435,7 @@ class UsagePending(Base):
     last_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    held: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # change in held
 
 
 # -- notifications, app webhooks, job locks, dunning (migration 0005) -------------------------
@@ -669,3 +673,52 @@ Index("ix_customers_email", Customer.email)
 Index("ix_subscriptions_status", Subscription.status)
 Index("ix_charges_created_at", Charge.created_at)
 Index("ix_stripe_events_type_created", StripeEvent.type, StripeEvent.created)
+# -- usage controls (migration 0011) -----------------------------------------------------------
+
+
+class UsageConsumption(Base):
+    """The answer of one `consume` call, kept so a retry with its id gets the same answer."""
+
+    __tablename__ = "usage_consumptions"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    feature: Mapped[str] = mapped_column(String(64))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    answer: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UsageReservation(Base):
+    """Units held against a customer's limit for long work, until committed, released or expired."""
+
+    __tablename__ = "usage_reservations"
+    __table_args__ = (Index("ix_usage_reservations_status_expires_at", "status", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    feature: Mapped[str] = mapped_column(String(64))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    quantity: Mapped[int] = mapped_column(BigInteger)  # units held
+    status: Mapped[str] = mapped_column(String(16))  # held | committed | released | expired
+    committed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class UsageVoid(Base):
+    """A usage event taken back (`POST /v1/usage/void`): who, why, when; the audit of it."""
+
+    __tablename__ = "usage_voids"
+
+    event_id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    meter: Mapped[str] = mapped_column(String(64))
+    value: Mapped[int] = mapped_column(BigInteger)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(255))
+    voided_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -30,6 +30,10 @@ USAGE_EVENTS = _table("usage_events")
 USAGE_COUNTERS = _table("usage_counters")
 USAGE_THRESHOLDS = _table("usage_thresholds")
 USAGE_PENDING = _table("usage_pending")
+# Usage controls: consume answers, reservations, voided events.
+USAGE_CONSUMPTIONS = _table("usage_consumptions")
+USAGE_RESERVATIONS = _table("usage_reservations")
+USAGE_VOIDS = _table("usage_voids")
 METER_OUTBOX = _table("meter_outbox")
 # Notifications, app webhooks, job locks.
 NOTIFICATIONS = _table("notifications")
