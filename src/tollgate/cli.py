@@ -130,6 +130,15 @@ def one_line_errors(command: F) -> F:
             raise typer.Exit(2) from None
         except (ConfigError, TollgateError) as error:
             fail(str(error))
+        except Exception as error:
+            from sqlalchemy.exc import DBAPIError  # here: `import tollgate.cli` stays light
+
+            if not isinstance(error, DBAPIError):
+                raise
+            # The driver's first line says why (refused, unknown host, bad password) and never
+            # holds the password; the rest is SQLAlchemy's statement and a link.
+            reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
+            fail(f"the database did not answer ({type(error.orig).__name__}): {reason}")
 
     return wrapper  # type: ignore[return-value]
 

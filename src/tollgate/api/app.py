@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from tollgate import __version__
 from tollgate.api import errors
 from tollgate.api.fastpath import EntitlementFastPath
+from tollgate.api.guard import Guard
 from tollgate.api.middleware import BodyLimit, Metrics
 from tollgate.api.routes import (
     api_keys,
@@ -66,4 +67,6 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
         app.add_middleware(webhooks.StripeWebhookFastPath, container=container)
         # Outermost of ours: valid entitlement reads are answered before the rest of the stack.
         app.add_middleware(EntitlementFastPath, container=container)
+    # Outermost: a request id, safe headers, and every unexpected failure in the error shape.
+    app.add_middleware(Guard)
     return app

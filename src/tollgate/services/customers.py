@@ -413,6 +413,12 @@ def _make_stripe_customer(
         if created:
             _forget_customer(db, new.id)
         raise _as_bad_input(error) from error
+    except BaseException:
+        # Anything else (a bug, a value the SDK could not send) must not leave a row with no
+        # Stripe customer that only this exact request could finish: a retry starts afresh.
+        if created:
+            _forget_customer(db, new.id)
+        raise
     with db.write_transaction() as session:
         row = load_customer(session, new.id, lock=True)
         if row.stripe_customer_id is None:

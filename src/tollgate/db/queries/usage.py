@@ -77,27 +77,38 @@ def recorded_ids(connection: Connection, ids: Sequence[str]) -> set[str]:
     return found
 
 
-def insert_events(connection: Connection, rows: Sequence[EventRow], now: datetime) -> None:
-    """Insert accepted events, recorded at `now`."""
+def insert_events(connection: Connection, rows: Sequence[EventRow], now: datetime) -> int:
+    """Insert accepted events, recorded at `now`, in id order; return how many were new.
+
+    On PostgreSQL an id another transaction holds (recorded, or about to be) is skipped after
+    that transaction ends, not raised: the caller sees fewer rows than it sent and decides the
+    batch again. The id order makes every batch claim its ids in the same order, so batches
+    with the same ids in different orders wait for each other instead of deadlocking.
+    """
+    ordered = sorted(rows, key=lambda row: row[0])
     if _postgres(connection):
-        connection.exec_driver_sql(_PG_INSERT_EVENTS, {"rows": _json(rows), "now": now})
-        return
+        inserted = connection.exec_driver_sql(
+            _PG_INSERT_EVENTS, {"rows": _json(ordered), "now": now}
+        )
+        return inserted.rowcount
     recorded = _sqlite_time(now)
     times = {now: recorded}  # events without a timestamp share the batch's time
-    for row in rows:
+    for row in ordered:
         if row[4] not in times:
             times[row[4]] = _sqlite_time(row[4])
     connection.exec_driver_sql(
         "INSERT INTO usage_events (id, customer_id, meter, value, occurred_at, recorded_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        [(row[0], row[1], row[2], row[3], times[row[4]], recorded) for row in rows],
+        [(row[0], row[1], row[2], row[3], times[row[4]], recorded) for row in ordered],
     )
+    return len(ordered)
 
 
 _PG_INSERT_EVENTS = (
     "INSERT INTO usage_events (id, customer_id, meter, value, occurred_at, recorded_at)"
     " SELECT r->>0, r->>1, r->>2, (r->>3)::bigint, (r->>4)::timestamptz, %(now)s"
-    " FROM jsonb_array_elements(%(rows)s::jsonb) AS r"
+    " FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
+    " ON CONFLICT (id) DO NOTHING"
 )
 
 

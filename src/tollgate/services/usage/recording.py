@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tollgate.clock import Clock
 from tollgate.db.queries import usage as queries
@@ -35,7 +35,17 @@ from tollgate.services.usage.database_counters import DatabaseCounters
 from tollgate.services.usage.events import Event, Rejection, UsageReport, parse_events
 from tollgate.services.usage.thresholds import record_thresholds
 
-_RETRIES = 3
+# A batch is decided again when another one recorded some of its ids first; each retry sees
+# what the other committed, so it takes at most one retry per concurrent batch.
+_RETRIES = 10
+# PostgreSQL's serialization failure and deadlock: the transaction can simply run again.
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+
+
+class _Raced(Exception):
+    """Another transaction recorded one of the batch's ids while this one decided it."""
+
+
 DATABASE_COUNTERS = DatabaseCounters()
 
 # Called in the batch's transaction once its new events are decided (and not when none was
@@ -77,10 +87,11 @@ def record_usage(
                 grace=grace,
                 decided=decided,
             )
-        except IntegrityError:
-            # Another batch recorded one of these ids for another counter between our look
-            # and our insert; the whole batch is decided again against what it committed.
-            if attempt == _RETRIES - 1:
+        except (IntegrityError, _Raced, OperationalError) as error:
+            # Another batch recorded one of these ids between our look and our insert; the
+            # whole batch is decided again against what it committed (its counts given back).
+            retryable = not isinstance(error, OperationalError) or _transient(error)
+            if not retryable or attempt == _RETRIES - 1:
                 raise
             continue
         report.rejected = sorted(rejected + report.rejected, key=lambda r: r.index)
@@ -128,11 +139,9 @@ def _record(
             accepted.append(event)
         report.accepted = len(accepted)
         if accepted:
-            queries.insert_events(
-                connection,
-                [(e.id, e.customer, e.meter, e.value, e.occurred_at) for e in accepted],
-                now,
-            )
+            rows = [(e.id, e.customer, e.meter, e.value, e.occurred_at) for e in accepted]
+            if queries.insert_events(connection, rows, now) != len(rows):
+                raise _Raced
         moved = [tally for tally in tallies.values() if tally.accepted]
         counters.write(connection, moved, now)
         report.customers.update([tally.customer.id for tally in moved])
@@ -140,6 +149,10 @@ def _record(
         if decided is not None:
             decided(connection, tallies, report, now)
     return report
+
+
+def _transient(error: OperationalError) -> bool:
+    return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
 def _screen(
