@@ -117,5 +117,10 @@ class Container:
         self.db.dispose()
 
 
+def open_database(settings: Settings) -> Database:
+    """The database the settings name, through the pooler they name."""
+    return Database(settings.database_url, pooler=settings.database_pooler)
+
+
 def build_container(settings: Settings, **overrides: object) -> Container:
-    return Container(settings=settings, db=Database(settings.database_url), **overrides)  # type: ignore[arg-type]
+    return Container(settings=settings, db=open_database(settings), **overrides)  # type: ignore[arg-type]

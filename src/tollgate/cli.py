@@ -264,7 +264,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     from tollgate.db.migrate import upgrade
 
     settings = _settings()
-    upgrade(settings.database_url, revision)
+    upgrade(settings.migration_url, revision, pooler=settings.migration_pooler)
     typer.echo(f"database at {revision}")
 
 
@@ -274,7 +274,8 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision."
     """Revert migrations down to REVISION (`base` removes every table)."""
     from tollgate.db.migrate import downgrade
 
-    downgrade(_settings().database_url, revision)
+    settings = _settings()
+    downgrade(settings.migration_url, revision, pooler=settings.migration_pooler)
     typer.echo(f"database at {revision}")
 
 
@@ -282,11 +283,11 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision."
 @one_line_errors
 def db_current() -> None:
     """Print the database's migration revision and the newest one."""
+    from tollgate.bootstrap import open_database
     from tollgate.db.migrate import current_revision, head_revision
-    from tollgate.db.unit_of_work import Database
 
     settings = _settings()
-    database = Database(settings.database_url)
+    database = open_database(settings)
     newest = head_revision(settings.database_url)
     missing = database.missing_file()
     current = f"none (no database at {missing})" if missing else current_revision(database.engine)
@@ -383,13 +384,12 @@ def apikeys_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Make an API key; its secret is printed once and stored only as a hash."""
+    from tollgate.bootstrap import open_database
     from tollgate.clock import SystemClock
-    from tollgate.db.unit_of_work import Database
     from tollgate.server import require_migrated
     from tollgate.services.api_keys import create_api_key
 
-    settings = _settings()
-    database = Database(settings.database_url)
+    database = open_database(_settings())
     require_migrated(database)
     created = create_api_key(db=database, clock=SystemClock(), name=name, scope=scope)
     if as_json:
@@ -474,10 +474,10 @@ def operators_sign_out(
 
 @contextmanager
 def _migrated_database() -> Iterator[Any]:
-    from tollgate.db.unit_of_work import Database
+    from tollgate.bootstrap import open_database
     from tollgate.server import require_migrated
 
-    database = Database(_settings().database_url)
+    database = open_database(_settings())
     try:
         require_migrated(database)
         yield database
