@@ -132,6 +132,10 @@ class Settings(BaseSettings):
         -1, alias="TOLLGATE_CREDIT_OVERDRAFT_INVOICE_RANGE_SHIFT", ge=-12, le=0
     )
 
+    # -- pricing that changes (issue 20) -------------------------------------------------------
+    # How often a process looks for a newer synced catalog (seconds).
+    catalog_refresh: float = Field(1.0, alias="TOLLGATE_CATALOG_REFRESH", ge=0.05, le=60)
+
     @field_validator("default_currency")
     @classmethod
     def _currency(cls, value: str) -> str:

@@ -47,6 +47,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     return {
         "id": plan.id,
         "name": plan.name,
+        "version": plan.version,
         "custom": plan.custom,
         "trial_days": plan.trial_days,
         "seats": {"min": plan.seats.min, "max": plan.seats.max} if plan.seats else None,
@@ -64,6 +65,7 @@ def catalog_json(catalog: Catalog) -> dict[str, Any]:
     return {
         "currency": catalog.currency,
         "default_plan": catalog.default_plan,
+        "version": catalog.version,
         "features": {
             feature.id: {"type": str(feature.type), "name": feature.name, "unit": feature.unit}
             for feature in catalog.features.values()

@@ -43,3 +43,8 @@ CREDIT_ACCOUNTS = _table("credit_accounts")
 CREDIT_TRANSACTIONS = _table("credit_transactions")
 CREDIT_ENTRIES = _table("credit_entries")
 CREDIT_LOTS = _table("credit_lots")
+# Pricing that changes (issue 20).
+CATALOG_VERSIONS = _table("catalog_versions")
+PLAN_VERSIONS = _table("plan_versions")
+PLAN_MIGRATIONS = _table("plan_migrations")
+PLAN_MIGRATION_CUSTOMERS = _table("plan_migration_customers")

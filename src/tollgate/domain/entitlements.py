@@ -48,6 +48,8 @@ class CustomerState:
     dunning_access: str | None = None  # set by the dunning policy: full | reduced | default
     credit_balance: int = 0
     credit_allowance: int = 0
+    # The version of `plan` the subscription's price belongs to (issue 20; None: the newest).
+    plan_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,8 @@ def entitlements(
     credit_prices: Mapping[str, int] | None = None,
 ) -> Entitlements:
     """Return everything the customer may do now."""
+    # A grandfathered subscriber has its plan as it was at its version.
+    catalog = catalog.with_plan_version(state.plan, state.plan_version)
     access, access_changes_at = access_of(state, grace, now)
     plan = access_plan(catalog, state, access)
     features = {
