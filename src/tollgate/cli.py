@@ -327,6 +327,26 @@ def _gateway_and_catalog(path: Path | None) -> tuple[Any, Any]:
     return StripeGateway.from_settings(settings), catalog
 
 
+def _versions_database() -> Any:
+    """The migrated database plan versions are kept in, or None (with a note on stderr)."""
+    from tollgate.db.migrate import current_revision, head_revision
+    from tollgate.db.unit_of_work import Database
+
+    settings = _settings()
+    database = Database(settings.database_url)
+    if database.missing_file() is None and current_revision(database.engine) == head_revision(
+        database.url
+    ):
+        return database
+    database.dispose()
+    typer.echo(
+        "note: TOLLGATE_DATABASE_URL is not a migrated database: plans are not versioned and "
+        "servers are not told of this catalog (run `tollgate db upgrade` first)",
+        err=True,
+    )
+    return None
+
+
 @catalog_app.command("diff")
 @one_line_errors
 def catalog_diff(
@@ -334,11 +354,12 @@ def catalog_diff(
         Path | None, typer.Argument(help="Catalog file (default: TOLLGATE_CATALOG).")
     ] = None,
 ) -> None:
-    """Show what `catalog sync` would change in Stripe, one line per change."""
+    """Show what `catalog sync` would change in Stripe (and which plans get a new version, with
+    how many subscribers stay on the earlier one), one line per change."""
     from tollgate.services.catalog import diff_catalog
 
     gateway, catalog = _gateway_and_catalog(path)
-    changes = diff_catalog(catalog=catalog, gateway=gateway)
+    changes = diff_catalog(catalog=catalog, gateway=gateway, db=_versions_database())
     for change in changes:
         typer.echo(change.describe())
     typer.echo(
@@ -353,16 +374,23 @@ def catalog_sync(
         Path | None, typer.Argument(help="Catalog file (default: TOLLGATE_CATALOG).")
     ] = None,
 ) -> None:
-    """Create or update products, prices and meters in Stripe; running it twice changes nothing."""
+    """Create or update products, prices and meters in Stripe, version changed plans (existing
+    subscribers keep theirs) and tell every server of the new catalog; running it twice changes
+    nothing."""
+    from datetime import UTC, datetime
+
     from tollgate.services.catalog import sync_catalog
 
     gateway, catalog = _gateway_and_catalog(path)
+    database = _versions_database()
     with _progress() as bar:
         task = bar.add_task("syncing the catalog with Stripe", total=None)
         changes = sync_catalog(
             catalog=catalog,
             gateway=gateway,
             progress=lambda change, done, total: bar.update(task, completed=done, total=total),
+            db=database,
+            now=datetime.now(UTC),
         )
     for change in changes:
         typer.echo(change.describe())

@@ -194,6 +194,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", alias="TOLLGATE_LOG_FORMAT")
     # On SIGTERM, how long in-flight requests, deliveries and job runs get to finish (seconds).
     shutdown_grace_seconds: float = Field(20.0, alias="TOLLGATE_SHUTDOWN_GRACE", gt=0, le=600)
+    # -- pricing that changes (issue 20) -------------------------------------------------------
+    # How often a process looks for a newer synced catalog (seconds).
+    catalog_refresh: float = Field(1.0, alias="TOLLGATE_CATALOG_REFRESH", ge=0.05, le=60)
 
     @field_validator("default_currency")
     @classmethod

@@ -51,3 +51,8 @@ CREDIT_LOTS = _table("credit_lots")
 OPERATORS = _table("operators")
 OPERATOR_SESSIONS = _table("operator_sessions")
 SIGN_IN_ATTEMPTS = _table("sign_in_attempts")
+# Pricing that changes (issue 20).
+CATALOG_VERSIONS = _table("catalog_versions")
+PLAN_VERSIONS = _table("plan_versions")
+PLAN_MIGRATIONS = _table("plan_migrations")
+PLAN_MIGRATION_CUSTOMERS = _table("plan_migration_customers")

@@ -49,6 +49,8 @@ class CustomerState:
     credit_balance: int = 0
     credit_allowance: int = 0
     held: Mapping[str, int] = field(default_factory=dict)  # metered feature -> units reserved
+    # The version of `plan` the subscription's price belongs to (issue 20; None: the newest).
+    plan_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,8 @@ def entitlements(
     credit_prices: Mapping[str, int] | None = None,
 ) -> Entitlements:
     """Return everything the customer may do now."""
+    # A grandfathered subscriber has its plan as it was at its version.
+    catalog = catalog.with_plan_version(state.plan, state.plan_version)
     access, access_changes_at = access_of(state, grace, now)
     plan = access_plan(catalog, state, access)
     features = {

@@ -55,6 +55,7 @@ class BillingCustomer:
     offline: bool
     dunning_access: str | None
     past_due_since: datetime | None
+    plan_version: int | None = None  # the subscription's plan version (issue 20)
 
 
 def load_billing_customers(
@@ -121,7 +122,15 @@ def _billing_customer(
         offline=row.offline,
         dunning_access=row.dunning_access,
         past_due_since=past_due_since,
+        plan_version=_plan_version(held, derived.plan),
     )
+
+
+def _plan_version(subscription: Any | None, plan: str | None) -> int | None:
+    """Return the live subscription's plan version when it is the plan the customer is on."""
+    if subscription is None or subscription.plan != plan:
+        return None
+    return int(subscription.plan_version or 1)
 
 
 def period_usage(connection: Connection, customer_id: str, period: Period) -> dict[str, int]:
@@ -190,6 +199,7 @@ def customer_state(
         credit_balance=credit_balance,
         credit_allowance=credit_allowance,
         held=held or {},
+        plan_version=customer.plan_version,
     )
 
 
@@ -312,6 +322,11 @@ class EntitlementCache:
     def clear(self) -> None:
         for customer_id in list(self._entries):
             self._drop(customer_id)
+
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Decide with a newer catalog from now on; decisions made under the old one go."""
+        self.catalog = catalog
+        self.clear()
 
     def _drop(self, customer_id: str) -> None:
         self._drops[customer_id] = self._drops.get(customer_id, 0) + 1

@@ -27,6 +27,7 @@ _SUBSCRIPTION_COLUMNS = (
     SUBSCRIPTIONS.c.customer_id,
     SUBSCRIPTIONS.c.status,
     SUBSCRIPTIONS.c.plan,
+    SUBSCRIPTIONS.c.plan_version,
     SUBSCRIPTIONS.c.interval,
     SUBSCRIPTIONS.c.seats,
     SUBSCRIPTIONS.c.currency,

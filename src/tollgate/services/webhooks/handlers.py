@@ -278,6 +278,7 @@ def _subscription_values(snapshot: SubscriptionSnapshot, customer_id: str) -> di
         "collection_method": snapshot.collection_method,
         "currency": snapshot.currency,
         "plan": snapshot.plan,
+        "plan_version": snapshot.plan_version,
         "interval": snapshot.interval,
         "seats": snapshot.seats,
         "latest_invoice": snapshot.latest_invoice,

@@ -13,7 +13,7 @@ from alembic import op
 from tollgate.db.types import UTCDateTime
 
 revision = "0011"
-down_revision = "0008"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
