@@ -229,7 +229,7 @@ def billing_page(request: Request) -> Response:
     user = signed_in(request)
     if user is None:
         return _back()
-    session = billing.billing_session(user["org_id"], return_url=f"{APP_URL}/")
+    session = billing.billing_session(user["org_id"])
     return RedirectResponse(session["url"], status_code=303)
 
 

@@ -28,7 +28,7 @@ from tollgate.api.schemas import (
     UsageBatch,
 )
 from tollgate.bootstrap import Container
-from tollgate.services import credits, customers, subscriptions, usage
+from tollgate.services import credits, customers, page_access, subscriptions, usage
 from tollgate.services.usage import reservations
 from tollgate_client.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
 
@@ -81,6 +81,18 @@ def open_portal(
         return_url=body.return_url,
         idempotency_key=idempotency_key,
     )
+
+
+def open_billing_session(app: Container, customer_id: str, *, base_url: str) -> dict[str, str]:
+    """A signed link to the customer's billing page: `{customer, url, expires_at}`."""
+    link = page_access.open_billing_link(
+        db=app.db,
+        settings=app.settings,
+        clock=app.clock,
+        customer_id=customer_id,
+        base_url=base_url,
+    )
+    return link.to_json()
 
 
 # -- subscriptions ---------------------------------------------------------------------------

@@ -139,6 +139,13 @@ class LocalBackend:
         consumed = operations.consume(self.container, customer_id, _checked(ConsumeCreate, body))
         return consumed.decision
 
+    def billing_session(self, customer_id: str) -> dict[str, Any]:
+        # In process there is no request to learn the server's address from: the link is
+        # built on TOLLGATE_PUBLIC_URL.
+        return operations.open_billing_session(
+            self.container, customer_id, base_url=self.container.settings.public_url or ""
+        )
+
     def get_entitlements(self, customer_id: str) -> dict[str, Any]:
         return self.container.entitlements.entitlements(customer_id).to_json()
 

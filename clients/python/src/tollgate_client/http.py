@@ -206,6 +206,9 @@ class HttpBackend:
         self._decisions.forget({customer_id})
         return Decision.from_json(answer)
 
+    def billing_session(self, customer_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/customers/{customer_id}/billing-session"))
+
     def get_entitlements(self, customer_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/customers/{customer_id}/entitlements"))
 

@@ -185,6 +185,11 @@ class Client:
         body = {"feature": feature, "quantity": quantity, "id": id}
         return self.backend.consume(customer, body)
 
+    def billing_session(self, id: str) -> dict[str, Any]:
+        """Return a short-lived signed link to the customer's billing page: `{customer, url,
+        expires_at}`. Send the customer there at once; the link is not for keeping."""
+        return self.backend.billing_session(id)
+
     def get_entitlements(self, id: str) -> dict[str, Any]:
         """Return every feature the customer has now, with plan, status and access."""
         return self.backend.get_entitlements(id)
