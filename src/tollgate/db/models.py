@@ -630,54 +630,6 @@ class Operator(Base):
     # admin | support | readonly
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(255))
-
-
-# -- pricing that changes (issue 20, migration 0014) -------------------------------------------
-
-
-class CatalogVersion(Base):
-    """A catalog as `catalog sync` made it in Stripe: every server process loads the newest."""
-
-    __tablename__ = "catalog_versions"
-
-    version: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
-    # The document as read (canonical JSON of the YAML) and its SHA-256.
-    body: Mapped[str] = mapped_column(Text)
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    # Each plan's version in this catalog: {"pro": 2, "free": 1}.
-    plan_versions: Mapped[dict[str, Any]] = mapped_column(JSON)
-    source: Mapped[str | None] = mapped_column(String(1024), nullable=True)
-    synced_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-class PlanVersionRow(Base):
-    """A version of a plan: the digest of its terms and the catalog version that brought it."""
-
-    __tablename__ = "plan_versions"
-
-    plan: Mapped[str] = mapped_column(String(64), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    catalog_version: Mapped[int] = mapped_column(ForeignKey("catalog_versions.version"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-class PlanMigration(Base):
-    """Moving a plan's subscribers from one version to another (`tollgate plans migrate`)."""
-
-    __tablename__ = "plan_migrations"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    plan: Mapped[str] = mapped_column(String(64))
-    from_version: Mapped[int] = mapped_column(Integer)
-    to_version: Mapped[int] = mapped_column(Integer)
-    # now | renewal
-    at: Mapped[str] = mapped_column(String(16))
-    proration: Mapped[str] = mapped_column(String(32))
-    notify: Mapped[bool] = mapped_column(Boolean, default=False)
-    # running | done | failed
-    status: Mapped[str] = mapped_column(String(16))
-    actor: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -772,6 +724,56 @@ class UsageVoid(Base):
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(255))
     voided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- pricing that changes (issue 20, migration 0014) -------------------------------------------
+
+
+class CatalogVersion(Base):
+    """A catalog as `catalog sync` made it in Stripe: every server process loads the newest."""
+
+    __tablename__ = "catalog_versions"
+
+    version: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    # The document as read (canonical JSON of the YAML) and its SHA-256.
+    body: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    # Each plan's version in this catalog: {"pro": 2, "free": 1}.
+    plan_versions: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PlanVersionRow(Base):
+    """A version of a plan: the digest of its terms and the catalog version that brought it."""
+
+    __tablename__ = "plan_versions"
+
+    plan: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    catalog_version: Mapped[int] = mapped_column(ForeignKey("catalog_versions.version"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PlanMigration(Base):
+    """Moving a plan's subscribers from one version to another (`tollgate plans migrate`)."""
+
+    __tablename__ = "plan_migrations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    plan: Mapped[str] = mapped_column(String(64))
+    from_version: Mapped[int] = mapped_column(Integer)
+    to_version: Mapped[int] = mapped_column(Integer)
+    # now | renewal
+    at: Mapped[str] = mapped_column(String(16))
+    proration: Mapped[str] = mapped_column(String(32))
+    notify: Mapped[bool] = mapped_column(Boolean, default=False)
+    # running | done | failed
+    status: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class PlanMigrationCustomer(Base):
