@@ -78,11 +78,11 @@ def database() -> Iterator[sqlite3.Connection]:
 # -- signing in: the app's JWTs ----------------------------------------------------------------
 
 
-def issue_token(email: str, org_id: str) -> str:
+def issue_token(email: str, org_id: str, *, lifetime: int = 8 * 3600) -> str:
     """A session token as an identity provider would issue it: the org id as a claim."""
     now = int(time.time())
     claims: dict[str, Any] = {"iss": APP_URL, "aud": AUDIENCE, "sub": email, "org_id": org_id}
-    claims |= {"iat": now, "exp": now + 8 * 3600}
+    claims |= {"iat": now, "exp": now + lifetime}
     return jwt.encode(claims, _private_key, algorithm="RS256", headers={"kid": KEY_ID})
 
 
@@ -124,6 +124,8 @@ def home(request: Request, note: str = "", error: str = "") -> Response:
         workflows = flows.fetchall()
     customer = billing.get_customer(org_id)
     runs = billing.check(org_id, "runs", 1)
+    # A short-lived token for the hop to Tollgate's pages, which trust the app's JWKS.
+    hop = issue_token(user["sub"], org_id, lifetime=300)
     return templates.TemplateResponse(
         request,
         "dashboard.html",
@@ -135,6 +137,8 @@ def home(request: Request, note: str = "", error: str = "") -> Response:
             "runs": runs,
             "note": note,
             "error": error,
+            "tollgate_url": TOLLGATE_URL,
+            "hop": hop,
         },
     )
 

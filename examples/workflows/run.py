@@ -37,6 +37,9 @@ def main() -> int:
         "TOLLGATE_JWT_ISSUER": app_url,
         "TOLLGATE_JWT_AUDIENCE": "acme-workflows",
         "TOLLGATE_JWT_CUSTOMER_CLAIM": "org_id",
+        # Tollgate's pages and the simulator's hosted pages wear the app's name and colour.
+        "TOLLGATE_BRAND_NAME": "Acme Workflows",
+        "TOLLGATE_BRAND_COLOR": "#4338ca",
     }
     tollgate = subprocess.Popen(
         [

@@ -112,7 +112,8 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None
     data_dir.mkdir(parents=True)
     database_url = f"sqlite:///{data_dir.resolve()}/tollgate.db"
     webhook_secret = f"whsec_{secrets.token_hex(16)}"
-    simulator = Simulator(business_name="Tollgate demo")  # the seller on hosted pages
+    # The seller on the simulator's hosted pages: the brand Tollgate's own pages wear.
+    simulator = Simulator(business_name=os.environ.get("TOLLGATE_BRAND_NAME") or "Tollgate demo")
     with run_simulator(simulator, port=stripe_port) as stripe_sim:
         values = {
             "TOLLGATE_ENV": "dev",

@@ -108,11 +108,11 @@ def test_sign_up_hit_the_free_limit_upgrade_and_run_again(example: Example, page
     page.click("button[type=submit]")
     assert page.inner_text("#plan") == "free"
     page.fill("#name", "Nightly report")
-    page.click("text=Create")
+    page.click("#create")
     assert "Workflow 'Nightly report' created." in page.inner_text("[role=status]")
     # Free allows one workflow: a second is refused with Tollgate's reason.
     page.fill("#name", "Weekly digest")
-    page.click("text=Create")
+    page.click("#create")
     assert "workflow" in page.inner_text("[role=alert]").lower()
     # The organisation is the billing customer: bring it to 1 run short of Free's 1,000.
     customer = page.evaluate("document.body.dataset.org")
@@ -137,9 +137,9 @@ def test_sign_up_hit_the_free_limit_upgrade_and_run_again(example: Example, page
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "example-limit.png"), full_page=True)
     # Upgrade through the simulator's hosted Checkout, and come back trialing Pro.
-    page.click("text=Upgrade to Pro")
+    page.click("#upgrade")
     page.wait_for_selector("#card_number")
-    page.fill("#email", "founder@northwind.example")
+    assert page.inner_text("#customer-email") == "founder@northwind.example"
     page.click("#submit")
     page.wait_for_url(f"{example.url}/**")
     deadline = time.monotonic() + 30
@@ -150,5 +150,15 @@ def test_sign_up_hit_the_free_limit_upgrade_and_run_again(example: Example, page
     page.click("button[aria-label='Run Nightly report']")
     assert "Nightly report ran." in page.inner_text("[role=status]")
     page.fill("#name", "Weekly digest")
-    page.click("text=Create")
+    page.click("#create")
     assert "Workflow 'Weekly digest' created." in page.inner_text("[role=status]")
+    # Tollgate's own pages, signed in with the app's token: the pricing table marks Pro, and the
+    # billing page (through a signed billing session) shows the trial.
+    page.click("#plans")
+    page.wait_for_url(f"{example.tollgate}/pricing")
+    assert "Pro" in page.inner_text("main")
+    page.screenshot(path=str(SHOTS / "example-pricing.png"), full_page=True)
+    page.goto(example.url)
+    page.click("#billing")
+    page.wait_for_url(f"{example.tollgate}/billing")
+    assert "trial" in page.inner_text("main").lower()

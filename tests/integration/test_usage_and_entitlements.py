@@ -359,7 +359,7 @@ def test_with_the_background_refresher_the_cache_follows_changes_without_request
     # Usage through another process: the entry that was read is renewed in the background
     # before its TTL runs out, so no request has to wait for the database.
     post_usage(second, runs("acme", range(40)))
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 10  # generous: the machine may be loaded; the point is no request
     while (entry := cache.cached("acme")) is None or entry.features["runs"].used != 40:
         assert time.monotonic() < deadline, "the background never renewed the entry"
         time.sleep(0.01)
@@ -368,7 +368,7 @@ def test_with_the_background_refresher_the_cache_follows_changes_without_request
         "/v1/customers/acme/subscription", json={"plan": "pro", "interval": "month"}
     )
     assert upgraded.status_code == 200, upgraded.text
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 10
     while (entry := cache.cached("acme")) is not None and entry.plan != "pro":
         assert time.monotonic() < deadline, "the background never read the change feed"
         time.sleep(0.01)
