@@ -118,7 +118,8 @@ def _after(cursor: str) -> tuple[datetime, str]:
 def list_invoices(
     *, db: Database, customer_id: str, limit: int = 20, cursor: str | None = None
 ) -> InvoicePage:
-    """Return a page of the customer's invoices, newest first (`cursor`: the last page's)."""
+    """Return a page of the customer's invoices (drafts left out), newest first (`cursor`: the
+    last page's)."""
     if not 1 <= limit <= 100:
         raise InvalidRequest("limit must be between 1 and 100", param="limit")
     before = _after(cursor) if cursor else None

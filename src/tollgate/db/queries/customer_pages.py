@@ -66,9 +66,13 @@ def invoices_page(
     before: tuple[datetime, str] | None = None,
 ) -> Sequence[Any]:
     """Return up to `limit` of the customer's invoices, newest first, older than `before`
-    (the created time and id of the last one of the previous page)."""
+    (the created time and id of the last one of the previous page). Drafts are left out: their
+    amounts may still change, and Stripe shows customers none either."""
     invoices = INVOICES.c
-    query = select(INVOICES).where(invoices.customer_id == customer_id)
+    query = select(INVOICES).where(
+        invoices.customer_id == customer_id,
+        or_(invoices.status.is_(None), invoices.status != "draft"),
+    )
     if before is not None:
         created, invoice_id = before
         query = query.where(
