@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -145,7 +146,15 @@ async def open_billing_link(token: str, request: Request) -> Response:
         )
     except AccessRefused as refused:
         return _refused(request, app, refused, 401 if refused.expired else 403)
-    target = "/billing" + ("?embed=1" if request.query_params.get("embed") == "1" else "")
+    # Only the page's own states pass through (Checkout's success and cancel URLs may be the
+    # link itself, so the buyer lands signed in).
+    kept = {
+        key: value
+        for key, value in request.query_params.items()
+        if (key, value)
+        in {("embed", "1"), ("checkout", "success"), ("checkout", "canceled"), ("done", "portal")}
+    }
+    target = "/billing" + (f"?{urlencode(kept)}" if kept else "")
     response = RedirectResponse(target, status_code=303)
     _set_session_cookie(response, request, app, session)
     return response
