@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from tollgate.clock import Clock
 from tollgate.config import Settings
 from tollgate.db.queries import customer_pages
 from tollgate.db.unit_of_work import Database
-from tollgate.domain.catalog import Catalog, FeatureType
+from tollgate.domain.catalog import Aggregation, Catalog, FeatureType
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.metering import Period
 from tollgate.domain.subscriptions import ChangeTiming, CurrentTerms, change_timing, is_live
@@ -234,7 +236,8 @@ def usage_history(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> UsageHistory:
-    """Return the customer's usage of a metered feature in buckets (default: this period)."""
+    """Return the customer's usage of a metered feature in buckets (default: this period):
+    each bucket's sum, or its greatest value for a `max` or `last` meter."""
     feature = catalog.features.get(meter)
     if feature is None or feature.type is not FeatureType.METERED:
         metered = ", ".join(k for k, f in catalog.features.items() if f.type is FeatureType.METERED)
@@ -256,6 +259,7 @@ def usage_history(
         raise InvalidRequest(
             f"at most {MAX_BUCKETS} {granularity}s at a time; narrow from and to", param="from"
         )
+    aggregate: Literal["sum", "max"] = "sum" if feature.aggregation is Aggregation.SUM else "max"
     with db.engine.connect() as connection:
         _require_customer(db, connection, customer_id)
         found = dict(
@@ -266,6 +270,7 @@ def usage_history(
                 start=first,
                 end=stop,
                 granularity=granularity,  # type: ignore[arg-type]
+                aggregate=aggregate,
             )
         )
         connection.rollback()
@@ -275,6 +280,105 @@ def usage_history(
         buckets.append((at, found.get(at, 0)))
         at += step
     return UsageHistory(customer_id, meter, granularity, first, stop, buckets)
+
+
+class _ClosedDays:
+    """Daily buckets of days that have ended, kept per process (least recently used out).
+
+    Usage can only be recorded in the open period, so a past period's days never change; a
+    day of the open period that has ended changes only if an event arrives late with an old
+    timestamp, which `period_daily_usage` notices from the period's counter.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[Any, ...], list[tuple[datetime, int]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> list[tuple[datetime, int]] | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[Any, ...], buckets: list[tuple[datetime, int]]) -> None:
+        with self._lock:
+            self._entries[key] = buckets
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+CLOSED_DAYS = _ClosedDays()
+
+
+def period_daily_usage(
+    *,
+    db: Database,
+    catalog: Catalog,
+    clock: Clock,
+    customer_id: str,
+    meter: str,
+    period: Period,
+    used: int | None = None,
+) -> UsageHistory:
+    """Return a meter's daily usage over `period` (the billing page's chart).
+
+    The days that have ended are summed once per process; today's are summed on every call.
+    `used` is the period's usage as its counter has it: when the days do not add up to it (an
+    event arrived late for an earlier day), the ended days are summed again.
+    """
+    today = _floor(clock.now(), "day")
+    split = min(max(today, _floor(period.start, "day")), period.end)
+    key = (db.url, customer_id, meter, period.start, split)
+
+    feature = catalog.features[meter]
+    aggregate: Literal["sum", "max"] = "sum" if feature.aggregation is Aggregation.SUM else "max"
+
+    def days(start: datetime, end: datetime) -> list[tuple[datetime, int]]:
+        # The caller read the customer already: no existence check, one statement.
+        first = _floor(start, "day")
+        with db.engine.connect() as connection:
+            found = dict(
+                customer_pages.usage_buckets(
+                    connection,
+                    customer_id=customer_id,
+                    meter=meter,
+                    start=first,
+                    end=end,
+                    granularity="day",
+                    aggregate=aggregate,
+                )
+            )
+            connection.rollback()
+        buckets, at = [], first
+        while at < end:
+            buckets.append((at, found.get(at, 0)))
+            at += timedelta(days=1)
+        return buckets
+
+    if split <= _floor(period.start, "day"):
+        everything = days(period.start, period.end)
+        return UsageHistory(customer_id, meter, "day", period.start, period.end, everything)
+    closed = CLOSED_DAYS.get(key)
+    fresh = closed is None
+    if closed is None:
+        closed = days(period.start, split)
+    open_part = days(split, period.end) if split < period.end else []
+    if not fresh and used is not None and not _adds_up(catalog, meter, closed + open_part, used):
+        closed, fresh = days(period.start, split), True
+    if fresh:
+        CLOSED_DAYS.put(key, closed)
+    first = closed[0][0] if closed else _floor(period.start, "day")
+    return UsageHistory(customer_id, meter, "day", first, period.end, closed + open_part)
+
+
+def _adds_up(catalog: Catalog, meter: str, buckets: list[tuple[datetime, int]], used: int) -> bool:
+    values = [value for _, value in buckets]
+    if catalog.features[meter].aggregation is Aggregation.SUM:
+        return sum(values) == used
+    return max(values, default=0) >= used
 
 
 # -- change previews -------------------------------------------------------------------------

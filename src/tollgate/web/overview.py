@@ -104,17 +104,16 @@ def billing_overview(app: Container, customer_id: str) -> Overview:
         if not meter.included and not meter.used and meter.limit == 0:
             continue  # a feature the plan does not grant and that was never used
         history = {
-            period: customer_billing.usage_history(
+            name: customer_billing.period_daily_usage(
                 db=app.db,
                 catalog=catalog,
                 clock=app.clock,
                 customer_id=customer_id,
                 meter=meter.meter,
-                granularity="day",
-                start=span.start,
-                end=span.end,
+                period=span,
+                used=meter.used if name == "current" else None,
             )
-            for period, span in (("current", used.period), ("previous", previous))
+            for name, span in (("current", used.period), ("previous", previous))
         }
         feature = catalog.features[meter.meter]
         unit = UnitName(feature.unit or "unit")

@@ -27,16 +27,17 @@ def usage_buckets(
     start: datetime,
     end: datetime,
     granularity: Granularity,
+    aggregate: Literal["sum", "max"] = "sum",
 ) -> list[tuple[datetime, int]]:
-    """Return (bucket start, summed value) of the customer's events of `meter` in [start, end),
-    oldest first, only for buckets that have events."""
+    """Return (bucket start, summed or greatest value) of the customer's events of `meter` in
+    [start, end), oldest first, only for buckets that have events."""
     events = USAGE_EVENTS.c
     if connection.dialect.name == "sqlite":
         bucket: Any = func.substr(events.occurred_at, 1, _PREFIX[granularity])
     else:
         bucket = func.date_trunc(granularity, func.timezone("UTC", events.occurred_at))
     query = (
-        select(bucket.label("bucket"), func.sum(events.value))
+        select(bucket.label("bucket"), getattr(func, aggregate)(events.value))
         .where(
             events.customer_id == customer_id,
             events.meter == meter,
