@@ -10,9 +10,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import sqlalchemy as sa
 
 from tests.e2e.conftest import World
 from tests.web.jwks import Issuer, serve_issuer
+from tollgate.db.models import AuditLog
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -148,6 +150,12 @@ def test_buy_pro_watch_usage_cancel_and_resume(shop: World, page: Any) -> None:
     page.click("#resume")
     page.wait_for_url("**/billing?done=resumed")
     _reload_until(page, shop, "#status", "Trial")
+    with shop.db.transaction() as session:
+        done = session.execute(
+            sa.select(AuditLog.actor, AuditLog.action).where(AuditLog.object_id == "org_browser")
+        ).all()
+    for action in ("checkout", "cancel", "resume"):
+        assert ("customer:org_browser", action) in done
     # The pricing table marks the plan.
     page.goto(page.url.split("/billing")[0] + "/pricing")
     assert "Current plan" in page.inner_text("#plan-card-pro")
