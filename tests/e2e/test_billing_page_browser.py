@@ -134,7 +134,7 @@ def test_buy_pro_watch_usage_cancel_and_resume(shop: World, page: Any) -> None:
     fill = float(page.locator("#meter-runs svg.bar rect.fill").get_attribute("width") or 0)
     assert fill == 85.0
     page.click("#meter-runs summary")
-    assert page.locator("#meter-runs svg.chart rect.current").count() >= max(before, 1)
+    assert page.locator("#meter-runs svg.chart rect.current").count() > before  # the chart moved
     heights = page.eval_on_selector_all(
         "#meter-runs svg.chart rect.current", "rects => rects.map(r => +r.getAttribute('height'))"
     )

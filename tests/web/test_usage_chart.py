@@ -81,7 +81,7 @@ def test_the_chart_puts_each_day_beside_the_same_day_of_the_previous_period() ->
         unit="runs",
         now=start + timedelta(days=2, hours=3),
     )
-    assert len(chart.current) == 3  # days still to come are not drawn
+    assert len(chart.current) == 2  # days to come, and days without usage, draw nothing
     assert len(chart.previous) == 31
     tallest = max(chart.current, key=lambda bar: bar.height)
     assert "day 3" in tallest.title and "40 runs" in tallest.title

@@ -80,18 +80,22 @@ def daily_chart(
     slot = plot_width / days
     bar = max(slot * 0.38, 1.0)
 
+    labels = [(start + timedelta(days=index)).strftime("%b %-d") for index in range(days)]
+
     def bars(values: list[int], offset: float, label: str) -> list[Bar]:
+        # Days without usage draw nothing (the axis shows them): fewer elements to send.
         drawn = []
         for index, value in enumerate(values):
+            if not value:
+                continue
             height = plot_height * value / top
-            day = (start + timedelta(days=index)).strftime("%b %-d")
             drawn.append(
                 Bar(
                     x=round(LEFT + index * slot + offset, 2),
                     y=round(TOP + plot_height - height, 2),
                     width=round(bar, 2),
                     height=round(height, 2),
-                    title=f"{label}, day {index + 1} ({day}): {value:,} {unit}",
+                    title=f"{label}, day {index + 1} ({labels[index]}): {value:,} {unit}",
                 )
             )
         return drawn
@@ -103,10 +107,7 @@ def daily_chart(
     ]
     every = 7 if days > 14 else 2 if days > 7 else 1
     x_ticks = [
-        Tick(
-            round(LEFT + index * slot + slot / 2, 2),
-            (start + timedelta(days=index)).strftime("%b %-d"),
-        )
+        Tick(round(LEFT + index * slot + slot / 2, 2), labels[index])
         for index in range(0, days, every)
     ]
     this_total, last_total = sum(current[:elapsed]), sum(previous[:elapsed])

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, bindparam, func, or_, select
 
 from tollgate.db.tables import CUSTOMERS, INVOICES, USAGE_EVENTS
 
@@ -31,23 +32,33 @@ def usage_buckets(
 ) -> list[tuple[datetime, int]]:
     """Return (bucket start, summed or greatest value) of the customer's events of `meter` in
     [start, end), oldest first, only for buckets that have events."""
+    query = _buckets_statement(connection.dialect.name, granularity, aggregate)
+    found = connection.execute(
+        query, {"customer_id": customer_id, "meter": meter, "start": start, "end": end}
+    )
+    return [(_bucket_start(raw), int(total)) for raw, total in found]
+
+
+@cache
+def _buckets_statement(dialect: str, granularity: Granularity, aggregate: str) -> Any:
+    # Built once per shape: the billing page asks for several meters on every view, and
+    # building a statement costs more than SQLite takes to answer today's part of it.
     events = USAGE_EVENTS.c
-    if connection.dialect.name == "sqlite":
+    if dialect == "sqlite":
         bucket: Any = func.substr(events.occurred_at, 1, _PREFIX[granularity])
     else:
         bucket = func.date_trunc(granularity, func.timezone("UTC", events.occurred_at))
-    query = (
+    return (
         select(bucket.label("bucket"), getattr(func, aggregate)(events.value))
         .where(
-            events.customer_id == customer_id,
-            events.meter == meter,
-            events.occurred_at >= start,
-            events.occurred_at < end,
+            events.customer_id == bindparam("customer_id"),
+            events.meter == bindparam("meter"),
+            events.occurred_at >= bindparam("start", type_=events.occurred_at.type),
+            events.occurred_at < bindparam("end", type_=events.occurred_at.type),
         )
         .group_by(bucket)
         .order_by(bucket)
     )
-    return [(_bucket_start(raw), int(total)) for raw, total in connection.execute(query)]
 
 
 def _bucket_start(raw: Any) -> datetime:
