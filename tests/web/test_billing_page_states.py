@@ -147,3 +147,30 @@ def test_the_pricing_fragment_can_be_framed_where_allowed(pages: Callable[..., A
     assert anonymous.status_code == 200 and 'id="choose-pro"' not in anonymous.text
     euros = client.get("/pricing?currency=eur").text
     assert "€11.00" in euros or "11,00" in euros
+
+
+def test_buy_credits_opens_checkout_for_the_pack_and_is_audited(
+    pages: Callable[..., Any], sim: Any, tmp_path: Any
+) -> None:
+    from tests.e2e.test_credits_purchase import credits_catalog
+
+    container, client = _signed_in(pages, "org_credits", TOLLGATE_CATALOG=credits_catalog(tmp_path))
+    page = client.get("/billing").text
+    assert 'id="buy-credits"' in page and "Starter credits: 1,000 credits for $10.00" in page
+    answer = client.post(
+        "/billing/credits",
+        data={"csrf_token": _token(page), "pack": "starter"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303 and answer.headers["location"].startswith(sim.url)
+    with sim.sim.lock:
+        session = list(sim.sim.platform.all("checkout.session"))[-1]
+    assert session["mode"] == "payment"
+    assert session["success_url"] == "http://testserver/billing?done=credits"
+    unknown = client.post("/billing/credits", data={"csrf_token": _token(page), "pack": "huge"})
+    assert unknown.status_code == 404
+    with container.db.transaction() as db_session:
+        actions = db_session.scalars(
+            sa.select(AuditLog.action).where(AuditLog.actor == "customer:org_credits")
+        ).all()
+    assert actions == ["buy_credits"]

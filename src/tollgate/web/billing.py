@@ -7,6 +7,7 @@ token; every action calls the same use case as the JSON API and is audited as th
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -82,8 +83,12 @@ def _page_session(request: Request, app: Container) -> PageSession:
     """Return the browser's session; raise AccessRefused (or SignInRefused) if it has none."""
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer ") and app.settings.jwt_jwks_url:
-        customer = _sign_in(request, app).customer_of(header[7:].strip())
-        return page_access.new_page_session(clock=app.clock, customer_id=customer, via="jwt")
+        token = header[7:].strip()
+        customer = _sign_in(request, app).customer_of(token)
+        # No cookie here: the token itself is the session, so its CSRF token is stable.
+        nonce = hashlib.sha256(token.encode()).hexdigest()[:32]
+        expires = app.clock.now() + page_access.PAGE_SESSION
+        return PageSession(customer, expires, nonce, "jwt")
     value = request.cookies.get(COOKIE)
     if not value:
         raise AccessRefused("You are not signed in to billing (or your session ended).")
