@@ -38,10 +38,9 @@ def _chart(db: Database, catalog: Any, clock: Any) -> dict[int, int]:
         catalog=catalog,
         clock=clock,
         customer_id="org_chart",
-        meter="runs",
         period=used.period,
-        used=runs.used,
-    )
+        used={"runs": runs.used},
+    )["runs"]
     assert history.buckets[0][0] == datetime(2026, 11, 1, tzinfo=UTC)
     assert len(history.buckets) == 30
     return {start.day: value for start, value in history.buckets if value}

@@ -13,6 +13,7 @@ import base64
 import binascii
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -319,59 +320,79 @@ def period_daily_usage(
     catalog: Catalog,
     clock: Clock,
     customer_id: str,
-    meter: str,
     period: Period,
-    used: int | None = None,
-) -> UsageHistory:
-    """Return a meter's daily usage over `period` (the billing page's chart).
+    used: Mapping[str, int | None],
+) -> dict[str, UsageHistory]:
+    """Return each meter's daily usage over `period` (the billing page's chart), in one
+    statement for all of `used`'s meters.
 
     The days that have ended are summed once per process; today's are summed on every call.
-    `used` is the period's usage as its counter has it: when the days do not add up to it (an
-    event arrived late for an earlier day), the ended days are summed again.
+    `used` holds each meter's usage in the period as its counter has it (None: not known): when
+    a meter's days do not add up to it (an event arrived late for an earlier day), its ended
+    days are summed again.
     """
+    first = _floor(period.start, "day")
     today = _floor(clock.now(), "day")
-    split = min(max(today, _floor(period.start, "day")), period.end)
-    key = (db.url, customer_id, meter, period.start, split)
+    split = min(max(today, first), period.end)
+    meters = list(used)
+    closed: dict[str, list[tuple[datetime, int]]] = {}
+    for meter in meters:
+        kept = CLOSED_DAYS.get((db.url, customer_id, meter, period.start, split))
+        if kept is not None:
+            closed[meter] = kept
+    missing = [meter for meter in meters if meter not in closed]
+    open_part = _days(db, catalog, customer_id, meters, split, period.end)
+    stale = []
+    for meter, buckets in closed.items():
+        expected = used[meter]
+        if expected is not None and not _adds_up(
+            catalog, meter, buckets + open_part[meter], expected
+        ):
+            stale.append(meter)
+    if missing or stale:
+        summed = _days(db, catalog, customer_id, missing + stale, first, split)
+        for meter, buckets in summed.items():
+            closed[meter] = buckets
+            CLOSED_DAYS.put((db.url, customer_id, meter, period.start, split), buckets)
+    return {
+        meter: UsageHistory(
+            customer_id,
+            meter,
+            "day",
+            first,
+            period.end,
+            closed.get(meter, []) + open_part.get(meter, []),
+        )
+        for meter in meters
+    }
 
-    feature = catalog.features[meter]
-    aggregate: Literal["sum", "max"] = "sum" if feature.aggregation is Aggregation.SUM else "max"
 
-    def days(start: datetime, end: datetime) -> list[tuple[datetime, int]]:
-        # The caller read the customer already: no existence check, one statement.
-        first = _floor(start, "day")
-        with db.engine.connect() as connection:
-            found = dict(
-                customer_pages.usage_buckets(
-                    connection,
-                    customer_id=customer_id,
-                    meter=meter,
-                    start=first,
-                    end=end,
-                    granularity="day",
-                    aggregate=aggregate,
-                )
-            )
-            connection.rollback()
-        buckets, at = [], first
+def _days(
+    db: Database,
+    catalog: Catalog,
+    customer_id: str,
+    meters: list[str],
+    start: datetime,
+    end: datetime,
+) -> dict[str, list[tuple[datetime, int]]]:
+    """Return each meter's day buckets over [start, end) (0 for days without events)."""
+    if not meters or end <= start:
+        return {meter: [] for meter in meters}
+    with db.engine.connect() as connection:
+        found = customer_pages.daily_usage_by_meter(
+            connection, customer_id=customer_id, meters=meters, start=start, end=end
+        )
+        connection.rollback()
+    result = {}
+    for meter in meters:
+        pick = 0 if catalog.features[meter].aggregation is Aggregation.SUM else 1
+        buckets, at = [], start
         while at < end:
-            buckets.append((at, found.get(at, 0)))
+            values = found.get((meter, at))
+            buckets.append((at, values[pick] if values else 0))
             at += timedelta(days=1)
-        return buckets
-
-    if split <= _floor(period.start, "day"):
-        everything = days(period.start, period.end)
-        return UsageHistory(customer_id, meter, "day", period.start, period.end, everything)
-    closed = CLOSED_DAYS.get(key)
-    fresh = closed is None
-    if closed is None:
-        closed = days(period.start, split)
-    open_part = days(split, period.end) if split < period.end else []
-    if not fresh and used is not None and not _adds_up(catalog, meter, closed + open_part, used):
-        closed, fresh = days(period.start, split), True
-    if fresh:
-        CLOSED_DAYS.put(key, closed)
-    first = closed[0][0] if closed else _floor(period.start, "day")
-    return UsageHistory(customer_id, meter, "day", first, period.end, closed + open_part)
+        result[meter] = buckets
+    return result
 
 
 def _adds_up(catalog: Catalog, meter: str, buckets: list[tuple[datetime, int]], used: int) -> bool:

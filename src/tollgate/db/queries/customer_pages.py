@@ -61,6 +61,42 @@ def _buckets_statement(dialect: str, granularity: Granularity, aggregate: str) -
     )
 
 
+def daily_usage_by_meter(
+    connection: Connection,
+    *,
+    customer_id: str,
+    meters: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> dict[tuple[str, datetime], tuple[int, int]]:
+    """Return {(meter, day start): (sum, greatest value)} of the customer's events of `meters`
+    in [start, end), for days that have events: every meter of a page in one statement."""
+    query = _daily_by_meter_statement(connection.dialect.name)
+    found = connection.execute(
+        query, {"customer_id": customer_id, "meters": list(meters), "start": start, "end": end}
+    )
+    return {(meter, _bucket_start(raw)): (int(total), int(top)) for meter, raw, total, top in found}
+
+
+@cache
+def _daily_by_meter_statement(dialect: str) -> Any:
+    events = USAGE_EVENTS.c
+    if dialect == "sqlite":
+        bucket: Any = func.substr(events.occurred_at, 1, _PREFIX["day"])
+    else:
+        bucket = func.date_trunc("day", func.timezone("UTC", events.occurred_at))
+    return (
+        select(events.meter, bucket.label("bucket"), func.sum(events.value), func.max(events.value))
+        .where(
+            events.customer_id == bindparam("customer_id"),
+            events.meter.in_(bindparam("meters", expanding=True)),
+            events.occurred_at >= bindparam("start", type_=events.occurred_at.type),
+            events.occurred_at < bindparam("end", type_=events.occurred_at.type),
+        )
+        .group_by(events.meter, bucket)
+    )
+
+
 def _bucket_start(raw: Any) -> datetime:
     if isinstance(raw, datetime):
         return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw.astimezone(UTC)
