@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 
 WIDTH = 640
 HEIGHT = 180
-LEFT = 44  # room for the y labels
-BOTTOM = 22  # room for the x labels
+LEFT = 52  # room for the y labels
+BOTTOM = 26  # room for the x labels
 TOP = 8
 
 
