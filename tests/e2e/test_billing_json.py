@@ -129,3 +129,16 @@ def test_a_read_key_cannot_open_a_billing_session(world: World) -> None:
         "/v1/customers/{customer_id}/subscription/preview",
     ):
         assert path in spec and all(op.get("description") for op in spec[path].values())
+
+
+def test_a_preview_says_when_there_is_no_card_to_charge(world: World) -> None:
+    world.create_customer("cardless")
+    world.put_subscription("cardless", plan="pro", interval="month", trial_days=14)
+    world.settle()
+    assert world.subscription("cardless")["status"] == "trialing"
+    preview = _preview(world, "cardless", plan="team", interval="month", seats=3)
+    assert preview["timing"] == "now" and preview["needs_payment_method"] is True
+    clock = world.test_clock(T0)
+    paying_customer(world, "carded", clock)
+    upgrade = _preview(world, "carded", plan="team", interval="month", seats=3)
+    assert upgrade["needs_payment_method"] is False

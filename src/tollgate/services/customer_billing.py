@@ -437,6 +437,9 @@ class ChangePreview:
     renewal: int
     trial_days: int
     lines: list[PreviewLine] = field(default_factory=list)
+    # A live subscription with no card on file (a trial started without one): the customer
+    # adds one in the Customer Portal before the change can be charged.
+    needs_payment_method: bool = False
 
     def to_json(self) -> dict[str, Any]:
         def money(amount: int | None) -> dict[str, Any] | None:
@@ -455,6 +458,7 @@ class ChangePreview:
             "renewal": money(self.renewal),
             "trial_days": self.trial_days,
             "lines": [line.to_json(self.currency) for line in self.lines],
+            "needs_payment_method": self.needs_payment_method,
         }
 
     @property
@@ -513,8 +517,10 @@ def preview_subscription_change(
         terms,
         at_period_end=None,
     )
+    card = _has_payment_method(target, customer.stripe_id, live.id)
     if timing is not ChangeTiming.NOW:
         return ChangePreview(
+            needs_payment_method=not card and timing is ChangeTiming.PERIOD_END,
             **base,  # type: ignore[arg-type]
             timing=timing.value,
             effective_at=live.current_period_end,
@@ -543,6 +549,7 @@ def preview_subscription_change(
     invoiced_now = proration_behavior == "always_invoice"
     next_at = invoice.get("period_end") if not invoiced_now else None
     return ChangePreview(
+        needs_payment_method=not card,
         **base,  # type: ignore[arg-type]
         timing="now",
         effective_at=None,
@@ -555,6 +562,16 @@ def preview_subscription_change(
         trial_days=0,
         lines=lines,
     )
+
+
+def _has_payment_method(gateway: StripeGateway, stripe_customer_id: str, sub_id: str) -> bool:
+    """Return whether Stripe can charge the subscription: its own or the customer's default."""
+    subscription = gateway.retrieve_subscription(sub_id)
+    if subscription.get("default_payment_method") or subscription.get("default_source"):
+        return True
+    customer = gateway.retrieve_customer(stripe_customer_id)
+    settings = customer.get("invoice_settings") or {}
+    return bool(settings.get("default_payment_method") or customer.get("default_source"))
 
 
 def _is_proration(line: dict[str, Any]) -> bool:
