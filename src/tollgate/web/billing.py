@@ -56,6 +56,11 @@ def _base(request: Request, app: Container) -> str:
     return (app.settings.public_url or str(request.base_url)).rstrip("/")
 
 
+def _sentence(text: str) -> str:
+    text = text.strip().rstrip(".")
+    return f"{text[:1].upper()}{text[1:]}." if text else ""
+
+
 def _refused(request: Request, app: Container, error: Exception, status: int) -> Response:
     titles = {401: "Please open your billing page again", 403: "This link is not valid"}
     response = message_page(
@@ -63,7 +68,7 @@ def _refused(request: Request, app: Container, error: Exception, status: int) ->
         settings=app.settings,
         status=status,
         title=titles.get(status, "Not allowed"),
-        message=f"{error} Open billing from your account in the app to get a new link.",
+        message=f"{_sentence(str(error))} Open billing from your account in the app again.",
         headers={"WWW-Authenticate": 'Cookie realm="billing"'} if status == 401 else None,
     )
     response.delete_cookie(COOKIE, path="/")
