@@ -11,6 +11,7 @@ from tollgate.catalog_file import load_catalog_file
 from tollgate.clock import FrozenClock
 from tollgate.config import load_settings
 from tollgate.db.unit_of_work import Database
+from tollgate.domain.metering import Period
 from tollgate.services import customer_billing
 from tollgate.services.customers import NewCustomer, create_customer
 from tollgate.services.usage import get_usage, record_usage
@@ -86,3 +87,20 @@ def test_the_chart_puts_each_day_beside_the_same_day_of_the_previous_period() ->
     assert "day 3" in tallest.title and "40 runs" in tallest.title
     assert chart.y_ticks[-1].label == "50"
     assert "50 in the first 3 days" in chart.summary and "15 in the same days" in chart.summary
+
+
+def test_the_previous_period_is_as_long_as_the_current_one() -> None:
+    def before(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+        previous = customer_billing.previous_period(Period(start, end))
+        return previous.start, previous.end
+
+    nov, dec = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    assert before(nov, dec) == (datetime(2026, 10, 1, tzinfo=UTC), nov)
+    mar31 = datetime(2026, 3, 31, 14, tzinfo=UTC)
+    assert before(mar31, datetime(2026, 4, 30, 14, tzinfo=UTC))[0] == datetime(
+        2026, 2, 28, 14, tzinfo=UTC
+    )
+    jan = datetime(2026, 1, 15, tzinfo=UTC)
+    assert before(jan, datetime(2027, 1, 15, tzinfo=UTC))[0] == datetime(2025, 1, 15, tzinfo=UTC)
+    week = datetime(2026, 5, 8, tzinfo=UTC)
+    assert before(week, week + timedelta(days=7)) == (week - timedelta(days=7), week)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import calendar
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -26,7 +27,6 @@ from tollgate.domain.catalog import Aggregation, Catalog, FeatureType
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.metering import Period
 from tollgate.domain.subscriptions import ChangeTiming, CurrentTerms, change_timing, is_live
-from tollgate.money import Money
 from tollgate.services.entitlements import load_billing_customers
 from tollgate.stripe.gateway import StripeGateway
 
@@ -219,7 +219,7 @@ def previous_period(period: Period) -> Period:
         start = period.start.replace(year=period.start.year - 1)
     elif length >= timedelta(days=27):
         year, month = divmod(period.start.year * 12 + period.start.month - 2, 12)
-        day = min(period.start.day, 28)
+        day = min(period.start.day, calendar.monthrange(year, month + 1)[1])
         start = period.start.replace(year=year, month=month + 1, day=day)
     else:
         start = period.start - length
@@ -460,10 +460,6 @@ class ChangePreview:
             "lines": [line.to_json(self.currency) for line in self.lines],
             "needs_payment_method": self.needs_payment_method,
         }
-
-    @property
-    def renewal_money(self) -> Money:
-        return Money(self.renewal, self.currency)
 
 
 def preview_subscription_change(
