@@ -7,10 +7,12 @@ from fastapi import FastAPI
 from tollgate import __version__
 from tollgate.api import errors
 from tollgate.api.fastpath import EntitlementFastPath
+from tollgate.api.guard import Guard
 from tollgate.api.middleware import BodyLimit, Metrics
 from tollgate.api.routes import (
     api_keys,
     catalog,
+    console,
     credits,
     customer_billing,
     customers,
@@ -18,9 +20,11 @@ from tollgate.api.routes import (
     entitlements,
     health,
     usage,
+    usage_controls,
     webhooks,
 )
 from tollgate.bootstrap import Container
+from tollgate.console.pages import install_console
 from tollgate.web.site import install_pages
 
 
@@ -50,7 +54,10 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(customers.router)
     app.include_router(customer_billing.router)
     app.include_router(credits.router)
+    app.include_router(usage_controls.router)
+    app.include_router(console.router)
     install_pages(app)
+    install_console(app)
     if container.settings.env == "dev":
         app.include_router(dev.router)
     app.add_middleware(Metrics)
@@ -60,4 +67,6 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
         app.add_middleware(webhooks.StripeWebhookFastPath, container=container)
         # Outermost of ours: valid entitlement reads are answered before the rest of the stack.
         app.add_middleware(EntitlementFastPath, container=container)
+    # Outermost: a request id, safe headers, and every unexpected failure in the error shape.
+    app.add_middleware(Guard)
     return app

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from tollgate.api.deps import Forbidden, Unauthenticated
 from tollgate.api.schemas import invalid_input
@@ -15,6 +16,11 @@ from tollgate.config import ConfigError
 from tollgate.domain.errors import CatalogError, Conflict, InvalidRequest, NotFound, TollgateError
 
 log = logging.getLogger("tollgate.api")
+
+
+class BodyTooLarge(Exception):
+    """A streamed request body grew past the limit (api/middleware.py answers 413)."""
+
 
 STATUS = {
     InvalidRequest: 400,
@@ -33,10 +39,19 @@ def status_of(error: TollgateError) -> int:
     return int(getattr(error, "status", 400))
 
 
-def error_response(status: int, type_: str, message: str, param: str | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    type_: str,
+    message: str,
+    param: str | None = None,
+    *,
+    request_id: str | None = None,
+) -> JSONResponse:
     body: dict[str, str] = {"type": type_, "message": message}
     if param:
         body["param"] = param
+    if request_id:
+        body["request_id"] = request_id
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
@@ -53,6 +68,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        # FastAPI answers a body it could not read with a 400; a client that went away or a
+        # body over the limit is not that (see api/guard.py and api/middleware.py).
+        if isinstance(error.__cause__, ClientDisconnect | BodyTooLarge):
+            raise error.__cause__
         kind = "not_found" if error.status_code == 404 else "invalid_request_error"
         message = "no such route" if error.status_code == 404 else str(error.detail)
         return error_response(error.status_code, kind, message)

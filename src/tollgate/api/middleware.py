@@ -5,15 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tollgate.api.errors import error_response
+from tollgate.api.errors import BodyTooLarge, error_response
 from tollgate.metrics import HTTP_LATENCY, HTTP_REQUESTS
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 def body_too_large(limit: int) -> JSONResponse:
@@ -83,6 +80,11 @@ class Metrics:
 
         try:
             await self.app(scope, receive, capture)  # type: ignore[arg-type]
+        except ClientDisconnect:
+            # Nobody was answered, and nothing failed: 499 (as nginx counts it), never a 500
+            # that an error-rate alert would take for the server's fault.
+            status = 499
+            raise
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic_core import PydanticCustomError
 from starlette.responses import Response
 
 from tollgate.domain.catalog import Catalog, Plan, PlanFeature
 from tollgate.domain.errors import InvalidRequest
+from tollgate.domain.text import first_unstorable
 from tollgate.money import Money
 
 
@@ -47,6 +49,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     return {
         "id": plan.id,
         "name": plan.name,
+        "version": plan.version,
         "custom": plan.custom,
         "trial_days": plan.trial_days,
         "seats": {"min": plan.seats.min, "max": plan.seats.max} if plan.seats else None,
@@ -64,6 +67,7 @@ def catalog_json(catalog: Catalog) -> dict[str, Any]:
     return {
         "currency": catalog.currency,
         "default_plan": catalog.default_plan,
+        "version": catalog.version,
         "features": {
             feature.id: {"type": str(feature.type), "name": feature.name, "unit": feature.unit}
             for feature in catalog.features.values()
@@ -92,13 +96,22 @@ def invalid_input(problem: Mapping[str, Any]) -> InvalidRequest:
     return InvalidRequest(message, param=param)
 
 
-class _Body(BaseModel):
-    """A request body: unknown fields are refused, so a typo never passes silently."""
+class RequestBody(BaseModel):
+    """A request body: unknown fields are refused, so a typo never passes silently, and so is
+    text no database can store (NUL, lone surrogates: see domain/text.py), in any field."""
 
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        problem = first_unstorable(data)
+        if problem is not None:
+            raise PydanticCustomError("unstorable_text", "{problem}", {"problem": problem})
+        return data
 
-class CustomerCreate(_Body):
+
+class CustomerCreate(RequestBody):
     id: str = Field(description="The app's id for the organisation (1 to 255 characters).")
     email: str
     name: str | None = None
@@ -114,7 +127,7 @@ class CustomerCreate(_Body):
     test_clock: str | None = Field(None, description="Test mode: a Stripe test clock (clock_…).")
 
 
-class CustomerUpdate(_Body):
+class CustomerUpdate(RequestBody):
     email: str | None = None
     name: str | None = None
     address: dict[str, Any] | None = None
@@ -123,7 +136,7 @@ class CustomerUpdate(_Body):
     )
 
 
-class CheckoutCreate(_Body):
+class CheckoutCreate(RequestBody):
     plan: str
     interval: str
     success_url: str
@@ -132,11 +145,11 @@ class CheckoutCreate(_Body):
     seats: int | None = None
 
 
-class PortalCreate(_Body):
+class PortalCreate(RequestBody):
     return_url: str
 
 
-class SubscriptionPut(_Body):
+class SubscriptionPut(RequestBody):
     plan: str
     interval: str
     seats: int | None = None
@@ -160,18 +173,18 @@ class CreditsQuery(BaseModel):
     limit: int = Field(100, ge=1, le=1000, description="How many entries, newest first.")
 
 
-class CreditGrantCreate(_Body):
+class CreditGrantCreate(RequestBody):
     amount: StrictInt = Field(description="Whole credits to grant (1 or more).")
     reason: str
     idempotency_key: str = Field(description="The same key again grants nothing more.")
     expires_at: AwareDatetime | None = Field(None, description="When unspent credits expire.")
 
 
-class CreditAllowancePut(_Body):
+class CreditAllowancePut(RequestBody):
     allowance: StrictInt = Field(description="How far below zero the balance may go.")
 
 
-class CreditCheckoutCreate(_Body):
+class CreditCheckoutCreate(RequestBody):
     pack: str
     success_url: str
     cancel_url: str
@@ -197,3 +210,29 @@ class UsageBatch:
         if "enforce_limits" in body and not isinstance(enforce, bool):
             raise InvalidRequest("enforce_limits must be true or false", param="enforce_limits")
         return cls(body["events"], enforce)
+
+
+# -- usage controls --------------------------------------------------------------------------
+
+
+class ReservationCreate(RequestBody):
+    feature: str = Field(description="A summed metered feature.")
+    quantity: StrictInt = Field(ge=1, description="Units to hold against the limit.")
+    ttl_seconds: StrictInt = Field(
+        ge=1, le=604_800, description="Released by the expiry job after this (at most 7 days)."
+    )
+    id: str = Field(min_length=1, max_length=230, description="Your id: a retry repeats it.")
+
+
+class ReservationCommit(RequestBody):
+    quantity: StrictInt = Field(
+        ge=0, description="Units actually used: up to the held ones, or more where they fit."
+    )
+
+
+class ConsumeCreate(RequestBody):
+    feature: str = Field(description="A metered feature.")
+    quantity: StrictInt = Field(1, ge=0, description="Units to use (the reading, for max/last).")
+    id: str = Field(
+        min_length=1, max_length=255, description="Your id of this use: a retry repeats it."
+    )

@@ -158,7 +158,22 @@ def customer_view(session: Session, customer: Customer, catalog: Catalog) -> Cus
         created=customer.created_at,
         address=customer.address,
         stripe_account=customer.stripe_account,
+        plan_version=shown_plan_version(catalog, derived.plan, subscription),
     )
+
+
+def shown_plan_version(catalog: Catalog, plan: str | None, subscription: Any) -> int | None:
+    """Return the version of `plan` a customer is on: its live subscription's, else the newest."""
+    if plan is None:
+        return None
+    if (
+        subscription is not None
+        and subscription.status not in ENDED_STATUSES
+        and subscription.plan == plan
+    ):
+        return int(subscription.plan_version or 1)
+    known = catalog.plans.get(plan)
+    return known.version if known is not None else None
 
 
 def get_customer(*, db: Database, catalog: Catalog, customer_id: str) -> CustomerView:
@@ -413,6 +428,12 @@ def _make_stripe_customer(
         if created:
             _forget_customer(db, new.id)
         raise _as_bad_input(error) from error
+    except BaseException:
+        # Anything else (a bug, a value the SDK could not send) must not leave a row with no
+        # Stripe customer that only this exact request could finish: a retry starts afresh.
+        if created:
+            _forget_customer(db, new.id)
+        raise
     with db.write_transaction() as session:
         row = load_customer(session, new.id, lock=True)
         if row.stripe_customer_id is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -23,6 +24,11 @@ import orjson
 from tollgate.domain.errors import InvalidRequest
 
 SCHEME = "v1"
+MAX_HEADER_LENGTH = 4096  # Stripe sends t, v1 per secret in rotation and a v0: ~200 characters
+MAX_TIMESTAMP_DIGITS = 12  # Unix seconds have 10 digits until the year 2286
+MAX_SIGNATURES = 16
+_TIMESTAMP = re.compile(rf"[0-9]{{1,{MAX_TIMESTAMP_DIGITS}}}", re.ASCII)
+_SIGNATURE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 
 class InvalidWebhook(InvalidRequest):
@@ -39,12 +45,11 @@ def verify_signature(
     tolerance_seconds: int,
     now: datetime,
 ) -> int:
-    """Raise InvalidWebhook unless one of `secrets` signed `payload` recently; return `t`."""
-    if not header or not header.strip():
-        raise InvalidWebhook("the Stripe-Signature header is missing")
-    timestamp, signatures = _parse_header(header)
-    if not signatures:
-        raise InvalidWebhook(f"the Stripe-Signature header has no {SCHEME} signature")
+    """Raise InvalidWebhook unless one of `secrets` signed `payload` recently; return `t`.
+
+    Only the header is read until the signature matches: the body is hashed, never parsed.
+    """
+    timestamp, signatures = parse_signature_header(header)
     signed = str(timestamp).encode() + b"." + payload
     expected = [hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest() for secret in secrets]
     # Compare against every secret and signature without stopping early, so the time taken
@@ -66,19 +71,37 @@ def verify_signature(
     return timestamp
 
 
-def _parse_header(header: str) -> tuple[int, list[str]]:
+def parse_signature_header(header: str | None) -> tuple[int, list[str]]:
+    """Return a `Stripe-Signature` header's `t` and its `v1` signatures; raise InvalidWebhook.
+
+    The one parser of the header. Its cost is bounded whoever sends it (the route takes no API
+    key): at most MAX_HEADER_LENGTH characters, `t` of ASCII digits only (str.isdigit() also
+    takes "²" and other digits int() refuses) and at most MAX_TIMESTAMP_DIGITS of them, and at
+    most MAX_SIGNATURES `v1` values of lowercase hex, each as long as a SHA-256 digest.
+    """
+    if not header or not header.strip():
+        raise InvalidWebhook("the Stripe-Signature header is missing")
+    if len(header) > MAX_HEADER_LENGTH:
+        raise InvalidWebhook(
+            f"the Stripe-Signature header is longer than {MAX_HEADER_LENGTH} characters"
+        )
     timestamp: int | None = None
     signatures: list[str] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
         if key == "t":
-            if not value.isdigit():
-                raise InvalidWebhook("the Stripe-Signature timestamp is not a number")
+            if not _TIMESTAMP.fullmatch(value):
+                raise InvalidWebhook(
+                    "the Stripe-Signature timestamp is not a number of seconds "
+                    f"(1 to {MAX_TIMESTAMP_DIGITS} ASCII digits)"
+                )
             timestamp = int(value)
-        elif key == SCHEME and value:
+        elif key == SCHEME and _SIGNATURE.fullmatch(value) and len(signatures) < MAX_SIGNATURES:
             signatures.append(value)
     if timestamp is None:
         raise InvalidWebhook("the Stripe-Signature header has no timestamp (t=…)")
+    if not signatures:
+        raise InvalidWebhook(f"the Stripe-Signature header has no {SCHEME} signature")
     return timestamp, signatures
 
 

@@ -8,13 +8,14 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from tollgate.api.deps import container, write_scope
+from tollgate.api.schemas import RequestBody
 from tollgate.bootstrap import Container
 from tollgate.services.api_keys import create_api_key
 
 router = APIRouter(prefix="/v1", tags=["api keys"], dependencies=[Depends(write_scope)])
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyCreate(RequestBody):
     name: str = Field(min_length=1, max_length=100)
     scope: Literal["read", "write"]
 

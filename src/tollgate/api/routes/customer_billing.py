@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from tollgate.api import operations
 from tollgate.api.deps import container, read_scope, write_scope
 from tollgate.bootstrap import Container
-from tollgate.services import customer_billing, page_access
+from tollgate.services import customer_billing
 
 router = APIRouter(prefix="/v1/customers", tags=["billing page"])
 
@@ -33,14 +34,7 @@ def post_billing_session(
     """A signed link to the customer's billing page, valid for TOLLGATE_BILLING_SESSION_TTL
     seconds (15 minutes by default): `{customer, url, expires_at}`. Opening it sets an
     HttpOnly cookie for this customer's pages only; send the customer there, don't store it."""
-    link = page_access.open_billing_link(
-        db=app.db,
-        settings=app.settings,
-        clock=app.clock,
-        customer_id=customer_id,
-        base_url=str(request.base_url),
-    )
-    return link.to_json()
+    return operations.open_billing_session(app, customer_id, base_url=str(request.base_url))
 
 
 @router.get("/{customer_id}/invoices", dependencies=[Depends(read_scope)])

@@ -16,6 +16,7 @@ from tollgate.db.queries.changes import changes_after, last_change
 router = APIRouter(tags=["entitlements"], dependencies=[Depends(read_scope)])
 
 MAX_WAIT_SECONDS = 30.0
+MAX_SEQ = 2**63 - 1  # a change's number is a BIGINT
 
 
 @router.get("/v1/customers/{customer_id}/entitlements")
@@ -45,7 +46,9 @@ async def check_entitlement(
 @router.get("/v1/changes")
 async def get_changes(
     request: Request,
-    after: int | None = Query(None, ge=0, description="The `last` of the previous answer."),
+    after: int | None = Query(
+        None, ge=0, le=MAX_SEQ, description="The `last` of the previous answer."
+    ),
     wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="Long-poll up to N seconds."),
     app: Container = Depends(container),
 ) -> Response:

@@ -9,8 +9,12 @@ from typing import Any
 from tollgate.domain.catalog import Catalog, FeatureType
 from tollgate.domain.errors import InvalidRequest
 from tollgate.domain.metering import MAX_BATCH
+from tollgate.domain.text import text_problem
 
 MAX_ID_LENGTH = 255
+# Usage is billed in periods that a month's arithmetic must be able to reach either side of.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,18 @@ class Event:
     meter: str
     value: int
     occurred_at: datetime
+    # Units this event adds to (or, negative, takes from) what reservations hold on its counter.
+    hold: int = 0
 
 
-def parse_events(raw: Any, catalog: Catalog, now: datetime) -> tuple[list[Event], list[Rejection]]:
-    """Return the well-formed events of a batch and a rejection for each malformed one."""
+def parse_events(
+    raw: Any, catalog: Catalog, now: datetime, holds: dict[str, int] | None = None
+) -> tuple[list[Event], list[Rejection]]:
+    """Return the well-formed events of a batch and a rejection for each malformed one.
+
+    `holds` gives the change in held units of events (by id) a reservation sends; the API's
+    batches have none.
+    """
     if not isinstance(raw, list):
         raise InvalidRequest("events must be a list of usage events", param="events")
     if not raw:
@@ -92,13 +104,14 @@ def parse_events(raw: Any, catalog: Catalog, now: datetime) -> tuple[list[Event]
                     index,
                     item["id"],
                     "invalid_timestamp",
-                    "timestamp must be an ISO 8601 time or Unix seconds",
+                    "timestamp must be an ISO 8601 time or Unix seconds, from 1970 to 8999",
                 )
             )
             continue
         value = item["value"]
+        hold = holds.get(item["id"], 0) if holds else 0
         events.append(
-            Event(index, item["id"], item["customer"], item["meter"], int(value), occurred_at)
+            Event(index, item["id"], item["customer"], item["meter"], int(value), occurred_at, hold)
         )
     return events, rejected
 
@@ -109,7 +122,10 @@ def _event_problem(item: Any, metered: set[str]) -> tuple[str, str] | None:
     event_id = item.get("id")
     if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID_LENGTH:
         return "invalid_id", f"id must be a string of 1 to {MAX_ID_LENGTH} characters"
-    if not isinstance(item.get("customer"), str) or not item["customer"]:
+    if (problem := text_problem(event_id)) is not None:
+        return "invalid_id", f"id {problem}"
+    customer = item.get("customer")
+    if not isinstance(customer, str) or not customer or text_problem(customer) is not None:
         return "invalid_customer", "customer must be the customer's id"
     meter = item.get("meter")
     if not isinstance(meter, str) or meter not in metered:
@@ -132,19 +148,24 @@ def _event_problem(item: Any, metered: set[str]) -> tuple[str, str] | None:
 
 
 def _timestamp(raw: Any, now: datetime) -> datetime | None:
+    """The event's time in UTC, or None when it is not a time Tollgate can bill in."""
     if raw is None:
         return now
     if isinstance(raw, bool):
         return None
+    moment: datetime | None = None
     if isinstance(raw, int | float):
         try:
-            return datetime.fromtimestamp(raw, UTC)
+            moment = datetime.fromtimestamp(raw, UTC)
         except (OverflowError, OSError, ValueError):
             return None
-    if isinstance(raw, str):
+    elif isinstance(raw, str):
         try:
-            moment = datetime.fromisoformat(raw)
-        except ValueError:
+            parsed = datetime.fromisoformat(raw)
+            # Near year 1 or 9999, the shift to UTC leaves the calendar (OverflowError).
+            moment = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except (ValueError, OverflowError):
             return None
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return None
+    if moment is None or not EARLIEST <= moment < LATEST:
+        return None
+    return moment

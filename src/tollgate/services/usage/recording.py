@@ -9,11 +9,12 @@ the warning levels the counters reached are recorded with their notices, all in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tollgate.clock import Clock
 from tollgate.db.queries import usage as queries
@@ -29,13 +30,27 @@ from tollgate.services.entitlements import (
     customer_state,
     load_billing_customers,
 )
-from tollgate.services.usage.counters import CounterStore, GrantMemo, Tally, granted
+from tollgate.services.usage.counters import CounterStore, GrantMemo, Tallies, Tally, granted
 from tollgate.services.usage.database_counters import DatabaseCounters
 from tollgate.services.usage.events import Event, Rejection, UsageReport, parse_events
 from tollgate.services.usage.thresholds import record_thresholds
 
-_RETRIES = 3
+# A batch is decided again when another one recorded some of its ids first; each retry sees
+# what the other committed, so it takes at most one retry per concurrent batch.
+_RETRIES = 10
+# PostgreSQL's serialization failure and deadlock: the transaction can simply run again.
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+
+
+class _Raced(Exception):
+    """Another transaction recorded one of the batch's ids while this one decided it."""
+
+
 DATABASE_COUNTERS = DatabaseCounters()
+
+# Called in the batch's transaction once its new events are decided (and not when none was
+# new): what the caller records with them (a consume answer, a reservation's state).
+Decided = Callable[[Connection, Tallies, UsageReport, datetime], None]
 
 
 def record_usage(
@@ -47,24 +62,36 @@ def record_usage(
     enforce_limits: bool = True,
     grace: timedelta = timedelta(days=7),
     counters: CounterStore | None = None,
+    decided: Decided | None = None,
+    holds: dict[str, int] | None = None,
 ) -> UsageReport:
     """Count each new event once; reject the malformed, the unknown and those over a limit.
 
     `counters` is where usage is counted: the container's `usage_counters` (Redis, when
-    TOLLGATE_REDIS_URL is set), or by default the database.
+    TOLLGATE_REDIS_URL is set), or by default the database. `holds` (by event id) changes the
+    units a reservation holds with an event (see `reservations`); `decided` runs in the batch's
+    transaction after its new events are decided.
     """
     now = clock.now()
-    parsed, rejected = parse_events(events, catalog, now)
+    parsed, rejected = parse_events(events, catalog, now, holds)
     store = DATABASE_COUNTERS if counters is None else counters
     for attempt in range(_RETRIES):
         try:
             report = _record(
-                db, catalog, parsed, now, store=store, enforce_limits=enforce_limits, grace=grace
+                db,
+                catalog,
+                parsed,
+                now,
+                store=store,
+                enforce_limits=enforce_limits,
+                grace=grace,
+                decided=decided,
             )
-        except IntegrityError:
-            # Another batch recorded one of these ids for another counter between our look
-            # and our insert; the whole batch is decided again against what it committed.
-            if attempt == _RETRIES - 1:
+        except (IntegrityError, _Raced, OperationalError) as error:
+            # Another batch recorded one of these ids between our look and our insert; the
+            # whole batch is decided again against what it committed (its counts given back).
+            retryable = not isinstance(error, OperationalError) or _transient(error)
+            if not retryable or attempt == _RETRIES - 1:
                 raise
             continue
         report.rejected = sorted(rejected + report.rejected, key=lambda r: r.index)
@@ -81,6 +108,7 @@ def _record(
     store: CounterStore,
     enforce_limits: bool,
     grace: timedelta,
+    decided: Decided | None = None,
 ) -> UsageReport:
     report = UsageReport()
     reasons = _LimitReasons(catalog, now, grace)
@@ -111,16 +139,20 @@ def _record(
             accepted.append(event)
         report.accepted = len(accepted)
         if accepted:
-            queries.insert_events(
-                connection,
-                [(e.id, e.customer, e.meter, e.value, e.occurred_at) for e in accepted],
-                now,
-            )
+            rows = [(e.id, e.customer, e.meter, e.value, e.occurred_at) for e in accepted]
+            if queries.insert_events(connection, rows, now) != len(rows):
+                raise _Raced
         moved = [tally for tally in tallies.values() if tally.accepted]
         counters.write(connection, moved, now)
         report.customers.update([tally.customer.id for tally in moved])
         report.thresholds += record_thresholds(connection, catalog, moved, now)
+        if decided is not None:
+            decided(connection, tallies, report, now)
     return report
+
+
+def _transient(error: OperationalError) -> bool:
+    return getattr(error.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
 def _screen(

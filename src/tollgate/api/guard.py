@@ -1,0 +1,105 @@
+"""The outermost layer of every request: its id, safe headers, and no answer outside the shape.
+
+Every request gets an id (`X-Request-Id`, `req_…`), echoed on the answer. A path or query
+string carrying text no database can store (NUL) is refused here, before any route, fast path or
+cache reads it. Any exception that nothing else answered becomes a 500 in the error shape
+(`{"error": {"type": "api_error", "message", "request_id"}}`), logged once with the request id
+and the route's method and path (never its body or headers, which may hold secrets). A client
+that went away before its answer is not an error: nothing is sent and it is logged at INFO.
+
+Every answer says `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`; JSON
+and metrics answers also `Cache-Control: no-store` (they may carry an API key's secret or a
+customer's state) and a Content-Security-Policy that allows nothing (a JSON answer opened in a
+browser runs no script). Pages set their own Cache-Control and CSP; this layer leaves them be.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from urllib.parse import unquote_to_bytes
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tollgate.api.errors import error_response
+
+log = logging.getLogger("tollgate.api")
+
+REQUEST_ID_HEADER = "x-request-id"
+_STRICT_TYPES = ("application/json", "text/plain")
+_JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+class Guard:
+    """Give each request an id and safe headers; answer every unexpected failure in the shape."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                _secure(MutableHeaders(scope=message), request_id)
+            await send(message)
+
+        if _unstorable(scope):
+            answer = error_response(
+                400,
+                "invalid_request_error",
+                "the path or query string contains a NUL character (%00), which no id can hold",
+            )
+            await answer(scope, receive, guarded_send)
+            return
+        try:
+            await self.app(scope, receive, guarded_send)
+        except ClientDisconnect:
+            log.info(
+                "client went away before its answer: %s %s (%s)",
+                scope["method"],
+                scope["path"],
+                request_id,
+            )
+        except Exception:
+            log.exception(
+                "unexpected error answering %s %s (%s)", scope["method"], scope["path"], request_id
+            )
+            if not started:
+                answer = error_response(
+                    500,
+                    "api_error",
+                    f"internal error; the operator can find it in the log by {request_id}",
+                    request_id=request_id,
+                )
+                await answer(scope, receive, guarded_send)
+
+
+def _unstorable(scope: Scope) -> bool:
+    if "\x00" in scope["path"]:
+        return True
+    query: bytes = scope.get("query_string", b"")
+    return b"%00" in query and b"\x00" in unquote_to_bytes(query)
+
+
+def _secure(headers: MutableHeaders, request_id: str) -> None:
+    headers.setdefault(REQUEST_ID_HEADER, request_id)
+    headers.setdefault("x-content-type-options", "nosniff")
+    headers.setdefault("referrer-policy", "no-referrer")
+    content_type = headers.get("content-type", "")
+    if content_type.startswith(_STRICT_TYPES):
+        headers.setdefault("cache-control", "no-store")
+        headers.setdefault("content-security-policy", _JSON_CSP)
