@@ -141,9 +141,11 @@ def test_buy_pro_watch_usage_cancel_and_resume(shop: World, page: Any) -> None:
     assert max(heights) > 0
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "billing-page.png"), full_page=True)
-    # Cancel at period end, with a confirmation, then resume.
-    page.click("#cancel-open")
-    page.click("#cancel-confirm")
+    # Cancel at period end, with a confirmation (opened from the keyboard), then resume.
+    page.focus("#cancel-open")
+    page.keyboard.press("Enter")
+    page.focus("#cancel-confirm")
+    page.keyboard.press("Enter")
     page.wait_for_url("**/billing?done=canceled")
     _reload_until(page, shop, "#status", "Canceling")
     assert "ends on" in page.inner_text("#status-words")
@@ -170,6 +172,16 @@ def test_the_page_fits_375_px_without_horizontal_scroll(shop: World, page: Any) 
     page.click("#meter-runs summary")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     page.screenshot(path=str(SCREENSHOTS / "billing-page-375.png"), full_page=True)
+    # Every field has a label, every image a text, and the cancel confirmation opens by keyboard.
+    unlabelled = page.evaluate(
+        """[...document.querySelectorAll('input:not([type=hidden]), select')]
+             .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+             .map(e => e.name)"""
+    )
+    assert unlabelled == []
+    assert page.evaluate("[...document.images].every(i => i.hasAttribute('alt'))")
+    page.focus("#plan-select")
+    assert page.evaluate("document.activeElement.id") == "plan-select"
     page.goto(page.url.split("/billing")[0] + "/pricing")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
 
