@@ -174,3 +174,15 @@ def test_buy_credits_opens_checkout_for_the_pack_and_is_audited(
             sa.select(AuditLog.action).where(AuditLog.actor == "customer:org_credits")
         ).all()
     assert actions == ["buy_credits"]
+
+
+def test_an_offline_customer_sees_its_plan_but_no_online_buttons(
+    pages: Callable[..., Any],
+) -> None:
+    _, client, key = pages()
+    body = {"id": "org_offline", "email": "o@example.com", "offline": True, "plan": "pro"}
+    assert client.post("/v1/customers", json=body, headers=key).status_code == 201
+    link = client.post("/v1/customers/org_offline/billing-session", headers=key).json()["url"]
+    page = client.get(link).text
+    assert 'id="plan-name">Pro<' in page and "invoiced by our team" in page
+    assert 'id="preview"' not in page and 'id="portal"' not in page
