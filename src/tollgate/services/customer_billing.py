@@ -127,10 +127,11 @@ def list_invoices(
         raise InvalidRequest("limit must be between 1 and 100", param="limit")
     before = _after(cursor) if cursor else None
     with db.engine.connect() as connection:
-        _require_customer(db, connection, customer_id)
         rows = customer_pages.invoices_page(
             connection, customer_id=customer_id, limit=limit + 1, before=before
         )
+        if not rows:  # no invoices, or no such customer: only then is it worth asking
+            _require_customer(db, connection, customer_id)
         connection.rollback()
     views = [
         InvoiceView(
