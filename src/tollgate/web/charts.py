@@ -28,6 +28,7 @@ class Bar:
 class Tick:
     position: float
     label: str
+    anchor: str = "middle"  # an x label near the right edge ends there, so it is not cut
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,11 @@ def daily_chart(
     ]
     every = 7 if days > 14 else 2 if days > 7 else 1
     x_ticks = [
-        Tick(round(LEFT + index * slot + slot / 2, 2), labels[index])
+        Tick(
+            round(LEFT + index * slot + slot / 2, 2),
+            labels[index],
+            "end" if LEFT + index * slot + slot / 2 > WIDTH - 30 else "middle",
+        )
         for index in range(0, days, every)
     ]
     this_total, last_total = sum(current[:elapsed]), sum(previous[:elapsed])
