@@ -84,3 +84,46 @@ def test_a_form_without_its_csrf_token_changes_nothing(pages: Callable[..., Any]
     )
     assert shown.status_code == 200, shown.text
     assert "Continue to checkout" in shown.text and "14-day free trial" in shown.text
+
+
+def test_the_apps_jwt_opens_only_its_customers_page(pages: Callable[..., Any]) -> None:
+    from tests.web.jwks import serve_issuer
+
+    with serve_issuer() as issuer:
+        issuer.add_ec("ec-1")
+        _, client, key = pages(**issuer.settings())
+        _customer(client, key, "org_a")
+        _customer(client, key, "org_b")
+        token = issuer.token("ec-1", org="org_a")
+        page = client.get("/billing", headers={"Authorization": f"Bearer {token}"})
+        assert page.status_code == 200 and "org_a" in page.text and "org_b" not in page.text
+        signed_in = client.post("/billing/sign-in", data={"token": token}, follow_redirects=False)
+        assert signed_in.status_code == 303 and "HttpOnly" in signed_in.headers["set-cookie"]
+        assert "org_a" in client.get("/billing").text
+        client.cookies.clear()
+        nobody = issuer.token("ec-1", org="org_unknown")
+        assert client.post("/billing/sign-in", data={"token": nobody}).status_code == 401
+        expired = issuer.token("ec-1", org="org_a", expires_in=-120)
+        refused = client.get("/billing", headers={"Authorization": f"Bearer {expired}"})
+        assert refused.status_code == 401 and "org_a" not in refused.text
+
+
+def test_the_cookie_is_secure_over_https_and_framable_only_where_allowed(
+    pages: Callable[..., Any],
+) -> None:
+    _, client, key = pages(TOLLGATE_PUBLIC_URL="https://billing.example.com")
+    _customer(client, key, "org_tls")
+    url = _link(client, key, "org_tls")
+    assert url.startswith("https://billing.example.com/billing/session/")
+    path = url.removeprefix("https://billing.example.com")
+    cookie = client.get(path, follow_redirects=False).headers["set-cookie"]
+    assert "Secure" in cookie and "SameSite=lax" in cookie
+    _, framed, key = pages(
+        TOLLGATE_PUBLIC_URL="https://billing.example.com",
+        TOLLGATE_FRAME_ANCESTORS="https://app.example.com",
+    )
+    path = _link(framed, key, "org_tls").removeprefix("https://billing.example.com")
+    cookie = framed.get(f"{path}?embed=1", follow_redirects=False)
+    assert cookie.headers["location"] == "/billing?embed=1"
+    assert "Secure" in cookie.headers["set-cookie"]
+    assert "SameSite=none" in cookie.headers["set-cookie"]

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import calendar
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from tollgate.clock import Clock
 from tollgate.config import Settings
 from tollgate.db.queries import customer_pages
 from tollgate.db.unit_of_work import Database
-from tollgate.domain.catalog import Catalog, FeatureType
+from tollgate.domain.catalog import Aggregation, Catalog, FeatureType
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.metering import Period
 from tollgate.domain.subscriptions import ChangeTiming, CurrentTerms, change_timing, is_live
-from tollgate.money import Money
 from tollgate.services.entitlements import load_billing_customers
 from tollgate.stripe.gateway import StripeGateway
 
@@ -118,15 +121,17 @@ def _after(cursor: str) -> tuple[datetime, str]:
 def list_invoices(
     *, db: Database, customer_id: str, limit: int = 20, cursor: str | None = None
 ) -> InvoicePage:
-    """Return a page of the customer's invoices, newest first (`cursor`: the last page's)."""
+    """Return a page of the customer's invoices (drafts left out), newest first (`cursor`: the
+    last page's)."""
     if not 1 <= limit <= 100:
         raise InvalidRequest("limit must be between 1 and 100", param="limit")
     before = _after(cursor) if cursor else None
     with db.engine.connect() as connection:
-        _require_customer(db, connection, customer_id)
         rows = customer_pages.invoices_page(
             connection, customer_id=customer_id, limit=limit + 1, before=before
         )
+        if not rows:  # no invoices, or no such customer: only then is it worth asking
+            _require_customer(db, connection, customer_id)
         connection.rollback()
     views = [
         InvoiceView(
@@ -215,7 +220,7 @@ def previous_period(period: Period) -> Period:
         start = period.start.replace(year=period.start.year - 1)
     elif length >= timedelta(days=27):
         year, month = divmod(period.start.year * 12 + period.start.month - 2, 12)
-        day = min(period.start.day, 28)
+        day = min(period.start.day, calendar.monthrange(year, month + 1)[1])
         start = period.start.replace(year=year, month=month + 1, day=day)
     else:
         start = period.start - length
@@ -233,7 +238,8 @@ def usage_history(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> UsageHistory:
-    """Return the customer's usage of a metered feature in buckets (default: this period)."""
+    """Return the customer's usage of a metered feature in buckets (default: this period):
+    each bucket's sum, or its greatest value for a `max` or `last` meter."""
     feature = catalog.features.get(meter)
     if feature is None or feature.type is not FeatureType.METERED:
         metered = ", ".join(k for k, f in catalog.features.items() if f.type is FeatureType.METERED)
@@ -255,6 +261,7 @@ def usage_history(
         raise InvalidRequest(
             f"at most {MAX_BUCKETS} {granularity}s at a time; narrow from and to", param="from"
         )
+    aggregate: Literal["sum", "max"] = "sum" if feature.aggregation is Aggregation.SUM else "max"
     with db.engine.connect() as connection:
         _require_customer(db, connection, customer_id)
         found = dict(
@@ -265,6 +272,7 @@ def usage_history(
                 start=first,
                 end=stop,
                 granularity=granularity,  # type: ignore[arg-type]
+                aggregate=aggregate,
             )
         )
         connection.rollback()
@@ -274,6 +282,125 @@ def usage_history(
         buckets.append((at, found.get(at, 0)))
         at += step
     return UsageHistory(customer_id, meter, granularity, first, stop, buckets)
+
+
+class _ClosedDays:
+    """Daily buckets of days that have ended, kept per process (least recently used out).
+
+    Usage can only be recorded in the open period, so a past period's days never change; a
+    day of the open period that has ended changes only if an event arrives late with an old
+    timestamp, which `period_daily_usage` notices from the period's counter.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[Any, ...], list[tuple[datetime, int]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> list[tuple[datetime, int]] | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[Any, ...], buckets: list[tuple[datetime, int]]) -> None:
+        with self._lock:
+            self._entries[key] = buckets
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+CLOSED_DAYS = _ClosedDays()
+
+
+def period_daily_usage(
+    *,
+    db: Database,
+    catalog: Catalog,
+    clock: Clock,
+    customer_id: str,
+    period: Period,
+    used: Mapping[str, int | None],
+) -> dict[str, UsageHistory]:
+    """Return each meter's daily usage over `period` (the billing page's chart), in one
+    statement for all of `used`'s meters.
+
+    The days that have ended are summed once per process; today's are summed on every call.
+    `used` holds each meter's usage in the period as its counter has it (None: not known): when
+    a meter's days do not add up to it (an event arrived late for an earlier day), its ended
+    days are summed again.
+    """
+    first = _floor(period.start, "day")
+    today = _floor(clock.now(), "day")
+    split = min(max(today, first), period.end)
+    meters = list(used)
+    closed: dict[str, list[tuple[datetime, int]]] = {}
+    for meter in meters:
+        kept = CLOSED_DAYS.get((db.url, customer_id, meter, period.start, split))
+        if kept is not None:
+            closed[meter] = kept
+    missing = [meter for meter in meters if meter not in closed]
+    open_part = _days(db, catalog, customer_id, meters, split, period.end)
+    stale = []
+    for meter, buckets in closed.items():
+        expected = used[meter]
+        if expected is not None and not _adds_up(
+            catalog, meter, buckets + open_part[meter], expected
+        ):
+            stale.append(meter)
+    if missing or stale:
+        summed = _days(db, catalog, customer_id, missing + stale, first, split)
+        for meter, buckets in summed.items():
+            closed[meter] = buckets
+            CLOSED_DAYS.put((db.url, customer_id, meter, period.start, split), buckets)
+    return {
+        meter: UsageHistory(
+            customer_id,
+            meter,
+            "day",
+            first,
+            period.end,
+            closed.get(meter, []) + open_part.get(meter, []),
+        )
+        for meter in meters
+    }
+
+
+def _days(
+    db: Database,
+    catalog: Catalog,
+    customer_id: str,
+    meters: list[str],
+    start: datetime,
+    end: datetime,
+) -> dict[str, list[tuple[datetime, int]]]:
+    """Return each meter's day buckets over [start, end) (0 for days without events)."""
+    if not meters or end <= start:
+        return {meter: [] for meter in meters}
+    with db.engine.connect() as connection:
+        found = customer_pages.daily_usage_by_meter(
+            connection, customer_id=customer_id, meters=meters, start=start, end=end
+        )
+        connection.rollback()
+    result = {}
+    for meter in meters:
+        pick = 0 if catalog.features[meter].aggregation is Aggregation.SUM else 1
+        buckets, at = [], start
+        while at < end:
+            values = found.get((meter, at))
+            buckets.append((at, values[pick] if values else 0))
+            at += timedelta(days=1)
+        result[meter] = buckets
+    return result
+
+
+def _adds_up(catalog: Catalog, meter: str, buckets: list[tuple[datetime, int]], used: int) -> bool:
+    values = [value for _, value in buckets]
+    if catalog.features[meter].aggregation is Aggregation.SUM:
+        return sum(values) == used
+    return max(values, default=0) >= used
 
 
 # -- change previews -------------------------------------------------------------------------
@@ -311,6 +438,9 @@ class ChangePreview:
     renewal: int
     trial_days: int
     lines: list[PreviewLine] = field(default_factory=list)
+    # A live subscription with no card on file (a trial started without one): the customer
+    # adds one in the Customer Portal before the change can be charged.
+    needs_payment_method: bool = False
 
     def to_json(self) -> dict[str, Any]:
         def money(amount: int | None) -> dict[str, Any] | None:
@@ -329,11 +459,8 @@ class ChangePreview:
             "renewal": money(self.renewal),
             "trial_days": self.trial_days,
             "lines": [line.to_json(self.currency) for line in self.lines],
+            "needs_payment_method": self.needs_payment_method,
         }
-
-    @property
-    def renewal_money(self) -> Money:
-        return Money(self.renewal, self.currency)
 
 
 def preview_subscription_change(
@@ -387,8 +514,10 @@ def preview_subscription_change(
         terms,
         at_period_end=None,
     )
+    card = _has_payment_method(target, customer.stripe_id, live.id)
     if timing is not ChangeTiming.NOW:
         return ChangePreview(
+            needs_payment_method=not card and timing is ChangeTiming.PERIOD_END,
             **base,  # type: ignore[arg-type]
             timing=timing.value,
             effective_at=live.current_period_end,
@@ -417,6 +546,7 @@ def preview_subscription_change(
     invoiced_now = proration_behavior == "always_invoice"
     next_at = invoice.get("period_end") if not invoiced_now else None
     return ChangePreview(
+        needs_payment_method=not card,
         **base,  # type: ignore[arg-type]
         timing="now",
         effective_at=None,
@@ -429,6 +559,16 @@ def preview_subscription_change(
         trial_days=0,
         lines=lines,
     )
+
+
+def _has_payment_method(gateway: StripeGateway, stripe_customer_id: str, sub_id: str) -> bool:
+    """Return whether Stripe can charge the subscription: its own or the customer's default."""
+    subscription = gateway.retrieve_subscription(sub_id)
+    if subscription.get("default_payment_method") or subscription.get("default_source"):
+        return True
+    customer = gateway.retrieve_customer(stripe_customer_id)
+    settings = customer.get("invoice_settings") or {}
+    return bool(settings.get("default_payment_method") or customer.get("default_source"))
 
 
 def _is_proration(line: dict[str, Any]) -> bool:

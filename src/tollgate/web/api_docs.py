@@ -13,28 +13,64 @@ from fastapi.openapi.docs import (
     get_swagger_ui_oauth2_redirect_html,
 )
 from fastapi.staticfiles import StaticFiles
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
 ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 PREFIX = "/docs-assets"
+# Swagger UI starts from an inline script and ReDoc runs a worker from a blob; nothing may come
+# from elsewhere (ReDoc's bundle would fetch its "by Redocly" logo from its CDN).
+DOCS_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline' blob:",
+        "worker-src 'self' blob:",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+
+def _offline(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_POLICY
+    return page
 
 
 def install_api_docs(app: FastAPI) -> None:
     """Serve /docs (Swagger UI) and /redoc (ReDoc) from packaged files; `app` must have been
     made with docs_url=None and redoc_url=None."""
+    redoc_js = (
+        (ASSETS / "redoc.standalone.js")
+        .read_bytes()
+        .replace(b"https://cdn.redoc.ly/redoc/logo-mini.svg", f"{PREFIX}/favicon.png".encode())
+    )
+
+    @app.get(f"{PREFIX}/redoc.standalone.js", include_in_schema=False)
+    async def redoc_bundle() -> Response:
+        # ReDoc's bundle, with its "by Redocly" logo pointed here instead of at its CDN.
+        return Response(
+            redoc_js,
+            media_type="application/javascript",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
     app.mount(PREFIX, StaticFiles(directory=ASSETS), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
-            openapi_url=f"{root}{openapi_url}",
-            title=f"{app.title} API",
-            oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
-            swagger_js_url=f"{root}{PREFIX}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{PREFIX}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{PREFIX}/favicon.png",
+        return _offline(
+            get_swagger_ui_html(
+                openapi_url=f"{root}{openapi_url}",
+                title=f"{app.title} API",
+                oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
+                swagger_js_url=f"{root}{PREFIX}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{PREFIX}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{PREFIX}/favicon.png",
+            )
         )
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
@@ -44,10 +80,12 @@ def install_api_docs(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_redoc_html(
-            openapi_url=f"{root}{openapi_url}",
-            title=f"{app.title} API",
-            redoc_js_url=f"{root}{PREFIX}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{PREFIX}/favicon.png",
-            with_google_fonts=False,
+        return _offline(
+            get_redoc_html(
+                openapi_url=f"{root}{openapi_url}",
+                title=f"{app.title} API",
+                redoc_js_url=f"{root}{PREFIX}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{PREFIX}/favicon.png",
+                with_google_fonts=False,
+            )
         )

@@ -7,8 +7,10 @@ token; every action calls the same use case as the JSON API and is audited as th
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -54,6 +56,11 @@ def _base(request: Request, app: Container) -> str:
     return (app.settings.public_url or str(request.base_url)).rstrip("/")
 
 
+def _sentence(text: str) -> str:
+    text = text.strip().rstrip(".")
+    return f"{text[:1].upper()}{text[1:]}." if text else ""
+
+
 def _refused(request: Request, app: Container, error: Exception, status: int) -> Response:
     titles = {401: "Please open your billing page again", 403: "This link is not valid"}
     response = message_page(
@@ -61,7 +68,7 @@ def _refused(request: Request, app: Container, error: Exception, status: int) ->
         settings=app.settings,
         status=status,
         title=titles.get(status, "Not allowed"),
-        message=f"{error} Open billing from your account in the app to get a new link.",
+        message=f"{_sentence(str(error))} Open billing from your account in the app again.",
         headers={"WWW-Authenticate": 'Cookie realm="billing"'} if status == 401 else None,
     )
     response.delete_cookie(COOKIE, path="/")
@@ -81,8 +88,12 @@ def _page_session(request: Request, app: Container) -> PageSession:
     """Return the browser's session; raise AccessRefused (or SignInRefused) if it has none."""
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer ") and app.settings.jwt_jwks_url:
-        customer = _sign_in(request, app).customer_of(header[7:].strip())
-        return page_access.new_page_session(clock=app.clock, customer_id=customer, via="jwt")
+        token = header[7:].strip()
+        customer = _sign_in(request, app).customer_of(token)
+        # No cookie here: the token itself is the session, so its CSRF token is stable.
+        nonce = hashlib.sha256(token.encode()).hexdigest()[:32]
+        expires = app.clock.now() + page_access.PAGE_SESSION
+        return PageSession(customer, expires, nonce, "jwt")
     value = request.cookies.get(COOKIE)
     if not value:
         raise AccessRefused("You are not signed in to billing (or your session ended).")
@@ -145,7 +156,15 @@ async def open_billing_link(token: str, request: Request) -> Response:
         )
     except AccessRefused as refused:
         return _refused(request, app, refused, 401 if refused.expired else 403)
-    target = "/billing" + ("?embed=1" if request.query_params.get("embed") == "1" else "")
+    # Only the page's own states pass through (Checkout's success and cancel URLs may be the
+    # link itself, so the buyer lands signed in).
+    kept = {
+        key: value
+        for key, value in request.query_params.items()
+        if (key, value)
+        in {("embed", "1"), ("checkout", "success"), ("checkout", "canceled"), ("done", "portal")}
+    }
+    target = "/billing" + (f"?{urlencode(kept)}" if kept else "")
     response = RedirectResponse(target, status_code=303)
     _set_session_cookie(response, request, app, session)
     return response

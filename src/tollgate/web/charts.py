@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 
 WIDTH = 640
 HEIGHT = 180
-LEFT = 44  # room for the y labels
-BOTTOM = 22  # room for the x labels
+LEFT = 52  # room for the y labels
+BOTTOM = 26  # room for the x labels
 TOP = 8
 
 
@@ -28,6 +28,7 @@ class Bar:
 class Tick:
     position: float
     label: str
+    anchor: str = "middle"  # an x label near the right edge ends there, so it is not cut
 
 
 @dataclass(frozen=True)
@@ -80,18 +81,22 @@ def daily_chart(
     slot = plot_width / days
     bar = max(slot * 0.38, 1.0)
 
+    labels = [(start + timedelta(days=index)).strftime("%b %-d") for index in range(days)]
+
     def bars(values: list[int], offset: float, label: str) -> list[Bar]:
+        # Days without usage draw nothing (the axis shows them): fewer elements to send.
         drawn = []
         for index, value in enumerate(values):
+            if not value:
+                continue
             height = plot_height * value / top
-            day = (start + timedelta(days=index)).strftime("%b %-d")
             drawn.append(
                 Bar(
                     x=round(LEFT + index * slot + offset, 2),
                     y=round(TOP + plot_height - height, 2),
                     width=round(bar, 2),
                     height=round(height, 2),
-                    title=f"{label}, day {index + 1} ({day}): {value:,} {unit}",
+                    title=f"{label}, day {index + 1} ({labels[index]}): {value:,} {unit}",
                 )
             )
         return drawn
@@ -105,7 +110,8 @@ def daily_chart(
     x_ticks = [
         Tick(
             round(LEFT + index * slot + slot / 2, 2),
-            (start + timedelta(days=index)).strftime("%b %-d"),
+            labels[index],
+            "end" if LEFT + index * slot + slot / 2 > WIDTH - 30 else "middle",
         )
         for index in range(0, days, every)
     ]

@@ -100,22 +100,30 @@ def billing_overview(app: Container, customer_id: str) -> Overview:
     currency = subscription.currency or customer.currency
     meters = []
     overage_total = 0
-    for meter in used.meters:
-        if not meter.included and not meter.used and meter.limit == 0:
-            continue  # a feature the plan does not grant and that was never used
-        history = {
-            period: customer_billing.usage_history(
-                db=app.db,
-                catalog=catalog,
-                clock=app.clock,
-                customer_id=customer_id,
-                meter=meter.meter,
-                granularity="day",
-                start=span.start,
-                end=span.end,
-            )
-            for period, span in (("current", used.period), ("previous", previous))
-        }
+    shown = [
+        meter
+        for meter in used.meters
+        # a feature the plan does not grant and that was never used has no bar
+        if meter.included or meter.used or meter.limit != 0
+    ]
+    current = customer_billing.period_daily_usage(
+        db=app.db,
+        catalog=catalog,
+        clock=app.clock,
+        customer_id=customer_id,
+        period=used.period,
+        used={meter.meter: meter.used for meter in shown},
+    )
+    before = customer_billing.period_daily_usage(
+        db=app.db,
+        catalog=catalog,
+        clock=app.clock,
+        customer_id=customer_id,
+        period=previous,
+        used={meter.meter: None for meter in shown},
+    )
+    for meter in shown:
+        history = {"current": current[meter.meter], "previous": before[meter.meter]}
         feature = catalog.features[meter.meter]
         unit = UnitName(feature.unit or "unit")
         plan = catalog.plans.get(used.plan or "")
