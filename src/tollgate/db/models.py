@@ -660,6 +660,6 @@ Index("ix_app_events_customer_id_created_at", AppEvent.customer_id, AppEvent.cre
 Index("ix_notifications_customer_id_created_at", Notification.customer_id, Notification.created_at)
 Index("ix_customers_created_at_id", Customer.created_at, Customer.id)
 Index("ix_customers_email", Customer.email)
-Index("ix_subscriptions_status", Subscription.status)
+Index("ix_subscriptions_status_plan", Subscription.status, Subscription.plan)
 Index("ix_charges_created_at", Charge.created_at)
 Index("ix_stripe_events_type_created", StripeEvent.type, StripeEvent.created)

@@ -138,6 +138,8 @@ def customers_page(
             )
         )
         joined = and_(s.customer_id == c.id, _status_matches(status, s, false()), is_newest_live)
+        if plan and status != "active":
+            joined = and_(joined, s.plan == plan)
         if status == "active":
             # An offline customer with a plan Tollgate keeps is active without a subscription.
             query = query.outerjoin(current, joined).where(

@@ -25,7 +25,7 @@ INDEXES = (
     ("ix_notifications_customer_id_created_at", "notifications", ["customer_id", "created_at"]),
     ("ix_customers_created_at_id", "customers", ["created_at", "id"]),
     ("ix_customers_email", "customers", ["email"]),
-    ("ix_subscriptions_status", "subscriptions", ["status"]),
+    ("ix_subscriptions_status_plan", "subscriptions", ["status", "plan"]),
     ("ix_charges_created_at", "charges", ["created_at"]),
     ("ix_stripe_events_type_created", "stripe_events", ["type", "created"]),
 )
