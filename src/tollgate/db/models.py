@@ -63,7 +63,8 @@ class StripeEvent(Base):
     __table_args__ = (
         Index("ix_stripe_events_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_stripe_events_created", "created"),
-        Index("ix_stripe_events_object_id", "object_id"),
+        # (object_id, created): an object's events newest first (a customer's timeline).
+        Index("ix_stripe_events_object_id_created", "object_id", "created"),
     )
 
     id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)

@@ -74,6 +74,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("payment_method_type", sa.String(32), nullable=True))
     for name, table, columns in INDEXES:
         op.create_index(name, table, columns)
+    # An object's events newest first, for a customer's timeline; it serves every lookup by
+    # object_id the one-column index served.
+    op.create_index("ix_stripe_events_object_id_created", "stripe_events", ["object_id", "created"])
+    op.drop_index("ix_stripe_events_object_id", table_name="stripe_events")
     _create_search_index()
 
 
@@ -107,6 +111,8 @@ def _create_search_index() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"DROP INDEX IF EXISTS {SEARCH_INDEX}")
+    op.create_index("ix_stripe_events_object_id", "stripe_events", ["object_id"])
+    op.drop_index("ix_stripe_events_object_id_created", table_name="stripe_events")
     for name, table, _ in reversed(INDEXES):
         op.drop_index(name, table_name=table)
     with op.batch_alter_table("charges") as batch:
