@@ -24,6 +24,7 @@ from tollgate.services.api_keys import create_api_key
 from tollgate.services.catalog import sync_catalog
 from tollgate.services.customers import NewCustomer, create_customer
 from tollgate.services.operators import create_operator
+from tollgate.services.page_access import open_billing_link
 from tollgate.services.subscriptions import start_checkout
 from tollgate.stripe.gateway import StripeGateway
 
@@ -71,8 +72,9 @@ def write_env_file(data_dir: Path, settings: Settings, *, api_url: str, api_key:
     return path
 
 
-def _demo_checkout(container: Container, api: str) -> str:
-    """Sign up the demo customer through the customers service; return a Pro trial Checkout."""
+def _demo_customer(container: Container, api: str) -> tuple[str, str]:
+    """Sign up the demo customer; return its billing page link and a Pro trial Checkout that
+    returns to that page."""
     create_customer(
         db=container.db,
         catalog=container.catalog,
@@ -80,6 +82,13 @@ def _demo_checkout(container: Container, api: str) -> str:
         settings=container.settings,
         clock=container.clock,
         new=NewCustomer(id="acme-inc", email="billing@acme.example", name="Acme Inc"),
+    )
+    billing = open_billing_link(
+        db=container.db,
+        settings=container.settings,
+        clock=container.clock,
+        customer_id="acme-inc",
+        base_url=api,
     )
     session = start_checkout(
         db=container.db,
@@ -89,10 +98,10 @@ def _demo_checkout(container: Container, api: str) -> str:
         customer_id="acme-inc",
         plan="pro",
         interval="month",
-        success_url=f"{api}/docs?checkout=success",
-        cancel_url=f"{api}/docs?checkout=canceled",
+        success_url=f"{billing.url}?checkout=success",
+        cancel_url=f"{billing.url}?checkout=canceled",
     )
-    return session.url
+    return billing.url, session.url
 
 
 def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None = None) -> None:
@@ -124,6 +133,8 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None
             "STRIPE_MAX_RETRIES": 1,
             "STRIPE_WEBHOOK_SECRETS": webhook_secret,
             "TOLLGATE_SMTP_URL": f"file://{(data_dir / 'mail').resolve()}",
+            # The billing link printed below works for a day (in production: 15 minutes).
+            "TOLLGATE_BILLING_SESSION_TTL": 86_400,
         }
         # One clock: every customer joins this test clock, and Tollgate's clock follows it
         # (`tollgate dev advance 3d`, or the buttons on /dev).
@@ -159,7 +170,7 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None
                     f"{api}/webhooks/stripe", secret=webhook_secret, connect=connect
                 )
         env_file = write_env_file(data_dir, settings, api_url=api, api_key=write_key.secret)
-        checkout_url = _demo_checkout(container, api)
+        billing_url, checkout_url = _demo_customer(container, api)
         lines = [
             "",
             "Tollgate dev is running (Ctrl-C stops it)",
@@ -179,6 +190,9 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None
             "                 `tollgate --dev …`), and every tollgate command uses this instance",
             f"  demo checkout  {checkout_url}",
             "                 (acme-inc starts a 14-day Pro trial; card 4242 4242 4242 4242)",
+            f"  billing page   {billing_url}",
+            "                 (acme-inc's plan, usage, invoices and buttons; the link works a day)",
+            f"  pricing table  {api}/pricing   (embeddable: {api}/pricing/fragment)",
             "",
             "Try:",
             f"  curl -s -H 'Authorization: Bearer {read_key.secret}' {api}/v1/catalog",

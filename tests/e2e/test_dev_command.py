@@ -109,6 +109,15 @@ def test_dev_serves_health_openapi_and_the_catalog(dev: Dev) -> None:
             f"{api}/v1/customers/acme-inc", headers={"Authorization": f"Bearer {key}"}
         ).json()
     assert customer["plan"] == "pro"
+    # The billing page link it printed signs the browser in; Checkout returned there too.
+    link = re.search(r"billing page\s+(\S+)", dev.output)
+    assert link, dev.output
+    with httpx.Client(follow_redirects=True) as browser:
+        billing = browser.get(f"{link.group(1)}?checkout=success")
+        assert billing.status_code == 200 and "Acme Inc" in billing.text
+        assert 'id="plan-name">Pro<' in billing.text
+    pricing = re.search(r"pricing table\s+(\S+)", dev.output)
+    assert pricing and httpx.get(pricing.group(1)).status_code == 200
 
 
 def test_other_commands_use_the_dev_instance_through_its_settings_file(dev: Dev) -> None:

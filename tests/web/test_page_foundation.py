@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -114,3 +115,23 @@ def test_a_page_carries_brand_headers_and_escapes_what_it_shows() -> None:
         _request(query=b"embed=1"), "message.html", settings=settings, title="t", message="m"
     ).body.decode()
     assert "site-header" not in embedded
+
+
+def test_docs_and_redoc_load_their_files_from_tollgate_itself(
+    db: Any, make_settings: Callable[..., Settings]
+) -> None:
+    container = build_container(make_settings(db.url))
+    try:
+        with TestClient(create_app(container)) as api:
+            for page in ("/docs", "/redoc"):
+                html = api.get(page)
+                assert html.status_code == 200
+                sources = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+                assert sources and all(s.startswith("/") for s in sources), sources
+                for source in sources:
+                    if source.startswith("/docs-assets/"):
+                        assert api.get(source).status_code == 200, source
+                assert "https://" not in html.text and "http://" not in html.text
+            assert api.get("/openapi.json").json()["paths"]["/v1/customers/{customer_id}/invoices"]
+    finally:
+        container.close()

@@ -13,6 +13,7 @@ from tollgate.api.routes import (
     catalog,
     console,
     credits,
+    customer_billing,
     customers,
     dev,
     entitlements,
@@ -35,6 +36,8 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
         title="Tollgate",
         version=__version__,
         description="Billing, entitlements and usage metering for SaaS products on Stripe.",
+        docs_url=None,  # /docs and /redoc are served with their files (tollgate.web.api_docs)
+        redoc_url=None,
     )
     app.state.container = container
     errors.install(app)
@@ -47,6 +50,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(api_keys.router)
     app.include_router(customers.router)
+    app.include_router(customer_billing.router)
     app.include_router(credits.router)
     app.include_router(console.router)
     install_pages(app)

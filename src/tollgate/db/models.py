@@ -169,6 +169,7 @@ class Invoice(Base):
     """A Stripe invoice as last seen; amounts are integer minor units of `currency`."""
 
     __tablename__ = "invoices"
+    __table_args__ = (Index("ix_invoices_customer_created", "customer_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
@@ -332,6 +333,11 @@ class UsageEvent(Base):
     """A usage event as accepted: its id is the app's, so a repeat is recognised forever."""
 
     __tablename__ = "usage_events"
+    __table_args__ = (
+        Index(
+            "ix_usage_events_customer_meter_time", "customer_id", "meter", "occurred_at", "value"
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))

@@ -37,7 +37,7 @@ def check_csrf(secret: bytes, session_id: str, submitted: str | None) -> None:
 def check_origin(request: Request) -> None:
     """Raise CsrfRefused when the browser says the form came from another origin."""
     origin = request.headers.get("origin")
-    if origin is None:
+    if origin is None or origin == "null":
         return  # older browsers and some privacy settings send none; the token still decides
     own = f"{request.url.scheme}://{request.url.netloc}"
     forwarded = request.headers.get("x-forwarded-host")

@@ -96,6 +96,7 @@ def message_page(
     title: str,
     message: str,
     headers: dict[str, str] | None = None,
+    link: str | None = None,
 ) -> HTMLResponse:
     """Render a plain page that says what went wrong (a refused link, a missing page)."""
     return render_page(
@@ -106,4 +107,5 @@ def message_page(
         headers=headers,
         title=title,
         message=message,
+        link=link,
     )

@@ -40,8 +40,9 @@ def page_headers(settings: Settings) -> dict[str, str]:
     headers = {
         "Content-Security-Policy": content_security_policy(settings),
         "X-Content-Type-Options": "nosniff",
-        # Billing links carry their token in the URL: never send it on to another site.
-        "Referrer-Policy": "no-referrer",
+        # Never tell another site which page linked to it (same-origin keeps the Origin header
+        # on the pages' own form posts, which the CSRF check compares).
+        "Referrer-Policy": "same-origin",
         "Cache-Control": "no-store",
         "Cross-Origin-Opener-Policy": "same-origin",
     }

@@ -6,6 +6,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
+from tollgate.web import billing
+from tollgate.web.api_docs import install_api_docs
 from tollgate.web.pages import STATIC
 from tollgate.web.theme import theme_css
 
@@ -27,3 +29,5 @@ def install_pages(app: FastAPI) -> None:
     """Serve the pages, their stylesheet and scripts on `app`."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(router)
+    app.include_router(billing.router)
+    install_api_docs(app)
