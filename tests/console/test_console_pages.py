@@ -150,3 +150,20 @@ def test_sign_out_everywhere_ends_every_session(desk: Desk) -> None:
     )
     assert answer.status_code == 303
     assert desk.api.get("/console", follow_redirects=False).status_code == 303
+
+
+def test_the_session_cookie_is_secure_behind_https(desk: Desk) -> None:
+    create_operator(db=desk.db, clock=desk.clock, name="ada", role="admin", password=PASSWORD)
+    https = {"X-Forwarded-Proto": "https"}
+    form = desk.api.get("/console/sign-in", headers=https)
+    assert "Secure" in form.headers["set-cookie"]
+    # The test client speaks plain http, so it keeps a Secure cookie back: hand it over.
+    desk.api.cookies.set("tg_console_pre", form.cookies["tg_console_pre"])
+    answer = desk.api.post(
+        "/console/sign-in",
+        data={"csrf_token": _csrf(form.text), "name": "ada", "password": PASSWORD},
+        headers=https,
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    assert "Secure" in answer.headers["set-cookie"]
