@@ -92,6 +92,7 @@ def desk(tmp_path: Path, make_settings: Callable[..., Settings]) -> Iterator[Con
         create_operator(db=container.db, clock=clock, name=name, role=role, password=PASSWORD)
     with serve(container) as base:
         world = Console(base, container, clock)
+        stripe_ids = []
         for number, (status, name) in enumerate(
             [
                 ("active", "Acme Inc"),
@@ -102,12 +103,20 @@ def desk(tmp_path: Path, make_settings: Callable[..., Settings]) -> Iterator[Con
             ]
         ):
             cus_id = world.customer(f"org-{number}", name)
+            stripe_ids.append(cus_id)
             world.subscribe(
                 cus_id, status, trial_end=T0 + 14 * 86_400 if status == "trialing" else None
             )
-        charge = charge_obj(f"ch_{secrets.token_hex(6)}", None, amount=12_000)
-        charge["created"] = int(NOW.timestamp()) - 86_400
-        world.deliver(event_obj("charge.succeeded", charge))
+        # Last month's charges: two by card, one by ACH debit (the fees page).
+        for number, amount, method in (
+            (0, 12_000, "card"),
+            (1, 2_900, "card"),
+            (3, 90_000, "us_bank_account"),
+        ):
+            charge = charge_obj(f"ch_{secrets.token_hex(6)}", stripe_ids[number], amount=amount)
+            charge["created"] = int(NOW.timestamp()) - 86_400
+            charge["payment_method_details"] = {"type": method}
+            world.deliver(event_obj("charge.succeeded", charge))
         yield world
     container.close()
 
@@ -157,8 +166,14 @@ def _shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
 
 
+WIDEST = """() => [...document.querySelectorAll('body *')]
+    .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+    .slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + e.textContent.slice(0, 40))"""
+
+
 def _no_horizontal_scroll(page: Any, width: int) -> None:
-    assert page.evaluate("document.documentElement.scrollWidth") <= width, page.url
+    wide = page.evaluate(WIDEST)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, (page.url, wide)
 
 
 def test_sign_in_and_find_a_past_due_customer_from_the_overview(desk: Console, page: Any) -> None:
