@@ -407,12 +407,6 @@ def timeline_key(row: RowMapping) -> tuple[datetime, str, str]:
     return (row["at"], row["kind"], str(row["ref"]))
 
 
-def audit_rows(connection: Connection, object_ids: Sequence[str], limit: int) -> list[RowMapping]:
-    a = AUDIT_LOG.c
-    query = select(AUDIT_LOG).where(a.object_id.in_(list(object_ids))).order_by(a.at.desc())
-    return list(connection.execute(query.limit(limit)).mappings().all())
-
-
 # -- the overview -------------------------------------------------------------------------
 
 
