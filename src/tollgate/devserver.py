@@ -23,6 +23,7 @@ from tollgate.jobs.schedule import Worker
 from tollgate.services.api_keys import create_api_key
 from tollgate.services.catalog import sync_catalog
 from tollgate.services.customers import NewCustomer, create_customer
+from tollgate.services.operators import create_operator
 from tollgate.services.page_access import open_billing_link
 from tollgate.services.subscriptions import start_checkout
 from tollgate.stripe.gateway import StripeGateway
@@ -153,6 +154,15 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None
             db=container.db, clock=container.clock, name="dev-read", scope="read"
         )
         api = f"http://127.0.0.1:{port}"
+        # The operator console's sign-in for this instance (an admin; the database is new).
+        console_password = secrets.token_urlsafe(12)
+        create_operator(
+            db=container.db,
+            clock=container.clock,
+            name="dev",
+            role="admin",
+            password=console_password,
+        )
         # The simulator sends its signed events to this server, as Stripe would in production,
         # so paying the demo checkout flips acme-inc to Pro within a second.
         with stripe_sim.sim.lock:
@@ -168,6 +178,7 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None
             f"  API            {api}",
             f"  API docs       {api}/docs   (OpenAPI: {api}/openapi.json)",
             f"  health         {api}/healthz   ready: {api}/readyz   metrics: {api}/metrics",
+            f"  console        {api}/console   (sign in as dev, password {console_password})",
             f"  dev page       {api}/dev   (one clock: move Stripe and Tollgate forward together;",
             "                 or `tollgate dev advance 3d`)",
             f"  Stripe (sim)   {stripe_sim.url}   key: {DEV_STRIPE_KEY}",

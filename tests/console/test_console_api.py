@@ -295,3 +295,27 @@ def test_fees_by_method_per_customer_and_who_saves_with_ach(desk: Desk) -> None:
             "saving_with_ach": 2430 + 41,
         }
     ]
+
+
+def test_customers_over_80_percent_of_a_limit_are_found(desk: Desk) -> None:
+    for org in ("heavy-co", "light-co"):
+        made = desk.call(
+            "POST",
+            "/v1/customers",
+            json={"id": org, "email": f"{org}@x.example", "offline": True, "plan": "pro"},
+        )
+        assert made.status_code == 201, made.text
+    for org, value in (("heavy-co", 85_000), ("light-co", 10_000)):
+        sent = desk.call(
+            "POST",
+            "/v1/usage",
+            json={"events": [{"id": f"{org}-1", "customer": org, "meter": "runs", "value": value}]},
+        )
+        assert sent.status_code == 200 and sent.json()["accepted"] == 1, sent.text
+    assert [c["id"] for c in desk.get("/v1/customers", over="80")["data"]] == ["heavy-co"]
+    thresholds = [
+        e
+        for e in desk.get("/v1/customers/heavy-co/timeline")["data"]
+        if e["kind"] == "usage_threshold"
+    ]
+    assert thresholds and thresholds[0]["title"] == "runs passed 80 %"

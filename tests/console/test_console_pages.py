@@ -150,3 +150,79 @@ def test_sign_out_everywhere_ends_every_session(desk: Desk) -> None:
     )
     assert answer.status_code == 303
     assert desk.api.get("/console", follow_redirects=False).status_code == 303
+
+
+def test_the_session_cookie_is_secure_behind_https(desk: Desk) -> None:
+    create_operator(db=desk.db, clock=desk.clock, name="ada", role="admin", password=PASSWORD)
+    https = {"X-Forwarded-Proto": "https"}
+    form = desk.api.get("/console/sign-in", headers=https)
+    assert "Secure" in form.headers["set-cookie"]
+    # The test client speaks plain http, so it keeps a Secure cookie back: hand it over.
+    desk.api.cookies.set("tg_console_pre", form.cookies["tg_console_pre"])
+    answer = desk.api.post(
+        "/console/sign-in",
+        data={"csrf_token": _csrf(form.text), "name": "ada", "password": PASSWORD},
+        headers=https,
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    assert "Secure" in answer.headers["set-cookie"]
+
+
+def _post(desk: Desk, path: str, page: str, **data: str):  # type: ignore[no-untyped-def]
+    return desk.api.post(path, data={"csrf_token": _csrf(page), **data}, follow_redirects=False)
+
+
+def test_support_changes_an_offline_plan_resends_an_email_and_marks_online(desk: Desk) -> None:
+    from tollgate.services.outbox import queue_email
+
+    made = desk.call(
+        "POST",
+        "/v1/customers",
+        json={"id": "off-co", "email": "o@off.example", "offline": True, "plan": "pro"},
+    )
+    assert made.status_code == 201, made.text
+    with desk.db.engine.begin() as connection:
+        queue_email(
+            connection,
+            customer_id="off-co",
+            template="trial_started",
+            cause="t",
+            facts={},
+            now=desk.clock.now(),
+        )
+        connection.execute(sa.text("UPDATE notifications SET status = 'sent', attempts = 1"))
+    _sign_in(desk, "sam", "support")
+    page = desk.api.get("/console/customers/off-co").text
+    changed = _post(
+        desk, "/console/customers/off-co/actions/change-plan", page, plan="team", interval="month"
+    )
+    assert changed.status_code == 303, changed.text
+    assert desk.get("/v1/customers/off-co")["plan"] == "team"
+    email_id = desk.get("/v1/outbox", customer="off-co")["data"][0]["id"].removeprefix("email_")
+    preview = desk.api.get(f"/console/outbox/email_{email_id}")
+    assert preview.status_code == 200 and "o@off.example" in preview.text
+    resent = _post(desk, "/console/customers/off-co/actions/resend-email", page, email=email_id)
+    assert resent.status_code == 303
+    assert desk.get("/v1/outbox", customer="off-co")["data"][0]["status"] == "pending"
+    online = _post(desk, "/console/customers/off-co/actions/mark-online", page)
+    assert online.status_code == 400 and "no Stripe customer" in online.text
+    with desk.db.engine.connect() as connection:
+        actions = (
+            connection.execute(
+                sa.select(AUDIT_LOG.c.action).where(AUDIT_LOG.c.actor == "operator:sam")
+            )
+            .scalars()
+            .all()
+        )
+    assert sorted(actions) == ["change_plan", "resend_email"]
+
+
+def test_an_admin_reconciles_and_heals_from_the_page(desk: Desk) -> None:
+    _sign_in(desk, "ada", "admin")
+    page = desk.api.get("/console/reconciliation").text
+    ran = _post(desk, "/console/reconciliation/run", page)
+    assert ran.status_code == 303, ran.text
+    report = desk.api.get(ran.headers["location"])
+    assert report.status_code == 200 and "Reconciliation #" in report.text
+    assert desk.get("/v1/reconciliations")["data"][0]["trigger"] == "console"

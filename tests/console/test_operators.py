@@ -166,3 +166,15 @@ def test_cli_creates_an_operator_with_a_prompted_password(
         app, ["operators", "create", "bob", "--role", "support"], input="short\nshort\n"
     )
     assert short.exit_code == 2 and "12 characters" in short.output
+
+
+def test_ended_sessions_and_old_tries_are_pruned(db: Database, clock, settings) -> None:  # type: ignore[no-untyped-def]
+    from tollgate.services.operators import prune_sign_ins
+
+    create_operator(db=db, clock=clock, name="ada", role="admin", password=PASSWORD)
+    _sign_in(db, clock, settings)
+    with pytest.raises(SignInRefused):
+        _sign_in(db, clock, settings, password="wrong wrong wrong")
+    assert prune_sign_ins(db=db, clock=clock, settings=settings) == 0
+    clock.advance(timedelta(days=2))
+    assert prune_sign_ins(db=db, clock=clock, settings=settings) == 3  # a session, two tries

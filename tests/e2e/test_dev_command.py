@@ -265,3 +265,20 @@ def test_one_clock_moves_stripe_and_tollgate_together(dev: Dev) -> None:
     )
     assert bad.returncode == 2
     assert "'sideways' is not a move (90m, 12h, 3d, 2w, 1mo, 1y)" in bad.stderr
+
+
+def test_dev_prints_a_console_sign_in_that_works(dev: Dev) -> None:
+    found = re.search(r"console\s+(\S+)\s+\(sign in as (\S+), password (\S+)\)", dev.output)
+    assert found, dev.output
+    url, name, password = found.groups()
+    with httpx.Client() as browser:
+        form = browser.get(f"{url}/sign-in")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert token, form.text
+        signed = browser.post(
+            f"{url}/sign-in",
+            data={"csrf_token": token.group(1), "name": name, "password": password},
+        )
+        assert signed.status_code == 303, signed.text
+        overview = browser.get(url)
+        assert overview.status_code == 200 and "Overview" in overview.text

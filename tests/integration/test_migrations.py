@@ -34,10 +34,19 @@ def test_migrations_match_the_models(migrated_url: str) -> None:
     database = Database(migrated_url)
     try:
         with database.engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                connection,
+                # PostgreSQL's trigram search index (migration 0010) has no model: it exists
+                # only where pg_trgm does.
+                opts={"compare_type": True, "include_name": _not_trigram},
+            )
             assert compare_metadata(context, Base.metadata) == []
     finally:
         database.dispose()
+
+
+def _not_trigram(name: str | None, type_: str, parent_names: object) -> bool:
+    return not (type_ == "index" and name is not None and name.endswith("_trgm"))
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -46,6 +46,16 @@ class SignInNeeded(Exception):
     """No live session: the browser goes to the sign-in page."""
 
 
+class TollgateErrorPage(TollgateError):
+    """A form's input the console refuses before any service sees it."""
+
+    type = "invalid_request_error"
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def _app(request: Request) -> Container:
     return request.app.state.container
 
@@ -397,16 +407,6 @@ async def customer_action(request: Request, customer_id: str, action: str) -> Re
         details=audit or None,
     )
     return _back(here, done=done)
-
-
-class TollgateErrorPage(TollgateError):
-    """A form's input the console refuses before any service sees it."""
-
-    type = "invalid_request_error"
-
-    def __init__(self, message: str, *, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # -- webhooks ------------------------------------------------------------------------------------

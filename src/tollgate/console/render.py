@@ -86,4 +86,7 @@ def render(
         operator=session,
         **context,
     )
-    return HTMLResponse(html, status_code=status, headers=page_headers(settings))
+    # The console's URLs carry no secret, and with `no-referrer` Chrome sends `Origin: null` on
+    # the console's own form posts, which the origin check must refuse.
+    headers = {**page_headers(settings), "Referrer-Policy": "same-origin"}
+    return HTMLResponse(html, status_code=status, headers=headers)

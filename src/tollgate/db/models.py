@@ -63,7 +63,8 @@ class StripeEvent(Base):
     __table_args__ = (
         Index("ix_stripe_events_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_stripe_events_created", "created"),
-        Index("ix_stripe_events_object_id", "object_id"),
+        # (object_id, created): an object's events newest first (a customer's timeline).
+        Index("ix_stripe_events_object_id_created", "object_id", "created"),
     )
 
     id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
@@ -672,7 +673,7 @@ Index("ix_app_events_customer_id_created_at", AppEvent.customer_id, AppEvent.cre
 Index("ix_notifications_customer_id_created_at", Notification.customer_id, Notification.created_at)
 Index("ix_customers_created_at_id", Customer.created_at, Customer.id)
 Index("ix_customers_email", Customer.email)
-Index("ix_subscriptions_status", Subscription.status)
+Index("ix_subscriptions_status_plan", Subscription.status, Subscription.plan)
 Index("ix_charges_created_at", Charge.created_at)
 Index("ix_stripe_events_type_created", StripeEvent.type, StripeEvent.created)
 # -- usage controls (migration 0011) -----------------------------------------------------------

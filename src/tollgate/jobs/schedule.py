@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from tollgate.bootstrap import Container
 from tollgate.jobs.app_webhooks import deliver_app_webhooks
 from tollgate.jobs.checkout_sessions import expire_open_checkouts
+from tollgate.jobs.console_sessions import prune_console_sign_ins
 from tollgate.jobs.credits import (
     expire_due_credits,
     grant_period_credits,
@@ -73,6 +74,8 @@ SCHEDULE: tuple[Job, ...] = (
     Job("expire_open_checkouts", timedelta(minutes=10), expire_open_checkouts),
     # Once a day after TOLLGATE_RECONCILE_AT; the job checks that it is due itself.
     Job("reconcile_nightly", timedelta(minutes=5), reconcile_nightly),
+    # Ended console sessions and day-old sign-in tries (the limits look back 15 minutes).
+    Job("prune_console_sign_ins", timedelta(hours=1), prune_console_sign_ins),
 )
 
 # Another worker has this interval of the job (or is still running it).

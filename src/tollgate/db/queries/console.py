@@ -23,6 +23,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     or_,
     select,
     union_all,
@@ -119,9 +120,49 @@ def customers_page(
             s.current_period_end,
         )
         .select_from(CUSTOMERS)
-        .outerjoin(current, s.id == _current_subscription_id(c.id))
         .where(c.deleted.is_(False))
     )
+    live = s.status.is_not(None) & s.status.not_in(ENDED)
+    kept_offline = and_(c.offline.is_(True), c.plan.is_not(None))
+    if status and status not in ("none", "canceled"):
+        # A live status: the customer's newest live subscription has it. Joined by customer
+        # with "no newer live one" instead of the per-customer subquery below, so PostgreSQL
+        # can walk customers in the sorted order and stop at a page (bench/console.py).
+        newer = SUBSCRIPTIONS.alias("newer")
+        n = newer.c
+        is_newest_live = ~exists(
+            select(literal(1)).where(
+                n.customer_id == s.customer_id,
+                n.status.not_in(ENDED),
+                or_(n.created_at > s.created_at, and_(n.created_at == s.created_at, n.id > s.id)),
+            )
+        )
+        joined = and_(s.customer_id == c.id, _status_matches(status, s, false()), is_newest_live)
+        if plan and status != "active":
+            joined = and_(joined, s.plan == plan)
+        if status == "active":
+            # An offline customer with a plan Tollgate keeps is active without a subscription.
+            query = query.outerjoin(current, joined).where(
+                or_(
+                    s.id.is_not(None),
+                    and_(
+                        kept_offline,
+                        ~exists(
+                            select(literal(1)).where(
+                                SUBSCRIPTIONS.c.customer_id == c.id,
+                                SUBSCRIPTIONS.c.status.not_in(ENDED),
+                            )
+                        ),
+                    ),
+                )
+            )
+        else:
+            query = query.join(current, joined)
+    else:
+        query = query.outerjoin(current, s.id == _current_subscription_id(c.id))
+        if status:
+            no_live = ~func.coalesce(live, false())
+            query = query.where(_status_matches(status, s, no_live), ~kept_offline)
     if search:
         needle = search.strip().lower()
         pattern = f"%{_escape_like(needle)}%"
@@ -129,29 +170,9 @@ def customers_page(
             or_(
                 c.id == search.strip(),
                 c.stripe_customer_id == search.strip(),
-                func.lower(c.email).like(pattern, escape="\\"),
-                func.lower(c.name).like(pattern, escape="\\"),
-                func.lower(c.id).like(pattern, escape="\\"),
+                _search_text().like(pattern, escape="\\"),
             )
         )
-    live = s.status.is_not(None) & s.status.not_in(ENDED)
-    if status:
-        # An offline customer with a plan Tollgate keeps is active without a subscription.
-        kept_offline = and_(c.offline.is_(True), c.plan.is_not(None))
-        no_live = ~func.coalesce(live, false())
-        matches = _status_matches(status, s, no_live)
-        if status == "active":
-            matches = or_(matches, and_(no_live, kept_offline))
-        elif status in ("none", "canceled"):
-            matches = and_(matches, ~kept_offline)
-        query = query.where(matches)
-        if status not in ("none", "canceled"):
-            # Narrow to customers with such a subscription first (ix_subscriptions_status).
-            wanted = LIVE_CANCELABLE if status == "canceling" else (status,)
-            having = c.id.in_(
-                select(SUBSCRIPTIONS.c.customer_id).where(SUBSCRIPTIONS.c.status.in_(wanted))
-            )
-            query = query.where(or_(having, kept_offline) if status == "active" else having)
     if plan:
         assigned = func.coalesce(c.plan, literal(default_plan)) if default_plan else c.plan
         query = query.where(
@@ -224,6 +245,23 @@ def _status_matches(status: str, s: Any, no_live: ColumnElement[bool]) -> Column
     return s.status == status
 
 
+def _search_text() -> ColumnElement[str]:
+    """The text a search looks in: exactly the expression of PostgreSQL's trigram index
+    `ix_customers_search_trgm` (migration 0010), so the index answers it."""
+    c = CUSTOMERS.c
+    # Constants written into the SQL (not bound): the planner matches an index expression only
+    # when the query's is the same text.
+    empty: ColumnElement[str] = literal_column("''")
+    space: ColumnElement[str] = literal_column("' '")
+    return func.lower(
+        func.coalesce(c.email, empty)
+        .op("||")(space)
+        .op("||")(func.coalesce(c.name, empty))
+        .op("||")(space)
+        .op("||")(c.id)
+    )
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -231,20 +269,34 @@ def _escape_like(text: str) -> str:
 # -- a customer's timeline -------------------------------------------------------------------
 
 
-def customer_object_ids(connection: Connection, customer_id: str) -> list[str]:
+def customer_object_ids(connection: Connection, customer_id: str) -> list[str] | None:
     """Return the ids Stripe events and audit rows of a customer name: its own, its Stripe
-    customer's, its subscriptions', invoices' and charges'."""
-    ids = [customer_id]
-    stripe_id = connection.execute(
-        select(CUSTOMERS.c.stripe_customer_id).where(CUSTOMERS.c.id == customer_id)
-    ).scalar()
-    if stripe_id:
-        ids.append(stripe_id)
+    customer's, and its newest subscriptions', invoices' and charges' (None: no customer).
+
+    One statement: the customer's row and its objects' ids (the newest hundred of each kind;
+    older objects' history stays reachable through the customer's own rows).
+    """
+    own = select(
+        literal(0).label("part"),
+        CUSTOMERS.c.stripe_customer_id.label("object_id"),
+        cast(CUSTOMERS.c.deleted, String).label("deleted"),
+    ).where(CUSTOMERS.c.id == customer_id)
+    parts = [own.subquery().select()]
     for table in (SUBSCRIPTIONS, INVOICES, CHARGES):
-        ids += connection.execute(
-            select(table.c.id).where(table.c.customer_id == customer_id)
-        ).scalars()
-    return ids
+        parts.append(
+            select(literal(1).label("part"), table.c.id, literal(None, String))
+            .where(table.c.customer_id == customer_id)
+            .order_by(table.c.created_at.desc())
+            .limit(100)
+            .subquery()
+            .select()
+        )
+    rows = connection.execute(union_all(*parts)).all()
+    head = [row for row in rows if row[0] == 0]
+    if not head or head[0][2] in ("1", "true", "True"):
+        return None
+    ids = [customer_id] + ([head[0][1]] if head[0][1] else [])
+    return ids + [row[1] for row in rows if row[0] == 1]
 
 
 def timeline(
@@ -268,29 +320,27 @@ def timeline(
         NOTIFICATIONS.c,
         APP_EVENTS.c,
     )
+    audit = select(
+        literal("audit").label("kind"),
+        a.at.label("at"),
+        cast(a.id, String).label("ref"),
+        a.action.label("title"),
+        a.actor.label("detail"),
+        a.object_type.label("status"),
+    )
+    events = select(
+        literal("stripe_event").label("kind"),
+        e.created.label("at"),
+        e.id.label("ref"),
+        e.type.label("title"),
+        e.last_error.label("detail"),
+        e.status.label("status"),
+    )
     sources = [
-        select(
-            literal("audit").label("kind"),
-            a.at.label("at"),
-            cast(a.id, String).label("ref"),
-            a.action.label("title"),
-            a.actor.label("detail"),
-            a.object_type.label("status"),
-        )
-        .where(a.object_id.in_(ids), *([a.at <= before] if before else []))
-        .order_by(a.at.desc())
-        .limit(limit),
-        select(
-            literal("stripe_event").label("kind"),
-            e.created.label("at"),
-            e.id.label("ref"),
-            e.type.label("title"),
-            e.last_error.label("detail"),
-            e.status.label("status"),
-        )
-        .where(e.object_id.in_(ids), *([e.created <= before] if before else []))
-        .order_by(e.created.desc())
-        .limit(limit),
+        # One branch per object, each the newest rows of its (object_id, time) index, so an
+        # object with 10,000 rows costs a page, not a sort of all of them.
+        _newest_per_object(audit, a.object_id, a.at, ids, before, limit),
+        _newest_per_object(events, e.object_id, e.created, ids, before, limit),
         select(
             literal("usage_threshold").label("kind"),
             t.crossed_at.label("at"),
@@ -332,15 +382,29 @@ def timeline(
     return rows
 
 
+def _newest_per_object(
+    base: Any,
+    object_id: Any,
+    at: Any,
+    ids: Sequence[str],
+    before: datetime | None,
+    limit: int,
+) -> Any:
+    branches = [
+        base.where(object_id == one, *([at <= before] if before else []))
+        .order_by(at.desc())
+        .limit(limit)
+        .subquery()
+        .select()
+        for one in ids
+    ]
+    merged = union_all(*branches).subquery()
+    return select(merged).order_by(merged.c.at.desc()).limit(limit)
+
+
 def timeline_key(row: RowMapping) -> tuple[datetime, str, str]:
     """The order of a timeline, newest first when reversed (ties broken by kind and ref)."""
     return (row["at"], row["kind"], str(row["ref"]))
-
-
-def audit_rows(connection: Connection, object_ids: Sequence[str], limit: int) -> list[RowMapping]:
-    a = AUDIT_LOG.c
-    query = select(AUDIT_LOG).where(a.object_id.in_(list(object_ids))).order_by(a.at.desc())
-    return list(connection.execute(query.limit(limit)).mappings().all())
 
 
 # -- the overview -------------------------------------------------------------------------
@@ -441,10 +505,14 @@ def oldest_unsent_usage(connection: Connection) -> datetime | None:
 
 
 def outbox_counts(connection: Connection) -> dict[tuple[str, str], int]:
+    """Return how many emails and app webhooks wait or failed (read through the status
+    indexes; the delivered ones, nearly all rows, are not counted)."""
     counts: dict[tuple[str, str], int] = {}
     for kind, table in (("email", NOTIFICATIONS), ("app_webhook", APP_EVENTS)):
         rows = connection.execute(
-            select(table.c.status, func.count()).group_by(table.c.status)
+            select(table.c.status, func.count())
+            .where(table.c.status.in_(("pending", "failed")))
+            .group_by(table.c.status)
         ).all()
         for status, count in rows:
             counts[(kind, status)] = int(count)

@@ -1,0 +1,291 @@
+"""The console in a real headless Chromium, as an operator uses it: sign in, find a past-due
+customer from the overview, replay a failed webhook, grant credits, a readonly operator, a form
+without its CSRF token, and the pages at 1280 px and 375 px (screenshots in docs/screenshots)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import sqlalchemy as sa
+import stripe
+
+from tests.console.conftest import NOW, SECRET, T0, charge_obj, customer_obj, event_obj
+from tests.e2e.conftest import serve
+from tests.integration.test_webhooks import subscription_obj
+from tollgate.bootstrap import Container, build_container
+from tollgate.clock import FrozenClock
+from tollgate.config import Settings
+from tollgate.services.operators import create_operator
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "console password 1"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium"),
+]
+
+
+@dataclass
+class Console:
+    url: str
+    container: Container
+    clock: FrozenClock
+
+    def deliver(self, event: dict[str, Any]) -> int:
+        payload = orjson.dumps(event)
+        header = stripe.WebhookSignature.generate_signature_header(
+            payload.decode(), SECRET, int(self.clock.now().timestamp())
+        )
+        answer = httpx.post(
+            f"{self.url}/webhooks/stripe",
+            content=payload,
+            headers={"Content-Type": "application/json", "Stripe-Signature": header},
+            timeout=30,
+        )
+        return answer.status_code
+
+    def customer(self, app_id: str, name: str) -> str:
+        cus_id = f"cus_{secrets.token_hex(7)}"
+        obj = customer_obj(cus_id, app_id=app_id, email=f"billing@{app_id}.example")
+        obj["name"] = name
+        assert self.deliver(event_obj("customer.created", obj)) == 200
+        return cus_id
+
+    def subscribe(self, cus_id: str, status: str, **kw: Any) -> str:
+        sub_id = f"sub_{secrets.token_hex(7)}"
+        obj = subscription_obj(sub_id, cus_id, status=status, **kw)
+        assert self.deliver(event_obj("customer.subscription.created", obj)) == 200
+        return sub_id
+
+    def rename(self, old: str, new: str) -> None:
+        with self.container.db.engine.begin() as connection:
+            connection.execute(sa.text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+
+@pytest.fixture
+def desk(tmp_path: Path, make_settings: Callable[..., Settings]) -> Iterator[Console]:
+    url = f"sqlite:///{tmp_path / 'console.db'}"
+    from tollgate.db.migrate import upgrade
+
+    upgrade(url)
+    clock = FrozenClock(NOW)
+    container = build_container(make_settings(url, STRIPE_WEBHOOK_SECRETS=SECRET), clock=clock)
+    for name, role in (("ada", "admin"), ("sam", "support"), ("rita", "readonly")):
+        create_operator(db=container.db, clock=clock, name=name, role=role, password=PASSWORD)
+    with serve(container) as base:
+        world = Console(base, container, clock)
+        stripe_ids = []
+        for number, (status, name) in enumerate(
+            [
+                ("active", "Acme Inc"),
+                ("past_due", "Globex"),
+                ("trialing", "Initech"),
+                ("active", "Umbrella"),
+                ("canceled", "Hooli"),
+            ]
+        ):
+            cus_id = world.customer(f"org-{number}", name)
+            stripe_ids.append(cus_id)
+            world.subscribe(
+                cus_id, status, trial_end=T0 + 14 * 86_400 if status == "trialing" else None
+            )
+        # Last month's charges: two by card, one by ACH debit (the fees page).
+        for number, amount, method in (
+            (0, 12_000, "card"),
+            (1, 2_900, "card"),
+            (3, 90_000, "us_bank_account"),
+        ):
+            charge = charge_obj(f"ch_{secrets.token_hex(6)}", stripe_ids[number], amount=amount)
+            charge["created"] = int(NOW.timestamp()) - 86_400
+            charge["payment_method_details"] = {"type": method}
+            world.deliver(event_obj("charge.succeeded", charge))
+        yield world
+    container.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("console-chromium")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    browser.clear_cookies()
+    opened = browser.new_page()
+    opened.set_default_timeout(15_000)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _sign_in(page: Any, url: str, name: str) -> None:
+    page.goto(f"{url}/console")
+    assert page.url.endswith("/console/sign-in")
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+    assert page.url == f"{url}/console", page.locator("main").inner_text()
+
+
+def _shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
+
+
+WIDEST = """() => [...document.querySelectorAll('body *')]
+    .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+    .slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + e.textContent.slice(0, 40))"""
+
+
+def _no_horizontal_scroll(page: Any, width: int) -> None:
+    wide = page.evaluate(WIDEST)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, (page.url, wide)
+
+
+def test_sign_in_and_find_a_past_due_customer_from_the_overview(desk: Console, page: Any) -> None:
+    _sign_in(page, desk.url, "ada")
+    assert page.get_by_role("heading", name="Overview").is_visible()
+    _shot(page, "overview")
+    page.get_by_role("link", name="past due 1").click()
+    page.wait_for_url("**/console/customers?status=past_due")
+    rows = page.locator("tbody tr")
+    assert rows.count() == 1 and "Globex" in rows.first.inner_text()
+    _shot(page, "customers")
+    page.get_by_role("link", name="Globex").click()
+    assert page.get_by_role("heading", name="Globex").is_visible()
+    assert "past due" in page.locator("main").inner_text()
+    _shot(page, "customer")
+
+
+def test_replay_a_failed_webhook_and_see_it_succeed(desk: Console, page: Any) -> None:
+    cus_id = desk.customer("late", "Late Co")
+    event = event_obj("customer.subscription.created", subscription_obj("sub_late", cus_id))
+    desk.rename("subscription_items", "subscription_items_away")
+    try:
+        assert desk.deliver(event) == 500
+    finally:
+        desk.rename("subscription_items_away", "subscription_items")
+    _sign_in(page, desk.url, "sam")
+    page.get_by_role("link", name="Webhook failures 1").click()
+    page.get_by_role("link", name="customer.subscription.created").click()
+    assert page.locator("#event-status").inner_text() == "failed"
+    _shot(page, "webhook")
+    page.get_by_text("Replay", exact=True).click()
+    page.get_by_role("button", name="Confirm replay").click()
+    page.wait_for_url(f"**/console/webhooks/{event['id']}?done=replayed")
+    assert page.locator("#event-status").inner_text() == "succeeded"
+    page.goto(f"{desk.url}/console/customers/late")
+    assert "active" in page.locator("main").inner_text()
+
+
+def test_grant_credits_and_see_the_ledger_and_the_timeline(desk: Console, page: Any) -> None:
+    _sign_in(page, desk.url, "sam")
+    page.goto(f"{desk.url}/console/customers/org-0")
+    page.get_by_text("Grant credits", exact=True).click()
+    page.get_by_label("Credits", exact=True).fill("500")
+    page.get_by_label("Reason").fill("sorry for the outage")
+    page.get_by_role("button", name="Confirm grant").click()
+    page.wait_for_url("**/console/customers/org-0?done=credits")
+    ledger = page.locator("section", has=page.get_by_role("heading", name="Credits ledger"))
+    assert "+500" in ledger.inner_text() and "sorry for the outage" in ledger.inner_text()
+    timeline = page.locator("section", has=page.get_by_role("heading", name="Timeline"))
+    granted = timeline.locator("li", has_text="grant_credits").inner_text()
+    assert "operator:sam" in granted
+    _shot(page, "customer-credits")
+
+
+def test_a_readonly_operator_cannot_act(desk: Console, page: Any) -> None:
+    _sign_in(page, desk.url, "rita")
+    page.goto(f"{desk.url}/console/customers/org-1")
+    assert page.get_by_text("can look but not act").is_visible()
+    assert page.locator("form[action*='/actions/']").count() == 0
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    answer = page.request.post(
+        f"{desk.url}/console/customers/org-1/actions/grant-credits",
+        form={"csrf_token": token, "amount": "5", "key": "x"},
+    )
+    assert answer.status == 403
+    page.goto(f"{desk.url}/console/webhooks?status=failed")
+    assert page.get_by_text("Replay all failed").count() == 0
+
+
+def test_a_form_without_its_csrf_token_is_refused(desk: Console, page: Any) -> None:
+    _sign_in(page, desk.url, "ada")
+    page.goto(f"{desk.url}/console/customers/org-3")
+    page.get_by_text("Grant credits", exact=True).click()
+    page.evaluate(
+        "document.querySelectorAll(\"form[action$='grant-credits'] input[name=csrf_token]\")"
+        ".forEach(input => input.remove())"
+    )
+    page.get_by_label("Credits", exact=True).fill("100")
+    page.get_by_role("button", name="Confirm grant").click()
+    assert page.get_by_role("heading", name="Refused").is_visible()
+    page.goto(f"{desk.url}/console/customers/org-3")
+    assert "No credits yet." in page.locator("main").inner_text()
+
+
+def test_the_console_fits_1280_and_375_pixels(desk: Console, page: Any) -> None:
+    _sign_in(page, desk.url, "ada")
+    paths = [
+        "/console",
+        "/console/customers",
+        "/console/customers/org-1",
+        "/console/webhooks",
+        "/console/outbox",
+        "/console/reconciliation",
+        "/console/catalog",
+        "/console/api-keys",
+        "/console/fees",
+    ]
+    for width in (1280, 375):
+        page.set_viewport_size({"width": width, "height": 900})
+        for path in paths:
+            page.goto(f"{desk.url}{path}")
+            _no_horizontal_scroll(page, width)
+    page.set_viewport_size({"width": 375, "height": 900})
+    page.goto(f"{desk.url}/console")
+    _shot(page, "overview-375")
+    page.goto(f"{desk.url}/console/customers/org-1")
+    _shot(page, "customer-375")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    for path, name in (
+        ("/console/fees", "fees"),
+        ("/console/outbox", "outbox"),
+        ("/console/catalog", "catalog"),
+    ):
+        page.goto(f"{desk.url}{path}")
+        _shot(page, name)
