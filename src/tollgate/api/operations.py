@@ -26,10 +26,11 @@ from tollgate.api.schemas import (
     ReservationCreate,
     SubscriptionPut,
     UsageBatch,
+    UsageVoid,
 )
 from tollgate.bootstrap import Container
 from tollgate.services import credits, customers, subscriptions, usage
-from tollgate.services.usage import reservations
+from tollgate.services.usage import corrections, reservations
 from tollgate_client.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
 
 # -- customers -------------------------------------------------------------------------------
@@ -229,6 +230,22 @@ def get_reservation(
     return reservations.get_reservation(
         app.db, customer_id=customer_id, reservation_id=reservation_id
     )
+
+
+def void_usage(app: Container, body: UsageVoid, *, actor: str) -> corrections.VoidReport:
+    """Take back usage events of the open period (in Redis too), with an audit row each."""
+    report = corrections.void_usage(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        ids=body.ids,
+        reason=body.reason,
+        actor=actor,
+        grace=app.grace,
+        counters=app.usage_counters,
+    )
+    app.entitlements.forget(report.customers)
+    return report
 
 
 def get_usage(app: Container, customer_id: str) -> usage.CustomerUsage:

@@ -217,6 +217,11 @@ class ReservationCommit(_Body):
     )
 
 
+class UsageVoid(_Body):
+    ids: list[Any] = Field(description="Ids of recorded usage events (1 to 1,000).")
+    reason: Any = Field(description="Why (1 to 500 characters); kept in the audit log.")
+
+
 class ConsumeCreate(_Body):
     feature: str = Field(description="A metered feature.")
     quantity: StrictInt = Field(1, ge=0, description="Units to use (the reading, for max/last).")

@@ -657,3 +657,24 @@ class UsageVoid(Base):
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(255))
     voided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class MeterAdjustment(Base):
+    """A meter event to cancel in Stripe (a meter event adjustment), once: usage voided after
+    its overage was reported. The units the cancelled event held beyond the correction are sent
+    again as a new meter event (meter_outbox)."""
+
+    __tablename__ = "meter_adjustments"
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    stripe_customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    stripe_account: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    event_name: Mapped[str] = mapped_column(String(100))
+    cancel_identifier: Mapped[str] = mapped_column(String(100), unique=True)
+    units: Mapped[int] = mapped_column(BigInteger)  # what the cancelled event counted
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -34,6 +34,7 @@ USAGE_PENDING = _table("usage_pending")
 USAGE_CONSUMPTIONS = _table("usage_consumptions")
 USAGE_RESERVATIONS = _table("usage_reservations")
 USAGE_VOIDS = _table("usage_voids")
+METER_ADJUSTMENTS = _table("meter_adjustments")
 METER_OUTBOX = _table("meter_outbox")
 # Notifications, app webhooks, job locks.
 NOTIFICATIONS = _table("notifications")

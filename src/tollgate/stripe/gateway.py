@@ -174,6 +174,23 @@ class StripeGateway:
             raise
         return True
 
+    def cancel_meter_event(self, *, event_name: str, identifier: str) -> None:
+        """Cancel a meter event by its identifier (a meter event adjustment), once.
+
+        Stripe takes a cancellation within 24 hours of the event; a repeat of one made is
+        harmless (the idempotency key answers it again).
+        """
+        self._call(
+            "cancel_meter_event",
+            self._client.v1.billing.meter_event_adjustments.create,
+            params={
+                "event_name": event_name,
+                "type": "cancel",
+                "cancel": {"identifier": identifier},
+            },
+            idempotency_key=f"meter-cancel-{identifier}",
+        )
+
     # -- customers and checkout ---------------------------------------------------------------
 
     def create_customer(

@@ -10,9 +10,11 @@ from tollgate.api.schemas import (
     ConsumeCreate,
     ReservationCommit,
     ReservationCreate,
+    UsageVoid,
     json_response,
 )
 from tollgate.bootstrap import Container
+from tollgate.services.api_keys import Principal
 
 router = APIRouter(tags=["usage controls"])
 
@@ -94,3 +96,21 @@ def post_reservation_release(
     """Give back the hold, recording nothing (a repeat, or an expired one, answers as is)."""
     view = operations.release_reservation(app, customer_id, reservation_id)
     return json_response(view.to_json())
+
+
+@router.post("/v1/usage/void")
+def post_usage_void(
+    body: UsageVoid,
+    app: Container = Depends(container),
+    principal: Principal = Depends(write_scope),
+) -> Response:
+    """Take back recorded usage events of the open billing period, once each, with a reason.
+
+    Each voided event is counted down (Redis counters too) and audited (who, why). Overage
+    already queued for Stripe is lowered; overage Stripe has is compensated with a meter event
+    adjustment (cancel by identifier, once) and the rest sent again. Events of a closed period
+    are rejected with `closed_period`: their invoice is final. Answers `{voided, duplicates,
+    rejected: [{index, id, error}]}`.
+    """
+    report = operations.void_usage(app, body, actor=f"api:{principal.name}")
+    return json_response(report.to_json())

@@ -22,6 +22,7 @@ from tollgate.domain.metering import over_limit, overage_units
 from tollgate.services.entitlements import BillingCustomer
 from tollgate.services.usage.counters import Tallies, Tally
 from tollgate.services.usage.events import Event
+from tollgate.services.usage.overage import take_back_overage
 
 
 class DatabaseCounters:
@@ -83,6 +84,12 @@ def write_tallies(connection: Connection, moved: Sequence[Tally], now: datetime)
         if overage > reported and billed_in_stripe(tally.customer):
             outbox.append(_meter_event(tally, overage - reported, now))
             reported = overage
+        elif overage < reported and billed_in_stripe(tally.customer):
+            # Usage taken back (voided) after its overage was queued or reported to Stripe.
+            leftover, resend = take_back_overage(connection, tally, reported - overage, now)
+            if resend:
+                outbox.append(_meter_event(tally, resend, now))
+            reported = overage + leftover
         updates.append(
             (
                 tally.customer.id,

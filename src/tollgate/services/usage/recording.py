@@ -54,16 +54,18 @@ def record_usage(
     counters: CounterStore | None = None,
     decided: Decided | None = None,
     holds: dict[str, int] | None = None,
+    taken_back: frozenset[str] = frozenset(),
 ) -> UsageReport:
     """Count each new event once; reject the malformed, the unknown and those over a limit.
 
     `counters` is where usage is counted: the container's `usage_counters` (Redis, when
     TOLLGATE_REDIS_URL is set), or by default the database. `holds` (by event id) changes the
     units a reservation holds with an event (see `reservations`); `decided` runs in the batch's
-    transaction after its new events are decided.
+    transaction after its new events are decided. Events in `taken_back` (ids) count their
+    value down: a void's corrections.
     """
     now = clock.now()
-    parsed, rejected = parse_events(events, catalog, now, holds)
+    parsed, rejected = parse_events(events, catalog, now, holds, taken_back)
     store = DATABASE_COUNTERS if counters is None else counters
     for attempt in range(_RETRIES):
         try:

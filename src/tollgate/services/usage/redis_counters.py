@@ -80,7 +80,7 @@ end
 local decisions = {}
 local base = 2 + 2 * c
 local ids = base
-for k, v, t, hold in string.gmatch(ARGV[base], '(%d+) (%d+) (%d+) (-?%d+)') do
+for k, v, t, hold in string.gmatch(ARGV[base], '(%d+) (-?%d+) (%d+) (-?%d+)') do
   k = tonumber(k)
   v = tonumber(v)
   hold = tonumber(hold)

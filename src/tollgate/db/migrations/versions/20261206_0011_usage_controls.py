@@ -1,4 +1,4 @@
-"""Usage controls: consume answers, reservations (held units), voided usage
+"""Usage controls: consume answers, reservations (held units), voided usage, meter adjustments
 
 Revision ID: 0011
 Revises: 0008
@@ -18,6 +18,7 @@ branch_labels = None
 depends_on = None
 
 ID = sa.String(255)
+AUTO_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
@@ -62,6 +63,24 @@ def upgrade() -> None:
         sa.Column("voided_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("event_id", name="pk_usage_voids"),
     )
+    op.create_table(
+        "meter_adjustments",
+        sa.Column("id", AUTO_ID, autoincrement=True, nullable=False),
+        sa.Column("customer_id", ID, nullable=False),
+        sa.Column("stripe_customer_id", ID, nullable=False),
+        sa.Column("stripe_account", ID, nullable=True),
+        sa.Column("event_name", sa.String(100), nullable=False),
+        sa.Column("cancel_identifier", sa.String(100), nullable=False),
+        sa.Column("units", sa.BigInteger(), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("sent_at", UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_meter_adjustments"),
+        sa.UniqueConstraint("cancel_identifier", name="uq_meter_adjustments_cancel_identifier"),
+    )
+    op.create_index("ix_meter_adjustments_status", "meter_adjustments", ["status"])
     with op.batch_alter_table("usage_counters") as batch:
         batch.add_column(sa.Column("held", sa.BigInteger(), nullable=False, server_default="0"))
     with op.batch_alter_table("usage_pending") as batch:
@@ -73,6 +92,8 @@ def downgrade() -> None:
         batch.drop_column("held")
     with op.batch_alter_table("usage_counters") as batch:
         batch.drop_column("held")
+    op.drop_index("ix_meter_adjustments_status", "meter_adjustments")
+    op.drop_table("meter_adjustments")
     op.drop_table("usage_voids")
     op.drop_index("ix_usage_reservations_status_expires_at", "usage_reservations")
     op.drop_table("usage_reservations")
