@@ -24,12 +24,13 @@ from tollgate.api.schemas import (
     PortalCreate,
     ReservationCommit,
     ReservationCreate,
+    SpendCapPut,
     SubscriptionPut,
     UsageBatch,
     UsageVoid,
 )
 from tollgate.bootstrap import Container
-from tollgate.services import credits, customers, subscriptions, usage
+from tollgate.services import credits, customers, spend_caps, subscriptions, usage
 from tollgate.services.usage import corrections, reservations
 from tollgate_client.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
 
@@ -246,6 +247,29 @@ def void_usage(app: Container, body: UsageVoid, *, actor: str) -> corrections.Vo
     )
     app.entitlements.forget(report.customers)
     return report
+
+
+def set_spend_cap(
+    app: Container, customer_id: str, body: SpendCapPut, *, actor: str
+) -> spend_caps.SpendCapView:
+    view = spend_caps.set_spend_cap(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        customer_id=customer_id,
+        amount=body.amount,
+        currency=body.currency,
+        actor=actor,
+        by_customer=body.by_customer,
+    )
+    app.entitlements.forget([customer_id])
+    return view
+
+
+def get_spend_cap(app: Container, customer_id: str) -> spend_caps.SpendCapView:
+    return spend_caps.get_spend_cap(
+        db=app.db, catalog=app.catalog, clock=app.clock, customer_id=customer_id
+    )
 
 
 def get_usage(app: Container, customer_id: str) -> usage.CustomerUsage:

@@ -222,6 +222,18 @@ class UsageVoid(_Body):
     reason: Any = Field(description="Why (1 to 500 characters); kept in the audit log.")
 
 
+class SpendCapPut(_Body):
+    amount: StrictInt | None = Field(
+        description="Minor units of overage a period may cost at most; null removes the cap."
+    )
+    currency: str | None = Field(None, description="The customer's currency (checked).")
+    by_customer: bool = Field(
+        False,
+        description="The customer sets it itself (the app relays its choice); needs the "
+        "catalog's `customer_spend_caps: true`.",
+    )
+
+
 class ConsumeCreate(_Body):
     feature: str = Field(description="A metered feature.")
     quantity: StrictInt = Field(1, ge=0, description="Units to use (the reading, for max/last).")

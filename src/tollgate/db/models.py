@@ -678,3 +678,15 @@ class MeterAdjustment(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class SpendCap(Base):
+    """The most a customer's overage may cost in a billing period; past it, soft limits are hard."""
+
+    __tablename__ = "spend_caps"
+
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    set_by: Mapped[str] = mapped_column(String(255))  # operator (api:<key>) or customer
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -35,6 +35,7 @@ USAGE_CONSUMPTIONS = _table("usage_consumptions")
 USAGE_RESERVATIONS = _table("usage_reservations")
 USAGE_VOIDS = _table("usage_voids")
 METER_ADJUSTMENTS = _table("meter_adjustments")
+SPEND_CAPS = _table("spend_caps")
 METER_OUTBOX = _table("meter_outbox")
 # Notifications, app webhooks, job locks.
 NOTIFICATIONS = _table("notifications")

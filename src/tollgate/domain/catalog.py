@@ -248,6 +248,8 @@ class Catalog:
     plans: dict[str, Plan]
     credit_packs: dict[str, CreditPack] = field(default_factory=dict)
     credit_overdraft_product: CreditProduct | None = None
+    # Customers may set their own spend cap (the billing page; `by_customer` over the API).
+    customer_spend_caps: bool = False
 
     @property
     def currencies(self) -> tuple[str, ...]:

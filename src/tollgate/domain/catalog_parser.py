@@ -56,6 +56,7 @@ _TOP_KEYS = (
     "plans",
     "credit_packs",
     "credit_overdraft_product",
+    "customer_spend_caps",
 )
 _FEATURE_KEYS = ("type", "name", "unit", "aggregation", "credits_per_unit")
 _CREDIT_PACK_KEYS = ("name", "credits", "prices")
@@ -121,7 +122,13 @@ class _CatalogParser:
             overdraft = self.parse_credit_product(
                 data["credit_overdraft_product"], "credit_overdraft_product"
             )
-        return Catalog(self.currency, default_plan, dict(self.features), plans, packs, overdraft)
+        customer_caps = data.get("customer_spend_caps", False)
+        if not isinstance(customer_caps, bool):
+            self.report("customer_spend_caps", "must be true or false")
+            customer_caps = False
+        return Catalog(
+            self.currency, default_plan, dict(self.features), plans, packs, overdraft, customer_caps
+        )
 
     def parse_credit_packs(self, raw: object) -> dict[str, CreditPack]:
         packs: dict[str, CreditPack] = {}

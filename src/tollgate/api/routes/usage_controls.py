@@ -10,6 +10,7 @@ from tollgate.api.schemas import (
     ConsumeCreate,
     ReservationCommit,
     ReservationCreate,
+    SpendCapPut,
     UsageVoid,
     json_response,
 )
@@ -114,3 +115,26 @@ def post_usage_void(
     """
     report = operations.void_usage(app, body, actor=f"api:{principal.name}")
     return json_response(report.to_json())
+
+
+@router.put("/v1/customers/{customer_id}/spend-cap")
+def put_spend_cap(
+    customer_id: str,
+    body: SpendCapPut,
+    app: Container = Depends(container),
+    principal: Principal = Depends(write_scope),
+) -> Response:
+    """Set the most the customer's overage may cost a period (`amount` null removes it).
+
+    Past the cap, soft limits turn hard for the rest of the period (to the minor unit):
+    usage, consume and reservations are refused with the reason. `by_customer: true` records
+    the customer's own choice and needs the catalog's `customer_spend_caps: true` (else 403).
+    """
+    view = operations.set_spend_cap(app, customer_id, body, actor=f"api:{principal.name}")
+    return json_response(view.to_json())
+
+
+@router.get("/v1/customers/{customer_id}/spend-cap", dependencies=[Depends(read_scope)])
+def get_spend_cap(customer_id: str, app: Container = Depends(container)) -> Response:
+    """The customer's spend cap (`spend_cap` null: none), who set it and when."""
+    return json_response(operations.get_spend_cap(app, customer_id).to_json())

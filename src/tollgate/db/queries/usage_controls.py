@@ -13,6 +13,7 @@ from tollgate.db.tables import (
     AUDIT_LOG,
     METER_ADJUSTMENTS,
     METER_OUTBOX,
+    SPEND_CAPS,
     USAGE_CONSUMPTIONS,
     USAGE_COUNTERS,
     USAGE_EVENTS,
@@ -286,3 +287,37 @@ def audit_void(connection: Connection, row: Any, *, reason: str, actor: str, now
             "event_id": None,
         },
     )
+
+
+# -- spend caps ------------------------------------------------------------------------------
+
+
+def spend_caps(connection: Connection, customer_ids: Sequence[str]) -> dict[str, int]:
+    """Return the customers' spend caps (minor units of each one's currency), where set."""
+    rows = connection.execute(
+        select(SPEND_CAPS.c.customer_id, SPEND_CAPS.c.amount_minor).where(
+            SPEND_CAPS.c.customer_id.in_(list(customer_ids))
+        )
+    )
+    return {row.customer_id: int(row.amount_minor) for row in rows}
+
+
+def spend_cap_row(connection: Connection, customer_id: str) -> Any | None:
+    return connection.execute(
+        select(SPEND_CAPS).where(SPEND_CAPS.c.customer_id == customer_id)
+    ).first()
+
+
+def put_spend_cap(connection: Connection, row: dict[str, Any]) -> None:
+    """Set (or replace) a customer's spend cap."""
+    connection.execute(delete(SPEND_CAPS).where(SPEND_CAPS.c.customer_id == row["customer_id"]))
+    connection.execute(SPEND_CAPS.insert(), row)
+
+
+def delete_spend_cap(connection: Connection, customer_id: str) -> bool:
+    gone = connection.execute(
+        delete(SPEND_CAPS)
+        .where(SPEND_CAPS.c.customer_id == customer_id)
+        .returning(SPEND_CAPS.c.customer_id)
+    ).first()
+    return gone is not None

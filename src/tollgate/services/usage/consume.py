@@ -172,7 +172,9 @@ def _decision(
             used=tally.counter.value,
             remaining=None,
         )
-    state = customer_state(tally.customer, {tally.meter: tally.before}, held=_held(tally))
+    state = customer_state(
+        tally.customer, {tally.meter: tally.before}, held=_held(tally), spend_cap=tally.spend_cap
+    )
     before = entitlements(catalog, state, now=now, grace=grace)
     decision = before.decide(tally.meter, quantity)
     if refused is not None:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tollgate.clock import Clock
 from tollgate.db.queries import usage as queries
+from tollgate.db.queries import usage_controls as control_queries
 from tollgate.db.queries.usage import CounterId
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
@@ -30,7 +31,14 @@ from tollgate.services.entitlements import (
     customer_state,
     load_billing_customers,
 )
-from tollgate.services.usage.counters import CounterStore, GrantMemo, Tallies, Tally, granted
+from tollgate.services.usage.counters import (
+    CounterStore,
+    GrantMemo,
+    Tallies,
+    Tally,
+    capped_limits,
+    granted,
+)
 from tollgate.services.usage.database_counters import DatabaseCounters
 from tollgate.services.usage.events import Event, Rejection, UsageReport, parse_events
 from tollgate.services.usage.thresholds import record_thresholds
@@ -109,6 +117,8 @@ def _record(
         if not wanted:
             return report
         tallies = _tallies(catalog, customers, wanted, now, grace, enforce_limits)
+        if enforce_limits:
+            _cap(connection, catalog, tallies, now, grace)
         counters.lock(connection, list(tallies.values()), now)  # the database's, in key order
         fresh = _unrecorded(connection, wanted, report)
         if not fresh:
@@ -203,6 +213,29 @@ def _tallies(
     return tallies
 
 
+def _cap(
+    connection: Connection,
+    catalog: Catalog,
+    tallies: dict[tuple[str, str], Tally],
+    now: datetime,
+    grace: timedelta,
+) -> None:
+    """Hold soft features of customers with a spend cap to the limit the cap sets."""
+    caps = control_queries.spend_caps(connection, sorted({c for c, _ in tallies}))
+    limits: dict[str, dict[str, int]] = {}
+    for (customer_id, meter), tally in tallies.items():
+        cap = caps.get(customer_id)
+        if cap is None:
+            continue
+        if customer_id not in limits:
+            limits[customer_id] = capped_limits(
+                connection, catalog, tally.customer, cap, now, grace
+            )
+        limit = limits[customer_id].get(meter)
+        if limit is not None:
+            tally.limit, tally.spend_cap = limit, cap
+
+
 def _unrecorded(connection: Connection, events: list[Event], report: UsageReport) -> list[Event]:
     """Return the events whose ids were never recorded; count the others as duplicates."""
     known = queries.recorded_ids(connection, [event.id for event in events])
@@ -250,7 +283,12 @@ class _LimitReasons:
         memo = (tally.key, event.value, tally.counter.value)
         reason = self._reasons.get(memo)
         if reason is None:
-            state = customer_state(tally.customer, {tally.meter: tally.counter.value})
+            state = customer_state(
+                tally.customer,
+                {tally.meter: tally.counter.value},
+                held={tally.meter: tally.held} if tally.held else None,
+                spend_cap=tally.spend_cap,
+            )
             decision = entitlements(self.catalog, state, now=self.now, grace=self.grace)
             reason = self._reasons[memo] = decision.decide(tally.meter, event.value).reason
         return Rejection(event.index, event.id, "limit_exceeded", reason)

@@ -81,6 +81,15 @@ def upgrade() -> None:
         sa.UniqueConstraint("cancel_identifier", name="uq_meter_adjustments_cancel_identifier"),
     )
     op.create_index("ix_meter_adjustments_status", "meter_adjustments", ["status"])
+    op.create_table(
+        "spend_caps",
+        sa.Column("customer_id", ID, nullable=False),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("set_by", sa.String(255), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("customer_id", name="pk_spend_caps"),
+    )
     with op.batch_alter_table("usage_counters") as batch:
         batch.add_column(sa.Column("held", sa.BigInteger(), nullable=False, server_default="0"))
     with op.batch_alter_table("usage_pending") as batch:
@@ -92,6 +101,7 @@ def downgrade() -> None:
         batch.drop_column("held")
     with op.batch_alter_table("usage_counters") as batch:
         batch.drop_column("held")
+    op.drop_table("spend_caps")
     op.drop_index("ix_meter_adjustments_status", "meter_adjustments")
     op.drop_table("meter_adjustments")
     op.drop_table("usage_voids")
