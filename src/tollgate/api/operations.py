@@ -13,6 +13,7 @@ container's cache (`app.entitlements`) directly, the one place they are answered
 from __future__ import annotations
 
 from tollgate.api.schemas import (
+    AlertCreate,
     CheckoutCreate,
     ConsumeCreate,
     CreditAllowancePut,
@@ -31,7 +32,7 @@ from tollgate.api.schemas import (
 )
 from tollgate.bootstrap import Container
 from tollgate.services import credits, customers, spend_caps, subscriptions, usage
-from tollgate.services.usage import corrections, reservations
+from tollgate.services.usage import alerts, corrections, reservations
 from tollgate_client.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
 
 # -- customers -------------------------------------------------------------------------------
@@ -270,6 +271,28 @@ def get_spend_cap(app: Container, customer_id: str) -> spend_caps.SpendCapView:
     return spend_caps.get_spend_cap(
         db=app.db, catalog=app.catalog, clock=app.clock, customer_id=customer_id
     )
+
+
+def create_alert(app: Container, customer_id: str, body: AlertCreate) -> alerts.AlertView:
+    return alerts.create_alert(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        customer_id=customer_id,
+        feature=body.feature,
+        kind=body.kind,
+        threshold=body.threshold,
+        alert_id=body.id,
+        grace=app.grace,
+    )
+
+
+def list_alerts(app: Container, customer_id: str) -> list[alerts.AlertView]:
+    return alerts.list_alerts(db=app.db, customer_id=customer_id)
+
+
+def delete_alert(app: Container, customer_id: str, alert_id: str) -> None:
+    alerts.delete_alert(db=app.db, customer_id=customer_id, alert_id=alert_id)
 
 
 def get_usage(app: Container, customer_id: str) -> usage.CustomerUsage:

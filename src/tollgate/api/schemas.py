@@ -234,6 +234,15 @@ class SpendCapPut(_Body):
     )
 
 
+class AlertCreate(_Body):
+    feature: str = Field(description="A metered feature.")
+    kind: str = Field(description="units | percent (of the included quantity) | money.")
+    threshold: StrictInt = Field(
+        description="Units, percent, or minor units of overage (money, in the customer's currency)."
+    )
+    id: str | None = Field(None, max_length=255, description="Your id (a repeat is harmless).")
+
+
 class ConsumeCreate(_Body):
     feature: str = Field(description="A metered feature.")
     quantity: StrictInt = Field(1, ge=0, description="Units to use (the reading, for max/last).")

@@ -690,3 +690,27 @@ class SpendCap(Base):
     currency: Mapped[str] = mapped_column(String(3))
     set_by: Mapped[str] = mapped_column(String(255))  # operator (api:<key>) or customer
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UsageAlert(Base):
+    """A threshold on one feature of one customer: units, percent of included, or money."""
+
+    __tablename__ = "usage_alerts"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID), index=True)
+    feature: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # units | percent | money (minor units)
+    threshold: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UsageAlertFiring(Base):
+    """An alert that fired in a period: once each (its webhook and email queued with it)."""
+
+    __tablename__ = "usage_alert_firings"
+
+    alert_id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    used: Mapped[int] = mapped_column(BigInteger)
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime())

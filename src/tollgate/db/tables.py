@@ -36,6 +36,8 @@ USAGE_RESERVATIONS = _table("usage_reservations")
 USAGE_VOIDS = _table("usage_voids")
 METER_ADJUSTMENTS = _table("meter_adjustments")
 SPEND_CAPS = _table("spend_caps")
+USAGE_ALERTS = _table("usage_alerts")
+USAGE_ALERT_FIRINGS = _table("usage_alert_firings")
 METER_OUTBOX = _table("meter_outbox")
 # Notifications, app webhooks, job locks.
 NOTIFICATIONS = _table("notifications")

@@ -273,3 +273,39 @@ def capped_limit(grant: PlanFeature, currency: str, budget_minor: int) -> int | 
     while blocks > 0 and cost(blocks) > budget:
         blocks -= 1
     return grant.included + blocks * per
+
+
+# -- usage alerts ------------------------------------------------------------------------------
+
+ALERT_KINDS = ("units", "percent", "money")
+
+
+def alert_units(kind: str, threshold: int, grant: PlanFeature, currency: str) -> int | None:
+    """Return the usage at which an alert fires (None: it cannot, on this plan): `units`
+    itself; `percent` of the included quantity; `money`, the first unit whose overage costs
+    at least `threshold` minor units (overage is billed per started block)."""
+    if kind == "units":
+        return threshold
+    if kind == "percent":
+        if not grant.included:
+            return None
+        return max(1, -(-threshold * grant.included // 100))
+    if grant.hard or grant.overage is None or grant.included is None:
+        return None
+    try:
+        price = grant.overage.amount_in(currency)
+    except KeyError:
+        return None
+    if price <= 0:
+        return None
+    if threshold <= 0:
+        return grant.included + 1
+    blocks = max(1, int(Decimal(threshold) / price))
+    while (
+        blocks > 1
+        and overage_minor(grant.overage, (blocks - 1) * grant.overage.per, currency) >= threshold
+    ):
+        blocks -= 1
+    while overage_minor(grant.overage, blocks * grant.overage.per, currency) < threshold:
+        blocks += 1
+    return grant.included + (blocks - 1) * grant.overage.per + 1

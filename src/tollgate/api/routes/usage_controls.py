@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Response
 from tollgate.api import operations
 from tollgate.api.deps import container, read_scope, write_scope
 from tollgate.api.schemas import (
+    AlertCreate,
     ConsumeCreate,
     ReservationCommit,
     ReservationCreate,
@@ -138,3 +139,35 @@ def put_spend_cap(
 def get_spend_cap(customer_id: str, app: Container = Depends(container)) -> Response:
     """The customer's spend cap (`spend_cap` null: none), who set it and when."""
     return json_response(operations.get_spend_cap(app, customer_id).to_json())
+
+
+@router.post(
+    "/v1/customers/{customer_id}/alerts", dependencies=[Depends(write_scope)], status_code=201
+)
+def post_alert(
+    customer_id: str, body: AlertCreate, app: Container = Depends(container)
+) -> Response:
+    """Alert when a feature's usage this period reaches `threshold` (units, percent of the
+    included quantity, or money of overage): once a period, as the app webhook `usage.alert`
+    and an email. Set below the usage already reached, it fires at once (`fired: true`)."""
+    answer = json_response(operations.create_alert(app, customer_id, body).to_json())
+    answer.status_code = 201
+    return answer
+
+
+@router.get("/v1/customers/{customer_id}/alerts", dependencies=[Depends(read_scope)])
+def get_alerts(customer_id: str, app: Container = Depends(container)) -> Response:
+    """The customer's usage alerts."""
+    views = operations.list_alerts(app, customer_id)
+    return json_response({"alerts": [view.to_json() for view in views]})
+
+
+@router.delete(
+    "/v1/customers/{customer_id}/alerts/{alert_id}",
+    dependencies=[Depends(write_scope)],
+    status_code=204,
+)
+def delete_alert(customer_id: str, alert_id: str, app: Container = Depends(container)) -> Response:
+    """Remove a usage alert."""
+    operations.delete_alert(app, customer_id, alert_id)
+    return Response(status_code=204)

@@ -14,6 +14,8 @@ from tollgate.db.tables import (
     METER_ADJUSTMENTS,
     METER_OUTBOX,
     SPEND_CAPS,
+    USAGE_ALERT_FIRINGS,
+    USAGE_ALERTS,
     USAGE_CONSUMPTIONS,
     USAGE_COUNTERS,
     USAGE_EVENTS,
@@ -321,3 +323,42 @@ def delete_spend_cap(connection: Connection, customer_id: str) -> bool:
         .returning(SPEND_CAPS.c.customer_id)
     ).first()
     return gone is not None
+
+
+# -- usage alerts ----------------------------------------------------------------------------
+
+
+def alerts_of(connection: Connection, customer_ids: Sequence[str]) -> list[Any]:
+    """Return the customers' alerts: id, customer_id, feature, kind, threshold, created_at."""
+    return list(
+        connection.execute(
+            select(USAGE_ALERTS)
+            .where(USAGE_ALERTS.c.customer_id.in_(list(customer_ids)))
+            .order_by(USAGE_ALERTS.c.created_at, USAGE_ALERTS.c.id)
+        )
+    )
+
+
+def insert_alert(connection: Connection, row: dict[str, Any]) -> bool:
+    statement = insert_if_new(connection, USAGE_ALERTS, returning=("id",))
+    return connection.execute(statement, row).first() is not None
+
+
+def alert(connection: Connection, alert_id: str) -> Any | None:
+    return connection.execute(select(USAGE_ALERTS).where(USAGE_ALERTS.c.id == alert_id)).first()
+
+
+def delete_alert(connection: Connection, alert_id: str) -> None:
+    connection.execute(
+        delete(USAGE_ALERT_FIRINGS).where(USAGE_ALERT_FIRINGS.c.alert_id == alert_id)
+    )
+    connection.execute(delete(USAGE_ALERTS).where(USAGE_ALERTS.c.id == alert_id))
+
+
+def insert_firing(
+    connection: Connection, alert_id: str, period_start: datetime, used: int, now: datetime
+) -> bool:
+    """Record that an alert fired in a period; False if it fired there before."""
+    statement = insert_if_new(connection, USAGE_ALERT_FIRINGS, returning=("alert_id",))
+    row = {"alert_id": alert_id, "period_start": period_start, "used": used, "fired_at": now}
+    return connection.execute(statement, row).first() is not None

@@ -31,6 +31,7 @@ from tollgate.services.entitlements import (
     customer_state,
     load_billing_customers,
 )
+from tollgate.services.usage.alerts import record_alerts
 from tollgate.services.usage.counters import (
     CounterStore,
     GrantMemo,
@@ -149,6 +150,7 @@ def _record(
         counters.write(connection, moved, now)
         report.customers.update([tally.customer.id for tally in moved])
         report.thresholds += record_thresholds(connection, catalog, moved, now)
+        record_alerts(connection, catalog, moved, now)
         if decided is not None:
             decided(connection, tallies, report, now)
     return report

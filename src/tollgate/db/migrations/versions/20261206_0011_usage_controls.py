@@ -90,6 +90,25 @@ def upgrade() -> None:
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("customer_id", name="pk_spend_caps"),
     )
+    op.create_table(
+        "usage_alerts",
+        sa.Column("id", ID, nullable=False),
+        sa.Column("customer_id", ID, nullable=False),
+        sa.Column("feature", sa.String(64), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("threshold", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_usage_alerts"),
+    )
+    op.create_index("ix_usage_alerts_customer_id", "usage_alerts", ["customer_id"])
+    op.create_table(
+        "usage_alert_firings",
+        sa.Column("alert_id", ID, nullable=False),
+        sa.Column("period_start", UTCDateTime(), nullable=False),
+        sa.Column("used", sa.BigInteger(), nullable=False),
+        sa.Column("fired_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("alert_id", "period_start", name="pk_usage_alert_firings"),
+    )
     with op.batch_alter_table("usage_counters") as batch:
         batch.add_column(sa.Column("held", sa.BigInteger(), nullable=False, server_default="0"))
     with op.batch_alter_table("usage_pending") as batch:
@@ -101,6 +120,9 @@ def downgrade() -> None:
         batch.drop_column("held")
     with op.batch_alter_table("usage_counters") as batch:
         batch.drop_column("held")
+    op.drop_table("usage_alert_firings")
+    op.drop_index("ix_usage_alerts_customer_id", "usage_alerts")
+    op.drop_table("usage_alerts")
     op.drop_table("spend_caps")
     op.drop_index("ix_meter_adjustments_status", "meter_adjustments")
     op.drop_table("meter_adjustments")
