@@ -257,7 +257,7 @@ def test_unknown_catalog_currency_is_reported() -> None:
         (
             lambda d: d["plans"]["pro"]["features"]["runs"].update(include=5),
             "plans.pro.features.runs.include: unknown key 'include' (expected one of: included, "
-            "limit, overage, warn_at); did you mean 'included'?",
+            "limit, overage, rate, warn_at); did you mean 'included'?",
         ),
         (
             lambda d: d["plans"]["pro"]["features"]["runs"]["overage"].update(each=1000),

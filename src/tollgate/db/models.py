@@ -357,6 +357,10 @@ class UsageCounter(Base):
     # Units reserved and not yet committed or released (usage_reservations); they count against
     # the hard limit like used units (migration 0011).
     held: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The current fixed window of a plan's `rate` limit (per minute, hour or day): its start
+    # and what was counted in it.
+    window_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    window_value: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class UsageThreshold(Base):

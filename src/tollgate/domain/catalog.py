@@ -76,6 +76,21 @@ class Overage:
         return self.amount_minor_by_currency[normalize_currency(currency)]
 
 
+WINDOWS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A hard limit on usage within a fixed time window (besides the billing period's)."""
+
+    limit: int
+    per: str  # minute | hour | day
+
+    @property
+    def seconds(self) -> int:
+        return WINDOWS[self.per]
+
+
 @dataclass(frozen=True)
 class PlanFeature:
     """What one plan grants of one feature.
@@ -93,6 +108,7 @@ class PlanFeature:
     overage: Overage | None = None
     hard: bool = True
     warn_at: tuple[int, ...] = ()
+    rate: Rate | None = None  # metered: at most `limit` per minute, hour or day
 
     @classmethod
     def seats(cls, feature: Feature, policy: SeatPolicy | None) -> PlanFeature:

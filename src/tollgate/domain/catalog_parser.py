@@ -20,6 +20,7 @@ from tollgate.domain.catalog import (
     MAX_DAYS_UNTIL_DUE,
     MAX_TRIAL_DAYS,
     UNLIMITED,
+    WINDOWS,
     Aggregation,
     Catalog,
     CollectionMethod,
@@ -33,6 +34,7 @@ from tollgate.domain.catalog import (
     Plan,
     PlanFeature,
     PlanPrice,
+    Rate,
     SeatPolicy,
     listing,
 )
@@ -76,7 +78,8 @@ _PLAN_KEYS = (
 _PRICE_KEYS = ("interval", "currency", "amount")
 _INVOICE_KEYS = ("collection_method", "days_until_due")
 _SEATS_KEYS = ("min", "max")
-_METERED_VALUE_KEYS = ("included", "overage", "limit", "warn_at")
+_METERED_VALUE_KEYS = ("included", "overage", "limit", "warn_at", "rate")
+_RATE_KEYS = ("limit", "per")
 _OVERAGE_KEYS = ("amount", "per")
 _Choice = TypeVar("_Choice", bound=StrEnum)
 _ID_RULE = "use lowercase letters, digits and _, start with a letter, at most 40 characters"
@@ -581,6 +584,7 @@ class _CatalogParser:
             else:
                 self.report(_join(path, "limit"), f"{value['limit']!r} is not one of: hard, soft")
         warn_at = self.parse_warn_at(value.get("warn_at", list(DEFAULT_WARN_AT)), path)
+        rate = self.parse_rate(value["rate"], _join(path, "rate")) if "rate" in value else None
         if len(self.problems) > count:
             return None
         return PlanFeature(
@@ -592,7 +596,20 @@ class _CatalogParser:
             overage=overage,
             hard=hard,
             warn_at=warn_at,
+            rate=rate,
         )
+
+    def parse_rate(self, raw: object, path: str) -> Rate | None:
+        spec = self.mapping(raw, path, "rate")
+        if spec is None:
+            return None
+        self.check_keys(spec, path, _RATE_KEYS)
+        limit = self.whole_number(spec.get("limit"), _join(path, "limit"), 1)
+        per = spec.get("per")
+        if per not in WINDOWS:
+            self.report(_join(path, "per"), f"{per!r} is not one of: {', '.join(WINDOWS)}")
+            return None
+        return None if limit is None else Rate(limit, str(per))
 
     def parse_overage(self, raw: object, path: str) -> Overage | None:
         spec = self.mapping(raw, path, "overage")

@@ -179,7 +179,9 @@ def _decision(
     decision = before.decide(tally.meter, quantity)
     if refused is not None:
         if decision.allowed:  # the recorder's word is final: it saw the counter under its lock
-            decision = dataclasses.replace(decision, allowed=False, code=Code.LIMIT_EXCEEDED)
+            decision = dataclasses.replace(
+                decision, allowed=False, code=Code.LIMIT_EXCEEDED, reason=refused.message
+            )
         return decision
     used = tally.counter.value
     room = decision.limit if decision.limit is not None else tally.grant.included

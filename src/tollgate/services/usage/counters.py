@@ -41,6 +41,12 @@ class Tally:
     before: int = 0
     held: int = 0  # units reservations hold on the counter, as the batch leaves them
     spend_cap: int | None = None  # the customer's, when it set `limit` (minor units)
+    # A plan's rate limit: at most `window_limit` within each fixed window of `window_seconds`
+    # (0: none); the current window's start and what was counted in it.
+    window_seconds: int = 0
+    window_limit: int | None = None
+    window_start: datetime | None = None
+    window_value: int = 0
     reported: int = 0  # overage units already queued for Stripe (the database's counters)
     # The highest warning percent known to be recorded this period; None: the levels `before`
     # reached (the database's counters record a level in the transaction that reaches it).

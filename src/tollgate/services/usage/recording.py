@@ -24,6 +24,7 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.entitlements import entitlements
 from tollgate.domain.metering import enforced_limit, usage_timestamp_problem
+from tollgate.domain.wording import UnitName
 from tollgate.services import credit_ledger
 from tollgate.services.entitlements import (
     BillingCustomer,
@@ -204,7 +205,7 @@ def _tallies(
     for customer_id, meter in sorted({(event.customer, event.meter) for event in events}):
         customer = customers[customer_id]
         grant = granted(catalog, customer, now, grace, grants)[meter]
-        tallies[(customer_id, meter)] = Tally(
+        tally = tallies[(customer_id, meter)] = Tally(
             customer=customer,
             period=customer.period,
             meter=meter,
@@ -212,6 +213,8 @@ def _tallies(
             grant=grant,
             limit=enforced_limit(grant, enforce_limits),
         )
+        if enforce_limits and grant.rate is not None:
+            tally.window_seconds, tally.window_limit = grant.rate.seconds, grant.rate.limit
     return tallies
 
 
@@ -292,5 +295,20 @@ class _LimitReasons:
                 spend_cap=tally.spend_cap,
             )
             decision = entitlements(self.catalog, state, now=self.now, grace=self.grace)
-            reason = self._reasons[memo] = decision.decide(tally.meter, event.value).reason
+            answer = decision.decide(tally.meter, event.value)
+            reason = answer.reason if not answer.allowed else _rate_reason(self.catalog, tally)
+            self._reasons[memo] = reason
         return Rejection(event.index, event.id, "limit_exceeded", reason)
+
+
+def _rate_reason(catalog: Catalog, tally: Tally) -> str:
+    """Say why an event within the period's limit was refused: its rate window is full."""
+    feature = catalog.features[tally.meter]
+    rate = tally.grant.rate
+    if rate is None or tally.window_limit is None:  # the spend cap or a hold took the room
+        return f"{feature.name}: no room left under the limit this period."
+    unit = UnitName(feature.unit or feature.name.lower())
+    return (
+        f"{feature.name}: at most {tally.window_limit:,} {unit(tally.window_limit)} a "
+        f"{rate.per}; try again in the next {rate.per}."
+    )

@@ -111,6 +111,10 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("usage_counters") as batch:
         batch.add_column(sa.Column("held", sa.BigInteger(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("window_start", UTCDateTime(), nullable=True))
+        batch.add_column(
+            sa.Column("window_value", sa.BigInteger(), nullable=False, server_default="0")
+        )
     with op.batch_alter_table("usage_pending") as batch:
         batch.add_column(sa.Column("held", sa.BigInteger(), nullable=False, server_default="0"))
 
@@ -119,6 +123,8 @@ def downgrade() -> None:
     with op.batch_alter_table("usage_pending") as batch:
         batch.drop_column("held")
     with op.batch_alter_table("usage_counters") as batch:
+        batch.drop_column("window_value")
+        batch.drop_column("window_start")
         batch.drop_column("held")
     op.drop_table("usage_alert_firings")
     op.drop_index("ix_usage_alerts_customer_id", "usage_alerts")
