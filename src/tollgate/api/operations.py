@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from tollgate.api.schemas import (
     AlertCreate,
+    AutoTopupPut,
     CheckoutCreate,
     ConsumeCreate,
     CreditAllowancePut,
@@ -31,7 +32,7 @@ from tollgate.api.schemas import (
     UsageVoid,
 )
 from tollgate.bootstrap import Container
-from tollgate.services import credits, customers, spend_caps, subscriptions, usage
+from tollgate.services import credits, customers, spend_caps, subscriptions, topups, usage
 from tollgate.services.usage import alerts, corrections, reservations
 from tollgate_client.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
 
@@ -293,6 +294,17 @@ def list_alerts(app: Container, customer_id: str) -> list[alerts.AlertView]:
 
 def delete_alert(app: Container, customer_id: str, alert_id: str) -> None:
     alerts.delete_alert(db=app.db, customer_id=customer_id, alert_id=alert_id)
+
+
+def set_auto_topup(app: Container, customer_id: str, body: AutoTopupPut) -> topups.AutoTopupView:
+    return topups.set_auto_topup(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        customer_id=customer_id,
+        below=body.below,
+        pack=body.pack,
+    )
 
 
 def get_usage(app: Container, customer_id: str) -> usage.CustomerUsage:

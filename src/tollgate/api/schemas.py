@@ -243,6 +243,13 @@ class AlertCreate(_Body):
     id: str | None = Field(None, max_length=255, description="Your id (a repeat is harmless).")
 
 
+class AutoTopupPut(_Body):
+    below: StrictInt | None = Field(
+        description="Buy the pack when the credit balance falls below this; null turns it off."
+    )
+    pack: str | None = Field(None, description="A credit pack of the catalog.")
+
+
 class ConsumeCreate(_Body):
     feature: str = Field(description="A metered feature.")
     quantity: StrictInt = Field(1, ge=0, description="Units to use (the reading, for max/last).")

@@ -718,3 +718,30 @@ class UsageAlertFiring(Base):
     period_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     used: Mapped[int] = mapped_column(BigInteger)
     fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AutoTopup(Base):
+    """Buy `pack` with the saved card when the customer's credits fall below `below`."""
+
+    __tablename__ = "auto_topups"
+
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    below: Mapped[int] = mapped_column(BigInteger)
+    pack: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TopupAttempt(Base):
+    """One automatic purchase of a credit pack: queued at the crossing, paid off-session once."""
+
+    __tablename__ = "topup_attempts"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    pack: Mapped[str] = mapped_column(String(64))
+    credits: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | succeeded | failed
+    payment_intent: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -38,6 +38,8 @@ METER_ADJUSTMENTS = _table("meter_adjustments")
 SPEND_CAPS = _table("spend_caps")
 USAGE_ALERTS = _table("usage_alerts")
 USAGE_ALERT_FIRINGS = _table("usage_alert_firings")
+AUTO_TOPUPS = _table("auto_topups")
+TOPUP_ATTEMPTS = _table("topup_attempts")
 METER_OUTBOX = _table("meter_outbox")
 # Notifications, app webhooks, job locks.
 NOTIFICATIONS = _table("notifications")

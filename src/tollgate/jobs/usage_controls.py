@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from tollgate.bootstrap import Container
+from tollgate.services.topups import TopupReport
+from tollgate.services.topups import run_auto_topups as run_topups
 from tollgate.services.usage.overage import AdjustmentReport
 from tollgate.services.usage.overage import send_meter_adjustments as send_adjustments
 from tollgate.services.usage.reservations import Usage, release_expired_reservations
@@ -17,3 +19,8 @@ def release_expired_holds(app: Container) -> int:
 def send_meter_adjustments(app: Container) -> AdjustmentReport:
     """Cancel in Stripe the meter events corrections took back, each once."""
     return send_adjustments(db=app.db, gateway=app.stripe, clock=app.clock)
+
+
+def run_auto_topups(app: Container) -> TopupReport:
+    """Pay queued automatic credit top-ups, each once (a failure emails the customer)."""
+    return run_topups(db=app.db, catalog=app.catalog, gateway=app.stripe, clock=app.clock)

@@ -50,6 +50,7 @@ TEMPLATES = (
     "usage_warning",
     "usage_exceeded",
     "usage_alert",
+    "auto_topup_failed",
 )
 
 

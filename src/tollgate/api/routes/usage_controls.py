@@ -8,6 +8,7 @@ from tollgate.api import operations
 from tollgate.api.deps import container, read_scope, write_scope
 from tollgate.api.schemas import (
     AlertCreate,
+    AutoTopupPut,
     ConsumeCreate,
     ReservationCommit,
     ReservationCreate,
@@ -171,3 +172,13 @@ def delete_alert(customer_id: str, alert_id: str, app: Container = Depends(conta
     """Remove a usage alert."""
     operations.delete_alert(app, customer_id, alert_id)
     return Response(status_code=204)
+
+
+@router.put("/v1/customers/{customer_id}/auto-topup", dependencies=[Depends(write_scope)])
+def put_auto_topup(
+    customer_id: str, body: AutoTopupPut, app: Container = Depends(container)
+) -> Response:
+    """Buy `pack` with the saved card when the credit balance falls below `below`, once per
+    fall (an off-session payment; a refused one emails the customer and is not retried).
+    `below: null` turns it off."""
+    return json_response(operations.set_auto_topup(app, customer_id, body).to_json())

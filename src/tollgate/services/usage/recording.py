@@ -25,7 +25,7 @@ from tollgate.domain.catalog import Catalog
 from tollgate.domain.entitlements import entitlements
 from tollgate.domain.metering import enforced_limit, usage_timestamp_problem
 from tollgate.domain.wording import UnitName
-from tollgate.services import credit_ledger
+from tollgate.services import credit_ledger, topups
 from tollgate.services.entitlements import (
     BillingCustomer,
     credit_prices,
@@ -251,17 +251,20 @@ def _unrecorded(connection: Connection, events: list[Event], report: UsageReport
 
 
 def _burn_credits(connection: Connection, event: Event, per_unit: int, now: datetime) -> bool:
-    return bool(
-        credit_ledger.burn_for_usage(
-            connection,
-            customer_id=event.customer,
-            feature=event.meter,
-            units=event.value,
-            credits_per_unit=per_unit,
-            usage_key=f"usage:{event.id}",
-            now=now,
-        )
+    burned = credit_ledger.burn_for_usage(
+        connection,
+        customer_id=event.customer,
+        feature=event.meter,
+        units=event.value,
+        credits_per_unit=per_unit,
+        usage_key=f"usage:{event.id}",
+        now=now,
     )
+    if burned and event.value > 0:  # the wallet is locked: one burn sees the crossing
+        topups.after_burn(
+            connection, customer_id=event.customer, burned=event.value * per_unit, now=now
+        )
+    return bool(burned)
 
 
 def _credit_rejection(catalog: Catalog, event: Event, per_unit: int) -> Rejection:

@@ -109,6 +109,28 @@ def upgrade() -> None:
         sa.Column("fired_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("alert_id", "period_start", name="pk_usage_alert_firings"),
     )
+    op.create_table(
+        "auto_topups",
+        sa.Column("customer_id", ID, nullable=False),
+        sa.Column("below", sa.BigInteger(), nullable=False),
+        sa.Column("pack", sa.String(64), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("customer_id", name="pk_auto_topups"),
+    )
+    op.create_table(
+        "topup_attempts",
+        sa.Column("id", ID, nullable=False),
+        sa.Column("customer_id", ID, nullable=False),
+        sa.Column("pack", sa.String(64), nullable=False),
+        sa.Column("credits", sa.BigInteger(), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("payment_intent", ID, nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("finished_at", UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_topup_attempts"),
+    )
+    op.create_index("ix_topup_attempts_status", "topup_attempts", ["status"])
     with op.batch_alter_table("usage_counters") as batch:
         batch.add_column(sa.Column("held", sa.BigInteger(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("window_start", UTCDateTime(), nullable=True))
@@ -126,6 +148,9 @@ def downgrade() -> None:
         batch.drop_column("window_value")
         batch.drop_column("window_start")
         batch.drop_column("held")
+    op.drop_index("ix_topup_attempts_status", "topup_attempts")
+    op.drop_table("topup_attempts")
+    op.drop_table("auto_topups")
     op.drop_table("usage_alert_firings")
     op.drop_index("ix_usage_alerts_customer_id", "usage_alerts")
     op.drop_table("usage_alerts")
