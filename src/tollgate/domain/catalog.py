@@ -163,6 +163,9 @@ class Plan:
     days_until_due: int | None = None
     # Credits granted at the start of each billing period (they expire when it ends).
     on_start_credits: int = 0
+    # Credits dripped at the start of each month of a period (`credits: {amount, every: month}`):
+    # an annual plan's monthly allowance; each month's expire when the next begins.
+    monthly_credits: int = 0
     # The plan whose features a past-due customer keeps after the grace period (None: default).
     reduced_access: str | None = None
 

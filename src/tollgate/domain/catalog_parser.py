@@ -74,6 +74,7 @@ _PLAN_KEYS = (
     "seats",
     "reduced_access",
     "on_start_credits",
+    "credits",
 )
 _PRICE_KEYS = ("interval", "currency", "amount")
 _INVOICE_KEYS = ("collection_method", "days_until_due")
@@ -368,6 +369,7 @@ class _CatalogParser:
             on_start_credits = (
                 self.whole_number(spec["on_start_credits"], _join(path, "on_start_credits"), 0) or 0
             )
+        monthly_credits = self.parse_drip(spec.get("credits"), _join(path, "credits"))
         reduced_access = None
         if spec.get("reduced_access") is not None:
             reduced_access = self.text(spec["reduced_access"], _join(path, "reduced_access"))
@@ -385,7 +387,19 @@ class _CatalogParser:
             collection_method=collection_method,
             days_until_due=days_until_due,
             on_start_credits=on_start_credits,
+            monthly_credits=monthly_credits,
         )
+
+    def parse_drip(self, raw: object, path: str) -> int:
+        if raw is None:
+            return 0
+        spec = self.mapping(raw, path, "credits")
+        if spec is None:
+            return 0
+        self.check_keys(spec, path, ("amount", "every"))
+        if spec.get("every") != "month":
+            self.report(_join(path, "every"), f"{spec.get('every')!r} is not one of: month")
+        return self.whole_number(spec.get("amount"), _join(path, "amount"), 1) or 0
 
     def parse_prices(self, raw: object, path: str) -> tuple[PlanPrice, ...]:
         if raw is None:

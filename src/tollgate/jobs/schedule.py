@@ -26,6 +26,7 @@ from tollgate.jobs.plan_changes import apply_pending_plan_changes
 from tollgate.jobs.reconcile import reconcile_nightly
 from tollgate.jobs.trials import remind_trials
 from tollgate.jobs.usage_controls import (
+    drip_plan_credits,
     release_expired_holds,
     run_auto_topups,
     send_meter_adjustments,
@@ -69,6 +70,8 @@ SCHEDULE: tuple[Job, ...] = (
     Job("send_meter_adjustments", timedelta(seconds=30), send_meter_adjustments),
     # Credits that fell below a customer's top-up level: the pack bought off-session, once.
     Job("run_auto_topups", timedelta(seconds=10), run_auto_topups),
+    # Plans with `credits: {amount, every: month}`: each month's credits as it begins.
+    Job("drip_plan_credits", timedelta(minutes=5), drip_plan_credits),
     Job("expire_credits", timedelta(minutes=5), expire_due_credits),
     Job("grant_plan_credits", timedelta(minutes=5), grant_period_credits),
     Job("invoice_credit_overdraft", timedelta(hours=1), invoice_credit_overdraft),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tollgate.bootstrap import Container
+from tollgate.services.credit_drip import drip_monthly_credits
 from tollgate.services.topups import TopupReport
 from tollgate.services.topups import run_auto_topups as run_topups
 from tollgate.services.usage.overage import AdjustmentReport
@@ -24,3 +25,8 @@ def send_meter_adjustments(app: Container) -> AdjustmentReport:
 def run_auto_topups(app: Container) -> TopupReport:
     """Pay queued automatic credit top-ups, each once (a failure emails the customer)."""
     return run_topups(db=app.db, catalog=app.catalog, gateway=app.stripe, clock=app.clock)
+
+
+def drip_plan_credits(app: Container) -> int:
+    """Grant the monthly credits of plans with `credits: {amount, every: month}`."""
+    return drip_monthly_credits(db=app.db, catalog=app.catalog, clock=app.clock)
