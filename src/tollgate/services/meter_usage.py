@@ -29,8 +29,6 @@ from tollgate.stripe.gateway import StripeGateway
 log = logging.getLogger("tollgate.meter_usage")
 
 MAX_ATTEMPTS = 20
-# Stripe refuses meter events timestamped more than 35 days ago; a day is kept in hand.
-STRIPE_BACKFILL_LIMIT = timedelta(days=34)
 
 
 @dataclass
@@ -156,12 +154,9 @@ def _send(
     db: Database, gateway: StripeGateway, clock: Clock, group: _Group, report: MeterSyncReport
 ) -> None:
     now = clock.now()
-    # Stripe bills a meter event in the period holding its timestamp: keep it inside the period,
-    # and within the 35 days back Stripe accepts (a backfilled event of a long period is sent
-    # as of the oldest time Stripe takes, still inside its period).
-    oldest = now - STRIPE_BACKFILL_LIMIT
+    # Stripe bills a meter event in the period holding its timestamp: keep it inside the period.
     moment = min(
-        max(group.occurred_at, group.period_start, oldest), group.period_end - timedelta(seconds=1)
+        max(group.occurred_at, group.period_start), group.period_end - timedelta(seconds=1)
     )
     try:
         fresh = gateway.for_account(group.stripe_account).report_meter_event(
