@@ -236,13 +236,13 @@ def test_unknown_catalog_currency_is_reported() -> None:
         (
             lambda d: d.update(plan={}),
             "plan: unknown key 'plan' (expected one of: credit_overdraft_product, credit_packs, "
-            "currency, default_plan, features, plans); did you mean 'plans'?",
+            "currency, customer_spend_caps, default_plan, features, plans); did you mean 'plans'?",
         ),
         (
             lambda d: d["plans"]["pro"].update(trail_days=7),
-            "plans.pro.trail_days: unknown key 'trail_days' (expected one of: custom, features, "
-            "invoice, name, on_start_credits, prices, reduced_access, seats, trial_days); "
-            "did you mean 'trial_days'?",
+            "plans.pro.trail_days: unknown key 'trail_days' (expected one of: credits, custom, "
+            "features, invoice, name, on_start_credits, prices, reduced_access, seats, "
+            "trial_days); did you mean 'trial_days'?",
         ),
         (
             lambda d: d["plans"]["pro"]["prices"][0].update(amout="1"),
@@ -257,7 +257,7 @@ def test_unknown_catalog_currency_is_reported() -> None:
         (
             lambda d: d["plans"]["pro"]["features"]["runs"].update(include=5),
             "plans.pro.features.runs.include: unknown key 'include' (expected one of: included, "
-            "limit, overage, warn_at); did you mean 'included'?",
+            "limit, overage, rate, warn_at); did you mean 'included'?",
         ),
         (
             lambda d: d["plans"]["pro"]["features"]["runs"]["overage"].update(each=1000),

@@ -13,6 +13,8 @@ container's cache (`app.entitlements`) directly, the one place they are answered
 from __future__ import annotations
 
 from tollgate.api.schemas import (
+    AlertCreate,
+    AutoTopupPut,
     CheckoutCreate,
     ConsumeCreate,
     CreditAllowancePut,
@@ -24,12 +26,22 @@ from tollgate.api.schemas import (
     PortalCreate,
     ReservationCommit,
     ReservationCreate,
+    SpendCapPut,
     SubscriptionPut,
     UsageBatch,
+    UsageVoid,
 )
 from tollgate.bootstrap import Container
-from tollgate.services import credits, customers, page_access, subscriptions, usage
-from tollgate.services.usage import reservations
+from tollgate.services import (
+    credits,
+    customers,
+    page_access,
+    spend_caps,
+    subscriptions,
+    topups,
+    usage,
+)
+from tollgate.services.usage import alerts, corrections, reservations
 from tollgate_client.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
 
 # -- customers -------------------------------------------------------------------------------
@@ -240,6 +252,78 @@ def get_reservation(
 ) -> reservations.ReservationView:
     return reservations.get_reservation(
         app.db, customer_id=customer_id, reservation_id=reservation_id
+    )
+
+
+def void_usage(app: Container, body: UsageVoid, *, actor: str) -> corrections.VoidReport:
+    """Take back usage events of the open period (in Redis too), with an audit row each."""
+    report = corrections.void_usage(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        ids=body.ids,
+        reason=body.reason,
+        actor=actor,
+        grace=app.grace,
+        counters=app.usage_counters,
+    )
+    app.entitlements.forget(report.customers)
+    return report
+
+
+def set_spend_cap(
+    app: Container, customer_id: str, body: SpendCapPut, *, actor: str
+) -> spend_caps.SpendCapView:
+    view = spend_caps.set_spend_cap(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        customer_id=customer_id,
+        amount=body.amount,
+        currency=body.currency,
+        actor=actor,
+        by_customer=body.by_customer,
+    )
+    app.entitlements.forget([customer_id])
+    return view
+
+
+def get_spend_cap(app: Container, customer_id: str) -> spend_caps.SpendCapView:
+    return spend_caps.get_spend_cap(
+        db=app.db, catalog=app.catalog, clock=app.clock, customer_id=customer_id
+    )
+
+
+def create_alert(app: Container, customer_id: str, body: AlertCreate) -> alerts.AlertView:
+    return alerts.create_alert(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        customer_id=customer_id,
+        feature=body.feature,
+        kind=body.kind,
+        threshold=body.threshold,
+        alert_id=body.id,
+        grace=app.grace,
+    )
+
+
+def list_alerts(app: Container, customer_id: str) -> list[alerts.AlertView]:
+    return alerts.list_alerts(db=app.db, customer_id=customer_id)
+
+
+def delete_alert(app: Container, customer_id: str, alert_id: str) -> None:
+    alerts.delete_alert(db=app.db, customer_id=customer_id, alert_id=alert_id)
+
+
+def set_auto_topup(app: Container, customer_id: str, body: AutoTopupPut) -> topups.AutoTopupView:
+    return topups.set_auto_topup(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        customer_id=customer_id,
+        below=body.below,
+        pack=body.pack,
     )
 
 

@@ -230,6 +230,39 @@ class ReservationCommit(RequestBody):
     )
 
 
+class UsageVoid(RequestBody):
+    ids: list[Any] = Field(description="Ids of recorded usage events (1 to 1,000).")
+    reason: Any = Field(description="Why (1 to 500 characters); kept in the audit log.")
+
+
+class SpendCapPut(RequestBody):
+    amount: StrictInt | None = Field(
+        description="Minor units of overage a period may cost at most; null removes the cap."
+    )
+    currency: str | None = Field(None, description="The customer's currency (checked).")
+    by_customer: bool = Field(
+        False,
+        description="The customer sets it itself (the app relays its choice); needs the "
+        "catalog's `customer_spend_caps: true`.",
+    )
+
+
+class AlertCreate(RequestBody):
+    feature: str = Field(description="A metered feature.")
+    kind: str = Field(description="units | percent (of the included quantity) | money.")
+    threshold: StrictInt = Field(
+        description="Units, percent, or minor units of overage (money, in the customer's currency)."
+    )
+    id: str | None = Field(None, max_length=255, description="Your id (a repeat is harmless).")
+
+
+class AutoTopupPut(RequestBody):
+    below: StrictInt | None = Field(
+        description="Buy the pack when the credit balance falls below this; null turns it off."
+    )
+    pack: str | None = Field(None, description="A credit pack of the catalog.")
+
+
 class ConsumeCreate(RequestBody):
     feature: str = Field(description="A metered feature.")
     quantity: StrictInt = Field(1, ge=0, description="Units to use (the reading, for max/last).")

@@ -368,6 +368,10 @@ class UsageCounter(Base):
     # Units reserved and not yet committed or released (usage_reservations); they count against
     # the hard limit like used units (migration 0011).
     held: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The current fixed window of a plan's `rate` limit (per minute, hour or day): its start
+    # and what was counted in it.
+    window_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    window_value: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class UsageThreshold(Base):
@@ -725,6 +729,90 @@ class UsageVoid(Base):
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(255))
     voided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class MeterAdjustment(Base):
+    """A meter event to cancel in Stripe (a meter event adjustment), once: usage voided after
+    its overage was reported. The units the cancelled event held beyond the correction are sent
+    again as a new meter event (meter_outbox)."""
+
+    __tablename__ = "meter_adjustments"
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    stripe_customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    stripe_account: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    event_name: Mapped[str] = mapped_column(String(100))
+    cancel_identifier: Mapped[str] = mapped_column(String(100), unique=True)
+    units: Mapped[int] = mapped_column(BigInteger)  # what the cancelled event counted
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class SpendCap(Base):
+    """The most a customer's overage may cost in a billing period; past it, soft limits are hard."""
+
+    __tablename__ = "spend_caps"
+
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    set_by: Mapped[str] = mapped_column(String(255))  # operator (api:<key>) or customer
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UsageAlert(Base):
+    """A threshold on one feature of one customer: units, percent of included, or money."""
+
+    __tablename__ = "usage_alerts"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID), index=True)
+    feature: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # units | percent | money (minor units)
+    threshold: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UsageAlertFiring(Base):
+    """An alert that fired in a period: once each (its webhook and email queued with it)."""
+
+    __tablename__ = "usage_alert_firings"
+
+    alert_id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    used: Mapped[int] = mapped_column(BigInteger)
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AutoTopup(Base):
+    """Buy `pack` with the saved card when the customer's credits fall below `below`."""
+
+    __tablename__ = "auto_topups"
+
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    below: Mapped[int] = mapped_column(BigInteger)
+    pack: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TopupAttempt(Base):
+    """One automatic purchase of a credit pack: queued at the crossing, paid off-session once."""
+
+    __tablename__ = "topup_attempts"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    pack: Mapped[str] = mapped_column(String(64))
+    credits: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | succeeded | failed
+    payment_intent: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 # -- pricing that changes (issue 20, migration 0014) -------------------------------------------

@@ -76,6 +76,21 @@ class Overage:
         return self.amount_minor_by_currency[normalize_currency(currency)]
 
 
+WINDOWS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A hard limit on usage within a fixed time window (besides the billing period's)."""
+
+    limit: int
+    per: str  # minute | hour | day
+
+    @property
+    def seconds(self) -> int:
+        return WINDOWS[self.per]
+
+
 @dataclass(frozen=True)
 class PlanFeature:
     """What one plan grants of one feature.
@@ -93,6 +108,7 @@ class PlanFeature:
     overage: Overage | None = None
     hard: bool = True
     warn_at: tuple[int, ...] = ()
+    rate: Rate | None = None  # metered: at most `limit` per minute, hour or day
 
     @classmethod
     def seats(cls, feature: Feature, policy: SeatPolicy | None) -> PlanFeature:
@@ -147,6 +163,9 @@ class Plan:
     days_until_due: int | None = None
     # Credits granted at the start of each billing period (they expire when it ends).
     on_start_credits: int = 0
+    # Credits dripped at the start of each month of a period (`credits: {amount, every: month}`):
+    # an annual plan's monthly allowance; each month's expire when the next begins.
+    monthly_credits: int = 0
     # The plan whose features a past-due customer keeps after the grace period (None: default).
     reduced_access: str | None = None
     # Which version of the plan this is (issue 20): a change to its prices or features makes a
@@ -257,6 +276,8 @@ class Catalog:
     version: int | None = None
     plan_versions: dict[str, dict[int, Plan]] = field(default_factory=dict)
     source_json: str | None = field(default=None, compare=False, repr=False)
+    # Customers may set their own spend cap (the billing page; `by_customer` over the API).
+    customer_spend_caps: bool = False
 
     @property
     def currencies(self) -> tuple[str, ...]:

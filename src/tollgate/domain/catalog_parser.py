@@ -20,6 +20,7 @@ from tollgate.domain.catalog import (
     MAX_DAYS_UNTIL_DUE,
     MAX_TRIAL_DAYS,
     UNLIMITED,
+    WINDOWS,
     Aggregation,
     Catalog,
     CollectionMethod,
@@ -33,6 +34,7 @@ from tollgate.domain.catalog import (
     Plan,
     PlanFeature,
     PlanPrice,
+    Rate,
     SeatPolicy,
     listing,
 )
@@ -56,6 +58,7 @@ _TOP_KEYS = (
     "plans",
     "credit_packs",
     "credit_overdraft_product",
+    "customer_spend_caps",
 )
 _FEATURE_KEYS = ("type", "name", "unit", "aggregation", "credits_per_unit")
 _CREDIT_PACK_KEYS = ("name", "credits", "prices")
@@ -71,11 +74,13 @@ _PLAN_KEYS = (
     "seats",
     "reduced_access",
     "on_start_credits",
+    "credits",
 )
 _PRICE_KEYS = ("interval", "currency", "amount")
 _INVOICE_KEYS = ("collection_method", "days_until_due")
 _SEATS_KEYS = ("min", "max")
-_METERED_VALUE_KEYS = ("included", "overage", "limit", "warn_at")
+_METERED_VALUE_KEYS = ("included", "overage", "limit", "warn_at", "rate")
+_RATE_KEYS = ("limit", "per")
 _OVERAGE_KEYS = ("amount", "per")
 _Choice = TypeVar("_Choice", bound=StrEnum)
 _ID_RULE = "use lowercase letters, digits and _, start with a letter, at most 40 characters"
@@ -121,7 +126,13 @@ class _CatalogParser:
             overdraft = self.parse_credit_product(
                 data["credit_overdraft_product"], "credit_overdraft_product"
             )
-        return Catalog(self.currency, default_plan, dict(self.features), plans, packs, overdraft)
+        customer_caps = data.get("customer_spend_caps", False)
+        if not isinstance(customer_caps, bool):
+            self.report("customer_spend_caps", "must be true or false")
+            customer_caps = False
+        return Catalog(
+            self.currency, default_plan, dict(self.features), plans, packs, overdraft, customer_caps
+        )
 
     def parse_credit_packs(self, raw: object) -> dict[str, CreditPack]:
         packs: dict[str, CreditPack] = {}
@@ -358,6 +369,7 @@ class _CatalogParser:
             on_start_credits = (
                 self.whole_number(spec["on_start_credits"], _join(path, "on_start_credits"), 0) or 0
             )
+        monthly_credits = self.parse_drip(spec.get("credits"), _join(path, "credits"))
         reduced_access = None
         if spec.get("reduced_access") is not None:
             reduced_access = self.text(spec["reduced_access"], _join(path, "reduced_access"))
@@ -375,7 +387,19 @@ class _CatalogParser:
             collection_method=collection_method,
             days_until_due=days_until_due,
             on_start_credits=on_start_credits,
+            monthly_credits=monthly_credits,
         )
+
+    def parse_drip(self, raw: object, path: str) -> int:
+        if raw is None:
+            return 0
+        spec = self.mapping(raw, path, "credits")
+        if spec is None:
+            return 0
+        self.check_keys(spec, path, ("amount", "every"))
+        if spec.get("every") != "month":
+            self.report(_join(path, "every"), f"{spec.get('every')!r} is not one of: month")
+        return self.whole_number(spec.get("amount"), _join(path, "amount"), 1) or 0
 
     def parse_prices(self, raw: object, path: str) -> tuple[PlanPrice, ...]:
         if raw is None:
@@ -574,6 +598,7 @@ class _CatalogParser:
             else:
                 self.report(_join(path, "limit"), f"{value['limit']!r} is not one of: hard, soft")
         warn_at = self.parse_warn_at(value.get("warn_at", list(DEFAULT_WARN_AT)), path)
+        rate = self.parse_rate(value["rate"], _join(path, "rate")) if "rate" in value else None
         if len(self.problems) > count:
             return None
         return PlanFeature(
@@ -585,7 +610,20 @@ class _CatalogParser:
             overage=overage,
             hard=hard,
             warn_at=warn_at,
+            rate=rate,
         )
+
+    def parse_rate(self, raw: object, path: str) -> Rate | None:
+        spec = self.mapping(raw, path, "rate")
+        if spec is None:
+            return None
+        self.check_keys(spec, path, _RATE_KEYS)
+        limit = self.whole_number(spec.get("limit"), _join(path, "limit"), 1)
+        per = spec.get("per")
+        if per not in WINDOWS:
+            self.report(_join(path, "per"), f"{per!r} is not one of: {', '.join(WINDOWS)}")
+            return None
+        return None if limit is None else Rate(limit, str(per))
 
     def parse_overage(self, raw: object, path: str) -> Overage | None:
         spec = self.mapping(raw, path, "overage")

@@ -10,6 +10,7 @@ Pure: the caller passes the customer's state and the time. Which plan's features
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,8 +18,9 @@ from enum import StrEnum
 from typing import Protocol
 
 from tollgate.domain.catalog import Aggregation, Catalog, FeatureType, Plan, PlanFeature
-from tollgate.domain.metering import Period, percent_used
+from tollgate.domain.metering import Period, capped_limit, overage_spend, percent_used
 from tollgate.domain.wording import UnitName, count_text, overage_rate_text
+from tollgate.money import format_minor
 from tollgate_client.decisions import Code, Decision
 
 FULL_ACCESS_STATUSES = frozenset({"trialing", "active", "canceling"})
@@ -51,6 +53,7 @@ class CustomerState:
     held: Mapping[str, int] = field(default_factory=dict)  # metered feature -> units reserved
     # The version of `plan` the subscription's price belongs to (issue 20; None: the newest).
     plan_version: int | None = None
+    spend_cap: int | None = None  # the most overage may cost this period (minor units)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ class FeatureEntitlement:
     percent: float | None = None
     credits_per_unit: int | None = None
     held: int = 0  # units reservations hold (metered): not used yet, but not available either
+    capped: bool = False  # a soft limit made hard by the customer's spend cap
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -163,9 +167,15 @@ def entitlements(
     catalog = catalog.with_plan_version(state.plan, state.plan_version)
     access, access_changes_at = access_of(state, grace, now)
     plan = access_plan(catalog, state, access)
+    caps = spend_cap_limits(catalog, plan, state)
     features = {
         feature_id: _feature(
-            catalog, plan, feature_id, state, (credit_prices or {}).get(feature_id)
+            catalog,
+            plan,
+            feature_id,
+            state,
+            (credit_prices or {}).get(feature_id),
+            caps.get(feature_id),
         )
         for feature_id in catalog.features
     }
@@ -186,17 +196,40 @@ def entitlements(
     )
 
 
+def spend_cap_limits(catalog: Catalog, plan: Plan | None, state: CustomerState) -> dict[str, int]:
+    """Return the limit the customer's spend cap sets on each soft feature with priced overage:
+    what the cap leaves after the other features' overage this period."""
+    if state.spend_cap is None or plan is None:
+        return {}
+    grants = {
+        feature_id: plan.features.get(feature_id) or PlanFeature.off(feature)
+        for feature_id, feature in catalog.features.items()
+    }
+    spend = overage_spend(grants, state.usage, state.currency)
+    total = sum(spend.values())
+    limits: dict[str, int] = {}
+    for feature_id, grant in grants.items():
+        budget = state.spend_cap - (total - spend.get(feature_id, 0))
+        limit = capped_limit(grant, state.currency, budget)
+        if limit is not None:
+            limits[feature_id] = limit
+    return limits
+
+
 def _feature(
     catalog: Catalog,
     plan: Plan | None,
     feature_id: str,
     state: CustomerState,
     credits_per_unit: int | None,
+    cap_limit: int | None = None,
 ) -> FeatureEntitlement:
     feature = catalog.features[feature_id]
     grant = plan.features.get(feature_id) if plan else None
     if grant is None:
         grant = PlanFeature.off(feature)
+    if cap_limit is not None:  # the spend cap turns the soft limit hard
+        grant = dataclasses.replace(grant, limit=cap_limit)
     used: int | None = None
     held = 0
     if feature.type is FeatureType.METERED:
@@ -217,12 +250,15 @@ def _feature(
         limit=grant.limit,
         used=used,
         remaining=remaining,
-        hard=grant.hard if feature.type is FeatureType.METERED else grant.limit is not None,
+        hard=(grant.hard or cap_limit is not None)
+        if feature.type is FeatureType.METERED
+        else grant.limit is not None,
         included=grant.included,
         overage=grant.overage is not None and not grant.hard,
         percent=percent_used(used or 0, grant.included) if used is not None else None,
         credits_per_unit=credits_per_unit,
         held=held,
+        capped=cap_limit is not None,
     )
 
 
@@ -322,10 +358,20 @@ def _decide_metered(
         if entitlement.limit is None:
             return answer(True, Code.ALLOWED, f"{plan_name}: unlimited {unit_name(2)}.")
         text = f"{plan_name}: {count_text(entitlement.limit, unit_name)} {per}, {used:,} used"
+        if entitlement.capped:
+            cap = format_minor(granted.state.spend_cap or 0, granted.state.currency)
+            text = (
+                f"{plan_name}: the spend cap of {cap} for overage allows "
+                f"{count_text(entitlement.limit, unit_name)} {per}, {used:,} used"
+            )
         if held:
             text += f", {held:,} reserved"
         if after + held > entitlement.limit:
-            upgrade = _upgrade_hint(granted, feature_id, after + held)
+            upgrade = (
+                "; raise the spend cap for more"
+                if entitlement.capped
+                else _upgrade_hint(granted, feature_id, after + held)
+            )
             return answer(False, Code.LIMIT_EXCEEDED, f"{text}{upgrade or ''}.")
         return answer(True, Code.ALLOWED, f"{text}.", _warning(entitlement, after, granted))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -227,3 +227,85 @@ def fold_pending(
         counter = counters.setdefault(key, Counter(0))
         counter.add(Aggregation(aggregation), int(value), last_at, last_id or "")
     return counters
+
+
+# -- spend caps --------------------------------------------------------------------------------
+
+
+def overage_spend(
+    grants: Mapping[str, PlanFeature], usage: Mapping[str, int], currency: str
+) -> dict[str, int]:
+    """Return what each feature's overage comes to this period, in minor units."""
+    spend: dict[str, int] = {}
+    for feature_id, grant in grants.items():
+        units = overage_units(grant, usage.get(feature_id, 0))
+        if units and grant.overage is not None:
+            try:
+                spend[feature_id] = overage_minor(grant.overage, units, currency)
+            except KeyError:
+                continue
+    return spend
+
+
+def capped_limit(grant: PlanFeature, currency: str, budget_minor: int) -> int | None:
+    """Return the most of a soft feature that may be used while its overage costs at most
+    `budget_minor` (None: the feature has no priced overage, the cap does not apply).
+
+    Exact to the minor unit: overage is billed per started block, so the limit is the included
+    quantity plus the most whole blocks whose price (rounded as billed) fits the budget.
+    """
+    if grant.hard or grant.overage is None or grant.included is None:
+        return None
+    try:
+        price = grant.overage.amount_in(currency)
+    except KeyError:
+        return None
+    if price <= 0:
+        return None
+    overage, per, budget = grant.overage, grant.overage.per, max(0, budget_minor)
+
+    def cost(blocks: int) -> int:
+        return overage_minor(overage, blocks * per, currency)
+
+    blocks = int(Decimal(budget) / price)
+    while cost(blocks + 1) <= budget:  # a price rounded down as billed leaves room
+        blocks += 1
+    while blocks > 0 and cost(blocks) > budget:
+        blocks -= 1
+    return grant.included + blocks * per
+
+
+# -- usage alerts ------------------------------------------------------------------------------
+
+ALERT_KINDS = ("units", "percent", "money")
+
+
+def alert_units(kind: str, threshold: int, grant: PlanFeature, currency: str) -> int | None:
+    """Return the usage at which an alert fires (None: it cannot, on this plan): `units`
+    itself; `percent` of the included quantity; `money`, the first unit whose overage costs
+    at least `threshold` minor units (overage is billed per started block)."""
+    if kind == "units":
+        return threshold
+    if kind == "percent":
+        if not grant.included:
+            return None
+        return max(1, -(-threshold * grant.included // 100))
+    if grant.hard or grant.overage is None or grant.included is None:
+        return None
+    try:
+        price = grant.overage.amount_in(currency)
+    except KeyError:
+        return None
+    if price <= 0:
+        return None
+    if threshold <= 0:
+        return grant.included + 1
+    blocks = max(1, int(Decimal(threshold) / price))
+    while (
+        blocks > 1
+        and overage_minor(grant.overage, (blocks - 1) * grant.overage.per, currency) >= threshold
+    ):
+        blocks -= 1
+    while overage_minor(grant.overage, blocks * grant.overage.per, currency) < threshold:
+        blocks += 1
+    return grant.included + (blocks - 1) * grant.overage.per + 1

@@ -26,7 +26,12 @@ from tollgate.jobs.notifications import deliver_notifications
 from tollgate.jobs.plan_changes import apply_pending_plan_changes
 from tollgate.jobs.reconcile import reconcile_nightly
 from tollgate.jobs.trials import remind_trials
-from tollgate.jobs.usage_controls import release_expired_holds
+from tollgate.jobs.usage_controls import (
+    drip_plan_credits,
+    release_expired_holds,
+    run_auto_topups,
+    send_meter_adjustments,
+)
 from tollgate.jobs.usage_counters import flush_usage_counters, resync_usage_counters
 from tollgate.jobs.webhooks import retry_failed_webhooks
 
@@ -62,6 +67,12 @@ SCHEDULE: tuple[Job, ...] = (
     Job("resync_usage_counters", timedelta(minutes=1), resync_usage_counters),
     # Reservations past their ttl give their hold back; every 15 s keeps a lapsed hold short.
     Job("release_expired_holds", timedelta(seconds=15), release_expired_holds),
+    # Voided usage whose overage Stripe has: its meter events cancelled (Stripe allows 24 h).
+    Job("send_meter_adjustments", timedelta(seconds=30), send_meter_adjustments),
+    # Credits that fell below a customer's top-up level: the pack bought off-session, once.
+    Job("run_auto_topups", timedelta(seconds=10), run_auto_topups),
+    # Plans with `credits: {amount, every: month}`: each month's credits as it begins.
+    Job("drip_plan_credits", timedelta(minutes=5), drip_plan_credits),
     Job("expire_credits", timedelta(minutes=5), expire_due_credits),
     Job("grant_plan_credits", timedelta(minutes=5), grant_period_credits),
     Job("invoice_credit_overdraft", timedelta(hours=1), invoice_credit_overdraft),

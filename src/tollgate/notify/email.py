@@ -49,6 +49,8 @@ TEMPLATES = (
     "downgraded_to_free",
     "usage_warning",
     "usage_exceeded",
+    "usage_alert",
+    "auto_topup_failed",
 )
 
 

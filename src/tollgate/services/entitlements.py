@@ -23,6 +23,7 @@ from sqlalchemy import Connection
 from tollgate.clock import Clock
 from tollgate.db.queries import billing as billing_queries
 from tollgate.db.queries import usage as usage_queries
+from tollgate.db.queries import usage_controls as usage_controls_queries
 from tollgate.db.queries.changes import customers_changed_after, last_change
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, FeatureType
@@ -170,8 +171,14 @@ def read_entitlements(
     prices = credit_prices(catalog)
     balance, allowance = credit_position(connection, customer_id, now) if prices else (0, 0)
     used, held = period_position(connection, customer_id, customer.period)
+    cap = usage_controls_queries.spend_caps(connection, [customer_id]).get(customer_id)
     state = customer_state(
-        customer, used, credit_balance=balance, credit_allowance=allowance, held=held
+        customer,
+        used,
+        credit_balance=balance,
+        credit_allowance=allowance,
+        held=held,
+        spend_cap=cap,
     )
     return entitlements(catalog, state, now=now, grace=grace, credit_prices=prices)
 
@@ -183,6 +190,7 @@ def customer_state(
     credit_balance: int = 0,
     credit_allowance: int = 0,
     held: Mapping[str, int] | None = None,
+    spend_cap: int | None = None,
 ) -> CustomerState:
     """Return what the entitlement decision needs of a customer, with its usage and credits."""
     return CustomerState(
@@ -200,6 +208,7 @@ def customer_state(
         credit_allowance=credit_allowance,
         held=held or {},
         plan_version=customer.plan_version,
+        spend_cap=spend_cap,
     )
 
 

@@ -46,6 +46,7 @@ APP_EVENT_TYPES = (
     "customer.entitlements_changed",
     "customer.usage_threshold_crossed",
     "customer.subscription_status_changed",
+    "usage.alert",
 )
 
 

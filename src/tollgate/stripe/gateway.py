@@ -174,6 +174,61 @@ class StripeGateway:
             raise
         return True
 
+    def charge_off_session(
+        self,
+        *,
+        stripe_customer_id: str,
+        amount_minor: int,
+        currency: str,
+        description: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> dict[str, Any]:
+        """Charge the customer's saved default payment method off-session (a PaymentIntent with
+        confirm and off_session); returns the PaymentIntent. A card that needs its holder
+        (3-D Secure) fails with `authentication_required`, as at Stripe."""
+        customer = self.retrieve_customer(stripe_customer_id)
+        settings = customer.get("invoice_settings") or {}
+        method = settings.get("default_payment_method")
+        if isinstance(method, dict):
+            method = method.get("id")
+        if not method:
+            raise StripeFailure(
+                "the customer has no saved payment method", code="no_payment_method"
+            )
+        return self._call(
+            "charge_off_session",
+            self._client.v1.payment_intents.create,
+            params={
+                "amount": amount_minor,
+                "currency": currency,
+                "customer": stripe_customer_id,
+                "payment_method": str(method),
+                "confirm": True,
+                "off_session": True,
+                "description": description,
+                "metadata": metadata,
+            },
+            idempotency_key=idempotency_key,
+        ).to_dict(for_json=True)
+
+    def cancel_meter_event(self, *, event_name: str, identifier: str) -> None:
+        """Cancel a meter event by its identifier (a meter event adjustment), once.
+
+        Stripe takes a cancellation within 24 hours of the event; a repeat of one made is
+        harmless (the idempotency key answers it again).
+        """
+        self._call(
+            "cancel_meter_event",
+            self._client.v1.billing.meter_event_adjustments.create,
+            params={
+                "event_name": event_name,
+                "type": "cancel",
+                "cancel": {"identifier": identifier},
+            },
+            idempotency_key=f"meter-cancel-{identifier}",
+        )
+
     # -- customers and checkout ---------------------------------------------------------------
 
     def create_customer(

@@ -7,12 +7,17 @@ from fastapi import APIRouter, Depends, Response
 from tollgate.api import operations
 from tollgate.api.deps import container, read_scope, write_scope
 from tollgate.api.schemas import (
+    AlertCreate,
+    AutoTopupPut,
     ConsumeCreate,
     ReservationCommit,
     ReservationCreate,
+    SpendCapPut,
+    UsageVoid,
     json_response,
 )
 from tollgate.bootstrap import Container
+from tollgate.services.api_keys import Principal
 
 router = APIRouter(tags=["usage controls"])
 
@@ -94,3 +99,86 @@ def post_reservation_release(
     """Give back the hold, recording nothing (a repeat, or an expired one, answers as is)."""
     view = operations.release_reservation(app, customer_id, reservation_id)
     return json_response(view.to_json())
+
+
+@router.post("/v1/usage/void")
+def post_usage_void(
+    body: UsageVoid,
+    app: Container = Depends(container),
+    principal: Principal = Depends(write_scope),
+) -> Response:
+    """Take back recorded usage events of the open billing period, once each, with a reason.
+
+    Each voided event is counted down (Redis counters too) and audited (who, why). Overage
+    already queued for Stripe is lowered; overage Stripe has is compensated with a meter event
+    adjustment (cancel by identifier, once) and the rest sent again. Events of a closed period
+    are rejected with `closed_period`: their invoice is final. Answers `{voided, duplicates,
+    rejected: [{index, id, error}]}`.
+    """
+    report = operations.void_usage(app, body, actor=f"api:{principal.name}")
+    return json_response(report.to_json())
+
+
+@router.put("/v1/customers/{customer_id}/spend-cap")
+def put_spend_cap(
+    customer_id: str,
+    body: SpendCapPut,
+    app: Container = Depends(container),
+    principal: Principal = Depends(write_scope),
+) -> Response:
+    """Set the most the customer's overage may cost a period (`amount` null removes it).
+
+    Past the cap, soft limits turn hard for the rest of the period (to the minor unit):
+    usage, consume and reservations are refused with the reason. `by_customer: true` records
+    the customer's own choice and needs the catalog's `customer_spend_caps: true` (else 403).
+    """
+    view = operations.set_spend_cap(app, customer_id, body, actor=f"api:{principal.name}")
+    return json_response(view.to_json())
+
+
+@router.get("/v1/customers/{customer_id}/spend-cap", dependencies=[Depends(read_scope)])
+def get_spend_cap(customer_id: str, app: Container = Depends(container)) -> Response:
+    """The customer's spend cap (`spend_cap` null: none), who set it and when."""
+    return json_response(operations.get_spend_cap(app, customer_id).to_json())
+
+
+@router.post(
+    "/v1/customers/{customer_id}/alerts", dependencies=[Depends(write_scope)], status_code=201
+)
+def post_alert(
+    customer_id: str, body: AlertCreate, app: Container = Depends(container)
+) -> Response:
+    """Alert when a feature's usage this period reaches `threshold` (units, percent of the
+    included quantity, or money of overage): once a period, as the app webhook `usage.alert`
+    and an email. Set below the usage already reached, it fires at once (`fired: true`)."""
+    answer = json_response(operations.create_alert(app, customer_id, body).to_json())
+    answer.status_code = 201
+    return answer
+
+
+@router.get("/v1/customers/{customer_id}/alerts", dependencies=[Depends(read_scope)])
+def get_alerts(customer_id: str, app: Container = Depends(container)) -> Response:
+    """The customer's usage alerts."""
+    views = operations.list_alerts(app, customer_id)
+    return json_response({"alerts": [view.to_json() for view in views]})
+
+
+@router.delete(
+    "/v1/customers/{customer_id}/alerts/{alert_id}",
+    dependencies=[Depends(write_scope)],
+    status_code=204,
+)
+def delete_alert(customer_id: str, alert_id: str, app: Container = Depends(container)) -> Response:
+    """Remove a usage alert."""
+    operations.delete_alert(app, customer_id, alert_id)
+    return Response(status_code=204)
+
+
+@router.put("/v1/customers/{customer_id}/auto-topup", dependencies=[Depends(write_scope)])
+def put_auto_topup(
+    customer_id: str, body: AutoTopupPut, app: Container = Depends(container)
+) -> Response:
+    """Buy `pack` with the saved card when the credit balance falls below `below`, once per
+    fall (an off-session payment; a refused one emails the customer and is not retried).
+    `below: null` turns it off."""
+    return json_response(operations.set_auto_topup(app, customer_id, body).to_json())

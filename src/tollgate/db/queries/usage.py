@@ -26,16 +26,19 @@ CounterId = tuple[str, str, datetime]
 # An accepted event: (id, customer id, meter, value, occurred at).
 EventRow = tuple[str, str, str, int, datetime]
 # A counter as a batch leaves it: (customer id, meter, period start, value, last at, last event
-# id, overage units reported, units held by reservations).
-CounterUpdate = tuple[str, str, datetime, int, datetime | None, str | None, int, int]
+# id, overage units reported, units held by reservations, rate window start and value).
+CounterUpdate = tuple[
+    str, str, datetime, int, datetime | None, str | None, int, int, datetime | None, int
+]
 # Usage counted in Redis, one row per counter per batch: (customer id, meter, period start,
 # period end, aggregation, value, last at, last event id, recorded at, change in held units).
 NewPending = tuple[str, str, datetime, datetime, str, int, datetime, str, datetime, int]
 
 
 # A counter as locked for a transaction: (value, last at, last event id, overage units already
-# written to the meter outbox this period, units held by reservations).
-LockedCounter = tuple[int, datetime | None, str | None, int, int]
+# written to the meter outbox this period, units held by reservations, rate window start and
+# value).
+LockedCounter = tuple[int, datetime | None, str | None, int, int, datetime | None, int]
 
 
 class PendingRow(NamedTuple):
@@ -140,6 +143,8 @@ def lock_counters(
                 row[5],
                 int(row[6]),
                 int(row[7]),
+                _aware(row[8]),
+                int(row[9]),
             )
         return found
     stamp = _sqlite_time(now)
@@ -176,13 +181,15 @@ def lock_counters(
                 row[5],
                 int(row[6]),
                 int(row[7]),
+                _aware(row[8]),
+                int(row[9]),
             )
     return found
 
 
 _SQLITE_LOCK_COUNTERS = (
-    "SELECT customer_id, meter, period_start, value, last_at, last_event_id, reported, held"
-    " FROM usage_counters WHERE (customer_id, meter, period_start)"
+    "SELECT customer_id, meter, period_start, value, last_at, last_event_id, reported, held,"
+    " window_start, window_value FROM usage_counters WHERE (customer_id, meter, period_start)"
 )
 _PG_INSERT_COUNTERS = (
     "INSERT INTO usage_counters (customer_id, meter, period_start, period_end, value, reported,"
@@ -190,7 +197,8 @@ _PG_INSERT_COUNTERS = (
     " %(now)s FROM jsonb_array_elements(%(rows)s::jsonb) AS r ON CONFLICT DO NOTHING"
 )
 _PG_LOCK_COUNTERS = (
-    "SELECT customer_id, meter, period_start, value, last_at, last_event_id, reported, held"
+    "SELECT customer_id, meter, period_start, value, last_at, last_event_id, reported, held,"
+    " window_start, window_value"
     " FROM usage_counters WHERE (customer_id, meter, period_start) IN (SELECT r->>0, r->>1,"
     " (r->>2)::timestamptz FROM jsonb_array_elements(%(rows)s::jsonb) AS r)"
     " ORDER BY customer_id, meter, period_start FOR UPDATE"
@@ -207,7 +215,8 @@ def update_counters(
     stamp = _sqlite_time(now)
     connection.exec_driver_sql(
         "UPDATE usage_counters SET value = ?, last_at = ?, last_event_id = ?, reported = ?,"
-        " held = ?, updated_at = ? WHERE customer_id = ? AND meter = ? AND period_start = ?",
+        " held = ?, window_start = ?, window_value = ?, updated_at = ?"
+        " WHERE customer_id = ? AND meter = ? AND period_start = ?",
         [
             (
                 value,
@@ -215,12 +224,25 @@ def update_counters(
                 last_id,
                 reported,
                 held,
+                _sqlite_time(window) if window is not None else None,
+                window_value,
                 stamp,
                 customer_id,
                 meter,
                 _sqlite_time(start),
             )
-            for customer_id, meter, start, value, last_at, last_id, reported, held in updates
+            for (
+                customer_id,
+                meter,
+                start,
+                value,
+                last_at,
+                last_id,
+                reported,
+                held,
+                window,
+                window_value,
+            ) in updates
         ],
     )
 
@@ -228,7 +250,7 @@ def update_counters(
 _PG_UPDATE_COUNTERS = (
     "UPDATE usage_counters AS c SET value = (r->>3)::bigint, last_at = (r->>4)::timestamptz,"
     " last_event_id = r->>5, reported = (r->>6)::bigint, held = (r->>7)::bigint,"
-    " updated_at = %(now)s"
+    " window_start = (r->>8)::timestamptz, window_value = (r->>9)::bigint, updated_at = %(now)s"
     " FROM jsonb_array_elements(%(rows)s::jsonb) AS r"
     " WHERE c.customer_id = r->>0 AND c.meter = r->>1 AND c.period_start = (r->>2)::timestamptz"
 )

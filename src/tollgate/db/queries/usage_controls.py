@@ -6,10 +6,22 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from tollgate.db.dialects import insert_if_new
-from tollgate.db.tables import USAGE_CONSUMPTIONS, USAGE_EVENTS, USAGE_RESERVATIONS, USAGE_VOIDS
+from tollgate.db.tables import (
+    AUDIT_LOG,
+    METER_ADJUSTMENTS,
+    METER_OUTBOX,
+    SPEND_CAPS,
+    USAGE_ALERT_FIRINGS,
+    USAGE_ALERTS,
+    USAGE_CONSUMPTIONS,
+    USAGE_COUNTERS,
+    USAGE_EVENTS,
+    USAGE_RESERVATIONS,
+    USAGE_VOIDS,
+)
 
 # -- consume answers -------------------------------------------------------------------------
 
@@ -130,4 +142,223 @@ def voided_ids(connection: Connection, event_ids: Sequence[str]) -> set[str]:
 def insert_void(connection: Connection, row: dict[str, Any]) -> bool:
     """Record a voided event; False if it was voided first by another call."""
     statement = insert_if_new(connection, USAGE_VOIDS, returning=("event_id",))
+    return connection.execute(statement, row).first() is not None
+
+
+# -- compensating overage already queued or reported to Stripe -------------------------------
+
+_OUTBOX_OF_COUNTER = (
+    (METER_OUTBOX.c.customer_id == bindparam("customer_id"))
+    & (METER_OUTBOX.c.feature == bindparam("feature"))
+    & (METER_OUTBOX.c.period_start == bindparam("period_start"))
+)
+
+
+def unsent_overage(
+    connection: Connection, customer_id: str, feature: str, period_start: datetime
+) -> list[tuple[int, int]]:
+    """Return a counter's pending (unclaimed) meter outbox rows, newest first: (id, value),
+    locked for this transaction (the sync job skips them meanwhile)."""
+    rows = connection.execute(
+        select(METER_OUTBOX.c.id, METER_OUTBOX.c.value)
+        .where(_OUTBOX_OF_COUNTER, METER_OUTBOX.c.status == "pending")
+        .order_by(METER_OUTBOX.c.id.desc())
+        .with_for_update(),
+        {"customer_id": customer_id, "feature": feature, "period_start": period_start},
+    )
+    return [(int(row.id), int(row.value)) for row in rows]
+
+
+def take_back_unsent(connection: Connection, row_id: int, value: int) -> None:
+    """Lower a pending outbox row to `value` (deleted at zero)."""
+    if value <= 0:
+        connection.execute(delete(METER_OUTBOX).where(METER_OUTBOX.c.id == row_id))
+    else:
+        connection.execute(
+            update(METER_OUTBOX).where(METER_OUTBOX.c.id == row_id).values(value=value)
+        )
+
+
+def sent_overage(
+    connection: Connection, customer_id: str, feature: str, period_start: datetime
+) -> list[Any]:
+    """Return a counter's meter events Stripe has, newest first: identifier, stripe_customer_id,
+    stripe_account, event_name, units each."""
+    return list(
+        connection.execute(
+            select(
+                METER_OUTBOX.c.identifier,
+                METER_OUTBOX.c.stripe_customer_id,
+                METER_OUTBOX.c.stripe_account,
+                METER_OUTBOX.c.event_name,
+                func.sum(METER_OUTBOX.c.value).label("units"),
+            )
+            .where(_OUTBOX_OF_COUNTER, METER_OUTBOX.c.status == "sent")
+            .group_by(
+                METER_OUTBOX.c.identifier,
+                METER_OUTBOX.c.stripe_customer_id,
+                METER_OUTBOX.c.stripe_account,
+                METER_OUTBOX.c.event_name,
+            )
+            .order_by(func.max(METER_OUTBOX.c.id).desc()),
+            {"customer_id": customer_id, "feature": feature, "period_start": period_start},
+        )
+    )
+
+
+def cancel_sent(connection: Connection, row: Any, customer_id: str, now: datetime) -> bool:
+    """Queue the cancellation of a sent meter event and mark its outbox rows cancelled; False
+    if it was queued before."""
+    statement = insert_if_new(connection, METER_ADJUSTMENTS, returning=("id",))
+    queued = connection.execute(
+        statement,
+        {
+            "customer_id": customer_id,
+            "stripe_customer_id": row.stripe_customer_id,
+            "stripe_account": row.stripe_account,
+            "event_name": row.event_name,
+            "cancel_identifier": row.identifier,
+            "units": int(row.units),
+            "status": "pending",
+            "attempts": 0,
+            "created_at": now,
+        },
+    ).first()
+    connection.execute(
+        update(METER_OUTBOX)
+        .where(METER_OUTBOX.c.identifier == row.identifier, METER_OUTBOX.c.status == "sent")
+        .values(status="cancelled")
+    )
+    return queued is not None
+
+
+def pending_adjustments(connection: Connection, limit: int) -> list[Any]:
+    """Return meter adjustments to send, oldest first."""
+    return list(
+        connection.execute(
+            select(METER_ADJUSTMENTS)
+            .where(METER_ADJUSTMENTS.c.status == "pending")
+            .order_by(METER_ADJUSTMENTS.c.id)
+            .limit(limit)
+        )
+    )
+
+
+def mark_adjustment(
+    connection: Connection, adjustment_id: int, *, status: str, error: str | None, now: datetime
+) -> None:
+    connection.execute(
+        update(METER_ADJUSTMENTS)
+        .where(METER_ADJUSTMENTS.c.id == adjustment_id)
+        .values(
+            status=status,
+            last_error=error,
+            attempts=METER_ADJUSTMENTS.c.attempts + 1,
+            sent_at=now if status == "sent" else None,
+        )
+    )
+
+
+def set_reported(
+    connection: Connection, customer_id: str, feature: str, period_start: datetime, units: int
+) -> None:
+    """Set the overage units a counter has queued or reported to Stripe."""
+    connection.execute(
+        update(USAGE_COUNTERS)
+        .where(
+            USAGE_COUNTERS.c.customer_id == customer_id,
+            USAGE_COUNTERS.c.meter == feature,
+            USAGE_COUNTERS.c.period_start == period_start,
+        )
+        .values(reported=units)
+    )
+
+
+def audit_void(connection: Connection, row: Any, *, reason: str, actor: str, now: datetime) -> None:
+    """Write the audit row of a voided usage event."""
+    connection.execute(
+        AUDIT_LOG.insert(),
+        {
+            "at": now,
+            "actor": actor,
+            "object_type": "usage_event",
+            "object_id": row.id,
+            "action": "void",
+            "before": {"customer": row.customer_id, "meter": row.meter, "value": int(row.value)},
+            "after": {"reason": reason},
+            "event_id": None,
+        },
+    )
+
+
+# -- spend caps ------------------------------------------------------------------------------
+
+
+def spend_caps(connection: Connection, customer_ids: Sequence[str]) -> dict[str, int]:
+    """Return the customers' spend caps (minor units of each one's currency), where set."""
+    rows = connection.execute(
+        select(SPEND_CAPS.c.customer_id, SPEND_CAPS.c.amount_minor).where(
+            SPEND_CAPS.c.customer_id.in_(list(customer_ids))
+        )
+    )
+    return {row.customer_id: int(row.amount_minor) for row in rows}
+
+
+def spend_cap_row(connection: Connection, customer_id: str) -> Any | None:
+    return connection.execute(
+        select(SPEND_CAPS).where(SPEND_CAPS.c.customer_id == customer_id)
+    ).first()
+
+
+def put_spend_cap(connection: Connection, row: dict[str, Any]) -> None:
+    """Set (or replace) a customer's spend cap."""
+    connection.execute(delete(SPEND_CAPS).where(SPEND_CAPS.c.customer_id == row["customer_id"]))
+    connection.execute(SPEND_CAPS.insert(), row)
+
+
+def delete_spend_cap(connection: Connection, customer_id: str) -> bool:
+    gone = connection.execute(
+        delete(SPEND_CAPS)
+        .where(SPEND_CAPS.c.customer_id == customer_id)
+        .returning(SPEND_CAPS.c.customer_id)
+    ).first()
+    return gone is not None
+
+
+# -- usage alerts ----------------------------------------------------------------------------
+
+
+def alerts_of(connection: Connection, customer_ids: Sequence[str]) -> list[Any]:
+    """Return the customers' alerts: id, customer_id, feature, kind, threshold, created_at."""
+    return list(
+        connection.execute(
+            select(USAGE_ALERTS)
+            .where(USAGE_ALERTS.c.customer_id.in_(list(customer_ids)))
+            .order_by(USAGE_ALERTS.c.created_at, USAGE_ALERTS.c.id)
+        )
+    )
+
+
+def insert_alert(connection: Connection, row: dict[str, Any]) -> bool:
+    statement = insert_if_new(connection, USAGE_ALERTS, returning=("id",))
+    return connection.execute(statement, row).first() is not None
+
+
+def alert(connection: Connection, alert_id: str) -> Any | None:
+    return connection.execute(select(USAGE_ALERTS).where(USAGE_ALERTS.c.id == alert_id)).first()
+
+
+def delete_alert(connection: Connection, alert_id: str) -> None:
+    connection.execute(
+        delete(USAGE_ALERT_FIRINGS).where(USAGE_ALERT_FIRINGS.c.alert_id == alert_id)
+    )
+    connection.execute(delete(USAGE_ALERTS).where(USAGE_ALERTS.c.id == alert_id))
+
+
+def insert_firing(
+    connection: Connection, alert_id: str, period_start: datetime, used: int, now: datetime
+) -> bool:
+    """Record that an alert fired in a period; False if it fired there before."""
+    statement = insert_if_new(connection, USAGE_ALERT_FIRINGS, returning=("alert_id",))
+    row = {"alert_id": alert_id, "period_start": period_start, "used": used, "fired_at": now}
     return connection.execute(statement, row).first() is not None

@@ -30,6 +30,10 @@ from tollgate.services.usage.recording import record_usage
 from tollgate_client.decisions import Code, Decision
 
 
+class _Answered(Exception):
+    """The id has a stored answer: this call's decision is rolled back, the stored one given."""
+
+
 @dataclass(frozen=True)
 class Consumed:
     """A consume answer: the decision, and whether it is the stored answer of an earlier call."""
@@ -61,9 +65,6 @@ def consume(
     """Use `quantity` of a metered feature if the customer may: allowed and counted, or denied
     with the reason and nothing counted; once per `consumption_id`."""
     _check(catalog, feature, quantity, consumption_id)
-    stored = _stored(db, consumption_id, customer_id, feature, quantity)
-    if stored is not None:
-        return stored
     answers: list[Decision] = []
 
     def decided(
@@ -71,7 +72,7 @@ def consume(
     ) -> None:
         tally = tallies[(customer_id, feature)]
         decision = _decision(catalog, tally, report, quantity, now, grace)
-        if queries.insert_consumption(
+        if not queries.insert_consumption(
             connection,
             consumption_id=consumption_id,
             customer_id=customer_id,
@@ -81,19 +82,25 @@ def consume(
             answer=decision.to_json(),
             now=now,
         ):
-            answers.append(decision)
+            # A retry of a denied call (its id was never an event): roll back what was counted.
+            raise _Answered(consumption_id)
+        answers.append(decision)
 
-    report = record_usage(
-        db=db,
-        catalog=catalog,
-        clock=clock,
-        events=[
-            {"id": consumption_id, "customer": customer_id, "meter": feature, "value": quantity}
-        ],
-        grace=grace,
-        counters=counters,
-        decided=decided,
-    )
+    # No look for a stored answer first (a query saved per call): an allowed id is dropped by
+    # the recorder as a duplicate; a denied one is decided again and rolled back above.
+    event = {"id": consumption_id, "customer": customer_id, "meter": feature, "value": quantity}
+    try:
+        report = record_usage(
+            db=db,
+            catalog=catalog,
+            clock=clock,
+            events=[event],
+            grace=grace,
+            counters=counters,
+            decided=decided,
+        )
+    except _Answered:
+        report = UsageReport()
     if report.rejected and report.rejected[0].code == "unknown_customer":
         raise NotFound(f"no customer {customer_id!r}", param="id")
     if answers:
@@ -165,25 +172,22 @@ def _decision(
             used=tally.counter.value,
             remaining=None,
         )
-    state = customer_state(tally.customer, {tally.meter: tally.before}, held=_held(tally))
+    state = customer_state(
+        tally.customer, {tally.meter: tally.before}, held=_held(tally), spend_cap=tally.spend_cap
+    )
     before = entitlements(catalog, state, now=now, grace=grace)
     decision = before.decide(tally.meter, quantity)
     if refused is not None:
         if decision.allowed:  # the recorder's word is final: it saw the counter under its lock
-            decision = dataclasses.replace(decision, allowed=False, code=Code.LIMIT_EXCEEDED)
+            decision = dataclasses.replace(
+                decision, allowed=False, code=Code.LIMIT_EXCEEDED, reason=refused.message
+            )
         return decision
-    after = entitlements(
-        catalog,
-        customer_state(tally.customer, {tally.meter: tally.counter.value}, held=_held(tally)),
-        now=now,
-        grace=grace,
-    ).features[tally.meter]
+    used = tally.counter.value
+    room = decision.limit if decision.limit is not None else tally.grant.included
+    remaining = None if room is None else max(0, room - used - tally.held)
     return dataclasses.replace(
-        decision,
-        allowed=True,
-        code=Code.ALLOWED,
-        used=after.used,
-        remaining=after.remaining,
+        decision, allowed=True, code=Code.ALLOWED, used=used, remaining=remaining
     )
 
 

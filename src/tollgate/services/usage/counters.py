@@ -21,9 +21,9 @@ from sqlalchemy import Connection
 
 from tollgate.db.queries.usage import CounterId
 from tollgate.domain.catalog import Aggregation, Catalog, PlanFeature
-from tollgate.domain.entitlements import access_of, access_plan
+from tollgate.domain.entitlements import access_of, access_plan, spend_cap_limits
 from tollgate.domain.metering import Counter, Period
-from tollgate.services.entitlements import BillingCustomer, customer_state
+from tollgate.services.entitlements import BillingCustomer, customer_state, period_position
 from tollgate.services.usage.events import Event
 
 
@@ -40,6 +40,13 @@ class Tally:
     counter: Counter = field(default_factory=lambda: Counter(0))
     before: int = 0
     held: int = 0  # units reservations hold on the counter, as the batch leaves them
+    spend_cap: int | None = None  # the customer's, when it set `limit` (minor units)
+    # A plan's rate limit: at most `window_limit` within each fixed window of `window_seconds`
+    # (0: none); the current window's start and what was counted in it.
+    window_seconds: int = 0
+    window_limit: int | None = None
+    window_start: datetime | None = None
+    window_value: int = 0
     reported: int = 0  # overage units already queued for Stripe (the database's counters)
     # The highest warning percent known to be recorded this period; None: the levels `before`
     # reached (the database's counters record a level in the transaction that reaches it).
@@ -112,3 +119,24 @@ def granted(
         feature_id: (plan.features.get(feature_id) if plan else None) or PlanFeature.off(feature)
         for feature_id, feature in catalog.features.items()
     }
+
+
+def capped_limits(
+    connection: Connection,
+    catalog: Catalog,
+    customer: BillingCustomer,
+    cap: int,
+    now: datetime,
+    grace: timedelta,
+) -> dict[str, int]:
+    """Return the hard limit the customer's spend cap puts on each soft feature now: the units
+    whose overage fits what the cap leaves after the other features' overage this period.
+
+    The other features' usage is read as committed: a batch counting overage of another feature
+    at the same moment is not waited for (a cap shared by several priced features may be passed
+    by what those concurrent batches add; with one priced feature it holds to the minor unit).
+    """
+    used, held = period_position(connection, customer.id, customer.period)
+    state = customer_state(customer, used, held=held, spend_cap=cap)
+    access, _ = access_of(state, grace, now)
+    return spend_cap_limits(catalog, access_plan(catalog, state, access), state)

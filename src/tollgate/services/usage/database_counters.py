@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -22,6 +22,7 @@ from tollgate.domain.metering import over_limit, overage_units
 from tollgate.services.entitlements import BillingCustomer
 from tollgate.services.usage.counters import Tallies, Tally
 from tollgate.services.usage.events import Event
+from tollgate.services.usage.overage import take_back_overage
 
 
 class DatabaseCounters:
@@ -40,6 +41,10 @@ class DatabaseCounters:
         pass  # each event is decided in `fits`, against its counter as the batch moved it
 
     def fits(self, tally: Tally, event: Event) -> bool:
+        if tally.window_limit is not None and event.value > 0:
+            start, value = window_of(tally, event.occurred_at)
+            if start is not None and value + event.value > tally.window_limit:
+                return False
         return tally.limit is None or not over_limit(
             tally.counter, tally.aggregation, event.value, tally.limit, tally.held, event.hold
         )
@@ -47,6 +52,10 @@ class DatabaseCounters:
     def count(self, tally: Tally, event: Event) -> None:
         tally.counter.add(tally.aggregation, event.value, event.occurred_at, event.id)
         tally.held += event.hold
+        if tally.window_seconds:
+            start, value = window_of(tally, event.occurred_at)
+            if start is not None:
+                tally.window_start, tally.window_value = start, value + event.value
         if tally.latest is None or event.occurred_at > tally.latest:
             tally.latest = event.occurred_at
 
@@ -63,12 +72,14 @@ def lock_tallies(connection: Connection, tallies: Sequence[Tally], now: datetime
         (tally.customer.id, tally.meter, tally.period.start, tally.period.end) for tally in tallies
     ]
     locked = queries.lock_counters(connection, counters, now)
-    for tally, (value, last_at, last_id, reported, held) in zip(tallies, locked, strict=True):
+    for tally, row in zip(tallies, locked, strict=True):
+        value, last_at, last_id, reported, held, window_start, window_value = row
         counter = tally.counter
         counter.value, counter.last_at, counter.last_id = value, last_at, last_id
         tally.before = value
         tally.reported = reported
         tally.held = held
+        tally.window_start, tally.window_value = window_start, window_value
 
 
 def write_tallies(connection: Connection, moved: Sequence[Tally], now: datetime) -> int:
@@ -83,6 +94,12 @@ def write_tallies(connection: Connection, moved: Sequence[Tally], now: datetime)
         if overage > reported and billed_in_stripe(tally.customer):
             outbox.append(_meter_event(tally, overage - reported, now))
             reported = overage
+        elif overage < reported and billed_in_stripe(tally.customer):
+            # Usage taken back (voided) after its overage was queued or reported to Stripe.
+            leftover, resend = take_back_overage(connection, tally, reported - overage, now)
+            if resend:
+                outbox.append(_meter_event(tally, resend, now))
+            reported = overage + leftover
         updates.append(
             (
                 tally.customer.id,
@@ -93,6 +110,8 @@ def write_tallies(connection: Connection, moved: Sequence[Tally], now: datetime)
                 counter.last_id,
                 reported,
                 tally.held,
+                tally.window_start,
+                tally.window_value,
             )
         )
     if updates:
@@ -121,6 +140,18 @@ def _meter_event(tally: Tally, units: int, now: datetime) -> dict[str, Any]:
         "next_attempt_at": now,
         "created_at": now,
     }
+
+
+def window_of(tally: Tally, moment: datetime) -> tuple[datetime | None, int]:
+    """Return the fixed rate window holding `moment` and what it counted so far: the current
+    one, or a new one at zero; (None, 0) for an earlier window (a late event: not checked)."""
+    seconds = tally.window_seconds
+    start = datetime.fromtimestamp(int(moment.timestamp()) // seconds * seconds, UTC)
+    if tally.window_start is None or start > tally.window_start:
+        return start, 0
+    if start == tally.window_start:
+        return start, tally.window_value
+    return None, 0
 
 
 def billed_in_stripe(customer: BillingCustomer) -> bool:

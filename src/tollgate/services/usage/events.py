@@ -67,12 +67,17 @@ class Event:
 
 
 def parse_events(
-    raw: Any, catalog: Catalog, now: datetime, holds: dict[str, int] | None = None
+    raw: Any,
+    catalog: Catalog,
+    now: datetime,
+    holds: dict[str, int] | None = None,
+    taken_back: frozenset[str] = frozenset(),
 ) -> tuple[list[Event], list[Rejection]]:
     """Return the well-formed events of a batch and a rejection for each malformed one.
 
-    `holds` gives the change in held units of events (by id) a reservation sends; the API's
-    batches have none.
+    `holds` gives the change in held units of events (by id) a reservation sends; the events
+    in `taken_back` (a void's corrections) count their value down. The API's batches have
+    neither.
     """
     if not isinstance(raw, list):
         raise InvalidRequest("events must be a list of usage events", param="events")
@@ -109,6 +114,8 @@ def parse_events(
             )
             continue
         value = item["value"]
+        if item["id"] in taken_back:
+            value = -value
         hold = holds.get(item["id"], 0) if holds else 0
         events.append(
             Event(index, item["id"], item["customer"], item["meter"], int(value), occurred_at, hold)

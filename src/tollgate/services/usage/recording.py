@@ -18,19 +18,29 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tollgate.clock import Clock
 from tollgate.db.queries import usage as queries
+from tollgate.db.queries import usage_controls as control_queries
 from tollgate.db.queries.usage import CounterId
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.entitlements import entitlements
 from tollgate.domain.metering import enforced_limit, usage_timestamp_problem
-from tollgate.services import credit_ledger
+from tollgate.domain.wording import UnitName
+from tollgate.services import credit_ledger, topups
 from tollgate.services.entitlements import (
     BillingCustomer,
     credit_prices,
     customer_state,
     load_billing_customers,
 )
-from tollgate.services.usage.counters import CounterStore, GrantMemo, Tallies, Tally, granted
+from tollgate.services.usage.alerts import record_alerts
+from tollgate.services.usage.counters import (
+    CounterStore,
+    GrantMemo,
+    Tallies,
+    Tally,
+    capped_limits,
+    granted,
+)
 from tollgate.services.usage.database_counters import DatabaseCounters
 from tollgate.services.usage.events import Event, Rejection, UsageReport, parse_events
 from tollgate.services.usage.thresholds import record_thresholds
@@ -64,16 +74,18 @@ def record_usage(
     counters: CounterStore | None = None,
     decided: Decided | None = None,
     holds: dict[str, int] | None = None,
+    taken_back: frozenset[str] = frozenset(),
 ) -> UsageReport:
     """Count each new event once; reject the malformed, the unknown and those over a limit.
 
     `counters` is where usage is counted: the container's `usage_counters` (Redis, when
     TOLLGATE_REDIS_URL is set), or by default the database. `holds` (by event id) changes the
     units a reservation holds with an event (see `reservations`); `decided` runs in the batch's
-    transaction after its new events are decided.
+    transaction after its new events are decided. Events in `taken_back` (ids) count their
+    value down: a void's corrections.
     """
     now = clock.now()
-    parsed, rejected = parse_events(events, catalog, now, holds)
+    parsed, rejected = parse_events(events, catalog, now, holds, taken_back)
     store = DATABASE_COUNTERS if counters is None else counters
     for attempt in range(_RETRIES):
         try:
@@ -118,6 +130,8 @@ def _record(
         if not wanted:
             return report
         tallies = _tallies(catalog, customers, wanted, now, grace, enforce_limits)
+        if enforce_limits:
+            _cap(connection, catalog, tallies, now, grace)
         counters.lock(connection, list(tallies.values()), now)  # the database's, in key order
         fresh = _unrecorded(connection, wanted, report)
         if not fresh:
@@ -146,6 +160,7 @@ def _record(
         counters.write(connection, moved, now)
         report.customers.update([tally.customer.id for tally in moved])
         report.thresholds += record_thresholds(connection, catalog, moved, now)
+        record_alerts(connection, catalog, moved, now)
         if decided is not None:
             decided(connection, tallies, report, now)
     return report
@@ -203,7 +218,7 @@ def _tallies(
     for customer_id, meter in sorted({(event.customer, event.meter) for event in events}):
         customer = customers[customer_id]
         grant = granted(catalog, customer, now, grace, grants)[meter]
-        tallies[(customer_id, meter)] = Tally(
+        tally = tallies[(customer_id, meter)] = Tally(
             customer=customer,
             period=customer.period,
             meter=meter,
@@ -211,7 +226,32 @@ def _tallies(
             grant=grant,
             limit=enforced_limit(grant, enforce_limits),
         )
+        if enforce_limits and grant.rate is not None:
+            tally.window_seconds, tally.window_limit = grant.rate.seconds, grant.rate.limit
     return tallies
+
+
+def _cap(
+    connection: Connection,
+    catalog: Catalog,
+    tallies: dict[tuple[str, str], Tally],
+    now: datetime,
+    grace: timedelta,
+) -> None:
+    """Hold soft features of customers with a spend cap to the limit the cap sets."""
+    caps = control_queries.spend_caps(connection, sorted({c for c, _ in tallies}))
+    limits: dict[str, dict[str, int]] = {}
+    for (customer_id, meter), tally in tallies.items():
+        cap = caps.get(customer_id)
+        if cap is None:
+            continue
+        if customer_id not in limits:
+            limits[customer_id] = capped_limits(
+                connection, catalog, tally.customer, cap, now, grace
+            )
+        limit = limits[customer_id].get(meter)
+        if limit is not None:
+            tally.limit, tally.spend_cap = limit, cap
 
 
 def _unrecorded(connection: Connection, events: list[Event], report: UsageReport) -> list[Event]:
@@ -224,17 +264,20 @@ def _unrecorded(connection: Connection, events: list[Event], report: UsageReport
 
 
 def _burn_credits(connection: Connection, event: Event, per_unit: int, now: datetime) -> bool:
-    return bool(
-        credit_ledger.burn_for_usage(
-            connection,
-            customer_id=event.customer,
-            feature=event.meter,
-            units=event.value,
-            credits_per_unit=per_unit,
-            usage_key=f"usage:{event.id}",
-            now=now,
-        )
+    burned = credit_ledger.burn_for_usage(
+        connection,
+        customer_id=event.customer,
+        feature=event.meter,
+        units=event.value,
+        credits_per_unit=per_unit,
+        usage_key=f"usage:{event.id}",
+        now=now,
     )
+    if burned and event.value > 0:  # the wallet is locked: one burn sees the crossing
+        topups.after_burn(
+            connection, customer_id=event.customer, burned=event.value * per_unit, now=now
+        )
+    return bool(burned)
 
 
 def _credit_rejection(catalog: Catalog, event: Event, per_unit: int) -> Rejection:
@@ -261,7 +304,27 @@ class _LimitReasons:
         memo = (tally.key, event.value, tally.counter.value)
         reason = self._reasons.get(memo)
         if reason is None:
-            state = customer_state(tally.customer, {tally.meter: tally.counter.value})
+            state = customer_state(
+                tally.customer,
+                {tally.meter: tally.counter.value},
+                held={tally.meter: tally.held} if tally.held else None,
+                spend_cap=tally.spend_cap,
+            )
             decision = entitlements(self.catalog, state, now=self.now, grace=self.grace)
-            reason = self._reasons[memo] = decision.decide(tally.meter, event.value).reason
+            answer = decision.decide(tally.meter, event.value)
+            reason = answer.reason if not answer.allowed else _rate_reason(self.catalog, tally)
+            self._reasons[memo] = reason
         return Rejection(event.index, event.id, "limit_exceeded", reason)
+
+
+def _rate_reason(catalog: Catalog, tally: Tally) -> str:
+    """Say why an event within the period's limit was refused: its rate window is full."""
+    feature = catalog.features[tally.meter]
+    rate = tally.grant.rate
+    if rate is None or tally.window_limit is None:  # the spend cap or a hold took the room
+        return f"{feature.name}: no room left under the limit this period."
+    unit = UnitName(feature.unit or feature.name.lower())
+    return (
+        f"{feature.name}: at most {tally.window_limit:,} {unit(tally.window_limit)} a "
+        f"{rate.per}; try again in the next {rate.per}."
+    )

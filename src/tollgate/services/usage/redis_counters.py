@@ -49,10 +49,12 @@ KEEP_AFTER_PERIOD = timedelta(days=7)
 
 _AGGREGATION_CODE = {Aggregation.SUM: "s", Aggregation.MAX: "m", Aggregation.LAST: "l"}
 
-# KEYS: the counters. ARGV: counter count C; C times (aggregation code, limit or -1); the
-# events as one string of "counter value time hold" quads (time in microseconds, for `last`
-# meters only; hold: the signed change in held units); then the id of each event of a `last`
-# meter, in order.
+# KEYS: the counters. ARGV: counter count C; C times (aggregation code, limit or -1, rate
+# window seconds or 0, rate limit or -1); the events as one string of "counter value time hold"
+# quads (time in microseconds, for `last` meters and rate-limited counters only; hold: the
+# signed change in held units); then the id of each event of a `last` meter, in order.
+# A rate window is fixed (keyed by its start, fields `ws`/`wv`): an event of the current or a
+# later window must fit its limit; a late event of an earlier window is not checked.
 # Returns {0, missing counter indexes...} without changing anything when a hash is missing,
 # else {1, "10…" (accepted or not per event), "before after w generation held" of each counter}.
 _COUNT = """
@@ -66,8 +68,9 @@ if #missing > 0 then
   return missing
 end
 local value, before, at, id, w, gen, held, held0 = {}, {}, {}, {}, {}, {}, {}, {}
+local ws, wv, ws0, wv0 = {}, {}, {}, {}
 for k = 1, c do
-  local h = redis.call('HMGET', KEYS[k], 'v', 'a', 'i', 'w', 'g', 'h')
+  local h = redis.call('HMGET', KEYS[k], 'v', 'a', 'i', 'w', 'g', 'h', 'ws', 'wv')
   value[k] = tonumber(h[1]) or 0
   before[k] = value[k]
   at[k] = tonumber(h[2]) or -1
@@ -76,16 +79,28 @@ for k = 1, c do
   gen[k] = h[5] or ''
   held[k] = tonumber(h[6]) or 0
   held0[k] = held[k]
+  ws[k] = tonumber(h[7]) or -1
+  wv[k] = tonumber(h[8]) or 0
+  ws0[k] = ws[k]
+  wv0[k] = wv[k]
 end
 local decisions = {}
-local base = 2 + 2 * c
+local base = 2 + 4 * c
 local ids = base
-for k, v, t, hold in string.gmatch(ARGV[base], '(%d+) (%d+) (%d+) (-?%d+)') do
+for k, v, t, hold in string.gmatch(ARGV[base], '(%d+) (-?%d+) (%d+) (-?%d+)') do
   k = tonumber(k)
   v = tonumber(v)
   hold = tonumber(hold)
-  local agg = ARGV[2 * k]
-  local limit = tonumber(ARGV[2 * k + 1])
+  t = tonumber(t)
+  local agg = ARGV[4 * k - 2]
+  local limit = tonumber(ARGV[4 * k - 1])
+  local wsize = tonumber(ARGV[4 * k])
+  local wlimit = tonumber(ARGV[4 * k + 1])
+  local wstart, wcur = nil, 0
+  if wsize > 0 then
+    wstart = math.floor(t / 1000000 / wsize) * wsize
+    if wstart == ws[k] then wcur = wv[k] elseif wstart < ws[k] then wstart = nil end
+  end
   local eid = ''
   if agg == 'l' then
     ids = ids + 1
@@ -96,13 +111,18 @@ for k, v, t, hold in string.gmatch(ARGV[base], '(%d+) (%d+) (%d+) (-?%d+)') do
   elseif agg == 'm' then after = math.max(value[k], v)
   else after = v end
   local grows = agg ~= 's' or v + hold > 0
-  if limit >= 0 and grows and after + held[k] + hold > limit then
+  local refuse = limit >= 0 and grows and after + held[k] + hold > limit
+  if wstart ~= nil and wlimit >= 0 and v > 0 and wcur + v > wlimit then refuse = true end
+  if refuse then
     decisions[#decisions + 1] = '0'
   else
     decisions[#decisions + 1] = '1'
     held[k] = held[k] + hold
+    if wstart ~= nil then
+      ws[k] = wstart
+      wv[k] = wcur + v
+    end
     if agg == 'l' then
-      t = tonumber(t)
       if t > at[k] or (t == at[k] and eid >= id[k]) then
         value[k] = v
         at[k] = t
@@ -115,14 +135,18 @@ for k, v, t, hold in string.gmatch(ARGV[base], '(%d+) (%d+) (%d+) (-?%d+)') do
 end
 local out = {}
 for k = 1, c do
-  if value[k] ~= before[k] or ARGV[2 * k] == 'l' then
+  if value[k] ~= before[k] or ARGV[4 * k - 2] == 'l' then
     redis.call('HSET', KEYS[k], 'v', string.format('%.0f', value[k]))
-    if ARGV[2 * k] == 'l' and at[k] >= 0 then
+    if ARGV[4 * k - 2] == 'l' and at[k] >= 0 then
       redis.call('HSET', KEYS[k], 'a', string.format('%.0f', at[k]), 'i', id[k])
     end
   end
   if held[k] ~= held0[k] then
     redis.call('HSET', KEYS[k], 'h', string.format('%.0f', held[k]))
+  end
+  if ws[k] ~= ws0[k] or wv[k] ~= wv0[k] then
+    redis.call('HSET', KEYS[k], 'ws', string.format('%.0f', ws[k]),
+               'wv', string.format('%.0f', wv[k]))
   end
   redis.call('HINCRBY', KEYS[k], 'n', 1)
   out[#out + 1] = string.format('%.0f %.0f %d %s %.0f', before[k], value[k], w[k], gen[k], held[k])
@@ -297,23 +321,32 @@ class RedisCounters:
         events: Sequence[tuple[int, int, datetime, str, int]],
         load: LoadStored,
         now: datetime,
+        windows: Sequence[tuple[int, int | None]] | None = None,
     ) -> Counted:
         """Check and count events in order: (counter index, value, time, id, hold) each.
 
-        `counters` gives each counter's aggregation and hard limit (None: not limited).
+        `counters` gives each counter's aggregation and hard limit (None: not limited);
+        `windows` each one's rate limit (window seconds, 0 for none; limit).
         """
         keys = [self.key(counter) for counter, _, _ in counters]
+        rates = windows or [(0, None)] * len(counters)
         argv: list[Any] = [len(counters)]
-        for _, aggregation, limit in counters:
-            argv += [_AGGREGATION_CODE[aggregation], -1 if limit is None else limit]
+        for (_, aggregation, limit), (seconds, rate) in zip(counters, rates, strict=True):
+            argv += [
+                _AGGREGATION_CODE[aggregation],
+                -1 if limit is None else limit,
+                seconds,
+                -1 if rate is None else rate,
+            ]
         last = {
             index
             for index, (_, aggregation, _) in enumerate(counters)
             if aggregation is Aggregation.LAST
         }
+        timed = last | {index for index, (seconds, _) in enumerate(rates) if seconds}
         argv.append(
             " ".join(
-                f"{index + 1} {value} {_micros(occurred_at) if index in last else 0} {hold}"
+                f"{index + 1} {value} {_micros(occurred_at) if index in timed else 0} {hold}"
                 for index, value, occurred_at, _, hold in events
             )
         )
@@ -461,6 +494,7 @@ class RedisBatch:
             ],
             partial(stored_counters, connection),
             now,
+            [(tally.window_seconds, tally.window_limit) for tally in touched],
         )
         for tally, (key, _, _) in zip(touched, specs, strict=True):
             move = self._moves[tally] = counted.moved[key]

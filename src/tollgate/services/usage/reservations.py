@@ -330,7 +330,8 @@ def _decision(
             feature.remaining,
         )
     decision = granted.decide(tally.meter, quantity)
-    return dataclasses.replace(decision, allowed=False, code=Code.LIMIT_EXCEEDED)
+    reason = refused.message if decision.allowed else decision.reason
+    return dataclasses.replace(decision, allowed=False, code=Code.LIMIT_EXCEEDED, reason=reason)
 
 
 def _unit(catalog: Catalog, feature_id: str) -> str:

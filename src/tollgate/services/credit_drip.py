@@ -1,0 +1,71 @@
+"""Monthly credits on long plans: a plan's `credits: {amount, every: month}` granted at the
+start of each month of the subscription's period (an annual plan gets its allowance monthly).
+
+Each month's grant is keyed by subscription and month start, so a rerun or a replica grants
+nothing twice; the credits expire when the next month begins (or the period ends).
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import datetime
+from typing import Any
+
+from tollgate.clock import Clock
+from tollgate.db.queries import credits as ledger
+from tollgate.db.unit_of_work import Database
+from tollgate.domain.catalog import Catalog
+from tollgate.services.credit_ledger import grant_credits_in
+from tollgate.services.credits import LIVE_STATUSES
+
+
+def drip_monthly_credits(*, db: Database, catalog: Catalog, clock: Clock) -> int:
+    """Grant every live subscription the monthly credits of the months begun; return how many
+    grants were new."""
+    now = clock.now()
+    plans = {plan.id: plan.monthly_credits for plan in catalog.plans.values()}
+    dripping = sorted(plan_id for plan_id, amount in plans.items() if amount > 0)
+    if not dripping:
+        return 0
+    with db.engine.connect() as connection:
+        subscriptions = ledger.started_subscriptions(connection, dripping, LIVE_STATUSES, now)
+        due: dict[str, tuple[Any, datetime, datetime]] = {}
+        for row in subscriptions:
+            start, end = row.current_period_start, row.current_period_end
+            month = 0
+            while True:
+                begins = add_months(start, month)
+                if begins > now or (end is not None and begins >= end):
+                    break
+                ends = add_months(start, month + 1)
+                if end is not None:
+                    ends = min(ends, end)
+                due[f"drip:{row.id}:{int(begins.timestamp())}"] = (row, begins, ends)
+                month += 1
+        done = ledger.done_keys(connection, due)
+        connection.rollback()
+    granted = 0
+    for key, (row, begins, ends) in sorted(due.items()):
+        if key in done or ends <= now:
+            continue  # a month already past when first seen is not granted late
+        with db.write_connection() as connection:
+            _, created = grant_credits_in(
+                connection,
+                customer_id=row.customer_id,
+                credits=plans[row.plan],
+                reason=f"plan {row.plan} credits for the month from {begins.date().isoformat()}",
+                key=key,
+                actor="system",
+                now=now,
+                expires_at=ends,
+            )
+        granted += int(created)
+    return granted
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """Return `moment` `months` calendar months later (the day clamped to the month's end)."""
+    total = moment.month - 1 + months
+    year, month = moment.year + total // 12, total % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
