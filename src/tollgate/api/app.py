@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from tollgate import __version__
-from tollgate.api import errors
+from tollgate.api import errors, openapi
 from tollgate.api.fastpath import EntitlementFastPath
 from tollgate.api.guard import Guard
 from tollgate.api.middleware import BodyLimit, Metrics
@@ -36,6 +36,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     )
     app.state.container = container
     errors.install(app)
+    openapi.install(app)
     # Routes are matched in order and each one tried costs a few microseconds: the hot paths
     # (Stripe's deliveries, entitlement checks, usage) come first. No two routes share a path.
     app.include_router(webhooks.router)

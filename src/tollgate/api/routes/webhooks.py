@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tollgate.api.deps import container
 from tollgate.api.errors import error_response, status_of
 from tollgate.api.middleware import body_too_large
+from tollgate.api.openapi import error_answer
 from tollgate.bootstrap import Container
 from tollgate.config import ConfigError
 from tollgate.domain.errors import TollgateError
@@ -34,7 +35,14 @@ router = APIRouter(tags=["webhooks"])
 ROUTE = "/webhooks/stripe"
 
 
-@router.post(ROUTE)
+@router.post(
+    ROUTE,
+    responses={
+        413: error_answer(413),
+        500: error_answer(500),
+        503: error_answer(503, "STRIPE_WEBHOOK_SECRETS is not set."),
+    },
+)
 async def post_stripe_webhook(request: Request) -> Response:
     """Take one Stripe event: 200 once applied (or already applied), 500 so Stripe retries."""
     # The signature covers the exact bytes Stripe sent, so read them before anything parses.
