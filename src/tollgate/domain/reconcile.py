@@ -26,6 +26,9 @@ class DriftKind(StrEnum):
     UNKNOWN_TO_STRIPE = "unknown_to_stripe"
     USAGE_DIFFERS = "usage_differs"
     LEDGER_UNBALANCED = "ledger_unbalanced"
+    # A connected account Stripe would not let the platform read (access revoked, account
+    # deleted): reported and skipped, so one tenant cannot stop the run for the others.
+    ACCOUNT_REFUSED = "account_refused"
 
 
 # What Stripe is the record for: applying its object fixes these.
