@@ -68,6 +68,7 @@ from tollgate.domain.reconcile import (
     ledger_drift,
     meter_event_moment,
     minute_window,
+    stripe_object_time,
 )
 from tollgate.metrics import (
     RECONCILE_DRIFTS,
@@ -360,7 +361,7 @@ def _heal(
             "id": f"{actor}:{obj['id']}",
             "object": "event",
             "type": heal_event_type(object_type, _stripe_values(object_type, obj)),
-            "created": heal_event_created(now, watermark),
+            "created": heal_event_created(now, watermark, stripe_object_time(obj)),
             "api_version": PINNED_API_VERSION,
             "livemode": bool(obj.get("livemode")),
             "data": {"object": obj},
