@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from tollgate import __version__
-from tollgate.api import errors, openapi
+from tollgate.api import docs, errors, openapi
 from tollgate.api.fastpath import EntitlementFastPath
 from tollgate.api.guard import Guard
 from tollgate.api.middleware import BodyLimit, Metrics
@@ -34,6 +34,9 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
         title="Tollgate",
         version=__version__,
         description="Billing, entitlements and usage metering for SaaS products on Stripe.",
+        # /docs is served from the installed Swagger UI (api/docs.py), not FastAPI's CDN page.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.container = container
     errors.install(app)
@@ -48,6 +51,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(api_keys.router)
     app.include_router(customers.router)
     app.include_router(credits.router)
+    app.include_router(docs.router)
     if container.settings.env == "dev":
         app.include_router(dev.router)
     app.add_middleware(Metrics)
