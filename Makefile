@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JS_STAMP := $(VENV)/.js-installed
 
-.PHONY: dev test lint check bench bench-stripesim clean
+.PHONY: dev example test lint check bench bench-stripesim clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 ## `make dev ARGS='--port 8001 --catalog plans.yaml'` passes options on.
 dev: $(STAMP)
 	$(BIN)/tollgate dev $(ARGS)
+
+## Acme Workflows, a small SaaS on Tollgate, beside `tollgate dev` (http://127.0.0.1:8100).
+## `make example ARGS='--port 8101 --tollgate-port 8001 --stripe-port 12112'` moves its ports.
+example: $(STAMP)
+	$(BIN)/python examples/workflows/run.py $(ARGS)
 
 ## Lint, format check, types, import contracts, then every test (SQLite and PostgreSQL).
 test: $(STAMP) $(JS_STAMP) lint

@@ -14,6 +14,7 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.dunning import DunningPolicy
 from tollgate.services.api_keys import ApiKeyAuthenticator
+from tollgate.services.catalog_live import LiveCatalog
 from tollgate.services.entitlements import EntitlementCache
 from tollgate.services.usage import RedisCounters
 from tollgate.services.webhooks import WebhookIntake
@@ -30,16 +31,39 @@ class Container:
     catalog_override: Catalog | None = None
     gateway_override: StripeGateway | None = None
 
-    @cached_property
+    @property
     def catalog(self) -> Catalog:
+        """The catalog now: the newest synced one (swapped in whole), else the file.
+
+        One Catalog object per use: a request that needs it several times should keep it.
+        """
         if self.catalog_override is not None:
             return self.catalog_override
+        return self.live_catalog.current()
+
+    def read_catalog_file(self) -> Catalog:
+        """Read and check TOLLGATE_CATALOG (what the next `catalog sync` would store)."""
         path = self.settings.catalog_path
         if not path.exists():
             raise ConfigError(
                 f"TOLLGATE_CATALOG: {path} does not exist (start from catalog.example.yaml)"
             )
         return load_catalog_file(path)
+
+    @cached_property
+    def live_catalog(self) -> LiveCatalog:
+        """The newest synced catalog, polled every TOLLGATE_CATALOG_REFRESH seconds."""
+        return LiveCatalog(
+            db=self.db,
+            fallback=self.read_catalog_file,
+            refresh_interval=self.settings.catalog_refresh,
+            on_swap=self._catalog_swapped,
+        )
+
+    def _catalog_swapped(self, catalog: Catalog) -> None:
+        """A newer catalog arrived: cached decisions were made under the old one."""
+        if "entitlements" in self.__dict__:
+            self.entitlements.use_catalog(catalog)
 
     @cached_property
     def stripe(self) -> StripeGateway:
@@ -111,11 +135,18 @@ class Container:
             self.webhook_intake.close()
         if "entitlements" in self.__dict__:
             self.entitlements.stop_background()
+        if "live_catalog" in self.__dict__:
+            self.live_catalog.stop_background()
         counters = self.__dict__.get("usage_counters")
         if counters is not None:
             counters.close()
         self.db.dispose()
 
 
+def open_database(settings: Settings) -> Database:
+    """The database the settings name, through the pooler they name."""
+    return Database(settings.database_url, pooler=settings.database_pooler)
+
+
 def build_container(settings: Settings, **overrides: object) -> Container:
-    return Container(settings=settings, db=Database(settings.database_url), **overrides)  # type: ignore[arg-type]
+    return Container(settings=settings, db=open_database(settings), **overrides)  # type: ignore[arg-type]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,7 +63,18 @@ def load_catalog_file(path: str | os.PathLike[str]) -> Catalog:
         raise CatalogError([CatalogProblem(os.fspath(path), f"invalid YAML: {exc}")]) from None
     if data is None:
         raise CatalogError([CatalogProblem(os.fspath(path), "the file is empty")])
-    return parse_catalog(data)
+    return catalog_from_data(data)
+
+
+def catalog_from_data(data: Any) -> Catalog:
+    """Parse catalog data and keep its canonical JSON, so `catalog sync` can store it."""
+    catalog = parse_catalog(data)
+    return replace(catalog, source_json=canonical_json(data))
+
+
+def canonical_json(data: Any) -> str:
+    """Return the document as canonical JSON (sorted keys; YAML dates and the like as text)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def example_catalog_path() -> Path:

@@ -42,6 +42,10 @@ events_app = typer.Typer(
 app.add_typer(events_app, name="events")
 emails_app = typer.Typer(help="The emails Tollgate sends: preview one.", no_args_is_help=True)
 app.add_typer(emails_app, name="emails")
+operators_app = typer.Typer(
+    help="People who sign in to the operator console (/console).", no_args_is_help=True
+)
+app.add_typer(operators_app, name="operators")
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEV_DIR = ".tollgate-dev"
@@ -260,7 +264,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     from tollgate.db.migrate import upgrade
 
     settings = _settings()
-    upgrade(settings.database_url, revision)
+    upgrade(settings.migration_url, revision, pooler=settings.migration_pooler)
     typer.echo(f"database at {revision}")
 
 
@@ -270,7 +274,8 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision."
     """Revert migrations down to REVISION (`base` removes every table)."""
     from tollgate.db.migrate import downgrade
 
-    downgrade(_settings().database_url, revision)
+    settings = _settings()
+    downgrade(settings.migration_url, revision, pooler=settings.migration_pooler)
     typer.echo(f"database at {revision}")
 
 
@@ -278,11 +283,11 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision."
 @one_line_errors
 def db_current() -> None:
     """Print the database's migration revision and the newest one."""
+    from tollgate.bootstrap import open_database
     from tollgate.db.migrate import current_revision, head_revision
-    from tollgate.db.unit_of_work import Database
 
     settings = _settings()
-    database = Database(settings.database_url)
+    database = open_database(settings)
     newest = head_revision(settings.database_url)
     missing = database.missing_file()
     current = f"none (no database at {missing})" if missing else current_revision(database.engine)
@@ -322,6 +327,26 @@ def _gateway_and_catalog(path: Path | None) -> tuple[Any, Any]:
     return StripeGateway.from_settings(settings), catalog
 
 
+def _versions_database() -> Any:
+    """The migrated database plan versions are kept in, or None (with a note on stderr)."""
+    from tollgate.db.migrate import current_revision, head_revision
+    from tollgate.db.unit_of_work import Database
+
+    settings = _settings()
+    database = Database(settings.database_url)
+    if database.missing_file() is None and current_revision(database.engine) == head_revision(
+        database.url
+    ):
+        return database
+    database.dispose()
+    typer.echo(
+        "note: TOLLGATE_DATABASE_URL is not a migrated database: plans are not versioned and "
+        "servers are not told of this catalog (run `tollgate db upgrade` first)",
+        err=True,
+    )
+    return None
+
+
 @catalog_app.command("diff")
 @one_line_errors
 def catalog_diff(
@@ -329,11 +354,12 @@ def catalog_diff(
         Path | None, typer.Argument(help="Catalog file (default: TOLLGATE_CATALOG).")
     ] = None,
 ) -> None:
-    """Show what `catalog sync` would change in Stripe, one line per change."""
+    """Show what `catalog sync` would change in Stripe (and which plans get a new version, with
+    how many subscribers stay on the earlier one), one line per change."""
     from tollgate.services.catalog import diff_catalog
 
     gateway, catalog = _gateway_and_catalog(path)
-    changes = diff_catalog(catalog=catalog, gateway=gateway)
+    changes = diff_catalog(catalog=catalog, gateway=gateway, db=_versions_database())
     for change in changes:
         typer.echo(change.describe())
     typer.echo(
@@ -348,16 +374,23 @@ def catalog_sync(
         Path | None, typer.Argument(help="Catalog file (default: TOLLGATE_CATALOG).")
     ] = None,
 ) -> None:
-    """Create or update products, prices and meters in Stripe; running it twice changes nothing."""
+    """Create or update products, prices and meters in Stripe, version changed plans (existing
+    subscribers keep theirs) and tell every server of the new catalog; running it twice changes
+    nothing."""
+    from datetime import UTC, datetime
+
     from tollgate.services.catalog import sync_catalog
 
     gateway, catalog = _gateway_and_catalog(path)
+    database = _versions_database()
     with _progress() as bar:
         task = bar.add_task("syncing the catalog with Stripe", total=None)
         changes = sync_catalog(
             catalog=catalog,
             gateway=gateway,
             progress=lambda change, done, total: bar.update(task, completed=done, total=total),
+            db=database,
+            now=datetime.now(UTC),
         )
     for change in changes:
         typer.echo(change.describe())
@@ -379,13 +412,12 @@ def apikeys_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Make an API key; its secret is printed once and stored only as a hash."""
+    from tollgate.bootstrap import open_database
     from tollgate.clock import SystemClock
-    from tollgate.db.unit_of_work import Database
     from tollgate.server import require_migrated
     from tollgate.services.api_keys import create_api_key
 
-    settings = _settings()
-    database = Database(settings.database_url)
+    database = open_database(_settings())
     require_migrated(database)
     created = create_api_key(db=database, clock=SystemClock(), name=name, scope=scope)
     if as_json:
@@ -404,15 +436,76 @@ def apikeys_create(
         typer.echo("store it now: Tollgate keeps only its hash.")
 
 
+# -- console operators --------------------------------------------------------------------------
+
+
+@operators_app.command("create")
+@one_line_errors
+def operators_create(
+    name: Annotated[str, typer.Argument(help="The operator's sign-in name, e.g. 'ada'.")],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="readonly (sees), support (also acts on customers) or admin (also catalog, "
+            "operators and API keys)."
+        ),
+    ],
+) -> None:
+    """Make a console operator; the password is asked for (twice) and kept as an argon2 hash."""
+    from tollgate.clock import SystemClock
+    from tollgate.domain.operators import password_problem, role_problem
+    from tollgate.services.operators import create_operator
+
+    problem = role_problem(role)
+    if problem:
+        fail(f"--role: {problem}")
+    password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    problem = password_problem(password)
+    if problem:
+        fail(problem)
+    with _migrated_database() as database:
+        made = create_operator(
+            db=database, clock=SystemClock(), name=name, role=role, password=password
+        )
+    typer.echo(f"created operator '{made.id}' ({made.role}); sign in at /console")
+
+
+@operators_app.command("list")
+@one_line_errors
+def operators_list() -> None:
+    """List the console's operators with their roles."""
+    from tollgate.services.operators import list_operators
+
+    with _migrated_database() as database:
+        found = list_operators(db=database)
+    _table(
+        ("name", "role", "created"),
+        [(o.id, o.role, o.created_at.strftime("%Y-%m-%d %H:%M")) for o in found],
+    )
+
+
+@operators_app.command("sign-out")
+@one_line_errors
+def operators_sign_out(
+    name: Annotated[str, typer.Argument(help="The operator to sign out of every browser.")],
+) -> None:
+    """End every console session of an operator (a lost laptop, a leaver)."""
+    from tollgate.services.operators import sign_out_everywhere
+
+    with _migrated_database() as database:
+        ended = sign_out_everywhere(db=database, operator=name.strip().lower())
+    typer.echo(f"ended {ended} session(s) of '{name}'")
+
+
 # -- stripe events ------------------------------------------------------------------------------
 
 
 @contextmanager
 def _migrated_database() -> Iterator[Any]:
-    from tollgate.db.unit_of_work import Database
+    from tollgate.bootstrap import open_database
     from tollgate.server import require_migrated
 
-    database = Database(_settings().database_url)
+    database = open_database(_settings())
     try:
         require_migrated(database)
         yield database

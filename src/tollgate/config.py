@@ -144,6 +144,72 @@ class Settings(BaseSettings):
     # `authorization` setting); unset, /metrics is open (bind it where only scrapers reach).
     metrics_token: SecretStr | None = Field(None, alias="TOLLGATE_METRICS_TOKEN")
 
+    # -- pages: billing page, pricing table, console (issue 15) ---------------------------------
+    # Signs billing links, page cookies and CSRF tokens; set one value on every replica
+    # (without it, dev and tests use a random one per process and production refuses pages).
+    secret_key: SecretStr = Field(SecretStr(""), alias="TOLLGATE_SECRET_KEY")
+    # Where browsers reach this server (links in billing sessions, Checkout return URLs).
+    public_url: str | None = Field(None, alias="TOLLGATE_PUBLIC_URL", pattern=r"^https?://[^\s]+$")
+    billing_session_ttl: int = Field(900, alias="TOLLGATE_BILLING_SESSION_TTL", ge=30, le=86_400)
+    brand_name: str = Field("Tollgate", alias="TOLLGATE_BRAND_NAME", min_length=1, max_length=80)
+    brand_logo_url: str | None = Field(
+        None, alias="TOLLGATE_BRAND_LOGO_URL", pattern=r"^(https?://|/)[^\s\"'()<>]+$"
+    )
+    brand_color: str = Field(
+        "#3b3bd1", alias="TOLLGATE_BRAND_COLOR", pattern=r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"
+    )
+    brand_font: str = Field(
+        "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+        alias="TOLLGATE_BRAND_FONT",
+        pattern=r"^[A-Za-z0-9 ,'\-]{1,200}$",
+    )
+    # Who may show the pages in an iframe: CSP frame-ancestors sources, space-separated.
+    frame_ancestors: str = Field(
+        "'none'", alias="TOLLGATE_FRAME_ANCESTORS", pattern=r"^[A-Za-z0-9 :/.*'\-]{1,1000}$"
+    )
+    # The app's own sign-in: JWTs (RS256/ES256…) verified against its JWKS.
+    jwt_jwks_url: str | None = Field(None, alias="TOLLGATE_JWT_JWKS_URL")
+    jwt_issuer: str | None = Field(None, alias="TOLLGATE_JWT_ISSUER")
+    jwt_audience: str | None = Field(None, alias="TOLLGATE_JWT_AUDIENCE")
+    # The claim that holds Tollgate's customer id (an org or tenant id).
+    jwt_customer_claim: str = Field("org_id", alias="TOLLGATE_JWT_CUSTOMER_CLAIM", min_length=1)
+
+    # -- the operator console (issue 16) ---------------------------------------------------------
+    # A console session ends after this many idle minutes, and this many hours after sign-in.
+    console_idle_minutes: int = Field(30, alias="TOLLGATE_CONSOLE_IDLE_MINUTES", ge=1, le=1440)
+    console_session_hours: int = Field(12, alias="TOLLGATE_CONSOLE_SESSION_HOURS", ge=1, le=720)
+    # Failed sign-ins allowed in 15 minutes, per operator name and per client address.
+    sign_in_failures_per_account: int = Field(
+        5, alias="TOLLGATE_SIGN_IN_FAILURES_PER_ACCOUNT", ge=1, le=1000
+    )
+    sign_in_failures_per_address: int = Field(
+        20, alias="TOLLGATE_SIGN_IN_FAILURES_PER_ADDRESS", ge=1, le=10000
+    )
+    # Payment fees the platform pays (the console's fees view): cards percent + fixed minor
+    # units, ACH debits percent capped at a number of minor units.
+    fee_card_percent: Decimal = Field(
+        Decimal("2.9"), alias="TOLLGATE_FEE_CARD_PERCENT", ge=0, le=100
+    )
+    fee_card_fixed: int = Field(30, alias="TOLLGATE_FEE_CARD_FIXED", ge=0)
+    fee_ach_percent: Decimal = Field(Decimal("0.8"), alias="TOLLGATE_FEE_ACH_PERCENT", ge=0, le=100)
+    fee_ach_cap: int = Field(500, alias="TOLLGATE_FEE_ACH_CAP", ge=0)
+    # -- running in production (issue 23) ------------------------------------------------------
+    # What sits between Tollgate and PostgreSQL: `transaction` for PgBouncer (or a managed
+    # pooler) in transaction mode, where the next transaction may run on another server
+    # connection, so nothing may outlive a transaction: no server-side prepared statements.
+    database_pooler: Literal["none", "transaction"] = Field(
+        "none", alias="TOLLGATE_DATABASE_POOLER"
+    )
+    # Migrations run here when set (the database itself, not the pooler); else on the URL above.
+    database_direct_url: str | None = Field(None, alias="TOLLGATE_DATABASE_DIRECT_URL")
+    # Log one JSON object a line (request id, customer, event, duration) instead of plain text.
+    log_format: Literal["text", "json"] = Field("text", alias="TOLLGATE_LOG_FORMAT")
+    # On SIGTERM, how long in-flight requests, deliveries and job runs get to finish (seconds).
+    shutdown_grace_seconds: float = Field(20.0, alias="TOLLGATE_SHUTDOWN_GRACE", gt=0, le=600)
+    # -- pricing that changes (issue 20) -------------------------------------------------------
+    # How often a process looks for a newer synced catalog (seconds).
+    catalog_refresh: float = Field(1.0, alias="TOLLGATE_CATALOG_REFRESH", ge=0.05, le=60)
+
     @field_validator("default_currency")
     @classmethod
     def _currency(cls, value: str) -> str:
@@ -164,17 +230,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("database_direct_url")
+    @classmethod
+    def _database_direct_url(cls, value: str | None) -> str | None:
+        return _database_url(value) if value else None
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql", "postgres")):
-            raise ValueError("must be a sqlite:/// or postgresql:// URL")
-        if value.startswith("postgres://"):
-            value = "postgresql://" + value[len("postgres://") :]
-        if value.startswith("postgresql://"):
-            # psycopg 3 is the driver we ship.
-            value = "postgresql+psycopg://" + value[len("postgresql://") :]
-        return value
+        return _database_url(value)
 
     @field_validator("stripe_secret_key")
     @classmethod
@@ -220,6 +284,7 @@ class Settings(BaseSettings):
         secrets = [self.stripe_secret_key.get_secret_value()] if self.stripe_secret_key else []
         secrets += self.stripe_webhook_secrets
         secrets += [key.secret.get_secret_value() for key in self.bootstrap_api_keys]
+        secrets += [self.secret_key.get_secret_value()]
         for secret in secrets:
             if any(marker in secret.lower() for marker in _PLACEHOLDERS):
                 raise ValueError("a placeholder secret is set; replace it outside TOLLGATE_ENV=dev")
@@ -242,9 +307,30 @@ class Settings(BaseSettings):
         return parse_dunning_policy(self.dunning_policy_raw)
 
     @property
+    def migration_url(self) -> str:
+        """Where migrations run: TOLLGATE_DATABASE_DIRECT_URL, else TOLLGATE_DATABASE_URL."""
+        return self.database_direct_url or self.database_url
+
+    @property
+    def migration_pooler(self) -> str:
+        """The pooler in front of `migration_url` (none for the direct URL)."""
+        return "none" if self.database_direct_url else self.database_pooler
+
+    @property
     def stripe_live(self) -> bool:
         key = self.stripe_secret_key.get_secret_value() if self.stripe_secret_key else ""
         return "_live_" in key
+
+
+def _database_url(value: str) -> str:
+    if not value.startswith(("sqlite", "postgresql", "postgres")):
+        raise ValueError("must be a sqlite:/// or postgresql:// URL")
+    if value.startswith("postgres://"):
+        value = "postgresql://" + value[len("postgres://") :]
+    if value.startswith("postgresql://"):
+        # psycopg 3 is the driver we ship.
+        value = "postgresql+psycopg://" + value[len("postgresql://") :]
+    return value
 
 
 def _split(raw: str) -> list[str]:

@@ -44,7 +44,13 @@ def prepare(container: Container) -> None:
     require_migrated(container.db)
     _ = container.catalog  # a bad catalog stops the start, with every problem listed
     if container.settings.sync_catalog_on_start:
-        changes = sync_catalog(catalog=container.catalog, gateway=container.stripe)
+        changes = sync_catalog(
+            catalog=container.read_catalog_file(),
+            gateway=container.stripe,
+            db=container.db,
+            now=container.clock.now(),
+        )
+        container.live_catalog.refresh()
         log.info("catalog synced: %d change(s)", len(changes))
 
 
@@ -52,6 +58,7 @@ def run_server(settings: Settings, *, host: str, port: int) -> None:
     container = build_container(settings)
     prepare(container)
     container.entitlements.start_background()
+    container.live_catalog.start_background()
     # The event loop shares the interpreter with background threads (the entitlement cache's
     # refresher, the webhook writers) that release it for I/O and hashing; by default it waits up
     # to 5 ms to get it back, which shows as tail latency. 0.5 ms measured 5-14 % more webhook

@@ -265,6 +265,7 @@ def test_entitlements_answer_every_feature_and_refuse_bad_questions(
         "enabled": True,
         "limit": None,
         "used": 0,
+        "held": 0,
         "remaining": 100_000,
         "hard": False,
         "included": 100_000,

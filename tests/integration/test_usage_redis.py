@@ -232,7 +232,7 @@ def test_a_counter_left_over_counted_by_a_crash_is_corrected_by_the_resync(
     )
     counters.count(
         [(key, Aggregation.SUM, 1000)],
-        [(0, 1, app.clock.now(), f"lost-{i}") for i in range(80)],
+        [(0, 1, app.clock.now(), f"lost-{i}", 0) for i in range(80)],
         lambda keys: {key: Stored(0) for key in keys},
         app.clock.now(),
     )

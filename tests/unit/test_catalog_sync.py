@@ -137,7 +137,11 @@ def test_base_prices_are_licensed_with_whole_unit_amounts() -> None:
     assert pro_month.usage_type is UsageType.LICENSED
     assert (pro_month.unit_amount, pro_month.unit_amount_decimal) == (2900, None)
     assert pro_month.transform_quantity is None
-    assert pro_month.metadata == {"tollgate_plan": "pro", "tollgate_interval": "month"}
+    assert pro_month.metadata == {
+        "tollgate_plan": "pro",
+        "tollgate_interval": "month",
+        "tollgate_plan_version": "1",
+    }
     # Per-seat plans use the same shape: the subscription quantity carries the seats.
     assert prices["tollgate_team_year_eur"].unit_amount == 11000
     assert prices["tollgate_team_year_eur"].usage_type is UsageType.LICENSED
@@ -156,6 +160,7 @@ def test_overage_prices_are_metered_per_plan_feature_interval_and_currency() -> 
         "tollgate_plan": "team",
         "tollgate_interval": "month",
         "tollgate_feature": "runs",
+        "tollgate_plan_version": "1",
     }
 
 

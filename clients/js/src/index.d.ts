@@ -11,6 +11,13 @@ export interface Decision {
   warning: string | null;
 }
 
+/** A consume answer: the decision (used and remaining after it), stored under `id`. */
+export interface Consumed extends Decision {
+  id: string;
+  customer: string;
+  quantity: number;
+}
+
 export interface Customer {
   id: string;
   email: string | null;
@@ -104,7 +111,7 @@ export class Tollgate {
   request<T = unknown>(method: string, path: string, options?: RequestOptions): Promise<T>;
   check(customer: string, feature: string, quantity?: number, options?: { inUse?: number }): Promise<Decision>;
   require(customer: string, feature: string, quantity?: number, options?: { inUse?: number }): Promise<Decision>;
-  consume(customer: string, feature: string, quantity: number, options: { id: string }): Promise<Record<string, unknown>>;
+  consume(customer: string, feature: string, quantity: number, options: { id: string }): Promise<Consumed>;
   recordUsage(events: UsageEvent[], options?: { enforceLimits?: boolean }): Promise<UsageReport>;
   entitlements(customer: string): Promise<Record<string, unknown>>;
   usage(customer: string): Promise<Record<string, unknown>>;

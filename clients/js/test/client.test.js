@@ -104,3 +104,20 @@ test("checkout opens a hosted page for an online customer", async () => {
   const portal = await billing.portal(id, { returnUrl: "https://app.example/billing" });
   assert.match(portal, /^http/);
 });
+
+test("consume checks and records in one step, once per id", async () => {
+  const billing = client();
+  const id = `js-consume-${run}`;
+  await billing.customers.create({ id, email: "consume@js.example", offline: true });
+  const first = await billing.consume(id, "runs", 995, { id: `${id}-a` });
+  assert.equal(first.allowed, true);
+  assert.equal(first.used, 995);
+  const retried = await billing.consume(id, "runs", 995, { id: `${id}-a` });
+  assert.deepEqual(retried, first); // the first answer, counted once
+  const denied = await billing.consume(id, "runs", 6, { id: `${id}-b` });
+  assert.equal(denied.allowed, false);
+  assert.equal(denied.code, "limit_exceeded");
+  const fits = await billing.consume(id, "runs", 5, { id: `${id}-c` });
+  assert.equal(fits.remaining, 0);
+  await assert.rejects(billing.consume(id, "runs", 1), TypeError);
+});

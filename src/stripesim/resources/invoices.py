@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from html import escape
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from stripesim import billing, objects
+from stripesim import billing, objects, payments
 from stripesim.catalog import inline_price
 from stripesim.currency import format_amount
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, paginate, required_object, search, update_metadata
-from stripesim.pages import find_object
+from stripesim.pages import card_from_form, find_object, form_of, hosted, message_page, render_page
+from stripesim.pdf import text_pdf
 from stripesim.registry import Ctx, changed_since, page, route
 from stripesim.state import Simulator, new_id, snapshot
 
@@ -524,23 +525,73 @@ def list_invoice_items(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
 # -- hosted invoice page ---------------------------------------------------------------------------
 
 
-@page("/i/{invoice_id}", methods=("GET",))
+@page("/i/{invoice_id}", methods=("GET", "POST"))
 async def hosted_invoice(request: Request, sim: Simulator) -> Response:
-    """A plain page showing the invoice (Stripe's hosted invoice page, minus paying)."""
+    """Stripe's hosted invoice page: the lines, the PDF, and a pay form while it is open."""
+    invoice_id = request.path_params["invoice_id"]
+    form = await form_of(request) if request.method == "POST" else {}
+    with hosted(sim, request, invoice_id, "invoice") as found:
+        if found is None:
+            return message_page(404, "Invoice not found", "This invoice link does not exist.")
+        ctx, invoice = found
+        notice, error, status = None, None, 200
+        if request.method == "POST":
+            notice, error = _pay_from_page(ctx, invoice, form)
+            status = 402 if error else 200
+        shown = snapshot(invoice)
+    return render_page("invoice.html", status, invoice=shown, form=form, notice=notice, error=error)
+
+
+def _pay_from_page(
+    ctx: Ctx, invoice: dict[str, Any], form: dict[str, str]
+) -> tuple[str | None, str | None]:
+    """Pay an open invoice with the card typed on its page; return (notice, error)."""
+    if invoice["status"] != "open":
+        return None, f"This invoice can't be paid because it is {invoice['status']}."
+    now = _now(ctx, invoice)
+    try:
+        pm = card_from_form(ctx, form, created=now)
+        payments.attach_payment_method(ctx, pm, invoice["customer"])
+    except StripeError as failure:
+        return None, failure.message
+    outcome = billing.attempt_payment(
+        ctx, invoice, now, payment_method=pm["id"], off_session=False, automatic=False
+    )
+    if outcome.status != "succeeded":
+        declined = outcome.error
+        return None, declined.message if declined is not None else "Your card was declined."
+    return "Paid. Thank you.", None
+
+
+@page("/i/{invoice_id}/pdf", methods=("GET",))
+async def invoice_pdf(request: Request, sim: Simulator) -> Response:
+    """The invoice as a PDF (one page: number, dates, lines, totals)."""
     invoice_id = request.path_params["invoice_id"]
     with sim.lock:
         found = find_object(sim, invoice_id, "invoice")
         invoice = snapshot(found[1]) if found is not None else None
     if invoice is None:
         return HTMLResponse("<h1>Invoice not found</h1>", status_code=404)
-    rows = "".join(
-        f"<tr><td>{escape(line['description'] or '')}</td>"
-        f"<td>{escape(format_amount(line['amount'], line['currency']))}</td></tr>"
-        for line in invoice["lines"]["data"]
+    currency = invoice["currency"]
+    lines = [
+        f"Invoice {invoice.get('number') or invoice_id}",
+        f"Status: {invoice['status']}",
+        f"Customer: {invoice.get('customer_email') or invoice.get('customer') or ''}",
+        f"Date: {datetime.fromtimestamp(invoice['created'], UTC).strftime('%Y-%m-%d')}",
+        "",
+    ]
+    for line in invoice["lines"]["data"]:
+        amount = format_amount(line["amount"], line["currency"])
+        lines.append(f"{(line.get('description') or '')[:70]}    {amount}")
+    lines += [
+        "",
+        f"Total: {format_amount(invoice['total'], currency)}",
+        f"Amount paid: {format_amount(invoice['amount_paid'], currency)}",
+        f"Amount due: {format_amount(invoice['amount_remaining'], currency)}",
+    ]
+    name = f"{invoice.get('number') or invoice_id}.pdf"
+    return Response(
+        text_pdf(lines, title=f"Invoice {invoice.get('number') or invoice_id}"),
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{name}"'},
     )
-    body = (
-        f"<h1>Invoice {escape(invoice.get('number') or invoice_id)}</h1>"
-        f"<p>Status: {escape(invoice['status'])}</p><table>{rows}</table>"
-        f"<p>Amount due: {escape(format_amount(invoice['amount_due'], invoice['currency']))}</p>"
-    )
-    return HTMLResponse(f"<!doctype html><html><body>{body}</body></html>")

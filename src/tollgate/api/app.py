@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from tollgate import __version__
-from tollgate.api import docs, errors, openapi
+from tollgate.api import errors, openapi
 from tollgate.api.fastpath import EntitlementFastPath
 from tollgate.api.guard import Guard
 from tollgate.api.middleware import BodyLimit, Metrics
@@ -13,15 +13,20 @@ from tollgate.api.ratelimit import RateLimit
 from tollgate.api.routes import (
     api_keys,
     catalog,
+    console,
     credits,
+    customer_billing,
     customers,
     dev,
     entitlements,
     health,
     usage,
+    usage_controls,
     webhooks,
 )
 from tollgate.bootstrap import Container
+from tollgate.console.pages import install_console
+from tollgate.web.site import install_pages
 
 
 def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
@@ -34,8 +39,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
         title="Tollgate",
         version=__version__,
         description="Billing, entitlements and usage metering for SaaS products on Stripe.",
-        # /docs is served from the installed Swagger UI (api/docs.py), not FastAPI's CDN page.
-        docs_url=None,
+        docs_url=None,  # /docs and /redoc are served with their files (tollgate.web.api_docs)
         redoc_url=None,
     )
     app.state.container = container
@@ -50,8 +54,12 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(api_keys.router)
     app.include_router(customers.router)
+    app.include_router(customer_billing.router)
     app.include_router(credits.router)
-    app.include_router(docs.router)
+    app.include_router(usage_controls.router)
+    app.include_router(console.router)
+    install_pages(app)
+    install_console(app)
     if container.settings.env == "dev":
         app.include_router(dev.router)
     app.add_middleware(Metrics)

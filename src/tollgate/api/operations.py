@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from tollgate.api.schemas import (
     CheckoutCreate,
+    ConsumeCreate,
     CreditAllowancePut,
     CreditCheckoutCreate,
     CreditGrantCreate,
@@ -21,11 +22,14 @@ from tollgate.api.schemas import (
     CustomerCreate,
     CustomerUpdate,
     PortalCreate,
+    ReservationCommit,
+    ReservationCreate,
     SubscriptionPut,
     UsageBatch,
 )
 from tollgate.bootstrap import Container
-from tollgate.services import credits, customers, subscriptions, usage
+from tollgate.services import credits, customers, page_access, subscriptions, usage
+from tollgate.services.usage import reservations
 from tollgate_client.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
 
 # -- customers -------------------------------------------------------------------------------
@@ -77,6 +81,18 @@ def open_portal(
         return_url=body.return_url,
         idempotency_key=idempotency_key,
     )
+
+
+def open_billing_session(app: Container, customer_id: str, *, base_url: str) -> dict[str, str]:
+    """A signed link to the customer's billing page: `{customer, url, expires_at}`."""
+    link = page_access.open_billing_link(
+        db=app.db,
+        settings=app.settings,
+        clock=app.clock,
+        customer_id=customer_id,
+        base_url=base_url,
+    )
+    return link.to_json()
 
 
 # -- subscriptions ---------------------------------------------------------------------------
@@ -159,6 +175,72 @@ def record_usage(app: Container, batch: UsageBatch) -> usage.UsageReport:
     )
     app.entitlements.forget(report.customers)
     return report
+
+
+def consume(app: Container, customer_id: str, body: ConsumeCreate) -> usage.Consumed:
+    """Decide and record one use in one step (in Redis first when TOLLGATE_REDIS_URL is set)."""
+    consumed = usage.consume(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        customer_id=customer_id,
+        feature=body.feature,
+        quantity=body.quantity,
+        consumption_id=body.id,
+        grace=app.grace,
+        counters=app.usage_counters,
+    )
+    if not consumed.replayed:
+        app.entitlements.forget([customer_id])
+    return consumed
+
+
+def _usage(app: Container) -> reservations.Usage:
+    return reservations.Usage(app.db, app.catalog, app.clock, app.grace, app.usage_counters)
+
+
+def create_reservation(
+    app: Container, customer_id: str, body: ReservationCreate
+) -> reservations.ReservationView:
+    """Hold units against the customer's limit (in Redis first with TOLLGATE_REDIS_URL)."""
+    view = reservations.create_reservation(
+        _usage(app),
+        customer_id=customer_id,
+        feature=body.feature,
+        quantity=body.quantity,
+        ttl_seconds=body.ttl_seconds,
+        reservation_id=body.id,
+    )
+    app.entitlements.forget([customer_id])
+    return view
+
+
+def commit_reservation(
+    app: Container, customer_id: str, reservation_id: str, body: ReservationCommit
+) -> reservations.ReservationView:
+    view = reservations.commit_reservation(
+        _usage(app), customer_id=customer_id, reservation_id=reservation_id, quantity=body.quantity
+    )
+    app.entitlements.forget([customer_id])
+    return view
+
+
+def release_reservation(
+    app: Container, customer_id: str, reservation_id: str
+) -> reservations.ReservationView:
+    view = reservations.release_reservation(
+        _usage(app), customer_id=customer_id, reservation_id=reservation_id
+    )
+    app.entitlements.forget([customer_id])
+    return view
+
+
+def get_reservation(
+    app: Container, customer_id: str, reservation_id: str
+) -> reservations.ReservationView:
+    return reservations.get_reservation(
+        app.db, customer_id=customer_id, reservation_id=reservation_id
+    )
 
 
 def get_usage(app: Container, customer_id: str) -> usage.CustomerUsage:

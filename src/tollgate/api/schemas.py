@@ -49,6 +49,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     return {
         "id": plan.id,
         "name": plan.name,
+        "version": plan.version,
         "custom": plan.custom,
         "trial_days": plan.trial_days,
         "seats": {"min": plan.seats.min, "max": plan.seats.max} if plan.seats else None,
@@ -66,6 +67,7 @@ def catalog_json(catalog: Catalog) -> dict[str, Any]:
     return {
         "currency": catalog.currency,
         "default_plan": catalog.default_plan,
+        "version": catalog.version,
         "features": {
             feature.id: {"type": str(feature.type), "name": feature.name, "unit": feature.unit}
             for feature in catalog.features.values()
@@ -208,3 +210,29 @@ class UsageBatch:
         if "enforce_limits" in body and not isinstance(enforce, bool):
             raise InvalidRequest("enforce_limits must be true or false", param="enforce_limits")
         return cls(body["events"], enforce)
+
+
+# -- usage controls --------------------------------------------------------------------------
+
+
+class ReservationCreate(RequestBody):
+    feature: str = Field(description="A summed metered feature.")
+    quantity: StrictInt = Field(ge=1, description="Units to hold against the limit.")
+    ttl_seconds: StrictInt = Field(
+        ge=1, le=604_800, description="Released by the expiry job after this (at most 7 days)."
+    )
+    id: str = Field(min_length=1, max_length=230, description="Your id: a retry repeats it.")
+
+
+class ReservationCommit(RequestBody):
+    quantity: StrictInt = Field(
+        ge=0, description="Units actually used: up to the held ones, or more where they fit."
+    )
+
+
+class ConsumeCreate(RequestBody):
+    feature: str = Field(description="A metered feature.")
+    quantity: StrictInt = Field(1, ge=0, description="Units to use (the reading, for max/last).")
+    id: str = Field(
+        min_length=1, max_length=255, description="Your id of this use: a retry repeats it."
+    )

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from tollgate.api import operations
 from tollgate.api.schemas import (
     CheckoutCreate,
+    ConsumeCreate,
     CreditCheckoutCreate,
     CreditGrantCreate,
     CreditsQuery,
@@ -133,6 +134,17 @@ class LocalBackend:
     def record_usage(self, body: Body) -> dict[str, Any]:
         report = operations.record_usage(self.container, UsageBatch.parse(dict(body)))
         return report.to_json()
+
+    def consume(self, customer_id: str, body: Body) -> Decision:
+        consumed = operations.consume(self.container, customer_id, _checked(ConsumeCreate, body))
+        return consumed.decision
+
+    def billing_session(self, customer_id: str) -> dict[str, Any]:
+        # In process there is no request to learn the server's address from: the link is
+        # built on TOLLGATE_PUBLIC_URL.
+        return operations.open_billing_session(
+            self.container, customer_id, base_url=self.container.settings.public_url or ""
+        )
 
     def get_entitlements(self, customer_id: str) -> dict[str, Any]:
         return self.container.entitlements.entitlements(customer_id).to_json()

@@ -11,19 +11,21 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, *, pooler: str = "none") -> Config:
     config = Config()
+    config.attributes["pooler"] = pooler
     config.set_main_option("script_location", str(resources.files("tollgate.db") / "migrations"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+def upgrade(url: str, revision: str = "head", *, pooler: str = "none") -> None:
+    """Migrate up to `revision`; several at once on PostgreSQL take turns (see env.py)."""
+    command.upgrade(alembic_config(url, pooler=pooler), revision)
 
 
-def downgrade(url: str, revision: str = "base") -> None:
-    command.downgrade(alembic_config(url), revision)
+def downgrade(url: str, revision: str = "base", *, pooler: str = "none") -> None:
+    command.downgrade(alembic_config(url, pooler=pooler), revision)
 
 
 def head_revision(url: str) -> str | None:

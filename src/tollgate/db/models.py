@@ -138,6 +138,8 @@ class Subscription(Base):
     collection_method: Mapped[str | None] = mapped_column(String(32), nullable=True)
     currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
     plan: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The plan's version its price belongs to (issue 20; None: a price from before versions, 1).
+    plan_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     interval: Mapped[str | None] = mapped_column(String(16), nullable=True)
     seats: Mapped[int | None] = mapped_column(Integer, nullable=True)
     latest_invoice: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
@@ -168,6 +170,7 @@ class Invoice(Base):
     """A Stripe invoice as last seen; amounts are integer minor units of `currency`."""
 
     __tablename__ = "invoices"
+    __table_args__ = (Index("ix_invoices_customer_created", "customer_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
@@ -224,6 +227,8 @@ class Charge(Base):
     status: Mapped[str] = mapped_column(String(32))
     refunded: Mapped[bool] = mapped_column(Boolean, default=False)
     disputed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # `payment_method_details.type` (card, us_bank_account, …): what the charge cost in fees.
+    payment_method_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
     watermark_created: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -329,6 +334,11 @@ class UsageEvent(Base):
     """A usage event as accepted: its id is the app's, so a repeat is recognised forever."""
 
     __tablename__ = "usage_events"
+    __table_args__ = (
+        Index(
+            "ix_usage_events_customer_meter_time", "customer_id", "meter", "occurred_at", "value"
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
@@ -354,6 +364,9 @@ class UsageCounter(Base):
     # Overage units already written to the meter outbox for this period.
     reported: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Units reserved and not yet committed or released (usage_reservations); they count against
+    # the hard limit like used units (migration 0011).
+    held: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class UsageThreshold(Base):
@@ -424,6 +437,7 @@ class UsagePending(Base):
     last_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    held: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # change in held
 
 
 # -- notifications, app webhooks, job locks, dunning (migration 0005) -------------------------
@@ -602,3 +616,184 @@ class CreditLot(Base):
     # A purchase's PaymentIntent, so a refund of its charge finds the credits to take back.
     payment_intent: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- the operator console (migration 0010) -----------------------------------------------------
+
+
+class Operator(Base):
+    """A person who signs in to the console; only an argon2 hash of the password is kept."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # admin | support | readonly
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OperatorSession(Base):
+    """A signed-in browser: the SHA-256 of its cookie, its CSRF secret, its idle and hard ends."""
+
+    __tablename__ = "operator_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(
+        ForeignKey("operators.id", ondelete="CASCADE"), index=True
+    )
+    csrf_secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class SignInAttempt(Base):
+    """One sign-in try, kept a day, so tries are limited per account and per address."""
+
+    __tablename__ = "sign_in_attempts"
+    __table_args__ = (
+        Index("ix_sign_in_attempts_account_at", "account", "at"),
+        Index("ix_sign_in_attempts_address_at", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# The console's reads: a customer's timeline, the lists behind the overview (migration 0010).
+Index("ix_audit_log_object_id_at", AuditLog.object_id, AuditLog.at)
+Index("ix_app_events_customer_id_created_at", AppEvent.customer_id, AppEvent.created_at)
+Index("ix_notifications_customer_id_created_at", Notification.customer_id, Notification.created_at)
+Index("ix_customers_created_at_id", Customer.created_at, Customer.id)
+Index("ix_customers_email", Customer.email)
+Index("ix_subscriptions_status", Subscription.status)
+Index("ix_charges_created_at", Charge.created_at)
+Index("ix_stripe_events_type_created", StripeEvent.type, StripeEvent.created)
+# -- usage controls (migration 0011) -----------------------------------------------------------
+
+
+class UsageConsumption(Base):
+    """The answer of one `consume` call, kept so a retry with its id gets the same answer."""
+
+    __tablename__ = "usage_consumptions"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    feature: Mapped[str] = mapped_column(String(64))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    answer: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UsageReservation(Base):
+    """Units held against a customer's limit for long work, until committed, released or expired."""
+
+    __tablename__ = "usage_reservations"
+    __table_args__ = (Index("ix_usage_reservations_status_expires_at", "status", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    feature: Mapped[str] = mapped_column(String(64))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    quantity: Mapped[int] = mapped_column(BigInteger)  # units held
+    status: Mapped[str] = mapped_column(String(16))  # held | committed | released | expired
+    committed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class UsageVoid(Base):
+    """A usage event taken back (`POST /v1/usage/void`): who, why, when; the audit of it."""
+
+    __tablename__ = "usage_voids"
+
+    event_id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    meter: Mapped[str] = mapped_column(String(64))
+    value: Mapped[int] = mapped_column(BigInteger)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(255))
+    voided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- pricing that changes (issue 20, migration 0014) -------------------------------------------
+
+
+class CatalogVersion(Base):
+    """A catalog as `catalog sync` made it in Stripe: every server process loads the newest."""
+
+    __tablename__ = "catalog_versions"
+
+    version: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    # The document as read (canonical JSON of the YAML) and its SHA-256.
+    body: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    # Each plan's version in this catalog: {"pro": 2, "free": 1}.
+    plan_versions: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PlanVersionRow(Base):
+    """A version of a plan: the digest of its terms and the catalog version that brought it."""
+
+    __tablename__ = "plan_versions"
+
+    plan: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    catalog_version: Mapped[int] = mapped_column(ForeignKey("catalog_versions.version"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PlanMigration(Base):
+    """Moving a plan's subscribers from one version to another (`tollgate plans migrate`)."""
+
+    __tablename__ = "plan_migrations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    plan: Mapped[str] = mapped_column(String(64))
+    from_version: Mapped[int] = mapped_column(Integer)
+    to_version: Mapped[int] = mapped_column(Integer)
+    # now | renewal
+    at: Mapped[str] = mapped_column(String(16))
+    proration: Mapped[str] = mapped_column(String(32))
+    notify: Mapped[bool] = mapped_column(Boolean, default=False)
+    # running | done | failed
+    status: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PlanMigrationCustomer(Base):
+    """One subscriber of a migration: its progress, so a resumed run changes nobody twice."""
+
+    __tablename__ = "plan_migration_customers"
+    __table_args__ = (Index("ix_plan_migration_customers_status", "migration_id", "status"),)
+
+    migration_id: Mapped[str] = mapped_column(
+        ForeignKey("plan_migrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    subscription_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    interval: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    old_amount_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    new_amount_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    effective_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # pending | done | failed | skipped
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

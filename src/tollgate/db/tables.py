@@ -30,6 +30,10 @@ USAGE_EVENTS = _table("usage_events")
 USAGE_COUNTERS = _table("usage_counters")
 USAGE_THRESHOLDS = _table("usage_thresholds")
 USAGE_PENDING = _table("usage_pending")
+# Usage controls: consume answers, reservations, voided events.
+USAGE_CONSUMPTIONS = _table("usage_consumptions")
+USAGE_RESERVATIONS = _table("usage_reservations")
+USAGE_VOIDS = _table("usage_voids")
 METER_OUTBOX = _table("meter_outbox")
 # Notifications, app webhooks, job locks.
 NOTIFICATIONS = _table("notifications")
@@ -43,3 +47,12 @@ CREDIT_ACCOUNTS = _table("credit_accounts")
 CREDIT_TRANSACTIONS = _table("credit_transactions")
 CREDIT_ENTRIES = _table("credit_entries")
 CREDIT_LOTS = _table("credit_lots")
+# The operator console.
+OPERATORS = _table("operators")
+OPERATOR_SESSIONS = _table("operator_sessions")
+SIGN_IN_ATTEMPTS = _table("sign_in_attempts")
+# Pricing that changes (issue 20).
+CATALOG_VERSIONS = _table("catalog_versions")
+PLAN_VERSIONS = _table("plan_versions")
+PLAN_MIGRATIONS = _table("plan_migrations")
+PLAN_MIGRATION_CUSTOMERS = _table("plan_migration_customers")

@@ -12,9 +12,30 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+# What sits between Tollgate and PostgreSQL (TOLLGATE_DATABASE_POOLER).
+POOLERS = ("none", "transaction")
 
-def make_engine(url: str, **options: Any) -> Engine:
-    """An engine for `url`; SQLite gets WAL, NORMAL sync, foreign keys and a busy timeout."""
+
+def pooler_connect_args(pooler: str) -> dict[str, Any]:
+    """psycopg's connect arguments for what sits in front of PostgreSQL.
+
+    Behind a pooler in transaction mode (PgBouncer before 1.21, most managed poolers) the next
+    transaction may run on another server connection, so nothing may outlive a transaction.
+    psycopg prepares a statement on the server after its fifth run (`_pg3_0`, …): on another
+    connection it is then missing (InvalidSqlStatementName) or already there
+    (DuplicatePreparedStatement). None turns server-side prepares off; statements still use
+    the extended protocol with unnamed statements, which a pooler passes through.
+    """
+    if pooler not in POOLERS:
+        raise ValueError(f"unknown pooler {pooler!r} (poolers are: {', '.join(POOLERS)})")
+    return {"prepare_threshold": None} if pooler == "transaction" else {}
+
+
+def make_engine(url: str, *, pooler: str = "none", **options: Any) -> Engine:
+    """An engine for `url`; SQLite gets WAL, NORMAL sync, foreign keys and a busy timeout.
+
+    `pooler` says what sits in front of PostgreSQL (see `pooler_connect_args`).
+    """
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:")
         engine = create_engine(
@@ -35,15 +56,23 @@ def make_engine(url: str, **options: Any) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **options)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args=pooler_connect_args(pooler),
+        **options,
+    )
 
 
 class Database:
     """The database a process talks to: an engine and transactions over it."""
 
-    def __init__(self, url: str, **options: Any) -> None:
+    def __init__(self, url: str, *, pooler: str = "none", **options: Any) -> None:
         self.url = url
-        self.engine = make_engine(url, **options)
+        self.pooler = pooler
+        self.engine = make_engine(url, pooler=pooler, **options)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time. This process's threads queue on a lock, because
         # SQLite's busy handler sleeps up to 100 ms between tries and ruins latency under load.

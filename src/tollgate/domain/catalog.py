@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import TypeVar
@@ -149,6 +149,9 @@ class Plan:
     on_start_credits: int = 0
     # The plan whose features a past-due customer keeps after the grace period (None: default).
     reduced_access: str | None = None
+    # Which version of the plan this is (issue 20): a change to its prices or features makes a
+    # new one when the catalog is synced; subscribers keep theirs until migrated.
+    version: int = 1
 
     @property
     def is_free(self) -> bool:
@@ -248,6 +251,12 @@ class Catalog:
     plans: dict[str, Plan]
     credit_packs: dict[str, CreditPack] = field(default_factory=dict)
     credit_overdraft_product: CreditProduct | None = None
+    # Issue 20: the synced catalog's version (None: read from the file, never synced), the
+    # earlier versions of each plan that subscribers may still be on, and the document the
+    # catalog was read from (canonical JSON), so a sync can store it for every process.
+    version: int | None = None
+    plan_versions: dict[str, dict[int, Plan]] = field(default_factory=dict)
+    source_json: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def currencies(self) -> tuple[str, ...]:
@@ -261,6 +270,22 @@ class Catalog:
     def feature(self, feature_id: str) -> Feature:
         """Return the feature, or raise NotFound naming the features there are."""
         return _known(self.features, feature_id, "feature")
+
+    def plan_version(self, plan_id: str, version: int | None) -> Plan:
+        """Return the plan as it was at `version` (the current one when None or unknown)."""
+        plan = self.plan(plan_id)
+        if version is None or version == plan.version:
+            return plan
+        return self.plan_versions.get(plan_id, {}).get(version, plan)
+
+    def with_plan_version(self, plan_id: str | None, version: int | None) -> Catalog:
+        """Return this catalog with `plan_id` as it was at `version` (a grandfathered view)."""
+        if plan_id is None or version is None or plan_id not in self.plans:
+            return self
+        plan = self.plan_version(plan_id, version)
+        if plan is self.plans[plan_id]:
+            return self
+        return replace(self, plans={**self.plans, plan_id: plan})
 
 
 _Item = TypeVar("_Item")

@@ -8,7 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import ClassVar
 
-from tollgate.domain.catalog import Catalog, FeatureType, Interval
+from tollgate.domain.catalog import Catalog, FeatureType, Interval, Plan
 from tollgate.domain.errors import CatalogError, CatalogProblem
 from tollgate.money import format_minor
 
@@ -42,14 +42,30 @@ def meter_event_name(feature_id: str) -> str:
     return f"{TOLLGATE_PREFIX}{feature_id}"
 
 
-def base_price_lookup_key(plan_id: str, interval: str, currency: str) -> str:
-    """Return the lookup key of a plan's recurring price."""
-    return f"{TOLLGATE_PREFIX}{plan_id}_{interval}_{currency}"
+def _versioned(plan_id: str, version: int) -> str:
+    # Version 1 keeps the key Tollgate always gave the plan, so prices synced before plans had
+    # versions are version 1's; later versions carry theirs: tollgate_pro_v2_month_usd.
+    return plan_id if version <= 1 else f"{plan_id}_v{version}"
 
 
-def overage_price_lookup_key(plan_id: str, feature_id: str, interval: str, currency: str) -> str:
-    """Return the lookup key of a plan's overage price for a metered feature."""
-    return f"{TOLLGATE_PREFIX}{plan_id}_{feature_id}_{interval}_{currency}"
+def base_price_lookup_key(plan_id: str, interval: str, currency: str, version: int = 1) -> str:
+    """Return the lookup key of a plan version's recurring price."""
+    return f"{TOLLGATE_PREFIX}{_versioned(plan_id, version)}_{interval}_{currency}"
+
+
+def overage_price_lookup_key(
+    plan_id: str, feature_id: str, interval: str, currency: str, version: int = 1
+) -> str:
+    """Return the lookup key of a plan version's overage price for a metered feature."""
+    return f"{TOLLGATE_PREFIX}{_versioned(plan_id, version)}_{feature_id}_{interval}_{currency}"
+
+
+def _plans_and_versions(catalog: Catalog) -> list[Plan]:
+    """Return every plan's current version, then the earlier versions subscribers may be on."""
+    plans = list(catalog.plans.values())
+    for plan_id in catalog.plans:
+        plans += [old for _, old in sorted(catalog.plan_versions.get(plan_id, {}).items())]
+    return plans
 
 
 @dataclass(frozen=True)
@@ -212,7 +228,7 @@ def desired_stripe_catalog(catalog: Catalog) -> DesiredCatalog:
     for feature_id, feature in catalog.features.items():
         if feature.type is FeatureType.METERED and any(
             plan.prices and plan.features[feature_id].overage is not None
-            for plan in catalog.plans.values()
+            for plan in _plans_and_versions(catalog)
         ):
             billed_features.append(feature_id)
 
@@ -237,18 +253,25 @@ def desired_stripe_catalog(catalog: Catalog) -> DesiredCatalog:
     ]
 
     prices: list[DesiredPrice] = []
-    for plan in catalog.plans.values():
+    for plan in _plans_and_versions(catalog):
+        named = plan.name if plan.version <= 1 else f"{plan.name} v{plan.version}"
         for price in plan.prices:
             prices.append(
                 DesiredPrice(
-                    lookup_key=base_price_lookup_key(plan.id, price.interval, price.currency),
+                    lookup_key=base_price_lookup_key(
+                        plan.id, price.interval, price.currency, plan.version
+                    ),
                     product=plan_product_id(plan.id),
                     currency=price.currency,
                     interval=price.interval,
                     usage_type=UsageType.LICENSED,
                     unit_amount=price.amount_minor,
-                    nickname=f"{plan.name} ({price.interval}, {price.currency.upper()})",
-                    metadata={"tollgate_plan": plan.id, "tollgate_interval": price.interval},
+                    nickname=f"{named} ({price.interval}, {price.currency.upper()})",
+                    metadata={
+                        "tollgate_plan": plan.id,
+                        "tollgate_interval": price.interval,
+                        "tollgate_plan_version": str(plan.version),
+                    },
                 )
             )
         for feature_id in billed_features:
@@ -261,7 +284,7 @@ def desired_stripe_catalog(catalog: Catalog) -> DesiredCatalog:
                 prices.append(
                     DesiredPrice(
                         lookup_key=overage_price_lookup_key(
-                            plan.id, feature_id, price.interval, price.currency
+                            plan.id, feature_id, price.interval, price.currency, plan.version
                         ),
                         product=feature_product_id(feature_id),
                         currency=price.currency,
@@ -271,13 +294,14 @@ def desired_stripe_catalog(catalog: Catalog) -> DesiredCatalog:
                         meter_event_name=meter_event_name(feature_id),
                         divide_by=overage.per if overage.per > 1 else None,
                         nickname=(
-                            f"{plan.name}: {feature_name} over the {grant.included or 0:,} "
+                            f"{named}: {feature_name} over the {grant.included or 0:,} "
                             f"included ({price.interval}, {price.currency.upper()})"
                         ),
                         metadata={
                             "tollgate_plan": plan.id,
                             "tollgate_interval": price.interval,
                             "tollgate_feature": feature_id,
+                            "tollgate_plan_version": str(plan.version),
                         },
                     )
                 )

@@ -48,6 +48,9 @@ class CustomerState:
     dunning_access: str | None = None  # set by the dunning policy: full | reduced | default
     credit_balance: int = 0
     credit_allowance: int = 0
+    held: Mapping[str, int] = field(default_factory=dict)  # metered feature -> units reserved
+    # The version of `plan` the subscription's price belongs to (issue 20; None: the newest).
+    plan_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,7 @@ class FeatureEntitlement:
     overage: bool = False  # usage past `included` is billed
     percent: float | None = None
     credits_per_unit: int | None = None
+    held: int = 0  # units reservations hold (metered): not used yet, but not available either
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -73,6 +77,7 @@ class FeatureEntitlement:
             "enabled": self.enabled,
             "limit": self.limit,
             "used": self.used,
+            "held": self.held,
             "remaining": self.remaining,
             "hard": self.hard,
             "included": self.included,
@@ -154,6 +159,8 @@ def entitlements(
     credit_prices: Mapping[str, int] | None = None,
 ) -> Entitlements:
     """Return everything the customer may do now."""
+    # A grandfathered subscriber has its plan as it was at its version.
+    catalog = catalog.with_plan_version(state.plan, state.plan_version)
     access, access_changes_at = access_of(state, grace, now)
     plan = access_plan(catalog, state, access)
     features = {
@@ -191,15 +198,17 @@ def _feature(
     if grant is None:
         grant = PlanFeature.off(feature)
     used: int | None = None
+    held = 0
     if feature.type is FeatureType.METERED:
         used = state.usage.get(feature_id, 0)
+        held = state.held.get(feature_id, 0)
     elif feature.type is FeatureType.SEATS:
         used = state.seats or 0
     remaining: int | None = None
     if grant.limit is not None and used is not None:
-        remaining = max(0, grant.limit - used)
+        remaining = max(0, grant.limit - used - held)
     elif grant.included is not None and used is not None:
-        remaining = max(0, grant.included - used)
+        remaining = max(0, grant.included - used - held)
     return FeatureEntitlement(
         feature=feature_id,
         name=feature.name,
@@ -213,6 +222,7 @@ def _feature(
         overage=grant.overage is not None and not grant.hard,
         percent=percent_used(used or 0, grant.included) if used is not None else None,
         credits_per_unit=credits_per_unit,
+        held=held,
     )
 
 
@@ -286,6 +296,8 @@ def _decide_metered(
     used = entitlement.used or 0
     aggregation = granted.catalog.features[feature_id].aggregation
     after = used + quantity if aggregation is Aggregation.SUM else max(used, quantity)
+    # Units reservations hold are spoken for: they count against a hard limit like used ones.
+    held = entitlement.held
     per = _per_period(granted)
 
     if entitlement.credits_per_unit:
@@ -310,8 +322,10 @@ def _decide_metered(
         if entitlement.limit is None:
             return answer(True, Code.ALLOWED, f"{plan_name}: unlimited {unit_name(2)}.")
         text = f"{plan_name}: {count_text(entitlement.limit, unit_name)} {per}, {used:,} used"
-        if after > entitlement.limit:
-            upgrade = _upgrade_hint(granted, feature_id, after)
+        if held:
+            text += f", {held:,} reserved"
+        if after + held > entitlement.limit:
+            upgrade = _upgrade_hint(granted, feature_id, after + held)
             return answer(False, Code.LIMIT_EXCEEDED, f"{text}{upgrade or ''}.")
         return answer(True, Code.ALLOWED, f"{text}.", _warning(entitlement, after, granted))
 

@@ -46,6 +46,7 @@ class SubscriptionItemSnapshot:
     feature: str | None
     current_period_start: datetime | None
     current_period_end: datetime | None
+    plan_version: int | None = None  # the price's metadata tollgate_plan_version (issue 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,13 @@ class SubscriptionSnapshot:
     def plan(self) -> str | None:
         item = self.base_item
         return item.plan if item else None
+
+    @property
+    def plan_version(self) -> int | None:
+        item = self.base_item
+        if item is None or item.plan is None:
+            return None
+        return item.plan_version or 1
 
     @property
     def interval(self) -> str | None:
@@ -158,6 +166,7 @@ class ChargeSnapshot:
     refunded: bool
     disputed: bool
     refunds: tuple[RefundSnapshot, ...] | None = None
+    payment_method_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,9 +118,25 @@ def enforced_limit(grant: PlanFeature, enforce: bool) -> int | None:
     return grant.limit if enforce and grant.hard else None
 
 
-def over_limit(counter: Counter, aggregation: Aggregation, value: int, limit: int | None) -> bool:
-    """Return whether one more event of `value` would take the counter past `limit`."""
-    return limit is not None and counter.after(aggregation, value) > limit
+def over_limit(
+    counter: Counter,
+    aggregation: Aggregation,
+    value: int,
+    limit: int | None,
+    held: int = 0,
+    hold: int = 0,
+) -> bool:
+    """Return whether one more event of `value` would take the counter past `limit`.
+
+    Units reservations hold (`held`) count against the limit; `hold` is the change the event
+    makes to them. An event that takes back at least what it adds (a reservation committed
+    under what it held, or released) always fits: it never brings the total up.
+    """
+    if limit is None:
+        return False
+    if aggregation is Aggregation.SUM and value + hold <= 0:
+        return False
+    return counter.after(aggregation, value) + held + hold > limit
 
 
 def thresholds_due(
@@ -175,18 +191,29 @@ def percent_used(used: int, included: int | None) -> float | None:
 
 
 def usage_with_pending(
-    rows: Iterable[tuple[str, int, datetime | None, str | None, str]],
+    rows: Iterable[tuple[str, int, datetime | None, str | None, str, int]],
 ) -> dict[str, int]:
     """Return usage per meter from counter rows and pending rows (meter, value, last at, last id,
-    aggregation; an empty aggregation marks a counter row), pending ones folded in."""
+    aggregation, held; an empty aggregation marks a counter row), pending ones folded in."""
     counters: dict[str, Counter] = {}
     pending = []
-    for meter, value, last_at, last_id, aggregation in rows:
+    for meter, value, last_at, last_id, aggregation, _ in rows:
         if aggregation:
             pending.append((meter, aggregation, value, last_at, last_id))
         else:
             counters[meter] = Counter(int(value), last_at, last_id)
     return {meter: counter.value for meter, counter in fold_pending(counters, pending).items()}
+
+
+def held_with_pending(
+    rows: Iterable[tuple[str, int, datetime | None, str | None, str, int]],
+) -> dict[str, int]:
+    """Return the units reservations hold per meter: the counters' and the pending changes."""
+    held: dict[str, int] = {}
+    for meter, _, _, _, _, units in rows:
+        if units:
+            held[meter] = held.get(meter, 0) + int(units)
+    return {meter: units for meter, units in held.items() if units}
 
 
 def fold_pending(

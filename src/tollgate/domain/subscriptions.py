@@ -114,13 +114,15 @@ class Terms:
 
     @property
     def lookup_key(self) -> str:
-        return base_price_lookup_key(self.plan.id, self.interval, self.currency)
+        return base_price_lookup_key(self.plan.id, self.interval, self.currency, self.plan.version)
 
     @property
     def overage_lookup_keys(self) -> dict[str, str]:
         """Return each metered feature's overage price lookup key, by feature."""
         return {
-            feature: overage_price_lookup_key(self.plan.id, feature, self.interval, self.currency)
+            feature: overage_price_lookup_key(
+                self.plan.id, feature, self.interval, self.currency, self.plan.version
+            )
             for feature in self.overage_features
         }
 

@@ -25,6 +25,7 @@ from tollgate.jobs.notifications import deliver_notifications
 from tollgate.jobs.plan_changes import apply_pending_plan_changes
 from tollgate.jobs.reconcile import reconcile_nightly
 from tollgate.jobs.trials import remind_trials
+from tollgate.jobs.usage_controls import release_expired_holds
 from tollgate.jobs.usage_counters import flush_usage_counters, resync_usage_counters
 from tollgate.jobs.webhooks import retry_failed_webhooks
 
@@ -58,6 +59,8 @@ SCHEDULE: tuple[Job, ...] = (
     # pending meanwhile), and correct counters a crash left over-counted (two looks apart).
     Job("flush_usage_counters", timedelta(seconds=1), flush_usage_counters),
     Job("resync_usage_counters", timedelta(minutes=1), resync_usage_counters),
+    # Reservations past their ttl give their hold back; every 15 s keeps a lapsed hold short.
+    Job("release_expired_holds", timedelta(seconds=15), release_expired_holds),
     Job("expire_credits", timedelta(minutes=5), expire_due_credits),
     Job("grant_plan_credits", timedelta(minutes=5), grant_period_credits),
     Job("invoice_credit_overdraft", timedelta(hours=1), invoice_credit_overdraft),

@@ -1,10 +1,26 @@
-"""Catalog use cases: what `sync` would change in Stripe, and doing it."""
+"""Catalog use cases: what `sync` would change in Stripe, and doing it.
+
+With a database (issue 20), a sync also versions the plans (a plan whose prices or features
+changed gets a new version, with its own Stripe prices; the earlier version's prices stay for
+its subscribers) and stores the synced catalog, which every server process then loads
+(services/catalog_live.py).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
 
-from tollgate.domain.catalog import Catalog
+from sqlalchemy import Connection
+
+from tollgate.db.queries import catalog_versions as queries
+from tollgate.db.unit_of_work import Database
+from tollgate.domain.catalog import Catalog, Plan
+from tollgate.domain.catalog_parser import parse_catalog
 from tollgate.domain.catalog_sync import (
     ArchiveOneTimePrice,
     CatalogChange,
@@ -14,16 +30,75 @@ from tollgate.domain.catalog_sync import (
     plan_catalog_changes,
     plan_credit_price_changes,
 )
+from tollgate.domain.errors import CatalogError, CatalogProblem
+from tollgate.domain.plan_versions import (
+    PlanVersion,
+    assign_plan_versions,
+    plan_fingerprint,
+    versioned_catalog,
+)
 from tollgate.stripe.gateway import StripeGateway
 
-AnyChange = CatalogChange | CreateOneTimePrice | ArchiveOneTimePrice
+
+@dataclass(frozen=True)
+class NewPlanVersion:
+    """A plan whose prices or features changed: the sync makes it a new version."""
+
+    kind: ClassVar[str] = "new_plan_version"
+    plan: Plan
+    earlier: Plan | None
+    # Live subscribers per earlier version: they stay there until migrated.
+    subscribers: Mapping[int, int]
+
+    def describe(self) -> str:
+        """Return one line for `tollgate catalog diff`."""
+        line = f"+ plan {self.plan.id} v{self.plan.version}"
+        if self.earlier is not None:
+            line += f": {_terms_change(self.earlier, self.plan)}"
+        if self.subscribers:
+            staying = ", ".join(
+                f"{count} on v{version}" for version, count in sorted(self.subscribers.items())
+            )
+            line += f"; subscribers stay where they are ({staying}) until migrated"
+        else:
+            line += "; no subscribers on earlier versions"
+        return line
 
 
-def diff_catalog(*, catalog: Catalog, gateway: StripeGateway) -> list[AnyChange]:
+def _terms_change(old: Plan, new: Plan) -> str:
+    def prices(plan: Plan) -> dict[tuple[str, str], str]:
+        return {(p.interval, p.currency): f"{p.money.format()}/{p.interval}" for p in plan.prices}
+
+    before, after = prices(old), prices(new)
+    parts = [
+        f"{before.get(key, 'none')} -> {after.get(key, 'none')}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    ]
+    changed = sorted(
+        feature
+        for feature in set(old.features) | set(new.features)
+        if old.features.get(feature) != new.features.get(feature)
+    )
+    if changed:
+        parts.append(f"features changed: {', '.join(changed)}")
+    return "; ".join(parts) or "terms changed"
+
+
+AnyChange = CatalogChange | CreateOneTimePrice | ArchiveOneTimePrice | NewPlanVersion
+
+
+def diff_catalog(
+    *, catalog: Catalog, gateway: StripeGateway, db: Database | None = None
+) -> list[AnyChange]:
     """The changes `sync_catalog` would make, without making them."""
+    versions: list[AnyChange] = []
+    if db is not None:
+        catalog, new_versions = _versioned(db, catalog)
+        versions = list(_version_changes(db, catalog, new_versions))
     products, prices, meters = gateway.catalog_state()
     changes = plan_catalog_changes(desired_stripe_catalog(catalog), products, prices, meters)
-    return changes + _credit_price_changes(catalog, gateway)
+    return versions + changes + _credit_price_changes(catalog, gateway)
 
 
 def _credit_price_changes(
@@ -57,11 +132,31 @@ def sync_catalog(
     catalog: Catalog,
     gateway: StripeGateway,
     progress: Callable[[AnyChange, int, int], None] | None = None,
+    db: Database | None = None,
+    now: datetime | None = None,
 ) -> list[AnyChange]:
     """Create or update Stripe's products, prices and meters to match the catalog; idempotent.
 
     `progress` is told of each change once made, with how many are done of how many planned.
+    With `db` (and `now`), plans are versioned and the synced catalog is stored once Stripe
+    holds it, for every server process to load.
     """
+    versions: list[AnyChange] = []
+    new_versions: list[PlanVersion] = []
+    if db is not None:
+        catalog, new_versions = _versioned(db, catalog)
+        versions = list(_version_changes(db, catalog, new_versions))
+    changes = _sync_stripe(catalog, gateway, progress)
+    if db is not None:
+        _record(db, catalog, new_versions, now)
+    return versions + changes
+
+
+def _sync_stripe(
+    catalog: Catalog,
+    gateway: StripeGateway,
+    progress: Callable[[AnyChange, int, int], None] | None,
+) -> list[AnyChange]:
     products, prices, meters = gateway.catalog_state()
     changes = plan_catalog_changes(desired_stripe_catalog(catalog), products, prices, meters)
     meter_ids = {meter.event_name: meter.id for meter in meters if meter.status == "active"}
@@ -74,4 +169,99 @@ def sync_catalog(
         _apply_credit_price_change(gateway, credit_change)
         if progress is not None:
             progress(credit_change, done, len(changes) + len(credit_changes))
-    return changes + credit_changes
+    return [*changes, *credit_changes]
+
+
+# -- versions (issue 20) ----------------------------------------------------------------------
+
+
+def _versioned(db: Database, catalog: Catalog) -> tuple[Catalog, list[PlanVersion]]:
+    """Return the catalog with plan versions assigned and earlier ones attached, and the new."""
+    with db.engine.connect() as connection:
+        rows = queries.plan_version_rows(connection)
+        history = [
+            PlanVersion(row.plan, int(row.version), row.fingerprint, int(row.catalog_version))
+            for row in rows
+        ]
+        earlier = earlier_plans(connection, history)
+        connection.rollback()
+    versions, new = assign_plan_versions(catalog, history)
+    return versioned_catalog(catalog, versions, earlier, catalog_version=catalog.version), new
+
+
+def earlier_plans(connection: Connection, history: list[PlanVersion]) -> dict[str, dict[int, Plan]]:
+    """Return each recorded plan version as the catalog that brought it defined it."""
+    bodies = queries.catalog_bodies(
+        connection, {item.catalog_version for item in history if item.catalog_version is not None}
+    )
+    parsed: dict[int, Catalog] = {}
+    for number, body in bodies.items():
+        try:
+            parsed[number] = parse_catalog(json.loads(body))
+        except (CatalogError, ValueError):
+            continue  # a document this version can no longer read: its plans use the newest
+    earlier: dict[str, dict[int, Plan]] = {}
+    for item in history:
+        source = parsed.get(item.catalog_version or 0)
+        plan = source.plans.get(item.plan) if source is not None else None
+        if plan is not None:
+            earlier.setdefault(item.plan, {})[item.version] = plan
+    return earlier
+
+
+def _version_changes(
+    db: Database, catalog: Catalog, new_versions: list[PlanVersion]
+) -> list[NewPlanVersion]:
+    # A plan's first version is news only as its product and prices (listed anyway).
+    new_versions = [item for item in new_versions if item.version > 1]
+    if not new_versions:
+        return []
+    with db.engine.connect() as connection:
+        counts = queries.subscribers_by_plan_version(connection)
+        connection.rollback()
+    changes = []
+    for item in new_versions:
+        plan = catalog.plans[item.plan]
+        older = catalog.plan_versions.get(item.plan, {})
+        earlier = older[max(older)] if older else None
+        subscribers = {
+            version: count
+            for (plan_id, version), count in counts.items()
+            if plan_id == item.plan and count
+        }
+        changes.append(NewPlanVersion(plan, earlier, subscribers))
+    return changes
+
+
+def _record(
+    db: Database, catalog: Catalog, new_versions: list[PlanVersion], now: datetime | None
+) -> None:
+    """Store the synced catalog unless the newest stored one is the same document."""
+    if catalog.source_json is None:
+        raise CatalogError(
+            [CatalogProblem("catalog", "has no source document to store (load it from a file)")]
+        )
+    if now is None:
+        raise ValueError("sync_catalog with a database needs `now`")
+    body = catalog.source_json
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    plan_versions = {plan_id: plan.version for plan_id, plan in catalog.plans.items()}
+    with db.transaction() as session:
+        connection = session.connection()
+        newest = queries.newest_version(connection)
+        if newest is not None and not new_versions:
+            row = queries.catalog_version(connection, newest)
+            if row is not None and row.fingerprint == digest and row.plan_versions == plan_versions:
+                return
+        queries.record_catalog_version(
+            connection,
+            body=body,
+            fingerprint=digest,
+            plan_versions=plan_versions,
+            new_plan_versions=[
+                (item.plan, item.version, plan_fingerprint(catalog.plans[item.plan]))
+                for item in new_versions
+            ],
+            source=None,
+            now=now,
+        )

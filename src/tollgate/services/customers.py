@@ -158,7 +158,22 @@ def customer_view(session: Session, customer: Customer, catalog: Catalog) -> Cus
         created=customer.created_at,
         address=customer.address,
         stripe_account=customer.stripe_account,
+        plan_version=shown_plan_version(catalog, derived.plan, subscription),
     )
+
+
+def shown_plan_version(catalog: Catalog, plan: str | None, subscription: Any) -> int | None:
+    """Return the version of `plan` a customer is on: its live subscription's, else the newest."""
+    if plan is None:
+        return None
+    if (
+        subscription is not None
+        and subscription.status not in ENDED_STATUSES
+        and subscription.plan == plan
+    ):
+        return int(subscription.plan_version or 1)
+    known = catalog.plans.get(plan)
+    return known.version if known is not None else None
 
 
 def get_customer(*, db: Database, catalog: Catalog, customer_id: str) -> CustomerView:

@@ -9,20 +9,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection
 
+from tollgate.db.queries import billing
 from tollgate.db.queries.changes import note_customer_changes
-from tollgate.db.tables import CUSTOMERS
 from tollgate.domain.dunning import Access, DunningPolicy, access_after_failure
 from tollgate.services.outbox import queue_app_event, queue_email
 
 
 def dunning_access(connection: Connection, customer_id: str) -> Access | None:
     """Return the customer's dunning access (None: access follows the subscription)."""
-    value = connection.execute(
-        select(CUSTOMERS.c.dunning_access).where(CUSTOMERS.c.id == customer_id)
-    ).scalar()
-    return value
+    access: Access | None = billing.dunning_access(connection, customer_id)
+    return access
 
 
 def record_failed_attempt(
@@ -68,11 +66,7 @@ def clear_dunning(connection: Connection, *, customer_id: str, cause: str, now: 
 def _set_access(
     connection: Connection, customer_id: str, access: Access | None, *, cause: str, now: datetime
 ) -> None:
-    connection.execute(
-        update(CUSTOMERS)
-        .where(CUSTOMERS.c.id == customer_id)
-        .values(dunning_access=access, updated_at=now)
-    )
+    billing.set_dunning_access(connection, customer_id, access, now)
     note_customer_changes(connection, [customer_id], reason="dunning", now=now)
     queue_app_event(
         connection,

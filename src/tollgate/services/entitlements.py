@@ -29,7 +29,12 @@ from tollgate.domain.catalog import Catalog, FeatureType
 from tollgate.domain.entitlements import CustomerState, Decision, Entitlements, entitlements
 from tollgate.domain.errors import NotFound
 from tollgate.domain.events import ENDED_STATUSES
-from tollgate.domain.metering import Period, open_period, usage_with_pending
+from tollgate.domain.metering import (
+    Period,
+    held_with_pending,
+    open_period,
+    usage_with_pending,
+)
 from tollgate.domain.subscriptions import customer_currency, customer_plan
 from tollgate.services import credit_ledger
 
@@ -50,6 +55,7 @@ class BillingCustomer:
     offline: bool
     dunning_access: str | None
     past_due_since: datetime | None
+    plan_version: int | None = None  # the subscription's plan version (issue 20)
 
 
 def load_billing_customers(
@@ -116,14 +122,28 @@ def _billing_customer(
         offline=row.offline,
         dunning_access=row.dunning_access,
         past_due_since=past_due_since,
+        plan_version=_plan_version(held, derived.plan),
     )
+
+
+def _plan_version(subscription: Any | None, plan: str | None) -> int | None:
+    """Return the live subscription's plan version when it is the plan the customer is on."""
+    if subscription is None or subscription.plan != plan:
+        return None
+    return int(subscription.plan_version or 1)
 
 
 def period_usage(connection: Connection, customer_id: str, period: Period) -> dict[str, int]:
     """Return the customer's usage per meter in the period (with pending usage folded in)."""
-    return usage_with_pending(
-        usage_queries.period_usage_rows(connection, customer_id, period.start)
-    )
+    return period_position(connection, customer_id, period)[0]
+
+
+def period_position(
+    connection: Connection, customer_id: str, period: Period
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Return the customer's usage and the units reservations hold, per meter, in the period."""
+    rows = usage_queries.period_usage_rows(connection, customer_id, period.start)
+    return usage_with_pending(rows), held_with_pending(rows)
 
 
 def credit_prices(catalog: Catalog) -> dict[str, int]:
@@ -149,11 +169,9 @@ def read_entitlements(
         raise NotFound(f"no customer {customer_id!r}", param="customer")
     prices = credit_prices(catalog)
     balance, allowance = credit_position(connection, customer_id, now) if prices else (0, 0)
+    used, held = period_position(connection, customer_id, customer.period)
     state = customer_state(
-        customer,
-        period_usage(connection, customer_id, customer.period),
-        credit_balance=balance,
-        credit_allowance=allowance,
+        customer, used, credit_balance=balance, credit_allowance=allowance, held=held
     )
     return entitlements(catalog, state, now=now, grace=grace, credit_prices=prices)
 
@@ -164,6 +182,7 @@ def customer_state(
     *,
     credit_balance: int = 0,
     credit_allowance: int = 0,
+    held: Mapping[str, int] | None = None,
 ) -> CustomerState:
     """Return what the entitlement decision needs of a customer, with its usage and credits."""
     return CustomerState(
@@ -179,6 +198,8 @@ def customer_state(
         dunning_access=customer.dunning_access,
         credit_balance=credit_balance,
         credit_allowance=credit_allowance,
+        held=held or {},
+        plan_version=customer.plan_version,
     )
 
 
@@ -301,6 +322,11 @@ class EntitlementCache:
     def clear(self) -> None:
         for customer_id in list(self._entries):
             self._drop(customer_id)
+
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Decide with a newer catalog from now on; decisions made under the old one go."""
+        self.catalog = catalog
+        self.clear()
 
     def _drop(self, customer_id: str) -> None:
         self._drops[customer_id] = self._drops.get(customer_id, 0) + 1

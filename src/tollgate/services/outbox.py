@@ -19,12 +19,12 @@ from enum import Enum
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, Table, and_, select, update
+from sqlalchemy import Connection, Table, select
 
 from tollgate.clock import Clock
 from tollgate.config import Settings
-from tollgate.db.dialects import insert_if_new
-from tollgate.db.tables import APP_EVENTS, CUSTOMERS, NOTIFICATIONS
+from tollgate.db.queries import outbox
+from tollgate.db.tables import APP_EVENTS, NOTIFICATIONS
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import InvalidRequest, NotFound
@@ -89,7 +89,7 @@ def queue_email(
         "next_attempt_at": now,
         "created_at": now,
     }
-    _insert_ignoring_duplicates(connection, NOTIFICATIONS, row)
+    outbox.insert_new(connection, NOTIFICATIONS, row)
 
 
 def queue_app_event(
@@ -115,7 +115,7 @@ def queue_app_event(
         "next_attempt_at": now,
         "created_at": now,
     }
-    _insert_ignoring_duplicates(connection, APP_EVENTS, row)
+    outbox.insert_new(connection, APP_EVENTS, row)
 
 
 def app_event_id(event_type: str, customer_id: str, cause: str) -> str:
@@ -139,10 +139,6 @@ def to_json(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def _insert_ignoring_duplicates(connection: Connection, table: Table, row: dict[str, Any]) -> None:
-    connection.execute(insert_if_new(connection, table), row)
 
 
 # -- delivery (the worker's side) --------------------------------------------------------------
@@ -193,23 +189,11 @@ def preview_email(
     row.update(email="billing@acme.example", customer_metadata={}, facts=None)
     if customer_id is not None:
         with db.engine.connect() as connection:
-            customer = connection.execute(
-                select(CUSTOMERS.c.email, CUSTOMERS.c.name, CUSTOMERS.c.metadata).where(
-                    CUSTOMERS.c.id == customer_id
-                )
-            ).first()
+            customer = outbox.recipient(connection, customer_id)
             if customer is None:
                 raise NotFound(f"no customer {customer_id!r}", param="customer")
             row.update(email=customer.email, name=customer.name, customer_metadata=customer[2])
-            row["facts"] = connection.scalar(
-                select(NOTIFICATIONS.c.facts)
-                .where(
-                    NOTIFICATIONS.c.customer_id == customer_id,
-                    NOTIFICATIONS.c.template == template,
-                )
-                .order_by(NOTIFICATIONS.c.id.desc())
-                .limit(1)
-            )
+            row["facts"] = outbox.newest_facts(connection, customer_id, template)
     sample = row["facts"] is None
     if sample:
         row["facts"] = to_json(sample_facts(template, catalog, clock.now()))
@@ -239,50 +223,33 @@ def deliver_emails(
             return DeliveryReport()  # nowhere to send: mails wait in the outbox
         transport = transport_from_url(settings.smtp_url.get_secret_value())
     renderer = EmailRenderer(settings.templates_dir)
-    now = clock.now()
-    counts = {"sent": 0, "retrying": 0, "gave_up": 0, "skipped": 0}
-    for row_id in _claim_due(db, NOTIFICATIONS, now, limit):
-        with db.transaction() as session:
-            row = (
-                session.connection()
-                .execute(
-                    select(
-                        NOTIFICATIONS,
-                        CUSTOMERS.c.email,
-                        CUSTOMERS.c.name,
-                        CUSTOMERS.c.metadata.label("customer_metadata"),
-                    )
-                    .outerjoin(CUSTOMERS, CUSTOMERS.c.id == NOTIFICATIONS.c.customer_id)
-                    .where(NOTIFICATIONS.c.id == row_id)
-                )
-                .mappings()
-                .one()
-            )
+    mailer = transport
+
+    def send(row: Mapping[Any, Any]) -> tuple[str, str | None]:
         if not row["email"]:
-            _finish(db, NOTIFICATIONS, row_id, "skipped", "the customer has no email address", now)
-            counts["skipped"] += 1
-            continue
+            return "skipped", "the customer has no email address"
         try:
             subject, text, html = renderer.render(
                 row["template"], _email_context(row, settings, catalog)
             )
-            message = build_message(
-                sender=settings.email_from,
-                recipient=row["email"],
-                subject=subject,
-                text=text,
-                html=html,
-                message_id=f"<tollgate-notification-{row_id}@tollgate>",
-                now=now,
+            mailer.send(
+                build_message(
+                    sender=settings.email_from,
+                    recipient=row["email"],
+                    subject=subject,
+                    text=text,
+                    html=html,
+                    message_id=f"<tollgate-notification-{row['id']}@tollgate>",
+                    now=clock.now(),
+                )
             )
-            transport.send(message)
         except Exception as error:  # a template or server error: keep the mail, try later
-            outcome = _retry_later(db, NOTIFICATIONS, row, _describe(error), settings, clock.now())
-            counts[outcome] += 1
-            continue
-        _finish(db, NOTIFICATIONS, row_id, "sent", None, clock.now())
-        counts["sent"] += 1
-    return DeliveryReport(**counts)
+            return "retry", _describe(error)
+        return "sent", None
+
+    return _deliver_due(
+        db, NOTIFICATIONS, outbox.email_with_recipient, send, settings, clock, limit
+    )
 
 
 def deliver_app_events(
@@ -298,17 +265,9 @@ def deliver_app_events(
     secret = settings.app_webhook_secret.get_secret_value()
     if not url or not secret:
         return DeliveryReport()  # no app endpoint (or no secret to sign with): events wait
-    send = post or _http_post
-    now = clock.now()
-    counts = {"sent": 0, "retrying": 0, "gave_up": 0, "skipped": 0}
-    for event_id in _claim_due(db, APP_EVENTS, now, limit):
-        with db.transaction() as session:
-            row = (
-                session.connection()
-                .execute(select(APP_EVENTS).where(APP_EVENTS.c.id == event_id))
-                .mappings()
-                .one()
-            )
+    http_post = post or _http_post
+
+    def send(row: Mapping[Any, Any]) -> tuple[str, str | None]:
         body = json.dumps(
             {
                 "id": row["id"],
@@ -318,78 +277,62 @@ def deliver_app_events(
             },
             separators=(",", ":"),
         ).encode()
-        sent_at = int(clock.now().timestamp())
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign_app_webhook(body, secret, sent_at),
+            SIGNATURE_HEADER: sign_app_webhook(body, secret, int(clock.now().timestamp())),
             "Tollgate-Event-Id": row["id"],
         }
         try:
-            status = send(url, body, headers)
-            error = None if 200 <= status < 300 else f"the app answered {status}"
+            status = http_post(url, body, headers)
         except httpx.HTTPError as failure:
-            error = _describe(failure)
-        if error is None:
-            _finish(db, APP_EVENTS, event_id, "delivered", None, clock.now())
-            counts["sent"] += 1
-        else:
-            counts[_retry_later(db, APP_EVENTS, row, error, settings, clock.now())] += 1
-    return DeliveryReport(**counts)
+            return "retry", _describe(failure)
+        if 200 <= status < 300:
+            return "sent", None
+        return "retry", f"the app answered {status}"
+
+    return _deliver_due(db, APP_EVENTS, outbox.app_event, send, settings, clock, limit)
 
 
 def _http_post(url: str, body: bytes, headers: dict[str, str]) -> int:
     return httpx.post(url, content=body, headers=headers, timeout=10).status_code
 
 
+def _deliver_due(
+    db: Database,
+    table: Table,
+    load: Callable[[Connection, Any], Mapping[Any, Any]],
+    send: Callable[[Mapping[Any, Any]], tuple[str, str | None]],
+    settings: Settings,
+    clock: Clock,
+    limit: int,
+) -> DeliveryReport:
+    """Claim the table's due rows and `send` each: sent or skipped rows are done; a row whose
+    send answers "retry" waits with backoff, and is given up after the last attempt."""
+    counts = {"sent": 0, "retrying": 0, "gave_up": 0, "skipped": 0}
+    for row_id in _claim_due(db, table, clock.now(), limit):
+        with db.transaction() as session:
+            row = load(session.connection(), row_id)
+        outcome, error = send(row)
+        if outcome == "retry":
+            counts[_retry_later(db, table, row, error or "", settings, clock.now())] += 1
+            continue
+        status = outcome if outcome == "skipped" or table is NOTIFICATIONS else "delivered"
+        with db.write_connection() as connection:
+            outbox.finish(connection, table, row_id, status, error, clock.now())
+        counts[outcome] += 1
+    return DeliveryReport(**counts)
+
+
 def _claim_due(db: Database, table: Table, now: datetime, limit: int) -> list[Any]:
     """Claim due pending rows for this worker: each is pushed a lease ahead, once."""
     with db.transaction() as session:
-        due = (
-            session.connection()
-            .execute(
-                select(table.c.id)
-                .where(and_(table.c.status == "pending", table.c.next_attempt_at <= now))
-                .order_by(table.c.next_attempt_at, table.c.id)
-                .limit(limit)
-            )
-            .scalars()
-            .all()
-        )
+        due = outbox.due_ids(session.connection(), table, now, limit)
     claimed = []
     for row_id in due:
         with db.write_connection() as connection:
-            taken = connection.execute(
-                update(table)
-                .where(
-                    and_(
-                        table.c.id == row_id,
-                        table.c.status == "pending",
-                        table.c.next_attempt_at <= now,
-                    )
-                )
-                .values(next_attempt_at=now + CLAIM_LEASE)
-            )
-        if taken.rowcount:
-            claimed.append(row_id)
+            if outbox.claim(connection, table, row_id, now, CLAIM_LEASE):
+                claimed.append(row_id)
     return claimed
-
-
-def _finish(
-    db: Database, table: Table, row_id: Any, status: str, error: str | None, now: datetime
-) -> None:
-    done = {"sent_at": now} if table is NOTIFICATIONS else {"delivered_at": now}
-    with db.write_connection() as connection:
-        connection.execute(
-            update(table)
-            .where(table.c.id == row_id)
-            .values(
-                status=status,
-                attempts=table.c.attempts + 1,
-                last_error=error,
-                next_attempt_at=None,
-                **done,
-            )
-        )
 
 
 def _retry_later(
@@ -404,15 +347,13 @@ def _retry_later(
     gave_up = attempts >= settings.notify_max_attempts
     log.warning("%s %s attempt %d failed: %s", table.name, row["id"], attempts, error)
     with db.write_connection() as connection:
-        connection.execute(
-            update(table)
-            .where(table.c.id == row["id"])
-            .values(
-                status="failed" if gave_up else "pending",
-                attempts=attempts,
-                last_error=error[:2000],
-                next_attempt_at=None if gave_up else now + retry_delay(attempts),
-            )
+        outbox.reschedule(
+            connection,
+            table,
+            row["id"],
+            attempts=attempts,
+            error=error,
+            next_attempt_at=None if gave_up else now + retry_delay(attempts),
         )
     return "gave_up" if gave_up else "retrying"
 

@@ -52,6 +52,7 @@ from tollgate.services.customers import (
     first_currency,
     load_customer,
     pending_plan_change,
+    shown_plan_version,
     stripe_customer,
 )
 from tollgate.stripe.errors import StripeFailure, StripeNotFound
@@ -134,6 +135,7 @@ def get_subscription(*, db: Database, catalog: Catalog, customer_id: str) -> Sub
             collection_method=subscription.collection_method,
             stripe_subscription_id=subscription.id,
             pending_change=pending,
+            plan_version=shown_plan_version(catalog, derived.plan, subscription),
         )
 
 
@@ -186,6 +188,7 @@ def _stripe_view(
         collection_method=snapshot.collection_method,
         stripe_subscription_id=snapshot.id,
         pending_change=pending,
+        plan_version=snapshot.plan_version,
     )
 
 
@@ -363,6 +366,10 @@ def change_subscription(
     if live is not None and live.currency:
         # The subscription's currency is fixed; a change stays in it.
         customer = replace(customer, currency=live.currency)
+    if live is not None and live.plan == wanted.plan:
+        # A grandfathered subscriber keeps its version's prices through seat and interval
+        # changes; only a migration (or another plan) moves it to the newest version.
+        catalog = catalog.with_plan_version(live.plan, live.plan_version)
     terms = _terms_for(catalog, customer, wanted.plan, wanted.interval, wanted.seats)
     explicit = wanted.collection_method is not None or wanted.days_until_due is not None
     collection = collection_for(
@@ -515,8 +522,10 @@ def _change(
 
 def _current_amount(catalog: Catalog, current: SubscriptionSnapshot) -> int | None:
     """Return the catalog's unit amount of the subscription's plan price, if it still has it."""
-    plan = catalog.plans.get(current.plan or "")
-    if plan is None or plan.is_free or current.interval is None or current.currency is None:
+    if current.plan not in catalog.plans:
+        return None
+    plan = catalog.plan_version(current.plan or "", current.plan_version)
+    if plan.is_free or current.interval is None or current.currency is None:
         return None
     try:
         return plan.price_for(current.interval, current.currency).amount_minor

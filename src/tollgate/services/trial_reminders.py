@@ -14,10 +14,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
-
 from tollgate.clock import Clock
-from tollgate.db.tables import SUBSCRIPTIONS
+from tollgate.db.queries import billing
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import TollgateError
@@ -35,19 +33,7 @@ def remind_trials_ending(*, db: Database, catalog: Catalog, clock: Clock) -> int
     """
     now = clock.now()
     with db.write_connection() as connection:
-        trials = (
-            connection.execute(
-                select(SUBSCRIPTIONS)
-                .where(
-                    SUBSCRIPTIONS.c.status == "trialing",
-                    SUBSCRIPTIONS.c.trial_end > now,
-                    SUBSCRIPTIONS.c.trial_end <= now + REMINDER_LEAD,
-                )
-                .order_by(SUBSCRIPTIONS.c.trial_end, SUBSCRIPTIONS.c.id)
-            )
-            .mappings()
-            .all()
-        )
+        trials = billing.trials_ending(connection, now, REMINDER_LEAD)
         for trial in trials:
             queue_email(
                 connection,

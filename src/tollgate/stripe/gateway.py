@@ -407,6 +407,21 @@ class StripeGateway:
         )
         return dict(canceled.to_dict(for_json=True))
 
+    def preview_subscription_invoice(
+        self, *, stripe_customer_id: str, subscription_id: str, details: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Stripe's invoice preview of a subscription with `subscription_details` changes."""
+        preview = self._call(
+            "invoices.create_preview",
+            self._client.v1.invoices.create_preview,
+            params={
+                "customer": stripe_customer_id,
+                "subscription": subscription_id,
+                "subscription_details": details,
+            },
+        )
+        return dict(preview.to_dict(for_json=True))
+
     # -- catalog ---------------------------------------------------------------------------
 
     def catalog_state(

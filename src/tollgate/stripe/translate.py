@@ -25,6 +25,7 @@ from tollgate.domain.events import (
 
 APP_ID_KEY = "tollgate_customer_id"
 PLAN_KEY = "tollgate_plan"
+PLAN_VERSION_KEY = "tollgate_plan_version"
 FEATURE_KEY = "tollgate_feature"
 
 
@@ -105,7 +106,12 @@ def subscription_item_snapshot(obj: dict[str, Any]) -> SubscriptionItemSnapshot:
         feature=metadata.get(FEATURE_KEY),
         current_period_start=timestamp(obj.get("current_period_start")),
         current_period_end=timestamp(obj.get("current_period_end")),
+        plan_version=_version(metadata.get(PLAN_VERSION_KEY)),
     )
+
+
+def _version(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def subscription_snapshot(obj: dict[str, Any]) -> SubscriptionSnapshot:
@@ -207,6 +213,7 @@ def charge_snapshot(obj: dict[str, Any]) -> ChargeSnapshot:
         refunded=bool(obj.get("refunded")),
         disputed=bool(obj.get("disputed")),
         refunds=None if refunds is None else tuple(refund_snapshot(r) for r in refunds),
+        payment_method_type=_str((obj.get("payment_method_details") or {}).get("type")),
     )
 
 

@@ -44,6 +44,7 @@ from tollgate_client.views import (
 )
 
 if TYPE_CHECKING:
+    from tollgate_client.dependency import consume_on_success as consume_on_success
     from tollgate_client.dependency import require_feature as require_feature
 
 __version__ = "0.1.0"
@@ -85,10 +86,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # `require_feature` imports FastAPI: loaded on first use, so an app that only talks HTTP to
+    # The dependencies import FastAPI: loaded on first use, so an app that only talks HTTP to
     # Tollgate needs no FastAPI installed to import the client.
-    if name != "require_feature":
+    if name not in ("require_feature", "consume_on_success"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = importlib.import_module("tollgate_client.dependency").require_feature
+    value = getattr(importlib.import_module("tollgate_client.dependency"), name)
     globals()[name] = value
     return value

@@ -201,6 +201,14 @@ class HttpBackend:
     def record_usage(self, body: Body) -> dict[str, Any]:
         return dict(self._call("POST", "/v1/usage", json=body))
 
+    def consume(self, customer_id: str, body: Body) -> Decision:
+        answer = self._call("POST", f"/v1/customers/{customer_id}/consume", json=body)
+        self._decisions.forget({customer_id})
+        return Decision.from_json(answer)
+
+    def billing_session(self, customer_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/customers/{customer_id}/billing-session"))
+
     def get_entitlements(self, customer_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/customers/{customer_id}/entitlements"))
 

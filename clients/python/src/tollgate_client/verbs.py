@@ -178,6 +178,18 @@ class Client:
             body["enforce_limits"] = enforce_limits
         return self.backend.record_usage(body)
 
+    def consume(self, customer: str, feature: str, quantity: int = 1, *, id: str) -> Decision:
+        """Use `quantity` of a metered feature if the customer may, in one atomic step: allowed
+        and counted, or denied with the reason and nothing counted. Once per `id`: a retry
+        returns the first answer and counts nothing again."""
+        body = {"feature": feature, "quantity": quantity, "id": id}
+        return self.backend.consume(customer, body)
+
+    def billing_session(self, id: str) -> dict[str, Any]:
+        """Return a short-lived signed link to the customer's billing page: `{customer, url,
+        expires_at}`. Send the customer there at once; the link is not for keeping."""
+        return self.backend.billing_session(id)
+
     def get_entitlements(self, id: str) -> dict[str, Any]:
         """Return every feature the customer has now, with plan, status and access."""
         return self.backend.get_entitlements(id)

@@ -50,6 +50,8 @@ class CustomerView:
     created: datetime
     address: dict[str, str] | None = None
     stripe_account: str | None = None
+    # The version of `plan` the customer is on: its subscription's, or the newest (issue 20).
+    plan_version: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +67,7 @@ class CustomerView:
             "created": timestamp_json(self.created),
             "address": self.address,
             "stripe_account": self.stripe_account,
+            "plan_version": self.plan_version,
         }
 
     @classmethod
@@ -82,6 +85,7 @@ class CustomerView:
             created=_required_timestamp(data["created"]),
             address=data.get("address"),
             stripe_account=data.get("stripe_account"),
+            plan_version=data.get("plan_version"),
         )
 
 
@@ -128,6 +132,7 @@ class SubscriptionView:
     collection_method: str | None
     stripe_subscription_id: str | None
     pending_change: PendingChangeView | None = None
+    plan_version: int | None = None  # the version of `plan` its price belongs to (issue 20)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,6 +148,7 @@ class SubscriptionView:
             "collection_method": self.collection_method,
             "stripe_subscription_id": self.stripe_subscription_id,
             "pending_change": self.pending_change.to_json() if self.pending_change else None,
+            "plan_version": self.plan_version,
         }
 
     @classmethod
@@ -161,6 +167,7 @@ class SubscriptionView:
             collection_method=data.get("collection_method"),
             stripe_subscription_id=data.get("stripe_subscription_id"),
             pending_change=PendingChangeView.from_json(pending) if pending else None,
+            plan_version=data.get("plan_version"),
         )
 
 

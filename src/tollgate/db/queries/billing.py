@@ -1,11 +1,13 @@
-"""What metering and entitlements read of customers: their row and their subscriptions."""
+"""What metering, entitlements, dunning and reminders read and set of customers and their
+subscriptions."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
 from tollgate.db.tables import CUSTOMERS, SUBSCRIPTIONS
 
@@ -25,6 +27,7 @@ _SUBSCRIPTION_COLUMNS = (
     SUBSCRIPTIONS.c.customer_id,
     SUBSCRIPTIONS.c.status,
     SUBSCRIPTIONS.c.plan,
+    SUBSCRIPTIONS.c.plan_version,
     SUBSCRIPTIONS.c.interval,
     SUBSCRIPTIONS.c.seats,
     SUBSCRIPTIONS.c.currency,
@@ -65,3 +68,37 @@ def customers_with_subscriptions(
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def dunning_access(connection: Connection, customer_id: str) -> Any:
+    """Return the access dunning holds the customer at (None: the subscription decides)."""
+    return connection.execute(
+        select(CUSTOMERS.c.dunning_access).where(CUSTOMERS.c.id == customer_id)
+    ).scalar()
+
+
+def set_dunning_access(
+    connection: Connection, customer_id: str, access: str | None, now: datetime
+) -> None:
+    connection.execute(
+        update(CUSTOMERS)
+        .where(CUSTOMERS.c.id == customer_id)
+        .values(dunning_access=access, updated_at=now)
+    )
+
+
+def trials_ending(connection: Connection, now: datetime, within: timedelta) -> list[Any]:
+    """Return the trialing subscriptions whose trial ends after `now` and within `within`."""
+    return list(
+        connection.execute(
+            select(SUBSCRIPTIONS)
+            .where(
+                SUBSCRIPTIONS.c.status == "trialing",
+                SUBSCRIPTIONS.c.trial_end > now,
+                SUBSCRIPTIONS.c.trial_end <= now + within,
+            )
+            .order_by(SUBSCRIPTIONS.c.trial_end, SUBSCRIPTIONS.c.id)
+        )
+        .mappings()
+        .all()
+    )

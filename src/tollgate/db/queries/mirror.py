@@ -132,6 +132,7 @@ SUBSCRIPTION_KEYS = (
     "collection_method",
     "currency",
     "plan",
+    "plan_version",
     "interval",
     "seats",
     "latest_invoice",

@@ -26,16 +26,16 @@ CounterId = tuple[str, str, datetime]
 # An accepted event: (id, customer id, meter, value, occurred at).
 EventRow = tuple[str, str, str, int, datetime]
 # A counter as a batch leaves it: (customer id, meter, period start, value, last at, last event
-# id, overage units reported).
-CounterUpdate = tuple[str, str, datetime, int, datetime | None, str | None, int]
+# id, overage units reported, units held by reservations).
+CounterUpdate = tuple[str, str, datetime, int, datetime | None, str | None, int, int]
 # Usage counted in Redis, one row per counter per batch: (customer id, meter, period start,
-# period end, aggregation, value, last at, last event id, recorded at).
-NewPending = tuple[str, str, datetime, datetime, str, int, datetime, str, datetime]
+# period end, aggregation, value, last at, last event id, recorded at, change in held units).
+NewPending = tuple[str, str, datetime, datetime, str, int, datetime, str, datetime, int]
 
 
 # A counter as locked for a transaction: (value, last at, last event id, overage units already
-# written to the meter outbox this period).
-LockedCounter = tuple[int, datetime | None, str | None, int]
+# written to the meter outbox this period, units held by reservations).
+LockedCounter = tuple[int, datetime | None, str | None, int, int]
 
 
 class PendingRow(NamedTuple):
@@ -50,6 +50,7 @@ class PendingRow(NamedTuple):
     value: int
     last_at: datetime | None
     last_event_id: str | None
+    held: int = 0
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -138,6 +139,7 @@ def lock_counters(
                 _aware(row[4]),
                 row[5],
                 int(row[6]),
+                int(row[7]),
             )
         return found
     stamp = _sqlite_time(now)
@@ -173,12 +175,13 @@ def lock_counters(
                 _aware(row[4]),
                 row[5],
                 int(row[6]),
+                int(row[7]),
             )
     return found
 
 
 _SQLITE_LOCK_COUNTERS = (
-    "SELECT customer_id, meter, period_start, value, last_at, last_event_id, reported"
+    "SELECT customer_id, meter, period_start, value, last_at, last_event_id, reported, held"
     " FROM usage_counters WHERE (customer_id, meter, period_start)"
 )
 _PG_INSERT_COUNTERS = (
@@ -187,7 +190,7 @@ _PG_INSERT_COUNTERS = (
     " %(now)s FROM jsonb_array_elements(%(rows)s::jsonb) AS r ON CONFLICT DO NOTHING"
 )
 _PG_LOCK_COUNTERS = (
-    "SELECT customer_id, meter, period_start, value, last_at, last_event_id, reported"
+    "SELECT customer_id, meter, period_start, value, last_at, last_event_id, reported, held"
     " FROM usage_counters WHERE (customer_id, meter, period_start) IN (SELECT r->>0, r->>1,"
     " (r->>2)::timestamptz FROM jsonb_array_elements(%(rows)s::jsonb) AS r)"
     " ORDER BY customer_id, meter, period_start FOR UPDATE"
@@ -204,26 +207,28 @@ def update_counters(
     stamp = _sqlite_time(now)
     connection.exec_driver_sql(
         "UPDATE usage_counters SET value = ?, last_at = ?, last_event_id = ?, reported = ?,"
-        " updated_at = ? WHERE customer_id = ? AND meter = ? AND period_start = ?",
+        " held = ?, updated_at = ? WHERE customer_id = ? AND meter = ? AND period_start = ?",
         [
             (
                 value,
                 _sqlite_time(last_at) if last_at is not None else None,
                 last_id,
                 reported,
+                held,
                 stamp,
                 customer_id,
                 meter,
                 _sqlite_time(start),
             )
-            for customer_id, meter, start, value, last_at, last_id, reported in updates
+            for customer_id, meter, start, value, last_at, last_id, reported, held in updates
         ],
     )
 
 
 _PG_UPDATE_COUNTERS = (
     "UPDATE usage_counters AS c SET value = (r->>3)::bigint, last_at = (r->>4)::timestamptz,"
-    " last_event_id = r->>5, reported = (r->>6)::bigint, updated_at = %(now)s"
+    " last_event_id = r->>5, reported = (r->>6)::bigint, held = (r->>7)::bigint,"
+    " updated_at = %(now)s"
     " FROM jsonb_array_elements(%(rows)s::jsonb) AS r"
     " WHERE c.customer_id = r->>0 AND c.meter = r->>1 AND c.period_start = (r->>2)::timestamptz"
 )
@@ -231,7 +236,7 @@ _PG_UPDATE_COUNTERS = (
 
 def counters_of(connection: Connection, customer_ids: Sequence[str]) -> Sequence[Any]:
     """Return the customers' counters: customer_id, meter, period_start, value, last_at,
-    last_event_id each."""
+    last_event_id, held each."""
     return connection.execute(
         select(
             USAGE_COUNTERS.c.customer_id,
@@ -240,6 +245,7 @@ def counters_of(connection: Connection, customer_ids: Sequence[str]) -> Sequence
             USAGE_COUNTERS.c.value,
             USAGE_COUNTERS.c.last_at,
             USAGE_COUNTERS.c.last_event_id,
+            USAGE_COUNTERS.c.held,
         ).where(USAGE_COUNTERS.c.customer_id.in_(customer_ids))
     ).all()
 
@@ -248,7 +254,7 @@ def period_usage_rows(
     connection: Connection, customer_id: str, period_start: datetime
 ) -> Sequence[Any]:
     """Return a customer's counters of a period and its pending rows, oldest first: meter,
-    value, last_at, last_event_id, aggregation each (empty for a counter)."""
+    value, last_at, last_event_id, aggregation (empty for a counter), held each."""
     return connection.execute(_PERIOD_USAGE, {"customer": customer_id, "start": period_start}).all()
 
 
@@ -260,6 +266,7 @@ _PERIOD_USAGE = union_all(
         USAGE_COUNTERS.c.last_at,
         USAGE_COUNTERS.c.last_event_id,
         literal("").label("aggregation"),
+        USAGE_COUNTERS.c.held,
     ).where(
         USAGE_COUNTERS.c.customer_id == bindparam("customer"),
         USAGE_COUNTERS.c.period_start == bindparam("start"),
@@ -270,6 +277,7 @@ _PERIOD_USAGE = union_all(
         USAGE_PENDING.c.last_at,
         USAGE_PENDING.c.last_event_id,
         USAGE_PENDING.c.aggregation,
+        USAGE_PENDING.c.held,
     ).where(
         USAGE_PENDING.c.customer_id == bindparam("customer"),
         USAGE_PENDING.c.period_start == bindparam("start"),
@@ -285,9 +293,9 @@ def insert_pending(connection: Connection, rows: Sequence[NewPending]) -> None:
     if _postgres(connection):
         connection.exec_driver_sql(
             "INSERT INTO usage_pending (customer_id, meter, period_start, period_end,"
-            " aggregation, value, last_at, last_event_id, recorded_at)"
+            " aggregation, value, last_at, last_event_id, recorded_at, held)"
             " SELECT r->>0, r->>1, (r->>2)::timestamptz, (r->>3)::timestamptz, r->>4,"
-            " (r->>5)::bigint, (r->>6)::timestamptz, r->>7, (r->>8)::timestamptz"
+            " (r->>5)::bigint, (r->>6)::timestamptz, r->>7, (r->>8)::timestamptz, (r->>9)::bigint"
             " FROM jsonb_array_elements(%(rows)s::jsonb) AS r",
             {"rows": _json(rows)},
         )
@@ -302,17 +310,17 @@ def insert_pending(connection: Connection, rows: Sequence[NewPending]) -> None:
 
     connection.exec_driver_sql(
         "INSERT INTO usage_pending (customer_id, meter, period_start, period_end, aggregation,"
-        " value, last_at, last_event_id, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " value, last_at, last_event_id, recorded_at, held) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (c, m, text(s), text(e), a, v, text(la), li, text(at))
-            for c, m, s, e, a, v, la, li, at in rows
+            (c, m, text(s), text(e), a, v, text(la), li, text(at), h)
+            for c, m, s, e, a, v, la, li, at, h in rows
         ],
     )
 
 
 def pending_of(connection: Connection, customer_ids: Sequence[str]) -> Sequence[Any]:
     """Return the customers' pending rows, oldest first: customer_id, meter, period_start,
-    aggregation, value, last_at, last_event_id each."""
+    aggregation, value, last_at, last_event_id, held each."""
     return connection.execute(
         select(
             USAGE_PENDING.c.customer_id,
@@ -322,6 +330,7 @@ def pending_of(connection: Connection, customer_ids: Sequence[str]) -> Sequence[
             USAGE_PENDING.c.value,
             USAGE_PENDING.c.last_at,
             USAGE_PENDING.c.last_event_id,
+            USAGE_PENDING.c.held,
         )
         .where(USAGE_PENDING.c.customer_id.in_(customer_ids))
         .order_by(USAGE_PENDING.c.id)
@@ -349,13 +358,15 @@ def oldest_pending(connection: Connection, limit: int) -> list[PendingRow]:
             int(row[6]),
             _aware(row[7]),
             row[8],
+            int(row[9]),
         )
         for row in rows
     ]
 
 
 _PENDING_COLUMNS = (
-    "id, customer_id, meter, period_start, period_end, aggregation, value, last_at, last_event_id"
+    "id, customer_id, meter, period_start, period_end, aggregation, value, last_at, last_event_id,"
+    " held"
 )
 _PG_OLDEST_PENDING = (
     f"SELECT {_PENDING_COLUMNS} FROM usage_pending ORDER BY id LIMIT %(limit)s"  # noqa: S608

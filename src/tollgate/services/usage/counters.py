@@ -39,6 +39,7 @@ class Tally:
     limit: int | None  # the hard limit this batch holds the counter to (None: none)
     counter: Counter = field(default_factory=lambda: Counter(0))
     before: int = 0
+    held: int = 0  # units reservations hold on the counter, as the batch leaves them
     reported: int = 0  # overage units already queued for Stripe (the database's counters)
     # The highest warning percent known to be recorded this period; None: the levels `before`
     # reached (the database's counters record a level in the transaction that reaches it).

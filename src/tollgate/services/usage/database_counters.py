@@ -41,11 +41,12 @@ class DatabaseCounters:
 
     def fits(self, tally: Tally, event: Event) -> bool:
         return tally.limit is None or not over_limit(
-            tally.counter, tally.aggregation, event.value, tally.limit
+            tally.counter, tally.aggregation, event.value, tally.limit, tally.held, event.hold
         )
 
     def count(self, tally: Tally, event: Event) -> None:
         tally.counter.add(tally.aggregation, event.value, event.occurred_at, event.id)
+        tally.held += event.hold
         if tally.latest is None or event.occurred_at > tally.latest:
             tally.latest = event.occurred_at
 
@@ -62,11 +63,12 @@ def lock_tallies(connection: Connection, tallies: Sequence[Tally], now: datetime
         (tally.customer.id, tally.meter, tally.period.start, tally.period.end) for tally in tallies
     ]
     locked = queries.lock_counters(connection, counters, now)
-    for tally, (value, last_at, last_id, reported) in zip(tallies, locked, strict=True):
+    for tally, (value, last_at, last_id, reported, held) in zip(tallies, locked, strict=True):
         counter = tally.counter
         counter.value, counter.last_at, counter.last_id = value, last_at, last_id
         tally.before = value
         tally.reported = reported
+        tally.held = held
 
 
 def write_tallies(connection: Connection, moved: Sequence[Tally], now: datetime) -> int:
@@ -90,6 +92,7 @@ def write_tallies(connection: Connection, moved: Sequence[Tally], now: datetime)
                 counter.last_at,
                 counter.last_id,
                 reported,
+                tally.held,
             )
         )
     if updates:

@@ -62,10 +62,18 @@ class Event:
     meter: str
     value: int
     occurred_at: datetime
+    # Units this event adds to (or, negative, takes from) what reservations hold on its counter.
+    hold: int = 0
 
 
-def parse_events(raw: Any, catalog: Catalog, now: datetime) -> tuple[list[Event], list[Rejection]]:
-    """Return the well-formed events of a batch and a rejection for each malformed one."""
+def parse_events(
+    raw: Any, catalog: Catalog, now: datetime, holds: dict[str, int] | None = None
+) -> tuple[list[Event], list[Rejection]]:
+    """Return the well-formed events of a batch and a rejection for each malformed one.
+
+    `holds` gives the change in held units of events (by id) a reservation sends; the API's
+    batches have none.
+    """
     if not isinstance(raw, list):
         raise InvalidRequest("events must be a list of usage events", param="events")
     if not raw:
@@ -101,8 +109,9 @@ def parse_events(raw: Any, catalog: Catalog, now: datetime) -> tuple[list[Event]
             )
             continue
         value = item["value"]
+        hold = holds.get(item["id"], 0) if holds else 0
         events.append(
-            Event(index, item["id"], item["customer"], item["meter"], int(value), occurred_at)
+            Event(index, item["id"], item["customer"], item["meter"], int(value), occurred_at, hold)
         )
     return events, rejected
 

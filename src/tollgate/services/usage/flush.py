@@ -116,6 +116,7 @@ def _fold(tally: Tally, row: PendingRow, now: datetime) -> None:
     """Count a pending row into its counter, as its batch's events would have been."""
     at = row.last_at if row.last_at is not None else now
     tally.counter.add(Aggregation(row.aggregation), row.value, at, row.last_event_id or "")
+    tally.held += row.held
     if tally.latest is None or at > tally.latest:
         tally.latest = at
 

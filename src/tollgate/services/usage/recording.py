@@ -9,6 +9,7 @@ the warning levels the counters reached are recorded with their notices, all in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,7 @@ from tollgate.services.entitlements import (
     customer_state,
     load_billing_customers,
 )
-from tollgate.services.usage.counters import CounterStore, GrantMemo, Tally, granted
+from tollgate.services.usage.counters import CounterStore, GrantMemo, Tallies, Tally, granted
 from tollgate.services.usage.database_counters import DatabaseCounters
 from tollgate.services.usage.events import Event, Rejection, UsageReport, parse_events
 from tollgate.services.usage.thresholds import record_thresholds
@@ -47,6 +48,10 @@ class _Raced(Exception):
 
 DATABASE_COUNTERS = DatabaseCounters()
 
+# Called in the batch's transaction once its new events are decided (and not when none was
+# new): what the caller records with them (a consume answer, a reservation's state).
+Decided = Callable[[Connection, Tallies, UsageReport, datetime], None]
+
 
 def record_usage(
     *,
@@ -57,19 +62,30 @@ def record_usage(
     enforce_limits: bool = True,
     grace: timedelta = timedelta(days=7),
     counters: CounterStore | None = None,
+    decided: Decided | None = None,
+    holds: dict[str, int] | None = None,
 ) -> UsageReport:
     """Count each new event once; reject the malformed, the unknown and those over a limit.
 
     `counters` is where usage is counted: the container's `usage_counters` (Redis, when
-    TOLLGATE_REDIS_URL is set), or by default the database.
+    TOLLGATE_REDIS_URL is set), or by default the database. `holds` (by event id) changes the
+    units a reservation holds with an event (see `reservations`); `decided` runs in the batch's
+    transaction after its new events are decided.
     """
     now = clock.now()
-    parsed, rejected = parse_events(events, catalog, now)
+    parsed, rejected = parse_events(events, catalog, now, holds)
     store = DATABASE_COUNTERS if counters is None else counters
     for attempt in range(_RETRIES):
         try:
             report = _record(
-                db, catalog, parsed, now, store=store, enforce_limits=enforce_limits, grace=grace
+                db,
+                catalog,
+                parsed,
+                now,
+                store=store,
+                enforce_limits=enforce_limits,
+                grace=grace,
+                decided=decided,
             )
         except (IntegrityError, _Raced, OperationalError) as error:
             # Another batch recorded one of these ids between our look and our insert; the
@@ -92,6 +108,7 @@ def _record(
     store: CounterStore,
     enforce_limits: bool,
     grace: timedelta,
+    decided: Decided | None = None,
 ) -> UsageReport:
     report = UsageReport()
     reasons = _LimitReasons(catalog, now, grace)
@@ -129,6 +146,8 @@ def _record(
         counters.write(connection, moved, now)
         report.customers.update([tally.customer.id for tally in moved])
         report.thresholds += record_thresholds(connection, catalog, moved, now)
+        if decided is not None:
+            decided(connection, tallies, report, now)
     return report
 
 

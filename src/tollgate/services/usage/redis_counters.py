@@ -8,6 +8,7 @@ database stays the record: the events, and one pending row per counter per batch
 usage_counters.
 
 A counter is a hash `<prefix>u:<period start>:<meter>:<customer>` with fields `v` (the value),
+`h` (units reservations hold, counted against the limit with `v`),
 `a`/`i` (time and id of the latest reading, for `last` meters), `w` (the highest warning percent
 known to be recorded), `n` (how many batches touched it) and `g` (a generation stamped when the
 hash is built from the database). A missing hash (Redis restarted, a key evicted or expired) is
@@ -49,10 +50,11 @@ KEEP_AFTER_PERIOD = timedelta(days=7)
 _AGGREGATION_CODE = {Aggregation.SUM: "s", Aggregation.MAX: "m", Aggregation.LAST: "l"}
 
 # KEYS: the counters. ARGV: counter count C; C times (aggregation code, limit or -1); the
-# events as one string of "counter value time" triples (time in microseconds, for `last`
-# meters only); then the id of each event of a `last` meter, in order.
+# events as one string of "counter value time hold" quads (time in microseconds, for `last`
+# meters only; hold: the signed change in held units); then the id of each event of a `last`
+# meter, in order.
 # Returns {0, missing counter indexes...} without changing anything when a hash is missing,
-# else {1, "10…" (accepted or not per event), "before after w generation" of each counter}.
+# else {1, "10…" (accepted or not per event), "before after w generation held" of each counter}.
 _COUNT = """
 local c = tonumber(ARGV[1])
 local missing = {}
@@ -63,22 +65,25 @@ if #missing > 0 then
   table.insert(missing, 1, 0)
   return missing
 end
-local value, before, at, id, w, gen = {}, {}, {}, {}, {}, {}
+local value, before, at, id, w, gen, held, held0 = {}, {}, {}, {}, {}, {}, {}, {}
 for k = 1, c do
-  local h = redis.call('HMGET', KEYS[k], 'v', 'a', 'i', 'w', 'g')
+  local h = redis.call('HMGET', KEYS[k], 'v', 'a', 'i', 'w', 'g', 'h')
   value[k] = tonumber(h[1]) or 0
   before[k] = value[k]
   at[k] = tonumber(h[2]) or -1
   id[k] = h[3] or ''
   w[k] = tonumber(h[4]) or 0
   gen[k] = h[5] or ''
+  held[k] = tonumber(h[6]) or 0
+  held0[k] = held[k]
 end
 local decisions = {}
 local base = 2 + 2 * c
 local ids = base
-for k, v, t in string.gmatch(ARGV[base], '(%d+) (%d+) (%d+)') do
+for k, v, t, hold in string.gmatch(ARGV[base], '(%d+) (%d+) (%d+) (-?%d+)') do
   k = tonumber(k)
   v = tonumber(v)
+  hold = tonumber(hold)
   local agg = ARGV[2 * k]
   local limit = tonumber(ARGV[2 * k + 1])
   local eid = ''
@@ -90,10 +95,12 @@ for k, v, t in string.gmatch(ARGV[base], '(%d+) (%d+) (%d+)') do
   if agg == 's' then after = value[k] + v
   elseif agg == 'm' then after = math.max(value[k], v)
   else after = v end
-  if limit >= 0 and after > limit then
+  local grows = agg ~= 's' or v + hold > 0
+  if limit >= 0 and grows and after + held[k] + hold > limit then
     decisions[#decisions + 1] = '0'
   else
     decisions[#decisions + 1] = '1'
+    held[k] = held[k] + hold
     if agg == 'l' then
       t = tonumber(t)
       if t > at[k] or (t == at[k] and eid >= id[k]) then
@@ -114,34 +121,42 @@ for k = 1, c do
       redis.call('HSET', KEYS[k], 'a', string.format('%.0f', at[k]), 'i', id[k])
     end
   end
+  if held[k] ~= held0[k] then
+    redis.call('HSET', KEYS[k], 'h', string.format('%.0f', held[k]))
+  end
   redis.call('HINCRBY', KEYS[k], 'n', 1)
-  out[#out + 1] = string.format('%.0f %.0f %d %s', before[k], value[k], w[k], gen[k])
+  out[#out + 1] = string.format('%.0f %.0f %d %s %.0f', before[k], value[k], w[k], gen[k], held[k])
 end
 return {1, table.concat(decisions), table.concat(out, ' ')}
 """
 
-# KEYS: counters to build. ARGV: 5 per key (value, latest time or -1, latest id, generation,
-# expire-at Unix seconds). A hash that exists already is left alone (another process built it).
+# KEYS: counters to build. ARGV: 6 per key (value, latest time or -1, latest id, generation,
+# expire-at Unix seconds, held units). A hash that exists already is left alone (another
+# process built it).
 _BUILD = """
 for k = 1, #KEYS do
-  local b = 5 * (k - 1)
+  local b = 6 * (k - 1)
   if redis.call('EXISTS', KEYS[k]) == 0 then
     redis.call('HSET', KEYS[k], 'v', ARGV[b + 1], 'a', ARGV[b + 2], 'i', ARGV[b + 3],
-               'w', 0, 'n', 0, 'g', ARGV[b + 4])
+               'w', 0, 'n', 0, 'g', ARGV[b + 4], 'h', ARGV[b + 6])
     redis.call('EXPIREAT', KEYS[k], ARGV[b + 5])
   end
 end
 return #KEYS
 """
 
-# KEYS: counters. ARGV: 3 per key (aggregation code, amount, generation). A `sum` hash of the
-# same generation gives the amount back; any other hash is dropped, to be built again.
+# KEYS: counters. ARGV: 4 per key (aggregation code, amount, generation, held change). A `sum`
+# hash of the same generation gives the amount and the held change back; any other hash is
+# dropped, to be built again.
 _GIVE_BACK = """
 for k = 1, #KEYS do
-  local b = 3 * (k - 1)
+  local b = 4 * (k - 1)
   local gen = redis.call('HGET', KEYS[k], 'g')
   if gen == ARGV[b + 3] and ARGV[b + 1] == 's' then
-    redis.call('HINCRBY', KEYS[k], 'v', -tonumber(ARGV[b + 2]))
+    -- (a zero is skipped: Lua writes -0 as "-0", which HINCRBY refuses)
+    local amount, held = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 4])
+    if amount ~= 0 then redis.call('HINCRBY', KEYS[k], 'v', 0 - amount) end
+    if held ~= 0 then redis.call('HINCRBY', KEYS[k], 'h', 0 - held) end
   elseif gen then
     redis.call('DEL', KEYS[k])
   end
@@ -206,6 +221,7 @@ class Stored:
     value: int
     last_at: datetime | None = None
     last_id: str | None = None
+    held: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +234,7 @@ class Moved:
     after: int
     warned: int  # the highest warning percent known to be recorded this period
     generation: str
+    held: int = 0  # units reservations hold, after the batch
 
 
 @dataclass(frozen=True)
@@ -277,11 +294,11 @@ class RedisCounters:
     def count(
         self,
         counters: Sequence[tuple[CounterKey, Aggregation, int | None]],
-        events: Sequence[tuple[int, int, datetime, str]],
+        events: Sequence[tuple[int, int, datetime, str, int]],
         load: LoadStored,
         now: datetime,
     ) -> Counted:
-        """Check and count events in order: (counter index, value, time, id) each.
+        """Check and count events in order: (counter index, value, time, id, hold) each.
 
         `counters` gives each counter's aggregation and hard limit (None: not limited).
         """
@@ -296,12 +313,12 @@ class RedisCounters:
         }
         argv.append(
             " ".join(
-                f"{index + 1} {value} {_micros(occurred_at) if index in last else 0}"
-                for index, value, occurred_at, _ in events
+                f"{index + 1} {value} {_micros(occurred_at) if index in last else 0} {hold}"
+                for index, value, occurred_at, _, hold in events
             )
         )
         if last:
-            argv += [event_id for index, _, _, event_id in events if index in last]
+            argv += [event_id for index, _, _, event_id, _ in events if index in last]
         try:
             for _ in range(3):
                 answer = self._count(keys=keys, args=argv)
@@ -320,9 +337,9 @@ class RedisCounters:
         numbers = _text(answer[2]).split(" ")
         moved: dict[CounterKey, Moved] = {}
         for position, (counter, aggregation, _) in enumerate(counters):
-            before, after, warned, generation = numbers[4 * position : 4 * position + 4]
+            before, after, warned, generation, held = numbers[5 * position : 5 * position + 5]
             moved[counter] = Moved(
-                counter, aggregation, int(before), int(after), int(warned), generation
+                counter, aggregation, int(before), int(after), int(warned), generation, int(held)
             )
         return Counted([mark == "1" for mark in decisions], moved)
 
@@ -341,20 +358,22 @@ class RedisCounters:
                 found.last_id or "",
                 secrets.token_hex(6),
                 int(expires.timestamp()),
+                found.held,
             ]
         self._build(keys=[self.key(counter) for counter in missing], args=args)
         self.builds += len(missing)
         log.info("built %d usage counters in Redis from the database", len(missing))
 
-    def give_back(self, moves: Iterable[tuple[Moved, int]]) -> None:
-        """Undo increments of a batch that did not commit: (counter move, amount) each."""
+    def give_back(self, moves: Iterable[tuple[Moved, int, int]]) -> None:
+        """Undo increments of a batch that did not commit: (counter move, amount, held change)
+        each."""
         keys: list[str] = []
         args: list[Any] = []
-        for move, amount in moves:
-            if amount == 0 and move.aggregation is Aggregation.SUM:
+        for move, amount, held in moves:
+            if amount == 0 and held == 0 and move.aggregation is Aggregation.SUM:
                 continue
             keys.append(self.key(move.key))
-            args += [_AGGREGATION_CODE[move.aggregation], amount, move.generation]
+            args += [_AGGREGATION_CODE[move.aggregation], amount, move.generation, held]
         if not keys:
             return
         try:
@@ -436,13 +455,17 @@ class RedisBatch:
         ]
         counted = self.counters.count(
             specs,
-            [(position[tally], event.value, event.occurred_at, event.id) for tally, event in pairs],
+            [
+                (position[tally], event.value, event.occurred_at, event.id, event.hold)
+                for tally, event in pairs
+            ],
             partial(stored_counters, connection),
             now,
         )
         for tally, (key, _, _) in zip(touched, specs, strict=True):
             move = self._moves[tally] = counted.moved[key]
             tally.before, tally.counter.value, tally.warned = move.before, move.after, move.warned
+            tally.held = move.held
         self._fits = dict(zip([event.index for event in events], counted.accepted, strict=True))
         self._counted = list(compress(pairs, counted.accepted))
 
@@ -485,12 +508,13 @@ class RedisBatch:
         if marks:
             self.counters.mark_warned(marks)
 
-    def _amounts(self, pairs: Sequence[tuple[Tally, Event]]) -> list[tuple[Moved, int]]:
-        """Return what the events add up to per counter: (counter move, amount) each."""
-        amounts: dict[Tally, int] = {}
+    def _amounts(self, pairs: Sequence[tuple[Tally, Event]]) -> list[tuple[Moved, int, int]]:
+        """Return what the events add up to per counter: (counter move, amount, held change)."""
+        amounts: dict[Tally, tuple[int, int]] = {}
         for tally, event in pairs:
-            amounts[tally] = amounts.get(tally, 0) + event.value
-        return [(self._moves[tally], amount) for tally, amount in amounts.items()]
+            value, held = amounts.get(tally, (0, 0))
+            amounts[tally] = (value + event.value, held + event.hold)
+        return [(self._moves[tally], value, held) for tally, (value, held) in amounts.items()]
 
 
 def _pending_row(tally: Tally, events: list[Event], now: datetime) -> queries.NewPending:
@@ -512,6 +536,7 @@ def _pending_row(tally: Tally, events: list[Event], now: datetime) -> queries.Ne
         latest.occurred_at,
         latest.id,
         now,
+        sum(event.hold for event in events),
     )
 
 
@@ -520,19 +545,24 @@ def stored_counters(connection: Connection, keys: Sequence[CounterKey]) -> dict[
     wanted = {(key.customer, key.meter, key.period_start): key for key in keys}
     customers = sorted({key.customer for key in keys})
     found: dict[CounterKey, Counter] = {}
+    held: dict[CounterKey, int] = {}
     for row in queries.counters_of(connection, customers):
         key = wanted.get((row.customer_id, row.meter, row.period_start))
         if key is not None:
             found[key] = Counter(int(row.value), row.last_at, row.last_event_id)
+            held[key] = int(row.held)
+    pending = [
+        (key, row)
+        for row in queries.pending_of(connection, customers)
+        if (key := wanted.get((row.customer_id, row.meter, row.period_start))) is not None
+    ]
+    for key, row in pending:
+        held[key] = held.get(key, 0) + int(row.held)
     fold_pending(
         found,
-        (
-            (key, row.aggregation, row.value, row.last_at, row.last_event_id)
-            for row in queries.pending_of(connection, customers)
-            if (key := wanted.get((row.customer_id, row.meter, row.period_start))) is not None
-        ),
+        ((key, row.aggregation, row.value, row.last_at, row.last_event_id) for key, row in pending),
     )
     return {
-        key: Stored(counter.value, counter.last_at, counter.last_id)
+        key: Stored(counter.value, counter.last_at, counter.last_id, held.get(key, 0))
         for key, counter in found.items()
     }

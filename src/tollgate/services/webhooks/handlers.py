@@ -68,10 +68,27 @@ def _stored(row: Row, keys: Iterable[str]) -> dict[str, Any]:
     return {key: row[key] for key in keys}
 
 
-def _decide(ctx: HandlerContext, row: Row | None, differs: bool, progress: int) -> Decision:
+SKIP: Any = object()
+"""What `_settle` answers when the event is behind the stored row: change nothing."""
+
+
+def _settle(
+    ctx: HandlerContext,
+    row: Row | None,
+    differs: bool,
+    progress: int,
+    object_type: str,
+    object_id: str,
+) -> Any:
+    """Return SKIP, None (apply the event's snapshot) or the object as Stripe has it now.
+
+    The stored row's watermark decides (tollgate.domain.events.decide); when the event and the
+    row are of the same second and disagree, Stripe is asked, and an object Stripe no longer
+    has is skipped.
+    """
     if row is None:
-        return Decision.APPLY
-    return decide(
+        return None
+    decision = decide(
         stored_created=row["watermark_created"],
         stored_event_id=row["watermark_event_id"],
         incoming_created=ctx.created,
@@ -79,6 +96,11 @@ def _decide(ctx: HandlerContext, row: Row | None, differs: bool, progress: int) 
         differs=differs,
         progress=progress,
     )
+    if decision is Decision.SKIP:
+        return SKIP
+    if decision is Decision.REFETCH:
+        return ctx.fetch(object_type, object_id, "same_second") or SKIP
+    return None
 
 
 def _write(
@@ -238,13 +260,10 @@ def _apply_customer(ctx: HandlerContext, obj: dict[str, Any], *, deleted: bool =
     progress = compare_progress(
         customer_progress(values["deleted"]), customer_progress(row["deleted"])
     )
-    decision = _decide(ctx, row, differs, progress)
-    if decision is Decision.SKIP:
+    found = _settle(ctx, row, differs, progress, "customer", snapshot.stripe_id)
+    if found is SKIP:
         return
-    if decision is Decision.REFETCH:
-        found = ctx.fetch("customer", snapshot.stripe_id, "same_second")
-        if not found:
-            return
+    if found is not None:
         values = _customer_values(customer_snapshot(found), ctx.account)
         values["deleted"] = values["deleted"] or row["deleted"]
     action = "deleted" if values["deleted"] and not row["deleted"] else None
@@ -279,6 +298,7 @@ def _subscription_values(snapshot: SubscriptionSnapshot, customer_id: str) -> di
         "collection_method": snapshot.collection_method,
         "currency": snapshot.currency,
         "plan": snapshot.plan,
+        "plan_version": snapshot.plan_version,
         "interval": snapshot.interval,
         "seats": snapshot.seats,
         "latest_invoice": snapshot.latest_invoice,
@@ -323,13 +343,10 @@ def _apply_subscription(
             subscription_progress(snapshot.status, snapshot.current_period_start),
             subscription_progress(row["status"], row["current_period_start"]),
         )
-        decision = _decide(ctx, row, differs, progress)
-        if decision is Decision.SKIP:
+        found = _settle(ctx, row, differs, progress, "subscription", snapshot.id)
+        if found is SKIP:
             return event_snapshot, customer_id
-        if decision is Decision.REFETCH:
-            found = ctx.fetch("subscription", snapshot.id, "same_second")
-            if not found:
-                return event_snapshot, customer_id
+        if found is not None:
             snapshot = subscription_snapshot(found)
             values = _subscription_values(snapshot, customer_id)
             items = _item_values(snapshot)
@@ -456,14 +473,11 @@ def _apply_invoice(ctx: HandlerContext, obj: dict[str, Any]) -> tuple[InvoiceSna
             invoice_progress(snapshot.status, snapshot.attempt_count, snapshot.amount_paid),
             invoice_progress(row["status"], row["attempt_count"], row["amount_paid"]),
         )
-        decision = _decide(ctx, row, differs, progress)
-        if decision is Decision.SKIP:
+        found = _settle(ctx, row, differs, progress, "invoice", snapshot.id)
+        if found is SKIP:
             _record_invoice_payments(ctx, snapshot.payments, customer_id)
             return event_snapshot, customer_id
-        if decision is Decision.REFETCH:
-            found = ctx.fetch("invoice", snapshot.id, "same_second")
-            if not found:
-                return event_snapshot, customer_id
+        if found is not None:
             snapshot = invoice_snapshot(found)
             values = _invoice_values(snapshot, customer_id)
     _write(ctx, INVOICES, "invoice", snapshot.id, row, values, customer_id)
@@ -577,6 +591,8 @@ def _charge_values(
         "status": snapshot.status,
         "refunded": snapshot.refunded,
         "disputed": disputed,
+        "payment_method_type": snapshot.payment_method_type
+        or (row["payment_method_type"] if row is not None else None),
     }
 
 
@@ -601,13 +617,10 @@ def _apply_charge(ctx: HandlerContext, obj: dict[str, Any], *, refunds_wanted: b
                 row["status"], row["amount_refunded"], row["refunded"], row["disputed"]
             ),
         )
-        decision = _decide(ctx, row, differs, progress)
-        if decision is Decision.SKIP:
+        found = _settle(ctx, row, differs, progress, "charge", snapshot.id)
+        if found is SKIP:
             return row
-        if decision is Decision.REFETCH:
-            found = ctx.fetch("charge", snapshot.id, "same_second")
-            if not found:
-                return row
+        if found is not None:
             snapshot = charge_snapshot(found)
             values = _charge_values(ctx, snapshot, customer_id, row)
     written = _write(ctx, CHARGES, "charge", snapshot.id, row, values, customer_id)
@@ -697,13 +710,10 @@ def _apply_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
         progress = compare_progress(
             dispute_progress(snapshot.status), dispute_progress(row["status"])
         )
-        decision = _decide(ctx, row, differs, progress)
-        if decision is Decision.SKIP:
+        found = _settle(ctx, row, differs, progress, "dispute", snapshot.id)
+        if found is SKIP:
             return
-        if decision is Decision.REFETCH:
-            found = ctx.fetch("dispute", snapshot.id, "same_second")
-            if not found:
-                return
+        if found is not None:
             snapshot = dispute_snapshot(found)
             values = {**values, "status": snapshot.status, "reason": snapshot.reason}
     _write(ctx, DISPUTES, "dispute", snapshot.id, row, values, customer_id)

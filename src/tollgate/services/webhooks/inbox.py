@@ -619,7 +619,7 @@ def list_stripe_events(
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}", param="status")
     with db.engine.connect() as connection:
         rows = inbox.newest(connection, status=status, limit=max(1, limit))
-        stripe_ids = [_stripe_customer(row["payload"]) for row in rows]
+        stripe_ids = [stripe_customer_of(row["payload"]) for row in rows]
         known = inbox.customers_by_stripe_id(connection, [sid for sid in stripe_ids if sid])
     names = [field.name for field in fields(StoredEvent) if field.name != "customer"]
     return [
@@ -631,7 +631,7 @@ def list_stripe_events(
     ]
 
 
-def _stripe_customer(payload: str) -> str | None:
+def stripe_customer_of(payload: str) -> str | None:
     """Return the Stripe customer an event is about (its object's, or the customer itself)."""
     obj = (orjson.loads(payload).get("data") or {}).get("object") or {}
     customer = obj.get("customer")

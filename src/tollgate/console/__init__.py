@@ -1,0 +1,1 @@
+"""The operator console at /console: pages over the same services as the JSON routes."""

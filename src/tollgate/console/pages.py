@@ -1,0 +1,782 @@
+"""The console's pages: sign-in, overview, customers, a customer and its actions, webhooks,
+outbox, reconciliation, catalog, API keys and fees.
+
+Every page needs a signed-in operator; every form carries its session's CSRF token; every
+action is allowed by the operator's role (domain/operators.py) and audited under its name.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from starlette.datastructures import FormData
+
+from tollgate.bootstrap import Container
+from tollgate.console.render import STATIC, render
+from tollgate.domain.errors import TollgateError
+from tollgate.domain.operators import Action
+from tollgate.services import console, console_actions, operators
+from tollgate.services.api_keys import create_api_key
+from tollgate.services.credits import grant_credits, list_credits
+from tollgate.services.customers import get_customer, open_portal
+from tollgate.services.operators import ConsoleSession, NotAllowed
+from tollgate.services.outbox import preview_email
+from tollgate.services.subscriptions import (
+    SubscriptionRequest,
+    cancel_subscription,
+    change_subscription,
+    get_subscription,
+    resume_subscription,
+)
+from tollgate.services.webhooks import replay_stripe_event
+from tollgate.web.csrf import CsrfRefused, checked_form, csrf_token
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+COOKIE = "tg_console"
+PRE_COOKIE = "tg_console_pre"  # the sign-in form's CSRF key, before a session exists
+
+
+class SignInNeeded(Exception):
+    """No live session: the browser goes to the sign-in page."""
+
+
+def _app(request: Request) -> Container:
+    return request.app.state.container
+
+
+def _secure(request: Request) -> bool:
+    forwarded = request.headers.get("x-forwarded-proto", "")
+    return request.url.scheme == "https" or forwarded.split(",")[0].strip() == "https"
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def session_of(request: Request) -> ConsoleSession:
+    """Return the signed-in operator's session, or raise SignInNeeded."""
+    app = _app(request)
+    found = operators.console_session(
+        db=app.db, clock=app.clock, settings=app.settings, token=request.cookies.get(COOKIE)
+    )
+    if found is None:
+        raise SignInNeeded()
+    return found
+
+
+async def acting(request: Request, action: Action) -> tuple[ConsoleSession, FormData]:
+    """Return the session and posted form of an action the operator's role allows (CSRF and
+    origin checked first)."""
+    session = session_of(request)
+    form = await checked_form(request, session.csrf_secret.encode(), session.id)
+    session.require(action)
+    return session, form
+
+
+def _page(request: Request, template: str, session: ConsoleSession | None, **context: Any) -> Any:
+    return render(request, template, settings=_app(request).settings, session=session, **context)
+
+
+def _back(path: str, **params: str) -> RedirectResponse:
+    query = f"?{urlencode(params)}" if params else ""
+    return RedirectResponse(f"{path}{query}", status_code=303)
+
+
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+# -- signing in and out ----------------------------------------------------------------------
+
+
+@router.get("/sign-in")
+def sign_in_page(request: Request, error: str | None = None) -> Response:
+    pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
+    response = render(
+        request,
+        "console_sign_in.html",
+        settings=_app(request).settings,
+        session=None,
+        csrf=csrf_token(pre.encode(), "sign-in"),
+        error=error,
+    )
+    response.set_cookie(
+        PRE_COOKIE,
+        pre,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+        path="/console",
+        max_age=3600,
+    )
+    return response
+
+
+@router.post("/sign-in")
+async def sign_in(request: Request) -> Response:
+    app = _app(request)
+    pre = request.cookies.get(PRE_COOKIE, "")
+    if not pre:
+        raise CsrfRefused("your browser sent no sign-in cookie; reload the page")
+    form = await checked_form(request, pre.encode(), "sign-in")
+    try:
+        signed = operators.sign_in(
+            db=app.db,
+            clock=app.clock,
+            settings=app.settings,
+            name=_text(form, "name"),
+            password=str(form.get("password") or ""),
+            address=_address(request),
+        )
+    except (operators.SignInRefused, operators.TooManyAttempts) as refused:
+        status = 429 if isinstance(refused, operators.TooManyAttempts) else 401
+        return render(
+            request,
+            "console_sign_in.html",
+            settings=app.settings,
+            session=None,
+            csrf=csrf_token(pre.encode(), "sign-in"),
+            error=refused.message,
+            status=status,
+        )
+    signed_in = RedirectResponse("/console", status_code=303)
+    signed_in.set_cookie(
+        COOKIE,
+        signed.token,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+        path="/console",
+        max_age=app.settings.console_session_hours * 3600,
+    )
+    signed_in.delete_cookie(PRE_COOKIE, path="/console")
+    return signed_in
+
+
+@router.post("/sign-out")
+async def sign_out(request: Request) -> Response:
+    session = session_of(request)
+    form = await checked_form(request, session.csrf_secret.encode(), session.id)
+    app = _app(request)
+    if _text(form, "everywhere") == "1":
+        operators.sign_out_everywhere(db=app.db, operator=session.operator)
+    else:
+        operators.sign_out(db=app.db, token=request.cookies.get(COOKIE, ""))
+    response = _back("/console/sign-in")
+    response.delete_cookie(COOKIE, path="/console")
+    return response
+
+
+# -- overview ----------------------------------------------------------------------------------
+
+
+@router.get("")
+def overview(request: Request) -> Response:
+    session = session_of(request)
+    app = _app(request)
+    summary = console.summarize(db=app.db, catalog=app.catalog, clock=app.clock)
+    return _page(request, "console_overview.html", session, summary=summary, nav="overview")
+
+
+# -- customers ---------------------------------------------------------------------------------
+
+
+@router.get("/customers")
+def customers_page(
+    request: Request,
+    q: str | None = None,
+    plan: str | None = None,
+    status: str | None = None,
+    currency: str | None = None,
+    offline: str | None = None,
+    over: str | None = None,
+    sort: str = "created",
+    order: str = "desc",
+    cursor: str | None = None,
+) -> Response:
+    session = session_of(request)
+    app = _app(request)
+    query = console.CustomerQuery(
+        search=q or None,
+        plan=plan or None,
+        status=status or None,
+        currency=currency or None,
+        offline={"yes": True, "no": False}.get(offline or ""),
+        over_percent=80 if over == "80" else None,
+        sort=sort,
+        order=order,
+    )
+    page = console.list_customers(
+        db=app.db, catalog=app.catalog, clock=app.clock, query=query, cursor=cursor, limit=50
+    )
+    kept = {
+        key: value
+        for key, value in request.query_params.items()
+        if key != "cursor"
+        and value
+        and key in ("q", "plan", "status", "currency", "offline", "over", "sort", "order")
+    }
+    next_url = (
+        f"/console/customers?{urlencode({**kept, 'cursor': page.next_cursor})}"
+        if (page.next_cursor)
+        else None
+    )
+    return _page(
+        request,
+        "console_customers.html",
+        session,
+        page=page,
+        query=query,
+        form=dict(kept),
+        plans=sorted(app.catalog.plans),
+        statuses=console.CUSTOMER_STATUSES,
+        currencies=app.catalog.currencies,
+        next_url=next_url,
+        first_url=f"/console/customers?{urlencode(kept)}" if cursor else None,
+        nav="customers",
+    )
+
+
+@router.get("/customers/{customer_id}")
+def customer_page(
+    request: Request, customer_id: str, cursor: str | None = None, done: str | None = None
+) -> Response:
+    session = session_of(request)
+    app = _app(request)
+    customer = get_customer(db=app.db, catalog=app.catalog, customer_id=customer_id)
+    subscription = get_subscription(db=app.db, catalog=app.catalog, customer_id=customer_id)
+    facts = console_actions.billing_facts(db=app.db, customer_id=customer_id)
+    granted = app.entitlements.entitlements(customer_id)
+    decisions = [(granted.features[f], granted.decide(f)) for f in granted.features]
+    ledger = list_credits(db=app.db, customer_id=customer_id, limit=20)
+    timeline = console.customer_timeline(db=app.db, customer_id=customer_id, cursor=cursor)
+    emails = console.list_outbox(db=app.db, kind="email", customer_id=customer_id, limit=20)
+    stripe_base = "https://dashboard.stripe.com/" + ("" if app.settings.stripe_live else "test/")
+    return _page(
+        request,
+        "console_customer.html",
+        session,
+        customer=customer,
+        subscription=subscription,
+        facts=facts,
+        granted=granted,
+        decisions=decisions,
+        ledger=ledger,
+        timeline=timeline,
+        emails=emails.items,
+        stripe_base=stripe_base,
+        plans=[p for p in app.catalog.plans.values()],
+        grant_key=secrets.token_hex(12),
+        done=DONE.get(done or ""),
+        nav="customers",
+    )
+
+
+DONE = {
+    "plan": "The plan change was made.",
+    "credits": "The credits were granted.",
+    "cancel": "The subscription was canceled.",
+    "resume": "The subscription was resumed.",
+    "email": "The email will be sent again at the worker's next run.",
+    "offline": "The customer is billed offline now.",
+    "online": "The customer is billed through Stripe again.",
+    "replayed": "The event was applied again.",
+    "retried": "It will be sent again at the worker's next run.",
+    "healed": "Reconciliation ran; what Stripe is the record for was healed.",
+    "revoked": "The key was revoked; servers refuse it within 10 seconds.",
+}
+
+
+@router.post("/customers/{customer_id}/actions/{action}")
+async def customer_action(request: Request, customer_id: str, action: str) -> Response:
+    session, form = await acting(request, "act_on_customers")
+    app = _app(request)
+    actor = session.actor
+    here = f"/console/customers/{customer_id}"
+    audit: dict[str, Any] = {}
+    if action == "change-plan":
+        plan, interval = _text(form, "plan"), _text(form, "interval") or "month"
+        change_subscription(
+            db=app.db,
+            catalog=app.catalog,
+            gateway=app.optional_stripe(),
+            settings=app.settings,
+            clock=app.clock,
+            customer_id=customer_id,
+            wanted=SubscriptionRequest(plan=plan, interval=interval),
+        )
+        audit = {"plan": plan, "interval": interval}
+        done = "plan"
+    elif action == "grant-credits":
+        amount_text = _text(form, "amount")
+        if not amount_text.isdigit() or int(amount_text) <= 0:
+            raise TollgateErrorPage("Credits must be a whole number above zero.")
+        reason = _text(form, "reason") or "granted by support"
+        grant_credits(
+            db=app.db,
+            clock=app.clock,
+            customer_id=customer_id,
+            amount=int(amount_text),
+            reason=reason[:200],
+            idempotency_key=f"console-{_text(form, 'key') or secrets.token_hex(12)}",
+            actor=actor,
+        )
+        audit = {"credits": int(amount_text), "reason": reason[:200]}
+        done = "credits"
+    elif action == "cancel":
+        at_end = _text(form, "when") != "now"
+        cancel_subscription(
+            db=app.db,
+            catalog=app.catalog,
+            gateway=app.optional_stripe(),
+            clock=app.clock,
+            customer_id=customer_id,
+            at_period_end=at_end,
+        )
+        audit = {"at_period_end": at_end}
+        done = "cancel"
+    elif action == "resume":
+        resume_subscription(
+            db=app.db,
+            catalog=app.catalog,
+            gateway=app.optional_stripe(),
+            clock=app.clock,
+            customer_id=customer_id,
+        )
+        done = "resume"
+    elif action == "portal":
+        url = open_portal(
+            db=app.db,
+            gateway=app.optional_stripe(),
+            customer_id=customer_id,
+            return_url=str(request.url_for("customer_page", customer_id=customer_id)),
+        )
+        console_actions.record_operator_action(
+            db=app.db, clock=app.clock, actor=actor, customer_id=customer_id, action="open_portal"
+        )
+        return RedirectResponse(url, status_code=303)
+    elif action == "resend-email":
+        email = _text(form, "email")
+        if not email.isdigit():
+            raise TollgateErrorPage("Choose an email to send again.")
+        console_actions.resend_email(
+            db=app.db,
+            clock=app.clock,
+            actor=actor,
+            customer_id=customer_id,
+            notification_id=int(email),
+        )
+        return _back(here, done="email")
+    elif action in ("mark-offline", "mark-online"):
+        console_actions.mark_offline(
+            db=app.db,
+            catalog=app.catalog,
+            clock=app.clock,
+            actor=actor,
+            customer_id=customer_id,
+            offline=action == "mark-offline",
+        )
+        app.forget_decisions([customer_id])
+        return _back(here, done="offline" if action == "mark-offline" else "online")
+    else:
+        raise TollgateErrorPage("There is no such action.", status=404)
+    app.forget_decisions([customer_id])
+    console_actions.record_operator_action(
+        db=app.db,
+        clock=app.clock,
+        actor=actor,
+        customer_id=customer_id,
+        action=action.replace("-", "_"),
+        details=audit or None,
+    )
+    return _back(here, done=done)
+
+
+class TollgateErrorPage(TollgateError):
+    """A form's input the console refuses before any service sees it."""
+
+    type = "invalid_request_error"
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+
+@router.get("/webhooks")
+def webhooks_page(
+    request: Request,
+    status: str | None = None,
+    type: str | None = None,
+    customer: str | None = None,
+    cursor: str | None = None,
+    done: str | None = None,
+) -> Response:
+    session = session_of(request)
+    app = _app(request)
+    page = console.list_events(
+        db=app.db,
+        status=status or None,
+        type_=type or None,
+        customer_id=customer or None,
+        cursor=cursor,
+        limit=50,
+    )
+    kept = {k: v for k, v in (("status", status), ("type", type), ("customer", customer)) if v}
+    next_url = (
+        f"/console/webhooks?{urlencode({**kept, 'cursor': page.next_cursor})}"
+        if page.next_cursor
+        else None
+    )
+    return _page(
+        request,
+        "console_webhooks.html",
+        session,
+        page=page,
+        form=kept,
+        statuses=("pending", "processing", "succeeded", "failed", "ignored"),
+        next_url=next_url,
+        done=DONE.get(done or ""),
+        nav="webhooks",
+    )
+
+
+@router.get("/webhooks/{event_id}")
+def webhook_page(request: Request, event_id: str, done: str | None = None) -> Response:
+    session = session_of(request)
+    app = _app(request)
+    import orjson
+
+    detail = console.get_event(db=app.db, event_id=event_id)
+    raw = orjson.dumps(detail.payload, option=orjson.OPT_INDENT_2).decode()
+    return _page(
+        request,
+        "console_webhook.html",
+        session,
+        event=detail.event,
+        raw=raw,
+        done=DONE.get(done or ""),
+        nav="webhooks",
+    )
+
+
+def _replay(app: Container, event_id: str) -> Any:
+    result = replay_stripe_event(
+        db=app.db,
+        gateway=app.optional_stripe(),
+        event_id=event_id,
+        clock=app.clock,
+        dunning=app.dunning_policy,
+    )
+    app.forget_decisions(result.customers)
+    return result
+
+
+@router.post("/webhooks/{event_id}/replay")
+async def replay_webhook(request: Request, event_id: str) -> Response:
+    await acting(request, "act_on_customers")
+    app = _app(request)
+    console.get_event(db=app.db, event_id=event_id)
+    _replay(app, event_id)
+    return _back(f"/console/webhooks/{event_id}", done="replayed")
+
+
+@router.post("/webhooks-replay-failed")
+async def replay_failed_webhooks(request: Request) -> Response:
+    await acting(request, "act_on_customers")
+    app = _app(request)
+    for event_id in console.failed_event_ids(db=app.db):
+        _replay(app, event_id)
+    return _back("/console/webhooks", done="replayed")
+
+
+# -- outbox ------------------------------------------------------------------------------------
+
+
+@router.get("/outbox")
+def outbox_page(
+    request: Request,
+    kind: str | None = None,
+    status: str | None = None,
+    customer: str | None = None,
+    cursor: str | None = None,
+    done: str | None = None,
+) -> Response:
+    session = session_of(request)
+    app = _app(request)
+    page = console.list_outbox(
+        db=app.db,
+        kind=kind or None,
+        status=status or None,
+        customer_id=customer or None,
+        cursor=cursor,
+        limit=50,
+    )
+    kept = {k: v for k, v in (("kind", kind), ("status", status), ("customer", customer)) if v}
+    next_url = (
+        f"/console/outbox?{urlencode({**kept, 'cursor': page.next_cursor})}"
+        if page.next_cursor
+        else None
+    )
+    return _page(
+        request,
+        "console_outbox.html",
+        session,
+        page=page,
+        form=kept,
+        kinds=console.OUTBOX_KINDS,
+        statuses=console.OUTBOX_STATUSES,
+        next_url=next_url,
+        done=DONE.get(done or ""),
+        nav="outbox",
+    )
+
+
+@router.get("/outbox/email_{number}")
+def email_page(request: Request, number: int) -> Response:
+    session = session_of(request)
+    app = _app(request)
+    item = next(
+        (i for i in _emails_around(app, number) if i.id == str(number)),
+        None,
+    )
+    if item is None:
+        raise TollgateErrorPage("There is no such email.", status=404)
+    rendered = preview_email(
+        db=app.db,
+        settings=app.settings,
+        catalog=app.catalog,
+        clock=app.clock,
+        template=item.name,
+        customer_id=item.customer_id,
+    )
+    return _page(request, "console_email.html", session, item=item, mail=rendered, nav="outbox")
+
+
+def _emails_around(app: Container, number: int) -> list[console.OutboxItem]:
+    from tollgate.db.queries import console as queries
+
+    with app.db.engine.connect() as connection:
+        row = queries.notification(connection, number)
+    if row is None:
+        return []
+    page = console.list_outbox(db=app.db, kind="email", customer_id=row["customer_id"], limit=200)
+    return page.items
+
+
+@router.post("/outbox/{outbox_id}/retry")
+async def retry_outbox(request: Request, outbox_id: str) -> Response:
+    await acting(request, "act_on_customers")
+    app = _app(request)
+    console.retry_outbox_item(db=app.db, clock=app.clock, outbox_id=outbox_id)
+    return _back("/console/outbox", done="retried")
+
+
+# -- reconciliation ------------------------------------------------------------------------------
+
+
+@router.get("/reconciliation")
+def reconciliation_page(
+    request: Request, cursor: str | None = None, done: str | None = None
+) -> Response:
+    session = session_of(request)
+    app = _app(request)
+    page = console.list_reconciliations(db=app.db, cursor=cursor, limit=20)
+    return _page(
+        request,
+        "console_reconciliation.html",
+        session,
+        page=page,
+        next_url=f"/console/reconciliation?cursor={page.next_cursor}" if page.next_cursor else None,
+        done=DONE.get(done or ""),
+        nav="reconciliation",
+    )
+
+
+@router.get("/reconciliation/{run_id}")
+def reconciliation_run_page(request: Request, run_id: int) -> Response:
+    session = session_of(request)
+    app = _app(request)
+    from tollgate.services.reconcile import get_reconciliation, list_drifts
+
+    report = get_reconciliation(db=app.db, run_id=run_id)
+    drifts = list(list_drifts(db=app.db, run_id=run_id, limit=500))
+    return _page(
+        request,
+        "console_reconciliation_run.html",
+        session,
+        report=report,
+        drifts=drifts,
+        nav="reconciliation",
+    )
+
+
+@router.post("/reconciliation/run")
+async def run_reconciliation(request: Request) -> Response:
+    await acting(request, "administer")
+    app = _app(request)
+    from tollgate.services.reconcile import reconcile
+
+    report = reconcile(
+        db=app.db,
+        gateway=app.stripe,
+        dunning=app.dunning_policy,
+        clock=app.clock,
+        since=app.clock.now() - timedelta(hours=24),
+        trigger="console",
+    )
+    return _back(f"/console/reconciliation/{report.run_id}")
+
+
+# -- catalog, API keys, fees -----------------------------------------------------------------
+
+
+@router.get("/catalog")
+def catalog_page(request: Request) -> Response:
+    session = session_of(request)
+    app = _app(request)
+    from tollgate.services.catalog import diff_catalog
+
+    gateway = app.optional_stripe()
+    changes: list[str] | None = None
+    diff_error = None
+    if gateway is not None:
+        try:
+            changes = [
+                change.describe() for change in diff_catalog(catalog=app.catalog, gateway=gateway)
+            ]
+        except Exception as error:  # Stripe unreachable: the page still shows the catalog
+            diff_error = f"{type(error).__name__}: could not read Stripe's catalog"
+            del error
+    return _page(
+        request,
+        "console_catalog.html",
+        session,
+        catalog=app.catalog,
+        changes=changes,
+        diff_error=diff_error,
+        nav="catalog",
+    )
+
+
+@router.get("/api-keys")
+def api_keys_page(request: Request, done: str | None = None) -> Response:
+    session = session_of(request)
+    app = _app(request)
+    return _page(
+        request,
+        "console_api_keys.html",
+        session,
+        keys=console.list_api_keys(db=app.db),
+        created=None,
+        done=DONE.get(done or ""),
+        nav="api-keys",
+    )
+
+
+@router.post("/api-keys")
+async def create_key(request: Request) -> Response:
+    session, form = await acting(request, "administer")
+    app = _app(request)
+    created = create_api_key(
+        db=app.db, clock=app.clock, name=_text(form, "name"), scope=_text(form, "scope")
+    )
+    return _page(
+        request,
+        "console_api_keys.html",
+        session,
+        keys=console.list_api_keys(db=app.db),
+        created=created,
+        done=None,
+        nav="api-keys",
+    )
+
+
+@router.post("/api-keys/{key_id}/revoke")
+async def revoke_key(request: Request, key_id: str) -> Response:
+    await acting(request, "administer")
+    app = _app(request)
+    console.revoke_api_key(db=app.db, clock=app.clock, key_id=key_id)
+    return _back("/console/api-keys", done="revoked")
+
+
+@router.get("/fees")
+def fees_page(request: Request) -> Response:
+    session = session_of(request)
+    app = _app(request)
+    report = console.payment_fees(db=app.db, clock=app.clock, settings=app.settings)
+    return _page(request, "console_fees.html", session, report=report, nav="fees")
+
+
+@router.get("/static/console.css")
+def stylesheet() -> Response:
+    return FileResponse(
+        STATIC / "console.css",
+        media_type="text/css",
+        headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+# -- mounting --------------------------------------------------------------------------------
+
+
+def _error_page(status: int, title: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handle(request: Request, error: Exception) -> Response:
+        try:
+            session: ConsoleSession | None = session_of(request)
+        except SignInNeeded:
+            session = None
+        message = getattr(error, "message", None) or str(error)
+        code = int(getattr(error, "status", 0) or status)
+        return render(
+            request,
+            "console_message.html",
+            settings=_app(request).settings,
+            session=session,
+            status=code,
+            title=title if code != 404 else "Not found",
+            message=message,
+        )
+
+    return handle
+
+
+def install_console(app: FastAPI) -> None:
+    """Serve the console under /console on `app`."""
+    app.include_router(router)
+    previous_tollgate = app.exception_handlers.get(TollgateError)
+    refused = _error_page(403, "Refused")
+    failed = _error_page(400, "That did not work")
+
+    async def on_sign_in_needed(request: Request, error: Exception) -> Response:
+        if request.method == "GET":
+            return _back("/console/sign-in")
+        return await refused(request, CsrfRefused("sign in again; your session ended"))
+
+    async def on_tollgate_error(request: Request, error: Exception) -> Response:
+        if request.url.path.startswith("/console"):
+            if isinstance(error, NotAllowed):
+                return await refused(request, error)
+            return await failed(request, error)
+        assert previous_tollgate is not None
+        return await previous_tollgate(request, error)  # type: ignore[misc]
+
+    previous_csrf = app.exception_handlers.get(CsrfRefused)
+
+    async def on_csrf(request: Request, error: Exception) -> Response:
+        if request.url.path.startswith("/console") or previous_csrf is None:
+            return await refused(request, error)
+        return await previous_csrf(request, error)  # type: ignore[misc]
+
+    app.add_exception_handler(SignInNeeded, on_sign_in_needed)
+    app.add_exception_handler(TollgateError, on_tollgate_error)
+    app.add_exception_handler(CsrfRefused, on_csrf)

@@ -1,0 +1,89 @@
+"""Render console pages: the web package's layout, filters, CSRF tokens and headers, with the
+console's own templates first."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from tollgate.config import Settings
+from tollgate.services.operators import ConsoleSession
+from tollgate.web import pages as web_pages
+from tollgate.web.csrf import csrf_token
+from tollgate.web.security import page_headers
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else "—"
+
+
+def _age(seconds: int | None) -> str:
+    if seconds is None:
+        return "none"
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172_800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86_400} days"
+
+
+STATUS_TONE = {
+    "active": "ok",
+    "trialing": "ok",
+    "succeeded": "ok",
+    "sent": "ok",
+    "delivered": "ok",
+    "canceling": "warn",
+    "past_due": "bad",
+    "unpaid": "bad",
+    "failed": "bad",
+    "pending": "warn",
+    "processing": "warn",
+    "incomplete": "warn",
+}
+
+environment = Environment(
+    loader=ChoiceLoader([FileSystemLoader(TEMPLATES), FileSystemLoader(web_pages.TEMPLATES)]),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+environment.filters.update(web_pages.environment.filters)
+environment.filters.update(when=_when, age=_age)
+environment.globals.update(web_pages.environment.globals)
+environment.globals["tone"] = lambda status: STATUS_TONE.get(str(status), "")
+
+
+def render(
+    request: Request,
+    template: str,
+    *,
+    settings: Settings,
+    session: ConsoleSession | None,
+    status: int = 200,
+    csrf: str = "",
+    **context: Any,
+) -> HTMLResponse:
+    """Render a console page with the operator, its CSRF token and the page headers."""
+    if session is not None:
+        csrf = csrf_token(session.csrf_secret.encode(), session.id)
+    html = environment.get_template(template).render(
+        request=request,
+        brand=settings,
+        csrf=csrf,
+        embed=False,
+        operator=session,
+        **context,
+    )
+    return HTMLResponse(html, status_code=status, headers=page_headers(settings))

@@ -1,0 +1,901 @@
+"""What the operator console (and its JSON) shows: customers, a customer's timeline, the
+overview's figures, Stripe events, the outbox, reconciliation runs, API keys and fees."""
+
+from __future__ import annotations
+
+import base64
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from tollgate.clock import Clock
+from tollgate.config import Settings
+from tollgate.db.queries import console as queries
+from tollgate.db.queries import credits as ledger_queries
+from tollgate.db.queries import stripe_events as inbox
+from tollgate.db.unit_of_work import Database
+from tollgate.domain.catalog import Catalog
+from tollgate.domain.errors import InvalidRequest, NotFound
+from tollgate.domain.fees import FeeSchedule, method_label, monthly_amount
+from tollgate.domain.subscriptions import customer_plan
+from tollgate.services.webhooks.inbox import STATUSES as EVENT_STATUSES
+from tollgate.services.webhooks.inbox import StoredEvent, stripe_customer_of
+
+CUSTOMER_STATUSES = (
+    "trialing",
+    "active",
+    "canceling",
+    "past_due",
+    "unpaid",
+    "incomplete",
+    "paused",
+    "canceled",
+    "none",
+)
+OUTBOX_KINDS = ("email", "app_webhook")
+OUTBOX_STATUSES = ("pending", "sent", "delivered", "skipped", "failed")
+MAX_PAGE = 200
+
+
+# -- cursors -----------------------------------------------------------------------------------
+
+
+def encode_cursor(*values: Any) -> str:
+    """Return an opaque cursor holding `values` (datetimes as ISO strings)."""
+    plain = [value.isoformat() if isinstance(value, datetime) else value for value in values]
+    return base64.urlsafe_b64encode(orjson.dumps(plain)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, size: int) -> list[Any]:
+    """Return the values in a cursor, or raise InvalidRequest naming `cursor`."""
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != size:
+        raise InvalidRequest("cursor is not one this API gave", param="cursor")
+    return values
+
+
+def _time(value: Any, param: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidRequest(f"{param} must be an ISO 8601 time", param=param) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be 1 to {MAX_PAGE}", param="limit")
+    return limit
+
+
+# -- customers ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerRow:
+    """One customer in a list: who, on what, in what state."""
+
+    id: str
+    email: str | None
+    name: str | None
+    stripe_customer_id: str | None
+    offline: bool
+    currency: str
+    plan: str | None
+    status: str
+    created: datetime
+    trial_end: datetime | None
+    current_period_end: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "email": self.email,
+            "name": self.name,
+            "stripe_customer_id": self.stripe_customer_id,
+            "offline": self.offline,
+            "currency": self.currency,
+            "plan": self.plan,
+            "status": self.status,
+            "created": self.created.isoformat(),
+            "trial_end": self.trial_end.isoformat() if self.trial_end else None,
+            "current_period_end": (
+                self.current_period_end.isoformat() if self.current_period_end else None
+            ),
+        }
+
+
+@dataclass(frozen=True)
+class Page:
+    """Some items and the cursor of the next page (None on the last)."""
+
+    items: list[Any]
+    next_cursor: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "data": [item.to_json() for item in self.items],
+            "next_cursor": self.next_cursor,
+            "has_more": self.next_cursor is not None,
+        }
+
+
+@dataclass(frozen=True)
+class CustomerQuery:
+    """What an operator looks for in the customer list."""
+
+    search: str | None = None
+    plan: str | None = None
+    status: str | None = None
+    currency: str | None = None
+    offline: bool | None = None
+    over_percent: int | None = None
+    sort: str = "created"
+    order: str = "desc"
+
+
+def list_customers(
+    *,
+    db: Database,
+    catalog: Catalog,
+    clock: Clock,
+    query: CustomerQuery,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page:
+    """Return a page of customers matching `query`, sorted, after `cursor`."""
+    limit = _limit(limit)
+    if query.sort not in queries.SORTS:
+        raise InvalidRequest(f"sort must be one of {', '.join(queries.SORTS)}", param="sort")
+    if query.order not in ("asc", "desc"):
+        raise InvalidRequest("order must be asc or desc", param="order")
+    if query.status and query.status not in CUSTOMER_STATUSES:
+        raise InvalidRequest(
+            f"status must be one of {', '.join(CUSTOMER_STATUSES)}", param="status"
+        )
+    if query.plan and query.plan not in catalog.plans:
+        raise InvalidRequest(f"no plan {query.plan!r} in the catalog", param="plan")
+    if query.over_percent is not None and not 1 <= query.over_percent <= 1000:
+        raise InvalidRequest("over must be a percentage from 1 to 1000", param="over")
+    if query.search is not None and len(query.search) > 320:
+        raise InvalidRequest("q must be at most 320 characters", param="q")
+    after = None
+    if cursor:
+        value, last_id = decode_cursor(cursor, 2)
+        if query.sort == "created" and value is not None:
+            value = _time(value, "cursor")
+        after = (value, str(last_id))
+    with db.engine.connect() as connection:
+        rows = queries.customers_page(
+            connection,
+            search=query.search or None,
+            plan=query.plan,
+            status=query.status,
+            currency=query.currency.lower() if query.currency else None,
+            offline=query.offline,
+            over_percent=query.over_percent,
+            sort=query.sort,
+            descending=query.order == "desc",
+            after=after,
+            limit=limit + 1,
+            now=clock.now(),
+            default_plan=catalog.default_plan,
+            catalog_currency=catalog.currency,
+        )
+    items = [_customer_row(row, catalog) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        key = {"created": "created_at"}.get(query.sort, query.sort)
+        next_cursor = encode_cursor(last[key], last["id"])
+    return Page(items, next_cursor)
+
+
+def _customer_row(row: Mapping[Any, Any], catalog: Catalog) -> CustomerRow:
+    derived = customer_plan(
+        subscription_plan=row["subscription_plan"],
+        subscription_status=row["subscription_status"],
+        cancel_at_period_end=bool(row["cancel_at_period_end"]),
+        cancel_at=row["cancel_at"],
+        assigned_plan=row["assigned_plan"],
+        offline=bool(row["offline"]),
+        default_plan=catalog.default_plan,
+    )
+    status = derived.status
+    if status == "none" and row["subscription_status"] in queries.ENDED:
+        status = "canceled"
+    return CustomerRow(
+        id=row["id"],
+        email=row["email"],
+        name=row["name"],
+        stripe_customer_id=row["stripe_customer_id"],
+        offline=bool(row["offline"]),
+        currency=row["currency"],
+        plan=derived.plan,
+        status=status,
+        created=row["created_at"],
+        trial_end=row["trial_end"],
+        current_period_end=row["current_period_end"],
+    )
+
+
+# -- a customer's timeline ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One thing that happened to a customer: an audit row, a Stripe event, a usage threshold
+    crossed, an email or an app webhook."""
+
+    kind: str
+    at: datetime
+    ref: str
+    title: str
+    detail: str | None
+    status: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "at": self.at.isoformat(),
+            "ref": self.ref,
+            "title": self.title,
+            "detail": self.detail,
+            "status": self.status,
+        }
+
+
+def customer_timeline(
+    *, db: Database, customer_id: str, cursor: str | None = None, limit: int = 50
+) -> Page:
+    """Return a customer's timeline, newest first, after `cursor`."""
+    limit = _limit(limit)
+    after: tuple[datetime, str, str] | None = None
+    if cursor:
+        at, kind, ref = decode_cursor(cursor, 3)
+        after = (_time(at, "cursor"), str(kind), str(ref))
+    with db.engine.connect() as connection:
+        if ledger_queries.customer_deleted(connection, customer_id) in (None, True):
+            raise NotFound(f"no customer {customer_id!r}", param="id")
+        ids = queries.customer_object_ids(connection, customer_id)
+        # Entries sharing the cursor's time may have been shown: read enough to skip them.
+        rows = queries.timeline(
+            connection,
+            customer_id=customer_id,
+            object_ids=ids,
+            before=after[0] if after else None,
+            limit=2 * limit + 1,
+        )
+    if after is not None:
+        rows = [row for row in rows if queries.timeline_key(row) < after]
+    entries = [_timeline_entry(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(*queries.timeline_key(last))
+    return Page(entries, next_cursor)
+
+
+def _timeline_entry(row: Mapping[Any, Any]) -> TimelineEntry:
+    kind = row["kind"]
+    title, detail, status = row["title"], row["detail"], row["status"]
+    if kind == "audit":
+        title = f"{status} {title}"  # e.g. "subscription updated"
+        status = None
+    elif kind == "usage_threshold":
+        title = f"{title} passed {status} %"
+        detail = f"used {detail}"
+        status = None
+    return TimelineEntry(kind, row["at"], str(row["ref"]), title, detail, status)
+
+
+# -- stripe events -----------------------------------------------------------------------------
+
+
+def list_events(
+    *,
+    db: Database,
+    status: str | None = None,
+    type_: str | None = None,
+    customer_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page:
+    """Return stored Stripe events, newest first, filtered by status, type (a trailing `*`
+    matches a prefix) and customer."""
+    limit = _limit(limit)
+    if status and status not in EVENT_STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(EVENT_STATUSES)}", param="status")
+    before = None
+    if cursor:
+        at, last_id = decode_cursor(cursor, 2)
+        before = (_time(at, "cursor"), str(last_id))
+    with db.engine.connect() as connection:
+        object_ids = None
+        if customer_id:
+            object_ids = queries.customer_object_ids(connection, customer_id)
+        rows = queries.events_page(
+            connection,
+            status=status,
+            type_=type_,
+            object_ids=object_ids,
+            before=before,
+            limit=limit + 1,
+        )
+        stripe_ids = [stripe_customer_of(row["payload"]) for row in rows]
+        known = inbox.customers_by_stripe_id(connection, [sid for sid in stripe_ids if sid])
+    items = [
+        StoredEvent(
+            id=row["id"],
+            type=row["type"],
+            status=row["status"],
+            attempts=row["attempts"],
+            created=row["created"],
+            received_at=row["received_at"],
+            last_error=row["last_error"],
+            next_attempt_at=row["next_attempt_at"],
+            customer=known.get(sid, sid) if sid else None,
+        )
+        for row, sid in zip(rows[:limit], stripe_ids[:limit], strict=True)
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = encode_cursor(rows[limit - 1]["created"], rows[limit - 1]["id"])
+    return Page(items, next_cursor)
+
+
+@dataclass(frozen=True)
+class EventDetail:
+    """One stored event with its raw body, for an operator to read."""
+
+    event: StoredEvent
+    payload: dict[str, Any]
+
+
+def get_event(*, db: Database, event_id: str) -> EventDetail:
+    """Return one stored event and its raw body, or raise NotFound."""
+    with db.engine.connect() as connection:
+        rows = queries.events_by_id(connection, event_id)
+        if not rows:
+            raise NotFound(f"no stored event {event_id!r}", param="id")
+        row = rows[0]
+        sid = stripe_customer_of(row["payload"])
+        known = inbox.customers_by_stripe_id(connection, [sid] if sid else [])
+    event = StoredEvent(
+        id=row["id"],
+        type=row["type"],
+        status=row["status"],
+        attempts=row["attempts"],
+        created=row["created"],
+        received_at=row["received_at"],
+        last_error=row["last_error"],
+        next_attempt_at=row["next_attempt_at"],
+        customer=known.get(sid, sid) if sid else None,
+    )
+    return EventDetail(event, orjson.loads(row["payload"]))
+
+
+def failed_event_ids(*, db: Database, limit: int = 500) -> list[str]:
+    """Return the ids of failed stored events, oldest first."""
+    with db.engine.connect() as connection:
+        return queries.failed_event_ids(connection, limit)
+
+
+# -- the outbox ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """An email or an app webhook waiting, sent or given up on."""
+
+    kind: str
+    id: str
+    customer_id: str
+    name: str
+    status: str
+    attempts: int
+    last_error: str | None
+    created: datetime
+    next_attempt_at: datetime | None
+    done_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "id": self.id,
+            "customer": self.customer_id,
+            "name": self.name,
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "created": self.created.isoformat(),
+            "next_attempt_at": self.next_attempt_at.isoformat() if self.next_attempt_at else None,
+            "done_at": self.done_at.isoformat() if self.done_at else None,
+        }
+
+
+def list_outbox(
+    *,
+    db: Database,
+    kind: str | None = None,
+    status: str | None = None,
+    customer_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page:
+    """Return emails and app webhooks, newest first."""
+    limit = _limit(limit)
+    if kind and kind not in OUTBOX_KINDS:
+        raise InvalidRequest(f"kind must be one of {', '.join(OUTBOX_KINDS)}", param="kind")
+    if status and status not in OUTBOX_STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(OUTBOX_STATUSES)}", param="status")
+    before = None
+    if cursor:
+        at, ref = decode_cursor(cursor, 2)
+        before = (_time(at, "cursor"), str(ref))
+    with db.engine.connect() as connection:
+        rows = queries.outbox_page(
+            connection,
+            kind=kind,
+            status=status,
+            customer_id=customer_id,
+            before=before,
+            limit=limit + 1,
+        )
+    items = [
+        OutboxItem(
+            kind=row["kind"],
+            id=str(row["id"]),
+            customer_id=row["customer_id"],
+            name=row["name"],
+            status=row["status"],
+            attempts=int(row["attempts"]),
+            last_error=row["last_error"],
+            created=row["created_at"],
+            next_attempt_at=row["next_attempt_at"],
+            done_at=row["done_at"],
+        )
+        for row in rows[:limit]
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = encode_cursor(items[-1].created, items[-1].id)
+    return Page(items, next_cursor)
+
+
+def outbox_reference(outbox_id: str) -> tuple[str, Any]:
+    """Return the kind and row id an outbox id names: `email_<n>` or an app event id."""
+    if outbox_id.startswith("email_"):
+        number = outbox_id.removeprefix("email_")
+        if not number.isdigit():
+            raise NotFound(f"no outbox item {outbox_id!r}", param="id")
+        return "email", int(number)
+    return "app_webhook", outbox_id
+
+
+def retry_outbox_item(*, db: Database, clock: Clock, outbox_id: str) -> OutboxItem:
+    """Make a failed (or waiting) email or app webhook due now, its attempts counted afresh."""
+    kind, row_id = outbox_reference(outbox_id)
+    with db.write_connection() as connection:
+        row = (
+            queries.notification(connection, row_id)
+            if kind == "email"
+            else queries.app_event(connection, row_id)
+        )
+        if row is None:
+            raise NotFound(f"no outbox item {outbox_id!r}", param="id")
+        if row["status"] not in ("failed", "pending"):
+            raise InvalidRequest(
+                f"outbox item {outbox_id!r} is {row['status']}; only failed or pending items "
+                "are retried",
+                param="id",
+            )
+        queries.retry_outbox_row(connection, kind=kind, row_id=row_id, now=clock.now())
+    page = list_outbox(db=db, kind=kind, customer_id=row["customer_id"], limit=MAX_PAGE)
+    found = [item for item in page.items if item.id == str(row_id)]
+    return found[0] if found else page.items[0]
+
+
+# -- reconciliation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunView:
+    id: int
+    trigger: str
+    status: str
+    window_start: datetime
+    window_end: datetime
+    started_at: datetime
+    finished_at: datetime | None
+    checked: int
+    counts: dict[str, int]
+    healed: int
+    error: str | None
+
+    @property
+    def drifts(self) -> int:
+        return sum(self.counts.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "trigger": self.trigger,
+            "status": self.status,
+            "window": {"start": self.window_start.isoformat(), "end": self.window_end.isoformat()},
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "checked": self.checked,
+            "drifts": self.drifts,
+            "counts": self.counts,
+            "healed": self.healed,
+            "error": self.error,
+        }
+
+
+def _run_view(row: Mapping[Any, Any]) -> RunView:
+    return RunView(
+        id=int(row["id"]),
+        trigger=row["trigger"],
+        status=row["status"],
+        window_start=row["window_start"],
+        window_end=row["window_end"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        checked=int(row["checked"]),
+        counts={str(k): int(v) for k, v in (row["counts"] or {}).items()},
+        healed=int(row["healed"]),
+        error=row["error"],
+    )
+
+
+def list_reconciliations(*, db: Database, cursor: str | None = None, limit: int = 20) -> Page:
+    """Return reconciliation runs, newest first."""
+    limit = _limit(limit)
+    before = int(decode_cursor(cursor, 1)[0]) if cursor else None
+    with db.engine.connect() as connection:
+        rows = queries.reconciliation_runs(connection, before=before, limit=limit + 1)
+    items = [_run_view(row) for row in rows[:limit]]
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    return Page(items, next_cursor)
+
+
+# -- api keys ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiKeyView:
+    id: str
+    name: str
+    scope: str
+    prefix: str
+    created: datetime
+    revoked_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scope": self.scope,
+            "prefix": self.prefix,
+            "created": self.created.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
+
+
+def list_api_keys(*, db: Database) -> list[ApiKeyView]:
+    """Return every stored API key (never a secret: only its first characters)."""
+    with db.engine.connect() as connection:
+        rows = queries.api_keys(connection)
+    return [
+        ApiKeyView(
+            id=row["id"],
+            name=row["name"],
+            scope=row["scope"],
+            prefix=row["prefix"],
+            created=row["created_at"],
+            revoked_at=row["revoked_at"],
+        )
+        for row in rows
+    ]
+
+
+def revoke_api_key(*, db: Database, clock: Clock, key_id: str) -> ApiKeyView:
+    """Revoke a stored key; servers stop accepting it within 10 seconds (their key cache)."""
+    with db.write_connection() as connection:
+        if not queries.api_key_exists(connection, key_id):
+            raise NotFound(f"no API key {key_id!r}", param="id")
+        queries.revoke_api_key(connection, key_id, clock.now())
+    return next(key for key in list_api_keys(db=db) if key.id == key_id)
+
+
+# -- the overview ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Money:
+    amount: int
+    currency: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"amount": self.amount, "currency": self.currency}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The overview's figures (money in minor units per currency)."""
+
+    at: datetime
+    mrr: list[dict[str, Any]]
+    mrr_total: list[Money]
+    arr_total: list[Money]
+    customers_by_status: dict[str, int]
+    trials_ending_this_week: int
+    new_this_month: int
+    churned_this_month: int
+    failed_payments: int
+    failed_payment_amounts: list[Money]
+    open_disputes: list[dict[str, Any]]
+    webhook_failures: int
+    oldest_pending_webhook_seconds: int | None
+    usage_sync_lag_seconds: int | None
+    outbox: dict[str, int]
+    last_reconciliation: RunView | None
+
+    def to_json(self) -> dict[str, Any]:
+        last = self.last_reconciliation
+        return {
+            "at": self.at.isoformat(),
+            "mrr": self.mrr,
+            "mrr_total": [money.to_json() for money in self.mrr_total],
+            "arr_total": [money.to_json() for money in self.arr_total],
+            "customers_by_status": self.customers_by_status,
+            "trials_ending_this_week": self.trials_ending_this_week,
+            "new_customers_this_month": self.new_this_month,
+            "churned_this_month": self.churned_this_month,
+            "failed_payments": {
+                "count": self.failed_payments,
+                "amounts": [money.to_json() for money in self.failed_payment_amounts],
+            },
+            "open_disputes": self.open_disputes,
+            "webhooks": {
+                "failed": self.webhook_failures,
+                "oldest_pending_seconds": self.oldest_pending_webhook_seconds,
+            },
+            "usage_sync_lag_seconds": self.usage_sync_lag_seconds,
+            "outbox": self.outbox,
+            "last_reconciliation": last.to_json() if last else None,
+        }
+
+
+# What counts as recurring revenue: paying subscriptions (canceling ones pay until they end).
+MRR_STATUSES = ("active", "past_due")
+
+
+def summarize(*, db: Database, catalog: Catalog, clock: Clock) -> Summary:
+    """Return the overview's figures, read from the mirror and Tollgate's own tables."""
+    now = clock.now()
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    with db.engine.connect() as connection:
+        groups = queries.live_subscriptions(connection)
+        trials = queries.trials_ending(connection, now, now + timedelta(days=7))
+        new = queries.customers_created_since(connection, month_start)
+        churned = queries.subscriptions_ended_since(connection, month_start)
+        failed = queries.failed_charges_since(connection, month_start)
+        disputes = queries.open_disputes(connection)
+        deadlines = {
+            d["id"]: _due_by(queries.latest_payload(connection, d["id"])) for d in disputes
+        }
+        webhook_failures, oldest_pending = queries.webhook_health(connection)
+        oldest_usage = queries.oldest_unsent_usage(connection)
+        outbox = queries.outbox_counts(connection)
+        last_run = queries.latest_run(connection)
+    mrr: dict[tuple[str, str], int] = defaultdict(int)
+    paying: dict[tuple[str, str], int] = defaultdict(int)
+    by_status: dict[str, int] = dict.fromkeys(
+        ("trialing", "active", "canceling", "past_due", "unpaid"), 0
+    )
+    for group in groups:
+        canceling = group["status"] in queries.LIVE_CANCELABLE and group["cancel_pending"]
+        status = "canceling" if canceling else group["status"]
+        by_status[status] = by_status.get(status, 0) + int(group["count"])
+        if group["status"] not in MRR_STATUSES or not group["plan"] or not group["currency"]:
+            continue
+        plan = catalog.plans.get(group["plan"])
+        price = next(
+            (
+                p
+                for p in (plan.prices if plan else ())
+                if p.interval == group["interval"] and p.currency == group["currency"]
+            ),
+            None,
+        )
+        if price is None:
+            continue
+        monthly = monthly_amount(price.amount_minor * int(group["seats"] or 1), str(price.interval))
+        mrr[(group["plan"], group["currency"])] += monthly * int(group["count"])
+        paying[(group["plan"], group["currency"])] += int(group["count"])
+    totals: dict[str, int] = defaultdict(int)
+    for (_, currency), amount in mrr.items():
+        totals[currency] += amount
+    return Summary(
+        at=now,
+        mrr=[
+            {
+                "plan": plan,
+                "currency": currency,
+                "subscriptions": paying[(plan, currency)],
+                "mrr": amount,
+                "arr": amount * 12,
+            }
+            for (plan, currency), amount in sorted(mrr.items())
+        ],
+        mrr_total=[Money(amount, currency) for currency, amount in sorted(totals.items())],
+        arr_total=[Money(amount * 12, currency) for currency, amount in sorted(totals.items())],
+        customers_by_status=by_status,
+        trials_ending_this_week=trials,
+        new_this_month=new,
+        churned_this_month=churned,
+        failed_payments=sum(int(row["count"]) for row in failed),
+        failed_payment_amounts=[Money(int(row["amount"] or 0), row["currency"]) for row in failed],
+        open_disputes=[
+            {
+                "id": d["id"],
+                "customer": d["customer_id"],
+                "amount": {"amount": int(d["amount"]), "currency": d["currency"]},
+                "status": d["status"],
+                "reason": d["reason"],
+                "evidence_due_by": _iso(deadlines[d["id"]]),
+            }
+            for d in disputes
+        ],
+        webhook_failures=webhook_failures,
+        oldest_pending_webhook_seconds=_age(now, oldest_pending),
+        usage_sync_lag_seconds=_age(now, oldest_usage),
+        outbox={f"{kind}.{status}": count for (kind, status), count in sorted(outbox.items())},
+        last_reconciliation=_run_view(last_run) if last_run else None,
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _age(now: datetime, since: datetime | None) -> int | None:
+    return None if since is None else max(0, int((now - since).total_seconds()))
+
+
+def _due_by(payload: str | None) -> datetime | None:
+    """Return a dispute's evidence deadline from its latest event's body, if it says one."""
+    if not payload:
+        return None
+    obj = (orjson.loads(payload).get("data") or {}).get("object") or {}
+    due = (obj.get("evidence_details") or {}).get("due_by")
+    return datetime.fromtimestamp(due, UTC) if isinstance(due, int) else None
+
+
+# -- payment fees --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerFees:
+    """What one customer's charges cost in fees, and what ACH would have cost."""
+
+    customer_id: str | None
+    email: str | None
+    currency: str
+    charges: int
+    charged: int
+    fees: int
+    by_method: dict[str, int]
+    fees_if_ach: int
+
+    @property
+    def saving_with_ach(self) -> int:
+        return max(0, self.fees - self.fees_if_ach)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "customer": self.customer_id,
+            "email": self.email,
+            "currency": self.currency,
+            "charges": self.charges,
+            "charged": self.charged,
+            "fees": self.fees,
+            "fees_by_method": self.by_method,
+            "fees_if_ach": self.fees_if_ach,
+            "saving_with_ach": self.saving_with_ach,
+        }
+
+
+@dataclass(frozen=True)
+class FeesReport:
+    since: datetime
+    schedule: FeeSchedule
+    customers: list[CustomerFees]
+    totals: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def would_save(self) -> list[CustomerFees]:
+        """Customers paying by card whose fees ACH would cut, biggest saving first."""
+        found = [c for c in self.customers if c.saving_with_ach > 0]
+        return sorted(found, key=lambda c: (-c.saving_with_ach, c.customer_id or ""))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat(),
+            "schedule": {
+                "card_percent": str(self.schedule.card_percent),
+                "card_fixed": self.schedule.card_fixed,
+                "ach_percent": str(self.schedule.ach_percent),
+                "ach_cap": self.schedule.ach_cap,
+            },
+            "totals": self.totals,
+            "customers": [c.to_json() for c in self.customers],
+            "would_save_with_ach": [c.customer_id for c in self.would_save],
+        }
+
+
+def fee_schedule(settings: Settings) -> FeeSchedule:
+    return FeeSchedule(
+        card_percent=settings.fee_card_percent,
+        card_fixed=settings.fee_card_fixed,
+        ach_percent=settings.fee_ach_percent,
+        ach_cap=settings.fee_ach_cap,
+    )
+
+
+def payment_fees(*, db: Database, clock: Clock, settings: Settings, days: int = 30) -> FeesReport:
+    """Return the fees of the last `days` days of succeeded charges, per customer and in total.
+
+    A refund does not give the fee back (Stripe keeps it), so charges count in full.
+    """
+    schedule = fee_schedule(settings)
+    since = clock.now() - timedelta(days=days)
+    with db.engine.connect() as connection:
+        rows = queries.charges_since(connection, since)
+    grouped: dict[tuple[str | None, str], list[Mapping[Any, Any]]] = defaultdict(list)
+    for row in rows:
+        grouped[(row["customer_id"], row["currency"])].append(row)
+    customers = []
+    for (customer_id, currency), charges in grouped.items():
+        by_method: dict[str, int] = defaultdict(int)
+        for charge in charges:
+            by_method[method_label(charge["payment_method_type"])] += schedule.fee(
+                int(charge["amount"]), charge["payment_method_type"]
+            )
+        customers.append(
+            CustomerFees(
+                customer_id=customer_id,
+                email=charges[0]["email"],
+                currency=currency,
+                charges=len(charges),
+                charged=sum(int(c["amount"]) for c in charges),
+                fees=sum(by_method.values()),
+                by_method=dict(by_method),
+                fees_if_ach=sum(schedule.ach_fee(int(c["amount"])) for c in charges),
+            )
+        )
+    customers.sort(key=lambda c: (-c.fees, c.customer_id or ""))
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for c in customers:
+        total = totals[c.currency]
+        total["charges"] += c.charges
+        total["charged"] += c.charged
+        total["fees"] += c.fees
+        total["saving_with_ach"] += c.saving_with_ach
+        for method, amount in c.by_method.items():
+            total[f"fees_{method}"] += amount
+    return FeesReport(
+        since=since,
+        schedule=schedule,
+        customers=customers,
+        totals=[{"currency": cur, **dict(values)} for cur, values in sorted(totals.items())],
+    )

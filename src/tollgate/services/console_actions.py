@@ -1,0 +1,119 @@
+"""What an operator does to a customer from the console, each one recorded in the audit log
+under the operator's name (`operator:<name>`), beside the change it describes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tollgate.clock import Clock
+from tollgate.db.queries import console as queries
+from tollgate.db.queries.changes import note_customer_changes
+from tollgate.db.unit_of_work import Database
+from tollgate.domain.catalog import Catalog
+from tollgate.domain.errors import InvalidRequest, NotFound
+from tollgate.services.customers import get_customer
+
+
+def record_operator_action(
+    *,
+    db: Database,
+    clock: Clock,
+    actor: str,
+    customer_id: str,
+    action: str,
+    details: dict[str, Any] | None = None,
+    before: dict[str, Any] | None = None,
+) -> None:
+    """Write the audit row of an operator's action on a customer."""
+    with db.write_connection() as connection:
+        queries.insert_audit(
+            connection,
+            at=clock.now(),
+            actor=actor,
+            object_type="customer",
+            object_id=customer_id,
+            action=action,
+            before=before,
+            after=details,
+        )
+
+
+def mark_offline(
+    *, db: Database, catalog: Catalog, clock: Clock, actor: str, customer_id: str, offline: bool
+) -> None:
+    """Take a customer out of Stripe billing (its plan kept by Tollgate), or back in.
+
+    Offline, the customer keeps the plan it has now; Stripe is no longer asked to bill it.
+    """
+    view = get_customer(db=db, catalog=catalog, customer_id=customer_id)
+    if view.offline == offline:
+        return
+    if not offline and not view.stripe_customer_id:
+        raise InvalidRequest(
+            "this customer has no Stripe customer; it can only be billed offline", param="offline"
+        )
+    now = clock.now()
+    with db.write_connection() as connection:
+        queries.set_customer_offline(
+            connection, customer_id, offline=offline, plan=view.plan if offline else None, now=now
+        )
+        note_customer_changes(connection, [customer_id], reason="customer", now=now)
+        queries.insert_audit(
+            connection,
+            at=now,
+            actor=actor,
+            object_type="customer",
+            object_id=customer_id,
+            action="mark_offline" if offline else "mark_online",
+            before={"offline": view.offline, "plan": view.plan},
+            after={"offline": offline, "plan": view.plan},
+        )
+
+
+@dataclass(frozen=True)
+class ResentEmail:
+    id: int
+    template: str
+
+
+def resend_email(
+    *, db: Database, clock: Clock, actor: str, customer_id: str, notification_id: int
+) -> ResentEmail:
+    """Send one of the customer's emails again at the worker's next run."""
+    now = clock.now()
+    with db.write_connection() as connection:
+        row = queries.notification(connection, notification_id)
+        if row is None or row["customer_id"] != customer_id:
+            raise NotFound(f"no email {notification_id} of {customer_id!r}", param="email")
+        queries.resend_notification(connection, notification_id, now)
+        queries.insert_audit(
+            connection,
+            at=now,
+            actor=actor,
+            object_type="customer",
+            object_id=customer_id,
+            action="resend_email",
+            before={"status": row["status"]},
+            after={"email": notification_id, "template": row["template"]},
+        )
+    return ResentEmail(notification_id, row["template"])
+
+
+@dataclass(frozen=True)
+class BillingFacts:
+    """What the mirror holds of a customer's subscriptions and invoices."""
+
+    subscriptions: list[Any]
+    invoices: list[Any]
+
+
+def billing_facts(*, db: Database, customer_id: str, invoices: int = 12) -> BillingFacts:
+    """Return a customer's mirrored subscriptions and newest invoices."""
+    with db.engine.connect() as connection:
+        if queries.customer_row(connection, customer_id) is None:
+            raise NotFound(f"no customer {customer_id!r}", param="id")
+        return BillingFacts(
+            subscriptions=queries.subscriptions_of(connection, customer_id),
+            invoices=queries.invoices_of(connection, customer_id, invoices),
+        )

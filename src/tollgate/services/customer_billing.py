@@ -1,0 +1,440 @@
+"""What a customer's billing page and its JSON show: invoices, usage history, change previews.
+
+`list_invoices` pages through the invoice mirror (newest first, by cursor), `usage_history`
+sums recorded usage events into hour or day buckets, and `preview_subscription_change` asks
+Stripe what a plan, interval or seat change would invoice now and at renewal before anything
+is committed. `billing_overview` gathers everything the billing page shows from the same
+services the JSON routes call.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tollgate.clock import Clock
+from tollgate.config import Settings
+from tollgate.db.queries import customer_pages
+from tollgate.db.unit_of_work import Database
+from tollgate.domain.catalog import Catalog, FeatureType
+from tollgate.domain.errors import InvalidRequest, NotFound
+from tollgate.domain.metering import Period
+from tollgate.domain.subscriptions import ChangeTiming, CurrentTerms, change_timing, is_live
+from tollgate.money import Money
+from tollgate.services.entitlements import load_billing_customers
+from tollgate.stripe.gateway import StripeGateway
+
+# The subscription services' own steps, so a preview reads and decides exactly as a change does.
+from tollgate.services.subscriptions import (  # isort: skip
+    _current_amount,
+    _item_changes,
+    _live_subscription,
+    _online_customer,
+    _terms_for,
+)
+
+GRANULARITIES = ("hour", "day")
+# The most buckets one history answers: 93 days of hours, or about 5 years of days.
+MAX_BUCKETS = 93 * 24
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+# -- invoices --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InvoiceView:
+    """An invoice as the customer sees it; amounts in minor units of `currency`."""
+
+    id: str
+    number: str | None
+    status: str | None
+    currency: str
+    total: int
+    amount_due: int
+    amount_paid: int
+    created: datetime
+    period_start: datetime | None
+    period_end: datetime | None
+    hosted_invoice_url: str | None
+    invoice_pdf: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        def money(amount: int) -> dict[str, Any]:
+            return {"amount": amount, "currency": self.currency}
+
+        return {
+            "id": self.id,
+            "number": self.number,
+            "status": self.status,
+            "total": money(self.total),
+            "amount_due": money(self.amount_due),
+            "amount_paid": money(self.amount_paid),
+            "created": _iso(self.created),
+            "period_start": _iso(self.period_start),
+            "period_end": _iso(self.period_end),
+            "hosted_invoice_url": self.hosted_invoice_url,
+            "invoice_pdf": self.invoice_pdf,
+        }
+
+
+@dataclass(frozen=True)
+class InvoicePage:
+    data: list[InvoiceView]
+    has_more: bool
+    next_cursor: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "data": [invoice.to_json() for invoice in self.data],
+            "has_more": self.has_more,
+            "next_cursor": self.next_cursor,
+        }
+
+
+def _cursor(invoice: InvoiceView) -> str:
+    raw = f"{invoice.created.isoformat()}|{invoice.id}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _after(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, invoice_id = raw.split("|", 1)
+        moment = datetime.fromisoformat(created)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest("the cursor is not one this API gave", param="cursor") from None
+    if moment.tzinfo is None or not invoice_id:
+        raise InvalidRequest("the cursor is not one this API gave", param="cursor")
+    return moment, invoice_id
+
+
+def list_invoices(
+    *, db: Database, customer_id: str, limit: int = 20, cursor: str | None = None
+) -> InvoicePage:
+    """Return a page of the customer's invoices, newest first (`cursor`: the last page's)."""
+    if not 1 <= limit <= 100:
+        raise InvalidRequest("limit must be between 1 and 100", param="limit")
+    before = _after(cursor) if cursor else None
+    with db.engine.connect() as connection:
+        _require_customer(db, connection, customer_id)
+        rows = customer_pages.invoices_page(
+            connection, customer_id=customer_id, limit=limit + 1, before=before
+        )
+        connection.rollback()
+    views = [
+        InvoiceView(
+            id=row.id,
+            number=row.number,
+            status=row.status,
+            currency=row.currency,
+            total=row.total,
+            amount_due=row.amount_due,
+            amount_paid=row.amount_paid,
+            created=_aware(row.created_at),
+            period_start=_aware(row.period_start),
+            period_end=_aware(row.period_end),
+            hosted_invoice_url=row.hosted_invoice_url,
+            invoice_pdf=row.invoice_pdf,
+        )
+        for row in rows[:limit]
+    ]
+    more = len(rows) > limit
+    return InvoicePage(views, more, _cursor(views[-1]) if more and views else None)
+
+
+def _aware(moment: Any) -> Any:
+    if isinstance(moment, datetime) and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _require_customer(db: Database, connection: Any, customer_id: str) -> None:
+    if not customer_pages.customer_exists(connection, customer_id):
+        raise NotFound(f"no customer {customer_id!r}", param="id")
+
+
+# -- usage history ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageHistory:
+    """A meter's usage in consecutive buckets of [start, end) (empty buckets are 0)."""
+
+    customer: str
+    meter: str
+    granularity: str
+    start: datetime
+    end: datetime
+    buckets: list[tuple[datetime, int]]
+
+    @property
+    def total(self) -> int:
+        return sum(value for _, value in self.buckets)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "customer": self.customer,
+            "meter": self.meter,
+            "granularity": self.granularity,
+            "from": _iso(self.start),
+            "to": _iso(self.end),
+            "total": self.total,
+            "buckets": [{"start": _iso(start), "value": value} for start, value in self.buckets],
+        }
+
+
+def _floor(moment: datetime, granularity: str) -> datetime:
+    moment = moment.astimezone(UTC)
+    if granularity == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def current_period(*, db: Database, catalog: Catalog, clock: Clock, customer_id: str) -> Period:
+    """Return the customer's current billing period (its subscription's, else the month)."""
+    now = clock.now()
+    with db.engine.connect() as connection:
+        found = load_billing_customers(connection, catalog, [customer_id], now).get(customer_id)
+        connection.rollback()
+    if found is None:
+        raise NotFound(f"no customer {customer_id!r}", param="id")
+    return found.period
+
+
+def previous_period(period: Period) -> Period:
+    """Return the period before `period`, as long as it (a month before a month, and so on)."""
+    length = period.end - period.start
+    if length >= timedelta(days=360):
+        start = period.start.replace(year=period.start.year - 1)
+    elif length >= timedelta(days=27):
+        year, month = divmod(period.start.year * 12 + period.start.month - 2, 12)
+        day = min(period.start.day, 28)
+        start = period.start.replace(year=year, month=month + 1, day=day)
+    else:
+        start = period.start - length
+    return Period(start, period.start)
+
+
+def usage_history(
+    *,
+    db: Database,
+    catalog: Catalog,
+    clock: Clock,
+    customer_id: str,
+    meter: str,
+    granularity: str = "day",
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> UsageHistory:
+    """Return the customer's usage of a metered feature in buckets (default: this period)."""
+    feature = catalog.features.get(meter)
+    if feature is None or feature.type is not FeatureType.METERED:
+        metered = ", ".join(k for k, f in catalog.features.items() if f.type is FeatureType.METERED)
+        raise InvalidRequest(f"{meter!r} is not a metered feature ({metered})", param="meter")
+    if granularity not in GRANULARITIES:
+        raise InvalidRequest("granularity must be hour or day", param="granularity")
+    for name, moment in (("from", start), ("to", end)):
+        if moment is not None and moment.tzinfo is None:
+            raise InvalidRequest(f"{name} needs a time zone (end it with Z)", param=name)
+    if start is None or end is None:
+        period = current_period(db=db, catalog=catalog, clock=clock, customer_id=customer_id)
+        start = start or period.start
+        end = end or period.end
+    first, stop = _floor(start, granularity), end.astimezone(UTC)
+    if stop <= first:
+        raise InvalidRequest("to must be after from", param="to")
+    step = timedelta(hours=1) if granularity == "hour" else timedelta(days=1)
+    if (stop - first) / step > MAX_BUCKETS:
+        raise InvalidRequest(
+            f"at most {MAX_BUCKETS} {granularity}s at a time; narrow from and to", param="from"
+        )
+    with db.engine.connect() as connection:
+        _require_customer(db, connection, customer_id)
+        found = dict(
+            customer_pages.usage_buckets(
+                connection,
+                customer_id=customer_id,
+                meter=meter,
+                start=first,
+                end=stop,
+                granularity=granularity,  # type: ignore[arg-type]
+            )
+        )
+        connection.rollback()
+    buckets = []
+    at = first
+    while at < stop:
+        buckets.append((at, found.get(at, 0)))
+        at += step
+    return UsageHistory(customer_id, meter, granularity, first, stop, buckets)
+
+
+# -- change previews -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreviewLine:
+    description: str
+    amount: int
+    proration: bool
+
+    def to_json(self, currency: str) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "amount": {"amount": self.amount, "currency": currency},
+            "proration": self.proration,
+        }
+
+
+@dataclass(frozen=True)
+class ChangePreview:
+    """What a change would invoice: `due_now` at once, `next_invoice` at the next renewal,
+    and the plan's price per period from then on (`renewal`)."""
+
+    plan: str
+    interval: str
+    seats: int
+    currency: str
+    timing: str  # now, period_end, nothing, checkout (no subscription yet)
+    effective_at: datetime | None
+    due_now: int
+    proration: int
+    next_invoice: int | None
+    next_invoice_at: datetime | None
+    renewal: int
+    trial_days: int
+    lines: list[PreviewLine] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        def money(amount: int | None) -> dict[str, Any] | None:
+            return None if amount is None else {"amount": amount, "currency": self.currency}
+
+        return {
+            "plan": self.plan,
+            "interval": self.interval,
+            "seats": self.seats,
+            "timing": self.timing,
+            "effective_at": _iso(self.effective_at),
+            "due_now": money(self.due_now),
+            "proration": money(self.proration),
+            "next_invoice": money(self.next_invoice),
+            "next_invoice_at": _iso(self.next_invoice_at),
+            "renewal": money(self.renewal),
+            "trial_days": self.trial_days,
+            "lines": [line.to_json(self.currency) for line in self.lines],
+        }
+
+    @property
+    def renewal_money(self) -> Money:
+        return Money(self.renewal, self.currency)
+
+
+def preview_subscription_change(
+    *,
+    db: Database,
+    catalog: Catalog,
+    gateway: StripeGateway | None,
+    settings: Settings,
+    customer_id: str,
+    plan: str,
+    interval: str,
+    seats: int | None = None,
+) -> ChangePreview:
+    """Return what moving to `plan`/`interval`/`seats` would invoice, from Stripe's preview."""
+    customer, target = _online_customer(db, catalog, gateway, customer_id)
+    live = _live_subscription(target, customer.stripe_id)
+    if live is not None and live.currency:
+        customer = replace(customer, currency=live.currency)
+    terms = _terms_for(catalog, customer, plan, interval, seats)
+    renewal = terms.price.amount_minor * terms.quantity
+    base = dict(
+        plan=terms.plan.id,
+        interval=terms.interval,
+        seats=terms.quantity,
+        currency=terms.currency,
+        renewal=renewal,
+    )
+    if live is None or not is_live(live.status):
+        # No subscription: Checkout starts one (after the trial, if the plan has one).
+        days = terms.plan.trial_days
+        return ChangePreview(
+            **base,  # type: ignore[arg-type]
+            timing="checkout",
+            effective_at=None,
+            due_now=0 if days else renewal,
+            proration=0,
+            next_invoice=renewal,
+            next_invoice_at=None,
+            trial_days=days,
+        )
+    current = live.base_item
+    assert current is not None
+    timing = change_timing(
+        CurrentTerms(
+            live.plan,
+            live.interval,
+            live.currency or "",
+            current.quantity or 1,
+            _current_amount(catalog, live),
+        ),
+        terms,
+        at_period_end=None,
+    )
+    if timing is not ChangeTiming.NOW:
+        return ChangePreview(
+            **base,  # type: ignore[arg-type]
+            timing=timing.value,
+            effective_at=live.current_period_end,
+            due_now=0,
+            proration=0,
+            next_invoice=renewal if timing is ChangeTiming.PERIOD_END else None,
+            next_invoice_at=live.current_period_end,
+            trial_days=0,
+        )
+    details = _item_changes(target, live, terms)
+    proration_behavior = settings.immediate_proration_behavior
+    details["proration_behavior"] = proration_behavior
+    invoice = target.preview_subscription_invoice(
+        stripe_customer_id=customer.stripe_id, subscription_id=live.id, details=details
+    )
+    lines = [
+        PreviewLine(
+            str(line.get("description") or ""),
+            int(line.get("amount") or 0),
+            _is_proration(line),
+        )
+        for line in (invoice.get("lines") or {}).get("data", [])
+    ]
+    proration = sum(line.amount for line in lines if line.proration)
+    total = int(invoice.get("total") or 0)
+    invoiced_now = proration_behavior == "always_invoice"
+    next_at = invoice.get("period_end") if not invoiced_now else None
+    return ChangePreview(
+        **base,  # type: ignore[arg-type]
+        timing="now",
+        effective_at=None,
+        due_now=total if invoiced_now else 0,
+        proration=proration,
+        next_invoice=None if invoiced_now else total,
+        next_invoice_at=datetime.fromtimestamp(next_at, UTC)
+        if next_at
+        else live.current_period_end,
+        trial_days=0,
+        lines=lines,
+    )
+
+
+def _is_proration(line: dict[str, Any]) -> bool:
+    parent = line.get("parent") or {}
+    for key in ("subscription_item_details", "invoice_item_details"):
+        details = parent.get(key) or {}
+        if details.get("proration"):
+            return True
+    return bool(line.get("proration"))

@@ -1,0 +1,53 @@
+"""/docs and /redoc without a CDN: Swagger UI's and ReDoc's files come from the
+`fastapi-offline` package (a dependency), served by Tollgate under /docs-assets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fastapi_offline
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import HTMLResponse
+
+ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
+PREFIX = "/docs-assets"
+
+
+def install_api_docs(app: FastAPI) -> None:
+    """Serve /docs (Swagger UI) and /redoc (ReDoc) from packaged files; `app` must have been
+    made with docs_url=None and redoc_url=None."""
+    app.mount(PREFIX, StaticFiles(directory=ASSETS), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} API",
+            oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
+            swagger_js_url=f"{root}{PREFIX}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{PREFIX}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{PREFIX}/favicon.png",
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} API",
+            redoc_js_url=f"{root}{PREFIX}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{PREFIX}/favicon.png",
+            with_google_fonts=False,
+        )

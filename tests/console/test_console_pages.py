@@ -1,0 +1,152 @@
+"""The console's pages over HTTP (no browser): sign-in and its cookie, every page answering,
+roles and CSRF enforced on actions, and actions audited under the operator's name."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import sqlalchemy as sa
+
+from tests.console.conftest import Desk
+from tollgate.db.tables import AUDIT_LOG
+from tollgate.services.operators import create_operator
+
+PASSWORD = "console password 1"
+
+
+def _sign_in(desk: Desk, name: str, role: str) -> None:
+    create_operator(db=desk.db, clock=desk.clock, name=name, role=role, password=PASSWORD)
+    form = desk.api.get("/console/sign-in")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert token, form.text
+    answer = desk.api.post(
+        "/console/sign-in",
+        data={"csrf_token": token.group(1), "name": name, "password": PASSWORD},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    cookie = answer.headers["set-cookie"]
+    assert "tg_console=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    assert "Secure" not in cookie  # plain http here; behind HTTPS it is set
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found
+    return found.group(1)
+
+
+def test_pages_need_a_session(desk: Desk) -> None:
+    answer = desk.api.get("/console/customers", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/sign-in"
+
+
+def test_a_wrong_password_is_refused_and_a_form_without_token_too(desk: Desk) -> None:
+    create_operator(db=desk.db, clock=desk.clock, name="ada", role="admin", password=PASSWORD)
+    form = desk.api.get("/console/sign-in")
+    wrong = desk.api.post(
+        "/console/sign-in",
+        data={"csrf_token": _csrf(form.text), "name": "ada", "password": "nope nope nope"},
+    )
+    assert wrong.status_code == 401 and "name or password is wrong" in wrong.text
+    tokenless = desk.api.post("/console/sign-in", data={"name": "ada", "password": PASSWORD})
+    assert tokenless.status_code == 403
+
+
+def test_every_page_answers_for_a_signed_in_operator(desk: Desk) -> None:
+    cus_id = desk.customer("acme")
+    desk.subscribe(cus_id, status="past_due")
+    desk.charge(cus_id, 2900, created=desk.clock.now())
+    _sign_in(desk, "ada", "admin")
+    events = desk.get("/v1/events")["data"]
+    for path in (
+        "/console",
+        "/console/customers",
+        "/console/customers?status=past_due&q=acme",
+        "/console/customers/acme",
+        "/console/webhooks",
+        "/console/webhooks?status=failed&type=customer.*",
+        f"/console/webhooks/{events[0]['id']}",
+        "/console/outbox",
+        "/console/reconciliation",
+        "/console/catalog",
+        "/console/api-keys",
+        "/console/fees",
+    ):
+        answer = desk.api.get(path)
+        assert answer.status_code == 200, (path, answer.text[:500])
+        assert "Content-Security-Policy" in answer.headers
+    assert "acme" in desk.api.get("/console/customers?status=past_due").text
+
+
+def test_grant_credits_is_audited_under_the_operator(desk: Desk) -> None:
+    desk.customer("acme")
+    _sign_in(desk, "sam", "support")
+    page = desk.api.get("/console/customers/acme")
+    answer = desk.api.post(
+        "/console/customers/acme/actions/grant-credits",
+        data={"csrf_token": _csrf(page.text), "amount": "250", "reason": "outage", "key": "k1"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    shown = desk.api.get(answer.headers["location"]).text
+    assert "The credits were granted." in shown and "+250" in shown
+    with desk.db.engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(AUDIT_LOG.c.actor, AUDIT_LOG.c.action).where(
+                AUDIT_LOG.c.object_id == "acme", AUDIT_LOG.c.actor.like("operator:%")
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [("operator:sam", "grant_credits")]
+
+
+@pytest.mark.parametrize(
+    "path", ["/console/customers/acme/actions/grant-credits", "/console/api-keys"]
+)
+def test_readonly_cannot_act(desk: Desk, path: str) -> None:
+    desk.customer("acme")
+    _sign_in(desk, "rita", "readonly")
+    page = desk.api.get("/console/customers/acme")
+    assert "can look but not act" in page.text
+    answer = desk.api.post(
+        path, data={"csrf_token": _csrf(page.text), "amount": "5", "name": "x", "scope": "read"}
+    )
+    assert answer.status_code == 403 and "may not" in answer.text
+
+
+def test_support_cannot_administer_keys(desk: Desk) -> None:
+    _sign_in(desk, "sam", "support")
+    page = desk.api.get("/console/api-keys")
+    answer = desk.api.post(
+        "/console/api-keys", data={"csrf_token": _csrf(page.text), "name": "x", "scope": "read"}
+    )
+    assert answer.status_code == 403
+
+
+def test_an_action_without_its_csrf_token_is_refused(desk: Desk) -> None:
+    desk.customer("acme")
+    _sign_in(desk, "ada", "admin")
+    answer = desk.api.post(
+        "/console/customers/acme/actions/grant-credits", data={"amount": "5", "key": "k"}
+    )
+    assert answer.status_code == 403
+    other_site = desk.api.post(
+        "/console/customers/acme/actions/grant-credits",
+        data={"amount": "5", "key": "k", "csrf_token": _csrf(desk.api.get("/console").text)},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert other_site.status_code == 403
+    assert desk.get("/v1/customers/acme/credits")["balance"] == 0
+
+
+def test_sign_out_everywhere_ends_every_session(desk: Desk) -> None:
+    _sign_in(desk, "ada", "admin")
+    page = desk.api.get("/console")
+    answer = desk.api.post(
+        "/console/sign-out",
+        data={"csrf_token": _csrf(page.text), "everywhere": "1"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303
+    assert desk.api.get("/console", follow_redirects=False).status_code == 303

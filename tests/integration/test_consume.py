@@ -1,0 +1,187 @@
+"""Consume: decide and record in one step, exactly once per id, on SQLite, PostgreSQL and
+PostgreSQL + Redis; the Python client's verb (HTTP and in process) and FastAPI dependency."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.testclient import TestClient
+
+from tests.redis_space import redis_space
+from tollgate.api.app import create_app
+from tollgate.bootstrap import Container, build_container
+from tollgate.client.local import LocalTollgate
+from tollgate.config import Settings
+from tollgate.db.models import UsageConsumption, UsageEvent
+from tollgate.db.unit_of_work import Database
+from tollgate.services.api_keys import create_api_key
+from tollgate_client import Code, Tollgate
+from tollgate_client.dependency import consume_on_success
+
+
+@pytest.fixture(params=["database", pytest.param("redis", marks=pytest.mark.redis)])
+def app(
+    request: pytest.FixtureRequest, db: Database, make_settings: Callable[..., Settings]
+) -> Iterator[Container]:
+    """Tollgate counting in the database, or in Redis."""
+    if request.param == "redis":
+        if db.engine.dialect.name == "sqlite":
+            pytest.skip("Redis counters are tested with PostgreSQL")
+        with redis_space() as settings:
+            container = build_container(make_settings(db.url, STRIPE_SECRET_KEY="", **settings))
+            yield container
+            container.close()
+        return
+    container = build_container(make_settings(db.url, STRIPE_SECRET_KEY=""))
+    yield container
+    container.close()
+
+
+@pytest.fixture
+def api(app: Container) -> Iterator[TestClient]:
+    key = create_api_key(db=app.db, clock=app.clock, name="app", scope="write")
+    with TestClient(create_app(app)) as client:
+        client.headers["Authorization"] = f"Bearer {key.secret}"
+        yield client
+
+
+def offline_customer(api: TestClient, customer_id: str, plan: str | None = None) -> None:
+    body: dict[str, Any] = {"id": customer_id, "email": f"b@{customer_id}.example", "offline": True}
+    if plan:
+        body["plan"] = plan
+    assert api.post("/v1/customers", json=body).status_code == 201
+
+
+def consume(api: TestClient, customer: str, quantity: int, use_id: str) -> dict[str, Any]:
+    answer = api.post(
+        f"/v1/customers/{customer}/consume",
+        json={"feature": "runs", "quantity": quantity, "id": use_id},
+    )
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def used(api: TestClient, customer: str) -> int:
+    return int(api.get(f"/v1/customers/{customer}/usage").json()["meters"]["runs"]["used"])
+
+
+def test_consume_counts_what_fits_and_denies_the_rest_with_the_reason(api: TestClient) -> None:
+    offline_customer(api, "tiny")  # Free: 1,000 runs a month, hard
+    first = consume(api, "tiny", 990, "c-1")
+    assert (first["allowed"], first["code"], first["used"], first["remaining"]) == (
+        True,
+        "allowed",
+        990,
+        10,
+    )
+    denied = consume(api, "tiny", 11, "c-2")
+    assert (denied["allowed"], denied["code"]) == (False, "limit_exceeded")
+    assert denied["reason"] == "Free plan: 1,000 runs a month, 990 used; upgrade to Pro for more."
+    assert used(api, "tiny") == 990
+    assert consume(api, "tiny", 10, "c-3")["allowed"] is True
+    assert used(api, "tiny") == 1000
+
+
+def test_a_retry_returns_the_first_answer_and_counts_nothing_again(
+    api: TestClient, app: Container
+) -> None:
+    offline_customer(api, "tiny")
+    first = consume(api, "tiny", 600, "job-1")
+    again = api.post(
+        "/v1/customers/tiny/consume", json={"feature": "runs", "quantity": 600, "id": "job-1"}
+    )
+    assert again.json() == first and again.headers["Idempotent-Replayed"] == "true"
+    assert used(api, "tiny") == 600
+    # A denied answer is stored too: the same id stays denied, though 400 more would fit now.
+    denied = consume(api, "tiny", 500, "job-2")
+    assert denied["allowed"] is False
+    assert consume(api, "tiny", 500, "job-2") == denied
+    assert used(api, "tiny") == 600
+    with app.db.transaction() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(UsageConsumption)) == 2
+        assert session.scalar(sa.select(sa.func.count()).select_from(UsageEvent)) == 1
+
+
+def test_bad_consume_calls_get_a_clear_error_and_change_nothing(api: TestClient) -> None:
+    offline_customer(api, "tiny")
+    consume(api, "tiny", 5, "x-1")
+    cases = [
+        ("tiny", {"feature": "runs", "quantity": 6, "id": "x-1"}, 409, "x-1"),
+        ("tiny", {"feature": "nope", "quantity": 1, "id": "x-2"}, 400, "unknown metered"),
+        ("tiny", {"feature": "sso", "quantity": 1, "id": "x-2"}, 400, "unknown metered"),
+        ("tiny", {"feature": "runs", "quantity": -1, "id": "x-2"}, 400, "quantity"),
+        ("tiny", {"feature": "runs", "quantity": 1.5, "id": "x-2"}, 400, "quantity"),
+        ("tiny", {"feature": "runs", "quantity": 1}, 400, "id"),
+        ("tiny", {"feature": "runs", "quantity": 1, "id": "x-2", "extra": 1}, 400, "extra"),
+        ("ghost", {"feature": "runs", "quantity": 1, "id": "x-3"}, 404, "ghost"),
+    ]
+    for customer, body, status, words in cases:
+        answer = api.post(f"/v1/customers/{customer}/consume", json=body)
+        assert answer.status_code == status, (body, answer.text)
+        assert words in answer.json()["error"]["message"], answer.text
+    assert used(api, "tiny") == 5
+    # An id POST /v1/usage recorded is not a consume's to answer.
+    event = {"id": "ev-1", "customer": "tiny", "meter": "runs", "value": 1}
+    api.post("/v1/usage", json={"events": [event]})
+    clash = api.post("/v1/customers/tiny/consume", json={"feature": "runs", "id": "ev-1"})
+    assert clash.status_code == 409 and "usage event" in clash.json()["error"]["message"]
+
+
+def test_32_concurrent_consumers_count_exactly_the_limit(api: TestClient, app: Container) -> None:
+    offline_customer(api, "busy")  # Free: 1,000 runs a month, hard
+    tollgate = LocalTollgate(app)
+    ids = itertools.count()
+
+    def worker(n: int) -> int:
+        allowed = 0
+        for _ in range(40):  # 32 x 40 = 1,280 attempts of one run each
+            decision = tollgate.consume("busy", "runs", 1, id=f"w{n}-{next(ids)}")
+            allowed += decision.allowed
+            assert decision.allowed or decision.code is Code.LIMIT_EXCEEDED
+        return allowed
+
+    with ThreadPoolExecutor(32) as pool:
+        allowed = sum(pool.map(worker, range(32)))
+    assert allowed == 1000
+    assert used(api, "busy") == 1000
+    with app.db.transaction() as session:
+        total = session.scalar(
+            sa.select(sa.func.sum(UsageEvent.value)).where(UsageEvent.customer_id == "busy")
+        )
+        answers = session.scalar(sa.select(sa.func.count()).select_from(UsageConsumption))
+    assert (total, answers) == (1000, 1280)
+
+
+def test_the_http_client_consumes_and_the_dependency_counts_only_successful_requests(
+    api: TestClient, app: Container
+) -> None:
+    offline_customer(api, "acme", plan="pro")
+    key = api.headers["Authorization"].removeprefix("Bearer ")
+    tollgate = Tollgate("http://testserver", key, decision_ttl=0)
+    tollgate.backend.client = api  # TestClient is an httpx.Client over the app
+    assert tollgate.consume("acme", "runs", 3, id="h-1").allowed
+    assert tollgate.consume("acme", "runs", 3, id="h-1").used == 3  # replayed
+
+    product = FastAPI()
+
+    @product.post(
+        "/orgs/{customer_id}/runs",
+        dependencies=[Depends(consume_on_success(LocalTollgate(app), "runs", quantity=2))],
+    )
+    def run(customer_id: str, fail: bool = False) -> dict[str, bool]:
+        if fail:
+            raise HTTPException(500, "the run broke")
+        return {"ok": True}
+
+    with TestClient(product, raise_server_exceptions=False) as client:
+        assert client.post("/orgs/acme/runs", headers={"Idempotency-Key": "r-1"}).is_success
+        assert client.post("/orgs/acme/runs", headers={"Idempotency-Key": "r-1"}).is_success
+        assert client.post("/orgs/acme/runs?fail=true").status_code == 500
+        assert client.post("/orgs/acme/runs").is_success
+    assert used(api, "acme") == 3 + 2 + 2
