@@ -132,6 +132,18 @@ class Settings(BaseSettings):
         -1, alias="TOLLGATE_CREDIT_OVERDRAFT_INVOICE_RANGE_SHIFT", ge=-12, le=0
     )
 
+    # -- the API under fire (issue 18) -----------------------------------------------------------
+    # Requests a minute per API key on the /v1 routes (off by default: an app's own key checks
+    # entitlements thousands of times a second), and per client address on every other route
+    # and on /v1 requests without a key seen accepted; 0 turns a limit off. Per process.
+    rate_limit_per_key: int = Field(0, alias="TOLLGATE_RATE_LIMIT_PER_KEY", ge=0)
+    rate_limit_per_address: int = Field(1_200, alias="TOLLGATE_RATE_LIMIT_PER_ADDRESS", ge=0)
+    # Stripe's deliveries per sending address (0: unlimited; Stripe sends bursts at renewals).
+    rate_limit_webhooks: int = Field(0, alias="TOLLGATE_RATE_LIMIT_WEBHOOKS", ge=0)
+    # When set, GET /metrics needs `Authorization: Bearer <this token>` (Prometheus'
+    # `authorization` setting); unset, /metrics is open (bind it where only scrapers reach).
+    metrics_token: SecretStr | None = Field(None, alias="TOLLGATE_METRICS_TOKEN")
+
     # -- pages: billing page, pricing table, console (issue 15) ---------------------------------
     # Signs billing links, page cookies and CSRF tokens; set one value on every replica
     # (without it, dev and tests use a random one per process and production refuses pages).

@@ -29,6 +29,11 @@ WEBHOOK_EVENTS = Counter(
     "Stripe events processed, by how processing ended (succeeded, failed, duplicate, …)",
     ["outcome"],
 )
+WEBHOOK_REFUSED = Counter(
+    "tollgate_webhook_refused_total",
+    "Signed Stripe events refused because Stripe never sends them (alert on any), by reason",
+    ["reason"],
+)
 RECONCILE_RUNS = Counter(
     "tollgate_reconcile_runs_total", "Reconciliations with Stripe, by how they ended", ["outcome"]
 )

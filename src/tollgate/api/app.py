@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from tollgate import __version__
-from tollgate.api import errors
+from tollgate.api import errors, openapi
 from tollgate.api.fastpath import EntitlementFastPath
 from tollgate.api.guard import Guard
 from tollgate.api.middleware import BodyLimit, Metrics
+from tollgate.api.ratelimit import RateLimit
 from tollgate.api.routes import (
     api_keys,
     catalog,
@@ -43,6 +44,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     )
     app.state.container = container
     errors.install(app)
+    openapi.install(app)
     # Routes are matched in order and each one tried costs a few microseconds: the hot paths
     # (Stripe's deliveries, entitlement checks, usage) come first. No two routes share a path.
     app.include_router(webhooks.router)
@@ -67,6 +69,13 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
         app.add_middleware(webhooks.StripeWebhookFastPath, container=container)
         # Outermost of ours: valid entitlement reads are answered before the rest of the stack.
         app.add_middleware(EntitlementFastPath, container=container)
+    settings = container.settings
+    app.add_middleware(
+        RateLimit,
+        per_key=settings.rate_limit_per_key,
+        per_address=settings.rate_limit_per_address,
+        webhooks=settings.rate_limit_webhooks,
+    )
     # Outermost: a request id, safe headers, and every unexpected failure in the error shape.
     app.add_middleware(Guard)
     return app

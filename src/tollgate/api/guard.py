@@ -15,11 +15,11 @@ browser runs no script). Pages set their own Cache-Control and CSP; this layer l
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 from urllib.parse import unquote_to_bytes
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,13 +27,18 @@ from tollgate.api.errors import error_response
 
 log = logging.getLogger("tollgate.api")
 
-REQUEST_ID_HEADER = "x-request-id"
-_STRICT_TYPES = ("application/json", "text/plain")
+_STRICT_TYPES = (b"application/json", b"text/plain")
 _JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
+# A request id is this process's random prefix and a counter: unique across processes and
+# restarts, and cheaper than fresh random bytes on the entitlement check's hot path.
+_PROCESS = secrets.token_hex(6)
+_SEQUENCE = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    return f"req_{_PROCESS}{next(_SEQUENCE):010x}"
 
 
 class Guard:
@@ -54,7 +59,7 @@ class Guard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                _secure(MutableHeaders(scope=message), request_id)
+                _secure(message, request_id)
             await send(message)
 
         if _unstorable(scope):
@@ -95,11 +100,36 @@ def _unstorable(scope: Scope) -> bool:
     return b"%00" in query and b"\x00" in unquote_to_bytes(query)
 
 
-def _secure(headers: MutableHeaders, request_id: str) -> None:
-    headers.setdefault(REQUEST_ID_HEADER, request_id)
-    headers.setdefault("x-content-type-options", "nosniff")
-    headers.setdefault("referrer-policy", "no-referrer")
-    content_type = headers.get("content-type", "")
-    if content_type.startswith(_STRICT_TYPES):
-        headers.setdefault("cache-control", "no-store")
-        headers.setdefault("content-security-policy", _JSON_CSP)
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_NO_REFERRER = (b"referrer-policy", b"no-referrer")
+_NO_STORE = (b"cache-control", b"no-store")
+_DENY_ALL = (b"content-security-policy", _JSON_CSP.encode())
+
+
+def _secure(message: Message, request_id: str) -> None:
+    """Add the safe headers the answer does not set itself (one pass; names are lowercase in
+    ASGI messages Starlette and Tollgate's own layers send)."""
+    headers = list(message.get("headers") or ())
+    strict = cached = policed = sniffed = referred = False
+    for name, value in headers:
+        if name == b"content-type":
+            strict = value.startswith(_STRICT_TYPES)
+        elif name == b"cache-control":
+            cached = True
+        elif name == b"content-security-policy":
+            policed = True
+        elif name == b"x-content-type-options":
+            sniffed = True
+        elif name == b"referrer-policy":
+            referred = True
+    headers.append((b"x-request-id", request_id.encode()))
+    if not sniffed:
+        headers.append(_NOSNIFF)
+    if not referred:
+        headers.append(_NO_REFERRER)
+    if strict:
+        if not cached:
+            headers.append(_NO_STORE)
+        if not policed:
+            headers.append(_DENY_ALL)
+    message["headers"] = headers

@@ -26,6 +26,9 @@ class DriftKind(StrEnum):
     UNKNOWN_TO_STRIPE = "unknown_to_stripe"
     USAGE_DIFFERS = "usage_differs"
     LEDGER_UNBALANCED = "ledger_unbalanced"
+    # A connected account Stripe would not let the platform read (access revoked, account
+    # deleted): reported and skipped, so one tenant cannot stop the run for the others.
+    ACCOUNT_REFUSED = "account_refused"
 
 
 # What Stripe is the record for: applying its object fixes these.
@@ -68,7 +71,9 @@ COMPARED: dict[str, Compared] = {
         money=("currency",),
     ),
     "invoice": Compared(
-        state=("status",),
+        # attempt_count: a second failed attempt whose events were lost changes nothing else,
+        # yet dunning (access, the warning email) follows it.
+        state=("status", "attempt_count"),
         money=("currency", "amount_due", "amount_paid", "amount_remaining", "total"),
     ),
     "charge": Compared(
@@ -207,6 +212,8 @@ def heal_event_type(object_type: str, stripe: Mapping[str, Any]) -> str:
             return "customer.subscription.deleted"
         return "customer.subscription.updated"
     if object_type == "invoice":
+        if status == "open" and (stripe.get("attempt_count") or 0) > 0:
+            return "invoice.payment_failed"  # open after an attempt: the attempt failed
         return {
             "draft": "invoice.created",
             "paid": "invoice.paid",
@@ -225,13 +232,38 @@ def heal_event_type(object_type: str, stripe: Mapping[str, Any]) -> str:
     raise ValueError(f"no event applies a {object_type}")
 
 
-def heal_event_created(now: datetime, stored_watermark: int | None) -> int:
-    """Return the `created` second of a healing event: after whatever the mirror holds.
+def heal_event_created(
+    now: datetime, stored_watermark: int | None, object_time: int | None = None
+) -> int:
+    """Return the `created` second of a healing event: after whatever the mirror holds, and no
+    earlier than Stripe's own clock says the object last changed.
 
     Stripe's object was read after the stored event was made, so it is newer even when
-    Stripe's clock runs ahead of this one.
+    Stripe's clock runs ahead of this one. It is also at least as new as any event Stripe made
+    for the changes it shows: with a test clock, Stripe's time runs ahead of Tollgate's, and a
+    heal stamped with Tollgate's clock would let Stripe's retried event for the same change look
+    newer and apply (and notify) a second time.
     """
-    return max(int(now.timestamp()), (stored_watermark or 0) + 1)
+    return max(int(now.timestamp()), (stored_watermark or 0) + 1, object_time or 0)
+
+
+# Moments a Stripe object records when it changed (never ones it schedules, like trial_end).
+_CHANGE_TIMES = ("created", "canceled_at", "ended_at", "start_date", "current_period_start")
+
+
+def stripe_object_time(obj: Mapping[str, Any]) -> int | None:
+    """Return the latest moment, by Stripe's clock, at which the object says it changed."""
+    moments = [obj.get(name) for name in _CHANGE_TIMES]
+    transitions = obj.get("status_transitions")
+    if isinstance(transitions, Mapping):
+        moments.extend(transitions.values())
+    items = obj.get("items")
+    if isinstance(items, Mapping) and isinstance(items.get("data"), list):
+        moments.extend(
+            item.get("current_period_start") for item in items["data"] if isinstance(item, Mapping)
+        )
+    known = [m for m in moments if isinstance(m, int) and not isinstance(m, bool)]
+    return max(known) if known else None
 
 
 _WINDOW = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")

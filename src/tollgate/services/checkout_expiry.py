@@ -11,13 +11,14 @@ Expiring is idempotent: a session paid or expired meanwhile is skipped.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from tollgate.clock import Clock
 from tollgate.config import Settings
 from tollgate.db.unit_of_work import Database
-from tollgate.services.reconcile import connected_accounts
+from tollgate.services.reconcile import account_refused, connected_accounts
+from tollgate.stripe.errors import StripeFailure
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import APP_ID_KEY
 
@@ -30,6 +31,7 @@ class CheckoutExpiryReport:
 
     stale: int = 0
     expired: int = 0
+    refused_accounts: list[str] = field(default_factory=list)  # Stripe refused; skipped
 
 
 def expire_stale_checkouts(
@@ -39,16 +41,27 @@ def expire_stale_checkouts(
     report = CheckoutExpiryReport()
     made_before = clock.now() - timedelta(minutes=settings.checkout_expire_after_minutes)
     for account in (None, *connected_accounts(db)):
-        target = gateway.for_account(account) if account else gateway
-        for session in target.open_checkout_sessions(int(made_before.timestamp())):
-            if not session["metadata"].get(APP_ID_KEY):
-                continue
-            report.stale += 1
-            if target.expire_checkout_session(session["id"]):
-                report.expired += 1
-                log.info(
-                    "expired checkout session %s of customer %s",
-                    session["id"],
-                    session["metadata"][APP_ID_KEY],
-                )
+        try:
+            _expire_in(gateway.for_account(account) if account else gateway, made_before, report)
+        except StripeFailure as error:
+            # One tenant revoking the platform's access must not stop the others' expiry.
+            if not account_refused(account, error):
+                raise
+            assert account is not None
+            report.refused_accounts.append(account)
+            log.warning("checkout expiry skipped connected account %s: %s", account, error.message)
     return report
+
+
+def _expire_in(target: StripeGateway, made_before: datetime, report: CheckoutExpiryReport) -> None:
+    for session in target.open_checkout_sessions(int(made_before.timestamp())):
+        if not session["metadata"].get(APP_ID_KEY):
+            continue
+        report.stale += 1
+        if target.expire_checkout_session(session["id"]):
+            report.expired += 1
+            log.info(
+                "expired checkout session %s of customer %s",
+                session["id"],
+                session["metadata"][APP_ID_KEY],
+            )

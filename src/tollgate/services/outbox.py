@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, select
 
 from tollgate.clock import Clock
 from tollgate.config import Settings
@@ -58,8 +58,28 @@ def queue_email(
     cause: str,
     facts: Mapping[str, Any],
     now: datetime,
+    same_notice: Collection[str] = (),
 ) -> None:
-    """Queue the email `template` to the customer once for `cause`; a repeat is a no-op."""
+    """Queue the email `template` to the customer once for `cause`; a repeat is a no-op.
+
+    `same_notice` names the templates that tell the same outcome of `cause` in other words
+    (a payment's receipt, or its "payment recovered"): when one of them was queued for the
+    cause, this one is not, so one payment never sends two emails whichever event applies
+    first. Callers hold the customer's row lock (every webhook handler does), so two events
+    cannot both find none.
+    """
+    if same_notice:
+        told = connection.execute(
+            select(NOTIFICATIONS.c.id)
+            .where(
+                NOTIFICATIONS.c.customer_id == customer_id,
+                NOTIFICATIONS.c.cause == cause,
+                NOTIFICATIONS.c.template.in_(sorted({*same_notice, template})),
+            )
+            .limit(1)
+        ).first()
+        if told is not None:
+            return
     row = {
         "customer_id": customer_id,
         "template": template,

@@ -30,6 +30,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -67,6 +68,7 @@ from tollgate.domain.reconcile import (
     ledger_drift,
     meter_event_moment,
     minute_window,
+    stripe_object_time,
 )
 from tollgate.metrics import (
     RECONCILE_DRIFTS,
@@ -77,7 +79,7 @@ from tollgate.metrics import (
 )
 from tollgate.services.credit_ledger import ledger_problems
 from tollgate.services.webhooks import apply_built_events, describe_error
-from tollgate.stripe.errors import StripeFailure, StripeNotFound
+from tollgate.stripe.errors import StripeFailure, StripeNotFound, StripeUnavailable
 from tollgate.stripe.gateway import PINNED_API_VERSION, StripeGateway
 from tollgate.stripe.translate import (
     charge_snapshot,
@@ -164,6 +166,7 @@ class _Run:
     checked: int = 0
     healed: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    refused: set[str] = field(default_factory=set)  # connected accounts Stripe refused
 
     @property
     def target(self) -> StripeGateway:
@@ -200,23 +203,60 @@ def reconcile(
     try:
         for account in (None, *connected_accounts(db)):
             run.account = account
-            for object_type in OBJECT_TYPES:
-                seen: set[str] = set()
-                pages = run.target.list_created_since(
-                    object_type, int(since.timestamp()), page_size=page_size
-                )
-                for page in _read_ahead(pages):
-                    seen.update(str(obj["id"]) for obj in page)
-                    _reconcile_page(run, object_type, page)
-                    if progress is not None:
-                        progress(object_type, run.checked)
-                _look_up_unlisted(run, object_type, seen, page_size)
+            with _isolated(run, account):
+                _reconcile_account(run, since, page_size, progress)
         _check_usage(run)
         _check_ledger(run)
     except Exception as error:
         _finish_run(run, "failed", describe_error(error))
         raise
     return _finish_run(run, "succeeded", None)
+
+
+def _reconcile_account(
+    run: _Run, since: datetime, page_size: int, progress: Callable[[str, int], None] | None
+) -> None:
+    for object_type in OBJECT_TYPES:
+        seen: set[str] = set()
+        pages = run.target.list_created_since(
+            object_type, int(since.timestamp()), page_size=page_size
+        )
+        for page in _read_ahead(pages):
+            seen.update(str(obj["id"]) for obj in page)
+            _reconcile_page(run, object_type, page)
+            if progress is not None:
+                progress(object_type, run.checked)
+        _look_up_unlisted(run, object_type, seen, page_size)
+
+
+def account_refused(account: str | None, error: Exception) -> bool:
+    """Whether `error` is Stripe refusing one connected account (not Stripe failing as a whole).
+
+    Only a connected account can be refused alone: the platform's own refusal, and Stripe not
+    answering, concern every account, so they stop the job as before.
+    """
+    return (
+        account is not None
+        and isinstance(error, StripeFailure)
+        and not isinstance(error, StripeUnavailable)
+    )
+
+
+@contextmanager
+def _isolated(run: _Run, account: str | None) -> Iterator[None]:
+    """Report and skip a connected account Stripe refuses; the run goes on with the others."""
+    try:
+        yield
+    except StripeFailure as error:
+        if not account_refused(account, error):
+            raise
+        assert account is not None
+        run.refused.add(account)
+        log.warning("reconciliation skipped connected account %s: %s", account, error.message)
+        refusal = Drift(
+            DriftKind.ACCOUNT_REFUSED, "account", account, None, {"error": error.message[:500]}
+        )
+        _record(run, [(refusal, False)])
 
 
 def _read_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
@@ -321,7 +361,7 @@ def _heal(
             "id": f"{actor}:{obj['id']}",
             "object": "event",
             "type": heal_event_type(object_type, _stripe_values(object_type, obj)),
-            "created": heal_event_created(now, watermark),
+            "created": heal_event_created(now, watermark, stripe_object_time(obj)),
             "api_version": PINNED_API_VERSION,
             "livemode": bool(obj.get("livemode")),
             "data": {"object": obj},
@@ -527,19 +567,24 @@ def _check_usage(run: _Run) -> None:
         target = run.gateway.for_account(account) if account else run.gateway
         window = minute_window(period.period_start, period.period_end)
         sent = _sent_in(run.db, period, window, settled_before=now - METER_SETTLE)
-        if sent is None:
+        if sent is None or account in run.refused:
             continue
-        if account not in meters:
-            meters[account] = target.meter_ids()
-        meter_id = meters[account].get(period.event_name)
         aggregated = Decimal(0)
-        if meter_id is not None:
-            aggregated = target.meter_usage(
-                meter_id,
-                period.stripe_customer_id,
-                int(window[0].timestamp()),
-                int(window[1].timestamp()),
-            )
+        meter_id: str | None = None
+        run.account = account
+        with _isolated(run, account):
+            if account not in meters:
+                meters[account] = target.meter_ids()
+            meter_id = meters[account].get(period.event_name)
+            if meter_id is not None:
+                aggregated = target.meter_usage(
+                    meter_id,
+                    period.stripe_customer_id,
+                    int(window[0].timestamp()),
+                    int(window[1].timestamp()),
+                )
+        if account in run.refused:
+            continue
         run.checked += 1
         object_id = (
             f"{period.customer_id}:{period.feature}:{period.period_start:%Y-%m-%dT%H:%M:%SZ}"

@@ -31,7 +31,11 @@ def get_credits(
     return operations.list_credits(app, customer_id, query).to_json()
 
 
-@router.post("/{customer_id}/credits")
+@router.post(
+    "/{customer_id}/credits",
+    status_code=201,
+    responses={200: {"description": "The same idempotency_key again: the grant made before."}},
+)
 def post_credits(
     customer_id: str,
     body: CreditGrantCreate,

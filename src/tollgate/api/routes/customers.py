@@ -26,7 +26,12 @@ IdempotencyKey = Header(
 )
 
 
-@router.post("", dependencies=[Depends(write_scope)])
+@router.post(
+    "",
+    dependencies=[Depends(write_scope)],
+    status_code=201,
+    responses={200: {"description": "The same request again: the customer it made before."}},
+)
 def post_customer(body: CustomerCreate, app: Container = Depends(container)) -> JSONResponse:
     """Create the billing customer for the app's organisation (idempotent on `id`)."""
     result = operations.create_customer(app, body)

@@ -10,7 +10,6 @@ way in (tests, OpenAPI).
 
 from __future__ import annotations
 
-import logging
 import time
 
 import orjson
@@ -22,19 +21,26 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tollgate.api.deps import container
 from tollgate.api.errors import error_response, status_of
 from tollgate.api.middleware import body_too_large
+from tollgate.api.openapi import error_answer
 from tollgate.bootstrap import Container
 from tollgate.config import ConfigError
 from tollgate.domain.errors import TollgateError
 from tollgate.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
-log = logging.getLogger("tollgate.webhooks")
 router = APIRouter(tags=["webhooks"])
 
 
 ROUTE = "/webhooks/stripe"
 
 
-@router.post(ROUTE)
+@router.post(
+    ROUTE,
+    responses={
+        413: error_answer(413),
+        500: error_answer(500),
+        503: error_answer(503, "STRIPE_WEBHOOK_SECRETS is not set."),
+    },
+)
 async def post_stripe_webhook(request: Request) -> Response:
     """Take one Stripe event: 200 once applied (or already applied), 500 so Stripe retries."""
     # The signature covers the exact bytes Stripe sent, so read them before anything parses.
@@ -63,13 +69,18 @@ class StripeWebhookFastPath:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        status = 500
         try:
             answer = await self._answer(scope, receive)
+            status = answer.status_code
+            await answer(scope, receive, send)
         except ClientDisconnect:  # nobody to answer; nothing was stored
-            return
-        await answer(scope, receive, send)
-        HTTP_REQUESTS.labels("POST", ROUTE, str(answer.status_code)).inc()
-        HTTP_LATENCY.labels(ROUTE).observe(time.perf_counter() - started)
+            status = 499
+        finally:
+            # An unexpected error goes on to the API's outermost layer (api/guard.py), which
+            # logs it once and answers it in the error shape with its request id.
+            HTTP_REQUESTS.labels("POST", ROUTE, str(status)).inc()
+            HTTP_LATENCY.labels(ROUTE).observe(time.perf_counter() - started)
 
     async def _answer(self, scope: Scope, receive: Receive) -> Response:
         signature: str | None = None
@@ -87,9 +98,6 @@ class StripeWebhookFastPath:
             return error_response(status_of(error), error.type, error.message, error.param)
         except ConfigError as error:
             return error_response(503, "configuration_error", str(error))
-        except Exception:  # as FastAPI would: a 500, with the traceback in the log
-            log.exception("POST %s failed", ROUTE)
-            return error_response(500, "api_error", "internal error")
         return Response(answer, media_type="application/json")
 
 

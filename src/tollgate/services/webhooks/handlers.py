@@ -10,6 +10,7 @@ tollgate.db.queries.mirror, which also explains the order locks are taken in.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -45,6 +46,7 @@ from tollgate.domain.events import (
     refund_is_behind,
     subscription_progress,
 )
+from tollgate.metrics import WEBHOOK_REFUSED
 from tollgate.services.credit_ledger import claw_back_refunds, grant_purchased_credits
 from tollgate.services.webhooks import notices
 from tollgate.services.webhooks.context import HandlerContext, UnknownStripeObject
@@ -58,6 +60,8 @@ from tollgate.stripe.translate import (
     refund_snapshot,
     subscription_snapshot,
 )
+
+log = logging.getLogger("tollgate.webhooks")
 
 
 def _stored(row: Row, keys: Iterable[str]) -> dict[str, Any]:
@@ -162,6 +166,8 @@ def _new_customer(
         row = ctx.row(CUSTOMERS, app_id, lock=True)
         if row is not None and row["stripe_customer_id"] not in (None, snapshot.stripe_id):
             row, app_id = None, None  # that id is another Stripe customer's: use the cus_ id
+        elif not _stamped_by_tollgate(row, ctx.account):
+            row, app_id = None, None  # a tenant's claim, not Tollgate's stamp: the cus_ id
     values = _customer_values(snapshot, ctx.account)
     linked = {
         **values,
@@ -187,6 +193,20 @@ def _new_customer(
     after = {**values, "stripe_customer_id": snapshot.stripe_id}
     ctx.audit("customer", created["id"], "created", None, after, created["id"])
     return created
+
+
+def _stamped_by_tollgate(row: Row | None, account: str | None) -> bool:
+    """Whether an app id a Stripe customer names (metadata, client_reference_id) is to be trusted.
+
+    On the platform, Tollgate stamps it on the customers it makes, and the platform's Stripe
+    account is the operator's own. A connected account is a tenant's: anyone with access to it
+    can write any metadata. Its claim is trusted only for a customer the app created on that
+    very account (the row exists, attached to it by the operator's app); otherwise the customer
+    is mirrored under its `cus_` id, and cannot take an id the app may create later.
+    """
+    if account is None:
+        return True
+    return row is not None and row["stripe_account"] == account
 
 
 def _lock_customer(
@@ -305,12 +325,16 @@ def _customer_and_subscription(
 
 def _apply_subscription(
     ctx: HandlerContext, obj: dict[str, Any]
-) -> tuple[SubscriptionSnapshot, str]:
-    """Apply the event's subscription; return its snapshot (as the event has it) and customer."""
+) -> tuple[SubscriptionSnapshot, str] | None:
+    """Apply the event's subscription; return its snapshot (as the event has it) and customer,
+    or None when the event is refused (it names another customer than the subscription's)."""
     snapshot = event_snapshot = subscription_snapshot(obj)
     customer_id, row, stored_items = _customer_and_subscription(
         ctx, snapshot.stripe_customer_id, snapshot.id
     )
+    if row is not None and row["customer_id"] != customer_id:
+        _refuse_customer_change(ctx, snapshot.id, row["customer_id"], customer_id)
+        return None
     values = _subscription_values(snapshot, customer_id)
     items = _item_values(snapshot)
     if row is not None:
@@ -341,6 +365,34 @@ def _apply_subscription(
     if items != stored_items:
         _replace_items(ctx, snapshot.id, items, stored_items)
     return event_snapshot, customer_id
+
+
+def _refuse_customer_change(
+    ctx: HandlerContext, subscription_id: str, owner: str, claimed: str
+) -> None:
+    """Record and report an event moving a subscription to another customer; apply nothing.
+
+    Stripe never changes a subscription's customer, so such an event is forged or replayed
+    across customers by whoever holds a webhook secret: applying it would give one customer
+    another's plan. The audit log keeps it (action `refused`), the log says it at ERROR and
+    `tollgate_webhook_refused_total` counts it, for the operator's alerts.
+    """
+    WEBHOOK_REFUSED.labels("subscription_customer_changed").inc()
+    log.error(
+        "refused event %s: subscription %s belongs to customer %s, the event names %s",
+        ctx.event_id,
+        subscription_id,
+        owner,
+        claimed,
+    )
+    ctx.audit(
+        "subscription",
+        subscription_id,
+        "refused",
+        {"customer_id": owner},
+        {"customer_id": claimed, "refused": "a subscription's customer never changes"},
+        owner,
+    )
 
 
 def _item_summary(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -379,7 +431,9 @@ def on_subscription(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror the subscription a `customer.subscription.*` event carries (created, updated,
     deleted, paused, resumed, trial_will_end: the snapshot is current in each) and queue what
     the event tells the customer and the app."""
-    notices.notice_subscription_event(ctx, obj, *_apply_subscription(ctx, obj))
+    applied = _apply_subscription(ctx, obj)
+    if applied is not None:
+        notices.notice_subscription_event(ctx, obj, *applied)
 
 
 # -- invoices -------------------------------------------------------------------------------

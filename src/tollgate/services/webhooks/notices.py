@@ -27,6 +27,9 @@ _SETTLED = ("paid", "void", "uncollectible")
 # receipt Stripe's own emails may have sent long ago is not sent again.
 RECEIPT_WINDOW = timedelta(days=3)
 
+# One invoice's payment is told once, in one of these words (see queue_email's same_notice).
+PAYMENT_OUTCOME = ("payment_succeeded", "payment_recovered")
+
 
 def notice_subscription_event(
     ctx: HandlerContext, obj: dict[str, Any], snapshot: SubscriptionSnapshot, customer_id: str
@@ -120,6 +123,7 @@ def notice_invoice_paid(ctx: HandlerContext, snapshot: InvoiceSnapshot, customer
         cause=snapshot.id,
         facts=_invoice_facts(snapshot),
         now=ctx.now,
+        same_notice=PAYMENT_OUTCOME,
     )
 
 

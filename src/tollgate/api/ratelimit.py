@@ -1,0 +1,116 @@
+"""Rate limits: per API key on the /v1 routes, per client address everywhere else.
+
+A request is counted in fixed one-minute windows, before any route, fast path or key lookup
+runs, so a flood costs a dictionary update per request:
+
+- `/v1` with a key this process has seen accepted: that key's allowance
+  (TOLLGATE_RATE_LIMIT_PER_KEY). An app behind one address (a NAT, a load balancer) is limited
+  by its key, never by its neighbours.
+- Every other request, `/v1` without a key or with one not (yet) seen accepted included: the
+  client address's allowance (TOLLGATE_RATE_LIMIT_PER_ADDRESS). Guessing keys, hammering the
+  health routes or the pages costs an address its allowance, and a key seen accepted once
+  leaves this bucket on its next request.
+- `POST /webhooks/stripe`: its own allowance per address (TOLLGATE_RATE_LIMIT_WEBHOOKS, off by
+  default: Stripe sends bursts at renewals, and an unsigned delivery costs one HMAC, checked
+  before the body is parsed).
+
+Over the allowance: 429 in the error shape with `Retry-After` (seconds to the next window).
+Counts live in the process (several replicas each allow the figure); keys are held as the first
+bytes of their SHA-256, never as secrets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tollgate.api.errors import error_response
+
+WINDOW_SECONDS = 60.0
+# Keys remembered as accepted; past this many the memory is started afresh (they re-qualify
+# on their next accepted request, counted per address meanwhile).
+MAX_KNOWN_KEYS = 10_000
+WEBHOOK_ROUTE = "/webhooks/stripe"
+
+
+class RateLimit:
+    """Answer 429 to a key or address over its allowance this minute; pass the rest on."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        per_key: int,
+        per_address: int,
+        webhooks: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.per_key = per_key
+        self.per_address = per_address
+        self.webhooks = webhooks
+        self.clock = clock
+        self._window = 0.0
+        self._counts: dict[tuple[str, str], int] = {}
+        self._accepted: set[bytes] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        now = self.clock()
+        if now - self._window >= WINDOW_SECONDS:
+            self._window, self._counts = now, {}
+        key = _key_digest(scope) if scope["path"].startswith("/v1/") else None
+        if scope["path"] == WEBHOOK_ROUTE and scope["method"] == "POST":
+            bucket, limit = ("webhook", _address(scope)), self.webhooks
+        elif key is not None and key in self._accepted:
+            bucket, limit = ("key", key.hex()), self.per_key
+        else:
+            bucket, limit = ("address", _address(scope)), self.per_address
+        if limit:
+            count = self._counts.get(bucket, 0) + 1
+            self._counts[bucket] = count
+            if count > limit:
+                retry = max(1, math.ceil(self._window + WINDOW_SECONDS - now))
+                answer = error_response(
+                    429,
+                    "rate_limited",
+                    f"more than {limit:,} requests this minute from this "
+                    f"{'API key' if bucket[0] == 'key' else 'address'}; "
+                    f"retry in {retry} s",
+                )
+                answer.headers["Retry-After"] = str(retry)
+                await answer(scope, receive, send)
+                return
+        if key is None or key in self._accepted:
+            await self.app(scope, receive, send)
+            return
+
+        async def remember_accepted(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] != 401:
+                if len(self._accepted) >= MAX_KNOWN_KEYS:
+                    self._accepted = set()
+                self._accepted.add(key)
+            await send(message)
+
+        await self.app(scope, receive, remember_accepted)
+
+
+def _key_digest(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            kind, _, secret = value.partition(b" ")
+            if kind.lower() == b"bearer" and secret.strip():
+                return hashlib.sha256(secret.strip()).digest()[:16]
+            return None
+    return None
+
+
+def _address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"

@@ -1,0 +1,88 @@
+"""Issue 18, finding 8: rate limits with Retry-After, safe headers, /metrics behind a token."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tollgate.api.app import create_app
+from tollgate.bootstrap import Container, build_container
+from tollgate.config import Settings
+from tollgate.db.unit_of_work import Database
+from tollgate.services.api_keys import create_api_key
+
+METRICS_TOKEN = "metrics-token-0123456789abcdef"
+
+
+@pytest.fixture
+def limited(db: Database, make_settings: Callable[..., Settings]) -> Iterator[Container]:
+    built = build_container(
+        make_settings(
+            db.url,
+            TOLLGATE_RATE_LIMIT_PER_KEY=5,
+            TOLLGATE_RATE_LIMIT_PER_ADDRESS=3,
+            TOLLGATE_METRICS_TOKEN=METRICS_TOKEN,
+        )
+    )
+    yield built
+    built.close()
+
+
+def test_a_key_over_its_allowance_gets_429_with_retry_after_and_other_keys_do_not(
+    limited: Container,
+) -> None:
+    first = create_api_key(db=limited.db, clock=limited.clock, name="a", scope="read").secret
+    second = create_api_key(db=limited.db, clock=limited.clock, name="b", scope="read").secret
+    with TestClient(create_app(limited)) as api:
+        # The first request of a key is counted by address (3), then by key (5).
+        statuses = [
+            api.get("/v1/catalog", headers={"Authorization": f"Bearer {first}"}).status_code
+            for _ in range(7)
+        ]
+        assert statuses == [200] * 6 + [429]
+        refused = api.get("/v1/catalog", headers={"Authorization": f"Bearer {first}"})
+        assert refused.json()["error"]["type"] == "rate_limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert api.get("/v1/catalog", headers={"Authorization": f"Bearer {second}"}).is_success
+
+
+def test_guessing_keys_is_limited_per_address(limited: Container) -> None:
+    with TestClient(create_app(limited)) as api:
+        statuses = [
+            api.get("/v1/catalog", headers={"Authorization": f"Bearer guess{n}"}).status_code
+            for n in range(5)
+        ]
+    assert statuses == [401, 401, 401, 429, 429]
+
+
+def test_public_routes_are_limited_per_address(limited: Container) -> None:
+    with TestClient(create_app(limited)) as api:
+        statuses = [api.get("/healthz").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_metrics_needs_the_token_when_one_is_set(limited: Container) -> None:
+    with TestClient(create_app(limited)) as api:
+        refused = api.get("/metrics")
+        assert refused.status_code == 401 and refused.json()["error"]["type"]
+        wrong = api.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        scraped = api.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    assert "tollgate_http_requests_total" in scraped.text
+
+
+def test_a_new_api_keys_secret_is_answered_no_store_and_nosniff(
+    api: TestClient, write_key: str
+) -> None:
+    answer = api.post(
+        "/v1/api-keys",
+        json={"name": "frontend", "scope": "read"},
+        headers={"Authorization": f"Bearer {write_key}"},
+    )
+    assert answer.status_code == 201 and answer.json()["secret"]
+    assert answer.headers["cache-control"] == "no-store"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'none'" in answer.headers["content-security-policy"]
