@@ -214,12 +214,10 @@ def worker(
     once: Annotated[bool, typer.Option("--once", help="Run every job once, then exit.")] = False,
 ) -> None:
     """Run the scheduled jobs (webhook retries, pending plan changes) until stopped."""
-    import signal
-    import threading
-
     from tollgate.bootstrap import build_container
     from tollgate.jobs.schedule import SCHEDULE, Worker, summarize
     from tollgate.server import require_migrated
+    from tollgate.shutdown import GracefulStop
 
     container = build_container(_settings())
     require_migrated(container.db)
@@ -230,15 +228,15 @@ def worker(
         if any(isinstance(report, Exception) for report in reports.values()):
             raise typer.Exit(1)
         return
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM: the job running finishes, no other starts; past TOLLGATE_SHUTDOWN_GRACE, exit.
+    stop = GracefulStop(container.settings.shutdown_grace_seconds).install()
     typer.echo("worker running: " + ", ".join(f"{job.name} every {job.every}" for job in SCHEDULE))
     try:
-        runner.run_forever(stop)
-    except KeyboardInterrupt:
-        pass
+        runner.run_forever(stop.event)
     finally:
         container.close()
+        stop.done()
+    typer.echo("worker stopped")
 
 
 # -- db ---------------------------------------------------------------------------------------

@@ -125,14 +125,17 @@ class Worker:
             if job.name not in self.last_run or now - self.last_run[job.name] >= job.every
         ]
 
-    def run_due(self) -> dict[str, object]:
+    def run_due(self, stop: threading.Event | None = None) -> dict[str, object]:
         """Run every job that is due now; returns each one's report, error or SKIPPED.
 
         Across replicas, the first worker to claim a job's interval runs it; the others skip it.
+        Once `stop` is set no further job starts (the one running finishes).
         """
         now = self.app.clock.now()
         reports: dict[str, object] = {}
         for job in self.due(now):
+            if stop is not None and stop.is_set():
+                break
             self.last_run[job.name] = now
             reports[job.name] = self._run_claimed(job, now)
         return reports
@@ -156,5 +159,5 @@ class Worker:
 
     def run_forever(self, stop: threading.Event, tick_seconds: float = 1.0) -> None:
         while not stop.is_set():
-            self.run_due()
+            self.run_due(stop)
             stop.wait(tick_seconds)
