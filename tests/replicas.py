@@ -120,8 +120,8 @@ class Fleet:
         process.start()
         return process
 
-    def worker(self, name: str) -> Process:
-        process = Process(name, ["worker"], self.env, self.directory / f"{name}.log")
+    def worker(self, name: str, *options: str) -> Process:
+        process = Process(name, ["worker", *options], self.env, self.directory / f"{name}.log")
         self.processes.append(process)
         process.start()
         return process

@@ -212,14 +212,23 @@ def dev_advance(
 @one_line_errors
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Run every job once, then exit.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this worker's Prometheus metrics (jobs, queues) on this port."),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address of the metrics port.")] = "127.0.0.1",
 ) -> None:
     """Run the scheduled jobs (webhook retries, pending plan changes) until stopped."""
     from tollgate.bootstrap import build_container
     from tollgate.jobs.schedule import SCHEDULE, Worker, summarize
+    from tollgate.logs import configure_logging
     from tollgate.server import require_migrated
     from tollgate.shutdown import GracefulStop
 
-    container = build_container(_settings())
+    settings = _settings()
+    if not once:
+        configure_logging(settings.log_format)
+    container = build_container(settings)
     require_migrated(container.db)
     runner = Worker(container)
     if once:
@@ -230,6 +239,10 @@ def worker(
         return
     # SIGTERM: the job running finishes, no other starts; past TOLLGATE_SHUTDOWN_GRACE, exit.
     stop = GracefulStop(container.settings.shutdown_grace_seconds).install()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
     typer.echo("worker running: " + ", ".join(f"{job.name} every {job.every}" for job in SCHEDULE))
     try:
         runner.run_forever(stop.event)

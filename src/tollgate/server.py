@@ -12,6 +12,7 @@ from tollgate.bootstrap import Container, build_container
 from tollgate.config import ConfigError, Settings
 from tollgate.db.migrate import current_revision, head_revision
 from tollgate.db.unit_of_work import Database
+from tollgate.logs import configure_logging
 from tollgate.services.catalog import sync_catalog
 from tollgate.shutdown import GracefulStop
 
@@ -52,6 +53,7 @@ def prepare(container: Container) -> None:
 def run_server(settings: Settings, *, host: str, port: int) -> None:
     container = build_container(settings)
     prepare(container)
+    configure_logging(settings.log_format)
     container.entitlements.start_background()
     # The event loop shares the interpreter with background threads (the entitlement cache's
     # refresher, the webhook writers) that release it for I/O and hashing; by default it waits up
@@ -71,6 +73,7 @@ def run_server(settings: Settings, *, host: str, port: int) -> None:
             host=host,
             port=port,
             log_level="info",
+            log_config=None,  # configure_logging's handler (text or JSON) serves uvicorn too
             access_log=False,
             timeout_graceful_shutdown=max(1, int(grace)),
         )

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from tollgate import __version__
 from tollgate.api import errors
 from tollgate.api.fastpath import EntitlementFastPath
-from tollgate.api.middleware import BodyLimit, Metrics
+from tollgate.api.middleware import BodyLimit, Metrics, RequestContext
 from tollgate.api.routes import (
     api_keys,
     catalog,
@@ -54,4 +54,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
         app.add_middleware(webhooks.StripeWebhookFastPath, container=container)
         # Outermost of ours: valid entitlement reads are answered before the rest of the stack.
         app.add_middleware(EntitlementFastPath, container=container)
+    # Outermost: every answer, the short ways' too, carries the request's id (X-Request-Id).
+    log_requests = container.settings.log_format == "json"
+    app.add_middleware(RequestContext, log_requests=log_requests)
     return app

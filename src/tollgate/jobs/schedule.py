@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
@@ -23,10 +24,12 @@ from tollgate.jobs.locks import claim_interval, release_interval, run_alone
 from tollgate.jobs.meter_usage import sync_meter_usage
 from tollgate.jobs.notifications import deliver_notifications
 from tollgate.jobs.plan_changes import apply_pending_plan_changes
+from tollgate.jobs.queues import measure_queues
 from tollgate.jobs.reconcile import reconcile_nightly
 from tollgate.jobs.trials import remind_trials
 from tollgate.jobs.usage_counters import flush_usage_counters, resync_usage_counters
 from tollgate.jobs.webhooks import retry_failed_webhooks
+from tollgate.metrics import JOB_LAST_SUCCESS, JOB_RUNS, JOB_SECONDS
 
 log = logging.getLogger("tollgate.jobs")
 
@@ -70,6 +73,8 @@ SCHEDULE: tuple[Job, ...] = (
     Job("expire_open_checkouts", timedelta(minutes=10), expire_open_checkouts),
     # Once a day after TOLLGATE_RECONCILE_AT; the job checks that it is due itself.
     Job("reconcile_nightly", timedelta(minutes=5), reconcile_nightly),
+    # Queue depths for /metrics (the worker's --metrics-port): a few counts, every 15 s.
+    Job("measure_queues", timedelta(seconds=15), measure_queues),
 )
 
 # Another worker has this interval of the job (or is still running it).
@@ -142,15 +147,31 @@ class Worker:
 
     def _run_claimed(self, job: Job, now: datetime) -> object:
         db = self.app.db
+        started = time.perf_counter()
         try:
             if not claim_interval(db, name=job.name, holder=self.holder, now=now, every=job.every):
+                JOB_RUNS.labels(job.name, "skipped").inc()
                 return SKIPPED
             with run_alone(db, job.name) as alone:
                 if not alone:
+                    JOB_RUNS.labels(job.name, "skipped").inc()
                     return SKIPPED
-                return job.run(self.app)
+                report = job.run(self.app)
+            took = time.perf_counter() - started
+            JOB_RUNS.labels(job.name, "succeeded").inc()
+            JOB_SECONDS.labels(job.name).observe(took)
+            JOB_LAST_SUCCESS.labels(job.name).set_to_current_time()
+            log.debug(  # every second for some jobs: a line only when asked for
+                "job %s: %s",
+                job.name,
+                summarize(report),
+                extra={"job": job.name, "duration_ms": round(took * 1000, 2)},
+            )
+            return report
         except Exception as error:  # one job's failure must not stop the others
-            log.exception("job %s failed", job.name)
+            JOB_RUNS.labels(job.name, "failed").inc()
+            JOB_SECONDS.labels(job.name).observe(time.perf_counter() - started)
+            log.exception("job %s failed", job.name, extra={"job": job.name})
             try:
                 release_interval(db, name=job.name, holder=self.holder, now=now)
             except Exception:  # the database may be what failed; the claim then just expires

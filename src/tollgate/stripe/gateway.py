@@ -28,7 +28,7 @@ from tollgate.domain.catalog_sync import (
     UpdateProduct,
     price_fingerprint,
 )
-from tollgate.metrics import STRIPE_CALLS, STRIPE_RATE_LIMIT_RETRIES
+from tollgate.metrics import STRIPE_CALLS, STRIPE_ERRORS, STRIPE_RATE_LIMIT_RETRIES
 from tollgate.stripe.errors import (
     IdempotencyKeyReused,
     PaymentDeclined,
@@ -129,6 +129,7 @@ class StripeGateway:
                 continue
             except stripe.StripeError as error:
                 STRIPE_CALLS.labels(operation, "error").inc()
+                STRIPE_ERRORS.labels(operation, str(error.http_status or "network")).inc()
                 raise _translate(operation, error) from error
             STRIPE_CALLS.labels(operation, "ok").inc()
             return result
