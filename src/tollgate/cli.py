@@ -252,6 +252,38 @@ def worker(
     typer.echo("worker stopped")
 
 
+# -- doctor -----------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="Tollgate's public URL, to find its webhook endpoint at Stripe."),
+    ] = None,
+) -> None:
+    """Check configuration, database, migrations, Redis, Stripe, webhooks and catalog: a line
+    each; exit 1 if any check failed (warnings do not fail)."""
+    from tollgate.bootstrap import build_container
+    from tollgate.clock import SystemClock
+    from tollgate.doctor import run_checks
+
+    try:
+        settings = _settings()
+    except ConfigError as error:
+        typer.echo(f"fail  {'configuration':<14} {error}")
+        raise typer.Exit(1) from None
+    container = build_container(settings)
+    failed = False
+    try:
+        for check in run_checks(container, clock=SystemClock(), public_url=public_url):
+            typer.echo(f"{check.status:<5} {check.name:<14} {check.detail}")
+            failed = failed or check.status == "fail"
+    finally:
+        container.close()
+    raise typer.Exit(1 if failed else 0)
+
+
 # -- db ---------------------------------------------------------------------------------------
 
 

@@ -565,6 +565,15 @@ class StripeGateway:
 
     # -- reading objects back (webhook re-fetches) -----------------------------------------
 
+    def webhook_endpoints(self) -> list[dict[str, Any]]:
+        """The account's webhook endpoints (id, url, status, enabled_events; never the secret)."""
+        return [
+            endpoint.to_dict(for_json=True)
+            for endpoint in self._list(
+                "webhook_endpoints.list", self._client.v1.webhook_endpoints.list, {}
+            )
+        ]
+
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         """The customer as Stripe has it now (a deleted one is `{"id", "deleted": true}`)."""
         return self._retrieve("customers.retrieve", self._client.v1.customers.retrieve, customer_id)
