@@ -35,6 +35,13 @@ _SECRETS = re.compile(
     r"\b(sk|rk|pk)_(live|test)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9]+|\btg_[A-Za-z0-9_-]{16,}"
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]+|\bv1=[0-9a-f]{16,}"
 )
+
+
+def current_request_id() -> str | None:
+    """The id of the request this code runs for, if any (a column default reads it)."""
+    return REQUEST_ID.get()
+
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 

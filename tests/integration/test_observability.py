@@ -145,6 +145,7 @@ def test_json_logs_are_one_object_a_line_with_ids_and_no_secrets(
             "TOLLGATE_CATALOG": str(EXAMPLE_CATALOG),
             "TOLLGATE_API_KEYS": f"app:write:{API_KEY}",
             "TOLLGATE_LOG_FORMAT": "json",
+            "TOLLGATE_SMTP_URL": f"file://{tmp_path / 'mail'}",
             "STRIPE_SECRET_KEY": "sk_test_json_logs_secret_value",
             "STRIPE_API_BASE": sim.url,
             "STRIPE_WEBHOOK_SECRETS": SECRET,
@@ -166,15 +167,21 @@ def test_json_logs_are_one_object_a_line_with_ids_and_no_secrets(
             headers={"Stripe-Signature": signature, "X-Request-Id": "trace-webhook-0001"},
         )
         assert answer.status_code == 200 and answer.headers["x-request-id"] == "trace-webhook-0001"
+        auth = {"Authorization": f"Bearer {API_KEY}"}
+        pro = {"id": "bigco", "email": "b@bigco.example", "offline": True, "plan": "pro"}
+        assert httpx.post(f"{server.url}/v1/customers", json=pro, headers=auth).is_success
+        # 85,000 of 100,000 included runs: the 80 % email is queued by this request.
         usage = httpx.post(
             f"{server.url}/v1/usage",
-            json={"events": [{"id": "u1", "customer": "acme", "meter": "runs", "value": 1}]},
-            headers={"Authorization": f"Bearer {API_KEY}", "X-Request-Id": "trace-usage-0001"},
+            json={"events": [{"id": "u1", "customer": "bigco", "meter": "runs", "value": 85_000}]},
+            headers={**auth, "X-Request-Id": "trace-usage-0001"},
         )
         assert usage.status_code == 200, usage.text
-        deadline = time.monotonic() + 20
-        while "tollgate_job_runs_total" not in _scrape(metrics_port):
-            assert time.monotonic() < deadline, "the worker's metrics never showed a job run"
+        deadline = time.monotonic() + 30
+        while "tollgate_job_runs_total" not in _scrape(metrics_port) or (
+            "trace-usage-0001" not in worker.output()
+        ):
+            assert time.monotonic() < deadline, "the worker never ran its jobs or sent the email"
             time.sleep(0.3)
         assert "tollgate_queue_depth" in _scrape(metrics_port)
     finally:
@@ -189,8 +196,10 @@ def test_json_logs_are_one_object_a_line_with_ids_and_no_secrets(
     for log in (server.output(), worker.output()):
         for secret in (API_KEY, SECRET, "sk_test_json_logs_secret_value"):
             assert secret not in log
-    worker_lines = [line for line in worker.output().splitlines() if line.startswith("{")]
-    assert all(json.loads(line)["level"] for line in worker_lines)
+    worker_lines = [json.loads(line) for line in worker.output().splitlines() if line[:1] == "{"]
+    # The worker's line about the email carries the id of the request that queued it.
+    sent = [line for line in worker_lines if line.get("request_id") == "trace-usage-0001"]
+    assert sent and sent[0]["customer_id"] == "bigco" and sent[0]["message"].endswith(": sent")
 
 
 def _scrape(port: int) -> str:
