@@ -190,6 +190,7 @@ defaults
     timeout client 60s
     timeout server 60s
     retries 3
+    http-reuse always
     option redispatch 1
     retry-on conn-failure empty-response response-timeout
 
