@@ -26,6 +26,7 @@ from tollgate.jobs.notifications import deliver_notifications
 from tollgate.jobs.plan_changes import apply_pending_plan_changes
 from tollgate.jobs.queues import measure_queues
 from tollgate.jobs.reconcile import reconcile_nightly
+from tollgate.jobs.retention import prune_inbox
 from tollgate.jobs.trials import remind_trials
 from tollgate.jobs.usage_counters import flush_usage_counters, resync_usage_counters
 from tollgate.jobs.webhooks import retry_failed_webhooks
@@ -75,6 +76,9 @@ SCHEDULE: tuple[Job, ...] = (
     Job("reconcile_nightly", timedelta(minutes=5), reconcile_nightly),
     # Queue depths for /metrics (the worker's --metrics-port): a few counts, every 15 s.
     Job("measure_queues", timedelta(seconds=15), measure_queues),
+    # Payloads of applied Stripe events past TOLLGATE_WEBHOOK_PAYLOAD_RETENTION_DAYS, and rows
+    # past TOLLGATE_WEBHOOK_ID_RETENTION_DAYS; hourly keeps each run small.
+    Job("prune_webhook_inbox", timedelta(hours=1), prune_inbox),
 )
 
 # Another worker has this interval of the job (or is still running it).
