@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 from tollgate.bootstrap import Container
-from tollgate.db.queries.queues import queue_depths
-from tollgate.metrics import QUEUE_DEPTH
+from tollgate.services.queues import measure_queue_depths
 
 
 def measure_queues(app: Container) -> dict[str, int]:
-    with app.db.engine.connect() as connection:
-        depths = queue_depths(connection)
-    for name, depth in depths.items():
-        QUEUE_DEPTH.labels(name).set(depth)
-    return depths
+    return measure_queue_depths(db=app.db)
