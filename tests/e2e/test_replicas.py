@@ -140,13 +140,13 @@ def _run_story(
         process.wait_ready()
     url = fleet.balance(servers)
     with sim.sim.lock:
-        sim.sim.add_webhook_endpoint(f"{url}/webhooks/stripe", secret=SECRET)
+        endpoint = sim.sim.add_webhook_endpoint(f"{url}/webhooks/stripe", secret=SECRET)
         sim.sim.webhooks.duplicate_rate = 0.3
         sim.sim.webhooks.shuffle = True
         sim.sim.webhooks.retry_base_seconds = 0.2
     app = App(url)
     try:
-        _drive(fleet, servers, sim, sdk, inbox, db, app)
+        _drive(fleet, servers, sim, sdk, inbox, db, app, endpoint["id"])
     finally:
         app.http.close()
 
@@ -159,6 +159,7 @@ def _drive(
     inbox: Inbox,
     db: Database,
     app: App,
+    endpoint_id: str,
 ) -> None:
     pro_price = next(
         price.id
@@ -251,8 +252,8 @@ def _drive(
         assert mine["status"] == expected
 
     # Every event stripesim sent to the endpoint is in the inbox once, applied once.
-    with sim.sim.lock:
-        sent = {event_id for _, event_id, _ in sim.webhooks.delivered}
+    with sim.sim.lock:  # this test's endpoint only (the simulator serves other tests too)
+        sent = {event for to, event, _ in sim.webhooks.delivered if to == endpoint_id}
     with db.transaction() as session:
         inbox_rows = session.execute(sa.select(StripeEvent.id, StripeEvent.status)).all()
         audits = session.execute(
