@@ -225,16 +225,23 @@ def dev_advance(
 @one_line_errors
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Run every job once, then exit.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this worker's Prometheus metrics (jobs, queues) on this port."),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address of the metrics port.")] = "127.0.0.1",
 ) -> None:
     """Run the scheduled jobs (webhook retries, pending plan changes) until stopped."""
-    import signal
-    import threading
-
     from tollgate.bootstrap import build_container
     from tollgate.jobs.schedule import SCHEDULE, Worker, summarize
+    from tollgate.logs import configure_logging
     from tollgate.server import require_migrated
+    from tollgate.shutdown import GracefulStop
 
-    container = build_container(_settings())
+    settings = _settings()
+    if not once:
+        configure_logging(settings.log_format)
+    container = build_container(settings)
     require_migrated(container.db)
     runner = Worker(container)
     if once:
@@ -243,15 +250,51 @@ def worker(
         if any(isinstance(report, Exception) for report in reports.values()):
             raise typer.Exit(1)
         return
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM: the job running finishes, no other starts; past TOLLGATE_SHUTDOWN_GRACE, exit.
+    stop = GracefulStop(container.settings.shutdown_grace_seconds).install()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
     typer.echo("worker running: " + ", ".join(f"{job.name} every {job.every}" for job in SCHEDULE))
     try:
-        runner.run_forever(stop)
-    except KeyboardInterrupt:
-        pass
+        runner.run_forever(stop.event)
     finally:
         container.close()
+        stop.done()
+    typer.echo("worker stopped")
+
+
+# -- doctor -----------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="Tollgate's public URL, to find its webhook endpoint at Stripe."),
+    ] = None,
+) -> None:
+    """Check configuration, database, migrations, Redis, Stripe, webhooks and catalog: a line
+    each; exit 1 if any check failed (warnings do not fail)."""
+    from tollgate.bootstrap import build_container
+    from tollgate.clock import SystemClock
+    from tollgate.doctor import run_checks
+
+    try:
+        settings = _settings()
+    except ConfigError as error:
+        typer.echo(f"fail  {'configuration':<14} {error}")
+        raise typer.Exit(1) from None
+    container = build_container(settings)
+    failed = False
+    try:
+        for check in run_checks(container, clock=SystemClock(), public_url=public_url):
+            typer.echo(f"{check.status:<5} {check.name:<14} {check.detail}")
+            failed = failed or check.status == "fail"
+    finally:
+        container.close()
+    raise typer.Exit(1 if failed else 0)
 
 
 # -- db ---------------------------------------------------------------------------------------

@@ -204,6 +204,14 @@ class Settings(BaseSettings):
     database_direct_url: str | None = Field(None, alias="TOLLGATE_DATABASE_DIRECT_URL")
     # Log one JSON object a line (request id, customer, event, duration) instead of plain text.
     log_format: Literal["text", "json"] = Field("text", alias="TOLLGATE_LOG_FORMAT")
+    # The webhook inbox: raw payloads of applied events are dropped after this many days; the
+    # rows (ids, for dedupe) are deleted later, never before Stripe's 3-day retry window ends.
+    webhook_payload_retention_days: int = Field(
+        30, alias="TOLLGATE_WEBHOOK_PAYLOAD_RETENTION_DAYS", ge=1, le=3650
+    )
+    webhook_id_retention_days: int = Field(
+        90, alias="TOLLGATE_WEBHOOK_ID_RETENTION_DAYS", ge=4, le=3650
+    )
     # On SIGTERM, how long in-flight requests, deliveries and job runs get to finish (seconds).
     shutdown_grace_seconds: float = Field(20.0, alias="TOLLGATE_SHUTDOWN_GRACE", gt=0, le=600)
     # -- pricing that changes (issue 20) -------------------------------------------------------
@@ -270,6 +278,15 @@ class Settings(BaseSettings):
             if len(parts[2]) < 16:
                 raise ValueError(f"key '{parts[0]}' secret must be at least 16 characters")
         return value
+
+    @model_validator(mode="after")
+    def _ids_outlive_payloads(self) -> Settings:
+        if self.webhook_id_retention_days < self.webhook_payload_retention_days:
+            raise ValueError(
+                "TOLLGATE_WEBHOOK_ID_RETENTION_DAYS: must be at least "
+                "TOLLGATE_WEBHOOK_PAYLOAD_RETENTION_DAYS (ids outlive payloads)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _test_clock_in_test_mode_only(self) -> Settings:

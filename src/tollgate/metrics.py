@@ -66,3 +66,41 @@ USAGE_EVENTS = Counter(
     "Usage events by outcome (accepted, duplicate, rejected)",
     ["outcome"],
 )
+
+# -- running in production (issue 23): latency of the hot paths, jobs, queues, Stripe errors ----
+WEBHOOK_LATENCY = Histogram(
+    "tollgate_webhook_processing_seconds",
+    "Time from a Stripe delivery's arrival to its answer (verified, stored, applied, committed)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+INVOICE_PAYMENTS = Counter(
+    "tollgate_invoice_payments_total",
+    "Invoice payments Stripe reported (invoice.paid, invoice.payment_failed), by outcome",
+    ["outcome"],
+)
+STRIPE_ERRORS = Counter(
+    "tollgate_stripe_errors_total",
+    "Stripe calls that failed, by HTTP status (5xx: Stripe's side; network: no answer)",
+    ["operation", "status"],
+)
+JOB_RUNS = Counter(
+    "tollgate_job_runs_total",
+    "Scheduled job runs by outcome (succeeded, failed, skipped: another worker had it)",
+    ["job", "outcome"],
+)
+JOB_SECONDS = Histogram(
+    "tollgate_job_seconds",
+    "Time a scheduled job's run took",
+    ["job"],
+    buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+JOB_LAST_SUCCESS = Gauge(
+    "tollgate_job_last_success_timestamp_seconds",
+    "When the job last ran to the end in this worker (Unix seconds)",
+    ["job"],
+)
+QUEUE_DEPTH = Gauge(
+    "tollgate_queue_depth",
+    "Work waiting: emails and app webhooks to send, overage for Stripe, failed Stripe events",
+    ["queue"],
+)

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,7 @@ from tests.integration.test_webhooks import (
     subscription_obj,
 )
 from tests.pgbouncer import Pooled, fresh_database, needs_pgbouncer, run_pgbouncer
+from tests.redis_space import redis_space
 from tollgate.api.app import create_app
 from tollgate.bootstrap import Container, build_container
 from tollgate.clock import FrozenClock
@@ -166,11 +168,20 @@ def test_webhooks_through_the_pooler_apply_each_event_once(
         assert audits and max(count for _, count in audits) == 1
 
 
+@pytest.mark.parametrize("counting", ["database", pytest.param("redis", marks=pytest.mark.redis)])
 def test_usage_checks_and_cache_invalidation_through_the_pooler(
-    make_pooled_container: Callable[..., Container],
+    make_pooled_container: Callable[..., Container], counting: str
 ) -> None:
-    first_app = make_pooled_container(STRIPE_SECRET_KEY="")
-    second_app = make_pooled_container(STRIPE_SECRET_KEY="")
+    with ExitStack() as stack:
+        counters = stack.enter_context(redis_space()) if counting == "redis" else {}
+        _usage_checks_and_cache(make_pooled_container, counters)
+
+
+def _usage_checks_and_cache(
+    make_pooled_container: Callable[..., Container], counters: dict[str, str]
+) -> None:
+    first_app = make_pooled_container(STRIPE_SECRET_KEY="", **counters)
+    second_app = make_pooled_container(STRIPE_SECRET_KEY="", **counters)
     key = create_api_key(db=first_app.db, clock=first_app.clock, name="app", scope="write")
     headers = {"Authorization": f"Bearer {key.secret}"}
     with (

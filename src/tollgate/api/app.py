@@ -8,7 +8,7 @@ from tollgate import __version__
 from tollgate.api import errors, openapi
 from tollgate.api.fastpath import EntitlementFastPath
 from tollgate.api.guard import Guard
-from tollgate.api.middleware import BodyLimit, Metrics
+from tollgate.api.middleware import AccessLog, BodyLimit, Metrics
 from tollgate.api.ratelimit import RateLimit
 from tollgate.api.routes import (
     api_keys,
@@ -76,6 +76,9 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
         per_address=settings.rate_limit_per_address,
         webhooks=settings.rate_limit_webhooks,
     )
-    # Outermost: a request id, safe headers, and every unexpected failure in the error shape.
+    if settings.log_format == "json":
+        app.add_middleware(AccessLog)  # one line per request: method, route, status, duration
+    # Outermost: a request id (the caller's X-Request-Id or a new one, carried by every log line
+    # of the request), safe headers, and every unexpected failure in the error shape.
     app.add_middleware(Guard)
     return app

@@ -1,6 +1,7 @@
 """The outermost layer of every request: its id, safe headers, and no answer outside the shape.
 
-Every request gets an id (`X-Request-Id`, `req_…`), echoed on the answer. A path or query
+Every request gets an id (the caller's `X-Request-Id` when it looks like one, else `req_…`),
+echoed on the answer and carried by every log line of the request (tollgate.logs). A path or query
 string carrying text no database can store (NUL) is refused here, before any route, fast path or
 cache reads it. Any exception that nothing else answered becomes a 500 in the error shape
 (`{"error": {"type": "api_error", "message", "request_id"}}`), logged once with the request id
@@ -15,30 +16,19 @@ browser runs no script). Pages set their own Cache-Control and CSP; this layer l
 
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
 from urllib.parse import unquote_to_bytes
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollgate.api.errors import error_response
+from tollgate.logs import REQUEST_ID, request_id_from
 
 log = logging.getLogger("tollgate.api")
 
 _STRICT_TYPES = (b"application/json", b"text/plain")
 _JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
-
-
-# A request id is this process's random prefix and a counter: unique across processes and
-# restarts, and cheaper than fresh random bytes on the entitlement check's hot path.
-_PROCESS = secrets.token_hex(6)
-_SEQUENCE = itertools.count(1)
-
-
-def new_request_id() -> str:
-    return f"req_{_PROCESS}{next(_SEQUENCE):010x}"
 
 
 class Guard:
@@ -51,8 +41,20 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = new_request_id()
+        given = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given = value
+                break
+        request_id = request_id_from(given)
         scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)
+        try:
+            await self._guarded(scope, receive, send, request_id)
+        finally:
+            REQUEST_ID.reset(token)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         started = False
 
         async def guarded_send(message: Message) -> None:

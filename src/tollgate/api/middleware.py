@@ -1,7 +1,8 @@
-"""ASGI middleware: refuse oversized bodies, and time every request for /metrics."""
+"""ASGI middleware: refuse oversized bodies, time every request for /metrics, give it an id."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -11,6 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollgate.api.errors import BodyTooLarge, error_response
 from tollgate.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+access_log = logging.getLogger("tollgate.access")
 
 
 def body_too_large(limit: int) -> JSONResponse:
@@ -90,3 +93,41 @@ class Metrics:
             template = getattr(route, "path", "unmatched")
             HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
             HTTP_LATENCY.labels(template).observe(time.perf_counter() - started)
+
+
+class AccessLog:
+    """Log one line per request (method, route, status, duration); the request id, set by the
+    Guard outside, rides along from the log context."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or scope["path"]
+            access_log.info(
+                "%s %s %s",
+                scope["method"],
+                route,
+                status,
+                extra={
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )

@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tollgate.db.types import UTCDateTime
+from tollgate.logs import current_request_id
 
 # Stable constraint names, so migrations name what they drop on both databases.
 NAMING = {
@@ -470,6 +471,10 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The request that queued it (X-Request-Id), so the worker's lines about it carry it too.
+    request_id: Mapped[str | None] = mapped_column(
+        String(128), nullable=True, default=current_request_id
+    )
 
 
 class AppEvent(Base):
@@ -490,6 +495,9 @@ class AppEvent(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(
+        String(128), nullable=True, default=current_request_id
+    )
 
 
 class JobLock(Base):

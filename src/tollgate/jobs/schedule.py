@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
@@ -24,7 +25,9 @@ from tollgate.jobs.locks import claim_interval, release_interval, run_alone
 from tollgate.jobs.meter_usage import sync_meter_usage
 from tollgate.jobs.notifications import deliver_notifications
 from tollgate.jobs.plan_changes import apply_pending_plan_changes
+from tollgate.jobs.queues import measure_queues
 from tollgate.jobs.reconcile import reconcile_nightly
+from tollgate.jobs.retention import prune_inbox
 from tollgate.jobs.trials import remind_trials
 from tollgate.jobs.usage_controls import (
     drip_plan_credits,
@@ -34,6 +37,7 @@ from tollgate.jobs.usage_controls import (
 )
 from tollgate.jobs.usage_counters import flush_usage_counters, resync_usage_counters
 from tollgate.jobs.webhooks import retry_failed_webhooks
+from tollgate.metrics import JOB_LAST_SUCCESS, JOB_RUNS, JOB_SECONDS
 
 log = logging.getLogger("tollgate.jobs")
 
@@ -87,6 +91,11 @@ SCHEDULE: tuple[Job, ...] = (
     Job("reconcile_nightly", timedelta(minutes=5), reconcile_nightly),
     # Ended console sessions and day-old sign-in tries (the limits look back 15 minutes).
     Job("prune_console_sign_ins", timedelta(hours=1), prune_console_sign_ins),
+    # Queue depths for /metrics (the worker's --metrics-port): a few counts, every 15 s.
+    Job("measure_queues", timedelta(seconds=15), measure_queues),
+    # Payloads of applied Stripe events past TOLLGATE_WEBHOOK_PAYLOAD_RETENTION_DAYS, and rows
+    # past TOLLGATE_WEBHOOK_ID_RETENTION_DAYS; hourly keeps each run small.
+    Job("prune_webhook_inbox", timedelta(hours=1), prune_inbox),
 )
 
 # Another worker has this interval of the job (or is still running it).
@@ -142,29 +151,48 @@ class Worker:
             if job.name not in self.last_run or now - self.last_run[job.name] >= job.every
         ]
 
-    def run_due(self) -> dict[str, object]:
+    def run_due(self, stop: threading.Event | None = None) -> dict[str, object]:
         """Run every job that is due now; returns each one's report, error or SKIPPED.
 
         Across replicas, the first worker to claim a job's interval runs it; the others skip it.
+        Once `stop` is set no further job starts (the one running finishes).
         """
         now = self.app.clock.now()
         reports: dict[str, object] = {}
         for job in self.due(now):
+            if stop is not None and stop.is_set():
+                break
             self.last_run[job.name] = now
             reports[job.name] = self._run_claimed(job, now)
         return reports
 
     def _run_claimed(self, job: Job, now: datetime) -> object:
         db = self.app.db
+        started = time.perf_counter()
         try:
             if not claim_interval(db, name=job.name, holder=self.holder, now=now, every=job.every):
+                JOB_RUNS.labels(job.name, "skipped").inc()
                 return SKIPPED
             with run_alone(db, job.name) as alone:
                 if not alone:
+                    JOB_RUNS.labels(job.name, "skipped").inc()
                     return SKIPPED
-                return job.run(self.app)
+                report = job.run(self.app)
+            took = time.perf_counter() - started
+            JOB_RUNS.labels(job.name, "succeeded").inc()
+            JOB_SECONDS.labels(job.name).observe(took)
+            JOB_LAST_SUCCESS.labels(job.name).set_to_current_time()
+            log.debug(  # every second for some jobs: a line only when asked for
+                "job %s: %s",
+                job.name,
+                summarize(report),
+                extra={"job": job.name, "duration_ms": round(took * 1000, 2)},
+            )
+            return report
         except Exception as error:  # one job's failure must not stop the others
-            log.exception("job %s failed", job.name)
+            JOB_RUNS.labels(job.name, "failed").inc()
+            JOB_SECONDS.labels(job.name).observe(time.perf_counter() - started)
+            log.exception("job %s failed", job.name, extra={"job": job.name})
             try:
                 release_interval(db, name=job.name, holder=self.holder, now=now)
             except Exception:  # the database may be what failed; the claim then just expires
@@ -173,5 +201,5 @@ class Worker:
 
     def run_forever(self, stop: threading.Event, tick_seconds: float = 1.0) -> None:
         while not stop.is_set():
-            self.run_due()
+            self.run_due(stop)
             stop.wait(tick_seconds)

@@ -28,6 +28,7 @@ from tollgate.db.tables import APP_EVENTS, NOTIFICATIONS
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import InvalidRequest, NotFound
+from tollgate.logs import REQUEST_ID
 from tollgate.notify.email import (
     TEMPLATES,
     EmailError,
@@ -40,7 +41,6 @@ from tollgate.notify.samples import sample_facts
 from tollgate_client.app_webhooks import SIGNATURE_HEADER, sign_app_webhook
 
 log = logging.getLogger("tollgate.outbox")
-
 
 APP_EVENT_TYPES = (
     "customer.entitlements_changed",
@@ -313,7 +313,20 @@ def _deliver_due(
     for row_id in _claim_due(db, table, clock.now(), limit):
         with db.transaction() as session:
             row = load(session.connection(), row_id)
-        outcome, error = send(row)
+        # The lines about this row carry the id of the request that queued it.
+        token = REQUEST_ID.set(row.get("request_id"))
+        try:
+            outcome, error = send(row)
+            log.info(
+                "%s %s to %s: %s",
+                table.name,
+                row_id,
+                row.get("customer_id"),
+                outcome,
+                extra={"customer_id": row.get("customer_id")},
+            )
+        finally:
+            REQUEST_ID.reset(token)
         if outcome == "retry":
             counts[_retry_later(db, table, row, error or "", settings, clock.now())] += 1
             continue

@@ -28,7 +28,7 @@ from tollgate.domain.catalog_sync import (
     UpdateProduct,
     price_fingerprint,
 )
-from tollgate.metrics import STRIPE_CALLS, STRIPE_RATE_LIMIT_RETRIES
+from tollgate.metrics import STRIPE_CALLS, STRIPE_ERRORS, STRIPE_RATE_LIMIT_RETRIES
 from tollgate.stripe.errors import (
     IdempotencyKeyReused,
     PaymentDeclined,
@@ -129,6 +129,7 @@ class StripeGateway:
                 continue
             except stripe.StripeError as error:
                 STRIPE_CALLS.labels(operation, "error").inc()
+                STRIPE_ERRORS.labels(operation, str(error.http_status or "network")).inc()
                 raise _translate(operation, error) from error
             STRIPE_CALLS.labels(operation, "ok").inc()
             return result
@@ -633,6 +634,15 @@ class StripeGateway:
         )
 
     # -- reading objects back (webhook re-fetches) -----------------------------------------
+
+    def webhook_endpoints(self) -> list[dict[str, Any]]:
+        """The account's webhook endpoints (id, url, status, enabled_events; never the secret)."""
+        return [
+            endpoint.to_dict(for_json=True)
+            for endpoint in self._list(
+                "webhook_endpoints.list", self._client.v1.webhook_endpoints.list, {}
+            )
+        ]
 
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         """The customer as Stripe has it now (a deleted one is `{"id", "deleted": true}`)."""

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from tollgate.clock import Clock
 from tollgate.config import Settings
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.dunning import DunningPolicy
+from tollgate.metrics import INVOICE_PAYMENTS, WEBHOOK_LATENCY
 from tollgate.services.webhooks.inbox import (
     Delivery,
     ProcessResult,
@@ -81,12 +83,18 @@ class WebhookIntake:
         failure leaves the event stored as failed (for Stripe's retry and the retry job) and
         raises WebhookProcessingFailed, so Stripe is told to deliver it again.
         """
+        started = time.perf_counter()
         delivery = verify_stripe_delivery(
             raw_body=body, signature_header=signature, settings=self.settings, clock=self.clock
         )
-        result = await self._writer.apply(delivery)
-        if result.pending:
-            result = await asyncio.to_thread(self._finish, result)
+        try:
+            result = await self._writer.apply(delivery)
+            if result.pending:
+                result = await asyncio.to_thread(self._finish, result)
+        finally:
+            took = time.perf_counter() - started
+            WEBHOOK_LATENCY.observe(took)
+        _observe(delivery, result, took)
         if result.failed:
             raise WebhookProcessingFailed(
                 f"event {result.event_id} is stored but could not be applied; "
@@ -110,6 +118,30 @@ class WebhookIntake:
     def close(self) -> None:
         """Stop the writer thread once the deliveries it has are answered."""
         self._writer.stop()
+
+
+# Stripe's word on an invoice's payment, for the payment failure rate.
+_PAYMENT_OUTCOMES = {"invoice.paid": "succeeded", "invoice.payment_failed": "failed"}
+
+
+def _observe(delivery: Delivery, result: ProcessResult, took: float) -> None:
+    """Count a payment outcome (once per event) and log the event's line."""
+    event_type = str(delivery.event.get("type", ""))
+    outcome = _PAYMENT_OUTCOMES.get(event_type)
+    if outcome is not None and result.outcome == "succeeded":
+        INVOICE_PAYMENTS.labels(outcome).inc()
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "stripe event %s %s: %s",
+            result.event_id,
+            event_type,
+            result.outcome,
+            extra={
+                "event_id": result.event_id,
+                "customer_id": ",".join(result.customers) or None,
+                "duration_ms": round(took * 1000, 2),
+            },
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,134 @@
+"""Logging: plain text, or one JSON object a line (TOLLGATE_LOG_FORMAT=json), with the request id.
+
+The request id comes from the caller's `X-Request-Id` (when it looks like one) or is made here;
+it is answered in the same header and set in a context variable that every log line of the
+request carries, in the threads the request's work runs on too (Starlette copies the context into
+its thread pool). Work the request queues for later carries it where that work is kept.
+
+Nothing secret reaches a line: keys and signatures that slip into a message are masked.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import sys
+import time
+from contextvars import ContextVar
+from typing import Any
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("tollgate_request_id", default=None)
+# Fields a line may carry, from `extra={...}` or the context.
+FIELDS = (
+    "request_id",
+    "customer_id",
+    "event_id",
+    "job",
+    "duration_ms",
+    "method",
+    "route",
+    "status",
+)
+_SECRETS = re.compile(
+    r"\b(sk|rk|pk)_(live|test)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9]+|\btg_[A-Za-z0-9_-]{16,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]+|\bv1=[0-9a-f]{16,}"
+)
+
+
+def current_request_id() -> str | None:
+    """The id of the request this code runs for, if any (a column default reads it)."""
+    return REQUEST_ID.get()
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+
+def mask_secrets(text: str) -> str:
+    """Replace anything that looks like a key, a webhook secret or a signature by `***`."""
+    return _SECRETS.sub("***", text)
+
+
+def request_id_from(header: bytes | None) -> str:
+    """The caller's request id when it is a plausible one, else a new one."""
+    if header:
+        value = header.decode("latin-1")
+        if _REQUEST_ID.match(value):
+            return value
+    return new_request_id()
+
+
+# A new request id is this process's random prefix and a counter: unique across processes and
+# restarts, and cheaper than fresh random bytes on the entitlement check's hot path.
+_PROCESS = os.urandom(6).hex()
+_SEQUENCE = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"req_{_PROCESS}{next(_SEQUENCE):010x}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, and the fields that are set."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": mask_secrets(record.getMessage()),
+        }
+        request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
+        if request_id:
+            line["request_id"] = request_id
+        for name in FIELDS[1:]:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        if record.exc_info:
+            line["error"] = mask_secrets(self.formatException(record.exc_info))
+        return json.dumps(line, default=str, separators=(",", ":"))
+
+
+class TextFormatter(logging.Formatter):
+    """The plain format, with the request id when there is one, and secrets masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
+        return mask_secrets(f"{text} [{request_id}]" if request_id else text)
+
+
+class _Stderr(logging.StreamHandler):
+    """Write to whatever sys.stderr is at the time (a test runner may swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
+def configure_logging(log_format: str, level: int = logging.INFO) -> None:
+    """Send every logger's lines (uvicorn's too) to stderr in `log_format` (text or json).
+
+    For a process's main command only (`serve`, `worker`): it sets the root logger up.
+    """
+    handler = _Stderr()
+    if log_format == "json":
+        formatter: logging.Formatter = JsonFormatter()
+    else:
+        formatter = TextFormatter("%(levelname)s:     %(name)s: %(message)s")
+        formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
