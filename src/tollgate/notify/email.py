@@ -49,6 +49,7 @@ TEMPLATES = (
     "downgraded_to_free",
     "usage_warning",
     "usage_exceeded",
+    "price_change",
 )
 
 

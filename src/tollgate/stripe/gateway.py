@@ -407,6 +407,68 @@ class StripeGateway:
         )
         return dict(canceled.to_dict(for_json=True))
 
+    def schedule_subscription_change(
+        self,
+        subscription_id: str,
+        *,
+        schedule_id: str | None,
+        idempotency_key: str,
+        items: list[dict[str, Any]],
+        interval: str,
+        proration_behavior: str,
+        metadata: dict[str, str],
+    ) -> dict[str, Any] | None:
+        """Change the subscription's items when its current period ends (issue 20), through a
+        subscription schedule: its phase now, then the new items; released once they apply.
+
+        `schedule_id` is the subscription's schedule, if it has one: one carrying `metadata`
+        already is left alone; one with later phases of its own is not Tollgate's to change
+        (None is returned).
+        """
+        if schedule_id is None:
+            schedule = self._call(
+                "subscription_schedules.create",
+                self._client.v1.subscription_schedules.create,
+                params={"from_subscription": subscription_id},
+                idempotency_key=f"{idempotency_key}-schedule",
+            ).to_dict(for_json=True)
+        else:
+            schedule = self._retrieve(
+                "subscription_schedules.retrieve",
+                self._client.v1.subscription_schedules.retrieve,
+                schedule_id,
+            )
+            if all(schedule.get("metadata", {}).get(k) == v for k, v in metadata.items()):
+                return schedule
+            if len(schedule["phases"]) > 1:
+                return None
+        current = schedule["phases"][0]
+        phases = [
+            {
+                "items": [
+                    {"price": item["price"], "quantity": item["quantity"]}
+                    if item.get("quantity") is not None
+                    else {"price": item["price"]}
+                    for item in current["items"]
+                ],
+                "start_date": current["start_date"],
+                "end_date": current["end_date"],
+            },
+            {
+                "items": items,
+                "proration_behavior": proration_behavior,
+                "duration": {"interval": interval, "interval_count": 1},
+            },
+        ]
+        updated = self._call(
+            "subscription_schedules.update",
+            self._client.v1.subscription_schedules.update,
+            schedule["id"],
+            params={"phases": phases, "end_behavior": "release", "metadata": metadata},
+            idempotency_key=f"{idempotency_key}-phases",
+        )
+        return dict(updated.to_dict(for_json=True))
+
     # -- catalog ---------------------------------------------------------------------------
 
     def catalog_state(
