@@ -222,3 +222,51 @@ def test_a_migration_at_renewal_keeps_the_period_then_bills_the_new_price_and_em
     ]
     assert renewal == [3900]
     assert len(subscriptions) == 3
+
+
+def test_the_api_previews_starts_and_reports_a_migration(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    world = make_world(TOLLGATE_CATALOG_REFRESH=0.1)
+    sync(world, EXAMPLE)
+    make_subscribers(world, 4)
+    sync(world, dearer_catalog(tmp_path))
+    world.container.live_catalog.refresh()
+    path = "/v1/plans/pro/migrations"
+
+    unknown = world.call("POST", path, 400, json={"from_version": 1, "to_version": 3})
+    assert unknown["error"]["param"] == "to"
+    assert "its versions: 1, 2" in unknown["error"]["message"]
+    same = world.call("POST", path, 400, json={"from_version": 2, "to_version": 2})
+    assert same["error"]["param"] == "to"
+    stranger = world.call(
+        "POST", path, 400, json={"from_version": 1, "to_version": 2, "customers": ["nobody"]}
+    )
+    assert stranger["error"]["param"] == "customers"
+    preview = world.call(
+        "POST", path, json={"from_version": 1, "to_version": 2, "at": "now", "dry_run": True}
+    )
+    assert [line["new_price"] for line in preview["customers"]] == [
+        {"amount": 3900, "currency": "usd"}
+    ] * 4
+    with world.db.engine.connect() as connection:
+        assert queries.unfinished_migration(connection, "pro", 1, 2) is None  # nothing stored
+        connection.rollback()
+
+    started = world.call(
+        "POST",
+        path,
+        202,
+        json={"from_version": 1, "to_version": 2, "at": "now", "customers": ["cust-00001"]},
+    )
+    assert started["counts"] == {"pending": 1}
+    deadline = time.monotonic() + 30
+    while (found := world.call("GET", f"{path}/{started['id']}"))["status"] != "done":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert found["counts"] == {"done": 1}
+    assert found["customers"][0]["customer"] == "cust-00001"
+    world.settle()
+    assert world.subscription("cust-00001")["plan_version"] == 2
+    assert world.subscription("cust-00002")["plan_version"] == 1
+    world.call("GET", f"/v1/plans/team/migrations/{started['id']}", 404)

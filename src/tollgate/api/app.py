@@ -16,6 +16,7 @@ from tollgate.api.routes import (
     dev,
     entitlements,
     health,
+    plans,
     usage,
     webhooks,
 )
@@ -45,6 +46,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(api_keys.router)
     app.include_router(customers.router)
     app.include_router(credits.router)
+    app.include_router(plans.router)
     if container.settings.env == "dev":
         app.include_router(dev.router)
     app.add_middleware(Metrics)

@@ -23,6 +23,7 @@ from tollgate.jobs.locks import claim_interval, release_interval, run_alone
 from tollgate.jobs.meter_usage import sync_meter_usage
 from tollgate.jobs.notifications import deliver_notifications
 from tollgate.jobs.plan_changes import apply_pending_plan_changes
+from tollgate.jobs.plan_migrations import resume_stalled_plan_migrations
 from tollgate.jobs.reconcile import reconcile_nightly
 from tollgate.jobs.trials import remind_trials
 from tollgate.jobs.usage_counters import flush_usage_counters, resync_usage_counters
@@ -70,6 +71,8 @@ SCHEDULE: tuple[Job, ...] = (
     Job("expire_open_checkouts", timedelta(minutes=10), expire_open_checkouts),
     # Once a day after TOLLGATE_RECONCILE_AT; the job checks that it is due itself.
     Job("reconcile_nightly", timedelta(minutes=5), reconcile_nightly),
+    # A plan migration whose process died is finished by the worker (issue 20).
+    Job("resume_plan_migrations", timedelta(minutes=1), resume_stalled_plan_migrations),
 )
 
 # Another worker has this interval of the job (or is still running it).

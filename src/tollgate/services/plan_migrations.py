@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tollgate.clock import Clock
@@ -509,6 +509,8 @@ def run_plan_migration(
             done += 1
             if progress is not None:
                 progress(done, total)
+        with db.transaction() as session:  # a live run keeps its migration fresh
+            queries.set_migration_status(session.connection(), migration_id, "running", clock.now())
         if len(lines) < batch:
             break
     with db.transaction() as session:
@@ -527,3 +529,25 @@ def run_plan_migration(
             now=clock.now(),
         )
     return get_plan_migration(db=db, migration_id=migration_id)
+
+
+def resume_plan_migrations(
+    *,
+    db: Database,
+    catalog: Catalog,
+    gateway: StripeGateway,
+    clock: Clock,
+    stale_after: timedelta = timedelta(minutes=2),
+) -> dict[str, int]:
+    """Finish migrations whose run stopped (a process that died): running, untouched lately."""
+    with db.engine.connect() as connection:
+        stalled = queries.stalled_migrations(connection, clock.now() - stale_after)
+        connection.rollback()
+    report = {"resumed": 0, "done": 0, "failed": 0}
+    for migration_id in stalled:
+        finished = run_plan_migration(
+            db=db, catalog=catalog, gateway=gateway, clock=clock, migration_id=migration_id
+        )
+        report["resumed"] += 1
+        report["done" if finished.status == "done" else "failed"] += 1
+    return report

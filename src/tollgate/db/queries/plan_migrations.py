@@ -88,6 +88,19 @@ def unfinished_migration(
     ).first()
 
 
+def stalled_migrations(connection: Connection, untouched_since: datetime) -> list[str]:
+    """Return the running migrations no run has touched since `untouched_since`."""
+    return [
+        str(row.id)
+        for row in connection.execute(
+            select(PLAN_MIGRATIONS.c.id)
+            .where(PLAN_MIGRATIONS.c.status == "running")
+            .where(PLAN_MIGRATIONS.c.updated_at < untouched_since)
+            .order_by(PLAN_MIGRATIONS.c.created_at)
+        )
+    ]
+
+
 def pending_customers(connection: Connection, migration_id: str, limit: int) -> list[Any]:
     """Return up to `limit` subscribers of the migration not yet moved, in customer order,
     with the Stripe account their objects live on (Connect; None on the platform)."""
