@@ -13,6 +13,7 @@ from tollgate.api.routes import (
     catalog,
     credits,
     customers,
+    deals,
     dev,
     entitlements,
     health,
@@ -47,6 +48,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(customers.router)
     app.include_router(credits.router)
     app.include_router(plans.router)
+    app.include_router(deals.router)
     if container.settings.env == "dev":
         app.include_router(dev.router)
     app.add_middleware(Metrics)

@@ -11,12 +11,13 @@ Pure: the caller passes the customer's state and the time. Which plan's features
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
 from tollgate.domain.catalog import Aggregation, Catalog, FeatureType, Plan, PlanFeature
+from tollgate.domain.deals import Deals, plan_with_deals
 from tollgate.domain.metering import Period, percent_used
 from tollgate.domain.wording import UnitName, count_text, overage_rate_text
 from tollgate_client.decisions import Code, Decision
@@ -50,6 +51,8 @@ class CustomerState:
     credit_allowance: int = 0
     # The version of `plan` the subscription's price belongs to (issue 20; None: the newest).
     plan_version: int | None = None
+    # The customer's own overrides and this period's usage grants (issue 20).
+    deals: Deals | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,13 @@ def entitlements(
     catalog = catalog.with_plan_version(state.plan, state.plan_version)
     access, access_changes_at = access_of(state, grace, now)
     plan = access_plan(catalog, state, access)
+    if plan is not None and state.deals:
+        # The customer's deal, on top of the plan it has access to.
+        plan = plan_with_deals(plan, state.deals, now)
+        catalog = replace(catalog, plans={**catalog.plans, plan.id: plan})
+        deal_ends = state.deals.valid_until(now)
+        if deal_ends is not None:
+            access_changes_at = min(access_changes_at or deal_ends, deal_ends)
     features = {
         feature_id: _feature(
             catalog, plan, feature_id, state, (credit_prices or {}).get(feature_id)

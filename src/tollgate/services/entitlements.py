@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,10 +22,12 @@ from sqlalchemy import Connection
 
 from tollgate.clock import Clock
 from tollgate.db.queries import billing as billing_queries
+from tollgate.db.queries import deals as deal_queries
 from tollgate.db.queries import usage as usage_queries
 from tollgate.db.queries.changes import customers_changed_after, last_change
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, FeatureType
+from tollgate.domain.deals import Deals
 from tollgate.domain.entitlements import CustomerState, Decision, Entitlements, entitlements
 from tollgate.domain.errors import NotFound
 from tollgate.domain.events import ENDED_STATUSES
@@ -51,6 +53,7 @@ class BillingCustomer:
     dunning_access: str | None
     past_due_since: datetime | None
     plan_version: int | None = None  # the subscription's plan version (issue 20)
+    deals: Deals | None = None  # the customer's overrides and this period's grants (issue 20)
 
 
 def load_billing_customers(
@@ -63,6 +66,9 @@ def load_billing_customers(
     ):
         held = max(subscriptions, key=_holding_order) if subscriptions else None
         found[customer.id] = _billing_customer(catalog, customer, held, now)
+    if found:
+        for customer_id, deals in deal_queries.deals_of(connection, list(found), now).items():
+            found[customer_id] = replace(found[customer_id], deals=deals)
     return found
 
 
@@ -189,6 +195,7 @@ def customer_state(
         credit_balance=credit_balance,
         credit_allowance=credit_allowance,
         plan_version=customer.plan_version,
+        deals=customer.deals,
     )
 
 

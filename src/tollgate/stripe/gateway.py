@@ -28,6 +28,7 @@ from tollgate.domain.catalog_sync import (
     UpdateProduct,
     price_fingerprint,
 )
+from tollgate.domain.coupon_sync import CouponChange, CreateCoupon, DeleteCoupon
 from tollgate.metrics import STRIPE_CALLS, STRIPE_RATE_LIMIT_RETRIES
 from tollgate.stripe.errors import (
     IdempotencyKeyReused,
@@ -311,6 +312,7 @@ class StripeGateway:
         automatic_tax: bool = False,
         application_fee_percent: Decimal | None = None,
         metadata: dict[str, str] | None = None,
+        allow_promotion_codes: bool = False,
     ) -> tuple[str, str]:
         """Open a subscription-mode Checkout Session over (price id, quantity) lines.
 
@@ -339,6 +341,8 @@ class StripeGateway:
         }
         if automatic_tax:
             params["automatic_tax"] = {"enabled": True}
+        if allow_promotion_codes:
+            params["allow_promotion_codes"] = True
         session = self._call(
             "checkout.sessions.create",
             self._client.v1.checkout.sessions.create,
@@ -468,6 +472,62 @@ class StripeGateway:
             idempotency_key=f"{idempotency_key}-phases",
         )
         return dict(updated.to_dict(for_json=True))
+
+    # -- coupons, promotion codes, discounts (issue 20) --------------------------------------
+
+    def coupons(self) -> list[dict[str, Any]]:
+        """Every coupon in the account."""
+        return [
+            coupon.to_dict(for_json=True)
+            for coupon in self._list("coupons.list", self._client.v1.coupons.list, {})
+        ]
+
+    def promotion_codes(self) -> list[dict[str, Any]]:
+        """Every active promotion code in the account."""
+        return [
+            code.to_dict(for_json=True)
+            for code in self._list(
+                "promotion_codes.list", self._client.v1.promotion_codes.list, {"active": True}
+            )
+        ]
+
+    def apply_coupon_change(self, change: CouponChange) -> None:
+        """Make one coupon or promotion code change (domain.coupon_sync)."""
+        if isinstance(change, DeleteCoupon):
+            self._call("coupons.delete", self._client.v1.coupons.delete, change.coupon_id)
+            return
+        if isinstance(change, CreateCoupon):
+            if change.replaces:
+                self._call("coupons.delete", self._client.v1.coupons.delete, change.coupon.id)
+            self._call(
+                "coupons.create", self._client.v1.coupons.create, params=change.coupon.params
+            )
+            return
+        for code_id in change.deactivate:
+            self._call(
+                "promotion_codes.update",
+                self._client.v1.promotion_codes.update,
+                code_id,
+                params={"active": False},
+            )
+        params: dict[str, Any] = {
+            "code": change.code.code,
+            "promotion": {"type": "coupon", "coupon": change.code.coupon},
+        }
+        if change.code.max_redemptions is not None:
+            params["max_redemptions"] = change.code.max_redemptions
+        if change.code.expires_at is not None:
+            params["expires_at"] = change.code.expires_at
+        self._call("promotion_codes.create", self._client.v1.promotion_codes.create, params=params)
+
+    def promotion_code_id(self, code: str) -> str | None:
+        """The id of the active promotion code `code`, if there is one."""
+        found = self._call(
+            "promotion_codes.list",
+            self._client.v1.promotion_codes.list,
+            params={"code": code, "active": True, "limit": 1},
+        ).data
+        return str(found[0].id) if found else None
 
     # -- catalog ---------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 
 from tollgate.db.queries.usage import CounterId
 from tollgate.domain.catalog import Aggregation, Catalog, PlanFeature
+from tollgate.domain.deals import plan_with_deals
 from tollgate.domain.entitlements import access_of, access_plan
 from tollgate.domain.metering import Counter, Period
 from tollgate.services.entitlements import BillingCustomer, customer_state
@@ -98,15 +99,25 @@ def granted(
     memo: GrantMemo | None = None,
 ) -> dict[str, PlanFeature]:
     """Return what the customer's access plan grants of each feature now."""
-    if memo is not None:
-        key = (customer.plan, customer.status, customer.dunning_access, customer.past_due_since)
+    if memo is not None and not customer.deals:
+        key = (
+            customer.plan,
+            customer.plan_version,
+            customer.status,
+            customer.dunning_access,
+            customer.past_due_since,
+        )
         found = memo.get(key)
         if found is None:
             found = memo[key] = granted(catalog, customer, now, grace)
         return found
     state = customer_state(customer, {})
+    # A grandfathered subscriber's version (issue 20), then the customer's own deal.
+    catalog = catalog.with_plan_version(customer.plan, customer.plan_version)
     access, _ = access_of(state, grace, now)
     plan = access_plan(catalog, state, access)
+    if plan is not None and customer.deals:
+        plan = plan_with_deals(plan, customer.deals, now)
     return {
         feature_id: (plan.features.get(feature_id) if plan else None) or PlanFeature.off(feature)
         for feature_id, feature in catalog.features.items()
