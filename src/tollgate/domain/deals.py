@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from tollgate.domain.catalog import UNLIMITED, Catalog, FeatureType, Plan, PlanFeature
+from tollgate.domain.catalog import UNLIMITED, AddOn, Catalog, FeatureType, Plan, PlanFeature
 from tollgate.domain.errors import InvalidRequest
 
 
@@ -46,9 +46,10 @@ class Deals:
 
     overrides: tuple[FeatureOverride, ...] = ()
     grants: Mapping[str, int] = field(default_factory=dict)
+    addons: Mapping[str, int] = field(default_factory=dict)  # quantity bought, by add-on
 
     def __bool__(self) -> bool:
-        return bool(self.overrides or self.grants)
+        return bool(self.overrides or self.grants or self.addons)
 
     def valid_until(self, now: datetime) -> datetime | None:
         """Return when the next active override ends (time alone changes the answer then)."""
@@ -119,9 +120,31 @@ def _granted_more(grant: PlanFeature, units: int) -> PlanFeature:
     )
 
 
-def plan_with_deals(plan: Plan, deals: Deals, now: datetime) -> Plan:
-    """Return the plan as this customer has it: overrides first, then this period's grants."""
+def _added(grant: PlanFeature, per_unit: int | bool, quantity: int) -> PlanFeature:
+    if per_unit is True:
+        return replace(grant, enabled=True)
+    extra = int(per_unit) * quantity
+    if grant.type is FeatureType.METERED:
+        return _granted_more(grant, extra)
+    if grant.limit is None and grant.enabled:
+        return grant  # no cap to raise
+    return replace(grant, enabled=True, limit=(grant.limit or 0) + extra)
+
+
+def plan_with_deals(
+    plan: Plan, deals: Deals, now: datetime, addons: Mapping[str, AddOn] | None = None
+) -> Plan:
+    """Return the plan as this customer has it: add-ons bought, overrides (which win), then
+    this period's grants."""
     features = dict(plan.features)
+    for addon_id, quantity in deals.addons.items():
+        addon = (addons or {}).get(addon_id)
+        if addon is None or quantity <= 0:
+            continue
+        for feature_id, per_unit in addon.grants.items():
+            current = features.get(feature_id)
+            if current is not None:
+                features[feature_id] = _added(current, per_unit, quantity)
     for override in deals.overrides:
         current = features.get(override.feature)
         if current is not None and override.active(now):

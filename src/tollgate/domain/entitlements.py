@@ -165,7 +165,7 @@ def entitlements(
     plan = access_plan(catalog, state, access)
     if plan is not None and state.deals:
         # The customer's deal, on top of the plan it has access to.
-        plan = plan_with_deals(plan, state.deals, now)
+        plan = plan_with_deals(plan, state.deals, now, catalog.addons)
         catalog = replace(catalog, plans={**catalog.plans, plan.id: plan})
         deal_ends = state.deals.valid_until(now)
         if deal_ends is not None:

@@ -54,6 +54,7 @@ class BillingCustomer:
     past_due_since: datetime | None
     plan_version: int | None = None  # the subscription's plan version (issue 20)
     deals: Deals | None = None  # the customer's overrides and this period's grants (issue 20)
+    subscription_id: str | None = None  # the live subscription (its add-on items count)
 
 
 def load_billing_customers(
@@ -67,7 +68,8 @@ def load_billing_customers(
         held = max(subscriptions, key=_holding_order) if subscriptions else None
         found[customer.id] = _billing_customer(catalog, customer, held, now)
     if found:
-        for customer_id, deals in deal_queries.deals_of(connection, list(found), now).items():
+        live = {c.id: c.subscription_id for c in found.values() if c.subscription_id}
+        for customer_id, deals in deal_queries.deals_of(connection, list(found), now, live).items():
             found[customer_id] = replace(found[customer_id], deals=deals)
     return found
 
@@ -124,6 +126,7 @@ def _billing_customer(
         dunning_access=row.dunning_access,
         past_due_since=past_due_since,
         plan_version=_plan_version(held, derived.plan),
+        subscription_id=held.id if held is not None else None,
     )
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tollgate.api.deps import container, read_scope, write_scope
 from tollgate.bootstrap import Container
+from tollgate.services.addons import set_addon
 from tollgate.services.api_keys import Principal
 from tollgate.services.deals import grant_usage, list_overrides, remove_override, set_override
 from tollgate.services.discounts import apply_discount
@@ -140,3 +141,33 @@ def post_discount(
         actor=f"api:{principal.name}",
     )
     return JSONResponse(given.to_json(), status_code=201)
+
+
+class AddOnPut(BaseModel):
+    """How many units of the add-on the subscription carries (0 removes it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quantity: int = Field(ge=0, le=10_000)
+
+
+@router.put("/{customer_id}/addons/{addon}")
+def put_addon(
+    customer_id: str,
+    addon: str,
+    body: AddOnPut,
+    app: Container = Depends(container),
+    principal: Principal = Depends(write_scope),
+) -> dict[str, Any]:
+    """Buy (or change, or remove) an add-on: its own item on the live subscription."""
+    return set_addon(
+        db=app.db,
+        catalog=app.catalog,
+        gateway=app.optional_stripe(),
+        settings=app.settings,
+        clock=app.clock,
+        customer_id=customer_id,
+        addon_id=addon,
+        quantity=body.quantity,
+        actor=f"api:{principal.name}",
+    ).to_json()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from tollgate.db.tables import CUSTOMER_OVERRIDES, USAGE_GRANTS
+from tollgate.db.tables import CUSTOMER_OVERRIDES, SUBSCRIPTION_ITEMS, USAGE_GRANTS
+from tollgate.domain.catalog_sync import ADDON_LOOKUP_PREFIX, addon_of_lookup_key
 from tollgate.domain.deals import Deals, FeatureOverride
 
 
@@ -23,12 +24,17 @@ def _override(row: Any) -> FeatureOverride:
 
 
 def deals_of(
-    connection: Connection, customer_ids: Sequence[str], now: datetime
+    connection: Connection,
+    customer_ids: Sequence[str],
+    now: datetime,
+    live_subscriptions: Mapping[str, str] | None = None,
 ) -> dict[str, Deals]:
-    """Return the deals of those customers that have any: overrides not yet ended, and the
-    usage granted for a period that contains `now`."""
+    """Return the deals of those customers that have any: overrides not yet ended, the usage
+    granted for a period that contains `now`, and the add-ons on their live subscription
+    (`live_subscriptions`: subscription id by customer)."""
     overrides: dict[str, list[FeatureOverride]] = {}
     grants: dict[str, dict[str, int]] = {}
+    addons = _addon_quantities(connection, live_subscriptions or {})
     for start in range(0, len(customer_ids), 500):
         chunk = list(customer_ids[start : start + 500])
         rows = connection.execute(
@@ -51,9 +57,38 @@ def deals_of(
         for customer_id, feature, quantity in granted:
             grants.setdefault(customer_id, {})[feature] = int(quantity)
     return {
-        customer_id: Deals(tuple(overrides.get(customer_id, ())), grants.get(customer_id, {}))
-        for customer_id in sorted(set(overrides) | set(grants))
+        customer_id: Deals(
+            tuple(overrides.get(customer_id, ())),
+            grants.get(customer_id, {}),
+            addons.get(customer_id, {}),
+        )
+        for customer_id in sorted(set(overrides) | set(grants) | set(addons))
     }
+
+
+def _addon_quantities(
+    connection: Connection, live_subscriptions: Mapping[str, str]
+) -> dict[str, dict[str, int]]:
+    """Return each customer's add-on quantities, from its live subscription's items."""
+    by_subscription = {sub: customer for customer, sub in live_subscriptions.items()}
+    found: dict[str, dict[str, int]] = {}
+    ids = sorted(by_subscription)
+    for start in range(0, len(ids), 500):
+        rows = connection.execute(
+            select(
+                SUBSCRIPTION_ITEMS.c.subscription_id,
+                SUBSCRIPTION_ITEMS.c.lookup_key,
+                SUBSCRIPTION_ITEMS.c.quantity,
+            )
+            .where(SUBSCRIPTION_ITEMS.c.subscription_id.in_(ids[start : start + 500]))
+            .where(SUBSCRIPTION_ITEMS.c.lookup_key.like(f"{ADDON_LOOKUP_PREFIX}%"))
+        )
+        for subscription_id, lookup_key, quantity in rows:
+            addon = addon_of_lookup_key(lookup_key)
+            if addon is not None:
+                customer = found.setdefault(by_subscription[subscription_id], {})
+                customer[addon] = customer.get(addon, 0) + int(quantity or 1)
+    return found
 
 
 def override(connection: Connection, customer_id: str, feature: str) -> FeatureOverride | None:

@@ -117,7 +117,7 @@ def granted(
     access, _ = access_of(state, grace, now)
     plan = access_plan(catalog, state, access)
     if plan is not None and customer.deals:
-        plan = plan_with_deals(plan, customer.deals, now)
+        plan = plan_with_deals(plan, customer.deals, now, catalog.addons)
     return {
         feature_id: (plan.features.get(feature_id) if plan else None) or PlanFeature.off(feature)
         for feature_id, feature in catalog.features.items()
