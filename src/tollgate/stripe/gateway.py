@@ -352,16 +352,54 @@ class StripeGateway:
         return str(session.id), str(session.url)
 
     def open_portal_session(
-        self, *, idempotency_key: str, stripe_customer_id: str, return_url: str
+        self,
+        *,
+        idempotency_key: str,
+        stripe_customer_id: str,
+        return_url: str,
+        configuration: str | None = None,
     ) -> str:
-        """Open a Customer Portal session; returns its URL."""
+        """Open a Customer Portal session (with Tollgate's configuration, if given); its URL."""
+        params = {"customer": stripe_customer_id, "return_url": return_url}
+        if configuration is not None:
+            params["configuration"] = configuration
         session = self._call(
             "billing_portal.sessions.create",
             self._client.v1.billing_portal.sessions.create,
-            params={"customer": stripe_customer_id, "return_url": return_url},
+            params=params,
             idempotency_key=idempotency_key,
         )
         return str(session.url)
+
+    def portal_configurations(self) -> list[dict[str, Any]]:
+        """Every Customer Portal configuration in the account (issue 20)."""
+        return [
+            config.to_dict(for_json=True)
+            for config in self._list(
+                "billing_portal.configurations.list",
+                self._client.v1.billing_portal.configurations.list,
+                {},
+            )
+        ]
+
+    def create_portal_configuration(self, params: dict[str, Any]) -> str:
+        """Create a Customer Portal configuration; returns its id."""
+        created = self._call(
+            "billing_portal.configurations.create",
+            self._client.v1.billing_portal.configurations.create,
+            params=params,
+        )
+        return str(created.id)
+
+    def update_portal_configuration(self, configuration_id: str, params: dict[str, Any]) -> str:
+        """Replace a Customer Portal configuration's features and metadata; returns its id."""
+        updated = self._call(
+            "billing_portal.configurations.update",
+            self._client.v1.billing_portal.configurations.update,
+            configuration_id,
+            params=params,
+        )
+        return str(updated.id)
 
     # -- subscriptions -----------------------------------------------------------------------
 
