@@ -82,6 +82,7 @@ def test_an_override_beats_the_plan_and_expires_on_its_date(
     assert during["runs"]["included"] == 5_000_000
     assert during["sso"]["enabled"] is True
     assert api.get("/v1/customers/bigco/entitlements/sso").json()["allowed"] is True
+    assert api.get("/v1/customers/bigco/entitlements").json()["overrides"] == ["runs", "sso"]
 
     clock.advance(timedelta(days=10))  # the runs deal ends; the SSO one has no end
     after = features(api, "bigco")

@@ -109,9 +109,14 @@ class Entitlements:
         return {
             "customer": self.customer_id,
             "plan": self.plan,
+            "plan_version": self.state.plan_version,  # issue 20: a grandfathered version
             "access_plan": self.access_plan,
             "status": self.status,
             "access": self.access.value,
+            # Issue 20: the customer's own deal, if it has one (overrides, grants, add-ons).
+            "overrides": sorted(
+                o.feature for o in (self.state.deals.overrides if self.state.deals else ())
+            ),
             "period_start": self.period.start.isoformat(),
             "period_end": self.period.end.isoformat(),
             "features": {key: value.to_json() for key, value in self.features.items()},
