@@ -77,6 +77,7 @@ def apply_discount(
     with db.transaction() as session:
         row = load_customer(session, customer_id)
         stripe_id, account = stripe_customer(row, gateway)
+        version = row.state_version  # a repeat now is the same request; after a change, new
     assert gateway is not None
     target = gateway.for_account(account) if account else gateway
     live = [
@@ -112,7 +113,7 @@ def apply_discount(
         discounts = [{"coupon": stripe_coupon}]
     target.update_subscription(
         subscription.id,
-        idempotency_key=f"discount-{customer_id}-{subscription.id}-{chosen.id}",
+        idempotency_key=f"discount-{customer_id}-{subscription.id}-{chosen.id}-{version}",
         params={"discounts": discounts},
     )
     now = clock.now()
