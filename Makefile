@@ -24,7 +24,10 @@ example: $(STAMP)
 	$(BIN)/python examples/workflows/run.py $(ARGS)
 
 ## Lint, format check, types, import contracts, then every test (SQLite and PostgreSQL).
+## (The plan migration kill-and-resume test moves 300 subscribers here; 1,000 by default when
+## run alone: TOLLGATE_TEST_MIGRATION_SUBSCRIBERS sets it.)
 test: $(STAMP) $(JS_STAMP) lint
+	TOLLGATE_TEST_MIGRATION_SUBSCRIBERS=$${TOLLGATE_TEST_MIGRATION_SUBSCRIBERS:-300} \
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 $(JS_STAMP): $(STAMP) clients/js/package-lock.json

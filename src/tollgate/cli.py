@@ -442,6 +442,134 @@ def catalog_sync(
     )
 
 
+# -- plans: versions and migrations (issue 20) -----------------------------------------------
+
+plans_app = typer.Typer(
+    help="Plan versions: move subscribers from one version to another.", no_args_is_help=True
+)
+app.add_typer(plans_app, name="plans")
+
+
+def _customer_ids(path: Path | None) -> tuple[str, ...] | None:
+    if path is None:
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        fail(f"--customers: cannot read {path}: {error.strerror or error}")
+    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def _money_text(amount: int | None, currency: str | None) -> str:
+    from tollgate.money import Money
+
+    if amount is None or currency is None:
+        return "-"
+    return Money(amount, currency).format()
+
+
+@plans_app.command("migrate")
+@one_line_errors
+def plans_migrate(
+    plan: Annotated[str, typer.Argument(help="The plan whose subscribers move.")],
+    from_version: Annotated[int, typer.Option("--from", help="The version they are on.")],
+    to_version: Annotated[int, typer.Option("--to", help="The version they move to.")],
+    at: Annotated[
+        str, typer.Option(help="renewal: from each one's next renewal; now: at once.")
+    ] = "renewal",
+    proration: Annotated[
+        str, typer.Option(help="create_prorations, always_invoice or none.")
+    ] = "none",
+    customers: Annotated[
+        Path | None, typer.Option(help="A file of customer ids (one a line): only these move.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show each price change; change nothing.")
+    ] = False,
+    notify: Annotated[
+        bool, typer.Option(help="Email each customer the date and the new price first.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before migrating.")] = False,
+    limit: Annotated[int, typer.Option(min=0, help="Customers listed in the preview.")] = 50,
+) -> None:
+    """Preview each subscriber's price change, then move them; run again to resume."""
+    from tollgate.bootstrap import build_container
+    from tollgate.server import require_migrated
+    from tollgate.services.plan_migrations import (
+        MigrationRequest,
+        preview_plan_migration,
+        run_plan_migration,
+        start_plan_migration,
+    )
+
+    request = MigrationRequest(
+        plan=plan,
+        from_version=from_version,
+        to_version=to_version,
+        at=at,
+        proration=proration,
+        customers=_customer_ids(customers),
+        notify=notify,
+    )
+    container = build_container(_settings())
+    try:
+        require_migrated(container.db)
+        catalog = container.catalog
+        lines = preview_plan_migration(
+            db=container.db, catalog=catalog, clock=container.clock, request=request
+        )
+        rows = [
+            (
+                line.customer_id,
+                line.interval,
+                _money_text(line.old_amount_minor, line.currency),
+                _money_text(line.new_amount_minor, line.currency),
+                line.effective_at.date().isoformat() if line.effective_at else "-",
+                line.error or "",
+            )
+            for line in lines
+        ]
+        _table(("customer", "interval", "now", "then", "from", "note"), rows[:limit])
+        if len(rows) > limit:
+            typer.echo(f"… and {len(rows) - limit:,} more")
+        moving = sum(1 for line in lines if line.status == "pending")
+        typer.echo(
+            f"{moving:,} of {len(lines):,} subscriber(s) of {plan} v{from_version} move to "
+            f"v{to_version} at {at}"
+        )
+        if dry_run:
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                fail("pass --yes to migrate without being asked (or --dry-run to only look)")
+            typer.confirm("Migrate them?", abort=True)
+        started = start_plan_migration(
+            db=container.db, catalog=catalog, clock=container.clock, request=request, actor="cli"
+        )
+        typer.echo(f"migration {started.id}: {sum(started.counts.values()):,} subscriber(s)")
+        with _progress() as bar:
+            task = bar.add_task(f"migrating {plan} v{from_version} -> v{to_version}", total=None)
+            finished = run_plan_migration(
+                db=container.db,
+                catalog=catalog,
+                gateway=container.stripe,
+                clock=container.clock,
+                migration_id=started.id,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        counts = ", ".join(
+            f"{count:,} {status}" for status, count in sorted(finished.counts.items())
+        )
+        typer.echo(f"migration {finished.id}: {finished.status} ({counts})")
+        for line in finished.lines:
+            if line.status == "failed":
+                typer.echo(f"  {line.customer_id}: {line.error}", err=True)
+        if finished.status != "done":
+            raise typer.Exit(1)
+    finally:
+        container.close()
+
+
 # -- api keys ---------------------------------------------------------------------------------
 
 

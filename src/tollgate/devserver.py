@@ -146,7 +146,13 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None
         settings = load_settings(**values, STRIPE_TEST_CLOCK=test_clock)
         upgrade(settings.database_url)
         container = build_container(settings, clock=clock)
-        changes = sync_catalog(catalog=container.catalog, gateway=container.stripe)
+        # Recorded in the database too (plan versions; `catalog sync` later reaches this server).
+        changes = sync_catalog(
+            catalog=container.read_catalog_file(),
+            gateway=container.stripe,
+            db=container.db,
+            now=clock.now(),
+        )
         write_key = create_api_key(
             db=container.db, clock=container.clock, name="dev-write", scope="write"
         )
@@ -208,6 +214,7 @@ def run_dev(*, port: int, stripe_port: int, data_dir: Path, catalog: Path | None
         )
         jobs.start()
         container.entitlements.start_background()
+        container.live_catalog.start_background()
         try:
             uvicorn.run(create_app(container), host="127.0.0.1", port=port, log_level="warning")
         finally:

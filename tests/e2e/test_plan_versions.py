@@ -151,6 +151,7 @@ def test_a_price_rise_keeps_pro_subscribers_on_v1_and_charges_new_ones_v2(
     # Entitlements follow each customer's version.
     assert runs_included(world, "early") == 100_000
     assert runs_included(world, "late") == 150_000
+    assert world.call("GET", "/v1/customers/early/entitlements")["plan_version"] == 1
     # A seat-free change to the same plan keeps the grandfathered price.
     kept = world.put_subscription("early", plan="pro", interval="month")
     assert kept["plan_version"] == 1

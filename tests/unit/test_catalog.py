@@ -235,8 +235,9 @@ def test_unknown_catalog_currency_is_reported() -> None:
     [
         (
             lambda d: d.update(plan={}),
-            "plan: unknown key 'plan' (expected one of: credit_overdraft_product, credit_packs, "
-            "currency, customer_spend_caps, default_plan, features, plans); did you mean 'plans'?",
+            "plan: unknown key 'plan' (expected one of: addons, coupons, credit_overdraft_product, "
+            "credit_packs, currency, customer_spend_caps, default_plan, features, plans); did you "
+            "mean 'plans'?",
         ),
         (
             lambda d: d["plans"]["pro"].update(trail_days=7),

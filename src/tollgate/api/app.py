@@ -17,9 +17,11 @@ from tollgate.api.routes import (
     credits,
     customer_billing,
     customers,
+    deals,
     dev,
     entitlements,
     health,
+    plans,
     usage,
     usage_controls,
     webhooks,
@@ -57,6 +59,8 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(customer_billing.router)
     app.include_router(credits.router)
     app.include_router(usage_controls.router)
+    app.include_router(plans.router)
+    app.include_router(deals.router)
     app.include_router(console.router)
     install_pages(app)
     install_console(app)

@@ -41,6 +41,7 @@ from tollgate.services import (
     topups,
     usage,
 )
+from tollgate.services.portal_config import ensure_portal_configuration
 from tollgate.services.usage import alerts, corrections, reservations
 from tollgate_client.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
 
@@ -86,12 +87,19 @@ def update_customer(
 def open_portal(
     app: Container, customer_id: str, body: PortalCreate, *, idempotency_key: str | None
 ) -> str:
+    catalog = app.catalog
     return customers.open_portal(
         db=app.db,
         gateway=app.optional_stripe(),
         customer_id=customer_id,
         return_url=body.return_url,
         idempotency_key=idempotency_key,
+        # The Portal follows the catalog (issue 20).
+        configuration=lambda gateway: ensure_portal_configuration(
+            catalog=catalog,
+            gateway=gateway,
+            proration_behavior=app.settings.immediate_proration_behavior,
+        ),
     )
 
 

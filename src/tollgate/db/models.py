@@ -894,3 +894,40 @@ class PlanMigrationCustomer(Base):
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CustomerOverride(Base):
+    """One customer's own grant of one feature (a deal), optionally until `ends_at`."""
+
+    __tablename__ = "customer_overrides"
+
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), primary_key=True)
+    feature: Mapped[str] = mapped_column(String(64), primary_key=True)
+    enabled: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    limit: Mapped[int | None] = mapped_column("limit_value", BigInteger, nullable=True)
+    unlimited: Mapped[bool] = mapped_column(Boolean, default=False)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UsageGrant(Base):
+    """Included usage given once, for the period it was given in (support's extra runs)."""
+
+    __tablename__ = "usage_grants"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "idempotency_key"),
+        Index("ix_usage_grants_customer_id_period_end", "customer_id", "period_end"),
+    )
+
+    id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    feature: Mapped[str] = mapped_column(String(64))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    actor: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

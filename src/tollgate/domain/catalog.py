@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import TypeVar
@@ -278,6 +279,8 @@ class Catalog:
     source_json: str | None = field(default=None, compare=False, repr=False)
     # Customers may set their own spend cap (the billing page; `by_customer` over the API).
     customer_spend_caps: bool = False
+    coupons: dict[str, Coupon] = field(default_factory=dict)
+    addons: dict[str, AddOn] = field(default_factory=dict)
 
     @property
     def currencies(self) -> tuple[str, ...]:
@@ -325,3 +328,53 @@ def _known(items: Mapping[str, _Item], key: str, kind: str) -> _Item:
 def listing(ids: Iterable[str]) -> str:
     """Return ids for a message: sorted, comma-separated ("none" when there are none)."""
     return ", ".join(sorted(ids)) or "none"
+
+
+# -- coupons and add-ons (issue 20; read by .catalog_extras) ----------------------------------
+
+
+class CouponDuration(StrEnum):
+    """How long a coupon's discount lasts on a subscription."""
+
+    ONCE = "once"
+    REPEATING = "repeating"
+    FOREVER = "forever"
+
+
+@dataclass(frozen=True)
+class Coupon:
+    """A discount: percent off, or an amount off per currency; optionally limited to plans."""
+
+    id: str
+    name: str
+    duration: CouponDuration
+    percent_off: Decimal | None = None
+    amount_off: dict[str, int] = field(default_factory=dict)  # minor units by currency
+    duration_in_months: int | None = None
+    max_redemptions: int | None = None
+    redeem_by: datetime | None = None
+    plans: tuple[str, ...] = ()  # empty: any plan
+    promotion_codes: tuple[str, ...] = ()  # codes a buyer may type at Checkout
+
+    def applies_to(self, plan_id: str) -> bool:
+        """Return whether the coupon may discount the plan."""
+        return not self.plans or plan_id in self.plans
+
+
+@dataclass(frozen=True)
+class AddOn:
+    """Something sold beside a plan as its own subscription item: extra included usage, a
+    feature, or capacity. `grants` says what one unit adds: a count, or True for a feature."""
+
+    id: str
+    name: str
+    prices: tuple[PlanPrice, ...]
+    grants: dict[str, int | bool] = field(default_factory=dict)
+    plans: tuple[str, ...] = ()  # empty: any paid plan
+    max_quantity: int | None = None
+
+    def price_for(self, interval: str, currency: str) -> PlanPrice | None:
+        """Return the add-on's price for the interval and currency, if it has one."""
+        return next(
+            (p for p in self.prices if p.interval == interval and p.currency == currency), None
+        )

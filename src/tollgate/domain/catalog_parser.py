@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -38,6 +39,7 @@ from tollgate.domain.catalog import (
     SeatPolicy,
     listing,
 )
+from tollgate.domain.catalog_extras import parse_addons, parse_coupons
 from tollgate.domain.errors import CatalogError, CatalogProblem
 from tollgate.money import normalize_currency, parse_amount, to_minor_int
 
@@ -46,6 +48,13 @@ def parse_catalog(data: Mapping[str, Any]) -> Catalog:
     """Validate parsed catalog data (e.g. from YAML); raise CatalogError listing every problem."""
     parser = _CatalogParser()
     catalog = parser.parse(data)
+    if catalog is not None:
+        # Issue 20: coupons and add-ons, read after the plans and features they name.
+        catalog = replace(
+            catalog,
+            coupons=parse_coupons(parser, data.get("coupons"), catalog),
+            addons=parse_addons(parser, data.get("addons"), catalog),
+        )
     if parser.problems or catalog is None:
         raise CatalogError(parser.problems)
     return catalog
@@ -59,6 +68,8 @@ _TOP_KEYS = (
     "credit_packs",
     "credit_overdraft_product",
     "customer_spend_caps",
+    "coupons",
+    "addons",
 )
 _FEATURE_KEYS = ("type", "name", "unit", "aggregation", "credits_per_unit")
 _CREDIT_PACK_KEYS = ("name", "credits", "prices")

@@ -305,8 +305,10 @@ def desired_stripe_catalog(catalog: Catalog) -> DesiredCatalog:
                         },
                     )
                 )
+    addon_products, addon_prices = desired_addons(catalog)  # issue 20
+    products += addon_products
     _check_lookup_keys_unique(prices)
-    return DesiredCatalog(tuple(meters), tuple(products), tuple(prices))
+    return DesiredCatalog(tuple(meters), tuple(products), tuple(prices + addon_prices))
 
 
 def _check_lookup_keys_unique(prices: Iterable[DesiredPrice]) -> None:
@@ -671,3 +673,50 @@ def plan_credit_price_changes(
         if key not in wanted:
             changes.append(ArchiveOneTimePrice(str(current["id"]), key))
     return changes
+
+
+# -- add-ons (issue 20): each sold as its own subscription item -------------------------------
+
+ADDON_PRODUCT_PREFIX = "tg_addon_"
+ADDON_LOOKUP_PREFIX = f"{TOLLGATE_PREFIX}addon_"
+
+
+def addon_product_id(addon_id: str) -> str:
+    """Return the Stripe product id of an add-on."""
+    return f"{ADDON_PRODUCT_PREFIX}{addon_id}"
+
+
+def addon_price_lookup_key(addon_id: str, interval: str, currency: str) -> str:
+    """Return the lookup key of an add-on's recurring price."""
+    return f"{ADDON_LOOKUP_PREFIX}{addon_id}_{interval}_{currency}"
+
+
+def addon_of_lookup_key(lookup_key: str | None) -> str | None:
+    """Return the add-on a price's lookup key names, or None for any other price."""
+    if not lookup_key or not lookup_key.startswith(ADDON_LOOKUP_PREFIX):
+        return None
+    parts = lookup_key.removeprefix(ADDON_LOOKUP_PREFIX).rsplit("_", 2)
+    return parts[0] if len(parts) == 3 else None
+
+
+def desired_addons(catalog: Catalog) -> tuple[list[DesiredProduct], list[DesiredPrice]]:
+    """Return the products and licensed prices of the catalog's add-ons."""
+    products = [
+        DesiredProduct(addon_product_id(addon.id), addon.name, {"tollgate_addon": addon.id})
+        for addon in catalog.addons.values()
+    ]
+    prices = [
+        DesiredPrice(
+            lookup_key=addon_price_lookup_key(addon.id, price.interval, price.currency),
+            product=addon_product_id(addon.id),
+            currency=price.currency,
+            interval=price.interval,
+            usage_type=UsageType.LICENSED,
+            unit_amount=price.amount_minor,
+            nickname=f"{addon.name} ({price.interval}, {price.currency.upper()})",
+            metadata={"tollgate_addon": addon.id, "tollgate_interval": price.interval},
+        )
+        for addon in catalog.addons.values()
+        for price in addon.prices
+    ]
+    return products, prices

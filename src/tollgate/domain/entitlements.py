@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
 from tollgate.domain.catalog import Aggregation, Catalog, FeatureType, Plan, PlanFeature
+from tollgate.domain.deals import Deals, plan_with_deals
 from tollgate.domain.metering import Period, capped_limit, overage_spend, percent_used
 from tollgate.domain.wording import UnitName, count_text, overage_rate_text
 from tollgate.money import format_minor
@@ -54,6 +55,8 @@ class CustomerState:
     # The version of `plan` the subscription's price belongs to (issue 20; None: the newest).
     plan_version: int | None = None
     spend_cap: int | None = None  # the most overage may cost this period (minor units)
+    # The customer's own overrides and this period's usage grants (issue 20).
+    deals: Deals | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +116,14 @@ class Entitlements:
         return {
             "customer": self.customer_id,
             "plan": self.plan,
+            "plan_version": self.state.plan_version,  # issue 20: a grandfathered version
             "access_plan": self.access_plan,
             "status": self.status,
             "access": self.access.value,
+            # Issue 20: the customer's own deal, if it has one (overrides, grants, add-ons).
+            "overrides": sorted(
+                o.feature for o in (self.state.deals.overrides if self.state.deals else ())
+            ),
             "period_start": self.period.start.isoformat(),
             "period_end": self.period.end.isoformat(),
             "features": {key: value.to_json() for key, value in self.features.items()},
@@ -167,6 +175,13 @@ def entitlements(
     catalog = catalog.with_plan_version(state.plan, state.plan_version)
     access, access_changes_at = access_of(state, grace, now)
     plan = access_plan(catalog, state, access)
+    if plan is not None and state.deals:
+        # The customer's deal, on top of the plan it has access to.
+        plan = plan_with_deals(plan, state.deals, now, catalog.addons)
+        catalog = replace(catalog, plans={**catalog.plans, plan.id: plan})
+        deal_ends = state.deals.valid_until(now)
+        if deal_ends is not None:
+            access_changes_at = min(access_changes_at or deal_ends, deal_ends)
     caps = spend_cap_limits(catalog, plan, state)
     features = {
         feature_id: _feature(

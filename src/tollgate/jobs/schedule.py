@@ -25,6 +25,7 @@ from tollgate.jobs.locks import claim_interval, release_interval, run_alone
 from tollgate.jobs.meter_usage import sync_meter_usage
 from tollgate.jobs.notifications import deliver_notifications
 from tollgate.jobs.plan_changes import apply_pending_plan_changes
+from tollgate.jobs.plan_migrations import resume_stalled_plan_migrations
 from tollgate.jobs.queues import measure_queues
 from tollgate.jobs.reconcile import reconcile_nightly
 from tollgate.jobs.retention import prune_inbox
@@ -96,6 +97,8 @@ SCHEDULE: tuple[Job, ...] = (
     # Payloads of applied Stripe events past TOLLGATE_WEBHOOK_PAYLOAD_RETENTION_DAYS, and rows
     # past TOLLGATE_WEBHOOK_ID_RETENTION_DAYS; hourly keeps each run small.
     Job("prune_webhook_inbox", timedelta(hours=1), prune_inbox),
+    # A plan migration whose process died is finished by the worker (issue 20).
+    Job("resume_plan_migrations", timedelta(minutes=1), resume_stalled_plan_migrations),
 )
 
 # Another worker has this interval of the job (or is still running it).

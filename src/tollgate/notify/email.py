@@ -51,6 +51,7 @@ TEMPLATES = (
     "usage_exceeded",
     "usage_alert",
     "auto_topup_failed",
+    "price_change",
 )
 
 

@@ -45,6 +45,12 @@ def sample_facts(template: str, catalog: Catalog, now: datetime) -> dict[str, An
         return _usage_facts(template, catalog, now)
     if template.startswith(("payment_", "downgraded_payment")):
         return {**invoice, "plan": subscription["plan"]}
+    if template == "price_change":
+        return {
+            **subscription,
+            "old_amount": amount,
+            "effective_at": subscription["current_period_end"],
+        }
     return subscription
 
 

@@ -30,6 +30,7 @@ from tollgate.domain.catalog_sync import (
     plan_catalog_changes,
     plan_credit_price_changes,
 )
+from tollgate.domain.coupon_sync import CouponChange, desired_coupons, plan_coupon_changes
 from tollgate.domain.errors import CatalogError, CatalogProblem
 from tollgate.domain.plan_versions import (
     PlanVersion,
@@ -85,7 +86,7 @@ def _terms_change(old: Plan, new: Plan) -> str:
     return "; ".join(parts) or "terms changed"
 
 
-AnyChange = CatalogChange | CreateOneTimePrice | ArchiveOneTimePrice | NewPlanVersion
+AnyChange = CatalogChange | CreateOneTimePrice | ArchiveOneTimePrice | NewPlanVersion | CouponChange
 
 
 def diff_catalog(
@@ -98,7 +99,12 @@ def diff_catalog(
         versions = list(_version_changes(db, catalog, new_versions))
     products, prices, meters = gateway.catalog_state()
     changes = plan_catalog_changes(desired_stripe_catalog(catalog), products, prices, meters)
-    return versions + changes + _credit_price_changes(catalog, gateway)
+    return [
+        *versions,
+        *changes,
+        *_credit_price_changes(catalog, gateway),
+        *_coupon_changes(catalog, gateway),
+    ]
 
 
 def _credit_price_changes(
@@ -169,7 +175,17 @@ def _sync_stripe(
         _apply_credit_price_change(gateway, credit_change)
         if progress is not None:
             progress(credit_change, done, len(changes) + len(credit_changes))
-    return [*changes, *credit_changes]
+    coupon_changes = _coupon_changes(catalog, gateway)
+    for coupon_change in coupon_changes:
+        gateway.apply_coupon_change(coupon_change)
+    return [*changes, *credit_changes, *coupon_changes]
+
+
+def _coupon_changes(catalog: Catalog, gateway: StripeGateway) -> list[CouponChange]:
+    if not catalog.coupons:
+        return []  # no coupons in the catalog: never list (or delete) the account's
+    desired = desired_coupons(catalog)
+    return plan_coupon_changes(desired, gateway.coupons(), gateway.promotion_codes())
 
 
 # -- versions (issue 20) ----------------------------------------------------------------------

@@ -9,7 +9,7 @@ customer is created with an idempotency key derived from the app's id, so a retr
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -546,8 +546,13 @@ def open_portal(
     customer_id: str,
     return_url: str,
     idempotency_key: str | None = None,
+    configuration: Callable[[StripeGateway], str] | None = None,
 ) -> str:
-    """Return a Customer Portal URL where the customer manages its card, invoices and plan."""
+    """Return a Customer Portal URL where the customer manages its card, invoices and plan.
+
+    `configuration` gives the Portal configuration to use on the customer's account (issue 20:
+    the one following the catalog); None uses the account's default.
+    """
     check_url(return_url, "return_url")
     with db.transaction() as session:
         row = load_customer(session, customer_id)
@@ -560,6 +565,7 @@ def open_portal(
         idempotency_key=f"portal-create-{customer_id}-{key}",
         stripe_customer_id=stripe_id,
         return_url=return_url,
+        configuration=configuration(target) if configuration is not None else None,
     )
 
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,11 +22,13 @@ from sqlalchemy import Connection
 
 from tollgate.clock import Clock
 from tollgate.db.queries import billing as billing_queries
+from tollgate.db.queries import deals as deal_queries
 from tollgate.db.queries import usage as usage_queries
 from tollgate.db.queries import usage_controls as usage_controls_queries
 from tollgate.db.queries.changes import customers_changed_after, last_change
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, FeatureType
+from tollgate.domain.deals import Deals
 from tollgate.domain.entitlements import CustomerState, Decision, Entitlements, entitlements
 from tollgate.domain.errors import NotFound
 from tollgate.domain.events import ENDED_STATUSES
@@ -57,6 +59,8 @@ class BillingCustomer:
     dunning_access: str | None
     past_due_since: datetime | None
     plan_version: int | None = None  # the subscription's plan version (issue 20)
+    deals: Deals | None = None  # the customer's overrides and this period's grants (issue 20)
+    subscription_id: str | None = None  # the live subscription (its add-on items count)
 
 
 def load_billing_customers(
@@ -69,6 +73,10 @@ def load_billing_customers(
     ):
         held = max(subscriptions, key=_holding_order) if subscriptions else None
         found[customer.id] = _billing_customer(catalog, customer, held, now)
+    if found:
+        live = {c.id: c.subscription_id for c in found.values() if c.subscription_id}
+        for customer_id, deals in deal_queries.deals_of(connection, list(found), now, live).items():
+            found[customer_id] = replace(found[customer_id], deals=deals)
     return found
 
 
@@ -124,6 +132,7 @@ def _billing_customer(
         dunning_access=row.dunning_access,
         past_due_since=past_due_since,
         plan_version=_plan_version(held, derived.plan),
+        subscription_id=held.id if held is not None else None,
     )
 
 
@@ -209,6 +218,7 @@ def customer_state(
         held=held or {},
         plan_version=customer.plan_version,
         spend_cap=spend_cap,
+        deals=customer.deals,
     )
 
 

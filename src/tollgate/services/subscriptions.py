@@ -320,6 +320,11 @@ def start_checkout(
         automatic_tax=settings.stripe_automatic_tax,
         application_fee_percent=_fee(settings, customer),
         metadata={APP_ID_KEY: customer_id, "tollgate_plan": terms.plan.id},
+        # Buyers may type a code when the catalog has promotion codes for this plan (issue 20).
+        allow_promotion_codes=any(
+            coupon.promotion_codes and coupon.applies_to(terms.plan.id)
+            for coupon in catalog.coupons.values()
+        ),
     )
     return CheckoutSession(session_id, url)
 

@@ -28,6 +28,7 @@ from tollgate.domain.catalog_sync import (
     UpdateProduct,
     price_fingerprint,
 )
+from tollgate.domain.coupon_sync import CouponChange, CreateCoupon, DeleteCoupon
 from tollgate.metrics import STRIPE_CALLS, STRIPE_ERRORS, STRIPE_RATE_LIMIT_RETRIES
 from tollgate.stripe.errors import (
     IdempotencyKeyReused,
@@ -367,6 +368,7 @@ class StripeGateway:
         automatic_tax: bool = False,
         application_fee_percent: Decimal | None = None,
         metadata: dict[str, str] | None = None,
+        allow_promotion_codes: bool = False,
     ) -> tuple[str, str]:
         """Open a subscription-mode Checkout Session over (price id, quantity) lines.
 
@@ -395,6 +397,8 @@ class StripeGateway:
         }
         if automatic_tax:
             params["automatic_tax"] = {"enabled": True}
+        if allow_promotion_codes:
+            params["allow_promotion_codes"] = True
         session = self._call(
             "checkout.sessions.create",
             self._client.v1.checkout.sessions.create,
@@ -404,16 +408,54 @@ class StripeGateway:
         return str(session.id), str(session.url)
 
     def open_portal_session(
-        self, *, idempotency_key: str, stripe_customer_id: str, return_url: str
+        self,
+        *,
+        idempotency_key: str,
+        stripe_customer_id: str,
+        return_url: str,
+        configuration: str | None = None,
     ) -> str:
-        """Open a Customer Portal session; returns its URL."""
+        """Open a Customer Portal session (with Tollgate's configuration, if given); its URL."""
+        params = {"customer": stripe_customer_id, "return_url": return_url}
+        if configuration is not None:
+            params["configuration"] = configuration
         session = self._call(
             "billing_portal.sessions.create",
             self._client.v1.billing_portal.sessions.create,
-            params={"customer": stripe_customer_id, "return_url": return_url},
+            params=params,
             idempotency_key=idempotency_key,
         )
         return str(session.url)
+
+    def portal_configurations(self) -> list[dict[str, Any]]:
+        """Every Customer Portal configuration in the account (issue 20)."""
+        return [
+            config.to_dict(for_json=True)
+            for config in self._list(
+                "billing_portal.configurations.list",
+                self._client.v1.billing_portal.configurations.list,
+                {},
+            )
+        ]
+
+    def create_portal_configuration(self, params: dict[str, Any]) -> str:
+        """Create a Customer Portal configuration; returns its id."""
+        created = self._call(
+            "billing_portal.configurations.create",
+            self._client.v1.billing_portal.configurations.create,
+            params=params,
+        )
+        return str(created.id)
+
+    def update_portal_configuration(self, configuration_id: str, params: dict[str, Any]) -> str:
+        """Replace a Customer Portal configuration's features and metadata; returns its id."""
+        updated = self._call(
+            "billing_portal.configurations.update",
+            self._client.v1.billing_portal.configurations.update,
+            configuration_id,
+            params=params,
+        )
+        return str(updated.id)
 
     # -- subscriptions -----------------------------------------------------------------------
 
@@ -477,6 +519,124 @@ class StripeGateway:
             },
         )
         return dict(preview.to_dict(for_json=True))
+
+    def schedule_subscription_change(
+        self,
+        subscription_id: str,
+        *,
+        schedule_id: str | None,
+        idempotency_key: str,
+        items: list[dict[str, Any]],
+        interval: str,
+        proration_behavior: str,
+        metadata: dict[str, str],
+    ) -> dict[str, Any] | None:
+        """Change the subscription's items when its current period ends (issue 20), through a
+        subscription schedule: its phase now, then the new items; released once they apply.
+
+        `schedule_id` is the subscription's schedule, if it has one: one carrying `metadata`
+        already is left alone; one with later phases of its own is not Tollgate's to change
+        (None is returned).
+        """
+        if schedule_id is None:
+            schedule = self._call(
+                "subscription_schedules.create",
+                self._client.v1.subscription_schedules.create,
+                params={"from_subscription": subscription_id},
+                idempotency_key=f"{idempotency_key}-schedule",
+            ).to_dict(for_json=True)
+        else:
+            schedule = self._retrieve(
+                "subscription_schedules.retrieve",
+                self._client.v1.subscription_schedules.retrieve,
+                schedule_id,
+            )
+            if all(schedule.get("metadata", {}).get(k) == v for k, v in metadata.items()):
+                return schedule
+            if len(schedule["phases"]) > 1:
+                return None
+        current = schedule["phases"][0]
+        phases = [
+            {
+                "items": [
+                    {"price": item["price"], "quantity": item["quantity"]}
+                    if item.get("quantity") is not None
+                    else {"price": item["price"]}
+                    for item in current["items"]
+                ],
+                "start_date": current["start_date"],
+                "end_date": current["end_date"],
+            },
+            {
+                "items": items,
+                "proration_behavior": proration_behavior,
+                "duration": {"interval": interval, "interval_count": 1},
+            },
+        ]
+        updated = self._call(
+            "subscription_schedules.update",
+            self._client.v1.subscription_schedules.update,
+            schedule["id"],
+            params={"phases": phases, "end_behavior": "release", "metadata": metadata},
+            idempotency_key=f"{idempotency_key}-phases",
+        )
+        return dict(updated.to_dict(for_json=True))
+
+    # -- coupons, promotion codes, discounts (issue 20) --------------------------------------
+
+    def coupons(self) -> list[dict[str, Any]]:
+        """Every coupon in the account."""
+        return [
+            coupon.to_dict(for_json=True)
+            for coupon in self._list("coupons.list", self._client.v1.coupons.list, {})
+        ]
+
+    def promotion_codes(self) -> list[dict[str, Any]]:
+        """Every active promotion code in the account."""
+        return [
+            code.to_dict(for_json=True)
+            for code in self._list(
+                "promotion_codes.list", self._client.v1.promotion_codes.list, {"active": True}
+            )
+        ]
+
+    def apply_coupon_change(self, change: CouponChange) -> None:
+        """Make one coupon or promotion code change (domain.coupon_sync)."""
+        if isinstance(change, DeleteCoupon):
+            self._call("coupons.delete", self._client.v1.coupons.delete, change.coupon_id)
+            return
+        if isinstance(change, CreateCoupon):
+            if change.replaces:
+                self._call("coupons.delete", self._client.v1.coupons.delete, change.coupon.id)
+            self._call(
+                "coupons.create", self._client.v1.coupons.create, params=change.coupon.params
+            )
+            return
+        for code_id in change.deactivate:
+            self._call(
+                "promotion_codes.update",
+                self._client.v1.promotion_codes.update,
+                code_id,
+                params={"active": False},
+            )
+        params: dict[str, Any] = {
+            "code": change.code.code,
+            "promotion": {"type": "coupon", "coupon": change.code.coupon},
+        }
+        if change.code.max_redemptions is not None:
+            params["max_redemptions"] = change.code.max_redemptions
+        if change.code.expires_at is not None:
+            params["expires_at"] = change.code.expires_at
+        self._call("promotion_codes.create", self._client.v1.promotion_codes.create, params=params)
+
+    def promotion_code_id(self, code: str) -> str | None:
+        """The id of the active promotion code `code`, if there is one."""
+        found = self._call(
+            "promotion_codes.list",
+            self._client.v1.promotion_codes.list,
+            params={"code": code, "active": True, "limit": 1},
+        ).data
+        return str(found[0].id) if found else None
 
     # -- catalog ---------------------------------------------------------------------------
 

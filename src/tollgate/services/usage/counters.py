@@ -20,8 +20,14 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from tollgate.db.queries.usage import CounterId
-from tollgate.domain.catalog import Aggregation, Catalog, PlanFeature
-from tollgate.domain.entitlements import access_of, access_plan, spend_cap_limits
+from tollgate.domain.catalog import Aggregation, Catalog, Plan, PlanFeature
+from tollgate.domain.deals import plan_with_deals
+from tollgate.domain.entitlements import (
+    CustomerState,
+    access_of,
+    access_plan,
+    spend_cap_limits,
+)
 from tollgate.domain.metering import Counter, Period
 from tollgate.services.entitlements import BillingCustomer, customer_state, period_position
 from tollgate.services.usage.events import Event
@@ -106,15 +112,20 @@ def granted(
     memo: GrantMemo | None = None,
 ) -> dict[str, PlanFeature]:
     """Return what the customer's access plan grants of each feature now."""
-    if memo is not None:
-        key = (customer.plan, customer.status, customer.dunning_access, customer.past_due_since)
+    if memo is not None and not customer.deals:
+        key = (
+            customer.plan,
+            customer.plan_version,
+            customer.status,
+            customer.dunning_access,
+            customer.past_due_since,
+        )
         found = memo.get(key)
         if found is None:
             found = memo[key] = granted(catalog, customer, now, grace)
         return found
-    state = customer_state(customer, {})
-    access, _ = access_of(state, grace, now)
-    plan = access_plan(catalog, state, access)
+    catalog = catalog.with_plan_version(customer.plan, customer.plan_version)
+    plan = _plan_in_force(catalog, customer, customer_state(customer, {}), now, grace)
     return {
         feature_id: (plan.features.get(feature_id) if plan else None) or PlanFeature.off(feature)
         for feature_id, feature in catalog.features.items()
@@ -138,5 +149,21 @@ def capped_limits(
     """
     used, held = period_position(connection, customer.id, customer.period)
     state = customer_state(customer, used, held=held, spend_cap=cap)
+    catalog = catalog.with_plan_version(customer.plan, customer.plan_version)
+    return spend_cap_limits(catalog, _plan_in_force(catalog, customer, state, now, grace), state)
+
+
+def _plan_in_force(
+    catalog: Catalog,
+    customer: BillingCustomer,
+    state: CustomerState,
+    now: datetime,
+    grace: timedelta,
+) -> Plan | None:
+    """The plan the customer's access gives it now (the catalog already at its plan version),
+    with the customer's own deal on top (issue 20)."""
     access, _ = access_of(state, grace, now)
-    return spend_cap_limits(catalog, access_plan(catalog, state, access), state)
+    plan = access_plan(catalog, state, access)
+    if plan is not None and customer.deals:
+        plan = plan_with_deals(plan, customer.deals, now, catalog.addons)
+    return plan

@@ -90,9 +90,51 @@ def upgrade() -> None:
         "plan_migration_customers",
         ["migration_id", "status"],
     )
+    op.create_table(
+        "customer_overrides",
+        sa.Column("customer_id", ID, nullable=False),
+        sa.Column("feature", sa.String(64), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=True),
+        sa.Column("limit_value", sa.BigInteger(), nullable=True),
+        sa.Column("unlimited", sa.Boolean(), nullable=False),
+        sa.Column("ends_at", UTCDateTime(), nullable=True),
+        sa.Column("actor", sa.String(255), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name="fk_customer_overrides_customer_id_customers"
+        ),
+        sa.PrimaryKeyConstraint("customer_id", "feature", name="pk_customer_overrides"),
+    )
+    op.create_table(
+        "usage_grants",
+        sa.Column("id", AUTO_ID, autoincrement=True, nullable=False),
+        sa.Column("customer_id", ID, nullable=False),
+        sa.Column("feature", sa.String(64), nullable=False),
+        sa.Column("quantity", sa.BigInteger(), nullable=False),
+        sa.Column("period_start", UTCDateTime(), nullable=False),
+        sa.Column("period_end", UTCDateTime(), nullable=False),
+        sa.Column("reason", sa.String(500), nullable=True),
+        sa.Column("idempotency_key", sa.String(255), nullable=False),
+        sa.Column("actor", sa.String(255), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name="fk_usage_grants_customer_id_customers"
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_usage_grants"),
+        sa.UniqueConstraint(
+            "customer_id", "idempotency_key", name="uq_usage_grants_customer_id_idempotency_key"
+        ),
+    )
+    op.create_index(
+        "ix_usage_grants_customer_id_period_end", "usage_grants", ["customer_id", "period_end"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_usage_grants_customer_id_period_end", "usage_grants")
+    op.drop_table("usage_grants")
+    op.drop_table("customer_overrides")
     op.drop_index("ix_plan_migration_customers_status", "plan_migration_customers")
     op.drop_table("plan_migration_customers")
     op.drop_table("plan_migrations")

@@ -1,0 +1,173 @@
+"""Per-customer deals (issue 20): overrides of a feature, and one-off usage grants."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from tollgate.api.deps import container, read_scope, write_scope
+from tollgate.bootstrap import Container
+from tollgate.services.addons import set_addon
+from tollgate.services.api_keys import Principal
+from tollgate.services.deals import grant_usage, list_overrides, remove_override, set_override
+from tollgate.services.discounts import apply_discount
+
+router = APIRouter(prefix="/v1/customers", tags=["deals"])
+
+
+class OverridePut(BaseModel):
+    """The customer's own grant of a feature: on/off, or a limit (`"unlimited"` for none)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    limit: Annotated[int, Field(ge=0)] | Literal["unlimited"] | None = None
+    ends_at: datetime | None = None
+
+
+class UsageGrantCreate(BaseModel):
+    """Included usage of a metered feature for the current period, once per key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=10**15)
+    reason: str | None = Field(None, max_length=500)
+    idempotency_key: str = Field(min_length=1, max_length=255)
+
+
+@router.get("/{customer_id}/overrides", dependencies=[Depends(read_scope)])
+def get_overrides(customer_id: str, app: Container = Depends(container)) -> dict[str, Any]:
+    """The customer's overrides (ended ones too, with their end)."""
+    found = list_overrides(db=app.db, customer_id=customer_id)
+    return {"overrides": [value.to_json() for value in found]}
+
+
+@router.put("/{customer_id}/overrides/{feature}")
+def put_override(
+    customer_id: str,
+    feature: str,
+    body: OverridePut,
+    app: Container = Depends(container),
+    principal: Principal = Depends(write_scope),
+) -> dict[str, Any]:
+    """Set the customer's own grant of a feature; entitlements follow at once."""
+    value = set_override(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        customer_id=customer_id,
+        feature=feature,
+        enabled=body.enabled,
+        limit=body.limit,
+        ends_at=body.ends_at,
+        actor=f"api:{principal.name}",
+    )
+    app.forget_decisions([customer_id])
+    return value.to_json()
+
+
+@router.delete("/{customer_id}/overrides/{feature}")
+def delete_override(
+    customer_id: str,
+    feature: str,
+    app: Container = Depends(container),
+    principal: Principal = Depends(write_scope),
+) -> Response:
+    """Drop the override: the plan decides the feature again."""
+    remove_override(
+        db=app.db,
+        clock=app.clock,
+        customer_id=customer_id,
+        feature=feature,
+        actor=f"api:{principal.name}",
+    )
+    app.forget_decisions([customer_id])
+    return Response(status_code=204)
+
+
+@router.post("/{customer_id}/grants")
+def post_usage_grant(
+    customer_id: str,
+    body: UsageGrantCreate,
+    app: Container = Depends(container),
+    principal: Principal = Depends(write_scope),
+) -> JSONResponse:
+    """Give included usage for this period (201; the same key again answers 200)."""
+    grant, created = grant_usage(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        customer_id=customer_id,
+        feature=body.feature,
+        quantity=body.quantity,
+        reason=body.reason,
+        idempotency_key=body.idempotency_key,
+        actor=f"api:{principal.name}",
+    )
+    app.forget_decisions([customer_id])
+    return JSONResponse(grant.to_json(), status_code=201 if created else 200)
+
+
+class DiscountCreate(BaseModel):
+    """A catalog coupon, or one of its promotion codes, for the customer's subscription."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    coupon: str | None = Field(None, max_length=64)
+    promotion_code: str | None = Field(None, max_length=64)
+
+
+@router.post("/{customer_id}/discounts")
+def post_discount(
+    customer_id: str,
+    body: DiscountCreate,
+    app: Container = Depends(container),
+    principal: Principal = Depends(write_scope),
+) -> JSONResponse:
+    """Discount the customer's live subscription (201): the next invoices show it."""
+    given = apply_discount(
+        db=app.db,
+        catalog=app.catalog,
+        gateway=app.optional_stripe(),
+        clock=app.clock,
+        customer_id=customer_id,
+        coupon=body.coupon,
+        promotion_code=body.promotion_code,
+        actor=f"api:{principal.name}",
+    )
+    return JSONResponse(given.to_json(), status_code=201)
+
+
+class AddOnPut(BaseModel):
+    """How many units of the add-on the subscription carries (0 removes it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quantity: int = Field(ge=0, le=10_000)
+
+
+@router.put("/{customer_id}/addons/{addon}")
+def put_addon(
+    customer_id: str,
+    addon: str,
+    body: AddOnPut,
+    app: Container = Depends(container),
+    principal: Principal = Depends(write_scope),
+) -> dict[str, Any]:
+    """Buy (or change, or remove) an add-on: its own item on the live subscription."""
+    return set_addon(
+        db=app.db,
+        catalog=app.catalog,
+        gateway=app.optional_stripe(),
+        settings=app.settings,
+        clock=app.clock,
+        customer_id=customer_id,
+        addon_id=addon,
+        quantity=body.quantity,
+        actor=f"api:{principal.name}",
+    ).to_json()

@@ -1,0 +1,117 @@
+"""Buying add-ons (issue 20): an add-on is its own item on the customer's live subscription.
+
+Its price is the catalog's for the subscription's interval and currency; the quantity is how many
+units are bought (each adds what the add-on grants). Entitlements read the items from the
+mirror, so they change when Stripe's `customer.subscription.updated` arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tollgate.clock import Clock
+from tollgate.config import Settings
+from tollgate.db.queries.plan_migrations import record_audit
+from tollgate.db.unit_of_work import Database
+from tollgate.domain.catalog import Catalog
+from tollgate.domain.catalog_sync import addon_of_lookup_key, addon_price_lookup_key
+from tollgate.domain.errors import Conflict, InvalidRequest
+from tollgate.domain.events import ENDED_STATUSES
+from tollgate.services.customers import load_customer, stripe_customer
+from tollgate.stripe.gateway import StripeGateway
+from tollgate.stripe.translate import subscription_snapshot
+
+
+@dataclass(frozen=True)
+class AddOnView:
+    """An add-on on a customer's subscription."""
+
+    customer_id: str
+    addon: str
+    quantity: int
+    subscription_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "customer": self.customer_id,
+            "addon": self.addon,
+            "quantity": self.quantity,
+            "subscription": self.subscription_id,
+        }
+
+
+def set_addon(
+    *,
+    db: Database,
+    catalog: Catalog,
+    gateway: StripeGateway | None,
+    settings: Settings,
+    clock: Clock,
+    customer_id: str,
+    addon_id: str,
+    quantity: int,
+    actor: str,
+) -> AddOnView:
+    """Set how many units of an add-on the customer's subscription carries (0 removes it)."""
+    addon = catalog.addons.get(addon_id)
+    if addon is None:
+        known = ", ".join(sorted(catalog.addons)) or "none"
+        raise InvalidRequest(f"unknown add-on {addon_id!r} (add-ons are: {known})", param="addon")
+    if quantity < 0 or (addon.max_quantity is not None and quantity > addon.max_quantity):
+        most = addon.max_quantity if addon.max_quantity is not None else "any number"
+        raise InvalidRequest(f"quantity must be 0 to {most}", param="quantity")
+    with db.transaction() as session:
+        row = load_customer(session, customer_id)
+        stripe_id, account = stripe_customer(row, gateway)
+        version = row.state_version
+    assert gateway is not None
+    target = gateway.for_account(account) if account else gateway
+    live = [
+        raw
+        for raw in target.list_subscriptions(stripe_id)
+        if raw.get("status") not in ENDED_STATUSES
+    ]
+    snapshots = [subscription_snapshot(raw) for raw in live]
+    subscription = next((s for s in snapshots if s.plan is not None), None)
+    if subscription is None:
+        raise Conflict(f"customer {customer_id!r} has no live subscription", param="id")
+    if addon.plans and subscription.plan not in addon.plans:
+        raise InvalidRequest(
+            f"add-on {addon.id!r} is sold with {', '.join(addon.plans)}, not {subscription.plan}",
+            param="addon",
+        )
+    interval, currency = subscription.interval or "", subscription.currency or ""
+    if addon.price_for(interval, currency) is None:
+        raise InvalidRequest(
+            f"add-on {addon.id!r} has no {interval} price in {currency}", param="addon"
+        )
+    held = next(
+        (i for i in subscription.items if addon_of_lookup_key(i.lookup_key) == addon.id), None
+    )
+    if held is None and quantity == 0:
+        return AddOnView(customer_id, addon.id, 0, subscription.id)
+    if held is not None and quantity == 0:
+        items: list[dict[str, Any]] = [{"id": held.id, "deleted": True}]
+    elif held is not None:
+        items = [{"id": held.id, "quantity": quantity}]
+    else:
+        price = target.price_id(addon_price_lookup_key(addon.id, interval, currency))
+        items = [{"price": price, "quantity": quantity}]
+    target.update_subscription(
+        subscription.id,
+        idempotency_key=f"addon-{customer_id}-{addon.id}-{quantity}-{version}",
+        params={"items": items, "proration_behavior": settings.immediate_proration_behavior},
+    )
+    with db.transaction() as session:
+        record_audit(
+            session.connection(),
+            actor=actor,
+            object_type="addon",
+            object_id=f"{customer_id}/{addon.id}",
+            action="updated",
+            before={"quantity": held.quantity if held is not None else 0},
+            after={"quantity": quantity},
+            now=clock.now(),
+        )
+    return AddOnView(customer_id, addon.id, quantity, subscription.id)

@@ -1,0 +1,131 @@
+"""Apply a catalog coupon (or a promotion code) to a customer's subscription (issue 20)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tollgate.clock import Clock
+from tollgate.db.queries.plan_migrations import record_audit
+from tollgate.db.unit_of_work import Database
+from tollgate.domain.catalog import Catalog
+from tollgate.domain.coupon_sync import coupon_stripe_ids
+from tollgate.domain.errors import Conflict, InvalidRequest
+from tollgate.domain.events import ENDED_STATUSES
+from tollgate.services.customers import load_customer, stripe_customer
+from tollgate.stripe.gateway import StripeGateway
+from tollgate.stripe.translate import subscription_snapshot
+
+
+@dataclass(frozen=True)
+class DiscountView:
+    """A discount given: which coupon, on which subscription."""
+
+    customer_id: str
+    subscription_id: str
+    coupon: str
+    stripe_coupon: str
+    promotion_code: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "customer": self.customer_id,
+            "subscription": self.subscription_id,
+            "coupon": self.coupon,
+            "stripe_coupon": self.stripe_coupon,
+            "promotion_code": self.promotion_code,
+        }
+
+
+def apply_discount(
+    *,
+    db: Database,
+    catalog: Catalog,
+    gateway: StripeGateway | None,
+    clock: Clock,
+    customer_id: str,
+    coupon: str | None,
+    promotion_code: str | None,
+    actor: str,
+) -> DiscountView:
+    """Discount the customer's live subscription by a catalog coupon or one of its codes."""
+    if (coupon is None) == (promotion_code is None):
+        raise InvalidRequest("give one of coupon or promotion_code", param="coupon")
+    if promotion_code is not None:
+        owner = next(
+            (
+                c
+                for c in catalog.coupons.values()
+                if promotion_code.upper() in {code.upper() for code in c.promotion_codes}
+            ),
+            None,
+        )
+        if owner is None:
+            raise InvalidRequest(
+                f"unknown promotion code {promotion_code!r}", param="promotion_code"
+            )
+        chosen = owner
+    else:
+        assert coupon is not None
+        found = catalog.coupons.get(coupon)
+        if found is None:
+            known = ", ".join(sorted(catalog.coupons)) or "none"
+            raise InvalidRequest(
+                f"unknown coupon {coupon!r} (coupons are: {known})", param="coupon"
+            )
+        chosen = found
+    with db.transaction() as session:
+        row = load_customer(session, customer_id)
+        stripe_id, account = stripe_customer(row, gateway)
+        version = row.state_version  # a repeat now is the same request; after a change, new
+    assert gateway is not None
+    target = gateway.for_account(account) if account else gateway
+    live = [
+        subscription_snapshot(raw)
+        for raw in target.list_subscriptions(stripe_id)
+        if raw.get("status") not in ENDED_STATUSES
+    ]
+    live = [snapshot for snapshot in live if snapshot.plan is not None]
+    if not live:
+        raise Conflict(f"customer {customer_id!r} has no live subscription to discount", param="id")
+    subscription = live[0]
+    if subscription.plan and not chosen.applies_to(subscription.plan):
+        raise InvalidRequest(
+            f"coupon {chosen.id!r} is for {', '.join(chosen.plans)}, not {subscription.plan}",
+            param="coupon",
+        )
+    ids = coupon_stripe_ids(chosen, catalog.currency)
+    stripe_coupon = ids.get(None) or ids.get(subscription.currency or "")
+    if stripe_coupon is None:
+        raise InvalidRequest(
+            f"coupon {chosen.id!r} has no amount in {subscription.currency}", param="coupon"
+        )
+    if promotion_code is not None:
+        spelled = next(c for c in chosen.promotion_codes if c.upper() == promotion_code.upper())
+        code_id = target.promotion_code_id(spelled)
+        if code_id is None:
+            raise InvalidRequest(
+                f"promotion code {promotion_code!r} is not active (run catalog sync)",
+                param="promotion_code",
+            )
+        discounts: list[dict[str, str]] = [{"promotion_code": code_id}]
+    else:
+        discounts = [{"coupon": stripe_coupon}]
+    target.update_subscription(
+        subscription.id,
+        idempotency_key=f"discount-{customer_id}-{subscription.id}-{chosen.id}-{version}",
+        params={"discounts": discounts},
+    )
+    now = clock.now()
+    with db.transaction() as session:
+        record_audit(
+            session.connection(),
+            actor=actor,
+            object_type="discount",
+            object_id=f"{customer_id}/{subscription.id}",
+            action="created",
+            before=None,
+            after={"coupon": chosen.id, "promotion_code": promotion_code},
+            now=now,
+        )
+    return DiscountView(customer_id, subscription.id, chosen.id, stripe_coupon, promotion_code)
