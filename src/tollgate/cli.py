@@ -11,16 +11,18 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from tollgate.config import ConfigError, Settings, load_settings
-from tollgate.domain.errors import CatalogError, TollgateError
+from tollgate.cli_lists import customers_app, outbox_app
+from tollgate.cli_support import fail, one_line_errors
+from tollgate.cli_support import migrated_database as _migrated_database
+from tollgate.cli_support import progress as _progress
+from tollgate.cli_support import settings as _settings
+from tollgate.cli_support import table as _table
+from tollgate.config import ConfigError
 
 app = typer.Typer(
     help="Tollgate: billing, entitlements and usage metering on Stripe.",
@@ -42,12 +44,13 @@ events_app = typer.Typer(
 app.add_typer(events_app, name="events")
 emails_app = typer.Typer(help="The emails Tollgate sends: preview one.", no_args_is_help=True)
 app.add_typer(emails_app, name="emails")
+app.add_typer(customers_app, name="customers")
+app.add_typer(outbox_app, name="outbox")
 operators_app = typer.Typer(
     help="People who sign in to the operator console (/console).", no_args_is_help=True
 )
 app.add_typer(operators_app, name="operators")
 
-F = TypeVar("F", bound=Callable[..., Any])
 DEV_DIR = ".tollgate-dev"
 
 
@@ -75,76 +78,6 @@ def _use_dev_settings(path: Path) -> None:
             name, _, quoted = line.removeprefix("export ").partition("=")
             values = shlex.split(quoted)
             os.environ[name] = values[0] if values else ""
-
-
-def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    """Print rows under their headers (a plain, aligned table, as lists are read)."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(
-        *headers, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False
-    )
-    for column in table.columns:  # a row stays one line, so lists can be grepped
-        column.no_wrap, column.overflow = True, "ignore"
-    for row in rows:
-        table.add_row(*("" if value is None else str(value) for value in row))
-    # Piped or captured, a line is as long as its row; on a terminal, as wide as the window.
-    width = None if sys.stdout.isatty() else 10_000
-    Console(width=width, soft_wrap=True).print(table, crop=False)
-
-
-def _progress() -> Any:
-    """A progress bar on the terminal (on stderr, so output stays clean); none when piped."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
-
-
-def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def one_line_errors(command: F) -> F:
-    """Turn Tollgate's expected errors into `error: …` on stderr and exit status 2."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except CatalogError as error:
-            typer.echo(f"error: the catalog has {len(error.problems)} problem(s):", err=True)
-            for problem in error.problems:
-                typer.echo(f"  {problem}", err=True)
-            raise typer.Exit(2) from None
-        except (ConfigError, TollgateError) as error:
-            fail(str(error))
-        except Exception as error:
-            from sqlalchemy.exc import DBAPIError  # here: `import tollgate.cli` stays light
-
-            if not isinstance(error, DBAPIError):
-                raise
-            # The driver's first line says why (refused, unknown host, bad password) and never
-            # holds the password; the rest is SQLAlchemy's statement and a link.
-            reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
-            fail(f"the database did not answer ({type(error.orig).__name__}): {reason}")
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _settings(**overrides: Any) -> Settings:
-    return load_settings(**overrides)
 
 
 # -- serve ----------------------------------------------------------------------------------
@@ -669,19 +602,6 @@ def operators_sign_out(
 
 
 # -- stripe events ------------------------------------------------------------------------------
-
-
-@contextmanager
-def _migrated_database() -> Iterator[Any]:
-    from tollgate.bootstrap import open_database
-    from tollgate.server import require_migrated
-
-    database = open_database(_settings())
-    try:
-        require_migrated(database)
-        yield database
-    finally:
-        database.dispose()
 
 
 def _optional_gateway() -> Any:
