@@ -4,6 +4,7 @@ forged link or an expired JWT shows no data. Every request stays on 127.0.0.1.""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from tests.web.jwks import Issuer, serve_issuer
 from tollgate.db.models import AuditLog
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's screenshots are rewritten only when asked (TOLLGATE_UPDATE_SCREENSHOTS=1), so a
+# test run leaves the tree clean; otherwise they go to the run's temporary folder.
+README_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 ARGS = [
     "--headless",
     "--no-sandbox",
@@ -52,6 +55,13 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             yield context
         finally:
             context.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    if os.environ.get("TOLLGATE_UPDATE_SCREENSHOTS") == "1":
+        return README_SCREENSHOTS
+    return tmp_path
 
 
 @pytest.fixture
@@ -113,7 +123,7 @@ def _reload_until(page: Any, world: World, selector: str, text: str) -> None:
     raise AssertionError(f"{selector} never said {text!r}: {page.inner_text(selector)!r}")
 
 
-def test_buy_pro_watch_usage_cancel_and_resume(shop: World, page: Any) -> None:
+def test_buy_pro_watch_usage_cancel_and_resume(shop: World, page: Any, screenshots: Path) -> None:
     shop.create_customer("org_browser", name="Acme Robotics")
     page.goto(_link(shop, "org_browser"))
     assert page.url.endswith("/billing")
@@ -147,8 +157,8 @@ def test_buy_pro_watch_usage_cancel_and_resume(shop: World, page: Any) -> None:
         "#meter-runs svg.chart rect.current", "rects => rects.map(r => +r.getAttribute('height'))"
     )
     assert max(heights) > 0
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "billing-page.png"), full_page=True)
+    screenshots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(screenshots / "billing-page.png"), full_page=True)
     # Cancel at period end, with a confirmation (opened from the keyboard), then resume.
     page.focus("#cancel-open")
     page.keyboard.press("Enter")
@@ -169,17 +179,19 @@ def test_buy_pro_watch_usage_cancel_and_resume(shop: World, page: Any) -> None:
     # The pricing table marks the plan.
     page.goto(page.url.split("/billing")[0] + "/pricing")
     assert "Current plan" in page.inner_text("#plan-card-pro")
-    page.screenshot(path=str(SCREENSHOTS / "pricing-table.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "pricing-table.png"), full_page=True)
 
 
-def test_the_page_fits_375_px_without_horizontal_scroll(shop: World, page: Any) -> None:
+def test_the_page_fits_375_px_without_horizontal_scroll(
+    shop: World, page: Any, screenshots: Path
+) -> None:
     shop.create_customer("org_narrow", name="A Very Long Organisation Name For Narrow Screens")
     _record(shop, "org_narrow", 900, "narrow")
     page.set_viewport_size({"width": 375, "height": 800})
     page.goto(_link(shop, "org_narrow"))
     page.click("#meter-runs summary")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
-    page.screenshot(path=str(SCREENSHOTS / "billing-page-375.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "billing-page-375.png"), full_page=True)
     # Every field has a label, every image a text, and the cancel confirmation opens by keyboard.
     unlabelled = page.evaluate(
         """[...document.querySelectorAll('input:not([type=hidden]), select')]
