@@ -375,9 +375,9 @@ def timeline(
         .order_by(w.created_at.desc())
         .limit(limit),
     ]
-    rows: list[RowMapping] = []
-    for source in sources:
-        rows += connection.execute(source).mappings().all()
+    # One statement: each source keeps its own index order and limit inside its branch.
+    merged = union_all(*(source.subquery().select() for source in sources)).subquery()
+    rows = list(connection.execute(select(merged)).mappings().all())
     rows.sort(key=timeline_key, reverse=True)
     return rows
 
