@@ -26,7 +26,8 @@ def customers_list(
     status: Annotated[
         str | None,
         typer.Option(
-            help="trialing, active, canceling, past_due, unpaid, incomplete, paused, canceled, none."
+            help="trialing, active, canceling, past_due, unpaid, incomplete, paused, canceled,"
+            " none."
         ),
     ] = None,
     over: Annotated[
