@@ -12,7 +12,7 @@ from tollgate.domain.catalog import Catalog, FeatureType
 from tollgate.domain.errors import NotFound
 from tollgate.domain.metering import Period, overage_minor, overage_units, percent_used
 from tollgate.money import Money
-from tollgate.services.entitlements import load_billing_customers, period_usage
+from tollgate.services.entitlements import load_billing_customers, period_position
 from tollgate.services.usage.counters import granted
 
 
@@ -32,6 +32,7 @@ class MeterUsage:
     estimated_overage: Money | None
     period: Period
     days_left: int
+    held: int = 0  # units reservations hold (not used yet; counted against a hard limit)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,6 +40,7 @@ class MeterUsage:
             "name": self.name,
             "unit": self.unit,
             "used": self.used,
+            "held": self.held,
             "included": self.included,
             "limit": self.limit,
             "hard": self.hard,
@@ -81,7 +83,7 @@ def get_usage(
         customer = load_billing_customers(connection, catalog, [customer_id], now).get(customer_id)
         if customer is None:
             raise NotFound(f"no customer {customer_id!r}", param="id")
-        used = period_usage(connection, customer_id, customer.period)
+        used, held = period_position(connection, customer_id, customer.period)
         connection.rollback()
     grants = granted(catalog, customer, now, grace)
     meters = []
@@ -113,6 +115,7 @@ def get_usage(
                 estimated_overage=estimate,
                 period=customer.period,
                 days_left=customer.period.days_left(now),
+                held=held.get(feature_id, 0),
             )
         )
     return CustomerUsage(customer.id, customer.plan, customer.status, customer.period, meters)
