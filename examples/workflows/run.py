@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +23,12 @@ import httpx
 HERE = Path(__file__).resolve().parent
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so SIGTERM, like Ctrl-C, stops both children on the way out
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8100, help="the example app's port")
     parser.add_argument("--tollgate-port", type=int, default=8000, help="Tollgate's API port")

@@ -3,7 +3,9 @@ through Checkout and run again, as a founder would watch it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,6 +67,7 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: teardown stops its children too
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -80,8 +83,12 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
         dev = _settings(cwd / ".tollgate-dev" / "env")
         yield Example(url, dev["TOLLGATE_URL"], dev["TOLLGATE_API_KEY"])
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        process.terminate()  # run.py stops tollgate dev and the app on SIGTERM
+        try:
+            process.wait(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
