@@ -4,7 +4,9 @@ without its CSRF token, and the pages at 1280 px and 375 px (screenshots in docs
 
 from __future__ import annotations
 
+import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,13 @@ from tollgate.config import Settings
 from tollgate.services.operators import create_operator
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's screenshots are rewritten only when asked (TOLLGATE_UPDATE_SCREENSHOTS=1), so a
+# test run leaves the tree as it was; otherwise they go to a scratch folder.
+SHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("TOLLGATE_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "tollgate-screenshots"
+)
 ARGS = [
     "--headless",
     "--no-sandbox",

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,13 @@ from stripesim.testing import free_port
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
-SHOTS = ROOT / "docs" / "screenshots"
+# The README's screenshots are rewritten only when asked (TOLLGATE_UPDATE_SCREENSHOTS=1), so a
+# test run leaves the tree as it was; otherwise they go to a scratch folder.
+SHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("TOLLGATE_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "tollgate-screenshots"
+)
 
 pytestmark = [
     pytest.mark.browser,
