@@ -788,28 +788,7 @@ def reconcile_command(
 
 
 def _report_json(report: Any, drifts: Any) -> dict[str, Any]:
-    return {
-        "id": report.run_id,
-        "status": report.status,
-        "window": {"start": report.window_start.isoformat(), "end": report.window_end.isoformat()},
-        "started_at": report.started_at.isoformat(),
-        "finished_at": report.finished_at.isoformat() if report.finished_at else None,
-        "checked": report.checked,
-        "counts": report.counts,
-        "healed": report.healed,
-        "drifts": [
-            {
-                "kind": drift.kind,
-                "object_type": drift.object_type,
-                "object_id": drift.object_id,
-                "stripe_account": drift.stripe_account,
-                "local": drift.local,
-                "stripe": drift.stripe,
-                "healed": drift.healed,
-            }
-            for drift in drifts
-        ],
-    }
+    return {**report.to_json(), "drifts": [drift.to_json() for drift in drifts]}
 
 
 def _print_report(report: Any, drifts: Any) -> None:

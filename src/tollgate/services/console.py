@@ -21,6 +21,7 @@ from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.fees import FeeSchedule, method_label, monthly_amount
 from tollgate.domain.subscriptions import customer_plan
+from tollgate.services.reconcile import ReconcileReport, report_of
 from tollgate.services.webhooks.inbox import STATUSES as EVENT_STATUSES
 from tollgate.services.webhooks.inbox import StoredEvent, stripe_customer_of
 
@@ -505,64 +506,14 @@ def retry_outbox_item(*, db: Database, clock: Clock, outbox_id: str) -> OutboxIt
 # -- reconciliation ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RunView:
-    id: int
-    trigger: str
-    status: str
-    window_start: datetime
-    window_end: datetime
-    started_at: datetime
-    finished_at: datetime | None
-    checked: int
-    counts: dict[str, int]
-    healed: int
-    error: str | None
-
-    @property
-    def drifts(self) -> int:
-        return sum(self.counts.values())
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "trigger": self.trigger,
-            "status": self.status,
-            "window": {"start": self.window_start.isoformat(), "end": self.window_end.isoformat()},
-            "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "checked": self.checked,
-            "drifts": self.drifts,
-            "counts": self.counts,
-            "healed": self.healed,
-            "error": self.error,
-        }
-
-
-def _run_view(row: Mapping[Any, Any]) -> RunView:
-    return RunView(
-        id=int(row["id"]),
-        trigger=row["trigger"],
-        status=row["status"],
-        window_start=row["window_start"],
-        window_end=row["window_end"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        checked=int(row["checked"]),
-        counts={str(k): int(v) for k, v in (row["counts"] or {}).items()},
-        healed=int(row["healed"]),
-        error=row["error"],
-    )
-
-
 def list_reconciliations(*, db: Database, cursor: str | None = None, limit: int = 20) -> Page:
     """Return reconciliation runs, newest first."""
     limit = _limit(limit)
     before = int(decode_cursor(cursor, 1)[0]) if cursor else None
     with db.engine.connect() as connection:
         rows = queries.reconciliation_runs(connection, before=before, limit=limit + 1)
-    items = [_run_view(row) for row in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    items = [report_of(row) for row in rows[:limit]]
+    next_cursor = encode_cursor(items[-1].run_id) if len(rows) > limit else None
     return Page(items, next_cursor)
 
 
@@ -646,7 +597,7 @@ class Summary:
     oldest_pending_webhook_seconds: int | None
     usage_sync_lag_seconds: int | None
     outbox: dict[str, int]
-    last_reconciliation: RunView | None
+    last_reconciliation: ReconcileReport | None
 
     def to_json(self) -> dict[str, Any]:
         last = self.last_reconciliation
@@ -759,7 +710,7 @@ def summarize(*, db: Database, catalog: Catalog, clock: Clock) -> Summary:
         oldest_pending_webhook_seconds=_age(now, oldest_pending),
         usage_sync_lag_seconds=_age(now, oldest_usage),
         outbox={f"{kind}.{status}": count for (kind, status), count in sorted(outbox.items())},
-        last_reconciliation=_run_view(last_run) if last_run else None,
+        last_reconciliation=report_of(last_run) if last_run else None,
     )
 
 

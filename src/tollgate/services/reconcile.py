@@ -138,6 +138,21 @@ class ReconcileReport:
     def drifts(self) -> int:
         return sum(self.counts.values())
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.run_id,
+            "trigger": self.trigger,
+            "status": self.status,
+            "window": {"start": self.window_start.isoformat(), "end": self.window_end.isoformat()},
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "checked": self.checked,
+            "drifts": self.drifts,
+            "counts": self.counts,
+            "healed": self.healed,
+            "error": self.error,
+        }
+
 
 @dataclass(frozen=True)
 class DriftRecord:
@@ -150,6 +165,17 @@ class DriftRecord:
     local: dict[str, Any] | None
     stripe: dict[str, Any] | None
     healed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "object_type": self.object_type,
+            "object_id": self.object_id,
+            "stripe_account": self.stripe_account,
+            "local": self.local,
+            "stripe": self.stripe,
+            "healed": self.healed,
+        }
 
 
 @dataclass
@@ -737,10 +763,11 @@ def get_reconciliation(*, db: Database, run_id: int) -> ReconcileReport:
             .mappings()
             .one()
         )
-    return _report(row)
+    return report_of(row)
 
 
-def _report(row: Mapping[Any, Any]) -> ReconcileReport:
+def report_of(row: Mapping[Any, Any]) -> ReconcileReport:
+    """The report of a stored `reconciliation_runs` row."""
     return ReconcileReport(
         run_id=int(row["id"]),
         trigger=row["trigger"],
