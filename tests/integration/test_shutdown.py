@@ -90,8 +90,10 @@ def test_sigterm_under_webhook_load_commits_or_refuses_each_event_and_loses_none
                 exit_status = server.wait(timeout=30)
                 took = time.monotonic() - stopped_at
                 statuses = [future.result() for future in futures]
-            assert exit_status == 0
-            assert took < 10 + 5, f"the server took {took:.1f} s to stop (grace: 10 s)"
+            # 0 when everything finished in time; OVERRAN when the watchdog cut it short (a busy
+            # machine): the bound holds either way, and nothing answered 200 is lost below.
+            assert exit_status in (0, OVERRAN)
+            assert took < 10 + 3, f"the server took {took:.1f} s to stop (grace: 10 s)"
             assert "stopping" in server.output() or "Shutting down" in server.output()
 
             assert set(statuses) <= {200, 500, 503, 0}, Counter(statuses)
