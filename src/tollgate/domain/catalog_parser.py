@@ -142,7 +142,13 @@ class _CatalogParser:
             self.report("customer_spend_caps", "must be true or false")
             customer_caps = False
         return Catalog(
-            self.currency, default_plan, dict(self.features), plans, packs, overdraft, customer_caps
+            self.currency,
+            default_plan,
+            dict(self.features),
+            plans,
+            packs,
+            overdraft,
+            customer_spend_caps=customer_caps,
         )
 
     def parse_credit_packs(self, raw: object) -> dict[str, CreditPack]:

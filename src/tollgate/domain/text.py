@@ -5,6 +5,7 @@ JSON can carry two things some of Tollgate's stores cannot keep. A lone UTF-16 s
 SDK and every JSON encoder after it fail on it. NUL (`\\u0000`) is a character, but PostgreSQL's
 text refuses it. Both are refused on every database, so an app sees one behaviour whichever
 database Tollgate runs on, and a value accepted once can always be read back and sent to Stripe.
+Whole numbers are kept in 64-bit columns on both databases: one past that range is refused too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from tollgate.domain.errors import InvalidRequest
 
 NUL = "\x00"
+INT64 = range(-(2**63), 2**63)
 
 
 def text_problem(text: str) -> str | None:
@@ -38,13 +40,15 @@ def check_text(text: str, param: str | None) -> str:
 
 
 def first_unstorable(value: Any, where: str = "") -> str | None:
-    """Say where the first unstorable text in a JSON-like value is (keys too), or None.
+    """Say where the first unstorable text or number in a JSON-like value is (keys too), or None.
 
     The answer names the place (`metadata.plan`), never the text itself, so it can be sent back.
     """
     if isinstance(value, str):
         problem = text_problem(value)
         return f"{where or 'a value'} {problem}" if problem else None
+    if isinstance(value, int) and not isinstance(value, bool) and value not in INT64:
+        return f"{where or 'a value'} is out of range (a whole number of at most 19 digits)"
     if isinstance(value, Mapping):
         for key, item in value.items():
             if isinstance(key, str) and (problem := text_problem(key)) is not None:

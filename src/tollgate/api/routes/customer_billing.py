@@ -8,20 +8,19 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
 from starlette.concurrency import run_in_threadpool
 
 from tollgate.api import operations
 from tollgate.api.deps import container, read_scope, write_scope
+from tollgate.api.schemas import RequestBody
 from tollgate.bootstrap import Container
 from tollgate.services import customer_billing
 
 router = APIRouter(prefix="/v1/customers", tags=["billing page"])
 
 
-class SubscriptionPreviewCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SubscriptionPreviewCreate(RequestBody):
     plan: str = Field(description="The plan to move to (a catalog plan id).")
     interval: str = Field(description="month or year.")
     seats: int | None = Field(None, ge=1, description="Seats, for a per-seat plan.")

@@ -7,9 +7,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tollgate.api.deps import container, read_scope, write_scope
+from tollgate.api.schemas import RequestBody
 from tollgate.bootstrap import Container
 from tollgate.services.addons import set_addon
 from tollgate.services.api_keys import Principal
@@ -19,20 +20,16 @@ from tollgate.services.discounts import apply_discount
 router = APIRouter(prefix="/v1/customers", tags=["deals"])
 
 
-class OverridePut(BaseModel):
+class OverridePut(RequestBody):
     """The customer's own grant of a feature: on/off, or a limit (`"unlimited"` for none)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     enabled: bool | None = None
     limit: Annotated[int, Field(ge=0)] | Literal["unlimited"] | None = None
     ends_at: datetime | None = None
 
 
-class UsageGrantCreate(BaseModel):
+class UsageGrantCreate(RequestBody):
     """Included usage of a metered feature for the current period, once per key."""
-
-    model_config = ConfigDict(extra="forbid")
 
     feature: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=1, le=10**15)
@@ -113,10 +110,8 @@ def post_usage_grant(
     return JSONResponse(grant.to_json(), status_code=201 if created else 200)
 
 
-class DiscountCreate(BaseModel):
+class DiscountCreate(RequestBody):
     """A catalog coupon, or one of its promotion codes, for the customer's subscription."""
-
-    model_config = ConfigDict(extra="forbid")
 
     coupon: str | None = Field(None, max_length=64)
     promotion_code: str | None = Field(None, max_length=64)
@@ -143,10 +138,8 @@ def post_discount(
     return JSONResponse(given.to_json(), status_code=201)
 
 
-class AddOnPut(BaseModel):
+class AddOnPut(RequestBody):
     """How many units of the add-on the subscription carries (0 removes it)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     quantity: int = Field(ge=0, le=10_000)
 

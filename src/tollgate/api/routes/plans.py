@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tollgate.api.deps import container, read_scope, write_scope
+from tollgate.api.schemas import RequestBody
 from tollgate.bootstrap import Container
 from tollgate.domain.errors import NotFound
 from tollgate.services.api_keys import Principal
@@ -26,13 +27,11 @@ router = APIRouter(prefix="/v1/plans", tags=["plans"])
 log = logging.getLogger("tollgate.plan_migrations")
 
 
-class PlanMigrationCreate(BaseModel):
+class PlanMigrationCreate(RequestBody):
     """Move a plan's subscribers from one version to another."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    from_version: int = Field(ge=1)
-    to_version: int = Field(ge=1)
+    from_version: int = Field(ge=1, le=1_000_000, description="The version moved from.")
+    to_version: int = Field(ge=1, le=1_000_000, description="The version moved to.")
     at: Literal["renewal", "now"] = "renewal"
     proration: Literal["create_prorations", "always_invoice", "none"] = "none"
     customers: list[str] | None = Field(None, max_length=100_000)
