@@ -46,6 +46,14 @@ def test_a_dump_restored_into_a_new_database_reconciles_with_stripe_without_drif
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{restored_name}"'))
     try:
+        # This dump holds Tollgate's schema only (the tests share one database); the console's
+        # search index needs pg_trgm, which lives in `public`. A whole-database dump brings it.
+        restored_admin = sa.create_engine(
+            url.set(database=restored_name, query={}), isolation_level="AUTOCOMMIT"
+        )
+        with restored_admin.connect() as connection:
+            connection.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+        restored_admin.dispose()
         subprocess.run(
             ["pg_restore", *server, "-d", restored_name, "--no-owner", "--exit-on-error", dump],
             check=True,
