@@ -164,7 +164,9 @@ def _drive(
     pro_price = next(
         price.id
         for price in sdk.v1.prices.list(params={"limit": 100}).data
-        if price.metadata.to_dict() == {"tollgate_plan": "pro", "tollgate_interval": "month"}
+        if (tags := price.metadata.to_dict()).get("tollgate_plan") == "pro"
+        and tags.get("tollgate_interval") == "month"
+        and "tollgate_feature" not in tags
     )
 
     stripe_customers = [f"org-{i}" for i in range(12)]
