@@ -4,6 +4,7 @@ returned later goes through dunning like a declined card."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -59,6 +60,8 @@ def test_ach_pro_stays_unpaid_four_days_then_paid_and_a_returned_debit_goes_to_d
     world.settle()
     assert invoice_statuses(world, "ach-org") == ["open"]
     assert "payment_succeeded" not in templates(world)
+    # TOLLGATE_PROCESSING_ACCESS=keep (the default): the plan at once, the invoice still unpaid.
+    assert access(world, "ach-org") == ("pro", "incomplete")
 
     world.advance(clock, T0 + 4 * DAY - HOUR)
     assert invoice_statuses(world, "ach-org") == ["open"]  # never paid while processing
@@ -85,9 +88,39 @@ def test_ach_pro_stays_unpaid_four_days_then_paid_and_a_returned_debit_goes_to_d
     assert invoice_statuses(world, "ach-org") == ["open", "paid"]
     assert world.customer("ach-org")["status"] == "active"  # access kept while processing
     assert "payment_failed_soft" not in templates(world)
+    assert access(world, "ach-org") == ("pro", "active")
 
     world.advance(clock, renewal_at + 5 * DAY)
     assert invoice_statuses(world, "ach-org") == ["open", "paid"]
     assert world.customer("ach-org")["status"] == "past_due"
     assert templates(world).count("payment_failed_soft") == 1
     assert access(world, "ach-org") == ("pro", "past_due")  # the dunning policy's first step
+
+
+def test_with_wait_the_plan_waits_for_the_debit_to_settle(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(TOLLGATE_PROCESSING_ACCESS="wait")
+    clock = world.test_clock(T0)
+    customer = world.create_customer("waiter", name="Waiter", test_clock=clock)
+    bank_account(world, customer["stripe_customer_id"], SUCCESS)
+    world.put_subscription("waiter", plan="pro", interval="month", trial_days=0)
+    world.settle()
+    assert access(world, "waiter") == ("free", "incomplete")
+    world.advance(clock, T0 + 4 * DAY - HOUR)
+    assert access(world, "waiter") == ("free", "incomplete")
+    world.advance(clock, T0 + 4 * DAY + HOUR)
+    assert access(world, "waiter") == ("pro", "active")
+    assert invoice_statuses(world, "waiter") == ["paid"]
+
+
+def test_a_returned_first_debit_never_gives_the_plan_for_good(world: World) -> None:
+    clock = world.test_clock(T0)
+    customer = world.create_customer("bounced", name="Bounced", test_clock=clock)
+    bank_account(world, customer["stripe_customer_id"], INSUFFICIENT)
+    world.put_subscription("bounced", plan="pro", interval="month", trial_days=0)
+    world.settle()
+    assert access(world, "bounced") == ("pro", "incomplete")  # keep, while processing
+    world.advance(clock, T0 + 5 * DAY)
+    assert access(world, "bounced")[0] == "free"
+    assert invoice_statuses(world, "bounced") != ["paid"]
