@@ -63,6 +63,11 @@ BY_KEY = {bank.key: bank for bank in _BANKS}
 BY_NUMBER = {bank.account_number: bank for bank in _BANKS}
 
 
+def ach_fee(amount: int) -> int:
+    """Stripe's fee for an ACH Direct Debit: 0.8 %, at most $5."""
+    return min(round(amount * 0.008), 500)
+
+
 def by_key(key: str | None) -> BankSpec | None:
     return BY_KEY.get(key or "")
 

@@ -336,8 +336,10 @@ def _new_charge(
     return charge
 
 
-def _record_charge(ctx: Ctx, charge: dict[str, Any], amount: int, now: int) -> None:
-    """Put a captured charge's money (less Stripe's fee) in the balance."""
+def _record_charge(
+    ctx: Ctx, charge: dict[str, Any], amount: int, now: int, *, fee: int | None = None
+) -> None:
+    """Put a captured charge's money (less Stripe's fee: a card's unless `fee`) in the balance."""
     txn = balances.record_transaction(
         ctx,
         amount=amount,
@@ -347,7 +349,7 @@ def _record_charge(ctx: Ctx, charge: dict[str, Any], amount: int, now: int) -> N
         source=charge["id"],
         description=charge.get("description"),
         now=now,
-        fee=balances.card_fee(amount),
+        fee=balances.card_fee(amount) if fee is None else fee,
     )
     charge["balance_transaction"] = txn["id"]
 
@@ -541,7 +543,9 @@ def settle_debit(ctx: Ctx, pi: dict[str, Any], now: int) -> PaymentOutcome:
     if spec is None or spec.behaviour == bank_accounts.SUCCEEDS:
         charge["status"] = "succeeded"
         charge["paid"] = True
-        _record_charge(ctx, charge, charge["amount"], now)
+        _record_charge(
+            ctx, charge, charge["amount"], now, fee=bank_accounts.ach_fee(charge["amount"])
+        )
         pi["status"] = "succeeded"
         pi["amount_received"] = pi["amount"]
         ctx.emit("charge.succeeded", charge, created=now)

@@ -123,4 +123,8 @@ def test_a_returned_first_debit_never_gives_the_plan_for_good(world: World) -> N
     assert access(world, "bounced") == ("pro", "incomplete")  # keep, while processing
     world.advance(clock, T0 + 5 * DAY)
     assert access(world, "bounced")[0] == "free"
+    stripe_subscription = world.stripe.v1.subscriptions.list(
+        params={"customer": customer["stripe_customer_id"], "status": "all"}
+    ).data[0]
+    assert stripe_subscription.status == "incomplete_expired"
     assert invoice_statuses(world, "bounced") != ["paid"]

@@ -105,7 +105,10 @@ def test_first_invoice_processes_four_days_then_is_paid(
     paid = client.v1.invoices.retrieve(invoice.id)
     assert (paid.status, paid.status_transitions.paid_at) == ("paid", T0 + 4 * DAY)
     assert client.v1.subscriptions.retrieve(sub.id).status == "active"
-    assert client.v1.charges.retrieve(pi.latest_charge).status == "succeeded"
+    settled = client.v1.charges.retrieve(pi.latest_charge)
+    assert settled.status == "succeeded"
+    fee = client.v1.balance_transactions.retrieve(settled.balance_transaction).fee
+    assert fee == 23  # 0.8 % of $29.00, rounded
     sim.webhooks.flush(timeout=10)
     types = [
         t
