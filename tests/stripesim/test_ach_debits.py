@@ -3,6 +3,7 @@ account numbers, invoices that stay open while the debit is processing, settleme
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import stripe
 
@@ -154,3 +155,28 @@ def test_renewal_debit_returned_goes_past_due(
     assert (charges[0].status, charges[0].failure_code) == ("failed", code)
     sim.webhooks.flush(timeout=10)
     assert "invoice.payment_failed" in webhook_sink.types(webhook_sink.secret)
+
+
+def test_a_payment_intent_off_any_clock_settles_by_the_simulators_clock(
+    client: stripe.StripeClient, sim: RunningSim
+) -> None:
+    customer = client.v1.customers.create()
+    pm = bank_account(client, customer.id, SUCCESS)
+    pi = client.v1.payment_intents.create(
+        params={
+            "amount": 120000,
+            "currency": "usd",
+            "customer": customer.id,
+            "payment_method": pm,
+            "confirm": True,
+        }
+    )
+    assert pi.status == "processing"
+    httpx.post(f"{sim.url}/_sim/clock/advance", json={"seconds": 4 * DAY - HOUR})
+    assert client.v1.payment_intents.retrieve(pi.id).status == "processing"
+    httpx.post(f"{sim.url}/_sim/clock/advance", json={"seconds": 2 * HOUR})
+    settled = client.v1.payment_intents.retrieve(pi.id)
+    assert (settled.status, settled.amount_received) == ("succeeded", 120000)
+    charge = client.v1.charges.retrieve(settled.latest_charge)
+    fee = client.v1.balance_transactions.retrieve(charge.balance_transaction).fee
+    assert fee == 500  # 0.8 % of $1,200 is $9.60: capped at $5
