@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from stripesim import balances, cards, objects
+from stripesim import balances, bank_accounts, cards, objects
 from stripesim.currency import format_amount
 from stripesim.errors import StripeError, resource_missing
 from stripesim.lists import render
@@ -28,7 +28,7 @@ NO_PAYMENT_METHOD = (
 class PaymentOutcome:
     """What happened when money was asked for."""
 
-    status: str  # "succeeded" | "failed" | "requires_action"
+    status: str  # "succeeded" | "failed" | "requires_action" | "processing"
     payment_intent: dict[str, Any]
     charge: dict[str, Any] | None
     error: StripeError | None
@@ -336,8 +336,10 @@ def _new_charge(
     return charge
 
 
-def _record_charge(ctx: Ctx, charge: dict[str, Any], amount: int, now: int) -> None:
-    """Put a captured charge's money (less Stripe's fee) in the balance."""
+def _record_charge(
+    ctx: Ctx, charge: dict[str, Any], amount: int, now: int, *, fee: int | None = None
+) -> None:
+    """Put a captured charge's money (less Stripe's fee: a card's unless `fee`) in the balance."""
     txn = balances.record_transaction(
         ctx,
         amount=amount,
@@ -347,7 +349,7 @@ def _record_charge(ctx: Ctx, charge: dict[str, Any], amount: int, now: int) -> N
         source=charge["id"],
         description=charge.get("description"),
         now=now,
-        fee=balances.card_fee(amount),
+        fee=balances.card_fee(amount) if fee is None else fee,
     )
     charge["balance_transaction"] = txn["id"]
 
@@ -407,6 +409,8 @@ def attempt(
         pi["status"] = "requires_payment_method"
         return PaymentOutcome("failed", pi, None, error)
     pm = ctx.account.get(pm_id, "payment_method", param="payment_method", label="PaymentMethod")
+    if pm.get("type") == "us_bank_account":
+        return start_debit(ctx, pi, pm, now)
     card = cards.by_key(pm.get("_test_card"))
     previous_status = pi["status"]
 
@@ -461,6 +465,110 @@ def attempt(
     if card.behaviour == cards.DISPUTE and capture:
         open_dispute(ctx, charge, now)
     return PaymentOutcome("succeeded", pi, charge, None)
+
+
+# -- ACH Direct Debit: `processing` until the debit settles, days later --------------------------
+
+
+def start_debit(ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int) -> PaymentOutcome:
+    """Confirm `pi` with a bank account: `processing`, a pending charge, settlement scheduled."""
+    charge_id = new_id("ch")
+    bank = pm["us_bank_account"]
+    charge = ctx.build(
+        "charge",
+        "ch",
+        id=charge_id,
+        created=now,
+        amount=pi["amount"],
+        amount_captured=pi["amount"],
+        billing_details=snapshot(pm["billing_details"]),
+        calculated_statement_descriptor="STRIPESIM",
+        captured=True,
+        currency=pi["currency"],
+        customer=pi["customer"],
+        description=pi["description"],
+        outcome={
+            "advice_code": None,
+            "network_advice_code": None,
+            "network_decline_code": None,
+            "network_status": "approved_by_network",
+            "reason": None,
+            "risk_level": "not_assessed",
+            "seller_message": "Payment complete.",
+            "type": "authorized",
+        },
+        paid=False,
+        payment_intent=pi["id"],
+        payment_method=pm["id"],
+        payment_method_details={
+            "type": "us_bank_account",
+            "us_bank_account": {
+                "account_holder_type": bank["account_holder_type"],
+                "account_type": bank["account_type"],
+                "bank_name": bank["bank_name"],
+                "fingerprint": bank["fingerprint"],
+                "last4": bank["last4"],
+                "payment_reference": None,
+                "routing_number": bank["routing_number"],
+            },
+        },
+        receipt_url=f"{ctx.base_url}/receipts/{charge_id}",
+        refunds={
+            "object": "list",
+            "data": [],
+            "has_more": False,
+            "total_count": 0,
+            "url": f"/v1/charges/{charge_id}/refunds",
+        },
+        status="pending",
+    )
+    ctx.account.add(charge)
+    pi["status"] = "processing"
+    pi["latest_charge"] = charge_id
+    pi["last_payment_error"] = None
+    pi["next_action"] = None
+    pi["payment_method_types"] = ["us_bank_account"]
+    pi["_settle_at"] = now + bank_accounts.SETTLEMENT_DAYS * bank_accounts.DAY
+    ctx.emit("charge.pending", charge, created=now)
+    ctx.emit("payment_intent.processing", pi, created=now)
+    return PaymentOutcome("processing", pi, charge, None)
+
+
+def settle_debit(ctx: Ctx, pi: dict[str, Any], now: int) -> PaymentOutcome:
+    """Settle a processing debit as its test account says: succeeded, or returned (failed)."""
+    pi.pop("_settle_at", None)
+    charge = ctx.account.get(pi["latest_charge"], "charge")
+    pm = ctx.account.get(pi["payment_method"], "payment_method")
+    spec: bank_accounts.BankSpec | None = bank_accounts.by_key(pm.get("_test_bank"))
+    if spec is None or spec.behaviour == bank_accounts.SUCCEEDS:
+        charge["status"] = "succeeded"
+        charge["paid"] = True
+        _record_charge(
+            ctx, charge, charge["amount"], now, fee=bank_accounts.ach_fee(charge["amount"])
+        )
+        pi["status"] = "succeeded"
+        pi["amount_received"] = pi["amount"]
+        ctx.emit("charge.succeeded", charge, created=now)
+        ctx.emit("payment_intent.succeeded", pi, created=now)
+        return PaymentOutcome("succeeded", pi, charge, None)
+    error = StripeError(
+        spec.failure_message or "The payment failed.",
+        status=402,
+        code=spec.failure_code,
+    )
+    charge["status"] = "failed"
+    charge["amount_captured"] = 0
+    charge["failure_code"] = spec.failure_code
+    charge["failure_message"] = spec.failure_message
+    charge["outcome"]["network_status"] = "declined_by_network"
+    charge["outcome"]["type"] = "issuer_declined"
+    charge["outcome"]["reason"] = spec.failure_code
+    pi["status"] = "requires_payment_method"
+    pi["last_payment_error"] = _payment_error(error, pi, pm, charge)
+    ctx.emit("charge.failed", charge, created=now)
+    ctx.emit("payment_intent.payment_failed", pi, created=now)
+    error.extra["payment_intent"] = render(pi)
+    return PaymentOutcome("failed", pi, charge, error)
 
 
 def _authenticated(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import time
 from decimal import Decimal
 from functools import cached_property
@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     app_webhook_secret: SecretStr = Field(SecretStr(""), alias="TOLLGATE_APP_WEBHOOK_SECRET")
     # attempt:template:access steps keyed by the failed invoice's attempt_count.
     dunning_policy_raw: str = Field(DEFAULT_DUNNING_POLICY, alias="TOLLGATE_DUNNING_POLICY")
+    # -- bank debits (issue 21) ------------------------------------------------------------------
+    # Access while an ACH debit is processing: keep (the subscribed plan at once) or wait (the
+    # plan only once Stripe confirms the money); see README "Bank debits (ACH)".
+    processing_access: Literal["keep", "wait"] = Field("keep", alias="TOLLGATE_PROCESSING_ACCESS")
     # When the nightly reconciliation with Stripe runs, HH:MM in UTC.
     reconcile_at: time = Field(time(2, 0), alias="TOLLGATE_RECONCILE_AT")
     # Checkout Sessions Tollgate opened and still open after this many minutes are expired, so
@@ -321,7 +325,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def dunning_policy(self) -> DunningPolicy:
-        return parse_dunning_policy(self.dunning_policy_raw)
+        policy = parse_dunning_policy(self.dunning_policy_raw)
+        return replace(policy, processing_access=self.processing_access)
 
     @property
     def migration_url(self) -> str:

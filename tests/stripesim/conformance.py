@@ -626,6 +626,22 @@ def test_clocks(world: World) -> None:
             "proration_behavior": "always_invoice",
         },
     )
+    debited = v1.customers.create(params={"email": "ach@example.com", "test_clock": clock.id}).id
+    bank = v1.payment_methods.create(
+        params={
+            "type": "us_bank_account",
+            "us_bank_account": {"account_number": "000123456789", "routing_number": "110000000"},
+            "billing_details": {"name": "Jenny Rosen"},
+        }
+    )
+    v1.payment_methods.attach(bank.id, params={"customer": debited})
+    v1.subscriptions.create(
+        params={
+            "customer": debited,
+            "items": [{"price": world.made["price"]}],
+            "default_payment_method": bank.id,
+        }
+    )
     for days in (10, 20, 30, 40):
         v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": start + days * DAY})
     v1.test_helpers.test_clocks.delete(clock.id)

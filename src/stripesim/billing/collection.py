@@ -13,7 +13,12 @@ from stripesim.billing.invoices import compute_totals, line_invoice_item
 from stripesim.billing.items import apply_item_changes, emit_updated
 from stripesim.billing.periods import DAY
 from stripesim.errors import StripeError
-from stripesim.payments import PaymentOutcome, collect_payment, resolve_payment_method
+from stripesim.payments import (
+    PaymentOutcome,
+    collect_payment,
+    resolve_payment_method,
+    settle_debit,
+)
 from stripesim.registry import Ctx
 from stripesim.state import snapshot
 
@@ -219,6 +224,37 @@ def attempt_payment(
     if outcome.status == "succeeded":
         mark_paid(ctx, invoice, now, None)
         return outcome
+    if outcome.status == "processing":
+        # A bank debit: the invoice stays open, nothing retried, until the debit settles.
+        invoice["next_payment_attempt"] = None
+        return outcome
+    _after_unpaid_attempt(ctx, invoice, sub, outcome, now, automatic=automatic)
+    return outcome
+
+
+def settle_processing(ctx: Ctx, pi: dict[str, Any], now: int) -> None:
+    """Settle a processing bank debit; its invoice is paid, or fails as a declined attempt would."""
+    outcome = settle_debit(ctx, pi, now)
+    invoice = ctx.account.find(pi.get("_invoice"))
+    if invoice is None or invoice["status"] != "open":
+        return
+    if outcome.status == "succeeded":
+        mark_paid(ctx, invoice, now, None)
+        return
+    sub = ctx.account.find(invoice.get("_subscription"))
+    _after_unpaid_attempt(ctx, invoice, sub, outcome, now, automatic=True)
+
+
+def _after_unpaid_attempt(
+    ctx: Ctx,
+    invoice: dict[str, Any],
+    sub: dict[str, Any] | None,
+    outcome: Any,
+    now: int,
+    *,
+    automatic: bool,
+) -> None:
+    """Schedule the retry and send the events of an attempt that failed or needs action."""
     first = invoice["billing_reason"] == "subscription_create"
     _schedule_retry(ctx, invoice, now, first=first, automatic=automatic)
     if outcome.status == "requires_action":
@@ -229,7 +265,6 @@ def attempt_payment(
         ctx.emit("invoice.payment_failed", invoice, created=now)
     if sub is not None and not first:
         _after_failed_payment(ctx, invoice, sub, now, automatic=automatic)
-    return outcome
 
 
 def _schedule_retry(

@@ -402,7 +402,7 @@ def _charge_or_refuse(ctx: Ctx, invoice: dict[str, Any], sub: dict[str, Any]) ->
         off_session=False,
         description="Subscription creation",
     )
-    if outcome.status != "succeeded":
+    if outcome.status not in ("succeeded", "processing"):
         raise outcome.error or StripeError(
             "Payment failed", status=402, type="card_error", code="card_declined"
         )

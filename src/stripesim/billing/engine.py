@@ -18,6 +18,7 @@ from stripesim.billing.collection import (
     finalize,
     mark_uncollectible,
     schedule_finalize,
+    settle_processing,
     void_invoice,
 )
 from stripesim.billing.context import engine_ctx, settings
@@ -102,13 +103,19 @@ def _due(ctx: Ctx, clock_id: str | None) -> Iterator[Due]:
     for invoice in ctx.account.where("invoice", test_clock=clock_id):
         if invoice["status"] in ("draft", "open"):
             yield from _due_for_invoice(invoice)
+    for pi in ctx.account.where("payment_intent", status="processing"):
+        if pi.get("_settle_at") is not None and ctx.sim.clock_of(ctx.account, pi["customer"]) == (
+            clock_id
+        ):
+            yield pi["_settle_at"], 3, pi["id"], _act(settle_processing, pi)
 
 
 def _due_for_subscription(ctx: Ctx, sub: dict[str, Any]) -> Iterator[Due]:
     config = settings(ctx.sim)
     sid = sub["id"]
     if sub["status"] == "incomplete":
-        yield sub["created"] + config.incomplete_expiry_seconds, 5, sid, _act(_expire, sub)
+        if not _debit_processing(ctx, sub):
+            yield sub["created"] + config.incomplete_expiry_seconds, 5, sid, _act(_expire, sub)
         return
     if sub["status"] == "trialing":
         if not sub["_trial_will_end_sent"]:
@@ -206,6 +213,15 @@ def _auto_finalize(ctx: Ctx, invoice: dict[str, Any], now: int) -> None:
     finalize(ctx, invoice, now)
     if invoice["status"] == "open" and invoice["collection_method"] == "charge_automatically":
         attempt_payment(ctx, invoice, now)
+
+
+def _debit_processing(ctx: Ctx, sub: dict[str, Any]) -> bool:
+    """Whether the subscription's latest invoice waits on a bank debit (it does not expire)."""
+    invoice = ctx.account.find(sub.get("latest_invoice"))
+    return invoice is not None and any(
+        (ctx.account.find(pi_id) or {}).get("status") == "processing"
+        for pi_id in invoice.get("_payment_intents", [])
+    )
 
 
 def _expire(ctx: Ctx, sub: dict[str, Any], now: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stripesim import cards
+from stripesim.debits import new_bank_payment_method
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, one_of, paginate, render, update_metadata
 from stripesim.payments import (
@@ -90,6 +91,8 @@ def create_payment_method(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
             exp_year=source["card"]["exp_year"],
             billing_details=source["billing_details"],
         )
+    if params.get("type") == "us_bank_account":
+        return new_bank_payment_method(ctx, params)
     return card_payment_method_from_params(ctx, params)
 
 

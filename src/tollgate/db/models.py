@@ -119,6 +119,9 @@ class Customer(Base):
     # Dunning's hold on access while past due: None follows the subscription, else
     # full | reduced | default (set by the dunning policy, cleared when a payment recovers).
     dunning_access: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # While a bank debit of the customer is processing (issue 21): the access it gives, full
+    # (TOLLGATE_PROCESSING_ACCESS=keep) or default (wait); None when no debit is processing.
+    processing_access: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Subscription(Base):

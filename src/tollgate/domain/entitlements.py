@@ -5,6 +5,8 @@ Pure: the caller passes the customer's state and the time. Which plan's features
 - past_due: the subscribed plan for a grace period, then the plan's reduced access (the plan
   named by its `reduced_access`, else the default plan); the dunning policy, per failed
   attempt, may instead keep full access or downgrade to the default plan at once;
+- incomplete while its first bank debit processes: the subscribed plan if
+  TOLLGATE_PROCESSING_ACCESS is keep, else (wait) the default plan until the debit settles;
 - unpaid, canceled, incomplete, incomplete_expired, paused and none: the default plan.
 """
 
@@ -49,6 +51,8 @@ class CustomerState:
     seats: int | None = None
     past_due_since: datetime | None = None
     dunning_access: str | None = None  # set by the dunning policy: full | reduced | default
+    # While a bank debit processes: full (TOLLGATE_PROCESSING_ACCESS=keep) | default (wait).
+    processing_access: str | None = None
     credit_balance: int = 0
     credit_allowance: int = 0
     held: Mapping[str, int] = field(default_factory=dict)  # metered feature -> units reserved
@@ -135,6 +139,8 @@ def access_of(
 ) -> tuple[Access, datetime | None]:
     """Return how much of its plan the customer gets, and when time alone changes that."""
     if state.status in FULL_ACCESS_STATUSES:
+        return Access.FULL, None
+    if state.status == "incomplete" and state.processing_access == Access.FULL:
         return Access.FULL, None
     if state.status == "past_due":
         # The dunning policy's levels: keep (full), reduce after the grace period (reduced,

@@ -61,6 +61,7 @@ class BillingCustomer:
     plan_version: int | None = None  # the subscription's plan version (issue 20)
     deals: Deals | None = None  # the customer's overrides and this period's grants (issue 20)
     subscription_id: str | None = None  # the live subscription (its add-on items count)
+    processing_access: str | None = None  # while a bank debit processes (issue 21)
 
 
 def load_billing_customers(
@@ -130,6 +131,7 @@ def _billing_customer(
         stripe_account=row.stripe_account,
         offline=row.offline,
         dunning_access=row.dunning_access,
+        processing_access=row.processing_access,
         past_due_since=past_due_since,
         plan_version=_plan_version(held, derived.plan),
         subscription_id=held.id if held is not None else None,
@@ -213,6 +215,7 @@ def customer_state(
         seats=customer.seats,
         past_due_since=customer.past_due_since,
         dunning_access=customer.dunning_access,
+        processing_access=customer.processing_access,
         credit_balance=credit_balance,
         credit_allowance=credit_allowance,
         held=held or {},

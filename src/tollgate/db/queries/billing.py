@@ -7,9 +7,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
-from tollgate.db.tables import CUSTOMERS, SUBSCRIPTIONS
+from tollgate.db.tables import CHARGES, CUSTOMERS, SUBSCRIPTIONS
 
 _CUSTOMER_COLUMNS = (
     CUSTOMERS.c.id,
@@ -21,6 +21,7 @@ _CUSTOMER_COLUMNS = (
     CUSTOMERS.c.stripe_customer_id,
     CUSTOMERS.c.stripe_account,
     CUSTOMERS.c.dunning_access,
+    CUSTOMERS.c.processing_access,
 )
 _SUBSCRIPTION_COLUMNS = (
     SUBSCRIPTIONS.c.id,
@@ -84,6 +85,30 @@ def set_dunning_access(
         update(CUSTOMERS)
         .where(CUSTOMERS.c.id == customer_id)
         .values(dunning_access=access, updated_at=now)
+    )
+
+
+def set_processing_access(
+    connection: Connection, customer_id: str, access: str | None, now: datetime
+) -> bool:
+    """Set the access a processing bank debit gives; True when it changed."""
+    changed = connection.execute(
+        update(CUSTOMERS)
+        .where(CUSTOMERS.c.id == customer_id)
+        .where(CUSTOMERS.c.processing_access.is_distinct_from(access))
+        .values(processing_access=access, updated_at=now)
+    )
+    return bool(changed.rowcount)
+
+
+def pending_charge_count(connection: Connection, customer_id: str) -> int:
+    """Return how many of the customer's charges are still pending (bank debits processing)."""
+    return int(
+        connection.execute(
+            select(func.count())
+            .select_from(CHARGES)
+            .where(CHARGES.c.customer_id == customer_id, CHARGES.c.status == "pending")
+        ).scalar_one()
     )
 
 

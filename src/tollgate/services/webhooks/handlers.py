@@ -48,6 +48,7 @@ from tollgate.domain.events import (
 )
 from tollgate.metrics import WEBHOOK_REFUSED
 from tollgate.services.credit_ledger import claw_back_refunds, grant_purchased_credits
+from tollgate.services.debits import debit_settled, debit_started
 from tollgate.services.webhooks import notices
 from tollgate.services.webhooks.context import HandlerContext, UnknownStripeObject
 from tollgate.stripe.translate import (
@@ -556,6 +557,10 @@ def on_payment_intent_succeeded(ctx: HandlerContext, obj: dict[str, Any]) -> Non
     """Acknowledge; the money is mirrored from the `charge.*` events the payment also sends."""
 
 
+def on_payment_intent_processing(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Acknowledge; the processing debit is mirrored from its `charge.pending` event."""
+
+
 def on_payment_intent_payment_failed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Acknowledge; the failed charge and the invoice's attempt come in their own events."""
 
@@ -662,9 +667,30 @@ def _apply_refund_snapshot(
     )
 
 
+BANK_DEBIT = "us_bank_account"  # the payment method type of an ACH debit
+
+
 def on_charge(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a succeeded or failed charge against its customer (and invoice, once known)."""
-    _apply_charge(ctx, obj, refunds_wanted=False)
+    row = _apply_charge(ctx, obj, refunds_wanted=False)
+    if (
+        row["customer_id"]
+        and row["payment_method_type"] == BANK_DEBIT
+        and row["status"] != "pending"
+    ):
+        ctx.flush()
+        debit_settled(ctx.connection, customer_id=row["customer_id"], now=ctx.now)
+
+
+def on_charge_pending(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Mirror a bank debit that is processing; access meanwhile as TOLLGATE_PROCESSING_ACCESS
+    says. Its invoice stays open: only `invoice.paid` marks it paid."""
+    row = _apply_charge(ctx, obj, refunds_wanted=False)
+    if row["customer_id"] and row["status"] == "pending":
+        ctx.flush()
+        debit_started(
+            ctx.connection, policy=ctx.dunning, customer_id=row["customer_id"], now=ctx.now
+        )
 
 
 def on_charge_refunded(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -764,10 +790,32 @@ def on_checkout_session_completed(ctx: HandlerContext, obj: dict[str, Any]) -> N
     _apply_subscription(ctx, found)
 
 
+def on_checkout_session_async_payment_succeeded(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """A delayed payment (bank debit) of a Checkout Session arrived: grant what it bought.
+
+    The same as `checkout.session.completed`, now with `payment_status` paid: purchased credits
+    are granted only then, and a subscription is mirrored if it is not yet.
+    """
+    on_checkout_session_completed(ctx, obj)
+
+
+def on_checkout_session_async_payment_failed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """A delayed payment of a Checkout Session was returned: nothing was granted for it.
+
+    Credits wait for `payment_status` paid; a subscription's invoice fails through its own
+    `invoice.payment_failed` (dunning). Mirror the customer so the session's buyer is known.
+    """
+    session = checkout_session_snapshot(obj)
+    if session.stripe_customer_id:
+        _lock_customer(ctx, session.stripe_customer_id, app_id_hint=session.client_reference_id)
+
+
 Handler = Callable[[HandlerContext, dict[str, Any]], None]
 
 HANDLERS: dict[str, Handler] = {
     "checkout.session.completed": on_checkout_session_completed,
+    "checkout.session.async_payment_succeeded": on_checkout_session_async_payment_succeeded,
+    "checkout.session.async_payment_failed": on_checkout_session_async_payment_failed,
     "customer.created": on_customer,
     "customer.updated": on_customer,
     "customer.deleted": on_customer_deleted,
@@ -788,8 +836,10 @@ HANDLERS: dict[str, Handler] = {
     "invoice_payment.paid": on_invoice_payment_paid,
     "payment_intent.succeeded": on_payment_intent_succeeded,
     "payment_intent.payment_failed": on_payment_intent_payment_failed,
+    "payment_intent.processing": on_payment_intent_processing,
     "charge.succeeded": on_charge,
     "charge.failed": on_charge,
+    "charge.pending": on_charge_pending,
     "charge.refunded": on_charge_refunded,
     "refund.created": on_refund,
     "refund.updated": on_refund,

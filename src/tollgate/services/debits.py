@@ -1,0 +1,35 @@
+"""Bank debits (ACH, issue 21): what a customer has while Stripe has not confirmed the money.
+
+A debit is `processing` for days (Stripe: about 4 business days). Its invoice stays open and is
+never marked paid until `invoice.paid`; meanwhile `TOLLGATE_PROCESSING_ACCESS` (carried by the
+dunning policy the webhook handlers have) says what a subscription waiting on its first debit
+gives: `keep`, its plan at once; `wait`, nothing until paid. A returned debit fails the invoice
+like a declined card, so the dunning path applies unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from tollgate.db.queries import billing
+from tollgate.db.queries.changes import note_customer_changes
+from tollgate.domain.dunning import DunningPolicy
+
+
+def debit_started(
+    connection: Connection, *, policy: DunningPolicy, customer_id: str, now: datetime
+) -> None:
+    """A debit of the customer is processing: hold access as the setting says."""
+    access = "full" if policy.processing_access == "keep" else "default"
+    if billing.set_processing_access(connection, customer_id, access, now):
+        note_customer_changes(connection, [customer_id], reason="subscription", now=now)
+
+
+def debit_settled(connection: Connection, *, customer_id: str, now: datetime) -> None:
+    """A debit settled (paid or returned): once none is processing, access follows Stripe."""
+    if billing.pending_charge_count(connection, customer_id):
+        return
+    if billing.set_processing_access(connection, customer_id, None, now):
+        note_customer_changes(connection, [customer_id], reason="subscription", now=now)
