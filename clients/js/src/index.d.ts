@@ -129,7 +129,7 @@ export class Tollgate {
     },
   ): Promise<{ session_id: string; url: string }>;
   portal(customer: string, options: { returnUrl: string; idempotencyKey?: string }): Promise<string>;
-  billingSession(customer: string, options?: { returnUrl?: string }): Promise<{ url: string; expires_at: string }>;
+  billingSession(customer: string): Promise<{ customer: string; url: string; expires_at: string }>;
   subscription(customer: string): Promise<Subscription>;
   changeSubscription(
     customer: string,

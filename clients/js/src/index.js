@@ -163,11 +163,10 @@ export class Tollgate {
     return answer.url;
   }
 
-  /** A short-lived link to the customer's billing page: {url, expires_at}. */
-  billingSession(customer, options = {}) {
-    return this.request("POST", `${customerPath(customer)}/billing-session`, {
-      body: given({ return_url: options.returnUrl }),
-    });
+  /** A short-lived signed link to the customer's billing page: {customer, url, expires_at}.
+   * Send the customer there at once; the link is not for keeping. */
+  billingSession(customer) {
+    return this.request("POST", `${customerPath(customer)}/billing-session`);
   }
 
   /** The customer's subscription. */

@@ -103,6 +103,12 @@ test("checkout opens a hosted page for an online customer", async () => {
   assert.match(session.url, /^http/);
   const portal = await billing.portal(id, { returnUrl: "https://app.example/billing" });
   assert.match(portal, /^http/);
+  const link = await billing.billingSession(id);
+  assert.equal(link.customer, id);
+  assert.match(link.url, /\/billing\/session\//);
+  assert.ok(Date.parse(link.expires_at) > Date.now());
+  const page = await fetch(link.url, { redirect: "manual" });
+  assert.equal(page.status, 303); // the link opens a page session and goes to /billing
 });
 
 test("consume checks and records in one step, once per id", async () => {
