@@ -6,6 +6,7 @@ stays off the import path).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import secrets
 import signal
@@ -13,9 +14,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -107,3 +109,32 @@ def process_cpu_seconds(pid: int) -> float:
 
 def headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+
+
+def offline_pro_customers(base_url: str, count: int) -> None:
+    """Sign up `count` offline Pro customers, org-0 to org-{count-1}, through the API."""
+    with httpx.Client(base_url=base_url, headers=headers(), timeout=60) as http:
+        for index in range(count):
+            body = {"id": f"org-{index}", "email": f"o{index}@bench.example", "offline": True}
+            http.post("/v1/customers", json={**body, "plan": "pro"}).raise_for_status()
+
+
+def run_clients(
+    target: Callable[..., None], args: tuple[Any, ...], processes: int, server_pid: int
+) -> tuple[list[Any], float, float]:
+    """Run `processes` client processes, each `target(*args, results)` putting one outcome on
+    the queue; return the outcomes, the wall time and the server's CPU seconds meanwhile."""
+    results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    workers = [
+        multiprocessing.Process(target=target, args=(*args, results)) for _ in range(processes)
+    ]
+    cpu = process_cpu_seconds(server_pid)
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get() for _ in workers]
+    elapsed = time.perf_counter() - started
+    cpu = process_cpu_seconds(server_pid) - cpu
+    for worker in workers:
+        worker.join()
+    return outcomes, elapsed, cpu

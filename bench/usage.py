@@ -84,24 +84,8 @@ def run(backend: str, seconds: float, clients: int) -> None:
         harness.database(kind) as url,
         harness.server(url, **settings) as (base_url, pid),
     ):
-        with httpx.Client(base_url=base_url, headers=harness.headers(), timeout=60) as http:
-            for index in range(CUSTOMERS):
-                body = {"id": f"org-{index}", "email": f"o{index}@bench.example", "offline": True}
-                http.post("/v1/customers", json={**body, "plan": "pro"}).raise_for_status()
-        results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-        workers = [
-            multiprocessing.Process(target=_client, args=(base_url, seconds, results))
-            for _ in range(clients)
-        ]
-        cpu = harness.process_cpu_seconds(pid)
-        started = time.perf_counter()
-        for worker in workers:
-            worker.start()
-        outcomes = [results.get() for _ in workers]
-        elapsed = time.perf_counter() - started
-        cpu = harness.process_cpu_seconds(pid) - cpu
-        for worker in workers:
-            worker.join()
+        harness.offline_pro_customers(base_url, CUSTOMERS)
+        outcomes, elapsed, cpu = harness.run_clients(_client, (base_url, seconds), clients, pid)
         accepted = sum(count for count, _ in outcomes)
         latencies = [value for _, found in outcomes for value in found]
         folding = _fold(url, settings, accepted) if settings else ""
