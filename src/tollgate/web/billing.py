@@ -390,29 +390,21 @@ async def go_to_portal(request: Request) -> Response:
 @router.post("/billing/cancel")
 async def cancel_plan(request: Request) -> Response:
     """Cancel at the end of the period (the customer confirmed on the page)."""
-
-    async def run(app: Container, session: PageSession, form: FormData) -> Response:
-        await run_in_threadpool(
-            customer_actions.cancel_as_customer,
-            db=app.db,
-            catalog=app.catalog,
-            gateway=app.optional_stripe(),
-            clock=app.clock,
-            customer_id=session.customer_id,
-        )
-        app.forget_decisions([session.customer_id])
-        return RedirectResponse("/billing?done=canceled", status_code=303)
-
-    return await _action(request, run)
+    return await _period_end_action(request, customer_actions.cancel_as_customer, "canceled")
 
 
 @router.post("/billing/resume")
 async def resume_plan(request: Request) -> Response:
     """Undo the cancel at period end."""
+    return await _period_end_action(request, customer_actions.resume_as_customer, "resumed")
+
+
+async def _period_end_action(request: Request, use_case: Callable[..., Any], done: str) -> Response:
+    """Run a cancel or resume use case for the signed-in customer, then show the page."""
 
     async def run(app: Container, session: PageSession, form: FormData) -> Response:
         await run_in_threadpool(
-            customer_actions.resume_as_customer,
+            use_case,
             db=app.db,
             catalog=app.catalog,
             gateway=app.optional_stripe(),
@@ -420,7 +412,7 @@ async def resume_plan(request: Request) -> Response:
             customer_id=session.customer_id,
         )
         app.forget_decisions([session.customer_id])
-        return RedirectResponse("/billing?done=resumed", status_code=303)
+        return RedirectResponse(f"/billing?done={done}", status_code=303)
 
     return await _action(request, run)
 
