@@ -1,0 +1,157 @@
+"""The one path every Stripe call takes: the pinned client, 429 backoff, Tollgate's errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Self, TypeVar
+
+import stripe
+
+from tollgate.config import ConfigError, Settings
+from tollgate.metrics import STRIPE_CALLS, STRIPE_ERRORS, STRIPE_RATE_LIMIT_RETRIES
+from tollgate.stripe.errors import (
+    IdempotencyKeyReused,
+    PaymentDeclined,
+    StripeAuthenticationFailed,
+    StripeFailure,
+    StripeNotFound,
+    StripeUnavailable,
+)
+
+# The API version this SDK release is generated for; every request is pinned to it.
+PINNED_API_VERSION: str = stripe.api_version
+T = TypeVar("T")
+
+
+def make_client(settings: Settings) -> stripe.StripeClient:
+    """A StripeClient for the configured key and API base, pinned and with network retries."""
+    if settings.stripe_secret_key is None:
+        raise ConfigError(
+            "STRIPE_SECRET_KEY: required to talk to Stripe (sk_test_…, sk_live_… or rk_…)"
+        )
+    base = settings.stripe_api_base.rstrip("/") if settings.stripe_api_base else None
+    return stripe.StripeClient(
+        settings.stripe_secret_key.get_secret_value(),
+        stripe_version=PINNED_API_VERSION,
+        base_addresses={"api": base, "connect": base, "files": base, "meter_events": base}
+        if base
+        else {},
+        max_network_retries=settings.stripe_max_retries,
+        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
+    )
+
+
+class StripeCalls:
+    """Stripe in Tollgate's terms: plain values in and out, Tollgate's errors, safe retries.
+
+    The SDK retries connection errors, timeouts, 409 and 5xx itself (`max_network_retries`), and
+    reuses the request's idempotency key on each retry; 429 is retried here with backoff. Every
+    write carries an idempotency key derived from local ids, so a retry never makes a second object.
+    """
+
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        *,
+        stripe_account: str | None = None,
+        rate_limit_retries: int = 4,
+        rate_limit_backoff: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self._account = stripe_account
+        self._rate_limit_retries = rate_limit_retries
+        self._rate_limit_backoff = rate_limit_backoff
+        self._sleep = sleep
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(make_client(settings))
+
+    def for_account(self, stripe_account: str | None) -> Self:
+        """The same gateway acting on a connected account (`Stripe-Account` header)."""
+        return type(self)(
+            self._client,
+            stripe_account=stripe_account,
+            rate_limit_retries=self._rate_limit_retries,
+            rate_limit_backoff=self._rate_limit_backoff,
+            sleep=self._sleep,
+        )
+
+    def _call(
+        self,
+        operation: str,
+        method: Callable[..., T],
+        *args: Any,
+        params: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> T:
+        options: dict[str, Any] = {}
+        if idempotency_key:
+            options["idempotency_key"] = idempotency_key
+        if self._account:
+            options["stripe_account"] = self._account
+        attempt = 0
+        while True:
+            try:
+                result = method(*args, params=params or {}, options=options)
+            except stripe.RateLimitError as error:
+                if attempt >= self._rate_limit_retries:
+                    STRIPE_CALLS.labels(operation, "rate_limited").inc()
+                    raise StripeUnavailable(f"Stripe kept rate-limiting {operation}") from error
+                STRIPE_RATE_LIMIT_RETRIES.inc()
+                self._sleep(self._rate_limit_backoff * 2**attempt)
+                attempt += 1
+                continue
+            except stripe.StripeError as error:
+                STRIPE_CALLS.labels(operation, "error").inc()
+                STRIPE_ERRORS.labels(operation, str(error.http_status or "network")).inc()
+                raise _translate(operation, error) from error
+            STRIPE_CALLS.labels(operation, "ok").inc()
+            return result
+
+    def _list(
+        self, operation: str, method: Callable[..., Any], params: dict[str, Any]
+    ) -> Iterable[Any]:
+        page = self._call(operation, method, params={"limit": 100, **params})
+        yield from page.auto_paging_iter()
+
+    def _retrieve(
+        self, operation: str, method: Callable[..., Any], object_id: str
+    ) -> dict[str, Any]:
+        found = self._call(operation, method, object_id)
+        return dict(found.to_dict(for_json=True))
+
+
+def plain(value: Any) -> dict[str, Any]:
+    """A StripeObject (or None) as a plain dict."""
+    return value.to_dict() if value is not None else {}
+
+
+def _translate(operation: str, error: stripe.StripeError) -> StripeFailure:
+    """Stripe's error as Tollgate's; messages are Stripe's, which never echo a full key."""
+    message = error.user_message or str(error) or "Stripe error"
+    body: dict[str, Any] = error.json_body if isinstance(error.json_body, dict) else {}
+    details: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
+    # The SDK fills `code` for some error classes only; the body always has it.
+    code = getattr(error, "code", None) or details.get("code")
+    param = getattr(error, "param", None)
+    if isinstance(error, stripe.IdempotencyError):
+        return IdempotencyKeyReused(
+            "this Idempotency-Key was used before with a different request; "
+            "use a new key for a new request"
+        )
+    if isinstance(error, stripe.CardError):
+        return PaymentDeclined(message, param=param, code=code)
+    if isinstance(error, stripe.AuthenticationError | stripe.PermissionError):
+        return StripeAuthenticationFailed(
+            f"Stripe refused the API key for {operation}: {message}", code=code
+        )
+    if isinstance(error, stripe.APIConnectionError):
+        return StripeUnavailable(f"Stripe could not be reached for {operation}: {message}")
+    if isinstance(error, stripe.InvalidRequestError) and error.http_status == 404:
+        return StripeNotFound(message, param=param, code=code)
+    if isinstance(error, stripe.APIError) or (error.http_status or 0) >= 500:
+        return StripeUnavailable(f"Stripe failed during {operation}: {message}")
+    return StripeFailure(f"Stripe rejected {operation}: {message}", param=param, code=code)
