@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from tollgate.db.tables import CHARGES, CUSTOMERS, SUBSCRIPTIONS
 
@@ -38,6 +38,14 @@ _SUBSCRIPTION_COLUMNS = (
     SUBSCRIPTIONS.c.current_period_end,
     SUBSCRIPTIONS.c.created_at,
 )
+# Built once: every entitlement load runs both, and building a statement and its cache key
+# costs more than running it on SQLite.
+_CUSTOMERS_BY_ID = select(*_CUSTOMER_COLUMNS).where(
+    CUSTOMERS.c.id.in_(bindparam("ids", expanding=True))
+)
+_SUBSCRIPTIONS_OF = select(*_SUBSCRIPTION_COLUMNS).where(
+    SUBSCRIPTIONS.c.customer_id.in_(bindparam("ids", expanding=True))
+)
 
 
 def customers_with_subscriptions(
@@ -49,17 +57,13 @@ def customers_with_subscriptions(
     for chunk in _chunks(ids, 500):
         customers = {
             row.id: row
-            for row in connection.execute(
-                select(*_CUSTOMER_COLUMNS).where(CUSTOMERS.c.id.in_(chunk))
-            )
+            for row in connection.execute(_CUSTOMERS_BY_ID, {"ids": list(chunk)})
             if not row.deleted
         }
         if not customers:
             continue
         held: dict[str, list[Any]] = {}
-        rows = connection.execute(
-            select(*_SUBSCRIPTION_COLUMNS).where(SUBSCRIPTIONS.c.customer_id.in_(list(customers)))
-        )
+        rows = connection.execute(_SUBSCRIPTIONS_OF, {"ids": list(customers)})
         for subscription in rows.all():
             held.setdefault(subscription.customer_id, []).append(subscription)
         for customer_id, customer in customers.items():

@@ -296,12 +296,14 @@ def audit_void(connection: Connection, row: Any, *, reason: str, actor: str, now
 
 def spend_caps(connection: Connection, customer_ids: Sequence[str]) -> dict[str, int]:
     """Return the customers' spend caps (minor units of each one's currency), where set."""
-    rows = connection.execute(
-        select(SPEND_CAPS.c.customer_id, SPEND_CAPS.c.amount_minor).where(
-            SPEND_CAPS.c.customer_id.in_(list(customer_ids))
-        )
-    )
+    rows = connection.execute(_SPEND_CAPS_OF, {"ids": list(customer_ids)})
     return {row.customer_id: int(row.amount_minor) for row in rows}
+
+
+# Built once: every entitlement load runs it.
+_SPEND_CAPS_OF = select(SPEND_CAPS.c.customer_id, SPEND_CAPS.c.amount_minor).where(
+    SPEND_CAPS.c.customer_id.in_(bindparam("ids", expanding=True))
+)
 
 
 def spend_cap_row(connection: Connection, customer_id: str) -> Any | None:
