@@ -137,15 +137,7 @@ def lock_counters(
             (customer, meter, start): i for i, (customer, meter, start, _) in enumerate(counters)
         }
         for row in connection.exec_driver_sql(_PG_LOCK_COUNTERS, {"rows": rows}):
-            found[asked[(row[0], row[1], row[2].astimezone(UTC))]] = (
-                int(row[3]),
-                _aware(row[4]),
-                row[5],
-                int(row[6]),
-                int(row[7]),
-                _aware(row[8]),
-                int(row[9]),
-            )
+            found[asked[(row[0], row[1], row[2].astimezone(UTC))]] = _locked(row)
         return found
     stamp = _sqlite_time(now)
     starts = [_sqlite_time(start) for _, _, start, _ in counters]
@@ -175,16 +167,21 @@ def lock_counters(
             tuple(chunk),
         )
         for row in selected:
-            found[by_text[(row[0], row[1], row[2])]] = (
-                int(row[3]),
-                _aware(row[4]),
-                row[5],
-                int(row[6]),
-                int(row[7]),
-                _aware(row[8]),
-                int(row[9]),
-            )
+            found[by_text[(row[0], row[1], row[2])]] = _locked(row)
     return found
+
+
+def _locked(row: Any) -> LockedCounter:
+    """Return a locked counter from its row (both dialects select the same columns)."""
+    return (
+        int(row[3]),
+        _aware(row[4]),
+        row[5],
+        int(row[6]),
+        int(row[7]),
+        _aware(row[8]),
+        int(row[9]),
+    )
 
 
 _SQLITE_LOCK_COUNTERS = (
