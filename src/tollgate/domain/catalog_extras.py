@@ -23,7 +23,7 @@ addons:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -61,6 +61,9 @@ class Parser(Protocol):
 
     def check_keys(self, mapping: Mapping[Any, Any], path: str, allowed: Iterable[str]) -> None: ...
     def check_id(self, key: object, path: str, kind: str) -> bool: ...
+    def entries(
+        self, raw: object, section: str, kind: str, allowed: Iterable[str]
+    ) -> Iterator[tuple[str, str, Mapping[Any, Any]]]: ...
     def mapping(self, value: object, path: str, what: str) -> Mapping[Any, Any] | None: ...
     def whole_number(
         self, value: object, path: str, low: int, high: int | None = None
@@ -103,16 +106,8 @@ def _redeem_by(parser: Parser, raw: object, path: str) -> datetime | None:
 def parse_coupons(parser: Parser, raw: object, catalog: Catalog) -> dict[str, Coupon]:
     """Return the catalog's coupons; every problem is reported with its path."""
     coupons: dict[str, Coupon] = {}
-    spec = parser.mapping(raw, "coupons", "coupons") if raw is not None else None
     codes: dict[str, str] = {}
-    for key, value in (spec or {}).items():
-        path = f"coupons.{key}"
-        if not parser.check_id(key, path, "coupon"):
-            continue
-        entry = parser.mapping(value, path, "a coupon")
-        if entry is None:
-            continue
-        parser.check_keys(entry, path, COUPON_KEYS)
+    for key, path, entry in parser.entries(raw, "coupons", "coupon", COUPON_KEYS):
         percent: Decimal | None = None
         amounts: dict[str, int] = {}
         if ("percent_off" in entry) == ("amount_off" in entry):

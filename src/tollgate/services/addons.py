@@ -63,10 +63,8 @@ def set_addon(
         raise InvalidRequest(f"quantity must be 0 to {most}", param="quantity")
     with db.transaction() as session:
         row = load_customer(session, customer_id)
-        stripe_id, account = stripe_customer(row, gateway)
+        stripe_id, target = stripe_customer(row, gateway)
         version = row.state_version
-    assert gateway is not None
-    target = gateway.for_account(account) if account else gateway
     live = [
         raw
         for raw in target.list_subscriptions(stripe_id)

@@ -76,10 +76,8 @@ def apply_discount(
         chosen = found
     with db.transaction() as session:
         row = load_customer(session, customer_id)
-        stripe_id, account = stripe_customer(row, gateway)
+        stripe_id, target = stripe_customer(row, gateway)
         version = row.state_version  # a repeat now is the same request; after a change, new
-    assert gateway is not None
-    target = gateway.for_account(account) if account else gateway
     live = [
         subscription_snapshot(raw)
         for raw in target.list_subscriptions(stripe_id)

@@ -211,15 +211,14 @@ def _online_customer(
 ) -> tuple[_Customer, StripeGateway]:
     with db.transaction() as session:
         row = load_customer(session, customer_id)
-        stripe_id, account = stripe_customer(row, gateway)
+        stripe_id, target = stripe_customer(row, gateway)
         currency, _ = customer_currency(
             fixed=first_currency(session, row),
             requested=row.requested_currency,
             catalog_currency=catalog.currency,
         )
-        found = _Customer(row.id, stripe_id, account, currency, row.state_version)
-    assert gateway is not None
-    return found, gateway.for_account(account) if account else gateway
+        found = _Customer(row.id, stripe_id, row.stripe_account, currency, row.state_version)
+    return found, target
 
 
 def _live_subscription(

@@ -136,16 +136,9 @@ def lock_counters(
         asked = {
             (customer, meter, start): i for i, (customer, meter, start, _) in enumerate(counters)
         }
-        for row in connection.exec_driver_sql(_PG_LOCK_COUNTERS, {"rows": rows}):
-            found[asked[(row[0], row[1], row[2].astimezone(UTC))]] = (
-                int(row[3]),
-                _aware(row[4]),
-                row[5],
-                int(row[6]),
-                int(row[7]),
-                _aware(row[8]),
-                int(row[9]),
-            )
+        _place_locked(
+            found, connection.exec_driver_sql(_PG_LOCK_COUNTERS, {"rows": rows}), asked, pg=True
+        )
         return found
     stamp = _sqlite_time(now)
     starts = [_sqlite_time(start) for _, _, start, _ in counters]
@@ -174,17 +167,27 @@ def lock_counters(
             _SQLITE_LOCK_COUNTERS + f" IN (VALUES {marks})",  # placeholders only
             tuple(chunk),
         )
-        for row in selected:
-            found[by_text[(row[0], row[1], row[2])]] = (
-                int(row[3]),
-                _aware(row[4]),
-                row[5],
-                int(row[6]),
-                int(row[7]),
-                _aware(row[8]),
-                int(row[9]),
-            )
+        _place_locked(found, selected, by_text, pg=False)
     return found
+
+
+def _place_locked(
+    found: list[Any], rows: Iterable[Any], index: Mapping[tuple[Any, ...], int], *, pg: bool
+) -> None:
+    """Put each locked counter where it was asked (both dialects select the same columns;
+    PostgreSQL's period start is a datetime to make UTC, SQLite's the text it was asked by).
+    One call per statement, not per row: this runs for every counter of every usage batch."""
+    for row in rows:
+        start = row[2].astimezone(UTC) if pg else row[2]
+        found[index[(row[0], row[1], start)]] = (
+            int(row[3]),
+            _aware(row[4]),
+            row[5],
+            int(row[6]),
+            int(row[7]),
+            _aware(row[8]),
+            int(row[9]),
+        )
 
 
 _SQLITE_LOCK_COUNTERS = (
