@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from tollgate import __version__
+from tollgate import __version__, tracing
 from tollgate.api import errors, openapi
 from tollgate.api.fastpath import EntitlementFastPath
 from tollgate.api.guard import Guard
@@ -26,6 +26,7 @@ from tollgate.api.routes import (
     usage_controls,
     webhooks,
 )
+from tollgate.api.tracing import Tracing
 from tollgate.bootstrap import Container
 from tollgate.console.pages import install_console
 from tollgate.web.site import install_pages
@@ -82,6 +83,9 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     )
     if settings.log_format == "json":
         app.add_middleware(AccessLog)  # one line per request: method, route, status, duration
+    if tracing.ENABLED:  # OpenTelemetry installed: a span per request, inside the Guard's id
+        tracing.configure_tracing()
+        app.add_middleware(Tracing)
     # Outermost: a request id (the caller's X-Request-Id or a new one, carried by every log line
     # of the request), safe headers, and every unexpected failure in the error shape.
     app.add_middleware(Guard)
