@@ -1,12 +1,14 @@
 """Optional OpenTelemetry tracing: spans for requests, webhook handling, usage flushes and Stripe
-calls when `opentelemetry-api` is installed (`pip install 'tollgate[otel]'`), nothing otherwise.
+calls once a tracer provider is configured (`pip install 'tollgate[otel]'` brings the SDK and
+the OTLP exporter), nothing otherwise.
 
-Spans go to whatever tracer provider the process has. `configure_tracing` sets one up when the
-SDK is installed and none was set: spans are exported over OTLP when
-`OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set and the OTLP
-exporter package is installed; the standard `OTEL_*` variables (service name, sampler) apply.
-Without the packages `span` is a shared no-op and the request middleware
-(`tollgate.api.tracing`) is not added: nothing is paid.
+Request spans are FastAPI's own (its native telemetry wraps the whole middleware stack, the
+fast paths included, and continues the caller's `traceparent`); Tollgate adds its request id to
+them and its own spans inside. `configure_tracing` gives the process a provider exporting over
+OTLP when the SDK is installed, none is set and `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is; a host application may set its own instead, globally
+or with `use_tracer_provider`. Until a provider is configured `span` is a shared no-op: the
+OpenTelemetry API alone (a FastAPI dependency) records nothing and costs next to nothing.
 """
 
 from __future__ import annotations
@@ -14,27 +16,60 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastapi.telemetry import TelemetryConfig
 
 try:
     from opentelemetry import trace
-except ImportError:  # the optional extra is not installed
+except ImportError:  # an older FastAPI without the OpenTelemetry API
     trace = None  # type: ignore[assignment]
 
-ENABLED = trace is not None
 TRACER_NAME = "tollgate"
 _NOTHING: AbstractContextManager[None] = nullcontext()
+_provider: Any = None  # given by use_tracer_provider, else the global one
+_tracer: Any = trace.get_tracer(TRACER_NAME) if trace is not None else None
 _configured = False
 
 
-def span(name: str, attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
-    """Return a context manager that records a span (the current one's child), or does nothing
-    when OpenTelemetry is not installed. An exception leaving it is recorded on the span."""
+def use_tracer_provider(provider: Any | None) -> None:
+    """Trace with `provider` instead of the global one (None: the global one again), for a
+    host application that keeps its own, or a test. Apps made afterwards use it too."""
+    global _provider, _tracer
+    if trace is not None:
+        _provider = provider
+        _tracer = trace.get_tracer(TRACER_NAME, tracer_provider=provider)
+
+
+def tracing() -> bool:
+    """Return whether spans are recorded: a tracer provider is configured."""
     if trace is None:
-        return _NOTHING
-    return trace.get_tracer(TRACER_NAME).start_as_current_span(
-        name, attributes=dict(attributes) if attributes else None
+        return False
+    return _provider is not None or not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider
     )
+
+
+def span(name: str, attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
+    """Return a context manager that records a span (the current one's child), or a shared
+    no-op while no tracer provider is configured. An exception leaving it is recorded."""
+    if not tracing():
+        return _NOTHING
+    return _tracer.start_as_current_span(name, attributes=dict(attributes) if attributes else None)
+
+
+def fastapi_telemetry() -> TelemetryConfig:
+    """Return FastAPI's telemetry settings: its request spans on Tollgate's provider."""
+    return {"tracer_provider": _provider} if _provider is not None else {}
+
+
+def note_request_id(request_id: str) -> None:
+    """Put Tollgate's request id on the request's span (FastAPI's), when one is recorded."""
+    if trace is not None and tracing():
+        current = trace.get_current_span()
+        if current.is_recording():
+            current.set_attribute("tollgate.request_id", request_id)
 
 
 def configure_tracing() -> bool:
@@ -50,15 +85,13 @@ def configure_tracing() -> bool:
     if not endpoint or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return False
     try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
-        )
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
         return False
-    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+    if tracing():
         return False  # the host application set its own
     provider = TracerProvider(
         resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "tollgate")})

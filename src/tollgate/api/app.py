@@ -26,7 +26,6 @@ from tollgate.api.routes import (
     usage_controls,
     webhooks,
 )
-from tollgate.api.tracing import Tracing
 from tollgate.bootstrap import Container
 from tollgate.console.pages import install_console
 from tollgate.web.site import install_pages
@@ -38,12 +37,15 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     `fast_paths=False` leaves out the ASGI layers that answer webhooks and entitlement reads
     before FastAPI's stack, so the routes they shadow answer everything (a test compares both).
     """
+    tracing.configure_tracing()  # OTLP export when the SDK and an endpoint are there
     app = FastAPI(
         title="Tollgate",
         version=__version__,
         description="Billing, entitlements and usage metering for SaaS products on Stripe.",
         docs_url=None,  # /docs and /redoc are served with their files (tollgate.web.api_docs)
         redoc_url=None,
+        # Request spans (OpenTelemetry) once a tracer provider is configured; see tracing.py.
+        telemetry=tracing.fastapi_telemetry(),
     )
     app.state.container = container
     errors.install(app)
@@ -83,9 +85,6 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     )
     if settings.log_format == "json":
         app.add_middleware(AccessLog)  # one line per request: method, route, status, duration
-    if tracing.ENABLED:  # OpenTelemetry installed: a span per request, inside the Guard's id
-        tracing.configure_tracing()
-        app.add_middleware(Tracing)
     # Outermost: a request id (the caller's X-Request-Id or a new one, carried by every log line
     # of the request), safe headers, and every unexpected failure in the error shape.
     app.add_middleware(Guard)
