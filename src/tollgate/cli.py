@@ -37,7 +37,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-db_app = typer.Typer(help="Database schema: migrations.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database: migrations, and pruning raw usage events.", no_args_is_help=True
+)
 catalog_app = typer.Typer(
     help="Plans as code: validate, diff and sync the catalog.", no_args_is_help=True
 )
@@ -274,6 +276,29 @@ def db_current() -> None:
     missing = database.missing_file()
     current = f"none (no database at {missing})" if missing else current_revision(database.engine)
     typer.echo(f"current: {current}  newest: {newest}")
+
+
+@db_app.command("prune-usage")
+@one_line_errors
+def db_prune_usage() -> None:
+    """Prune raw usage events past TOLLGATE_USAGE_RAW_RETENTION_DAYS (the worker does it hourly)."""
+    from tollgate.bootstrap import build_container
+    from tollgate.server import require_migrated
+    from tollgate.services.usage.storage import maintain_usage_storage
+
+    container = build_container(_settings())
+    try:
+        require_migrated(container.db)
+        report = maintain_usage_storage(
+            db=container.db, clock=container.clock, settings=container.settings
+        )
+    finally:
+        container.close()
+    typer.echo(
+        f"pruned {report.events_pruned:,} raw usage events from before "
+        f"{report.cutoff.isoformat()} ({report.partitions_dropped} monthly partitions dropped, "
+        f"{report.partitions_made} made ahead)"
+    )
 
 
 # -- catalog ----------------------------------------------------------------------------------

@@ -216,6 +216,13 @@ class Settings(BaseSettings):
     webhook_id_retention_days: int = Field(
         90, alias="TOLLGATE_WEBHOOK_ID_RETENTION_DAYS", ge=4, le=3650
     )
+    # Raw usage events are kept this many days, then pruned by the worker (`tollgate db
+    # prune-usage`); never those of a period still open or with overage not yet sent to Stripe.
+    # Usage history reads the hourly roll-up, which is kept. A repeat of a pruned event's id
+    # counts again, so keep this longer than any app retries its usage.
+    usage_raw_retention_days: int = Field(
+        400, alias="TOLLGATE_USAGE_RAW_RETENTION_DAYS", ge=1, le=36500
+    )
     # On SIGTERM, how long in-flight requests, deliveries and job runs get to finish (seconds).
     shutdown_grace_seconds: float = Field(20.0, alias="TOLLGATE_SHUTDOWN_GRACE", gt=0, le=600)
     # -- pricing that changes (issue 20) -------------------------------------------------------

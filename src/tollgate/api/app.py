@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from tollgate import __version__
+from tollgate import __version__, tracing
 from tollgate.api import errors, openapi
 from tollgate.api.fastpath import EntitlementFastPath
 from tollgate.api.guard import Guard
@@ -37,12 +37,15 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     `fast_paths=False` leaves out the ASGI layers that answer webhooks and entitlement reads
     before FastAPI's stack, so the routes they shadow answer everything (a test compares both).
     """
+    tracing.configure_tracing()  # OTLP export when the SDK and an endpoint are there
     app = FastAPI(
         title="Tollgate",
         version=__version__,
         description="Billing, entitlements and usage metering for SaaS products on Stripe.",
         docs_url=None,  # /docs and /redoc are served with their files (tollgate.web.api_docs)
         redoc_url=None,
+        # Request spans (OpenTelemetry) once a tracer provider is configured; see tracing.py.
+        telemetry=tracing.fastapi_telemetry(),
     )
     app.state.container = container
     errors.install(app)

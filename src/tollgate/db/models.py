@@ -336,14 +336,17 @@ class CustomerChange(Base):
 
 
 class UsageEvent(Base):
-    """A usage event as accepted: its id is the app's, so a repeat is recognised forever."""
+    """A usage event as accepted: its id is the app's, so a repeat is recognised as long as the
+    event is kept (TOLLGATE_USAGE_RAW_RETENTION_DAYS).
+
+    Readers of usage over time read `usage_hourly`; raw events serve dedupe, voids and audit,
+    and are pruned past the retention (the index on `occurred_at` finds them). On PostgreSQL
+    the table is partitioned by month and ids are unique through `usage_event_ids` (see
+    `tollgate.db.queries.usage_storage`; migration 0020).
+    """
 
     __tablename__ = "usage_events"
-    __table_args__ = (
-        Index(
-            "ix_usage_events_customer_meter_time", "customer_id", "meter", "occurred_at", "value"
-        ),
-    )
+    __table_args__ = (Index("ix_usage_events_occurred_at", "occurred_at"),)
 
     id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
@@ -934,3 +937,24 @@ class UsageGrant(Base):
     idempotency_key: Mapped[str] = mapped_column(String(255))
     actor: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- usage growing for years (issue 23, migration 0020) --------------------------------------
+
+
+class UsageHourly(Base):
+    """A customer's usage of one meter in one hour, rolled up as its events are recorded: what
+    usage history, the billing page's chart and the console read, so raw events can be pruned.
+
+    `quantity` is the sum of the events' values (voids count down), `events` how many were
+    recorded, `peak` the greatest value (for `max` and `last` meters).
+    """
+
+    __tablename__ = "usage_hourly"
+
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    meter: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    events: Mapped[int] = mapped_column(BigInteger)
+    peak: Mapped[int] = mapped_column(BigInteger)

@@ -28,7 +28,7 @@ from tollgate.jobs.plan_changes import apply_pending_plan_changes
 from tollgate.jobs.plan_migrations import resume_stalled_plan_migrations
 from tollgate.jobs.queues import measure_queues
 from tollgate.jobs.reconcile import reconcile_nightly
-from tollgate.jobs.retention import prune_inbox
+from tollgate.jobs.retention import maintain_usage, prune_inbox
 from tollgate.jobs.trials import remind_trials
 from tollgate.jobs.usage_controls import (
     drip_plan_credits,
@@ -97,6 +97,9 @@ SCHEDULE: tuple[Job, ...] = (
     # Payloads of applied Stripe events past TOLLGATE_WEBHOOK_PAYLOAD_RETENTION_DAYS, and rows
     # past TOLLGATE_WEBHOOK_ID_RETENTION_DAYS; hourly keeps each run small.
     Job("prune_webhook_inbox", timedelta(hours=1), prune_inbox),
+    # Raw usage events past TOLLGATE_USAGE_RAW_RETENTION_DAYS that nothing still needs, and on
+    # PostgreSQL the coming months' partitions (two ahead: a missed run or two is harmless).
+    Job("maintain_usage_storage", timedelta(hours=1), maintain_usage),
     # A plan migration whose process died is finished by the worker (issue 20).
     Job("resume_plan_migrations", timedelta(minutes=1), resume_stalled_plan_migrations),
 )

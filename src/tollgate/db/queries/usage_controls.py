@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from tollgate.db.dialects import insert_if_new
+from tollgate.db.queries.usage_storage import events_of_ids
 from tollgate.db.tables import (
     AUDIT_LOG,
     METER_ADJUSTMENTS,
@@ -126,7 +127,7 @@ def events_by_id(connection: Connection, event_ids: Sequence[str]) -> list[Any]:
                 USAGE_EVENTS.c.meter,
                 USAGE_EVENTS.c.value,
                 USAGE_EVENTS.c.occurred_at,
-            ).where(USAGE_EVENTS.c.id.in_(list(event_ids)))
+            ).where(events_of_ids(connection, event_ids))
         )
     )
 
