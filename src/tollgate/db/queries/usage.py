@@ -107,8 +107,12 @@ def insert_events(connection: Connection, rows: Sequence[EventRow], now: datetim
         [(row[0], row[1], row[2], row[3], times[row[4]], recorded) for row in ordered],
     )
     hours: dict[tuple[str, str, str], list[int]] = {}  # (customer, meter, hour): sum, count, max
+    hour_of: dict[datetime, str] = {}  # most events of a batch share a time, or a few
     for _, customer, meter, value, occurred_at in ordered:
-        key = (customer, meter, _sqlite_time(_hour(occurred_at)))
+        hour = hour_of.get(occurred_at)
+        if hour is None:
+            hour = hour_of[occurred_at] = _sqlite_time(_hour(occurred_at))
+        key = (customer, meter, hour)
         found = hours.get(key)
         if found is None:
             hours[key] = [value, 1, value]
