@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 
 from tests.conftest import EXAMPLE_CATALOG
 from tollgate.catalog_file import load_catalog_file
 from tollgate.clock import FrozenClock
 from tollgate.config import Settings, load_settings
-from tollgate.db.migrate import upgrade
+from tollgate.db.migrate import alembic_config, upgrade
 from tollgate.db.queries.usage_storage import DEFAULT_PARTITION, month_partitions
 from tollgate.db.tables import METER_OUTBOX, USAGE_EVENTS, USAGE_HOURLY
 from tollgate.db.unit_of_work import Database
@@ -253,13 +254,17 @@ def test_months_are_partitions_made_ahead_and_pruned_whole(
 
 
 @pytest.fixture
-def at_0015(database_url: str) -> Iterator[str]:
-    upgrade(database_url, "0015")
+def before_0020(database_url: str) -> Iterator[str]:
+    """A database at the migration before 0020 (whichever it is once migrations are chained)."""
+    script = ScriptDirectory.from_config(alembic_config(database_url))
+    previous = script.get_revision("0020").down_revision
+    assert isinstance(previous, str)
+    upgrade(database_url, previous)
     yield database_url
 
 
-def test_the_migration_moves_existing_events_and_rolls_them_up(at_0015: str) -> None:
-    database = Database(at_0015)
+def test_the_migration_moves_existing_events_and_rolls_them_up(before_0020: str) -> None:
+    database = Database(before_0020)
     rows = [
         {
             "id": f"ev_{n}",
@@ -274,7 +279,7 @@ def test_the_migration_moves_existing_events_and_rolls_them_up(at_0015: str) -> 
     try:
         with database.write_connection() as connection:
             connection.execute(sa.insert(USAGE_EVENTS), rows)
-        upgrade(at_0015)
+        upgrade(before_0020)
         assert _event_count(database) == 500
         assert _rolled_up(database) == _raw_hours(database)
         if database.engine.dialect.name == "postgresql":
