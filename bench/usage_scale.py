@@ -8,15 +8,15 @@ recording would have (one INSERT … SELECT … GROUP BY). With that table behin
 - ingestion through Tollgate's real path: `POST /v1/usage` batches of 1,000 new events from two
   client processes to one `tollgate serve` for `--seconds` (a sample on top of the N events);
 - a customer's usage page: `GET /v1/customers/{id}/usage/history` by day over a past month and
-  by hour over a day, and the billing page's JSON (`/v1/customers/{id}/billing`… not needed:
-  the page reads the same roll-up), p50 and p99 of `--requests` requests each;
+  by hour over a day (what the billing page's chart reads too: the hourly roll-up), p50 and p99
+  of `--requests` requests each, a different customer each time;
 - the database size per million events: raw events (partitions and their index), ids, the
   hourly roll-up.
 
 Run: `.venv/bin/python bench/usage_scale.py [--events 10000000] [--customers 1000]
 [--months 12] [--seconds 10] [--requests 300] [--database postgresql|sqlite]`
-Watch the disk: about 150 bytes an event on PostgreSQL (`df -h`). SQLite loads by INSERT
-(meant for a few million events at most).
+Watch the disk: about 280 bytes an event on PostgreSQL (264 MiB a million at 10 M events; 28 GB
+for 100 M: `df -h`). SQLite loads by INSERT (meant for a few million events at most).
 """
 
 from __future__ import annotations
