@@ -79,6 +79,10 @@ def test_a_catalog_coupon_is_synced_and_its_discount_shows_on_the_next_invoice(
     )
     assert given["coupon"] == "launch20"
     world.settle()
+    shown = world.subscription("early")["discounts"]
+    assert [(d["coupon"], d["name"], d["percent_off"], d["duration"]) for d in shown] == [
+        ("launch20", "Launch offer", 20, "forever")
+    ]
 
     world.advance(clock, T0 + 30 * DAY + 7200)
     customer = world.customer("early")
@@ -88,6 +92,13 @@ def test_a_catalog_coupon_is_synced_and_its_discount_shows_on_the_next_invoice(
         if invoice.billing_reason == "subscription_cycle"
     ]
     assert [invoice.total for invoice in renewal] == [2320]  # $29 less 20 %
+    mirrored = world.call("GET", "/v1/customers/early/invoices")["data"][0]
+    assert mirrored["subtotal"] == {"amount": 2900, "currency": "usd"}
+    assert mirrored["total"] == {"amount": 2320, "currency": "usd"}
+    assert mirrored["total_discount"] == {"amount": 580, "currency": "usd"}
+    assert [(d["coupon"], d["name"], d["amount"]["amount"]) for d in mirrored["discounts"]] == [
+        ("launch20", "Launch offer", 580)
+    ]
 
 
 @pytest.mark.parametrize(

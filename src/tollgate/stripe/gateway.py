@@ -488,6 +488,23 @@ class StripeGateway(CatalogCalls):
         """The invoice as Stripe has it now."""
         return self._retrieve("invoices.retrieve", self._client.v1.invoices.retrieve, invoice_id)
 
+    def retrieve_discounts(self, parent_id: str) -> list[dict[str, Any]]:
+        """The discounts of a subscription (`sub_…`) or an invoice, each with its coupon."""
+        params = {"expand": ["discounts.source.coupon"]}
+        if parent_id.startswith("in_"):
+            found: Any = self._call(
+                "invoices.retrieve", self._client.v1.invoices.retrieve, parent_id, params=params
+            )
+        else:
+            found = self._call(
+                "subscriptions.retrieve",
+                self._client.v1.subscriptions.retrieve,
+                parent_id,
+                params=params,
+            )
+        listed = dict(found.to_dict(for_json=True)).get("discounts") or []
+        return [item for item in listed if isinstance(item, dict) and not item.get("deleted")]
+
     def retrieve_charge(self, charge_id: str) -> dict[str, Any]:
         """The charge as Stripe has it now."""
         return self._retrieve("charges.retrieve", self._client.v1.charges.retrieve, charge_id)
