@@ -166,13 +166,14 @@ def _check_discounts(
             share = Decimal(str(coupon["percent_off"])) * subtotal / 100
             off += int(share.quantize(Decimal(1), ROUND_HALF_UP))
         elif coupon.get("amount_off") is not None:
-            if coupon.get("currency") != currency:
+            amount_off = billing.coupon_amount_off(coupon, currency or "")
+            if amount_off is None:
                 raise StripeError(
                     f"The coupon currency ({coupon.get('currency')}) does not match the Checkout "
                     f"Session's currency ({currency}).",
                     param=f"discounts[{index}][coupon]",
                 )
-            off += int(coupon["amount_off"])
+            off += amount_off
     return min(off, subtotal)
 
 

@@ -14,7 +14,7 @@ from tollgate.db.queries.discounts import discounts_by_id
 from tollgate.db.queries.plan_migrations import record_audit
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
-from tollgate.domain.coupon_sync import coupon_stripe_ids
+from tollgate.domain.coupon_sync import coupon_stripe_id
 from tollgate.domain.errors import Conflict, InvalidRequest
 from tollgate.domain.events import ENDED_STATUSES
 from tollgate.services.customers import load_customer, stripe_customer
@@ -100,9 +100,8 @@ def apply_discount(
             f"coupon {chosen.id!r} is for {', '.join(chosen.plans)}, not {subscription.plan}",
             param="coupon",
         )
-    ids = coupon_stripe_ids(chosen, catalog.currency)
-    stripe_coupon = ids.get(None) or ids.get(subscription.currency or "")
-    if stripe_coupon is None:
+    stripe_coupon = coupon_stripe_id(chosen)
+    if chosen.percent_off is None and (subscription.currency or "") not in chosen.amount_off:
         raise InvalidRequest(
             f"coupon {chosen.id!r} has no amount in {subscription.currency}", param="coupon"
         )

@@ -503,7 +503,19 @@ class StripeGateway(CatalogCalls):
                 params=params,
             )
         listed = dict(found.to_dict(for_json=True)).get("discounts") or []
-        return [item for item in listed if isinstance(item, dict) and not item.get("deleted")]
+        discounts = [item for item in listed if isinstance(item, dict) and not item.get("deleted")]
+        for discount in discounts:
+            source = discount.get("source") or {}
+            coupon = source.get("coupon")
+            if isinstance(coupon, dict) and coupon.get("amount_off") is not None:
+                # Its amounts in other currencies come only when asked for.
+                source["coupon"] = self._call(
+                    "coupons.retrieve",
+                    self._client.v1.coupons.retrieve,
+                    coupon["id"],
+                    params={"expand": ["currency_options"]},
+                ).to_dict(for_json=True)
+        return discounts
 
     def retrieve_charge(self, charge_id: str) -> dict[str, Any]:
         """The charge as Stripe has it now."""
