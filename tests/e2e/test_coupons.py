@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -63,6 +64,7 @@ def test_a_catalog_coupon_is_synced_and_its_discount_shows_on_the_next_invoice(
     )
     assert (ten.amount_off, ten.currency, ten.duration_in_months) == (1000, "usd", 3)
     assert ten.currency_options["eur"].amount_off == 900
+    assert (ten.max_redemptions, ten.redeem_by) == (50, 1830297599)  # the end of 2027-12-31
     world.container.live_catalog.refresh()
 
     clock = world.test_clock(T0)
@@ -139,6 +141,26 @@ def test_an_amount_coupon_takes_its_euro_amount_off_a_euro_subscription(
     assert [(d["coupon"], d["amount"]["amount"]) for d in renewal["discounts"]] == [
         ("ten_off", 900)
     ]
+
+
+def test_a_code_typed_at_checkout_discounts_the_subscription_tollgate_mirrors(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    world = make_world(TOLLGATE_CATALOG_REFRESH=0.1)
+    sync(world, catalog_with(tmp_path, coupons=COUPONS))
+    world.container.live_catalog.refresh()
+    world.create_customer("buyer", test_clock=world.test_clock(T0))
+    session = world.checkout("buyer", plan="pro", interval="month", trial_days=0)
+    applied = httpx.post(session["url"], data={"apply_code": "1", "promotion_code": "launch20"})
+    assert applied.status_code == 200 and "LAUNCH20" in applied.text
+    assert world.pay(session["url"]).status_code == 303
+    world.settle()
+    (shown,) = world.subscription("buyer")["discounts"]
+    assert (shown["coupon"], shown["percent_off"]) == ("launch20", 20)
+    assert shown["promotion_code"] is not None
+    first = world.call("GET", "/v1/customers/buyer/invoices")["data"][0]
+    assert first["total"] == {"amount": 2320, "currency": "usd"}
+    assert first["discounts"][0]["name"] == "Launch offer"
 
 
 def test_an_amount_coupon_in_a_currency_no_plan_of_it_is_priced_in_is_refused(
