@@ -80,10 +80,19 @@ def test_a_plan_switch_in_the_hosted_portal_changes_entitlements(
         page.click(f"#change-plan-{subscription_id}")
         page.wait_for_selector("#notice")
         page.screenshot(path=str(tmp_path / "portal-switched.png"), full_page=True)
+        world.settle()
+        wait_for(lambda: world.customer("switcher")["plan"] == "team")
+        # Canceling asks for a reason and a confirmation; it ends at the period's end.
+        page.click(f"#cancel-open-{subscription_id}")
+        page.select_option(f"#reason-{subscription_id}", "too_expensive")
+        page.click(f"#cancel-{subscription_id}")
+        page.wait_for_selector("#notice")
     finally:
         page.close()
     world.settle()
-    wait_for(lambda: world.customer("switcher")["plan"] == "team")
+    wait_for(lambda: world.customer("switcher")["status"] == "canceling")
+    canceled = world.stripe.v1.subscriptions.retrieve(subscription_id)
+    assert canceled.cancellation_details.feedback == "too_expensive"
     granted = world.call("GET", "/v1/customers/switcher/entitlements")["features"]
     assert granted["runs"]["included"] == 250_000
     assert world.subscription("switcher")["seats"] == 2
