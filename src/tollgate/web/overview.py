@@ -214,6 +214,7 @@ def billing_overview(app: Container, customer_id: str) -> Overview:
                 ),
             )
             for discount in subscription.discounts
+            if discount.end is None or discount.end > now  # a repeating coupon that ended
         ),
         addons=tuple(
             _addon_line(catalog, offer)
