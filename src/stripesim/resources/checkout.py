@@ -166,14 +166,58 @@ def _check_discounts(
             share = Decimal(str(coupon["percent_off"])) * subtotal / 100
             off += int(share.quantize(Decimal(1), ROUND_HALF_UP))
         elif coupon.get("amount_off") is not None:
-            if coupon.get("currency") != currency:
+            amount_off = billing.coupon_amount_off(coupon, currency or "")
+            if amount_off is None:
                 raise StripeError(
                     f"The coupon currency ({coupon.get('currency')}) does not match the Checkout "
                     f"Session's currency ({currency}).",
                     param=f"discounts[{index}][coupon]",
                 )
-            off += int(coupon["amount_off"])
+            off += amount_off
     return min(off, subtotal)
+
+
+def _set_discounts(
+    ctx: Ctx, session: dict[str, Any], raw: Any, customer_id: str | None, now: int
+) -> None:
+    """Check the session's discounts and set its totals (and `discounts`) from them."""
+    subtotal = _subtotal_now(session)
+    discount = _check_discounts(ctx, raw, session.get("currency"), subtotal, customer_id, now)
+    session["_discounts"] = raw or []
+    session["_discount_amount"] = discount
+    session["amount_subtotal"] = subtotal
+    session["amount_total"] = subtotal - discount
+    session["total_details"] = {"amount_discount": discount, "amount_shipping": 0, "amount_tax": 0}
+    if isinstance(raw, list):
+        session["discounts"] = [
+            {
+                "coupon": d.get("coupon")
+                or ctx.account.get(d["promotion_code"], "promotion_code")["promotion"]["coupon"],
+                "promotion_code": d.get("promotion_code") or None,
+            }
+            for d in raw
+        ]
+
+
+def apply_promotion_code(ctx: Ctx, session: dict[str, Any], code: str) -> None:
+    """Take a code the buyer typed on the page (`allow_promotion_codes`), as Checkout does."""
+    now = ctx.now_for_customer(session.get("customer"))
+    typed = code.strip().upper()
+    found = next(
+        (
+            promo
+            for promo in ctx.account.where("promotion_code")
+            if promo["active"] and promo["code"].upper() == typed
+        ),
+        None,
+    )
+    if not session.get("allow_promotion_codes") or not typed or found is None:
+        raise CheckoutDeclined(StripeError("This code is invalid.", param="promotion_code"))
+    try:
+        raw = [{"promotion_code": found["id"]}]
+        _set_discounts(ctx, session, raw, session.get("customer"), now)
+    except StripeError as refused:
+        raise CheckoutDeclined(refused) from None
 
 
 def _needs_card(session: dict[str, Any]) -> bool:
@@ -316,29 +360,9 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         _discounts=params.get("discounts") or [],
     )
     if mode != "setup":
-        subtotal = _subtotal_now(session)
-        discount = _check_discounts(
-            ctx, params.get("discounts"), currency, subtotal, customer_id, now
-        )
-        session["_discount_amount"] = discount
-        session["amount_subtotal"] = subtotal
-        session["amount_total"] = subtotal - discount
-        session["total_details"] = {
-            "amount_discount": discount,
-            "amount_shipping": 0,
-            "amount_tax": 0,
-        }
+        _set_discounts(ctx, session, params.get("discounts"), customer_id, now)
     elif params.get("discounts"):
         raise StripeError("You cannot pass `discounts` in `setup` mode.", param="discounts")
-    if isinstance(params.get("discounts"), list):
-        session["discounts"] = [
-            {
-                "coupon": d.get("coupon")
-                or ctx.account.get(d["promotion_code"], "promotion_code")["promotion"]["coupon"],
-                "promotion_code": d.get("promotion_code") or None,
-            }
-            for d in params["discounts"]
-        ]
     update_metadata(session, params.get("metadata"))
     ctx.account.add(session)
     if expire_due_sessions not in ctx.sim.time_hooks:
@@ -720,6 +744,14 @@ def _page_context(ctx: Ctx, session: dict[str, Any]) -> dict[str, Any]:
         "due_now": _due_now(session),
         "subtotal": _subtotal_now(session),
         "discount": int(session.get("_discount_amount") or 0),
+        "applied_code": next(
+            (
+                ctx.account.get(d["promotion_code"], "promotion_code")["code"]
+                for d in session.get("_discounts") or []
+                if d.get("promotion_code")
+            ),
+            None,
+        ),
         "recurring_total": recurring_total,
         "interval_text": interval_text,
         "trial_days": trial_days,
@@ -753,6 +785,11 @@ async def checkout_page(request: Request, sim: Simulator) -> Response:
         if request.method == "GET":
             return render_page("checkout.html", form=form, error=None, **context)
         try:
+            if form.get("apply_code"):
+                apply_promotion_code(ctx, session, form.get("promotion_code") or "")
+                return render_page(
+                    "checkout.html", form=form, error=None, **_page_context(ctx, session)
+                )
             complete_session(ctx, session, form)
         except CheckoutDeclined as declined:
             return render_page(

@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from tollgate.bootstrap import Container
+from tollgate.console.deals import DEAL_ACTIONS, DEAL_DONE, run_deal_action
 from tollgate.console.render import STATIC, render
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.operators import Action
@@ -25,6 +26,7 @@ from tollgate.services import console, console_actions, operators
 from tollgate.services.api_keys import create_api_key
 from tollgate.services.credits import grant_credits, list_credits
 from tollgate.services.customers import get_customer, open_portal
+from tollgate.services.deals import list_overrides
 from tollgate.services.operators import ConsoleSession, NotAllowed
 from tollgate.services.outbox import preview_email
 from tollgate.services.subscriptions import (
@@ -286,6 +288,8 @@ def customer_page(
         grant_key=secrets.token_hex(12),
         done=DONE.get(done or ""),
         nav="customers",
+        overrides=list_overrides(db=app.db, customer_id=customer_id),
+        features=list(app.catalog.features.values()),
     )
 
 
@@ -301,6 +305,7 @@ DONE = {
     "retried": "It will be sent again at the worker's next run.",
     "healed": "Reconciliation ran; what Stripe is the record for was healed.",
     "revoked": "The key was revoked; servers refuse it within 10 seconds.",
+    **DEAL_DONE,
 }
 
 
@@ -395,6 +400,10 @@ async def customer_action(request: Request, customer_id: str, action: str) -> Re
         )
         app.forget_decisions([customer_id])
         return _back(here, done="offline" if action == "mark-offline" else "online")
+    elif action in DEAL_ACTIONS:
+        done, audit = run_deal_action(
+            app=app, actor=actor, customer_id=customer_id, action=action, form=form
+        )
     else:
         raise TollgateErrorPage("There is no such action.", status=404)
     app.forget_decisions([customer_id])

@@ -152,6 +152,8 @@ class Subscription(Base):
     watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The ids of the discounts in force (issue 20; their coupons are in `discounts`).
+    discount_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class SubscriptionItem(Base):
@@ -201,6 +203,9 @@ class Invoice(Base):
     watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Before discounts, and what each discount took off (issue 20): `total_discount_amounts`.
+    subtotal: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    discount_amounts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
 
 class InvoicePayment(Base):
@@ -958,3 +963,28 @@ class UsageHourly(Base):
     quantity: Mapped[int] = mapped_column(BigInteger)
     events: Mapped[int] = mapped_column(BigInteger)
     peak: Mapped[int] = mapped_column(BigInteger)
+
+
+class Discount(Base):
+    """A Stripe discount (a coupon redeemed by a customer) with its coupon's terms, as fetched."""
+
+    __tablename__ = "discounts"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    coupon_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    # The catalog's coupon when Tollgate made it (metadata `tollgate_coupon`).
+    catalog_coupon: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    percent_off: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "20", "12.5"
+    amount_off: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    # Other currencies' amounts off (`currency_options`): {"eur": 900}.
+    amounts_off: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    duration: Mapped[str] = mapped_column(String(16))
+    duration_in_months: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    promotion_code: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -140,6 +140,8 @@ def parse_coupons(parser: Parser, raw: object, catalog: Catalog) -> dict[str, Co
                     continue
                 amounts[currency] = amount
             if not amounts:
+                if not by_currency:
+                    parser.report(f"{path}.amount_off", "give an amount in at least one currency")
                 continue
         duration_raw = entry.get("duration", "once")
         if duration_raw not in {member.value for member in CouponDuration}:
@@ -180,6 +182,18 @@ def parse_coupons(parser: Parser, raw: object, catalog: Catalog) -> dict[str, Co
                             f"{code} is also coupon {codes[code.upper()]}'s",
                         )
                     codes[code.upper()] = key
+        plans = _plans(parser, entry.get("plans"), f"{path}.plans", catalog)
+        priced = {
+            price.currency
+            for plan in catalog.plans.values()
+            if not plans or plan.id in plans
+            for price in plan.prices
+        }
+        for currency in sorted(set(amounts) - priced):
+            parser.report(
+                f"{path}.amount_off.{currency}",
+                f"no {'plan it is for' if plans else 'plan'} has a price in {currency}",
+            )
         coupons[key] = Coupon(
             id=key,
             name=str(entry.get("name") or key),
@@ -189,7 +203,7 @@ def parse_coupons(parser: Parser, raw: object, catalog: Catalog) -> dict[str, Co
             duration_in_months=months,
             max_redemptions=max_redemptions,
             redeem_by=_redeem_by(parser, entry.get("redeem_by"), f"{path}.redeem_by"),
-            plans=_plans(parser, entry.get("plans"), f"{path}.plans", catalog),
+            plans=plans,
             promotion_codes=promotion_codes,
         )
     return coupons

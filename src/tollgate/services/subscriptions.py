@@ -55,6 +55,7 @@ from tollgate.services.customers import (
     shown_plan_version,
     stripe_customer,
 )
+from tollgate.services.discounts import discount_views
 from tollgate.stripe.errors import StripeFailure, StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import subscription_snapshot
@@ -136,6 +137,9 @@ def get_subscription(*, db: Database, catalog: Catalog, customer_id: str) -> Sub
             stripe_subscription_id=subscription.id,
             pending_change=pending,
             plan_version=shown_plan_version(catalog, derived.plan, subscription),
+            discounts=discount_views(
+                session.connection(), subscription.discount_ids or [], subscription.currency
+            ),
         )
 
 

@@ -488,6 +488,35 @@ class StripeGateway(CatalogCalls):
         """The invoice as Stripe has it now."""
         return self._retrieve("invoices.retrieve", self._client.v1.invoices.retrieve, invoice_id)
 
+    def retrieve_discounts(self, parent_id: str) -> list[dict[str, Any]]:
+        """The discounts of a subscription (`sub_…`) or an invoice, each with its coupon."""
+        params = {"expand": ["discounts.source.coupon"]}
+        if parent_id.startswith("in_"):
+            found: Any = self._call(
+                "invoices.retrieve", self._client.v1.invoices.retrieve, parent_id, params=params
+            )
+        else:
+            found = self._call(
+                "subscriptions.retrieve",
+                self._client.v1.subscriptions.retrieve,
+                parent_id,
+                params=params,
+            )
+        listed = dict(found.to_dict(for_json=True)).get("discounts") or []
+        discounts = [item for item in listed if isinstance(item, dict) and not item.get("deleted")]
+        for discount in discounts:
+            source = discount.get("source") or {}
+            coupon = source.get("coupon")
+            if isinstance(coupon, dict) and coupon.get("amount_off") is not None:
+                # Its amounts in other currencies come only when asked for.
+                source["coupon"] = self._call(
+                    "coupons.retrieve",
+                    self._client.v1.coupons.retrieve,
+                    coupon["id"],
+                    params={"expand": ["currency_options"]},
+                ).to_dict(for_json=True)
+        return discounts
+
     def retrieve_charge(self, charge_id: str) -> dict[str, Any]:
         """The charge as Stripe has it now."""
         return self._retrieve("charges.retrieve", self._client.v1.charges.retrieve, charge_id)

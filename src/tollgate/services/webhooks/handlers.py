@@ -11,7 +11,8 @@ tollgate.db.queries.mirror, which also explains the order locks are taken in.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table
@@ -22,6 +23,7 @@ from tollgate.db.queries.mirror import Row
 from tollgate.db.tables import (
     CHARGES,
     CUSTOMERS,
+    DISCOUNTS,
     DISPUTES,
     INVOICE_PAYMENTS,
     INVOICES,
@@ -33,6 +35,7 @@ from tollgate.domain.events import (
     ChargeSnapshot,
     CustomerSnapshot,
     Decision,
+    DiscountSnapshot,
     InvoicePaymentSnapshot,
     InvoiceSnapshot,
     RefundSnapshot,
@@ -55,6 +58,7 @@ from tollgate.stripe.translate import (
     charge_snapshot,
     checkout_session_snapshot,
     customer_snapshot,
+    discount_snapshot,
     dispute_snapshot,
     invoice_payment_snapshot,
     invoice_snapshot,
@@ -303,6 +307,7 @@ def _subscription_values(snapshot: SubscriptionSnapshot, customer_id: str) -> di
         "interval": snapshot.interval,
         "seats": snapshot.seats,
         "latest_invoice": snapshot.latest_invoice,
+        "discount_ids": list(snapshot.discount_ids) or None,
     }
 
 
@@ -351,6 +356,7 @@ def _apply_subscription(
             snapshot = subscription_snapshot(found)
             values = _subscription_values(snapshot, customer_id)
             items = _item_values(snapshot)
+    _mirror_discounts(ctx, customer_id, snapshot.id, snapshot.discount_ids)
     # The subscription row is written first: its items reference it.
     _write(
         ctx,
@@ -428,6 +434,48 @@ def _replace_items(
             ctx.write(mirror.update_by_id(SUBSCRIPTION_ITEMS), {**changed, "row_id": item_id})
 
 
+def _mirror_discounts(
+    ctx: HandlerContext, customer_id: str, parent_id: str, discount_ids: Sequence[str]
+) -> None:
+    """Keep the discounts a subscription or invoice names, each with its coupon's terms.
+
+    Events name discounts by id only, so one not seen before is fetched (with its coupon)
+    from the subscription or invoice that carries it; each is fetched once.
+    """
+    if not discount_ids:
+        return
+    stored = ctx.read([(mirror.row_by_id(DISCOUNTS), {"row_id": d}) for d in discount_ids])
+    missing = {d for d, rows in zip(discount_ids, stored, strict=True) if not rows}
+    if not missing:
+        return
+    for raw in ctx.fetch("discounts", parent_id, "discounts") or []:
+        found = discount_snapshot(raw)
+        if found.id in missing:
+            missing.discard(found.id)
+            ctx.write(mirror.insert_row(DISCOUNTS), _discount_values(found, customer_id, ctx.now))
+
+
+def _discount_values(found: DiscountSnapshot, customer_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "id": found.id,
+        "customer_id": customer_id,
+        "subscription_id": found.subscription_id,
+        "coupon_id": found.coupon_id,
+        "catalog_coupon": found.catalog_coupon,
+        "name": found.name,
+        "percent_off": found.percent_off,
+        "amount_off": found.amount_off,
+        "currency": found.currency,
+        "amounts_off": found.amounts_off or None,
+        "duration": found.duration,
+        "duration_in_months": found.duration_in_months,
+        "promotion_code": found.promotion_code,
+        "started_at": found.start,
+        "ends_at": found.end,
+        "created_at": now,
+    }
+
+
 def on_subscription(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror the subscription a `customer.subscription.*` event carries (created, updated,
     deleted, paused, resumed, trial_will_end: the snapshot is current in each) and queue what
@@ -458,6 +506,12 @@ def _invoice_values(snapshot: Any, customer_id: str) -> dict[str, Any]:
         "number": snapshot.number,
         "period_start": snapshot.period_start,
         "period_end": snapshot.period_end,
+        "subtotal": snapshot.subtotal,
+        "discount_amounts": [
+            {"discount": discount, "amount": amount}
+            for discount, amount in snapshot.discount_amounts
+        ]
+        or None,
     }
 
 
@@ -481,6 +535,7 @@ def _apply_invoice(ctx: HandlerContext, obj: dict[str, Any]) -> tuple[InvoiceSna
         if found is not None:
             snapshot = invoice_snapshot(found)
             values = _invoice_values(snapshot, customer_id)
+    _mirror_discounts(ctx, customer_id, snapshot.id, snapshot.discount_ids)
     _write(ctx, INVOICES, "invoice", snapshot.id, row, values, customer_id)
     _record_invoice_payments(ctx, snapshot.payments, customer_id)
     return event_snapshot, customer_id

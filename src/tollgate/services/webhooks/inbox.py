@@ -550,6 +550,7 @@ _FETCHERS: dict[str, Callable[[StripeGateway, str], Any]] = {
     "charge": StripeGateway.retrieve_charge,
     "dispute": StripeGateway.retrieve_dispute,
     "refunds": StripeGateway.list_refunds,
+    "discounts": StripeGateway.retrieve_discounts,
 }
 
 
