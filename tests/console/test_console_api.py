@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from tests.console.conftest import T0, Desk, event_obj
 from tests.integration.test_webhooks import subscription_obj
-from tollgate.db.tables import NOTIFICATIONS, RECONCILIATION_RUNS
+from tollgate.db.tables import AUDIT_LOG, NOTIFICATIONS, RECONCILIATION_RUNS
 from tollgate.services.outbox import queue_app_event, queue_email
 
 
@@ -127,6 +127,37 @@ def test_a_customers_timeline_merges_every_kind_newest_first(desk: Desk) -> None
         "/v1/customers/nobody/timeline", headers={"Authorization": f"Bearer {desk.read_key}"}
     )
     assert missing.status_code == 404
+
+
+def test_a_timeline_pages_through_many_entries_at_one_time_once_each(desk: Desk) -> None:
+    """More entries share a time than a page holds, in one object and across kinds: the cursor
+    (time, kind, ref) still shows each once, in the order of the whole timeline."""
+    cus_id = desk.customer("tied")
+    same = desk.clock.now()
+    with desk.db.engine.begin() as connection:
+        for number in range(7):
+            connection.execute(
+                AUDIT_LOG.insert().values(
+                    at=same,
+                    actor="operator:ada",
+                    object_type="customer",
+                    object_id="tied",
+                    action=f"note_{number}",
+                )
+            )
+            queue_email(
+                connection,
+                customer_id="tied",
+                template="trial_started",
+                cause=f"tie-{number}",
+                facts={},
+                now=same,
+            )
+    whole = desk.get("/v1/customers/tied/timeline", limit=200)["data"]
+    assert len(whole) >= 15 and cus_id
+    for size in (1, 2, 3, 5):
+        paged = _everything(desk, "/v1/customers/tied/timeline", limit=size)
+        assert [(e["kind"], e["ref"]) for e in paged] == [(e["kind"], e["ref"]) for e in whole]
 
 
 def test_a_failed_event_is_listed_and_its_replay_succeeds(desk: Desk) -> None:

@@ -265,16 +265,9 @@ def customer_timeline(
         ids = queries.customer_object_ids(connection, customer_id)
         if ids is None:
             raise NotFound(f"no customer {customer_id!r}", param="id")
-        # Entries sharing the cursor's time may have been shown: read enough to skip them.
         rows = queries.timeline(
-            connection,
-            customer_id=customer_id,
-            object_ids=ids,
-            before=after[0] if after else None,
-            limit=2 * limit + 1,
+            connection, customer_id=customer_id, object_ids=ids, after=after, limit=limit + 1
         )
-    if after is not None:
-        rows = [row for row in rows if queries.timeline_key(row) < after]
     entries = [_timeline_entry(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
