@@ -136,6 +136,43 @@ FILL = [
 ]
 
 
+# Two years of monthly invoices, each paid by a charge, for one customer in ten: their pages name
+# ~50 objects whose events and audit rows the timeline reads.
+BILLING = [
+    """
+    INSERT INTO invoices (id, customer_id, subscription_id, status, currency, amount_due,
+        amount_paid, amount_remaining, total, attempt_count, created_at, updated_at)
+    SELECT 'in_bench' || n || '_' || m, 'org-' || lpad(n::text, 6, '0'), 'sub_bench' || n,
+        'paid', 'usd', 2900, 2900, 0, 2900, 1,
+        now() - make_interval(days => 30 * m), now() - make_interval(days => 30 * m)
+    FROM generate_series(1, {customers}) AS n, generate_series(0, 23) AS m
+    WHERE n % 10 = 3
+    """,
+    """
+    INSERT INTO charges (id, customer_id, invoice_id, amount, amount_refunded, currency, status,
+        refunded, disputed, created_at, updated_at, payment_method_type)
+    SELECT 'ch_bench' || n || '_' || m, 'org-' || lpad(n::text, 6, '0'),
+        'in_bench' || n || '_' || m, 2900, 0, 'usd', 'succeeded', false, false,
+        now() - make_interval(days => 30 * m), now() - make_interval(days => 30 * m), 'card'
+    FROM generate_series(1, {customers}) AS n, generate_series(0, 23) AS m
+    WHERE n % 10 = 3
+    """,
+    """
+    INSERT INTO stripe_events (id, type, object_type, object_id, api_version, created,
+        received_at, status, attempts, payload)
+    SELECT 'evt_bench_in' || n || '_' || m || '_' || k,
+        CASE k WHEN 0 THEN 'invoice.created' WHEN 1 THEN 'invoice.finalized'
+            ELSE 'invoice.paid' END,
+        'invoice', 'in_bench' || n || '_' || m, '2026-10-28.endive',
+        now() - make_interval(days => 30 * m, secs => k), now() - make_interval(days => 30 * m),
+        'succeeded', 1, '{{}}'
+    FROM generate_series(1, {customers}) AS n, generate_series(0, 23) AS m,
+        generate_series(0, 2) AS k
+    WHERE n % 10 = 3
+    """,
+]
+
+
 def fill(url: str, customers: int, rows: int) -> float:
     """Fill the database; return the seconds it took."""
     started = time.perf_counter()
@@ -143,7 +180,7 @@ def fill(url: str, customers: int, rows: int) -> float:
     shares = {"audit": 0.4, "events": 0.3, "emails": 0.15, "hooks": 0.15}
     counts = {name: int(rows * share) for name, share in shares.items()}
     with engine.begin() as connection:
-        for statement in FILL:
+        for statement in FILL + BILLING:
             connection.execute(
                 sa.text(statement.format(customers=customers, heavy=HEAVY, **counts))
             )
@@ -154,6 +191,8 @@ def fill(url: str, customers: int, rows: int) -> float:
             "stripe_events",
             "notifications",
             "app_events",
+            "invoices",
+            "charges",
         ):
             connection.execute(sa.text(f"ANALYZE {table}"))
     engine.dispose()
@@ -411,6 +450,8 @@ def run(url: str, args: argparse.Namespace) -> None:
             data={"csrf_token": token.group(1), "name": name, "password": PASSWORD},
         )
         ids = [f"org-{rng.randint(1, args.customers):06d}" for _ in range(args.rounds)]
+        billed = [f"org-{10 * rng.randint(0, args.customers // 10 - 1) + 3:06d}" for _ in ids]
+        billed_order = iter(billed * 10)
         order = iter(ids * 10)
 
         def get(path: str | Callable[[], str]) -> Callable[[], None]:
@@ -427,6 +468,12 @@ def run(url: str, args: argparse.Namespace) -> None:
             (
                 "a customer (random)",
                 get(lambda: f"/console/customers/{next(order)}"),
+                args.rounds,
+                100,
+            ),
+            (
+                "a customer with 24 invoices and charges",
+                get(lambda: f"/console/customers/{next(billed_order)}"),
                 args.rounds,
                 100,
             ),
