@@ -1,6 +1,7 @@
-"""The console in a real headless Chromium, as an operator uses it: sign in, find a past-due
-customer from the overview, replay a failed webhook, grant credits, a readonly operator, a form
-without its CSRF token, and the pages at 1280 px and 375 px (screenshots in docs/screenshots)."""
+"""The console in a real headless Chromium over SQLite and PostgreSQL, as an operator uses it:
+sign in, find a past-due customer from the overview, replay a failed webhook, grant credits, a
+readonly operator, a form without its CSRF token, an email as its customer reads it, heal from
+the reconciliation page, and the pages at 1280 px and 375 px (screenshots in docs/screenshots)."""
 
 from __future__ import annotations
 
@@ -89,11 +90,10 @@ class Console:
 
 
 @pytest.fixture
-def desk(tmp_path: Path, make_settings: Callable[..., Settings]) -> Iterator[Console]:
-    url = f"sqlite:///{tmp_path / 'console.db'}"
-    from tollgate.db.migrate import upgrade
-
-    upgrade(url)
+def desk(migrated_url: str, make_settings: Callable[..., Settings]) -> Iterator[Console]:
+    """The console served over a migrated SQLite file or PostgreSQL schema (each test runs on
+    both), with operators of each role, five customers and last month's charges."""
+    url = migrated_url
     clock = FrozenClock(NOW)
     container = build_container(make_settings(url, STRIPE_WEBHOOK_SECRETS=SECRET), clock=clock)
     for name, role in (("ada", "admin"), ("sam", "support"), ("rita", "readonly")):
