@@ -297,3 +297,36 @@ def test_the_console_fits_1280_and_375_pixels(desk: Console, page: Any) -> None:
     ):
         page.goto(f"{desk.url}{path}")
         _shot(page, name)
+
+
+def test_an_email_reads_as_its_customer_reads_it(desk: Console, page: Any) -> None:
+    from tollgate.notify.samples import sample_facts
+    from tollgate.services.outbox import queue_email
+
+    facts = sample_facts("payment_failed_soft", desk.container.catalog, NOW)
+    with desk.container.db.engine.begin() as connection:
+        queue_email(
+            connection,
+            customer_id="org-1",
+            template="payment_failed_soft",
+            cause="browser-email",
+            facts=facts,
+            now=NOW,
+        )
+    _sign_in(page, desk.url, "rita")
+    page.goto(f"{desk.url}/console/outbox?kind=email")
+    page.get_by_role("link", name="payment_failed_soft").first.click()
+    page.wait_for_url("**/console/outbox/email_*")
+    frame = page.locator("iframe#mail-frame")
+    assert frame.get_attribute("sandbox") == ""
+    assert frame.get_attribute("srcdoc").startswith("<!doctype html>")
+    body = page.frame_locator("iframe#mail-frame").locator("body")
+    assert "Globex" in body.inner_text()  # the customer's name, as the email greets it
+    # The email's own inline styles apply inside the frame (the page's CSP lets them).
+    assert body.evaluate("b => getComputedStyle(b).maxWidth") == "560px"
+    text = page.locator("section", has=page.get_by_role("heading", name="Its text part"))
+    assert "Globex" in text.inner_text()
+    _shot(page, "email")
+    page.set_viewport_size({"width": 375, "height": 900})
+    _no_horizontal_scroll(page, 375)
+    page.set_viewport_size({"width": 1280, "height": 900})

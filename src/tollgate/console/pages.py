@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from tollgate.bootstrap import Container
+from tollgate.config import Settings
 from tollgate.console.render import STATIC, render
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.operators import Action
@@ -36,6 +37,7 @@ from tollgate.services.subscriptions import (
 )
 from tollgate.services.webhooks import replay_stripe_event
 from tollgate.web.csrf import CsrfRefused, checked_form, csrf_token
+from tollgate.web.security import content_security_policy
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 COOKIE = "tg_console"
@@ -545,12 +547,7 @@ def outbox_page(
 def email_page(request: Request, number: int) -> Response:
     session = session_of(request)
     app = _app(request)
-    item = next(
-        (i for i in _emails_around(app, number) if i.id == str(number)),
-        None,
-    )
-    if item is None:
-        raise TollgateErrorPage("There is no such email.", status=404)
+    item = console.get_outbox_item(db=app.db, outbox_id=f"email_{number}")
     rendered = preview_email(
         db=app.db,
         settings=app.settings,
@@ -558,19 +555,20 @@ def email_page(request: Request, number: int) -> Response:
         clock=app.clock,
         template=item.name,
         customer_id=item.customer_id,
+        notification_id=number,
     )
-    return _page(request, "console_email.html", session, item=item, mail=rendered, nav="outbox")
+    page = _page(request, "console_email.html", session, item=item, mail=rendered, nav="outbox")
+    # The HTML part shows in a sandboxed frame (`srcdoc`, `sandbox=""`: no script, no form, no
+    # top navigation, an opaque origin). A srcdoc frame keeps this page's CSP, so this page alone
+    # also allows the inline styles emails are written with.
+    page.headers["Content-Security-Policy"] = _email_page_csp(app.settings)
+    return page
 
 
-def _emails_around(app: Container, number: int) -> list[console.OutboxItem]:
-    from tollgate.db.queries import console as queries
-
-    with app.db.engine.connect() as connection:
-        row = queries.notification(connection, number)
-    if row is None:
-        return []
-    page = console.list_outbox(db=app.db, kind="email", customer_id=row["customer_id"], limit=200)
-    return page.items
+def _email_page_csp(settings: Settings) -> str:
+    return content_security_policy(settings).replace(
+        "style-src 'self'", "style-src 'self' 'unsafe-inline'"
+    )
 
 
 @router.post("/outbox/{outbox_id}/retry")

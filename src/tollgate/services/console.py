@@ -442,25 +442,36 @@ def list_outbox(
             before=before,
             limit=limit + 1,
         )
-    items = [
-        OutboxItem(
-            kind=row["kind"],
-            id=str(row["id"]),
-            customer_id=row["customer_id"],
-            name=row["name"],
-            status=row["status"],
-            attempts=int(row["attempts"]),
-            last_error=row["last_error"],
-            created=row["created_at"],
-            next_attempt_at=row["next_attempt_at"],
-            done_at=row["done_at"],
-        )
-        for row in rows[:limit]
-    ]
+    items = [_outbox_item(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         next_cursor = encode_cursor(items[-1].created, items[-1].id)
     return Page(items, next_cursor)
+
+
+def _outbox_item(row: Mapping[Any, Any]) -> OutboxItem:
+    return OutboxItem(
+        kind=row["kind"],
+        id=str(row["id"]),
+        customer_id=row["customer_id"],
+        name=row["name"],
+        status=row["status"],
+        attempts=int(row["attempts"]),
+        last_error=row["last_error"],
+        created=row["created_at"],
+        next_attempt_at=row["next_attempt_at"],
+        done_at=row["done_at"],
+    )
+
+
+def get_outbox_item(*, db: Database, outbox_id: str) -> OutboxItem:
+    """Return one email (`email_<n>`) or app webhook of the outbox, or raise NotFound."""
+    kind, row_id = outbox_reference(outbox_id)
+    with db.engine.connect() as connection:
+        row = queries.outbox_item(connection, kind=kind, row_id=row_id)
+    if row is None:
+        raise NotFound(f"no outbox item {outbox_id!r}", param="id")
+    return _outbox_item(row)
 
 
 def outbox_reference(outbox_id: str) -> tuple[str, Any]:
@@ -477,11 +488,7 @@ def retry_outbox_item(*, db: Database, clock: Clock, outbox_id: str) -> OutboxIt
     """Make a failed (or waiting) email or app webhook due now, its attempts counted afresh."""
     kind, row_id = outbox_reference(outbox_id)
     with db.write_connection() as connection:
-        row = (
-            queries.notification(connection, row_id)
-            if kind == "email"
-            else queries.app_event(connection, row_id)
-        )
+        row = queries.outbox_item(connection, kind=kind, row_id=row_id)
         if row is None:
             raise NotFound(f"no outbox item {outbox_id!r}", param="id")
         if row["status"] not in ("failed", "pending"):
@@ -491,9 +498,7 @@ def retry_outbox_item(*, db: Database, clock: Clock, outbox_id: str) -> OutboxIt
                 param="id",
             )
         queries.retry_outbox_row(connection, kind=kind, row_id=row_id, now=clock.now())
-    page = list_outbox(db=db, kind=kind, customer_id=row["customer_id"], limit=MAX_PAGE)
-    found = [item for item in page.items if item.id == str(row_id)]
-    return found[0] if found else page.items[0]
+    return get_outbox_item(db=db, outbox_id=outbox_id)
 
 
 # -- reconciliation ------------------------------------------------------------------------------

@@ -597,30 +597,7 @@ def outbox_page(
 ) -> list[RowMapping]:
     """Return emails and app webhooks, newest first (keyset on created_at and a text id)."""
     n, w = NOTIFICATIONS.c, APP_EVENTS.c
-    emails = select(
-        literal("email").label("kind"),
-        cast(n.id, String).label("id"),
-        n.customer_id,
-        n.template.label("name"),
-        n.status,
-        n.attempts,
-        n.last_error,
-        n.created_at,
-        n.next_attempt_at,
-        n.sent_at.label("done_at"),
-    )
-    hooks = select(
-        literal("app_webhook").label("kind"),
-        w.id,
-        w.customer_id,
-        w.type.label("name"),
-        w.status,
-        w.attempts,
-        w.last_error,
-        w.created_at,
-        w.next_attempt_at,
-        w.delivered_at.label("done_at"),
-    )
+    emails, hooks = _outbox_selects()
     parts = []
     for part_kind, part, cols in (("email", emails, n), ("app_webhook", hooks, w)):
         if kind and kind != part_kind:
@@ -645,15 +622,52 @@ def outbox_page(
     return list(connection.execute(query).mappings().all())
 
 
+def _outbox_selects() -> tuple[Any, Any]:
+    """The outbox's columns, alike for emails and app webhooks."""
+    n, w = NOTIFICATIONS.c, APP_EVENTS.c
+    emails = select(
+        literal("email").label("kind"),
+        cast(n.id, String).label("id"),
+        n.customer_id,
+        n.template.label("name"),
+        n.status,
+        n.attempts,
+        n.last_error,
+        n.created_at,
+        n.next_attempt_at,
+        n.sent_at.label("done_at"),
+    )
+    hooks = select(
+        literal("app_webhook").label("kind"),
+        w.id,
+        w.customer_id,
+        w.type.label("name"),
+        w.status,
+        w.attempts,
+        w.last_error,
+        w.created_at,
+        w.next_attempt_at,
+        w.delivered_at.label("done_at"),
+    )
+    return emails, hooks
+
+
+def outbox_item(connection: Connection, *, kind: str, row_id: Any) -> RowMapping | None:
+    """Return one email (by number) or app webhook (by id) with the outbox's columns."""
+    emails, hooks = _outbox_selects()
+    query = (
+        emails.where(NOTIFICATIONS.c.id == row_id)
+        if kind == "email"
+        else hooks.where(APP_EVENTS.c.id == row_id)
+    )
+    row = connection.execute(query).first()
+    return row._mapping if row is not None else None
+
+
 def notification(connection: Connection, notification_id: int) -> RowMapping | None:
     row = connection.execute(
         select(NOTIFICATIONS).where(NOTIFICATIONS.c.id == notification_id)
     ).first()
-    return row._mapping if row is not None else None
-
-
-def app_event(connection: Connection, event_id: str) -> RowMapping | None:
-    row = connection.execute(select(APP_EVENTS).where(APP_EVENTS.c.id == event_id)).first()
     return row._mapping if row is not None else None
 
 
