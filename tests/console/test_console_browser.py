@@ -10,6 +10,7 @@ import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -330,3 +331,18 @@ def test_an_email_reads_as_its_customer_reads_it(desk: Console, page: Any) -> No
     page.set_viewport_size({"width": 375, "height": 900})
     _no_horizontal_scroll(page, 375)
     page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_an_admin_heals_the_last_7_days_from_the_reconciliation_page(
+    desk: Console, page: Any
+) -> None:
+    _sign_in(page, desk.url, "ada")
+    page.goto(f"{desk.url}/console/reconciliation")
+    page.get_by_text("Reconcile and heal now", exact=True).click()
+    page.get_by_label("7 days").check()
+    _shot(page, "reconciliation")
+    page.get_by_role("button", name="Confirm reconcile").click()
+    page.wait_for_url("**/console/reconciliation/*?done=healed")
+    assert page.get_by_role("status").inner_text().startswith("Reconciliation ran")
+    window = page.locator("dl.facts dd").first.inner_text()
+    assert window.startswith((NOW - timedelta(days=7)).strftime("%Y-%m-%d %H:%M"))

@@ -4,6 +4,7 @@ roles and CSRF enforced on actions, and actions audited under the operator's nam
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -225,4 +226,46 @@ def test_an_admin_reconciles_and_heals_from_the_page(desk: Desk) -> None:
     assert ran.status_code == 303, ran.text
     report = desk.api.get(ran.headers["location"])
     assert report.status_code == 200 and "Reconciliation #" in report.text
-    assert desk.get("/v1/reconciliations")["data"][0]["trigger"] == "console"
+    assert "what Stripe is the record for was healed" in report.text
+    newest = desk.get("/v1/reconciliations")["data"][0]
+    assert newest["trigger"] == "console"
+    now = desk.clock.now()
+    assert newest["window"]["start"] == (now - timedelta(hours=24)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("form", "days_back"),
+    [({"window": "7d"}, 7), ({"window": "30d"}, 30), ({"window": "date"}, None)],
+)
+def test_heal_from_the_page_takes_the_window_the_cli_takes(
+    desk: Desk, form: dict[str, str], days_back: int | None
+) -> None:
+    _sign_in(desk, "ada", "admin")
+    page = desk.api.get("/console/reconciliation").text
+    assert 'name="window" value="30d"' in page and 'type="date"' in page
+    now = desk.clock.now()
+    start = (now - timedelta(days=12)).replace(hour=0, minute=0, second=0, microsecond=0)
+    if days_back is None:
+        form = {**form, "since_date": start.date().isoformat()}
+    ran = _post(desk, "/console/reconciliation/run", page, **form)
+    assert ran.status_code == 303, ran.text
+    window = desk.get("/v1/reconciliations")["data"][0]["window"]
+    expected = now - timedelta(days=days_back) if days_back else start
+    assert window["start"] == expected.isoformat()
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"window": "1y"},
+        {"window": "date"},
+        {"window": "date", "since_date": "not a date"},
+        {"window": "date", "since_date": "2999-01-01"},
+    ],
+)
+def test_a_bad_window_is_refused_and_runs_nothing(desk: Desk, form: dict[str, str]) -> None:
+    _sign_in(desk, "ada", "admin")
+    page = desk.api.get("/console/reconciliation").text
+    refused = _post(desk, "/console/reconciliation/run", page, **form)
+    assert refused.status_code == 400 and "window" in refused.text.lower()
+    assert desk.get("/v1/reconciliations")["data"] == []

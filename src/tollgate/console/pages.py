@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -593,6 +592,7 @@ def reconciliation_page(
         request,
         "console_reconciliation.html",
         session,
+        windows=RECONCILE_WINDOWS,
         page=page,
         next_url=f"/console/reconciliation?cursor={page.next_cursor}" if page.next_cursor else None,
         done=DONE.get(done or ""),
@@ -601,7 +601,7 @@ def reconciliation_page(
 
 
 @router.get("/reconciliation/{run_id}")
-def reconciliation_run_page(request: Request, run_id: int) -> Response:
+def reconciliation_run_page(request: Request, run_id: int, done: str | None = None) -> Response:
     session = session_of(request)
     app = _app(request)
     from tollgate.services.reconcile import get_reconciliation, list_drifts
@@ -614,25 +614,46 @@ def reconciliation_run_page(request: Request, run_id: int) -> Response:
         session,
         report=report,
         drifts=drifts,
+        done=DONE.get(done or ""),
         nav="reconciliation",
     )
 
 
+# The windows "heal from the page" offers, as `tollgate reconcile --since` takes them.
+RECONCILE_WINDOWS = (
+    ("24h", "the last 24 hours"),
+    ("7d", "7 days"),
+    ("30d", "30 days"),
+    ("date", "since a date"),
+)
+
+
 @router.post("/reconciliation/run")
 async def run_reconciliation(request: Request) -> Response:
-    await acting(request, "administer")
+    _, form = await acting(request, "administer")
     app = _app(request)
+    from tollgate.domain.reconcile import parse_window
     from tollgate.services.reconcile import reconcile
 
+    window = _text(form, "window") or "24h"
+    if window not in dict(RECONCILE_WINDOWS):
+        raise TollgateErrorPage("Choose a window: 24 hours, 7 days, 30 days or since a date.")
+    text = _text(form, "since_date") if window == "date" else window
+    if window == "date" and not text:
+        raise TollgateErrorPage("Give the date the window starts, or choose another window.")
+    try:
+        since = parse_window(text, app.clock.now())
+    except ValueError as error:
+        raise TollgateErrorPage(f"The window: {error}.") from None
     report = reconcile(
         db=app.db,
         gateway=app.stripe,
         dunning=app.dunning_policy,
         clock=app.clock,
-        since=app.clock.now() - timedelta(hours=24),
+        since=since,
         trigger="console",
     )
-    return _back(f"/console/reconciliation/{report.run_id}")
+    return _back(f"/console/reconciliation/{report.run_id}", done="healed")
 
 
 # -- catalog, API keys, fees -----------------------------------------------------------------
