@@ -724,7 +724,9 @@ async def create_key(request: Request) -> Response:
 async def revoke_key(request: Request, key_id: str) -> Response:
     await acting(request, "administer")
     app = _app(request)
-    console.revoke_api_key(db=app.db, clock=app.clock, key_id=key_id)
+    console.revoke_api_key(
+        db=app.db, clock=app.clock, authenticator=app.authenticator, key_id=key_id
+    )
     return _back("/console/api-keys", done="revoked")
 
 

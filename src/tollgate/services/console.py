@@ -21,6 +21,7 @@ from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.fees import FeeSchedule, method_label, monthly_amount
 from tollgate.domain.subscriptions import customer_plan
+from tollgate.services.api_keys import ApiKeyAuthenticator
 from tollgate.services.reconcile import ReconcileReport, report_of
 from tollgate.services.webhooks.inbox import STATUSES as EVENT_STATUSES
 from tollgate.services.webhooks.inbox import StoredEvent, stripe_customer_of
@@ -555,12 +556,16 @@ def list_api_keys(*, db: Database) -> list[ApiKeyView]:
     ]
 
 
-def revoke_api_key(*, db: Database, clock: Clock, key_id: str) -> ApiKeyView:
-    """Revoke a stored key; servers stop accepting it within 10 seconds (their key cache)."""
+def revoke_api_key(
+    *, db: Database, clock: Clock, authenticator: ApiKeyAuthenticator, key_id: str
+) -> ApiKeyView:
+    """Revoke a stored key: this process refuses it at once, other servers within 10 seconds
+    (their key cache)."""
     with db.write_connection() as connection:
         if not queries.api_key_exists(connection, key_id):
             raise NotFound(f"no API key {key_id!r}", param="id")
         queries.revoke_api_key(connection, key_id, clock.now())
+    authenticator.forget(key_id)
     return next(key for key in list_api_keys(db=db) if key.id == key_id)
 
 

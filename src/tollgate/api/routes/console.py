@@ -164,8 +164,11 @@ def list_api_keys(app: Container = Depends(container)) -> dict[str, Any]:
 
 @router.delete("/api-keys/{key_id}", dependencies=[Depends(write_scope)])
 def revoke_api_key(key_id: str, app: Container = Depends(container)) -> dict[str, Any]:
-    """Revoke a key. Every server stops accepting it within 10 seconds (its key cache)."""
-    return console.revoke_api_key(db=app.db, clock=app.clock, key_id=key_id).to_json()
+    """Revoke a key. This server refuses it at once, every other within 10 seconds (its key
+    cache)."""
+    return console.revoke_api_key(
+        db=app.db, clock=app.clock, authenticator=app.authenticator, key_id=key_id
+    ).to_json()
 
 
 @router.get("/fees", dependencies=[Depends(read_scope)])
