@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -208,12 +209,17 @@ def customers_page(
     currency: str | None = None,
     offline: str | None = None,
     over: str | None = None,
+    trial_ends: str | None = None,
+    since: str | None = None,
+    ended_since: str | None = None,
     sort: str = "created",
     order: str = "desc",
     cursor: str | None = None,
 ) -> Response:
     session = session_of(request)
     app = _app(request)
+    if trial_ends and not trial_ends.isdigit():
+        raise TollgateErrorPage("trial_ends must be a number of days.")
     query = console.CustomerQuery(
         search=q or None,
         plan=plan or None,
@@ -221,6 +227,9 @@ def customers_page(
         currency=currency or None,
         offline={"yes": True, "no": False}.get(offline or ""),
         over_percent=80 if over == "80" else None,
+        trial_ends_within_days=int(trial_ends) if trial_ends else None,
+        created_since=_day(since, "since"),
+        ended_since=_day(ended_since, "ended_since"),
         sort=sort,
         order=order,
     )
@@ -230,9 +239,7 @@ def customers_page(
     kept = {
         key: value
         for key, value in request.query_params.items()
-        if key != "cursor"
-        and value
-        and key in ("q", "plan", "status", "currency", "offline", "over", "sort", "order")
+        if key != "cursor" and value and key in CUSTOMER_FILTERS
     }
     next_url = (
         f"/console/customers?{urlencode({**kept, 'cursor': page.next_cursor})}"
@@ -253,6 +260,31 @@ def customers_page(
         first_url=f"/console/customers?{urlencode(kept)}" if cursor else None,
         nav="customers",
     )
+
+
+CUSTOMER_FILTERS = (
+    "q",
+    "plan",
+    "status",
+    "currency",
+    "offline",
+    "over",
+    "trial_ends",
+    "since",
+    "ended_since",
+    "sort",
+    "order",
+)
+
+
+def _day(value: str | None, name: str) -> datetime | None:
+    """A `YYYY-MM-DD` filter as the start of that UTC day."""
+    if not value:
+        return None
+    try:
+        return datetime.combine(date.fromisoformat(value), time(), UTC)
+    except ValueError:
+        raise TollgateErrorPage(f"{name} must be a date, YYYY-MM-DD.") from None
 
 
 @router.get("/customers/{customer_id}")

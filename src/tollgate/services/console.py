@@ -27,6 +27,7 @@ from tollgate.services.webhooks.inbox import STATUSES as EVENT_STATUSES
 from tollgate.services.webhooks.inbox import StoredEvent, stripe_customer_of
 
 CUSTOMER_STATUSES = (
+    "paying",
     "trialing",
     "active",
     "canceling",
@@ -68,6 +69,13 @@ def _time(value: Any, param: str) -> datetime:
     except ValueError:
         raise InvalidRequest(f"{param} must be an ISO 8601 time", param=param) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time given without a zone is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def _limit(limit: int) -> int:
@@ -138,6 +146,9 @@ class CustomerQuery:
     currency: str | None = None
     offline: bool | None = None
     over_percent: int | None = None
+    trial_ends_within_days: int | None = None  # trials ending from now to this many days on
+    created_since: datetime | None = None
+    ended_since: datetime | None = None  # subscriptions ended (canceled) since
     sort: str = "created"
     order: str = "desc"
 
@@ -165,6 +176,10 @@ def list_customers(
         raise InvalidRequest(f"no plan {query.plan!r} in the catalog", param="plan")
     if query.over_percent is not None and not 1 <= query.over_percent <= 1000:
         raise InvalidRequest("over must be a percentage from 1 to 1000", param="over")
+    if query.trial_ends_within_days is not None and not 1 <= query.trial_ends_within_days <= 366:
+        raise InvalidRequest(
+            "trial_ends must be a number of days from 1 to 366", param="trial_ends"
+        )
     if query.search is not None and len(query.search) > 320:
         raise InvalidRequest("q must be at most 320 characters", param="q")
     after = None
@@ -173,6 +188,7 @@ def list_customers(
         if query.sort == "created" and value is not None:
             value = _time(value, "cursor")
         after = (value, str(last_id))
+    now = clock.now()
     with db.engine.connect() as connection:
         rows = queries.customers_page(
             connection,
@@ -182,11 +198,18 @@ def list_customers(
             currency=query.currency.lower() if query.currency else None,
             offline=query.offline,
             over_percent=query.over_percent,
+            trial_ends_before=(
+                now + timedelta(days=query.trial_ends_within_days)
+                if query.trial_ends_within_days
+                else None
+            ),
+            created_since=_utc(query.created_since),
+            ended_since=_utc(query.ended_since),
             sort=query.sort,
             descending=query.order == "desc",
             after=after,
             limit=limit + 1,
-            now=clock.now(),
+            now=now,
             default_plan=catalog.default_plan,
             catalog_currency=catalog.currency,
         )
@@ -629,7 +652,7 @@ class Summary:
 
 
 # What counts as recurring revenue: paying subscriptions (canceling ones pay until they end).
-MRR_STATUSES = ("active", "past_due")
+MRR_STATUSES = queries.PAYING
 
 
 def summarize(*, db: Database, catalog: Catalog, clock: Clock) -> Summary:

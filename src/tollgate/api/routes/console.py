@@ -6,6 +6,7 @@ The console's pages call the same services; nothing a page shows is computed onl
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -33,6 +34,13 @@ def list_customers(
     over: int | None = Query(
         None, description="Only customers past this percentage of a limit this period (80)."
     ),
+    trial_ends: int | None = Query(
+        None, ge=1, le=366, description="Only trials ending within this many days."
+    ),
+    created_since: datetime | None = Query(None, description="Only customers created since."),
+    ended_since: datetime | None = Query(
+        None, description="Only customers whose subscription ended since (churn)."
+    ),
     sort: str = Query("created", description="created, id, email or name."),
     order: str = Query("desc", description="asc or desc."),
     cursor: str | None = Cursor,
@@ -46,6 +54,9 @@ def list_customers(
         currency=currency,
         offline=offline,
         over_percent=over,
+        trial_ends_within_days=trial_ends,
+        created_since=created_since,
+        ended_since=ended_since,
         sort=sort,
         order=order,
     )

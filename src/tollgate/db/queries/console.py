@@ -49,6 +49,7 @@ from tollgate.db.tables import (
 
 ENDED = ("canceled", "incomplete_expired")
 LIVE_CANCELABLE = ("active", "trialing")
+PAYING = ("active", "past_due")  # what counts in MRR (canceling ones pay until they end)
 SORTS = {
     "created": CUSTOMERS.c.created_at,
     "id": CUSTOMERS.c.id,
@@ -88,6 +89,9 @@ def customers_page(
     currency: str | None,
     offline: bool | None,
     over_percent: int | None,
+    trial_ends_before: datetime | None = None,
+    created_since: datetime | None = None,
+    ended_since: datetime | None = None,
     sort: str,
     descending: bool,
     after: tuple[Any, str] | None,
@@ -185,6 +189,15 @@ def customers_page(
         )
     if offline is not None:
         query = query.where(c.offline.is_(offline))
+    # The overview's "trials ending this week", "new this month" and "churned this month".
+    if trial_ends_before is not None:
+        query = query.where(s.trial_end >= now, s.trial_end < trial_ends_before)
+    if created_since is not None:
+        query = query.where(c.created_at >= created_since)
+    if ended_since is not None:
+        query = query.where(
+            or_(s.ended_at >= ended_since, and_(s.ended_at.is_(None), s.canceled_at >= ended_since))
+        )
     if over_percent is not None:
         t, u = USAGE_THRESHOLDS.c, USAGE_COUNTERS.c
         query = query.where(
@@ -234,6 +247,8 @@ def customers_page(
 
 
 def _status_matches(status: str, s: Any, no_live: ColumnElement[bool]) -> ColumnElement[bool]:
+    if status == "paying":
+        return s.status.in_(PAYING)
     if status == "none":
         return and_(no_live, or_(s.status.is_(None), s.status.not_in(ENDED)))
     if status == "canceled":
