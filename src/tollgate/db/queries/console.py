@@ -17,6 +17,7 @@ from sqlalchemy import (
     RowMapping,
     String,
     and_,
+    bindparam,
     case,
     cast,
     exists,
@@ -284,13 +285,10 @@ def _escape_like(text: str) -> str:
 # -- a customer's timeline -------------------------------------------------------------------
 
 
-def customer_object_ids(connection: Connection, customer_id: str) -> list[str] | None:
-    """Return the ids Stripe events and audit rows of a customer name: its own, its Stripe
-    customer's, and its newest subscriptions', invoices' and charges' (None: no customer).
-
-    One statement: the customer's row and its objects' ids (the newest hundred of each kind;
-    older objects' history stays reachable through the customer's own rows).
-    """
+def _object_ids_statement() -> Any:
+    """Built once, with the customer as a parameter: every page reuses it (and its compiled
+    form) instead of building it again."""
+    customer_id = bindparam("customer_id", type_=String)
     own = select(
         literal(0).label("part"),
         CUSTOMERS.c.stripe_customer_id.label("object_id"),
@@ -306,7 +304,20 @@ def customer_object_ids(connection: Connection, customer_id: str) -> list[str] |
             .subquery()
             .select()
         )
-    rows = connection.execute(union_all(*parts)).all()
+    return union_all(*parts)
+
+
+_OBJECT_IDS = _object_ids_statement()
+
+
+def customer_object_ids(connection: Connection, customer_id: str) -> list[str] | None:
+    """Return the ids Stripe events and audit rows of a customer name: its own, its Stripe
+    customer's, and its newest subscriptions', invoices' and charges' (None: no customer).
+
+    One statement: the customer's row and its objects' ids (the newest hundred of each kind;
+    older objects' history stays reachable through the customer's own rows).
+    """
+    rows = connection.execute(_OBJECT_IDS, {"customer_id": customer_id}).all()
     head = [row for row in rows if row[0] == 0]
     if not head or head[0][2] in ("1", "true", "True"):
         return None
