@@ -27,9 +27,15 @@ under the number of cores), against a local PostgreSQL:
 
 The database is a fresh schema of TOLLGATE_BENCH_POSTGRES_URL (default
 postgresql+psycopg://postgres@127.0.0.1:5432/test), filled by PostgreSQL itself
-(generate_series, about 40 s) and dropped afterwards. To measure again without refilling, give a
-database of your own: `--database-url 'postgresql+psycopg://postgres@127.0.0.1/test?options=-csearch_path%3Dconsole_bench'`
-is migrated, filled if it has no customers, and kept.
+(generate_series, about 60 s) and dropped afterwards. To measure again without refilling, give a
+database of your own, e.g. a schema made once with `psql -h 127.0.0.1 -U postgres test -c
+'CREATE SCHEMA console_bench'`, then
+`--database-url 'postgresql+psycopg://postgres@127.0.0.1/test?options=-csearch_path%3Dconsole_bench'`:
+it is migrated, filled if it has no customers, and kept (drop the schema when done).
+
+To compare with an older build, run the same command with its `src` first on the import path
+(`PYTHONPATH=/path/to/older/src`) against a kept database, before this build's run migrates it
+further (an older build cannot open a database migrated past its own head).
 """
 
 from __future__ import annotations
