@@ -699,6 +699,15 @@ Index("ix_customers_email", Customer.email)
 Index("ix_subscriptions_status_plan", Subscription.status, Subscription.plan)
 Index("ix_charges_created_at", Charge.created_at)
 Index("ix_stripe_events_type_created", StripeEvent.type, StripeEvent.created)
+# The overview's trials ending, churn this month and failed charges (migration 0017).
+Index("ix_subscriptions_status_trial_end", Subscription.status, Subscription.trial_end)
+Index(
+    "ix_subscriptions_status_ended",
+    Subscription.status,
+    Subscription.ended_at,
+    Subscription.canceled_at,
+)
+Index("ix_charges_status_created_at", Charge.status, Charge.created_at)
 # -- usage controls (migration 0011) -----------------------------------------------------------
 
 

@@ -178,9 +178,11 @@ def preview_email(
     clock: Clock,
     template: str,
     customer_id: str | None = None,
+    notification_id: int | None = None,
 ) -> RenderedEmail:
-    """Render `template` as the customer gets it: from its newest mail of that template, or,
-    without one (or without a customer), from sample facts drawn from the catalog."""
+    """Render `template` as the customer gets it: from the queued mail `notification_id`, else
+    from its newest mail of that template, or, without one (or without a customer), from sample
+    facts drawn from the catalog."""
     if template not in TEMPLATES:
         raise InvalidRequest(
             f"unknown email template {template!r} (templates are: {', '.join(TEMPLATES)})",
@@ -194,7 +196,7 @@ def preview_email(
             if customer is None:
                 raise NotFound(f"no customer {customer_id!r}", param="customer")
             row.update(email=customer.email, name=customer.name, customer_metadata=customer[2])
-            row["facts"] = outbox.newest_facts(connection, customer_id, template)
+            row["facts"] = outbox.newest_facts(connection, customer_id, template, notification_id)
     sample = row["facts"] is None
     if sample:
         row["facts"] = to_json(sample_facts(template, catalog, clock.now()))
