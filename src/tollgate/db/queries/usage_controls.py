@@ -33,37 +33,24 @@ _CONSUMPTION = select(
 )
 
 
-def consumption(connection: Connection, consumption_id: str) -> Any | None:
-    """Return the stored answer of a consume id (customer_id, feature, quantity, answer)."""
-    return connection.execute(_CONSUMPTION.where(USAGE_CONSUMPTIONS.c.id == consumption_id)).first()
+def consumptions(connection: Connection, consumption_ids: Sequence[str]) -> dict[str, Any]:
+    """Return the stored answers of consume ids, by id (ids without one are left out)."""
+    rows = connection.execute(
+        _CONSUMPTION.add_columns(USAGE_CONSUMPTIONS.c.id).where(
+            USAGE_CONSUMPTIONS.c.id.in_(consumption_ids)
+        )
+    )
+    return {row.id: row for row in rows}
 
 
-def insert_consumption(
-    connection: Connection,
-    *,
-    consumption_id: str,
-    customer_id: str,
-    feature: str,
-    quantity: int,
-    allowed: bool,
-    answer: dict[str, Any],
-    now: datetime,
-) -> bool:
-    """Store a consume answer; False if one with this id was stored first."""
+def insert_consumptions(connection: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Store consume answers (dicts of the table's columns) in id order; return the ids stored
+    now (an id stored first by another call is left as it was)."""
+    if not rows:
+        return set()
     statement = insert_if_new(connection, USAGE_CONSUMPTIONS, returning=("id",))
-    inserted = connection.execute(
-        statement,
-        {
-            "id": consumption_id,
-            "customer_id": customer_id,
-            "feature": feature,
-            "quantity": quantity,
-            "allowed": allowed,
-            "answer": answer,
-            "created_at": now,
-        },
-    ).first()
-    return inserted is not None
+    ordered = sorted(rows, key=lambda row: row["id"])  # every batch claims its ids in one order
+    return {row[0] for row in connection.execute(statement, ordered)}
 
 
 # -- reservations ----------------------------------------------------------------------------
