@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from tollgate.db.tables import CHARGES, CUSTOMERS, SUBSCRIPTIONS
 
@@ -40,6 +40,15 @@ _SUBSCRIPTION_COLUMNS = (
 )
 
 
+# Built once with expanding parameters: compiled once, not on every entitlement load.
+_CUSTOMERS_IN = select(*_CUSTOMER_COLUMNS).where(
+    CUSTOMERS.c.id.in_(bindparam("ids", expanding=True))
+)
+_SUBSCRIPTIONS_OF = select(*_SUBSCRIPTION_COLUMNS).where(
+    SUBSCRIPTIONS.c.customer_id.in_(bindparam("ids", expanding=True))
+)
+
+
 def customers_with_subscriptions(
     connection: Connection, customer_ids: Iterable[str]
 ) -> Iterator[tuple[Any, Sequence[Any]]]:
@@ -49,17 +58,13 @@ def customers_with_subscriptions(
     for chunk in _chunks(ids, 500):
         customers = {
             row.id: row
-            for row in connection.execute(
-                select(*_CUSTOMER_COLUMNS).where(CUSTOMERS.c.id.in_(chunk))
-            )
+            for row in connection.execute(_CUSTOMERS_IN, {"ids": list(chunk)})
             if not row.deleted
         }
         if not customers:
             continue
         held: dict[str, list[Any]] = {}
-        rows = connection.execute(
-            select(*_SUBSCRIPTION_COLUMNS).where(SUBSCRIPTIONS.c.customer_id.in_(list(customers)))
-        )
+        rows = connection.execute(_SUBSCRIPTIONS_OF, {"ids": list(customers)})
         for subscription in rows.all():
             held.setdefault(subscription.customer_id, []).append(subscription)
         for customer_id, customer in customers.items():

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Connection,
+    bindparam,
     cast,
     delete,
     insert,
@@ -57,7 +58,9 @@ def deals_of(
         chunk = list(customer_ids[start : start + 500])
         members = set(chunk)
         subscriptions = sorted(sub for sub, owner in customer_of.items() if owner in members)
-        for row in connection.execute(_deals_statement(chunk, subscriptions, now)):
+        statement = _DEALS_WITH_ADDONS if subscriptions else _DEALS
+        parameters = {"customers": chunk, "subscriptions": subscriptions, "now": now}
+        for row in connection.execute(statement, parameters):
             if row.kind == "o":
                 override = _override(row)
                 if override.active(now):
@@ -80,7 +83,12 @@ def deals_of(
     }
 
 
-def _deals_statement(customers: list[str], subscriptions: list[str], now: datetime) -> Any:
+def _deals_statement(*, addons: bool) -> Any:
+    """The UNION ALL over the `customers`, `subscriptions` and `now` parameters, built once:
+    the lists are expanding parameters, so the statement compiles once, not on every load."""
+    customers: Any = bindparam("customers", expanding=True)
+    subscriptions: Any = bindparam("subscriptions", expanding=True)
+    now = bindparam("now", type_=UTCDateTime())
     o, g, i = CUSTOMER_OVERRIDES.c, USAGE_GRANTS.c, SUBSCRIPTION_ITEMS.c
     parts = [
         select(
@@ -104,7 +112,7 @@ def _deals_statement(customers: list[str], subscriptions: list[str], now: dateti
             g.quantity,
         ).where(g.customer_id.in_(customers), g.period_start <= now, g.period_end > now),
     ]
-    if subscriptions:
+    if addons:
         parts.append(
             select(
                 literal("a"),
@@ -121,6 +129,10 @@ def _deals_statement(customers: list[str], subscriptions: list[str], now: dateti
             )
         )
     return union_all(*parts)
+
+
+_DEALS = _deals_statement(addons=False)
+_DEALS_WITH_ADDONS = _deals_statement(addons=True)
 
 
 def override(connection: Connection, customer_id: str, feature: str) -> FeatureOverride | None:
