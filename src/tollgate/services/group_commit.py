@@ -9,6 +9,8 @@ items share a commit; alone, an item still commits at once. Stripe's deliveries
 
 The thread keeps one pinned connection while it has work, starts when an item arrives and ends
 after `idle_seconds` without any, so an idle process keeps no thread and no pinned connection.
+Callers on threads of their own (an in-process client) need no writer thread: one of them
+applies the group while the others wait (`apply_blocking`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ class GroupWriter(Generic[Item, Outcome]):
         self._jobs: queue.SimpleQueue[_Job[Item] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = False
+        # Blocking callers' items, and the lock the one applying them (their leader) holds.
+        self._waiting: list[_Job[Item]] = []
+        self._leading = threading.Lock()
 
     async def apply(self, item: Item) -> Outcome:
         """Queue the item and return its outcome once its group has committed."""
@@ -70,10 +75,28 @@ class GroupWriter(Generic[Item, Outcome]):
         return await future
 
     def apply_blocking(self, item: Item) -> Outcome:
-        """`apply` for a thread that is not the writer's (an in-process client's)."""
+        """`apply` for a thread (an in-process client's), with no hand-over to another thread:
+        a caller that finds nobody applying blocking items becomes their leader and applies
+        every one waiting, in groups, until none is left; the others wait for their answer.
+        A lone caller so costs no more than applying its item alone."""
         future: concurrent.futures.Future[Outcome] = concurrent.futures.Future()
-        self._put(_Job(item, None, future))
+        with self._lock:
+            self._waiting.append(_Job(item, None, future))
+            leading = self._leading.acquire(blocking=False)
+        if leading:
+            self._lead()
         return future.result()
+
+    def _lead(self) -> None:
+        """Apply the waiting blocking items until none is left, then stop leading."""
+        while True:
+            with self._lock:  # under the lock callers append with: none is left behind
+                jobs = self._waiting[: self.group]
+                del self._waiting[: self.group]
+                if not jobs:
+                    self._leading.release()
+                    return
+            self._apply(jobs)
 
     def stop(self) -> None:
         """Stop the thread once the items it has are answered."""
