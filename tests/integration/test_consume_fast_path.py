@@ -135,6 +135,8 @@ CASES: list[tuple[str, str, bytes, dict[str, str], bool]] = [
     ("no id", TINY, body(feature="runs", quantity=1), WRITE, False),
     ("an empty id", TINY, body(feature="runs", id=""), WRITE, False),
     ("an id too long", TINY, body(feature="runs", id="x" * 256), WRITE, False),
+    ("an id with a NUL", TINY, body(feature="runs", id="a\x00b"), WRITE, False),
+    ("an id with a lone surrogate", TINY, b'{"feature": "runs", "id": "a\\ud800"}', WRITE, False),
     ("an extra field", TINY, body(feature="runs", id="c-7", extra=1), WRITE, False),
     ("malformed JSON", TINY, b'{"feature": "runs",', WRITE, False),
     ("not an object", TINY, b'["runs"]', WRITE, False),
