@@ -35,12 +35,13 @@ _CONSUMPTION = select(
 
 def consumptions(connection: Connection, consumption_ids: Sequence[str]) -> dict[str, Any]:
     """Return the stored answers of consume ids, by id (ids without one are left out)."""
-    rows = connection.execute(
-        _CONSUMPTION.add_columns(USAGE_CONSUMPTIONS.c.id).where(
-            USAGE_CONSUMPTIONS.c.id.in_(consumption_ids)
-        )
-    )
+    rows = connection.execute(_CONSUMPTIONS, {"ids": list(consumption_ids)})
     return {row.id: row for row in rows}
+
+
+_CONSUMPTIONS = _CONSUMPTION.add_columns(USAGE_CONSUMPTIONS.c.id).where(
+    USAGE_CONSUMPTIONS.c.id.in_(bindparam("ids", expanding=True))
+)
 
 
 def insert_consumptions(connection: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
@@ -283,12 +284,14 @@ def audit_void(connection: Connection, row: Any, *, reason: str, actor: str, now
 
 def spend_caps(connection: Connection, customer_ids: Sequence[str]) -> dict[str, int]:
     """Return the customers' spend caps (minor units of each one's currency), where set."""
-    rows = connection.execute(
-        select(SPEND_CAPS.c.customer_id, SPEND_CAPS.c.amount_minor).where(
-            SPEND_CAPS.c.customer_id.in_(list(customer_ids))
-        )
-    )
+    rows = connection.execute(_SPEND_CAPS_OF, {"ids": list(customer_ids)})
     return {row.customer_id: int(row.amount_minor) for row in rows}
+
+
+# Read with every usage batch: built once with an expanding parameter, so compiled once.
+_SPEND_CAPS_OF = select(SPEND_CAPS.c.customer_id, SPEND_CAPS.c.amount_minor).where(
+    SPEND_CAPS.c.customer_id.in_(bindparam("ids", expanding=True))
+)
 
 
 def spend_cap_row(connection: Connection, customer_id: str) -> Any | None:
@@ -317,13 +320,14 @@ def delete_spend_cap(connection: Connection, customer_id: str) -> bool:
 
 def alerts_of(connection: Connection, customer_ids: Sequence[str]) -> list[Any]:
     """Return the customers' alerts: id, customer_id, feature, kind, threshold, created_at."""
-    return list(
-        connection.execute(
-            select(USAGE_ALERTS)
-            .where(USAGE_ALERTS.c.customer_id.in_(list(customer_ids)))
-            .order_by(USAGE_ALERTS.c.created_at, USAGE_ALERTS.c.id)
-        )
-    )
+    return list(connection.execute(_ALERTS_OF, {"ids": list(customer_ids)}))
+
+
+_ALERTS_OF = (
+    select(USAGE_ALERTS)
+    .where(USAGE_ALERTS.c.customer_id.in_(bindparam("ids", expanding=True)))
+    .order_by(USAGE_ALERTS.c.created_at, USAGE_ALERTS.c.id)
+)
 
 
 def insert_alert(connection: Connection, row: dict[str, Any]) -> bool:
