@@ -246,6 +246,12 @@ def test_support_sets_the_cap_and_alerts_on_the_console_and_is_named_in_the_audi
     assert site.audit("set_spend_cap") == [("operator:sam", {"amount_minor": 4000})]
     assert [actor for actor, _ in site.audit("add_usage_alert")] == ["operator:sam"]
     assert [actor for actor, _ in site.audit("remove_usage_alert")] == ["operator:sam"]
+    # A form without its CSRF token is refused and changes nothing.
+    answer = page.request.post(
+        f"{site.url}/console/customers/acme/usage-controls/spend-cap", form={"amount": "1"}
+    )
+    assert answer.status == 403
+    assert operations.get_spend_cap(site.container, "acme").amount == 4000
 
 
 def test_a_readonly_operator_sees_the_controls_but_cannot_change_them(
