@@ -63,9 +63,11 @@ class GroupWriter(Generic[Item, Outcome]):
         self._jobs: queue.SimpleQueue[_Job[Item] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = False
-        # Blocking callers' items, and the lock the one applying them (their leader) holds.
+        # Blocking callers' items, whether one of them is applying them (leading), and the
+        # condition they wait on for their turn.
         self._waiting: list[_Job[Item]] = []
-        self._leading = threading.Lock()
+        self._leading = False
+        self._turn = threading.Condition()
 
     async def apply(self, item: Item) -> Outcome:
         """Queue the item and return its outcome once its group has committed."""
@@ -76,27 +78,28 @@ class GroupWriter(Generic[Item, Outcome]):
 
     def apply_blocking(self, item: Item) -> Outcome:
         """`apply` for a thread (an in-process client's), with no hand-over to another thread:
-        a caller that finds nobody applying blocking items becomes their leader and applies
-        every one waiting, in groups, until none is left; the others wait for their answer.
-        A lone caller so costs no more than applying its item alone."""
+        a caller that finds nobody applying blocking items leads: it applies those waiting, in
+        groups, until its own is answered, then hands the lead to a caller still waiting. The
+        others wait meanwhile. A lone caller so costs no more than applying its item alone."""
         future: concurrent.futures.Future[Outcome] = concurrent.futures.Future()
-        with self._lock:
+        with self._turn:
             self._waiting.append(_Job(item, None, future))
-            leading = self._leading.acquire(blocking=False)
-        if leading:
-            self._lead()
+            while self._leading and not future.done():
+                self._turn.wait()
+            if future.done():  # a leader applied it
+                return future.result()
+            self._leading = True
+        try:
+            while not future.done():
+                with self._turn:
+                    jobs = self._waiting[: self.group]
+                    del self._waiting[: self.group]
+                self._apply(jobs)
+        finally:
+            with self._turn:
+                self._leading = False
+                self._turn.notify_all()  # the answered return; one still waiting leads next
         return future.result()
-
-    def _lead(self) -> None:
-        """Apply the waiting blocking items until none is left, then stop leading."""
-        while True:
-            with self._lock:  # under the lock callers append with: none is left behind
-                jobs = self._waiting[: self.group]
-                del self._waiting[: self.group]
-                if not jobs:
-                    self._leading.release()
-                    return
-            self._apply(jobs)
 
     def stop(self) -> None:
         """Stop the thread once the items it has are answered."""
