@@ -16,7 +16,7 @@ from tollgate.domain.dunning import DunningPolicy
 from tollgate.services.api_keys import ApiKeyAuthenticator
 from tollgate.services.catalog_live import LiveCatalog
 from tollgate.services.entitlements import EntitlementCache
-from tollgate.services.usage import RedisCounters
+from tollgate.services.usage import ConsumeWriter, RedisCounters
 from tollgate.services.webhooks import WebhookIntake
 from tollgate.stripe.gateway import StripeGateway
 
@@ -97,6 +97,18 @@ class Container:
             on_change=self.forget_decisions,
         )
 
+    @cached_property
+    def consume_writer(self) -> ConsumeWriter:
+        """Where consume calls go: decided and committed in groups by one writer thread."""
+        return ConsumeWriter(
+            db=self.db,
+            catalog=lambda: self.catalog,
+            clock=self.clock,
+            grace=self.grace,
+            counters=self.usage_counters,
+            on_change=self.forget_decisions,
+        )
+
     def forget_decisions(self, customers: Sequence[str]) -> None:
         """Drop this process's cached entitlement decisions of these customers, if any."""
         if "entitlements" in self.__dict__:
@@ -133,6 +145,8 @@ class Container:
     def close(self) -> None:
         if "webhook_intake" in self.__dict__:
             self.webhook_intake.close()
+        if "consume_writer" in self.__dict__:
+            self.consume_writer.close()
         if "entitlements" in self.__dict__:
             self.entitlements.stop_background()
         if "live_catalog" in self.__dict__:

@@ -21,6 +21,7 @@ from tollgate.config import Settings
 from tollgate.db.models import UsageConsumption, UsageEvent
 from tollgate.db.unit_of_work import Database
 from tollgate.services.api_keys import create_api_key
+from tollgate.services.usage import ConsumeCall, Consumed, consume_many
 from tollgate_client import Code, Tollgate
 from tollgate_client.dependency import consume_on_success
 
@@ -185,3 +186,52 @@ def test_the_http_client_consumes_and_the_dependency_counts_only_successful_requ
         assert client.post("/orgs/acme/runs?fail=true").status_code == 500
         assert client.post("/orgs/acme/runs").is_success
     assert used(api, "acme") == 3 + 2 + 2
+
+
+def test_calls_sharing_a_group_commit_are_each_decided_as_if_alone(
+    api: TestClient, app: Container
+) -> None:
+    offline_customer(api, "tiny")  # Free: 1,000 runs a month, hard
+    offline_customer(api, "acme", plan="pro")
+    denied_before = consume(api, "tiny", 2000, "g-0")
+    calls = [
+        ConsumeCall("tiny", "runs", 300, "g-1"),
+        ConsumeCall("acme", "runs", 7, "g-2"),
+        ConsumeCall("tiny", "runs", 300, "g-3"),
+        ConsumeCall("tiny", "runs", 300, "g-4"),
+        ConsumeCall("tiny", "runs", 300, "g-5"),  # 1,200 would pass the limit
+        ConsumeCall("tiny", "runs", 100, "g-6"),
+        ConsumeCall("tiny", "runs", 300, "g-1"),  # the group's own first call, repeated
+        ConsumeCall("tiny", "runs", 2000, "g-0"),  # a retry of a call denied before
+        ConsumeCall("tiny", "runs", 5, "g-2"),  # acme's id, for another customer
+        ConsumeCall("ghost", "runs", 1, "g-7"),
+        ConsumeCall("tiny", "teleport", 1, "g-8"),
+    ]
+    outcomes = consume_many(
+        db=app.db,
+        catalog=app.catalog,
+        clock=app.clock,
+        calls=calls,
+        grace=app.grace,
+        counters=app.usage_counters,
+    )
+    answers = [o.decision if isinstance(o, Consumed) else type(o).__name__ for o in outcomes]
+    allowed = [(a.allowed, a.used, a.remaining) for a in answers[:6] if not isinstance(a, str)]
+    assert allowed == [
+        (True, 300, 700),
+        (True, 7, 99_993),
+        (True, 600, 400),
+        (True, 900, 100),
+        (False, 900, 100),
+        (True, 1000, 0),
+    ]
+    assert answers[4].reason == (  # type: ignore[union-attr]
+        "Free plan: 1,000 runs a month, 900 used; upgrade to Pro for more."
+    )
+    replayed = [o for o in outcomes[6:8] if isinstance(o, Consumed)]
+    assert [(o.replayed, o.decision.used) for o in replayed] == [(True, 300), (True, 0)]
+    assert replayed[1].decision.to_json() == {
+        k: v for k, v in denied_before.items() if k not in ("id", "customer", "quantity")
+    }
+    assert answers[8:] == ["Conflict", "NotFound", "InvalidRequest"]
+    assert used(api, "tiny") == 1000 and used(api, "acme") == 7

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from tollgate import __version__, tracing
 from tollgate.api import errors, openapi
+from tollgate.api.consume_fastpath import ConsumeFastPath
 from tollgate.api.fastpath import EntitlementFastPath
 from tollgate.api.guard import Guard
 from tollgate.api.middleware import AccessLog, BodyLimit, Metrics
@@ -27,15 +28,18 @@ from tollgate.api.routes import (
     webhooks,
 )
 from tollgate.bootstrap import Container
+from tollgate.console import usage_controls as console_usage_controls
 from tollgate.console.pages import install_console
+from tollgate.web import usage_controls as page_usage_controls
 from tollgate.web.site import install_pages
 
 
 def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     """The API over `container`; one app per process.
 
-    `fast_paths=False` leaves out the ASGI layers that answer webhooks and entitlement reads
-    before FastAPI's stack, so the routes they shadow answer everything (a test compares both).
+    `fast_paths=False` leaves out the ASGI layers that answer webhooks, consume calls and
+    entitlement reads before FastAPI's stack, so the routes they shadow answer everything (a
+    test compares both).
     """
     tracing.configure_tracing()  # OTLP export when the SDK and an endpoint are there
     app = FastAPI(
@@ -70,6 +74,8 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
         app.include_router(routes.router)
     install_pages(app)
     install_console(app)
+    app.include_router(page_usage_controls.router)  # the spend cap and alerts, on both pages
+    app.include_router(console_usage_controls.router)
     if container.settings.env == "dev":
         app.include_router(dev.router)
     app.add_middleware(Metrics)
@@ -77,6 +83,8 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     if fast_paths:
         # Stripe's deliveries are taken before FastAPI's stack too (see routes/webhooks.py).
         app.add_middleware(webhooks.StripeWebhookFastPath, container=container)
+        # Consume calls too (see api/consume_fastpath.py).
+        app.add_middleware(ConsumeFastPath, container=container)
         # Outermost of ours: valid entitlement reads are answered before the rest of the stack.
         app.add_middleware(EntitlementFastPath, container=container)
     settings = container.settings

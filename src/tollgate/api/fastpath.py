@@ -88,14 +88,19 @@ class EntitlementFastPath:
         return CHECK_ROUTE, orjson.dumps(decision.to_json())
 
     def _may_read(self, scope: Scope) -> bool:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                try:
-                    authorize(self.container.authenticator, value.decode("latin-1"), "read")
-                except TollgateError:
-                    return False  # the app answers it, as the route's dependency does
-                return True
-        return False
+        return key_allows(self.container, scope, "read")
+
+
+def key_allows(container: Container, scope: Scope, needed: str) -> bool:
+    """Return whether the request's API key has scope `needed` (False: let the app answer)."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            try:
+                authorize(container.authenticator, value.decode("latin-1"), needed)
+            except TollgateError:
+                return False  # the app answers it, as the route's dependency does
+            return True
+    return False
 
 
 def _check_query(query: bytes) -> tuple[int, int | None] | None:

@@ -22,6 +22,23 @@ def body_too_large(limit: int) -> JSONResponse:
     return error_response(413, "request_too_large", message)
 
 
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """Return the request's body, or None once it grows past `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 class BodyLimit:
     """Answer 413 to a body over `limit` bytes, declared or streamed, before any route runs."""
 

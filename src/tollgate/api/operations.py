@@ -198,21 +198,14 @@ def record_usage(app: Container, batch: UsageBatch) -> usage.UsageReport:
 
 
 def consume(app: Container, customer_id: str, body: ConsumeCreate) -> usage.Consumed:
-    """Decide and record one use in one step (in Redis first when TOLLGATE_REDIS_URL is set)."""
-    consumed = usage.consume(
-        db=app.db,
-        catalog=app.catalog,
-        clock=app.clock,
-        customer_id=customer_id,
-        feature=body.feature,
-        quantity=body.quantity,
-        consumption_id=body.id,
-        grace=app.grace,
-        counters=app.usage_counters,
-    )
-    if not consumed.replayed:
-        app.entitlements.forget([customer_id])
-    return consumed
+    """Decide and record one use in one step (in Redis first when TOLLGATE_REDIS_URL is set),
+    committed with the other calls waiting at that moment (the process's consume writer)."""
+    return app.consume_writer.consume_blocking(consume_call(customer_id, body))
+
+
+def consume_call(customer_id: str, body: ConsumeCreate) -> usage.ConsumeCall:
+    """The use a consume request asks for."""
+    return usage.ConsumeCall(customer_id, body.feature, body.quantity, body.id)
 
 
 def _usage(app: Container) -> reservations.Usage:

@@ -37,6 +37,7 @@ from tollgate.services.subscriptions import (
     get_subscription,
     resume_subscription,
 )
+from tollgate.services.usage.controls import usage_controls
 from tollgate.services.webhooks import replay_stripe_event
 from tollgate.web.csrf import CsrfRefused, checked_form, csrf_token
 from tollgate.web.security import content_security_policy
@@ -314,6 +315,9 @@ def customer_page(
         granted=granted,
         decisions=decisions,
         ledger=ledger,
+        controls=usage_controls(
+            db=app.db, catalog=app.catalog, clock=app.clock, customer_id=customer_id
+        ),
         timeline=timeline,
         emails=emails.items,
         stripe_base=stripe_base,
@@ -339,6 +343,9 @@ DONE = {
     "healed": "Reconciliation ran; what Stripe is the record for was healed.",
     "revoked": "The key was revoked; servers refuse it within 10 seconds.",
     **DEAL_DONE,
+    "spend-cap": "The spend cap was saved.",
+    "add-alert": "The usage alert was added.",
+    "remove-alert": "The usage alert was removed.",
 }
 
 

@@ -175,8 +175,10 @@ def entitlements(
     now: datetime,
     grace: timedelta,
     credit_prices: Mapping[str, int] | None = None,
+    only: str | None = None,
 ) -> Entitlements:
-    """Return everything the customer may do now."""
+    """Return everything the customer may do now (`only`: just that feature, for one
+    decision: a consume answers one feature and need not work out the others)."""
     # A grandfathered subscriber has its plan as it was at its version.
     catalog = catalog.with_plan_version(state.plan, state.plan_version)
     access, access_changes_at = access_of(state, grace, now)
@@ -198,7 +200,7 @@ def entitlements(
             (credit_prices or {}).get(feature_id),
             caps.get(feature_id),
         )
-        for feature_id in catalog.features
+        for feature_id in (catalog.features if only is None else (only,))
     }
     valid_until = state.period.end
     if access_changes_at is not None:

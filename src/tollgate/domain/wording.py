@@ -31,8 +31,26 @@ def count_text(count: int, unit_name: UnitName) -> str:
     return f"{count:,} {unit_name(count)}"
 
 
+# Rate texts by (overage object, currency, unit): every decision of a metered feature with a
+# price says its rate, and money formatting is the costliest part of a decision. The entry
+# keeps its overage object, so an id is never reused while it is remembered.
+_RATE_TEXTS: dict[tuple[int, str, str], tuple[Overage, str | None]] = {}
+
+
 def overage_rate_text(overage: Overage, currency: str, unit_name: UnitName) -> str | None:
     """Return "$0.50 per 1,000 runs" (None when the overage has no price in `currency`)."""
+    key = (id(overage), currency, unit_name.word)
+    found = _RATE_TEXTS.get(key)
+    if found is not None and found[0] is overage:
+        return found[1]
+    if len(_RATE_TEXTS) > 4096:  # catalogs swapped many times: start again
+        _RATE_TEXTS.clear()
+    text = _rate_text(overage, currency, unit_name)
+    _RATE_TEXTS[key] = (overage, text)
+    return text
+
+
+def _rate_text(overage: Overage, currency: str, unit_name: UnitName) -> str | None:
     try:
         price = overage_minor(overage, overage.per, currency)
         exact = overage.amount_in(currency)

@@ -24,6 +24,7 @@ from tollgate.services import customer_actions, customer_billing, page_access, s
 from tollgate.services.addons import set_addon
 from tollgate.services.app_sign_in import AppSignIn, SignInRefused
 from tollgate.services.page_access import AccessRefused, PageSession
+from tollgate.services.usage import controls as usage_controls
 from tollgate.web.csrf import CsrfRefused, checked_form
 from tollgate.web.overview import billing_overview, plan_name
 from tollgate.web.pages import message_page, render_page
@@ -41,6 +42,9 @@ NOTICES = {
     "checkout-canceled": ("warn", "Checkout was canceled; nothing was charged."),
     "credits": ("ok", "Payment received: your credits are added in a moment."),
     "addon": ("ok", "Your add-ons are changed; they show here in a moment."),
+    "spend-cap": ("ok", "Your spend cap was saved."),
+    "add-alert": ("ok", "The usage alert was added."),
+    "remove-alert": ("ok", "The usage alert was removed."),
 }
 
 
@@ -144,6 +148,13 @@ def _failed(request: Request, app: Container, error: TollgateError) -> Response:
     )
 
 
+def usage_controls_of(app: Container, customer_id: str) -> usage_controls.UsageControls:
+    """The customer's spend cap and alerts (the page's `_usage_controls.html`)."""
+    return usage_controls.usage_controls(
+        db=app.db, catalog=app.catalog, clock=app.clock, customer_id=customer_id
+    )
+
+
 # -- getting in ----------------------------------------------------------------------------
 
 
@@ -212,6 +223,7 @@ async def billing_page(request: Request) -> Response:
     try:
         session = _page_session(request, app)
         overview = await run_in_threadpool(billing_overview, app, session.customer_id)
+        controls = await run_in_threadpool(usage_controls_of, app, session.customer_id)
     except (AccessRefused, SignInRefused) as refused:
         return _refused(request, app, refused, 401)
     except NotFound as missing:
@@ -228,6 +240,7 @@ async def billing_page(request: Request) -> Response:
         session,
         "billing.html",
         o=overview,
+        controls=controls,
         notice=notice,
         activating=activating,
         now=app.clock.now(),

@@ -23,7 +23,7 @@ router = APIRouter(tags=["usage controls"])
 
 
 @router.post("/v1/customers/{customer_id}/consume", dependencies=[Depends(write_scope)])
-def post_consume(
+async def post_consume(
     customer_id: str, body: ConsumeCreate, app: Container = Depends(container)
 ) -> Response:
     """Use `quantity` of a metered feature if allowed, in one atomic step, once per `id`.
@@ -33,7 +33,7 @@ def post_consume(
     returns the first answer (header `Idempotent-Replayed: true`) and counts nothing again;
     the same `id` with another customer, feature or quantity is 409.
     """
-    consumed = operations.consume(app, customer_id, body)
+    consumed = await app.consume_writer.consume(operations.consume_call(customer_id, body))
     answer = json_response(consumed.to_json())
     if consumed.replayed:
         answer.headers["Idempotent-Replayed"] = "true"

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate.api.deps import container
 from tollgate.api.errors import error_response, status_of
-from tollgate.api.middleware import body_too_large
+from tollgate.api.middleware import body_too_large, read_body
 from tollgate.api.openapi import error_answer
 from tollgate.bootstrap import Container
 from tollgate.config import ConfigError
@@ -89,7 +89,7 @@ class StripeWebhookFastPath:
                 return body_too_large(self.limit)
             if name == b"stripe-signature":
                 signature = value.decode("latin-1")
-        body = await _read_body(receive, self.limit)
+        body = await read_body(receive, self.limit)
         if body is None:
             return body_too_large(self.limit)
         try:
@@ -99,20 +99,3 @@ class StripeWebhookFastPath:
         except ConfigError as error:
             return error_response(503, "configuration_error", str(error))
         return Response(answer, media_type="application/json")
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """Return the request's body, or None once it grows past `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)

@@ -34,37 +34,25 @@ _CONSUMPTION = select(
 )
 
 
-def consumption(connection: Connection, consumption_id: str) -> Any | None:
-    """Return the stored answer of a consume id (customer_id, feature, quantity, answer)."""
-    return connection.execute(_CONSUMPTION.where(USAGE_CONSUMPTIONS.c.id == consumption_id)).first()
+def consumptions(connection: Connection, consumption_ids: Sequence[str]) -> dict[str, Any]:
+    """Return the stored answers of consume ids, by id (ids without one are left out)."""
+    rows = connection.execute(_CONSUMPTIONS, {"ids": list(consumption_ids)})
+    return {row.id: row for row in rows}
 
 
-def insert_consumption(
-    connection: Connection,
-    *,
-    consumption_id: str,
-    customer_id: str,
-    feature: str,
-    quantity: int,
-    allowed: bool,
-    answer: dict[str, Any],
-    now: datetime,
-) -> bool:
-    """Store a consume answer; False if one with this id was stored first."""
+_CONSUMPTIONS = _CONSUMPTION.add_columns(USAGE_CONSUMPTIONS.c.id).where(
+    USAGE_CONSUMPTIONS.c.id.in_(bindparam("ids", expanding=True))
+)
+
+
+def insert_consumptions(connection: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Store consume answers (dicts of the table's columns) in id order; return the ids stored
+    now (an id stored first by another call is left as it was)."""
+    if not rows:
+        return set()
     statement = insert_if_new(connection, USAGE_CONSUMPTIONS, returning=("id",))
-    inserted = connection.execute(
-        statement,
-        {
-            "id": consumption_id,
-            "customer_id": customer_id,
-            "feature": feature,
-            "quantity": quantity,
-            "allowed": allowed,
-            "answer": answer,
-            "created_at": now,
-        },
-    ).first()
-    return inserted is not None
+    ordered = sorted(rows, key=lambda row: row["id"])  # every batch claims its ids in one order
+    return {row[0] for row in connection.execute(statement, ordered)}
 
 
 # -- reservations ----------------------------------------------------------------------------
@@ -333,13 +321,14 @@ def delete_spend_cap(connection: Connection, customer_id: str) -> bool:
 
 def alerts_of(connection: Connection, customer_ids: Sequence[str]) -> list[Any]:
     """Return the customers' alerts: id, customer_id, feature, kind, threshold, created_at."""
-    return list(
-        connection.execute(
-            select(USAGE_ALERTS)
-            .where(USAGE_ALERTS.c.customer_id.in_(list(customer_ids)))
-            .order_by(USAGE_ALERTS.c.created_at, USAGE_ALERTS.c.id)
-        )
-    )
+    return list(connection.execute(_ALERTS_OF, {"ids": list(customer_ids)}))
+
+
+_ALERTS_OF = (
+    select(USAGE_ALERTS)
+    .where(USAGE_ALERTS.c.customer_id.in_(bindparam("ids", expanding=True)))
+    .order_by(USAGE_ALERTS.c.created_at, USAGE_ALERTS.c.id)
+)
 
 
 def insert_alert(connection: Connection, row: dict[str, Any]) -> bool:

@@ -8,7 +8,13 @@ Threshold crossings, their notifications and the overage for Stripe are written 
 transaction as the usage that caused them. `get_usage` reads a customer's period (`reading`).
 """
 
-from tollgate.services.usage.consume import Consumed, consume
+from tollgate.services.usage.consume import (
+    ConsumeCall,
+    Consumed,
+    ConsumeWriter,
+    consume,
+    consume_many,
+)
 from tollgate.services.usage.counters import CounterBatch, CounterStore, Tally
 from tollgate.services.usage.database_counters import DatabaseCounters
 from tollgate.services.usage.events import (
@@ -33,6 +39,8 @@ from tollgate.services.usage.thresholds import threshold_facts
 
 __all__ = [
     "MAX_ID_LENGTH",
+    "ConsumeCall",
+    "ConsumeWriter",
     "Consumed",
     "Counted",
     "CounterBatch",
@@ -52,6 +60,7 @@ __all__ = [
     "Tally",
     "UsageReport",
     "consume",
+    "consume_many",
     "flush_usage",
     "get_usage",
     "parse_events",

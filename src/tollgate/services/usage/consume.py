@@ -1,16 +1,18 @@
-"""Consume: decide and record one use of a feature in one step, exactly once per id.
+"""Consume: decide and record uses of a feature in one step, exactly once per id.
 
-`consume` sends the use through the one recorder (`record_usage`, whichever counter store the
-deployment counts in) as a one-event batch: the hard-limit check and the increment are the
-recorder's single atomic step, so concurrent calls from any number of processes never
-overshoot a limit. The answer (allowed or not, with the entitlement decision's reason) is
-stored with the id in the batch's transaction; a retry with the id returns the stored answer,
-a denied one included, and counts nothing again.
+`consume_many` sends a group of uses (one call's, or many concurrent requests' gathered by the
+server's writer: group commit) through the one recorder (`record_usage`, whichever counter
+store the deployment counts in) as one batch: the hard-limit check and the increment are the
+recorder's single atomic step, taken in the batch's order, so concurrent calls from any number
+of processes never overshoot a limit. Each answer (allowed or not, with the entitlement
+decision's reason) is stored with its id in the batch's transaction; a retry with the id
+returns the stored answer, a denied one included, and counts nothing again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,16 +24,38 @@ from tollgate.db.queries import usage_controls as queries
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, FeatureType
 from tollgate.domain.entitlements import entitlements
-from tollgate.domain.errors import Conflict, InvalidRequest, NotFound
+from tollgate.domain.errors import Conflict, InvalidRequest, NotFound, TollgateError
 from tollgate.services.entitlements import customer_state
+from tollgate.services.group_commit import GroupWriter
 from tollgate.services.usage.counters import CounterStore, Tallies, Tally
-from tollgate.services.usage.events import MAX_ID_LENGTH, UsageReport
+from tollgate.services.usage.events import MAX_ID_LENGTH, Rejection, UsageReport
 from tollgate.services.usage.recording import record_usage
 from tollgate_client.decisions import Code, Decision
 
+# At most this many calls share a transaction: enough to amortise its fixed cost, few enough
+# that the first of a group does not wait long for the last.
+GROUP = 128
+# A batch is decided again without the ids another call answered first; each round drops at
+# least one id, and such races are rare, so a few rounds suffice.
+_ROUNDS = 8
+
 
 class _Answered(Exception):
-    """The id has a stored answer: this call's decision is rolled back, the stored one given."""
+    """Some ids have a stored answer: the batch is rolled back and decided again without them."""
+
+    def __init__(self, ids: set[str]) -> None:
+        super().__init__(", ".join(sorted(ids)))
+        self.ids = ids
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeCall:
+    """One use to decide: `quantity` of `feature` for `customer_id`, once per `id`."""
+
+    customer_id: str
+    feature: str
+    quantity: int
+    id: str
 
 
 @dataclass(frozen=True)
@@ -64,104 +88,191 @@ def consume(
 ) -> Consumed:
     """Use `quantity` of a metered feature if the customer may: allowed and counted, or denied
     with the reason and nothing counted; once per `consumption_id`."""
-    _check(catalog, feature, quantity, consumption_id)
-    answers: list[Decision] = []
+    call = ConsumeCall(customer_id, feature, quantity, consumption_id)
+    (outcome,) = consume_many(
+        db=db, catalog=catalog, clock=clock, calls=[call], grace=grace, counters=counters
+    )
+    if isinstance(outcome, TollgateError):
+        raise outcome
+    return outcome
+
+
+def consume_many(
+    *,
+    db: Database,
+    catalog: Catalog,
+    clock: Clock,
+    calls: Sequence[ConsumeCall],
+    grace: timedelta = timedelta(days=7),
+    counters: CounterStore | None = None,
+) -> list[Consumed | TollgateError]:
+    """Decide and record the calls in order in one transaction: each one's answer, or the
+    error that call alone gets (a bad call, an unknown customer, an id used otherwise)."""
+    outcomes: list[Consumed | TollgateError | None] = [None] * len(calls)
+    first: dict[str, int] = {}  # id -> the call deciding it; a repeat in the group replays it
+    for index, call in enumerate(calls):
+        try:
+            _check(catalog, call)
+        except InvalidRequest as error:
+            outcomes[index] = error
+            continue
+        first.setdefault(call.id, index)
+    deciding = sorted(set(first.values()))
+    answers: dict[int, Decision] = {}
+    report = UsageReport()
+    for _ in range(_ROUNDS):
+        answers.clear()
+        try:
+            report = _record(db, catalog, clock, grace, counters, calls, deciding, answers)
+        except _Answered as answered:
+            # Answered by another call between our look and our insert: stored answers below.
+            deciding = [i for i in deciding if calls[i].id not in answered.ids]
+            continue
+        break
+    else:
+        raise AssertionError("consume: ids kept being answered by other calls")
+    unknown: set[int] = set()  # calls refused before any decision, and why
+    for rejection in report.rejected:
+        if rejection.index in report.moves:
+            continue  # decided: denied, with the reason in its answer
+        index = deciding[rejection.index]
+        unknown.add(index)
+        outcomes[index] = (
+            NotFound(f"no customer {calls[index].customer_id!r}", param="id")
+            if rejection.code == "unknown_customer"
+            else InvalidRequest(rejection.message)
+        )
+    for index, decision in answers.items():
+        call = calls[index]
+        outcomes[index] = Consumed(call.id, call.customer_id, call.quantity, decision)
+    # The rest were answered before (a retry), by a repeat of the id in this group, or are ids
+    # POST /v1/usage recorded: their stored answers, read in one look.
+    rest = [i for i, outcome in enumerate(outcomes) if outcome is None and i not in unknown]
+    if rest:
+        with db.engine.connect() as connection:
+            stored = queries.consumptions(connection, sorted({calls[i].id for i in rest}))
+            connection.rollback()
+        for index in rest:
+            if index != first[calls[index].id] and first[calls[index].id] in unknown:
+                outcomes[index] = outcomes[first[calls[index].id]]
+            else:
+                outcomes[index] = _stored(calls[index], stored.get(calls[index].id))
+    return [outcome for outcome in outcomes if outcome is not None]  # each call has one
+
+
+def _record(
+    db: Database,
+    catalog: Catalog,
+    clock: Clock,
+    grace: timedelta,
+    counters: CounterStore | None,
+    calls: Sequence[ConsumeCall],
+    deciding: list[int],
+    answers: dict[int, Decision],
+) -> UsageReport:
+    """Record the deciding calls as one batch (event i is call deciding[i]); fill `answers`."""
 
     def decided(
         connection: Connection, tallies: Tallies, report: UsageReport, now: datetime
     ) -> None:
-        tally = tallies[(customer_id, feature)]
-        decision = _decision(catalog, tally, report, quantity, now, grace)
-        if not queries.insert_consumption(
-            connection,
-            consumption_id=consumption_id,
-            customer_id=customer_id,
-            feature=feature,
-            quantity=quantity,
-            allowed=decision.allowed,
-            answer=decision.to_json(),
-            now=now,
-        ):
-            # A retry of a denied call (its id was never an event): roll back what was counted.
-            raise _Answered(consumption_id)
-        answers.append(decision)
+        refused = {rejection.index: rejection for rejection in report.rejected}
+        rows: list[dict[str, Any]] = []
+        for event_index, (before, after) in report.moves.items():
+            index = deciding[event_index]
+            call = calls[index]
+            tally = tallies[(call.customer_id, call.feature)]
+            rejection = refused.get(event_index)
+            decision = _decision(
+                catalog, tally, before, after, rejection, call.quantity, now, grace
+            )
+            answers[index] = decision
+            rows.append(
+                {
+                    "id": call.id,
+                    "customer_id": call.customer_id,
+                    "feature": call.feature,
+                    "quantity": call.quantity,
+                    "allowed": decision.allowed,
+                    "answer": decision.to_json(),
+                    "created_at": now,
+                }
+            )
+        stored = queries.insert_consumptions(connection, rows)
+        if len(stored) != len(rows):
+            # A retry of a denied call (its id was never an event), or a call racing it: roll
+            # back what was counted and decide the batch again without those ids.
+            raise _Answered({row["id"] for row in rows} - stored)
 
-    # No look for a stored answer first (a query saved per call): an allowed id is dropped by
+    # No look for stored answers first (a query saved per batch): an allowed id is dropped by
     # the recorder as a duplicate; a denied one is decided again and rolled back above.
-    event = {"id": consumption_id, "customer": customer_id, "meter": feature, "value": quantity}
-    try:
-        report = record_usage(
-            db=db,
-            catalog=catalog,
-            clock=clock,
-            events=[event],
-            grace=grace,
-            counters=counters,
-            decided=decided,
-        )
-    except _Answered:
-        report = UsageReport()
-    if report.rejected and report.rejected[0].code == "unknown_customer":
-        raise NotFound(f"no customer {customer_id!r}", param="id")
-    if answers:
-        return Consumed(consumption_id, customer_id, quantity, answers[0])
-    # Another call with this id answered first (or the id is a usage event's): its answer.
-    stored = _stored(db, consumption_id, customer_id, feature, quantity)
-    if stored is None:
-        raise Conflict(
-            f"id {consumption_id!r} was recorded as a usage event (POST /v1/usage), not by "
-            "consume; use a new id",
-            param="id",
-        )
-    return stored
+    events = [
+        {"id": c.id, "customer": c.customer_id, "meter": c.feature, "value": c.quantity}
+        for c in (calls[index] for index in deciding)
+    ]
+    if not events:
+        return UsageReport()
+    return record_usage(
+        db=db,
+        catalog=catalog,
+        clock=clock,
+        events=events,
+        grace=grace,
+        counters=counters,
+        decided=decided,
+    )
 
 
-def _check(catalog: Catalog, feature: str, quantity: int, consumption_id: str) -> None:
-    known = catalog.features.get(feature)
+def _check(catalog: Catalog, call: ConsumeCall) -> None:
+    known = catalog.features.get(call.feature)
     if known is None or known.type is not FeatureType.METERED:
         metered = sorted(f for f, v in catalog.features.items() if v.type is FeatureType.METERED)
         raise InvalidRequest(
-            f"unknown metered feature {feature!r}; metered features are: {', '.join(metered)}",
+            f"unknown metered feature {call.feature!r}; metered features are: {', '.join(metered)}",
             param="feature",
         )
+    quantity = call.quantity
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
         raise InvalidRequest("quantity must be a whole number, 0 or more", param="quantity")
     if quantity >= 2**53:
         raise InvalidRequest("quantity is too large", param="quantity")
-    if not consumption_id or len(consumption_id) > MAX_ID_LENGTH:
+    if not call.id or len(call.id) > MAX_ID_LENGTH:
         raise InvalidRequest(f"id must be 1 to {MAX_ID_LENGTH} characters", param="id")
 
 
-def _stored(
-    db: Database, consumption_id: str, customer_id: str, feature: str, quantity: int
-) -> Consumed | None:
-    with db.engine.connect() as connection:
-        row = queries.consumption(connection, consumption_id)
-        connection.rollback()
+def _stored(call: ConsumeCall, row: Any | None) -> Consumed | TollgateError:
     if row is None:
-        return None
-    if (row.customer_id, row.feature, int(row.quantity)) != (customer_id, feature, quantity):
-        raise Conflict(
-            f"id {consumption_id!r} was used for {int(row.quantity):,} {row.feature} of "
+        return Conflict(
+            f"id {call.id!r} was recorded as a usage event (POST /v1/usage), not by "
+            "consume; use a new id",
+            param="id",
+        )
+    if (row.customer_id, row.feature, int(row.quantity)) != (
+        call.customer_id,
+        call.feature,
+        call.quantity,
+    ):
+        return Conflict(
+            f"id {call.id!r} was used for {int(row.quantity):,} {row.feature} of "
             f"customer {row.customer_id!r}; a retry must repeat the same call",
             param="id",
         )
     return Consumed(
-        consumption_id, customer_id, quantity, Decision.from_json(row.answer), replayed=True
+        call.id, call.customer_id, call.quantity, Decision.from_json(row.answer), replayed=True
     )
 
 
 def _decision(
     catalog: Catalog,
     tally: Tally,
-    report: UsageReport,
+    before: int,
+    after: int,
+    refused: Rejection | None,
     quantity: int,
     now: datetime,
     grace: timedelta,
 ) -> Decision:
-    """Return the answer of the one event: the entitlement decision against the usage before
-    it, with `used` and `remaining` as they are after it."""
-    refused = report.rejected[0] if report.rejected else None
+    """Return the answer of one event: the entitlement decision against the counter's value
+    before it, with `used` and `remaining` as they are after it."""
     if refused is not None and refused.code == "insufficient_credits":
         return Decision(
             allowed=False,
@@ -169,27 +280,80 @@ def _decision(
             reason=refused.message,
             code=Code.INSUFFICIENT_CREDITS,
             limit=tally.grant.limit,
-            used=tally.counter.value,
+            used=before,
             remaining=None,
         )
     state = customer_state(
-        tally.customer, {tally.meter: tally.before}, held=_held(tally), spend_cap=tally.spend_cap
+        tally.customer, {tally.meter: before}, held=_held(tally), spend_cap=tally.spend_cap
     )
-    before = entitlements(catalog, state, now=now, grace=grace)
-    decision = before.decide(tally.meter, quantity)
+    granted = entitlements(catalog, state, now=now, grace=grace, only=tally.meter)
+    decision = granted.decide(tally.meter, quantity)
     if refused is not None:
         if decision.allowed:  # the recorder's word is final: it saw the counter under its lock
             decision = dataclasses.replace(
                 decision, allowed=False, code=Code.LIMIT_EXCEEDED, reason=refused.message
             )
         return decision
-    used = tally.counter.value
     room = decision.limit if decision.limit is not None else tally.grant.included
-    remaining = None if room is None else max(0, room - used - tally.held)
+    remaining = None if room is None else max(0, room - after - tally.held)
     return dataclasses.replace(
-        decision, allowed=True, code=Code.ALLOWED, used=used, remaining=remaining
+        decision, allowed=True, code=Code.ALLOWED, used=after, remaining=remaining
     )
 
 
 def _held(tally: Tally) -> dict[str, int]:
     return {tally.meter: tally.held} if tally.held else {}
+
+
+class ConsumeWriter:
+    """A process's consume calls, decided and committed in groups by one writer thread.
+
+    Concurrent requests each wait for their group's commit (see services/group_commit.py), so
+    a transaction and its fixed cost (the customers read, the counters locked, one commit) are
+    shared by every call waiting at that moment; each answer is given only once it is stored.
+    """
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        catalog: Callable[[], Catalog],
+        clock: Clock,
+        grace: timedelta,
+        counters: CounterStore | None,
+        on_change: Callable[[Sequence[str]], None],
+    ) -> None:
+        self._db = db
+        self._catalog = catalog
+        self._clock = clock
+        self._grace = grace
+        self._counters = counters
+        self._on_change = on_change
+        self._writer: GroupWriter[ConsumeCall, Consumed] = GroupWriter(
+            db, self._apply, name="tollgate-consume", group=GROUP
+        )
+
+    async def consume(self, call: ConsumeCall) -> Consumed:
+        """Decide and record the call with whatever others are waiting; raise its error."""
+        return await self._writer.apply(call)
+
+    def consume_blocking(self, call: ConsumeCall) -> Consumed:
+        """`consume` for a thread (an in-process client)."""
+        return self._writer.apply_blocking(call)
+
+    def close(self) -> None:
+        self._writer.stop()
+
+    def _apply(self, calls: list[ConsumeCall]) -> list[Consumed | TollgateError]:
+        outcomes = consume_many(
+            db=self._db,
+            catalog=self._catalog(),
+            clock=self._clock,
+            calls=calls,
+            grace=self._grace,
+            counters=self._counters,
+        )
+        changed = {o.customer for o in outcomes if isinstance(o, Consumed) and not o.replayed}
+        if changed:  # this process's cached decisions go before any answer is given
+            self._on_change(sorted(changed))
+        return outcomes

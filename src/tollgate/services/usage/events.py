@@ -43,6 +43,9 @@ class UsageReport:
     rejected: list[Rejection] = field(default_factory=list)
     customers: set[str] = field(default_factory=set)  # whose usage changed
     thresholds: int = 0
+    # Each decided event's counter value before it and after it (by event index): what its
+    # answer says when a batch counts several events in one counter (consume's group commit).
+    moves: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -23,7 +23,7 @@ from tollgate.db.queries.usage import CounterId
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.entitlements import entitlements
-from tollgate.domain.metering import enforced_limit, usage_timestamp_problem
+from tollgate.domain.metering import Counter, enforced_limit, usage_timestamp_problem
 from tollgate.domain.wording import UnitName
 from tollgate.services import credit_ledger, topups
 from tollgate.services.entitlements import (
@@ -138,8 +138,11 @@ def _record(
             return report
         counters.check(connection, tallies, fresh, now)  # Redis's: every new event in one script
         accepted: list[Event] = []
+        running: dict[Tally, int] = {}  # each counter's value as the events so far left it
         for event in fresh:
             tally = tallies[(event.customer, event.meter)]
+            before = running.get(tally, tally.before)
+            report.moves[event.index] = (before, before)
             if not counters.fits(tally, event):
                 report.rejected.append(reasons.rejection(tally, event))
                 continue
@@ -151,6 +154,8 @@ def _record(
             counters.count(tally, event)
             tally.accepted += 1
             accepted.append(event)
+            after = running[tally] = Counter(before).after(tally.aggregation, event.value)
+            report.moves[event.index] = (before, after)
         report.accepted = len(accepted)
         if accepted:
             rows = [(e.id, e.customer, e.meter, e.value, e.occurred_at) for e in accepted]

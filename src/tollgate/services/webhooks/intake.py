@@ -4,9 +4,7 @@ The signature is checked on the event loop (microseconds: an HMAC and an orjson 
 delivery never waits behind good ones. Verified deliveries are applied by one writer thread,
 never on the event loop (a transaction may wait for a lock, and every request would wait with
 it). The writer takes every delivery queued since its last commit and applies them together
-(`apply_stripe_deliveries`: group commit), answering each after the shared commit. Commits are
-what limit a database's write rate, PostgreSQL's above all (each waits for the disk), so under
-load many events share one; alone, an event still commits at once.
+(`apply_stripe_deliveries`; services/group_commit.py), answering each after the shared commit.
 
 One thread means a delivery whose customer is locked by another transaction (a job, another
 process) holds up this process's later deliveries until that lock is released; Tollgate's
@@ -22,19 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass
-from typing import Any
 
 from tollgate.clock import Clock
 from tollgate.config import Settings
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.dunning import DunningPolicy
 from tollgate.metrics import INVOICE_PAYMENTS, WEBHOOK_LATENCY
+from tollgate.services.group_commit import GroupWriter
 from tollgate.services.webhooks.inbox import (
     Delivery,
     ProcessResult,
@@ -74,7 +68,9 @@ class WebhookIntake:
         self.dunning = dunning
         self._gateway = gateway
         self._on_change = on_change
-        self._writer = _GroupWriter(db, clock, dunning)
+        self._writer: GroupWriter[Delivery, ProcessResult] = GroupWriter(
+            db, self._apply, name="tollgate-webhooks", group=GROUP, idle_seconds=IDLE_SECONDS
+        )
 
     async def take(self, body: bytes, signature: str | None) -> ProcessResult:
         """Verify, store and apply one delivery; raise TollgateError (the API's answer) if not.
@@ -104,6 +100,13 @@ class WebhookIntake:
             # This process's cached decisions go at once; other processes see the change feed.
             self._on_change(result.customers)
         return result
+
+    def _apply(self, deliveries: list[Delivery]) -> list[ProcessResult]:
+        return list(
+            apply_stripe_deliveries(
+                db=self.db, deliveries=deliveries, clock=self.clock, dunning=self.dunning
+            )
+        )
 
     def _finish(self, pending: ProcessResult) -> ProcessResult:
         return process_stripe_event(
@@ -142,119 +145,3 @@ def _observe(delivery: Delivery, result: ProcessResult, took: float) -> None:
                 "duration_ms": round(took * 1000, 2),
             },
         )
-
-
-@dataclass(frozen=True)
-class _Job:
-    delivery: Delivery
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[ProcessResult]
-
-
-class _GroupWriter:
-    """A thread applying queued deliveries, as many to a transaction as are waiting.
-
-    The thread keeps one pinned connection while it has work, starts when a delivery arrives
-    and ends after IDLE_SECONDS without any.
-    """
-
-    def __init__(self, db: Database, clock: Clock, dunning: DunningPolicy) -> None:
-        self.db = db
-        self.clock = clock
-        self.dunning = dunning
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._running = False
-
-    async def apply(self, delivery: Delivery) -> ProcessResult:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[ProcessResult] = loop.create_future()
-        self._jobs.put(_Job(delivery, loop, future))
-        with self._lock:
-            if not self._running:
-                self._running = True
-                threading.Thread(target=self._serve, name="tollgate-webhooks", daemon=True).start()
-        return await future
-
-    def stop(self) -> None:
-        with self._lock:
-            if self._running:
-                self._jobs.put(None)
-
-    def _serve(self) -> None:
-        while (first := self._wait()) is not None:
-            with ExitStack() as pins:
-                try:
-                    pins.enter_context(self.db.pinned())
-                except Exception:  # the jobs run unpinned and meet the error there
-                    log.exception("could not pin a database connection")
-                jobs: list[_Job | None] = [first]
-                while jobs:
-                    self._apply([job for job in jobs if job is not None])
-                    if None in jobs:  # stopped: what came before is answered; end
-                        with self._lock:
-                            self._running = False
-                        return
-                    jobs = self._take()
-
-    def _take(self) -> list[_Job | None]:
-        jobs: list[_Job | None] = []
-        while len(jobs) < GROUP:
-            try:
-                jobs.append(self._jobs.get_nowait())
-            except queue.Empty:
-                break
-        return jobs
-
-    def _wait(self) -> _Job | None:
-        """Return the next job; None when stopped or when none came for IDLE_SECONDS."""
-        while True:
-            try:
-                job = self._jobs.get(timeout=IDLE_SECONDS)
-            except queue.Empty:
-                with self._lock:
-                    # A job put after the timeout is seen here, under the lock `apply` takes.
-                    if self._jobs.empty():
-                        self._running = False
-                        return None
-                continue
-            if job is None:
-                with self._lock:
-                    self._running = False
-                return None
-            return job
-
-    def _apply(self, jobs: list[_Job]) -> None:
-        """Apply the jobs together and hand each request its answer."""
-        if not jobs:
-            return
-        outcomes: list[ProcessResult | BaseException]
-        try:
-            outcomes = list(
-                apply_stripe_deliveries(
-                    db=self.db,
-                    deliveries=[job.delivery for job in jobs],
-                    clock=self.clock,
-                    dunning=self.dunning,
-                )
-            )
-        except Exception as error:  # handed to the requests, which answer for it
-            outcomes = [error] * len(jobs)
-        answers: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any]]] = {}
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            answers.setdefault(job.loop, []).append((job, outcome))
-        for loop, settled in answers.items():
-            try:
-                loop.call_soon_threadsafe(_settle, settled)
-            except RuntimeError:  # the loop closed: nobody is waiting for these any more
-                log.debug("event loop closed before %d webhook answers", len(settled))
-
-
-def _settle(outcomes: list[tuple[_Job, ProcessResult | BaseException]]) -> None:
-    for job, outcome in outcomes:
-        if job.future.done():  # the request was cancelled (the client went away)
-            continue
-        if isinstance(outcome, BaseException):
-            job.future.set_exception(outcome)
-        else:
-            job.future.set_result(outcome)

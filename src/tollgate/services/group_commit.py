@@ -1,0 +1,194 @@
+"""Group commit: one writer thread applying queued work, as many items to a transaction as wait.
+
+Commits are what limit a database's write rate, PostgreSQL's above all (each waits for the
+disk), and on SQLite writers take turns anyway; so concurrent requests that write hand their
+item to one thread, which takes every item queued since its last commit and applies them
+together (`apply`: one transaction), answering each after the shared commit. Under load many
+items share a commit; alone, an item still commits at once. Stripe's deliveries
+(services/webhooks/intake.py) and consume calls (services/usage/consume.py) go this way.
+
+The thread keeps one pinned connection while it has work, starts when an item arrives and ends
+after `idle_seconds` without any, so an idle process keeps no thread and no pinned connection.
+Callers on threads of their own (an in-process client) need no writer thread: one of them
+applies the group while the others wait (`apply_blocking`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from tollgate.db.unit_of_work import Database
+
+log = logging.getLogger("tollgate.group_commit")
+
+Item = TypeVar("Item")
+Outcome = TypeVar("Outcome")
+
+
+@dataclass(frozen=True, slots=True)
+class _Job(Generic[Item]):
+    item: Item
+    # An asyncio request waits on `future` in `loop`; a thread waits on a concurrent future.
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[Any] | concurrent.futures.Future[Any]
+
+
+class GroupWriter(Generic[Item, Outcome]):
+    """A thread applying queued items with `apply`, as many to a transaction as are waiting
+    (at most `group`). `apply` returns one outcome per item, an exception being that item's
+    error; an exception `apply` raises is every item's."""
+
+    def __init__(
+        self,
+        db: Database,
+        apply: Callable[[list[Item]], Sequence[Outcome | BaseException]],
+        *,
+        name: str,
+        group: int = 64,
+        idle_seconds: float = 10.0,
+    ) -> None:
+        self.db = db
+        self._apply_items = apply
+        self.name = name
+        self.group = group
+        self.idle_seconds = idle_seconds
+        self._jobs: queue.SimpleQueue[_Job[Item] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running = False
+        # Blocking callers' items, whether one of them is applying them (leading), and the
+        # condition they wait on for their turn.
+        self._waiting: list[_Job[Item]] = []
+        self._leading = False
+        self._turn = threading.Condition()
+
+    async def apply(self, item: Item) -> Outcome:
+        """Queue the item and return its outcome once its group has committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._put(_Job(item, loop, future))
+        return await future
+
+    def apply_blocking(self, item: Item) -> Outcome:
+        """`apply` for a thread (an in-process client's), with no hand-over to another thread:
+        a caller that finds nobody applying blocking items leads: it applies those waiting, in
+        groups, until its own is answered, then hands the lead to a caller still waiting. The
+        others wait meanwhile. A lone caller so costs no more than applying its item alone."""
+        future: concurrent.futures.Future[Outcome] = concurrent.futures.Future()
+        with self._turn:
+            self._waiting.append(_Job(item, None, future))
+            while self._leading and not future.done():
+                self._turn.wait()
+            if future.done():  # a leader applied it
+                return future.result()
+            self._leading = True
+        try:
+            while not future.done():
+                with self._turn:
+                    jobs = self._waiting[: self.group]
+                    del self._waiting[: self.group]
+                self._apply(jobs)
+        finally:
+            with self._turn:
+                self._leading = False
+                self._turn.notify_all()  # the answered return; one still waiting leads next
+        return future.result()
+
+    def stop(self) -> None:
+        """Stop the thread once the items it has are answered."""
+        with self._lock:
+            if self._running:
+                self._jobs.put(None)
+
+    def _put(self, job: _Job[Item]) -> None:
+        self._jobs.put(job)
+        with self._lock:
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._serve, name=self.name, daemon=True).start()
+
+    def _serve(self) -> None:
+        while (first := self._wait()) is not None:
+            with ExitStack() as pins:
+                try:
+                    pins.enter_context(self.db.pinned())
+                except Exception:  # the items run unpinned and meet the error there
+                    log.exception("could not pin a database connection")
+                jobs: list[_Job[Item] | None] = [first]
+                while jobs:
+                    self._apply([job for job in jobs if job is not None])
+                    if None in jobs:  # stopped: what came before is answered; end
+                        with self._lock:
+                            self._running = False
+                        return
+                    jobs = self._take()
+
+    def _take(self) -> list[_Job[Item] | None]:
+        jobs: list[_Job[Item] | None] = []
+        while len(jobs) < self.group:
+            try:
+                jobs.append(self._jobs.get_nowait())
+            except queue.Empty:
+                break
+        return jobs
+
+    def _wait(self) -> _Job[Item] | None:
+        """Return the next job; None when stopped or when none came for `idle_seconds`."""
+        while True:
+            try:
+                job = self._jobs.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    # A job put after the timeout is seen here, under the lock `_put` takes.
+                    if self._jobs.empty():
+                        self._running = False
+                        return None
+                continue
+            if job is None:
+                with self._lock:
+                    self._running = False
+                return None
+            return job
+
+    def _apply(self, jobs: list[_Job[Item]]) -> None:
+        """Apply the jobs together and hand each waiting caller its outcome."""
+        if not jobs:
+            return
+        outcomes: Sequence[Outcome | BaseException]
+        try:
+            outcomes = self._apply_items([job.item for job in jobs])
+        except Exception as error:  # handed to the callers, which answer for it
+            outcomes = [error] * len(jobs)
+        answers: dict[asyncio.AbstractEventLoop, list[tuple[_Job[Item], Any]]] = {}
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if job.loop is None:
+                _settle_one(job, outcome)
+            else:
+                answers.setdefault(job.loop, []).append((job, outcome))
+        for loop, settled in answers.items():
+            # One wake-up of each event loop for all of its answers.
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:  # the loop closed: nobody is waiting for these any more
+                log.debug("event loop closed before %d answers of %s", len(settled), self.name)
+
+
+def _settle(outcomes: list[tuple[_Job[Any], Any]]) -> None:
+    for job, outcome in outcomes:
+        _settle_one(job, outcome)
+
+
+def _settle_one(job: _Job[Any], outcome: Any) -> None:
+    if job.future.done():  # the request was cancelled (the client went away)
+        return
+    if isinstance(outcome, BaseException):
+        job.future.set_exception(outcome)
+    else:
+        job.future.set_result(outcome)
