@@ -127,6 +127,15 @@ _CARDS = [
         "visa",
         AUTHENTICATE,
         "pm_card_authenticationRequired",
+        "tok_authenticationRequired",
+    ),
+    # 3-D Secure 2 must be completed for every payment, set up or not.
+    CardSpec(
+        "threeDSecure2Required",
+        "4000000000003220",
+        "visa",
+        AUTHENTICATE,
+        "pm_card_threeDSecure2Required",
         "tok_threeDSecure2Required",
     ),
     CardSpec(

@@ -546,4 +546,7 @@ async def three_d_secure_page(request: Request, sim: Simulator) -> Response:
             message = _authenticate_payment(ctx, intent, succeed)
         else:
             message = _authenticate_setup(ctx, intent, succeed)
-        return message_page(200, message, f"{intent_id}: {intent['status']}")
+        # An invoice's payment leads back to its hosted page (paid, or still open to pay).
+        invoice = ctx.account.find(intent.get("_invoice")) if kind == "payment_intent" else None
+        back = invoice.get("hosted_invoice_url") if invoice is not None else None
+        return message_page(200, message, f"{intent_id}: {intent['status']}", back)

@@ -42,6 +42,7 @@ TEMPLATES = (
     "trial_converted",
     "payment_succeeded",
     "payment_failed_soft",
+    "payment_action_required",
     "payment_failed_warning",
     "downgraded_payment_failed",
     "payment_recovered",

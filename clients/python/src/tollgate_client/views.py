@@ -133,9 +133,11 @@ class SubscriptionView:
     stripe_subscription_id: str | None
     pending_change: PendingChangeView | None = None
     plan_version: int | None = None  # the version of `plan` its price belongs to (issue 20)
+    # With status `action_required`: the page where the customer confirms the payment (3-D Secure).
+    url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        shown = {
             "plan": self.plan,
             "interval": self.interval,
             "status": self.status,
@@ -150,6 +152,9 @@ class SubscriptionView:
             "pending_change": self.pending_change.to_json() if self.pending_change else None,
             "plan_version": self.plan_version,
         }
+        if self.url:
+            shown["url"] = self.url
+        return shown
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SubscriptionView:
@@ -168,6 +173,7 @@ class SubscriptionView:
             stripe_subscription_id=data.get("stripe_subscription_id"),
             pending_change=PendingChangeView.from_json(pending) if pending else None,
             plan_version=data.get("plan_version"),
+            url=data.get("url"),
         )
 
 

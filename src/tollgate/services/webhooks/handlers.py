@@ -536,6 +536,11 @@ def on_invoice_payment_failed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     notices.notice_invoice_payment_failed(ctx, *_apply_invoice(ctx, obj))
 
 
+def on_invoice_payment_action_required(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Mirror an invoice whose payment waits for the cardholder (3-D Secure); email the link."""
+    notices.notice_invoice_action_required(ctx, *_apply_invoice(ctx, obj))
+
+
 def on_invoice_upcoming(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Acknowledge a coming renewal; its invoice is a preview with no id, so nothing is kept."""
 
@@ -830,6 +835,7 @@ HANDLERS: dict[str, Handler] = {
     "invoice.paid": on_invoice_paid,
     "invoice.payment_succeeded": on_invoice_paid,
     "invoice.payment_failed": on_invoice_payment_failed,
+    "invoice.payment_action_required": on_invoice_payment_action_required,
     "invoice.upcoming": on_invoice_upcoming,
     "invoice.voided": on_invoice,
     "invoice.marked_uncollectible": on_invoice,

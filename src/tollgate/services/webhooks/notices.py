@@ -149,6 +149,26 @@ def notice_invoice_payment_failed(
     )
 
 
+def notice_invoice_action_required(
+    ctx: HandlerContext, snapshot: InvoiceSnapshot, customer_id: str
+) -> None:
+    """Email the customer the page where they confirm a payment, once per attempt, while the
+    invoice is still open."""
+    stored = ctx.rows(mirror.INVOICE_PAYMENT_STATE, row_id=snapshot.id)
+    if snapshot.status != "open" or (stored and stored[0]["status"] in _SETTLED):
+        return
+    if not snapshot.hosted_invoice_url:
+        return
+    queue_email(
+        ctx.connection,
+        customer_id=customer_id,
+        template="payment_action_required",
+        cause=f"{snapshot.id}:action:{snapshot.attempt_count}",
+        facts=_invoice_facts(snapshot),
+        now=ctx.now,
+    )
+
+
 def _healed_history(ctx: HandlerContext) -> bool:
     """Whether reconciliation (not a delivery) applied a payment made before RECEIPT_WINDOW."""
     if not ctx.actor.startswith("reconcile:"):
