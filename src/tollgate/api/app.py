@@ -22,6 +22,7 @@ from tollgate.api.routes import (
     entitlements,
     health,
     plans,
+    refunds,
     usage,
     usage_controls,
     webhooks,
@@ -58,6 +59,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     app.include_router(customers.router)
     app.include_router(customer_billing.router)
     app.include_router(credits.router)
+    app.include_router(refunds.router)
     app.include_router(usage_controls.router)
     app.include_router(plans.router)
     app.include_router(deals.router)

@@ -11,14 +11,16 @@ from typing import Any
 from tollgate.stripe.calls import PINNED_API_VERSION, make_client, plain
 from tollgate.stripe.catalog_calls import CatalogCalls
 from tollgate.stripe.errors import StripeFailure, StripeNotFound
+from tollgate.stripe.refund_calls import RefundCalls
 
 __all__ = ["PINNED_API_VERSION", "StripeGateway", "make_client"]
 
 log = logging.getLogger("tollgate.stripe")
 
 
-class StripeGateway(CatalogCalls):
-    """Every call Tollgate makes to Stripe: the catalog calls, then customers, billing and money.
+class StripeGateway(CatalogCalls, RefundCalls):
+    """Every call Tollgate makes to Stripe: the catalog calls, refunds, then customers, billing and
+    money.
 
     See `StripeCalls` for the retries and errors every call shares.
     """
