@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     # Access while an ACH debit is processing: keep (the subscribed plan at once) or wait (the
     # plan only once Stripe confirms the money); see README "Bank debits (ACH)".
     processing_access: Literal["keep", "wait"] = Field("keep", alias="TOLLGATE_PROCESSING_ACCESS")
+    # A customer with an open or lost dispute: keeps its plan (`keep`) or gets its reduced access
+    # (`reduce`); see README "Disputes".
+    dispute_access: Literal["keep", "reduce"] = Field("keep", alias="TOLLGATE_DISPUTE_ACCESS")
+    # Who hears of disputes at once and 2 days before their evidence is due (issue 21).
+    operator_email: str | None = Field(None, alias="TOLLGATE_OPERATOR_EMAIL")
     # When the nightly reconciliation with Stripe runs, HH:MM in UTC.
     reconcile_at: time = Field(time(2, 0), alias="TOLLGATE_RECONCILE_AT")
     # Checkout Sessions Tollgate opened and still open after this many minutes are expired, so
@@ -197,6 +202,8 @@ class Settings(BaseSettings):
     fee_card_fixed: int = Field(30, alias="TOLLGATE_FEE_CARD_FIXED", ge=0)
     fee_ach_percent: Decimal = Field(Decimal("0.8"), alias="TOLLGATE_FEE_ACH_PERCENT", ge=0, le=100)
     fee_ach_cap: int = Field(500, alias="TOLLGATE_FEE_ACH_CAP", ge=0)
+    # What a lost dispute costs (Stripe keeps its dispute fee), in minor units (issue 21).
+    fee_dispute: int = Field(1500, alias="TOLLGATE_FEE_DISPUTE", ge=0)
     # -- running in production (issue 23) ------------------------------------------------------
     # What sits between Tollgate and PostgreSQL: `transaction` for PgBouncer (or a managed
     # pooler) in transaction mode, where the next transaction may run on another server
@@ -326,7 +333,11 @@ class Settings(BaseSettings):
     @cached_property
     def dunning_policy(self) -> DunningPolicy:
         policy = parse_dunning_policy(self.dunning_policy_raw)
-        return replace(policy, processing_access=self.processing_access)
+        return replace(
+            policy,
+            processing_access=self.processing_access,
+            dispute_access=self.dispute_access,
+        )
 
     @property
     def migration_url(self) -> str:

@@ -180,6 +180,11 @@ class DisputeSnapshot:
     currency: str
     status: str
     reason: str | None
+    evidence_due_by: datetime | None = None
+
+
+# A dispute the merchant must still answer (a chargeback, or an inquiry).
+DISPUTE_OPEN_STATUSES = frozenset({"needs_response", "warning_needs_response"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -227,6 +227,7 @@ def dispute_snapshot(obj: dict[str, Any]) -> DisputeSnapshot:
         currency=str(obj.get("currency") or "").lower(),
         status=str(obj.get("status") or ""),
         reason=_str(obj.get("reason")),
+        evidence_due_by=timestamp((obj.get("evidence_details") or {}).get("due_by")),
     )
 
 

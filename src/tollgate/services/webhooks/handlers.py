@@ -48,7 +48,7 @@ from tollgate.domain.events import (
 )
 from tollgate.metrics import WEBHOOK_REFUSED
 from tollgate.services.credit_ledger import claw_back_refunds, grant_purchased_credits
-from tollgate.services.debits import debit_settled, debit_started
+from tollgate.services.debits import debit_settled, debit_started, dispute_changed
 from tollgate.services.webhooks import notices
 from tollgate.services.webhooks.context import HandlerContext, UnknownStripeObject
 from tollgate.stripe.translate import (
@@ -735,6 +735,8 @@ def _apply_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
         "currency": snapshot.currency,
         "status": snapshot.status,
         "reason": snapshot.reason,
+        "evidence_due_by": snapshot.evidence_due_by,
+        "customer_id": customer_id,
     }
     if row is not None:
         differs = _stored(row, values) != values
@@ -746,8 +748,17 @@ def _apply_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
             return
         if found is not None:
             snapshot = dispute_snapshot(found)
-            values = {**values, "status": snapshot.status, "reason": snapshot.reason}
+            values = {
+                **values,
+                "status": snapshot.status,
+                "reason": snapshot.reason,
+                "evidence_due_by": snapshot.evidence_due_by,
+            }
     _write(ctx, DISPUTES, "dispute", snapshot.id, row, values, customer_id)
+    if customer_id:
+        notices.notice_dispute(ctx, snapshot, customer_id)
+        ctx.flush()
+        dispute_changed(ctx.connection, policy=ctx.dunning, customer_id=customer_id, now=ctx.now)
     if not charge["disputed"]:
         ctx.write(
             mirror.update_by_id(CHARGES),

@@ -13,7 +13,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tollgate.db.queries import mirror
-from tollgate.domain.events import InvoiceSnapshot, SubscriptionSnapshot
+from tollgate.domain.events import (
+    DISPUTE_OPEN_STATUSES,
+    DisputeSnapshot,
+    InvoiceSnapshot,
+    SubscriptionSnapshot,
+)
 from tollgate.domain.subscriptions import trial_cause
 from tollgate.services.dunning import clear_dunning, record_failed_attempt
 from tollgate.services.outbox import queue_app_event, queue_email
@@ -167,6 +172,36 @@ def notice_invoice_action_required(
         facts=_invoice_facts(snapshot),
         now=ctx.now,
     )
+
+
+def notice_dispute(ctx: HandlerContext, snapshot: DisputeSnapshot, customer_id: str) -> None:
+    """Tell the operator (TOLLGATE_OPERATOR_EMAIL) of a dispute at once, and of its outcome."""
+    if snapshot.status in DISPUTE_OPEN_STATUSES:
+        template, cause = "dispute_opened", snapshot.id
+    elif snapshot.status in ("won", "lost", "warning_closed"):
+        template, cause = "dispute_closed", f"{snapshot.id}:closed"
+    else:
+        return
+    queue_email(
+        ctx.connection,
+        customer_id=customer_id,
+        template=template,
+        cause=cause,
+        facts=dispute_facts(snapshot),
+        now=ctx.now,
+    )
+
+
+def dispute_facts(snapshot: DisputeSnapshot) -> dict[str, Any]:
+    """What the operator's dispute emails say (also the reminder job's)."""
+    return {
+        "dispute": snapshot.id,
+        "charge": snapshot.charge_id,
+        "amount": {"amount": snapshot.amount, "currency": snapshot.currency},
+        "reason": snapshot.reason,
+        "status": snapshot.status,
+        "evidence_due_by": snapshot.evidence_due_by,
+    }
 
 
 def _healed_history(ctx: HandlerContext) -> bool:
