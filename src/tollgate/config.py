@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tollgate.domain.dunning import DEFAULT_POLICY as DEFAULT_DUNNING_POLICY
 from tollgate.domain.dunning import DunningPolicy, parse_dunning_policy
+from tollgate.domain.payment_limits import parse_card_limits
 from tollgate.money import normalize_currency
 
 Scope = Literal["read", "write"]
@@ -119,6 +120,9 @@ class Settings(BaseSettings):
     # A customer with an open or lost dispute: keeps its plan (`keep`) or gets its reduced access
     # (`reduce`); see README "Disputes".
     dispute_access: Literal["keep", "reduce"] = Field("keep", alias="TOLLGATE_DISPUTE_ACCESS")
+    # A card may pay at most this much per invoice, per currency in minor units, e.g.
+    # "usd:100000"; above it only us_bank_account or customer_balance (issue 21).
+    card_limits_raw: str = Field("", alias="TOLLGATE_CARD_LIMITS")
     # Who hears of disputes at once and 2 days before their evidence is due (issue 21).
     operator_email: str | None = Field(None, alias="TOLLGATE_OPERATOR_EMAIL")
     # When the nightly reconciliation with Stripe runs, HH:MM in UTC.
@@ -240,6 +244,12 @@ class Settings(BaseSettings):
         parse_dunning_policy(value)
         return value
 
+    @field_validator("card_limits_raw")
+    @classmethod
+    def _card_limits(cls, value: str) -> str:
+        parse_card_limits(value)
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
@@ -329,6 +339,11 @@ class Settings(BaseSettings):
             name, scope, secret = entry.split(":")
             keys.append(BootstrapKey(name, scope, SecretStr(secret)))  # type: ignore[arg-type]
         return keys
+
+    @cached_property
+    def card_limits(self) -> dict[str, int]:
+        """TOLLGATE_CARD_LIMITS: the most a card may pay per invoice, by currency."""
+        return parse_card_limits(self.card_limits_raw)
 
     @cached_property
     def dunning_policy(self) -> DunningPolicy:

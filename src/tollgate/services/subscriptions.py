@@ -27,6 +27,7 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, CollectionMethod
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
 from tollgate.domain.events import SubscriptionSnapshot
+from tollgate.domain.payment_limits import METHODS, allowed_methods, check_payment_method
 from tollgate.domain.subscriptions import (
     TRIAL_END_BEHAVIORS,
     ChangeTiming,
@@ -418,6 +419,8 @@ def _subscribe(
 ) -> SubscriptionView:
     """Create the customer's subscription to `terms`."""
     days = trial_days_for(terms.plan, wanted.trial_days)
+    if not days and collection.method == CollectionMethod.CHARGE_AUTOMATICALLY:
+        _check_card_limit(gateway, settings, customer, terms)
     prices = _price_ids(gateway, [terms.lookup_key, *terms.overage_lookup_keys.values()])
     items: list[dict[str, Any]] = [{"price": prices[terms.lookup_key], "quantity": terms.quantity}]
     items += [{"price": prices[key]} for key in terms.overage_lookup_keys.values()]
@@ -466,6 +469,17 @@ def _subscribe(
         return _subscribe_pending_authentication(db, gateway, clock, customer, key, params)
     _after_write(db, customer.id, clock)
     return _stripe_view(subscription_snapshot(created))
+
+
+def _check_card_limit(
+    gateway: StripeGateway, settings: Settings, customer: _Customer, terms: Terms
+) -> None:
+    """Refuse a first invoice above TOLLGATE_CARD_LIMITS for a customer paying by card."""
+    amount = terms.price.amount_minor * terms.quantity
+    if allowed_methods(amount, terms.currency, settings.card_limits) == METHODS:
+        return  # no limit, or within it: no need to ask Stripe how the customer pays
+    method = gateway.default_payment_method_type(customer.stripe_id)
+    check_payment_method(method, amount, terms.currency, settings.card_limits)
 
 
 def _subscribe_pending_authentication(

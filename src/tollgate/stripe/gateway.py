@@ -480,6 +480,17 @@ class StripeGateway(CatalogCalls, RefundCalls):
         """The customer as Stripe has it now (a deleted one is `{"id", "deleted": true}`)."""
         return self._retrieve("customers.retrieve", self._client.v1.customers.retrieve, customer_id)
 
+    def default_payment_method_type(self, customer_id: str) -> str | None:
+        """The type of the customer's default payment method (card, us_bank_account, …)."""
+        customer = self._call(
+            "customers.retrieve",
+            self._client.v1.customers.retrieve,
+            customer_id,
+            params={"expand": ["invoice_settings.default_payment_method"]},
+        ).to_dict(for_json=True)
+        method = (customer.get("invoice_settings") or {}).get("default_payment_method")
+        return str(method.get("type")) if isinstance(method, dict) else None
+
     def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         """The subscription as Stripe has it now, with its items."""
         return self._retrieve(
