@@ -204,6 +204,8 @@ class Invoice(Base):
     watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The invoice's taxes in all (Stripe's `total_taxes`), shown apart; None before issue 21.
+    tax: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class InvoicePayment(Base):

@@ -138,6 +138,7 @@ class InvoiceSnapshot:
     period_start: datetime | None
     period_end: datetime | None
     payments: tuple[InvoicePaymentSnapshot, ...] = field(default_factory=tuple)
+    tax: int = 0  # all its taxes (Stripe's `total_taxes`), included in `total`
 
 
 @dataclass(frozen=True, slots=True)

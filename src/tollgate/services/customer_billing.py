@@ -67,6 +67,7 @@ class InvoiceView:
     period_end: datetime | None
     hosted_invoice_url: str | None
     invoice_pdf: str | None
+    tax: int = 0  # included in `total`
 
     def to_json(self) -> dict[str, Any]:
         def money(amount: int) -> dict[str, Any]:
@@ -77,6 +78,7 @@ class InvoiceView:
             "number": self.number,
             "status": self.status,
             "total": money(self.total),
+            "tax": money(self.tax),
             "amount_due": money(self.amount_due),
             "amount_paid": money(self.amount_paid),
             "created": _iso(self.created),
@@ -147,6 +149,7 @@ def list_invoices(
             period_end=_aware(row.period_end),
             hosted_invoice_url=row.hosted_invoice_url,
             invoice_pdf=row.invoice_pdf,
+            tax=row.tax or 0,
         )
         for row in rows[:limit]
     ]

@@ -184,6 +184,7 @@ def invoice_snapshot(obj: dict[str, Any]) -> InvoiceSnapshot:
             for payment in payments
             if isinstance(payment.get("id"), str)
         ),
+        tax=sum(_int(tax.get("amount")) for tax in obj.get("total_taxes") or []),
     )
 
 

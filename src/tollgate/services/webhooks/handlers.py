@@ -458,6 +458,7 @@ def _invoice_values(snapshot: Any, customer_id: str) -> dict[str, Any]:
         "number": snapshot.number,
         "period_start": snapshot.period_start,
         "period_end": snapshot.period_end,
+        "tax": snapshot.tax,
     }
 
 

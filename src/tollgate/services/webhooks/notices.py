@@ -257,6 +257,7 @@ def _invoice_facts(snapshot: InvoiceSnapshot, now: datetime | None = None) -> di
         "number": snapshot.number,
         "amount_due": {"amount": snapshot.amount_due, "currency": snapshot.currency},
         "amount_paid": {"amount": snapshot.amount_paid, "currency": snapshot.currency},
+        "tax": {"amount": snapshot.tax, "currency": snapshot.currency} if snapshot.tax else None,
         "attempt_count": snapshot.attempt_count,
         "next_payment_attempt": snapshot.next_payment_attempt,
         "days_left": days_left,

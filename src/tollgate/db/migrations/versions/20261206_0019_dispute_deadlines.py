@@ -1,5 +1,5 @@
-"""Disputes: the evidence deadline and customer of each, and the access a dispute leaves
-(issue 21)
+"""Disputes: the evidence deadline and customer of each, and the access a dispute leaves;
+invoices: their tax (issue 21)
 
 Revision ID: 0019
 Revises: 0015
@@ -26,9 +26,13 @@ def upgrade() -> None:
     op.create_index("ix_disputes_status_evidence_due_by", "disputes", ["status", "evidence_due_by"])
     with op.batch_alter_table("customers") as batch:
         batch.add_column(sa.Column("dispute_access", sa.String(16), nullable=True))
+    with op.batch_alter_table("invoices") as batch:
+        batch.add_column(sa.Column("tax", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("invoices") as batch:
+        batch.drop_column("tax")
     with op.batch_alter_table("customers") as batch:
         batch.drop_column("dispute_access")
     op.drop_index("ix_disputes_status_evidence_due_by", table_name="disputes")
