@@ -195,7 +195,7 @@ def test_declined_card_shows_the_error_and_keeps_the_session_open(
     assert client.v1.checkout.sessions.retrieve(session.id).status == "complete"
 
 
-def test_authentication_card_completes_its_challenge_on_the_page(
+def test_authentication_card_is_challenged_on_the_page_and_fails_or_completes(
     client: stripe.StripeClient,
 ) -> None:
     price = _price(client)
@@ -205,9 +205,16 @@ def test_authentication_card_completes_its_challenge_on_the_page(
         line_items=[{"price": price.id, "quantity": 1}],
         customer_email="3ds@example.com",
     )
-    assert _pay(session.url, card="4000002500003155", email="3ds@example.com").status_code == 303
-    done = client.v1.checkout.sessions.retrieve(session.id)
-    assert client.v1.subscriptions.retrieve(done.subscription).status == "active"
+    # The card stops at the test challenge (Complete / Fail), as Checkout's 3-D Secure modal.
+    challenge = _pay(session.url, card="4000002500003155", email="3ds@example.com")
+    assert challenge.status_code == 200 and 'value="complete"' in challenge.text
+    failed = _pay(session.url, card="4000002500003155", email="3ds@example.com", action="fail")
+    assert failed.status_code == 402 and "unable to authenticate" in failed.text
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+    done = _pay(session.url, card="4000002500003155", email="3ds@example.com", action="complete")
+    assert done.status_code == 303
+    completed = client.v1.checkout.sessions.retrieve(session.id)
+    assert client.v1.subscriptions.retrieve(completed.subscription).status == "active"
 
 
 def test_subscription_with_a_one_time_fee_charges_it_on_the_first_invoice(

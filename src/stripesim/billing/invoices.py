@@ -15,6 +15,7 @@ from stripesim.lists import update_metadata
 from stripesim.metering import usage_total
 from stripesim.registry import Ctx
 from stripesim.state import new_id
+from stripesim.tax import automatic_rates
 
 _ENDED = ("canceled", "incomplete_expired")
 
@@ -290,6 +291,7 @@ def _apply_taxes(
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Tax each line at its rates (else the invoice's); return per-rate totals and the sums."""
     default_rates = [rate["id"] for rate in invoice.get("default_tax_rates") or []]
+    default_rates = default_rates or automatic_rates(ctx, invoice)
     tax_totals: dict[str, dict[str, Any]] = {}
     exclusive = inclusive = 0
     for line in lines:

@@ -10,6 +10,7 @@ from starlette.responses import RedirectResponse, Response
 
 from stripesim import billing, cards, objects, payments
 from stripesim.catalog import build_price, metered_rate, price_amount, public_view
+from stripesim.currency import format_amount
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, render, update_metadata
 from stripesim.pages import (
@@ -784,6 +785,9 @@ async def checkout_page(request: Request, sim: Simulator) -> Response:
         context = _page_context(ctx, session)
         if request.method == "GET":
             return render_page("checkout.html", form=form, error=None, **context)
+        challenge = _three_d_secure(session, form, context)
+        if challenge is not None:
+            return challenge
         try:
             if form.get("apply_code"):
                 apply_promotion_code(ctx, session, form.get("promotion_code") or "")
@@ -803,6 +807,42 @@ async def checkout_page(request: Request, sim: Simulator) -> Response:
     if target:
         return RedirectResponse(target, status_code=303)
     return message_page(200, "Thanks", "Your payment is complete.")
+
+
+AUTHENTICATION_FAILED = (
+    "We are unable to authenticate your payment method. Please choose a different payment "
+    "method and try again."
+)
+
+
+def _three_d_secure(
+    session: dict[str, Any], form: dict[str, str], context: dict[str, Any]
+) -> Response | None:
+    """Stop a card that needs 3-D Secure at Stripe's test challenge, as Checkout's modal does.
+
+    The challenge posts the buyer's form back with `action=complete` (go on and pay) or
+    `action=fail` (the page again, with Stripe's error, the session still open).
+    """
+    if not context["needs_card"]:
+        return None
+    try:
+        card = cards.by_number(form.get("card_number", ""))
+    except StripeError:
+        return None  # complete_session answers a bad number as Checkout does
+    if card.behaviour != cards.AUTHENTICATE:
+        return None
+    answer = form.get("action")
+    if answer == "complete":
+        return None
+    if answer == "fail":
+        return render_page("checkout.html", 402, form=form, error=AUTHENTICATION_FAILED, **context)
+    due = context["due_now"]
+    return render_page(
+        "three_d_secure.html",
+        amount=format_amount(due, context["currency"]) if due else None,
+        action=f"/checkout/{session['id']}",
+        carried={key: value for key, value in form.items() if key != "action"},
+    )
 
 
 def _success_url(session: dict[str, Any]) -> str | None:

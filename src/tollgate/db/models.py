@@ -122,6 +122,9 @@ class Customer(Base):
     # While a bank debit of the customer is processing (issue 21): the access it gives, full
     # (TOLLGATE_PROCESSING_ACCESS=keep) or default (wait); None when no debit is processing.
     processing_access: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # While a dispute of theirs is open or lost (issue 21, TOLLGATE_DISPUTE_ACCESS=reduce):
+    # `reduced`; None otherwise.
+    dispute_access: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Subscription(Base):
@@ -207,6 +210,9 @@ class Invoice(Base):
     subtotal: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     discount_amounts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
+    # The invoice's taxes in all (Stripe's `total_taxes`), shown apart; None before issue 21.
+    tax: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
 
 class InvoicePayment(Base):
     """A payment toward an invoice: the link from a PaymentIntent or charge to its invoice."""
@@ -264,6 +270,7 @@ class Dispute(Base):
     """A dispute (chargeback) of a charge."""
 
     __tablename__ = "disputes"
+    __table_args__ = (Index("ix_disputes_status_evidence_due_by", "status", "evidence_due_by"),)
 
     id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
     charge_id: Mapped[str] = mapped_column(String(STRIPE_ID), index=True)
@@ -276,6 +283,10 @@ class Dispute(Base):
     watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Stripe's `evidence_details.due_by`: the operator is reminded 2 days before (issue 21).
+    evidence_due_by: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The charge's customer (no foreign key: the dispute may be seen before the customer).
+    customer_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
 
 
 class AuditLog(Base):

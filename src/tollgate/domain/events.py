@@ -140,6 +140,7 @@ class InvoiceSnapshot:
     period_end: datetime | None
     payments: tuple[InvoicePaymentSnapshot, ...] = field(default_factory=tuple)
     subtotal: int | None = None  # before discounts and tax
+    tax: int = 0  # all its taxes (Stripe's `total_taxes`), included in `total`
     # What each discount took off: (discount id, amount), Stripe's `total_discount_amounts`.
     discount_amounts: tuple[tuple[str, int], ...] = ()
 
@@ -209,6 +210,11 @@ class DisputeSnapshot:
     currency: str
     status: str
     reason: str | None
+    evidence_due_by: datetime | None = None
+
+
+# A dispute the merchant must still answer (a chargeback, or an inquiry).
+DISPUTE_OPEN_STATUSES = frozenset({"needs_response", "warning_needs_response"})
 
 
 @dataclass(frozen=True, slots=True)

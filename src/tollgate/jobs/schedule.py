@@ -21,6 +21,7 @@ from tollgate.jobs.credits import (
     grant_period_credits,
     invoice_credit_overdraft,
 )
+from tollgate.jobs.disputes import remind_disputes
 from tollgate.jobs.locks import claim_interval, release_interval, run_alone
 from tollgate.jobs.meter_usage import sync_meter_usage
 from tollgate.jobs.notifications import deliver_notifications
@@ -86,6 +87,8 @@ SCHEDULE: tuple[Job, ...] = (
     # Trials whose `trial_will_end` never came get their reminder three days before the end;
     # hourly is early enough, and the notification key sends it once.
     Job("remind_trials_ending", timedelta(hours=1), remind_trials),
+    # Disputes whose evidence is due within 2 days: the operator reminded, once (issue 21).
+    Job("remind_dispute_deadlines", timedelta(hours=1), remind_disputes),
     # Sessions open past TOLLGATE_CHECKOUT_EXPIRE_AFTER_MINUTES (at least 30) are expired.
     Job("expire_open_checkouts", timedelta(minutes=10), expire_open_checkouts),
     # Once a day after TOLLGATE_RECONCILE_AT; the job checks that it is due itself.

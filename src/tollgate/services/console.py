@@ -831,32 +831,42 @@ def fee_schedule(settings: Settings) -> FeeSchedule:
 def payment_fees(*, db: Database, clock: Clock, settings: Settings, days: int = 30) -> FeesReport:
     """Return the fees of the last `days` days of succeeded charges, per customer and in total.
 
-    A refund does not give the fee back (Stripe keeps it), so charges count in full.
+    A refund does not give the fee back (Stripe keeps it), so charges count in full. A dispute
+    lost in the window adds TOLLGATE_FEE_DISPUTE (`dispute` in `by_method`), whatever the method.
     """
     schedule = fee_schedule(settings)
     since = clock.now() - timedelta(days=days)
     with db.engine.connect() as connection:
         rows = queries.charges_since(connection, since)
+        lost = queries.lost_disputes_since(connection, since)
     grouped: dict[tuple[str | None, str], list[Mapping[Any, Any]]] = defaultdict(list)
     for row in rows:
         grouped[(row["customer_id"], row["currency"])].append(row)
+    disputes: dict[tuple[str | None, str], list[Mapping[Any, Any]]] = defaultdict(list)
+    for row in lost:
+        disputes[(row["customer_id"], row["currency"])].append(row)
     customers = []
-    for (customer_id, currency), charges in grouped.items():
+    for key in sorted({*grouped, *disputes}, key=lambda k: (k[0] or "", k[1])):
+        customer_id, currency = key
+        charges, lost_here = grouped.get(key, []), disputes.get(key, [])
         by_method: dict[str, int] = defaultdict(int)
         for charge in charges:
             by_method[method_label(charge["payment_method_type"])] += schedule.fee(
                 int(charge["amount"]), charge["payment_method_type"]
             )
+        dispute_fees = len(lost_here) * settings.fee_dispute
+        if dispute_fees:
+            by_method["dispute"] = dispute_fees
         customers.append(
             CustomerFees(
                 customer_id=customer_id,
-                email=charges[0]["email"],
+                email=(charges or lost_here)[0]["email"],
                 currency=currency,
                 charges=len(charges),
                 charged=sum(int(c["amount"]) for c in charges),
                 fees=sum(by_method.values()),
                 by_method=dict(by_method),
-                fees_if_ach=sum(schedule.ach_fee(int(c["amount"])) for c in charges),
+                fees_if_ach=sum(schedule.ach_fee(int(c["amount"])) for c in charges) + dispute_fees,
             )
         )
     customers.sort(key=lambda c: (-c.fees, c.customer_id or ""))

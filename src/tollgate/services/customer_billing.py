@@ -85,6 +85,8 @@ class InvoiceView:
     def discount_total(self) -> int:
         return sum(discount.amount for discount in self.discounts)
 
+    tax: int = 0  # included in `total`
+
     def to_json(self) -> dict[str, Any]:
         def money(amount: int) -> dict[str, Any]:
             return {"amount": amount, "currency": self.currency}
@@ -94,6 +96,7 @@ class InvoiceView:
             "number": self.number,
             "status": self.status,
             "total": money(self.total),
+            "tax": money(self.tax),
             "amount_due": money(self.amount_due),
             "amount_paid": money(self.amount_paid),
             "created": _iso(self.created),
@@ -179,6 +182,7 @@ def list_invoices(
             invoice_pdf=row.invoice_pdf,
             subtotal=row.subtotal,
             discounts=_invoice_discounts(row.discount_amounts, coupons),
+            tax=row.tax or 0,
         )
         for row in rows[:limit]
     ]

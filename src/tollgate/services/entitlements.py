@@ -63,6 +63,7 @@ class BillingCustomer:
     deals: Deals | None = None  # the customer's overrides and this period's grants (issue 20)
     subscription_id: str | None = None  # the live subscription (its add-on items count)
     processing_access: str | None = None  # while a bank debit processes (issue 21)
+    dispute_access: str | None = None  # while a dispute is open or lost (issue 21)
 
 
 def load_billing_customers(
@@ -133,6 +134,7 @@ def _billing_customer(
         offline=row.offline,
         dunning_access=row.dunning_access,
         processing_access=row.processing_access,
+        dispute_access=row.dispute_access,
         past_due_since=past_due_since,
         plan_version=_plan_version(held, derived.plan),
         subscription_id=held.id if held is not None else None,
@@ -217,6 +219,7 @@ def customer_state(
         past_due_since=customer.past_due_since,
         dunning_access=customer.dunning_access,
         processing_access=customer.processing_access,
+        dispute_access=customer.dispute_access,
         credit_balance=credit_balance,
         credit_allowance=credit_allowance,
         held=held or {},

@@ -30,6 +30,7 @@ from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.logs import REQUEST_ID
 from tollgate.notify.email import (
+    OPERATOR_TEMPLATES,
     TEMPLATES,
     EmailError,
     EmailRenderer,
@@ -229,8 +230,15 @@ def deliver_emails(
     mailer = transport
 
     def send(row: Mapping[Any, Any]) -> tuple[str, str | None]:
-        if not row["email"]:
-            return "skipped", "the customer has no email address"
+        # The operator's mails (a customer's dispute) go to TOLLGATE_OPERATOR_EMAIL instead.
+        operator = row["template"] in OPERATOR_TEMPLATES
+        recipient = settings.operator_email if operator else row["email"]
+        if not recipient:
+            return "skipped", (
+                "TOLLGATE_OPERATOR_EMAIL is not set"
+                if operator
+                else "the customer has no email address"
+            )
         try:
             subject, text, html = renderer.render(
                 row["template"], _email_context(row, settings, catalog)
@@ -238,7 +246,7 @@ def deliver_emails(
             mailer.send(
                 build_message(
                     sender=settings.email_from,
-                    recipient=row["email"],
+                    recipient=recipient,
                     subject=subject,
                     text=text,
                     html=html,

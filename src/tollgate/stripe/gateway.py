@@ -11,14 +11,16 @@ from typing import Any
 from tollgate.stripe.calls import PINNED_API_VERSION, make_client, plain
 from tollgate.stripe.catalog_calls import CatalogCalls
 from tollgate.stripe.errors import StripeFailure, StripeNotFound
+from tollgate.stripe.refund_calls import RefundCalls
 
 __all__ = ["PINNED_API_VERSION", "StripeGateway", "make_client"]
 
 log = logging.getLogger("tollgate.stripe")
 
 
-class StripeGateway(CatalogCalls):
-    """Every call Tollgate makes to Stripe: the catalog calls, then customers, billing and money.
+class StripeGateway(CatalogCalls, RefundCalls):
+    """Every call Tollgate makes to Stripe: the catalog calls, refunds, then customers, billing and
+    money.
 
     See `StripeCalls` for the retries and errors every call shares.
     """
@@ -477,6 +479,17 @@ class StripeGateway(CatalogCalls):
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         """The customer as Stripe has it now (a deleted one is `{"id", "deleted": true}`)."""
         return self._retrieve("customers.retrieve", self._client.v1.customers.retrieve, customer_id)
+
+    def default_payment_method_type(self, customer_id: str) -> str | None:
+        """The type of the customer's default payment method (card, us_bank_account, …)."""
+        customer = self._call(
+            "customers.retrieve",
+            self._client.v1.customers.retrieve,
+            customer_id,
+            params={"expand": ["invoice_settings.default_payment_method"]},
+        ).to_dict(for_json=True)
+        method = (customer.get("invoice_settings") or {}).get("default_payment_method")
+        return str(method.get("type")) if isinstance(method, dict) else None
 
     def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         """The subscription as Stripe has it now, with its items."""

@@ -230,6 +230,7 @@ def invoice_snapshot(obj: dict[str, Any]) -> InvoiceSnapshot:
             for entry in obj.get("total_discount_amounts") or []
             if isinstance(entry, dict) and (found := object_id(entry.get("discount")))
         ),
+        tax=sum(_int(tax.get("amount")) for tax in obj.get("total_taxes") or []),
     )
 
 
@@ -273,6 +274,7 @@ def dispute_snapshot(obj: dict[str, Any]) -> DisputeSnapshot:
         currency=str(obj.get("currency") or "").lower(),
         status=str(obj.get("status") or ""),
         reason=_str(obj.get("reason")),
+        evidence_due_by=timestamp((obj.get("evidence_details") or {}).get("due_by")),
     )
 
 

@@ -189,9 +189,11 @@ class SubscriptionView:
     pending_change: PendingChangeView | None = None
     plan_version: int | None = None  # the version of `plan` its price belongs to (issue 20)
     discounts: tuple[SubscriptionDiscount, ...] = ()  # in force, in Stripe's order (issue 20)
+    # With status `action_required`: the page where the customer confirms the payment (3-D Secure).
+    url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        shown = {
             "plan": self.plan,
             "interval": self.interval,
             "status": self.status,
@@ -207,6 +209,9 @@ class SubscriptionView:
             "plan_version": self.plan_version,
             "discounts": [discount.to_json() for discount in self.discounts],
         }
+        if self.url:
+            shown["url"] = self.url
+        return shown
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SubscriptionView:
@@ -228,6 +233,7 @@ class SubscriptionView:
             discounts=tuple(
                 SubscriptionDiscount.from_json(item) for item in data.get("discounts") or []
             ),
+            url=data.get("url"),
         )
 
 

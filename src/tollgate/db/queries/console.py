@@ -806,6 +806,18 @@ def charges_since(connection: Connection, since: datetime) -> list[RowMapping]:
     return list(connection.execute(query).mappings().all())
 
 
+def lost_disputes_since(connection: Connection, since: datetime) -> list[RowMapping]:
+    """Return the disputes lost since `since` with their customer's email."""
+    d, c = DISPUTES.c, CUSTOMERS.c
+    query = (
+        select(d.id, d.customer_id, c.email, d.currency)
+        .select_from(DISPUTES.outerjoin(CUSTOMERS, c.id == d.customer_id))
+        .where(d.status == "lost", d.updated_at >= since)
+        .order_by(d.customer_id, d.id)
+    )
+    return list(connection.execute(query).mappings().all())
+
+
 # -- operators' actions on customers -------------------------------------------------------------
 
 

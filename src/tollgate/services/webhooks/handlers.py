@@ -51,7 +51,7 @@ from tollgate.domain.events import (
 )
 from tollgate.metrics import WEBHOOK_REFUSED
 from tollgate.services.credit_ledger import claw_back_refunds, grant_purchased_credits
-from tollgate.services.debits import debit_settled, debit_started
+from tollgate.services.debits import debit_settled, debit_started, dispute_changed
 from tollgate.services.webhooks import notices
 from tollgate.services.webhooks.context import HandlerContext, UnknownStripeObject
 from tollgate.stripe.translate import (
@@ -512,6 +512,7 @@ def _invoice_values(snapshot: Any, customer_id: str) -> dict[str, Any]:
             for discount, amount in snapshot.discount_amounts
         ]
         or None,
+        "tax": snapshot.tax,
     }
 
 
@@ -589,6 +590,11 @@ def on_invoice_paid(ctx: HandlerContext, obj: dict[str, Any]) -> None:
 def on_invoice_payment_failed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror an invoice whose payment failed: attempt count and next attempt; dunning."""
     notices.notice_invoice_payment_failed(ctx, *_apply_invoice(ctx, obj))
+
+
+def on_invoice_payment_action_required(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Mirror an invoice whose payment waits for the cardholder (3-D Secure); email the link."""
+    notices.notice_invoice_action_required(ctx, *_apply_invoice(ctx, obj))
 
 
 def on_invoice_upcoming(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -785,6 +791,8 @@ def _apply_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
         "currency": snapshot.currency,
         "status": snapshot.status,
         "reason": snapshot.reason,
+        "evidence_due_by": snapshot.evidence_due_by,
+        "customer_id": customer_id,
     }
     if row is not None:
         differs = _stored(row, values) != values
@@ -796,8 +804,17 @@ def _apply_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
             return
         if found is not None:
             snapshot = dispute_snapshot(found)
-            values = {**values, "status": snapshot.status, "reason": snapshot.reason}
+            values = {
+                **values,
+                "status": snapshot.status,
+                "reason": snapshot.reason,
+                "evidence_due_by": snapshot.evidence_due_by,
+            }
     _write(ctx, DISPUTES, "dispute", snapshot.id, row, values, customer_id)
+    if customer_id:
+        notices.notice_dispute(ctx, snapshot, customer_id)
+        ctx.flush()
+        dispute_changed(ctx.connection, policy=ctx.dunning, customer_id=customer_id, now=ctx.now)
     if not charge["disputed"]:
         ctx.write(
             mirror.update_by_id(CHARGES),
@@ -885,6 +902,7 @@ HANDLERS: dict[str, Handler] = {
     "invoice.paid": on_invoice_paid,
     "invoice.payment_succeeded": on_invoice_paid,
     "invoice.payment_failed": on_invoice_payment_failed,
+    "invoice.payment_action_required": on_invoice_payment_action_required,
     "invoice.upcoming": on_invoice_upcoming,
     "invoice.voided": on_invoice,
     "invoice.marked_uncollectible": on_invoice,

@@ -1,7 +1,7 @@
 """Usage for years: hourly roll-ups, raw events prunable, monthly partitions on PostgreSQL
 
 Revision ID: 0020
-Revises: 0017
+Revises: 0019
 Create Date: 2026-12-06
 """
 
@@ -17,7 +17,7 @@ from tollgate.db.types import UTCDateTime
 from tollgate.domain.usage_retention import MONTHS_AHEAD
 
 revision = "0020"
-down_revision = "0017"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
