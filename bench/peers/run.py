@@ -16,7 +16,7 @@ Stripe retries), and the database read back:
 CPU per event is measured per process: the peer's server processes (all of gunicorn's), its
 PostgreSQL backends, and stripesim (what the peer's fetches cost Stripe's side).
 
-Run: `.venv/bin/python bench/peers/run.py [--customers 200] [--rounds 6]
+Run: `.venv/bin/python bench/peers/run.py [--customers 200] [--rounds 8]
 [--concurrency 1 8 32] [--peers tollgate dj-stripe stripe-sync-engine]`
 (PostgreSQL from TOLLGATE_BENCH_POSTGRES_URL; dj-stripe's venv and stripe-sync-engine's
 node_modules are installed under bench/peers/ on the first run, from PyPI and npm.)
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import statistics
 import sys
@@ -67,7 +68,7 @@ class Postgres:
         self.made: list[str] = []
 
     def create(self, name: str, template: str | None = None) -> str:
-        database = f"{self.prefix}_{name}"
+        database = f"{self.prefix}_{re.sub(r'[^a-z0-9]', '_', name)}"
         clause = f' TEMPLATE "{template}"' if template else ""
         for attempt in range(50):
             try:
@@ -123,7 +124,7 @@ def seed(name: str, events: Events, postgres: Postgres, stripe_port: int) -> str
     """Install and migrate the peer, deliver the seed events; return the template database."""
     peer = PEERS[name]
     peer.install()
-    template = postgres.create(f"{name.replace('-', '_')}_template")
+    template = postgres.create(f"{name}_template")
     peer.migrate(template)
     with peer.serve(template, stripe_port) as serving:
         failed = deliver(serving.port, serving.path, events.seeds, SEED_CONCURRENCY).failed
@@ -166,7 +167,7 @@ def measure(
 ) -> Result:
     peer = PEERS[name]
     stripe_port, stripe_pid = sim
-    database = postgres.create(f"{name.replace('-', '_')}_run", template)
+    database = postgres.create(f"{name}_run", template)
     try:
         with peer.serve(database, stripe_port) as serving:
             # Warm up (connections, pools, lazy imports) on seed events it already holds.
@@ -203,13 +204,15 @@ def measure(
 
 
 def report(results: list[Result]) -> None:
+    order = list(PEERS)
+    results = sorted(results, key=lambda r: (order.index(r.peer), r.workload, r.concurrency))
     print(
-        "\npeer                workload       conn   events/s   p50 ms   p99 ms"
+        "\npeer                     workload       conn   events/s   p50 ms   p99 ms"
         "   CPU µs/event: server  PostgreSQL  stripesim   correct"
     )
     for r in results:
         print(
-            f"{r.peer:19} {r.workload:14} {r.concurrency:4} {r.rate:10,.0f} {r.p50_ms:8.1f}"
+            f"{r.peer:24} {r.workload:14} {r.concurrency:4} {r.rate:10,.0f} {r.p50_ms:8.1f}"
             f" {r.p99_ms:8.1f} {r.app_us:21,.0f} {r.db_us:11,.0f} {r.stripe_us:10,.0f}"
             f"   {'yes' if r.correct else 'NO'}"
         )
@@ -220,13 +223,13 @@ def report(results: list[Result]) -> None:
     if others:
         print("\nTollgate against each peer (x = Tollgate's advantage):")
         print(
-            "peer                workload       conn   events/s   server CPU"
+            "peer                     workload       conn   events/s   server CPU"
             "   server+PostgreSQL CPU"
         )
     for r in others:
         t = tollgate[(r.workload, r.concurrency)]
         print(
-            f"{r.peer:19} {r.workload:14} {r.concurrency:4} {t.rate / r.rate:9.1f}x"
+            f"{r.peer:24} {r.workload:14} {r.concurrency:4} {t.rate / r.rate:9.1f}x"
             f" {r.app_us / t.app_us:11.1f}x {(r.app_us + r.db_us) / (t.app_us + t.db_us):22.1f}x"
         )
 
@@ -234,7 +237,7 @@ def report(results: list[Result]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--customers", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=6, help="updates per object before the pair")
+    parser.add_argument("--rounds", type=int, default=8, help="updates per object before the pair")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--peers", nargs="+", choices=list(PEERS), default=list(PEERS))
     parser.add_argument("--workloads", nargs="+", choices=["customers", "subscriptions"])
@@ -257,17 +260,27 @@ def main() -> None:
                 f"load average {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
-            for name in args.peers:
-                template = seed(name, events, postgres, sim[0])
-                for workload in workloads:
-                    for concurrency in args.concurrency:
+            templates = {name: seed(name, events, postgres, sim[0]) for name in args.peers}
+            # Peer after peer at each step, so that a machine busy with other work weighs on
+            # every peer alike.
+            for workload in workloads:
+                for concurrency in args.concurrency:
+                    for name in args.peers:
                         result = measure(
-                            name, template, workload, events.seeds, concurrency, postgres, sim
+                            name,
+                            templates[name],
+                            workload,
+                            events.seeds,
+                            concurrency,
+                            postgres,
+                            sim,
                         )
                         results.append(result)
                         print(
                             f"{name} {workload.name} at {concurrency}: {result.rate:,.0f} "
-                            f"events/s; {result.checked}",
+                            f"events/s, CPU µs/event {result.app_us:,.0f} server, "
+                            f"{result.db_us:,.0f} PostgreSQL, {result.stripe_us:,.0f} stripesim; "
+                            f"{result.checked}",
                             flush=True,
                         )
     finally:

@@ -256,7 +256,12 @@ class DjStripe:
 
 
 class SyncEngine:
-    name = "stripe-sync-engine"
+    """Trusting the payloads (its default), or, `revalidate`, fetching every customer and
+    subscription from Stripe (its `revalidateObjectsViaStripeApi` option)."""
+
+    def __init__(self, revalidate: bool = False) -> None:
+        self.revalidate = revalidate
+        self.name = "stripe-sync-engine" + ("+fetch" if revalidate else "")
 
     def install(self) -> None:
         if not (SYNC_ENGINE_DIR / ".installed").exists():
@@ -277,6 +282,7 @@ class SyncEngine:
             "STRIPE_SECRET_KEY": STRIPE_KEY,
             "STRIPE_WEBHOOK_SECRET": SECRET,
             "STRIPE_API_PORT": str(stripe_port),
+            "REVALIDATE": "customer,subscription" if self.revalidate else "",
         }
 
     def migrate(self, database: str) -> None:
@@ -307,4 +313,6 @@ class SyncEngine:
         return None  # it keeps no record of the events it applied: upserts only
 
 
-PEERS = {peer.name: peer for peer in (Tollgate(), DjStripe(), SyncEngine())}
+PEERS = {
+    peer.name: peer for peer in (Tollgate(), DjStripe(), SyncEngine(), SyncEngine(revalidate=True))
+}

@@ -4,7 +4,9 @@
 // serves POST /webhooks (the raw body and Stripe-Signature handed to processWebhook: 200 once
 // the rows are written, 400 for a bad signature, 500 otherwise) and GET /healthz.
 // Environment: SYNC_ENGINE_MODULES (the folder holding node_modules), DATABASE_URL, PORT,
-// STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, STRIPE_API_PORT (stripesim on 127.0.0.1).
+// STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, STRIPE_API_PORT (stripesim on 127.0.0.1), and
+// REVALIDATE: object kinds to fetch from Stripe instead of trusting the payload ("customer,
+// subscription": its `revalidateObjectsViaStripeApi` option; none by default).
 "use strict";
 
 const http = require("node:http");
@@ -27,6 +29,7 @@ function serve() {
     schema: SCHEMA,
     stripeSecretKey: process.env.STRIPE_SECRET_KEY,
     stripeWebhookSecret: process.env.STRIPE_WEBHOOK_SECRET,
+    revalidateObjectsViaStripeApi: (process.env.REVALIDATE || "").split(",").filter(Boolean),
   });
   // The engine builds its own client for api.stripe.com: the same one, aimed at stripesim.
   sync.stripe = new Stripe(process.env.STRIPE_SECRET_KEY, {
