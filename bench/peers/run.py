@@ -4,9 +4,9 @@ of the same PostgreSQL, each checked afterwards.
 
 stripesim makes the events (see workload.py) and is every peer's Stripe. For each peer: its
 schema is migrated and the seed events (customers, subscriptions) delivered into a template
-database; then, for each workload and each concurrency, a copy of that template, the peer served
-on it, the workload's deliveries sent with that many connections, the failures redelivered (as
-Stripe retries), and the database read back:
+database; then, for each workload and each concurrency, peer after peer: a copy of its template,
+the peer served on it, the workload's deliveries sent with that many connections, the failures
+redelivered (as Stripe retries), and the database read back:
 
 - final state: every object at stripesim's final value (the last update);
 - same second: of those, the objects whose last two updates share a `created` second;
@@ -17,7 +17,8 @@ CPU per event is measured per process: the peer's server processes (all of gunic
 PostgreSQL backends, and stripesim (what the peer's fetches cost Stripe's side).
 
 Run: `.venv/bin/python bench/peers/run.py [--customers 200] [--rounds 8]
-[--concurrency 1 8 32] [--peers tollgate dj-stripe stripe-sync-engine]`
+[--concurrency 1 8 32] [--peers tollgate dj-stripe stripe-sync-engine stripe-sync-engine+fetch]
+[--workloads customers subscriptions]`
 (PostgreSQL from TOLLGATE_BENCH_POSTGRES_URL; dj-stripe's venv and stripe-sync-engine's
 node_modules are installed under bench/peers/ on the first run, from PyPI and npm.)
 """
