@@ -6,6 +6,7 @@ stays off the import path).
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import secrets
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -30,6 +32,15 @@ POSTGRES_URL = os.environ.get(
     "TOLLGATE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 API_KEY = "bench_write_key_0123456789abcdef"
+
+
+def load(name: str) -> ModuleType:
+    """Load bench/<name>.py by path, as `bench_<name>` (bench/ stays off the import path)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @contextmanager
@@ -69,33 +80,47 @@ def server(database_url: str, **settings: str) -> Iterator[tuple[str, int]]:
         "STRIPE_API_BASE": "http://127.0.0.1:9",
         **settings,
     }
-    with tempfile.TemporaryDirectory() as workdir:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tollgate.cli", "serve", "--port", str(port)],
-            env=env,
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            base_url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base_url}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("tollgate serve did not start")
-                time.sleep(0.1)
-            yield base_url, process.pid
-        finally:
-            process.send_signal(signal.SIGINT)
+    argv = [sys.executable, "-m", "tollgate.cli", "serve", "--port", str(port)]
+    base_url = f"http://127.0.0.1:{port}"
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        serving(argv, env, f"{base_url}/healthz", cwd=workdir, name="tollgate serve") as pid,
+    ):
+        yield base_url, pid
+
+
+@contextmanager
+def serving(
+    argv: list[str],
+    env: dict[str, str],
+    health_url: str,
+    *,
+    cwd: str | Path | None = None,
+    name: str = "the server",
+    headers: dict[str, str] | None = None,
+    output: Any = subprocess.DEVNULL,
+) -> Iterator[int]:
+    """Run a server process until the block ends: yield its pid once `health_url` answers 200
+    (sent with `headers`), then SIGINT it and wait for it (SIGKILL after 30 s)."""
+    process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=output, stderr=output)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
             try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                if httpx.get(health_url, headers=headers).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{name} did not start")
+            time.sleep(0.1)
+        yield process.pid
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def process_cpu_seconds(pid: int) -> float:
