@@ -35,6 +35,9 @@ class CardSpec:
     code: str = "card_declined"
     decline_code: str | None = "generic_decline"
     message: str = "Your card was declined."
+    # DISPUTE cards: the dispute's reason, and whether it is an inquiry (no funds withdrawn).
+    dispute_reason: str = "fraudulent"
+    inquiry: bool = False
 
     @property
     def last4(self) -> str:
@@ -127,6 +130,15 @@ _CARDS = [
         "visa",
         AUTHENTICATE,
         "pm_card_authenticationRequired",
+        "tok_authenticationRequired",
+    ),
+    # 3-D Secure 2 must be completed for every payment, set up or not.
+    CardSpec(
+        "threeDSecure2Required",
+        "4000000000003220",
+        "visa",
+        AUTHENTICATE,
+        "pm_card_threeDSecure2Required",
         "tok_threeDSecure2Required",
     ),
     CardSpec(
@@ -136,6 +148,24 @@ _CARDS = [
         DISPUTE,
         "pm_card_createDispute",
         "tok_createDispute",
+    ),
+    CardSpec(
+        "createDisputeProductNotReceived",
+        "4000000000002685",
+        "visa",
+        DISPUTE,
+        "pm_card_createDisputeProductNotReceived",
+        "tok_createDisputeProductNotReceived",
+        dispute_reason="product_not_received",
+    ),
+    CardSpec(
+        "createDisputeInquiry",
+        "4000000000001976",
+        "visa",
+        DISPUTE,
+        "pm_card_createDisputeInquiry",
+        "tok_createDisputeInquiry",
+        inquiry=True,
     ),
 ]
 

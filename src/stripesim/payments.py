@@ -463,7 +463,7 @@ def attempt(
             created=now,
         )
     if card.behaviour == cards.DISPUTE and capture:
-        open_dispute(ctx, charge, now)
+        open_dispute(ctx, charge, now, card)
     return PaymentOutcome("succeeded", pi, charge, None)
 
 
@@ -679,8 +679,12 @@ def capture_payment_intent(
 EVIDENCE_FIELDS = frozenset(objects.payments.DISPUTE_EVIDENCE)
 
 
-def open_dispute(ctx: Ctx, charge: dict[str, Any], now: int) -> dict[str, Any]:
-    """Open a fraudulent dispute on `charge`, as the 0259 test card does right after paying."""
+def open_dispute(
+    ctx: Ctx, charge: dict[str, Any], now: int, card: cards.CardSpec | None = None
+) -> dict[str, Any]:
+    """Open a dispute on `charge`, as Stripe's dispute test cards do right after paying: 0259
+    fraudulent, 2685 product not received, 1976 an inquiry (no funds withdrawn)."""
+    card = card or cards.BY_KEY["createDispute"]
     due = (now // 86400 + 8) * 86400 - 1  # end of the 7th day after, like Stripe's due_by
     dispute = ctx.build(
         "dispute",
@@ -699,14 +703,18 @@ def open_dispute(ctx: Ctx, charge: dict[str, Any], now: int) -> dict[str, Any]:
             },
             "type": "card",
         },
-        reason="fraudulent",
+        reason=card.dispute_reason,
     )
     dispute["evidence_details"]["due_by"] = due
+    if card.inquiry:
+        dispute["status"] = "warning_needs_response"
+        dispute["payment_method_details"]["card"]["case_type"] = "inquiry"
     ctx.account.add(dispute)
     charge["disputed"] = True
     ctx.emit("charge.dispute.created", dispute, created=now)
-    _move_dispute_funds(ctx, dispute, now, withdrawn=True)
-    ctx.emit("charge.dispute.funds_withdrawn", dispute, created=now)
+    if not card.inquiry:
+        _move_dispute_funds(ctx, dispute, now, withdrawn=True)
+        ctx.emit("charge.dispute.funds_withdrawn", dispute, created=now)
     return dispute
 
 
@@ -734,6 +742,9 @@ def _move_dispute_funds(ctx: Ctx, dispute: dict[str, Any], now: int, *, withdraw
 def close_dispute(ctx: Ctx, dispute: dict[str, Any], status: str, now: int) -> dict[str, Any]:
     """End a dispute as `won` or `lost` and emit `charge.dispute.closed`."""
     previous = {"status": dispute["status"]}
+    if dispute["status"].startswith("warning_"):
+        # An inquiry withdrew nothing: whatever the outcome, it ends `warning_closed`.
+        status = "warning_closed"
     dispute["status"] = status
     dispute["is_charge_refundable"] = False
     if status == "won":

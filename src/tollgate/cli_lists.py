@@ -1,5 +1,8 @@
 """`tollgate customers list` and `tollgate outbox list`: what the console's lists show, in a
-terminal (a table, or one JSON object per row with --json), over the same services."""
+terminal (a table, or one JSON object per row with --json), over the same services.
+
+Commands import the services inside themselves, as in tollgate.cli: every other command, and
+`--help`, then starts without loading them."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tollgate.domain.dunning import DEFAULT_POLICY as DEFAULT_DUNNING_POLICY
 from tollgate.domain.dunning import DunningPolicy, parse_dunning_policy
+from tollgate.domain.payment_limits import parse_card_limits
 from tollgate.money import normalize_currency
 
 Scope = Literal["read", "write"]
@@ -116,6 +117,14 @@ class Settings(BaseSettings):
     # Access while an ACH debit is processing: keep (the subscribed plan at once) or wait (the
     # plan only once Stripe confirms the money); see README "Bank debits (ACH)".
     processing_access: Literal["keep", "wait"] = Field("keep", alias="TOLLGATE_PROCESSING_ACCESS")
+    # A customer with an open or lost dispute: keeps its plan (`keep`) or gets its reduced access
+    # (`reduce`); see README "Disputes".
+    dispute_access: Literal["keep", "reduce"] = Field("keep", alias="TOLLGATE_DISPUTE_ACCESS")
+    # A card may pay at most this much per invoice, per currency in minor units, e.g.
+    # "usd:100000"; above it only us_bank_account or customer_balance (issue 21).
+    card_limits_raw: str = Field("", alias="TOLLGATE_CARD_LIMITS")
+    # Who hears of disputes at once and 2 days before their evidence is due (issue 21).
+    operator_email: str | None = Field(None, alias="TOLLGATE_OPERATOR_EMAIL")
     # When the nightly reconciliation with Stripe runs, HH:MM in UTC.
     reconcile_at: time = Field(time(2, 0), alias="TOLLGATE_RECONCILE_AT")
     # Checkout Sessions Tollgate opened and still open after this many minutes are expired, so
@@ -197,6 +206,8 @@ class Settings(BaseSettings):
     fee_card_fixed: int = Field(30, alias="TOLLGATE_FEE_CARD_FIXED", ge=0)
     fee_ach_percent: Decimal = Field(Decimal("0.8"), alias="TOLLGATE_FEE_ACH_PERCENT", ge=0, le=100)
     fee_ach_cap: int = Field(500, alias="TOLLGATE_FEE_ACH_CAP", ge=0)
+    # What a lost dispute costs (Stripe keeps its dispute fee), in minor units (issue 21).
+    fee_dispute: int = Field(1500, alias="TOLLGATE_FEE_DISPUTE", ge=0)
     # -- running in production (issue 23) ------------------------------------------------------
     # What sits between Tollgate and PostgreSQL: `transaction` for PgBouncer (or a managed
     # pooler) in transaction mode, where the next transaction may run on another server
@@ -216,6 +227,13 @@ class Settings(BaseSettings):
     webhook_id_retention_days: int = Field(
         90, alias="TOLLGATE_WEBHOOK_ID_RETENTION_DAYS", ge=4, le=3650
     )
+    # Raw usage events are kept this many days, then pruned by the worker (`tollgate db
+    # prune-usage`); never those of a period still open or with overage not yet sent to Stripe.
+    # Usage history reads the hourly roll-up, which is kept. A repeat of a pruned event's id
+    # counts again, so keep this longer than any app retries its usage.
+    usage_raw_retention_days: int = Field(
+        400, alias="TOLLGATE_USAGE_RAW_RETENTION_DAYS", ge=1, le=36500
+    )
     # On SIGTERM, how long in-flight requests, deliveries and job runs get to finish (seconds).
     shutdown_grace_seconds: float = Field(20.0, alias="TOLLGATE_SHUTDOWN_GRACE", gt=0, le=600)
     # -- pricing that changes (issue 20) -------------------------------------------------------
@@ -231,6 +249,12 @@ class Settings(BaseSettings):
     @classmethod
     def _dunning_policy(cls, value: str) -> str:
         parse_dunning_policy(value)
+        return value
+
+    @field_validator("card_limits_raw")
+    @classmethod
+    def _card_limits(cls, value: str) -> str:
+        parse_card_limits(value)
         return value
 
     @field_validator("redis_url")
@@ -324,9 +348,18 @@ class Settings(BaseSettings):
         return keys
 
     @cached_property
+    def card_limits(self) -> dict[str, int]:
+        """TOLLGATE_CARD_LIMITS: the most a card may pay per invoice, by currency."""
+        return parse_card_limits(self.card_limits_raw)
+
+    @cached_property
     def dunning_policy(self) -> DunningPolicy:
         policy = parse_dunning_policy(self.dunning_policy_raw)
-        return replace(policy, processing_access=self.processing_access)
+        return replace(
+            policy,
+            processing_access=self.processing_access,
+            dispute_access=self.dispute_access,
+        )
 
     @property
     def migration_url(self) -> str:

@@ -11,7 +11,6 @@ Nothing secret reaches a line: keys and signatures that slip into a message are 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import re
@@ -19,6 +18,8 @@ import sys
 import time
 from contextvars import ContextVar
 from typing import Any
+
+import orjson
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("tollgate_request_id", default=None)
 # Fields a line may carry, from `extra={...}` or the context.
@@ -46,9 +47,18 @@ def current_request_id() -> str | None:
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 
+# Every secret the pattern finds holds one of these (lowercased): a line without any, nearly every
+# line, is returned as it is. The pattern costs ~50 µs on a line of 80 characters; this ~1 µs.
+_MARKERS = ("sk_", "rk_", "pk_", "whsec_", "tg_", "bearer", "v1=")
+
+
 def mask_secrets(text: str) -> str:
     """Replace anything that looks like a key, a webhook secret or a signature by `***`."""
-    return _SECRETS.sub("***", text)
+    lowered = text.lower()
+    for marker in _MARKERS:
+        if marker in lowered:
+            return _SECRETS.sub("***", text)
+    return text
 
 
 def request_id_from(header: bytes | None) -> str:
@@ -75,7 +85,8 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": mask_secrets(record.getMessage()),
@@ -89,7 +100,7 @@ class JsonFormatter(logging.Formatter):
                 line[name] = value
         if record.exc_info:
             line["error"] = mask_secrets(self.formatException(record.exc_info))
-        return json.dumps(line, default=str, separators=(",", ":"))
+        return orjson.dumps(line, default=str).decode()
 
 
 class TextFormatter(logging.Formatter):
@@ -118,6 +129,10 @@ def configure_logging(log_format: str, level: int = logging.INFO) -> None:
 
     For a process's main command only (`serve`, `worker`): it sets the root logger up.
     """
+    # No line shows the caller's file, thread or process: skip collecting them for each record
+    # (the Logging HOWTO's "Optimization"; a third of a line's cost on the webhook path).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = _Stderr()
     if log_format == "json":
         formatter: logging.Formatter = JsonFormatter()

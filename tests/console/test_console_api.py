@@ -4,13 +4,19 @@ reconciliation runs; API keys listed and revoked; payment fees."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from tests.console.conftest import T0, Desk, event_obj
 from tests.integration.test_webhooks import subscription_obj
-from tollgate.db.tables import NOTIFICATIONS, RECONCILIATION_RUNS
+from tollgate.api.app import create_app
+from tollgate.bootstrap import build_container
+from tollgate.config import Settings
+from tollgate.db.tables import AUDIT_LOG, NOTIFICATIONS, RECONCILIATION_RUNS
 from tollgate.services.outbox import queue_app_event, queue_email
 
 
@@ -127,6 +133,37 @@ def test_a_customers_timeline_merges_every_kind_newest_first(desk: Desk) -> None
         "/v1/customers/nobody/timeline", headers={"Authorization": f"Bearer {desk.read_key}"}
     )
     assert missing.status_code == 404
+
+
+def test_a_timeline_pages_through_many_entries_at_one_time_once_each(desk: Desk) -> None:
+    """More entries share a time than a page holds, in one object and across kinds: the cursor
+    (time, kind, ref) still shows each once, in the order of the whole timeline."""
+    cus_id = desk.customer("tied")
+    same = desk.clock.now()
+    with desk.db.engine.begin() as connection:
+        for number in range(7):
+            connection.execute(
+                AUDIT_LOG.insert().values(
+                    at=same,
+                    actor="operator:ada",
+                    object_type="customer",
+                    object_id="tied",
+                    action=f"note_{number}",
+                )
+            )
+            queue_email(
+                connection,
+                customer_id="tied",
+                template="trial_started",
+                cause=f"tie-{number}",
+                facts={},
+                now=same,
+            )
+    whole = desk.get("/v1/customers/tied/timeline", limit=200)["data"]
+    assert len(whole) >= 15 and cus_id
+    for size in (1, 2, 3, 5):
+        paged = _everything(desk, "/v1/customers/tied/timeline", limit=size)
+        assert [(e["kind"], e["ref"]) for e in paged] == [(e["kind"], e["ref"]) for e in whole]
 
 
 def test_a_failed_event_is_listed_and_its_replay_succeeds(desk: Desk) -> None:
@@ -267,6 +304,29 @@ def test_api_keys_are_listed_without_secrets_and_a_revoked_key_stops(desk: Desk)
     refused = desk.call("GET", "/v1/summary", key=made["secret"])
     assert refused.status_code == 401
     assert desk.call("DELETE", "/v1/api-keys/nope").status_code == 404
+
+
+def test_a_revoked_key_stops_at_once_here_and_within_10_seconds_on_another_server(
+    desk: Desk, make_settings: Callable[..., Settings]
+) -> None:
+    """The documented delay (10 s, each server's key cache): a second server over the same
+    database that used the key a moment before keeps it no longer than that."""
+    made = desk.call("POST", "/v1/api-keys", json={"name": "mobile", "scope": "read"}).json()
+    other = build_container(make_settings(desk.db.url))
+    try:
+        with TestClient(create_app(other)) as second:
+            headers = {"Authorization": f"Bearer {made['secret']}"}
+            assert desk.call("GET", "/v1/summary", key=made["secret"]).status_code == 200
+            assert second.get("/v1/summary", headers=headers).status_code == 200  # cached there
+            revoked_at = time.monotonic()
+            assert desk.call("DELETE", f"/v1/api-keys/{made['id']}").status_code == 200
+            assert desk.call("GET", "/v1/summary", key=made["secret"]).status_code == 401
+            while second.get("/v1/summary", headers=headers).status_code == 200:
+                assert time.monotonic() - revoked_at < 10.5, "still accepted after 10 s"
+                time.sleep(0.25)
+            assert second.get("/v1/summary", headers=headers).status_code == 401
+    finally:
+        other.close()
 
 
 def test_fees_by_method_per_customer_and_who_saves_with_ach(desk: Desk) -> None:

@@ -1,6 +1,7 @@
-"""The console in a real headless Chromium, as an operator uses it: sign in, find a past-due
-customer from the overview, replay a failed webhook, grant credits, a readonly operator, a form
-without its CSRF token, and the pages at 1280 px and 375 px (screenshots in docs/screenshots)."""
+"""The console in a real headless Chromium over SQLite and PostgreSQL, as an operator uses it:
+sign in, find a past-due customer from the overview, replay a failed webhook, grant credits, a
+readonly operator, a form without its CSRF token, an email as its customer reads it, heal from
+the reconciliation page, and the pages at 1280 px and 375 px (screenshots in docs/screenshots)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +91,10 @@ class Console:
 
 
 @pytest.fixture
-def desk(tmp_path: Path, make_settings: Callable[..., Settings]) -> Iterator[Console]:
-    url = f"sqlite:///{tmp_path / 'console.db'}"
-    from tollgate.db.migrate import upgrade
-
-    upgrade(url)
+def desk(migrated_url: str, make_settings: Callable[..., Settings]) -> Iterator[Console]:
+    """The console served over a migrated SQLite file or PostgreSQL schema (each test runs on
+    both), with operators of each role, five customers and last month's charges."""
+    url = migrated_url
     clock = FrozenClock(NOW)
     container = build_container(make_settings(url, STRIPE_WEBHOOK_SECRETS=SECRET), clock=clock)
     for name, role in (("ada", "admin"), ("sam", "support"), ("rita", "readonly")):
@@ -297,3 +298,51 @@ def test_the_console_fits_1280_and_375_pixels(desk: Console, page: Any) -> None:
     ):
         page.goto(f"{desk.url}{path}")
         _shot(page, name)
+
+
+def test_an_email_reads_as_its_customer_reads_it(desk: Console, page: Any) -> None:
+    from tollgate.notify.samples import sample_facts
+    from tollgate.services.outbox import queue_email
+
+    facts = sample_facts("payment_failed_soft", desk.container.catalog, NOW)
+    with desk.container.db.engine.begin() as connection:
+        queue_email(
+            connection,
+            customer_id="org-1",
+            template="payment_failed_soft",
+            cause="browser-email",
+            facts=facts,
+            now=NOW,
+        )
+    _sign_in(page, desk.url, "rita")
+    page.goto(f"{desk.url}/console/outbox?kind=email")
+    page.get_by_role("link", name="payment_failed_soft").first.click()
+    page.wait_for_url("**/console/outbox/email_*")
+    frame = page.locator("iframe#mail-frame")
+    assert frame.get_attribute("sandbox") == ""
+    assert frame.get_attribute("srcdoc").startswith("<!doctype html>")
+    body = page.frame_locator("iframe#mail-frame").locator("body")
+    assert "Globex" in body.inner_text()  # the customer's name, as the email greets it
+    # The email's own inline styles apply inside the frame (the page's CSP lets them).
+    assert body.evaluate("b => getComputedStyle(b).maxWidth") == "560px"
+    text = page.locator("section", has=page.get_by_role("heading", name="Its text part"))
+    assert "Globex" in text.inner_text()
+    _shot(page, "email")
+    page.set_viewport_size({"width": 375, "height": 900})
+    _no_horizontal_scroll(page, 375)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_an_admin_heals_the_last_7_days_from_the_reconciliation_page(
+    desk: Console, page: Any
+) -> None:
+    _sign_in(page, desk.url, "ada")
+    page.goto(f"{desk.url}/console/reconciliation")
+    page.get_by_text("Reconcile and heal now", exact=True).click()
+    page.get_by_label("7 days").check()
+    _shot(page, "reconciliation")
+    page.get_by_role("button", name="Confirm reconcile").click()
+    page.wait_for_url("**/console/reconciliation/*?done=healed")
+    assert page.get_by_role("status").inner_text().startswith("Reconciliation ran")
+    window = page.locator("dl.facts dd").first.inner_text()
+    assert window.startswith((NOW - timedelta(days=7)).strftime("%Y-%m-%d %H:%M"))

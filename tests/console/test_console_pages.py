@@ -4,6 +4,7 @@ roles and CSRF enforced on actions, and actions audited under the operator's nam
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -78,6 +79,68 @@ def test_every_page_answers_for_a_signed_in_operator(desk: Desk) -> None:
         assert answer.status_code == 200, (path, answer.text[:500])
         assert "Content-Security-Policy" in answer.headers
     assert "acme" in desk.api.get("/console/customers?status=past_due").text
+
+
+def test_each_overview_count_links_to_a_list_of_that_many_customers(desk: Desk) -> None:
+    from tests.console.conftest import NOW, event_obj
+    from tests.integration.test_webhooks import subscription_obj
+
+    week = int(NOW.timestamp()) + 86_400
+    for org, status, extra in (
+        ("paid-1", "active", {}),
+        ("paid-2", "active", {}),
+        ("late-1", "past_due", {}),
+        ("leaving-1", "active", {"cancel_at_period_end": True}),
+        ("trial-soon", "trialing", {"trial_end": week}),
+        ("trial-later", "trialing", {"trial_end": week + 30 * 86_400}),
+        ("unpaid-1", "unpaid", {}),
+    ):
+        desk.subscribe(desk.customer(org), status=status, **extra)
+    gone = subscription_obj("sub_gone", desk.customer("gone-1"), status="canceled")
+    gone["canceled_at"] = gone["ended_at"] = int(NOW.timestamp()) - 3600
+    desk.deliver(event_obj("customer.subscription.created", gone))
+    made = desk.call(
+        "POST",
+        "/v1/customers",
+        json={"id": "offline-1", "email": "o@x.example", "offline": True, "plan": "pro"},
+    )
+    assert made.status_code == 201
+    _sign_in(desk, "ada", "admin")
+    overview = desk.api.get("/console").text
+    figures = re.findall(
+        r'<a href="(/console/customers\?[^"]+)"><span class="label">([^<]+)</span> '
+        r'<span class="value">([\d,]+)</span>',
+        overview,
+    )
+    labels = {label for _, label, _ in figures}
+    assert {"active", "past due", "trialing", "canceling", "unpaid"} <= labels
+    assert {"Trials ending this week", "New this month", "Churned this month"} <= labels
+    for href, label, value in figures:
+        listed = desk.api.get(href.replace("&amp;", "&")).text
+        rows = re.findall(r'<tr>\s*<td><a href="/console/customers/([^"]+)"', listed)
+        assert len(rows) == int(value.replace(",", "")), (label, href, rows)
+    assert re.findall(
+        r'<tr>\s*<td><a href="/console/customers/([^"]+)"',
+        _list(desk, overview, "Trials ending this week"),
+    ) == ["trial-soon"]
+    assert "gone-1" in _list(desk, overview, "Churned this month")
+    # The MRR table's "paying" count per plan leads to the customers paying it.
+    paying = re.search(
+        r'<a href="(/console/customers\?status=paying[^"]+)">pro</a>.*?'
+        r'<td class="num">(\d+)</td>',
+        overview,
+        re.S,
+    )
+    assert paying, overview
+    listed = desk.api.get(paying.group(1).replace("&amp;", "&")).text
+    rows = re.findall(r'<tr>\s*<td><a href="/console/customers/([^"]+)"', listed)
+    assert sorted(rows) == ["late-1", "leaving-1", "paid-1", "paid-2"] and paying.group(2) == "4"
+
+
+def _list(desk: Desk, overview: str, label: str) -> str:
+    href = re.search(rf'<a href="([^"]+)"><span class="label">{label}</span>', overview)
+    assert href, label
+    return desk.api.get(href.group(1).replace("&amp;", "&")).text
 
 
 def test_grant_credits_is_audited_under_the_operator(desk: Desk) -> None:
@@ -225,4 +288,46 @@ def test_an_admin_reconciles_and_heals_from_the_page(desk: Desk) -> None:
     assert ran.status_code == 303, ran.text
     report = desk.api.get(ran.headers["location"])
     assert report.status_code == 200 and "Reconciliation #" in report.text
-    assert desk.get("/v1/reconciliations")["data"][0]["trigger"] == "console"
+    assert "what Stripe is the record for was healed" in report.text
+    newest = desk.get("/v1/reconciliations")["data"][0]
+    assert newest["trigger"] == "console"
+    now = desk.clock.now()
+    assert newest["window"]["start"] == (now - timedelta(hours=24)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("form", "days_back"),
+    [({"window": "7d"}, 7), ({"window": "30d"}, 30), ({"window": "date"}, None)],
+)
+def test_heal_from_the_page_takes_the_window_the_cli_takes(
+    desk: Desk, form: dict[str, str], days_back: int | None
+) -> None:
+    _sign_in(desk, "ada", "admin")
+    page = desk.api.get("/console/reconciliation").text
+    assert 'name="window" value="30d"' in page and 'type="date"' in page
+    now = desk.clock.now()
+    start = (now - timedelta(days=12)).replace(hour=0, minute=0, second=0, microsecond=0)
+    if days_back is None:
+        form = {**form, "since_date": start.date().isoformat()}
+    ran = _post(desk, "/console/reconciliation/run", page, **form)
+    assert ran.status_code == 303, ran.text
+    window = desk.get("/v1/reconciliations")["data"][0]["window"]
+    expected = now - timedelta(days=days_back) if days_back else start
+    assert window["start"] == expected.isoformat()
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"window": "1y"},
+        {"window": "date"},
+        {"window": "date", "since_date": "not a date"},
+        {"window": "date", "since_date": "2999-01-01"},
+    ],
+)
+def test_a_bad_window_is_refused_and_runs_nothing(desk: Desk, form: dict[str, str]) -> None:
+    _sign_in(desk, "ada", "admin")
+    page = desk.api.get("/console/reconciliation").text
+    refused = _post(desk, "/console/reconciliation/run", page, **form)
+    assert refused.status_code == 400 and "window" in refused.text.lower()
+    assert desk.get("/v1/reconciliations")["data"] == []

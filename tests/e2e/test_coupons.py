@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -53,13 +54,17 @@ def test_a_catalog_coupon_is_synced_and_its_discount_shows_on_the_next_invoice(
     path = catalog_with(tmp_path, coupons=COUPONS)
     lines = [change.describe() for change in sync(world, path)]
     assert "+ coupon tollgate_launch20" in lines
-    assert "+ coupon tollgate_ten_off_usd" in lines and "+ coupon tollgate_ten_off_eur" in lines
+    assert "+ coupon tollgate_ten_off" in lines  # one coupon for both currencies
     assert "+ promotion code LAUNCH20 for coupon tollgate_launch20" in lines
     assert sync(world, path) == []  # a second sync changes nothing
     launch = world.stripe.v1.coupons.retrieve("tollgate_launch20")
     assert (launch.percent_off, launch.duration) == (20, "forever")
-    ten = world.stripe.v1.coupons.retrieve("tollgate_ten_off_eur")
-    assert (ten.amount_off, ten.currency, ten.duration_in_months) == (900, "eur", 3)
+    ten = world.stripe.v1.coupons.retrieve(
+        "tollgate_ten_off", params={"expand": ["currency_options"]}
+    )
+    assert (ten.amount_off, ten.currency, ten.duration_in_months) == (1000, "usd", 3)
+    assert ten.currency_options["eur"].amount_off == 900
+    assert (ten.max_redemptions, ten.redeem_by) == (50, 1830297599)  # the end of 2027-12-31
     world.container.live_catalog.refresh()
 
     clock = world.test_clock(T0)
@@ -79,6 +84,10 @@ def test_a_catalog_coupon_is_synced_and_its_discount_shows_on_the_next_invoice(
     )
     assert given["coupon"] == "launch20"
     world.settle()
+    shown = world.subscription("early")["discounts"]
+    assert [(d["coupon"], d["name"], d["percent_off"], d["duration"]) for d in shown] == [
+        ("launch20", "Launch offer", 20, "forever")
+    ]
 
     world.advance(clock, T0 + 30 * DAY + 7200)
     customer = world.customer("early")
@@ -88,6 +97,82 @@ def test_a_catalog_coupon_is_synced_and_its_discount_shows_on_the_next_invoice(
         if invoice.billing_reason == "subscription_cycle"
     ]
     assert [invoice.total for invoice in renewal] == [2320]  # $29 less 20 %
+    mirrored = world.call("GET", "/v1/customers/early/invoices")["data"][0]
+    assert mirrored["subtotal"] == {"amount": 2900, "currency": "usd"}
+    assert mirrored["total"] == {"amount": 2320, "currency": "usd"}
+    assert mirrored["total_discount"] == {"amount": 580, "currency": "usd"}
+    assert [(d["coupon"], d["name"], d["amount"]["amount"]) for d in mirrored["discounts"]] == [
+        ("launch20", "Launch offer", 580)
+    ]
+
+
+def test_an_amount_coupon_takes_its_euro_amount_off_a_euro_subscription(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    world = make_world(TOLLGATE_CATALOG_REFRESH=0.1)
+    coupons = {"ten_off": {**COUPONS["ten_off"], "promotion_codes": ["TENOFF"]}}
+    sync(world, catalog_with(tmp_path, coupons=coupons))
+    world.container.live_catalog.refresh()
+    clock = world.test_clock(T0)
+    world.create_customer("lyon", currency="eur", test_clock=clock)
+    session = world.checkout("lyon", plan="team", interval="month", seats=2, trial_days=0)
+    assert world.pay(session["url"]).status_code == 303
+    world.settle()
+    assert (world.subscription("lyon")["currency"], world.subscription("lyon")["seats"]) == (
+        "eur",
+        2,
+    )
+    # The code names the one coupon, whose euro amount comes from its currency_options.
+    world.call("POST", "/v1/customers/lyon/discounts", 201, json={"promotion_code": "TENOFF"})
+    world.settle()
+    (shown,) = world.subscription("lyon")["discounts"]
+    assert shown["amount_off"] == {"amount": 900, "currency": "eur"}
+    assert (shown["coupon"], shown["duration"], shown["duration_in_months"]) == (
+        "ten_off",
+        "repeating",
+        3,
+    )
+    assert shown["end"] is not None
+
+    world.advance(clock, T0 + 30 * DAY + 7200)
+    renewal = world.call("GET", "/v1/customers/lyon/invoices")["data"][0]
+    assert renewal["subtotal"] == {"amount": 2200, "currency": "eur"}  # 2 seats at 11.00
+    assert renewal["total"] == {"amount": 1300, "currency": "eur"}  # less 9.00
+    assert [(d["coupon"], d["amount"]["amount"]) for d in renewal["discounts"]] == [
+        ("ten_off", 900)
+    ]
+
+
+def test_a_code_typed_at_checkout_discounts_the_subscription_tollgate_mirrors(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    world = make_world(TOLLGATE_CATALOG_REFRESH=0.1)
+    sync(world, catalog_with(tmp_path, coupons=COUPONS))
+    world.container.live_catalog.refresh()
+    world.create_customer("buyer", test_clock=world.test_clock(T0))
+    session = world.checkout("buyer", plan="pro", interval="month", trial_days=0)
+    applied = httpx.post(session["url"], data={"apply_code": "1", "promotion_code": "launch20"})
+    assert applied.status_code == 200 and "LAUNCH20" in applied.text
+    assert world.pay(session["url"]).status_code == 303
+    world.settle()
+    (shown,) = world.subscription("buyer")["discounts"]
+    assert (shown["coupon"], shown["percent_off"]) == ("launch20", 20)
+    assert shown["promotion_code"] is not None
+    first = world.call("GET", "/v1/customers/buyer/invoices")["data"][0]
+    assert first["total"] == {"amount": 2320, "currency": "usd"}
+    assert first["discounts"][0]["name"] == "Launch offer"
+
+
+def test_an_amount_coupon_in_a_currency_no_plan_of_it_is_priced_in_is_refused(
+    tmp_path: Path,
+) -> None:
+    coupon = {"amount_off": {"usd": "10.00", "gbp": "8.00"}, "plans": ["pro"]}
+    path = catalog_with(tmp_path, coupons={"bad": coupon})
+    with pytest.raises(CatalogError) as error:
+        load_catalog_file(path)
+    assert [str(problem) for problem in error.value.problems] == [
+        "coupons.bad.amount_off.gbp: no plan it is for has a price in gbp"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -99,6 +184,10 @@ def test_a_catalog_coupon_is_synced_and_its_discount_shows_on_the_next_invoice(
         ({"percent_off": 10, "plans": ["gold"]}, "coupons.bad.plans: unknown plan 'gold'"),
         ({"percent_off": 10, "promotion_codes": ["NO SPACES"]}, "coupons.bad.promotion_codes"),
         ({"percent_off": 10, "colour": "red"}, "coupons.bad.colour: unknown key"),
+        ({"amount_off": {}}, "coupons.bad.amount_off: give an amount in at least one currency"),
+        ({"amount_off": {"usd": "-1.00"}}, "coupons.bad.amount_off.usd: amount '-1.00' must not"),
+        ({"amount_off": {"usd": "0"}}, "coupons.bad.amount_off.usd: must be more than zero"),
+        ({"amount_off": {"dollars": "1.00"}}, "coupons.bad.amount_off"),
     ],
 )
 def test_a_bad_coupon_is_named_by_its_path(

@@ -55,6 +55,12 @@ def test_a_plan_switch_in_the_hosted_portal_changes_entitlements(
     update = ours[0].features.subscription_update
     assert sorted(p.product for p in update.products) == ["tg_plan_pro", "tg_plan_team"]
     assert ours[0].features.subscription_cancel.cancellation_reason.enabled is True
+    bounds = {
+        p.product: p.adjustable_quantity.to_dict() for p in update.products
+    }  # seats within each per-seat plan's min and max; Pro has no seats to choose
+    assert bounds["tg_plan_team"] == {"enabled": True, "minimum": 2, "maximum": 200}
+    assert bounds["tg_plan_pro"]["enabled"] is False
+    assert update.proration_behavior == world.container.settings.immediate_proration_behavior
     # Opening it again reuses the configuration (nothing in the catalog changed).
     world.call("POST", "/v1/customers/switcher/portal", json={"return_url": "https://a.example/"})
     assert len(world.stripe.v1.billing_portal.configurations.list().data) == len(configs)
@@ -66,14 +72,27 @@ def test_a_plan_switch_in_the_hosted_portal_changes_entitlements(
     try:
         page.goto(url)
         page.select_option(f"#price-{subscription_id}", team.id)
+        page.fill(f"#quantity-{subscription_id}", "1")  # below Team's minimum of 2 seats
+        page.click(f"#change-plan-{subscription_id}")
+        assert "Choose a quantity from 2 to 200." in page.inner_text("body")
+        page.select_option(f"#price-{subscription_id}", team.id)
         page.fill(f"#quantity-{subscription_id}", "2")
         page.click(f"#change-plan-{subscription_id}")
         page.wait_for_selector("#notice")
         page.screenshot(path=str(tmp_path / "portal-switched.png"), full_page=True)
+        world.settle()
+        wait_for(lambda: world.customer("switcher")["plan"] == "team")
+        # Canceling asks for a reason and a confirmation; it ends at the period's end.
+        page.click(f"#cancel-open-{subscription_id}")
+        page.select_option(f"#reason-{subscription_id}", "too_expensive")
+        page.click(f"#cancel-{subscription_id}")
+        page.wait_for_selector("#notice")
     finally:
         page.close()
     world.settle()
-    wait_for(lambda: world.customer("switcher")["plan"] == "team")
+    wait_for(lambda: world.customer("switcher")["status"] == "canceling")
+    canceled = world.stripe.v1.subscriptions.retrieve(subscription_id)
+    assert canceled.cancellation_details.feedback == "too_expensive"
     granted = world.call("GET", "/v1/customers/switcher/entitlements")["features"]
     assert granted["runs"]["included"] == 250_000
     assert world.subscription("switcher")["seats"] == 2

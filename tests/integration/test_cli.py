@@ -104,3 +104,13 @@ def test_dev_refuses_a_live_key(run, monkeypatch: pytest.MonkeyPatch) -> None:  
     assert result.output.strip() == (
         "error: STRIPE_SECRET_KEY: a live key cannot be used with `tollgate dev`"
     )
+
+
+def test_db_prune_usage_says_what_it_pruned_and_refuses_an_empty_database(run) -> None:  # type: ignore[no-untyped-def]
+    refused = run("db", "prune-usage")
+    assert refused.exit_code == 2 and "run `tollgate db upgrade` first" in refused.output
+    assert run("db", "upgrade").exit_code == 0
+    pruned = run("db", "prune-usage")
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.output.startswith("pruned 0 raw usage events from before ")
+    assert "(0 monthly partitions dropped, 0 made ahead)" in pruned.output

@@ -195,7 +195,7 @@ def test_declined_card_shows_the_error_and_keeps_the_session_open(
     assert client.v1.checkout.sessions.retrieve(session.id).status == "complete"
 
 
-def test_authentication_card_completes_its_challenge_on_the_page(
+def test_authentication_card_is_challenged_on_the_page_and_fails_or_completes(
     client: stripe.StripeClient,
 ) -> None:
     price = _price(client)
@@ -205,9 +205,16 @@ def test_authentication_card_completes_its_challenge_on_the_page(
         line_items=[{"price": price.id, "quantity": 1}],
         customer_email="3ds@example.com",
     )
-    assert _pay(session.url, card="4000002500003155", email="3ds@example.com").status_code == 303
-    done = client.v1.checkout.sessions.retrieve(session.id)
-    assert client.v1.subscriptions.retrieve(done.subscription).status == "active"
+    # The card stops at the test challenge (Complete / Fail), as Checkout's 3-D Secure modal.
+    challenge = _pay(session.url, card="4000002500003155", email="3ds@example.com")
+    assert challenge.status_code == 200 and 'value="complete"' in challenge.text
+    failed = _pay(session.url, card="4000002500003155", email="3ds@example.com", action="fail")
+    assert failed.status_code == 402 and "unable to authenticate" in failed.text
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+    done = _pay(session.url, card="4000002500003155", email="3ds@example.com", action="complete")
+    assert done.status_code == 303
+    completed = client.v1.checkout.sessions.retrieve(session.id)
+    assert client.v1.subscriptions.retrieve(completed.subscription).status == "active"
 
 
 def test_subscription_with_a_one_time_fee_charges_it_on_the_first_invoice(
@@ -396,6 +403,38 @@ def test_coupon_discount_lowers_the_total_and_the_first_invoice(
             line_items=[{"price": price.id, "quantity": 1}],
             discounts=[{"coupon": "missing"}],
         )
+
+
+def test_a_buyer_types_a_promotion_code_on_the_page_where_codes_are_allowed(
+    client: stripe.StripeClient,
+) -> None:
+    price = _price(client, 4000)
+    coupon = client.v1.coupons.create(params={"percent_off": 25, "duration": "forever"})
+    client.v1.promotion_codes.create(
+        params={"code": "SPRING25", "promotion": {"type": "coupon", "coupon": coupon.id}}
+    )
+    line = [{"price": price.id, "quantity": 1}]
+    closed = _session(client, mode="subscription", line_items=line, customer_email="a@x.example")
+    assert 'id="promotion_code"' not in httpx.get(closed.url).text
+    session = _session(
+        client,
+        mode="subscription",
+        line_items=line,
+        customer_email="code@example.com",
+        allow_promotion_codes=True,
+    )
+    assert 'id="promotion_code"' in httpx.get(session.url).text
+    wrong = httpx.post(session.url, data={"apply_code": "1", "promotion_code": "WINTER"})
+    assert wrong.status_code == 400 and "This code is invalid." in wrong.text
+    applied = httpx.post(session.url, data={"apply_code": "1", "promotion_code": "spring25"})
+    assert applied.status_code == 200 and "-$10.00" in applied.text and "SPRING25" in applied.text
+    shown = client.v1.checkout.sessions.retrieve(session.id)
+    assert (shown.amount_subtotal, shown.amount_total) == (4000, 3000)
+    assert _pay(session.url, email="code@example.com").status_code == 303
+    done = client.v1.checkout.sessions.retrieve(session.id)
+    assert client.v1.invoices.retrieve(done.invoice).amount_paid == 3000
+    subscription = client.v1.subscriptions.retrieve(done.subscription)
+    assert len(subscription.discounts) == 1
 
 
 def test_sessions_of_a_test_clock_customer_expire_when_the_clock_advances(

@@ -125,6 +125,8 @@ def test_buyer_pays_with_4242_and_lands_on_success_url_with_an_active_subscripti
     )
     page.goto(portal.url)
     assert page.inner_text(f"#status-{subscription.id}") == "active"
+    assert not page.is_visible(f"#cancel-{subscription.id}")  # a confirmation comes first
+    page.click(f"#cancel-open-{subscription.id}")
     page.click(f"#cancel-{subscription.id}")
     page.wait_for_selector("#notice")
     assert "Cancels on" in page.inner_text(f"#cancels-{subscription.id}")

@@ -273,6 +273,77 @@ def test_coupon_and_tax_rate_crud(client: stripe.StripeClient) -> None:
     assert [r.id for r in client.v1.tax_rates.list(params={"active": False}).data] == [rate.id]
 
 
+def test_an_amount_coupon_takes_its_currency_options_amount_off_a_euro_invoice(
+    client: stripe.StripeClient,
+) -> None:
+    coupon = client.v1.coupons.create(
+        params={
+            "amount_off": 1000,
+            "currency": "usd",
+            "currency_options": {"eur": {"amount_off": 900}},
+            "duration": "forever",
+        }
+    )
+    assert_stripe_shape(coupon, "coupon")
+    assert "currency_options" not in coupon  # only when expanded, as at Stripe
+    shown = client.v1.coupons.retrieve(coupon.id, params={"expand": ["currency_options"]})
+    assert shown.currency_options.to_dict() == {
+        "usd": {"amount_off": 1000},
+        "eur": {"amount_off": 900},
+    }
+
+    def first_invoice(currency: str) -> Any:
+        _, customer = clock_customer(client)
+        return client.v1.subscriptions.create(
+            params={
+                "customer": customer,
+                "items": [{"price": price(client, 2200, currency=currency)}],
+                "discounts": [{"coupon": coupon.id}],
+                "expand": ["latest_invoice"],
+            }
+        ).latest_invoice
+
+    invoice = first_invoice("eur")
+    assert (invoice.currency, invoice.subtotal, invoice.total) == ("eur", 2200, 1300)
+    assert first_invoice("gbp").total == 2200  # no amount in that currency: nothing off
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.coupons.create(
+            params={"percent_off": 10, "currency_options": {"eur": {"amount_off": 1}}}
+        )
+    assert raised.value.param == "currency_options"
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.coupons.create(
+            params={
+                "amount_off": 100,
+                "currency": "usd",
+                "currency_options": {"eur": {"amount_off": 0}},
+            }
+        )
+    assert raised.value.param == "currency_options[eur][amount_off]"
+
+
+def test_a_coupon_applied_to_products_discounts_only_their_lines(
+    client: stripe.StripeClient,
+) -> None:
+    pro = price(client, 2900, name="Pro")
+    extra = price(client, 500, name="Extra")
+    product = client.v1.prices.retrieve(pro).product
+    coupon = client.v1.coupons.create(
+        params={"percent_off": 20, "duration": "forever", "applies_to": {"products": [product]}}
+    )
+    _, customer = clock_customer(client)
+    sub = client.v1.subscriptions.create(
+        params={
+            "customer": customer,
+            "items": [{"price": pro}, {"price": extra}],
+            "discounts": [{"coupon": coupon.id}],
+            "expand": ["latest_invoice"],
+        }
+    )
+    invoice = sub.latest_invoice
+    assert (invoice.subtotal, invoice.total_discount_amounts[0].amount) == (3400, 580)
+
+
 # -- amounts from prices --------------------------------------------------------------------------
 
 

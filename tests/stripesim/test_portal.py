@@ -330,3 +330,60 @@ def test_quantity_and_customer_details_update_when_the_configuration_allows(
     assert refused.status_code == 403
     assert sim.webhooks.flush(timeout=10)
     assert webhook_sink.types(webhook_sink.secret)[-1] == "customer.updated"
+
+
+def test_a_products_adjustable_quantity_bounds_the_seats_chosen_in_the_portal(
+    client: stripe.StripeClient,
+) -> None:
+    basic, pro = _plans(client)
+    config = client.v1.billing_portal.configurations.create(
+        params={
+            "features": {
+                "subscription_update": {
+                    "enabled": True,
+                    "default_allowed_updates": ["price", "quantity"],
+                    "products": [
+                        {
+                            "product": basic.product,
+                            "prices": [basic.id, pro.id],
+                            "adjustable_quantity": {"enabled": True, "minimum": 2, "maximum": 5},
+                        }
+                    ],
+                },
+            },
+            "default_return_url": "https://app.example/account",
+        }
+    )
+    bounds = config.features.subscription_update.products[0].adjustable_quantity
+    assert (bounds.enabled, bounds.minimum, bounds.maximum) == (True, 2, 5)
+    customer, sub = _subscribed(client, basic)
+    session = _portal(client, customer.id, config.id)
+    for wrong in ("1", "6"):
+        refused = _post(session.url, action="change_plan", subscription=sub.id, quantity=wrong)
+        assert refused.status_code == 400 and "Choose a quantity from 2 to 5." in refused.text
+    assert client.v1.subscriptions.retrieve(sub.id).items.data[0].quantity == 1
+    _post(session.url, action="change_plan", subscription=sub.id, quantity="5")
+    assert client.v1.subscriptions.retrieve(sub.id).items.data[0].quantity == 5
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.billing_portal.configurations.create(
+            params={
+                "features": {
+                    "subscription_update": {
+                        "enabled": True,
+                        "default_allowed_updates": ["quantity"],
+                        "products": [
+                            {
+                                "product": basic.product,
+                                "prices": [basic.id],
+                                "adjustable_quantity": {
+                                    "enabled": True,
+                                    "minimum": 3,
+                                    "maximum": 2,
+                                },
+                            }
+                        ],
+                    }
+                }
+            }
+        )
+    assert raised.value.param.endswith("[adjustable_quantity][maximum]")

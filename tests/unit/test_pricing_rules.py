@@ -117,3 +117,23 @@ def test_deals_add_add_ons_then_overrides_win_then_grants_add() -> None:
     later = plan_with_deals(pro, deals, NOW + timedelta(days=1), found.addons)
     assert later.features["marketplace"].enabled is True  # the override ended
     assert deals.valid_until(NOW) == NOW + timedelta(days=1)
+
+
+def test_a_capacity_add_on_raises_a_limit_and_a_seat_cap_per_unit() -> None:
+    def with_capacity(data: dict[str, Any]) -> None:
+        data["plans"]["pro"]["features"]["workflows"] = 3
+        data["plans"]["pro"]["seats"] = {"min": 1, "max": 5}
+        data["addons"] = {
+            "more_room": {
+                "name": "5 more workflows and 2 more seats",
+                "prices": [{"interval": "month", "currency": "usd", "amount": "9.00"}],
+                "grants": {"workflows": 5, "seats": 2},
+            }
+        }
+
+    found = catalog(with_capacity)
+    pro = found.plans["pro"]
+    assert (pro.features["workflows"].limit, pro.features["seats"].limit) == (3, 5)
+    dealt = plan_with_deals(pro, Deals(addons={"more_room": 2}), NOW, found.addons)
+    assert dealt.features["workflows"].limit == 3 + 2 * 5
+    assert dealt.features["seats"].limit == 5 + 2 * 2

@@ -31,6 +31,7 @@ from stripesim.billing.collection import (
 from stripesim.billing.context import engine_ctx, settings
 from stripesim.billing.create import create_subscription
 from stripesim.billing.discounts import (
+    coupon_amount_off,
     coupon_id,
     new_discounts,
     redeemable_promotion_code,
@@ -59,6 +60,7 @@ __all__ = [
     "attempt_payment",
     "cancel_subscription",
     "compute_totals",
+    "coupon_amount_off",
     "coupon_id",
     "create_subscription",
     "engine_ctx",

@@ -40,6 +40,17 @@ def coupon_valid(coupon: dict[str, Any], now: int) -> bool:
     return not (coupon.get("redeem_by") is not None and now > int(coupon["redeem_by"]))
 
 
+def coupon_amount_off(coupon: dict[str, Any], currency: str) -> int | None:
+    """Return what an amount-off coupon takes off in `currency` (its own, or one of its
+    `currency_options`); None for a percent coupon or a currency it has no amount in."""
+    if coupon.get("amount_off") is None:
+        return None
+    if coupon.get("currency") == currency:
+        return int(coupon["amount_off"])
+    option = (coupon.get("_currency_options") or {}).get(currency)
+    return int(option["amount_off"]) if option else None
+
+
 def new_discounts(
     ctx: Ctx,
     raw: Any,

@@ -7,7 +7,7 @@ from typing import Any
 
 from stripesim import objects
 from stripesim.billing.amounts import TIMES, fmt_date, line_text, prorate, qty_text, round_minor
-from stripesim.billing.discounts import active_discounts
+from stripesim.billing.discounts import active_discounts, coupon_amount_off
 from stripesim.billing.items import items_of
 from stripesim.billing.prices import current_price, exact_amount, is_metered, product_name
 from stripesim.catalog import inline_price
@@ -15,6 +15,7 @@ from stripesim.lists import update_metadata
 from stripesim.metering import usage_total
 from stripesim.registry import Ctx
 from stripesim.state import new_id
+from stripesim.tax import automatic_rates
 
 _ENDED = ("canceled", "incomplete_expired")
 
@@ -242,15 +243,21 @@ def _apply_discounts(
     for discount, coupon in active_discounts(
         ctx, invoice.get("discounts") or [], invoice["created"]
     ):
-        shares = _discount_shares(coupon, invoice["currency"], positive)
+        products = (coupon.get("_applies_to") or {}).get("products")
+        eligible = [line for line in positive if not products or _product_of(line) in products]
+        shares = _discount_shares(coupon, invoice["currency"], eligible)
         if shares is None:
             continue
-        for line in positive:
+        for line in eligible:
             already = sum(entry["amount"] for entry in line["discount_amounts"])
             share = min(shares.get(line["id"], 0), line["amount"] - already)
             line["discount_amounts"].append({"amount": share, "discount": discount["id"]})
             totals[discount["id"]] = totals.get(discount["id"], 0) + share
     return totals
+
+
+def _product_of(line: dict[str, Any]) -> str | None:
+    return ((line.get("pricing") or {}).get("price_details") or {}).get("product")
 
 
 def _discount_shares(
@@ -262,11 +269,12 @@ def _discount_shares(
         return {
             line["id"]: round_minor(Decimal(line["amount"]) * percent / 100) for line in positive
         }
-    if coupon.get("amount_off") is None or coupon.get("currency") != currency:
+    amount_off = coupon_amount_off(coupon, currency)
+    if amount_off is None:
         return None
     # An amount off is spread over the lines in proportion; the last line takes the rounding.
     base = sum(line["amount"] for line in positive)
-    off = min(int(coupon["amount_off"]), base)
+    off = min(amount_off, base)
     shares = {}
     left = off
     for index, line in enumerate(positive):
@@ -283,6 +291,7 @@ def _apply_taxes(
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Tax each line at its rates (else the invoice's); return per-rate totals and the sums."""
     default_rates = [rate["id"] for rate in invoice.get("default_tax_rates") or []]
+    default_rates = default_rates or automatic_rates(ctx, invoice)
     tax_totals: dict[str, dict[str, Any]] = {}
     exclusive = inclusive = 0
     for line in lines:

@@ -10,6 +10,7 @@ from starlette.responses import RedirectResponse, Response
 
 from stripesim import billing, cards, objects, payments
 from stripesim.catalog import build_price, metered_rate, price_amount, public_view
+from stripesim.currency import format_amount
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, render, update_metadata
 from stripesim.pages import (
@@ -166,14 +167,58 @@ def _check_discounts(
             share = Decimal(str(coupon["percent_off"])) * subtotal / 100
             off += int(share.quantize(Decimal(1), ROUND_HALF_UP))
         elif coupon.get("amount_off") is not None:
-            if coupon.get("currency") != currency:
+            amount_off = billing.coupon_amount_off(coupon, currency or "")
+            if amount_off is None:
                 raise StripeError(
                     f"The coupon currency ({coupon.get('currency')}) does not match the Checkout "
                     f"Session's currency ({currency}).",
                     param=f"discounts[{index}][coupon]",
                 )
-            off += int(coupon["amount_off"])
+            off += amount_off
     return min(off, subtotal)
+
+
+def _set_discounts(
+    ctx: Ctx, session: dict[str, Any], raw: Any, customer_id: str | None, now: int
+) -> None:
+    """Check the session's discounts and set its totals (and `discounts`) from them."""
+    subtotal = _subtotal_now(session)
+    discount = _check_discounts(ctx, raw, session.get("currency"), subtotal, customer_id, now)
+    session["_discounts"] = raw or []
+    session["_discount_amount"] = discount
+    session["amount_subtotal"] = subtotal
+    session["amount_total"] = subtotal - discount
+    session["total_details"] = {"amount_discount": discount, "amount_shipping": 0, "amount_tax": 0}
+    if isinstance(raw, list):
+        session["discounts"] = [
+            {
+                "coupon": d.get("coupon")
+                or ctx.account.get(d["promotion_code"], "promotion_code")["promotion"]["coupon"],
+                "promotion_code": d.get("promotion_code") or None,
+            }
+            for d in raw
+        ]
+
+
+def apply_promotion_code(ctx: Ctx, session: dict[str, Any], code: str) -> None:
+    """Take a code the buyer typed on the page (`allow_promotion_codes`), as Checkout does."""
+    now = ctx.now_for_customer(session.get("customer"))
+    typed = code.strip().upper()
+    found = next(
+        (
+            promo
+            for promo in ctx.account.where("promotion_code")
+            if promo["active"] and promo["code"].upper() == typed
+        ),
+        None,
+    )
+    if not session.get("allow_promotion_codes") or not typed or found is None:
+        raise CheckoutDeclined(StripeError("This code is invalid.", param="promotion_code"))
+    try:
+        raw = [{"promotion_code": found["id"]}]
+        _set_discounts(ctx, session, raw, session.get("customer"), now)
+    except StripeError as refused:
+        raise CheckoutDeclined(refused) from None
 
 
 def _needs_card(session: dict[str, Any]) -> bool:
@@ -316,29 +361,9 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         _discounts=params.get("discounts") or [],
     )
     if mode != "setup":
-        subtotal = _subtotal_now(session)
-        discount = _check_discounts(
-            ctx, params.get("discounts"), currency, subtotal, customer_id, now
-        )
-        session["_discount_amount"] = discount
-        session["amount_subtotal"] = subtotal
-        session["amount_total"] = subtotal - discount
-        session["total_details"] = {
-            "amount_discount": discount,
-            "amount_shipping": 0,
-            "amount_tax": 0,
-        }
+        _set_discounts(ctx, session, params.get("discounts"), customer_id, now)
     elif params.get("discounts"):
         raise StripeError("You cannot pass `discounts` in `setup` mode.", param="discounts")
-    if isinstance(params.get("discounts"), list):
-        session["discounts"] = [
-            {
-                "coupon": d.get("coupon")
-                or ctx.account.get(d["promotion_code"], "promotion_code")["promotion"]["coupon"],
-                "promotion_code": d.get("promotion_code") or None,
-            }
-            for d in params["discounts"]
-        ]
     update_metadata(session, params.get("metadata"))
     ctx.account.add(session)
     if expire_due_sessions not in ctx.sim.time_hooks:
@@ -720,6 +745,14 @@ def _page_context(ctx: Ctx, session: dict[str, Any]) -> dict[str, Any]:
         "due_now": _due_now(session),
         "subtotal": _subtotal_now(session),
         "discount": int(session.get("_discount_amount") or 0),
+        "applied_code": next(
+            (
+                ctx.account.get(d["promotion_code"], "promotion_code")["code"]
+                for d in session.get("_discounts") or []
+                if d.get("promotion_code")
+            ),
+            None,
+        ),
         "recurring_total": recurring_total,
         "interval_text": interval_text,
         "trial_days": trial_days,
@@ -752,7 +785,15 @@ async def checkout_page(request: Request, sim: Simulator) -> Response:
         context = _page_context(ctx, session)
         if request.method == "GET":
             return render_page("checkout.html", form=form, error=None, **context)
+        challenge = _three_d_secure(session, form, context)
+        if challenge is not None:
+            return challenge
         try:
+            if form.get("apply_code"):
+                apply_promotion_code(ctx, session, form.get("promotion_code") or "")
+                return render_page(
+                    "checkout.html", form=form, error=None, **_page_context(ctx, session)
+                )
             complete_session(ctx, session, form)
         except CheckoutDeclined as declined:
             return render_page(
@@ -766,6 +807,42 @@ async def checkout_page(request: Request, sim: Simulator) -> Response:
     if target:
         return RedirectResponse(target, status_code=303)
     return message_page(200, "Thanks", "Your payment is complete.")
+
+
+AUTHENTICATION_FAILED = (
+    "We are unable to authenticate your payment method. Please choose a different payment "
+    "method and try again."
+)
+
+
+def _three_d_secure(
+    session: dict[str, Any], form: dict[str, str], context: dict[str, Any]
+) -> Response | None:
+    """Stop a card that needs 3-D Secure at Stripe's test challenge, as Checkout's modal does.
+
+    The challenge posts the buyer's form back with `action=complete` (go on and pay) or
+    `action=fail` (the page again, with Stripe's error, the session still open).
+    """
+    if not context["needs_card"]:
+        return None
+    try:
+        card = cards.by_number(form.get("card_number", ""))
+    except StripeError:
+        return None  # complete_session answers a bad number as Checkout does
+    if card.behaviour != cards.AUTHENTICATE:
+        return None
+    answer = form.get("action")
+    if answer == "complete":
+        return None
+    if answer == "fail":
+        return render_page("checkout.html", 402, form=form, error=AUTHENTICATION_FAILED, **context)
+    due = context["due_now"]
+    return render_page(
+        "three_d_secure.html",
+        amount=format_amount(due, context["currency"]) if due else None,
+        action=f"/checkout/{session['id']}",
+        carried={key: value for key, value in form.items() if key != "action"},
+    )
 
 
 def _success_url(session: dict[str, Any]) -> str | None:

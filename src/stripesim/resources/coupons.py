@@ -43,6 +43,7 @@ def create_coupon(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
             raise StripeError("Invalid amount_off: must be greater than 0", param="amount_off")
         if not currency:
             raise parameter_missing("currency")
+    options = _currency_options(params.get("currency_options"), amount, currency)
     duration = params.get("duration") or "once"
     if duration not in ("once", "repeating", "forever"):
         raise StripeError(
@@ -77,6 +78,8 @@ def create_coupon(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         percent_off=_number(percent) if percent is not None else None,
         redeem_by=as_int(params, "redeem_by"),
     )
+    if options:
+        coupon["_currency_options"] = options
     if params.get("applies_to"):
         coupon["_applies_to"] = {
             "products": list((params["applies_to"] or {}).get("products") or [])
@@ -84,12 +87,45 @@ def create_coupon(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     update_metadata(coupon, params.get("metadata"))
     ctx.account.add(coupon)
     ctx.emit("coupon.created", coupon, created=coupon["created"])
-    return coupon
+    return _shown(coupon, params)
 
 
 @route("GET", "/v1/coupons/{coupon_id}", "CouponRetrieveParams")
 def retrieve_coupon(ctx: Ctx, params: dict[str, Any], coupon_id: str) -> dict[str, Any]:
-    return ctx.account.get(coupon_id, "coupon")
+    return _shown(ctx.account.get(coupon_id, "coupon"), params)
+
+
+def _currency_options(
+    raw: Any, amount: int | None, currency: str | None
+) -> dict[str, dict[str, int]]:
+    """Check `currency_options[<currency>][amount_off]`; return them with the coupon's own."""
+    if raw in (None, ""):
+        return {}
+    if not isinstance(raw, dict):
+        raise StripeError("Invalid hash", param="currency_options")
+    if amount is None or currency is None:
+        raise StripeError(
+            "currency_options can only be set on a coupon with amount_off.",
+            param="currency_options",
+        )
+    options = {currency: {"amount_off": amount}}
+    for code, option in raw.items():
+        param = f"currency_options[{code}][amount_off]"
+        value = as_int(option, "amount_off") if isinstance(option, dict) else None
+        if value is None:
+            raise parameter_missing(param)
+        if value <= 0:
+            raise StripeError("Invalid amount_off: must be greater than 0", param=param)
+        options[str(code).lower()] = {"amount_off": value}
+    return options
+
+
+def _shown(coupon: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The coupon with `currency_options` when asked for (`expand[]`: Stripe includes it only
+    then)."""
+    if "currency_options" not in (params.get("expand") or []):
+        return coupon
+    return {**coupon, "currency_options": coupon.get("_currency_options") or {}}
 
 
 @route("POST", "/v1/coupons/{coupon_id}", "CouponUpdateParams")

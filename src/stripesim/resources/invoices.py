@@ -539,7 +539,26 @@ async def hosted_invoice(request: Request, sim: Simulator) -> Response:
             notice, error = _pay_from_page(ctx, invoice, form)
             status = 402 if error else 200
         shown = snapshot(invoice)
-    return render_page("invoice.html", status, invoice=shown, form=form, notice=notice, error=error)
+        challenge = _waiting_challenge(ctx, invoice)
+    return render_page(
+        "invoice.html",
+        status,
+        invoice=shown,
+        form=form,
+        notice=notice,
+        error=error,
+        challenge=challenge,
+    )
+
+
+def _waiting_challenge(ctx: Ctx, invoice: dict[str, Any]) -> str | None:
+    """The 3-D Secure page of an open invoice's payment that waits for its cardholder, if any."""
+    if invoice["status"] != "open" or not invoice["_payment_intents"]:
+        return None
+    pi = ctx.account.find(invoice["_payment_intents"][-1])
+    if pi is None or pi["status"] != "requires_action":
+        return None
+    return f"/3ds/{pi['id']}"
 
 
 def _pay_from_page(
@@ -557,6 +576,8 @@ def _pay_from_page(
     outcome = billing.attempt_payment(
         ctx, invoice, now, payment_method=pm["id"], off_session=False, automatic=False
     )
+    if outcome.status == "requires_action":
+        return "Your bank asks you to confirm this payment.", None
     if outcome.status != "succeeded":
         declined = outcome.error
         return None, declined.message if declined is not None else "Your card was declined."

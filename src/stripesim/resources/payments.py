@@ -401,7 +401,7 @@ def retrieve_dispute(ctx: Ctx, params: dict[str, Any], dispute_id: str) -> dict[
 def update_dispute(ctx: Ctx, params: dict[str, Any], dispute_id: str) -> dict[str, Any]:
     """Stage or submit evidence; test values `winning_evidence` / `losing_evidence` decide."""
     dispute = ctx.account.get(dispute_id, "dispute")
-    if dispute["status"] in ("won", "lost"):
+    if dispute["status"] in ("won", "lost", "warning_closed"):
         raise StripeError(f"This dispute is already closed ({dispute['status']}).")
     charge = ctx.account.get(dispute["charge"], "charge")
     now = ctx.now_for_customer(charge.get("customer"))
@@ -422,10 +422,11 @@ def update_dispute(ctx: Ctx, params: dict[str, Any], dispute_id: str) -> dict[st
     if submit and (isinstance(evidence, dict) or "submit" in params):
         previous["status"] = dispute["status"]
         dispute["evidence_details"]["submission_count"] += 1
-        dispute["status"] = "under_review"
+        inquiry = dispute["status"].startswith("warning_")
+        dispute["status"] = "warning_under_review" if inquiry else "under_review"
     if previous:
         ctx.emit("charge.dispute.updated", dispute, previous=previous, created=now)
-    if dispute["status"] == "under_review":
+    if dispute["status"] in ("under_review", "warning_under_review"):
         text = dispute["evidence"].get("uncategorized_text") or ""
         if "winning_evidence" in text:
             payments.close_dispute(ctx, dispute, "won", now)
@@ -438,7 +439,7 @@ def update_dispute(ctx: Ctx, params: dict[str, Any], dispute_id: str) -> dict[st
 def close_dispute(ctx: Ctx, params: dict[str, Any], dispute_id: str) -> dict[str, Any]:
     """Accept the dispute: it is lost and the funds stay with the cardholder."""
     dispute = ctx.account.get(dispute_id, "dispute")
-    if dispute["status"] in ("won", "lost"):
+    if dispute["status"] in ("won", "lost", "warning_closed"):
         return dispute
     charge = ctx.account.get(dispute["charge"], "charge")
     return payments.close_dispute(
@@ -546,4 +547,7 @@ async def three_d_secure_page(request: Request, sim: Simulator) -> Response:
             message = _authenticate_payment(ctx, intent, succeed)
         else:
             message = _authenticate_setup(ctx, intent, succeed)
-        return message_page(200, message, f"{intent_id}: {intent['status']}")
+        # An invoice's payment leads back to its hosted page (paid, or still open to pay).
+        invoice = ctx.account.find(intent.get("_invoice")) if kind == "payment_intent" else None
+        back = invoice.get("hosted_invoice_url") if invoice is not None else None
+        return message_page(200, message, f"{intent_id}: {intent['status']}", back)

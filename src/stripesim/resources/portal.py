@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from stripesim import billing, cards, objects, payments
 from stripesim.currency import format_amount
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, one_of, paginate, required_object, update_metadata
+from stripesim.lists import as_bool, as_int, one_of, paginate, required_object, update_metadata
 from stripesim.pages import (
     card_from_form,
     form_of,
@@ -116,7 +116,9 @@ def _apply_features(ctx: Ctx, features: dict[str, Any], raw: Any) -> None:
                         )
                 products.append(
                     {
-                        "adjustable_quantity": {"enabled": False, "maximum": None, "minimum": 1},
+                        "adjustable_quantity": _adjustable_quantity(
+                            product.get("adjustable_quantity"), f"{param}[adjustable_quantity]"
+                        ),
                         "prices": prices,
                         "product": product["product"],
                     }
@@ -132,6 +134,27 @@ def _apply_features(ctx: Ctx, features: dict[str, Any], raw: Any) -> None:
                 "features[subscription_update][default_allowed_updates].",
                 param="features[subscription_update][products]",
             )
+
+
+def _adjustable_quantity(raw: Any, param: str) -> dict[str, Any]:
+    """Check a product's `adjustable_quantity` (the seats a customer may choose, 0-99 bounds
+    checked as Stripe does)."""
+    if not isinstance(raw, dict):
+        return {"enabled": False, "maximum": None, "minimum": 1}
+    minimum = as_int(raw, "minimum")
+    maximum = as_int(raw, "maximum")
+    if minimum is not None and minimum < 0:
+        raise StripeError("Invalid minimum: must be at least 0", param=f"{param}[minimum]")
+    if maximum is not None and (maximum < 1 or maximum < (minimum or 0)):
+        raise StripeError(
+            "Invalid maximum: must be at least 1 and not below the minimum",
+            param=f"{param}[maximum]",
+        )
+    return {
+        "enabled": bool(as_bool(raw, "enabled")),
+        "maximum": maximum,
+        "minimum": 1 if minimum is None else minimum,
+    }
 
 
 def _new_configuration(ctx: Ctx, params: dict[str, Any], *, is_default: bool) -> dict[str, Any]:
@@ -489,6 +512,18 @@ def _owned_subscription(ctx: Ctx, session: dict[str, Any], sub_id: str) -> dict[
     return sub
 
 
+def _check_quantity(config: dict[str, Any], price_id: str, quantity: int) -> None:
+    """Refuse a quantity outside the bounds the configuration gives the price's product."""
+    for product in config["features"]["subscription_update"]["products"] or []:
+        bounds = product["adjustable_quantity"]
+        if price_id not in product["prices"] or not bounds["enabled"]:
+            continue
+        most = bounds["maximum"]
+        if quantity < bounds["minimum"] or (most is not None and quantity > most):
+            span = f"from {bounds['minimum']}" + (f" to {most}" if most is not None else "")
+            raise PortalError(StripeError(f"Choose a quantity {span}.", param="quantity"))
+
+
 def _act(ctx: Ctx, session: dict[str, Any], config: dict[str, Any], form: dict[str, str]) -> str:
     """Run one portal action through the billing engine; returns the notice key."""
     action = form.get("action")
@@ -536,6 +571,7 @@ def _act(ctx: Ctx, session: dict[str, Any], config: dict[str, Any], form: dict[s
                 raise PortalError(StripeError("Changing the quantity is not enabled."))
             if not form["quantity"].isdigit() or int(form["quantity"]) < 1:
                 raise PortalError(StripeError("Quantity must be at least 1.", param="quantity"))
+            _check_quantity(config, change.get("price") or view["price_id"], int(form["quantity"]))
             if int(form["quantity"]) != item.get("quantity"):
                 change["quantity"] = form["quantity"]
         if len(change) == 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from tollgate import __version__
+from tollgate import __version__, tracing
 from tollgate.api import errors, openapi
 from tollgate.api.consume_fastpath import ConsumeFastPath
 from tollgate.api.fastpath import EntitlementFastPath
@@ -23,6 +23,7 @@ from tollgate.api.routes import (
     entitlements,
     health,
     plans,
+    refunds,
     usage,
     usage_controls,
     webhooks,
@@ -41,31 +42,38 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     entitlement reads before FastAPI's stack, so the routes they shadow answer everything (a
     test compares both).
     """
+    tracing.configure_tracing()  # OTLP export when the SDK and an endpoint are there
     app = FastAPI(
         title="Tollgate",
         version=__version__,
         description="Billing, entitlements and usage metering for SaaS products on Stripe.",
         docs_url=None,  # /docs and /redoc are served with their files (tollgate.web.api_docs)
         redoc_url=None,
+        # Request spans (OpenTelemetry) once a tracer provider is configured; see tracing.py.
+        telemetry=tracing.fastapi_telemetry(),
     )
     app.state.container = container
     errors.install(app)
     openapi.install(app)
     # Routes are matched in order and each one tried costs a few microseconds: the hot paths
     # (Stripe's deliveries, entitlement checks, usage) come first. No two routes share a path.
-    app.include_router(webhooks.router)
-    app.include_router(entitlements.router)
-    app.include_router(usage.router)
-    app.include_router(health.router)
-    app.include_router(catalog.router)
-    app.include_router(api_keys.router)
-    app.include_router(customers.router)
-    app.include_router(customer_billing.router)
-    app.include_router(credits.router)
-    app.include_router(usage_controls.router)
-    app.include_router(plans.router)
-    app.include_router(deals.router)
-    app.include_router(console.router)
+    for routes in (
+        webhooks,
+        entitlements,
+        usage,
+        health,
+        catalog,
+        api_keys,
+        customers,
+        customer_billing,
+        credits,
+        refunds,
+        usage_controls,
+        plans,
+        deals,
+        console,
+    ):
+        app.include_router(routes.router)
     install_pages(app)
     install_console(app)
     app.include_router(page_usage_controls.router)  # the spend cap and alerts, on both pages

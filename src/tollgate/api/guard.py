@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollgate.api.errors import error_response
 from tollgate.logs import REQUEST_ID, request_id_from
+from tollgate.tracing import note_request_id
 
 log = logging.getLogger("tollgate.api")
 
@@ -49,6 +50,7 @@ class Guard:
         request_id = request_id_from(given)
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
+        note_request_id(request_id)  # on the request's span, when traced
         try:
             await self._guarded(scope, receive, send, request_id)
         finally:

@@ -24,6 +24,7 @@ from tollgate.api.schemas import (
     CustomerCreate,
     CustomerUpdate,
     PortalCreate,
+    RefundCreate,
     ReservationCommit,
     ReservationCreate,
     SpendCapPut,
@@ -36,6 +37,7 @@ from tollgate.services import (
     credits,
     customers,
     page_access,
+    refunds,
     spend_caps,
     subscriptions,
     topups,
@@ -379,4 +381,32 @@ def start_credit_checkout(
         success_url=body.success_url,
         cancel_url=body.cancel_url,
         idempotency_key=idempotency_key,
+    )
+
+
+# -- refunds (issue 21) -----------------------------------------------------------------------
+
+
+def refund_payment(
+    app: Container,
+    customer_id: str,
+    body: RefundCreate,
+    *,
+    idempotency_key: str | None,
+    actor: str,
+) -> tuple[refunds.RefundView, bool]:
+    return refunds.refund_payment(
+        db=app.db,
+        gateway=app.optional_stripe(),
+        clock=app.clock,
+        customer_id=customer_id,
+        wanted=refunds.RefundRequest(
+            invoice=body.invoice,
+            charge=body.charge,
+            amount_minor=body.amount.amount if body.amount else None,
+            currency=body.amount.currency if body.amount else None,
+            reason=body.reason,
+        ),
+        idempotency_key=idempotency_key,
+        actor=actor,
     )

@@ -180,6 +180,18 @@ class CreditGrantCreate(RequestBody):
     expires_at: AwareDatetime | None = Field(None, description="When unspent credits expire.")
 
 
+class MoneyBody(RequestBody):
+    amount: StrictInt = Field(description="Integer minor units (cents), as Stripe counts them.")
+    currency: str = Field(description="ISO 4217, e.g. usd; must be the payment's.")
+
+
+class RefundCreate(RequestBody):
+    invoice: str | None = Field(None, description="A paid invoice: Stripe makes a credit note.")
+    charge: str | None = Field(None, description="A charge (name an invoice or a charge).")
+    amount: MoneyBody | None = Field(None, description="How much; all of it when absent.")
+    reason: str | None = Field(None, description="duplicate, fraudulent or requested_by_customer.")
+
+
 class CreditAllowancePut(RequestBody):
     allowance: StrictInt = Field(description="How far below zero the balance may go.")
 

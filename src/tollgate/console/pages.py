@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, date, datetime, time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,6 +18,8 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from tollgate.bootstrap import Container
+from tollgate.config import Settings
+from tollgate.console.deals import DEAL_ACTIONS, DEAL_DONE, run_deal_action
 from tollgate.console.render import STATIC, render
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.operators import Action
@@ -25,6 +27,7 @@ from tollgate.services import console, console_actions, operators
 from tollgate.services.api_keys import create_api_key
 from tollgate.services.credits import grant_credits, list_credits
 from tollgate.services.customers import get_customer, open_portal
+from tollgate.services.deals import list_overrides
 from tollgate.services.operators import ConsoleSession, NotAllowed
 from tollgate.services.outbox import preview_email
 from tollgate.services.subscriptions import (
@@ -37,6 +40,7 @@ from tollgate.services.subscriptions import (
 from tollgate.services.usage.controls import usage_controls
 from tollgate.services.webhooks import replay_stripe_event
 from tollgate.web.csrf import CsrfRefused, checked_form, csrf_token
+from tollgate.web.security import content_security_policy
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 COOKIE = "tg_console"
@@ -208,12 +212,17 @@ def customers_page(
     currency: str | None = None,
     offline: str | None = None,
     over: str | None = None,
+    trial_ends: str | None = None,
+    since: str | None = None,
+    ended_since: str | None = None,
     sort: str = "created",
     order: str = "desc",
     cursor: str | None = None,
 ) -> Response:
     session = session_of(request)
     app = _app(request)
+    if trial_ends and not trial_ends.isdigit():
+        raise TollgateErrorPage("trial_ends must be a number of days.")
     query = console.CustomerQuery(
         search=q or None,
         plan=plan or None,
@@ -221,6 +230,9 @@ def customers_page(
         currency=currency or None,
         offline={"yes": True, "no": False}.get(offline or ""),
         over_percent=80 if over == "80" else None,
+        trial_ends_within_days=int(trial_ends) if trial_ends else None,
+        created_since=_day(since, "since"),
+        ended_since=_day(ended_since, "ended_since"),
         sort=sort,
         order=order,
     )
@@ -230,9 +242,7 @@ def customers_page(
     kept = {
         key: value
         for key, value in request.query_params.items()
-        if key != "cursor"
-        and value
-        and key in ("q", "plan", "status", "currency", "offline", "over", "sort", "order")
+        if key != "cursor" and value and key in CUSTOMER_FILTERS
     }
     next_url = (
         f"/console/customers?{urlencode({**kept, 'cursor': page.next_cursor})}"
@@ -253,6 +263,31 @@ def customers_page(
         first_url=f"/console/customers?{urlencode(kept)}" if cursor else None,
         nav="customers",
     )
+
+
+CUSTOMER_FILTERS = (
+    "q",
+    "plan",
+    "status",
+    "currency",
+    "offline",
+    "over",
+    "trial_ends",
+    "since",
+    "ended_since",
+    "sort",
+    "order",
+)
+
+
+def _day(value: str | None, name: str) -> datetime | None:
+    """A `YYYY-MM-DD` filter as the start of that UTC day."""
+    if not value:
+        return None
+    try:
+        return datetime.combine(date.fromisoformat(value), time(), UTC)
+    except ValueError:
+        raise TollgateErrorPage(f"{name} must be a date, YYYY-MM-DD.") from None
 
 
 @router.get("/customers/{customer_id}")
@@ -290,6 +325,8 @@ def customer_page(
         grant_key=secrets.token_hex(12),
         done=DONE.get(done or ""),
         nav="customers",
+        overrides=list_overrides(db=app.db, customer_id=customer_id),
+        features=list(app.catalog.features.values()),
     )
 
 
@@ -305,6 +342,7 @@ DONE = {
     "retried": "It will be sent again at the worker's next run.",
     "healed": "Reconciliation ran; what Stripe is the record for was healed.",
     "revoked": "The key was revoked; servers refuse it within 10 seconds.",
+    **DEAL_DONE,
     "spend-cap": "The spend cap was saved.",
     "add-alert": "The usage alert was added.",
     "remove-alert": "The usage alert was removed.",
@@ -402,6 +440,10 @@ async def customer_action(request: Request, customer_id: str, action: str) -> Re
         )
         app.forget_decisions([customer_id])
         return _back(here, done="offline" if action == "mark-offline" else "online")
+    elif action in DEAL_ACTIONS:
+        done, audit = run_deal_action(
+            app=app, actor=actor, customer_id=customer_id, action=action, form=form
+        )
     else:
         raise TollgateErrorPage("There is no such action.", status=404)
     app.forget_decisions([customer_id])
@@ -552,12 +594,7 @@ def outbox_page(
 def email_page(request: Request, number: int) -> Response:
     session = session_of(request)
     app = _app(request)
-    item = next(
-        (i for i in _emails_around(app, number) if i.id == str(number)),
-        None,
-    )
-    if item is None:
-        raise TollgateErrorPage("There is no such email.", status=404)
+    item = console.get_outbox_item(db=app.db, outbox_id=f"email_{number}")
     rendered = preview_email(
         db=app.db,
         settings=app.settings,
@@ -565,19 +602,20 @@ def email_page(request: Request, number: int) -> Response:
         clock=app.clock,
         template=item.name,
         customer_id=item.customer_id,
+        notification_id=number,
     )
-    return _page(request, "console_email.html", session, item=item, mail=rendered, nav="outbox")
+    page = _page(request, "console_email.html", session, item=item, mail=rendered, nav="outbox")
+    # The HTML part shows in a sandboxed frame (`srcdoc`, `sandbox=""`: no script, no form, no
+    # top navigation, an opaque origin). A srcdoc frame keeps this page's CSP, so this page alone
+    # also allows the inline styles emails are written with.
+    page.headers["Content-Security-Policy"] = _email_page_csp(app.settings)
+    return page
 
 
-def _emails_around(app: Container, number: int) -> list[console.OutboxItem]:
-    from tollgate.db.queries import console as queries
-
-    with app.db.engine.connect() as connection:
-        row = queries.notification(connection, number)
-    if row is None:
-        return []
-    page = console.list_outbox(db=app.db, kind="email", customer_id=row["customer_id"], limit=200)
-    return page.items
+def _email_page_csp(settings: Settings) -> str:
+    return content_security_policy(settings).replace(
+        "style-src 'self'", "style-src 'self' 'unsafe-inline'"
+    )
 
 
 @router.post("/outbox/{outbox_id}/retry")
@@ -602,6 +640,7 @@ def reconciliation_page(
         request,
         "console_reconciliation.html",
         session,
+        windows=RECONCILE_WINDOWS,
         page=page,
         next_url=f"/console/reconciliation?cursor={page.next_cursor}" if page.next_cursor else None,
         done=DONE.get(done or ""),
@@ -610,7 +649,7 @@ def reconciliation_page(
 
 
 @router.get("/reconciliation/{run_id}")
-def reconciliation_run_page(request: Request, run_id: int) -> Response:
+def reconciliation_run_page(request: Request, run_id: int, done: str | None = None) -> Response:
     session = session_of(request)
     app = _app(request)
     from tollgate.services.reconcile import get_reconciliation, list_drifts
@@ -623,25 +662,46 @@ def reconciliation_run_page(request: Request, run_id: int) -> Response:
         session,
         report=report,
         drifts=drifts,
+        done=DONE.get(done or ""),
         nav="reconciliation",
     )
 
 
+# The windows "heal from the page" offers, as `tollgate reconcile --since` takes them.
+RECONCILE_WINDOWS = (
+    ("24h", "the last 24 hours"),
+    ("7d", "7 days"),
+    ("30d", "30 days"),
+    ("date", "since a date"),
+)
+
+
 @router.post("/reconciliation/run")
 async def run_reconciliation(request: Request) -> Response:
-    await acting(request, "administer")
+    _, form = await acting(request, "administer")
     app = _app(request)
+    from tollgate.domain.reconcile import parse_window
     from tollgate.services.reconcile import reconcile
 
+    window = _text(form, "window") or "24h"
+    if window not in dict(RECONCILE_WINDOWS):
+        raise TollgateErrorPage("Choose a window: 24 hours, 7 days, 30 days or since a date.")
+    text = _text(form, "since_date") if window == "date" else window
+    if window == "date" and not text:
+        raise TollgateErrorPage("Give the date the window starts, or choose another window.")
+    try:
+        since = parse_window(text, app.clock.now())
+    except ValueError as error:
+        raise TollgateErrorPage(f"The window: {error}.") from None
     report = reconcile(
         db=app.db,
         gateway=app.stripe,
         dunning=app.dunning_policy,
         clock=app.clock,
-        since=app.clock.now() - timedelta(hours=24),
+        since=since,
         trigger="console",
     )
-    return _back(f"/console/reconciliation/{report.run_id}")
+    return _back(f"/console/reconciliation/{report.run_id}", done="healed")
 
 
 # -- catalog, API keys, fees -----------------------------------------------------------------
@@ -712,7 +772,9 @@ async def create_key(request: Request) -> Response:
 async def revoke_key(request: Request, key_id: str) -> Response:
     await acting(request, "administer")
     app = _app(request)
-    console.revoke_api_key(db=app.db, clock=app.clock, key_id=key_id)
+    console.revoke_api_key(
+        db=app.db, clock=app.clock, authenticator=app.authenticator, key_id=key_id
+    )
     return _back("/console/api-keys", done="revoked")
 
 

@@ -122,6 +122,9 @@ class Customer(Base):
     # While a bank debit of the customer is processing (issue 21): the access it gives, full
     # (TOLLGATE_PROCESSING_ACCESS=keep) or default (wait); None when no debit is processing.
     processing_access: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # While a dispute of theirs is open or lost (issue 21, TOLLGATE_DISPUTE_ACCESS=reduce):
+    # `reduced`; None otherwise.
+    dispute_access: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Subscription(Base):
@@ -152,6 +155,8 @@ class Subscription(Base):
     watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The ids of the discounts in force (issue 20; their coupons are in `discounts`).
+    discount_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class SubscriptionItem(Base):
@@ -201,6 +206,12 @@ class Invoice(Base):
     watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Before discounts, and what each discount took off (issue 20): `total_discount_amounts`.
+    subtotal: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    discount_amounts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+
+    # The invoice's taxes in all (Stripe's `total_taxes`), shown apart; None before issue 21.
+    tax: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class InvoicePayment(Base):
@@ -259,6 +270,7 @@ class Dispute(Base):
     """A dispute (chargeback) of a charge."""
 
     __tablename__ = "disputes"
+    __table_args__ = (Index("ix_disputes_status_evidence_due_by", "status", "evidence_due_by"),)
 
     id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
     charge_id: Mapped[str] = mapped_column(String(STRIPE_ID), index=True)
@@ -271,6 +283,10 @@ class Dispute(Base):
     watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Stripe's `evidence_details.due_by`: the operator is reminded 2 days before (issue 21).
+    evidence_due_by: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The charge's customer (no foreign key: the dispute may be seen before the customer).
+    customer_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
 
 
 class AuditLog(Base):
@@ -336,14 +352,17 @@ class CustomerChange(Base):
 
 
 class UsageEvent(Base):
-    """A usage event as accepted: its id is the app's, so a repeat is recognised forever."""
+    """A usage event as accepted: its id is the app's, so a repeat is recognised as long as the
+    event is kept (TOLLGATE_USAGE_RAW_RETENTION_DAYS).
+
+    Readers of usage over time read `usage_hourly`; raw events serve dedupe, voids and audit,
+    and are pruned past the retention (the index on `occurred_at` finds them). On PostgreSQL
+    the table is partitioned by month and ids are unique through `usage_event_ids` (see
+    `tollgate.db.queries.usage_storage`; migration 0020).
+    """
 
     __tablename__ = "usage_events"
-    __table_args__ = (
-        Index(
-            "ix_usage_events_customer_meter_time", "customer_id", "meter", "occurred_at", "value"
-        ),
-    )
+    __table_args__ = (Index("ix_usage_events_occurred_at", "occurred_at"),)
 
     id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(STRIPE_ID))
@@ -691,6 +710,15 @@ Index("ix_customers_email", Customer.email)
 Index("ix_subscriptions_status_plan", Subscription.status, Subscription.plan)
 Index("ix_charges_created_at", Charge.created_at)
 Index("ix_stripe_events_type_created", StripeEvent.type, StripeEvent.created)
+# The overview's trials ending, churn this month and failed charges (migration 0017).
+Index("ix_subscriptions_status_trial_end", Subscription.status, Subscription.trial_end)
+Index(
+    "ix_subscriptions_status_ended",
+    Subscription.status,
+    Subscription.ended_at,
+    Subscription.canceled_at,
+)
+Index("ix_charges_status_created_at", Charge.status, Charge.created_at)
 # -- usage controls (migration 0011) -----------------------------------------------------------
 
 
@@ -933,4 +961,50 @@ class UsageGrant(Base):
     reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
     idempotency_key: Mapped[str] = mapped_column(String(255))
     actor: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- usage growing for years (issue 23, migration 0020) --------------------------------------
+
+
+class UsageHourly(Base):
+    """A customer's usage of one meter in one hour, rolled up as its events are recorded: what
+    usage history, the billing page's chart and the console read, so raw events can be pruned.
+
+    `quantity` is the sum of the events' values (voids count down), `events` how many were
+    recorded, `peak` the greatest value (for `max` and `last` meters).
+    """
+
+    __tablename__ = "usage_hourly"
+
+    customer_id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    meter: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    events: Mapped[int] = mapped_column(BigInteger)
+    peak: Mapped[int] = mapped_column(BigInteger)
+
+
+class Discount(Base):
+    """A Stripe discount (a coupon redeemed by a customer) with its coupon's terms, as fetched."""
+
+    __tablename__ = "discounts"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    coupon_id: Mapped[str] = mapped_column(String(STRIPE_ID))
+    # The catalog's coupon when Tollgate made it (metadata `tollgate_coupon`).
+    catalog_coupon: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    percent_off: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "20", "12.5"
+    amount_off: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    # Other currencies' amounts off (`currency_options`): {"eur": 900}.
+    amounts_off: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    duration: Mapped[str] = mapped_column(String(16))
+    duration_in_months: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    promotion_code: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -23,7 +23,7 @@ addons:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -61,6 +61,9 @@ class Parser(Protocol):
 
     def check_keys(self, mapping: Mapping[Any, Any], path: str, allowed: Iterable[str]) -> None: ...
     def check_id(self, key: object, path: str, kind: str) -> bool: ...
+    def entries(
+        self, raw: object, section: str, kind: str, allowed: Iterable[str]
+    ) -> Iterator[tuple[str, str, Mapping[Any, Any]]]: ...
     def mapping(self, value: object, path: str, what: str) -> Mapping[Any, Any] | None: ...
     def whole_number(
         self, value: object, path: str, low: int, high: int | None = None
@@ -103,16 +106,8 @@ def _redeem_by(parser: Parser, raw: object, path: str) -> datetime | None:
 def parse_coupons(parser: Parser, raw: object, catalog: Catalog) -> dict[str, Coupon]:
     """Return the catalog's coupons; every problem is reported with its path."""
     coupons: dict[str, Coupon] = {}
-    spec = parser.mapping(raw, "coupons", "coupons") if raw is not None else None
     codes: dict[str, str] = {}
-    for key, value in (spec or {}).items():
-        path = f"coupons.{key}"
-        if not parser.check_id(key, path, "coupon"):
-            continue
-        entry = parser.mapping(value, path, "a coupon")
-        if entry is None:
-            continue
-        parser.check_keys(entry, path, COUPON_KEYS)
+    for key, path, entry in parser.entries(raw, "coupons", "coupon", COUPON_KEYS):
         percent: Decimal | None = None
         amounts: dict[str, int] = {}
         if ("percent_off" in entry) == ("amount_off" in entry):
@@ -145,6 +140,8 @@ def parse_coupons(parser: Parser, raw: object, catalog: Catalog) -> dict[str, Co
                     continue
                 amounts[currency] = amount
             if not amounts:
+                if not by_currency:
+                    parser.report(f"{path}.amount_off", "give an amount in at least one currency")
                 continue
         duration_raw = entry.get("duration", "once")
         if duration_raw not in {member.value for member in CouponDuration}:
@@ -185,6 +182,18 @@ def parse_coupons(parser: Parser, raw: object, catalog: Catalog) -> dict[str, Co
                             f"{code} is also coupon {codes[code.upper()]}'s",
                         )
                     codes[code.upper()] = key
+        plans = _plans(parser, entry.get("plans"), f"{path}.plans", catalog)
+        priced = {
+            price.currency
+            for plan in catalog.plans.values()
+            if not plans or plan.id in plans
+            for price in plan.prices
+        }
+        for currency in sorted(set(amounts) - priced):
+            parser.report(
+                f"{path}.amount_off.{currency}",
+                f"no {'plan it is for' if plans else 'plan'} has a price in {currency}",
+            )
         coupons[key] = Coupon(
             id=key,
             name=str(entry.get("name") or key),
@@ -194,7 +203,7 @@ def parse_coupons(parser: Parser, raw: object, catalog: Catalog) -> dict[str, Co
             duration_in_months=months,
             max_redemptions=max_redemptions,
             redeem_by=_redeem_by(parser, entry.get("redeem_by"), f"{path}.redeem_by"),
-            plans=_plans(parser, entry.get("plans"), f"{path}.plans", catalog),
+            plans=plans,
             promotion_codes=promotion_codes,
         )
     return coupons

@@ -8,7 +8,7 @@ immutable Catalog (tollgate.domain.catalog).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from decimal import Decimal
 from enum import StrEnum
@@ -153,15 +153,7 @@ class _CatalogParser:
 
     def parse_credit_packs(self, raw: object) -> dict[str, CreditPack]:
         packs: dict[str, CreditPack] = {}
-        spec = self.mapping(raw, "credit_packs", "credit_packs") if raw is not None else None
-        for key, value in (spec or {}).items():
-            path = _join("credit_packs", str(key))
-            if not self.check_id(key, path, "credit pack"):
-                continue
-            pack = self.mapping(value, path, "a credit pack")
-            if pack is None:
-                continue
-            self.check_keys(pack, path, _CREDIT_PACK_KEYS)
+        for key, path, pack in self.entries(raw, "credit_packs", "credit pack", _CREDIT_PACK_KEYS):
             name = self.text(pack.get("name", key), _join(path, "name"))
             credits = self.whole_number(pack.get("credits"), _join(path, "credits"), 1)
             prices = self.parse_one_time_prices(pack.get("prices"), _join(path, "prices"))
@@ -210,6 +202,22 @@ class _CatalogParser:
                 continue
             prices.append(OneTimePrice(currency, amount))
         return tuple(prices)
+
+    def entries(
+        self, raw: object, section: str, kind: str, allowed: Iterable[str]
+    ) -> Iterator[tuple[str, str, Mapping[Any, Any]]]:
+        """Yield an optional section's entries as (id, path, mapping), each id, shape and key
+        checked; the ones that fail are reported and left out."""
+        spec = self.mapping(raw, section, section) if raw is not None else None
+        for key, value in (spec or {}).items():
+            path = _join(section, str(key))
+            if not self.check_id(key, path, kind):
+                continue
+            entry = self.mapping(value, path, f"a {kind}")
+            if entry is None:
+                continue
+            self.check_keys(entry, path, allowed)
+            yield key, path, entry
 
     def check_keys(self, mapping: Mapping[Any, Any], path: str, allowed: Iterable[str]) -> None:
         allowed = tuple(allowed)

@@ -1,11 +1,12 @@
 """What Stripe must hold for the catalog's coupons and promotion codes, and the changes (issue 20).
 
-A percent coupon is one Stripe coupon `tollgate_<coupon>`; an amount coupon is one per currency,
-`tollgate_<coupon>_<currency>` (a Stripe coupon's amount is in one currency). Stripe coupons
-cannot change their terms, so changed terms delete the coupon and make it again (discounts
-already given keep the old terms: Stripe copies them). Each coupon's terms are fingerprinted in
-its metadata (`tollgate_terms`), so the comparison does not depend on fields Stripe leaves out.
-A promotion code names the coupon in the catalog's currency (the first one otherwise).
+Each catalog coupon is one Stripe coupon `tollgate_<coupon>`. An amount coupon carries its amount
+in the catalog's currency (else its first) as `amount_off`/`currency` and the others as Stripe's
+`currency_options`, so one coupon, and one promotion code, serve every currency it prices.
+Stripe coupons cannot change their terms, so changed terms delete the coupon and make it again
+(discounts already given keep the old terms: Stripe copies them). Each coupon's terms are
+fingerprinted in its metadata (`tollgate_terms`), so the comparison does not depend on fields
+Stripe leaves out.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ from tollgate.domain.catalog import Catalog, Coupon
 from tollgate.domain.catalog_sync import TOLLGATE_PREFIX, plan_product_id
 
 
-def coupon_stripe_ids(coupon: Coupon, default_currency: str) -> dict[str | None, str]:
-    """Return the Stripe coupon ids of a coupon, by currency (None for a percent coupon)."""
-    if coupon.percent_off is not None:
-        return {None: f"{TOLLGATE_PREFIX}{coupon.id}"}
-    currencies = sorted(coupon.amount_off, key=lambda code: (code != default_currency, code))
-    return {code: f"{TOLLGATE_PREFIX}{coupon.id}_{code}" for code in currencies}
+def coupon_stripe_id(coupon: Coupon) -> str:
+    """Return the id of the Stripe coupon that carries a catalog coupon."""
+    return f"{TOLLGATE_PREFIX}{coupon.id}"
 
 
 @dataclass(frozen=True)
@@ -52,33 +50,38 @@ def desired_coupons(catalog: Catalog) -> tuple[list[DesiredCoupon], list[Desired
     coupons: list[DesiredCoupon] = []
     codes: list[DesiredPromotionCode] = []
     for coupon in catalog.coupons.values():
-        ids = coupon_stripe_ids(coupon, catalog.currency)
-        for currency, stripe_id in ids.items():
-            params: dict[str, Any] = {
-                "id": stripe_id,
-                "name": coupon.name[:40],
-                "duration": coupon.duration.value,
-            }
-            if currency is None:
-                params["percent_off"] = format(coupon.percent_off, "f")
-            else:
-                params["amount_off"] = coupon.amount_off[currency]
-                params["currency"] = currency
-            if coupon.duration_in_months is not None:
-                params["duration_in_months"] = coupon.duration_in_months
-            if coupon.max_redemptions is not None:
-                params["max_redemptions"] = coupon.max_redemptions
-            if coupon.redeem_by is not None:
-                params["redeem_by"] = int(coupon.redeem_by.timestamp())
-            if coupon.plans:
-                params["applies_to"] = {"products": [plan_product_id(p) for p in coupon.plans]}
-            terms = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-            params["metadata"] = {"tollgate_coupon": coupon.id, "tollgate_terms": terms}
-            coupons.append(DesiredCoupon(stripe_id, params, terms))
-        first = next(iter(ids.values()))
+        stripe_id = coupon_stripe_id(coupon)
+        params: dict[str, Any] = {
+            "id": stripe_id,
+            "name": coupon.name[:40],
+            "duration": coupon.duration.value,
+        }
+        if coupon.percent_off is not None:
+            params["percent_off"] = format(coupon.percent_off, "f")
+        else:
+            first, *others = sorted(
+                coupon.amount_off, key=lambda code: (code != catalog.currency, code)
+            )
+            params["amount_off"] = coupon.amount_off[first]
+            params["currency"] = first
+            if others:
+                params["currency_options"] = {
+                    code: {"amount_off": coupon.amount_off[code]} for code in others
+                }
+        if coupon.duration_in_months is not None:
+            params["duration_in_months"] = coupon.duration_in_months
+        if coupon.max_redemptions is not None:
+            params["max_redemptions"] = coupon.max_redemptions
+        if coupon.redeem_by is not None:
+            params["redeem_by"] = int(coupon.redeem_by.timestamp())
+        if coupon.plans:
+            params["applies_to"] = {"products": [plan_product_id(p) for p in coupon.plans]}
+        terms = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+        params["metadata"] = {"tollgate_coupon": coupon.id, "tollgate_terms": terms}
+        coupons.append(DesiredCoupon(stripe_id, params, terms))
         for code in coupon.promotion_codes:
             expires = int(coupon.redeem_by.timestamp()) if coupon.redeem_by else None
-            codes.append(DesiredPromotionCode(code, first, coupon.max_redemptions, expires))
+            codes.append(DesiredPromotionCode(code, stripe_id, coupon.max_redemptions, expires))
     return coupons, codes
 
 

@@ -38,6 +38,8 @@ class DunningPolicy:
     # While a bank debit is processing (issue 21, TOLLGATE_PROCESSING_ACCESS): `keep` gives a
     # subscription waiting on its first debit its plan at once; `wait` holds it back until paid.
     processing_access: str = "keep"
+    # A customer's open or lost dispute (TOLLGATE_DISPUTE_ACCESS): `keep` or `reduce` access.
+    dispute_access: str = "keep"
 
     def step_for(self, attempt_count: int) -> DunningStep | None:
         """Return the step for a failed attempt (None before the first step's attempt)."""

@@ -61,6 +61,8 @@ class CustomerState:
     spend_cap: int | None = None  # the most overage may cost this period (minor units)
     # The customer's own overrides and this period's usage grants (issue 20).
     deals: Deals | None = None
+    # `reduced` while a dispute of theirs is open or lost (TOLLGATE_DISPUTE_ACCESS=reduce).
+    dispute_access: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,15 @@ def access_of(
     state: CustomerState, grace: timedelta, now: datetime
 ) -> tuple[Access, datetime | None]:
     """Return how much of its plan the customer gets, and when time alone changes that."""
+    access, until = _status_access(state, grace, now)
+    if access == Access.FULL and state.dispute_access == Access.REDUCED:
+        return Access.REDUCED, None  # a dispute holds it back whatever the status
+    return access, until
+
+
+def _status_access(
+    state: CustomerState, grace: timedelta, now: datetime
+) -> tuple[Access, datetime | None]:
     if state.status in FULL_ACCESS_STATUSES:
         return Access.FULL, None
     if state.status == "incomplete" and state.processing_access == Access.FULL:

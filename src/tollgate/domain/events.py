@@ -66,6 +66,7 @@ class SubscriptionSnapshot:
     currency: str | None
     latest_invoice: str | None
     items: tuple[SubscriptionItemSnapshot, ...] = field(default_factory=tuple)
+    discount_ids: tuple[str, ...] = ()  # the discounts in force, in Stripe's order (issue 20)
 
     @property
     def base_item(self) -> SubscriptionItemSnapshot | None:
@@ -138,6 +139,35 @@ class InvoiceSnapshot:
     period_start: datetime | None
     period_end: datetime | None
     payments: tuple[InvoicePaymentSnapshot, ...] = field(default_factory=tuple)
+    subtotal: int | None = None  # before discounts and tax
+    tax: int = 0  # all its taxes (Stripe's `total_taxes`), included in `total`
+    # What each discount took off: (discount id, amount), Stripe's `total_discount_amounts`.
+    discount_amounts: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def discount_ids(self) -> tuple[str, ...]:
+        return tuple(discount for discount, _ in self.discount_amounts)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscountSnapshot:
+    """A discount: a coupon (its terms as Stripe holds them) redeemed by a customer."""
+
+    id: str
+    stripe_customer_id: str | None
+    subscription_id: str | None
+    coupon_id: str
+    catalog_coupon: str | None  # the catalog's coupon id, when Tollgate made the coupon
+    name: str | None
+    percent_off: str | None  # "20", "12.5"
+    amount_off: int | None
+    currency: str | None
+    amounts_off: dict[str, int]  # other currencies' amounts (`currency_options`)
+    duration: str
+    duration_in_months: int | None
+    promotion_code: str | None
+    start: datetime | None
+    end: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +210,11 @@ class DisputeSnapshot:
     currency: str
     status: str
     reason: str | None
+    evidence_due_by: datetime | None = None
+
+
+# A dispute the merchant must still answer (a chargeback, or an inquiry).
+DISPUTE_OPEN_STATUSES = frozenset({"needs_response", "warning_needs_response"})
 
 
 @dataclass(frozen=True, slots=True)

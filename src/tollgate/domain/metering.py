@@ -254,15 +254,11 @@ def capped_limit(grant: PlanFeature, currency: str, budget_minor: int) -> int | 
     Exact to the minor unit: overage is billed per started block, so the limit is the included
     quantity plus the most whole blocks whose price (rounded as billed) fits the budget.
     """
-    if grant.hard or grant.overage is None or grant.included is None:
+    priced = _priced_overage(grant, currency)
+    if priced is None:
         return None
-    try:
-        price = grant.overage.amount_in(currency)
-    except KeyError:
-        return None
-    if price <= 0:
-        return None
-    overage, per, budget = grant.overage, grant.overage.per, max(0, budget_minor)
+    overage, included, price = priced
+    per, budget = overage.per, max(0, budget_minor)
 
     def cost(blocks: int) -> int:
         return overage_minor(overage, blocks * per, currency)
@@ -272,7 +268,19 @@ def capped_limit(grant: PlanFeature, currency: str, budget_minor: int) -> int | 
         blocks += 1
     while blocks > 0 and cost(blocks) > budget:
         blocks -= 1
-    return grant.included + blocks * per
+    return included + blocks * per
+
+
+def _priced_overage(grant: PlanFeature, currency: str) -> tuple[Overage, int, Decimal] | None:
+    """Return a soft feature's overage, included quantity and block price in the currency
+    (None: the feature is hard, unlimited, or its overage is not priced above zero there)."""
+    if grant.hard or grant.overage is None or grant.included is None:
+        return None
+    try:
+        price = grant.overage.amount_in(currency)
+    except KeyError:
+        return None
+    return (grant.overage, grant.included, price) if price > 0 else None
 
 
 # -- usage alerts ------------------------------------------------------------------------------
@@ -290,22 +298,15 @@ def alert_units(kind: str, threshold: int, grant: PlanFeature, currency: str) ->
         if not grant.included:
             return None
         return max(1, -(-threshold * grant.included // 100))
-    if grant.hard or grant.overage is None or grant.included is None:
+    priced = _priced_overage(grant, currency)
+    if priced is None:
         return None
-    try:
-        price = grant.overage.amount_in(currency)
-    except KeyError:
-        return None
-    if price <= 0:
-        return None
+    overage, included, price = priced
     if threshold <= 0:
-        return grant.included + 1
+        return included + 1
     blocks = max(1, int(Decimal(threshold) / price))
-    while (
-        blocks > 1
-        and overage_minor(grant.overage, (blocks - 1) * grant.overage.per, currency) >= threshold
-    ):
+    while blocks > 1 and overage_minor(overage, (blocks - 1) * overage.per, currency) >= threshold:
         blocks -= 1
-    while overage_minor(grant.overage, blocks * grant.overage.per, currency) < threshold:
+    while overage_minor(overage, blocks * overage.per, currency) < threshold:
         blocks += 1
-    return grant.included + (blocks - 1) * grant.overage.per + 1
+    return included + (blocks - 1) * overage.per + 1

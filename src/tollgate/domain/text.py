@@ -23,6 +23,8 @@ def text_problem(text: str) -> str | None:
     """Return why `text` cannot be stored, or None when it can."""
     if NUL in text:
         return "contains a NUL character (\\u0000)"
+    if text.isascii():  # constant time in CPython; nearly every id and name
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -21,6 +21,7 @@ from tollgate.jobs.credits import (
     grant_period_credits,
     invoice_credit_overdraft,
 )
+from tollgate.jobs.disputes import remind_disputes
 from tollgate.jobs.locks import claim_interval, release_interval, run_alone
 from tollgate.jobs.meter_usage import sync_meter_usage
 from tollgate.jobs.notifications import deliver_notifications
@@ -28,7 +29,7 @@ from tollgate.jobs.plan_changes import apply_pending_plan_changes
 from tollgate.jobs.plan_migrations import resume_stalled_plan_migrations
 from tollgate.jobs.queues import measure_queues
 from tollgate.jobs.reconcile import reconcile_nightly
-from tollgate.jobs.retention import prune_inbox
+from tollgate.jobs.retention import maintain_usage, prune_inbox
 from tollgate.jobs.trials import remind_trials
 from tollgate.jobs.usage_controls import (
     drip_plan_credits,
@@ -86,6 +87,8 @@ SCHEDULE: tuple[Job, ...] = (
     # Trials whose `trial_will_end` never came get their reminder three days before the end;
     # hourly is early enough, and the notification key sends it once.
     Job("remind_trials_ending", timedelta(hours=1), remind_trials),
+    # Disputes whose evidence is due within 2 days: the operator reminded, once (issue 21).
+    Job("remind_dispute_deadlines", timedelta(hours=1), remind_disputes),
     # Sessions open past TOLLGATE_CHECKOUT_EXPIRE_AFTER_MINUTES (at least 30) are expired.
     Job("expire_open_checkouts", timedelta(minutes=10), expire_open_checkouts),
     # Once a day after TOLLGATE_RECONCILE_AT; the job checks that it is due itself.
@@ -97,6 +100,9 @@ SCHEDULE: tuple[Job, ...] = (
     # Payloads of applied Stripe events past TOLLGATE_WEBHOOK_PAYLOAD_RETENTION_DAYS, and rows
     # past TOLLGATE_WEBHOOK_ID_RETENTION_DAYS; hourly keeps each run small.
     Job("prune_webhook_inbox", timedelta(hours=1), prune_inbox),
+    # Raw usage events past TOLLGATE_USAGE_RAW_RETENTION_DAYS that nothing still needs, and on
+    # PostgreSQL the coming months' partitions (two ahead: a missed run or two is harmless).
+    Job("maintain_usage_storage", timedelta(hours=1), maintain_usage),
     # A plan migration whose process died is finished by the worker (issue 20).
     Job("resume_plan_migrations", timedelta(minutes=1), resume_stalled_plan_migrations),
 )

@@ -42,6 +42,7 @@ TEMPLATES = (
     "trial_converted",
     "payment_succeeded",
     "payment_failed_soft",
+    "payment_action_required",
     "payment_failed_warning",
     "downgraded_payment_failed",
     "payment_recovered",
@@ -52,7 +53,12 @@ TEMPLATES = (
     "usage_alert",
     "auto_topup_failed",
     "price_change",
+    "dispute_opened",
+    "dispute_reminder",
+    "dispute_closed",
 )
+# Sent to the operator (TOLLGATE_OPERATOR_EMAIL), about the customer they name.
+OPERATOR_TEMPLATES = frozenset({"dispute_opened", "dispute_reminder", "dispute_closed"})
 
 
 class EmailError(Exception):

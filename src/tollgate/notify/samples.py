@@ -43,6 +43,15 @@ def sample_facts(template: str, catalog: Catalog, now: datetime) -> dict[str, An
     }
     if template.startswith("usage_"):
         return _usage_facts(template, catalog, now)
+    if template.startswith("dispute_"):
+        return {
+            "dispute": "dp_sample",
+            "charge": "ch_sample",
+            "amount": amount,
+            "reason": "fraudulent",
+            "status": "lost" if template == "dispute_closed" else "needs_response",
+            "evidence_due_by": (now + 7 * DAY).isoformat(),
+        }
     if template.startswith(("payment_", "downgraded_payment")):
         return {**invoice, "plan": subscription["plan"]}
     if template == "price_change":

@@ -10,15 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+
 from tollgate.clock import Clock
 from tollgate.config import Settings
+from tollgate.db.models import SubscriptionItem
 from tollgate.db.queries.plan_migrations import record_audit
 from tollgate.db.unit_of_work import Database
-from tollgate.domain.catalog import Catalog
+from tollgate.domain.catalog import AddOn, Catalog, PlanPrice
 from tollgate.domain.catalog_sync import addon_of_lookup_key, addon_price_lookup_key
 from tollgate.domain.errors import Conflict, InvalidRequest
 from tollgate.domain.events import ENDED_STATUSES
-from tollgate.services.customers import load_customer, stripe_customer
+from tollgate.domain.subscriptions import is_live
+from tollgate.services.customers import current_subscription, load_customer, stripe_customer
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import subscription_snapshot
 
@@ -39,6 +43,60 @@ class AddOnView:
             "quantity": self.quantity,
             "subscription": self.subscription_id,
         }
+
+
+@dataclass(frozen=True)
+class AddOnOffer:
+    """An add-on the customer's plan allows, its price in the subscription's terms, and how
+    many units the customer holds (as the mirror last saw them)."""
+
+    addon: AddOn
+    price: PlanPrice
+    quantity: int
+
+    @property
+    def most(self) -> int | None:
+        return self.addon.max_quantity
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "addon": self.addon.id,
+            "name": self.addon.name,
+            "price": {"amount": self.price.amount_minor, "currency": self.price.currency},
+            "interval": str(self.price.interval),
+            "grants": self.addon.grants,
+            "quantity": self.quantity,
+            "max_quantity": self.addon.max_quantity,
+        }
+
+
+def list_addons(*, db: Database, catalog: Catalog, customer_id: str) -> list[AddOnOffer]:
+    """Return the add-ons the customer may buy with its live subscription, with what it holds.
+
+    None without a live subscription: an add-on is an item on one.
+    """
+    with db.transaction() as session:
+        load_customer(session, customer_id)
+        subscription = current_subscription(session, customer_id)
+        if subscription is None or not is_live(subscription.status):
+            return []
+        items = session.scalars(
+            select(SubscriptionItem).where(SubscriptionItem.subscription_id == subscription.id)
+        ).all()
+        plan, interval = subscription.plan, subscription.interval or ""
+        currency = subscription.currency or ""
+    held: dict[str, int] = {}
+    for item in items:
+        addon_id = addon_of_lookup_key(item.lookup_key)
+        if addon_id is not None:
+            held[addon_id] = held.get(addon_id, 0) + (item.quantity or 1)
+    offers = []
+    for addon in catalog.addons.values():
+        price = addon.price_for(interval, currency)
+        allowed = not addon.plans or plan in addon.plans
+        if price is not None and (allowed or held.get(addon.id)):
+            offers.append(AddOnOffer(addon, price, held.get(addon.id, 0)))
+    return offers
 
 
 def set_addon(
@@ -63,10 +121,8 @@ def set_addon(
         raise InvalidRequest(f"quantity must be 0 to {most}", param="quantity")
     with db.transaction() as session:
         row = load_customer(session, customer_id)
-        stripe_id, account = stripe_customer(row, gateway)
+        stripe_id, target = stripe_customer(row, gateway)
         version = row.state_version
-    assert gateway is not None
-    target = gateway.for_account(account) if account else gateway
     live = [
         raw
         for raw in target.list_subscriptions(stripe_id)

@@ -98,6 +98,11 @@ class ApiKeyAuthenticator:
             self._cache[presented] = (time.monotonic() + _CACHE_SECONDS, found)
         return found
 
+    def forget(self, key_id: str) -> None:
+        """Drop a stored key from this process's cache (it was revoked here); other processes
+        drop it when their cached entry expires, within _CACHE_SECONDS."""
+        self._cache = {h: entry for h, entry in self._cache.items() if entry[1].key_id != key_id}
+
     def _lookup(self, presented: str) -> Principal | None:
         with self._db.transaction() as session:
             key = session.scalars(

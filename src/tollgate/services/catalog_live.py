@@ -25,6 +25,7 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import CatalogError
 from tollgate.domain.plan_versions import PlanVersion, versioned_catalog
+from tollgate.services.background import BackgroundLoop
 from tollgate.services.catalog import earlier_plans
 
 log = logging.getLogger("tollgate.catalog")
@@ -65,8 +66,7 @@ class LiveCatalog:
         self._version: int | None = None
         self._next_look = 0.0
         self._lock = threading.Lock()
-        self._background: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._background = BackgroundLoop("tollgate-catalog", self._poll_forever)
         self.swaps = 0
 
     @property
@@ -77,7 +77,9 @@ class LiveCatalog:
     def current(self) -> Catalog:
         """Return the catalog to use now (one object: keep it for the whole request)."""
         catalog = self._catalog
-        if catalog is None or (self._background is None and time.monotonic() >= self._next_look):
+        if catalog is None or (
+            not self._background.running and time.monotonic() >= self._next_look
+        ):
             self.refresh()
             catalog = self._catalog
         assert catalog is not None
@@ -131,23 +133,16 @@ class LiveCatalog:
 
     def start_background(self) -> None:
         """Poll for a newer synced catalog in a thread, so requests never wait on the look."""
-        if self._background is not None:
+        if self._background.running:
             return
         self.current()
-        self._stop.clear()
-        self._background = threading.Thread(
-            target=self._poll_forever, name="tollgate-catalog", daemon=True
-        )
         self._background.start()
 
     def stop_background(self) -> None:
-        thread, self._background = self._background, None
-        if thread is not None:
-            self._stop.set()
-            thread.join(timeout=5)
+        self._background.stop()
 
-    def _poll_forever(self) -> None:
-        while not self._stop.wait(self.refresh_interval):
+    def _poll_forever(self, stop: threading.Event) -> None:
+        while not stop.wait(self.refresh_interval):
             try:
                 self.refresh()
             except Exception:  # the next round tries again

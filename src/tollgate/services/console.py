@@ -21,11 +21,13 @@ from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.fees import FeeSchedule, method_label, monthly_amount
 from tollgate.domain.subscriptions import customer_plan
+from tollgate.services.api_keys import ApiKeyAuthenticator
 from tollgate.services.reconcile import ReconcileReport, report_of
 from tollgate.services.webhooks.inbox import STATUSES as EVENT_STATUSES
 from tollgate.services.webhooks.inbox import StoredEvent, stripe_customer_of
 
 CUSTOMER_STATUSES = (
+    "paying",
     "trialing",
     "active",
     "canceling",
@@ -67,6 +69,13 @@ def _time(value: Any, param: str) -> datetime:
     except ValueError:
         raise InvalidRequest(f"{param} must be an ISO 8601 time", param=param) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time given without a zone is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def _limit(limit: int) -> int:
@@ -137,6 +146,9 @@ class CustomerQuery:
     currency: str | None = None
     offline: bool | None = None
     over_percent: int | None = None
+    trial_ends_within_days: int | None = None  # trials ending from now to this many days on
+    created_since: datetime | None = None
+    ended_since: datetime | None = None  # subscriptions ended (canceled) since
     sort: str = "created"
     order: str = "desc"
 
@@ -164,6 +176,10 @@ def list_customers(
         raise InvalidRequest(f"no plan {query.plan!r} in the catalog", param="plan")
     if query.over_percent is not None and not 1 <= query.over_percent <= 1000:
         raise InvalidRequest("over must be a percentage from 1 to 1000", param="over")
+    if query.trial_ends_within_days is not None and not 1 <= query.trial_ends_within_days <= 366:
+        raise InvalidRequest(
+            "trial_ends must be a number of days from 1 to 366", param="trial_ends"
+        )
     if query.search is not None and len(query.search) > 320:
         raise InvalidRequest("q must be at most 320 characters", param="q")
     after = None
@@ -172,6 +188,7 @@ def list_customers(
         if query.sort == "created" and value is not None:
             value = _time(value, "cursor")
         after = (value, str(last_id))
+    now = clock.now()
     with db.engine.connect() as connection:
         rows = queries.customers_page(
             connection,
@@ -181,11 +198,18 @@ def list_customers(
             currency=query.currency.lower() if query.currency else None,
             offline=query.offline,
             over_percent=query.over_percent,
+            trial_ends_before=(
+                now + timedelta(days=query.trial_ends_within_days)
+                if query.trial_ends_within_days
+                else None
+            ),
+            created_since=_utc(query.created_since),
+            ended_since=_utc(query.ended_since),
             sort=query.sort,
             descending=query.order == "desc",
             after=after,
             limit=limit + 1,
-            now=clock.now(),
+            now=now,
             default_plan=catalog.default_plan,
             catalog_currency=catalog.currency,
         )
@@ -265,16 +289,9 @@ def customer_timeline(
         ids = queries.customer_object_ids(connection, customer_id)
         if ids is None:
             raise NotFound(f"no customer {customer_id!r}", param="id")
-        # Entries sharing the cursor's time may have been shown: read enough to skip them.
         rows = queries.timeline(
-            connection,
-            customer_id=customer_id,
-            object_ids=ids,
-            before=after[0] if after else None,
-            limit=2 * limit + 1,
+            connection, customer_id=customer_id, object_ids=ids, after=after, limit=limit + 1
         )
-    if after is not None:
-        rows = [row for row in rows if queries.timeline_key(row) < after]
     entries = [_timeline_entry(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
@@ -449,25 +466,36 @@ def list_outbox(
             before=before,
             limit=limit + 1,
         )
-    items = [
-        OutboxItem(
-            kind=row["kind"],
-            id=str(row["id"]),
-            customer_id=row["customer_id"],
-            name=row["name"],
-            status=row["status"],
-            attempts=int(row["attempts"]),
-            last_error=row["last_error"],
-            created=row["created_at"],
-            next_attempt_at=row["next_attempt_at"],
-            done_at=row["done_at"],
-        )
-        for row in rows[:limit]
-    ]
+    items = [_outbox_item(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         next_cursor = encode_cursor(items[-1].created, items[-1].id)
     return Page(items, next_cursor)
+
+
+def _outbox_item(row: Mapping[Any, Any]) -> OutboxItem:
+    return OutboxItem(
+        kind=row["kind"],
+        id=str(row["id"]),
+        customer_id=row["customer_id"],
+        name=row["name"],
+        status=row["status"],
+        attempts=int(row["attempts"]),
+        last_error=row["last_error"],
+        created=row["created_at"],
+        next_attempt_at=row["next_attempt_at"],
+        done_at=row["done_at"],
+    )
+
+
+def get_outbox_item(*, db: Database, outbox_id: str) -> OutboxItem:
+    """Return one email (`email_<n>`) or app webhook of the outbox, or raise NotFound."""
+    kind, row_id = outbox_reference(outbox_id)
+    with db.engine.connect() as connection:
+        row = queries.outbox_item(connection, kind=kind, row_id=row_id)
+    if row is None:
+        raise NotFound(f"no outbox item {outbox_id!r}", param="id")
+    return _outbox_item(row)
 
 
 def outbox_reference(outbox_id: str) -> tuple[str, Any]:
@@ -484,11 +512,7 @@ def retry_outbox_item(*, db: Database, clock: Clock, outbox_id: str) -> OutboxIt
     """Make a failed (or waiting) email or app webhook due now, its attempts counted afresh."""
     kind, row_id = outbox_reference(outbox_id)
     with db.write_connection() as connection:
-        row = (
-            queries.notification(connection, row_id)
-            if kind == "email"
-            else queries.app_event(connection, row_id)
-        )
+        row = queries.outbox_item(connection, kind=kind, row_id=row_id)
         if row is None:
             raise NotFound(f"no outbox item {outbox_id!r}", param="id")
         if row["status"] not in ("failed", "pending"):
@@ -498,9 +522,7 @@ def retry_outbox_item(*, db: Database, clock: Clock, outbox_id: str) -> OutboxIt
                 param="id",
             )
         queries.retry_outbox_row(connection, kind=kind, row_id=row_id, now=clock.now())
-    page = list_outbox(db=db, kind=kind, customer_id=row["customer_id"], limit=MAX_PAGE)
-    found = [item for item in page.items if item.id == str(row_id)]
-    return found[0] if found else page.items[0]
+    return get_outbox_item(db=db, outbox_id=outbox_id)
 
 
 # -- reconciliation ------------------------------------------------------------------------------
@@ -557,12 +579,16 @@ def list_api_keys(*, db: Database) -> list[ApiKeyView]:
     ]
 
 
-def revoke_api_key(*, db: Database, clock: Clock, key_id: str) -> ApiKeyView:
-    """Revoke a stored key; servers stop accepting it within 10 seconds (their key cache)."""
+def revoke_api_key(
+    *, db: Database, clock: Clock, authenticator: ApiKeyAuthenticator, key_id: str
+) -> ApiKeyView:
+    """Revoke a stored key: this process refuses it at once, other servers within 10 seconds
+    (their key cache)."""
     with db.write_connection() as connection:
         if not queries.api_key_exists(connection, key_id):
             raise NotFound(f"no API key {key_id!r}", param="id")
         queries.revoke_api_key(connection, key_id, clock.now())
+    authenticator.forget(key_id)
     return next(key for key in list_api_keys(db=db) if key.id == key_id)
 
 
@@ -626,7 +652,7 @@ class Summary:
 
 
 # What counts as recurring revenue: paying subscriptions (canceling ones pay until they end).
-MRR_STATUSES = ("active", "past_due")
+MRR_STATUSES = queries.PAYING
 
 
 def summarize(*, db: Database, catalog: Catalog, clock: Clock) -> Summary:
@@ -805,32 +831,42 @@ def fee_schedule(settings: Settings) -> FeeSchedule:
 def payment_fees(*, db: Database, clock: Clock, settings: Settings, days: int = 30) -> FeesReport:
     """Return the fees of the last `days` days of succeeded charges, per customer and in total.
 
-    A refund does not give the fee back (Stripe keeps it), so charges count in full.
+    A refund does not give the fee back (Stripe keeps it), so charges count in full. A dispute
+    lost in the window adds TOLLGATE_FEE_DISPUTE (`dispute` in `by_method`), whatever the method.
     """
     schedule = fee_schedule(settings)
     since = clock.now() - timedelta(days=days)
     with db.engine.connect() as connection:
         rows = queries.charges_since(connection, since)
+        lost = queries.lost_disputes_since(connection, since)
     grouped: dict[tuple[str | None, str], list[Mapping[Any, Any]]] = defaultdict(list)
     for row in rows:
         grouped[(row["customer_id"], row["currency"])].append(row)
+    disputes: dict[tuple[str | None, str], list[Mapping[Any, Any]]] = defaultdict(list)
+    for row in lost:
+        disputes[(row["customer_id"], row["currency"])].append(row)
     customers = []
-    for (customer_id, currency), charges in grouped.items():
+    for key in sorted({*grouped, *disputes}, key=lambda k: (k[0] or "", k[1])):
+        customer_id, currency = key
+        charges, lost_here = grouped.get(key, []), disputes.get(key, [])
         by_method: dict[str, int] = defaultdict(int)
         for charge in charges:
             by_method[method_label(charge["payment_method_type"])] += schedule.fee(
                 int(charge["amount"]), charge["payment_method_type"]
             )
+        dispute_fees = len(lost_here) * settings.fee_dispute
+        if dispute_fees:
+            by_method["dispute"] = dispute_fees
         customers.append(
             CustomerFees(
                 customer_id=customer_id,
-                email=charges[0]["email"],
+                email=(charges or lost_here)[0]["email"],
                 currency=currency,
                 charges=len(charges),
                 charged=sum(int(c["amount"]) for c in charges),
                 fees=sum(by_method.values()),
                 by_method=dict(by_method),
-                fees_if_ach=sum(schedule.ach_fee(int(c["amount"])) for c in charges),
+                fees_if_ach=sum(schedule.ach_fee(int(c["amount"])) for c in charges) + dispute_fees,
             )
         )
     customers.sort(key=lambda c: (-c.fees, c.customer_id or ""))

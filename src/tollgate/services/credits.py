@@ -346,7 +346,7 @@ def start_credit_checkout(
     check_url(cancel_url, "cancel_url")
     with db.transaction() as session:
         row = load_customer(session, customer_id)
-        stripe_id, account = stripe_customer(row, gateway)
+        stripe_id, target = stripe_customer(row, gateway)
         currency = customer_view(session, row, catalog).currency
     price = chosen.price_in(currency)
     if price is None:
@@ -355,8 +355,6 @@ def start_credit_checkout(
             f"(it is priced in {', '.join(p.currency for p in chosen.prices)})",
             param="pack",
         )
-    assert gateway is not None
-    target = gateway.for_account(account) if account else gateway
     asked = {"pack": chosen.id, "success_url": success_url, "cancel_url": cancel_url}
     session_id, url = target.open_credit_checkout_session(
         idempotency_key=f"credits-checkout-{customer_id}-{request_id(idempotency_key, asked)}",

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from tollgate.clock import Clock
 from tollgate.config import Settings
 from tollgate.db.queries import customer_pages
+from tollgate.db.queries.discounts import discounts_by_id
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Aggregation, Catalog, FeatureType
 from tollgate.domain.errors import InvalidRequest, NotFound
@@ -52,6 +53,16 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class InvoiceDiscount:
+    """What one discount took off an invoice (Stripe's `total_discount_amounts`)."""
+
+    discount: str
+    coupon: str | None  # the catalog's coupon (else Stripe's id); None until it is fetched
+    name: str | None
+    amount: int
+
+
+@dataclass(frozen=True)
 class InvoiceView:
     """An invoice as the customer sees it; amounts in minor units of `currency`."""
 
@@ -67,6 +78,14 @@ class InvoiceView:
     period_end: datetime | None
     hosted_invoice_url: str | None
     invoice_pdf: str | None
+    subtotal: int | None = None  # before discounts and tax (issue 20)
+    discounts: tuple[InvoiceDiscount, ...] = ()
+
+    @property
+    def discount_total(self) -> int:
+        return sum(discount.amount for discount in self.discounts)
+
+    tax: int = 0  # included in `total`
 
     def to_json(self) -> dict[str, Any]:
         def money(amount: int) -> dict[str, Any]:
@@ -77,6 +96,7 @@ class InvoiceView:
             "number": self.number,
             "status": self.status,
             "total": money(self.total),
+            "tax": money(self.tax),
             "amount_due": money(self.amount_due),
             "amount_paid": money(self.amount_paid),
             "created": _iso(self.created),
@@ -84,6 +104,17 @@ class InvoiceView:
             "period_end": _iso(self.period_end),
             "hosted_invoice_url": self.hosted_invoice_url,
             "invoice_pdf": self.invoice_pdf,
+            "subtotal": money(self.subtotal) if self.subtotal is not None else None,
+            "total_discount": money(self.discount_total),
+            "discounts": [
+                {
+                    "discount": discount.discount,
+                    "coupon": discount.coupon,
+                    "name": discount.name,
+                    "amount": money(discount.amount),
+                }
+                for discount in self.discounts
+            ],
         }
 
 
@@ -132,6 +163,8 @@ def list_invoices(
         )
         if not rows:  # no invoices, or no such customer: only then is it worth asking
             _require_customer(db, connection, customer_id)
+        named = [d["discount"] for row in rows for d in row.discount_amounts or []]
+        coupons = discounts_by_id(connection, named) if named else {}
         connection.rollback()
     views = [
         InvoiceView(
@@ -147,11 +180,31 @@ def list_invoices(
             period_end=_aware(row.period_end),
             hosted_invoice_url=row.hosted_invoice_url,
             invoice_pdf=row.invoice_pdf,
+            subtotal=row.subtotal,
+            discounts=_invoice_discounts(row.discount_amounts, coupons),
+            tax=row.tax or 0,
         )
         for row in rows[:limit]
     ]
     more = len(rows) > limit
     return InvoicePage(views, more, _cursor(views[-1]) if more and views else None)
+
+
+def _invoice_discounts(
+    amounts: list[dict[str, Any]] | None, coupons: Mapping[str, Mapping[str, Any]]
+) -> tuple[InvoiceDiscount, ...]:
+    found = []
+    for entry in amounts or []:
+        coupon = coupons.get(entry["discount"])
+        found.append(
+            InvoiceDiscount(
+                discount=entry["discount"],
+                coupon=(coupon["catalog_coupon"] or coupon["coupon_id"]) if coupon else None,
+                name=coupon["name"] if coupon else None,
+                amount=int(entry["amount"]),
+            )
+        )
+    return tuple(found)
 
 
 def _aware(moment: Any) -> Any:

@@ -556,10 +556,8 @@ def open_portal(
     check_url(return_url, "return_url")
     with db.transaction() as session:
         row = load_customer(session, customer_id)
-        stripe_id, account = stripe_customer(row, gateway)
+        stripe_id, target = stripe_customer(row, gateway)
         version = row.state_version
-    assert gateway is not None
-    target = gateway.for_account(account) if account else gateway
     key = request_id(idempotency_key, {"return_url": return_url}, version)
     return target.open_portal_session(
         idempotency_key=f"portal-create-{customer_id}-{key}",
@@ -569,8 +567,9 @@ def open_portal(
     )
 
 
-def stripe_customer(row: Customer, gateway: StripeGateway | None) -> tuple[str, str | None]:
-    """Return the customer's Stripe id and account, refusing offline customers."""
+def stripe_customer(row: Customer, gateway: StripeGateway | None) -> tuple[str, StripeGateway]:
+    """Return the customer's Stripe id and the gateway acting on its Stripe account (a connected
+    one, or the platform's), refusing offline customers."""
     if row.offline:
         raise InvalidRequest(
             f"customer {row.id!r} is offline (billed by hand): it has no Stripe customer",
@@ -583,7 +582,8 @@ def stripe_customer(row: Customer, gateway: StripeGateway | None) -> tuple[str, 
             f"customer {row.id!r} has no Stripe customer yet; "
             "repeat the POST /v1/customers that created it"
         )
-    return row.stripe_customer_id, row.stripe_account
+    account = row.stripe_account
+    return row.stripe_customer_id, gateway.for_account(account) if account else gateway
 
 
 def check_url(url: Any, param: str) -> str:

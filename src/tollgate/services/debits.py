@@ -1,4 +1,5 @@
-"""Bank debits (ACH, issue 21): what a customer has while Stripe has not confirmed the money.
+"""Bank debits and disputes (issue 21): what a customer has while Stripe has not confirmed the
+money, or while a dispute takes it back.
 
 A debit is `processing` for days (Stripe: about 4 business days). Its invoice stays open and is
 never marked paid until `invoice.paid`; meanwhile `TOLLGATE_PROCESSING_ACCESS` (carried by the
@@ -32,4 +33,14 @@ def debit_settled(connection: Connection, *, customer_id: str, now: datetime) ->
     if billing.pending_charge_count(connection, customer_id):
         return
     if billing.set_processing_access(connection, customer_id, None, now):
+        note_customer_changes(connection, [customer_id], reason="subscription", now=now)
+
+
+def dispute_changed(
+    connection: Connection, *, policy: DunningPolicy, customer_id: str, now: datetime
+) -> None:
+    """A dispute of the customer changed: with TOLLGATE_DISPUTE_ACCESS=reduce, reduced access
+    while any of its disputes is open or lost; full again once none is (won, or inquiries)."""
+    held = policy.dispute_access == "reduce" and billing.held_dispute_count(connection, customer_id)
+    if billing.set_dispute_access(connection, customer_id, "reduced" if held else None, now):
         note_customer_changes(connection, [customer_id], reason="subscription", now=now)

@@ -1,20 +1,26 @@
-"""Apply a catalog coupon (or a promotion code) to a customer's subscription (issue 20)."""
+"""Discounts (issue 20): apply a catalog coupon (or a promotion code) to a customer's
+subscription, and read the discounts the mirror holds as the customer sees them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Connection
+
 from tollgate.clock import Clock
+from tollgate.db.queries.discounts import discounts_by_id
 from tollgate.db.queries.plan_migrations import record_audit
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
-from tollgate.domain.coupon_sync import coupon_stripe_ids
+from tollgate.domain.coupon_sync import coupon_stripe_id
 from tollgate.domain.errors import Conflict, InvalidRequest
 from tollgate.domain.events import ENDED_STATUSES
 from tollgate.services.customers import load_customer, stripe_customer
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import subscription_snapshot
+from tollgate_client.views import SubscriptionDiscount
 
 
 @dataclass(frozen=True)
@@ -76,10 +82,8 @@ def apply_discount(
         chosen = found
     with db.transaction() as session:
         row = load_customer(session, customer_id)
-        stripe_id, account = stripe_customer(row, gateway)
+        stripe_id, target = stripe_customer(row, gateway)
         version = row.state_version  # a repeat now is the same request; after a change, new
-    assert gateway is not None
-    target = gateway.for_account(account) if account else gateway
     live = [
         subscription_snapshot(raw)
         for raw in target.list_subscriptions(stripe_id)
@@ -94,9 +98,8 @@ def apply_discount(
             f"coupon {chosen.id!r} is for {', '.join(chosen.plans)}, not {subscription.plan}",
             param="coupon",
         )
-    ids = coupon_stripe_ids(chosen, catalog.currency)
-    stripe_coupon = ids.get(None) or ids.get(subscription.currency or "")
-    if stripe_coupon is None:
+    stripe_coupon = coupon_stripe_id(chosen)
+    if chosen.percent_off is None and (subscription.currency or "") not in chosen.amount_off:
         raise InvalidRequest(
             f"coupon {chosen.id!r} has no amount in {subscription.currency}", param="coupon"
         )
@@ -129,3 +132,41 @@ def apply_discount(
             now=now,
         )
     return DiscountView(customer_id, subscription.id, chosen.id, stripe_coupon, promotion_code)
+
+
+def discount_views(
+    connection: Connection, discount_ids: Iterable[str], currency: str | None
+) -> tuple[SubscriptionDiscount, ...]:
+    """Return the mirrored discounts `discount_ids` name, in their order, amounts in `currency`.
+
+    A discount not fetched from Stripe yet is left out (its event is still being applied).
+    """
+    ids = list(discount_ids)
+    stored = discounts_by_id(connection, ids)
+    return tuple(_discount_view(stored[d], currency) for d in ids if d in stored)
+
+
+def _discount_view(row: Mapping[str, Any], currency: str | None) -> SubscriptionDiscount:
+    amount, amount_currency = row["amount_off"], row["currency"]
+    other = (row["amounts_off"] or {}).get(currency or "")
+    if amount is not None and currency and amount_currency != currency and other is not None:
+        amount, amount_currency = int(other), currency  # the coupon's `currency_options`
+    percent = row["percent_off"]
+    return SubscriptionDiscount(
+        id=row["id"],
+        coupon=row["catalog_coupon"] or row["coupon_id"],
+        name=row["name"],
+        percent_off=None if percent is None else _number(percent),
+        amount_off=amount,
+        currency=amount_currency if amount is not None else None,
+        duration=row["duration"],
+        duration_in_months=row["duration_in_months"],
+        start=row["started_at"],
+        end=row["ends_at"],
+        promotion_code=row["promotion_code"],
+    )
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    return int(value) if value.is_integer() else value

@@ -40,6 +40,7 @@ from tollgate.domain.metering import (
 )
 from tollgate.domain.subscriptions import customer_currency, customer_plan
 from tollgate.services import credit_ledger
+from tollgate.services.background import BackgroundLoop
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class BillingCustomer:
     deals: Deals | None = None  # the customer's overrides and this period's grants (issue 20)
     subscription_id: str | None = None  # the live subscription (its add-on items count)
     processing_access: str | None = None  # while a bank debit processes (issue 21)
+    dispute_access: str | None = None  # while a dispute is open or lost (issue 21)
 
 
 def load_billing_customers(
@@ -132,6 +134,7 @@ def _billing_customer(
         offline=row.offline,
         dunning_access=row.dunning_access,
         processing_access=row.processing_access,
+        dispute_access=row.dispute_access,
         past_due_since=past_due_since,
         plan_version=_plan_version(held, derived.plan),
         subscription_id=held.id if held is not None else None,
@@ -216,6 +219,7 @@ def customer_state(
         past_due_since=customer.past_due_since,
         dunning_access=customer.dunning_access,
         processing_access=customer.processing_access,
+        dispute_access=customer.dispute_access,
         credit_balance=credit_balance,
         credit_allowance=credit_allowance,
         held=held or {},
@@ -271,8 +275,7 @@ class EntitlementCache:
         self._drops: dict[str, int] = {}  # per customer: how often its entry was dropped
         self._asked = False  # a request read the cache since the refresher's last round
         self._inline_lag = 0.0  # how late the refresher may be before a request looks itself
-        self._background: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._background = BackgroundLoop("tollgate-entitlements", self._refresh_forever)
         self.loads = 0
 
     # -- reading ----------------------------------------------------------------------------
@@ -393,27 +396,20 @@ class EntitlementCache:
         trip. With the refresher running, requests read the feed never and load only what was
         never cached: entries that were read are renewed before their TTL runs out.
         """
-        if self._background is not None:
+        if self._background.running:
             return
-        self._stop.clear()
         self._inline_lag = 2 * self.refresh_interval
-        self._background = threading.Thread(
-            target=self._refresh_forever, name="tollgate-entitlements", daemon=True
-        )
         self._background.start()
 
     def stop_background(self) -> None:
-        thread, self._background = self._background, None
-        if thread is not None:
-            self._stop.set()
-            thread.join(timeout=5)
+        self._background.stop()
         self._inline_lag = 0.0
 
-    def _refresh_forever(self) -> None:
+    def _refresh_forever(self, stop: threading.Event) -> None:
         # While requests come, every `refresh_interval`; idle, ten times a second (the first
         # request after a pause looks at the feed itself, so it never reads a dropped entry).
         pause = self.refresh_interval
-        while not self._stop.wait(pause):
+        while not stop.wait(pause):
             pause = self.refresh_interval if self._asked else max(0.1, self.refresh_interval)
             self._asked = False
             try:

@@ -30,6 +30,7 @@ from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.logs import REQUEST_ID
 from tollgate.notify.email import (
+    OPERATOR_TEMPLATES,
     TEMPLATES,
     EmailError,
     EmailRenderer,
@@ -178,9 +179,11 @@ def preview_email(
     clock: Clock,
     template: str,
     customer_id: str | None = None,
+    notification_id: int | None = None,
 ) -> RenderedEmail:
-    """Render `template` as the customer gets it: from its newest mail of that template, or,
-    without one (or without a customer), from sample facts drawn from the catalog."""
+    """Render `template` as the customer gets it: from the queued mail `notification_id`, else
+    from its newest mail of that template, or, without one (or without a customer), from sample
+    facts drawn from the catalog."""
     if template not in TEMPLATES:
         raise InvalidRequest(
             f"unknown email template {template!r} (templates are: {', '.join(TEMPLATES)})",
@@ -194,7 +197,7 @@ def preview_email(
             if customer is None:
                 raise NotFound(f"no customer {customer_id!r}", param="customer")
             row.update(email=customer.email, name=customer.name, customer_metadata=customer[2])
-            row["facts"] = outbox.newest_facts(connection, customer_id, template)
+            row["facts"] = outbox.newest_facts(connection, customer_id, template, notification_id)
     sample = row["facts"] is None
     if sample:
         row["facts"] = to_json(sample_facts(template, catalog, clock.now()))
@@ -227,8 +230,15 @@ def deliver_emails(
     mailer = transport
 
     def send(row: Mapping[Any, Any]) -> tuple[str, str | None]:
-        if not row["email"]:
-            return "skipped", "the customer has no email address"
+        # The operator's mails (a customer's dispute) go to TOLLGATE_OPERATOR_EMAIL instead.
+        operator = row["template"] in OPERATOR_TEMPLATES
+        recipient = settings.operator_email if operator else row["email"]
+        if not recipient:
+            return "skipped", (
+                "TOLLGATE_OPERATOR_EMAIL is not set"
+                if operator
+                else "the customer has no email address"
+            )
         try:
             subject, text, html = renderer.render(
                 row["template"], _email_context(row, settings, catalog)
@@ -236,7 +246,7 @@ def deliver_emails(
             mailer.send(
                 build_message(
                     sender=settings.email_from,
-                    recipient=row["email"],
+                    recipient=recipient,
                     subject=subject,
                     text=text,
                     html=html,

@@ -27,6 +27,7 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, CollectionMethod
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
 from tollgate.domain.events import SubscriptionSnapshot
+from tollgate.domain.payment_limits import METHODS, allowed_methods, check_payment_method
 from tollgate.domain.subscriptions import (
     TRIAL_END_BEHAVIORS,
     ChangeTiming,
@@ -55,12 +56,18 @@ from tollgate.services.customers import (
     shown_plan_version,
     stripe_customer,
 )
-from tollgate.stripe.errors import StripeFailure, StripeNotFound
+from tollgate.services.discounts import discount_views
+from tollgate.stripe.errors import PaymentDeclined, StripeFailure, StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import subscription_snapshot
 from tollgate_client.views import CheckoutSession, PendingChangeView, SubscriptionView
 
 log = logging.getLogger("tollgate.subscriptions")
+
+# Stripe's decline code for a card whose holder must authenticate the payment (3-D Secure), and
+# what a direct subscription answers then: the customer must act on the page at `url`.
+AUTHENTICATION_REQUIRED = "authentication_required"
+ACTION_REQUIRED = "action_required"
 
 # A change waiting for the period end is made in Stripe this long before the renewal.
 PLAN_CHANGE_LEAD = timedelta(minutes=10)
@@ -136,6 +143,9 @@ def get_subscription(*, db: Database, catalog: Catalog, customer_id: str) -> Sub
             stripe_subscription_id=subscription.id,
             pending_change=pending,
             plan_version=shown_plan_version(catalog, derived.plan, subscription),
+            discounts=discount_views(
+                session.connection(), subscription.discount_ids or [], subscription.currency
+            ),
         )
 
 
@@ -204,6 +214,7 @@ class _Customer:
     account: str | None
     currency: str
     state_version: int
+    debit_processing: bool = False  # a bank debit of theirs is on its way (not an action)
 
 
 def _online_customer(
@@ -211,15 +222,21 @@ def _online_customer(
 ) -> tuple[_Customer, StripeGateway]:
     with db.transaction() as session:
         row = load_customer(session, customer_id)
-        stripe_id, account = stripe_customer(row, gateway)
+        stripe_id, target = stripe_customer(row, gateway)
         currency, _ = customer_currency(
             fixed=first_currency(session, row),
             requested=row.requested_currency,
             catalog_currency=catalog.currency,
         )
-        found = _Customer(row.id, stripe_id, account, currency, row.state_version)
-    assert gateway is not None
-    return found, gateway.for_account(account) if account else gateway
+        found = _Customer(
+            row.id,
+            stripe_id,
+            row.stripe_account,
+            currency,
+            row.state_version,
+            debit_processing=row.processing_access is not None,
+        )
+    return found, target
 
 
 def _live_subscription(
@@ -384,6 +401,10 @@ def change_subscription(
         return _subscribe(
             db, settings, target, clock, customer, terms, collection, wanted, idempotency_key
         )
+    waiting = live.status == "incomplete" and not customer.debit_processing
+    if waiting and live.plan == wanted.plan and live.latest_invoice:
+        # Asked again while the first payment waits for the customer: the same answer.
+        return _action_required(_stripe_view(live), target.retrieve_invoice(live.latest_invoice))
     change = _Change(terms, collection if explicit else None, proration, wanted.at_period_end)
     return _change(db, catalog, settings, target, clock, customer, live, change, idempotency_key)
 
@@ -401,6 +422,8 @@ def _subscribe(
 ) -> SubscriptionView:
     """Create the customer's subscription to `terms`."""
     days = trial_days_for(terms.plan, wanted.trial_days)
+    if not days and collection.method == CollectionMethod.CHARGE_AUTOMATICALLY:
+        _check_card_limit(gateway, settings, customer, terms)
     prices = _price_ids(gateway, [terms.lookup_key, *terms.overage_lookup_keys.values()])
     items: list[dict[str, Any]] = [{"price": prices[terms.lookup_key], "quantity": terms.quantity}]
     items += [{"price": prices[key]} for key in terms.overage_lookup_keys.values()]
@@ -439,11 +462,60 @@ def _subscribe(
         "trial_days": days,
     }
     key = request_id(idempotency_key, asked, customer.state_version)
-    created = gateway.create_subscription(
-        idempotency_key=f"sub-create-{customer.id}-{key}", params=params
-    )
+    try:
+        created = gateway.create_subscription(
+            idempotency_key=f"sub-create-{customer.id}-{key}", params=params
+        )
+    except PaymentDeclined as declined:
+        if declined.code != AUTHENTICATION_REQUIRED:
+            raise
+        return _subscribe_pending_authentication(db, gateway, clock, customer, key, params)
     _after_write(db, customer.id, clock)
     return _stripe_view(subscription_snapshot(created))
+
+
+def _check_card_limit(
+    gateway: StripeGateway, settings: Settings, customer: _Customer, terms: Terms
+) -> None:
+    """Refuse a first invoice above TOLLGATE_CARD_LIMITS for a customer paying by card."""
+    amount = terms.price.amount_minor * terms.quantity
+    if allowed_methods(amount, terms.currency, settings.card_limits) == METHODS:
+        return  # no limit, or within it: no need to ask Stripe how the customer pays
+    method = gateway.default_payment_method_type(customer.stripe_id)
+    check_payment_method(method, amount, terms.currency, settings.card_limits)
+
+
+def _subscribe_pending_authentication(
+    db: Database,
+    gateway: StripeGateway,
+    clock: Clock,
+    customer: _Customer,
+    key: str,
+    params: dict[str, Any],
+) -> SubscriptionView:
+    """Create the subscription `incomplete` for a card that needs its holder (3-D Secure).
+
+    Stripe refused to charge it with `error_if_incomplete`; allowed incomplete, the first invoice
+    stays open with its hosted page, where the customer confirms the payment. Its webhooks email
+    the customer the link and grant the plan once the payment succeeds.
+    """
+    created = gateway.create_subscription(
+        idempotency_key=f"sub-create-{customer.id}-{key}-action",
+        params={**params, "payment_behavior": "allow_incomplete", "expand": ["latest_invoice"]},
+    )
+    _after_write(db, customer.id, clock)
+    invoice = created.get("latest_invoice")
+    return _action_required(
+        _stripe_view(subscription_snapshot(created)), invoice if isinstance(invoice, dict) else {}
+    )
+
+
+def _action_required(view: SubscriptionView, invoice: dict[str, Any]) -> SubscriptionView:
+    """An incomplete subscription's view as `action_required`, with its open invoice's page."""
+    url = invoice.get("hosted_invoice_url")
+    if view.status != "incomplete" or invoice.get("status") != "open" or not url:
+        return view  # settled after all (the card was authenticated meanwhile)
+    return replace(view, status=ACTION_REQUIRED, url=url)
 
 
 @dataclass(frozen=True)

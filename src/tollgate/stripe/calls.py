@@ -18,6 +18,7 @@ from tollgate.stripe.errors import (
     StripeNotFound,
     StripeUnavailable,
 )
+from tollgate.tracing import span
 
 # The API version this SDK release is generated for; every request is pinned to it.
 PINNED_API_VERSION: str = stripe.api_version
@@ -92,6 +93,17 @@ class StripeCalls:
             options["idempotency_key"] = idempotency_key
         if self._account:
             options["stripe_account"] = self._account
+        with span(f"stripe {operation}", {"rpc.system": "stripe", "rpc.method": operation}):
+            return self._attempt(operation, method, args, params, options)
+
+    def _attempt(
+        self,
+        operation: str,
+        method: Callable[..., T],
+        args: tuple[Any, ...],
+        params: dict[str, Any] | None,
+        options: dict[str, Any],
+    ) -> T:
         attempt = 0
         while True:
             try:

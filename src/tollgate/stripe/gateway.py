@@ -11,14 +11,16 @@ from typing import Any
 from tollgate.stripe.calls import PINNED_API_VERSION, make_client, plain
 from tollgate.stripe.catalog_calls import CatalogCalls
 from tollgate.stripe.errors import StripeFailure, StripeNotFound
+from tollgate.stripe.refund_calls import RefundCalls
 
 __all__ = ["PINNED_API_VERSION", "StripeGateway", "make_client"]
 
 log = logging.getLogger("tollgate.stripe")
 
 
-class StripeGateway(CatalogCalls):
-    """Every call Tollgate makes to Stripe: the catalog calls, then customers, billing and money.
+class StripeGateway(CatalogCalls, RefundCalls):
+    """Every call Tollgate makes to Stripe: the catalog calls, refunds, then customers, billing and
+    money.
 
     See `StripeCalls` for the retries and errors every call shares.
     """
@@ -478,6 +480,17 @@ class StripeGateway(CatalogCalls):
         """The customer as Stripe has it now (a deleted one is `{"id", "deleted": true}`)."""
         return self._retrieve("customers.retrieve", self._client.v1.customers.retrieve, customer_id)
 
+    def default_payment_method_type(self, customer_id: str) -> str | None:
+        """The type of the customer's default payment method (card, us_bank_account, …)."""
+        customer = self._call(
+            "customers.retrieve",
+            self._client.v1.customers.retrieve,
+            customer_id,
+            params={"expand": ["invoice_settings.default_payment_method"]},
+        ).to_dict(for_json=True)
+        method = (customer.get("invoice_settings") or {}).get("default_payment_method")
+        return str(method.get("type")) if isinstance(method, dict) else None
+
     def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         """The subscription as Stripe has it now, with its items."""
         return self._retrieve(
@@ -487,6 +500,35 @@ class StripeGateway(CatalogCalls):
     def retrieve_invoice(self, invoice_id: str) -> dict[str, Any]:
         """The invoice as Stripe has it now."""
         return self._retrieve("invoices.retrieve", self._client.v1.invoices.retrieve, invoice_id)
+
+    def retrieve_discounts(self, parent_id: str) -> list[dict[str, Any]]:
+        """The discounts of a subscription (`sub_…`) or an invoice, each with its coupon."""
+        params = {"expand": ["discounts.source.coupon"]}
+        if parent_id.startswith("in_"):
+            found: Any = self._call(
+                "invoices.retrieve", self._client.v1.invoices.retrieve, parent_id, params=params
+            )
+        else:
+            found = self._call(
+                "subscriptions.retrieve",
+                self._client.v1.subscriptions.retrieve,
+                parent_id,
+                params=params,
+            )
+        listed = dict(found.to_dict(for_json=True)).get("discounts") or []
+        discounts = [item for item in listed if isinstance(item, dict) and not item.get("deleted")]
+        for discount in discounts:
+            source = discount.get("source") or {}
+            coupon = source.get("coupon")
+            if isinstance(coupon, dict) and coupon.get("amount_off") is not None:
+                # Its amounts in other currencies come only when asked for.
+                source["coupon"] = self._call(
+                    "coupons.retrieve",
+                    self._client.v1.coupons.retrieve,
+                    coupon["id"],
+                    params={"expand": ["currency_options"]},
+                ).to_dict(for_json=True)
+        return discounts
 
     def retrieve_charge(self, charge_id: str) -> dict[str, Any]:
         """The charge as Stripe has it now."""

@@ -15,6 +15,7 @@ from tollgate.domain.events import (
     ChargeSnapshot,
     CheckoutSessionSnapshot,
     CustomerSnapshot,
+    DiscountSnapshot,
     DisputeSnapshot,
     InvoicePaymentSnapshot,
     InvoiceSnapshot,
@@ -134,6 +135,45 @@ def subscription_snapshot(obj: dict[str, Any]) -> SubscriptionSnapshot:
         items=tuple(
             sorted((subscription_item_snapshot(item) for item in items), key=lambda i: i.id)
         ),
+        discount_ids=_ids(obj.get("discounts")),
+    )
+
+
+def _ids(value: Any) -> tuple[str, ...]:
+    """Return the ids of a list of ids or expanded objects."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(found for found in (object_id(item) for item in value) if found)
+
+
+def discount_snapshot(obj: dict[str, Any]) -> DiscountSnapshot:
+    """Return a discount whose coupon is expanded (`source.coupon`, or the older `coupon`)."""
+    source = _dict(obj.get("source"))
+    coupon = _dict(source.get("coupon")) or _dict(obj.get("coupon"))
+    coupon_id = object_id(source.get("coupon")) or object_id(obj.get("coupon")) or ""
+    percent = coupon.get("percent_off")
+    currency = _str(coupon.get("currency"))
+    options = _dict(coupon.get("currency_options"))
+    return DiscountSnapshot(
+        id=str(obj["id"]),
+        stripe_customer_id=object_id(obj.get("customer")),
+        subscription_id=object_id(obj.get("subscription")),
+        coupon_id=coupon_id,
+        catalog_coupon=_metadata(coupon.get("metadata")).get("tollgate_coupon"),
+        name=_str(coupon.get("name")),
+        percent_off=None if isinstance(percent, bool) or percent is None else format(percent, "g"),
+        amount_off=coupon.get("amount_off") if isinstance(coupon.get("amount_off"), int) else None,
+        currency=currency.lower() if currency else None,
+        amounts_off={
+            str(code).lower(): _int(_dict(option).get("amount_off"))
+            for code, option in options.items()
+            if str(code).lower() != (currency or "").lower()
+        },
+        duration=str(coupon.get("duration") or "once"),
+        duration_in_months=_int(coupon.get("duration_in_months"), 0) or None,
+        promotion_code=object_id(obj.get("promotion_code")),
+        start=timestamp(obj.get("start")),
+        end=timestamp(obj.get("end")),
     )
 
 
@@ -184,6 +224,13 @@ def invoice_snapshot(obj: dict[str, Any]) -> InvoiceSnapshot:
             for payment in payments
             if isinstance(payment.get("id"), str)
         ),
+        subtotal=obj.get("subtotal") if isinstance(obj.get("subtotal"), int) else None,
+        discount_amounts=tuple(
+            (found, _int(entry.get("amount")))
+            for entry in obj.get("total_discount_amounts") or []
+            if isinstance(entry, dict) and (found := object_id(entry.get("discount")))
+        ),
+        tax=sum(_int(tax.get("amount")) for tax in obj.get("total_taxes") or []),
     )
 
 
@@ -227,6 +274,7 @@ def dispute_snapshot(obj: dict[str, Any]) -> DisputeSnapshot:
         currency=str(obj.get("currency") or "").lower(),
         status=str(obj.get("status") or ""),
         reason=_str(obj.get("reason")),
+        evidence_due_by=timestamp((obj.get("evidence_details") or {}).get("due_by")),
     )
 
 

@@ -21,6 +21,7 @@ from tollgate.bootstrap import Container
 from tollgate.config import ConfigError
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
 from tollgate.services import customer_actions, customer_billing, page_access, subscriptions
+from tollgate.services.addons import set_addon
 from tollgate.services.app_sign_in import AppSignIn, SignInRefused
 from tollgate.services.page_access import AccessRefused, PageSession
 from tollgate.services.usage import controls as usage_controls
@@ -40,6 +41,7 @@ NOTICES = {
     "portal": ("ok", "Welcome back. Changes made there show here in a moment."),
     "checkout-canceled": ("warn", "Checkout was canceled; nothing was charged."),
     "credits": ("ok", "Payment received: your credits are added in a moment."),
+    "addon": ("ok", "Your add-ons are changed; they show here in a moment."),
     "spend-cap": ("ok", "Your spend cap was saved."),
     "add-alert": ("ok", "The usage alert was added."),
     "remove-alert": ("ok", "The usage alert was removed."),
@@ -242,6 +244,7 @@ async def billing_page(request: Request) -> Response:
         notice=notice,
         activating=activating,
         now=app.clock.now(),
+        proration=app.settings.immediate_proration_behavior,
     )
 
 
@@ -403,17 +406,23 @@ async def go_to_portal(request: Request) -> Response:
 @router.post("/billing/cancel")
 async def cancel_plan(request: Request) -> Response:
     """Cancel at the end of the period (the customer confirmed on the page)."""
-    return await _period_end_action(request, customer_actions.cancel_as_customer, "canceled")
+    return await _run_use_case(request, customer_actions.cancel_as_customer, "canceled")
 
 
 @router.post("/billing/resume")
 async def resume_plan(request: Request) -> Response:
     """Undo the cancel at period end."""
-    return await _period_end_action(request, customer_actions.resume_as_customer, "resumed")
+    return await _run_use_case(request, customer_actions.resume_as_customer, "resumed")
 
 
-async def _period_end_action(request: Request, use_case: Callable[..., Any], done: str) -> Response:
-    """Run a cancel or resume use case for the signed-in customer, then show the page."""
+async def _run_use_case(
+    request: Request,
+    use_case: Callable[..., Any],
+    done: str,
+    arguments: Callable[[Container, PageSession, FormData], dict[str, Any]] | None = None,
+) -> Response:
+    """Run a use case for the signed-in customer (cancel, resume, an add-on: with `arguments`
+    read from the form), then show the page saying `done`."""
 
     async def run(app: Container, session: PageSession, form: FormData) -> Response:
         await run_in_threadpool(
@@ -423,6 +432,7 @@ async def _period_end_action(request: Request, use_case: Callable[..., Any], don
             gateway=app.optional_stripe(),
             clock=app.clock,
             customer_id=session.customer_id,
+            **(arguments(app, session, form) if arguments else {}),
         )
         app.forget_decisions([session.customer_id])
         return RedirectResponse(f"/billing?done={done}", status_code=303)
@@ -450,6 +460,24 @@ async def buy_credits(request: Request) -> Response:
         return RedirectResponse(checkout.url, status_code=303)
 
     return await _action(request, run)
+
+
+@router.post("/billing/addons")
+async def change_addon(request: Request) -> Response:
+    """Set how many units of an add-on the customer holds (it confirmed on the page)."""
+
+    def arguments(app: Container, session: PageSession, form: FormData) -> dict[str, Any]:
+        raw = _text(form, "quantity")
+        if not raw.isdigit() or int(raw) > 10_000:
+            raise InvalidRequest("quantity must be a whole number from 0", param="quantity")
+        return {
+            "settings": app.settings,
+            "addon_id": _text(form, "addon"),
+            "quantity": int(raw),
+            "actor": f"customer:{session.customer_id}",
+        }
+
+    return await _run_use_case(request, set_addon, "addon", arguments)
 
 
 # -- the pricing table -----------------------------------------------------------------------

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from tollgate.bootstrap import Container
 from tollgate.domain.billing_words import StatusWords, status_words, usage_state
 from tollgate.domain.catalog import Catalog, Plan
+from tollgate.domain.discount_words import discount_terms, version_words
 from tollgate.domain.subscriptions import is_live
 from tollgate.domain.wording import UnitName, count_text, overage_rate_text
 from tollgate.money import format_minor
 from tollgate.services import credits, customer_billing, customers, subscriptions, usage
+from tollgate.services.addons import AddOnOffer, list_addons
 from tollgate.services.usage.reading import MeterUsage
 from tollgate.web.charts import DailyChart, bar_percent, daily_chart
 from tollgate_client.views import CreditsView, CustomerView, SubscriptionView
@@ -42,6 +44,19 @@ class PlanChoice:
 
 
 @dataclass(frozen=True)
+class DiscountLine:
+    name: str
+    terms: str  # "20 % off, forever"
+
+
+@dataclass(frozen=True)
+class AddOnLine:
+    offer: AddOnOffer
+    price_text: str  # "$5.00 a month each"
+    grants_text: str  # "+10,000 runs a period, SSO"
+
+
+@dataclass(frozen=True)
 class Overview:
     customer: CustomerView
     subscription: SubscriptionView
@@ -56,6 +71,10 @@ class Overview:
     invoices: customer_billing.InvoicePage
     choices: list[PlanChoice]
     packs: list[tuple[str, str]]
+    # Issue 20: the plan version when it has had more than one, discounts, add-ons to buy.
+    version_words: str | None = None
+    discounts: tuple[DiscountLine, ...] = ()
+    addons: tuple[AddOnLine, ...] = ()
 
 
 def plan_name(catalog: Catalog, plan_id: str | None) -> str:
@@ -176,4 +195,44 @@ def billing_overview(app: Container, customer_id: str) -> Overview:
         invoices=customer_billing.list_invoices(db=app.db, customer_id=customer_id, limit=12),
         choices=plan_choices(catalog, currency),
         packs=packs,
+        version_words=version_words(
+            version=subscription.plan_version,
+            newest=catalog.plans[subscription.plan].version
+            if subscription.plan in catalog.plans
+            else None,
+        ),
+        discounts=tuple(
+            DiscountLine(
+                name=discount.name or discount.coupon,
+                terms=discount_terms(
+                    percent_off=discount.percent_off,
+                    amount_off=discount.amount_off,
+                    currency=discount.currency,
+                    duration=discount.duration,
+                    duration_in_months=discount.duration_in_months,
+                    end=discount.end,
+                ),
+            )
+            for discount in subscription.discounts
+            if discount.end is None or discount.end > now  # a repeating coupon that ended
+        ),
+        addons=tuple(
+            _addon_line(catalog, offer)
+            for offer in list_addons(db=app.db, catalog=catalog, customer_id=customer_id)
+        ),
     )
+
+
+def _addon_line(catalog: Catalog, offer: AddOnOffer) -> AddOnLine:
+    price = offer.price
+    each = f"{format_minor(price.amount_minor, price.currency)} a {price.interval} each"
+    grants = []
+    for feature_id, grant in offer.addon.grants.items():
+        feature = catalog.features.get(feature_id)
+        name = feature.name if feature is not None else feature_id
+        if grant is True:
+            grants.append(name)
+        elif isinstance(grant, int) and not isinstance(grant, bool):
+            unit = UnitName(feature.unit or "unit") if feature is not None else UnitName("unit")
+            grants.append(f"+{count_text(grant, unit)}")
+    return AddOnLine(offer, each, ", ".join(grants))

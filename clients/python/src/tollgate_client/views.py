@@ -117,6 +117,61 @@ class PendingChangeView:
 
 
 @dataclass(frozen=True)
+class SubscriptionDiscount:
+    """A discount on a subscription: the coupon, what it takes off, for how long (issue 20).
+
+    `amount_off` is in `currency`, the subscription's, when the coupon has an amount in it.
+    """
+
+    id: str
+    coupon: str  # the catalog's coupon id; a coupon made outside the catalog: Stripe's id
+    name: str | None
+    percent_off: float | None
+    amount_off: int | None
+    currency: str | None
+    duration: str  # once | repeating | forever
+    duration_in_months: int | None
+    start: datetime | None
+    end: datetime | None  # when a repeating coupon stops discounting
+    promotion_code: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "coupon": self.coupon,
+            "name": self.name,
+            "percent_off": self.percent_off,
+            "amount_off": (
+                {"amount": self.amount_off, "currency": self.currency}
+                if self.amount_off is not None
+                else None
+            ),
+            "duration": self.duration,
+            "duration_in_months": self.duration_in_months,
+            "start": timestamp_json(self.start),
+            "end": timestamp_json(self.end),
+            "promotion_code": self.promotion_code,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SubscriptionDiscount:
+        amount = data.get("amount_off") or {}
+        return cls(
+            id=str(data["id"]),
+            coupon=str(data["coupon"]),
+            name=data.get("name"),
+            percent_off=data.get("percent_off"),
+            amount_off=amount.get("amount"),
+            currency=amount.get("currency"),
+            duration=str(data.get("duration") or "once"),
+            duration_in_months=data.get("duration_in_months"),
+            start=timestamp_of(data.get("start")),
+            end=timestamp_of(data.get("end")),
+            promotion_code=data.get("promotion_code"),
+        )
+
+
+@dataclass(frozen=True)
 class SubscriptionView:
     """A customer's subscription (status `none` and no interval when it has none in Stripe)."""
 
@@ -133,9 +188,12 @@ class SubscriptionView:
     stripe_subscription_id: str | None
     pending_change: PendingChangeView | None = None
     plan_version: int | None = None  # the version of `plan` its price belongs to (issue 20)
+    discounts: tuple[SubscriptionDiscount, ...] = ()  # in force, in Stripe's order (issue 20)
+    # With status `action_required`: the page where the customer confirms the payment (3-D Secure).
+    url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        shown = {
             "plan": self.plan,
             "interval": self.interval,
             "status": self.status,
@@ -149,7 +207,11 @@ class SubscriptionView:
             "stripe_subscription_id": self.stripe_subscription_id,
             "pending_change": self.pending_change.to_json() if self.pending_change else None,
             "plan_version": self.plan_version,
+            "discounts": [discount.to_json() for discount in self.discounts],
         }
+        if self.url:
+            shown["url"] = self.url
+        return shown
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SubscriptionView:
@@ -168,6 +230,10 @@ class SubscriptionView:
             stripe_subscription_id=data.get("stripe_subscription_id"),
             pending_change=PendingChangeView.from_json(pending) if pending else None,
             plan_version=data.get("plan_version"),
+            discounts=tuple(
+                SubscriptionDiscount.from_json(item) for item in data.get("discounts") or []
+            ),
+            url=data.get("url"),
         )
 
 

@@ -6,6 +6,7 @@ The console's pages call the same services; nothing a page shows is computed onl
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -33,6 +34,13 @@ def list_customers(
     over: int | None = Query(
         None, description="Only customers past this percentage of a limit this period (80)."
     ),
+    trial_ends: int | None = Query(
+        None, ge=1, le=366, description="Only trials ending within this many days."
+    ),
+    created_since: datetime | None = Query(None, description="Only customers created since."),
+    ended_since: datetime | None = Query(
+        None, description="Only customers whose subscription ended since (churn)."
+    ),
     sort: str = Query("created", description="created, id, email or name."),
     order: str = Query("desc", description="asc or desc."),
     cursor: str | None = Cursor,
@@ -46,6 +54,9 @@ def list_customers(
         currency=currency,
         offline=offline,
         over_percent=over,
+        trial_ends_within_days=trial_ends,
+        created_since=created_since,
+        ended_since=ended_since,
         sort=sort,
         order=order,
     )
@@ -164,8 +175,11 @@ def list_api_keys(app: Container = Depends(container)) -> dict[str, Any]:
 
 @router.delete("/api-keys/{key_id}", dependencies=[Depends(write_scope)])
 def revoke_api_key(key_id: str, app: Container = Depends(container)) -> dict[str, Any]:
-    """Revoke a key. Every server stops accepting it within 10 seconds (its key cache)."""
-    return console.revoke_api_key(db=app.db, clock=app.clock, key_id=key_id).to_json()
+    """Revoke a key. This server refuses it at once, every other within 10 seconds (its key
+    cache)."""
+    return console.revoke_api_key(
+        db=app.db, clock=app.clock, authenticator=app.authenticator, key_id=key_id
+    ).to_json()
 
 
 @router.get("/fees", dependencies=[Depends(read_scope)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from tollgate.api import operations
 from tollgate.api.deps import container, read_scope, write_scope
@@ -85,10 +85,20 @@ def get_subscription_route(customer_id: str, app: Container = Depends(container)
     return operations.get_subscription(app, customer_id).to_json()
 
 
-@router.put("/{customer_id}/subscription", dependencies=[Depends(write_scope)])
+@router.put(
+    "/{customer_id}/subscription",
+    dependencies=[Depends(write_scope)],
+    responses={
+        202: {
+            "description": "The card needs its holder: `status` is `action_required` "
+            "and `url` the page where the customer confirms the payment (3-D Secure)."
+        }
+    },
+)
 def put_subscription(
     customer_id: str,
     body: SubscriptionPut,
+    response: Response,
     app: Container = Depends(container),
     idempotency_key: str | None = IdempotencyKey,
 ) -> dict[str, Any]:
@@ -96,6 +106,8 @@ def put_subscription(
     changed = operations.change_subscription(
         app, customer_id, body, idempotency_key=idempotency_key
     )
+    if changed.url:
+        response.status_code = 202
     return changed.to_json()
 
 

@@ -12,7 +12,7 @@ from pydantic import Field
 from tollgate.api.deps import container, read_scope, write_scope
 from tollgate.api.schemas import RequestBody
 from tollgate.bootstrap import Container
-from tollgate.services.addons import set_addon
+from tollgate.services.addons import list_addons, set_addon
 from tollgate.services.api_keys import Principal
 from tollgate.services.deals import grant_usage, list_overrides, remove_override, set_override
 from tollgate.services.discounts import apply_discount
@@ -142,6 +142,13 @@ class AddOnPut(RequestBody):
     """How many units of the add-on the subscription carries (0 removes it)."""
 
     quantity: int = Field(ge=0, le=10_000)
+
+
+@router.get("/{customer_id}/addons", dependencies=[Depends(read_scope)])
+def get_addons(customer_id: str, app: Container = Depends(container)) -> dict[str, Any]:
+    """The add-ons the customer's plan allows, each with its price and the units held."""
+    offers = list_addons(db=app.db, catalog=app.catalog, customer_id=customer_id)
+    return {"data": [offer.to_json() for offer in offers]}
 
 
 @router.put("/{customer_id}/addons/{addon}")

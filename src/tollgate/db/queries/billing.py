@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from tollgate.db.tables import CHARGES, CUSTOMERS, SUBSCRIPTIONS
+from tollgate.db.tables import CHARGES, CUSTOMERS, DISPUTES, SUBSCRIPTIONS
+from tollgate.domain.events import DISPUTE_OPEN_STATUSES
 
 _CUSTOMER_COLUMNS = (
     CUSTOMERS.c.id,
@@ -22,6 +23,7 @@ _CUSTOMER_COLUMNS = (
     CUSTOMERS.c.stripe_account,
     CUSTOMERS.c.dunning_access,
     CUSTOMERS.c.processing_access,
+    CUSTOMERS.c.dispute_access,
 )
 _SUBSCRIPTION_COLUMNS = (
     SUBSCRIPTIONS.c.id,
@@ -38,10 +40,9 @@ _SUBSCRIPTION_COLUMNS = (
     SUBSCRIPTIONS.c.current_period_end,
     SUBSCRIPTIONS.c.created_at,
 )
-
-
-# Built once with expanding parameters: compiled once, not on every entitlement load.
-_CUSTOMERS_IN = select(*_CUSTOMER_COLUMNS).where(
+# Built once: every entitlement load runs both, and building a statement and its cache key
+# costs more than running it on SQLite.
+_CUSTOMERS_BY_ID = select(*_CUSTOMER_COLUMNS).where(
     CUSTOMERS.c.id.in_(bindparam("ids", expanding=True))
 )
 _SUBSCRIPTIONS_OF = select(*_SUBSCRIPTION_COLUMNS).where(
@@ -58,7 +59,7 @@ def customers_with_subscriptions(
     for chunk in _chunks(ids, 500):
         customers = {
             row.id: row
-            for row in connection.execute(_CUSTOMERS_IN, {"ids": list(chunk)})
+            for row in connection.execute(_CUSTOMERS_BY_ID, {"ids": list(chunk)})
             if not row.deleted
         }
         if not customers:
@@ -97,13 +98,41 @@ def set_processing_access(
     connection: Connection, customer_id: str, access: str | None, now: datetime
 ) -> bool:
     """Set the access a processing bank debit gives; True when it changed."""
+    return _set_hold(connection, "processing_access", customer_id, access, now)
+
+
+def set_dispute_access(
+    connection: Connection, customer_id: str, access: str | None, now: datetime
+) -> bool:
+    """Set the access the customer's disputes leave; True when it changed."""
+    return _set_hold(connection, "dispute_access", customer_id, access, now)
+
+
+def _set_hold(
+    connection: Connection, column: str, customer_id: str, access: str | None, now: datetime
+) -> bool:
     changed = connection.execute(
         update(CUSTOMERS)
         .where(CUSTOMERS.c.id == customer_id)
-        .where(CUSTOMERS.c.processing_access.is_distinct_from(access))
-        .values(processing_access=access, updated_at=now)
+        .where(CUSTOMERS.c[column].is_distinct_from(access))
+        .values({column: access, "updated_at": now})
     )
     return bool(changed.rowcount)
+
+
+def held_dispute_count(connection: Connection, customer_id: str) -> int:
+    """Return how many of the customer's disputes hold its access: open (answered or not) or
+    lost. An inquiry (`warning_*`) withdrew nothing and holds nothing."""
+    return int(
+        connection.execute(
+            select(func.count())
+            .select_from(DISPUTES)
+            .where(
+                DISPUTES.c.customer_id == customer_id,
+                DISPUTES.c.status.in_(("needs_response", "under_review", "lost")),
+            )
+        ).scalar_one()
+    )
 
 
 def pending_charge_count(connection: Connection, customer_id: str) -> int:
@@ -128,6 +157,25 @@ def trials_ending(connection: Connection, now: datetime, within: timedelta) -> l
                 SUBSCRIPTIONS.c.trial_end <= now + within,
             )
             .order_by(SUBSCRIPTIONS.c.trial_end, SUBSCRIPTIONS.c.id)
+        )
+        .mappings()
+        .all()
+    )
+
+
+def disputes_due(connection: Connection, now: datetime, within: timedelta) -> list[Any]:
+    """Return the open disputes of known customers whose evidence is due after `now` and within
+    `within`."""
+    return list(
+        connection.execute(
+            select(DISPUTES)
+            .where(
+                DISPUTES.c.status.in_(sorted(DISPUTE_OPEN_STATUSES)),
+                DISPUTES.c.evidence_due_by > now,
+                DISPUTES.c.evidence_due_by <= now + within,
+                DISPUTES.c.customer_id.is_not(None),
+            )
+            .order_by(DISPUTES.c.evidence_due_by, DISPUTES.c.id)
         )
         .mappings()
         .all()

@@ -7,8 +7,8 @@ Lists page by keyset (the last row's sort value and id), never by offset, so pag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -17,6 +17,7 @@ from sqlalchemy import (
     RowMapping,
     String,
     and_,
+    bindparam,
     case,
     cast,
     exists,
@@ -49,6 +50,7 @@ from tollgate.db.tables import (
 
 ENDED = ("canceled", "incomplete_expired")
 LIVE_CANCELABLE = ("active", "trialing")
+PAYING = ("active", "past_due")  # what counts in MRR (canceling ones pay until they end)
 SORTS = {
     "created": CUSTOMERS.c.created_at,
     "id": CUSTOMERS.c.id,
@@ -88,6 +90,9 @@ def customers_page(
     currency: str | None,
     offline: bool | None,
     over_percent: int | None,
+    trial_ends_before: datetime | None = None,
+    created_since: datetime | None = None,
+    ended_since: datetime | None = None,
     sort: str,
     descending: bool,
     after: tuple[Any, str] | None,
@@ -185,6 +190,15 @@ def customers_page(
         )
     if offline is not None:
         query = query.where(c.offline.is_(offline))
+    # The overview's "trials ending this week", "new this month" and "churned this month".
+    if trial_ends_before is not None:
+        query = query.where(s.trial_end >= now, s.trial_end < trial_ends_before)
+    if created_since is not None:
+        query = query.where(c.created_at >= created_since)
+    if ended_since is not None:
+        query = query.where(
+            or_(s.ended_at >= ended_since, and_(s.ended_at.is_(None), s.canceled_at >= ended_since))
+        )
     if over_percent is not None:
         t, u = USAGE_THRESHOLDS.c, USAGE_COUNTERS.c
         query = query.where(
@@ -234,6 +248,8 @@ def customers_page(
 
 
 def _status_matches(status: str, s: Any, no_live: ColumnElement[bool]) -> ColumnElement[bool]:
+    if status == "paying":
+        return s.status.in_(PAYING)
     if status == "none":
         return and_(no_live, or_(s.status.is_(None), s.status.not_in(ENDED)))
     if status == "canceled":
@@ -269,13 +285,10 @@ def _escape_like(text: str) -> str:
 # -- a customer's timeline -------------------------------------------------------------------
 
 
-def customer_object_ids(connection: Connection, customer_id: str) -> list[str] | None:
-    """Return the ids Stripe events and audit rows of a customer name: its own, its Stripe
-    customer's, and its newest subscriptions', invoices' and charges' (None: no customer).
-
-    One statement: the customer's row and its objects' ids (the newest hundred of each kind;
-    older objects' history stays reachable through the customer's own rows).
-    """
+def _object_ids_statement() -> Any:
+    """Built once, with the customer as a parameter: every page reuses it (and its compiled
+    form) instead of building it again."""
+    customer_id = bindparam("customer_id", type_=String)
     own = select(
         literal(0).label("part"),
         CUSTOMERS.c.stripe_customer_id.label("object_id"),
@@ -291,7 +304,20 @@ def customer_object_ids(connection: Connection, customer_id: str) -> list[str] |
             .subquery()
             .select()
         )
-    rows = connection.execute(union_all(*parts)).all()
+    return union_all(*parts)
+
+
+_OBJECT_IDS = _object_ids_statement()
+
+
+def customer_object_ids(connection: Connection, customer_id: str) -> list[str] | None:
+    """Return the ids Stripe events and audit rows of a customer name: its own, its Stripe
+    customer's, and its newest subscriptions', invoices' and charges' (None: no customer).
+
+    One statement: the customer's row and its objects' ids (the newest hundred of each kind;
+    older objects' history stays reachable through the customer's own rows).
+    """
+    rows = connection.execute(_OBJECT_IDS, {"customer_id": customer_id}).all()
     head = [row for row in rows if row[0] == 0]
     if not head or head[0][2] in ("1", "true", "True"):
         return None
@@ -304,15 +330,40 @@ def timeline(
     *,
     customer_id: str,
     object_ids: Sequence[str],
-    before: datetime | None,
+    after: tuple[datetime, str, str] | None,
     limit: int,
-) -> list[RowMapping]:
-    """Return a customer's newest entries of every kind at or before `before`, newest first
-    (the caller drops those it showed already).
+) -> list[Mapping[str, Any]]:
+    """Return up to `limit` of a customer's entries of every kind that come after the cursor
+    `after` (a time, kind and ref: `timeline_key` of the last entry shown), newest first.
 
-    Each source is read through its own index (newest `limit` rows), then merged.
+    Each source is read through its own index (its newest rows), then merged.
     """
-    ids = list(object_ids)
+    if connection.dialect.name == "postgresql":
+        params = {
+            "ids": list(object_ids),
+            "customer_id": customer_id,
+            "at": after[0] if after else "infinity",
+            "kind": after[1] if after else "",
+            "ref": after[2] if after else "",
+            "limit": limit,
+        }
+        result = connection.exec_driver_sql(_TIMELINE_PG, params).mappings()
+        return [{**row, "at": row["at"].astimezone(UTC)} for row in result]
+    return _timeline_union(
+        connection, customer_id=customer_id, ids=list(object_ids), after=after, limit=limit
+    )
+
+
+def _timeline_union(
+    connection: Connection,
+    *,
+    customer_id: str,
+    ids: list[str],
+    after: tuple[datetime, str, str] | None,
+    limit: int,
+) -> list[Mapping[str, Any]]:
+    """SQLite: one UNION branch per source and per object (each the newest rows after the
+    cursor through its index), merged and cut to `limit` here."""
     a, e, t, n, w = (
         AUDIT_LOG.c,
         STRIPE_EVENTS.c,
@@ -320,89 +371,118 @@ def timeline(
         NOTIFICATIONS.c,
         APP_EVENTS.c,
     )
-    audit = select(
-        literal("audit").label("kind"),
-        a.at.label("at"),
-        cast(a.id, String).label("ref"),
-        a.action.label("title"),
-        a.actor.label("detail"),
-        a.object_type.label("status"),
-    )
-    events = select(
-        literal("stripe_event").label("kind"),
-        e.created.label("at"),
-        e.id.label("ref"),
-        e.type.label("title"),
-        e.last_error.label("detail"),
-        e.status.label("status"),
-    )
+    # (kind, time, ref, title, detail, status, whose rows: object ids or the customer's)
     sources = [
-        # One branch per object, each the newest rows of its (object_id, time) index, so an
-        # object with 10,000 rows costs a page, not a sort of all of them.
-        _newest_per_object(audit, a.object_id, a.at, ids, before, limit),
-        _newest_per_object(events, e.object_id, e.created, ids, before, limit),
-        select(
-            literal("usage_threshold").label("kind"),
-            t.crossed_at.label("at"),
-            t.meter.label("ref"),
-            t.meter.label("title"),
-            cast(t.used, String).label("detail"),
-            cast(t.percent, String).label("status"),
-        )
-        .where(t.customer_id == customer_id, *([t.crossed_at <= before] if before else []))
-        .order_by(t.crossed_at.desc())
-        .limit(limit),
-        select(
-            literal("email").label("kind"),
-            n.created_at.label("at"),
-            cast(n.id, String).label("ref"),
-            n.template.label("title"),
-            n.last_error.label("detail"),
-            n.status.label("status"),
-        )
-        .where(n.customer_id == customer_id, *([n.created_at <= before] if before else []))
-        .order_by(n.created_at.desc())
-        .limit(limit),
-        select(
-            literal("app_webhook").label("kind"),
-            w.created_at.label("at"),
-            w.id.label("ref"),
-            w.type.label("title"),
-            w.last_error.label("detail"),
-            w.status.label("status"),
-        )
-        .where(w.customer_id == customer_id, *([w.created_at <= before] if before else []))
-        .order_by(w.created_at.desc())
-        .limit(limit),
+        ("audit", a.at, cast(a.id, String), a.action, a.actor, a.object_type, a.object_id),
+        ("stripe_event", e.created, e.id, e.type, e.last_error, e.status, e.object_id),
+        (
+            "usage_threshold",
+            t.crossed_at,
+            t.meter,
+            t.meter,
+            cast(t.used, String),
+            cast(t.percent, String),
+            t.customer_id,
+        ),
+        (
+            "email",
+            n.created_at,
+            cast(n.id, String),
+            n.template,
+            n.last_error,
+            n.status,
+            n.customer_id,
+        ),
+        ("app_webhook", w.created_at, w.id, w.type, w.last_error, w.status, w.customer_id),
     ]
-    # One statement: each source keeps its own index order and limit inside its branch.
-    merged = union_all(*(source.subquery().select() for source in sources)).subquery()
-    rows = list(connection.execute(select(merged)).mappings().all())
+    branches = []
+    for kind, at, ref, title, detail, status, owner in sources:
+        base = select(
+            literal(kind).label("kind"),
+            at.label("at"),
+            ref.label("ref"),
+            title.label("title"),
+            detail.label("detail"),
+            status.label("status"),
+        ).where(*_after_cursor_sa(kind, at, ref, after))
+        for one in ids if kind in ("audit", "stripe_event") else [customer_id]:
+            branches.append(
+                base.where(owner == one)
+                .order_by(at.desc(), ref.desc())
+                .limit(limit)
+                .subquery()
+                .select()
+            )
+    rows: list[Mapping[str, Any]] = [
+        *connection.execute(select(union_all(*branches).subquery())).mappings()
+    ]
     rows.sort(key=timeline_key, reverse=True)
-    return rows
+    return rows[:limit]
 
 
-def _newest_per_object(
-    base: Any,
-    object_id: Any,
-    at: Any,
-    ids: Sequence[str],
-    before: datetime | None,
-    limit: int,
-) -> Any:
-    branches = [
-        base.where(object_id == one, *([at <= before] if before else []))
-        .order_by(at.desc())
-        .limit(limit)
-        .subquery()
-        .select()
-        for one in ids
-    ]
-    merged = union_all(*branches).subquery()
-    return select(merged).order_by(merged.c.at.desc()).limit(limit)
+def _after_cursor_sa(
+    kind: str, at: Any, ref: Any, after: tuple[datetime, str, str] | None
+) -> list[ColumnElement[bool]]:
+    """The rows of one source (all of kind `kind`) that come after the cursor."""
+    if after is None:
+        return []
+    when, after_kind, after_ref = after
+    if kind < after_kind:
+        return [at <= when]
+    if kind == after_kind:
+        return [at <= when, or_(at < when, ref < after_ref)]
+    return [at < when]
 
 
-def timeline_key(row: RowMapping) -> tuple[datetime, str, str]:
+# PostgreSQL: one fixed statement whatever the number of objects (a customer with two years of
+# invoices names ~50): a LATERAL index scan per object id, newest first and limited, instead of
+# one UNION branch per object, which SQLAlchemy built and PostgreSQL planned anew for every page.
+# Each branch keeps only the rows after the cursor, so ties at the cursor's time cannot fill its
+# limit; "C" collation orders kinds and refs as Python orders str (`timeline_key`).
+def _after_cursor(kind: str, at: str, ref: str) -> str:
+    return (
+        f"{at} <= CAST(%(at)s AS timestamptz) AND ({at} < CAST(%(at)s AS timestamptz)"
+        f" OR '{kind}' < %(kind)s COLLATE \"C\""
+        f" OR ('{kind}' = %(kind)s AND {ref} COLLATE \"C\" < %(ref)s))"
+        f' ORDER BY {at} DESC, {ref} COLLATE "C" DESC LIMIT %(limit)s'
+    )
+
+
+_TIMELINE_PG = f"""
+WITH ids AS (SELECT DISTINCT unnest(CAST(%(ids)s AS text[])) AS id)
+SELECT * FROM (
+    SELECT 'audit' AS kind, a.at, a.ref, a.action AS title, a.actor AS detail,
+        a.object_type AS status
+    FROM ids CROSS JOIN LATERAL (
+        SELECT at, CAST(id AS text) AS ref, action, actor, object_type FROM audit_log
+        WHERE object_id = ids.id AND {_after_cursor("audit", "at", "CAST(id AS text)")}) AS a
+    UNION ALL
+    SELECT 'stripe_event', e.created, e.id, e.type, e.last_error, e.status
+    FROM ids CROSS JOIN LATERAL (
+        SELECT created, id, type, last_error, status FROM stripe_events
+        WHERE object_id = ids.id AND {_after_cursor("stripe_event", "created", "id")}) AS e
+    UNION ALL
+    (SELECT 'usage_threshold', crossed_at, meter, meter, CAST(used AS text),
+        CAST(percent AS text)
+    FROM usage_thresholds
+    WHERE customer_id = %(customer_id)s
+        AND {_after_cursor("usage_threshold", "crossed_at", "meter")})
+    UNION ALL
+    (SELECT 'email', created_at, CAST(id AS text), template, last_error, status
+    FROM notifications
+    WHERE customer_id = %(customer_id)s
+        AND {_after_cursor("email", "created_at", "CAST(id AS text)")})
+    UNION ALL
+    (SELECT 'app_webhook', created_at, id, type, last_error, status
+    FROM app_events
+    WHERE customer_id = %(customer_id)s AND {_after_cursor("app_webhook", "created_at", "id")})
+) AS merged
+ORDER BY at DESC, kind COLLATE "C" DESC, ref COLLATE "C" DESC
+LIMIT %(limit)s
+"""  # noqa: S608 (constants only; values are parameters)
+
+
+def timeline_key(row: Mapping[str, Any]) -> tuple[datetime, str, str]:
     """The order of a timeline, newest first when reversed (ties broken by kind and ref)."""
     return (row["at"], row["kind"], str(row["ref"]))
 
@@ -447,8 +527,10 @@ def customers_created_since(connection: Connection, since: datetime) -> int:
 
 def subscriptions_ended_since(connection: Connection, since: datetime) -> int:
     s = SUBSCRIPTIONS.c
+    # Written so the (status, ended_at, canceled_at) index answers it (migration 0017).
     query = select(func.count()).where(
-        s.status == "canceled", func.coalesce(s.ended_at, s.canceled_at) >= since
+        s.status == "canceled",
+        or_(s.ended_at >= since, and_(s.ended_at.is_(None), s.canceled_at >= since)),
     )
     return int(connection.execute(query).scalar_one())
 
@@ -541,30 +623,7 @@ def outbox_page(
 ) -> list[RowMapping]:
     """Return emails and app webhooks, newest first (keyset on created_at and a text id)."""
     n, w = NOTIFICATIONS.c, APP_EVENTS.c
-    emails = select(
-        literal("email").label("kind"),
-        cast(n.id, String).label("id"),
-        n.customer_id,
-        n.template.label("name"),
-        n.status,
-        n.attempts,
-        n.last_error,
-        n.created_at,
-        n.next_attempt_at,
-        n.sent_at.label("done_at"),
-    )
-    hooks = select(
-        literal("app_webhook").label("kind"),
-        w.id,
-        w.customer_id,
-        w.type.label("name"),
-        w.status,
-        w.attempts,
-        w.last_error,
-        w.created_at,
-        w.next_attempt_at,
-        w.delivered_at.label("done_at"),
-    )
+    emails, hooks = _outbox_selects()
     parts = []
     for part_kind, part, cols in (("email", emails, n), ("app_webhook", hooks, w)):
         if kind and kind != part_kind:
@@ -589,15 +648,52 @@ def outbox_page(
     return list(connection.execute(query).mappings().all())
 
 
+def _outbox_selects() -> tuple[Any, Any]:
+    """The outbox's columns, alike for emails and app webhooks."""
+    n, w = NOTIFICATIONS.c, APP_EVENTS.c
+    emails = select(
+        literal("email").label("kind"),
+        cast(n.id, String).label("id"),
+        n.customer_id,
+        n.template.label("name"),
+        n.status,
+        n.attempts,
+        n.last_error,
+        n.created_at,
+        n.next_attempt_at,
+        n.sent_at.label("done_at"),
+    )
+    hooks = select(
+        literal("app_webhook").label("kind"),
+        w.id,
+        w.customer_id,
+        w.type.label("name"),
+        w.status,
+        w.attempts,
+        w.last_error,
+        w.created_at,
+        w.next_attempt_at,
+        w.delivered_at.label("done_at"),
+    )
+    return emails, hooks
+
+
+def outbox_item(connection: Connection, *, kind: str, row_id: Any) -> RowMapping | None:
+    """Return one email (by number) or app webhook (by id) with the outbox's columns."""
+    emails, hooks = _outbox_selects()
+    query = (
+        emails.where(NOTIFICATIONS.c.id == row_id)
+        if kind == "email"
+        else hooks.where(APP_EVENTS.c.id == row_id)
+    )
+    row = connection.execute(query).first()
+    return row._mapping if row is not None else None
+
+
 def notification(connection: Connection, notification_id: int) -> RowMapping | None:
     row = connection.execute(
         select(NOTIFICATIONS).where(NOTIFICATIONS.c.id == notification_id)
     ).first()
-    return row._mapping if row is not None else None
-
-
-def app_event(connection: Connection, event_id: str) -> RowMapping | None:
-    row = connection.execute(select(APP_EVENTS).where(APP_EVENTS.c.id == event_id)).first()
     return row._mapping if row is not None else None
 
 
@@ -706,6 +802,18 @@ def charges_since(connection: Connection, since: datetime) -> list[RowMapping]:
         .select_from(CHARGES.outerjoin(CUSTOMERS, c.id == ch.customer_id))
         .where(ch.status == "succeeded", ch.created_at >= since)
         .order_by(ch.customer_id, ch.created_at)
+    )
+    return list(connection.execute(query).mappings().all())
+
+
+def lost_disputes_since(connection: Connection, since: datetime) -> list[RowMapping]:
+    """Return the disputes lost since `since` with their customer's email."""
+    d, c = DISPUTES.c, CUSTOMERS.c
+    query = (
+        select(d.id, d.customer_id, c.email, d.currency)
+        .select_from(DISPUTES.outerjoin(CUSTOMERS, c.id == d.customer_id))
+        .where(d.status == "lost", d.updated_at >= since)
+        .order_by(d.customer_id, d.id)
     )
     return list(connection.execute(query).mappings().all())
 

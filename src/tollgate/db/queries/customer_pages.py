@@ -1,8 +1,9 @@
 """What the billing page and its JSON read: a customer's usage in time buckets, its invoices.
 
-The buckets are summed by the database over `ix_usage_events_customer_meter_time`, which holds
-the value too, so a period of 100,000 events is read from the index alone. SQLite keeps
-datetimes as `YYYY-MM-DD HH:MM:SS…` text, so a bucket is a prefix of it; PostgreSQL truncates.
+The buckets are summed from `usage_hourly` (one row per customer, meter and hour, added to as
+events are recorded), not from raw events: a month is at most 744 rows whatever the event
+count, and raw events may be pruned. SQLite keeps datetimes as `YYYY-MM-DD HH:MM:SS…` text, so a
+bucket is a prefix of it; PostgreSQL truncates. Callers ask for whole buckets.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, and_, bindparam, func, or_, select
 
-from tollgate.db.tables import CUSTOMERS, INVOICES, USAGE_EVENTS
+from tollgate.db.tables import CUSTOMERS, INVOICES, USAGE_HOURLY
 
 Granularity = Literal["hour", "day"]
 _PREFIX = {"hour": 13, "day": 10}
@@ -31,7 +32,7 @@ def usage_buckets(
     aggregate: Literal["sum", "max"] = "sum",
 ) -> list[tuple[datetime, int]]:
     """Return (bucket start, summed or greatest value) of the customer's events of `meter` in
-    [start, end), oldest first, only for buckets that have events."""
+    [start, end) (whole hours), oldest first, only for buckets that have events."""
     query = _buckets_statement(connection.dialect.name, granularity, aggregate)
     found = connection.execute(
         query, {"customer_id": customer_id, "meter": meter, "start": start, "end": end}
@@ -43,18 +44,16 @@ def usage_buckets(
 def _buckets_statement(dialect: str, granularity: Granularity, aggregate: str) -> Any:
     # Built once per shape: the billing page asks for several meters on every view, and
     # building a statement costs more than SQLite takes to answer today's part of it.
-    events = USAGE_EVENTS.c
-    if dialect == "sqlite":
-        bucket: Any = func.substr(events.occurred_at, 1, _PREFIX[granularity])
-    else:
-        bucket = func.date_trunc(granularity, func.timezone("UTC", events.occurred_at))
+    hours = USAGE_HOURLY.c
+    bucket = _bucket(dialect, granularity)
+    total = func.sum(hours.quantity) if aggregate == "sum" else func.max(hours.peak)
     return (
-        select(bucket.label("bucket"), getattr(func, aggregate)(events.value))
+        select(bucket.label("bucket"), total)
         .where(
-            events.customer_id == bindparam("customer_id"),
-            events.meter == bindparam("meter"),
-            events.occurred_at >= bindparam("start", type_=events.occurred_at.type),
-            events.occurred_at < bindparam("end", type_=events.occurred_at.type),
+            hours.customer_id == bindparam("customer_id"),
+            hours.meter == bindparam("meter"),
+            hours.hour >= bindparam("start", type_=hours.hour.type),
+            hours.hour < bindparam("end", type_=hours.hour.type),
         )
         .group_by(bucket)
         .order_by(bucket)
@@ -70,7 +69,8 @@ def daily_usage_by_meter(
     end: datetime,
 ) -> dict[tuple[str, datetime], tuple[int, int]]:
     """Return {(meter, day start): (sum, greatest value)} of the customer's events of `meters`
-    in [start, end), for days that have events: every meter of a page in one statement."""
+    in [start, end) (whole hours), for days that have events: every meter of a page in one
+    statement."""
     query = _daily_by_meter_statement(connection.dialect.name)
     found = connection.execute(
         query, {"customer_id": customer_id, "meters": list(meters), "start": start, "end": end}
@@ -80,21 +80,25 @@ def daily_usage_by_meter(
 
 @cache
 def _daily_by_meter_statement(dialect: str) -> Any:
-    events = USAGE_EVENTS.c
-    if dialect == "sqlite":
-        bucket: Any = func.substr(events.occurred_at, 1, _PREFIX["day"])
-    else:
-        bucket = func.date_trunc("day", func.timezone("UTC", events.occurred_at))
+    hours = USAGE_HOURLY.c
+    bucket = _bucket(dialect, "day")
     return (
-        select(events.meter, bucket.label("bucket"), func.sum(events.value), func.max(events.value))
+        select(hours.meter, bucket.label("bucket"), func.sum(hours.quantity), func.max(hours.peak))
         .where(
-            events.customer_id == bindparam("customer_id"),
-            events.meter.in_(bindparam("meters", expanding=True)),
-            events.occurred_at >= bindparam("start", type_=events.occurred_at.type),
-            events.occurred_at < bindparam("end", type_=events.occurred_at.type),
+            hours.customer_id == bindparam("customer_id"),
+            hours.meter.in_(bindparam("meters", expanding=True)),
+            hours.hour >= bindparam("start", type_=hours.hour.type),
+            hours.hour < bindparam("end", type_=hours.hour.type),
         )
-        .group_by(events.meter, bucket)
+        .group_by(hours.meter, bucket)
     )
+
+
+def _bucket(dialect: str, granularity: Granularity) -> Any:
+    hour = USAGE_HOURLY.c.hour
+    if dialect == "sqlite":
+        return func.substr(hour, 1, _PREFIX[granularity])
+    return func.date_trunc(granularity, func.timezone("UTC", hour))
 
 
 def _bucket_start(raw: Any) -> datetime:

@@ -58,9 +58,7 @@ def deals_of(
         chunk = list(customer_ids[start : start + 500])
         members = set(chunk)
         subscriptions = sorted(sub for sub, owner in customer_of.items() if owner in members)
-        statement = _DEALS_WITH_ADDONS if subscriptions else _DEALS
-        parameters = {"customers": chunk, "subscriptions": subscriptions, "now": now}
-        for row in connection.execute(statement, parameters):
+        for row in connection.execute(*_deals_statement(chunk, subscriptions, now)):
             if row.kind == "o":
                 override = _override(row)
                 if override.active(now):
@@ -83,56 +81,52 @@ def deals_of(
     }
 
 
-def _deals_statement(*, addons: bool) -> Any:
-    """The UNION ALL over the `customers`, `subscriptions` and `now` parameters, built once:
-    the lists are expanding parameters, so the statement compiles once, not on every load."""
-    customers: Any = bindparam("customers", expanding=True)
-    subscriptions: Any = bindparam("subscriptions", expanding=True)
-    now = bindparam("now", type_=UTCDateTime())
-    o, g, i = CUSTOMER_OVERRIDES.c, USAGE_GRANTS.c, SUBSCRIPTION_ITEMS.c
-    parts = [
-        select(
-            literal("o").label("kind"),
-            o.customer_id.label("owner"),
-            o.feature,
-            o.enabled,
-            o.limit_value,
-            o.unlimited,
-            o.ends_at,
-            cast(null(), BigInteger).label("quantity"),
-        ).where(o.customer_id.in_(customers)),
-        select(
-            literal("g"),
-            g.customer_id,
-            g.feature,
-            cast(null(), Boolean),
-            cast(null(), BigInteger),
-            cast(null(), Boolean),
-            cast(null(), UTCDateTime()),
-            g.quantity,
-        ).where(g.customer_id.in_(customers), g.period_start <= now, g.period_end > now),
-    ]
-    if addons:
-        parts.append(
-            select(
-                literal("a"),
-                i.subscription_id,
-                i.lookup_key,
-                cast(null(), Boolean),
-                cast(null(), BigInteger),
-                cast(null(), Boolean),
-                cast(null(), UTCDateTime()),
-                cast(i.quantity, BigInteger),
-            ).where(
-                i.subscription_id.in_(subscriptions),
-                i.lookup_key.like(f"{ADDON_LOOKUP_PREFIX}%"),
-            )
-        )
-    return union_all(*parts)
+def _deals_statement(customers: list[str], subscriptions: list[str], now: datetime) -> Any:
+    """The statement and its parameters (built once: this runs on every entitlement load)."""
+    params = {"customers": customers, "now": now}
+    if not subscriptions:
+        return _DEALS, params
+    return _DEALS_AND_ADDONS, {**params, "subscriptions": subscriptions}
 
 
-_DEALS = _deals_statement(addons=False)
-_DEALS_WITH_ADDONS = _deals_statement(addons=True)
+def _deal_part(kind: str, owner: Any, feature: Any, *, quantity: Any, **override: Any) -> Any:
+    """One part of the UNION ALL: the override columns where given, typed NULLs elsewhere."""
+    return select(
+        literal(kind).label("kind"),
+        owner.label("owner"),
+        feature.label("feature"),
+        override.get("enabled", cast(null(), Boolean)).label("enabled"),
+        override.get("limit_value", cast(null(), BigInteger)).label("limit_value"),
+        override.get("unlimited", cast(null(), Boolean)).label("unlimited"),
+        override.get("ends_at", cast(null(), UTCDateTime())).label("ends_at"),
+        quantity.label("quantity"),
+    )
+
+
+_o, _g, _i = CUSTOMER_OVERRIDES.c, USAGE_GRANTS.c, SUBSCRIPTION_ITEMS.c
+_OVERRIDES = _deal_part(
+    "o",
+    _o.customer_id,
+    _o.feature,
+    quantity=cast(null(), BigInteger),
+    enabled=_o.enabled,
+    limit_value=_o.limit_value,
+    unlimited=_o.unlimited,
+    ends_at=_o.ends_at,
+).where(_o.customer_id.in_(bindparam("customers", expanding=True)))
+_GRANTS = _deal_part("g", _g.customer_id, _g.feature, quantity=_g.quantity).where(
+    _g.customer_id.in_(bindparam("customers", expanding=True)),
+    _g.period_start <= bindparam("now", type_=UTCDateTime()),
+    _g.period_end > bindparam("now", type_=UTCDateTime()),
+)
+_ADDONS = _deal_part(
+    "a", _i.subscription_id, _i.lookup_key, quantity=cast(_i.quantity, BigInteger)
+).where(
+    _i.subscription_id.in_(bindparam("subscriptions", expanding=True)),
+    _i.lookup_key.like(f"{ADDON_LOOKUP_PREFIX}%"),
+)
+_DEALS = union_all(_OVERRIDES, _GRANTS)
+_DEALS_AND_ADDONS = union_all(_OVERRIDES, _GRANTS, _ADDONS)
 
 
 def override(connection: Connection, customer_id: str, feature: str) -> FeatureOverride | None:

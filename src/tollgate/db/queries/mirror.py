@@ -27,6 +27,7 @@ from tollgate.db.tables import (
     CHARGES,
     CUSTOMER_CHANGES,
     CUSTOMERS,
+    DISCOUNTS,
     DISPUTES,
     INVOICE_PAYMENTS,
     INVOICES,
@@ -48,6 +49,7 @@ MIRROR_TABLES = (
     CHARGES,
     REFUNDS,
     DISPUTES,
+    DISCOUNTS,
 )
 
 
@@ -136,6 +138,7 @@ SUBSCRIPTION_KEYS = (
     "interval",
     "seats",
     "latest_invoice",
+    "discount_ids",
     "watermark_created",
     "watermark_event_id",
 )

@@ -123,11 +123,13 @@ def recipient(connection: Connection, customer_id: str) -> Any:
     ).first()
 
 
-def newest_facts(connection: Connection, customer_id: str, template: str) -> Any:
-    """Return the facts of the customer's newest email of `template`, or None."""
-    return connection.scalar(
-        select(NOTIFICATIONS.c.facts)
-        .where(NOTIFICATIONS.c.customer_id == customer_id, NOTIFICATIONS.c.template == template)
-        .order_by(NOTIFICATIONS.c.id.desc())
-        .limit(1)
-    )
+def newest_facts(
+    connection: Connection, customer_id: str, template: str, number: int | None = None
+) -> Any:
+    """Return the facts of the customer's email `number` of `template` (its newest when None),
+    or None."""
+    n = NOTIFICATIONS.c
+    query = select(n.facts).where(n.customer_id == customer_id, n.template == template)
+    if number is not None:
+        query = query.where(n.id == number)
+    return connection.scalar(query.order_by(n.id.desc()).limit(1))

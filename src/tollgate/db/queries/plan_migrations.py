@@ -200,3 +200,17 @@ def record_audit(
             event_id=None,
         )
     )
+
+
+def audit_recorded(
+    connection: Connection, *, object_type: str, object_id: str, action: str
+) -> bool:
+    """Whether the audit log already holds `action` on the object (a repeated request's)."""
+    found = connection.execute(
+        select(AUDIT_LOG.c.id)
+        .where(AUDIT_LOG.c.object_type == object_type)
+        .where(AUDIT_LOG.c.object_id == object_id)
+        .where(AUDIT_LOG.c.action == action)
+        .limit(1)
+    ).first()
+    return found is not None

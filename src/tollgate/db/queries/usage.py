@@ -61,9 +61,9 @@ class PendingRow(NamedTuple):
 
 def recorded_ids(connection: Connection, ids: Sequence[str]) -> set[str]:
     """Return which of `ids` were recorded before."""
-    if _postgres(connection):
+    if _postgres(connection):  # ids are unique through usage_event_ids (partitioned events)
         rows = connection.exec_driver_sql(
-            "SELECT id FROM usage_events WHERE id = ANY(ARRAY(SELECT"
+            "SELECT id FROM usage_event_ids WHERE id = ANY(ARRAY(SELECT"
             " jsonb_array_elements_text(%(ids)s::jsonb)))",
             {"ids": _json(ids)},
         )
@@ -81,19 +81,21 @@ def recorded_ids(connection: Connection, ids: Sequence[str]) -> set[str]:
 
 
 def insert_events(connection: Connection, rows: Sequence[EventRow], now: datetime) -> int:
-    """Insert accepted events, recorded at `now`, in id order; return how many were new.
+    """Insert accepted events, recorded at `now`, in id order, and add them to their hours in
+    `usage_hourly`; return how many were new.
 
     On PostgreSQL an id another transaction holds (recorded, or about to be) is skipped after
     that transaction ends, not raised: the caller sees fewer rows than it sent and decides the
     batch again. The id order makes every batch claim its ids in the same order, so batches
-    with the same ids in different orders wait for each other instead of deadlocking.
+    with the same ids in different orders wait for each other instead of deadlocking; the hours
+    are added in key order for the same reason.
     """
     ordered = sorted(rows, key=lambda row: row[0])
     if _postgres(connection):
         inserted = connection.exec_driver_sql(
             _PG_INSERT_EVENTS, {"rows": _json(ordered), "now": now}
         )
-        return inserted.rowcount
+        return int(inserted.scalar_one())
     recorded = _sqlite_time(now)
     times = {now: recorded}  # events without a timestamp share the batch's time
     for row in ordered:
@@ -104,15 +106,54 @@ def insert_events(connection: Connection, rows: Sequence[EventRow], now: datetim
         " VALUES (?, ?, ?, ?, ?, ?)",
         [(row[0], row[1], row[2], row[3], times[row[4]], recorded) for row in ordered],
     )
+    hours: dict[tuple[str, str, str], list[int]] = {}  # (customer, meter, hour): sum, count, max
+    hour_of: dict[datetime, str] = {}  # most events of a batch share a time, or a few
+    for _, customer, meter, value, occurred_at in ordered:
+        hour = hour_of.get(occurred_at)
+        if hour is None:
+            hour = hour_of[occurred_at] = _sqlite_time(_hour(occurred_at))
+        key = (customer, meter, hour)
+        found = hours.get(key)
+        if found is None:
+            hours[key] = [value, 1, value]
+        else:
+            found[0] += value
+            found[1] += 1
+            found[2] = max(found[2], value)
+    connection.exec_driver_sql(
+        "INSERT INTO usage_hourly (customer_id, meter, hour, quantity, events, peak)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, meter, hour) DO UPDATE SET"
+        " quantity = quantity + excluded.quantity, events = events + excluded.events,"
+        " peak = max(peak, excluded.peak)",
+        [(*key, *totals) for key, totals in sorted(hours.items())],
+    )
     return len(ordered)
 
 
+# One statement, one round trip: the ids claimed (`usage_event_ids` is what makes an id unique
+# across the monthly partitions of `usage_events`), the new events stored in their partitions,
+# and their hours added up; it answers how many ids were new.
 _PG_INSERT_EVENTS = (
-    "INSERT INTO usage_events (id, customer_id, meter, value, occurred_at, recorded_at)"
-    " SELECT r->>0, r->>1, r->>2, (r->>3)::bigint, (r->>4)::timestamptz, %(now)s"
-    " FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
-    " ON CONFLICT (id) DO NOTHING"
+    "WITH batch AS (SELECT r->>0 AS id, r->>1 AS customer_id, r->>2 AS meter,"
+    " (r->>3)::bigint AS value, (r->>4)::timestamptz AS occurred_at, n"
+    " FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS e(r, n)),"
+    " fresh AS (INSERT INTO usage_event_ids (id, occurred_at)"
+    " SELECT id, occurred_at FROM batch ORDER BY n ON CONFLICT (id) DO NOTHING RETURNING id),"
+    " stored AS (INSERT INTO usage_events (id, customer_id, meter, value, occurred_at,"
+    " recorded_at) SELECT b.id, b.customer_id, b.meter, b.value, b.occurred_at, %(now)s"
+    " FROM batch AS b JOIN fresh USING (id) RETURNING customer_id, meter, occurred_at, value),"
+    " hourly AS (INSERT INTO usage_hourly AS h (customer_id, meter, hour, quantity, events, peak)"
+    " SELECT customer_id, meter, date_trunc('hour', occurred_at AT TIME ZONE 'UTC')"
+    " AT TIME ZONE 'UTC', sum(value), count(*), max(value) FROM stored GROUP BY 1, 2, 3"
+    " ORDER BY 1, 2, 3 ON CONFLICT (customer_id, meter, hour) DO UPDATE SET"
+    " quantity = h.quantity + excluded.quantity, events = h.events + excluded.events,"
+    " peak = greatest(h.peak, excluded.peak))"
+    " SELECT count(*) FROM fresh"
 )
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 # -- counters --------------------------------------------------------------------------------
@@ -136,16 +177,9 @@ def lock_counters(
         asked = {
             (customer, meter, start): i for i, (customer, meter, start, _) in enumerate(counters)
         }
-        for row in connection.exec_driver_sql(_PG_LOCK_COUNTERS, {"rows": rows}):
-            found[asked[(row[0], row[1], row[2].astimezone(UTC))]] = (
-                int(row[3]),
-                _aware(row[4]),
-                row[5],
-                int(row[6]),
-                int(row[7]),
-                _aware(row[8]),
-                int(row[9]),
-            )
+        _place_locked(
+            found, connection.exec_driver_sql(_PG_LOCK_COUNTERS, {"rows": rows}), asked, pg=True
+        )
         return found
     stamp = _sqlite_time(now)
     starts = [_sqlite_time(start) for _, _, start, _ in counters]
@@ -174,17 +208,27 @@ def lock_counters(
             _SQLITE_LOCK_COUNTERS + f" IN (VALUES {marks})",  # placeholders only
             tuple(chunk),
         )
-        for row in selected:
-            found[by_text[(row[0], row[1], row[2])]] = (
-                int(row[3]),
-                _aware(row[4]),
-                row[5],
-                int(row[6]),
-                int(row[7]),
-                _aware(row[8]),
-                int(row[9]),
-            )
+        _place_locked(found, selected, by_text, pg=False)
     return found
+
+
+def _place_locked(
+    found: list[Any], rows: Iterable[Any], index: Mapping[tuple[Any, ...], int], *, pg: bool
+) -> None:
+    """Put each locked counter where it was asked (both dialects select the same columns;
+    PostgreSQL's period start is a datetime to make UTC, SQLite's the text it was asked by).
+    One call per statement, not per row: this runs for every counter of every usage batch."""
+    for row in rows:
+        start = row[2].astimezone(UTC) if pg else row[2]
+        found[index[(row[0], row[1], start)]] = (
+            int(row[3]),
+            _aware(row[4]),
+            row[5],
+            int(row[6]),
+            int(row[7]),
+            _aware(row[8]),
+            int(row[9]),
+        )
 
 
 _SQLITE_LOCK_COUNTERS = (

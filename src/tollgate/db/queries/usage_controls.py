@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from tollgate.db.dialects import insert_if_new
+from tollgate.db.queries.usage_storage import events_of_ids
 from tollgate.db.tables import (
     AUDIT_LOG,
     METER_ADJUSTMENTS,
@@ -114,7 +115,7 @@ def events_by_id(connection: Connection, event_ids: Sequence[str]) -> list[Any]:
                 USAGE_EVENTS.c.meter,
                 USAGE_EVENTS.c.value,
                 USAGE_EVENTS.c.occurred_at,
-            ).where(USAGE_EVENTS.c.id.in_(list(event_ids)))
+            ).where(events_of_ids(connection, event_ids))
         )
     )
 
@@ -288,7 +289,7 @@ def spend_caps(connection: Connection, customer_ids: Sequence[str]) -> dict[str,
     return {row.customer_id: int(row.amount_minor) for row in rows}
 
 
-# Read with every usage batch: built once with an expanding parameter, so compiled once.
+# Built once: every entitlement load runs it.
 _SPEND_CAPS_OF = select(SPEND_CAPS.c.customer_id, SPEND_CAPS.c.amount_minor).where(
     SPEND_CAPS.c.customer_id.in_(bindparam("ids", expanding=True))
 )

@@ -30,6 +30,7 @@ from tollgate.services.usage.redis_counters import (
     stored_counters,
 )
 from tollgate.services.usage.thresholds import record_thresholds
+from tollgate.tracing import span
 
 log = logging.getLogger("tollgate.usage")
 
@@ -58,13 +59,16 @@ def flush_usage(
     """
     report = FlushReport()
     now = clock.now()
-    while True:
-        folded = _flush_once(db, catalog, now, grace, batch)
-        report.rows += folded.rows
-        report.counters += folded.counters
-        report.overage += folded.overage
-        if folded.rows < batch:
-            return report
+    with span("usage flush") as current:
+        while True:
+            folded = _flush_once(db, catalog, now, grace, batch)
+            report.rows += folded.rows
+            report.counters += folded.counters
+            report.overage += folded.overage
+            if folded.rows < batch:
+                if current is not None:
+                    current.set_attribute("tollgate.rows", report.rows)
+                return report
 
 
 def _flush_once(

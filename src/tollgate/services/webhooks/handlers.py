@@ -11,7 +11,8 @@ tollgate.db.queries.mirror, which also explains the order locks are taken in.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table
@@ -22,6 +23,7 @@ from tollgate.db.queries.mirror import Row
 from tollgate.db.tables import (
     CHARGES,
     CUSTOMERS,
+    DISCOUNTS,
     DISPUTES,
     INVOICE_PAYMENTS,
     INVOICES,
@@ -33,6 +35,7 @@ from tollgate.domain.events import (
     ChargeSnapshot,
     CustomerSnapshot,
     Decision,
+    DiscountSnapshot,
     InvoicePaymentSnapshot,
     InvoiceSnapshot,
     RefundSnapshot,
@@ -48,13 +51,14 @@ from tollgate.domain.events import (
 )
 from tollgate.metrics import WEBHOOK_REFUSED
 from tollgate.services.credit_ledger import claw_back_refunds, grant_purchased_credits
-from tollgate.services.debits import debit_settled, debit_started
+from tollgate.services.debits import debit_settled, debit_started, dispute_changed
 from tollgate.services.webhooks import notices
 from tollgate.services.webhooks.context import HandlerContext, UnknownStripeObject
 from tollgate.stripe.translate import (
     charge_snapshot,
     checkout_session_snapshot,
     customer_snapshot,
+    discount_snapshot,
     dispute_snapshot,
     invoice_payment_snapshot,
     invoice_snapshot,
@@ -303,6 +307,7 @@ def _subscription_values(snapshot: SubscriptionSnapshot, customer_id: str) -> di
         "interval": snapshot.interval,
         "seats": snapshot.seats,
         "latest_invoice": snapshot.latest_invoice,
+        "discount_ids": list(snapshot.discount_ids) or None,
     }
 
 
@@ -351,6 +356,7 @@ def _apply_subscription(
             snapshot = subscription_snapshot(found)
             values = _subscription_values(snapshot, customer_id)
             items = _item_values(snapshot)
+    _mirror_discounts(ctx, customer_id, snapshot.id, snapshot.discount_ids)
     # The subscription row is written first: its items reference it.
     _write(
         ctx,
@@ -428,6 +434,48 @@ def _replace_items(
             ctx.write(mirror.update_by_id(SUBSCRIPTION_ITEMS), {**changed, "row_id": item_id})
 
 
+def _mirror_discounts(
+    ctx: HandlerContext, customer_id: str, parent_id: str, discount_ids: Sequence[str]
+) -> None:
+    """Keep the discounts a subscription or invoice names, each with its coupon's terms.
+
+    Events name discounts by id only, so one not seen before is fetched (with its coupon)
+    from the subscription or invoice that carries it; each is fetched once.
+    """
+    if not discount_ids:
+        return
+    stored = ctx.read([(mirror.row_by_id(DISCOUNTS), {"row_id": d}) for d in discount_ids])
+    missing = {d for d, rows in zip(discount_ids, stored, strict=True) if not rows}
+    if not missing:
+        return
+    for raw in ctx.fetch("discounts", parent_id, "discounts") or []:
+        found = discount_snapshot(raw)
+        if found.id in missing:
+            missing.discard(found.id)
+            ctx.write(mirror.insert_row(DISCOUNTS), _discount_values(found, customer_id, ctx.now))
+
+
+def _discount_values(found: DiscountSnapshot, customer_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "id": found.id,
+        "customer_id": customer_id,
+        "subscription_id": found.subscription_id,
+        "coupon_id": found.coupon_id,
+        "catalog_coupon": found.catalog_coupon,
+        "name": found.name,
+        "percent_off": found.percent_off,
+        "amount_off": found.amount_off,
+        "currency": found.currency,
+        "amounts_off": found.amounts_off or None,
+        "duration": found.duration,
+        "duration_in_months": found.duration_in_months,
+        "promotion_code": found.promotion_code,
+        "started_at": found.start,
+        "ends_at": found.end,
+        "created_at": now,
+    }
+
+
 def on_subscription(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror the subscription a `customer.subscription.*` event carries (created, updated,
     deleted, paused, resumed, trial_will_end: the snapshot is current in each) and queue what
@@ -458,6 +506,13 @@ def _invoice_values(snapshot: Any, customer_id: str) -> dict[str, Any]:
         "number": snapshot.number,
         "period_start": snapshot.period_start,
         "period_end": snapshot.period_end,
+        "subtotal": snapshot.subtotal,
+        "discount_amounts": [
+            {"discount": discount, "amount": amount}
+            for discount, amount in snapshot.discount_amounts
+        ]
+        or None,
+        "tax": snapshot.tax,
     }
 
 
@@ -481,6 +536,7 @@ def _apply_invoice(ctx: HandlerContext, obj: dict[str, Any]) -> tuple[InvoiceSna
         if found is not None:
             snapshot = invoice_snapshot(found)
             values = _invoice_values(snapshot, customer_id)
+    _mirror_discounts(ctx, customer_id, snapshot.id, snapshot.discount_ids)
     _write(ctx, INVOICES, "invoice", snapshot.id, row, values, customer_id)
     _record_invoice_payments(ctx, snapshot.payments, customer_id)
     return event_snapshot, customer_id
@@ -534,6 +590,11 @@ def on_invoice_paid(ctx: HandlerContext, obj: dict[str, Any]) -> None:
 def on_invoice_payment_failed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror an invoice whose payment failed: attempt count and next attempt; dunning."""
     notices.notice_invoice_payment_failed(ctx, *_apply_invoice(ctx, obj))
+
+
+def on_invoice_payment_action_required(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Mirror an invoice whose payment waits for the cardholder (3-D Secure); email the link."""
+    notices.notice_invoice_action_required(ctx, *_apply_invoice(ctx, obj))
 
 
 def on_invoice_upcoming(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -730,6 +791,8 @@ def _apply_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
         "currency": snapshot.currency,
         "status": snapshot.status,
         "reason": snapshot.reason,
+        "evidence_due_by": snapshot.evidence_due_by,
+        "customer_id": customer_id,
     }
     if row is not None:
         differs = _stored(row, values) != values
@@ -741,8 +804,17 @@ def _apply_dispute(ctx: HandlerContext, obj: dict[str, Any]) -> None:
             return
         if found is not None:
             snapshot = dispute_snapshot(found)
-            values = {**values, "status": snapshot.status, "reason": snapshot.reason}
+            values = {
+                **values,
+                "status": snapshot.status,
+                "reason": snapshot.reason,
+                "evidence_due_by": snapshot.evidence_due_by,
+            }
     _write(ctx, DISPUTES, "dispute", snapshot.id, row, values, customer_id)
+    if customer_id:
+        notices.notice_dispute(ctx, snapshot, customer_id)
+        ctx.flush()
+        dispute_changed(ctx.connection, policy=ctx.dunning, customer_id=customer_id, now=ctx.now)
     if not charge["disputed"]:
         ctx.write(
             mirror.update_by_id(CHARGES),
@@ -830,6 +902,7 @@ HANDLERS: dict[str, Handler] = {
     "invoice.paid": on_invoice_paid,
     "invoice.payment_succeeded": on_invoice_paid,
     "invoice.payment_failed": on_invoice_payment_failed,
+    "invoice.payment_action_required": on_invoice_payment_action_required,
     "invoice.upcoming": on_invoice_upcoming,
     "invoice.voided": on_invoice,
     "invoice.marked_uncollectible": on_invoice,

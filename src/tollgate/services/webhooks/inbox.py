@@ -52,6 +52,7 @@ from tollgate.stripe.errors import StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.signatures import parse_event, verify_signature
 from tollgate.stripe.translate import timestamp
+from tollgate.tracing import span
 
 log = logging.getLogger("tollgate.webhooks")
 
@@ -219,7 +220,8 @@ def apply_stripe_deliveries(
     their answers wait for the shared commit. This never calls Stripe: an event that needs an
     object from Stripe is stored pending, its result carrying what it needs.
     """
-    return _apply_in_groups(db, deliveries, clock.now(), dunning, fetched={}, fetch=None)
+    with span("webhooks apply", {"tollgate.events": len(deliveries)}):
+        return _apply_in_groups(db, deliveries, clock.now(), dunning, fetched={}, fetch=None)
 
 
 def apply_built_events(
@@ -389,8 +391,9 @@ def _apply_event(
     context = HandlerContext(
         connection=connection, event=event, now=now, dunning=dunning, fetched=fetched, group=group
     )
-    handler(context, event["data"]["object"])
-    context.finish()
+    with span(f"webhook {event['type']}", {"stripe.event_id": str(event["id"])}):
+        handler(context, event["data"]["object"])
+        context.finish()
     return ProcessResult(
         context.event_id,
         "succeeded",
@@ -547,6 +550,7 @@ _FETCHERS: dict[str, Callable[[StripeGateway, str], Any]] = {
     "charge": StripeGateway.retrieve_charge,
     "dispute": StripeGateway.retrieve_dispute,
     "refunds": StripeGateway.list_refunds,
+    "discounts": StripeGateway.retrieve_discounts,
 }
 
 

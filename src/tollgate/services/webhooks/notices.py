@@ -13,7 +13,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tollgate.db.queries import mirror
-from tollgate.domain.events import InvoiceSnapshot, SubscriptionSnapshot
+from tollgate.domain.events import (
+    DISPUTE_OPEN_STATUSES,
+    DisputeSnapshot,
+    InvoiceSnapshot,
+    SubscriptionSnapshot,
+)
 from tollgate.domain.subscriptions import trial_cause
 from tollgate.services.dunning import clear_dunning, record_failed_attempt
 from tollgate.services.outbox import queue_app_event, queue_email
@@ -149,6 +154,56 @@ def notice_invoice_payment_failed(
     )
 
 
+def notice_invoice_action_required(
+    ctx: HandlerContext, snapshot: InvoiceSnapshot, customer_id: str
+) -> None:
+    """Email the customer the page where they confirm a payment, once per attempt, while the
+    invoice is still open."""
+    stored = ctx.rows(mirror.INVOICE_PAYMENT_STATE, row_id=snapshot.id)
+    if snapshot.status != "open" or (stored and stored[0]["status"] in _SETTLED):
+        return
+    if not snapshot.hosted_invoice_url:
+        return
+    queue_email(
+        ctx.connection,
+        customer_id=customer_id,
+        template="payment_action_required",
+        cause=f"{snapshot.id}:action:{snapshot.attempt_count}",
+        facts=_invoice_facts(snapshot),
+        now=ctx.now,
+    )
+
+
+def notice_dispute(ctx: HandlerContext, snapshot: DisputeSnapshot, customer_id: str) -> None:
+    """Tell the operator (TOLLGATE_OPERATOR_EMAIL) of a dispute at once, and of its outcome."""
+    if snapshot.status in DISPUTE_OPEN_STATUSES:
+        template, cause = "dispute_opened", snapshot.id
+    elif snapshot.status in ("won", "lost", "warning_closed"):
+        template, cause = "dispute_closed", f"{snapshot.id}:closed"
+    else:
+        return
+    queue_email(
+        ctx.connection,
+        customer_id=customer_id,
+        template=template,
+        cause=cause,
+        facts=dispute_facts(snapshot),
+        now=ctx.now,
+    )
+
+
+def dispute_facts(snapshot: DisputeSnapshot) -> dict[str, Any]:
+    """What the operator's dispute emails say (also the reminder job's)."""
+    return {
+        "dispute": snapshot.id,
+        "charge": snapshot.charge_id,
+        "amount": {"amount": snapshot.amount, "currency": snapshot.currency},
+        "reason": snapshot.reason,
+        "status": snapshot.status,
+        "evidence_due_by": snapshot.evidence_due_by,
+    }
+
+
 def _healed_history(ctx: HandlerContext) -> bool:
     """Whether reconciliation (not a delivery) applied a payment made before RECEIPT_WINDOW."""
     if not ctx.actor.startswith("reconcile:"):
@@ -202,6 +257,7 @@ def _invoice_facts(snapshot: InvoiceSnapshot, now: datetime | None = None) -> di
         "number": snapshot.number,
         "amount_due": {"amount": snapshot.amount_due, "currency": snapshot.currency},
         "amount_paid": {"amount": snapshot.amount_paid, "currency": snapshot.currency},
+        "tax": {"amount": snapshot.tax, "currency": snapshot.currency} if snapshot.tax else None,
         "attempt_count": snapshot.attempt_count,
         "next_payment_attempt": snapshot.next_payment_attempt,
         "days_left": days_left,

@@ -1,0 +1,50 @@
+"""The operator's reminder of a dispute whose evidence is due within 2 days, once each.
+
+`charge.dispute.created` tells the operator at once (`dispute_opened`); Stripe says nothing more
+until the deadline passes and the dispute is lost. `remind_dispute_deadlines` queues
+`dispute_reminder` from the mirror once an open dispute is within 2 days of its
+`evidence_due_by`; the notification key (customer, template, dispute) sends it once however often
+the job runs.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tollgate.clock import Clock
+from tollgate.db.queries import billing
+from tollgate.db.unit_of_work import Database
+from tollgate.services.outbox import queue_email
+from tollgate.services.webhooks.notices import dispute_facts
+from tollgate.stripe.translate import dispute_snapshot
+
+REMINDER_LEAD = timedelta(days=2)
+
+
+def remind_dispute_deadlines(*, db: Database, clock: Clock) -> int:
+    """Queue `dispute_reminder` for every open dispute due within 2 days; returns how many."""
+    now = clock.now()
+    with db.write_connection() as connection:
+        due = billing.disputes_due(connection, now, REMINDER_LEAD)
+        for dispute in due:
+            queue_email(
+                connection,
+                customer_id=dispute["customer_id"],
+                template="dispute_reminder",
+                cause=dispute["id"],
+                facts=dispute_facts(
+                    dispute_snapshot(
+                        {
+                            "id": dispute["id"],
+                            "charge": dispute["charge_id"],
+                            "amount": dispute["amount"],
+                            "currency": dispute["currency"],
+                            "status": dispute["status"],
+                            "reason": dispute["reason"],
+                        }
+                    )
+                )
+                | {"evidence_due_by": dispute["evidence_due_by"]},
+                now=now,
+            )
+    return len(due)
