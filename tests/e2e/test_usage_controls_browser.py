@@ -218,24 +218,22 @@ def test_support_sets_the_cap_and_alerts_on_the_console_and_is_named_in_the_audi
     _sign_in(page, site.url, "sam")
     page.goto(f"{site.url}/console/customers/acme")
     assert page.get_by_role("heading", name="Spend cap and usage alerts").is_visible()
-    # The customer page has other forms with a Feature field (deals): look in this card.
-    controls = page.locator(
-        "section", has=page.get_by_role("heading", name="Spend cap and usage alerts")
-    )
     assert page.locator("#spend-cap").inner_text() == "none"
 
-    page.get_by_text("Set the spend cap", exact=True).click()
+    controls = page.get_by_role("region", name="Spend cap and usage alerts")
+    controls.get_by_text("Set the spend cap", exact=True).click()
     controls.get_by_label("Most overage may cost a period (USD)").fill("40")
-    page.get_by_role("button", name="Save spend cap").click()
+    controls.get_by_role("button", name="Save spend cap").click()
     page.wait_for_url("**/console/customers/acme?done=spend-cap*")
     assert "$40.00 of overage a period" in page.locator("#spend-cap").inner_text()
     assert "operator:sam" in page.locator("#spend-cap").inner_text()
 
-    page.get_by_text("Add a usage alert", exact=True).click()
+    controls = page.get_by_role("region", name="Spend cap and usage alerts")
+    controls.get_by_text("Add a usage alert", exact=True).click()
     controls.get_by_label("Feature").select_option(label="Workflow runs")
     controls.get_by_label("Kind").select_option("money")
     controls.get_by_label("At", exact=True).fill("25.00")
-    page.get_by_role("button", name="Add alert").click()
+    controls.get_by_role("button", name="Add alert").click()
     page.wait_for_url("**/console/customers/acme?done=add-alert*")
     row = page.locator("#alerts tbody tr")
     assert row.count() == 1 and "$25.00 of overage" in row.first.inner_text()
