@@ -40,6 +40,7 @@ from tollgate.domain.subscriptions import (
     customer_plan,
     find_plan,
     is_live,
+    plan_of,
     request_id,
     seats_after,
     subscription_terms,
@@ -106,15 +107,7 @@ def get_subscription(*, db: Database, catalog: Catalog, customer_id: str) -> Sub
         customer = load_customer(session, customer_id)
         subscription = current_subscription(session, customer_id)
         pending = _pending_view(pending_plan_change(session, customer_id))
-        derived = customer_plan(
-            subscription_plan=subscription.plan if subscription else None,
-            subscription_status=subscription.status if subscription else None,
-            cancel_at_period_end=bool(subscription and subscription.cancel_at_period_end),
-            cancel_at=subscription.cancel_at if subscription else None,
-            assigned_plan=customer.plan,
-            offline=customer.offline,
-            default_plan=catalog.default_plan,
-        )
+        derived = plan_of(customer, subscription, catalog.default_plan)
         if subscription is None or not is_live(subscription.status):
             currency, _ = customer_currency(
                 fixed=first_currency(session, customer),
