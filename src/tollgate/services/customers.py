@@ -113,6 +113,17 @@ def current_subscription(session: Session, customer_id: str) -> Subscription | N
     ).first()
 
 
+def billing_currency(session: Session, customer: Customer, catalog: Catalog) -> str:
+    """Return the currency the customer is billed in: the one a subscription fixed, else the
+    one it asked for, else the catalog's."""
+    currency, _ = customer_currency(
+        fixed=first_currency(session, customer),
+        requested=customer.requested_currency,
+        catalog_currency=catalog.currency,
+    )
+    return currency
+
+
 def first_currency(session: Session, customer: Customer) -> str | None:
     """Return the currency a subscription fixed for the customer, if any did."""
     if customer.currency:
@@ -129,11 +140,7 @@ def customer_view(session: Session, customer: Customer, catalog: Catalog) -> Cus
     """Return the customer as the API shows it, from its row and its mirrored subscription."""
     subscription = current_subscription(session, customer.id)
     derived = plan_of(customer, subscription, catalog.default_plan)
-    currency, _ = customer_currency(
-        fixed=first_currency(session, customer),
-        requested=customer.requested_currency,
-        catalog_currency=catalog.currency,
-    )
+    currency = billing_currency(session, customer, catalog)
     metadata = {
         key: str(value) for key, value in (customer.metadata_ or {}).items() if key != APP_ID_KEY
     }

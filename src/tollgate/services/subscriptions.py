@@ -36,7 +36,6 @@ from tollgate.domain.subscriptions import (
     change_timing,
     check_proration,
     collection_for,
-    customer_currency,
     customer_plan,
     find_plan,
     is_live,
@@ -48,9 +47,9 @@ from tollgate.domain.subscriptions import (
 )
 from tollgate.services.customers import (
     APP_ID_KEY,
+    billing_currency,
     check_url,
     current_subscription,
-    first_currency,
     load_customer,
     pending_plan_change,
     shown_plan_version,
@@ -109,11 +108,7 @@ def get_subscription(*, db: Database, catalog: Catalog, customer_id: str) -> Sub
         pending = _pending_view(pending_plan_change(session, customer_id))
         derived = plan_of(customer, subscription, catalog.default_plan)
         if subscription is None or not is_live(subscription.status):
-            currency, _ = customer_currency(
-                fixed=first_currency(session, customer),
-                requested=customer.requested_currency,
-                catalog_currency=catalog.currency,
-            )
+            currency = billing_currency(session, customer, catalog)
             return _tollgate_side_view(derived.plan, derived.status, currency)
         return SubscriptionView(
             plan=derived.plan,
@@ -205,11 +200,7 @@ def _online_customer(
     with db.transaction() as session:
         row = load_customer(session, customer_id)
         stripe_id, target = stripe_customer(row, gateway)
-        currency, _ = customer_currency(
-            fixed=first_currency(session, row),
-            requested=row.requested_currency,
-            catalog_currency=catalog.currency,
-        )
+        currency = billing_currency(session, row, catalog)
         found = _Customer(row.id, stripe_id, row.stripe_account, currency, row.state_version)
     return found, target
 
