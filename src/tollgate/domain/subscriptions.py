@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from tollgate.domain.catalog import (
     MAX_DAYS_UNTIL_DUE,
@@ -76,6 +76,43 @@ def customer_plan(
     if offline and assigned_plan is not None:
         return CustomerPlan(plan, "active")
     return CustomerPlan(plan, "none")
+
+
+class AssignedPlan(Protocol):
+    """What `plan_of` reads of a customer: the plan Tollgate keeps for it, and if it is offline."""
+
+    @property
+    def plan(self) -> str | None: ...
+    @property
+    def offline(self) -> bool: ...
+
+
+class MirroredSubscription(Protocol):
+    """What `plan_of` reads of the customer's subscription as mirrored from Stripe."""
+
+    @property
+    def plan(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def cancel_at_period_end(self) -> bool: ...
+    @property
+    def cancel_at(self) -> datetime | None: ...
+
+
+def plan_of(
+    customer: AssignedPlan, subscription: MirroredSubscription | None, default_plan: str | None
+) -> CustomerPlan:
+    """Return the customer's plan and status from its row and its mirrored subscription."""
+    return customer_plan(
+        subscription_plan=subscription.plan if subscription is not None else None,
+        subscription_status=subscription.status if subscription is not None else None,
+        cancel_at_period_end=bool(subscription is not None and subscription.cancel_at_period_end),
+        cancel_at=subscription.cancel_at if subscription is not None else None,
+        assigned_plan=customer.plan,
+        offline=customer.offline,
+        default_plan=default_plan,
+    )
 
 
 def customer_currency(

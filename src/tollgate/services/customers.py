@@ -27,9 +27,9 @@ from tollgate.domain.events import ENDED_STATUSES
 from tollgate.domain.subscriptions import (
     check_metadata,
     customer_currency,
-    customer_plan,
     find_plan,
     fingerprint,
+    plan_of,
     request_id,
 )
 from tollgate.money import normalize_currency
@@ -113,6 +113,17 @@ def current_subscription(session: Session, customer_id: str) -> Subscription | N
     ).first()
 
 
+def billing_currency(session: Session, customer: Customer, catalog: Catalog) -> str:
+    """Return the currency the customer is billed in: the one a subscription fixed, else the
+    one it asked for, else the catalog's."""
+    currency, _ = customer_currency(
+        fixed=first_currency(session, customer),
+        requested=customer.requested_currency,
+        catalog_currency=catalog.currency,
+    )
+    return currency
+
+
 def first_currency(session: Session, customer: Customer) -> str | None:
     """Return the currency a subscription fixed for the customer, if any did."""
     if customer.currency:
@@ -128,20 +139,8 @@ def first_currency(session: Session, customer: Customer) -> str | None:
 def customer_view(session: Session, customer: Customer, catalog: Catalog) -> CustomerView:
     """Return the customer as the API shows it, from its row and its mirrored subscription."""
     subscription = current_subscription(session, customer.id)
-    derived = customer_plan(
-        subscription_plan=subscription.plan if subscription else None,
-        subscription_status=subscription.status if subscription else None,
-        cancel_at_period_end=bool(subscription and subscription.cancel_at_period_end),
-        cancel_at=subscription.cancel_at if subscription else None,
-        assigned_plan=customer.plan,
-        offline=customer.offline,
-        default_plan=catalog.default_plan,
-    )
-    currency, _ = customer_currency(
-        fixed=first_currency(session, customer),
-        requested=customer.requested_currency,
-        catalog_currency=catalog.currency,
-    )
+    derived = plan_of(customer, subscription, catalog.default_plan)
+    currency = billing_currency(session, customer, catalog)
     metadata = {
         key: str(value) for key, value in (customer.metadata_ or {}).items() if key != APP_ID_KEY
     }

@@ -38,7 +38,7 @@ from tollgate.domain.metering import (
     open_period,
     usage_with_pending,
 )
-from tollgate.domain.subscriptions import customer_currency, customer_plan
+from tollgate.domain.subscriptions import customer_currency, plan_of
 from tollgate.services import credit_ledger
 from tollgate.services.background import BackgroundLoop
 
@@ -97,15 +97,7 @@ def _billing_customer(
 ) -> BillingCustomer:
     live = subscription is not None and subscription.status not in ENDED_STATUSES
     held: Any = subscription if live else None
-    derived = customer_plan(
-        subscription_plan=subscription.plan if subscription is not None else None,
-        subscription_status=subscription.status if subscription is not None else None,
-        cancel_at_period_end=bool(subscription is not None and subscription.cancel_at_period_end),
-        cancel_at=subscription.cancel_at if subscription is not None else None,
-        assigned_plan=row.plan,
-        offline=row.offline,
-        default_plan=catalog.default_plan,
-    )
+    derived = plan_of(row, subscription, catalog.default_plan)
     period = open_period(
         held.current_period_start if held is not None else None,
         held.current_period_end if held is not None else None,

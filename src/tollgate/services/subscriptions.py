@@ -37,10 +37,10 @@ from tollgate.domain.subscriptions import (
     change_timing,
     check_proration,
     collection_for,
-    customer_currency,
     customer_plan,
     find_plan,
     is_live,
+    plan_of,
     request_id,
     seats_after,
     subscription_terms,
@@ -48,9 +48,9 @@ from tollgate.domain.subscriptions import (
 )
 from tollgate.services.customers import (
     APP_ID_KEY,
+    billing_currency,
     check_url,
     current_subscription,
-    first_currency,
     load_customer,
     pending_plan_change,
     shown_plan_version,
@@ -113,21 +113,9 @@ def get_subscription(*, db: Database, catalog: Catalog, customer_id: str) -> Sub
         customer = load_customer(session, customer_id)
         subscription = current_subscription(session, customer_id)
         pending = _pending_view(pending_plan_change(session, customer_id))
-        derived = customer_plan(
-            subscription_plan=subscription.plan if subscription else None,
-            subscription_status=subscription.status if subscription else None,
-            cancel_at_period_end=bool(subscription and subscription.cancel_at_period_end),
-            cancel_at=subscription.cancel_at if subscription else None,
-            assigned_plan=customer.plan,
-            offline=customer.offline,
-            default_plan=catalog.default_plan,
-        )
+        derived = plan_of(customer, subscription, catalog.default_plan)
         if subscription is None or not is_live(subscription.status):
-            currency, _ = customer_currency(
-                fixed=first_currency(session, customer),
-                requested=customer.requested_currency,
-                catalog_currency=catalog.currency,
-            )
+            currency = billing_currency(session, customer, catalog)
             return _tollgate_side_view(derived.plan, derived.status, currency)
         return SubscriptionView(
             plan=derived.plan,
@@ -223,11 +211,7 @@ def _online_customer(
     with db.transaction() as session:
         row = load_customer(session, customer_id)
         stripe_id, target = stripe_customer(row, gateway)
-        currency, _ = customer_currency(
-            fixed=first_currency(session, row),
-            requested=row.requested_currency,
-            catalog_currency=catalog.currency,
-        )
+        currency = billing_currency(session, row, catalog)
         found = _Customer(
             row.id,
             stripe_id,
