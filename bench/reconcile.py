@@ -108,7 +108,8 @@ def populate(sim: Simulator, client: stripe.StripeClient, objects: int) -> None:
         for kind, originals in (("charge", charges), ("invoice", invoices)):
             prefix = "ch" if kind == "charge" else "in"
             for n in range(per_kind - len(originals)):
-                clone = copy.deepcopy(originals[n % len(originals)])
+                # A stored object is a Record filed in its table: copy it as a plain dict.
+                clone = copy.deepcopy(dict(originals[n % len(originals)]))
                 clone["id"] = new_id(prefix)
                 # Spread over the last hours, so pages cut through seconds with many objects.
                 clone["created"] = now - (n % 7200)
