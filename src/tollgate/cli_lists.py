@@ -81,9 +81,9 @@ def customers_list(
 @outbox_app.command("list")
 @one_line_errors
 def outbox_list(
-    kind: Annotated[str | None, typer.Option(help="email or app_webhook.")] = None,
+    kind: Annotated[str | None, typer.Option(help="email, app_webhook or usage.")] = None,
     status: Annotated[
-        str | None, typer.Option(help="pending, sent, delivered, failed or skipped.")
+        str | None, typer.Option(help="pending, claimed, sent, delivered, failed or skipped.")
     ] = None,
     customer: Annotated[str | None, typer.Option(help="Only this customer's.")] = None,
     limit: Annotated[
@@ -91,7 +91,8 @@ def outbox_list(
     ] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per item.")] = False,
 ) -> None:
-    """List emails and app webhooks, newest first, with their status, attempts and last error."""
+    """List emails, app webhooks and usage reports to Stripe, newest first, with their status,
+    attempts and last error."""
     from tollgate.services.console import list_outbox
 
     with migrated_database() as database:
@@ -117,7 +118,7 @@ def outbox_list(
                 item.customer_id,
                 item.status,
                 item.attempts,
-                item.id,
+                item.reference,
                 *([item.last_error or ""] if errors else []),
             )
             for item in page.items

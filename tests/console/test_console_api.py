@@ -16,7 +16,7 @@ from tests.integration.test_webhooks import subscription_obj
 from tollgate.api.app import create_app
 from tollgate.bootstrap import build_container
 from tollgate.config import Settings
-from tollgate.db.tables import AUDIT_LOG, NOTIFICATIONS, RECONCILIATION_RUNS
+from tollgate.db.tables import AUDIT_LOG, METER_OUTBOX, NOTIFICATIONS, RECONCILIATION_RUNS
 from tollgate.services.outbox import queue_app_event, queue_email
 
 
@@ -228,6 +228,44 @@ def test_the_outbox_lists_emails_and_webhooks_and_retries_a_failed_one(desk: Des
     assert retried.status_code == 200, retried.text
     assert (retried.json()["status"], retried.json()["attempts"]) == ("pending", 0)
     assert desk.call("POST", "/v1/outbox/email_999/retry").status_code == 404
+
+
+def test_usage_waiting_for_stripe_is_the_list_behind_the_sync_lag(desk: Desk) -> None:
+    desk.customer("acme")
+    now = desk.clock.now()
+    with desk.db.engine.begin() as connection:
+        for number, status in enumerate(("pending", "failed", "sent")):
+            connection.execute(
+                sa.insert(METER_OUTBOX).values(
+                    customer_id="acme",
+                    stripe_customer_id="cus_acme",
+                    feature="runs",
+                    event_name="runs",
+                    period_start=now - timedelta(days=1),
+                    period_end=now + timedelta(days=29),
+                    value=10 + number,
+                    occurred_at=now,
+                    status=status,
+                    attempts=3 if status == "failed" else 0,
+                    last_error="meter not found" if status == "failed" else None,
+                    created_at=now - timedelta(minutes=30 - number),
+                )
+            )
+    lag = desk.get("/v1/summary")["usage_sync_lag_seconds"]
+    assert lag is not None and lag >= 30 * 60 - 1
+    waiting = desk.get("/v1/outbox", kind="usage", status="pending")["data"]
+    assert [(i["kind"], i["name"], i["status"]) for i in waiting] == [("usage", "runs", "pending")]
+    assert waiting[0]["id"].startswith("usage_")
+    assert len(desk.get("/v1/outbox", kind="usage")["data"]) == 3
+    failed = desk.get("/v1/outbox", kind="usage", status="failed")["data"][0]
+    assert failed["last_error"] == "meter not found"
+    retried = desk.call("POST", f"/v1/outbox/{failed['id']}/retry")
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["status"], retried.json()["attempts"]) == ("pending", 0)
+    sent = desk.get("/v1/outbox", kind="usage", status="sent")["data"][0]
+    assert desk.call("POST", f"/v1/outbox/{sent['id']}/retry").status_code == 400
+    assert desk.call("POST", "/v1/outbox/usage_999/retry").status_code == 404
+    assert desk.call("GET", "/v1/outbox", params={"kind": "meter"}).status_code == 400
 
 
 def test_the_summary_has_mrr_statuses_trials_and_health(desk: Desk) -> None:

@@ -38,8 +38,8 @@ CUSTOMER_STATUSES = (
     "canceled",
     "none",
 )
-OUTBOX_KINDS = ("email", "app_webhook")
-OUTBOX_STATUSES = ("pending", "sent", "delivered", "skipped", "failed")
+OUTBOX_KINDS = ("email", "app_webhook", "usage")
+OUTBOX_STATUSES = ("pending", "claimed", "sent", "delivered", "skipped", "failed")
 MAX_PAGE = 200
 
 
@@ -410,7 +410,7 @@ def failed_event_ids(*, db: Database, limit: int = 500) -> list[str]:
 
 @dataclass(frozen=True)
 class OutboxItem:
-    """An email or an app webhook waiting, sent or given up on."""
+    """An email, an app webhook or a usage report to Stripe waiting, sent or given up on."""
 
     kind: str
     id: str
@@ -423,10 +423,15 @@ class OutboxItem:
     next_attempt_at: datetime | None
     done_at: datetime | None
 
+    @property
+    def reference(self) -> str:
+        """The id the API and the pages name it by: `email_<n>`, `usage_<n>` or the event id."""
+        return f"{self.kind}_{self.id}" if self.kind in _NUMBERED else self.id
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "id": self.id,
+            "id": self.reference,
             "customer": self.customer_id,
             "name": self.name,
             "status": self.status,
@@ -447,7 +452,7 @@ def list_outbox(
     cursor: str | None = None,
     limit: int = 50,
 ) -> Page:
-    """Return emails and app webhooks, newest first."""
+    """Return emails, app webhooks and usage reports to Stripe, newest first."""
     limit = _limit(limit)
     if kind and kind not in OUTBOX_KINDS:
         raise InvalidRequest(f"kind must be one of {', '.join(OUTBOX_KINDS)}", param="kind")
@@ -471,6 +476,10 @@ def list_outbox(
     if len(rows) > limit:
         next_cursor = encode_cursor(items[-1].created, items[-1].id)
     return Page(items, next_cursor)
+
+
+# Kinds whose rows are numbered: their references carry the kind (`email_3`, `usage_7`).
+_NUMBERED = ("email", "usage")
 
 
 def _outbox_item(row: Mapping[Any, Any]) -> OutboxItem:
@@ -499,17 +508,20 @@ def get_outbox_item(*, db: Database, outbox_id: str) -> OutboxItem:
 
 
 def outbox_reference(outbox_id: str) -> tuple[str, Any]:
-    """Return the kind and row id an outbox id names: `email_<n>` or an app event id."""
-    if outbox_id.startswith("email_"):
-        number = outbox_id.removeprefix("email_")
-        if not number.isdigit():
-            raise NotFound(f"no outbox item {outbox_id!r}", param="id")
-        return "email", int(number)
+    """Return the kind and row id an outbox id names: `email_<n>`, `usage_<n>` or an app event
+    id."""
+    for kind in _NUMBERED:
+        if outbox_id.startswith(f"{kind}_"):
+            number = outbox_id.removeprefix(f"{kind}_")
+            if not number.isdigit():
+                raise NotFound(f"no outbox item {outbox_id!r}", param="id")
+            return kind, int(number)
     return "app_webhook", outbox_id
 
 
 def retry_outbox_item(*, db: Database, clock: Clock, outbox_id: str) -> OutboxItem:
-    """Make a failed (or waiting) email or app webhook due now, its attempts counted afresh."""
+    """Make a failed (or waiting) email, app webhook or usage report due now, its attempts
+    counted afresh."""
     kind, row_id = outbox_reference(outbox_id)
     with db.write_connection() as connection:
         row = queries.outbox_item(connection, kind=kind, row_id=row_id)

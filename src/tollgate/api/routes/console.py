@@ -129,32 +129,28 @@ def replay_event(event_id: str, app: Container = Depends(container)) -> dict[str
 @router.get("/outbox", dependencies=[Depends(read_scope)])
 def list_outbox(
     app: Container = Depends(container),
-    kind: str | None = Query(None, description="email or app_webhook."),
-    status: str | None = Query(None, description="pending, sent, delivered, skipped, failed."),
+    kind: str | None = Query(None, description="email, app_webhook or usage."),
+    status: str | None = Query(
+        None, description="pending, claimed, sent, delivered, skipped, failed."
+    ),
     customer: str | None = Query(None, description="Only this customer's."),
     cursor: str | None = Cursor,
     limit: int = Limit,
 ) -> dict[str, Any]:
-    """Emails and app webhooks, newest first, with their status and attempts. An email's id
-    is `email_<n>`; an app webhook's is its event id."""
+    """Emails, app webhooks and usage reports to Stripe's meters, newest first, with their
+    status and attempts. An email's id is `email_<n>`, a usage report's `usage_<n>`; an app
+    webhook's is its event id."""
     page = console.list_outbox(
         db=app.db, kind=kind, status=status, customer_id=customer, cursor=cursor, limit=limit
     )
-    body = page.to_json()
-    for item in body["data"]:
-        if item["kind"] == "email":
-            item["id"] = f"email_{item['id']}"
-    return body
+    return page.to_json()
 
 
 @router.post("/outbox/{outbox_id}/retry", dependencies=[Depends(write_scope)])
 def retry_outbox(outbox_id: str, app: Container = Depends(container)) -> dict[str, Any]:
-    """Send a failed (or waiting) email or app webhook again at the worker's next run."""
-    item = console.retry_outbox_item(db=app.db, clock=app.clock, outbox_id=outbox_id)
-    body = item.to_json()
-    if item.kind == "email":
-        body["id"] = f"email_{item.id}"
-    return body
+    """Send a failed (or waiting) email, app webhook or usage report again at the worker's
+    next run."""
+    return console.retry_outbox_item(db=app.db, clock=app.clock, outbox_id=outbox_id).to_json()
 
 
 @router.get("/reconciliations", dependencies=[Depends(read_scope)])

@@ -621,11 +621,16 @@ def outbox_page(
     before: tuple[datetime, str] | None,
     limit: int,
 ) -> list[RowMapping]:
-    """Return emails and app webhooks, newest first (keyset on created_at and a text id)."""
-    n, w = NOTIFICATIONS.c, APP_EVENTS.c
-    emails, hooks = _outbox_selects()
+    """Return emails, app webhooks and usage reports to Stripe's meters, newest first (keyset
+    on created_at and a text id)."""
+    n, w, m = NOTIFICATIONS.c, APP_EVENTS.c, METER_OUTBOX.c
+    emails, hooks, usage = _outbox_selects()
     parts = []
-    for part_kind, part, cols in (("email", emails, n), ("app_webhook", hooks, w)):
+    for part_kind, part, cols in (
+        ("email", emails, n),
+        ("app_webhook", hooks, w),
+        ("usage", usage, m),
+    ):
         if kind and kind != part_kind:
             continue
         if status:
@@ -648,9 +653,9 @@ def outbox_page(
     return list(connection.execute(query).mappings().all())
 
 
-def _outbox_selects() -> tuple[Any, Any]:
-    """The outbox's columns, alike for emails and app webhooks."""
-    n, w = NOTIFICATIONS.c, APP_EVENTS.c
+def _outbox_selects() -> tuple[Any, Any, Any]:
+    """The outbox's columns, alike for emails, app webhooks and usage reports."""
+    n, w, m = NOTIFICATIONS.c, APP_EVENTS.c, METER_OUTBOX.c
     emails = select(
         literal("email").label("kind"),
         cast(n.id, String).label("id"),
@@ -675,17 +680,32 @@ def _outbox_selects() -> tuple[Any, Any]:
         w.next_attempt_at,
         w.delivered_at.label("done_at"),
     )
-    return emails, hooks
+    # Overage waiting for (or refused by) a Stripe meter: what the overview's sync lag measures.
+    usage = select(
+        literal("usage").label("kind"),
+        cast(m.id, String).label("id"),
+        m.customer_id,
+        m.feature.label("name"),
+        m.status,
+        m.attempts,
+        m.last_error,
+        m.created_at,
+        m.next_attempt_at,
+        m.sent_at.label("done_at"),
+    )
+    return emails, hooks, usage
 
 
 def outbox_item(connection: Connection, *, kind: str, row_id: Any) -> RowMapping | None:
-    """Return one email (by number) or app webhook (by id) with the outbox's columns."""
-    emails, hooks = _outbox_selects()
-    query = (
-        emails.where(NOTIFICATIONS.c.id == row_id)
-        if kind == "email"
-        else hooks.where(APP_EVENTS.c.id == row_id)
-    )
+    """Return one email or usage report (by number) or app webhook (by id) with the outbox's
+    columns."""
+    emails, hooks, usage = _outbox_selects()
+    if kind == "email":
+        query = emails.where(NOTIFICATIONS.c.id == row_id)
+    elif kind == "usage":
+        query = usage.where(METER_OUTBOX.c.id == row_id)
+    else:
+        query = hooks.where(APP_EVENTS.c.id == row_id)
     row = connection.execute(query).first()
     return row._mapping if row is not None else None
 
@@ -698,8 +718,9 @@ def notification(connection: Connection, notification_id: int) -> RowMapping | N
 
 
 def retry_outbox_row(connection: Connection, *, kind: str, row_id: Any, now: datetime) -> int:
-    """Make a failed or pending email or app webhook due now; return 1 if one was."""
-    table = NOTIFICATIONS if kind == "email" else APP_EVENTS
+    """Make a failed or pending email, app webhook or usage report due now; return 1 if one
+    was. A usage report keeps its identifier, so Stripe counts a resend once."""
+    table = {"email": NOTIFICATIONS, "usage": METER_OUTBOX}.get(kind, APP_EVENTS)
     done = connection.execute(
         update(table)
         .where(table.c.id == row_id, table.c.status.in_(("failed", "pending")))
