@@ -15,7 +15,9 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     RowMapping,
+    Select,
     String,
+    Table,
     and_,
     bindparam,
     case,
@@ -623,16 +625,11 @@ def outbox_page(
 ) -> list[RowMapping]:
     """Return emails, app webhooks and usage reports to Stripe's meters, newest first (keyset
     on created_at and a text id)."""
-    n, w, m = NOTIFICATIONS.c, APP_EVENTS.c, METER_OUTBOX.c
-    emails, hooks, usage = _outbox_selects()
     parts = []
-    for part_kind, part, cols in (
-        ("email", emails, n),
-        ("app_webhook", hooks, w),
-        ("usage", usage, m),
-    ):
+    for part_kind, (table, _, _) in _OUTBOX_SOURCES.items():
         if kind and kind != part_kind:
             continue
+        cols, part = table.c, _outbox_select(part_kind)
         if status:
             part = part.where(cols.status == status)
         if customer_id:
@@ -653,60 +650,38 @@ def outbox_page(
     return list(connection.execute(query).mappings().all())
 
 
-def _outbox_selects() -> tuple[Any, Any, Any]:
-    """The outbox's columns, alike for emails, app webhooks and usage reports."""
-    n, w, m = NOTIFICATIONS.c, APP_EVENTS.c, METER_OUTBOX.c
-    emails = select(
-        literal("email").label("kind"),
-        cast(n.id, String).label("id"),
-        n.customer_id,
-        n.template.label("name"),
-        n.status,
-        n.attempts,
-        n.last_error,
-        n.created_at,
-        n.next_attempt_at,
-        n.sent_at.label("done_at"),
+# What the outbox lists, by kind: the table, its name column and its done column. Usage reports
+# are overage waiting for (or refused by) a Stripe meter: what the overview's sync lag measures.
+_OUTBOX_SOURCES: dict[str, tuple[Table, str, str]] = {
+    "email": (NOTIFICATIONS, "template", "sent_at"),
+    "app_webhook": (APP_EVENTS, "type", "delivered_at"),
+    "usage": (METER_OUTBOX, "feature", "sent_at"),
+}
+
+
+def _outbox_select(kind: str) -> Select[Any]:
+    """The outbox's columns, alike for every kind."""
+    table, name, done = _OUTBOX_SOURCES[kind]
+    c = table.c
+    return select(
+        literal(kind).label("kind"),
+        cast(c.id, String).label("id"),
+        c.customer_id,
+        c[name].label("name"),
+        c.status,
+        c.attempts,
+        c.last_error,
+        c.created_at,
+        c.next_attempt_at,
+        c[done].label("done_at"),
     )
-    hooks = select(
-        literal("app_webhook").label("kind"),
-        w.id,
-        w.customer_id,
-        w.type.label("name"),
-        w.status,
-        w.attempts,
-        w.last_error,
-        w.created_at,
-        w.next_attempt_at,
-        w.delivered_at.label("done_at"),
-    )
-    # Overage waiting for (or refused by) a Stripe meter: what the overview's sync lag measures.
-    usage = select(
-        literal("usage").label("kind"),
-        cast(m.id, String).label("id"),
-        m.customer_id,
-        m.feature.label("name"),
-        m.status,
-        m.attempts,
-        m.last_error,
-        m.created_at,
-        m.next_attempt_at,
-        m.sent_at.label("done_at"),
-    )
-    return emails, hooks, usage
 
 
 def outbox_item(connection: Connection, *, kind: str, row_id: Any) -> RowMapping | None:
     """Return one email or usage report (by number) or app webhook (by id) with the outbox's
     columns."""
-    emails, hooks, usage = _outbox_selects()
-    if kind == "email":
-        query = emails.where(NOTIFICATIONS.c.id == row_id)
-    elif kind == "usage":
-        query = usage.where(METER_OUTBOX.c.id == row_id)
-    else:
-        query = hooks.where(APP_EVENTS.c.id == row_id)
-    row = connection.execute(query).first()
+    table = _OUTBOX_SOURCES[kind][0]
+    row = connection.execute(_outbox_select(kind).where(table.c.id == row_id)).first()
     return row._mapping if row is not None else None
 
 
@@ -720,7 +695,7 @@ def notification(connection: Connection, notification_id: int) -> RowMapping | N
 def retry_outbox_row(connection: Connection, *, kind: str, row_id: Any, now: datetime) -> int:
     """Make a failed or pending email, app webhook or usage report due now; return 1 if one
     was. A usage report keeps its identifier, so Stripe counts a resend once."""
-    table = {"email": NOTIFICATIONS, "usage": METER_OUTBOX}.get(kind, APP_EVENTS)
+    table = _OUTBOX_SOURCES[kind][0]
     done = connection.execute(
         update(table)
         .where(table.c.id == row_id, table.c.status.in_(("failed", "pending")))
