@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from tollgate.db.dialects import insert_if_new
+from tollgate.db.queries.usage import _postgres, _sqlite_time
 from tollgate.db.queries.usage_storage import events_of_ids
 from tollgate.db.tables import (
     AUDIT_LOG,
@@ -45,14 +47,67 @@ _CONSUMPTIONS = _CONSUMPTION.add_columns(USAGE_CONSUMPTIONS.c.id).where(
 )
 
 
-def insert_consumptions(connection: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Store consume answers (dicts of the table's columns) in id order; return the ids stored
-    now (an id stored first by another call is left as it was)."""
+# A consume answer to store: (id, customer id, feature, quantity, allowed, answer as JSON).
+NewConsumption = tuple[str, str, str, int, bool, dict[str, Any]]
+
+
+def insert_consumptions(
+    connection: Connection, rows: Sequence[NewConsumption], now: datetime
+) -> set[str]:
+    """Store consume answers, made at `now`, in id order; return the ids stored now (an id
+    stored first by another call is left as it was).
+
+    Every consume group writes one, so it goes to the driver as one statement (a group's rows
+    as one JSON parameter on PostgreSQL, one multi-row VALUES on SQLite), the answers written
+    by orjson: SQLAlchemy's insert of many rows with RETURNING, rendered and its JSON encoded
+    per row, took about an eighth of a large group's CPU.
+    """
     if not rows:
         return set()
-    statement = insert_if_new(connection, USAGE_CONSUMPTIONS, returning=("id",))
-    ordered = sorted(rows, key=lambda row: row["id"])  # every batch claims its ids in one order
-    return {row[0] for row in connection.execute(statement, ordered)}
+    ordered = sorted(rows, key=lambda row: row[0])  # every batch claims its ids in one order
+    if _postgres(connection):
+        found = connection.exec_driver_sql(
+            _PG_INSERT_CONSUMPTIONS,
+            {"rows": orjson.dumps(ordered).decode(), "now": now},
+        )
+        return {row[0] for row in found}
+    stamp = _sqlite_time(now)
+    stored: set[str] = set()
+    for first in range(0, len(ordered), _SQLITE_CONSUMPTIONS):
+        chunk = ordered[first : first + _SQLITE_CONSUMPTIONS]
+        marks = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        found = connection.exec_driver_sql(
+            f"{_SQLITE_INSERT_CONSUMPTIONS} {marks} ON CONFLICT DO NOTHING RETURNING id",
+            tuple(
+                value
+                for (use_id, customer_id, feature, quantity, allowed, answer) in chunk
+                for value in (
+                    use_id,
+                    customer_id,
+                    feature,
+                    quantity,
+                    1 if allowed else 0,
+                    orjson.dumps(answer).decode(),
+                    stamp,
+                )
+            ),
+        )
+        stored.update(row[0] for row in found)
+    return stored
+
+
+# Rows per SQLite statement: 7 parameters each, well under SQLite's 32,766.
+_SQLITE_CONSUMPTIONS = 500
+_SQLITE_INSERT_CONSUMPTIONS = (
+    "INSERT INTO usage_consumptions (id, customer_id, feature, quantity, allowed, answer,"
+    " created_at) VALUES"
+)
+_PG_INSERT_CONSUMPTIONS = (
+    "INSERT INTO usage_consumptions (id, customer_id, feature, quantity, allowed, answer,"
+    " created_at) SELECT r->>0, r->>1, r->>2, (r->>3)::bigint, (r->>4)::boolean, (r->5)::json,"
+    " %(now)s FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n"
+    " ON CONFLICT DO NOTHING RETURNING id"
+)
 
 
 # -- reservations ----------------------------------------------------------------------------

@@ -176,7 +176,7 @@ def _record(
         connection: Connection, tallies: Tallies, report: UsageReport, now: datetime
     ) -> None:
         refused = {rejection.index: rejection for rejection in report.rejected}
-        rows: list[dict[str, Any]] = []
+        rows: list[queries.NewConsumption] = []
         for event_index, (before, after) in report.moves.items():
             index = deciding[event_index]
             call = calls[index]
@@ -187,21 +187,20 @@ def _record(
             )
             answers[index] = decision
             rows.append(
-                {
-                    "id": call.id,
-                    "customer_id": call.customer_id,
-                    "feature": call.feature,
-                    "quantity": call.quantity,
-                    "allowed": decision.allowed,
-                    "answer": decision.to_json(),
-                    "created_at": now,
-                }
+                (
+                    call.id,
+                    call.customer_id,
+                    call.feature,
+                    call.quantity,
+                    decision.allowed,
+                    decision.to_json(),
+                )
             )
-        stored = queries.insert_consumptions(connection, rows)
+        stored = queries.insert_consumptions(connection, rows, now)
         if len(stored) != len(rows):
             # A retry of a denied call (its id was never an event), or a call racing it: roll
             # back what was counted and decide the batch again without those ids.
-            raise _Answered({row["id"] for row in rows} - stored)
+            raise _Answered({row[0] for row in rows} - stored)
 
     # No look for stored answers first (a query saved per batch): an allowed id is dropped by
     # the recorder as a duplicate; a denied one is decided again and rolled back above.
