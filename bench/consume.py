@@ -14,7 +14,13 @@ Redis, for one of 200 customers; the latency of each call is kept.
 Groups: the CPU one process spends per consume when 1, 8, 32 or 128 calls wait together and
 share a transaction (the consume writer's group commit), on SQLite and PostgreSQL.
 
-Run: `.venv/bin/python bench/consume.py [--seconds 10] [--only sqlite|postgresql|local|groups]`
+Floor: what this machine gives before any Tollgate code runs: the same wrk load against a bare
+ASGI app under uvicorn answering a fixed consume answer (the most one Python server process
+answers here), one Redis script round trip, and one bare SQLite insert and commit (what a lone
+in-process caller must wait for at least).
+
+Run: `.venv/bin/python bench/consume.py [--seconds 10]
+[--only sqlite|postgresql|local|groups|floor]`
 Targets (2 cores): 8,000 a second with p99 under 10 ms on SQLite, 4,000 on PostgreSQL; under
 50 µs a call in process with Redis counters.
 """
@@ -34,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -210,6 +217,86 @@ def over_http_wrk(kind: str, seconds: float) -> None:
     )
 
 
+BARE_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    body = b'{"id":"x","customer":"org-1","quantity":1,"allowed":true,"code":"allowed"}'
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def floor(seconds: float) -> None:
+    """What the machine gives before any Tollgate code: HTTP, a Redis round trip, a commit."""
+    if shutil.which("wrk") is not None:
+        port = harness.free_port()
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, "bare.py").write_text(BARE_APP)
+            argv = [sys.executable, "-m", "uvicorn", "bare:app", "--port", str(port)]
+            argv += ["--log-level", "warning", "--no-access-log"]
+            env = {**os.environ, "PYTHONPATH": folder}
+            base_url = f"http://127.0.0.1:{port}"
+            with harness.serving(argv, env, base_url, cwd=folder, name="uvicorn") as pid:
+                _wrk(base_url, 1.0)
+                cpu = harness.process_cpu_seconds(pid)
+                allowed, _, _, p50, p99, rate = _wrk(base_url, seconds)
+                cpu = harness.process_cpu_seconds(pid) - cpu
+        print(
+            f"floor, a bare ASGI app answering a fixed consume answer (uvicorn, wrk, "
+            f"{CONNECTIONS} connections): {rate:,.0f} requests/s, p50 {p50 * 1000:.1f} ms, "
+            f"p99 {p99 * 1000:.1f} ms; {cpu / max(allowed, 1) * 1e6:.0f} µs server CPU a "
+            "request",
+            flush=True,
+        )
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    key = f"bench-floor-{secrets.token_hex(4)}"
+    script = client.register_script("return redis.call('HINCRBY', KEYS[1], 'v', 1)")
+    _per_call("floor, one Redis script round trip (HINCRBY)", lambda: script(keys=[key]))
+    client.delete(key)
+    client.close()
+    with tempfile.TemporaryDirectory() as folder:
+        import sqlite3
+
+        connection = sqlite3.connect(Path(folder, "floor.db"), isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")  # as Tollgate's SQLite connections
+        connection.execute("CREATE TABLE t (id TEXT PRIMARY KEY)")
+        count = iter(range(10**9))
+
+        def commit() -> None:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("INSERT INTO t VALUES (?)", (str(next(count)),))
+            connection.execute("COMMIT")
+
+        _per_call("floor, one bare SQLite insert and commit (sqlite3, WAL)", commit)
+        connection.close()
+
+
+def _per_call(label: str, call: Callable[[], object], rounds: int = 5000) -> None:
+    call()
+    latencies = []
+    cpu = time.process_time()
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - started)
+    cpu = time.process_time() - cpu
+    q = statistics.quantiles(latencies, n=100)
+    print(
+        f"{label}: {cpu / rounds * 1e6:.0f} µs CPU a call (client side), p50 "
+        f"{q[49] * 1e6:.0f} µs, p99 {q[98] * 1e6:.0f} µs",
+        flush=True,
+    )
+
+
 def in_process(kind: str, seconds: float) -> None:
     from tollgate.bootstrap import build_container
     from tollgate.client.local import LocalTollgate
@@ -312,7 +399,9 @@ def groups(kind: str, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--only", choices=["sqlite", "postgresql", "local", "groups"], default=None)
+    parser.add_argument(
+        "--only", choices=["sqlite", "postgresql", "local", "groups", "floor"], default=None
+    )
     args = parser.parse_args()
     if args.only in (None, "sqlite"):
         over_http("sqlite", args.seconds)
@@ -324,6 +413,8 @@ def main() -> None:
     if args.only in (None, "local"):
         in_process("sqlite", args.seconds)
         in_process("postgresql", args.seconds)
+    if args.only in (None, "floor"):
+        floor(args.seconds)
 
 
 if __name__ == "__main__":
