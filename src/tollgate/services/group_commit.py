@@ -121,7 +121,10 @@ class GroupWriter(Generic[Item, Outcome]):
                     pins.enter_context(self.db.pinned())
                 except Exception:  # the items run unpinned and meet the error there
                     log.exception("could not pin a database connection")
-                jobs: list[_Job[Item] | None] = [first]
+                # What queued while this thread woke joins the first item: the calls of a
+                # burst arrive together, and taking only the first would commit it alone and
+                # leave the rest to the next group (groups alternating one and many).
+                jobs: list[_Job[Item] | None] = [first, *self._take(self.group - 1)]
                 while jobs:
                     self._apply([job for job in jobs if job is not None])
                     if None in jobs:  # stopped: what came before is answered; end
@@ -130,9 +133,10 @@ class GroupWriter(Generic[Item, Outcome]):
                         return
                     jobs = self._take()
 
-    def _take(self) -> list[_Job[Item] | None]:
+    def _take(self, most: int | None = None) -> list[_Job[Item] | None]:
+        """Return the jobs queued now (at most `most`, else a group), without waiting."""
         jobs: list[_Job[Item] | None] = []
-        while len(jobs) < self.group:
+        while len(jobs) < (self.group if most is None else most):
             try:
                 jobs.append(self._jobs.get_nowait())
             except queue.Empty:
