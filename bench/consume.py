@@ -16,8 +16,8 @@ share a transaction (the consume writer's group commit), on SQLite and PostgreSQ
 
 Floor: what this machine gives before any Tollgate code runs: the same wrk load against a bare
 ASGI app under uvicorn answering a fixed consume answer (the most one Python server process
-answers here), one Redis script round trip, and one bare SQLite insert and commit (what a lone
-in-process caller must wait for at least).
+answers here), one Redis script round trip, and one bare insert and commit on SQLite and on
+PostgreSQL (what a lone in-process caller must wait for at least).
 
 Run: `.venv/bin/python bench/consume.py [--seconds 10]
 [--only sqlite|postgresql|local|groups|floor]`
@@ -278,6 +278,20 @@ def floor(seconds: float) -> None:
 
         _per_call("floor, one bare SQLite insert and commit (sqlite3, WAL)", commit)
         connection.close()
+    with harness.database("postgresql") as url:
+        engine = sa.create_engine(url)
+        with engine.connect() as pg:
+            pg.exec_driver_sql("CREATE TABLE floor_commits (id TEXT PRIMARY KEY)")
+            pg.commit()
+            raw = pg.connection.driver_connection
+            assert raw is not None
+
+            def pg_commit() -> None:
+                raw.execute("INSERT INTO floor_commits VALUES (%s)", (str(next(count)),))
+                raw.commit()
+
+            _per_call("floor, one bare PostgreSQL insert and commit (psycopg)", pg_commit, 300)
+        engine.dispose()
 
 
 def _per_call(label: str, call: Callable[[], object], rounds: int = 5000) -> None:
