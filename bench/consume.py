@@ -149,6 +149,22 @@ def _wrk_seconds(report: str, percentile: str) -> float:
     return float(found.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[found.group(2)]
 
 
+def _recorded(url: str) -> tuple[int, int]:
+    """How many usage events and stored consume answers the database holds."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            events, answers = connection.execute(
+                sa.text(
+                    "SELECT (SELECT count(*) FROM usage_events),"
+                    " (SELECT count(*) FROM usage_consumptions)"
+                )
+            ).one()
+    finally:
+        engine.dispose()
+    return int(events), int(answers)
+
+
 def over_http(kind: str, seconds: float) -> None:
     if shutil.which("wrk") is not None:
         return over_http_wrk(kind, seconds)
@@ -157,15 +173,7 @@ def over_http(kind: str, seconds: float) -> None:
         outcomes, elapsed, cpu = harness.run_clients(_client, (base_url, seconds), PROCESSES, pid)
         allowed = sum(count for count, _ in outcomes)
         latencies = [value for _, found in outcomes for value in found]
-        engine = sa.create_engine(url)
-        with engine.connect() as connection:
-            events, answers = connection.execute(
-                sa.text(
-                    "SELECT (SELECT count(*) FROM usage_events),"
-                    " (SELECT count(*) FROM usage_consumptions)"
-                )
-            ).one()
-        engine.dispose()
+        events, answers = _recorded(url)
     if not events == answers == allowed == len(latencies):
         raise SystemExit(f"{allowed:,} allowed but {events:,} events, {answers:,} answers")
     q = statistics.quantiles(latencies, n=100)
@@ -185,21 +193,12 @@ def over_http_wrk(kind: str, seconds: float) -> None:
     with harness.database(kind) as url, harness.server(url) as (base_url, pid):
         harness.offline_pro_customers(base_url, CUSTOMERS)
         _wrk(base_url, 1.0)  # warm up: the writer thread, the connections, the caches
-        engine = sa.create_engine(url)
-        with engine.connect() as connection:
-            warm = connection.execute(sa.text("SELECT count(*) FROM usage_events")).scalar_one()
+        warm_events, warm_answers = _recorded(url)
         cpu = harness.process_cpu_seconds(pid)
         allowed, others, elapsed, p50, p99, rate = _wrk(base_url, seconds)
         cpu = harness.process_cpu_seconds(pid) - cpu
-        with engine.connect() as connection:
-            events, answers = connection.execute(
-                sa.text(
-                    "SELECT (SELECT count(*) FROM usage_events),"
-                    " (SELECT count(*) FROM usage_consumptions)"
-                )
-            ).one()
-        engine.dispose()
-    events, answers = events - warm, answers - warm
+        events, answers = _recorded(url)
+    events, answers = events - warm_events, answers - warm_answers
     # wrk stops at its deadline with up to one call per connection sent and not yet read: the
     # server may have recorded those too.
     if others or events != answers or not allowed <= events <= allowed + CONNECTIONS:
