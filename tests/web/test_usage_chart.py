@@ -28,13 +28,7 @@ def _record(app: Container, event_id: str, value: int, at: datetime) -> None:
 
 
 def _chart(app: Container) -> dict[int, int]:
-    used = get_usage(
-        db=app.db,
-        catalog=app.catalog,
-        clock=app.clock,
-        customer_id="org_chart",
-        grace=timedelta(days=7),
-    )
+    used = get_usage(app, customer_id="org_chart")
     runs = next(meter for meter in used.meters if meter.meter == "runs")
     history = customer_billing.period_daily_usage(
         app, customer_id="org_chart", period=used.period, used={"runs": runs.used}

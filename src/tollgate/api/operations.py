@@ -3,8 +3,8 @@
 Each function takes a request the API's own models checked, calls one service with the
 container as its `deps` (services/deps.py: database, catalog, Stripe gateway, settings,
 clock), does what the route does after it (this process's cached decisions dropped at once),
-and returns the service's view. The routes answer the view's JSON; the in-process client (`LocalTollgate`)
-returns the view itself, so the two cannot wire a service differently.
+and returns the service's view. The routes answer the view's JSON; the in-process client
+(`LocalTollgate`) returns the view itself, so the two cannot wire a service differently.
 
 Entitlement reads have no function here: routes, the fast path and the client all ask the
 container's cache (`app.entitlements`) directly, the one place they are answered from.
@@ -299,9 +299,7 @@ def set_auto_topup(app: Container, customer_id: str, body: AutoTopupPut) -> topu
 
 
 def get_usage(app: Container, customer_id: str) -> usage.CustomerUsage:
-    return usage.get_usage(
-        db=app.db, catalog=app.catalog, clock=app.clock, customer_id=customer_id, grace=app.grace
-    )
+    return usage.get_usage(app, customer_id=customer_id)
 
 
 # -- credits ---------------------------------------------------------------------------------

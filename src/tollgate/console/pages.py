@@ -567,13 +567,7 @@ def email_page(request: Request, number: int) -> Response:
     app = _app(request)
     item = console.get_outbox_item(db=app.db, outbox_id=f"email_{number}")
     rendered = preview_email(
-        db=app.db,
-        settings=app.settings,
-        catalog=app.catalog,
-        clock=app.clock,
-        template=item.name,
-        customer_id=item.customer_id,
-        notification_id=number,
+        app, template=item.name, customer_id=item.customer_id, notification_id=number
     )
     page = _page(request, "console_email.html", session, item=item, mail=rendered, nav="outbox")
     # The HTML part shows in a sandboxed frame (`srcdoc`, `sandbox=""`: no script, no form, no

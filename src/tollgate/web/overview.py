@@ -100,9 +100,7 @@ def billing_overview(app: Container, customer_id: str) -> Overview:
     now = app.clock.now()
     customer = customers.get_customer(app, customer_id=customer_id)
     subscription = subscriptions.get_subscription(app, customer_id=customer_id)
-    used = usage.get_usage(
-        db=app.db, catalog=catalog, clock=app.clock, customer_id=customer_id, grace=app.grace
-    )
+    used = usage.get_usage(app, customer_id=customer_id)
     name = plan_name(catalog, subscription.plan)
     words = status_words(
         status=subscription.status,
