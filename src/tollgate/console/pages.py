@@ -276,9 +276,7 @@ def customers_page(
         sort=sort,
         order=order,
     )
-    page = console.list_customers(
-        db=app.db, catalog=app.catalog, clock=app.clock, query=query, cursor=cursor, limit=50
-    )
+    page = console.list_customers(app, query=query, cursor=cursor, limit=50)
     kept = {
         key: value
         for key, value in request.query_params.items()

@@ -169,15 +169,14 @@ class CustomerQuery:
 
 
 def list_customers(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    clock: Clock,
     query: CustomerQuery,
     cursor: str | None = None,
     limit: int = 50,
 ) -> Page:
     """Return a page of customers matching `query`, sorted, after `cursor`."""
+    db, catalog, clock = deps.db, deps.catalog, deps.clock
     limit = _limit(limit)
     if query.sort not in queries.SORTS:
         raise InvalidRequest(f"sort must be one of {', '.join(queries.SORTS)}", param="sort")

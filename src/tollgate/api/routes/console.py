@@ -59,9 +59,7 @@ def list_customers(
         sort=sort,
         order=order,
     )
-    page = console.list_customers(
-        db=app.db, catalog=app.catalog, clock=app.clock, query=query, cursor=cursor, limit=limit
-    )
+    page = console.list_customers(app, query=query, cursor=cursor, limit=limit)
     return page.to_json()
 
 
