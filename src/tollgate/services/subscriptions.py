@@ -56,6 +56,7 @@ from tollgate.services.customers import (
     shown_plan_version,
     stripe_customer,
 )
+from tollgate.services.deps import Deps
 from tollgate.services.discounts import discount_views
 from tollgate.stripe.errors import PaymentDeclined, StripeFailure, StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
@@ -107,8 +108,12 @@ class SubscriptionRequest:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def get_subscription(*, db: Database, catalog: Catalog, customer_id: str) -> SubscriptionView:
+def get_subscription(deps: Deps, *, customer_id: str) -> SubscriptionView:
     """Return the customer's subscription from the mirror (plan and status as GET shows them)."""
+    return _read_subscription(deps.db, deps.catalog, customer_id)
+
+
+def _read_subscription(db: Database, catalog: Catalog, customer_id: str) -> SubscriptionView:
     with db.transaction() as session:
         customer = load_customer(session, customer_id)
         subscription = current_subscription(session, customer_id)
@@ -261,11 +266,8 @@ def _terms_for(
 
 
 def start_checkout(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    settings: Settings,
     customer_id: str,
     plan: str,
     interval: str,
@@ -277,6 +279,7 @@ def start_checkout(
 ) -> CheckoutSession:
     """Open a Checkout Session that subscribes the customer to a plan; its completion arrives
     as webhooks (`checkout.session.completed`), which flip the customer to the plan."""
+    db, catalog, gateway, settings = deps.db, deps.catalog, deps.optional_stripe(), deps.settings
     check_url(success_url, "success_url")
     check_url(cancel_url, "cancel_url")
     chosen = find_plan(catalog, plan)
@@ -342,12 +345,8 @@ def _already_subscribed(customer_id: str, plan: str | None, status: str) -> Alre
 
 
 def change_subscription(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    settings: Settings,
-    clock: Clock,
     customer_id: str,
     wanted: SubscriptionRequest,
     idempotency_key: str | None = None,
@@ -359,6 +358,8 @@ def change_subscription(
     A free plan ends the subscription at period end (or now). An offline customer's plan is
     Tollgate's to change.
     """
+    db, catalog, gateway, settings = deps.db, deps.catalog, deps.optional_stripe(), deps.settings
+    clock = deps.clock
     chosen = find_plan(catalog, wanted.plan)
     proration = check_proration(wanted.proration, settings.immediate_proration_behavior)
     with db.transaction() as session:
@@ -366,7 +367,7 @@ def change_subscription(
     if offline:
         return _change_offline_plan(db, catalog, clock, customer_id, wanted)
     if chosen.is_free:
-        return _change_to_free(db, catalog, gateway, clock, customer_id, wanted, idempotency_key)
+        return _change_to_free(deps, catalog, customer_id, wanted, idempotency_key)
     customer, target = _online_customer(db, catalog, gateway, customer_id)
     live = _live_subscription(target, customer.stripe_id)
     if live is not None and live.currency:
@@ -721,20 +722,19 @@ def _change_offline_plan(
             row.plan = plan.id
             row.updated_at = clock.now()
             _note_change(session, customer_id, row.updated_at)
-    return get_subscription(db=db, catalog=catalog, customer_id=customer_id)
+    return _read_subscription(db, catalog, customer_id)
 
 
 def _change_to_free(
-    db: Database,
+    deps: Deps,
     catalog: Catalog,
-    gateway: StripeGateway | None,
-    clock: Clock,
     customer_id: str,
     wanted: SubscriptionRequest,
     idempotency_key: str | None,
 ) -> SubscriptionView:
     """Move to a free plan: end the paid subscription (at period end unless asked now)."""
-    customer, target = _online_customer(db, catalog, gateway, customer_id)
+    db, clock = deps.db, deps.clock
+    customer, target = _online_customer(db, catalog, deps.optional_stripe(), customer_id)
     live = _live_subscription(target, customer.stripe_id)
     with db.write_transaction() as session:
         row = load_customer(session, customer_id, lock=True)
@@ -744,12 +744,9 @@ def _change_to_free(
             row.updated_at = clock.now()
             _note_change(session, customer_id, row.updated_at)
     if live is None:
-        return get_subscription(db=db, catalog=catalog, customer_id=customer_id)
+        return _read_subscription(db, catalog, customer_id)
     return cancel_subscription(
-        db=db,
-        catalog=catalog,
-        gateway=gateway,
-        clock=clock,
+        deps,
         customer_id=customer_id,
         at_period_end=wanted.at_period_end is not False,
         idempotency_key=idempotency_key,
@@ -760,11 +757,8 @@ def _change_to_free(
 
 
 def cancel_subscription(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    clock: Clock,
     customer_id: str,
     at_period_end: bool,
     idempotency_key: str | None = None,
@@ -774,6 +768,7 @@ def cancel_subscription(
     Afterwards the customer is on the catalog's default plan. An offline customer goes back to
     the default plan at once.
     """
+    db, catalog, gateway, clock = deps.db, deps.catalog, deps.optional_stripe(), deps.clock
     with db.transaction() as session:
         offline = load_customer(session, customer_id).offline
     if offline:
@@ -783,7 +778,7 @@ def cancel_subscription(
                 row.plan = None
                 row.updated_at = clock.now()
                 _note_change(session, customer_id, row.updated_at)
-        return get_subscription(db=db, catalog=catalog, customer_id=customer_id)
+        return _read_subscription(db, catalog, customer_id)
     customer, target = _online_customer(db, catalog, gateway, customer_id)
     live = _live_subscription(target, customer.stripe_id)
     if live is None:
@@ -811,16 +806,11 @@ def cancel_subscription(
 
 
 def resume_subscription(
-    *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    clock: Clock,
-    customer_id: str,
-    idempotency_key: str | None = None,
+    deps: Deps, *, customer_id: str, idempotency_key: str | None = None
 ) -> SubscriptionView:
     """Undo a cancel at period end before the period ends (nothing to undo: nothing changes)."""
-    customer, target = _online_customer(db, catalog, gateway, customer_id)
+    db, clock = deps.db, deps.clock
+    customer, target = _online_customer(db, deps.catalog, deps.optional_stripe(), customer_id)
     live = _live_subscription(target, customer.stripe_id)
     if live is None:
         raise NotFound(
