@@ -621,7 +621,10 @@ def _change(
         params["payment_settings"] = {"payment_method_types": methods or ""}
     # Billed now: a declined card changes nothing (402); a card that needs its holder waits
     # with the change pending until the customer confirms (Stripe's pending_if_incomplete).
-    billed_now = charged and change.proration == "always_invoice"
+    # An interval change starts a new period, which stripesim does not hold pending yet.
+    billed_now = (
+        charged and change.proration == "always_invoice" and current.interval == terms.interval
+    )
     if billed_now:
         params["payment_behavior"] = "error_if_incomplete"
     asked = {
