@@ -69,7 +69,7 @@ def upgrade_needing_action(world: World, customer_id: str) -> dict[str, Any]:
 
 
 def test_an_upgrade_needing_authentication_waits_and_applies_once_confirmed(shop: World) -> None:
-    stripe_id, sub_id = monthly_pro_paying_with(shop, "up-org", THREE_DS_2)
+    _, sub_id = monthly_pro_paying_with(shop, "up-org", THREE_DS_2)
     answer = upgrade_needing_action(shop, "up-org")
     pending = shop.stripe.v1.subscriptions.retrieve(sub_id)
     assert pending.pending_update is not None and pending.status == "active"

@@ -242,8 +242,8 @@ def test_unknown_catalog_currency_is_reported() -> None:
         (
             lambda d: d["plans"]["pro"].update(trail_days=7),
             "plans.pro.trail_days: unknown key 'trail_days' (expected one of: credits, custom, "
-            "features, invoice, name, on_start_credits, payment_methods, prices, reduced_access, seats, "
-            "trial_days); did you mean 'trial_days'?",
+            "features, invoice, name, on_start_credits, payment_methods, prices, reduced_access, "
+            "seats, trial_days); did you mean 'trial_days'?",
         ),
         (
             lambda d: d["plans"]["pro"]["prices"][0].update(amout="1"),

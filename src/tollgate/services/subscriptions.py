@@ -493,6 +493,17 @@ def _payment_method_types(settings: Settings, terms: Terms) -> list[str] | None:
     return list(policy.payable_by(amount, currency, terms.plan.id))
 
 
+def _payment_settings(
+    settings: Settings, terms: Terms, current: SubscriptionSnapshot
+) -> dict[str, Any]:
+    """Return the `payment_settings` update that offers a changed subscription's invoices the
+    methods its new terms allow (none when they stay as they were)."""
+    methods = _payment_method_types(settings, terms)
+    if methods is None and not current.payment_method_types:
+        return {}
+    return {"payment_settings": {"payment_method_types": methods or ""}}
+
+
 def _check_card_limit(
     gateway: StripeGateway,
     settings: Settings,
@@ -616,9 +627,7 @@ def _change(
         params["collection_method"] = collection.method
         if collection.days_until_due is not None:
             params["days_until_due"] = collection.days_until_due
-    methods = _payment_method_types(settings, terms)
-    if methods is not None or current.payment_method_types:
-        params["payment_settings"] = {"payment_method_types": methods or ""}
+    params.update(_payment_settings(settings, terms, current))
     # Billed now: a declined card changes nothing (402); a card that needs its holder waits
     # with the change pending until the customer confirms (Stripe's pending_if_incomplete).
     # An interval change starts a new period, which stripesim does not hold pending yet.
@@ -1038,6 +1047,7 @@ def _apply_plan_change(
     )
     params = _item_changes(gateway, current, terms)
     params["proration_behavior"] = settings.proration_behavior
+    params.update(_payment_settings(settings, terms, current))
     gateway.update_subscription(
         current.id, idempotency_key=f"plan-change-{change.id}", params=params
     )

@@ -489,12 +489,12 @@ class StripeGateway(CatalogCalls, RefundCalls):
         """The type of the payment method that pays (card, us_bank_account, …): the one named
         (a subscription's own default), else the customer's default."""
         if payment_method_id:
-            method = self._retrieve(
+            named = self._retrieve(
                 "payment_methods.retrieve",
                 self._client.v1.payment_methods.retrieve,
                 payment_method_id,
             )
-            return str(method.get("type") or "") or None
+            return str(named.get("type") or "") or None
         customer = self._call(
             "customers.retrieve",
             self._client.v1.customers.retrieve,
