@@ -673,11 +673,14 @@ def _change_pending_authentication(
     with `customer.subscription.updated`). Not paid within 23 hours, the change expires and the
     plan stays as it was.
     """
+    # Stripe takes only item and proration parameters with a pending update; the methods the
+    # card payer's invoices are offered stay as they were (the check above let the card pay).
+    pending = {name: value for name, value in params.items() if name != "payment_settings"}
     updated = gateway.update_subscription(
         current.id,
         idempotency_key=f"sub-update-{customer.id}-{key}-action",
         params={
-            **params,
+            **pending,
             "payment_behavior": "pending_if_incomplete",
             "expand": ["latest_invoice"],
         },
