@@ -85,6 +85,7 @@ class InvoiceView:
         return sum(discount.amount for discount in self.discounts)
 
     tax: int = 0  # included in `total`
+    billing_reason: str | None = None  # Stripe's: subscription_cycle, subscription_update, …
 
     def to_json(self) -> dict[str, Any]:
         def money(amount: int) -> dict[str, Any]:
@@ -182,6 +183,7 @@ def list_invoices(
             subtotal=row.subtotal,
             discounts=_invoice_discounts(row.discount_amounts, coupons),
             tax=row.tax or 0,
+            billing_reason=row.billing_reason,
         )
         for row in rows[:limit]
     ]
