@@ -63,6 +63,22 @@ class InvoiceDiscount:
 
 
 @dataclass(frozen=True)
+class InvoiceTax:
+    """One tax of an invoice at one rate (Stripe's `total_taxes`, with the rate's terms)."""
+
+    name: str  # the rate's display name: GST, QST, VAT, Sales Tax
+    jurisdiction: str | None
+    percentage: str | None  # exact text: "9.975"
+    inclusive: bool
+    amount: int
+
+    @property
+    def label(self) -> str:
+        """The line as invoices print it: "QST 9.975 %"."""
+        return f"{self.name} {self.percentage} %" if self.percentage else self.name
+
+
+@dataclass(frozen=True)
 class InvoiceView:
     """An invoice as the customer sees it; amounts in minor units of `currency`."""
 
@@ -86,6 +102,13 @@ class InvoiceView:
         return sum(discount.amount for discount in self.discounts)
 
     tax: int = 0  # included in `total`
+    taxes: tuple[InvoiceTax, ...] = ()
+    tax_exempt: str | None = None  # the customer's status it was made for: exempt, reverse
+
+    @property
+    def tax_note(self) -> str | None:
+        """What the invoice says about a tax it does not charge."""
+        return {"reverse": "Reverse charge", "exempt": "Tax exempt"}.get(self.tax_exempt or "")
 
     def to_json(self) -> dict[str, Any]:
         def money(amount: int) -> dict[str, Any]:
@@ -97,6 +120,18 @@ class InvoiceView:
             "status": self.status,
             "total": money(self.total),
             "tax": money(self.tax),
+            "taxes": [
+                {
+                    "name": tax.name,
+                    "jurisdiction": tax.jurisdiction,
+                    "percentage": tax.percentage,
+                    "inclusive": tax.inclusive,
+                    "amount": money(tax.amount),
+                }
+                for tax in self.taxes
+            ],
+            "tax_exempt": self.tax_exempt,
+            "tax_note": self.tax_note,
             "amount_due": money(self.amount_due),
             "amount_paid": money(self.amount_paid),
             "created": _iso(self.created),
@@ -183,11 +218,27 @@ def list_invoices(
             subtotal=row.subtotal,
             discounts=_invoice_discounts(row.discount_amounts, coupons),
             tax=row.tax or 0,
+            taxes=invoice_taxes(row.tax_amounts),
+            tax_exempt=row.customer_tax_exempt,
         )
         for row in rows[:limit]
     ]
     more = len(rows) > limit
     return InvoicePage(views, more, _cursor(views[-1]) if more and views else None)
+
+
+def invoice_taxes(amounts: list[dict[str, Any]] | None) -> tuple[InvoiceTax, ...]:
+    """Return an invoice's mirrored taxes (`invoices.tax_amounts`), one per rate."""
+    return tuple(
+        InvoiceTax(
+            name=str(entry.get("display_name") or "Tax"),
+            jurisdiction=entry.get("jurisdiction"),
+            percentage=entry.get("percentage"),
+            inclusive=bool(entry.get("inclusive")),
+            amount=int(entry["amount"]),
+        )
+        for entry in amounts or []
+    )
 
 
 def _invoice_discounts(
