@@ -80,6 +80,7 @@ def create_invoice(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         ),
         description=params.get("description") or None,
         default_payment_method=params.get("default_payment_method") or None,
+        automatic_tax=bool(as_bool(params.get("automatic_tax") or {}, "enabled", False)),
     )
     invoice["discounts"] = billing.new_discounts(
         ctx, params.get("discounts"), customer_id=customer_id, now=now, invoice_id=invoice["id"]
@@ -602,8 +603,8 @@ def _pdf_lines(
     for entry in invoice.get("total_discount_amounts") or []:
         discount = names.get(entry["discount"]) or {}
         coupon = (discount.get("source") or {}).get("coupon")
-        name = (coupon or {}).get("name") if isinstance(coupon, dict) else None
-        label = name or (coupon if isinstance(coupon, str) else None) or "Discount"
+        terms = coupon if isinstance(coupon, dict) else names.get(str(coupon)) or {}
+        label = terms.get("name") or "Discount"
         lines.append(f"{label}: -{format_amount(entry['amount'], currency)}")
     for entry in invoice.get("total_taxes") or []:
         rate = names.get(str((entry.get("tax_rate_details") or {}).get("tax_rate"))) or {}
@@ -666,6 +667,10 @@ async def invoice_pdf(request: Request, sim: Simulator) -> Response:
             for key in _named_objects(invoice)
             if (obj := account.find(key)) is not None
         }
+        for discount in list(names.values()):
+            coupon = (discount.get("source") or {}).get("coupon")
+            if isinstance(coupon, str) and (found_coupon := account.find(coupon)) is not None:
+                names[coupon] = snapshot(found_coupon)
         tax_ids = [
             f"{tax_id['type'].replace('_', ' ').upper()} {tax_id['value']}"
             for tax_id in account.where("tax_id", customer=invoice.get("customer"))

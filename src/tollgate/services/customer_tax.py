@@ -76,8 +76,8 @@ def set_tax_ids(
         except StripeFailure as refused:
             for made in added:
                 target.remove_tax_id(stripe_customer_id, str(made["id"]))
-            if refused.status >= 500 or refused.status == 404:
-                raise
+            if type(refused) is not StripeFailure:
+                raise  # Stripe unreachable, the key refused…: not the value's fault
             raise TaxIdRefused(
                 f"Stripe refused tax ID {entry.value!r} of type {entry.type}: {refused.message}",
                 param=f"tax_ids[{index}]",
