@@ -363,6 +363,10 @@ def test_a_buyer_types_a_quebec_address_and_tax_id_in_checkout_and_sees_both_tax
         page.goto(link)
         taxes = page.locator("#invoices .invoice-tax").all_inner_texts()
         assert taxes == ["GST 5 % $1.45", "QST 9.975 % $2.89"], taxes
+        # The next invoice, as Stripe previews it: the same two taxes.
+        assert page.inner_text("#upcoming-total") == "$33.34"
+        upcoming = page.locator("#upcoming-invoice .upcoming-tax").all_inner_texts()
+        assert upcoming == ["GST 5 % $1.45", "QST 9.975 % $2.89"], upcoming
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         page.screenshot(path=str(screenshots / f"billing-tax-{width}.png"), full_page=True)
         page.locator("#invoices").screenshot(path=str(screenshots / f"invoices-tax-{width}.png"))

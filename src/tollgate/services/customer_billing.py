@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from tollgate.clock import Clock
 from tollgate.config import Settings
@@ -28,8 +28,11 @@ from tollgate.domain.catalog import Aggregation, Catalog, FeatureType
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.metering import Period
 from tollgate.domain.subscriptions import ChangeTiming, CurrentTerms, change_timing, is_live
+from tollgate.services.customers import current_subscription
 from tollgate.services.entitlements import load_billing_customers
+from tollgate.stripe.errors import StripeFailure
 from tollgate.stripe.gateway import StripeGateway
+from tollgate.stripe.translate import invoice_snapshot, tax_rate_snapshot
 
 # The subscription services' own steps, so a preview reads and decides exactly as a change does.
 from tollgate.services.subscriptions import (  # isort: skip
@@ -40,6 +43,7 @@ from tollgate.services.subscriptions import (  # isort: skip
     _terms_for,
 )
 
+V = TypeVar("V")
 GRANULARITIES = ("hour", "day")
 # The most buckets one history answers: 93 days of hours, or about 5 years of days.
 MAX_BUCKETS = 93 * 24
@@ -388,32 +392,36 @@ def usage_history(
     return UsageHistory(customer_id, meter, granularity, first, stop, buckets)
 
 
-class _ClosedDays:
-    """Daily buckets of days that have ended, kept per process (least recently used out).
-
-    Usage can only be recorded in the open period, so a past period's days never change; a
-    day of the open period that has ended changes only if an event arrives late with an old
-    timestamp, which `period_daily_usage` notices from the period's counter.
-    """
+class _Kept(Generic[V]):
+    """Values kept per process, least recently used out (see CLOSED_DAYS, UPCOMING)."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self._entries: OrderedDict[tuple[Any, ...], list[tuple[datetime, int]]] = OrderedDict()
+        self._entries: OrderedDict[tuple[Any, ...], V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[Any, ...]) -> list[tuple[datetime, int]] | None:
+    def get(self, key: tuple[Any, ...]) -> V | None:
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
                 self._entries.move_to_end(key)
             return found
 
-    def put(self, key: tuple[Any, ...], buckets: list[tuple[datetime, int]]) -> None:
+    def put(self, key: tuple[Any, ...], value: V) -> None:
         with self._lock:
-            self._entries[key] = buckets
+            self._entries[key] = value
             self._entries.move_to_end(key)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
+
+
+class _ClosedDays(_Kept[list[tuple[datetime, int]]]):
+    """Daily buckets of days that have ended, kept per process (least recently used out).
+
+    Usage can only be recorded in the open period, so a past period's days never change; a
+    day of the open period that has ended changes only if an event arrives late with an old
+    timestamp, which `period_daily_usage` notices from the period's counter.
+    """
 
 
 CLOSED_DAYS = _ClosedDays()
@@ -505,6 +513,95 @@ def _adds_up(catalog: Catalog, meter: str, buckets: list[tuple[datetime, int]], 
     if catalog.features[meter].aggregation is Aggregation.SUM:
         return sum(values) == used
     return max(values, default=0) >= used
+
+
+# -- the upcoming invoice --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpcomingInvoice:
+    """What the subscription's next invoice will be, as Stripe previews it now."""
+
+    currency: str
+    total: int
+    at: datetime | None
+    taxes: tuple[InvoiceTax, ...] = ()
+    tax_exempt: str | None = None
+
+    @property
+    def tax_note(self) -> str | None:
+        return {"reverse": "Reverse charge", "exempt": "Tax exempt"}.get(self.tax_exempt or "")
+
+
+# Previews kept for a few minutes per (database, customer, state version): a webhook that
+# changes the customer bumps its version, and usage moves the amount only slowly.
+UPCOMING: _Kept[tuple[datetime, UpcomingInvoice]] = _Kept(size=1024)
+UPCOMING_FOR = timedelta(minutes=5)
+
+
+def upcoming_invoice(
+    *,
+    db: Database,
+    catalog: Catalog,
+    gateway: StripeGateway | None,
+    clock: Clock,
+    customer_id: str,
+) -> UpcomingInvoice | None:
+    """Return the live subscription's next invoice with its taxes, or None (no subscription,
+    or Stripe not answering: the page shows the rest)."""
+    customer, target = _online_customer(db, catalog, gateway, customer_id)
+    with db.transaction() as session:
+        subscription = current_subscription(session, customer_id)
+        if subscription is None or not is_live(subscription.status):
+            return None
+        subscription_id = subscription.id
+    key = (db.url, customer_id, customer.state_version, subscription_id)
+    now = clock.now()
+    kept = UPCOMING.get(key)
+    if kept is not None and now - kept[0] < UPCOMING_FOR:
+        return kept[1]
+    try:
+        preview = target.preview_subscription_invoice(
+            stripe_customer_id=customer.stripe_id, subscription_id=subscription_id, details={}
+        )
+        found = invoice_snapshot({"id": "upcoming", **preview})
+        terms = _rate_terms(db, target, [rate for rate, _ in found.tax_amounts])
+    except StripeFailure:
+        return None
+    at = preview.get("next_payment_attempt") or preview.get("period_end")
+    upcoming = UpcomingInvoice(
+        currency=found.currency,
+        total=found.total,
+        at=datetime.fromtimestamp(int(at), UTC) if at else None,
+        taxes=invoice_taxes(
+            [{**terms.get(rate, {}), "amount": amount} for rate, amount in found.tax_amounts]
+        ),
+        tax_exempt=found.customer_tax_exempt,
+    )
+    UPCOMING.put(key, (now, upcoming))
+    return upcoming
+
+
+def _rate_terms(
+    db: Database, gateway: StripeGateway, rate_ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Return each tax rate's terms: from the mirror, else from Stripe."""
+    if not rate_ids:
+        return {}
+    with db.engine.connect() as connection:
+        terms = customer_pages.tax_rate_terms(connection, rate_ids)
+        connection.rollback()
+    missing = [rate for rate in rate_ids if rate not in terms]
+    if missing:
+        for raw in gateway.retrieve_tax_rates(",".join(missing)):
+            found = tax_rate_snapshot(raw)
+            terms[found.id] = {
+                "display_name": found.display_name,
+                "jurisdiction": found.jurisdiction,
+                "percentage": found.percentage,
+                "inclusive": found.inclusive,
+            }
+    return terms
 
 
 # -- change previews -------------------------------------------------------------------------
