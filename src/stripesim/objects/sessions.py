@@ -62,7 +62,6 @@ def checkout_session() -> dict[str, Any]:
         "submit_type": None,
         "subscription": None,
         "success_url": None,
-        "tax_id_collection": {"enabled": False, "required": "never"},
         "total_details": None,
         "ui_mode": "hosted_page",
         "url": None,

@@ -451,7 +451,6 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         billing_address_collection=one_of(
             params, "billing_address_collection", ("auto", "required")
         ),
-        tax_id_collection={"enabled": bool(collect_tax_ids), "required": "never"},
         cancel_url=params.get("cancel_url") or None,
         client_reference_id=params.get("client_reference_id") or None,
         currency=currency,
@@ -514,6 +513,9 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         _set_discounts(ctx, session, params.get("discounts"), customer_id, now)
     elif params.get("discounts"):
         raise StripeError("You cannot pass `discounts` in `setup` mode.", param="discounts")
+    if params.get("tax_id_collection"):
+        # Optional in Stripe's schema: present when the session was asked for it.
+        session["tax_id_collection"] = {"enabled": bool(collect_tax_ids), "required": "never"}
     update_metadata(session, params.get("metadata"))
     ctx.account.add(session)
     if expire_due_sessions not in ctx.sim.time_hooks:
