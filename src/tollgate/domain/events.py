@@ -58,6 +58,15 @@ class TaxRateSnapshot:
     percentage: str
     inclusive: bool
 
+    def terms(self) -> dict[str, Any]:
+        """Return what an invoice's tax line shows of the rate."""
+        return {
+            "display_name": self.display_name,
+            "jurisdiction": self.jurisdiction,
+            "percentage": self.percentage,
+            "inclusive": self.inclusive,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionItemSnapshot:

@@ -23,6 +23,15 @@ _TAX_ID_TYPE = re.compile(r"^[a-z]{2}_[a-z_]{2,16}$")
 MAX_TAX_IDS = 25  # as many as Stripe keeps on a customer
 
 
+# What an invoice says about a tax it does not charge.
+_TAX_NOTES = {"reverse": "Reverse charge", "exempt": "Tax exempt"}
+
+
+def tax_note(tax_exempt: str | None) -> str | None:
+    """Return the note an invoice for a customer of this tax status carries (none: None)."""
+    return _TAX_NOTES.get(tax_exempt or "")
+
+
 class AddressRequired(TollgateError):
     """Automatic tax is on and the customer has no billing address to tax by."""
 

@@ -28,6 +28,7 @@ from tollgate.domain.catalog import Aggregation, Catalog, FeatureType
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.metering import Period
 from tollgate.domain.subscriptions import ChangeTiming, CurrentTerms, change_timing, is_live
+from tollgate.domain.tax import tax_note
 from tollgate.services.customers import current_subscription
 from tollgate.services.entitlements import load_billing_customers
 from tollgate.stripe.errors import StripeFailure
@@ -112,7 +113,7 @@ class InvoiceView:
     @property
     def tax_note(self) -> str | None:
         """What the invoice says about a tax it does not charge."""
-        return {"reverse": "Reverse charge", "exempt": "Tax exempt"}.get(self.tax_exempt or "")
+        return tax_note(self.tax_exempt)
 
     def to_json(self) -> dict[str, Any]:
         def money(amount: int) -> dict[str, Any]:
@@ -530,7 +531,7 @@ class UpcomingInvoice:
 
     @property
     def tax_note(self) -> str | None:
-        return {"reverse": "Reverse charge", "exempt": "Tax exempt"}.get(self.tax_exempt or "")
+        return tax_note(self.tax_exempt)
 
 
 # Previews kept for a few minutes per (database, customer, state version): a webhook that
@@ -595,12 +596,7 @@ def _rate_terms(
     if missing:
         for raw in gateway.retrieve_tax_rates(",".join(missing)):
             found = tax_rate_snapshot(raw)
-            terms[found.id] = {
-                "display_name": found.display_name,
-                "jurisdiction": found.jurisdiction,
-                "percentage": found.percentage,
-                "inclusive": found.inclusive,
-            }
+            terms[found.id] = found.terms()
     return terms
 
 

@@ -593,14 +593,7 @@ def _tax_lines(ctx: HandlerContext, snapshot: InvoiceSnapshot) -> list[dict[str,
     if missing:
         for raw in ctx.fetch("tax_rates", ",".join(missing), "tax_rates") or []:
             found = tax_rate_snapshot(raw)
-            values = {
-                "id": found.id,
-                "display_name": found.display_name,
-                "jurisdiction": found.jurisdiction,
-                "percentage": found.percentage,
-                "inclusive": found.inclusive,
-                "created_at": ctx.now,
-            }
+            values = {"id": found.id, **found.terms(), "created_at": ctx.now}
             ctx.write(mirror.insert_row(TAX_RATES), values)
             rates[found.id] = values
     lines = []

@@ -21,6 +21,7 @@ from tollgate.domain.events import (
     SubscriptionSnapshot,
 )
 from tollgate.domain.subscriptions import trial_cause
+from tollgate.domain.tax import tax_note
 from tollgate.services.dunning import clear_dunning, record_failed_attempt
 from tollgate.services.outbox import queue_app_event, queue_email
 from tollgate.services.webhooks.context import HandlerContext
@@ -249,9 +250,6 @@ def _subscription_facts(snapshot: SubscriptionSnapshot, obj: dict[str, Any]) -> 
     }
 
 
-_TAX_NOTES = {"reverse": "Reverse charge", "exempt": "Tax exempt"}
-
-
 def _tax_facts(ctx: HandlerContext, snapshot: InvoiceSnapshot) -> dict[str, Any]:
     """Return the invoice's taxes one per rate, as the mirror named them, and its tax note."""
     stored = ctx.row(INVOICES, snapshot.id)
@@ -265,7 +263,7 @@ def _tax_facts(ctx: HandlerContext, snapshot: InvoiceSnapshot) -> dict[str, Any]
             }
             for line in lines
         ],
-        "tax_note": _TAX_NOTES.get(snapshot.customer_tax_exempt or ""),
+        "tax_note": tax_note(snapshot.customer_tax_exempt),
     }
 
 
