@@ -12,15 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 from tollgate.clock import Clock
-from tollgate.config import Settings
 from tollgate.db.queries import customer_pages
 from tollgate.db.queries.discounts import discounts_by_id
 from tollgate.db.unit_of_work import Database
@@ -29,13 +26,14 @@ from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.metering import Period
 from tollgate.domain.subscriptions import ChangeTiming, CurrentTerms, change_timing, is_live
 from tollgate.domain.tax import tax_note
+from tollgate.services.closed_days import Kept
 from tollgate.services.customers import current_subscription
+from tollgate.services.deps import Deps
 from tollgate.services.entitlements import load_billing_customers
 from tollgate.stripe.errors import StripeFailure
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import invoice_snapshot, tax_rate_snapshot
 
-# The subscription services' own steps, so a preview reads and decides exactly as a change does.
 from tollgate.services.subscriptions import (  # isort: skip
     _current_amount,
     _item_changes,
@@ -44,7 +42,6 @@ from tollgate.services.subscriptions import (  # isort: skip
     _terms_for,
 )
 
-V = TypeVar("V")
 GRANULARITIES = ("hour", "day")
 # The most buckets one history answers: 93 days of hours, or about 5 years of days.
 MAX_BUCKETS = 93 * 24
@@ -337,10 +334,8 @@ def previous_period(period: Period) -> Period:
 
 
 def usage_history(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    clock: Clock,
     customer_id: str,
     meter: str,
     granularity: str = "day",
@@ -349,6 +344,7 @@ def usage_history(
 ) -> UsageHistory:
     """Return the customer's usage of a metered feature in buckets (default: this period):
     each bucket's sum, or its greatest value for a `max` or `last` meter."""
+    db, catalog, clock = deps.db, deps.catalog, deps.clock
     feature = catalog.features.get(meter)
     if feature is None or feature.type is not FeatureType.METERED:
         metered = ", ".join(k for k, f in catalog.features.items() if f.type is FeatureType.METERED)
@@ -393,46 +389,9 @@ def usage_history(
     return UsageHistory(customer_id, meter, granularity, first, stop, buckets)
 
 
-class _Kept(Generic[V]):
-    """Values kept per process, least recently used out (see CLOSED_DAYS, UPCOMING)."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._entries: OrderedDict[tuple[Any, ...], V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[Any, ...]) -> V | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[Any, ...], value: V) -> None:
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-
-class _ClosedDays(_Kept[list[tuple[datetime, int]]]):
-    """Daily buckets of days that have ended, kept per process (least recently used out).
-
-    Usage can only be recorded in the open period, so a past period's days never change; a
-    day of the open period that has ended changes only if an event arrives late with an old
-    timestamp, which `period_daily_usage` notices from the period's counter.
-    """
-
-
-CLOSED_DAYS = _ClosedDays()
-
-
 def period_daily_usage(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    clock: Clock,
     customer_id: str,
     period: Period,
     used: Mapping[str, int | None],
@@ -440,18 +399,20 @@ def period_daily_usage(
     """Return each meter's daily usage over `period` (the billing page's chart), in one
     statement for all of `used`'s meters.
 
-    The days that have ended are summed once per process; today's are summed on every call.
+    The days that have ended are summed once per process (kept in `deps.closed_days`); today's
+    are summed on every call.
     `used` holds each meter's usage in the period as its counter has it (None: not known): when
     a meter's days do not add up to it (an event arrived late for an earlier day), its ended
     days are summed again.
     """
+    db, catalog, clock = deps.db, deps.catalog, deps.clock
     first = _floor(period.start, "day")
     today = _floor(clock.now(), "day")
     split = min(max(today, first), period.end)
     meters = list(used)
     closed: dict[str, list[tuple[datetime, int]]] = {}
     for meter in meters:
-        kept = CLOSED_DAYS.get((db.url, customer_id, meter, period.start, split))
+        kept = deps.closed_days.get((customer_id, meter, period.start, split))
         if kept is not None:
             closed[meter] = kept
     missing = [meter for meter in meters if meter not in closed]
@@ -467,7 +428,7 @@ def period_daily_usage(
         summed = _days(db, catalog, customer_id, missing + stale, first, split)
         for meter, buckets in summed.items():
             closed[meter] = buckets
-            CLOSED_DAYS.put((db.url, customer_id, meter, period.start, split), buckets)
+            deps.closed_days.put((customer_id, meter, period.start, split), buckets)
     return {
         meter: UsageHistory(
             customer_id,
@@ -536,28 +497,22 @@ class UpcomingInvoice:
 
 # Previews kept for a few minutes per (database, customer, state version): a webhook that
 # changes the customer bumps its version, and usage moves the amount only slowly.
-UPCOMING: _Kept[tuple[datetime, UpcomingInvoice]] = _Kept(size=1024)
+UPCOMING: Kept[tuple[datetime, UpcomingInvoice]] = Kept(size=1024)
 UPCOMING_FOR = timedelta(minutes=5)
 
 
-def upcoming_invoice(
-    *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    clock: Clock,
-    customer_id: str,
-) -> UpcomingInvoice | None:
+def upcoming_invoice(deps: Deps, *, customer_id: str) -> UpcomingInvoice | None:
     """Return the live subscription's next invoice with its taxes, or None (no subscription,
     or Stripe not answering: the page shows the rest)."""
-    customer, target = _online_customer(db, catalog, gateway, customer_id)
+    db = deps.db
+    customer, target = _online_customer(db, deps.catalog, deps.optional_stripe(), customer_id)
     with db.transaction() as session:
         subscription = current_subscription(session, customer_id)
         if subscription is None or not is_live(subscription.status):
             return None
         subscription_id = subscription.id
     key = (db.url, customer_id, customer.state_version, subscription_id)
-    now = clock.now()
+    now = deps.clock.now()
     kept = UPCOMING.get(key)
     if kept is not None and now - kept[0] < UPCOMING_FOR:
         return kept[1]
@@ -661,17 +616,15 @@ class ChangePreview:
 
 
 def preview_subscription_change(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    settings: Settings,
     customer_id: str,
     plan: str,
     interval: str,
     seats: int | None = None,
 ) -> ChangePreview:
     """Return what moving to `plan`/`interval`/`seats` would invoice, from Stripe's preview."""
+    db, catalog, gateway, settings = deps.db, deps.catalog, deps.optional_stripe(), deps.settings
     customer, target = _online_customer(db, catalog, gateway, customer_id)
     live = _live_subscription(target, customer.stripe_id)
     if live is not None and live.currency:
