@@ -98,7 +98,17 @@ def _settle(
     """
     if row is None:
         return None
-    decision = decide(
+    decision = _decision(ctx, row, differs, progress)
+    if decision is Decision.SKIP:
+        return SKIP
+    if decision is Decision.REFETCH:
+        return ctx.fetch(object_type, object_id, "same_second") or SKIP
+    return None
+
+
+def _decision(ctx: HandlerContext, row: Row, differs: bool, progress: int) -> Decision:
+    """Decide by the stored row's watermark what the event's snapshot does to it."""
+    return decide(
         stored_created=row["watermark_created"],
         stored_event_id=row["watermark_event_id"],
         incoming_created=ctx.created,
@@ -106,11 +116,6 @@ def _settle(
         differs=differs,
         progress=progress,
     )
-    if decision is Decision.SKIP:
-        return SKIP
-    if decision is Decision.REFETCH:
-        return ctx.fetch(object_type, object_id, "same_second") or SKIP
-    return None
 
 
 def _write(
@@ -323,14 +328,7 @@ def _apply_tax_id(ctx: HandlerContext, obj: dict[str, Any], *, deleted: bool = F
 
 def _settle_without_fetch(ctx: HandlerContext, row: Row, differs: bool, progress: int) -> bool:
     """Return whether the stored row wins over the event (for objects not fetched by id)."""
-    decision = decide(
-        stored_created=row["watermark_created"],
-        stored_event_id=row["watermark_event_id"],
-        incoming_created=ctx.created,
-        incoming_event_id=ctx.event_id,
-        differs=differs,
-        progress=progress,
-    )
+    decision = _decision(ctx, row, differs, progress)
     if decision is Decision.REFETCH:
         return ctx.event_id < str(row["watermark_event_id"] or "")
     return decision is Decision.SKIP
