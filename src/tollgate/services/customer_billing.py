@@ -104,6 +104,7 @@ class InvoiceView:
         return sum(discount.amount for discount in self.discounts)
 
     tax: int = 0  # included in `total`
+    billing_reason: str | None = None  # Stripe's: subscription_cycle, subscription_update, …
     taxes: tuple[InvoiceTax, ...] = ()
     tax_exempt: str | None = None  # the customer's status it was made for: exempt, reverse
 
@@ -222,6 +223,7 @@ def list_invoices(
             tax=row.tax or 0,
             taxes=invoice_taxes(row.tax_amounts),
             tax_exempt=row.customer_tax_exempt,
+            billing_reason=row.billing_reason,
         )
         for row in rows[:limit]
     ]
