@@ -366,6 +366,11 @@ def test_checkout_takes_seats_trial_override_currency_and_automatic_tax(
     )
     assert base["quantity"] == 5 and session["currency"] == "eur"
     assert session["automatic_tax"]["enabled"] is True
+    # As Stripe requires with automatic tax: the address and tax IDs typed are saved on the
+    # existing customer, which Stripe taxes by.
+    assert session["billing_address_collection"] == "required"
+    assert session["tax_id_collection"] == {"enabled": True, "required": "never"}
+    assert session["_customer_update"] == {"address": "auto", "name": "auto"}
     data = session["_subscription_data"]
     assert "trial_period_days" not in data
     assert data["trial_settings"]["end_behavior"]["missing_payment_method"] == "cancel"

@@ -1203,7 +1203,7 @@ def test_events_sharing_a_transaction_fail_alone_and_the_rest_apply_once(hooks: 
         customer_obj(cus_id, app_id="acme", email="ops@acme.example"),
         created=T0 + 6,
     )
-    unknown = event_obj("customer.tax_id.created", {"id": "txi_1", "object": "tax_id"})
+    unknown = event_obj("product.created", {"id": "prod_1", "object": "product"})
     group = [seats, broken, renamed, seats, unknown]
 
     def verified(event: dict[str, Any]) -> Delivery:
@@ -1719,7 +1719,7 @@ def test_a_groups_inbox_rows_are_stored_exactly_as_delivered(hooks: Hooks) -> No
     events = [
         event_obj("customer.updated", quoted, created=T0 + 20),
         {
-            **event_obj("customer.tax_id.created", {"id": "txi_2", "object": "tax_id"}),
+            **event_obj("product.created", {"id": "prod_2", "object": "product"}),
             "account": "acct_1",
         },
     ]

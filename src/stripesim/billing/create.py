@@ -135,6 +135,14 @@ def _read(ctx: Ctx, params: dict[str, Any]) -> _Request:
             "Invalid trial_settings[end_behavior][missing_payment_method]",
             param="trial_settings[end_behavior][missing_payment_method]",
         )
+    automatic_tax = bool(as_bool(params.get("automatic_tax") or {}, "enabled", False))
+    if automatic_tax and not (customer.get("address") or {}).get("country"):
+        # Stripe Tax needs to know where the customer is before it can tax a subscription.
+        raise StripeError(
+            "The customer's location isn't recognized. Please provide a valid address, or set "
+            "`automatic_tax[enabled]` to false.",
+            code="customer_tax_location_invalid",
+        )
     return _Request(
         customer=customer,
         now=now,
@@ -148,7 +156,7 @@ def _read(ctx: Ctx, params: dict[str, Any]) -> _Request:
         anchor=anchor,
         fee_percent=fee_percent,
         end_behavior=end_behavior,
-        automatic_tax=bool(as_bool(params.get("automatic_tax") or {}, "enabled", False)),
+        automatic_tax=automatic_tax,
         default_rates=tax_rate_objects(ctx, params.get("default_tax_rates"), "default_tax_rates"),
     )
 

@@ -45,10 +45,14 @@ def new_invoice(
     description: str | None = None,
     default_payment_method: str | None = None,
     store: bool = True,
+    automatic_tax: bool = False,
 ) -> dict[str, Any]:
-    """Build a draft invoice (stored unless `store=False`, as for previews); no events."""
+    """Build a draft invoice (stored unless `store=False`, as for previews); no events.
+
+    Automatic tax follows the subscription's setting, else `automatic_tax` (a one-off invoice).
+    """
     invoice_id = new_id("in")
-    automatic = bool(subscription and subscription["automatic_tax"]["enabled"])
+    automatic = bool(subscription["automatic_tax"]["enabled"]) if subscription else automatic_tax
     invoice = ctx.build(
         "invoice",
         "in",

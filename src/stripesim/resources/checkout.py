@@ -22,8 +22,9 @@ from stripesim.pages import (
 )
 from stripesim.payment_settings import read_method_types
 from stripesim.registry import Ctx, page, route
-from stripesim.resources.customers import create_customer
+from stripesim.resources.customers import create_customer, update_customer
 from stripesim.resources.payment_methods import confirm_setup_intent, new_setup_intent
+from stripesim.resources.tax_ids import check_tax_id, new_tax_id
 from stripesim.state import Account, Simulator, new_id
 
 DEFAULT_LIFETIME = 24 * 3600
@@ -222,6 +223,147 @@ def apply_promotion_code(ctx: Ctx, session: dict[str, Any], code: str) -> None:
         raise CheckoutDeclined(refused) from None
 
 
+def _check_customer_update(
+    params: dict[str, Any],
+    customer: dict[str, Any] | None,
+    *,
+    automatic_tax: bool,
+    collect_tax_ids: bool,
+) -> dict[str, str]:
+    """Return `customer_update`, refusing what Stripe refuses with automatic tax and tax IDs."""
+    raw = params.get("customer_update") or {}
+    if raw and customer is None:
+        raise StripeError(
+            "`customer_update` can only be used with `customer`.", param="customer_update"
+        )
+    update = {
+        key: str(raw[key])
+        for key in ("address", "name", "shipping")
+        if raw.get(key) not in (None, "")
+    }
+    for key, value in update.items():
+        if value not in ("auto", "never"):
+            raise StripeError(
+                f"Invalid customer_update[{key}]: must be one of auto or never",
+                param=f"customer_update[{key}]",
+            )
+    if customer is None:
+        return update
+    has_address = bool((customer.get("address") or {}).get("country"))
+    if (
+        automatic_tax
+        and not has_address
+        and "auto"
+        not in (
+            update.get("address"),
+            update.get("shipping"),
+        )
+    ):
+        raise StripeError(
+            "Automatic tax calculation in Checkout requires a valid address on the Customer. "
+            "Add a valid address to the Customer or set either `customer_update[address]` to "
+            "'auto' or `customer_update[shipping]` to 'auto' to save the address entered in "
+            "Checkout to the Customer.",
+            param="automatic_tax[enabled]",
+        )
+    if collect_tax_ids and update.get("name") != "auto":
+        raise StripeError(
+            "tax_id_collection requires updating business name on the customer. To enable tax "
+            "ID collection for an existing customer, please set `customer_update[name]` to "
+            "`auto`.",
+            param="tax_id_collection[enabled]",
+        )
+    return update
+
+
+# Countries the hosted page offers for a billing address (Checkout offers every one).
+COUNTRIES = {
+    "AT": "Austria", "AU": "Australia", "BE": "Belgium", "CA": "Canada", "CH": "Switzerland",
+    "DE": "Germany", "DK": "Denmark", "ES": "Spain", "FI": "Finland", "FR": "France",
+    "GB": "United Kingdom", "IE": "Ireland", "IT": "Italy", "JP": "Japan", "NL": "Netherlands",
+    "NO": "Norway", "NZ": "New Zealand", "PL": "Poland", "PT": "Portugal", "SE": "Sweden",
+    "US": "United States",
+}  # fmt: skip
+# Tax ID types the page offers, as Checkout's selector names them.
+TAX_ID_TYPES = {
+    "eu_vat": "EU VAT", "gb_vat": "UK VAT", "ca_gst_hst": "Canada GST/HST",
+    "ca_qst": "Quebec QST", "au_abn": "Australia ABN", "ch_vat": "Swiss VAT",
+    "no_vat": "Norway VAT", "us_ein": "US EIN",
+}  # fmt: skip
+
+
+def _collects_address(session: dict[str, Any]) -> bool:
+    return session.get("billing_address_collection") == "required" or bool(
+        session["automatic_tax"]["enabled"]
+    )
+
+
+BillingDetails = tuple[dict[str, str] | None, str | None, tuple[str, str] | None]
+
+
+def _billing_details(session: dict[str, Any], form: dict[str, str]) -> BillingDetails:
+    """Return the (address, business name, tax ID) typed on the page, or raise CheckoutDeclined."""
+    address = None
+    if _collects_address(session):
+        address = {
+            key: (form.get(f"address_{key}") or "").strip()
+            for key in ("line1", "line2", "city", "state", "postal_code", "country")
+        }
+        address["country"] = address["country"].upper()
+        required = {"country": "country", "line1": "address", "postal_code": "postal code"}
+        if address["country"] in ("US", "CA", "AU"):
+            required["state"] = "state or province"
+        for key, label in required.items():
+            if not address[key]:
+                raise CheckoutDeclined(
+                    StripeError(f"Your {label} is incomplete.", param=f"address_{key}")
+                )
+        if address["country"] not in COUNTRIES:
+            raise CheckoutDeclined(
+                StripeError("Your country is not supported.", param="address_country")
+            )
+        address["state"] = (
+            address["state"].upper() if len(address["state"]) <= 3 else address["state"]
+        )
+    business = (form.get("business_name") or "").strip() or None
+    tax_id = None
+    if session.get("tax_id_collection", {}).get("enabled") and (form.get("tax_id_value") or ""):
+        kind = form.get("tax_id_type") or ""
+        if kind not in TAX_ID_TYPES:
+            raise CheckoutDeclined(StripeError("Choose a tax ID type.", param="tax_id_type"))
+        try:
+            tax_id = check_tax_id({"type": kind, "value": form["tax_id_value"]}, "tax_id")
+        except StripeError as error:
+            raise CheckoutDeclined(error) from None
+        if business is None:
+            raise CheckoutDeclined(
+                StripeError("Your business name is incomplete.", param="business_name")
+            )
+    return address, business, tax_id
+
+
+def _save_billing_details(
+    ctx: Ctx,
+    session: dict[str, Any],
+    customer_id: str,
+    details: BillingDetails,
+) -> None:
+    """Save what the buyer typed on the customer, as `customer_update` allows (and a new
+    customer always), so Stripe Tax taxes the subscription by it."""
+    address, business, tax_id = details
+    allowed = session.get("_customer_update") or {}
+    existing = bool(session.get("customer"))
+    changes: dict[str, Any] = {}
+    if address and (not existing or allowed.get("address") == "auto"):
+        changes["address"] = address
+    if business and (not existing or allowed.get("name") == "auto"):
+        changes["name"] = business
+    if changes:
+        update_customer(ctx, changes, customer_id)
+    if tax_id is not None:
+        new_tax_id(ctx, ctx.account.get(customer_id, "customer"), *tax_id)
+
+
 # How the hosted page names the payment method types it lists.
 METHOD_NAMES = {
     "card": "a card",
@@ -306,6 +448,10 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
             param="invoice_creation[enabled]",
         )
     automatic_tax = as_bool(params.get("automatic_tax") or {}, "enabled", False)
+    collect_tax_ids = as_bool(params.get("tax_id_collection") or {}, "enabled", False)
+    customer_update = _check_customer_update(
+        params, customer, automatic_tax=bool(automatic_tax), collect_tax_ids=bool(collect_tax_ids)
+    )
     method_types = read_method_types(
         params.get("allowed_payment_method_types"), "allowed_payment_method_types"
     )
@@ -323,7 +469,9 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
             "status": "complete" if automatic_tax else None,
             "provider": "stripe" if automatic_tax else None,
         },
-        billing_address_collection=params.get("billing_address_collection") or None,
+        billing_address_collection=one_of(
+            params, "billing_address_collection", ("auto", "required")
+        ),
         cancel_url=params.get("cancel_url") or None,
         client_reference_id=params.get("client_reference_id") or None,
         currency=currency,
@@ -382,11 +530,15 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         _payment_intent_data=params.get("payment_intent_data") or {},
         _setup_intent_data=params.get("setup_intent_data") or {},
         _discounts=params.get("discounts") or [],
+        _customer_update=customer_update,
     )
     if mode != "setup":
         _set_discounts(ctx, session, params.get("discounts"), customer_id, now)
     elif params.get("discounts"):
         raise StripeError("You cannot pass `discounts` in `setup` mode.", param="discounts")
+    if params.get("tax_id_collection"):
+        # Optional in Stripe's schema: present when the session was asked for it.
+        session["tax_id_collection"] = {"enabled": bool(collect_tax_ids), "required": "never"}
     update_metadata(session, params.get("metadata"))
     ctx.account.add(session)
     if expire_due_sessions not in ctx.sim.time_hooks:
@@ -546,6 +698,9 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
     email = (form.get("email") or "").strip() or session.get("customer_email")
     if not session.get("customer") and not email and session["mode"] != "setup":
         raise CheckoutDeclined(StripeError("Your email is incomplete.", param="email"))
+    details: BillingDetails = (
+        _billing_details(session, form) if session["mode"] != "setup" else (None, None, None)
+    )
     pm = None
     if _needs_card(session):
         if not _takes_cards(session):
@@ -568,20 +723,23 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
             # Checkout confirms the first payment before it creates the subscription.
             raise CheckoutDeclined(spec.decline())
     if session["mode"] == "subscription":
-        _complete_subscription(ctx, session, pm, email, now)
+        _complete_subscription(ctx, session, pm, email, now, details)
     elif session["mode"] == "payment":
         _complete_payment(ctx, session, pm, email, now)
+        if session.get("customer"):
+            _save_billing_details(ctx, session, session["customer"], details)
     else:
         _complete_setup(ctx, session, pm, email, now)
     customer_id = session.get("customer")
     customer = ctx.account.find(customer_id) if customer_id else None
+    address, business, tax_id = details
     session["customer_details"] = {
-        "address": None,
+        "address": objects.address(address) if address else None,
         "email": (customer or {}).get("email") or email,
-        "name": (pm or {}).get("billing_details", {}).get("name"),
+        "name": business or (pm or {}).get("billing_details", {}).get("name"),
         "phone": None,
         "tax_exempt": (customer or {}).get("tax_exempt", "none"),
-        "tax_ids": [],
+        "tax_ids": [{"type": tax_id[0], "value": tax_id[1]}] if tax_id else [],
         "business_name": None,
         "individual_name": None,
     }
@@ -592,10 +750,17 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
 
 
 def _complete_subscription(
-    ctx: Ctx, session: dict[str, Any], pm: dict[str, Any] | None, email: str | None, now: int
+    ctx: Ctx,
+    session: dict[str, Any],
+    pm: dict[str, Any] | None,
+    email: str | None,
+    now: int,
+    details: BillingDetails,
 ) -> None:
     customer_id = _customer_for(ctx, session, email, pm)
     assert customer_id is not None
+    # Before the subscription, so its first invoice is taxed where the buyer is.
+    _save_billing_details(ctx, session, customer_id, details)
     if pm is not None:
         try:
             payments.attach_payment_method(ctx, pm, customer_id)
@@ -796,6 +961,13 @@ def _page_context(ctx: Ctx, session: dict[str, Any]) -> dict[str, Any]:
         "needs_card": _needs_card(session) and _takes_cards(session),
         "other_methods": [METHOD_NAMES.get(kind, kind) for kind in _other_methods(session)],
         "takes_cards": _takes_cards(session),
+        "collects_address": session["mode"] != "setup" and _collects_address(session),
+        "collects_tax_ids": session["mode"] != "setup"
+        and bool((session.get("tax_id_collection") or {}).get("enabled")),
+        "countries": COUNTRIES,
+        "tax_id_types": TAX_ID_TYPES,
+        "automatic_tax": bool(session["automatic_tax"]["enabled"]),
+        "saved_address": (customer or {}).get("address") or {},
         "button": button,
         "business": ctx.sim.business_name,
     }

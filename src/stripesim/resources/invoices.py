@@ -80,6 +80,7 @@ def create_invoice(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         ),
         description=params.get("description") or None,
         default_payment_method=params.get("default_payment_method") or None,
+        automatic_tax=bool(as_bool(params.get("automatic_tax") or {}, "enabled", False)),
     )
     invoice["discounts"] = billing.new_discounts(
         ctx, params.get("discounts"), customer_id=customer_id, now=now, invoice_id=invoice["id"]
@@ -561,6 +562,73 @@ def _waiting_challenge(ctx: Ctx, invoice: dict[str, Any]) -> str | None:
     return f"/3ds/{pi['id']}"
 
 
+def _named_objects(invoice: dict[str, Any]) -> list[str]:
+    """Return the ids of the discounts, coupons and tax rates the invoice's totals name."""
+    found = [entry["discount"] for entry in invoice.get("total_discount_amounts") or []]
+    found += [
+        str((entry.get("tax_rate_details") or {}).get("tax_rate"))
+        for entry in invoice.get("total_taxes") or []
+    ]
+    return [key for key in found if isinstance(key, str)]
+
+
+def _pdf_lines(
+    invoice: dict[str, Any], names: dict[str, dict[str, Any]], tax_ids: list[str]
+) -> list[str]:
+    """Return the text of the invoice's PDF, line by line."""
+    currency = invoice["currency"]
+    invoice_id = invoice["id"]
+    address = invoice.get("customer_address") or {}
+    where = ", ".join(
+        str(address[key])
+        for key in ("line1", "line2", "city", "state", "postal_code", "country")
+        if address.get(key)
+    )
+    lines = [
+        f"Invoice {invoice.get('number') or invoice_id}",
+        f"Status: {invoice['status']}",
+        f"Date: {datetime.fromtimestamp(invoice['created'], UTC).strftime('%Y-%m-%d')}",
+        f"Bill to: {invoice.get('customer_name') or invoice.get('customer_email') or ''}",
+    ]
+    if invoice.get("customer_name") and invoice.get("customer_email"):
+        lines.append(f"    {invoice['customer_email']}")
+    if where:
+        lines.append(f"    {where}")
+    lines += [f"    Tax ID: {tax_id}" for tax_id in tax_ids]
+    lines.append("")
+    for line in invoice["lines"]["data"]:
+        amount = format_amount(line["amount"], line["currency"])
+        lines.append(f"{(line.get('description') or '')[:70]}    {amount}")
+    lines += ["", f"Subtotal: {format_amount(invoice['subtotal'], currency)}"]
+    for entry in invoice.get("total_discount_amounts") or []:
+        discount = names.get(entry["discount"]) or {}
+        coupon = (discount.get("source") or {}).get("coupon")
+        terms = coupon if isinstance(coupon, dict) else names.get(str(coupon)) or {}
+        label = terms.get("name") or "Discount"
+        lines.append(f"{label}: -{format_amount(entry['amount'], currency)}")
+    for entry in invoice.get("total_taxes") or []:
+        rate = names.get(str((entry.get("tax_rate_details") or {}).get("tax_rate"))) or {}
+        label = rate.get("display_name") or "Tax"
+        if rate.get("percentage") is not None:
+            label += f" {format(rate['percentage'], 'g')} %"
+        if rate.get("jurisdiction"):
+            label += f" ({rate['jurisdiction']})"
+        if entry.get("tax_behavior") == "inclusive":
+            label += ", included"
+        lines.append(f"{label}: {format_amount(entry['amount'], currency)}")
+    note = {"reverse": "Reverse charge", "exempt": "Tax exempt"}.get(
+        str(invoice.get("customer_tax_exempt") or "")
+    )
+    if note:
+        lines.append(note)
+    lines += [
+        f"Total: {format_amount(invoice['total'], currency)}",
+        f"Amount paid: {format_amount(invoice['amount_paid'], currency)}",
+        f"Amount due: {format_amount(invoice['amount_remaining'], currency)}",
+    ]
+    return lines
+
+
 def _pay_from_page(
     ctx: Ctx, invoice: dict[str, Any], form: dict[str, str]
 ) -> tuple[str | None, str | None]:
@@ -586,30 +654,29 @@ def _pay_from_page(
 
 @page("/i/{invoice_id}/pdf", methods=("GET",))
 async def invoice_pdf(request: Request, sim: Simulator) -> Response:
-    """The invoice as a PDF (one page: number, dates, lines, totals)."""
+    """The invoice as a PDF: number, dates, buyer, lines, discounts, taxes by rate, totals."""
     invoice_id = request.path_params["invoice_id"]
     with sim.lock:
         found = find_object(sim, invoice_id, "invoice")
-        invoice = snapshot(found[1]) if found is not None else None
-    if invoice is None:
-        return HTMLResponse("<h1>Invoice not found</h1>", status_code=404)
-    currency = invoice["currency"]
-    lines = [
-        f"Invoice {invoice.get('number') or invoice_id}",
-        f"Status: {invoice['status']}",
-        f"Customer: {invoice.get('customer_email') or invoice.get('customer') or ''}",
-        f"Date: {datetime.fromtimestamp(invoice['created'], UTC).strftime('%Y-%m-%d')}",
-        "",
-    ]
-    for line in invoice["lines"]["data"]:
-        amount = format_amount(line["amount"], line["currency"])
-        lines.append(f"{(line.get('description') or '')[:70]}    {amount}")
-    lines += [
-        "",
-        f"Total: {format_amount(invoice['total'], currency)}",
-        f"Amount paid: {format_amount(invoice['amount_paid'], currency)}",
-        f"Amount due: {format_amount(invoice['amount_remaining'], currency)}",
-    ]
+        if found is None:
+            return HTMLResponse("<h1>Invoice not found</h1>", status_code=404)
+        account, stored = found
+        invoice = snapshot(stored)
+        names = {
+            key: snapshot(obj)
+            for key in _named_objects(invoice)
+            if (obj := account.find(key)) is not None
+        }
+        for discount in list(names.values()):
+            coupon = (discount.get("source") or {}).get("coupon")
+            if isinstance(coupon, str) and (found_coupon := account.find(coupon)) is not None:
+                names[coupon] = snapshot(found_coupon)
+        tax_ids = [
+            f"{tax_id['type'].replace('_', ' ').upper()} {tax_id['value']}"
+            for tax_id in account.where("tax_id", customer=invoice.get("customer"))
+            if not tax_id.get("_deleted")
+        ]
+    lines = _pdf_lines(invoice, names, tax_ids)
     name = f"{invoice.get('number') or invoice_id}.pdf"
     return Response(
         text_pdf(lines, title=f"Invoice {invoice.get('number') or invoice_id}"),

@@ -69,6 +69,8 @@ def update_customer(
         name=body.name,
         address=body.address,
         metadata=body.metadata,
+        tax_exempt=body.tax_exempt,
+        tax_ids=body.tax_ids,
         fields=frozenset(body.model_fields_set),
     )
     return customers.update_customer(

@@ -134,6 +134,14 @@ class CustomerUpdate(RequestBody):
     metadata: dict[str, Any] | None = Field(
         None, description='Keys to set; a key set to null or "" is removed.'
     )
+    tax_exempt: str | None = Field(
+        None, description="none, exempt (no tax) or reverse (reverse charge: the buyer accounts)"
+    )
+    tax_ids: list[dict[str, Any]] | None = Field(
+        None,
+        description="The customer's tax IDs, the whole set: `[{type, value}]` with Stripe's "
+        "types (eu_vat, gb_vat, ca_gst_hst, ca_qst, au_abn…); [] removes them all.",
+    )
 
 
 class CheckoutCreate(RequestBody):

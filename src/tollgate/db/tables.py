@@ -66,3 +66,6 @@ CUSTOMER_OVERRIDES = _table("customer_overrides")
 USAGE_GRANTS = _table("usage_grants")
 USAGE_HOURLY = _table("usage_hourly")
 DISCOUNTS = _table("discounts")
+# Tax (issue 21).
+TAX_RATES = _table("tax_rates")
+CUSTOMER_TAX_IDS = _table("customer_tax_ids")

@@ -30,6 +30,42 @@ class CustomerSnapshot:
     currency: str | None
     metadata: Mapping[str, str]
     deleted: bool
+    # The billing address (only the fields set) and `tax_exempt`: none | exempt | reverse.
+    address: Mapping[str, str] | None = None
+    tax_exempt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaxIdSnapshot:
+    """A customer's tax ID (`customer.tax_id.*`); `verification` is Stripe's status."""
+
+    id: str
+    stripe_customer_id: str
+    type: str
+    value: str
+    country: str | None
+    verification: str | None
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TaxRateSnapshot:
+    """A tax rate's terms; `percentage` is exact text ("9.975")."""
+
+    id: str
+    display_name: str
+    jurisdiction: str | None
+    percentage: str
+    inclusive: bool
+
+    def terms(self) -> dict[str, Any]:
+        """Return what an invoice's tax line shows of the rate."""
+        return {
+            "display_name": self.display_name,
+            "jurisdiction": self.jurisdiction,
+            "percentage": self.percentage,
+            "inclusive": self.inclusive,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +184,9 @@ class InvoiceSnapshot:
     tax: int = 0  # all its taxes (Stripe's `total_taxes`), included in `total`
     # What each discount took off: (discount id, amount), Stripe's `total_discount_amounts`.
     discount_amounts: tuple[tuple[str, int], ...] = ()
+    # Each tax: (tax rate id, amount), Stripe's `total_taxes`; and the customer's `tax_exempt`.
+    tax_amounts: tuple[tuple[str, int], ...] = ()
+    customer_tax_exempt: str | None = None
 
     @property
     def discount_ids(self) -> tuple[str, ...]:
@@ -349,6 +388,14 @@ def charge_progress(
 def dispute_progress(status: str) -> tuple[int, ...]:
     """Return how far a dispute has come: needs response, under review, closed."""
     return (_DISPUTE_STATUS_RANK.get(status, 0),)
+
+
+_TAX_ID_VERIFICATION_RANK = {"pending": 0, "verified": 1, "unverified": 1, "unavailable": 1}
+
+
+def tax_id_progress(deleted: bool, verification: str | None) -> tuple[int, ...]:
+    """Return how far a tax ID has come: verification settles once, deletion is final."""
+    return (int(deleted), _TAX_ID_VERIFICATION_RANK.get(verification or "", 0))
 
 
 def customer_progress(deleted: bool) -> tuple[int, ...]:

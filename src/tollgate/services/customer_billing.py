@@ -25,11 +25,14 @@ from tollgate.domain.catalog import Aggregation, Catalog, FeatureType
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.metering import Period
 from tollgate.domain.subscriptions import ChangeTiming, CurrentTerms, change_timing, is_live
-
-# The subscription services' own steps, so a preview reads and decides exactly as a change does.
+from tollgate.domain.tax import tax_note
+from tollgate.services.closed_days import Kept
+from tollgate.services.customers import current_subscription
 from tollgate.services.deps import Deps
 from tollgate.services.entitlements import load_billing_customers
+from tollgate.stripe.errors import StripeFailure
 from tollgate.stripe.gateway import StripeGateway
+from tollgate.stripe.translate import invoice_snapshot, tax_rate_snapshot
 
 from tollgate.services.subscriptions import (  # isort: skip
     _current_amount,
@@ -62,6 +65,22 @@ class InvoiceDiscount:
 
 
 @dataclass(frozen=True)
+class InvoiceTax:
+    """One tax of an invoice at one rate (Stripe's `total_taxes`, with the rate's terms)."""
+
+    name: str  # the rate's display name: GST, QST, VAT, Sales Tax
+    jurisdiction: str | None
+    percentage: str | None  # exact text: "9.975"
+    inclusive: bool
+    amount: int
+
+    @property
+    def label(self) -> str:
+        """The line as invoices print it: "QST 9.975 %"."""
+        return f"{self.name} {self.percentage} %" if self.percentage else self.name
+
+
+@dataclass(frozen=True)
 class InvoiceView:
     """An invoice as the customer sees it; amounts in minor units of `currency`."""
 
@@ -86,6 +105,13 @@ class InvoiceView:
 
     tax: int = 0  # included in `total`
     billing_reason: str | None = None  # Stripe's: subscription_cycle, subscription_update, …
+    taxes: tuple[InvoiceTax, ...] = ()
+    tax_exempt: str | None = None  # the customer's status it was made for: exempt, reverse
+
+    @property
+    def tax_note(self) -> str | None:
+        """What the invoice says about a tax it does not charge."""
+        return tax_note(self.tax_exempt)
 
     def to_json(self) -> dict[str, Any]:
         def money(amount: int) -> dict[str, Any]:
@@ -97,6 +123,18 @@ class InvoiceView:
             "status": self.status,
             "total": money(self.total),
             "tax": money(self.tax),
+            "taxes": [
+                {
+                    "name": tax.name,
+                    "jurisdiction": tax.jurisdiction,
+                    "percentage": tax.percentage,
+                    "inclusive": tax.inclusive,
+                    "amount": money(tax.amount),
+                }
+                for tax in self.taxes
+            ],
+            "tax_exempt": self.tax_exempt,
+            "tax_note": self.tax_note,
             "amount_due": money(self.amount_due),
             "amount_paid": money(self.amount_paid),
             "created": _iso(self.created),
@@ -183,12 +221,28 @@ def list_invoices(
             subtotal=row.subtotal,
             discounts=_invoice_discounts(row.discount_amounts, coupons),
             tax=row.tax or 0,
+            taxes=invoice_taxes(row.tax_amounts),
+            tax_exempt=row.customer_tax_exempt,
             billing_reason=row.billing_reason,
         )
         for row in rows[:limit]
     ]
     more = len(rows) > limit
     return InvoicePage(views, more, _cursor(views[-1]) if more and views else None)
+
+
+def invoice_taxes(amounts: list[dict[str, Any]] | None) -> tuple[InvoiceTax, ...]:
+    """Return an invoice's mirrored taxes (`invoices.tax_amounts`), one per rate."""
+    return tuple(
+        InvoiceTax(
+            name=str(entry.get("display_name") or "Tax"),
+            jurisdiction=entry.get("jurisdiction"),
+            percentage=entry.get("percentage"),
+            inclusive=bool(entry.get("inclusive")),
+            amount=int(entry["amount"]),
+        )
+        for entry in amounts or []
+    )
 
 
 def _invoice_discounts(
@@ -423,6 +477,84 @@ def _adds_up(catalog: Catalog, meter: str, buckets: list[tuple[datetime, int]], 
     if catalog.features[meter].aggregation is Aggregation.SUM:
         return sum(values) == used
     return max(values, default=0) >= used
+
+
+# -- the upcoming invoice --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpcomingInvoice:
+    """What the subscription's next invoice will be, as Stripe previews it now."""
+
+    currency: str
+    total: int
+    at: datetime | None
+    taxes: tuple[InvoiceTax, ...] = ()
+    tax_exempt: str | None = None
+
+    @property
+    def tax_note(self) -> str | None:
+        return tax_note(self.tax_exempt)
+
+
+# Previews kept for a few minutes per (database, customer, state version): a webhook that
+# changes the customer bumps its version, and usage moves the amount only slowly.
+UPCOMING: Kept[tuple[datetime, UpcomingInvoice]] = Kept(size=1024)
+UPCOMING_FOR = timedelta(minutes=5)
+
+
+def upcoming_invoice(deps: Deps, *, customer_id: str) -> UpcomingInvoice | None:
+    """Return the live subscription's next invoice with its taxes, or None (no subscription,
+    or Stripe not answering: the page shows the rest)."""
+    db = deps.db
+    customer, target = _online_customer(db, deps.catalog, deps.optional_stripe(), customer_id)
+    with db.transaction() as session:
+        subscription = current_subscription(session, customer_id)
+        if subscription is None or not is_live(subscription.status):
+            return None
+        subscription_id = subscription.id
+    key = (db.url, customer_id, customer.state_version, subscription_id)
+    now = deps.clock.now()
+    kept = UPCOMING.get(key)
+    if kept is not None and now - kept[0] < UPCOMING_FOR:
+        return kept[1]
+    try:
+        preview = target.preview_subscription_invoice(
+            stripe_customer_id=customer.stripe_id, subscription_id=subscription_id, details={}
+        )
+        found = invoice_snapshot({"id": "upcoming", **preview})
+        terms = _rate_terms(db, target, [rate for rate, _ in found.tax_amounts])
+    except StripeFailure:
+        return None
+    at = preview.get("next_payment_attempt") or preview.get("period_end")
+    upcoming = UpcomingInvoice(
+        currency=found.currency,
+        total=found.total,
+        at=datetime.fromtimestamp(int(at), UTC) if at else None,
+        taxes=invoice_taxes(
+            [{**terms.get(rate, {}), "amount": amount} for rate, amount in found.tax_amounts]
+        ),
+        tax_exempt=found.customer_tax_exempt,
+    )
+    UPCOMING.put(key, (now, upcoming))
+    return upcoming
+
+
+def _rate_terms(
+    db: Database, gateway: StripeGateway, rate_ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Return each tax rate's terms: from the mirror, else from Stripe."""
+    if not rate_ids:
+        return {}
+    with db.engine.connect() as connection:
+        terms = customer_pages.tax_rate_terms(connection, rate_ids)
+        connection.rollback()
+    missing = [rate for rate in rate_ids if rate not in terms]
+    if missing:
+        for raw in gateway.retrieve_tax_rates(",".join(missing)):
+            found = tax_rate_snapshot(raw)
+            terms[found.id] = found.terms()
+    return terms
 
 
 # -- change previews -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ customer is created with an idempotency key derived from the app's id, so a retr
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +32,11 @@ from tollgate.domain.subscriptions import (
     plan_of,
     request_id,
 )
+from tollgate.domain.tax import check_tax_exempt, check_tax_ids
 from tollgate.money import normalize_currency
 from tollgate.services.catalog import sync_catalog
 from tollgate.services.credit_ledger import forget_credits, grant_onboarding_credits
+from tollgate.services.customer_tax import record_tax_ids, set_tax_ids, tax_ids_of
 from tollgate.services.deps import Deps
 from tollgate.stripe.errors import StripeFailure, StripeUnavailable
 from tollgate.stripe.gateway import StripeGateway
@@ -89,6 +91,8 @@ class CustomerChanges:
     name: str | None = None
     address: Mapping[str, Any] | None = None
     metadata: Mapping[str, Any] | None = None
+    tax_exempt: str | None = None
+    tax_ids: Sequence[Mapping[str, Any]] | None = None  # the whole set
     fields: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -159,6 +163,8 @@ def customer_view(session: Session, customer: Customer, catalog: Catalog) -> Cus
         address=customer.address,
         stripe_account=customer.stripe_account,
         plan_version=shown_plan_version(catalog, derived.plan, subscription),
+        tax_exempt=customer.tax_exempt or "none",
+        tax_ids=tax_ids_of(session, customer.id),
     )
 
 
@@ -468,8 +474,11 @@ def update_customer(
     changes: CustomerChanges,
     idempotency_key: str | None = None,
 ) -> CustomerView:
-    """Change the customer's email, name, address or metadata, in Stripe and in Tollgate."""
+    """Change the customer's email, name, address, metadata, tax status or tax IDs, in Stripe
+    and in Tollgate."""
     email = _check_email(changes.email) if changes.email is not None else None
+    tax_exempt = check_tax_exempt(changes.tax_exempt) if changes.tax_exempt is not None else None
+    tax_ids = check_tax_ids(changes.tax_ids) if changes.tax_ids is not None else None
     name = _check_name(changes.name) if "name" in changes.fields else None
     address = _check_address(changes.address) if changes.address is not None else None
     removed = {
@@ -486,6 +495,13 @@ def update_customer(
             metadata = {k: v for k, v in {**stored, **kept}.items() if k not in removed}
         in_stripe = None if row.offline else stripe_customer(row, deps.optional_stripe())
         last_change = row.updated_at
+    if in_stripe is None and tax_ids is not None:
+        raise InvalidRequest(
+            f"customer {customer_id!r} is offline (billed by hand): Stripe keeps tax IDs",
+            param="tax_ids",
+        )
+    added: list[dict[str, Any]] = []
+    dropped: list[str] = []
     if in_stripe is not None:
         stripe_id, target = in_stripe
         stripe_name = (name or "") if "name" in changes.fields else None
@@ -495,15 +511,23 @@ def update_customer(
             "name": stripe_name,
             "address": address,
             "metadata": stripe_metadata,
+            "tax_exempt": tax_exempt,
+            "tax_ids": [(entry.type, entry.value) for entry in tax_ids or []],
         }
+        key = f"customer-update-{customer_id}-" + request_id(
+            idempotency_key, asked, stripe_id, last_change
+        )
+        if tax_ids is not None:
+            # First, as Stripe may refuse a value: then nothing else is changed.
+            added, dropped = set_tax_ids(target, stripe_id, tax_ids, key_prefix=key)
         target.update_customer(
             stripe_id,
-            idempotency_key=f"customer-update-{customer_id}-"
-            + request_id(idempotency_key, asked, stripe_id, last_change),
+            idempotency_key=key,
             email=email,
             name=stripe_name,
             address=address,
             metadata=stripe_metadata,
+            tax_exempt=tax_exempt,
         )
     with deps.db.write_transaction() as session:
         row = load_customer(session, customer_id, lock=True)
@@ -513,9 +537,12 @@ def update_customer(
             row.name = name
         if address is not None:
             row.address = address
+        if tax_exempt is not None:
+            row.tax_exempt = tax_exempt
         if metadata is not None:
             stamp = {APP_ID_KEY: customer_id} if not row.offline else {}
             row.metadata_ = {**metadata, **stamp}
+        record_tax_ids(session, customer_id, added, dropped, deps.clock.now())
         row.updated_at = deps.clock.now()
         return customer_view(session, row, deps.catalog)
 

@@ -11,6 +11,7 @@ Stripe sends about the change. A downgrade waits for the period end as a `PlanCh
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -46,6 +47,7 @@ from tollgate.domain.subscriptions import (
     subscription_terms,
     trial_days_for,
 )
+from tollgate.domain.tax import require_address
 from tollgate.services.customers import (
     APP_ID_KEY,
     billing_currency,
@@ -208,6 +210,7 @@ class _Customer:
     currency: str
     state_version: int
     debit_processing: bool = False  # a bank debit of theirs is on its way (not an action)
+    address: Mapping[str, Any] | None = None  # the billing address automatic tax goes by
 
 
 def _online_customer(
@@ -224,6 +227,7 @@ def _online_customer(
             currency,
             row.state_version,
             debit_processing=row.processing_access is not None,
+            address=row.address,
         )
     return found, target
 
@@ -416,6 +420,7 @@ def _subscribe(
     idempotency_key: str | None,
 ) -> SubscriptionView:
     """Create the customer's subscription to `terms`."""
+    require_address(customer.address, automatic_tax=settings.stripe_automatic_tax)
     days = trial_days_for(terms.plan, wanted.trial_days)
     if not days and collection.method == CollectionMethod.CHARGE_AUTOMATICALLY:
         _check_card_limit(gateway, settings, customer, terms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -199,9 +200,13 @@ class StripeGateway(CatalogCalls, RefundCalls):
         name: str | None = None,
         address: dict[str, str] | None = None,
         metadata: dict[str, str] | None = None,
+        tax_exempt: str | None = None,
     ) -> None:
-        """Change the Stripe customer's email, name, address or metadata (None: left alone)."""
+        """Change the Stripe customer's email, name, address, metadata or tax status (None:
+        left alone)."""
         params: dict[str, Any] = {}
+        if tax_exempt is not None:
+            params["tax_exempt"] = tax_exempt
         if email is not None:
             params["email"] = email
         if name is not None:
@@ -217,6 +222,40 @@ class StripeGateway(CatalogCalls, RefundCalls):
             params=params,
             idempotency_key=idempotency_key,
         )
+
+    def tax_ids(self, stripe_customer_id: str) -> list[dict[str, Any]]:
+        """The customer's tax IDs (id, type, value, country, verification)."""
+        # A customer has at most 25: one page.
+        page = self._call(
+            "customers.tax_ids.list",
+            self._client.v1.customers.tax_ids.list,
+            stripe_customer_id,
+            params={"limit": 100},
+        )
+        return [dict(tax_id.to_dict(for_json=True)) for tax_id in page.data]
+
+    def add_tax_id(
+        self, stripe_customer_id: str, *, kind: str, value: str, idempotency_key: str
+    ) -> dict[str, Any]:
+        """Add a tax ID to the customer; Stripe refuses a value not of the type's form."""
+        made = self._call(
+            "customers.tax_ids.create",
+            self._client.v1.customers.tax_ids.create,
+            stripe_customer_id,
+            params={"type": kind, "value": value},
+            idempotency_key=idempotency_key,
+        )
+        return dict(made.to_dict(for_json=True))
+
+    def remove_tax_id(self, stripe_customer_id: str, tax_id: str) -> None:
+        """Delete one of the customer's tax IDs (one already gone is no error)."""
+        with contextlib.suppress(StripeNotFound):
+            self._call(
+                "customers.tax_ids.delete",
+                self._client.v1.customers.tax_ids.delete,
+                stripe_customer_id,
+                tax_id,
+            )
 
     def price_ids(self, lookup_keys: Iterable[str]) -> dict[str, str]:
         """Return the ids of the active prices holding `lookup_keys`, by lookup key."""
@@ -281,7 +320,12 @@ class StripeGateway(CatalogCalls, RefundCalls):
             "metadata": metadata or {},
         }
         if automatic_tax:
+            # Stripe Tax needs where the buyer is: Checkout asks for the billing address (and a
+            # business's tax ID) and saves both on the existing customer, as Stripe requires.
             params["automatic_tax"] = {"enabled": True}
+            params["billing_address_collection"] = "required"
+            params["tax_id_collection"] = {"enabled": True}
+            params["customer_update"] = {"address": "auto", "name": "auto"}
         if allow_promotion_codes:
             params["allow_promotion_codes"] = True
         if payment_method_types is not None:
@@ -542,6 +586,20 @@ class StripeGateway(CatalogCalls, RefundCalls):
                     params={"expand": ["currency_options"]},
                 ).to_dict(for_json=True)
         return discounts
+
+    def retrieve_tax_rates(self, rate_ids: str) -> list[dict[str, Any]]:
+        """The tax rates named, comma-separated (`txr_a,txr_b`); those Stripe lacks left out."""
+        found = []
+        for rate_id in rate_ids.split(","):
+            try:
+                found.append(
+                    self._retrieve(
+                        "tax_rates.retrieve", self._client.v1.tax_rates.retrieve, rate_id
+                    )
+                )
+            except StripeNotFound:
+                continue
+        return found
 
     def retrieve_charge(self, charge_id: str) -> dict[str, Any]:
         """The charge as Stripe has it now."""

@@ -22,6 +22,8 @@ from tollgate.domain.events import (
     RefundSnapshot,
     SubscriptionItemSnapshot,
     SubscriptionSnapshot,
+    TaxIdSnapshot,
+    TaxRateSnapshot,
 )
 
 APP_ID_KEY = "tollgate_customer_id"
@@ -87,6 +89,58 @@ def customer_snapshot(obj: dict[str, Any], *, deleted: bool = False) -> Customer
         currency=currency.lower() if currency else None,
         metadata=metadata,
         deleted=deleted or bool(obj.get("deleted")),
+        address=_address(obj.get("address")),
+        tax_exempt=_str(obj.get("tax_exempt")),
+    )
+
+
+def _address(value: Any) -> dict[str, str] | None:
+    """Return an address with only the fields that are set (None when none is)."""
+    found = {key: str(part) for key, part in _dict(value).items() if part not in (None, "")}
+    return found or None
+
+
+def tax_id_snapshot(obj: dict[str, Any], *, deleted: bool = False) -> TaxIdSnapshot:
+    """Return a customer's tax ID; `deleted` marks one whose `customer.tax_id.deleted` this is."""
+    return TaxIdSnapshot(
+        id=str(obj["id"]),
+        stripe_customer_id=object_id(obj.get("customer"))
+        or object_id(_dict(obj.get("owner")).get("customer"))
+        or "",
+        type=str(obj.get("type") or ""),
+        value=str(obj.get("value") or ""),
+        country=_str(obj.get("country")),
+        verification=_str(_dict(obj.get("verification")).get("status")),
+        deleted=deleted or bool(obj.get("deleted")),
+    )
+
+
+def tax_rate_snapshot(obj: dict[str, Any]) -> TaxRateSnapshot:
+    """Return a tax rate's terms (the percentage as exact text)."""
+    percentage = obj.get("percentage")
+    exact = format(percentage, "g") if isinstance(percentage, int | float) else str(percentage)
+    return TaxRateSnapshot(
+        id=str(obj["id"]),
+        display_name=str(obj.get("display_name") or "Tax"),
+        jurisdiction=_str(obj.get("jurisdiction")),
+        percentage=exact,
+        inclusive=bool(obj.get("inclusive")),
+    )
+
+
+def _tax_amounts(obj: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    """Return (tax rate id, amount) per tax: `total_taxes`, else the older `total_tax_amounts`."""
+    if obj.get("total_taxes") is not None:
+        return tuple(
+            (found, _int(entry.get("amount")))
+            for entry in obj.get("total_taxes") or []
+            if isinstance(entry, dict)
+            and (found := object_id(_dict(entry.get("tax_rate_details")).get("tax_rate")))
+        )
+    return tuple(
+        (found, _int(entry.get("amount")))
+        for entry in obj.get("total_tax_amounts") or []
+        if isinstance(entry, dict) and (found := object_id(entry.get("tax_rate")))
     )
 
 
@@ -239,6 +293,8 @@ def invoice_snapshot(obj: dict[str, Any]) -> InvoiceSnapshot:
             if isinstance(entry, dict) and (found := object_id(entry.get("discount")))
         ),
         tax=sum(_int(tax.get("amount")) for tax in obj.get("total_taxes") or []),
+        tax_amounts=_tax_amounts(obj),
+        customer_tax_exempt=_str(obj.get("customer_tax_exempt")),
     )
 
 

@@ -75,6 +75,8 @@ class Overview:
     version_words: str | None = None
     discounts: tuple[DiscountLine, ...] = ()
     addons: tuple[AddOnLine, ...] = ()
+    # Issue 21: with automatic tax, the next invoice as Stripe previews it, tax by tax.
+    upcoming: customer_billing.UpcomingInvoice | None = None
 
 
 def plan_name(catalog: Catalog, plan_id: str | None) -> str:
@@ -170,13 +172,17 @@ def billing_overview(app: Container, customer_id: str) -> Overview:
         if price is not None:
             cost = format_minor(price.amount_minor, currency)
             packs.append((pack.id, f"{pack.name}: {pack.credits:,} credits for {cost}"))
+    live = subscription.stripe_subscription_id is not None and is_live(subscription.status)
+    upcoming = None
+    if live and app.settings.stripe_automatic_tax:
+        upcoming = customer_billing.upcoming_invoice(app, customer_id=customer_id)
     return Overview(
         customer=customer,
         subscription=subscription,
         plan_name=name,
         plan=catalog.plans.get(subscription.plan or ""),
         words=words,
-        live=subscription.stripe_subscription_id is not None and is_live(subscription.status),
+        live=live,
         meters=meters,
         estimated_overage=overage_total,
         currency=currency,
@@ -208,6 +214,7 @@ def billing_overview(app: Container, customer_id: str) -> Overview:
         addons=tuple(
             _addon_line(catalog, offer) for offer in list_addons(app, customer_id=customer_id)
         ),
+        upcoming=upcoming,
     )
 
 

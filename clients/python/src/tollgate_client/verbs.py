@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ParamSpec, Self, TypeVar
 
@@ -81,14 +81,19 @@ class Client:
         name: str | None = None,
         address: Mapping[str, str] | None = None,
         metadata: Mapping[str, str | None] | None = None,
+        tax_exempt: str | None = None,
+        tax_ids: Sequence[Mapping[str, str]] | None = None,
         idempotency_key: str | None = None,
     ) -> CustomerView:
-        """Change email, name, address or metadata (a metadata value of None removes the key)."""
+        """Change email, name, address, metadata (a metadata value of None removes the key), tax
+        status (none, exempt, reverse) or tax IDs (`[{type, value}]`: the whole set)."""
         body = _given(
             email=email,
             name=name,
             address=dict(address) if address is not None else None,
             metadata=dict(metadata) if metadata is not None else None,
+            tax_exempt=tax_exempt,
+            tax_ids=[dict(entry) for entry in tax_ids] if tax_ids is not None else None,
         )
         return self.backend.update_customer(id, body, idempotency_key=idempotency_key)
 

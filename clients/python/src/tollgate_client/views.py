@@ -52,6 +52,10 @@ class CustomerView:
     stripe_account: str | None = None
     # The version of `plan` the customer is on: its subscription's, or the newest (issue 20).
     plan_version: int | None = None
+    # Tax (issue 21): none | exempt | reverse, and tax IDs as `{id, type, value, country,
+    # verification}` (verification: pending, verified, unverified or unavailable).
+    tax_exempt: str = "none"
+    tax_ids: tuple[Mapping[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +72,8 @@ class CustomerView:
             "address": self.address,
             "stripe_account": self.stripe_account,
             "plan_version": self.plan_version,
+            "tax_exempt": self.tax_exempt,
+            "tax_ids": [dict(tax_id) for tax_id in self.tax_ids],
         }
 
     @classmethod
@@ -86,6 +92,8 @@ class CustomerView:
             address=data.get("address"),
             stripe_account=data.get("stripe_account"),
             plan_version=data.get("plan_version"),
+            tax_exempt=data.get("tax_exempt") or "none",
+            tax_ids=tuple(data.get("tax_ids") or ()),
         )
 
 

@@ -37,6 +37,7 @@ from tollgate.db.models.stripe_mirror import (
     AuditLog,
     Charge,
     Customer,
+    CustomerTaxId,
     Discount,
     Dispute,
     Invoice,
@@ -45,6 +46,7 @@ from tollgate.db.models.stripe_mirror import (
     StripeEvent,
     Subscription,
     SubscriptionItem,
+    TaxRate,
 )
 from tollgate.db.models.usage import (
     CustomerChange,
@@ -85,6 +87,7 @@ __all__ = [
     "Customer",
     "CustomerChange",
     "CustomerOverride",
+    "CustomerTaxId",
     "Discount",
     "Dispute",
     "Invoice",
@@ -107,6 +110,7 @@ __all__ = [
     "StripeEvent",
     "Subscription",
     "SubscriptionItem",
+    "TaxRate",
     "TopupAttempt",
     "UsageAlert",
     "UsageAlertFiring",

@@ -89,6 +89,8 @@ class Customer(Base):
     # While a dispute of theirs is open or lost (issue 21, TOLLGATE_DISPUTE_ACCESS=reduce):
     # `reduced`; None otherwise.
     dispute_access: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Stripe's `tax_exempt` (none | exempt | reverse), mirrored from customer events (issue 21).
+    tax_exempt: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Subscription(Base):
@@ -176,6 +178,11 @@ class Invoice(Base):
 
     # The invoice's taxes in all (Stripe's `total_taxes`), shown apart; None before issue 21.
     tax: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Each tax apart (`total_taxes` with its rate's terms): [{tax_rate, display_name,
+    # jurisdiction, percentage, inclusive, amount}]; and the customer's `tax_exempt` it was
+    # made for (`reverse`: the buyer accounts for the tax).
+    tax_amounts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    customer_tax_exempt: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class InvoicePayment(Base):
@@ -276,6 +283,37 @@ class Discount(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TaxRate(Base):
+    """A Stripe tax rate's terms, as fetched once for the invoices that name it."""
+
+    __tablename__ = "tax_rates"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(255))
+    jurisdiction: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    percentage: Mapped[str] = mapped_column(String(16))  # exact text: "9.975"
+    inclusive: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CustomerTaxId(Base):
+    """A customer's tax ID (VAT, GST, ABN…) as Stripe's `customer.tax_id.*` events say it."""
+
+    __tablename__ = "customer_tax_ids"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    value: Mapped[str] = mapped_column(String(255))
+    country: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    verification: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    watermark_created: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class AuditLog(Base):

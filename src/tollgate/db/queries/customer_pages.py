@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, and_, bindparam, func, or_, select
 
-from tollgate.db.tables import CUSTOMERS, INVOICES, USAGE_HOURLY
+from tollgate.db.tables import CUSTOMERS, INVOICES, TAX_RATES, USAGE_HOURLY
 
 Granularity = Literal["hour", "day"]
 _PREFIX = {"hour": 13, "day": 10}
@@ -142,3 +142,22 @@ def customer_exists(connection: Connection, customer_id: str) -> bool:
     query = select(CUSTOMERS.c.deleted).where(CUSTOMERS.c.id == customer_id)
     deleted = connection.execute(query).scalar_one_or_none()
     return deleted is not None and not deleted
+
+
+def tax_rate_terms(connection: Connection, rate_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Return the mirrored terms (name, jurisdiction, percentage, inclusive) of these rates."""
+    rates = TAX_RATES.c
+    rows = connection.execute(
+        select(
+            rates.id, rates.display_name, rates.jurisdiction, rates.percentage, rates.inclusive
+        ).where(rates.id.in_(list(rate_ids)))
+    ).all()
+    return {
+        row.id: {
+            "display_name": row.display_name,
+            "jurisdiction": row.jurisdiction,
+            "percentage": row.percentage,
+            "inclusive": row.inclusive,
+        }
+        for row in rows
+    }

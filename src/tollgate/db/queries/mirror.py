@@ -26,6 +26,7 @@ from tollgate.db.tables import (
     AUDIT_LOG,
     CHARGES,
     CUSTOMER_CHANGES,
+    CUSTOMER_TAX_IDS,
     CUSTOMERS,
     DISCOUNTS,
     DISPUTES,
@@ -34,6 +35,7 @@ from tollgate.db.tables import (
     REFUNDS,
     SUBSCRIPTION_ITEMS,
     SUBSCRIPTIONS,
+    TAX_RATES,
 )
 
 Row = Mapping[str, Any]
@@ -50,6 +52,8 @@ MIRROR_TABLES = (
     REFUNDS,
     DISPUTES,
     DISCOUNTS,
+    TAX_RATES,
+    CUSTOMER_TAX_IDS,
 )
 
 

@@ -22,6 +22,7 @@ from tollgate.db.queries import mirror
 from tollgate.db.queries.mirror import Row
 from tollgate.db.tables import (
     CHARGES,
+    CUSTOMER_TAX_IDS,
     CUSTOMERS,
     DISCOUNTS,
     DISPUTES,
@@ -30,6 +31,7 @@ from tollgate.db.tables import (
     REFUNDS,
     SUBSCRIPTION_ITEMS,
     SUBSCRIPTIONS,
+    TAX_RATES,
 )
 from tollgate.domain.events import (
     ChargeSnapshot,
@@ -48,6 +50,7 @@ from tollgate.domain.events import (
     invoice_progress,
     refund_is_behind,
     subscription_progress,
+    tax_id_progress,
 )
 from tollgate.metrics import WEBHOOK_REFUSED
 from tollgate.services.credit_ledger import claw_back_refunds, grant_purchased_credits
@@ -64,6 +67,8 @@ from tollgate.stripe.translate import (
     invoice_snapshot,
     refund_snapshot,
     subscription_snapshot,
+    tax_id_snapshot,
+    tax_rate_snapshot,
 )
 
 log = logging.getLogger("tollgate.webhooks")
@@ -93,7 +98,17 @@ def _settle(
     """
     if row is None:
         return None
-    decision = decide(
+    decision = _decision(ctx, row, differs, progress)
+    if decision is Decision.SKIP:
+        return SKIP
+    if decision is Decision.REFETCH:
+        return ctx.fetch(object_type, object_id, "same_second") or SKIP
+    return None
+
+
+def _decision(ctx: HandlerContext, row: Row, differs: bool, progress: int) -> Decision:
+    """Decide by the stored row's watermark what the event's snapshot does to it."""
+    return decide(
         stored_created=row["watermark_created"],
         stored_event_id=row["watermark_event_id"],
         incoming_created=ctx.created,
@@ -101,11 +116,6 @@ def _settle(
         differs=differs,
         progress=progress,
     )
-    if decision is Decision.SKIP:
-        return SKIP
-    if decision is Decision.REFETCH:
-        return ctx.fetch(object_type, object_id, "same_second") or SKIP
-    return None
 
 
 def _write(
@@ -152,6 +162,8 @@ def _customer_values(snapshot: CustomerSnapshot, account: str | None) -> dict[st
         "metadata": dict(snapshot.metadata),
         "deleted": snapshot.deleted,
         "stripe_account": account,
+        "address": dict(snapshot.address) if snapshot.address else None,
+        "tax_exempt": snapshot.tax_exempt,
     }
 
 
@@ -283,6 +295,53 @@ def on_customer(ctx: HandlerContext, obj: dict[str, Any]) -> None:
 def on_customer_deleted(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mark the customer deleted; it stays deleted whatever arrives later."""
     _apply_customer(ctx, obj, deleted=True)
+
+
+def _apply_tax_id(ctx: HandlerContext, obj: dict[str, Any], *, deleted: bool = False) -> None:
+    snapshot = tax_id_snapshot(obj, deleted=deleted)
+    if not snapshot.stripe_customer_id:
+        return  # an account's own tax ID, not a customer's
+    customer_id, row = _lock_customer_and_read(
+        ctx, snapshot.stripe_customer_id, CUSTOMER_TAX_IDS, snapshot.id
+    )
+    values = {
+        "customer_id": customer_id,
+        "type": snapshot.type,
+        "value": snapshot.value,
+        "country": snapshot.country,
+        "verification": snapshot.verification,
+        # Stripe never brings a deleted tax ID back, so deletion stays in any order.
+        "deleted": bool(snapshot.deleted or (row is not None and row["deleted"])),
+    }
+    if row is not None:
+        differs = _stored(row, values) != values
+        progress = compare_progress(
+            tax_id_progress(bool(values["deleted"]), snapshot.verification),
+            tax_id_progress(row["deleted"], row["verification"]),
+        )
+        # Same second, different content, and no way to tell: the newest event id wins, as a
+        # tax ID has nothing else to fetch by its own id.
+        if _settle_without_fetch(ctx, row, differs, progress):
+            return
+    _write(ctx, CUSTOMER_TAX_IDS, "tax_id", snapshot.id, row, values, customer_id)
+
+
+def _settle_without_fetch(ctx: HandlerContext, row: Row, differs: bool, progress: int) -> bool:
+    """Return whether the stored row wins over the event (for objects not fetched by id)."""
+    decision = _decision(ctx, row, differs, progress)
+    if decision is Decision.REFETCH:
+        return ctx.event_id < str(row["watermark_event_id"] or "")
+    return decision is Decision.SKIP
+
+
+def on_tax_id(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Mirror a customer's tax ID as added or verified (`customer.tax_id.created|updated`)."""
+    _apply_tax_id(ctx, obj)
+
+
+def on_tax_id_deleted(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Mark a customer's tax ID deleted; it stays deleted whatever arrives later."""
+    _apply_tax_id(ctx, obj, deleted=True)
 
 
 # -- subscriptions ------------------------------------------------------------------------
@@ -513,7 +572,42 @@ def _invoice_values(snapshot: Any, customer_id: str) -> dict[str, Any]:
         ]
         or None,
         "tax": snapshot.tax,
+        "customer_tax_exempt": snapshot.customer_tax_exempt,
     }
+
+
+def _tax_lines(ctx: HandlerContext, snapshot: InvoiceSnapshot) -> list[dict[str, Any]] | None:
+    """Return each of the invoice's taxes with its rate's name, jurisdiction and percentage.
+
+    Invoices name tax rates by id only, so the rates not seen before are fetched together, once,
+    and kept in `tax_rates`.
+    """
+    if not snapshot.tax_amounts:
+        return None
+    named = sorted({rate for rate, _ in snapshot.tax_amounts})
+    stored = ctx.read([(mirror.row_by_id(TAX_RATES), {"row_id": rate}) for rate in named])
+    rates = {rate: rows[0] for rate, rows in zip(named, stored, strict=True) if rows}
+    missing = [rate for rate in named if rate not in rates]
+    if missing:
+        for raw in ctx.fetch("tax_rates", ",".join(missing), "tax_rates") or []:
+            found = tax_rate_snapshot(raw)
+            values = {"id": found.id, **found.terms(), "created_at": ctx.now}
+            ctx.write(mirror.insert_row(TAX_RATES), values)
+            rates[found.id] = values
+    lines = []
+    for rate_id, amount in snapshot.tax_amounts:
+        rate = rates.get(rate_id) or {}
+        lines.append(
+            {
+                "tax_rate": rate_id,
+                "display_name": rate.get("display_name") or "Tax",
+                "jurisdiction": rate.get("jurisdiction"),
+                "percentage": rate.get("percentage"),
+                "inclusive": bool(rate.get("inclusive")),
+                "amount": amount,
+            }
+        )
+    return lines
 
 
 def _apply_invoice(ctx: HandlerContext, obj: dict[str, Any]) -> tuple[InvoiceSnapshot, str]:
@@ -523,6 +617,7 @@ def _apply_invoice(ctx: HandlerContext, obj: dict[str, Any]) -> tuple[InvoiceSna
         ctx, snapshot.stripe_customer_id, INVOICES, snapshot.id
     )
     values = _invoice_values(snapshot, customer_id)
+    values["tax_amounts"] = _tax_lines(ctx, snapshot)
     if row is not None:
         differs = _stored(row, values) != values
         progress = compare_progress(
@@ -536,6 +631,7 @@ def _apply_invoice(ctx: HandlerContext, obj: dict[str, Any]) -> tuple[InvoiceSna
         if found is not None:
             snapshot = invoice_snapshot(found)
             values = _invoice_values(snapshot, customer_id)
+            values["tax_amounts"] = _tax_lines(ctx, snapshot)
     _mirror_discounts(ctx, customer_id, snapshot.id, snapshot.discount_ids)
     _write(ctx, INVOICES, "invoice", snapshot.id, row, values, customer_id)
     _record_invoice_payments(ctx, snapshot.payments, customer_id)
@@ -891,6 +987,9 @@ HANDLERS: dict[str, Handler] = {
     "customer.created": on_customer,
     "customer.updated": on_customer,
     "customer.deleted": on_customer_deleted,
+    "customer.tax_id.created": on_tax_id,
+    "customer.tax_id.updated": on_tax_id,
+    "customer.tax_id.deleted": on_tax_id_deleted,
     "customer.subscription.created": on_subscription,
     "customer.subscription.updated": on_subscription,
     "customer.subscription.deleted": on_subscription,

@@ -551,6 +551,7 @@ _FETCHERS: dict[str, Callable[[StripeGateway, str], Any]] = {
     "dispute": StripeGateway.retrieve_dispute,
     "refunds": StripeGateway.list_refunds,
     "discounts": StripeGateway.retrieve_discounts,
+    "tax_rates": StripeGateway.retrieve_tax_rates,
 }
 
 

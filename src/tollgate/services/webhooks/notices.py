@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tollgate.db.queries import mirror
+from tollgate.db.tables import INVOICES
 from tollgate.domain.events import (
     DISPUTE_OPEN_STATUSES,
     DisputeSnapshot,
@@ -20,6 +21,7 @@ from tollgate.domain.events import (
     SubscriptionSnapshot,
 )
 from tollgate.domain.subscriptions import trial_cause
+from tollgate.domain.tax import tax_note
 from tollgate.services.dunning import clear_dunning, record_failed_attempt
 from tollgate.services.outbox import queue_app_event, queue_email
 from tollgate.services.webhooks.context import HandlerContext
@@ -126,7 +128,7 @@ def notice_invoice_paid(ctx: HandlerContext, snapshot: InvoiceSnapshot, customer
         customer_id=customer_id,
         template="payment_recovered" if recovered else "payment_succeeded",
         cause=snapshot.id,
-        facts=_invoice_facts(snapshot),
+        facts={**_invoice_facts(snapshot), **_tax_facts(ctx, snapshot)},
         now=ctx.now,
         same_notice=PAYMENT_OUTCOME,
     )
@@ -245,6 +247,23 @@ def _subscription_facts(snapshot: SubscriptionSnapshot, obj: dict[str, Any]) -> 
         "current_period_end": snapshot.current_period_end,
         "access_until": snapshot.cancel_at or snapshot.current_period_end,
         "ended_at": snapshot.ended_at,
+    }
+
+
+def _tax_facts(ctx: HandlerContext, snapshot: InvoiceSnapshot) -> dict[str, Any]:
+    """Return the invoice's taxes one per rate, as the mirror named them, and its tax note."""
+    stored = ctx.row(INVOICES, snapshot.id)
+    lines = (stored["tax_amounts"] if stored is not None else None) or []
+    return {
+        "taxes": [
+            {
+                "name": line["display_name"],
+                "percentage": line.get("percentage"),
+                "amount": {"amount": line["amount"], "currency": snapshot.currency},
+            }
+            for line in lines
+        ],
+        "tax_note": tax_note(snapshot.customer_tax_exempt),
     }
 
 
