@@ -13,6 +13,7 @@ from stripesim.billing.invoices import compute_totals, line_invoice_item
 from stripesim.billing.items import apply_item_changes, emit_updated
 from stripesim.billing.periods import DAY
 from stripesim.errors import StripeError
+from stripesim.payment_settings import method_types_of
 from stripesim.payments import (
     PaymentOutcome,
     collect_payment,
@@ -195,6 +196,7 @@ def charge_invoice(
         invoice_id=invoice["id"],
         off_session=off_session,
         application_fee_amount=application_fee(sub, invoice["amount_due"]),
+        payment_method_types=method_types_of(invoice, sub),
     )
 
 

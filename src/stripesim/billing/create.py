@@ -14,6 +14,7 @@ from stripesim.billing.periods import DAY, add_interval, future_time, interval_o
 from stripesim.billing.prices import exact_amount, item_price, price_param, product_name
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, required_object, update_metadata
+from stripesim.payment_settings import read_method_types
 from stripesim.payments import payment_method_for
 from stripesim.registry import Ctx
 from stripesim.state import new_id
@@ -304,7 +305,10 @@ def _new_subscription(ctx: Ctx, params: dict[str, Any], request: _Request) -> di
         on_behalf_of=params.get("on_behalf_of") or None,
         payment_settings={
             "payment_method_options": None,
-            "payment_method_types": None,
+            "payment_method_types": read_method_types(
+                (params.get("payment_settings") or {}).get("payment_method_types"),
+                "payment_settings[payment_method_types]",
+            ),
             "save_default_payment_method": "off",
         },
         start_date=now,

@@ -39,6 +39,7 @@ from stripesim.billing.proration import (
 )
 from stripesim.errors import StripeError, parameter_missing, resource_missing
 from stripesim.lists import as_bool, as_int, render, update_metadata
+from stripesim.payment_settings import set_payment_settings
 from stripesim.registry import Ctx
 from stripesim.state import new_id, snapshot
 
@@ -348,7 +349,12 @@ def _pending_update(
     if outcome.status == "succeeded":
         mark_paid(ctx, invoice, now, outcome.payment_intent)
         return sub
+    if outcome.payment_intent is not None:
+        # Its page offers the payment's challenge while it waits for the card holder.
+        invoice["_payment_intents"].append(outcome.payment_intent["id"])
     ctx.emit("invoice.payment_failed", invoice, created=now)
+    if outcome.status == "requires_action" and not strict:
+        ctx.emit("invoice.payment_action_required", invoice, created=now)
     if strict:
         _undo_pending_invoice(ctx, sub, invoice, before, now)
         raise outcome.error or StripeError(
@@ -444,6 +450,7 @@ def plain_fields(ctx: Ctx, sub: dict[str, Any], params: dict[str, Any], now: int
             ctx, params["default_tax_rates"], "default_tax_rates"
         )
     _update_collection(sub, params)
+    set_payment_settings(sub, params, "payment_settings")
     if params.get("discounts") is not None:
         sub["discounts"] = (
             new_discounts(

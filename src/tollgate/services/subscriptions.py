@@ -27,7 +27,7 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, CollectionMethod
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
 from tollgate.domain.events import SubscriptionSnapshot
-from tollgate.domain.payment_limits import METHODS, allowed_methods, check_payment_method
+from tollgate.domain.payment_limits import PaymentPolicy, policy_for
 from tollgate.domain.subscriptions import (
     TRIAL_END_BEHAVIORS,
     ChangeTiming,
@@ -56,6 +56,7 @@ from tollgate.services.customers import (
     shown_plan_version,
     stripe_customer,
 )
+from tollgate.services.deps import Deps
 from tollgate.services.discounts import discount_views
 from tollgate.stripe.errors import PaymentDeclined, StripeFailure, StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
@@ -107,8 +108,12 @@ class SubscriptionRequest:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def get_subscription(*, db: Database, catalog: Catalog, customer_id: str) -> SubscriptionView:
+def get_subscription(deps: Deps, *, customer_id: str) -> SubscriptionView:
     """Return the customer's subscription from the mirror (plan and status as GET shows them)."""
+    return _read_subscription(deps.db, deps.catalog, customer_id)
+
+
+def _read_subscription(db: Database, catalog: Catalog, customer_id: str) -> SubscriptionView:
     with db.transaction() as session:
         customer = load_customer(session, customer_id)
         subscription = current_subscription(session, customer_id)
@@ -261,11 +266,8 @@ def _terms_for(
 
 
 def start_checkout(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    settings: Settings,
     customer_id: str,
     plan: str,
     interval: str,
@@ -277,6 +279,7 @@ def start_checkout(
 ) -> CheckoutSession:
     """Open a Checkout Session that subscribes the customer to a plan; its completion arrives
     as webhooks (`checkout.session.completed`), which flip the customer to the plan."""
+    db, catalog, gateway, settings = deps.db, deps.catalog, deps.optional_stripe(), deps.settings
     check_url(success_url, "success_url")
     check_url(cancel_url, "cancel_url")
     chosen = find_plan(catalog, plan)
@@ -289,6 +292,9 @@ def start_checkout(
     customer, target = _online_customer(db, catalog, gateway, customer_id)
     terms = _terms_for(catalog, customer, plan, interval, seats)
     days = trial_days_for(terms.plan, trial_days)
+    # Checkout offers only the methods that may pay the plan's invoices (a trial's first paid
+    # one included); a plan no method may pay at this amount is refused before Stripe is asked.
+    methods = _payment_method_types(settings, terms)
     with db.transaction() as session:
         mirrored = current_subscription(session, customer_id)
         if mirrored is not None and is_live(mirrored.status):
@@ -305,6 +311,7 @@ def start_checkout(
         "currency": terms.currency,
         "seats": terms.quantity,
         "trial_days": days,
+        "payment_method_types": methods,
         "success_url": success_url,
         "cancel_url": cancel_url,
     }
@@ -319,6 +326,7 @@ def start_checkout(
         trial_days=days,
         trial_end_behavior=TRIAL_END_BEHAVIORS[settings.trial_end_behavior],
         automatic_tax=settings.stripe_automatic_tax,
+        payment_method_types=methods,
         application_fee_percent=_fee(settings, customer),
         metadata={APP_ID_KEY: customer_id, "tollgate_plan": terms.plan.id},
         # Buyers may type a code when the catalog has promotion codes for this plan (issue 20).
@@ -342,12 +350,8 @@ def _already_subscribed(customer_id: str, plan: str | None, status: str) -> Alre
 
 
 def change_subscription(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    settings: Settings,
-    clock: Clock,
     customer_id: str,
     wanted: SubscriptionRequest,
     idempotency_key: str | None = None,
@@ -359,6 +363,8 @@ def change_subscription(
     A free plan ends the subscription at period end (or now). An offline customer's plan is
     Tollgate's to change.
     """
+    db, catalog, gateway, settings = deps.db, deps.catalog, deps.optional_stripe(), deps.settings
+    clock = deps.clock
     chosen = find_plan(catalog, wanted.plan)
     proration = check_proration(wanted.proration, settings.immediate_proration_behavior)
     with db.transaction() as session:
@@ -366,7 +372,7 @@ def change_subscription(
     if offline:
         return _change_offline_plan(db, catalog, clock, customer_id, wanted)
     if chosen.is_free:
-        return _change_to_free(db, catalog, gateway, clock, customer_id, wanted, idempotency_key)
+        return _change_to_free(deps, catalog, customer_id, wanted, idempotency_key)
     customer, target = _online_customer(db, catalog, gateway, customer_id)
     live = _live_subscription(target, customer.stripe_id)
     if live is not None and live.currency:
@@ -389,6 +395,11 @@ def change_subscription(
     if waiting and live.plan == wanted.plan and live.latest_invoice:
         # Asked again while the first payment waits for the customer: the same answer.
         return _action_required(_stripe_view(live), target.retrieve_invoice(live.latest_invoice))
+    if live.change_pending and live.latest_invoice:
+        # A change waits for the customer to confirm its payment: the same answer until it is
+        # paid or expires (one change at a time, as Stripe's pending updates are).
+        pending = target.retrieve_invoice(live.latest_invoice)
+        return _action_required(_stripe_view(live), pending, waiting=True)
     change = _Change(terms, collection if explicit else None, proration, wanted.at_period_end)
     return _change(db, catalog, settings, target, clock, customer, live, change, idempotency_key)
 
@@ -432,6 +443,9 @@ def _subscribe(
         params["days_until_due"] = collection.days_until_due
     if days:
         params["trial_period_days"] = days
+    methods = _payment_method_types(settings, terms)
+    if methods is not None:
+        params["payment_settings"] = {"payment_method_types": methods}
     if settings.stripe_automatic_tax:
         params["automatic_tax"] = {"enabled": True}
     fee = _fee(settings, customer)
@@ -458,15 +472,54 @@ def _subscribe(
     return _stripe_view(subscription_snapshot(created))
 
 
+def _period_amount(terms: Terms) -> int:
+    """Return what one period of `terms` invoices (before usage, discounts and tax)."""
+    return terms.price.amount_minor * terms.quantity
+
+
+def _payment_policy(settings: Settings, terms: Terms) -> PaymentPolicy:
+    return policy_for(terms.plan, settings.card_limits)
+
+
+def _payment_method_types(settings: Settings, terms: Terms) -> list[str] | None:
+    """Return the methods the plan's invoices may be paid with, or None when any may.
+
+    Stripe offers these on every invoice of the subscription (`payment_settings`), so a
+    renewal above the card limit is never charged to a card.
+    """
+    policy = _payment_policy(settings, terms)
+    amount, currency = _period_amount(terms), terms.currency
+    if policy.is_open(amount, currency):
+        return None
+    return list(policy.payable_by(amount, currency, terms.plan.id))
+
+
+def _payment_settings(
+    settings: Settings, terms: Terms, current: SubscriptionSnapshot
+) -> dict[str, Any]:
+    """Return the `payment_settings` update that offers a changed subscription's invoices the
+    methods its new terms allow (none when they stay as they were)."""
+    methods = _payment_method_types(settings, terms)
+    if methods is None and not current.payment_method_types:
+        return {}
+    return {"payment_settings": {"payment_method_types": methods or ""}}
+
+
 def _check_card_limit(
-    gateway: StripeGateway, settings: Settings, customer: _Customer, terms: Terms
+    gateway: StripeGateway,
+    settings: Settings,
+    customer: _Customer,
+    terms: Terms,
+    payment_method: str | None = None,
 ) -> None:
-    """Refuse a first invoice above TOLLGATE_CARD_LIMITS for a customer paying by card."""
-    amount = terms.price.amount_minor * terms.quantity
-    if allowed_methods(amount, terms.currency, settings.card_limits) == METHODS:
+    """Refuse an invoice of `terms` that the customer's default payment method may not pay."""
+    policy = _payment_policy(settings, terms)
+    amount = _period_amount(terms)
+    if policy.is_open(amount, terms.currency):
         return  # no limit, or within it: no need to ask Stripe how the customer pays
-    method = gateway.default_payment_method_type(customer.stripe_id)
-    check_payment_method(method, amount, terms.currency, settings.card_limits)
+    policy.payable_by(amount, terms.currency, terms.plan.id)
+    method = gateway.default_payment_method_type(customer.stripe_id, payment_method)
+    policy.check(method, amount, terms.currency, terms.plan.id)
 
 
 def _subscribe_pending_authentication(
@@ -494,10 +547,15 @@ def _subscribe_pending_authentication(
     )
 
 
-def _action_required(view: SubscriptionView, invoice: dict[str, Any]) -> SubscriptionView:
-    """An incomplete subscription's view as `action_required`, with its open invoice's page."""
+def _action_required(
+    view: SubscriptionView, invoice: dict[str, Any], *, waiting: bool | None = None
+) -> SubscriptionView:
+    """A subscription waiting on its customer (incomplete, or a change pending its payment) as
+    `action_required`, with its open invoice's page."""
     url = invoice.get("hosted_invoice_url")
-    if view.status != "incomplete" or invoice.get("status") != "open" or not url:
+    if waiting is None:
+        waiting = view.status == "incomplete"
+    if not waiting or invoice.get("status") != "open" or not url:
         return view  # settled after all (the card was authenticated meanwhile)
     return replace(view, status=ACTION_REQUIRED, url=url)
 
@@ -559,12 +617,26 @@ def _change(
             db, clock, customer.id, current.id, terms, current.current_period_end
         )
         return _stripe_view(current, pending)
+    charged = (collection.method if collection else current.collection_method) == (
+        CollectionMethod.CHARGE_AUTOMATICALLY
+    )
+    if charged and current.status != "trialing":
+        _check_card_limit(gateway, settings, customer, terms, current.default_payment_method)
     params = _item_changes(gateway, current, terms)
     params["proration_behavior"] = change.proration
     if collection is not None:
         params["collection_method"] = collection.method
         if collection.days_until_due is not None:
             params["days_until_due"] = collection.days_until_due
+    params.update(_payment_settings(settings, terms, current))
+    # Billed now: a declined card changes nothing (402); a card that needs its holder waits
+    # with the change pending until the customer confirms (Stripe's pending_if_incomplete).
+    # An interval change starts a new period, which stripesim does not hold pending yet.
+    billed_now = (
+        charged and change.proration == "always_invoice" and current.interval == terms.interval
+    )
+    if billed_now:
+        params["payment_behavior"] = "error_if_incomplete"
     asked = {
         "subscription": current.id,
         "plan": terms.plan.id,
@@ -574,11 +646,53 @@ def _change(
         "collection": [collection.method, collection.days_until_due] if collection else None,
     }
     key = request_id(idempotency_key, asked, customer.state_version)
-    updated = gateway.update_subscription(
-        current.id, idempotency_key=f"sub-update-{customer.id}-{key}", params=params
-    )
+    try:
+        updated = gateway.update_subscription(
+            current.id, idempotency_key=f"sub-update-{customer.id}-{key}", params=params
+        )
+    except PaymentDeclined as declined:
+        if not billed_now or declined.code != AUTHENTICATION_REQUIRED:
+            raise
+        return _change_pending_authentication(db, gateway, clock, customer, current, key, params)
     _after_write(db, customer.id, clock)
     return _stripe_view(subscription_snapshot(updated))
+
+
+def _change_pending_authentication(
+    db: Database,
+    gateway: StripeGateway,
+    clock: Clock,
+    customer: _Customer,
+    current: SubscriptionSnapshot,
+    key: str,
+    params: dict[str, Any],
+) -> SubscriptionView:
+    """Bill a change whose payment needs the card holder; apply it only once paid.
+
+    Stripe keeps the subscription as it was, with the change in `pending_update`, and the
+    proration invoice open with its hosted page; paid there, the change applies (the plan flips
+    with `customer.subscription.updated`). Not paid within 23 hours, the change expires and the
+    plan stays as it was.
+    """
+    # Stripe takes only item and proration parameters with a pending update; the methods the
+    # card payer's invoices are offered stay as they were (the check above let the card pay).
+    pending = {name: value for name, value in params.items() if name != "payment_settings"}
+    updated = gateway.update_subscription(
+        current.id,
+        idempotency_key=f"sub-update-{customer.id}-{key}-action",
+        params={
+            **pending,
+            "payment_behavior": "pending_if_incomplete",
+            "expand": ["latest_invoice"],
+        },
+    )
+    _after_write(db, customer.id, clock)
+    invoice = updated.get("latest_invoice")
+    return _action_required(
+        _stripe_view(subscription_snapshot(updated)),
+        invoice if isinstance(invoice, dict) else {},
+        waiting=updated.get("pending_update") is not None,
+    )
 
 
 def _current_amount(catalog: Catalog, current: SubscriptionSnapshot) -> int | None:
@@ -721,20 +835,19 @@ def _change_offline_plan(
             row.plan = plan.id
             row.updated_at = clock.now()
             _note_change(session, customer_id, row.updated_at)
-    return get_subscription(db=db, catalog=catalog, customer_id=customer_id)
+    return _read_subscription(db, catalog, customer_id)
 
 
 def _change_to_free(
-    db: Database,
+    deps: Deps,
     catalog: Catalog,
-    gateway: StripeGateway | None,
-    clock: Clock,
     customer_id: str,
     wanted: SubscriptionRequest,
     idempotency_key: str | None,
 ) -> SubscriptionView:
     """Move to a free plan: end the paid subscription (at period end unless asked now)."""
-    customer, target = _online_customer(db, catalog, gateway, customer_id)
+    db, clock = deps.db, deps.clock
+    customer, target = _online_customer(db, catalog, deps.optional_stripe(), customer_id)
     live = _live_subscription(target, customer.stripe_id)
     with db.write_transaction() as session:
         row = load_customer(session, customer_id, lock=True)
@@ -744,12 +857,9 @@ def _change_to_free(
             row.updated_at = clock.now()
             _note_change(session, customer_id, row.updated_at)
     if live is None:
-        return get_subscription(db=db, catalog=catalog, customer_id=customer_id)
+        return _read_subscription(db, catalog, customer_id)
     return cancel_subscription(
-        db=db,
-        catalog=catalog,
-        gateway=gateway,
-        clock=clock,
+        deps,
         customer_id=customer_id,
         at_period_end=wanted.at_period_end is not False,
         idempotency_key=idempotency_key,
@@ -760,11 +870,8 @@ def _change_to_free(
 
 
 def cancel_subscription(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    clock: Clock,
     customer_id: str,
     at_period_end: bool,
     idempotency_key: str | None = None,
@@ -774,6 +881,7 @@ def cancel_subscription(
     Afterwards the customer is on the catalog's default plan. An offline customer goes back to
     the default plan at once.
     """
+    db, catalog, gateway, clock = deps.db, deps.catalog, deps.optional_stripe(), deps.clock
     with db.transaction() as session:
         offline = load_customer(session, customer_id).offline
     if offline:
@@ -783,7 +891,7 @@ def cancel_subscription(
                 row.plan = None
                 row.updated_at = clock.now()
                 _note_change(session, customer_id, row.updated_at)
-        return get_subscription(db=db, catalog=catalog, customer_id=customer_id)
+        return _read_subscription(db, catalog, customer_id)
     customer, target = _online_customer(db, catalog, gateway, customer_id)
     live = _live_subscription(target, customer.stripe_id)
     if live is None:
@@ -811,16 +919,11 @@ def cancel_subscription(
 
 
 def resume_subscription(
-    *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    clock: Clock,
-    customer_id: str,
-    idempotency_key: str | None = None,
+    deps: Deps, *, customer_id: str, idempotency_key: str | None = None
 ) -> SubscriptionView:
     """Undo a cancel at period end before the period ends (nothing to undo: nothing changes)."""
-    customer, target = _online_customer(db, catalog, gateway, customer_id)
+    db, clock = deps.db, deps.clock
+    customer, target = _online_customer(db, deps.catalog, deps.optional_stripe(), customer_id)
     live = _live_subscription(target, customer.stripe_id)
     if live is None:
         raise NotFound(
@@ -937,6 +1040,7 @@ def _apply_plan_change(
     )
     params = _item_changes(gateway, current, terms)
     params["proration_behavior"] = settings.proration_behavior
+    params.update(_payment_settings(settings, terms, current))
     gateway.update_subscription(
         current.id, idempotency_key=f"plan-change-{change.id}", params=params
     )
