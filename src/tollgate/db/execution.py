@@ -154,9 +154,7 @@ def _compiled(statement: ClauseElement, dialect: Dialect, keys: frozenset[str]) 
         return found
     compiled: Any = statement.compile(dialect=dialect, column_keys=sorted(keys))
     names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
-    binds = tuple(
-        compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
-    )
+    binds = tuple(_bind_processor(compiled.binds[name].type, dialect) for name in names)
     fixed = tuple(
         _GIVEN
         if name in keys
@@ -179,20 +177,35 @@ def _compiled(statement: ClauseElement, dialect: Dialect, keys: frozenset[str]) 
     return made
 
 
+def _bind_processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    process = column_type.dialect_impl(dialect).bind_processor(dialect)
+    if process is None or not isinstance(column_type, UTCDateTime):
+        return process
+    # A group of events writes the same instant many times (its `now` in every audit, feed and
+    # inbox row; a subscription's periods): on SQLite each is formatted as text, so each value
+    # is converted once. (Only UTC columns: equal instants in other zones convert alike there.)
+    return _remembered(process)
+
+
 def _result_processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
     process = column_type.dialect_impl(dialect).result_processor(dialect, None)
     if process is None or not isinstance(column_type, UTCDateTime | DateTime):
         return process
     # The same few instants (a subscription's periods, trial) are read again and again; an
     # aware datetime is immutable, so one parse of each stored value serves every later read.
-    parsed: dict[Any, Any] = {}
+    return _remembered(process)
+
+
+def _remembered(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Return `process` remembering its answers: for immutable values seen again and again."""
+    done: dict[Any, Any] = {}
 
     def remembered(value: Any) -> Any:
-        found = parsed.get(value)
+        found = done.get(value)
         if found is None:
-            if len(parsed) >= 4096:
-                parsed.clear()
-            found = parsed[value] = process(value)
+            if len(done) >= 4096:
+                done.clear()
+            found = done[value] = process(value)
         return found
 
     return remembered

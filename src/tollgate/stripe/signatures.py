@@ -12,7 +12,6 @@ because building StripeObjects costs about 430 µs per event, and orjson parses 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections.abc import Sequence
@@ -51,7 +50,8 @@ def verify_signature(
     """
     timestamp, signatures = parse_signature_header(header)
     signed = str(timestamp).encode() + b"." + payload
-    expected = [hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest() for secret in secrets]
+    # hmac.digest: OpenSSL's one-shot HMAC, without building an HMAC object per secret.
+    expected = [hmac.digest(secret.encode(), signed, "sha256").hex() for secret in secrets]
     # Compare against every secret and signature without stopping early, so the time taken
     # does not show which secret matched or how far a forged signature got.
     matched = False

@@ -43,9 +43,20 @@ def object_id(value: Any) -> str | None:
 
 def timestamp(value: Any) -> datetime | None:
     """Return Stripe's Unix seconds as an aware UTC datetime."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return datetime.fromtimestamp(int(value), UTC)
+    seconds = int(value)
+    found = _INSTANTS.get(seconds)
+    if found is None:
+        if len(_INSTANTS) >= 4096:
+            _INSTANTS.clear()
+        found = _INSTANTS[seconds] = datetime.fromtimestamp(seconds, UTC)
+    return found
+
+
+# Webhooks carry the same few instants again and again (a subscription's periods, its trial),
+# and an aware datetime is immutable: each is made once.
+_INSTANTS: dict[int, datetime] = {}
 
 
 def _dict(value: Any) -> dict[str, Any]:

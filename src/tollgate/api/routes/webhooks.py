@@ -11,6 +11,7 @@ way in (tests, OpenAPI).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -63,6 +64,8 @@ class StripeWebhookFastPath:
         self.app = app
         self.container = container
         self.limit = container.settings.max_body_bytes
+        self._counted: dict[int, Any] = {}
+        self._latency = HTTP_LATENCY.labels(ROUTE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != ROUTE:
@@ -79,8 +82,11 @@ class StripeWebhookFastPath:
         finally:
             # An unexpected error goes on to the API's outermost layer (api/guard.py), which
             # logs it once and answers it in the error shape with its request id.
-            HTTP_REQUESTS.labels("POST", ROUTE, str(status)).inc()
-            HTTP_LATENCY.labels(ROUTE).observe(time.perf_counter() - started)
+            counted = self._counted.get(status)
+            if counted is None:  # a label lookup takes a lock: each status's child is kept
+                counted = self._counted[status] = HTTP_REQUESTS.labels("POST", ROUTE, str(status))
+            counted.inc()
+            self._latency.observe(time.perf_counter() - started)
 
     async def _answer(self, scope: Scope, receive: Receive) -> Response:
         signature: str | None = None

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
 from tollgate.db.dialects import insert_if_new
+from tollgate.db.execution import on_driver, run
 from tollgate.db.tables import CUSTOMERS, STRIPE_EVENTS
 
 DONE = ("succeeded", "ignored")
@@ -84,6 +85,9 @@ _PG_INSERT_MANY_NEW = (
 )
 
 
+_INSERT = on_driver(STRIPE_EVENTS.insert())
+
+
 def _insert_if_new(connection: Connection) -> Any:
     return insert_if_new(connection, STRIPE_EVENTS, index_elements=("id",), returning=("id",))
 
@@ -94,11 +98,36 @@ def insert_new(connection: Connection, row: Mapping[str, Any]) -> bool:
 
 
 def insert_many_new(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
-    """Insert inbox rows whose event ids are not stored; return the ids inserted."""
+    """Insert inbox rows whose event ids are not stored; return the ids inserted.
+
+    Of rows with the same id, the first is inserted.
+    """
     if connection.dialect.name != "postgresql":
-        return set(connection.execute(_insert_if_new(connection), rows).scalars())
+        return _sqlite_insert_many_new(connection, rows)
     columns = tuple([row[name] for row in rows] for name in COLUMNS)
     return {found for (found,) in connection.exec_driver_sql(_PG_INSERT_MANY_NEW, columns)}
+
+
+def _sqlite_insert_many_new(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """SQLite: the first row alone, then the others that are not stored, in one executemany.
+
+    A multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING` costs SQLite about twice what an
+    executemany of a plain insert does (measured: 35 against 15 µs a row). The first insert is
+    a write, so the transaction holds the database's write lock from then on: the ids read
+    next stay unstored until it commits, and the others are inserted without a conflict clause
+    (should one be stored all the same, the insert raises and the transaction runs again).
+    """
+    first: dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        first.setdefault(row["id"], row)
+    head, *rest = first.values()
+    inserted = {head["id"]} if insert_new(connection, head) else set()
+    stored = statuses_of(connection, [row["id"] for row in rest])
+    new = [row for row in rest if row["id"] not in stored]
+    if new:
+        run(connection, [(_INSERT, new)])
+        inserted.update(row["id"] for row in new)
+    return inserted
 
 
 def status_of(connection: Connection, event_id: str) -> str | None:

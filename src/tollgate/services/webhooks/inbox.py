@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -52,7 +53,7 @@ from tollgate.stripe.errors import StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.signatures import parse_event, verify_signature
 from tollgate.stripe.translate import timestamp
-from tollgate.tracing import span
+from tollgate.tracing import span, tracing
 
 log = logging.getLogger("tollgate.webhooks")
 
@@ -352,6 +353,7 @@ def _store_and_apply(
     )
     group = GroupWrites()
     outcomes: list[ProcessResult] = []
+    traced = tracing()  # asked once for the group: it reads the environment
     for delivery in deliveries:
         event_id = delivery.event_id
         if event_id not in inserted:
@@ -360,7 +362,9 @@ def _store_and_apply(
         else:
             inserted.discard(event_id)
             statuses[event_id] = "succeeded"  # a later copy in this group is its duplicate
-            outcomes.append(_apply_event(connection, delivery.event, now, dunning, fetched, group))
+            outcomes.append(
+                _apply_event(connection, delivery.event, now, dunning, fetched, group, traced)
+            )
         results.append(outcomes[-1])
     group.write(connection)
 
@@ -383,15 +387,23 @@ def _apply_event(
     dunning: DunningPolicy,
     fetched: dict[tuple[str, str], Any],
     group: GroupWrites,
+    traced: bool = True,
 ) -> ProcessResult:
-    """Run the event's handler in the caller's transaction; its writes wait in `group`."""
+    """Run the event's handler in the caller's transaction; its writes wait in `group`.
+
+    `traced=False` (no tracer configured, as the caller found) skips asking again for a span.
+    """
     handler = HANDLERS.get(event["type"])
     if handler is None:
         return ProcessResult(str(event["id"]), "ignored")
     context = HandlerContext(
         connection=connection, event=event, now=now, dunning=dunning, fetched=fetched, group=group
     )
-    with span(f"webhook {event['type']}", {"stripe.event_id": str(event["id"])}):
+    with (
+        span(f"webhook {event['type']}", {"stripe.event_id": str(event["id"])})
+        if traced
+        else nullcontext()
+    ):
         handler(context, event["data"]["object"])
         context.finish()
     return ProcessResult(
