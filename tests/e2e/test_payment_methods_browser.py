@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e import test_billing_page_browser as billing_browser
 from tests.e2e.conftest import DAY, World
+from tests.e2e.test_ach import INSUFFICIENT, bank_account
 from tests.e2e.test_payment_limits import limits_catalog
 from tests.e2e.test_plan_change_authentication import business_catalog, monthly_pro_paying_with
 from tests.e2e.test_three_d_secure import THREE_DS_2, access
@@ -197,6 +198,36 @@ def test_checkout_takes_a_bank_account_above_the_card_limit_and_waits_for_the_de
     shop.advance(clock, T0 + 4 * DAY + 3600)
     assert shop.invoices(stripe_id)[0].status == "paid"
     assert access(shop, "ach-buyer") == ("pro", "active")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_portal_adds_a_bank_account_to_a_subscription_paid_by_bank(
+    make_world: Any, tmp_path: Path, page: Any, screenshots: Path, width: int
+) -> None:
+    shop = make_world(TOLLGATE_CATALOG=limits_catalog(tmp_path))
+    at_width(page, width)
+    stripe_id = str(shop.create_customer("bank-org")["stripe_customer_id"])
+    bank_account(shop, stripe_id, INSUFFICIENT)
+    shop.put_subscription("bank-org", plan="pro", interval="year", trial_days=0)
+    portal = shop.call(
+        "POST", "/v1/customers/bank-org/portal", json={"return_url": f"{shop.base_url}/healthz"}
+    )
+    page.goto(portal["url"])
+    assert page.inner_text("#bank-last4") == "2227"
+    page.fill("#account_holder_name", "Bank Org")
+    page.fill("#account_number", "000999999999")
+    page.click("#add-bank")
+    assert "test account numbers" in page.inner_text("#error")
+    assert page.inner_text("#bank-last4") == "2227"
+    page.fill("#account_holder_name", "Bank Org")
+    page.fill("#account_number", "000123456789")
+    page.click("#add-bank")
+    assert "bank account has been added" in page.inner_text("#notice")
+    assert page.inner_text("#bank-last4") == "6789"
+    fits(page, width)
+    shot(page, screenshots, "portal-bank-added", width)
+    default = shop.stripe.v1.customers.retrieve(stripe_id).invoice_settings.default_payment_method
+    assert shop.stripe.v1.payment_methods.retrieve(default).us_bank_account.last4 == "6789"
 
 
 T0 = 1_790_000_000  # 2026-09-21T14:13:20Z

@@ -8,12 +8,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from stripesim import billing, cards, debits, objects, payments
+from stripesim import billing, cards, objects, payments
 from stripesim.catalog import build_price, metered_rate, price_amount, public_view
 from stripesim.currency import format_amount
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, render, update_metadata
 from stripesim.pages import (
+    bank_from_form,
     card_from_form,
     form_of,
     hosted,
@@ -251,30 +252,6 @@ def _chosen_method(session: dict[str, Any], form: dict[str, str]) -> str:
     if form.get("card_number") or _takes_cards(session) or not _takes_banks(session):
         return "card"  # a card posted without a choice is taken as one
     return "us_bank_account"
-
-
-def bank_from_form(ctx: Ctx, form: dict[str, str]) -> dict[str, Any]:
-    """A `us_bank_account` PaymentMethod from the page's bank fields (Stripe's test numbers)."""
-    for key, label in (
-        ("account_holder_name", "Your account holder name"),
-        ("routing_number", "Your routing number"),
-        ("account_number", "Your account number"),
-    ):
-        if not (form.get(key) or "").strip():
-            raise StripeError(f"{label} is incomplete.", param=key)
-    return debits.new_bank_payment_method(
-        ctx,
-        {
-            "us_bank_account": {
-                "routing_number": form["routing_number"].strip(),
-                "account_number": form["account_number"].strip(),
-            },
-            "billing_details": {
-                "name": form["account_holder_name"].strip(),
-                "email": form.get("email"),
-            },
-        },
-    )
 
 
 def _needs_card(session: dict[str, Any]) -> bool:
