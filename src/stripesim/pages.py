@@ -10,7 +10,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from stripesim import cards, payments
+from stripesim import cards, debits, payments
 from stripesim.currency import format_amount
 from stripesim.errors import StripeError
 from stripesim.registry import Ctx
@@ -86,6 +86,30 @@ def card_from_form(ctx: Ctx, form: dict[str, str], *, created: int) -> dict[str,
         cvc=form.get("card_cvc") or None,
         billing_details={"name": form.get("cardholder_name") or None, "email": form.get("email")},
         created=created,
+    )
+
+
+def bank_from_form(ctx: Ctx, form: dict[str, str]) -> dict[str, Any]:
+    """A `us_bank_account` PaymentMethod from the page's bank fields (Stripe's test numbers)."""
+    for key, label in (
+        ("account_holder_name", "Your account holder name"),
+        ("routing_number", "Your routing number"),
+        ("account_number", "Your account number"),
+    ):
+        if not (form.get(key) or "").strip():
+            raise StripeError(f"{label} is incomplete.", param=key)
+    return debits.new_bank_payment_method(
+        ctx,
+        {
+            "us_bank_account": {
+                "routing_number": form["routing_number"].strip(),
+                "account_number": form["account_number"].strip(),
+            },
+            "billing_details": {
+                "name": form["account_holder_name"].strip(),
+                "email": form.get("email"),
+            },
+        },
     )
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e import test_billing_page_browser as billing_browser
-from tests.e2e.conftest import World
+from tests.e2e.conftest import DAY, World
+from tests.e2e.test_ach import INSUFFICIENT, bank_account
 from tests.e2e.test_payment_limits import limits_catalog
 from tests.e2e.test_plan_change_authentication import business_catalog, monthly_pro_paying_with
 from tests.e2e.test_three_d_secure import THREE_DS_2, access
@@ -56,12 +58,16 @@ def test_checkout_refuses_a_card_above_the_limit_and_takes_one_within_it(
     page.goto(yearly["url"])
     assert "Cards are not accepted" in page.inner_text("#payment-methods")
     assert page.locator("#card_number").count() == 0
-    page.click("#submit")
-    assert "Cards cannot pay for this purchase" in page.inner_text("#error")
+    page.click("#submit")  # no bank account given
+    assert "Your account holder name is incomplete" in page.inner_text("#error")
     fits(page, width)
     shot(page, screenshots, "checkout-card-refused", width)
     shop.settle()
     assert access(shop, "yearly") == ("free", "none")
+    # A card posted anyway (a hand-made form) is refused as well.
+    refused = httpx.post(yearly["url"], data={"payment_method_type": "card", "card_number": "4242"})
+    assert refused.status_code == 400
+    assert "Cards cannot pay for this purchase" in refused.text
 
     shop.create_customer("monthly")
     monthly = shop.checkout(
@@ -149,3 +155,79 @@ def test_a_plan_change_needing_authentication_is_failed_then_confirmed_from_the_
     assert page.inner_text("#plan-name") == "Business"
     assert page.locator("#payment-action").count() == 0
     fits(page, width)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_checkout_takes_a_bank_account_above_the_card_limit_and_waits_for_the_debit(
+    make_world: Any, tmp_path: Path, page: Any, screenshots: Path, width: int
+) -> None:
+    """Pro's year ($290) is above its $200 card limit: the page offers no card, takes Stripe's
+    test bank account, and the invoice stays unpaid until the debit settles (about 4 days)."""
+    shop = make_world(TOLLGATE_CATALOG=limits_catalog(tmp_path))
+    at_width(page, width)
+    done = f"{shop.base_url}/healthz"
+    clock = shop.test_clock(T0)
+    shop.create_customer("ach-buyer", test_clock=clock)
+    yearly = shop.checkout(
+        "ach-buyer", plan="pro", interval="year", trial_days=0, success_url=done, cancel_url=done
+    )
+    page.goto(yearly["url"])
+    assert page.locator("#card_number").count() == 0
+    assert "US bank account" in page.inner_text("#bank-fields legend")
+    page.fill("#account_holder_name", "Ach Buyer")
+    page.fill("#routing_number", "110000001")
+    page.fill("#account_number", "000123456789")
+    page.click("#submit")
+    assert "test routing number 110000000" in page.inner_text("#error")
+    assert page.input_value("#account_number") == "000123456789"  # what the buyer typed stays
+    fits(page, width)
+    shot(page, screenshots, "checkout-bank-refused-routing", width)
+    page.fill("#routing_number", "110000000")
+    page.click("#submit")
+    page.wait_for_url(done)
+    shop.settle()
+    stripe_id = shop.customer("ach-buyer")["stripe_customer_id"]
+    (invoice,) = shop.invoices(stripe_id)
+    assert invoice.status == "open" and invoice.amount_due == 29000
+    methods = shop.stripe.v1.payment_methods.list(params={"customer": stripe_id}).data
+    assert [(m.type, m.us_bank_account.last4) for m in methods] == [("us_bank_account", "6789")]
+    # TOLLGATE_PROCESSING_ACCESS=keep: the plan at once, the invoice unpaid while processing.
+    assert access(shop, "ach-buyer") == ("pro", "incomplete")
+    shop.advance(clock, T0 + 4 * DAY - 3600)
+    assert shop.invoices(stripe_id)[0].status == "open"
+    shop.advance(clock, T0 + 4 * DAY + 3600)
+    assert shop.invoices(stripe_id)[0].status == "paid"
+    assert access(shop, "ach-buyer") == ("pro", "active")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_portal_adds_a_bank_account_to_a_subscription_paid_by_bank(
+    make_world: Any, tmp_path: Path, page: Any, screenshots: Path, width: int
+) -> None:
+    shop = make_world(TOLLGATE_CATALOG=limits_catalog(tmp_path))
+    at_width(page, width)
+    stripe_id = str(shop.create_customer("bank-org")["stripe_customer_id"])
+    bank_account(shop, stripe_id, INSUFFICIENT)
+    shop.put_subscription("bank-org", plan="pro", interval="year", trial_days=0)
+    portal = shop.call(
+        "POST", "/v1/customers/bank-org/portal", json={"return_url": f"{shop.base_url}/healthz"}
+    )
+    page.goto(portal["url"])
+    assert page.inner_text("#bank-last4") == "2227"
+    page.fill("#account_holder_name", "Bank Org")
+    page.fill("#account_number", "000999999999")
+    page.click("#add-bank")
+    assert "test account numbers" in page.inner_text("#error")
+    assert page.inner_text("#bank-last4") == "2227"
+    page.fill("#account_holder_name", "Bank Org")
+    page.fill("#account_number", "000123456789")
+    page.click("#add-bank")
+    assert "bank account has been added" in page.inner_text("#notice")
+    assert page.inner_text("#bank-last4") == "6789"
+    fits(page, width)
+    shot(page, screenshots, "portal-bank-added", width)
+    default = shop.stripe.v1.customers.retrieve(stripe_id).invoice_settings.default_payment_method
+    assert shop.stripe.v1.payment_methods.retrieve(default).us_bank_account.last4 == "6789"
+
+
+T0 = 1_790_000_000  # 2026-09-21T14:13:20Z

@@ -115,3 +115,40 @@ def test_a_declined_card_on_an_upgrade_is_a_402_and_changes_nothing(shop: World)
     assert shop.subscription("poor-org")["plan"] == "pro"
     open_invoices = shop.stripe.v1.invoices.list(params={"customer": stripe_id, "status": "open"})
     assert open_invoices.data == []
+
+
+def test_an_unpaid_pending_change_expires_after_23_hours_and_the_plan_never_changes(
+    shop: World,
+) -> None:
+    """Stripe drops a pending update whose invoice is unpaid 23 hours on (and voids it); through
+    Tollgate the plan stays Pro throughout, and the next upgrade is a new change."""
+    start = 1_790_000_000  # 2026-09-21T14:13:20Z
+    clock = shop.test_clock(start)
+    stripe_id = str(shop.create_customer("late-org", test_clock=clock)["stripe_customer_id"])
+    visa = shop.stripe.v1.payment_methods.attach("pm_card_visa", params={"customer": stripe_id})
+    shop.stripe.v1.customers.update(
+        stripe_id, params={"invoice_settings": {"default_payment_method": visa.id}}
+    )
+    shop.put_subscription("late-org", plan="pro", interval="month", trial_days=0)
+    needs_holder = shop.stripe.v1.payment_methods.attach(THREE_DS_2, params={"customer": stripe_id})
+    shop.stripe.v1.customers.update(
+        stripe_id, params={"invoice_settings": {"default_payment_method": needs_holder.id}}
+    )
+    shop.settle()
+    sub_id = shop.stripe.v1.subscriptions.list(params={"customer": stripe_id}).data[0].id
+    answer = upgrade_needing_action(shop, "late-org")
+    invoice_id = answer["url"].rsplit("/", 1)[1]
+
+    shop.advance(clock, start + 22 * 3600)
+    assert shop.stripe.v1.subscriptions.retrieve(sub_id).pending_update is not None
+    again = shop.put_subscription("late-org", expect=202, plan="business", interval="month")
+    assert again["url"] == answer["url"]  # still the same change
+
+    shop.advance(clock, start + 23 * 3600 + 60)
+    assert shop.stripe.v1.subscriptions.retrieve(sub_id).pending_update is None
+    assert shop.stripe.v1.invoices.retrieve(invoice_id).status == "void"
+    assert shop.subscription("late-org")["plan"] == "pro"
+    assert access(shop, "late-org") == ("pro", "active")
+    # The link is dead; asked again, Tollgate makes a new change with a new invoice.
+    renewed = shop.put_subscription("late-org", expect=202, plan="business", interval="month")
+    assert renewed["status"] == "action_required" and renewed["url"] != answer["url"]

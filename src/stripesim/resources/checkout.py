@@ -14,6 +14,7 @@ from stripesim.currency import format_amount
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, render, update_metadata
 from stripesim.pages import (
+    bank_from_form,
     card_from_form,
     form_of,
     hosted,
@@ -381,6 +382,20 @@ def _other_methods(session: dict[str, Any]) -> list[str]:
     return [kind for kind in session.get("payment_method_types") or [] if kind != "card"]
 
 
+def _takes_banks(session: dict[str, Any]) -> bool:
+    """Return whether the session accepts a US bank account (ACH Direct Debit)."""
+    return "us_bank_account" in (session.get("payment_method_types") or [])
+
+
+def _chosen_method(session: dict[str, Any], form: dict[str, str]) -> str:
+    """The method the buyer picked on the page: a card unless the session takes no cards."""
+    if form.get("payment_method_type"):
+        return form["payment_method_type"]
+    if form.get("card_number") or _takes_cards(session) or not _takes_banks(session):
+        return "card"  # a card posted without a choice is taken as one
+    return "us_bank_account"
+
+
 def _needs_card(session: dict[str, Any]) -> bool:
     return not (
         session.get("payment_method_collection") == "if_required" and _due_now(session) == 0
@@ -702,7 +717,26 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
         _billing_details(session, form) if session["mode"] != "setup" else (None, None, None)
     )
     pm = None
-    if _needs_card(session):
+    if _needs_card(session) and _chosen_method(session, form) == "us_bank_account":
+        if not _takes_banks(session):
+            raise CheckoutDeclined(
+                StripeError(
+                    "A US bank account cannot pay for this purchase.",
+                    param="allowed_payment_method_types",
+                )
+            )
+        if session["mode"] != "subscription":
+            raise CheckoutDeclined(
+                StripeError(
+                    "This page takes a US bank account for subscriptions only.",
+                    param="payment_method_type",
+                )
+            )
+        try:
+            pm = bank_from_form(ctx, form)
+        except StripeError as error:
+            raise CheckoutDeclined(error) from None
+    elif _needs_card(session):
         if not _takes_cards(session):
             raise CheckoutDeclined(
                 StripeError(
@@ -766,7 +800,8 @@ def _complete_subscription(
             payments.attach_payment_method(ctx, pm, customer_id)
         except StripeError as error:
             raise CheckoutDeclined(error) from None
-        _prepare_card(ctx, pm)
+        if pm["type"] == "card":
+            _prepare_card(ctx, pm)
     data = session.get("_subscription_data") or {}
     items: list[dict[str, Any]] = []
     one_time: list[dict[str, Any]] = []
@@ -809,7 +844,8 @@ def _complete_subscription(
     subscription = billing.create_subscription(ctx, params)
     if pm is not None:
         pm.pop("_authenticate_next", None)  # a trial took no payment: the challenge is spent
-    if subscription["status"] not in ("active", "trialing"):
+    debiting = _debit_processing(ctx, subscription)
+    if subscription["status"] not in ("active", "trialing") and not debiting:
         # The first payment failed (or needs action Checkout could not take): Checkout keeps the
         # buyer on the page; the incomplete subscription is canceled rather than left behind.
         failure = _payment_error_of(ctx, subscription)
@@ -818,7 +854,20 @@ def _complete_subscription(
     session["customer"] = customer_id
     session["subscription"] = subscription["id"]
     session["invoice"] = subscription.get("latest_invoice")
-    session["payment_status"] = "paid" if _due_now(session) > 0 else "no_payment_required"
+    if debiting:
+        # Checkout completes while the debit is processing; it settles days later.
+        session["payment_status"] = "unpaid"
+    else:
+        session["payment_status"] = "paid" if _due_now(session) > 0 else "no_payment_required"
+
+
+def _debit_processing(ctx: Ctx, subscription: dict[str, Any]) -> bool:
+    """Whether the subscription's first invoice is being paid by a bank debit, not yet settled."""
+    invoice = ctx.account.find(subscription.get("latest_invoice"))
+    return invoice is not None and any(
+        pi.get("_invoice") == invoice["id"] and pi["status"] == "processing"
+        for pi in ctx.account.where("payment_intent", customer=subscription["customer"])
+    )
 
 
 def _payment_error_of(ctx: Ctx, subscription: dict[str, Any]) -> StripeError:
@@ -908,7 +957,9 @@ def _complete_setup(
 # -- the hosted page -------------------------------------------------------------------------
 
 
-def _page_context(ctx: Ctx, session: dict[str, Any]) -> dict[str, Any]:
+def _page_context(
+    ctx: Ctx, session: dict[str, Any], form: dict[str, str] | None = None
+) -> dict[str, Any]:
     currency = session.get("currency") or "usd"
     interval_text = None
     recurring_total = 0
@@ -968,6 +1019,8 @@ def _page_context(ctx: Ctx, session: dict[str, Any]) -> dict[str, Any]:
         "tax_id_types": TAX_ID_TYPES,
         "automatic_tax": bool(session["automatic_tax"]["enabled"]),
         "saved_address": (customer or {}).get("address") or {},
+        "takes_banks": _needs_card(session) and _takes_banks(session),
+        "method": _chosen_method(session, form or {}),
         "button": button,
         "business": ctx.sim.business_name,
     }
@@ -991,7 +1044,7 @@ async def checkout_page(request: Request, sim: Simulator) -> Response:
             return message_page(
                 200, "Already paid", "This Checkout Session is complete.", _success_url(session)
             )
-        context = _page_context(ctx, session)
+        context = _page_context(ctx, session, form)
         if request.method == "GET":
             return render_page("checkout.html", form=form, error=None, **context)
         challenge = _three_d_secure(session, form, context)
@@ -1010,7 +1063,7 @@ async def checkout_page(request: Request, sim: Simulator) -> Response:
                 402 if declined.error.status == 402 else 400,
                 form=form,
                 error=declined.error.message,
-                **_page_context(ctx, session),
+                **_page_context(ctx, session, form),
             )
         target = _success_url(session)
     if target:
@@ -1032,7 +1085,7 @@ def _three_d_secure(
     The challenge posts the buyer's form back with `action=complete` (go on and pay) or
     `action=fail` (the page again, with Stripe's error, the session still open).
     """
-    if not context["needs_card"]:
+    if not context["needs_card"] or context["method"] != "card":
         return None
     try:
         card = cards.by_number(form.get("card_number", ""))

@@ -14,6 +14,7 @@ from stripesim.currency import format_amount
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, required_object, update_metadata
 from stripesim.pages import (
+    bank_from_form,
     card_from_form,
     form_of,
     hosted,
@@ -34,6 +35,7 @@ _NOTICES = {
     "renewed": "Your subscription has been renewed.",
     "plan_changed": "Your plan has been updated.",
     "card_updated": "Your payment method has been updated.",
+    "bank_added": "Your bank account has been added and will pay your next invoices.",
     "customer_updated": "Your billing information has been updated.",
 }
 
@@ -486,8 +488,11 @@ def _page_context(ctx: Ctx, session: dict[str, Any], config: dict[str, Any]) -> 
         "headline": config["business_profile"].get("headline"),
         "customer": customer,
         "subscriptions": [_sub_view(ctx, sub, config) for sub in subs],
-        "card": pm["card"] if pm else None,
+        "card": pm.get("card") if pm else None,
+        "bank": pm.get("us_bank_account") if pm else None,
         "can_update_card": features["payment_method_update"]["enabled"],
+        "can_add_bank": features["payment_method_update"]["enabled"]
+        and _banks_taken(ctx, session["customer"]),
         "invoices": invoices,
         "show_invoices": features["invoice_history"]["enabled"],
         "cancel_mode": features["subscription_cancel"]["mode"],
@@ -595,7 +600,7 @@ def _act(ctx: Ctx, session: dict[str, Any], config: dict[str, Any], form: dict[s
             raise PortalError(StripeError("Nothing to update.", param="email"))
         update_customer(ctx, changes, session["customer"])
         return "customer_updated"
-    if action == "update_card":
+    if action in ("update_card", "add_bank"):
         if not features["payment_method_update"]["enabled"]:
             raise PortalError(StripeError("Updating the card is not enabled.", status=403))
         return _update_card(ctx, session, form)
@@ -646,9 +651,34 @@ def _cards_refused(ctx: Ctx, customer_id: str) -> bool:
     return False
 
 
+def _banks_taken(ctx: Ctx, customer_id: str) -> bool:
+    """Whether a US bank account may pay the customer's subscriptions (`payment_settings`).
+
+    Unset types let Stripe's dynamic methods decide; stripesim then offers a bank account only
+    where a subscription names it, as the Portal offers what the merchant turned on.
+    """
+    return any(
+        "us_bank_account" in ((sub.get("payment_settings") or {}).get("payment_method_types") or [])
+        for sub in _subscriptions(ctx, customer_id)
+    )
+
+
 def _update_card(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) -> str:
     customer_id = session["customer"]
     now = ctx.now_for_customer(customer_id)
+    if form.get("action") == "add_bank":
+        if not _banks_taken(ctx, customer_id):
+            raise PortalError(
+                StripeError(
+                    "A US bank account cannot pay your subscription.", param="account_number"
+                )
+            )
+        try:
+            pm = bank_from_form(ctx, form)
+            payments.attach_payment_method(ctx, pm, customer_id)
+        except StripeError as error:
+            raise PortalError(error) from None
+        return _make_default(ctx, customer_id, pm, "bank_added")
     if _cards_refused(ctx, customer_id):
         raise PortalError(
             StripeError(
@@ -665,13 +695,18 @@ def _update_card(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) -> str
         # The customer completes the challenge in the portal, setting the card up.
         pm["_authenticate_next"] = True
         pm["_setup_authenticated"] = True
+    return _make_default(ctx, customer_id, pm, "card_updated")
+
+
+def _make_default(ctx: Ctx, customer_id: str, pm: dict[str, Any], notice: str) -> str:
+    """Make `pm` the customer's (and their subscriptions') default; retry what is open."""
     update_customer(ctx, {"invoice_settings": {"default_payment_method": pm["id"]}}, customer_id)
     for sub in _subscriptions(ctx, customer_id):
         if sub.get("default_payment_method"):
             billing.update_subscription(ctx, sub["id"], {"default_payment_method": pm["id"]})
     billing.retry_open_invoices(ctx, customer_id)
     pm.pop("_authenticate_next", None)
-    return "card_updated"
+    return notice
 
 
 @page("/portal/{session_id}", methods=("GET", "POST"))
