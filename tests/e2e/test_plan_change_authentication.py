@@ -152,3 +152,26 @@ def test_an_unpaid_pending_change_expires_after_23_hours_and_the_plan_never_chan
     # The link is dead; asked again, Tollgate makes a new change with a new invoice.
     renewed = shop.put_subscription("late-org", expect=202, plan="business", interval="month")
     assert renewed["status"] == "action_required" and renewed["url"] != answer["url"]
+
+
+def test_an_interval_change_needing_authentication_answers_action_required(shop: World) -> None:
+    # A new period is not held pending: the change applies, its invoice waits for the card holder
+    # on its page, and the subscription is past due (dunning's grace) until it is paid there.
+    _, sub_id = monthly_pro_paying_with(shop, "year-org", THREE_DS_2)
+    answer = shop.put_subscription("year-org", expect=202, plan="pro", interval="year")
+    assert answer["status"] == "action_required"
+    assert answer["url"].startswith(shop.sim.url + "/i/in_")
+    assert answer["interval"] == "year"
+    shop.settle()
+    assert access(shop, "year-org") == ("pro", "past_due")
+    sent = [template for template, _ in emails(shop, "year-org")]
+    assert sent.count("payment_action_required") == 1
+
+    confirmed = httpx.post(challenge_of(answer["url"]), data={"action": "complete"})
+    assert "Authentication complete" in confirmed.text
+    shop.settle()
+    assert access(shop, "year-org") == ("pro", "active")
+    live = shop.stripe.v1.subscriptions.retrieve(sub_id)
+    assert (live.status, live.items.data[0].price.recurring.interval) == ("active", "year")
+    paid = shop.stripe.v1.invoices.retrieve(answer["url"].rsplit("/", 1)[1])
+    assert paid.status == "paid"

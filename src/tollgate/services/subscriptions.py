@@ -642,6 +642,13 @@ def _change(
     )
     if billed_now:
         params["payment_behavior"] = "error_if_incomplete"
+    # An interval change starts a new period, which stripesim does not hold pending: it applies
+    # at once (Stripe's allow_incomplete) and, when its invoice is not paid (the card needs its
+    # holder, or was declined), the answer is `action_required` with that invoice's page, where
+    # the customer pays; the subscription is past due meanwhile (dunning's grace).
+    new_period_billed = charged and current.interval != terms.interval
+    if new_period_billed:
+        params["expand"] = ["latest_invoice"]
     asked = {
         "subscription": current.id,
         "plan": terms.plan.id,
@@ -660,7 +667,15 @@ def _change(
             raise
         return _change_pending_authentication(db, gateway, clock, customer, current, key, params)
     _after_write(db, customer.id, clock)
-    return _stripe_view(subscription_snapshot(updated))
+    view = _stripe_view(subscription_snapshot(updated))
+    invoice = updated.get("latest_invoice")
+    if (
+        new_period_billed
+        and isinstance(invoice, dict)
+        and invoice.get("id") != current.latest_invoice
+    ):
+        return _action_required(view, invoice, waiting=True)
+    return view
 
 
 def _change_pending_authentication(
