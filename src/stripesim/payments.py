@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from stripesim import balances, bank_accounts, cards, objects
+from stripesim import balances, bank_accounts, cards, cash_balances, objects
 from stripesim.currency import format_amount
 from stripesim.errors import StripeError, resource_missing
 from stripesim.lists import render
@@ -411,6 +411,11 @@ def attempt(
     pm = ctx.account.get(pm_id, "payment_method", param="payment_method", label="PaymentMethod")
     if pm.get("type") == "us_bank_account":
         return start_debit(ctx, pi, pm, now)
+    if pm.get("type") == cash_balances.METHOD:
+        cash_balances.start_transfer(ctx, pi, now)
+        if pi["status"] == "succeeded":
+            return transfer_succeeded(ctx, pi, now)
+        return PaymentOutcome("requires_action", pi, None, None)
     card = cards.by_key(pm.get("_test_card"))
     previous_status = pi["status"]
 
@@ -532,6 +537,48 @@ def start_debit(ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int) -> P
     ctx.emit("charge.pending", charge, created=now)
     ctx.emit("payment_intent.processing", pi, created=now)
     return PaymentOutcome("processing", pi, charge, None)
+
+
+def transfer_succeeded(ctx: Ctx, pi: dict[str, Any], now: int) -> PaymentOutcome:
+    """A bank-transfer PaymentIntent got all its money from the cash balance: its charge, events."""
+    pm = ctx.account.get(pi["payment_method"], "payment_method")
+    charge = ctx.build(
+        "charge",
+        "ch",
+        created=now,
+        amount=pi["amount"],
+        amount_captured=pi["amount"],
+        billing_details=snapshot(pm["billing_details"]),
+        calculated_statement_descriptor="STRIPESIM",
+        captured=True,
+        currency=pi["currency"],
+        customer=pi["customer"],
+        description=pi["description"],
+        outcome={
+            "advice_code": None,
+            "network_advice_code": None,
+            "network_decline_code": None,
+            "network_status": "approved_by_network",
+            "reason": None,
+            "risk_level": "not_assessed",
+            "seller_message": "Payment complete.",
+            "type": "authorized",
+        },
+        paid=True,
+        payment_intent=pi["id"],
+        payment_method=pm["id"],
+        payment_method_details={"customer_balance": {}, "type": cash_balances.METHOD},
+        status="succeeded",
+    )
+    charge["receipt_url"] = f"{ctx.base_url}/receipts/{charge['id']}"
+    charge["refunds"] = objects.empty_list(f"/v1/charges/{charge['id']}/refunds")
+    ctx.account.add(charge)
+    _record_charge(ctx, charge, charge["amount"], now, fee=0)
+    pi["latest_charge"] = charge["id"]
+    pi["last_payment_error"] = None
+    ctx.emit("charge.succeeded", charge, created=now)
+    ctx.emit("payment_intent.succeeded", pi, created=now)
+    return PaymentOutcome("succeeded", pi, charge, None)
 
 
 def settle_debit(ctx: Ctx, pi: dict[str, Any], now: int) -> PaymentOutcome:

@@ -647,6 +647,39 @@ def test_clocks(world: World) -> None:
     v1.test_helpers.test_clocks.delete(clock.id)
 
 
+@step
+def bank_transfers(world: World) -> None:
+    """An invoice paid by bank transfer in two parts, the second one over-paying."""
+    v1 = world.v1
+    payer = v1.customers.create(params={"email": "transfer@example.com", "name": "Transfer"}).id
+    v1.customers.funding_instructions.create(
+        payer,
+        params={
+            "bank_transfer": {"type": "us_bank_transfer"},
+            "currency": "usd",
+            "funding_type": "bank_transfer",
+        },
+    )
+    v1.subscriptions.create(
+        params={
+            "customer": payer,
+            "items": [{"price": world.made["price"]}],
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+            "payment_settings": {"payment_method_types": ["customer_balance"]},
+        }
+    )
+    world.client.v1.test_helpers.customers.fund_cash_balance(
+        payer, params={"amount": 100, "currency": "usd", "reference": "PART"}
+    )
+    funded = world.client.v1.test_helpers.customers.fund_cash_balance(
+        payer, params={"amount": 100_000, "currency": "usd"}
+    )
+    v1.customers.cash_balance.retrieve(payer)
+    v1.customers.cash_balance_transactions.list(payer)
+    v1.customers.cash_balance_transactions.retrieve(payer, funded.id)
+
+
 # -- Checkout and the Billing Portal --------------------------------------------------------------
 
 

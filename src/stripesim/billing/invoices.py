@@ -14,7 +14,7 @@ from stripesim.catalog import inline_price
 from stripesim.lists import update_metadata
 from stripesim.metering import usage_total
 from stripesim.registry import Ctx
-from stripesim.state import new_id
+from stripesim.state import new_id, snapshot
 from stripesim.tax import automatic_rates
 
 _ENDED = ("canceled", "incomplete_expired")
@@ -90,8 +90,12 @@ def new_invoice(
         },
         payment_settings={
             "default_mandate": None,
-            "payment_method_options": None,
-            "payment_method_types": None,
+            "payment_method_options": snapshot(
+                (subscription or {}).get("payment_settings", {}).get("payment_method_options")
+            ),
+            "payment_method_types": snapshot(
+                (subscription or {}).get("payment_settings", {}).get("payment_method_types")
+            ),
         },
         period_end=period[1] if period else now,
         period_start=period[0] if period else now,

@@ -15,6 +15,7 @@ from stripesim.billing.collection import (
     finalize,
     finalize_and_collect,
     mark_paid,
+    read_payment_settings,
     void_invoice,
 )
 from stripesim.billing.context import settings
@@ -444,6 +445,7 @@ def plain_fields(ctx: Ctx, sub: dict[str, Any], params: dict[str, Any], now: int
             ctx, params["default_tax_rates"], "default_tax_rates"
         )
     _update_collection(sub, params)
+    sub["payment_settings"] = read_payment_settings(params, sub["payment_settings"])
     if params.get("discounts") is not None:
         sub["discounts"] = (
             new_discounts(
