@@ -68,6 +68,7 @@ EVENT_TYPES = frozenset(
         "invoice.voided",
         "invoiceitem.created",
         "invoiceitem.deleted",
+        "mandate.updated",
         "payment_intent.amount_capturable_updated",
         "payment_intent.canceled",
         "payment_intent.created",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from stripesim import balances, bank_accounts, cards, cash_balances, objects
+from stripesim import balances, bank_accounts, cards, cash_balances, debits, objects
 from stripesim.currency import format_amount
 from stripesim.errors import StripeError, resource_missing
 from stripesim.lists import render
@@ -410,6 +410,16 @@ def attempt(
         return PaymentOutcome("failed", pi, None, error)
     pm = ctx.account.get(pm_id, "payment_method", param="payment_method", label="PaymentMethod")
     if pm.get("type") == "us_bank_account":
+        if debits.needs_verification(pm, pi):
+            debits.request_microdeposits(ctx, pi, pm, now)
+            pi["payment_method_types"] = ["us_bank_account"]
+            error = StripeError(
+                "The provided payment method requires customer actions to complete: its bank "
+                "account must be verified with micro-deposits.",
+                status=402,
+                code="payment_intent_action_required",
+            )
+            return PaymentOutcome("requires_action", pi, None, error)
         return start_debit(ctx, pi, pm, now)
     if pm.get("type") == cash_balances.METHOD:
         cash_balances.start_transfer(ctx, pi, now)
@@ -479,6 +489,7 @@ def start_debit(ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int) -> P
     """Confirm `pi` with a bank account: `processing`, a pending charge, settlement scheduled."""
     charge_id = new_id("ch")
     bank = pm["us_bank_account"]
+    mandate = debits.mandate_for(ctx, pm, now)
     charge = ctx.build(
         "charge",
         "ch",
@@ -513,6 +524,7 @@ def start_debit(ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int) -> P
                 "bank_name": bank["bank_name"],
                 "fingerprint": bank["fingerprint"],
                 "last4": bank["last4"],
+                "mandate": mandate["id"],
                 "payment_reference": None,
                 "routing_number": bank["routing_number"],
             },
@@ -667,8 +679,12 @@ def collect_payment(
     metadata: dict[str, Any] | None = None,
     off_session: bool = True,
     application_fee_amount: int | None = None,
+    verification: str | None = None,
 ) -> PaymentOutcome:
-    """Create and confirm a PaymentIntent for `amount`; declines come back as a failed outcome."""
+    """Create and confirm a PaymentIntent for `amount`; declines come back as a failed outcome.
+
+    `verification` is the invoice's `us_bank_account` verification method (`microdeposits`:
+    an unverified bank account waits for them)."""
     now = ctx.now_for_customer(customer_id)
     if payment_method_id:
         payment_method_id = str(payment_method_for(ctx, payment_method_id)["id"])
@@ -684,6 +700,8 @@ def collect_payment(
         application_fee_amount=application_fee_amount,
         invoice_id=invoice_id,
     )
+    if verification:
+        pi["_verification"] = verification
     return attempt(ctx, pi, now=now, off_session=off_session, billing=True)
 
 

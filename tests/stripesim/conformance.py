@@ -680,6 +680,50 @@ def bank_transfers(world: World) -> None:
     v1.customers.cash_balance_transactions.retrieve(payer, funded.id)
 
 
+@step
+def microdeposits(world: World) -> None:
+    """A bank debit and a bank setup that wait for micro-deposits, verified by amounts and by
+    the descriptor code; the mandates they make."""
+    v1 = world.v1
+    payer = v1.customers.create(params={"email": "verify@example.com"}).id
+    wanted = {"us_bank_account": {"verification_method": "microdeposits"}}
+    accounts = []
+    for _ in range(2):
+        bank = v1.payment_methods.create(
+            params={
+                "type": "us_bank_account",
+                "us_bank_account": {
+                    "account_number": "000123456789",
+                    "routing_number": "110000000",
+                },
+                "billing_details": {"name": "Jenny Rosen"},
+            }
+        )
+        v1.payment_methods.attach(bank.id, params={"customer": payer})
+        accounts.append(bank.id)
+    intent = v1.payment_intents.create(
+        params={
+            "amount": 5_000,
+            "currency": "usd",
+            "customer": payer,
+            "payment_method": accounts[0],
+            "payment_method_options": wanted,
+            "confirm": True,
+        }
+    )
+    v1.payment_intents.verify_microdeposits(intent.id, params={"amounts": [32, 45]})
+    setup = v1.setup_intents.create(
+        params={
+            "customer": payer,
+            "payment_method": accounts[1],
+            "payment_method_options": wanted,
+            "confirm": True,
+        }
+    )
+    verified = v1.setup_intents.verify_microdeposits(setup.id, params={"descriptor_code": "SM11AA"})
+    v1.mandates.retrieve(str(verified.mandate))
+
+
 # -- Checkout and the Billing Portal --------------------------------------------------------------
 
 

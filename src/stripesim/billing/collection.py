@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from stripesim import cash_balances
+from stripesim import cash_balances, debits
 from stripesim.balances import adjust_customer_balance
 from stripesim.billing.amounts import round_minor
 from stripesim.billing.context import settings
@@ -265,6 +265,9 @@ def charge_invoice(
         invoice_id=invoice["id"],
         off_session=off_session,
         application_fee_amount=application_fee(sub, invoice["amount_due"]),
+        verification=debits.verification_of(
+            (invoice.get("payment_settings") or {}).get("payment_method_options")
+        ),
     )
 
 

@@ -86,6 +86,8 @@ class InvoiceView:
         return sum(discount.amount for discount in self.discounts)
 
     tax: int = 0  # included in `total`
+    # What is still to pay (issue 21: a bank transfer may pay part of it).
+    amount_remaining: int = 0
 
     def to_json(self) -> dict[str, Any]:
         def money(amount: int) -> dict[str, Any]:
@@ -99,6 +101,7 @@ class InvoiceView:
             "tax": money(self.tax),
             "amount_due": money(self.amount_due),
             "amount_paid": money(self.amount_paid),
+            "amount_remaining": money(self.amount_remaining),
             "created": _iso(self.created),
             "period_start": _iso(self.period_start),
             "period_end": _iso(self.period_end),
@@ -183,6 +186,7 @@ def list_invoices(
             subtotal=row.subtotal,
             discounts=_invoice_discounts(row.discount_amounts, coupons),
             tax=row.tax or 0,
+            amount_remaining=row.amount_remaining,
         )
         for row in rows[:limit]
     ]

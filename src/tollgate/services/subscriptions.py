@@ -26,7 +26,7 @@ from tollgate.db.queries.changes import note_customer_changes
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, CollectionMethod
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
-from tollgate.domain.events import SubscriptionSnapshot
+from tollgate.domain.events import BANK_TRANSFER, SubscriptionSnapshot
 from tollgate.domain.payment_limits import METHODS, allowed_methods, check_payment_method
 from tollgate.domain.subscriptions import (
     TRIAL_END_BEHAVIORS,
@@ -34,6 +34,7 @@ from tollgate.domain.subscriptions import (
     Collection,
     CurrentTerms,
     Terms,
+    bank_transfer_settings,
     change_timing,
     check_proration,
     collection_for,
@@ -102,6 +103,8 @@ class SubscriptionRequest:
     days_until_due: int | None = None
     trial_days: int | None = None
     at_period_end: bool | None = None
+    # `customer_balance`: the invoices are paid by bank transfer (issue 21).
+    payment_method: str | None = None
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -377,9 +380,16 @@ def change_subscription(
         # changes; only a migration (or another plan) moves it to the newest version.
         catalog = catalog.with_plan_version(live.plan, live.plan_version)
     terms = _terms_for(catalog, customer, wanted.plan, wanted.interval, wanted.seats)
-    explicit = wanted.collection_method is not None or wanted.days_until_due is not None
+    explicit = (
+        wanted.collection_method is not None
+        or wanted.days_until_due is not None
+        or wanted.payment_method is not None
+    )
     collection = collection_for(
-        terms.plan, method=wanted.collection_method, days_until_due=wanted.days_until_due
+        terms.plan,
+        method=wanted.collection_method,
+        days_until_due=wanted.days_until_due,
+        payment_method=wanted.payment_method,
     )
     if live is None:
         return _subscribe(
@@ -389,7 +399,13 @@ def change_subscription(
     if waiting and live.plan == wanted.plan and live.latest_invoice:
         # Asked again while the first payment waits for the customer: the same answer.
         return _action_required(_stripe_view(live), target.retrieve_invoice(live.latest_invoice))
-    change = _Change(terms, collection if explicit else None, proration, wanted.at_period_end)
+    change = _Change(
+        terms,
+        collection if explicit else None,
+        proration,
+        wanted.at_period_end,
+        wanted.payment_method,
+    )
     return _change(db, catalog, settings, target, clock, customer, live, change, idempotency_key)
 
 
@@ -430,6 +446,8 @@ def _subscribe(
     }
     if collection.days_until_due is not None:
         params["days_until_due"] = collection.days_until_due
+    if wanted.payment_method == BANK_TRANSFER:
+        params["payment_settings"] = bank_transfer_settings(terms.currency)
     if days:
         params["trial_period_days"] = days
     if settings.stripe_automatic_tax:
@@ -445,6 +463,8 @@ def _subscribe(
         "collection": [collection.method, collection.days_until_due],
         "trial_days": days,
     }
+    if wanted.payment_method is not None:
+        asked["payment_method"] = wanted.payment_method
     key = request_id(idempotency_key, asked, customer.state_version)
     try:
         created = gateway.create_subscription(
@@ -510,6 +530,7 @@ class _Change:
     collection: Collection | None
     proration: str
     at_period_end: bool | None
+    payment_method: str | None = None
 
 
 def _change(
@@ -565,6 +586,8 @@ def _change(
         params["collection_method"] = collection.method
         if collection.days_until_due is not None:
             params["days_until_due"] = collection.days_until_due
+    if change.payment_method == BANK_TRANSFER:
+        params["payment_settings"] = bank_transfer_settings(terms.currency)
     asked = {
         "subscription": current.id,
         "plan": terms.plan.id,
@@ -573,6 +596,8 @@ def _change(
         "proration": change.proration,
         "collection": [collection.method, collection.days_until_due] if collection else None,
     }
+    if change.payment_method is not None:
+        asked["payment_method"] = change.payment_method
     key = request_id(idempotency_key, asked, customer.state_version)
     updated = gateway.update_subscription(
         current.id, idempotency_key=f"sub-update-{customer.id}-{key}", params=params

@@ -13,6 +13,7 @@ from tollgate.domain.wording import UnitName, count_text, overage_rate_text
 from tollgate.money import format_minor
 from tollgate.services import credits, customer_billing, customers, subscriptions, usage
 from tollgate.services.addons import AddOnOffer, list_addons
+from tollgate.services.bank_transfers import BankTransfersView, get_bank_transfers
 from tollgate.services.usage.reading import MeterUsage
 from tollgate.web.charts import DailyChart, bar_percent, daily_chart
 from tollgate_client.views import CreditsView, CustomerView, SubscriptionView
@@ -75,6 +76,8 @@ class Overview:
     version_words: str | None = None
     discounts: tuple[DiscountLine, ...] = ()
     addons: tuple[AddOnLine, ...] = ()
+    # Issue 21: what a customer paying by bank transfer has to send, and its cash balance.
+    transfers: BankTransfersView | None = None
 
 
 def plan_name(catalog: Catalog, plan_id: str | None) -> str:
@@ -220,6 +223,7 @@ def billing_overview(app: Container, customer_id: str) -> Overview:
             _addon_line(catalog, offer)
             for offer in list_addons(db=app.db, catalog=catalog, customer_id=customer_id)
         ),
+        transfers=get_bank_transfers(db=app.db, customer_id=customer_id),
     )
 
 

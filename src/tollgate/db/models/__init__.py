@@ -35,6 +35,7 @@ from tollgate.db.models.plans import (
 )
 from tollgate.db.models.stripe_mirror import (
     AuditLog,
+    BankTransfer,
     Charge,
     Customer,
     Discount,
@@ -75,6 +76,7 @@ __all__ = [
     "AppEvent",
     "AuditLog",
     "AutoTopup",
+    "BankTransfer",
     "Base",
     "CatalogVersion",
     "Charge",

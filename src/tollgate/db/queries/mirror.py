@@ -24,6 +24,7 @@ from sqlalchemy import Insert, Select, Table, bindparam, delete, select, update
 from tollgate.db.execution import OnDriver, Read, Rows, on_driver
 from tollgate.db.tables import (
     AUDIT_LOG,
+    BANK_TRANSFERS,
     CHARGES,
     CUSTOMER_CHANGES,
     CUSTOMERS,
@@ -50,6 +51,7 @@ MIRROR_TABLES = (
     REFUNDS,
     DISPUTES,
     DISCOUNTS,
+    BANK_TRANSFERS,
 )
 
 
