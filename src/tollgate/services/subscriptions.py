@@ -68,6 +68,9 @@ log = logging.getLogger("tollgate.subscriptions")
 # Stripe's decline code for a card whose holder must authenticate the payment (3-D Secure), and
 # what a direct subscription answers then: the customer must act on the page at `url`.
 AUTHENTICATION_REQUIRED = "authentication_required"
+# What Stripe answers when the first payment needs the customer: a card's 3-D Secure, or a bank
+# account's micro-deposit verification.
+ACTION_NEEDED = frozenset({AUTHENTICATION_REQUIRED, "payment_intent_action_required"})
 ACTION_REQUIRED = "action_required"
 
 # A change waiting for the period end is made in Stripe this long before the renewal.
@@ -448,6 +451,10 @@ def _subscribe(
         params["days_until_due"] = collection.days_until_due
     if wanted.payment_method == BANK_TRANSFER:
         params["payment_settings"] = bank_transfer_settings(terms.currency)
+    elif settings.bank_verification == "microdeposits":
+        params["payment_settings"] = {
+            "payment_method_options": {"us_bank_account": {"verification_method": "microdeposits"}}
+        }
     if days:
         params["trial_period_days"] = days
     if settings.stripe_automatic_tax:
@@ -471,7 +478,7 @@ def _subscribe(
             idempotency_key=f"sub-create-{customer.id}-{key}", params=params
         )
     except PaymentDeclined as declined:
-        if declined.code != AUTHENTICATION_REQUIRED:
+        if declined.code not in ACTION_NEEDED:
             raise
         return _subscribe_pending_authentication(db, gateway, clock, customer, key, params)
     _after_write(db, customer.id, clock)
