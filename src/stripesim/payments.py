@@ -485,11 +485,18 @@ def attempt(
 # -- ACH Direct Debit: `processing` until the debit settles, days later --------------------------
 
 
-def start_debit(ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int) -> PaymentOutcome:
-    """Confirm `pi` with a bank account: `processing`, a pending charge, settlement scheduled."""
+def _bank_charge(
+    ctx: Ctx,
+    pi: dict[str, Any],
+    pm: dict[str, Any],
+    now: int,
+    *,
+    details: dict[str, Any],
+    status: str,
+) -> dict[str, Any]:
+    """Store the charge of a payment by bank (a debit `pending` until it settles, or a
+    transfer `succeeded`): no card checks, no risk assessment."""
     charge_id = new_id("ch")
-    bank = pm["us_bank_account"]
-    mandate = debits.mandate_for(ctx, pm, now)
     charge = ctx.build(
         "charge",
         "ch",
@@ -513,35 +520,37 @@ def start_debit(ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int) -> P
             "seller_message": "Payment complete.",
             "type": "authorized",
         },
-        paid=False,
+        paid=status == "succeeded",
         payment_intent=pi["id"],
         payment_method=pm["id"],
-        payment_method_details={
-            "type": "us_bank_account",
-            "us_bank_account": {
-                "account_holder_type": bank["account_holder_type"],
-                "account_type": bank["account_type"],
-                "bank_name": bank["bank_name"],
-                "fingerprint": bank["fingerprint"],
-                "last4": bank["last4"],
-                "mandate": mandate["id"],
-                "payment_reference": None,
-                "routing_number": bank["routing_number"],
-            },
-        },
+        payment_method_details=details,
         receipt_url=f"{ctx.base_url}/receipts/{charge_id}",
-        refunds={
-            "object": "list",
-            "data": [],
-            "has_more": False,
-            "total_count": 0,
-            "url": f"/v1/charges/{charge_id}/refunds",
-        },
-        status="pending",
+        refunds=objects.empty_list(f"/v1/charges/{charge_id}/refunds"),
+        status=status,
     )
-    ctx.account.add(charge)
+    return ctx.account.add(charge)
+
+
+def start_debit(ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int) -> PaymentOutcome:
+    """Confirm `pi` with a bank account: `processing`, a pending charge, settlement scheduled."""
+    bank = pm["us_bank_account"]
+    mandate = debits.mandate_for(ctx, pm, now)
+    details = {
+        "type": "us_bank_account",
+        "us_bank_account": {
+            "account_holder_type": bank["account_holder_type"],
+            "account_type": bank["account_type"],
+            "bank_name": bank["bank_name"],
+            "fingerprint": bank["fingerprint"],
+            "last4": bank["last4"],
+            "mandate": mandate["id"],
+            "payment_reference": None,
+            "routing_number": bank["routing_number"],
+        },
+    }
+    charge = _bank_charge(ctx, pi, pm, now, details=details, status="pending")
     pi["status"] = "processing"
-    pi["latest_charge"] = charge_id
+    pi["latest_charge"] = charge["id"]
     pi["last_payment_error"] = None
     pi["next_action"] = None
     pi["payment_method_types"] = ["us_bank_account"]
@@ -554,37 +563,8 @@ def start_debit(ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int) -> P
 def transfer_succeeded(ctx: Ctx, pi: dict[str, Any], now: int) -> PaymentOutcome:
     """A bank-transfer PaymentIntent got all its money from the cash balance: its charge, events."""
     pm = ctx.account.get(pi["payment_method"], "payment_method")
-    charge = ctx.build(
-        "charge",
-        "ch",
-        created=now,
-        amount=pi["amount"],
-        amount_captured=pi["amount"],
-        billing_details=snapshot(pm["billing_details"]),
-        calculated_statement_descriptor="STRIPESIM",
-        captured=True,
-        currency=pi["currency"],
-        customer=pi["customer"],
-        description=pi["description"],
-        outcome={
-            "advice_code": None,
-            "network_advice_code": None,
-            "network_decline_code": None,
-            "network_status": "approved_by_network",
-            "reason": None,
-            "risk_level": "not_assessed",
-            "seller_message": "Payment complete.",
-            "type": "authorized",
-        },
-        paid=True,
-        payment_intent=pi["id"],
-        payment_method=pm["id"],
-        payment_method_details={"customer_balance": {}, "type": cash_balances.METHOD},
-        status="succeeded",
-    )
-    charge["receipt_url"] = f"{ctx.base_url}/receipts/{charge['id']}"
-    charge["refunds"] = objects.empty_list(f"/v1/charges/{charge['id']}/refunds")
-    ctx.account.add(charge)
+    details = {"customer_balance": {}, "type": cash_balances.METHOD}
+    charge = _bank_charge(ctx, pi, pm, now, details=details, status="succeeded")
     _record_charge(ctx, charge, charge["amount"], now, fee=0)
     pi["latest_charge"] = charge["id"]
     pi["last_payment_error"] = None

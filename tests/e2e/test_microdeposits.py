@@ -14,12 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from tests.e2e import test_billing_page_browser as billing_browser
 from tests.e2e.conftest import DAY, World
 from tests.e2e.test_ach import SUCCESS, bank_account
-from tollgate.db.models import Notification
+from tests.e2e.test_bank_transfers import access, templates
 
 # The billing page's browser fixtures: one Chromium, pages that may only reach 127.0.0.1.
 browser, hosts, page = billing_browser.browser, billing_browser.hosts, billing_browser.page
@@ -34,21 +33,6 @@ def shop(make_world: Callable[..., World]) -> World:
         TOLLGATE_BANK_VERIFICATION="microdeposits",
         TOLLGATE_SECRET_KEY="microdeposit-secret-" + "k" * 16,
     )
-
-
-def access(world: World, customer_id: str) -> tuple[str, str]:
-    answer = world.call("GET", f"/v1/customers/{customer_id}/entitlements")
-    return answer["access_plan"], answer["status"]
-
-
-def templates(world: World, customer_id: str) -> list[str]:
-    with world.db.transaction() as session:
-        rows = session.scalars(
-            sa.select(Notification.template)
-            .where(Notification.customer_id == customer_id)
-            .order_by(Notification.id)
-        ).all()
-    return list(rows)
 
 
 def subscribe_needing_verification(world: World, customer_id: str, clock: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_int, paginate
 from stripesim.pages import hosted, message_page, render_page
 from stripesim.registry import Ctx, page, route
+from stripesim.resources.balances import customer_txn
 from stripesim.state import Simulator, snapshot
 
 _TXN = "customer_cash_balance_transaction"
@@ -50,16 +51,7 @@ def list_cash_balance_transactions(
 def retrieve_cash_balance_transaction(
     ctx: Ctx, params: dict[str, Any], customer_id: str, txn_id: str
 ) -> dict[str, Any]:
-    ctx.account.get(customer_id, "customer")
-    txn = ctx.account.get(txn_id, _TXN, label="customer cash balance transaction")
-    if txn["customer"] != customer_id:
-        raise StripeError(
-            f"No such customer cash balance transaction: '{txn_id}'",
-            status=404,
-            code="resource_missing",
-            param="id",
-        )
-    return txn
+    return customer_txn(ctx, customer_id, txn_id, _TXN, "customer cash balance transaction")
 
 
 @route(

@@ -277,6 +277,13 @@ def confirm_setup_intent(ctx: Ctx, seti: dict[str, Any], now: int) -> dict[str, 
         }
         ctx.emit("setup_intent.requires_action", seti, created=now)
         return seti
+    return _setup_succeeded(ctx, seti, pm, now)
+
+
+def _setup_succeeded(
+    ctx: Ctx, seti: dict[str, Any], pm: dict[str, Any], now: int
+) -> dict[str, Any]:
+    """The setup is done: the PaymentMethod attached to its customer, `setup_intent.succeeded`."""
     if seti.get("customer") and pm.get("customer") != seti["customer"]:
         attach_payment_method(ctx, pm, seti["customer"])
     seti["status"] = "succeeded"
@@ -294,13 +301,7 @@ def _confirm_bank_setup(
         debits.request_microdeposits(ctx, seti, pm, now)
         return seti
     seti["mandate"] = debits.mandate_for(ctx, pm, now)["id"]
-    if seti.get("customer") and pm.get("customer") != seti["customer"]:
-        attach_payment_method(ctx, pm, seti["customer"])
-    seti["status"] = "succeeded"
-    seti["next_action"] = None
-    seti["last_setup_error"] = None
-    ctx.emit("setup_intent.succeeded", seti, created=now)
-    return seti
+    return _setup_succeeded(ctx, seti, pm, now)
 
 
 def _payment_method_param(ctx: Ctx, params: dict[str, Any]) -> str | None:
