@@ -100,5 +100,5 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
         app.add_middleware(AccessLog)  # one line per request: method, route, status, duration
     # Outermost: a request id (the caller's X-Request-Id or a new one, carried by every log line
     # of the request), safe headers, and every unexpected failure in the error shape.
-    app.add_middleware(Guard)
+    app.add_middleware(Guard, traced=tracing.tracing())
     return app

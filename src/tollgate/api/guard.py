@@ -33,10 +33,16 @@ _JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
 class Guard:
-    """Give each request an id and safe headers; answer every unexpected failure in the shape."""
+    """Give each request an id and safe headers; answer every unexpected failure in the shape.
 
-    def __init__(self, app: ASGIApp) -> None:
+    `traced`: put the request id on the request's span (FastAPI's), decided when the app is made
+    as FastAPI decides its request spans (tracing.fastapi_telemetry); asking per request costs a
+    look at the environment.
+    """
+
+    def __init__(self, app: ASGIApp, *, traced: bool = False) -> None:
         self.app = app
+        self.traced = traced
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,13 +56,8 @@ class Guard:
         request_id = request_id_from(given)
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
-        note_request_id(request_id)  # on the request's span, when traced
-        try:
-            await self._guarded(scope, receive, send, request_id)
-        finally:
-            REQUEST_ID.reset(token)
-
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        if self.traced:
+            note_request_id(request_id)
         started = False
 
         async def guarded_send(message: Message) -> None:
@@ -66,15 +67,15 @@ class Guard:
                 _secure(message, request_id)
             await send(message)
 
-        if _unstorable(scope):
-            answer = error_response(
-                400,
-                "invalid_request_error",
-                "the path or query string contains a NUL character (%00), which no id can hold",
-            )
-            await answer(scope, receive, guarded_send)
-            return
         try:
+            if _unstorable(scope):
+                answer = error_response(
+                    400,
+                    "invalid_request_error",
+                    "the path or query string contains a NUL character (%00), which no id can hold",
+                )
+                await answer(scope, receive, guarded_send)
+                return
             await self.app(scope, receive, guarded_send)
         except ClientDisconnect:
             log.info(
@@ -95,6 +96,8 @@ class Guard:
                     request_id=request_id,
                 )
                 await answer(scope, receive, guarded_send)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 def _unstorable(scope: Scope) -> bool:
