@@ -120,20 +120,30 @@ def test_an_over_payment_stays_on_the_cash_balance_and_pays_the_next_invoice(
     stripe_id = world.customer("over-org")["stripe_customer_id"]
     [(_, _, due)] = invoices(world, "over-org")
     extra = due // 2
-    fund(world, stripe_id, due + extra)
+    fund(world, stripe_id, 2 * due + extra)
     assert invoices(world, "over-org") == [("paid", due, 0)]
     transfers = world.call("GET", "/v1/customers/over-org/bank-transfers")
-    assert transfers["cash_balance"] == [{"amount": extra, "currency": "usd"}]
+    assert transfers == {
+        "cash_balance": [{"amount": due + extra, "currency": "usd"}],
+        "waiting": [],
+    }
     assert drifts(world) == []
 
-    # The next month's invoice takes the balance first and waits for the rest.
+    # The next month's invoice is paid from the balance as soon as it is sent.
     world.advance(clock, T0 + 32 * DAY)
-    assert invoices(world, "over-org") == [("open", extra, due - extra), ("paid", due, 0)]
+    assert invoices(world, "over-org") == [("paid", due, 0), ("paid", due, 0)]
+    transfers = world.call("GET", "/v1/customers/over-org/bank-transfers")
+    assert transfers == {"cash_balance": [{"amount": extra, "currency": "usd"}], "waiting": []}
+    assert templates(world, "over-org").count("payment_succeeded") == 2
+
+    # The one after takes what is left and waits for the rest.
+    world.advance(clock, T0 + 62 * DAY)
+    assert invoices(world, "over-org")[0] == ("open", extra, due - extra)
     transfers = world.call("GET", "/v1/customers/over-org/bank-transfers")
     assert transfers["cash_balance"] == []
     assert [w["amount_remaining"]["amount"] for w in transfers["waiting"]] == [due - extra]
     fund(world, stripe_id, due - extra)
-    assert [status for status, _, _ in invoices(world, "over-org")] == ["paid", "paid"]
+    assert [status for status, _, _ in invoices(world, "over-org")] == ["paid"] * 3
     assert world.customer("over-org")["status"] == "active"
     assert drifts(world) == []
 
