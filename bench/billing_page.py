@@ -32,7 +32,7 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _H
 from fastapi.testclient import TestClient  # noqa: E402
 
 from tollgate.api.app import create_app  # noqa: E402
-from tollgate.bootstrap import build_container  # noqa: E402
+from tollgate.bootstrap import Container, build_container  # noqa: E402
 from tollgate.clock import FrozenClock  # noqa: E402
 from tollgate.config import load_settings  # noqa: E402
 from tollgate.db.models import Invoice  # noqa: E402
@@ -49,15 +49,9 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)  # late in the calendar month: a
 CUSTOMER = "org-bench"
 
 
-def _seed(container: object, events: int) -> None:
-    app = container  # a Container
+def _seed(app: Container, events: int) -> None:
     create_customer(
-        db=app.db,  # type: ignore[attr-defined]
-        catalog=app.catalog,  # type: ignore[attr-defined]
-        gateway=None,
-        settings=app.settings,  # type: ignore[attr-defined]
-        clock=app.clock,  # type: ignore[attr-defined]
-        new=NewCustomer(id=CUSTOMER, email="bench@example.com", offline=True, plan="pro"),
+        app, new=NewCustomer(id=CUSTOMER, email="bench@example.com", offline=True, plan="pro")
     )
     start = NOW.replace(day=1, hour=0)
     span = (NOW - start).total_seconds()
@@ -74,14 +68,14 @@ def _seed(container: object, events: int) -> None:
             for index in range(first, min(first + 1000, events))
         ]
         report = record_usage(
-            db=app.db,  # type: ignore[attr-defined]
-            catalog=app.catalog,  # type: ignore[attr-defined]
-            clock=app.clock,  # type: ignore[attr-defined]
+            db=app.db,
+            catalog=app.catalog,
+            clock=app.clock,
             events=batch,
             enforce_limits=False,
         )
         assert report.accepted == len(batch), report.rejected[:1]
-    with app.db.transaction() as session:  # type: ignore[attr-defined]
+    with app.db.transaction() as session:
         for month in range(24):
             created = NOW - timedelta(days=30 * month + 1)
             session.add(
@@ -120,13 +114,7 @@ def measure(kind: str, events: int, requests: int) -> tuple[float, float, float,
                 f"  {kind}: seeded {events:,} events and 24 invoices in "
                 f"{time.perf_counter() - seeded:.1f} s"
             )
-            link = open_billing_link(
-                db=container.db,
-                settings=settings,
-                clock=container.clock,
-                customer_id=CUSTOMER,
-                base_url="http://testserver",
-            )
+            link = open_billing_link(container, customer_id=CUSTOMER, base_url="http://testserver")
             with TestClient(create_app(container)) as client:
                 page = client.get(link.url)
                 assert page.status_code == 200 and "BENCH-0000" in page.text, page.text[:500]

@@ -413,14 +413,7 @@ def run(url: str, args: argparse.Namespace) -> None:
     rng = random.Random(7)
 
     def search(query: console.CustomerQuery, cursor: str | None = None) -> Callable[[], Any]:
-        return lambda: console.list_customers(
-            db=container.db,
-            catalog=container.catalog,
-            clock=container.clock,
-            query=query,
-            cursor=cursor,
-            limit=50,
-        )
+        return lambda: console.list_customers(container, query=query, cursor=cursor, limit=50)
 
     deep = None
     for _ in range(20):  # 1,000 customers into the email sort

@@ -15,6 +15,7 @@ from tollgate.domain.catalog import Catalog
 from tollgate.domain.dunning import DunningPolicy
 from tollgate.services.api_keys import ApiKeyAuthenticator
 from tollgate.services.catalog_live import LiveCatalog
+from tollgate.services.closed_days import ClosedDays
 from tollgate.services.entitlements import EntitlementCache
 from tollgate.services.usage import ConsumeWriter, RedisCounters
 from tollgate.services.webhooks import WebhookIntake
@@ -130,6 +131,11 @@ class Container:
     def grace(self) -> timedelta:
         """How long a past-due subscription keeps its plan."""
         return timedelta(days=self.settings.past_due_grace_days)
+
+    @cached_property
+    def closed_days(self) -> ClosedDays:
+        """The billing page chart's daily sums of days that have ended, kept in this process."""
+        return ClosedDays()
 
     @cached_property
     def authenticator(self) -> ApiKeyAuthenticator:

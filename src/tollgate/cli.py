@@ -746,14 +746,7 @@ def emails_preview(
     try:
         if customer is not None:
             require_migrated(container.db)
-        mail = preview_email(
-            db=container.db,
-            settings=container.settings,
-            catalog=container.catalog,
-            clock=container.clock,
-            template=template,
-            customer_id=customer,
-        )
+        mail = preview_email(container, template=template, customer_id=customer)
     finally:
         container.close()
     source = "sample facts from the catalog" if mail.sample else "its newest mail"

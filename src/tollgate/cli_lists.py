@@ -42,16 +42,15 @@ def customers_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per customer.")] = False,
 ) -> None:
     """List customers, newest first: id, email, plan, status, currency, since when."""
+    from tollgate.bootstrap import Container
     from tollgate.catalog_file import load_catalog_file
-    from tollgate.clock import SystemClock
     from tollgate.services.console import CustomerQuery, list_customers
 
     catalog = load_catalog_file(settings().catalog_path)
     query = CustomerQuery(search=search, plan=plan, status=status, over_percent=over)
     with migrated_database() as database:
-        page = list_customers(
-            db=database, catalog=catalog, clock=SystemClock(), query=query, limit=limit
-        )
+        deps = Container(settings=settings(), db=database, catalog_override=catalog)
+        page = list_customers(deps, query=query, limit=limit)
     if as_json:
         for customer in page.items:
             typer.echo(json.dumps(customer.to_json()))

@@ -76,25 +76,11 @@ def _demo_customer(container: Container, api: str) -> tuple[str, str]:
     """Sign up the demo customer; return its billing page link and a Pro trial Checkout that
     returns to that page."""
     create_customer(
-        db=container.db,
-        catalog=container.catalog,
-        gateway=container.stripe,
-        settings=container.settings,
-        clock=container.clock,
-        new=NewCustomer(id="acme-inc", email="billing@acme.example", name="Acme Inc"),
+        container, new=NewCustomer(id="acme-inc", email="billing@acme.example", name="Acme Inc")
     )
-    billing = open_billing_link(
-        db=container.db,
-        settings=container.settings,
-        clock=container.clock,
-        customer_id="acme-inc",
-        base_url=api,
-    )
+    billing = open_billing_link(container, customer_id="acme-inc", base_url=api)
     session = start_checkout(
-        db=container.db,
-        catalog=container.catalog,
-        gateway=container.stripe,
-        settings=container.settings,
+        container,
         customer_id="acme-inc",
         plan="pro",
         interval="month",

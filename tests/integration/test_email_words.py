@@ -20,14 +20,7 @@ from tollgate.services.outbox import RenderedEmail, preview_email
 
 
 def _mail(container: Container, customer: str, template: str) -> RenderedEmail:
-    mail = preview_email(
-        db=container.db,
-        settings=container.settings,
-        catalog=container.catalog,
-        clock=container.clock,
-        template=template,
-        customer_id=customer,
-    )
+    mail = preview_email(container, template=template, customer_id=customer)
     assert not mail.sample  # rendered from the mail queued for this customer
     return mail
 

@@ -189,22 +189,14 @@ def test_a_create_that_fails_after_its_row_leaves_nothing_that_blocks_a_retry(
     before = count_rows(db)
     with pytest.raises((UnicodeError, TollgateError, sa.exc.DBAPIError)):
         customers.create_customer(
-            db=container.db,
-            catalog=container.catalog,
-            gateway=container.optional_stripe(),
-            settings=container.settings,
-            clock=container.clock,
+            container,
             new=customers.NewCustomer(
                 id="c1", email="x@example.com", metadata={f"k{SURROGATE}": "v"}
             ),
         )
     assert count_rows(db) == before
     again = customers.create_customer(
-        db=container.db,
-        catalog=container.catalog,
-        gateway=container.optional_stripe(),
-        settings=container.settings,
-        clock=container.clock,
+        container,
         new=customers.NewCustomer(id="c1", email="y@example.com"),
     )
     assert again.created and again.customer.stripe_customer_id

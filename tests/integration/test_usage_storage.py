@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
 from tests.conftest import EXAMPLE_CATALOG
+from tollgate.bootstrap import Container
 from tollgate.catalog_file import load_catalog_file
 from tollgate.clock import FrozenClock
 from tollgate.config import Settings, load_settings
@@ -53,14 +54,15 @@ def _settings(db: Database, retention_days: int = 60) -> Settings:
     )
 
 
+def _deps(db: Database, catalog: Catalog, clock: FrozenClock) -> Container:
+    """The wiring the services take, over this test's database, catalog and clock."""
+    return Container(settings=_settings(db), db=db, clock=clock, catalog_override=catalog)
+
+
 def _customers(db: Database, catalog: Catalog, clock: FrozenClock) -> None:
     for customer in CUSTOMERS:
         create_customer(
-            db=db,
-            catalog=catalog,
-            gateway=None,
-            settings=_settings(db),
-            clock=clock,
+            _deps(db, catalog, clock),
             new=NewCustomer(id=customer, email=f"{customer}@example.com", offline=True, plan="pro"),
         )
 
@@ -139,15 +141,14 @@ def _answers(db: Database, catalog: Catalog, clock: FrozenClock) -> list[Any]:
     """What readers show: each customer's hourly and daily history of every month, and the
     billing page's daily chart of the open period."""
     shown: list[Any] = []
+    deps = _deps(db, catalog, clock)
     for customer in CUSTOMERS:
         for meter in ("runs", "storage_gb"):
             for granularity, days in (("day", 31), ("hour", 20)):
                 month = START - timedelta(days=10)
                 while month < clock.now():
                     history = customer_billing.usage_history(
-                        db=db,
-                        catalog=catalog,
-                        clock=clock,
+                        deps,
                         customer_id=customer,
                         meter=meter,
                         granularity=granularity,
@@ -159,9 +160,7 @@ def _answers(db: Database, catalog: Catalog, clock: FrozenClock) -> list[Any]:
         start = clock.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         period = Period(start, (start + timedelta(days=32)).replace(day=1))
         chart = customer_billing.period_daily_usage(
-            db=db,
-            catalog=catalog,
-            clock=clock,
+            deps,
             customer_id=customer,
             period=period,
             used={"runs": None, "storage_gb": None},

@@ -4,9 +4,9 @@ that arrives late for an earlier day is still shown (the period's counter says s
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from tests.conftest import EXAMPLE_CATALOG
+from tollgate.bootstrap import Container
 from tollgate.catalog_file import load_catalog_file
 from tollgate.clock import FrozenClock
 from tollgate.config import load_settings
@@ -20,27 +20,18 @@ from tollgate.web.charts import daily_chart
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
-def _record(
-    db: Database, catalog: Any, clock: Any, event_id: str, value: int, at: datetime
-) -> None:
+def _record(app: Container, event_id: str, value: int, at: datetime) -> None:
     event = {"id": event_id, "customer": "org_chart", "meter": "runs", "value": value}
     event["timestamp"] = at.isoformat()
-    report = record_usage(db=db, catalog=catalog, clock=clock, events=[event])
+    report = record_usage(db=app.db, catalog=app.catalog, clock=app.clock, events=[event])
     assert report.accepted == 1, report.rejected
 
 
-def _chart(db: Database, catalog: Any, clock: Any) -> dict[int, int]:
-    used = get_usage(
-        db=db, catalog=catalog, clock=clock, customer_id="org_chart", grace=timedelta(days=7)
-    )
+def _chart(app: Container) -> dict[int, int]:
+    used = get_usage(app, customer_id="org_chart")
     runs = next(meter for meter in used.meters if meter.meter == "runs")
     history = customer_billing.period_daily_usage(
-        db=db,
-        catalog=catalog,
-        clock=clock,
-        customer_id="org_chart",
-        period=used.period,
-        used={"runs": runs.used},
+        app, customer_id="org_chart", period=used.period, used={"runs": runs.used}
     )["runs"]
     assert history.buckets[0][0] == datetime(2026, 11, 1, tzinfo=UTC)
     assert len(history.buckets) == 30
@@ -48,28 +39,25 @@ def _chart(db: Database, catalog: Any, clock: Any) -> dict[int, int]:
 
 
 def test_ended_days_are_kept_and_a_late_event_still_shows(db: Database) -> None:
-    catalog = load_catalog_file(EXAMPLE_CATALOG)
     clock = FrozenClock(NOW)
     settings = load_settings(TOLLGATE_ENV="test", TOLLGATE_DATABASE_URL=db.url)
+    catalog = load_catalog_file(EXAMPLE_CATALOG)
+    app = Container(settings=settings, db=db, clock=clock, catalog_override=catalog)
     create_customer(
-        db=db,
-        catalog=catalog,
-        gateway=None,
-        settings=settings,
-        clock=clock,
-        new=NewCustomer(id="org_chart", email="c@example.com", offline=True, plan="pro"),
+        app, new=NewCustomer(id="org_chart", email="c@example.com", offline=True, plan="pro")
     )
-    _record(db, catalog, clock, "a", 5, datetime(2026, 11, 3, 9, tzinfo=UTC))
-    _record(db, catalog, clock, "b", 7, datetime(2026, 11, 10, 23, 59, tzinfo=UTC))
-    _record(db, catalog, clock, "c", 2, NOW - timedelta(hours=1))
-    assert _chart(db, catalog, clock) == {3: 5, 10: 7, 20: 2}
-    _record(db, catalog, clock, "d", 3, NOW)  # today: read on every call
-    assert _chart(db, catalog, clock) == {3: 5, 10: 7, 20: 5}
-    _record(db, catalog, clock, "late", 4, datetime(2026, 11, 5, tzinfo=UTC))
-    assert _chart(db, catalog, clock) == {3: 5, 5: 4, 10: 7, 20: 5}
+    _record(app, "a", 5, datetime(2026, 11, 3, 9, tzinfo=UTC))
+    _record(app, "b", 7, datetime(2026, 11, 10, 23, 59, tzinfo=UTC))
+    _record(app, "c", 2, NOW - timedelta(hours=1))
+    assert _chart(app) == {3: 5, 10: 7, 20: 2}
+    assert len(app.closed_days) == 1  # the ended days, kept by the container
+    _record(app, "d", 3, NOW)  # today: read on every call
+    assert _chart(app) == {3: 5, 10: 7, 20: 5}
+    _record(app, "late", 4, datetime(2026, 11, 5, tzinfo=UTC))
+    assert _chart(app) == {3: 5, 5: 4, 10: 7, 20: 5}
     clock.advance(timedelta(days=1))
-    _record(db, catalog, clock, "e", 1, NOW + timedelta(days=1))
-    assert _chart(db, catalog, clock) == {3: 5, 5: 4, 10: 7, 20: 5, 21: 1}
+    _record(app, "e", 1, NOW + timedelta(days=1))
+    assert _chart(app) == {3: 5, 5: 4, 10: 7, 20: 5, 21: 1}
 
 
 def test_the_chart_puts_each_day_beside_the_same_day_of_the_previous_period() -> None:

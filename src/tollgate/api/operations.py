@@ -1,10 +1,10 @@
 """The API's use cases over a Container: what each route does, without HTTP.
 
 Each function takes a request the API's own models checked, calls one service with the
-container's database, catalog, Stripe gateway, settings, clock and usage counters, does what
-the route does after it (this process's cached decisions dropped at once), and returns the
-service's view. The routes answer the view's JSON; the in-process client (`LocalTollgate`)
-returns the view itself, so the two cannot wire a service differently.
+container as its `deps` (services/deps.py: database, catalog, Stripe gateway, settings,
+clock), does what the route does after it (this process's cached decisions dropped at once),
+and returns the service's view. The routes answer the view's JSON; the in-process client
+(`LocalTollgate`) returns the view itself, so the two cannot wire a service differently.
 
 Entitlement reads have no function here: routes, the fast path and the client all ask the
 container's cache (`app.entitlements`) directly, the one place they are answered from.
@@ -52,17 +52,13 @@ from tollgate_client.views import CheckoutSession, CreditsView, CustomerView, Su
 
 def create_customer(app: Container, body: CustomerCreate) -> customers.CreatedCustomer:
     return customers.create_customer(
-        db=app.db,
-        catalog=app.catalog,
-        gateway=app.optional_stripe(),
-        settings=app.settings,
-        clock=app.clock,
+        app,
         new=customers.NewCustomer(**body.model_dump()),
     )
 
 
 def get_customer(app: Container, customer_id: str) -> CustomerView:
-    return customers.get_customer(db=app.db, catalog=app.catalog, customer_id=customer_id)
+    return customers.get_customer(app, customer_id=customer_id)
 
 
 def update_customer(
@@ -76,10 +72,7 @@ def update_customer(
         fields=frozenset(body.model_fields_set),
     )
     return customers.update_customer(
-        db=app.db,
-        catalog=app.catalog,
-        gateway=app.optional_stripe(),
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         changes=changes,
         idempotency_key=idempotency_key,
@@ -91,8 +84,7 @@ def open_portal(
 ) -> str:
     catalog = app.catalog
     return customers.open_portal(
-        db=app.db,
-        gateway=app.optional_stripe(),
+        app,
         customer_id=customer_id,
         return_url=body.return_url,
         idempotency_key=idempotency_key,
@@ -108,9 +100,7 @@ def open_portal(
 def open_billing_session(app: Container, customer_id: str, *, base_url: str) -> dict[str, str]:
     """A signed link to the customer's billing page: `{customer, url, expires_at}`."""
     link = page_access.open_billing_link(
-        db=app.db,
-        settings=app.settings,
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         base_url=base_url,
     )
@@ -124,10 +114,7 @@ def start_checkout(
     app: Container, customer_id: str, body: CheckoutCreate, *, idempotency_key: str | None
 ) -> CheckoutSession:
     return subscriptions.start_checkout(
-        db=app.db,
-        catalog=app.catalog,
-        gateway=app.optional_stripe(),
-        settings=app.settings,
+        app,
         customer_id=customer_id,
         idempotency_key=idempotency_key,
         **body.model_dump(),
@@ -135,18 +122,14 @@ def start_checkout(
 
 
 def get_subscription(app: Container, customer_id: str) -> SubscriptionView:
-    return subscriptions.get_subscription(db=app.db, catalog=app.catalog, customer_id=customer_id)
+    return subscriptions.get_subscription(app, customer_id=customer_id)
 
 
 def change_subscription(
     app: Container, customer_id: str, body: SubscriptionPut, *, idempotency_key: str | None
 ) -> SubscriptionView:
     return subscriptions.change_subscription(
-        db=app.db,
-        catalog=app.catalog,
-        gateway=app.optional_stripe(),
-        settings=app.settings,
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         wanted=subscriptions.SubscriptionRequest(**body.model_dump()),
         idempotency_key=idempotency_key,
@@ -157,10 +140,7 @@ def cancel_subscription(
     app: Container, customer_id: str, *, at_period_end: bool, idempotency_key: str | None
 ) -> SubscriptionView:
     return subscriptions.cancel_subscription(
-        db=app.db,
-        catalog=app.catalog,
-        gateway=app.optional_stripe(),
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         at_period_end=at_period_end,
         idempotency_key=idempotency_key,
@@ -171,10 +151,7 @@ def resume_subscription(
     app: Container, customer_id: str, *, idempotency_key: str | None
 ) -> SubscriptionView:
     return subscriptions.resume_subscription(
-        db=app.db,
-        catalog=app.catalog,
-        gateway=app.optional_stripe(),
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         idempotency_key=idempotency_key,
     )
@@ -278,9 +255,7 @@ def set_spend_cap(
     app: Container, customer_id: str, body: SpendCapPut, *, actor: str
 ) -> spend_caps.SpendCapView:
     view = spend_caps.set_spend_cap(
-        db=app.db,
-        catalog=app.catalog,
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         amount=body.amount,
         currency=body.currency,
@@ -292,22 +267,17 @@ def set_spend_cap(
 
 
 def get_spend_cap(app: Container, customer_id: str) -> spend_caps.SpendCapView:
-    return spend_caps.get_spend_cap(
-        db=app.db, catalog=app.catalog, clock=app.clock, customer_id=customer_id
-    )
+    return spend_caps.get_spend_cap(app, customer_id=customer_id)
 
 
 def create_alert(app: Container, customer_id: str, body: AlertCreate) -> alerts.AlertView:
     return alerts.create_alert(
-        db=app.db,
-        catalog=app.catalog,
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         feature=body.feature,
         kind=body.kind,
         threshold=body.threshold,
         alert_id=body.id,
-        grace=app.grace,
     )
 
 
@@ -321,9 +291,7 @@ def delete_alert(app: Container, customer_id: str, alert_id: str) -> None:
 
 def set_auto_topup(app: Container, customer_id: str, body: AutoTopupPut) -> topups.AutoTopupView:
     return topups.set_auto_topup(
-        db=app.db,
-        catalog=app.catalog,
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         below=body.below,
         pack=body.pack,
@@ -331,9 +299,7 @@ def set_auto_topup(app: Container, customer_id: str, body: AutoTopupPut) -> topu
 
 
 def get_usage(app: Container, customer_id: str) -> usage.CustomerUsage:
-    return usage.get_usage(
-        db=app.db, catalog=app.catalog, clock=app.clock, customer_id=customer_id, grace=app.grace
-    )
+    return usage.get_usage(app, customer_id=customer_id)
 
 
 # -- credits ---------------------------------------------------------------------------------
@@ -347,8 +313,7 @@ def grant_credits(
     app: Container, customer_id: str, body: CreditGrantCreate, *, actor: str
 ) -> credits.GrantResult:
     result = credits.grant_credits(
-        db=app.db,
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         amount=body.amount,
         reason=body.reason,
@@ -362,9 +327,7 @@ def grant_credits(
 
 
 def set_credit_allowance(app: Container, customer_id: str, body: CreditAllowancePut) -> int:
-    allowance = credits.set_credit_allowance(
-        db=app.db, clock=app.clock, customer_id=customer_id, allowance=body.allowance
-    )
+    allowance = credits.set_credit_allowance(app, customer_id=customer_id, allowance=body.allowance)
     app.entitlements.forget([customer_id])
     return allowance
 
@@ -373,9 +336,7 @@ def start_credit_checkout(
     app: Container, customer_id: str, body: CreditCheckoutCreate, *, idempotency_key: str | None
 ) -> CheckoutSession:
     return credits.start_credit_checkout(
-        db=app.db,
-        catalog=app.catalog,
-        gateway=app.optional_stripe(),
+        app,
         customer_id=customer_id,
         pack=body.pack,
         success_url=body.success_url,
@@ -396,9 +357,7 @@ def refund_payment(
     actor: str,
 ) -> tuple[refunds.RefundView, bool]:
     return refunds.refund_payment(
-        db=app.db,
-        gateway=app.optional_stripe(),
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         wanted=refunds.RefundRequest(
             invoice=body.invoice,

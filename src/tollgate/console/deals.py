@@ -56,9 +56,7 @@ def run_deal_action(
         if access not in ("", "on", "off"):
             raise InvalidRequest("access must be on, off or as the plan says", param="enabled")
         value = set_override(
-            db=app.db,
-            catalog=app.catalog,
-            clock=app.clock,
+            app,
             customer_id=customer_id,
             feature=feature,
             enabled={"on": True, "off": False}.get(access),
@@ -68,17 +66,13 @@ def run_deal_action(
         )
         return "override", value.to_json()
     if action == "remove-override":
-        remove_override(
-            db=app.db, clock=app.clock, customer_id=customer_id, feature=feature, actor=actor
-        )
+        remove_override(app, customer_id=customer_id, feature=feature, actor=actor)
         return "override-removed", {"feature": feature}
     quantity = _field(form, "quantity").replace(",", "")
     if not quantity.isdigit() or int(quantity) <= 0:
         raise InvalidRequest("quantity must be a whole number above zero", param="quantity")
     granted, _ = grant_usage(
-        db=app.db,
-        catalog=app.catalog,
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         feature=feature,
         quantity=int(quantity),

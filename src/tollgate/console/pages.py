@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
@@ -23,13 +24,16 @@ from tollgate.console.deals import DEAL_ACTIONS, DEAL_DONE, run_deal_action
 from tollgate.console.render import STATIC, render
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.operators import Action
+from tollgate.domain.reconcile import parse_window
 from tollgate.services import console, console_actions, operators
 from tollgate.services.api_keys import create_api_key
+from tollgate.services.catalog import diff_catalog
 from tollgate.services.credits import grant_credits, list_credits
 from tollgate.services.customers import get_customer, open_portal
 from tollgate.services.deals import list_overrides
 from tollgate.services.operators import ConsoleSession, NotAllowed
 from tollgate.services.outbox import preview_email
+from tollgate.services.reconcile import get_reconciliation, list_drifts, reconcile
 from tollgate.services.subscriptions import (
     SubscriptionRequest,
     cancel_subscription,
@@ -38,7 +42,7 @@ from tollgate.services.subscriptions import (
     resume_subscription,
 )
 from tollgate.services.usage.controls import usage_controls
-from tollgate.services.webhooks import replay_stripe_event
+from tollgate.services.webhooks.inbox import STATUSES as EVENT_STATUSES
 from tollgate.web.csrf import CsrfRefused, checked_form, csrf_token
 from tollgate.web.security import content_security_policy
 
@@ -101,6 +105,42 @@ def _page(request: Request, template: str, session: ConsoleSession | None, **con
 def _back(path: str, **params: str) -> RedirectResponse:
     query = f"?{urlencode(params)}" if params else ""
     return RedirectResponse(f"{path}{query}", status_code=303)
+
+
+def _filters(**given: str | None) -> dict[str, str]:
+    """The list filters a page was asked for (the empty ones left out), to carry to its links."""
+    return {name: value for name, value in given.items() if value}
+
+
+def _list_page(
+    request: Request,
+    session: ConsoleSession,
+    nav: str,
+    page: console.Page,
+    kept: dict[str, str],
+    done: str | None,
+    **context: Any,
+) -> Any:
+    """Render the list page `console_<nav>.html`: a page of items, the filters it was asked
+    for (kept in its form and its next-page link) and what was just done."""
+    return _page(
+        request,
+        f"console_{nav}.html",
+        session,
+        page=page,
+        form=kept,
+        next_url=_next_url(f"/console/{nav}", kept, page),
+        done=DONE.get(done or ""),
+        nav=nav,
+        **context,
+    )
+
+
+def _next_url(path: str, kept: dict[str, str], page: console.Page) -> str | None:
+    """The link to a list's next page: its filters and the page's cursor; None on the last."""
+    if not page.next_cursor:
+        return None
+    return f"{path}?{urlencode({**kept, 'cursor': page.next_cursor})}"
 
 
 def _text(form: FormData, name: str) -> str:
@@ -196,7 +236,7 @@ async def sign_out(request: Request) -> Response:
 def overview(request: Request) -> Response:
     session = session_of(request)
     app = _app(request)
-    summary = console.summarize(db=app.db, catalog=app.catalog, clock=app.clock)
+    summary = console.summarize(app)
     return _page(request, "console_overview.html", session, summary=summary, nav="overview")
 
 
@@ -236,19 +276,12 @@ def customers_page(
         sort=sort,
         order=order,
     )
-    page = console.list_customers(
-        db=app.db, catalog=app.catalog, clock=app.clock, query=query, cursor=cursor, limit=50
-    )
+    page = console.list_customers(app, query=query, cursor=cursor, limit=50)
     kept = {
         key: value
         for key, value in request.query_params.items()
         if key != "cursor" and value and key in CUSTOMER_FILTERS
     }
-    next_url = (
-        f"/console/customers?{urlencode({**kept, 'cursor': page.next_cursor})}"
-        if (page.next_cursor)
-        else None
-    )
     return _page(
         request,
         "console_customers.html",
@@ -259,7 +292,7 @@ def customers_page(
         plans=sorted(app.catalog.plans),
         statuses=console.CUSTOMER_STATUSES,
         currencies=app.catalog.currencies,
-        next_url=next_url,
+        next_url=_next_url("/console/customers", kept, page),
         first_url=f"/console/customers?{urlencode(kept)}" if cursor else None,
         nav="customers",
     )
@@ -296,8 +329,8 @@ def customer_page(
 ) -> Response:
     session = session_of(request)
     app = _app(request)
-    customer = get_customer(db=app.db, catalog=app.catalog, customer_id=customer_id)
-    subscription = get_subscription(db=app.db, catalog=app.catalog, customer_id=customer_id)
+    customer = get_customer(app, customer_id=customer_id)
+    subscription = get_subscription(app, customer_id=customer_id)
     facts = console_actions.billing_facts(db=app.db, customer_id=customer_id)
     granted = app.entitlements.entitlements(customer_id)
     decisions = [(granted.features[f], granted.decide(f)) for f in granted.features]
@@ -315,9 +348,7 @@ def customer_page(
         granted=granted,
         decisions=decisions,
         ledger=ledger,
-        controls=usage_controls(
-            db=app.db, catalog=app.catalog, clock=app.clock, customer_id=customer_id
-        ),
+        controls=usage_controls(app, customer_id=customer_id),
         timeline=timeline,
         emails=emails.items,
         stripe_base=stripe_base,
@@ -359,13 +390,7 @@ async def customer_action(request: Request, customer_id: str, action: str) -> Re
     if action == "change-plan":
         plan, interval = _text(form, "plan"), _text(form, "interval") or "month"
         change_subscription(
-            db=app.db,
-            catalog=app.catalog,
-            gateway=app.optional_stripe(),
-            settings=app.settings,
-            clock=app.clock,
-            customer_id=customer_id,
-            wanted=SubscriptionRequest(plan=plan, interval=interval),
+            app, customer_id=customer_id, wanted=SubscriptionRequest(plan=plan, interval=interval)
         )
         audit = {"plan": plan, "interval": interval}
         done = "plan"
@@ -375,8 +400,7 @@ async def customer_action(request: Request, customer_id: str, action: str) -> Re
             raise TollgateErrorPage("Credits must be a whole number above zero.")
         reason = _text(form, "reason") or "granted by support"
         grant_credits(
-            db=app.db,
-            clock=app.clock,
+            app,
             customer_id=customer_id,
             amount=int(amount_text),
             reason=reason[:200],
@@ -387,29 +411,15 @@ async def customer_action(request: Request, customer_id: str, action: str) -> Re
         done = "credits"
     elif action == "cancel":
         at_end = _text(form, "when") != "now"
-        cancel_subscription(
-            db=app.db,
-            catalog=app.catalog,
-            gateway=app.optional_stripe(),
-            clock=app.clock,
-            customer_id=customer_id,
-            at_period_end=at_end,
-        )
+        cancel_subscription(app, customer_id=customer_id, at_period_end=at_end)
         audit = {"at_period_end": at_end}
         done = "cancel"
     elif action == "resume":
-        resume_subscription(
-            db=app.db,
-            catalog=app.catalog,
-            gateway=app.optional_stripe(),
-            clock=app.clock,
-            customer_id=customer_id,
-        )
+        resume_subscription(app, customer_id=customer_id)
         done = "resume"
     elif action == "portal":
         url = open_portal(
-            db=app.db,
-            gateway=app.optional_stripe(),
+            app,
             customer_id=customer_id,
             return_url=str(request.url_for("customer_page", customer_id=customer_id)),
         )
@@ -431,12 +441,7 @@ async def customer_action(request: Request, customer_id: str, action: str) -> Re
         return _back(here, done="email")
     elif action in ("mark-offline", "mark-online"):
         console_actions.mark_offline(
-            db=app.db,
-            catalog=app.catalog,
-            clock=app.clock,
-            actor=actor,
-            customer_id=customer_id,
-            offline=action == "mark-offline",
+            app, actor=actor, customer_id=customer_id, offline=action == "mark-offline"
         )
         app.forget_decisions([customer_id])
         return _back(here, done="offline" if action == "mark-offline" else "online")
@@ -472,39 +477,22 @@ def webhooks_page(
 ) -> Response:
     session = session_of(request)
     app = _app(request)
+    kept = _filters(status=status, type=type, customer=customer)
     page = console.list_events(
         db=app.db,
-        status=status or None,
-        type_=type or None,
-        customer_id=customer or None,
+        status=kept.get("status"),
+        type_=kept.get("type"),
+        customer_id=kept.get("customer"),
         cursor=cursor,
         limit=50,
     )
-    kept = {k: v for k, v in (("status", status), ("type", type), ("customer", customer)) if v}
-    next_url = (
-        f"/console/webhooks?{urlencode({**kept, 'cursor': page.next_cursor})}"
-        if page.next_cursor
-        else None
-    )
-    return _page(
-        request,
-        "console_webhooks.html",
-        session,
-        page=page,
-        form=kept,
-        statuses=("pending", "processing", "succeeded", "failed", "ignored"),
-        next_url=next_url,
-        done=DONE.get(done or ""),
-        nav="webhooks",
-    )
+    return _list_page(request, session, "webhooks", page, kept, done, statuses=EVENT_STATUSES)
 
 
 @router.get("/webhooks/{event_id}")
 def webhook_page(request: Request, event_id: str, done: str | None = None) -> Response:
     session = session_of(request)
     app = _app(request)
-    import orjson
-
     detail = console.get_event(db=app.db, event_id=event_id)
     raw = orjson.dumps(detail.payload, option=orjson.OPT_INDENT_2).decode()
     return _page(
@@ -518,24 +506,12 @@ def webhook_page(request: Request, event_id: str, done: str | None = None) -> Re
     )
 
 
-def _replay(app: Container, event_id: str) -> Any:
-    result = replay_stripe_event(
-        db=app.db,
-        gateway=app.optional_stripe(),
-        event_id=event_id,
-        clock=app.clock,
-        dunning=app.dunning_policy,
-    )
-    app.forget_decisions(result.customers)
-    return result
-
-
 @router.post("/webhooks/{event_id}/replay")
 async def replay_webhook(request: Request, event_id: str) -> Response:
     await acting(request, "act_on_customers")
     app = _app(request)
     console.get_event(db=app.db, event_id=event_id)
-    _replay(app, event_id)
+    console_actions.replay_event(app, event_id=event_id)
     return _back(f"/console/webhooks/{event_id}", done="replayed")
 
 
@@ -544,7 +520,7 @@ async def replay_failed_webhooks(request: Request) -> Response:
     await acting(request, "act_on_customers")
     app = _app(request)
     for event_id in console.failed_event_ids(db=app.db):
-        _replay(app, event_id)
+        console_actions.replay_event(app, event_id=event_id)
     return _back("/console/webhooks", done="replayed")
 
 
@@ -562,31 +538,24 @@ def outbox_page(
 ) -> Response:
     session = session_of(request)
     app = _app(request)
+    kept = _filters(kind=kind, status=status, customer=customer)
     page = console.list_outbox(
         db=app.db,
-        kind=kind or None,
-        status=status or None,
-        customer_id=customer or None,
+        kind=kept.get("kind"),
+        status=kept.get("status"),
+        customer_id=kept.get("customer"),
         cursor=cursor,
         limit=50,
     )
-    kept = {k: v for k, v in (("kind", kind), ("status", status), ("customer", customer)) if v}
-    next_url = (
-        f"/console/outbox?{urlencode({**kept, 'cursor': page.next_cursor})}"
-        if page.next_cursor
-        else None
-    )
-    return _page(
+    return _list_page(
         request,
-        "console_outbox.html",
         session,
-        page=page,
-        form=kept,
+        "outbox",
+        page,
+        kept,
+        done,
         kinds=console.OUTBOX_KINDS,
         statuses=console.OUTBOX_STATUSES,
-        next_url=next_url,
-        done=DONE.get(done or ""),
-        nav="outbox",
     )
 
 
@@ -596,13 +565,7 @@ def email_page(request: Request, number: int) -> Response:
     app = _app(request)
     item = console.get_outbox_item(db=app.db, outbox_id=f"email_{number}")
     rendered = preview_email(
-        db=app.db,
-        settings=app.settings,
-        catalog=app.catalog,
-        clock=app.clock,
-        template=item.name,
-        customer_id=item.customer_id,
-        notification_id=number,
+        app, template=item.name, customer_id=item.customer_id, notification_id=number
     )
     page = _page(request, "console_email.html", session, item=item, mail=rendered, nav="outbox")
     # The HTML part shows in a sandboxed frame (`srcdoc`, `sandbox=""`: no script, no form, no
@@ -642,7 +605,7 @@ def reconciliation_page(
         session,
         windows=RECONCILE_WINDOWS,
         page=page,
-        next_url=f"/console/reconciliation?cursor={page.next_cursor}" if page.next_cursor else None,
+        next_url=_next_url("/console/reconciliation", {}, page),
         done=DONE.get(done or ""),
         nav="reconciliation",
     )
@@ -652,8 +615,6 @@ def reconciliation_page(
 def reconciliation_run_page(request: Request, run_id: int, done: str | None = None) -> Response:
     session = session_of(request)
     app = _app(request)
-    from tollgate.services.reconcile import get_reconciliation, list_drifts
-
     report = get_reconciliation(db=app.db, run_id=run_id)
     drifts = list(list_drifts(db=app.db, run_id=run_id, limit=500))
     return _page(
@@ -680,9 +641,6 @@ RECONCILE_WINDOWS = (
 async def run_reconciliation(request: Request) -> Response:
     _, form = await acting(request, "administer")
     app = _app(request)
-    from tollgate.domain.reconcile import parse_window
-    from tollgate.services.reconcile import reconcile
-
     window = _text(form, "window") or "24h"
     if window not in dict(RECONCILE_WINDOWS):
         raise TollgateErrorPage("Choose a window: 24 hours, 7 days, 30 days or since a date.")
@@ -711,8 +669,6 @@ async def run_reconciliation(request: Request) -> Response:
 def catalog_page(request: Request) -> Response:
     session = session_of(request)
     app = _app(request)
-    from tollgate.services.catalog import diff_catalog
-
     gateway = app.optional_stripe()
     changes: list[str] | None = None
     diff_error = None

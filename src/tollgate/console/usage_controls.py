@@ -24,14 +24,11 @@ async def change_usage_controls(request: Request, customer_id: str, change: str)
     app = _app(request)
     await run_in_threadpool(
         controls.change_from_page,
-        db=app.db,
-        catalog=app.catalog,
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         change=change,
         fields={name: _text(form, name) for name in form},
         actor=session.actor,
-        grace=app.grace,
     )
     app.forget_decisions([customer_id])
     return RedirectResponse(

@@ -12,18 +12,15 @@ from typing import Any
 
 from sqlalchemy import select
 
-from tollgate.clock import Clock
-from tollgate.config import Settings
 from tollgate.db.models import SubscriptionItem
 from tollgate.db.queries.plan_migrations import record_audit
-from tollgate.db.unit_of_work import Database
-from tollgate.domain.catalog import AddOn, Catalog, PlanPrice
+from tollgate.domain.catalog import AddOn, PlanPrice
 from tollgate.domain.catalog_sync import addon_of_lookup_key, addon_price_lookup_key
 from tollgate.domain.errors import Conflict, InvalidRequest
 from tollgate.domain.events import ENDED_STATUSES
 from tollgate.domain.subscriptions import is_live
 from tollgate.services.customers import current_subscription, load_customer, stripe_customer
-from tollgate.stripe.gateway import StripeGateway
+from tollgate.services.deps import Deps
 from tollgate.stripe.translate import subscription_snapshot
 
 
@@ -70,11 +67,16 @@ class AddOnOffer:
         }
 
 
-def list_addons(*, db: Database, catalog: Catalog, customer_id: str) -> list[AddOnOffer]:
+def list_addons(
+    deps: Deps,
+    *,
+    customer_id: str,
+) -> list[AddOnOffer]:
     """Return the add-ons the customer may buy with its live subscription, with what it holds.
 
     None without a live subscription: an add-on is an item on one.
     """
+    db, catalog = deps.db, deps.catalog
     with db.transaction() as session:
         load_customer(session, customer_id)
         subscription = current_subscription(session, customer_id)
@@ -100,18 +102,19 @@ def list_addons(*, db: Database, catalog: Catalog, customer_id: str) -> list[Add
 
 
 def set_addon(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    settings: Settings,
-    clock: Clock,
     customer_id: str,
     addon_id: str,
     quantity: int,
     actor: str,
 ) -> AddOnView:
     """Set how many units of an add-on the customer's subscription carries (0 removes it)."""
+    db = deps.db
+    catalog = deps.catalog
+    gateway = deps.optional_stripe()
+    settings = deps.settings
+    clock = deps.clock
     addon = catalog.addons.get(addon_id)
     if addon is None:
         known = ", ".join(sorted(catalog.addons)) or "none"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +22,7 @@ from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.fees import FeeSchedule, method_label, monthly_amount
 from tollgate.domain.subscriptions import customer_plan
 from tollgate.services.api_keys import ApiKeyAuthenticator
+from tollgate.services.deps import Deps
 from tollgate.services.reconcile import ReconcileReport, report_of
 from tollgate.services.webhooks.inbox import STATUSES as EVENT_STATUSES
 from tollgate.services.webhooks.inbox import StoredEvent, stripe_customer_of
@@ -82,6 +83,20 @@ def _limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidRequest(f"limit must be 1 to {MAX_PAGE}", param="limit")
     return limit
+
+
+def _one_of(value: str | None, allowed: Sequence[str], param: str) -> None:
+    """Refuse a filter that is given and not one of `allowed`."""
+    if value and value not in allowed:
+        raise InvalidRequest(f"{param} must be one of {', '.join(allowed)}", param=param)
+
+
+def _time_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    """The (time, id) a newest-first list's cursor points after; None without a cursor."""
+    if not cursor:
+        return None
+    at, last_id = decode_cursor(cursor, 2)
+    return _time(at, "cursor"), str(last_id)
 
 
 # -- customers ---------------------------------------------------------------------------------
@@ -154,24 +169,20 @@ class CustomerQuery:
 
 
 def list_customers(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    clock: Clock,
     query: CustomerQuery,
     cursor: str | None = None,
     limit: int = 50,
 ) -> Page:
     """Return a page of customers matching `query`, sorted, after `cursor`."""
+    db, catalog, clock = deps.db, deps.catalog, deps.clock
     limit = _limit(limit)
     if query.sort not in queries.SORTS:
         raise InvalidRequest(f"sort must be one of {', '.join(queries.SORTS)}", param="sort")
     if query.order not in ("asc", "desc"):
         raise InvalidRequest("order must be asc or desc", param="order")
-    if query.status and query.status not in CUSTOMER_STATUSES:
-        raise InvalidRequest(
-            f"status must be one of {', '.join(CUSTOMER_STATUSES)}", param="status"
-        )
+    _one_of(query.status, CUSTOMER_STATUSES, "status")
     if query.plan and query.plan not in catalog.plans:
         raise InvalidRequest(f"no plan {query.plan!r} in the catalog", param="plan")
     if query.over_percent is not None and not 1 <= query.over_percent <= 1000:
@@ -328,12 +339,8 @@ def list_events(
     """Return stored Stripe events, newest first, filtered by status, type (a trailing `*`
     matches a prefix) and customer."""
     limit = _limit(limit)
-    if status and status not in EVENT_STATUSES:
-        raise InvalidRequest(f"status must be one of {', '.join(EVENT_STATUSES)}", param="status")
-    before = None
-    if cursor:
-        at, last_id = decode_cursor(cursor, 2)
-        before = (_time(at, "cursor"), str(last_id))
+    _one_of(status, EVENT_STATUSES, "status")
+    before = _time_cursor(cursor)
     with db.engine.connect() as connection:
         object_ids = None
         if customer_id:
@@ -349,17 +356,7 @@ def list_events(
         stripe_ids = [stripe_customer_of(row["payload"]) for row in rows]
         known = inbox.customers_by_stripe_id(connection, [sid for sid in stripe_ids if sid])
     items = [
-        StoredEvent(
-            id=row["id"],
-            type=row["type"],
-            status=row["status"],
-            attempts=row["attempts"],
-            created=row["created"],
-            received_at=row["received_at"],
-            last_error=row["last_error"],
-            next_attempt_at=row["next_attempt_at"],
-            customer=known.get(sid, sid) if sid else None,
-        )
+        _stored_event(row, known.get(sid, sid) if sid else None)
         for row, sid in zip(rows[:limit], stripe_ids[:limit], strict=True)
     ]
     next_cursor = None
@@ -385,7 +382,12 @@ def get_event(*, db: Database, event_id: str) -> EventDetail:
         row = rows[0]
         sid = stripe_customer_of(row["payload"])
         known = inbox.customers_by_stripe_id(connection, [sid] if sid else [])
-    event = StoredEvent(
+    event = _stored_event(row, known.get(sid, sid) if sid else None)
+    return EventDetail(event, orjson.loads(row["payload"]))
+
+
+def _stored_event(row: Mapping[Any, Any], customer: str | None) -> StoredEvent:
+    return StoredEvent(
         id=row["id"],
         type=row["type"],
         status=row["status"],
@@ -394,9 +396,8 @@ def get_event(*, db: Database, event_id: str) -> EventDetail:
         received_at=row["received_at"],
         last_error=row["last_error"],
         next_attempt_at=row["next_attempt_at"],
-        customer=known.get(sid, sid) if sid else None,
+        customer=customer,
     )
-    return EventDetail(event, orjson.loads(row["payload"]))
 
 
 def failed_event_ids(*, db: Database, limit: int = 500) -> list[str]:
@@ -454,14 +455,9 @@ def list_outbox(
 ) -> Page:
     """Return emails, app webhooks and usage reports to Stripe, newest first."""
     limit = _limit(limit)
-    if kind and kind not in OUTBOX_KINDS:
-        raise InvalidRequest(f"kind must be one of {', '.join(OUTBOX_KINDS)}", param="kind")
-    if status and status not in OUTBOX_STATUSES:
-        raise InvalidRequest(f"status must be one of {', '.join(OUTBOX_STATUSES)}", param="status")
-    before = None
-    if cursor:
-        at, ref = decode_cursor(cursor, 2)
-        before = (_time(at, "cursor"), str(ref))
+    _one_of(kind, OUTBOX_KINDS, "kind")
+    _one_of(status, OUTBOX_STATUSES, "status")
+    before = _time_cursor(cursor)
     with db.engine.connect() as connection:
         rows = queries.outbox_page(
             connection,
@@ -667,8 +663,9 @@ class Summary:
 MRR_STATUSES = queries.PAYING
 
 
-def summarize(*, db: Database, catalog: Catalog, clock: Clock) -> Summary:
+def summarize(deps: Deps) -> Summary:
     """Return the overview's figures, read from the mirror and Tollgate's own tables."""
+    db, catalog, clock = deps.db, deps.catalog, deps.clock
     now = clock.now()
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     with db.engine.connect() as connection:

@@ -10,9 +10,10 @@ from tollgate.clock import Clock
 from tollgate.db.queries import console as queries
 from tollgate.db.queries.changes import note_customer_changes
 from tollgate.db.unit_of_work import Database
-from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.services.customers import get_customer
+from tollgate.services.deps import Deps
+from tollgate.services.webhooks import ProcessResult, replay_stripe_event
 
 
 def record_operator_action(
@@ -40,13 +41,18 @@ def record_operator_action(
 
 
 def mark_offline(
-    *, db: Database, catalog: Catalog, clock: Clock, actor: str, customer_id: str, offline: bool
+    deps: Deps,
+    *,
+    actor: str,
+    customer_id: str,
+    offline: bool,
 ) -> None:
     """Take a customer out of Stripe billing (its plan kept by Tollgate), or back in.
 
     Offline, the customer keeps the plan it has now; Stripe is no longer asked to bill it.
     """
-    view = get_customer(db=db, catalog=catalog, customer_id=customer_id)
+    db, clock = deps.db, deps.clock
+    view = get_customer(deps, customer_id=customer_id)
     if view.offline == offline:
         return
     if not offline and not view.stripe_customer_id:
@@ -116,3 +122,17 @@ def billing_facts(*, db: Database, customer_id: str, invoices: int = 12) -> Bill
             subscriptions=queries.subscriptions_of(connection, customer_id),
             invoices=queries.invoices_of(connection, customer_id, invoices),
         )
+
+
+def replay_event(deps: Deps, *, event_id: str) -> ProcessResult:
+    """Apply a stored Stripe event again (harmless: newer state is kept); this process's
+    cached decisions of the customers it touched are dropped at once."""
+    result = replay_stripe_event(
+        db=deps.db,
+        gateway=deps.optional_stripe(),
+        event_id=event_id,
+        clock=deps.clock,
+        dunning=deps.dunning_policy,
+    )
+    deps.forget_decisions(result.customers)
+    return result

@@ -43,6 +43,7 @@ from tollgate.services.credit_ledger import (
     record,
 )
 from tollgate.services.customers import check_url, customer_view, load_customer, stripe_customer
+from tollgate.services.deps import Deps
 from tollgate.stripe.gateway import StripeGateway
 from tollgate_client.views import CheckoutSession, CreditEntryView, CreditsView
 
@@ -86,9 +87,8 @@ def check_grant(
 
 
 def grant_credits(
+    deps: Deps,
     *,
-    db: Database,
-    clock: Clock,
     customer_id: str,
     amount: int,
     reason: str,
@@ -97,6 +97,7 @@ def grant_credits(
     expires_at: datetime | None = None,
 ) -> GrantResult:
     """Grant credits to a customer (support, promotion), once per idempotency key."""
+    db, clock = deps.db, deps.clock
     now = clock.now()
     check_grant(
         amount=amount,
@@ -121,8 +122,14 @@ def grant_credits(
     return GrantResult(entry, created)
 
 
-def set_credit_allowance(*, db: Database, clock: Clock, customer_id: str, allowance: Any) -> int:
+def set_credit_allowance(
+    deps: Deps,
+    *,
+    customer_id: str,
+    allowance: Any,
+) -> int:
     """Set how far below zero the customer's credits may go; returns the allowance."""
+    db, clock = deps.db, deps.clock
     if (
         isinstance(allowance, bool)
         or not isinstance(allowance, int)
@@ -321,10 +328,8 @@ def settle_invoiced_overdraft(
 
 
 def start_credit_checkout(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
     customer_id: str,
     pack: str,
     success_url: str,
@@ -335,6 +340,7 @@ def start_credit_checkout(
 
     The credits are granted when Stripe reports the session completed and paid.
     """
+    db, catalog, gateway = deps.db, deps.catalog, deps.optional_stripe()
     chosen = catalog.credit_packs.get(pack) if isinstance(pack, str) else None
     if chosen is None:
         raise NotFound(

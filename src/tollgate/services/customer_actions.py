@@ -10,12 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from tollgate.clock import Clock
-from tollgate.config import Settings
 from tollgate.db.models import AuditLog
 from tollgate.db.unit_of_work import Database
-from tollgate.domain.catalog import Catalog
 from tollgate.services import credits, customers, subscriptions
-from tollgate.stripe.gateway import StripeGateway
+from tollgate.services.deps import Deps
 from tollgate_client.views import CheckoutSession, SubscriptionView
 
 
@@ -37,12 +35,8 @@ def record_customer_action(
 
 
 def checkout_as_customer(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    settings: Settings,
-    clock: Clock,
     customer_id: str,
     plan: str,
     interval: str,
@@ -52,10 +46,7 @@ def checkout_as_customer(
 ) -> CheckoutSession:
     """Open Checkout for a plan the customer picked on its page."""
     session = subscriptions.start_checkout(
-        db=db,
-        catalog=catalog,
-        gateway=gateway,
-        settings=settings,
+        deps,
         customer_id=customer_id,
         plan=plan,
         interval=interval,
@@ -64,111 +55,57 @@ def checkout_as_customer(
         cancel_url=cancel_url,
     )
     details = {"plan": plan, "interval": interval, "seats": seats, "session": session.session_id}
-    record_customer_action(
-        db=db, clock=clock, customer_id=customer_id, action="checkout", details=details
-    )
+    _record(deps, customer_id, "checkout", details)
     return session
 
 
 def change_plan_as_customer(
-    *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    settings: Settings,
-    clock: Clock,
-    customer_id: str,
-    plan: str,
-    interval: str,
-    seats: int | None,
+    deps: Deps, *, customer_id: str, plan: str, interval: str, seats: int | None
 ) -> SubscriptionView:
     """Change the plan, interval or seats as the customer confirmed after the preview."""
-    changed = subscriptions.change_subscription(
-        db=db,
-        catalog=catalog,
-        gateway=gateway,
-        settings=settings,
-        clock=clock,
-        customer_id=customer_id,
-        wanted=subscriptions.SubscriptionRequest(plan=plan, interval=interval, seats=seats),
-    )
-    details = {"plan": plan, "interval": interval, "seats": seats}
-    record_customer_action(
-        db=db, clock=clock, customer_id=customer_id, action="change_plan", details=details
-    )
+    wanted = subscriptions.SubscriptionRequest(plan=plan, interval=interval, seats=seats)
+    changed = subscriptions.change_subscription(deps, customer_id=customer_id, wanted=wanted)
+    _record(deps, customer_id, "change_plan", {"plan": plan, "interval": interval, "seats": seats})
     return changed
 
 
-def open_portal_as_customer(
-    *, db: Database, gateway: StripeGateway | None, clock: Clock, customer_id: str, return_url: str
-) -> str:
+def open_portal_as_customer(deps: Deps, *, customer_id: str, return_url: str) -> str:
     """Open the Customer Portal (payment methods, invoices) for the customer."""
-    url = customers.open_portal(
-        db=db, gateway=gateway, customer_id=customer_id, return_url=return_url
-    )
-    record_customer_action(db=db, clock=clock, customer_id=customer_id, action="portal", details={})
+    url = customers.open_portal(deps, customer_id=customer_id, return_url=return_url)
+    _record(deps, customer_id, "portal", {})
     return url
 
 
-def cancel_as_customer(
-    *, db: Database, catalog: Catalog, gateway: StripeGateway | None, clock: Clock, customer_id: str
-) -> SubscriptionView:
+def cancel_as_customer(deps: Deps, *, customer_id: str) -> SubscriptionView:
     """Cancel at period end, as the customer confirmed."""
-    canceled = subscriptions.cancel_subscription(
-        db=db,
-        catalog=catalog,
-        gateway=gateway,
-        clock=clock,
-        customer_id=customer_id,
-        at_period_end=True,
-    )
-    record_customer_action(
-        db=db,
-        clock=clock,
-        customer_id=customer_id,
-        action="cancel",
-        details={"at_period_end": True},
-    )
+    canceled = subscriptions.cancel_subscription(deps, customer_id=customer_id, at_period_end=True)
+    _record(deps, customer_id, "cancel", {"at_period_end": True})
     return canceled
 
 
-def resume_as_customer(
-    *, db: Database, catalog: Catalog, gateway: StripeGateway | None, clock: Clock, customer_id: str
-) -> SubscriptionView:
+def resume_as_customer(deps: Deps, *, customer_id: str) -> SubscriptionView:
     """Undo a cancel at period end."""
-    resumed = subscriptions.resume_subscription(
-        db=db, catalog=catalog, gateway=gateway, clock=clock, customer_id=customer_id
-    )
-    record_customer_action(db=db, clock=clock, customer_id=customer_id, action="resume", details={})
+    resumed = subscriptions.resume_subscription(deps, customer_id=customer_id)
+    _record(deps, customer_id, "resume", {})
     return resumed
 
 
 def buy_credits_as_customer(
-    *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    clock: Clock,
-    customer_id: str,
-    pack: str,
-    success_url: str,
-    cancel_url: str,
+    deps: Deps, *, customer_id: str, pack: str, success_url: str, cancel_url: str
 ) -> CheckoutSession:
     """Open Checkout for a credit pack."""
     session = credits.start_credit_checkout(
-        db=db,
-        catalog=catalog,
-        gateway=gateway,
+        deps,
         customer_id=customer_id,
         pack=pack,
         success_url=success_url,
         cancel_url=cancel_url,
     )
-    record_customer_action(
-        db=db,
-        clock=clock,
-        customer_id=customer_id,
-        action="buy_credits",
-        details={"pack": pack, "session": session.session_id},
-    )
+    _record(deps, customer_id, "buy_credits", {"pack": pack, "session": session.session_id})
     return session
+
+
+def _record(deps: Deps, customer_id: str, action: str, details: dict[str, Any]) -> None:
+    record_customer_action(
+        db=deps.db, clock=deps.clock, customer_id=customer_id, action=action, details=details
+    )

@@ -12,15 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from tollgate.clock import Clock
-from tollgate.config import Settings
 from tollgate.db.queries import customer_pages
 from tollgate.db.queries.discounts import discounts_by_id
 from tollgate.db.unit_of_work import Database
@@ -28,10 +25,12 @@ from tollgate.domain.catalog import Aggregation, Catalog, FeatureType
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.metering import Period
 from tollgate.domain.subscriptions import ChangeTiming, CurrentTerms, change_timing, is_live
+
+# The subscription services' own steps, so a preview reads and decides exactly as a change does.
+from tollgate.services.deps import Deps
 from tollgate.services.entitlements import load_billing_customers
 from tollgate.stripe.gateway import StripeGateway
 
-# The subscription services' own steps, so a preview reads and decides exactly as a change does.
 from tollgate.services.subscriptions import (  # isort: skip
     _current_amount,
     _item_changes,
@@ -285,10 +284,8 @@ def previous_period(period: Period) -> Period:
 
 
 def usage_history(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    clock: Clock,
     customer_id: str,
     meter: str,
     granularity: str = "day",
@@ -297,6 +294,7 @@ def usage_history(
 ) -> UsageHistory:
     """Return the customer's usage of a metered feature in buckets (default: this period):
     each bucket's sum, or its greatest value for a `max` or `last` meter."""
+    db, catalog, clock = deps.db, deps.catalog, deps.clock
     feature = catalog.features.get(meter)
     if feature is None or feature.type is not FeatureType.METERED:
         metered = ", ".join(k for k, f in catalog.features.items() if f.type is FeatureType.METERED)
@@ -341,42 +339,9 @@ def usage_history(
     return UsageHistory(customer_id, meter, granularity, first, stop, buckets)
 
 
-class _ClosedDays:
-    """Daily buckets of days that have ended, kept per process (least recently used out).
-
-    Usage can only be recorded in the open period, so a past period's days never change; a
-    day of the open period that has ended changes only if an event arrives late with an old
-    timestamp, which `period_daily_usage` notices from the period's counter.
-    """
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._entries: OrderedDict[tuple[Any, ...], list[tuple[datetime, int]]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[Any, ...]) -> list[tuple[datetime, int]] | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[Any, ...], buckets: list[tuple[datetime, int]]) -> None:
-        with self._lock:
-            self._entries[key] = buckets
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-
-CLOSED_DAYS = _ClosedDays()
-
-
 def period_daily_usage(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    clock: Clock,
     customer_id: str,
     period: Period,
     used: Mapping[str, int | None],
@@ -384,18 +349,20 @@ def period_daily_usage(
     """Return each meter's daily usage over `period` (the billing page's chart), in one
     statement for all of `used`'s meters.
 
-    The days that have ended are summed once per process; today's are summed on every call.
+    The days that have ended are summed once per process (kept in `deps.closed_days`); today's
+    are summed on every call.
     `used` holds each meter's usage in the period as its counter has it (None: not known): when
     a meter's days do not add up to it (an event arrived late for an earlier day), its ended
     days are summed again.
     """
+    db, catalog, clock = deps.db, deps.catalog, deps.clock
     first = _floor(period.start, "day")
     today = _floor(clock.now(), "day")
     split = min(max(today, first), period.end)
     meters = list(used)
     closed: dict[str, list[tuple[datetime, int]]] = {}
     for meter in meters:
-        kept = CLOSED_DAYS.get((db.url, customer_id, meter, period.start, split))
+        kept = deps.closed_days.get((customer_id, meter, period.start, split))
         if kept is not None:
             closed[meter] = kept
     missing = [meter for meter in meters if meter not in closed]
@@ -411,7 +378,7 @@ def period_daily_usage(
         summed = _days(db, catalog, customer_id, missing + stale, first, split)
         for meter, buckets in summed.items():
             closed[meter] = buckets
-            CLOSED_DAYS.put((db.url, customer_id, meter, period.start, split), buckets)
+            deps.closed_days.put((customer_id, meter, period.start, split), buckets)
     return {
         meter: UsageHistory(
             customer_id,
@@ -521,17 +488,15 @@ class ChangePreview:
 
 
 def preview_subscription_change(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    settings: Settings,
     customer_id: str,
     plan: str,
     interval: str,
     seats: int | None = None,
 ) -> ChangePreview:
     """Return what moving to `plan`/`interval`/`seats` would invoice, from Stripe's preview."""
+    db, catalog, gateway, settings = deps.db, deps.catalog, deps.optional_stripe(), deps.settings
     customer, target = _online_customer(db, catalog, gateway, customer_id)
     live = _live_subscription(target, customer.stripe_id)
     if live is not None and live.currency:

@@ -35,6 +35,7 @@ from tollgate.domain.subscriptions import (
 from tollgate.money import normalize_currency
 from tollgate.services.catalog import sync_catalog
 from tollgate.services.credit_ledger import forget_credits, grant_onboarding_credits
+from tollgate.services.deps import Deps
 from tollgate.stripe.errors import StripeFailure, StripeUnavailable
 from tollgate.stripe.gateway import StripeGateway
 from tollgate_client.views import CustomerView
@@ -175,29 +176,23 @@ def shown_plan_version(catalog: Catalog, plan: str | None, subscription: Any) ->
     return known.version if known is not None else None
 
 
-def get_customer(*, db: Database, catalog: Catalog, customer_id: str) -> CustomerView:
+def get_customer(deps: Deps, *, customer_id: str) -> CustomerView:
     """Return the customer, with its plan and status."""
-    with db.transaction() as session:
-        return customer_view(session, load_customer(session, customer_id), catalog)
+    with deps.db.transaction() as session:
+        return customer_view(session, load_customer(session, customer_id), deps.catalog)
 
 
 # -- creating --------------------------------------------------------------------------------
 
 
-def create_customer(
-    *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    settings: Settings,
-    clock: Clock,
-    new: NewCustomer,
-) -> CreatedCustomer:
+def create_customer(deps: Deps, *, new: NewCustomer) -> CreatedCustomer:
     """Create the billing customer for the app's organisation, once per id.
 
     The same request again answers the same customer (and finishes its Stripe customer if a
     Stripe failure stopped the first one); different details under the same id are a Conflict.
     """
+    db, catalog, settings, clock = deps.db, deps.catalog, deps.settings, deps.clock
+    gateway = deps.optional_stripe()
     values = _check_new_customer(new, catalog, settings, gateway)
     digest = fingerprint(values)
     created = _insert_customer(db, settings, clock, new, values, digest)
@@ -467,11 +462,8 @@ def _as_bad_input(error: StripeFailure) -> TollgateError:
 
 
 def update_customer(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    clock: Clock,
     customer_id: str,
     changes: CustomerChanges,
     idempotency_key: str | None = None,
@@ -486,23 +478,16 @@ def update_customer(
     kept = check_metadata(
         {key: value for key, value in (changes.metadata or {}).items() if key not in removed}
     )
-    with db.transaction() as session:
+    with deps.db.transaction() as session:
         row = load_customer(session, customer_id)
         metadata = None
         if changes.metadata is not None:
             stored = {k: v for k, v in (row.metadata_ or {}).items() if k != APP_ID_KEY}
             metadata = {k: v for k, v in {**stored, **kept}.items() if k not in removed}
-        stripe_id, account, offline = row.stripe_customer_id, row.stripe_account, row.offline
+        in_stripe = None if row.offline else stripe_customer(row, deps.optional_stripe())
         last_change = row.updated_at
-    if not offline:
-        if gateway is None:
-            raise ConfigError("STRIPE_SECRET_KEY: required to change a customer in Stripe")
-        if stripe_id is None:
-            raise CustomerNotInStripe(
-                f"customer {customer_id!r} has no Stripe customer yet; "
-                "repeat the POST /v1/customers that created it"
-            )
-        target = gateway.for_account(account) if account else gateway
+    if in_stripe is not None:
+        stripe_id, target = in_stripe
         stripe_name = (name or "") if "name" in changes.fields else None
         stripe_metadata = {**kept, **dict.fromkeys(removed, "")} if changes.metadata else None
         asked = {
@@ -520,7 +505,7 @@ def update_customer(
             address=address,
             metadata=stripe_metadata,
         )
-    with db.write_transaction() as session:
+    with deps.db.write_transaction() as session:
         row = load_customer(session, customer_id, lock=True)
         if email is not None:
             row.email = email
@@ -531,17 +516,16 @@ def update_customer(
         if metadata is not None:
             stamp = {APP_ID_KEY: customer_id} if not row.offline else {}
             row.metadata_ = {**metadata, **stamp}
-        row.updated_at = clock.now()
-        return customer_view(session, row, catalog)
+        row.updated_at = deps.clock.now()
+        return customer_view(session, row, deps.catalog)
 
 
 # -- the portal ------------------------------------------------------------------------------
 
 
 def open_portal(
+    deps: Deps,
     *,
-    db: Database,
-    gateway: StripeGateway | None,
     customer_id: str,
     return_url: str,
     idempotency_key: str | None = None,
@@ -553,9 +537,9 @@ def open_portal(
     the one following the catalog); None uses the account's default.
     """
     check_url(return_url, "return_url")
-    with db.transaction() as session:
+    with deps.db.transaction() as session:
         row = load_customer(session, customer_id)
-        stripe_id, target = stripe_customer(row, gateway)
+        stripe_id, target = stripe_customer(row, deps.optional_stripe())
         version = row.state_version
     key = request_id(idempotency_key, {"return_url": return_url}, version)
     return target.open_portal_session(

@@ -10,24 +10,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tollgate.clock import Clock
 from tollgate.db.queries import deals as queries
 from tollgate.db.queries.changes import note_customer_changes
 from tollgate.db.queries.plan_migrations import record_audit
 from tollgate.db.unit_of_work import Database
-from tollgate.domain.catalog import Catalog, FeatureType
+from tollgate.domain.catalog import FeatureType
 from tollgate.domain.deals import FeatureOverride, check_override
 from tollgate.domain.errors import Conflict, InvalidRequest, NotFound
 from tollgate.services.customers import load_customer
+from tollgate.services.deps import Deps
 from tollgate.services.entitlements import load_billing_customers
 from tollgate_client.views import timestamp_json
 
 
 def set_override(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    clock: Clock,
     customer_id: str,
     feature: str,
     enabled: bool | None,
@@ -36,6 +34,7 @@ def set_override(
     actor: str,
 ) -> FeatureOverride:
     """Give the customer its own grant of `feature` (replacing any), until `ends_at` if given."""
+    db, catalog, clock = deps.db, deps.catalog, deps.clock
     now = clock.now()
     value = check_override(catalog, feature, enabled=enabled, limit=limit, ends_at=ends_at, now=now)
     with db.transaction() as session:
@@ -58,9 +57,14 @@ def set_override(
 
 
 def remove_override(
-    *, db: Database, clock: Clock, customer_id: str, feature: str, actor: str
+    deps: Deps,
+    *,
+    customer_id: str,
+    feature: str,
+    actor: str,
 ) -> None:
     """Drop the customer's override of `feature`: the plan decides it again."""
+    db, clock = deps.db, deps.clock
     now = clock.now()
     with db.transaction() as session:
         load_customer(session, customer_id)
@@ -115,10 +119,8 @@ class UsageGrantView:
 
 
 def grant_usage(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    clock: Clock,
     customer_id: str,
     feature: str,
     quantity: int,
@@ -128,6 +130,7 @@ def grant_usage(
 ) -> tuple[UsageGrantView, bool]:
     """Add `quantity` included units of a metered feature for the customer's current period,
     once per `idempotency_key`; return the grant and whether it was made now."""
+    db, catalog, clock = deps.db, deps.catalog, deps.clock
     if catalog.feature(feature).type is not FeatureType.METERED:
         raise InvalidRequest(
             f"{feature} is not metered: grant usage of a metered feature", param="feature"

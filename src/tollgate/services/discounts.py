@@ -9,16 +9,13 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from tollgate.clock import Clock
 from tollgate.db.queries.discounts import discounts_by_id
 from tollgate.db.queries.plan_migrations import record_audit
-from tollgate.db.unit_of_work import Database
-from tollgate.domain.catalog import Catalog
 from tollgate.domain.coupon_sync import coupon_stripe_id
 from tollgate.domain.errors import Conflict, InvalidRequest
 from tollgate.domain.events import ENDED_STATUSES
 from tollgate.services.customers import load_customer, stripe_customer
-from tollgate.stripe.gateway import StripeGateway
+from tollgate.services.deps import Deps
 from tollgate.stripe.translate import subscription_snapshot
 from tollgate_client.views import SubscriptionDiscount
 
@@ -44,17 +41,15 @@ class DiscountView:
 
 
 def apply_discount(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    clock: Clock,
     customer_id: str,
     coupon: str | None,
     promotion_code: str | None,
     actor: str,
 ) -> DiscountView:
     """Discount the customer's live subscription by a catalog coupon or one of its codes."""
+    db, catalog, gateway, clock = deps.db, deps.catalog, deps.optional_stripe(), deps.clock
     if (coupon is None) == (promotion_code is None):
         raise InvalidRequest("give one of coupon or promotion_code", param="coupon")
     if promotion_code is not None:

@@ -39,6 +39,7 @@ from tollgate.notify.email import (
     transport_from_url,
 )
 from tollgate.notify.samples import sample_facts
+from tollgate.services.deps import Deps
 from tollgate_client.app_webhooks import SIGNATURE_HEADER, sign_app_webhook
 
 log = logging.getLogger("tollgate.outbox")
@@ -172,11 +173,8 @@ class RenderedEmail:
 
 
 def preview_email(
+    deps: Deps,
     *,
-    db: Database,
-    settings: Settings,
-    catalog: Catalog,
-    clock: Clock,
     template: str,
     customer_id: str | None = None,
     notification_id: int | None = None,
@@ -184,6 +182,7 @@ def preview_email(
     """Render `template` as the customer gets it: from the queued mail `notification_id`, else
     from its newest mail of that template, or, without one (or without a customer), from sample
     facts drawn from the catalog."""
+    db, settings, catalog, clock = deps.db, deps.settings, deps.catalog, deps.clock
     if template not in TEMPLATES:
         raise InvalidRequest(
             f"unknown email template {template!r} (templates are: {', '.join(TEMPLATES)})",

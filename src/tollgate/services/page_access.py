@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from tollgate.clock import Clock
 from tollgate.config import ConfigError, Settings
 from tollgate.db.models import AuditLog
-from tollgate.db.unit_of_work import Database
 from tollgate.domain.errors import TollgateError
 from tollgate.services.customers import load_customer
+from tollgate.services.deps import Deps
 
 # A page session lasts this long after the link or sign-in that opened it.
 PAGE_SESSION = timedelta(hours=8)
@@ -115,9 +115,13 @@ def _expiry(claims: dict[str, object], now: datetime) -> datetime:
 
 
 def open_billing_link(
-    *, db: Database, settings: Settings, clock: Clock, customer_id: str, base_url: str
+    deps: Deps,
+    *,
+    customer_id: str,
+    base_url: str,
 ) -> BillingLink:
     """Return a short-lived signed link to the customer's billing page (audited)."""
+    db, settings, clock = deps.db, deps.settings, deps.clock
     now = clock.now()
     expires_at = now + timedelta(seconds=settings.billing_session_ttl)
     with db.transaction() as session:

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tollgate.clock import Clock
 from tollgate.db.queries.plan_migrations import audit_recorded, record_audit
-from tollgate.db.unit_of_work import Database
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.subscriptions import request_id
 from tollgate.services.customers import APP_ID_KEY, load_customer, stripe_customer
+from tollgate.services.deps import Deps
 from tollgate.stripe.errors import StripeFailure, StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 
@@ -73,16 +72,15 @@ class RefundView:
 
 
 def refund_payment(
+    deps: Deps,
     *,
-    db: Database,
-    gateway: StripeGateway | None,
-    clock: Clock,
     customer_id: str,
     wanted: RefundRequest,
     idempotency_key: str | None,
     actor: str,
 ) -> tuple[RefundView, bool]:
     """Refund a customer's charge or paid invoice; returns the refund and whether it is new."""
+    db, gateway, clock = deps.db, deps.optional_stripe(), deps.clock
     _check(wanted)
     with db.transaction() as session:
         stripe_id, target = stripe_customer(load_customer(session, customer_id), gateway)

@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from tollgate.clock import Clock
 from tollgate.db.queries import usage_controls as queries
-from tollgate.db.unit_of_work import Database
-from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
+from tollgate.services.deps import Deps
 from tollgate.services.entitlements import load_billing_customers
 
 
@@ -47,10 +45,8 @@ class SpendCapView:
 
 
 def set_spend_cap(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    clock: Clock,
     customer_id: str,
     amount: Any,
     currency: Any,
@@ -58,6 +54,7 @@ def set_spend_cap(
     by_customer: bool,
 ) -> SpendCapView:
     """Set the customer's spend cap (None removes it)."""
+    db, catalog, clock = deps.db, deps.catalog, deps.clock
     if by_customer and not catalog.customer_spend_caps:
         raise NotAllowed(
             "customers may not set their own spend cap: the catalog does not say "
@@ -94,8 +91,11 @@ def set_spend_cap(
 
 
 def get_spend_cap(
-    *, db: Database, catalog: Catalog, clock: Clock, customer_id: str
+    deps: Deps,
+    *,
+    customer_id: str,
 ) -> SpendCapView:
+    db, catalog, clock = deps.db, deps.catalog, deps.clock
     with db.engine.connect() as connection:
         customer = load_billing_customers(connection, catalog, [customer_id], clock.now()).get(
             customer_id

@@ -57,6 +57,7 @@ from tollgate.services.customers import (
     shown_plan_version,
     stripe_customer,
 )
+from tollgate.services.deps import Deps
 from tollgate.services.discounts import discount_views
 from tollgate.stripe.errors import PaymentDeclined, StripeFailure, StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
@@ -113,8 +114,12 @@ class SubscriptionRequest:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def get_subscription(*, db: Database, catalog: Catalog, customer_id: str) -> SubscriptionView:
+def get_subscription(deps: Deps, *, customer_id: str) -> SubscriptionView:
     """Return the customer's subscription from the mirror (plan and status as GET shows them)."""
+    return _read_subscription(deps.db, deps.catalog, customer_id)
+
+
+def _read_subscription(db: Database, catalog: Catalog, customer_id: str) -> SubscriptionView:
     with db.transaction() as session:
         customer = load_customer(session, customer_id)
         subscription = current_subscription(session, customer_id)
@@ -267,11 +272,8 @@ def _terms_for(
 
 
 def start_checkout(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    settings: Settings,
     customer_id: str,
     plan: str,
     interval: str,
@@ -283,6 +285,7 @@ def start_checkout(
 ) -> CheckoutSession:
     """Open a Checkout Session that subscribes the customer to a plan; its completion arrives
     as webhooks (`checkout.session.completed`), which flip the customer to the plan."""
+    db, catalog, gateway, settings = deps.db, deps.catalog, deps.optional_stripe(), deps.settings
     check_url(success_url, "success_url")
     check_url(cancel_url, "cancel_url")
     chosen = find_plan(catalog, plan)
@@ -348,12 +351,8 @@ def _already_subscribed(customer_id: str, plan: str | None, status: str) -> Alre
 
 
 def change_subscription(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    settings: Settings,
-    clock: Clock,
     customer_id: str,
     wanted: SubscriptionRequest,
     idempotency_key: str | None = None,
@@ -365,6 +364,8 @@ def change_subscription(
     A free plan ends the subscription at period end (or now). An offline customer's plan is
     Tollgate's to change.
     """
+    db, catalog, gateway, settings = deps.db, deps.catalog, deps.optional_stripe(), deps.settings
+    clock = deps.clock
     chosen = find_plan(catalog, wanted.plan)
     proration = check_proration(wanted.proration, settings.immediate_proration_behavior)
     with db.transaction() as session:
@@ -372,7 +373,7 @@ def change_subscription(
     if offline:
         return _change_offline_plan(db, catalog, clock, customer_id, wanted)
     if chosen.is_free:
-        return _change_to_free(db, catalog, gateway, clock, customer_id, wanted, idempotency_key)
+        return _change_to_free(deps, catalog, customer_id, wanted, idempotency_key)
     customer, target = _online_customer(db, catalog, gateway, customer_id)
     live = _live_subscription(target, customer.stripe_id)
     if live is not None and live.currency:
@@ -753,20 +754,19 @@ def _change_offline_plan(
             row.plan = plan.id
             row.updated_at = clock.now()
             _note_change(session, customer_id, row.updated_at)
-    return get_subscription(db=db, catalog=catalog, customer_id=customer_id)
+    return _read_subscription(db, catalog, customer_id)
 
 
 def _change_to_free(
-    db: Database,
+    deps: Deps,
     catalog: Catalog,
-    gateway: StripeGateway | None,
-    clock: Clock,
     customer_id: str,
     wanted: SubscriptionRequest,
     idempotency_key: str | None,
 ) -> SubscriptionView:
     """Move to a free plan: end the paid subscription (at period end unless asked now)."""
-    customer, target = _online_customer(db, catalog, gateway, customer_id)
+    db, clock = deps.db, deps.clock
+    customer, target = _online_customer(db, catalog, deps.optional_stripe(), customer_id)
     live = _live_subscription(target, customer.stripe_id)
     with db.write_transaction() as session:
         row = load_customer(session, customer_id, lock=True)
@@ -776,12 +776,9 @@ def _change_to_free(
             row.updated_at = clock.now()
             _note_change(session, customer_id, row.updated_at)
     if live is None:
-        return get_subscription(db=db, catalog=catalog, customer_id=customer_id)
+        return _read_subscription(db, catalog, customer_id)
     return cancel_subscription(
-        db=db,
-        catalog=catalog,
-        gateway=gateway,
-        clock=clock,
+        deps,
         customer_id=customer_id,
         at_period_end=wanted.at_period_end is not False,
         idempotency_key=idempotency_key,
@@ -792,11 +789,8 @@ def _change_to_free(
 
 
 def cancel_subscription(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    clock: Clock,
     customer_id: str,
     at_period_end: bool,
     idempotency_key: str | None = None,
@@ -806,6 +800,7 @@ def cancel_subscription(
     Afterwards the customer is on the catalog's default plan. An offline customer goes back to
     the default plan at once.
     """
+    db, catalog, gateway, clock = deps.db, deps.catalog, deps.optional_stripe(), deps.clock
     with db.transaction() as session:
         offline = load_customer(session, customer_id).offline
     if offline:
@@ -815,7 +810,7 @@ def cancel_subscription(
                 row.plan = None
                 row.updated_at = clock.now()
                 _note_change(session, customer_id, row.updated_at)
-        return get_subscription(db=db, catalog=catalog, customer_id=customer_id)
+        return _read_subscription(db, catalog, customer_id)
     customer, target = _online_customer(db, catalog, gateway, customer_id)
     live = _live_subscription(target, customer.stripe_id)
     if live is None:
@@ -843,16 +838,11 @@ def cancel_subscription(
 
 
 def resume_subscription(
-    *,
-    db: Database,
-    catalog: Catalog,
-    gateway: StripeGateway | None,
-    clock: Clock,
-    customer_id: str,
-    idempotency_key: str | None = None,
+    deps: Deps, *, customer_id: str, idempotency_key: str | None = None
 ) -> SubscriptionView:
     """Undo a cancel at period end before the period ends (nothing to undo: nothing changes)."""
-    customer, target = _online_customer(db, catalog, gateway, customer_id)
+    db, clock = deps.db, deps.clock
+    customer, target = _online_customer(db, deps.catalog, deps.optional_stripe(), customer_id)
     live = _live_subscription(target, customer.stripe_id)
     if live is None:
         raise NotFound(

@@ -27,6 +27,7 @@ from tollgate.domain.credits import PURCHASE
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.money import format_minor
 from tollgate.services import credit_ledger, outbox
+from tollgate.services.deps import Deps
 from tollgate.stripe.errors import StripeFailure, StripeUnavailable
 from tollgate.stripe.gateway import StripeGateway
 
@@ -69,9 +70,14 @@ def after_burn(connection: Connection, *, customer_id: str, burned: int, now: da
 
 
 def set_auto_topup(
-    *, db: Database, catalog: Catalog, clock: Clock, customer_id: str, below: Any, pack: Any
+    deps: Deps,
+    *,
+    customer_id: str,
+    below: Any,
+    pack: Any,
 ) -> AutoTopupView:
     """Set (or, with `below` None, remove) the customer's auto top-up."""
+    db, catalog, clock = deps.db, deps.catalog, deps.clock
     with db.write_connection() as connection:
         found = connection.execute(
             select(CUSTOMERS.c.id).where(CUSTOMERS.c.id == customer_id)

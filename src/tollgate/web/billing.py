@@ -150,9 +150,7 @@ def _failed(request: Request, app: Container, error: TollgateError) -> Response:
 
 def usage_controls_of(app: Container, customer_id: str) -> usage_controls.UsageControls:
     """The customer's spend cap and alerts (the page's `_usage_controls.html`)."""
-    return usage_controls.usage_controls(
-        db=app.db, catalog=app.catalog, clock=app.clock, customer_id=customer_id
-    )
+    return usage_controls.usage_controls(app, customer_id=customer_id)
 
 
 # -- getting in ----------------------------------------------------------------------------
@@ -296,10 +294,7 @@ async def preview_change(request: Request) -> Response:
         chosen = app.catalog.plans.get(plan)
         if chosen is not None and chosen.is_free:
             current = await run_in_threadpool(
-                subscriptions.get_subscription,
-                db=app.db,
-                catalog=app.catalog,
-                customer_id=session.customer_id,
+                subscriptions.get_subscription, app, customer_id=session.customer_id
             )
             return _render(
                 request,
@@ -313,10 +308,7 @@ async def preview_change(request: Request) -> Response:
             )
         preview = await run_in_threadpool(
             customer_billing.preview_subscription_change,
-            db=app.db,
-            catalog=app.catalog,
-            gateway=app.optional_stripe(),
-            settings=app.settings,
+            app,
             customer_id=session.customer_id,
             plan=plan,
             interval=interval or "month",
@@ -343,11 +335,7 @@ async def confirm_change(request: Request) -> Response:
     async def run(app: Container, session: PageSession, form: FormData) -> Response:
         changed = await run_in_threadpool(
             customer_actions.change_plan_as_customer,
-            db=app.db,
-            catalog=app.catalog,
-            gateway=app.optional_stripe(),
-            settings=app.settings,
-            clock=app.clock,
+            app,
             customer_id=session.customer_id,
             plan=_text(form, "plan"),
             interval=_text(form, "interval") or "month",
@@ -368,11 +356,7 @@ async def go_to_checkout(request: Request) -> Response:
         base = _base(request, app)
         checkout = await run_in_threadpool(
             customer_actions.checkout_as_customer,
-            db=app.db,
-            catalog=app.catalog,
-            gateway=app.optional_stripe(),
-            settings=app.settings,
-            clock=app.clock,
+            app,
             customer_id=session.customer_id,
             plan=_text(form, "plan"),
             interval=_text(form, "interval") or "month",
@@ -392,9 +376,7 @@ async def go_to_portal(request: Request) -> Response:
     async def run(app: Container, session: PageSession, form: FormData) -> Response:
         url = await run_in_threadpool(
             customer_actions.open_portal_as_customer,
-            db=app.db,
-            gateway=app.optional_stripe(),
-            clock=app.clock,
+            app,
             customer_id=session.customer_id,
             return_url=f"{_base(request, app)}/billing?done=portal",
         )
@@ -427,10 +409,7 @@ async def _run_use_case(
     async def run(app: Container, session: PageSession, form: FormData) -> Response:
         await run_in_threadpool(
             use_case,
-            db=app.db,
-            catalog=app.catalog,
-            gateway=app.optional_stripe(),
-            clock=app.clock,
+            app,
             customer_id=session.customer_id,
             **(arguments(app, session, form) if arguments else {}),
         )
@@ -448,10 +427,7 @@ async def buy_credits(request: Request) -> Response:
         base = _base(request, app)
         checkout = await run_in_threadpool(
             customer_actions.buy_credits_as_customer,
-            db=app.db,
-            catalog=app.catalog,
-            gateway=app.optional_stripe(),
-            clock=app.clock,
+            app,
             customer_id=session.customer_id,
             pack=_text(form, "pack"),
             success_url=f"{base}/billing?done=credits",
@@ -471,7 +447,6 @@ async def change_addon(request: Request) -> Response:
         if not raw.isdigit() or int(raw) > 10_000:
             raise InvalidRequest("quantity must be a whole number from 0", param="quantity")
         return {
-            "settings": app.settings,
             "addon_id": _text(form, "addon"),
             "quantity": int(raw),
             "actor": f"customer:{session.customer_id}",
@@ -493,9 +468,7 @@ def _pricing(request: Request, fragment: bool) -> Response:
     current = None
     if session is not None:
         try:
-            current = subscriptions.get_subscription(
-                db=app.db, catalog=app.catalog, customer_id=session.customer_id
-            )
+            current = subscriptions.get_subscription(app, customer_id=session.customer_id)
         except NotFound:
             session = None
     table = pricing_table(

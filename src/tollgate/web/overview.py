@@ -101,13 +101,9 @@ def billing_overview(app: Container, customer_id: str) -> Overview:
     """Return everything the billing page shows of one customer."""
     catalog = app.catalog
     now = app.clock.now()
-    customer = customers.get_customer(db=app.db, catalog=catalog, customer_id=customer_id)
-    subscription = subscriptions.get_subscription(
-        db=app.db, catalog=catalog, customer_id=customer_id
-    )
-    used = usage.get_usage(
-        db=app.db, catalog=catalog, clock=app.clock, customer_id=customer_id, grace=app.grace
-    )
+    customer = customers.get_customer(app, customer_id=customer_id)
+    subscription = subscriptions.get_subscription(app, customer_id=customer_id)
+    used = usage.get_usage(app, customer_id=customer_id)
     name = plan_name(catalog, subscription.plan)
     words = status_words(
         status=subscription.status,
@@ -129,20 +125,13 @@ def billing_overview(app: Container, customer_id: str) -> Overview:
         if meter.included or meter.used or meter.limit != 0
     ]
     current = customer_billing.period_daily_usage(
-        db=app.db,
-        catalog=catalog,
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         period=used.period,
         used={meter.meter: meter.used for meter in shown},
     )
     before = customer_billing.period_daily_usage(
-        db=app.db,
-        catalog=catalog,
-        clock=app.clock,
-        customer_id=customer_id,
-        period=previous,
-        used={meter.meter: None for meter in shown},
+        app, customer_id=customer_id, period=previous, used={meter.meter: None for meter in shown}
     )
     for meter in shown:
         history = {"current": current[meter.meter], "previous": before[meter.meter]}
@@ -220,8 +209,7 @@ def billing_overview(app: Container, customer_id: str) -> Overview:
             if discount.end is None or discount.end > now  # a repeating coupon that ended
         ),
         addons=tuple(
-            _addon_line(catalog, offer)
-            for offer in list_addons(db=app.db, catalog=catalog, customer_id=customer_id)
+            _addon_line(catalog, offer) for offer in list_addons(app, customer_id=customer_id)
         ),
         transfers=get_bank_transfers(db=app.db, customer_id=customer_id),
     )

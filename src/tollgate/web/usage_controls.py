@@ -27,14 +27,11 @@ async def change_usage_controls(request: Request, change: str) -> Response:
     async def run(app: Container, session: PageSession, form: FormData) -> Response:
         await run_in_threadpool(
             controls.change_from_page,
-            db=app.db,
-            catalog=app.catalog,
-            clock=app.clock,
+            app,
             customer_id=session.customer_id,
             change=change,
             fields={name: _text(form, name) for name in form},
             actor=None,
-            grace=app.grace,
         )
         app.forget_decisions([session.customer_id])
         # The notice, and the controls' card in view.

@@ -13,8 +13,7 @@ from fastapi import APIRouter, Depends, Query
 
 from tollgate.api.deps import container, read_scope, write_scope
 from tollgate.bootstrap import Container
-from tollgate.services import console
-from tollgate.services.webhooks import replay_stripe_event
+from tollgate.services import console, console_actions
 
 router = APIRouter(prefix="/v1", tags=["console"])
 Cursor = Query(None, description="`next_cursor` of the previous page.")
@@ -60,9 +59,7 @@ def list_customers(
         sort=sort,
         order=order,
     )
-    page = console.list_customers(
-        db=app.db, catalog=app.catalog, clock=app.clock, query=query, cursor=cursor, limit=limit
-    )
+    page = console.list_customers(app, query=query, cursor=cursor, limit=limit)
     return page.to_json()
 
 
@@ -85,7 +82,7 @@ def summary(app: Container = Depends(container)) -> dict[str, Any]:
     """The overview's figures: MRR and ARR by plan and currency (annual prices over 12, minor
     units), customers by status, trials ending this week, new and churned this month, failed
     payments, open disputes, webhook failures, usage sync lag, the last reconciliation."""
-    return console.summarize(db=app.db, catalog=app.catalog, clock=app.clock).to_json()
+    return console.summarize(app).to_json()
 
 
 @router.get("/events", dependencies=[Depends(read_scope)])
@@ -114,14 +111,7 @@ def get_event(event_id: str, app: Container = Depends(container)) -> dict[str, A
 def replay_event(event_id: str, app: Container = Depends(container)) -> dict[str, Any]:
     """Apply a stored event again (harmless if applied before: newer state is kept)."""
     console.get_event(db=app.db, event_id=event_id)  # 404 for an unknown id
-    result = replay_stripe_event(
-        db=app.db,
-        gateway=app.optional_stripe(),
-        event_id=event_id,
-        clock=app.clock,
-        dunning=app.dunning_policy,
-    )
-    app.forget_decisions(result.customers)
+    result = console_actions.replay_event(app, event_id=event_id)
     detail = console.get_event(db=app.db, event_id=event_id)
     return {**detail.event.to_json(), "outcome": result.outcome, "error": result.error}
 

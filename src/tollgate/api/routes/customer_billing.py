@@ -72,9 +72,7 @@ async def get_usage_history(
     billing period), every bucket present (0 when nothing was recorded)."""
     history = await run_in_threadpool(
         customer_billing.usage_history,
-        db=app.db,
-        catalog=app.catalog,
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         meter=meter,
         granularity=granularity,
@@ -93,13 +91,6 @@ def post_subscription_preview(
     subscription), `due_now`, `proration`, `next_invoice` and its date, `renewal` (the new
     price per period), and the preview's `lines`."""
     preview = customer_billing.preview_subscription_change(
-        db=app.db,
-        catalog=app.catalog,
-        gateway=app.optional_stripe(),
-        settings=app.settings,
-        customer_id=customer_id,
-        plan=body.plan,
-        interval=body.interval,
-        seats=body.seats,
+        app, customer_id=customer_id, plan=body.plan, interval=body.interval, seats=body.seats
     )
     return preview.to_json()

@@ -54,9 +54,7 @@ def put_override(
 ) -> dict[str, Any]:
     """Set the customer's own grant of a feature; entitlements follow at once."""
     value = set_override(
-        db=app.db,
-        catalog=app.catalog,
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         feature=feature,
         enabled=body.enabled,
@@ -76,13 +74,7 @@ def delete_override(
     principal: Principal = Depends(write_scope),
 ) -> Response:
     """Drop the override: the plan decides the feature again."""
-    remove_override(
-        db=app.db,
-        clock=app.clock,
-        customer_id=customer_id,
-        feature=feature,
-        actor=f"api:{principal.name}",
-    )
+    remove_override(app, customer_id=customer_id, feature=feature, actor=f"api:{principal.name}")
     app.forget_decisions([customer_id])
     return Response(status_code=204)
 
@@ -96,9 +88,7 @@ def post_usage_grant(
 ) -> JSONResponse:
     """Give included usage for this period (201; the same key again answers 200)."""
     grant, created = grant_usage(
-        db=app.db,
-        catalog=app.catalog,
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         feature=body.feature,
         quantity=body.quantity,
@@ -126,10 +116,7 @@ def post_discount(
 ) -> JSONResponse:
     """Discount the customer's live subscription (201): the next invoices show it."""
     given = apply_discount(
-        db=app.db,
-        catalog=app.catalog,
-        gateway=app.optional_stripe(),
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         coupon=body.coupon,
         promotion_code=body.promotion_code,
@@ -147,7 +134,7 @@ class AddOnPut(RequestBody):
 @router.get("/{customer_id}/addons", dependencies=[Depends(read_scope)])
 def get_addons(customer_id: str, app: Container = Depends(container)) -> dict[str, Any]:
     """The add-ons the customer's plan allows, each with its price and the units held."""
-    offers = list_addons(db=app.db, catalog=app.catalog, customer_id=customer_id)
+    offers = list_addons(app, customer_id=customer_id)
     return {"data": [offer.to_json() for offer in offers]}
 
 
@@ -161,11 +148,7 @@ def put_addon(
 ) -> dict[str, Any]:
     """Buy (or change, or remove) an add-on: its own item on the live subscription."""
     return set_addon(
-        db=app.db,
-        catalog=app.catalog,
-        gateway=app.optional_stripe(),
-        settings=app.settings,
-        clock=app.clock,
+        app,
         customer_id=customer_id,
         addon_id=addon,
         quantity=body.quantity,

@@ -13,12 +13,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
-from tollgate.clock import Clock
 from tollgate.db.queries import usage_controls as queries
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, FeatureType
@@ -27,6 +26,7 @@ from tollgate.domain.metering import ALERT_KINDS, alert_units
 from tollgate.domain.wording import UnitName
 from tollgate.money import format_minor
 from tollgate.services import outbox
+from tollgate.services.deps import Deps
 from tollgate.services.entitlements import load_billing_customers, period_usage
 from tollgate.services.usage.counters import Tally, granted
 
@@ -128,18 +128,16 @@ def _facts(catalog: Catalog, row: Any, tally: Tally, mark: int) -> dict[str, Any
 
 
 def create_alert(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    clock: Clock,
     customer_id: str,
     feature: str,
     kind: str,
     threshold: Any,
     alert_id: str | None,
-    grace: timedelta = timedelta(days=7),
 ) -> AlertView:
     """Set an alert; it fires at once when usage is past it already."""
+    db, catalog, clock, grace = deps.db, deps.catalog, deps.clock, deps.grace
     known = catalog.features.get(feature)
     if known is None or known.type is not FeatureType.METERED:
         raise InvalidRequest(f"unknown metered feature {feature!r}", param="feature")

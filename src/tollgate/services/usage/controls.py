@@ -11,17 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from tollgate.clock import Clock
-from tollgate.db.unit_of_work import Database
-from tollgate.domain.catalog import Catalog, Feature, FeatureType
+from tollgate.domain.catalog import Feature, FeatureType
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.money import currency_exponent, format_minor, to_minor_int
 from tollgate.services.console_actions import record_operator_action
 from tollgate.services.customer_actions import record_customer_action
+from tollgate.services.deps import Deps
 from tollgate.services.spend_caps import SpendCapView, get_spend_cap, set_spend_cap
 from tollgate.services.usage.alerts import AlertView, create_alert, delete_alert, list_alerts
 
@@ -56,17 +54,20 @@ class UsageControls:
 
 
 def usage_controls(
-    *, db: Database, catalog: Catalog, clock: Clock, customer_id: str
+    deps: Deps,
+    *,
+    customer_id: str,
 ) -> UsageControls:
     """Return the customer's spend cap and alerts, in the words the pages use."""
-    cap = get_spend_cap(db=db, catalog=catalog, clock=clock, customer_id=customer_id)
+    catalog = deps.catalog
+    cap = get_spend_cap(deps, customer_id=customer_id)
     metered = {
         feature_id: feature
         for feature_id, feature in catalog.features.items()
         if feature.type is FeatureType.METERED
     }
     lines = []
-    for alert in list_alerts(db=db, customer_id=customer_id):
+    for alert in list_alerts(db=deps.db, customer_id=customer_id):
         feature = metered.get(alert.feature)
         name = feature.name if feature else alert.feature
         lines.append(AlertLine(alert, name, alert_text(alert, cap.currency, feature)))
@@ -121,112 +122,97 @@ def threshold_from_form(kind: str, text: str, currency: str) -> int:
 
 
 def set_cap_from_page(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    clock: Clock,
     customer_id: str,
     amount_text: str,
     actor: str | None,
 ) -> SpendCapView:
     """Set (or, with an empty amount, remove) the cap from a page: as the customer when
     `actor` is None (where the catalog allows), else as that operator; audited either way."""
-    currency = get_spend_cap(db=db, catalog=catalog, clock=clock, customer_id=customer_id).currency
+    currency = get_spend_cap(deps, customer_id=customer_id).currency
     amount = amount_from_form(amount_text, currency, param="amount")
     view = set_spend_cap(
-        db=db,
-        catalog=catalog,
-        clock=clock,
+        deps,
         customer_id=customer_id,
         amount=amount,
         currency=None,
         actor=actor or "customer",
         by_customer=actor is None,
     )
-    _audit(db, clock, customer_id, actor, "set_spend_cap", {"amount_minor": amount})
+    _audit(deps, customer_id, actor, "set_spend_cap", {"amount_minor": amount})
     return view
 
 
 def add_alert_from_page(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    clock: Clock,
     customer_id: str,
     feature: str,
     kind: str,
     threshold_text: str,
     actor: str | None,
-    grace: timedelta = timedelta(days=7),
 ) -> AlertView:
     """Add an alert from a page (as the customer when `actor` is None); audited."""
     if kind not in ALERT_KIND_WORDS:
         raise InvalidRequest("choose what the alert watches", param="kind")
-    currency = get_spend_cap(db=db, catalog=catalog, clock=clock, customer_id=customer_id).currency
+    currency = get_spend_cap(deps, customer_id=customer_id).currency
     threshold = threshold_from_form(kind, threshold_text, currency)
     view = create_alert(
-        db=db,
-        catalog=catalog,
-        clock=clock,
+        deps,
         customer_id=customer_id,
         feature=feature,
         kind=kind,
         threshold=threshold,
         alert_id=None,
-        grace=grace,
     )
     details = {"alert": view.id, "feature": feature, "kind": kind, "threshold": threshold}
-    _audit(db, clock, customer_id, actor, "add_usage_alert", details)
+    _audit(deps, customer_id, actor, "add_usage_alert", details)
     return view
 
 
 def remove_alert_from_page(
-    *, db: Database, clock: Clock, customer_id: str, alert_id: str, actor: str | None
+    deps: Deps,
+    *,
+    customer_id: str,
+    alert_id: str,
+    actor: str | None,
 ) -> None:
     """Remove one of the customer's alerts from a page (as the customer when `actor` is None);
     audited."""
-    delete_alert(db=db, customer_id=customer_id, alert_id=alert_id)
-    _audit(db, clock, customer_id, actor, "remove_usage_alert", {"alert": alert_id})
+    delete_alert(db=deps.db, customer_id=customer_id, alert_id=alert_id)
+    _audit(deps, customer_id, actor, "remove_usage_alert", {"alert": alert_id})
 
 
 def change_from_page(
+    deps: Deps,
     *,
-    db: Database,
-    catalog: Catalog,
-    clock: Clock,
     customer_id: str,
     change: str,
     fields: Mapping[str, str],
     actor: str | None,
-    grace: timedelta = timedelta(days=7),
 ) -> None:
     """Apply one of the pages' forms (`change`: spend-cap, add-alert or remove-alert; its
     `fields` as posted), as the customer when `actor` is None, else as that operator."""
     if change == "spend-cap":
         set_cap_from_page(
-            db=db,
-            catalog=catalog,
-            clock=clock,
+            deps,
             customer_id=customer_id,
             amount_text=fields.get("amount", ""),
             actor=actor,
         )
     elif change == "add-alert":
         add_alert_from_page(
-            db=db,
-            catalog=catalog,
-            clock=clock,
+            deps,
             customer_id=customer_id,
             feature=fields.get("feature", ""),
             kind=fields.get("kind", ""),
             threshold_text=fields.get("threshold", ""),
             actor=actor,
-            grace=grace,
         )
     elif change == "remove-alert":
         remove_alert_from_page(
-            db=db,
-            clock=clock,
+            deps,
             customer_id=customer_id,
             alert_id=fields.get("alert", ""),
             actor=actor,
@@ -236,8 +222,7 @@ def change_from_page(
 
 
 def _audit(
-    db: Database,
-    clock: Clock,
+    deps: Deps,
     customer_id: str,
     actor: str | None,
     action: str,
@@ -245,9 +230,14 @@ def _audit(
 ) -> None:
     if actor is None:
         record_customer_action(
-            db=db, clock=clock, customer_id=customer_id, action=action, details=details
+            db=deps.db, clock=deps.clock, customer_id=customer_id, action=action, details=details
         )
         return
     record_operator_action(
-        db=db, clock=clock, actor=actor, customer_id=customer_id, action=action, details=details
+        db=deps.db,
+        clock=deps.clock,
+        actor=actor,
+        customer_id=customer_id,
+        action=action,
+        details=details,
     )

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from tollgate.clock import Clock
-from tollgate.db.unit_of_work import Database
-from tollgate.domain.catalog import Catalog, FeatureType
+from tollgate.domain.catalog import FeatureType
 from tollgate.domain.errors import NotFound
 from tollgate.domain.metering import Period, overage_minor, overage_units, percent_used
 from tollgate.money import Money
+from tollgate.services.deps import Deps
 from tollgate.services.entitlements import load_billing_customers, period_position
 from tollgate.services.usage.counters import granted
 
@@ -75,9 +73,12 @@ class CustomerUsage:
 
 
 def get_usage(
-    *, db: Database, catalog: Catalog, clock: Clock, customer_id: str, grace: timedelta
+    deps: Deps,
+    *,
+    customer_id: str,
 ) -> CustomerUsage:
     """Return the customer's usage this period per meter."""
+    db, catalog, clock, grace = deps.db, deps.catalog, deps.clock, deps.grace
     now = clock.now()
     with db.engine.connect() as connection:
         customer = load_billing_customers(connection, catalog, [customer_id], now).get(customer_id)
