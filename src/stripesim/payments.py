@@ -14,6 +14,7 @@ from stripesim import balances, bank_accounts, cards, cash_balances, debits, obj
 from stripesim.currency import format_amount
 from stripesim.errors import StripeError, resource_missing
 from stripesim.lists import render
+from stripesim.payment_settings import incompatible_method_error
 from stripesim.registry import Ctx
 from stripesim.state import new_id, snapshot
 
@@ -660,14 +661,23 @@ def collect_payment(
     off_session: bool = True,
     application_fee_amount: int | None = None,
     verification: str | None = None,
+    payment_method_types: list[str] | None = None,
 ) -> PaymentOutcome:
     """Create and confirm a PaymentIntent for `amount`; declines come back as a failed outcome.
 
+    With `payment_method_types` (an invoice's `payment_settings`) a payer of another type is
+    not charged: the PaymentIntent waits for a method that may pay (`requires_payment_method`).
     `verification` is the invoice's `us_bank_account` verification method (`microdeposits`:
-    an unverified bank account waits for them)."""
+    an unverified bank account waits for them).
+    """
     now = ctx.now_for_customer(customer_id)
+    refused = None
     if payment_method_id:
-        payment_method_id = str(payment_method_for(ctx, payment_method_id)["id"])
+        pm = payment_method_for(ctx, payment_method_id)
+        payment_method_id = str(pm["id"])
+        if payment_method_types and pm.get("type") not in payment_method_types:
+            refused = incompatible_method_error(str(pm.get("type")), payment_method_types)
+            payment_method_id = None
     pi = new_payment_intent(
         ctx,
         amount=amount,
@@ -682,6 +692,12 @@ def collect_payment(
     )
     if verification:
         pi["_verification"] = verification
+    if payment_method_types:
+        pi["payment_method_types"] = list(payment_method_types)
+    if refused is not None:
+        pi["status"] = "requires_payment_method"
+        pi["last_payment_error"] = refused.body()["error"]
+        return PaymentOutcome("failed", pi, None, refused)
     return attempt(ctx, pi, now=now, off_session=off_session, billing=True)
 
 

@@ -242,8 +242,8 @@ def test_unknown_catalog_currency_is_reported() -> None:
         (
             lambda d: d["plans"]["pro"].update(trail_days=7),
             "plans.pro.trail_days: unknown key 'trail_days' (expected one of: credits, custom, "
-            "features, invoice, name, on_start_credits, prices, reduced_access, seats, "
-            "trial_days); did you mean 'trial_days'?",
+            "features, invoice, name, on_start_credits, payment_methods, prices, reduced_access, "
+            "seats, trial_days); did you mean 'trial_days'?",
         ),
         (
             lambda d: d["plans"]["pro"]["prices"][0].update(amout="1"),
@@ -831,3 +831,57 @@ def test_yaml_anchors_and_merge_keys_may_share_plan_settings(tmp_path: Path) -> 
     )
     hobby = load_catalog_file(path).plan("hobby")
     assert (hobby.name, hobby.feature("runs").included) == ("Hobby", 10)
+
+
+# -- payment methods per plan (issue 21) -------------------------------------------------------
+
+
+def test_a_plan_names_the_methods_it_accepts_and_its_card_limit_per_currency() -> None:
+    data = example_data()
+    data["plans"]["pro"]["payment_methods"] = {
+        "accept": ["card", "us_bank_account"],
+        "card_limit": {"USD": 20000},
+    }
+    catalog = parse_catalog(data)
+    methods = catalog.plans["pro"].payment_methods
+    assert methods is not None
+    assert (methods.accept, dict(methods.card_limit)) == (
+        ("card", "us_bank_account"),
+        {"usd": 20000},
+    )
+    assert catalog.plans["team"].payment_methods is None  # any method, TOLLGATE_CARD_LIMITS
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"accept": ["card", "ach"]}, "plans.pro.payment_methods.accept[1]: 'ach' is not one of"),
+        ({"accept": ["card", "card"]}, "plans.pro.payment_methods.accept[1]: card is listed twice"),
+        ({"accept": []}, "plans.pro.payment_methods.accept: must be a list of one or more"),
+        ({"acept": ["card"]}, "plans.pro.payment_methods.acept: unknown key 'acept'"),
+        (
+            {"accept": ["us_bank_account"], "card_limit": {"usd": 100}},
+            "plans.pro.payment_methods.card_limit: a card limit needs card in accept",
+        ),
+        ({"card_limit": {"usd": -1}}, "plans.pro.payment_methods.card_limit.usd: must be a whole"),
+        ({"card_limit": {"usd": "100.00"}}, "plans.pro.payment_methods.card_limit.usd: must be a"),
+        (
+            {"card_limit": {"eur": 100}},
+            "plans.pro.payment_methods.card_limit.eur: the plan has no price in eur; "
+            "it is priced in usd",
+        ),
+        ({"card_limit": {"dollars": 100}}, "plans.pro.payment_methods.card_limit.dollars:"),
+    ],
+)
+def test_a_bad_payment_methods_entry_is_refused_by_its_path(
+    entry: dict[str, Any], problem: str
+) -> None:
+    problems = problems_after(lambda d: d["plans"]["pro"].update({"payment_methods": entry}))
+    assert any(text.startswith(problem) for text in problems), problems
+
+
+def test_a_free_plan_takes_no_payment_methods() -> None:
+    problems = problems_after(
+        lambda d: d["plans"]["free"].update({"payment_methods": {"accept": ["card"]}})
+    )
+    assert problems == ["plans.free.payment_methods: a free plan (no prices) takes no payments"]

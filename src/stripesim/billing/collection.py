@@ -14,6 +14,7 @@ from stripesim.billing.invoices import compute_totals, line_invoice_item
 from stripesim.billing.items import apply_item_changes, emit_updated
 from stripesim.billing.periods import DAY
 from stripesim.errors import StripeError
+from stripesim.payment_settings import method_types_of, read_method_types
 from stripesim.payments import (
     PaymentOutcome,
     collect_payment,
@@ -31,8 +32,6 @@ _ATTEMPT_DESCRIPTIONS = {
 }
 
 
-# The payment method types an invoice or subscription may name (those the simulator can move).
-PAYMENT_METHOD_TYPES = ("card", "us_bank_account", cash_balances.METHOD)
 _VERIFICATION_METHODS = ("automatic", "instant", "microdeposits")
 
 
@@ -43,15 +42,9 @@ def read_payment_settings(params: dict[str, Any], current: dict[str, Any]) -> di
         return current
     settings_ = dict(current)
     if "payment_method_types" in given:
-        types = given["payment_method_types"] or None
-        for index, kind in enumerate(types or []):
-            if kind not in PAYMENT_METHOD_TYPES:
-                raise StripeError(
-                    f"Invalid payment_settings[payment_method_types][{index}]: stripesim "
-                    f"supports {', '.join(PAYMENT_METHOD_TYPES)}, not '{kind}'.",
-                    param=f"payment_settings[payment_method_types][{index}]",
-                )
-        settings_["payment_method_types"] = list(types) if types else None
+        settings_["payment_method_types"] = read_method_types(
+            given["payment_method_types"], "payment_settings[payment_method_types]"
+        )
     options = given.get("payment_method_options")
     if isinstance(options, dict):
         kept = dict(settings_.get("payment_method_options") or {})
@@ -268,6 +261,7 @@ def charge_invoice(
         verification=debits.verification_of(
             (invoice.get("payment_settings") or {}).get("payment_method_options")
         ),
+        payment_method_types=method_types_of(invoice, sub),
     )
 
 

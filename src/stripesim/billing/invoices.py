@@ -13,6 +13,7 @@ from stripesim.billing.prices import current_price, exact_amount, is_metered, pr
 from stripesim.catalog import inline_price
 from stripesim.lists import update_metadata
 from stripesim.metering import usage_total
+from stripesim.payment_settings import method_types_of
 from stripesim.registry import Ctx
 from stripesim.state import new_id, snapshot
 from stripesim.tax import automatic_rates
@@ -93,9 +94,7 @@ def new_invoice(
             "payment_method_options": snapshot(
                 (subscription or {}).get("payment_settings", {}).get("payment_method_options")
             ),
-            "payment_method_types": snapshot(
-                (subscription or {}).get("payment_settings", {}).get("payment_method_types")
-            ),
+            "payment_method_types": method_types_of({}, subscription),
         },
         period_end=period[1] if period else now,
         period_start=period[0] if period else now,

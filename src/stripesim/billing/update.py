@@ -349,7 +349,12 @@ def _pending_update(
     if outcome.status == "succeeded":
         mark_paid(ctx, invoice, now, outcome.payment_intent)
         return sub
+    if outcome.payment_intent is not None:
+        # Its page offers the payment's challenge while it waits for the card holder.
+        invoice["_payment_intents"].append(outcome.payment_intent["id"])
     ctx.emit("invoice.payment_failed", invoice, created=now)
+    if outcome.status == "requires_action" and not strict:
+        ctx.emit("invoice.payment_action_required", invoice, created=now)
     if strict:
         _undo_pending_invoice(ctx, sub, invoice, before, now)
         raise outcome.error or StripeError(

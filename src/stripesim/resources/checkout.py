@@ -20,6 +20,7 @@ from stripesim.pages import (
     message_page,
     render_page,
 )
+from stripesim.payment_settings import read_method_types
 from stripesim.registry import Ctx, page, route
 from stripesim.resources.customers import create_customer
 from stripesim.resources.payment_methods import confirm_setup_intent, new_setup_intent
@@ -221,6 +222,23 @@ def apply_promotion_code(ctx: Ctx, session: dict[str, Any], code: str) -> None:
         raise CheckoutDeclined(refused) from None
 
 
+# How the hosted page names the payment method types it lists.
+METHOD_NAMES = {
+    "card": "a card",
+    "us_bank_account": "a US bank account (ACH Direct Debit)",
+    "customer_balance": "a bank transfer",
+}
+
+
+def _takes_cards(session: dict[str, Any]) -> bool:
+    """Return whether the session accepts cards (`payment_method_types`)."""
+    return "card" in (session.get("payment_method_types") or ["card"])
+
+
+def _other_methods(session: dict[str, Any]) -> list[str]:
+    return [kind for kind in session.get("payment_method_types") or [] if kind != "card"]
+
+
 def _needs_card(session: dict[str, Any]) -> bool:
     return not (
         session.get("payment_method_collection") == "if_required" and _due_now(session) == 0
@@ -288,6 +306,9 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
             param="invoice_creation[enabled]",
         )
     automatic_tax = as_bool(params.get("automatic_tax") or {}, "enabled", False)
+    method_types = read_method_types(
+        params.get("allowed_payment_method_types"), "allowed_payment_method_types"
+    )
     session_id = "cs_test_" + new_id("x", 58)[2:]
     email = params.get("customer_email") or (customer or {}).get("email")
     session = ctx.build(
@@ -348,6 +369,8 @@ def create_session(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         mode=mode,
         payment_method_collection=collection or "always",
         payment_method_options={"card": {"request_three_d_secure": "automatic"}},
+        payment_method_types=method_types or ["card"],
+        _method_types_given=method_types is not None,
         payment_status="no_payment_required" if mode == "setup" else "unpaid",
         submit_type=params.get("submit_type") or None,
         success_url=params.get("success_url") or None,
@@ -525,6 +548,15 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
         raise CheckoutDeclined(StripeError("Your email is incomplete.", param="email"))
     pm = None
     if _needs_card(session):
+        if not _takes_cards(session):
+            raise CheckoutDeclined(
+                StripeError(
+                    "Cards cannot pay for this purchase. Pay with "
+                    + " or ".join(METHOD_NAMES.get(kind, kind) for kind in _other_methods(session))
+                    + ".",
+                    param="allowed_payment_method_types",
+                )
+            )
         try:
             pm = card_from_form(ctx, form, created=now)
         except StripeError as error:
@@ -604,6 +636,9 @@ def _complete_subscription(
             params[key] = data[key]
     if session["automatic_tax"]["enabled"]:
         params["automatic_tax"] = {"enabled": "true"}
+    if session.get("_method_types_given"):
+        # The subscription's invoices are offered the types the session was limited to.
+        params["payment_settings"] = {"payment_method_types": session["payment_method_types"]}
     if session.get("_discounts"):
         params["discounts"] = session["_discounts"]
     subscription = billing.create_subscription(ctx, params)
@@ -758,7 +793,9 @@ def _page_context(ctx: Ctx, session: dict[str, Any]) -> dict[str, Any]:
         "trial_days": trial_days,
         "customer_email": (customer or {}).get("email"),
         "ask_email": customer is None and session["mode"] != "setup",
-        "needs_card": _needs_card(session),
+        "needs_card": _needs_card(session) and _takes_cards(session),
+        "other_methods": [METHOD_NAMES.get(kind, kind) for kind in _other_methods(session)],
+        "takes_cards": _takes_cards(session),
         "button": button,
         "business": ctx.sim.business_name,
     }

@@ -245,7 +245,7 @@ def pay_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[str, 
         off_session=bool(as_bool(params, "off_session", True)),
         automatic=False,
     )
-    if outcome.status != "succeeded":
+    if outcome.status not in ("succeeded", "processing"):  # a bank debit is on its way
         raise outcome.error or StripeError(
             "Your card was declined.", status=402, type="card_error", code="card_declined"
         )

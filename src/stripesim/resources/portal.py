@@ -21,6 +21,7 @@ from stripesim.pages import (
     render_page,
 )
 from stripesim.registry import Ctx, changed_since, page, route
+from stripesim.resources.checkout import AUTHENTICATION_FAILED
 from stripesim.resources.customers import update_customer
 from stripesim.state import Simulator, new_id, snapshot
 
@@ -601,9 +602,60 @@ def _act(ctx: Ctx, session: dict[str, Any], config: dict[str, Any], form: dict[s
     raise PortalError(StripeError("Unknown action.", param="action"))
 
 
+def _card_challenge(session: dict[str, Any], form: dict[str, str]) -> Response | None:
+    """Stop a new card that needs 3-D Secure at the test challenge before it is saved.
+
+    The challenge posts the form back with `three_d_secure=complete` (save the card, set up for
+    later payments) or `fail` (Stripe's error; the card on file stays the default).
+    """
+    if form.get("action") != "update_card":
+        return None
+    try:
+        card = cards.by_number(form.get("card_number", ""))
+    except StripeError:
+        return None  # the action answers a bad number as the Portal does
+    if card.behaviour != cards.AUTHENTICATE:
+        return None
+    answer = form.get("three_d_secure")
+    if answer == "complete":
+        return None
+    if answer == "fail":
+        raise PortalError(
+            StripeError(
+                AUTHENTICATION_FAILED,
+                status=402,
+                type="card_error",
+                code="setup_intent_authentication_failure",
+            )
+        )
+    return render_page(
+        "three_d_secure.html",
+        amount=None,
+        action=f"/portal/{session['id']}",
+        carried={key: value for key, value in form.items() if key != "three_d_secure"},
+        answer_name="three_d_secure",
+    )
+
+
+def _cards_refused(ctx: Ctx, customer_id: str) -> bool:
+    """Return whether the customer's subscriptions take no card (`payment_settings`)."""
+    for sub in _subscriptions(ctx, customer_id):
+        types = (sub.get("payment_settings") or {}).get("payment_method_types")
+        if types and "card" not in types:
+            return True
+    return False
+
+
 def _update_card(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) -> str:
     customer_id = session["customer"]
     now = ctx.now_for_customer(customer_id)
+    if _cards_refused(ctx, customer_id):
+        raise PortalError(
+            StripeError(
+                "Your subscription is not paid by card: a card cannot be added here.",
+                param="card_number",
+            )
+        )
     try:
         pm = card_from_form(ctx, form, created=now)
         payments.attach_payment_method(ctx, pm, customer_id)
@@ -638,6 +690,9 @@ async def portal_page(request: Request, sim: Simulator) -> Response:
                 "portal.html", notice=notice, error=None, **_page_context(ctx, session, config)
             )
         try:
+            challenge = _card_challenge(session, form)
+            if challenge is not None:
+                return challenge
             notice_key = _act(ctx, session, config, form)
         except (PortalError, StripeError) as failure:
             error = failure.error if isinstance(failure, PortalError) else failure

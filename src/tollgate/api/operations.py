@@ -93,6 +93,7 @@ def open_portal(
             catalog=catalog,
             gateway=gateway,
             proration_behavior=app.settings.immediate_proration_behavior,
+            card_limits=app.settings.card_limits,
         ),
     )
 

@@ -150,6 +150,18 @@ class SeatPolicy:
 
 
 @dataclass(frozen=True)
+class PaymentMethods:
+    """Which payment methods a plan accepts, and up to how much a card may pay per invoice.
+
+    `card_limit` is in minor units per currency; a currency it does not name falls back to
+    TOLLGATE_CARD_LIMITS.
+    """
+
+    accept: tuple[str, ...]
+    card_limit: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Plan:
     """A plan: its prices, what it grants, and how it is sold and billed."""
 
@@ -172,6 +184,8 @@ class Plan:
     # Which version of the plan this is (issue 20): a change to its prices or features makes a
     # new one when the catalog is synced; subscribers keep theirs until migrated.
     version: int = 1
+    # Which payment methods may pay the plan's invoices (issue 21); None: any, by the settings.
+    payment_methods: PaymentMethods | None = None
 
     @property
     def is_free(self) -> bool:

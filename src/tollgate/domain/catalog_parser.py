@@ -32,6 +32,7 @@ from tollgate.domain.catalog import (
     Interval,
     OneTimePrice,
     Overage,
+    PaymentMethods,
     Plan,
     PlanFeature,
     PlanPrice,
@@ -41,6 +42,7 @@ from tollgate.domain.catalog import (
 )
 from tollgate.domain.catalog_extras import parse_addons, parse_coupons
 from tollgate.domain.errors import CatalogError, CatalogProblem
+from tollgate.domain.payment_limits import CARD, METHODS
 from tollgate.money import normalize_currency, parse_amount, to_minor_int
 
 
@@ -86,10 +88,12 @@ _PLAN_KEYS = (
     "reduced_access",
     "on_start_credits",
     "credits",
+    "payment_methods",
 )
 _PRICE_KEYS = ("interval", "currency", "amount")
 _INVOICE_KEYS = ("collection_method", "days_until_due")
 _SEATS_KEYS = ("min", "max")
+_PAYMENT_METHODS_KEYS = ("accept", "card_limit")
 _METERED_VALUE_KEYS = ("included", "overage", "limit", "warn_at", "rate")
 _RATE_KEYS = ("limit", "per")
 _OVERAGE_KEYS = ("amount", "per")
@@ -398,9 +402,13 @@ class _CatalogParser:
         reduced_access = None
         if spec.get("reduced_access") is not None:
             reduced_access = self.text(spec["reduced_access"], _join(path, "reduced_access"))
+        payment_methods = self.parse_payment_methods(
+            spec.get("payment_methods"), _join(path, "payment_methods"), prices
+        )
         if len(self.problems) > count or name is None:
             return None
         return Plan(
+            payment_methods=payment_methods,
             reduced_access=reduced_access,
             id=plan_id,
             name=name,
@@ -414,6 +422,58 @@ class _CatalogParser:
             on_start_credits=on_start_credits,
             monthly_credits=monthly_credits,
         )
+
+    def parse_payment_methods(
+        self, raw: object, path: str, prices: tuple[PlanPrice, ...]
+    ) -> PaymentMethods | None:
+        """Read `payment_methods: {accept: [card, us_bank_account], card_limit: {usd: 100000}}`."""
+        if raw is None:
+            return None
+        spec = self.mapping(raw, path, "payment_methods")
+        if spec is None:
+            return None
+        self.check_keys(spec, path, _PAYMENT_METHODS_KEYS)
+        accept_path = _join(path, "accept")
+        accept: list[str] = []
+        listed = spec.get("accept", list(METHODS))
+        if not isinstance(listed, list) or not listed:
+            self.report(
+                accept_path,
+                f"must be a list of one or more of: {', '.join(METHODS)}, not {_describe(listed)}",
+            )
+            listed = []
+        for index, method in enumerate(listed):
+            if method not in METHODS:
+                message = f"{method!r} is not one of: {', '.join(METHODS)}"
+                if isinstance(method, str):
+                    message += _did_you_mean(method, METHODS)
+                self.report(f"{accept_path}[{index}]", message)
+            elif method in accept:
+                self.report(f"{accept_path}[{index}]", f"{method} is listed twice")
+            else:
+                accept.append(method)
+        limits: dict[str, int] = {}
+        limit_path = _join(path, "card_limit")
+        if spec.get("card_limit") is not None:
+            if listed and CARD not in listed:
+                self.report(limit_path, "a card limit needs card in accept")
+            given = self.mapping(spec["card_limit"], limit_path, "card_limit") or {}
+            priced = {price.currency for price in prices}
+            for key, value in given.items():
+                key_path = _join(limit_path, str(key))
+                currency = self.currency_code(key, key_path)
+                amount = self.whole_number(value, key_path, 0)
+                if currency is not None and currency not in priced:
+                    self.report(
+                        key_path,
+                        f"the plan has no price in {currency}"
+                        + (f"; it is priced in {', '.join(sorted(priced))}" if priced else ""),
+                    )
+                elif currency is not None and amount is not None:
+                    limits[currency] = amount
+        if not prices:
+            self.report(path, "a free plan (no prices) takes no payments")
+        return PaymentMethods(tuple(accept), limits)
 
     def parse_drip(self, raw: object, path: str) -> int:
         if raw is None:

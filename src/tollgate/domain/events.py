@@ -67,6 +67,11 @@ class SubscriptionSnapshot:
     latest_invoice: str | None
     items: tuple[SubscriptionItemSnapshot, ...] = field(default_factory=tuple)
     discount_ids: tuple[str, ...] = ()  # the discounts in force, in Stripe's order (issue 20)
+    # How its invoices are paid (issue 21): its own default method, and the methods offered
+    # (`payment_settings.payment_method_types`; None: whatever the payer has).
+    default_payment_method: str | None = None
+    payment_method_types: tuple[str, ...] | None = None
+    change_pending: bool = False  # a change waits for its invoice to be paid (`pending_update`)
 
     @property
     def base_item(self) -> SubscriptionItemSnapshot | None:

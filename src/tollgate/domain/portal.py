@@ -13,8 +13,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from tollgate.domain.catalog import Catalog, Plan
+from tollgate.domain.catalog import Catalog, Plan, PlanPrice
 from tollgate.domain.catalog_sync import base_price_lookup_key, plan_product_id
+from tollgate.domain.payment_limits import CARD, policy_for
 
 CANCELLATION_REASONS = (
     "too_expensive",
@@ -42,17 +43,37 @@ def portal_lookup_keys(catalog: Catalog) -> list[str]:
     ]
 
 
+def _card_may_pay(plan: Plan, price: PlanPrice, card_limits: Mapping[str, int]) -> bool:
+    """Return whether a card may pay a period of the price (at the plan's fewest seats)."""
+    policy = policy_for(plan, card_limits)
+    if CARD not in policy.accept:
+        return False
+    amount = price.amount_minor * (plan.seats.min if plan.seats is not None else 1)
+    return CARD in policy.methods_for(amount, price.currency)
+
+
 def portal_configuration_params(
-    catalog: Catalog, price_ids: Mapping[str, str], proration_behavior: str
+    catalog: Catalog,
+    price_ids: Mapping[str, str],
+    proration_behavior: str,
+    card_limits: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Return the Portal configuration's parameters (metadata carries their fingerprint)."""
+    """Return the Portal configuration's parameters (metadata carries their fingerprint).
+
+    The Portal switches plans for whoever opens it, card payers included, so it offers only
+    the prices a card may pay (issue 21): a plan above the card limit is taken through the API
+    or Checkout, which offer the methods that may pay it.
+    """
     products = []
     seats = False
     for plan in self_serve_plans(catalog):
         prices = [
             price_ids[base_price_lookup_key(plan.id, p.interval, p.currency, plan.version)]
             for p in plan.prices
+            if _card_may_pay(plan, p, card_limits or {})
         ]
+        if not prices:
+            continue
         product: dict[str, Any] = {"product": plan_product_id(plan.id), "prices": prices}
         if plan.seats is not None:
             seats = True

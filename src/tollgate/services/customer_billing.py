@@ -85,6 +85,7 @@ class InvoiceView:
         return sum(discount.amount for discount in self.discounts)
 
     tax: int = 0  # included in `total`
+    billing_reason: str | None = None  # Stripe's: subscription_cycle, subscription_update, …
     # What is still to pay (issue 21: a bank transfer may pay part of it).
     amount_remaining: int = 0
 
@@ -185,6 +186,7 @@ def list_invoices(
             subtotal=row.subtotal,
             discounts=_invoice_discounts(row.discount_amounts, coupons),
             tax=row.tax or 0,
+            billing_reason=row.billing_reason,
             amount_remaining=row.amount_remaining,
         )
         for row in rows[:limit]

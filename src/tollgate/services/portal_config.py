@@ -8,18 +8,24 @@ Tollgate as `customer.subscription.updated`, like any other.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.portal import portal_configuration_params, portal_lookup_keys
 from tollgate.stripe.gateway import StripeGateway
 
 
 def ensure_portal_configuration(
-    *, catalog: Catalog, gateway: StripeGateway, proration_behavior: str
+    *,
+    catalog: Catalog,
+    gateway: StripeGateway,
+    proration_behavior: str,
+    card_limits: Mapping[str, int] | None = None,
 ) -> str:
     """Return the id of the Portal configuration matching the catalog, updating it if needed."""
     keys = portal_lookup_keys(catalog)
     price_ids = gateway.price_ids(keys) if keys else {}
-    params = portal_configuration_params(catalog, price_ids, proration_behavior)
+    params = portal_configuration_params(catalog, price_ids, proration_behavior, card_limits)
     wanted = params["metadata"]["tollgate_terms"]
     ours = [
         config

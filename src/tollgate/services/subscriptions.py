@@ -27,7 +27,7 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, CollectionMethod
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
 from tollgate.domain.events import BANK_TRANSFER, SubscriptionSnapshot
-from tollgate.domain.payment_limits import METHODS, allowed_methods, check_payment_method
+from tollgate.domain.payment_limits import PaymentPolicy, policy_for
 from tollgate.domain.subscriptions import (
     TRIAL_END_BEHAVIORS,
     ChangeTiming,
@@ -298,6 +298,9 @@ def start_checkout(
     customer, target = _online_customer(db, catalog, gateway, customer_id)
     terms = _terms_for(catalog, customer, plan, interval, seats)
     days = trial_days_for(terms.plan, trial_days)
+    # Checkout offers only the methods that may pay the plan's invoices (a trial's first paid
+    # one included); a plan no method may pay at this amount is refused before Stripe is asked.
+    methods = _payment_method_types(settings, terms)
     with db.transaction() as session:
         mirrored = current_subscription(session, customer_id)
         if mirrored is not None and is_live(mirrored.status):
@@ -314,6 +317,7 @@ def start_checkout(
         "currency": terms.currency,
         "seats": terms.quantity,
         "trial_days": days,
+        "payment_method_types": methods,
         "success_url": success_url,
         "cancel_url": cancel_url,
     }
@@ -328,6 +332,7 @@ def start_checkout(
         trial_days=days,
         trial_end_behavior=TRIAL_END_BEHAVIORS[settings.trial_end_behavior],
         automatic_tax=settings.stripe_automatic_tax,
+        payment_method_types=methods,
         application_fee_percent=_fee(settings, customer),
         metadata={APP_ID_KEY: customer_id, "tollgate_plan": terms.plan.id},
         # Buyers may type a code when the catalog has promotion codes for this plan (issue 20).
@@ -403,6 +408,11 @@ def change_subscription(
     if waiting and live.plan == wanted.plan and live.latest_invoice:
         # Asked again while the first payment waits for the customer: the same answer.
         return _action_required(_stripe_view(live), target.retrieve_invoice(live.latest_invoice))
+    if live.change_pending and live.latest_invoice:
+        # A change waits for the customer to confirm its payment: the same answer until it is
+        # paid or expires (one change at a time, as Stripe's pending updates are).
+        pending = target.retrieve_invoice(live.latest_invoice)
+        return _action_required(_stripe_view(live), pending, waiting=True)
     change = _Change(
         terms,
         collection if explicit else None,
@@ -450,14 +460,21 @@ def _subscribe(
     }
     if collection.days_until_due is not None:
         params["days_until_due"] = collection.days_until_due
-    if wanted.payment_method == BANK_TRANSFER:
-        params["payment_settings"] = bank_transfer_settings(terms.currency)
-    elif settings.bank_verification == "microdeposits":
-        params["payment_settings"] = {
-            "payment_method_options": {"us_bank_account": {"verification_method": "microdeposits"}}
-        }
     if days:
         params["trial_period_days"] = days
+    methods = _payment_method_types(settings, terms)
+    if wanted.payment_method == BANK_TRANSFER:
+        params["payment_settings"] = bank_transfer_settings(terms.currency)
+    else:
+        payment_settings: dict[str, Any] = {}
+        if methods is not None:
+            payment_settings["payment_method_types"] = methods
+        if settings.bank_verification == "microdeposits":
+            payment_settings["payment_method_options"] = {
+                "us_bank_account": {"verification_method": "microdeposits"}
+            }
+        if payment_settings:
+            params["payment_settings"] = payment_settings
     if settings.stripe_automatic_tax:
         params["automatic_tax"] = {"enabled": True}
     fee = _fee(settings, customer)
@@ -486,15 +503,54 @@ def _subscribe(
     return _stripe_view(subscription_snapshot(created))
 
 
+def _period_amount(terms: Terms) -> int:
+    """Return what one period of `terms` invoices (before usage, discounts and tax)."""
+    return terms.price.amount_minor * terms.quantity
+
+
+def _payment_policy(settings: Settings, terms: Terms) -> PaymentPolicy:
+    return policy_for(terms.plan, settings.card_limits)
+
+
+def _payment_method_types(settings: Settings, terms: Terms) -> list[str] | None:
+    """Return the methods the plan's invoices may be paid with, or None when any may.
+
+    Stripe offers these on every invoice of the subscription (`payment_settings`), so a
+    renewal above the card limit is never charged to a card.
+    """
+    policy = _payment_policy(settings, terms)
+    amount, currency = _period_amount(terms), terms.currency
+    if policy.is_open(amount, currency):
+        return None
+    return list(policy.payable_by(amount, currency, terms.plan.id))
+
+
+def _payment_settings(
+    settings: Settings, terms: Terms, current: SubscriptionSnapshot
+) -> dict[str, Any]:
+    """Return the `payment_settings` update that offers a changed subscription's invoices the
+    methods its new terms allow (none when they stay as they were)."""
+    methods = _payment_method_types(settings, terms)
+    if methods is None and not current.payment_method_types:
+        return {}
+    return {"payment_settings": {"payment_method_types": methods or ""}}
+
+
 def _check_card_limit(
-    gateway: StripeGateway, settings: Settings, customer: _Customer, terms: Terms
+    gateway: StripeGateway,
+    settings: Settings,
+    customer: _Customer,
+    terms: Terms,
+    payment_method: str | None = None,
 ) -> None:
-    """Refuse a first invoice above TOLLGATE_CARD_LIMITS for a customer paying by card."""
-    amount = terms.price.amount_minor * terms.quantity
-    if allowed_methods(amount, terms.currency, settings.card_limits) == METHODS:
+    """Refuse an invoice of `terms` that the customer's default payment method may not pay."""
+    policy = _payment_policy(settings, terms)
+    amount = _period_amount(terms)
+    if policy.is_open(amount, terms.currency):
         return  # no limit, or within it: no need to ask Stripe how the customer pays
-    method = gateway.default_payment_method_type(customer.stripe_id)
-    check_payment_method(method, amount, terms.currency, settings.card_limits)
+    policy.payable_by(amount, terms.currency, terms.plan.id)
+    method = gateway.default_payment_method_type(customer.stripe_id, payment_method)
+    policy.check(method, amount, terms.currency, terms.plan.id)
 
 
 def _subscribe_pending_authentication(
@@ -522,10 +578,15 @@ def _subscribe_pending_authentication(
     )
 
 
-def _action_required(view: SubscriptionView, invoice: dict[str, Any]) -> SubscriptionView:
-    """An incomplete subscription's view as `action_required`, with its open invoice's page."""
+def _action_required(
+    view: SubscriptionView, invoice: dict[str, Any], *, waiting: bool | None = None
+) -> SubscriptionView:
+    """A subscription waiting on its customer (incomplete, or a change pending its payment) as
+    `action_required`, with its open invoice's page."""
     url = invoice.get("hosted_invoice_url")
-    if view.status != "incomplete" or invoice.get("status") != "open" or not url:
+    if waiting is None:
+        waiting = view.status == "incomplete"
+    if not waiting or invoice.get("status") != "open" or not url:
         return view  # settled after all (the card was authenticated meanwhile)
     return replace(view, status=ACTION_REQUIRED, url=url)
 
@@ -588,14 +649,28 @@ def _change(
             db, clock, customer.id, current.id, terms, current.current_period_end
         )
         return _stripe_view(current, pending)
+    charged = (collection.method if collection else current.collection_method) == (
+        CollectionMethod.CHARGE_AUTOMATICALLY
+    )
+    if charged and current.status != "trialing":
+        _check_card_limit(gateway, settings, customer, terms, current.default_payment_method)
     params = _item_changes(gateway, current, terms)
     params["proration_behavior"] = change.proration
     if collection is not None:
         params["collection_method"] = collection.method
         if collection.days_until_due is not None:
             params["days_until_due"] = collection.days_until_due
+    params.update(_payment_settings(settings, terms, current))
     if change.payment_method == BANK_TRANSFER:
         params["payment_settings"] = bank_transfer_settings(terms.currency)
+    # Billed now: a declined card changes nothing (402); a card that needs its holder waits
+    # with the change pending until the customer confirms (Stripe's pending_if_incomplete).
+    # An interval change starts a new period, which stripesim does not hold pending yet.
+    billed_now = (
+        charged and change.proration == "always_invoice" and current.interval == terms.interval
+    )
+    if billed_now:
+        params["payment_behavior"] = "error_if_incomplete"
     asked = {
         "subscription": current.id,
         "plan": terms.plan.id,
@@ -607,11 +682,53 @@ def _change(
     if change.payment_method is not None:
         asked["payment_method"] = change.payment_method
     key = request_id(idempotency_key, asked, customer.state_version)
-    updated = gateway.update_subscription(
-        current.id, idempotency_key=f"sub-update-{customer.id}-{key}", params=params
-    )
+    try:
+        updated = gateway.update_subscription(
+            current.id, idempotency_key=f"sub-update-{customer.id}-{key}", params=params
+        )
+    except PaymentDeclined as declined:
+        if not billed_now or declined.code != AUTHENTICATION_REQUIRED:
+            raise
+        return _change_pending_authentication(db, gateway, clock, customer, current, key, params)
     _after_write(db, customer.id, clock)
     return _stripe_view(subscription_snapshot(updated))
+
+
+def _change_pending_authentication(
+    db: Database,
+    gateway: StripeGateway,
+    clock: Clock,
+    customer: _Customer,
+    current: SubscriptionSnapshot,
+    key: str,
+    params: dict[str, Any],
+) -> SubscriptionView:
+    """Bill a change whose payment needs the card holder; apply it only once paid.
+
+    Stripe keeps the subscription as it was, with the change in `pending_update`, and the
+    proration invoice open with its hosted page; paid there, the change applies (the plan flips
+    with `customer.subscription.updated`). Not paid within 23 hours, the change expires and the
+    plan stays as it was.
+    """
+    # Stripe takes only item and proration parameters with a pending update; the methods the
+    # card payer's invoices are offered stay as they were (the check above let the card pay).
+    pending = {name: value for name, value in params.items() if name != "payment_settings"}
+    updated = gateway.update_subscription(
+        current.id,
+        idempotency_key=f"sub-update-{customer.id}-{key}-action",
+        params={
+            **pending,
+            "payment_behavior": "pending_if_incomplete",
+            "expand": ["latest_invoice"],
+        },
+    )
+    _after_write(db, customer.id, clock)
+    invoice = updated.get("latest_invoice")
+    return _action_required(
+        _stripe_view(subscription_snapshot(updated)),
+        invoice if isinstance(invoice, dict) else {},
+        waiting=updated.get("pending_update") is not None,
+    )
 
 
 def _current_amount(catalog: Catalog, current: SubscriptionSnapshot) -> int | None:
@@ -959,6 +1076,7 @@ def _apply_plan_change(
     )
     params = _item_changes(gateway, current, terms)
     params["proration_behavior"] = settings.proration_behavior
+    params.update(_payment_settings(settings, terms, current))
     gateway.update_subscription(
         current.id, idempotency_key=f"plan-change-{change.id}", params=params
     )

@@ -250,6 +250,7 @@ class StripeGateway(CatalogCalls, RefundCalls):
         trial_days: int = 0,
         trial_end_behavior: str = "create_invoice",
         automatic_tax: bool = False,
+        payment_method_types: list[str] | None = None,
         application_fee_percent: Decimal | None = None,
         metadata: dict[str, str] | None = None,
         allow_promotion_codes: bool = False,
@@ -283,6 +284,8 @@ class StripeGateway(CatalogCalls, RefundCalls):
             params["automatic_tax"] = {"enabled": True}
         if allow_promotion_codes:
             params["allow_promotion_codes"] = True
+        if payment_method_types is not None:
+            params["allowed_payment_method_types"] = payment_method_types
         session = self._call(
             "checkout.sessions.create",
             self._client.v1.checkout.sessions.create,
@@ -480,8 +483,18 @@ class StripeGateway(CatalogCalls, RefundCalls):
         """The customer as Stripe has it now (a deleted one is `{"id", "deleted": true}`)."""
         return self._retrieve("customers.retrieve", self._client.v1.customers.retrieve, customer_id)
 
-    def default_payment_method_type(self, customer_id: str) -> str | None:
-        """The type of the customer's default payment method (card, us_bank_account, …)."""
+    def default_payment_method_type(
+        self, customer_id: str, payment_method_id: str | None = None
+    ) -> str | None:
+        """The type of the payment method that pays (card, us_bank_account, …): the one named
+        (a subscription's own default), else the customer's default."""
+        if payment_method_id:
+            named = self._retrieve(
+                "payment_methods.retrieve",
+                self._client.v1.payment_methods.retrieve,
+                payment_method_id,
+            )
+            return str(named.get("type") or "") or None
         customer = self._call(
             "customers.retrieve",
             self._client.v1.customers.retrieve,

@@ -138,7 +138,15 @@ def subscription_snapshot(obj: dict[str, Any]) -> SubscriptionSnapshot:
             sorted((subscription_item_snapshot(item) for item in items), key=lambda i: i.id)
         ),
         discount_ids=_ids(obj.get("discounts")),
+        default_payment_method=object_id(obj.get("default_payment_method")),
+        payment_method_types=_method_types(obj.get("payment_settings")),
+        change_pending=obj.get("pending_update") is not None,
     )
+
+
+def _method_types(settings: Any) -> tuple[str, ...] | None:
+    types = settings.get("payment_method_types") if isinstance(settings, dict) else None
+    return tuple(str(kind) for kind in types) if types else None
 
 
 def _ids(value: Any) -> tuple[str, ...]:

@@ -342,6 +342,9 @@ async def confirm_change(request: Request) -> Response:
             seats=_seats(form),
         )
         app.forget_decisions([session.customer_id])
+        if changed.url:
+            # The change waits for the customer to confirm its payment (3-D Secure): there.
+            return RedirectResponse(changed.url, status_code=303)
         done = "scheduled" if changed.pending_change is not None else "changed"
         return RedirectResponse(f"/billing?done={done}", status_code=303)
 
