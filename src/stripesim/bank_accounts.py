@@ -53,14 +53,38 @@ _BANKS = [
     ),
     BankSpec(
         "accountClosed",
-        "000333333335",
+        "000111111113",
         FAILS,
         "account_closed",
         "The customer's bank account has been closed.",
     ),
+    BankSpec(
+        "noAccount",
+        "000111111116",
+        FAILS,
+        "no_account",
+        "The customer's bank account could not be located.",
+    ),
+    BankSpec(
+        "debitNotAuthorized",
+        "000333333335",
+        FAILS,
+        "debit_not_authorized",
+        "The customer's bank account has not authorized debits from Stripe.",
+    ),
 ]
 BY_KEY = {bank.key: bank for bank in _BANKS}
 BY_NUMBER = {bank.account_number: bank for bank in _BANKS}
+
+
+# Micro-deposit verification (Stripe's test values): the amounts 32 and 45 (cents), or the
+# descriptor code SM11AA, verify the account; anything else is a mismatch. Stripe allows 3
+# attempts with amounts and 10 with a descriptor code, then the verification fails for good.
+MICRODEPOSIT_AMOUNTS = (32, 45)
+MICRODEPOSIT_CODE = "SM11AA"
+MICRODEPOSIT_ATTEMPTS = {"amounts": 3, "descriptor_code": 10}
+MICRODEPOSIT_ARRIVAL_DAYS = 2  # the deposits reach the account in 1-2 business days
+VERIFICATION_METHODS = ("automatic", "instant", "microdeposits")
 
 
 def ach_fee(amount: int) -> int:
@@ -83,8 +107,7 @@ def by_details(account_number: str, routing_number: str) -> BankSpec:
     spec = BY_NUMBER.get(account_number)
     if spec is None:
         raise StripeError(
-            "Use one of Stripe's test account numbers (000123456789, 000222222227, "
-            "000333333335) in test mode.",
+            "Use one of Stripe's test account numbers (" + ", ".join(BY_NUMBER) + ") in test mode.",
             code="account_number_invalid",
             param="us_bank_account[account_number]",
         )

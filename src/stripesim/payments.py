@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from stripesim import balances, bank_accounts, cards, objects
+from stripesim import balances, bank_accounts, cards, cash_balances, debits, objects
 from stripesim.currency import format_amount
 from stripesim.errors import StripeError, resource_missing
 from stripesim.lists import render
@@ -411,7 +411,22 @@ def attempt(
         return PaymentOutcome("failed", pi, None, error)
     pm = ctx.account.get(pm_id, "payment_method", param="payment_method", label="PaymentMethod")
     if pm.get("type") == "us_bank_account":
+        if debits.needs_verification(pm, pi):
+            debits.request_microdeposits(ctx, pi, pm, now)
+            pi["payment_method_types"] = ["us_bank_account"]
+            error = StripeError(
+                "The provided payment method requires customer actions to complete: its bank "
+                "account must be verified with micro-deposits.",
+                status=402,
+                code="payment_intent_action_required",
+            )
+            return PaymentOutcome("requires_action", pi, None, error)
         return start_debit(ctx, pi, pm, now)
+    if pm.get("type") == cash_balances.METHOD:
+        cash_balances.start_transfer(ctx, pi, now)
+        if pi["status"] == "succeeded":
+            return transfer_succeeded(ctx, pi, now)
+        return PaymentOutcome("requires_action", pi, None, None)
     card = cards.by_key(pm.get("_test_card"))
     previous_status = pi["status"]
 
@@ -471,10 +486,18 @@ def attempt(
 # -- ACH Direct Debit: `processing` until the debit settles, days later --------------------------
 
 
-def start_debit(ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int) -> PaymentOutcome:
-    """Confirm `pi` with a bank account: `processing`, a pending charge, settlement scheduled."""
+def _bank_charge(
+    ctx: Ctx,
+    pi: dict[str, Any],
+    pm: dict[str, Any],
+    now: int,
+    *,
+    details: dict[str, Any],
+    status: str,
+) -> dict[str, Any]:
+    """Store the charge of a payment by bank (a debit `pending` until it settles, or a
+    transfer `succeeded`): no card checks, no risk assessment."""
     charge_id = new_id("ch")
-    bank = pm["us_bank_account"]
     charge = ctx.build(
         "charge",
         "ch",
@@ -498,34 +521,37 @@ def start_debit(ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int) -> P
             "seller_message": "Payment complete.",
             "type": "authorized",
         },
-        paid=False,
+        paid=status == "succeeded",
         payment_intent=pi["id"],
         payment_method=pm["id"],
-        payment_method_details={
-            "type": "us_bank_account",
-            "us_bank_account": {
-                "account_holder_type": bank["account_holder_type"],
-                "account_type": bank["account_type"],
-                "bank_name": bank["bank_name"],
-                "fingerprint": bank["fingerprint"],
-                "last4": bank["last4"],
-                "payment_reference": None,
-                "routing_number": bank["routing_number"],
-            },
-        },
+        payment_method_details=details,
         receipt_url=f"{ctx.base_url}/receipts/{charge_id}",
-        refunds={
-            "object": "list",
-            "data": [],
-            "has_more": False,
-            "total_count": 0,
-            "url": f"/v1/charges/{charge_id}/refunds",
-        },
-        status="pending",
+        refunds=objects.empty_list(f"/v1/charges/{charge_id}/refunds"),
+        status=status,
     )
-    ctx.account.add(charge)
+    return ctx.account.add(charge)
+
+
+def start_debit(ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int) -> PaymentOutcome:
+    """Confirm `pi` with a bank account: `processing`, a pending charge, settlement scheduled."""
+    bank = pm["us_bank_account"]
+    mandate = debits.mandate_for(ctx, pm, now)
+    details = {
+        "type": "us_bank_account",
+        "us_bank_account": {
+            "account_holder_type": bank["account_holder_type"],
+            "account_type": bank["account_type"],
+            "bank_name": bank["bank_name"],
+            "fingerprint": bank["fingerprint"],
+            "last4": bank["last4"],
+            "mandate": mandate["id"],
+            "payment_reference": None,
+            "routing_number": bank["routing_number"],
+        },
+    }
+    charge = _bank_charge(ctx, pi, pm, now, details=details, status="pending")
     pi["status"] = "processing"
-    pi["latest_charge"] = charge_id
+    pi["latest_charge"] = charge["id"]
     pi["last_payment_error"] = None
     pi["next_action"] = None
     pi["payment_method_types"] = ["us_bank_account"]
@@ -533,6 +559,19 @@ def start_debit(ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int) -> P
     ctx.emit("charge.pending", charge, created=now)
     ctx.emit("payment_intent.processing", pi, created=now)
     return PaymentOutcome("processing", pi, charge, None)
+
+
+def transfer_succeeded(ctx: Ctx, pi: dict[str, Any], now: int) -> PaymentOutcome:
+    """A bank-transfer PaymentIntent got all its money from the cash balance: its charge, events."""
+    pm = ctx.account.get(pi["payment_method"], "payment_method")
+    details = {"customer_balance": {}, "type": cash_balances.METHOD}
+    charge = _bank_charge(ctx, pi, pm, now, details=details, status="succeeded")
+    _record_charge(ctx, charge, charge["amount"], now, fee=0)
+    pi["latest_charge"] = charge["id"]
+    pi["last_payment_error"] = None
+    ctx.emit("charge.succeeded", charge, created=now)
+    ctx.emit("payment_intent.succeeded", pi, created=now)
+    return PaymentOutcome("succeeded", pi, charge, None)
 
 
 def settle_debit(ctx: Ctx, pi: dict[str, Any], now: int) -> PaymentOutcome:
@@ -621,12 +660,15 @@ def collect_payment(
     metadata: dict[str, Any] | None = None,
     off_session: bool = True,
     application_fee_amount: int | None = None,
+    verification: str | None = None,
     payment_method_types: list[str] | None = None,
 ) -> PaymentOutcome:
     """Create and confirm a PaymentIntent for `amount`; declines come back as a failed outcome.
 
     With `payment_method_types` (an invoice's `payment_settings`) a payer of another type is
     not charged: the PaymentIntent waits for a method that may pay (`requires_payment_method`).
+    `verification` is the invoice's `us_bank_account` verification method (`microdeposits`:
+    an unverified bank account waits for them).
     """
     now = ctx.now_for_customer(customer_id)
     refused = None
@@ -648,6 +690,8 @@ def collect_payment(
         application_fee_amount=application_fee_amount,
         invoice_id=invoice_id,
     )
+    if verification:
+        pi["_verification"] = verification
     if payment_method_types:
         pi["payment_method_types"] = list(payment_method_types)
     if refused is not None:

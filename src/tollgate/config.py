@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     # Access while an ACH debit is processing: keep (the subscribed plan at once) or wait (the
     # plan only once Stripe confirms the money); see README "Bank debits (ACH)".
     processing_access: Literal["keep", "wait"] = Field("keep", alias="TOLLGATE_PROCESSING_ACCESS")
+    # How Stripe verifies a bank account before its first debit: `automatic` (Stripe decides;
+    # instant through Financial Connections) or `microdeposits` (always micro-deposits: the
+    # first payment waits, `action_required`, until the customer enters them); README "Bank
+    # debits (ACH)".
+    bank_verification: Literal["automatic", "microdeposits"] = Field(
+        "automatic", alias="TOLLGATE_BANK_VERIFICATION"
+    )
     # A customer with an open or lost dispute: keeps its plan (`keep`) or gets its reduced access
     # (`reduce`); see README "Disputes".
     dispute_access: Literal["keep", "reduce"] = Field("keep", alias="TOLLGATE_DISPUTE_ACCESS")

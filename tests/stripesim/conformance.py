@@ -647,6 +647,83 @@ def test_clocks(world: World) -> None:
     v1.test_helpers.test_clocks.delete(clock.id)
 
 
+@step
+def bank_transfers(world: World) -> None:
+    """An invoice paid by bank transfer in two parts, the second one over-paying."""
+    v1 = world.v1
+    payer = v1.customers.create(params={"email": "transfer@example.com", "name": "Transfer"}).id
+    v1.customers.funding_instructions.create(
+        payer,
+        params={
+            "bank_transfer": {"type": "us_bank_transfer"},
+            "currency": "usd",
+            "funding_type": "bank_transfer",
+        },
+    )
+    v1.subscriptions.create(
+        params={
+            "customer": payer,
+            "items": [{"price": world.made["price"]}],
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+            "payment_settings": {"payment_method_types": ["customer_balance"]},
+        }
+    )
+    world.client.v1.test_helpers.customers.fund_cash_balance(
+        payer, params={"amount": 100, "currency": "usd", "reference": "PART"}
+    )
+    funded = world.client.v1.test_helpers.customers.fund_cash_balance(
+        payer, params={"amount": 100_000, "currency": "usd"}
+    )
+    v1.customers.cash_balance.retrieve(payer)
+    v1.customers.cash_balance_transactions.list(payer)
+    v1.customers.cash_balance_transactions.retrieve(payer, funded.id)
+
+
+@step
+def microdeposits(world: World) -> None:
+    """A bank debit and a bank setup that wait for micro-deposits, verified by amounts and by
+    the descriptor code; the mandates they make."""
+    v1 = world.v1
+    payer = v1.customers.create(params={"email": "verify@example.com"}).id
+    wanted = {"us_bank_account": {"verification_method": "microdeposits"}}
+    accounts = []
+    for _ in range(2):
+        bank = v1.payment_methods.create(
+            params={
+                "type": "us_bank_account",
+                "us_bank_account": {
+                    "account_number": "000123456789",
+                    "routing_number": "110000000",
+                },
+                "billing_details": {"name": "Jenny Rosen"},
+            }
+        )
+        v1.payment_methods.attach(bank.id, params={"customer": payer})
+        accounts.append(bank.id)
+    intent = v1.payment_intents.create(
+        params={
+            "amount": 5_000,
+            "currency": "usd",
+            "customer": payer,
+            "payment_method": accounts[0],
+            "payment_method_options": wanted,
+            "confirm": True,
+        }
+    )
+    v1.payment_intents.verify_microdeposits(intent.id, params={"amounts": [32, 45]})
+    setup = v1.setup_intents.create(
+        params={
+            "customer": payer,
+            "payment_method": accounts[1],
+            "payment_method_options": wanted,
+            "confirm": True,
+        }
+    )
+    verified = v1.setup_intents.verify_microdeposits(setup.id, params={"descriptor_code": "SM11AA"})
+    v1.mandates.retrieve(str(verified.mandate))
+
+
 # -- Checkout and the Billing Portal --------------------------------------------------------------
 
 

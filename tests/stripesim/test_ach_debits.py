@@ -13,7 +13,7 @@ from tests.stripesim.conftest import WebhookSink
 from tests.stripesim.test_subscriptions import DAY, FEB_1, T0, advance, invoices_of, price
 
 HOUR = 3600
-SUCCESS, INSUFFICIENT, CLOSED = "000123456789", "000222222227", "000333333335"
+SUCCESS, INSUFFICIENT, CLOSED = "000123456789", "000222222227", "000111111113"
 
 
 def bank_account(client: stripe.StripeClient, customer: str, account_number: str) -> str:
@@ -128,7 +128,13 @@ def test_first_invoice_processes_four_days_then_is_paid(
 
 
 @pytest.mark.parametrize(
-    ("account", "code"), [(INSUFFICIENT, "insufficient_funds"), (CLOSED, "account_closed")]
+    ("account", "code"),
+    [
+        (INSUFFICIENT, "insufficient_funds"),
+        (CLOSED, "account_closed"),
+        ("000111111116", "no_account"),
+        ("000333333335", "debit_not_authorized"),
+    ],
 )
 def test_renewal_debit_returned_goes_past_due(
     client: stripe.StripeClient, sim: RunningSim, webhook_sink: WebhookSink, account: str, code: str

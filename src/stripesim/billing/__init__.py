@@ -23,8 +23,10 @@ from stripesim.billing.amounts import round_minor
 from stripesim.billing.collection import (
     attempt_payment,
     finalize,
+    fund_cash_balance,
     mark_paid,
     mark_uncollectible,
+    read_payment_settings,
     retry_open_invoices,
     void_invoice,
 )
@@ -66,6 +68,7 @@ __all__ = [
     "engine_ctx",
     "exact_amount",
     "finalize",
+    "fund_cash_balance",
     "install",
     "items_of",
     "line_invoice_item",
@@ -79,6 +82,7 @@ __all__ = [
     "preview_invoice",
     "pricing_of",
     "product_name",
+    "read_payment_settings",
     "redeemable_promotion_code",
     "resume_subscription",
     "retry_open_invoices",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from stripesim import cash_balances, debits
 from stripesim.balances import adjust_customer_balance
 from stripesim.billing.amounts import round_minor
 from stripesim.billing.context import settings
@@ -13,12 +14,13 @@ from stripesim.billing.invoices import compute_totals, line_invoice_item
 from stripesim.billing.items import apply_item_changes, emit_updated
 from stripesim.billing.periods import DAY
 from stripesim.errors import StripeError
-from stripesim.payment_settings import method_types_of
+from stripesim.payment_settings import method_types_of, read_method_types
 from stripesim.payments import (
     PaymentOutcome,
     collect_payment,
     resolve_payment_method,
     settle_debit,
+    transfer_succeeded,
 )
 from stripesim.registry import Ctx
 from stripesim.state import snapshot
@@ -28,6 +30,55 @@ _ATTEMPT_DESCRIPTIONS = {
     "subscription_cycle": "Subscription cycle",
     "subscription_update": "Subscription update",
 }
+
+
+_VERIFICATION_METHODS = ("automatic", "instant", "microdeposits")
+
+
+def read_payment_settings(params: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """Apply a request's `payment_settings` (types and options) onto `current`'s."""
+    given = params.get("payment_settings")
+    if not isinstance(given, dict):
+        return current
+    settings_ = dict(current)
+    if "payment_method_types" in given:
+        settings_["payment_method_types"] = read_method_types(
+            given["payment_method_types"], "payment_settings[payment_method_types]"
+        )
+    options = given.get("payment_method_options")
+    if isinstance(options, dict):
+        kept = dict(settings_.get("payment_method_options") or {})
+        bank = options.get("us_bank_account")
+        if isinstance(bank, dict):
+            method = bank.get("verification_method") or "automatic"
+            if method not in _VERIFICATION_METHODS:
+                raise StripeError(
+                    "Invalid payment_settings[payment_method_options][us_bank_account]"
+                    f"[verification_method]: must be one of {', '.join(_VERIFICATION_METHODS)}",
+                    param="payment_settings[payment_method_options][us_bank_account]"
+                    "[verification_method]",
+                )
+            kept["us_bank_account"] = {
+                "financial_connections": {"permissions": ["payment_method"], "prefetch": []},
+                "verification_method": method,
+            }
+        balance = options.get(cash_balances.METHOD)
+        if isinstance(balance, dict):
+            cash_balances.check_bank_transfer_params(
+                balance, "payment_settings[payment_method_options][customer_balance][bank_transfer]"
+            )
+            kept[cash_balances.METHOD] = {
+                "bank_transfer": {"eu_bank_transfer": None, "type": cash_balances.TRANSFER_TYPE},
+                "funding_type": "bank_transfer",
+            }
+        settings_["payment_method_options"] = kept or None
+    return settings_
+
+
+def pays_by_transfer(invoice: dict[str, Any]) -> bool:
+    """Whether the invoice is paid by bank transfer (its only payment method type)."""
+    types = (invoice.get("payment_settings") or {}).get("payment_method_types") or []
+    return list(types) == [cash_balances.METHOD]
 
 
 def _number(ctx: Ctx, invoice: dict[str, Any]) -> str:
@@ -70,6 +121,12 @@ def finalize(ctx: Ctx, invoice: dict[str, Any], now: int) -> None:
         ctx.emit("invoice.sent", invoice, created=now)
     if invoice["amount_due"] == 0:
         mark_paid(ctx, invoice, now, None)
+    elif invoice["collection_method"] == "send_invoice" and pays_by_transfer(invoice):
+        # Stripe opens the bank transfer's PaymentIntent at once: its instructions, and any
+        # cash balance the customer already has applied.
+        outcome = charge_invoice(ctx, invoice, ctx.account.find(invoice.get("_subscription")))
+        invoice["_payment_intents"].append(outcome.payment_intent["id"])
+        transfer_progressed(ctx, invoice, outcome.payment_intent, now)
 
 
 def _apply_customer_balance(ctx: Ctx, invoice: dict[str, Any], now: int) -> None:
@@ -179,12 +236,17 @@ def charge_invoice(
     description: str | None = None,
 ) -> PaymentOutcome:
     """Ask the payer for the invoice's amount remaining through a new PaymentIntent."""
-    pm = resolve_payment_method(
-        ctx,
-        invoice["customer"],
-        explicit=payment_method or invoice.get("default_payment_method"),
-        subscription=sub,
-    )
+    if pays_by_transfer(invoice) and not payment_method:
+        pm: str | None = cash_balances.payment_method_for(
+            ctx, invoice["customer"], ctx.now_for_customer(invoice["customer"])
+        )["id"]
+    else:
+        pm = resolve_payment_method(
+            ctx,
+            invoice["customer"],
+            explicit=payment_method or invoice.get("default_payment_method"),
+            subscription=sub,
+        )
     return collect_payment(
         ctx,
         customer_id=invoice["customer"],
@@ -196,6 +258,9 @@ def charge_invoice(
         invoice_id=invoice["id"],
         off_session=off_session,
         application_fee_amount=application_fee(sub, invoice["amount_due"]),
+        verification=debits.verification_of(
+            (invoice.get("payment_settings") or {}).get("payment_method_options")
+        ),
         payment_method_types=method_types_of(invoice, sub),
     )
 
@@ -226,12 +291,58 @@ def attempt_payment(
     if outcome.status == "succeeded":
         mark_paid(ctx, invoice, now, None)
         return outcome
-    if outcome.status == "processing":
-        # A bank debit: the invoice stays open, nothing retried, until the debit settles.
+    if outcome.status == "processing" or (
+        outcome.status == "requires_action" and pays_by_transfer(invoice)
+    ):
+        # A bank debit, or a transfer awaited: the invoice stays open, nothing retried, until
+        # the money arrives.
         invoice["next_payment_attempt"] = None
+        if outcome.payment_intent is not None and outcome.status == "requires_action":
+            transfer_progressed(ctx, invoice, outcome.payment_intent, now)
         return outcome
     _after_unpaid_attempt(ctx, invoice, sub, outcome, now, automatic=automatic)
     return outcome
+
+
+def transfer_progressed(ctx: Ctx, invoice: dict[str, Any], pi: dict[str, Any], now: int) -> None:
+    """Money reached a bank-transfer invoice's PaymentIntent: paid, or paid in part so far."""
+    if invoice["status"] != "open":
+        return
+    if pi["status"] == "succeeded":
+        mark_paid(ctx, invoice, now, None)
+        return
+    paid = int(pi.get("amount_received") or 0)
+    if paid == invoice["amount_paid"]:
+        return
+    previous = {
+        "amount_paid": invoice["amount_paid"],
+        "amount_remaining": invoice["amount_remaining"],
+    }
+    invoice["amount_paid"] = paid
+    invoice["amount_remaining"] = invoice["amount_due"] - paid
+    ctx.emit("invoice.updated", invoice, previous=previous, created=now)
+
+
+def fund_cash_balance(
+    ctx: Ctx,
+    customer: dict[str, Any],
+    *,
+    amount: int,
+    currency: str,
+    reference: str | None,
+    now: int,
+) -> dict[str, Any]:
+    """A bank transfer arrived: fund the cash balance, pay waiting PaymentIntents and invoices."""
+    funded, applied = cash_balances.fund(
+        ctx, customer, amount=amount, currency=currency, reference=reference, now=now
+    )
+    for pi, _ in applied:
+        if pi["status"] == "succeeded":
+            transfer_succeeded(ctx, pi, now)
+        invoice = ctx.account.find(pi.get("_invoice"))
+        if invoice is not None:
+            transfer_progressed(ctx, invoice, pi, now)
+    return funded
 
 
 def settle_processing(ctx: Ctx, pi: dict[str, Any], now: int) -> None:

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from stripesim.billing.amounts import round_minor
-from stripesim.billing.collection import charge_invoice, finalize, finalize_and_collect
+from stripesim.billing.collection import (
+    charge_invoice,
+    finalize,
+    finalize_and_collect,
+    read_payment_settings,
+)
 from stripesim.billing.discounts import new_discounts, tax_rate_objects
 from stripesim.billing.invoices import new_invoice_item, subscription_invoice
 from stripesim.billing.items import items_of, new_item, quantity_param
@@ -14,7 +19,6 @@ from stripesim.billing.periods import DAY, add_interval, future_time, interval_o
 from stripesim.billing.prices import exact_amount, item_price, price_param, product_name
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, required_object, update_metadata
-from stripesim.payment_settings import read_method_types
 from stripesim.payments import payment_method_for
 from stripesim.registry import Ctx
 from stripesim.state import new_id
@@ -311,14 +315,14 @@ def _new_subscription(ctx: Ctx, params: dict[str, Any], request: _Request) -> di
             "url": f"/v1/subscription_items?subscription={sub_id}",
         },
         on_behalf_of=params.get("on_behalf_of") or None,
-        payment_settings={
-            "payment_method_options": None,
-            "payment_method_types": read_method_types(
-                (params.get("payment_settings") or {}).get("payment_method_types"),
-                "payment_settings[payment_method_types]",
-            ),
-            "save_default_payment_method": "off",
-        },
+        payment_settings=read_payment_settings(
+            params,
+            {
+                "payment_method_options": None,
+                "payment_method_types": None,
+                "save_default_payment_method": "off",
+            },
+        ),
         start_date=now,
         status=status,
         test_clock=request.customer.get("test_clock"),

@@ -15,7 +15,7 @@ from stripesim.lists import update_metadata
 from stripesim.metering import usage_total
 from stripesim.payment_settings import method_types_of
 from stripesim.registry import Ctx
-from stripesim.state import new_id
+from stripesim.state import new_id, snapshot
 from stripesim.tax import automatic_rates
 
 _ENDED = ("canceled", "incomplete_expired")
@@ -95,7 +95,9 @@ def new_invoice(
         },
         payment_settings={
             "default_mandate": None,
-            "payment_method_options": None,
+            "payment_method_options": snapshot(
+                (subscription or {}).get("payment_settings", {}).get("payment_method_options")
+            ),
             "payment_method_types": method_types_of({}, subscription),
         },
         period_end=period[1] if period else now,

@@ -15,6 +15,7 @@ from stripesim.billing.collection import (
     finalize,
     finalize_and_collect,
     mark_paid,
+    read_payment_settings,
     void_invoice,
 )
 from stripesim.billing.context import settings
@@ -39,7 +40,6 @@ from stripesim.billing.proration import (
 )
 from stripesim.errors import StripeError, parameter_missing, resource_missing
 from stripesim.lists import as_bool, as_int, render, update_metadata
-from stripesim.payment_settings import set_payment_settings
 from stripesim.registry import Ctx
 from stripesim.state import new_id, snapshot
 
@@ -450,7 +450,7 @@ def plain_fields(ctx: Ctx, sub: dict[str, Any], params: dict[str, Any], now: int
             ctx, params["default_tax_rates"], "default_tax_rates"
         )
     _update_collection(sub, params)
-    set_payment_settings(sub, params, "payment_settings")
+    sub["payment_settings"] = read_payment_settings(params, sub["payment_settings"])
     if params.get("discounts") is not None:
         sub["discounts"] = (
             new_discounts(

@@ -115,3 +115,42 @@ def discount() -> dict[str, Any]:
         "source": {"coupon": None, "type": "coupon"},
         "customer_account": None,
     }
+
+
+@template("cash_balance")
+def cash_balance() -> dict[str, Any]:
+    return {
+        "available": {},
+        "customer": "",
+        "customer_account": None,
+        "livemode": False,
+        "object": "cash_balance",
+        "settings": {"reconciliation_mode": "automatic", "using_merchant_default": True},
+    }
+
+
+@template("customer_cash_balance_transaction")
+def customer_cash_balance_transaction() -> dict[str, Any]:
+    return {
+        "created": 0,
+        "currency": "",
+        "customer": "",
+        "customer_account": None,
+        "ending_balance": 0,
+        "id": "",
+        "livemode": False,
+        "net_amount": 0,
+        "object": "customer_cash_balance_transaction",
+        "type": "funded",
+    }
+
+
+@template("funding_instructions")
+def funding_instructions() -> dict[str, Any]:
+    return {
+        "bank_transfer": {"country": "US", "financial_addresses": [], "type": "us_bank_transfer"},
+        "currency": "usd",
+        "funding_type": "bank_transfer",
+        "livemode": False,
+        "object": "funding_instructions",
+    }

@@ -323,3 +323,22 @@ def balance_transaction() -> dict[str, Any]:
         "type": "charge",
         "balance_type": "payments",
     }
+
+
+@template("mandate")
+def mandate() -> dict[str, Any]:
+    return {
+        "customer_acceptance": {
+            "accepted_at": 0,
+            "online": {"ip_address": "127.0.0.1", "user_agent": "stripesim"},
+            "type": "online",
+        },
+        "id": "",
+        "livemode": False,
+        "multi_use": {},
+        "object": "mandate",
+        "payment_method": "",
+        "payment_method_details": {"type": "us_bank_account", "us_bank_account": {}},
+        "status": "active",
+        "type": "multi_use",
+    }

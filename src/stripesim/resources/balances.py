@@ -47,12 +47,19 @@ def list_balance_transactions(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any
 _CUSTOMER_TXN = "customer_balance_transaction"
 
 
-def _customer_txn(ctx: Ctx, customer_id: str, txn_id: str) -> dict[str, Any]:
+def customer_txn(
+    ctx: Ctx,
+    customer_id: str,
+    txn_id: str,
+    kind: str = _CUSTOMER_TXN,
+    label: str = "customer balance transaction",
+) -> dict[str, Any]:
+    """A transaction of the customer's (credit or cash) balance; another's is a 404."""
     ctx.account.get(customer_id, "customer")
-    txn = ctx.account.get(txn_id, _CUSTOMER_TXN, label="customer balance transaction")
+    txn = ctx.account.get(txn_id, kind, label=label)
     if txn["customer"] != customer_id:
         raise StripeError(
-            f"No such customer balance transaction: '{txn_id}'",
+            f"No such {label}: '{txn_id}'",
             status=404,
             code="resource_missing",
             param="id",
@@ -102,7 +109,7 @@ def create_customer_balance_transaction(
 def retrieve_customer_balance_transaction(
     ctx: Ctx, params: dict[str, Any], customer_id: str, txn_id: str
 ) -> dict[str, Any]:
-    return _customer_txn(ctx, customer_id, txn_id)
+    return customer_txn(ctx, customer_id, txn_id)
 
 
 @route(
@@ -113,7 +120,7 @@ def retrieve_customer_balance_transaction(
 def update_customer_balance_transaction(
     ctx: Ctx, params: dict[str, Any], customer_id: str, txn_id: str
 ) -> dict[str, Any]:
-    txn = _customer_txn(ctx, customer_id, txn_id)
+    txn = customer_txn(ctx, customer_id, txn_id)
     if "description" in params:
         txn["description"] = params["description"] or None
     update_metadata(txn, params.get("metadata"))

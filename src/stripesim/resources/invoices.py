@@ -87,6 +87,7 @@ def create_invoice(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     )
     invoice["due_date"] = due_date
     invoice["_days_until_due"] = days
+    invoice["payment_settings"] = billing.read_payment_settings(params, invoice["payment_settings"])
     update_metadata(invoice, params.get("metadata"))
     if behavior == "include":
         for item in pending:
@@ -540,7 +541,8 @@ async def hosted_invoice(request: Request, sim: Simulator) -> Response:
             notice, error = _pay_from_page(ctx, invoice, form)
             status = 402 if error else 200
         shown = snapshot(invoice)
-        challenge = _waiting_challenge(ctx, invoice)
+        waiting = _waiting_action(ctx, invoice)
+    transfer = waiting.get("display_bank_transfer_instructions")
     return render_page(
         "invoice.html",
         status,
@@ -548,18 +550,27 @@ async def hosted_invoice(request: Request, sim: Simulator) -> Response:
         form=form,
         notice=notice,
         error=error,
-        challenge=challenge,
+        challenge=waiting.get("challenge"),
+        transfer=transfer,
+        instructions=transfer,
+        verification=(waiting.get("verify_with_microdeposits") or {}).get(
+            "hosted_verification_url"
+        ),
     )
 
 
-def _waiting_challenge(ctx: Ctx, invoice: dict[str, Any]) -> str | None:
-    """The 3-D Secure page of an open invoice's payment that waits for its cardholder, if any."""
+def _waiting_action(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any]:
+    """What an open invoice's payment waits for: a 3-D Secure challenge (its page), a bank
+    transfer (its instructions) or micro-deposits (their page); empty when nothing."""
     if invoice["status"] != "open" or not invoice["_payment_intents"]:
-        return None
+        return {}
     pi = ctx.account.find(invoice["_payment_intents"][-1])
     if pi is None or pi["status"] != "requires_action":
-        return None
-    return f"/3ds/{pi['id']}"
+        return {}
+    action = snapshot(pi.get("next_action") or {})
+    if action.get("type") == "use_stripe_sdk":
+        return {"challenge": f"/3ds/{pi['id']}"}
+    return dict(action)
 
 
 def _named_objects(invoice: dict[str, Any]) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stripesim import cards
+from stripesim import cards, debits
 from stripesim.debits import new_bank_payment_method
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, one_of, paginate, render, update_metadata
@@ -251,8 +251,10 @@ def confirm_setup_intent(ctx: Ctx, seti: dict[str, Any], now: int) -> dict[str, 
             code="setup_intent_unexpected_state",
         )
     pm = ctx.account.get(seti["payment_method"], "payment_method", param="payment_method")
-    spec = cards.by_key(pm.get("_test_card"))
     seti["latest_attempt"] = new_id("setatt")
+    if pm.get("type") == "us_bank_account":
+        return _confirm_bank_setup(ctx, seti, pm, now)
+    spec = cards.by_key(pm.get("_test_card"))
     if spec.behaviour == cards.DECLINE:
         error = spec.decline()
         body = error.body()["error"]
@@ -275,6 +277,13 @@ def confirm_setup_intent(ctx: Ctx, seti: dict[str, Any], now: int) -> dict[str, 
         }
         ctx.emit("setup_intent.requires_action", seti, created=now)
         return seti
+    return _setup_succeeded(ctx, seti, pm, now)
+
+
+def _setup_succeeded(
+    ctx: Ctx, seti: dict[str, Any], pm: dict[str, Any], now: int
+) -> dict[str, Any]:
+    """The setup is done: the PaymentMethod attached to its customer, `setup_intent.succeeded`."""
     if seti.get("customer") and pm.get("customer") != seti["customer"]:
         attach_payment_method(ctx, pm, seti["customer"])
     seti["status"] = "succeeded"
@@ -282,6 +291,17 @@ def confirm_setup_intent(ctx: Ctx, seti: dict[str, Any], now: int) -> dict[str, 
     seti["last_setup_error"] = None
     ctx.emit("setup_intent.succeeded", seti, created=now)
     return seti
+
+
+def _confirm_bank_setup(
+    ctx: Ctx, seti: dict[str, Any], pm: dict[str, Any], now: int
+) -> dict[str, Any]:
+    """Set up a bank account: its mandate, after micro-deposits when the setup asks for them."""
+    if debits.needs_verification(pm, seti):
+        debits.request_microdeposits(ctx, seti, pm, now)
+        return seti
+    seti["mandate"] = debits.mandate_for(ctx, pm, now)["id"]
+    return _setup_succeeded(ctx, seti, pm, now)
 
 
 def _payment_method_param(ctx: Ctx, params: dict[str, Any]) -> str | None:
@@ -306,6 +326,9 @@ def create_setup_intent(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         description=params.get("description"),
         metadata=params.get("metadata"),
     )
+    verification = debits.verification_of(params.get("payment_method_options"))
+    if verification:
+        seti["_verification"] = verification
     if as_bool(params, "confirm", False):
         confirm_setup_intent(ctx, seti, now)
     return seti

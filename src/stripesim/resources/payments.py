@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stripesim import billing, cards, payments
+from stripesim import billing, cards, debits, payments
 from stripesim.currency import ZERO_DECIMAL
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, render, search, update_metadata
@@ -111,6 +111,9 @@ def create_payment_intent(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         receipt_email=params.get("receipt_email"),
         statement_descriptor=params.get("statement_descriptor"),
     )
+    verification = debits.verification_of(params.get("payment_method_options"))
+    if verification:
+        pi["_verification"] = verification
     if confirm:
         _confirm(ctx, pi, params)
     return pi

@@ -167,6 +167,11 @@ class SubscriptionPut(RequestBody):
     collection_method: str | None = None
     days_until_due: int | None = None
     trial_days: int | None = None
+    payment_method: str | None = Field(
+        None,
+        description="customer_balance: invoices paid by bank transfer (sent, due in "
+        "days_until_due, default the plan's or 30); default: the customer's payment method.",
+    )
     at_period_end: bool | None = Field(
         None,
         description="Apply the change at period end (true) or now (false); "

@@ -51,7 +51,8 @@ class CustomerState:
     seats: int | None = None
     past_due_since: datetime | None = None
     dunning_access: str | None = None  # set by the dunning policy: full | reduced | default
-    # While a bank debit processes: full (TOLLGATE_PROCESSING_ACCESS=keep) | default (wait).
+    # While a bank debit processes: full (TOLLGATE_PROCESSING_ACCESS=keep) | default (wait);
+    # `awaiting` while a first invoice paid by bank transfer waits for its money (with wait).
     processing_access: str | None = None
     credit_balance: int = 0
     credit_allowance: int = 0
@@ -146,9 +147,17 @@ def access_of(
     return access, until
 
 
+AWAITING_TRANSFER = "awaiting"
+"""The hold of a subscription whose first invoice, paid by bank transfer, is not paid yet while
+TOLLGATE_PROCESSING_ACCESS=wait: the default plan, though Stripe calls the subscription active
+(a `send_invoice` subscription is active from the start)."""
+
+
 def _status_access(
     state: CustomerState, grace: timedelta, now: datetime
 ) -> tuple[Access, datetime | None]:
+    if state.processing_access == AWAITING_TRANSFER:
+        return Access.DEFAULT, None
     if state.status in FULL_ACCESS_STATUSES:
         return Access.FULL, None
     if state.status == "incomplete" and state.processing_access == Access.FULL:

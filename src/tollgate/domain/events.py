@@ -187,10 +187,36 @@ class InvoiceSnapshot:
     # Each tax: (tax rate id, amount), Stripe's `total_taxes`; and the customer's `tax_exempt`.
     tax_amounts: tuple[tuple[str, int], ...] = ()
     customer_tax_exempt: str | None = None
+    # `payment_settings.payment_method_types` (empty: Stripe's defaults), issue 21.
+    payment_method_types: tuple[str, ...] = ()
 
     @property
     def discount_ids(self) -> tuple[str, ...]:
         return tuple(discount for discount, _ in self.discount_amounts)
+
+    @property
+    def by_bank_transfer(self) -> bool:
+        """Whether the invoice is paid by bank transfer only (`customer_balance`)."""
+        return self.payment_method_types == (BANK_TRANSFER,)
+
+
+BANK_TRANSFER = "customer_balance"  # Stripe's payment method type of bank transfers
+
+
+@dataclass(frozen=True, slots=True)
+class BankTransferSnapshot:
+    """A PaymentIntent paid by bank transfer: what is still to come, where to send it."""
+
+    id: str
+    stripe_customer_id: str
+    amount: int
+    amount_remaining: int
+    currency: str
+    status: str
+    reference: str | None
+    # {bank_name, routing_number, account_number, account_holder_name}, when Stripe gave one.
+    account: dict[str, str] | None
+    instructions_url: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +402,11 @@ def subscription_progress(status: str, current_period_start: datetime | None) ->
 def invoice_progress(status: str | None, attempt_count: int, amount_paid: int) -> tuple[int, ...]:
     """Return how far an invoice has come: draft, open, uncollectible, paid or void."""
     return (_INVOICE_STATUS_RANK.get(status or "", 0), attempt_count, amount_paid)
+
+
+def bank_transfer_progress(status: str, amount: int, amount_remaining: int) -> tuple[int, ...]:
+    """Return how far a bank-transfer payment has come: money received, then settled."""
+    return (int(status in ("succeeded", "canceled")), amount - amount_remaining)
 
 
 def charge_progress(

@@ -26,6 +26,8 @@ class DriftKind(StrEnum):
     UNKNOWN_TO_STRIPE = "unknown_to_stripe"
     USAGE_DIFFERS = "usage_differs"
     LEDGER_UNBALANCED = "ledger_unbalanced"
+    # A customer's cash balance (bank transfers not yet applied) differs from Stripe's.
+    CASH_BALANCE_DIFFERS = "cash_balance_differs"
     # A connected account Stripe would not let the platform read (access revoked, account
     # deleted): reported and skipped, so one tenant cannot stop the run for the others.
     ACCOUNT_REFUSED = "account_refused"
@@ -184,6 +186,26 @@ def compare_usage(
         object_id,
         {"feature": feature, "start": start, "end": end, "overage_sent": sent},
         {"meter": meter_id, "aggregated_value": _plain_number(aggregated)},
+    )
+
+
+def compare_cash_balance(
+    customer_id: str, *, local: Mapping[str, int] | None, stripe: Mapping[str, int]
+) -> Drift | None:
+    """Return how the mirrored cash balance differs from Stripe's (by currency, zeros left out).
+
+    Reported, not healed here: the next transfer's webhook fetches Stripe's figure again.
+    """
+    mine = {currency: amount for currency, amount in (local or {}).items() if amount}
+    theirs = {currency: amount for currency, amount in stripe.items() if amount}
+    if mine == theirs:
+        return None
+    return Drift(
+        DriftKind.CASH_BALANCE_DIFFERS,
+        "cash_balance",
+        customer_id,
+        {"available": dict(sorted(mine.items()))},
+        {"available": dict(sorted(theirs.items()))},
     )
 
 

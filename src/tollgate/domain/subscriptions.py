@@ -27,7 +27,7 @@ from tollgate.domain.catalog import (
 )
 from tollgate.domain.catalog_sync import base_price_lookup_key, overage_price_lookup_key
 from tollgate.domain.errors import InvalidRequest, NotFound
-from tollgate.domain.events import ENDED_STATUSES, tollgate_status
+from tollgate.domain.events import BANK_TRANSFER, ENDED_STATUSES, tollgate_status
 
 PRORATION_BEHAVIORS = ("create_prorations", "none", "always_invoice")
 SEAT_CHANGE_BEHAVIORS = ("exact", "incremental")
@@ -232,8 +232,63 @@ class Collection:
     days_until_due: int | None
 
 
-def collection_for(plan: Plan, *, method: str | None, days_until_due: int | None) -> Collection:
-    """Return the request's collection method, else the plan's, checked as Stripe would."""
+# A bank transfer takes days: its invoice is sent, due in this many days unless the request or
+# the plan says otherwise.
+BANK_TRANSFER_DAYS_UNTIL_DUE = 30
+# Stripe's bank transfer type per currency (`bank_transfer[type]`); EUR transfers need the
+# customer's country as well and are not offered here.
+BANK_TRANSFER_TYPES = {
+    "usd": "us_bank_transfer",
+    "gbp": "gb_bank_transfer",
+    "jpy": "jp_bank_transfer",
+    "mxn": "mx_bank_transfer",
+}
+
+
+def bank_transfer_settings(currency: str) -> dict[str, Any]:
+    """Return the `payment_settings` of invoices paid by bank transfer in `currency`."""
+    kind = BANK_TRANSFER_TYPES.get(currency.lower())
+    if kind is None:
+        raise InvalidRequest(
+            f"bank transfers are offered in {', '.join(sorted(BANK_TRANSFER_TYPES))}, "
+            f"not {currency.lower()}",
+            param="payment_method",
+        )
+    return {
+        "payment_method_types": [BANK_TRANSFER],
+        "payment_method_options": {
+            BANK_TRANSFER: {"funding_type": "bank_transfer", "bank_transfer": {"type": kind}}
+        },
+    }
+
+
+def collection_for(
+    plan: Plan,
+    *,
+    method: str | None,
+    days_until_due: int | None,
+    payment_method: str | None = None,
+) -> Collection:
+    """Return the request's collection method, else the plan's, checked as Stripe would.
+
+    Paid by bank transfer (`payment_method=customer_balance`), invoices are sent and due in
+    days: a transfer cannot be charged.
+    """
+    if payment_method is not None and payment_method != BANK_TRANSFER:
+        raise InvalidRequest(
+            f"payment_method {payment_method!r}: only {BANK_TRANSFER} (bank transfer) may be "
+            "named; a card or bank debit is the customer's default payment method",
+            param="payment_method",
+        )
+    if payment_method == BANK_TRANSFER:
+        if method not in (None, CollectionMethod.SEND_INVOICE):
+            raise InvalidRequest(
+                "a bank transfer cannot be charged: use collection_method send_invoice",
+                param="collection_method",
+            )
+        method = str(CollectionMethod.SEND_INVOICE)
+        if days_until_due is None:
+            days_until_due = plan.days_until_due or BANK_TRANSFER_DAYS_UNTIL_DUE
     if method is None:
         method = str(plan.collection_method)
         if days_until_due is None:

@@ -107,6 +107,8 @@ class InvoiceView:
     billing_reason: str | None = None  # Stripe's: subscription_cycle, subscription_update, …
     taxes: tuple[InvoiceTax, ...] = ()
     tax_exempt: str | None = None  # the customer's status it was made for: exempt, reverse
+    # What is still to pay (issue 21: a bank transfer may pay part of it).
+    amount_remaining: int = 0
 
     @property
     def tax_note(self) -> str | None:
@@ -137,6 +139,7 @@ class InvoiceView:
             "tax_note": self.tax_note,
             "amount_due": money(self.amount_due),
             "amount_paid": money(self.amount_paid),
+            "amount_remaining": money(self.amount_remaining),
             "created": _iso(self.created),
             "period_start": _iso(self.period_start),
             "period_end": _iso(self.period_end),
@@ -224,6 +227,7 @@ def list_invoices(
             taxes=invoice_taxes(row.tax_amounts),
             tax_exempt=row.customer_tax_exempt,
             billing_reason=row.billing_reason,
+            amount_remaining=row.amount_remaining,
         )
         for row in rows[:limit]
     ]

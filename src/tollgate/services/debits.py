@@ -5,7 +5,8 @@ A debit is `processing` for days (Stripe: about 4 business days). Its invoice st
 never marked paid until `invoice.paid`; meanwhile `TOLLGATE_PROCESSING_ACCESS` (carried by the
 dunning policy the webhook handlers have) says what a subscription waiting on its first debit
 gives: `keep`, its plan at once; `wait`, nothing until paid. A returned debit fails the invoice
-like a declined card, so the dunning path applies unchanged.
+like a declined card, so the dunning path applies unchanged. The same setting says what a
+subscription paid by bank transfer gives until its first invoice's money arrives.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import Connection
 from tollgate.db.queries import billing
 from tollgate.db.queries.changes import note_customer_changes
 from tollgate.domain.dunning import DunningPolicy
+from tollgate.domain.entitlements import AWAITING_TRANSFER
 
 
 def debit_started(
@@ -33,6 +35,26 @@ def debit_settled(connection: Connection, *, customer_id: str, now: datetime) ->
     if billing.pending_charge_count(connection, customer_id):
         return
     if billing.set_processing_access(connection, customer_id, None, now):
+        note_customer_changes(connection, [customer_id], reason="subscription", now=now)
+
+
+def first_transfer_changed(
+    connection: Connection,
+    *,
+    policy: DunningPolicy,
+    customer_id: str,
+    waiting: bool,
+    now: datetime,
+) -> None:
+    """The first invoice of a subscription paid by bank transfer is open (`waiting`) or settled.
+
+    Stripe makes such a subscription active at once (its invoice is sent, due in days): with
+    `keep` the plan is the customer's at once; with `wait`, only once the invoice is paid.
+    """
+    held = waiting and policy.processing_access == "wait"
+    if billing.set_processing_access(
+        connection, customer_id, AWAITING_TRANSFER if held else None, now
+    ):
         note_customer_changes(connection, [customer_id], reason="subscription", now=now)
 
 

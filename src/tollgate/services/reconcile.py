@@ -40,6 +40,7 @@ from sqlalchemy import Select, Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tollgate.clock import Clock
+from tollgate.db.queries.billing import customers_with_cash
 from tollgate.db.tables import (
     CHARGES,
     CUSTOMERS,
@@ -61,6 +62,7 @@ from tollgate.domain.reconcile import (
     OBJECT_TYPES,
     Drift,
     DriftKind,
+    compare_cash_balance,
     compare_object,
     compare_usage,
     heal_event_created,
@@ -232,6 +234,7 @@ def reconcile(
             with _isolated(run, account):
                 _reconcile_account(run, since, page_size, progress)
         _check_usage(run)
+        _check_cash_balances(run)
         _check_ledger(run)
     except Exception as error:
         _finish_run(run, "failed", describe_error(error))
@@ -688,6 +691,31 @@ def _sent_in(
             return None
         sent += int(group.value)
     return sent
+
+
+def _check_cash_balances(run: _Run) -> None:
+    """Compare each bank-transfer customer's mirrored cash balance with Stripe's."""
+    with run.db.engine.connect() as connection:
+        customers = customers_with_cash(connection)
+    for customer in customers:
+        account = customer.stripe_account
+        if account in run.refused:
+            continue
+        run.account = account
+        available: dict[str, int] | None = None
+        with _isolated(run, account):
+            found = run.target.retrieve_cash_balance(customer.stripe_customer_id)
+            available = {
+                str(currency): int(amount)
+                for currency, amount in (found.get("available") or {}).items()
+            }
+        if available is None:
+            continue
+        run.checked += 1
+        drift = compare_cash_balance(customer.id, local=customer.cash_balance, stripe=available)
+        if drift is not None:
+            _record(run, [(drift, False)])
+    run.account = None
 
 
 def _check_ledger(run: _Run) -> None:

@@ -27,7 +27,7 @@ from tollgate.db.queries.changes import note_customer_changes
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, CollectionMethod
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
-from tollgate.domain.events import SubscriptionSnapshot
+from tollgate.domain.events import BANK_TRANSFER, SubscriptionSnapshot
 from tollgate.domain.payment_limits import PaymentPolicy, policy_for
 from tollgate.domain.subscriptions import (
     TRIAL_END_BEHAVIORS,
@@ -35,6 +35,7 @@ from tollgate.domain.subscriptions import (
     Collection,
     CurrentTerms,
     Terms,
+    bank_transfer_settings,
     change_timing,
     check_proration,
     collection_for,
@@ -70,6 +71,9 @@ log = logging.getLogger("tollgate.subscriptions")
 # Stripe's decline code for a card whose holder must authenticate the payment (3-D Secure), and
 # what a direct subscription answers then: the customer must act on the page at `url`.
 AUTHENTICATION_REQUIRED = "authentication_required"
+# What Stripe answers when the first payment needs the customer: a card's 3-D Secure, or a bank
+# account's micro-deposit verification.
+ACTION_NEEDED = frozenset({AUTHENTICATION_REQUIRED, "payment_intent_action_required"})
 ACTION_REQUIRED = "action_required"
 
 # A change waiting for the period end is made in Stripe this long before the renewal.
@@ -105,6 +109,8 @@ class SubscriptionRequest:
     days_until_due: int | None = None
     trial_days: int | None = None
     at_period_end: bool | None = None
+    # `customer_balance`: the invoices are paid by bank transfer (issue 21).
+    payment_method: str | None = None
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -387,9 +393,16 @@ def change_subscription(
         # changes; only a migration (or another plan) moves it to the newest version.
         catalog = catalog.with_plan_version(live.plan, live.plan_version)
     terms = _terms_for(catalog, customer, wanted.plan, wanted.interval, wanted.seats)
-    explicit = wanted.collection_method is not None or wanted.days_until_due is not None
+    explicit = (
+        wanted.collection_method is not None
+        or wanted.days_until_due is not None
+        or wanted.payment_method is not None
+    )
     collection = collection_for(
-        terms.plan, method=wanted.collection_method, days_until_due=wanted.days_until_due
+        terms.plan,
+        method=wanted.collection_method,
+        days_until_due=wanted.days_until_due,
+        payment_method=wanted.payment_method,
     )
     if live is None:
         return _subscribe(
@@ -404,7 +417,13 @@ def change_subscription(
         # paid or expires (one change at a time, as Stripe's pending updates are).
         pending = target.retrieve_invoice(live.latest_invoice)
         return _action_required(_stripe_view(live), pending, waiting=True)
-    change = _Change(terms, collection if explicit else None, proration, wanted.at_period_end)
+    change = _Change(
+        terms,
+        collection if explicit else None,
+        proration,
+        wanted.at_period_end,
+        wanted.payment_method,
+    )
     return _change(db, catalog, settings, target, clock, customer, live, change, idempotency_key)
 
 
@@ -449,8 +468,18 @@ def _subscribe(
     if days:
         params["trial_period_days"] = days
     methods = _payment_method_types(settings, terms)
-    if methods is not None:
-        params["payment_settings"] = {"payment_method_types": methods}
+    if wanted.payment_method == BANK_TRANSFER:
+        params["payment_settings"] = bank_transfer_settings(terms.currency)
+    else:
+        payment_settings: dict[str, Any] = {}
+        if methods is not None:
+            payment_settings["payment_method_types"] = methods
+        if settings.bank_verification == "microdeposits":
+            payment_settings["payment_method_options"] = {
+                "us_bank_account": {"verification_method": "microdeposits"}
+            }
+        if payment_settings:
+            params["payment_settings"] = payment_settings
     if settings.stripe_automatic_tax:
         params["automatic_tax"] = {"enabled": True}
     fee = _fee(settings, customer)
@@ -464,13 +493,15 @@ def _subscribe(
         "collection": [collection.method, collection.days_until_due],
         "trial_days": days,
     }
+    if wanted.payment_method is not None:
+        asked["payment_method"] = wanted.payment_method
     key = request_id(idempotency_key, asked, customer.state_version)
     try:
         created = gateway.create_subscription(
             idempotency_key=f"sub-create-{customer.id}-{key}", params=params
         )
     except PaymentDeclined as declined:
-        if declined.code != AUTHENTICATION_REQUIRED:
+        if declined.code not in ACTION_NEEDED:
             raise
         return _subscribe_pending_authentication(db, gateway, clock, customer, key, params)
     _after_write(db, customer.id, clock)
@@ -573,6 +604,7 @@ class _Change:
     collection: Collection | None
     proration: str
     at_period_end: bool | None
+    payment_method: str | None = None
 
 
 def _change(
@@ -634,6 +666,8 @@ def _change(
         if collection.days_until_due is not None:
             params["days_until_due"] = collection.days_until_due
     params.update(_payment_settings(settings, terms, current))
+    if change.payment_method == BANK_TRANSFER:
+        params["payment_settings"] = bank_transfer_settings(terms.currency)
     # Billed now: a declined card changes nothing (402); a card that needs its holder waits
     # with the change pending until the customer confirms (Stripe's pending_if_incomplete).
     # An interval change starts a new period, which stripesim does not hold pending yet.
@@ -657,6 +691,8 @@ def _change(
         "proration": change.proration,
         "collection": [collection.method, collection.days_until_due] if collection else None,
     }
+    if change.payment_method is not None:
+        asked["payment_method"] = change.payment_method
     key = request_id(idempotency_key, asked, customer.state_version)
     try:
         updated = gateway.update_subscription(

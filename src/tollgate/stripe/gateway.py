@@ -609,6 +609,20 @@ class StripeGateway(CatalogCalls, RefundCalls):
         """The dispute as Stripe has it now."""
         return self._retrieve("disputes.retrieve", self._client.v1.disputes.retrieve, dispute_id)
 
+    def retrieve_payment_intent(self, payment_intent_id: str) -> dict[str, Any]:
+        """The PaymentIntent as Stripe has it now."""
+        return self._retrieve(
+            "payment_intents.retrieve", self._client.v1.payment_intents.retrieve, payment_intent_id
+        )
+
+    def retrieve_cash_balance(self, stripe_customer_id: str) -> dict[str, Any]:
+        """The customer's cash balance (bank transfers received, not yet applied) at Stripe."""
+        return self._retrieve(
+            "customers.cash_balance.retrieve",
+            self._client.v1.customers.cash_balance.retrieve,
+            stripe_customer_id,
+        )
+
     def list_refunds(self, charge_id: str) -> list[dict[str, Any]]:
         """Every refund of the charge."""
         return [

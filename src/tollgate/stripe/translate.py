@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tollgate.domain.events import (
+    BANK_TRANSFER,
+    BankTransferSnapshot,
     ChargeSnapshot,
     CheckoutSessionSnapshot,
     CustomerSnapshot,
@@ -306,6 +308,42 @@ def invoice_snapshot(obj: dict[str, Any]) -> InvoiceSnapshot:
         tax=sum(_int(tax.get("amount")) for tax in obj.get("total_taxes") or []),
         tax_amounts=_tax_amounts(obj),
         customer_tax_exempt=_str(obj.get("customer_tax_exempt")),
+        payment_method_types=tuple(
+            str(kind)
+            for kind in _dict(obj.get("payment_settings")).get("payment_method_types") or []
+        ),
+    )
+
+
+def bank_transfer_snapshot(obj: dict[str, Any]) -> BankTransferSnapshot | None:
+    """Return a bank-transfer PaymentIntent (None for any other kind of payment)."""
+    if BANK_TRANSFER not in (obj.get("payment_method_types") or []):
+        return None
+    shown = _dict(_dict(obj.get("next_action")).get("display_bank_transfer_instructions"))
+    account = None
+    for address in shown.get("financial_addresses") or []:
+        aba = _dict(_dict(address).get("aba"))
+        if aba:
+            keys = ("bank_name", "routing_number", "account_number", "account_holder_name")
+            account = {key: str(aba.get(key) or "") for key in keys}
+            break
+    status = str(obj.get("status") or "")
+    amount = _int(obj.get("amount"))
+    remaining = (
+        _int(shown.get("amount_remaining"), amount)
+        if shown
+        else (0 if status == "succeeded" else amount - _int(obj.get("amount_received")))
+    )
+    return BankTransferSnapshot(
+        id=str(obj["id"]),
+        stripe_customer_id=object_id(obj.get("customer")) or "",
+        amount=amount,
+        amount_remaining=remaining,
+        currency=str(obj.get("currency") or "").lower(),
+        status=status,
+        reference=_str(shown.get("reference")),
+        account=account,
+        instructions_url=_str(shown.get("hosted_instructions_url")),
     )
 
 

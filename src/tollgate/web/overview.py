@@ -13,6 +13,7 @@ from tollgate.domain.wording import UnitName, count_text, overage_rate_text
 from tollgate.money import format_minor
 from tollgate.services import credits, customer_billing, customers, subscriptions, usage
 from tollgate.services.addons import AddOnOffer, list_addons
+from tollgate.services.bank_transfers import BankTransfersView, get_bank_transfers
 from tollgate.services.usage.reading import MeterUsage
 from tollgate.web.charts import DailyChart, bar_percent, daily_chart
 from tollgate_client.views import CreditsView, CustomerView, SubscriptionView
@@ -77,6 +78,8 @@ class Overview:
     addons: tuple[AddOnLine, ...] = ()
     # Issue 21: with automatic tax, the next invoice as Stripe previews it, tax by tax.
     upcoming: customer_billing.UpcomingInvoice | None = None
+    # Issue 21: what a customer paying by bank transfer has to send, and its cash balance.
+    transfers: BankTransfersView | None = None
 
 
 def plan_name(catalog: Catalog, plan_id: str | None) -> str:
@@ -215,6 +218,7 @@ def billing_overview(app: Container, customer_id: str) -> Overview:
             _addon_line(catalog, offer) for offer in list_addons(app, customer_id=customer_id)
         ),
         upcoming=upcoming,
+        transfers=get_bank_transfers(db=app.db, customer_id=customer_id),
     )
 
 

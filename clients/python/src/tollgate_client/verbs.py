@@ -143,9 +143,11 @@ class Client:
         days_until_due: int | None = None,
         trial_days: int | None = None,
         at_period_end: bool | None = None,
+        payment_method: str | None = None,
         idempotency_key: str | None = None,
     ) -> SubscriptionView:
-        """Subscribe directly, or change plan, interval or seats."""
+        """Subscribe directly, or change plan, interval or seats (`payment_method=
+        "customer_balance"`: invoices paid by bank transfer)."""
         body = _given(
             plan=plan,
             interval=interval,
@@ -155,6 +157,7 @@ class Client:
             days_until_due=days_until_due,
             trial_days=trial_days,
             at_period_end=at_period_end,
+            payment_method=payment_method,
         )
         return self.backend.change_subscription(id, body, idempotency_key=idempotency_key)
 

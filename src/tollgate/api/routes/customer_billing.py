@@ -15,7 +15,7 @@ from tollgate.api import operations
 from tollgate.api.deps import container, read_scope, write_scope
 from tollgate.api.schemas import RequestBody
 from tollgate.bootstrap import Container
-from tollgate.services import customer_billing
+from tollgate.services import bank_transfers, customer_billing
 
 router = APIRouter(prefix="/v1/customers", tags=["billing page"])
 
@@ -49,6 +49,14 @@ def get_invoices(
         db=app.db, customer_id=customer_id, limit=limit, cursor=cursor
     )
     return page.to_json()
+
+
+@router.get("/{customer_id}/bank-transfers", dependencies=[Depends(read_scope)])
+def get_bank_transfers(customer_id: str, app: Container = Depends(container)) -> dict[str, Any]:
+    """What a customer paying by bank transfer has to send: `waiting`, each payment still
+    waiting for money (amount, received, remaining, the account to pay and the reference to
+    quote), and `cash_balance`, money received that no invoice took yet (it pays the next one)."""
+    return bank_transfers.get_bank_transfers(db=app.db, customer_id=customer_id).to_json()
 
 
 @router.get("/{customer_id}/usage/history", dependencies=[Depends(read_scope)])

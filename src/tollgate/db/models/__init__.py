@@ -35,6 +35,7 @@ from tollgate.db.models.plans import (
 )
 from tollgate.db.models.stripe_mirror import (
     AuditLog,
+    BankTransfer,
     Charge,
     Customer,
     CustomerTaxId,
@@ -77,6 +78,7 @@ __all__ = [
     "AppEvent",
     "AuditLog",
     "AutoTopup",
+    "BankTransfer",
     "Base",
     "CatalogVersion",
     "Charge",

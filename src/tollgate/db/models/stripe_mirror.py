@@ -91,6 +91,9 @@ class Customer(Base):
     dispute_access: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # Stripe's `tax_exempt` (none | exempt | reverse), mirrored from customer events (issue 21).
     tax_exempt: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Bank transfers (issue 21): the customer's cash balance at Stripe as last fetched, minor
+    # units by currency ({"usd": 1500}); None until a transfer was seen.
+    cash_balance: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
 
 
 class Subscription(Base):
@@ -216,6 +219,29 @@ class Charge(Base):
     disputed: Mapped[bool] = mapped_column(Boolean, default=False)
     # `payment_method_details.type` (card, us_bank_account, …): what the charge cost in fees.
     payment_method_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    watermark_created: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BankTransfer(Base):
+    """A payment waiting for (or paid by) bank transfers: a `customer_balance` PaymentIntent,
+    with where to send the money and how much is still to come (issue 21)."""
+
+    __tablename__ = "bank_transfers"
+
+    id: Mapped[str] = mapped_column(String(STRIPE_ID), primary_key=True)  # the PaymentIntent
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    amount_remaining: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(32))
+    reference: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The account to pay: {bank_name, routing_number, account_number, account_holder_name}.
+    account: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Stripe's hosted instructions page.
+    instructions_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     watermark_created: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     watermark_event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 
-from tollgate.db.tables import CHARGES, CUSTOMERS, DISPUTES, SUBSCRIPTIONS
+from tollgate.db.tables import BANK_TRANSFERS, CHARGES, CUSTOMERS, DISPUTES, SUBSCRIPTIONS
 from tollgate.domain.events import DISPUTE_OPEN_STATUSES
 
 _CUSTOMER_COLUMNS = (
@@ -132,6 +132,30 @@ def held_dispute_count(connection: Connection, customer_id: str) -> int:
                 DISPUTES.c.status.in_(("needs_response", "under_review", "lost")),
             )
         ).scalar_one()
+    )
+
+
+def customers_with_cash(connection: Connection) -> list[Any]:
+    """Return the customers that have paid by bank transfer (a mirrored cash balance, or a
+    payment waiting for transfers): id, Stripe id and account, the cash balance as mirrored."""
+    waiting = select(BANK_TRANSFERS.c.customer_id).where(
+        BANK_TRANSFERS.c.customer_id == CUSTOMERS.c.id
+    )
+    return list(
+        connection.execute(
+            select(
+                CUSTOMERS.c.id,
+                CUSTOMERS.c.stripe_customer_id,
+                CUSTOMERS.c.stripe_account,
+                CUSTOMERS.c.cash_balance,
+            )
+            .where(
+                CUSTOMERS.c.stripe_customer_id.is_not(None),
+                CUSTOMERS.c.deleted.is_(False),
+                or_(CUSTOMERS.c.cash_balance.is_not(None), waiting.exists()),
+            )
+            .order_by(CUSTOMERS.c.id)
+        )
     )
 
 

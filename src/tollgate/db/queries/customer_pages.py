@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, and_, bindparam, func, or_, select
 
-from tollgate.db.tables import CUSTOMERS, INVOICES, TAX_RATES, USAGE_HOURLY
+from tollgate.db.tables import BANK_TRANSFERS, CUSTOMERS, INVOICES, TAX_RATES, USAGE_HOURLY
 
 Granularity = Literal["hour", "day"]
 _PREFIX = {"hour": 13, "day": 10}
@@ -135,6 +135,25 @@ def invoices_page(
         )
     query = query.order_by(invoices.created_at.desc(), invoices.id.desc()).limit(limit)
     return connection.execute(query).all()
+
+
+def bank_transfers_of(connection: Connection, customer_id: str) -> tuple[Any, Sequence[Any]]:
+    """Return the customer's cash balance at Stripe as last seen (None: no such customer) and its
+    payments by bank transfer still waiting for money, oldest first."""
+    balance = connection.execute(
+        select(CUSTOMERS.c.cash_balance).where(
+            CUSTOMERS.c.id == customer_id, CUSTOMERS.c.deleted.is_(False)
+        )
+    ).one_or_none()
+    transfers = connection.execute(
+        select(BANK_TRANSFERS)
+        .where(
+            BANK_TRANSFERS.c.customer_id == customer_id,
+            BANK_TRANSFERS.c.status == "requires_action",
+        )
+        .order_by(BANK_TRANSFERS.c.created_at, BANK_TRANSFERS.c.id)
+    ).all()
+    return balance, transfers
 
 
 def customer_exists(connection: Connection, customer_id: str) -> bool:

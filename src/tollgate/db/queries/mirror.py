@@ -24,6 +24,7 @@ from sqlalchemy import Insert, Select, Table, bindparam, delete, select, update
 from tollgate.db.execution import OnDriver, Read, Rows, on_driver
 from tollgate.db.tables import (
     AUDIT_LOG,
+    BANK_TRANSFERS,
     CHARGES,
     CUSTOMER_CHANGES,
     CUSTOMER_TAX_IDS,
@@ -54,6 +55,7 @@ MIRROR_TABLES = (
     DISCOUNTS,
     TAX_RATES,
     CUSTOMER_TAX_IDS,
+    BANK_TRANSFERS,
 )
 
 

@@ -21,6 +21,7 @@ from tollgate.db.execution import Read
 from tollgate.db.queries import mirror
 from tollgate.db.queries.mirror import Row
 from tollgate.db.tables import (
+    BANK_TRANSFERS,
     CHARGES,
     CUSTOMER_TAX_IDS,
     CUSTOMERS,
@@ -34,6 +35,7 @@ from tollgate.db.tables import (
     TAX_RATES,
 )
 from tollgate.domain.events import (
+    BankTransferSnapshot,
     ChargeSnapshot,
     CustomerSnapshot,
     Decision,
@@ -42,6 +44,7 @@ from tollgate.domain.events import (
     InvoiceSnapshot,
     RefundSnapshot,
     SubscriptionSnapshot,
+    bank_transfer_progress,
     charge_progress,
     compare_progress,
     customer_progress,
@@ -54,10 +57,16 @@ from tollgate.domain.events import (
 )
 from tollgate.metrics import WEBHOOK_REFUSED
 from tollgate.services.credit_ledger import claw_back_refunds, grant_purchased_credits
-from tollgate.services.debits import debit_settled, debit_started, dispute_changed
+from tollgate.services.debits import (
+    debit_settled,
+    debit_started,
+    dispute_changed,
+    first_transfer_changed,
+)
 from tollgate.services.webhooks import notices
 from tollgate.services.webhooks.context import HandlerContext, UnknownStripeObject
 from tollgate.stripe.translate import (
+    bank_transfer_snapshot,
     charge_snapshot,
     checkout_session_snapshot,
     customer_snapshot,
@@ -674,13 +683,31 @@ def _record_invoice_payments(
 
 
 def on_invoice(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Mirror an invoice as the event carries it (created, finalized, voided, uncollectible)."""
-    _apply_invoice(ctx, obj)
+    """Mirror an invoice as the event carries it (created, finalized, updated, voided,
+    uncollectible)."""
+    _hold_for_first_transfer(ctx, *_apply_invoice(ctx, obj))
 
 
 def on_invoice_paid(ctx: HandlerContext, obj: dict[str, Any]) -> None:
     """Mirror a paid invoice (`invoice.paid`, `invoice.payment_succeeded`); queue its receipt."""
-    notices.notice_invoice_paid(ctx, *_apply_invoice(ctx, obj))
+    applied = _apply_invoice(ctx, obj)
+    _hold_for_first_transfer(ctx, *applied)
+    notices.notice_invoice_paid(ctx, *applied)
+
+
+def _hold_for_first_transfer(
+    ctx: HandlerContext, snapshot: InvoiceSnapshot, customer_id: str
+) -> None:
+    """A subscription's first invoice paid by bank transfer: access as TOLLGATE_PROCESSING_ACCESS
+    says while it is open (the mirror's status decides: events come in any order)."""
+    if not snapshot.by_bank_transfer or snapshot.billing_reason != "subscription_create":
+        return
+    stored = ctx.row(INVOICES, snapshot.id)
+    waiting = stored is not None and stored["status"] == "open"
+    ctx.flush()
+    first_transfer_changed(
+        ctx.connection, policy=ctx.dunning, customer_id=customer_id, waiting=waiting, now=ctx.now
+    )
 
 
 def on_invoice_payment_failed(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -710,8 +737,83 @@ def on_invoice_payment_paid(ctx: HandlerContext, obj: dict[str, Any]) -> None:
 # -- payments -------------------------------------------------------------------------------
 
 
-def on_payment_intent_succeeded(ctx: HandlerContext, obj: dict[str, Any]) -> None:
-    """Acknowledge; the money is mirrored from the `charge.*` events the payment also sends."""
+def on_payment_intent(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """Mirror a payment by bank transfer: where to send the money, how much is still to come.
+
+    Other payments are only acknowledged: their money is mirrored from the `charge.*` events
+    they also send.
+    """
+    snapshot = bank_transfer_snapshot(obj)
+    if snapshot is None or not snapshot.stripe_customer_id:
+        return
+    customer_id, row = _lock_customer_and_read(
+        ctx, snapshot.stripe_customer_id, BANK_TRANSFERS, snapshot.id
+    )
+    values = _bank_transfer_values(snapshot, customer_id, row)
+    if row is not None:
+        progress = compare_progress(
+            bank_transfer_progress(values["status"], values["amount"], values["amount_remaining"]),
+            bank_transfer_progress(row["status"], row["amount"], row["amount_remaining"]),
+        )
+        differs = _stored(row, values) != values
+        found = _settle(ctx, row, differs, progress, "payment_intent", snapshot.id)
+        if found is SKIP:
+            return
+        fetched = bank_transfer_snapshot(found) if found is not None else None
+        if fetched is not None:
+            values = _bank_transfer_values(fetched, customer_id, row)
+    _write(ctx, BANK_TRANSFERS, "bank_transfer", snapshot.id, row, values, customer_id)
+
+
+def _bank_transfer_values(
+    snapshot: BankTransferSnapshot, customer_id: str, row: Row | None
+) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "customer_id": customer_id,
+        "amount": snapshot.amount,
+        "amount_remaining": snapshot.amount_remaining,
+        "currency": snapshot.currency,
+        "status": snapshot.status,
+        "reference": snapshot.reference,
+        "account": snapshot.account,
+        "instructions_url": snapshot.instructions_url,
+    }
+    if row is not None:
+        # A settled payment has no instructions left: keep the ones it was paid to.
+        for key in ("reference", "account", "instructions_url"):
+            if values[key] is None:
+                values[key] = row[key]
+    return values
+
+
+def on_cash_balance(ctx: HandlerContext, obj: dict[str, Any]) -> None:
+    """A bank transfer moved the customer's cash balance: keep Stripe's figure, fetched, so
+    the events of several transfers in any order end the same."""
+    stripe_customer_id = obj.get("customer")
+    if not isinstance(stripe_customer_id, str):
+        return
+    customer_id = _lock_customer(ctx, stripe_customer_id)
+    found = ctx.fetch("cash_balance", stripe_customer_id, "current") or {}
+    available = {
+        str(currency).lower(): int(amount)
+        for currency, amount in sorted((found.get("available") or {}).items())
+        if amount
+    }
+    row = ctx.row(CUSTOMERS, customer_id, lock=True)
+    if row is None or row["cash_balance"] == available:
+        return
+    ctx.write(
+        mirror.update_by_id(CUSTOMERS),
+        {"cash_balance": available, "updated_at": ctx.now, "row_id": customer_id},
+    )
+    ctx.audit(
+        "customer",
+        customer_id,
+        "updated",
+        {"cash_balance": row["cash_balance"]},
+        {"cash_balance": available},
+        customer_id,
+    )
 
 
 def on_payment_intent_processing(ctx: HandlerContext, obj: dict[str, Any]) -> None:
@@ -998,6 +1100,7 @@ HANDLERS: dict[str, Handler] = {
     "customer.subscription.trial_will_end": on_subscription,
     "invoice.created": on_invoice,
     "invoice.finalized": on_invoice,
+    "invoice.updated": on_invoice,
     "invoice.paid": on_invoice_paid,
     "invoice.payment_succeeded": on_invoice_paid,
     "invoice.payment_failed": on_invoice_payment_failed,
@@ -1006,7 +1109,12 @@ HANDLERS: dict[str, Handler] = {
     "invoice.voided": on_invoice,
     "invoice.marked_uncollectible": on_invoice,
     "invoice_payment.paid": on_invoice_payment_paid,
-    "payment_intent.succeeded": on_payment_intent_succeeded,
+    "payment_intent.succeeded": on_payment_intent,
+    "payment_intent.requires_action": on_payment_intent,
+    "payment_intent.partially_funded": on_payment_intent,
+    "payment_intent.canceled": on_payment_intent,
+    "customer_cash_balance_transaction.created": on_cash_balance,
+    "cash_balance.funds_available": on_cash_balance,
     "payment_intent.payment_failed": on_payment_intent_payment_failed,
     "payment_intent.processing": on_payment_intent_processing,
     "charge.succeeded": on_charge,

@@ -561,6 +561,8 @@ _FETCHERS: dict[str, Callable[[StripeGateway, str], Any]] = {
     "invoice": StripeGateway.retrieve_invoice,
     "charge": StripeGateway.retrieve_charge,
     "dispute": StripeGateway.retrieve_dispute,
+    "payment_intent": StripeGateway.retrieve_payment_intent,
+    "cash_balance": StripeGateway.retrieve_cash_balance,
     "refunds": StripeGateway.list_refunds,
     "discounts": StripeGateway.retrieve_discounts,
     "tax_rates": StripeGateway.retrieve_tax_rates,

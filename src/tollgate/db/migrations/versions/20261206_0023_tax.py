@@ -2,7 +2,7 @@
 and tax IDs
 
 Revision ID: 0023
-Revises: 0020
+Revises: 0021
 Create Date: 2026-12-06
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from tollgate.db.types import UTCDateTime
 
 revision = "0023"
-down_revision = "0020"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
