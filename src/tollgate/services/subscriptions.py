@@ -670,7 +670,6 @@ def _change(
         params["payment_settings"] = bank_transfer_settings(terms.currency)
     # Billed now: a declined card changes nothing (402); a card that needs its holder waits
     # with the change pending until the customer confirms (Stripe's pending_if_incomplete).
-    # An interval change starts a new period, which stripesim does not hold pending yet.
     billed_now = (
         charged and change.proration == "always_invoice" and current.interval == terms.interval
     )
@@ -710,7 +709,9 @@ def _change(
         and isinstance(invoice, dict)
         and invoice.get("id") != current.latest_invoice
     ):
-        return _action_required(view, invoice, waiting=True)
+        # Past due: its payment needs the card holder, or failed; a bank debit still
+        # processing leaves the subscription active and is not the customer's to act on.
+        return _action_required(view, invoice, waiting=view.status == "past_due")
     return view
 
 
