@@ -159,3 +159,49 @@ def test_an_upgrade_past_the_card_limit_is_refused_for_a_card_payer_and_nothing_
     assert changed["interval"] == "year"
     updated = shop.stripe.v1.subscriptions.retrieve(before.id)
     assert updated.payment_settings.payment_method_types == ["us_bank_account"]
+
+
+def transfer_catalog(tmp_path: Path) -> str:
+    """The example catalog, Pro taking cards and ACH only, and Wire ($900 a month) paid only by
+    bank transfer."""
+    catalog = yaml.safe_load(EXAMPLE_CATALOG.read_text())
+    catalog["plans"]["pro"]["payment_methods"] = {"accept": ["card", "us_bank_account"]}
+    catalog["plans"]["wire"] = {
+        "name": "Wire",
+        "prices": [{"interval": "month", "currency": "usd", "amount": "900.00"}],
+        "features": {"workflows": "unlimited"},
+        "payment_methods": {"accept": ["customer_balance"]},
+    }
+    path = tmp_path / "transfer-catalog.yaml"
+    path.write_text(yaml.safe_dump(catalog))
+    return str(path)
+
+
+def test_a_plan_paid_only_by_transfer_is_subscribed_by_transfer_unasked(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    world = make_world(TOLLGATE_CATALOG=transfer_catalog(tmp_path))
+    stripe_id = str(world.create_customer("wire-org")["stripe_customer_id"])
+    answer = world.put_subscription("wire-org", plan="wire", interval="month", trial_days=0)
+    assert (answer["plan"], answer["collection_method"]) == ("wire", "send_invoice")
+    [sub] = world.stripe.v1.subscriptions.list(params={"customer": stripe_id}).data
+    assert sub.payment_settings.payment_method_types == ["customer_balance"]
+
+
+def test_a_transfer_asked_for_a_plan_that_takes_none_is_refused_and_nothing_is_made(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    world = make_world(TOLLGATE_CATALOG=transfer_catalog(tmp_path))
+    stripe_id = str(world.create_customer("card-only-org")["stripe_customer_id"])
+    refused = world.put_subscription(
+        "card-only-org",
+        expect=400,
+        plan="pro",
+        interval="month",
+        trial_days=0,
+        payment_method="customer_balance",
+    )
+    assert refused["error"]["type"] == "payment_method_not_allowed"
+    assert refused["error"]["param"] == "payment_method"
+    assert "pay by card or us_bank_account" in refused["error"]["message"]
+    assert world.stripe.v1.subscriptions.list(params={"customer": stripe_id}).data == []

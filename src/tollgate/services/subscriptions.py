@@ -393,6 +393,7 @@ def change_subscription(
         # changes; only a migration (or another plan) moves it to the newest version.
         catalog = catalog.with_plan_version(live.plan, live.plan_version)
     terms = _terms_for(catalog, customer, wanted.plan, wanted.interval, wanted.seats)
+    wanted = replace(wanted, payment_method=_paid_by(settings, terms, wanted.payment_method))
     explicit = (
         wanted.collection_method is not None
         or wanted.days_until_due is not None
@@ -515,6 +516,18 @@ def _period_amount(terms: Terms) -> int:
 
 def _payment_policy(settings: Settings, terms: Terms) -> PaymentPolicy:
     return policy_for(terms.plan, settings.card_limits)
+
+
+def _paid_by(settings: Settings, terms: Terms, asked: str | None) -> str | None:
+    """Return how a subscription to `terms` pays: by bank transfer when asked (and the plan
+    accepts it) or when the plan accepts nothing else for its amount; None for the customer's
+    own payment method. A method the plan does not accept is refused (PaymentMethodNotAllowed)."""
+    policy = _payment_policy(settings, terms)
+    amount = _period_amount(terms)
+    if asked is not None:
+        policy.check(asked, amount, terms.currency, terms.plan.id)
+        return asked
+    return BANK_TRANSFER if policy.methods_for(amount, terms.currency) == (BANK_TRANSFER,) else None
 
 
 def _payment_method_types(settings: Settings, terms: Terms) -> list[str] | None:
