@@ -146,8 +146,8 @@ def load_postgres(url: str, spread: Spread, customers: int) -> float:
                     " FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS n) AS g),"
                     f' events AS (INSERT INTO "{partition.name}" (id, customer_id, meter, value,'
                     " occurred_at, recorded_at) SELECT id, customer_id, meter, value, occurred_at,"
-                    " occurred_at FROM made)"
-                    " INSERT INTO usage_event_ids (id, occurred_at) SELECT id, occurred_at FROM made",
+                    " occurred_at FROM made) INSERT INTO usage_event_ids (id, occurred_at)"
+                    " SELECT id, occurred_at FROM made",
                     {
                         "customers": customers,
                         "start": spread.start_us,
