@@ -7,8 +7,9 @@ together (`apply`: one transaction), answering each after the shared commit. Und
 items share a commit; alone, an item still commits at once. Stripe's deliveries
 (services/webhooks/intake.py) and consume calls (services/usage/consume.py) go this way.
 
-The thread keeps one pinned connection while it has work, starts when an item arrives and ends
-after `idle_seconds` without any, so an idle process keeps no thread and no pinned connection.
+The thread keeps one pinned connection while it has work (taken anew after a pause of a second),
+starts when an item arrives and ends after `idle_seconds` without any, so an idle process keeps
+no thread and no pinned connection.
 Callers on threads of their own (an in-process client) need no writer thread: one of them
 applies the group while the others wait (`apply_blocking`).
 """
@@ -20,6 +21,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -28,6 +30,9 @@ from typing import Any, Generic, TypeVar
 from tollgate.db.unit_of_work import Database
 
 log = logging.getLogger("tollgate.group_commit")
+
+# A writer thread idle longer than this takes its connection from the pool again (pre-pinged).
+_REPIN_AFTER = 1.0
 
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
@@ -63,6 +68,7 @@ class GroupWriter(Generic[Item, Outcome]):
         self._jobs: queue.SimpleQueue[_Job[Item] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = False
+        self._thread: threading.Thread | None = None
         # Blocking callers' items, whether one of them is applying them (leading), and the
         # condition they wait on for their turn.
         self._waiting: list[_Job[Item]] = []
@@ -101,26 +107,40 @@ class GroupWriter(Generic[Item, Outcome]):
                 self._turn.notify_all()  # the answered return; one still waiting leads next
         return future.result()
 
-    def stop(self) -> None:
-        """Stop the thread once the items it has are answered."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread once the items it has are answered, and wait (at most `timeout`
+        seconds) for it to end, so its connection is back in the pool before the pool closes."""
         with self._lock:
-            if self._running:
+            thread = self._thread if self._running else None
+            if thread is not None:
                 self._jobs.put(None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _put(self, job: _Job[Item]) -> None:
         self._jobs.put(job)
         with self._lock:
             if not self._running:
                 self._running = True
-                threading.Thread(target=self._serve, name=self.name, daemon=True).start()
+                self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
+                self._thread.start()
 
     def _serve(self) -> None:
-        while (first := self._wait()) is not None:
-            with ExitStack() as pins:
-                try:
-                    pins.enter_context(self.db.pinned())
-                except Exception:  # the items run unpinned and meet the error there
-                    log.exception("could not pin a database connection")
+        with ExitStack() as pins:
+            pinned, done_at = False, 0.0
+            while (first := self._wait()) is not None:
+                # The thread keeps its connection between groups (a lone caller at a time pays
+                # no checkout), but takes it anew after a pause, with the pool's pre-ping, so a
+                # connection that died while nothing came is not handed the next group.
+                if pinned and time.monotonic() - done_at > _REPIN_AFTER:
+                    pins.close()
+                    pinned = False
+                if not pinned:
+                    try:
+                        pins.enter_context(self.db.pinned())
+                        pinned = True
+                    except Exception:  # the items run unpinned and meet the error there
+                        log.exception("could not pin a database connection")
                 # What queued while this thread woke joins the first item: the calls of a
                 # burst arrive together, and taking only the first would commit it alone and
                 # leave the rest to the next group (groups alternating one and many).
@@ -132,6 +152,7 @@ class GroupWriter(Generic[Item, Outcome]):
                             self._running = False
                         return
                     jobs = self._take()
+                done_at = time.monotonic()
 
     def _take(self, most: int | None = None) -> list[_Job[Item] | None]:
         """Return the jobs queued now (at most `most`, else a group), without waiting."""
