@@ -16,7 +16,7 @@ GROUP BY per partition once it is loaded). With that table behind it, it prints:
 
 Run: `.venv/bin/python bench/usage_scale.py [--events 10000000] [--customers 1000]
 [--months 12] [--seconds 10] [--requests 300] [--database postgresql|sqlite]`
-Watch the disk: about 280 bytes an event on PostgreSQL (264 MiB a million at 10 M events; 28 GB
+Watch the disk: about 280 bytes an event on PostgreSQL (268 MiB a million at 100 M events; 28 GB
 for 100 M: `df -h`). SQLite loads by INSERT (meant for a few million events at most).
 """
 
