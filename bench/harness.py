@@ -6,6 +6,7 @@ stays off the import path).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import multiprocessing
 import os
@@ -22,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 import httpx
+import orjson
 import sqlalchemy as sa
 
 from stripesim.testing import free_port
@@ -163,3 +165,107 @@ def run_clients(
     for worker in workers:
         worker.join()
     return outcomes, elapsed, cpu
+
+
+class InProcessApp:
+    """Tollgate's ASGI app over a database, called directly: no server, no client process, so
+    the CPU a bench reads (`time.process_time`, every thread of this process) is Tollgate's own.
+
+    Another build runs with this venv and a bench script by putting its sources first
+    (`PYTHONPATH=/work/old/src:/work/old/clients/python/src`): this keeps to the app factory and
+    the public HTTP API, and takes the catalog of the build that is imported.
+    """
+
+    def __init__(self, database_url: str, **settings: str) -> None:
+        import tollgate
+        from tollgate.api.app import create_app
+        from tollgate.bootstrap import build_container
+        from tollgate.config import Settings
+
+        catalog = Path(tollgate.__file__).resolve().parents[2] / "catalog.example.yaml"
+        os.environ.update(
+            TOLLGATE_ENV="test",
+            TOLLGATE_DATABASE_URL=database_url,
+            TOLLGATE_CATALOG=str(catalog),
+            TOLLGATE_API_KEYS=f"bench:write:{API_KEY}",
+            STRIPE_SECRET_KEY="sk_test_bench_no_calls_expected",
+            STRIPE_API_BASE="http://127.0.0.1:9",
+            **settings,
+        )
+        self.container = build_container(Settings())
+        self.app = create_app(self.container)
+        self.authorization = f"Bearer {API_KEY}".encode()
+        # As `tollgate serve` sets it (tollgate/server.py).
+        sys.setswitchinterval(0.0005)
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        query: bytes = b"",
+    ) -> tuple[int, bytes]:
+        """One request through the whole app; its status and body."""
+        sent = [(b"host", b"127.0.0.1")]
+        sent += headers if headers is not None else [(b"authorization", self.authorization)]
+        if body:
+            sent += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query,
+            "root_path": "",
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+            "headers": sent,
+        }
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        statuses: list[int] = []
+        chunks: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # the client never goes away
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, send)
+        return statuses[0], b"".join(chunks)
+
+    async def sign_up(self, count: int) -> None:
+        """Sign up `count` offline Pro customers, org-0 to org-{count-1}, through the API."""
+        for index in range(count):
+            body = {"id": f"org-{index}", "email": f"o{index}@bench.example", "offline": True}
+            status, answer = await self.call(
+                "POST", "/v1/customers", orjson.dumps({**body, "plan": "pro"})
+            )
+            assert status in (200, 201), (status, answer)
+
+    def close(self) -> None:
+        self.container.close()
+
+
+@contextmanager
+def callgrind(on: bool) -> Iterator[None]:
+    """Count instructions for the block only, when running under callgrind
+    (`valgrind --tool=callgrind --instr-atstart=no …`; read "Collected")."""
+    if on:
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True)
+    try:
+        yield
+    finally:
+        if on:
+            subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True)

@@ -18,12 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,82 +34,20 @@ harness = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(harness)
 webhooks = harness.load("webhooks")
 
-from tollgate.api.app import create_app  # noqa: E402
-from tollgate.bootstrap import build_container  # noqa: E402
-from tollgate.config import Settings  # noqa: E402
-
-ROUTE = b"/webhooks/stripe"
+ROUTE = "/webhooks/stripe"
 
 
-class _App:
-    """The app over a database, taking deliveries as ASGI calls."""
-
-    def __init__(self, database_url: str) -> None:
-        os.environ.update(
-            TOLLGATE_ENV="test",
-            TOLLGATE_DATABASE_URL=database_url,
-            TOLLGATE_CATALOG=str(harness.REPO / "catalog.example.yaml"),
-            STRIPE_WEBHOOK_SECRETS=webhooks.SECRET,
-            STRIPE_SECRET_KEY="sk_test_bench_no_calls_expected",
-            STRIPE_API_BASE="http://127.0.0.1:9",
-        )
-        self.container = build_container(Settings())
-        self.app = create_app(self.container)
-
-    async def post(self, body: bytes) -> int:
-        headers = [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"stripe-signature", webhooks._sign(body).encode()),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": ROUTE.decode(),
-            "raw_path": ROUTE,
-            "query_string": b"",
-            "root_path": "",
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8000),
-            "headers": headers,
-        }
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
-        statuses: list[int] = []
-
-        async def receive() -> dict[str, Any]:
-            if messages:
-                return messages.pop()
-            await asyncio.Event().wait()  # the client never goes away
-            raise AssertionError("unreachable")
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])
-
-        await self.app(scope, receive, send)
-        return statuses[0]
+async def _post(app: Any, body: bytes) -> int:
+    """A signed delivery through the whole app; its status."""
+    signature = [(b"stripe-signature", webhooks._sign(body).encode())]
+    status, _ = await app.call("POST", ROUTE, body, headers=signature)
+    return status
 
 
-@contextmanager
-def _callgrind(on: bool) -> Iterator[None]:
-    """Count instructions for the block only, when running under callgrind."""
-    if on:
-        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True)
-    try:
-        yield
-    finally:
-        if on:
-            subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True)
-
-
-async def _measure(app: _App, events: int, concurrency: int, callgrind: bool) -> None:
+async def _measure(app: Any, events: int, concurrency: int, callgrind: bool) -> None:
     for index in range(webhooks.CUSTOMERS):
         customer = webhooks._customer(index)
-        status = await app.post(webhooks._event("customer.created", customer, 1_900_000_000))
+        status = await _post(app, webhooks._event("customer.created", customer, 1_900_000_000))
         assert status == 200, status
     bodies = [
         webhooks._event(
@@ -124,16 +58,16 @@ async def _measure(app: _App, events: int, concurrency: int, callgrind: bool) ->
         for index in range(events + concurrency * 4)
     ]
     # Warm up (statements compiled, caches filled), then measure the rest.
-    await asyncio.gather(*(app.post(body) for body in bodies[: concurrency * 4]))
+    await asyncio.gather(*(_post(app, body) for body in bodies[: concurrency * 4]))
     measured = bodies[concurrency * 4 :]
     queue = iter(measured)
 
     async def worker() -> None:
         for body in queue:
-            status = await app.post(body)
+            status = await _post(app, body)
             assert status == 200, status
 
-    with _callgrind(callgrind):
+    with harness.callgrind(callgrind):
         cpu, wall = time.process_time(), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -152,14 +86,11 @@ def main() -> None:
     parser.add_argument("--callgrind", action="store_true")
     args = parser.parse_args()
     with harness.database(args.database) as url:
-        app = _App(url)
-        # As `tollgate serve` sets it (tollgate/server.py).
-        sys.setswitchinterval(0.0005)
+        app = harness.InProcessApp(url, STRIPE_WEBHOOK_SECRETS=webhooks.SECRET)
         try:
             asyncio.run(_measure(app, args.events, args.concurrency, args.callgrind))
         finally:
-            app.container.close()
-            app.container.db.dispose()
+            app.close()
 
 
 if __name__ == "__main__":
