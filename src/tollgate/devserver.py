@@ -25,7 +25,7 @@ from tollgate.services.catalog import sync_catalog
 from tollgate.services.customers import NewCustomer, create_customer
 from tollgate.services.operators import create_operator
 from tollgate.services.page_access import open_billing_link
-from tollgate.services.subscriptions import start_checkout
+from tollgate.services.subscriptions.checkout import start_checkout
 from tollgate.stripe.gateway import StripeGateway
 
 DEV_STRIPE_KEY = "sk_test_tollgate_dev_simulator"

@@ -19,7 +19,7 @@ import pytest
 
 from tests.e2e.conftest import CARD_DECLINED, DAY, World
 from tollgate.clock import FrozenClock
-from tollgate.services.subscriptions import apply_due_plan_changes
+from tollgate.services.subscriptions.pending_changes import apply_due_plan_changes
 
 T0 = 1_790_000_000  # 2026-09-21T14:13:20Z, where the stories' test clocks start
 HOUR = 3600

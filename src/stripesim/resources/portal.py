@@ -22,7 +22,7 @@ from stripesim.pages import (
     render_page,
 )
 from stripesim.registry import Ctx, changed_since, page, route
-from stripesim.resources.checkout import AUTHENTICATION_FAILED
+from stripesim.resources.checkout_page import AUTHENTICATION_FAILED
 from stripesim.resources.customers import update_customer
 from stripesim.state import Simulator, new_id, snapshot
 

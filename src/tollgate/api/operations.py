@@ -39,11 +39,11 @@ from tollgate.services import (
     page_access,
     refunds,
     spend_caps,
-    subscriptions,
     topups,
     usage,
 )
 from tollgate.services.portal_config import ensure_portal_configuration
+from tollgate.services.subscriptions import canceling, changing, checkout, reading
 from tollgate.services.usage import alerts, corrections, reservations
 from tollgate_client.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
 
@@ -116,7 +116,7 @@ def open_billing_session(app: Container, customer_id: str, *, base_url: str) -> 
 def start_checkout(
     app: Container, customer_id: str, body: CheckoutCreate, *, idempotency_key: str | None
 ) -> CheckoutSession:
-    return subscriptions.start_checkout(
+    return checkout.start_checkout(
         app,
         customer_id=customer_id,
         idempotency_key=idempotency_key,
@@ -125,16 +125,16 @@ def start_checkout(
 
 
 def get_subscription(app: Container, customer_id: str) -> SubscriptionView:
-    return subscriptions.get_subscription(app, customer_id=customer_id)
+    return reading.get_subscription(app, customer_id=customer_id)
 
 
 def change_subscription(
     app: Container, customer_id: str, body: SubscriptionPut, *, idempotency_key: str | None
 ) -> SubscriptionView:
-    return subscriptions.change_subscription(
+    return changing.change_subscription(
         app,
         customer_id=customer_id,
-        wanted=subscriptions.SubscriptionRequest(**body.model_dump()),
+        wanted=changing.SubscriptionRequest(**body.model_dump()),
         idempotency_key=idempotency_key,
     )
 
@@ -142,7 +142,7 @@ def change_subscription(
 def cancel_subscription(
     app: Container, customer_id: str, *, at_period_end: bool, idempotency_key: str | None
 ) -> SubscriptionView:
-    return subscriptions.cancel_subscription(
+    return canceling.cancel_subscription(
         app,
         customer_id=customer_id,
         at_period_end=at_period_end,
@@ -153,7 +153,7 @@ def cancel_subscription(
 def resume_subscription(
     app: Container, customer_id: str, *, idempotency_key: str | None
 ) -> SubscriptionView:
-    return subscriptions.resume_subscription(
+    return canceling.resume_subscription(
         app,
         customer_id=customer_id,
         idempotency_key=idempotency_key,

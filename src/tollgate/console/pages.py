@@ -34,13 +34,9 @@ from tollgate.services.deals import list_overrides
 from tollgate.services.operators import ConsoleSession, NotAllowed
 from tollgate.services.outbox import preview_email
 from tollgate.services.reconcile import get_reconciliation, list_drifts, reconcile
-from tollgate.services.subscriptions import (
-    SubscriptionRequest,
-    cancel_subscription,
-    change_subscription,
-    get_subscription,
-    resume_subscription,
-)
+from tollgate.services.subscriptions.canceling import cancel_subscription, resume_subscription
+from tollgate.services.subscriptions.changing import SubscriptionRequest, change_subscription
+from tollgate.services.subscriptions.reading import get_subscription
 from tollgate.services.usage.controls import usage_controls
 from tollgate.services.webhooks.inbox import STATUSES as EVENT_STATUSES
 from tollgate.web.csrf import CsrfRefused, checked_form, csrf_token

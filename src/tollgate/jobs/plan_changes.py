@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tollgate.bootstrap import Container
-from tollgate.services.subscriptions import PlanChangeReport, apply_due_plan_changes
+from tollgate.services.subscriptions.pending_changes import PlanChangeReport, apply_due_plan_changes
 
 
 def apply_pending_plan_changes(app: Container) -> PlanChangeReport:

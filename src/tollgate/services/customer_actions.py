@@ -12,8 +12,9 @@ from typing import Any
 from tollgate.clock import Clock
 from tollgate.db.models import AuditLog
 from tollgate.db.unit_of_work import Database
-from tollgate.services import credits, customers, subscriptions
+from tollgate.services import credits, customers
 from tollgate.services.deps import Deps
+from tollgate.services.subscriptions import canceling, changing, checkout
 from tollgate_client.views import CheckoutSession, SubscriptionView
 
 
@@ -45,7 +46,7 @@ def checkout_as_customer(
     cancel_url: str,
 ) -> CheckoutSession:
     """Open Checkout for a plan the customer picked on its page."""
-    session = subscriptions.start_checkout(
+    session = checkout.start_checkout(
         deps,
         customer_id=customer_id,
         plan=plan,
@@ -63,8 +64,8 @@ def change_plan_as_customer(
     deps: Deps, *, customer_id: str, plan: str, interval: str, seats: int | None
 ) -> SubscriptionView:
     """Change the plan, interval or seats as the customer confirmed after the preview."""
-    wanted = subscriptions.SubscriptionRequest(plan=plan, interval=interval, seats=seats)
-    changed = subscriptions.change_subscription(deps, customer_id=customer_id, wanted=wanted)
+    wanted = changing.SubscriptionRequest(plan=plan, interval=interval, seats=seats)
+    changed = changing.change_subscription(deps, customer_id=customer_id, wanted=wanted)
     _record(deps, customer_id, "change_plan", {"plan": plan, "interval": interval, "seats": seats})
     return changed
 
@@ -78,14 +79,14 @@ def open_portal_as_customer(deps: Deps, *, customer_id: str, return_url: str) ->
 
 def cancel_as_customer(deps: Deps, *, customer_id: str) -> SubscriptionView:
     """Cancel at period end, as the customer confirmed."""
-    canceled = subscriptions.cancel_subscription(deps, customer_id=customer_id, at_period_end=True)
+    canceled = canceling.cancel_subscription(deps, customer_id=customer_id, at_period_end=True)
     _record(deps, customer_id, "cancel", {"at_period_end": True})
     return canceled
 
 
 def resume_as_customer(deps: Deps, *, customer_id: str) -> SubscriptionView:
     """Undo a cancel at period end."""
-    resumed = subscriptions.resume_subscription(deps, customer_id=customer_id)
+    resumed = canceling.resume_subscription(deps, customer_id=customer_id)
     _record(deps, customer_id, "resume", {})
     return resumed
 

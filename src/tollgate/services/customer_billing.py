@@ -30,17 +30,16 @@ from tollgate.services.closed_days import Kept
 from tollgate.services.customers import current_subscription
 from tollgate.services.deps import Deps
 from tollgate.services.entitlements import load_billing_customers
+from tollgate.services.subscriptions.lookups import (
+    current_amount,
+    item_changes,
+    live_subscription,
+    online_customer,
+    terms_for,
+)
 from tollgate.stripe.errors import StripeFailure
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import invoice_snapshot, tax_rate_snapshot
-
-from tollgate.services.subscriptions import (  # isort: skip
-    _current_amount,
-    _item_changes,
-    _live_subscription,
-    _online_customer,
-    _terms_for,
-)
 
 GRANULARITIES = ("hour", "day")
 # The most buckets one history answers: 93 days of hours, or about 5 years of days.
@@ -511,7 +510,7 @@ def upcoming_invoice(deps: Deps, *, customer_id: str) -> UpcomingInvoice | None:
     """Return the live subscription's next invoice with its taxes, or None (no subscription,
     or Stripe not answering: the page shows the rest)."""
     db = deps.db
-    customer, target = _online_customer(db, deps.catalog, deps.optional_stripe(), customer_id)
+    customer, target = online_customer(db, deps.catalog, deps.optional_stripe(), customer_id)
     with db.transaction() as session:
         subscription = current_subscription(session, customer_id)
         if subscription is None or not is_live(subscription.status):
@@ -631,11 +630,11 @@ def preview_subscription_change(
 ) -> ChangePreview:
     """Return what moving to `plan`/`interval`/`seats` would invoice, from Stripe's preview."""
     db, catalog, gateway, settings = deps.db, deps.catalog, deps.optional_stripe(), deps.settings
-    customer, target = _online_customer(db, catalog, gateway, customer_id)
-    live = _live_subscription(target, customer.stripe_id)
+    customer, target = online_customer(db, catalog, gateway, customer_id)
+    live = live_subscription(target, customer.stripe_id)
     if live is not None and live.currency:
         customer = replace(customer, currency=live.currency)
-    terms = _terms_for(catalog, customer, plan, interval, seats)
+    terms = terms_for(catalog, customer, plan, interval, seats)
     renewal = terms.price.amount_minor * terms.quantity
     base = dict(
         plan=terms.plan.id,
@@ -665,7 +664,7 @@ def preview_subscription_change(
             live.interval,
             live.currency or "",
             current.quantity or 1,
-            _current_amount(catalog, live),
+            current_amount(catalog, live),
         ),
         terms,
         at_period_end=None,
@@ -683,7 +682,7 @@ def preview_subscription_change(
             next_invoice_at=live.current_period_end,
             trial_days=0,
         )
-    details = _item_changes(target, live, terms)
+    details = item_changes(target, live, terms)
     proration_behavior = settings.immediate_proration_behavior
     details["proration_behavior"] = proration_behavior
     invoice = target.preview_subscription_invoice(

@@ -20,10 +20,11 @@ from starlette.datastructures import FormData
 from tollgate.bootstrap import Container
 from tollgate.config import ConfigError
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
-from tollgate.services import customer_actions, customer_billing, page_access, subscriptions
+from tollgate.services import customer_actions, customer_billing, page_access
 from tollgate.services.addons import set_addon
 from tollgate.services.app_sign_in import AppSignIn, SignInRefused
 from tollgate.services.page_access import AccessRefused, PageSession
+from tollgate.services.subscriptions.reading import get_subscription
 from tollgate.services.usage import controls as usage_controls
 from tollgate.web.csrf import CsrfRefused, checked_form
 from tollgate.web.overview import billing_overview, plan_name
@@ -294,7 +295,7 @@ async def preview_change(request: Request) -> Response:
         chosen = app.catalog.plans.get(plan)
         if chosen is not None and chosen.is_free:
             current = await run_in_threadpool(
-                subscriptions.get_subscription, app, customer_id=session.customer_id
+                get_subscription, app, customer_id=session.customer_id
             )
             return _render(
                 request,
@@ -471,7 +472,7 @@ def _pricing(request: Request, fragment: bool) -> Response:
     current = None
     if session is not None:
         try:
-            current = subscriptions.get_subscription(app, customer_id=session.customer_id)
+            current = get_subscription(app, customer_id=session.customer_id)
         except NotFound:
             session = None
     table = pricing_table(

@@ -11,9 +11,10 @@ from tollgate.domain.discount_words import discount_terms, version_words
 from tollgate.domain.subscriptions import is_live
 from tollgate.domain.wording import UnitName, count_text, overage_rate_text
 from tollgate.money import format_minor
-from tollgate.services import credits, customer_billing, customers, subscriptions, usage
+from tollgate.services import credits, customer_billing, customers, usage
 from tollgate.services.addons import AddOnOffer, list_addons
 from tollgate.services.bank_transfers import BankTransfersView, get_bank_transfers
+from tollgate.services.subscriptions.reading import get_subscription
 from tollgate.services.usage.reading import MeterUsage
 from tollgate.web.charts import DailyChart, bar_percent, daily_chart
 from tollgate_client.views import CreditsView, CustomerView, SubscriptionView
@@ -104,7 +105,7 @@ def billing_overview(app: Container, customer_id: str) -> Overview:
     catalog = app.catalog
     now = app.clock.now()
     customer = customers.get_customer(app, customer_id=customer_id)
-    subscription = subscriptions.get_subscription(app, customer_id=customer_id)
+    subscription = get_subscription(app, customer_id=customer_id)
     used = usage.get_usage(app, customer_id=customer_id)
     name = plan_name(catalog, subscription.plan)
     words = status_words(
