@@ -213,15 +213,22 @@ class _CatalogParser:
         """Yield an optional section's entries as (id, path, mapping), each id, shape and key
         checked; the ones that fail are reported and left out."""
         spec = self.mapping(raw, section, section) if raw is not None else None
-        for key, value in (spec or {}).items():
-            path = _join(section, str(key))
-            if not self.check_id(key, path, kind):
-                continue
+        for key, path, value in self.valid_ids(spec or {}, section, kind):
             entry = self.mapping(value, path, f"a {kind}")
             if entry is None:
                 continue
             self.check_keys(entry, path, allowed)
             yield key, path, entry
+
+    def valid_ids(
+        self, spec: Mapping[Any, Any], section: str, kind: str
+    ) -> Iterator[tuple[str, str, object]]:
+        """Yield a section's entries as (id, path, value); an invalid id is reported and left
+        out."""
+        for key, value in spec.items():
+            path = _join(section, str(key))
+            if self.check_id(key, path, kind):
+                yield key, path, value
 
     def check_keys(self, mapping: Mapping[Any, Any], path: str, allowed: Iterable[str]) -> None:
         allowed = tuple(allowed)
@@ -281,10 +288,7 @@ class _CatalogParser:
         if features is None:
             return
         seats_features: list[str] = []
-        for key, spec in features.items():
-            path = _join("features", str(key))
-            if not self.check_id(key, path, "feature"):
-                continue
+        for key, path, spec in self.valid_ids(features, "features", "feature"):
             feature = self.parse_feature(key, spec, path)
             if feature is None:
                 self.broken_features.add(key)
@@ -349,10 +353,7 @@ class _CatalogParser:
         if not spec:
             self.report("plans", "empty; the catalog needs at least one plan")
         plans: dict[str, Plan] = {}
-        for key, plan_spec in spec.items():
-            path = _join("plans", str(key))
-            if not self.check_id(key, path, "plan"):
-                continue
+        for key, path, plan_spec in self.valid_ids(spec, "plans", "plan"):
             plan = self.parse_plan(key, plan_spec, path)
             if plan is None:
                 self.invalid_plans.add(key)

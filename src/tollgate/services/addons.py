@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from tollgate.db.models import SubscriptionItem
-from tollgate.db.queries.plan_migrations import record_audit
+from tollgate.db.queries.audit import record_audit
 from tollgate.domain.catalog import AddOn, PlanPrice
 from tollgate.domain.catalog_sync import addon_of_lookup_key, addon_price_lookup_key
 from tollgate.domain.errors import Conflict, InvalidRequest

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from tollgate.clock import Clock
 from tollgate.config import Settings
 from tollgate.db.unit_of_work import Database
-from tollgate.services.reconcile import account_refused, connected_accounts
+from tollgate.services.reconcile import connected_accounts, skipping_refused_account
 from tollgate.stripe.errors import StripeFailure
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import APP_ID_KEY
@@ -40,16 +40,15 @@ def expire_stale_checkouts(
     """Expire every open Checkout Session Tollgate made before the configured age."""
     report = CheckoutExpiryReport()
     made_before = clock.now() - timedelta(minutes=settings.checkout_expire_after_minutes)
+
+    def skip(account: str, error: StripeFailure) -> None:
+        report.refused_accounts.append(account)
+        log.warning("checkout expiry skipped connected account %s: %s", account, error.message)
+
     for account in (None, *connected_accounts(db)):
-        try:
+        # One tenant revoking the platform's access must not stop the others' expiry.
+        with skipping_refused_account(account, skip):
             _expire_in(gateway.for_account(account) if account else gateway, made_before, report)
-        except StripeFailure as error:
-            # One tenant revoking the platform's access must not stop the others' expiry.
-            if not account_refused(account, error):
-                raise
-            assert account is not None
-            report.refused_accounts.append(account)
-            log.warning("checkout expiry skipped connected account %s: %s", account, error.message)
     return report
 
 

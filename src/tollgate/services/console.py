@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -151,6 +151,20 @@ class Page:
         }
 
 
+def _page(
+    rows: Sequence[Any],
+    limit: int,
+    item: Callable[[Any], Any],
+    key: Callable[[Any], Sequence[Any]],
+) -> Page:
+    """Return the first `limit` of `rows` as a page of items; `rows` were read `limit + 1` at
+    most, so one more means a next page, after the `key` of the last row kept."""
+    more = len(rows) > limit
+    return Page(
+        [item(row) for row in rows[:limit]], encode_cursor(*key(rows[limit - 1])) if more else None
+    )
+
+
 @dataclass(frozen=True)
 class CustomerQuery:
     """What an operator looks for in the customer list."""
@@ -224,13 +238,13 @@ def list_customers(
             default_plan=catalog.default_plan,
             catalog_currency=catalog.currency,
         )
-    items = [_customer_row(row, catalog) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        key = {"created": "created_at"}.get(query.sort, query.sort)
-        next_cursor = encode_cursor(last[key], last["id"])
-    return Page(items, next_cursor)
+    column = {"created": "created_at"}.get(query.sort, query.sort)
+    return _page(
+        rows,
+        limit,
+        lambda row: _customer_row(row, catalog),
+        lambda row: (row[column], row["id"]),
+    )
 
 
 def _customer_row(row: Mapping[Any, Any], catalog: Catalog) -> CustomerRow:
@@ -303,12 +317,7 @@ def customer_timeline(
         rows = queries.timeline(
             connection, customer_id=customer_id, object_ids=ids, after=after, limit=limit + 1
         )
-    entries = [_timeline_entry(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(*queries.timeline_key(last))
-    return Page(entries, next_cursor)
+    return _page(rows, limit, _timeline_entry, queries.timeline_key)
 
 
 def _timeline_entry(row: Mapping[Any, Any]) -> TimelineEntry:
@@ -353,16 +362,16 @@ def list_events(
             before=before,
             limit=limit + 1,
         )
-        stripe_ids = [stripe_customer_of(row["payload"]) for row in rows]
-        known = inbox.customers_by_stripe_id(connection, [sid for sid in stripe_ids if sid])
-    items = [
-        _stored_event(row, known.get(sid, sid) if sid else None)
-        for row, sid in zip(rows[:limit], stripe_ids[:limit], strict=True)
-    ]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = encode_cursor(rows[limit - 1]["created"], rows[limit - 1]["id"])
-    return Page(items, next_cursor)
+        stripe_ids = {row["id"]: stripe_customer_of(row["payload"]) for row in rows}
+        known = inbox.customers_by_stripe_id(
+            connection, [sid for sid in stripe_ids.values() if sid]
+        )
+
+    def item(row: Mapping[Any, Any]) -> StoredEvent:
+        sid = stripe_ids[row["id"]]
+        return _stored_event(row, known.get(sid, sid) if sid else None)
+
+    return _page(rows, limit, item, lambda row: (row["created"], row["id"]))
 
 
 @dataclass(frozen=True)
@@ -467,11 +476,7 @@ def list_outbox(
             before=before,
             limit=limit + 1,
         )
-    items = [_outbox_item(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = encode_cursor(items[-1].created, items[-1].id)
-    return Page(items, next_cursor)
+    return _page(rows, limit, _outbox_item, lambda row: (row["created_at"], str(row["id"])))
 
 
 # Kinds whose rows are numbered: their references carry the kind (`email_3`, `usage_7`).
@@ -542,9 +547,7 @@ def list_reconciliations(*, db: Database, cursor: str | None = None, limit: int 
     before = int(decode_cursor(cursor, 1)[0]) if cursor else None
     with db.engine.connect() as connection:
         rows = queries.reconciliation_runs(connection, before=before, limit=limit + 1)
-    items = [report_of(row) for row in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].run_id) if len(rows) > limit else None
-    return Page(items, next_cursor)
+    return _page(rows, limit, report_of, lambda row: (int(row["id"]),))
 
 
 # -- api keys ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 from tollgate.clock import Clock
 from tollgate.db.queries import console as queries
+from tollgate.db.queries.audit import record_audit
 from tollgate.db.queries.changes import note_customer_changes
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.errors import InvalidRequest, NotFound
@@ -28,9 +29,9 @@ def record_operator_action(
 ) -> None:
     """Write the audit row of an operator's action on a customer."""
     with db.write_connection() as connection:
-        queries.insert_audit(
+        record_audit(
             connection,
-            at=clock.now(),
+            now=clock.now(),
             actor=actor,
             object_type="customer",
             object_id=customer_id,
@@ -65,9 +66,9 @@ def mark_offline(
             connection, customer_id, offline=offline, plan=view.plan if offline else None, now=now
         )
         note_customer_changes(connection, [customer_id], reason="customer", now=now)
-        queries.insert_audit(
+        record_audit(
             connection,
-            at=now,
+            now=now,
             actor=actor,
             object_type="customer",
             object_id=customer_id,
@@ -93,9 +94,9 @@ def resend_email(
         if row is None or row["customer_id"] != customer_id:
             raise NotFound(f"no email {notification_id} of {customer_id!r}", param="email")
         queries.resend_notification(connection, notification_id, now)
-        queries.insert_audit(
+        record_audit(
             connection,
-            at=now,
+            now=now,
             actor=actor,
             object_type="customer",
             object_id=customer_id,

@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from tollgate.db.queries import deals as queries
+from tollgate.db.queries.audit import record_audit
 from tollgate.db.queries.changes import note_customer_changes
-from tollgate.db.queries.plan_migrations import record_audit
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import FeatureType
 from tollgate.domain.deals import FeatureOverride, check_override

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from tollgate.db.queries.audit import record_audit
 from tollgate.db.queries.discounts import discounts_by_id
-from tollgate.db.queries.plan_migrations import record_audit
 from tollgate.domain.coupon_sync import coupon_stripe_id
 from tollgate.domain.errors import Conflict, InvalidRequest
 from tollgate.domain.events import ENDED_STATUSES

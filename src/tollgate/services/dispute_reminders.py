@@ -9,12 +9,14 @@ the job runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from tollgate.clock import Clock
 from tollgate.db.queries import billing
 from tollgate.db.unit_of_work import Database
-from tollgate.services.outbox import queue_email
+from tollgate.services.outbox import queue_reminders
 from tollgate.services.webhooks.notices import dispute_facts
 from tollgate.stripe.translate import dispute_snapshot
 
@@ -23,28 +25,26 @@ REMINDER_LEAD = timedelta(days=2)
 
 def remind_dispute_deadlines(*, db: Database, clock: Clock) -> int:
     """Queue `dispute_reminder` for every open dispute due within 2 days; returns how many."""
-    now = clock.now()
-    with db.write_connection() as connection:
-        due = billing.disputes_due(connection, now, REMINDER_LEAD)
-        for dispute in due:
-            queue_email(
-                connection,
-                customer_id=dispute["customer_id"],
-                template="dispute_reminder",
-                cause=dispute["id"],
-                facts=dispute_facts(
-                    dispute_snapshot(
-                        {
-                            "id": dispute["id"],
-                            "charge": dispute["charge_id"],
-                            "amount": dispute["amount"],
-                            "currency": dispute["currency"],
-                            "status": dispute["status"],
-                            "reason": dispute["reason"],
-                        }
-                    )
-                )
-                | {"evidence_due_by": dispute["evidence_due_by"]},
-                now=now,
-            )
-    return len(due)
+    return queue_reminders(
+        db=db,
+        clock=clock,
+        template="dispute_reminder",
+        due=lambda connection, now: billing.disputes_due(connection, now, REMINDER_LEAD),
+        cause=lambda dispute: dispute["id"],
+        facts=_dispute_facts,
+    )
+
+
+def _dispute_facts(dispute: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts the webhook path gives a dispute's emails, and when its evidence is due."""
+    snapshot = dispute_snapshot(
+        {
+            "id": dispute["id"],
+            "charge": dispute["charge_id"],
+            "amount": dispute["amount"],
+            "currency": dispute["currency"],
+            "status": dispute["status"],
+            "reason": dispute["reason"],
+        }
+    )
+    return dispute_facts(snapshot) | {"evidence_due_by": dispute["evidence_due_by"]}

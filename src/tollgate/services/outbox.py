@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -93,6 +93,32 @@ def queue_email(
         "created_at": now,
     }
     outbox.insert_new(connection, NOTIFICATIONS, row)
+
+
+def queue_reminders(
+    *,
+    db: Database,
+    clock: Clock,
+    template: str,
+    due: Callable[[Connection, datetime], Sequence[Mapping[str, Any]]],
+    cause: Callable[[Mapping[str, Any]], str],
+    facts: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+) -> int:
+    """Queue `template` for each row `due` finds now (a customer's), once per its `cause`;
+    return how many rows were due (a reminder queued before is not queued again)."""
+    now = clock.now()
+    with db.write_connection() as connection:
+        rows = due(connection, now)
+        for row in rows:
+            queue_email(
+                connection,
+                customer_id=row["customer_id"],
+                template=template,
+                cause=cause(row),
+                facts=facts(row),
+                now=now,
+            )
+    return len(rows)
 
 
 def queue_app_event(

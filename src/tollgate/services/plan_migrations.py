@@ -27,6 +27,7 @@ from typing import Any
 
 from tollgate.clock import Clock
 from tollgate.db.queries import plan_migrations as queries
+from tollgate.db.queries.audit import record_audit
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, Plan
 from tollgate.domain.errors import Conflict, InvalidRequest, NotFound
@@ -285,7 +286,7 @@ def start_plan_migration(
     with db.transaction() as session:
         connection = session.connection()
         queries.insert_migration(connection, row, customers)
-        queries.record_audit(
+        record_audit(
             connection,
             actor=actor,
             object_type="plan_migration",
@@ -532,7 +533,7 @@ def run_plan_migration(
         counts = queries.status_counts(connection, migration_id)
         final = "failed" if counts.get("failed") else "done"
         queries.set_migration_status(connection, migration_id, final, clock.now())
-        queries.record_audit(
+        record_audit(
             connection,
             actor="tollgate",
             object_type="plan_migration",

@@ -30,7 +30,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -258,34 +258,36 @@ def _reconcile_account(
         _look_up_unlisted(run, object_type, seen, page_size)
 
 
-def account_refused(account: str | None, error: Exception) -> bool:
-    """Whether `error` is Stripe refusing one connected account (not Stripe failing as a whole).
+@contextmanager
+def skipping_refused_account(
+    account: str | None, skip: Callable[[str, StripeFailure], None]
+) -> Iterator[None]:
+    """Run one account's part of a job; if Stripe refuses that connected account alone, hand
+    it and the error to `skip`, and the job goes on with the other accounts.
 
     Only a connected account can be refused alone: the platform's own refusal, and Stripe not
     answering, concern every account, so they stop the job as before.
     """
-    return (
-        account is not None
-        and isinstance(error, StripeFailure)
-        and not isinstance(error, StripeUnavailable)
-    )
-
-
-@contextmanager
-def _isolated(run: _Run, account: str | None) -> Iterator[None]:
-    """Report and skip a connected account Stripe refuses; the run goes on with the others."""
     try:
         yield
     except StripeFailure as error:
-        if not account_refused(account, error):
+        if account is None or isinstance(error, StripeUnavailable):
             raise
-        assert account is not None
+        skip(account, error)
+
+
+def _isolated(run: _Run, account: str | None) -> AbstractContextManager[None]:
+    """Report and skip a connected account Stripe refuses; the run goes on with the others."""
+
+    def skip(account: str, error: StripeFailure) -> None:
         run.refused.add(account)
         log.warning("reconciliation skipped connected account %s: %s", account, error.message)
         refusal = Drift(
             DriftKind.ACCOUNT_REFUSED, "account", account, None, {"error": error.message[:500]}
         )
         _record(run, [(refusal, False)])
+
+    return skipping_refused_account(account, skip)
 
 
 def _read_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tollgate.db.queries.plan_migrations import audit_recorded, record_audit
+from tollgate.db.queries.audit import audit_recorded, record_audit
 from tollgate.domain.errors import InvalidRequest, NotFound
 from tollgate.domain.subscriptions import request_id
 from tollgate.services.customers import APP_ID_KEY, load_customer, stripe_customer

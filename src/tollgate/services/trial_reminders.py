@@ -20,7 +20,7 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.subscriptions import trial_cause
-from tollgate.services.outbox import queue_email
+from tollgate.services.outbox import queue_reminders
 
 # As Stripe's `trial_will_end`.
 REMINDER_LEAD = timedelta(days=3)
@@ -31,19 +31,14 @@ def remind_trials_ending(*, db: Database, catalog: Catalog, clock: Clock) -> int
 
     Queueing again for a trial already reminded is a no-op (the notification key).
     """
-    now = clock.now()
-    with db.write_connection() as connection:
-        trials = billing.trials_ending(connection, now, REMINDER_LEAD)
-        for trial in trials:
-            queue_email(
-                connection,
-                customer_id=trial["customer_id"],
-                template="trial_ending",
-                cause=trial_cause(trial["id"], trial["trial_end"]),
-                facts=_trial_facts(trial, catalog),
-                now=now,
-            )
-    return len(trials)
+    return queue_reminders(
+        db=db,
+        clock=clock,
+        template="trial_ending",
+        due=lambda connection, now: billing.trials_ending(connection, now, REMINDER_LEAD),
+        cause=lambda trial: trial_cause(trial["id"], trial["trial_end"]),
+        facts=lambda trial: _trial_facts(trial, catalog),
+    )
 
 
 def _trial_facts(trial: Mapping[Any, Any], catalog: Catalog) -> dict[str, Any]:

@@ -129,11 +129,19 @@ class StripeCalls:
         page = self._call(operation, method, params={"limit": 100, **params})
         yield from page.auto_paging_iter()
 
-    def _retrieve(
-        self, operation: str, method: Callable[..., Any], object_id: str
+    def _call_json(
+        self,
+        operation: str,
+        method: Callable[..., Any],
+        *args: Any,
+        params: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        found = self._call(operation, method, object_id)
-        return dict(found.to_dict(for_json=True))
+        """Call Stripe as `_call` does; return the object it answered as plain JSON."""
+        answered = self._call(
+            operation, method, *args, params=params, idempotency_key=idempotency_key
+        )
+        return dict(answered.to_dict(for_json=True))
 
 
 def plain(value: Any) -> dict[str, Any]:

@@ -83,7 +83,7 @@ class StripeGateway(CatalogCalls, RefundCalls):
             raise StripeFailure(
                 "the customer has no saved payment method", code="no_payment_method"
             )
-        return self._call(
+        return self._call_json(
             "charge_off_session",
             self._client.v1.payment_intents.create,
             params={
@@ -97,7 +97,7 @@ class StripeGateway(CatalogCalls, RefundCalls):
                 "metadata": metadata,
             },
             idempotency_key=idempotency_key,
-        ).to_dict(for_json=True)
+        )
 
     def cancel_meter_event(self, *, event_name: str, identifier: str) -> None:
         """Cancel a meter event by its identifier (a meter event adjustment), once.
@@ -183,13 +183,10 @@ class StripeGateway(CatalogCalls, RefundCalls):
             params["subscription_data"] = {"trial_period_days": trial_days}
         if client_reference_id:
             params["client_reference_id"] = client_reference_id
-        session = self._call(
-            "checkout.sessions.create",
-            self._client.v1.checkout.sessions.create,
+        return self._create_checkout_session(
             params=params,
             idempotency_key=f"checkout-create-{stripe_customer_id}-{request_id}",
         )
-        return str(session.id), str(session.url)
 
     def update_customer(
         self,
@@ -238,14 +235,13 @@ class StripeGateway(CatalogCalls, RefundCalls):
         self, stripe_customer_id: str, *, kind: str, value: str, idempotency_key: str
     ) -> dict[str, Any]:
         """Add a tax ID to the customer; Stripe refuses a value not of the type's form."""
-        made = self._call(
+        return self._call_json(
             "customers.tax_ids.create",
             self._client.v1.customers.tax_ids.create,
             stripe_customer_id,
             params={"type": kind, "value": value},
             idempotency_key=idempotency_key,
         )
-        return dict(made.to_dict(for_json=True))
 
     def remove_tax_id(self, stripe_customer_id: str, tax_id: str) -> None:
         """Delete one of the customer's tax IDs (one already gone is no error)."""
@@ -330,6 +326,12 @@ class StripeGateway(CatalogCalls, RefundCalls):
             params["allow_promotion_codes"] = True
         if payment_method_types is not None:
             params["allowed_payment_method_types"] = payment_method_types
+        return self._create_checkout_session(params=params, idempotency_key=idempotency_key)
+
+    def _create_checkout_session(
+        self, *, params: dict[str, Any], idempotency_key: str
+    ) -> tuple[str, str]:
+        """Create a Checkout Session; return its id and the URL to send the customer to."""
         session = self._call(
             "checkout.sessions.create",
             self._client.v1.checkout.sessions.create,
@@ -375,42 +377,39 @@ class StripeGateway(CatalogCalls, RefundCalls):
         self, *, idempotency_key: str, params: dict[str, Any]
     ) -> dict[str, Any]:
         """Create a subscription with Stripe's parameters; returns it."""
-        created = self._call(
+        return self._call_json(
             "subscriptions.create",
             self._client.v1.subscriptions.create,
             params=params,
             idempotency_key=idempotency_key,
         )
-        return dict(created.to_dict(for_json=True))
 
     def update_subscription(
         self, subscription_id: str, *, idempotency_key: str, params: dict[str, Any]
     ) -> dict[str, Any]:
         """Update a subscription with Stripe's parameters; returns it."""
-        updated = self._call(
+        return self._call_json(
             "subscriptions.update",
             self._client.v1.subscriptions.update,
             subscription_id,
             params=params,
             idempotency_key=idempotency_key,
         )
-        return dict(updated.to_dict(for_json=True))
 
     def cancel_subscription(self, subscription_id: str, *, idempotency_key: str) -> dict[str, Any]:
         """Cancel a subscription now; returns it."""
-        canceled = self._call(
+        return self._call_json(
             "subscriptions.cancel",
             self._client.v1.subscriptions.cancel,
             subscription_id,
             idempotency_key=idempotency_key,
         )
-        return dict(canceled.to_dict(for_json=True))
 
     def preview_subscription_invoice(
         self, *, stripe_customer_id: str, subscription_id: str, details: dict[str, Any]
     ) -> dict[str, Any]:
         """Stripe's invoice preview of a subscription with `subscription_details` changes."""
-        preview = self._call(
+        return self._call_json(
             "invoices.create_preview",
             self._client.v1.invoices.create_preview,
             params={
@@ -419,7 +418,6 @@ class StripeGateway(CatalogCalls, RefundCalls):
                 "subscription_details": details,
             },
         )
-        return dict(preview.to_dict(for_json=True))
 
     def schedule_subscription_change(
         self,
@@ -440,14 +438,14 @@ class StripeGateway(CatalogCalls, RefundCalls):
         (None is returned).
         """
         if schedule_id is None:
-            schedule = self._call(
+            schedule = self._call_json(
                 "subscription_schedules.create",
                 self._client.v1.subscription_schedules.create,
                 params={"from_subscription": subscription_id},
                 idempotency_key=f"{idempotency_key}-schedule",
-            ).to_dict(for_json=True)
+            )
         else:
-            schedule = self._retrieve(
+            schedule = self._call_json(
                 "subscription_schedules.retrieve",
                 self._client.v1.subscription_schedules.retrieve,
                 schedule_id,
@@ -474,14 +472,13 @@ class StripeGateway(CatalogCalls, RefundCalls):
                 "duration": {"interval": interval, "interval_count": 1},
             },
         ]
-        updated = self._call(
+        return self._call_json(
             "subscription_schedules.update",
             self._client.v1.subscription_schedules.update,
             schedule["id"],
             params={"phases": phases, "end_behavior": "release", "metadata": metadata},
             idempotency_key=f"{idempotency_key}-phases",
         )
-        return dict(updated.to_dict(for_json=True))
 
     # -- catalog ---------------------------------------------------------------------------
 
@@ -525,7 +522,9 @@ class StripeGateway(CatalogCalls, RefundCalls):
 
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         """The customer as Stripe has it now (a deleted one is `{"id", "deleted": true}`)."""
-        return self._retrieve("customers.retrieve", self._client.v1.customers.retrieve, customer_id)
+        return self._call_json(
+            "customers.retrieve", self._client.v1.customers.retrieve, customer_id
+        )
 
     def default_payment_method_type(
         self, customer_id: str, payment_method_id: str | None = None
@@ -533,30 +532,30 @@ class StripeGateway(CatalogCalls, RefundCalls):
         """The type of the payment method that pays (card, us_bank_account, …): the one named
         (a subscription's own default), else the customer's default."""
         if payment_method_id:
-            named = self._retrieve(
+            named = self._call_json(
                 "payment_methods.retrieve",
                 self._client.v1.payment_methods.retrieve,
                 payment_method_id,
             )
             return str(named.get("type") or "") or None
-        customer = self._call(
+        customer = self._call_json(
             "customers.retrieve",
             self._client.v1.customers.retrieve,
             customer_id,
             params={"expand": ["invoice_settings.default_payment_method"]},
-        ).to_dict(for_json=True)
+        )
         method = (customer.get("invoice_settings") or {}).get("default_payment_method")
         return str(method.get("type")) if isinstance(method, dict) else None
 
     def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         """The subscription as Stripe has it now, with its items."""
-        return self._retrieve(
+        return self._call_json(
             "subscriptions.retrieve", self._client.v1.subscriptions.retrieve, subscription_id
         )
 
     def retrieve_invoice(self, invoice_id: str) -> dict[str, Any]:
         """The invoice as Stripe has it now."""
-        return self._retrieve("invoices.retrieve", self._client.v1.invoices.retrieve, invoice_id)
+        return self._call_json("invoices.retrieve", self._client.v1.invoices.retrieve, invoice_id)
 
     def retrieve_discounts(self, parent_id: str) -> list[dict[str, Any]]:
         """The discounts of a subscription (`sub_…`) or an invoice, each with its coupon."""
@@ -579,12 +578,12 @@ class StripeGateway(CatalogCalls, RefundCalls):
             coupon = source.get("coupon")
             if isinstance(coupon, dict) and coupon.get("amount_off") is not None:
                 # Its amounts in other currencies come only when asked for.
-                source["coupon"] = self._call(
+                source["coupon"] = self._call_json(
                     "coupons.retrieve",
                     self._client.v1.coupons.retrieve,
                     coupon["id"],
                     params={"expand": ["currency_options"]},
-                ).to_dict(for_json=True)
+                )
         return discounts
 
     def retrieve_tax_rates(self, rate_ids: str) -> list[dict[str, Any]]:
@@ -593,7 +592,7 @@ class StripeGateway(CatalogCalls, RefundCalls):
         for rate_id in rate_ids.split(","):
             try:
                 found.append(
-                    self._retrieve(
+                    self._call_json(
                         "tax_rates.retrieve", self._client.v1.tax_rates.retrieve, rate_id
                     )
                 )
@@ -603,21 +602,21 @@ class StripeGateway(CatalogCalls, RefundCalls):
 
     def retrieve_charge(self, charge_id: str) -> dict[str, Any]:
         """The charge as Stripe has it now."""
-        return self._retrieve("charges.retrieve", self._client.v1.charges.retrieve, charge_id)
+        return self._call_json("charges.retrieve", self._client.v1.charges.retrieve, charge_id)
 
     def retrieve_dispute(self, dispute_id: str) -> dict[str, Any]:
         """The dispute as Stripe has it now."""
-        return self._retrieve("disputes.retrieve", self._client.v1.disputes.retrieve, dispute_id)
+        return self._call_json("disputes.retrieve", self._client.v1.disputes.retrieve, dispute_id)
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> dict[str, Any]:
         """The PaymentIntent as Stripe has it now."""
-        return self._retrieve(
+        return self._call_json(
             "payment_intents.retrieve", self._client.v1.payment_intents.retrieve, payment_intent_id
         )
 
     def retrieve_cash_balance(self, stripe_customer_id: str) -> dict[str, Any]:
         """The customer's cash balance (bank transfers received, not yet applied) at Stripe."""
-        return self._retrieve(
+        return self._call_json(
             "customers.cash_balance.retrieve",
             self._client.v1.customers.cash_balance.retrieve,
             stripe_customer_id,
@@ -646,9 +645,7 @@ class StripeGateway(CatalogCalls, RefundCalls):
         metadata: dict[str, str],
     ) -> tuple[str, str]:
         """Open a payment-mode Checkout Session for one credit pack; returns its id and URL."""
-        session = self._call(
-            "checkout.sessions.create",
-            self._client.v1.checkout.sessions.create,
+        return self._create_checkout_session(
             params={
                 "mode": "payment",
                 "customer": stripe_customer_id,
@@ -661,7 +658,6 @@ class StripeGateway(CatalogCalls, RefundCalls):
             },
             idempotency_key=idempotency_key,
         )
-        return str(session.id), str(session.url)
 
     def invoice_credit_overdraft(
         self,
@@ -787,7 +783,7 @@ class StripeGateway(CatalogCalls, RefundCalls):
     def retrieve_object(self, object_type: str, object_id: str) -> dict[str, Any]:
         """The subscription, invoice, charge, refund or dispute as Stripe has it now."""
         if object_type == "refund":
-            return self._retrieve("refunds.retrieve", self._client.v1.refunds.retrieve, object_id)
+            return self._call_json("refunds.retrieve", self._client.v1.refunds.retrieve, object_id)
         retrieve: dict[str, Callable[[str], dict[str, Any]]] = {
             "subscription": self.retrieve_subscription,
             "invoice": self.retrieve_invoice,

@@ -26,13 +26,12 @@ class RefundCalls(StripeCalls):
             params["amount"] = amount_minor
         if reason is not None:
             params["reason"] = reason
-        made = self._call(
+        return self._call_json(
             "refunds.create",
             self._client.v1.refunds.create,
             params=params,
             idempotency_key=idempotency_key,
         )
-        return dict(made.to_dict(for_json=True))
 
     def refund_invoice(
         self,
@@ -53,13 +52,11 @@ class RefundCalls(StripeCalls):
         }
         if reason in ("duplicate", "fraudulent"):  # a credit note's reasons are its own
             params["reason"] = reason
-        note = dict(
-            self._call(
-                "credit_notes.create",
-                self._client.v1.credit_notes.create,
-                params=params,
-                idempotency_key=idempotency_key,
-            ).to_dict(for_json=True)
+        note = self._call_json(
+            "credit_notes.create",
+            self._client.v1.credit_notes.create,
+            params=params,
+            idempotency_key=idempotency_key,
         )
         refund_id = next(
             (entry.get("refund") for entry in note.get("refunds") or [] if entry.get("refund")),
@@ -69,4 +66,6 @@ class RefundCalls(StripeCalls):
             refund_id = refund_id.get("id")
         if not isinstance(refund_id, str):
             return note, {}
-        return note, self._retrieve("refunds.retrieve", self._client.v1.refunds.retrieve, refund_id)
+        return note, self._call_json(
+            "refunds.retrieve", self._client.v1.refunds.retrieve, refund_id
+        )

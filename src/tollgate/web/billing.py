@@ -286,13 +286,22 @@ def _seats(form: FormData) -> int | None:
     return int(raw)
 
 
+def _chosen_plan(form: FormData) -> dict[str, Any]:
+    """The plan, interval (a month unless said) and seats the form chose."""
+    return {
+        "plan": _text(form, "plan"),
+        "interval": _text(form, "interval") or "month",
+        "seats": _seats(form),
+    }
+
+
 @router.post("/billing/preview")
 async def preview_change(request: Request) -> Response:
     """Show what a plan, interval or seat change costs before the customer confirms it."""
 
     async def run(app: Container, session: PageSession, form: FormData) -> Response:
-        plan, interval, seats = _text(form, "plan"), _text(form, "interval"), _seats(form)
-        chosen = app.catalog.plans.get(plan)
+        choice = _chosen_plan(form)
+        chosen = app.catalog.plans.get(choice["plan"])
         if chosen is not None and chosen.is_free:
             current = await run_in_threadpool(
                 get_subscription, app, customer_id=session.customer_id
@@ -311,9 +320,7 @@ async def preview_change(request: Request) -> Response:
             customer_billing.preview_subscription_change,
             app,
             customer_id=session.customer_id,
-            plan=plan,
-            interval=interval or "month",
-            seats=seats,
+            **choice,
         )
         return _render(
             request,
@@ -338,9 +345,7 @@ async def confirm_change(request: Request) -> Response:
             customer_actions.change_plan_as_customer,
             app,
             customer_id=session.customer_id,
-            plan=_text(form, "plan"),
-            interval=_text(form, "interval") or "month",
-            seats=_seats(form),
+            **_chosen_plan(form),
         )
         app.forget_decisions([session.customer_id])
         if changed.url:
@@ -356,17 +361,34 @@ async def confirm_change(request: Request) -> Response:
 async def go_to_checkout(request: Request) -> Response:
     """Open Stripe Checkout for the chosen plan (the customer has no subscription yet)."""
 
+    return await _open_checkout(
+        request,
+        customer_actions.checkout_as_customer,
+        success="checkout=success",
+        arguments=_chosen_plan,
+    )
+
+
+async def _open_checkout(
+    request: Request,
+    use_case: Callable[..., Any],
+    *,
+    success: str,
+    arguments: Callable[[FormData], dict[str, Any]],
+) -> Response:
+    """Send the signed-in customer to the Checkout Session `use_case` opens (with `arguments`
+    read from the form); Checkout comes back to the billing page with `success` in its query,
+    or saying it was canceled."""
+
     async def run(app: Container, session: PageSession, form: FormData) -> Response:
         base = _base(request, app)
         checkout = await run_in_threadpool(
-            customer_actions.checkout_as_customer,
+            use_case,
             app,
             customer_id=session.customer_id,
-            plan=_text(form, "plan"),
-            interval=_text(form, "interval") or "month",
-            seats=_seats(form),
-            success_url=f"{base}/billing?checkout=success",
+            success_url=f"{base}/billing?{success}",
             cancel_url=f"{base}/billing?checkout=canceled",
+            **arguments(form),
         )
         return RedirectResponse(checkout.url, status_code=303)
 
@@ -426,20 +448,12 @@ async def _run_use_case(
 @router.post("/billing/credits")
 async def buy_credits(request: Request) -> Response:
     """Open Checkout for a credit pack."""
-
-    async def run(app: Container, session: PageSession, form: FormData) -> Response:
-        base = _base(request, app)
-        checkout = await run_in_threadpool(
-            customer_actions.buy_credits_as_customer,
-            app,
-            customer_id=session.customer_id,
-            pack=_text(form, "pack"),
-            success_url=f"{base}/billing?done=credits",
-            cancel_url=f"{base}/billing?checkout=canceled",
-        )
-        return RedirectResponse(checkout.url, status_code=303)
-
-    return await _action(request, run)
+    return await _open_checkout(
+        request,
+        customer_actions.buy_credits_as_customer,
+        success="done=credits",
+        arguments=lambda form: {"pack": _text(form, "pack")},
+    )
 
 
 @router.post("/billing/addons")

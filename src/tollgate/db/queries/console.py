@@ -817,31 +817,6 @@ def lost_disputes_since(connection: Connection, since: datetime) -> list[RowMapp
 # -- operators' actions on customers -------------------------------------------------------------
 
 
-def insert_audit(
-    connection: Connection,
-    *,
-    at: datetime,
-    actor: str,
-    object_type: str,
-    object_id: str,
-    action: str,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-) -> None:
-    connection.execute(
-        AUDIT_LOG.insert().values(
-            at=at,
-            actor=actor,
-            object_type=object_type,
-            object_id=object_id,
-            action=action[:32],
-            before=before,
-            after=after,
-            event_id=None,
-        )
-    )
-
-
 def customer_row(connection: Connection, customer_id: str) -> RowMapping | None:
     row = connection.execute(
         select(CUSTOMERS).where(CUSTOMERS.c.id == customer_id, CUSTOMERS.c.deleted.is_(False))

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, select, update
 
 from tollgate.db.tables import (
-    AUDIT_LOG,
     CUSTOMERS,
     PLAN_MIGRATION_CUSTOMERS,
     PLAN_MIGRATIONS,
@@ -174,43 +173,3 @@ def set_migration_status(
         .where(PLAN_MIGRATIONS.c.id == migration_id)
         .values(status=status, updated_at=now)
     )
-
-
-def record_audit(
-    connection: Connection,
-    *,
-    actor: str,
-    object_type: str,
-    object_id: str,
-    action: str,
-    before: Mapping[str, Any] | None,
-    after: Mapping[str, Any] | None,
-    now: datetime,
-) -> None:
-    """Append one row to the audit log (an operator's change, not a Stripe event's)."""
-    connection.execute(
-        insert(AUDIT_LOG).values(
-            at=now,
-            actor=actor,
-            object_type=object_type,
-            object_id=object_id,
-            action=action,
-            before=dict(before) if before is not None else None,
-            after=dict(after) if after is not None else None,
-            event_id=None,
-        )
-    )
-
-
-def audit_recorded(
-    connection: Connection, *, object_type: str, object_id: str, action: str
-) -> bool:
-    """Whether the audit log already holds `action` on the object (a repeated request's)."""
-    found = connection.execute(
-        select(AUDIT_LOG.c.id)
-        .where(AUDIT_LOG.c.object_type == object_type)
-        .where(AUDIT_LOG.c.object_id == object_id)
-        .where(AUDIT_LOG.c.action == action)
-        .limit(1)
-    ).first()
-    return found is not None
