@@ -11,7 +11,7 @@ from starlette.responses import Response
 from stripesim import debits, payments
 from stripesim.errors import StripeError
 from stripesim.lists import render
-from stripesim.pages import form_of, hosted, message_page, render_page
+from stripesim.pages import form_of, hosted_intent, message_page, render_page
 from stripesim.registry import Ctx, page, route
 from stripesim.resources.payment_methods import confirm_setup_intent
 from stripesim.state import Simulator, snapshot
@@ -79,15 +79,17 @@ async def microdeposits_page(request: Request, sim: Simulator) -> Response:
     """Stripe's hosted verification page: the customer types the two amounts (cents) or the
     descriptor code their bank statement shows."""
     intent_id = request.path_params["intent_id"]
-    kind = "setup_intent" if intent_id.startswith("seti_") else "payment_intent"
     form = await form_of(request) if request.method == "POST" else {}
-    with hosted(sim, request, intent_id, kind) as found:
-        if found is None:
-            return message_page(404, "Not found", "There is no bank account to verify here.")
+    with hosted_intent(
+        sim,
+        request,
+        waiting=debits.waiting_for_microdeposits,
+        unknown="There is no bank account to verify here.",
+        idle="Nothing to verify",
+    ) as found:
+        if isinstance(found, Response):
+            return found
         ctx, intent = found
-        if not debits.waiting_for_microdeposits(intent):
-            shown = f"This {kind.replace('_', ' ')} is {intent['status']}."
-            return message_page(409, "Nothing to verify", shown)
         error = None
         if request.method == "POST":
             try:

@@ -11,12 +11,7 @@ from stripesim import billing, cards, debits, payments
 from stripesim.currency import ZERO_DECIMAL
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, paginate, render, search, update_metadata
-from stripesim.pages import (
-    form_of,
-    hosted,
-    message_page,
-    render_page,
-)
+from stripesim.pages import form_of, hosted_intent, message_page, render_page
 from stripesim.payments import attach_payment_method, payment_method_for
 from stripesim.registry import Ctx, page, route
 from stripesim.resources.payment_methods import confirm_setup_intent
@@ -529,15 +524,18 @@ def _authenticate_setup(ctx: Ctx, seti: dict[str, Any], succeed: bool) -> str:
 async def three_d_secure_page(request: Request, sim: Simulator) -> Response:
     """Stripe's test 3D Secure challenge: complete or fail authentication of an intent."""
     intent_id = request.path_params["intent_id"]
-    kind = "setup_intent" if intent_id.startswith("seti_") else "payment_intent"
     form = await form_of(request) if request.method == "POST" else {}
-    with hosted(sim, request, intent_id, kind) as found:
-        if found is None:
-            return message_page(404, "Not found", "There is nothing to authenticate here.")
+    with hosted_intent(
+        sim,
+        request,
+        waiting=lambda intent: intent["status"] == "requires_action",
+        unknown="There is nothing to authenticate here.",
+        idle="Nothing to authenticate",
+    ) as found:
+        if isinstance(found, Response):
+            return found
         ctx, intent = found
-        if intent["status"] != "requires_action":
-            shown = f"This {kind.replace('_', ' ')} is {intent['status']}."
-            return message_page(409, "Nothing to authenticate", shown)
+        kind = intent["object"]
         if request.method == "GET":
             amount = (
                 payments.format_amount(intent["amount"], intent["currency"])
