@@ -12,14 +12,11 @@ from stripesim import debits, payments
 from stripesim.errors import StripeError
 from stripesim.lists import render
 from stripesim.pages import form_of, hosted_intent, message_page, render_page
-from stripesim.registry import Ctx, page, route
+from stripesim.registry import Ctx, page, retrieve_route, route
 from stripesim.resources.payment_methods import confirm_setup_intent
 from stripesim.state import Simulator, snapshot
 
-
-@route("GET", "/v1/mandates/{mandate_id}", "MandateRetrieveParams")
-def retrieve_mandate(ctx: Ctx, params: dict[str, Any], mandate_id: str) -> dict[str, Any]:
-    return ctx.account.get(mandate_id, "mandate", label="mandate")
+retrieve_route("/v1/mandates/{mandate_id}", "mandate", "MandateRetrieveParams", label="mandate")
 
 
 def verify(ctx: Ctx, intent: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from stripesim.payments import (
     new_card_payment_method,
     payment_method_for,
 )
-from stripesim.registry import Ctx, route
+from stripesim.registry import Ctx, list_route, retrieve_route, route
 from stripesim.state import new_id
 
 
@@ -334,9 +334,9 @@ def create_setup_intent(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return seti
 
 
-@route("GET", "/v1/setup_intents/{seti_id}", "SetupIntentRetrieveParams")
-def retrieve_setup_intent(ctx: Ctx, params: dict[str, Any], seti_id: str) -> dict[str, Any]:
-    return ctx.account.get(seti_id, "setup_intent", label="setupintent")
+retrieve_route(
+    "/v1/setup_intents/{seti_id}", "setup_intent", "SetupIntentRetrieveParams", label="setupintent"
+)
 
 
 @route("POST", "/v1/setup_intents/{seti_id}", "SetupIntentUpdateParams")
@@ -385,13 +385,9 @@ def cancel_setup_intent(ctx: Ctx, params: dict[str, Any], seti_id: str) -> dict[
     return seti
 
 
-@route("GET", "/v1/setup_intents", "SetupIntentListParams")
-def list_setup_intents(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    customer_id, pm_id = params.get("customer"), params.get("payment_method")
-    return paginate(
-        ctx.account,
-        "setup_intent",
-        params,
-        "/v1/setup_intents",
-        filters={"customer": customer_id, "payment_method": pm_id},
-    )
+list_route(
+    "/v1/setup_intents",
+    "setup_intent",
+    "SetupIntentListParams",
+    filters=("customer", "payment_method"),
+)

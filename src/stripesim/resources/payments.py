@@ -10,10 +10,10 @@ from starlette.responses import Response
 from stripesim import billing, cards, debits, payments
 from stripesim.currency import ZERO_DECIMAL
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, as_int, one_of, paginate, render, search, update_metadata
+from stripesim.lists import as_bool, as_int, one_of, paginate, render, update_metadata
 from stripesim.pages import form_of, hosted_intent, message_page, render_page
 from stripesim.payments import attach_payment_method, payment_method_for
-from stripesim.registry import Ctx, page, route
+from stripesim.registry import Ctx, list_route, page, retrieve_route, route, search_route
 from stripesim.resources.payment_methods import confirm_setup_intent
 from stripesim.state import Simulator
 
@@ -114,14 +114,15 @@ def create_payment_intent(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return pi
 
 
-@route("GET", "/v1/payment_intents/search", "PaymentIntentSearchParams")
-def search_payment_intents(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    return search(ctx.account, "payment_intent", params, "/v1/payment_intents/search")
+search_route("/v1/payment_intents/search", "payment_intent", "PaymentIntentSearchParams")
 
 
-@route("GET", "/v1/payment_intents/{pi_id}", "PaymentIntentRetrieveParams")
-def retrieve_payment_intent(ctx: Ctx, params: dict[str, Any], pi_id: str) -> dict[str, Any]:
-    return ctx.account.get(pi_id, "payment_intent", label="payment_intent")
+retrieve_route(
+    "/v1/payment_intents/{pi_id}",
+    "payment_intent",
+    "PaymentIntentRetrieveParams",
+    label="payment_intent",
+)
 
 
 @route("POST", "/v1/payment_intents/{pi_id}", "PaymentIntentUpdateParams")
@@ -230,29 +231,18 @@ def cancel_payment_intent(ctx: Ctx, params: dict[str, Any], pi_id: str) -> dict[
     return pi
 
 
-@route("GET", "/v1/payment_intents", "PaymentIntentListParams")
-def list_payment_intents(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    customer_id = params.get("customer")
-    return paginate(
-        ctx.account,
-        "payment_intent",
-        params,
-        "/v1/payment_intents",
-        filters={"customer": customer_id},
-    )
+list_route(
+    "/v1/payment_intents", "payment_intent", "PaymentIntentListParams", filters=("customer",)
+)
 
 
 # -- Charges -------------------------------------------------------------------------------
 
 
-@route("GET", "/v1/charges/search", "ChargeSearchParams")
-def search_charges(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    return search(ctx.account, "charge", params, "/v1/charges/search")
+search_route("/v1/charges/search", "charge", "ChargeSearchParams")
 
 
-@route("GET", "/v1/charges/{charge_id}", "ChargeRetrieveParams")
-def retrieve_charge(ctx: Ctx, params: dict[str, Any], charge_id: str) -> dict[str, Any]:
-    return ctx.account.get(charge_id, "charge")
+retrieve_route("/v1/charges/{charge_id}", "charge", "ChargeRetrieveParams")
 
 
 @route("POST", "/v1/charges/{charge_id}", "ChargeUpdateParams")
@@ -287,17 +277,12 @@ def capture_charge(ctx: Ctx, params: dict[str, Any], charge_id: str) -> dict[str
     return charge
 
 
-@route("GET", "/v1/charges", "ChargeListParams")
-def list_charges(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    customer_id, pi_id = params.get("customer"), params.get("payment_intent")
-    group = params.get("transfer_group")
-    return paginate(
-        ctx.account,
-        "charge",
-        params,
-        "/v1/charges",
-        filters={"customer": customer_id, "payment_intent": pi_id, "transfer_group": group},
-    )
+list_route(
+    "/v1/charges",
+    "charge",
+    "ChargeListParams",
+    filters=("customer", "payment_intent", "transfer_group"),
+)
 
 
 @route("GET", "/v1/charges/{charge_id}/refunds", "ChargeListRefundsParams")
@@ -347,9 +332,7 @@ def create_refund(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-@route("GET", "/v1/refunds/{refund_id}", "RefundRetrieveParams")
-def retrieve_refund(ctx: Ctx, params: dict[str, Any], refund_id: str) -> dict[str, Any]:
-    return ctx.account.get(refund_id, "refund")
+retrieve_route("/v1/refunds/{refund_id}", "refund", "RefundRetrieveParams")
 
 
 @route("POST", "/v1/refunds/{refund_id}", "RefundUpdateParams")
@@ -375,24 +358,13 @@ def cancel_refund(ctx: Ctx, params: dict[str, Any], refund_id: str) -> dict[str,
     )
 
 
-@route("GET", "/v1/refunds", "RefundListParams")
-def list_refunds(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    charge_id, pi_id = params.get("charge"), params.get("payment_intent")
-    return paginate(
-        ctx.account,
-        "refund",
-        params,
-        "/v1/refunds",
-        filters={"charge": charge_id, "payment_intent": pi_id},
-    )
+list_route("/v1/refunds", "refund", "RefundListParams", filters=("charge", "payment_intent"))
 
 
 # -- Disputes ------------------------------------------------------------------------------
 
 
-@route("GET", "/v1/disputes/{dispute_id}", "DisputeRetrieveParams")
-def retrieve_dispute(ctx: Ctx, params: dict[str, Any], dispute_id: str) -> dict[str, Any]:
-    return ctx.account.get(dispute_id, "dispute")
+retrieve_route("/v1/disputes/{dispute_id}", "dispute", "DisputeRetrieveParams")
 
 
 @route("POST", "/v1/disputes/{dispute_id}", "DisputeUpdateParams")
@@ -445,16 +417,7 @@ def close_dispute(ctx: Ctx, params: dict[str, Any], dispute_id: str) -> dict[str
     )
 
 
-@route("GET", "/v1/disputes", "DisputeListParams")
-def list_disputes(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    charge_id, pi_id = params.get("charge"), params.get("payment_intent")
-    return paginate(
-        ctx.account,
-        "dispute",
-        params,
-        "/v1/disputes",
-        filters={"charge": charge_id, "payment_intent": pi_id},
-    )
+list_route("/v1/disputes", "dispute", "DisputeListParams", filters=("charge", "payment_intent"))
 
 
 # -- 3D Secure -------------------------------------------------------------------------------
