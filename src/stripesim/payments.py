@@ -375,16 +375,30 @@ def _card_details(pi: dict[str, Any], card: dict[str, Any], succeeded: bool) -> 
     return details
 
 
-def _payment_error(
-    error: StripeError, pi: dict[str, Any], pm: dict[str, Any], charge: dict[str, Any] | None
+def intent_error(
+    error: StripeError, pm: dict[str, Any], charge: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The `last_payment_error` hash Stripe puts on a failed PaymentIntent."""
+    """The `last_payment_error` (or `last_setup_error`) hash Stripe puts on a failed intent."""
     body = error.body()["error"]
     body.pop("request_log_url", None)
     body["payment_method"] = render(pm)
     if charge is not None:
         body["charge"] = charge["id"]
     return body
+
+
+def fail_intent(
+    ctx: Ctx, intent: dict[str, Any], error: StripeError, pm: dict[str, Any], now: int
+) -> None:
+    """The customer's attempt failed: the PaymentIntent or SetupIntent wants another method."""
+    intent["status"] = "requires_payment_method"
+    intent["next_action"] = None
+    if intent["object"] == "setup_intent":
+        intent["last_setup_error"] = intent_error(error, pm)
+        ctx.emit("setup_intent.setup_failed", intent, created=now)
+    else:
+        intent["last_payment_error"] = intent_error(error, pm)
+        ctx.emit("payment_intent.payment_failed", intent, created=now)
 
 
 def attempt(
@@ -604,7 +618,7 @@ def settle_debit(ctx: Ctx, pi: dict[str, Any], now: int) -> PaymentOutcome:
     charge["outcome"]["type"] = "issuer_declined"
     charge["outcome"]["reason"] = spec.failure_code
     pi["status"] = "requires_payment_method"
-    pi["last_payment_error"] = _payment_error(error, pi, pm, charge)
+    pi["last_payment_error"] = intent_error(error, pm, charge)
     ctx.emit("charge.failed", charge, created=now)
     ctx.emit("payment_intent.payment_failed", pi, created=now)
     error.extra["payment_intent"] = render(pi)
@@ -640,7 +654,7 @@ def _fail(
     pi["status"] = "requires_payment_method"
     pi["latest_charge"] = charge["id"]
     pi["next_action"] = None
-    pi["last_payment_error"] = _payment_error(error, pi, pm, charge)
+    pi["last_payment_error"] = intent_error(error, pm, charge)
     ctx.emit("charge.failed", charge, created=now)
     ctx.emit("payment_intent.payment_failed", pi, created=now)
     error.extra.setdefault("charge", charge["id"])

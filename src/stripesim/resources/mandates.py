@@ -26,23 +26,14 @@ def verify(ctx: Ctx, intent: dict[str, Any], params: dict[str, Any]) -> dict[str
     pm = ctx.account.get(intent["payment_method"], "payment_method")
     verified = debits.check_microdeposits(intent, params)
     debits.settle_verification(ctx, intent, pm, verified, now)
-    setup = intent["object"] == "setup_intent"
     if verified:
-        if setup:
+        if intent["object"] == "setup_intent":
             confirm_setup_intent(ctx, intent, now)
         else:
             payments.start_debit(ctx, intent, pm, now)
         return intent
     error = debits.verification_failed_error()
-    body = error.body()["error"] | {"payment_method": render(pm)}
-    body.pop("request_log_url", None)
-    intent["status"] = "requires_payment_method"
-    if setup:
-        intent["last_setup_error"] = body
-        ctx.emit("setup_intent.setup_failed", intent, created=now)
-    else:
-        intent["last_payment_error"] = body
-        ctx.emit("payment_intent.payment_failed", intent, created=now)
+    payments.fail_intent(ctx, intent, error, pm, now)
     error.extra[intent["object"]] = render(intent)
     raise error
 

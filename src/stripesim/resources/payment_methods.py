@@ -12,6 +12,7 @@ from stripesim.payments import (
     attach_payment_method,
     client_secret,
     detach_payment_method,
+    fail_intent,
     new_card_payment_method,
     payment_method_for,
 )
@@ -257,12 +258,7 @@ def confirm_setup_intent(ctx: Ctx, seti: dict[str, Any], now: int) -> dict[str, 
     spec = cards.by_key(pm.get("_test_card"))
     if spec.behaviour == cards.DECLINE:
         error = spec.decline()
-        body = error.body()["error"]
-        body["payment_method"] = render(pm)
-        seti["status"] = "requires_payment_method"
-        seti["last_setup_error"] = body
-        seti["next_action"] = None
-        ctx.emit("setup_intent.setup_failed", seti, created=now)
+        fail_intent(ctx, seti, error, pm, now)
         error.extra["setup_intent"] = render(seti)
         raise error
     if spec.behaviour == cards.AUTHENTICATE and not seti.get("_authenticated"):

@@ -438,11 +438,7 @@ def _authenticate_payment(ctx: Ctx, pi: dict[str, Any], succeed: bool) -> str:
             type="invalid_request_error",
             code="payment_intent_authentication_failure",
         )
-        pi["status"] = "requires_payment_method"
-        pi["next_action"] = None
-        pi["last_payment_error"] = error.body()["error"] | {"payment_method": render(pm)}
-        pi["last_payment_error"].pop("request_log_url", None)
-        ctx.emit("payment_intent.payment_failed", pi, created=now)
+        payments.fail_intent(ctx, pi, error, pm, now)
         return "Authentication failed."
     pi["_authenticated"] = True
     if pi.get("_invoice") or pi.get("setup_future_usage"):
@@ -471,11 +467,7 @@ def _authenticate_setup(ctx: Ctx, seti: dict[str, Any], succeed: bool) -> str:
             status=402,
             code="setup_intent_authentication_failure",
         )
-        seti["status"] = "requires_payment_method"
-        seti["next_action"] = None
-        seti["last_setup_error"] = error.body()["error"] | {"payment_method": render(pm)}
-        seti["last_setup_error"].pop("request_log_url", None)
-        ctx.emit("setup_intent.setup_failed", seti, created=now)
+        payments.fail_intent(ctx, seti, error, pm, now)
         return "Authentication failed."
     seti["_authenticated"] = True
     pm["_setup_authenticated"] = True
