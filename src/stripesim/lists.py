@@ -31,6 +31,14 @@ def as_int(
         ) from None
 
 
+def required_int(params: dict[str, Any], key: str) -> int:
+    """The integer parameter `key`, which the request must carry (Stripe's missing error)."""
+    value = as_int(params, key)
+    if value is None:
+        raise parameter_missing(key)
+    return value
+
+
 def as_bool(params: dict[str, Any], key: str, default: bool | None = None) -> bool | None:
     value = params.get(key)
     if value is None or value == "":

@@ -142,6 +142,13 @@ def payment_method_for(ctx: Ctx, pm_id: str, *, param: str = "payment_method") -
     return obj
 
 
+def payment_method_param(ctx: Ctx, params: dict[str, Any]) -> str | None:
+    """The id of the PaymentMethod the request's `payment_method` names, if it names one."""
+    if params.get("payment_method"):
+        return str(payment_method_for(ctx, params["payment_method"])["id"])
+    return None
+
+
 def attach_payment_method(ctx: Ctx, pm: dict[str, Any], customer_id: str) -> dict[str, Any]:
     """Attach `pm` to a customer; cards that fail Stripe's card check raise a 402 card error."""
     customer = ctx.account.get(customer_id, "customer", param="customer")

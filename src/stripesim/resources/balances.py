@@ -7,7 +7,7 @@ from typing import Any
 
 from stripesim import balances
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_currency, as_int, paginate, update_metadata
+from stripesim.lists import as_currency, as_int, paginate, required_int, update_metadata
 from stripesim.registry import Ctx, route
 from stripesim.state import new_id
 
@@ -91,9 +91,7 @@ def create_customer_balance_transaction(
     ctx: Ctx, params: dict[str, Any], customer_id: str
 ) -> dict[str, Any]:
     customer = ctx.account.get(customer_id, "customer")
-    amount = as_int(params, "amount")
-    if amount is None:
-        raise parameter_missing("amount")
+    amount = required_int(params, "amount")
     currency = as_currency(params)
     if customer.get("currency") not in (None, currency):
         raise StripeError(

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from stripesim import billing, cash_balances
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_currency, as_int
+from stripesim.lists import as_currency, required_int
 from stripesim.pages import hosted, message_page, render_page
 from stripesim.registry import Ctx, page, route
 from stripesim.resources.balances import customer_txn, list_customer_txns
@@ -71,9 +71,7 @@ def create_funding_instructions(
 )
 def fund_cash_balance(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[str, Any]:
     customer = ctx.account.get(customer_id, "customer")
-    amount = as_int(params, "amount")
-    if amount is None:
-        raise parameter_missing("amount")
+    amount = required_int(params, "amount")
     if amount <= 0:
         raise StripeError("Invalid positive integer", param="amount")
     if not params.get("currency"):

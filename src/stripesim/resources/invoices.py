@@ -13,7 +13,14 @@ from stripesim import billing, objects, payments
 from stripesim.catalog import inline_price
 from stripesim.currency import format_amount
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, as_int, paginate, required_object, update_metadata
+from stripesim.lists import (
+    as_bool,
+    as_int,
+    paginate,
+    required_int,
+    required_object,
+    update_metadata,
+)
 from stripesim.pages import card_from_form, find_object, form_of, hosted, message_page, render_page
 from stripesim.pdf import text_pdf
 from stripesim.registry import Ctx, changed_since, page, retrieve_route, route, search_route
@@ -367,9 +374,7 @@ def _item_amount(
             quantity,
             params["unit_amount_decimal"],
         )
-    amount = as_int(params, "amount")
-    if amount is None:
-        raise parameter_missing("amount")
+    amount = required_int(params, "amount")
     if not params.get("currency"):
         raise parameter_missing("currency")
     return amount, str(params["currency"]).lower(), None, quantity, None

@@ -15,6 +15,7 @@ from stripesim.payments import (
     fail_intent,
     new_card_payment_method,
     payment_method_for,
+    payment_method_param,
 )
 from stripesim.registry import Ctx, list_route, retrieve_route, route
 from stripesim.state import new_id
@@ -300,12 +301,6 @@ def _confirm_bank_setup(
     return _setup_succeeded(ctx, seti, pm, now)
 
 
-def _payment_method_param(ctx: Ctx, params: dict[str, Any]) -> str | None:
-    if params.get("payment_method"):
-        return str(payment_method_for(ctx, params["payment_method"])["id"])
-    return None
-
-
 @route("POST", "/v1/setup_intents", "SetupIntentCreateParams")
 def create_setup_intent(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     customer_id = params.get("customer")
@@ -315,7 +310,7 @@ def create_setup_intent(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     seti = new_setup_intent(
         ctx,
         customer_id=customer_id,
-        payment_method_id=_payment_method_param(ctx, params),
+        payment_method_id=payment_method_param(ctx, params),
         created=now,
         usage=one_of(params, "usage", ("off_session", "on_session"), "off_session")
         or "off_session",
@@ -351,7 +346,7 @@ def update_setup_intent(ctx: Ctx, params: dict[str, Any], seti_id: str) -> dict[
                 "You cannot update this SetupIntent because it has already succeeded.",
                 code="setup_intent_unexpected_state",
             )
-        seti["payment_method"] = _payment_method_param(ctx, params)
+        seti["payment_method"] = payment_method_param(ctx, params)
         seti["status"] = "requires_confirmation"
     return seti
 
@@ -360,7 +355,7 @@ def update_setup_intent(ctx: Ctx, params: dict[str, Any], seti_id: str) -> dict[
 def confirm_setup_intent_route(ctx: Ctx, params: dict[str, Any], seti_id: str) -> dict[str, Any]:
     seti = ctx.account.get(seti_id, "setup_intent", label="setupintent")
     if params.get("payment_method"):
-        seti["payment_method"] = _payment_method_param(ctx, params)
+        seti["payment_method"] = payment_method_param(ctx, params)
     return confirm_setup_intent(ctx, seti, ctx.now_for_customer(seti.get("customer")))
 
 

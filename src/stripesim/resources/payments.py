@@ -10,9 +10,9 @@ from starlette.responses import Response
 from stripesim import billing, cards, debits, payments
 from stripesim.currency import ZERO_DECIMAL
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, as_int, one_of, paginate, render, update_metadata
+from stripesim.lists import as_bool, as_int, one_of, paginate, render, required_int, update_metadata
 from stripesim.pages import form_of, hosted_intent, message_page, render_page
-from stripesim.payments import attach_payment_method, payment_method_for
+from stripesim.payments import attach_payment_method, payment_method_param
 from stripesim.registry import Ctx, list_route, page, retrieve_route, route, search_route
 from stripesim.resources.payment_methods import confirm_setup_intent
 from stripesim.state import Simulator
@@ -22,9 +22,7 @@ _OPEN_STATUSES = ("requires_payment_method", "requires_confirmation", "requires_
 
 
 def _amount(params: dict[str, Any], currency: str) -> int:
-    amount = as_int(params, "amount")
-    if amount is None:
-        raise parameter_missing("amount")
+    amount = required_int(params, "amount")
     minimum = _MINIMUM.get(currency, 1)
     if amount < minimum:
         shown = (
@@ -78,9 +76,7 @@ def create_payment_intent(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     customer_id = params.get("customer")
     if customer_id:
         ctx.account.get(customer_id, "customer", param="customer")
-    pm_id = None
-    if params.get("payment_method"):
-        pm_id = str(payment_method_for(ctx, params["payment_method"])["id"])
+    pm_id = payment_method_param(ctx, params)
     confirm = as_bool(params, "confirm", False)
     if as_bool(params, "off_session", False) and not confirm:
         raise StripeError(
@@ -153,7 +149,7 @@ def update_payment_intent(ctx: Ctx, params: dict[str, Any], pi_id: str) -> dict[
                 params, "capture_method", ("automatic", "automatic_async", "manual")
             )
         if params.get("payment_method"):
-            pi["payment_method"] = str(payment_method_for(ctx, params["payment_method"])["id"])
+            pi["payment_method"] = payment_method_param(ctx, params)
             pi["status"] = "requires_confirmation"
     if "application_fee_amount" in params:
         pi["application_fee_amount"] = as_int(params, "application_fee_amount")
@@ -170,7 +166,7 @@ def confirm_payment_intent(ctx: Ctx, params: dict[str, Any], pi_id: str) -> dict
             code="payment_intent_unexpected_state",
         )
     if params.get("payment_method"):
-        pi["payment_method"] = str(payment_method_for(ctx, params["payment_method"])["id"])
+        pi["payment_method"] = payment_method_param(ctx, params)
     if params.get("capture_method"):
         pi["capture_method"] = one_of(
             params, "capture_method", ("automatic", "automatic_async", "manual")
