@@ -382,18 +382,6 @@ def _card_details(pi: dict[str, Any], card: dict[str, Any], succeeded: bool) -> 
     return details
 
 
-def intent_error(
-    error: StripeError, pm: dict[str, Any], charge: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The `last_payment_error` (or `last_setup_error`) hash Stripe puts on a failed intent."""
-    body = error.body()["error"]
-    body.pop("request_log_url", None)
-    body["payment_method"] = render(pm)
-    if charge is not None:
-        body["charge"] = charge["id"]
-    return body
-
-
 def fail_intent(
     ctx: Ctx, intent: dict[str, Any], error: StripeError, pm: dict[str, Any], now: int
 ) -> None:
@@ -406,6 +394,18 @@ def fail_intent(
     else:
         intent["last_payment_error"] = intent_error(error, pm)
         ctx.emit("payment_intent.payment_failed", intent, created=now)
+
+
+def intent_error(
+    error: StripeError, pm: dict[str, Any], charge: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The `last_payment_error` (or `last_setup_error`) hash Stripe puts on a failed intent."""
+    body = error.body()["error"]
+    body.pop("request_log_url", None)
+    body["payment_method"] = render(pm)
+    if charge is not None:
+        body["charge"] = charge["id"]
+    return body
 
 
 def attempt(
