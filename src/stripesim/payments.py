@@ -270,6 +270,31 @@ def new_payment_intent(
     return pi
 
 
+def _build_charge(
+    ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int, **fields: Any
+) -> dict[str, Any]:
+    """Build (not store) a charge of `pi` paid by `pm`: what every charge takes from them, and
+    `fields` for what depends on how it was paid."""
+    charge_id = new_id("ch")
+    return ctx.build(
+        "charge",
+        "ch",
+        id=charge_id,
+        created=now,
+        amount=pi["amount"],
+        billing_details=snapshot(pm["billing_details"]),
+        calculated_statement_descriptor="STRIPESIM",
+        currency=pi["currency"],
+        customer=pi["customer"],
+        description=pi["description"],
+        payment_intent=pi["id"],
+        payment_method=pm["id"],
+        receipt_url=f"{ctx.base_url}/receipts/{charge_id}",
+        refunds=objects.empty_list(f"/v1/charges/{charge_id}/refunds"),
+        **fields,
+    )
+
+
 def _new_charge(
     ctx: Ctx,
     pi: dict[str, Any],
@@ -281,7 +306,6 @@ def _new_charge(
     capture: bool,
     error: StripeError | None,
 ) -> dict[str, Any]:
-    charge_id = new_id("ch")
     fee_amount = pi.get("application_fee_amount")
     captured = succeeded and capture
     outcome = {
@@ -300,39 +324,23 @@ def _new_charge(
         "type": "authorized" if succeeded else "issuer_declined",
     }
     pm_card = pm["card"]
-    charge = ctx.build(
-        "charge",
-        "ch",
-        id=charge_id,
-        created=now,
-        amount=pi["amount"],
+    charge = _build_charge(
+        ctx,
+        pi,
+        pm,
+        now,
         amount_captured=pi["amount"] if captured else 0,
         application_fee=new_id("fee")
         if fee_amount and ctx.account.id != ctx.sim.platform.id and captured
         else None,
         application_fee_amount=fee_amount,
-        billing_details=snapshot(pm["billing_details"]),
-        calculated_statement_descriptor="STRIPESIM",
         captured=captured,
-        currency=pi["currency"],
-        customer=pi["customer"],
-        description=pi["description"],
         failure_code=None if succeeded or error is None else error.code,
         failure_message=None if succeeded or error is None else error.message,
         outcome=outcome,
         paid=succeeded,
-        payment_intent=pi["id"],
-        payment_method=pm["id"],
         payment_method_details={"card": _card_details(pi, pm_card, succeeded), "type": "card"},
         receipt_email=pi.get("receipt_email"),
-        receipt_url=f"{ctx.base_url}/receipts/{charge_id}",
-        refunds={
-            "object": "list",
-            "data": [],
-            "has_more": False,
-            "total_count": 0,
-            "url": f"/v1/charges/{charge_id}/refunds",
-        },
         statement_descriptor=pi.get("statement_descriptor"),
         status="succeeded" if succeeded else "failed",
     )
@@ -518,20 +526,13 @@ def _bank_charge(
 ) -> dict[str, Any]:
     """Store the charge of a payment by bank (a debit `pending` until it settles, or a
     transfer `succeeded`): no card checks, no risk assessment."""
-    charge_id = new_id("ch")
-    charge = ctx.build(
-        "charge",
-        "ch",
-        id=charge_id,
-        created=now,
-        amount=pi["amount"],
+    charge = _build_charge(
+        ctx,
+        pi,
+        pm,
+        now,
         amount_captured=pi["amount"],
-        billing_details=snapshot(pm["billing_details"]),
-        calculated_statement_descriptor="STRIPESIM",
         captured=True,
-        currency=pi["currency"],
-        customer=pi["customer"],
-        description=pi["description"],
         outcome={
             "advice_code": None,
             "network_advice_code": None,
@@ -543,11 +544,7 @@ def _bank_charge(
             "type": "authorized",
         },
         paid=status == "succeeded",
-        payment_intent=pi["id"],
-        payment_method=pm["id"],
         payment_method_details=details,
-        receipt_url=f"{ctx.base_url}/receipts/{charge_id}",
-        refunds=objects.empty_list(f"/v1/charges/{charge_id}/refunds"),
         status=status,
     )
     return ctx.account.add(charge)
