@@ -273,8 +273,7 @@ def new_payment_intent(
 def _build_charge(
     ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int, **fields: Any
 ) -> dict[str, Any]:
-    """Build (not store) a charge of `pi` paid by `pm`: what every charge takes from them, and
-    `fields` for what depends on how it was paid."""
+    """Build (not store) a charge of `pi` by `pm`; `fields` hold what the way of paying decides."""
     charge_id = new_id("ch")
     return ctx.build(
         "charge",

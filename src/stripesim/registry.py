@@ -113,7 +113,7 @@ def route(method: str, path: str, params: str | None = None) -> Callable[[Handle
 def retrieve_route(path: str, kind: str, params: str, *, label: str | None = None) -> None:
     """Register a GET answering the stored `kind` object its path's one id names (or a 404)."""
 
-    def retrieve(ctx: Ctx, request: dict[str, Any], **path_params: str) -> dict[str, Any]:
+    def retrieve(ctx: Ctx, query: dict[str, Any], **path_params: str) -> dict[str, Any]:
         (object_id,) = path_params.values()
         return ctx.account.get(object_id, kind, label=label)
 
@@ -123,13 +123,12 @@ def retrieve_route(path: str, kind: str, params: str, *, label: str | None = Non
 def list_route(
     path: str, kind: str, params: str, *, filters: tuple[str, ...] = (), flags: tuple[str, ...] = ()
 ) -> None:
-    """Register a GET listing `kind`, narrowed to objects whose fields equal the given `filters`
-    parameters and boolean `flags` parameters."""
+    """Register a GET listing `kind` whose fields equal the `filters` (boolean: `flags`) given."""
 
-    def list_objects(ctx: Ctx, request: dict[str, Any]) -> dict[str, Any]:
-        wanted = {key: request.get(key) for key in filters}
-        wanted |= {key: as_bool(request, key) for key in flags}
-        return paginate(ctx.account, kind, request, path, filters=wanted)
+    def list_objects(ctx: Ctx, query: dict[str, Any]) -> dict[str, Any]:
+        wanted = {key: query.get(key) for key in filters}
+        wanted |= {key: as_bool(query, key) for key in flags}
+        return paginate(ctx.account, kind, query, path, filters=wanted)
 
     route("GET", path, params)(list_objects)
 
@@ -137,8 +136,8 @@ def list_route(
 def search_route(path: str, kind: str, params: str) -> None:
     """Register a GET answering Stripe's search over `kind`."""
 
-    def search_objects(ctx: Ctx, request: dict[str, Any]) -> dict[str, Any]:
-        return search(ctx.account, kind, request, path)
+    def search_objects(ctx: Ctx, query: dict[str, Any]) -> dict[str, Any]:
+        return search(ctx.account, kind, query, path)
 
     route("GET", path, params)(search_objects)
 
