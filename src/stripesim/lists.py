@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from stripesim.currency import CURRENCIES
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.state import Account, snapshot
 from stripesim.tables import Key, Table, list_time
@@ -28,6 +29,14 @@ def as_int(
         raise StripeError(
             f"Invalid integer: {value}", code="parameter_invalid_integer", param=param or key
         ) from None
+
+
+def required_int(params: dict[str, Any], key: str) -> int:
+    """The integer parameter `key`, which the request must carry (Stripe's missing error)."""
+    value = as_int(params, key)
+    if value is None:
+        raise parameter_missing(key)
+    return value
 
 
 def as_bool(params: dict[str, Any], key: str, default: bool | None = None) -> bool | None:
@@ -51,6 +60,14 @@ def as_decimal(params: dict[str, Any], key: str, default: Decimal | None = None)
         raise StripeError(
             f"Invalid decimal: {value}", code="parameter_invalid_string", param=key
         ) from None
+
+
+def as_currency(params: dict[str, Any], key: str = "currency") -> str:
+    """The currency parameter `key`, lower-cased; one Stripe does not support is a 400."""
+    currency = str(params.get(key) or "").lower()
+    if currency not in CURRENCIES:
+        raise StripeError(f"Invalid currency: {currency}", param=key)
+    return currency
 
 
 def require(params: dict[str, Any], *keys: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jinja2
@@ -45,6 +45,31 @@ def hosted(
     with sim.lock:
         found = find_object(sim, object_id, kind)
         yield (page_ctx(sim, found[0], request), found[1]) if found is not None else None
+
+
+@contextlib.contextmanager
+def hosted_intent(
+    sim: Simulator,
+    request: Request,
+    *,
+    waiting: Callable[[dict[str, Any]], bool],
+    unknown: str,
+    idle: str,
+) -> Iterator[tuple[Ctx, dict[str, Any]] | HTMLResponse]:
+    """Hold the lock over a page's work on the PaymentIntent or SetupIntent its path names.
+
+    Yield the intent, or the page to answer instead: 404 `unknown` when there is no such
+    intent, 409 `idle` when it is not `waiting` for the customer.
+    """
+    intent_id = request.path_params["intent_id"]
+    kind = "setup_intent" if intent_id.startswith("seti_") else "payment_intent"
+    with hosted(sim, request, intent_id, kind) as found:
+        if found is None:
+            yield message_page(404, "Not found", unknown)
+        elif not waiting(found[1]):
+            yield message_page(409, idle, f"This {kind.replace('_', ' ')} is {found[1]['status']}.")
+        else:
+            yield found
 
 
 def page_ctx(sim: Simulator, account: Account, request: Request) -> Ctx:

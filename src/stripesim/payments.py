@@ -142,6 +142,13 @@ def payment_method_for(ctx: Ctx, pm_id: str, *, param: str = "payment_method") -
     return obj
 
 
+def payment_method_param(ctx: Ctx, params: dict[str, Any]) -> str | None:
+    """The id of the PaymentMethod the request's `payment_method` names, if it names one."""
+    if params.get("payment_method"):
+        return str(payment_method_for(ctx, params["payment_method"])["id"])
+    return None
+
+
 def attach_payment_method(ctx: Ctx, pm: dict[str, Any], customer_id: str) -> dict[str, Any]:
     """Attach `pm` to a customer; cards that fail Stripe's card check raise a 402 card error."""
     customer = ctx.account.get(customer_id, "customer", param="customer")
@@ -263,6 +270,30 @@ def new_payment_intent(
     return pi
 
 
+def _build_charge(
+    ctx: Ctx, pi: dict[str, Any], pm: dict[str, Any], now: int, **fields: Any
+) -> dict[str, Any]:
+    """Build (not store) a charge of `pi` by `pm`; `fields` hold what the way of paying decides."""
+    charge_id = new_id("ch")
+    return ctx.build(
+        "charge",
+        "ch",
+        id=charge_id,
+        created=now,
+        amount=pi["amount"],
+        billing_details=snapshot(pm["billing_details"]),
+        calculated_statement_descriptor="STRIPESIM",
+        currency=pi["currency"],
+        customer=pi["customer"],
+        description=pi["description"],
+        payment_intent=pi["id"],
+        payment_method=pm["id"],
+        receipt_url=f"{ctx.base_url}/receipts/{charge_id}",
+        refunds=objects.empty_list(f"/v1/charges/{charge_id}/refunds"),
+        **fields,
+    )
+
+
 def _new_charge(
     ctx: Ctx,
     pi: dict[str, Any],
@@ -274,7 +305,6 @@ def _new_charge(
     capture: bool,
     error: StripeError | None,
 ) -> dict[str, Any]:
-    charge_id = new_id("ch")
     fee_amount = pi.get("application_fee_amount")
     captured = succeeded and capture
     outcome = {
@@ -293,39 +323,23 @@ def _new_charge(
         "type": "authorized" if succeeded else "issuer_declined",
     }
     pm_card = pm["card"]
-    charge = ctx.build(
-        "charge",
-        "ch",
-        id=charge_id,
-        created=now,
-        amount=pi["amount"],
+    charge = _build_charge(
+        ctx,
+        pi,
+        pm,
+        now,
         amount_captured=pi["amount"] if captured else 0,
         application_fee=new_id("fee")
         if fee_amount and ctx.account.id != ctx.sim.platform.id and captured
         else None,
         application_fee_amount=fee_amount,
-        billing_details=snapshot(pm["billing_details"]),
-        calculated_statement_descriptor="STRIPESIM",
         captured=captured,
-        currency=pi["currency"],
-        customer=pi["customer"],
-        description=pi["description"],
         failure_code=None if succeeded or error is None else error.code,
         failure_message=None if succeeded or error is None else error.message,
         outcome=outcome,
         paid=succeeded,
-        payment_intent=pi["id"],
-        payment_method=pm["id"],
         payment_method_details={"card": _card_details(pi, pm_card, succeeded), "type": "card"},
         receipt_email=pi.get("receipt_email"),
-        receipt_url=f"{ctx.base_url}/receipts/{charge_id}",
-        refunds={
-            "object": "list",
-            "data": [],
-            "has_more": False,
-            "total_count": 0,
-            "url": f"/v1/charges/{charge_id}/refunds",
-        },
         statement_descriptor=pi.get("statement_descriptor"),
         status="succeeded" if succeeded else "failed",
     )
@@ -375,10 +389,24 @@ def _card_details(pi: dict[str, Any], card: dict[str, Any], succeeded: bool) -> 
     return details
 
 
-def _payment_error(
-    error: StripeError, pi: dict[str, Any], pm: dict[str, Any], charge: dict[str, Any] | None
+def fail_intent(
+    ctx: Ctx, intent: dict[str, Any], error: StripeError, pm: dict[str, Any], now: int
+) -> None:
+    """The customer's attempt failed: the PaymentIntent or SetupIntent wants another method."""
+    intent["status"] = "requires_payment_method"
+    intent["next_action"] = None
+    if intent["object"] == "setup_intent":
+        intent["last_setup_error"] = intent_error(error, pm)
+        ctx.emit("setup_intent.setup_failed", intent, created=now)
+    else:
+        intent["last_payment_error"] = intent_error(error, pm)
+        ctx.emit("payment_intent.payment_failed", intent, created=now)
+
+
+def intent_error(
+    error: StripeError, pm: dict[str, Any], charge: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The `last_payment_error` hash Stripe puts on a failed PaymentIntent."""
+    """The `last_payment_error` (or `last_setup_error`) hash Stripe puts on a failed intent."""
     body = error.body()["error"]
     body.pop("request_log_url", None)
     body["payment_method"] = render(pm)
@@ -497,20 +525,13 @@ def _bank_charge(
 ) -> dict[str, Any]:
     """Store the charge of a payment by bank (a debit `pending` until it settles, or a
     transfer `succeeded`): no card checks, no risk assessment."""
-    charge_id = new_id("ch")
-    charge = ctx.build(
-        "charge",
-        "ch",
-        id=charge_id,
-        created=now,
-        amount=pi["amount"],
+    charge = _build_charge(
+        ctx,
+        pi,
+        pm,
+        now,
         amount_captured=pi["amount"],
-        billing_details=snapshot(pm["billing_details"]),
-        calculated_statement_descriptor="STRIPESIM",
         captured=True,
-        currency=pi["currency"],
-        customer=pi["customer"],
-        description=pi["description"],
         outcome={
             "advice_code": None,
             "network_advice_code": None,
@@ -522,11 +543,7 @@ def _bank_charge(
             "type": "authorized",
         },
         paid=status == "succeeded",
-        payment_intent=pi["id"],
-        payment_method=pm["id"],
         payment_method_details=details,
-        receipt_url=f"{ctx.base_url}/receipts/{charge_id}",
-        refunds=objects.empty_list(f"/v1/charges/{charge_id}/refunds"),
         status=status,
     )
     return ctx.account.add(charge)
@@ -604,7 +621,7 @@ def settle_debit(ctx: Ctx, pi: dict[str, Any], now: int) -> PaymentOutcome:
     charge["outcome"]["type"] = "issuer_declined"
     charge["outcome"]["reason"] = spec.failure_code
     pi["status"] = "requires_payment_method"
-    pi["last_payment_error"] = _payment_error(error, pi, pm, charge)
+    pi["last_payment_error"] = intent_error(error, pm, charge)
     ctx.emit("charge.failed", charge, created=now)
     ctx.emit("payment_intent.payment_failed", pi, created=now)
     error.extra["payment_intent"] = render(pi)
@@ -640,7 +657,7 @@ def _fail(
     pi["status"] = "requires_payment_method"
     pi["latest_charge"] = charge["id"]
     pi["next_action"] = None
-    pi["last_payment_error"] = _payment_error(error, pi, pm, charge)
+    pi["last_payment_error"] = intent_error(error, pm, charge)
     ctx.emit("charge.failed", charge, created=now)
     ctx.emit("payment_intent.payment_failed", pi, created=now)
     error.extra.setdefault("charge", charge["id"])

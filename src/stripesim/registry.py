@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from stripesim.lists import as_bool, paginate, search
 from stripesim.state import Account, Simulator
 
 Handler = Callable[..., Any]
@@ -107,6 +108,38 @@ def route(method: str, path: str, params: str | None = None) -> Callable[[Handle
         return handler
 
     return register
+
+
+def retrieve_route(path: str, kind: str, params: str, *, label: str | None = None) -> None:
+    """Register a GET answering the stored `kind` object its path's one id names (or a 404)."""
+
+    def retrieve(ctx: Ctx, query: dict[str, Any], **path_params: str) -> dict[str, Any]:
+        (object_id,) = path_params.values()
+        return ctx.account.get(object_id, kind, label=label)
+
+    route("GET", path, params)(retrieve)
+
+
+def list_route(
+    path: str, kind: str, params: str, *, filters: tuple[str, ...] = (), flags: tuple[str, ...] = ()
+) -> None:
+    """Register a GET listing `kind` whose fields equal the `filters` (boolean: `flags`) given."""
+
+    def list_objects(ctx: Ctx, query: dict[str, Any]) -> dict[str, Any]:
+        wanted = {key: query.get(key) for key in filters}
+        wanted |= {key: as_bool(query, key) for key in flags}
+        return paginate(ctx.account, kind, query, path, filters=wanted)
+
+    route("GET", path, params)(list_objects)
+
+
+def search_route(path: str, kind: str, params: str) -> None:
+    """Register a GET answering Stripe's search over `kind`."""
+
+    def search_objects(ctx: Ctx, query: dict[str, Any]) -> dict[str, Any]:
+        return search(ctx.account, kind, query, path)
+
+    route("GET", path, params)(search_objects)
 
 
 def page(path: str, methods: tuple[str, ...] = ("GET",)) -> Callable[[Handler], Handler]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from stripesim import balances
-from stripesim.currency import CURRENCIES
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_int, paginate, update_metadata
+from stripesim.lists import as_currency, as_int, paginate, required_int, update_metadata
 from stripesim.registry import Ctx, route
 from stripesim.state import new_id
 
@@ -67,6 +67,21 @@ def customer_txn(
     return txn
 
 
+def list_customer_txns(
+    ctx: Ctx,
+    params: dict[str, Any],
+    customer_id: str,
+    kind: str = _CUSTOMER_TXN,
+    collection: str = "balance_transactions",
+    *,
+    where: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
+    """List the transactions of the customer's (credit or cash) balance, newest first."""
+    ctx.account.get(customer_id, "customer")
+    url = f"/v1/customers/{customer_id}/{collection}"
+    return paginate(ctx.account, kind, params, url, filters={"customer": customer_id}, where=where)
+
+
 @route(
     "POST",
     "/v1/customers/{customer_id}/balance_transactions",
@@ -76,12 +91,8 @@ def create_customer_balance_transaction(
     ctx: Ctx, params: dict[str, Any], customer_id: str
 ) -> dict[str, Any]:
     customer = ctx.account.get(customer_id, "customer")
-    amount = as_int(params, "amount")
-    if amount is None:
-        raise parameter_missing("amount")
-    currency = str(params.get("currency") or "").lower()
-    if currency not in CURRENCIES:
-        raise StripeError(f"Invalid currency: {currency}", param="currency")
+    amount = required_int(params, "amount")
+    currency = as_currency(params)
     if customer.get("currency") not in (None, currency):
         raise StripeError(
             f"The currency of this customer's balance is {customer['currency']}; a balance "
@@ -135,14 +146,9 @@ def update_customer_balance_transaction(
 def list_customer_balance_transactions(
     ctx: Ctx, params: dict[str, Any], customer_id: str
 ) -> dict[str, Any]:
-    ctx.account.get(customer_id, "customer")
-    return paginate(
-        ctx.account,
-        _CUSTOMER_TXN,
-        params,
-        f"/v1/customers/{customer_id}/balance_transactions",
-        filters={"customer": customer_id},
-        where=lambda txn: not params.get("invoice") or txn.get("invoice") == params["invoice"],
+    invoice = params.get("invoice")
+    return list_customer_txns(
+        ctx, params, customer_id, where=lambda txn: not invoice or txn.get("invoice") == invoice
     )
 
 

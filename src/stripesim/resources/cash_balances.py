@@ -9,12 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from stripesim import billing, cash_balances
-from stripesim.currency import CURRENCIES
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_int, paginate
+from stripesim.lists import as_currency, required_int
 from stripesim.pages import hosted, message_page, render_page
 from stripesim.registry import Ctx, page, route
-from stripesim.resources.balances import customer_txn
+from stripesim.resources.balances import customer_txn, list_customer_txns
 from stripesim.state import Simulator, snapshot
 
 _TXN = "customer_cash_balance_transaction"
@@ -33,14 +32,7 @@ def retrieve_cash_balance(ctx: Ctx, params: dict[str, Any], customer_id: str) ->
 def list_cash_balance_transactions(
     ctx: Ctx, params: dict[str, Any], customer_id: str
 ) -> dict[str, Any]:
-    ctx.account.get(customer_id, "customer")
-    return paginate(
-        ctx.account,
-        _TXN,
-        params,
-        f"/v1/customers/{customer_id}/cash_balance_transactions",
-        filters={"customer": customer_id},
-    )
+    return list_customer_txns(ctx, params, customer_id, _TXN, "cash_balance_transactions")
 
 
 @route(
@@ -79,16 +71,12 @@ def create_funding_instructions(
 )
 def fund_cash_balance(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[str, Any]:
     customer = ctx.account.get(customer_id, "customer")
-    amount = as_int(params, "amount")
-    if amount is None:
-        raise parameter_missing("amount")
+    amount = required_int(params, "amount")
     if amount <= 0:
         raise StripeError("Invalid positive integer", param="amount")
-    currency = str(params.get("currency") or "").lower()
-    if not currency:
+    if not params.get("currency"):
         raise parameter_missing("currency")
-    if currency not in CURRENCIES:
-        raise StripeError(f"Invalid currency: {currency}", param="currency")
+    currency = as_currency(params)
     return billing.fund_cash_balance(
         ctx,
         customer,

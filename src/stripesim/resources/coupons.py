@@ -7,8 +7,8 @@ from typing import Any
 
 from stripesim import billing, objects
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, as_decimal, as_int, paginate, update_metadata
-from stripesim.registry import Ctx, changed_since, route
+from stripesim.lists import as_bool, as_decimal, as_int, update_metadata
+from stripesim.registry import Ctx, changed_since, list_route, retrieve_route, route
 from stripesim.state import snapshot
 
 
@@ -148,9 +148,7 @@ def delete_coupon(ctx: Ctx, params: dict[str, Any], coupon_id: str) -> dict[str,
     return objects.deleted("coupon", coupon_id)
 
 
-@route("GET", "/v1/coupons", "CouponListParams")
-def list_coupons(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    return paginate(ctx.account, "coupon", params, "/v1/coupons")
+list_route("/v1/coupons", "coupon", "CouponListParams")
 
 
 # -- tax rates ------------------------------------------------------------------------------------
@@ -188,9 +186,7 @@ def create_tax_rate(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return rate
 
 
-@route("GET", "/v1/tax_rates/{rate_id}", "TaxRateRetrieveParams")
-def retrieve_tax_rate(ctx: Ctx, params: dict[str, Any], rate_id: str) -> dict[str, Any]:
-    return ctx.account.get(rate_id, "tax_rate", label="tax rate")
+retrieve_route("/v1/tax_rates/{rate_id}", "tax_rate", "TaxRateRetrieveParams", label="tax rate")
 
 
 @route("POST", "/v1/tax_rates/{rate_id}", "TaxRateUpdateParams")
@@ -207,14 +203,4 @@ def update_tax_rate(ctx: Ctx, params: dict[str, Any], rate_id: str) -> dict[str,
     return rate
 
 
-@route("GET", "/v1/tax_rates", "TaxRateListParams")
-def list_tax_rates(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    active = as_bool(params, "active")
-    inclusive = as_bool(params, "inclusive")
-    return paginate(
-        ctx.account,
-        "tax_rate",
-        params,
-        "/v1/tax_rates",
-        filters={"active": active, "inclusive": inclusive},
-    )
+list_route("/v1/tax_rates", "tax_rate", "TaxRateListParams", flags=("active", "inclusive"))

@@ -6,7 +6,7 @@ from typing import Any
 
 from stripesim.billing import credit_notes
 from stripesim.lists import paginate, update_metadata
-from stripesim.registry import Ctx, changed_since, route
+from stripesim.registry import Ctx, changed_since, list_route, retrieve_route, route
 from stripesim.state import snapshot
 
 KIND = credit_notes.KIND
@@ -36,9 +36,7 @@ def preview_credit_note_lines(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any
     )
 
 
-@route("GET", "/v1/credit_notes/{note_id}", "CreditNoteRetrieveParams")
-def retrieve_credit_note(ctx: Ctx, params: dict[str, Any], note_id: str) -> dict[str, Any]:
-    return _note(ctx, note_id)
+retrieve_route("/v1/credit_notes/{note_id}", KIND, "CreditNoteRetrieveParams", label="credit note")
 
 
 @route("POST", "/v1/credit_notes/{note_id}", "CreditNoteUpdateParams")
@@ -67,12 +65,4 @@ def list_credit_note_lines(ctx: Ctx, params: dict[str, Any], note_id: str) -> di
     )
 
 
-@route("GET", "/v1/credit_notes", "CreditNoteListParams")
-def list_credit_notes(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    return paginate(
-        ctx.account,
-        KIND,
-        params,
-        "/v1/credit_notes",
-        filters={"customer": params.get("customer"), "invoice": params.get("invoice")},
-    )
+list_route("/v1/credit_notes", KIND, "CreditNoteListParams", filters=("customer", "invoice"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from stripesim import objects
-from stripesim.lists import apply_changes, paginate, search, update_metadata
-from stripesim.registry import Ctx, route
+from stripesim.lists import apply_changes, update_metadata
+from stripesim.registry import Ctx, list_route, route, search_route
 from stripesim.resources.tax_ids import check_tax_id, new_tax_id
 
 _UPDATABLE = (
@@ -67,9 +67,7 @@ def create_customer(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return customer
 
 
-@route("GET", "/v1/customers/search", "CustomerSearchParams")
-def search_customers(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    return search(ctx.account, "customer", params, "/v1/customers/search")
+search_route("/v1/customers/search", "customer", "CustomerSearchParams")
 
 
 @route("GET", "/v1/customers/{customer_id}", "CustomerRetrieveParams")
@@ -116,17 +114,7 @@ def delete_customer(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[
     return objects.deleted("customer", customer_id)
 
 
-@route("GET", "/v1/customers", "CustomerListParams")
-def list_customers(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    email = params.get("email")
-    clock = params.get("test_clock")
-    return paginate(
-        ctx.account,
-        "customer",
-        params,
-        "/v1/customers",
-        filters={"email": email, "test_clock": clock},
-    )
+list_route("/v1/customers", "customer", "CustomerListParams", filters=("email", "test_clock"))
 
 
 # Deleting a customer cancels its subscriptions; the subscriptions module registers how.

@@ -7,7 +7,7 @@ from typing import Any
 
 from stripesim.errors import StripeError
 from stripesim.lists import as_bool, paginate
-from stripesim.registry import Ctx, route
+from stripesim.registry import Ctx, retrieve_route, route
 
 LIST_WINDOW_SECONDS = 30 * 86400  # Stripe lists events from the last 30 days only
 
@@ -52,6 +52,4 @@ def list_events(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-@route("GET", "/v1/events/{event_id}", "EventRetrieveParams")
-def retrieve_event(ctx: Ctx, params: dict[str, Any], event_id: str) -> dict[str, Any]:
-    return ctx.account.get(event_id, "event")
+retrieve_route("/v1/events/{event_id}", "event", "EventRetrieveParams")

@@ -13,10 +13,17 @@ from stripesim import billing, objects, payments
 from stripesim.catalog import inline_price
 from stripesim.currency import format_amount
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, as_int, paginate, required_object, search, update_metadata
+from stripesim.lists import (
+    as_bool,
+    as_int,
+    paginate,
+    required_int,
+    required_object,
+    update_metadata,
+)
 from stripesim.pages import card_from_form, find_object, form_of, hosted, message_page, render_page
 from stripesim.pdf import text_pdf
-from stripesim.registry import Ctx, changed_since, page, route
+from stripesim.registry import Ctx, changed_since, page, retrieve_route, route, search_route
 from stripesim.state import Simulator, new_id, snapshot
 
 
@@ -131,14 +138,10 @@ def create_preview(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return invoice
 
 
-@route("GET", "/v1/invoices/search", "InvoiceSearchParams")
-def search_invoices(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    return search(ctx.account, "invoice", params, "/v1/invoices/search")
+search_route("/v1/invoices/search", "invoice", "InvoiceSearchParams")
 
 
-@route("GET", "/v1/invoices/{invoice_id}", "InvoiceRetrieveParams")
-def retrieve_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[str, Any]:
-    return _invoice(ctx, invoice_id)
+retrieve_route("/v1/invoices/{invoice_id}", "invoice", "InvoiceRetrieveParams")
 
 
 @route("POST", "/v1/invoices/{invoice_id}", "InvoiceUpdateParams")
@@ -371,9 +374,7 @@ def _item_amount(
             quantity,
             params["unit_amount_decimal"],
         )
-    amount = as_int(params, "amount")
-    if amount is None:
-        raise parameter_missing("amount")
+    amount = required_int(params, "amount")
     if not params.get("currency"):
         raise parameter_missing("currency")
     return amount, str(params["currency"]).lower(), None, quantity, None
@@ -418,9 +419,9 @@ def create_invoice_item(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-@route("GET", "/v1/invoiceitems/{item_id}", "InvoiceItemRetrieveParams")
-def retrieve_invoice_item(ctx: Ctx, params: dict[str, Any], item_id: str) -> dict[str, Any]:
-    return ctx.account.get(item_id, "invoiceitem", label="invoiceitem")
+retrieve_route(
+    "/v1/invoiceitems/{item_id}", "invoiceitem", "InvoiceItemRetrieveParams", label="invoiceitem"
+)
 
 
 def _editable_item(ctx: Ctx, item: dict[str, Any]) -> dict[str, Any] | None:

@@ -11,15 +11,12 @@ from starlette.responses import Response
 from stripesim import debits, payments
 from stripesim.errors import StripeError
 from stripesim.lists import render
-from stripesim.pages import form_of, hosted, message_page, render_page
-from stripesim.registry import Ctx, page, route
+from stripesim.pages import form_of, hosted_intent, message_page, render_page
+from stripesim.registry import Ctx, page, retrieve_route, route
 from stripesim.resources.payment_methods import confirm_setup_intent
 from stripesim.state import Simulator, snapshot
 
-
-@route("GET", "/v1/mandates/{mandate_id}", "MandateRetrieveParams")
-def retrieve_mandate(ctx: Ctx, params: dict[str, Any], mandate_id: str) -> dict[str, Any]:
-    return ctx.account.get(mandate_id, "mandate", label="mandate")
+retrieve_route("/v1/mandates/{mandate_id}", "mandate", "MandateRetrieveParams", label="mandate")
 
 
 def verify(ctx: Ctx, intent: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -29,23 +26,14 @@ def verify(ctx: Ctx, intent: dict[str, Any], params: dict[str, Any]) -> dict[str
     pm = ctx.account.get(intent["payment_method"], "payment_method")
     verified = debits.check_microdeposits(intent, params)
     debits.settle_verification(ctx, intent, pm, verified, now)
-    setup = intent["object"] == "setup_intent"
     if verified:
-        if setup:
+        if intent["object"] == "setup_intent":
             confirm_setup_intent(ctx, intent, now)
         else:
             payments.start_debit(ctx, intent, pm, now)
         return intent
     error = debits.verification_failed_error()
-    body = error.body()["error"] | {"payment_method": render(pm)}
-    body.pop("request_log_url", None)
-    intent["status"] = "requires_payment_method"
-    if setup:
-        intent["last_setup_error"] = body
-        ctx.emit("setup_intent.setup_failed", intent, created=now)
-    else:
-        intent["last_payment_error"] = body
-        ctx.emit("payment_intent.payment_failed", intent, created=now)
+    payments.fail_intent(ctx, intent, error, pm, now)
     error.extra[intent["object"]] = render(intent)
     raise error
 
@@ -79,15 +67,17 @@ async def microdeposits_page(request: Request, sim: Simulator) -> Response:
     """Stripe's hosted verification page: the customer types the two amounts (cents) or the
     descriptor code their bank statement shows."""
     intent_id = request.path_params["intent_id"]
-    kind = "setup_intent" if intent_id.startswith("seti_") else "payment_intent"
     form = await form_of(request) if request.method == "POST" else {}
-    with hosted(sim, request, intent_id, kind) as found:
-        if found is None:
-            return message_page(404, "Not found", "There is no bank account to verify here.")
+    with hosted_intent(
+        sim,
+        request,
+        waiting=debits.waiting_for_microdeposits,
+        unknown="There is no bank account to verify here.",
+        idle="Nothing to verify",
+    ) as found:
+        if isinstance(found, Response):
+            return found
         ctx, intent = found
-        if not debits.waiting_for_microdeposits(intent):
-            shown = f"This {kind.replace('_', ' ')} is {intent['status']}."
-            return message_page(409, "Nothing to verify", shown)
         error = None
         if request.method == "POST":
             try:

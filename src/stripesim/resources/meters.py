@@ -19,7 +19,7 @@ from stripesim import objects
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_int, paginate, reference
 from stripesim.metering import METER_EVENT, aggregate, counted_events
-from stripesim.registry import Ctx, route
+from stripesim.registry import Ctx, retrieve_route, route
 from stripesim.state import Account, new_id
 
 METER = "billing.meter"
@@ -126,9 +126,9 @@ def create_meter(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return meter
 
 
-@route("GET", "/v1/billing/meters/{meter_id}", "billing.MeterRetrieveParams")
-def retrieve_meter(ctx: Ctx, params: dict[str, Any], meter_id: str) -> dict[str, Any]:
-    return ctx.account.get(meter_id, METER, label="billing meter")
+retrieve_route(
+    "/v1/billing/meters/{meter_id}", METER, "billing.MeterRetrieveParams", label="billing meter"
+)
 
 
 @route("POST", "/v1/billing/meters/{meter_id}", "billing.MeterUpdateParams")

@@ -12,10 +12,12 @@ from stripesim.payments import (
     attach_payment_method,
     client_secret,
     detach_payment_method,
+    fail_intent,
     new_card_payment_method,
     payment_method_for,
+    payment_method_param,
 )
-from stripesim.registry import Ctx, route
+from stripesim.registry import Ctx, list_route, retrieve_route, route
 from stripesim.state import new_id
 
 
@@ -257,12 +259,7 @@ def confirm_setup_intent(ctx: Ctx, seti: dict[str, Any], now: int) -> dict[str, 
     spec = cards.by_key(pm.get("_test_card"))
     if spec.behaviour == cards.DECLINE:
         error = spec.decline()
-        body = error.body()["error"]
-        body["payment_method"] = render(pm)
-        seti["status"] = "requires_payment_method"
-        seti["last_setup_error"] = body
-        seti["next_action"] = None
-        ctx.emit("setup_intent.setup_failed", seti, created=now)
+        fail_intent(ctx, seti, error, pm, now)
         error.extra["setup_intent"] = render(seti)
         raise error
     if spec.behaviour == cards.AUTHENTICATE and not seti.get("_authenticated"):
@@ -304,12 +301,6 @@ def _confirm_bank_setup(
     return _setup_succeeded(ctx, seti, pm, now)
 
 
-def _payment_method_param(ctx: Ctx, params: dict[str, Any]) -> str | None:
-    if params.get("payment_method"):
-        return str(payment_method_for(ctx, params["payment_method"])["id"])
-    return None
-
-
 @route("POST", "/v1/setup_intents", "SetupIntentCreateParams")
 def create_setup_intent(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     customer_id = params.get("customer")
@@ -319,7 +310,7 @@ def create_setup_intent(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     seti = new_setup_intent(
         ctx,
         customer_id=customer_id,
-        payment_method_id=_payment_method_param(ctx, params),
+        payment_method_id=payment_method_param(ctx, params),
         created=now,
         usage=one_of(params, "usage", ("off_session", "on_session"), "off_session")
         or "off_session",
@@ -334,9 +325,9 @@ def create_setup_intent(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return seti
 
 
-@route("GET", "/v1/setup_intents/{seti_id}", "SetupIntentRetrieveParams")
-def retrieve_setup_intent(ctx: Ctx, params: dict[str, Any], seti_id: str) -> dict[str, Any]:
-    return ctx.account.get(seti_id, "setup_intent", label="setupintent")
+retrieve_route(
+    "/v1/setup_intents/{seti_id}", "setup_intent", "SetupIntentRetrieveParams", label="setupintent"
+)
 
 
 @route("POST", "/v1/setup_intents/{seti_id}", "SetupIntentUpdateParams")
@@ -355,7 +346,7 @@ def update_setup_intent(ctx: Ctx, params: dict[str, Any], seti_id: str) -> dict[
                 "You cannot update this SetupIntent because it has already succeeded.",
                 code="setup_intent_unexpected_state",
             )
-        seti["payment_method"] = _payment_method_param(ctx, params)
+        seti["payment_method"] = payment_method_param(ctx, params)
         seti["status"] = "requires_confirmation"
     return seti
 
@@ -364,7 +355,7 @@ def update_setup_intent(ctx: Ctx, params: dict[str, Any], seti_id: str) -> dict[
 def confirm_setup_intent_route(ctx: Ctx, params: dict[str, Any], seti_id: str) -> dict[str, Any]:
     seti = ctx.account.get(seti_id, "setup_intent", label="setupintent")
     if params.get("payment_method"):
-        seti["payment_method"] = _payment_method_param(ctx, params)
+        seti["payment_method"] = payment_method_param(ctx, params)
     return confirm_setup_intent(ctx, seti, ctx.now_for_customer(seti.get("customer")))
 
 
@@ -385,13 +376,9 @@ def cancel_setup_intent(ctx: Ctx, params: dict[str, Any], seti_id: str) -> dict[
     return seti
 
 
-@route("GET", "/v1/setup_intents", "SetupIntentListParams")
-def list_setup_intents(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    customer_id, pm_id = params.get("customer"), params.get("payment_method")
-    return paginate(
-        ctx.account,
-        "setup_intent",
-        params,
-        "/v1/setup_intents",
-        filters={"customer": customer_id, "payment_method": pm_id},
-    )
+list_route(
+    "/v1/setup_intents",
+    "setup_intent",
+    "SetupIntentListParams",
+    filters=("customer", "payment_method"),
+)

@@ -10,15 +10,10 @@ from starlette.responses import Response
 from stripesim import billing, cards, debits, payments
 from stripesim.currency import ZERO_DECIMAL
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, as_int, one_of, paginate, render, search, update_metadata
-from stripesim.pages import (
-    form_of,
-    hosted,
-    message_page,
-    render_page,
-)
-from stripesim.payments import attach_payment_method, payment_method_for
-from stripesim.registry import Ctx, page, route
+from stripesim.lists import as_bool, as_int, one_of, paginate, render, required_int, update_metadata
+from stripesim.pages import form_of, hosted_intent, message_page, render_page
+from stripesim.payments import attach_payment_method, payment_method_param
+from stripesim.registry import Ctx, list_route, page, retrieve_route, route, search_route
 from stripesim.resources.payment_methods import confirm_setup_intent
 from stripesim.state import Simulator
 
@@ -27,9 +22,7 @@ _OPEN_STATUSES = ("requires_payment_method", "requires_confirmation", "requires_
 
 
 def _amount(params: dict[str, Any], currency: str) -> int:
-    amount = as_int(params, "amount")
-    if amount is None:
-        raise parameter_missing("amount")
+    amount = required_int(params, "amount")
     minimum = _MINIMUM.get(currency, 1)
     if amount < minimum:
         shown = (
@@ -83,9 +76,7 @@ def create_payment_intent(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     customer_id = params.get("customer")
     if customer_id:
         ctx.account.get(customer_id, "customer", param="customer")
-    pm_id = None
-    if params.get("payment_method"):
-        pm_id = str(payment_method_for(ctx, params["payment_method"])["id"])
+    pm_id = payment_method_param(ctx, params)
     confirm = as_bool(params, "confirm", False)
     if as_bool(params, "off_session", False) and not confirm:
         raise StripeError(
@@ -119,14 +110,15 @@ def create_payment_intent(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return pi
 
 
-@route("GET", "/v1/payment_intents/search", "PaymentIntentSearchParams")
-def search_payment_intents(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    return search(ctx.account, "payment_intent", params, "/v1/payment_intents/search")
+search_route("/v1/payment_intents/search", "payment_intent", "PaymentIntentSearchParams")
 
 
-@route("GET", "/v1/payment_intents/{pi_id}", "PaymentIntentRetrieveParams")
-def retrieve_payment_intent(ctx: Ctx, params: dict[str, Any], pi_id: str) -> dict[str, Any]:
-    return ctx.account.get(pi_id, "payment_intent", label="payment_intent")
+retrieve_route(
+    "/v1/payment_intents/{pi_id}",
+    "payment_intent",
+    "PaymentIntentRetrieveParams",
+    label="payment_intent",
+)
 
 
 @route("POST", "/v1/payment_intents/{pi_id}", "PaymentIntentUpdateParams")
@@ -157,7 +149,7 @@ def update_payment_intent(ctx: Ctx, params: dict[str, Any], pi_id: str) -> dict[
                 params, "capture_method", ("automatic", "automatic_async", "manual")
             )
         if params.get("payment_method"):
-            pi["payment_method"] = str(payment_method_for(ctx, params["payment_method"])["id"])
+            pi["payment_method"] = payment_method_param(ctx, params)
             pi["status"] = "requires_confirmation"
     if "application_fee_amount" in params:
         pi["application_fee_amount"] = as_int(params, "application_fee_amount")
@@ -174,7 +166,7 @@ def confirm_payment_intent(ctx: Ctx, params: dict[str, Any], pi_id: str) -> dict
             code="payment_intent_unexpected_state",
         )
     if params.get("payment_method"):
-        pi["payment_method"] = str(payment_method_for(ctx, params["payment_method"])["id"])
+        pi["payment_method"] = payment_method_param(ctx, params)
     if params.get("capture_method"):
         pi["capture_method"] = one_of(
             params, "capture_method", ("automatic", "automatic_async", "manual")
@@ -235,29 +227,18 @@ def cancel_payment_intent(ctx: Ctx, params: dict[str, Any], pi_id: str) -> dict[
     return pi
 
 
-@route("GET", "/v1/payment_intents", "PaymentIntentListParams")
-def list_payment_intents(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    customer_id = params.get("customer")
-    return paginate(
-        ctx.account,
-        "payment_intent",
-        params,
-        "/v1/payment_intents",
-        filters={"customer": customer_id},
-    )
+list_route(
+    "/v1/payment_intents", "payment_intent", "PaymentIntentListParams", filters=("customer",)
+)
 
 
 # -- Charges -------------------------------------------------------------------------------
 
 
-@route("GET", "/v1/charges/search", "ChargeSearchParams")
-def search_charges(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    return search(ctx.account, "charge", params, "/v1/charges/search")
+search_route("/v1/charges/search", "charge", "ChargeSearchParams")
 
 
-@route("GET", "/v1/charges/{charge_id}", "ChargeRetrieveParams")
-def retrieve_charge(ctx: Ctx, params: dict[str, Any], charge_id: str) -> dict[str, Any]:
-    return ctx.account.get(charge_id, "charge")
+retrieve_route("/v1/charges/{charge_id}", "charge", "ChargeRetrieveParams")
 
 
 @route("POST", "/v1/charges/{charge_id}", "ChargeUpdateParams")
@@ -292,17 +273,12 @@ def capture_charge(ctx: Ctx, params: dict[str, Any], charge_id: str) -> dict[str
     return charge
 
 
-@route("GET", "/v1/charges", "ChargeListParams")
-def list_charges(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    customer_id, pi_id = params.get("customer"), params.get("payment_intent")
-    group = params.get("transfer_group")
-    return paginate(
-        ctx.account,
-        "charge",
-        params,
-        "/v1/charges",
-        filters={"customer": customer_id, "payment_intent": pi_id, "transfer_group": group},
-    )
+list_route(
+    "/v1/charges",
+    "charge",
+    "ChargeListParams",
+    filters=("customer", "payment_intent", "transfer_group"),
+)
 
 
 @route("GET", "/v1/charges/{charge_id}/refunds", "ChargeListRefundsParams")
@@ -352,9 +328,7 @@ def create_refund(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-@route("GET", "/v1/refunds/{refund_id}", "RefundRetrieveParams")
-def retrieve_refund(ctx: Ctx, params: dict[str, Any], refund_id: str) -> dict[str, Any]:
-    return ctx.account.get(refund_id, "refund")
+retrieve_route("/v1/refunds/{refund_id}", "refund", "RefundRetrieveParams")
 
 
 @route("POST", "/v1/refunds/{refund_id}", "RefundUpdateParams")
@@ -380,24 +354,13 @@ def cancel_refund(ctx: Ctx, params: dict[str, Any], refund_id: str) -> dict[str,
     )
 
 
-@route("GET", "/v1/refunds", "RefundListParams")
-def list_refunds(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    charge_id, pi_id = params.get("charge"), params.get("payment_intent")
-    return paginate(
-        ctx.account,
-        "refund",
-        params,
-        "/v1/refunds",
-        filters={"charge": charge_id, "payment_intent": pi_id},
-    )
+list_route("/v1/refunds", "refund", "RefundListParams", filters=("charge", "payment_intent"))
 
 
 # -- Disputes ------------------------------------------------------------------------------
 
 
-@route("GET", "/v1/disputes/{dispute_id}", "DisputeRetrieveParams")
-def retrieve_dispute(ctx: Ctx, params: dict[str, Any], dispute_id: str) -> dict[str, Any]:
-    return ctx.account.get(dispute_id, "dispute")
+retrieve_route("/v1/disputes/{dispute_id}", "dispute", "DisputeRetrieveParams")
 
 
 @route("POST", "/v1/disputes/{dispute_id}", "DisputeUpdateParams")
@@ -450,16 +413,7 @@ def close_dispute(ctx: Ctx, params: dict[str, Any], dispute_id: str) -> dict[str
     )
 
 
-@route("GET", "/v1/disputes", "DisputeListParams")
-def list_disputes(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    charge_id, pi_id = params.get("charge"), params.get("payment_intent")
-    return paginate(
-        ctx.account,
-        "dispute",
-        params,
-        "/v1/disputes",
-        filters={"charge": charge_id, "payment_intent": pi_id},
-    )
+list_route("/v1/disputes", "dispute", "DisputeListParams", filters=("charge", "payment_intent"))
 
 
 # -- 3D Secure -------------------------------------------------------------------------------
@@ -480,11 +434,7 @@ def _authenticate_payment(ctx: Ctx, pi: dict[str, Any], succeed: bool) -> str:
             type="invalid_request_error",
             code="payment_intent_authentication_failure",
         )
-        pi["status"] = "requires_payment_method"
-        pi["next_action"] = None
-        pi["last_payment_error"] = error.body()["error"] | {"payment_method": render(pm)}
-        pi["last_payment_error"].pop("request_log_url", None)
-        ctx.emit("payment_intent.payment_failed", pi, created=now)
+        payments.fail_intent(ctx, pi, error, pm, now)
         return "Authentication failed."
     pi["_authenticated"] = True
     if pi.get("_invoice") or pi.get("setup_future_usage"):
@@ -513,11 +463,7 @@ def _authenticate_setup(ctx: Ctx, seti: dict[str, Any], succeed: bool) -> str:
             status=402,
             code="setup_intent_authentication_failure",
         )
-        seti["status"] = "requires_payment_method"
-        seti["next_action"] = None
-        seti["last_setup_error"] = error.body()["error"] | {"payment_method": render(pm)}
-        seti["last_setup_error"].pop("request_log_url", None)
-        ctx.emit("setup_intent.setup_failed", seti, created=now)
+        payments.fail_intent(ctx, seti, error, pm, now)
         return "Authentication failed."
     seti["_authenticated"] = True
     pm["_setup_authenticated"] = True
@@ -529,15 +475,18 @@ def _authenticate_setup(ctx: Ctx, seti: dict[str, Any], succeed: bool) -> str:
 async def three_d_secure_page(request: Request, sim: Simulator) -> Response:
     """Stripe's test 3D Secure challenge: complete or fail authentication of an intent."""
     intent_id = request.path_params["intent_id"]
-    kind = "setup_intent" if intent_id.startswith("seti_") else "payment_intent"
     form = await form_of(request) if request.method == "POST" else {}
-    with hosted(sim, request, intent_id, kind) as found:
-        if found is None:
-            return message_page(404, "Not found", "There is nothing to authenticate here.")
+    with hosted_intent(
+        sim,
+        request,
+        waiting=lambda intent: intent["status"] == "requires_action",
+        unknown="There is nothing to authenticate here.",
+        idle="Nothing to authenticate",
+    ) as found:
+        if isinstance(found, Response):
+            return found
         ctx, intent = found
-        if intent["status"] != "requires_action":
-            shown = f"This {kind.replace('_', ' ')} is {intent['status']}."
-            return message_page(409, "Nothing to authenticate", shown)
+        kind = intent["object"]
         if request.method == "GET":
             amount = (
                 payments.format_amount(intent["amount"], intent["currency"])

@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from stripesim import billing, cards, objects, payments
 from stripesim.currency import format_amount
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, as_int, one_of, paginate, required_object, update_metadata
+from stripesim.lists import as_bool, as_int, one_of, required_object, update_metadata
 from stripesim.pages import (
     bank_from_form,
     card_from_form,
@@ -21,7 +21,7 @@ from stripesim.pages import (
     message_page,
     render_page,
 )
-from stripesim.registry import Ctx, changed_since, page, route
+from stripesim.registry import Ctx, changed_since, list_route, page, retrieve_route, route
 from stripesim.resources.checkout_page import AUTHENTICATION_FAILED
 from stripesim.resources.customers import update_customer
 from stripesim.state import Simulator, new_id, snapshot
@@ -217,13 +217,12 @@ def create_configuration(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return _new_configuration(ctx, params, is_default=not has_default)
 
 
-@route(
-    "GET",
+retrieve_route(
     "/v1/billing_portal/configurations/{config_id}",
+    "billing_portal.configuration",
     "billing_portal.ConfigurationRetrieveParams",
+    label="configuration",
 )
-def retrieve_configuration(ctx: Ctx, params: dict[str, Any], config_id: str) -> dict[str, Any]:
-    return ctx.account.get(config_id, "billing_portal.configuration", label="configuration")
 
 
 @route(
@@ -262,16 +261,12 @@ def update_configuration(ctx: Ctx, params: dict[str, Any], config_id: str) -> di
     return config
 
 
-@route("GET", "/v1/billing_portal/configurations", "billing_portal.ConfigurationListParams")
-def list_configurations(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    active, is_default = as_bool(params, "active"), as_bool(params, "is_default")
-    return paginate(
-        ctx.account,
-        "billing_portal.configuration",
-        params,
-        "/v1/billing_portal/configurations",
-        filters={"active": active, "is_default": is_default},
-    )
+list_route(
+    "/v1/billing_portal/configurations",
+    "billing_portal.configuration",
+    "billing_portal.ConfigurationListParams",
+    flags=("active", "is_default"),
+)
 
 
 # -- sessions --------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from stripesim.catalog import (
     product_features,
 )
 from stripesim.errors import StripeError
-from stripesim.lists import apply_changes, as_bool, paginate, reference, search
-from stripesim.registry import Ctx, route
+from stripesim.lists import apply_changes, as_bool, paginate, reference
+from stripesim.registry import Ctx, retrieve_route, route, search_route
 
 _UPDATABLE = (
     "name",
@@ -47,14 +47,10 @@ def create_product(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return product
 
 
-@route("GET", "/v1/products/search", "ProductSearchParams")
-def search_products(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    return search(ctx.account, "product", params, "/v1/products/search")
+search_route("/v1/products/search", "product", "ProductSearchParams")
 
 
-@route("GET", "/v1/products/{product_id}", "ProductRetrieveParams")
-def retrieve_product(ctx: Ctx, params: dict[str, Any], product_id: str) -> dict[str, Any]:
-    return ctx.account.get(product_id, "product")
+retrieve_route("/v1/products/{product_id}", "product", "ProductRetrieveParams")
 
 
 @route("POST", "/v1/products/{product_id}", "ProductUpdateParams")

@@ -11,7 +11,7 @@ from typing import Any
 from stripesim.billing import coupon_id
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_bool, as_int, paginate, update_metadata
-from stripesim.registry import Ctx, changed_since, route
+from stripesim.registry import Ctx, changed_since, retrieve_route, route
 from stripesim.state import snapshot
 
 KIND = "promotion_code"
@@ -65,9 +65,9 @@ def create_promotion_code(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return promo
 
 
-@route("GET", "/v1/promotion_codes/{promo_id}", "PromotionCodeRetrieveParams")
-def retrieve_promotion_code(ctx: Ctx, params: dict[str, Any], promo_id: str) -> dict[str, Any]:
-    return ctx.account.get(promo_id, KIND, label="promotion code")
+retrieve_route(
+    "/v1/promotion_codes/{promo_id}", KIND, "PromotionCodeRetrieveParams", label="promotion code"
+)
 
 
 @route("POST", "/v1/promotion_codes/{promo_id}", "PromotionCodeUpdateParams")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from stripesim import billing, objects
-from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_int, paginate, render
+from stripesim.errors import StripeError
+from stripesim.lists import paginate, render, required_int
 from stripesim.registry import Ctx, route
 from stripesim.resources.customers import delete_customer
 
@@ -20,9 +20,7 @@ def _clock(ctx: Ctx, clock_id: str) -> dict[str, Any]:
 
 @route("POST", "/v1/test_helpers/test_clocks", "test_helpers.TestClockCreateParams")
 def create_test_clock(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    frozen = as_int(params, "frozen_time")
-    if frozen is None:
-        raise parameter_missing("frozen_time")
+    frozen = required_int(params, "frozen_time")
     created = ctx.now()
     clock = ctx.build(
         _KIND,
@@ -65,9 +63,7 @@ def delete_test_clock(ctx: Ctx, params: dict[str, Any], clock_id: str) -> dict[s
 )
 def advance_test_clock(ctx: Ctx, params: dict[str, Any], clock_id: str) -> dict[str, Any]:
     clock = _clock(ctx, clock_id)
-    target = as_int(params, "frozen_time")
-    if target is None:
-        raise parameter_missing("frozen_time")
+    target = required_int(params, "frozen_time")
     current = int(clock["frozen_time"])
     if target <= current:
         raise StripeError(
