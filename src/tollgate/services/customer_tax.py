@@ -25,6 +25,8 @@ class TaxIdRefused(StripeFailure):
 
     type = "tax_id_invalid"
     status = 400
+    # The tax IDs the refused call had added to Stripe and then removed again.
+    withdrawn: Sequence[dict[str, Any]] = ()
 
 
 def tax_ids_of(session: Session, customer_id: str) -> tuple[dict[str, Any], ...]:
@@ -52,11 +54,12 @@ def set_tax_ids(
     wanted: Sequence[TaxIdEntry],
     *,
     key_prefix: str,
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Make the customer's tax IDs in Stripe exactly `wanted`; return (added, removed ids).
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Make the customer's tax IDs in Stripe exactly `wanted`; return (added, removed), Stripe's
+    tax ID objects.
 
     New ones are added before any is removed, and a value Stripe refuses removes the ones this
-    call added, so a refusal leaves the set as it was.
+    call added, so a refusal leaves the set as it was (the error names them: `withdrawn`).
     """
     present = target.tax_ids(stripe_customer_id)
     have = {(entry["type"], entry["value"]): entry for entry in present}
@@ -78,15 +81,17 @@ def set_tax_ids(
                 target.remove_tax_id(stripe_customer_id, str(made["id"]))
             if type(refused) is not StripeFailure:
                 raise  # Stripe unreachable, the key refused…: not the value's fault
-            raise TaxIdRefused(
+            error = TaxIdRefused(
                 f"Stripe refused tax ID {entry.value!r} of type {entry.type}: {refused.message}",
                 param=f"tax_ids[{index}]",
                 code=refused.code,
-            ) from None
+            )
+            error.withdrawn = added
+            raise error from None
     keep = {(entry.type, entry.value) for entry in wanted}
-    removed = [str(entry["id"]) for key, entry in have.items() if key not in keep]
+    removed = [tax_id for key, tax_id in have.items() if key not in keep]
     for tax_id in removed:
-        target.remove_tax_id(stripe_customer_id, tax_id)
+        target.remove_tax_id(stripe_customer_id, str(tax_id["id"]))
     return added, removed
 
 
@@ -94,28 +99,38 @@ def record_tax_ids(
     session: Session,
     customer_id: str,
     added: Sequence[dict[str, Any]],
-    removed: Sequence[str],
+    removed: Sequence[dict[str, Any]],
     now: datetime,
 ) -> None:
-    """Write what `set_tax_ids` did to the mirror (no watermark: any event of them applies)."""
+    """Write what `set_tax_ids` did to the mirror (no watermark: any event of them applies).
+
+    A removed tax ID whose events have not come yet is kept as deleted, as its `deleted` event
+    would: deletion is final in the mirror, so its `created` event, if it comes later, cannot
+    show it again.
+    """
     for made in added:
-        if session.get(CustomerTaxId, made["id"]) is not None:
-            continue  # its event came first
-        session.add(
-            CustomerTaxId(
-                id=made["id"],
-                customer_id=customer_id,
-                type=made["type"],
-                value=made["value"],
-                country=made.get("country"),
-                verification=(made.get("verification") or {}).get("status"),
-                deleted=False,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-    for tax_id in removed:
-        row = session.get(CustomerTaxId, tax_id)
-        if row is not None:
+        if session.get(CustomerTaxId, made["id"]) is None:  # else its event came first
+            session.add(_tax_id_row(customer_id, made, deleted=False, now=now))
+    for gone in removed:
+        row = session.get(CustomerTaxId, gone["id"])
+        if row is None:
+            session.add(_tax_id_row(customer_id, gone, deleted=True, now=now))
+        else:
             row.deleted = True
             row.updated_at = now
+
+
+def _tax_id_row(
+    customer_id: str, tax_id: dict[str, Any], *, deleted: bool, now: datetime
+) -> CustomerTaxId:
+    return CustomerTaxId(
+        id=tax_id["id"],
+        customer_id=customer_id,
+        type=tax_id["type"],
+        value=tax_id["value"],
+        country=tax_id.get("country"),
+        verification=(tax_id.get("verification") or {}).get("status"),
+        deleted=deleted,
+        created_at=now,
+        updated_at=now,
+    )

@@ -36,7 +36,12 @@ from tollgate.domain.tax import check_tax_exempt, check_tax_ids
 from tollgate.money import normalize_currency
 from tollgate.services.catalog import sync_catalog
 from tollgate.services.credit_ledger import forget_credits, grant_onboarding_credits
-from tollgate.services.customer_tax import record_tax_ids, set_tax_ids, tax_ids_of
+from tollgate.services.customer_tax import (
+    TaxIdRefused,
+    record_tax_ids,
+    set_tax_ids,
+    tax_ids_of,
+)
 from tollgate.services.deps import Deps
 from tollgate.stripe.errors import StripeFailure, StripeUnavailable
 from tollgate.stripe.gateway import StripeGateway
@@ -501,7 +506,7 @@ def update_customer(
             param="tax_ids",
         )
     added: list[dict[str, Any]] = []
-    dropped: list[str] = []
+    dropped: list[dict[str, Any]] = []
     if in_stripe is not None:
         stripe_id, target = in_stripe
         stripe_name = (name or "") if "name" in changes.fields else None
@@ -519,7 +524,16 @@ def update_customer(
         )
         if tax_ids is not None:
             # First, as Stripe may refuse a value: then nothing else is changed.
-            added, dropped = set_tax_ids(target, stripe_id, tax_ids, key_prefix=key)
+            try:
+                added, dropped = set_tax_ids(target, stripe_id, tax_ids, key_prefix=key)
+            except TaxIdRefused as refused:
+                # Added and removed again in Stripe: kept as deleted, whatever order their
+                # events come in, so no later answer shows them. The customer is locked first,
+                # as the webhook handlers writing its tax IDs lock it.
+                with deps.db.write_transaction() as session:
+                    load_customer(session, customer_id, lock=True)
+                    record_tax_ids(session, customer_id, [], refused.withdrawn, deps.clock.now())
+                raise
         target.update_customer(
             stripe_id,
             idempotency_key=key,

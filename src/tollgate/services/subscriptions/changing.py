@@ -168,7 +168,12 @@ def _subscribe(
     idempotency_key: str | None,
 ) -> SubscriptionView:
     """Create the customer's subscription to `terms`."""
-    require_address(customer.address, automatic_tax=settings.stripe_automatic_tax)
+    address = customer.address
+    if settings.stripe_automatic_tax and not (address or {}).get("country"):
+        # The mirror may lag an address set a moment ago (an older event of the customer
+        # applied after it, the newer one not yet): Stripe, which taxes by it, decides.
+        address = gateway.retrieve_customer(customer.stripe_id).get("address")
+    require_address(address, automatic_tax=settings.stripe_automatic_tax)
     days = trial_days_for(terms.plan, wanted.trial_days)
     if not days and collection.method == CollectionMethod.CHARGE_AUTOMATICALLY:
         check_card_limit(gateway, settings, customer, terms)
