@@ -91,11 +91,7 @@ class Counter:
 
     def after(self, aggregation: Aggregation, value: int) -> int:
         """Return what the aggregate would become with one more event of `value`."""
-        if aggregation is Aggregation.SUM:
-            return self.value + value
-        if aggregation is Aggregation.MAX:
-            return max(self.value, value)
-        return value
+        return aggregate(aggregation, self.value, value)
 
     def add(
         self, aggregation: Aggregation, value: int, occurred_at: datetime, event_id: str
@@ -109,8 +105,19 @@ class Counter:
                 return  # an older reading than the one the counter holds
             self.value = value
             self.last_at, self.last_id = occurred_at, event_id
+        elif aggregation is Aggregation.SUM:  # most meters: one call per event, not two
+            self.value += value
         else:
-            self.value = self.after(aggregation, value)
+            self.value = max(self.value, value)
+
+
+def aggregate(aggregation: Aggregation, current: int, value: int) -> int:
+    """Return what an aggregate at `current` becomes with one more event of `value`."""
+    if aggregation is Aggregation.SUM:
+        return current + value
+    if aggregation is Aggregation.MAX:
+        return max(current, value)
+    return value
 
 
 def enforced_limit(grant: PlanFeature, enforce: bool) -> int | None:
