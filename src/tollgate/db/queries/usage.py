@@ -261,18 +261,21 @@ def update_counters(
         connection.exec_driver_sql(_PG_UPDATE_COUNTERS, {"rows": _json(updates), "now": now})
         return
     stamp = _sqlite_time(now)
+    # No time or id is empty: '' stands for NULL, which the driver binds only after looking
+    # for an adapter of None (failed attribute lookups, some 2,500 instructions each).
     connection.exec_driver_sql(
-        "UPDATE usage_counters SET value = ?, last_at = ?, last_event_id = ?, reported = ?,"
-        " held = ?, window_start = ?, window_value = ?, updated_at = ?"
+        "UPDATE usage_counters SET value = ?, last_at = NULLIF(?, ''),"
+        " last_event_id = NULLIF(?, ''), reported = ?, held = ?, window_start = NULLIF(?, ''),"
+        " window_value = ?, updated_at = ?"
         " WHERE customer_id = ? AND meter = ? AND period_start = ?",
         [
             (
                 value,
-                _sqlite_time(last_at) if last_at is not None else None,
-                last_id,
+                _sqlite_time(last_at) if last_at is not None else "",
+                last_id or "",
                 reported,
                 held,
-                _sqlite_time(window) if window is not None else None,
+                _sqlite_time(window) if window is not None else "",
                 window_value,
                 stamp,
                 customer_id,
