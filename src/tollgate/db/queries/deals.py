@@ -21,6 +21,7 @@ from sqlalchemy import (
     update,
 )
 
+from tollgate.db.dialects import DIALECTS, in_json_array, json_array
 from tollgate.db.tables import CUSTOMER_OVERRIDES, SUBSCRIPTION_ITEMS, USAGE_GRANTS
 from tollgate.db.types import UTCDateTime
 from tollgate.domain.catalog_sync import ADDON_LOOKUP_PREFIX, addon_of_lookup_key
@@ -58,7 +59,9 @@ def deals_of(
         chunk = list(customer_ids[start : start + 500])
         members = set(chunk)
         subscriptions = sorted(sub for sub, owner in customer_of.items() if owner in members)
-        for row in connection.execute(*_deals_statement(chunk, subscriptions, now)):
+        for row in connection.execute(
+            *_deals_statement(connection.dialect.name, chunk, subscriptions, now)
+        ):
             if row.kind == "o":
                 override = _override(row)
                 if override.active(now):
@@ -81,12 +84,15 @@ def deals_of(
     }
 
 
-def _deals_statement(customers: list[str], subscriptions: list[str], now: datetime) -> Any:
+def _deals_statement(
+    dialect: str, customers: list[str], subscriptions: list[str], now: datetime
+) -> Any:
     """The statement and its parameters (built once: this runs on every entitlement load)."""
-    params = {"customers": customers, "now": now}
+    deals, deals_and_addons = _STATEMENTS[dialect]
+    params = {"customers": json_array(customers), "now": now}
     if not subscriptions:
-        return _DEALS, params
-    return _DEALS_AND_ADDONS, {**params, "subscriptions": subscriptions}
+        return deals, params
+    return deals_and_addons, {**params, "subscriptions": json_array(subscriptions)}
 
 
 def _deal_part(kind: str, owner: Any, feature: Any, *, quantity: Any, **override: Any) -> Any:
@@ -104,29 +110,35 @@ def _deal_part(kind: str, owner: Any, feature: Any, *, quantity: Any, **override
 
 
 _o, _g, _i = CUSTOMER_OVERRIDES.c, USAGE_GRANTS.c, SUBSCRIPTION_ITEMS.c
-_OVERRIDES = _deal_part(
-    "o",
-    _o.customer_id,
-    _o.feature,
-    quantity=cast(null(), BigInteger),
-    enabled=_o.enabled,
-    limit_value=_o.limit_value,
-    unlimited=_o.unlimited,
-    ends_at=_o.ends_at,
-).where(_o.customer_id.in_(bindparam("customers", expanding=True)))
-_GRANTS = _deal_part("g", _g.customer_id, _g.feature, quantity=_g.quantity).where(
-    _g.customer_id.in_(bindparam("customers", expanding=True)),
-    _g.period_start <= bindparam("now", type_=UTCDateTime()),
-    _g.period_end > bindparam("now", type_=UTCDateTime()),
-)
-_ADDONS = _deal_part(
-    "a", _i.subscription_id, _i.lookup_key, quantity=cast(_i.quantity, BigInteger)
-).where(
-    _i.subscription_id.in_(bindparam("subscriptions", expanding=True)),
-    _i.lookup_key.like(f"{ADDON_LOOKUP_PREFIX}%"),
-)
-_DEALS = union_all(_OVERRIDES, _GRANTS)
-_DEALS_AND_ADDONS = union_all(_OVERRIDES, _GRANTS, _ADDONS)
+
+
+def _deal_statements(dialect: str) -> tuple[Any, Any]:
+    """The UNION ALL without and with the add-ons, for one dialect."""
+    overrides = _deal_part(
+        "o",
+        _o.customer_id,
+        _o.feature,
+        quantity=cast(null(), BigInteger),
+        enabled=_o.enabled,
+        limit_value=_o.limit_value,
+        unlimited=_o.unlimited,
+        ends_at=_o.ends_at,
+    ).where(in_json_array(dialect, _o.customer_id, "customers"))
+    grants = _deal_part("g", _g.customer_id, _g.feature, quantity=_g.quantity).where(
+        in_json_array(dialect, _g.customer_id, "customers"),
+        _g.period_start <= bindparam("now", type_=UTCDateTime()),
+        _g.period_end > bindparam("now", type_=UTCDateTime()),
+    )
+    addons = _deal_part(
+        "a", _i.subscription_id, _i.lookup_key, quantity=cast(_i.quantity, BigInteger)
+    ).where(
+        in_json_array(dialect, _i.subscription_id, "subscriptions"),
+        _i.lookup_key.like(f"{ADDON_LOOKUP_PREFIX}%"),
+    )
+    return union_all(overrides, grants), union_all(overrides, grants, addons)
+
+
+_STATEMENTS = {dialect: _deal_statements(dialect) for dialect in DIALECTS}
 
 
 def override(connection: Connection, customer_id: str, feature: str) -> FeatureOverride | None:

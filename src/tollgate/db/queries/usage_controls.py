@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
-from tollgate.db.dialects import insert_if_new
+from tollgate.db.dialects import DIALECTS, in_json_array, insert_if_new, json_array
 from tollgate.db.queries.usage import _postgres, _sqlite_time
 from tollgate.db.queries.usage_storage import events_of_ids
 from tollgate.db.tables import (
@@ -340,14 +340,19 @@ def audit_void(connection: Connection, row: Any, *, reason: str, actor: str, now
 
 def spend_caps(connection: Connection, customer_ids: Sequence[str]) -> dict[str, int]:
     """Return the customers' spend caps (minor units of each one's currency), where set."""
-    rows = connection.execute(_SPEND_CAPS_OF, {"ids": list(customer_ids)})
-    return {row.customer_id: int(row.amount_minor) for row in rows}
+    rows = connection.execute(
+        _SPEND_CAPS_OF[connection.dialect.name], {"ids": json_array(customer_ids)}
+    )
+    return {customer_id: int(amount_minor) for customer_id, amount_minor in rows}
 
 
-# Built once: every entitlement load runs it.
-_SPEND_CAPS_OF = select(SPEND_CAPS.c.customer_id, SPEND_CAPS.c.amount_minor).where(
-    SPEND_CAPS.c.customer_id.in_(bindparam("ids", expanding=True))
-)
+# Built once: every entitlement load and usage batch runs it.
+_SPEND_CAPS_OF = {
+    dialect: select(SPEND_CAPS.c.customer_id, SPEND_CAPS.c.amount_minor).where(
+        in_json_array(dialect, SPEND_CAPS.c.customer_id, "ids")
+    )
+    for dialect in DIALECTS
+}
 
 
 def spend_cap_row(connection: Connection, customer_id: str) -> Any | None:
@@ -376,14 +381,17 @@ def delete_spend_cap(connection: Connection, customer_id: str) -> bool:
 
 def alerts_of(connection: Connection, customer_ids: Sequence[str]) -> list[Any]:
     """Return the customers' alerts: id, customer_id, feature, kind, threshold, created_at."""
-    return list(connection.execute(_ALERTS_OF, {"ids": list(customer_ids)}))
+    return list(
+        connection.execute(_ALERTS_OF[connection.dialect.name], {"ids": json_array(customer_ids)})
+    )
 
 
-_ALERTS_OF = (
-    select(USAGE_ALERTS)
-    .where(USAGE_ALERTS.c.customer_id.in_(bindparam("ids", expanding=True)))
+_ALERTS_OF = {
+    dialect: select(USAGE_ALERTS)
+    .where(in_json_array(dialect, USAGE_ALERTS.c.customer_id, "ids"))
     .order_by(USAGE_ALERTS.c.created_at, USAGE_ALERTS.c.id)
-)
+    for dialect in DIALECTS
+}
 
 
 def insert_alert(connection: Connection, row: dict[str, Any]) -> bool:

@@ -81,7 +81,8 @@ class CounterBatch(Protocol):
         """Look at the batch's new events, in order, once they are known."""
 
     def fits(self, tally: Tally, event: Event) -> bool:
-        """Return whether the event fits its counter's hard limit."""
+        """Return whether the event fits its counter's hard limit (asked only of counters with
+        a hard or rate limit, or a credit price: every event fits one with none)."""
 
     def count(self, tally: Tally, event: Event) -> None:
         """Count an event that fits and was paid for."""

@@ -23,7 +23,7 @@ from tollgate.db.queries.usage import CounterId
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.entitlements import entitlements
-from tollgate.domain.metering import Counter, enforced_limit, usage_timestamp_problem
+from tollgate.domain.metering import aggregate, enforced_limit, usage_timestamp_problem
 from tollgate.domain.wording import UnitName
 from tollgate.services import credit_ledger, topups
 from tollgate.services.entitlements import (
@@ -139,23 +139,32 @@ def _record(
         counters.check(connection, tallies, fresh, now)  # Redis's: every new event in one script
         accepted: list[Event] = []
         running: dict[Tally, int] = {}  # each counter's value as the events so far left it
+        moves = report.moves
+        # Counters with no hard or rate limit and no credit price have nothing to decide: every
+        # event fits (in either store) and is counted without the questions.
+        free = {
+            tally
+            for tally in tallies.values()
+            if tally.limit is None and tally.window_limit is None and tally.meter not in prices
+        }
         for event in fresh:
-            tally = tallies[(event.customer, event.meter)]
+            tally = tallies[event.customer, event.meter]
             before = running.get(tally, tally.before)
-            report.moves[event.index] = (before, before)
-            if not counters.fits(tally, event):
-                report.rejected.append(reasons.rejection(tally, event))
-                continue
-            per_unit = prices.get(event.meter)
-            if per_unit and not _burn_credits(connection, event, per_unit, now):
-                counters.refuse(tally, event)
-                report.rejected.append(_credit_rejection(catalog, event, per_unit))
-                continue
+            if tally not in free:
+                moves[event.index] = (before, before)
+                if not counters.fits(tally, event):
+                    report.rejected.append(reasons.rejection(tally, event))
+                    continue
+                per_unit = prices.get(event.meter)
+                if per_unit and not _burn_credits(connection, event, per_unit, now):
+                    counters.refuse(tally, event)
+                    report.rejected.append(_credit_rejection(catalog, event, per_unit))
+                    continue
             counters.count(tally, event)
             tally.accepted += 1
             accepted.append(event)
-            after = running[tally] = Counter(before).after(tally.aggregation, event.value)
-            report.moves[event.index] = (before, after)
+            after = running[tally] = aggregate(tally.aggregation, before, event.value)
+            moves[event.index] = (before, after)
         report.accepted = len(accepted)
         if accepted:
             rows = [(e.id, e.customer, e.meter, e.value, e.occurred_at) for e in accepted]
@@ -201,7 +210,12 @@ def _screen(
                 )
             )
             continue
-        problem = usage_timestamp_problem(event.occurred_at, customer.period, now)
+        # An event without a timestamp happened `now`, in its customer's open period.
+        period = customer.period
+        if event.occurred_at is now and period.start <= now < period.end:
+            problem = None
+        else:
+            problem = usage_timestamp_problem(event.occurred_at, customer.period, now)
         if problem is not None:
             report.rejected.append(Rejection(event.index, event.id, "invalid_timestamp", problem))
             continue
