@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from tollgate.bootstrap import Container
 from tollgate.domain.errors import TollgateError
@@ -50,3 +50,8 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
 
 read_scope = require_scope("read")
 write_scope = require_scope("write")
+
+
+async def write_actor(principal: Principal = Depends(write_scope)) -> str:
+    """A dependency that admits write keys and names the caller for the audit: `api:<key>`."""
+    return f"api:{principal.name}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import ClassVar
 
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
@@ -79,42 +79,13 @@ class BodyLimit:
                 await body_too_large(self.limit)(scope, receive, send)
 
 
-class Metrics:
-    """Count and time requests by route template (not raw path, to bound label cardinality)."""
+class _RequestObserver:
+    """Run the app on each HTTP request, then `observe` it: the status answered (500 when the
+    app failed before answering) and the seconds it took."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def capture(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, capture)  # type: ignore[arg-type]
-        except ClientDisconnect:
-            # Nobody was answered, and nothing failed: 499 (as nginx counts it), never a 500
-            # that an error-rate alert would take for the server's fault.
-            status = 499
-            raise
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
-            HTTP_LATENCY.labels(template).observe(time.perf_counter() - started)
-
-
-class AccessLog:
-    """Log one line per request (method, route, status, duration); the request id, set by the
-    Guard outside, rides along from the log context."""
+    # The status a request counts as when its client went away before the answer (None: the
+    # status noted so far).
+    disconnected_status: ClassVar[int | None] = None
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -134,17 +105,45 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, noting_status)
+        except ClientDisconnect:
+            if self.disconnected_status is not None:
+                status = self.disconnected_status
+            raise
         finally:
-            route = getattr(scope.get("route"), "path", None) or scope["path"]
-            access_log.info(
-                "%s %s %s",
-                scope["method"],
-                route,
-                status,
-                extra={
-                    "method": scope["method"],
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+            self.observe(scope, status, time.perf_counter() - started)
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        raise NotImplementedError
+
+
+class Metrics(_RequestObserver):
+    """Count and time requests by route template (not raw path, to bound label cardinality)."""
+
+    # Nobody was answered, and nothing failed: 499 (as nginx counts it), never a 500 that an
+    # error-rate alert would take for the server's fault.
+    disconnected_status = 499
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        template = getattr(scope.get("route"), "path", "unmatched")
+        HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+        HTTP_LATENCY.labels(template).observe(seconds)
+
+
+class AccessLog(_RequestObserver):
+    """Log one line per request (method, route, status, duration); the request id, set by the
+    Guard outside, rides along from the log context."""
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", None) or scope["path"]
+        access_log.info(
+            "%s %s %s",
+            scope["method"],
+            route,
+            status,
+            extra={
+                "method": scope["method"],
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 2),
+            },
+        )

@@ -12,6 +12,10 @@ container's cache (`app.entitlements`) directly, the one place they are answered
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, TypeVar
+
 from tollgate.api.schemas import (
     AlertCreate,
     AutoTopupPut,
@@ -46,6 +50,25 @@ from tollgate.services.portal_config import ensure_portal_configuration
 from tollgate.services.subscriptions import canceling, changing, checkout, reading
 from tollgate.services.usage import alerts, corrections, reservations
 from tollgate_client.views import CheckoutSession, CreditsView, CustomerView, SubscriptionView
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _forgets_customer(
+    operation: Callable[Concatenate[Container, str, P], R],
+) -> Callable[Concatenate[Container, str, P], R]:
+    """Drop this process's cached decisions for the customer once `operation` changed it, so
+    its next check answers from the change, not the feed's next look."""
+
+    @functools.wraps(operation)
+    def run(app: Container, customer_id: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        result = operation(app, customer_id, *args, **kwargs)
+        app.entitlements.forget([customer_id])
+        return result
+
+    return run
+
 
 # -- customers -------------------------------------------------------------------------------
 
@@ -194,11 +217,12 @@ def _usage(app: Container) -> reservations.Usage:
     return reservations.Usage(app.db, app.catalog, app.clock, app.grace, app.usage_counters)
 
 
+@_forgets_customer
 def create_reservation(
     app: Container, customer_id: str, body: ReservationCreate
 ) -> reservations.ReservationView:
     """Hold units against the customer's limit (in Redis first with TOLLGATE_REDIS_URL)."""
-    view = reservations.create_reservation(
+    return reservations.create_reservation(
         _usage(app),
         customer_id=customer_id,
         feature=body.feature,
@@ -206,28 +230,24 @@ def create_reservation(
         ttl_seconds=body.ttl_seconds,
         reservation_id=body.id,
     )
-    app.entitlements.forget([customer_id])
-    return view
 
 
+@_forgets_customer
 def commit_reservation(
     app: Container, customer_id: str, reservation_id: str, body: ReservationCommit
 ) -> reservations.ReservationView:
-    view = reservations.commit_reservation(
+    return reservations.commit_reservation(
         _usage(app), customer_id=customer_id, reservation_id=reservation_id, quantity=body.quantity
     )
-    app.entitlements.forget([customer_id])
-    return view
 
 
+@_forgets_customer
 def release_reservation(
     app: Container, customer_id: str, reservation_id: str
 ) -> reservations.ReservationView:
-    view = reservations.release_reservation(
+    return reservations.release_reservation(
         _usage(app), customer_id=customer_id, reservation_id=reservation_id
     )
-    app.entitlements.forget([customer_id])
-    return view
 
 
 def get_reservation(
@@ -254,10 +274,11 @@ def void_usage(app: Container, body: UsageVoid, *, actor: str) -> corrections.Vo
     return report
 
 
+@_forgets_customer
 def set_spend_cap(
     app: Container, customer_id: str, body: SpendCapPut, *, actor: str
 ) -> spend_caps.SpendCapView:
-    view = spend_caps.set_spend_cap(
+    return spend_caps.set_spend_cap(
         app,
         customer_id=customer_id,
         amount=body.amount,
@@ -265,8 +286,6 @@ def set_spend_cap(
         actor=actor,
         by_customer=body.by_customer,
     )
-    app.entitlements.forget([customer_id])
-    return view
 
 
 def get_spend_cap(app: Container, customer_id: str) -> spend_caps.SpendCapView:
@@ -312,10 +331,11 @@ def list_credits(app: Container, customer_id: str, query: CreditsQuery) -> Credi
     return credits.list_credits(db=app.db, customer_id=customer_id, limit=query.limit)
 
 
+@_forgets_customer
 def grant_credits(
     app: Container, customer_id: str, body: CreditGrantCreate, *, actor: str
 ) -> credits.GrantResult:
-    result = credits.grant_credits(
+    return credits.grant_credits(
         app,
         customer_id=customer_id,
         amount=body.amount,
@@ -324,15 +344,11 @@ def grant_credits(
         actor=actor,
         expires_at=body.expires_at,
     )
-    # This process answers the next check from the new balance, not the feed's next look.
-    app.entitlements.forget([customer_id])
-    return result
 
 
+@_forgets_customer
 def set_credit_allowance(app: Container, customer_id: str, body: CreditAllowancePut) -> int:
-    allowance = credits.set_credit_allowance(app, customer_id=customer_id, allowance=body.allowance)
-    app.entitlements.forget([customer_id])
-    return allowance
+    return credits.set_credit_allowance(app, customer_id=customer_id, allowance=body.allowance)
 
 
 def start_credit_checkout(

@@ -114,7 +114,7 @@ def _list_page(
     nav: str,
     page: console.Page,
     kept: dict[str, str],
-    done: str | None,
+    done: str | None = None,
     **context: Any,
 ) -> Any:
     """Render the list page `console_<nav>.html`: a page of items, the filters it was asked
@@ -278,19 +278,17 @@ def customers_page(
         for key, value in request.query_params.items()
         if key != "cursor" and value and key in CUSTOMER_FILTERS
     }
-    return _page(
+    return _list_page(
         request,
-        "console_customers.html",
         session,
-        page=page,
+        "customers",
+        page,
+        kept,
         query=query,
-        form=dict(kept),
         plans=sorted(app.catalog.plans),
         statuses=console.CUSTOMER_STATUSES,
         currencies=app.catalog.currencies,
-        next_url=_next_url("/console/customers", kept, page),
         first_url=f"/console/customers?{urlencode(kept)}" if cursor else None,
-        nav="customers",
     )
 
 
@@ -595,16 +593,7 @@ def reconciliation_page(
     session = session_of(request)
     app = _app(request)
     page = console.list_reconciliations(db=app.db, cursor=cursor, limit=20)
-    return _page(
-        request,
-        "console_reconciliation.html",
-        session,
-        windows=RECONCILE_WINDOWS,
-        page=page,
-        next_url=_next_url("/console/reconciliation", {}, page),
-        done=DONE.get(done or ""),
-        nav="reconciliation",
-    )
+    return _list_page(request, session, "reconciliation", page, {}, done, windows=RECONCILE_WINDOWS)
 
 
 @router.get("/reconciliation/{run_id}")

@@ -360,14 +360,18 @@ class UpdateMeter:
 
     def describe(self) -> str:
         """Return one line for `tollgate catalog diff`."""
-        what = []
-        if self.existing.display_name != self.meter.display_name:
-            what.append(
-                f"display name {self.existing.display_name!r} -> {self.meter.display_name!r}"
-            )
-        if self.existing.status != "active":
-            what.append("reactivated")
+        what = _meter_differences(self.meter, self.existing)
         return f"~ meter {self.meter.event_name}: {', '.join(what)}"
+
+
+def _meter_differences(meter: DesiredMeter, existing: ExistingMeter) -> list[str]:
+    """Return what updating `existing` to `meter` changes, in words (empty: nothing)."""
+    what = []
+    if existing.display_name != meter.display_name:
+        what.append(f"display name {existing.display_name!r} -> {meter.display_name!r}")
+    if existing.status != "active":
+        what.append("reactivated")
+    return what
 
 
 @dataclass(frozen=True)
@@ -392,16 +396,22 @@ class UpdateProduct:
 
     def describe(self) -> str:
         """Return one line for `tollgate catalog diff`."""
-        what = []
-        if self.existing.name != self.product.name:
-            what.append(f"name {self.existing.name!r} -> {self.product.name!r}")
-        if self.existing.unit_label != self.product.unit_label:
-            what.append(f"unit label {self.existing.unit_label!r} -> {self.product.unit_label!r}")
-        if not self.existing.active:
-            what.append("reactivated")
-        if not _has_metadata(self.existing.metadata, self.product.metadata):
-            what.append("metadata set")
+        what = _product_differences(self.product, self.existing)
         return f"~ product {self.product.id}: {', '.join(what)}"
+
+
+def _product_differences(product: DesiredProduct, existing: ExistingProduct) -> list[str]:
+    """Return what updating `existing` to `product` changes, in words (empty: nothing)."""
+    what = []
+    if existing.name != product.name:
+        what.append(f"name {existing.name!r} -> {product.name!r}")
+    if existing.unit_label != product.unit_label:
+        what.append(f"unit label {existing.unit_label!r} -> {product.unit_label!r}")
+    if not existing.active:
+        what.append("reactivated")
+    if not _has_metadata(existing.metadata, product.metadata):
+        what.append("metadata set")
+    return what
 
 
 @dataclass(frozen=True)
@@ -485,10 +495,7 @@ def plan_catalog_changes(
         existing_meter = meters_by_event.get(wanted_meter.event_name)
         if existing_meter is None:
             changes.append(CreateMeter(wanted_meter))
-        elif (
-            existing_meter.status != "active"
-            or existing_meter.display_name != wanted_meter.display_name
-        ):
+        elif _meter_differences(wanted_meter, existing_meter):
             changes.append(UpdateMeter(wanted_meter, existing_meter))
 
     products_by_id = {product.id: product for product in products}
@@ -496,12 +503,7 @@ def plan_catalog_changes(
         existing_product = products_by_id.get(wanted_product.id)
         if existing_product is None:
             changes.append(CreateProduct(wanted_product))
-        elif (
-            not existing_product.active
-            or existing_product.name != wanted_product.name
-            or existing_product.unit_label != wanted_product.unit_label
-            or not _has_metadata(existing_product.metadata, wanted_product.metadata)
-        ):
+        elif _product_differences(wanted_product, existing_product):
             changes.append(UpdateProduct(wanted_product, existing_product))
 
     active_by_key: dict[str, ExistingPrice] = {}

@@ -17,11 +17,14 @@ from tollgate.db.queries.audit import record_audit
 from tollgate.domain.catalog import AddOn, PlanPrice
 from tollgate.domain.catalog_sync import addon_of_lookup_key, addon_price_lookup_key
 from tollgate.domain.errors import Conflict, InvalidRequest
-from tollgate.domain.events import ENDED_STATUSES
 from tollgate.domain.subscriptions import is_live
-from tollgate.services.customers import current_subscription, load_customer, stripe_customer
+from tollgate.services.customers import (
+    current_subscription,
+    live_subscription,
+    load_customer,
+    stripe_customer,
+)
 from tollgate.services.deps import Deps
-from tollgate.stripe.translate import subscription_snapshot
 
 
 @dataclass(frozen=True)
@@ -126,13 +129,7 @@ def set_addon(
         row = load_customer(session, customer_id)
         stripe_id, target = stripe_customer(row, gateway)
         version = row.state_version
-    live = [
-        raw
-        for raw in target.list_subscriptions(stripe_id)
-        if raw.get("status") not in ENDED_STATUSES
-    ]
-    snapshots = [subscription_snapshot(raw) for raw in live]
-    subscription = next((s for s in snapshots if s.plan is not None), None)
+    subscription = live_subscription(target, stripe_id)
     if subscription is None:
         raise Conflict(f"customer {customer_id!r} has no live subscription", param="id")
     if addon.plans and subscription.plan not in addon.plans:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from sqlalchemy import Connection
 
 from tollgate.clock import Clock
 from tollgate.config import Settings
@@ -362,14 +363,10 @@ def list_events(
             before=before,
             limit=limit + 1,
         )
-        stripe_ids = {row["id"]: stripe_customer_of(row["payload"]) for row in rows}
-        known = inbox.customers_by_stripe_id(
-            connection, [sid for sid in stripe_ids.values() if sid]
-        )
+        customers = _event_customers(connection, rows)
 
     def item(row: Mapping[Any, Any]) -> StoredEvent:
-        sid = stripe_ids[row["id"]]
-        return _stored_event(row, known.get(sid, sid) if sid else None)
+        return _stored_event(row, customers[row["id"]])
 
     return _page(rows, limit, item, lambda row: (row["created"], row["id"]))
 
@@ -389,10 +386,19 @@ def get_event(*, db: Database, event_id: str) -> EventDetail:
         if not rows:
             raise NotFound(f"no stored event {event_id!r}", param="id")
         row = rows[0]
-        sid = stripe_customer_of(row["payload"])
-        known = inbox.customers_by_stripe_id(connection, [sid] if sid else [])
-    event = _stored_event(row, known.get(sid, sid) if sid else None)
+        customers = _event_customers(connection, [row])
+    event = _stored_event(row, customers[row["id"]])
     return EventDetail(event, orjson.loads(row["payload"]))
+
+
+def _event_customers(
+    connection: Connection, rows: Sequence[Mapping[Any, Any]]
+) -> dict[str, str | None]:
+    """Return each event's customer: Tollgate's id when the Stripe customer is known, else
+    Stripe's, None when the event names no customer."""
+    stripe_ids = {row["id"]: stripe_customer_of(row["payload"]) for row in rows}
+    known = inbox.customers_by_stripe_id(connection, [sid for sid in stripe_ids.values() if sid])
+    return {event_id: known.get(sid, sid) if sid else None for event_id, sid in stripe_ids.items()}
 
 
 def _stored_event(row: Mapping[Any, Any], customer: str | None) -> StoredEvent:

@@ -16,19 +16,18 @@ from tollgate.db.queries import credits as ledger
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.services.credit_ledger import grant_credits_in
-from tollgate.services.credits import LIVE_STATUSES
+from tollgate.services.credits import LIVE_STATUSES, plans_granting
 
 
 def drip_monthly_credits(*, db: Database, catalog: Catalog, clock: Clock) -> int:
     """Grant every live subscription the monthly credits of the months begun; return how many
     grants were new."""
     now = clock.now()
-    plans = {plan.id: plan.monthly_credits for plan in catalog.plans.values()}
-    dripping = sorted(plan_id for plan_id, amount in plans.items() if amount > 0)
-    if not dripping:
+    plans = plans_granting(catalog, "monthly_credits")
+    if not plans:
         return 0
     with db.engine.connect() as connection:
-        subscriptions = ledger.started_subscriptions(connection, dripping, LIVE_STATUSES, now)
+        subscriptions = ledger.started_subscriptions(connection, sorted(plans), LIVE_STATUSES, now)
         due: dict[str, tuple[Any, datetime, datetime]] = {}
         for row in subscriptions:
             start, end = row.current_period_start, row.current_period_end

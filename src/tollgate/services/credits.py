@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection
 
@@ -216,6 +216,14 @@ def expire_credits(*, db: Database, clock: Clock, limit: int = 500) -> int:
 # -- plan credits -----------------------------------------------------------------------------
 
 
+def plans_granting(
+    catalog: Catalog, credits: Literal["on_start_credits", "monthly_credits"]
+) -> dict[str, int]:
+    """Return the credits each plan grants in its field `credits`, for the plans granting any."""
+    amounts = {plan.id: getattr(plan, credits) for plan in catalog.plans.values()}
+    return {plan_id: amount for plan_id, amount in amounts.items() if amount > 0}
+
+
 def grant_plan_credits(*, db: Database, catalog: Catalog, clock: Clock) -> int:
     """Grant each live subscription its plan's `on_start_credits` for the current period, once.
 
@@ -223,12 +231,11 @@ def grant_plan_credits(*, db: Database, catalog: Catalog, clock: Clock) -> int:
     The credits expire when the period ends.
     """
     now = clock.now()
-    plans = {plan.id: plan.on_start_credits for plan in catalog.plans.values()}
-    credited = sorted(plan_id for plan_id, credits in plans.items() if credits > 0)
-    if not credited:
+    plans = plans_granting(catalog, "on_start_credits")
+    if not plans:
         return 0
     with db.engine.connect() as connection:
-        subscriptions = ledger.started_subscriptions(connection, credited, LIVE_STATUSES, now)
+        subscriptions = ledger.started_subscriptions(connection, sorted(plans), LIVE_STATUSES, now)
         wanted = {plan_credits_key(row.id, row.current_period_start): row for row in subscriptions}
         done = ledger.done_keys(connection, wanted)
     granted = 0

@@ -27,13 +27,12 @@ from tollgate.domain.metering import Period
 from tollgate.domain.subscriptions import ChangeTiming, CurrentTerms, change_timing, is_live
 from tollgate.domain.tax import tax_note
 from tollgate.services.closed_days import Kept
-from tollgate.services.customers import current_subscription
+from tollgate.services.customers import current_subscription, live_subscription
 from tollgate.services.deps import Deps
 from tollgate.services.entitlements import load_billing_customers
 from tollgate.services.subscriptions.lookups import (
     current_amount,
     item_changes,
-    live_subscription,
     online_customer,
     terms_for,
 )

@@ -23,12 +23,13 @@ from tollgate.db.models import Customer, PlanChange, Subscription
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import Conflict, InvalidRequest, NotFound, TollgateError
-from tollgate.domain.events import ENDED_STATUSES
+from tollgate.domain.events import ENDED_STATUSES, SubscriptionSnapshot
 from tollgate.domain.subscriptions import (
     check_metadata,
     customer_currency,
     find_plan,
     fingerprint,
+    is_live,
     plan_of,
     request_id,
 )
@@ -45,6 +46,7 @@ from tollgate.services.customer_tax import (
 from tollgate.services.deps import Deps
 from tollgate.stripe.errors import StripeFailure, StripeUnavailable
 from tollgate.stripe.gateway import StripeGateway
+from tollgate.stripe.translate import subscription_snapshot
 from tollgate_client.views import CustomerView
 
 CUSTOMER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,254}")
@@ -608,6 +610,20 @@ def stripe_customer(row: Customer, gateway: StripeGateway | None) -> tuple[str, 
         )
     account = row.stripe_account
     return row.stripe_customer_id, gateway.for_account(account) if account else gateway
+
+
+def live_subscription(
+    gateway: StripeGateway, stripe_customer_id: str
+) -> SubscriptionSnapshot | None:
+    """Return the customer's newest live subscription that carries a Tollgate plan, from Stripe."""
+    candidates = []
+    for raw in gateway.list_subscriptions(stripe_customer_id):
+        snapshot = subscription_snapshot(raw)
+        if is_live(snapshot.status) and snapshot.plan is not None:
+            candidates.append((int(raw.get("created") or 0), snapshot.id, snapshot))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda found: (found[0], found[1]))[2]
 
 
 def check_url(url: Any, param: str) -> str:

@@ -13,10 +13,8 @@ from tollgate.db.queries.audit import record_audit
 from tollgate.db.queries.discounts import discounts_by_id
 from tollgate.domain.coupon_sync import coupon_stripe_id
 from tollgate.domain.errors import Conflict, InvalidRequest
-from tollgate.domain.events import ENDED_STATUSES
-from tollgate.services.customers import load_customer, stripe_customer
+from tollgate.services.customers import live_subscription, load_customer, stripe_customer
 from tollgate.services.deps import Deps
-from tollgate.stripe.translate import subscription_snapshot
 from tollgate_client.views import SubscriptionDiscount
 
 
@@ -79,15 +77,9 @@ def apply_discount(
         row = load_customer(session, customer_id)
         stripe_id, target = stripe_customer(row, gateway)
         version = row.state_version  # a repeat now is the same request; after a change, new
-    live = [
-        subscription_snapshot(raw)
-        for raw in target.list_subscriptions(stripe_id)
-        if raw.get("status") not in ENDED_STATUSES
-    ]
-    live = [snapshot for snapshot in live if snapshot.plan is not None]
-    if not live:
+    subscription = live_subscription(target, stripe_id)
+    if subscription is None:
         raise Conflict(f"customer {customer_id!r} has no live subscription to discount", param="id")
-    subscription = live[0]
     if subscription.plan and not chosen.applies_to(subscription.plan):
         raise InvalidRequest(
             f"coupon {chosen.id!r} is for {', '.join(chosen.plans)}, not {subscription.plan}",

@@ -31,6 +31,7 @@ from tollgate.web.overview import billing_overview, plan_name
 from tollgate.web.pages import message_page, render_page
 from tollgate.web.pricing import pricing_table
 from tollgate.web.security import framing_allowed
+from tollgate_client.views import SubscriptionView
 
 router = APIRouter(include_in_schema=False)
 COOKIE = "tollgate_billing"
@@ -340,21 +341,19 @@ async def preview_change(request: Request) -> Response:
 async def confirm_change(request: Request) -> Response:
     """Make the change the customer confirmed on the preview."""
 
-    async def run(app: Container, session: PageSession, form: FormData) -> Response:
-        changed = await run_in_threadpool(
-            customer_actions.change_plan_as_customer,
-            app,
-            customer_id=session.customer_id,
-            **_chosen_plan(form),
-        )
-        app.forget_decisions([session.customer_id])
+    def where_next(changed: SubscriptionView) -> str:
         if changed.url:
             # The change waits for the customer to confirm its payment (3-D Secure): there.
-            return RedirectResponse(changed.url, status_code=303)
+            return changed.url
         done = "scheduled" if changed.pending_change is not None else "changed"
-        return RedirectResponse(f"/billing?done={done}", status_code=303)
+        return f"/billing?done={done}"
 
-    return await _action(request, run)
+    return await _run_use_case(
+        request,
+        customer_actions.change_plan_as_customer,
+        where_next,
+        lambda app, session, form: _chosen_plan(form),
+    )
 
 
 @router.post("/billing/checkout")
@@ -426,21 +425,23 @@ async def resume_plan(request: Request) -> Response:
 async def _run_use_case(
     request: Request,
     use_case: Callable[..., Any],
-    done: str,
+    done: str | Callable[[Any], str],
     arguments: Callable[[Container, PageSession, FormData], dict[str, Any]] | None = None,
 ) -> Response:
     """Run a use case for the signed-in customer (cancel, resume, an add-on: with `arguments`
-    read from the form), then show the page saying `done`."""
+    read from the form), then show the page saying `done` (or go where `done` says, given
+    what the use case returned)."""
 
     async def run(app: Container, session: PageSession, form: FormData) -> Response:
-        await run_in_threadpool(
+        result = await run_in_threadpool(
             use_case,
             app,
             customer_id=session.customer_id,
             **(arguments(app, session, form) if arguments else {}),
         )
         app.forget_decisions([session.customer_id])
-        return RedirectResponse(f"/billing?done={done}", status_code=303)
+        where = done(result) if callable(done) else f"/billing?done={done}"
+        return RedirectResponse(where, status_code=303)
 
     return await _action(request, run)
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
 from tollgate.api import operations
-from tollgate.api.deps import container, read_scope, write_scope
+from tollgate.api.deps import container, read_scope, write_actor, write_scope
 from tollgate.api.schemas import (
     CreditAllowancePut,
     CreditCheckoutCreate,
@@ -16,7 +16,6 @@ from tollgate.api.schemas import (
     CreditsQuery,
 )
 from tollgate.bootstrap import Container
-from tollgate.services.api_keys import Principal
 
 router = APIRouter(prefix="/v1/customers", tags=["credits"])
 
@@ -40,10 +39,10 @@ def post_credits(
     customer_id: str,
     body: CreditGrantCreate,
     app: Container = Depends(container),
-    principal: Principal = Depends(write_scope),
+    actor: str = Depends(write_actor),
 ) -> JSONResponse:
     """Grant credits (support, promotion), once per `idempotency_key`."""
-    result = operations.grant_credits(app, customer_id, body, actor=f"api:{principal.name}")
+    result = operations.grant_credits(app, customer_id, body, actor=actor)
     return JSONResponse(result.entry.to_json(), status_code=201 if result.created else 200)
 
 

@@ -9,11 +9,10 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from tollgate.api.deps import container, read_scope, write_scope
+from tollgate.api.deps import container, read_scope, write_actor
 from tollgate.api.schemas import RequestBody
 from tollgate.bootstrap import Container
 from tollgate.services.addons import list_addons, set_addon
-from tollgate.services.api_keys import Principal
 from tollgate.services.deals import grant_usage, list_overrides, remove_override, set_override
 from tollgate.services.discounts import apply_discount
 
@@ -50,7 +49,7 @@ def put_override(
     feature: str,
     body: OverridePut,
     app: Container = Depends(container),
-    principal: Principal = Depends(write_scope),
+    actor: str = Depends(write_actor),
 ) -> dict[str, Any]:
     """Set the customer's own grant of a feature; entitlements follow at once."""
     value = set_override(
@@ -60,7 +59,7 @@ def put_override(
         enabled=body.enabled,
         limit=body.limit,
         ends_at=body.ends_at,
-        actor=f"api:{principal.name}",
+        actor=actor,
     )
     app.forget_decisions([customer_id])
     return value.to_json()
@@ -71,10 +70,10 @@ def delete_override(
     customer_id: str,
     feature: str,
     app: Container = Depends(container),
-    principal: Principal = Depends(write_scope),
+    actor: str = Depends(write_actor),
 ) -> Response:
     """Drop the override: the plan decides the feature again."""
-    remove_override(app, customer_id=customer_id, feature=feature, actor=f"api:{principal.name}")
+    remove_override(app, customer_id=customer_id, feature=feature, actor=actor)
     app.forget_decisions([customer_id])
     return Response(status_code=204)
 
@@ -84,7 +83,7 @@ def post_usage_grant(
     customer_id: str,
     body: UsageGrantCreate,
     app: Container = Depends(container),
-    principal: Principal = Depends(write_scope),
+    actor: str = Depends(write_actor),
 ) -> JSONResponse:
     """Give included usage for this period (201; the same key again answers 200)."""
     grant, created = grant_usage(
@@ -94,7 +93,7 @@ def post_usage_grant(
         quantity=body.quantity,
         reason=body.reason,
         idempotency_key=body.idempotency_key,
-        actor=f"api:{principal.name}",
+        actor=actor,
     )
     app.forget_decisions([customer_id])
     return JSONResponse(grant.to_json(), status_code=201 if created else 200)
@@ -112,7 +111,7 @@ def post_discount(
     customer_id: str,
     body: DiscountCreate,
     app: Container = Depends(container),
-    principal: Principal = Depends(write_scope),
+    actor: str = Depends(write_actor),
 ) -> JSONResponse:
     """Discount the customer's live subscription (201): the next invoices show it."""
     given = apply_discount(
@@ -120,7 +119,7 @@ def post_discount(
         customer_id=customer_id,
         coupon=body.coupon,
         promotion_code=body.promotion_code,
-        actor=f"api:{principal.name}",
+        actor=actor,
     )
     return JSONResponse(given.to_json(), status_code=201)
 
@@ -144,7 +143,7 @@ def put_addon(
     addon: str,
     body: AddOnPut,
     app: Container = Depends(container),
-    principal: Principal = Depends(write_scope),
+    actor: str = Depends(write_actor),
 ) -> dict[str, Any]:
     """Buy (or change, or remove) an add-on: its own item on the live subscription."""
     return set_addon(
@@ -152,5 +151,5 @@ def put_addon(
         customer_id=customer_id,
         addon_id=addon,
         quantity=body.quantity,
-        actor=f"api:{principal.name}",
+        actor=actor,
     ).to_json()

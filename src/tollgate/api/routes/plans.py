@@ -10,11 +10,10 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from tollgate.api.deps import container, read_scope, write_scope
+from tollgate.api.deps import container, read_scope, write_actor
 from tollgate.api.schemas import RequestBody
 from tollgate.bootstrap import Container
 from tollgate.domain.errors import NotFound
-from tollgate.services.api_keys import Principal
 from tollgate.services.plan_migrations import (
     MigrationRequest,
     get_plan_migration,
@@ -44,7 +43,7 @@ def post_plan_migration(
     plan: str,
     body: PlanMigrationCreate,
     app: Container = Depends(container),
-    principal: Principal = Depends(write_scope),
+    actor: str = Depends(write_actor),
 ) -> JSONResponse:
     """Preview (`dry_run`) or start a migration; it runs in the background: follow it by id."""
     catalog = app.catalog
@@ -61,7 +60,7 @@ def post_plan_migration(
         lines = preview_plan_migration(db=app.db, catalog=catalog, clock=app.clock, request=request)
         return JSONResponse({"dry_run": True, "customers": [line.to_json() for line in lines]})
     started = start_plan_migration(
-        db=app.db, catalog=catalog, clock=app.clock, request=request, actor=f"api:{principal.name}"
+        db=app.db, catalog=catalog, clock=app.clock, request=request, actor=actor
     )
     gateway = app.stripe
 

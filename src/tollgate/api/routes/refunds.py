@@ -6,10 +6,9 @@ from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
 
 from tollgate.api import operations
-from tollgate.api.deps import container, write_scope
+from tollgate.api.deps import container, write_actor
 from tollgate.api.schemas import RefundCreate
 from tollgate.bootstrap import Container
-from tollgate.services.api_keys import Principal
 
 router = APIRouter(prefix="/v1/customers", tags=["refunds"])
 
@@ -23,7 +22,7 @@ def post_refund(
     customer_id: str,
     body: RefundCreate,
     app: Container = Depends(container),
-    principal: Principal = Depends(write_scope),
+    actor: str = Depends(write_actor),
     idempotency_key: str | None = Header(
         None,
         alias="Idempotency-Key",
@@ -32,6 +31,6 @@ def post_refund(
 ) -> JSONResponse:
     """Refund a charge, or a paid invoice (Stripe makes a credit note); audited."""
     view, new = operations.refund_payment(
-        app, customer_id, body, idempotency_key=idempotency_key, actor=f"api:{principal.name}"
+        app, customer_id, body, idempotency_key=idempotency_key, actor=actor
     )
     return JSONResponse(view.to_json(), status_code=201 if new else 200)

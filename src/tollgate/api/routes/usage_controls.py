@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response
 
 from tollgate.api import operations
-from tollgate.api.deps import container, read_scope, write_scope
+from tollgate.api.deps import container, read_scope, write_actor, write_scope
 from tollgate.api.schemas import (
     AlertCreate,
     AutoTopupPut,
@@ -17,7 +17,6 @@ from tollgate.api.schemas import (
     json_response,
 )
 from tollgate.bootstrap import Container
-from tollgate.services.api_keys import Principal
 
 router = APIRouter(tags=["usage controls"])
 
@@ -105,7 +104,7 @@ def post_reservation_release(
 def post_usage_void(
     body: UsageVoid,
     app: Container = Depends(container),
-    principal: Principal = Depends(write_scope),
+    actor: str = Depends(write_actor),
 ) -> Response:
     """Take back recorded usage events of the open billing period, once each, with a reason.
 
@@ -115,7 +114,7 @@ def post_usage_void(
     are rejected with `closed_period`: their invoice is final. Answers `{voided, duplicates,
     rejected: [{index, id, error}]}`.
     """
-    report = operations.void_usage(app, body, actor=f"api:{principal.name}")
+    report = operations.void_usage(app, body, actor=actor)
     return json_response(report.to_json())
 
 
@@ -124,7 +123,7 @@ def put_spend_cap(
     customer_id: str,
     body: SpendCapPut,
     app: Container = Depends(container),
-    principal: Principal = Depends(write_scope),
+    actor: str = Depends(write_actor),
 ) -> Response:
     """Set the most the customer's overage may cost a period (`amount` null removes it).
 
@@ -132,7 +131,7 @@ def put_spend_cap(
     usage, consume and reservations are refused with the reason. `by_customer: true` records
     the customer's own choice and needs the catalog's `customer_spend_caps: true` (else 403).
     """
-    view = operations.set_spend_cap(app, customer_id, body, actor=f"api:{principal.name}")
+    view = operations.set_spend_cap(app, customer_id, body, actor=actor)
     return json_response(view.to_json())
 
 

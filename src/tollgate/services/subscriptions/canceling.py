@@ -7,11 +7,10 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.errors import NotFound
 from tollgate.domain.events import SubscriptionSnapshot
 from tollgate.domain.subscriptions import is_live, request_id
-from tollgate.services.customers import load_customer
+from tollgate.services.customers import live_subscription, load_customer
 from tollgate.services.deps import Deps
 from tollgate.services.subscriptions.lookups import (
     OnlineCustomer,
-    live_subscription,
     online_customer,
 )
 from tollgate.services.subscriptions.pending_changes import (

@@ -31,7 +31,7 @@ from tollgate.domain.subscriptions import (
     trial_days_for,
 )
 from tollgate.domain.tax import require_address
-from tollgate.services.customers import APP_ID_KEY, load_customer
+from tollgate.services.customers import APP_ID_KEY, live_subscription, load_customer
 from tollgate.services.deps import Deps
 from tollgate.services.subscriptions.canceling import cancel_subscription
 from tollgate.services.subscriptions.lookups import (
@@ -39,7 +39,6 @@ from tollgate.services.subscriptions.lookups import (
     application_fee,
     current_amount,
     item_changes,
-    live_subscription,
     online_customer,
     price_ids,
     terms_for,

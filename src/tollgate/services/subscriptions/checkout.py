@@ -10,11 +10,15 @@ from tollgate.domain.subscriptions import (
     request_id,
     trial_days_for,
 )
-from tollgate.services.customers import APP_ID_KEY, check_url, current_subscription
+from tollgate.services.customers import (
+    APP_ID_KEY,
+    check_url,
+    current_subscription,
+    live_subscription,
+)
 from tollgate.services.deps import Deps
 from tollgate.services.subscriptions.lookups import (
     application_fee,
-    live_subscription,
     online_customer,
     price_ids,
     terms_for,

@@ -1,8 +1,9 @@
 """What every write reads before it asks Stripe, and the item changes it asks for.
 
-The customer (its Stripe id, account and billing currency), its newest live subscription as
-Stripe has it (the mirror may be a webhook behind), the catalog's price ids and terms, and the
-`items` update that moves a subscription to new terms.
+The customer (its Stripe id, account and billing currency), the catalog's price ids and
+terms, and the `items` update that moves a subscription to new terms. Its newest live
+subscription as Stripe has it (the mirror may be a webhook behind) is
+`services.customers.live_subscription`, which add-ons and discounts read too.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import InvalidRequest, TollgateError
 from tollgate.domain.events import SubscriptionSnapshot
-from tollgate.domain.subscriptions import Terms, is_live, subscription_terms
+from tollgate.domain.subscriptions import Terms, subscription_terms
 from tollgate.services.customers import billing_currency, load_customer, stripe_customer
 from tollgate.stripe.errors import StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
-from tollgate.stripe.translate import subscription_snapshot
 
 
 class CatalogNotSynced(TollgateError):
@@ -61,20 +61,6 @@ def online_customer(
             address=row.address,
         )
     return found, target
-
-
-def live_subscription(
-    gateway: StripeGateway, stripe_customer_id: str
-) -> SubscriptionSnapshot | None:
-    """Return the customer's newest live subscription that carries a Tollgate plan, from Stripe."""
-    candidates = []
-    for raw in gateway.list_subscriptions(stripe_customer_id):
-        snapshot = subscription_snapshot(raw)
-        if is_live(snapshot.status) and snapshot.plan is not None:
-            candidates.append((int(raw.get("created") or 0), snapshot.id, snapshot))
-    if not candidates:
-        return None
-    return max(candidates, key=lambda found: (found[0], found[1]))[2]
 
 
 def price_ids(gateway: StripeGateway, keys: list[str]) -> dict[str, str]:
