@@ -60,6 +60,7 @@ def run(connection: Connection, writes: Sequence[Write], reads: Sequence[Read] =
     driver: Any = connection.connection.driver_connection
     pipelined = dialect.name == "postgresql" and len(writes) + len(reads) > 1
     cursors: list[Any] = []
+    writer: Any = None  # one cursor for every write: their results are not read
     reading: list[tuple[Any, _Compiled]] = []
     sent: tuple[str, Any] | None = None  # the driver statement that ran last, for errors
     try:
@@ -70,14 +71,15 @@ def run(connection: Connection, writes: Sequence[Write], reads: Sequence[Read] =
                     plain = statement.statement if isinstance(statement, OnDriver) else statement
                     connection.execute(cast(Executable, plain), parameters)
                     continue
-                arguments: Any = (
-                    [found.arguments(parameters)]
-                    if isinstance(parameters, Mapping)
-                    else [found.arguments(row) for row in parameters]
-                )
-                sent = (found.sql, arguments)
-                cursors.append(cursor := driver.cursor())
-                cursor.executemany(found.sql, arguments)
+                if writer is None:
+                    cursors.append(writer := driver.cursor())
+                arguments: Any
+                if isinstance(parameters, Mapping):
+                    sent = (found.sql, arguments := found.arguments(parameters))
+                    writer.execute(found.sql, arguments)
+                else:
+                    sent = (found.sql, arguments := [found.arguments(row) for row in parameters])
+                    writer.executemany(found.sql, arguments)
             for read, parameters in reads:
                 compiled = _compiled(read, dialect, tuple(parameters))
                 assert compiled is not None  # a read's parameters are all given
