@@ -225,13 +225,21 @@ def _processed(value: Any, process: Callable[[Any], Any] | None) -> Any:
 
 
 def _bind_processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
-    process = column_type.dialect_impl(dialect).bind_processor(dialect)
-    if process is None or not isinstance(column_type, UTCDateTime):
-        return process
+    if not isinstance(column_type, UTCDateTime):
+        return column_type.dialect_impl(dialect).bind_processor(dialect)
     # A group of events writes the same instant many times (its `now` in every audit, feed and
     # inbox row; a subscription's periods): on SQLite each is formatted as text, so each value
-    # is converted once. (Only UTC columns: equal instants in other zones convert alike there.)
-    return _remembered(process)
+    # is converted once, and once for every UTC column of every statement, which all convert
+    # alike. (Only UTC columns: equal instants in other zones convert alike there.)
+    found = _UTC_BINDS.get(dialect.name)
+    if found is None:
+        process = column_type.dialect_impl(dialect).bind_processor(dialect)
+        assert process is not None  # a TypeDecorator's: process_bind_param
+        found = _UTC_BINDS[dialect.name] = _remembered(process)
+    return found
+
+
+_UTC_BINDS: dict[str, Callable[[Any], Any]] = {}
 
 
 def _result_processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
