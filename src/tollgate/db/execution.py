@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import ClauseElement, Connection, DateTime, Executable
@@ -145,6 +146,7 @@ class _Compiled:
     # position among the names.
     given: tuple[str, ...]
     processed: tuple[tuple[int, Callable[[Any], Any]], ...]
+    take: Callable[[Mapping[str, Any]], Sequence[Any]]  # the given values, in order
     # Per parameter: _GIVEN, or a value the statement carries (a literal such as the 1 of
     # `state_version + 1`, or a column's scalar default), already processed.
     fixed: tuple[Any, ...]
@@ -153,9 +155,9 @@ class _Compiled:
     results: tuple[tuple[int, Callable[[Any], Any]], ...]  # result processors by position
 
     def arguments(self, parameters: Mapping[str, Any]) -> Any:
-        # The given values in order, then only those that need processing; the fixed ones
-        # (rare) put in their places.
-        values = [parameters[name] for name in self.given]
+        # The given values in order (an itemgetter), then only those that need processing;
+        # the fixed ones (rare) put in their places.
+        values = list(self.take(parameters))
         if len(values) < len(self.names):
             taken = iter(values)
             values = [next(taken) if fixed is _GIVEN else fixed for fixed in self.fixed]
@@ -204,10 +206,12 @@ def _compile(statement: ClauseElement, dialect: Dialect, keys: frozenset[str]) -
     )
     columns = list(getattr(statement, "exported_columns", ()))
     results = (_result_processor(column.type, dialect) for column in columns)
+    given = tuple(name for name, value in zip(names, fixed, strict=True) if value is _GIVEN)
     return _Compiled(
         sql=compiled.string,
         names=names,
-        given=tuple(name for name, value in zip(names, fixed, strict=True) if value is _GIVEN),
+        given=given,
+        take=_taker(given),
         processed=tuple(
             (index, process)
             for index, (process, value) in enumerate(zip(binds, fixed, strict=True))
@@ -218,6 +222,14 @@ def _compile(statement: ClauseElement, dialect: Dialect, keys: frozenset[str]) -
         keys=tuple(column.key for column in columns),
         results=tuple((index, found) for index, found in enumerate(results) if found is not None),
     )
+
+
+def _taker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Sequence[Any]]:
+    """Return what reads these names' values from parameters, as a sequence (in C for two or
+    more: an itemgetter)."""
+    if len(names) > 1:
+        return itemgetter(*names)
+    return lambda parameters: [parameters[name] for name in names]
 
 
 def _processed(value: Any, process: Callable[[Any], Any] | None) -> Any:
