@@ -8,9 +8,11 @@ each one waits for its own round trip. `run` sends queued writes and then reads 
 - On PostgreSQL in one round trip (psycopg's pipeline mode). The server still runs each
   statement after the one before it has finished, each with a snapshot of its own, so a read
   sent after a row lock sees what the lock's previous holder committed.
-- Reads, and writes marked `on_driver`, run on the driver's cursor: compiled once per dialect,
-  with the same type processing SQLAlchemy applies (the columns' own bind and result
-  processors). Other writes go through SQLAlchemy, which fills in column defaults.
+- Reads, and writes marked `on_driver`, run on the driver's cursor: compiled once per dialect
+  and set of parameters, with the same type processing SQLAlchemy applies (the columns' own
+  bind and result processors) and the same scalar column defaults (`default=False`). A write
+  that leaves out a column whose default SQLAlchemy computes (`default=dict`), and every other
+  write, goes through SQLAlchemy.
 - Errors are raised as SQLAlchemy raises them (`driver_error`), so callers catch and retry them
   as any other, and tests see no difference.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import ClauseElement, Connection, DateTime, Executable
@@ -58,23 +61,29 @@ def run(connection: Connection, writes: Sequence[Write], reads: Sequence[Read] =
     driver: Any = connection.connection.driver_connection
     pipelined = dialect.name == "postgresql" and len(writes) + len(reads) > 1
     cursors: list[Any] = []
+    writer: Any = None  # one cursor for every write: their results are not read
     reading: list[tuple[Any, _Compiled]] = []
     sent: tuple[str, Any] | None = None  # the driver statement that ran last, for errors
     try:
         with driver.pipeline() if pipelined else nullcontext():
             for statement, parameters in writes:
-                sets = [parameters] if isinstance(parameters, Mapping) else parameters
-                if isinstance(statement, OnDriver) and _same_keys(sets):
-                    compiled = _compiled(statement.statement, dialect, frozenset(sets[0]))
-                    arguments: Any = [compiled.arguments(row) for row in sets]
-                    sent = (compiled.sql, arguments)
-                    cursors.append(cursor := driver.cursor())
-                    cursor.executemany(compiled.sql, arguments)
-                else:
+                found = _on_driver(statement, parameters, dialect)
+                if found is None:
                     plain = statement.statement if isinstance(statement, OnDriver) else statement
                     connection.execute(cast(Executable, plain), parameters)
+                    continue
+                if writer is None:
+                    cursors.append(writer := driver.cursor())
+                arguments: Any
+                if isinstance(parameters, Mapping):
+                    sent = (found.sql, arguments := found.arguments(parameters))
+                    writer.execute(found.sql, arguments)
+                else:
+                    sent = (found.sql, arguments := [found.arguments(row) for row in parameters])
+                    writer.executemany(found.sql, arguments)
             for read, parameters in reads:
-                compiled = _compiled(read, dialect, frozenset(parameters))
+                compiled = _compiled(read, dialect, tuple(parameters))
+                assert compiled is not None  # a read's parameters are all given
                 arguments = compiled.arguments(parameters)
                 sent = (compiled.sql, arguments)
                 cursors.append(cursor := driver.cursor())
@@ -91,6 +100,17 @@ def run(connection: Connection, writes: Sequence[Write], reads: Sequence[Read] =
     finally:
         for cursor in cursors:
             cursor.close()
+
+
+def _on_driver(statement: Statement, parameters: Any, dialect: Dialect) -> _Compiled | None:
+    """Return the write compiled for the driver's cursor, or None to run it through SQLAlchemy."""
+    if not isinstance(statement, OnDriver):
+        return None
+    if isinstance(parameters, Mapping):
+        return _compiled(statement.statement, dialect, tuple(parameters))
+    if not _same_keys(parameters):
+        return None
+    return _compiled(statement.statement, dialect, tuple(parameters[0]))
 
 
 def driver_error(
@@ -122,69 +142,116 @@ def driver_error(
 class _Compiled:
     sql: str
     names: tuple[str, ...]  # the parameters, in the order the driver takes them
-    binds: tuple[Callable[[Any], Any] | None, ...]
-    # Per parameter: _GIVEN, or the value of a literal the statement carries (e.g. the 1 of
-    # `state_version + 1`), already processed.
+    # The parameters given by the caller (the others are fixed), and their bind processors by
+    # position among the names.
+    given: tuple[str, ...]
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...]
+    take: Callable[[Mapping[str, Any]], Sequence[Any]]  # the given values, in order
+    # Per parameter: _GIVEN, or a value the statement carries (a literal such as the 1 of
+    # `state_version + 1`, or a column's scalar default), already processed.
     fixed: tuple[Any, ...]
     positional: bool
     keys: tuple[str, ...]  # the result's columns
-    results: tuple[Callable[[Any], Any] | None, ...]
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]  # result processors by position
 
     def arguments(self, parameters: Mapping[str, Any]) -> Any:
-        values = [
-            fixed
-            if fixed is not _GIVEN
-            else parameters[name]
-            if process is None
-            else process(parameters[name])
-            for name, process, fixed in zip(self.names, self.binds, self.fixed, strict=True)
-        ]
+        # The given values in order (an itemgetter), then only those that need processing;
+        # the fixed ones (rare) put in their places.
+        values = list(self.take(parameters))
+        if len(values) < len(self.names):
+            taken = iter(values)
+            values = [next(taken) if fixed is _GIVEN else fixed for fixed in self.fixed]
+        for index, process in self.processed:
+            values[index] = process(values[index])
         return values if self.positional else dict(zip(self.names, values, strict=True))
 
 
-# Keyed by the statement object itself: statements are built once, at import, by db.queries.
-_COMPILED: dict[tuple[Any, ...], _Compiled] = {}
+# Keyed by the statement object itself (statements are built once, at import, by db.queries)
+# and the parameters' names in the order given; None: the statement needs SQLAlchemy.
+_COMPILED: dict[tuple[Any, ...], _Compiled | None] = {}
 _GIVEN = object()
+_UNSEEN = object()
 
 
-def _compiled(statement: ClauseElement, dialect: Dialect, keys: frozenset[str]) -> _Compiled:
+def _compiled(
+    statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...]
+) -> _Compiled | None:
     cache_key = (statement, dialect.name, keys)
-    found = _COMPILED.get(cache_key)
-    if found is not None:
-        return found
+    try:
+        return _COMPILED[cache_key]
+    except KeyError:
+        made = _COMPILED[cache_key] = _compile(statement, dialect, frozenset(keys))
+        return made
+
+
+def _compile(statement: ClauseElement, dialect: Dialect, keys: frozenset[str]) -> _Compiled | None:
     compiled: Any = statement.compile(dialect=dialect, column_keys=sorted(keys))
     names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
     binds = tuple(_bind_processor(compiled.binds[name].type, dialect) for name in names)
+    # Columns left out whose default SQLAlchemy would fill in: a constant is fixed here, one it
+    # computes (a callable, SQL) leaves the statement to SQLAlchemy.
+    defaults = {
+        **{column.key: column.default for column in compiled.insert_prefetch},
+        **{column.key: column.onupdate for column in compiled.update_prefetch},
+    }
+    if any(not default.is_scalar for default in defaults.values()):
+        return None
     fixed = tuple(
         _GIVEN
         if name in keys
-        else compiled.binds[name].value
-        if process is None
-        else process(compiled.binds[name].value)
+        else _processed(
+            defaults[name].arg if name in defaults else compiled.binds[name].value, process
+        )
         for name, process in zip(names, binds, strict=True)
     )
     columns = list(getattr(statement, "exported_columns", ()))
-    made = _Compiled(
+    results = (_result_processor(column.type, dialect) for column in columns)
+    given = tuple(name for name, value in zip(names, fixed, strict=True) if value is _GIVEN)
+    return _Compiled(
         sql=compiled.string,
         names=names,
-        binds=binds,
+        given=given,
+        take=_taker(given),
+        processed=tuple(
+            (index, process)
+            for index, (process, value) in enumerate(zip(binds, fixed, strict=True))
+            if process is not None and value is _GIVEN
+        ),
         fixed=fixed,
         positional=bool(compiled.positional),
         keys=tuple(column.key for column in columns),
-        results=tuple(_result_processor(column.type, dialect) for column in columns),
+        results=tuple((index, found) for index, found in enumerate(results) if found is not None),
     )
-    _COMPILED[cache_key] = made
-    return made
+
+
+def _taker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Sequence[Any]]:
+    """Return what reads these names' values from parameters, as a sequence (in C for two or
+    more: an itemgetter)."""
+    if len(names) > 1:
+        return itemgetter(*names)
+    return lambda parameters: [parameters[name] for name in names]
+
+
+def _processed(value: Any, process: Callable[[Any], Any] | None) -> Any:
+    return value if process is None else process(value)
 
 
 def _bind_processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
-    process = column_type.dialect_impl(dialect).bind_processor(dialect)
-    if process is None or not isinstance(column_type, UTCDateTime):
-        return process
+    if not isinstance(column_type, UTCDateTime):
+        return column_type.dialect_impl(dialect).bind_processor(dialect)
     # A group of events writes the same instant many times (its `now` in every audit, feed and
     # inbox row; a subscription's periods): on SQLite each is formatted as text, so each value
-    # is converted once. (Only UTC columns: equal instants in other zones convert alike there.)
-    return _remembered(process)
+    # is converted once, and once for every UTC column of every statement, which all convert
+    # alike. (Only UTC columns: equal instants in other zones convert alike there.)
+    found = _UTC_BINDS.get(dialect.name)
+    if found is None:
+        process = column_type.dialect_impl(dialect).bind_processor(dialect)
+        assert process is not None  # a TypeDecorator's: process_bind_param
+        found = _UTC_BINDS[dialect.name] = _remembered(process)
+    return found
+
+
+_UTC_BINDS: dict[str, Callable[[Any], Any]] = {}
 
 
 def _result_processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -201,8 +268,8 @@ def _remembered(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
     done: dict[Any, Any] = {}
 
     def remembered(value: Any) -> Any:
-        found = done.get(value)
-        if found is None:
+        found = done.get(value, _UNSEEN)
+        if found is _UNSEEN:
             if len(done) >= 4096:
                 done.clear()
             found = done[value] = process(value)
@@ -213,13 +280,17 @@ def _remembered(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 def _fetched(cursor: Any, compiled: _Compiled) -> Rows:
     keys, processors = compiled.keys, compiled.results
-    return [
-        {
-            key: value if process is None else process(value)
-            for key, process, value in zip(keys, processors, row, strict=True)
-        }
-        for row in (cursor.fetchall() if keys else ())
-    ]
+    if not keys:
+        return []
+    if not processors:
+        return [dict(zip(keys, row, strict=True)) for row in cursor.fetchall()]
+    rows = []
+    for row in cursor.fetchall():
+        values = list(row)
+        for index, process in processors:
+            values[index] = process(values[index])
+        rows.append(dict(zip(keys, values, strict=True)))
+    return rows
 
 
 def _same_keys(sets: Any) -> bool:

@@ -108,11 +108,12 @@ class SubscriptionSnapshot:
     default_payment_method: str | None = None
     payment_method_types: tuple[str, ...] | None = None
     change_pending: bool = False  # a change waits for its invoice to be paid (`pending_update`)
+    # The item that carries the plan (see plan_item): found once, as the properties below and
+    # a webhook's handler read it a dozen times per event.
+    base_item: SubscriptionItemSnapshot | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def base_item(self) -> SubscriptionItemSnapshot | None:
-        """Return the item that carries the plan: a plan price that is not a metered feature."""
-        return plan_item(self.items)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_item", plan_item(self.items))
 
     @property
     def plan(self) -> str | None:

@@ -45,9 +45,14 @@ def object_id(value: Any) -> str | None:
 
 def timestamp(value: Any) -> datetime | None:
     """Return Stripe's Unix seconds as an aware UTC datetime."""
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+    # Exact types (JSON's own; a bool is not seconds): cheaper than isinstance on the hot path.
+    kind = type(value)
+    if kind is int:
+        seconds = value
+    elif kind is float or (kind is not bool and isinstance(value, int | float)):
+        seconds = int(value)
+    else:
         return None
-    seconds = int(value)
     found = _INSTANTS.get(seconds)
     if found is None:
         if len(_INSTANTS) >= 4096:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Insert, Select, Table, bindparam, delete, select, update
+from sqlalchemy import Select, Table, bindparam, delete, select, update
 
 from tollgate.db.execution import OnDriver, Read, Rows, on_driver
 from tollgate.db.tables import (
@@ -65,11 +65,12 @@ def _by_id(table: Table, *, lock: bool) -> Select[Any]:
 
 
 # Per table: the row by id, the row by id locked, an insert and an update by id. Inserts are
-# inline (nothing is read back), so they can wait with other writes; updates by id run on the
-# driver (no column defaults), their SET clause coming from each execution's parameters.
+# inline (nothing is read back), so they can wait with other writes. Both run on the driver
+# (tollgate.db.execution fills in constant column defaults as SQLAlchemy would), their columns
+# coming from each execution's parameters.
 _ROW = {table.name: _by_id(table, lock=False) for table in MIRROR_TABLES}
 _LOCKED_ROW = {table.name: _by_id(table, lock=True) for table in MIRROR_TABLES}
-_INSERT = {table.name: table.insert().inline() for table in (*MIRROR_TABLES, AUDIT_LOG)}
+_INSERT = {table.name: on_driver(table.insert().inline()) for table in MIRROR_TABLES}
 _UPDATE = {
     table.name: on_driver(update(table).where(table.c.id == bindparam("row_id")))
     for table in MIRROR_TABLES
@@ -81,8 +82,8 @@ def row_by_id(table: Table, *, lock: bool = False) -> Select[Any]:
     return (_LOCKED_ROW if lock else _ROW)[table.name]
 
 
-def insert_row(table: Table) -> Insert:
-    """An insert of a mirror (or audit) row, from the parameters given."""
+def insert_row(table: Table) -> OnDriver:
+    """An insert of a mirror row, from the parameters given."""
     return _INSERT[table.name]
 
 

@@ -94,7 +94,9 @@ def _insert_if_new(connection: Connection) -> Any:
 
 def insert_new(connection: Connection, row: Mapping[str, Any]) -> bool:
     """Insert an inbox row unless its event id is stored; return whether it was inserted."""
-    return connection.execute(_insert_if_new(connection), row).first() is not None
+    # On the driver's cursor (see db.execution): SQLite inserts each group's first row so.
+    (inserted,) = run(connection, [], [(_insert_if_new(connection), row)])
+    return bool(inserted)
 
 
 def insert_many_new(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:

@@ -72,6 +72,18 @@ _SECRET_TEXT = re.compile(
 )
 
 
+# Each outcome's counter, kept: a label lookup takes a lock, and every event counts one.
+_COUNTERS: dict[str, Any] = {}
+
+
+def _count(outcome: str) -> None:
+    """Count an event's outcome in tollgate_webhook_events_total."""
+    counter = _COUNTERS.get(outcome)
+    if counter is None:
+        counter = _COUNTERS[outcome] = WEBHOOK_EVENTS.labels(outcome)
+    counter.inc()
+
+
 class ProcessMode(StrEnum):
     """Who asks for an event to be applied: a delivery, the retry job, or an operator."""
 
@@ -325,7 +337,7 @@ def _apply_in_groups(
             continue
         for result in applied:
             if result.outcome in _DONE:
-                WEBHOOK_EVENTS.labels(result.outcome).inc()
+                _count(result.outcome)
         results.extend(applied)
         pending = pending[len(applied) :]
         take, conflicts, rounds = len(pending), 0, 0
@@ -438,7 +450,7 @@ def _store_failed(
         if not inbox.insert_new(connection, failed):
             # Another delivery stored it meanwhile: count this failure there, unless applied.
             _mark_failed(connection, delivery.event_id, message, now)
-    WEBHOOK_EVENTS.labels("failed").inc()
+    _count("failed")
     return ProcessResult(delivery.event_id, "failed", error=message)
 
 
@@ -484,7 +496,7 @@ def process_stripe_event(
                 result = _apply_stored(
                     connection, event_id, clock.now(), dunning, fetched, mode, owned
                 )
-            WEBHOOK_EVENTS.labels(result.outcome).inc()
+            _count(result.outcome)
             return result
         except NeedsFetch as needed:
             need = needed
@@ -598,7 +610,7 @@ def _fail(db: Database, event_id: str, clock: Clock, error: BaseException) -> Pr
     log.warning("stripe event %s failed: %s", event_id, message)
     with db.write_connection() as connection:
         _mark_failed(connection, event_id, message, clock.now())
-    WEBHOOK_EVENTS.labels("failed").inc()
+    _count("failed")
     return ProcessResult(event_id, "failed", error=message)
 
 

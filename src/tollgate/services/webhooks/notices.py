@@ -49,15 +49,15 @@ def notice_subscription_event(
     kind = str(ctx.event.get("type", ""))
     previous: dict[str, Any] = (ctx.event.get("data") or {}).get("previous_attributes") or {}
     connection, now = ctx.connection, ctx.now
-    facts = _subscription_facts(snapshot, obj)
 
     def email(template: str, cause: str) -> None:
+        # The facts are made only for an email: most events queue none.
         queue_email(
             connection,
             customer_id=customer_id,
             template=template,
             cause=cause,
-            facts=facts,
+            facts=_subscription_facts(snapshot, obj),
             now=now,
         )
 
@@ -84,6 +84,11 @@ def notice_subscription_event(
         "customer.subscription.created",
         "customer.subscription.deleted",
     )
+    entitlements_changed = status_changed or bool(
+        previous.keys() & {"items", "plan", "quantity", "cancel_at_period_end"}
+    )
+    if not entitlements_changed:
+        return
     data = {
         "customer": customer_id,
         "subscription": snapshot.id,
@@ -100,7 +105,7 @@ def notice_subscription_event(
             cause=ctx.event_id,
             now=now,
         )
-    if status_changed or previous.keys() & {"items", "plan", "quantity", "cancel_at_period_end"}:
+    if entitlements_changed:
         queue_app_event(
             connection,
             event_type="customer.entitlements_changed",
