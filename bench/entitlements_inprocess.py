@@ -17,7 +17,6 @@ Run: `.venv/bin/python bench/entitlements_inprocess.py [--checks 50000] [--concu
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
 import sys
@@ -61,18 +60,11 @@ async def _measure(app: harness.InProcessApp, checks: int, concurrency: int, on:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checks", type=int, default=50_000)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--callgrind", action="store_true")
-    args = parser.parse_args()
-    with harness.database(args.database) as url:
-        app = harness.InProcessApp(url)
-        try:
-            asyncio.run(_measure(app, args.checks, args.concurrency, args.callgrind))
-        finally:
-            app.close()
+    args = harness.in_process_arguments(__doc__, "checks", 50_000, 16)
+    harness.run_in_process(
+        args.database,
+        lambda app: _measure(app, args.checks, args.concurrency, args.callgrind),
+    )
 
 
 if __name__ == "__main__":

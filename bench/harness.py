@@ -6,6 +6,7 @@ stays off the import path).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import importlib.util
 import multiprocessing
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -269,3 +270,28 @@ def callgrind(on: bool) -> Iterator[None]:
     finally:
         if on:
             subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True)
+
+
+def in_process_arguments(
+    doc: str | None, count: str, default: int, concurrency: int
+) -> argparse.Namespace:
+    """An in-process bench's arguments: how many (`--<count>`), how many in flight, the
+    database, and whether to count instructions under callgrind."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument(f"--{count}", type=int, default=default)
+    parser.add_argument("--concurrency", type=int, default=concurrency)
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--callgrind", action="store_true")
+    return parser.parse_args()
+
+
+def run_in_process(
+    kind: str, measure: Callable[[InProcessApp], Coroutine[Any, Any, None]], **settings: str
+) -> None:
+    """Run `measure` over the in-process app on a fresh database of `kind`."""
+    with database(kind) as url:
+        app = InProcessApp(url, **settings)
+        try:
+            asyncio.run(measure(app))
+        finally:
+            app.close()

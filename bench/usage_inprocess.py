@@ -18,7 +18,6 @@ Run: `.venv/bin/python bench/usage_inprocess.py [--batches 20] [--concurrency 2]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
 import sys
@@ -85,18 +84,11 @@ async def _measure(app: harness.InProcessApp, batches: int, concurrency: int, on
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--callgrind", action="store_true")
-    args = parser.parse_args()
-    with harness.database(args.database) as url:
-        app = harness.InProcessApp(url)
-        try:
-            asyncio.run(_measure(app, args.batches, args.concurrency, args.callgrind))
-        finally:
-            app.close()
+    args = harness.in_process_arguments(__doc__, "batches", 20, 2)
+    harness.run_in_process(
+        args.database,
+        lambda app: _measure(app, args.batches, args.concurrency, args.callgrind),
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Run: `.venv/bin/python bench/webhooks_inprocess.py [--events 4000] [--concurrenc
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
@@ -79,18 +78,12 @@ async def _measure(app: Any, events: int, concurrency: int, callgrind: bool) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=4000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--callgrind", action="store_true")
-    args = parser.parse_args()
-    with harness.database(args.database) as url:
-        app = harness.InProcessApp(url, STRIPE_WEBHOOK_SECRETS=webhooks.SECRET)
-        try:
-            asyncio.run(_measure(app, args.events, args.concurrency, args.callgrind))
-        finally:
-            app.close()
+    args = harness.in_process_arguments(__doc__, "events", 4000, 32)
+    harness.run_in_process(
+        args.database,
+        lambda app: _measure(app, args.events, args.concurrency, args.callgrind),
+        STRIPE_WEBHOOK_SECRETS=webhooks.SECRET,
+    )
 
 
 if __name__ == "__main__":
