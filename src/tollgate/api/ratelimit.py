@@ -55,8 +55,10 @@ class RateLimit:
         self.webhooks = webhooks
         self.clock = clock
         self._window = 0.0
-        self._counts: dict[tuple[str, str], int] = {}
+        self._counts: dict[tuple[str, str | bytes], int] = {}
         self._accepted: set[bytes] = set()
+        # The digest of each bearer secret seen, so a key's requests hash it once.
+        self._digests: dict[bytes, bytes] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,11 +67,12 @@ class RateLimit:
         now = self.clock()
         if now - self._window >= WINDOW_SECONDS:
             self._window, self._counts = now, {}
-        key = _key_digest(scope) if scope["path"].startswith("/v1/") else None
+        key = self._key_digest(scope) if scope["path"].startswith("/v1/") else None
+        bucket: tuple[str, str | bytes]
         if scope["path"] == WEBHOOK_ROUTE and scope["method"] == "POST":
             bucket, limit = ("webhook", _address(scope)), self.webhooks
         elif key is not None and key in self._accepted:
-            bucket, limit = ("key", key.hex()), self.per_key
+            bucket, limit = ("key", key), self.per_key
         else:
             bucket, limit = ("address", _address(scope)), self.per_address
         if limit:
@@ -100,15 +103,21 @@ class RateLimit:
 
         await self.app(scope, receive, remember_accepted)
 
-
-def _key_digest(scope: Scope) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            kind, _, secret = value.partition(b" ")
-            if kind.lower() == b"bearer" and secret.strip():
-                return hashlib.sha256(secret.strip()).digest()[:16]
-            return None
-    return None
+    def _key_digest(self, scope: Scope) -> bytes | None:
+        """The digest of the request's bearer secret (None without one)."""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                kind, _, secret = value.partition(b" ")
+                secret = secret.strip()
+                if kind.lower() != b"bearer" or not secret:
+                    return None
+                digest = self._digests.get(secret)
+                if digest is None:
+                    if len(self._digests) >= MAX_KNOWN_KEYS:
+                        self._digests = {}
+                    digest = self._digests[secret] = hashlib.sha256(secret).digest()[:16]
+                return digest
+        return None
 
 
 def _address(scope: Scope) -> str:
