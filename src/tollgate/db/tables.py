@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Table
+from sqlalchemy import Table, column, table
 
 from tollgate.db.models import Base
 
@@ -28,6 +28,8 @@ PLAN_CHANGES = _table("plan_changes")
 # Usage metering and entitlements.
 CUSTOMER_CHANGES = _table("customer_changes")
 USAGE_EVENTS = _table("usage_events")
+# PostgreSQL only, no model (migration 0020): each usage event id once, across the partitions.
+USAGE_EVENT_IDS = table("usage_event_ids", column("id"), column("occurred_at"))
 USAGE_COUNTERS = _table("usage_counters")
 USAGE_THRESHOLDS = _table("usage_thresholds")
 USAGE_PENDING = _table("usage_pending")

@@ -20,7 +20,15 @@ import orjson
 from sqlalchemy import Connection, bindparam, insert, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tollgate.db.tables import METER_OUTBOX, USAGE_COUNTERS, USAGE_PENDING, USAGE_THRESHOLDS
+from tollgate.db.dialects import in_json_array, json_array
+from tollgate.db.tables import (
+    METER_OUTBOX,
+    USAGE_COUNTERS,
+    USAGE_EVENT_IDS,
+    USAGE_EVENTS,
+    USAGE_PENDING,
+    USAGE_THRESHOLDS,
+)
 
 # (customer id, meter, period start): one counter.
 CounterId = tuple[str, str, datetime]
@@ -62,23 +70,18 @@ class PendingRow(NamedTuple):
 
 def recorded_ids(connection: Connection, ids: Sequence[str]) -> set[str]:
     """Return which of `ids` were recorded before."""
-    if _postgres(connection):  # ids are unique through usage_event_ids (partitioned events)
-        rows = connection.exec_driver_sql(
-            "SELECT id FROM usage_event_ids WHERE id = ANY(ARRAY(SELECT"
-            " jsonb_array_elements_text(%(ids)s::jsonb)))",
-            {"ids": _json(ids)},
-        )
-        return {row[0] for row in rows}
-    found: set[str] = set()
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = connection.exec_driver_sql(
-            f"SELECT id FROM usage_events WHERE id IN ({marks})",  # noqa: S608 (placeholders only)
-            tuple(chunk),
-        )
-        found.update(row[0] for row in rows)
-    return found
+    statement = _RECORDED_IDS[connection.dialect.name]
+    return set(connection.execute(statement, {"ids": json_array(ids)}).scalars())
+
+
+# Ids are unique through usage_event_ids on PostgreSQL (events are partitioned by month), through
+# the primary key of usage_events on SQLite; the batch's ids are one JSON parameter.
+_RECORDED_IDS = {
+    "postgresql": select(USAGE_EVENT_IDS.c.id).where(
+        in_json_array("postgresql", USAGE_EVENT_IDS.c.id, "ids")
+    ),
+    "sqlite": select(USAGE_EVENTS.c.id).where(in_json_array("sqlite", USAGE_EVENTS.c.id, "ids")),
+}
 
 
 def insert_events(connection: Connection, rows: Sequence[EventRow], now: datetime) -> int:

@@ -16,16 +16,21 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, column, func, select, table
+from sqlalchemy import Connection, func, select
 
 from tollgate.db.queries.usage import _sqlite_time
-from tollgate.db.tables import METER_OUTBOX, USAGE_COUNTERS, USAGE_EVENTS, USAGE_PENDING
+from tollgate.db.tables import (
+    METER_OUTBOX,
+    USAGE_COUNTERS,
+    USAGE_EVENT_IDS,
+    USAGE_EVENTS,
+    USAGE_PENDING,
+)
 
 # PostgreSQL's storage of usage events that has no model: the id index and the partitions.
 EVENT_IDS = "usage_event_ids"
 DEFAULT_PARTITION = "usage_events_default"
 _PARTITION = re.compile(r"^usage_events_p(\d{4})(\d{2})$")
-USAGE_EVENT_IDS = table(EVENT_IDS, column("id"), column("occurred_at"))
 # SQLite deletes this many events a transaction, so writers get their turns between slices.
 SQLITE_SLICE = 20_000
 
