@@ -832,6 +832,33 @@ def test_a_same_second_update_that_differs_is_settled_by_stripes_copy(
     assert hooks.get(Subscription, sub.id).cancel_at_period_end is True
 
 
+def test_a_backlog_of_same_second_updates_asks_stripe_once(
+    hooks: Hooks, client: stripe.StripeClient
+) -> None:
+    """Deliveries that come well after their events (a backlog, retries): Stripe's copy, read
+    after every one of them was made, settles the rest of the same second without asking again."""
+    customer = client.v1.customers.create(
+        params={"name": "v0", "metadata": {"tollgate_customer_id": "acme"}}
+    )
+    versions = [
+        client.v1.customers.update(customer.id, params={"name": f"v{n}"}).to_dict(for_json=True)
+        for n in (1, 2, 3)
+    ]
+    made = int(time.time()) - 10  # the three events' second, ten seconds before their delivery
+    created = customer.to_dict(for_json=True)
+    hooks.deliver(event_obj("customer.created", created, created=made - 1))
+    before = refetches("customer", "same_second")
+    hooks.deliver(event_obj("customer.updated", versions[0], created=made))
+    hooks.deliver(event_obj("customer.updated", versions[2], created=made))  # asks Stripe: v3
+    hooks.deliver(event_obj("customer.updated", versions[1], created=made))  # in Stripe's copy
+    assert refetches("customer", "same_second") == before + 1
+    assert hooks.get(Customer, "acme").name == "v3"
+    # A newer event is still applied over the copy.
+    newer = client.v1.customers.update(customer.id, params={"name": "v4"}).to_dict(for_json=True)
+    hooks.deliver(event_obj("customer.updated", newer, created=int(time.time()) + 5))
+    assert hooks.get(Customer, "acme").name == "v4"
+
+
 def test_a_same_second_invoice_update_is_settled_by_progress_without_a_fetch(
     hooks: Hooks,
 ) -> None:

@@ -13,6 +13,7 @@ from tollgate.domain.events import (
     changed_fields,
     compare_progress,
     decide,
+    fetched_watermark,
     invoice_progress,
     refund_is_behind,
     retry_delay,
@@ -152,3 +153,44 @@ def test_applying_events_in_any_order_ends_at_the_newest_distinct_second(
     assert stored is not None and stored[0] == newest
     newest_contents = {content for created, content in events if created == newest}
     assert stored[1] == (truth if len(newest_contents) > 1 else newest_contents.pop())
+
+
+# -- the watermark of a row written from Stripe's current copy ---------------------------------
+
+LIVE = {"livemode": True}
+NO_CLOCK = {"livemode": False, "test_clock": None}
+
+
+@pytest.mark.parametrize(
+    ("event_created", "stripe_time", "copy", "expected"),
+    [
+        (100, None, NO_CLOCK, 100),  # Stripe's time unknown: the event's own second
+        (100, 100, NO_CLOCK, 100),  # answered in the event's second: nothing gained
+        (100, 101, NO_CLOCK, 100),
+        (100, 110, NO_CLOCK, 109),  # read ten seconds later: vouches for second 109
+        (100, 110, LIVE, 109),  # live mode has no test clocks
+        (100, 110, {"livemode": False, "test_clock": "clock_1"}, 100),  # on a test clock
+        (100, 110, {"livemode": False}, 100),  # test mode, the copy does not say
+    ],
+)
+def test_a_fetched_copy_vouches_for_the_seconds_before_stripe_answered(
+    event_created: int, stripe_time: int | None, copy: dict[str, object], expected: int
+) -> None:
+    assert fetched_watermark(event_created, stripe_time, copy) == expected
+
+
+def test_after_a_late_copy_older_events_skip_and_newer_ones_are_decided_as_before() -> None:
+    stored = fetched_watermark(100, 110, NO_CLOCK)  # 109
+    assert decide(stored_created=stored, stored_event_id="evt_a", incoming_created=100) == (
+        Decision.SKIP
+    )
+    assert decide(stored_created=stored, stored_event_id="evt_a", incoming_created=108) == (
+        Decision.SKIP
+    )
+    # Of the copy's own last second: the order is unknown, so Stripe is asked again.
+    assert decide(stored_created=stored, stored_event_id="evt_a", incoming_created=109) == (
+        Decision.REFETCH
+    )
+    assert decide(stored_created=stored, stored_event_id="evt_a", incoming_created=110) == (
+        Decision.APPLY
+    )

@@ -5,7 +5,8 @@ keeps a watermark: the `created` second and id of the event whose snapshot it ho
 event's snapshot replaces the stored one and an older one is dropped. Two events from the same
 second (Stripe's `created` has one-second resolution) are settled by the object's progress where
 it only moves one way (an invoice never goes from paid back to open). Otherwise Tollgate asks
-Stripe for the object as it is now.
+Stripe for the object as it is now, and the row written from that copy carries the second Stripe
+vouches for (`fetched_watermark`), so older events of that object need not ask again.
 """
 
 from __future__ import annotations
@@ -369,6 +370,35 @@ def decide(
     if progress < 0:
         return Decision.SKIP
     return Decision.REFETCH
+
+
+def fetched_watermark(
+    event_created: int, stripe_time: int | None, current: Mapping[str, Any]
+) -> int:
+    """Return the `created` second a row written from Stripe's current copy of an object carries.
+
+    The copy was read for an event of second `event_created`; Stripe answered at `stripe_time`
+    (its `Date` header, in whole seconds, on the clock its events' `created` are stamped with).
+    Stripe reads the object less than a second before it answers, so every change whose event
+    was created before second `stripe_time - 1` is in the copy: the row carries that second
+    when it is later than the event's own, and an older event of the same object delivered
+    afterwards (a backlog, a retry, a replay) is skipped by its watermark instead of asking
+    Stripe again. An event of second `stripe_time - 1` or later is decided as before (applied
+    when newer, asked about again when of the same second). Test-mode objects count only when
+    they say they are on no test clock: a test clock's objects get events stamped with the
+    clock's own time, which may be behind Stripe's.
+    """
+    if stripe_time is None:
+        return event_created
+    if (
+        current.get("livemode") is not True
+        and current.get("test_clock", _ON_TEST_CLOCK) is not None
+    ):
+        return event_created
+    return max(event_created, stripe_time - 1)
+
+
+_ON_TEST_CLOCK = object()  # what `fetched_watermark` assumes of a copy that does not say
 
 
 def compare_progress(incoming: tuple[Any, ...], stored: tuple[Any, ...]) -> int:

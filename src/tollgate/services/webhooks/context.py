@@ -28,7 +28,7 @@ from tollgate.db.queries import mirror
 from tollgate.db.queries.changes import feed_rows
 from tollgate.domain.dunning import DunningPolicy
 from tollgate.domain.errors import TollgateError
-from tollgate.domain.events import changed_fields
+from tollgate.domain.events import changed_fields, fetched_watermark
 
 Row = Mapping[str, Any]
 
@@ -37,6 +37,15 @@ class UnknownStripeObject(TollgateError):
     """An event refers to an object Stripe does not have (in this account)."""
 
     type = "unknown_stripe_object"
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """An object read from Stripe for an event (None when Stripe has no such object), and
+    Stripe's clock when it answered (None when unknown)."""
+
+    value: Any
+    stripe_time: int | None = None
 
 
 class NeedsFetch(Exception):
@@ -89,11 +98,13 @@ class HandlerContext:
     event: dict[str, Any]
     now: datetime
     dunning: DunningPolicy
-    fetched: Mapping[tuple[str, str], Any]
+    fetched: Mapping[tuple[str, str], Fetched]
     group: GroupWrites = field(default_factory=GroupWrites)
     touched: set[str] = field(default_factory=set)
     audit_rows: list[dict[str, Any]] = field(default_factory=list)
     changes: int = 0
+    # The `created` second of the rows written from Stripe's current copy (see `fetch_current`).
+    written_created: int | None = None
 
     @property
     def event_id(self) -> str:
@@ -121,10 +132,29 @@ class HandlerContext:
 
     def fetch(self, object_type: str, object_id: str, reason: str) -> Any:
         """Return the object as Stripe has it now (None when Stripe has no such object)."""
+        return self._fetched(object_type, object_id, reason).value
+
+    def fetch_current(self, object_type: str, object_id: str, reason: str) -> Any:
+        """`fetch` an object whose current copy replaces the event's snapshot: the rows this
+        event writes from then on carry the second Stripe vouches for (`fetched_watermark`)."""
+        fetched = self._fetched(object_type, object_id, reason)
+        if fetched.value is not None:
+            self.written_created = fetched_watermark(
+                self.created, fetched.stripe_time, fetched.value
+            )
+        return fetched.value
+
+    def _fetched(self, object_type: str, object_id: str, reason: str) -> Fetched:
         key = (object_type, object_id)
         if key in self.fetched:
             return self.fetched[key]
         raise NeedsFetch(object_type, object_id, reason, self.account)
+
+    def watermark(self) -> dict[str, Any]:
+        """Return the watermark of a mirror row this event writes: its own second and id, or
+        the later second of Stripe's current copy when the row is written from one."""
+        created = self.created if self.written_created is None else self.written_created
+        return {"watermark_created": created, "watermark_event_id": self.event_id}
 
     def read(self, reads: Sequence[Read]) -> list[Rows]:
         """Run the writes still waiting, then these reads; return each one's rows.

@@ -47,7 +47,12 @@ from tollgate.domain.dunning import DunningPolicy
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
 from tollgate.domain.events import retry_delay
 from tollgate.metrics import STRIPE_REFETCHES, WEBHOOK_EVENTS
-from tollgate.services.webhooks.context import GroupWrites, HandlerContext, NeedsFetch
+from tollgate.services.webhooks.context import (
+    Fetched,
+    GroupWrites,
+    HandlerContext,
+    NeedsFetch,
+)
 from tollgate.services.webhooks.handlers import HANDLERS
 from tollgate.stripe.errors import StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
@@ -116,6 +121,8 @@ class ProcessResult:
     customers: tuple[str, ...] = ()
     # What a pending event needs from Stripe before it can be applied, when that is known.
     need: NeedsFetch | None = None
+    # A pending event stored under this process's lease (`process_stripe_event(leased=True)`).
+    leased: bool = False
 
     @property
     def failed(self) -> bool:
@@ -219,7 +226,7 @@ def _short(value: Any, limit: int) -> str | None:
 # -- applying events as they arrive ------------------------------------------------------------
 
 # Fetches what a handler needs from Stripe, outside any transaction.
-Fetch = Callable[[NeedsFetch], Any]
+Fetch = Callable[[NeedsFetch], Fetched]
 
 
 def apply_stripe_deliveries(
@@ -258,7 +265,7 @@ def apply_built_events(
         deliveries,
         now,
         dunning,
-        fetched={} if fetched is None else fetched,
+        fetched={key: Fetched(value) for key, value in (fetched or {}).items()},
         fetch=lambda need: _fetch(gateway, need),
     )
     return [
@@ -269,6 +276,7 @@ def apply_built_events(
             clock=clock,
             dunning=dunning,
             need=result.need,
+            leased=result.leased,
         )
         if result.pending
         else result
@@ -282,7 +290,7 @@ def _apply_in_groups(
     now: datetime,
     dunning: DunningPolicy,
     *,
-    fetched: dict[tuple[str, str], Any],
+    fetched: dict[tuple[str, str], Fetched],
     fetch: Fetch | None,
 ) -> list[ProcessResult]:
     """Apply the deliveries, a transaction for as many of them as go through together.
@@ -301,14 +309,14 @@ def _apply_in_groups(
         need = needs.pop(front.event_id, None)
         if need is not None:
             if fetch is None or rounds >= MAX_FETCH_ROUNDS:
-                results.append(_store_pending(db, front, need))
+                results.append(_store_pending(db, front, need, now))
                 pending, take = pending[1:], len(pending) - 1
                 continue
             rounds += 1
             try:
                 fetched[need.key] = fetch(need)
             except Exception:  # Stripe failed: the stored event's own path records why
-                results.append(_store_pending(db, front, need))
+                results.append(_store_pending(db, front, need, now))
                 pending, take = pending[1:], len(pending) - 1
                 continue
         applied: list[ProcessResult] = []
@@ -349,7 +357,7 @@ def _store_and_apply(
     deliveries: Sequence[Delivery],
     now: datetime,
     dunning: DunningPolicy,
-    fetched: dict[tuple[str, str], Any],
+    fetched: dict[tuple[str, str], Fetched],
     results: list[ProcessResult],
 ) -> None:
     """Insert the events already marked done, in one statement, then apply the new ones.
@@ -397,7 +405,7 @@ def _apply_event(
     event: dict[str, Any],
     now: datetime,
     dunning: DunningPolicy,
-    fetched: dict[tuple[str, str], Any],
+    fetched: dict[tuple[str, str], Fetched],
     group: GroupWrites,
     traced: bool = True,
 ) -> ProcessResult:
@@ -426,11 +434,18 @@ def _apply_event(
     )
 
 
-def _store_pending(db: Database, delivery: Delivery, need: NeedsFetch) -> ProcessResult:
-    """Store an event that needs an object from Stripe, for the path that may wait for Stripe."""
+def _store_pending(
+    db: Database, delivery: Delivery, need: NeedsFetch, now: datetime
+) -> ProcessResult:
+    """Store an event that needs an object from Stripe, for the path that may wait for Stripe.
+
+    It is stored processing under a lease, as `process_stripe_event` would take one, so that
+    path need not take it in a transaction of its own (unless the event was stored already).
+    """
+    leased = {**delivery.stored, "status": "processing", "next_attempt_at": now + LEASE}
     with db.write_connection() as connection:
-        inbox.insert_new(connection, delivery.stored)
-    return ProcessResult(delivery.event_id, "pending", need=need)
+        inserted = inbox.insert_new(connection, leased)
+    return ProcessResult(delivery.event_id, "pending", need=need, leased=inserted)
 
 
 def _store_failed(
@@ -466,13 +481,15 @@ def process_stripe_event(
     dunning: DunningPolicy,
     mode: ProcessMode = ProcessMode.DELIVERY,
     need: NeedsFetch | None = None,
+    leased: bool = False,
 ) -> ProcessResult:
     """Apply one stored event to the mirror exactly once, or leave it failed with its error.
 
     `need` is an object the event is known to need from Stripe: fetched before it is applied.
+    `leased`: the event was stored under this caller's lease (a pending result's `leased`).
     """
-    fetched: dict[tuple[str, str], Any] = {}
-    owned = False
+    fetched: dict[tuple[str, str], Fetched] = {}
+    owned = leased
     conflicts = rounds = 0
     while True:
         if need is not None:
@@ -516,7 +533,7 @@ def _apply_stored(
     event_id: str,
     now: datetime,
     dunning: DunningPolicy,
-    fetched: dict[tuple[str, str], Any],
+    fetched: dict[tuple[str, str], Fetched],
     mode: ProcessMode,
     owned: bool,
 ) -> ProcessResult:
@@ -581,8 +598,9 @@ _FETCHERS: dict[str, Callable[[StripeGateway, str], Any]] = {
 }
 
 
-def _fetch(gateway: StripeGateway | None, need: NeedsFetch) -> Any:
-    """Fetch what a handler asked for, outside any transaction; None if Stripe lacks it."""
+def _fetch(gateway: StripeGateway | None, need: NeedsFetch) -> Fetched:
+    """Fetch what a handler asked for, outside any transaction (None if Stripe lacks it), with
+    Stripe's clock when it answered."""
     if gateway is None:
         raise ConfigError(
             f"STRIPE_SECRET_KEY: needed to fetch {need.object_type} {need.object_id} from Stripe"
@@ -590,9 +608,10 @@ def _fetch(gateway: StripeGateway | None, need: NeedsFetch) -> Any:
     target = gateway.for_account(need.account) if need.account else gateway
     STRIPE_REFETCHES.labels(need.object_type, need.reason).inc()
     try:
-        return _FETCHERS[need.object_type](target, need.object_id)
+        found = _FETCHERS[need.object_type](target, need.object_id)
     except StripeNotFound:
-        return None
+        return Fetched(None)
+    return Fetched(found, target.answered_at())
 
 
 def _is_conflict(error: DBAPIError) -> bool:

@@ -109,14 +109,17 @@ class WebhookIntake:
         )
 
     def _finish(self, pending: ProcessResult) -> ProcessResult:
-        return process_stripe_event(
-            db=self.db,
-            gateway=self._gateway(),
-            event_id=pending.event_id,
-            clock=self.clock,
-            dunning=self.dunning,
-            need=pending.need,
-        )
+        # Its transactions (the lease, applying, a failure) share one connection checkout.
+        with self.db.pinned():
+            return process_stripe_event(
+                db=self.db,
+                gateway=self._gateway(),
+                event_id=pending.event_id,
+                clock=self.clock,
+                dunning=self.dunning,
+                need=pending.need,
+                leased=pending.leased,
+            )
 
     def close(self) -> None:
         """Stop the writer thread once the deliveries it has are answered."""

@@ -50,7 +50,7 @@ def settle(
     if decision is Decision.SKIP:
         return SKIP
     if decision is Decision.REFETCH:
-        return ctx.fetch(object_type, object_id, "same_second") or SKIP
+        return ctx.fetch_current(object_type, object_id, "same_second") or SKIP
     return None
 
 
@@ -90,7 +90,7 @@ def write_row(
     """Insert or update a watermarked mirror row, audit what changed; return the row as written."""
     before = None if row is None else {**row_values(row, values), **(before_extra or {})}
     after = {**values, **(audited or {})}
-    watermark = {"watermark_created": ctx.created, "watermark_event_id": ctx.event_id}
+    watermark = ctx.watermark()
     if row is None:
         written = {**values, **watermark, "id": object_id, "created_at": ctx.now}
         ctx.write(mirror.insert_row(table), {**written, "updated_at": ctx.now})
@@ -141,8 +141,7 @@ def new_customer(
     linked = {
         **values,
         "stripe_customer_id": snapshot.stripe_id,
-        "watermark_created": ctx.created,
-        "watermark_event_id": ctx.event_id,
+        **ctx.watermark(),
     }
     if row is not None:
         before = {**row_values(row, values), "stripe_customer_id": row["stripe_customer_id"]}
