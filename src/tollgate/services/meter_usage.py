@@ -30,6 +30,15 @@ log = logging.getLogger("tollgate.meter_usage")
 
 MAX_ATTEMPTS = 20
 
+# What a group of outbox rows (one identifier) sends as one meter event: the units it adds up
+# to and the moments its timestamp is chosen from (domain.reconcile.meter_event_moment).
+GROUP_EVENT_COLUMNS = (
+    func.sum(METER_OUTBOX.c.value).label("value"),
+    func.max(METER_OUTBOX.c.occurred_at, type_=UTCDateTime()).label("occurred_at"),
+    func.min(METER_OUTBOX.c.period_start, type_=UTCDateTime()).label("period_start"),
+    func.min(METER_OUTBOX.c.period_end, type_=UTCDateTime()).label("period_end"),
+)
+
 
 @dataclass
 class MeterSyncReport:
@@ -111,10 +120,7 @@ def _due_groups(db: Database, now: datetime, batch: int) -> list[_Group]:
                 METER_OUTBOX.c.stripe_customer_id,
                 METER_OUTBOX.c.event_name,
                 METER_OUTBOX.c.feature,
-                func.sum(METER_OUTBOX.c.value).label("value"),
-                func.max(METER_OUTBOX.c.occurred_at, type_=UTCDateTime()).label("occurred_at"),
-                func.min(METER_OUTBOX.c.period_start, type_=UTCDateTime()).label("period_start"),
-                func.min(METER_OUTBOX.c.period_end, type_=UTCDateTime()).label("period_end"),
+                *GROUP_EVENT_COLUMNS,
                 func.max(METER_OUTBOX.c.attempts).label("attempts"),
             )
             .where(
