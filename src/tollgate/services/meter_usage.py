@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -22,6 +22,7 @@ from tollgate.db.tables import METER_OUTBOX
 from tollgate.db.types import UTCDateTime
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.events import retry_delay
+from tollgate.domain.reconcile import meter_event_moment
 from tollgate.metrics import METER_SYNC_LAG, METER_UNITS_SENT
 from tollgate.stripe.errors import StripeFailure, StripeUnavailable
 from tollgate.stripe.gateway import StripeGateway
@@ -160,10 +161,7 @@ def _send(
     db: Database, gateway: StripeGateway, clock: Clock, group: _Group, report: MeterSyncReport
 ) -> None:
     now = clock.now()
-    # Stripe bills a meter event in the period holding its timestamp: keep it inside the period.
-    moment = min(
-        max(group.occurred_at, group.period_start), group.period_end - timedelta(seconds=1)
-    )
+    moment = meter_event_moment(group.occurred_at, group.period_start, group.period_end)
     try:
         fresh = gateway.for_account(group.stripe_account).report_meter_event(
             event_name=group.event_name,
