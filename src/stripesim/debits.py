@@ -29,12 +29,7 @@ def new_bank_payment_method(
     for key in ("account_number", "routing_number"):
         if not bank_params.get(key):
             raise parameter_missing(f"us_bank_account[{key}]")
-    details = objects.payments.billing_details()
-    for key, value in (params.get("billing_details") or {}).items():
-        if key == "address" and isinstance(value, dict):
-            details["address"].update(value)
-        elif key in details:
-            details[key] = value or None
+    details = objects.payments.billing_details(params.get("billing_details"))
     if not details.get("name"):
         # Stripe requires the account holder's name for ACH.
         raise parameter_missing("billing_details[name]")

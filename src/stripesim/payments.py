@@ -93,12 +93,7 @@ def new_card_payment_method(
             code="invalid_cvc",
             param="card[cvc]",
         )
-    details = objects.payments.billing_details()
-    for key, value in (billing_details or {}).items():
-        if key == "address" and isinstance(value, dict):
-            details["address"].update(value)
-        elif key in details:
-            details[key] = value or None
+    details = objects.payments.billing_details(billing_details)
     pm = ctx.build(
         "payment_method",
         "pm",

@@ -130,17 +130,7 @@ def void(ctx: Ctx, note: dict[str, Any]) -> dict[str, Any]:
     else:
         invoice["post_payment_credit_notes_amount"] -= note["total"]
         if note["_credit_amount"]:
-            customer = ctx.account.get(note["customer"], "customer")
-            adjust_customer_balance(
-                ctx,
-                customer,
-                note["_credit_amount"],
-                note["currency"],
-                kind="credit_note",
-                now=now,
-                invoice=invoice["id"],
-                credit_note=note["id"],
-            )
+            _move_balance(ctx, note, invoice, note["_credit_amount"], now)
     previous = {"status": note["status"], "voided_at": None}
     note["status"] = "void"
     note["voided_at"] = now
@@ -264,18 +254,24 @@ def _give_back(ctx: Ctx, invoice: dict[str, Any], note: dict[str, Any], now: int
             }
         ]
     if note["_credit_amount"]:
-        customer = ctx.account.get(invoice["customer"], "customer")
-        txn = adjust_customer_balance(
-            ctx,
-            customer,
-            -note["_credit_amount"],
-            note["currency"],
-            kind="credit_note",
-            now=now,
-            invoice=invoice["id"],
-            credit_note=note["id"],
-        )
+        txn = _move_balance(ctx, note, invoice, -note["_credit_amount"], now)
         note["customer_balance_transaction"] = txn["id"]
+
+
+def _move_balance(
+    ctx: Ctx, note: dict[str, Any], invoice: dict[str, Any], amount: int, now: int
+) -> dict[str, Any]:
+    """Move the customer's balance by `amount` for the note (negative: a credit), linked to both."""
+    return adjust_customer_balance(
+        ctx,
+        ctx.account.get(invoice["customer"], "customer"),
+        amount,
+        note["currency"],
+        kind="credit_note",
+        now=now,
+        invoice=invoice["id"],
+        credit_note=note["id"],
+    )
 
 
 def _invoice_charge(ctx: Ctx, invoice: dict[str, Any]) -> dict[str, Any] | None:

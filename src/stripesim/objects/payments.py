@@ -38,9 +38,22 @@ DISPUTE_EVIDENCE = (
 )
 
 
-def billing_details() -> dict[str, Any]:
-    """Return a payment method's (or charge's) billing details, every key at its default."""
-    return {"address": address(), "email": None, "name": None, "phone": None, "tax_id": None}
+def billing_details(given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return a payment method's (or charge's) billing details: every key at its default, but
+    those `given` (a request's `billing_details`; unknown keys ignored, the address merged)."""
+    details: dict[str, Any] = {
+        "address": address(),
+        "email": None,
+        "name": None,
+        "phone": None,
+        "tax_id": None,
+    }
+    for key, value in (given or {}).items():
+        if key == "address" and isinstance(value, dict):
+            details["address"].update(value)
+        elif key in details:
+            details[key] = value or None
+    return details
 
 
 def card_charge_details() -> dict[str, Any]:

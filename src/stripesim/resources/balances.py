@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from stripesim import balances
+from stripesim import balances, objects
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_currency, as_int, paginate, required_int, update_metadata
 from stripesim.registry import Ctx, route
@@ -157,13 +157,7 @@ def list_customer_balance_transactions(
 
 def _components(requested: Any) -> dict[str, Any]:
     """Return a session's components: each requested one enabled, with its features."""
-    shown: dict[str, Any] = {
-        "buy_button": {"enabled": False},
-        "payment_element": {"enabled": False, "features": None},
-        "pricing_table": {"enabled": False},
-        "customer_sheet": {"enabled": False, "features": None},
-        "mobile_payment_element": {"enabled": False, "features": None},
-    }
+    shown: dict[str, Any] = objects.new("customer_session")["components"]  # all disabled
     for name, settings in (requested or {}).items():
         if name not in shown or not isinstance(settings, dict):
             continue

@@ -149,8 +149,8 @@ def meter_event_moment(
 ) -> datetime:
     """Return the timestamp a meter event carries: its time, kept inside its billing period.
 
-    Stripe bills an event in the period holding its timestamp (tollgate.services.meter_usage
-    sends each group at its latest usage, kept inside the period the same way).
+    Stripe bills an event in the period holding its timestamp: tollgate.services.meter_usage
+    sends each group with this moment, and reconciliation finds the group's period by it.
     """
     return min(max(occurred_at, period_start), period_end - timedelta(seconds=1))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -22,6 +22,7 @@ from tollgate.db.tables import METER_OUTBOX
 from tollgate.db.types import UTCDateTime
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.events import retry_delay
+from tollgate.domain.reconcile import meter_event_moment
 from tollgate.metrics import METER_SYNC_LAG, METER_UNITS_SENT
 from tollgate.stripe.errors import StripeFailure, StripeUnavailable
 from tollgate.stripe.gateway import StripeGateway
@@ -29,6 +30,15 @@ from tollgate.stripe.gateway import StripeGateway
 log = logging.getLogger("tollgate.meter_usage")
 
 MAX_ATTEMPTS = 20
+
+# What a group of outbox rows (one identifier) sends as one meter event: the units it adds up
+# to and the moments its timestamp is chosen from (domain.reconcile.meter_event_moment).
+GROUP_EVENT_COLUMNS = (
+    func.sum(METER_OUTBOX.c.value).label("value"),
+    func.max(METER_OUTBOX.c.occurred_at, type_=UTCDateTime()).label("occurred_at"),
+    func.min(METER_OUTBOX.c.period_start, type_=UTCDateTime()).label("period_start"),
+    func.min(METER_OUTBOX.c.period_end, type_=UTCDateTime()).label("period_end"),
+)
 
 
 @dataclass
@@ -111,10 +121,7 @@ def _due_groups(db: Database, now: datetime, batch: int) -> list[_Group]:
                 METER_OUTBOX.c.stripe_customer_id,
                 METER_OUTBOX.c.event_name,
                 METER_OUTBOX.c.feature,
-                func.sum(METER_OUTBOX.c.value).label("value"),
-                func.max(METER_OUTBOX.c.occurred_at, type_=UTCDateTime()).label("occurred_at"),
-                func.min(METER_OUTBOX.c.period_start, type_=UTCDateTime()).label("period_start"),
-                func.min(METER_OUTBOX.c.period_end, type_=UTCDateTime()).label("period_end"),
+                *GROUP_EVENT_COLUMNS,
                 func.max(METER_OUTBOX.c.attempts).label("attempts"),
             )
             .where(
@@ -154,10 +161,7 @@ def _send(
     db: Database, gateway: StripeGateway, clock: Clock, group: _Group, report: MeterSyncReport
 ) -> None:
     now = clock.now()
-    # Stripe bills a meter event in the period holding its timestamp: keep it inside the period.
-    moment = min(
-        max(group.occurred_at, group.period_start), group.period_end - timedelta(seconds=1)
-    )
+    moment = meter_event_moment(group.occurred_at, group.period_start, group.period_end)
     try:
         fresh = gateway.for_account(group.stripe_account).report_meter_event(
             event_name=group.event_name,

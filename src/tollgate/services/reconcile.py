@@ -80,6 +80,7 @@ from tollgate.metrics import (
     RECONCILE_RUNS,
 )
 from tollgate.services.credit_ledger import ledger_problems
+from tollgate.services.meter_usage import GROUP_EVENT_COLUMNS
 from tollgate.services.webhooks import apply_built_events, describe_error
 from tollgate.stripe.errors import StripeFailure, StripeNotFound, StripeUnavailable
 from tollgate.stripe.gateway import PINNED_API_VERSION, StripeGateway
@@ -669,10 +670,7 @@ def _sent_in(
         groups = connection.execute(
             select(
                 METER_OUTBOX.c.status,
-                func.sum(METER_OUTBOX.c.value).label("value"),
-                func.max(METER_OUTBOX.c.occurred_at, type_=UTCDateTime()).label("occurred_at"),
-                func.min(METER_OUTBOX.c.period_start, type_=UTCDateTime()).label("period_start"),
-                func.min(METER_OUTBOX.c.period_end, type_=UTCDateTime()).label("period_end"),
+                *GROUP_EVENT_COLUMNS,
                 func.max(METER_OUTBOX.c.sent_at, type_=UTCDateTime()).label("sent_at"),
             )
             .where(
