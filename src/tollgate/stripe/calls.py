@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Self, TypeVar
 
@@ -67,8 +66,6 @@ class StripeCalls:
         self._rate_limit_retries = rate_limit_retries
         self._rate_limit_backoff = rate_limit_backoff
         self._sleep = sleep
-        # The `Date` header of the last answer each thread received (see `answered_at`).
-        self._answers = threading.local()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -125,20 +122,7 @@ class StripeCalls:
                 STRIPE_ERRORS.labels(operation, str(error.http_status or "network")).inc()
                 raise _translate(operation, error) from error
             STRIPE_CALLS.labels(operation, "ok").inc()
-            response = getattr(result, "last_response", None)
-            self._answers.date = response.headers.get("date") if response is not None else None
             return result
-
-    def answered_at(self) -> int | None:
-        """Return Stripe's clock when it answered this thread's last call through this gateway
-        (its `Date` header, in whole seconds); None when it sent none that could be read."""
-        date = getattr(self._answers, "date", None)
-        if not date:
-            return None
-        try:
-            return int(parsedate_to_datetime(date).timestamp())
-        except (TypeError, ValueError):
-            return None
 
     def _list(
         self, operation: str, method: Callable[..., Any], params: dict[str, Any]
@@ -159,6 +143,18 @@ class StripeCalls:
             operation, method, *args, params=params, idempotency_key=idempotency_key
         )
         return dict(answered.to_dict(for_json=True))
+
+
+def stripe_time(headers: Mapping[str, str]) -> int | None:
+    """Return Stripe's clock when it answered (its `Date` header), in whole seconds; None when
+    the answer has none that can be read."""
+    date = headers.get("date")
+    if not date:
+        return None
+    try:
+        return int(parsedate_to_datetime(date).timestamp())
+    except (TypeError, ValueError):
+        return None
 
 
 def plain(value: Any) -> dict[str, Any]:

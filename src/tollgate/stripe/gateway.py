@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
-from tollgate.stripe.calls import PINNED_API_VERSION, make_client, plain
+from tollgate.stripe.calls import PINNED_API_VERSION, make_client, plain, stripe_time
 from tollgate.stripe.catalog_calls import CatalogCalls
 from tollgate.stripe.errors import StripeFailure, StripeNotFound
 from tollgate.stripe.refund_calls import RefundCalls
@@ -522,9 +524,7 @@ class StripeGateway(CatalogCalls, RefundCalls):
 
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         """The customer as Stripe has it now (a deleted one is `{"id", "deleted": true}`)."""
-        return self._call_json(
-            "customers.retrieve", self._client.v1.customers.retrieve, customer_id
-        )
+        return self.retrieve_current("customer", customer_id).value
 
     def default_payment_method_type(
         self, customer_id: str, payment_method_id: str | None = None
@@ -549,13 +549,11 @@ class StripeGateway(CatalogCalls, RefundCalls):
 
     def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         """The subscription as Stripe has it now, with its items."""
-        return self._call_json(
-            "subscriptions.retrieve", self._client.v1.subscriptions.retrieve, subscription_id
-        )
+        return self.retrieve_current("subscription", subscription_id).value
 
     def retrieve_invoice(self, invoice_id: str) -> dict[str, Any]:
         """The invoice as Stripe has it now."""
-        return self._call_json("invoices.retrieve", self._client.v1.invoices.retrieve, invoice_id)
+        return self.retrieve_current("invoice", invoice_id).value
 
     def retrieve_discounts(self, parent_id: str) -> list[dict[str, Any]]:
         """The discounts of a subscription (`sub_…`) or an invoice, each with its coupon."""
@@ -602,17 +600,15 @@ class StripeGateway(CatalogCalls, RefundCalls):
 
     def retrieve_charge(self, charge_id: str) -> dict[str, Any]:
         """The charge as Stripe has it now."""
-        return self._call_json("charges.retrieve", self._client.v1.charges.retrieve, charge_id)
+        return self.retrieve_current("charge", charge_id).value
 
     def retrieve_dispute(self, dispute_id: str) -> dict[str, Any]:
         """The dispute as Stripe has it now."""
-        return self._call_json("disputes.retrieve", self._client.v1.disputes.retrieve, dispute_id)
+        return self.retrieve_current("dispute", dispute_id).value
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> dict[str, Any]:
         """The PaymentIntent as Stripe has it now."""
-        return self._call_json(
-            "payment_intents.retrieve", self._client.v1.payment_intents.retrieve, payment_intent_id
-        )
+        return self.retrieve_current("payment_intent", payment_intent_id).value
 
     def retrieve_cash_balance(self, stripe_customer_id: str) -> dict[str, Any]:
         """The customer's cash balance (bank transfers received, not yet applied) at Stripe."""
@@ -782,16 +778,42 @@ class StripeGateway(CatalogCalls, RefundCalls):
 
     def retrieve_object(self, object_type: str, object_id: str) -> dict[str, Any]:
         """The subscription, invoice, charge, refund or dispute as Stripe has it now."""
-        if object_type == "refund":
-            return self._call_json("refunds.retrieve", self._client.v1.refunds.retrieve, object_id)
-        retrieve: dict[str, Callable[[str], dict[str, Any]]] = {
-            "subscription": self.retrieve_subscription,
-            "invoice": self.retrieve_invoice,
-            "charge": self.retrieve_charge,
-            "dispute": self.retrieve_dispute,
-        }
-        return retrieve[object_type](object_id)
+        return self.retrieve_current(object_type, object_id).value
 
+    def retrieve_current(self, object_type: str, object_id: str) -> Current:
+        """An object (a type of `CURRENT_OBJECTS`) as Stripe has it now, as plain JSON, with
+        Stripe's clock when it answered.
+
+        Read with a raw request, as the reconciliation's listings are: building the SDK's
+        objects and turning them back into JSON cost more than the request itself.
+        """
+        path = CURRENT_OBJECTS[object_type].format(quote(object_id, safe=""))
+
+        def retrieve(*, params: dict[str, Any], options: dict[str, Any]) -> Any:
+            return self._client.raw_request("get", path, **params, **options)
+
+        answer = self._call(f"{object_type}s.retrieve", retrieve)
+        return Current(answer.data, stripe_time(answer.headers))
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """An object as Stripe has it now, and Stripe's clock (whole seconds) when it answered."""
+
+    value: dict[str, Any]
+    stripe_time: int | None
+
+
+# Where each object `retrieve_current` reads is, by type.
+CURRENT_OBJECTS = {
+    "customer": "/v1/customers/{}",
+    "subscription": "/v1/subscriptions/{}",
+    "invoice": "/v1/invoices/{}",
+    "charge": "/v1/charges/{}",
+    "dispute": "/v1/disputes/{}",
+    "payment_intent": "/v1/payment_intents/{}",
+    "refund": "/v1/refunds/{}",
+}
 
 # Where each reconciled type is listed, and what else the list needs.
 _LISTINGS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -55,7 +55,7 @@ from tollgate.services.webhooks.context import (
 )
 from tollgate.services.webhooks.handlers import HANDLERS
 from tollgate.stripe.errors import StripeNotFound
-from tollgate.stripe.gateway import StripeGateway
+from tollgate.stripe.gateway import CURRENT_OBJECTS, StripeGateway
 from tollgate.stripe.signatures import parse_event, verify_signature
 from tollgate.stripe.translate import timestamp
 from tollgate.tracing import span, tracing
@@ -584,13 +584,8 @@ def _take_lease(db: Database, event_id: str, now: datetime, mode: ProcessMode) -
         return None
 
 
+# What is fetched otherwise than as one object read back (`StripeGateway.retrieve_current`).
 _FETCHERS: dict[str, Callable[[StripeGateway, str], Any]] = {
-    "customer": StripeGateway.retrieve_customer,
-    "subscription": StripeGateway.retrieve_subscription,
-    "invoice": StripeGateway.retrieve_invoice,
-    "charge": StripeGateway.retrieve_charge,
-    "dispute": StripeGateway.retrieve_dispute,
-    "payment_intent": StripeGateway.retrieve_payment_intent,
     "cash_balance": StripeGateway.retrieve_cash_balance,
     "refunds": StripeGateway.list_refunds,
     "discounts": StripeGateway.retrieve_discounts,
@@ -608,10 +603,12 @@ def _fetch(gateway: StripeGateway | None, need: NeedsFetch) -> Fetched:
     target = gateway.for_account(need.account) if need.account else gateway
     STRIPE_REFETCHES.labels(need.object_type, need.reason).inc()
     try:
-        found = _FETCHERS[need.object_type](target, need.object_id)
+        if need.object_type in CURRENT_OBJECTS:
+            current = target.retrieve_current(need.object_type, need.object_id)
+            return Fetched(current.value, current.stripe_time)
+        return Fetched(_FETCHERS[need.object_type](target, need.object_id))
     except StripeNotFound:
         return Fetched(None)
-    return Fetched(found, target.answered_at())
 
 
 def _is_conflict(error: DBAPIError) -> bool:
