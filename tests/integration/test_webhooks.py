@@ -64,8 +64,10 @@ from tollgate.services.api_keys import create_api_key
 from tollgate.services.webhooks import (
     Delivery,
     apply_stripe_deliveries,
+    process_stripe_event,
     verify_stripe_delivery,
 )
+from tollgate.services.webhooks.context import GroupWrites, HandlerContext
 
 SECRET = "whsec_tollgate_tests_current_0123"
 OLD_SECRET = "whsec_tollgate_tests_previous_0123"
@@ -1291,6 +1293,120 @@ def test_events_sharing_a_transaction_fail_alone_and_the_rest_apply_once(hooks: 
     assert hooks.get(Subscription, sub_id).seats == 8
     assert hooks.get(Customer, "acme").state_version == version + 5
     assert hooks.count(AuditLog, AuditLog.event_id.in_([e["id"] for e in later])) == 3
+
+
+def test_an_event_that_needs_stripe_is_parked_and_its_group_goes_on(
+    hooks: Hooks, client: stripe.StripeClient
+) -> None:
+    """In a group, a same-second event whose order Stripe must settle is parked under the
+    writer's lease (nothing of it written) and the events around it commit in the same
+    transaction; then its own path fetches the object and applies it, once."""
+    acme = client.v1.customers.create(
+        params={"name": "v0", "metadata": {"tollgate_customer_id": "acme"}}
+    )
+    beta = client.v1.customers.create(
+        params={"name": "b0", "metadata": {"tollgate_customer_id": "beta"}}
+    )
+    made = int(time.time())
+    for customer in (acme, beta):
+        hooks.deliver(
+            event_obj("customer.created", customer.to_dict(for_json=True), created=made - 1)
+        )
+    v1 = client.v1.customers.update(acme.id, params={"name": "v1"}).to_dict(for_json=True)
+    v2 = client.v1.customers.update(acme.id, params={"name": "v2"}).to_dict(for_json=True)
+    b1 = client.v1.customers.update(beta.id, params={"name": "b1"}).to_dict(for_json=True)
+    group = [
+        event_obj("customer.updated", v1, created=made),
+        event_obj("customer.updated", v2, created=made),  # same second, differs: ask Stripe
+        event_obj("customer.updated", b1, created=made),
+    ]
+    deliveries = [_verified(hooks, event) for event in [*group, group[1]]]
+    before = refetches("customer", "same_second")
+    commits: list[object] = []
+    count_commit = commits.append
+    sa.event.listen(hooks.db.engine, "commit", count_commit)
+    try:
+        results = apply_stripe_deliveries(
+            db=hooks.db,
+            deliveries=deliveries,
+            clock=hooks.container.clock,
+            dunning=hooks.container.dunning_policy,
+        )
+    finally:
+        sa.event.remove(hooks.db.engine, "commit", count_commit)
+    assert len(commits) == 1  # one transaction for the whole group, the parked event in it
+    assert [result.outcome for result in results] == [
+        "succeeded",
+        "pending",
+        "succeeded",
+        "pending",
+    ]
+    parked = results[1]
+    assert parked.leased and parked.need is not None and not results[3].leased
+    stored = hooks.get(StripeEvent, group[1]["id"])
+    assert (stored.status, stored.attempts, stored.processed_at) == ("processing", 0, None)
+    assert hooks.count(AuditLog, AuditLog.event_id == group[1]["id"]) == 0
+    assert (hooks.get(Customer, "acme").name, hooks.get(Customer, "beta").name) == ("v1", "b1")
+    finished = process_stripe_event(
+        db=hooks.db,
+        gateway=hooks.container.stripe,
+        event_id=parked.event_id,
+        clock=hooks.container.clock,
+        dunning=hooks.container.dunning_policy,
+        need=parked.need,
+        leased=True,
+    )
+    assert finished.outcome == "succeeded"
+    assert refetches("customer", "same_second") == before + 1
+    assert hooks.get(Customer, "acme").name == "v2"
+    stored = hooks.get(StripeEvent, group[1]["id"])
+    assert (stored.status, stored.attempts) == ("succeeded", 1)
+    assert hooks.count(AuditLog, AuditLog.event_id == group[1]["id"]) == 1
+
+
+def test_an_event_whose_writes_reached_the_database_cannot_be_dropped(hooks: Hooks) -> None:
+    with hooks.db.write_connection() as connection:
+        group = GroupWrites()
+        group.queued.append((sa.text("SELECT 1"), None))  # an earlier event's write
+        ctx = HandlerContext(
+            transaction=connection,
+            event=event_obj("customer.updated", customer_obj(new_id("cus"))),
+            now=datetime.now(UTC),
+            dunning=hooks.container.dunning_policy,
+            fetched={},
+            group=group,
+        )
+        ctx.rows(sa.text("SELECT 1"))  # flushes the earlier event's write only
+        ctx.write(sa.text("SELECT 2"))
+        assert ctx.undoable
+        ctx.drop_writes()
+        assert group.queued == []
+        ctx.write(sa.text("SELECT 3"))
+        ctx.rows(sa.text("SELECT 1"))  # its own write goes with the read
+        assert not ctx.undoable
+        with pytest.raises(RuntimeError):
+            ctx.drop_writes()
+        other = HandlerContext(
+            transaction=connection,
+            event=event_obj("customer.updated", customer_obj(new_id("cus"))),
+            now=datetime.now(UTC),
+            dunning=hooks.container.dunning_policy,
+            fetched={},
+            group=group,
+        )
+        _ = other.connection  # handed to another service: its writes are out of sight
+        assert not other.undoable
+
+
+def _verified(hooks: Hooks, event: dict[str, Any]) -> Delivery:
+    body = orjson.dumps(event)
+    header = stripe.WebhookSignature.generate_signature_header(body.decode(), SECRET)
+    return verify_stripe_delivery(
+        raw_body=body,
+        signature_header=header,
+        settings=hooks.container.settings,
+        clock=hooks.container.clock,
+    )
 
 
 def _sdk_catalog(client: stripe.StripeClient) -> dict[str, str]:

@@ -46,6 +46,16 @@ _LEASED = (
     .where(_BY_ID)
     .values(status="processing", next_attempt_at=bindparam("lease_until"))
 )
+_PARKED = (
+    update(STRIPE_EVENTS)
+    .where(_BY_ID)
+    .values(
+        status="processing",
+        next_attempt_at=bindparam("lease_until"),
+        attempts=0,
+        processed_at=None,
+    )
+)
 _MARK_FAILED = (
     update(STRIPE_EVENTS)
     .where(_BY_ID, STRIPE_EVENTS.c.status.not_in(DONE))
@@ -173,6 +183,12 @@ def mark_finished(connection: Connection, event_id: str, *, status: str, now: da
 def lease(connection: Connection, event_id: str, *, until: datetime) -> None:
     """Mark an event processing by this worker until `until`."""
     connection.execute(_LEASED, {"event_id": event_id, "lease_until": until})
+
+
+def park(connection: Connection, event_id: str, *, until: datetime) -> None:
+    """Mark an event stored as applied in this transaction processing by this worker until
+    `until`, not applied: it needs an object from Stripe first."""
+    connection.execute(_PARKED, {"event_id": event_id, "lease_until": until})
 
 
 def mark_failed(connection: Connection, event_id: str, *, message: str) -> int | None:

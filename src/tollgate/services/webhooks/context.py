@@ -94,7 +94,7 @@ class GroupWrites:
 class HandlerContext:
     """One event being applied: its transaction, the objects fetched for it, what it changed."""
 
-    connection: Connection
+    transaction: Connection
     event: dict[str, Any]
     now: datetime
     dunning: DunningPolicy
@@ -105,6 +105,18 @@ class HandlerContext:
     changes: int = 0
     # The `created` second of the rows written from Stripe's current copy (see `fetch_current`).
     written_created: int | None = None
+    # Whether nothing the event did has reached the database yet but reads (see `drop_writes`).
+    undoable: bool = True
+
+    def __post_init__(self) -> None:
+        self._own_from = len(self.group.queued)  # where this event's queued writes start
+
+    @property
+    def connection(self) -> Connection:
+        """The transaction, for a service that works on it directly (the event can no longer be
+        dropped from its group without rolling the transaction back)."""
+        self.undoable = False
+        return self.transaction
 
     @property
     def event_id(self) -> str:
@@ -116,7 +128,7 @@ class HandlerContext:
 
     @property
     def dialect(self) -> str:
-        return self.connection.dialect.name
+        return self.transaction.dialect.name
 
     @property
     def account(self) -> str | None:
@@ -161,7 +173,11 @@ class HandlerContext:
 
         One round trip on PostgreSQL.
         """
-        return execution.run(self.connection, self.group.take(), reads)
+        writes = self.group.take()
+        if len(writes) > self._own_from:
+            self.undoable = False  # its own writes go with these reads
+        self._own_from = 0
+        return execution.run(self.transaction, writes, reads)
 
     def rows(self, statement: ClauseElement, **parameters: Any) -> Rows:
         """Return the rows one statement reads (after the writes still waiting)."""
@@ -178,8 +194,16 @@ class HandlerContext:
 
     def flush(self) -> None:
         """Run the writes still waiting (before another service uses the connection)."""
+        self.undoable = False
         if self.group.queued:
-            execution.run(self.connection, self.group.take())
+            execution.run(self.transaction, self.group.take())
+
+    def drop_writes(self) -> None:
+        """Forget the writes this event queued, when it is `undoable`: the event leaves its
+        group as if it had never run (what it read and locked stays read and locked)."""
+        if not self.undoable:
+            raise RuntimeError("the event's writes reached the database; roll back instead")
+        del self.group.queued[self._own_from :]
 
     def audit(
         self,

@@ -322,7 +322,9 @@ def _apply_in_groups(
         applied: list[ProcessResult] = []
         try:
             with db.write_connection() as connection:
-                _store_and_apply(connection, pending[:take], now, dunning, fetched, applied)
+                _store_and_apply(
+                    connection, pending[:take], now, dunning, fetched, applied, park=fetch is None
+                )
         except Exception as error:
             raised_at = len(applied)  # `take` when it failed after its last event
             if isinstance(error, NeedsFetch):
@@ -359,11 +361,15 @@ def _store_and_apply(
     dunning: DunningPolicy,
     fetched: dict[tuple[str, str], Fetched],
     results: list[ProcessResult],
+    *,
+    park: bool = False,
 ) -> None:
     """Insert the events already marked done, in one statement, then apply the new ones.
 
     The results are appended to `results` as each event is applied, so when one raises, the
-    caller knows how many came before it.
+    caller knows how many came before it. With `park`, an event that needs an object from
+    Stripe before anything of it reached the database is parked instead of raising: marked
+    processing under this worker's lease, its result pending, and the group goes on.
     """
     rows = [_marked_done(delivery, now) for delivery in deliveries]
     # Of ids given twice, the first is inserted and applied; the other answers as a duplicate.
@@ -382,9 +388,13 @@ def _store_and_apply(
         else:
             inserted.discard(event_id)
             statuses[event_id] = "succeeded"  # a later copy in this group is its duplicate
-            outcomes.append(
-                _apply_event(connection, delivery.event, now, dunning, fetched, group, traced)
+            outcome = _apply_event(
+                connection, delivery.event, now, dunning, fetched, group, traced, park=park
             )
+            if outcome.pending:
+                inbox.park(connection, event_id, until=now + LEASE)
+                statuses[event_id] = "processing"  # a later copy is pending too
+            outcomes.append(outcome)
         results.append(outcomes[-1])
     group.write(connection)
 
@@ -408,23 +418,38 @@ def _apply_event(
     fetched: dict[tuple[str, str], Fetched],
     group: GroupWrites,
     traced: bool = True,
+    *,
+    park: bool = False,
 ) -> ProcessResult:
     """Run the event's handler in the caller's transaction; its writes wait in `group`.
 
     `traced=False` (no tracer configured, as the caller found) skips asking again for a span.
+    With `park`, an event that needs an object from Stripe, and wrote nothing to the database
+    yet, answers pending (its queued writes dropped) instead of raising NeedsFetch.
     """
     handler = HANDLERS.get(event["type"])
     if handler is None:
         return ProcessResult(str(event["id"]), "ignored")
     context = HandlerContext(
-        connection=connection, event=event, now=now, dunning=dunning, fetched=fetched, group=group
+        transaction=connection,
+        event=event,
+        now=now,
+        dunning=dunning,
+        fetched=fetched,
+        group=group,
     )
     with (
         span(f"webhook {event['type']}", {"stripe.event_id": str(event["id"])})
         if traced
         else nullcontext()
     ):
-        handler(context, event["data"]["object"])
+        try:
+            handler(context, event["data"]["object"])
+        except NeedsFetch as need:
+            if not park or not context.undoable:
+                raise
+            context.drop_writes()
+            return ProcessResult(context.event_id, "pending", need=need, leased=True)
         context.finish()
     return ProcessResult(
         context.event_id,
