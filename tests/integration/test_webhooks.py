@@ -1368,14 +1368,7 @@ def test_an_event_whose_writes_reached_the_database_cannot_be_dropped(hooks: Hoo
     with hooks.db.write_connection() as connection:
         group = GroupWrites()
         group.queued.append((sa.text("SELECT 1"), None))  # an earlier event's write
-        ctx = HandlerContext(
-            transaction=connection,
-            event=event_obj("customer.updated", customer_obj(new_id("cus"))),
-            now=datetime.now(UTC),
-            dunning=hooks.container.dunning_policy,
-            fetched={},
-            group=group,
-        )
+        ctx = _context(hooks, connection, group)
         ctx.rows(sa.text("SELECT 1"))  # flushes the earlier event's write only
         ctx.write(sa.text("SELECT 2"))
         assert ctx.undoable
@@ -1386,16 +1379,20 @@ def test_an_event_whose_writes_reached_the_database_cannot_be_dropped(hooks: Hoo
         assert not ctx.undoable
         with pytest.raises(RuntimeError):
             ctx.drop_writes()
-        other = HandlerContext(
-            transaction=connection,
-            event=event_obj("customer.updated", customer_obj(new_id("cus"))),
-            now=datetime.now(UTC),
-            dunning=hooks.container.dunning_policy,
-            fetched={},
-            group=group,
-        )
+        other = _context(hooks, connection, group)
         _ = other.connection  # handed to another service: its writes are out of sight
         assert not other.undoable
+
+
+def _context(hooks: Hooks, connection: sa.Connection, group: GroupWrites) -> HandlerContext:
+    return HandlerContext(
+        transaction=connection,
+        event=event_obj("customer.updated", customer_obj(new_id("cus"))),
+        now=datetime.now(UTC),
+        dunning=hooks.container.dunning_policy,
+        fetched={},
+        group=group,
+    )
 
 
 def _verified(hooks: Hooks, event: dict[str, Any]) -> Delivery:
