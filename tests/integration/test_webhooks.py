@@ -1235,19 +1235,9 @@ def test_events_sharing_a_transaction_fail_alone_and_the_rest_apply_once(hooks: 
     unknown = event_obj("product.created", {"id": "prod_1", "object": "product"})
     group = [seats, broken, renamed, seats, unknown]
 
-    def verified(event: dict[str, Any]) -> Delivery:
-        body = orjson.dumps(event)
-        header = stripe.WebhookSignature.generate_signature_header(body.decode(), SECRET)
-        return verify_stripe_delivery(
-            raw_body=body,
-            signature_header=header,
-            settings=hooks.container.settings,
-            clock=hooks.container.clock,
-        )
-
     results = apply_stripe_deliveries(
         db=hooks.db,
-        deliveries=[verified(event) for event in group],
+        deliveries=[_verified(hooks, event) for event in group],
         clock=hooks.container.clock,
         dunning=hooks.container.dunning_policy,
     )
@@ -1280,7 +1270,7 @@ def test_events_sharing_a_transaction_fail_alone_and_the_rest_apply_once(hooks: 
     ]
     results = apply_stripe_deliveries(
         db=hooks.db,
-        deliveries=[verified(event) for event in [*later, later[0]]],
+        deliveries=[_verified(hooks, event) for event in [*later, later[0]]],
         clock=hooks.container.clock,
         dunning=hooks.container.dunning_policy,
     )
