@@ -109,17 +109,15 @@ class WebhookIntake:
         )
 
     def _finish(self, pending: ProcessResult) -> ProcessResult:
-        # Its transactions (the lease, applying, a failure) share one connection checkout.
-        with self.db.pinned():
-            return process_stripe_event(
-                db=self.db,
-                gateway=self._gateway(),
-                event_id=pending.event_id,
-                clock=self.clock,
-                dunning=self.dunning,
-                need=pending.need,
-                leased=pending.leased,
-            )
+        return process_stripe_event(
+            db=self.db,
+            gateway=self._gateway(),
+            event_id=pending.event_id,
+            clock=self.clock,
+            dunning=self.dunning,
+            need=pending.need,
+            leased=pending.leased,
+        )
 
     def close(self) -> None:
         """Stop the writer thread once the deliveries it has are answered."""
