@@ -74,6 +74,8 @@ class GroupWriter(Generic[Item, Outcome]):
         self._waiting: list[_Job[Item]] = []
         self._leading = False
         self._turn = threading.Condition()
+        # Groups applied and the items in them: how well concurrent items share commits.
+        self.applied = (0, 0)
 
     async def apply(self, item: Item) -> Outcome:
         """Queue the item and return its outcome once its group has committed."""
@@ -186,6 +188,8 @@ class GroupWriter(Generic[Item, Outcome]):
         """Apply the jobs together and hand each waiting caller its outcome."""
         if not jobs:
             return
+        groups, items = self.applied
+        self.applied = (groups + 1, items + len(jobs))
         outcomes: Sequence[Outcome | BaseException]
         try:
             outcomes = self._apply_items([job.item for job in jobs])

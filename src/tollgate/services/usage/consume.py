@@ -340,6 +340,10 @@ class ConsumeWriter:
         """`consume` for a thread (an in-process client)."""
         return self._writer.apply_blocking(call)
 
+    def groups(self) -> tuple[int, int]:
+        """Return how many groups were committed so far, and how many calls they held."""
+        return self._writer.applied
+
     def close(self) -> None:
         self._writer.stop()
 
