@@ -126,6 +126,7 @@ def _wrk(base_url: str, seconds: float) -> tuple[int, int, float, float, float, 
         script.write(script_text)
         script.flush()
         command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--latency"]
+        command += ["--timeout", "30s"]  # a timed-out call is sent again: counted twice
         command += ["-s", script.name, "-H", f"Authorization: {harness.headers()['Authorization']}"]
         command += ["-H", "Content-Type: application/json", base_url]
         ran = subprocess.run(command, capture_output=True, text=True, check=False)
