@@ -24,8 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from tollgate.db.unit_of_work import Database
 
@@ -38,8 +37,9 @@ Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
 
 
-@dataclass(frozen=True, slots=True)
-class _Job(Generic[Item]):
+class _Job(NamedTuple, Generic[Item]):
+    """One queued item (a named tuple: one is made per request, in C)."""
+
     item: Item
     # An asyncio request waits on `future` in `loop`; a thread waits on a concurrent future.
     loop: asyncio.AbstractEventLoop | None

@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
@@ -48,9 +48,12 @@ class _Answered(Exception):
         self.ids = ids
 
 
-@dataclass(frozen=True, slots=True)
-class ConsumeCall:
-    """One use to decide: `quantity` of `feature` for `customer_id`, once per `id`."""
+class ConsumeCall(NamedTuple):
+    """One use to decide: `quantity` of `feature` for `customer_id`, once per `id`.
+
+    A named tuple, not a frozen dataclass: every request makes one, and a frozen dataclass
+    sets each field through `object.__setattr__`.
+    """
 
     customer_id: str
     feature: str
