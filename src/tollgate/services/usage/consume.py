@@ -300,17 +300,8 @@ def _decision(
         return decision
     room = decision.limit if decision.limit is not None else tally.grant.included
     remaining = None if room is None else max(0, room - after - tally.held)
-    # Made directly, not with dataclasses.replace (which reads the fields anew each time):
-    # every allowed call of a group is made here.
-    return Decision(
-        allowed=True,
-        feature=decision.feature,
-        reason=decision.reason,
-        code=Code.ALLOWED,
-        limit=decision.limit,
-        used=after,
-        remaining=remaining,
-        warning=decision.warning,
+    return dataclasses.replace(
+        decision, allowed=True, code=Code.ALLOWED, used=after, remaining=remaining
     )
 
 
