@@ -300,9 +300,10 @@ def _decision(
         return decision
     room = decision.limit if decision.limit is not None else tally.grant.included
     remaining = None if room is None else max(0, room - after - tally.held)
-    return dataclasses.replace(
-        decision, allowed=True, code=Code.ALLOWED, used=after, remaining=remaining
-    )
+    # Made directly, not by dataclasses.replace (which walks the fields each time): each
+    # allowed call of a group is made here. Fields in Decision's order, as its API fixes it.
+    d = decision
+    return Decision(True, d.feature, d.reason, Code.ALLOWED, d.limit, after, remaining, d.warning)
 
 
 def _held(tally: Tally) -> dict[str, int]:
