@@ -14,13 +14,23 @@ Redis, for one of 200 customers; the latency of each call is kept.
 Groups: the CPU one process spends per consume when 1, 8, 32 or 128 calls wait together and
 share a transaction (the consume writer's group commit), on SQLite and PostgreSQL.
 
+ASGI: the HTTP bench's calls from 32 in flight sent straight to the app's ASGI callable (every
+middleware, the consume fast path, the consume writer's thread and its group commits) with no
+HTTP server and no client process, on SQLite: the CPU (`time.process_time`, every thread) is
+Tollgate's own, and the mean group the writer committed is shown. `--callgrind` switches
+callgrind's instrumentation on for the measured calls only: run `valgrind --tool=callgrind
+--instr-atstart=no --separate-threads=yes .venv/bin/python bench/consume.py --only asgi
+--callgrind --calls 3000` and divide each thread's instructions by the calls to compare builds
+(under callgrind the threads take turns, so groups differ from a real run's: compare at equal
+groups).
+
 Floor: what this machine gives before any Tollgate code runs: the same wrk load against a bare
 ASGI app under uvicorn answering a fixed consume answer (the most one Python server process
 answers here), one Redis script round trip, and one bare insert and commit on SQLite and on
 PostgreSQL (what a lone in-process caller must wait for at least).
 
 Run: `.venv/bin/python bench/consume.py [--seconds 10]
-[--only sqlite|postgresql|local|groups|floor]`
+[--only sqlite|postgresql|local|groups|floor|asgi] [--calls 20000] [--callgrind]`
 Targets (2 cores): 8,000 a second with p99 under 10 ms on SQLite, 4,000 on PostgreSQL; under
 50 µs a call in process with Redis counters.
 """
@@ -126,6 +136,7 @@ def _wrk(base_url: str, seconds: float) -> tuple[int, int, float, float, float, 
         script.write(script_text)
         script.flush()
         command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--latency"]
+        command += ["--timeout", "30s"]  # a timed-out call is sent again: counted twice
         command += ["-s", script.name, "-H", f"Authorization: {harness.headers()['Authorization']}"]
         command += ["-H", "Content-Type: application/json", base_url]
         ran = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -193,6 +204,7 @@ def over_http_wrk(kind: str, seconds: float) -> None:
     with harness.database(kind) as url, harness.server(url) as (base_url, pid):
         harness.offline_pro_customers(base_url, CUSTOMERS)
         _wrk(base_url, 1.0)  # warm up: the writer thread, the connections, the caches
+        time.sleep(0.5)  # the warm-up's last calls, sent as wrk stopped, are recorded by now
         warm_events, warm_answers = _recorded(url)
         cpu = harness.process_cpu_seconds(pid)
         allowed, others, elapsed, p50, p99, rate = _wrk(base_url, seconds)
@@ -412,12 +424,62 @@ def groups(kind: str, seconds: float) -> None:
     print(f"{kind} group commit, CPU per consume by group size: {', '.join(figures)}", flush=True)
 
 
+def asgi(calls: int, on: bool) -> None:
+    """CPU per consume through the ASGI app in process, with the writer's mean group."""
+    harness.run_in_process("sqlite", lambda app: _asgi_calls(app, calls, on))
+
+
+async def _asgi_calls(app: harness.InProcessApp, calls: int, on: bool) -> None:
+    import orjson
+
+    await app.sign_up(CUSTOMERS)
+    bodies = [
+        orjson.dumps({"feature": "runs", "quantity": 1, "id": f"bench-{n}"})
+        for n in range(CUSTOMERS + calls)
+    ]
+    paths = [f"/v1/customers/org-{n}/consume" for n in range(CUSTOMERS)]
+    allowed = 0
+
+    async def lane(numbers: range) -> None:
+        nonlocal allowed
+        for n in numbers:
+            status, answer = await app.call("POST", paths[n % CUSTOMERS], bodies[n])
+            assert status == 200, (status, answer[:500])
+            allowed += orjson.loads(answer)["allowed"]
+
+    def lanes(first: int, count: int) -> list[range]:
+        return [range(first + i, first + count, CONNECTIONS) for i in range(CONNECTIONS)]
+
+    # Warm up (statements compiled, caches filled, every counter made), then measure the rest.
+    await asyncio.gather(*(lane(numbers) for numbers in lanes(0, CUSTOMERS)))
+    writer = app.container.consume_writer
+    groups, grouped = writer.groups()
+    allowed = 0
+    with harness.callgrind(on):
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(lane(numbers) for numbers in lanes(CUSTOMERS, calls)))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    assert allowed == calls, f"{allowed:,} of {calls:,} allowed"
+    now_groups, now_grouped = writer.groups()
+    groups, grouped = now_groups - groups, now_grouped - grouped
+    print(
+        f"sqlite through the ASGI app: {calls:,} consumes, {CONNECTIONS} in flight, "
+        f"{cpu / calls * 1e6:.1f} µs CPU per consume, {calls / wall:,.0f} consumes/s, "
+        f"{grouped / max(groups, 1):.1f} calls a group on average",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
-        "--only", choices=["sqlite", "postgresql", "local", "groups", "floor"], default=None
+        "--only",
+        choices=["sqlite", "postgresql", "local", "groups", "floor", "asgi"],
+        default=None,
     )
+    parser.add_argument("--calls", type=int, default=20000, help="asgi: calls measured")
+    parser.add_argument("--callgrind", action="store_true", help="asgi: count instructions")
     args = parser.parse_args()
     if args.only in (None, "sqlite"):
         over_http("sqlite", args.seconds)
@@ -431,6 +493,8 @@ def main() -> None:
         in_process("postgresql", args.seconds)
     if args.only in (None, "floor"):
         floor(args.seconds)
+    if args.only in (None, "asgi"):
+        asgi(args.calls, args.callgrind)
 
 
 if __name__ == "__main__":

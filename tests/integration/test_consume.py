@@ -109,6 +109,22 @@ def test_a_retry_returns_the_first_answer_and_counts_nothing_again(
         assert session.scalar(sa.select(sa.func.count()).select_from(UsageEvent)) == 1
 
 
+def test_an_id_recorded_before_keeps_its_answer_when_the_limit_is_full(api: TestClient) -> None:
+    offline_customer(api, "tiny")
+    event = {"id": "ev-1", "customer": "tiny", "meter": "runs", "value": 1}
+    api.post("/v1/usage", json={"events": [event]})
+    allowed = consume(api, "tiny", 999, "job-1")
+    assert allowed["allowed"] is True and used(api, "tiny") == 1000
+    # Neither fits now: each is still the call it was, not a denial.
+    again = api.post(
+        "/v1/customers/tiny/consume", json={"feature": "runs", "quantity": 999, "id": "job-1"}
+    )
+    assert again.json() == allowed and again.headers["Idempotent-Replayed"] == "true"
+    clash = api.post("/v1/customers/tiny/consume", json={"feature": "runs", "id": "ev-1"})
+    assert clash.status_code == 409 and "usage event" in clash.json()["error"]["message"]
+    assert used(api, "tiny") == 1000
+
+
 def test_bad_consume_calls_get_a_clear_error_and_change_nothing(api: TestClient) -> None:
     offline_customer(api, "tiny")
     consume(api, "tiny", 5, "x-1")

@@ -28,7 +28,7 @@ from tollgate.services.usage import MAX_ID_LENGTH, ConsumeCall
 
 ROUTE = "/v1/customers/{customer_id}/consume"
 _FIELDS = {"feature", "quantity", "id"}
-_HEADERS = [(b"content-type", b"application/json")]
+_JSON = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
 
 
@@ -61,7 +61,7 @@ class ConsumeFastPath:
                 pass  # the route answers it (deciding again is idempotent), with its error
             else:
                 answer = orjson.dumps(consumed.to_json())
-                headers = [*_HEADERS, (b"content-length", str(len(answer)).encode())]
+                headers = [_JSON, (b"content-length", b"%d" % len(answer))]
                 if consumed.replayed:
                     headers.append(_REPLAYED)
                 await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -24,8 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from tollgate.db.unit_of_work import Database
 
@@ -38,8 +37,9 @@ Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
 
 
-@dataclass(frozen=True, slots=True)
-class _Job(Generic[Item]):
+class _Job(NamedTuple, Generic[Item]):
+    """One queued item (a named tuple: one is made per request, in C)."""
+
     item: Item
     # An asyncio request waits on `future` in `loop`; a thread waits on a concurrent future.
     loop: asyncio.AbstractEventLoop | None
@@ -74,6 +74,8 @@ class GroupWriter(Generic[Item, Outcome]):
         self._waiting: list[_Job[Item]] = []
         self._leading = False
         self._turn = threading.Condition()
+        # Groups applied and the items in them: how well concurrent items share commits.
+        self.applied = (0, 0)
 
     async def apply(self, item: Item) -> Outcome:
         """Queue the item and return its outcome once its group has committed."""
@@ -186,6 +188,8 @@ class GroupWriter(Generic[Item, Outcome]):
         """Apply the jobs together and hand each waiting caller its outcome."""
         if not jobs:
             return
+        groups, items = self.applied
+        self.applied = (groups + 1, items + len(jobs))
         outcomes: Sequence[Outcome | BaseException]
         try:
             outcomes = self._apply_items([job.item for job in jobs])

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
@@ -48,9 +48,12 @@ class _Answered(Exception):
         self.ids = ids
 
 
-@dataclass(frozen=True, slots=True)
-class ConsumeCall:
-    """One use to decide: `quantity` of `feature` for `customer_id`, once per `id`."""
+class ConsumeCall(NamedTuple):
+    """One use to decide: `quantity` of `feature` for `customer_id`, once per `id`.
+
+    A named tuple, not a frozen dataclass: every request makes one, and a frozen dataclass
+    sets each field through `object.__setattr__`.
+    """
 
     customer_id: str
     feature: str
@@ -67,11 +70,12 @@ class Consumed:
     quantity: int
     decision: Decision
     replayed: bool = False
+    # The decision as JSON when it was already made so (to be stored): not made again.
+    decided: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "customer": self.customer, "quantity": self.quantity} | (
-            self.decision.to_json()
-        )
+        decided = self.decided if self.decided is not None else self.decision.to_json()
+        return {"id": self.id, "customer": self.customer, "quantity": self.quantity} | decided
 
 
 def consume(
@@ -118,7 +122,7 @@ def consume_many(
             continue
         first.setdefault(call.id, index)
     deciding = sorted(set(first.values()))
-    answers: dict[int, Decision] = {}
+    answers: dict[int, tuple[Decision, dict[str, Any]]] = {}
     report = UsageReport()
     for _ in range(_ROUNDS):
         answers.clear()
@@ -142,9 +146,11 @@ def consume_many(
             if rejection.code == "unknown_customer"
             else InvalidRequest(rejection.message)
         )
-    for index, decision in answers.items():
+    for index, (decision, decided) in answers.items():
         call = calls[index]
-        outcomes[index] = Consumed(call.id, call.customer_id, call.quantity, decision)
+        outcomes[index] = Consumed(
+            call.id, call.customer_id, call.quantity, decision, decided=decided
+        )
     # The rest were answered before (a retry), by a repeat of the id in this group, or are ids
     # POST /v1/usage recorded: their stored answers, read in one look.
     rest = [i for i, outcome in enumerate(outcomes) if outcome is None and i not in unknown]
@@ -168,9 +174,10 @@ def _record(
     counters: CounterStore | None,
     calls: Sequence[ConsumeCall],
     deciding: list[int],
-    answers: dict[int, Decision],
+    answers: dict[int, tuple[Decision, dict[str, Any]]],
 ) -> UsageReport:
-    """Record the deciding calls as one batch (event i is call deciding[i]); fill `answers`."""
+    """Record the deciding calls as one batch (event i is call deciding[i]); fill `answers`
+    (each decision, with its JSON as stored)."""
 
     def decided(
         connection: Connection, tallies: Tallies, report: UsageReport, now: datetime
@@ -185,16 +192,10 @@ def _record(
             decision = _decision(
                 catalog, tally, before, after, rejection, call.quantity, now, grace
             )
-            answers[index] = decision
+            decided = decision.to_json()
+            answers[index] = (decision, decided)
             rows.append(
-                (
-                    call.id,
-                    call.customer_id,
-                    call.feature,
-                    call.quantity,
-                    decision.allowed,
-                    decision.to_json(),
-                )
+                (call.id, call.customer_id, call.feature, call.quantity, decision.allowed, decided)
             )
         stored = queries.insert_consumptions(connection, rows, now)
         if len(stored) != len(rows):
@@ -202,8 +203,11 @@ def _record(
             # back what was counted and decide the batch again without those ids.
             raise _Answered({row[0] for row in rows} - stored)
 
-    # No look for stored answers first (a query saved per batch): an allowed id is dropped by
-    # the recorder as a duplicate; a denied one is decided again and rolled back above.
+    # No look for stored answers first, nor for recorded ids (two queries saved per batch):
+    # each call has a new id but for a retry, rare, which the recorder's insert finds (the
+    # batch is recorded again with the look, which drops it as a duplicate); a denied one is
+    # decided again and rolled back above. Not with Redis counters: its script would count a
+    # retry's event before the insert finds it (given back, but seen by others meanwhile).
     events = [
         {"id": c.id, "customer": c.customer_id, "meter": c.feature, "value": c.quantity}
         for c in (calls[index] for index in deciding)
@@ -218,6 +222,7 @@ def _record(
         grace=grace,
         counters=counters,
         decided=decided,
+        new_ids=counters is None,
     )
 
 
@@ -295,9 +300,10 @@ def _decision(
         return decision
     room = decision.limit if decision.limit is not None else tally.grant.included
     remaining = None if room is None else max(0, room - after - tally.held)
-    return dataclasses.replace(
-        decision, allowed=True, code=Code.ALLOWED, used=after, remaining=remaining
-    )
+    # Made directly, not by dataclasses.replace (which walks the fields each time): each
+    # allowed call of a group is made here. Fields in Decision's order, as its API fixes it.
+    d = decision
+    return Decision(True, d.feature, d.reason, Code.ALLOWED, d.limit, after, remaining, d.warning)
 
 
 def _held(tally: Tally) -> dict[str, int]:
@@ -339,6 +345,10 @@ class ConsumeWriter:
     def consume_blocking(self, call: ConsumeCall) -> Consumed:
         """`consume` for a thread (an in-process client)."""
         return self._writer.apply_blocking(call)
+
+    def groups(self) -> tuple[int, int]:
+        """Return how many groups were committed so far, and how many calls they held."""
+        return self._writer.applied
 
     def close(self) -> None:
         self._writer.stop()

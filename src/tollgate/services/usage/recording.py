@@ -75,6 +75,7 @@ def record_usage(
     decided: Decided | None = None,
     holds: dict[str, int] | None = None,
     taken_back: frozenset[str] = frozenset(),
+    new_ids: bool = False,
 ) -> UsageReport:
     """Count each new event once; reject the malformed, the unknown and those over a limit.
 
@@ -82,7 +83,10 @@ def record_usage(
     TOLLGATE_REDIS_URL is set), or by default the database. `holds` (by event id) changes the
     units a reservation holds with an event (see `reservations`); `decided` runs in the batch's
     transaction after its new events are decided. Events in `taken_back` (ids) count their
-    value down: a void's corrections.
+    value down: a void's corrections. `new_ids`: the caller expects its ids to be new (each
+    consume call has its own), so the batch is decided without first looking which ids were
+    recorded (a query saved); one that was is found by the insert, and the batch is decided
+    again, with the look.
     """
     now = clock.now()
     parsed, rejected = parse_events(events, catalog, now, holds, taken_back)
@@ -98,6 +102,7 @@ def record_usage(
                 enforce_limits=enforce_limits,
                 grace=grace,
                 decided=decided,
+                look=attempt > 0 or not new_ids,
             )
         except (IntegrityError, _Raced, OperationalError) as error:
             # Another batch recorded one of these ids between our look and our insert; the
@@ -121,6 +126,7 @@ def _record(
     enforce_limits: bool,
     grace: timedelta,
     decided: Decided | None = None,
+    look: bool = True,
 ) -> UsageReport:
     report = UsageReport()
     reasons = _LimitReasons(catalog, now, grace)
@@ -133,7 +139,7 @@ def _record(
         if enforce_limits:
             _cap(connection, catalog, tallies, now, grace)
         counters.lock(connection, list(tallies.values()), now)  # the database's, in key order
-        fresh = _unrecorded(connection, wanted, report)
+        fresh = _unrecorded(connection, wanted, report) if look else wanted
         if not fresh:
             return report
         counters.check(connection, tallies, fresh, now)  # Redis's: every new event in one script
@@ -165,6 +171,12 @@ def _record(
             accepted.append(event)
             after = running[tally] = aggregate(tally.aggregation, before, event.value)
             moves[event.index] = (before, after)
+        if (
+            not look
+            and len(accepted) < len(fresh)
+            and queries.recorded_ids(connection, [event.id for event in fresh])
+        ):
+            raise _Raced  # a refused event may be one recorded before: decide with the look
         report.accepted = len(accepted)
         if accepted:
             rows = [(e.id, e.customer, e.meter, e.value, e.occurred_at) for e in accepted]
