@@ -83,10 +83,15 @@ def new_request_id() -> str:
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, and the fields that are set."""
 
+    # The line's time to the second, made once a second (a line per webhook event).
+    _second: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second[0]:
+            self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
         line: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": f"{self._second[1]}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": mask_secrets(record.getMessage()),
@@ -122,6 +127,19 @@ class _Stderr(logging.StreamHandler):
     @stream.setter
     def stream(self, _: Any) -> None:
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # StreamHandler's emit, reading the stream once and flushing it without another round
+        # through the handler's lock (`handle` holds it already): a line per webhook event.
+        try:
+            line = self.format(record) + "\n"
+            stream = sys.stderr
+            stream.write(line)
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 def configure_logging(log_format: str, level: int = logging.INFO) -> None:
