@@ -84,6 +84,9 @@ def run_server(settings: Settings, *, host: str, port: int) -> None:
         log_config=None,  # configure_logging's handler (text or JSON) serves uvicorn too
         access_log=False,
         timeout_graceful_shutdown=max(1, int(grace * 0.75)),
+        # No `server: uvicorn` on every answer: it tells a prober the stack and costs uvicorn a
+        # header to check and write per request (the safe headers are the Guard's).
+        server_header=False,
     )
     try:
         _Server(config, stop).run()
