@@ -1359,19 +1359,23 @@ def test_an_event_whose_writes_reached_the_database_cannot_be_dropped(hooks: Hoo
         group = GroupWrites()
         group.queued.append((sa.text("SELECT 1"), None))  # an earlier event's write
         ctx = _context(hooks, connection, group)
-        ctx.rows(sa.text("SELECT 1"))  # flushes the earlier event's write only
+        ctx.rows(sa.select(sa.literal(1)))  # flushes the earlier event's write only
         ctx.write(sa.text("SELECT 2"))
         assert ctx.undoable
         ctx.drop_writes()
         assert group.queued == []
         ctx.write(sa.text("SELECT 3"))
-        ctx.rows(sa.text("SELECT 1"))  # its own write goes with the read
+        ctx.rows(sa.select(sa.literal(1)))  # its own write goes with the read
         assert not ctx.undoable
         with pytest.raises(RuntimeError):
             ctx.drop_writes()
         other = _context(hooks, connection, group)
         _ = other.connection  # handed to another service: its writes are out of sight
         assert not other.undoable
+        linking = _context(hooks, connection, group)
+        writes = sa.update(StripeEvent.__table__).where(sa.false()).values(attempts=0)
+        linking.read([(writes, {})])  # a read that writes (UPDATE … RETURNING, say)
+        assert not linking.undoable
 
 
 def _context(hooks: Hooks, connection: sa.Connection, group: GroupWrites) -> HandlerContext:

@@ -174,8 +174,8 @@ class HandlerContext:
         One round trip on PostgreSQL.
         """
         writes = self.group.take()
-        if len(writes) > self._own_from:
-            self.undoable = False  # its own writes go with these reads
+        if len(writes) > self._own_from or not all(_selects(read) for read, _ in reads):
+            self.undoable = False  # its own writes go with these reads, or a read writes
         self._own_from = 0
         return execution.run(self.transaction, writes, reads)
 
@@ -242,6 +242,11 @@ class HandlerContext:
         self.group.audit_rows.extend(self.audit_rows)
         self.group.bumps.extend({"row_id": customer, "now": self.now} for customer in touched)
         self.group.feed.extend(feed_rows(touched, reason="subscription", now=self.now))
+
+
+def _selects(statement: ClauseElement) -> bool:
+    """Whether a statement only reads (an UPDATE … RETURNING read back writes; text may)."""
+    return bool(getattr(statement, "is_select", False))
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
