@@ -20,7 +20,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollgate.api.fastpath import key_allows
-from tollgate.api.middleware import body_too_large, read_body
+from tollgate.api.middleware import body_too_large, read_body, send_json
 from tollgate.bootstrap import Container
 from tollgate.domain.errors import TollgateError
 from tollgate.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -28,7 +28,6 @@ from tollgate.services.usage import MAX_ID_LENGTH, ConsumeCall
 
 ROUTE = "/v1/customers/{customer_id}/consume"
 _FIELDS = {"feature", "quantity", "id"}
-_JSON = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
 
 
@@ -61,11 +60,7 @@ class ConsumeFastPath:
                 pass  # the route answers it (deciding again is idempotent), with its error
             else:
                 answer = orjson.dumps(consumed.to_json())
-                headers = [_JSON, (b"content-length", b"%d" % len(answer))]
-                if consumed.replayed:
-                    headers.append(_REPLAYED)
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                await send({"type": "http.response.body", "body": answer})
+                await send_json(send, answer, *((_REPLAYED,) if consumed.replayed else ()))
                 self._requests.inc()
                 self._latency.observe(time.perf_counter() - started)
                 return

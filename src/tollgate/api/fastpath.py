@@ -18,13 +18,13 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate.api.deps import authorize
+from tollgate.api.middleware import send_json
 from tollgate.bootstrap import Container
 from tollgate.domain.errors import TollgateError
 from tollgate.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 ENTITLEMENTS_ROUTE = "/v1/customers/{customer_id}/entitlements"
 CHECK_ROUTE = "/v1/customers/{customer_id}/entitlements/{feature}"
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class EntitlementFastPath:
@@ -45,17 +45,7 @@ class EntitlementFastPath:
             answer = self._answer(scope)
             if answer is not None:
                 route, body = answer
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [
-                            *_JSON_HEADERS,
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await send_json(send, body)
                 requests, latency = self._counted[route]
                 requests.inc()
                 latency.observe(time.perf_counter() - started)

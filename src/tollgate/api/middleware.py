@@ -22,6 +22,17 @@ def body_too_large(limit: int) -> JSONResponse:
     return error_response(413, "request_too_large", message)
 
 
+_JSON = (b"content-type", b"application/json")
+
+
+async def send_json(send: Send, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    """Answer 200 with a JSON body already encoded, as the fast paths do before FastAPI's
+    stack: two ASGI messages, no Response object."""
+    start = [_JSON, (b"content-length", b"%d" % len(body)), *headers]
+    await send({"type": "http.response.start", "status": 200, "headers": start})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def read_body(receive: Receive, limit: int) -> bytes | None:
     """Return the request's body, or None once it grows past `limit` bytes."""
     chunks: list[bytes] = []

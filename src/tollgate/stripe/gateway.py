@@ -716,13 +716,9 @@ class StripeGateway(CatalogCalls, RefundCalls):
         building the SDK's objects cost ten times more than the request itself.
         """
         path, extra = _LISTINGS[object_type]
-
-        def list_page(*, params: dict[str, Any], options: dict[str, Any]) -> Any:
-            return self._client.raw_request("get", path, **params, **options).data
-
         params: dict[str, Any] = {"created": {"gte": created_gte}, "limit": page_size, **extra}
         while True:
-            page = self._call(f"{object_type}s.list", list_page, params=params)
+            page = self._get_raw(f"{object_type}s.list", path, params).data
             objects: list[dict[str, Any]] = page["data"]
             if objects:
                 yield objects
@@ -788,12 +784,17 @@ class StripeGateway(CatalogCalls, RefundCalls):
         objects and turning them back into JSON cost more than the request itself.
         """
         path = CURRENT_OBJECTS[object_type].format(quote(object_id, safe=""))
+        answer = self._get_raw(f"{object_type}s.retrieve", path)
+        return Current(answer.data, stripe_time(answer.headers))
 
-        def retrieve(*, params: dict[str, Any], options: dict[str, Any]) -> Any:
+    def _get_raw(self, operation: str, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET `path` as a raw request, through `_call`'s backoff and errors: Stripe's answer
+        as sent (`.data`, plain JSON; `.headers`), with no SDK objects built."""
+
+        def get(*, params: dict[str, Any], options: dict[str, Any]) -> Any:
             return self._client.raw_request("get", path, **params, **options)
 
-        answer = self._call(f"{object_type}s.retrieve", retrieve)
-        return Current(answer.data, stripe_time(answer.headers))
+        return self._call(operation, get, params=params)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate.api.deps import container
 from tollgate.api.errors import error_response, status_of
-from tollgate.api.middleware import body_too_large, read_body
+from tollgate.api.middleware import body_too_large, read_body, send_json
 from tollgate.api.openapi import error_answer
 from tollgate.bootstrap import Container
 from tollgate.config import ConfigError
@@ -32,7 +32,6 @@ router = APIRouter(tags=["webhooks"])
 
 
 ROUTE = "/webhooks/stripe"
-_JSON = (b"content-type", b"application/json")
 
 
 @router.post(
@@ -77,11 +76,8 @@ class StripeWebhookFastPath:
         try:
             answer = await self._answer(scope, receive)
             if isinstance(answer, bytes):
-                # The headers the route's Response sends, without making one.
-                headers = [(b"content-length", b"%d" % len(answer)), _JSON]
                 status = 200
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                await send({"type": "http.response.body", "body": answer})
+                await send_json(send, answer)
             else:
                 status = answer.status_code
                 await answer(scope, receive, send)

@@ -46,16 +46,8 @@ _LEASED = (
     .where(_BY_ID)
     .values(status="processing", next_attempt_at=bindparam("lease_until"))
 )
-_PARKED = (
-    update(STRIPE_EVENTS)
-    .where(_BY_ID)
-    .values(
-        status="processing",
-        next_attempt_at=bindparam("lease_until"),
-        attempts=0,
-        processed_at=None,
-    )
-)
+# Leased as stored, not applied: the row was inserted marked done in the same transaction.
+_PARKED = _LEASED.values(attempts=0, processed_at=None)
 _MARK_FAILED = (
     update(STRIPE_EVENTS)
     .where(_BY_ID, STRIPE_EVENTS.c.status.not_in(DONE))
