@@ -8,6 +8,11 @@ which itself needs about a core and caps the figure near 3,000/s. For scale, the
 sent to a trivial FastAPI endpoint in the same run (the machine may be busy with other work).
 In process: `LocalTollgate.check` for a cached decision, timed in a loop.
 
+`--callgrind OUT` serves under `valgrind --tool=callgrind --separate-threads=yes` instead and
+counts instructions for `--checks` checks only (the cache's TTL and refresh stretched, so reloads
+do not count): divide the event loop thread's total (`OUT-01`, "totals:") by the checks; run the
+other build with `PYTHONPATH=/work/old/src:/work/old/clients/python/src` to compare.
+
 Run: `.venv/bin/python bench/entitlements.py [--seconds 5] [--concurrency 16] [--database sqlite]`
 Targets (2 cores, load generator on the same machine): 8,000 checks/s with p99 under 10 ms over
 HTTP; under 5 µs per cached in-process check.
@@ -113,6 +118,57 @@ def over_http(kind: str, seconds: float, concurrency: int) -> None:
     )
 
 
+async def _send(port: int, count: int, index: int) -> None:
+    """Send `count` checks back to back on one keep-alive connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = harness.headers()["Authorization"]
+    try:
+        for n in range(index, index + count):
+            path = f"/v1/customers/org-{n % CUSTOMERS}/entitlements/runs?quantity=1"
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n\r\n".encode()
+            )
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            await reader.readexactly(length)
+            if b" 200 " not in status:
+                raise SystemExit(f"check answered {status!r}")
+    finally:
+        writer.close()
+
+
+async def _send_all(port: int, checks: int, concurrency: int) -> None:
+    each = checks // concurrency
+    await asyncio.gather(*(_send(port, each, i * each) for i in range(concurrency)))
+
+
+def under_callgrind(kind: str, checks: int, concurrency: int, out: str) -> None:
+    """Serve under callgrind, counting instructions (per thread) for `checks` checks only."""
+    wrapper = ("valgrind", "--tool=callgrind", "--separate-threads=yes", "--instr-atstart=no")
+    wrapper += (f"--callgrind-out-file={out}",)
+    # Entries kept and the feed read rarely: under callgrind's slowdown the 1 s TTL and 5 ms
+    # refresh would count reloads and feed reads, not checks.
+    slow = {"TOLLGATE_ENTITLEMENT_CACHE_TTL": "60", "TOLLGATE_ENTITLEMENT_REFRESH": "5"}
+    with (
+        harness.database(kind) as url,
+        harness.server(url, wrapper=wrapper, **slow) as (base_url, pid),
+    ):
+        with httpx.Client(base_url=base_url, headers=harness.headers(), timeout=60) as http:
+            for index in range(CUSTOMERS):
+                body = {"id": f"org-{index}", "email": f"o{index}@b.example", "offline": True}
+                http.post("/v1/customers", json=body).raise_for_status()
+        port = int(base_url.rsplit(":", 1)[1])
+        asyncio.run(_send_all(port, CUSTOMERS * 2, concurrency))  # warm the cache
+        subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True)
+        asyncio.run(_send_all(port, checks, concurrency))
+        subprocess.run(["callgrind_control", "-i", "off", str(pid)], check=True)
+    print(f"{checks // concurrency * concurrency} checks counted: {out}-<thread> files", flush=True)
+
+
 def load(base_url: str, seconds: float, concurrency: int) -> tuple[float, float, float, float, str]:
     """Checks per second, p50 and p99 in seconds, the time taken and the load generator."""
     if shutil.which("wrk") is None:
@@ -201,7 +257,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--callgrind", metavar="OUT", help="count instructions into OUT-<thread>")
+    parser.add_argument("--checks", type=int, default=2000, help="with --callgrind")
     args = parser.parse_args()
+    if args.callgrind:
+        kind = "postgresql" if args.database == "postgresql" else "sqlite"
+        under_callgrind(kind, args.checks, args.concurrency, args.callgrind)
+        return
     in_process()
     trivial_reference(args.seconds, args.concurrency)
     kinds = ["sqlite", "postgresql"] if args.database == "both" else [args.database]

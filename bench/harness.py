@@ -70,8 +70,12 @@ def database(kind: str) -> Iterator[str]:
 
 
 @contextmanager
-def server(database_url: str, **settings: str) -> Iterator[tuple[str, int]]:
-    """`tollgate serve` in a subprocess on a free port: yields its base URL and its pid."""
+def server(
+    database_url: str, *, wrapper: tuple[str, ...] = (), **settings: str
+) -> Iterator[tuple[str, int]]:
+    """`tollgate serve` in a subprocess on a free port: yields its base URL and its pid.
+
+    `wrapper`: a command the server runs under (`valgrind --tool=callgrind …`)."""
     port = free_port()
     env = {
         **os.environ,
@@ -83,7 +87,7 @@ def server(database_url: str, **settings: str) -> Iterator[tuple[str, int]]:
         "STRIPE_API_BASE": "http://127.0.0.1:9",
         **settings,
     }
-    argv = [sys.executable, "-m", "tollgate.cli", "serve", "--port", str(port)]
+    argv = [*wrapper, sys.executable, "-m", "tollgate.cli", "serve", "--port", str(port)]
     base_url = f"http://127.0.0.1:{port}"
     with (
         tempfile.TemporaryDirectory() as workdir,
