@@ -86,3 +86,38 @@ def test_a_new_api_keys_secret_is_answered_no_store_and_nosniff(
     assert answer.headers["cache-control"] == "no-store"
     assert answer.headers["x-content-type-options"] == "nosniff"
     assert "default-src 'none'" in answer.headers["content-security-policy"]
+
+
+def test_a_fast_path_check_carries_each_safe_header_once_as_the_route_does(
+    limited: Container,
+) -> None:
+    key = create_api_key(db=limited.db, clock=limited.clock, name="w", scope="write").secret
+    auth = {"Authorization": f"Bearer {key}"}
+    check = "/v1/customers/acme/entitlements/runs?quantity=1"
+    safe = {
+        "content-type",
+        "x-request-id",
+        "x-content-type-options",
+        "referrer-policy",
+        "cache-control",
+        "content-security-policy",
+    }
+    with (
+        TestClient(create_app(limited)) as fast,
+        TestClient(create_app(limited, fast_paths=False)) as routes,
+    ):
+        body = {"id": "acme", "email": "b@acme.example", "offline": True}
+        assert fast.post("/v1/customers", json=body, headers=auth).status_code == 201
+        answers = [
+            client.get(check, headers={**auth, "X-Request-Id": "lb-7f3a9c2e-0002"})
+            for client in (fast, routes)
+        ]
+        fresh = fast.get(check, headers=auth)
+    seen = [
+        sorted((name, value) for name, value in answer.headers.multi_items() if name in safe)
+        for answer in answers
+    ]
+    assert seen[0] == seen[1] and len(seen[0]) == len(safe)
+    assert ("x-request-id", "lb-7f3a9c2e-0002") in seen[0]
+    names = [name for name, _ in fresh.headers.multi_items()]
+    assert fresh.headers["x-request-id"].startswith("req_") and names.count("x-request-id") == 1

@@ -17,6 +17,7 @@ browser runs no script). Pages set their own Cache-Control and CSP; this layer l
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from urllib.parse import unquote_to_bytes
 
 from starlette.requests import ClientDisconnect
@@ -60,12 +61,14 @@ class Guard:
             note_request_id(request_id)
         started = False
 
-        async def guarded_send(message: Message) -> None:
+        # Plain, not async: it hands back `send`'s own awaitable, one coroutine less per message.
+        def guarded_send(message: Message) -> Awaitable[None]:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                _secure(message, request_id)
-            await send(message)
+                if type(message.get("headers")) is not SafeHeaders:
+                    _secure(message, request_id)
+            return send(message)
 
         try:
             if _unstorable(scope):
@@ -104,13 +107,37 @@ def _unstorable(scope: Scope) -> bool:
     if "\x00" in scope["path"]:
         return True
     query: bytes = scope.get("query_string", b"")
-    return b"%00" in query and b"\x00" in unquote_to_bytes(query)
+    # `find`, not `in`: `bytes in bytes` first tries the needle as an int (a TypeError raised and
+    # cleared), twice the cost on every request.
+    return query.find(b"%00") >= 0 and b"\x00" in unquote_to_bytes(query)
 
 
+_JSON = (b"content-type", b"application/json")
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _NO_REFERRER = (b"referrer-policy", b"no-referrer")
 _NO_STORE = (b"cache-control", b"no-store")
 _DENY_ALL = (b"content-security-policy", _JSON_CSP.encode())
+
+
+class SafeHeaders(list[tuple[bytes, bytes]]):
+    """An answer's headers with the Guard's already in (`safe_json_headers`): sent as they are."""
+
+
+def safe_json_headers(length: int, request_id: str) -> SafeHeaders:
+    """The headers of a JSON answer of `length` bytes, with the request's id and the safe headers
+    as `_secure` adds them: a layer inside the Guard that answers before the app builds them in
+    one go, and the Guard does not look through them again."""
+    return SafeHeaders(
+        (
+            _JSON,
+            (b"content-length", b"%d" % length),
+            (b"x-request-id", request_id.encode()),
+            _NOSNIFF,
+            _NO_REFERRER,
+            _NO_STORE,
+            _DENY_ALL,
+        )
+    )
 
 
 def _secure(message: Message, request_id: str) -> None:

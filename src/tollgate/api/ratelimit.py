@@ -57,7 +57,7 @@ class RateLimit:
         self._window = 0.0
         self._counts: dict[tuple[str, str | bytes], int] = {}
         self._accepted: set[bytes] = set()
-        # The digest of each bearer secret seen, so a key's requests hash it once.
+        # The digest of each bearer header seen, so a key's requests hash it once.
         self._digests: dict[bytes, bytes] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,11 +68,12 @@ class RateLimit:
         if now - self._window >= WINDOW_SECONDS:
             self._window, self._counts = now, {}
         key = self._key_digest(scope) if scope["path"].startswith("/v1/") else None
+        known = key is not None and key in self._accepted
         bucket: tuple[str, str | bytes]
-        if scope["path"] == WEBHOOK_ROUTE and scope["method"] == "POST":
-            bucket, limit = ("webhook", _address(scope)), self.webhooks
-        elif key is not None and key in self._accepted:
+        if known and key is not None:  # a /v1 path, so never the webhook route
             bucket, limit = ("key", key), self.per_key
+        elif scope["path"] == WEBHOOK_ROUTE and scope["method"] == "POST":
+            bucket, limit = ("webhook", _address(scope)), self.webhooks
         else:
             bucket, limit = ("address", _address(scope)), self.per_address
         if limit:
@@ -90,7 +91,7 @@ class RateLimit:
                 answer.headers["Retry-After"] = str(retry)
                 await answer(scope, receive, send)
                 return
-        if key is None or key in self._accepted:
+        if key is None or known:
             await self.app(scope, receive, send)
             return
 
@@ -107,15 +108,17 @@ class RateLimit:
         """The digest of the request's bearer secret (None without one)."""
         for name, value in scope["headers"]:
             if name == b"authorization":
+                # Remembered by the whole header: a key's requests parse and hash it once.
+                digest = self._digests.get(value)
+                if digest is not None:
+                    return digest
                 kind, _, secret = value.partition(b" ")
                 secret = secret.strip()
                 if kind.lower() != b"bearer" or not secret:
                     return None
-                digest = self._digests.get(secret)
-                if digest is None:
-                    if len(self._digests) >= MAX_KNOWN_KEYS:
-                        self._digests = {}
-                    digest = self._digests[secret] = hashlib.sha256(secret).digest()[:16]
+                if len(self._digests) >= MAX_KNOWN_KEYS:
+                    self._digests = {}
+                digest = self._digests[value] = hashlib.sha256(secret).digest()[:16]
                 return digest
         return None
 
