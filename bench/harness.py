@@ -91,7 +91,14 @@ def server(
     base_url = f"http://127.0.0.1:{port}"
     with (
         tempfile.TemporaryDirectory() as workdir,
-        serving(argv, env, f"{base_url}/healthz", cwd=workdir, name="tollgate serve") as pid,
+        serving(
+            argv,
+            env,
+            f"{base_url}/healthz",
+            cwd=workdir,
+            name="tollgate serve",
+            startup_seconds=600 if wrapper else 60,  # callgrind starts a server slowly
+        ) as pid,
     ):
         yield base_url, pid
 
@@ -106,12 +113,13 @@ def serving(
     name: str = "the server",
     headers: dict[str, str] | None = None,
     output: Any = subprocess.DEVNULL,
+    startup_seconds: float = 60,
 ) -> Iterator[int]:
     """Run a server process until the block ends: yield its pid once `health_url` answers 200
     (sent with `headers`), then SIGINT it and wait for it (SIGKILL after 30 s)."""
     process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=output, stderr=output)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + startup_seconds
         while True:
             try:
                 if httpx.get(health_url, headers=headers).status_code == 200:

@@ -74,10 +74,13 @@ def request_id_from(header: bytes | None) -> str:
 # restarts, and cheaper than fresh random bytes on the entitlement check's hot path.
 _PROCESS = os.urandom(5).hex()  # with the counter, 20 hex digits
 _SEQUENCE = itertools.count(1)
+# The prefix and the counter as one number: `hex` of it is the 20 digits after "0x1" (the leading
+# 1 keeps the prefix's zeros), at about half the cost of a formatted counter.
+_BASE = (1 << 80) | (int(_PROCESS, 16) << 40)
 
 
 def new_request_id() -> str:
-    return f"req_{_PROCESS}{next(_SEQUENCE):010x}"
+    return "req_" + hex(_BASE + next(_SEQUENCE))[3:]
 
 
 class JsonFormatter(logging.Formatter):

@@ -19,6 +19,7 @@ from tollgate.domain.errors import InvalidRequest
 KEY_PREFIX = "tg_"
 # A key found once is trusted for this long without a database read; revocation shows after it.
 _CACHE_SECONDS = 10.0
+_REMEMBERED_SECRETS = 10_000
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,12 @@ class ApiKeyAuthenticator:
             for key in bootstrap
         ]
         self._cache: dict[str, tuple[float, Principal]] = {}
+        # The hash of each secret that was accepted, so a key's requests hash it once (every
+        # check sends one). Who it is still comes from `_cache`, which expires and forgets.
+        self._hashes: dict[str, str] = {}
 
     def authenticate(self, secret: str) -> Principal | None:
-        presented = hash_secret(secret)
+        presented = self._hashes.get(secret) or hash_secret(secret)
         cached = self._cache.get(presented)
         if cached and cached[0] > time.monotonic():
             return cached[1]
@@ -96,6 +100,9 @@ class ApiKeyAuthenticator:
             found = self._lookup(presented)
         if found is not None:
             self._cache[presented] = (time.monotonic() + _CACHE_SECONDS, found)
+            if len(self._hashes) >= _REMEMBERED_SECRETS:
+                self._hashes = {}
+            self._hashes[secret] = presented
         return found
 
     def forget(self, key_id: str) -> None:

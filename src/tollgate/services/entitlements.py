@@ -14,10 +14,11 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection
 
 from tollgate.clock import Clock
@@ -238,6 +239,9 @@ class _Entry:
     valid_until: datetime  # the clock time after which time alone changes the answer
     decisions: dict[tuple[str, int, int | None], Decision]
     read: bool = False  # read since it was loaded (the background refresher renews such entries)
+    # The decisions and the entitlements as the API answers them, encoded once (`check_json`).
+    answers: dict[tuple[str, int, int | None], bytes] = field(default_factory=dict)
+    answer: bytes | None = None
 
 
 class EntitlementCache:
@@ -284,9 +288,32 @@ class EntitlementCache:
         """Return whether the customer may use `quantity` more of `feature` now."""
         entry = self._fresh_entry(customer_id)
         entry.read = True
+        return self._decide(entry, (feature, quantity, in_use))
+
+    def check_json(
+        self, customer_id: str, feature: str, quantity: int = 1, *, in_use: int | None = None
+    ) -> bytes:
+        """Return `check`'s decision as the API answers it (JSON), encoded once per entry."""
+        entry = self._fresh_entry(customer_id)
+        entry.read = True
         key = (feature, quantity, in_use)
+        answer = entry.answers.get(key)
+        if answer is None:
+            answer = entry.answers[key] = orjson.dumps(self._decide(entry, key).to_json())
+        return answer
+
+    def entitlements_json(self, customer_id: str) -> bytes:
+        """Return `entitlements` as the API answers them (JSON), encoded once per entry."""
+        entry = self._fresh_entry(customer_id)
+        entry.read = True
+        if entry.answer is None:
+            entry.answer = orjson.dumps(entry.granted.to_json())
+        return entry.answer
+
+    def _decide(self, entry: _Entry, key: tuple[str, int, int | None]) -> Decision:
         decision = entry.decisions.get(key)
         if decision is None:
+            feature, quantity, in_use = key
             if feature not in entry.granted.features:
                 self.catalog.feature(feature)  # raises NotFound naming the features
             decision = entry.granted.decide(feature, quantity, in_use=in_use)
