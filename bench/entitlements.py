@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -66,12 +67,15 @@ async def check(customer_id: str, feature: str, quantity: int = 1) -> Response:
 """
 
 
-async def _client(port: int, deadline: float, latencies: list[float], index: int) -> None:
+async def _client(
+    port: int, deadline: float, latencies: list[float], index: int, count: float = math.inf
+) -> None:
+    """Send checks on one keep-alive connection until `deadline` or `count` of them."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     auth = harness.headers()["Authorization"]
     n = index
     try:
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and n - index < count:
             n += 1
             path = f"/v1/customers/org-{n % CUSTOMERS}/entitlements/runs?quantity=1"
             started = time.perf_counter()
@@ -118,32 +122,10 @@ def over_http(kind: str, seconds: float, concurrency: int) -> None:
     )
 
 
-async def _send(port: int, count: int, index: int) -> None:
-    """Send `count` checks back to back on one keep-alive connection."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    auth = harness.headers()["Authorization"]
-    try:
-        for n in range(index, index + count):
-            path = f"/v1/customers/org-{n % CUSTOMERS}/entitlements/runs?quantity=1"
-            writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n\r\n".encode()
-            )
-            status = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value.strip())
-            await reader.readexactly(length)
-            if b" 200 " not in status:
-                raise SystemExit(f"check answered {status!r}")
-    finally:
-        writer.close()
-
-
 async def _send_all(port: int, checks: int, concurrency: int) -> None:
     each = checks // concurrency
-    await asyncio.gather(*(_send(port, each, i * each) for i in range(concurrency)))
+    clients = (_client(port, math.inf, [], i * each, each) for i in range(concurrency))
+    await asyncio.gather(*clients)
 
 
 def under_callgrind(kind: str, checks: int, concurrency: int, out: str) -> None:
