@@ -6,11 +6,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.types import Receive, Scope, Send
 
 from tollgate.api.app import create_app
+from tollgate.api.guard import Guard, safe_json_headers
 from tollgate.bootstrap import Container, build_container
 from tollgate.config import Settings
 from tollgate.db.unit_of_work import Database
+from tollgate.logs import current_request_id
 from tollgate.services.api_keys import create_api_key
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
@@ -121,3 +124,20 @@ def test_a_fast_path_check_carries_each_safe_header_once_as_the_route_does(
     assert ("x-request-id", "lb-7f3a9c2e-0002") in seen[0]
     names = [name for name, _ in fresh.headers.multi_items()]
     assert fresh.headers["x-request-id"].startswith("req_") and names.count("x-request-id") == 1
+
+
+async def _copying_safe_headers(scope: Scope, receive: Receive, send: Send) -> None:
+    """A layer inside the Guard that answers with its headers copied into a plain list."""
+    request_id = current_request_id()
+    assert request_id is not None
+    headers = list(safe_json_headers(2, request_id))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def test_safe_headers_copied_into_a_plain_list_are_not_added_twice() -> None:
+    answer = TestClient(Guard(_copying_safe_headers)).get("/", headers={"X-Request-Id": "lb-0003a"})
+    names = [name for name, _ in answer.headers.multi_items()]
+    assert answer.headers["x-request-id"] == "lb-0003a" and names.count("x-request-id") == 1
+    assert len(names) == len(set(names))
+    assert answer.headers["cache-control"] == "no-store"

@@ -144,7 +144,7 @@ def _secure(message: Message, request_id: str) -> None:
     """Add the safe headers the answer does not set itself (one pass; names are lowercase in
     ASGI messages Starlette and Tollgate's own layers send)."""
     headers = list(message.get("headers") or ())
-    strict = cached = policed = sniffed = referred = False
+    strict = cached = policed = sniffed = referred = identified = False
     for name, value in headers:
         if name == b"content-type":
             strict = value.startswith(_STRICT_TYPES)
@@ -156,7 +156,11 @@ def _secure(message: Message, request_id: str) -> None:
             sniffed = True
         elif name == b"referrer-policy":
             referred = True
-    headers.append((b"x-request-id", request_id.encode()))
+        elif name == b"x-request-id":
+            # Only safe_json_headers set it: a layer that copied SafeHeaders into a plain list.
+            identified = True
+    if not identified:
+        headers.append((b"x-request-id", request_id.encode()))
     if not sniffed:
         headers.append(_NOSNIFF)
     if not referred:
