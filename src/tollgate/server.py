@@ -46,6 +46,10 @@ def prepare(container: Container) -> None:
     """Checks and work done once before serving."""
     require_migrated(container.db)
     _ = container.catalog  # a bad catalog stops the start, with every problem listed
+    # The Stripe client is made now rather than at the first event that needs Stripe: making it
+    # imports a good part of the SDK (15-25 ms holding the interpreter lock, every request in
+    # flight waiting meanwhile).
+    container.optional_stripe()
     if container.settings.sync_catalog_on_start:
         changes = sync_catalog(
             catalog=container.read_catalog_file(),
