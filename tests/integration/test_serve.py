@@ -33,3 +33,18 @@ def test_serve_refuses_a_missing_catalog(
             prepare(container)
     finally:
         container.close()
+
+
+def test_serve_makes_the_stripe_client_before_it_listens_and_starts_without_a_key(
+    db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    with_key = build_container(make_settings(db.url))
+    without_key = build_container(make_settings(db.url, STRIPE_SECRET_KEY=None))
+    try:
+        prepare(with_key)
+        prepare(without_key)  # events that need no Stripe call are still taken
+        assert "stripe" in with_key.__dict__  # made once, before the first event needs it
+        assert without_key.optional_stripe() is None
+    finally:
+        with_key.close()
+        without_key.close()

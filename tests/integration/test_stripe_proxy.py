@@ -6,6 +6,7 @@ The proxy here is a small forwarding HTTP proxy of the test's own: it records ea
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,15 +16,19 @@ import httpx
 import pytest
 import stripe
 
+from stripesim.testing import RunningSim
 from tollgate.config import Settings
+from tollgate.stripe.errors import StripeUnavailable
 from tollgate.stripe.gateway import StripeGateway
 
 
 class _Forwarding(BaseHTTPRequestHandler):
     seen: list[str]
+    credentials: list[str | None]
 
     def do_GET(self) -> None:
         self.seen.append(f"{self.command} {self.path}")
+        self.credentials.append(self.headers.get("Proxy-Authorization"))
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
         answer = httpx.get(self.path, headers=headers)
         self.send_response(answer.status_code)
@@ -39,9 +44,13 @@ class _Forwarding(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def forwarding_proxy() -> Iterator[tuple[str, list[str]]]:
+def forwarding_proxy(
+    credentials: list[str | None] | None = None,
+) -> Iterator[tuple[str, list[str]]]:
+    """A proxy recording each request line (and its Proxy-Authorization in `credentials`)."""
     seen: list[str] = []
-    handler = type("Handler", (_Forwarding,), {"seen": seen})
+    attributes = {"seen": seen, "credentials": [] if credentials is None else credentials}
+    handler = type("Handler", (_Forwarding,), attributes)
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -89,3 +98,63 @@ def test_an_address_the_environment_exempts_is_reached_directly(
         gateway = StripeGateway.from_settings(make_settings("sqlite://"))
         assert gateway.retrieve_customer(customer.id)["name"] == "Direct"
     assert seen == []
+
+
+def test_a_proxys_credentials_go_in_proxy_authorization(
+    clean_proxy_env: pytest.MonkeyPatch,
+    client: stripe.StripeClient,
+    make_settings: Callable[..., Settings],
+) -> None:
+    customer = client.v1.customers.create(params={"name": "Proxied"})
+    credentials: list[str | None] = []
+    with forwarding_proxy(credentials) as (proxy_url, seen):
+        clean_proxy_env.setenv("HTTP_PROXY", proxy_url.replace("://", "://ops:p%40ss@"))
+        gateway = StripeGateway.from_settings(make_settings("sqlite://"))
+        clean_proxy_env.delenv("HTTP_PROXY")  # the proxy's own requests go direct
+        assert gateway.retrieve_customer(customer.id)["name"] == "Proxied"
+    assert len(seen) == 1
+    assert credentials == ["Basic " + base64.b64encode(b"ops:p@ss").decode()]
+
+
+class _DropsFirst(BaseHTTPRequestHandler):
+    """Stripe's address whose first connection is closed without an answer; then the simulator."""
+
+    sim_url: str
+    seen: list[str]
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        if len(self.seen) == 1:
+            self.close_connection = True
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        answer = httpx.get(self.sim_url + self.path, headers=headers)
+        self.send_response(answer.status_code)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_dropped_connection_is_retried_and_a_refused_one_is_unavailable(
+    sim: RunningSim, client: stripe.StripeClient, make_settings: Callable[..., Settings]
+) -> None:
+    customer = client.v1.customers.create(params={"name": "Retried"})
+    seen: list[str] = []
+    handler = type("Handler", (_DropsFirst,), {"sim_url": sim.url, "seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        settings = make_settings("sqlite://", STRIPE_API_BASE=base, STRIPE_MAX_RETRIES=1)
+        assert StripeGateway.from_settings(settings).retrieve_customer(customer.id)["id"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [f"/v1/customers/{customer.id}"] * 2
+    refused = make_settings("sqlite://", STRIPE_API_BASE="http://127.0.0.1:9", STRIPE_MAX_RETRIES=1)
+    with pytest.raises(StripeUnavailable, match="could not be reached"):
+        StripeGateway.from_settings(refused).retrieve_customer(customer.id)
