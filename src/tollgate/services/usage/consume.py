@@ -25,7 +25,7 @@ from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, FeatureType
 from tollgate.domain.entitlements import UseTerms, entitlements, use_terms
 from tollgate.domain.errors import Conflict, InvalidRequest, NotFound, TollgateError
-from tollgate.services.entitlements import BillingCustomer, customer_state
+from tollgate.services.entitlements import BillingCustomer, CustomersMade, customer_state
 from tollgate.services.group_commit import GroupWriter
 from tollgate.services.usage.counters import CounterStore, Tallies, Tally
 from tollgate.services.usage.events import MAX_ID_LENGTH, Rejection, UsageReport
@@ -109,11 +109,11 @@ def consume_many(
     calls: Sequence[ConsumeCall],
     grace: timedelta = timedelta(days=7),
     counters: CounterStore | None = None,
-    terms: TermsMemo | None = None,
+    kept: Kept | None = None,
 ) -> list[Consumed | TollgateError]:
     """Decide and record the calls in order in one transaction: each one's answer, or the
     error that call alone gets (a bad call, an unknown customer, an id used otherwise).
-    `terms`: customers' terms kept from earlier groups (see `TermsMemo`)."""
+    `kept`: what a writer keeps from its earlier groups."""
     outcomes: list[Consumed | TollgateError | None] = [None] * len(calls)
     first: dict[str, int] = {}  # id -> the call deciding it; a repeat in the group replays it
     for index, call in enumerate(calls):
@@ -129,7 +129,7 @@ def consume_many(
     for _ in range(_ROUNDS):
         answers.clear()
         try:
-            report = _record(db, catalog, clock, grace, counters, calls, deciding, answers, terms)
+            report = _record(db, catalog, clock, grace, counters, calls, deciding, answers, kept)
         except _Answered as answered:
             # Answered by another call between our look and our insert: stored answers below.
             deciding = [i for i in deciding if calls[i].id not in answered.ids]
@@ -177,11 +177,11 @@ def _record(
     calls: Sequence[ConsumeCall],
     deciding: list[int],
     answers: dict[int, tuple[Decision, dict[str, Any]]],
-    terms: TermsMemo | None,
+    kept: Kept | None,
 ) -> UsageReport:
     """Record the deciding calls as one batch (event i is call deciding[i]); fill `answers`
     (each decision, with its JSON as stored)."""
-    memo: TermsMemo = {} if terms is None else terms
+    memo: TermsMemo = {} if kept is None else kept.terms
 
     def decided(
         connection: Connection, tallies: Tallies, report: UsageReport, now: datetime
@@ -227,6 +227,7 @@ def _record(
         counters=counters,
         decided=decided,
         new_ids=counters is None,
+        made=None if kept is None else kept.customers,
     )
 
 
@@ -284,6 +285,15 @@ class _Terms(NamedTuple):
 TermsMemo = dict[tuple[str, str], _Terms]
 # A writer's memo starts again past this many entries.
 _MOST_TERMS = 20_000
+
+
+@dataclass
+class Kept:
+    """What a consume writer keeps from group to group, each checked against what the group
+    reads before use: its customers as made from their rows, and their terms."""
+
+    customers: CustomersMade = field(default_factory=dict)
+    terms: TermsMemo = field(default_factory=dict)
 
 
 def _decision(
@@ -348,7 +358,7 @@ def _terms(
         kept is not None
         and kept.catalog is catalog
         and kept.grace == grace
-        and kept.customer == tally.customer
+        and (kept.customer is tally.customer or kept.customer == tally.customer)
         and (kept.terms is None or now < kept.terms.valid_until)
     ):
         return kept.terms
@@ -388,7 +398,7 @@ class ConsumeWriter:
         self._grace = grace
         self._counters = counters
         self._on_change = on_change
-        self._terms: TermsMemo = {}
+        self._kept = Kept()
         self._writer: GroupWriter[ConsumeCall, Consumed] = GroupWriter(
             db, self._apply, name="tollgate-consume", group=GROUP
         )
@@ -416,7 +426,7 @@ class ConsumeWriter:
             calls=calls,
             grace=self._grace,
             counters=self._counters,
-            terms=self._terms,
+            kept=self._kept,
         )
         changed = {o.customer for o in outcomes if isinstance(o, Consumed) and not o.replayed}
         if changed:  # this process's cached decisions go before any answer is given

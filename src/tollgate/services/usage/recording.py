@@ -28,6 +28,7 @@ from tollgate.domain.wording import UnitName
 from tollgate.services import credit_ledger, topups
 from tollgate.services.entitlements import (
     BillingCustomer,
+    CustomersMade,
     credit_prices,
     customer_state,
     load_billing_customers,
@@ -76,6 +77,7 @@ def record_usage(
     holds: dict[str, int] | None = None,
     taken_back: frozenset[str] = frozenset(),
     new_ids: bool = False,
+    made: CustomersMade | None = None,
 ) -> UsageReport:
     """Count each new event once; reject the malformed, the unknown and those over a limit.
 
@@ -86,7 +88,8 @@ def record_usage(
     value down: a void's corrections. `new_ids`: the caller expects its ids to be new (each
     consume call has its own), so the batch is decided without first looking which ids were
     recorded (a query saved); one that was is found by the insert, and the batch is decided
-    again, with the look.
+    again, with the look. `made`: the customers a caller recording batch after batch keeps
+    (see `load_billing_customers`).
     """
     now = clock.now()
     parsed, rejected = parse_events(events, catalog, now, holds, taken_back)
@@ -103,6 +106,7 @@ def record_usage(
                 grace=grace,
                 decided=decided,
                 look=attempt > 0 or not new_ids,
+                made=made,
             )
         except (IntegrityError, _Raced, OperationalError) as error:
             # Another batch recorded one of these ids between our look and our insert; the
@@ -127,12 +131,13 @@ def _record(
     grace: timedelta,
     decided: Decided | None = None,
     look: bool = True,
+    made: CustomersMade | None = None,
 ) -> UsageReport:
     report = UsageReport()
     reasons = _LimitReasons(catalog, now, grace)
     prices = credit_prices(catalog)
     with store.batch() as counters, db.write_connection() as connection:
-        customers, wanted = _screen(connection, catalog, events, now, report)
+        customers, wanted = _screen(connection, catalog, events, now, report, made)
         if not wanted:
             return report
         tallies = _tallies(catalog, customers, wanted, now, grace, enforce_limits)
@@ -202,10 +207,11 @@ def _screen(
     events: list[Event],
     now: datetime,
     report: UsageReport,
+    made: CustomersMade | None,
 ) -> tuple[dict[str, BillingCustomer], list[Event]]:
     """Return the batch's customers and its events that may count (unknown or late ones out)."""
     customers = load_billing_customers(
-        connection, catalog, {event.customer for event in events}, now
+        connection, catalog, {event.customer for event in events}, now, made
     )
     wanted: list[Event] = []
     seen: set[str] = set()
