@@ -410,7 +410,7 @@ def _decide_metered(
             if entitlement.capped
             else None
         )
-        text = _hard_text(plan_name, entitlement.limit, unit_name, per, used, held, cap)
+        text = _hard_text(_hard_lead(plan_name, entitlement.limit, unit_name, per, cap), used, held)
         if after + held > entitlement.limit:
             upgrade = (
                 "; raise the spend cap for more"
@@ -427,38 +427,37 @@ def _decide_metered(
     return answer(
         True,
         Code.ALLOWED,
-        _soft_reason(plan_name, included, unit_name, per, used, rate),
+        _soft_reason(_soft_lead(plan_name, included, unit_name, per), used, included, rate),
         _warning(entitlement, after, granted),
     )
 
 
-def _hard_text(
-    plan_name: str,
-    limit: int,
-    unit_name: UnitName,
-    per: str,
-    used: int,
-    held: int,
-    cap: str | None,
-) -> str:
-    """Say a hard limit and its use so far (`cap`: the spend cap that set the limit)."""
+def _hard_lead(plan_name: str, limit: int, unit_name: UnitName, per: str, cap: str | None) -> str:
+    """Say a hard limit (`cap`: the spend cap that set it)."""
     if cap is not None:
-        text = (
+        return (
             f"{plan_name}: the spend cap of {cap} for overage allows "
-            f"{count_text(limit, unit_name)} {per}, {used:,} used"
+            f"{count_text(limit, unit_name)} {per}"
         )
-    else:
-        text = f"{plan_name}: {count_text(limit, unit_name)} {per}, {used:,} used"
+    return f"{plan_name}: {count_text(limit, unit_name)} {per}"
+
+
+def _hard_text(lead: str, used: int, held: int) -> str:
+    """Say a hard limit (`_hard_lead`) and its use so far."""
+    text = f"{lead}, {used:,} used"
     if held:
         text += f", {held:,} reserved"
     return text
 
 
-def _soft_reason(
-    plan_name: str, included: int, unit_name: UnitName, per: str, used: int, rate: str | None
-) -> str:
-    """Say what a soft limit includes, the use so far and what more costs."""
-    text = f"{plan_name}: {count_text(included, unit_name)} {per} included, {used:,} used"
+def _soft_lead(plan_name: str, included: int, unit_name: UnitName, per: str) -> str:
+    """Say what a soft limit includes."""
+    return f"{plan_name}: {count_text(included, unit_name)} {per} included"
+
+
+def _soft_reason(lead: str, used: int, included: int, rate: str | None) -> str:
+    """Say what a soft limit includes (`_soft_lead`), the use so far and what more costs."""
+    text = f"{lead}, {used:,} used"
     percent = percent_used(used, included)
     if percent is not None:
         text += f" ({percent:g} %)"
@@ -505,10 +504,10 @@ class UseTerms:
     hard: bool
     limit: int | None
     included: int | None
-    prefix: str  # see _reason_prefix
-    plan_name: str
-    unit_name: UnitName
-    per: str
+    # The answer's words that do not depend on the usage: every reason's start (the access
+    # prefix, the plan and its limit or included quantity), or the whole of an unlimited one.
+    lead: str
+    unlimited: str | None
     rate: str | None  # the overage rate's words (a soft limit with an included quantity)
     warn_at: tuple[int, ...]
     valid_until: datetime
@@ -517,22 +516,19 @@ class UseTerms:
         """Return what `decide` answers a use of `quantity` at `used` (and `held` reserved)
         when it is allowed; None when it is not (ask `decide` why)."""
         after = used + quantity if self.aggregation is Aggregation.SUM else max(used, quantity)
-        included, limit, unit_name = self.included, self.limit, self.unit_name
+        included, limit = self.included, self.limit
         warning = None
-        if (self.hard and limit is None) or (not self.hard and included is None):
-            reason = f"{self.plan_name}: unlimited {unit_name(2)}."
+        if self.unlimited is not None:
+            reason = self.unlimited
         else:
             if self.hard:
                 assert limit is not None
                 if after + held > limit:
                     return None
-                text = _hard_text(self.plan_name, limit, unit_name, self.per, used, held, None)
-                reason = f"{text}."
+                reason = f"{_hard_text(self.lead, used, held)}."
             else:
                 assert included is not None
-                reason = _soft_reason(
-                    self.plan_name, included, unit_name, self.per, used, self.rate
-                )
+                reason = _soft_reason(self.lead, used, included, self.rate)
             if included:
                 warning = _warning_text(self.name, included, self.hard, self.warn_at, after)
         if limit is not None:
@@ -541,9 +537,7 @@ class UseTerms:
             remaining = max(0, included - used - held)
         else:
             remaining = None
-        return Decision(
-            True, self.feature, self.prefix + reason, Code.ALLOWED, limit, used, remaining, warning
-        )
+        return Decision(True, self.feature, reason, Code.ALLOWED, limit, used, remaining, warning)
 
 
 def use_terms(
@@ -564,7 +558,17 @@ def use_terms(
     ):
         return None
     unit_name = _unit(granted, feature_id)
-    soft = not entitlement.hard and entitlement.included is not None
+    prefix, plan_name, per = _reason_prefix(granted), _plan_name(granted), _per_period(granted)
+    limit, included = entitlement.limit, entitlement.included
+    unlimited = lead = None
+    if (entitlement.hard and limit is None) or (not entitlement.hard and included is None):
+        unlimited = f"{prefix}{plan_name}: unlimited {unit_name(2)}."
+    elif entitlement.hard:
+        assert limit is not None
+        lead = prefix + _hard_lead(plan_name, limit, unit_name, per, None)
+    else:
+        assert included is not None
+        lead = prefix + _soft_lead(plan_name, included, unit_name, per)
     return UseTerms(
         feature=feature_id,
         name=entitlement.name,
@@ -572,11 +576,11 @@ def use_terms(
         hard=entitlement.hard,
         limit=entitlement.limit,
         included=entitlement.included,
-        prefix=_reason_prefix(granted),
-        plan_name=_plan_name(granted),
-        unit_name=unit_name,
-        per=_per_period(granted),
-        rate=_overage_rate(granted, feature_id, unit_name) if soft else None,
+        lead=lead or "",
+        unlimited=unlimited,
+        rate=_overage_rate(granted, feature_id, unit_name)
+        if lead and not entitlement.hard
+        else None,
         warn_at=_grant(granted, feature_id).warn_at,
         valid_until=granted.valid_until,
     )
