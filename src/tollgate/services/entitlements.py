@@ -89,9 +89,11 @@ def load_billing_customers(
     customer_ids: Iterable[str],
     now: datetime,
     made: CustomersMade | None = None,
+    spend_caps: dict[str, int] | None = None,
 ) -> dict[str, BillingCustomer]:
     """Return the live customers among `customer_ids` with their plan, status and period
-    (`made`: customers made before, kept and reused where their rows are unchanged)."""
+    (`made`: customers made before, kept and reused where their rows are unchanged; given
+    `spend_caps`, fill it with theirs, read with their deals)."""
     found: dict[str, BillingCustomer] = {}
     for customer, subscriptions in billing_queries.customers_with_subscriptions(
         connection, customer_ids
@@ -116,7 +118,8 @@ def load_billing_customers(
         made[customer.id] = _Made(catalog, customer, held, billing)
     if found:
         live = {c.id: c.subscription_id for c in found.values() if c.subscription_id}
-        for customer_id, deals in deal_queries.deals_of(connection, list(found), now, live).items():
+        dealt = deal_queries.deals_of(connection, list(found), now, live, spend_caps)
+        for customer_id, deals in dealt.items():
             found[customer_id] = replace(found[customer_id], deals=deals)
     return found
 

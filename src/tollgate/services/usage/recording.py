@@ -18,7 +18,6 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tollgate.clock import Clock
 from tollgate.db.queries import usage as queries
-from tollgate.db.queries import usage_controls as control_queries
 from tollgate.db.queries.usage import CounterId
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
@@ -137,12 +136,13 @@ def _record(
     reasons = _LimitReasons(catalog, now, grace)
     prices = credit_prices(catalog)
     with store.batch() as counters, db.write_connection() as connection:
-        customers, wanted = _screen(connection, catalog, events, now, report, made)
+        caps: dict[str, int] = {}  # the customers' spend caps, read with them
+        customers, wanted = _screen(connection, catalog, events, now, report, made, caps)
         if not wanted:
             return report
         tallies = _tallies(catalog, customers, wanted, now, grace, enforce_limits)
         if enforce_limits:
-            _cap(connection, catalog, tallies, now, grace)
+            _cap(connection, catalog, tallies, now, grace, caps)
         counters.lock(connection, list(tallies.values()), now)  # the database's, in key order
         fresh = _unrecorded(connection, wanted, report) if look else wanted
         if not fresh:
@@ -208,10 +208,12 @@ def _screen(
     now: datetime,
     report: UsageReport,
     made: CustomersMade | None,
+    caps: dict[str, int],
 ) -> tuple[dict[str, BillingCustomer], list[Event]]:
-    """Return the batch's customers and its events that may count (unknown or late ones out)."""
+    """Return the batch's customers and its events that may count (unknown or late ones out);
+    fill `caps` with the customers' spend caps."""
     customers = load_billing_customers(
-        connection, catalog, {event.customer for event in events}, now, made
+        connection, catalog, {event.customer for event in events}, now, made, caps
     )
     wanted: list[Event] = []
     seen: set[str] = set()
@@ -274,9 +276,9 @@ def _cap(
     tallies: dict[tuple[str, str], Tally],
     now: datetime,
     grace: timedelta,
+    caps: dict[str, int],
 ) -> None:
-    """Hold soft features of customers with a spend cap to the limit the cap sets."""
-    caps = control_queries.spend_caps(connection, sorted({c for c, _ in tallies}))
+    """Hold soft features of customers with a spend cap (`caps`) to the limit the cap sets."""
     limits: dict[str, dict[str, int]] = {}
     for (customer_id, meter), tally in tallies.items():
         cap = caps.get(customer_id)
