@@ -16,13 +16,13 @@ share a transaction (the consume writer's group commit), on SQLite and PostgreSQ
 
 ASGI: the HTTP bench's calls from 32 in flight sent straight to the app's ASGI callable (every
 middleware, the consume fast path, the consume writer's thread and its group commits) with no
-HTTP server and no client process, on SQLite: the CPU (`time.process_time`, every thread) is
-Tollgate's own, and the mean group the writer committed is shown. `--callgrind` switches
-callgrind's instrumentation on for the measured calls only: run `valgrind --tool=callgrind
---instr-atstart=no --separate-threads=yes .venv/bin/python bench/consume.py --only asgi
---callgrind --calls 3000` and divide each thread's instructions by the calls to compare builds
-(under callgrind the threads take turns, so groups differ from a real run's: compare at equal
-groups).
+HTTP server and no client process, on SQLite (or `--database postgresql`): the CPU
+(`time.process_time`, every thread) is Tollgate's own, and the mean group the writer committed
+is shown. `--callgrind` switches callgrind's instrumentation on for the measured calls only:
+run `valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes .venv/bin/python
+bench/consume.py --only asgi --callgrind --calls 3000` and divide each thread's instructions by
+the calls to compare builds (under callgrind the threads take turns, so groups differ from a
+real run's: compare at equal groups).
 
 Floor: what this machine gives before any Tollgate code runs: the same wrk load against a bare
 ASGI app under uvicorn answering a fixed consume answer (the most one Python server process
@@ -30,7 +30,8 @@ answers here), one Redis script round trip, and one bare insert and commit on SQ
 PostgreSQL (what a lone in-process caller must wait for at least).
 
 Run: `.venv/bin/python bench/consume.py [--seconds 10]
-[--only sqlite|postgresql|local|groups|floor|asgi] [--calls 20000] [--callgrind]`
+[--only sqlite|postgresql|local|groups|floor|asgi] [--calls 20000] [--callgrind]
+[--database sqlite|postgresql]` (`--database`: the ASGI figures' database)
 Targets (2 cores): 8,000 a second with p99 under 10 ms on SQLite, 4,000 on PostgreSQL; under
 50 µs a call in process with Redis counters.
 """
@@ -424,12 +425,12 @@ def groups(kind: str, seconds: float) -> None:
     print(f"{kind} group commit, CPU per consume by group size: {', '.join(figures)}", flush=True)
 
 
-def asgi(calls: int, on: bool) -> None:
+def asgi(calls: int, on: bool, kind: str = "sqlite") -> None:
     """CPU per consume through the ASGI app in process, with the writer's mean group."""
-    harness.run_in_process("sqlite", lambda app: _asgi_calls(app, calls, on))
+    harness.run_in_process(kind, lambda app: _asgi_calls(app, calls, on, kind))
 
 
-async def _asgi_calls(app: harness.InProcessApp, calls: int, on: bool) -> None:
+async def _asgi_calls(app: harness.InProcessApp, calls: int, on: bool, kind: str) -> None:
     import orjson
 
     await app.sign_up(CUSTOMERS)
@@ -463,7 +464,7 @@ async def _asgi_calls(app: harness.InProcessApp, calls: int, on: bool) -> None:
     now_groups, now_grouped = writer.groups()
     groups, grouped = now_groups - groups, now_grouped - grouped
     print(
-        f"sqlite through the ASGI app: {calls:,} consumes, {CONNECTIONS} in flight, "
+        f"{kind} through the ASGI app: {calls:,} consumes, {CONNECTIONS} in flight, "
         f"{cpu / calls * 1e6:.1f} µs CPU per consume, {calls / wall:,.0f} consumes/s, "
         f"{grouped / max(groups, 1):.1f} calls a group on average",
         flush=True,
@@ -480,6 +481,9 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, default=20000, help="asgi: calls measured")
     parser.add_argument("--callgrind", action="store_true", help="asgi: count instructions")
+    parser.add_argument(
+        "--database", choices=["sqlite", "postgresql"], default="sqlite", help="asgi: on which"
+    )
     args = parser.parse_args()
     if args.only in (None, "sqlite"):
         over_http("sqlite", args.seconds)
@@ -494,7 +498,7 @@ def main() -> None:
     if args.only in (None, "floor"):
         floor(args.seconds)
     if args.only in (None, "asgi"):
-        asgi(args.calls, args.callgrind)
+        asgi(args.calls, args.callgrind, args.database)
 
 
 if __name__ == "__main__":

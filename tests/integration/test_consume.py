@@ -251,3 +251,17 @@ def test_calls_sharing_a_group_commit_are_each_decided_as_if_alone(
     }
     assert answers[8:] == ["Conflict", "NotFound", "InvalidRequest"]
     assert used(api, "tiny") == 1000 and used(api, "acme") == 7
+
+
+def test_a_change_of_plan_or_deal_between_groups_decides_the_next_call(api: TestClient) -> None:
+    offline_customer(api, "mover")  # Free: 1,000 runs a month, hard
+    assert consume(api, "mover", 1, "m-1")["reason"] == "Free plan: 1,000 runs a month, 0 used."
+    deal = api.put("/v1/customers/mover/overrides/runs", json={"limit": 5_000})
+    assert deal.status_code == 200, deal.text
+    assert consume(api, "mover", 1, "m-2")["reason"] == "Free plan: 5,000 runs a month, 1 used."
+    assert api.delete("/v1/customers/mover/overrides/runs").status_code in (200, 204)
+    denied = consume(api, "mover", 1_000, "m-3")
+    assert not denied["allowed"] and denied["limit"] == 1_000
+    moved = api.put("/v1/customers/mover/subscription", json={"plan": "pro", "interval": "month"})
+    assert moved.status_code == 200, moved.text
+    assert consume(api, "mover", 1_000, "m-4")["reason"].startswith("Pro plan: 100,000 runs")

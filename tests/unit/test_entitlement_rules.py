@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from tollgate.catalog_file import load_catalog_file
 from tollgate.domain.catalog import Aggregation
-from tollgate.domain.entitlements import Access, Code, CustomerState, entitlements
+from tollgate.domain.deals import Deals, FeatureOverride
+from tollgate.domain.entitlements import Access, Code, CustomerState, entitlements, use_terms
 from tollgate.domain.metering import (
     Counter,
     calendar_month,
@@ -227,3 +228,48 @@ def test_overage_is_billed_per_started_block() -> None:
     assert grant.overage is not None
     assert overage_minor(grant.overage, 2_500, "usd") == 150  # 3 blocks of 1,000 at $0.50
     assert overage_minor(grant.overage, 0, "usd") == 0
+
+
+_DEALS = [
+    None,
+    Deals(overrides=(FeatureOverride("runs", unlimited=True),)),
+    Deals(overrides=(FeatureOverride("runs", limit=50),)),
+    Deals(overrides=(FeatureOverride("storage_gb", enabled=True, limit=5),)),
+    Deals(grants={"runs": 500, "cpu_seconds": 20}),
+]
+
+
+@given(
+    plan=st.sampled_from([*CATALOG.plans, None]),
+    status=st.sampled_from(STATUSES),
+    feature=st.sampled_from(["runs", "storage_gb", "cpu_seconds"]),
+    used=st.integers(0, 300_000),
+    quantity=st.integers(0, 3_000),
+    held=st.sampled_from([0, 0, 1, 40, 2_000]),
+    late=st.integers(0, 20),
+    interval=st.sampled_from([None, "month", "year"]),
+    deals=st.sampled_from(_DEALS),
+)
+def test_terms_kept_for_many_uses_answer_as_the_full_decision(
+    plan: str | None,
+    status: str,
+    feature: str,
+    used: int,
+    quantity: int,
+    held: int,
+    late: int,
+    interval: str | None,
+    deals: Deals | None,
+) -> None:
+    facts: dict[str, object] = {
+        "interval": interval,
+        "deals": deals,
+        "past_due_since": NOW - timedelta(days=late) if status == "past_due" else None,
+    }
+    terms = use_terms(CATALOG, state(plan, status, **facts), feature, now=NOW, grace=GRACE)  # type: ignore[arg-type]
+    usage = {"usage": {feature: used}, "held": {feature: held} if held else {}}
+    full = granted(plan, status, **facts, **usage).decide(feature, quantity)  # type: ignore[arg-type]
+    answer = terms.allowed(used, quantity, held) if terms is not None else None
+    assert answer == (full if full.allowed and terms is not None else None)
+    if status == "active" and plan in ("pro", "team") and feature == "runs":
+        assert terms is not None  # the common case is answered from the terms

@@ -13,7 +13,7 @@ Pure: the caller passes the customer's state and the time. Which plan's features
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -319,10 +319,9 @@ def decide(
     """
     entitlement = granted.features[feature_id]
     plan_name = _plan_name(granted)
-    lapsed = granted.access is not Access.FULL and granted.status != "none"
     overdue = granted.status == "past_due" and granted.access is not Access.FULL
     denied_code = Code.PAYMENT_OVERDUE if overdue else Code.NOT_IN_PLAN
-    prefix = _access_prefix(granted) if lapsed else ""
+    prefix = _reason_prefix(granted)
     unit_name = _unit(granted, feature_id)
 
     def answer(allowed: bool, code: Code, reason: str, warning: str | None = None) -> Decision:
@@ -363,6 +362,12 @@ def decide(
     return _decide_metered(granted, entitlement, quantity, plan_name, unit_name, answer)
 
 
+def _reason_prefix(granted: Entitlements) -> str:
+    """What every reason starts with: the lapsed subscription's state, if it lapsed."""
+    lapsed = granted.access is not Access.FULL and granted.status != "none"
+    return _access_prefix(granted) if lapsed else ""
+
+
 def _decide_metered(
     granted: Entitlements,
     entitlement: FeatureEntitlement,
@@ -400,15 +405,12 @@ def _decide_metered(
     if entitlement.hard:
         if entitlement.limit is None:
             return answer(True, Code.ALLOWED, f"{plan_name}: unlimited {unit_name(2)}.")
-        text = f"{plan_name}: {count_text(entitlement.limit, unit_name)} {per}, {used:,} used"
-        if entitlement.capped:
-            cap = format_minor(granted.state.spend_cap or 0, granted.state.currency)
-            text = (
-                f"{plan_name}: the spend cap of {cap} for overage allows "
-                f"{count_text(entitlement.limit, unit_name)} {per}, {used:,} used"
-            )
-        if held:
-            text += f", {held:,} reserved"
+        cap = (
+            format_minor(granted.state.spend_cap or 0, granted.state.currency)
+            if entitlement.capped
+            else None
+        )
+        text = _hard_text(_hard_lead(plan_name, entitlement.limit, unit_name, per, cap), used, held)
         if after + held > entitlement.limit:
             upgrade = (
                 "; raise the spend cap for more"
@@ -421,29 +423,167 @@ def _decide_metered(
     included = entitlement.included
     if included is None:
         return answer(True, Code.ALLOWED, f"{plan_name}: unlimited {unit_name(2)}.")
-    text = f"{plan_name}: {count_text(included, unit_name)} {per} included, {used:,} used"
-    if entitlement.percent is not None:
-        text += f" ({entitlement.percent:g} %)"
     rate = _overage_rate(granted, feature_id, unit_name)
+    return answer(
+        True,
+        Code.ALLOWED,
+        _soft_reason(_soft_lead(plan_name, included, unit_name, per), used, included, rate),
+        _warning(entitlement, after, granted),
+    )
+
+
+def _hard_lead(plan_name: str, limit: int, unit_name: UnitName, per: str, cap: str | None) -> str:
+    """Say a hard limit (`cap`: the spend cap that set it)."""
+    if cap is not None:
+        return (
+            f"{plan_name}: the spend cap of {cap} for overage allows "
+            f"{count_text(limit, unit_name)} {per}"
+        )
+    return f"{plan_name}: {count_text(limit, unit_name)} {per}"
+
+
+def _hard_text(lead: str, used: int, held: int) -> str:
+    """Say a hard limit (`_hard_lead`) and its use so far."""
+    text = f"{lead}, {used:,} used"
+    if held:
+        text += f", {held:,} reserved"
+    return text
+
+
+def _soft_lead(plan_name: str, included: int, unit_name: UnitName, per: str) -> str:
+    """Say what a soft limit includes."""
+    return f"{plan_name}: {count_text(included, unit_name)} {per} included"
+
+
+def _soft_reason(lead: str, used: int, included: int, rate: str | None) -> str:
+    """Say what a soft limit includes (`_soft_lead`), the use so far and what more costs."""
+    text = f"{lead}, {used:,} used"
+    percent = percent_used(used, included)
+    if percent is not None:
+        text += f" ({percent:g} %)"
     if rate:
         text += f"; beyond that {rate}"
-    return answer(True, Code.ALLOWED, f"{text}.", _warning(entitlement, after, granted))
+    return f"{text}."
 
 
 def _warning(entitlement: FeatureEntitlement, after: int, granted: Entitlements) -> str | None:
     included = entitlement.included
     if not included:
         return None
-    grant = _grant(granted, entitlement.feature)
-    reached = [percent for percent in grant.warn_at if after * 100 >= percent * included]
+    warn_at = _grant(granted, entitlement.feature).warn_at
+    return _warning_text(entitlement.name, included, entitlement.hard, warn_at, after)
+
+
+def _warning_text(
+    name: str, included: int, hard: bool, warn_at: Sequence[int], after: int
+) -> str | None:
+    reached = [percent for percent in warn_at if after * 100 >= percent * included]
     if not reached:
         return None
     top = max(reached)
     if top >= 100:
-        if entitlement.hard:
-            return f"{entitlement.name}: the limit of {included:,} is reached."
-        return f"{entitlement.name}: the {included:,} included are used up; more is billed."
-    return f"{entitlement.name}: {top} % of the {included:,} included is used."
+        if hard:
+            return f"{name}: the limit of {included:,} is reached."
+        return f"{name}: the {included:,} included are used up; more is billed."
+    return f"{name}: {top} % of the {included:,} included is used."
+
+
+# -- many uses on one customer's terms ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UseTerms:
+    """A metered feature's terms for one customer: all `decide` answers a use of it by but the
+    usage, worked out once (`use_terms`) for many uses (a consume writer decides every call of
+    a group, and a customer's next calls come in the next groups). Hold them no later than
+    `valid_until`, and for the same catalog, customer and grace only."""
+
+    feature: str
+    name: str
+    aggregation: Aggregation
+    hard: bool
+    limit: int | None
+    included: int | None
+    # The answer's words that do not depend on the usage: every reason's start (the access
+    # prefix, the plan and its limit or included quantity), or the whole of an unlimited one.
+    lead: str
+    unlimited: str | None
+    rate: str | None  # the overage rate's words (a soft limit with an included quantity)
+    warn_at: tuple[int, ...]
+    valid_until: datetime
+
+    def allowed(self, used: int, quantity: int, held: int = 0) -> Decision | None:
+        """Return what `decide` answers a use of `quantity` at `used` (and `held` reserved)
+        when it is allowed; None when it is not (ask `decide` why)."""
+        after = used + quantity if self.aggregation is Aggregation.SUM else max(used, quantity)
+        included, limit = self.included, self.limit
+        warning = None
+        if self.unlimited is not None:
+            reason = self.unlimited
+        else:
+            if self.hard:
+                assert limit is not None
+                if after + held > limit:
+                    return None
+                reason = f"{_hard_text(self.lead, used, held)}."
+            else:
+                assert included is not None
+                reason = _soft_reason(self.lead, used, included, self.rate)
+            if included:
+                warning = _warning_text(self.name, included, self.hard, self.warn_at, after)
+        if limit is not None:
+            remaining: int | None = max(0, limit - used - held)
+        elif included is not None:
+            remaining = max(0, included - used - held)
+        else:
+            remaining = None
+        return Decision(True, self.feature, reason, Code.ALLOWED, limit, used, remaining, warning)
+
+
+def use_terms(
+    catalog: Catalog, state: CustomerState, feature_id: str, *, now: datetime, grace: timedelta
+) -> UseTerms | None:
+    """Return the customer's terms for uses of a metered feature (its usage in `state` aside);
+    None where they depend on more than the usage says (a spend cap, a credit price) or the
+    feature is not one the customer may use."""
+    if state.spend_cap is not None:  # the cap's limit depends on every feature's overage
+        return None
+    granted = entitlements(catalog, state, now=now, grace=grace, only=feature_id)
+    entitlement = granted.features[feature_id]
+    if (
+        not entitlement.enabled
+        or entitlement.type is not FeatureType.METERED
+        or entitlement.credits_per_unit
+        or entitlement.capped
+    ):
+        return None
+    unit_name = _unit(granted, feature_id)
+    prefix, plan_name, per = _reason_prefix(granted), _plan_name(granted), _per_period(granted)
+    limit, included = entitlement.limit, entitlement.included
+    unlimited = lead = None
+    if (entitlement.hard and limit is None) or (not entitlement.hard and included is None):
+        unlimited = f"{prefix}{plan_name}: unlimited {unit_name(2)}."
+    elif entitlement.hard:
+        assert limit is not None
+        lead = prefix + _hard_lead(plan_name, limit, unit_name, per, None)
+    else:
+        assert included is not None
+        lead = prefix + _soft_lead(plan_name, included, unit_name, per)
+    return UseTerms(
+        feature=feature_id,
+        name=entitlement.name,
+        aggregation=granted.catalog.features[feature_id].aggregation,
+        hard=entitlement.hard,
+        limit=entitlement.limit,
+        included=entitlement.included,
+        lead=lead or "",
+        unlimited=unlimited,
+        rate=_overage_rate(granted, feature_id, unit_name)
+        if lead and not entitlement.hard
+        else None,
+        warn_at=_grant(granted, feature_id).warn_at,
+        valid_until=granted.valid_until,
+    )
 
 
 # -- words -----------------------------------------------------------------------------------

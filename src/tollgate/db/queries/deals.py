@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Connection,
+    String,
     bindparam,
     cast,
     delete,
@@ -22,7 +23,7 @@ from sqlalchemy import (
 )
 
 from tollgate.db.dialects import DIALECTS, in_json_array, json_array
-from tollgate.db.tables import CUSTOMER_OVERRIDES, SUBSCRIPTION_ITEMS, USAGE_GRANTS
+from tollgate.db.tables import CUSTOMER_OVERRIDES, SPEND_CAPS, SUBSCRIPTION_ITEMS, USAGE_GRANTS
 from tollgate.db.types import UTCDateTime
 from tollgate.domain.catalog_sync import ADDON_LOOKUP_PREFIX, addon_of_lookup_key
 from tollgate.domain.deals import Deals, FeatureOverride
@@ -43,13 +44,15 @@ def deals_of(
     customer_ids: Sequence[str],
     now: datetime,
     live_subscriptions: Mapping[str, str] | None = None,
+    spend_caps: dict[str, int] | None = None,
 ) -> dict[str, Deals]:
     """Return the deals of those customers that have any: overrides not yet ended, the usage
     granted for a period that contains `now`, and the add-ons on their live subscription
-    (`live_subscriptions`: subscription id by customer).
+    (`live_subscriptions`: subscription id by customer). Given `spend_caps`, fill it with the
+    customers' spend caps too (minor units, where set), read by the same statement.
 
-    One statement per 500 customers (the three kinds in a UNION ALL): this runs on every
-    entitlement load, where each round trip counts.
+    One statement per 500 customers (the kinds in a UNION ALL): this runs on every entitlement
+    load and usage batch, where each round trip counts.
     """
     overrides: dict[str, list[FeatureOverride]] = {}
     grants: dict[str, dict[str, int]] = {}
@@ -60,9 +63,14 @@ def deals_of(
         members = set(chunk)
         subscriptions = sorted(sub for sub, owner in customer_of.items() if owner in members)
         for row in connection.execute(
-            *_deals_statement(connection.dialect.name, chunk, subscriptions, now)
+            *_deals_statement(
+                connection.dialect.name, chunk, subscriptions, now, spend_caps is not None
+            )
         ):
-            if row.kind == "o":
+            if row.kind == "c":
+                assert spend_caps is not None  # asked for only then
+                spend_caps[row.owner] = int(row.quantity)
+            elif row.kind == "o":
                 override = _override(row)
                 if override.active(now):
                     overrides.setdefault(row.owner, []).append(override)
@@ -85,14 +93,14 @@ def deals_of(
 
 
 def _deals_statement(
-    dialect: str, customers: list[str], subscriptions: list[str], now: datetime
+    dialect: str, customers: list[str], subscriptions: list[str], now: datetime, caps: bool
 ) -> Any:
     """The statement and its parameters (built once: this runs on every entitlement load)."""
-    deals, deals_and_addons = _STATEMENTS[dialect]
+    statement = _STATEMENTS[dialect][bool(subscriptions), caps]
     params = {"customers": json_array(customers), "now": now}
     if not subscriptions:
-        return deals, params
-    return deals_and_addons, {**params, "subscriptions": json_array(subscriptions)}
+        return statement, params
+    return statement, {**params, "subscriptions": json_array(subscriptions)}
 
 
 def _deal_part(kind: str, owner: Any, feature: Any, *, quantity: Any, **override: Any) -> Any:
@@ -112,8 +120,8 @@ def _deal_part(kind: str, owner: Any, feature: Any, *, quantity: Any, **override
 _o, _g, _i = CUSTOMER_OVERRIDES.c, USAGE_GRANTS.c, SUBSCRIPTION_ITEMS.c
 
 
-def _deal_statements(dialect: str) -> tuple[Any, Any]:
-    """The UNION ALL without and with the add-ons, for one dialect."""
+def _deal_statements(dialect: str) -> dict[tuple[bool, bool], Any]:
+    """The UNION ALL by (with the add-ons, with the spend caps), for one dialect."""
     overrides = _deal_part(
         "o",
         _o.customer_id,
@@ -135,7 +143,15 @@ def _deal_statements(dialect: str) -> tuple[Any, Any]:
         in_json_array(dialect, _i.subscription_id, "subscriptions"),
         _i.lookup_key.like(f"{ADDON_LOOKUP_PREFIX}%"),
     )
-    return union_all(overrides, grants), union_all(overrides, grants, addons)
+    caps = _deal_part(
+        "c", SPEND_CAPS.c.customer_id, cast(null(), String), quantity=SPEND_CAPS.c.amount_minor
+    ).where(in_json_array(dialect, SPEND_CAPS.c.customer_id, "customers"))
+    return {
+        (False, False): union_all(overrides, grants),
+        (True, False): union_all(overrides, grants, addons),
+        (False, True): union_all(overrides, grants, caps),
+        (True, True): union_all(overrides, grants, addons, caps),
+    }
 
 
 _STATEMENTS = {dialect: _deal_statements(dialect) for dialect in DIALECTS}

@@ -174,48 +174,57 @@ def lock_counters(
     """Return counters (customer id, meter, period start, period end each, distinct) locked for
     this transaction, in the order asked, creating missing ones at zero.
 
-    PostgreSQL locks the rows in key order (`FOR UPDATE`), so batches over the same counters
-    take turns instead of deadlocking; on SQLite the write transaction holds the database.
+    The counters there are read (and locked) first, and only missing ones are then created
+    and read: a counter is made once a period, and read by every batch that moves it, so most
+    batches make one statement, not two. PostgreSQL locks the rows in key order (`FOR UPDATE`)
+    in each of the two steps, so batches over the same counters take turns instead of
+    deadlocking (a batch waits for a counter another creates only after taking its own locks);
+    on SQLite the write transaction holds the database.
     """
     found: list[Any] = [None] * len(counters)
-    if _postgres(connection):
-        rows = _json(counters)
-        connection.exec_driver_sql(_PG_INSERT_COUNTERS, {"rows": rows, "now": now})
+    pg = _postgres(connection)
+    asked: dict[tuple[str, str, Any], int]  # where each is asked, by its key as read back
+    if pg:
         asked = {
             (customer, meter, start): i for i, (customer, meter, start, _) in enumerate(counters)
         }
-        _place_locked(
-            found, connection.exec_driver_sql(_PG_LOCK_COUNTERS, {"rows": rows}), asked, pg=True
-        )
-        return found
-    stamp = _sqlite_time(now)
-    starts = [_sqlite_time(start) for _, _, start, _ in counters]
-    connection.exec_driver_sql(
-        "INSERT INTO usage_counters (customer_id, meter, period_start, period_end, value,"
-        " reported, updated_at) VALUES (?, ?, ?, ?, 0, 0, ?) ON CONFLICT DO NOTHING",
-        [
-            (customer, meter, start, _sqlite_time(end), stamp)
-            for (customer, meter, _, end), start in zip(counters, starts, strict=True)
-        ],
-    )
-    by_text = {
-        (customer, meter, start): i
-        for i, ((customer, meter, _, _), start) in enumerate(zip(counters, starts, strict=True))
-    }
-    for first in range(0, len(counters), 300):
-        chunk = [
-            part
-            for (customer, meter, _, _), start in zip(
-                counters[first : first + 300], starts[first : first + 300], strict=True
+    else:
+        starts = [_sqlite_time(start) for _, _, start, _ in counters]
+        asked = {
+            (customer, meter, start): i
+            for i, ((customer, meter, _, _), start) in enumerate(zip(counters, starts, strict=True))
+        }
+    wanted = list(range(len(counters)))
+    for creating in (False, True):
+        if creating:
+            wanted = [i for i in wanted if found[i] is None]
+            if not wanted:
+                break
+        if pg:
+            rows = _json([counters[i] for i in wanted])
+            if creating:
+                connection.exec_driver_sql(_PG_INSERT_COUNTERS, {"rows": rows, "now": now})
+            selected = connection.exec_driver_sql(_PG_LOCK_COUNTERS, {"rows": rows})
+            _place_locked(found, selected, asked, pg=True)
+            continue
+        if creating:
+            stamp = _sqlite_time(now)
+            connection.exec_driver_sql(
+                "INSERT INTO usage_counters (customer_id, meter, period_start, period_end,"
+                " value, reported, updated_at) VALUES (?, ?, ?, ?, 0, 0, ?) ON CONFLICT DO NOTHING",
+                [
+                    (counters[i][0], counters[i][1], starts[i], _sqlite_time(counters[i][3]), stamp)
+                    for i in wanted
+                ],
             )
-            for part in (customer, meter, start)
-        ]
-        marks = ",".join(["(?, ?, ?)"] * (len(chunk) // 3))
-        selected = connection.exec_driver_sql(
-            _SQLITE_LOCK_COUNTERS + f" IN (VALUES {marks})",  # placeholders only
-            tuple(chunk),
-        )
-        _place_locked(found, selected, by_text, pg=False)
+        for first in range(0, len(wanted), 300):
+            chunk = wanted[first : first + 300]
+            marks = ",".join(["(?, ?, ?)"] * len(chunk))
+            selected = connection.exec_driver_sql(
+                _SQLITE_LOCK_COUNTERS + f" IN (VALUES {marks})",  # placeholders only
+                tuple(part for i in chunk for part in (counters[i][0], counters[i][1], starts[i])),
+            )
+            _place_locked(found, selected, asked, pg=False)
     return found
 
 

@@ -23,9 +23,9 @@ from tollgate.clock import Clock
 from tollgate.db.queries import usage_controls as queries
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, FeatureType
-from tollgate.domain.entitlements import entitlements
+from tollgate.domain.entitlements import UseTerms, entitlements, use_terms
 from tollgate.domain.errors import Conflict, InvalidRequest, NotFound, TollgateError
-from tollgate.services.entitlements import customer_state
+from tollgate.services.entitlements import BillingCustomer, CustomersMade, customer_state
 from tollgate.services.group_commit import GroupWriter
 from tollgate.services.usage.counters import CounterStore, Tallies, Tally
 from tollgate.services.usage.events import MAX_ID_LENGTH, Rejection, UsageReport
@@ -109,9 +109,11 @@ def consume_many(
     calls: Sequence[ConsumeCall],
     grace: timedelta = timedelta(days=7),
     counters: CounterStore | None = None,
+    kept: Kept | None = None,
 ) -> list[Consumed | TollgateError]:
     """Decide and record the calls in order in one transaction: each one's answer, or the
-    error that call alone gets (a bad call, an unknown customer, an id used otherwise)."""
+    error that call alone gets (a bad call, an unknown customer, an id used otherwise).
+    `kept`: what a writer keeps from its earlier groups."""
     outcomes: list[Consumed | TollgateError | None] = [None] * len(calls)
     first: dict[str, int] = {}  # id -> the call deciding it; a repeat in the group replays it
     for index, call in enumerate(calls):
@@ -127,7 +129,7 @@ def consume_many(
     for _ in range(_ROUNDS):
         answers.clear()
         try:
-            report = _record(db, catalog, clock, grace, counters, calls, deciding, answers)
+            report = _record(db, catalog, clock, grace, counters, calls, deciding, answers, kept)
         except _Answered as answered:
             # Answered by another call between our look and our insert: stored answers below.
             deciding = [i for i in deciding if calls[i].id not in answered.ids]
@@ -175,9 +177,11 @@ def _record(
     calls: Sequence[ConsumeCall],
     deciding: list[int],
     answers: dict[int, tuple[Decision, dict[str, Any]]],
+    kept: Kept | None,
 ) -> UsageReport:
     """Record the deciding calls as one batch (event i is call deciding[i]); fill `answers`
     (each decision, with its JSON as stored)."""
+    memo: TermsMemo = {} if kept is None else kept.terms
 
     def decided(
         connection: Connection, tallies: Tallies, report: UsageReport, now: datetime
@@ -190,7 +194,7 @@ def _record(
             tally = tallies[(call.customer_id, call.feature)]
             rejection = refused.get(event_index)
             decision = _decision(
-                catalog, tally, before, after, rejection, call.quantity, now, grace
+                catalog, tally, before, after, rejection, call.quantity, now, grace, memo
             )
             decided = decision.to_json()
             answers[index] = (decision, decided)
@@ -223,6 +227,7 @@ def _record(
         counters=counters,
         decided=decided,
         new_ids=counters is None,
+        made=None if kept is None else kept.customers,
     )
 
 
@@ -265,6 +270,32 @@ def _stored(call: ConsumeCall, row: Any | None) -> Consumed | TollgateError:
     )
 
 
+class _Terms(NamedTuple):
+    """A customer's terms for a feature, and what they were worked out from."""
+
+    catalog: Catalog
+    customer: BillingCustomer
+    grace: timedelta
+    terms: UseTerms | None  # None: every use is decided in full
+
+
+# Customers' terms by (customer id, feature): a consume writer keeps them from group to group
+# (each group reads its customers afresh; terms are used while those equal what they were
+# worked out from, and until they expire), so a call's answer is not worked out in full.
+TermsMemo = dict[tuple[str, str], _Terms]
+# A writer's memo starts again past this many entries.
+_MOST_TERMS = 20_000
+
+
+@dataclass
+class Kept:
+    """What a consume writer keeps from group to group, each checked against what the group
+    reads before use: its customers as made from their rows, and their terms."""
+
+    customers: CustomersMade = field(default_factory=dict)
+    terms: TermsMemo = field(default_factory=dict)
+
+
 def _decision(
     catalog: Catalog,
     tally: Tally,
@@ -274,9 +305,15 @@ def _decision(
     quantity: int,
     now: datetime,
     grace: timedelta,
+    memo: TermsMemo,
 ) -> Decision:
     """Return the answer of one event: the entitlement decision against the counter's value
     before it, with `used` and `remaining` as they are after it."""
+    if refused is None and tally.spend_cap is None:
+        terms = _terms(memo, catalog, tally, now, grace)
+        allowed = terms.allowed(before, quantity, tally.held) if terms is not None else None
+        if allowed is not None:  # what the full decision below gives, from kept terms
+            return _counted(allowed, tally, after)
     if refused is not None and refused.code == "insufficient_credits":
         return Decision(
             allowed=False,
@@ -298,12 +335,39 @@ def _decision(
                 decision, allowed=False, code=Code.LIMIT_EXCEEDED, reason=refused.message
             )
         return decision
+    return _counted(decision, tally, after)
+
+
+def _counted(decision: Decision, tally: Tally, after: int) -> Decision:
+    """Return an allowed answer with `used` and `remaining` as the counter is `after` it."""
     room = decision.limit if decision.limit is not None else tally.grant.included
     remaining = None if room is None else max(0, room - after - tally.held)
     # Made directly, not by dataclasses.replace (which walks the fields each time): each
     # allowed call of a group is made here. Fields in Decision's order, as its API fixes it.
     d = decision
     return Decision(True, d.feature, d.reason, Code.ALLOWED, d.limit, after, remaining, d.warning)
+
+
+def _terms(
+    memo: TermsMemo, catalog: Catalog, tally: Tally, now: datetime, grace: timedelta
+) -> UseTerms | None:
+    """Return the tally's customer's terms for its feature: kept, or worked out and kept."""
+    key = (tally.customer.id, tally.meter)
+    kept = memo.get(key)
+    if (
+        kept is not None
+        and kept.catalog is catalog
+        and kept.grace == grace
+        and (kept.customer is tally.customer or kept.customer == tally.customer)
+        and (kept.terms is None or now < kept.terms.valid_until)
+    ):
+        return kept.terms
+    state = customer_state(tally.customer, {})
+    terms = use_terms(catalog, state, tally.meter, now=now, grace=grace)
+    if len(memo) >= _MOST_TERMS:
+        memo.clear()
+    memo[key] = _Terms(catalog, tally.customer, grace, terms)
+    return terms
 
 
 def _held(tally: Tally) -> dict[str, int]:
@@ -334,6 +398,7 @@ class ConsumeWriter:
         self._grace = grace
         self._counters = counters
         self._on_change = on_change
+        self._kept = Kept()
         self._writer: GroupWriter[ConsumeCall, Consumed] = GroupWriter(
             db, self._apply, name="tollgate-consume", group=GROUP
         )
@@ -361,6 +426,7 @@ class ConsumeWriter:
             calls=calls,
             grace=self._grace,
             counters=self._counters,
+            kept=self._kept,
         )
         changed = {o.customer for o in outcomes if isinstance(o, Consumed) and not o.replayed}
         if changed:  # this process's cached decisions go before any answer is given

@@ -18,7 +18,6 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tollgate.clock import Clock
 from tollgate.db.queries import usage as queries
-from tollgate.db.queries import usage_controls as control_queries
 from tollgate.db.queries.usage import CounterId
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
@@ -28,6 +27,7 @@ from tollgate.domain.wording import UnitName
 from tollgate.services import credit_ledger, topups
 from tollgate.services.entitlements import (
     BillingCustomer,
+    CustomersMade,
     credit_prices,
     customer_state,
     load_billing_customers,
@@ -76,6 +76,7 @@ def record_usage(
     holds: dict[str, int] | None = None,
     taken_back: frozenset[str] = frozenset(),
     new_ids: bool = False,
+    made: CustomersMade | None = None,
 ) -> UsageReport:
     """Count each new event once; reject the malformed, the unknown and those over a limit.
 
@@ -86,7 +87,8 @@ def record_usage(
     value down: a void's corrections. `new_ids`: the caller expects its ids to be new (each
     consume call has its own), so the batch is decided without first looking which ids were
     recorded (a query saved); one that was is found by the insert, and the batch is decided
-    again, with the look.
+    again, with the look. `made`: the customers a caller recording batch after batch keeps
+    (see `load_billing_customers`).
     """
     now = clock.now()
     parsed, rejected = parse_events(events, catalog, now, holds, taken_back)
@@ -103,6 +105,7 @@ def record_usage(
                 grace=grace,
                 decided=decided,
                 look=attempt > 0 or not new_ids,
+                made=made,
             )
         except (IntegrityError, _Raced, OperationalError) as error:
             # Another batch recorded one of these ids between our look and our insert; the
@@ -127,17 +130,19 @@ def _record(
     grace: timedelta,
     decided: Decided | None = None,
     look: bool = True,
+    made: CustomersMade | None = None,
 ) -> UsageReport:
     report = UsageReport()
     reasons = _LimitReasons(catalog, now, grace)
     prices = credit_prices(catalog)
     with store.batch() as counters, db.write_connection() as connection:
-        customers, wanted = _screen(connection, catalog, events, now, report)
+        caps: dict[str, int] = {}  # the customers' spend caps, read with them
+        customers, wanted = _screen(connection, catalog, events, now, report, made, caps)
         if not wanted:
             return report
         tallies = _tallies(catalog, customers, wanted, now, grace, enforce_limits)
         if enforce_limits:
-            _cap(connection, catalog, tallies, now, grace)
+            _cap(connection, catalog, tallies, now, grace, caps)
         counters.lock(connection, list(tallies.values()), now)  # the database's, in key order
         fresh = _unrecorded(connection, wanted, report) if look else wanted
         if not fresh:
@@ -202,10 +207,13 @@ def _screen(
     events: list[Event],
     now: datetime,
     report: UsageReport,
+    made: CustomersMade | None,
+    caps: dict[str, int],
 ) -> tuple[dict[str, BillingCustomer], list[Event]]:
-    """Return the batch's customers and its events that may count (unknown or late ones out)."""
+    """Return the batch's customers and its events that may count (unknown or late ones out);
+    fill `caps` with the customers' spend caps."""
     customers = load_billing_customers(
-        connection, catalog, {event.customer for event in events}, now
+        connection, catalog, {event.customer for event in events}, now, made, caps
     )
     wanted: list[Event] = []
     seen: set[str] = set()
@@ -268,9 +276,9 @@ def _cap(
     tallies: dict[tuple[str, str], Tally],
     now: datetime,
     grace: timedelta,
+    caps: dict[str, int],
 ) -> None:
-    """Hold soft features of customers with a spend cap to the limit the cap sets."""
-    caps = control_queries.spend_caps(connection, sorted({c for c, _ in tallies}))
+    """Hold soft features of customers with a spend cap (`caps`) to the limit the cap sets."""
     limits: dict[str, dict[str, int]] = {}
     for (customer_id, meter), tally in tallies.items():
         cap = caps.get(customer_id)
