@@ -12,11 +12,19 @@ class Clock(Protocol):
         """Return the current time as an aware UTC datetime."""
         ...
 
+    def wall(self) -> datetime:
+        """Return the time others stamp with (a Stripe-Signature's `t` is Stripe's real time,
+        a test clock's events included): `now` but for a clock moved ahead of the real one."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
 
     def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def wall(self) -> datetime:
         return datetime.now(UTC)
 
 
@@ -29,6 +37,9 @@ class FrozenClock:
         self._at = at.astimezone(UTC)
 
     def now(self) -> datetime:
+        return self._at
+
+    def wall(self) -> datetime:
         return self._at
 
     def advance(self, delta: timedelta) -> None:
@@ -45,6 +56,9 @@ class AdjustableClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self._offset
+
+    def wall(self) -> datetime:
+        return datetime.now(UTC)
 
     def move_to(self, moment: datetime) -> None:
         """Make `moment` now (never backwards: what was recorded stays in the past)."""

@@ -41,7 +41,7 @@ from tests.stripe_reference import example
 from tollgate.api.app import create_app
 from tollgate.bootstrap import Container, build_container
 from tollgate.cli import app as cli_app
-from tollgate.clock import FrozenClock
+from tollgate.clock import AdjustableClock, FrozenClock
 from tollgate.config import Settings
 from tollgate.db.models import (
     AuditLog,
@@ -730,6 +730,25 @@ def test_bad_deliveries_are_400_and_store_nothing(hooks: Hooks, kind: str, messa
     assert SECRET not in answer.text
     assert hooks.count(StripeEvent) == 0
     assert hooks.count(Subscription) == 0
+
+
+def test_a_clock_moved_ahead_still_takes_deliveries_stripe_signs_with_its_real_time(
+    db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    """`tollgate dev` moves Tollgate's clock with the test clock; Stripe signs with real time."""
+    clock = AdjustableClock()
+    clock.move_to(datetime.now(UTC) + timedelta(days=15))
+    container = build_container(make_settings(db.url, STRIPE_WEBHOOK_SECRETS=SECRET), clock=clock)
+    with TestClient(create_app(container)) as api:
+        hooks = Hooks(api, container)
+        assert hooks.customer(known_customer(hooks)).id == "acme"
+        signed_at_the_moved_time = hooks.post(
+            _subscription_event(hooks), timestamp=int(clock.now().timestamp())
+        )
+        assert signed_at_the_moved_time.status_code == 400
+        assert "in the future" in signed_at_the_moved_time.json()["error"]["message"]
+        assert hooks.count(StripeEvent) == 1
+    container.close()
 
 
 def test_a_body_over_the_limit_is_413_and_stores_nothing(hooks: Hooks) -> None:
