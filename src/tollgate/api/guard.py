@@ -112,7 +112,7 @@ def _unstorable(scope: Scope) -> bool:
     return query.find(b"%00") >= 0 and b"\x00" in unquote_to_bytes(query)
 
 
-_JSON = (b"content-type", b"application/json")
+JSON_TYPE = (b"content-type", b"application/json")
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _NO_REFERRER = (b"referrer-policy", b"no-referrer")
 _NO_STORE = (b"cache-control", b"no-store")
@@ -129,7 +129,7 @@ def safe_json_headers(length: int, request_id: str) -> SafeHeaders:
     one go, and the Guard does not look through them again."""
     return SafeHeaders(
         (
-            _JSON,
+            JSON_TYPE,
             (b"content-length", b"%d" % length),
             (b"x-request-id", request_id.encode()),
             _NOSNIFF,

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollgate.api.errors import BodyTooLarge, error_response
-from tollgate.api.guard import safe_json_headers
+from tollgate.api.guard import JSON_TYPE, safe_json_headers
 from tollgate.logs import REQUEST_ID
 from tollgate.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -24,9 +24,6 @@ def body_too_large(limit: int) -> JSONResponse:
     return error_response(413, "request_too_large", message)
 
 
-_JSON = (b"content-type", b"application/json")
-
-
 async def send_json(send: Send, body: bytes, *headers: tuple[bytes, bytes]) -> None:
     """Answer 200 with a JSON body already encoded, as the fast paths do before FastAPI's
     stack: two ASGI messages, no Response object."""
@@ -36,7 +33,7 @@ async def send_json(send: Send, body: bytes, *headers: tuple[bytes, bytes]) -> N
         # Inside the Guard (it set the id): its headers go in now, in one list it passes as is.
         start = safe_json_headers(len(body), request_id)
     else:
-        start = [_JSON, (b"content-length", b"%d" % len(body)), *headers]
+        start = [JSON_TYPE, (b"content-length", b"%d" % len(body)), *headers]
     await send({"type": "http.response.start", "status": 200, "headers": start})
     await send({"type": "http.response.body", "body": body})
 

@@ -319,24 +319,21 @@ class EntitlementCache:
 
     def entitlements(self, customer_id: str) -> Entitlements:
         """Return the customer's entitlements, from the cache when still true."""
-        entry = self._fresh_entry(customer_id)
-        entry.read = True
+        entry = self._read_entry(customer_id)
         return entry.granted
 
     def check(
         self, customer_id: str, feature: str, quantity: int = 1, *, in_use: int | None = None
     ) -> Decision:
         """Return whether the customer may use `quantity` more of `feature` now."""
-        entry = self._fresh_entry(customer_id)
-        entry.read = True
+        entry = self._read_entry(customer_id)
         return self._decide(entry, (feature, quantity, in_use))
 
     def check_json(
         self, customer_id: str, feature: str, quantity: int = 1, *, in_use: int | None = None
     ) -> bytes:
         """Return `check`'s decision as the API answers it (JSON), encoded once per entry."""
-        entry = self._fresh_entry(customer_id)
-        entry.read = True
+        entry = self._read_entry(customer_id)
         key = (feature, quantity, in_use)
         answer = entry.answers.get(key)
         if answer is None:
@@ -345,8 +342,7 @@ class EntitlementCache:
 
     def entitlements_json(self, customer_id: str) -> bytes:
         """Return `entitlements` as the API answers them (JSON), encoded once per entry."""
-        entry = self._fresh_entry(customer_id)
-        entry.read = True
+        entry = self._read_entry(customer_id)
         if entry.answer is None:
             entry.answer = orjson.dumps(entry.granted.to_json())
         return entry.answer
@@ -366,15 +362,17 @@ class EntitlementCache:
         entry = self._entries.get(customer_id)
         return entry.granted if entry else None
 
-    def _fresh_entry(self, customer_id: str) -> _Entry:
+    def _read_entry(self, customer_id: str) -> _Entry:
+        """Return the customer's entry, still true (loaded again where not), marked read."""
         now_mono = time.monotonic()
         self._asked = True
         if now_mono >= self._next_refresh + self._inline_lag:
             self.refresh(now_mono)  # no refresher, or an idle one that is asleep: look now
         entry = self._entries.get(customer_id)
-        if entry is not None and now_mono < entry.expires and self.clock.now() < entry.valid_until:
-            return entry
-        return self._load(customer_id, now_mono)
+        if entry is None or now_mono >= entry.expires or self.clock.now() >= entry.valid_until:
+            entry = self._load(customer_id, now_mono)
+        entry.read = True
+        return entry
 
     def _load(self, customer_id: str, now_mono: float) -> _Entry:
         drops = self._drops.get(customer_id, 0)

@@ -182,32 +182,29 @@ def lock_counters(
     on SQLite the write transaction holds the database.
     """
     found: list[Any] = [None] * len(counters)
-    pg = _postgres(connection)
     asked: dict[tuple[str, str, Any], int]  # where each is asked, by its key as read back
-    if pg:
+    if _postgres(connection):
         asked = {
             (customer, meter, start): i for i, (customer, meter, start, _) in enumerate(counters)
         }
+
+        def create(wanted: Sequence[int]) -> None:
+            rows = _json([counters[i] for i in wanted])
+            connection.exec_driver_sql(_PG_INSERT_COUNTERS, {"rows": rows, "now": now})
+
+        def lock(wanted: Sequence[int]) -> None:
+            rows = _json([counters[i] for i in wanted])
+            selected = connection.exec_driver_sql(_PG_LOCK_COUNTERS, {"rows": rows})
+            _place_locked(found, selected, asked, pg=True)
+
     else:
         starts = [_sqlite_time(start) for _, _, start, _ in counters]
         asked = {
             (customer, meter, start): i
             for i, ((customer, meter, _, _), start) in enumerate(zip(counters, starts, strict=True))
         }
-    wanted = list(range(len(counters)))
-    for creating in (False, True):
-        if creating:
-            wanted = [i for i in wanted if found[i] is None]
-            if not wanted:
-                break
-        if pg:
-            rows = _json([counters[i] for i in wanted])
-            if creating:
-                connection.exec_driver_sql(_PG_INSERT_COUNTERS, {"rows": rows, "now": now})
-            selected = connection.exec_driver_sql(_PG_LOCK_COUNTERS, {"rows": rows})
-            _place_locked(found, selected, asked, pg=True)
-            continue
-        if creating:
+
+        def create(wanted: Sequence[int]) -> None:
             stamp = _sqlite_time(now)
             connection.exec_driver_sql(
                 "INSERT INTO usage_counters (customer_id, meter, period_start, period_end,"
@@ -217,14 +214,25 @@ def lock_counters(
                     for i in wanted
                 ],
             )
-        for first in range(0, len(wanted), 300):
-            chunk = wanted[first : first + 300]
-            marks = ",".join(["(?, ?, ?)"] * len(chunk))
-            selected = connection.exec_driver_sql(
-                _SQLITE_LOCK_COUNTERS + f" IN (VALUES {marks})",  # placeholders only
-                tuple(part for i in chunk for part in (counters[i][0], counters[i][1], starts[i])),
-            )
-            _place_locked(found, selected, asked, pg=False)
+
+        def lock(wanted: Sequence[int]) -> None:
+            for first in range(0, len(wanted), 300):
+                chunk = wanted[first : first + 300]
+                marks = ",".join(["(?, ?, ?)"] * len(chunk))
+                selected = connection.exec_driver_sql(
+                    _SQLITE_LOCK_COUNTERS + f" IN (VALUES {marks})",  # placeholders only
+                    tuple(
+                        part for i in chunk for part in (counters[i][0], counters[i][1], starts[i])
+                    ),
+                )
+                _place_locked(found, selected, asked, pg=False)
+
+    every = range(len(counters))
+    lock(every)
+    missing = [i for i in every if found[i] is None]
+    if missing:
+        create(missing)
+        lock(missing)
     return found
 
 
