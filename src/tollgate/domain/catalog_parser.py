@@ -166,10 +166,9 @@ class _CatalogParser:
         return packs
 
     def parse_credit_product(self, raw: object, path: str) -> CreditProduct | None:
-        spec = self.mapping(raw, path, path)
+        spec = self.checked_mapping(raw, path, path, _CREDIT_PRODUCT_KEYS)
         if spec is None:
             return None
-        self.check_keys(spec, path, _CREDIT_PRODUCT_KEYS)
         name = self.text(spec.get("name", "Credit overdraft"), _join(path, "name"))
         prices = self.parse_one_time_prices(spec.get("prices"), _join(path, "prices"))
         if name is None or not prices:
@@ -183,10 +182,9 @@ class _CatalogParser:
         prices: list[OneTimePrice] = []
         for index, item in enumerate(raw):
             item_path = f"{path}[{index}]"
-            spec = self.mapping(item, item_path, "a price")
+            spec = self.checked_mapping(item, item_path, "a price", _ONE_TIME_PRICE_KEYS)
             if spec is None:
                 continue
-            self.check_keys(spec, item_path, _ONE_TIME_PRICE_KEYS)
             currency = self.currency_code(spec.get("currency", self.currency), item_path)
             if currency is None:
                 continue
@@ -214,10 +212,9 @@ class _CatalogParser:
         checked; the ones that fail are reported and left out."""
         spec = self.mapping(raw, section, section) if raw is not None else None
         for key, path, value in self.valid_ids(spec or {}, section, kind):
-            entry = self.mapping(value, path, f"a {kind}")
+            entry = self.checked_mapping(value, path, f"a {kind}", allowed)
             if entry is None:
                 continue
-            self.check_keys(entry, path, allowed)
             yield key, path, entry
 
     def valid_ids(
@@ -256,6 +253,15 @@ class _CatalogParser:
             return value
         self.report(path, f"{what} must be a mapping, not {_describe(value)}")
         return None
+
+    def checked_mapping(
+        self, value: object, path: str, what: str, allowed: Iterable[str]
+    ) -> Mapping[Any, Any] | None:
+        """Return `value` if it is a mapping, its unknown keys reported; else report it, None."""
+        spec = self.mapping(value, path, what)
+        if spec is not None:
+            self.check_keys(spec, path, allowed)
+        return spec
 
     def whole_number(
         self, value: object, path: str, low: int, high: int | None = None
@@ -303,10 +309,9 @@ class _CatalogParser:
             )
 
     def parse_feature(self, feature_id: str, raw: object, path: str) -> Feature | None:
-        spec = self.mapping(raw, path, "a feature")
+        spec = self.checked_mapping(raw, path, "a feature", _FEATURE_KEYS)
         if spec is None:
             return None
-        self.check_keys(spec, path, _FEATURE_KEYS)
         if "type" not in spec:
             self.report(_join(path, "type"), "missing; one of: boolean, limit, metered, seats")
             return None
@@ -430,10 +435,9 @@ class _CatalogParser:
         """Read `payment_methods: {accept: [card, us_bank_account], card_limit: {usd: 100000}}`."""
         if raw is None:
             return None
-        spec = self.mapping(raw, path, "payment_methods")
+        spec = self.checked_mapping(raw, path, "payment_methods", _PAYMENT_METHODS_KEYS)
         if spec is None:
             return None
-        self.check_keys(spec, path, _PAYMENT_METHODS_KEYS)
         accept_path = _join(path, "accept")
         accept: list[str] = []
         listed = spec.get("accept", list(METHODS))
@@ -479,10 +483,9 @@ class _CatalogParser:
     def parse_drip(self, raw: object, path: str) -> int:
         if raw is None:
             return 0
-        spec = self.mapping(raw, path, "credits")
+        spec = self.checked_mapping(raw, path, "credits", ("amount", "every"))
         if spec is None:
             return 0
-        self.check_keys(spec, path, ("amount", "every"))
         if spec.get("every") != "month":
             self.report(_join(path, "every"), f"{spec.get('every')!r} is not one of: month")
         return self.whole_number(spec.get("amount"), _join(path, "amount"), 1) or 0
@@ -513,10 +516,9 @@ class _CatalogParser:
         return tuple(prices)
 
     def parse_price(self, raw: object, path: str) -> PlanPrice | None:
-        spec = self.mapping(raw, path, "a price")
+        spec = self.checked_mapping(raw, path, "a price", _PRICE_KEYS)
         if spec is None:
             return None
-        self.check_keys(spec, path, _PRICE_KEYS)
         interval: Interval | None = None
         if "interval" in spec:
             interval = self.choice(spec["interval"], _join(path, "interval"), Interval)
@@ -551,10 +553,9 @@ class _CatalogParser:
         default = (CollectionMethod.CHARGE_AUTOMATICALLY, None)
         if raw is None:
             return default
-        spec = self.mapping(raw, path, "invoice")
+        spec = self.checked_mapping(raw, path, "invoice", _INVOICE_KEYS)
         if spec is None:
             return default
-        self.check_keys(spec, path, _INVOICE_KEYS)
         method: CollectionMethod | None = CollectionMethod.CHARGE_AUTOMATICALLY
         if "collection_method" in spec:
             method = self.choice(
@@ -574,10 +575,9 @@ class _CatalogParser:
     def parse_seats(self, raw: object, path: str) -> SeatPolicy | None:
         if raw is None:
             return None
-        spec = self.mapping(raw, path, "seats")
+        spec = self.checked_mapping(raw, path, "seats", _SEATS_KEYS)
         if spec is None:
             return None
-        self.check_keys(spec, path, _SEATS_KEYS)
         low = 1
         if "min" in spec:
             low = self.whole_number(spec["min"], _join(path, "min"), 1) or 1
@@ -700,10 +700,9 @@ class _CatalogParser:
         )
 
     def parse_rate(self, raw: object, path: str) -> Rate | None:
-        spec = self.mapping(raw, path, "rate")
+        spec = self.checked_mapping(raw, path, "rate", _RATE_KEYS)
         if spec is None:
             return None
-        self.check_keys(spec, path, _RATE_KEYS)
         limit = self.whole_number(spec.get("limit"), _join(path, "limit"), 1)
         per = spec.get("per")
         if per not in WINDOWS:
@@ -712,10 +711,9 @@ class _CatalogParser:
         return None if limit is None else Rate(limit, str(per))
 
     def parse_overage(self, raw: object, path: str) -> Overage | None:
-        spec = self.mapping(raw, path, "overage")
+        spec = self.checked_mapping(raw, path, "overage", _OVERAGE_KEYS)
         if spec is None:
             return None
-        self.check_keys(spec, path, _OVERAGE_KEYS)
         per = 1
         if "per" in spec:
             per = self.whole_number(spec["per"], _join(path, "per"), 1) or 1
