@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import ChoiceLoader, FileSystemLoader
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
@@ -52,16 +52,10 @@ STATUS_TONE = {
     "incomplete": "warn",
 }
 
-environment = Environment(
-    loader=ChoiceLoader([FileSystemLoader(TEMPLATES), FileSystemLoader(web_pages.TEMPLATES)]),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
+environment = web_pages.page_environment(
+    ChoiceLoader([FileSystemLoader(TEMPLATES), FileSystemLoader(web_pages.TEMPLATES)])
 )
-environment.filters.update(web_pages.environment.filters)
 environment.filters.update(when=_when, age=_age)
-environment.globals.update(web_pages.environment.globals)
 environment.globals["tone"] = lambda status: STATUS_TONE.get(str(status), "")
 
 

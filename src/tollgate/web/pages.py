@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import BaseLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
@@ -44,23 +44,27 @@ def _number(value: int | float | Decimal | None) -> str:
     return f"{int(value):,}"
 
 
-environment = Environment(
-    loader=FileSystemLoader(TEMPLATES),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-environment.filters.update(money=_money, date=_date, number=_number)
-environment.globals.update(version=__version__, csrf_field=FIELD)
-
-
 def static_url(path: str) -> str:
     """Return the URL of a packaged static file (versioned, so a new release is fetched)."""
     return f"/static/{path}?v={__version__}"
 
 
-environment.globals["static"] = static_url
+def page_environment(loader: BaseLoader) -> Environment:
+    """Return a Jinja environment for pages over `loader`: everything escaped (strings too), an
+    unknown name an error, with the pages' filters and globals (the console adds its own)."""
+    made = Environment(
+        loader=loader,
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    made.filters.update(money=_money, date=_date, number=_number)
+    made.globals.update(version=__version__, csrf_field=FIELD, static=static_url)
+    return made
+
+
+environment = page_environment(FileSystemLoader(TEMPLATES))
 
 
 def render_page(
