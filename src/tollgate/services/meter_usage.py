@@ -112,15 +112,21 @@ class _Group:
     attempts: int
 
 
+# What one group's outbox rows share: its meter event's identifier and where it goes.
+_GROUP_KEY = (
+    METER_OUTBOX.c.identifier,
+    METER_OUTBOX.c.stripe_account,
+    METER_OUTBOX.c.stripe_customer_id,
+    METER_OUTBOX.c.event_name,
+    METER_OUTBOX.c.feature,
+)
+
+
 def _due_groups(db: Database, now: datetime, batch: int) -> list[_Group]:
     with db.engine.connect() as connection:
         rows = connection.execute(
             select(
-                METER_OUTBOX.c.identifier,
-                METER_OUTBOX.c.stripe_account,
-                METER_OUTBOX.c.stripe_customer_id,
-                METER_OUTBOX.c.event_name,
-                METER_OUTBOX.c.feature,
+                *_GROUP_KEY,
                 *GROUP_EVENT_COLUMNS,
                 func.max(METER_OUTBOX.c.attempts).label("attempts"),
             )
@@ -129,13 +135,7 @@ def _due_groups(db: Database, now: datetime, batch: int) -> list[_Group]:
                 (METER_OUTBOX.c.next_attempt_at.is_(None))
                 | (METER_OUTBOX.c.next_attempt_at <= now),
             )
-            .group_by(
-                METER_OUTBOX.c.identifier,
-                METER_OUTBOX.c.stripe_account,
-                METER_OUTBOX.c.stripe_customer_id,
-                METER_OUTBOX.c.event_name,
-                METER_OUTBOX.c.feature,
-            )
+            .group_by(*_GROUP_KEY)
             .order_by(func.min(METER_OUTBOX.c.id))
             .limit(batch)
         ).all()
