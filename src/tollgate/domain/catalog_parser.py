@@ -277,6 +277,15 @@ class _CatalogParser:
         self.report(path, f"must be a whole number {bounds}, not {_describe(value)}")
         return None
 
+    def optional_whole_number(
+        self, spec: Mapping[Any, Any], path: str, key: str, low: int, high: int | None = None
+    ) -> int:
+        """Return `spec[key]` as a whole number from `low` (to `high`); `low` when the key is
+        absent or its value is wrong (reported)."""
+        if key not in spec:
+            return low
+        return self.whole_number(spec[key], _join(path, key), low, high) or low
+
     def choice(self, value: object, path: str, options: type[_Choice]) -> _Choice | None:
         names = [member.value for member in options]
         if isinstance(value, str) and value in names:
@@ -378,14 +387,9 @@ class _CatalogParser:
         else:
             self.report(_join(path, "name"), "missing; every plan needs a name")
         prices = self.parse_prices(spec.get("prices"), _join(path, "prices"))
-        trial_days = 0
-        if "trial_days" in spec:
-            trial_days = (
-                self.whole_number(spec["trial_days"], _join(path, "trial_days"), 0, MAX_TRIAL_DAYS)
-                or 0
-            )
-            if trial_days and not prices:
-                self.report(_join(path, "trial_days"), "a free plan (no prices) has no trial")
+        trial_days = self.optional_whole_number(spec, path, "trial_days", 0, MAX_TRIAL_DAYS)
+        if trial_days and not prices:
+            self.report(_join(path, "trial_days"), "a free plan (no prices) has no trial")
         custom = False
         if "custom" in spec:
             if isinstance(spec["custom"], bool):
@@ -399,11 +403,7 @@ class _CatalogParser:
         features = self.parse_plan_features(
             spec.get("features"), _join(path, "features"), prices, seats
         )
-        on_start_credits = 0
-        if "on_start_credits" in spec:
-            on_start_credits = (
-                self.whole_number(spec["on_start_credits"], _join(path, "on_start_credits"), 0) or 0
-            )
+        on_start_credits = self.optional_whole_number(spec, path, "on_start_credits", 0)
         monthly_credits = self.parse_drip(spec.get("credits"), _join(path, "credits"))
         reduced_access = None
         if spec.get("reduced_access") is not None:
@@ -578,9 +578,7 @@ class _CatalogParser:
         spec = self.checked_mapping(raw, path, "seats", _SEATS_KEYS)
         if spec is None:
             return None
-        low = 1
-        if "min" in spec:
-            low = self.whole_number(spec["min"], _join(path, "min"), 1) or 1
+        low = self.optional_whole_number(spec, path, "min", 1)
         high = None
         if spec.get("max") is not None:
             high = self.whole_number(spec["max"], _join(path, "max"), low)
@@ -714,9 +712,7 @@ class _CatalogParser:
         spec = self.checked_mapping(raw, path, "overage", _OVERAGE_KEYS)
         if spec is None:
             return None
-        per = 1
-        if "per" in spec:
-            per = self.whole_number(spec["per"], _join(path, "per"), 1) or 1
+        per = self.optional_whole_number(spec, path, "per", 1)
         amount_path = _join(path, "amount")
         if "amount" not in spec:
             self.report(amount_path, 'missing; e.g. amount: "0.50"')
