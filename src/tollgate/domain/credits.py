@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from tollgate.domain.metering import add_months
+
 WALLET = "customer"
 GRANTS = "grants"
 PURCHASES = "purchases"
@@ -206,8 +208,8 @@ def overdraft_range(now: datetime, *, invoice_day: int, shift: int) -> Overdraft
     now = now.astimezone(UTC)
     if now.day < invoice_day:
         return None
-    start = _add_months(now.year, now.month, shift)
-    end = _add_months(start.year, start.month, 1)
+    start = add_months(datetime(now.year, now.month, 1, tzinfo=UTC), shift)
+    end = add_months(start, 1)
     return OverdraftRange(start, end)
 
 
@@ -242,8 +244,3 @@ def _check_positive(credits: int) -> None:
         raise ValueError(f"credits must be a positive whole number, not {credits!r}")
     if credits > MAX_CREDITS:
         raise ValueError(f"credits must be at most {MAX_CREDITS}")
-
-
-def _add_months(year: int, month: int, months: int) -> datetime:
-    index = year * 12 + (month - 1) + months
-    return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)

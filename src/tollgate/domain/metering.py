@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,15 @@ class Period:
         """Return the whole days until the period ends, counting a part day as one."""
         seconds = (self.end - now).total_seconds()
         return max(0, math.ceil(seconds / 86400))
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """Return the same day and time `months` later (earlier when negative), on the month's last
+    day when that month is shorter."""
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
 
 
 def calendar_month(moment: datetime) -> Period:

@@ -6,9 +6,10 @@ so a long move goes month by month.
 
 from __future__ import annotations
 
-import calendar
 import re
 from datetime import UTC, datetime, timedelta
+
+from tollgate.domain.metering import add_months
 
 _MOVE = re.compile(r"\s*(\d+)\s*(m|min|h|d|w|mo|y)\s*")
 _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -40,14 +41,6 @@ def moved_time(now: datetime, text: str) -> datetime:
     if target - now > MAX_MOVE:
         raise ValueError(f"{text!r}: move the clock at most three years at once")
     return target.astimezone(UTC)
-
-
-def add_months(moment: datetime, months: int) -> datetime:
-    """Return the same day and time `months` later (the month's last day when it is shorter)."""
-    index = moment.month - 1 + months
-    year, month = moment.year + index // 12, index % 12 + 1
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    return moment.replace(year=year, month=month, day=day)
 
 
 def steps_to(now: datetime, target: datetime) -> list[datetime]:

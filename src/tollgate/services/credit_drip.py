@@ -7,7 +7,6 @@ nothing twice; the credits expire when the next month begins (or the period ends
 
 from __future__ import annotations
 
-import calendar
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +14,7 @@ from tollgate.clock import Clock
 from tollgate.db.queries import credits as ledger
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
+from tollgate.domain.metering import add_months
 from tollgate.services.credit_ledger import grant_credits_in
 from tollgate.services.credits import LIVE_STATUSES, plans_granting
 
@@ -60,11 +60,3 @@ def drip_monthly_credits(*, db: Database, catalog: Catalog, clock: Clock) -> int
             )
         granted += int(created)
     return granted
-
-
-def add_months(moment: datetime, months: int) -> datetime:
-    """Return `moment` `months` calendar months later (the day clamped to the month's end)."""
-    total = moment.month - 1 + months
-    year, month = moment.year + total // 12, total % 12 + 1
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    return moment.replace(year=year, month=month, day=day)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from tollgate.db.queries.discounts import discounts_by_id
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Aggregation, Catalog, FeatureType
 from tollgate.domain.errors import InvalidRequest, NotFound
-from tollgate.domain.metering import Period
+from tollgate.domain.metering import Period, add_months
 from tollgate.domain.subscriptions import ChangeTiming, CurrentTerms, change_timing, is_live
 from tollgate.domain.tax import tax_note
 from tollgate.services.closed_days import Kept
@@ -329,9 +328,7 @@ def previous_period(period: Period) -> Period:
     if length >= timedelta(days=360):
         start = period.start.replace(year=period.start.year - 1)
     elif length >= timedelta(days=27):
-        year, month = divmod(period.start.year * 12 + period.start.month - 2, 12)
-        day = min(period.start.day, calendar.monthrange(year, month + 1)[1])
-        start = period.start.replace(year=year, month=month + 1, day=day)
+        start = add_months(period.start, -1)
     else:
         start = period.start - length
     return Period(start, period.start)
