@@ -90,5 +90,7 @@ def test_the_previous_period_is_as_long_as_the_current_one() -> None:
     )
     jan = datetime(2026, 1, 15, tzinfo=UTC)
     assert before(jan, datetime(2027, 1, 15, tzinfo=UTC))[0] == datetime(2025, 1, 15, tzinfo=UTC)
+    leap = datetime(2028, 2, 29, tzinfo=UTC)  # a yearly period begun on a leap day
+    assert before(leap, datetime(2029, 2, 28, tzinfo=UTC))[0] == datetime(2027, 2, 28, tzinfo=UTC)
     week = datetime(2026, 5, 8, tzinfo=UTC)
     assert before(week, week + timedelta(days=7)) == (week - timedelta(days=7), week)

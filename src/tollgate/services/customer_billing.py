@@ -326,7 +326,7 @@ def previous_period(period: Period) -> Period:
     """Return the period before `period`, as long as it (a month before a month, and so on)."""
     length = period.end - period.start
     if length >= timedelta(days=360):
-        start = period.start.replace(year=period.start.year - 1)
+        start = add_months(period.start, -12)  # a yearly period begun on 29 February too
     elif length >= timedelta(days=27):
         start = add_months(period.start, -1)
     else:
