@@ -174,12 +174,13 @@ class _Compiled:
     positional: bool
     keys: tuple[str, ...]  # the result's columns
     results: tuple[tuple[int, Callable[[Any], Any]], ...]  # result processors by position
+    partial: bool  # whether some parameters are fixed (not all are given)
 
     def arguments(self, parameters: Mapping[str, Any]) -> Any:
         # The given values in order (an itemgetter), then only those that need processing;
         # the fixed ones (rare) put in their places.
         values = list(self.take(parameters))
-        if len(values) < len(self.names):
+        if self.partial:
             taken = iter(values)
             values = [next(taken) if fixed is _GIVEN else fixed for fixed in self.fixed]
         for index, process in self.processed:
@@ -242,6 +243,7 @@ def _compile(statement: ClauseElement, dialect: Dialect, keys: frozenset[str]) -
         positional=bool(compiled.positional),
         keys=tuple(column.key for column in columns),
         results=tuple((index, found) for index, found in enumerate(results) if found is not None),
+        partial=len(given) < len(names),
     )
 
 
