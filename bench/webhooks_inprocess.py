@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -66,15 +67,34 @@ async def _measure(app: Any, events: int, concurrency: int, callgrind: bool) -> 
             status = await _post(app, body)
             assert status == 200, status
 
+    writer = app.container.webhook_intake._writer
     with harness.callgrind(callgrind):
+        groups, threads = writer.applied, _thread_cpu()
         cpu, wall = time.process_time(), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        threads = {name: spent - threads.get(name, 0.0) for name, spent in _thread_cpu().items()}
+        groups = writer.applied[0] - groups[0]
+    per_thread = ", ".join(
+        f"{name} {spent / len(measured) * 1e6:.0f}" for name, spent in sorted(threads.items())
+    )
     print(
         f"{len(measured):,} events, {concurrency} in flight: "
-        f"{cpu / len(measured) * 1e6:.0f} µs CPU per event, {len(measured) / wall:,.0f} events/s",
+        f"{cpu / len(measured) * 1e6:.0f} µs CPU per event ({per_thread}), "
+        f"{len(measured) / wall:,.0f} events/s, {len(measured) / max(groups, 1):.1f} per commit",
         flush=True,
     )
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of each running thread of this process so far, by thread name."""
+    spent: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        clock = time.pthread_getcpuclockid(thread.ident)
+        spent[thread.name] = spent.get(thread.name, 0.0) + time.clock_gettime(clock)
+    return spent
 
 
 def main() -> None:

@@ -60,37 +60,48 @@ def run(connection: Connection, writes: Sequence[Write], reads: Sequence[Read] =
     dialect = connection.dialect
     driver: Any = connection.connection.driver_connection
     pipelined = dialect.name == "postgresql" and len(writes) + len(reads) > 1
+    # Outside a pipeline one cursor serves every statement, each read's rows fetched at once;
+    # in a pipeline each read keeps a cursor of its own, read when the pipeline ended.
     cursors: list[Any] = []
-    writer: Any = None  # one cursor for every write: their results are not read
+    shared: Any = None  # the cursor of every write, and outside a pipeline of every read
     reading: list[tuple[Any, _Compiled]] = []
+    found_rows: list[Rows] = []
     sent: tuple[str, Any] | None = None  # the driver statement that ran last, for errors
     try:
         with driver.pipeline() if pipelined else nullcontext():
             for statement, parameters in writes:
-                found = _on_driver(statement, parameters, dialect)
+                single = _is_mapping(parameters)
+                found = _on_driver(statement, parameters, dialect, single)
                 if found is None:
                     plain = statement.statement if isinstance(statement, OnDriver) else statement
                     connection.execute(cast(Executable, plain), parameters)
                     continue
-                if writer is None:
-                    cursors.append(writer := driver.cursor())
+                if shared is None:
+                    cursors.append(shared := driver.cursor())
                 arguments: Any
-                if isinstance(parameters, Mapping):
+                if single:
                     sent = (found.sql, arguments := found.arguments(parameters))
-                    writer.execute(found.sql, arguments)
+                    shared.execute(found.sql, arguments)
                 else:
                     sent = (found.sql, arguments := [found.arguments(row) for row in parameters])
-                    writer.executemany(found.sql, arguments)
+                    shared.executemany(found.sql, arguments)
             for read, parameters in reads:
                 compiled = _compiled(read, dialect, tuple(parameters))
                 assert compiled is not None  # a read's parameters are all given
                 arguments = compiled.arguments(parameters)
                 sent = (compiled.sql, arguments)
-                cursors.append(cursor := driver.cursor())
-                reading.append((cursor, compiled))
-                cursor.execute(compiled.sql, arguments)
-        # Each cursor keeps its own rows (in a pipeline, read when it ended).
-        return [_fetched(cursor, compiled) for cursor, compiled in reading]
+                if pipelined:
+                    cursors.append(cursor := driver.cursor())
+                    reading.append((cursor, compiled))
+                    cursor.execute(compiled.sql, arguments)
+                    continue
+                if shared is None:
+                    cursors.append(shared := driver.cursor())
+                shared.execute(compiled.sql, arguments)
+                found_rows.append(_fetched(shared, compiled))
+        if pipelined:
+            return [_fetched(cursor, compiled) for cursor, compiled in reading]
+        return found_rows
     except DBAPIError:  # from a write run through SQLAlchemy: raised as it is
         raise
     except dialect.loaded_dbapi.Error as error:
@@ -102,11 +113,21 @@ def run(connection: Connection, writes: Sequence[Write], reads: Sequence[Read] =
             cursor.close()
 
 
-def _on_driver(statement: Statement, parameters: Any, dialect: Dialect) -> _Compiled | None:
-    """Return the write compiled for the driver's cursor, or None to run it through SQLAlchemy."""
+def _is_mapping(parameters: Any) -> bool:
+    """Whether parameters are one set (a mapping), not a list of sets: a dict's exact type is
+    checked first, as an ABC's isinstance costs several times more."""
+    return type(parameters) is dict or isinstance(parameters, Mapping)
+
+
+def _on_driver(
+    statement: Statement, parameters: Any, dialect: Dialect, single: bool
+) -> _Compiled | None:
+    """Return the write compiled for the driver's cursor, or None to run it through SQLAlchemy.
+
+    `single`: the parameters are one set (a mapping), not a list of sets."""
     if not isinstance(statement, OnDriver):
         return None
-    if isinstance(parameters, Mapping):
+    if single:
         return _compiled(statement.statement, dialect, tuple(parameters))
     if not _same_keys(parameters):
         return None
@@ -153,12 +174,13 @@ class _Compiled:
     positional: bool
     keys: tuple[str, ...]  # the result's columns
     results: tuple[tuple[int, Callable[[Any], Any]], ...]  # result processors by position
+    partial: bool  # whether some parameters are fixed (not all are given)
 
     def arguments(self, parameters: Mapping[str, Any]) -> Any:
         # The given values in order (an itemgetter), then only those that need processing;
         # the fixed ones (rare) put in their places.
         values = list(self.take(parameters))
-        if len(values) < len(self.names):
+        if self.partial:
             taken = iter(values)
             values = [next(taken) if fixed is _GIVEN else fixed for fixed in self.fixed]
         for index, process in self.processed:
@@ -221,6 +243,7 @@ def _compile(statement: ClauseElement, dialect: Dialect, keys: frozenset[str]) -
         positional=bool(compiled.positional),
         keys=tuple(column.key for column in columns),
         results=tuple((index, found) for index, found in enumerate(results) if found is not None),
+        partial=len(given) < len(names),
     )
 
 
@@ -295,7 +318,7 @@ def _fetched(cursor: Any, compiled: _Compiled) -> Rows:
 
 def _same_keys(sets: Any) -> bool:
     """Whether parameter sets share their keys (one compiled statement serves them all)."""
-    if not isinstance(sets, list) or not sets or not isinstance(sets[0], Mapping):
+    if not isinstance(sets, list) or not sets or not _is_mapping(sets[0]):
         return False
     keys = sets[0].keys()
     return all(row.keys() == keys for row in sets)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -31,11 +33,40 @@ def pooler_connect_args(pooler: str) -> dict[str, Any]:
     return {"prepare_threshold": None} if pooler == "transaction" else {}
 
 
+# orjson's options for a JSON column: keys other than text become text, as the standard
+# library makes them; datetimes and dataclasses are not turned into JSON, as there.
+_ORJSON_OPTIONS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def json_text(value: Any) -> str:
+    """A JSON column's value as text: orjson (C), which costs a fraction of the standard
+    library's encoder (every audit row writes two values). What orjson refuses (a lone
+    surrogate, an integer past 64 bits, a datetime) goes to the standard library, which
+    writes it or raises as it always did."""
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def json_value(text: str | bytes) -> Any:
+    """A JSON column's text as a value: orjson, or the standard library for what orjson
+    refuses (an escaped lone surrogate, NaN, an integer past 64 bits)."""
+    try:
+        return orjson.loads(text)
+    except ValueError:
+        return json.loads(text)
+
+
 def make_engine(url: str, *, pooler: str = "none", **options: Any) -> Engine:
     """An engine for `url`; SQLite gets WAL, NORMAL sync, foreign keys and a busy timeout.
 
-    `pooler` says what sits in front of PostgreSQL (see `pooler_connect_args`).
+    `pooler` says what sits in front of PostgreSQL (see `pooler_connect_args`). JSON columns
+    are written and read with orjson (`json_text`, `json_value`).
     """
+    options = {"json_serializer": json_text, "json_deserializer": json_value, **options}
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:")
         engine = create_engine(

@@ -159,7 +159,9 @@ ITEM_KEYS = (
     "current_period_end",
 )
 # The subscription and its items in one statement; the items are written only together with
-# the subscription row, so locking that row covers them.
+# the subscription row, so locking that row covers them. No ORDER BY: a subscription has a
+# row or two, sorted in Python (`subscription_and_items`), where SQLite would build a sorter
+# for each read.
 _SUBSCRIPTION_WITH_ITEMS = (
     select(
         *(SUBSCRIPTIONS.c[key] for key in SUBSCRIPTION_KEYS),
@@ -167,7 +169,6 @@ _SUBSCRIPTION_WITH_ITEMS = (
     )
     .outerjoin(SUBSCRIPTION_ITEMS, SUBSCRIPTION_ITEMS.c.subscription_id == SUBSCRIPTIONS.c.id)
     .where(SUBSCRIPTIONS.c.id == bindparam("row_id"))
-    .order_by(SUBSCRIPTION_ITEMS.c.id)
     .with_for_update(of=SUBSCRIPTIONS)
 )
 # SQLite only: the customer, the subscription and its items in one read (see the docstring).
@@ -182,7 +183,6 @@ _CUSTOMER_SUBSCRIPTION_WITH_ITEMS = (
     .outerjoin(SUBSCRIPTIONS, SUBSCRIPTIONS.c.id == bindparam("row_id"))
     .outerjoin(SUBSCRIPTION_ITEMS, SUBSCRIPTION_ITEMS.c.subscription_id == SUBSCRIPTIONS.c.id)
     .where(_BY_STRIPE_CUSTOMER_ID)
-    .order_by(SUBSCRIPTION_ITEMS.c.id)
 )
 
 
@@ -218,13 +218,19 @@ def read_subscription(
 
 
 def subscription_and_items(rows: Sequence[Row]) -> tuple[Row | None, list[dict[str, Any]]]:
-    """Split the joined rows of a subscription into the subscription and its items."""
+    """Split the joined rows of a subscription into the subscription and its items (by id)."""
     if not rows:
         return None, []
     items = [
         {key: row[f"item_{key}"] for key in ITEM_KEYS} for row in rows if row["item_id"] is not None
     ]
+    if len(items) > 1:
+        items.sort(key=_item_id)
     return rows[0], items
+
+
+def _item_id(item: Row) -> str:
+    return str(item["id"])
 
 
 def delete_items(item_ids: Sequence[str]) -> Any:

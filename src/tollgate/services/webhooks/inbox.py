@@ -81,12 +81,12 @@ _SECRET_TEXT = re.compile(
 _COUNTERS: dict[str, Any] = {}
 
 
-def _count(outcome: str) -> None:
-    """Count an event's outcome in tollgate_webhook_events_total."""
+def _count(outcome: str, events: int = 1) -> None:
+    """Count events' outcome in tollgate_webhook_events_total."""
     counter = _COUNTERS.get(outcome)
     if counter is None:
         counter = _COUNTERS[outcome] = WEBHOOK_EVENTS.labels(outcome)
-    counter.inc()
+    counter.inc(events)
 
 
 class ProcessMode(StrEnum):
@@ -347,9 +347,13 @@ def _apply_in_groups(
             results.append(_store_failed(db, front, now, error))
             pending, take, conflicts, rounds = pending[1:], len(pending) - 1, 0, 0
             continue
+        # Counted once per outcome for the group: each count takes the counter's lock.
+        done: dict[str, int] = {}
         for result in applied:
             if result.outcome in _DONE:
-                _count(result.outcome)
+                done[result.outcome] = done.get(result.outcome, 0) + 1
+        for outcome, events in done.items():
+            _count(outcome, events)
         results.extend(applied)
         pending = pending[len(applied) :]
         take, conflicts, rounds = len(pending), 0, 0
