@@ -121,13 +121,24 @@ def retrieve_route(path: str, kind: str, params: str, *, label: str | None = Non
 
 
 def list_route(
-    path: str, kind: str, params: str, *, filters: tuple[str, ...] = (), flags: tuple[str, ...] = ()
+    path: str,
+    kind: str,
+    params: str,
+    *,
+    filters: tuple[str, ...] = (),
+    flags: tuple[str, ...] = (),
+    private: tuple[str, ...] = (),
 ) -> None:
-    """Register a GET listing `kind` whose fields equal the `filters` (boolean: `flags`) given."""
+    """Register a GET listing `kind` whose fields equal the `filters` (boolean: `flags`) given.
+
+    A `private` parameter is matched against the simulator's own `_name` copy of a field Stripe
+    nests elsewhere (an invoice's subscription, a promotion code's coupon).
+    """
 
     def list_objects(ctx: Ctx, query: dict[str, Any]) -> dict[str, Any]:
         wanted = {key: query.get(key) for key in filters}
         wanted |= {key: as_bool(query, key) for key in flags}
+        wanted |= {f"_{key}": query.get(key) for key in private}
         return paginate(ctx.account, kind, query, path, filters=wanted)
 
     route("GET", path, params)(list_objects)
