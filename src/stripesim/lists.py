@@ -9,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from stripesim.currency import CURRENCIES
-from stripesim.errors import StripeError, parameter_missing
+from stripesim.errors import StripeError, parameter_missing, resource_missing
 from stripesim.state import Account, snapshot
 from stripesim.tables import Key, Table, list_time
 
@@ -97,6 +97,18 @@ def required_object(
     if not object_id:
         raise parameter_missing(key)
     return account.get(object_id, kind, param=key, label=label)
+
+
+def customer_owned(
+    account: Account, customer_id: str, object_id: str, kind: str, *, label: str
+) -> dict[str, Any]:
+    """Return the customer's own `kind` object (a transaction, a tax ID, a PaymentMethod): the
+    customer must exist, and another customer's object answers Stripe's 404 as a missing one."""
+    account.get(customer_id, "customer")
+    obj = account.get(object_id, kind, label=label)
+    if obj.get("customer") != customer_id:
+        raise resource_missing(label, object_id)
+    return obj
 
 
 def param_name(prefix: str, path: str) -> str:
@@ -193,6 +205,22 @@ def _wanted(
     if any(obj.get(field) != value for field, value in filters.items()):
         return False
     return where is None or where(obj)
+
+
+def list_customer_owned(
+    account: Account,
+    params: dict[str, Any],
+    customer_id: str,
+    kind: str,
+    collection: str,
+    *,
+    where: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
+    """List the customer's own `kind` objects at `/v1/customers/{id}/{collection}`, newest first
+    (the customer must exist)."""
+    account.get(customer_id, "customer")
+    url = f"/v1/customers/{customer_id}/{collection}"
+    return paginate(account, kind, params, url, filters={"customer": customer_id}, where=where)
 
 
 def _page_of_table(

@@ -10,10 +10,9 @@ from starlette.responses import Response
 
 from stripesim import billing, cash_balances
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_currency, required_int
+from stripesim.lists import as_currency, customer_owned, list_customer_owned, required_int
 from stripesim.pages import hosted, message_page, render_page
 from stripesim.registry import Ctx, page, route
-from stripesim.resources.balances import customer_txn, list_customer_txns
 from stripesim.state import Simulator, snapshot
 
 _TXN = "customer_cash_balance_transaction"
@@ -32,7 +31,7 @@ def retrieve_cash_balance(ctx: Ctx, params: dict[str, Any], customer_id: str) ->
 def list_cash_balance_transactions(
     ctx: Ctx, params: dict[str, Any], customer_id: str
 ) -> dict[str, Any]:
-    return list_customer_txns(ctx, params, customer_id, _TXN, "cash_balance_transactions")
+    return list_customer_owned(ctx.account, params, customer_id, _TXN, "cash_balance_transactions")
 
 
 @route(
@@ -43,7 +42,9 @@ def list_cash_balance_transactions(
 def retrieve_cash_balance_transaction(
     ctx: Ctx, params: dict[str, Any], customer_id: str, txn_id: str
 ) -> dict[str, Any]:
-    return customer_txn(ctx, customer_id, txn_id, _TXN, "customer cash balance transaction")
+    return customer_owned(
+        ctx.account, customer_id, txn_id, _TXN, label="customer cash balance transaction"
+    )
 
 
 @route(

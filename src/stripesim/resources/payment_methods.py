@@ -7,7 +7,7 @@ from typing import Any
 from stripesim import cards, debits
 from stripesim.debits import new_bank_payment_method
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, one_of, paginate, render, update_metadata
+from stripesim.lists import as_bool, customer_owned, one_of, paginate, render, update_metadata
 from stripesim.payments import (
     attach_payment_method,
     client_secret,
@@ -184,13 +184,7 @@ def list_customer_payment_methods(
 def retrieve_customer_payment_method(
     ctx: Ctx, params: dict[str, Any], customer_id: str, pm_id: str
 ) -> dict[str, Any]:
-    ctx.account.get(customer_id, "customer")
-    pm = ctx.account.get(pm_id, "payment_method", label="PaymentMethod")
-    if pm.get("customer") != customer_id:
-        raise StripeError(
-            f"No such PaymentMethod: '{pm_id}'", status=404, code="resource_missing", param="id"
-        )
-    return pm
+    return customer_owned(ctx.account, customer_id, pm_id, "payment_method", label="PaymentMethod")
 
 
 # -- SetupIntents --------------------------------------------------------------------------

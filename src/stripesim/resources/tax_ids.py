@@ -12,7 +12,7 @@ from typing import Any
 
 from stripesim import objects
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import paginate, param_name
+from stripesim.lists import customer_owned, list_customer_owned, param_name
 from stripesim.registry import Ctx, route
 
 KIND = "tax_id"
@@ -79,12 +79,7 @@ def new_tax_id(ctx: Ctx, customer: dict[str, Any], kind: str, value: str) -> dic
 
 
 def _owned(ctx: Ctx, customer_id: str, tax_id_id: str) -> dict[str, Any]:
-    tax_id = ctx.account.get(tax_id_id, KIND, label="tax ID")
-    if tax_id["customer"] != customer_id:
-        raise StripeError(
-            f"No such tax ID: '{tax_id_id}'", status=404, code="resource_missing", param="id"
-        )
-    return tax_id
+    return customer_owned(ctx.account, customer_id, tax_id_id, KIND, label="tax ID")
 
 
 @route("POST", "/v1/customers/{customer_id}/tax_ids", "CustomerTaxIdCreateParams")
@@ -98,7 +93,6 @@ def create_tax_id(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[st
 def retrieve_tax_id(
     ctx: Ctx, params: dict[str, Any], customer_id: str, tax_id_id: str
 ) -> dict[str, Any]:
-    ctx.account.get(customer_id, "customer")
     return _owned(ctx, customer_id, tax_id_id)
 
 
@@ -106,7 +100,6 @@ def retrieve_tax_id(
 def delete_tax_id(
     ctx: Ctx, params: dict[str, Any], customer_id: str, tax_id_id: str
 ) -> dict[str, Any]:
-    ctx.account.get(customer_id, "customer")
     tax_id = _owned(ctx, customer_id, tax_id_id)
     ctx.account.delete(tax_id)
     ctx.emit("customer.tax_id.deleted", tax_id, created=ctx.now_for_customer(customer_id))
@@ -115,11 +108,4 @@ def delete_tax_id(
 
 @route("GET", "/v1/customers/{customer_id}/tax_ids", "CustomerTaxIdListParams")
 def list_tax_ids(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[str, Any]:
-    ctx.account.get(customer_id, "customer")
-    return paginate(
-        ctx.account,
-        KIND,
-        params,
-        f"/v1/customers/{customer_id}/tax_ids",
-        filters={"customer": customer_id},
-    )
+    return list_customer_owned(ctx.account, params, customer_id, KIND, "tax_ids")
