@@ -9,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from stripesim.currency import CURRENCIES
-from stripesim.errors import StripeError, parameter_missing, resource_missing
+from stripesim.errors import StripeError, parameter_invalid, parameter_missing, resource_missing
 from stripesim.state import Account, snapshot
 from stripesim.tables import Key, Table, list_time
 
@@ -57,9 +57,7 @@ def as_decimal(params: dict[str, Any], key: str, default: Decimal | None = None)
     try:
         return Decimal(str(value))
     except InvalidOperation:
-        raise StripeError(
-            f"Invalid decimal: {value}", code="parameter_invalid_string", param=key
-        ) from None
+        raise parameter_invalid(key, f"Invalid decimal: {value}") from None
 
 
 def as_currency(params: dict[str, Any], key: str = "currency") -> str:
@@ -81,11 +79,7 @@ def one_of(
 ) -> str | None:
     value = params.get(key, default)
     if value is not None and value not in allowed:
-        raise StripeError(
-            f"Invalid {key}: must be one of {', '.join(allowed)}",
-            code="parameter_invalid_string",
-            param=key,
-        )
+        raise parameter_invalid(key, f"Invalid {key}: must be one of {', '.join(allowed)}")
     return value
 
 
