@@ -282,9 +282,7 @@ def _created_range(keys: list[Key], created: Any) -> tuple[int, int]:
 def _cursor_key(table: Table, cursor: Any, param: str) -> Key:
     key = table.keys.get(cursor) if isinstance(cursor, str) else None
     if key is None:
-        raise StripeError(
-            f"No such object: '{cursor}'", status=404, code="resource_missing", param=param
-        )
+        raise resource_missing("object", str(cursor), param)
     return key
 
 
@@ -318,9 +316,7 @@ def _cursor_index(ids: list[str], cursor: str, param: str) -> int:
     try:
         return ids.index(cursor)
     except ValueError:
-        raise StripeError(
-            f"No such object: '{cursor}'", status=404, code="resource_missing", param=param
-        ) from None
+        raise resource_missing("object", cursor, param) from None
 
 
 def _list_expand(params: dict[str, Any]) -> list[str]:

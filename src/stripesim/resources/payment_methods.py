@@ -6,7 +6,7 @@ from typing import Any
 
 from stripesim import cards, debits
 from stripesim.debits import new_bank_payment_method
-from stripesim.errors import StripeError, parameter_missing
+from stripesim.errors import StripeError, parameter_missing, resource_missing
 from stripesim.lists import as_bool, customer_owned, one_of, paginate, render, update_metadata
 from stripesim.payments import (
     attach_payment_method,
@@ -38,12 +38,7 @@ def card_payment_method_from_params(ctx: Ctx, params: dict[str, Any]) -> dict[st
     if token:
         spec = cards.BY_TOKEN.get(token)
         if spec is None:
-            raise StripeError(
-                f"No such token: '{token}'",
-                status=404,
-                code="resource_missing",
-                param="card[token]",
-            )
+            raise resource_missing("token", token, "card[token]")
         return new_card_payment_method(
             ctx,
             spec,
