@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stripesim.lists import as_bool, paginate, search
+from stripesim.lists import as_bool, customer_owned, list_customer_owned, paginate, search
 from stripesim.state import Account, Simulator
 
 Handler = Callable[..., Any]
@@ -140,6 +140,29 @@ def list_route(
         wanted |= {key: as_bool(query, key) for key in flags}
         wanted |= {f"_{key}": query.get(key) for key in private}
         return paginate(ctx.account, kind, query, path, filters=wanted)
+
+    route("GET", path, params)(list_objects)
+
+
+def customer_retrieve_route(path: str, kind: str, params: str, *, label: str) -> None:
+    """Register a GET answering the customer's own `kind` object its path names after the
+    customer's id (another customer's is a 404, as a missing one)."""
+
+    def retrieve(
+        ctx: Ctx, query: dict[str, Any], customer_id: str, **path_params: str
+    ) -> dict[str, Any]:
+        (object_id,) = path_params.values()
+        return customer_owned(ctx.account, customer_id, object_id, kind, label=label)
+
+    route("GET", path, params)(retrieve)
+
+
+def customer_list_route(path: str, kind: str, params: str) -> None:
+    """Register a GET listing the customer's own `kind` objects at `/v1/customers/{id}/<list>`."""
+    collection = path.rsplit("/", 1)[-1]
+
+    def list_objects(ctx: Ctx, query: dict[str, Any], customer_id: str) -> dict[str, Any]:
+        return list_customer_owned(ctx.account, query, customer_id, kind, collection)
 
     route("GET", path, params)(list_objects)
 

@@ -15,7 +15,7 @@ from stripesim.lists import (
     required_int,
     update_metadata,
 )
-from stripesim.registry import Ctx, route
+from stripesim.registry import Ctx, customer_retrieve_route, route
 from stripesim.state import new_id
 
 CUSTOMER_SESSION_SECONDS = 30 * 60  # a customer session's client secret lasts 30 minutes
@@ -54,10 +54,7 @@ def list_balance_transactions(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any
 _CUSTOMER_TXN = "customer_balance_transaction"
 
 
-def _customer_txn(ctx: Ctx, customer_id: str, txn_id: str) -> dict[str, Any]:
-    return customer_owned(
-        ctx.account, customer_id, txn_id, _CUSTOMER_TXN, label="customer balance transaction"
-    )
+_CUSTOMER_TXN_LABEL = "customer balance transaction"
 
 
 @route(
@@ -90,15 +87,12 @@ def create_customer_balance_transaction(
     return txn
 
 
-@route(
-    "GET",
+customer_retrieve_route(
     "/v1/customers/{customer_id}/balance_transactions/{txn_id}",
+    _CUSTOMER_TXN,
     "CustomerBalanceTransactionRetrieveParams",
+    label=_CUSTOMER_TXN_LABEL,
 )
-def retrieve_customer_balance_transaction(
-    ctx: Ctx, params: dict[str, Any], customer_id: str, txn_id: str
-) -> dict[str, Any]:
-    return _customer_txn(ctx, customer_id, txn_id)
 
 
 @route(
@@ -109,7 +103,7 @@ def retrieve_customer_balance_transaction(
 def update_customer_balance_transaction(
     ctx: Ctx, params: dict[str, Any], customer_id: str, txn_id: str
 ) -> dict[str, Any]:
-    txn = _customer_txn(ctx, customer_id, txn_id)
+    txn = customer_owned(ctx.account, customer_id, txn_id, _CUSTOMER_TXN, label=_CUSTOMER_TXN_LABEL)
     if "description" in params:
         txn["description"] = params["description"] or None
     update_metadata(txn, params.get("metadata"))

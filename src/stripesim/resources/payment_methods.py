@@ -7,7 +7,7 @@ from typing import Any
 from stripesim import cards, debits
 from stripesim.debits import new_bank_payment_method
 from stripesim.errors import StripeError, parameter_missing, resource_missing
-from stripesim.lists import as_bool, customer_owned, one_of, paginate, render, update_metadata
+from stripesim.lists import as_bool, one_of, paginate, render, update_metadata
 from stripesim.payments import (
     attach_payment_method,
     client_secret,
@@ -17,7 +17,7 @@ from stripesim.payments import (
     payment_method_for,
     payment_method_param,
 )
-from stripesim.registry import Ctx, list_route, retrieve_route, route
+from stripesim.registry import Ctx, customer_retrieve_route, list_route, retrieve_route, route
 from stripesim.state import new_id
 
 
@@ -171,15 +171,12 @@ def list_customer_payment_methods(
     )
 
 
-@route(
-    "GET",
+customer_retrieve_route(
     "/v1/customers/{customer_id}/payment_methods/{pm_id}",
+    "payment_method",
     "CustomerRetrievePaymentMethodParams",
+    label="PaymentMethod",
 )
-def retrieve_customer_payment_method(
-    ctx: Ctx, params: dict[str, Any], customer_id: str, pm_id: str
-) -> dict[str, Any]:
-    return customer_owned(ctx.account, customer_id, pm_id, "payment_method", label="PaymentMethod")
 
 
 # -- SetupIntents --------------------------------------------------------------------------

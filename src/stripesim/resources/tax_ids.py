@@ -12,8 +12,8 @@ from typing import Any
 
 from stripesim import objects
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import customer_owned, list_customer_owned, param_name
-from stripesim.registry import Ctx, route
+from stripesim.lists import customer_owned, param_name
+from stripesim.registry import Ctx, customer_list_route, customer_retrieve_route, route
 
 KIND = "tax_id"
 _VERIFIED_TYPES = ("eu_vat", "gb_vat", "ch_vat", "no_vat", "au_abn")
@@ -78,10 +78,6 @@ def new_tax_id(ctx: Ctx, customer: dict[str, Any], kind: str, value: str) -> dic
     return tax_id
 
 
-def _owned(ctx: Ctx, customer_id: str, tax_id_id: str) -> dict[str, Any]:
-    return customer_owned(ctx.account, customer_id, tax_id_id, KIND, label="tax ID")
-
-
 @route("POST", "/v1/customers/{customer_id}/tax_ids", "CustomerTaxIdCreateParams")
 def create_tax_id(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[str, Any]:
     customer = ctx.account.get(customer_id, "customer")
@@ -89,23 +85,22 @@ def create_tax_id(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[st
     return new_tax_id(ctx, customer, kind, value)
 
 
-@route("GET", "/v1/customers/{customer_id}/tax_ids/{tax_id_id}", "CustomerTaxIdRetrieveParams")
-def retrieve_tax_id(
-    ctx: Ctx, params: dict[str, Any], customer_id: str, tax_id_id: str
-) -> dict[str, Any]:
-    return _owned(ctx, customer_id, tax_id_id)
+customer_retrieve_route(
+    "/v1/customers/{customer_id}/tax_ids/{tax_id_id}",
+    KIND,
+    "CustomerTaxIdRetrieveParams",
+    label="tax ID",
+)
 
 
 @route("DELETE", "/v1/customers/{customer_id}/tax_ids/{tax_id_id}", "CustomerTaxIdDeleteParams")
 def delete_tax_id(
     ctx: Ctx, params: dict[str, Any], customer_id: str, tax_id_id: str
 ) -> dict[str, Any]:
-    tax_id = _owned(ctx, customer_id, tax_id_id)
+    tax_id = customer_owned(ctx.account, customer_id, tax_id_id, KIND, label="tax ID")
     ctx.account.delete(tax_id)
     ctx.emit("customer.tax_id.deleted", tax_id, created=ctx.now_for_customer(customer_id))
     return objects.deleted(KIND, tax_id_id)
 
 
-@route("GET", "/v1/customers/{customer_id}/tax_ids", "CustomerTaxIdListParams")
-def list_tax_ids(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[str, Any]:
-    return list_customer_owned(ctx.account, params, customer_id, KIND, "tax_ids")
+customer_list_route("/v1/customers/{customer_id}/tax_ids", KIND, "CustomerTaxIdListParams")
