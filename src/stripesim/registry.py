@@ -135,10 +135,12 @@ def list_route(
     nests elsewhere (an invoice's subscription, a promotion code's coupon).
     """
 
+    fields = [(key, key) for key in filters] + [(f"_{key}", key) for key in private]
+
     def list_objects(ctx: Ctx, query: dict[str, Any]) -> dict[str, Any]:
-        wanted = {key: query.get(key) for key in filters}
-        wanted |= {key: as_bool(query, key) for key in flags}
-        wanted |= {f"_{key}": query.get(key) for key in private}
+        wanted = {field: query.get(key) for field, key in fields}
+        for key in flags:
+            wanted[key] = as_bool(query, key)
         return paginate(ctx.account, kind, query, path, filters=wanted)
 
     route("GET", path, params)(list_objects)
