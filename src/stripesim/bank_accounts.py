@@ -8,9 +8,9 @@ until it settles, `SETTLEMENT_DAYS` later by the simulator's clock or the custom
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
+from stripesim.cards import fingerprint
 from stripesim.errors import StripeError
 
 ROUTING_NUMBER = "110000000"
@@ -37,9 +37,7 @@ class BankSpec:
 
     @property
     def fingerprint(self) -> str:
-        digest = hashlib.sha256(f"stripesim-bank:{self.account_number}".encode()).digest()
-        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-        return "".join(alphabet[byte % len(alphabet)] for byte in digest[:16])
+        return fingerprint(f"stripesim-bank:{self.account_number}")
 
 
 _BANKS = [

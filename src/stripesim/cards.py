@@ -20,6 +20,16 @@ AUTHENTICATE = "authenticate"
 DISPUTE = "dispute"  # charge succeeds, then a fraudulent dispute is opened
 
 
+_FINGERPRINT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def fingerprint(number: str) -> str:
+    """A stable fingerprint of an account or card number, like Stripe's (same number, same
+    fingerprint); the caller salts `number` with its kind."""
+    digest = hashlib.sha256(number.encode()).digest()
+    return "".join(_FINGERPRINT_ALPHABET[byte % len(_FINGERPRINT_ALPHABET)] for byte in digest[:16])
+
+
 @dataclass(frozen=True)
 class CardSpec:
     """One of Stripe's documented test cards."""
@@ -45,10 +55,7 @@ class CardSpec:
 
     @property
     def fingerprint(self) -> str:
-        """A stable per-number fingerprint, like Stripe's (same card, same fingerprint)."""
-        digest = hashlib.sha256(f"stripesim:{self.number}".encode()).digest()
-        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-        return "".join(alphabet[byte % len(alphabet)] for byte in digest[:16])
+        return fingerprint(f"stripesim:{self.number}")
 
     def decline(self) -> StripeError:
         """The card error Stripe answers when this card is declined."""

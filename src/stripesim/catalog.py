@@ -9,7 +9,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidO
 from typing import Any
 
 from stripesim.currency import CURRENCIES, format_amount
-from stripesim.errors import StripeError, parameter_missing
+from stripesim.errors import StripeError, parameter_invalid, parameter_missing
 from stripesim.lists import as_bool, as_int, param_name, reference, update_metadata
 from stripesim.registry import Ctx
 
@@ -67,10 +67,8 @@ def build_product(ctx: Ctx, params: dict[str, Any], *, param_prefix: str = "") -
         type=params.get("type") or "service",
     )
     if product["type"] not in ("good", "service"):
-        raise StripeError(
-            "Invalid type: must be one of good, service",
-            code="parameter_invalid_string",
-            param=param_name(param_prefix, "type"),
+        raise parameter_invalid(
+            param_name(param_prefix, "type"), "Invalid type: must be one of good, service"
         )
     update_metadata(product, params.get("metadata"))
     ctx.account.add(product)
@@ -88,11 +86,10 @@ def currency_of(params: dict[str, Any], key: str = "currency", *, param: str | N
         raise parameter_missing(param or key)
     currency = str(raw).lower()
     if currency not in CURRENCIES:
-        raise StripeError(
+        raise parameter_invalid(
+            param or key,
             f"Invalid currency: {currency}. Stripe currently supports these currencies: "
             + ", ".join(sorted(CURRENCIES)),
-            code="parameter_invalid_string",
-            param=param or key,
         )
     return currency
 
@@ -131,22 +128,16 @@ def _amount_pair(
         try:
             exact = Decimal(str(source[decimal_key]))
         except InvalidOperation:
-            raise StripeError(
-                f"Invalid decimal: {source[decimal_key]}",
-                code="parameter_invalid_string",
-                param=decimal_param,
+            raise parameter_invalid(
+                decimal_param, f"Invalid decimal: {source[decimal_key]}"
             ) from None
         if not exact.is_finite() or exact < 0:
-            raise StripeError(
-                f"Invalid {decimal_key}: must be a non-negative decimal",
-                code="parameter_invalid_string",
-                param=decimal_param,
+            raise parameter_invalid(
+                decimal_param, f"Invalid {decimal_key}: must be a non-negative decimal"
             )
         if exact != exact.quantize(Decimal("1e-12")):
-            raise StripeError(
-                f"Invalid {decimal_key}: at most 12 decimal places are allowed",
-                code="parameter_invalid_string",
-                param=decimal_param,
+            raise parameter_invalid(
+                decimal_param, f"Invalid {decimal_key}: at most 12 decimal places are allowed"
             )
         # A whole decimal is also an integer amount; a sub-cent one leaves the integer null.
         whole = int(exact) if exact == exact.to_integral_value() else None
@@ -213,10 +204,9 @@ def _recurring(ctx: Ctx, raw: Any, prefix: str) -> dict[str, Any] | None:
         raise parameter_missing(name("interval"))
     interval = raw["interval"]
     if interval not in _INTERVALS:
-        raise StripeError(
+        raise parameter_invalid(
+            name("interval"),
             "Invalid recurring[interval]: must be one of day, week, month, or year",
-            code="parameter_invalid_string",
-            param=name("interval"),
         )
     count = as_int(raw, "interval_count", 1, param=name("interval_count"))
     assert count is not None
@@ -227,10 +217,8 @@ def _recurring(ctx: Ctx, raw: Any, prefix: str) -> dict[str, Any] | None:
         )
     usage_type = raw.get("usage_type") or "licensed"
     if usage_type not in ("licensed", "metered"):
-        raise StripeError(
-            "Invalid recurring[usage_type]: must be one of licensed or metered",
-            code="parameter_invalid_string",
-            param=name("usage_type"),
+        raise parameter_invalid(
+            name("usage_type"), "Invalid recurring[usage_type]: must be one of licensed or metered"
         )
     meter_id = raw.get("meter") or None
     if usage_type == "metered":
@@ -279,10 +267,8 @@ def check_lookup_key(
     if lookup_key is None:
         return None, None
     if len(lookup_key) > 200:
-        raise StripeError(
-            "Invalid lookup_key: must be at most 200 characters",
-            code="parameter_invalid_string",
-            param=param_name(prefix, "lookup_key"),
+        raise parameter_invalid(
+            param_name(prefix, "lookup_key"), "Invalid lookup_key: must be at most 200 characters"
         )
     owner = lookup_key_owner(ctx, lookup_key, besides=besides)
     if owner is not None and not as_bool(params, "transfer_lookup_key", False):
@@ -309,10 +295,9 @@ def check_price_params(
         )
     scheme = params.get("billing_scheme") or "per_unit"
     if scheme not in ("per_unit", "tiered"):
-        raise StripeError(
+        raise parameter_invalid(
+            param_name(prefix, "billing_scheme"),
             "Invalid billing_scheme: must be one of per_unit or tiered",
-            code="parameter_invalid_string",
-            param=param_name(prefix, "billing_scheme"),
         )
     recurring = _recurring(ctx, params.get("recurring"), prefix)
     fields: dict[str, Any] = {
@@ -352,10 +337,9 @@ def _tiered_amounts(params: dict[str, Any], prefix: str) -> dict[str, Any]:
     if not mode:
         raise parameter_missing(param_name(prefix, "tiers_mode"))
     if mode not in ("graduated", "volume"):
-        raise StripeError(
+        raise parameter_invalid(
+            param_name(prefix, "tiers_mode"),
             "Invalid tiers_mode: must be one of graduated or volume",
-            code="parameter_invalid_string",
-            param=param_name(prefix, "tiers_mode"),
         )
     tiers = _tiers(params, prefix)
     if params.get("transform_quantity"):
@@ -405,10 +389,9 @@ def _transform_quantity(params: dict[str, Any], prefix: str) -> dict[str, Any] |
             "transform_quantity[divide_by] must be a positive integer.", param=divide_param
         )
     if rounding not in ("up", "down"):
-        raise StripeError(
+        raise parameter_invalid(
+            param_name(prefix, "transform_quantity[round]"),
             "Invalid transform_quantity[round]: must be one of up or down",
-            code="parameter_invalid_string",
-            param=param_name(prefix, "transform_quantity[round]"),
         )
     return {"divide_by": divide_by, "round": rounding}
 
@@ -416,10 +399,8 @@ def _transform_quantity(params: dict[str, Any], prefix: str) -> dict[str, Any] |
 def tax_behavior_of(value: Any, param: str) -> str:
     """Return a price's `tax_behavior`, or Stripe's error for a value it does not know."""
     if value not in TAX_BEHAVIORS:
-        raise StripeError(
-            "Invalid tax_behavior: must be one of inclusive, exclusive, unspecified",
-            code="parameter_invalid_string",
-            param=param,
+        raise parameter_invalid(
+            param, "Invalid tax_behavior: must be one of inclusive, exclusive, unspecified"
         )
     return str(value)
 

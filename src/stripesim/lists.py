@@ -9,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from stripesim.currency import CURRENCIES
-from stripesim.errors import StripeError, parameter_missing
+from stripesim.errors import StripeError, parameter_invalid, parameter_missing, resource_missing
 from stripesim.state import Account, snapshot
 from stripesim.tables import Key, Table, list_time
 
@@ -57,9 +57,7 @@ def as_decimal(params: dict[str, Any], key: str, default: Decimal | None = None)
     try:
         return Decimal(str(value))
     except InvalidOperation:
-        raise StripeError(
-            f"Invalid decimal: {value}", code="parameter_invalid_string", param=key
-        ) from None
+        raise parameter_invalid(key, f"Invalid decimal: {value}") from None
 
 
 def as_currency(params: dict[str, Any], key: str = "currency") -> str:
@@ -81,11 +79,7 @@ def one_of(
 ) -> str | None:
     value = params.get(key, default)
     if value is not None and value not in allowed:
-        raise StripeError(
-            f"Invalid {key}: must be one of {', '.join(allowed)}",
-            code="parameter_invalid_string",
-            param=key,
-        )
+        raise parameter_invalid(key, f"Invalid {key}: must be one of {', '.join(allowed)}")
     return value
 
 
@@ -97,6 +91,18 @@ def required_object(
     if not object_id:
         raise parameter_missing(key)
     return account.get(object_id, kind, param=key, label=label)
+
+
+def customer_owned(
+    account: Account, customer_id: str, object_id: str, kind: str, *, label: str
+) -> dict[str, Any]:
+    """Return the customer's own `kind` object (a transaction, a tax ID, a PaymentMethod): the
+    customer must exist, and another customer's object answers Stripe's 404 as a missing one."""
+    account.get(customer_id, "customer")
+    obj = account.get(object_id, kind, label=label)
+    if obj.get("customer") != customer_id:
+        raise resource_missing(label, object_id)
+    return obj
 
 
 def param_name(prefix: str, path: str) -> str:
@@ -195,6 +201,22 @@ def _wanted(
     return where is None or where(obj)
 
 
+def list_customer_owned(
+    account: Account,
+    params: dict[str, Any],
+    customer_id: str,
+    kind: str,
+    collection: str,
+    *,
+    where: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
+    """List the customer's own `kind` objects at `/v1/customers/{id}/{collection}`, newest first
+    (the customer must exist)."""
+    account.get(customer_id, "customer")
+    url = f"/v1/customers/{customer_id}/{collection}"
+    return paginate(account, kind, params, url, filters={"customer": customer_id}, where=where)
+
+
 def _page_of_table(
     account: Account,
     kind: str,
@@ -260,9 +282,7 @@ def _created_range(keys: list[Key], created: Any) -> tuple[int, int]:
 def _cursor_key(table: Table, cursor: Any, param: str) -> Key:
     key = table.keys.get(cursor) if isinstance(cursor, str) else None
     if key is None:
-        raise StripeError(
-            f"No such object: '{cursor}'", status=404, code="resource_missing", param=param
-        )
+        raise resource_missing("object", str(cursor), param)
     return key
 
 
@@ -296,9 +316,7 @@ def _cursor_index(ids: list[str], cursor: str, param: str) -> int:
     try:
         return ids.index(cursor)
     except ValueError:
-        raise StripeError(
-            f"No such object: '{cursor}'", status=404, code="resource_missing", param=param
-        ) from None
+        raise resource_missing("object", cursor, param) from None
 
 
 def _list_expand(params: dict[str, Any]) -> list[str]:

@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any
 
-from stripesim.errors import StripeError, parameter_missing
+from stripesim.errors import StripeError, parameter_invalid, parameter_missing
 
 # Keys of stripe's RequestOptions are client options, not body parameters.
 _REQUEST_OPTIONS = {
@@ -234,26 +234,16 @@ def _is_number(value: str) -> bool:
 def _invalid(spec: Spec, value: Any, name: str) -> StripeError:
     """Return Stripe's error for a value of the wrong kind."""
     if spec.enum:
-        return StripeError(
-            f"Invalid {name}: must be one of {_one_of(spec.enum)}",
-            code="parameter_invalid_string",
-            param=name,
-        )
+        return parameter_invalid(name, f"Invalid {name}: must be one of {_one_of(spec.enum)}")
     if isinstance(value, dict | list):
         expected = "array" if spec.items is not None else _expected(spec)
         given = "hash" if isinstance(value, dict) else "array"
-        return StripeError(
-            f"Invalid {expected}: {name} was given a {given}",
-            code="parameter_invalid_string",
-            param=name,
-        )
+        return parameter_invalid(name, f"Invalid {expected}: {name} was given a {given}")
     if "integer" in spec.scalars:
         return StripeError(
             f"Invalid integer: {value}", code="parameter_invalid_integer", param=name
         )
-    return StripeError(
-        f"Invalid {_expected(spec)}: {value}", code="parameter_invalid_string", param=name
-    )
+    return parameter_invalid(name, f"Invalid {_expected(spec)}: {value}")
 
 
 def _expected(spec: Spec) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from stripesim import balances, bank_accounts, cards, cash_balances, debits, objects
 from stripesim.currency import format_amount
-from stripesim.errors import StripeError, resource_missing
+from stripesim.errors import StripeError, parameter_invalid, resource_missing
 from stripesim.lists import render
 from stripesim.payment_settings import incompatible_method_error
 from stripesim.registry import Ctx
@@ -876,10 +876,9 @@ def refund(
             param="amount",
         )
     if reason is not None and reason not in ("duplicate", "fraudulent", "requested_by_customer"):
-        raise StripeError(
+        raise parameter_invalid(
+            "reason",
             "Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer",
-            code="parameter_invalid_string",
-            param="reason",
         )
     refund_obj = ctx.build(
         "refund",

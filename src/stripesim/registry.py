@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stripesim.lists import as_bool, paginate, search
+from stripesim.lists import as_bool, customer_owned, list_customer_owned, paginate, search
 from stripesim.state import Account, Simulator
 
 Handler = Callable[..., Any]
@@ -121,14 +121,50 @@ def retrieve_route(path: str, kind: str, params: str, *, label: str | None = Non
 
 
 def list_route(
-    path: str, kind: str, params: str, *, filters: tuple[str, ...] = (), flags: tuple[str, ...] = ()
+    path: str,
+    kind: str,
+    params: str,
+    *,
+    filters: tuple[str, ...] = (),
+    flags: tuple[str, ...] = (),
+    private: tuple[str, ...] = (),
 ) -> None:
-    """Register a GET listing `kind` whose fields equal the `filters` (boolean: `flags`) given."""
+    """Register a GET listing `kind` whose fields equal the `filters` (boolean: `flags`) given.
+
+    A `private` parameter is matched against the simulator's own `_name` copy of a field Stripe
+    nests elsewhere (an invoice's subscription, a promotion code's coupon).
+    """
+
+    fields = [(key, key) for key in filters] + [(f"_{key}", key) for key in private]
 
     def list_objects(ctx: Ctx, query: dict[str, Any]) -> dict[str, Any]:
-        wanted = {key: query.get(key) for key in filters}
-        wanted |= {key: as_bool(query, key) for key in flags}
+        wanted = {field: query.get(key) for field, key in fields}
+        for key in flags:
+            wanted[key] = as_bool(query, key)
         return paginate(ctx.account, kind, query, path, filters=wanted)
+
+    route("GET", path, params)(list_objects)
+
+
+def customer_retrieve_route(path: str, kind: str, params: str, *, label: str) -> None:
+    """Register a GET answering the customer's own `kind` object its path names after the
+    customer's id (another customer's is a 404, as a missing one)."""
+
+    def retrieve(
+        ctx: Ctx, query: dict[str, Any], customer_id: str, **path_params: str
+    ) -> dict[str, Any]:
+        (object_id,) = path_params.values()
+        return customer_owned(ctx.account, customer_id, object_id, kind, label=label)
+
+    route("GET", path, params)(retrieve)
+
+
+def customer_list_route(path: str, kind: str, params: str) -> None:
+    """Register a GET listing the customer's own `kind` objects at `/v1/customers/{id}/<list>`."""
+    collection = path.rsplit("/", 1)[-1]
+
+    def list_objects(ctx: Ctx, query: dict[str, Any], customer_id: str) -> dict[str, Any]:
+        return list_customer_owned(ctx.account, query, customer_id, kind, collection)
 
     route("GET", path, params)(list_objects)
 

@@ -96,6 +96,62 @@ def test_tax_ids_are_checked_listed_and_shown_on_invoices(client: stripe.StripeC
     assert len(client.v1.customers.tax_ids.list(customer).data) == 1
 
 
+def test_another_customers_objects_are_missing_under_a_customers_paths(
+    client: stripe.StripeClient,
+) -> None:
+    owner = client.v1.customers.create().id
+    other = client.v1.customers.create().id
+    tax_id = client.v1.customers.tax_ids.create(
+        owner, params={"type": "eu_vat", "value": "DE123456789"}
+    )
+    txn = client.v1.customers.balance_transactions.create(
+        owner, params={"amount": -500, "currency": "usd"}
+    )
+    pm = client.v1.payment_methods.attach("pm_card_visa", params={"customer": owner})
+    lookups = [
+        (lambda c: client.v1.customers.tax_ids.retrieve(c, tax_id.id), "tax ID", tax_id.id),
+        (lambda c: client.v1.customers.tax_ids.delete(c, tax_id.id), "tax ID", tax_id.id),
+        (
+            lambda c: client.v1.customers.balance_transactions.retrieve(c, txn.id),
+            "customer balance transaction",
+            txn.id,
+        ),
+        (
+            lambda c: client.v1.customers.balance_transactions.update(
+                c, txn.id, params={"description": "x"}
+            ),
+            "customer balance transaction",
+            txn.id,
+        ),
+        (
+            lambda c: client.v1.customers.payment_methods.retrieve(c, pm.id),
+            "PaymentMethod",
+            pm.id,
+        ),
+    ]
+    for lookup, label, object_id in lookups:
+        with pytest.raises(stripe.InvalidRequestError) as raised:
+            lookup(other)
+        assert raised.value.http_status == 404
+        assert (raised.value.code, raised.value.param) == ("resource_missing", "id")
+        assert raised.value.user_message == f"No such {label}: '{object_id}'"
+        with pytest.raises(stripe.InvalidRequestError) as raised:
+            lookup("cus_missing")
+        assert raised.value.user_message == "No such customer: 'cus_missing'"
+    for listed in (
+        client.v1.customers.tax_ids.list,
+        client.v1.customers.balance_transactions.list,
+        client.v1.customers.cash_balance_transactions.list,
+    ):
+        assert listed(other).data == []
+        with pytest.raises(stripe.InvalidRequestError) as raised:
+            listed("cus_missing")
+        assert raised.value.http_status == 404
+    assert [t.id for t in client.v1.customers.tax_ids.list(owner).data] == [tax_id.id]
+    assert client.v1.customers.tax_ids.retrieve(owner, tax_id.id).id == tax_id.id
+    assert client.v1.customers.payment_methods.retrieve(owner, pm.id).id == pm.id
+
+
 def test_the_balance_holds_charges_less_fees_refunds_and_disputes(
     client: stripe.StripeClient,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import stripe
 
 from tests.stripesim.test_subscriptions import T0, price, set_card
@@ -61,3 +62,30 @@ def test_objects_made_in_a_test_clocks_past_list_by_their_created_time(
     assert [c.id for c in client.v1.customers.list(params={"created": {"lte": T0}}).data] == [
         earlier
     ]
+
+
+def test_a_cursor_naming_nothing_is_a_missing_object(client: stripe.StripeClient) -> None:
+    customer = client.v1.customers.create().id
+    invoice = client.v1.invoices.create(params={"customer": customer})
+    client.v1.invoice_items.create(
+        params={"customer": customer, "invoice": invoice.id, "amount": 100, "currency": "usd"}
+    )
+    lists = (
+        client.v1.customers.list,
+        lambda params: client.v1.invoices.line_items.list(invoice.id, params),
+    )
+    for listed in lists:
+        for cursor in ("starting_after", "ending_before"):
+            with pytest.raises(stripe.InvalidRequestError) as raised:
+                listed(params={cursor: "cus_nothing"})  # type: ignore[operator]
+            assert raised.value.http_status == 404
+            assert (raised.value.code, raised.value.param) == ("resource_missing", cursor)
+            assert raised.value.user_message == "No such object: 'cus_nothing'"
+
+
+def test_an_unknown_card_token_is_a_missing_token(client: stripe.StripeClient) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.payment_methods.create(params={"type": "card", "card": {"token": "tok_nothing"}})
+    assert raised.value.http_status == 404
+    assert (raised.value.code, raised.value.param) == ("resource_missing", "card[token]")
+    assert raised.value.user_message == "No such token: 'tok_nothing'"

@@ -137,6 +137,23 @@ def test_a_promotion_code_discounts_a_subscription_and_counts_redemptions(
     assert raised.value.param == "discounts[0][promotion_code]"
 
 
+def test_promotion_codes_list_by_coupon_customer_and_active(client: stripe.StripeClient) -> None:
+    first = _promo(client)
+    customer = client.v1.customers.create().id
+    second = _promo(client, customer=customer)
+    client.v1.promotion_codes.update(second.id, params={"active": False})
+    coupon = first.promotion.coupon
+
+    def listed(**params: object) -> list[str]:
+        return [p.id for p in client.v1.promotion_codes.list(params=params).data]  # type: ignore[arg-type]
+
+    assert listed(coupon=coupon) == [first.id]
+    assert listed(customer=customer) == [second.id]
+    assert listed(active=False) == [second.id]
+    assert listed(active=True, coupon=coupon) == [first.id]
+    assert listed(coupon=coupon, customer=customer) == []
+
+
 def test_a_promotion_code_keeps_its_restrictions(client: stripe.StripeClient) -> None:
     reserved = client.v1.customers.create().id
     promo = _promo(client, customer=reserved)

@@ -170,12 +170,9 @@ def mark_paid(
     out_of_band: bool = False,
 ) -> None:
     """Move an open invoice to paid; the subscription (if it waited on it) becomes active."""
-    invoice["status"] = "paid"
+    _stop_collecting(invoice, "paid", "paid_at", now)
     invoice["amount_paid"] = invoice["amount_due"]
     invoice["amount_remaining"] = 0
-    invoice["auto_advance"] = False
-    invoice["next_payment_attempt"] = None
-    invoice["status_transitions"]["paid_at"] = now
     if invoice["amount_due"] > 0 and not out_of_band:
         invoice["attempted"] = True
     if payment_intent is not None:
@@ -443,11 +440,8 @@ def void_invoice(ctx: Ctx, invoice: dict[str, Any], now: int) -> None:
         raise StripeError(
             "You can only pass in open or uncollectible invoices.", code="invoice_not_open"
         )
-    invoice["status"] = "void"
-    invoice["auto_advance"] = False
-    invoice["next_payment_attempt"] = None
+    _stop_collecting(invoice, "void", "voided_at", now)
     invoice["amount_remaining"] = 0
-    invoice["status_transitions"]["voided_at"] = now
     ctx.emit("invoice.voided", invoice, created=now)
 
 
@@ -457,11 +451,17 @@ def mark_uncollectible(ctx: Ctx, invoice: dict[str, Any], now: int) -> None:
         raise StripeError(
             "You can only mark open invoices as uncollectible.", code="invoice_not_open"
         )
-    invoice["status"] = "uncollectible"
+    _stop_collecting(invoice, "uncollectible", "marked_uncollectible_at", now)
+    ctx.emit("invoice.marked_uncollectible", invoice, created=now)
+
+
+def _stop_collecting(invoice: dict[str, Any], status: str, transition: str, now: int) -> None:
+    """Move the invoice to a status collection stops at (paid, void, uncollectible): no more
+    automatic steps or attempts, and the transition's time."""
+    invoice["status"] = status
     invoice["auto_advance"] = False
     invoice["next_payment_attempt"] = None
-    invoice["status_transitions"]["marked_uncollectible_at"] = now
-    ctx.emit("invoice.marked_uncollectible", invoice, created=now)
+    invoice["status_transitions"][transition] = now
 
 
 def retry_open_invoices(ctx: Ctx, customer_id: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stripesim import objects
-from stripesim.errors import StripeError
+from stripesim.errors import StripeError, parameter_invalid
 from stripesim.lists import as_bool, paginate, update_metadata
 from stripesim.registry import Ctx, route
 from stripesim.state import PLATFORM_ACCOUNT, Account, new_id
@@ -55,10 +55,8 @@ def _account_type(params: dict[str, Any]) -> str:
     kind = params.get("type")
     if kind:
         if kind not in _TYPES:
-            raise StripeError(
-                "Invalid type: must be one of custom, express, or standard",
-                code="parameter_invalid_string",
-                param="type",
+            raise parameter_invalid(
+                "type", "Invalid type: must be one of custom, express, or standard"
             )
         return str(kind)
     dashboard = ((params.get("controller") or {}).get("stripe_dashboard") or {}).get("type")

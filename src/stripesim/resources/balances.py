@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from stripesim import balances, objects
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_currency, as_int, paginate, required_int, update_metadata
-from stripesim.registry import Ctx, route
+from stripesim.lists import (
+    as_currency,
+    as_int,
+    customer_owned,
+    list_customer_owned,
+    paginate,
+    required_int,
+    update_metadata,
+)
+from stripesim.registry import Ctx, customer_retrieve_route, route
 from stripesim.state import new_id
 
 CUSTOMER_SESSION_SECONDS = 30 * 60  # a customer session's client secret lasts 30 minutes
@@ -47,39 +54,7 @@ def list_balance_transactions(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any
 _CUSTOMER_TXN = "customer_balance_transaction"
 
 
-def customer_txn(
-    ctx: Ctx,
-    customer_id: str,
-    txn_id: str,
-    kind: str = _CUSTOMER_TXN,
-    label: str = "customer balance transaction",
-) -> dict[str, Any]:
-    """A transaction of the customer's (credit or cash) balance; another's is a 404."""
-    ctx.account.get(customer_id, "customer")
-    txn = ctx.account.get(txn_id, kind, label=label)
-    if txn["customer"] != customer_id:
-        raise StripeError(
-            f"No such {label}: '{txn_id}'",
-            status=404,
-            code="resource_missing",
-            param="id",
-        )
-    return txn
-
-
-def list_customer_txns(
-    ctx: Ctx,
-    params: dict[str, Any],
-    customer_id: str,
-    kind: str = _CUSTOMER_TXN,
-    collection: str = "balance_transactions",
-    *,
-    where: Callable[[dict[str, Any]], bool] | None = None,
-) -> dict[str, Any]:
-    """List the transactions of the customer's (credit or cash) balance, newest first."""
-    ctx.account.get(customer_id, "customer")
-    url = f"/v1/customers/{customer_id}/{collection}"
-    return paginate(ctx.account, kind, params, url, filters={"customer": customer_id}, where=where)
+_CUSTOMER_TXN_LABEL = "customer balance transaction"
 
 
 @route(
@@ -112,15 +87,12 @@ def create_customer_balance_transaction(
     return txn
 
 
-@route(
-    "GET",
+customer_retrieve_route(
     "/v1/customers/{customer_id}/balance_transactions/{txn_id}",
+    _CUSTOMER_TXN,
     "CustomerBalanceTransactionRetrieveParams",
+    label=_CUSTOMER_TXN_LABEL,
 )
-def retrieve_customer_balance_transaction(
-    ctx: Ctx, params: dict[str, Any], customer_id: str, txn_id: str
-) -> dict[str, Any]:
-    return customer_txn(ctx, customer_id, txn_id)
 
 
 @route(
@@ -131,7 +103,7 @@ def retrieve_customer_balance_transaction(
 def update_customer_balance_transaction(
     ctx: Ctx, params: dict[str, Any], customer_id: str, txn_id: str
 ) -> dict[str, Any]:
-    txn = customer_txn(ctx, customer_id, txn_id)
+    txn = customer_owned(ctx.account, customer_id, txn_id, _CUSTOMER_TXN, label=_CUSTOMER_TXN_LABEL)
     if "description" in params:
         txn["description"] = params["description"] or None
     update_metadata(txn, params.get("metadata"))
@@ -147,8 +119,13 @@ def list_customer_balance_transactions(
     ctx: Ctx, params: dict[str, Any], customer_id: str
 ) -> dict[str, Any]:
     invoice = params.get("invoice")
-    return list_customer_txns(
-        ctx, params, customer_id, where=lambda txn: not invoice or txn.get("invoice") == invoice
+    return list_customer_owned(
+        ctx.account,
+        params,
+        customer_id,
+        _CUSTOMER_TXN,
+        "balance_transactions",
+        where=lambda txn: not invoice or txn.get("invoice") == invoice,
     )
 
 

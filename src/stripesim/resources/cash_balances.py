@@ -12,8 +12,7 @@ from stripesim import billing, cash_balances
 from stripesim.errors import StripeError, parameter_missing
 from stripesim.lists import as_currency, required_int
 from stripesim.pages import hosted, message_page, render_page
-from stripesim.registry import Ctx, page, route
-from stripesim.resources.balances import customer_txn, list_customer_txns
+from stripesim.registry import Ctx, customer_list_route, customer_retrieve_route, page, route
 from stripesim.state import Simulator, snapshot
 
 _TXN = "customer_cash_balance_transaction"
@@ -24,26 +23,19 @@ def retrieve_cash_balance(ctx: Ctx, params: dict[str, Any], customer_id: str) ->
     return cash_balances.cash_balance(ctx.account.get(customer_id, "customer"))
 
 
-@route(
-    "GET",
+customer_list_route(
     "/v1/customers/{customer_id}/cash_balance_transactions",
+    _TXN,
     "CustomerCashBalanceTransactionListParams",
 )
-def list_cash_balance_transactions(
-    ctx: Ctx, params: dict[str, Any], customer_id: str
-) -> dict[str, Any]:
-    return list_customer_txns(ctx, params, customer_id, _TXN, "cash_balance_transactions")
 
 
-@route(
-    "GET",
+customer_retrieve_route(
     "/v1/customers/{customer_id}/cash_balance_transactions/{txn_id}",
+    _TXN,
     "CustomerCashBalanceTransactionRetrieveParams",
+    label="customer cash balance transaction",
 )
-def retrieve_cash_balance_transaction(
-    ctx: Ctx, params: dict[str, Any], customer_id: str, txn_id: str
-) -> dict[str, Any]:
-    return customer_txn(ctx, customer_id, txn_id, _TXN, "customer cash balance transaction")
 
 
 @route(

@@ -23,7 +23,15 @@ from stripesim.lists import (
 )
 from stripesim.pages import card_from_form, find_object, form_of, hosted, message_page, render_page
 from stripesim.pdf import text_pdf
-from stripesim.registry import Ctx, changed_since, page, retrieve_route, route, search_route
+from stripesim.registry import (
+    Ctx,
+    changed_since,
+    list_route,
+    page,
+    retrieve_route,
+    route,
+    search_route,
+)
 from stripesim.state import Simulator, new_id, snapshot
 
 
@@ -297,24 +305,13 @@ def list_lines(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[str, A
     )
 
 
-@route("GET", "/v1/invoices", "InvoiceListParams")
-def list_invoices(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    customer = params.get("customer")
-    subscription = params.get("subscription")
-    status = params.get("status")
-    collection = params.get("collection_method")
-    return paginate(
-        ctx.account,
-        "invoice",
-        params,
-        "/v1/invoices",
-        filters={
-            "customer": customer,
-            "_subscription": subscription,
-            "status": status,
-            "collection_method": collection,
-        },
-    )
+list_route(
+    "/v1/invoices",
+    "invoice",
+    "InvoiceListParams",
+    filters=("customer", "status", "collection_method"),
+    private=("subscription",),
+)
 
 
 # -- invoice items ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from stripesim import objects
-from stripesim.errors import StripeError, parameter_missing
+from stripesim.errors import StripeError, parameter_invalid, parameter_missing
 from stripesim.lists import as_int, paginate, reference
 from stripesim.metering import METER_EVENT, aggregate, counted_events
 from stripesim.registry import Ctx, retrieve_route, route
@@ -70,35 +70,26 @@ def create_meter(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     if not event_name:
         raise parameter_missing("event_name")
     if len(event_name) > 100:
-        raise StripeError(
-            "Invalid event_name: must be at most 100 characters",
-            code="parameter_invalid_string",
-            param="event_name",
-        )
+        raise parameter_invalid("event_name", "Invalid event_name: must be at most 100 characters")
     if _active_meter_for(ctx.account, event_name) is not None:
         raise StripeError(
             f"An active meter with event_name `{event_name}` already exists.", param="event_name"
         )
     formula = (params.get("default_aggregation") or {}).get("formula")
     if formula not in ("sum", "count", "last"):
-        raise StripeError(
+        raise parameter_invalid(
+            "default_aggregation[formula]",
             "Invalid default_aggregation[formula]: must be one of count, last, sum",
-            code="parameter_invalid_string",
-            param="default_aggregation[formula]",
         )
     mapping = params.get("customer_mapping") or {}
     if mapping and mapping.get("type") != "by_id":
-        raise StripeError(
-            "Invalid customer_mapping[type]: must be by_id",
-            code="parameter_invalid_string",
-            param="customer_mapping[type]",
+        raise parameter_invalid(
+            "customer_mapping[type]", "Invalid customer_mapping[type]: must be by_id"
         )
     window = params.get("event_time_window") or None
     if window not in (None, "day", "hour"):
-        raise StripeError(
-            "Invalid event_time_window: must be one of day, hour",
-            code="parameter_invalid_string",
-            param="event_time_window",
+        raise parameter_invalid(
+            "event_time_window", "Invalid event_time_window: must be one of day, hour"
         )
     now = ctx.now()
     meter = ctx.build(
@@ -181,11 +172,7 @@ def reactivate_meter(ctx: Ctx, params: dict[str, Any], meter_id: str) -> dict[st
 def list_meters(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     status = params.get("status")
     if status not in (None, "active", "inactive"):
-        raise StripeError(
-            "Invalid status: must be one of active, inactive",
-            code="parameter_invalid_string",
-            param="status",
-        )
+        raise parameter_invalid("status", "Invalid status: must be one of active, inactive")
     return paginate(
         ctx.account,
         METER,
@@ -257,11 +244,7 @@ def create_meter_event(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
         )
     identifier = params.get("identifier") or None
     if identifier is not None and len(identifier) > 100:
-        raise StripeError(
-            "Invalid identifier: must be at most 100 characters",
-            code="parameter_invalid_string",
-            param="identifier",
-        )
+        raise parameter_invalid("identifier", "Invalid identifier: must be at most 100 characters")
     index = _identifiers(ctx.account)
     if identifier is not None and identifier in index:
         earlier = ctx.account.find(index[identifier])
@@ -290,9 +273,7 @@ def create_meter_event(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
 @route("POST", "/v1/billing/meter_event_adjustments", "billing.MeterEventAdjustmentCreateParams")
 def create_meter_event_adjustment(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("type") != "cancel":
-        raise StripeError(
-            "Invalid type: must be cancel", code="parameter_invalid_string", param="type"
-        )
+        raise parameter_invalid("type", "Invalid type: must be cancel")
     identifier = (params.get("cancel") or {}).get("identifier")
     if not identifier:
         raise parameter_missing("cancel[identifier]")
@@ -345,10 +326,8 @@ def list_event_summaries(ctx: Ctx, params: dict[str, Any], meter_id: str) -> dic
     window = params.get("value_grouping_window") or None
     step = {None: 60, "hour": 3600, "day": 86400}.get(window)
     if step is None:
-        raise StripeError(
-            "Invalid value_grouping_window: must be one of day, hour",
-            code="parameter_invalid_string",
-            param="value_grouping_window",
+        raise parameter_invalid(
+            "value_grouping_window", "Invalid value_grouping_window: must be one of day, hour"
         )
     unit = {60: "minute", 3600: "hour", 86400: "day"}[step]
     for name, value in (("start_time", start), ("end_time", end)):

@@ -6,7 +6,7 @@ from typing import Any
 
 from stripesim import cards, debits
 from stripesim.debits import new_bank_payment_method
-from stripesim.errors import StripeError, parameter_missing
+from stripesim.errors import StripeError, parameter_missing, resource_missing
 from stripesim.lists import as_bool, one_of, paginate, render, update_metadata
 from stripesim.payments import (
     attach_payment_method,
@@ -17,7 +17,7 @@ from stripesim.payments import (
     payment_method_for,
     payment_method_param,
 )
-from stripesim.registry import Ctx, list_route, retrieve_route, route
+from stripesim.registry import Ctx, customer_retrieve_route, list_route, retrieve_route, route
 from stripesim.state import new_id
 
 
@@ -38,12 +38,7 @@ def card_payment_method_from_params(ctx: Ctx, params: dict[str, Any]) -> dict[st
     if token:
         spec = cards.BY_TOKEN.get(token)
         if spec is None:
-            raise StripeError(
-                f"No such token: '{token}'",
-                status=404,
-                code="resource_missing",
-                param="card[token]",
-            )
+            raise resource_missing("token", token, "card[token]")
         return new_card_payment_method(
             ctx,
             spec,
@@ -176,21 +171,12 @@ def list_customer_payment_methods(
     )
 
 
-@route(
-    "GET",
+customer_retrieve_route(
     "/v1/customers/{customer_id}/payment_methods/{pm_id}",
+    "payment_method",
     "CustomerRetrievePaymentMethodParams",
+    label="PaymentMethod",
 )
-def retrieve_customer_payment_method(
-    ctx: Ctx, params: dict[str, Any], customer_id: str, pm_id: str
-) -> dict[str, Any]:
-    ctx.account.get(customer_id, "customer")
-    pm = ctx.account.get(pm_id, "payment_method", label="PaymentMethod")
-    if pm.get("customer") != customer_id:
-        raise StripeError(
-            f"No such PaymentMethod: '{pm_id}'", status=404, code="resource_missing", param="id"
-        )
-    return pm
 
 
 # -- SetupIntents --------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from typing import Any
 
 from stripesim.billing import coupon_id
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import as_bool, as_int, paginate, update_metadata
-from stripesim.registry import Ctx, changed_since, retrieve_route, route
+from stripesim.lists import as_bool, as_int, update_metadata
+from stripesim.registry import Ctx, changed_since, list_route, retrieve_route, route
 from stripesim.state import snapshot
 
 KIND = "promotion_code"
@@ -83,17 +83,11 @@ def update_promotion_code(ctx: Ctx, params: dict[str, Any], promo_id: str) -> di
     return promo
 
 
-@route("GET", "/v1/promotion_codes", "PromotionCodeListParams")
-def list_promotion_codes(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    return paginate(
-        ctx.account,
-        KIND,
-        params,
-        "/v1/promotion_codes",
-        filters={
-            "active": as_bool(params, "active"),
-            "code": params.get("code"),
-            "_coupon": params.get("coupon"),
-            "customer": params.get("customer"),
-        },
-    )
+list_route(
+    "/v1/promotion_codes",
+    KIND,
+    "PromotionCodeListParams",
+    filters=("code", "customer"),
+    flags=("active",),
+    private=("coupon",),
+)

@@ -6,7 +6,7 @@ from typing import Any
 
 from stripesim.billing import schedules
 from stripesim.lists import as_bool, paginate
-from stripesim.registry import Ctx, route
+from stripesim.registry import Ctx, retrieve_route, route
 
 KIND = schedules.KIND
 
@@ -20,9 +20,12 @@ def create_schedule(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return schedules.create_schedule(ctx, params)
 
 
-@route("GET", "/v1/subscription_schedules/{schedule_id}", "SubscriptionScheduleRetrieveParams")
-def retrieve_schedule(ctx: Ctx, params: dict[str, Any], schedule_id: str) -> dict[str, Any]:
-    return _schedule(ctx, schedule_id)
+retrieve_route(
+    "/v1/subscription_schedules/{schedule_id}",
+    KIND,
+    "SubscriptionScheduleRetrieveParams",
+    label="subscription schedule",
+)
 
 
 @route("POST", "/v1/subscription_schedules/{schedule_id}", "SubscriptionScheduleUpdateParams")

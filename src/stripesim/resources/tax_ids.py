@@ -12,8 +12,8 @@ from typing import Any
 
 from stripesim import objects
 from stripesim.errors import StripeError, parameter_missing
-from stripesim.lists import paginate, param_name
-from stripesim.registry import Ctx, route
+from stripesim.lists import customer_owned, param_name
+from stripesim.registry import Ctx, customer_list_route, customer_retrieve_route, route
 
 KIND = "tax_id"
 _VERIFIED_TYPES = ("eu_vat", "gb_vat", "ch_vat", "no_vat", "au_abn")
@@ -78,15 +78,6 @@ def new_tax_id(ctx: Ctx, customer: dict[str, Any], kind: str, value: str) -> dic
     return tax_id
 
 
-def _owned(ctx: Ctx, customer_id: str, tax_id_id: str) -> dict[str, Any]:
-    tax_id = ctx.account.get(tax_id_id, KIND, label="tax ID")
-    if tax_id["customer"] != customer_id:
-        raise StripeError(
-            f"No such tax ID: '{tax_id_id}'", status=404, code="resource_missing", param="id"
-        )
-    return tax_id
-
-
 @route("POST", "/v1/customers/{customer_id}/tax_ids", "CustomerTaxIdCreateParams")
 def create_tax_id(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[str, Any]:
     customer = ctx.account.get(customer_id, "customer")
@@ -94,32 +85,22 @@ def create_tax_id(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[st
     return new_tax_id(ctx, customer, kind, value)
 
 
-@route("GET", "/v1/customers/{customer_id}/tax_ids/{tax_id_id}", "CustomerTaxIdRetrieveParams")
-def retrieve_tax_id(
-    ctx: Ctx, params: dict[str, Any], customer_id: str, tax_id_id: str
-) -> dict[str, Any]:
-    ctx.account.get(customer_id, "customer")
-    return _owned(ctx, customer_id, tax_id_id)
+customer_retrieve_route(
+    "/v1/customers/{customer_id}/tax_ids/{tax_id_id}",
+    KIND,
+    "CustomerTaxIdRetrieveParams",
+    label="tax ID",
+)
 
 
 @route("DELETE", "/v1/customers/{customer_id}/tax_ids/{tax_id_id}", "CustomerTaxIdDeleteParams")
 def delete_tax_id(
     ctx: Ctx, params: dict[str, Any], customer_id: str, tax_id_id: str
 ) -> dict[str, Any]:
-    ctx.account.get(customer_id, "customer")
-    tax_id = _owned(ctx, customer_id, tax_id_id)
+    tax_id = customer_owned(ctx.account, customer_id, tax_id_id, KIND, label="tax ID")
     ctx.account.delete(tax_id)
     ctx.emit("customer.tax_id.deleted", tax_id, created=ctx.now_for_customer(customer_id))
     return objects.deleted(KIND, tax_id_id)
 
 
-@route("GET", "/v1/customers/{customer_id}/tax_ids", "CustomerTaxIdListParams")
-def list_tax_ids(ctx: Ctx, params: dict[str, Any], customer_id: str) -> dict[str, Any]:
-    ctx.account.get(customer_id, "customer")
-    return paginate(
-        ctx.account,
-        KIND,
-        params,
-        f"/v1/customers/{customer_id}/tax_ids",
-        filters={"customer": customer_id},
-    )
+customer_list_route("/v1/customers/{customer_id}/tax_ids", KIND, "CustomerTaxIdListParams")

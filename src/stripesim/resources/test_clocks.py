@@ -6,8 +6,8 @@ from typing import Any
 
 from stripesim import billing, objects
 from stripesim.errors import StripeError
-from stripesim.lists import paginate, render, required_int
-from stripesim.registry import Ctx, route
+from stripesim.lists import render, required_int
+from stripesim.registry import Ctx, list_route, retrieve_route, route
 from stripesim.resources.customers import delete_customer
 
 _KIND = "test_helpers.test_clock"
@@ -37,14 +37,15 @@ def create_test_clock(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
     return clock
 
 
-@route("GET", "/v1/test_helpers/test_clocks/{clock_id}", "test_helpers.TestClockRetrieveParams")
-def retrieve_test_clock(ctx: Ctx, params: dict[str, Any], clock_id: str) -> dict[str, Any]:
-    return _clock(ctx, clock_id)
+retrieve_route(
+    "/v1/test_helpers/test_clocks/{clock_id}",
+    _KIND,
+    "test_helpers.TestClockRetrieveParams",
+    label="test_helpers.test_clock",
+)
 
 
-@route("GET", "/v1/test_helpers/test_clocks", "test_helpers.TestClockListParams")
-def list_test_clocks(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    return paginate(ctx.account, _KIND, params, "/v1/test_helpers/test_clocks")
+list_route("/v1/test_helpers/test_clocks", _KIND, "test_helpers.TestClockListParams")
 
 
 @route("DELETE", "/v1/test_helpers/test_clocks/{clock_id}", "test_helpers.TestClockDeleteParams")

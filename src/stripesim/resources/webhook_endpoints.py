@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from stripesim import objects
-from stripesim.errors import StripeError, parameter_missing
+from stripesim.errors import StripeError, parameter_invalid, parameter_missing
 from stripesim.lists import as_bool, paginate, update_metadata
 from stripesim.registry import Ctx, route
 
@@ -33,11 +33,7 @@ def _enabled_events(value: Any) -> list[str]:
         raise parameter_missing("enabled_events")
     for index, event_type in enumerate(value):
         if not isinstance(event_type, str) or not _EVENT_TYPE.match(event_type):
-            raise StripeError(
-                f"Invalid event type: {event_type}",
-                code="parameter_invalid_string",
-                param=f"enabled_events[{index}]",
-            )
+            raise parameter_invalid(f"enabled_events[{index}]", f"Invalid event type: {event_type}")
     return list(value)
 
 
