@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tests.stripe_reference import example
 from tollgate.api.app import create_app
 from tollgate.api.fastpath import EntitlementFastPath
 from tollgate.bootstrap import Container, build_container
+from tollgate.clock import FrozenClock
 from tollgate.config import Settings
 from tollgate.db.migrate import upgrade
 from tollgate.db.unit_of_work import Database
@@ -178,7 +180,7 @@ def webhook_twins(tmp_path: Path, make_settings: Callable[..., Settings]) -> Ite
         settings = make_settings(
             url, STRIPE_SECRET_KEY="", STRIPE_WEBHOOK_SECRETS=SECRET, TOLLGATE_MAX_BODY_BYTES=4096
         )
-        containers.append(build_container(settings))
+        containers.append(build_container(settings, clock=FrozenClock(SIGNED_AT)))
     with (
         TestClient(create_app(containers[0])) as fast,
         TestClient(create_app(containers[1], fast_paths=False)) as routes,
@@ -197,20 +199,31 @@ def _event(event_id: str, **object_fields: Any) -> bytes:
 
 def _signed(body: bytes, *, secret: str = SECRET, at: int | None = None) -> dict[str, str]:
     header = stripe.WebhookSignature.generate_signature_header(
-        body.decode(), secret, at or int(time.time())
+        body.decode(), secret, at or int(SIGNED_AT.timestamp())
     )
     return {"Content-Type": "application/json", "Stripe-Signature": header}
 
 
+# Both apps read one frozen clock and every delivery is signed against it, so an error that
+# names a signature's age says the same number of seconds to both (no second ticks between).
+SIGNED_AT = datetime.fromtimestamp(int(time.time()), UTC)
 GOOD = _event("evt_parity_good")
 LARGE = _event("evt_parity_large", description="x" * 8192)
 
 # (case, body, headers): the headers are made once per case, so both apps get the same request.
 WEBHOOK_CASES: list[tuple[str, bytes, Callable[[], dict[str, str]]]] = [
     ("a good signed event", GOOD, lambda: _signed(GOOD)),
-    ("a bad signature", GOOD, lambda: {"Stripe-Signature": f"t={int(time.time())},v1={'0' * 64}"}),
+    (
+        "a bad signature",
+        GOOD,
+        lambda: {"Stripe-Signature": f"t={int(SIGNED_AT.timestamp())},v1={'0' * 64}"},
+    ),
     ("another secret's signature", GOOD, lambda: _signed(GOOD, secret="whsec_not_ours_000000")),
-    ("a timestamp past the tolerance", GOOD, lambda: _signed(GOOD, at=int(time.time()) - 301)),
+    (
+        "a timestamp past the tolerance",
+        GOOD,
+        lambda: _signed(GOOD, at=int(SIGNED_AT.timestamp()) - 301),
+    ),
     ("no Stripe-Signature header", GOOD, lambda: {"Content-Type": "application/json"}),
     ("an empty Stripe-Signature header", GOOD, lambda: {"Stripe-Signature": ""}),
     ("malformed JSON", GOOD[:-5], lambda: _signed(GOOD[:-5])),
