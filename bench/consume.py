@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import multiprocessing
 import os
@@ -453,20 +454,16 @@ def writer(kind: str, calls: int, on: bool) -> None:
     from tollgate.services.usage.consume import Kept
 
     with _signed_up(kind) as app, app.db.pinned():
+        # As the writer calls it: the same catalog, clock and grace, and what it keeps.
+        decide = functools.partial(
+            consume_many, db=app.db, catalog=app.catalog, clock=app.clock, grace=app.grace
+        )
         kept, count = Kept(), 0
 
         def run(groups: int) -> None:
             nonlocal count
             for _ in range(groups):
-                calls = _group(WRITER_GROUP, count, "w")
-                outcomes = consume_many(
-                    db=app.db,
-                    catalog=app.catalog,
-                    clock=app.clock,
-                    calls=calls,
-                    grace=app.grace,
-                    kept=kept,
-                )
+                outcomes = decide(calls=_group(WRITER_GROUP, count, "w"), kept=kept)
                 assert all(o.decision.allowed for o in outcomes), outcomes[:1]  # type: ignore[union-attr]
                 count += WRITER_GROUP
 
