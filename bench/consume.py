@@ -24,14 +24,20 @@ bench/consume.py --only asgi --callgrind --calls 3000` and divide each thread's 
 the calls to compare builds (under callgrind the threads take turns, so groups differ from a
 real run's: compare at equal groups).
 
+Writer: the consume writer's work per call at a fixed group of 20 calls (about what the ASGI
+bench's 32 in flight make), keeping its customers and terms from group to group as the writer
+does, on one thread: `--only writer --callgrind --calls 3000 [--database postgresql]` under the
+same valgrind command gives instructions per consume that compare between builds at equal
+groups.
+
 Floor: what this machine gives before any Tollgate code runs: the same wrk load against a bare
 ASGI app under uvicorn answering a fixed consume answer (the most one Python server process
 answers here), one Redis script round trip, and one bare insert and commit on SQLite and on
 PostgreSQL (what a lone in-process caller must wait for at least).
 
 Run: `.venv/bin/python bench/consume.py [--seconds 10]
-[--only sqlite|postgresql|local|groups|floor|asgi] [--calls 20000] [--callgrind]
-[--database sqlite|postgresql]` (`--database`: the ASGI figures' database)
+[--only sqlite|postgresql|local|groups|floor|asgi|writer] [--calls 20000] [--callgrind]
+[--database sqlite|postgresql]` (`--database`: the ASGI and writer figures' database)
 Targets (2 cores): 8,000 a second with p99 under 10 ms on SQLite, 4,000 on PostgreSQL; under
 50 µs a call in process with Redis counters.
 """
@@ -40,6 +46,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import importlib.util
 import multiprocessing
 import os
@@ -51,8 +59,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
@@ -376,13 +385,12 @@ def in_process(kind: str, seconds: float) -> None:
     )
 
 
-def groups(kind: str, seconds: float) -> None:
-    """CPU per consume of one group commit, by group size: what the writer thread spends when
-    that many calls wait together (process CPU, so a loaded machine inflates it little)."""
+@contextlib.contextmanager
+def _signed_up(kind: str) -> Iterator[Any]:
+    """A container on a fresh database of `kind`, with the bench's customers on the Pro plan."""
     from tollgate.bootstrap import build_container
     from tollgate.client.local import LocalTollgate
     from tollgate.config import load_settings
-    from tollgate.services.usage import ConsumeCall, consume_many
 
     with harness.database(kind) as url:
         app = build_container(
@@ -399,30 +407,77 @@ def groups(kind: str, seconds: float) -> None:
                 tollgate.create_customer(
                     f"org-{index}", email=f"o{index}@bench.example", offline=True, plan="pro"
                 )
-            figures = []
-            for size in (1, 8, 32, 128):
-                started, count = time.process_time(), 0
-                deadline = time.monotonic() + seconds / 4
-                while time.monotonic() < deadline:
-                    calls = [
-                        ConsumeCall(
-                            f"org-{(count + k) % CUSTOMERS}", "runs", 1, f"g{size}-{count + k}"
-                        )
-                        for k in range(size)
-                    ]
-                    consume_many(
-                        db=app.db,
-                        catalog=app.catalog,
-                        clock=app.clock,
-                        calls=calls,
-                        grace=app.grace,
-                    )
-                    count += size
-                cpu = time.process_time() - started
-                figures.append(f"{size}: {cpu / count * 1e6:,.0f} µs")
+            yield app
         finally:
             app.close()
+
+
+def _group(size: int, first: int, prefix: str) -> list[Any]:
+    from tollgate.services.usage import ConsumeCall
+
+    return [
+        ConsumeCall(f"org-{(first + k) % CUSTOMERS}", "runs", 1, f"{prefix}-{first + k}")
+        for k in range(size)
+    ]
+
+
+def groups(kind: str, seconds: float) -> None:
+    """CPU per consume of one group commit, by group size: what the writer thread spends when
+    that many calls wait together (process CPU, so a loaded machine inflates it little)."""
+    from tollgate.services.usage import consume_many
+
+    with _signed_up(kind) as app:
+        figures = []
+        for size in (1, 8, 32, 128):
+            started, count = time.process_time(), 0
+            deadline = time.monotonic() + seconds / 4
+            while time.monotonic() < deadline:
+                calls = _group(size, count, f"g{size}")
+                consume_many(
+                    db=app.db, catalog=app.catalog, clock=app.clock, calls=calls, grace=app.grace
+                )
+                count += size
+            cpu = time.process_time() - started
+            figures.append(f"{size}: {cpu / count * 1e6:,.0f} µs")
     print(f"{kind} group commit, CPU per consume by group size: {', '.join(figures)}", flush=True)
+
+
+# The writer bench's group: about what the ASGI bench's 32 calls in flight make.
+WRITER_GROUP = 20
+
+
+def writer(kind: str, calls: int, on: bool) -> None:
+    """The consume writer's work per call at a fixed group of WRITER_GROUP, keeping what the
+    writer keeps from group to group (`Kept`), on one thread: CPU per consume, or under
+    callgrind instructions that compare between builds (the ASGI bench's groups vary)."""
+    from tollgate.services.usage import consume_many
+    from tollgate.services.usage.consume import Kept
+
+    with _signed_up(kind) as app, app.db.pinned():
+        # As the writer calls it: the same catalog, clock and grace, and what it keeps.
+        decide = functools.partial(
+            consume_many, db=app.db, catalog=app.catalog, clock=app.clock, grace=app.grace
+        )
+        kept, count = Kept(), 0
+
+        def run(groups: int) -> None:
+            nonlocal count
+            for _ in range(groups):
+                outcomes = decide(calls=_group(WRITER_GROUP, count, "w"), kept=kept)
+                assert all(o.decision.allowed for o in outcomes), outcomes[:1]  # type: ignore[union-attr]
+                count += WRITER_GROUP
+
+        run(CUSTOMERS // WRITER_GROUP)  # warm up: every counter made, every customer kept
+        measured = calls // WRITER_GROUP * WRITER_GROUP
+        with harness.callgrind(on):
+            cpu = time.process_time()
+            run(measured // WRITER_GROUP)
+            cpu = time.process_time() - cpu
+    print(
+        f"{kind} consume writer, groups of {WRITER_GROUP}: {measured:,} consumes, "
+        f"{cpu / measured * 1e6:.1f} µs CPU per consume",
+        flush=True,
+    )
 
 
 def asgi(calls: int, on: bool, kind: str = "sqlite") -> None:
@@ -476,13 +531,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
         "--only",
-        choices=["sqlite", "postgresql", "local", "groups", "floor", "asgi"],
+        choices=["sqlite", "postgresql", "local", "groups", "floor", "asgi", "writer"],
         default=None,
     )
-    parser.add_argument("--calls", type=int, default=20000, help="asgi: calls measured")
-    parser.add_argument("--callgrind", action="store_true", help="asgi: count instructions")
+    parser.add_argument("--calls", type=int, default=20000, help="asgi, writer: calls measured")
+    parser.add_argument("--callgrind", action="store_true", help="asgi, writer: count instructions")
     parser.add_argument(
-        "--database", choices=["sqlite", "postgresql"], default="sqlite", help="asgi: on which"
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="asgi, writer: on which",
     )
     args = parser.parse_args()
     if args.only in (None, "sqlite"):
@@ -499,6 +557,8 @@ def main() -> None:
         floor(args.seconds)
     if args.only in (None, "asgi"):
         asgi(args.calls, args.callgrind, args.database)
+    if args.only in (None, "writer"):
+        writer(args.database, args.calls, args.callgrind)
 
 
 if __name__ == "__main__":

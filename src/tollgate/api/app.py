@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate import __version__, tracing
 from tollgate.api import errors, openapi
@@ -35,7 +38,46 @@ from tollgate.web import usage_controls as page_usage_controls
 from tollgate.web.site import install_pages
 
 
-def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
+class TollgateApi(FastAPI):
+    """FastAPI with Tollgate's outer layers (the Guard, the rate limit, the fast paths) served in
+    front of its own stack when FastAPI makes no request spans.
+
+    Most requests are answered by a fast path (an entitlement check, a consume call, a Stripe
+    delivery). Inside FastAPI's stack, each also went through FastAPI's own outer layers
+    (ServerErrorMiddleware, its exception telemetry, its app body limit), none of which acted
+    on an HTTP request: the Guard, inside them, answers every exception. In front, they take
+    every request first and hand FastAPI the rest; FastAPI's text 500 is left out of its
+    stack, so a route's failure still reaches the Guard and is answered in the error shape.
+    With request spans, the layers are FastAPI's outermost middleware, inside the span.
+    """
+
+    _front: ASGIApp | None = None
+
+    def serve_before(self, layers: list[Middleware], *, spans: bool) -> None:
+        """Serve `layers` (outermost first) before FastAPI's stack, or as its outermost
+        middleware when FastAPI makes request `spans` (they must cover them)."""
+        if spans:
+            self.user_middleware[:0] = layers
+            return
+        app: ASGIApp = super().__call__
+        for cls, args, kwargs in reversed(layers):
+            app = cls(app, *args, **kwargs)
+        self._front = app
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if self._front is not None and isinstance(stack, ServerErrorMiddleware):
+            return stack.app  # the Guard in front answers every failure, in the error shape
+        return stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._front is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self._front(scope, receive, send)
+
+
+def create_app(container: Container, *, fast_paths: bool = True) -> TollgateApi:
     """The API over `container`; one app per process.
 
     `fast_paths=False` leaves out the ASGI layers that answer webhooks, consume calls and
@@ -43,7 +85,8 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
     test compares both).
     """
     tracing.configure_tracing()  # OTLP export when the SDK and an endpoint are there
-    app = FastAPI(
+    traced = tracing.tracing()  # FastAPI makes request spans (tracing.fastapi_telemetry)
+    app = TollgateApi(
         title="Tollgate",
         version=__version__,
         description="Billing, entitlements and usage metering for SaaS products on Stripe.",
@@ -82,23 +125,29 @@ def create_app(container: Container, *, fast_paths: bool = True) -> FastAPI:
         app.include_router(dev.router)
     app.add_middleware(Metrics)
     app.add_middleware(BodyLimit, limit=container.settings.max_body_bytes)
-    if fast_paths:
-        # Stripe's deliveries are taken before FastAPI's stack too (see routes/webhooks.py).
-        app.add_middleware(webhooks.StripeWebhookFastPath, container=container)
-        # Consume calls too (see api/consume_fastpath.py).
-        app.add_middleware(ConsumeFastPath, container=container)
-        # Outermost of ours: valid entitlement reads are answered before the rest of the stack.
-        app.add_middleware(EntitlementFastPath, container=container)
     settings = container.settings
-    app.add_middleware(
-        RateLimit,
-        per_key=settings.rate_limit_per_key,
-        per_address=settings.rate_limit_per_address,
-        webhooks=settings.rate_limit_webhooks,
-    )
+    # Outermost first: a request id (the caller's X-Request-Id or a new one, carried by every
+    # log line of the request), safe headers, and every unexpected failure in the error shape;
+    # one line per request (method, route, status, duration) in JSON logs; the rate limit; then
+    # the fast paths: valid entitlement reads, consume calls and Stripe's deliveries are
+    # answered before FastAPI's routing (see api/fastpath.py, api/consume_fastpath.py and
+    # routes/webhooks.py).
+    front = [Middleware(Guard, traced=traced)]
     if settings.log_format == "json":
-        app.add_middleware(AccessLog)  # one line per request: method, route, status, duration
-    # Outermost: a request id (the caller's X-Request-Id or a new one, carried by every log line
-    # of the request), safe headers, and every unexpected failure in the error shape.
-    app.add_middleware(Guard, traced=tracing.tracing())
+        front.append(Middleware(AccessLog))
+    front.append(
+        Middleware(
+            RateLimit,
+            per_key=settings.rate_limit_per_key,
+            per_address=settings.rate_limit_per_address,
+            webhooks=settings.rate_limit_webhooks,
+        )
+    )
+    if fast_paths:
+        front += [
+            Middleware(EntitlementFastPath, container=container),
+            Middleware(ConsumeFastPath, container=container),
+            Middleware(webhooks.StripeWebhookFastPath, container=container),
+        ]
+    app.serve_before(front, spans=traced)
     return app

@@ -12,7 +12,7 @@ returns the stored answer, a denied one included, and counts nothing again.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -403,9 +403,12 @@ class ConsumeWriter:
             db, self._apply, name="tollgate-consume", group=GROUP
         )
 
-    async def consume(self, call: ConsumeCall) -> Consumed:
-        """Decide and record the call with whatever others are waiting; raise its error."""
-        return await self._writer.apply(call)
+    def consume(self, call: ConsumeCall) -> Awaitable[Consumed]:
+        """Decide and record the call with whatever others are waiting; raise its error.
+
+        Plain, not async: it hands back the writer's own awaitable, one coroutine less a call.
+        """
+        return self._writer.apply(call)
 
     def consume_blocking(self, call: ConsumeCall) -> Consumed:
         """`consume` for a thread (an in-process client)."""
