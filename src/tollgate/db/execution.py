@@ -156,6 +156,38 @@ def driver_error(
     )
 
 
+def on_cursor(connection: Connection, sql: str, parameters: Any) -> list[Any]:
+    """Run a statement on the driver's cursor, in the connection's transaction; return its rows.
+
+    For statements every usage batch and consume group runs (counters locked, events and
+    answers inserted, counters updated): SQLAlchemy's execution layer around one costs more
+    than SQLite takes to run it (about 30 µs on a lock of 20 counters, most in making a Row of
+    each). Errors are raised as SQLAlchemy raises them (`driver_error`), so callers retry them
+    as before.
+    """
+    driver: Any = connection.connection.driver_connection
+    cursor = driver.cursor()
+    try:
+        cursor.execute(sql, parameters)
+        return cursor.fetchall() if cursor.description is not None else []
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise driver_error(connection, error, sql, parameters) from error
+    finally:
+        cursor.close()
+
+
+def on_cursor_many(connection: Connection, sql: str, rows: Sequence[Any]) -> None:
+    """`on_cursor` for a statement run once per row (`executemany`)."""
+    driver: Any = connection.connection.driver_connection
+    cursor = driver.cursor()
+    try:
+        cursor.executemany(sql, rows)
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise driver_error(connection, error, sql, rows) from error
+    finally:
+        cursor.close()
+
+
 # -- statements compiled once per dialect ------------------------------------------------------
 
 

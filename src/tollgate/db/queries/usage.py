@@ -21,7 +21,7 @@ from sqlalchemy import Connection, bindparam, insert, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tollgate.db.dialects import in_json_array, json_array
-from tollgate.db.execution import driver_error
+from tollgate.db.execution import on_cursor, on_cursor_many
 from tollgate.db.tables import (
     METER_OUTBOX,
     USAGE_COUNTERS,
@@ -97,9 +97,7 @@ def insert_events(connection: Connection, rows: Sequence[EventRow], now: datetim
     """
     ordered = sorted(rows, key=itemgetter(0))
     if _postgres(connection):
-        (inserted,) = _on_cursor(
-            connection, _PG_INSERT_EVENTS, {"rows": _json(ordered), "now": now}
-        )
+        (inserted,) = on_cursor(connection, _PG_INSERT_EVENTS, {"rows": _json(ordered), "now": now})
         return int(inserted[0])
     recorded = _sqlite_time(now)
     # Each event's time as stored and its hour: most events of a batch share a time, or a few.
@@ -123,13 +121,13 @@ def insert_events(connection: Connection, rows: Sequence[EventRow], now: datetim
             found[1] += 1
             if value > found[2]:
                 found[2] = value
-    _on_cursor_many(
+    on_cursor_many(
         connection,
         "INSERT INTO usage_events (id, customer_id, meter, value, occurred_at, recorded_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
         stored,
     )
-    _on_cursor_many(
+    on_cursor_many(
         connection,
         "INSERT INTO usage_hourly (customer_id, meter, hour, quantity, events, peak)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, meter, hour) DO UPDATE SET"
@@ -197,7 +195,7 @@ def lock_counters(
 
         def lock(wanted: Sequence[int]) -> None:
             rows = _json([counters[i] for i in wanted])
-            selected = _on_cursor(connection, _PG_LOCK_COUNTERS, {"rows": rows})
+            selected = on_cursor(connection, _PG_LOCK_COUNTERS, {"rows": rows})
             _place_locked(found, selected, asked, pg=True)
 
     else:
@@ -222,7 +220,7 @@ def lock_counters(
             for first in range(0, len(wanted), 300):
                 chunk = wanted[first : first + 300]
                 marks = ",".join(["(?, ?, ?)"] * len(chunk))
-                selected = _on_cursor(
+                selected = on_cursor(
                     connection,
                     _SQLITE_LOCK_COUNTERS + f" IN (VALUES {marks})",  # placeholders only
                     tuple(
@@ -282,12 +280,12 @@ def update_counters(
 ) -> None:
     """Set counters' value, latest reading and reported overage."""
     if _postgres(connection):
-        _on_cursor(connection, _PG_UPDATE_COUNTERS, {"rows": _json(updates), "now": now})
+        on_cursor(connection, _PG_UPDATE_COUNTERS, {"rows": _json(updates), "now": now})
         return
     stamp = _sqlite_time(now)
     # No time or id is empty: '' stands for NULL, which the driver binds only after looking
     # for an adapter of None (failed attribute lookups, some 2,500 instructions each).
-    _on_cursor_many(
+    on_cursor_many(
         connection,
         "UPDATE usage_counters SET value = ?, last_at = NULLIF(?, ''),"
         " last_event_id = NULLIF(?, ''), reported = ?, held = ?, window_start = NULLIF(?, ''),"
@@ -532,37 +530,6 @@ def queue_meter_events(connection: Connection, rows: Iterable[Mapping[str, Any]]
 
 def _postgres(connection: Connection) -> bool:
     return connection.dialect.name == "postgresql"
-
-
-def _on_cursor(connection: Connection, sql: str, parameters: Any) -> list[Any]:
-    """Run a statement on the driver's cursor, in the connection's transaction; return its rows.
-
-    For the statements of every usage batch (counters locked, events inserted, counters
-    updated): SQLAlchemy's execution layer around one costs more than SQLite takes to run it
-    (about 30 µs on a lock of 20 counters, most in making a Row of each). Errors are raised as
-    SQLAlchemy raises them (db.execution.driver_error), so the recorder retries them as before.
-    """
-    driver: Any = connection.connection.driver_connection
-    cursor = driver.cursor()
-    try:
-        cursor.execute(sql, parameters)
-        return cursor.fetchall() if cursor.description is not None else []
-    except connection.dialect.loaded_dbapi.Error as error:
-        raise driver_error(connection, error, sql, parameters) from error
-    finally:
-        cursor.close()
-
-
-def _on_cursor_many(connection: Connection, sql: str, rows: Sequence[Any]) -> None:
-    """`_on_cursor` for a statement run once per row (`executemany`)."""
-    driver: Any = connection.connection.driver_connection
-    cursor = driver.cursor()
-    try:
-        cursor.executemany(sql, rows)
-    except connection.dialect.loaded_dbapi.Error as error:
-        raise driver_error(connection, error, sql, rows) from error
-    finally:
-        cursor.close()
 
 
 def _json(rows: Any) -> str:

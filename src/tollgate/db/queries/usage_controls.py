@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from tollgate.db.dialects import DIALECTS, in_json_array, insert_if_new, json_array
+from tollgate.db.execution import on_cursor
 from tollgate.db.queries.usage import _postgres, _sqlite_time
 from tollgate.db.queries.usage_storage import events_of_ids
 from tollgate.db.tables import (
@@ -57,16 +58,17 @@ def insert_consumptions(
     """Store consume answers, made at `now`, in id order; return the ids stored now (an id
     stored first by another call is left as it was).
 
-    Every consume group writes one, so it goes to the driver as one statement (a group's rows
-    as one JSON parameter on PostgreSQL, one multi-row VALUES on SQLite), the answers written
-    by orjson: SQLAlchemy's insert of many rows with RETURNING, rendered and its JSON encoded
-    per row, took about an eighth of a large group's CPU.
+    Every consume group writes one, so it goes to the driver's cursor as one statement (a
+    group's rows as one JSON parameter on PostgreSQL, one multi-row VALUES on SQLite), the
+    answers written by orjson: SQLAlchemy's insert of many rows with RETURNING, rendered and its
+    JSON encoded per row, took about an eighth of a large group's CPU.
     """
     if not rows:
         return set()
     ordered = sorted(rows, key=lambda row: row[0])  # every batch claims its ids in one order
     if _postgres(connection):
-        found = connection.exec_driver_sql(
+        found = on_cursor(
+            connection,
             _PG_INSERT_CONSUMPTIONS,
             {"rows": orjson.dumps(ordered).decode(), "now": now},
         )
@@ -76,7 +78,8 @@ def insert_consumptions(
     for first in range(0, len(ordered), _SQLITE_CONSUMPTIONS):
         chunk = ordered[first : first + _SQLITE_CONSUMPTIONS]
         marks = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-        found = connection.exec_driver_sql(
+        found = on_cursor(
+            connection,
             f"{_SQLITE_INSERT_CONSUMPTIONS} {marks} ON CONFLICT DO NOTHING RETURNING id",
             tuple(
                 value
