@@ -229,7 +229,7 @@ def subscription_and_items(rows: Sequence[Row]) -> tuple[Row | None, list[dict[s
     return rows[0], items
 
 
-def _item_id(item: Row) -> str:
+def _item_id(item: Mapping[str, Any]) -> str:
     return str(item["id"])
 
 
