@@ -25,10 +25,10 @@ the calls to compare builds (under callgrind the threads take turns, so groups d
 real run's: compare at equal groups).
 
 Writer: the consume writer's work per call at a fixed group of 20 calls (about what the ASGI
-bench's 32 in flight make), keeping its customers and terms from group to group as the writer
-does, on one thread: `--only writer --callgrind --calls 3000 [--database postgresql]` under the
-same valgrind command gives instructions per consume that compare between builds at equal
-groups.
+bench's 32 in flight make; `--group N` for another size, 1 for a lone caller's), keeping its
+customers and terms from group to group as the writer does, on one thread: `--only writer
+--callgrind --calls 3000 [--group 20] [--database postgresql]` under the same valgrind command
+gives instructions per consume that compare between builds at equal groups.
 
 Floor: what this machine gives before any Tollgate code runs: the same wrk load against a bare
 ASGI app under uvicorn answering a fixed consume answer (the most one Python server process
@@ -37,7 +37,8 @@ PostgreSQL (what a lone in-process caller must wait for at least).
 
 Run: `.venv/bin/python bench/consume.py [--seconds 10]
 [--only sqlite|postgresql|local|groups|floor|asgi|writer] [--calls 20000] [--callgrind]
-[--database sqlite|postgresql]` (`--database`: the ASGI and writer figures' database)
+[--database sqlite|postgresql] [--group 20]` (`--database`: the ASGI and writer figures'
+database; `--group`: the writer's)
 Targets (2 cores): 8,000 a second with p99 under 10 ms on SQLite, 4,000 on PostgreSQL; under
 50 µs a call in process with Redis counters.
 """
@@ -446,8 +447,8 @@ def groups(kind: str, seconds: float) -> None:
 WRITER_GROUP = 20
 
 
-def writer(kind: str, calls: int, on: bool) -> None:
-    """The consume writer's work per call at a fixed group of WRITER_GROUP, keeping what the
+def writer(kind: str, calls: int, on: bool, size: int = WRITER_GROUP) -> None:
+    """The consume writer's work per call at a fixed group of `size`, keeping what the
     writer keeps from group to group (`Kept`), on one thread: CPU per consume, or under
     callgrind instructions that compare between builds (the ASGI bench's groups vary)."""
     from tollgate.services.usage import consume_many
@@ -463,18 +464,18 @@ def writer(kind: str, calls: int, on: bool) -> None:
         def run(groups: int) -> None:
             nonlocal count
             for _ in range(groups):
-                outcomes = decide(calls=_group(WRITER_GROUP, count, "w"), kept=kept)
+                outcomes = decide(calls=_group(size, count, "w"), kept=kept)
                 assert all(o.decision.allowed for o in outcomes), outcomes[:1]  # type: ignore[union-attr]
-                count += WRITER_GROUP
+                count += size
 
-        run(CUSTOMERS // WRITER_GROUP)  # warm up: every counter made, every customer kept
-        measured = calls // WRITER_GROUP * WRITER_GROUP
+        run(-(-CUSTOMERS // size))  # warm up: every counter made, every customer kept
+        measured = max(calls // size, 1) * size
         with harness.callgrind(on):
             cpu = time.process_time()
-            run(measured // WRITER_GROUP)
+            run(measured // size)
             cpu = time.process_time() - cpu
     print(
-        f"{kind} consume writer, groups of {WRITER_GROUP}: {measured:,} consumes, "
+        f"{kind} consume writer, groups of {size}: {measured:,} consumes, "
         f"{cpu / measured * 1e6:.1f} µs CPU per consume",
         flush=True,
     )
@@ -542,7 +543,12 @@ def main() -> None:
         default="sqlite",
         help="asgi, writer: on which",
     )
+    parser.add_argument(
+        "--group", type=int, default=WRITER_GROUP, help="writer: calls a group (1: a lone call)"
+    )
     args = parser.parse_args()
+    if args.group < 1:
+        parser.error("--group must be 1 or more")
     if args.only in (None, "sqlite"):
         over_http("sqlite", args.seconds)
     if args.only in (None, "postgresql"):
@@ -558,7 +564,7 @@ def main() -> None:
     if args.only in (None, "asgi"):
         asgi(args.calls, args.callgrind, args.database)
     if args.only in (None, "writer"):
-        writer(args.database, args.calls, args.callgrind)
+        writer(args.database, args.calls, args.callgrind, args.group)
 
 
 if __name__ == "__main__":
