@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, func, or_, select, update
 
 from tollgate.db.dialects import DIALECTS, in_json_array, json_array
+from tollgate.db.execution import read_rows
 from tollgate.db.tables import BANK_TRANSFERS, CHARGES, CUSTOMERS, DISPUTES, SUBSCRIPTIONS
 from tollgate.domain.events import DISPUTE_OPEN_STATUSES
 
@@ -73,21 +74,22 @@ def customers_with_subscriptions(
 
     The rows come as named tuples, not SQLAlchemy rows: every usage batch reads a dozen
     fields of each of its customers, and a Row's attribute costs a failed lookup on its class
-    first (an AttributeError raised and caught), some 2,700 instructions, a tuple's 30.
+    first (an AttributeError raised and caught), some 2,700 instructions, a tuple's 30. Both
+    statements run on the driver's cursor (`read_rows`), without SQLAlchemy's execution layer.
     """
     ids = sorted(set(customer_ids))
     dialect = connection.dialect.name
     for chunk in _chunks(ids, 500):
         customers = {
             row[0]: _new(CustomerRow, row)
-            for row in connection.execute(_CUSTOMERS_BY_ID[dialect], {"ids": json_array(chunk)})
+            for row in read_rows(connection, _CUSTOMERS_BY_ID[dialect], {"ids": json_array(chunk)})
             if not row[1]  # deleted
         }
         if not customers:
             continue
         held: dict[str, list[SubscriptionRow]] = {}
-        rows = connection.execute(_SUBSCRIPTIONS_OF[dialect], {"ids": json_array(customers)})
-        for subscription in rows.all():
+        rows = read_rows(connection, _SUBSCRIPTIONS_OF[dialect], {"ids": json_array(customers)})
+        for subscription in rows:
             held.setdefault(subscription[1], []).append(_new(SubscriptionRow, subscription))
         for customer_id, customer in customers.items():
             yield customer, held.get(customer_id, ())

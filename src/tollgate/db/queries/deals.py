@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -23,10 +23,28 @@ from sqlalchemy import (
 )
 
 from tollgate.db.dialects import DIALECTS, in_json_array, json_array
+from tollgate.db.execution import read_rows
 from tollgate.db.tables import CUSTOMER_OVERRIDES, SPEND_CAPS, SUBSCRIPTION_ITEMS, USAGE_GRANTS
 from tollgate.db.types import UTCDateTime
 from tollgate.domain.catalog_sync import ADDON_LOOKUP_PREFIX, addon_of_lookup_key
 from tollgate.domain.deals import Deals, FeatureOverride
+
+
+class DealRow(NamedTuple):
+    """A row of the deals statement (the columns of `_deal_part`, in their order): a named
+    tuple, as a Row's attribute costs a failed lookup on its class first."""
+
+    kind: str  # o: an override, g: a grant, a: an add-on item, c: a spend cap
+    owner: str  # the customer (the subscription for an add-on item)
+    feature: Any  # the feature (str; the item's lookup key for an add-on; None for a cap)
+    enabled: bool | None  # an override's four columns (None in the other kinds)
+    limit_value: int | None
+    unlimited: bool | None
+    ends_at: datetime | None
+    quantity: Any  # a grant's units, an item's quantity, a cap's minor units (None otherwise)
+
+
+_new = tuple.__new__  # a named tuple of a row's values, made in C
 
 
 def _override(row: Any) -> FeatureOverride:
@@ -51,8 +69,9 @@ def deals_of(
     (`live_subscriptions`: subscription id by customer). Given `spend_caps`, fill it with the
     customers' spend caps too (minor units, where set), read by the same statement.
 
-    One statement per 500 customers (the kinds in a UNION ALL): this runs on every entitlement
-    load and usage batch, where each round trip counts.
+    One statement per 500 customers (the kinds in a UNION ALL), on the driver's cursor
+    (`read_rows`): this runs on every entitlement load and usage batch, where each round trip
+    counts.
     """
     overrides: dict[str, list[FeatureOverride]] = {}
     grants: dict[str, dict[str, int]] = {}
@@ -62,11 +81,11 @@ def deals_of(
         chunk = list(customer_ids[start : start + 500])
         members = set(chunk)
         subscriptions = sorted(sub for sub, owner in customer_of.items() if owner in members)
-        for row in connection.execute(
-            *_deals_statement(
-                connection.dialect.name, chunk, subscriptions, now, spend_caps is not None
-            )
-        ):
+        statement, parameters = _deals_statement(
+            connection.dialect.name, chunk, subscriptions, now, spend_caps is not None
+        )
+        for found in read_rows(connection, statement, parameters):
+            row = _new(DealRow, found)
             if row.kind == "c":
                 assert spend_caps is not None  # asked for only then
                 spend_caps[row.owner] = int(row.quantity)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from tollgate.db.dialects import DIALECTS, in_json_array, insert_if_new, json_array
-from tollgate.db.execution import on_cursor
+from tollgate.db.execution import on_cursor, read_rows
 from tollgate.db.queries.usage import _postgres, _sqlite_time
 from tollgate.db.queries.usage_storage import events_of_ids
 from tollgate.db.tables import (
@@ -382,19 +382,36 @@ def delete_spend_cap(connection: Connection, customer_id: str) -> bool:
 # -- usage alerts ----------------------------------------------------------------------------
 
 
-def alerts_of(connection: Connection, customer_ids: Sequence[str]) -> list[Any]:
-    """Return the customers' alerts: id, customer_id, feature, kind, threshold, created_at."""
-    return list(
-        connection.execute(_ALERTS_OF[connection.dialect.name], {"ids": json_array(customer_ids)})
+class AlertRow(NamedTuple):
+    """An alert as stored (the columns of `_ALERTS_OF`, in their order)."""
+
+    id: str
+    customer_id: str
+    feature: str
+    kind: str
+    threshold: int
+    created_at: datetime
+
+
+def alerts_of(connection: Connection, customer_ids: Sequence[str]) -> list[AlertRow]:
+    """Return the customers' alerts, oldest first.
+
+    Every usage batch that counts runs it (on the driver's cursor: `read_rows`), and most
+    customers have none.
+    """
+    rows = read_rows(
+        connection, _ALERTS_OF[connection.dialect.name], {"ids": json_array(customer_ids)}
     )
+    return [_new(AlertRow, row) for row in rows]
 
 
 _ALERTS_OF = {
-    dialect: select(USAGE_ALERTS)
+    dialect: select(*(USAGE_ALERTS.c[name] for name in AlertRow._fields))
     .where(in_json_array(dialect, USAGE_ALERTS.c.customer_id, "ids"))
     .order_by(USAGE_ALERTS.c.created_at, USAGE_ALERTS.c.id)
     for dialect in DIALECTS
 }
+_new = tuple.__new__  # a named tuple of a row's values, made in C
 
 
 def insert_alert(connection: Connection, row: dict[str, Any]) -> bool:
