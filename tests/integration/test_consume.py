@@ -19,9 +19,12 @@ from tollgate.bootstrap import Container, build_container
 from tollgate.client.local import LocalTollgate
 from tollgate.config import Settings
 from tollgate.db.models import UsageConsumption, UsageEvent
+from tollgate.db.queries import billing
 from tollgate.db.unit_of_work import Database
+from tollgate.domain.entitlements import AWAITING_TRANSFER
 from tollgate.services.api_keys import create_api_key
 from tollgate.services.usage import ConsumeCall, Consumed, consume_many
+from tollgate.services.usage.consume import Kept
 from tollgate_client import Code, Tollgate
 from tollgate_client.dependency import consume_on_success
 
@@ -265,3 +268,49 @@ def test_a_change_of_plan_or_deal_between_groups_decides_the_next_call(api: Test
     moved = api.put("/v1/customers/mover/subscription", json={"plan": "pro", "interval": "month"})
     assert moved.status_code == 200, moved.text
     assert consume(api, "mover", 1_000, "m-4")["reason"].startswith("Pro plan: 100,000 runs")
+
+
+def test_a_customer_held_to_the_default_plan_is_not_decided_by_another_on_its_plan(
+    api: TestClient, app: Container
+) -> None:
+    # Two Pro customers with the same status, one held to the default (Free: 1,000 runs,
+    # hard) while its first bank transfer is awaited: in one group, and kept from group to
+    # group as a writer keeps them, each gets its own plan's limit.
+    offline_customer(api, "a-paying", plan="pro")
+    offline_customer(api, "b-awaiting", plan="pro")
+    offline_customer(api, "c-disputed", plan="pro")
+    with app.db.write_connection() as connection:
+        billing.set_processing_access(connection, "b-awaiting", AWAITING_TRANSFER, app.clock.now())
+    kept = Kept()
+
+    def group(*calls: ConsumeCall) -> list[tuple[bool, int | None]]:
+        outcomes = consume_many(
+            db=app.db,
+            catalog=app.catalog,
+            clock=app.clock,
+            calls=list(calls),
+            grace=app.grace,
+            counters=app.usage_counters,
+            kept=kept,
+        )
+        return [(o.decision.allowed, o.decision.limit) for o in outcomes if isinstance(o, Consumed)]
+
+    assert group(
+        ConsumeCall("a-paying", "runs", 1_500, "h-1"),
+        ConsumeCall("b-awaiting", "runs", 1_500, "h-2"),
+        ConsumeCall("c-disputed", "runs", 1_500, "h-3"),
+    ) == [(True, None), (False, 1_000), (True, None)]
+    # Another process lifts the one hold and sets another: the next group decides by them.
+    with app.db.write_connection() as connection:
+        billing.set_processing_access(connection, "b-awaiting", None, app.clock.now())
+        billing.set_processing_access(connection, "c-disputed", AWAITING_TRANSFER, app.clock.now())
+    assert group(
+        ConsumeCall("a-paying", "runs", 1_500, "h-4"),
+        ConsumeCall("b-awaiting", "runs", 1_500, "h-5"),
+        ConsumeCall("c-disputed", "runs", 1_500, "h-6"),
+    ) == [(True, None), (True, None), (False, 1_000)]
+    assert (used(api, "a-paying"), used(api, "b-awaiting"), used(api, "c-disputed")) == (
+        3_000,
+        1_500,
+        1_500,
+    )

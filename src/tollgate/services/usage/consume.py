@@ -27,7 +27,7 @@ from tollgate.domain.entitlements import UseTerms, entitlements, use_terms
 from tollgate.domain.errors import Conflict, InvalidRequest, NotFound, TollgateError
 from tollgate.services.entitlements import BillingCustomer, CustomersMade, customer_state
 from tollgate.services.group_commit import GroupWriter
-from tollgate.services.usage.counters import CounterStore, Tallies, Tally
+from tollgate.services.usage.counters import CounterStore, GrantMemo, Tallies, Tally
 from tollgate.services.usage.events import MAX_ID_LENGTH, Rejection, UsageReport
 from tollgate.services.usage.recording import record_usage
 from tollgate_client.decisions import Code, Decision
@@ -228,6 +228,7 @@ def _record(
         decided=decided,
         new_ids=counters is None,
         made=None if kept is None else kept.customers,
+        grants=None if kept is None else kept.grants,
     )
 
 
@@ -290,9 +291,11 @@ _MOST_TERMS = 20_000
 @dataclass
 class Kept:
     """What a consume writer keeps from group to group, each checked against what the group
-    reads before use: its customers as made from their rows, and their terms."""
+    reads before use: its customers as made from their rows, their grants (by what decides
+    them, see `GrantMemo`), and their terms."""
 
     customers: CustomersMade = field(default_factory=dict)
+    grants: GrantMemo = field(default_factory=GrantMemo)
     terms: TermsMemo = field(default_factory=dict)
 
 

@@ -101,8 +101,21 @@ class CounterStore(Protocol):
         """Return the counters of one batch, around its transaction."""
 
 
-# Grants by what decides them (plan, status, dunning access, past due since), for one batch.
-GrantMemo = dict[tuple[Any, ...], dict[str, PlanFeature]]
+@dataclass(slots=True)
+class GrantMemo:
+    """Grants by everything that decides them but the catalog and the grace (the memo's own:
+    it starts again when either changes), for one batch or kept from batch to batch (a consume
+    writer's): plan and its version, status, the accesses dunning, a bank debit and disputes
+    hold the customer at, and past due since with whether the grace period still runs then.
+    Customers with a deal are not memoized."""
+
+    catalog: Catalog | None = None
+    grace: timedelta | None = None
+    found: dict[tuple[Any, ...], dict[str, PlanFeature]] = field(default_factory=dict)
+
+
+# A memo starts again past this many entries (past due since is a customer's own).
+_MOST_GRANTS = 10_000
 
 
 def granted(
@@ -114,16 +127,22 @@ def granted(
 ) -> dict[str, PlanFeature]:
     """Return what the customer's access plan grants of each feature now."""
     if memo is not None and not customer.deals:
+        if memo.catalog is not catalog or memo.grace != grace or len(memo.found) >= _MOST_GRANTS:
+            memo.catalog, memo.grace, memo.found = catalog, grace, {}
+        since = customer.past_due_since
         key = (
             customer.plan,
             customer.plan_version,
             customer.status,
             customer.dunning_access,
-            customer.past_due_since,
+            customer.processing_access,
+            customer.dispute_access,
+            since,
+            since is not None and now < since + grace,  # what time changes (see access_of)
         )
-        found = memo.get(key)
+        found = memo.found.get(key)
         if found is None:
-            found = memo[key] = granted(catalog, customer, now, grace)
+            found = memo.found[key] = granted(catalog, customer, now, grace)
         return found
     catalog = catalog.with_plan_version(customer.plan, customer.plan_version)
     plan = _plan_in_force(catalog, customer, customer_state(customer, {}), now, grace)

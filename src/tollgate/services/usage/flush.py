@@ -98,7 +98,7 @@ def _tallies(
     """Return a tally of each counter the pending rows fold into, in key order."""
     customers = load_billing_customers(connection, catalog, {row.customer_id for row in rows}, now)
     periods = {(row.customer_id, row.meter, row.period_start): row.period_end for row in rows}
-    grants: GrantMemo = {}
+    grants = GrantMemo()
     tallies: dict[CounterId, Tally] = {}
     for (customer_id, meter, start), end in sorted(periods.items()):
         customer = customers.get(customer_id) or _gone_customer(catalog, customer_id)

@@ -77,6 +77,7 @@ def record_usage(
     taken_back: frozenset[str] = frozenset(),
     new_ids: bool = False,
     made: CustomersMade | None = None,
+    grants: GrantMemo | None = None,
 ) -> UsageReport:
     """Count each new event once; reject the malformed, the unknown and those over a limit.
 
@@ -87,8 +88,8 @@ def record_usage(
     value down: a void's corrections. `new_ids`: the caller expects its ids to be new (each
     consume call has its own), so the batch is decided without first looking which ids were
     recorded (a query saved); one that was is found by the insert, and the batch is decided
-    again, with the look. `made`: the customers a caller recording batch after batch keeps
-    (see `load_billing_customers`).
+    again, with the look. `made`, `grants`: the customers and their grants a caller
+    recording batch after batch keeps (see `load_billing_customers`, `GrantMemo`).
     """
     now = clock.now()
     parsed, rejected = parse_events(events, catalog, now, holds, taken_back)
@@ -106,6 +107,7 @@ def record_usage(
                 decided=decided,
                 look=attempt > 0 or not new_ids,
                 made=made,
+                grants=GrantMemo() if grants is None else grants,
             )
         except (IntegrityError, _Raced, OperationalError) as error:
             # Another batch recorded one of these ids between our look and our insert; the
@@ -131,6 +133,7 @@ def _record(
     decided: Decided | None = None,
     look: bool = True,
     made: CustomersMade | None = None,
+    grants: GrantMemo,
 ) -> UsageReport:
     report = UsageReport()
     reasons = _LimitReasons(catalog, now, grace)
@@ -140,7 +143,7 @@ def _record(
         customers, wanted = _screen(connection, catalog, events, now, report, made, caps)
         if not wanted:
             return report
-        tallies = _tallies(catalog, customers, wanted, now, grace, enforce_limits)
+        tallies = _tallies(catalog, customers, wanted, now, grace, enforce_limits, grants)
         if enforce_limits:
             _cap(connection, catalog, tallies, now, grace, caps)
         counters.lock(connection, list(tallies.values()), now)  # the database's, in key order
@@ -250,9 +253,9 @@ def _tallies(
     now: datetime,
     grace: timedelta,
     enforce_limits: bool,
+    grants: GrantMemo,
 ) -> dict[tuple[str, str], Tally]:
     """Return a tally of each counter the events count in, by (customer, meter), in key order."""
-    grants: GrantMemo = {}
     tallies: dict[tuple[str, str], Tally] = {}
     for customer_id, meter in sorted({(event.customer, event.meter) for event in events}):
         customer = customers[customer_id]
