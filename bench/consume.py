@@ -9,7 +9,8 @@ server: on 2 cores they, not the server, set the figure). The bench then checks 
 the events and the stored answers equal the allowed answers.
 
 In process: one thread calls `LocalTollgate.consume` back to back on a container counting in
-Redis, for one of 200 customers; the latency of each call is kept.
+Redis, for one of 200 customers; the latency of each call is kept. With `--callgrind`, on
+`--database` only: divide the instructions (every thread's) by the consumes shown.
 
 Groups: the CPU one process spends per consume when 1, 8, 32 or 128 calls wait together and
 share a transaction (the consume writer's group commit), on SQLite and PostgreSQL.
@@ -333,7 +334,7 @@ def _per_call(label: str, call: Callable[[], object], rounds: int = 5000) -> Non
     )
 
 
-def in_process(kind: str, seconds: float) -> None:
+def in_process(kind: str, seconds: float, on: bool = False) -> None:
     from tollgate.bootstrap import build_container
     from tollgate.client.local import LocalTollgate
     from tollgate.config import load_settings
@@ -359,13 +360,14 @@ def in_process(kind: str, seconds: float) -> None:
             latencies: list[float] = []
             deadline = time.monotonic() + seconds
             n = 0
-            cpu = time.process_time()
-            while time.monotonic() < deadline:
-                n += 1
-                started = time.perf_counter()
-                tollgate.consume(f"org-{n % CUSTOMERS}", "runs", 1, id=f"{prefix}{n}")
-                latencies.append(time.perf_counter() - started)
-            cpu = time.process_time() - cpu
+            with harness.callgrind(on):
+                cpu = time.process_time()
+                while time.monotonic() < deadline:
+                    n += 1
+                    started = time.perf_counter()
+                    tollgate.consume(f"org-{n % CUSTOMERS}", "runs", 1, id=f"{prefix}{n}")
+                    latencies.append(time.perf_counter() - started)
+                cpu = time.process_time() - cpu
             counters = app.usage_counters
             assert counters is not None
             keys = list(counters.scan())
@@ -536,12 +538,14 @@ def main() -> None:
         default=None,
     )
     parser.add_argument("--calls", type=int, default=20000, help="asgi, writer: calls measured")
-    parser.add_argument("--callgrind", action="store_true", help="asgi, writer: count instructions")
+    parser.add_argument(
+        "--callgrind", action="store_true", help="asgi, writer, local: count instructions"
+    )
     parser.add_argument(
         "--database",
         choices=["sqlite", "postgresql"],
         default="sqlite",
-        help="asgi, writer: on which",
+        help="asgi, writer (and local with --callgrind): on which",
     )
     parser.add_argument(
         "--group", type=int, default=WRITER_GROUP, help="writer: calls a group (1: a lone call)"
@@ -557,8 +561,8 @@ def main() -> None:
         groups("sqlite", args.seconds)
         groups("postgresql", args.seconds)
     if args.only in (None, "local"):
-        in_process("sqlite", args.seconds)
-        in_process("postgresql", args.seconds)
+        for kind in [args.database] if args.callgrind else ["sqlite", "postgresql"]:
+            in_process(kind, args.seconds, args.callgrind)
     if args.only in (None, "floor"):
         floor(args.seconds)
     if args.only in (None, "asgi"):
