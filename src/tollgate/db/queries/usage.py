@@ -21,7 +21,7 @@ from sqlalchemy import Connection, bindparam, insert, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tollgate.db.dialects import in_json_array, json_array
-from tollgate.db.execution import on_cursor, on_cursor_many
+from tollgate.db.execution import on_cursor, on_cursor_many, read_rows
 from tollgate.db.tables import (
     METER_OUTBOX,
     USAGE_COUNTERS,
@@ -70,9 +70,10 @@ class PendingRow(NamedTuple):
 
 
 def recorded_ids(connection: Connection, ids: Sequence[str]) -> set[str]:
-    """Return which of `ids` were recorded before."""
+    """Return which of `ids` were recorded before (on the driver's cursor: every batch counted
+    in Redis, and every `POST /v1/usage` batch, looks)."""
     statement = _RECORDED_IDS[connection.dialect.name]
-    return set(connection.execute(statement, {"ids": json_array(ids)}).scalars())
+    return {row[0] for row in read_rows(connection, statement, {"ids": json_array(ids)})}
 
 
 # Ids are unique through usage_event_ids on PostgreSQL (events are partitioned by month), through
