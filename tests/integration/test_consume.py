@@ -314,3 +314,22 @@ def test_a_customer_held_to_the_default_plan_is_not_decided_by_another_on_its_pl
         1_500,
         1_500,
     )
+
+
+def test_a_lone_in_process_caller_keeps_one_connection_and_gives_it_back_on_close(
+    api: TestClient, app: Container
+) -> None:
+    offline_customer(api, "solo", plan="pro")
+    tollgate = LocalTollgate(app)
+    checkouts: list[object] = []
+    sa.event.listen(app.db.engine, "checkout", lambda *_: checkouts.append(None))
+    for n in range(5):
+        assert tollgate.consume("solo", "runs", 1, id=f"solo-{n}").allowed
+    assert len(checkouts) == 1  # taken once, not once a call
+    assert used(api, "solo") == 5
+    app.consume_writer.close()
+    pool: Any = app.db.engine.pool
+    assert pool.checkedout() == 0
+    # After the writer stopped, a call still succeeds (and keeps nothing checked out).
+    assert tollgate.consume("solo", "runs", 1, id="solo-after").allowed
+    assert pool.checkedout() == 0

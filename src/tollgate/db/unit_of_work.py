@@ -171,5 +171,19 @@ class Database:
             finally:
                 self._pins.connection = None
 
+    @contextmanager
+    def pinned_to(self, connection: Connection) -> Iterator[None]:
+        """`pinned`, on a connection the caller keeps (and may hand to another thread, for one
+        thread at a time): this thread's `write_connection` transactions run on it until the
+        end. Inside another pin, that one stays."""
+        if getattr(self._pins, "connection", None) is not None:
+            yield
+            return
+        self._pins.connection = connection
+        try:
+            yield
+        finally:
+            self._pins.connection = None
+
     def dispose(self) -> None:
         self.engine.dispose()
