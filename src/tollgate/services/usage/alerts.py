@@ -192,7 +192,7 @@ def create_alert(
             limit=None,
         )
         tally.counter.value = period_usage(connection, customer_id, customer.period).get(feature, 0)
-        made = _Row(new_id, customer_id, feature, kind, threshold, now)
+        made = queries.AlertRow(new_id, customer_id, feature, kind, threshold, now)
         fired = _fire(connection, catalog, made, tally, now)
     return AlertView(new_id, customer_id, feature, kind, threshold, now, fired)
 
@@ -210,16 +210,6 @@ def delete_alert(*, db: Database, customer_id: str, alert_id: str) -> None:
         if found is None or found.customer_id != customer_id:
             raise NotFound(f"no alert {alert_id!r} of {customer_id!r}", param="alert_id")
         queries.delete_alert(connection, alert_id)
-
-
-@dataclass(frozen=True)
-class _Row:
-    id: str
-    customer_id: str
-    feature: str
-    kind: str
-    threshold: int
-    created_at: datetime
 
 
 def _view(row: Any) -> AlertView:
