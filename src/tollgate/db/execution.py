@@ -367,7 +367,8 @@ def _fetched(cursor: Any, compiled: _Compiled) -> Rows:
 
 def _processed_rows(cursor: Any, compiled: _Compiled) -> list[Any]:
     """The cursor's rows, each column through its result processor (rows needing none as the
-    driver made them)."""
+    driver made them). A NULL stays None without a call: every processor returns None for it
+    (SQLAlchemy's, and UTCDateTime's), and an outer join's missing side is all NULLs."""
     processors = compiled.results
     if not processors:
         return cursor.fetchall() if cursor.description is not None else []
@@ -375,7 +376,9 @@ def _processed_rows(cursor: Any, compiled: _Compiled) -> list[Any]:
     for row in cursor.fetchall():
         values = list(row)
         for index, process in processors:
-            values[index] = process(values[index])
+            value = values[index]
+            if value is not None:
+                values[index] = process(value)
         rows.append(tuple(values))
     return rows
 
