@@ -210,6 +210,19 @@ def resolve_payment_method(
 # -- PaymentIntents and Charges ------------------------------------------------------------
 
 
+def require_authentication(ctx: Ctx, intent: dict[str, Any]) -> None:
+    """Stop a PaymentIntent or SetupIntent for 3D Secure on the simulator's challenge page."""
+    intent["status"] = "requires_action"
+    intent["next_action"] = {
+        "type": "use_stripe_sdk",
+        "use_stripe_sdk": {
+            "type": "three_d_secure_redirect",
+            "stripe_js": f"{ctx.base_url}/3ds/{intent['id']}",
+            "source": None,
+        },
+    }
+
+
 def new_payment_intent(
     ctx: Ctx,
     *,
@@ -460,15 +473,7 @@ def attempt(
                 ctx, pi, pm, card, now, succeeded=False, capture=capture, error=error
             )
             return _fail(ctx, pi, pm, charge, error, now)
-        pi["status"] = "requires_action"
-        pi["next_action"] = {
-            "type": "use_stripe_sdk",
-            "use_stripe_sdk": {
-                "type": "three_d_secure_redirect",
-                "stripe_js": f"{ctx.base_url}/3ds/{pi['id']}",
-                "source": None,
-            },
-        }
+        require_authentication(ctx, pi)
         pi["last_payment_error"] = None
         ctx.emit(
             "payment_intent.requires_action", pi, previous={"status": previous_status}, created=now

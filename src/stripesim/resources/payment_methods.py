@@ -16,6 +16,7 @@ from stripesim.payments import (
     new_card_payment_method,
     payment_method_for,
     payment_method_param,
+    require_authentication,
 )
 from stripesim.registry import Ctx, customer_retrieve_route, list_route, retrieve_route, route
 from stripesim.state import new_id
@@ -249,15 +250,7 @@ def confirm_setup_intent(ctx: Ctx, seti: dict[str, Any], now: int) -> dict[str, 
         error.extra["setup_intent"] = render(seti)
         raise error
     if spec.behaviour == cards.AUTHENTICATE and not seti.get("_authenticated"):
-        seti["status"] = "requires_action"
-        seti["next_action"] = {
-            "type": "use_stripe_sdk",
-            "use_stripe_sdk": {
-                "type": "three_d_secure_redirect",
-                "stripe_js": f"{ctx.base_url}/3ds/{seti['id']}",
-                "source": None,
-            },
-        }
+        require_authentication(ctx, seti)
         ctx.emit("setup_intent.requires_action", seti, created=now)
         return seti
     return _setup_succeeded(ctx, seti, pm, now)
