@@ -6,7 +6,7 @@ from typing import Any
 
 from stripesim import cards, debits
 from stripesim.debits import new_bank_payment_method
-from stripesim.errors import StripeError, parameter_missing, resource_missing
+from stripesim.errors import StripeError, card_error, parameter_missing, resource_missing
 from stripesim.lists import as_bool, one_of, paginate, render, update_metadata
 from stripesim.payments import (
     attach_payment_method,
@@ -53,10 +53,8 @@ def card_payment_method_from_params(ctx: Ctx, params: dict[str, Any]) -> dict[st
     try:
         exp_month, exp_year = int(card_params["exp_month"]), int(card_params["exp_year"])
     except ValueError:
-        raise StripeError(
+        raise card_error(
             "Your card's expiration date is invalid.",
-            status=402,
-            type="card_error",
             code="invalid_expiry_month",
             param="card[exp_month]",
         ) from None
