@@ -79,6 +79,7 @@ _spec.loader.exec_module(harness)
 CUSTOMERS = 200
 CONNECTIONS = 32
 PROCESSES = 2
+WRITER = "tollgate-consume"  # the group-commit writer whose commits the metrics count
 REDIS_URL = os.environ.get("TOLLGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -218,9 +219,12 @@ def over_http_wrk(kind: str, seconds: float) -> None:
         _wrk(base_url, 1.0)  # warm up: the writer thread, the connections, the caches
         time.sleep(0.5)  # the warm-up's last calls, sent as wrk stopped, are recorded by now
         warm_events, warm_answers = _recorded(url)
+        commits, items = harness.group_commits(base_url, WRITER)
         cpu = harness.process_cpu_seconds(pid)
         allowed, others, elapsed, p50, p99, rate = _wrk(base_url, seconds)
         cpu = harness.process_cpu_seconds(pid) - cpu
+        now_commits, now_items = harness.group_commits(base_url, WRITER)
+        commits, items = now_commits - commits, now_items - items
         events, answers = _recorded(url)
     events, answers = events - warm_events, answers - warm_answers
     # wrk stops at its deadline with up to one call per connection sent and not yet read: the
@@ -234,8 +238,9 @@ def over_http_wrk(kind: str, seconds: float) -> None:
         f"{kind} over HTTP: {rate:,.0f} consumes/s over {elapsed:.1f} s from {CONNECTIONS} "
         f"connections (wrk); latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms\n"
         f"  server process: {cpu / elapsed:.0%} of one core, "
-        f"{cpu / max(events, 1) * 1e6:.0f} µs CPU per consume; checked: events and "
-        f"stored answers equal the {allowed:,} allowed (+{events - allowed} sent at the end)",
+        f"{cpu / max(events, 1) * 1e6:.0f} µs CPU per consume, {items / max(commits, 1):.1f} "
+        f"calls a commit; checked: events and stored answers equal the {allowed:,} allowed "
+        f"(+{events - allowed} sent at the end)",
         flush=True,
     )
 

@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import multiprocessing
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -145,6 +146,17 @@ def process_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_commits(base_url: str, writer: str) -> tuple[float, float]:
+    """The commits a served process's group-commit `writer` made so far, and the items in
+    them (tollgate-webhooks, tollgate-consume), read from its /metrics."""
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    found = {"commits": 0.0, "commit_items": 0.0}
+    for name in found:
+        match = re.search(rf'^tollgate_group_{name}_total{{writer="{writer}"}} (\S+)$', text, re.M)
+        found[name] = float(match.group(1)) if match else 0.0
+    return found["commits"], found["commit_items"]
 
 
 def headers() -> dict[str, str]:

@@ -56,6 +56,7 @@ POSTGRES_URL = os.environ.get(
     "TOLLGATE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 CUSTOMERS = 500
+WRITER = "tollgate-webhooks"  # the group-commit writer whose commits the metrics count
 # Stripe's published example objects, read from beside the repository (never copied into it).
 STRIPE_EXAMPLES = REPO.parent / "shared" / "stripe" / "fixtures3.json"
 
@@ -272,12 +273,16 @@ def run(name: str, database_url: str, seconds: float, concurrency: int) -> None:
         server = _start_server(database_url, port, Path(workdir))
         try:
             asyncio.run(_seed(f"http://127.0.0.1:{port}/webhooks/stripe"))
+            base_url = f"http://127.0.0.1:{port}"
+            commits, items = harness.group_commits(base_url, WRITER)
             server_cpu, machine_cpu = _process_cpu_seconds(server.pid), _machine_busy_seconds()
             started = time.perf_counter()
             rate, failures, latencies, newest = asyncio.run(_load(port, seconds, concurrency))
             elapsed = time.perf_counter() - started
             server_cpu = _process_cpu_seconds(server.pid) - server_cpu
             machine_cpu = _machine_busy_seconds() - machine_cpu
+            now_commits, now_items = harness.group_commits(base_url, WRITER)
+            commits, items = now_commits - commits, now_items - items
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=30)
@@ -292,7 +297,8 @@ def run(name: str, database_url: str, seconds: float, concurrency: int) -> None:
         f"  server process: {server_cpu / elapsed:.0%} of one core, "
         f"{server_cpu / max(len(latencies), 1) * 1e6:.0f} µs CPU per event; "
         f"the machine was {machine_cpu / elapsed / (os.cpu_count() or 1):.0%} busy "
-        f"({os.cpu_count()} cores)\n"
+        f"({os.cpu_count()} cores); {items / max(commits, 1):.1f} events a commit "
+        f"({commits:,.0f} commits)\n"
         f"  checked: {checked}",
         flush=True,
     )

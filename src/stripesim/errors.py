@@ -54,8 +54,9 @@ def parameter_invalid(param: str, message: str) -> StripeError:
 
 
 def card_error(
-    message: str, *, code: str, decline_code: str | None = None, **extra: Any
+    message: str, *, code: str | None, decline_code: str | None = None, **extra: Any
 ) -> StripeError:
+    """Return a card error (402): a decline, a bad card field, a failed authentication."""
     if decline_code:
         extra["decline_code"] = decline_code
     return StripeError(message, status=402, type="card_error", code=code, **extra)

@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse
 
 from stripesim import cards, debits, payments
 from stripesim.currency import format_amount
-from stripesim.errors import StripeError
+from stripesim.errors import StripeError, card_error
 from stripesim.registry import Ctx
 from stripesim.state import Account, Simulator
 
@@ -87,22 +87,12 @@ def card_from_form(ctx: Ctx, form: dict[str, str], *, created: int) -> dict[str,
     """Make a PaymentMethod from a page's card fields; bad input raises a card error."""
     number = form.get("card_number", "").strip()
     if not number:
-        raise StripeError(
-            "Your card number is incomplete.",
-            status=402,
-            type="card_error",
-            code="incomplete_number",
-        )
+        raise card_error("Your card number is incomplete.", code="incomplete_number")
     spec = cards.by_number(number)
     expiry = form.get("card_expiry", "").replace(" ", "")
     month_text, _, year_text = expiry.partition("/")
     if not (month_text.isdigit() and year_text.isdigit()):
-        raise StripeError(
-            "Your card's expiration date is incomplete.",
-            status=402,
-            type="card_error",
-            code="incomplete_expiry",
-        )
+        raise card_error("Your card's expiration date is incomplete.", code="incomplete_expiry")
     return payments.new_card_payment_method(
         ctx,
         spec,

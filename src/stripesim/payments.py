@@ -12,7 +12,7 @@ from typing import Any
 
 from stripesim import balances, bank_accounts, cards, cash_balances, debits, objects
 from stripesim.currency import format_amount
-from stripesim.errors import StripeError, parameter_invalid, resource_missing
+from stripesim.errors import StripeError, card_error, parameter_invalid, resource_missing
 from stripesim.lists import render
 from stripesim.payment_settings import incompatible_method_error
 from stripesim.registry import Ctx
@@ -61,37 +61,27 @@ def new_card_payment_method(
     if year_value < 100:
         year_value += 2000
     if not 1 <= month <= 12:
-        raise StripeError(
+        raise card_error(
             "Your card's expiration month is invalid.",
-            status=402,
-            type="card_error",
             code="invalid_expiry_month",
             param="card[exp_month]",
         )
     current = datetime.fromtimestamp(now, UTC)
     if year_value < current.year or year_value > current.year + 50:
-        raise StripeError(
+        raise card_error(
             "Your card's expiration year is invalid.",
-            status=402,
-            type="card_error",
             code="invalid_expiry_year",
             param="card[exp_year]",
         )
     if year_value == current.year and month < current.month:
-        raise StripeError(
+        raise card_error(
             "Your card's expiration date is in the past.",
-            status=402,
-            type="card_error",
             code="invalid_expiry_month",
             param="card[exp_month]",
         )
     if cvc is not None and not (str(cvc).isdigit() and len(str(cvc)) in (3, 4)):
-        raise StripeError(
-            "Your card's security code is invalid.",
-            status=402,
-            type="card_error",
-            code="invalid_cvc",
-            param="card[cvc]",
+        raise card_error(
+            "Your card's security code is invalid.", code="invalid_cvc", param="card[cvc]"
         )
     details = objects.payments.billing_details(billing_details)
     pm = ctx.build(
@@ -208,6 +198,19 @@ def resolve_payment_method(
 
 
 # -- PaymentIntents and Charges ------------------------------------------------------------
+
+
+def require_authentication(ctx: Ctx, intent: dict[str, Any]) -> None:
+    """Stop a PaymentIntent or SetupIntent for 3D Secure on the simulator's challenge page."""
+    intent["status"] = "requires_action"
+    intent["next_action"] = {
+        "type": "use_stripe_sdk",
+        "use_stripe_sdk": {
+            "type": "three_d_secure_redirect",
+            "stripe_js": f"{ctx.base_url}/3ds/{intent['id']}",
+            "source": None,
+        },
+    }
 
 
 def new_payment_intent(
@@ -460,15 +463,7 @@ def attempt(
                 ctx, pi, pm, card, now, succeeded=False, capture=capture, error=error
             )
             return _fail(ctx, pi, pm, charge, error, now)
-        pi["status"] = "requires_action"
-        pi["next_action"] = {
-            "type": "use_stripe_sdk",
-            "use_stripe_sdk": {
-                "type": "three_d_secure_redirect",
-                "stripe_js": f"{ctx.base_url}/3ds/{pi['id']}",
-                "source": None,
-            },
-        }
+        require_authentication(ctx, pi)
         pi["last_payment_error"] = None
         ctx.emit(
             "payment_intent.requires_action", pi, previous={"status": previous_status}, created=now

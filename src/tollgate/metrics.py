@@ -99,6 +99,16 @@ JOB_LAST_SUCCESS = Gauge(
     "When the job last ran to the end in this worker (Unix seconds)",
     ["job"],
 )
+GROUP_COMMITS = Counter(
+    "tollgate_group_commits_total",
+    "Transactions a group-commit writer committed (Stripe deliveries, consume calls)",
+    ["writer"],
+)
+GROUP_COMMIT_ITEMS = Counter(
+    "tollgate_group_commit_items_total",
+    "Items those transactions applied: divided by the commits, how many shared a commit",
+    ["writer"],
+)
 QUEUE_DEPTH = Gauge(
     "tollgate_queue_depth",
     "Work waiting: emails and app webhooks to send, overage for Stripe, failed Stripe events",

@@ -227,12 +227,20 @@ def test_an_unexpected_error_is_a_500_in_the_error_shape_with_a_request_id_logge
 
 @pytest.mark.parametrize("path", ["/v1/usage", "/v1/customers", "/webhooks/stripe"])
 def test_a_client_that_goes_away_is_neither_an_error_nor_a_500(
-    container: Container, write_key: str, caplog: pytest.LogCaptureFixture, path: str
+    db: Database,
+    make_settings: Callable[..., Settings],
+    write_key: str,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
 ) -> None:
+    # JSON logs, so the access log line is written too.
+    container = build_container(make_settings(db.url, TOLLGATE_LOG_FORMAT="json"))
     app = create_app(container)
     template = "/v1/customers" if path == "/v1/customers" else path
     server_errors = HTTP_REQUESTS.labels("POST", template, "500")
     errors_before = server_errors._value.get()
+    gone = HTTP_REQUESTS.labels("POST", template, "499")
+    gone_before = gone._value.get()
     caplog.set_level(logging.INFO)
     # Authorized, so the request reaches the body; the client is gone when it is read.
     scope_headers = [(b"authorization", f"Bearer {write_key}".encode())]
@@ -263,10 +271,17 @@ def test_a_client_that_goes_away_is_neither_an_error_nor_a_500(
         await app(scope, receive, send)
         return sent
 
-    sent = asyncio.run(run())
+    try:
+        sent = asyncio.run(run())
+    finally:
+        container.close()
     assert not [m for m in sent if m["type"] == "http.response.start" and m["status"] >= 500]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert server_errors._value.get() == errors_before
+    # The metrics and the access log tell the same story: 499, the client went away.
+    assert gone._value.get() == gone_before + 1
+    (line,) = [r for r in caplog.records if r.name == "tollgate.access"]
+    assert line.status == 499  # type: ignore[attr-defined]
 
 
 # -- finding 2: the unauthenticated webhook route's signature header ----------------------------

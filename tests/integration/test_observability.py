@@ -103,6 +103,44 @@ def test_every_answer_carries_a_request_id_and_a_good_given_one_is_kept(
         container.close()
 
 
+def test_group_commits_are_counted_by_writer_with_their_items(
+    db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    container = build_container(make_settings(db.url, STRIPE_WEBHOOK_SECRETS=SECRET))
+    key = create_api_key(db=container.db, clock=container.clock, name="app", scope="write")
+    headers = {"Authorization": f"Bearer {key.secret}"}
+    body = orjson.dumps(event_obj("customer.created", customer_obj(new_id("cus"))))
+    signature = stripe.WebhookSignature.generate_signature_header(body.decode(), SECRET)
+    writers = ("tollgate-webhooks", "tollgate-consume")
+
+    def counted() -> list[float]:
+        return [
+            REGISTRY.get_sample_value(f"tollgate_group_{name}_total", {"writer": writer}) or 0.0
+            for writer in writers
+            for name in ("commits", "commit_items")
+        ]
+
+    before = counted()
+    try:
+        with TestClient(create_app(container)) as api:
+            customer = {"id": "acme", "email": "a@acme.example", "offline": True, "plan": "pro"}
+            assert api.post("/v1/customers", json=customer, headers=headers).status_code == 201
+            for n in range(3):  # one at a time: three commits of one item each
+                use = {"feature": "runs", "quantity": 1, "id": f"c-{n}"}
+                consumed = api.post("/v1/customers/acme/consume", json=use, headers=headers)
+                assert consumed.json()["allowed"] is True
+            delivered = api.post(
+                "/webhooks/stripe", content=body, headers={"Stripe-Signature": signature}
+            )
+            assert delivered.status_code == 200
+            metrics = api.get("/metrics").text
+    finally:
+        container.close()
+    grown = [now - then for now, then in zip(counted(), before, strict=True)]
+    assert grown == [1, 1, 3, 3]  # webhooks: 1 commit, 1 event; consume: 3 commits, 3 calls
+    assert 'tollgate_group_commit_items_total{writer="tollgate-consume"}' in metrics
+
+
 def test_a_stripe_5xx_is_counted_by_status(
     db: Database, make_settings: Callable[..., Settings], sim: RunningSim
 ) -> None:

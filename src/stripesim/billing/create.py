@@ -17,7 +17,7 @@ from stripesim.billing.invoices import new_invoice_item, subscription_invoice
 from stripesim.billing.items import items_of, new_item, quantity_param
 from stripesim.billing.periods import DAY, add_interval, future_time, interval_of, next_boundary
 from stripesim.billing.prices import exact_amount, item_price, price_param, product_name
-from stripesim.errors import StripeError, parameter_missing
+from stripesim.errors import StripeError, card_error, parameter_missing
 from stripesim.lists import as_bool, as_int, required_object, update_metadata
 from stripesim.payments import payment_method_for
 from stripesim.registry import Ctx
@@ -419,9 +419,7 @@ def _charge_or_refuse(ctx: Ctx, invoice: dict[str, Any], sub: dict[str, Any]) ->
         description="Subscription creation",
     )
     if outcome.status not in ("succeeded", "processing"):
-        raise outcome.error or StripeError(
-            "Payment failed", status=402, type="card_error", code="card_declined"
-        )
+        raise outcome.error or card_error("Payment failed", code="card_declined")
     return outcome
 
 

@@ -38,7 +38,7 @@ from stripesim.billing.proration import (
     proration_item,
     proration_lines,
 )
-from stripesim.errors import StripeError, parameter_missing, resource_missing
+from stripesim.errors import StripeError, card_error, parameter_missing, resource_missing
 from stripesim.lists import as_bool, as_int, render, update_metadata
 from stripesim.registry import Ctx
 from stripesim.state import new_id, snapshot
@@ -313,9 +313,7 @@ def _collect_update(
     ctx.emit("invoice.created", invoice, created=now)
     outcome = finalize_and_collect(ctx, invoice, now)
     if outcome is not None and outcome.status != "succeeded" and strict:
-        raise outcome.error or StripeError(
-            "Payment failed", status=402, type="card_error", code="card_declined"
-        )
+        raise outcome.error or card_error("Payment failed", code="card_declined")
 
 
 # -- a change that waits for its payment -----------------------------------------------------------
@@ -357,9 +355,7 @@ def _pending_update(
         ctx.emit("invoice.payment_action_required", invoice, created=now)
     if strict:
         _undo_pending_invoice(ctx, sub, invoice, before, now)
-        raise outcome.error or StripeError(
-            "Your card was declined.", status=402, type="card_error", code="card_declined"
-        )
+        raise outcome.error or card_error("Your card was declined.", code="card_declined")
     sub["pending_update"] = {
         "billing_cycle_anchor": None,
         "discount": None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from stripesim import billing, cards, objects, payments
-from stripesim.errors import StripeError
+from stripesim.errors import StripeError, card_error
 from stripesim.lists import as_int
 from stripesim.pages import bank_from_form, card_from_form
 from stripesim.registry import Ctx
@@ -367,15 +367,10 @@ def _payment_error_of(ctx: Ctx, subscription: dict[str, Any]) -> StripeError:
             and pi.get("last_payment_error")
         ):
             error = pi["last_payment_error"]
-            return StripeError(
-                error.get("message") or "Your card was declined.",
-                status=402,
-                type="card_error",
-                code=error.get("code"),
+            return card_error(
+                error.get("message") or "Your card was declined.", code=error.get("code")
             )
-    return StripeError(
-        "Your card was declined.", status=402, type="card_error", code="card_declined"
-    )
+    return card_error("Your card was declined.", code="card_declined")
 
 
 def _complete_payment(

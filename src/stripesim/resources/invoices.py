@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse, Response
 from stripesim import billing, objects, payments
 from stripesim.catalog import inline_price
 from stripesim.currency import format_amount
-from stripesim.errors import StripeError, parameter_missing
+from stripesim.errors import StripeError, card_error, parameter_missing
 from stripesim.lists import (
     as_bool,
     as_int,
@@ -258,9 +258,7 @@ def pay_invoice(ctx: Ctx, params: dict[str, Any], invoice_id: str) -> dict[str, 
         automatic=False,
     )
     if outcome.status not in ("succeeded", "processing"):  # a bank debit is on its way
-        raise outcome.error or StripeError(
-            "Your card was declined.", status=402, type="card_error", code="card_declined"
-        )
+        raise outcome.error or card_error("Your card was declined.", code="card_declined")
     return invoice
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from stripesim import cards, debits
 from stripesim.debits import new_bank_payment_method
-from stripesim.errors import StripeError, parameter_missing, resource_missing
+from stripesim.errors import StripeError, card_error, parameter_missing, resource_missing
 from stripesim.lists import as_bool, one_of, paginate, render, update_metadata
 from stripesim.payments import (
     attach_payment_method,
@@ -16,6 +16,7 @@ from stripesim.payments import (
     new_card_payment_method,
     payment_method_for,
     payment_method_param,
+    require_authentication,
 )
 from stripesim.registry import Ctx, customer_retrieve_route, list_route, retrieve_route, route
 from stripesim.state import new_id
@@ -52,10 +53,8 @@ def card_payment_method_from_params(ctx: Ctx, params: dict[str, Any]) -> dict[st
     try:
         exp_month, exp_year = int(card_params["exp_month"]), int(card_params["exp_year"])
     except ValueError:
-        raise StripeError(
+        raise card_error(
             "Your card's expiration date is invalid.",
-            status=402,
-            type="card_error",
             code="invalid_expiry_month",
             param="card[exp_month]",
         ) from None
@@ -249,15 +248,7 @@ def confirm_setup_intent(ctx: Ctx, seti: dict[str, Any], now: int) -> dict[str, 
         error.extra["setup_intent"] = render(seti)
         raise error
     if spec.behaviour == cards.AUTHENTICATE and not seti.get("_authenticated"):
-        seti["status"] = "requires_action"
-        seti["next_action"] = {
-            "type": "use_stripe_sdk",
-            "use_stripe_sdk": {
-                "type": "three_d_secure_redirect",
-                "stripe_js": f"{ctx.base_url}/3ds/{seti['id']}",
-                "source": None,
-            },
-        }
+        require_authentication(ctx, seti)
         ctx.emit("setup_intent.requires_action", seti, created=now)
         return seti
     return _setup_succeeded(ctx, seti, pm, now)

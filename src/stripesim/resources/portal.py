@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response
 
 from stripesim import billing, cards, objects, payments
 from stripesim.currency import format_amount
-from stripesim.errors import StripeError, parameter_missing
+from stripesim.errors import StripeError, card_error, parameter_missing
 from stripesim.lists import as_bool, as_int, one_of, required_object, update_metadata
 from stripesim.pages import (
     bank_from_form,
@@ -621,12 +621,7 @@ def _card_challenge(session: dict[str, Any], form: dict[str, str]) -> Response |
         return None
     if answer == "fail":
         raise PortalError(
-            StripeError(
-                AUTHENTICATION_FAILED,
-                status=402,
-                type="card_error",
-                code="setup_intent_authentication_failure",
-            )
+            card_error(AUTHENTICATION_FAILED, code="setup_intent_authentication_failure")
         )
     return render_page(
         "three_d_secure.html",

@@ -32,6 +32,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from sqlalchemy import Connection
 
 from tollgate.db.unit_of_work import Database
+from tollgate.metrics import GROUP_COMMIT_ITEMS, GROUP_COMMITS
 
 log = logging.getLogger("tollgate.group_commit")
 
@@ -83,8 +84,11 @@ class GroupWriter(Generic[Item, Outcome]):
         self._held: Connection | None = None
         self._held_until = 0.0
         self._stopped = False  # stopped: blocking callers' transactions check out as they come
-        # Groups applied and the items in them: how well concurrent items share commits.
+        # Groups applied and the items in them: how well concurrent items share commits (also
+        # in the metrics, by the writer's name).
         self.applied = (0, 0)
+        self._commits = GROUP_COMMITS.labels(name)
+        self._items = GROUP_COMMIT_ITEMS.labels(name)
 
     async def apply(self, item: Item) -> Outcome:
         """Queue the item and return its outcome once its group has committed."""
@@ -235,6 +239,8 @@ class GroupWriter(Generic[Item, Outcome]):
             return
         groups, items = self.applied
         self.applied = (groups + 1, items + len(jobs))
+        self._commits.inc()
+        self._items.inc(len(jobs))
         outcomes: Sequence[Outcome | BaseException]
         try:
             outcomes = self._apply_items([job.item for job in jobs])

@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table
 
 from tollgate.clock import Clock
 from tollgate.config import Settings
@@ -70,18 +70,10 @@ def queue_email(
     first. Callers hold the customer's row lock (every webhook handler does), so two events
     cannot both find none.
     """
-    if same_notice:
-        told = connection.execute(
-            select(NOTIFICATIONS.c.id)
-            .where(
-                NOTIFICATIONS.c.customer_id == customer_id,
-                NOTIFICATIONS.c.cause == cause,
-                NOTIFICATIONS.c.template.in_(sorted({*same_notice, template})),
-            )
-            .limit(1)
-        ).first()
-        if told is not None:
-            return
+    if same_notice and outbox.notified(
+        connection, customer_id=customer_id, cause=cause, templates={*same_notice, template}
+    ):
+        return
     row = {
         "customer_id": customer_id,
         "template": template,

@@ -83,6 +83,7 @@ class StripeWebhookFastPath:
                 await answer(scope, receive, send)
         except ClientDisconnect:  # nobody to answer; nothing was stored
             status = 499
+            raise  # the access log outside notes the 499 too; the Guard logs it as no error
         finally:
             # An unexpected error goes on to the API's outermost layer (api/guard.py), which
             # logs it once and answers it in the error shape with its request id.

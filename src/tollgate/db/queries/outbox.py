@@ -6,11 +6,11 @@ one set of statements claims, finishes and reschedules rows of either.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, select, update
 
 from tollgate.db.dialects import insert_if_new
 from tollgate.db.tables import APP_EVENTS, CUSTOMERS, NOTIFICATIONS
@@ -19,6 +19,29 @@ from tollgate.db.tables import APP_EVENTS, CUSTOMERS, NOTIFICATIONS
 def insert_new(connection: Connection, table: Table, row: Mapping[str, Any]) -> None:
     """Insert an outbox row unless one with its key is there already."""
     connection.execute(insert_if_new(connection, table), dict(row))
+
+
+# Built once, not per call: a payment's receipt asks it on every `invoice.paid`, and making the
+# statement cost more than running it.
+_NOTIFIED = (
+    select(NOTIFICATIONS.c.id)
+    .where(
+        NOTIFICATIONS.c.customer_id == bindparam("customer_id"),
+        NOTIFICATIONS.c.cause == bindparam("cause"),
+        NOTIFICATIONS.c.template.in_(bindparam("templates", expanding=True)),
+    )
+    .limit(1)
+)
+
+
+def notified(
+    connection: Connection, *, customer_id: str, cause: str, templates: Collection[str]
+) -> bool:
+    """Whether one of `templates` was queued to the customer for `cause`."""
+    found = connection.execute(
+        _NOTIFIED, {"customer_id": customer_id, "cause": cause, "templates": sorted(templates)}
+    )
+    return found.first() is not None
 
 
 def due_ids(connection: Connection, table: Table, now: datetime, limit: int) -> list[Any]:
