@@ -38,6 +38,8 @@ log = logging.getLogger("tollgate.group_commit")
 
 # A writer thread idle longer than this takes its connection from the pool again (pre-pinged).
 _REPIN_AFTER = 1.0
+# A group that ended less than this long before the next item came counts as under load.
+_BUSY = 0.01
 
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
@@ -55,7 +57,9 @@ class _Job(NamedTuple, Generic[Item]):
 class GroupWriter(Generic[Item, Outcome]):
     """A thread applying queued items with `apply`, as many to a transaction as are waiting
     (at most `group`). `apply` returns one outcome per item, an exception being that item's
-    error; an exception `apply` raises is every item's."""
+    error; an exception `apply` raises is every item's. Under load (the last group shared a
+    commit and ended less than `busy_window` seconds before the next item came) the thread
+    waits `linger` seconds before taking the next group; a lone item never waits."""
 
     def __init__(
         self,
@@ -65,8 +69,12 @@ class GroupWriter(Generic[Item, Outcome]):
         name: str,
         group: int = 64,
         idle_seconds: float = 10.0,
+        linger: float = 0.0,
+        busy_window: float = _BUSY,
     ) -> None:
         self.db = db
+        self.linger = linger
+        self.busy_window = busy_window
         self._apply_items = apply
         self.name = name
         self.group = group
@@ -178,7 +186,7 @@ class GroupWriter(Generic[Item, Outcome]):
 
     def _serve(self) -> None:
         with ExitStack() as pins:
-            pinned, done_at = False, 0.0
+            pinned, done_at, shared = False, 0.0, False
             while (first := self._wait()) is not None:
                 # The thread keeps its connection between groups (a lone caller at a time pays
                 # no checkout), but takes it anew after a pause, with the pool's pre-ping, so a
@@ -195,9 +203,17 @@ class GroupWriter(Generic[Item, Outcome]):
                 # What queued while this thread woke joins the first item: the calls of a
                 # burst arrive together, and taking only the first would commit it alone and
                 # leave the rest to the next group (groups alternating one and many).
+                if self.linger and shared and time.monotonic() - done_at < self.busy_window:
+                    # Under load (the last group was shared and ended a moment ago), the calls
+                    # it answered come back and others are on their way: a moment's wait lets
+                    # them share this commit instead of splitting it (what an item costs falls
+                    # with the group it shares). A lone item after a pause never waits.
+                    time.sleep(self.linger)
                 jobs: list[_Job[Item] | None] = [first, *self._take(self.group - 1)]
+                shared = False
                 while jobs:
                     self._apply([job for job in jobs if job is not None])
+                    shared = len(jobs) > 1
                     if None in jobs:  # stopped: what came before is answered; end
                         with self._lock:
                             self._running = False
