@@ -1,5 +1,5 @@
 """UTC datetime columns: an aware instant is stored as UTC and read back aware, on SQLite as the
-naive UTC text it always was (the bind hands SQLite's DATETIME the UTC value as it is)."""
+naive UTC text SQLAlchemy's DATETIME writes (the column's bind writes that text itself)."""
 
 from __future__ import annotations
 
@@ -59,3 +59,22 @@ def test_a_naive_datetime_is_refused() -> None:
     _TABLE.metadata.create_all(engine)
     with engine.begin() as connection, pytest.raises(StatementError, match="naive datetime"):
         connection.execute(_TABLE.insert(), {"at": datetime(2026, 12, 7, 4, 5, 6)})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 2, 3, 4, 5, 6, tzinfo=PARIS),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ],
+)
+def test_sqlite_text_is_the_dialects_own(value: datetime) -> None:
+    """The text is what SQLAlchemy's SQLite DATETIME writes for the naive UTC value."""
+    dialect = sqlite.dialect()
+    own = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert own is not None
+    naive = value.astimezone(UTC).replace(tzinfo=None)
+    assert _bound(dialect, value) == own(naive)
+    assert _bound(dialect, value) is not None and _bound(dialect, None) is None  # type: ignore[arg-type]
