@@ -297,16 +297,85 @@ def callgrind(on: bool) -> Iterator[None]:
 
 
 def in_process_arguments(
-    doc: str | None, count: str, default: int, concurrency: int
+    doc: str | None, count: str, default: int, concurrency: int, *, statements: bool = False
 ) -> argparse.Namespace:
     """An in-process bench's arguments: how many (`--<count>`), how many in flight, the
-    database, and whether to count instructions under callgrind."""
+    database, whether to count instructions under callgrind and, for a bench that can,
+    whether to count the statements each call runs (`statements`: `--statements`)."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument(f"--{count}", type=int, default=default)
     parser.add_argument("--concurrency", type=int, default=concurrency)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--callgrind", action="store_true")
+    if statements:
+        parser.add_argument("--statements", action="store_true")
     return parser.parse_args()
+
+
+class Statements:
+    """Counts the statements this process's database connections run while `on`, by kind
+    ("INSERT stripe_events", "SELECT customers"), on the driver's cursors: Tollgate runs its
+    hot statements there, past SQLAlchemy's events. On SQLite every statement the library
+    steps (sqlite3's trace callback); on PostgreSQL every execute on a psycopg cursor. Either
+    way an executemany counts a statement per row, and the drivers' own BEGIN and COMMIT are
+    left out (count the commits apart). Made before the app, whose connections it watches."""
+
+    _SKIPPED = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.on = False
+        sa.event.listen(sa.engine.Engine, "connect", self._connected)
+
+    def close(self) -> None:
+        sa.event.remove(sa.engine.Engine, "connect", self._connected)
+
+    def _connected(self, connection: Any, _record: Any) -> None:
+        if hasattr(connection, "set_trace_callback"):  # sqlite3
+            connection.set_trace_callback(self._seen)
+            return
+        seen = self._seen
+
+        class Counting(connection.cursor_factory):  # type: ignore[name-defined,misc]
+            def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
+                seen(str(query))
+                return super().execute(query, params, **options)
+
+            def executemany(self, query: Any, params_seq: Any, **options: Any) -> Any:
+                rows = list(params_seq)
+                for _ in rows:
+                    seen(str(query))
+                return super().executemany(query, rows, **options)
+
+        connection.cursor_factory = Counting
+
+    def _seen(self, sql: str) -> None:
+        if not self.on:
+            return
+        words = sql.split(None, 1)
+        verb = words[0].upper() if words else ""
+        if verb in self._SKIPPED:
+            return
+        kind = f"{verb} {_table_of(verb, sql)}"
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def report(self, calls: int, what: str) -> str:
+        """The statements a call ran, in all and by kind, most first."""
+        total = sum(self.counts.values())
+        kinds = sorted(self.counts.items(), key=lambda pair: (-pair[1], pair[0]))
+        lines = [f"{total / calls:.2f} statements per {what}:"]
+        lines += [f"  {count / calls:6.3f}  {kind}" for kind, count in kinds]
+        return "\n".join(lines)
+
+
+def _table_of(verb: str, sql: str) -> str:
+    """The table a statement writes, or the first it reads."""
+    found = re.search(
+        r"\b(?:INTO|FROM)\s+\"?(\w+)" if verb != "UPDATE" else r"UPDATE\s+\"?(\w+)",
+        sql,
+        re.IGNORECASE,
+    )
+    return found.group(1) if found else "?"
 
 
 def run_in_process(

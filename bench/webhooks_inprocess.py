@@ -10,8 +10,11 @@ this process) is Tollgate's own, so builds compare on a loaded machine better th
 --callgrind --events 800` and compare the instruction counts ("Collected") of two builds. The
 count includes signing each delivery (the bench's, about 6 % of it).
 
+`--statements` counts the statements each event runs over the measured loop, by kind, on the
+driver's cursors (harness.Statements): the commits are the events over the events a commit.
+
 Run: `.venv/bin/python bench/webhooks_inprocess.py [--events 4000] [--concurrency 32]
-[--database sqlite|postgresql]`
+[--database sqlite|postgresql] [--statements]`
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ async def _post(app: Any, body: bytes) -> int:
     return status
 
 
-async def _measure(app: Any, events: int, concurrency: int, callgrind: bool) -> None:
+async def _measure(
+    app: Any, events: int, concurrency: int, callgrind: bool, statements: Any = None
+) -> None:
     for index in range(webhooks.CUSTOMERS):
         customer = webhooks._customer(index)
         status = await _post(app, webhooks._event("customer.created", customer, 1_900_000_000))
@@ -68,6 +73,8 @@ async def _measure(app: Any, events: int, concurrency: int, callgrind: bool) -> 
             assert status == 200, status
 
     writer = app.container.webhook_intake._writer
+    if statements is not None:
+        statements.on = True
     with harness.callgrind(callgrind):
         groups, threads = writer.applied, _thread_cpu()
         cpu, wall = time.process_time(), time.perf_counter()
@@ -75,6 +82,8 @@ async def _measure(app: Any, events: int, concurrency: int, callgrind: bool) -> 
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         threads = {name: spent - threads.get(name, 0.0) for name, spent in _thread_cpu().items()}
         groups = writer.applied[0] - groups[0]
+    if statements is not None:
+        statements.on = False
     per_thread = ", ".join(
         f"{name} {spent / len(measured) * 1e6:.0f}" for name, spent in sorted(threads.items())
     )
@@ -84,6 +93,8 @@ async def _measure(app: Any, events: int, concurrency: int, callgrind: bool) -> 
         f"{len(measured) / wall:,.0f} events/s, {len(measured) / max(groups, 1):.1f} per commit",
         flush=True,
     )
+    if statements is not None:
+        print(statements.report(len(measured), "event"), flush=True)
 
 
 def _thread_cpu() -> dict[str, float]:
@@ -98,10 +109,11 @@ def _thread_cpu() -> dict[str, float]:
 
 
 def main() -> None:
-    args = harness.in_process_arguments(__doc__, "events", 4000, 32)
+    args = harness.in_process_arguments(__doc__, "events", 4000, 32, statements=True)
+    statements = harness.Statements() if args.statements else None
     harness.run_in_process(
         args.database,
-        lambda app: _measure(app, args.events, args.concurrency, args.callgrind),
+        lambda app: _measure(app, args.events, args.concurrency, args.callgrind, statements),
         STRIPE_WEBHOOK_SECRETS=webhooks.SECRET,
     )
 
