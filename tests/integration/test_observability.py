@@ -7,8 +7,9 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import orjson
@@ -22,7 +23,7 @@ from tests.conftest import EXAMPLE_CATALOG, REPO
 from tests.integration.test_webhooks import SECRET, customer_obj, event_obj, new_id
 from tests.replicas import Fleet, process_env
 from tollgate.api.app import create_app
-from tollgate.bootstrap import build_container
+from tollgate.bootstrap import Container, build_container
 from tollgate.config import Settings
 from tollgate.db.unit_of_work import Database
 from tollgate.metrics import STRIPE_ERRORS
@@ -74,43 +75,53 @@ def test_every_metric_the_alerts_and_the_dashboard_read_is_exported() -> None:
     assert len(dashboard["panels"]) >= 10
 
 
-def test_every_answer_carries_a_request_id_and_a_good_given_one_is_kept(
-    db: Database, make_settings: Callable[..., Settings]
-) -> None:
+class Delivering(NamedTuple):
+    """A container taking Stripe's deliveries, a write key's header, and a signed delivery."""
+
+    container: Container
+    headers: dict[str, str]
+    body: bytes
+    signature: str
+
+
+@pytest.fixture
+def delivering(db: Database, make_settings: Callable[..., Settings]) -> Iterator[Delivering]:
     container = build_container(make_settings(db.url, STRIPE_WEBHOOK_SECRETS=SECRET))
     key = create_api_key(db=container.db, clock=container.clock, name="app", scope="write")
-    headers = {"Authorization": f"Bearer {key.secret}"}
     body = orjson.dumps(event_obj("customer.created", customer_obj(new_id("cus"))))
     signature = stripe.WebhookSignature.generate_signature_header(body.decode(), SECRET)
     try:
-        with TestClient(create_app(container)) as api:
-            answers = [
-                api.get("/healthz"),
-                api.get("/v1/customers/nobody", headers=headers),  # FastAPI's stack, a 404
-                api.get("/v1/customers/nobody/entitlements/runs", headers=headers),  # short way
-                api.post("/webhooks/stripe", content=body, headers={"Stripe-Signature": signature}),
-            ]
-            ids = [answer.headers["x-request-id"] for answer in answers]
-            assert all(re.fullmatch(r"req_[0-9a-f]{20}", found) for found in ids), ids
-            assert len(set(ids)) == len(ids)
-            kept = api.get("/healthz", headers={"X-Request-Id": "lb-7f3a9c2e-0001"})
-            assert kept.headers["x-request-id"] == "lb-7f3a9c2e-0001"
-            bad = api.get("/healthz", headers={"X-Request-Id": "<script>"})
-            assert bad.headers["x-request-id"].startswith("req_")
-            metrics = api.get("/metrics").text
-            assert "tollgate_webhook_processing_seconds_count" in metrics
+        yield Delivering(container, {"Authorization": f"Bearer {key.secret}"}, body, signature)
     finally:
         container.close()
 
 
-def test_group_commits_are_counted_by_writer_with_their_items(
-    db: Database, make_settings: Callable[..., Settings]
+def test_every_answer_carries_a_request_id_and_a_good_given_one_is_kept(
+    delivering: Delivering,
 ) -> None:
-    container = build_container(make_settings(db.url, STRIPE_WEBHOOK_SECRETS=SECRET))
-    key = create_api_key(db=container.db, clock=container.clock, name="app", scope="write")
-    headers = {"Authorization": f"Bearer {key.secret}"}
-    body = orjson.dumps(event_obj("customer.created", customer_obj(new_id("cus"))))
-    signature = stripe.WebhookSignature.generate_signature_header(body.decode(), SECRET)
+    container, headers, body, signature = delivering
+    with TestClient(create_app(container)) as api:
+        answers = [
+            api.get("/healthz"),
+            api.get("/v1/customers/nobody", headers=headers),  # FastAPI's stack, a 404
+            api.get("/v1/customers/nobody/entitlements/runs", headers=headers),  # short way
+            api.post("/webhooks/stripe", content=body, headers={"Stripe-Signature": signature}),
+        ]
+        ids = [answer.headers["x-request-id"] for answer in answers]
+        assert all(re.fullmatch(r"req_[0-9a-f]{20}", found) for found in ids), ids
+        assert len(set(ids)) == len(ids)
+        kept = api.get("/healthz", headers={"X-Request-Id": "lb-7f3a9c2e-0001"})
+        assert kept.headers["x-request-id"] == "lb-7f3a9c2e-0001"
+        bad = api.get("/healthz", headers={"X-Request-Id": "<script>"})
+        assert bad.headers["x-request-id"].startswith("req_")
+        metrics = api.get("/metrics").text
+        assert "tollgate_webhook_processing_seconds_count" in metrics
+
+
+def test_group_commits_are_counted_by_writer_with_their_items(
+    delivering: Delivering,
+) -> None:
+    container, headers, body, signature = delivering
     writers = ("tollgate-webhooks", "tollgate-consume")
 
     def counted() -> list[float]:
@@ -121,21 +132,18 @@ def test_group_commits_are_counted_by_writer_with_their_items(
         ]
 
     before = counted()
-    try:
-        with TestClient(create_app(container)) as api:
-            customer = {"id": "acme", "email": "a@acme.example", "offline": True, "plan": "pro"}
-            assert api.post("/v1/customers", json=customer, headers=headers).status_code == 201
-            for n in range(3):  # one at a time: three commits of one item each
-                use = {"feature": "runs", "quantity": 1, "id": f"c-{n}"}
-                consumed = api.post("/v1/customers/acme/consume", json=use, headers=headers)
-                assert consumed.json()["allowed"] is True
-            delivered = api.post(
-                "/webhooks/stripe", content=body, headers={"Stripe-Signature": signature}
-            )
-            assert delivered.status_code == 200
-            metrics = api.get("/metrics").text
-    finally:
-        container.close()
+    with TestClient(create_app(container)) as api:
+        customer = {"id": "acme", "email": "a@acme.example", "offline": True, "plan": "pro"}
+        assert api.post("/v1/customers", json=customer, headers=headers).status_code == 201
+        for n in range(3):  # one at a time: three commits of one item each
+            use = {"feature": "runs", "quantity": 1, "id": f"c-{n}"}
+            consumed = api.post("/v1/customers/acme/consume", json=use, headers=headers)
+            assert consumed.json()["allowed"] is True
+        delivered = api.post(
+            "/webhooks/stripe", content=body, headers={"Stripe-Signature": signature}
+        )
+        assert delivered.status_code == 200
+        metrics = api.get("/metrics").text
     grown = [now - then for now, then in zip(counted(), before, strict=True)]
     assert grown == [1, 1, 3, 3]  # webhooks: 1 commit, 1 event; consume: 3 commits, 3 calls
     assert 'tollgate_group_commit_items_total{writer="tollgate-consume"}' in metrics
