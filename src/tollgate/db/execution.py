@@ -176,6 +176,11 @@ def on_cursor(connection: Connection, sql: str, parameters: Any) -> list[Any]:
         cursor.close()
 
 
+# A named tuple of a row's values (a `read_rows` row, or a slice of one), made in C:
+# `named_row(AlertRow, row)`. A Row's attribute costs a failed lookup on its class first.
+named_row = tuple.__new__
+
+
 def read_rows(
     connection: Connection, statement: ClauseElement, parameters: Mapping[str, Any]
 ) -> list[Any]:

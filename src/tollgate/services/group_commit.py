@@ -200,17 +200,16 @@ class GroupWriter(Generic[Item, Outcome]):
                         pinned = True
                     except Exception:  # the items run unpinned and meet the error there
                         log.exception("could not pin a database connection")
-                # What queued while this thread woke joins the first item: the calls of a
-                # burst arrive together, and taking only the first would commit it alone and
-                # leave the rest to the next group (groups alternating one and many).
                 if self.linger and shared and time.monotonic() - done_at < self.busy_window:
                     # Under load (the last group was shared and ended a moment ago), the calls
                     # it answered come back and others are on their way: a moment's wait lets
                     # them share this commit instead of splitting it (what an item costs falls
                     # with the group it shares). A lone item after a pause never waits.
                     time.sleep(self.linger)
+                # What queued while this thread woke joins the first item: the calls of a
+                # burst arrive together, and taking only the first would commit it alone and
+                # leave the rest to the next group (groups alternating one and many).
                 jobs: list[_Job[Item] | None] = [first, *self._take(self.group - 1)]
-                shared = False
                 while jobs:
                     self._apply([job for job in jobs if job is not None])
                     shared = len(jobs) > 1

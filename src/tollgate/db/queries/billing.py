@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, func, or_, select, update
 
 from tollgate.db.dialects import DIALECTS, in_json_array, json_array
-from tollgate.db.execution import read_rows
+from tollgate.db.execution import named_row, read_rows
 from tollgate.db.tables import BANK_TRANSFERS, CHARGES, CUSTOMERS, DISPUTES, SUBSCRIPTIONS
 from tollgate.domain.events import DISPUTE_OPEN_STATUSES
 
@@ -85,14 +85,11 @@ def customers_with_subscriptions(
                 continue
             customer_id = row[0]
             if customer_id not in customers:
-                customers[customer_id] = _new(CustomerRow, row[:_SPLIT])
+                customers[customer_id] = named_row(CustomerRow, row[:_SPLIT])
             if row[_SPLIT] is not None:  # a subscription's id: it has one
-                held.setdefault(customer_id, []).append(_new(SubscriptionRow, row[_SPLIT:]))
+                held.setdefault(customer_id, []).append(named_row(SubscriptionRow, row[_SPLIT:]))
         for customer_id, customer in customers.items():
             yield customer, held.get(customer_id, ())
-
-
-_new = tuple.__new__  # a named tuple of a row's values, made in C
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:

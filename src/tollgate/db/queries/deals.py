@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 
 from tollgate.db.dialects import DIALECTS, in_json_array, json_array
-from tollgate.db.execution import read_rows
+from tollgate.db.execution import named_row, read_rows
 from tollgate.db.tables import CUSTOMER_OVERRIDES, SPEND_CAPS, SUBSCRIPTION_ITEMS, USAGE_GRANTS
 from tollgate.db.types import UTCDateTime
 from tollgate.domain.catalog_sync import ADDON_LOOKUP_PREFIX, addon_of_lookup_key
@@ -42,9 +42,6 @@ class DealRow(NamedTuple):
     unlimited: bool | None
     ends_at: datetime | None
     quantity: Any  # a grant's units, an item's quantity, a cap's minor units (None otherwise)
-
-
-_new = tuple.__new__  # a named tuple of a row's values, made in C
 
 
 def _override(row: Any) -> FeatureOverride:
@@ -85,7 +82,7 @@ def deals_of(
             connection.dialect.name, chunk, subscriptions, now, spend_caps is not None
         )
         for found in read_rows(connection, statement, parameters):
-            row = _new(DealRow, found)
+            row = named_row(DealRow, found)
             if row.kind == "c":
                 assert spend_caps is not None  # asked for only then
                 spend_caps[row.owner] = int(row.quantity)

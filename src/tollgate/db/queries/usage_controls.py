@@ -10,7 +10,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from tollgate.db.dialects import DIALECTS, in_json_array, insert_if_new, json_array
-from tollgate.db.execution import on_cursor, read_rows
+from tollgate.db.execution import named_row, on_cursor, read_rows
 from tollgate.db.queries.usage import _postgres, _sqlite_time
 from tollgate.db.queries.usage_storage import events_of_ids
 from tollgate.db.tables import (
@@ -402,7 +402,7 @@ def alerts_of(connection: Connection, customer_ids: Sequence[str]) -> list[Alert
     rows = read_rows(
         connection, _ALERTS_OF[connection.dialect.name], {"ids": json_array(customer_ids)}
     )
-    return [_new(AlertRow, row) for row in rows]
+    return [named_row(AlertRow, row) for row in rows]
 
 
 _ALERTS_OF = {
@@ -411,7 +411,6 @@ _ALERTS_OF = {
     .order_by(USAGE_ALERTS.c.created_at, USAGE_ALERTS.c.id)
     for dialect in DIALECTS
 }
-_new = tuple.__new__  # a named tuple of a row's values, made in C
 
 
 def insert_alert(connection: Connection, row: dict[str, Any]) -> bool:
