@@ -46,12 +46,16 @@ Outcome = TypeVar("Outcome")
 
 
 class _Job(NamedTuple, Generic[Item]):
-    """One queued item (a named tuple: one is made per request, in C)."""
+    """One queued item (a named tuple: one is made per request, by `_new_job`)."""
 
     item: Item
     # An asyncio request waits on `future` in `loop`; a thread waits on a concurrent future.
     loop: asyncio.AbstractEventLoop | None
     future: asyncio.Future[Any] | concurrent.futures.Future[Any]
+
+
+# A _Job made in C: a named tuple's own constructor is a Python function (a frame per item).
+_new_job = tuple.__new__
 
 
 class GroupWriter(Generic[Item, Outcome]):
@@ -98,12 +102,16 @@ class GroupWriter(Generic[Item, Outcome]):
         self._commits = GROUP_COMMITS.labels(name)
         self._items = GROUP_COMMIT_ITEMS.labels(name)
 
-    async def apply(self, item: Item) -> Outcome:
-        """Queue the item and return its outcome once its group has committed."""
+    def apply(self, item: Item) -> asyncio.Future[Outcome]:
+        """Queue the item; await the returned future for its outcome once its group has
+        committed.
+
+        Plain, not async: the caller awaits the future itself, one coroutine less per item.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._put(_Job(item, loop, future))
-        return await future
+        self._put(_new_job(_Job, (item, loop, future)))
+        return future
 
     def apply_blocking(self, item: Item) -> Outcome:
         """`apply` for a thread (an in-process client's), with no hand-over to another thread:
@@ -178,6 +186,11 @@ class GroupWriter(Generic[Item, Outcome]):
 
     def _put(self, job: _Job[Item]) -> None:
         self._jobs.put(job)
+        # A running thread takes the job: it ends only under the lock, after finding the queue
+        # empty, so one seen running after the put sees the job. Only a stopped one needs the
+        # lock (a lock per item saved under load).
+        if self._running:
+            return
         with self._lock:
             if not self._running:
                 self._running = True

@@ -11,7 +11,7 @@ way in (tests, OpenAPI).
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Awaitable
 
 import orjson
 from fastapi import APIRouter, Request
@@ -26,7 +26,7 @@ from tollgate.api.openapi import error_answer
 from tollgate.bootstrap import Container
 from tollgate.config import ConfigError
 from tollgate.domain.errors import TollgateError
-from tollgate.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from tollgate.metrics import RouteAnswers
 
 router = APIRouter(tags=["webhooks"])
 
@@ -64,13 +64,20 @@ class StripeWebhookFastPath:
         self.app = app
         self.container = container
         self.limit = container.settings.max_body_bytes
-        self._counted: dict[int, Any] = {}
-        self._latency = HTTP_LATENCY.labels(ROUTE)
+        self._answered: dict[int, RouteAnswers] = {}  # by status, made as first answered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.awaitable_for(scope, receive, send)
+
+    def awaitable_for(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """What answers the request: the inner app's own awaitable when this layer lets the
+        request by. Plain, not async: TollgateApi chains its layers by this (api/app.py), one
+        coroutine less per layer and request."""
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != ROUTE:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
         try:
@@ -87,11 +94,10 @@ class StripeWebhookFastPath:
         finally:
             # An unexpected error goes on to the API's outermost layer (api/guard.py), which
             # logs it once and answers it in the error shape with its request id.
-            counted = self._counted.get(status)
-            if counted is None:  # a label lookup takes a lock: each status's child is kept
-                counted = self._counted[status] = HTTP_REQUESTS.labels("POST", ROUTE, str(status))
-            counted.inc()
-            self._latency.observe(time.perf_counter() - started)
+            answered = self._answered.get(status)
+            if answered is None:  # a label lookup takes a lock: each status's is kept
+                answered = self._answered[status] = RouteAnswers("POST", ROUTE, status)
+            answered.observe(time.perf_counter() - started)
 
     async def _answer(self, scope: Scope, receive: Receive) -> bytes | Response:
         """The body of a 200, or the error's answer."""
