@@ -21,7 +21,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollgate.api.fastpath import key_allows
-from tollgate.api.middleware import body_too_large, read_body, send_json
+from tollgate.api.middleware import body_too_large, json_answer, read_body, whole_body
 from tollgate.bootstrap import Container
 from tollgate.domain.errors import TollgateError
 from tollgate.metrics import RouteAnswers
@@ -56,10 +56,13 @@ class ConsumeFastPath:
 
     async def _consume(self, customer_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        body = await read_body(receive, self.limit)
+        first = await receive()
+        body = whole_body(first, self.limit)
         if body is None:
-            await body_too_large(self.limit)(scope, receive, send)
-            return
+            body = await read_body(receive, self.limit, first)
+            if body is None:
+                await body_too_large(self.limit)(scope, receive, send)
+                return
         call = _plain_call(customer_id, body)
         if call is not None:
             try:
@@ -68,7 +71,9 @@ class ConsumeFastPath:
                 pass  # the route answers it (deciding again is idempotent), with its error
             else:
                 answer = orjson.dumps(consumed.to_json())
-                await send_json(send, answer, *((_REPLAYED,) if consumed.replayed else ()))
+                start, whole = json_answer(answer, *((_REPLAYED,) if consumed.replayed else ()))
+                await send(start)
+                await send(whole)
                 self._answered.observe(time.perf_counter() - started)
                 return
         await self.app(scope, _replay(body, receive), send)

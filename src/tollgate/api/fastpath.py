@@ -18,7 +18,7 @@ from collections.abc import Awaitable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate.api.deps import authorize
-from tollgate.api.middleware import send_json
+from tollgate.api.middleware import json_answer
 from tollgate.bootstrap import Container
 from tollgate.domain.errors import TollgateError
 from tollgate.metrics import RouteAnswers
@@ -57,7 +57,9 @@ class EntitlementFastPath:
 
     async def _send(self, send: Send, answer: tuple[str, bytes], started: float) -> None:
         route, body = answer
-        await send_json(send, body)
+        start, whole = json_answer(body)
+        await send(start)
+        await send(whole)
         self._counted[route].observe(time.perf_counter() - started)
 
     def _answer(self, scope: Scope) -> tuple[str, bytes] | None:

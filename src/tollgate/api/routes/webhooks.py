@@ -21,12 +21,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate.api.deps import container
 from tollgate.api.errors import error_response, status_of
-from tollgate.api.middleware import body_too_large, read_body, send_json
+from tollgate.api.middleware import body_too_large, json_answer, read_body, whole_body
 from tollgate.api.openapi import error_answer
 from tollgate.bootstrap import Container
 from tollgate.config import ConfigError
 from tollgate.domain.errors import TollgateError
 from tollgate.metrics import RouteAnswers
+from tollgate.services.webhooks import ProcessResult
 
 router = APIRouter(tags=["webhooks"])
 
@@ -48,12 +49,13 @@ async def post_stripe_webhook(request: Request) -> Response:
     body = await request.body()
     # The container is read here, not through a dependency: FastAPI runs a sync dependency on
     # the thread pool, a round trip that costs more than checking the signature.
-    answer = await _take(container(request), body, request.headers.get("stripe-signature"))
-    return Response(answer, media_type="application/json")
+    intake = container(request).webhook_intake
+    result = await intake.take(body, request.headers.get("stripe-signature"))
+    return Response(_received(result), media_type="application/json")
 
 
-async def _take(app: Container, body: bytes, signature: str | None) -> bytes:
-    result = await app.webhook_intake.take(body, signature)
+def _received(result: ProcessResult) -> bytes:
+    """The body of a delivery's 200."""
     return orjson.dumps({"received": True, "id": result.event_id, "status": result.outcome})
 
 
@@ -84,7 +86,9 @@ class StripeWebhookFastPath:
             answer = await self._answer(scope, receive)
             if isinstance(answer, bytes):
                 status = 200
-                await send_json(send, answer)
+                start, whole = json_answer(answer)
+                await send(start)
+                await send(whole)
             else:
                 status = answer.status_code
                 await answer(scope, receive, send)
@@ -107,13 +111,16 @@ class StripeWebhookFastPath:
                 return body_too_large(self.limit)
             if name == b"stripe-signature":
                 signature = value.decode("latin-1")
-        body = await read_body(receive, self.limit)
+        first = await receive()
+        body = whole_body(first, self.limit)
         if body is None:
-            return body_too_large(self.limit)
+            body = await read_body(receive, self.limit, first)
+            if body is None:
+                return body_too_large(self.limit)
         try:
-            answer = await _take(self.container, body, signature)
+            result = await self.container.webhook_intake.take(body, signature)
         except TollgateError as error:
             return error_response(status_of(error), error.type, error.message, error.param)
         except ConfigError as error:
             return error_response(503, "configuration_error", str(error))
-        return answer
+        return _received(result)
