@@ -48,3 +48,11 @@ def test_a_malformed_header_is_an_invalid_webhook_never_another_error(header: st
 def test_a_well_formed_header_keeps_its_signatures_and_drops_malformed_ones() -> None:
     timestamp, signatures = parse_signature_header(f"t=1790000000,v1={HEX},v1=zz,v0={HEX}")
     assert (timestamp, signatures) == (1_790_000_000, [HEX])
+
+
+def test_the_usual_header_reads_as_the_parts_loop_reads_it() -> None:
+    signature = "0123456789abcdef" * 4
+    for header in (f"t=1765090000,v1={signature}", f"t=0000000042,v1={signature}"):
+        # The same header with a space added goes through the parts loop, not the one match.
+        assert parse_signature_header(header) == parse_signature_header(header + " ")
+        assert parse_signature_header(header) == (int(header[2:12]), [signature])

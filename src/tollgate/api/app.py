@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from inspect import getattr_static
+from types import FunctionType, MethodType
+from typing import cast
+
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.middleware.errors import ServerErrorMiddleware
@@ -61,7 +65,7 @@ class TollgateApi(FastAPI):
             return
         app: ASGIApp = super().__call__
         for cls, args, kwargs in reversed(layers):
-            app = cls(app, *args, **kwargs)
+            app = _bound_call(cls(app, *args, **kwargs))
         self._front = app
 
     def build_middleware_stack(self) -> ASGIApp:
@@ -75,6 +79,20 @@ class TollgateApi(FastAPI):
             await super().__call__(scope, receive, send)
         else:
             await self._front(scope, receive, send)
+
+
+def _bound_call(layer: ASGIApp) -> ASGIApp:
+    """What the layer outside `layer` calls on every request: its plain `awaitable_for` (no
+    coroutine of its own for a request it lets by), else its bound `__call__`.
+
+    Calling an instance goes through its type's call slot: an argument tuple and a method
+    lookup per call. A bound method is called as a function is, without either.
+    """
+    plain = getattr(layer, "awaitable_for", None)
+    if plain is not None:
+        return cast(ASGIApp, plain)
+    call = getattr_static(type(layer), "__call__", None)
+    return MethodType(call, layer) if isinstance(call, FunctionType) else layer
 
 
 def create_app(container: Container, *, fast_paths: bool = True) -> TollgateApi:

@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollgate.api.errors import error_response
-from tollgate.logs import REQUEST_ID, request_id_from
+from tollgate.logs import REQUEST_ID, new_request_id, request_id_from
 from tollgate.tracing import note_request_id
 
 log = logging.getLogger("tollgate.api")
@@ -54,7 +54,7 @@ class Guard:
             if name == b"x-request-id":
                 given = value
                 break
-        request_id = request_id_from(given)
+        request_id = new_request_id() if given is None else request_id_from(given)
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
         if self.traced:
@@ -71,7 +71,9 @@ class Guard:
             return send(message)
 
         try:
-            if _unstorable(scope):
+            # The plain path and query (no NUL, no "%00") are seen here, without a call.
+            query: bytes = scope.get("query_string", b"")
+            if "\x00" in scope["path"] or (query.find(b"%00") >= 0 and _unstorable(scope)):
                 answer = error_response(
                     400,
                     "invalid_request_error",

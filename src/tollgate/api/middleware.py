@@ -23,9 +23,10 @@ def body_too_large(limit: int) -> JSONResponse:
     return error_response(413, "request_too_large", message)
 
 
-async def send_json(send: Send, body: bytes, *headers: tuple[bytes, bytes]) -> None:
-    """Answer 200 with a JSON body already encoded, as the fast paths do before FastAPI's
-    stack: two ASGI messages, no Response object."""
+def json_answer(body: bytes, *headers: tuple[bytes, bytes]) -> tuple[Message, Message]:
+    """The two ASGI messages that answer 200 with a JSON body already encoded, as the fast
+    paths send them before FastAPI's stack: no Response object, and no coroutine of its own
+    (the caller awaits its `send` of each)."""
     request_id = REQUEST_ID.get()
     start: list[tuple[bytes, bytes]]
     if request_id is not None and not headers:
@@ -33,16 +34,29 @@ async def send_json(send: Send, body: bytes, *headers: tuple[bytes, bytes]) -> N
         start = safe_json_headers(len(body), request_id)
     else:
         start = [JSON_TYPE, (b"content-length", b"%d" % len(body)), *headers]
-    await send({"type": "http.response.start", "status": 200, "headers": start})
-    await send({"type": "http.response.body", "body": body})
+    return (
+        {"type": "http.response.start", "status": 200, "headers": start},
+        {"type": "http.response.body", "body": body},
+    )
 
 
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """Return the request's body, or None once it grows past `limit` bytes."""
+def whole_body(message: Message, limit: int) -> bytes | None:
+    """The body when the request's first `message` carries all of it within `limit` bytes (the
+    usual request), taken as it is without a coroutine; None when `read_body` must go on."""
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body: bytes = message.get("body", b"")
+        if len(body) <= limit:
+            return body
+    return None
+
+
+async def read_body(receive: Receive, limit: int, first: Message | None = None) -> bytes | None:
+    """Return the request's body, or None once it grows past `limit` bytes. `first`: its first
+    message, when already received."""
     chunks: list[bytes] = []
     size = 0
+    message = first if first is not None else await receive()
     while True:
-        message = await receive()
         if message["type"] != "http.request":
             raise ClientDisconnect
         chunk: bytes = message.get("body", b"")
@@ -53,6 +67,7 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
             # The usual body, in one message, is taken as it is.
             return b"".join((*chunks, chunk)) if chunks else chunk
         chunks.append(chunk)
+        message = await receive()
 
 
 class BodyLimit:

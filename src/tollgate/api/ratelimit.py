@@ -24,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollgate.api.errors import error_response
@@ -61,9 +62,14 @@ class RateLimit:
         self._digests: dict[bytes, bytes] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.awaitable_for(scope, receive, send)
+
+    def awaitable_for(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """What answers the request: the inner app's own awaitable when this layer lets the
+        request by. Plain, not async: TollgateApi chains its layers by this (api/app.py), one
+        coroutine less per layer and request."""
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         now = self.clock()
         if now - self._window >= WINDOW_SECONDS:
             self._window, self._counts = now, {}
@@ -71,29 +77,40 @@ class RateLimit:
         known = key is not None and key in self._accepted
         bucket: tuple[str, str | bytes]
         if known and key is not None:  # a /v1 path, so never the webhook route
-            bucket, limit = ("key", key), self.per_key
+            limit = self.per_key
+            if limit:
+                bucket = ("key", key)
         elif scope["path"] == WEBHOOK_ROUTE and scope["method"] == "POST":
-            bucket, limit = ("webhook", _address(scope)), self.webhooks
+            limit = self.webhooks
+            if limit:
+                bucket = ("webhook", _address(scope))
         else:
-            bucket, limit = ("address", _address(scope)), self.per_address
-        if limit:
+            limit = self.per_address
+            if limit:
+                bucket = ("address", _address(scope))
+        if limit:  # the bucket is made only when counted (a key's allowance is off by default)
             count = self._counts.get(bucket, 0) + 1
             self._counts[bucket] = count
             if count > limit:
-                retry = max(1, math.ceil(self._window + WINDOW_SECONDS - now))
-                answer = error_response(
-                    429,
-                    "rate_limited",
-                    f"more than {limit:,} requests this minute from this "
-                    f"{'API key' if bucket[0] == 'key' else 'address'}; "
-                    f"retry in {retry} s",
-                )
-                answer.headers["Retry-After"] = str(retry)
-                await answer(scope, receive, send)
-                return
+                return self._refuse(bucket, limit, now)(scope, receive, send)
         if key is None or known:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._remembering(key, scope, receive, send)
+
+    def _refuse(self, bucket: tuple[str, str | bytes], limit: int, now: float) -> Response:
+        retry = max(1, math.ceil(self._window + WINDOW_SECONDS - now))
+        answer = error_response(
+            429,
+            "rate_limited",
+            f"more than {limit:,} requests this minute from this "
+            f"{'API key' if bucket[0] == 'key' else 'address'}; "
+            f"retry in {retry} s",
+        )
+        answer.headers["Retry-After"] = str(retry)
+        return answer
+
+    async def _remembering(self, key: bytes, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app, remembering `key` as accepted unless the answer is a 401."""
 
         async def remember_accepted(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] != 401:

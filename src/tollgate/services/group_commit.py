@@ -46,12 +46,16 @@ Outcome = TypeVar("Outcome")
 
 
 class _Job(NamedTuple, Generic[Item]):
-    """One queued item (a named tuple: one is made per request, in C)."""
+    """One queued item (a named tuple: one is made per request, by `_new_job`)."""
 
     item: Item
     # An asyncio request waits on `future` in `loop`; a thread waits on a concurrent future.
     loop: asyncio.AbstractEventLoop | None
     future: asyncio.Future[Any] | concurrent.futures.Future[Any]
+
+
+# A _Job made in C: a named tuple's own constructor is a Python function (a frame per item).
+_new_job = tuple.__new__
 
 
 class GroupWriter(Generic[Item, Outcome]):
@@ -98,12 +102,20 @@ class GroupWriter(Generic[Item, Outcome]):
         self._commits = GROUP_COMMITS.labels(name)
         self._items = GROUP_COMMIT_ITEMS.labels(name)
 
-    async def apply(self, item: Item) -> Outcome:
-        """Queue the item and return its outcome once its group has committed."""
+    def apply(self, item: Item) -> asyncio.Future[Outcome]:
+        """Queue the item; await the returned future for its outcome once its group has
+        committed.
+
+        Plain, not async: the caller awaits the future itself, one coroutine less per item.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._put(_Job(item, loop, future))
-        return await future
+        self._jobs.put(_new_job(_Job, (item, loop, future)))
+        # Read after the put, without the lock (a lock per item saved under load): a thread
+        # seen running has not yet looked at the queue to end, and will find the job (_wait).
+        if not self._running:
+            self._start()
+        return future
 
     def apply_blocking(self, item: Item) -> Outcome:
         """`apply` for a thread (an in-process client's), with no hand-over to another thread:
@@ -176,8 +188,8 @@ class GroupWriter(Generic[Item, Outcome]):
         if held is not None:
             held.close()
 
-    def _put(self, job: _Job[Item]) -> None:
-        self._jobs.put(job)
+    def _start(self) -> None:
+        """Start the thread unless it is running (checked again under the lock)."""
         with self._lock:
             if not self._running:
                 self._running = True
@@ -237,10 +249,13 @@ class GroupWriter(Generic[Item, Outcome]):
                 job = self._jobs.get(timeout=self.idle_seconds)
             except queue.Empty:
                 with self._lock:
-                    # A job put after the timeout is seen here, under the lock `_put` takes.
+                    # Not running before the look at the queue: `apply` puts its job before
+                    # it reads `_running` (without the lock), so a job put meanwhile is either
+                    # seen here or finds the thread not running and starts one.
+                    self._running = False
                     if self._jobs.empty():
-                        self._running = False
                         return None
+                    self._running = True
                 continue
             if job is None:
                 with self._lock:
@@ -264,7 +279,7 @@ class GroupWriter(Generic[Item, Outcome]):
         answers: dict[asyncio.AbstractEventLoop, list[tuple[_Job[Item], Any]]] = {}
         for job, outcome in zip(jobs, outcomes, strict=True):
             if job.loop is None:
-                _settle_one(job, outcome)
+                _settle([(job, outcome)])
             else:
                 answers.setdefault(job.loop, []).append((job, outcome))
         for loop, settled in answers.items():
@@ -277,13 +292,10 @@ class GroupWriter(Generic[Item, Outcome]):
 
 def _settle(outcomes: list[tuple[_Job[Any], Any]]) -> None:
     for job, outcome in outcomes:
-        _settle_one(job, outcome)
-
-
-def _settle_one(job: _Job[Any], outcome: Any) -> None:
-    if job.future.done():  # the request was cancelled (the client went away)
-        return
-    if isinstance(outcome, BaseException):
-        job.future.set_exception(outcome)
-    else:
-        job.future.set_result(outcome)
+        future = job.future
+        if future.done():  # the request was cancelled (the client went away)
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -28,6 +28,9 @@ MAX_TIMESTAMP_DIGITS = 12  # Unix seconds have 10 digits until the year 2286
 MAX_SIGNATURES = 16
 _TIMESTAMP = re.compile(rf"[0-9]{{1,{MAX_TIMESTAMP_DIGITS}}}", re.ASCII)
 _SIGNATURE = re.compile(r"[0-9a-f]{64}", re.ASCII)
+# Stripe's usual header (a timestamp and one signature), read by one match: the parts loop of
+# parse_signature_header reads it the same, at twice the cost (a delivery's header each).
+_USUAL = re.compile(rf"t=([0-9]{{1,{MAX_TIMESTAMP_DIGITS}}}),{SCHEME}=([0-9a-f]{{64}})", re.ASCII)
 
 
 class InvalidWebhook(InvalidRequest):
@@ -54,10 +57,11 @@ def verify_signature(
     expected = [hmac.digest(secret.encode(), signed, "sha256").hex() for secret in secrets]
     # Compare against every secret and signature without stopping early, so the time taken
     # does not show which secret matched or how far a forged signature got.
+    # Both sides are ASCII (hex; the header's values matched [0-9a-f]{64}): compared as text.
     matched = False
     for digest in expected:
         for candidate in signatures:
-            matched |= hmac.compare_digest(digest.encode(), candidate.encode())
+            matched |= hmac.compare_digest(digest, candidate)
     if not matched:
         raise InvalidWebhook(
             "the Stripe-Signature does not match the body for any configured webhook secret"
@@ -79,6 +83,9 @@ def parse_signature_header(header: str | None) -> tuple[int, list[str]]:
     takes "²" and other digits int() refuses) and at most MAX_TIMESTAMP_DIGITS of them, and at
     most MAX_SIGNATURES `v1` values of lowercase hex, each as long as a SHA-256 digest.
     """
+    usual = _USUAL.fullmatch(header) if header else None
+    if usual is not None:
+        return int(usual[1]), [usual[2]]
     if not header or not header.strip():
         raise InvalidWebhook("the Stripe-Signature header is missing")
     if len(header) > MAX_HEADER_LENGTH:

@@ -11,7 +11,7 @@ way in (tests, OpenAPI).
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Awaitable
 
 import orjson
 from fastapi import APIRouter, Request
@@ -21,12 +21,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate.api.deps import container
 from tollgate.api.errors import error_response, status_of
-from tollgate.api.middleware import body_too_large, read_body, send_json
+from tollgate.api.middleware import body_too_large, json_answer, read_body, whole_body
 from tollgate.api.openapi import error_answer
 from tollgate.bootstrap import Container
 from tollgate.config import ConfigError
 from tollgate.domain.errors import TollgateError
-from tollgate.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from tollgate.metrics import RouteAnswers
+from tollgate.services.webhooks import ProcessResult
 
 router = APIRouter(tags=["webhooks"])
 
@@ -48,12 +49,13 @@ async def post_stripe_webhook(request: Request) -> Response:
     body = await request.body()
     # The container is read here, not through a dependency: FastAPI runs a sync dependency on
     # the thread pool, a round trip that costs more than checking the signature.
-    answer = await _take(container(request), body, request.headers.get("stripe-signature"))
-    return Response(answer, media_type="application/json")
+    intake = container(request).webhook_intake
+    result = await intake.take(body, request.headers.get("stripe-signature"))
+    return Response(_received(result), media_type="application/json")
 
 
-async def _take(app: Container, body: bytes, signature: str | None) -> bytes:
-    result = await app.webhook_intake.take(body, signature)
+def _received(result: ProcessResult) -> bytes:
+    """The body of a delivery's 200."""
     return orjson.dumps({"received": True, "id": result.event_id, "status": result.outcome})
 
 
@@ -64,20 +66,29 @@ class StripeWebhookFastPath:
         self.app = app
         self.container = container
         self.limit = container.settings.max_body_bytes
-        self._counted: dict[int, Any] = {}
-        self._latency = HTTP_LATENCY.labels(ROUTE)
+        self._answered: dict[int, RouteAnswers] = {}  # by status, made as first answered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.awaitable_for(scope, receive, send)
+
+    def awaitable_for(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """What answers the request: the inner app's own awaitable when this layer lets the
+        request by. Plain, not async: TollgateApi chains its layers by this (api/app.py), one
+        coroutine less per layer and request."""
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != ROUTE:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
         try:
             answer = await self._answer(scope, receive)
             if isinstance(answer, bytes):
                 status = 200
-                await send_json(send, answer)
+                start, whole = json_answer(answer)
+                await send(start)
+                await send(whole)
             else:
                 status = answer.status_code
                 await answer(scope, receive, send)
@@ -87,11 +98,10 @@ class StripeWebhookFastPath:
         finally:
             # An unexpected error goes on to the API's outermost layer (api/guard.py), which
             # logs it once and answers it in the error shape with its request id.
-            counted = self._counted.get(status)
-            if counted is None:  # a label lookup takes a lock: each status's child is kept
-                counted = self._counted[status] = HTTP_REQUESTS.labels("POST", ROUTE, str(status))
-            counted.inc()
-            self._latency.observe(time.perf_counter() - started)
+            answered = self._answered.get(status)
+            if answered is None:  # a label lookup takes a lock: each status's is kept
+                answered = self._answered[status] = RouteAnswers("POST", ROUTE, status)
+            answered.observe(time.perf_counter() - started)
 
     async def _answer(self, scope: Scope, receive: Receive) -> bytes | Response:
         """The body of a 200, or the error's answer."""
@@ -101,13 +111,16 @@ class StripeWebhookFastPath:
                 return body_too_large(self.limit)
             if name == b"stripe-signature":
                 signature = value.decode("latin-1")
-        body = await read_body(receive, self.limit)
+        first = await receive()
+        body = whole_body(first, self.limit)
         if body is None:
-            return body_too_large(self.limit)
+            body = await read_body(receive, self.limit, first)
+            if body is None:
+                return body_too_large(self.limit)
         try:
-            answer = await _take(self.container, body, signature)
+            result = await self.container.webhook_intake.take(body, signature)
         except TollgateError as error:
             return error_response(status_of(error), error.type, error.message, error.param)
         except ConfigError as error:
             return error_response(503, "configuration_error", str(error))
-        return answer
+        return _received(result)
