@@ -235,6 +235,8 @@ class HandlerContext:
         old, new = changed_fields(before, after)
         if not new:
             return
+        # Both through one JSON round trip (see `_jsonable`).
+        jsonable = _jsonable({"before": old, "after": new})
         self.audit_rows.append(
             {
                 "at": self.now,
@@ -242,8 +244,8 @@ class HandlerContext:
                 "object_type": object_type,
                 "object_id": object_id,
                 "action": action,
-                "before": _jsonable(old) if before is not None else None,
-                "after": _jsonable(new),
+                "before": jsonable["before"] if before is not None else None,
+                "after": jsonable["after"],
                 "event_id": self.event_id,
             }
         )
