@@ -13,13 +13,22 @@ count includes signing each delivery (the bench's, about 6 % of it).
 `--statements` counts the statements each event runs over the measured loop, by kind, on the
 driver's cursors (harness.Statements): the commits are the events over the events a commit.
 
+Writer: `--only writer [--group 16]` measures the webhook writer thread's work alone: the same
+deliveries, verified beforehand, applied by `apply_stripe_deliveries` in groups of `--group`
+(16 is about what 32 in flight make; 1 is a lone delivery's) on one thread with its connection
+pinned, as the writer thread applies them, with no event loop and no signing. Under `valgrind
+--tool=callgrind --instr-atstart=no` with `--callgrind`, the instructions over the events shown
+compare builds at equal groups (the ASGI run's groups vary with load).
+
 Run: `.venv/bin/python bench/webhooks_inprocess.py [--events 4000] [--concurrency 32]
-[--database sqlite|postgresql] [--statements]`
+[--database sqlite|postgresql] [--statements] [--only asgi|writer] [--group 16]`
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import gc
 import sys
 import threading
 import time
@@ -108,14 +117,100 @@ def _thread_cpu() -> dict[str, float]:
     return spent
 
 
-def main() -> None:
-    args = harness.in_process_arguments(__doc__, "events", 4000, 32, statements=True)
-    statements = harness.Statements() if args.statements else None
-    harness.run_in_process(
-        args.database,
-        lambda app: _measure(app, args.events, args.concurrency, args.callgrind, statements),
-        STRIPE_WEBHOOK_SECRETS=webhooks.SECRET,
+def _delivery(intake: Any, body: bytes) -> Any:
+    """A delivery as the event loop hands it to the writer: signed, verified, parsed."""
+    from tollgate.services.webhooks.inbox import verify_stripe_delivery
+
+    return verify_stripe_delivery(
+        raw_body=body,
+        signature_header=webhooks._sign(body),
+        settings=intake.settings,
+        clock=intake.clock,
     )
+
+
+async def _measure_writer(
+    app: Any, events: int, group: int, callgrind: bool, statements: Any = None
+) -> None:
+    """The writer's work per event at groups of `group`, on this thread (see the docstring)."""
+    from tollgate.services.webhooks.inbox import apply_stripe_deliveries
+
+    intake = app.container.webhook_intake
+
+    def apply(deliveries: list[Any]) -> None:
+        for start in range(0, len(deliveries), group):
+            results = apply_stripe_deliveries(
+                db=intake.db,
+                deliveries=deliveries[start : start + group],
+                clock=intake.clock,
+                dunning=intake.dunning,
+            )
+            assert all(result.outcome == "succeeded" for result in results), results[:1]
+
+    customers = [
+        _delivery(
+            intake, webhooks._event("customer.created", webhooks._customer(index), 1_900_000_000)
+        )
+        for index in range(webhooks.CUSTOMERS)
+    ]
+    measured = max(events // group, 1) * group
+    updates = [
+        _delivery(
+            intake,
+            webhooks._event(
+                "customer.subscription.updated",
+                webhooks._subscription(index % webhooks.CUSTOMERS, seats=1 + index // 500 % 50),
+                2_000_000_000 + index,
+            ),
+        )
+        for index in range(webhooks.CUSTOMERS + measured)
+    ]
+    with intake.db.pinned():
+        apply(customers)
+        apply(updates[: webhooks.CUSTOMERS])  # warm up: every subscription stored once
+        # The writer holds a group's events, not thousands: the parsed events waiting here are
+        # left out of the collector's passes, which would otherwise walk them all again and again.
+        gc.collect()
+        gc.freeze()
+        if statements is not None:
+            statements.on = True
+        with harness.callgrind(callgrind):
+            cpu = time.process_time()
+            apply(updates[webhooks.CUSTOMERS :])
+            cpu = time.process_time() - cpu
+        if statements is not None:
+            statements.on = False
+    print(
+        f"webhook writer, groups of {group}: {measured:,} events, "
+        f"{cpu / measured * 1e6:.1f} µs CPU per event",
+        flush=True,
+    )
+    if statements is not None:
+        print(statements.report(measured, "event"), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--events", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--statements", action="store_true")
+    parser.add_argument("--only", choices=["asgi", "writer"], default="asgi")
+    parser.add_argument("--group", type=int, default=16, help="writer: events a group")
+    args = parser.parse_args()
+    if args.group < 1:
+        parser.error("--group must be 1 or more")
+    statements = harness.Statements() if args.statements else None
+    if args.only == "writer":
+        measure = lambda app: _measure_writer(  # noqa: E731
+            app, args.events, args.group, args.callgrind, statements
+        )
+    else:
+        measure = lambda app: _measure(  # noqa: E731
+            app, args.events, args.concurrency, args.callgrind, statements
+        )
+    harness.run_in_process(args.database, measure, STRIPE_WEBHOOK_SECRETS=webhooks.SECRET)
 
 
 if __name__ == "__main__":

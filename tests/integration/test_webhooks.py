@@ -1906,3 +1906,57 @@ def test_a_groups_inbox_rows_are_stored_exactly_as_delivered(hooks: Hooks) -> No
         assert (row.status, row.last_error, row.next_attempt_at) == (status, None, None)
         assert row.processed_at is not None
     assert hooks.get(Customer, "acme").name == quoted["name"]
+
+
+def test_a_group_with_two_events_of_one_subscription_applies_them_as_one_at_a_time(
+    hooks: Hooks,
+) -> None:
+    # A group reads its subscriptions ahead in one go; an event of a subscription that an
+    # earlier event of the group wrote must see that write, an older one must still lose to
+    # it, another kind of event in between must not leave a stale read behind, and an event
+    # naming another customer than the subscription's is still refused.
+    acme, beta = known_customer(hooks), known_customer(hooks, app_id="beta")
+    sub_a, sub_b = new_id("sub"), new_id("sub")
+    hooks.deliver(event_obj("customer.subscription.created", subscription_obj(sub_a, acme)))
+    hooks.deliver(event_obj("customer.subscription.created", subscription_obj(sub_b, beta)))
+    versions = {app: hooks.get(Customer, app).state_version for app in ("acme", "beta")}
+
+    def seats(sub_id: str, cus_id: str, count: int, created: int) -> dict[str, Any]:
+        obj = subscription_obj(sub_id, cus_id, seats=count)
+        return event_obj("customer.subscription.updated", obj, created=created)
+
+    forged = seats(sub_a, beta, 40, T0 + 9)
+    renamed = event_obj(
+        "customer.updated",
+        customer_obj(acme, app_id="acme", email="ops@acme.example"),
+        created=T0 + 6,
+    )
+    group = [
+        seats(sub_a, acme, 2, T0 + 5),
+        seats(sub_b, beta, 3, T0 + 5),
+        seats(sub_a, acme, 4, T0 + 6),
+        seats(sub_a, acme, 9, T0 + 4),  # older than the one before it: skipped
+        forged,
+        renamed,
+        seats(sub_b, beta, 5, T0 + 7),
+        seats(sub_a, acme, 6, T0 + 8),
+    ]
+    results = apply_stripe_deliveries(
+        db=hooks.db,
+        deliveries=[_verified(hooks, event) for event in group],
+        clock=hooks.container.clock,
+        dunning=hooks.container.dunning_policy,
+    )
+    assert [result.outcome for result in results] == ["succeeded"] * len(group)
+    assert hooks.get(Subscription, sub_a).seats == 6
+    assert hooks.get(Subscription, sub_b).seats == 5
+    assert hooks.get(Subscription, sub_a).customer_id == "acme"
+    assert hooks.get(Subscription, sub_a).watermark_event_id == group[-1]["id"]
+    assert hooks.get(SubscriptionItem, f"si_{sub_a[4:]}").quantity == 6
+    assert hooks.get(SubscriptionItem, f"si_{sub_b[4:]}").quantity == 5
+    assert hooks.get(Customer, "acme").email == "ops@acme.example"
+    assert hooks.count(AuditLog, AuditLog.event_id == forged["id"], AuditLog.action == "refused")
+    # One audit row and one bump per change: a, b, a, (skipped), customer, b, a; the refusal.
+    assert hooks.count(AuditLog, AuditLog.event_id.in_([e["id"] for e in group])) == 7
+    assert hooks.get(Customer, "acme").state_version == versions["acme"] + 5
+    assert hooks.get(Customer, "beta").state_version == versions["beta"] + 2

@@ -166,7 +166,9 @@ def subscription_item_snapshot(obj: dict[str, Any]) -> SubscriptionItemSnapshot:
     """Return one subscription item, with its price's plan and feature from metadata."""
     price = _dict(obj.get("price"))
     recurring = _dict(price.get("recurring"))
-    metadata = _metadata(price.get("metadata"))
+    # Three keys of the metadata, each as `_metadata` has it (text, or None when unset), read
+    # without copying the whole of it: every subscription event reads them for every item.
+    metadata = _dict(price.get("metadata"))
     quantity = obj.get("quantity")
     return SubscriptionItemSnapshot(
         id=str(obj["id"]),
@@ -175,12 +177,18 @@ def subscription_item_snapshot(obj: dict[str, Any]) -> SubscriptionItemSnapshot:
         usage_type=_str(recurring.get("usage_type")),
         quantity=quantity if isinstance(quantity, int) and not isinstance(quantity, bool) else None,
         interval=_str(recurring.get("interval")),
-        plan=metadata.get(PLAN_KEY),
-        feature=metadata.get(FEATURE_KEY),
+        plan=_metadata_value(metadata, PLAN_KEY),
+        feature=_metadata_value(metadata, FEATURE_KEY),
         current_period_start=timestamp(obj.get("current_period_start")),
         current_period_end=timestamp(obj.get("current_period_end")),
-        plan_version=_version(metadata.get(PLAN_VERSION_KEY)),
+        plan_version=_version(_metadata_value(metadata, PLAN_VERSION_KEY)),
     )
+
+
+def _metadata_value(metadata: dict[str, Any], key: str) -> str | None:
+    """Return one key of metadata as `_metadata(...).get(key)` would."""
+    value = metadata.get(key)
+    return None if value is None else str(value)
 
 
 def _version(value: str | None) -> int | None:
@@ -204,14 +212,23 @@ def subscription_snapshot(obj: dict[str, Any]) -> SubscriptionSnapshot:
         collection_method=_str(obj.get("collection_method")),
         currency=currency.lower() if currency else None,
         latest_invoice=object_id(obj.get("latest_invoice")),
-        items=tuple(
-            sorted((subscription_item_snapshot(item) for item in items), key=lambda i: i.id)
-        ),
+        items=_item_snapshots(items),
         discount_ids=_ids(obj.get("discounts")),
         default_payment_method=object_id(obj.get("default_payment_method")),
         payment_method_types=_method_types(obj.get("payment_settings")),
         change_pending=obj.get("pending_update") is not None,
     )
+
+
+def _item_snapshots(items: list[dict[str, Any]]) -> tuple[SubscriptionItemSnapshot, ...]:
+    """Return the items' snapshots in id order (most subscriptions have one: nothing to sort)."""
+    if len(items) == 1:
+        return (subscription_item_snapshot(items[0]),)
+    return tuple(sorted((subscription_item_snapshot(item) for item in items), key=_item_id))
+
+
+def _item_id(item: SubscriptionItemSnapshot) -> str:
+    return item.id
 
 
 def _method_types(settings: Any) -> tuple[str, ...] | None:

@@ -9,7 +9,8 @@ SQLite write lock is held while Stripe answers.
 
 Events applied together in one transaction (group commit) share one `GroupWrites`: each event's
 writes wait in its queue, and their audit rows, `state_version` bumps and change-feed rows are
-written by one statement each after the last event.
+written by one statement each after the last event. What the group read ahead for its events
+(their subscriptions, see handlers.read_ahead) waits there too, for each event to take once.
 """
 
 from __future__ import annotations
@@ -71,6 +72,22 @@ class GroupWrites:
     audit_rows: list[dict[str, Any]] = field(default_factory=list)
     bumps: list[dict[str, Any]] = field(default_factory=list)
     feed: list[dict[str, Any]] = field(default_factory=list)
+    # Subscriptions read ahead for the group's events, by id: the Stripe customer id each was
+    # read for, and what `mirror.lock_customer_and_subscription` would have answered then.
+    subscriptions: dict[str, tuple[str, mirror.StoredSubscription]] = field(default_factory=dict)
+
+    def take_subscription(
+        self, stripe_customer_id: str, subscription_id: str
+    ) -> mirror.StoredSubscription | None:
+        """Return the subscription read ahead for an event, or None to read it now.
+
+        Each is taken once: a later event of the same subscription reads it after the writes
+        of the one before (and so does an event naming another customer than it was read for).
+        """
+        found = self.subscriptions.pop(subscription_id, None)
+        if found is None or found[0] != stripe_customer_id:
+            return None
+        return found[1]
 
     def take(self) -> list[Write]:
         """Return the queued writes, leaving the queue empty."""
@@ -218,6 +235,8 @@ class HandlerContext:
         old, new = changed_fields(before, after)
         if not new:
             return
+        # Both through one JSON round trip (see `_jsonable`).
+        jsonable = _jsonable({"before": old, "after": new})
         self.audit_rows.append(
             {
                 "at": self.now,
@@ -225,8 +244,8 @@ class HandlerContext:
                 "object_type": object_type,
                 "object_id": object_id,
                 "action": action,
-                "before": _jsonable(old) if before is not None else None,
-                "after": _jsonable(new),
+                "before": jsonable["before"] if before is not None else None,
+                "after": jsonable["after"],
                 "event_id": self.event_id,
             }
         )

@@ -53,7 +53,7 @@ from tollgate.services.webhooks.context import (
     HandlerContext,
     NeedsFetch,
 )
-from tollgate.services.webhooks.handlers import HANDLERS
+from tollgate.services.webhooks.handlers import HANDLERS, forget_read_ahead, read_ahead
 from tollgate.stripe.errors import StripeNotFound
 from tollgate.stripe.gateway import CURRENT_OBJECTS, StripeGateway
 from tollgate.stripe.signatures import parse_event, verify_signature
@@ -384,6 +384,11 @@ def _store_and_apply(
         connection, [row["id"] for row in rows if row["id"] not in inserted]
     )
     group = GroupWrites()
+    read_ahead(
+        connection,
+        [delivery.event for delivery in deliveries if delivery.event_id in inserted],
+        group,
+    )
     outcomes: list[ProcessResult] = []
     traced = tracing()  # asked once for the group: it reads the environment
     for delivery in deliveries:
@@ -394,6 +399,7 @@ def _store_and_apply(
         else:
             inserted.discard(event_id)
             statuses[event_id] = "succeeded"  # a later copy in this group is its duplicate
+            forget_read_ahead(delivery.event, group)
             outcome = _apply_event(
                 connection, delivery.event, now, dunning, fetched, group, traced, park=park
             )
