@@ -120,3 +120,43 @@ def test_the_same_usage_ids_from_four_clients_in_different_orders_are_all_200_an
     assert accepted == sent
     assert duplicates == sent * (CLIENTS - 1)
     assert usage["meters"]["runs"]["used"] == sent
+
+
+def test_distinct_usage_from_two_processes_on_one_database_is_all_counted(db: Database) -> None:
+    """Each process reads a counter and writes its new value: on SQLite the read must be in the
+    write's transaction (holding the database), or a batch another process commits between the
+    two is overwritten and lost."""
+    env = {"TOLLGATE_DATABASE_URL": db.url}
+    with ExitStack() as stack:
+        servers = [stack.enter_context(server_process(env)) for _ in range(2)]
+        headers = {"Authorization": f"Bearer {KEY}"}
+        created = httpx.post(
+            f"{servers[0]}/v1/customers",
+            json={"id": "acme", "email": "b@acme.example", "offline": True, "plan": "pro"},
+            headers=headers,
+        )
+        assert created.status_code == 201, created.text
+
+        def send(n: int) -> int:
+            with httpx.Client(base_url=servers[n % 2], headers=headers, timeout=60) as http:
+                accepted = 0
+                for batch in range(ROUNDS * 10):
+                    events = [
+                        {
+                            "id": f"c{n}-b{batch}-e{i}",
+                            "customer": "acme",
+                            "meter": "runs",
+                            "value": 1,
+                        }
+                        for i in range(5)
+                    ]
+                    answer = http.post("/v1/usage", json={"events": events})
+                    assert answer.status_code == 200, answer.text
+                    accepted += answer.json()["accepted"]
+                return accepted
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            accepted = sum(pool.map(send, range(CLIENTS)))
+        usage = httpx.get(f"{servers[1]}/v1/customers/acme/usage", headers=headers).json()
+    assert accepted == CLIENTS * ROUNDS * 10 * 5
+    assert usage["meters"]["runs"]["used"] == accepted

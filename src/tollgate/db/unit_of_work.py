@@ -97,6 +97,23 @@ def make_engine(url: str, *, pooler: str = "none", **options: Any) -> Engine:
     )
 
 
+def hold_database(connection: Connection) -> None:
+    """On SQLite, take the database's write lock as a write transaction begins.
+
+    Python's sqlite3 begins a transaction only at the first INSERT, UPDATE or DELETE: the
+    reads before it ran outside any transaction, so a value read there (a usage counter, a
+    balance) and written back later could overwrite what another process committed between
+    the two (lost usage: tests/e2e/test_usage_races.py). `BEGIN IMMEDIATE` makes the reads and
+    writes one transaction that holds the database from its start; this process's writers
+    already take turns (`Database._write_lock`), so the lock costs only other processes a wait
+    (the busy timeout: 10 s). PostgreSQL's transactions begin with their first statement.
+    """
+    if connection.dialect.name == "sqlite":
+        driver = connection.connection.driver_connection
+        if driver is not None and not driver.in_transaction:
+            driver.execute("BEGIN IMMEDIATE")
+
+
 class Database:
     """The database a process talks to: an engine and transactions over it."""
 
@@ -136,6 +153,7 @@ class Database:
                 yield session
             return
         with self._write_lock, self.transaction() as session:
+            hold_database(session.connection())
             yield session
 
     @contextmanager
@@ -148,9 +166,11 @@ class Database:
         with self._write_lock or nullcontext():
             if pinned is None:
                 with self.engine.begin() as connection:
+                    hold_database(connection)
                     yield connection
             else:
                 with pinned.begin():
+                    hold_database(pinned)
                     yield pinned
 
     @contextmanager
