@@ -78,22 +78,15 @@ def insert_consumptions(
     for first in range(0, len(ordered), _SQLITE_CONSUMPTIONS):
         chunk = ordered[first : first + _SQLITE_CONSUMPTIONS]
         marks = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        values: list[Any] = []
+        add = values.extend  # one call a row, not a generator's step a value
+        for use_id, customer_id, feature, quantity, allowed, answer in chunk:
+            answer_text = orjson.dumps(answer).decode()
+            add((use_id, customer_id, feature, quantity, 1 if allowed else 0, answer_text, stamp))
         found = on_cursor(
             connection,
             f"{_SQLITE_INSERT_CONSUMPTIONS} {marks} ON CONFLICT DO NOTHING RETURNING id",
-            tuple(
-                value
-                for (use_id, customer_id, feature, quantity, allowed, answer) in chunk
-                for value in (
-                    use_id,
-                    customer_id,
-                    feature,
-                    quantity,
-                    1 if allowed else 0,
-                    orjson.dumps(answer).decode(),
-                    stamp,
-                )
-            ),
+            values,
         )
         stored.update(row[0] for row in found)
     return stored

@@ -216,17 +216,15 @@ def _record(
     # batch is recorded again with the look, which drops it as a duplicate); a denied one is
     # decided again and rolled back above. Not with Redis counters: its script would count a
     # retry's event before the insert finds it (given back, but seen by others meanwhile).
-    events = [
-        {"id": c.id, "customer": c.customer_id, "meter": c.feature, "value": c.quantity}
-        for c in (calls[index] for index in deciding)
-    ]
-    if not events:
+    uses = [(c.id, c.customer_id, c.feature, c.quantity) for c in map(calls.__getitem__, deciding)]
+    if not uses:
         return UsageReport()
     return record_usage(
         db=db,
         catalog=catalog,
         clock=clock,
-        events=events,
+        events=None,
+        uses=uses,
         grace=grace,
         counters=counters,
         decided=decided,
