@@ -197,12 +197,10 @@ def _record(
         ):
             raise _Raced  # a refused event may be one recorded before: decide with the look
         report.accepted = len(accepted)
-        if accepted:
-            rows = [(e.id, e.customer, e.meter, e.value, e.occurred_at) for e in accepted]
-            if queries.insert_events(connection, rows, now) != len(rows):
-                raise _Raced
+        rows = [(e.id, e.customer, e.meter, e.value, e.occurred_at) for e in accepted]
         moved = [tally for tally in tallies.values() if tally.accepted]
-        counters.write(connection, moved, now)
+        if counters.write(connection, moved, rows, now) != len(rows):
+            raise _Raced
         report.customers.update([tally.customer.id for tally in moved])
         report.thresholds += record_thresholds(connection, catalog, moved, now)
         record_alerts(connection, catalog, moved, now)
