@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import chain
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -133,19 +134,18 @@ def insert_events(
             found[1] += 1
             if value > found[2]:
                 found[2] = value
-    on_cursor_many(
+    sqlite_values(
         connection,
-        "INSERT INTO usage_events (id, customer_id, meter, value, occurred_at, recorded_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO usage_events (id, customer_id, meter, value, occurred_at, recorded_at)",
         stored,
     )
-    on_cursor_many(
+    sqlite_values(
         connection,
-        "INSERT INTO usage_hourly (customer_id, meter, hour, quantity, events, peak)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, meter, hour) DO UPDATE SET"
+        "INSERT INTO usage_hourly (customer_id, meter, hour, quantity, events, peak)",
+        [(*key, *totals) for key, totals in sorted(hours.items())],
+        " ON CONFLICT (customer_id, meter, hour) DO UPDATE SET"
         " quantity = quantity + excluded.quantity, events = events + excluded.events,"
         " peak = max(peak, excluded.peak)",
-        [(*key, *totals) for key, totals in sorted(hours.items())],
     )
     if counters:
         update_counters(connection, counters, now)
@@ -559,6 +559,39 @@ def queue_meter_events(connection: Connection, rows: Iterable[Mapping[str, Any]]
 
 
 # -- the dialects ----------------------------------------------------------------------------
+
+
+def sqlite_values(
+    connection: Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = ""
+) -> list[Any]:
+    """Run `head VALUES (?, …), … tail` on SQLite for `rows` (of one width), as few statements
+    as the driver's limit on parameters allows; return the rows they return (RETURNING).
+
+    One multi-row statement, where `executemany` steps, resets and hands the interpreter's
+    lock over once per row: with a group's events, their hours and its consume answers so, the
+    consume writer's instructions a call at a group of 20 fell 3 % (313.8k -> 303.4k). Not for
+    the counters' update: an UPDATE … FROM (VALUES …) cost SQLite more than executemany saved.
+    """
+    found: list[Any] = []
+    if not rows:
+        return found
+    per = max(1, _SQLITE_PARAMETERS // len(rows[0]))
+    for first in range(0, len(rows), per):
+        chunk = rows[first : first + per]
+        marks = _value_marks(len(chunk[0]), len(chunk))
+        values = list(chain.from_iterable(chunk))
+        found += on_cursor(connection, f"{head} VALUES {marks}{tail}", values)
+    return found
+
+
+# Parameters per SQLite statement: well under its limit (32,766 since 3.32).
+_SQLITE_PARAMETERS = 3000
+
+
+@lru_cache(maxsize=256)  # a few widths, and the sizes batches come in
+def _value_marks(width: int, count: int) -> str:
+    row = "(" + ", ".join(["?"] * width) + ")"
+    return ",".join([row] * count)
 
 
 def _postgres(connection: Connection) -> bool:
