@@ -38,8 +38,8 @@ PostgreSQL (what a lone in-process caller must wait for at least).
 
 Run: `.venv/bin/python bench/consume.py [--seconds 10]
 [--only sqlite|postgresql|local|groups|floor|asgi|writer] [--calls 20000] [--callgrind]
-[--database sqlite|postgresql] [--group 20]` (`--database`: the ASGI and writer figures'
-database; `--group`: the writer's)
+[--database sqlite|postgresql] [--group 20] [--statements]` (`--database`: the ASGI and
+writer figures' database; `--group`, `--statements`: the writer's)
 Targets (2 cores): 8,000 a second with p99 under 10 ms on SQLite, 4,000 on PostgreSQL; under
 50 µs a call in process with Redis counters.
 """
@@ -454,13 +454,17 @@ def groups(kind: str, seconds: float) -> None:
 WRITER_GROUP = 20
 
 
-def writer(kind: str, calls: int, on: bool, size: int = WRITER_GROUP) -> None:
+def writer(
+    kind: str, calls: int, on: bool, size: int = WRITER_GROUP, statements: bool = False
+) -> None:
     """The consume writer's work per call at a fixed group of `size`, keeping what the
     writer keeps from group to group (`Kept`), on one thread: CPU per consume, or under
-    callgrind instructions that compare between builds (the ASGI bench's groups vary)."""
+    callgrind instructions that compare between builds (the ASGI bench's groups vary).
+    `statements`: count the statements a group runs, by kind (commits apart)."""
     from tollgate.services.usage import consume_many
     from tollgate.services.usage.consume import Kept
 
+    counted = harness.Statements() if statements else None  # made before the app's engine
     with _signed_up(kind) as app, app.db.pinned():
         # As the writer calls it: the same catalog, clock and grace, and what it keeps.
         decide = functools.partial(
@@ -477,15 +481,22 @@ def writer(kind: str, calls: int, on: bool, size: int = WRITER_GROUP) -> None:
 
         run(-(-CUSTOMERS // size))  # warm up: every counter made, every customer kept
         measured = max(calls // size, 1) * size
+        if counted is not None:
+            counted.on = True
         with harness.callgrind(on):
             cpu = time.process_time()
             run(measured // size)
             cpu = time.process_time() - cpu
+        if counted is not None:
+            counted.on = False
+            counted.close()
     print(
         f"{kind} consume writer, groups of {size}: {measured:,} consumes, "
         f"{cpu / measured * 1e6:.1f} µs CPU per consume",
         flush=True,
     )
+    if counted is not None:
+        print(counted.report(measured // size, f"group of {size}"), flush=True)
 
 
 def asgi(calls: int, on: bool, kind: str = "sqlite") -> None:
@@ -555,6 +566,9 @@ def main() -> None:
     parser.add_argument(
         "--group", type=int, default=WRITER_GROUP, help="writer: calls a group (1: a lone call)"
     )
+    parser.add_argument(
+        "--statements", action="store_true", help="writer: count the statements a group runs"
+    )
     args = parser.parse_args()
     if args.group < 1:
         parser.error("--group must be 1 or more")
@@ -573,7 +587,7 @@ def main() -> None:
     if args.only in (None, "asgi"):
         asgi(args.calls, args.callgrind, args.database)
     if args.only in (None, "writer"):
-        writer(args.database, args.calls, args.callgrind, args.group)
+        writer(args.database, args.calls, args.callgrind, args.group, args.statements)
 
 
 if __name__ == "__main__":

@@ -488,6 +488,24 @@ def _warning_text(
     return f"{name}: {top} % of the {included:,} included is used."
 
 
+def _warning_marks(
+    entitlement: FeatureEntitlement, warn_at: Sequence[int]
+) -> tuple[tuple[int, str], ...]:
+    """Return `_warning_text`'s answer for each level, with the least usage that reaches it
+    (`after * 100 >= percent * included`, usage being whole units), the highest level first."""
+    included = entitlement.included
+    if not included:
+        return ()
+    name, hard = entitlement.name, entitlement.hard
+    marks = []
+    for percent in sorted(set(warn_at), reverse=True):
+        mark = -(-percent * included // 100)
+        text = _warning_text(name, included, hard, (percent,), mark)
+        assert text is not None
+        marks.append((mark, text))
+    return tuple(marks)
+
+
 # -- many uses on one customer's terms ------------------------------------------------------
 
 
@@ -509,28 +527,19 @@ class UseTerms:
     lead: str
     unlimited: str | None
     rate: str | None  # the overage rate's words (a soft limit with an included quantity)
-    warn_at: tuple[int, ...]
+    # Each warning level's words and the usage that reaches it, the highest level first
+    # (`_warning_text` worked out once: a use only compares its usage with the marks).
+    warnings: tuple[tuple[int, str], ...]
     valid_until: datetime
 
     def allowed(self, used: int, quantity: int, held: int = 0) -> Decision | None:
         """Return what `decide` answers a use of `quantity` at `used` (and `held` reserved)
         when it is allowed; None when it is not (ask `decide` why)."""
-        after = used + quantity if self.aggregation is Aggregation.SUM else max(used, quantity)
+        words = self.words(used, quantity, held)
+        if words is None:
+            return None
+        reason, warning = words
         included, limit = self.included, self.limit
-        warning = None
-        if self.unlimited is not None:
-            reason = self.unlimited
-        else:
-            if self.hard:
-                assert limit is not None
-                if after + held > limit:
-                    return None
-                reason = f"{_hard_text(self.lead, used, held)}."
-            else:
-                assert included is not None
-                reason = _soft_reason(self.lead, used, included, self.rate)
-            if included:
-                warning = _warning_text(self.name, included, self.hard, self.warn_at, after)
         if limit is not None:
             remaining: int | None = max(0, limit - used - held)
         elif included is not None:
@@ -538,6 +547,26 @@ class UseTerms:
         else:
             remaining = None
         return Decision(True, self.feature, reason, Code.ALLOWED, limit, used, remaining, warning)
+
+    def words(self, used: int, quantity: int, held: int = 0) -> tuple[str, str | None] | None:
+        """Return the reason and the warning of `allowed`'s answer; None when not allowed."""
+        after = used + quantity if self.aggregation is Aggregation.SUM else max(used, quantity)
+        if self.unlimited is not None:
+            reason = self.unlimited
+        elif self.hard:
+            limit = self.limit
+            assert limit is not None
+            if after + held > limit:
+                return None
+            reason = f"{_hard_text(self.lead, used, held)}."
+        else:
+            included = self.included
+            assert included is not None
+            reason = _soft_reason(self.lead, used, included, self.rate)
+        for mark, warning in self.warnings:
+            if after >= mark:
+                return reason, warning
+        return reason, None
 
 
 def use_terms(
@@ -581,7 +610,9 @@ def use_terms(
         rate=_overage_rate(granted, feature_id, unit_name)
         if lead and not entitlement.hard
         else None,
-        warn_at=_grant(granted, feature_id).warn_at,
+        warnings=_warning_marks(entitlement, _grant(granted, feature_id).warn_at)
+        if unlimited is None
+        else (),
         valid_until=granted.valid_until,
     )
 

@@ -172,7 +172,12 @@ def thresholds_due(
         return []
     # Exact integer comparison: `after * 100 >= percent * included` means used >= percent %.
     floor = before * 100 if recorded is None else recorded * included
-    return [percent for percent in grant.warn_at if floor < percent * included <= after * 100]
+    top = after * 100
+    due: list[int] = []  # a loop, not a comprehension's frame: every moved counter of a batch asks
+    for percent in grant.warn_at:
+        if floor < percent * included <= top:
+            due.append(percent)
+    return due
 
 
 def crossed_thresholds(grant: PlanFeature, before: int, after: int) -> list[int]:

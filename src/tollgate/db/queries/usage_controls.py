@@ -11,7 +11,7 @@ from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from tollgate.db.dialects import DIALECTS, in_json_array, insert_if_new, json_array
 from tollgate.db.execution import named_row, on_cursor, read_rows
-from tollgate.db.queries.usage import _postgres, _sqlite_time
+from tollgate.db.queries.usage import _postgres, _sqlite_time, sqlite_values
 from tollgate.db.queries.usage_storage import events_of_ids
 from tollgate.db.tables import (
     AUDIT_LOG,
@@ -74,36 +74,19 @@ def insert_consumptions(
         )
         return {row[0] for row in found}
     stamp = _sqlite_time(now)
-    stored: set[str] = set()
-    for first in range(0, len(ordered), _SQLITE_CONSUMPTIONS):
-        chunk = ordered[first : first + _SQLITE_CONSUMPTIONS]
-        marks = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-        found = on_cursor(
-            connection,
-            f"{_SQLITE_INSERT_CONSUMPTIONS} {marks} ON CONFLICT DO NOTHING RETURNING id",
-            tuple(
-                value
-                for (use_id, customer_id, feature, quantity, allowed, answer) in chunk
-                for value in (
-                    use_id,
-                    customer_id,
-                    feature,
-                    quantity,
-                    1 if allowed else 0,
-                    orjson.dumps(answer).decode(),
-                    stamp,
-                )
-            ),
-        )
-        stored.update(row[0] for row in found)
-    return stored
+    values = [
+        (use_id, customer, feature, quantity, int(allowed), orjson.dumps(answer).decode(), stamp)
+        for use_id, customer, feature, quantity, allowed, answer in ordered
+    ]
+    found = sqlite_values(
+        connection, _SQLITE_INSERT_CONSUMPTIONS, values, " ON CONFLICT DO NOTHING RETURNING id"
+    )
+    return {row[0] for row in found}
 
 
-# Rows per SQLite statement: 7 parameters each, well under SQLite's 32,766.
-_SQLITE_CONSUMPTIONS = 500
 _SQLITE_INSERT_CONSUMPTIONS = (
     "INSERT INTO usage_consumptions (id, customer_id, feature, quantity, allowed, answer,"
-    " created_at) VALUES"
+    " created_at)"
 )
 _PG_INSERT_CONSUMPTIONS = (
     "INSERT INTO usage_consumptions (id, customer_id, feature, quantity, allowed, answer,"

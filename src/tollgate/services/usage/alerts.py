@@ -58,7 +58,7 @@ def record_alerts(
 ) -> int:
     """Fire each alert the moved counters reached that did not fire this period; return how
     many fired."""
-    moved = {(tally.customer.id, tally.meter): tally for tally in tallies}
+    moved = {(tally.customer.id, tally.meter): tally for tally in tallies if tally.alerts}
     if not moved:
         return 0
     fired = 0

@@ -198,12 +198,10 @@ def _record(
             index = deciding[event_index]
             call = calls[index]
             tally = tallies[(call.customer_id, call.feature)]
-            rejection = refused.get(event_index)
-            decision = _decision(
+            rejection = refused.get(event_index) if refused else None
+            decision, decided = answers[index] = _answer(
                 catalog, tally, before, after, rejection, call.quantity, now, grace, memo
             )
-            decided = decision.to_json()
-            answers[index] = (decision, decided)
             rows.append(
                 (call.id, call.customer_id, call.feature, call.quantity, decision.allowed, decided)
             )
@@ -218,17 +216,15 @@ def _record(
     # batch is recorded again with the look, which drops it as a duplicate); a denied one is
     # decided again and rolled back above. Not with Redis counters: its script would count a
     # retry's event before the insert finds it (given back, but seen by others meanwhile).
-    events = [
-        {"id": c.id, "customer": c.customer_id, "meter": c.feature, "value": c.quantity}
-        for c in (calls[index] for index in deciding)
-    ]
-    if not events:
+    uses = [(c.id, c.customer_id, c.feature, c.quantity) for c in map(calls.__getitem__, deciding)]
+    if not uses:
         return UsageReport()
     return record_usage(
         db=db,
         catalog=catalog,
         clock=clock,
-        events=events,
+        events=None,
+        uses=uses,
         grace=grace,
         counters=counters,
         decided=decided,
@@ -305,7 +301,7 @@ class Kept:
     terms: TermsMemo = field(default_factory=dict)
 
 
-def _decision(
+def _answer(
     catalog: Catalog,
     tally: Tally,
     before: int,
@@ -315,14 +311,33 @@ def _decision(
     now: datetime,
     grace: timedelta,
     memo: TermsMemo,
-) -> Decision:
-    """Return the answer of one event: the entitlement decision against the counter's value
-    before it, with `used` and `remaining` as they are after it."""
+) -> tuple[Decision, dict[str, Any]]:
+    """Return the answer of one event, and as JSON: the entitlement decision against the
+    counter's value before it, with `used` and `remaining` as they are after it."""
     if refused is None and tally.spend_cap is None:
         terms = _terms(memo, catalog, tally, now, grace)
-        allowed = terms.allowed(before, quantity, tally.held) if terms is not None else None
-        if allowed is not None:  # what the full decision below gives, from kept terms
-            return _counted(allowed, tally, after)
+        words = terms.words(before, quantity, tally.held) if terms is not None else None
+        if words is not None:  # what the full decision below gives, from kept terms
+            assert terms is not None
+            return _counted(terms.feature, words[0], terms.limit, words[1], tally, after)
+    decision = _decision(catalog, tally, before, refused, quantity, now, grace)
+    if refused is None:  # counted: allowed, whatever the decision says (the recorder's word)
+        d = decision
+        return _counted(d.feature, d.reason, d.limit, d.warning, tally, after)
+    return decision, decision.to_json()
+
+
+def _decision(
+    catalog: Catalog,
+    tally: Tally,
+    before: int,
+    refused: Rejection | None,
+    quantity: int,
+    now: datetime,
+    grace: timedelta,
+) -> Decision:
+    """Return the entitlement decision of one event, in full, against the counter's value
+    before it (`used` and `remaining` as they are before it)."""
     if refused is not None and refused.code == "insufficient_credits":
         return Decision(
             allowed=False,
@@ -338,23 +353,37 @@ def _decision(
     )
     granted = entitlements(catalog, state, now=now, grace=grace, only=tally.meter)
     decision = granted.decide(tally.meter, quantity)
-    if refused is not None:
-        if decision.allowed:  # the recorder's word is final: it saw the counter under its lock
-            decision = dataclasses.replace(
-                decision, allowed=False, code=Code.LIMIT_EXCEEDED, reason=refused.message
-            )
-        return decision
-    return _counted(decision, tally, after)
+    if refused is not None and decision.allowed:
+        # The recorder's word is final: it saw the counter under its lock.
+        decision = dataclasses.replace(
+            decision, allowed=False, code=Code.LIMIT_EXCEEDED, reason=refused.message
+        )
+    return decision
 
 
-def _counted(decision: Decision, tally: Tally, after: int) -> Decision:
-    """Return an allowed answer with `used` and `remaining` as the counter is `after` it."""
-    room = decision.limit if decision.limit is not None else tally.grant.included
+def _counted(
+    feature: str, reason: str, limit: int | None, warning: str | None, tally: Tally, after: int
+) -> tuple[Decision, dict[str, Any]]:
+    """Return an allowed answer with `used` and `remaining` as the counter is `after` it, and
+    as JSON (`Decision.to_json`'s, made here: each allowed call of a group is made here)."""
+    room = limit if limit is not None else tally.grant.included
     remaining = None if room is None else max(0, room - after - tally.held)
-    # Made directly, not by dataclasses.replace (which walks the fields each time): each
-    # allowed call of a group is made here. Fields in Decision's order, as its API fixes it.
-    d = decision
-    return Decision(True, d.feature, d.reason, Code.ALLOWED, d.limit, after, remaining, d.warning)
+    # Made directly, not by dataclasses.replace (which walks the fields each time). Fields in
+    # Decision's order, as its API fixes it.
+    decision = Decision(True, feature, reason, Code.ALLOWED, limit, after, remaining, warning)
+    return decision, {
+        "allowed": True,
+        "feature": feature,
+        "reason": reason,
+        "code": _ALLOWED,
+        "limit": limit,
+        "used": after,
+        "remaining": remaining,
+        "warning": warning,
+    }
+
+
+_ALLOWED = Code.ALLOWED.value
 
 
 def _terms(

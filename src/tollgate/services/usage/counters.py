@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
-from tollgate.db.queries.usage import CounterId
+from tollgate.db.queries.usage import CounterId, EventRow
 from tollgate.domain.catalog import Aggregation, Catalog, Plan, PlanFeature
 from tollgate.domain.deals import plan_with_deals
 from tollgate.domain.entitlements import (
@@ -59,6 +59,9 @@ class Tally:
     warned: int | None = None
     latest: datetime | None = None  # the latest time counted into `counter` here (the database's)
     accepted: int = 0  # how many of this batch's events were counted here
+    # Whether the customer may have a usage alert on the meter (False: the counter's lock saw
+    # none, in the batch's transaction; the alerts are then not looked for).
+    alerts: bool = True
 
     @property
     def key(self) -> CounterId:
@@ -90,8 +93,16 @@ class CounterBatch(Protocol):
     def refuse(self, tally: Tally, event: Event) -> None:
         """Take back an event that fit but is refused (its credits are used up)."""
 
-    def write(self, connection: Connection, moved: Sequence[Tally], now: datetime) -> None:
-        """Write what the store keeps in the database, with the batch's events."""
+    def write(
+        self,
+        connection: Connection,
+        moved: Sequence[Tally],
+        events: Sequence[EventRow],
+        now: datetime,
+    ) -> int:
+        """Store the batch's accepted events and write what the store keeps in the database
+        with them; return how many events were new (fewer than given: another batch recorded
+        some first, and the caller decides the batch again: nothing more need be written)."""
 
 
 class CounterStore(Protocol):

@@ -62,8 +62,14 @@ class DatabaseCounters:
     def refuse(self, tally: Tally, event: Event) -> None:
         pass  # refused before `count`: the counter never moved
 
-    def write(self, connection: Connection, moved: Sequence[Tally], now: datetime) -> None:
-        write_tallies(connection, moved, now)
+    def write(
+        self,
+        connection: Connection,
+        moved: Sequence[Tally],
+        events: Sequence[queries.EventRow],
+        now: datetime,
+    ) -> int:
+        return write_tallies(connection, moved, now, events)[0]
 
 
 def lock_tallies(connection: Connection, tallies: Sequence[Tally], now: datetime) -> None:
@@ -73,18 +79,25 @@ def lock_tallies(connection: Connection, tallies: Sequence[Tally], now: datetime
     ]
     locked = queries.lock_counters(connection, counters, now)
     for tally, row in zip(tallies, locked, strict=True):
-        value, last_at, last_id, reported, held, window_start, window_value = row
+        value, last_at, last_id, reported, held, window_start, window_value, alerts = row
         counter = tally.counter
         counter.value, counter.last_at, counter.last_id = value, last_at, last_id
         tally.before = value
         tally.reported = reported
         tally.held = held
         tally.window_start, tally.window_value = window_start, window_value
+        tally.alerts = alerts
 
 
-def write_tallies(connection: Connection, moved: Sequence[Tally], now: datetime) -> int:
-    """Write moved counters and queue the overage they add for Stripe; return how many meter
-    outbox rows were written."""
+def write_tallies(
+    connection: Connection,
+    moved: Sequence[Tally],
+    now: datetime,
+    events: Sequence[queries.EventRow] = (),
+) -> tuple[int, int]:
+    """Store the batch's new `events` with the moved counters (`insert_events`: one statement
+    on PostgreSQL) and queue the overage they add for Stripe; return how many events were new
+    and how many meter outbox rows were written (none when some event was not new)."""
     updates: list[queries.CounterUpdate] = []
     outbox: list[dict[str, Any]] = []
     for tally in moved:
@@ -114,11 +127,15 @@ def write_tallies(connection: Connection, moved: Sequence[Tally], now: datetime)
                 tally.window_value,
             )
         )
-    if updates:
+    if events:
+        new = queries.insert_events(connection, events, now, updates)
+        if new != len(events):
+            return new, 0  # the transaction is rolled back and the batch decided again
+    elif updates:
         queries.update_counters(connection, updates, now)
     if outbox:
         queries.queue_meter_events(connection, outbox)
-    return len(outbox)
+    return len(events), len(outbox)
 
 
 def _meter_event(tally: Tally, units: int, now: datetime) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -93,35 +95,18 @@ def parse_events(
         raise InvalidRequest(
             f"{len(raw):,} events in one call; send at most {MAX_BATCH:,}", param="events"
         )
-    metered = {
-        feature_id
-        for feature_id, feature in catalog.features.items()
-        if feature.type is FeatureType.METERED
-    }
+    metered = _metered(catalog)
     events: list[Event] = []
     rejected: list[Rejection] = []
     event_id: Any
     value: Any
     for index, item in enumerate(raw):
-        # Nearly every event is plain: checked here without a call per check, and made as a
-        # tuple in C. Anything else takes the full check, which says what is wrong.
+        # Nearly every event is plain: checked in one expression, and made as a tuple in C.
+        # Anything else takes the full check, which says what is wrong.
         if type(item) is dict and item.keys() <= _EVENT_FIELDS:
             event_id, customer = item.get("id"), item.get("customer")
             meter, value = item.get("meter"), item.get("value")
-            plain = (
-                type(event_id) is str
-                and 0 < len(event_id) <= MAX_ID_LENGTH
-                and event_id.isascii()
-                and NUL not in event_id
-                and type(customer) is str
-                and customer.isascii()
-                and customer != ""
-                and NUL not in customer
-                and type(meter) is str
-                and meter in metered
-                and type(value) is int
-                and 0 <= value < 2**53
-            )
+            plain = _plain(event_id, customer, meter, value, metered)
         else:
             plain = False
         if not plain:
@@ -151,6 +136,52 @@ def parse_events(
         hold = holds.get(event_id, 0) if holds else 0
         events.append(_new(Event, (index, event_id, customer, meter, value, occurred_at, hold)))
     return events, rejected
+
+
+def parse_uses(
+    uses: Sequence[tuple[str, str, str, int]], catalog: Catalog, now: datetime
+) -> tuple[list[Event], list[Rejection]]:
+    """`parse_events` for uses given as (id, customer, meter, value), each happening `now`
+    (consume's calls): no event made as a dict and read back. Those that are not plain are
+    checked as `parse_events` checks them."""
+    metered = _metered(catalog)
+    events: list[Event] = []
+    rejected: list[Rejection] = []
+    for index, (event_id, customer, meter, value) in enumerate(uses):
+        if _plain(event_id, customer, meter, value, metered):
+            events.append(_new(Event, (index, event_id, customer, meter, value, now, 0)))
+            continue
+        item = {"id": event_id, "customer": customer, "meter": meter, "value": value}
+        found, refused = parse_events([item], catalog, now)
+        events += [event._replace(index=index) for event in found]
+        rejected += [dataclasses.replace(rejection, index=index) for rejection in refused]
+    return events, rejected
+
+
+def _metered(catalog: Catalog) -> set[str]:
+    return {
+        feature_id
+        for feature_id, feature in catalog.features.items()
+        if feature.type is FeatureType.METERED
+    }
+
+
+def _plain(event_id: Any, customer: Any, meter: Any, value: Any, metered: set[str]) -> bool:
+    """Return whether an event's fields are plain: text and a count no check would refuse."""
+    return (
+        type(event_id) is str
+        and 0 < len(event_id) <= MAX_ID_LENGTH
+        and event_id.isascii()
+        and NUL not in event_id
+        and type(customer) is str
+        and customer.isascii()
+        and customer != ""
+        and NUL not in customer
+        and type(meter) is str
+        and meter in metered
+        and type(value) is int
+        and 0 <= value < 2**53
+    )
 
 
 _new = tuple.__new__  # an Event without a Python frame for its constructor

@@ -82,7 +82,7 @@ def _flush_once(
         lock_tallies(connection, list(tallies.values()), now)
         for row in rows:
             _fold(tallies[(row.customer_id, row.meter, row.period_start)], row, now)
-        overage = write_tallies(connection, list(tallies.values()), now)
+        _, overage = write_tallies(connection, list(tallies.values()), now)
         record_thresholds(connection, catalog, tallies.values(), now)
         queries.delete_pending(connection, [row.id for row in rows])
     return FlushReport(len(rows), len(tallies), overage)

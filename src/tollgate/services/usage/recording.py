@@ -9,7 +9,7 @@ the warning levels the counters reached are recorded with their notices, all in 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,7 +42,13 @@ from tollgate.services.usage.counters import (
     granted,
 )
 from tollgate.services.usage.database_counters import DatabaseCounters
-from tollgate.services.usage.events import Event, Rejection, UsageReport, parse_events
+from tollgate.services.usage.events import (
+    Event,
+    Rejection,
+    UsageReport,
+    parse_events,
+    parse_uses,
+)
 from tollgate.services.usage.thresholds import record_thresholds
 
 # A batch is decided again when another one recorded some of its ids first; each retry sees
@@ -78,6 +84,7 @@ def record_usage(
     new_ids: bool = False,
     made: CustomersMade | None = None,
     grants: GrantMemo | None = None,
+    uses: Sequence[tuple[str, str, str, int]] | None = None,
 ) -> UsageReport:
     """Count each new event once; reject the malformed, the unknown and those over a limit.
 
@@ -89,10 +96,14 @@ def record_usage(
     consume call has its own), so the batch is decided without first looking which ids were
     recorded (a query saved); one that was is found by the insert, and the batch is decided
     again, with the look. `made`, `grants`: the customers and their grants a caller
-    recording batch after batch keeps (see `load_billing_customers`, `GrantMemo`).
+    recording batch after batch keeps (see `load_billing_customers`, `GrantMemo`). `uses`:
+    the events as (id, customer, meter, value), each happening now, in place of `events`.
     """
     now = clock.now()
-    parsed, rejected = parse_events(events, catalog, now, holds, taken_back)
+    if uses is not None:
+        parsed, rejected = parse_uses(uses, catalog, now)
+    else:
+        parsed, rejected = parse_events(events, catalog, now, holds, taken_back)
     store = DATABASE_COUNTERS if counters is None else counters
     for attempt in range(_RETRIES):
         try:
@@ -186,12 +197,10 @@ def _record(
         ):
             raise _Raced  # a refused event may be one recorded before: decide with the look
         report.accepted = len(accepted)
-        if accepted:
-            rows = [(e.id, e.customer, e.meter, e.value, e.occurred_at) for e in accepted]
-            if queries.insert_events(connection, rows, now) != len(rows):
-                raise _Raced
+        rows = [(e.id, e.customer, e.meter, e.value, e.occurred_at) for e in accepted]
         moved = [tally for tally in tallies.values() if tally.accepted]
-        counters.write(connection, moved, now)
+        if counters.write(connection, moved, rows, now) != len(rows):
+            raise _Raced
         report.customers.update([tally.customer.id for tally in moved])
         report.thresholds += record_thresholds(connection, catalog, moved, now)
         record_alerts(connection, catalog, moved, now)

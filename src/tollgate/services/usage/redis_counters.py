@@ -512,7 +512,17 @@ class RedisBatch:
     def refuse(self, tally: Tally, event: Event) -> None:
         self._refused.append((tally, event))
 
-    def write(self, connection: Connection, moved: Sequence[Tally], now: datetime) -> None:
+    def write(
+        self,
+        connection: Connection,
+        moved: Sequence[Tally],
+        events: Sequence[queries.EventRow],
+        now: datetime,
+    ) -> int:
+        if events:
+            new = queries.insert_events(connection, events, now)
+            if new != len(events):
+                return new  # the batch is given back and decided again
         if self._refused:
             # Counted in Redis but refused for credits: given back now, not when the batch ends.
             self.counters.give_back(self._amounts(self._refused))
@@ -524,8 +534,10 @@ class RedisBatch:
             for tally, event in self._counted:
                 batches[tally].append(event)
             queries.insert_pending(
-                connection, [_pending_row(tally, events, now) for tally, events in batches.items()]
+                connection,
+                [_pending_row(tally, counted, now) for tally, counted in batches.items()],
             )
+        return len(events)
 
     def give_back_held(self) -> None:
         """Undo what the script counted for this batch (its transaction failed)."""
