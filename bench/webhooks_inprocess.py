@@ -13,15 +13,18 @@ count includes signing each delivery (the bench's, about 6 % of it).
 `--statements` counts the statements each event runs over the measured loop, by kind, on the
 driver's cursors (harness.Statements): the commits are the events over the events a commit.
 
-Writer: `--only writer [--group 16]` measures the webhook writer thread's work alone: the same
-deliveries, verified beforehand, applied by `apply_stripe_deliveries` in groups of `--group`
-(16 is about what 32 in flight make; 1 is a lone delivery's) on one thread with its connection
-pinned, as the writer thread applies them, with no event loop and no signing. Under `valgrind
---tool=callgrind --instr-atstart=no` with `--callgrind`, the instructions over the events shown
-compare builds at equal groups (the ASGI run's groups vary with load).
+Writer: `--only writer [--group 16] [--kind subscription|customer]` measures the webhook writer
+thread's work alone: the same deliveries, verified beforehand, applied by
+`apply_stripe_deliveries` in groups of `--group` (16 is about what 32 in flight make; 1 is a lone
+delivery's) on one thread with its connection pinned, as the writer thread applies them, with no
+event loop and no signing. `--kind customer` sends `customer.updated` events (a new name each)
+instead: bench/peers' other workload. Under `valgrind --tool=callgrind --instr-atstart=no` with
+`--callgrind`, the instructions over the events shown compare builds at equal groups (the ASGI
+run's groups vary with load).
 
 Run: `.venv/bin/python bench/webhooks_inprocess.py [--events 4000] [--concurrency 32]
-[--database sqlite|postgresql] [--statements] [--only asgi|writer] [--group 16]`
+[--database sqlite|postgresql] [--statements] [--only asgi|writer] [--group 16]
+[--kind subscription|customer]`
 """
 
 from __future__ import annotations
@@ -129,8 +132,21 @@ def _delivery(intake: Any, body: bytes) -> Any:
     )
 
 
+def _update(kind: str, index: int) -> bytes:
+    """The `index`-th measured event of the writer mode: other seats of a subscription, or
+    another name of a customer (bench/peers/workload.py's two workloads)."""
+    customer = index % webhooks.CUSTOMERS
+    created = 2_000_000_000 + index
+    if kind == "customer":
+        obj = webhooks._customer(customer)
+        obj["name"] = f"Org {customer} v{index}"
+        return webhooks._event("customer.updated", obj, created)
+    obj = webhooks._subscription(customer, seats=1 + index // 500 % 50)
+    return webhooks._event("customer.subscription.updated", obj, created)
+
+
 async def _measure_writer(
-    app: Any, events: int, group: int, callgrind: bool, statements: Any = None
+    app: Any, events: int, group: int, kind: str, callgrind: bool, statements: Any = None
 ) -> None:
     """The writer's work per event at groups of `group`, on this thread (see the docstring)."""
     from tollgate.services.webhooks.inbox import apply_stripe_deliveries
@@ -155,19 +171,11 @@ async def _measure_writer(
     ]
     measured = max(events // group, 1) * group
     updates = [
-        _delivery(
-            intake,
-            webhooks._event(
-                "customer.subscription.updated",
-                webhooks._subscription(index % webhooks.CUSTOMERS, seats=1 + index // 500 % 50),
-                2_000_000_000 + index,
-            ),
-        )
-        for index in range(webhooks.CUSTOMERS + measured)
+        _delivery(intake, _update(kind, index)) for index in range(webhooks.CUSTOMERS + measured)
     ]
     with intake.db.pinned():
         apply(customers)
-        apply(updates[: webhooks.CUSTOMERS])  # warm up: every subscription stored once
+        apply(updates[: webhooks.CUSTOMERS])  # warm up: every object updated once
         # The writer holds a group's events, not thousands: the parsed events waiting here are
         # left out of the collector's passes, which would otherwise walk them all again and again.
         gc.collect()
@@ -181,7 +189,7 @@ async def _measure_writer(
         if statements is not None:
             statements.on = False
     print(
-        f"webhook writer, groups of {group}: {measured:,} events, "
+        f"webhook writer, {kind} events, groups of {group}: {measured:,} events, "
         f"{cpu / measured * 1e6:.1f} µs CPU per event",
         flush=True,
     )
@@ -198,13 +206,19 @@ def main() -> None:
     parser.add_argument("--statements", action="store_true")
     parser.add_argument("--only", choices=["asgi", "writer"], default="asgi")
     parser.add_argument("--group", type=int, default=16, help="writer: events a group")
+    parser.add_argument(
+        "--kind",
+        choices=["subscription", "customer"],
+        default="subscription",
+        help="writer: customer.subscription.updated (other seats) or customer.updated (a name)",
+    )
     args = parser.parse_args()
     if args.group < 1:
         parser.error("--group must be 1 or more")
     statements = harness.Statements() if args.statements else None
     if args.only == "writer":
         measure = lambda app: _measure_writer(  # noqa: E731
-            app, args.events, args.group, args.callgrind, statements
+            app, args.events, args.group, args.kind, args.callgrind, statements
         )
     else:
         measure = lambda app: _measure(  # noqa: E731

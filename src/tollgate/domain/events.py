@@ -15,13 +15,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 # -- what Tollgate keeps of Stripe's objects --------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerSnapshot:
+# The snapshots of the objects every subscription and customer event carries are NamedTuples:
+# as immutable as a frozen dataclass, and made by `tuple.__new__` in C where a frozen dataclass
+# sets each field through `object.__setattr__` (a subscription event made about 30 of them).
+# translate.py makes them with their fields in order, positionally: binding keywords costs more
+# than making the tuple.
+
+
+class CustomerSnapshot(NamedTuple):
     """A Stripe customer; `app_id` is the app's id for it (metadata `tollgate_customer_id`)."""
 
     stripe_id: str
@@ -69,8 +75,7 @@ class TaxRateSnapshot:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class SubscriptionItemSnapshot:
+class SubscriptionItemSnapshot(NamedTuple):
     """One price on a subscription; `plan` and `feature` come from the price's metadata."""
 
     id: str
@@ -86,8 +91,7 @@ class SubscriptionItemSnapshot:
     plan_version: int | None = None  # the price's metadata tollgate_plan_version (issue 20)
 
 
-@dataclass(frozen=True, slots=True)
-class SubscriptionSnapshot:
+class SubscriptionSnapshot(NamedTuple):
     """A Stripe subscription; `status` is Stripe's own, not Tollgate's (see tollgate_status)."""
 
     id: str
@@ -102,51 +106,62 @@ class SubscriptionSnapshot:
     collection_method: str | None
     currency: str | None
     latest_invoice: str | None
-    items: tuple[SubscriptionItemSnapshot, ...] = field(default_factory=tuple)
+    items: tuple[SubscriptionItemSnapshot, ...] = ()
     discount_ids: tuple[str, ...] = ()  # the discounts in force, in Stripe's order (issue 20)
     # How its invoices are paid (issue 21): its own default method, and the methods offered
     # (`payment_settings.payment_method_types`; None: whatever the payer has).
     default_payment_method: str | None = None
     payment_method_types: tuple[str, ...] | None = None
     change_pending: bool = False  # a change waits for its invoice to be paid (`pending_update`)
-    # The item that carries the plan (see plan_item): found once, as the properties below and
-    # a webhook's handler read it a dozen times per event.
-    base_item: SubscriptionItemSnapshot | None = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "base_item", plan_item(self.items))
+    @property
+    def base_item(self) -> SubscriptionItemSnapshot | None:
+        """The item that carries the plan (see plan_item)."""
+        items = self.items
+        # Most subscriptions have one item, which carries the plan (plan_item's last resort).
+        return items[0] if len(items) == 1 else plan_item(items)
+
+    def plan_terms(
+        self,
+    ) -> tuple[str | None, int | None, str | None, int | None, datetime | None, datetime | None]:
+        """Return what the plan item says, at once: (plan, plan_version, interval, seats,
+        current_period_start, current_period_end), the properties of those names."""
+        item = self.base_item
+        if item is None:
+            return None, None, None, None, None, None
+        plan = item.plan
+        return (
+            plan,
+            None if plan is None else item.plan_version or 1,
+            item.interval,
+            item.quantity if item.usage_type != "metered" else None,
+            item.current_period_start,
+            item.current_period_end,
+        )
 
     @property
     def plan(self) -> str | None:
-        item = self.base_item
-        return item.plan if item else None
+        return self.plan_terms()[0]
 
     @property
     def plan_version(self) -> int | None:
-        item = self.base_item
-        if item is None or item.plan is None:
-            return None
-        return item.plan_version or 1
+        return self.plan_terms()[1]
 
     @property
     def interval(self) -> str | None:
-        item = self.base_item
-        return item.interval if item else None
+        return self.plan_terms()[2]
 
     @property
     def seats(self) -> int | None:
-        item = self.base_item
-        return item.quantity if item and item.usage_type != "metered" else None
+        return self.plan_terms()[3]
 
     @property
     def current_period_start(self) -> datetime | None:
-        item = self.base_item
-        return item.current_period_start if item else None
+        return self.plan_terms()[4]
 
     @property
     def current_period_end(self) -> datetime | None:
-        item = self.base_item
-        return item.current_period_end if item else None
+        return self.plan_terms()[5]
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,8 @@ def object_id(value: Any) -> str | None:
 
 def timestamp(value: Any) -> datetime | None:
     """Return Stripe's Unix seconds as an aware UTC datetime."""
+    if value is None:
+        return None  # most of them: a subscription's cancel_at, ended_at, trial_start, …
     # Exact types (JSON's own; a bool is not seconds): cheaper than isinstance on the hot path.
     kind = type(value)
     if kind is int:
@@ -99,16 +101,17 @@ def customer_snapshot(obj: dict[str, Any], *, deleted: bool = False) -> Customer
     """Return the customer; `deleted` marks one whose `customer.deleted` event this is."""
     metadata = _metadata(obj.get("metadata"))
     currency = _str(obj.get("currency"))
+    # Positional, in the fields' order (see CustomerSnapshot).
     return CustomerSnapshot(
-        stripe_id=str(obj["id"]),
-        app_id=metadata.get(APP_ID_KEY) or str(obj["id"]),
-        email=_str(obj.get("email")),
-        name=_str(obj.get("name")),
-        currency=currency.lower() if currency else None,
-        metadata=metadata,
-        deleted=deleted or bool(obj.get("deleted")),
-        address=_address(obj.get("address")),
-        tax_exempt=_str(obj.get("tax_exempt")),
+        str(obj["id"]),  # stripe_id
+        metadata.get(APP_ID_KEY) or str(obj["id"]),  # app_id
+        _str(obj.get("email")),
+        _str(obj.get("name")),
+        currency.lower() if currency else None,
+        metadata,
+        deleted or bool(obj.get("deleted")),
+        _address(obj.get("address")),
+        _str(obj.get("tax_exempt")),
     )
 
 
@@ -170,18 +173,19 @@ def subscription_item_snapshot(obj: dict[str, Any]) -> SubscriptionItemSnapshot:
     # without copying the whole of it: every subscription event reads them for every item.
     metadata = _dict(price.get("metadata"))
     quantity = obj.get("quantity")
+    # Positional, in the fields' order (see SubscriptionItemSnapshot).
     return SubscriptionItemSnapshot(
-        id=str(obj["id"]),
-        price_id=object_id(obj.get("price")) or "",
-        lookup_key=_str(price.get("lookup_key")),
-        usage_type=_str(recurring.get("usage_type")),
-        quantity=quantity if isinstance(quantity, int) and not isinstance(quantity, bool) else None,
-        interval=_str(recurring.get("interval")),
-        plan=_metadata_value(metadata, PLAN_KEY),
-        feature=_metadata_value(metadata, FEATURE_KEY),
-        current_period_start=timestamp(obj.get("current_period_start")),
-        current_period_end=timestamp(obj.get("current_period_end")),
-        plan_version=_version(_metadata_value(metadata, PLAN_VERSION_KEY)),
+        str(obj["id"]),
+        object_id(obj.get("price")) or "",  # price_id
+        _str(price.get("lookup_key")),
+        _str(recurring.get("usage_type")),
+        quantity if isinstance(quantity, int) and not isinstance(quantity, bool) else None,
+        _str(recurring.get("interval")),
+        _metadata_value(metadata, PLAN_KEY),  # plan
+        _metadata_value(metadata, FEATURE_KEY),  # feature
+        timestamp(obj.get("current_period_start")),
+        timestamp(obj.get("current_period_end")),
+        _version(_metadata_value(metadata, PLAN_VERSION_KEY)),  # plan_version
     )
 
 
@@ -199,24 +203,25 @@ def subscription_snapshot(obj: dict[str, Any]) -> SubscriptionSnapshot:
     """Return the subscription with its items (items in id order, so snapshots compare)."""
     items = _list_data(obj.get("items")) or []
     currency = _str(obj.get("currency"))
+    # Positional, in the fields' order (see SubscriptionSnapshot).
     return SubscriptionSnapshot(
-        id=str(obj["id"]),
-        stripe_customer_id=object_id(obj.get("customer")) or "",
-        status=str(obj.get("status") or "incomplete"),
-        cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
-        cancel_at=timestamp(obj.get("cancel_at")),
-        canceled_at=timestamp(obj.get("canceled_at")),
-        ended_at=timestamp(obj.get("ended_at")),
-        trial_start=timestamp(obj.get("trial_start")),
-        trial_end=timestamp(obj.get("trial_end")),
-        collection_method=_str(obj.get("collection_method")),
-        currency=currency.lower() if currency else None,
-        latest_invoice=object_id(obj.get("latest_invoice")),
-        items=_item_snapshots(items),
-        discount_ids=_ids(obj.get("discounts")),
-        default_payment_method=object_id(obj.get("default_payment_method")),
-        payment_method_types=_method_types(obj.get("payment_settings")),
-        change_pending=obj.get("pending_update") is not None,
+        str(obj["id"]),
+        object_id(obj.get("customer")) or "",  # stripe_customer_id
+        str(obj.get("status") or "incomplete"),
+        bool(obj.get("cancel_at_period_end")),
+        timestamp(obj.get("cancel_at")),
+        timestamp(obj.get("canceled_at")),
+        timestamp(obj.get("ended_at")),
+        timestamp(obj.get("trial_start")),
+        timestamp(obj.get("trial_end")),
+        _str(obj.get("collection_method")),
+        currency.lower() if currency else None,
+        object_id(obj.get("latest_invoice")),
+        _item_snapshots(items),
+        _ids(obj.get("discounts")),  # discount_ids
+        object_id(obj.get("default_payment_method")),
+        _method_types(obj.get("payment_settings")),  # payment_method_types
+        obj.get("pending_update") is not None,  # change_pending
     )
 
 

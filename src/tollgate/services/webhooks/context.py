@@ -233,10 +233,29 @@ class HandlerContext:
     ) -> None:
         """Record a change that was applied, and mark its customer's cached state stale."""
         old, new = changed_fields(before, after)
+        self.audit_changes(
+            object_type, object_id, action, None if before is None else old, new, customer_id
+        )
+
+    def audit_changes(
+        self,
+        object_type: str,
+        object_id: str,
+        action: str,
+        old: dict[str, Any] | None,
+        new: dict[str, Any],
+        customer_id: str | None,
+    ) -> None:
+        """`audit` a change already compared: `new` holds the fields that changed and `old`
+        their values before (None for an object created). Nothing changed, nothing recorded."""
         if not new:
             return
-        # Both through one JSON round trip (see `_jsonable`).
-        jsonable = _jsonable({"before": old, "after": new})
+        if (old is None or _plain(old)) and _plain(new):
+            before, after = old, new  # JSON has them as they are
+        else:
+            # Both through one JSON round trip (see `_jsonable`).
+            jsonable = _jsonable({"before": old, "after": new})
+            before, after = jsonable["before"], jsonable["after"]
         self.audit_rows.append(
             {
                 "at": self.now,
@@ -244,8 +263,8 @@ class HandlerContext:
                 "object_type": object_type,
                 "object_id": object_id,
                 "action": action,
-                "before": jsonable["before"] if before is not None else None,
-                "after": jsonable["after"],
+                "before": before,
+                "after": after,
                 "event_id": self.event_id,
             }
         )
@@ -266,6 +285,19 @@ class HandlerContext:
 def _selects(statement: ClauseElement) -> bool:
     """Whether a statement only reads (an UPDATE … RETURNING read back writes; text may)."""
     return bool(getattr(statement, "is_select", False))
+
+
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _plain(values: dict[str, Any]) -> bool:
+    """Whether JSON has the values as they are: text keys, text, integer, boolean or null values
+    (most changes an event makes: a name, seats, a status), which need no round trip."""
+    scalars = _JSON_SCALARS
+    for key, value in values.items():
+        if type(key) is not str or type(value) not in scalars:
+            return False
+    return True
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ event concerns, making its row from Stripe's copy the first time it is seen.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Table
@@ -54,6 +54,12 @@ def settle(
     return None
 
 
+def same_second(ctx: HandlerContext, row: Row) -> bool:
+    """Whether the event is of the stored row's second: only then does `settle` weigh the two
+    snapshots' progress (see tollgate.domain.events.decide), which is worked out only then."""
+    return bool(row["watermark_created"] == ctx.created)
+
+
 def settle_without_fetch(ctx: HandlerContext, row: Row, differs: bool, progress: int) -> bool:
     """Return whether the stored row wins over the event (for objects not fetched by id)."""
     decision = _watermark_decision(ctx, row, differs, progress)
@@ -74,6 +80,11 @@ def _watermark_decision(ctx: HandlerContext, row: Row, differs: bool, progress: 
     )
 
 
+def changed_keys(row: Row, values: Mapping[str, Any]) -> list[str]:
+    """Return the keys of `values` whose value differs from the stored row's."""
+    return [key for key, value in values.items() if row[key] != value]
+
+
 def write_row(
     ctx: HandlerContext,
     table: Table,
@@ -86,25 +97,39 @@ def write_row(
     audited: dict[str, Any] | None = None,
     before_extra: dict[str, Any] | None = None,
     action: str | None = None,
+    changed: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Insert or update a watermarked mirror row, audit what changed; return the row as written."""
-    before = None if row is None else {**row_values(row, values), **(before_extra or {})}
-    after = {**values, **(audited or {})}
+    """Insert or update a watermarked mirror row, audit what changed; return the row as written.
+
+    `audited` holds what the audit records besides the columns (not columns themselves), and
+    `before_extra` the same keys' values before. `changed`, when the caller compared already,
+    is `changed_keys(row, values)`.
+    """
     watermark = ctx.watermark()
     if row is None:
         written = {**values, **watermark, "id": object_id, "created_at": ctx.now}
         ctx.write(mirror.insert_row(table), {**written, "updated_at": ctx.now})
-    else:
-        # Only what changed: fewer values to convert and send, the same row in the end.
-        written = {key: value for key, value in values.items() if row[key] != value}
-        written.update(watermark)
-        if before != after:
-            written["updated_at"] = ctx.now
-        ctx.write(mirror.update_by_id(table), {**written, "row_id": object_id})
-        written = {**row, **values, **written}
-    action = action or ("created" if before is None else "updated")
-    ctx.audit(object_type, object_id, action, before, after, customer_id)
-    return written
+        after = {**values, **audited} if audited else dict(values)
+        ctx.audit_changes(object_type, object_id, action or "created", None, after, customer_id)
+        return written
+    # The row and the values are compared once: what changed is what is written (fewer values
+    # to convert and send, the same row in the end) and what the audit records.
+    if changed is None:
+        changed = changed_keys(row, values)
+    new = {key: values[key] for key in changed}
+    old = {key: row[key] for key in changed}
+    update = {**new, **watermark}
+    if audited:
+        extra = before_extra or {}
+        for key, value in audited.items():
+            if extra.get(key) != value:
+                old[key] = extra.get(key)
+                new[key] = value
+    if new:
+        update["updated_at"] = ctx.now
+    ctx.write(mirror.update_by_id(table), {**update, "row_id": object_id})
+    ctx.audit_changes(object_type, object_id, action or "updated", old, new, customer_id)
+    return {**row, **values, **update}
 
 
 # -- the customer an event concerns -----------------------------------------------------------

@@ -48,12 +48,14 @@ def notice_subscription_event(
     """
     kind = str(ctx.event.get("type", ""))
     previous: dict[str, Any] = (ctx.event.get("data") or {}).get("previous_attributes") or {}
-    connection, now = ctx.connection, ctx.now
+    now = ctx.now
+    # `ctx.connection` only where something is queued: most events queue nothing, and stay
+    # undoable in their group (see HandlerContext.drop_writes).
 
     def email(template: str, cause: str) -> None:
         # The facts are made only for an email: most events queue none.
         queue_email(
-            connection,
+            ctx.connection,
             customer_id=customer_id,
             template=template,
             cause=cause,
@@ -61,24 +63,25 @@ def notice_subscription_event(
             now=now,
         )
 
-    trial_key = trial_cause(snapshot.id, snapshot.trial_end)
-    if kind == "customer.subscription.created" and snapshot.status == "trialing":
+    status = snapshot.status
+    if kind == "customer.subscription.created" and status == "trialing":
         if snapshot.trial_end is not None and snapshot.trial_end.timestamp() > ctx.created:
-            email("trial_started", trial_key)
+            email("trial_started", trial_cause(snapshot.id, snapshot.trial_end))
     elif kind == "customer.subscription.trial_will_end" and snapshot.trial_end is not None:
-        email("trial_ending", trial_key)
+        email("trial_ending", trial_cause(snapshot.id, snapshot.trial_end))
     elif kind == "customer.subscription.deleted":
         # After a final failed payment the customer was told already (downgraded_payment_failed).
-        dunned = clear_dunning(connection, customer_id=customer_id, cause=snapshot.id, now=now)
+        dunned = clear_dunning(ctx.connection, customer_id=customer_id, cause=snapshot.id, now=now)
         if not dunned:
             email("downgraded_to_free", snapshot.id)
-    if previous.get("status") == "trialing" and snapshot.status == "active":
-        email("trial_converted", trial_key)
-    if previous.get("status") in ("past_due", "unpaid") and snapshot.status == "active":
-        clear_dunning(connection, customer_id=customer_id, cause=ctx.event_id, now=now)
-    if _cancel_requested(snapshot, previous) and snapshot.status != "canceled":
-        stamp = _stamp(snapshot.canceled_at or snapshot.cancel_at)
-        email("subscription_canceled", f"{snapshot.id}:{stamp}")
+    if previous:
+        if previous.get("status") == "trialing" and status == "active":
+            email("trial_converted", trial_cause(snapshot.id, snapshot.trial_end))
+        if previous.get("status") in ("past_due", "unpaid") and status == "active":
+            clear_dunning(ctx.connection, customer_id=customer_id, cause=ctx.event_id, now=now)
+        if _cancel_requested(snapshot, previous) and status != "canceled":
+            stamp = _stamp(snapshot.canceled_at or snapshot.cancel_at)
+            email("subscription_canceled", f"{snapshot.id}:{stamp}")
 
     status_changed = "status" in previous or kind in (
         "customer.subscription.created",
@@ -98,7 +101,7 @@ def notice_subscription_event(
     }
     if status_changed:
         queue_app_event(
-            connection,
+            ctx.connection,
             event_type="customer.subscription_status_changed",
             customer_id=customer_id,
             data={**data, "previous_status": previous.get("status")},
@@ -107,7 +110,7 @@ def notice_subscription_event(
         )
     if entitlements_changed:
         queue_app_event(
-            connection,
+            ctx.connection,
             event_type="customer.entitlements_changed",
             customer_id=customer_id,
             data={**data, "reason": "subscription"},
