@@ -1960,3 +1960,43 @@ def test_a_group_with_two_events_of_one_subscription_applies_them_as_one_at_a_ti
     assert hooks.count(AuditLog, AuditLog.event_id.in_([e["id"] for e in group])) == 7
     assert hooks.get(Customer, "acme").state_version == versions["acme"] + 5
     assert hooks.get(Customer, "beta").state_version == versions["beta"] + 2
+
+
+def test_a_group_of_customer_events_reads_them_ahead_and_applies_them_one_at_a_time(
+    hooks: Hooks,
+) -> None:
+    # A group of customer events reads its customers ahead in one statement: an event of a
+    # customer that an earlier event of the group wrote must see that write, an older one must
+    # still lose to it, and another kind of event in between must not leave a stale read.
+    acme, beta = known_customer(hooks), known_customer(hooks, app_id="beta")
+    sub_a = new_id("sub")
+    hooks.deliver(event_obj("customer.subscription.created", subscription_obj(sub_a, acme)))
+
+    def email(cus_id: str, app_id: str, address: str, created: int) -> dict[str, Any]:
+        obj = customer_obj(cus_id, app_id=app_id, email=address)
+        return event_obj("customer.updated", obj, created=created)
+
+    seats = event_obj(
+        "customer.subscription.updated", subscription_obj(sub_a, acme, seats=3), created=T0 + 6
+    )
+    group = [
+        email(acme, "acme", "one@acme.example", T0 + 5),
+        email(beta, "beta", "one@beta.example", T0 + 5),
+        email(acme, "acme", "two@acme.example", T0 + 6),
+        email(acme, "acme", "old@acme.example", T0 + 4),  # older than the one before it
+        seats,
+        email(beta, "beta", "two@beta.example", T0 + 7),
+        email(acme, "acme", "three@acme.example", T0 + 8),
+    ]
+    results = apply_stripe_deliveries(
+        db=hooks.db,
+        deliveries=[_verified(hooks, event) for event in group],
+        clock=hooks.container.clock,
+        dunning=hooks.container.dunning_policy,
+    )
+    assert [result.outcome for result in results] == ["succeeded"] * len(group)
+    assert hooks.get(Customer, "acme").email == "three@acme.example"
+    assert hooks.get(Customer, "beta").email == "two@beta.example"
+    assert hooks.get(Subscription, sub_a).seats == 3
+    # One audit row per change: acme, beta, acme, (skipped), the subscription, beta, acme.
+    assert hooks.count(AuditLog, AuditLog.event_id.in_([e["id"] for e in group])) == 6

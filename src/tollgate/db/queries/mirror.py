@@ -232,6 +232,28 @@ _GROUP_SUBSCRIPTIONS_WITH_ITEMS = {
     .with_for_update(of=SUBSCRIPTIONS)
     for dialect in DIALECTS
 }
+_GROUP_CUSTOMER_ROWS = {
+    dialect: select(CUSTOMERS)
+    .where(in_json_array(dialect, CUSTOMERS.c.stripe_customer_id, "stripe_customer_ids"))
+    .order_by(CUSTOMERS.c.id)
+    .with_for_update()
+    for dialect in DIALECTS
+}
+
+
+def lock_customer_rows(read: Reader, dialect: str, stripe_ids: Sequence[str]) -> dict[str, Row]:
+    """Lock and read the customers of these Stripe ids (in id order); return them by Stripe id."""
+    (rows,) = read(
+        [
+            (
+                _GROUP_CUSTOMER_ROWS[dialect],
+                {"stripe_customer_ids": json_array(sorted(set(stripe_ids)))},
+            )
+        ]
+    )
+    return {row["stripe_customer_id"]: row for row in rows}
+
+
 # What `lock_customer_and_subscription` answers for one subscription: its customer's id, the
 # subscription's row (None when not stored) and its items.
 StoredSubscription = tuple[str, Row | None, list[dict[str, Any]]]

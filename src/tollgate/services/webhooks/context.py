@@ -75,6 +75,8 @@ class GroupWrites:
     # Subscriptions read ahead for the group's events, by id: the Stripe customer id each was
     # read for, and what `mirror.lock_customer_and_subscription` would have answered then.
     subscriptions: dict[str, tuple[str, mirror.StoredSubscription]] = field(default_factory=dict)
+    # Customer rows read ahead (locked) for the group's `customer.*` events, by Stripe id.
+    customers: dict[str, Row] = field(default_factory=dict)
 
     def take_subscription(
         self, stripe_customer_id: str, subscription_id: str

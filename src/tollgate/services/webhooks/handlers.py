@@ -95,6 +95,9 @@ log = logging.getLogger("tollgate.webhooks")
 
 
 def _customer_by_stripe_id(ctx: HandlerContext, stripe_customer_id: str) -> Row | None:
+    known = ctx.group.customers.pop(stripe_customer_id, None)
+    if known is not None:
+        return known
     found = ctx.rows(mirror.CUSTOMER_BY_STRIPE_ID, stripe_customer_id=stripe_customer_id)
     return found[0] if found else None
 
@@ -653,27 +656,39 @@ Handler = Callable[[HandlerContext, dict[str, Any]], None]
 def read_ahead(
     connection: Connection, events: Sequence[dict[str, Any]], group: GroupWrites
 ) -> None:
-    """Read what the `customer.subscription.*` events about to be applied together will read:
-    their customers (locked) and subscriptions with items, for the group to hand each event.
+    """Read what the events about to be applied together will read, for the group to hand
+    each event: for `customer.subscription.*` events their customers (locked) and
+    subscriptions with items; else, for `customer.*` events, their customer rows (locked).
 
-    Two statements for the group instead of one read per event (on PostgreSQL a round trip
-    each). Valid while only such events have run in the group (`forget_read_ahead` before any
-    other kind); an event taking its subscription takes it once (see `take_subscription`).
+    A statement or two for the group instead of one read per event (on PostgreSQL a round
+    trip each). Valid while only such events have run in the group (`forget_read_ahead` before
+    any other kind); an event takes what was read for it once (see `take_subscription`). One
+    kind a group, so a group locks what it reads ahead in one order (customers by id), as
+    another replica's group does.
     """
     pairs = []
+    customers = []
     for event in events:
         obj = (event.get("data") or {}).get("object")
         # A malformed event is left to its handler, which fails it alone.
-        if event.get("type") in SUBSCRIPTION_EVENTS and isinstance(obj, dict) and obj.get("id"):
+        if not isinstance(obj, dict) or not obj.get("id"):
+            continue
+        kind = event.get("type")
+        if kind in SUBSCRIPTION_EVENTS:
             # As `subscription_snapshot` names them.
             pairs.append((object_id(obj.get("customer")) or "", str(obj["id"])))
-    if len({subscription_id for _, subscription_id in pairs}) < 2:
-        return  # one read either way: the event reads it itself
-    group.subscriptions = mirror.lock_customers_and_subscriptions(
-        lambda reads: execution.run(connection, group.take(), reads),
-        connection.dialect.name,
-        pairs,
-    )
+        elif kind in CUSTOMER_EVENTS:
+            customers.append(str(obj["id"]))
+
+    def reader(reads: Sequence[Read]) -> list[execution.Rows]:
+        return execution.run(connection, group.take(), reads)
+
+    if len({subscription_id for _, subscription_id in pairs}) > 1:
+        group.subscriptions = mirror.lock_customers_and_subscriptions(
+            reader, connection.dialect.name, pairs
+        )
+    elif len(set(customers)) > 1:
+        group.customers = mirror.lock_customer_rows(reader, connection.dialect.name, customers)
 
 
 def forget_read_ahead(event: dict[str, Any], group: GroupWrites) -> None:
@@ -684,6 +699,8 @@ def forget_read_ahead(event: dict[str, Any], group: GroupWrites) -> None:
         and event["type"] not in SUBSCRIPTION_EVENTS
     ):
         group.subscriptions.clear()
+    if group.customers and event["type"] in HANDLERS and event["type"] not in CUSTOMER_EVENTS:
+        group.customers.clear()
 
 
 HANDLERS: dict[str, Handler] = {
@@ -736,4 +753,7 @@ HANDLERS: dict[str, Handler] = {
 # The events whose handler is `on_subscription`: the ones a group reads ahead for.
 SUBSCRIPTION_EVENTS = frozenset(
     kind for kind, handler in HANDLERS.items() if handler is on_subscription
+)
+CUSTOMER_EVENTS = frozenset(
+    kind for kind, handler in HANDLERS.items() if handler in (on_customer, on_customer_deleted)
 )
