@@ -85,7 +85,7 @@ def run(
     pipelined = dialect.name == "postgresql" and len(writes) + len(reads) + committing > 1
     # Outside a pipeline one cursor serves every statement, each read's rows fetched at once;
     # in a pipeline each read keeps a cursor of its own, read when the pipeline ended.
-    cursors: list[Any] = []
+    cursors = _Cursors(connection, driver, keep=dialect.name == "postgresql")
     shared: Any = None  # the cursor of every write, and outside a pipeline of every read
     reading: list[tuple[Any, _Compiled]] = []
     found_rows: list[Rows] = []
@@ -95,7 +95,7 @@ def run(
             for statement, parameters in writes:
                 if type(statement) is DriverSQL:
                     if shared is None:
-                        cursors.append(shared := driver.cursor())
+                        shared = cursors.take()
                     sent = (statement.sql, parameters)
                     shared.execute(statement.sql, parameters)
                     continue
@@ -106,7 +106,7 @@ def run(
                     connection.execute(cast(Executable, plain), parameters)
                     continue
                 if shared is None:
-                    cursors.append(shared := driver.cursor())
+                    shared = cursors.take()
                 arguments: Any
                 if single:
                     sent = (found.sql, arguments := found.arguments(parameters))
@@ -120,17 +120,17 @@ def run(
                 arguments = compiled.arguments(parameters)
                 sent = (compiled.sql, arguments)
                 if pipelined:
-                    cursors.append(cursor := driver.cursor())
+                    cursor = cursors.take()
                     reading.append((cursor, compiled))
                     cursor.execute(compiled.sql, arguments)
                     continue
                 if shared is None:
-                    cursors.append(shared := driver.cursor())
+                    shared = cursors.take()
                 shared.execute(compiled.sql, arguments)
                 found_rows.append(_fetched(shared, compiled))
             if committing:
                 if shared is None:
-                    cursors.append(shared := driver.cursor())
+                    shared = cursors.take()
                 sent = ("COMMIT", None)
                 # Not `driver.commit()`: in a pipeline that syncs at once, and the pipeline's
                 # end syncs again, a round trip more. Never prepared: nothing to gain from it.
@@ -145,8 +145,50 @@ def run(
         statement_sql, arguments = sent if sent and not pipelined else (None, None)
         raise driver_error(connection, error, statement_sql, arguments) from error
     finally:
-        for cursor in cursors:
+        cursors.release()
+
+
+class _Cursors:
+    """The driver cursors one `run` takes. On PostgreSQL they are kept with their connection for
+    the next run (in the pool's `info` of the connection, which goes when the connection does):
+    a new psycopg cursor costs more than running a statement on it does in Python (its
+    adapters, and the type lookups of each parameter and column, made again for each cursor),
+    and a lone event's transaction takes four. Measured under callgrind: 1,800k instructions a
+    lone event down to 1,700k. A kept cursor carries nothing from one run to the next (each
+    execute starts afresh); a connection is used by one thread at a time, and a run takes its
+    cursors in order, so no two statements in flight share one."""
+
+    __slots__ = ("driver", "kept", "made", "taken")
+
+    def __init__(self, connection: Connection, driver: Any, *, keep: bool) -> None:
+        self.driver = driver
+        self.kept: list[Any] | None = None
+        if keep:
+            info = connection.connection.info
+            found = info.get(_KEPT_CURSORS)
+            if found is None or found[0] is not driver:
+                found = info[_KEPT_CURSORS] = (driver, [])
+            self.kept = found[1]
+        self.taken = 0
+        self.made: list[Any] = []  # not kept: closed after the run
+
+    def take(self) -> Any:
+        kept = self.kept
+        if kept is None:
+            self.made.append(cursor := self.driver.cursor())
+            return cursor
+        if self.taken == len(kept):
+            kept.append(self.driver.cursor())
+        self.taken += 1
+        return kept[self.taken - 1]
+
+    def release(self) -> None:
+        for cursor in self.made:
             cursor.close()
+
+
+# The key, in a connection's pool `info`, of its kept cursors (see `_Cursors`).
+_KEPT_CURSORS = "tollgate.kept_cursors"
 
 
 def _is_mapping(parameters: Any) -> bool:
