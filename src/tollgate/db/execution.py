@@ -85,7 +85,8 @@ def run(
     pipelined = dialect.name == "postgresql" and len(writes) + len(reads) + committing > 1
     # Outside a pipeline one cursor serves every statement, each read's rows fetched at once;
     # in a pipeline each read keeps a cursor of its own, read when the pipeline ended.
-    cursors = _Cursors(connection, driver, keep=dialect.name == "postgresql")
+    kept = _kept_cursors(connection, driver) if dialect.name == "postgresql" else None
+    taken: list[Any] = []  # this run's cursors, in order
     shared: Any = None  # the cursor of every write, and outside a pipeline of every read
     reading: list[tuple[Any, _Compiled]] = []
     found_rows: list[Rows] = []
@@ -95,7 +96,7 @@ def run(
             for statement, parameters in writes:
                 if type(statement) is DriverSQL:
                     if shared is None:
-                        shared = cursors.take()
+                        shared = _take(driver, kept, taken)
                     sent = (statement.sql, parameters)
                     shared.execute(statement.sql, parameters)
                     continue
@@ -106,7 +107,7 @@ def run(
                     connection.execute(cast(Executable, plain), parameters)
                     continue
                 if shared is None:
-                    shared = cursors.take()
+                    shared = _take(driver, kept, taken)
                 arguments: Any
                 if single:
                     sent = (found.sql, arguments := found.arguments(parameters))
@@ -120,17 +121,17 @@ def run(
                 arguments = compiled.arguments(parameters)
                 sent = (compiled.sql, arguments)
                 if pipelined:
-                    cursor = cursors.take()
+                    cursor = _take(driver, kept, taken)
                     reading.append((cursor, compiled))
                     cursor.execute(compiled.sql, arguments)
                     continue
                 if shared is None:
-                    shared = cursors.take()
+                    shared = _take(driver, kept, taken)
                 shared.execute(compiled.sql, arguments)
                 found_rows.append(_fetched(shared, compiled))
             if committing:
                 if shared is None:
-                    shared = cursors.take()
+                    shared = _take(driver, kept, taken)
                 sent = ("COMMIT", None)
                 # Not `driver.commit()`: in a pipeline that syncs at once, and the pipeline's
                 # end syncs again, a round trip more. Never prepared: nothing to gain from it.
@@ -145,49 +146,44 @@ def run(
         statement_sql, arguments = sent if sent and not pipelined else (None, None)
         raise driver_error(connection, error, statement_sql, arguments) from error
     finally:
-        cursors.release()
-
-
-class _Cursors:
-    """The driver cursors one `run` takes. On PostgreSQL they are kept with their connection for
-    the next run (in the pool's `info` of the connection, which goes when the connection does):
-    a new psycopg cursor costs more than running a statement on it does in Python (its
-    adapters, and the type lookups of each parameter and column, made again for each cursor),
-    and a lone event's transaction takes four. Measured under callgrind: 1,800k instructions a
-    lone event down to 1,700k. A kept cursor carries nothing from one run to the next (each
-    execute starts afresh); a connection is used by one thread at a time, and a run takes its
-    cursors in order, so no two statements in flight share one."""
-
-    __slots__ = ("driver", "kept", "made", "taken")
-
-    def __init__(self, connection: Connection, driver: Any, *, keep: bool) -> None:
-        self.driver = driver
-        self.kept: list[Any] | None = None
-        if keep:
-            info = connection.connection.info
-            found = info.get(_KEPT_CURSORS)
-            if found is None or found[0] is not driver:
-                found = info[_KEPT_CURSORS] = (driver, [])
-            self.kept = found[1]
-        self.taken = 0
-        self.made: list[Any] = []  # not kept: closed after the run
-
-    def take(self) -> Any:
-        kept = self.kept
         if kept is None:
-            self.made.append(cursor := self.driver.cursor())
-            return cursor
-        if self.taken == len(kept):
-            kept.append(self.driver.cursor())
-        self.taken += 1
-        return kept[self.taken - 1]
-
-    def release(self) -> None:
-        for cursor in self.made:
-            cursor.close()
+            for cursor in taken:
+                cursor.close()
 
 
-# The key, in a connection's pool `info`, of its kept cursors (see `_Cursors`).
+def _kept_cursors(connection: Connection, driver: Any) -> list[Any]:
+    """The PostgreSQL connection's cursors kept for `run`, in its pool `info` (which goes when
+    the connection is replaced).
+
+    A new psycopg cursor costs more in Python than running a statement on it (its adapters,
+    and the type lookups of each parameter and column, made again for each cursor), and a lone
+    event's transaction took four. Measured under callgrind: 1,800k instructions a lone event
+    down to 1,692k. A kept cursor carries nothing from one run to the next (each execute
+    starts afresh); a connection is used by one thread at a time, and a run takes its cursors
+    in order (`_take`), so no two statements in flight share one.
+    """
+    info = connection.connection.info
+    found = info.get(_KEPT_CURSORS)
+    if found is None or found[0] is not driver:
+        found = info[_KEPT_CURSORS] = (driver, [])
+    kept: list[Any] = found[1]
+    return kept
+
+
+def _take(driver: Any, kept: list[Any] | None, taken: list[Any]) -> Any:
+    """The run's next cursor: a kept one (made and kept the first time), or a new one to close
+    after the run (`kept` None: SQLite, where one costs little)."""
+    if kept is None:
+        cursor = driver.cursor()
+    elif len(taken) < len(kept):
+        cursor = kept[len(taken)]
+    else:
+        kept.append(cursor := driver.cursor())
+    taken.append(cursor)
+    return cursor
+
+
+# The key, in a connection's pool `info`, of its kept cursors (see `_kept_cursors`).
 _KEPT_CURSORS = "tollgate.kept_cursors"
 
 
