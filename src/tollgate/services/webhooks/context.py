@@ -96,17 +96,18 @@ class GroupWrites:
         writes, self.queued = self.queued, []
         return writes
 
-    def write(self, connection: Connection) -> None:
-        """Run every write still waiting, with the group's audit, bumps and feed rows."""
-        if self.audit_rows:
-            self.queued.append((mirror.INSERT_AUDIT, self.audit_rows))
-        if self.bumps:
-            self.queued.append((mirror.BUMP_STATE_VERSION, self.bumps))
-        if self.feed:
-            self.queued.append((mirror.INSERT_FEED, self.feed))
+    def write(self, connection: Connection, *, commit: bool = False) -> None:
+        """Run every write still waiting, with the group's audit, bumps and feed rows.
+
+        With `commit`, the transaction commits with them (in their round trip on PostgreSQL,
+        see `execution.run`): the caller runs nothing after it.
+        """
+        self.queued.extend(
+            mirror.group_changes(connection.dialect, self.audit_rows, self.bumps, self.feed)
+        )
         self.audit_rows, self.bumps, self.feed = [], [], []
-        if self.queued:
-            execution.run(connection, self.take())
+        if self.queued or commit:
+            execution.run(connection, self.take(), commit=commit)
 
 
 @dataclass

@@ -408,7 +408,8 @@ def _store_and_apply(
                 statuses[event_id] = "processing"  # a later copy is pending too
             outcomes.append(outcome)
         results.append(outcomes[-1])
-    group.write(connection)
+    # The last statement of the transaction: on PostgreSQL its COMMIT goes with these writes.
+    group.write(connection, commit=True)
 
 
 def _marked_done(delivery: Delivery, now: datetime) -> dict[str, Any]:
