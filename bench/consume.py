@@ -476,7 +476,9 @@ def writer(
             nonlocal count
             for _ in range(groups):
                 outcomes = decide(calls=_group(size, count, "w"), kept=kept)
-                assert all(o.decision.allowed for o in outcomes), outcomes[:1]  # type: ignore[union-attr]
+                # `allowed`, not `decision.allowed`: an allowed answer's Decision is made only
+                # when asked, and the server's answer is its JSON.
+                assert all(o.allowed for o in outcomes), outcomes[:1]  # type: ignore[union-attr]
                 count += size
 
         run(-(-CUSTOMERS // size))  # warm up: every counter made, every customer kept

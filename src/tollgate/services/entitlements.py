@@ -71,14 +71,14 @@ class _Made(NamedTuple):
     """A customer made from its rows, and what it was made from."""
 
     catalog: Catalog
-    row: Any
-    subscription: Any | None
+    rows: list[Any]  # its rows as `billing_queries.customer_rows` gives them
     customer: BillingCustomer
 
 
 # Customers made from their rows, by id: a caller loading the same customers again and again
 # (a consume writer, group after group) passes one, and a customer whose rows read the same
-# is not made again (a named tuple of a dozen fields compares in C; making it does not).
+# is not made again (rows of plain values compare in C, unconverted datetimes included;
+# making the customer converts them and builds it in Python).
 CustomersMade = dict[str, _Made]
 # A memo starts again past this many customers.
 _MOST_MADE = 20_000
@@ -96,27 +96,24 @@ def load_billing_customers(
     (`made`: customers made before, kept and reused where their rows are unchanged; given
     `spend_caps`, fill it with theirs, read with their deals)."""
     found: dict[str, BillingCustomer] = {}
-    for customer, subscriptions in billing_queries.customers_with_subscriptions(
-        connection, customer_ids
-    ):
-        held = max(subscriptions, key=_holding_order) if subscriptions else None
-        if made is None:
-            found[customer.id] = _billing_customer(catalog, customer, held, now)
-            continue
-        kept = made.get(customer.id)
+    for rows in billing_queries.customer_rows(connection, customer_ids):
+        customer_id = rows[0][0]
+        kept = made.get(customer_id) if made is not None else None
         if (
             kept is not None
             and kept.catalog is catalog
-            and kept.row == customer
-            and kept.subscription == held
+            and kept.rows == rows
             and kept.customer.period.start <= now < kept.customer.period.end
         ):
-            found[customer.id] = kept.customer
+            found[customer_id] = kept.customer
             continue
-        billing = found[customer.id] = _billing_customer(catalog, customer, held, now)
-        if len(made) >= _MOST_MADE:
-            made.clear()
-        made[customer.id] = _Made(catalog, customer, held, billing)
+        customer, subscriptions = billing_queries.customer_of_rows(connection.dialect, rows)
+        held = max(subscriptions, key=_holding_order) if subscriptions else None
+        billing = found[customer_id] = _billing_customer(catalog, customer, held, now)
+        if made is not None:
+            if len(made) >= _MOST_MADE:
+                made.clear()
+            made[customer_id] = _Made(catalog, rows, billing)
     if found:
         live = {c.id: c.subscription_id for c in found.values() if c.subscription_id}
         dealt = deal_queries.deals_of(connection, list(found), now, live, spend_caps)

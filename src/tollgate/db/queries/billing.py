@@ -3,15 +3,17 @@ subscriptions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import Connection, Dialect, func, or_, select, type_coerce, update
+from sqlalchemy.types import NullType
 
 from tollgate.db.dialects import DIALECTS, in_json_array, json_array
 from tollgate.db.execution import named_row, read_rows
 from tollgate.db.tables import BANK_TRANSFERS, CHARGES, CUSTOMERS, DISPUTES, SUBSCRIPTIONS
+from tollgate.db.types import UTCDateTime
 from tollgate.domain.events import DISPUTE_OPEN_STATUSES
 
 
@@ -19,7 +21,6 @@ class CustomerRow(NamedTuple):
     """A customer as metering reads it (the columns of `_CUSTOMERS_BY_ID`)."""
 
     id: str
-    deleted: bool
     offline: bool
     plan: str | None
     currency: str | None
@@ -35,7 +36,6 @@ class SubscriptionRow(NamedTuple):
     """A mirrored subscription as metering reads it (the columns of `_SUBSCRIPTIONS_OF`)."""
 
     id: str
-    customer_id: str
     status: str
     plan: str | None
     plan_version: int | None
@@ -50,46 +50,107 @@ class SubscriptionRow(NamedTuple):
 
 
 # The statement selects the named tuples' fields, in their order: a customer's, then one of
-# its subscriptions' (NULLs for a customer without one), a row per subscription.
+# its subscriptions' (NULLs for a customer without one), a row per subscription; deleted
+# customers are left out by the statement, and a subscription's customer is the row's (no
+# column of either: each column value costs SQLite's driver some 740 instructions). The
+# subscription's datetimes come as the driver gives them (type_coerce to NullType: no result
+# processor), converted in `customer_of_rows` only when a customer is made from its rows: a
+# consume writer reads the same customers group after group and keeps those whose rows are
+# unchanged (services/entitlements.py), and on SQLite each datetime's conversion (text to
+# datetime, then UTC attached, two Python calls) cost about 1 µs, three a customer.
 _CUSTOMER_COLUMNS = tuple(CUSTOMERS.c[name] for name in CustomerRow._fields)
 _SUBSCRIPTION_COLUMNS = tuple(SUBSCRIPTIONS.c[name] for name in SubscriptionRow._fields)
 _SPLIT = len(_CUSTOMER_COLUMNS)
+_DATETIMES = tuple(
+    index
+    for index, column in enumerate(_SUBSCRIPTION_COLUMNS)
+    if isinstance(column.type, UTCDateTime)
+)
+_SELECTED = (
+    *_CUSTOMER_COLUMNS,
+    *(
+        type_coerce(column, NullType()).label(f"subscription_{column.name}")
+        if index in _DATETIMES
+        else column
+        for index, column in enumerate(_SUBSCRIPTION_COLUMNS)
+    ),
+)
 # Built once: every entitlement load and usage batch runs it, and building a statement and its
 # cache key costs more than running it on SQLite.
 _CUSTOMERS_WITH_SUBSCRIPTIONS = {
-    dialect: select(*_CUSTOMER_COLUMNS, *_SUBSCRIPTION_COLUMNS)
+    dialect: select(*_SELECTED)
     .select_from(CUSTOMERS.outerjoin(SUBSCRIPTIONS, SUBSCRIPTIONS.c.customer_id == CUSTOMERS.c.id))
-    .where(in_json_array(dialect, CUSTOMERS.c.id, "ids"))
+    .where(in_json_array(dialect, CUSTOMERS.c.id, "ids"), CUSTOMERS.c.deleted.is_(False))
     for dialect in DIALECTS
 }
+# The datetimes' result processors by dialect: (position in a subscription's columns, processor).
+_CONVERTERS: dict[str, tuple[tuple[int, Callable[[Any], Any]], ...]] = {}
+
+
+def customer_rows(connection: Connection, customer_ids: Iterable[str]) -> Iterator[list[Any]]:
+    """Yield the rows of each customer among `customer_ids` that is not deleted: one a
+    subscription (or one with NULLs), as the driver gives them, the subscriptions' datetimes
+    unconverted (one statement per 500 customers: a round trip, on PostgreSQL). Equal rows
+    make an equal customer (`customer_of_rows`).
+
+    The statement runs on the driver's cursor (`read_rows`), without SQLAlchemy's execution
+    layer, and its rows are tuples: every usage batch reads its customers.
+    """
+    ids = sorted(set(customer_ids))
+    statement = _CUSTOMERS_WITH_SUBSCRIPTIONS[connection.dialect.name]
+    for chunk in _chunks(ids, 500):
+        found: dict[str, list[Any]] = {}
+        for row in read_rows(connection, statement, {"ids": json_array(chunk)}):
+            rows = found.get(row[0])
+            if rows is None:
+                found[row[0]] = [row]
+            else:
+                rows.append(row)
+        yield from found.values()
+
+
+def customer_of_rows(
+    dialect: Dialect, rows: Sequence[Any]
+) -> tuple[CustomerRow, Sequence[SubscriptionRow]]:
+    """Return the customer and its subscriptions as named tuples, from its `customer_rows`.
+
+    Named tuples, not SQLAlchemy rows: every usage batch reads a dozen fields of each of its
+    customers, and a Row's attribute costs a failed lookup on its class first (an
+    AttributeError raised and caught), some 2,700 instructions, a tuple's 30.
+    """
+    converters = _CONVERTERS.get(dialect.name)
+    if converters is None:
+        converters = _CONVERTERS[dialect.name] = tuple(
+            (index, process)
+            for index in _DATETIMES
+            if (process := _result_processor(_SUBSCRIPTION_COLUMNS[index], dialect)) is not None
+        )
+    customer = named_row(CustomerRow, rows[0][:_SPLIT])
+    subscriptions: list[SubscriptionRow] = []
+    for row in rows:
+        if row[_SPLIT] is None:  # a subscription's id: the customer has none
+            continue
+        values = list(row[_SPLIT:])
+        for index, process in converters:
+            values[index] = process(values[index])
+        subscriptions.append(named_row(SubscriptionRow, values))
+    return customer, subscriptions
+
+
+def _result_processor(column: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    process: Callable[[Any], Any] | None = column.type.dialect_impl(dialect).result_processor(
+        dialect, None
+    )
+    return process
 
 
 def customers_with_subscriptions(
     connection: Connection, customer_ids: Iterable[str]
 ) -> Iterator[tuple[CustomerRow, Sequence[SubscriptionRow]]]:
     """Yield each customer among `customer_ids` that is not deleted, with all its
-    subscriptions (one statement per 500 customers: a round trip, on PostgreSQL).
-
-    The rows come as named tuples, not SQLAlchemy rows: every usage batch reads a dozen
-    fields of each of its customers, and a Row's attribute costs a failed lookup on its class
-    first (an AttributeError raised and caught), some 2,700 instructions, a tuple's 30. The
-    statement runs on the driver's cursor (`read_rows`), without SQLAlchemy's execution layer.
-    """
-    ids = sorted(set(customer_ids))
-    statement = _CUSTOMERS_WITH_SUBSCRIPTIONS[connection.dialect.name]
-    for chunk in _chunks(ids, 500):
-        customers: dict[str, CustomerRow] = {}
-        held: dict[str, list[SubscriptionRow]] = {}
-        for row in read_rows(connection, statement, {"ids": json_array(chunk)}):
-            if row[1]:  # deleted
-                continue
-            customer_id = row[0]
-            if customer_id not in customers:
-                customers[customer_id] = named_row(CustomerRow, row[:_SPLIT])
-            if row[_SPLIT] is not None:  # a subscription's id: it has one
-                held.setdefault(customer_id, []).append(named_row(SubscriptionRow, row[_SPLIT:]))
-        for customer_id, customer in customers.items():
-            yield customer, held.get(customer_id, ())
+    subscriptions (`customer_rows`, made into named tuples)."""
+    for rows in customer_rows(connection, customer_ids):
+        yield customer_of_rows(connection.dialect, rows)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
