@@ -67,6 +67,20 @@ def server_process(env_extra: dict[str, str]) -> Iterator[str]:
         process.wait(timeout=20)
 
 
+@contextmanager
+def two_servers_with_acme(env: dict[str, str]) -> Iterator[list[str]]:
+    """Two `tollgate serve` processes on one database, with the customer acme on Pro made."""
+    with ExitStack() as stack:
+        servers = [stack.enter_context(server_process(env)) for _ in range(2)]
+        created = httpx.post(
+            f"{servers[0]}/v1/customers",
+            json={"id": "acme", "email": "b@acme.example", "offline": True, "plan": "pro"},
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        assert created.status_code == 201, created.text
+        yield servers
+
+
 @pytest.fixture(params=["database", pytest.param("redis", marks=pytest.mark.redis)])
 def counting(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     if request.param == "database":
@@ -80,15 +94,8 @@ def test_the_same_usage_ids_from_four_clients_in_different_orders_are_all_200_an
     db: Database, counting: dict[str, str]
 ) -> None:
     env = {"TOLLGATE_DATABASE_URL": db.url, **counting}
-    with ExitStack() as stack:
-        servers = [stack.enter_context(server_process(env)) for _ in range(2)]
-        headers = {"Authorization": f"Bearer {KEY}"}
-        created = httpx.post(
-            f"{servers[0]}/v1/customers",
-            json={"id": "acme", "email": "b@acme.example", "offline": True, "plan": "pro"},
-            headers=headers,
-        )
-        assert created.status_code == 201, created.text
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with two_servers_with_acme(env) as servers:
         answers: list[dict[str, Any]] = []
         sent = 0
         for round_ in range(ROUNDS):
@@ -127,15 +134,8 @@ def test_distinct_usage_from_two_processes_on_one_database_is_all_counted(db: Da
     write's transaction (holding the database), or a batch another process commits between the
     two is overwritten and lost."""
     env = {"TOLLGATE_DATABASE_URL": db.url}
-    with ExitStack() as stack:
-        servers = [stack.enter_context(server_process(env)) for _ in range(2)]
-        headers = {"Authorization": f"Bearer {KEY}"}
-        created = httpx.post(
-            f"{servers[0]}/v1/customers",
-            json={"id": "acme", "email": "b@acme.example", "offline": True, "plan": "pro"},
-            headers=headers,
-        )
-        assert created.status_code == 201, created.text
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with two_servers_with_acme(env) as servers:
 
         def send(n: int) -> int:
             with httpx.Client(base_url=servers[n % 2], headers=headers, timeout=60) as http:
