@@ -417,7 +417,7 @@ def _compile(statement: ClauseElement, dialect: Dialect, keys: frozenset[str]) -
         for name, process in zip(names, binds, strict=True)
     )
     columns = list(getattr(statement, "exported_columns", ()))
-    results = (_result_processor(column.type, dialect) for column in columns)
+    results = (result_processor(column.type, dialect) for column in columns)
     given = tuple(name for name, value in zip(names, fixed, strict=True) if value is _GIVEN)
     return _Compiled(
         sql=compiled.string,
@@ -467,7 +467,9 @@ def _bind_processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] 
 _UTC_BINDS: dict[str, Callable[[Any], Any]] = {}
 
 
-def _result_processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+def result_processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The column type's result processor for `dialect` (None: values come as the driver
+    gives them), a datetime's remembering what it parsed."""
     process = column_type.dialect_impl(dialect).result_processor(dialect, None)
     if process is None or not isinstance(column_type, UTCDateTime | DateTime):
         return process

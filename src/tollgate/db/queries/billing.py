@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Dialect, func, or_, select, type_coerce, upda
 from sqlalchemy.types import NullType
 
 from tollgate.db.dialects import DIALECTS, in_json_array, json_array
-from tollgate.db.execution import named_row, read_rows
+from tollgate.db.execution import named_row, read_rows, result_processor
 from tollgate.db.tables import BANK_TRANSFERS, CHARGES, CUSTOMERS, DISPUTES, SUBSCRIPTIONS
 from tollgate.db.types import UTCDateTime
 from tollgate.domain.events import DISPUTE_OPEN_STATUSES
@@ -123,7 +123,7 @@ def customer_of_rows(
         converters = _CONVERTERS[dialect.name] = tuple(
             (index, process)
             for index in _DATETIMES
-            if (process := _result_processor(_SUBSCRIPTION_COLUMNS[index], dialect)) is not None
+            if (process := result_processor(_SUBSCRIPTION_COLUMNS[index].type, dialect)) is not None
         )
     customer = named_row(CustomerRow, rows[0][:_SPLIT])
     subscriptions: list[SubscriptionRow] = []
@@ -135,13 +135,6 @@ def customer_of_rows(
             values[index] = process(values[index])
         subscriptions.append(named_row(SubscriptionRow, values))
     return customer, subscriptions
-
-
-def _result_processor(column: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
-    process: Callable[[Any], Any] | None = column.type.dialect_impl(dialect).result_processor(
-        dialect, None
-    )
-    return process
 
 
 def customers_with_subscriptions(

@@ -300,13 +300,19 @@ def lock_customer_and_subscription(
 # A group's subscription events read ahead (see `lock_customers_and_subscriptions`): their
 # customers locked in id order, then their subscriptions (locked) with their items. The ids go
 # as one JSON array each, so the statements compile once and run on the driver's cursor.
-_GROUP_CUSTOMERS = {
-    dialect: select(CUSTOMERS.c.id, CUSTOMERS.c.stripe_customer_id)
-    .where(in_json_array(dialect, CUSTOMERS.c.stripe_customer_id, "stripe_customer_ids"))
-    .order_by(CUSTOMERS.c.id)
-    .with_for_update()
-    for dialect in DIALECTS
-}
+def _locked_customers(*columns: Any) -> dict[str, Select[Any]]:
+    """Per dialect: these columns of the customers of some Stripe ids (a JSON array),
+    locked in id order (the one order a group locks customers in)."""
+    return {
+        dialect: select(*columns)
+        .where(in_json_array(dialect, CUSTOMERS.c.stripe_customer_id, "stripe_customer_ids"))
+        .order_by(CUSTOMERS.c.id)
+        .with_for_update()
+        for dialect in DIALECTS
+    }
+
+
+_GROUP_CUSTOMERS = _locked_customers(CUSTOMERS.c.id, CUSTOMERS.c.stripe_customer_id)
 _GROUP_SUBSCRIPTIONS_WITH_ITEMS = {
     dialect: select(
         SUBSCRIPTIONS.c.id.label("subscription_id"),
@@ -319,13 +325,7 @@ _GROUP_SUBSCRIPTIONS_WITH_ITEMS = {
     .with_for_update(of=SUBSCRIPTIONS)
     for dialect in DIALECTS
 }
-_GROUP_CUSTOMER_ROWS = {
-    dialect: select(CUSTOMERS)
-    .where(in_json_array(dialect, CUSTOMERS.c.stripe_customer_id, "stripe_customer_ids"))
-    .order_by(CUSTOMERS.c.id)
-    .with_for_update()
-    for dialect in DIALECTS
-}
+_GROUP_CUSTOMER_ROWS = _locked_customers(CUSTOMERS)
 
 
 def lock_customer_rows(read: Reader, dialect: str, stripe_ids: Sequence[str]) -> dict[str, Row]:

@@ -233,7 +233,7 @@ def lock_counters(
         def lock(wanted: Sequence[int]) -> None:
             for first in range(0, len(wanted), 300):
                 chunk = wanted[first : first + 300]
-                marks = ",".join(["(?, ?, ?)"] * len(chunk))
+                marks = _value_marks(3, len(chunk))
                 selected = on_cursor(
                     connection,
                     _SQLITE_LOCK_COUNTERS.format(marks),  # placeholders only

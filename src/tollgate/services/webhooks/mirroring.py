@@ -16,7 +16,7 @@ from sqlalchemy import Table
 from tollgate.db.queries import mirror
 from tollgate.db.queries.mirror import Row
 from tollgate.db.tables import CUSTOMERS
-from tollgate.domain.events import CustomerSnapshot, Decision, decide
+from tollgate.domain.events import CustomerSnapshot, Decision, changed_fields, decide
 from tollgate.services.webhooks.context import HandlerContext, UnknownStripeObject
 from tollgate.stripe.translate import customer_snapshot
 
@@ -120,11 +120,9 @@ def write_row(
     old = {key: row[key] for key in changed}
     update = {**new, **watermark}
     if audited:
-        extra = before_extra or {}
-        for key, value in audited.items():
-            if extra.get(key) != value:
-                old[key] = extra.get(key)
-                new[key] = value
+        extra_old, extra_new = changed_fields(before_extra or {}, audited)
+        old.update(extra_old)
+        new.update(extra_new)
     if new:
         update["updated_at"] = ctx.now
     ctx.write(mirror.update_by_id(table), {**update, "row_id": object_id})
