@@ -54,6 +54,32 @@ def _insert_if_new(
     return statement
 
 
+def upsert(
+    connection: Connection,
+    table: Table,
+    *,
+    index_elements: tuple[str, ...],
+    update: tuple[str, ...],
+) -> Insert:
+    """`INSERT … ON CONFLICT (index_elements) DO UPDATE SET` the `update` columns to the new
+    row's values: set-or-replace in one statement, which two requests made at once cannot both
+    find missing (an update-else-insert or a delete-then-insert can, and then one fails on
+    the unique key). Built once per dialect and table."""
+    return _upsert(connection.dialect.name, table, index_elements, update)
+
+
+@cache
+def _upsert(
+    dialect: str, table: Table, index_elements: tuple[str, ...], update: tuple[str, ...]
+) -> Insert:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=list(index_elements),
+        set_={name: statement.excluded[name] for name in update},
+    )
+
+
 def in_json_array(dialect: str, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
     """`column IN` the strings of one parameter `name`, a JSON array (see `json_array`).
 

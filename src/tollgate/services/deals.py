@@ -143,12 +143,7 @@ def grant_usage(
         connection = session.connection()
         earlier = queries.grant_by_key(connection, customer_id, idempotency_key)
         if earlier is not None:
-            if (earlier.feature, earlier.quantity) != (feature, quantity):
-                raise Conflict(
-                    f"idempotency_key {idempotency_key!r} was used for another grant",
-                    param="idempotency_key",
-                )
-            return _grant_view(earlier), False
+            return _repeated_grant(earlier, feature, quantity), False
         period = load_billing_customers(connection, catalog, [customer_id], now)[customer_id].period
         row = {
             "customer_id": customer_id,
@@ -161,7 +156,9 @@ def grant_usage(
             "actor": actor,
             "created_at": now,
         }
-        queries.insert_grant(connection, row)
+        if not queries.insert_grant(connection, row):  # the same key, made at this moment
+            earlier = queries.grant_by_key(connection, customer_id, idempotency_key)
+            return _repeated_grant(earlier, feature, quantity), False
         record_audit(
             connection,
             actor=actor,
@@ -177,6 +174,16 @@ def grant_usage(
         customer_id, feature, quantity, period.start, period.end, reason, idempotency_key
     )
     return view, True
+
+
+def _repeated_grant(earlier: Any, feature: str, quantity: int) -> UsageGrantView:
+    """The grant an idempotency key already made, if this request asks for the same one."""
+    if (earlier.feature, earlier.quantity) != (feature, quantity):
+        raise Conflict(
+            f"idempotency_key {earlier.idempotency_key!r} was used for another grant",
+            param="idempotency_key",
+        )
+    return _grant_view(earlier)
 
 
 def _grant_view(row: Any) -> UsageGrantView:

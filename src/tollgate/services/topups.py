@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from tollgate.clock import Clock
+from tollgate.db.dialects import upsert
 from tollgate.db.tables import AUTO_TOPUPS, CUSTOMERS, TOPUP_ATTEMPTS
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
@@ -84,16 +85,17 @@ def set_auto_topup(
         ).first()
         if found is None:
             raise NotFound(f"no customer {customer_id!r}", param="id")
-        connection.execute(AUTO_TOPUPS.delete().where(AUTO_TOPUPS.c.customer_id == customer_id))
         if below is None:
+            connection.execute(AUTO_TOPUPS.delete().where(AUTO_TOPUPS.c.customer_id == customer_id))
             return AutoTopupView(customer_id, None, None)
         if isinstance(below, bool) or not isinstance(below, int) or below < 1:
             raise InvalidRequest("below must be whole credits, 1 or more", param="below")
         if pack not in catalog.credit_packs:
             packs = ", ".join(sorted(catalog.credit_packs)) or "none in the catalog"
             raise NotFound(f"unknown credit pack {pack!r}; packs: {packs}", param="pack")
+        replace = ("below", "pack", "updated_at")
         connection.execute(
-            AUTO_TOPUPS.insert(),
+            upsert(connection, AUTO_TOPUPS, index_elements=("customer_id",), update=replace),
             {"customer_id": customer_id, "below": below, "pack": pack, "updated_at": clock.now()},
         )
     return AutoTopupView(customer_id, below, str(pack))

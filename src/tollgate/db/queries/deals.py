@@ -14,15 +14,13 @@ from sqlalchemy import (
     bindparam,
     cast,
     delete,
-    insert,
     literal,
     null,
     select,
     union_all,
-    update,
 )
 
-from tollgate.db.dialects import DIALECTS, in_json_array, json_array
+from tollgate.db.dialects import DIALECTS, in_json_array, insert_if_new, json_array, upsert
 from tollgate.db.execution import named_row, read_rows
 from tollgate.db.tables import CUSTOMER_OVERRIDES, SPEND_CAPS, SUBSCRIPTION_ITEMS, USAGE_GRANTS
 from tollgate.db.types import UTCDateTime
@@ -197,26 +195,22 @@ def put_override(
     connection: Connection, customer_id: str, value: FeatureOverride, *, actor: str, now: datetime
 ) -> None:
     """Set the customer's override of a feature (replacing any)."""
-    values = {
+    row = {
+        "customer_id": customer_id,
+        "feature": value.feature,
         "enabled": value.enabled,
         "limit_value": value.limit,
         "unlimited": value.unlimited,
         "ends_at": value.ends_at,
         "actor": actor,
+        "created_at": now,
         "updated_at": now,
     }
-    changed = connection.execute(
-        update(CUSTOMER_OVERRIDES)
-        .where(CUSTOMER_OVERRIDES.c.customer_id == customer_id)
-        .where(CUSTOMER_OVERRIDES.c.feature == value.feature)
-        .values(**values)
+    replace = ("enabled", "limit_value", "unlimited", "ends_at", "actor", "updated_at")
+    statement = upsert(
+        connection, CUSTOMER_OVERRIDES, index_elements=("customer_id", "feature"), update=replace
     )
-    if not changed.rowcount:
-        connection.execute(
-            insert(CUSTOMER_OVERRIDES).values(
-                customer_id=customer_id, feature=value.feature, created_at=now, **values
-            )
-        )
+    connection.execute(statement, row)
 
 
 def delete_override(connection: Connection, customer_id: str, feature: str) -> bool:
@@ -238,6 +232,13 @@ def grant_by_key(connection: Connection, customer_id: str, idempotency_key: str)
     ).first()
 
 
-def insert_grant(connection: Connection, row: dict[str, Any]) -> None:
-    """Store one usage grant."""
-    connection.execute(insert(USAGE_GRANTS).values(**row))
+def insert_grant(connection: Connection, row: dict[str, Any]) -> bool:
+    """Store one usage grant; False when its idempotency key is already stored (a request
+    made at the same moment stored it first)."""
+    statement = insert_if_new(
+        connection,
+        USAGE_GRANTS,
+        index_elements=("customer_id", "idempotency_key"),
+        returning=("id",),
+    )
+    return connection.execute(statement, row).first() is not None

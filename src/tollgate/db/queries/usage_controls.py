@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import orjson
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
-from tollgate.db.dialects import DIALECTS, in_json_array, insert_if_new, json_array
+from tollgate.db.dialects import DIALECTS, in_json_array, insert_if_new, json_array, upsert
 from tollgate.db.execution import named_row, on_cursor, read_rows
 from tollgate.db.queries.usage import _postgres, _sqlite_time, sqlite_values
 from tollgate.db.queries.usage_storage import events_of_ids
@@ -349,8 +349,9 @@ def spend_cap_row(connection: Connection, customer_id: str) -> Any | None:
 
 def put_spend_cap(connection: Connection, row: dict[str, Any]) -> None:
     """Set (or replace) a customer's spend cap."""
-    connection.execute(delete(SPEND_CAPS).where(SPEND_CAPS.c.customer_id == row["customer_id"]))
-    connection.execute(SPEND_CAPS.insert(), row)
+    replace = ("amount_minor", "currency", "set_by", "updated_at")
+    statement = upsert(connection, SPEND_CAPS, index_elements=("customer_id",), update=replace)
+    connection.execute(statement, row)
 
 
 def delete_spend_cap(connection: Connection, customer_id: str) -> bool:
