@@ -250,8 +250,7 @@ def update_configuration(ctx: Ctx, params: dict[str, Any], config_id: str) -> di
         merged = {key: dict(value) for key, value in config["features"].items()}
         _apply_features(ctx, merged, features)
         config["features"] = merged
-    if "metadata" in params:
-        update_metadata(config, params["metadata"])
+    update_metadata(config, params.get("metadata"))
     previous = changed_since(before, config)
     if previous:
         now = ctx.now()
