@@ -473,7 +473,7 @@ def _authenticate_setup(ctx: Ctx, seti: dict[str, Any], succeed: bool) -> str:
 async def three_d_secure_page(request: Request, sim: Simulator) -> Response:
     """Stripe's test 3D Secure challenge: complete or fail authentication of an intent."""
     intent_id = request.path_params["intent_id"]
-    form = await form_of(request) if request.method == "POST" else {}
+    form = await form_of(request)
     with hosted_intent(
         sim,
         request,
