@@ -208,13 +208,15 @@ def list_customer_owned(
     kind: str,
     collection: str,
     *,
-    where: Callable[[dict[str, Any]], bool] | None = None,
+    filters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """List the customer's own `kind` objects at `/v1/customers/{id}/{collection}`, newest first
-    (the customer must exist)."""
+    (the customer must exist), whose fields equal `filters` (None means "any")."""
     account.get(customer_id, "customer")
     url = f"/v1/customers/{customer_id}/{collection}"
-    return paginate(account, kind, params, url, filters={"customer": customer_id}, where=where)
+    return paginate(
+        account, kind, params, url, filters={"customer": customer_id, **(filters or {})}
+    )
 
 
 def _page_of_table(

@@ -78,7 +78,9 @@ def page_ctx(sim: Simulator, account: Account, request: Request) -> Ctx:
 
 
 async def form_of(request: Request) -> dict[str, str]:
-    """Read a posted HTML form."""
+    """Read a posted HTML form (nothing, when the request is not a POST)."""
+    if request.method != "POST":
+        return {}
     form = await request.form()
     return {key: str(value) for key, value in form.items()}
 

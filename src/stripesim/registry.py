@@ -159,12 +159,18 @@ def customer_retrieve_route(path: str, kind: str, params: str, *, label: str) ->
     route("GET", path, params)(retrieve)
 
 
-def customer_list_route(path: str, kind: str, params: str) -> None:
-    """Register a GET listing the customer's own `kind` objects at `/v1/customers/{id}/<list>`."""
+def customer_list_route(
+    path: str, kind: str, params: str, *, filters: tuple[str, ...] = ()
+) -> None:
+    """Register a GET listing the customer's own `kind` objects at `/v1/customers/{id}/<list>`
+    whose fields equal the `filters` given (an empty one filters nothing)."""
     collection = path.rsplit("/", 1)[-1]
 
     def list_objects(ctx: Ctx, query: dict[str, Any], customer_id: str) -> dict[str, Any]:
-        return list_customer_owned(ctx.account, query, customer_id, kind, collection)
+        wanted = {key: query.get(key) or None for key in filters}
+        return list_customer_owned(
+            ctx.account, query, customer_id, kind, collection, filters=wanted
+        )
 
     route("GET", path, params)(list_objects)
 

@@ -10,12 +10,11 @@ from stripesim.lists import (
     as_currency,
     as_int,
     customer_owned,
-    list_customer_owned,
     paginate,
     required_int,
     update_metadata,
 )
-from stripesim.registry import Ctx, customer_retrieve_route, route
+from stripesim.registry import Ctx, customer_list_route, customer_retrieve_route, route
 from stripesim.state import new_id
 
 CUSTOMER_SESSION_SECONDS = 30 * 60  # a customer session's client secret lasts 30 minutes
@@ -52,8 +51,6 @@ def list_balance_transactions(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any
 # -- a customer's credit balance ------------------------------------------------------------------
 
 _CUSTOMER_TXN = "customer_balance_transaction"
-
-
 _CUSTOMER_TXN_LABEL = "customer balance transaction"
 
 
@@ -110,23 +107,12 @@ def update_customer_balance_transaction(
     return txn
 
 
-@route(
-    "GET",
+customer_list_route(
     "/v1/customers/{customer_id}/balance_transactions",
+    _CUSTOMER_TXN,
     "CustomerBalanceTransactionListParams",
+    filters=("invoice",),
 )
-def list_customer_balance_transactions(
-    ctx: Ctx, params: dict[str, Any], customer_id: str
-) -> dict[str, Any]:
-    invoice = params.get("invoice")
-    return list_customer_owned(
-        ctx.account,
-        params,
-        customer_id,
-        _CUSTOMER_TXN,
-        "balance_transactions",
-        where=lambda txn: not invoice or txn.get("invoice") == invoice,
-    )
 
 
 # -- customer sessions ----------------------------------------------------------------------------

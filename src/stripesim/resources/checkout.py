@@ -467,8 +467,7 @@ def retrieve_session(ctx: Ctx, params: dict[str, Any], session_id: str) -> dict[
 @route("POST", "/v1/checkout/sessions/{session_id}", "checkout.SessionUpdateParams")
 def update_session(ctx: Ctx, params: dict[str, Any], session_id: str) -> dict[str, Any]:
     session = _session(ctx, session_id)
-    if "metadata" in params:
-        update_metadata(session, params["metadata"])
+    update_metadata(session, params.get("metadata"))
     return _with_line_items(session, params)
 
 

@@ -110,7 +110,7 @@ def _page_context(
 async def checkout_page(request: Request, sim: Simulator) -> Response:
     """The hosted Checkout page: review the order and pay with a test card."""
     session_id = request.path_params["session_id"]
-    form = await form_of(request) if request.method == "POST" else {}
+    form = await form_of(request)
     with hosted(sim, request, session_id, "checkout.session") as found:
         if found is None:
             return message_page(404, "Not found", "This Checkout page does not exist.")

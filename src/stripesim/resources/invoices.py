@@ -527,7 +527,7 @@ def list_invoice_items(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
 async def hosted_invoice(request: Request, sim: Simulator) -> Response:
     """Stripe's hosted invoice page: the lines, the PDF, and a pay form while it is open."""
     invoice_id = request.path_params["invoice_id"]
-    form = await form_of(request) if request.method == "POST" else {}
+    form = await form_of(request)
     with hosted(sim, request, invoice_id, "invoice") as found:
         if found is None:
             return message_page(404, "Invoice not found", "This invoice link does not exist.")

@@ -67,7 +67,7 @@ async def microdeposits_page(request: Request, sim: Simulator) -> Response:
     """Stripe's hosted verification page: the customer types the two amounts (cents) or the
     descriptor code their bank statement shows."""
     intent_id = request.path_params["intent_id"]
-    form = await form_of(request) if request.method == "POST" else {}
+    form = await form_of(request)
     with hosted_intent(
         sim,
         request,

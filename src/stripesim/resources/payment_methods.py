@@ -310,8 +310,7 @@ retrieve_route(
 @route("POST", "/v1/setup_intents/{seti_id}", "SetupIntentUpdateParams")
 def update_setup_intent(ctx: Ctx, params: dict[str, Any], seti_id: str) -> dict[str, Any]:
     seti = ctx.account.get(seti_id, "setup_intent", label="setupintent")
-    if "metadata" in params:
-        update_metadata(seti, params["metadata"])
+    update_metadata(seti, params.get("metadata"))
     if "description" in params:
         seti["description"] = params["description"] or None
     if params.get("customer"):

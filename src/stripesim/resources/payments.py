@@ -124,8 +124,7 @@ retrieve_route(
 @route("POST", "/v1/payment_intents/{pi_id}", "PaymentIntentUpdateParams")
 def update_payment_intent(ctx: Ctx, params: dict[str, Any], pi_id: str) -> dict[str, Any]:
     pi = ctx.account.get(pi_id, "payment_intent", label="payment_intent")
-    if "metadata" in params:
-        update_metadata(pi, params["metadata"])
+    update_metadata(pi, params.get("metadata"))
     for key in ("description", "receipt_email", "statement_descriptor"):
         if key in params:
             pi[key] = params[key] or None
@@ -183,8 +182,7 @@ def confirm_payment_intent(ctx: Ctx, params: dict[str, Any], pi_id: str) -> dict
 @route("POST", "/v1/payment_intents/{pi_id}/capture", "PaymentIntentCaptureParams")
 def capture_payment_intent(ctx: Ctx, params: dict[str, Any], pi_id: str) -> dict[str, Any]:
     pi = ctx.account.get(pi_id, "payment_intent", label="payment_intent")
-    if "metadata" in params:
-        update_metadata(pi, params["metadata"])
+    update_metadata(pi, params.get("metadata"))
     if "application_fee_amount" in params:
         pi["application_fee_amount"] = as_int(params, "application_fee_amount")
     return payments.capture_payment_intent(
@@ -475,7 +473,7 @@ def _authenticate_setup(ctx: Ctx, seti: dict[str, Any], succeed: bool) -> str:
 async def three_d_secure_page(request: Request, sim: Simulator) -> Response:
     """Stripe's test 3D Secure challenge: complete or fail authentication of an intent."""
     intent_id = request.path_params["intent_id"]
-    form = await form_of(request) if request.method == "POST" else {}
+    form = await form_of(request)
     with hosted_intent(
         sim,
         request,

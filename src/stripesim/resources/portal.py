@@ -250,8 +250,7 @@ def update_configuration(ctx: Ctx, params: dict[str, Any], config_id: str) -> di
         merged = {key: dict(value) for key, value in config["features"].items()}
         _apply_features(ctx, merged, features)
         config["features"] = merged
-    if "metadata" in params:
-        update_metadata(config, params["metadata"])
+    update_metadata(config, params.get("metadata"))
     previous = changed_since(before, config)
     if previous:
         now = ctx.now()
@@ -703,7 +702,7 @@ def _make_default(ctx: Ctx, customer_id: str, pm: dict[str, Any], notice: str) -
 async def portal_page(request: Request, sim: Simulator) -> Response:
     """The hosted customer portal: subscriptions, card, invoices, and the actions they allow."""
     session_id = request.path_params["session_id"]
-    form = await form_of(request) if request.method == "POST" else {}
+    form = await form_of(request)
     with hosted(sim, request, session_id, "billing_portal.session") as found:
         if found is None:
             return message_page(404, "Not found", "This portal link does not exist.")
