@@ -772,7 +772,7 @@ def reconcile_command(
     """Compare what Stripe made in the window with the mirror; heal what Stripe owns, report all."""
     from tollgate.bootstrap import build_container
     from tollgate.server import require_migrated
-    from tollgate.services.reconcile import list_drifts, reconcile
+    from tollgate.services.reconcile import list_drifts, run_reconcile
 
     container = build_container(_settings())
     try:
@@ -784,12 +784,10 @@ def reconcile_command(
             fail(f"--since: {error}")
         with _progress() as bar:
             task = bar.add_task("comparing Stripe's objects with the mirror", total=None)
-            report = reconcile(
-                db=container.db,
-                gateway=container.stripe,
-                dunning=container.dunning_policy,
-                clock=container.clock,
+            report = run_reconcile(
+                container,
                 since=window_start,
+                trigger="cli",
                 progress=lambda kind, checked: bar.update(
                     task, completed=checked, description=f"comparing {kind}s: {checked:,} checked"
                 ),

@@ -88,13 +88,7 @@ def update_customer(
     app: Container, customer_id: str, body: CustomerUpdate, *, idempotency_key: str | None
 ) -> CustomerView:
     changes = customers.CustomerChanges(
-        email=body.email,
-        name=body.name,
-        address=body.address,
-        metadata=body.metadata,
-        tax_exempt=body.tax_exempt,
-        tax_ids=body.tax_ids,
-        fields=frozenset(body.model_fields_set),
+        **body.model_dump(), fields=frozenset(body.model_fields_set)
     )
     return customers.update_customer(
         app,
@@ -278,14 +272,7 @@ def void_usage(app: Container, body: UsageVoid, *, actor: str) -> corrections.Vo
 def set_spend_cap(
     app: Container, customer_id: str, body: SpendCapPut, *, actor: str
 ) -> spend_caps.SpendCapView:
-    return spend_caps.set_spend_cap(
-        app,
-        customer_id=customer_id,
-        amount=body.amount,
-        currency=body.currency,
-        actor=actor,
-        by_customer=body.by_customer,
-    )
+    return spend_caps.set_spend_cap(app, customer_id=customer_id, actor=actor, **body.model_dump())
 
 
 def get_spend_cap(app: Container, customer_id: str) -> spend_caps.SpendCapView:
@@ -312,12 +299,7 @@ def delete_alert(app: Container, customer_id: str, alert_id: str) -> None:
 
 
 def set_auto_topup(app: Container, customer_id: str, body: AutoTopupPut) -> topups.AutoTopupView:
-    return topups.set_auto_topup(
-        app,
-        customer_id=customer_id,
-        below=body.below,
-        pack=body.pack,
-    )
+    return topups.set_auto_topup(app, customer_id=customer_id, **body.model_dump())
 
 
 def get_usage(app: Container, customer_id: str) -> usage.CustomerUsage:
@@ -335,15 +317,7 @@ def list_credits(app: Container, customer_id: str, query: CreditsQuery) -> Credi
 def grant_credits(
     app: Container, customer_id: str, body: CreditGrantCreate, *, actor: str
 ) -> credits.GrantResult:
-    return credits.grant_credits(
-        app,
-        customer_id=customer_id,
-        amount=body.amount,
-        reason=body.reason,
-        idempotency_key=body.idempotency_key,
-        actor=actor,
-        expires_at=body.expires_at,
-    )
+    return credits.grant_credits(app, customer_id=customer_id, actor=actor, **body.model_dump())
 
 
 @_forgets_customer
@@ -355,12 +329,7 @@ def start_credit_checkout(
     app: Container, customer_id: str, body: CreditCheckoutCreate, *, idempotency_key: str | None
 ) -> CheckoutSession:
     return credits.start_credit_checkout(
-        app,
-        customer_id=customer_id,
-        pack=body.pack,
-        success_url=body.success_url,
-        cancel_url=body.cancel_url,
-        idempotency_key=idempotency_key,
+        app, customer_id=customer_id, idempotency_key=idempotency_key, **body.model_dump()
     )
 
 

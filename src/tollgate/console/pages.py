@@ -26,14 +26,14 @@ from tollgate.domain.errors import TollgateError
 from tollgate.domain.operators import Action
 from tollgate.domain.reconcile import parse_window
 from tollgate.services import console, console_actions, operators
-from tollgate.services.api_keys import create_api_key
+from tollgate.services.api_keys import CreatedApiKey, create_api_key
 from tollgate.services.catalog import diff_catalog
 from tollgate.services.credits import grant_credits, list_credits
 from tollgate.services.customers import get_customer, open_portal
 from tollgate.services.deals import list_overrides
 from tollgate.services.operators import ConsoleSession, NotAllowed
 from tollgate.services.outbox import preview_email
-from tollgate.services.reconcile import get_reconciliation, list_drifts, reconcile
+from tollgate.services.reconcile import get_reconciliation, list_drifts, run_reconcile
 from tollgate.services.subscriptions.canceling import cancel_subscription, resume_subscription
 from tollgate.services.subscriptions.changing import SubscriptionRequest, change_subscription
 from tollgate.services.subscriptions.reading import get_subscription
@@ -636,14 +636,7 @@ async def run_reconciliation(request: Request) -> Response:
         since = parse_window(text, app.clock.now())
     except ValueError as error:
         raise TollgateErrorPage(f"The window: {error}.") from None
-    report = reconcile(
-        db=app.db,
-        gateway=app.stripe,
-        dunning=app.dunning_policy,
-        clock=app.clock,
-        since=since,
-        trigger="console",
-    )
+    report = run_reconcile(app, since=since, trigger="console")
     return _back(f"/console/reconciliation/{report.run_id}", done="healed")
 
 
@@ -678,17 +671,7 @@ def catalog_page(request: Request) -> Response:
 
 @router.get("/api-keys")
 def api_keys_page(request: Request, done: str | None = None) -> Response:
-    session = session_of(request)
-    app = _app(request)
-    return _page(
-        request,
-        "console_api_keys.html",
-        session,
-        keys=console.list_api_keys(db=app.db),
-        created=None,
-        done=DONE.get(done or ""),
-        nav="api-keys",
-    )
+    return _api_keys_page(request, session_of(request), done=DONE.get(done or ""))
 
 
 @router.post("/api-keys")
@@ -698,13 +681,25 @@ async def create_key(request: Request) -> Response:
     created = create_api_key(
         db=app.db, clock=app.clock, name=_text(form, "name"), scope=_text(form, "scope")
     )
+    return _api_keys_page(request, session, created=created)
+
+
+def _api_keys_page(
+    request: Request,
+    session: ConsoleSession,
+    *,
+    created: CreatedApiKey | None = None,
+    done: str | None = None,
+) -> Any:
+    """The API keys page: every key, and the secret of the one just created (shown once)."""
+    keys = console.list_api_keys(db=_app(request).db)
     return _page(
         request,
         "console_api_keys.html",
         session,
-        keys=console.list_api_keys(db=app.db),
+        keys=keys,
         created=created,
-        done=None,
+        done=done,
         nav="api-keys",
     )
 

@@ -8,7 +8,7 @@ from tollgate.services.reconcile import (
     AlreadyReconciled,
     last_nightly_window_end,
     nightly_run_taken,
-    reconcile,
+    run_reconcile,
 )
 
 
@@ -23,14 +23,6 @@ def reconcile_nightly(app: Container) -> object:
     since = nightly_since(now, last_nightly_window_end(db=app.db))
     try:
         # The slot is claimed by a unique row, so of replicas racing here one runs it.
-        return reconcile(
-            db=app.db,
-            gateway=app.stripe,
-            dunning=app.dunning_policy,
-            clock=app.clock,
-            since=since,
-            trigger="nightly",
-            scheduled_for=slot,
-        )
+        return run_reconcile(app, since=since, trigger="nightly", scheduled_for=slot)
     except AlreadyReconciled:
         return "done today"

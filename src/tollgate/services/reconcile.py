@@ -34,7 +34,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import Select, Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -80,6 +80,7 @@ from tollgate.metrics import (
     RECONCILE_RUNS,
 )
 from tollgate.services.credit_ledger import ledger_problems
+from tollgate.services.deps import Deps
 from tollgate.services.meter_usage import GROUP_EVENT_COLUMNS
 from tollgate.services.webhooks import apply_built_events, describe_error
 from tollgate.stripe.errors import StripeFailure, StripeNotFound, StripeUnavailable
@@ -200,6 +201,36 @@ class _Run:
     @property
     def target(self) -> StripeGateway:
         return self.gateway.for_account(self.account) if self.account else self.gateway
+
+
+class ReconcileDeps(Deps, Protocol):
+    """What a run works with: the use cases' deps and the Stripe gateway it cannot run
+    without (the container raises ConfigError when no STRIPE_SECRET_KEY is set)."""
+
+    @property
+    def stripe(self) -> StripeGateway: ...
+
+
+def run_reconcile(
+    deps: ReconcileDeps,
+    *,
+    since: datetime,
+    trigger: str,
+    scheduled_for: datetime | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> ReconcileReport:
+    """`reconcile` on the deps' database, Stripe gateway, dunning policy and clock."""
+    db, gateway, dunning, clock = deps.db, deps.stripe, deps.dunning_policy, deps.clock
+    return reconcile(
+        db=db,
+        gateway=gateway,
+        dunning=dunning,
+        clock=clock,
+        since=since,
+        trigger=trigger,
+        scheduled_for=scheduled_for,
+        progress=progress,
+    )
 
 
 def reconcile(

@@ -53,13 +53,7 @@ def put_override(
 ) -> dict[str, Any]:
     """Set the customer's own grant of a feature; entitlements follow at once."""
     value = set_override(
-        app,
-        customer_id=customer_id,
-        feature=feature,
-        enabled=body.enabled,
-        limit=body.limit,
-        ends_at=body.ends_at,
-        actor=actor,
+        app, customer_id=customer_id, feature=feature, actor=actor, **body.model_dump()
     )
     app.forget_decisions([customer_id])
     return value.to_json()
@@ -86,15 +80,7 @@ def post_usage_grant(
     actor: str = Depends(write_actor),
 ) -> JSONResponse:
     """Give included usage for this period (201; the same key again answers 200)."""
-    grant, created = grant_usage(
-        app,
-        customer_id=customer_id,
-        feature=body.feature,
-        quantity=body.quantity,
-        reason=body.reason,
-        idempotency_key=body.idempotency_key,
-        actor=actor,
-    )
+    grant, created = grant_usage(app, customer_id=customer_id, actor=actor, **body.model_dump())
     app.forget_decisions([customer_id])
     return JSONResponse(grant.to_json(), status_code=201 if created else 200)
 
@@ -114,13 +100,7 @@ def post_discount(
     actor: str = Depends(write_actor),
 ) -> JSONResponse:
     """Discount the customer's live subscription (201): the next invoices show it."""
-    given = apply_discount(
-        app,
-        customer_id=customer_id,
-        coupon=body.coupon,
-        promotion_code=body.promotion_code,
-        actor=actor,
-    )
+    given = apply_discount(app, customer_id=customer_id, actor=actor, **body.model_dump())
     return JSONResponse(given.to_json(), status_code=201)
 
 
