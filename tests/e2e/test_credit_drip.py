@@ -28,16 +28,20 @@ def drip_catalog(tmp_path: Path, **pro: object) -> str:
     return str(path)
 
 
+def paying_for_pro(world: World, interval: str) -> World:
+    """Return `world` with acme (on a test clock) subscribed to pro, paid through Checkout."""
+    world.create_customer("acme", test_clock=world.test_clock(T0))
+    session = world.checkout("acme", plan="pro", interval=interval, trial_days=0)
+    assert world.pay(session["url"]).status_code == 303
+    world.settle()
+    return world
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_annual_plan_gets_its_credits_month_by_month(
     make_world: Callable[..., World], tmp_path: Path
 ) -> None:
-    world = make_world(TOLLGATE_CATALOG=drip_catalog(tmp_path))
-    clock = world.test_clock(T0)
-    world.create_customer("acme", test_clock=clock)
-    session = world.checkout("acme", plan="pro", interval="year", trial_days=0)
-    assert world.pay(session["url"]).status_code == 303
-    world.settle()
+    world = paying_for_pro(make_world(TOLLGATE_CATALOG=drip_catalog(tmp_path)), "year")
     assert drip_plan_credits(world.container) == 1
     assert drip_plan_credits(world.container) == 0  # once a month
     assert world.call("GET", "/v1/customers/acme/credits")["balance"] == 500
@@ -57,12 +61,8 @@ def test_an_annual_plan_gets_its_credits_month_by_month(
 def test_a_plan_grants_its_on_start_credits_once_a_period(
     make_world: Callable[..., World], tmp_path: Path
 ) -> None:
-    world = make_world(TOLLGATE_CATALOG=drip_catalog(tmp_path, on_start_credits=300))
-    clock = world.test_clock(T0)
-    world.create_customer("acme", test_clock=clock)
-    session = world.checkout("acme", plan="pro", interval="month", trial_days=0)
-    assert world.pay(session["url"]).status_code == 303
-    world.settle()
+    catalog = drip_catalog(tmp_path, on_start_credits=300)
+    world = paying_for_pro(make_world(TOLLGATE_CATALOG=catalog), "month")
     assert grant_period_credits(world.container) == 1
     assert grant_period_credits(world.container) == 0  # once a period
     assert world.call("GET", "/v1/customers/acme/credits")["balance"] == 300
