@@ -12,6 +12,7 @@ import yaml
 
 from tests.e2e.conftest import World
 from tollgate.clock import FrozenClock
+from tollgate.jobs.credits import grant_period_credits
 from tollgate.jobs.usage_controls import drip_plan_credits
 from tollgate.services.credit_drip import drip_monthly_credits
 
@@ -19,24 +20,28 @@ EXAMPLE_CATALOG = Path(__file__).resolve().parents[2] / "catalog.example.yaml"
 T0 = 1_790_000_000
 
 
-def drip_catalog(tmp_path: Path) -> str:
+def drip_catalog(tmp_path: Path, **pro: object) -> str:
     catalog = yaml.safe_load(EXAMPLE_CATALOG.read_text())
-    catalog["plans"]["pro"]["credits"] = {"amount": 500, "every": "month"}
+    catalog["plans"]["pro"].update(pro or {"credits": {"amount": 500, "every": "month"}})
     path = tmp_path / "catalog.yaml"
     path.write_text(yaml.safe_dump(catalog))
     return str(path)
+
+
+def paying_for_pro(world: World, interval: str) -> World:
+    """Return `world` with acme (on a test clock) subscribed to pro, paid through Checkout."""
+    world.create_customer("acme", test_clock=world.test_clock(T0))
+    session = world.checkout("acme", plan="pro", interval=interval, trial_days=0)
+    assert world.pay(session["url"]).status_code == 303
+    world.settle()
+    return world
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_annual_plan_gets_its_credits_month_by_month(
     make_world: Callable[..., World], tmp_path: Path
 ) -> None:
-    world = make_world(TOLLGATE_CATALOG=drip_catalog(tmp_path))
-    clock = world.test_clock(T0)
-    world.create_customer("acme", test_clock=clock)
-    session = world.checkout("acme", plan="pro", interval="year", trial_days=0)
-    assert world.pay(session["url"]).status_code == 303
-    world.settle()
+    world = paying_for_pro(make_world(TOLLGATE_CATALOG=drip_catalog(tmp_path)), "year")
     assert drip_plan_credits(world.container) == 1
     assert drip_plan_credits(world.container) == 0  # once a month
     assert world.call("GET", "/v1/customers/acme/credits")["balance"] == 500
@@ -50,3 +55,14 @@ def test_an_annual_plan_gets_its_credits_month_by_month(
     reasons = [entry["reason"] for entry in body["entries"] if entry["kind"] == "grant"]
     assert len(reasons) == 2 and all("credits for the month from" in r for r in reasons)
     assert sum(entry["amount"] for entry in body["entries"] if entry["kind"] == "grant") == 1000
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_plan_grants_its_on_start_credits_once_a_period(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    catalog = drip_catalog(tmp_path, on_start_credits=300)
+    world = paying_for_pro(make_world(TOLLGATE_CATALOG=catalog), "month")
+    assert grant_period_credits(world.container) == 1
+    assert grant_period_credits(world.container) == 0  # once a period
+    assert world.call("GET", "/v1/customers/acme/credits")["balance"] == 300

@@ -8,10 +8,10 @@ theirs.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection
 
@@ -46,6 +46,8 @@ from tollgate.services.customers import check_url, customer_view, load_customer,
 from tollgate.services.deps import Deps
 from tollgate.stripe.gateway import StripeGateway
 from tollgate_client.views import CheckoutSession, CreditEntryView, CreditsView
+
+Due = TypeVar("Due")  # what a due plan grant carries (due_plan_grants)
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 LIVE_STATUSES = ("active", "trialing")
@@ -216,12 +218,28 @@ def expire_credits(*, db: Database, clock: Clock, limit: int = 500) -> int:
 # -- plan credits -----------------------------------------------------------------------------
 
 
-def plans_granting(
-    catalog: Catalog, credits: Literal["on_start_credits", "monthly_credits"]
-) -> dict[str, int]:
-    """Return the credits each plan grants in its field `credits`, for the plans granting any."""
+def due_plan_grants(
+    db: Database,
+    catalog: Catalog,
+    credits: Literal["on_start_credits", "monthly_credits"],
+    now: datetime,
+    grants_of: Callable[[Any], Iterable[tuple[str, Due]]],
+) -> tuple[dict[str, int], dict[str, Due]]:
+    """Return the credits each plan grants in its field `credits` (the plans granting any), and
+    the grants their live subscriptions are due but were not given yet, by ledger key.
+
+    `grants_of` names a subscription's grants begun by `now` (key and what the grant needs).
+    """
     amounts = {plan.id: getattr(plan, credits) for plan in catalog.plans.values()}
-    return {plan_id: amount for plan_id, amount in amounts.items() if amount > 0}
+    plans = {plan_id: amount for plan_id, amount in amounts.items() if amount > 0}
+    if not plans:
+        return plans, {}
+    with db.engine.connect() as connection:
+        subscriptions = ledger.started_subscriptions(connection, sorted(plans), LIVE_STATUSES, now)
+        due = {key: grant for row in subscriptions for key, grant in grants_of(row)}
+        done = ledger.done_keys(connection, due)
+        connection.rollback()
+    return plans, {key: grant for key, grant in due.items() if key not in done}
 
 
 def grant_plan_credits(*, db: Database, catalog: Catalog, clock: Clock) -> int:
@@ -231,17 +249,9 @@ def grant_plan_credits(*, db: Database, catalog: Catalog, clock: Clock) -> int:
     The credits expire when the period ends.
     """
     now = clock.now()
-    plans = plans_granting(catalog, "on_start_credits")
-    if not plans:
-        return 0
-    with db.engine.connect() as connection:
-        subscriptions = ledger.started_subscriptions(connection, sorted(plans), LIVE_STATUSES, now)
-        wanted = {plan_credits_key(row.id, row.current_period_start): row for row in subscriptions}
-        done = ledger.done_keys(connection, wanted)
+    plans, due = due_plan_grants(db, catalog, "on_start_credits", now, _period_grant)
     granted = 0
-    for key, row in sorted(wanted.items()):
-        if key in done:
-            continue
+    for _, row in sorted(due.items()):
         with db.write_connection() as connection:
             _, created = grant_plan_credits_for_period(
                 connection,
@@ -255,6 +265,11 @@ def grant_plan_credits(*, db: Database, catalog: Catalog, clock: Clock) -> int:
             )
         granted += int(created)
     return granted
+
+
+def _period_grant(subscription: Any) -> list[tuple[str, Any]]:
+    # One grant a period, keyed as grant_plan_credits_for_period keys it.
+    return [(plan_credits_key(subscription.id, subscription.current_period_start), subscription)]
 
 
 # -- overdraft invoicing ----------------------------------------------------------------------

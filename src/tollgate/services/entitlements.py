@@ -324,7 +324,10 @@ class EntitlementCache:
     ) -> Decision:
         """Return whether the customer may use `quantity` more of `feature` now."""
         entry = self._read_entry(customer_id)
-        return self._decide(entry, (feature, quantity, in_use))
+        key = (feature, quantity, in_use)
+        # The hit looked up here, not in `_decide`: a call more costs a cached check 3 %.
+        decision = entry.decisions.get(key)
+        return decision if decision is not None else self._decide(entry, key)
 
     def check_json(
         self, customer_id: str, feature: str, quantity: int = 1, *, in_use: int | None = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from tollgate.db.models import PlanChange
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
-from tollgate.domain.events import SubscriptionSnapshot
-from tollgate.domain.subscriptions import customer_plan, is_live, plan_of
+from tollgate.domain.events import SubscriptionSnapshot, tollgate_status
+from tollgate.domain.subscriptions import is_live, plan_of
 from tollgate.services.customers import (
     billing_currency,
     current_subscription,
@@ -80,19 +80,15 @@ def stripe_view(
     snapshot: SubscriptionSnapshot, pending: PendingChangeView | None = None
 ) -> SubscriptionView:
     """Return the view of a subscription as Stripe just answered it."""
-    derived = customer_plan(
-        subscription_plan=snapshot.plan,
-        subscription_status=snapshot.status,
-        cancel_at_period_end=snapshot.cancel_at_period_end,
-        cancel_at=snapshot.cancel_at,
-        assigned_plan=None,
-        offline=False,
-        default_plan=None,
-    )
+    status = snapshot.status
+    if is_live(status):
+        status = tollgate_status(
+            status, cancel_at_period_end=snapshot.cancel_at_period_end, cancel_at=snapshot.cancel_at
+        )
     return SubscriptionView(
         plan=snapshot.plan,
         interval=snapshot.interval,
-        status=derived.status if is_live(snapshot.status) else snapshot.status,
+        status=status,
         seats=snapshot.seats,
         currency=snapshot.currency,
         trial_end=snapshot.trial_end,
