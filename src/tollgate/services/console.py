@@ -11,12 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection
 
 from tollgate.clock import Clock
 from tollgate.config import Settings
 from tollgate.db.queries import console as queries
-from tollgate.db.queries import stripe_events as inbox
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
 from tollgate.domain.errors import InvalidRequest, NotFound
@@ -26,7 +24,7 @@ from tollgate.services.api_keys import ApiKeyAuthenticator
 from tollgate.services.deps import Deps
 from tollgate.services.reconcile import ReconcileReport, report_of
 from tollgate.services.webhooks.inbox import STATUSES as EVENT_STATUSES
-from tollgate.services.webhooks.inbox import StoredEvent, stripe_customer_of
+from tollgate.services.webhooks.inbox import StoredEvent, stored_events
 
 CUSTOMER_STATUSES = (
     "paying",
@@ -363,12 +361,10 @@ def list_events(
             before=before,
             limit=limit + 1,
         )
-        customers = _event_customers(connection, rows)
-
-    def item(row: Mapping[Any, Any]) -> StoredEvent:
-        return _stored_event(row, customers[row["id"]])
-
-    return _page(rows, limit, item, lambda row: (row["created"], row["id"]))
+        events = {event.id: event for event in stored_events(connection, rows)}
+    return _page(
+        rows, limit, lambda row: events[row["id"]], lambda row: (row["created"], row["id"])
+    )
 
 
 @dataclass(frozen=True)
@@ -385,34 +381,8 @@ def get_event(*, db: Database, event_id: str) -> EventDetail:
         rows = queries.events_by_id(connection, event_id)
         if not rows:
             raise NotFound(f"no stored event {event_id!r}", param="id")
-        row = rows[0]
-        customers = _event_customers(connection, [row])
-    event = _stored_event(row, customers[row["id"]])
-    return EventDetail(event, orjson.loads(row["payload"]))
-
-
-def _event_customers(
-    connection: Connection, rows: Sequence[Mapping[Any, Any]]
-) -> dict[str, str | None]:
-    """Return each event's customer: Tollgate's id when the Stripe customer is known, else
-    Stripe's, None when the event names no customer."""
-    stripe_ids = {row["id"]: stripe_customer_of(row["payload"]) for row in rows}
-    known = inbox.customers_by_stripe_id(connection, [sid for sid in stripe_ids.values() if sid])
-    return {event_id: known.get(sid, sid) if sid else None for event_id, sid in stripe_ids.items()}
-
-
-def _stored_event(row: Mapping[Any, Any], customer: str | None) -> StoredEvent:
-    return StoredEvent(
-        id=row["id"],
-        type=row["type"],
-        status=row["status"],
-        attempts=row["attempts"],
-        created=row["created"],
-        received_at=row["received_at"],
-        last_error=row["last_error"],
-        next_attempt_at=row["next_attempt_at"],
-        customer=customer,
-    )
+        (event,) = stored_events(connection, rows[:1])
+    return EventDetail(event, orjson.loads(rows[0]["payload"]))
 
 
 def failed_event_ids(*, db: Database, limit: int = 500) -> list[str]:

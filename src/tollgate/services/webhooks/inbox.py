@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -703,17 +703,26 @@ def list_stripe_events(
     if status is not None and status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}", param="status")
     with db.engine.connect() as connection:
-        rows = inbox.newest(connection, status=status, limit=max(1, limit))
-        stripe_ids = [stripe_customer_of(row["payload"]) for row in rows]
-        known = inbox.customers_by_stripe_id(connection, [sid for sid in stripe_ids if sid])
-    names = [field.name for field in fields(StoredEvent) if field.name != "customer"]
+        return stored_events(
+            connection, inbox.newest(connection, status=status, limit=max(1, limit))
+        )
+
+
+def stored_events(connection: Connection, rows: Sequence[Mapping[Any, Any]]) -> list[StoredEvent]:
+    """The inbox rows as operators see them, each with its customer: Tollgate's id when the
+    Stripe customer is known, else Stripe's, None when the event names no customer."""
+    stripe_ids = [stripe_customer_of(row["payload"]) for row in rows]
+    known = inbox.customers_by_stripe_id(connection, [sid for sid in stripe_ids if sid])
     return [
         StoredEvent(
-            **{name: row[name] for name in names},
+            **{name: row[name] for name in _STORED_COLUMNS},
             customer=known.get(stripe_id, stripe_id) if stripe_id else None,
         )
         for row, stripe_id in zip(rows, stripe_ids, strict=True)
     ]
+
+
+_STORED_COLUMNS = [field.name for field in fields(StoredEvent) if field.name != "customer"]
 
 
 def stripe_customer_of(payload: str) -> str | None:
