@@ -46,17 +46,28 @@ def served(
     container.close()
 
 
-def at_once(api: httpx.Client, method: str, path: str, body: dict[str, Any]) -> list[int]:
-    """Send the same request AT_ONCE times together; return the statuses."""
+def at_once(
+    api: httpx.Client,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    *,
+    also: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> list[int]:
+    """Send the same request AT_ONCE times together (half of them with the body `also`, if
+    given: two different requests at once); return the statuses."""
     statuses: list[int] = []
     start = threading.Barrier(AT_ONCE)
 
-    def send() -> None:
-        with httpx.Client(base_url=api.base_url, headers=api.headers, timeout=30) as client:
+    def send(json: dict[str, Any] | None) -> None:
+        sent = {**api.headers, **(headers or {})}
+        with httpx.Client(base_url=api.base_url, headers=sent, timeout=60) as client:
             start.wait()
-            statuses.append(client.request(method, path, json=body).status_code)
+            statuses.append(client.request(method, path, json=json).status_code)
 
-    threads = [threading.Thread(target=send) for _ in range(AT_ONCE)]
+    bodies = [also if also is not None and n % 2 else body for n in range(AT_ONCE)]
+    threads = [threading.Thread(target=send, args=(json,)) for json in bodies]
     for thread in threads:
         thread.start()
     for thread in threads:
