@@ -15,8 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from tests.e2e.conftest import World
+from tests.e2e.test_addons import ADDONS
 from tests.e2e.test_auto_topup import topup_catalog
 from tests.e2e.test_concurrent_requests import at_once
+from tests.e2e.test_coupons import COUPONS, catalog_with
 
 CHECKOUT = {"success_url": "https://app.example/done", "cancel_url": "https://app.example/back"}
 
@@ -168,3 +170,23 @@ def test_a_refund_sent_at_once_with_one_key_refunds_once(world: World) -> None:
     world.settle()
     assert count(world, "SELECT count(*) FROM refunds") == 1
     assert count(world, "SELECT count(*) FROM audit_log WHERE action = 'refund'") == 1
+
+
+def test_an_add_on_and_a_discount_sent_at_once_are_made_once(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    catalog = catalog_with(tmp_path, addons=ADDONS, coupons=COUPONS)
+    world = make_world(TOLLGATE_CATALOG=str(catalog))
+    stripe_id = subscriber(world, "acme")
+    path = "/v1/customers/acme/addons/extra_runs"
+    assert at_once(world.http, "PUT", path, {"quantity": 2}) == [200] * 8
+    world.settle()
+    (subscription,) = stripe_subscriptions(world, stripe_id)
+    held = {i.price.lookup_key: i.to_dict().get("quantity") for i in subscription["items"].data}
+    assert held["tollgate_addon_extra_runs_month_usd"] == 2
+    assert count(world, "SELECT count(*) FROM audit_log WHERE object_type = 'addon'") >= 1
+    discount = {"coupon": "launch20"}
+    assert at_once(world.http, "POST", "/v1/customers/acme/discounts", discount) == [201] * 8
+    world.settle()
+    (subscription,) = stripe_subscriptions(world, stripe_id)
+    assert len(subscription.discounts) == 1
