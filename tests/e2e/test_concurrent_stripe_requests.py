@@ -8,6 +8,7 @@ and PostgreSQL.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from tests.e2e.test_addons import ADDONS
 from tests.e2e.test_auto_topup import topup_catalog
 from tests.e2e.test_concurrent_requests import at_once
 from tests.e2e.test_coupons import COUPONS, catalog_with
+from tests.e2e.test_plan_migration import make_subscribers
+from tests.e2e.test_plan_versions import EXAMPLE, dearer_catalog, sync
 
 CHECKOUT = {"success_url": "https://app.example/done", "cancel_url": "https://app.example/back"}
 
@@ -190,3 +193,23 @@ def test_an_add_on_and_a_discount_sent_at_once_are_made_once(
     world.settle()
     (subscription,) = stripe_subscriptions(world, stripe_id)
     assert len(subscription.discounts) == 1
+
+
+def test_a_plan_migration_started_at_once_is_one_migration(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    world = make_world(TOLLGATE_CATALOG_REFRESH=0.1)
+    sync(world, EXAMPLE)
+    make_subscribers(world, 2)
+    sync(world, dearer_catalog(tmp_path))
+    world.container.live_catalog.refresh()
+    body = {"from_version": 1, "to_version": 2, "at": "now", "customers": ["cust-00001"]}
+    assert at_once(world.http, "POST", "/v1/plans/pro/migrations", body) == [202] * 8
+    assert count(world, "SELECT count(*) FROM plan_migrations") == 1
+    unfinished = "SELECT count(*) FROM plan_migrations WHERE status != 'done'"
+    deadline = time.monotonic() + 30
+    while count(world, unfinished):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    world.settle()
+    assert world.subscription("cust-00001")["plan_version"] == 2
