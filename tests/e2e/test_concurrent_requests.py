@@ -138,3 +138,24 @@ def test_other_repeatable_writes_sent_at_once_answer_alike_and_store_once(
     events = [{"id": "e1", "customer": "tiny", "meter": "runs", "value": 1}]
     assert api.post("/v1/usage", json={"events": events}).status_code == 200
     assert at_once(api, "POST", "/v1/usage/void", {"ids": ["e1"], "reason": "test"}) == [200] * 8
+
+
+def test_removals_and_settings_sent_at_once_answer_alike(
+    served: tuple[httpx.Client, Container],
+) -> None:
+    api, container = served
+    allowance = {"allowance": 50}
+    assert at_once(api, "PUT", "/v1/customers/tiny/credits/allowance", allowance) == [200] * 8
+    assert api.get("/v1/customers/tiny/credits").json()["allowance"] == 50
+    assert api.put("/v1/customers/tiny/overrides/runs", json={"limit": 7}).status_code == 200
+    removed = at_once(api, "DELETE", "/v1/customers/tiny/overrides/runs", None)
+    assert set(removed) <= {204, 404} and 204 in removed
+    assert count(container, "SELECT count(*) FROM customer_overrides") == 0
+    alert = {"feature": "runs", "kind": "units", "threshold": 10, "id": "ten-runs"}
+    assert api.post("/v1/customers/tiny/alerts", json=alert).status_code < 300
+    removed = at_once(api, "DELETE", "/v1/customers/tiny/alerts/ten-runs", None)
+    assert set(removed) <= {204, 404} and 204 in removed
+    assert count(container, "SELECT count(*) FROM usage_alerts") == 0
+    key = api.post("/v1/api-keys", json={"name": "frontend", "scope": "read"}).json()
+    assert at_once(api, "DELETE", f"/v1/api-keys/{key['id']}", None) == [200] * 8
+    assert at_once(api, "POST", "/v1/customers/tiny/billing-session", None) == [200] * 8
