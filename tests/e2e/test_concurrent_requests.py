@@ -159,3 +159,17 @@ def test_removals_and_settings_sent_at_once_answer_alike(
     key = api.post("/v1/api-keys", json={"name": "frontend", "scope": "read"}).json()
     assert at_once(api, "DELETE", f"/v1/api-keys/{key['id']}", None) == [200] * 8
     assert at_once(api, "POST", "/v1/customers/tiny/billing-session", None) == [200] * 8
+
+
+def test_a_reservation_released_at_once_is_released_once(
+    served: tuple[httpx.Client, Container],
+) -> None:
+    api, container = served
+    hold = {"feature": "runs", "quantity": 5, "ttl_seconds": 60, "id": "job-2"}
+    assert api.post("/v1/customers/tiny/reservations", json=hold).status_code < 300
+    release = "/v1/customers/tiny/reservations/job-2/release"
+    assert at_once(api, "POST", release, None) == [200] * 8
+    released = "SELECT count(*) FROM usage_reservations WHERE status = 'released'"
+    assert count(container, released) == 1
+    runs = api.get("/v1/customers/tiny/entitlements").json()["features"]["runs"]
+    assert runs["used"] == 0

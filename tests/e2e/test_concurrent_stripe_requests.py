@@ -213,3 +213,19 @@ def test_a_plan_migration_started_at_once_is_one_migration(
         time.sleep(0.05)
     world.settle()
     assert world.subscription("cust-00001")["plan_version"] == 2
+
+
+def test_two_plan_changes_at_once_leave_one_subscription_on_one_of_them(world: World) -> None:
+    stripe_id = subscriber(world, "acme")
+    path = "/v1/customers/acme/subscription"
+    yearly = {"plan": "pro", "interval": "year"}
+    team = {"plan": "team", "interval": "month", "seats": 5}
+    statuses = at_once(world.http, "PUT", path, yearly, also=team)
+    assert all(status in (200, 409) for status in statuses) and 200 in statuses, statuses
+    world.settle()
+    (subscription,) = stripe_subscriptions(world, stripe_id)
+    keys = {item.price.lookup_key for item in subscription["items"].data}
+    assert keys & {"tollgate_pro_year_usd", "tollgate_team_month_usd"}
+    assert "tollgate_pro_month_usd" not in keys
+    shown = world.subscription("acme")
+    assert (shown["plan"], shown["interval"]) in {("pro", "year"), ("team", "month")}
