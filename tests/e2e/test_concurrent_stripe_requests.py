@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from tests.e2e.conftest import World
@@ -229,3 +230,22 @@ def test_two_plan_changes_at_once_leave_one_subscription_on_one_of_them(world: W
     assert "tollgate_pro_month_usd" not in keys
     shown = world.subscription("acme")
     assert (shown["plan"], shown["interval"]) in {("pro", "year"), ("team", "month")}
+
+
+@pytest.mark.xfail(
+    strict=False,  # the race is lost most runs, not every one
+    reason="open race: set_tax_ids lists, adds, then removes in Stripe with no lock across the "
+    "calls; two PATCHes at once each remove the other's tax ID, and a repeat's add replays (by "
+    "its key) one already removed, so Stripe can end with none",
+)
+def test_two_sets_of_tax_ids_at_once_leave_one_of_them(world: World) -> None:
+    stripe_id = str(world.create_customer("acme")["stripe_customer_id"])
+    first = {"tax_ids": [{"type": "eu_vat", "value": "DE123456789"}]}
+    second = {"tax_ids": [{"type": "eu_vat", "value": "DE987654321"}]}
+    statuses = at_once(world.http, "PATCH", "/v1/customers/acme", first, also=second)
+    assert all(status in (200, 409) for status in statuses) and 200 in statuses, statuses
+    world.settle()
+    listed = [tax_id.value for tax_id in world.stripe.v1.customers.tax_ids.list(stripe_id).data]
+    assert listed in (["DE123456789"], ["DE987654321"])
+    shown = [t["value"] for t in world.customer("acme")["tax_ids"]]
+    assert shown == listed
