@@ -21,6 +21,7 @@ from tests.e2e.test_addons import ADDONS
 from tests.e2e.test_auto_topup import topup_catalog
 from tests.e2e.test_concurrent_requests import at_once
 from tests.e2e.test_coupons import COUPONS, catalog_with
+from tests.e2e.test_payment_limits import card_customer
 from tests.e2e.test_plan_migration import make_subscribers
 from tests.e2e.test_plan_versions import EXAMPLE, dearer_catalog, sync
 
@@ -30,16 +31,6 @@ CHECKOUT = {"success_url": "https://app.example/done", "cancel_url": "https://ap
 def count(world: World, sql: str) -> int:
     with world.db.engine.connect() as connection:
         return int(connection.execute(sa.text(sql)).scalar_one())
-
-
-def card_customer(world: World, customer_id: str) -> str:
-    """A customer with a card on file and no subscription yet; return its Stripe id."""
-    stripe_id = str(world.create_customer(customer_id)["stripe_customer_id"])
-    method = world.stripe.v1.payment_methods.attach("pm_card_visa", params={"customer": stripe_id})
-    world.stripe.v1.customers.update(
-        stripe_id, params={"invoice_settings": {"default_payment_method": method.id}}
-    )
-    return stripe_id
 
 
 def subscriber(world: World, customer_id: str) -> str:
