@@ -46,17 +46,28 @@ def served(
     container.close()
 
 
-def at_once(api: httpx.Client, method: str, path: str, body: dict[str, Any]) -> list[int]:
-    """Send the same request AT_ONCE times together; return the statuses."""
+def at_once(
+    api: httpx.Client,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    *,
+    also: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> list[int]:
+    """Send the same request AT_ONCE times together (half of them with the body `also`, if
+    given: two different requests at once); return the statuses."""
     statuses: list[int] = []
     start = threading.Barrier(AT_ONCE)
 
-    def send() -> None:
-        with httpx.Client(base_url=api.base_url, headers=api.headers, timeout=30) as client:
+    def send(json: dict[str, Any] | None) -> None:
+        sent = {**api.headers, **(headers or {})}
+        with httpx.Client(base_url=api.base_url, headers=sent, timeout=60) as client:
             start.wait()
-            statuses.append(client.request(method, path, json=body).status_code)
+            statuses.append(client.request(method, path, json=json).status_code)
 
-    threads = [threading.Thread(target=send) for _ in range(AT_ONCE)]
+    bodies = [also if also is not None and n % 2 else body for n in range(AT_ONCE)]
+    threads = [threading.Thread(target=send, args=(json,)) for json in bodies]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -127,3 +138,38 @@ def test_other_repeatable_writes_sent_at_once_answer_alike_and_store_once(
     events = [{"id": "e1", "customer": "tiny", "meter": "runs", "value": 1}]
     assert api.post("/v1/usage", json={"events": events}).status_code == 200
     assert at_once(api, "POST", "/v1/usage/void", {"ids": ["e1"], "reason": "test"}) == [200] * 8
+
+
+def test_removals_and_settings_sent_at_once_answer_alike(
+    served: tuple[httpx.Client, Container],
+) -> None:
+    api, container = served
+    allowance = {"allowance": 50}
+    assert at_once(api, "PUT", "/v1/customers/tiny/credits/allowance", allowance) == [200] * 8
+    assert api.get("/v1/customers/tiny/credits").json()["allowance"] == 50
+    assert api.put("/v1/customers/tiny/overrides/runs", json={"limit": 7}).status_code == 200
+    removed = at_once(api, "DELETE", "/v1/customers/tiny/overrides/runs", None)
+    assert set(removed) <= {204, 404} and 204 in removed
+    assert count(container, "SELECT count(*) FROM customer_overrides") == 0
+    alert = {"feature": "runs", "kind": "units", "threshold": 10, "id": "ten-runs"}
+    assert api.post("/v1/customers/tiny/alerts", json=alert).status_code < 300
+    removed = at_once(api, "DELETE", "/v1/customers/tiny/alerts/ten-runs", None)
+    assert set(removed) <= {204, 404} and 204 in removed
+    assert count(container, "SELECT count(*) FROM usage_alerts") == 0
+    key = api.post("/v1/api-keys", json={"name": "frontend", "scope": "read"}).json()
+    assert at_once(api, "DELETE", f"/v1/api-keys/{key['id']}", None) == [200] * 8
+    assert at_once(api, "POST", "/v1/customers/tiny/billing-session", None) == [200] * 8
+
+
+def test_a_reservation_released_at_once_is_released_once(
+    served: tuple[httpx.Client, Container],
+) -> None:
+    api, container = served
+    hold = {"feature": "runs", "quantity": 5, "ttl_seconds": 60, "id": "job-2"}
+    assert api.post("/v1/customers/tiny/reservations", json=hold).status_code < 300
+    release = "/v1/customers/tiny/reservations/job-2/release"
+    assert at_once(api, "POST", release, None) == [200] * 8
+    released = "SELECT count(*) FROM usage_reservations WHERE status = 'released'"
+    assert count(container, released) == 1
+    runs = api.get("/v1/customers/tiny/entitlements").json()["features"]["runs"]
+    assert runs["used"] == 0

@@ -145,8 +145,11 @@ def set_addon(
     held = next(
         (i for i in subscription.items if addon_of_lookup_key(i.lookup_key) == addon.id), None
     )
-    if held is None and quantity == 0:
-        return AddOnView(customer_id, addon.id, 0, subscription.id)
+    holding = (held.quantity or 1) if held is not None else 0
+    if holding == quantity:
+        # Already so (a repeat, maybe of a request still answering): sending the change again
+        # under the same key, now as an item update, would be refused as another request.
+        return AddOnView(customer_id, addon.id, quantity, subscription.id)
     if held is not None and quantity == 0:
         items: list[dict[str, Any]] = [{"id": held.id, "deleted": True}]
     elif held is not None:

@@ -243,13 +243,7 @@ def start_plan_migration(
         )
         connection.rollback()
     if unfinished is not None:
-        if (unfinished.at, unfinished.proration) != (request.at, request.proration):
-            raise Conflict(
-                f"migration {unfinished.id} of {request.plan} v{request.from_version} -> "
-                f"v{request.to_version} is unfinished with other settings; resume it first",
-                param="plan",
-            )
-        return get_plan_migration(db=db, migration_id=unfinished.id)
+        return _resume(db, request, unfinished)
     lines = _lines(db, catalog, request, now)
     migration_id = _migration_id(request, now)
     row = {
@@ -283,8 +277,15 @@ def start_plan_migration(
         for line in lines
     ]
     plan_name = catalog.plans[request.plan].name
-    with db.transaction() as session:
+    with db.write_transaction() as session:
         connection = session.connection()
+        # Checked again under the lock: the same request sent at once started it meanwhile.
+        queries.hold_migrations(connection)
+        unfinished = queries.unfinished_migration(
+            connection, request.plan, request.from_version, request.to_version
+        )
+        if unfinished is not None:
+            return _resume(db, request, unfinished)
         queries.insert_migration(connection, row, customers)
         record_audit(
             connection,
@@ -325,6 +326,17 @@ def start_plan_migration(
                     now=now,
                 )
     return get_plan_migration(db=db, migration_id=migration_id)
+
+
+def _resume(db: Database, request: MigrationRequest, unfinished: Any) -> MigrationView:
+    """The unfinished migration between the request's versions, if it has the same settings."""
+    if (unfinished.at, unfinished.proration) != (request.at, request.proration):
+        raise Conflict(
+            f"migration {unfinished.id} of {request.plan} v{request.from_version} -> "
+            f"v{request.to_version} is unfinished with other settings; resume it first",
+            param="plan",
+        )
+    return get_plan_migration(db=db, migration_id=unfinished.id)
 
 
 def get_plan_migration(*, db: Database, migration_id: str) -> MigrationView:

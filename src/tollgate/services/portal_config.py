@@ -37,4 +37,6 @@ def ensure_portal_configuration(
             return str(config["id"])
     if ours:
         return gateway.update_portal_configuration(str(ours[0]["id"]), params)
-    return gateway.create_portal_configuration(params)
+    # Keyed by the terms: Portal sessions opened at once, none finding the configuration, make
+    # one, not one each (each session naming its own would break the session's idempotency).
+    return gateway.create_portal_configuration(params, idempotency_key=f"portal-config-{wanted}")

@@ -93,7 +93,10 @@ def refund_payment(
         if refused.code in _REFUSED or refused.param in ("amount", "refund_amount"):
             raise InvalidRequest(refused.message, param="amount") from None
         raise
-    with db.transaction() as session:
+    # The customer's row is locked, so requests repeated at once check and write the audit
+    # row in turn: the first answers 201, the others find its row and answer as repeats.
+    with db.write_transaction() as session:
+        load_customer(session, customer_id, lock=True)
         connection = session.connection()
         new = not audit_recorded(
             connection, object_type="refund", object_id=view.id, action="refund"

@@ -40,12 +40,13 @@ class CatalogCalls(StripeCalls):
             )
         ]
 
-    def create_portal_configuration(self, params: dict[str, Any]) -> str:
+    def create_portal_configuration(self, params: dict[str, Any], *, idempotency_key: str) -> str:
         """Create a Customer Portal configuration; returns its id."""
         created = self._call(
             "billing_portal.configurations.create",
             self._client.v1.billing_portal.configurations.create,
             params=params,
+            idempotency_key=idempotency_key,
         )
         return str(created.id)
 

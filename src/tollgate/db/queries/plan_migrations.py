@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, and_, func, insert, select, text, update
 
 from tollgate.db.tables import (
     CUSTOMERS,
@@ -48,6 +48,17 @@ def subscribers_on_version(
             seen.add(row.customer_id)
             rows.append(row)
     return rows
+
+
+def hold_migrations(connection: Connection) -> None:
+    """Make this transaction the only one starting a migration until it ends.
+
+    Two requests at once would each find no unfinished migration and store one each. On SQLite
+    the write transaction holds the database already; PostgreSQL locks the table against other
+    writers (readers go on): migrations start rarely.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("LOCK TABLE plan_migrations IN SHARE ROW EXCLUSIVE MODE"))
 
 
 def insert_migration(

@@ -13,7 +13,7 @@ from tollgate.clock import Clock
 from tollgate.config import Settings
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog, CollectionMethod
-from tollgate.domain.errors import InvalidRequest
+from tollgate.domain.errors import Conflict, InvalidRequest
 from tollgate.domain.events import BANK_TRANSFER, SubscriptionSnapshot
 from tollgate.domain.subscriptions import (
     TRIAL_END_BEHAVIORS,
@@ -56,7 +56,7 @@ from tollgate.services.subscriptions.pending_changes import (
     supersede_plan_changes,
 )
 from tollgate.services.subscriptions.reading import read_subscription, stripe_view
-from tollgate.stripe.errors import PaymentDeclined
+from tollgate.stripe.errors import IdempotencyKeyReused, PaymentDeclined, StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import subscription_snapshot
 from tollgate_client.views import SubscriptionView
@@ -384,6 +384,16 @@ def _change(
         if not billed_now or declined.code != AUTHENTICATION_REQUIRED:
             raise
         return _change_pending_authentication(db, gateway, clock, customer, current, key, params)
+    except (StripeNotFound, IdempotencyKeyReused) as raced:
+        if isinstance(raced, IdempotencyKeyReused) and idempotency_key:
+            raise  # the app's own key, sent before with another request
+        # Another change made at once got there first: this one was built from the items (and
+        # named by the state) it replaced.
+        raise Conflict(
+            f"customer {customer.id!r}'s subscription was changed by another request at the "
+            "same time; read it and send the change again",
+            param="plan",
+        ) from raced
     after_write(db, customer.id, clock)
     view = stripe_view(subscription_snapshot(updated))
     invoice = updated.get("latest_invoice")
