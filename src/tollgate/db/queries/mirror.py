@@ -403,11 +403,17 @@ def subscription_and_items(rows: Sequence[Row]) -> tuple[Row | None, list[dict[s
     if not rows:
         return None, []
     items = [
-        {key: row[f"item_{key}"] for key in ITEM_KEYS} for row in rows if row["item_id"] is not None
+        {key: row[label] for key, label in _ITEM_LABELS}
+        for row in rows
+        if row["item_id"] is not None
     ]
     if len(items) > 1:
         items.sort(key=_item_id)
     return rows[0], items
+
+
+# Each item key with the label it is read under (made once, not an f-string a key and row).
+_ITEM_LABELS = tuple((key, f"item_{key}") for key in ITEM_KEYS)
 
 
 def _item_id(item: Mapping[str, Any]) -> str:

@@ -110,26 +110,64 @@ class GroupWrites:
             execution.run(connection, self.take(), commit=commit)
 
 
-@dataclass
 class HandlerContext:
     """One event being applied: its transaction, the objects fetched for it, what it changed."""
 
-    transaction: Connection
-    event: dict[str, Any]
-    now: datetime
-    dunning: DunningPolicy
-    fetched: Mapping[tuple[str, str], Fetched]
-    group: GroupWrites = field(default_factory=GroupWrites)
-    touched: set[str] = field(default_factory=set)
-    audit_rows: list[dict[str, Any]] = field(default_factory=list)
-    changes: int = 0
-    # The `created` second of the rows written from Stripe's current copy (see `fetch_current`).
-    written_created: int | None = None
-    # Whether nothing the event did has reached the database yet but reads (see `drop_writes`).
-    undoable: bool = True
+    # Slots, and what every handler asks of the event (its id, second, account, actor) read
+    # once here rather than by a property at each ask: one context is made per event.
+    __slots__ = (
+        "_own_from",
+        "account",
+        "actor",
+        "audit_rows",
+        "changes",
+        "created",
+        "dialect",
+        "dunning",
+        "event",
+        "event_id",
+        "fetched",
+        "group",
+        "now",
+        "touched",
+        "transaction",
+        "undoable",
+        "written_created",
+    )
 
-    def __post_init__(self) -> None:
-        self._own_from = len(self.group.queued)  # where this event's queued writes start
+    def __init__(
+        self,
+        *,
+        transaction: Connection,
+        event: dict[str, Any],
+        now: datetime,
+        dunning: DunningPolicy,
+        fetched: Mapping[tuple[str, str], Fetched],
+        group: GroupWrites | None = None,
+    ) -> None:
+        self.transaction = transaction
+        self.event = event
+        self.now = now
+        self.dunning = dunning
+        self.fetched = fetched
+        self.group = group = GroupWrites() if group is None else group
+        self.touched: set[str] = set()
+        self.audit_rows: list[dict[str, Any]] = []
+        self.changes = 0
+        # The `created` second of the rows written from Stripe's current copy (`fetch_current`).
+        self.written_created: int | None = None
+        # Whether nothing the event did has reached the database yet but reads (`drop_writes`).
+        self.undoable = True
+        self.event_id = event_id = str(event["id"])
+        self.created = int(event["created"])
+        account = event.get("account")
+        self.account: str | None = account if isinstance(account, str) else None
+        # Who made the change: the Stripe event, or Tollgate's own (reconciliation). Only
+        # Tollgate sets `tollgate_actor`, on events it builds itself; a delivery is signed.
+        actor = event.get("tollgate_actor")
+        self.actor: str = actor if isinstance(actor, str) else f"stripe:{event_id}"
+        self.dialect: str = transaction.dialect.name
+        self._own_from = len(group.queued)  # where this event's queued writes start
 
     @property
     def connection(self) -> Connection:
@@ -137,30 +175,6 @@ class HandlerContext:
         dropped from its group without rolling the transaction back)."""
         self.undoable = False
         return self.transaction
-
-    @property
-    def event_id(self) -> str:
-        return str(self.event["id"])
-
-    @property
-    def created(self) -> int:
-        return int(self.event["created"])
-
-    @property
-    def dialect(self) -> str:
-        return self.transaction.dialect.name
-
-    @property
-    def account(self) -> str | None:
-        account = self.event.get("account")
-        return account if isinstance(account, str) else None
-
-    @property
-    def actor(self) -> str:
-        """Return who made the change: the Stripe event, or Tollgate's own (reconciliation)."""
-        # Only Tollgate sets `tollgate_actor`, on events it builds itself; a delivery is signed.
-        actor = self.event.get("tollgate_actor")
-        return actor if isinstance(actor, str) else f"stripe:{self.event_id}"
 
     def fetch(self, object_type: str, object_id: str, reason: str) -> Any:
         """Return the object as Stripe has it now (None when Stripe has no such object)."""
@@ -293,13 +307,22 @@ def _selects(statement: ClauseElement) -> bool:
 _JSON_SCALARS = frozenset({str, int, bool, type(None)})
 
 
-def _plain(values: dict[str, Any]) -> bool:
+def _plain(values: dict[str, Any], nested: bool = True) -> bool:
     """Whether JSON has the values as they are: text keys, text, integer, boolean or null values
-    (most changes an event makes: a name, seats, a status), which need no round trip."""
+    (most changes an event makes: a name, seats, a status), which need no round trip; with
+    `nested`, also lists of such dicts (a subscription's items as its audit has them)."""
     scalars = _JSON_SCALARS
     for key, value in values.items():
-        if type(key) is not str or type(value) not in scalars:
+        if type(key) is not str:
             return False
+        kind = type(value)
+        if kind in scalars:
+            continue
+        if not nested or kind is not list:
+            return False
+        for item in value:
+            if type(item) is not dict or not _plain(item, nested=False):
+                return False
     return True
 
 

@@ -29,11 +29,10 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 from sqlalchemy import Connection
@@ -104,9 +103,8 @@ class WebhookProcessingFailed(TollgateError):
     status: ClassVar[int] = 500
 
 
-@dataclass(frozen=True)
-class ProcessResult:
-    """How applying one event ended.
+class ProcessResult(NamedTuple):
+    """How applying one event ended (a named tuple: one is made for every event).
 
     `outcome` is succeeded, ignored, duplicate (already applied), in_progress (another worker
     has it), not_due (a failed event waiting for its next attempt), failed, or pending (stored,
@@ -166,16 +164,18 @@ class StoredEvent:
 # -- receiving -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """An event to store and apply, and its inbox row as first stored."""
+class Delivery(NamedTuple):
+    """An event to store and apply, its inbox row as first stored, and its id (a named tuple:
+    one is made for every delivery)."""
 
     event: dict[str, Any]
     stored: dict[str, Any]
+    event_id: str
 
-    @property
-    def event_id(self) -> str:
-        return str(self.stored["id"])
+
+def _delivery(event: dict[str, Any], raw_body: bytes, now: datetime) -> Delivery:
+    """Return the delivery of an event whose body is `raw_body`, received at `now`."""
+    return Delivery(event, _inbox_row(event, raw_body, now), str(event["id"]))
 
 
 def verify_stripe_delivery(
@@ -195,20 +195,22 @@ def verify_stripe_delivery(
         now=clock.wall(),
     )
     now = clock.now()
-    event = parse_event(raw_body)
-    return Delivery(event, _inbox_row(event, raw_body, now))
+    return _delivery(parse_event(raw_body), raw_body, now)
 
 
 def _inbox_row(event: dict[str, Any], raw_body: bytes, now: datetime) -> dict[str, Any]:
     """Return the inbox row for an event, as stored before it is applied."""
     obj = event["data"]["object"]
+    object_type, object_id = obj.get("object"), obj.get("id")
+    account, api_version = event.get("account"), event.get("api_version")
+    # Each kept only when text, and cut to its column (inline: one event a delivery).
     return {
         "id": event["id"],
         "type": event["type"],
-        "object_type": _short(obj.get("object"), 64),
-        "object_id": _short(obj.get("id"), 255),
-        "stripe_account": _short(event.get("account"), 255),
-        "api_version": _short(event.get("api_version"), 64),
+        "object_type": object_type[:64] if type(object_type) is str else None,
+        "object_id": object_id[:255] if type(object_id) is str else None,
+        "stripe_account": account[:255] if type(account) is str else None,
+        "api_version": api_version[:64] if type(api_version) is str else None,
         "created": timestamp(event["created"]),
         "received_at": now,
         "status": "pending",
@@ -219,10 +221,6 @@ def _inbox_row(event: dict[str, Any], raw_body: bytes, now: datetime) -> dict[st
         # orjson accepted the body, so it is valid UTF-8.
         "payload": raw_body.decode("utf-8"),
     }
-
-
-def _short(value: Any, limit: int) -> str | None:
-    return value[:limit] if isinstance(value, str) else None
 
 
 # -- applying events as they arrive ------------------------------------------------------------
@@ -261,7 +259,7 @@ def apply_built_events(
     holds objects the caller read from Stripe already, keyed as `NeedsFetch.key`.
     """
     now = clock.now()
-    deliveries = [Delivery(event, _inbox_row(event, orjson.dumps(event), now)) for event in events]
+    deliveries = [_delivery(event, orjson.dumps(event), now) for event in events]
     results = _apply_in_groups(
         db,
         deliveries,
@@ -451,19 +449,18 @@ def _apply_event(
         fetched=fetched,
         group=group,
     )
-    with (
-        span(f"webhook {event['type']}", {"stripe.event_id": str(event["id"])})
-        if traced
-        else nullcontext()
-    ):
-        try:
+    try:
+        if traced:
+            with span(f"webhook {event['type']}", {"stripe.event_id": context.event_id}):
+                handler(context, event["data"]["object"])
+        else:  # no span to enter and leave: most processes trace nothing
             handler(context, event["data"]["object"])
-        except NeedsFetch as need:
-            if not park or not context.undoable:
-                raise
-            context.drop_writes()
-            return ProcessResult(context.event_id, "pending", need=need, leased=True)
-        context.finish()
+    except NeedsFetch as need:
+        if not park or not context.undoable:
+            raise
+        context.drop_writes()
+        return ProcessResult(context.event_id, "pending", need=need, leased=True)
+    context.finish()
     return ProcessResult(
         context.event_id,
         "succeeded",
