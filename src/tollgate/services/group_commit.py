@@ -66,8 +66,8 @@ class GroupWriter(Generic[Item, Outcome]):
     error; an exception `apply` raises is every item's. With `linger`, after a group that
     shared a commit the thread waits for as many items as it answered to come back (with
     those already queued) before taking the next group: at most `linger` seconds (an eighth
-    of it for a while after callers did not come back), and no longer once none came for
-    `busy_window` seconds (not load); a lone item never waits."""
+    of it for a while after callers did not come back within it), and no longer once none
+    came for `busy_window` seconds (not load); a lone item never waits."""
 
     def __init__(
         self,
@@ -95,6 +95,7 @@ class GroupWriter(Generic[Item, Outcome]):
         self._returned = threading.Event()
         # Waits left bounded by an eighth of `linger`: callers did not come back lately.
         self._doubted = 0
+        self._ending = False  # stop() asked the thread to end
         self._running = False
         self._thread: threading.Thread | None = None
         # Blocking callers' items, whether one of them is applying them (leading), and the
@@ -193,8 +194,9 @@ class GroupWriter(Generic[Item, Outcome]):
         with self._lock:
             thread = self._thread if self._running else None
             if thread is not None:
+                self._ending = True  # no waiting for callers to come back, now or later
                 self._jobs.put(None)
-                self._returned.set()  # no waiting for callers to come back
+                self._returned.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         with self._turn:
@@ -208,6 +210,7 @@ class GroupWriter(Generic[Item, Outcome]):
         with self._lock:
             if not self._running:
                 self._running = True
+                self._ending = False
                 self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
                 self._thread.start()
 
@@ -257,18 +260,20 @@ class GroupWriter(Generic[Item, Outcome]):
         has) left a fifth of a core unused over HTTP (bench/consume.py).
 
         Items that come whatever the answers (many independent callers) would make every
-        wait run to its bound: after a wait in which fewer than half came back, the next
-        `_DOUBTED` waits are bounded by an eighth of `linger`, then by all of it again.
+        wait run to its bound: after a whole wait in which fewer than half came back, the
+        next `_DOUBTED` waits are bounded by an eighth of `linger` (what they bring back does
+        not count: under load the callers may need longer than that), then all of it again.
         """
         jobs = self._jobs
         awaited = min(queued + answered, self.group)
-        bound = self.linger / 8 if self._doubted else self.linger
-        self._doubted = max(0, self._doubted - 1)
+        doubted = self._doubted
+        bound = self.linger / 8 if doubted else self.linger
+        self._doubted = max(0, doubted - 1)
         self._returned.clear()
         self._awaited = awaited
         deadline = time.monotonic() + bound
         now = jobs.qsize()  # again: an item put before `_awaited` was set did not signal
-        while now < awaited:
+        while now < awaited and not self._ending:
             left = deadline - time.monotonic()
             if left <= 0 or self._returned.wait(min(left, self.busy_window)):
                 break
@@ -276,7 +281,7 @@ class GroupWriter(Generic[Item, Outcome]):
             if now == seen:  # none came for busy_window: not load
                 break
         self._awaited = 0
-        if (jobs.qsize() - queued) * 2 < answered:
+        if not doubted and (jobs.qsize() - queued) * 2 < answered:
             self._doubted = _DOUBTED
 
     def _take(self, most: int | None = None) -> list[_Job[Item] | None]:

@@ -37,13 +37,14 @@ from tollgate_client.decisions import Code, Decision
 GROUP = 128
 # Under load, the writer waits after a shared commit for the callers it answered to come back
 # with their next calls (GroupWriter: at most this long; an eighth of it for a while once they
-# did not), so they share one commit: over HTTP from 32 connections the event loop needs about
-# 2 ms to answer a group of 32 and read their next calls, on a quiet machine. A fixed 500 µs
-# wait before made groups of 26-27 calls with the server at 78 % of a core (its wait over
-# before the loop had handed over the calls, or the loop idle while it went on); 250 µs made
-# groups of 17, 1 ms fewer consumes a second. Stripe's deliveries do not wait: their groups
-# were already half of what was in flight.
-LINGER = 0.004
+# did not), so they share one commit. Over HTTP from 32 connections the event loop needs about
+# 50 µs of CPU a call to answer one and read the next, some 2 ms for a group of 32 on a quiet
+# machine (traces on a machine at load 7-10 took 4-5 ms: hence the margin). The fixed 500 µs
+# wait it replaces made groups of 26-27 calls with the server at 78 % of a core, and took what
+# queued during a commit as a small group of its own; 250 µs made groups of 17, 1 ms fewer
+# consumes a second. Stripe's deliveries do not wait: their groups were already half of what
+# was in flight.
+LINGER = 0.005
 # A batch is decided again without the ids another call answered first; each round drops at
 # least one id, and such races are rare, so a few rounds suffice.
 _ROUNDS = 8
