@@ -6,7 +6,10 @@ each), for one of 200 customers on the Pro plan (a soft limit: each use is allow
 its answer stored); the load generator is `wrk` (one thread) when it is installed, else two
 client processes of 16 httpx connections each (which take far more CPU per call than the
 server: on 2 cores they, not the server, set the figure). The bench then checks the database:
-the events and the stored answers equal the allowed answers.
+the events and the stored answers equal the allowed answers. It also shows how the server's
+threads spent the run (Linux's schedstat): running, waiting for a CPU the machine's other work
+held, and neither (idle: waiting for the clients, or for one another), which a loaded machine
+blurs far less than the consumes a second.
 
 In process: one thread calls `LocalTollgate.consume` back to back on a container counting in
 Redis, for one of 200 customers; the latency of each call is kept. With `--callgrind`, on
@@ -220,9 +223,10 @@ def over_http_wrk(kind: str, seconds: float) -> None:
         time.sleep(0.5)  # the warm-up's last calls, sent as wrk stopped, are recorded by now
         warm_events, warm_answers = _recorded(url)
         commits, items = harness.group_commits(base_url, WRITER)
-        cpu = harness.process_cpu_seconds(pid)
+        cpu, scheduled = harness.process_cpu_seconds(pid), _scheduled(pid)
         allowed, others, elapsed, p50, p99, rate = _wrk(base_url, seconds)
         cpu = harness.process_cpu_seconds(pid) - cpu
+        ran, queued = (now - then for now, then in zip(_scheduled(pid), scheduled, strict=True))
         now_commits, now_items = harness.group_commits(base_url, WRITER)
         commits, items = now_commits - commits, now_items - items
         events, answers = _recorded(url)
@@ -240,9 +244,27 @@ def over_http_wrk(kind: str, seconds: float) -> None:
         f"  server process: {cpu / elapsed:.0%} of one core, "
         f"{cpu / max(events, 1) * 1e6:.0f} µs CPU per consume, {items / max(commits, 1):.1f} "
         f"calls a commit; checked: events and stored answers equal the {allowed:,} allowed "
-        f"(+{events - allowed} sent at the end)",
+        f"(+{events - allowed} sent at the end)\n"
+        f"  its threads ran {ran / elapsed:.0%} of the time and waited for a CPU "
+        f"{queued / elapsed:.0%} (the machine's other work); idle, or waiting on each other, "
+        f"{max(0.0, 1 - (ran + queued) / elapsed):.0%}",
         flush=True,
     )
+
+
+def _scheduled(pid: int) -> tuple[float, float]:
+    """Seconds the process's threads (those alive now) have run, and waited for a CPU while
+    runnable (Linux's schedstat; zeros elsewhere). With one interpreter lock at most one
+    thread runs Python: what the two leave of the wall time is the process idle, waiting
+    for its clients or for a thread to take over."""
+    ran = queued = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            fields = (task / "schedstat").read_text().split()
+        except OSError:
+            continue
+        ran, queued = ran + int(fields[0]), queued + int(fields[1])
+    return ran / 1e9, queued / 1e9
 
 
 BARE_APP = """

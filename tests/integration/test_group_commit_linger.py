@@ -4,6 +4,7 @@ their way; a lone item after a pause never waits."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 from tollgate.db.unit_of_work import Database
@@ -81,3 +82,41 @@ def test_without_linger_the_next_item_goes_alone(db: Database) -> None:
     finally:
         writer.stop()
     assert groups[-2:] == [[6], [7]]
+
+
+def test_the_callers_a_group_answered_share_one_commit_with_an_item_queued_meanwhile(
+    db: Database,
+) -> None:
+    # Taking what queued during a commit at once would commit the sixth item alone and the
+    # five answered callers' next items after it: groups alternating large and small.
+    groups: list[list[int]] = []
+    committing = threading.Event()
+
+    def apply(items: list[int]) -> list[int]:
+        groups.append(list(items))
+        committing.set()
+        time.sleep(0.02)
+        return [item * 10 for item in items]
+
+    writer = GroupWriter(db, apply, name="test-linger", linger=5.0, busy_window=5.0)
+
+    async def caller(n: int) -> list[int]:
+        first = await writer.apply(n)
+        return [first, await writer.apply(n + 10)]  # back at once with its next item
+
+    async def during_the_first_commit() -> list[int]:
+        while not committing.is_set():
+            await asyncio.sleep(0.001)
+        return [await writer.apply(6)]
+
+    async def run() -> list[list[int]]:
+        return await asyncio.gather(*(caller(n) for n in range(1, 6)), during_the_first_commit())
+
+    started = time.monotonic()
+    try:
+        answers = asyncio.run(run())
+    finally:
+        writer.stop()
+    assert answers == [[10, 110], [20, 120], [30, 130], [40, 140], [50, 150], [60]]
+    assert groups == [[1, 2, 3, 4, 5], [6, 11, 12, 13, 14, 15]]
+    assert time.monotonic() - started < 2.5  # the writer took them once all were queued

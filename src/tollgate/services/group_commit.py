@@ -38,8 +38,10 @@ log = logging.getLogger("tollgate.group_commit")
 
 # A writer thread idle longer than this takes its connection from the pool again (pre-pinged).
 _REPIN_AFTER = 1.0
-# A group that ended less than this long before the next item came counts as under load.
+# A writer waiting for answered callers stops once none came for this long (not load).
 _BUSY = 0.01
+# Waits bounded by an eighth of the linger after callers did not come back.
+_DOUBTED = 16
 
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
@@ -61,9 +63,11 @@ _new_job = tuple.__new__
 class GroupWriter(Generic[Item, Outcome]):
     """A thread applying queued items with `apply`, as many to a transaction as are waiting
     (at most `group`). `apply` returns one outcome per item, an exception being that item's
-    error; an exception `apply` raises is every item's. Under load (the last group shared a
-    commit and ended less than `busy_window` seconds before the next item came) the thread
-    waits `linger` seconds before taking the next group; a lone item never waits."""
+    error; an exception `apply` raises is every item's. With `linger`, after a group that
+    shared a commit the thread waits for as many items as it answered to come back (with
+    those already queued) before taking the next group: at most `linger` seconds (an eighth
+    of it for a while after callers did not come back within it), and no longer once none
+    came for `busy_window` seconds (not load); a lone item never waits."""
 
     def __init__(
         self,
@@ -85,6 +89,13 @@ class GroupWriter(Generic[Item, Outcome]):
         self.idle_seconds = idle_seconds
         self._jobs: queue.SimpleQueue[_Job[Item] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        # While the thread waits for answered callers to come back: how many items it waits
+        # for (0: not waiting), and the event `apply` sets once they are queued.
+        self._awaited = 0
+        self._returned = threading.Event()
+        # Waits left bounded by an eighth of `linger`: callers did not come back lately.
+        self._doubted = 0
+        self._ending = False  # stop() asked the thread to end
         self._running = False
         self._thread: threading.Thread | None = None
         # Blocking callers' items, whether one of them is applying them (leading), and the
@@ -110,7 +121,11 @@ class GroupWriter(Generic[Item, Outcome]):
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._jobs.put(_new_job(_Job, (item, loop, future)))
+        jobs = self._jobs
+        jobs.put(_new_job(_Job, (item, loop, future)))
+        if self._awaited and jobs.qsize() >= self._awaited:
+            self._awaited = 0
+            self._returned.set()  # the group the thread waits for is queued
         # Read after the put, without the lock (a lock per item saved under load): a thread
         # seen running has not yet looked at the queue to end, and will find the job (_wait).
         if not self._running:
@@ -179,7 +194,9 @@ class GroupWriter(Generic[Item, Outcome]):
         with self._lock:
             thread = self._thread if self._running else None
             if thread is not None:
+                self._ending = True  # no waiting for callers to come back, now or later
                 self._jobs.put(None)
+                self._returned.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         with self._turn:
@@ -193,12 +210,13 @@ class GroupWriter(Generic[Item, Outcome]):
         with self._lock:
             if not self._running:
                 self._running = True
+                self._ending = False
                 self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
                 self._thread.start()
 
     def _serve(self) -> None:
         with ExitStack() as pins:
-            pinned, done_at, shared = False, 0.0, False
+            pinned, done_at = False, 0.0
             while (first := self._wait()) is not None:
                 # The thread keeps its connection between groups (a lone caller at a time pays
                 # no checkout), but takes it anew after a pause, with the pool's pre-ping, so a
@@ -212,25 +230,59 @@ class GroupWriter(Generic[Item, Outcome]):
                         pinned = True
                     except Exception:  # the items run unpinned and meet the error there
                         log.exception("could not pin a database connection")
-                if self.linger and shared and time.monotonic() - done_at < self.busy_window:
-                    # Under load (the last group was shared and ended a moment ago), the calls
-                    # it answered come back and others are on their way: a moment's wait lets
-                    # them share this commit instead of splitting it (what an item costs falls
-                    # with the group it shares). A lone item after a pause never waits.
-                    time.sleep(self.linger)
                 # What queued while this thread woke joins the first item: the calls of a
                 # burst arrive together, and taking only the first would commit it alone and
                 # leave the rest to the next group (groups alternating one and many).
                 jobs: list[_Job[Item] | None] = [first, *self._take(self.group - 1)]
                 while jobs:
-                    self._apply([job for job in jobs if job is not None])
-                    shared = len(jobs) > 1
+                    queued = self._apply([job for job in jobs if job is not None])
                     if None in jobs:  # stopped: what came before is answered; end
                         with self._lock:
                             self._running = False
                         return
+                    if self.linger and len(jobs) > 1:
+                        self._await_returns(queued, len(jobs))
                     jobs = self._take()
                 done_at = time.monotonic()
+
+    def _await_returns(self, queued: int, answered: int) -> None:
+        """Wait until the callers of the group just answered are back: `answered` more items
+        than the `queued` ones there were as its answers went out, at most `linger` seconds,
+        and no longer once none came for `busy_window` seconds.
+
+        Under load the callers a group answers come back with their next item, and others
+        queue meanwhile: taking what is queued at once commits those few alone and splits the
+        callers into groups that alternate (a large one, then the few that came during its
+        commit), each paying a transaction's fixed cost. Waiting for the answered to come back
+        lets them share one commit; with one interpreter lock the event loop, which makes
+        their items, runs meanwhile, so the wait costs the process nothing while it works. A
+        fixed wait instead (the loop idle once it has queued them, or the wait over before it
+        has) left a fifth of a core unused over HTTP (bench/consume.py).
+
+        Items that come whatever the answers (many independent callers) would make every
+        wait run to its bound: after a whole wait in which fewer than half came back, the
+        next `_DOUBTED` waits are bounded by an eighth of `linger` (what they bring back does
+        not count: under load the callers may need longer than that), then all of it again.
+        """
+        jobs = self._jobs
+        awaited = min(queued + answered, self.group)
+        doubted = self._doubted
+        bound = self.linger / 8 if doubted else self.linger
+        self._doubted = max(0, doubted - 1)
+        self._returned.clear()
+        self._awaited = awaited
+        deadline = time.monotonic() + bound
+        now = jobs.qsize()  # again: an item put before `_awaited` was set did not signal
+        while now < awaited and not self._ending:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._returned.wait(min(left, self.busy_window)):
+                break
+            seen, now = now, jobs.qsize()
+            if now == seen:  # none came for busy_window: not load
+                break
+        self._awaited = 0
+        if not doubted and (jobs.qsize() - queued) * 2 < answered:
+            self._doubted = _DOUBTED
 
     def _take(self, most: int | None = None) -> list[_Job[Item] | None]:
         """Return the jobs queued now (at most `most`, else a group), without waiting."""
@@ -263,10 +315,11 @@ class GroupWriter(Generic[Item, Outcome]):
                 return None
             return job
 
-    def _apply(self, jobs: list[_Job[Item]]) -> None:
-        """Apply the jobs together and hand each waiting caller its outcome."""
+    def _apply(self, jobs: list[_Job[Item]]) -> int:
+        """Apply the jobs together and hand each waiting caller its outcome; return how many
+        jobs were queued as the outcomes went out (what came later may be their callers')."""
         if not jobs:
-            return
+            return self._jobs.qsize()
         groups, items = self.applied
         self.applied = (groups + 1, items + len(jobs))
         self._commits.inc()
@@ -277,6 +330,7 @@ class GroupWriter(Generic[Item, Outcome]):
         except Exception as error:  # handed to the callers, which answer for it
             outcomes = [error] * len(jobs)
         answers: dict[asyncio.AbstractEventLoop, list[tuple[_Job[Item], Any]]] = {}
+        queued = self._jobs.qsize()
         for job, outcome in zip(jobs, outcomes, strict=True):
             if job.loop is None:
                 _settle([(job, outcome)])
@@ -288,6 +342,7 @@ class GroupWriter(Generic[Item, Outcome]):
                 loop.call_soon_threadsafe(_settle, settled)
             except RuntimeError:  # the loop closed: nobody is waiting for these any more
                 log.debug("event loop closed before %d answers of %s", len(settled), self.name)
+        return queued
 
 
 def _settle(outcomes: list[tuple[_Job[Any], Any]]) -> None:

@@ -35,12 +35,16 @@ from tollgate_client.decisions import Code, Decision
 # At most this many calls share a transaction: enough to amortise its fixed cost, few enough
 # that the first of a group does not wait long for the last.
 GROUP = 128
-# Under load, the writer waits this long after a shared commit before taking the next group.
-# Over HTTP from 32 connections (bench/consume.py --only sqlite, three pairs alternated) groups
-# grew from 17 calls to 24-26, the CPU a consume fell 16-23 % and consumes/s rose 5-15 %; p50
-# fell, p99 moved 14-18 -> 16-18 ms. 250 µs changed little. Stripe's deliveries gained nothing
-# from it (their groups were already half of what was in flight), so they do not wait.
-LINGER = 0.0005
+# Under load, the writer waits after a shared commit for the callers it answered to come back
+# with their next calls (GroupWriter: at most this long; an eighth of it for a while once they
+# did not), so they share one commit. Over HTTP from 32 connections the event loop needs about
+# 50 µs of CPU a call to answer one and read the next, some 2 ms for a group of 32 on a quiet
+# machine (traces on a machine at load 7-10 took 4-5 ms: hence the margin). The fixed 500 µs
+# wait it replaces made groups of 26-27 calls with the server at 78 % of a core, and took what
+# queued during a commit as a small group of its own; 250 µs made groups of 17, 1 ms fewer
+# consumes a second. Stripe's deliveries do not wait: their groups were already half of what
+# was in flight.
+LINGER = 0.005
 # A batch is decided again without the ids another call answered first; each round drops at
 # least one id, and such races are rare, so a few rounds suffice.
 _ROUNDS = 8
