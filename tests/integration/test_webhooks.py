@@ -63,6 +63,7 @@ from tollgate.metrics import STRIPE_REFETCHES
 from tollgate.services.api_keys import create_api_key
 from tollgate.services.webhooks import (
     Delivery,
+    ProcessResult,
     apply_stripe_deliveries,
     process_stripe_event,
     verify_stripe_delivery,
@@ -1254,12 +1255,7 @@ def test_events_sharing_a_transaction_fail_alone_and_the_rest_apply_once(hooks: 
     unknown = event_obj("product.created", {"id": "prod_1", "object": "product"})
     group = [seats, broken, renamed, seats, unknown]
 
-    results = apply_stripe_deliveries(
-        db=hooks.db,
-        deliveries=[_verified(hooks, event) for event in group],
-        clock=hooks.container.clock,
-        dunning=hooks.container.dunning_policy,
-    )
+    results = _apply_group(hooks, group)
     assert [result.outcome for result in results] == [
         "succeeded",
         "failed",
@@ -1287,12 +1283,7 @@ def test_events_sharing_a_transaction_fail_alone_and_the_rest_apply_once(hooks: 
         )
         for count in (6, 7, 8)
     ]
-    results = apply_stripe_deliveries(
-        db=hooks.db,
-        deliveries=[_verified(hooks, event) for event in [*later, later[0]]],
-        clock=hooks.container.clock,
-        dunning=hooks.container.dunning_policy,
-    )
+    results = _apply_group(hooks, [*later, later[0]])
     assert [result.outcome for result in results] == [
         "succeeded",
         "succeeded",
@@ -1405,6 +1396,16 @@ def _context(hooks: Hooks, connection: sa.Connection, group: GroupWrites) -> Han
         dunning=hooks.container.dunning_policy,
         fetched={},
         group=group,
+    )
+
+
+def _apply_group(hooks: Hooks, events: list[dict[str, Any]]) -> list[ProcessResult]:
+    """Verify the events as deliveries and apply them as one group, as the writer does."""
+    return apply_stripe_deliveries(
+        db=hooks.db,
+        deliveries=[_verified(hooks, event) for event in events],
+        clock=hooks.container.clock,
+        dunning=hooks.container.dunning_policy,
     )
 
 
@@ -1941,12 +1942,7 @@ def test_a_group_with_two_events_of_one_subscription_applies_them_as_one_at_a_ti
         seats(sub_b, beta, 5, T0 + 7),
         seats(sub_a, acme, 6, T0 + 8),
     ]
-    results = apply_stripe_deliveries(
-        db=hooks.db,
-        deliveries=[_verified(hooks, event) for event in group],
-        clock=hooks.container.clock,
-        dunning=hooks.container.dunning_policy,
-    )
+    results = _apply_group(hooks, group)
     assert [result.outcome for result in results] == ["succeeded"] * len(group)
     assert hooks.get(Subscription, sub_a).seats == 6
     assert hooks.get(Subscription, sub_b).seats == 5
@@ -1988,12 +1984,7 @@ def test_a_group_of_customer_events_reads_them_ahead_and_applies_them_one_at_a_t
         email(beta, "beta", "two@beta.example", T0 + 7),
         email(acme, "acme", "three@acme.example", T0 + 8),
     ]
-    results = apply_stripe_deliveries(
-        db=hooks.db,
-        deliveries=[_verified(hooks, event) for event in group],
-        clock=hooks.container.clock,
-        dunning=hooks.container.dunning_policy,
-    )
+    results = _apply_group(hooks, group)
     assert [result.outcome for result in results] == ["succeeded"] * len(group)
     assert hooks.get(Customer, "acme").email == "three@acme.example"
     assert hooks.get(Customer, "beta").email == "two@beta.example"
