@@ -196,7 +196,9 @@ def test_a_plan_migration_started_at_once_is_one_migration(
     sync(world, dearer_catalog(tmp_path))
     world.container.live_catalog.refresh()
     body = {"from_version": 1, "to_version": 2, "at": "now", "customers": ["cust-00001"]}
-    assert at_once(world.http, "POST", "/v1/plans/pro/migrations", body) == [202] * 8
+    statuses = at_once(world.http, "POST", "/v1/plans/pro/migrations", body)
+    # 202 while the first runs; 200 once it has finished (it moves one subscriber)
+    assert set(statuses) <= {200, 202} and 202 in statuses, statuses
     assert count(world, "SELECT count(*) FROM plan_migrations") == 1
     unfinished = "SELECT count(*) FROM plan_migrations WHERE status != 'done'"
     deadline = time.monotonic() + 30

@@ -271,3 +271,49 @@ def test_the_api_previews_starts_and_reports_a_migration(
     assert world.subscription("cust-00001")["plan_version"] == 2
     assert world.subscription("cust-00002")["plan_version"] == 1
     world.call("GET", f"/v1/plans/team/migrations/{started['id']}", 404)
+
+
+def test_the_same_migration_sent_again_after_it_finished_moves_and_emails_nobody_twice(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    world = make_world(TOLLGATE_CATALOG_REFRESH=0.1)
+    sync(world, EXAMPLE)
+    make_subscribers(world, 2)
+    sync(world, dearer_catalog(tmp_path))
+    world.container.live_catalog.refresh()
+    world.settle()
+    # Stripe's webhooks of the move are late: Tollgate's rows still show v1 when the repeat comes.
+    endpoints = world.stripe.v1.webhook_endpoints.list().data
+    for endpoint in endpoints:
+        world.stripe.v1.webhook_endpoints.update(endpoint.id, params={"disabled": True})
+    path = "/v1/plans/pro/migrations"
+    body = {"from_version": 1, "to_version": 2, "at": "now", "customers": ["cust-00001"]}
+    started = world.call("POST", path, 202, json={**body, "notify": True})
+    deadline = time.monotonic() + 30
+    while world.call("GET", f"{path}/{started['id']}")["status"] != "done":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert world.subscription("cust-00001")["plan_version"] == 1  # the row has not heard yet
+
+    again = world.call("POST", path, 200, json={**body, "notify": True})
+    assert (again["id"], again["status"]) == (started["id"], "done")
+    # cust-00000 was not moved: a migration of every subscriber takes only them.
+    every = {key: value for key, value in body.items() if key != "customers"}
+    everyone = world.call("POST", path, 202, json=every)
+    assert everyone["id"] != started["id"] and everyone["counts"] == {"pending": 1}
+    with world.db.engine.connect() as connection:
+        migrated = (
+            connection.exec_driver_sql(
+                "SELECT customer_id FROM plan_migration_customers ORDER BY customer_id"
+            )
+            .scalars()
+            .all()
+        )
+        mails = connection.exec_driver_sql(
+            "SELECT count(*) FROM notifications WHERE template = 'price_change'"
+        ).scalar()
+        connection.rollback()
+    assert migrated == ["cust-00000", "cust-00001"]
+    assert mails == 1
+    for endpoint in endpoints:
+        world.stripe.v1.webhook_endpoints.update(endpoint.id, params={"disabled": False})

@@ -234,7 +234,9 @@ def start_plan_migration(
     """Store the migration and its subscribers (and queue the emails); change nothing in Stripe.
 
     An unfinished migration of the same plan between the same versions is returned instead
-    (resume it); a different one for the same versions is a Conflict.
+    (resume it); a different one for the same versions is a Conflict. Subscribers a finished one
+    moved, whose rows have not heard of it yet, are left out; if that leaves none, the finished
+    migration is returned.
     """
     now = clock.now()
     with db.engine.connect() as connection:
@@ -246,46 +248,55 @@ def start_plan_migration(
         return _resume(db, request, unfinished)
     lines = _lines(db, catalog, request, now)
     migration_id = _migration_id(request, now)
-    row = {
-        "id": migration_id,
-        "plan": request.plan,
-        "from_version": request.from_version,
-        "to_version": request.to_version,
-        "at": request.at,
-        "proration": request.proration,
-        "notify": request.notify,
-        "status": "running",
-        "actor": actor,
-        "created_at": now,
-        "updated_at": now,
-    }
-    customers = [
-        {
-            "migration_id": migration_id,
-            "customer_id": line.customer_id,
-            "subscription_id": line.subscription_id,
-            "interval": line.interval,
-            "currency": line.currency,
-            "quantity": line.quantity,
-            "old_amount_minor": line.old_amount_minor,
-            "new_amount_minor": line.new_amount_minor,
-            "effective_at": line.effective_at,
-            "status": line.status,
-            "error": line.error,
-            "updated_at": now,
-        }
-        for line in lines
-    ]
     plan_name = catalog.plans[request.plan].name
     with db.write_transaction() as session:
         connection = session.connection()
-        # Checked again under the lock: the same request sent at once started it meanwhile.
+        # Checked again under the lock: the same request sent at once started it meanwhile,
+        # or started it and finished it already (a subscriber's row can still show the old
+        # version until Stripe's webhook arrives): nobody is moved, or emailed, twice.
         queries.hold_migrations(connection)
         unfinished = queries.unfinished_migration(
             connection, request.plan, request.from_version, request.to_version
         )
         if unfinished is not None:
             return _resume(db, request, unfinished)
+        moved = queries.moved_subscriptions(
+            connection, request.plan, request.from_version, request.to_version
+        )
+        left = [line for line in lines if line.subscription_id not in moved]
+        if lines and not left:
+            return get_plan_migration(db=db, migration_id=moved[lines[-1].subscription_id])
+        lines = left
+        row = {
+            "id": migration_id,
+            "plan": request.plan,
+            "from_version": request.from_version,
+            "to_version": request.to_version,
+            "at": request.at,
+            "proration": request.proration,
+            "notify": request.notify,
+            "status": "running",
+            "actor": actor,
+            "created_at": now,
+            "updated_at": now,
+        }
+        customers = [
+            {
+                "migration_id": migration_id,
+                "customer_id": line.customer_id,
+                "subscription_id": line.subscription_id,
+                "interval": line.interval,
+                "currency": line.currency,
+                "quantity": line.quantity,
+                "old_amount_minor": line.old_amount_minor,
+                "new_amount_minor": line.new_amount_minor,
+                "effective_at": line.effective_at,
+                "status": line.status,
+                "error": line.error,
+                "updated_at": now,
+            }
+            for line in lines
+        ]
         queries.insert_migration(connection, row, customers)
         record_audit(
             connection,

@@ -62,6 +62,8 @@ def post_plan_migration(
     started = start_plan_migration(
         db=app.db, catalog=catalog, clock=app.clock, request=request, actor=actor
     )
+    if started.status == "done":  # the same request again, after the first one finished
+        return JSONResponse(started.to_json(with_lines=False), status_code=200)
     gateway = app.stripe
 
     def run() -> None:

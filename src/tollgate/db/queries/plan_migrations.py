@@ -98,6 +98,31 @@ def unfinished_migration(
     ).first()
 
 
+def moved_subscriptions(
+    connection: Connection, plan: str, from_version: int, to_version: int
+) -> dict[str, str]:
+    """Return the subscriptions a migration of the plan between the versions moved and whose row
+    has not changed since (Stripe's webhook of the move may still be on its way), each with the
+    newest such migration's id. A subscription whose row changed since is not in it: the row is
+    the truth again."""
+    rows = connection.execute(
+        select(PLAN_MIGRATION_CUSTOMERS.c.subscription_id, PLAN_MIGRATIONS.c.id)
+        .join(PLAN_MIGRATIONS, PLAN_MIGRATIONS.c.id == PLAN_MIGRATION_CUSTOMERS.c.migration_id)
+        .join(SUBSCRIPTIONS, SUBSCRIPTIONS.c.id == PLAN_MIGRATION_CUSTOMERS.c.subscription_id)
+        .where(
+            and_(
+                PLAN_MIGRATIONS.c.plan == plan,
+                PLAN_MIGRATIONS.c.from_version == from_version,
+                PLAN_MIGRATIONS.c.to_version == to_version,
+                PLAN_MIGRATION_CUSTOMERS.c.status == "done",
+                SUBSCRIPTIONS.c.updated_at <= PLAN_MIGRATION_CUSTOMERS.c.updated_at,
+            )
+        )
+        .order_by(PLAN_MIGRATIONS.c.created_at)
+    )
+    return {row.subscription_id: row.id for row in rows}  # the newest wins
+
+
 def stalled_migrations(connection: Connection, untouched_since: datetime) -> list[str]:
     """Return the running migrations no run has touched since `untouched_since`."""
     return [
