@@ -209,13 +209,15 @@ class InProcessApp:
 
         catalog = Path(tollgate.__file__).resolve().parents[2] / "catalog.example.yaml"
         os.environ.update(
-            TOLLGATE_ENV="test",
-            TOLLGATE_DATABASE_URL=database_url,
-            TOLLGATE_CATALOG=str(catalog),
-            TOLLGATE_API_KEYS=f"bench:write:{API_KEY}",
-            STRIPE_SECRET_KEY="sk_test_bench_no_calls_expected",
-            STRIPE_API_BASE="http://127.0.0.1:9",
-            **settings,
+            {
+                "TOLLGATE_ENV": "test",
+                "TOLLGATE_DATABASE_URL": database_url,
+                "TOLLGATE_CATALOG": str(catalog),
+                "TOLLGATE_API_KEYS": f"bench:write:{API_KEY}",
+                "STRIPE_SECRET_KEY": "sk_test_bench_no_calls_expected",
+                "STRIPE_API_BASE": "http://127.0.0.1:9",
+                **settings,  # a bench's own Stripe (stripesim) among them
+            }
         )
         self.container = build_container(Settings())
         self.app = create_app(self.container)

@@ -22,9 +22,21 @@ instead: bench/peers' other workload. Under `valgrind --tool=callgrind --instr-a
 `--callgrind`, the instructions over the events shown compare builds at equal groups (the ASGI
 run's groups vary with load).
 
+Fetched: `--only fetch [--kind customer|subscription] [--events 400] [--concurrency 1]` measures
+an event that needs Stripe: stripesim (a subprocess) holds `--objects` customers (with a
+subscription each), and each round delivers, for every object, an update applied from its
+payload, then a second update of the same second with other content, which Tollgate answers only
+after fetching the object from stripesim (bench/peers' last pair). Both go through the whole app,
+the CPU of each kind measured apart (by thread: the event loop, the writer thread, the threads
+that fetch and apply). Then the fetch alone (`StripeGateway.retrieve_current`, the client side)
+for the same objects as many times. Under callgrind with `--callgrind`, instructions are counted
+for the fetched events' deliveries only (`--part delivery`), for the others (`--part payload`)
+or for the fetch alone (`--part retrieve`); with `--separate-threads=yes`, callgrind writes a
+file per thread (the event loop, the writer, the threads that fetch and apply).
+
 Run: `.venv/bin/python bench/webhooks_inprocess.py [--events 4000] [--concurrency 32]
-[--database sqlite|postgresql] [--statements] [--only asgi|writer] [--group 16]
-[--kind subscription|customer]`
+[--database sqlite|postgresql] [--statements] [--only asgi|writer|fetch] [--group 16]
+[--kind subscription|customer] [--objects 100] [--part delivery|retrieve]`
 """
 
 from __future__ import annotations
@@ -38,6 +50,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
 
@@ -48,6 +62,12 @@ assert _spec and _spec.loader
 harness = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(harness)
 webhooks = harness.load("webhooks")
+# bench/peers/workload.py: stripesim in a subprocess and its objects (the fetch mode).
+_spec = importlib.util.spec_from_file_location("bench_peers_workload", _HERE / "peers/workload.py")
+assert _spec and _spec.loader
+peers = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = peers  # its dataclasses look their module up
+_spec.loader.exec_module(peers)
 
 ROUTE = "/webhooks/stripe"
 
@@ -197,6 +217,141 @@ async def _measure_writer(
         print(statements.report(measured, "event"), flush=True)
 
 
+def _stripesim_objects(port: int, count: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Make `count` customers with a subscription each in stripesim; return them as JSON."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import stripe
+
+    base = f"http://127.0.0.1:{port}"
+    key = peers.STRIPE_KEY
+    client = stripe.StripeClient(key, base_addresses={"api": base}, max_network_retries=0)
+    with ThreadPoolExecutor(8) as pool:
+        made = peers.subscribed_customers(client, count, pool)
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+        return [
+            (http.get(f"/v1/customers/{cus}").json(), http.get(f"/v1/subscriptions/{sub}").json())
+            for cus, sub, _ in made
+        ]
+
+
+def _changed(kind: str, obj: dict[str, Any], version: int) -> dict[str, Any]:
+    """A copy of the object as an update would carry it: another name, or other seats."""
+    changed = orjson.loads(orjson.dumps(obj))
+    if kind == "customer":
+        changed["name"] = f"{obj['name']} v{version}"
+    else:
+        changed["items"]["data"][0]["quantity"] = 2 + version
+    return changed
+
+
+async def _measure_fetched(
+    app: Any, objects: list[tuple[dict[str, Any], dict[str, Any]]], args: Any
+) -> None:
+    """Events that need Stripe against events applied from their payload (see the docstring)."""
+    kind, concurrency = args.kind, args.concurrency
+    event_type = "customer.updated" if kind == "customer" else "customer.subscription.updated"
+    created = 2_000_000_000  # ahead of Stripe's clock: a fetched copy vouches for no later second
+    for customer, subscription in objects:
+        for body in (
+            webhooks._event("customer.created", customer, created),
+            webhooks._event("customer.subscription.created", subscription, created),
+        ):
+            status = await _post(app, body)
+            assert status == 200, status
+    rounds = max(args.events // len(objects), 1) + 1  # the first round warms up
+    timed: dict[str, list[float]] = {"payload": [0.0, 0.0], "fetched": [0.0, 0.0]}
+    spent: dict[str, dict[str, float]] = {"payload": {}, "fetched": {}}
+    counted = {"payload": 0, "fetched": 0}
+    intake = app.container.webhook_intake
+    gc.collect()
+    for round_ in range(rounds):
+        second = created + 1 + round_
+        pairs = [
+            [
+                webhooks._event(event_type, _changed(kind, obj, 2 * round_ + which), second)
+                for which in (0, 1)
+            ]
+            for obj in (
+                customer if kind == "customer" else subscription
+                for customer, subscription in objects
+            )
+        ]
+        for which, name in ((0, "payload"), (1, "fetched")):
+            queue = iter([pair[which] for pair in pairs])
+
+            async def worker(queue: Any = queue) -> None:
+                for body in queue:
+                    status = await _post(app, body)
+                    assert status == 200, status
+
+            instrument = args.callgrind and round_ > 0
+            instrument = instrument and args.part == ("delivery" if which else "payload")
+            with harness.callgrind(instrument):
+                threads = _thread_cpu()
+                cpu, wall = time.process_time(), time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                after = _thread_cpu()
+            if round_ == 0:
+                continue
+            timed[name][0] += cpu
+            timed[name][1] += wall
+            counted[name] += len(pairs)
+            for thread, total in after.items():
+                # The threads that fetch and apply (asyncio.to_thread's) counted as one.
+                known = "fetching" if thread.startswith(("asyncio_", "tollgate-fetch")) else thread
+                spent[name][known] = spent[name].get(known, 0.0) + total - threads.get(thread, 0.0)
+    for name in ("payload", "fetched"):
+        events = counted[name]
+        per_thread = ", ".join(
+            f"{thread} {cpu / events * 1e6:.0f}"
+            for thread, cpu in sorted(spent[name].items())
+            if cpu > 0
+        )
+        print(
+            f"{kind} events applied from {'Stripe' if name == 'fetched' else 'the payload'}, "
+            f"{concurrency} in flight: {events:,} events, "
+            f"{timed[name][0] / events * 1e6:.0f} µs CPU per event ({per_thread}), "
+            f"{events / timed[name][1]:,.0f} events/s",
+            flush=True,
+        )
+    gateway = intake._gateway()
+    object_type = "customer" if kind == "customer" else "subscription"
+    ids = [
+        obj["id"]
+        for customer, subscription in objects
+        for obj in ([customer] if kind == "customer" else [subscription])
+    ]
+    for object_id in ids[:10]:  # warm up
+        gateway.retrieve_current(object_type, object_id)
+    fetches = counted["fetched"]
+    with harness.callgrind(args.callgrind and args.part == "retrieve"):
+        cpu = time.thread_time()
+        for index in range(fetches):
+            gateway.retrieve_current(object_type, ids[index % len(ids)])
+        cpu = time.thread_time() - cpu
+    print(
+        f"the fetch alone (retrieve_current {object_type}): {fetches:,} fetches, "
+        f"{cpu / fetches * 1e6:.0f} µs CPU each (this thread)",
+        flush=True,
+    )
+
+
+def _run_fetched(args: Any) -> None:
+    """`--only fetch`: stripesim in a subprocess, its objects, then the in-process app."""
+    with peers.stripesim() as (port, _):
+        objects = _stripesim_objects(port, args.objects)
+        harness.run_in_process(
+            args.database,
+            lambda app: _measure_fetched(app, objects, args),
+            STRIPE_WEBHOOK_SECRETS=webhooks.SECRET,
+            STRIPE_SECRET_KEY=peers.STRIPE_KEY,
+            STRIPE_API_BASE=f"http://127.0.0.1:{port}",
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--events", type=int, default=4000)
@@ -204,7 +359,15 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument("--statements", action="store_true")
-    parser.add_argument("--only", choices=["asgi", "writer"], default="asgi")
+    parser.add_argument("--only", choices=["asgi", "writer", "fetch"], default="asgi")
+    parser.add_argument("--objects", type=int, default=100, help="fetch: objects in stripesim")
+    parser.add_argument(
+        "--part",
+        choices=["delivery", "payload", "retrieve"],
+        default="delivery",
+        help="fetch, under callgrind: count the fetched deliveries, those applied from their "
+        "payload, or the fetch alone",
+    )
     parser.add_argument("--group", type=int, default=16, help="writer: events a group")
     parser.add_argument(
         "--kind",
@@ -215,6 +378,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.group < 1:
         parser.error("--group must be 1 or more")
+    if args.only == "fetch":
+        _run_fetched(args)
+        return
     statements = harness.Statements() if args.statements else None
     if args.only == "writer":
         measure = lambda app: _measure_writer(  # noqa: E731

@@ -175,13 +175,21 @@ def measure(
             deliver(serving.port, serving.path, warmup[: 4 * concurrency], concurrency)
             app, stripe_cpu = tree_cpu(serving.pid), harness.process_cpu_seconds(stripe_pid)
             backends = postgres.backend_cpu(database)
+            counted = peer.counts(serving)
             delivered = deliver(serving.port, serving.path, workload.deliveries, concurrency)
             app = tree_cpu(serving.pid) - app
+            counted = {
+                name: count - counted.get(name, 0.0) for name, count in peer.counts(serving).items()
+            }
             stripe_cpu = harness.process_cpu_seconds(stripe_pid) - stripe_cpu
             after = postgres.backend_cpu(database)
             db = sum(cpu - backends.get(pid, 0.0) for pid, cpu in after.items())
             left = redeliver(serving.port, serving.path, delivered.failed)
         checked, correct = check(name, database, workload, len(workload.deliveries))
+        if counted:
+            checked += "; counted: " + ", ".join(
+                f"{what} {count:,.0f}" for what, count in sorted(counted.items()) if count
+            )
         if delivered.failed:
             checked += f"; {len(delivered.failed)} answered non-2xx"
             checked += f", {len(left)} still after 3 retries" if left else ", then took on retry"

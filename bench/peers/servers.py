@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from workload import SECRET, STRIPE_KEY, Workload, harness
@@ -107,6 +108,19 @@ class Tollgate:
     def applied(self, database: str, workload: Workload) -> int | None:
         query = "SELECT count(*) FROM stripe_events WHERE type = :type AND status = 'succeeded'"
         return int(_rows(database, query, type=workload.event_type)[0][0])
+
+    def counts(self, serving: Serving) -> dict[str, float]:
+        """What the server counted so far (its /metrics): objects fetched from Stripe, and
+        the deliveries' outcomes (succeeded, duplicate, in_progress, failed, …)."""
+        text = httpx.get(f"http://127.0.0.1:{serving.port}/metrics").text
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            fetched = line.startswith("tollgate_stripe_refetches_total{")
+            if fetched or line.startswith("tollgate_webhook_events_total{"):
+                labels, value = line.rsplit(" ", 1)
+                name = "fetched" if fetched else labels.split('outcome="', 1)[1].split('"')[0]
+                found[name] = found.get(name, 0.0) + float(value)
+        return found
 
 
 _SETTINGS = """\
@@ -254,6 +268,9 @@ class DjStripe:
         query = "SELECT count(*) FROM djstripe_event WHERE type = :type"
         return int(_rows(database, query, type=workload.event_type)[0][0])
 
+    def counts(self, serving: Serving) -> dict[str, float]:
+        return {}  # nothing counted that compares
+
 
 class SyncEngine:
     """Trusting the payloads (its default), or, `revalidate`, fetching every customer and
@@ -311,6 +328,9 @@ class SyncEngine:
 
     def applied(self, database: str, workload: Workload) -> int | None:
         return None  # it keeps no record of the events it applied: upserts only
+
+    def counts(self, serving: Serving) -> dict[str, float]:
+        return {}  # nothing counted that compares
 
 
 PEERS = {

@@ -91,10 +91,11 @@ def _events(http: httpx.Client, event_type: str) -> list[dict[str, Any]]:
         params["starting_after"] = page["data"][-1]["id"]
 
 
-def make_events(port: int, customers: int, rounds: int) -> Events:
-    """Make the objects and their updates in stripesim; return the seeds and the workloads."""
-    base = f"http://127.0.0.1:{port}"
-    client = stripe.StripeClient(STRIPE_KEY, base_addresses={"api": base}, max_network_retries=0)
+def subscribed_customers(
+    client: stripe.StripeClient, customers: int, pool: ThreadPoolExecutor
+) -> list[tuple[str, str, str]]:
+    """Make a Pro price and `customers` customers with a `send_invoice` subscription each in
+    stripesim; return each one's customer, subscription and subscription item ids."""
     product = client.v1.products.create(params={"name": "Pro"})
     price = client.v1.prices.create(
         params={
@@ -124,9 +125,17 @@ def make_events(port: int, customers: int, rounds: int) -> Events:
         )
         return customer.id, subscription.id, subscription["items"].data[0].id
 
-    # Objects apart in threads (stripesim keeps their order), one object's changes in turn.
+    # Objects apart in threads (stripesim keeps their order).
+    return list(pool.map(subscribe, range(customers)))
+
+
+def make_events(port: int, customers: int, rounds: int) -> Events:
+    """Make the objects and their updates in stripesim; return the seeds and the workloads."""
+    base = f"http://127.0.0.1:{port}"
+    client = stripe.StripeClient(STRIPE_KEY, base_addresses={"api": base}, max_network_retries=0)
+    # Objects apart in threads, one object's changes in turn.
     pool = ThreadPoolExecutor(8)
-    objects = list(pool.map(subscribe, range(customers)))
+    objects = subscribed_customers(client, customers, pool)
 
     def rename(index: int, version: int) -> None:
         name = f"Org {index} v{version}"

@@ -46,6 +46,13 @@ _FINISHED = (
         next_attempt_at=None,
     )
 )
+# Claimed and marked finished in one statement: the row lock is taken (waiting for a holder, as
+# `FOR UPDATE` waits), an event applied meanwhile is left alone, and the mark commits only with
+# the handler's effects. Compared with literals, not `not_in`: the statement runs on the
+# driver's cursor, compiled once (`execution.run`), where an expanding list cannot go.
+_CLAIMED_FINISHED = _FINISHED.where(
+    STRIPE_EVENTS.c.status != DONE[0], STRIPE_EVENTS.c.status != DONE[1]
+).returning(STRIPE_EVENTS.c.id)
 _LEASED = (
     update(STRIPE_EVENTS)
     .where(_BY_ID)
@@ -177,6 +184,19 @@ def _mapping(row: Any) -> Mapping[str, Any] | None:
 def mark_finished(connection: Connection, event_id: str, *, status: str, now: datetime) -> None:
     """Mark an event applied (`succeeded`) or `ignored`, counting the attempt."""
     connection.execute(_FINISHED, {"event_id": event_id, "status": status, "now": now})
+
+
+def claim_finished(connection: Connection, event_id: str, *, status: str, now: datetime) -> bool:
+    """Lock a stored event's row and mark it `status` (succeeded or ignored) in this
+    transaction, counting the attempt, unless it was applied already; return whether it was
+    marked (False: applied already, or not stored; `status_of` tells them apart).
+
+    One statement on the driver's cursor where `claim` and `mark_finished` are two through
+    SQLAlchemy: for an event whose worker holds its lease (nothing to refuse but "done").
+    """
+    parameters = {"event_id": event_id, "status": status, "now": now}
+    (rows,) = run(connection, [], [(_CLAIMED_FINISHED, parameters)])
+    return bool(rows)
 
 
 def lease(connection: Connection, event_id: str, *, until: datetime) -> None:

@@ -121,6 +121,9 @@ class ProcessResult(NamedTuple):
     need: NeedsFetch | None = None
     # A pending event stored under this process's lease (`process_stripe_event(leased=True)`).
     leased: bool = False
+    # A pending event as parsed on arrival, for `process_stripe_event(event=...)`: its stored
+    # payload need not be read back and parsed again.
+    event: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
@@ -277,6 +280,7 @@ def apply_built_events(
             dunning=dunning,
             need=result.need,
             leased=result.leased,
+            event=result.event,
         )
         if result.pending
         else result
@@ -459,7 +463,7 @@ def _apply_event(
         if not park or not context.undoable:
             raise
         context.drop_writes()
-        return ProcessResult(context.event_id, "pending", need=need, leased=True)
+        return ProcessResult(context.event_id, "pending", need=need, leased=True, event=event)
     context.finish()
     return ProcessResult(
         context.event_id,
@@ -480,7 +484,9 @@ def _store_pending(
     leased = {**delivery.stored, "status": "processing", "next_attempt_at": now + LEASE}
     with db.write_connection() as connection:
         inserted = inbox.insert_new(connection, leased)
-    return ProcessResult(delivery.event_id, "pending", need=need, leased=inserted)
+    return ProcessResult(
+        delivery.event_id, "pending", need=need, leased=inserted, event=delivery.event
+    )
 
 
 def _store_failed(
@@ -517,11 +523,13 @@ def process_stripe_event(
     mode: ProcessMode = ProcessMode.DELIVERY,
     need: NeedsFetch | None = None,
     leased: bool = False,
+    event: dict[str, Any] | None = None,
 ) -> ProcessResult:
     """Apply one stored event to the mirror exactly once, or leave it failed with its error.
 
     `need` is an object the event is known to need from Stripe: fetched before it is applied.
     `leased`: the event was stored under this caller's lease (a pending result's `leased`).
+    `event`: the stored event as parsed when it arrived (a pending result's `event`).
     """
     fetched: dict[tuple[str, str], Fetched] = {}
     owned = leased
@@ -545,9 +553,12 @@ def process_stripe_event(
             need = None
         try:
             with db.write_connection() as connection:
-                result = _apply_stored(
-                    connection, event_id, clock.now(), dunning, fetched, mode, owned
-                )
+                if event is not None and owned and mode is ProcessMode.DELIVERY:
+                    result = _apply_leased(connection, event, clock.now(), dunning, fetched)
+                else:
+                    result = _apply_stored(
+                        connection, event_id, clock.now(), dunning, fetched, mode, owned
+                    )
             _count(result.outcome)
             return result
         except NeedsFetch as needed:
@@ -586,6 +597,30 @@ def _apply_stored(
     result = _apply_event(connection, orjson.loads(row["payload"]), now, dunning, fetched, group)
     group.write(connection)
     inbox.mark_finished(connection, event_id, status=result.outcome, now=now)
+    return result
+
+
+def _apply_leased(
+    connection: Connection,
+    event: dict[str, Any],
+    now: datetime,
+    dunning: DunningPolicy,
+    fetched: dict[tuple[str, str], Fetched],
+) -> ProcessResult:
+    """`_apply_stored` for a delivery whose worker holds the event's lease and has the event
+    parsed: the row is claimed and marked finished by one statement (an event applied
+    meanwhile answers duplicate), and the commit goes with the handler's last writes (one
+    round trip on PostgreSQL). Three round trips fewer, and no payload read back and parsed.
+    """
+    event_id = str(event["id"])
+    outcome = "succeeded" if event["type"] in HANDLERS else "ignored"
+    if not inbox.claim_finished(connection, event_id, status=outcome, now=now):
+        if inbox.status_of(connection, event_id) is None:
+            raise NotFound(f"no stored Stripe event {event_id}")
+        return ProcessResult(event_id, "duplicate")
+    group = GroupWrites()
+    result = _apply_event(connection, event, now, dunning, fetched, group)
+    group.write(connection, commit=True)
     return result
 
 

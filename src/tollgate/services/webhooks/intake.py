@@ -118,6 +118,7 @@ class WebhookIntake:
             dunning=self.dunning,
             need=pending.need,
             leased=pending.leased,
+            event=pending.event,
         )
 
     def close(self) -> None:
