@@ -301,7 +301,11 @@ async def _measure_fetched(
             counted[name] += len(pairs)
             for thread, total in after.items():
                 # The threads that fetch and apply (asyncio.to_thread's) counted as one.
-                known = "fetching" if thread.startswith(("asyncio_", "tollgate-fetch")) else thread
+                known = (
+                    "fetching"
+                    if thread.startswith(("asyncio_", "tollgate-webhook-fetch"))
+                    else thread
+                )
                 spent[name][known] = spent[name].get(known, 0.0) + total - threads.get(thread, 0.0)
     for name in ("payload", "fetched"):
         events = counted[name]

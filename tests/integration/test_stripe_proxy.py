@@ -44,21 +44,26 @@ class _Forwarding(BaseHTTPRequestHandler):
 
 
 @contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server of `handler` on a free loopback port, in a thread; yields its address."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
 def forwarding_proxy(
     credentials: list[str | None] | None = None,
 ) -> Iterator[tuple[str, list[str]]]:
     """A proxy recording each request line (and its Proxy-Authorization in `credentials`)."""
     seen: list[str] = []
     attributes = {"seen": seen, "credentials": [] if credentials is None else credentials}
-    handler = type("Handler", (_Forwarding,), attributes)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(type("Handler", (_Forwarding,), attributes)) as url:
+        yield url, seen
 
 
 @pytest.fixture
@@ -144,16 +149,9 @@ def test_a_dropped_connection_is_retried_and_a_refused_one_is_unavailable(
 ) -> None:
     customer = client.v1.customers.create(params={"name": "Retried"})
     seen: list[str] = []
-    handler = type("Handler", (_DropsFirst,), {"sim_url": sim.url, "seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(type("Handler", (_DropsFirst,), {"sim_url": sim.url, "seen": seen})) as base:
         settings = make_settings("sqlite://", STRIPE_API_BASE=base, STRIPE_MAX_RETRIES=1)
         assert StripeGateway.from_settings(settings).retrieve_customer(customer.id)["id"]
-    finally:
-        server.shutdown()
-        server.server_close()
     assert seen == [f"/v1/customers/{customer.id}"] * 2
     refused = make_settings("sqlite://", STRIPE_API_BASE="http://127.0.0.1:9", STRIPE_MAX_RETRIES=1)
     with pytest.raises(StripeUnavailable, match="could not be reached"):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import platform
 import time
 from collections.abc import Callable, Iterable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any, NoReturn, Self, TypeVar
+from typing import Any, NamedTuple, NoReturn, Self, TypeVar
 from urllib.parse import unquote
 
+import orjson
 import requests
 import stripe
 import urllib3
@@ -31,23 +34,36 @@ T = TypeVar("T")
 
 def make_client(settings: Settings) -> stripe.StripeClient:
     """A StripeClient for the configured key and API base, pinned and with network retries."""
+    return _make_clients(settings)[0]
+
+
+def _make_clients(settings: Settings) -> tuple[stripe.StripeClient, PlainGets | None]:
+    """`make_client`'s client, and plain GETs on the same HTTP client (None when it is not
+    urllib3's: a proxy only requests can use)."""
     if settings.stripe_secret_key is None:
         raise ConfigError(
             "STRIPE_SECRET_KEY: required to talk to Stripe (sk_test_…, sk_live_… or rk_…)"
         )
+    key = settings.stripe_secret_key.get_secret_value()
     base = settings.stripe_api_base.rstrip("/") if settings.stripe_api_base else None
-    return stripe.StripeClient(
-        settings.stripe_secret_key.get_secret_value(),
+    http = _http_client(
+        settings.stripe_timeout_seconds, _environment_proxy(base or "https://api.stripe.com")
+    )
+    client = stripe.StripeClient(
+        key,
         stripe_version=PINNED_API_VERSION,
         base_addresses={"api": base, "connect": base, "files": base, "meter_events": base}
         if base
         else {},
         max_network_retries=settings.stripe_max_retries,
-        http_client=_http_client(
-            settings.stripe_timeout_seconds,
-            _environment_proxy(base or "https://api.stripe.com"),
-        ),
+        http_client=http,
     )
+    gets = (
+        PlainGets(http, base or "https://api.stripe.com", key)
+        if isinstance(http, Urllib3Client)
+        else None
+    )
+    return client, gets
 
 
 def _environment_proxy(url: str) -> str | None:
@@ -146,8 +162,68 @@ class Urllib3Client(stripe.HTTPClient):
         except Exception as error:  # as RequestsClient: every failure is the SDK's own error
             _connection_error(error)
 
+    def get_plain(self, url: str, headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse | None:
+        """GET `url` once, no retry; the answer, or None when the request failed."""
+        try:
+            return self._pool.request("GET", url, headers=headers)
+        except Exception:  # the SDK's path tries again, and raises its error if it must
+            return None
+
     def close(self) -> None:
         self._pool.clear()
+
+
+class PlainAnswer(NamedTuple):
+    """A GET's answer as the SDK's raw request gives it: the JSON body and the headers."""
+
+    data: Any
+    headers: Mapping[str, str]
+
+
+class PlainGets:
+    """GETs of Stripe objects with no SDK request around them, on the SDK's own HTTP client.
+
+    What the SDK does around a request (options merged, a client user agent made as JSON and a
+    telemetry header at each call, log lines formatted whether logged or not, the body parsed
+    with the standard library) cost as much CPU as the request itself; a webhook that needs an
+    object from Stripe pays it at each fetch. The headers are made once here, as the SDK makes
+    them (key, pinned version, user agents), and the body is parsed with orjson. Only a 200 is
+    taken: any other answer, or a request that failed, is asked again through the SDK
+    (`StripeCalls._get_raw`), which retries, raises its errors and counts them as for any call
+    (a GET is safe to send twice).
+    """
+
+    def __init__(self, http: Urllib3Client, base: str, key: str) -> None:
+        self._http = http
+        self._base = base.rstrip("/")
+        client_agent = {
+            "bindings_version": stripe.VERSION,
+            "lang": "python",
+            "httplib": http.name,
+            "lang_version": platform.python_version(),
+        }
+        self._headers = {
+            "X-Stripe-Client-User-Agent": json.dumps(client_agent),
+            "User-Agent": f"Stripe/v1 PythonBindings/{stripe.VERSION}",
+            "Authorization": f"Bearer {key}",
+            "Stripe-Version": PINNED_API_VERSION,
+        }
+        self._accounts: dict[str, dict[str, str]] = {}
+
+    def get(self, path: str, stripe_account: str | None = None) -> PlainAnswer | None:
+        """The object at `path` (`/v1/customers/cus_…`), or None unless Stripe answered 200."""
+        headers = self._headers
+        if stripe_account:
+            headers = self._accounts.get(stripe_account) or self._accounts.setdefault(
+                stripe_account, {**headers, "Stripe-Account": stripe_account}
+            )
+        answer = self._http.get_plain(self._base + path, headers)
+        if answer is None or answer.status != 200:
+            return None
+        try:
+            return PlainAnswer(orjson.loads(answer.data), answer.headers)
+        except orjson.JSONDecodeError:
+            return None
 
 
 def _connection_error(error: Exception) -> NoReturn:
@@ -190,8 +266,10 @@ class StripeCalls:
         rate_limit_retries: int = 4,
         rate_limit_backoff: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        plain_gets: PlainGets | None = None,
     ) -> None:
         self._client = client
+        self._plain_gets = plain_gets
         self._account = stripe_account
         self._rate_limit_retries = rate_limit_retries
         self._rate_limit_backoff = rate_limit_backoff
@@ -199,7 +277,8 @@ class StripeCalls:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
-        return cls(make_client(settings))
+        client, gets = _make_clients(settings)
+        return cls(client, plain_gets=gets)
 
     def for_account(self, stripe_account: str | None) -> Self:
         """The same gateway acting on a connected account (`Stripe-Account` header)."""
@@ -209,6 +288,7 @@ class StripeCalls:
             rate_limit_retries=self._rate_limit_retries,
             rate_limit_backoff=self._rate_limit_backoff,
             sleep=self._sleep,
+            plain_gets=self._plain_gets,
         )
 
     def _call(

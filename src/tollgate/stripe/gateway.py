@@ -789,9 +789,15 @@ class StripeGateway(CatalogCalls, RefundCalls):
 
     def _get_raw(self, operation: str, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET `path` as a raw request, through `_call`'s backoff and errors: Stripe's answer
-        as sent (`.data`, plain JSON; `.headers`), with no SDK objects built."""
+        as sent (`.data`, plain JSON; `.headers`), with no SDK objects built. With no
+        parameters, a plain GET first (`PlainGets`); the SDK's request when that is not a 200."""
+        plain = self._plain_gets if not params else None
 
         def get(*, params: dict[str, Any], options: dict[str, Any]) -> Any:
+            if plain is not None:
+                answer = plain.get(path, options.get("stripe_account"))
+                if answer is not None:
+                    return answer
             return self._client.raw_request("get", path, **params, **options)
 
         return self._call(operation, get, params=params)
