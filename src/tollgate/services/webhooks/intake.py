@@ -13,13 +13,16 @@ statements go in one or two round trips, more threads only fought over the inter
 (four threads, each owning a share of the customers, did 20-25 % fewer events/s than one).
 
 An event that needs an object from Stripe finishes on another thread, so a slow answer from
-Stripe holds up no other delivery.
+Stripe holds up no other delivery: one of FETCH_THREADS fetch threads (group-commit writers of
+one item at a time), the least busy, each keeping a database connection while it has work, as
+the writer does. `asyncio.to_thread` before took a connection from the pool for each such event
+(on PostgreSQL its pre-ping, a round trip) and handed the event through the default executor.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -48,6 +51,9 @@ GROUP = 64
 # The writer thread ends after this long without a delivery (and starts again with the next),
 # so an idle process keeps no thread and no pinned connection.
 IDLE_SECONDS = 10.0
+# Events that need Stripe finish on this many threads at most: as many as asyncio.to_thread's
+# default executor had, so as many slow answers from Stripe at once hold up no other event.
+FETCH_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
 
 class WebhookIntake:
@@ -72,6 +78,18 @@ class WebhookIntake:
         self._writer: GroupWriter[Delivery, ProcessResult] = GroupWriter(
             db, self._apply, name="tollgate-webhooks", group=GROUP, idle_seconds=IDLE_SECONDS
         )
+        # One event at a time each; the events each has in hand (read and written on the loop).
+        self._fetchers: list[GroupWriter[ProcessResult, ProcessResult]] = [
+            GroupWriter(
+                db,
+                self._finish_all,
+                name="tollgate-webhook-fetch",
+                group=1,
+                idle_seconds=IDLE_SECONDS,
+            )
+            for _ in range(FETCH_THREADS)
+        ]
+        self._fetching = [0] * FETCH_THREADS
 
     async def take(self, body: bytes, signature: str | None) -> ProcessResult:
         """Verify, store and apply one delivery; raise TollgateError (the API's answer) if not.
@@ -87,7 +105,7 @@ class WebhookIntake:
         try:
             result = await self._writer.apply(delivery)
             if result.pending:
-                result = await asyncio.to_thread(self._finish, result)
+                result = await self._finish_elsewhere(result)
         finally:
             took = time.perf_counter() - started
             _LATENCY.observe(took)
@@ -109,6 +127,20 @@ class WebhookIntake:
             )
         )
 
+    async def _finish_elsewhere(self, pending: ProcessResult) -> ProcessResult:
+        """Finish a pending event on the least busy fetch thread (the first of those least
+        busy, so a quiet process uses one thread and one connection)."""
+        fetching = self._fetching
+        index = fetching.index(min(fetching))
+        fetching[index] += 1
+        try:
+            return await self._fetchers[index].apply(pending)
+        finally:
+            fetching[index] -= 1
+
+    def _finish_all(self, pending: list[ProcessResult]) -> list[ProcessResult]:
+        return [self._finish(each) for each in pending]
+
     def _finish(self, pending: ProcessResult) -> ProcessResult:
         return process_stripe_event(
             db=self.db,
@@ -122,8 +154,10 @@ class WebhookIntake:
         )
 
     def close(self) -> None:
-        """Stop the writer thread once the deliveries it has are answered."""
+        """Stop the writer and fetch threads once the deliveries they have are answered."""
         self._writer.stop()
+        for fetcher in self._fetchers:
+            fetcher.stop()
 
 
 # Stripe's word on an invoice's payment, for the payment failure rate.
