@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
 from tollgate.db.dialects import DIALECTS, in_json_array, insert_if_new, json_array
-from tollgate.db.execution import on_driver, run
+from tollgate.db.execution import Write, on_driver, run
 from tollgate.db.tables import CUSTOMERS, STRIPE_EVENTS
 
 DONE = ("succeeded", "ignored")
@@ -59,7 +59,7 @@ _LEASED = (
     .values(status="processing", next_attempt_at=bindparam("lease_until"))
 )
 # Leased as stored, not applied: the row was inserted marked done in the same transaction.
-_PARKED = _LEASED.values(attempts=0, processed_at=None)
+_PARKED_ON_DRIVER = on_driver(_LEASED.values(attempts=0, processed_at=None))
 _MARK_FAILED = (
     update(STRIPE_EVENTS)
     .where(_BY_ID, STRIPE_EVENTS.c.status.not_in(DONE))
@@ -204,10 +204,11 @@ def lease(connection: Connection, event_id: str, *, until: datetime) -> None:
     connection.execute(_LEASED, {"event_id": event_id, "lease_until": until})
 
 
-def park(connection: Connection, event_id: str, *, until: datetime) -> None:
-    """Mark an event stored as applied in this transaction processing by this worker until
-    `until`, not applied: it needs an object from Stripe first."""
-    connection.execute(_PARKED, {"event_id": event_id, "lease_until": until})
+def parked(event_id: str, *, until: datetime) -> Write:
+    """The write that marks an event stored as applied in this transaction processing by this
+    worker until `until`, not applied: it needs an object from Stripe first. Queued with a
+    group's writes (on the driver's cursor, in their round trip on PostgreSQL)."""
+    return (_PARKED_ON_DRIVER, {"event_id": event_id, "lease_until": until})
 
 
 def mark_failed(connection: Connection, event_id: str, *, message: str) -> int | None:

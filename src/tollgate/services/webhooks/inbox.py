@@ -405,8 +405,7 @@ def _store_and_apply(
             outcome = _apply_event(
                 connection, delivery.event, now, dunning, fetched, group, traced, park=park
             )
-            if outcome.pending:
-                inbox.park(connection, event_id, until=now + LEASE)
+            if outcome.pending:  # parked with the group's writes (`_apply_event`)
                 statuses[event_id] = "processing"  # a later copy is pending too
             outcomes.append(outcome)
         results.append(outcomes[-1])
@@ -440,7 +439,8 @@ def _apply_event(
 
     `traced=False` (no tracer configured, as the caller found) skips asking again for a span.
     With `park`, an event that needs an object from Stripe, and wrote nothing to the database
-    yet, answers pending (its queued writes dropped) instead of raising NeedsFetch.
+    yet, answers pending (its queued writes dropped, its row's park queued) instead of raising
+    NeedsFetch.
     """
     handler = HANDLERS.get(event["type"])
     if handler is None:
@@ -463,6 +463,9 @@ def _apply_event(
         if not park or not context.undoable:
             raise
         context.drop_writes()
+        # Its row, inserted marked done, is marked processing under this worker's lease, with
+        # the group's writes: not applied, it needs an object from Stripe first.
+        group.queued.append(inbox.parked(context.event_id, until=now + LEASE))
         return ProcessResult(context.event_id, "pending", need=need, leased=True, event=event)
     context.finish()
     return ProcessResult(
