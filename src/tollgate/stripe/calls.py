@@ -113,6 +113,8 @@ class Urllib3Client(stripe.HTTPClient):
             "ca_certs": stripe.ca_bundle_path,
             "maxsize": 10,  # connections kept per host, as requests keeps
         }
+        self._hosts: dict[str, urllib3.HTTPConnectionPool] = {}  # `get_plain`'s, by address
+        self._proxied = proxy is not None
         self._pool: urllib3.PoolManager
         if proxy is None:
             self._pool = urllib3.PoolManager(**options)
@@ -162,11 +164,26 @@ class Urllib3Client(stripe.HTTPClient):
         except Exception as error:  # as RequestsClient: every failure is the SDK's own error
             _connection_error(error)
 
-    def get_plain(self, url: str, headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse | None:
-        """GET `url` once, no retry; the answer, or None when the request failed."""
+    def get_plain(
+        self, base: str, path: str, headers: Mapping[str, str]
+    ) -> urllib3.BaseHTTPResponse | None:
+        """GET `base` + `path` once, no retry, no redirect; the answer, or None when the
+        request failed.
+
+        Straight on the host's connection pool, kept, when there is no proxy: what the pool
+        manager does first at each request (the URL parsed, the pool looked up by a key made
+        anew) cost a sixth of a GET's client CPU (150-170 µs against 180-203 measured)."""
         try:
-            return self._pool.request("GET", url, headers=headers)
+            if self._proxied:
+                return self._pool.request("GET", base + path, headers=headers, redirect=False)
+            host = self._hosts.get(base)
+            if host is None:
+                host = self._hosts[base] = self._pool.connection_from_url(base)
+            return host.urlopen(
+                "GET", path, headers=headers, redirect=False, assert_same_host=False
+            )
         except Exception:  # the SDK's path tries again, and raises its error if it must
+            self._hosts.pop(base, None)  # a pool the manager closed meanwhile is taken anew
             return None
 
     def close(self) -> None:
@@ -217,7 +234,7 @@ class PlainGets:
             headers = self._accounts.get(stripe_account) or self._accounts.setdefault(
                 stripe_account, {**headers, "Stripe-Account": stripe_account}
             )
-        answer = self._http.get_plain(self._base + path, headers)
+        answer = self._http.get_plain(self._base, path, headers)
         if answer is None or answer.status != 200:
             return None
         try:
