@@ -1347,7 +1347,66 @@ def test_an_event_that_needs_stripe_is_parked_and_its_group_goes_on(
     assert (stored.status, stored.attempts, stored.processed_at) == ("processing", 0, None)
     assert hooks.count(AuditLog, AuditLog.event_id == group[1]["id"]) == 0
     assert (hooks.get(Customer, "acme").name, hooks.get(Customer, "beta").name) == ("v1", "b1")
-    finished = process_stripe_event(
+    # From the stored payload (as the retry job would); the intake passes the event it parsed.
+    assert _finish_parked(hooks, parked, with_event=False) == "succeeded"
+    assert refetches("customer", "same_second") == before + 1
+    assert hooks.get(Customer, "acme").name == "v2"
+    stored = hooks.get(StripeEvent, group[1]["id"])
+    assert (stored.status, stored.attempts) == ("succeeded", 1)
+    assert hooks.count(AuditLog, AuditLog.event_id == group[1]["id"]) == 1
+
+
+def test_a_parked_event_applied_meanwhile_is_a_duplicate_when_its_worker_finishes(
+    hooks: Hooks, client: stripe.StripeClient
+) -> None:
+    """The worker that parked an event finishes it from the event as it arrived: its row is
+    claimed and marked in one statement, which leaves alone a row applied meanwhile (say, by the
+    retry job once the lease ran out): it answers duplicate, and nothing is applied twice."""
+    acme = client.v1.customers.create(
+        params={"name": "v0", "metadata": {"tollgate_customer_id": "acme"}}
+    )
+    made = int(time.time())
+    hooks.deliver(event_obj("customer.created", acme.to_dict(for_json=True), created=made - 1))
+    v1 = client.v1.customers.update(acme.id, params={"name": "v1"}).to_dict(for_json=True)
+    v2 = client.v1.customers.update(acme.id, params={"name": "v2"}).to_dict(for_json=True)
+    pair = [
+        event_obj("customer.updated", v1, created=made),
+        event_obj("customer.updated", v2, created=made),  # same second, differs: ask Stripe
+    ]
+    results = apply_stripe_deliveries(
+        db=hooks.db,
+        deliveries=[_verified(hooks, event) for event in pair],
+        clock=hooks.container.clock,
+        dunning=hooks.container.dunning_policy,
+    )
+    parked = results[1]
+    assert parked.pending and parked.leased and parked.event == pair[1]
+
+    with hooks.db.engine.begin() as connection:  # applied elsewhere meanwhile
+        connection.execute(
+            sa.text("UPDATE stripe_events SET status = 'succeeded', attempts = 1 WHERE id = :id"),
+            {"id": parked.event_id},
+        )
+    assert _finish_parked(hooks, parked) == "duplicate"
+    assert hooks.get(Customer, "acme").name == "v1"
+    assert hooks.count(AuditLog, AuditLog.event_id == parked.event_id) == 0
+    assert hooks.get(StripeEvent, parked.event_id).attempts == 1
+    with hooks.db.engine.begin() as connection:  # back to parked: this time its worker applies it
+        connection.execute(
+            sa.text("UPDATE stripe_events SET status = 'processing' WHERE id = :id"),
+            {"id": parked.event_id},
+        )
+    assert _finish_parked(hooks, parked) == "succeeded"
+    assert hooks.get(Customer, "acme").name == "v2"
+    stored = hooks.get(StripeEvent, parked.event_id)
+    assert (stored.status, stored.attempts, stored.last_error) == ("succeeded", 2, None)
+    assert hooks.count(AuditLog, AuditLog.event_id == parked.event_id) == 1
+    assert _finish_parked(hooks, parked) == "duplicate"
+
+
+def _finish_parked(hooks: Hooks, parked: ProcessResult, *, with_event: bool = True) -> str:
+    """Finish a parked event as its worker does (fetch, then apply); return the outcome."""
+    return process_stripe_event(
         db=hooks.db,
         gateway=hooks.container.stripe,
         event_id=parked.event_id,
@@ -1355,13 +1414,8 @@ def test_an_event_that_needs_stripe_is_parked_and_its_group_goes_on(
         dunning=hooks.container.dunning_policy,
         need=parked.need,
         leased=True,
-    )
-    assert finished.outcome == "succeeded"
-    assert refetches("customer", "same_second") == before + 1
-    assert hooks.get(Customer, "acme").name == "v2"
-    stored = hooks.get(StripeEvent, group[1]["id"])
-    assert (stored.status, stored.attempts) == ("succeeded", 1)
-    assert hooks.count(AuditLog, AuditLog.event_id == group[1]["id"]) == 1
+        event=parked.event if with_event else None,
+    ).outcome
 
 
 def test_an_event_whose_writes_reached_the_database_cannot_be_dropped(hooks: Hooks) -> None:
