@@ -18,7 +18,7 @@ PostgreSQL backends, and stripesim (what the peer's fetches cost Stripe's side).
 
 Run: `.venv/bin/python bench/peers/run.py [--customers 200] [--rounds 8]
 [--concurrency 1 8 32] [--peers tollgate dj-stripe stripe-sync-engine stripe-sync-engine+fetch]
-[--workloads customers subscriptions]`
+[--workloads customers subscriptions] [--callgrind FOLDER]`
 (PostgreSQL from TOLLGATE_BENCH_POSTGRES_URL; dj-stripe's venv and stripe-sync-engine's
 node_modules are installed under bench/peers/ on the first run, from PyPI and npm.)
 """
@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -176,7 +177,12 @@ def measure(
             app, stripe_cpu = tree_cpu(serving.pid), harness.process_cpu_seconds(stripe_pid)
             backends = postgres.backend_cpu(database)
             counted = peer.counts(serving)
+            instrumented = PEERS["tollgate"].callgrind is not None and name == "tollgate"
+            if instrumented:
+                switch_instrumentation(serving.pid, "on")
             delivered = deliver(serving.port, serving.path, workload.deliveries, concurrency)
+            if instrumented:
+                switch_instrumentation(serving.pid, "off")
             app = tree_cpu(serving.pid) - app
             counted = {
                 name: count - counted.get(name, 0.0) for name, count in peer.counts(serving).items()
@@ -186,6 +192,10 @@ def measure(
             db = sum(cpu - backends.get(pid, 0.0) for pid, cpu in after.items())
             left = redeliver(serving.port, serving.path, delivered.failed)
         checked, correct = check(name, database, workload, len(workload.deliveries))
+        if instrumented:
+            totals = (PEERS["tollgate"].callgrind / f"tollgate.{serving.pid}").read_text()
+            instructions = int(re.search(r"^totals: (\d+)", totals, re.M).group(1))
+            checked += f"; {instructions / len(workload.deliveries):,.0f} instructions a delivery"
         if counted:
             checked += "; counted: " + ", ".join(
                 f"{what} {count:,.0f}" for what, count in sorted(counted.items()) if count
@@ -210,6 +220,11 @@ def measure(
         )
     finally:
         postgres.drop(database)
+
+
+def switch_instrumentation(pid: int, state: str) -> None:
+    """Switch callgrind's instrumentation of the served process on or off."""
+    subprocess.run(["callgrind_control", "-i", state, str(pid)], check=True, capture_output=True)
 
 
 def report(results: list[Result]) -> None:
@@ -250,7 +265,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--peers", nargs="+", choices=list(PEERS), default=list(PEERS))
     parser.add_argument("--workloads", nargs="+", choices=["customers", "subscriptions"])
+    parser.add_argument(
+        "--callgrind",
+        type=Path,
+        help="serve Tollgate under callgrind, counting its instructions over the deliveries "
+        "(files in this folder); compare builds at --concurrency 1",
+    )
     args = parser.parse_args()
+    if args.callgrind is not None:
+        args.callgrind.mkdir(parents=True, exist_ok=True)
+        PEERS["tollgate"].callgrind = args.callgrind.resolve()
     postgres = Postgres()
     results: list[Result] = []
     try:

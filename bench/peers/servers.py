@@ -81,6 +81,9 @@ def _rows(database: str, query: str, **params: Any) -> list[Any]:
 
 class Tollgate:
     name = "tollgate"
+    # Set (a folder) to serve under callgrind, instrumentation off until switched on (run.py's
+    # --callgrind); each server's counts go to <folder>/tollgate.<pid>.
+    callgrind: Path | None = None
 
     def install(self) -> None:
         pass
@@ -95,7 +98,16 @@ class Tollgate:
             "STRIPE_SECRET_KEY": STRIPE_KEY,
             "STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
         }
-        with harness.server(database_url(database), **settings) as (base_url, pid):
+        wrapper: tuple[str, ...] = ()
+        if self.callgrind is not None:
+            out = self.callgrind / "tollgate.%p"
+            wrapper = (
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={out}",
+            )
+        with harness.server(database_url(database), wrapper=wrapper, **settings) as (base_url, pid):
             yield Serving(int(base_url.rsplit(":", 1)[1]), "/webhooks/stripe", pid)
 
     def final_values(self, database: str, workload: Workload) -> dict[str, Any]:

@@ -30,17 +30,22 @@ class _Forwarding(BaseHTTPRequestHandler):
         self.seen.append(f"{self.command} {self.path}")
         self.credentials.append(self.headers.get("Proxy-Authorization"))
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-        answer = httpx.get(self.path, headers=headers)
-        self.send_response(answer.status_code)
-        for name in ("content-type", "date", "request-id"):
-            if name in answer.headers:
-                self.send_header(name, answer.headers[name])
-        self.send_header("content-length", str(len(answer.content)))
-        self.end_headers()
-        self.wfile.write(answer.content)
+        pass_back(self, httpx.get(self.path, headers=headers))
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+def pass_back(handler: BaseHTTPRequestHandler, answer: httpx.Response) -> None:
+    """Answer the handler's request with what the simulator answered (status, the headers the
+    SDK reads, body)."""
+    handler.send_response(answer.status_code)
+    for name in ("content-type", "date", "request-id"):
+        if name in answer.headers:
+            handler.send_header(name, answer.headers[name])
+    handler.send_header("content-length", str(len(answer.content)))
+    handler.end_headers()
+    handler.wfile.write(answer.content)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler
 from itertools import pairwise
 from typing import Any
 
@@ -37,6 +38,8 @@ from typer.testing import CliRunner
 from stripesim.lists import render
 from stripesim.testing import RunningSim, free_port
 from tests.conftest import EXAMPLE_CATALOG
+from tests.integration.test_stripe_proxy import pass_back
+from tests.integration.test_stripe_proxy import serving as serving_handler
 from tests.stripe_reference import example
 from tollgate.api.app import create_app
 from tollgate.bootstrap import Container, build_container
@@ -1402,6 +1405,99 @@ def test_a_parked_event_applied_meanwhile_is_a_duplicate_when_its_worker_finishe
     assert (stored.status, stored.attempts, stored.last_error) == ("succeeded", 2, None)
     assert hooks.count(AuditLog, AuditLog.event_id == parked.event_id) == 1
     assert _finish_parked(hooks, parked) == "duplicate"
+
+
+class _SlowReads(BaseHTTPRequestHandler):
+    """Stripe's address: GETs of the objects named in `slow` answered after `delay` seconds,
+    everything else passed on to the simulator at once."""
+
+    sim_url: str
+    slow: tuple[str, ...]
+    delay: float
+
+    def _pass_on(self, method: str) -> None:
+        if method == "GET" and self.path.startswith(self.slow):
+            time.sleep(self.delay)
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        url = self.sim_url + self.path
+        pass_back(self, httpx.request(method, url, headers=headers, content=body))
+
+    def do_GET(self) -> None:
+        self._pass_on("GET")
+
+    def do_POST(self) -> None:
+        self._pass_on("POST")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_slow_stripe_holds_up_no_other_delivery(
+    db: Database,
+    sim: RunningSim,
+    client: stripe.StripeClient,
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Two events that need Stripe, whose objects Stripe is slow to give, finish at once on
+    threads of their own, and a delivery meanwhile that needs nothing from Stripe is answered
+    without waiting for either."""
+    names = {"acme": "a0", "beta": "b0", "gamma": "c0"}
+    made = {
+        app_id: client.v1.customers.create(
+            params={"name": name, "metadata": {"tollgate_customer_id": app_id}}
+        )
+        for app_id, name in names.items()
+    }
+    now = int(time.time())
+    delay = 1.5
+    slow = tuple(f"/v1/customers/{made[app_id].id}" for app_id in ("acme", "gamma"))
+    handler = type("Slow", (_SlowReads,), {"sim_url": sim.url, "slow": slow, "delay": delay})
+    with serving_handler(handler) as front:
+        settings = make_settings(db.url, STRIPE_WEBHOOK_SECRETS=SECRET, STRIPE_API_BASE=front)
+        container = build_container(settings)
+        with TestClient(create_app(container)) as api:
+            hooks = Hooks(api, container)
+            for customer in made.values():
+                created = event_obj(
+                    "customer.created", customer.to_dict(for_json=True), created=now - 1
+                )
+                hooks.deliver(created)
+            later: dict[str, list[dict[str, Any]]] = {}
+            for app_id, customer in made.items():
+                versions = [
+                    client.v1.customers.update(customer.id, params={"name": f"{app_id} v{n}"})
+                    for n in (1, 2)
+                ]
+                # The same second, other names: the second needs Stripe to order them.
+                later[app_id] = [
+                    event_obj("customer.updated", v.to_dict(for_json=True), created=now)
+                    for v in versions
+                ]
+            for app_id in ("acme", "gamma"):
+                hooks.deliver(later[app_id][0])
+            answered: dict[str, float] = {}
+            started = time.monotonic()
+
+            def deliver(app_id: str, event: dict[str, Any]) -> None:
+                hooks.deliver(event)
+                answered[app_id] = time.monotonic() - started
+
+            with ThreadPoolExecutor(3) as pool:
+                waiting = [
+                    pool.submit(deliver, app_id, later[app_id][1]) for app_id in ("acme", "gamma")
+                ]
+                time.sleep(0.2)  # both are waiting for Stripe now
+                pool.submit(deliver, "beta", later["beta"][1]).result()
+                for future in waiting:
+                    future.result()
+        container.close()
+    assert answered["beta"] < delay  # not held up by the slow reads
+    assert delay <= answered["acme"] < 2 * delay and delay <= answered["gamma"] < 2 * delay
+    with db.transaction() as session:
+        final = {app_id: session.get(Customer, app_id).name for app_id in names}
+    assert final == {app_id: f"{app_id} v2" for app_id in names}
 
 
 def _finish_parked(hooks: Hooks, parked: ProcessResult, *, with_event: bool = True) -> str:
