@@ -6,6 +6,7 @@ given back when a transaction fails, counters a crash left over-counted correcte
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -364,12 +365,17 @@ def test_a_counting_connection_the_server_closed_is_opened_anew_and_counts_once(
             assert tollgate.consume("acme", "runs", 2, id="k-2").used == 3  # replayed
             assert in_redis(app, "acme") == 3
             assert table_sum(db, UsageEvent.value) == 3
+            before = len(_named_connections(name))  # this thread's line, the pool's one
             threads = ThreadPoolExecutor(4)
             ids = [f"k-t{n}" for n in range(40)]
             answers = list(threads.map(lambda i: tollgate.consume("acme", "runs", 1, id=i), ids))
-            threads.shutdown()
+            threads.shutdown()  # its threads end: each one's connection closes with it
             assert all(answer.allowed for answer in answers)
             assert in_redis(app, "acme") == 43 == table_sum(db, UsageEvent.value)
+            deadline = time.monotonic() + 5
+            while len(_named_connections(name)) > before and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(_named_connections(name)) == before
         finally:
             app.close()
     assert _named_connections(name) == []  # every thread's connection closed with the app

@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -470,9 +471,13 @@ class _Lines:
 
     def __init__(self, pool: redis.ConnectionPool) -> None:
         self._pool = pool
+        # Each `_Line` is held by its thread alone: a thread that ends drops its line, which
+        # closes its connection then (the consume writer's thread ends after each pause, and
+        # a new one opens its own), whatever else redis-py's objects hold. `_opened` only finds
+        # the live ones for `close`.
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._opened: list[tuple[int, redis.connection.AbstractConnection]] = []
+        self._opened: weakref.WeakSet[_Line] = weakref.WeakSet()
 
     def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run `script` on this thread's connection; raise redis's errors as they come."""
@@ -495,27 +500,35 @@ class _Lines:
             raise
 
     def _connection(self) -> redis.connection.AbstractConnection:
-        pid = os.getpid()
-        found: tuple[int, redis.connection.AbstractConnection] | None = getattr(
-            self._local, "line", None
-        )
-        if found is not None and found[0] == pid:  # a forked child opens its own
-            return found[1]
+        line: _Line | None = getattr(self._local, "line", None)
+        if line is not None and line.pid == os.getpid():  # a forked child opens its own
+            return line.connection
         pool = self._pool
-        connection = pool.connection_class(**pool.connection_kwargs)
-        self._local.line = line = (pid, connection)
+        line = self._local.line = _Line(pool.connection_class(**pool.connection_kwargs))
         with self._lock:
-            self._opened.append(line)
-        return connection
+            self._opened.add(line)
+        return line.connection
 
     def close(self) -> None:
-        """Close every thread's connection (this process's)."""
+        """Close every live thread's connection."""
         with self._lock:
-            opened, self._opened = self._opened, []
-        pid = os.getpid()
-        for owner, connection in opened:
-            if owner == pid:
-                connection.disconnect()
+            opened = list(self._opened)
+            self._opened.clear()
+        for line in opened:
+            line.connection.disconnect()  # redis-py shuts a socket down only in its own process
+
+
+class _Line:
+    """One thread's connection, closed when the thread lets go of it."""
+
+    __slots__ = ("__weakref__", "connection", "pid")
+
+    def __init__(self, connection: redis.connection.AbstractConnection) -> None:
+        self.connection = connection
+        self.pid = os.getpid()
+
+    def __del__(self) -> None:
+        self.connection.disconnect()
 
 
 def _text(raw: Any) -> str:
