@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from tollgate.domain.catalog import Catalog, Plan, PlanFeature
 from tollgate.domain.errors import InvalidRequest
-from tollgate.domain.text import first_unstorable, text_problem
+from tollgate.domain.text import NUL, first_unstorable, text_problem
 from tollgate.money import Money
 from tollgate.services.usage.events import MAX_ID_LENGTH
 
@@ -318,6 +318,8 @@ def plain_consume(data: Any) -> tuple[str, int, str] | None:
         return None
     if not 0 <= quantity < 2**53 or not 0 < len(use_id) <= MAX_ID_LENGTH:
         return None
-    if text_problem(feature) is not None or text_problem(use_id) is not None:
+    # Plain ASCII without NUL, checked in C: text_problem's own calls only for the rare rest.
+    plain = feature.isascii() and use_id.isascii() and NUL not in feature and NUL not in use_id
+    if not plain and (text_problem(feature) is not None or text_problem(use_id) is not None):
         return None
     return feature, quantity, use_id
