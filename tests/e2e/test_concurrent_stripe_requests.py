@@ -8,12 +8,13 @@ and PostgreSQL.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
+import httpx
 import sqlalchemy as sa
 
 from tests.e2e.conftest import World
@@ -225,12 +226,6 @@ def test_two_plan_changes_at_once_leave_one_subscription_on_one_of_them(world: W
     assert (shown["plan"], shown["interval"]) in {("pro", "year"), ("team", "month")}
 
 
-@pytest.mark.xfail(
-    strict=False,  # the race is lost most runs, not every one
-    reason="open race: set_tax_ids lists, adds, then removes in Stripe with no lock across the "
-    "calls; two PATCHes at once each remove the other's tax ID, and a repeat's add replays (by "
-    "its key) one already removed, so Stripe can end with none",
-)
 def test_two_sets_of_tax_ids_at_once_leave_one_of_them(world: World) -> None:
     stripe_id = str(world.create_customer("acme")["stripe_customer_id"])
     first = {"tax_ids": [{"type": "eu_vat", "value": "DE123456789"}]}
@@ -242,3 +237,37 @@ def test_two_sets_of_tax_ids_at_once_leave_one_of_them(world: World) -> None:
     assert listed in (["DE123456789"], ["DE987654321"])
     shown = [t["value"] for t in world.customer("acme")["tax_ids"]]
     assert shown == listed
+
+
+def test_a_tax_id_change_sent_while_another_is_in_stripe_waits_for_it(world: World) -> None:
+    # The first change's list of the customer's tax IDs answers a second late. A second change
+    # sent meanwhile waits for the first to finish, then lists what it left and replaces it.
+    # Before, it listed the same empty set and added its own; the first then added its own to
+    # what it had listed: both stayed, neither set.
+    stripe_id = str(world.create_customer("acme")["stripe_customer_id"])
+    faults = world.sim.sim.faults
+    faults.timeout_seconds = 1.0
+    faults.queued.append(
+        {"method": "GET", "path": f"/v1/customers/{stripe_id}/tax_ids", "kind": "timeout"}
+    )
+    statuses: list[int] = []
+
+    def send(value: str) -> None:
+        body = {"tax_ids": [{"type": "eu_vat", "value": value}]}
+        with httpx.Client(base_url=world.base_url, headers=world.http.headers, timeout=60) as api:
+            statuses.append(api.patch("/v1/customers/acme", json=body).status_code)
+
+    first = threading.Thread(target=send, args=("DE123456789",))
+    first.start()
+    deadline = time.monotonic() + 10
+    while faults.queued:  # the first change's list has begun
+        assert time.monotonic() < deadline, "the first change never listed its tax IDs"
+        time.sleep(0.01)
+    time.sleep(0.2)
+    send("DE987654321")
+    first.join()
+    assert statuses == [200, 200]
+    listed = [tax_id.value for tax_id in world.stripe.v1.customers.tax_ids.list(stripe_id).data]
+    assert listed == ["DE987654321"]
+    world.settle()
+    assert [t["value"] for t in world.customer("acme")["tax_ids"]] == listed

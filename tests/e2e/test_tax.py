@@ -154,6 +154,24 @@ def test_tax_status_and_tax_ids_set_through_the_api_reach_stripe_and_the_mirror(
     assert world.customer("vat-org")["tax_ids"] == []
 
 
+def test_a_tax_id_sent_again_under_its_key_after_its_removal_is_added_again(world: World) -> None:
+    # The same value added, removed, then asked for again with the first request's
+    # Idempotency-Key: a real add. Its Stripe key once named only the request and the value, so
+    # Stripe replayed the first add and answered the removed tax ID: none was left.
+    stripe_id = str(world.create_customer("vat-org", address=BERLIN)["stripe_customer_id"])
+    vat = {"tax_ids": [{"type": "eu_vat", "value": "DE123456789"}]}
+    key = {"Idempotency-Key": "vat-1"}
+    first = world.call("PATCH", "/v1/customers/vat-org", json=vat, headers=key)
+    world.call("PATCH", "/v1/customers/vat-org", json={"tax_ids": []})
+    again = world.call("PATCH", "/v1/customers/vat-org", json=vat, headers=key)
+    (in_stripe,) = world.stripe.v1.customers.tax_ids.list(stripe_id).data
+    assert in_stripe.value == "DE123456789"
+    assert in_stripe.id != first["tax_ids"][0]["id"]
+    assert [t["id"] for t in again["tax_ids"]] == [in_stripe.id]
+    world.settle()
+    assert [t["id"] for t in world.customer("vat-org")["tax_ids"]] == [in_stripe.id]
+
+
 def test_without_an_address_a_direct_subscription_is_refused_under_automatic_tax(
     make_world: Callable[..., World],
 ) -> None:

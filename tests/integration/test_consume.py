@@ -4,6 +4,7 @@ PostgreSQL + Redis; the Python client's verb (HTTP and in process) and FastAPI d
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,7 +26,7 @@ from tollgate.domain.entitlements import AWAITING_TRANSFER
 from tollgate.services.api_keys import create_api_key
 from tollgate.services.usage import ConsumeCall, Consumed, consume_many
 from tollgate.services.usage.consume import Kept
-from tollgate_client import Code, Tollgate
+from tollgate_client import Code, InvalidRequest, Tollgate
 from tollgate_client.dependency import consume_on_success
 
 
@@ -151,6 +152,59 @@ def test_bad_consume_calls_get_a_clear_error_and_change_nothing(api: TestClient)
     api.post("/v1/usage", json={"events": [event]})
     clash = api.post("/v1/customers/tiny/consume", json={"feature": "runs", "id": "ev-1"})
     assert clash.status_code == 409 and "usage event" in clash.json()["error"]["message"]
+
+
+def test_the_in_process_client_answers_and_refuses_each_call_as_the_route_does(
+    api: TestClient, app: Container
+) -> None:
+    """The client checks a plain body without the route's model: what the model would refuse
+    still gets the model's error, word for word, and nothing is counted."""
+    offline_customer(api, "tiny")
+    tollgate = LocalTollgate(app)
+    cases: list[tuple[str, Any, str]] = [
+        ("runs", 5, "p-1"),  # plain and valid: answered alike
+        ("runs", 5, "p-1"),  # its retry
+        ("runs", 0, "p-2"),
+        ("runs", -1, "p-3"),
+        ("runs", 1.5, "p-3"),
+        ("runs", True, "p-3"),
+        ("runs", "1", "p-3"),
+        ("runs", 2**53, "p-3"),
+        ("runs", 1, ""),
+        ("runs", 1, "x" * 256),
+        ("runs", 1, "a\x00b"),
+        ("runs", 1, "a\ud800"),
+        ("ru\x00ns", 1, "p-3"),
+        ("teleport", 1, "p-3"),
+        ("sso", 1, "p-3"),
+    ]
+    for feature, quantity, use_id in cases:
+        body = {"feature": feature, "quantity": quantity, "id": use_id}
+        over_http = api.post(
+            "/v1/customers/tiny/consume", content=_json_text(body), headers=_JSON_BODY
+        )
+        case = (feature, quantity, use_id, over_http.text)
+        if over_http.status_code == 200:
+            answer = tollgate.consume("tiny", feature, quantity, id=use_id)
+            expected = {k: v for k, v in over_http.json().items() if k not in _CALL_FIELDS}
+            assert answer.to_json() == expected, case
+            continue
+        assert over_http.status_code == 400, case
+        with pytest.raises(InvalidRequest) as refused:
+            tollgate.consume("tiny", feature, quantity, id=use_id)
+        error = over_http.json()["error"]
+        said = (refused.value.message, refused.value.param)
+        assert said == (error["message"], error.get("param")), case
+    assert used(api, "tiny") == 5
+
+
+_CALL_FIELDS = ("id", "customer", "quantity")
+_JSON_BODY = {"Content-Type": "application/json"}
+
+
+def _json_text(body: dict[str, Any]) -> bytes:
+    # The standard library's encoder: it writes a lone surrogate as an escape, as an app's would.
+    return json.dumps(body).encode()
 
 
 def test_32_concurrent_consumers_count_exactly_the_limit(api: TestClient, app: Container) -> None:

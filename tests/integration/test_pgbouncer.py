@@ -260,6 +260,40 @@ def test_jobs_through_the_pooler_run_once_per_interval_across_workers(
     assert outcomes == {"done": 21, SKIPPED: 21}
 
 
+def test_turns_of_one_name_never_overlap_across_replicas_through_the_pooler(
+    pooled: Pooled,
+) -> None:
+    # Two replicas, three holders each, PgBouncer with two server connections: a turn (a
+    # tax-ID change's Stripe calls) runs alone, and a waiter never needs a second connection.
+    replicas = [Database(pooled.pooled_url, pooler="transaction") for _ in range(2)]
+    inside: list[int] = []
+    most = 0
+    lock = threading.Lock()
+
+    def take_turn(db: Database) -> None:
+        nonlocal most
+        with db.taking_turns("tax-ids:acme") as turn:
+            with turn.transaction() as session:
+                session.execute(sa.text("SELECT 1"))
+            with lock:
+                inside.append(1)
+                most = max(most, len(inside))
+            time.sleep(0.05)  # the Stripe calls: the others try meanwhile
+            with lock:
+                inside.pop()
+            with turn.write_transaction() as session:
+                session.execute(sa.text("SELECT 1"))
+
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            for _ in range(2):  # more turns than psycopg's five runs before it would prepare
+                list(pool.map(take_turn, replicas * 3))
+    finally:
+        for db in replicas:
+            db.dispose()
+    assert most == 1
+
+
 def test_migrations_run_directly_or_through_the_pooler(pooled: Pooled) -> None:
     database = Database(pooled.pooled_url, pooler="transaction")
     try:

@@ -5,20 +5,25 @@ given back when a transaction fails, counters a crash left over-counted correcte
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import DBAPIError
 
 from tests.integration.test_usage_and_entitlements import runs_priced_in_credits
-from tests.redis_space import drop_keys, redis_space
+from tests.redis_space import REDIS_URL, drop_keys, redis_space
 from tollgate.api.app import create_app
 from tollgate.bootstrap import Container, build_container
+from tollgate.client.local import LocalTollgate
 from tollgate.config import Settings
 from tollgate.db.models import Notification, UsageCounter, UsageEvent, UsagePending, UsageThreshold
 from tollgate.db.unit_of_work import Database
@@ -326,3 +331,51 @@ def test_a_batch_is_refused_whole_with_a_clear_error_when_redis_does_not_answer(
     finally:
         down.close()
     assert count_rows(db, UsageEvent) == 0 and count_rows(db, UsagePending) == 0
+
+
+def _named_connections(name: str) -> list[int]:
+    """The ids of the Redis connections named `name` (the test's own, by its client_name)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return [int(c["id"]) for c in client.client_list() if c.get("name") == name]
+    finally:
+        client.close()
+
+
+def test_a_counting_connection_the_server_closed_is_opened_anew_and_counts_once(
+    db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    name = f"tollgate-test-{secrets.token_hex(4)}"
+    with redis_space() as settings:
+        settings["TOLLGATE_REDIS_URL"] += f"?client_name={name}"
+        app = build_container(make_settings(db.url, STRIPE_SECRET_KEY="", **settings))
+        try:
+            tollgate = LocalTollgate(app)
+            tollgate.create_customer("acme", email="b@acme.example", offline=True, plan="pro")
+            assert tollgate.consume("acme", "runs", 1, id="k-1").allowed
+            opened = _named_connections(name)
+            assert opened  # the counting script's connection, at least
+            killer = redis.Redis.from_url(REDIS_URL)
+            for connection_id in opened:  # as a Redis restart or its idle timeout would
+                killer.client_kill_filter(_id=connection_id)
+            killer.close()
+
+            # Counted once each: the closed connection is seen before the script is sent.
+            assert tollgate.consume("acme", "runs", 2, id="k-2").used == 3
+            assert tollgate.consume("acme", "runs", 2, id="k-2").used == 3  # replayed
+            assert in_redis(app, "acme") == 3
+            assert table_sum(db, UsageEvent.value) == 3
+            before = len(_named_connections(name))  # this thread's line, the pool's one
+            threads = ThreadPoolExecutor(4)
+            ids = [f"k-t{n}" for n in range(40)]
+            answers = list(threads.map(lambda i: tollgate.consume("acme", "runs", 1, id=i), ids))
+            threads.shutdown()  # its threads end: each one's connection closes with it
+            assert all(answer.allowed for answer in answers)
+            assert in_redis(app, "acme") == 43 == table_sum(db, UsageEvent.value)
+            deadline = time.monotonic() + 5
+            while len(_named_connections(name)) > before and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(_named_connections(name)) == before
+        finally:
+            app.close()
+    assert _named_connections(name) == []  # every thread's connection closed with the app

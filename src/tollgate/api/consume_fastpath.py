@@ -5,7 +5,8 @@ a transaction. The work itself is the consume writer's (services/usage/consume.p
 at the same moment are decided in order and committed together); FastAPI's routing, parameter
 solving and body model around it cost more CPU than a call's share of the group. This ASGI
 layer answers the plain valid case directly: a write key, a JSON body of exactly `feature`,
-`quantity` (a whole number, 0 or more) and `id` (1 to 255 characters), and a call the service
+`quantity` (a whole number, 0 or more) and `id` (1 to 255 characters), text a database can
+store (`schemas.plain_consume`, the in-process client's check too), and a call the service
 answers. Anything else (a bad key, a bad body, an unknown customer or feature, an id used
 otherwise: any error) goes on to the FastAPI route with the body as read, which answers it as
 it answers every route, so there is one definition of each error and the contract is unchanged.
@@ -22,13 +23,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollgate.api.fastpath import key_allows
 from tollgate.api.middleware import body_too_large, json_answer, read_body, whole_body
+from tollgate.api.schemas import plain_consume
 from tollgate.bootstrap import Container
 from tollgate.domain.errors import TollgateError
 from tollgate.metrics import RouteAnswers
-from tollgate.services.usage import MAX_ID_LENGTH, ConsumeCall
+from tollgate.services.usage import ConsumeCall
 
 ROUTE = "/v1/customers/{customer_id}/consume"
-_FIELDS = {"feature", "quantity", "id"}
 _REPLAYED = (b"idempotent-replayed", b"true")
 
 
@@ -96,15 +97,11 @@ def _plain_call(customer_id: str, body: bytes) -> ConsumeCall | None:
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if type(data) is not dict or not data.keys() <= _FIELDS:
-        return None
-    feature, quantity, use_id = data.get("feature"), data.get("quantity", 1), data.get("id")
-    if type(feature) is not str or type(use_id) is not str or type(quantity) is not int:
-        return None
-    if not 0 <= quantity < 2**53 or not 0 < len(use_id) <= MAX_ID_LENGTH:
+    plain = plain_consume(data)
+    if plain is None:
         return None
     # Made in C (the named tuple's own constructor is a Python function).
-    return tuple.__new__(ConsumeCall, (customer_id, feature, quantity, use_id))
+    return tuple.__new__(ConsumeCall, (customer_id, *plain))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

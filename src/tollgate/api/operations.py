@@ -196,10 +196,10 @@ def record_usage(app: Container, batch: UsageBatch) -> usage.UsageReport:
     return report
 
 
-def consume(app: Container, customer_id: str, body: ConsumeCreate) -> usage.Consumed:
+def consume(app: Container, call: usage.ConsumeCall) -> usage.Consumed:
     """Decide and record one use in one step (in Redis first when TOLLGATE_REDIS_URL is set),
     committed with the other calls waiting at that moment (the process's consume writer)."""
-    return app.consume_writer.consume_blocking(consume_call(customer_id, body))
+    return app.consume_writer.consume_blocking(call)
 
 
 def consume_call(customer_id: str, body: ConsumeCreate) -> usage.ConsumeCall:

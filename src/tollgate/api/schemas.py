@@ -13,8 +13,9 @@ from starlette.responses import Response
 
 from tollgate.domain.catalog import Catalog, Plan, PlanFeature
 from tollgate.domain.errors import InvalidRequest
-from tollgate.domain.text import first_unstorable
+from tollgate.domain.text import NUL, first_unstorable, text_problem
 from tollgate.money import Money
+from tollgate.services.usage.events import MAX_ID_LENGTH
 
 
 def json_response(body: object) -> Response:
@@ -292,5 +293,33 @@ class ConsumeCreate(RequestBody):
     feature: str = Field(description="A metered feature.")
     quantity: StrictInt = Field(1, ge=0, description="Units to use (the reading, for max/last).")
     id: str = Field(
-        min_length=1, max_length=255, description="Your id of this use: a retry repeats it."
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description="Your id of this use: a retry repeats it.",
     )
+
+
+_CONSUME_FIELDS = frozenset(ConsumeCreate.model_fields)
+
+
+def plain_consume(data: Any) -> tuple[str, int, str] | None:
+    """Return (feature, quantity, id) of a consume body ConsumeCreate takes as it is, checked
+    without the model; None for anything else, which the model judges (and so words the error).
+
+    The plain valid case is every consume call an app makes, and the model's validation costs
+    more than the check (about 10 µs of an in-process call): exactly the model's fields, text
+    a database can store, a whole number 0 or more (under 2**53, as the service takes it) and
+    an id of 1 to 255 characters.
+    """
+    if type(data) is not dict or not data.keys() <= _CONSUME_FIELDS:
+        return None
+    feature, quantity, use_id = data.get("feature"), data.get("quantity", 1), data.get("id")
+    if type(feature) is not str or type(use_id) is not str or type(quantity) is not int:
+        return None
+    if not 0 <= quantity < 2**53 or not 0 < len(use_id) <= MAX_ID_LENGTH:
+        return None
+    # Plain ASCII without NUL, checked in C: text_problem's own calls only for the rare rest.
+    plain = feature.isascii() and use_id.isascii() and NUL not in feature and NUL not in use_id
+    if not plain and (text_problem(feature) is not None or text_problem(use_id) is not None):
+        return None
+    return feature, quantity, use_id

@@ -27,9 +27,11 @@ from tollgate.api.schemas import (
     SubscriptionPut,
     UsageBatch,
     invalid_input,
+    plain_consume,
 )
 from tollgate.bootstrap import Container
 from tollgate.domain.entitlements import Decision
+from tollgate.services.usage import ConsumeCall
 from tollgate_client.backend import Body
 from tollgate_client.verbs import Client
 from tollgate_client.views import (
@@ -136,8 +138,12 @@ class LocalBackend:
         return report.to_json()
 
     def consume(self, customer_id: str, body: Body) -> Decision:
-        consumed = operations.consume(self.container, customer_id, _checked(ConsumeCreate, body))
-        return consumed.decision
+        plain = plain_consume(body)  # the client's own body: the model only for anything else
+        if plain is None:
+            call = operations.consume_call(customer_id, _checked(ConsumeCreate, body))
+        else:
+            call = tuple.__new__(ConsumeCall, (customer_id, *plain))  # made in C
+        return operations.consume(self.container, call).decision
 
     def billing_session(self, customer_id: str) -> dict[str, Any]:
         # In process there is no request to learn the server's address from: the link is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -114,6 +115,45 @@ def hold_database(connection: Connection) -> None:
             driver.execute("BEGIN IMMEDIATE")
 
 
+def advisory_key(name: str) -> int:
+    """Return the signed 64-bit PostgreSQL advisory lock key of a name, the same everywhere."""
+    return int.from_bytes(
+        hashlib.sha256(f"tollgate-{name}".encode()).digest()[:8], "big", signed=True
+    )
+
+
+class Turn:
+    """One holder's turn (`Database.taking_turns`): the transactions it runs in.
+
+    On PostgreSQL they are all the one transaction that holds the turn's lock, and the write
+    commits it: `write_transaction` is the turn's last step. On SQLite each is its own.
+    """
+
+    def __init__(self, database: Database, held: Session | None) -> None:
+        self._database = database
+        self._held = held
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Read (and write nothing) inside the turn."""
+        if self._held is None:
+            with self._database.transaction() as session:
+                yield session
+            return
+        yield self._held
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[Session]:
+        """Write the turn's outcome and commit it; on PostgreSQL this ends the turn."""
+        if self._held is None:
+            with self._database.write_transaction() as session:
+                yield session
+            return
+        held, self._held = self._held, None
+        yield held
+        held.commit()
+
+
 class Database:
     """The database a process talks to: an engine and transactions over it."""
 
@@ -126,6 +166,9 @@ class Database:
         # SQLite's busy handler sleeps up to 100 ms between tries and ruins latency under load.
         self._write_lock = threading.Lock() if url.startswith("sqlite") else None
         self._pins = threading.local()
+        # SQLite's turns (`taking_turns`): a lock per name, and how many hold or wait for it.
+        self._turns: dict[str, tuple[threading.Lock, int]] = {}
+        self._turns_guard = threading.Lock()
 
     @property
     def dialect(self) -> str:
@@ -155,6 +198,39 @@ class Database:
         with self._write_lock, self.transaction() as session:
             hold_database(session.connection())
             yield session
+
+    @contextmanager
+    def taking_turns(self, name: str) -> Iterator[Turn]:
+        """Run the block while no other holder of `name` runs its own (a Stripe round trip and
+        what it read and wrote, say); the others wait.
+
+        PostgreSQL: a transaction-scoped advisory lock, so every process and replica takes
+        turns, and nothing outlives the transaction (PgBouncer in transaction mode is fine, a
+        session-scoped lock would not be). The block's reads and its write run in that one
+        transaction: a waiter holds one connection, never a second one it must wait for.
+
+        SQLite: a lock in this process, not the database's write lock. `write_transaction`
+        holds the whole file from its start, so holding it across a Stripe round trip (retries
+        and timeouts included) would stop every other write, usage and webhooks too, for as
+        long as Stripe takes, and other processes would give up after the busy timeout. SQLite
+        is one host's file served by one `tollgate serve`: its requests all pass this lock.
+        """
+        if self.dialect == "postgresql":
+            with self._sessions.begin() as session:
+                session.execute(select(func.pg_advisory_xact_lock(advisory_key(f"turn:{name}"))))
+                yield Turn(self, session)
+            return
+        with self._turns_guard:
+            lock, users = self._turns.get(name, (threading.Lock(), 0))
+            self._turns[name] = (lock, users + 1)
+        try:
+            with lock:
+                yield Turn(self, None)
+        finally:
+            with self._turns_guard:
+                lock, users = self._turns.pop(name)
+                if users > 1:
+                    self._turns[name] = (lock, users - 1)
 
     @contextmanager
     def write_connection(self) -> Iterator[Connection]:

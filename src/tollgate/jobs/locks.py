@@ -9,7 +9,6 @@ and a crashed worker's lock goes with its connection.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -18,14 +17,7 @@ from sqlalchemy import and_, func, select, update
 
 from tollgate.db.dialects import insert_if_new
 from tollgate.db.tables import JOB_LOCKS
-from tollgate.db.unit_of_work import Database
-
-
-def advisory_key(name: str) -> int:
-    """Return the signed 64-bit PostgreSQL advisory lock key of a job name."""
-    return int.from_bytes(
-        hashlib.sha256(f"tollgate-job:{name}".encode()).digest()[:8], "big", signed=True
-    )
+from tollgate.db.unit_of_work import Database, advisory_key
 
 
 def claim_interval(
@@ -66,5 +58,7 @@ def run_alone(db: Database, name: str) -> Iterator[bool]:
         yield True
         return
     with db.engine.connect() as connection, connection.begin():
-        got = connection.execute(select(func.pg_try_advisory_xact_lock(advisory_key(name))))
+        got = connection.execute(
+            select(func.pg_try_advisory_xact_lock(advisory_key(f"job:{name}")))
+        )
         yield bool(got.scalar())

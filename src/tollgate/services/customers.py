@@ -37,12 +37,7 @@ from tollgate.domain.tax import check_tax_exempt, check_tax_ids
 from tollgate.money import normalize_currency
 from tollgate.services.catalog import sync_catalog
 from tollgate.services.credit_ledger import forget_credits, grant_onboarding_credits
-from tollgate.services.customer_tax import (
-    TaxIdRefused,
-    record_tax_ids,
-    set_tax_ids,
-    tax_ids_of,
-)
+from tollgate.services.customer_tax import change_tax_ids, tax_ids_of
 from tollgate.services.deps import Deps
 from tollgate.stripe.errors import StripeFailure, StripeUnavailable
 from tollgate.stripe.gateway import StripeGateway
@@ -507,8 +502,6 @@ def update_customer(
             f"customer {customer_id!r} is offline (billed by hand): Stripe keeps tax IDs",
             param="tax_ids",
         )
-    added: list[dict[str, Any]] = []
-    dropped: list[dict[str, Any]] = []
     if in_stripe is not None:
         stripe_id, target = in_stripe
         stripe_name = (name or "") if "name" in changes.fields else None
@@ -526,16 +519,15 @@ def update_customer(
         )
         if tax_ids is not None:
             # First, as Stripe may refuse a value: then nothing else is changed.
-            try:
-                added, dropped = set_tax_ids(target, stripe_id, tax_ids, key_prefix=key)
-            except TaxIdRefused as refused:
-                # Added and removed again in Stripe: kept as deleted, whatever order their
-                # events come in, so no later answer shows them. The customer is locked first,
-                # as the webhook handlers writing its tax IDs lock it.
-                with deps.db.write_transaction() as session:
-                    load_customer(session, customer_id, lock=True)
-                    record_tax_ids(session, customer_id, [], refused.withdrawn, deps.clock.now())
-                raise
+            change_tax_ids(
+                db=deps.db,
+                clock=deps.clock,
+                customer_id=customer_id,
+                target=target,
+                stripe_customer_id=stripe_id,
+                wanted=tax_ids,
+                key_prefix=key,
+            )
         target.update_customer(
             stripe_id,
             idempotency_key=key,
@@ -558,7 +550,6 @@ def update_customer(
         if metadata is not None:
             stamp = {APP_ID_KEY: customer_id} if not row.offline else {}
             row.metadata_ = {**metadata, **stamp}
-        record_tax_ids(session, customer_id, added, dropped, deps.clock.now())
         row.updated_at = deps.clock.now()
         return customer_view(session, row, deps.catalog)
 

@@ -137,26 +137,38 @@ class GroupWriter(Generic[Item, Outcome]):
         a caller that finds nobody applying blocking items leads: it applies those waiting, in
         groups, until its own is answered, then hands the lead to a caller still waiting. The
         others wait meanwhile. A lone caller so costs no more than applying its item alone."""
-        future: concurrent.futures.Future[Outcome] = concurrent.futures.Future()
-        with self._turn:
-            self._waiting.append(_Job(item, None, future))
-            while self._leading and not future.done():
-                self._turn.wait()
-            if future.done():  # a leader applied it
-                return future.result()
+        turn = self._turn
+        future: concurrent.futures.Future[Outcome] | None = None
+        with turn:
+            if self._leading or self._waiting:
+                future = concurrent.futures.Future()
+                self._waiting.append(_Job(item, None, future))
+                while self._leading and not future.done():
+                    turn.wait()
+                if future.done():  # a leader applied it
+                    return future.result()
             self._leading = True
         try:
             with self._leader_pin():
-                while not future.done():
-                    with self._turn:
-                        jobs = self._waiting[: self.group]
-                        del self._waiting[: self.group]
-                    self._apply(jobs)
+                if future is None:
+                    # Nobody else waiting: its item alone, with no future to settle and read
+                    # (callers that come meanwhile wait; one of them leads next).
+                    (outcome,) = self._outcomes([item])
+                else:
+                    while not future.done():
+                        with turn:
+                            jobs = self._waiting[: self.group]
+                            del self._waiting[: self.group]
+                        self._apply(jobs)
         finally:
-            with self._turn:
+            with turn:
                 self._leading = False
-                self._turn.notify_all()  # the answered return; one still waiting leads next
-        return future.result()
+                turn.notify_all()  # the answered return; one still waiting leads next
+        if future is not None:
+            return future.result()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def _leader_pin(self) -> AbstractContextManager[None]:
         """Pin the leader's transactions to the connection kept for blocking callers: the one
@@ -315,20 +327,24 @@ class GroupWriter(Generic[Item, Outcome]):
                 return None
             return job
 
+    def _outcomes(self, items: list[Item]) -> Sequence[Outcome | BaseException]:
+        """Apply the items together (counted in `applied` and the metrics): an outcome each,
+        an exception `apply` raised being every item's."""
+        groups, count = self.applied
+        self.applied = (groups + 1, count + len(items))
+        self._commits.inc()
+        self._items.inc(len(items))
+        try:
+            return self._apply_items(items)
+        except Exception as error:  # handed to the callers, which answer for it
+            return [error] * len(items)
+
     def _apply(self, jobs: list[_Job[Item]]) -> int:
         """Apply the jobs together and hand each waiting caller its outcome; return how many
         jobs were queued as the outcomes went out (what came later may be their callers')."""
         if not jobs:
             return self._jobs.qsize()
-        groups, items = self.applied
-        self.applied = (groups + 1, items + len(jobs))
-        self._commits.inc()
-        self._items.inc(len(jobs))
-        outcomes: Sequence[Outcome | BaseException]
-        try:
-            outcomes = self._apply_items([job.item for job in jobs])
-        except Exception as error:  # handed to the callers, which answer for it
-            outcomes = [error] * len(jobs)
+        outcomes = self._outcomes([job.item for job in jobs])
         answers: dict[asyncio.AbstractEventLoop, list[tuple[_Job[Item], Any]]] = {}
         queued = self._jobs.qsize()
         for job, outcome in zip(jobs, outcomes, strict=True):

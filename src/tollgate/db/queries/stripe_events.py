@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
 from tollgate.db.dialects import DIALECTS, in_json_array, insert_if_new, json_array
-from tollgate.db.execution import Write, on_driver, run
+from tollgate.db.execution import Read, Write, on_driver, run
 from tollgate.db.tables import CUSTOMERS, STRIPE_EVENTS
 
 DONE = ("succeeded", "ignored")
@@ -109,8 +109,13 @@ def _insert_if_new(connection: Connection) -> Any:
 def insert_new(connection: Connection, row: Mapping[str, Any]) -> bool:
     """Insert an inbox row unless its event id is stored; return whether it was inserted."""
     # On the driver's cursor (see db.execution): SQLite inserts each group's first row so.
-    (inserted,) = run(connection, [], [(_insert_if_new(connection), row)])
+    (inserted,) = run(connection, [], [insert_new_read(connection, row)])
     return bool(inserted)
+
+
+def insert_new_read(connection: Connection, row: Mapping[str, Any]) -> Read:
+    """`insert_new`'s statement as a read (a row when it inserted), to send with other reads."""
+    return (_insert_if_new(connection), row)
 
 
 def insert_many_new(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:

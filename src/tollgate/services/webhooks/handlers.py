@@ -654,8 +654,12 @@ Handler = Callable[[HandlerContext, dict[str, Any]], None]
 
 
 def read_ahead(
-    connection: Connection, events: Sequence[dict[str, Any]], group: GroupWrites
-) -> None:
+    connection: Connection,
+    events: Sequence[dict[str, Any]],
+    group: GroupWrites,
+    *,
+    first: Read | None = None,
+) -> execution.Rows | None:
     """Read what the events about to be applied together will read, for the group to hand
     each event: for `customer.subscription.*` events their customers (locked) and
     subscriptions with items; else, for `customer.*` events, their customer rows (locked).
@@ -665,6 +669,10 @@ def read_ahead(
     any other kind); an event takes what was read for it once (see `take_subscription`). One
     kind a group, so a group locks what it reads ahead in one order (customers by id), as
     another replica's group does.
+
+    With `first` (a lone event's inbox insert), that event's reads are made too, `first` sent
+    before them in their round trip, and its rows returned; None when nothing was read (then
+    `first` did not run either).
     """
     pairs = []
     customers = []
@@ -680,15 +688,23 @@ def read_ahead(
         elif kind in CUSTOMER_EVENTS:
             customers.append(str(obj["id"]))
 
-    def reader(reads: Sequence[Read]) -> list[execution.Rows]:
-        return execution.run(connection, group.take(), reads)
+    ran: list[execution.Rows] = []  # `first`'s rows, once it ran
 
-    if len({subscription_id for _, subscription_id in pairs}) > 1:
+    def reader(reads: Sequence[Read]) -> list[execution.Rows]:
+        if first is None:
+            return execution.run(connection, group.take(), reads)
+        found, *rows = execution.run(connection, group.take(), [first, *reads])
+        ran.append(found)
+        return rows
+
+    alone = first is not None  # one event: read for it too (else it reads for itself)
+    if len({subscription_id for _, subscription_id in pairs}) > 1 or (alone and pairs):
         group.subscriptions = mirror.lock_customers_and_subscriptions(
             reader, connection.dialect.name, pairs
         )
-    elif len(set(customers)) > 1:
+    elif len(set(customers)) > 1 or (alone and customers):
         group.customers = mirror.lock_customer_rows(reader, connection.dialect.name, customers)
+    return ran[0] if ran else None
 
 
 def forget_read_ahead(event: dict[str, Any], group: GroupWrites) -> None:
