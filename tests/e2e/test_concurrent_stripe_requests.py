@@ -23,8 +23,7 @@ from tests.e2e.test_auto_topup import topup_catalog
 from tests.e2e.test_concurrent_requests import at_once
 from tests.e2e.test_coupons import COUPONS, catalog_with
 from tests.e2e.test_payment_limits import card_customer
-from tests.e2e.test_plan_migration import make_subscribers
-from tests.e2e.test_plan_versions import EXAMPLE, dearer_catalog, sync
+from tests.e2e.test_plan_migration import pro_subscribers_and_v2
 
 CHECKOUT = {"success_url": "https://app.example/done", "cancel_url": "https://app.example/back"}
 
@@ -191,11 +190,7 @@ def test_an_add_on_and_a_discount_sent_at_once_are_made_once(
 def test_a_plan_migration_started_at_once_is_one_migration(
     make_world: Callable[..., World], tmp_path: Path
 ) -> None:
-    world = make_world(TOLLGATE_CATALOG_REFRESH=0.1)
-    sync(world, EXAMPLE)
-    make_subscribers(world, 2)
-    sync(world, dearer_catalog(tmp_path))
-    world.container.live_catalog.refresh()
+    world = pro_subscribers_and_v2(make_world, tmp_path, 2)
     body = {"from_version": 1, "to_version": 2, "at": "now", "customers": ["cust-00001"]}
     statuses = at_once(world.http, "POST", "/v1/plans/pro/migrations", body)
     # 202 while the first runs; 200 once it has finished (it moves one subscriber)

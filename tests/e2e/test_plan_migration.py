@@ -83,6 +83,16 @@ def counting_updates(world: World) -> Iterator[Counter[str]]:
         listeners.remove(on_exchange)
 
 
+def pro_subscribers_and_v2(make_world: Callable[..., World], tmp_path: Path, count: int) -> World:
+    """A world with `count` Pro v1 subscribers and a dearer Pro v2 in the catalog it reads."""
+    world = make_world(TOLLGATE_CATALOG_REFRESH=0.1)
+    sync(world, EXAMPLE)
+    make_subscribers(world, count)
+    sync(world, dearer_catalog(tmp_path))
+    world.container.live_catalog.refresh()
+    return world
+
+
 def migrate_command(world: World, *args: str) -> list[str]:
     return [sys.executable, "-m", "tollgate.cli", "plans", "migrate", "pro", *args]
 
@@ -228,11 +238,7 @@ def test_a_migration_at_renewal_keeps_the_period_then_bills_the_new_price_and_em
 def test_the_api_previews_starts_and_reports_a_migration(
     make_world: Callable[..., World], tmp_path: Path
 ) -> None:
-    world = make_world(TOLLGATE_CATALOG_REFRESH=0.1)
-    sync(world, EXAMPLE)
-    make_subscribers(world, 4)
-    sync(world, dearer_catalog(tmp_path))
-    world.container.live_catalog.refresh()
+    world = pro_subscribers_and_v2(make_world, tmp_path, 4)
     path = "/v1/plans/pro/migrations"
 
     unknown = world.call("POST", path, 400, json={"from_version": 1, "to_version": 3})
@@ -276,11 +282,7 @@ def test_the_api_previews_starts_and_reports_a_migration(
 def test_the_same_migration_sent_again_after_it_finished_moves_and_emails_nobody_twice(
     make_world: Callable[..., World], tmp_path: Path
 ) -> None:
-    world = make_world(TOLLGATE_CATALOG_REFRESH=0.1)
-    sync(world, EXAMPLE)
-    make_subscribers(world, 2)
-    sync(world, dearer_catalog(tmp_path))
-    world.container.live_catalog.refresh()
+    world = pro_subscribers_and_v2(make_world, tmp_path, 2)
     world.settle()
     # Stripe's webhooks of the move are late: Tollgate's rows still show v1 when the repeat comes.
     endpoints = world.stripe.v1.webhook_endpoints.list().data
