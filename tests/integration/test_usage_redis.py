@@ -6,6 +6,7 @@ given back when a transaction fails, counters a crash left over-counted correcte
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from tollgate.services.usage import (
     CounterKey,
     RedisCounters,
     Stored,
+    UsageReport,
     flush_usage,
     record_usage,
     resync_usage,
@@ -219,6 +221,71 @@ def _fail_pending_inserts(connection: sa.Connection) -> None:
             " FOR EACH ROW EXECUTE FUNCTION fail_pending()"
         )
     )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_batch_sent_again_while_the_first_commits_is_duplicate_not_rejected_at_the_limit(
+    api: TestClient, app: Container, db: Database
+) -> None:
+    # A client that timed out (or a proxy whose server died) sends a batch again while its
+    # first send is still committing: the first counted the events in Redis, so at the hard
+    # limit the retry finds no room for them; it waits for the first to commit and answers
+    # them as duplicates, not as rejected events that the first then counts.
+    customer(api, "tiny")  # free: a hard limit of 1,000 runs
+    assert post(api, runs("tiny", range(950)))["accepted"] == 950
+    batch = runs("tiny", range(950, 1000))
+    inside, go_on = threading.Event(), threading.Event()
+    first_backend: list[int] = []
+
+    def hold(connection: sa.Connection, *_: Any) -> None:
+        # In the first send's transaction, its events written, before its commit.
+        first_backend.append(int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()))
+        inside.set()
+        assert go_on.wait(30)
+
+    def send(decided: Any = None) -> UsageReport:
+        return record_usage(
+            db=app.db,
+            catalog=app.catalog,
+            clock=app.clock,
+            events=batch,
+            counters=redis_of(app),
+            decided=decided,
+        )
+
+    with ThreadPoolExecutor(2) as threads:
+        try:
+            first = threads.submit(send, hold)
+            assert inside.wait(30)
+            again = threads.submit(send)
+            # The retry answers at once (as it did: "rejected"), or waits for the first.
+            deadline = time.monotonic() + 30
+            while not again.done() and not _blocked_by(db, first_backend[0]):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        finally:
+            go_on.set()
+        first_report, again_report = first.result(30), again.result(30)
+    assert first_report.accepted == 50
+    assert (again_report.accepted, again_report.duplicates) == (0, 50)
+    assert again_report.rejected == []
+    # Counted once: in Redis, in the database, and a third send is all duplicates.
+    assert in_redis(app, "tiny") == 1000 == used(api, "tiny") == table_sum(db, UsageEvent.value)
+    assert send().duplicates == 50
+    assert in_redis(app, "tiny") == 1000
+
+
+def _blocked_by(db: Database, backend: int) -> bool:
+    """Return whether some PostgreSQL backend waits for a lock `backend` holds."""
+    with db.engine.connect() as connection:
+        waiting = connection.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
+            ),
+            {"pid": backend},
+        ).scalar()
+    return bool(waiting)
 
 
 def test_a_counter_left_over_counted_by_a_crash_is_corrected_by_the_resync(

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, bindparam, insert, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tollgate.db.dialects import in_json_array, json_array
-from tollgate.db.execution import on_cursor, on_cursor_many, read_rows
+from tollgate.db.execution import driver_error, on_cursor, on_cursor_many, read_rows
 from tollgate.db.tables import (
     METER_OUTBOX,
     USAGE_COUNTERS,
@@ -85,6 +85,46 @@ _RECORDED_IDS = {
     ),
     "sqlite": select(USAGE_EVENTS.c.id).where(in_json_array("sqlite", USAGE_EVENTS.c.id, "ids")),
 }
+
+
+def recorded_ids_awaited(connection: Connection, ids: Sequence[str]) -> set[str]:
+    """Return which of `ids` were recorded, once every transaction recording one has ended.
+
+    `recorded_ids` sees what committed before it: an id another transaction has inserted and
+    not yet committed is not there, and the read does not wait for it. On PostgreSQL the ids
+    are claimed in `usage_event_ids` instead, in a savepoint rolled back at once (nothing is
+    kept): the primary key makes a claim wait for a transaction inserting the same id and, if
+    that one commits, conflict, so an id not claimed was recorded. Claimed in id order, as
+    `insert_events` claims them, so two transactions wait for each other and do not deadlock;
+    the four statements go in one round trip (psycopg's pipeline). Each claim rolled back
+    leaves a dead row and index entry for vacuum. On SQLite a write transaction holds the
+    database from its start (`hold_database`), so none is in flight: the plain read.
+    """
+    if not _postgres(connection):
+        return recorded_ids(connection, ids)
+    driver: Any = connection.connection.driver_connection
+    parameters = {"ids": _json(sorted(set(ids)))}
+    try:
+        with driver.pipeline():
+            control = driver.cursor()
+            control.execute("SAVEPOINT recorded_ids_awaited", prepare=False)
+            claim = driver.cursor()
+            claim.execute(_PG_CLAIM_IDS, parameters)
+            control.execute("ROLLBACK TO SAVEPOINT recorded_ids_awaited", prepare=False)
+            control.execute("RELEASE SAVEPOINT recorded_ids_awaited", prepare=False)
+        claimed = {row[0] for row in claim.fetchall()}
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise driver_error(connection, error) from error  # which statement: not known
+    return set(ids) - claimed
+
+
+# The ids (a JSON array, sorted), each claimed as `_PG_INSERT_EVENTS` claims it; the time is
+# never kept (the claim is rolled back).
+_PG_CLAIM_IDS = (
+    "INSERT INTO usage_event_ids (id, occurred_at)"
+    " SELECT e.id, now() FROM jsonb_array_elements_text(%(ids)s::jsonb) WITH ORDINALITY"
+    " AS e(id, n) ORDER BY e.n ON CONFLICT (id) DO NOTHING RETURNING id"
+)
 
 
 def insert_events(

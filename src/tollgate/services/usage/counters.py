@@ -75,6 +75,10 @@ Tallies = Mapping[tuple[str, str], Tally]
 class CounterBatch(Protocol):
     """One batch's counters in a store, from before its ids are checked to its commit."""
 
+    # Whether `lock` makes the batch wait for any other batch counting in the same counters
+    # until that one ends (the database's row locks), so the ids look sees what it recorded.
+    waits_for_recorders: bool
+
     def lock(self, connection: Connection, tallies: Sequence[Tally], now: datetime) -> None:
         """Take the batch's counters (in key order) before its ids are checked."""
 

@@ -28,6 +28,8 @@ from tollgate.services.usage.overage import take_back_overage
 class DatabaseCounters:
     """The counters in usage_counters, checked and moved under the batch's row locks."""
 
+    waits_for_recorders = True  # a counter's lock is held until its batch ends
+
     @contextmanager
     def batch(self) -> Iterator[DatabaseCounters]:
         yield self  # nothing to keep per batch: the transaction holds it all

@@ -5,6 +5,9 @@ the batch's customers are read and late or unknown events set aside; the counter
 events recorded before are dropped; then each event in order is checked against its hard limit,
 pays its credits and is counted. The accepted events are stored, the store writes its part, and
 the warning levels the counters reached are recorded with their notices, all in the transaction.
+When some event was refused and nothing made the batch wait for others counting the same
+events (Redis counters), it waits for any still committing them and is decided again if one
+did: a batch sent again during its first send's commit answers duplicates, not refusals.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from tollgate.services.entitlements import (
 )
 from tollgate.services.usage.alerts import record_alerts
 from tollgate.services.usage.counters import (
+    CounterBatch,
     CounterStore,
     GrantMemo,
     Tallies,
@@ -190,12 +194,10 @@ def _record(
             accepted.append(event)
             after = running[tally] = aggregate(tally.aggregation, before, event.value)
             moves[event.index] = (before, after)
-        if (
-            not look
-            and len(accepted) < len(fresh)
-            and queries.recorded_ids(connection, [event.id for event in fresh])
+        if len(accepted) < len(fresh) and _refused_recorded(
+            connection, counters, fresh, accepted, look
         ):
-            raise _Raced  # a refused event may be one recorded before: decide with the look
+            raise _Raced  # a refused event was recorded by another batch: decide with the look
         report.accepted = len(accepted)
         rows = [(e.id, e.customer, e.meter, e.value, e.occurred_at) for e in accepted]
         moved = [tally for tally in tallies.values() if tally.accepted]
@@ -312,6 +314,26 @@ def _unrecorded(connection: Connection, events: list[Event], report: UsageReport
         return events
     report.duplicates += sum(1 for event in events if event.id in known)
     return [event for event in events if event.id not in known]
+
+
+def _refused_recorded(
+    connection: Connection,
+    counters: CounterBatch,
+    fresh: list[Event],
+    accepted: list[Event],
+    look: bool,
+) -> bool:
+    """Return whether some refused event was recorded by another batch, one the look missed."""
+    if counters.waits_for_recorders:
+        # Its counters' locks made this batch wait for any other counting the same events:
+        # what that one recorded has committed, and the look (if it looked) saw it.
+        return not look and bool(queries.recorded_ids(connection, [e.id for e in fresh]))
+    # Redis: another batch may have counted these events first (so they no longer fit) and be
+    # committing them now, unseen by the look; wait for it and see. A retry sent while the
+    # first is still committing is answered "duplicate", not "rejected" for counted events.
+    taken = {event.id for event in accepted}
+    refused = [event.id for event in fresh if event.id not in taken]
+    return bool(queries.recorded_ids_awaited(connection, refused))
 
 
 def _burn_credits(connection: Connection, event: Event, per_unit: int, now: datetime) -> bool:

@@ -545,6 +545,10 @@ def _micros(moment: datetime) -> int:
 class RedisBatch:
     """One batch's counters in Redis: checked and counted by one script, pending rows written."""
 
+    # Nothing is held: the script counts for a batch that may still be committing when
+    # another with the same events runs it (`recording._refused_recorded`).
+    waits_for_recorders = False
+
     def __init__(self, counters: RedisCounters) -> None:
         self.counters = counters
         self._moves: dict[Tally, Moved] = {}
