@@ -125,8 +125,8 @@ def insert_many_new(connection: Connection, rows: Sequence[Mapping[str, Any]]) -
     """
     if connection.dialect.name != "postgresql":
         return _sqlite_insert_many_new(connection, rows)
-    if len(rows) == 1:  # a group of one (a lone delivery): one plain row costs less than arrays
-        return {rows[0]["id"]} if insert_new(connection, rows[0]) else set()
+    # (A lone delivery on PostgreSQL is not inserted here: `insert_new_read` sends its plain row
+    # with the reads its handler makes first.)
     columns = tuple([row[name] for row in rows] for name in COLUMNS)
     return {found for (found,) in connection.exec_driver_sql(_PG_INSERT_MANY_NEW, columns)}
 
