@@ -64,6 +64,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -362,7 +363,7 @@ def _per_call(label: str, call: Callable[[], object], rounds: int = 5000) -> Non
     )
 
 
-def in_process(kind: str, seconds: float, on: bool = False) -> None:
+def in_process(kind: str, seconds: float, on: bool = False, threads: int = 1) -> None:
     from tollgate.bootstrap import build_container
     from tollgate.client.local import LocalTollgate
     from tollgate.config import load_settings
@@ -389,17 +390,30 @@ def in_process(kind: str, seconds: float, on: bool = False) -> None:
             # (under callgrind a run is a few hundred calls: each would otherwise be a first).
             for index in range(CUSTOMERS):
                 tollgate.consume(f"org-{index}", "runs", 1, id=f"{prefix}warm-{index}")
-            latencies: list[float] = []
+            lanes_latencies: list[list[float]] = [[] for _ in range(threads)]
             deadline = time.monotonic() + seconds
-            n = 0
-            with harness.callgrind(on):
-                cpu = time.process_time()
+
+            def lane(index: int) -> None:
+                kept, n = lanes_latencies[index], index
                 while time.monotonic() < deadline:
-                    n += 1
+                    n += threads
                     started = time.perf_counter()
                     tollgate.consume(f"org-{n % CUSTOMERS}", "runs", 1, id=f"{prefix}{n}")
-                    latencies.append(time.perf_counter() - started)
-                cpu = time.process_time() - cpu
+                    kept.append(time.perf_counter() - started)
+
+            with harness.callgrind(on):
+                cpu, wall = time.process_time(), time.perf_counter()
+                if threads == 1:
+                    lane(0)
+                else:
+                    workers = [threading.Thread(target=lane, args=(k,)) for k in range(threads)]
+                    for worker in workers:
+                        worker.start()
+                    for worker in workers:
+                        worker.join()
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            latencies = [latency for kept in lanes_latencies for latency in kept]
+            groups, grouped = app.consume_writer.groups()
             counters = app.usage_counters
             assert counters is not None
             keys = list(counters.scan())
@@ -411,11 +425,22 @@ def in_process(kind: str, seconds: float, on: bool = False) -> None:
     if in_redis != len(latencies) + CUSTOMERS:
         raise SystemExit(f"{len(latencies) + CUSTOMERS:,} consumed but Redis counted {in_redis:,}")
     q = statistics.quantiles(latencies, n=100)
+    if threads == 1:
+        print(
+            f"{kind}+redis in process: {len(latencies):,} consumes, mean "
+            f"{statistics.fmean(latencies) * 1e6:.0f} µs, p50 {q[49] * 1e6:.0f} µs, "
+            f"p99 {q[98] * 1e6:.0f} µs a call (one thread), {cpu / len(latencies) * 1e6:.0f} µs "
+            "CPU a call (this process); checked: Redis counted each once",
+            flush=True,
+        )
+        return
     print(
-        f"{kind}+redis in process: {len(latencies):,} consumes, mean "
-        f"{statistics.fmean(latencies) * 1e6:.0f} µs, p50 {q[49] * 1e6:.0f} µs, "
-        f"p99 {q[98] * 1e6:.0f} µs a call (one thread), {cpu / len(latencies) * 1e6:.0f} µs "
-        "CPU a call (this process); checked: Redis counted each once",
+        f"{kind}+redis in process, {threads} threads: {len(latencies):,} consumes, "
+        f"{len(latencies) / wall:,.0f}/s ({wall / len(latencies) * 1e6:.1f} µs a consume), "
+        f"{cpu / len(latencies) * 1e6:.1f} µs CPU a consume (this process, every thread), "
+        f"a call's p50 {q[49] * 1e6:.0f} µs, p99 {q[98] * 1e6:.0f} µs, "
+        f"{grouped / max(groups, 1):.1f} calls a group on average; "
+        "checked: Redis counted each once",
         flush=True,
     )
 
@@ -598,7 +623,16 @@ def main() -> None:
     parser.add_argument(
         "--statements", action="store_true", help="writer: count the statements a group runs"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 32],
+        help="local: threads calling consume at once (one figure each)",
+    )
     args = parser.parse_args()
+    if min(args.threads) < 1:
+        parser.error("--threads must be 1 or more")
     if args.group < 1:
         parser.error("--group must be 1 or more")
     if args.only in (None, "sqlite"):
@@ -610,7 +644,8 @@ def main() -> None:
         groups("postgresql", args.seconds)
     if args.only in (None, "local"):
         for kind in [args.database] if args.callgrind else ["sqlite", "postgresql"]:
-            in_process(kind, args.seconds, args.callgrind)
+            for threads in args.threads:
+                in_process(kind, args.seconds, args.callgrind, threads)
     if args.only in (None, "floor"):
         floor(args.seconds)
     if args.only in (None, "asgi"):
