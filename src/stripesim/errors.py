@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 
+@dataclass(eq=False)
 class StripeError(Exception):
-    """An error answered in Stripe's JSON shape: `{"error": {type, code, message, param}}`."""
+    """An error answered in Stripe's JSON shape: `{"error": {type, code, message, param}}`.
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int = 400,
-        type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-        **extra: Any,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.type = type
-        self.code = code
-        self.param = param
-        self.extra = extra
+    `extra` holds the error object's further keys (`decline_code`, the `payment_intent`).
+    """
+
+    message: str
+    _: KW_ONLY
+    status: int = 400
+    type: str = "invalid_request_error"
+    code: str | None = None
+    param: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
 
     def body(self, request_id: str | None = None) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.type, "message": self.message}
@@ -54,9 +52,8 @@ def parameter_invalid(param: str, message: str) -> StripeError:
 
 
 def card_error(
-    message: str, *, code: str | None, decline_code: str | None = None, **extra: Any
+    message: str, *, code: str | None, decline_code: str | None = None, param: str | None = None
 ) -> StripeError:
     """Return a card error (402): a decline, a bad card field, a failed authentication."""
-    if decline_code:
-        extra["decline_code"] = decline_code
-    return StripeError(message, status=402, type="card_error", code=code, **extra)
+    extra = {"decline_code": decline_code} if decline_code else {}
+    return StripeError(message, status=402, type="card_error", code=code, param=param, extra=extra)
