@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from tollgate.api import operations
 from tollgate.api.deps import container, read_scope, write_actor, write_scope
+from tollgate.api.responses import created_or_repeated
 from tollgate.api.schemas import (
     CreditAllowancePut,
     CreditCheckoutCreate,
@@ -43,7 +44,7 @@ def post_credits(
 ) -> JSONResponse:
     """Grant credits (support, promotion), once per `idempotency_key`."""
     result = operations.grant_credits(app, customer_id, body, actor=actor)
-    return JSONResponse(result.entry.to_json(), status_code=201 if result.created else 200)
+    return created_or_repeated(result.entry.to_json(), created=result.created)
 
 
 @router.put("/{customer_id}/credits/allowance", dependencies=[Depends(write_scope)])

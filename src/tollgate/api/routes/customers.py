@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from tollgate.api import operations
 from tollgate.api.deps import container, read_scope, write_scope
+from tollgate.api.responses import created_or_repeated
 from tollgate.api.schemas import (
     CheckoutCreate,
     CustomerCreate,
@@ -35,7 +36,7 @@ IdempotencyKey = Header(
 def post_customer(body: CustomerCreate, app: Container = Depends(container)) -> JSONResponse:
     """Create the billing customer for the app's organisation (idempotent on `id`)."""
     result = operations.create_customer(app, body)
-    return JSONResponse(result.customer.to_json(), status_code=201 if result.created else 200)
+    return created_or_repeated(result.customer.to_json(), created=result.created)
 
 
 @router.get("/{customer_id}", dependencies=[Depends(read_scope)])

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from tollgate.api.deps import container, read_scope, write_actor
+from tollgate.api.responses import created_or_repeated
 from tollgate.api.schemas import RequestBody
 from tollgate.bootstrap import Container
 from tollgate.services.addons import list_addons, set_addon
@@ -82,7 +83,7 @@ def post_usage_grant(
     """Give included usage for this period (201; the same key again answers 200)."""
     grant, created = grant_usage(app, customer_id=customer_id, actor=actor, **body.model_dump())
     app.forget_decisions([customer_id])
-    return JSONResponse(grant.to_json(), status_code=201 if created else 200)
+    return created_or_repeated(grant.to_json(), created=created)
 
 
 class DiscountCreate(RequestBody):

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from tollgate.api import operations
 from tollgate.api.deps import container, write_actor
+from tollgate.api.responses import created_or_repeated
 from tollgate.api.schemas import RefundCreate
 from tollgate.bootstrap import Container
 
@@ -33,4 +34,4 @@ def post_refund(
     view, new = operations.refund_payment(
         app, customer_id, body, idempotency_key=idempotency_key, actor=actor
     )
-    return JSONResponse(view.to_json(), status_code=201 if new else 200)
+    return created_or_repeated(view.to_json(), created=new)
