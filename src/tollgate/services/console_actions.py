@@ -4,7 +4,10 @@ under the operator's name (`operator:<name>`), beside the change it describes.""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from sqlalchemy import Connection
 
 from tollgate.clock import Clock
 from tollgate.db.queries import console as queries
@@ -29,16 +32,29 @@ def record_operator_action(
 ) -> None:
     """Write the audit row of an operator's action on a customer."""
     with db.write_connection() as connection:
-        record_audit(
-            connection,
-            now=clock.now(),
-            actor=actor,
-            object_type="customer",
-            object_id=customer_id,
-            action=action,
-            before=before,
-            after=details,
-        )
+        _audit_action(connection, clock.now(), actor, customer_id, action, before, details)
+
+
+def _audit_action(
+    connection: Connection,
+    now: datetime,
+    actor: str,
+    customer_id: str,
+    action: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    """Write, in the caller's transaction, the audit row of an operator's action on a customer."""
+    record_audit(
+        connection,
+        now=now,
+        actor=actor,
+        object_type="customer",
+        object_id=customer_id,
+        action=action,
+        before=before,
+        after=after,
+    )
 
 
 def mark_offline(
@@ -66,16 +82,10 @@ def mark_offline(
             connection, customer_id, offline=offline, plan=view.plan if offline else None, now=now
         )
         note_customer_changes(connection, [customer_id], reason="customer", now=now)
-        record_audit(
-            connection,
-            now=now,
-            actor=actor,
-            object_type="customer",
-            object_id=customer_id,
-            action="mark_offline" if offline else "mark_online",
-            before={"offline": view.offline, "plan": view.plan},
-            after={"offline": offline, "plan": view.plan},
-        )
+        action = "mark_offline" if offline else "mark_online"
+        before = {"offline": view.offline, "plan": view.plan}
+        after = {"offline": offline, "plan": view.plan}
+        _audit_action(connection, now, actor, customer_id, action, before, after)
 
 
 @dataclass(frozen=True)
@@ -94,16 +104,9 @@ def resend_email(
         if row is None or row["customer_id"] != customer_id:
             raise NotFound(f"no email {notification_id} of {customer_id!r}", param="email")
         queries.resend_notification(connection, notification_id, now)
-        record_audit(
-            connection,
-            now=now,
-            actor=actor,
-            object_type="customer",
-            object_id=customer_id,
-            action="resend_email",
-            before={"status": row["status"]},
-            after={"email": notification_id, "template": row["template"]},
-        )
+        before = {"status": row["status"]}
+        after = {"email": notification_id, "template": row["template"]}
+        _audit_action(connection, now, actor, customer_id, "resend_email", before, after)
     return ResentEmail(notification_id, row["template"])
 
 

@@ -606,8 +606,7 @@ def _apply_stored(
     # that skipped it would leave its own event processing until the lease ran out.
     row = inbox.claim(connection, event_id, wait=owned)
     if row is None:
-        if inbox.status_of(connection, event_id) is None:
-            raise NotFound(f"no stored Stripe event {event_id}")
+        _raise_unless_stored(connection, event_id)
         return ProcessResult(event_id, "in_progress")
     refusal = _refusal(row, now, mode, owned)
     if refusal:
@@ -634,13 +633,18 @@ def _apply_leased(
     event_id = str(event["id"])
     outcome = "succeeded" if event["type"] in HANDLERS else "ignored"
     if not inbox.claim_finished(connection, event_id, status=outcome, now=now):
-        if inbox.status_of(connection, event_id) is None:
-            raise NotFound(f"no stored Stripe event {event_id}")
+        _raise_unless_stored(connection, event_id)
         return ProcessResult(event_id, "duplicate")
     group = GroupWrites()
     result = _apply_event(connection, event, now, dunning, fetched, group)
     group.write(connection, commit=True)
     return result
+
+
+def _raise_unless_stored(connection: Connection, event_id: str) -> None:
+    """Raise NotFound when no event `event_id` is stored (why a claim may find no row)."""
+    if inbox.status_of(connection, event_id) is None:
+        raise NotFound(f"no stored Stripe event {event_id}")
 
 
 def _refusal(row: Any, now: datetime, mode: ProcessMode, owned: bool) -> str | None:
@@ -663,8 +667,7 @@ def _take_lease(db: Database, event_id: str, now: datetime, mode: ProcessMode) -
         # as this one is, and two workers that skipped each other would both walk away.
         row = inbox.claim(connection, event_id, wait=True)
         if row is None:
-            if inbox.status_of(connection, event_id) is None:
-                raise NotFound(f"no stored Stripe event {event_id}")
+            _raise_unless_stored(connection, event_id)
             return "in_progress"
         refusal = _refusal(row, now, mode, owned=False)
         if refusal:
