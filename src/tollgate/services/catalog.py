@@ -95,8 +95,9 @@ def diff_catalog(
     """The changes `sync_catalog` would make, without making them."""
     versions: list[AnyChange] = []
     if db is not None:
-        catalog, new_versions = _versioned(db, catalog)
-        versions = list(_version_changes(db, catalog, new_versions))
+        with db.transaction() as session:
+            catalog, new_versions = _versioned(session.connection(), catalog)
+            versions = list(_version_changes(session.connection(), catalog, new_versions))
     products, prices, meters = gateway.catalog_state()
     changes = plan_catalog_changes(desired_stripe_catalog(catalog), products, prices, meters)
     return [
@@ -145,16 +146,27 @@ def sync_catalog(
 
     `progress` is told of each change once made, with how many are done of how many planned.
     With `db` (and `now`), plans are versioned and the synced catalog is stored once Stripe
-    holds it, for every server process to load.
+    holds it, for every server process to load. Syncs take turns (replicas started together
+    with TOLLGATE_SYNC_CATALOG_ON_START each sync before they listen): two at once would give
+    a changed plan the same new version twice, and the second could not store it.
     """
-    versions: list[AnyChange] = []
-    new_versions: list[PlanVersion] = []
-    if db is not None:
-        catalog, new_versions = _versioned(db, catalog)
-        versions = list(_version_changes(db, catalog, new_versions))
-    changes = _sync_stripe(catalog, gateway, progress)
-    if db is not None:
-        _record(db, catalog, new_versions, now)
+    if db is None:
+        return _sync_stripe(catalog, gateway, progress)
+    if catalog.source_json is None:
+        raise CatalogError(
+            [CatalogProblem("catalog", "has no source document to store (load it from a file)")]
+        )
+    if now is None:
+        raise ValueError("sync_catalog with a database needs `now`")
+    with db.taking_turns("catalog-sync") as turn:
+        with turn.transaction() as session:
+            catalog, new_versions = _versioned(session.connection(), catalog)
+            versions: list[AnyChange] = [
+                *_version_changes(session.connection(), catalog, new_versions)
+            ]
+        changes = _sync_stripe(catalog, gateway, progress)
+        with turn.write_transaction() as session:
+            _record(session.connection(), catalog, new_versions, now)
     return versions + changes
 
 
@@ -191,16 +203,14 @@ def _coupon_changes(catalog: Catalog, gateway: StripeGateway) -> list[CouponChan
 # -- versions (issue 20) ----------------------------------------------------------------------
 
 
-def _versioned(db: Database, catalog: Catalog) -> tuple[Catalog, list[PlanVersion]]:
+def _versioned(connection: Connection, catalog: Catalog) -> tuple[Catalog, list[PlanVersion]]:
     """Return the catalog with plan versions assigned and earlier ones attached, and the new."""
-    with db.engine.connect() as connection:
-        rows = queries.plan_version_rows(connection)
-        history = [
-            PlanVersion(row.plan, int(row.version), row.fingerprint, int(row.catalog_version))
-            for row in rows
-        ]
-        earlier = earlier_plans(connection, history)
-        connection.rollback()
+    rows = queries.plan_version_rows(connection)
+    history = [
+        PlanVersion(row.plan, int(row.version), row.fingerprint, int(row.catalog_version))
+        for row in rows
+    ]
+    earlier = earlier_plans(connection, history)
     versions, new = assign_plan_versions(catalog, history)
     return versioned_catalog(catalog, versions, earlier, catalog_version=catalog.version), new
 
@@ -226,15 +236,13 @@ def earlier_plans(connection: Connection, history: list[PlanVersion]) -> dict[st
 
 
 def _version_changes(
-    db: Database, catalog: Catalog, new_versions: list[PlanVersion]
+    connection: Connection, catalog: Catalog, new_versions: list[PlanVersion]
 ) -> list[NewPlanVersion]:
     # A plan's first version is news only as its product and prices (listed anyway).
     new_versions = [item for item in new_versions if item.version > 1]
     if not new_versions:
         return []
-    with db.engine.connect() as connection:
-        counts = queries.subscribers_by_plan_version(connection)
-        connection.rollback()
+    counts = queries.subscribers_by_plan_version(connection)
     changes = []
     for item in new_versions:
         plan = catalog.plans[item.plan]
@@ -250,34 +258,29 @@ def _version_changes(
 
 
 def _record(
-    db: Database, catalog: Catalog, new_versions: list[PlanVersion], now: datetime | None
+    connection: Connection, catalog: Catalog, new_versions: list[PlanVersion], now: datetime
 ) -> None:
-    """Store the synced catalog unless the newest stored one is the same document."""
-    if catalog.source_json is None:
-        raise CatalogError(
-            [CatalogProblem("catalog", "has no source document to store (load it from a file)")]
-        )
-    if now is None:
-        raise ValueError("sync_catalog with a database needs `now`")
+    """Store the synced catalog unless the newest stored one is the same document (a sync
+    that ran meanwhile stored it, with the plan versions it brings, which this one assigned
+    alike)."""
+    assert catalog.source_json is not None  # sync_catalog checked
     body = catalog.source_json
     digest = hashlib.sha256(body.encode()).hexdigest()
     plan_versions = {plan_id: plan.version for plan_id, plan in catalog.plans.items()}
-    with db.transaction() as session:
-        connection = session.connection()
-        newest = queries.newest_version(connection)
-        if newest is not None and not new_versions:
-            row = queries.catalog_version(connection, newest)
-            if row is not None and row.fingerprint == digest and row.plan_versions == plan_versions:
-                return
-        queries.record_catalog_version(
-            connection,
-            body=body,
-            fingerprint=digest,
-            plan_versions=plan_versions,
-            new_plan_versions=[
-                (item.plan, item.version, plan_fingerprint(catalog.plans[item.plan]))
-                for item in new_versions
-            ],
-            source=None,
-            now=now,
-        )
+    newest = queries.newest_version(connection)
+    if newest is not None:
+        row = queries.catalog_version(connection, newest)
+        if row is not None and row.fingerprint == digest and row.plan_versions == plan_versions:
+            return
+    queries.record_catalog_version(
+        connection,
+        body=body,
+        fingerprint=digest,
+        plan_versions=plan_versions,
+        new_plan_versions=[
+            (item.plan, item.version, plan_fingerprint(catalog.plans[item.plan]))
+            for item in new_versions
+        ],
+        source=None,
+        now=now,
+    )
