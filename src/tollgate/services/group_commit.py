@@ -165,6 +165,9 @@ class GroupWriter(Generic[Item, Outcome]):
                         self._apply(jobs)
         finally:
             with turn:
+                if waiter is not None and not waiter.done():  # it leaves on an error raised
+                    # above, its item unapplied: out of the line, or it would lead itself next
+                    self._waiting = [job for job in self._waiting if job.future is not waiter]
                 successor = self._waiting[0].future if self._waiting else None
                 assert successor is None or isinstance(successor, _Waiter)
                 self._leading = successor is not None
