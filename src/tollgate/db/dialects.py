@@ -10,7 +10,9 @@ import orjson
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    FromClause,
     Insert,
+    Select,
     Table,
     bindparam,
     func,
@@ -94,6 +96,33 @@ def in_json_array(dialect: str, column: ColumnElement[Any], name: str) -> Column
     return column.in_(select(literal_column("value")).select_from(func.json_each(bindparam(name))))
 
 
+def joined_to_json_array(
+    dialect: str, table: FromClause, column: ColumnElement[Any], name: str
+) -> tuple[FromClause, tuple[ColumnElement[bool], ...]]:
+    """`table`'s rows whose `column` is among the strings of one parameter `name` (a JSON
+    array, `json_array`): what to select from, and the terms to add to the WHERE clause.
+
+    SQLite: the array's elements joined to `table` (an index lookup each), no WHERE term.
+    `IN (SELECT value FROM json_each(...))` builds a throwaway b-tree of the list at each run
+    (its pages allocated and zeroed): about 7 µs a statement here, more than the lookup. The
+    join returns a row per element, so the array holds each string once (`json_array`).
+    PostgreSQL: `table`, with `in_json_array`'s term.
+    """
+    if dialect == "postgresql":
+        return table, (in_json_array(dialect, column, name),)
+    each = func.json_each(bindparam(name)).table_valued("value").alias(f"{name}_each")
+    return each.join(table, column == each.c.value), ()
+
+
+def among_json_array(
+    statement: Select[Any], dialect: str, table: FromClause, column: ColumnElement[Any], name: str
+) -> Select[Any]:
+    """`statement` over `table`'s rows whose `column` is among the strings of parameter
+    `name` (`joined_to_json_array`)."""
+    source, terms = joined_to_json_array(dialect, table, column, name)
+    return statement.select_from(source).where(*terms)
+
+
 def json_array(values: Iterable[str]) -> str:
-    """The parameter of `in_json_array`."""
-    return orjson.dumps(list(values)).decode()
+    """The parameter of `in_json_array` and `joined_to_json_array`: each string once."""
+    return orjson.dumps(list(dict.fromkeys(values))).decode()

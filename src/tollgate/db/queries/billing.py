@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Dialect, func, or_, select, type_coerce, update
 from sqlalchemy.types import NullType
 
-from tollgate.db.dialects import DIALECTS, in_json_array, json_array
+from tollgate.db.dialects import DIALECTS, joined_to_json_array, json_array
 from tollgate.db.execution import named_row, read_rows, result_processor
 from tollgate.db.tables import BANK_TRANSFERS, CHARGES, CUSTOMERS, DISPUTES, SUBSCRIPTIONS
 from tollgate.db.types import UTCDateTime
@@ -75,13 +75,23 @@ _SELECTED = (
         for index, column in enumerate(_SUBSCRIPTION_COLUMNS)
     ),
 )
+
+
 # Built once: every entitlement load and usage batch runs it, and building a statement and its
 # cache key costs more than running it on SQLite.
+def _customers_with_subscriptions(dialect: str) -> Any:
+    customers, among = joined_to_json_array(dialect, CUSTOMERS, CUSTOMERS.c.id, "ids")
+    return (
+        select(*_SELECTED)
+        .select_from(
+            customers.outerjoin(SUBSCRIPTIONS, SUBSCRIPTIONS.c.customer_id == CUSTOMERS.c.id)
+        )
+        .where(*among, CUSTOMERS.c.deleted.is_(False))
+    )
+
+
 _CUSTOMERS_WITH_SUBSCRIPTIONS = {
-    dialect: select(*_SELECTED)
-    .select_from(CUSTOMERS.outerjoin(SUBSCRIPTIONS, SUBSCRIPTIONS.c.customer_id == CUSTOMERS.c.id))
-    .where(in_json_array(dialect, CUSTOMERS.c.id, "ids"), CUSTOMERS.c.deleted.is_(False))
-    for dialect in DIALECTS
+    dialect: _customers_with_subscriptions(dialect) for dialect in DIALECTS
 }
 # The datetimes' result processors by dialect: (position in a subscription's columns, processor).
 _CONVERTERS: dict[str, tuple[tuple[int, Callable[[Any], Any]], ...]] = {}

@@ -20,7 +20,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from tollgate.db.dialects import DIALECTS, in_json_array, insert_if_new, json_array, upsert
+from tollgate.db.dialects import DIALECTS, among_json_array, insert_if_new, json_array, upsert
 from tollgate.db.execution import named_row, read_rows
 from tollgate.db.tables import CUSTOMER_OVERRIDES, SPEND_CAPS, SUBSCRIPTION_ITEMS, USAGE_GRANTS
 from tollgate.db.types import UTCDateTime
@@ -136,30 +136,50 @@ _o, _g, _i = CUSTOMER_OVERRIDES.c, USAGE_GRANTS.c, SUBSCRIPTION_ITEMS.c
 
 def _deal_statements(dialect: str) -> dict[tuple[bool, bool], Any]:
     """The UNION ALL by (with the add-ons, with the spend caps), for one dialect."""
-    overrides = _deal_part(
-        "o",
+
+    def among(table: Any, column: Any, name: str, part: Any) -> Any:
+        return among_json_array(part, dialect, table, column, name)
+
+    overrides = among(
+        CUSTOMER_OVERRIDES,
         _o.customer_id,
-        _o.feature,
-        quantity=cast(null(), BigInteger),
-        enabled=_o.enabled,
-        limit_value=_o.limit_value,
-        unlimited=_o.unlimited,
-        ends_at=_o.ends_at,
-    ).where(in_json_array(dialect, _o.customer_id, "customers"))
-    grants = _deal_part("g", _g.customer_id, _g.feature, quantity=_g.quantity).where(
-        in_json_array(dialect, _g.customer_id, "customers"),
-        _g.period_start <= bindparam("now", type_=UTCDateTime()),
-        _g.period_end > bindparam("now", type_=UTCDateTime()),
+        "customers",
+        _deal_part(
+            "o",
+            _o.customer_id,
+            _o.feature,
+            quantity=cast(null(), BigInteger),
+            enabled=_o.enabled,
+            limit_value=_o.limit_value,
+            unlimited=_o.unlimited,
+            ends_at=_o.ends_at,
+        ),
     )
-    addons = _deal_part(
-        "a", _i.subscription_id, _i.lookup_key, quantity=cast(_i.quantity, BigInteger)
-    ).where(
-        in_json_array(dialect, _i.subscription_id, "subscriptions"),
-        _i.lookup_key.like(f"{ADDON_LOOKUP_PREFIX}%"),
+    grants = among(
+        USAGE_GRANTS,
+        _g.customer_id,
+        "customers",
+        _deal_part("g", _g.customer_id, _g.feature, quantity=_g.quantity).where(
+            _g.period_start <= bindparam("now", type_=UTCDateTime()),
+            _g.period_end > bindparam("now", type_=UTCDateTime()),
+        ),
     )
-    caps = _deal_part(
-        "c", SPEND_CAPS.c.customer_id, cast(null(), String), quantity=SPEND_CAPS.c.amount_minor
-    ).where(in_json_array(dialect, SPEND_CAPS.c.customer_id, "customers"))
+    addons = among(
+        SUBSCRIPTION_ITEMS,
+        _i.subscription_id,
+        "subscriptions",
+        _deal_part(
+            "a", _i.subscription_id, _i.lookup_key, quantity=cast(_i.quantity, BigInteger)
+        ).where(_i.lookup_key.like(f"{ADDON_LOOKUP_PREFIX}%")),
+    )
+    caps = among(
+        SPEND_CAPS,
+        SPEND_CAPS.c.customer_id,
+        "customers",
+        _deal_part(
+            "c", SPEND_CAPS.c.customer_id, cast(null(), String), quantity=SPEND_CAPS.c.amount_minor
+        ),
+    )
     return {
         (False, False): union_all(overrides, grants),
         (True, False): union_all(overrides, grants, addons),

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Select, Table, bindparam, delete, select, update
 from sqlalchemy.engine import Dialect
 
-from tollgate.db.dialects import DIALECTS, in_json_array, json_array
+from tollgate.db.dialects import DIALECTS, among_json_array, joined_to_json_array, json_array
 from tollgate.db.execution import (
     DriverSQL,
     OnDriver,
@@ -304,8 +304,13 @@ def _locked_customers(*columns: Any) -> dict[str, Select[Any]]:
     """Per dialect: these columns of the customers of some Stripe ids (a JSON array),
     locked in id order (the one order a group locks customers in)."""
     return {
-        dialect: select(*columns)
-        .where(in_json_array(dialect, CUSTOMERS.c.stripe_customer_id, "stripe_customer_ids"))
+        dialect: among_json_array(
+            select(*columns),
+            dialect,
+            CUSTOMERS,
+            CUSTOMERS.c.stripe_customer_id,
+            "stripe_customer_ids",
+        )
         .order_by(CUSTOMERS.c.id)
         .with_for_update()
         for dialect in DIALECTS
@@ -313,17 +318,31 @@ def _locked_customers(*columns: Any) -> dict[str, Select[Any]]:
 
 
 _GROUP_CUSTOMERS = _locked_customers(CUSTOMERS.c.id, CUSTOMERS.c.stripe_customer_id)
-_GROUP_SUBSCRIPTIONS_WITH_ITEMS = {
-    dialect: select(
-        SUBSCRIPTIONS.c.id.label("subscription_id"),
-        *(SUBSCRIPTIONS.c[key] for key in SUBSCRIPTION_KEYS),
-        *(SUBSCRIPTION_ITEMS.c[key].label(f"item_{key}") for key in ITEM_KEYS),
+
+
+def _subscriptions_with_items(dialect: str) -> Select[Any]:
+    source, terms = joined_to_json_array(
+        dialect, SUBSCRIPTIONS, SUBSCRIPTIONS.c.id, "subscription_ids"
     )
-    .outerjoin(SUBSCRIPTION_ITEMS, SUBSCRIPTION_ITEMS.c.subscription_id == SUBSCRIPTIONS.c.id)
-    .where(in_json_array(dialect, SUBSCRIPTIONS.c.id, "subscription_ids"))
-    .order_by(SUBSCRIPTIONS.c.id)
-    .with_for_update(of=SUBSCRIPTIONS)
-    for dialect in DIALECTS
+    return (
+        select(
+            SUBSCRIPTIONS.c.id.label("subscription_id"),
+            *(SUBSCRIPTIONS.c[key] for key in SUBSCRIPTION_KEYS),
+            *(SUBSCRIPTION_ITEMS.c[key].label(f"item_{key}") for key in ITEM_KEYS),
+        )
+        .select_from(
+            source.outerjoin(
+                SUBSCRIPTION_ITEMS, SUBSCRIPTION_ITEMS.c.subscription_id == SUBSCRIPTIONS.c.id
+            )
+        )
+        .where(*terms)
+        .order_by(SUBSCRIPTIONS.c.id)
+        .with_for_update(of=SUBSCRIPTIONS)
+    )
+
+
+_GROUP_SUBSCRIPTIONS_WITH_ITEMS = {
+    dialect: _subscriptions_with_items(dialect) for dialect in DIALECTS
 }
 _GROUP_CUSTOMER_ROWS = _locked_customers(CUSTOMERS)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
-from tollgate.db.dialects import DIALECTS, in_json_array, insert_if_new, json_array
+from tollgate.db.dialects import DIALECTS, among_json_array, insert_if_new, json_array
 from tollgate.db.execution import Read, Write, on_driver, run
 from tollgate.db.tables import CUSTOMERS, STRIPE_EVENTS
 
@@ -25,8 +25,12 @@ _STATUS = select(STRIPE_EVENTS.c.status).where(_BY_ID)
 # The ids as one JSON array: built and compiled once, run on the driver's cursor (an expanding
 # IN goes through SQLAlchemy, which renders and binds a parameter per id on every call).
 _STATUSES = {
-    dialect: select(STRIPE_EVENTS.c.id, STRIPE_EVENTS.c.status).where(
-        in_json_array(dialect, STRIPE_EVENTS.c.id, "event_ids")
+    dialect: among_json_array(
+        select(STRIPE_EVENTS.c.id, STRIPE_EVENTS.c.status),
+        dialect,
+        STRIPE_EVENTS,
+        STRIPE_EVENTS.c.id,
+        "event_ids",
     )
     for dialect in DIALECTS
 }

@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, insert, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tollgate.db.dialects import in_json_array, json_array
+from tollgate.db.dialects import among_json_array, in_json_array, json_array
 from tollgate.db.execution import driver_error, on_cursor, on_cursor_many, read_rows
 from tollgate.db.tables import (
     METER_OUTBOX,
@@ -83,7 +83,9 @@ _RECORDED_IDS = {
     "postgresql": select(USAGE_EVENT_IDS.c.id).where(
         in_json_array("postgresql", USAGE_EVENT_IDS.c.id, "ids")
     ),
-    "sqlite": select(USAGE_EVENTS.c.id).where(in_json_array("sqlite", USAGE_EVENTS.c.id, "ids")),
+    "sqlite": among_json_array(
+        select(USAGE_EVENTS.c.id), "sqlite", USAGE_EVENTS, USAGE_EVENTS.c.id, "ids"
+    ),
 }
 
 
