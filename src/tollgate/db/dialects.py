@@ -115,12 +115,15 @@ def joined_to_json_array(
 
 
 def among_json_array(
-    statement: Select[Any], dialect: str, table: FromClause, column: ColumnElement[Any], name: str
-) -> Select[Any]:
-    """`statement` over `table`'s rows whose `column` is among the strings of parameter
-    `name` (`joined_to_json_array`)."""
-    source, terms = joined_to_json_array(dialect, table, column, name)
-    return statement.select_from(source).where(*terms)
+    statement: Select[Any], table: FromClause, column: ColumnElement[Any], name: str
+) -> dict[str, Select[Any]]:
+    """Per dialect, `statement` over `table`'s rows whose `column` is among the strings of
+    parameter `name` (`joined_to_json_array`)."""
+    statements = {}
+    for dialect in DIALECTS:
+        source, terms = joined_to_json_array(dialect, table, column, name)
+        statements[dialect] = statement.select_from(source).where(*terms)
+    return statements
 
 
 def json_array(values: Iterable[str]) -> str:

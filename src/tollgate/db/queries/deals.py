@@ -138,7 +138,7 @@ def _deal_statements(dialect: str) -> dict[tuple[bool, bool], Any]:
     """The UNION ALL by (with the add-ons, with the spend caps), for one dialect."""
 
     def among(table: Any, column: Any, name: str, part: Any) -> Any:
-        return among_json_array(part, dialect, table, column, name)
+        return among_json_array(part, table, column, name)[dialect]
 
     overrides = among(
         CUSTOMER_OVERRIDES,

@@ -303,18 +303,12 @@ def lock_customer_and_subscription(
 def _locked_customers(*columns: Any) -> dict[str, Select[Any]]:
     """Per dialect: these columns of the customers of some Stripe ids (a JSON array),
     locked in id order (the one order a group locks customers in)."""
-    return {
-        dialect: among_json_array(
-            select(*columns),
-            dialect,
-            CUSTOMERS,
-            CUSTOMERS.c.stripe_customer_id,
-            "stripe_customer_ids",
-        )
-        .order_by(CUSTOMERS.c.id)
-        .with_for_update()
-        for dialect in DIALECTS
-    }
+    return among_json_array(
+        select(*columns).order_by(CUSTOMERS.c.id).with_for_update(),
+        CUSTOMERS,
+        CUSTOMERS.c.stripe_customer_id,
+        "stripe_customer_ids",
+    )
 
 
 _GROUP_CUSTOMERS = _locked_customers(CUSTOMERS.c.id, CUSTOMERS.c.stripe_customer_id)

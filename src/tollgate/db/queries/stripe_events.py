@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
-from tollgate.db.dialects import DIALECTS, among_json_array, insert_if_new, json_array
+from tollgate.db.dialects import among_json_array, insert_if_new, json_array
 from tollgate.db.execution import Read, Write, on_driver, run
 from tollgate.db.tables import CUSTOMERS, STRIPE_EVENTS
 
@@ -24,16 +24,12 @@ _BY_ID = STRIPE_EVENTS.c.id == bindparam("event_id")
 _STATUS = select(STRIPE_EVENTS.c.status).where(_BY_ID)
 # The ids as one JSON array: built and compiled once, run on the driver's cursor (an expanding
 # IN goes through SQLAlchemy, which renders and binds a parameter per id on every call).
-_STATUSES = {
-    dialect: among_json_array(
-        select(STRIPE_EVENTS.c.id, STRIPE_EVENTS.c.status),
-        dialect,
-        STRIPE_EVENTS,
-        STRIPE_EVENTS.c.id,
-        "event_ids",
-    )
-    for dialect in DIALECTS
-}
+_STATUSES = among_json_array(
+    select(STRIPE_EVENTS.c.id, STRIPE_EVENTS.c.status),
+    STRIPE_EVENTS,
+    STRIPE_EVENTS.c.id,
+    "event_ids",
+)
 _ROW = select(STRIPE_EVENTS).where(_BY_ID)
 _ROW_FOR_UPDATE = _ROW.with_for_update()
 _ROW_FOR_UPDATE_SKIP_LOCKED = _ROW.with_for_update(skip_locked=True)

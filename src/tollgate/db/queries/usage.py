@@ -83,9 +83,9 @@ _RECORDED_IDS = {
     "postgresql": select(USAGE_EVENT_IDS.c.id).where(
         in_json_array("postgresql", USAGE_EVENT_IDS.c.id, "ids")
     ),
-    "sqlite": among_json_array(
-        select(USAGE_EVENTS.c.id), "sqlite", USAGE_EVENTS, USAGE_EVENTS.c.id, "ids"
-    ),
+    "sqlite": among_json_array(select(USAGE_EVENTS.c.id), USAGE_EVENTS, USAGE_EVENTS.c.id, "ids")[
+        "sqlite"
+    ],
 }
 
 

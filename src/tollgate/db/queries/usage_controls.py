@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import orjson
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
-from tollgate.db.dialects import DIALECTS, among_json_array, insert_if_new, json_array, upsert
+from tollgate.db.dialects import among_json_array, insert_if_new, json_array, upsert
 from tollgate.db.execution import named_row, on_cursor, read_rows
 from tollgate.db.queries.usage import _postgres, _sqlite_time, sqlite_values
 from tollgate.db.queries.usage_storage import events_of_ids
@@ -333,16 +333,12 @@ def spend_caps(connection: Connection, customer_ids: Sequence[str]) -> dict[str,
 
 
 # Built once: every entitlement load and usage batch runs it.
-_SPEND_CAPS_OF = {
-    dialect: among_json_array(
-        select(SPEND_CAPS.c.customer_id, SPEND_CAPS.c.amount_minor),
-        dialect,
-        SPEND_CAPS,
-        SPEND_CAPS.c.customer_id,
-        "ids",
-    )
-    for dialect in DIALECTS
-}
+_SPEND_CAPS_OF = among_json_array(
+    select(SPEND_CAPS.c.customer_id, SPEND_CAPS.c.amount_minor),
+    SPEND_CAPS,
+    SPEND_CAPS.c.customer_id,
+    "ids",
+)
 
 
 def spend_cap_row(connection: Connection, customer_id: str) -> Any | None:
@@ -393,16 +389,14 @@ def alerts_of(connection: Connection, customer_ids: Sequence[str]) -> list[Alert
     return [named_row(AlertRow, row) for row in rows]
 
 
-_ALERTS_OF = {
-    dialect: among_json_array(
-        select(*(USAGE_ALERTS.c[name] for name in AlertRow._fields)),
-        dialect,
-        USAGE_ALERTS,
-        USAGE_ALERTS.c.customer_id,
-        "ids",
-    ).order_by(USAGE_ALERTS.c.created_at, USAGE_ALERTS.c.id)
-    for dialect in DIALECTS
-}
+_ALERTS_OF = among_json_array(
+    select(*(USAGE_ALERTS.c[name] for name in AlertRow._fields)).order_by(
+        USAGE_ALERTS.c.created_at, USAGE_ALERTS.c.id
+    ),
+    USAGE_ALERTS,
+    USAGE_ALERTS.c.customer_id,
+    "ids",
+)
 
 
 def insert_alert(connection: Connection, row: dict[str, Any]) -> bool:
