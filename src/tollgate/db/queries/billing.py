@@ -77,8 +77,6 @@ _SELECTED = (
 )
 
 
-# Built once: every entitlement load and usage batch runs it, and building a statement and its
-# cache key costs more than running it on SQLite.
 def _customers_with_subscriptions(dialect: str) -> Any:
     customers, among = joined_to_json_array(dialect, CUSTOMERS, CUSTOMERS.c.id, "ids")
     return (
@@ -90,6 +88,8 @@ def _customers_with_subscriptions(dialect: str) -> Any:
     )
 
 
+# Built once: every entitlement load and usage batch runs it, and building a statement and its
+# cache key costs more than running it on SQLite.
 _CUSTOMERS_WITH_SUBSCRIPTIONS = {
     dialect: _customers_with_subscriptions(dialect) for dialect in DIALECTS
 }
