@@ -134,16 +134,9 @@ def _deal_part(kind: str, owner: Any, feature: Any, *, quantity: Any, **override
 _o, _g, _i = CUSTOMER_OVERRIDES.c, USAGE_GRANTS.c, SUBSCRIPTION_ITEMS.c
 
 
-def _deal_statements(dialect: str) -> dict[tuple[bool, bool], Any]:
-    """The UNION ALL by (with the add-ons, with the spend caps), for one dialect."""
-
-    def among(table: Any, column: Any, name: str, part: Any) -> Any:
-        return among_json_array(part, table, column, name)[dialect]
-
-    overrides = among(
-        CUSTOMER_OVERRIDES,
-        _o.customer_id,
-        "customers",
+def _deal_statements() -> dict[str, dict[tuple[bool, bool], Any]]:
+    """Per dialect, the UNION ALL by (with the add-ons, with the spend caps)."""
+    overrides = among_json_array(
         _deal_part(
             "o",
             _o.customer_id,
@@ -154,41 +147,49 @@ def _deal_statements(dialect: str) -> dict[tuple[bool, bool], Any]:
             unlimited=_o.unlimited,
             ends_at=_o.ends_at,
         ),
-    )
-    grants = among(
-        USAGE_GRANTS,
-        _g.customer_id,
+        CUSTOMER_OVERRIDES,
+        _o.customer_id,
         "customers",
+    )
+    grants = among_json_array(
         _deal_part("g", _g.customer_id, _g.feature, quantity=_g.quantity).where(
             _g.period_start <= bindparam("now", type_=UTCDateTime()),
             _g.period_end > bindparam("now", type_=UTCDateTime()),
         ),
+        USAGE_GRANTS,
+        _g.customer_id,
+        "customers",
     )
-    addons = among(
-        SUBSCRIPTION_ITEMS,
-        _i.subscription_id,
-        "subscriptions",
+    addons = among_json_array(
         _deal_part(
             "a", _i.subscription_id, _i.lookup_key, quantity=cast(_i.quantity, BigInteger)
         ).where(_i.lookup_key.like(f"{ADDON_LOOKUP_PREFIX}%")),
+        SUBSCRIPTION_ITEMS,
+        _i.subscription_id,
+        "subscriptions",
     )
-    caps = among(
-        SPEND_CAPS,
-        SPEND_CAPS.c.customer_id,
-        "customers",
+    caps = among_json_array(
         _deal_part(
             "c", SPEND_CAPS.c.customer_id, cast(null(), String), quantity=SPEND_CAPS.c.amount_minor
         ),
+        SPEND_CAPS,
+        SPEND_CAPS.c.customer_id,
+        "customers",
     )
     return {
-        (False, False): union_all(overrides, grants),
-        (True, False): union_all(overrides, grants, addons),
-        (False, True): union_all(overrides, grants, caps),
-        (True, True): union_all(overrides, grants, addons, caps),
+        dialect: {
+            (False, False): union_all(overrides[dialect], grants[dialect]),
+            (True, False): union_all(overrides[dialect], grants[dialect], addons[dialect]),
+            (False, True): union_all(overrides[dialect], grants[dialect], caps[dialect]),
+            (True, True): union_all(
+                overrides[dialect], grants[dialect], addons[dialect], caps[dialect]
+            ),
+        }
+        for dialect in DIALECTS
     }
 
 
-_STATEMENTS = {dialect: _deal_statements(dialect) for dialect in DIALECTS}
+_STATEMENTS = _deal_statements()
 
 
 def override(connection: Connection, customer_id: str, feature: str) -> FeatureOverride | None:
