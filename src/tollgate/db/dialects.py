@@ -16,8 +16,6 @@ from sqlalchemy import (
     Table,
     bindparam,
     func,
-    literal_column,
-    select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -82,34 +80,26 @@ def _upsert(
     )
 
 
-def in_json_array(dialect: str, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
-    """`column IN` the strings of one parameter `name`, a JSON array (see `json_array`).
-
-    For the statements every usage batch runs over its customers (hundreds of ids): an
-    expanding `IN` makes SQLAlchemy render and bind a parameter per id on each call, some
-    6,000 instructions an id, where the database reads the array in C. PostgreSQL gets
-    `= ANY(ARRAY(...))`, planned as an index scan like a literal list.
-    """
-    if dialect == "postgresql":
-        array = text(f"(ARRAY(SELECT jsonb_array_elements_text(CAST(:{name} AS jsonb))))")
-        return column.op("= ANY", is_comparison=True)(array)
-    return column.in_(select(literal_column("value")).select_from(func.json_each(bindparam(name))))
-
-
 def joined_to_json_array(
     dialect: str, table: FromClause, column: ColumnElement[Any], name: str
 ) -> tuple[FromClause, tuple[ColumnElement[bool], ...]]:
     """`table`'s rows whose `column` is among the strings of one parameter `name` (a JSON
     array, `json_array`): what to select from, and the terms to add to the WHERE clause.
 
+    For the statements every usage batch and webhook group runs over its ids (hundreds of
+    them): an expanding `IN` makes SQLAlchemy render and bind a parameter per id on each call,
+    some 6,000 instructions an id, where the database reads the array in C.
+
     SQLite: the array's elements joined to `table` (an index lookup each), no WHERE term.
     `IN (SELECT value FROM json_each(...))` builds a throwaway b-tree of the list at each run
     (its pages allocated and zeroed): about 7 µs a statement here, more than the lookup. The
     join returns a row per element, so the array holds each string once (`json_array`).
-    PostgreSQL: `table`, with `in_json_array`'s term.
+    PostgreSQL: `table`, and `column = ANY(ARRAY(...))`, planned as an index scan like a
+    literal list.
     """
     if dialect == "postgresql":
-        return table, (in_json_array(dialect, column, name),)
+        array = text(f"(ARRAY(SELECT jsonb_array_elements_text(CAST(:{name} AS jsonb))))")
+        return table, (column.op("= ANY", is_comparison=True)(array),)
     each = func.json_each(bindparam(name)).table_valued("value").alias(f"{name}_each")
     return each.join(table, column == each.c.value), ()
 
@@ -127,5 +117,5 @@ def among_json_array(
 
 
 def json_array(values: Iterable[str]) -> str:
-    """The parameter of `in_json_array` and `joined_to_json_array`: each string once."""
+    """The parameter of `joined_to_json_array`: each string once."""
     return orjson.dumps(list(dict.fromkeys(values))).decode()
