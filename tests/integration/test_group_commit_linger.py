@@ -26,7 +26,7 @@ def _writer(
 
 
 def test_a_lone_item_after_a_pause_never_waits(db: Database) -> None:
-    writer, groups = _writer(db, linger=5.0)
+    writer, groups = _writer(db, linger=30.0)
 
     async def run() -> float:
         await asyncio.gather(*(writer.apply(n) for n in range(1, 6)))  # shared commits
@@ -40,7 +40,7 @@ def test_a_lone_item_after_a_pause_never_waits(db: Database) -> None:
     finally:
         writer.stop()
     assert groups[-1] == [6]
-    assert took < 2.5  # nowhere near one linger of 5 s
+    assert took < 15  # nowhere near one linger of 30 s (generous: CI machines stall for seconds)
 
 
 def test_under_load_the_items_on_their_way_share_the_next_commit(db: Database) -> None:
@@ -98,7 +98,7 @@ def test_the_callers_a_group_answered_share_one_commit_with_an_item_queued_meanw
         time.sleep(0.02)
         return [item * 10 for item in items]
 
-    writer = GroupWriter(db, apply, name="test-linger", linger=5.0, busy_window=5.0)
+    writer = GroupWriter(db, apply, name="test-linger", linger=30.0, busy_window=5.0)
 
     async def caller(n: int) -> list[int]:
         first = await writer.apply(n)
@@ -119,4 +119,4 @@ def test_the_callers_a_group_answered_share_one_commit_with_an_item_queued_meanw
         writer.stop()
     assert answers == [[10, 110], [20, 120], [30, 130], [40, 140], [50, 150], [60]]
     assert groups == [[1, 2, 3, 4, 5], [6, 11, 12, 13, 14, 15]]
-    assert time.monotonic() - started < 2.5  # the writer took them once all were queued
+    assert time.monotonic() - started < 15  # it took them once all were queued (linger: 30 s)
