@@ -210,7 +210,7 @@ def _usage_checks_and_cache(
             "/v1/customers/acme/subscription", json={"plan": "pro", "interval": "month"}
         )
         assert upgraded.status_code == 200, upgraded.text
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 30  # generous: loaded machines stall; it must learn
         while not first.get("/v1/customers/acme/entitlements/marketplace").json()["allowed"]:
             assert time.monotonic() < deadline, "the cached decision never learned of the change"
             time.sleep(0.01)
