@@ -157,9 +157,10 @@ def set_addon(
     else:
         price = target.price_id(addon_price_lookup_key(addon.id, interval, currency))
         items = [{"price": price, "quantity": quantity}]
+    key = f"addon-{customer_id}-{addon.id}-{quantity}-{version}"
     target.update_subscription(
         subscription.id,
-        idempotency_key=f"addon-{customer_id}-{addon.id}-{quantity}-{version}",
+        idempotency_key=key,
         params={"items": items, "proration_behavior": settings.immediate_proration_behavior},
     )
     with db.transaction() as session:
@@ -172,5 +173,6 @@ def set_addon(
             before={"quantity": held.quantity if held is not None else 0},
             after={"quantity": quantity},
             now=clock.now(),
+            once=key,  # repeats sent at once all reach here: one row
         )
     return AddOnView(customer_id, addon.id, quantity, subscription.id)

@@ -101,10 +101,9 @@ def apply_discount(
         discounts: list[dict[str, str]] = [{"promotion_code": code_id}]
     else:
         discounts = [{"coupon": stripe_coupon}]
+    key = f"discount-{customer_id}-{subscription.id}-{chosen.id}-{version}"
     target.update_subscription(
-        subscription.id,
-        idempotency_key=f"discount-{customer_id}-{subscription.id}-{chosen.id}-{version}",
-        params={"discounts": discounts},
+        subscription.id, idempotency_key=key, params={"discounts": discounts}
     )
     now = clock.now()
     with db.transaction() as session:
@@ -117,6 +116,7 @@ def apply_discount(
             before=None,
             after={"coupon": chosen.id, "promotion_code": promotion_code},
             now=now,
+            once=key,  # repeats sent at once all reach here: one row
         )
     return DiscountView(customer_id, subscription.id, chosen.id, stripe_coupon, promotion_code)
 

@@ -360,7 +360,10 @@ class AuditLog(Base):
     """One applied change: who or what made it, when, the fields before and after, the event."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_object", "object_type", "object_id"),)
+    __table_args__ = (
+        Index("ix_audit_log_object", "object_type", "object_id"),
+        Index("uq_audit_log_request_key", "request_key", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -371,3 +374,6 @@ class AuditLog(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True, index=True)
+    # The request a change through Tollgate was (the key of its Stripe write): one row however
+    # often the request is repeated. None for a Stripe event's change (`event_id` names it).
+    request_key: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from tollgate.db.dialects import insert_if_new
 from tollgate.db.tables import AUDIT_LOG
 
 
@@ -22,20 +23,29 @@ def record_audit(
     before: Mapping[str, Any] | None,
     after: Mapping[str, Any] | None,
     now: datetime,
+    once: str | None = None,
 ) -> None:
-    """Append one row to the audit log (an operator's change, not a Stripe event's)."""
-    connection.execute(
-        insert(AUDIT_LOG).values(
-            at=now,
-            actor=actor,
-            object_type=object_type,
-            object_id=object_id,
-            action=action[:32],  # the column's width: a long console action name is cut
-            before=dict(before) if before is not None else None,
-            after=dict(after) if after is not None else None,
-            event_id=None,
-        )
-    )
+    """Append one row to the audit log (an operator's change, not a Stripe event's).
+
+    With `once` (the request's key, as its Stripe write carries it), a row only if no row has
+    that key yet: the same request repeated, at once or after, is audited once.
+    """
+    row = {
+        "at": now,
+        "actor": actor,
+        "object_type": object_type,
+        "object_id": object_id,
+        "action": action[:32],  # the column's width: a long console action name is cut
+        "before": dict(before) if before is not None else None,
+        "after": dict(after) if after is not None else None,
+        "event_id": None,
+        "request_key": once,
+    }
+    if once is None:
+        connection.execute(insert(AUDIT_LOG), row)
+    else:
+        statement = insert_if_new(connection, AUDIT_LOG, index_elements=("request_key",))
+        connection.execute(statement, row)
 
 
 def audit_recorded(
