@@ -439,7 +439,7 @@ def test_a_counting_connection_the_server_closed_is_opened_anew_and_counts_once(
             threads.shutdown()  # its threads end: each one's connection closes with it
             assert all(answer.allowed for answer in answers)
             assert in_redis(app, "acme") == 43 == table_sum(db, UsageEvent.value)
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 30  # generous: a loaded machine closes them late
             while len(_named_connections(name)) > before and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert len(_named_connections(name)) == before
