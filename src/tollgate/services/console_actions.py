@@ -32,7 +32,9 @@ def record_operator_action(
 ) -> None:
     """Write the audit row of an operator's action on a customer."""
     with db.write_connection() as connection:
-        _audit_action(connection, clock.now(), actor, customer_id, action, before, details)
+        _audit_action(
+            connection, clock.now(), actor, customer_id, action, before=before, after=details
+        )
 
 
 def _audit_action(
@@ -41,6 +43,7 @@ def _audit_action(
     actor: str,
     customer_id: str,
     action: str,
+    *,
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
 ) -> None:
@@ -85,7 +88,7 @@ def mark_offline(
         action = "mark_offline" if offline else "mark_online"
         before = {"offline": view.offline, "plan": view.plan}
         after = {"offline": offline, "plan": view.plan}
-        _audit_action(connection, now, actor, customer_id, action, before, after)
+        _audit_action(connection, now, actor, customer_id, action, before=before, after=after)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,9 @@ def resend_email(
         queries.resend_notification(connection, notification_id, now)
         before = {"status": row["status"]}
         after = {"email": notification_id, "template": row["template"]}
-        _audit_action(connection, now, actor, customer_id, "resend_email", before, after)
+        _audit_action(
+            connection, now, actor, customer_id, "resend_email", before=before, after=after
+        )
     return ResentEmail(notification_id, row["template"])
 
 
