@@ -21,7 +21,7 @@ from tollgate_client.views import CreditsView, CustomerView, SubscriptionView
 
 STATE_WORDS = {
     "ok": "",
-    "warn": "80 % used",
+    "warn": "80 % or more used",  # the bar says how much
     "full": "Over the included amount",
     "blocked": "Limit reached: blocked",
 }
