@@ -169,6 +169,45 @@ def _answers(db: Database, catalog: Catalog, clock: FrozenClock) -> list[Any]:
     return shown
 
 
+def test_the_billing_page_charts_each_hour_in_one_period_only(
+    db: Database, catalog: Catalog, clock: FrozenClock
+) -> None:
+    """A period that starts mid-day: the usage after its start is charted in it, and the hours
+    before its start on that day in the period before, never in both."""
+    _customers(db, catalog, clock)
+    clock.advance(timedelta(days=2))
+    start = datetime(2025, 1, 10, 19, 40, tzinfo=UTC)
+    period = Period(start, start + timedelta(days=14))
+    uses = {
+        "early": (datetime(2025, 1, 3, 9, tzinfo=UTC), 5),  # the period before
+        "same-day": (datetime(2025, 1, 10, 10, tzinfo=UTC), 7),  # before the start, that day
+        "after": (datetime(2025, 1, 10, 19, 45, tzinfo=UTC), 11),  # in the period
+    }
+    events = [
+        {"id": i, "customer": "org_a", "meter": "runs", "value": v, "timestamp": at.isoformat()}
+        for i, (at, v) in uses.items()
+    ]
+    assert record_usage(db=db, catalog=catalog, clock=clock, events=events).accepted == 3
+    deps = _deps(db, catalog, clock)
+
+    def chart(shown: Period) -> list[tuple[datetime, int]]:
+        history = customer_billing.period_daily_usage(
+            deps, customer_id="org_a", period=shown, used={"runs": None}
+        )
+        return history["runs"].buckets
+
+    now, before = chart(period), chart(customer_billing.previous_period(period))
+    day = timedelta(days=1)
+    assert len(now) == len(before) == 15  # a part day first and last
+    assert now[0] == (datetime(2025, 1, 10, tzinfo=UTC), 11)
+    assert sum(value for _, value in now) == 11
+    assert before[0][0] == datetime(2024, 12, 27, tzinfo=UTC)
+    assert dict(before)[datetime(2025, 1, 3, tzinfo=UTC)] == 5
+    assert before[-1] == (datetime(2025, 1, 10, tzinfo=UTC), 7)
+    assert sum(value for _, value in before) == 5 + 7
+    assert [at for at, _ in now] == [now[0][0] + n * day for n in range(15)]
+
+
 def test_pruning_keeps_what_is_needed_and_readers_answer_the_same(
     db: Database, catalog: Catalog, clock: FrozenClock
 ) -> None:

@@ -405,11 +405,17 @@ def period_daily_usage(
     `used` holds each meter's usage in the period as its counter has it (None: not known): when
     a meter's days do not add up to it (an event arrived late for an earlier day), its ended
     days are summed again.
+
+    Usage is kept by the hour, and a period rarely starts on one: each hour is charted in the
+    period it ends in: the hours `[start, end)`, both floored to the hour, so no hour is
+    charted in two periods. A period that starts mid-day so has a part day first and last, and
+    day i of one period stands beside day i of the one before.
     """
     db, catalog, clock = deps.db, deps.catalog, deps.clock
     first = _floor(period.start, "day")
+    lower, upper = _floor(period.start, "hour"), _floor(period.end, "hour")
     today = _floor(clock.now(), "day")
-    split = min(max(today, first), period.end)
+    split = min(max(today, lower), upper)  # a midnight, or one of the bounds
     meters = list(used)
     closed: dict[str, list[tuple[datetime, int]]] = {}
     for meter in meters:
@@ -417,7 +423,7 @@ def period_daily_usage(
         if kept is not None:
             closed[meter] = kept
     missing = [meter for meter in meters if meter not in closed]
-    open_part = _days(db, catalog, customer_id, meters, split, period.end)
+    open_part = _days(db, catalog, customer_id, meters, split, upper)
     stale = []
     for meter, buckets in closed.items():
         expected = used[meter]
@@ -426,7 +432,7 @@ def period_daily_usage(
         ):
             stale.append(meter)
     if missing or stale:
-        summed = _days(db, catalog, customer_id, missing + stale, first, split)
+        summed = _days(db, catalog, customer_id, missing + stale, lower, split)
         for meter, buckets in summed.items():
             closed[meter] = buckets
             deps.closed_days.put((customer_id, meter, period.start, split), buckets)
@@ -451,7 +457,8 @@ def _days(
     start: datetime,
     end: datetime,
 ) -> dict[str, list[tuple[datetime, int]]]:
-    """Return each meter's day buckets over [start, end) (0 for days without events)."""
+    """Return each meter's day buckets of the hours [start, end), from the day `start` falls
+    in (0 for days without events)."""
     if not meters or end <= start:
         return {meter: [] for meter in meters}
     with db.engine.connect() as connection:
@@ -462,7 +469,7 @@ def _days(
     result = {}
     for meter in meters:
         pick = 0 if catalog.features[meter].aggregation is Aggregation.SUM else 1
-        buckets, at = [], start
+        buckets, at = [], _floor(start, "day")
         while at < end:
             values = found.get((meter, at))
             buckets.append((at, values[pick] if values else 0))
