@@ -406,9 +406,9 @@ def period_daily_usage(
     a meter's days do not add up to it (an event arrived late for an earlier day), its ended
     days are summed again.
 
-    Usage is kept by the hour, and a period rarely starts on one: each hour is charted in the
-    period it ends in: the hours `[start, end)`, both floored to the hour, so no hour is
-    charted in two periods. A period that starts mid-day so has a part day first and last, and
+    Usage is kept by the hour, and a period rarely starts on one. Each hour is charted in the
+    period it ends in (the hours `[start, end)`, both floored to the hour), so no hour is
+    charted in two periods. A period that starts mid-day has a part day first and last, and
     day i of one period stands beside day i of the one before.
     """
     db, catalog, clock = deps.db, deps.catalog, deps.clock

@@ -374,6 +374,6 @@ class AuditLog(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     event_id: Mapped[str | None] = mapped_column(String(STRIPE_ID), nullable=True, index=True)
-    # The request a change through Tollgate was (the key of its Stripe write): one row however
-    # often the request is repeated. None for a Stripe event's change (`event_id` names it).
+    # The key of the request that made the change through Tollgate (its Stripe write's key):
+    # one row however often the request is repeated. None for a Stripe event's change.
     request_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
