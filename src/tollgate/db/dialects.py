@@ -104,16 +104,24 @@ def joined_to_json_array(
     return each.join(table, column == each.c.value), ()
 
 
+def select_among(
+    dialect: str,
+    statement: Select[Any],
+    table: FromClause,
+    column: ColumnElement[Any],
+    name: str,
+) -> Select[Any]:
+    """`statement` over `table`'s rows whose `column` is among the strings of parameter `name`
+    (`joined_to_json_array`), for one dialect."""
+    source, terms = joined_to_json_array(dialect, table, column, name)
+    return statement.select_from(source).where(*terms)
+
+
 def among_json_array(
     statement: Select[Any], table: FromClause, column: ColumnElement[Any], name: str
 ) -> dict[str, Select[Any]]:
-    """Per dialect, `statement` over `table`'s rows whose `column` is among the strings of
-    parameter `name` (`joined_to_json_array`)."""
-    statements = {}
-    for dialect in DIALECTS:
-        source, terms = joined_to_json_array(dialect, table, column, name)
-        statements[dialect] = statement.select_from(source).where(*terms)
-    return statements
+    """`select_among` for every dialect."""
+    return {dialect: select_among(dialect, statement, table, column, name) for dialect in DIALECTS}
 
 
 def json_array(values: Iterable[str]) -> str:

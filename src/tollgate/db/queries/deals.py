@@ -20,7 +20,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from tollgate.db.dialects import DIALECTS, among_json_array, insert_if_new, json_array, upsert
+from tollgate.db.dialects import DIALECTS, insert_if_new, json_array, select_among, upsert
 from tollgate.db.execution import named_row, read_rows
 from tollgate.db.tables import CUSTOMER_OVERRIDES, SPEND_CAPS, SUBSCRIPTION_ITEMS, USAGE_GRANTS
 from tollgate.db.types import UTCDateTime
@@ -134,9 +134,10 @@ def _deal_part(kind: str, owner: Any, feature: Any, *, quantity: Any, **override
 _o, _g, _i = CUSTOMER_OVERRIDES.c, USAGE_GRANTS.c, SUBSCRIPTION_ITEMS.c
 
 
-def _deal_statements() -> dict[str, dict[tuple[bool, bool], Any]]:
-    """Per dialect, the UNION ALL by (with the add-ons, with the spend caps)."""
-    overrides = among_json_array(
+def _deal_statements(dialect: str) -> dict[tuple[bool, bool], Any]:
+    """The UNION ALL by (with the add-ons, with the spend caps), for one dialect."""
+    overrides = select_among(
+        dialect,
         _deal_part(
             "o",
             _o.customer_id,
@@ -151,7 +152,8 @@ def _deal_statements() -> dict[str, dict[tuple[bool, bool], Any]]:
         _o.customer_id,
         "customers",
     )
-    grants = among_json_array(
+    grants = select_among(
+        dialect,
         _deal_part("g", _g.customer_id, _g.feature, quantity=_g.quantity).where(
             _g.period_start <= bindparam("now", type_=UTCDateTime()),
             _g.period_end > bindparam("now", type_=UTCDateTime()),
@@ -160,7 +162,8 @@ def _deal_statements() -> dict[str, dict[tuple[bool, bool], Any]]:
         _g.customer_id,
         "customers",
     )
-    addons = among_json_array(
+    addons = select_among(
+        dialect,
         _deal_part(
             "a", _i.subscription_id, _i.lookup_key, quantity=cast(_i.quantity, BigInteger)
         ).where(_i.lookup_key.like(f"{ADDON_LOOKUP_PREFIX}%")),
@@ -168,7 +171,8 @@ def _deal_statements() -> dict[str, dict[tuple[bool, bool], Any]]:
         _i.subscription_id,
         "subscriptions",
     )
-    caps = among_json_array(
+    caps = select_among(
+        dialect,
         _deal_part(
             "c", SPEND_CAPS.c.customer_id, cast(null(), String), quantity=SPEND_CAPS.c.amount_minor
         ),
@@ -177,19 +181,14 @@ def _deal_statements() -> dict[str, dict[tuple[bool, bool], Any]]:
         "customers",
     )
     return {
-        dialect: {
-            (False, False): union_all(overrides[dialect], grants[dialect]),
-            (True, False): union_all(overrides[dialect], grants[dialect], addons[dialect]),
-            (False, True): union_all(overrides[dialect], grants[dialect], caps[dialect]),
-            (True, True): union_all(
-                overrides[dialect], grants[dialect], addons[dialect], caps[dialect]
-            ),
-        }
-        for dialect in DIALECTS
+        (False, False): union_all(overrides, grants),
+        (True, False): union_all(overrides, grants, addons),
+        (False, True): union_all(overrides, grants, caps),
+        (True, True): union_all(overrides, grants, addons, caps),
     }
 
 
-_STATEMENTS = _deal_statements()
+_STATEMENTS = {dialect: _deal_statements(dialect) for dialect in DIALECTS}
 
 
 def override(connection: Connection, customer_id: str, feature: str) -> FeatureOverride | None:

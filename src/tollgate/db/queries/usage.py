@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, insert, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tollgate.db.dialects import among_json_array, json_array
+from tollgate.db.dialects import json_array, select_among
 from tollgate.db.execution import driver_error, on_cursor, on_cursor_many, read_rows
 from tollgate.db.tables import (
     METER_OUTBOX,
@@ -80,12 +80,8 @@ def recorded_ids(connection: Connection, ids: Sequence[str]) -> set[str]:
 # Ids are unique through usage_event_ids on PostgreSQL (events are partitioned by month), through
 # the primary key of usage_events on SQLite; the batch's ids are one JSON parameter.
 _RECORDED_IDS = {
-    "postgresql": among_json_array(
-        select(USAGE_EVENT_IDS.c.id), USAGE_EVENT_IDS, USAGE_EVENT_IDS.c.id, "ids"
-    )["postgresql"],
-    "sqlite": among_json_array(select(USAGE_EVENTS.c.id), USAGE_EVENTS, USAGE_EVENTS.c.id, "ids")[
-        "sqlite"
-    ],
+    dialect: select_among(dialect, select(table.c.id), table, table.c.id, "ids")
+    for dialect, table in (("postgresql", USAGE_EVENT_IDS), ("sqlite", USAGE_EVENTS))
 }
 
 
