@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
 from tollgate.db.dialects import insert_if_new
 from tollgate.db.tables import AUDIT_LOG
@@ -41,11 +41,8 @@ def record_audit(
         "event_id": None,
         "request_key": once,
     }
-    if once is None:
-        connection.execute(insert(AUDIT_LOG), row)
-    else:
-        statement = insert_if_new(connection, AUDIT_LOG, index_elements=("request_key",))
-        connection.execute(statement, row)
+    # Without `once` the key is NULL, which never conflicts: always a row.
+    connection.execute(insert_if_new(connection, AUDIT_LOG, index_elements=("request_key",)), row)
 
 
 def audit_recorded(
