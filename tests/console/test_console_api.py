@@ -393,6 +393,11 @@ def test_fees_by_method_per_customer_and_who_saves_with_ach(desk: Desk) -> None:
             "saving_with_ach": 2430 + 41,
         }
     ]
+    # The overview's figure sums the same fees in SQL (per amount, not per charge).
+    assert desk.get("/v1/summary")["payment_fees"] == {
+        "days": 30,
+        "amounts": [{"amount": 2930 + 500 + 45, "currency": "usd"}],
+    }
 
 
 def test_customers_over_80_percent_of_a_limit_are_found(desk: Desk) -> None:

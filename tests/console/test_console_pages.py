@@ -137,6 +137,26 @@ def test_each_overview_count_links_to_a_list_of_that_many_customers(desk: Desk) 
     assert sorted(rows) == ["late-1", "leaving-1", "paid-1", "paid-2"] and paying.group(2) == "4"
 
 
+def test_the_overview_shows_the_last_30_days_payment_fees_as_the_fees_page_does(
+    desk: Desk,
+) -> None:
+    card, bank = desk.customer("card-co"), desk.customer("bank-co")
+    desk.charge(card, 100_000)  # 31 days ago: before the window
+    desk.clock.advance(timedelta(days=31))
+    desk.charge(card, 100_000)  # 2.9 % + 30¢ = $29.30
+    desk.charge(card, 100_000)
+    desk.charge(bank, 100_000, method="us_bank_account")  # 0.8 % capped at $5
+    desk.charge(card, 100_000, status="failed")  # no fee
+    _sign_in(desk, "ada", "admin")
+    overview = desk.api.get("/console").text
+    figure = re.search(
+        r'<span class="label">Payment fees, last 30 days</span> <span class="value">([^<]+)</span>',
+        overview,
+    )
+    assert figure and figure.group(1) == "$63.60", overview
+    assert "$63.60" in desk.api.get("/console/fees").text
+
+
 def _list(desk: Desk, overview: str, label: str) -> str:
     href = re.search(rf'<a href="([^"]+)"><span class="label">{label}</span>', overview)
     assert href, label

@@ -14,7 +14,7 @@ from tests.e2e.conftest import World
 from tests.integration import test_notifications_delivery as delivery
 from tollgate.clock import FrozenClock
 from tollgate.db.models import Dispute, Notification
-from tollgate.services.console import payment_fees
+from tollgate.services.console import payment_fees, summarize
 from tollgate.services.dispute_reminders import remind_dispute_deadlines
 from tollgate.services.outbox import deliver_emails
 
@@ -92,6 +92,8 @@ def test_a_dispute_tells_the_operator_at_once_reminds_once_and_a_loss_costs_its_
     assert mine.by_method["dispute"] == 1500
     assert mine.fees == mine.by_method["card"] + 1500
     assert fees.totals[0]["fees_dispute"] == 1500
+    (overview,) = summarize(app).payment_fees
+    assert (overview.amount, overview.currency) == (fees.totals[0]["fees"], "usd")
 
 
 def test_dispute_test_cards_give_their_reason_and_an_inquiry_stays_a_warning(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -28,6 +29,10 @@ class FeeSchedule:
     def fee(self, amount: int, method: str | None) -> int:
         """Return the fee of a charge of `amount` paid by `method` (unknown methods as cards)."""
         return self.ach_fee(amount) if method in ACH_METHODS else self.card_fee(amount)
+
+    def total(self, charges: Iterable[tuple[int, str | None, int]]) -> int:
+        """Return the fees of charges given as (amount, method, how many charged that)."""
+        return sum(self.fee(amount, method) * count for amount, method, count in charges)
 
 
 def method_label(method: str | None) -> str:

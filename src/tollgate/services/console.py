@@ -591,6 +591,10 @@ class Money:
         return {"amount": self.amount, "currency": self.currency}
 
 
+# The window of the console's payment fees (the overview's figure and the fees page).
+FEES_DAYS = 30
+
+
 @dataclass(frozen=True)
 class Summary:
     """The overview's figures (money in minor units per currency)."""
@@ -605,6 +609,8 @@ class Summary:
     churned_this_month: int
     failed_payments: int
     failed_payment_amounts: list[Money]
+    # What the last FEES_DAYS days' charges and lost disputes cost in fees (FeeSchedule).
+    payment_fees: list[Money]
     open_disputes: list[dict[str, Any]]
     webhook_failures: int
     oldest_pending_webhook_seconds: int | None
@@ -626,6 +632,10 @@ class Summary:
             "failed_payments": {
                 "count": self.failed_payments,
                 "amounts": [money.to_json() for money in self.failed_payment_amounts],
+            },
+            "payment_fees": {
+                "days": FEES_DAYS,
+                "amounts": [money.to_json() for money in self.payment_fees],
             },
             "open_disputes": self.open_disputes,
             "webhooks": {
@@ -653,6 +663,9 @@ def summarize(deps: Deps) -> Summary:
         new = queries.customers_created_since(connection, month_start)
         churned = queries.subscriptions_ended_since(connection, month_start)
         failed = queries.failed_charges_since(connection, month_start)
+        fees_since = now - timedelta(days=FEES_DAYS)
+        charged = queries.charge_amounts_since(connection, fees_since)
+        lost = queries.lost_disputes_by_currency(connection, fees_since)
         disputes = queries.open_disputes(connection)
         deadlines = {
             d["id"]: _due_by(queries.latest_payload(connection, d["id"])) for d in disputes
@@ -709,6 +722,9 @@ def summarize(deps: Deps) -> Summary:
         churned_this_month=churned,
         failed_payments=sum(int(row["count"]) for row in failed),
         failed_payment_amounts=[Money(int(row["amount"] or 0), row["currency"]) for row in failed],
+        payment_fees=_fees_by_currency(
+            fee_schedule(deps.settings), deps.settings.fee_dispute, charged, lost
+        ),
         open_disputes=[
             {
                 "id": d["id"],
@@ -726,6 +742,28 @@ def summarize(deps: Deps) -> Summary:
         outbox={f"{kind}.{status}": count for (kind, status), count in sorted(outbox.items())},
         last_reconciliation=report_of(last_run) if last_run else None,
     )
+
+
+def _fees_by_currency(
+    schedule: FeeSchedule,
+    dispute_fee: int,
+    charged: Sequence[Mapping[str, Any]],
+    lost: Mapping[str, int],
+) -> list[Money]:
+    """Return the fees of charges counted per amount (`charge_amounts_since`) and of lost
+    disputes, per currency, as `payment_fees` reckons them."""
+    by_currency: dict[str, list[tuple[int, str | None, int]]] = defaultdict(list)
+    for row in charged:
+        by_currency[row["currency"]].append(
+            (int(row["amount"]), row["payment_method_type"], int(row["count"]))
+        )
+    return [
+        Money(
+            schedule.total(by_currency.get(currency, ())) + lost.get(currency, 0) * dispute_fee,
+            currency,
+        )
+        for currency in sorted({*by_currency, *lost})
+    ]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -816,7 +854,9 @@ def fee_schedule(settings: Settings) -> FeeSchedule:
     )
 
 
-def payment_fees(*, db: Database, clock: Clock, settings: Settings, days: int = 30) -> FeesReport:
+def payment_fees(
+    *, db: Database, clock: Clock, settings: Settings, days: int = FEES_DAYS
+) -> FeesReport:
     """Return the fees of the last `days` days of succeeded charges, per customer and in total.
 
     A refund does not give the fee back (Stripe keeps it), so charges count in full. A dispute

@@ -803,6 +803,29 @@ def charges_since(connection: Connection, since: datetime) -> list[RowMapping]:
     return list(connection.execute(query).mappings().all())
 
 
+def charge_amounts_since(connection: Connection, since: datetime) -> list[RowMapping]:
+    """Return the succeeded charges since `since` counted per currency, method and amount (a
+    fee is rounded per charge, so charges of one amount share one fee)."""
+    ch = CHARGES.c
+    query = (
+        select(ch.currency, ch.payment_method_type, ch.amount, func.count().label("count"))
+        .where(ch.status == "succeeded", ch.created_at >= since)
+        .group_by(ch.currency, ch.payment_method_type, ch.amount)
+    )
+    return list(connection.execute(query).mappings().all())
+
+
+def lost_disputes_by_currency(connection: Connection, since: datetime) -> dict[str, int]:
+    """Return how many disputes were lost since `since`, per currency."""
+    d = DISPUTES.c
+    query = (
+        select(d.currency, func.count())
+        .where(d.status == "lost", d.updated_at >= since)
+        .group_by(d.currency)
+    )
+    return {str(currency): int(count) for currency, count in connection.execute(query)}
+
+
 def lost_disputes_since(connection: Connection, since: datetime) -> list[RowMapping]:
     """Return the disputes lost since `since` with their customer's email."""
     d, c = DISPUTES.c, CUSTOMERS.c
