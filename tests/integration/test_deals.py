@@ -76,6 +76,8 @@ def test_an_override_beats_the_plan_and_expires_on_its_date(
     deal = api.put("/v1/customers/bigco/overrides/runs", json={"limit": 5_000_000, "ends_at": ends})
     assert deal.status_code == 200, deal.text
     assert deal.json()["limit"] == 5_000_000
+    again = api.put("/v1/customers/bigco/overrides/runs", json={"limit": 5_000_000, "ends_at": ends})
+    assert again.status_code == 200 and again.json() == deal.json()  # the same grant: no change
     sso = api.put("/v1/customers/bigco/overrides/sso", json={"enabled": True})
     assert sso.status_code == 200, sso.text
     during = features(api, "bigco")
@@ -94,10 +96,13 @@ def test_an_override_beats_the_plan_and_expires_on_its_date(
 
     listed = api.get("/v1/customers/bigco/overrides").json()["overrides"]
     assert [(o["feature"], o["limit"]) for o in listed] == [("runs", 5_000_000)]
+    changed = api.put("/v1/customers/bigco/overrides/runs", json={"limit": 6_000_000})
+    assert changed.status_code == 200, changed.text
     assert audit(container.db) == [
         ("customer_override", "bigco/runs", "created"),
         ("customer_override", "bigco/sso", "created"),
         ("customer_override", "bigco/sso", "deleted"),
+        ("customer_override", "bigco/runs", "updated"),
     ]
 
 

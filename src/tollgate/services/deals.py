@@ -41,6 +41,8 @@ def set_override(
         load_customer(session, customer_id)  # NotFound for an unknown customer
         connection = session.connection()
         before = queries.override(connection, customer_id, feature)
+        if before == value:
+            return value  # the same grant again (a retry, a form sent twice): nothing changes
         queries.put_override(connection, customer_id, value, actor=actor, now=now)
         record_audit(
             connection,
