@@ -623,8 +623,37 @@ def operators_sign_out(
     from tollgate.services.operators import sign_out_everywhere
 
     with _migrated_database() as database:
-        ended = sign_out_everywhere(db=database, operator=name.strip().lower())
+        ended = sign_out_everywhere(db=database, clock=SystemClock(), operator=name.strip().lower())
     typer.echo(f"ended {ended} session(s) of '{name}'")
+
+
+@operators_app.command("set-role")
+@one_line_errors
+def operators_set_role(
+    name: Annotated[str, typer.Argument(help="The operator whose role changes.")],
+    role: Annotated[str, typer.Argument(help="readonly, support or admin.")],
+) -> None:
+    """Give an operator another role, from its next page on (the last admin stays admin)."""
+    from tollgate.services.operators import set_operator_role
+
+    with _migrated_database() as database:
+        set_operator_role(
+            db=database, clock=SystemClock(), name=name.strip().lower(), role=role, actor="cli"
+        )
+    typer.echo(f"'{name}' is {role} now")
+
+
+@operators_app.command("remove")
+@one_line_errors
+def operators_remove(
+    name: Annotated[str, typer.Argument(help="The operator to remove.")],
+) -> None:
+    """Remove an operator and end its sessions (the last admin stays)."""
+    from tollgate.services.operators import remove_operator
+
+    with _migrated_database() as database:
+        remove_operator(db=database, clock=SystemClock(), name=name.strip().lower(), actor="cli")
+    typer.echo(f"removed operator '{name}'")
 
 
 # -- stripe events ------------------------------------------------------------------------------

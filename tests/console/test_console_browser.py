@@ -279,6 +279,7 @@ def test_the_console_fits_1280_and_375_pixels(desk: Console, page: Any) -> None:
         "/console/catalog",
         "/console/api-keys",
         "/console/fees",
+        "/console/operators",
     ]
     for width in (1280, 375):
         page.set_viewport_size({"width": width, "height": 900})
@@ -298,6 +299,45 @@ def test_the_console_fits_1280_and_375_pixels(desk: Console, page: Any) -> None:
     ):
         page.goto(f"{desk.url}{path}")
         _shot(page, name)
+
+
+def test_an_admin_adds_an_operator_who_then_sets_their_own_password(
+    desk: Console, page: Any
+) -> None:
+    _sign_in(page, desk.url, "ada")
+    page.get_by_role("link", name="Operators").click()
+    page.get_by_text("Add an operator", exact=True).click()
+    page.get_by_label("Name").fill("Grace")
+    page.get_by_label("support").check()
+    page.get_by_role("button", name="Confirm add").click()
+    given = page.locator("#new-password").inner_text()
+    assert len(given) >= 12
+    assert page.get_by_role("combobox", name="Role of grace").input_value() == "support"
+    _shot(page, "operators")
+    page.set_viewport_size({"width": 375, "height": 900})
+    _no_horizontal_scroll(page, 375)
+    _shot(page, "operators-375")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    page.context.clear_cookies()
+    new = "grace's own long passphrase"
+    for password in (given, new):
+        page.goto(f"{desk.url}/console/sign-in")
+        page.get_by_label("Name").fill("grace")
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{desk.url}/console")
+        assert "grace" in page.locator(".who").inner_text()
+        if password == new:
+            break
+        page.goto(f"{desk.url}/console/operators")
+        assert page.get_by_text("Add an operator").count() == 0  # support: no admin forms
+        page.get_by_label("Current password").fill(given)
+        page.get_by_label("New password", exact=True).fill(new)
+        page.get_by_label("New password again").fill(new)
+        page.get_by_role("button", name="Change password").click()
+        page.wait_for_url("**/console/sign-in?done=password")
+        assert page.get_by_text("Your password was changed").is_visible()
 
 
 def test_an_email_reads_as_its_customer_reads_it(desk: Console, page: Any) -> None:

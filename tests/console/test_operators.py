@@ -103,7 +103,7 @@ def test_sign_out_and_sign_out_everywhere(db: Database, clock, settings) -> None
     sign_out(db=db, token=first)
     assert console_session(db=db, clock=clock, settings=settings, token=first) is None
     assert console_session(db=db, clock=clock, settings=settings, token=second) is not None
-    assert sign_out_everywhere(db=db, operator="ada") == 2
+    assert sign_out_everywhere(db=db, clock=clock, operator="ada") == 2
     for token in (second, third):
         assert console_session(db=db, clock=clock, settings=settings, token=token) is None
 

@@ -76,7 +76,9 @@ def test_an_override_beats_the_plan_and_expires_on_its_date(
     deal = api.put("/v1/customers/bigco/overrides/runs", json={"limit": 5_000_000, "ends_at": ends})
     assert deal.status_code == 200, deal.text
     assert deal.json()["limit"] == 5_000_000
-    again = api.put("/v1/customers/bigco/overrides/runs", json={"limit": 5_000_000, "ends_at": ends})
+    again = api.put(
+        "/v1/customers/bigco/overrides/runs", json={"limit": 5_000_000, "ends_at": ends}
+    )
     assert again.status_code == 200 and again.json() == deal.json()  # the same grant: no change
     sso = api.put("/v1/customers/bigco/overrides/sso", json={"enabled": True})
     assert sso.status_code == 200, sso.text

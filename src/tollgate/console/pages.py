@@ -23,7 +23,7 @@ from tollgate.config import Settings
 from tollgate.console.deals import DEAL_ACTIONS, DEAL_DONE, run_deal_action
 from tollgate.console.render import STATIC, render
 from tollgate.domain.errors import TollgateError
-from tollgate.domain.operators import Action
+from tollgate.domain.operators import ROLES, Action
 from tollgate.domain.reconcile import parse_window
 from tollgate.services import console, console_actions, operators
 from tollgate.services.api_keys import CreatedApiKey, create_api_key
@@ -144,11 +144,17 @@ def _text(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def _secret(form: FormData, name: str) -> str:
+    """A password as typed (spaces are part of it)."""
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
 # -- signing in and out ----------------------------------------------------------------------
 
 
 @router.get("/sign-in")
-def sign_in_page(request: Request, error: str | None = None) -> Response:
+def sign_in_page(request: Request, error: str | None = None, done: str | None = None) -> Response:
     pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
     response = render(
         request,
@@ -157,6 +163,7 @@ def sign_in_page(request: Request, error: str | None = None) -> Response:
         session=None,
         csrf=csrf_token(pre.encode(), "sign-in"),
         error=error,
+        done=DONE.get(done or ""),
     )
     response.set_cookie(
         PRE_COOKIE,
@@ -183,7 +190,7 @@ async def sign_in(request: Request) -> Response:
             clock=app.clock,
             settings=app.settings,
             name=_text(form, "name"),
-            password=str(form.get("password") or ""),
+            password=_secret(form, "password"),
             address=_address(request),
         )
     except (operators.SignInRefused, operators.TooManyAttempts) as refused:
@@ -217,7 +224,9 @@ async def sign_out(request: Request) -> Response:
     form = await checked_form(request, session.csrf_secret.encode(), session.id)
     app = _app(request)
     if _text(form, "everywhere") == "1":
-        operators.sign_out_everywhere(db=app.db, operator=session.operator)
+        operators.sign_out_everywhere(
+            db=app.db, clock=app.clock, operator=session.operator, actor=session.actor
+        )
     else:
         operators.sign_out(db=app.db, token=request.cookies.get(COOKIE, ""))
     response = _back("/console/sign-in")
@@ -367,6 +376,10 @@ DONE = {
     "retried": "It will be sent again at the worker's next run.",
     "healed": "Reconciliation ran; what Stripe is the record for was healed.",
     "revoked": "The key was revoked; servers refuse it within 10 seconds.",
+    "role": "The role was changed; it holds from the operator's next page.",
+    "operator-signed-out": "Every session of the operator was ended.",
+    "operator-removed": "The operator was removed and signed out.",
+    "password": "Your password was changed and every session of yours ended; sign in with it.",
     **DEAL_DONE,
     "spend-cap": "The spend cap was saved.",
     "add-alert": "The usage alert was added.",
@@ -712,6 +725,94 @@ async def revoke_key(request: Request, key_id: str) -> Response:
         db=app.db, clock=app.clock, authenticator=app.authenticator, key_id=key_id
     )
     return _back("/console/api-keys", done="revoked")
+
+
+# -- operators -----------------------------------------------------------------------------------
+
+
+@router.get("/operators")
+def operators_page(request: Request, done: str | None = None) -> Response:
+    return _operators_page(request, session_of(request), done=DONE.get(done or ""))
+
+
+@router.post("/operators")
+async def add_operator(request: Request) -> Response:
+    session, form = await acting(request, "administer")
+    app = _app(request)
+    added = operators.add_operator(
+        db=app.db,
+        clock=app.clock,
+        name=_text(form, "name"),
+        role=_text(form, "role"),
+        actor=session.actor,
+    )
+    return _operators_page(request, session, added=added)
+
+
+def _operators_page(
+    request: Request,
+    session: ConsoleSession,
+    *,
+    added: operators.AddedOperator | None = None,
+    done: str | None = None,
+) -> Any:
+    """The operators page: who signs in, with what role and sessions; the password of the one
+    just added (shown once)."""
+    app = _app(request)
+    found = operators.operators_with_sessions(db=app.db, clock=app.clock, settings=app.settings)
+    return _page(
+        request,
+        "console_operators.html",
+        session,
+        operators=found,
+        roles=ROLES,
+        added=added,
+        done=done,
+        nav="operators",
+    )
+
+
+@router.post("/operators/{name}/role")
+async def change_operator_role(request: Request, name: str) -> Response:
+    session, form = await acting(request, "administer")
+    app = _app(request)
+    operators.set_operator_role(
+        db=app.db, clock=app.clock, name=name, role=_text(form, "role"), actor=session.actor
+    )
+    return _back("/console/operators", done="role")
+
+
+@router.post("/operators/{name}/sign-out")
+async def sign_operator_out(request: Request, name: str) -> Response:
+    session, _ = await acting(request, "administer")
+    app = _app(request)
+    operators.sign_out_everywhere(db=app.db, clock=app.clock, operator=name, actor=session.actor)
+    return _back("/console/operators", done="operator-signed-out")
+
+
+@router.post("/operators/{name}/remove")
+async def remove_operator(request: Request, name: str) -> Response:
+    session, _ = await acting(request, "administer")
+    app = _app(request)
+    operators.remove_operator(db=app.db, clock=app.clock, name=name, actor=session.actor)
+    return _back("/console/operators", done="operator-removed")
+
+
+@router.post("/password")
+async def change_password(request: Request) -> Response:
+    session, form = await acting(request, "view")
+    app = _app(request)
+    operators.change_own_password(
+        db=app.db,
+        clock=app.clock,
+        name=session.operator,
+        current=_secret(form, "current_password"),
+        new=_secret(form, "new_password"),
+        repeated=_secret(form, "repeat_password"),
+    )
+    response = _back("/console/sign-in", done="password")
+    response.delete_cookie(COOKIE, path="/console")
+    return response
 
 
 @router.get("/fees")

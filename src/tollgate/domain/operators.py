@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Literal
 
 Role = Literal["readonly", "support", "admin"]
@@ -24,6 +25,14 @@ def may(role: str, action: Action) -> bool:
     if role not in ROLES:
         return False
     return ROLES.index(role) >= ROLES.index(_NEEDS[action])
+
+
+def admin_problem(admins: Collection[str], name: str, role: str | None) -> str | None:
+    """Return why `name` may not become `role` (None: removed), or None: the console keeps at
+    least one admin, or nobody could manage operators or API keys from it again."""
+    if name in admins and role != "admin" and len(admins) == 1:
+        return f"{name!r} is the last admin; make another operator admin first"
+    return None
 
 
 def role_problem(role: str) -> str | None:

@@ -747,7 +747,7 @@ def summarize(deps: Deps) -> Summary:
 def _fees_by_currency(
     schedule: FeeSchedule,
     dispute_fee: int,
-    charged: Sequence[Mapping[str, Any]],
+    charged: Sequence[Mapping[Any, Any]],
     lost: Mapping[str, int],
 ) -> list[Money]:
     """Return the fees of charges counted per amount (`charge_amounts_since`) and of lost

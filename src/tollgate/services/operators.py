@@ -6,17 +6,27 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from tollgate.clock import Clock
 from tollgate.config import Settings
 from tollgate.db.queries import operators as queries
+from tollgate.db.queries.audit import record_audit
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.errors import Conflict, InvalidRequest, NotFound, TollgateError
-from tollgate.domain.operators import Action, may, name_problem, password_problem, role_problem
+from tollgate.domain.operators import (
+    Action,
+    admin_problem,
+    may,
+    name_problem,
+    password_problem,
+    role_problem,
+)
 
 # A failed try counts against its account and address for this long.
 ATTEMPT_WINDOW = timedelta(minutes=15)
@@ -95,7 +105,7 @@ def session_key(token: str) -> str:
 
 
 def create_operator(
-    *, db: Database, clock: Clock, name: str, role: str, password: str
+    *, db: Database, clock: Clock, name: str, role: str, password: str, actor: str = "cli"
 ) -> OperatorView:
     """Make an operator with `role`; the password is kept as an argon2id hash only."""
     name = name.strip().lower()
@@ -117,9 +127,95 @@ def create_operator(
     try:
         with db.write_connection() as connection:
             queries.insert_operator(connection, row)
+            _audit(connection, actor, name, "created", None, {"role": role}, now)
     except IntegrityError:
         raise Conflict(f"an operator named {name!r} exists", param="name") from None
     return OperatorView(id=name, role=role, created_at=now)
+
+
+@dataclass(frozen=True)
+class AddedOperator:
+    """An operator made from the console, with the password it signs in with (shown once)."""
+
+    operator: OperatorView
+    password: str
+
+
+def add_operator(*, db: Database, clock: Clock, name: str, role: str, actor: str) -> AddedOperator:
+    """Make an operator with a new random password, for the admin to hand over once; the
+    operator changes it on the Operators page."""
+    password = secrets.token_urlsafe(15)  # 20 characters, 120 bits
+    made = create_operator(db=db, clock=clock, name=name, role=role, password=password, actor=actor)
+    return AddedOperator(made, password)
+
+
+def set_operator_role(
+    *, db: Database, clock: Clock, name: str, role: str, actor: str
+) -> OperatorView:
+    """Give an operator another role, from its next request on; the last admin keeps its role."""
+    problem = role_problem(role)
+    if problem:
+        raise InvalidRequest(problem, param="role")
+    now = clock.now()
+    with db.write_connection() as connection:
+        admins = queries.lock_admins(connection)
+        found = queries.operator(connection, name)
+        if found is None:
+            raise NotFound(f"no operator {name!r}", param="name")
+        problem = admin_problem(admins, name, role)
+        if problem:
+            raise Conflict(problem, param="role")
+        if found["role"] != role:
+            queries.set_operator(connection, name, role=role, updated_at=now)
+            _audit(
+                connection,
+                actor,
+                name,
+                "role_changed",
+                {"role": found["role"]},
+                {"role": role},
+                now,
+            )
+    return OperatorView(id=name, role=role, created_at=found["created_at"])
+
+
+def remove_operator(*, db: Database, clock: Clock, name: str, actor: str) -> None:
+    """Delete an operator and end its sessions; nobody removes themselves or the last admin."""
+    if actor == f"operator:{name}":
+        raise InvalidRequest("you cannot remove yourself; another admin can", param="name")
+    now = clock.now()
+    with db.write_connection() as connection:
+        admins = queries.lock_admins(connection)
+        found = queries.operator(connection, name)
+        if found is None:
+            raise NotFound(f"no operator {name!r}", param="name")
+        problem = admin_problem(admins, name, None)
+        if problem:
+            raise Conflict(problem, param="name")
+        queries.delete_operator(connection, name)
+        _audit(connection, actor, name, "removed", {"role": found["role"]}, None, now)
+
+
+def _audit(
+    connection: Connection,
+    actor: str,
+    name: str,
+    action: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    now: datetime,
+) -> None:
+    """Audit a change of operators (a role, never a password)."""
+    record_audit(
+        connection,
+        actor=actor,
+        object_type="operator",
+        object_id=name,
+        action=action,
+        before=before,
+        after=after,
+        now=now,
+    )
 
 
 def list_operators(*, db: Database) -> list[OperatorView]:
@@ -128,18 +224,66 @@ def list_operators(*, db: Database) -> list[OperatorView]:
     return [OperatorView(id=r["id"], role=r["role"], created_at=r["created_at"]) for r in rows]
 
 
+@dataclass(frozen=True)
+class OperatorSummary:
+    """An operator as the Operators page lists it: its live sessions and when one was seen."""
+
+    id: str
+    role: str
+    created_at: datetime
+    sessions: int
+    last_seen_at: datetime | None
+
+
+def operators_with_sessions(
+    *, db: Database, clock: Clock, settings: Settings
+) -> list[OperatorSummary]:
+    """Return every operator with its live sessions (neither idle nor past their end)."""
+    now = clock.now()
+    idle_since = now - timedelta(minutes=settings.console_idle_minutes)
+    with db.engine.connect() as connection:
+        rows = queries.all_operators(connection)
+        live = queries.sessions_by_operator(connection, now, idle_since)
+    return [
+        OperatorSummary(
+            id=r["id"],
+            role=r["role"],
+            created_at=r["created_at"],
+            sessions=live.get(r["id"], (0, None))[0],
+            last_seen_at=live.get(r["id"], (0, None))[1],
+        )
+        for r in rows
+    ]
+
+
 def set_operator_password(*, db: Database, clock: Clock, name: str, password: str) -> None:
     """Change an operator's password and end every session it has."""
     problem = password_problem(password)
     if problem:
         raise InvalidRequest(problem, param="password")
+    now = clock.now()
     with db.write_connection() as connection:
         changed = queries.set_operator(
-            connection, name, password_hash=_HASHER.hash(password), updated_at=clock.now()
+            connection, name, password_hash=_HASHER.hash(password), updated_at=now
         )
         if not changed:
             raise NotFound(f"no operator {name!r}", param="name")
         queries.delete_sessions_of(connection, name)
+        _audit(connection, f"operator:{name}", name, "password_changed", None, None, now)
+
+
+def change_own_password(
+    *, db: Database, clock: Clock, name: str, current: str, new: str, repeated: str
+) -> None:
+    """Change the signed-in operator's password, the current one given first; every session of
+    theirs ends, this one too."""
+    with db.engine.connect() as connection:
+        found = queries.operator(connection, name)
+    if found is None or not _verify(found["password_hash"], current):
+        raise InvalidRequest("the current password is wrong", param="current_password")
+    if new != repeated:
+        raise InvalidRequest("the new passwords differ", param="new_password")
+    set_operator_password(db=db, clock=clock, name=name, password=new)
 
 
 def sign_in(
@@ -225,10 +369,12 @@ def sign_out(*, db: Database, token: str) -> None:
         queries.delete_session(connection, session_key(token))
 
 
-def sign_out_everywhere(*, db: Database, operator: str) -> int:
+def sign_out_everywhere(*, db: Database, clock: Clock, operator: str, actor: str = "cli") -> int:
     """End every session of `operator`; return how many there were."""
     with db.write_connection() as connection:
-        return queries.delete_sessions_of(connection, operator)
+        ended = queries.delete_sessions_of(connection, operator)
+        _audit(connection, actor, operator, "signed_out", None, {"sessions": ended}, clock.now())
+        return ended
 
 
 def prune_sign_ins(*, db: Database, clock: Clock, settings: Settings) -> int:

@@ -103,3 +103,32 @@ def failures_since(
 def delete_attempts_before(connection: Connection, before: datetime) -> int:
     done = connection.execute(delete(SIGN_IN_ATTEMPTS).where(SIGN_IN_ATTEMPTS.c.at < before))
     return int(done.rowcount or 0)
+
+
+def lock_admins(connection: Connection) -> list[str]:
+    """Return the admins' names, their rows locked (FOR UPDATE on PostgreSQL; SQLite's write
+    transaction holds the whole database), so two changes of admins take turns."""
+    query = (
+        select(OPERATORS.c.id).where(OPERATORS.c.role == "admin").order_by(OPERATORS.c.id)
+    ).with_for_update()
+    return list(connection.execute(query).scalars())
+
+
+def delete_operator(connection: Connection, operator_id: str) -> int:
+    """Delete an operator and its sessions; return 1 if it existed."""
+    delete_sessions_of(connection, operator_id)
+    done = connection.execute(delete(OPERATORS).where(OPERATORS.c.id == operator_id))
+    return int(done.rowcount or 0)
+
+
+def sessions_by_operator(
+    connection: Connection, now: datetime, idle_since: datetime
+) -> dict[str, tuple[int, datetime]]:
+    """Return each operator's live sessions: how many, and when one was last seen."""
+    s = OPERATOR_SESSIONS.c
+    query = (
+        select(s.operator_id, func.count(), func.max(s.last_seen_at))
+        .where(s.expires_at > now, s.last_seen_at > idle_since)
+        .group_by(s.operator_id)
+    )
+    return {str(name): (int(count), seen) for name, count, seen in connection.execute(query)}
