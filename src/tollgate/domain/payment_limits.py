@@ -98,3 +98,15 @@ def policy_for(plan: Plan, card_limits: Mapping[str, int]) -> PaymentPolicy:
     if methods is None:
         return PaymentPolicy(METHODS, dict(card_limits))
     return PaymentPolicy(methods.accept, {**card_limits, **methods.card_limit})
+
+
+def overage_may_pass_card_limit(plan: Plan, card_limits: Mapping[str, int]) -> bool:
+    """Return whether usage can take one of the plan's invoices past a card limit: a card pays
+    it, a limit applies in one of its currencies, and a feature bills overage."""
+    policy = policy_for(plan, card_limits)
+    if CARD not in policy.accept:
+        return False
+    currencies = {price.currency.lower() for price in plan.prices}
+    if not currencies & set(policy.card_limits):
+        return False
+    return any(grant.overage is not None and not grant.hard for grant in plan.features.values())

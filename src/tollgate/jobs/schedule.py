@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from tollgate.bootstrap import Container
 from tollgate.jobs.app_webhooks import deliver_app_webhooks
+from tollgate.jobs.card_limits import follow_usage_past_card_limits
 from tollgate.jobs.checkout_sessions import expire_open_checkouts
 from tollgate.jobs.console_sessions import prune_console_sign_ins
 from tollgate.jobs.credits import (
@@ -75,6 +76,10 @@ SCHEDULE: tuple[Job, ...] = (
     Job("release_expired_holds", timedelta(seconds=15), release_expired_holds),
     # Voided usage whose overage Stripe has: its meter events cancelled (Stripe allows 24 h).
     Job("send_meter_adjustments", timedelta(seconds=30), send_meter_adjustments),
+    # Usage that takes a coming renewal past its plan's card limit moves that invoice off
+    # cards (and a new period gives them back); every 10 minutes, so the last ones of a period
+    # are caught before its invoice is made.
+    Job("follow_usage_past_card_limits", timedelta(minutes=10), follow_usage_past_card_limits),
     # Credits that fell below a customer's top-up level: the pack bought off-session, once.
     Job("run_auto_topups", timedelta(seconds=10), run_auto_topups),
     # Plans with `credits: {amount, every: month}`: each month's credits as it begins.

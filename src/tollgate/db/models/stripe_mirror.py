@@ -140,6 +140,9 @@ class Subscription(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # The ids of the discounts in force (issue 20; their coupons are in `discounts`).
     discount_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # The methods its invoices are offered (`payment_settings.payment_method_types`; None:
+    # whatever the payer has), set from the plan's card limit and the usage so far (0026).
+    payment_method_types: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class SubscriptionItem(Base):

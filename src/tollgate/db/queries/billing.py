@@ -271,6 +271,22 @@ def trials_ending(connection: Connection, now: datetime, within: timedelta) -> l
     )
 
 
+def charged_subscriptions_on(connection: Connection, plans: Sequence[str]) -> list[Any]:
+    """Return the live subscriptions on `plans` that Stripe charges itself (not sent invoices):
+    their id, customer and the payment methods their invoices are offered."""
+    s = SUBSCRIPTIONS.c
+    query = (
+        select(s.id, s.customer_id, s.payment_method_types)
+        .where(
+            s.plan.in_(plans),
+            s.status.in_(("trialing", "active", "past_due")),
+            or_(s.collection_method.is_(None), s.collection_method == "charge_automatically"),
+        )
+        .order_by(s.id)
+    )
+    return list(connection.execute(query).mappings().all())
+
+
 def disputes_due(connection: Connection, now: datetime, within: timedelta) -> list[Any]:
     """Return the open disputes of known customers whose evidence is due after `now` and within
     `within`."""

@@ -234,6 +234,7 @@ SUBSCRIPTION_KEYS = (
     "seats",
     "latest_invoice",
     "discount_ids",
+    "payment_method_types",
     "watermark_created",
     "watermark_event_id",
 )

@@ -38,14 +38,16 @@ def paid_by(settings: Settings, terms: Terms, asked: str | None) -> str | None:
     return BANK_TRANSFER if policy.methods_for(amount, terms.currency) == (BANK_TRANSFER,) else None
 
 
-def payment_method_types(settings: Settings, terms: Terms) -> list[str] | None:
-    """Return the methods the plan's invoices may be paid with, or None when any may.
+def payment_method_types(settings: Settings, terms: Terms, usage: int = 0) -> list[str] | None:
+    """Return the methods an invoice of a period of `terms` may be paid with, `usage` (the
+    overage so far, minor units) added, or None when any may; raise PaymentMethodNotAllowed
+    when none may.
 
     Stripe offers these on every invoice of the subscription (`payment_settings`), so a
     renewal above the card limit is never charged to a card.
     """
     policy = _payment_policy(settings, terms)
-    amount, currency = _period_amount(terms), terms.currency
+    amount, currency = _period_amount(terms) + usage, terms.currency
     if policy.is_open(amount, currency):
         return None
     return list(policy.payable_by(amount, currency, terms.plan.id))

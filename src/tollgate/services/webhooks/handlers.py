@@ -211,6 +211,7 @@ def _subscription_values(snapshot: SubscriptionSnapshot, customer_id: str) -> di
         "seats": seats,
         "latest_invoice": snapshot.latest_invoice,
         "discount_ids": list(snapshot.discount_ids) or None,
+        "payment_method_types": list(snapshot.payment_method_types or ()) or None,
     }
 
 
