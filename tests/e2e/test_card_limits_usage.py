@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from tests.conftest import EXAMPLE_CATALOG
@@ -21,9 +22,11 @@ from tests.e2e.conftest import DAY, World
 from tests.e2e.test_metering import pro_customer, record, runs
 from tollgate.bootstrap import Container, build_container
 from tollgate.clock import FrozenClock
+from tollgate.db.tables import NOTIFICATIONS
 from tollgate.jobs.card_limits import follow_usage_past_card_limits
 from tollgate.services.card_limits import UsageMethodsReport
 from tollgate.services.meter_usage import sync_meter_usage
+from tollgate.services.outbox import preview_email
 
 T0 = 1_790_000_000  # 2026-09-21T14:13:20Z
 HOUR = 3600
@@ -101,6 +104,12 @@ def test_usage_past_the_card_limit_keeps_the_renewal_off_the_card_until_the_next
     assert mirrored["status"] == "active"
     again = follow(shop, T0 + 4 * HOUR)  # the mirror has it now: nothing to send
     assert (again.checked, again.narrowed, again.widened) == (2, [], [])
+    # The customer is told once: the invoice to come, the limit, how it will be collected.
+    told = preview_email(shop.container, template="card_limit_passed", customer_id="heavy-org")
+    assert not told.sample and told.recipient == "billing@heavy-org.example"
+    assert "about $54.00" in told.text and "at most $50.00" in told.text
+    assert "a US bank account (ACH debit)" in told.text and "21 October 2026" in told.text
+    assert queued(shop, "card_limit_passed") == ["heavy-org"]
 
     # The renewal invoices the overage, offered to the bank only: the card is not charged.
     shop.advance(clock, T0 + 5 * HOUR)  # Stripe takes no meter event from its future
@@ -119,7 +128,16 @@ def test_usage_past_the_card_limit_keeps_the_renewal_off_the_card_until_the_next
     # A new period has no usage yet: cards may pay it again.
     back = follow(shop, T0 + 30 * DAY + 3 * HOUR)
     assert (back.narrowed, back.widened) == ([], [heavy_sub])
+    assert queued(shop, "card_limit_passed") == ["heavy-org"]  # giving cards back says nothing
     assert offered(shop, heavy_sub) == ["card", "us_bank_account"]
+
+
+def queued(world: World, template: str) -> list[str]:
+    with world.db.engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(NOTIFICATIONS.c.customer_id).where(NOTIFICATIONS.c.template == template)
+        ).all()
+    return [row[0] for row in rows]
 
 
 def test_a_plan_with_no_card_limit_is_never_looked_at(make_world: Callable[..., World]) -> None:
@@ -146,7 +164,9 @@ def test_a_subscription_paid_by_bank_transfer_is_left_alone(
         "wire-org", plan="pro", interval="month", trial_days=0, payment_method="customer_balance"
     )
     assert answer["collection_method"] == "send_invoice"
-    assert record(world, runs("wire-org", 0, 100, 10_000, T0 + 60))["accepted"] == 100
+    world.settle()  # the subscription's events: Pro's usage terms, not Free's hard limit
+    recorded = record(world, runs("wire-org", 0, 100, 10_000, T0 + 60))
+    assert recorded["accepted"] == 100, recorded["rejected"][:1]
     report = follow(world, T0 + HOUR)
     assert (report.checked, report.narrowed, report.widened) == (0, [], [])
     sub = world.subscription("wire-org")["stripe_subscription_id"]

@@ -52,6 +52,7 @@ TEMPLATES = (
     "usage_exceeded",
     "usage_alert",
     "auto_topup_failed",
+    "card_limit_passed",
     "price_change",
     "dispute_opened",
     "dispute_reminder",

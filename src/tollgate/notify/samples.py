@@ -54,6 +54,16 @@ def sample_facts(template: str, catalog: Catalog, now: datetime) -> dict[str, An
         }
     if template.startswith(("payment_", "downgraded_payment")):
         return {**invoice, "plan": subscription["plan"]}
+    if template == "card_limit_passed" and price is not None:
+        return {
+            "amount": {"amount": price.amount_minor * 2, "currency": price.currency},
+            "limit": {
+                "amount": price.amount_minor + price.amount_minor // 2,
+                "currency": price.currency,
+            },
+            "methods": ["us_bank_account"],
+            "renews_at": subscription["current_period_end"],
+        }
     if template == "price_change":
         return {
             **subscription,

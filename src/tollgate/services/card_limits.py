@@ -24,11 +24,20 @@ from tollgate.db.queries import billing as queries
 from tollgate.domain.errors import InvalidRequest
 from tollgate.domain.events import BANK_TRANSFER
 from tollgate.domain.metering import overage_spend
-from tollgate.domain.payment_limits import PaymentMethodNotAllowed, overage_may_pass_card_limit
-from tollgate.domain.subscriptions import subscription_terms
+from tollgate.domain.payment_limits import (
+    PaymentMethodNotAllowed,
+    overage_may_pass_card_limit,
+    policy_for,
+)
+from tollgate.domain.subscriptions import Terms, subscription_terms
+from tollgate.services import outbox
 from tollgate.services.deps import Deps
-from tollgate.services.entitlements import load_billing_customers, period_position
-from tollgate.services.subscriptions.payment_rules import payment_method_types
+from tollgate.services.entitlements import (
+    BillingCustomer,
+    load_billing_customers,
+    period_position,
+)
+from tollgate.services.subscriptions.payment_rules import payment_method_types, period_amount
 from tollgate.services.usage.counters import granted
 from tollgate.stripe.errors import StripeFailure
 
@@ -120,6 +129,8 @@ def follow_usage_in_payment_methods(deps: Deps) -> UsageMethodsReport:
             continue
         narrowed = bool(wanted) and (not offered or set(wanted) < set(offered))
         (report.narrowed if narrowed else report.widened).append(row["id"])
+        if narrowed:
+            _tell_customer(deps, customer, terms, spent, wanted)
         log.info(
             "subscription %s: its invoices are offered %s (a period and %s of overage)",
             row["id"],
@@ -127,3 +138,29 @@ def follow_usage_in_payment_methods(deps: Deps) -> UsageMethodsReport:
             spent,
         )
     return report
+
+
+def _tell_customer(
+    deps: Deps, customer: BillingCustomer, terms: Terms, spent: int, methods: tuple[str, ...]
+) -> None:
+    """Queue the `card_limit_passed` email, once a period: the coming invoice, the limit, the
+    methods that will collect it."""
+    policy = policy_for(terms.plan, deps.settings.card_limits)
+    currency = terms.currency
+    with deps.db.write_connection() as connection:
+        outbox.queue_email(
+            connection,
+            customer_id=customer.id,
+            template="card_limit_passed",
+            cause=f"card-limit:{customer.subscription_id}:{customer.period.start.date()}",
+            facts={
+                "amount": {
+                    "amount": period_amount(terms) + spent,
+                    "currency": currency,
+                },
+                "limit": {"amount": policy.card_limits[currency.lower()], "currency": currency},
+                "methods": list(methods),
+                "renews_at": customer.period.end.isoformat(),
+            },
+            now=deps.clock.now(),
+        )

@@ -17,7 +17,7 @@ from tollgate.services.subscriptions.lookups import OnlineCustomer
 from tollgate.stripe.gateway import StripeGateway
 
 
-def _period_amount(terms: Terms) -> int:
+def period_amount(terms: Terms) -> int:
     """Return what one period of `terms` invoices (before usage, discounts and tax)."""
     return terms.price.amount_minor * terms.quantity
 
@@ -31,7 +31,7 @@ def paid_by(settings: Settings, terms: Terms, asked: str | None) -> str | None:
     accepts it) or when the plan accepts nothing else for its amount; None for the customer's
     own payment method. A method the plan does not accept is refused (PaymentMethodNotAllowed)."""
     policy = _payment_policy(settings, terms)
-    amount = _period_amount(terms)
+    amount = period_amount(terms)
     if asked is not None:
         policy.check(asked, amount, terms.currency, terms.plan.id)
         return asked
@@ -47,7 +47,7 @@ def payment_method_types(settings: Settings, terms: Terms, usage: int = 0) -> li
     renewal above the card limit is never charged to a card.
     """
     policy = _payment_policy(settings, terms)
-    amount, currency = _period_amount(terms) + usage, terms.currency
+    amount, currency = period_amount(terms) + usage, terms.currency
     if policy.is_open(amount, currency):
         return None
     return list(policy.payable_by(amount, currency, terms.plan.id))
@@ -73,7 +73,7 @@ def check_card_limit(
 ) -> None:
     """Refuse an invoice of `terms` that the customer's default payment method may not pay."""
     policy = _payment_policy(settings, terms)
-    amount = _period_amount(terms)
+    amount = period_amount(terms)
     if policy.is_open(amount, terms.currency):
         return  # no limit, or within it: no need to ask Stripe how the customer pays
     policy.payable_by(amount, terms.currency, terms.plan.id)
