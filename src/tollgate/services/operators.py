@@ -10,7 +10,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Connection
+from sqlalchemy import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from tollgate.clock import Clock
@@ -158,13 +158,7 @@ def set_operator_role(
         raise InvalidRequest(problem, param="role")
     now = clock.now()
     with db.write_connection() as connection:
-        admins = queries.lock_admins(connection)
-        found = queries.operator(connection, name)
-        if found is None:
-            raise NotFound(f"no operator {name!r}", param="name")
-        problem = admin_problem(admins, name, role)
-        if problem:
-            raise Conflict(problem, param="role")
+        found = _changing(connection, name, role)
         if found["role"] != role:
             queries.set_operator(connection, name, role=role, updated_at=now)
             _audit(
@@ -185,15 +179,22 @@ def remove_operator(*, db: Database, clock: Clock, name: str, actor: str) -> Non
         raise InvalidRequest("you cannot remove yourself; another admin can", param="name")
     now = clock.now()
     with db.write_connection() as connection:
-        admins = queries.lock_admins(connection)
-        found = queries.operator(connection, name)
-        if found is None:
-            raise NotFound(f"no operator {name!r}", param="name")
-        problem = admin_problem(admins, name, None)
-        if problem:
-            raise Conflict(problem, param="name")
+        found = _changing(connection, name, None)
         queries.delete_operator(connection, name)
         _audit(connection, actor, name, "removed", {"role": found["role"]}, None, now)
+
+
+def _changing(connection: Connection, name: str, role: str | None) -> RowMapping:
+    """Return the operator about to get `role` (None: removed), behind the admins' lock;
+    NotFound when there is none, Conflict when it would leave no admin."""
+    admins = queries.lock_admins(connection)
+    found = queries.operator(connection, name)
+    if found is None:
+        raise NotFound(f"no operator {name!r}", param="name")
+    problem = admin_problem(admins, name, role)
+    if problem:
+        raise Conflict(problem, param="role" if role else "name")
+    return found
 
 
 def _audit(
