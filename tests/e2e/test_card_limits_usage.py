@@ -110,6 +110,17 @@ def test_usage_past_the_card_limit_keeps_the_renewal_off_the_card_until_the_next
     assert "about $54.00" in told.text and "at most $50.00" in told.text
     assert "a US bank account (ACH debit)" in told.text and "21 October 2026" in told.text
     assert queued(shop, "card_limit_passed") == ["heavy-org"]
+    # Another change offers cards again (here straight in Stripe, as a plan change would):
+    # the next run takes them off again, and the customer is not told twice.
+    shop.stripe.v1.subscriptions.update(
+        heavy_sub,
+        params={"payment_settings": {"payment_method_types": ["card", "us_bank_account"]}},
+    )
+    shop.settle()
+    redone = follow(shop, T0 + 4 * HOUR + 60)
+    assert (redone.narrowed, redone.widened) == ([heavy_sub], [])
+    assert offered(shop, heavy_sub) == ["us_bank_account"]
+    assert queued(shop, "card_limit_passed") == ["heavy-org"]
 
     # The renewal invoices the overage, offered to the bank only: the card is not charged.
     shop.advance(clock, T0 + 5 * HOUR)  # Stripe takes no meter event from its future

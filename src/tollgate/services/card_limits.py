@@ -115,10 +115,12 @@ def follow_usage_in_payment_methods(deps: Deps) -> UsageMethodsReport:
         try:
             target.update_subscription(
                 row["id"],
-                # One key per period and set of methods: a run repeated before the webhook
-                # lands sends the same request, which Stripe answers once.
+                # One key per state of the subscription (its latest event) and set of methods:
+                # a run repeated before the webhook lands sends the same request, which Stripe
+                # answers once; after another change (a plan change offers the period's methods
+                # again) the key is new, so the methods are set again.
                 idempotency_key=(
-                    f"tollgate:methods:{row['id']}:{customer.period.start.date()}:"
+                    f"tollgate:methods:{row['id']}:{row['watermark_event_id']}:"
                     f"{','.join(wanted) or 'any'}"
                 ),
                 params={"payment_settings": {"payment_method_types": list(wanted) or ""}},

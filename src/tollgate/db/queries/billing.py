@@ -273,10 +273,10 @@ def trials_ending(connection: Connection, now: datetime, within: timedelta) -> l
 
 def charged_subscriptions_on(connection: Connection, plans: Sequence[str]) -> list[Any]:
     """Return the live subscriptions on `plans` that Stripe charges itself (not sent invoices):
-    their id, customer and the payment methods their invoices are offered."""
+    their id, customer, the payment methods their invoices are offered and their latest event."""
     s = SUBSCRIPTIONS.c
     query = (
-        select(s.id, s.customer_id, s.payment_method_types)
+        select(s.id, s.customer_id, s.payment_method_types, s.watermark_event_id)
         .where(
             s.plan.in_(plans),
             s.status.in_(("trialing", "active", "past_due")),
