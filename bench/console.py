@@ -190,6 +190,9 @@ def fill(url: str, customers: int, rows: int) -> float:
             connection.execute(
                 sa.text(statement.format(customers=customers, heavy=HEAVY, **counts))
             )
+    # Vacuumed as well as analyzed, as autovacuum keeps a database that has lived a while: an
+    # index that holds every column a read needs is then read without the table.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         for table in (
             "customers",
             "subscriptions",
@@ -200,7 +203,7 @@ def fill(url: str, customers: int, rows: int) -> float:
             "invoices",
             "charges",
         ):
-            connection.execute(sa.text(f"ANALYZE {table}"))
+            connection.execute(sa.text(f"VACUUM ANALYZE {table}"))
     engine.dispose()
     return time.perf_counter() - started
 
