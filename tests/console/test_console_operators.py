@@ -135,6 +135,9 @@ def test_an_admin_signs_another_operator_out_of_every_browser(desk: Desk) -> Non
         assert laptop.get("/console", follow_redirects=False).status_code == 303
     assert ada.get("/console").status_code == 200
     assert _audit(desk)[-1] == ("operator:ada", "sam", "signed_out")
+    ghost = _post(ada, "/console/operators/ghost/sign-out")  # a name nobody has
+    assert ghost.status_code == 400 and "no operator &#39;ghost&#39;" in ghost.text
+    assert _audit(desk)[-1] == ("operator:ada", "sam", "signed_out")
 
 
 def test_support_may_not_change_operators(desk: Desk) -> None:
@@ -241,3 +244,5 @@ def test_the_cli_changes_a_role_and_removes_an_operator(desk: Desk) -> None:
     assert gone.exit_code == 0
     listed = runner.invoke(cli, ["operators", "list"], env=env)
     assert "ada" in listed.output and "sam" not in listed.output
+    typo = runner.invoke(cli, ["operators", "sign-out", "sma"], env=env)
+    assert typo.exit_code == 2 and "no operator 'sma'" in typo.output

@@ -371,8 +371,11 @@ def sign_out(*, db: Database, token: str) -> None:
 
 
 def sign_out_everywhere(*, db: Database, clock: Clock, operator: str, actor: str = "cli") -> int:
-    """End every session of `operator`; return how many there were."""
+    """End every session of `operator`; return how many there were (NotFound for a name no
+    operator has: a typo is told, not taken as nothing to end)."""
     with db.write_connection() as connection:
+        if queries.operator(connection, operator) is None:
+            raise NotFound(f"no operator {operator!r}", param="name")
         ended = queries.delete_sessions_of(connection, operator)
         _audit(connection, actor, operator, "signed_out", None, {"sessions": ended}, clock.now())
         return ended
