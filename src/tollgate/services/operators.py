@@ -127,7 +127,7 @@ def create_operator(
     try:
         with db.write_connection() as connection:
             queries.insert_operator(connection, row)
-            _audit(connection, actor, name, "created", None, {"role": role}, now)
+            _audit(connection, now, actor, name, "created", after={"role": role})
     except IntegrityError:
         raise Conflict(f"an operator named {name!r} exists", param="name") from None
     return OperatorView(id=name, role=role, created_at=now)
@@ -163,12 +163,12 @@ def set_operator_role(
             queries.set_operator(connection, name, role=role, updated_at=now)
             _audit(
                 connection,
+                now,
                 actor,
                 name,
                 "role_changed",
-                {"role": found["role"]},
-                {"role": role},
-                now,
+                before={"role": found["role"]},
+                after={"role": role},
             )
     return OperatorView(id=name, role=role, created_at=found["created_at"])
 
@@ -181,7 +181,7 @@ def remove_operator(*, db: Database, clock: Clock, name: str, actor: str) -> Non
     with db.write_connection() as connection:
         found = _changing(connection, name, None)
         queries.delete_operator(connection, name)
-        _audit(connection, actor, name, "removed", {"role": found["role"]}, None, now)
+        _audit(connection, now, actor, name, "removed", before={"role": found["role"]})
 
 
 def _changing(connection: Connection, name: str, role: str | None) -> RowMapping:
@@ -199,14 +199,16 @@ def _changing(connection: Connection, name: str, role: str | None) -> RowMapping
 
 def _audit(
     connection: Connection,
+    now: datetime,
     actor: str,
     name: str,
     action: str,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-    now: datetime,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
 ) -> None:
-    """Audit a change of operators (a role, never a password)."""
+    """Audit a change of operators (a role, never a password), as console_actions audits an
+    action on a customer: before and after by keyword, so they cannot be swapped."""
     record_audit(
         connection,
         actor=actor,
@@ -270,7 +272,7 @@ def set_operator_password(*, db: Database, clock: Clock, name: str, password: st
         if not changed:
             raise NotFound(f"no operator {name!r}", param="name")
         queries.delete_sessions_of(connection, name)
-        _audit(connection, f"operator:{name}", name, "password_changed", None, None, now)
+        _audit(connection, now, f"operator:{name}", name, "password_changed")
 
 
 def change_own_password(
@@ -377,7 +379,7 @@ def sign_out_everywhere(*, db: Database, clock: Clock, operator: str, actor: str
         if queries.operator(connection, operator) is None:
             raise NotFound(f"no operator {operator!r}", param="name")
         ended = queries.delete_sessions_of(connection, operator)
-        _audit(connection, actor, operator, "signed_out", None, {"sessions": ended}, clock.now())
+        _audit(connection, clock.now(), actor, operator, "signed_out", after={"sessions": ended})
         return ended
 
 
