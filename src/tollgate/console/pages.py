@@ -25,6 +25,7 @@ from tollgate.console.render import STATIC, render
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.operators import ROLES, Action
 from tollgate.domain.reconcile import parse_window
+from tollgate.domain.subscriptions import is_live
 from tollgate.services import console, console_actions, operators
 from tollgate.services.api_keys import CreatedApiKey, create_api_key
 from tollgate.services.catalog import diff_catalog
@@ -356,6 +357,7 @@ def customer_page(
         emails=emails.items,
         stripe_base=stripe_base,
         plans=[p for p in app.catalog.plans.values()],
+        seat_policy=_seat_policy(app, subscription),
         grant_key=secrets.token_hex(12),
         done=DONE.get(done or ""),
         nav="customers",
@@ -364,8 +366,19 @@ def customer_page(
     )
 
 
+def _seat_policy(app: Container, subscription: Any) -> Any:
+    """The bounds of the subscription's plan when it is priced per seat and live, else None."""
+    plan = app.catalog.plans.get(subscription.plan or "")
+    if plan is None or subscription.seats is None or not is_live(subscription.status):
+        return None
+    return plan.seats
+
+
 DONE = {
     "plan": "The plan change was made.",
+    "seats": "The seat count was changed.",
+    "seats-later": "The seat count changes when the period ends.",
+    "seats-kept": "The seat count stays: seats never go down (TOLLGATE_SEAT_CHANGE_BEHAVIOR).",
     "credits": "The credits were granted.",
     "cancel": "The subscription was canceled.",
     "resume": "The subscription was resumed.",
@@ -401,6 +414,25 @@ async def customer_action(request: Request, customer_id: str, action: str) -> Re
         )
         audit = {"plan": plan, "interval": interval}
         done = "plan"
+    elif action == "change-seats":
+        seats_text = _text(form, "seats")
+        if not seats_text.isdigit() or int(seats_text) <= 0:
+            raise TollgateErrorPage("Seats must be a whole number above zero.")
+        current = get_subscription(app, customer_id=customer_id)
+        if current.plan is None or current.seats is None:
+            raise TollgateErrorPage("The customer has no subscription priced per seat.")
+        changed = change_subscription(
+            app,
+            customer_id=customer_id,
+            wanted=SubscriptionRequest(
+                plan=current.plan, interval=current.interval or "month", seats=int(seats_text)
+            ),
+        )
+        audit = {"seats": int(seats_text), "was": current.seats}
+        if changed.pending_change is not None:
+            done = "seats-later"
+        else:
+            done = "seats" if changed.seats == int(seats_text) else "seats-kept"
     elif action == "grant-credits":
         amount_text = _text(form, "amount")
         if not amount_text.isdigit() or int(amount_text) <= 0:
