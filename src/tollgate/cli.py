@@ -797,12 +797,23 @@ def reconcile_command(
     ] = "24h",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     limit: Annotated[int, typer.Option(min=0, help="Drifts listed in the table.")] = 50,
+    object_id: Annotated[
+        str | None,
+        typer.Option(
+            "--object", help="Check one object again instead of a window (sub_…, in_…, ch_…)."
+        ),
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option(help="With --object: the connected account it lives in.")
+    ] = None,
 ) -> None:
     """Compare what Stripe made in the window with the mirror; heal what Stripe owns, report all."""
     from tollgate.bootstrap import build_container
     from tollgate.server import require_migrated
-    from tollgate.services.reconcile import list_drifts, run_reconcile
+    from tollgate.services.reconcile import list_drifts, recheck_object, run_reconcile
 
+    if account and not object_id:
+        fail("--account goes with --object")
     container = build_container(_settings())
     try:
         require_migrated(container.db)
@@ -811,16 +822,21 @@ def reconcile_command(
             window_start = parse_window(since, now)
         except ValueError as error:
             fail(f"--since: {error}")
-        with _progress() as bar:
-            task = bar.add_task("comparing Stripe's objects with the mirror", total=None)
-            report = run_reconcile(
-                container,
-                since=window_start,
-                trigger="cli",
-                progress=lambda kind, checked: bar.update(
-                    task, completed=checked, description=f"comparing {kind}s: {checked:,} checked"
-                ),
-            )
+        if object_id:
+            report = recheck_object(container, object_id=object_id, account=account, trigger="cli")
+        else:
+            with _progress() as bar:
+                task = bar.add_task("comparing Stripe's objects with the mirror", total=None)
+                report = run_reconcile(
+                    container,
+                    since=window_start,
+                    trigger="cli",
+                    progress=lambda kind, checked: bar.update(
+                        task,
+                        completed=checked,
+                        description=f"comparing {kind}s: {checked:,} checked",
+                    ),
+                )
         if as_json:
             drifts = list_drifts(db=container.db, run_id=report.run_id)
             typer.echo(json.dumps(_report_json(report, drifts), indent=2))
@@ -835,10 +851,12 @@ def _report_json(report: Any, drifts: Any) -> dict[str, Any]:
 
 
 def _print_report(report: Any, drifts: Any) -> None:
-
+    if report.object_id:
+        what = f"{report.object_type} {report.object_id} at {report.started_at:%Y-%m-%d %H:%M:%S}"
+    else:
+        what = f"{report.window_start:%Y-%m-%d %H:%M:%S} to {report.window_end:%Y-%m-%d %H:%M:%S}"
     typer.echo(
-        f"reconciliation {report.run_id}: {report.window_start:%Y-%m-%d %H:%M:%S} to "
-        f"{report.window_end:%Y-%m-%d %H:%M:%S} UTC, {report.checked} object(s) checked, "
+        f"reconciliation {report.run_id}: {what} UTC, {report.checked} object(s) checked, "
         f"{report.drifts} drift(s), {report.healed} healed"
     )
     typer.echo(f"{'kind':<20} {'count':>6}")

@@ -386,3 +386,48 @@ def test_an_admin_heals_the_last_7_days_from_the_reconciliation_page(
     assert page.get_by_role("status").inner_text().startswith("Reconciliation ran")
     window = page.locator("dl.facts dd").first.inner_text()
     assert window.startswith((NOW - timedelta(days=7)).strftime("%Y-%m-%d %H:%M"))
+    # The hand-made subscriptions are unknown to the simulator: each drift can be checked again
+    # alone, as a run of its own that names the object.
+    rows = page.locator("tbody tr")
+    assert rows.count() >= 1 and "unknown to stripe" in rows.first.inner_text()
+    object_id = rows.first.locator("code").inner_text()
+    page.get_by_role("button", name=f"Check {object_id} against Stripe again").click()
+    page.wait_for_url("**/console/reconciliation/*?done=rechecked")
+    assert page.get_by_role("status").inner_text().startswith("The object was compared")
+    assert page.locator("dl.facts dd").first.inner_text().startswith(object_id)
+    rows = page.locator("tbody tr")
+    assert rows.count() == 1 and object_id in rows.first.inner_text()
+    _shot(page, "reconciliation-recheck")
+    page.set_viewport_size({"width": 375, "height": 900})
+    _no_horizontal_scroll(page, 375)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{desk.url}/console/reconciliation")
+    assert object_id in page.locator("tbody tr").first.inner_text()
+
+
+def test_a_support_operator_cannot_check_a_drift_again(desk: Console, page: Any) -> None:
+    from tollgate.services.reconcile import run_reconcile
+
+    report = run_reconcile(desk.container, since=NOW - timedelta(days=7), trigger="cli")
+    assert report.drifts >= 1
+    _sign_in(page, desk.url, "sam")
+    page.goto(f"{desk.url}/console/reconciliation/{report.run_id}")
+    assert page.locator("tbody tr").count() == report.drifts
+    assert page.locator("button", has_text="Check again").count() == 0
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    with desk.container.db.engine.connect() as connection:
+        before = connection.execute(sa.text("SELECT count(*) FROM reconciliation_runs"))
+        before = before.scalar_one()
+    answer = page.request.post(
+        f"{desk.url}/console/reconciliation/recheck",
+        form={"csrf_token": token, "object_id": "sub_123"},
+    )
+    assert answer.status == 403
+    with desk.container.db.engine.connect() as connection:
+        after = connection.execute(sa.text("SELECT count(*) FROM reconciliation_runs"))
+        assert after.scalar_one() == before
+    # An admin sees the button on each drift.
+    page.context.clear_cookies()
+    _sign_in(page, desk.url, "ada")
+    page.goto(f"{desk.url}/console/reconciliation/{report.run_id}")
+    assert page.locator("button", has_text="Check again").count() == report.drifts

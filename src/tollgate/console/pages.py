@@ -24,7 +24,7 @@ from tollgate.console.deals import DEAL_ACTIONS, DEAL_DONE, run_deal_action
 from tollgate.console.render import STATIC, render
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.operators import ROLES, Action
-from tollgate.domain.reconcile import parse_window
+from tollgate.domain.reconcile import OBJECT_TYPES, parse_window
 from tollgate.domain.subscriptions import is_live
 from tollgate.services import console, console_actions, operators
 from tollgate.services.api_keys import CreatedApiKey, create_api_key
@@ -34,7 +34,12 @@ from tollgate.services.customers import get_customer, open_portal
 from tollgate.services.deals import list_overrides
 from tollgate.services.operators import ConsoleSession, NotAllowed
 from tollgate.services.outbox import preview_email
-from tollgate.services.reconcile import get_reconciliation, list_drifts, run_reconcile
+from tollgate.services.reconcile import (
+    get_reconciliation,
+    list_drifts,
+    recheck_object,
+    run_reconcile,
+)
 from tollgate.services.subscriptions.canceling import cancel_subscription, resume_subscription
 from tollgate.services.subscriptions.changing import SubscriptionRequest, change_subscription
 from tollgate.services.subscriptions.reading import get_subscription
@@ -388,6 +393,7 @@ DONE = {
     "replayed": "The event was applied again.",
     "retried": "It will be sent again at the worker's next run.",
     "healed": "Reconciliation ran; what Stripe is the record for was healed.",
+    "rechecked": "The object was compared with Stripe again; healed where Stripe is the record.",
     "revoked": "The key was revoked; servers refuse it within 10 seconds.",
     "role": "The role was changed; it holds from the operator's next page.",
     "operator-signed-out": "Every session of the operator was ended.",
@@ -653,6 +659,7 @@ def reconciliation_run_page(request: Request, run_id: int, done: str | None = No
         session,
         report=report,
         drifts=drifts,
+        rechecked_types=OBJECT_TYPES,
         done=DONE.get(done or ""),
         nav="reconciliation",
     )
@@ -683,6 +690,23 @@ async def run_reconciliation(request: Request) -> Response:
         raise TollgateErrorPage(f"The window: {error}.") from None
     report = run_reconcile(app, since=since, trigger="console")
     return _back(f"/console/reconciliation/{report.run_id}", done="healed")
+
+
+@router.post("/reconciliation/recheck")
+async def recheck_drift(request: Request) -> Response:
+    """Check one drift's object against Stripe again (and heal it), as a run of its own."""
+    _, form = await acting(request, "administer")
+    app = _app(request)
+    object_id = _text(form, "object_id")
+    if not object_id:
+        raise TollgateErrorPage("Give the Stripe id of the object to check, e.g. sub_….")
+    report = recheck_object(
+        app,
+        object_id=object_id,
+        object_type=_text(form, "object_type") or None,
+        account=_text(form, "account") or None,
+    )
+    return _back(f"/console/reconciliation/{report.run_id}", done="rechecked")
 
 
 # -- catalog, API keys, fees -----------------------------------------------------------------

@@ -43,6 +43,17 @@ HEALABLE = frozenset(
 # reported before healing another object mends it in passing.
 OBJECT_TYPES = ("subscription", "invoice", "refund", "charge", "dispute")
 
+# The id prefixes Stripe gives each compared object (a dispute's is `dp_`, or `du_` on older
+# accounts), so an id alone names its object.
+_PREFIXES = {"sub_": "subscription", "in_": "invoice", "re_": "refund", "ch_": "charge"}
+_PREFIXES |= {"py_": "charge", "dp_": "dispute", "du_": "dispute"}
+
+
+def object_type_of(object_id: str) -> str | None:
+    """Return which compared object a Stripe id names, or None when it names none of them."""
+    prefix = object_id[: object_id.find("_") + 1]
+    return _PREFIXES.get(prefix) if prefix else None
+
 
 @dataclass(frozen=True, slots=True)
 class Compared:

@@ -55,7 +55,7 @@ from tollgate.db.tables import (
 from tollgate.db.types import UTCDateTime
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.dunning import DunningPolicy
-from tollgate.domain.errors import TollgateError
+from tollgate.domain.errors import InvalidRequest, TollgateError
 from tollgate.domain.reconcile import (
     COMPARED,
     METER_SETTLE,
@@ -70,6 +70,7 @@ from tollgate.domain.reconcile import (
     ledger_drift,
     meter_event_moment,
     minute_window,
+    object_type_of,
     stripe_object_time,
 )
 from tollgate.metrics import (
@@ -137,6 +138,9 @@ class ReconcileReport:
     counts: dict[str, int]
     healed: int
     error: str | None = None
+    # A run of one object (`recheck_object`): its type and id; None for a run over a window.
+    object_type: str | None = None
+    object_id: str | None = None
 
     @property
     def drifts(self) -> int:
@@ -155,6 +159,9 @@ class ReconcileReport:
             "counts": self.counts,
             "healed": self.healed,
             "error": self.error,
+            "object": (
+                {"type": self.object_type, "id": self.object_id} if self.object_id else None
+            ),
         }
 
 
@@ -272,6 +279,52 @@ def reconcile(
         _finish_run(run, "failed", describe_error(error))
         raise
     return _finish_run(run, "succeeded", None)
+
+
+def recheck_object(
+    deps: ReconcileDeps,
+    *,
+    object_id: str,
+    object_type: str | None = None,
+    account: str | None = None,
+    trigger: str = "console",
+) -> ReconcileReport:
+    """Compare one object with Stripe as it is now, and heal it where Stripe is the record: a
+    run of its own, stored and reported as any run (a drift checked again, without reading a
+    whole window again).
+
+    `object_type` defaults to the one the id's prefix names; `account` is the connected
+    account the object lives in (None: the platform's).
+    """
+    object_type = object_type or object_type_of(object_id)
+    if object_type not in OBJECT_TYPES:
+        raise InvalidRequest(
+            f"{object_id!r} is not an object reconciliation compares (one of: "
+            f"{', '.join(OBJECT_TYPES)}; give its Stripe id, e.g. sub_…)",
+            param="object",
+        )
+    now = deps.clock.now()
+    run = _Run(
+        deps.db,
+        deps.stripe,
+        deps.dunning_policy,
+        deps.clock,
+        _start_run(deps.db, trigger, None, now, now, object_type=object_type, object_id=object_id),
+        now,
+        account=account,
+    )
+    try:
+        with _isolated(run, account):
+            try:
+                found = run.target.retrieve_object(object_type, object_id)
+            except StripeNotFound:
+                _record_missing_in_stripe(run, object_type, [object_id])
+            else:
+                _reconcile_page(run, object_type, [found])
+    except Exception as error:
+        _finish_run(run, "failed", describe_error(error), whole=False)
+        raise
+    return _finish_run(run, "succeeded", None, whole=False)
 
 
 def _reconcile_account(
@@ -559,18 +612,23 @@ def _look_up_unlisted(run: _Run, object_type: str, listed: set[str], page_size: 
         if found:
             _reconcile_page(run, object_type, found)
         if unknown:
-            rows = _local_rows(run.db, object_type, unknown)
-            drifts = [
-                compare_object(
-                    object_type,
-                    object_id,
-                    local=_local_values(object_type, rows.get(object_id)),
-                    stripe=None,
-                )
-                for object_id in unknown
-            ]
-            run.checked += len(unknown)
-            _record(run, [(drift, False) for drift in drifts if drift is not None])
+            _record_missing_in_stripe(run, object_type, unknown)
+
+
+def _record_missing_in_stripe(run: _Run, object_type: str, unknown: list[str]) -> None:
+    """Compare objects Stripe answered 404 for with their mirror rows; record, never delete."""
+    rows = _local_rows(run.db, object_type, unknown)
+    drifts = [
+        compare_object(
+            object_type,
+            object_id,
+            local=_local_values(object_type, rows.get(object_id)),
+            stripe=None,
+        )
+        for object_id in unknown
+    ]
+    run.checked += len(unknown)
+    _record(run, [(drift, False) for drift in drifts if drift is not None])
 
 
 def _local_ids(run: _Run, object_type: str) -> Iterator[str]:
@@ -762,7 +820,14 @@ def _check_ledger(run: _Run) -> None:
 
 
 def _start_run(
-    db: Database, trigger: str, scheduled_for: datetime | None, since: datetime, now: datetime
+    db: Database,
+    trigger: str,
+    scheduled_for: datetime | None,
+    since: datetime,
+    now: datetime,
+    *,
+    object_type: str | None = None,
+    object_id: str | None = None,
 ) -> int:
     try:
         with db.write_connection() as connection:
@@ -771,6 +836,8 @@ def _start_run(
                     insert(RECONCILIATION_RUNS)
                     .values(
                         trigger=trigger,
+                        object_type=object_type,
+                        object_id=object_id,
                         scheduled_for=scheduled_for,
                         window_start=since,
                         window_end=now,
@@ -787,7 +854,11 @@ def _start_run(
         raise AlreadyReconciled(f"the reconciliation scheduled for {scheduled_for} ran") from None
 
 
-def _finish_run(run: _Run, status: str, error: str | None) -> ReconcileReport:
+def _finish_run(
+    run: _Run, status: str, error: str | None, *, whole: bool = True
+) -> ReconcileReport:
+    """Store how the run ended. Only a `whole` run (over a window, not one object) sets the
+    gauges of the last run, which the alerts read."""
     finished = run.clock.now()
     counts = {str(kind): count for kind, count in sorted(run.counts.items())}
     with run.db.write_connection() as connection:
@@ -805,7 +876,7 @@ def _finish_run(run: _Run, status: str, error: str | None) -> ReconcileReport:
         )
     report = get_reconciliation(db=run.db, run_id=run.run_id)
     RECONCILE_RUNS.labels(status).inc()
-    if status == "succeeded":
+    if status == "succeeded" and whole:
         for kind in DriftKind:
             RECONCILE_LAST_DRIFTS.labels(str(kind)).set(counts.get(kind, 0))
         RECONCILE_LAST_SUCCESS.set(report.started_at.timestamp())
@@ -839,6 +910,8 @@ def report_of(row: Mapping[Any, Any]) -> ReconcileReport:
         counts={str(kind): int(count) for kind, count in (row["counts"] or {}).items()},
         healed=int(row["healed"]),
         error=row["error"],
+        object_type=row["object_type"],
+        object_id=row["object_id"],
     )
 
 

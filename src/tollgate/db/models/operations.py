@@ -89,8 +89,11 @@ class ReconciliationRun(Base):
     __tablename__ = "reconciliation_runs"
 
     id: Mapped[int] = mapped_column(AUTO_ID, primary_key=True, autoincrement=True)
-    # cli | nightly
+    # cli | nightly | console
     trigger: Mapped[str] = mapped_column(String(16))
+    # A run of one object (a drift checked again): which; None for a run over a window.
+    object_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    object_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # The nightly slot this run took; unique, so replicas racing for one night run it once.
     scheduled_for: Mapped[datetime | None] = mapped_column(
         UTCDateTime(), nullable=True, unique=True
