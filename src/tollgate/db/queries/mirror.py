@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, delete, select, update
+from sqlalchemy import Connection, Select, Table, bindparam, delete, select, update
 from sqlalchemy.engine import Dialect
 
 from tollgate.db.dialects import DIALECTS, among_json_array, joined_to_json_array, json_array
@@ -90,6 +90,12 @@ _UPDATE = {
 def row_by_id(table: Table, *, lock: bool = False) -> Select[Any]:
     """The row with id `row_id` (locked on PostgreSQL with `lock`)."""
     return (_LOCKED_ROW if lock else _ROW)[table.name]
+
+
+def watermark_of(connection: Connection, table: Table, object_id: str) -> int | None:
+    """Return the `created` second of the event whose snapshot the row holds (None: no row)."""
+    query = select(table.c.watermark_created).where(table.c.id == object_id)
+    return connection.execute(query).scalar_one_or_none()
 
 
 def insert_row(table: Table) -> OnDriver:

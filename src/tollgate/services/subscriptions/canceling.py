@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from tollgate.clock import Clock
-from tollgate.db.unit_of_work import Database
 from tollgate.domain.errors import NotFound
 from tollgate.domain.events import SubscriptionSnapshot
 from tollgate.domain.subscriptions import is_live, request_id
@@ -14,6 +12,7 @@ from tollgate.services.subscriptions.lookups import (
     online_customer,
 )
 from tollgate.services.subscriptions.pending_changes import (
+    StripeAnswer,
     after_write,
     note_change,
     supersede_plan_changes,
@@ -57,9 +56,7 @@ def cancel_subscription(
         if current.cancel_at_period_end:
             supersede_plan_changes(db, customer_id, clock)
             return stripe_view(current)
-        return _set_cancel_at_period_end(
-            db, clock, customer, target, current, True, idempotency_key
-        )
+        return _set_cancel_at_period_end(deps, customer, target, current, True, idempotency_key)
     key = request_id(idempotency_key, {"cancel_now": current.id}, customer.state_version)
     try:
         canceled = target.cancel_subscription(
@@ -70,7 +67,12 @@ def cancel_subscription(
         canceled = target.retrieve_subscription(current.id)
         if is_live(str(canceled.get("status"))):
             raise
-    after_write(db, customer_id, clock)
+    after_write(
+        db,
+        customer_id,
+        clock,
+        StripeAnswer(canceled, target, customer.account, deps.dunning_policy),
+    )
     return stripe_view(subscription_snapshot(canceled))
 
 
@@ -78,8 +80,7 @@ def resume_subscription(
     deps: Deps, *, customer_id: str, idempotency_key: str | None = None
 ) -> SubscriptionView:
     """Undo a cancel at period end before the period ends (nothing to undo: nothing changes)."""
-    db, clock = deps.db, deps.clock
-    customer, target = online_customer(db, deps.catalog, deps.optional_stripe(), customer_id)
+    customer, target = online_customer(deps.db, deps.catalog, deps.optional_stripe(), customer_id)
     live = live_subscription(target, customer.stripe_id)
     if live is None:
         raise NotFound(
@@ -90,12 +91,11 @@ def resume_subscription(
     current = live
     if not current.cancel_at_period_end and current.cancel_at is None:
         return stripe_view(current)
-    return _set_cancel_at_period_end(db, clock, customer, target, current, False, idempotency_key)
+    return _set_cancel_at_period_end(deps, customer, target, current, False, idempotency_key)
 
 
 def _set_cancel_at_period_end(
-    db: Database,
-    clock: Clock,
+    deps: Deps,
     customer: OnlineCustomer,
     target: StripeGateway,
     current: SubscriptionSnapshot,
@@ -110,5 +110,6 @@ def _set_cancel_at_period_end(
         idempotency_key=f"sub-{verb}-{customer.id}-{key}",
         params={"cancel_at_period_end": cancel},
     )
-    after_write(db, customer.id, clock)
+    answer = StripeAnswer(updated, target, customer.account, deps.dunning_policy)
+    after_write(deps.db, customer.id, deps.clock, answer)
     return stripe_view(subscription_snapshot(updated))

@@ -50,6 +50,7 @@ from tollgate.services.subscriptions.payment_rules import (
     payment_settings_update,
 )
 from tollgate.services.subscriptions.pending_changes import (
+    StripeAnswer,
     after_write,
     keep_plan_change,
     note_change,
@@ -237,7 +238,12 @@ def _subscribe(
         if declined.code not in ACTION_NEEDED:
             raise
         return _subscribe_pending_authentication(db, gateway, clock, customer, key, params)
-    after_write(db, customer.id, clock)
+    after_write(
+        db,
+        customer.id,
+        clock,
+        StripeAnswer(created, gateway, customer.account, settings.dunning_policy),
+    )
     return stripe_view(subscription_snapshot(created))
 
 
@@ -394,7 +400,12 @@ def _change(
             "same time; read it and send the change again",
             param="plan",
         ) from raced
-    after_write(db, customer.id, clock)
+    after_write(
+        db,
+        customer.id,
+        clock,
+        StripeAnswer(updated, gateway, customer.account, settings.dunning_policy),
+    )
     view = stripe_view(subscription_snapshot(updated))
     invoice = updated.get("latest_invoice")
     if (

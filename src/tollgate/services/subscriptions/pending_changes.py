@@ -8,6 +8,7 @@ shortly before the renewal.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,12 +22,14 @@ from tollgate.db.models import Customer, PlanChange
 from tollgate.db.queries.changes import note_customer_changes
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.catalog import Catalog
+from tollgate.domain.dunning import DunningPolicy
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.subscriptions import Terms, is_live, request_id, subscription_terms
 from tollgate.services.customers import pending_plan_change
 from tollgate.services.subscriptions.lookups import item_changes
 from tollgate.services.subscriptions.payment_rules import payment_settings_update
 from tollgate.services.subscriptions.reading import pending_view
+from tollgate.services.webhooks import apply_stripe_answer
 from tollgate.stripe.errors import StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import subscription_snapshot
@@ -111,11 +114,25 @@ def supersede_plan_changes(db: Database, customer_id: str, clock: Clock) -> None
             note_change(session, customer_id, now)
 
 
-def after_write(db: Database, customer_id: str, clock: Clock) -> None:
-    """Note that Stripe changed the subscription: drop a waiting change, bump the state.
+@dataclass(frozen=True)
+class StripeAnswer:
+    """The subscription Stripe answered a write with, and what applying it to the mirror takes."""
 
-    The bump marks cached decisions stale at once (the webhook follows) and gives the next
-    request a new idempotency key: the same request again is a new change, not a replay.
+    subscription: Mapping[str, Any]
+    gateway: StripeGateway
+    account: str | None
+    dunning: DunningPolicy
+
+
+def after_write(
+    db: Database, customer_id: str, clock: Clock, answer: StripeAnswer | None = None
+) -> None:
+    """Note that Stripe changed the subscription: drop a waiting change, bump the state, and
+    apply Stripe's `answer` to the mirror (see `apply_stripe_answer`).
+
+    The bump marks cached decisions stale at once and gives the next request a new idempotency
+    key: the same request again is a new change, not a replay. With the answer applied, the
+    app's next check follows the change; Stripe's webhook follows and tells the app.
     """
     now = clock.now()
     with db.write_transaction() as session:
@@ -125,6 +142,15 @@ def after_write(db: Database, customer_id: str, clock: Clock) -> None:
         _cancel_pending(session, customer_id, now)
         customer.updated_at = now
         note_change(session, customer_id, now)
+    if answer is not None:
+        apply_stripe_answer(
+            db=db,
+            gateway=answer.gateway,
+            subscription=answer.subscription,
+            account=answer.account,
+            clock=clock,
+            dunning=answer.dunning,
+        )
 
 
 # -- changes at period end -------------------------------------------------------------------

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -40,7 +41,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from tollgate.clock import Clock
 from tollgate.config import ConfigError, Settings
+from tollgate.db.queries import mirror
 from tollgate.db.queries import stripe_events as inbox
+from tollgate.db.tables import SUBSCRIPTIONS
 from tollgate.db.unit_of_work import Database
 from tollgate.domain.dunning import DunningPolicy
 from tollgate.domain.errors import InvalidRequest, NotFound, TollgateError
@@ -54,7 +57,7 @@ from tollgate.services.webhooks.context import (
 )
 from tollgate.services.webhooks.handlers import HANDLERS, forget_read_ahead, read_ahead
 from tollgate.stripe.errors import StripeNotFound
-from tollgate.stripe.gateway import CURRENT_OBJECTS, StripeGateway
+from tollgate.stripe.gateway import CURRENT_OBJECTS, PINNED_API_VERSION, StripeGateway
 from tollgate.stripe.signatures import parse_event, verify_signature
 from tollgate.stripe.translate import timestamp
 from tollgate.tracing import span, tracing
@@ -286,6 +289,56 @@ def apply_built_events(
         else result
         for result in results
     ]
+
+
+def apply_stripe_answer(
+    *,
+    db: Database,
+    gateway: StripeGateway,
+    subscription: Mapping[str, Any],
+    account: str | None,
+    clock: Clock,
+    dunning: DunningPolicy,
+) -> None:
+    """Apply the subscription Stripe answered a write with (a new plan, seats, a cancel) to the
+    mirror now, so the app's next check follows the change instead of waiting for the webhook.
+
+    It goes in as the `customer.subscription.updated` Tollgate builds for it (id
+    `api:<subscription>:<random>`, `tollgate_actor` `api`), through the handlers, so the audit,
+    `state_version` and the change feed follow as for a delivery. The event tells nobody
+    anything: it has no `previous_attributes`, so no email or app webhook is queued. Stripe's own
+    events for the change queue those when they arrive, applied or skipped as equal (a skipped
+    snapshot still runs its notices). Its `created` is the stored row's watermark, or for a new
+    subscription the second Stripe made it: never later than Stripe's events for the change, so
+    none of them is taken for older. A row that moved past that second meanwhile wins; one of the
+    same second that differs has its subscription read from Stripe now (it may hold a change newer
+    than this answer), as for any two events of one second.
+    """
+    subscription_id = str(subscription["id"])
+    with db.engine.connect() as connection:
+        stored = mirror.watermark_of(connection, SUBSCRIPTIONS, subscription_id)
+    obj = dict(subscription)
+    invoice = obj.get("latest_invoice")
+    if isinstance(invoice, Mapping):  # expanded in the answer; an event names it by id
+        obj["latest_invoice"] = invoice.get("id")
+    event: dict[str, Any] = {
+        "id": f"api:{subscription_id}:{secrets.token_hex(6)}",
+        "object": "event",
+        "type": "customer.subscription.updated",
+        "created": stored if stored is not None else int(obj.get("created") or 0),
+        "api_version": PINNED_API_VERSION,
+        "livemode": bool(obj.get("livemode")),
+        "data": {"object": obj},
+        "tollgate_actor": "api",
+    }
+    if account:
+        event["account"] = account
+    [result] = apply_built_events(
+        db=db, gateway=gateway, events=[event], clock=clock, dunning=dunning
+    )
+    if result.failed:
+        # Stripe has the change; its webhook brings it as it did before this.
+        log.warning("could not apply Stripe's answer for %s: %s", subscription_id, result.error)
 
 
 def _apply_in_groups(

@@ -1,0 +1,130 @@
+"""A direct subscription change (`PUT …/subscription`, a cancel, a resume) reaches the mirror with
+Stripe's answer, before any webhook: the app's next check follows it. Stripe's own events, when
+they arrive, still tell the app and the customer exactly once. stripesim's deliveries are held
+while each change is made, so the webhook cannot be what the check sees; the subscriptions are on
+a test clock, where every event shares one second with the answer's. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+
+from tests.e2e.conftest import World
+from tests.e2e.test_billing_lifecycle import T0, paying_customer
+from tollgate.db.tables import APP_EVENTS, AUDIT_LOG, NOTIFICATIONS, STRIPE_EVENTS
+
+
+@contextmanager
+def webhooks_held(world: World) -> Iterator[None]:
+    """Hold stripesim's deliveries in its queue; deliver them all at the end."""
+    world.sim.webhooks.stop()
+    try:
+        yield
+    finally:
+        world.sim.webhooks.start()
+        world.settle()
+
+
+def _told(world: World, customer_id: str) -> Counter[str]:
+    """What the app and the customer were told: app webhooks and emails, by type."""
+    with world.db.engine.connect() as connection:
+        app = connection.execute(
+            sa.select(APP_EVENTS.c.type).where(APP_EVENTS.c.customer_id == customer_id)
+        ).scalars()
+        told = Counter(f"app:{kind}" for kind in app)
+        emails = connection.execute(
+            sa.select(NOTIFICATIONS.c.template).where(NOTIFICATIONS.c.customer_id == customer_id)
+        ).scalars()
+        told.update(f"email:{template}" for template in emails)
+    return told
+
+
+def _entitlements(world: World, customer_id: str) -> dict[str, object]:
+    found = world.call("GET", f"/v1/customers/{customer_id}/entitlements")
+    return {
+        "plan": found["plan"],
+        "status": found["status"],
+        "runs": found["features"]["runs"]["included"],
+    }
+
+
+def test_the_answer_is_applied_before_the_webhook_which_still_tells_once(world: World) -> None:
+    paying_customer(world, "acme", world.test_clock(T0), plan="pro")
+    assert _entitlements(world, "acme")["plan"] == "pro"
+    before = _told(world, "acme")
+
+    # An upgrade with more seats: checked at once, before any webhook.
+    with webhooks_held(world):
+        world.put_subscription("acme", plan="team", interval="month", seats=4)
+        assert _entitlements(world, "acme") == {"plan": "team", "status": "active", "runs": 250_000}
+        assert world.subscription("acme")["seats"] == 4
+        assert _told(world, "acme") == before  # the answer tells nobody anything
+    upgraded = _told(world, "acme")
+    assert upgraded - before == Counter({"app:customer.entitlements_changed": 1}), upgraded - before
+    assert world.subscription("acme")["seats"] == 4
+
+    # Cancel at period end, then resume: each shows at once.
+    with webhooks_held(world):
+        world.call("DELETE", "/v1/customers/acme/subscription", params={"at_period_end": "true"})
+        assert _entitlements(world, "acme")["status"] == "canceling"
+    with webhooks_held(world):
+        world.call("POST", "/v1/customers/acme/subscription/resume")
+        assert _entitlements(world, "acme")["status"] == "active"
+    resumed = _told(world, "acme")
+
+    # Cancel now: the customer is on Free at once; Stripe's deleted event tells the app of the
+    # status change and the customer of the downgrade, once.
+    with webhooks_held(world):
+        world.call("DELETE", "/v1/customers/acme/subscription", params={"at_period_end": "false"})
+        assert _entitlements(world, "acme") == {"plan": "free", "status": "none", "runs": 1_000}
+        assert _told(world, "acme") == resumed
+    ended = _told(world, "acme") - resumed
+    assert ended["app:customer.subscription_status_changed"] == 1, ended
+    assert ended["app:customer.entitlements_changed"] == 1, ended
+    assert ended["email:downgraded_to_free"] == 1, ended
+
+    # Each answer went through the handlers as an event Tollgate built, audited as the API's.
+    with world.db.engine.connect() as connection:
+        built = connection.execute(
+            sa.select(STRIPE_EVENTS.c.status).where(STRIPE_EVENTS.c.id.like("api:%"))
+        ).scalars()
+        assert set(built) == {"succeeded"}
+        actors = connection.execute(
+            sa.select(AUDIT_LOG.c.actor).where(AUDIT_LOG.c.object_type == "subscription")
+        ).scalars()
+        assert "api" in set(actors)
+
+
+def test_a_new_subscription_is_mirrored_from_the_answer(world: World) -> None:
+    stripe_id = world.create_customer("globex", test_clock=world.test_clock(T0))[
+        "stripe_customer_id"
+    ]
+    method = world.stripe.v1.payment_methods.attach("pm_card_visa", params={"customer": stripe_id})
+    world.stripe.v1.customers.update(
+        stripe_id, params={"invoice_settings": {"default_payment_method": method.id}}
+    )
+    world.settle()
+    before = _told(world, "globex")
+    with webhooks_held(world):
+        made = world.put_subscription("globex", plan="pro", interval="month", trial_days=0)
+        assert made["status"] == "active"
+        assert _entitlements(world, "globex")["plan"] == "pro"
+        assert _told(world, "globex") == before
+    # As without the answer applied: Stripe's created event (incomplete, while the first
+    # invoice is paid) and its updated one (active) tell the app, each once.
+    with world.db.engine.connect() as connection:
+        statuses = connection.execute(
+            sa.select(APP_EVENTS.c.data)
+            .where(
+                APP_EVENTS.c.customer_id == "globex",
+                APP_EVENTS.c.type == "customer.subscription_status_changed",
+            )
+            .order_by(APP_EVENTS.c.created_at, APP_EVENTS.c.id)
+        ).scalars()
+        assert [data["status"] for data in statuses] == ["incomplete", "active"]
+    told = _told(world, "globex") - before
+    assert told["app:customer.entitlements_changed"] == 2, told
+    assert told["email:payment_succeeded"] == 1, told
