@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from tests.e2e.conftest import World
 from tests.e2e.test_billing_lifecycle import T0, paying_customer
 from tollgate.db.tables import APP_EVENTS, AUDIT_LOG, NOTIFICATIONS, STRIPE_EVENTS
+from tollgate.services.webhooks import apply_stripe_answer, mirrored_watermark
 
 
 @contextmanager
@@ -128,3 +129,34 @@ def test_a_new_subscription_is_mirrored_from_the_answer(world: World) -> None:
     told = _told(world, "globex") - before
     assert told["app:customer.entitlements_changed"] == 2, told
     assert told["email:payment_succeeded"] == 1, told
+
+
+def test_an_answer_made_over_another_row_is_checked_with_stripe(world: World) -> None:
+    """The answer replaces the row only while the row is the one read before the write; if an
+    event of the same second changed it meanwhile, Stripe is asked, not the answer trusted."""
+    paying_customer(world, "initech", world.test_clock(T0), plan="team", seats=3)
+    subscription_id = world.subscription("initech")["stripe_subscription_id"]
+    app = world.container
+    before = mirrored_watermark(app.db, subscription_id)
+    assert before is not None
+    # An answer with 7 seats, as if Stripe had answered a write with them (it has 3).
+    answer = app.stripe.retrieve_subscription(subscription_id)
+    answer["items"]["data"][0]["quantity"] = 7
+
+    def apply(made_over: tuple[int, str]) -> None:
+        apply_stripe_answer(
+            db=app.db,
+            gateway=app.stripe,
+            subscription=answer,
+            before=made_over,
+            account=None,
+            clock=app.clock,
+            dunning=app.dunning_policy,
+        )
+
+    # Made over another row of the same second: Stripe's own copy (3 seats) is applied.
+    apply((before[0], "evt_another_row"))
+    assert world.subscription("initech")["seats"] == 3
+    # Made over the row as it is: the answer is newer than it, and is applied as it is.
+    apply(mirrored_watermark(app.db, subscription_id) or before)
+    assert world.subscription("initech")["seats"] == 7

@@ -92,10 +92,13 @@ def row_by_id(table: Table, *, lock: bool = False) -> Select[Any]:
     return (_LOCKED_ROW if lock else _ROW)[table.name]
 
 
-def watermark_of(connection: Connection, table: Table, object_id: str) -> int | None:
-    """Return the `created` second of the event whose snapshot the row holds (None: no row)."""
-    query = select(table.c.watermark_created).where(table.c.id == object_id)
-    return connection.execute(query).scalar_one_or_none()
+def watermark_of(connection: Connection, table: Table, object_id: str) -> tuple[int, str] | None:
+    """Return the `created` second and id of the event whose snapshot the row holds (None: no
+    row)."""
+    c = table.c
+    query = select(c.watermark_created, c.watermark_event_id).where(c.id == object_id)
+    row = connection.execute(query).first()
+    return None if row is None else (int(row[0] or 0), str(row[1] or ""))
 
 
 def insert_row(table: Table) -> OnDriver:

@@ -18,6 +18,7 @@ from tollgate.services.subscriptions.pending_changes import (
     supersede_plan_changes,
 )
 from tollgate.services.subscriptions.reading import read_subscription, stripe_view
+from tollgate.services.webhooks import mirrored_watermark
 from tollgate.stripe.errors import StripeFailure
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import subscription_snapshot
@@ -58,6 +59,7 @@ def cancel_subscription(
             return stripe_view(current)
         return _set_cancel_at_period_end(deps, customer, target, current, True, idempotency_key)
     key = request_id(idempotency_key, {"cancel_now": current.id}, customer.state_version)
+    before = mirrored_watermark(db, current.id)
     try:
         canceled = target.cancel_subscription(
             current.id, idempotency_key=f"sub-cancel-now-{customer_id}-{key}"
@@ -71,7 +73,7 @@ def cancel_subscription(
         db,
         customer_id,
         clock,
-        StripeAnswer(canceled, target, customer.account, deps.dunning_policy),
+        StripeAnswer(canceled, target, customer.account, deps.dunning_policy, before),
     )
     return stripe_view(subscription_snapshot(canceled))
 
@@ -105,11 +107,12 @@ def _set_cancel_at_period_end(
     """Ask Stripe to cancel the subscription at period end (or not any more); the view after."""
     verb = "cancel" if cancel else "resume"
     key = request_id(idempotency_key, {verb: current.id}, customer.state_version)
+    before = mirrored_watermark(deps.db, current.id)
     updated = target.update_subscription(
         current.id,
         idempotency_key=f"sub-{verb}-{customer.id}-{key}",
         params={"cancel_at_period_end": cancel},
     )
-    answer = StripeAnswer(updated, target, customer.account, deps.dunning_policy)
+    answer = StripeAnswer(updated, target, customer.account, deps.dunning_policy, before)
     after_write(deps.db, customer.id, deps.clock, answer)
     return stripe_view(subscription_snapshot(updated))

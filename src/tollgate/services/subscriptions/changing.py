@@ -57,6 +57,7 @@ from tollgate.services.subscriptions.pending_changes import (
     supersede_plan_changes,
 )
 from tollgate.services.subscriptions.reading import read_subscription, stripe_view
+from tollgate.services.webhooks import mirrored_watermark
 from tollgate.stripe.errors import IdempotencyKeyReused, PaymentDeclined, StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import subscription_snapshot
@@ -382,6 +383,7 @@ def _change(
     if change.payment_method is not None:
         asked["payment_method"] = change.payment_method
     key = request_id(idempotency_key, asked, customer.state_version)
+    before = mirrored_watermark(db, current.id)
     try:
         updated = gateway.update_subscription(
             current.id, idempotency_key=f"sub-update-{customer.id}-{key}", params=params
@@ -404,7 +406,7 @@ def _change(
         db,
         customer.id,
         clock,
-        StripeAnswer(updated, gateway, customer.account, settings.dunning_policy),
+        StripeAnswer(updated, gateway, customer.account, settings.dunning_policy, before),
     )
     view = stripe_view(subscription_snapshot(updated))
     invoice = updated.get("latest_invoice")

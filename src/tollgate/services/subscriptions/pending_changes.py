@@ -30,6 +30,7 @@ from tollgate.services.subscriptions.lookups import item_changes
 from tollgate.services.subscriptions.payment_rules import payment_settings_update
 from tollgate.services.subscriptions.reading import pending_view
 from tollgate.services.webhooks import apply_stripe_answer
+from tollgate.services.webhooks.inbox import Watermark
 from tollgate.stripe.errors import StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import subscription_snapshot
@@ -116,12 +117,15 @@ def supersede_plan_changes(db: Database, customer_id: str, clock: Clock) -> None
 
 @dataclass(frozen=True)
 class StripeAnswer:
-    """The subscription Stripe answered a write with, and what applying it to the mirror takes."""
+    """The subscription Stripe answered a write with, and what applying it to the mirror takes:
+    `before` is its mirror row's watermark read before the write (`mirrored_watermark`; None
+    for a subscription the write made)."""
 
     subscription: Mapping[str, Any]
     gateway: StripeGateway
     account: str | None
     dunning: DunningPolicy
+    before: Watermark | None = None
 
 
 def after_write(
@@ -147,6 +151,7 @@ def after_write(
             db=db,
             gateway=answer.gateway,
             subscription=answer.subscription,
+            before=answer.before,
             account=answer.account,
             clock=clock,
             dunning=answer.dunning,

@@ -47,6 +47,10 @@ class Fetched:
 
     value: Any
     stripe_time: int | None = None
+    # A copy Tollgate holds already (what Stripe answered its own write with) is known to be
+    # newer only than the mirror row it was made over: that row's watermark event ("" for no
+    # row). It stands in for a fetch only while the row is still that one (`fetch_current`).
+    over: str | None = None
 
 
 class NeedsFetch(Exception):
@@ -180,10 +184,17 @@ class HandlerContext:
         """Return the object as Stripe has it now (None when Stripe has no such object)."""
         return self._fetched(object_type, object_id, reason).value
 
-    def fetch_current(self, object_type: str, object_id: str, reason: str) -> Any:
+    def fetch_current(
+        self, object_type: str, object_id: str, reason: str, row_event: str = ""
+    ) -> Any:
         """`fetch` an object whose current copy replaces the event's snapshot: the rows this
-        event writes from then on carry the second Stripe vouches for (`fetched_watermark`)."""
+        event writes from then on carry the second Stripe vouches for (`fetched_watermark`).
+
+        `row_event` is the watermark event of the stored row the copy would replace: a copy
+        held from before (`Fetched.over`) that was made over another row is fetched anew."""
         fetched = self._fetched(object_type, object_id, reason)
+        if fetched.over is not None and fetched.over != row_event:
+            raise NeedsFetch(object_type, object_id, reason, self.account)
         if fetched.value is not None:
             self.written_created = fetched_watermark(
                 self.created, fetched.stripe_time, fetched.value

@@ -271,7 +271,10 @@ def apply_built_events(
         deliveries,
         now,
         dunning,
-        fetched={key: Fetched(value) for key, value in (fetched or {}).items()},
+        fetched={
+            key: value if isinstance(value, Fetched) else Fetched(value)
+            for key, value in (fetched or {}).items()
+        },
         fetch=lambda need: _fetch(gateway, need),
     )
     return [
@@ -291,11 +294,22 @@ def apply_built_events(
     ]
 
 
+Watermark = tuple[int, str]  # a mirror row's watermark: the event's `created` second and id
+
+
+def mirrored_watermark(db: Database, subscription_id: str) -> Watermark | None:
+    """Return the watermark of the subscription's mirror row (None: no row), read before a
+    write to Stripe, for `apply_stripe_answer`."""
+    with db.engine.connect() as connection:
+        return mirror.watermark_of(connection, SUBSCRIPTIONS, subscription_id)
+
+
 def apply_stripe_answer(
     *,
     db: Database,
     gateway: StripeGateway,
     subscription: Mapping[str, Any],
+    before: Watermark | None,
     account: str | None,
     clock: Clock,
     dunning: DunningPolicy,
@@ -303,20 +317,22 @@ def apply_stripe_answer(
     """Apply the subscription Stripe answered a write with (a new plan, seats, a cancel) to the
     mirror now, so the app's next check follows the change instead of waiting for the webhook.
 
-    It goes in as the `customer.subscription.updated` Tollgate builds for it (id
+    `before` is the mirror row's watermark as read before the write (None: no row then). The
+    answer goes in as the `customer.subscription.updated` Tollgate builds for it (id
     `api:<subscription>:<random>`, `tollgate_actor` `api`), through the handlers, so the audit,
     `state_version` and the change feed follow as for a delivery. The event tells nobody
     anything: it has no `previous_attributes`, so no email or app webhook is queued. Stripe's own
     events for the change queue those when they arrive, applied or skipped as equal (a skipped
-    snapshot still runs its notices). Its `created` is the stored row's watermark, or for a new
-    subscription the second Stripe made it: never later than Stripe's events for the change, so
-    none of them is taken for older. A row that moved past that second meanwhile wins; one of the
-    same second that differs has its subscription read from Stripe now (it may hold a change newer
-    than this answer), as for any two events of one second.
+    snapshot still runs its notices).
+
+    Its `created` is the second `before` holds (a new subscription's: the second Stripe made it),
+    never later than Stripe's events for the change, so none of them is taken for older. Where
+    the row is still the one read before the write, the answer is newer than it and replaces it
+    without asking Stripe again; a row that moved past that second meanwhile wins; one that
+    changed within the second is settled by reading the subscription from Stripe, as for any two
+    events of one second.
     """
     subscription_id = str(subscription["id"])
-    with db.engine.connect() as connection:
-        stored = mirror.watermark_of(connection, SUBSCRIPTIONS, subscription_id)
     obj = dict(subscription)
     invoice = obj.get("latest_invoice")
     if isinstance(invoice, Mapping):  # expanded in the answer; an event names it by id
@@ -325,7 +341,7 @@ def apply_stripe_answer(
         "id": f"api:{subscription_id}:{secrets.token_hex(6)}",
         "object": "event",
         "type": "customer.subscription.updated",
-        "created": stored if stored is not None else int(obj.get("created") or 0),
+        "created": before[0] if before is not None else int(obj.get("created") or 0),
         "api_version": PINNED_API_VERSION,
         "livemode": bool(obj.get("livemode")),
         "data": {"object": obj},
@@ -333,8 +349,14 @@ def apply_stripe_answer(
     }
     if account:
         event["account"] = account
+    held = Fetched(obj, over=before[1] if before is not None else "")
     [result] = apply_built_events(
-        db=db, gateway=gateway, events=[event], clock=clock, dunning=dunning
+        db=db,
+        gateway=gateway,
+        events=[event],
+        clock=clock,
+        dunning=dunning,
+        fetched={("subscription", subscription_id): held},
     )
     if result.failed:
         # Stripe has the change; its webhook brings it as it did before this.

@@ -50,7 +50,8 @@ def settle(
     if decision is Decision.SKIP:
         return SKIP
     if decision is Decision.REFETCH:
-        return ctx.fetch_current(object_type, object_id, "same_second") or SKIP
+        row_event = str(row["watermark_event_id"] or "")
+        return ctx.fetch_current(object_type, object_id, "same_second", row_event) or SKIP
     return None
 
 
