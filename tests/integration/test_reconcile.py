@@ -64,16 +64,15 @@ def _metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_a_local_charge_unknown_to_stripe_is_reported_and_kept(
-    container: Container, client: stripe.StripeClient
-) -> None:
+def _ghost_charge(container: Container, charge_id: str) -> None:
+    """A charge only the mirror has (Stripe answers 404 for it)."""
     now = container.clock.now()
     with container.db.transaction() as session:
         session.add(Customer(id="acme", email="a@acme.example", created_at=now, updated_at=now))
         session.flush()
         session.add(
             Charge(
-                id="ch_only_here",
+                id=charge_id,
                 customer_id="acme",
                 amount=500,
                 currency="usd",
@@ -82,6 +81,13 @@ def test_a_local_charge_unknown_to_stripe_is_reported_and_kept(
                 updated_at=now,
             )
         )
+
+
+def test_a_local_charge_unknown_to_stripe_is_reported_and_kept(
+    container: Container, client: stripe.StripeClient
+) -> None:
+    now = container.clock.now()
+    _ghost_charge(container, "ch_only_here")
     _, known = _paid_charge(client)
     failed_before = _metric("tollgate_reconcile_runs_total", outcome="failed")
 
@@ -119,25 +125,6 @@ def test_a_local_charge_unknown_to_stripe_is_reported_and_kept(
     assert healed_by == f"reconcile:{report.run_id}"
     assert _metric("tollgate_reconcile_last_run_drifts", kind="unknown_to_stripe") == 1
     assert _metric("tollgate_reconcile_runs_total", outcome="failed") == failed_before
-
-
-def _ghost_charge(container: Container, charge_id: str) -> None:
-    """A charge only the mirror has (Stripe answers 404 for it)."""
-    now = container.clock.now()
-    with container.db.transaction() as session:
-        session.add(Customer(id="acme", email="a@acme.example", created_at=now, updated_at=now))
-        session.flush()
-        session.add(
-            Charge(
-                id=charge_id,
-                customer_id="acme",
-                amount=500,
-                currency="usd",
-                status="succeeded",
-                created_at=now,
-                updated_at=now,
-            )
-        )
 
 
 def _runs(container: Container) -> int:
