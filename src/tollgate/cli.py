@@ -28,7 +28,7 @@ from tollgate.cli_support import table as _table
 from tollgate.clock import SystemClock
 from tollgate.config import ConfigError
 from tollgate.domain.operators import password_problem, role_problem
-from tollgate.domain.reconcile import DriftKind, parse_window
+from tollgate.domain.reconcile import DriftKind, parse_window, values_text
 from tollgate.money import Money
 
 app = typer.Typer(
@@ -884,9 +884,7 @@ def _print_report(report: Any, drifts: Any) -> None:
 
 
 def _values(values: dict[str, Any] | None) -> str:
-    if values is None:
-        return "(none)"
-    return ", ".join(f"{key}={value}" for key, value in values.items())
+    return "(none)" if values is None else values_text(values)
 
 
 def main() -> None:

@@ -397,6 +397,8 @@ def test_an_admin_heals_the_last_7_days_from_the_reconciliation_page(
     assert page.locator("dl.facts dd").first.inner_text().startswith(object_id)
     rows = page.locator("tbody tr")
     assert rows.count() == 1 and object_id in rows.first.inner_text()
+    # Each side as the CLI prints it: key=value pairs.
+    assert "status=" in rows.first.inner_text() and "{" not in rows.first.inner_text()
     _shot(page, "reconciliation-recheck")
     page.set_viewport_size({"width": 375, "height": 900})
     _no_horizontal_scroll(page, 375)

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from tollgate.config import Settings
+from tollgate.domain.reconcile import values_text
 from tollgate.services.operators import ConsoleSession
 from tollgate.web import pages as web_pages
 from tollgate.web.csrf import csrf_token
@@ -55,7 +56,7 @@ STATUS_TONE = {
 environment = web_pages.page_environment(
     ChoiceLoader([FileSystemLoader(TEMPLATES), FileSystemLoader(web_pages.TEMPLATES)])
 )
-environment.filters.update(when=_when, age=_age)
+environment.filters.update(when=_when, age=_age, values=values_text)
 environment.globals["tone"] = lambda status: STATUS_TONE.get(str(status), "")
 
 

@@ -49,6 +49,11 @@ _PREFIXES = {"sub_": "subscription", "in_": "invoice", "re_": "refund", "ch_": "
 _PREFIXES |= {"py_": "charge", "dp_": "dispute", "du_": "dispute"}
 
 
+def values_text(values: Mapping[str, Any]) -> str:
+    """Return one side of a drift as `key=value, …`, as the CLI and the console show it."""
+    return ", ".join(f"{key}={value}" for key, value in values.items())
+
+
 def object_type_of(object_id: str) -> str | None:
     """Return which compared object a Stripe id names, or None when it names none of them."""
     prefix = object_id[: object_id.find("_") + 1]
