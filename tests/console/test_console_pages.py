@@ -81,6 +81,27 @@ def test_every_page_answers_for_a_signed_in_operator(desk: Desk) -> None:
     assert "acme" in desk.api.get("/console/customers?status=past_due").text
 
 
+def test_events_tollgate_built_are_marked_on_the_webhooks_page(desk: Desk) -> None:
+    from tests.console.conftest import customer_obj, event_obj
+    from tollgate.services.webhooks import apply_built_events
+
+    desk.customer("acme")
+    built = event_obj("customer.created", customer_obj("cus_built", app_id="globex"))
+    built["id"] = "reconcile:1:cus_built"
+    [result] = apply_built_events(
+        db=desk.db,
+        gateway=None,
+        events=[built],
+        clock=desk.clock,
+        dunning=desk.container.dunning_policy,
+    )
+    assert result.outcome == "succeeded", result
+    _sign_in(desk, "ada", "admin")
+    page = desk.api.get("/console/webhooks").text
+    assert page.count("built by Tollgate") == 1
+    assert "reconcile:1:cus_built · built by Tollgate" in page
+
+
 def test_each_overview_count_links_to_a_list_of_that_many_customers(desk: Desk) -> None:
     from tests.console.conftest import NOW, event_obj
     from tests.integration.test_webhooks import subscription_obj
