@@ -6,14 +6,18 @@ a test clock, where every event shares one second with the answer's. On SQLite a
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import pytest
 import sqlalchemy as sa
 
 from tests.e2e.conftest import World
 from tests.e2e.test_billing_lifecycle import T0, paying_customer
+from tollgate.bootstrap import build_container
+from tollgate.config import Settings
 from tollgate.db.tables import APP_EVENTS, AUDIT_LOG, NOTIFICATIONS, STRIPE_EVENTS
 from tollgate.services.webhooks import apply_stripe_answer, mirrored_watermark
 
@@ -160,3 +164,34 @@ def test_an_answer_made_over_another_row_is_checked_with_stripe(world: World) ->
     # Made over the row as it is: the answer is newer than it, and is applied as it is.
     apply(mirrored_watermark(app.db, subscription_id) or before)
     assert world.subscription("initech")["seats"] == 7
+
+
+def test_an_answer_that_cannot_be_applied_leaves_the_change_to_the_webhook(
+    world: World, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stripe unreachable when the answer needs a read: nothing raises (the request that made
+    the change succeeds), the log says why, and the mirror keeps what it had."""
+    paying_customer(world, "hooli", world.test_clock(T0), plan="team", seats=3)
+    subscription_id = world.subscription("hooli")["stripe_subscription_id"]
+    answer = world.container.stripe.retrieve_subscription(subscription_id)
+    answer["items"]["data"][0]["quantity"] = 7
+    before = mirrored_watermark(world.db, subscription_id)
+    assert before is not None
+    cut_off = build_container(
+        make_settings(world.db.url, STRIPE_API_BASE="http://127.0.0.1:9", STRIPE_MAX_RETRIES=0)
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="tollgate.webhooks"):
+            apply_stripe_answer(
+                db=cut_off.db,
+                gateway=cut_off.stripe,
+                subscription=answer,
+                before=(before[0], "evt_another_row"),  # so Stripe must be asked
+                account=None,
+                clock=cut_off.clock,
+                dunning=cut_off.dunning_policy,
+            )
+    finally:
+        cut_off.close()
+    assert f"could not apply Stripe's answer for {subscription_id}" in caplog.text
+    assert world.subscription("hooli")["seats"] == 3

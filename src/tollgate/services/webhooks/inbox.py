@@ -350,17 +350,23 @@ def apply_stripe_answer(
     if account:
         event["account"] = account
     held = Fetched(obj, over=before[1] if before is not None else "")
-    [result] = apply_built_events(
-        db=db,
-        gateway=gateway,
-        events=[event],
-        clock=clock,
-        dunning=dunning,
-        fetched={("subscription", subscription_id): held},
-    )
-    if result.failed:
-        # Stripe has the change; its webhook brings it as it did before this.
-        log.warning("could not apply Stripe's answer for %s: %s", subscription_id, result.error)
+    try:
+        [result] = apply_built_events(
+            db=db,
+            gateway=gateway,
+            events=[event],
+            clock=clock,
+            dunning=dunning,
+            fetched={("subscription", subscription_id): held},
+        )
+        error = result.error if result.failed else None
+    except Exception as raised:  # a Stripe read the event needed failed, say
+        error = describe_error(raised)
+    if error is not None:
+        # Stripe made the change, so the request that made it succeeds; Stripe's webhook brings
+        # the change to the mirror, as before the answer was applied (the event stays stored,
+        # failed or pending, for the retry job).
+        log.warning("could not apply Stripe's answer for %s: %s", subscription_id, error)
 
 
 def _apply_in_groups(
