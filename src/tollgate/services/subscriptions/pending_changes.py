@@ -29,8 +29,7 @@ from tollgate.services.customers import pending_plan_change
 from tollgate.services.subscriptions.lookups import item_changes
 from tollgate.services.subscriptions.payment_rules import payment_settings_update
 from tollgate.services.subscriptions.reading import pending_view
-from tollgate.services.webhooks import apply_stripe_answer
-from tollgate.services.webhooks.inbox import Watermark
+from tollgate.services.webhooks import Watermark, apply_stripe_answer
 from tollgate.stripe.errors import StripeNotFound
 from tollgate.stripe.gateway import StripeGateway
 from tollgate.stripe.translate import subscription_snapshot
