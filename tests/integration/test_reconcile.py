@@ -161,9 +161,11 @@ def test_one_object_is_checked_again_and_healed_as_a_run_of_its_own(
         assert connection.scalar(sa.select(Charge.id).where(Charge.id == "ch_only_here"))
 
     runs = _runs(container)
-    for bad in ("cus_123", "nothing"):
+    for bad in ("cus_123", "nothing", "sub_" + "x" * 300, "sub_1; DROP", "ch_"):
         with pytest.raises(InvalidRequest, match="not an object reconciliation compares"):
             recheck_object(container, object_id=bad)
+    with pytest.raises(InvalidRequest, match="not a connected account"):
+        recheck_object(container, object_id=charge, account="acct_" + "x" * 300)
     assert _runs(container) == runs
 
 

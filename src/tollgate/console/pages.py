@@ -22,6 +22,7 @@ from tollgate.bootstrap import Container
 from tollgate.config import Settings
 from tollgate.console.deals import DEAL_ACTIONS, DEAL_DONE, run_deal_action
 from tollgate.console.render import STATIC, render
+from tollgate.domain.catalog import SeatPolicy
 from tollgate.domain.errors import TollgateError
 from tollgate.domain.operators import ROLES, Action
 from tollgate.domain.reconcile import OBJECT_TYPES, parse_window
@@ -47,6 +48,7 @@ from tollgate.services.usage.controls import usage_controls
 from tollgate.services.webhooks.inbox import STATUSES as EVENT_STATUSES
 from tollgate.web.csrf import CsrfRefused, checked_form, csrf_token
 from tollgate.web.security import content_security_policy
+from tollgate_client.views import SubscriptionView
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 COOKIE = "tg_console"
@@ -371,7 +373,7 @@ def customer_page(
     )
 
 
-def _seat_policy(app: Container, subscription: Any) -> Any:
+def _seat_policy(app: Container, subscription: SubscriptionView) -> SeatPolicy | None:
     """The bounds of the subscription's plan when it is priced per seat and live, else None."""
     plan = app.catalog.plans.get(subscription.plan or "")
     if plan is None or subscription.seats is None or not is_live(subscription.status):

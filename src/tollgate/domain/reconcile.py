@@ -54,10 +54,20 @@ def values_text(values: Mapping[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in values.items())
 
 
+_STRIPE_ID = re.compile(r"[a-z]+_[A-Za-z0-9_]{1,250}")
+
+
 def object_type_of(object_id: str) -> str | None:
-    """Return which compared object a Stripe id names, or None when it names none of them."""
-    prefix = object_id[: object_id.find("_") + 1]
-    return _PREFIXES.get(prefix) if prefix else None
+    """Return which compared object a Stripe id names, or None when it names none of them
+    (or is not a Stripe id at all)."""
+    if not _STRIPE_ID.fullmatch(object_id):
+        return None
+    return _PREFIXES.get(object_id[: object_id.index("_") + 1])
+
+
+def is_account_id(account: str) -> bool:
+    """Whether `account` has the shape of a connected account's id (`acct_…`)."""
+    return _STRIPE_ID.fullmatch(account) is not None and account.startswith("acct_")
 
 
 @dataclass(frozen=True, slots=True)

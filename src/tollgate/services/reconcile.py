@@ -67,6 +67,7 @@ from tollgate.domain.reconcile import (
     compare_usage,
     heal_event_created,
     heal_event_type,
+    is_account_id,
     ledger_drift,
     meter_event_moment,
     minute_window,
@@ -296,12 +297,17 @@ def recheck_object(
     `object_type` defaults to the one the id's prefix names; `account` is the connected
     account the object lives in (None: the platform's).
     """
-    object_type = object_type or object_type_of(object_id)
-    if object_type not in OBJECT_TYPES:
+    named = object_type_of(object_id)
+    object_type = object_type or named
+    if named is None or object_type not in OBJECT_TYPES:
         raise InvalidRequest(
-            f"{object_id!r} is not an object reconciliation compares (one of: "
+            f"{object_id[:80]!r} is not an object reconciliation compares (one of: "
             f"{', '.join(OBJECT_TYPES)}; give its Stripe id, e.g. sub_…)",
             param="object",
+        )
+    if account is not None and not is_account_id(account):
+        raise InvalidRequest(
+            f"{account[:80]!r} is not a connected account's id (acct_…)", param="account"
         )
     now = deps.clock.now()
     run = _Run(
